@@ -1,0 +1,21 @@
+"""Errors a person can act on.
+
+Anything raised as `UserError` carries one sentence that says what is wrong and what to do;
+the UI, the CLI and the HTTP routes show it as it is, never a traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem the user or operator can fix; the message says how."""
+
+
+class ConfigError(UserError):
+    """Settings are missing or wrong."""
+
+
+class DatabaseUnavailable(UserError):
+    """The database cannot be reached or opened."""
+
+
+class PermissionDenied(UserError):
+    """The caller's role does not allow this."""

@@ -1,0 +1,83 @@
+"""One place for settings: environment variables first, then `.streamlit/secrets.toml`.
+
+Defaults suit the embedded mode (SQLite under ./data), so a bare machine runs without
+configuration. The core reads the secrets file itself so it never needs Streamlit.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from observatory_core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    data_dir: Path
+    export_dir: Path
+    cookie_key: str | None
+    cookie_name: str
+    cookie_expiry_days: float
+    text_max_chars: int
+
+    def require_cookie_key(self) -> str:
+        """The login cookie must be signed with a secret that is not in the code."""
+        if not self.cookie_key:
+            raise ConfigError(
+                "No login secret is set: add cookie_key to .streamlit/secrets.toml or set "
+                "OBSERVATORY_COOKIE_KEY (running `python -m observatory_core bootstrap` creates one)."
+            )
+        return self.cookie_key
+
+
+def _read_secrets(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix or delete the file.") from exc
+
+
+def _int(name: str, raw: str | int) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}.") from None
+
+
+def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None = None) -> Settings:
+    """Build settings from an environment mapping (default: os.environ) and a secrets file."""
+    env = dict(os.environ) if env is None else env
+    secrets = _read_secrets(secrets_file or SECRETS_FILE)
+
+    def pick(env_name: str, secret_name: str, default: str | None) -> str | None:
+        return env.get(env_name) or secrets.get(secret_name) or default
+
+    data_dir = Path(pick("OBSERVATORY_DATA_DIR", "data_dir", str(PROJECT_ROOT / "data")))
+    default_db = f"sqlite:///{data_dir / 'observatory.db'}"
+    return Settings(
+        database_url=pick("DATABASE_URL", "database_url", default_db),
+        data_dir=data_dir,
+        export_dir=Path(pick("OBSERVATORY_EXPORT_DIR", "export_dir", str(data_dir / "exports"))),
+        cookie_key=pick("OBSERVATORY_COOKIE_KEY", "cookie_key", None),
+        cookie_name=pick("OBSERVATORY_COOKIE_NAME", "cookie_name", "observatory_auth"),
+        cookie_expiry_days=float(pick("OBSERVATORY_COOKIE_DAYS", "cookie_expiry_days", "7")),
+        text_max_chars=_int(
+            "OBSERVATORY_TEXT_MAX_CHARS",
+            pick("OBSERVATORY_TEXT_MAX_CHARS", "text_max_chars", "16000"),
+        ),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Storage: schema, engines, dialect helpers and migrations. Knows no feature."""

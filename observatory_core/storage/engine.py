@@ -1,0 +1,89 @@
+"""Engines and connections, with failures turned into sentences a person can act on."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from observatory_core.errors import ConfigError, DatabaseUnavailable
+from observatory_core.storage.dialect import PercentileAggregate
+
+SUPPORTED = "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host:5432/dbname"
+
+
+def parse_database_url(raw: str) -> URL:
+    """Accept the usual spellings; refuse anything else with the fix in the message."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(f"DATABASE_URL {raw!r} is not a database URL; use {SUPPORTED}.") from None
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        if url.get_driver_name() not in ("psycopg", "psycopg2", None) and "+" in url.drivername:
+            raise ConfigError(
+                f"DATABASE_URL uses driver {url.drivername!r}; use postgresql+psycopg://..."
+            )
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return url
+    raise ConfigError(f"DATABASE_URL names {backend!r}, which is not supported; use {SUPPORTED}.")
+
+
+def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+    dbapi_conn.create_aggregate("obs_percentile_cont", 2, PercentileAggregate)
+
+
+@lru_cache(maxsize=8)
+def get_engine(database_url: str) -> Engine:
+    """One engine per URL per process; pools are shared by every caller."""
+    url = parse_database_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 5})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def describe_failure(url: URL, exc: BaseException) -> str:
+    """One sentence for a connection failure: what is wrong and what to do."""
+    detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else ""
+    if url.get_backend_name() == "sqlite":
+        if "locked" in detail:
+            return (
+                f"The SQLite file {url.database} is locked by another process; "
+                "stop the other process or wait and retry."
+            )
+        return (
+            f"Cannot open the SQLite file {url.database} ({detail}); "
+            "check that its folder exists and is writable."
+        )
+    where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+    if "does not exist" in detail:
+        return f"PostgreSQL at {where} has no such database ({detail}); create it or fix DATABASE_URL."
+    if "password" in detail or "authentication" in detail:
+        return f"PostgreSQL at {where} refused the login ({detail}); fix the user or password in DATABASE_URL."
+    return (
+        f"Cannot reach PostgreSQL at {where} ({detail}); start the server or fix DATABASE_URL."
+    )
+
+
+def check_connection(engine: Engine) -> None:
+    """Open one connection now, so a bad database fails early with a clear message."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (OperationalError, SQLAlchemyError, OSError) as exc:
+        raise DatabaseUnavailable(describe_failure(engine.url, exc)) from exc

@@ -1,0 +1,155 @@
+"""The one schema for SQLite and PostgreSQL (SQLAlchemy Core). Alembic migrations follow it.
+
+Span indexes start with org_id because every read is scoped to one org; time comes next
+because every screen is a time window.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from observatory_core.storage.types import BigId, JsonB, UtcDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("slug", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, default=lambda: datetime.now(UTC)),
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("slug", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    UniqueConstraint("org_id", "slug", name="uq_projects_org_slug"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("password_hash", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+)
+
+# A user with no rows here may see every project of their org.
+user_projects = Table(
+    "user_projects",
+    metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+)
+
+# Org-specific prices override the maintained table from `effective_from` on.
+model_prices = Table(
+    "model_prices",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("input_usd_per_mtok", Float, nullable=False),
+    Column("output_usd_per_mtok", Float, nullable=False),
+    Column("effective_from", UtcDateTime, nullable=False),
+    UniqueConstraint("org_id", "provider", "model", "effective_from", name="uq_model_prices_key"),
+)
+
+spans = Table(
+    "spans",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    # identity
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("span_id", String(16), nullable=False),
+    Column("parent_span_id", String(16)),
+    # time
+    Column("start_time", UtcDateTime, nullable=False),
+    Column("end_time", UtcDateTime, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("ttft_ms", Float),
+    # what
+    Column("name", String(200), nullable=False),
+    Column("operation", String(32), nullable=False),
+    Column("provider", String(64)),
+    Column("model", String(200)),
+    Column("environment", String(64), nullable=False, server_default="default"),
+    Column("service_name", String(200)),
+    # who
+    Column("user_id", String(200)),
+    Column("session_id", String(200)),
+    # outcome
+    Column("status", String(8), nullable=False),
+    Column("error_type", String(200)),
+    Column("error_message", Text),
+    Column("finish_reason", String(64)),
+    # usage
+    Column("input_tokens", Integer, nullable=False, server_default="0"),
+    Column("output_tokens", Integer, nullable=False, server_default="0"),
+    Column("total_tokens", Integer, nullable=False, server_default="0"),
+    Column("input_cost_usd", Float, nullable=False, server_default="0"),
+    Column("output_cost_usd", Float, nullable=False, server_default="0"),
+    Column("total_cost_usd", Float, nullable=False, server_default="0"),
+    Column("cost_source", String(16), nullable=False),
+    # content
+    Column("input_text", Text),
+    Column("output_text", Text),
+    Column("text_truncated", Boolean, nullable=False, server_default="0"),
+    # extra
+    Column("tags", JsonB, nullable=False),
+    Column("metadata", JsonB, nullable=False),
+    Column("attributes", JsonB, nullable=False),
+    Column("quality_score", Float),
+    UniqueConstraint("org_id", "trace_id", "span_id", name="uq_spans_org_trace_span"),
+    Index("ix_spans_org_start", "org_id", "start_time"),
+    Index("ix_spans_org_project_start", "org_id", "project_id", "start_time"),
+    Index("ix_spans_org_session", "org_id", "session_id"),
+    Index("ix_spans_org_user", "org_id", "user_id"),
+)
+
+OPERATIONS = (
+    "chat",
+    "completion",
+    "embeddings",
+    "execute_tool",
+    "retrieval",
+    "invoke_agent",
+    "other",
+)
+STATUSES = ("ok", "error", "unset")
+COST_SOURCES = ("reported", "computed", "unpriced")
