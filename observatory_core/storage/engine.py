@@ -72,12 +72,12 @@ def describe_failure(url: URL, exc: BaseException) -> str:
         )
     where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
     if "does not exist" in detail:
-        return f"PostgreSQL at {where} has no such database ({detail}); create it or fix DATABASE_URL."
+        return (
+            f"PostgreSQL at {where} has no such database ({detail}); create it or fix DATABASE_URL."
+        )
     if "password" in detail or "authentication" in detail:
         return f"PostgreSQL at {where} refused the login ({detail}); fix the user or password in DATABASE_URL."
-    return (
-        f"Cannot reach PostgreSQL at {where} ({detail}); start the server or fix DATABASE_URL."
-    )
+    return f"Cannot reach PostgreSQL at {where} ({detail}); start the server or fix DATABASE_URL."
 
 
 def check_connection(engine: Engine) -> None:

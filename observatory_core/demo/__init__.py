@@ -1,0 +1,1 @@
+"""Realistic demo data: what a company's LLM traffic looks like over a month."""

@@ -1,0 +1,58 @@
+"""The canonical span row every writer (demo, import, OTLP) hands to storage.
+
+Derived fields are filled in one place so that totals and text cuts mean the same whatever
+the source.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from observatory_core.storage.schema import spans
+
+SPAN_COLUMNS: tuple[str, ...] = tuple(c.name for c in spans.columns if c.name != "id")
+
+_DEFAULTS: dict[str, Any] = {
+    "parent_span_id": None,
+    "ttft_ms": None,
+    "provider": None,
+    "model": None,
+    "environment": "default",
+    "service_name": None,
+    "user_id": None,
+    "session_id": None,
+    "status": "unset",
+    "error_type": None,
+    "error_message": None,
+    "finish_reason": None,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "input_cost_usd": 0.0,
+    "output_cost_usd": 0.0,
+    "cost_source": "computed",
+    "input_text": None,
+    "output_text": None,
+    "quality_score": None,
+}
+
+
+def cut_text(value: str | None, max_chars: int) -> tuple[str | None, bool]:
+    if value is None or len(value) <= max_chars:
+        return value, False
+    return value[:max_chars], True
+
+
+def complete_row(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
+    """A full row: defaults, totals, duration and the text cut at `max_chars`."""
+    out = {**_DEFAULTS, **row}
+    out["total_tokens"] = int(out["input_tokens"] or 0) + int(out["output_tokens"] or 0)
+    out["total_cost_usd"] = float(out["input_cost_usd"] or 0) + float(out["output_cost_usd"] or 0)
+    if "duration_ms" not in row:
+        out["duration_ms"] = (out["end_time"] - out["start_time"]).total_seconds() * 1000.0
+    out["input_text"], cut_in = cut_text(out["input_text"], max_chars)
+    out["output_text"], cut_out = cut_text(out["output_text"], max_chars)
+    out["text_truncated"] = bool(row.get("text_truncated")) or cut_in or cut_out
+    out.setdefault("tags", [])
+    out.setdefault("metadata", {})
+    out.setdefault("attributes", {})
+    return out

@@ -1,0 +1,73 @@
+"""Fast, idempotent span writes: COPY on PostgreSQL, executemany on SQLite.
+
+Both paths skip spans whose (org_id, trace_id, span_id) exists, so a re-sent batch never
+duplicates, and each batch commits on its own so progress is never lost to a later failure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+from observatory_core.spanrows import SPAN_COLUMNS
+from observatory_core.storage.dialect import insert_ignoring_duplicates
+from observatory_core.storage.schema import spans
+
+_JSON_COLUMNS = {"tags", "metadata", "attributes"}
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _copy_postgres(conn: Connection, batch: list[dict[str, Any]]) -> int:
+    cols = ", ".join(f'"{c}"' for c in SPAN_COLUMNS)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS spans_staging "
+            "(LIKE spans INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        cur.execute("ALTER TABLE spans_staging ALTER COLUMN id DROP NOT NULL")
+        with cur.copy(f"COPY spans_staging ({cols}) FROM STDIN") as copy:
+            for row in batch:
+                copy.write_row(
+                    [json.dumps(row[c]) if c in _JSON_COLUMNS else row[c] for c in SPAN_COLUMNS]
+                )
+        cur.execute(
+            f"INSERT INTO spans ({cols}) SELECT {cols} FROM spans_staging "
+            "ON CONFLICT (org_id, trace_id, span_id) DO NOTHING"
+        )
+        return cur.rowcount
+
+
+def _insert_sqlite(conn: Connection, batch: list[dict[str, Any]]) -> int:
+    return conn.execute(insert_ignoring_duplicates(conn, spans), batch).rowcount
+
+
+def write_spans(
+    engine: Engine,
+    rows: Iterable[dict[str, Any]],
+    *,
+    batch_size: int = 5000,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
+    """Write complete span rows (see `spanrows.complete_row`); returns how many were new.
+
+    `on_batch(seen, written)` is called after each committed batch, for progress bars.
+    """
+    write = _copy_postgres if engine.dialect.name == "postgresql" else _insert_sqlite
+    written = 0
+    for batch in _batches(rows, batch_size):
+        with engine.begin() as conn:
+            new = write(conn, batch)
+        written += new
+        if on_batch:
+            on_batch(len(batch), new)
+    return written
