@@ -7,6 +7,7 @@ only need to be plausible and distinct so charts by model look like real ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -173,32 +174,42 @@ class Incident:
     """A provider outage: more errors and slower calls for a while."""
 
     provider: str
-    hours_before_end: float
     minutes: float
     error_rate: float
     latency_factor: float
     error_type: str
     error_message: str
+    hours_before_end: float = 0.0  # a recent incident, relative to the end of the data
+    days_before_end: int | None = None  # or: that many days back, at `at_hour` UTC
+    at_hour: int = 14
+
+    def start(self, end: datetime) -> datetime:
+        if self.days_before_end is None:
+            return end - timedelta(hours=self.hours_before_end)
+        day = (end - timedelta(days=self.days_before_end)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        return day + timedelta(hours=self.at_hour)
 
 
 INCIDENTS = (
     Incident(
         "anthropic",
-        6 * 24 + 3,
         95,
         0.55,
         3.5,
         "overloaded_error",
         "Anthropic API returned 529: Overloaded",
+        days_before_end=8,
     ),
     Incident(
         "openai",
-        3.5,
         40,
         0.18,
         4.0,
         "APITimeoutError",
         "Request timed out after 30s (openai.APITimeoutError)",
+        hours_before_end=3.5,
     ),
 )
 

@@ -99,7 +99,7 @@ class DemoGenerator:
         }
         self.env_cum = _cum(w for _, w in ENVIRONMENTS)
         self.err_cum = _cum(w for *_, w in ORDINARY_ERRORS)
-        self.incidents = [(i, self.end_us - int(i.hours_before_end * HOUR_US)) for i in INCIDENTS]
+        self.incidents = [(i, to_micros(i.start(end))) for i in INCIDENTS]
 
     def _users(self, org: OrgSpec) -> list[str]:
         rng = random.Random(f"users-{org.slug}")

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from observatory_core.storage.types import UtcDateTime
 
@@ -23,6 +24,11 @@ class percentile_cont(FunctionElement):
     type = Float()
     inherit_cache = True
     name = "percentile_cont"
+    # The fraction is rendered into the SQL, so it must be part of the statement cache key.
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("fraction", InternalTraversal.dp_plain_obj),
+    ]
 
     def __init__(self, column: ColumnElement, fraction: float) -> None:
         if not 0.0 <= fraction <= 1.0:
@@ -52,6 +58,10 @@ class time_bucket(FunctionElement):
     type = UtcDateTime()
     inherit_cache = True
     name = "time_bucket"
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("seconds", InternalTraversal.dp_plain_obj),
+    ]
 
     def __init__(self, column: ColumnElement, seconds: int) -> None:
         self.seconds = int(seconds)

@@ -84,6 +84,13 @@ def check_connection(engine: Engine) -> None:
     """Open one connection now, so a bad database fails early with a clear message."""
     try:
         with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            # Touch the schema, not just the socket: a locked SQLite file fails here.
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM information_schema.tables"
+                    if engine.dialect.name == "postgresql"
+                    else "SELECT count(*) FROM sqlite_master"
+                )
+            )
     except (OperationalError, SQLAlchemyError, OSError) as exc:
         raise DatabaseUnavailable(describe_failure(engine.url, exc)) from exc

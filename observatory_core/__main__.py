@@ -1,0 +1,157 @@
+"""Command line: `python -m observatory_core <command>`. Errors print one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+
+from observatory_core.errors import UserError
+
+
+def _engine():
+    from observatory_core.settings import get_settings
+    from observatory_core.storage.engine import check_connection, get_engine
+
+    engine = get_engine(get_settings().database_url)
+    check_connection(engine)
+    return engine
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="span", unit_scale=True, desc="Loading demo data")
+    return bar, (lambda seen, _new: bar.update(seen))
+
+
+def cmd_migrate(_args) -> None:
+    from observatory_core.storage.migrate import current_revision, upgrade
+
+    engine = _engine()
+    upgrade(engine)
+    print(f"Database is at schema revision {current_revision(engine)}.")
+
+
+def cmd_demo(args) -> None:
+    from observatory_core.demo.load import load_demo
+    from observatory_core.settings import get_settings
+    from observatory_core.storage.migrate import upgrade
+
+    engine = _engine()
+    upgrade(engine)
+    end = datetime.fromisoformat(args.end) if args.end else None
+    bar, on_batch = _progress(args.spans)
+    report = load_demo(
+        engine,
+        spans=args.spans,
+        days=args.days,
+        seed=args.seed,
+        end=end,
+        text_max_chars=get_settings().text_max_chars,
+        on_batch=on_batch,
+    )
+    bar.close()
+    print(
+        f"Stored {report.spans:,} new spans in {report.seconds:.1f} s ({report.rate:,.0f} spans/s)."
+    )
+
+
+def cmd_bootstrap(args) -> None:
+    from observatory_core import bootstrap
+
+    engine = _engine()
+    bootstrap.migrate(engine)
+    if bootstrap.ensure_secrets_file():
+        print("Created .streamlit/secrets.toml with a random login secret.")
+    if args.demo_spans and bootstrap.span_count(engine) == 0:
+        args.spans, args.end = args.demo_spans, None
+        cmd_demo(args)
+    admin = bootstrap.ensure_first_admin(engine)
+    if admin:
+        line = "=" * 64
+        print(f"\n{line}\n First login (shown once, write it down):")
+        print(f"   user: {admin.username}   password: {admin.password}   org: {admin.org_slug}")
+        print(
+            f" More users: python -m observatory_core user add NAME --org {admin.org_slug} --role viewer"
+        )
+        print(f"{line}\n")
+
+
+def cmd_user(args) -> None:
+    from observatory_core import users
+
+    engine = _engine()
+    if args.action == "add":
+        password = sys.stdin.readline().strip() if args.password_stdin else None
+        made = users.add_user(
+            engine,
+            args.org,
+            args.username,
+            args.role,
+            name=args.name,
+            email=args.email,
+            password=password,
+        )
+        print(f"Created {args.username} ({args.role}) in {args.org}.")
+        if not args.password_stdin:
+            print(f"Password (shown once): {made}")
+    elif args.action == "passwd":
+        password = sys.stdin.readline().strip() if args.password_stdin else None
+        made = users.set_password(engine, args.username, password)
+        print(
+            f"Password of {args.username} changed." + ("" if password else f" New password: {made}")
+        )
+    else:
+        for u in users.list_users(engine):
+            state = " (disabled)" if u["disabled"] else ""
+            print(f"{u['username']:<24} {u['role']:<10} org {u['org_id']}{state}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m observatory_core")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="bring the schema up to date").set_defaults(func=cmd_migrate)
+
+    demo = sub.add_parser("demo", help="load realistic demo data")
+    demo.add_argument("--spans", type=int, default=100_000)
+    demo.add_argument("--days", type=float, default=30)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--end", help="ISO time the data ends at (default: now)")
+    demo.set_defaults(func=cmd_demo)
+
+    boot = sub.add_parser("bootstrap", help="first-run set-up (migrate, secrets, demo, admin)")
+    boot.add_argument("--demo-spans", type=int, default=120_000, help="0 to skip demo data")
+    boot.add_argument("--days", type=float, default=30)
+    boot.add_argument("--seed", type=int, default=7)
+    boot.set_defaults(func=cmd_bootstrap)
+
+    user = sub.add_parser("user", help="add users, change passwords, list users")
+    user_sub = user.add_subparsers(dest="action", required=True)
+    add = user_sub.add_parser("add")
+    add.add_argument("username")
+    add.add_argument("--org", required=True, help="org slug, e.g. acme")
+    add.add_argument("--role", required=True, help="admin, developer, viewer or billing")
+    add.add_argument("--name")
+    add.add_argument("--email")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    passwd = user_sub.add_parser("passwd")
+    passwd.add_argument("username")
+    passwd.add_argument("--password-stdin", action="store_true")
+    user_sub.add_parser("list")
+    user.set_defaults(func=cmd_user)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""First-run set-up: schema, login secret, demo data and the first admin.
+
+Safe to run on every start: each step only does what is missing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from observatory_core.settings import SECRETS_FILE
+from observatory_core.storage.migrate import upgrade
+from observatory_core.storage.schema import orgs, spans
+from observatory_core.tenancy import ensure_org
+from observatory_core.users import add_user, count_users
+
+
+@dataclass(frozen=True)
+class FirstAdmin:
+    username: str
+    password: str
+    org_slug: str
+
+
+def ensure_secrets_file(path: Path = SECRETS_FILE) -> bool:
+    """Write a random login-cookie key if no secrets file exists; True when one was created."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Created by `python -m observatory_core bootstrap`; keep it out of version control.\n"
+        f'cookie_key = "{secrets.token_urlsafe(32)}"\n'
+    )
+    path.chmod(0o600)
+    return True
+
+
+def span_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(spans)).scalar_one()
+
+
+def first_org_slug(engine: Engine) -> str:
+    with engine.begin() as conn:
+        slug = conn.execute(select(orgs.c.slug).order_by(orgs.c.id).limit(1)).scalar()
+        if slug is None:
+            ensure_org(conn, "default", "Default org")
+            slug = "default"
+    return slug
+
+
+def ensure_first_admin(engine: Engine) -> FirstAdmin | None:
+    """Create `admin` with a random password when there are no users at all."""
+    if count_users(engine):
+        return None
+    org = first_org_slug(engine)
+    password = add_user(engine, org, "admin", "admin", name="Administrator")
+    return FirstAdmin("admin", password, org)
+
+
+def migrate(engine: Engine) -> None:
+    upgrade(engine)

@@ -1,0 +1,1 @@
+"""The only part of the core that imports Streamlit: session, login, navigation, caches, widgets."""

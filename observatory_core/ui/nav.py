@@ -1,0 +1,33 @@
+"""Which pages a role sees. A page is listed only when it works and the role may use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from observatory_core.permissions import Permission
+from observatory_core.scope import Scope
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    path: str
+    title: str
+    icon: str
+    needs: Permission
+
+
+PAGES = (PageSpec("pages/home.py", "Home", ":material/home:", Permission.METRICS_READ),)
+
+
+def pages_for(scope: Scope) -> list[st.Page]:
+    allowed = [p for p in PAGES if scope.can(p.needs)]
+    return [
+        st.Page(p.path, title=p.title, icon=p.icon, default=i == 0) for i, p in enumerate(allowed)
+    ]
+
+
+def sidebar_user(scope: Scope) -> None:
+    with st.sidebar:
+        st.markdown(f"**{scope.username}** · {scope.role.value}")

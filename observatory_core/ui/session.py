@@ -1,0 +1,83 @@
+"""Login and the current user's scope, with every failure shown as one sentence."""
+
+from __future__ import annotations
+
+import streamlit as st
+import streamlit_authenticator as stauth
+from sqlalchemy.engine import Engine
+
+from observatory_core.errors import UserError
+from observatory_core.scope import Scope
+from observatory_core.settings import get_settings
+from observatory_core.storage.engine import check_connection, get_engine
+from observatory_core.storage.migrate import upgrade
+from observatory_core.users import authenticator_credentials, scope_for
+
+WRONG_LOGIN = (
+    "Wrong username or password. Try again, or ask an admin to reset it with "
+    "`python -m observatory_core user passwd NAME`."
+)
+
+
+@st.cache_resource(show_spinner=False)
+def _ready_engine(database_url: str) -> Engine:
+    engine = get_engine(database_url)
+    check_connection(engine)
+    upgrade(engine)
+    return engine
+
+
+def engine() -> Engine:
+    """The app's engine, connected and migrated once per process."""
+    return _ready_engine(get_settings().database_url)
+
+
+def stop_with(message: str) -> None:
+    st.error(message, icon=":material/error:")
+    st.stop()
+
+
+def require_login() -> Scope:
+    """Show the login form until the user is in; return their scope."""
+    try:
+        settings = get_settings()
+        cookie_key = settings.require_cookie_key()
+        db = engine()
+        authenticator = stauth.Authenticate(
+            authenticator_credentials(db),
+            settings.cookie_name,
+            cookie_key,
+            settings.cookie_expiry_days,
+            auto_hash=False,
+            login_sleep_time=0,
+        )
+    except UserError as exc:
+        stop_with(str(exc))
+    st.session_state["_authenticator"] = authenticator
+    if not st.session_state.get("authentication_status"):
+        st.title("LLM Observatory")
+        st.caption("Cost, latency and errors of your LLM applications.")
+    authenticator.login(location="main", key="login")
+    status = st.session_state.get("authentication_status")
+    if status is False:
+        stop_with(WRONG_LOGIN)
+    if not status:
+        st.stop()
+    try:
+        return scope_for(db, st.session_state["username"])
+    except UserError as exc:
+        stop_with(str(exc))
+
+
+def current_scope() -> Scope:
+    """The scope set by the router; pages call this instead of logging in again."""
+    scope = st.session_state.get("scope")
+    if scope is None:
+        st.switch_page("app.py")
+    return scope
+
+
+def logout_button() -> None:
+    authenticator = st.session_state.get("_authenticator")
+    if authenticator is not None:
+        authenticator.logout("Log out", location="sidebar", key="logout")

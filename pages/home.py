@@ -1,0 +1,71 @@
+"""Home: the last 24 hours of the user's org at a glance, each number against the day before."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from observatory_core.summary import percent_change
+from observatory_core.ui import cached, format
+from observatory_core.ui.session import current_scope
+
+scope = current_scope()
+summary = cached.home(scope)
+now, before = summary.current, summary.previous
+
+st.title("Last 24 hours")
+st.caption(
+    f"{now.start:%Y-%m-%d %H:%M} to {now.end:%Y-%m-%d %H:%M} UTC, against the 24 hours before"
+)
+
+if now.requests == 0 and before.requests == 0:
+    st.info(
+        "No spans in the last 48 hours. Load demo data with "
+        "`python -m observatory_core demo`, or send traces to this server.",
+        icon=":material/inbox:",
+    )
+    st.stop()
+
+tiles = [
+    (
+        "Requests",
+        format.count(now.requests),
+        percent_change(now.requests, before.requests),
+        "normal",
+    ),
+    ("Traces", format.count(now.traces), percent_change(now.traces, before.traces), "normal"),
+    (
+        "Error rate",
+        format.rate(now.error_rate),
+        percent_change(now.error_rate, before.error_rate),
+        "inverse",
+    ),
+    (
+        "p95 latency",
+        format.duration_ms(now.p95_ms),
+        percent_change(now.p95_ms, before.p95_ms),
+        "inverse",
+    ),
+]
+if now.cost_usd is not None:
+    tiles.insert(
+        1,
+        (
+            "Cost",
+            format.money(now.cost_usd),
+            percent_change(now.cost_usd, before.cost_usd),
+            "inverse",
+        ),
+    )
+
+for column, (label, value, delta, color) in zip(st.columns(len(tiles)), tiles, strict=True):
+    column.metric(label, value, format.change(delta), delta_color=color, border=True)
+
+hours = [h for h, _ in summary.per_hour]
+figure = go.Figure(go.Bar(x=hours, y=[n for _, n in summary.per_hour], marker_color="#4C78A8"))
+figure.update_layout(
+    title="Requests per hour",
+    height=320,
+    margin=dict(l=10, r=10, t=40, b=10),
+    xaxis_title=None,
+    yaxis_title="spans",
+)
+st.plotly_chart(figure, width="stretch")

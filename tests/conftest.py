@@ -1,0 +1,71 @@
+"""Database fixtures: every storage test runs on SQLite and on the real PostgreSQL server.
+
+PostgreSQL is never skipped: if it cannot be reached the run fails with how to start it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.migrate import upgrade
+from observatory_core.storage.schema import metadata
+
+PG_ADMIN_URL = os.environ.get(
+    "OBSERVATORY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"obs_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc.orig}). Start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set "
+            "OBSERVATORY_TEST_PG_URL.",
+            pytrace=False,
+        )
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def db_url(request, tmp_path_factory) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'observatory.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    upgrade(get_engine(url))
+    return url
+
+
+@pytest.fixture
+def engine(db_url):
+    """A migrated, empty database of each kind."""
+    db = get_engine(db_url)
+    with db.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    return db
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path):
+    db = get_engine(f"sqlite:///{tmp_path / 'observatory.db'}")
+    upgrade(db)
+    return db

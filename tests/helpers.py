@@ -1,0 +1,64 @@
+"""Small builders shared by tests, and the polars reference reader."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+from sqlalchemy import select
+
+from observatory_core.demo.load import ensure_demo_tenants, load_demo
+from observatory_core.permissions import Role
+from observatory_core.scope import Scope
+from observatory_core.spanrows import complete_row
+from observatory_core.storage.bulk import write_spans
+from observatory_core.storage.schema import spans
+from observatory_core.tenancy import ensure_org, ensure_project
+
+END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+_ids = itertools.count(1)
+
+
+def make_org(engine, slug: str, projects=("main",)) -> tuple[int, list[int]]:
+    with engine.begin() as conn:
+        org_id = ensure_org(conn, slug, slug.title())
+        return org_id, [ensure_project(conn, org_id, p, p.title()) for p in projects]
+
+
+def span(org_id: int, project_id: int, start: datetime, **fields) -> dict:
+    n = next(_ids)
+    row = {
+        "org_id": org_id,
+        "project_id": project_id,
+        "trace_id": fields.pop("trace_id", f"{n:032x}"),
+        "span_id": fields.pop("span_id", f"{n:016x}"),
+        "start_time": start,
+        "end_time": start + timedelta(milliseconds=fields.get("duration_ms", 100.0)),
+        "name": "chat test",
+        "operation": "chat",
+        "status": "ok",
+        "cost_source": "computed",
+        **fields,
+    }
+    return complete_row(row, 16_000)
+
+
+def write(engine, rows) -> int:
+    return write_spans(engine, rows)
+
+
+def load_small_demo(engine, spans_count: int = 3000, days: float = 3, seed: int = 11):
+    ensure_demo_tenants(engine)
+    return load_demo(engine, spans=spans_count, days=days, seed=seed, end=END)
+
+
+def all_spans(engine) -> pl.DataFrame:
+    """Raw rows as polars: the independent reference the tests compare the core against."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(spans)).mappings().all()
+    return pl.DataFrame([dict(r) for r in rows], infer_schema_length=None)
+
+
+def admin_scope(org_id: int, role: Role = Role.ADMIN, **kw) -> Scope:
+    return Scope(org_id=org_id, role=role, **kw)

@@ -1,0 +1,83 @@
+"""Schema and migrations on both databases: upgrade is idempotent and values round-trip."""
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, inspect, select
+
+from observatory_core.storage.migrate import current_revision, upgrade
+from observatory_core.storage.schema import spans
+from tests.helpers import make_org, span, write
+
+
+def test_upgrade_reaches_head_and_is_idempotent(engine):
+    upgrade(engine)
+    upgrade(engine)
+    assert current_revision(engine) == "0001"
+    tables = set(inspect(engine).get_table_names())
+    assert {"orgs", "projects", "users", "user_projects", "model_prices", "spans"} <= tables
+    index_names = {ix["name"] for ix in inspect(engine).get_indexes("spans")}
+    assert "ix_spans_org_start" in index_names
+
+
+def test_span_values_round_trip_with_microseconds(engine):
+    org, (project,) = make_org(engine, "acme")
+    start = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+    row = span(
+        org,
+        project,
+        start,
+        duration_ms=12.5,
+        tags=["a", "b"],
+        metadata={"k": "v", "n": 3},
+        attributes={"x": {"y": [1, 2]}},
+        input_tokens=7,
+        output_tokens=5,
+        input_cost_usd=0.25,
+        output_cost_usd=0.5,
+        quality_score=0.9,
+    )
+    assert write(engine, [row]) == 1
+    with engine.connect() as conn:
+        got = conn.execute(select(spans)).mappings().one()
+    assert got["start_time"] == start
+    assert got["end_time"] == start + timedelta(milliseconds=12.5)
+    assert got["tags"] == ["a", "b"]
+    assert got["metadata"] == {"k": "v", "n": 3}
+    assert got["attributes"] == {"x": {"y": [1, 2]}}
+    assert got["total_tokens"] == 12
+    assert got["total_cost_usd"] == 0.75
+
+
+def test_resent_span_is_not_duplicated(engine):
+    org, (project,) = make_org(engine, "acme")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    first = span(org, project, start, trace_id="a" * 32, span_id="b" * 16)
+    assert write(engine, [first, dict(first)]) == 1
+    assert write(engine, [dict(first)]) == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(spans)).scalar() == 1
+
+
+def test_same_ids_in_another_org_are_separate_spans(engine):
+    a, (pa,) = make_org(engine, "acme")
+    b, (pb,) = make_org(engine, "globex")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [span(o, p, start, trace_id="c" * 32, span_id="d" * 16) for o, p in ((a, pa), (b, pb))]
+    assert write(engine, rows) == 2
+
+
+def test_long_text_is_cut_and_flagged(engine):
+    from observatory_core.spanrows import complete_row
+
+    org, (project,) = make_org(engine, "acme")
+    row = span(org, project, datetime(2026, 1, 1, tzinfo=UTC))
+    row = complete_row({**row, "input_text": "x" * 50, "text_truncated": False}, max_chars=20)
+    write(engine, [row])
+    with engine.connect() as conn:
+        got = conn.execute(select(spans.c.input_text, spans.c.text_truncated)).one()
+    assert got == ("x" * 20, True)
+
+
+def test_sqlite_runs_in_wal_mode(sqlite_engine):
+    with sqlite_engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

@@ -1,0 +1,39 @@
+"""The role table is exactly DESIGN.md section 6."""
+
+import pytest
+
+from observatory_core.errors import PermissionDenied, UserError
+from observatory_core.permissions import Permission, Role, parse_role
+from observatory_core.scope import Scope
+
+# permission -> (admin, developer, viewer, billing), copied from DESIGN.md section 6
+DESIGN_TABLE = {
+    "traces:read": (1, 1, 1, 0),
+    "metrics:read": (1, 1, 1, 1),
+    "costs:read": (1, 1, 0, 1),
+    "exports:create": (1, 1, 0, 1),
+    "exports:cancel": (1, 1, 0, 1),
+    "exports:read": (1, 1, 1, 1),
+    "exports:download": (1, 1, 1, 1),
+    "alerts:read": (1, 1, 1, 1),
+    "alerts:manage": (1, 1, 0, 0),
+    "admin": (1, 0, 0, 0),
+}
+ROLES = (Role.ADMIN, Role.DEVELOPER, Role.VIEWER, Role.BILLING)
+
+
+@pytest.mark.parametrize("permission", sorted(DESIGN_TABLE))
+def test_role_table_matches_design(permission):
+    for role, allowed in zip(ROLES, DESIGN_TABLE[permission], strict=True):
+        assert Scope(org_id=1, role=role).can(Permission(permission)) == bool(allowed), role
+
+
+def test_require_names_the_role_and_permission():
+    with pytest.raises(PermissionDenied, match=r"billing.*traces:read"):
+        Scope(org_id=1, role=Role.BILLING).require(Permission.TRACES_READ)
+
+
+def test_unknown_role_lists_the_choices():
+    assert parse_role(" Viewer ") is Role.VIEWER
+    with pytest.raises(UserError, match="admin, developer, viewer, billing"):
+        parse_role("root")
