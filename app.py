@@ -10,4 +10,4 @@ scope = session.require_login()
 st.session_state["scope"] = scope
 nav.sidebar_user(scope)
 session.logout_button()
-st.navigation(nav.pages_for(scope)).run()
+session.run(st.navigation(nav.pages_for(scope)))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import OperationalError
 
 from observatory_core.errors import UserError
 
@@ -66,6 +68,13 @@ def cmd_bootstrap(args) -> None:
         print("Created .streamlit/secrets.toml with a random login secret.")
     if args.demo_spans and bootstrap.span_count(engine) == 0:
         args.spans, args.end = args.demo_spans, None
+        cmd_demo(args)
+    elif args.demo_spans and (gap := bootstrap.demo_gap(engine, datetime.now(UTC))):
+        # Keep the demo alive: fill the time since the last run at the same daily rate.
+        days = min(gap.total_seconds() / 86400, args.days)
+        print(f"Demo data ends {gap} ago; adding traffic up to now.")
+        args.spans = max(100, int(args.demo_spans / args.days * days))
+        args.days, args.end, args.seed = days, None, args.seed + int(datetime.now(UTC).timestamp())
         cmd_demo(args)
     admin = bootstrap.ensure_first_admin(engine)
     if admin:
@@ -149,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:  # e.g. a SQLite file locked in the middle of a load
+        from observatory_core.settings import get_settings
+        from observatory_core.storage.engine import describe_failure, parse_database_url
+
+        url = parse_database_url(get_settings().database_url)
+        print(f"error: {describe_failure(url, exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from observatory_core.settings import SECRETS_FILE
+from observatory_core import settings
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import orgs, spans
 from observatory_core.tenancy import ensure_org
@@ -26,8 +27,9 @@ class FirstAdmin:
     org_slug: str
 
 
-def ensure_secrets_file(path: Path = SECRETS_FILE) -> bool:
+def ensure_secrets_file(path: Path | None = None) -> bool:
     """Write a random login-cookie key if no secrets file exists; True when one was created."""
+    path = path or settings.SECRETS_FILE
     if path.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,6 +44,15 @@ def ensure_secrets_file(path: Path = SECRETS_FILE) -> bool:
 def span_count(engine: Engine) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(spans)).scalar_one()
+
+
+def demo_gap(engine: Engine, now: datetime) -> timedelta | None:
+    """How far the newest span lags behind now, when there is data and it lags over an hour."""
+    with engine.connect() as conn:
+        newest = conn.execute(select(func.max(spans.c.start_time))).scalar()
+    if newest is None or now - newest < timedelta(hours=1):
+        return None
+    return now - newest
 
 
 def first_org_slug(engine: Engine) -> str:

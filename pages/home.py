@@ -13,7 +13,8 @@ now, before = summary.current, summary.previous
 
 st.title("Last 24 hours")
 st.caption(
-    f"{now.start:%Y-%m-%d %H:%M} to {now.end:%Y-%m-%d %H:%M} UTC, against the 24 hours before"
+    f"{now.start:%Y-%m-%d %H:%M} to {now.end:%Y-%m-%d %H:%M} UTC. "
+    "Changes compare with the 24 hours before."
 )
 
 if now.requests == 0 and before.requests == 0:

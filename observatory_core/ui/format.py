@@ -25,4 +25,4 @@ def count(value: int | None) -> str:
 
 def change(value: float | None) -> str | None:
     """st.metric delta text; None hides the delta when there is nothing to compare."""
-    return None if value is None else f"{value:+.1f}% vs previous 24 h"
+    return None if value is None else f"{value:+.1f}%"

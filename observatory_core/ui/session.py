@@ -5,11 +5,12 @@ from __future__ import annotations
 import streamlit as st
 import streamlit_authenticator as stauth
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from observatory_core.errors import UserError
 from observatory_core.scope import Scope
 from observatory_core.settings import get_settings
-from observatory_core.storage.engine import check_connection, get_engine
+from observatory_core.storage.engine import check_connection, describe_failure, get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.users import authenticator_credentials, scope_for
 
@@ -54,7 +55,8 @@ def require_login() -> Scope:
     except UserError as exc:
         stop_with(str(exc))
     st.session_state["_authenticator"] = authenticator
-    if not st.session_state.get("authentication_status"):
+    was_in = bool(st.session_state.get("authentication_status"))
+    if not was_in:
         st.title("LLM Observatory")
         st.caption("Cost, latency and errors of your LLM applications.")
     authenticator.login(location="main", key="login")
@@ -63,6 +65,8 @@ def require_login() -> Scope:
         stop_with(WRONG_LOGIN)
     if not status:
         st.stop()
+    if not was_in:
+        st.rerun()  # draw the app without the login banner
     try:
         return scope_for(db, st.session_state["username"])
     except UserError as exc:
@@ -75,6 +79,16 @@ def current_scope() -> Scope:
     if scope is None:
         st.switch_page("app.py")
     return scope
+
+
+def run(page) -> None:
+    """Run the chosen page; a failure it did not expect still reads as one sentence."""
+    try:
+        page.run()
+    except UserError as exc:
+        stop_with(str(exc))
+    except OperationalError as exc:
+        stop_with(describe_failure(engine().url, exc))
 
 
 def logout_button() -> None:

@@ -1,0 +1,47 @@
+# The two commands: `make run` and `make test`. Everything else is what they are made of.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PORT ?= 8501
+
+.PHONY: run test setup bootstrap lint format bench postgres chromium clean
+
+$(INSTALLED): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $(INSTALLED)
+
+setup: $(INSTALLED)
+
+# Migrates, writes a login secret, loads demo data on the first run, creates the first admin.
+bootstrap: setup
+	$(BIN)/python -m observatory_core bootstrap
+
+run: bootstrap
+	$(BIN)/streamlit run server.py --server.port $(PORT)
+
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+chromium:
+	@bash scripts/ensure-chromium.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: bootstrap postgres chromium lint
+	$(BIN)/python -m pytest
+
+bench: setup postgres
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

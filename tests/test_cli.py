@@ -1,0 +1,83 @@
+"""The command line: first-run bootstrap, users, demo data, and one-line errors."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from observatory_core.__main__ import main
+from observatory_core.demo.load import load_demo
+from observatory_core.settings import get_settings
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.migrate import upgrade
+from observatory_core.storage.schema import spans
+from observatory_core.users import authenticator_credentials, verify_password
+
+
+@pytest.fixture
+def cli_db(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setattr("observatory_core.settings.SECRETS_FILE", tmp_path / "secrets.toml")
+    get_settings.cache_clear()
+    yield get_engine(url), tmp_path
+    get_settings.cache_clear()
+
+
+def _count(engine):
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(spans)).scalar()
+
+
+def test_bootstrap_creates_secret_data_and_an_admin_shown_once(cli_db, capsys):
+    engine, tmp = cli_db
+    assert main(["bootstrap", "--demo-spans", "2000", "--days", "2"]) == 0
+    out = capsys.readouterr().out
+    password = re.search(r"user: admin\s+password: (\S+)", out).group(1)
+    stored = authenticator_credentials(engine)["usernames"]["admin"]["password"]
+    assert verify_password(password, stored)
+    assert 'cookie_key = "' in (tmp / "secrets.toml").read_text()
+    assert _count(engine) >= 2000
+    assert main(["bootstrap", "--demo-spans", "2000", "--days", "2"]) == 0
+    again = capsys.readouterr().out
+    assert "password" not in again
+    assert _count(engine) < 2200  # no second load: the data is current
+
+
+def test_bootstrap_tops_up_stale_demo_data_to_now(cli_db, capsys):
+    engine, _ = cli_db
+    upgrade(engine)
+    load_demo(engine, spans=1500, days=2, seed=3, end=datetime.now(UTC) - timedelta(hours=5))
+    before = _count(engine)
+    assert main(["bootstrap", "--demo-spans", "3000", "--days", "2"]) == 0
+    assert "adding traffic up to now" in capsys.readouterr().out
+    with engine.connect() as conn:
+        newest = conn.execute(select(func.max(spans.c.start_time))).scalar()
+    assert _count(engine) > before
+    assert datetime.now(UTC) - newest < timedelta(hours=1)
+
+
+def test_user_add_and_errors_are_one_line(cli_db, capsys):
+    main(["bootstrap", "--demo-spans", "0"])
+    capsys.readouterr()
+    assert main(["user", "add", "sam", "--org", "default", "--role", "viewer"]) == 0
+    assert re.search(r"Password \(shown once\): \S{10,}", capsys.readouterr().out)
+    assert main(["user", "add", "sam", "--org", "default", "--role", "viewer"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: User 'sam' exists already; pick another username."
+    assert main(["user", "add", "kim", "--org", "nowhere", "--role", "viewer"]) == 2
+    assert "No org 'nowhere'" in capsys.readouterr().err
+    assert main(["user", "list"]) == 0
+    assert "sam" in capsys.readouterr().out
+
+
+def test_unreachable_database_is_reported_without_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/x")
+    get_settings.cache_clear()
+    try:
+        assert main(["migrate"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith("error: Cannot reach PostgreSQL") and "Traceback" not in err

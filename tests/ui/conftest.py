@@ -1,0 +1,43 @@
+"""An app database with demo data and one user per role, wired through the environment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import streamlit as st
+
+from observatory_core.demo.load import load_demo
+from observatory_core.settings import get_settings
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.migrate import upgrade
+from observatory_core.users import add_user
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = ("admin", "developer", "viewer", "billing")
+
+
+@pytest.fixture(scope="session")
+def app_db(tmp_path_factory):
+    """Demo data ending a minute ago, so the home page's last 24 hours are full."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('app') / 'app.db'}"
+    engine = get_engine(url)
+    upgrade(engine)
+    load_demo(engine, spans=6000, days=3, seed=21, end=datetime.now(UTC) - timedelta(minutes=1))
+    passwords = {role: add_user(engine, "acme", f"{role}-user", role) for role in ROLES}
+    passwords["other-org"] = add_user(engine, "globex", "globex-admin", "admin")
+    return url, passwords
+
+
+@pytest.fixture
+def app_env(app_db, monkeypatch, tmp_path):
+    url, passwords = app_db
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("OBSERVATORY_COOKIE_KEY", "test-cookie-key-0123456789-abcdefghijklmnop")
+    monkeypatch.setattr("observatory_core.settings.SECRETS_FILE", tmp_path / "none.toml")
+    get_settings.cache_clear()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield get_engine(url), passwords
+    get_settings.cache_clear()
