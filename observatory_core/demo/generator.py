@@ -164,40 +164,31 @@ class DemoGenerator:
         }[project.kind]
         return build(ctx, start)
 
-    def _single(self, ctx: _Ctx, start: int) -> list[dict]:
-        model = _pick(
-            self.rng, [m for m, _ in ctx.project.chat_models], self.model_cum[ctx.project.slug]
-        )
-        inp = int(self._lognormal(900 if ctx.project.slug == "summarizer" else 450, 0.6))
-        out = int(self._lognormal(320, 0.5))
-        span = self._llm(ctx, model, start, None, inp, out, "chat", final=True)
-        return [span]
+    def _chat_model(self, ctx: _Ctx) -> str:
+        models = [m for m, _ in ctx.project.chat_models]
+        return _pick(self.rng, models, self.model_cum[ctx.project.slug])
 
-    def _rag(self, ctx: _Ctx, start: int) -> list[dict]:
-        root_id = self._id(64)
-        spans: list[dict] = []
-        cursor = start + 2_000
+    def _lookup(self, ctx: _Ctx, cursor: int, root_id: str, spans: list[dict]) -> int:
+        """Embed the question and search the vector store; returns the time after both."""
         for make in (self._embed, self._retrieve):
             child = make(ctx, cursor, root_id)
             spans.append(child)
             cursor = to_micros(child["end_time"]) + 1_000
+        return cursor
+
+    def _single(self, ctx: _Ctx, start: int) -> list[dict]:
+        inp = int(self._lognormal(900 if ctx.project.slug == "summarizer" else 450, 0.6))
+        out = int(self._lognormal(320, 0.5))
+        return [self._llm(ctx, self._chat_model(ctx), start, None, inp, out, "chat", final=True)]
+
+    def _rag(self, ctx: _Ctx, start: int) -> list[dict]:
+        root_id = self._id(64)
+        spans: list[dict] = []
+        cursor = self._lookup(ctx, start + 2_000, root_id, spans)
         if spans[0]["status"] == "ok":
-            model = _pick(
-                self.rng, [m for m, _ in ctx.project.chat_models], self.model_cum[ctx.project.slug]
-            )
-            inp = int(self._lognormal(2600, 0.4))
-            spans.append(
-                self._llm(
-                    ctx,
-                    model,
-                    cursor,
-                    root_id,
-                    inp,
-                    int(self._lognormal(260, 0.5)),
-                    "chat",
-                    final=True,
-                )
-            )
+            inp, out = int(self._lognormal(2600, 0.4)), int(self._lognormal(260, 0.5))
+            model = self._chat_model(ctx)
+            spans.append(self._llm(ctx, model, cursor, root_id, inp, out, "chat", final=True))
         return [self._root(ctx, root_id, "rag_query", "other", start, spans), *spans]
 
     def _agent(self, ctx: _Ctx, start: int) -> list[dict]:
@@ -206,56 +197,29 @@ class DemoGenerator:
         spans: list[dict] = []
         cursor = start + 3_000
         if ctx.project.embed_model:
-            for make in (self._embed, self._retrieve):
-                child = make(ctx, cursor, root_id)
-                spans.append(child)
-                cursor = to_micros(child["end_time"]) + 1_000
-        model = _pick(
-            rng, [m for m, _ in ctx.project.chat_models], self.model_cum[ctx.project.slug]
-        )
+            cursor = self._lookup(ctx, cursor, root_id, spans)
+        model = self._chat_model(ctx)
         context = int(self._lognormal(1500, 0.4))
         steps = min(6, 1 + int(rng.expovariate(0.8)))
         for step in range(steps):
             final = step == steps - 1
-            call = self._llm(
-                ctx,
-                model,
-                cursor,
-                root_id,
-                context,
-                int(self._lognormal(180, 0.6)),
-                "chat",
-                final=final,
-            )
+            out = int(self._lognormal(180, 0.6))
+            call = self._llm(ctx, model, cursor, root_id, context, out, "chat", final=final)
+            if call["status"] == "error" and rng.random() < 0.6:  # the agent retries once
+                spans.append(call)
+                retry_at = to_micros(call["end_time"]) + 500_000
+                call = self._llm(ctx, model, retry_at, root_id, context, out, "chat", final=final)
             spans.append(call)
             cursor = to_micros(call["end_time"]) + 500
-            if call["status"] == "error":
-                if rng.random() < 0.6:  # the agent retries once
-                    call = self._llm(
-                        ctx,
-                        model,
-                        cursor + 500_000,
-                        root_id,
-                        context,
-                        int(self._lognormal(180, 0.6)),
-                        "chat",
-                        final=final,
-                    )
-                    spans.append(call)
-                    cursor = to_micros(call["end_time"]) + 500
-                if call["status"] == "error":
-                    break
-            if final:
+            if call["status"] == "error" or final:
                 break
             call["finish_reason"] = "tool_calls"
             tool = self._tool(ctx, cursor, root_id)
             spans.append(tool)
             cursor = to_micros(tool["end_time"]) + 500
             context += call["output_tokens"] + int(self._lognormal(400, 0.7))
-        return [
-            self._root(ctx, root_id, f"{ctx.project.slug}.run", "invoke_agent", start, spans),
-            *spans,
-        ]
+        root = self._root(ctx, root_id, f"{ctx.project.slug}.run", "invoke_agent", start, spans)
+        return [root, *spans]
 
     # ---- spans -----------------------------------------------------------------------
     def _base(
