@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from sqlalchemy import Float, Table
+from sqlalchemy import Boolean, Float, String, Table, literal
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -115,3 +115,86 @@ def insert_ignoring_duplicates(conn: Connection, table: Table):
     if conn.dialect.name == "postgresql":
         return pg_insert(table).on_conflict_do_nothing()
     return sqlite_insert(table).on_conflict_do_nothing()
+
+
+class json_array_contains(FunctionElement):
+    """True when a JSON array column holds `value` (a string)."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "json_array_contains"
+
+    def __init__(self, column: ColumnElement, value: str) -> None:
+        super().__init__(column, literal(value, String()))
+
+
+@compiles(json_array_contains, "postgresql")
+def _pg_array_contains(element, compiler, **kw):
+    column, value = element.clauses
+    return f"({compiler.process(column, **kw)} @> jsonb_build_array(CAST({compiler.process(value, **kw)} AS text)))"
+
+
+@compiles(json_array_contains, "sqlite")
+def _sqlite_array_contains(element, compiler, **kw):
+    column, value = element.clauses
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({compiler.process(column, **kw)}) "
+        f"WHERE json_each.value = {compiler.process(value, **kw)})"
+    )
+
+
+class json_object_text(FunctionElement):
+    """The text of one top-level key of a JSON object column (any key, quotes included)."""
+
+    type = String()
+    inherit_cache = True
+    name = "json_object_text"
+
+    def __init__(self, column: ColumnElement, key: str) -> None:
+        super().__init__(column, literal(key, String()))
+
+
+@compiles(json_object_text, "postgresql")
+def _pg_object_text(element, compiler, **kw):
+    column, key = element.clauses
+    return f"({compiler.process(column, **kw)} ->> CAST({compiler.process(key, **kw)} AS text))"
+
+
+@compiles(json_object_text, "sqlite")
+def _sqlite_object_text(element, compiler, **kw):
+    column, key = element.clauses
+    return (
+        f"(SELECT CAST(json_each.value AS TEXT) FROM json_each({compiler.process(column, **kw)}) "
+        f"WHERE json_each.key = {compiler.process(key, **kw)})"
+    )
+
+
+class text_search(FunctionElement):
+    """Case-insensitive substring search over input and output text, through an index.
+
+    SQLite: the FTS5 trigram table `spans_fts` (a quoted phrase, so the text is a literal).
+    PostgreSQL: ILIKE with escaped wildcards, served by the pg_trgm GIN indexes.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+    name = "text_search"
+
+    def __init__(self, id_column, input_column, output_column, query: str, dialect: str) -> None:
+        if dialect == "sqlite":
+            needle = '"' + query.replace('"', '""') + '"'
+        else:
+            needle = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        super().__init__(id_column, input_column, output_column, literal(needle, String()))
+
+
+@compiles(text_search, "postgresql")
+def _pg_search(element, compiler, **kw):
+    _id, inp, out, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({inp} ILIKE {needle} ESCAPE '\\' OR {out} ILIKE {needle} ESCAPE '\\')"
+
+
+@compiles(text_search, "sqlite")
+def _sqlite_search(element, compiler, **kw):
+    span_id, _inp, _out, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({span_id} IN (SELECT rowid FROM spans_fts WHERE spans_fts MATCH {needle}))"

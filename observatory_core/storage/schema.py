@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from observatory_core.storage.types import BigId, JsonB, UtcDateTime
@@ -140,6 +141,16 @@ spans = Table(
     Index("ix_spans_org_project_start", "org_id", "project_id", "start_time"),
     Index("ix_spans_org_session", "org_id", "session_id"),
     Index("ix_spans_org_user", "org_id", "user_id"),
+    # Added by migration 0002 (full-text indexes live there too, per dialect).
+    Index(
+        "ix_spans_org_roots",
+        "org_id",
+        "start_time",
+        sqlite_where=text("parent_span_id IS NULL"),
+        postgresql_where=text("parent_span_id IS NULL"),
+    ),
+    Index("ix_spans_org_duration", "org_id", "duration_ms"),
+    Index("ix_spans_org_cost", "org_id", "total_cost_usd"),
 )
 
 OPERATIONS = (

@@ -12,7 +12,7 @@ from tests.helpers import make_org, span, write
 def test_upgrade_reaches_head_and_is_idempotent(engine):
     upgrade(engine)
     upgrade(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     tables = set(inspect(engine).get_table_names())
     assert {"orgs", "projects", "users", "user_projects", "model_prices", "spans"} <= tables
     index_names = {ix["name"] for ix in inspect(engine).get_indexes("spans")}

@@ -1,0 +1,5 @@
+"""The one filter spec (DESIGN.md section 2): what spans a list, chart, export or alert means."""
+
+from observatory_core.filters.spec import FilterError, FilterSpec
+
+__all__ = ["FilterError", "FilterSpec"]

@@ -1,0 +1,1 @@
+"""The trace explorer's reads: filtered span and trace lists, trace detail, filter values."""

@@ -1,0 +1,148 @@
+"""Filtered lists of spans or of whole traces, sorted, keyset-paginated, scoped.
+
+Pages are stable: the first page pins the time window and the newest span id, and every
+later page reads under the same pin, so spans arriving meanwhile neither shift nor repeat rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, case, func, literal, select, tuple_
+from sqlalchemy.engine import Engine
+
+from observatory_core.errors import UserError
+from observatory_core.filters.compile import filter_conditions
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.permissions import Permission
+from observatory_core.scope import Scope, scoped_spans, span_conditions
+from observatory_core.storage.schema import spans
+from observatory_core.traces.cursor import Cursor, decode_cursor
+from observatory_core.traces.fields import KEY_FIELDS, resolve_fields
+
+SORTS = ("start_time", "duration_ms", "total_cost_usd", "total_tokens")
+MAX_PAGE = 1000
+TRACE_TOTALS = ("span_count", "error_count")
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict]
+    fields: tuple[str, ...]
+    next_cursor: str | None
+    as_of: datetime
+    total: int | None  # only when asked for
+
+
+def _check(sort: str, direction: str, limit: int) -> None:
+    if sort not in SORTS:
+        raise UserError(f"Cannot sort by {sort!r}; choose from {', '.join(SORTS)}.")
+    if direction not in ("asc", "desc"):
+        raise UserError(f"Sort direction {direction!r} must be 'asc' or 'desc'.")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise UserError(f"Page size must be a whole number from 1 to {MAX_PAGE}, got {limit!r}.")
+
+
+def _after(key, last_id, cursor: Cursor):
+    value = cursor.value
+    if isinstance(key.type, type(spans.c.start_time.type)) and isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    # Bind with the column's own type: inside tuple_() SQLAlchemy would fall back to the
+    # impl type, and SQLite would compare integer microseconds with a date string.
+    here = tuple_(literal(value, type_=key.type), literal(cursor.last_id, type_=last_id.type))
+    if cursor.direction == "desc":
+        return tuple_(key, last_id) < here
+    return tuple_(key, last_id) > here
+
+
+def _cursor_value(value):
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def list_spans(
+    engine: Engine,
+    scope: Scope,
+    spec: FilterSpec,
+    *,
+    mode: str = "spans",
+    sort: str = "start_time",
+    direction: str = "desc",
+    limit: int = 50,
+    cursor: str | None = None,
+    fields: tuple[str, ...] | list[str] | None = None,
+    count: bool = False,
+    now: datetime | None = None,
+) -> Page:
+    """One page of spans (`mode="spans"`) or of traces by their root (`mode="traces"`).
+
+    In traces mode a trace is listed when any of its spans matches the filter, and
+    total_cost_usd / total_tokens, span_count and error_count cover the whole tree.
+    """
+    scope.require(Permission.TRACES_READ)
+    if mode not in ("spans", "traces"):
+        raise UserError(f"List mode {mode!r} must be 'spans' or 'traces'.")
+    _check(sort, direction, limit)
+    shown = resolve_fields(scope, fields)
+    position = decode_cursor(cursor, sort, direction) if cursor else None
+    if position:
+        as_of, max_id = position.as_of_time, position.max_id
+    else:
+        as_of = now or datetime.now(UTC)
+        with engine.connect() as conn:
+            max_id = conn.execute(select(func.coalesce(func.max(spans.c.id), 0))).scalar_one()
+    where = [*filter_conditions(spec, as_of, engine.dialect.name), spans.c.id <= max_id]
+
+    wanted = tuple(dict.fromkeys((*KEY_FIELDS, *shown)))
+    columns = [spans.c[f] for f in wanted]
+    if mode == "spans":
+        key = spans.c[sort]
+        query = scoped_spans(scope, *columns).where(*where)
+        counter = scoped_spans(scope, func.count()).where(*where)
+    else:
+        matching = scoped_spans(scope, spans.c.trace_id).where(*where)
+        tree = (
+            scoped_spans(
+                scope,
+                spans.c.trace_id.label("t_id"),
+                func.sum(spans.c.total_cost_usd).label("t_cost"),
+                func.sum(spans.c.total_tokens).label("t_tokens"),
+                func.count().label("t_spans"),
+                func.sum(case((spans.c.status == "error", 1), else_=0)).label("t_errors"),
+            )
+            .where(spans.c.trace_id.in_(matching), spans.c.id <= max_id)
+            .group_by(spans.c.trace_id)
+            .subquery()
+        )
+        replaced = {"total_cost_usd": tree.c.t_cost, "total_tokens": tree.c.t_tokens}
+        columns = [replaced.get(f, spans.c[f]).label(f) for f in wanted]
+        columns += [tree.c.t_spans.label("span_count"), tree.c.t_errors.label("error_count")]
+        key = replaced.get(sort, spans.c[sort])
+        roots = and_(*span_conditions(scope), spans.c.parent_span_id.is_(None))
+        query = select(*columns).select_from(spans.join(tree, tree.c.t_id == spans.c.trace_id))
+        query = query.where(roots)
+        counter = (
+            select(func.count())
+            .select_from(tree.join(spans, tree.c.t_id == spans.c.trace_id))
+            .where(roots)
+        )
+    if position:
+        query = query.where(_after(key, spans.c.id, position))
+    order = (
+        (key.desc(), spans.c.id.desc()) if direction == "desc" else (key.asc(), spans.c.id.asc())
+    )
+    query = query.order_by(*order).limit(limit + 1)
+
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+        total = conn.execute(counter).scalar_one() if count else None
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        next_cursor = Cursor(
+            sort, direction, _cursor_value(last[sort]), last["id"], as_of.isoformat(), max_id
+        ).encode()
+    out_fields = shown + (TRACE_TOTALS if mode == "traces" else ())
+    return Page(rows, out_fields, next_cursor, as_of, total)

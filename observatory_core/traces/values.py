@@ -1,0 +1,36 @@
+"""Values that exist in the caller's data, for the filter widgets' choices."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from observatory_core.errors import UserError
+from observatory_core.permissions import Permission
+from observatory_core.scope import Scope, scoped_spans
+from observatory_core.storage.schema import projects, spans
+
+CHOICE_COLUMNS = ("provider", "model", "operation", "environment", "status", "service_name")
+
+
+def distinct_values(engine: Engine, scope: Scope, column: str, limit: int = 500) -> list[str]:
+    scope.require(Permission.METRICS_READ)
+    if column not in CHOICE_COLUMNS:
+        raise UserError(f"No value list for {column!r}; choose from {', '.join(CHOICE_COLUMNS)}.")
+    col = spans.c[column]
+    query = (
+        scoped_spans(scope, col).where(col.is_not(None)).group_by(col).order_by(col).limit(limit)
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
+def project_choices(engine: Engine, scope: Scope) -> dict[int, str]:
+    """Projects the scope may see, id -> name."""
+    query = projects.select().where(projects.c.org_id == scope.org_id).order_by(projects.c.name)
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    return {
+        r["id"]: r["name"]
+        for r in rows
+        if scope.project_ids is None or r["id"] in scope.project_ids
+    }

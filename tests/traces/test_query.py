@@ -1,0 +1,224 @@
+"""Explorer lists equal a polars filter of the same rows, on both databases, page by page."""
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from observatory_core.errors import PermissionDenied, UserError
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.permissions import Role
+from observatory_core.scope import Scope
+from observatory_core.traces.query import list_spans
+from tests.helpers import span, write
+from tests.reference import reference_ids
+from tests.traces.conftest import MODELS, NOW, PROVIDERS, TAGS, TEXTS
+
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def all_rows(engine, scope, spec, **kw):
+    """Walk every page; returns rows in order."""
+    rows, cursor = [], None
+    for _ in range(5000):  # a cursor that does not advance must fail the test, not hang it
+        page = list_spans(engine, scope, spec, cursor=cursor, now=NOW, **kw)
+        rows += page.rows
+        if not page.next_cursor:
+            return rows
+        cursor = page.next_cursor
+    raise AssertionError("pagination did not end")
+
+
+@st.composite
+def explorer_specs(draw):
+    values = {"relative": draw(st.sampled_from(["24h", "3d", "7d", None]))}
+    pick = lambda pool: tuple(draw(st.lists(st.sampled_from(pool), max_size=2, unique=True)))  # noqa: E731
+    if draw(st.booleans()):
+        values["models"] = pick([*MODELS, "missing-model"])
+    if draw(st.booleans()):
+        values["providers"] = pick(PROVIDERS)
+    if draw(st.booleans()):
+        values["operations"] = pick(["chat", "embeddings", "execute_tool", "invoke_agent"])
+    if draw(st.booleans()):
+        values["statuses"] = pick(["ok", "error", "unset"])
+    if draw(st.booleans()):
+        values["environments"] = pick(["production", "staging"])
+    if draw(st.booleans()):
+        values["user_ids"] = pick([f"user-{i}" for i in range(14)])
+    if draw(st.booleans()):
+        values["min_duration_ms"] = draw(st.floats(0, 2000))
+    if draw(st.booleans()):
+        values["max_cost_usd"] = draw(st.floats(0, 0.01))
+    if draw(st.booleans()):
+        values["min_total_tokens"] = draw(st.integers(0, 3000))
+    if draw(st.booleans()):
+        values["tags_any"] = pick(TAGS)
+    if draw(st.booleans()):
+        values["tags_all"] = pick(TAGS)
+    if draw(st.booleans()):
+        values["metadata"] = (
+            draw(
+                st.sampled_from(
+                    [("region", "eu"), ("tier", "pro"), ('odd key "q"', "x"), ("nope", "x")]
+                )
+            ),
+        )
+    if draw(st.booleans()):
+        text = draw(st.sampled_from([t for t in TEXTS if t]))
+        start = draw(st.integers(0, len(text) - 3))
+        values["search"] = text[start : start + draw(st.integers(3, 8))]
+        if len(values["search"].strip()) < 3:
+            values["search"] = "order"
+    return FilterSpec(**values)
+
+
+@given(
+    spec=explorer_specs(),
+    limit=st.integers(1, 60),
+    sort=st.sampled_from(["start_time", "duration_ms", "total_cost_usd", "total_tokens"]),
+    direction=st.sampled_from(["asc", "desc"]),
+)
+@SETTINGS
+def test_every_page_walk_returns_exactly_the_reference_rows(explorer, spec, limit, sort, direction):
+    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    rows = all_rows(explorer["engine"], scope, spec, limit=limit, sort=sort, direction=direction)
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a row was visited twice"
+    assert set(ids) == reference_ids(explorer["df"], spec, NOW, explorer["acme"])
+    keys = [(r[sort], r["id"]) for r in rows]
+    assert keys == sorted(keys, reverse=direction == "desc")
+
+
+@given(spec=explorer_specs())
+@SETTINGS
+def test_exact_count_matches(explorer, spec):
+    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    page = list_spans(explorer["engine"], scope, spec, count=True, now=NOW, limit=5)
+    assert page.total == len(reference_ids(explorer["df"], spec, NOW, explorer["acme"]))
+
+
+def test_traces_mode_lists_roots_with_tree_totals(explorer):
+    import polars as pl
+
+    df = explorer["df"].filter(pl.col("org_id") == explorer["acme"])
+    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    spec = FilterSpec(relative=None, models=("gpt-4o",))
+    rows = all_rows(explorer["engine"], scope, spec, mode="traces", sort="total_cost_usd", limit=7)
+    matching = set(df.filter(pl.col("model") == "gpt-4o")["trace_id"])
+    roots = df.filter(pl.col("parent_span_id").is_null() & pl.col("trace_id").is_in(list(matching)))
+    assert {r["trace_id"] for r in rows} == set(roots["trace_id"])
+    totals = df.group_by("trace_id").agg(
+        pl.col("total_cost_usd").sum(),
+        pl.len(),
+        (pl.col("status") == "error").sum().alias("errors"),
+    )
+    expected = {t: (c, n, e) for t, c, n, e in totals.iter_rows()}
+    for r in rows:
+        cost, count, errors = expected[r["trace_id"]]
+        assert r["total_cost_usd"] == pytest.approx(cost)
+        assert (r["span_count"], r["error_count"]) == (count, errors)
+    costs = [r["total_cost_usd"] for r in rows]
+    assert costs == sorted(costs, reverse=True)
+
+
+def test_pages_stay_stable_while_new_spans_arrive(explorer):
+    engine = explorer["engine"]
+    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    spec = FilterSpec(relative="7d")
+    expected = reference_ids(explorer["df"], spec, NOW, explorer["acme"])
+    first = list_spans(engine, scope, spec, limit=10, now=NOW)
+    org, project = explorer["acme"], explorer["projects"][0]
+    newcomers = [
+        span(org, project, NOW - timedelta(hours=h), trace_id=f"{9000 + h:032x}")
+        for h in (1, 30, 100)
+    ]
+    write(engine, newcomers)
+    try:
+        seen, cursor = [r["id"] for r in first.rows], first.next_cursor
+        while cursor:
+            page = list_spans(engine, scope, spec, limit=10, cursor=cursor)
+            seen += [r["id"] for r in page.rows]
+            cursor = page.next_cursor
+        assert len(seen) == len(set(seen)) and set(seen) == expected
+    finally:
+        from observatory_core.storage.schema import spans
+
+        with engine.begin() as conn:
+            conn.execute(
+                spans.delete().where(spans.c.trace_id.in_([r["trace_id"] for r in newcomers]))
+            )
+
+
+def test_other_org_sees_none_of_these_rows(explorer):
+    scope = Scope(org_id=explorer["globex"], role=Role.ADMIN)
+    rows = all_rows(explorer["engine"], scope, FilterSpec(relative=None), limit=1000)
+    assert rows and {r["trace_id"] for r in rows}.isdisjoint(
+        set(explorer["df"].filter(explorer["df"]["org_id"] == explorer["acme"])["trace_id"])
+    )
+    foreign_project = Scope(
+        org_id=explorer["globex"], role=Role.ADMIN, project_ids=frozenset(explorer["projects"])
+    )
+    assert all_rows(explorer["engine"], foreign_project, FilterSpec(relative=None)) == []
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["100%", "a_b", "back\\slash", "'; DROP TABLE spans; --", '"hello"', "LIKE '%'", "%%%", "___"],
+)
+def test_hostile_search_text_is_a_literal(explorer, hostile):
+    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    spec = FilterSpec(relative=None, search=hostile)
+    got = {r["id"] for r in all_rows(explorer["engine"], scope, spec, limit=1000)}
+    assert got == reference_ids(explorer["df"], spec, NOW, explorer["acme"])
+
+
+def test_roles_see_only_permitted_fields(explorer):
+    engine = explorer["engine"]
+    fields = ["start_time", "input_text", "total_cost_usd", "model"]
+    viewer = list_spans(
+        engine,
+        Scope(org_id=explorer["acme"], role=Role.VIEWER),
+        FilterSpec(relative=None),
+        fields=fields,
+        now=NOW,
+    )
+    assert "total_cost_usd" not in viewer.fields and "total_cost_usd" not in viewer.rows[0]
+    assert "input_text" in viewer.fields
+    with pytest.raises(PermissionDenied, match="traces:read"):
+        list_spans(engine, Scope(org_id=explorer["acme"], role=Role.BILLING), FilterSpec(), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"limit": 0}, "from 1 to 1000"),
+        ({"limit": 1001}, "from 1 to 1000"),
+        ({"sort": "name"}, "Cannot sort by 'name'"),
+        ({"direction": "sideways"}, "'asc' or 'desc'"),
+        ({"fields": ["password_hash"]}, "Unknown field 'password_hash'"),
+        ({"cursor": "not-a-cursor"}, "cursor is not valid"),
+        ({"cursor": "W10"}, "cursor is not valid"),
+        ({"cursor": "x" * 5000}, "cursor is not valid"),
+        ({"mode": "sessions"}, "'spans' or 'traces'"),
+    ],
+)
+def test_bad_list_arguments_give_clear_messages(explorer, kwargs, message):
+    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    with pytest.raises(UserError, match=message):
+        list_spans(explorer["engine"], scope, FilterSpec(), now=NOW, **kwargs)
+
+
+def test_cursor_of_another_sort_is_refused(explorer):
+    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    page = list_spans(explorer["engine"], scope, FilterSpec(relative=None), limit=2, now=NOW)
+    with pytest.raises(UserError, match="another sort order"):
+        list_spans(
+            explorer["engine"],
+            scope,
+            FilterSpec(relative=None),
+            cursor=page.next_cursor,
+            sort="duration_ms",
+        )
