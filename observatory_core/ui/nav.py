@@ -18,7 +18,10 @@ class PageSpec:
     needs: Permission
 
 
-PAGES = (PageSpec("pages/home.py", "Home", ":material/home:", Permission.METRICS_READ),)
+PAGES = (
+    PageSpec("pages/home.py", "Home", ":material/home:", Permission.METRICS_READ),
+    PageSpec("pages/traces.py", "Traces", ":material/account_tree:", Permission.TRACES_READ),
+)
 
 
 def pages_for(scope: Scope) -> list[st.Page]:
@@ -26,6 +29,15 @@ def pages_for(scope: Scope) -> list[st.Page]:
     return [
         st.Page(p.path, title=p.title, icon=p.icon, default=i == 0) for i, p in enumerate(allowed)
     ]
+
+
+def hold_link() -> None:
+    """While logged out, register every page (hidden) before drawing the login form.
+
+    Streamlit resets a path it cannot route, so without this a shared link would lose its
+    page and filters at the login screen; with it the link survives the login rerun.
+    """
+    st.navigation([st.Page(p.path, title=p.title) for p in PAGES], position="hidden")
 
 
 def sidebar_user(scope: Scope) -> None:

@@ -12,6 +12,7 @@ from observatory_core.scope import Scope
 from observatory_core.settings import get_settings
 from observatory_core.storage.engine import check_connection, describe_failure, get_engine
 from observatory_core.storage.migrate import upgrade
+from observatory_core.ui import nav
 from observatory_core.users import authenticator_credentials, scope_for
 
 WRONG_LOGIN = (
@@ -57,6 +58,7 @@ def require_login() -> Scope:
     st.session_state["_authenticator"] = authenticator
     was_in = bool(st.session_state.get("authentication_status"))
     if not was_in:
+        nav.hold_link()
         st.title("LLM Observatory")
         st.caption("Cost, latency and errors of your LLM applications.")
     authenticator.login(location="main", key="login")

@@ -1,0 +1,106 @@
+"""One trace on screen: totals, a waterfall timeline and every span's details."""
+
+from __future__ import annotations
+
+import json
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from observatory_core.traces.detail import TraceDetail
+from observatory_core.ui import format
+
+FOLD = 1_500  # characters shown before "show all"
+COLORS = {"ok": "#4C78A8", "error": "#E45756", "unset": "#9D9DA3"}
+ICONS = {"ok": ":material/check_circle:", "error": ":material/error:"}
+
+
+def waterfall(detail: TraceDetail) -> go.Figure:
+    rows = detail.spans
+    labels = [f"{'· ' * r['depth']}{r['name']} #{i}" for i, r in enumerate(rows)]
+    offsets = [(r["start_time"] - detail.start).total_seconds() * 1000 for r in rows]
+    figure = go.Figure(
+        go.Bar(
+            y=labels,
+            x=[r["duration_ms"] for r in rows],
+            base=offsets,
+            orientation="h",
+            marker_color=[COLORS.get(r["status"], "#9D9DA3") for r in rows],
+            hovertext=[
+                f"{r['operation']} · {format.duration_ms(r['duration_ms'])} · {r['status']}"
+                for r in rows
+            ],
+            hoverinfo="text",
+        )
+    )
+    figure.update_layout(
+        height=max(220, 28 * len(rows) + 60),
+        margin=dict(l=10, r=10, t=30, b=10),
+        yaxis=dict(autorange="reversed"),
+        xaxis_title="ms since trace start",
+        title="Timeline",
+    )
+    return figure
+
+
+def _text(label: str, value: str | None) -> None:
+    if not value:
+        return
+    st.markdown(f"**{label}**")
+    st.text(value[:FOLD] + ("…" if len(value) > FOLD else ""))
+    if len(value) > FOLD:
+        with st.popover(f"Show all {len(value):,} characters"):
+            st.text(value)
+
+
+def show(detail: TraceDetail) -> None:
+    st.subheader(f"Trace {detail.trace_id}")
+    tiles = [
+        ("Duration", format.duration_ms(detail.duration_ms)),
+        ("Spans", format.count(len(detail.spans))),
+        ("Tokens", format.count(detail.total_tokens)),
+        ("Errors", format.count(detail.error_count)),
+    ]
+    if detail.total_cost_usd is not None:
+        tiles.insert(3, ("Cost", format.money(detail.total_cost_usd)))
+    for column, (label, value) in zip(st.columns(len(tiles)), tiles, strict=True):
+        column.metric(label, value)
+    st.plotly_chart(waterfall(detail), width="stretch")
+    for r in detail.spans:
+        icon = ICONS.get(r["status"], ":material/radio_button_unchecked:")
+        title = f"{'— ' * r['depth']}{r['name']} · {format.duration_ms(r['duration_ms'])}"
+        with st.expander(title, expanded=r["status"] == "error", icon=icon):
+            if r["status"] == "error":
+                st.error(
+                    f"{r.get('error_type') or 'Error'}: {r.get('error_message') or 'no message'}"
+                )
+            facts = {
+                k: r.get(k)
+                for k in (
+                    "operation",
+                    "provider",
+                    "model",
+                    "environment",
+                    "user_id",
+                    "session_id",
+                    "input_tokens",
+                    "output_tokens",
+                    "ttft_ms",
+                    "total_cost_usd",
+                    "cost_source",
+                    "finish_reason",
+                    "span_id",
+                )
+                if r.get(k) is not None
+            }
+            st.json(facts, expanded=True)
+            _text("Input", r.get("input_text"))
+            _text("Output", r.get("output_text"))
+            if r.get("text_truncated"):
+                st.caption("Text was cut at ingestion (see OBSERVATORY_TEXT_MAX_CHARS).")
+            extra = {
+                "tags": r.get("tags"),
+                "metadata": r.get("metadata"),
+                "attributes": r.get("attributes"),
+            }
+            st.code(json.dumps(extra, indent=2, default=str), language="json")
