@@ -37,3 +37,13 @@ def test_unknown_role_lists_the_choices():
     assert parse_role(" Viewer ") is Role.VIEWER
     with pytest.raises(UserError, match="admin, developer, viewer, billing"):
         parse_role("root")
+
+
+def test_navigation_lists_only_permitted_pages():
+    from observatory_core.ui.nav import PAGES
+
+    titles = {
+        role: [p.title for p in PAGES if Scope(org_id=1, role=role).can(p.needs)] for role in ROLES
+    }
+    assert titles[Role.BILLING] == ["Home"]
+    assert titles[Role.VIEWER] == ["Home", "Traces"]
