@@ -16,11 +16,14 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import create_engine, text
 
 from observatory_core.demo.load import load_demo
+from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Role
 from observatory_core.scope import Scope
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.summary import home_summary, period_stats, requests_per_hour
+from observatory_core.traces.detail import get_trace
+from observatory_core.traces.query import list_spans
 
 END = datetime(2026, 11, 4, 15, tzinfo=UTC)  # a Wednesday afternoon: typical traffic
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -60,6 +63,38 @@ def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
     return statistics.median(samples), p95
 
 
+def write_trace(engine, spans_in_trace: int) -> str:
+    """One agent trace of `spans_in_trace` spans in org 1, for the open-a-trace timing."""
+    from observatory_core.spanrows import complete_row
+    from observatory_core.storage.bulk import write_spans
+
+    trace_id = "b" * 32
+    start = END - timedelta(hours=2)
+    rows = [
+        complete_row(
+            {
+                "org_id": 1,
+                "project_id": 1,
+                "trace_id": trace_id,
+                "span_id": f"{i + 1:016x}",
+                "parent_span_id": None if i == 0 else f"{1:016x}",
+                "name": f"step {i}",
+                "operation": "invoke_agent" if i == 0 else "chat",
+                "status": "ok",
+                "start_time": start + timedelta(milliseconds=100 * i),
+                "end_time": start + timedelta(milliseconds=100 * i + 90),
+                "cost_source": "computed",
+                "input_text": "benchmark step " * 20,
+                "output_text": "answer " * 30,
+            },
+            16_000,
+        )
+        for i in range(spans_in_trace)
+    ]
+    write_spans(engine, rows)
+    return trace_id
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgresql"], required=True)
@@ -96,22 +131,46 @@ def main() -> None:
 
     scope = Scope(org_id=1, role=Role.ADMIN)
     day = timedelta(hours=24)
+    big_trace = write_trace(engine, spans_in_trace=50)
+    last_day = FilterSpec(relative="24h")
+    week_errors = FilterSpec(relative="7d", statuses=("error",))
+    model_month = FilterSpec(
+        relative="30d", models=("claude-sonnet-4-5",), environments=("production",)
+    )
     ops = {
         "home_summary": lambda: home_summary(engine, scope, now=END),
         "home_period_stats_24h": lambda: period_stats(engine, scope, END - day, END),
         "home_requests_per_hour_24h": lambda: requests_per_hour(engine, scope, END - day, END),
+        "explorer_first_page_24h_by_time": lambda: list_spans(engine, scope, last_day, now=END),
+        "explorer_first_page_7d_errors_by_cost": lambda: list_spans(
+            engine, scope, week_errors, sort="total_cost_usd", now=END
+        ),
+        "explorer_first_page_30d_model_env_by_duration": lambda: list_spans(
+            engine, scope, model_month, sort="duration_ms", now=END
+        ),
+        "explorer_first_page_traces_24h": lambda: list_spans(
+            engine, scope, last_day, mode="traces", now=END
+        ),
+        "explorer_search_all_time": lambda: list_spans(
+            engine, scope, FilterSpec(relative=None, search="refund"), now=END
+        ),
+        "explorer_search_30d_phrase": lambda: list_spans(
+            engine, scope, FilterSpec(relative="30d", search="rate limits"), now=END
+        ),
+        "explorer_open_50_span_trace": lambda: get_trace(engine, scope, big_trace),
     }
     rows_in_window = period_stats(engine, scope, END - day, END).requests
     for name, fn in ops.items():
         median, p95 = timed(fn, args.runs)
+        rows = rows_in_window if name.startswith("home") else None
         out.append(
             {
                 **base,
                 "operation": name,
                 "median_ms": median,
                 "p95_ms": p95,
-                "rows_per_s": rows_in_window / (median / 1000) if median else None,
-                "rows": rows_in_window,
+                "rows_per_s": rows / (median / 1000) if rows and median else None,
+                "rows": rows,
                 "runs": args.runs,
                 "peak_rss_mb": peak_rss_mb(),
             }

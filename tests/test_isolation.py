@@ -4,25 +4,49 @@ from datetime import timedelta
 
 import pytest
 
+from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Role
 from observatory_core.scope import Scope
 from observatory_core.summary import home_summary, period_stats, requests_per_hour
+from observatory_core.traces.detail import TraceDetail, get_trace
+from observatory_core.traces.query import Page, list_spans
+from observatory_core.traces.values import distinct_values
 from tests.helpers import END, make_org, span, write
 
+ALL_TIME = FilterSpec(relative=None)
+SHARED_TRACE = "f" * 32  # globex's trace id; acme must never see it
 # Every public read of the core that takes a scope; later features add theirs here.
 READS = {
     "period_stats": lambda e, s: period_stats(e, s, END - timedelta(days=2), END),
     "requests_per_hour": lambda e, s: requests_per_hour(e, s, END - timedelta(days=2), END),
     "home_summary": lambda e, s: home_summary(e, s, now=END),
+    "list_spans": lambda e, s: list_spans(e, s, ALL_TIME, limit=1000, count=True),
+    "list_traces": lambda e, s: list_spans(e, s, ALL_TIME, mode="traces", count=True, limit=1000),
+    "get_trace": lambda e, s: get_trace(e, s, SHARED_TRACE),
+    "distinct_values": lambda e, s: distinct_values(e, s, "model"),
 }
 
 
 def _total(result) -> int:
+    if result is None:
+        return 0
+    if isinstance(result, Page):
+        return sum(r.get("span_count", 1) for r in result.rows)
+    if isinstance(result, TraceDetail):
+        return len(result.spans)
     if isinstance(result, list):
-        return sum(n for _, n in result)
+        return sum(n for _, n in result) if result and isinstance(result[0], tuple) else len(result)
     if hasattr(result, "current"):
         return result.current.requests + result.previous.requests
     return result.requests
+
+
+# What each read counts for acme, globex and an empty org.
+EXPECTED = {
+    "get_trace": (0, 5, 0),
+    "distinct_values": (2, 1, 0),
+    "list_traces": (11, 5, 0),
+}
 
 
 @pytest.fixture
@@ -31,8 +55,14 @@ def two_orgs(engine):
     b, (b1,) = make_org(engine, "globex")
     empty, _ = make_org(engine, "initech")
     t = END - timedelta(hours=3)
-    write(engine, [span(a, a1, t) for _ in range(7)] + [span(a, a2, t) for _ in range(4)])
-    write(engine, [span(b, b1, t, trace_id="f" * 32, span_id=f"{i:016x}") for i in range(5)])
+    write(engine, [span(a, a1, t, model="m-one") for _ in range(7)])
+    write(engine, [span(a, a2, t, model="m-two") for _ in range(4)])
+    rows = [
+        span(b, b1, t, trace_id=SHARED_TRACE, span_id=f"{i + 1:016x}", model="m-b")
+        for i in range(5)
+    ]
+    rows = [r if i == 0 else {**r, "parent_span_id": f"{1:016x}"} for i, r in enumerate(rows)]
+    write(engine, rows)
     return engine, {"acme": a, "globex": b, "initech": empty, "acme_two": a2}
 
 
@@ -40,16 +70,18 @@ def two_orgs(engine):
 def test_each_org_sees_only_its_own_spans(two_orgs, read):
     engine, ids = two_orgs
     fn = READS[read]
-    assert _total(fn(engine, Scope(org_id=ids["acme"], role=Role.ADMIN))) == 11
-    assert _total(fn(engine, Scope(org_id=ids["globex"], role=Role.VIEWER))) == 5
-    assert _total(fn(engine, Scope(org_id=ids["initech"], role=Role.ADMIN))) == 0
+    acme, globex, empty = EXPECTED.get(read, (11, 5, 0))
+    assert _total(fn(engine, Scope(org_id=ids["acme"], role=Role.ADMIN))) == acme
+    assert _total(fn(engine, Scope(org_id=ids["globex"], role=Role.VIEWER))) == globex
+    assert _total(fn(engine, Scope(org_id=ids["initech"], role=Role.ADMIN))) == empty
 
 
 @pytest.mark.parametrize("read", sorted(READS))
 def test_project_limited_user_sees_only_their_projects(two_orgs, read):
     engine, ids = two_orgs
     scope = Scope(org_id=ids["acme"], role=Role.DEVELOPER, project_ids=frozenset({ids["acme_two"]}))
-    assert _total(READS[read](engine, scope)) == 4
+    expected = {"get_trace": 0, "distinct_values": 1}.get(read, 4)
+    assert _total(READS[read](engine, scope)) == expected
 
 
 def test_a_project_of_another_org_grants_nothing(two_orgs):
