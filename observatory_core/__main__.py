@@ -117,6 +117,17 @@ def cmd_user(args) -> None:
             print(f"{u['username']:<24} {u['role']:<10} org {u['org_id']}{state}")
 
 
+def cmd_worker(_args) -> None:
+    from observatory_core import worker
+    from observatory_core.settings import get_settings
+    from observatory_core.storage.migrate import upgrade
+
+    engine = _engine()
+    upgrade(engine)
+    print("Worker running (exports); stop with Ctrl-C or SIGTERM.", flush=True)
+    worker.main(engine, get_settings())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m observatory_core")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--days", type=float, default=30)
     boot.add_argument("--seed", type=int, default=7)
     boot.set_defaults(func=cmd_bootstrap)
+
+    sub.add_parser("worker", help="run the background worker").set_defaults(func=cmd_worker)
 
     user = sub.add_parser("user", help="add users, change passwords, list users")
     user_sub = user.add_subparsers(dest="action", required=True)

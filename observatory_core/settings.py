@@ -27,6 +27,10 @@ class Settings:
     cookie_name: str
     cookie_expiry_days: float
     text_max_chars: int
+    export_retention_days: float = 7.0
+    worker_heartbeat_s: float = 30.0
+    worker_poll_s: float = 1.0
+    embedded_worker: bool = True
 
     def require_cookie_key(self) -> str:
         """The login cookie must be signed with a secret that is not in the code."""
@@ -75,7 +79,27 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
             "OBSERVATORY_TEXT_MAX_CHARS",
             pick("OBSERVATORY_TEXT_MAX_CHARS", "text_max_chars", "16000"),
         ),
+        export_retention_days=_float(
+            "OBSERVATORY_EXPORT_RETENTION_DAYS",
+            pick("OBSERVATORY_EXPORT_RETENTION_DAYS", "export_retention_days", "7"),
+        ),
+        worker_heartbeat_s=_float(
+            "OBSERVATORY_WORKER_HEARTBEAT_S",
+            pick("OBSERVATORY_WORKER_HEARTBEAT_S", "worker_heartbeat_s", "30"),
+        ),
+        embedded_worker=pick("OBSERVATORY_EMBEDDED_WORKER", "embedded_worker", "1")
+        not in ("0", "false", "no"),
     )
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {raw!r}.") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be above zero, got {raw!r}.")
+    return value
 
 
 @lru_cache(maxsize=1)

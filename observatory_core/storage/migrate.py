@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def alembic_config(engine: Engine, connection=None) -> Config:
+def alembic_config(engine: Engine | None, connection=None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -22,6 +22,12 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to `revision`; safe to run on every start."""
     with engine.begin() as conn:
         command.upgrade(alembic_config(engine, conn), revision)
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -153,6 +153,53 @@ spans = Table(
     Index("ix_spans_org_cost", "org_id", "total_cost_usd"),
 )
 
+export_jobs = Table(
+    "export_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("filter_json", Text, nullable=False),
+    Column("format", String(8), nullable=False),
+    Column("compression", String(8), nullable=False),
+    Column("fields", JsonB, nullable=False),
+    Column("row_limit", Integer, nullable=False),
+    # pending -> processing -> completed | failed | cancelled; completed -> expired
+    Column("status", String(12), nullable=False),
+    Column("progress", Float, nullable=False, server_default="0"),
+    Column("rows_written", Integer, nullable=False, server_default="0"),
+    Column("file_size", BigId),
+    Column("checksum_sha256", String(64)),
+    Column("file_name", String(200)),
+    Column("error_message", Text),
+    # the data as of creation: spans with a higher id, or newer than the pin, are left out
+    Column("snapshot_max_id", BigId, nullable=False),
+    Column("snapshot_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("expires_at", UtcDateTime),
+    Column("heartbeat_at", UtcDateTime),
+    Column("worker_id", String(100)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Index("ix_export_jobs_status", "status", "id"),
+    Index("ix_export_jobs_org_created", "org_id", "created_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("subject", String(100)),
+    Column("at", UtcDateTime, nullable=False),
+    Column("detail", JsonB, nullable=False),
+    Index("ix_audit_log_at", "at"),
+    Index("ix_audit_log_org_at", "org_id", "at"),
+)
+
 OPERATIONS = (
     "chat",
     "completion",

@@ -6,6 +6,7 @@ later page reads under the same pin, so spans arriving meanwhile neither shift n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -91,7 +92,86 @@ def list_spans(
         as_of = now or datetime.now(UTC)
         with engine.connect() as conn:
             max_id = conn.execute(select(func.coalesce(func.max(spans.c.id), 0))).scalar_one()
-    where = [*filter_conditions(spec, as_of, engine.dialect.name), spans.c.id <= max_id]
+    rows, next_cursor, total = _read(
+        engine,
+        scope,
+        spec,
+        mode=mode,
+        sort=sort,
+        direction=direction,
+        limit=limit,
+        position=position,
+        shown=shown,
+        as_of=as_of,
+        max_id=max_id,
+        count=count,
+    )
+    out_fields = shown + (TRACE_TOTALS if mode == "traces" else ())
+    return Page(rows, out_fields, next_cursor, as_of, total)
+
+
+def iter_span_pages(
+    engine: Engine,
+    scope: Scope,
+    spec: FilterSpec,
+    *,
+    fields: tuple[str, ...],
+    as_of: datetime,
+    max_id: int,
+    page_size: int = 5000,
+) -> Iterator[list[dict]]:
+    """Every matching span, oldest first, page by page: the explorer's query, for exports."""
+    position = None
+    while True:
+        rows, next_cursor, _ = _read(
+            engine,
+            scope,
+            spec,
+            mode="spans",
+            sort="start_time",
+            direction="asc",
+            limit=page_size,
+            position=position,
+            shown=fields,
+            as_of=as_of,
+            max_id=max_id,
+        )
+        if rows:
+            yield rows
+        if next_cursor is None:
+            return
+        position = decode_cursor(next_cursor, "start_time", "asc")
+
+
+def _where(engine: Engine, spec: FilterSpec, as_of: datetime, max_id: int) -> list:
+    """The filter at the pinned time, minus spans that arrived after the pin."""
+    return [*filter_conditions(spec, as_of, engine.dialect.name), spans.c.id <= max_id]
+
+
+def count_spans(
+    engine: Engine, scope: Scope, spec: FilterSpec, *, as_of: datetime, max_id: int
+) -> int:
+    query = scoped_spans(scope, func.count()).where(*_where(engine, spec, as_of, max_id))
+    with engine.connect() as conn:
+        return conn.execute(query).scalar_one()
+
+
+def _read(
+    engine: Engine,
+    scope: Scope,
+    spec: FilterSpec,
+    *,
+    mode: str,
+    sort: str,
+    direction: str,
+    limit: int,
+    position: Cursor | None,
+    shown: tuple[str, ...],
+    as_of: datetime,
+    max_id: int,
+    count: bool = False,
+) -> tuple[list[dict], str | None, int | None]:
+    where = _where(engine, spec, as_of, max_id)
 
     wanted = tuple(dict.fromkeys((*KEY_FIELDS, *shown)))
     columns = [spans.c[f] for f in wanted]
@@ -144,5 +224,4 @@ def list_spans(
         next_cursor = Cursor(
             sort, direction, _cursor_value(last[sort]), last["id"], as_of.isoformat(), max_id
         ).encode()
-    out_fields = shown + (TRACE_TOTALS if mode == "traces" else ())
-    return Page(rows, out_fields, next_cursor, as_of, total)
+    return rows, next_cursor, total

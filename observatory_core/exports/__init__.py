@@ -1,0 +1,1 @@
+"""Export jobs (DESIGN.md section 4): launch, stream to a file, watch, cancel, download, expire."""

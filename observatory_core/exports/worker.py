@@ -1,0 +1,267 @@
+"""The export worker: claim a job, stream its rows into a file, keep a heartbeat.
+
+Claiming is one atomic UPDATE: `FOR UPDATE SKIP LOCKED` on PostgreSQL (any number of
+workers share the table), and SQLite's single writer elsewhere. A job whose heartbeat is older
+than the timeout is taken over by the next claim (up to 3 attempts) or failed with a message.
+The file is written under a temporary name and renamed into place only when complete, so a
+partial file can never be downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.engine import Engine
+
+from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
+from observatory_core.exports.writers import file_suffix, open_writer
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.permissions import Role
+from observatory_core.scope import Scope
+from observatory_core.storage.schema import audit_log, export_jobs
+from observatory_core.traces.query import count_spans, iter_span_pages
+
+log = logging.getLogger("observatory.exports")
+MAX_ATTEMPTS = 3
+AUDIT_KEEP = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    export_dir: Path
+    heartbeat_timeout: timedelta = timedelta(seconds=30)
+    page_size: int = 5000
+    retention: timedelta = RETENTION
+    worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def claim_next(engine: Engine, config: WorkerConfig, now: datetime | None = None) -> dict | None:
+    """Take the oldest pending job (or one whose worker went silent); None when idle."""
+    now = now or _now()
+    stale = now - config.heartbeat_timeout
+    busy_orgs = (
+        select(export_jobs.c.org_id)
+        .where(export_jobs.c.status == Status.PROCESSING.value, export_jobs.c.heartbeat_at >= stale)
+        .group_by(export_jobs.c.org_id)
+        .having(func.count() >= RUNNING_PER_ORG)
+    )
+    candidate = (
+        select(export_jobs.c.id)
+        .where(
+            or_(
+                export_jobs.c.status == Status.PENDING.value,
+                and_(
+                    export_jobs.c.status == Status.PROCESSING.value,
+                    export_jobs.c.heartbeat_at < stale,
+                ),
+            ),
+            export_jobs.c.org_id.not_in(busy_orgs),
+        )
+        .order_by(export_jobs.c.id)
+        .limit(1)
+    )
+    if engine.dialect.name == "postgresql":
+        candidate = candidate.with_for_update(skip_locked=True)
+    claim = (
+        update(export_jobs)
+        .where(export_jobs.c.id == candidate.scalar_subquery())
+        .values(
+            status=Status.PROCESSING.value,
+            worker_id=config.worker_id,
+            heartbeat_at=now,
+            started_at=now,
+            attempts=export_jobs.c.attempts + 1,
+            progress=0,
+            rows_written=0,
+        )
+        .returning(*export_jobs.c)
+    )
+    with engine.begin() as conn:
+        job = conn.execute(claim).mappings().first()
+    if job and job["attempts"] > MAX_ATTEMPTS:
+        _finish(
+            engine,
+            job["id"],
+            config,
+            status=Status.FAILED,
+            error=(
+                f"The export was interrupted {MAX_ATTEMPTS} times (its worker stopped); "
+                "start it again, and tell an admin if it keeps failing."
+            ),
+        )
+        return None
+    return dict(job) if job else None
+
+
+def _finish(engine: Engine, job_id: int, config: WorkerConfig, *, status: Status, **values) -> bool:
+    """Final update, only if this worker still owns the job (a cancel may have won)."""
+    error = values.pop("error", None)
+    with engine.begin() as conn:
+        return bool(
+            conn.execute(
+                update(export_jobs)
+                .where(
+                    export_jobs.c.id == job_id,
+                    export_jobs.c.worker_id == config.worker_id,
+                    export_jobs.c.status == Status.PROCESSING.value,
+                )
+                .values(status=status.value, finished_at=_now(), error_message=error, **values)
+            ).rowcount
+        )
+
+
+def _still_mine(
+    engine: Engine, job_id: int, config: WorkerConfig, progress: float, rows: int
+) -> bool:
+    """Heartbeat and progress in one write; False when the job was cancelled or taken over."""
+    with engine.begin() as conn:
+        return bool(
+            conn.execute(
+                update(export_jobs)
+                .where(
+                    export_jobs.c.id == job_id,
+                    export_jobs.c.worker_id == config.worker_id,
+                    export_jobs.c.status == Status.PROCESSING.value,
+                )
+                .values(heartbeat_at=_now(), progress=progress, rows_written=rows)
+            ).rowcount
+        )
+
+
+def _user_message(exc: OSError, directory: Path) -> str:
+    import errno
+
+    if exc.errno == errno.ENOSPC:
+        return f"The disk holding {directory} is full; free space or ask an admin, then start the export again."
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
+        return (
+            f"The export directory {directory} is not writable; an admin must fix its permissions."
+        )
+    return f"Writing the export file failed ({exc.strerror}); start the export again."
+
+
+def run_job(engine: Engine, job: dict, config: WorkerConfig) -> Status:
+    """Stream the job's rows into its file; returns the state it ended in."""
+    job_id = job["id"]
+    final_name = f"export-{job['org_id']}-{job_id}{file_suffix(job['format'], job['compression'])}"
+    temp = config.export_dir / f".{final_name}.{config.worker_id}.part"
+    scope = Scope(org_id=job["org_id"], role=Role.ADMIN, username=job["created_by"])
+    spec = FilterSpec.from_json(job["filter_json"])
+    fields = tuple(job["fields"])
+    try:
+        config.export_dir.mkdir(parents=True, exist_ok=True)
+        total = min(
+            job["row_limit"],
+            count_spans(
+                engine, scope, spec, as_of=job["snapshot_at"], max_id=job["snapshot_max_id"]
+            ),
+        )
+        writer, sink = open_writer(job["format"], job["compression"], temp, fields)
+        written = 0
+        try:
+            for page in iter_span_pages(
+                engine,
+                scope,
+                spec,
+                fields=fields,
+                as_of=job["snapshot_at"],
+                max_id=job["snapshot_max_id"],
+                page_size=config.page_size,
+            ):
+                page = page[: job["row_limit"] - written]
+                writer.write_rows(page)
+                written += len(page)
+                if not _still_mine(
+                    engine, job_id, config, written / total if total else 1.0, written
+                ):
+                    log.info("export %s was cancelled or taken over; stopping", job_id)
+                    return Status.CANCELLED
+                if written >= job["row_limit"]:
+                    break
+        finally:
+            writer.close()
+        os.replace(temp, config.export_dir / final_name)
+        finished = _finish(
+            engine,
+            job_id,
+            config,
+            status=Status.COMPLETED,
+            progress=1.0,
+            rows_written=written,
+            file_size=sink.size,
+            checksum_sha256=sink.sha256.hexdigest(),
+            file_name=final_name,
+            expires_at=_now() + config.retention,
+        )
+        if not finished:  # cancelled between the last page and the rename
+            (config.export_dir / final_name).unlink(missing_ok=True)
+            return Status.CANCELLED
+        return Status.COMPLETED
+    except OSError as exc:
+        _finish(
+            engine,
+            job_id,
+            config,
+            status=Status.FAILED,
+            error=_user_message(exc, config.export_dir),
+        )
+        return Status.FAILED
+    except Exception:
+        log.exception("export %s failed", job_id)
+        _finish(
+            engine,
+            job_id,
+            config,
+            status=Status.FAILED,
+            error="The export failed unexpectedly; start it again, and tell an admin if it repeats.",
+        )
+        return Status.FAILED
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def maintenance(engine: Engine, config: WorkerConfig, now: datetime | None = None) -> dict:
+    """Expire old files, drop old audit entries and orphaned partial files."""
+    now = now or _now()
+    with engine.begin() as conn:
+        expired = (
+            conn.execute(
+                update(export_jobs)
+                .where(
+                    export_jobs.c.status == Status.COMPLETED.value, export_jobs.c.expires_at <= now
+                )
+                .values(status=Status.EXPIRED.value)
+                .returning(export_jobs.c.file_name)
+            )
+            .scalars()
+            .all()
+        )
+        audits = conn.execute(delete(audit_log).where(audit_log.c.at < now - AUDIT_KEEP)).rowcount
+    for name in expired:
+        if name:
+            (config.export_dir / name).unlink(missing_ok=True)
+    orphans = 0
+    if config.export_dir.is_dir():
+        cutoff = (now - config.heartbeat_timeout * 4).timestamp()
+        for part in config.export_dir.glob(".*.part"):
+            if part.stat().st_mtime < cutoff:
+                part.unlink(missing_ok=True)
+                orphans += 1
+    return {"expired": len(expired), "audit_deleted": audits, "orphans_deleted": orphans}
+
+
+def work_once(engine: Engine, config: WorkerConfig) -> Status | None:
+    """Claim and run one job; None when there was nothing to do."""
+    job = claim_next(engine, config)
+    return run_job(engine, job, config) if job else None

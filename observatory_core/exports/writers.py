@@ -1,0 +1,178 @@
+"""One writer per format. Rows arrive page by page; nothing holds more than one page.
+
+Every writer writes through `HashingFile`, so the SHA-256 and the size are known the moment
+the file is closed, without reading it again.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMATS = ("csv", "json", "jsonl", "parquet")
+COMPRESSIONS = ("none", "gzip")
+_JSONISH = {"tags", "metadata", "attributes"}
+
+
+class HashingFile(io.RawIOBase):
+    """A binary file that counts and hashes what passes through it."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.sha256.update(view)
+        self.size += len(view)
+        return self._file.write(view)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.flush()
+            import os
+
+            os.fsync(self._file.fileno())
+            self._file.close()
+        super().close()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def file_suffix(fmt: str, compression: str) -> str:
+    return f".{fmt}" + (".gz" if compression == "gzip" and fmt != "parquet" else "")
+
+
+class _TextWriter:
+    def __init__(self, sink: HashingFile, compression: str, fields: tuple[str, ...]) -> None:
+        self.sink = sink
+        self.fields = fields
+        raw: BinaryIO = sink
+        self.gz = (
+            gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0)
+            if compression == "gzip"
+            else None
+        )
+        if self.gz is not None:
+            raw = self.gz
+        self.text = io.TextIOWrapper(raw, encoding="utf-8", newline="", write_through=False)
+
+    def close(self) -> None:
+        self.text.flush()
+        self.text.detach()
+        if self.gz is not None:
+            self.gz.close()
+        self.sink.close()
+
+
+class CsvWriter(_TextWriter):
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.csv = csv.writer(self.text)
+        self.csv.writerow(self.fields)
+
+    def write_rows(self, rows: list[dict]) -> None:
+        self.csv.writerows(
+            [
+                [json.dumps(r[f]) if f in _JSONISH else _plain(r[f]) for f in self.fields]
+                for r in rows
+            ]
+        )
+
+
+class JsonLinesWriter(_TextWriter):
+    def write_rows(self, rows: list[dict]) -> None:
+        self.text.write(
+            "".join(json.dumps({f: _plain(r[f]) for f in self.fields}) + "\n" for r in rows)
+        )
+
+
+class JsonWriter(_TextWriter):
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.text.write("[")
+        self.first = True
+
+    def write_rows(self, rows: list[dict]) -> None:
+        for r in rows:
+            self.text.write(
+                ("\n" if self.first else ",\n") + json.dumps({f: _plain(r[f]) for f in self.fields})
+            )
+            self.first = False
+
+    def close(self) -> None:
+        self.text.write("\n]\n")
+        super().close()
+
+
+def arrow_schema(fields: tuple[str, ...]) -> pa.Schema:
+    """Parquet column types from the spans table, so every page has the same schema."""
+    from sqlalchemy import JSON, Boolean, Float, Integer
+
+    from observatory_core.storage.schema import spans
+    from observatory_core.storage.types import UtcDateTime
+
+    def arrow_type(column):
+        kind = column.type
+        if isinstance(kind, UtcDateTime):
+            return pa.timestamp("us", tz="UTC")
+        if isinstance(kind, Boolean):
+            return pa.bool_()
+        if isinstance(kind, Float):
+            return pa.float64()
+        if isinstance(kind, Integer):
+            return pa.int64()
+        if isinstance(kind, JSON):
+            return pa.string()
+        return pa.string()
+
+    return pa.schema([(f, arrow_type(spans.c[f])) for f in fields])
+
+
+class ParquetWriter:
+    """Parquet compresses inside the file: gzip means gzip pages, none means uncompressed."""
+
+    def __init__(self, sink: HashingFile, compression: str, fields: tuple[str, ...]) -> None:
+        self.sink = sink
+        self.fields = fields
+        self.schema = arrow_schema(fields)
+        codec = "gzip" if compression == "gzip" else "none"
+        self.writer = pq.ParquetWriter(sink, self.schema, compression=codec)
+
+    def write_rows(self, rows: list[dict]) -> None:
+        columns = {
+            f: [json.dumps(r[f]) if f in _JSONISH else r[f] for r in rows] for f in self.fields
+        }
+        self.writer.write_table(pa.table(columns, schema=self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sink.close()
+
+
+def open_writer(fmt: str, compression: str, path: Path, fields: tuple[str, ...]):
+    sink = HashingFile(path)
+    cls = {
+        "csv": CsvWriter,
+        "json": JsonWriter,
+        "jsonl": JsonLinesWriter,
+        "parquet": ParquetWriter,
+    }[fmt]
+    return cls(sink, compression, fields), sink

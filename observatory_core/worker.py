@@ -1,0 +1,68 @@
+"""The background worker loop: exports now; alerts, rollups and retention join it later.
+
+Embedded mode runs it as a thread of the server; production runs any number of
+`python -m observatory_core worker` processes against PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Engine
+
+from observatory_core.exports.worker import WorkerConfig, maintenance, work_once
+from observatory_core.settings import Settings
+
+log = logging.getLogger("observatory.worker")
+MAINTENANCE_EVERY = timedelta(minutes=5)
+
+
+def config_from(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(
+        export_dir=settings.export_dir,
+        heartbeat_timeout=timedelta(seconds=settings.worker_heartbeat_s),
+        retention=timedelta(days=settings.export_retention_days),
+    )
+
+
+def run_forever(engine: Engine, settings: Settings, stop: threading.Event) -> None:
+    """Work until `stop` is set; an error in one round is logged and the loop goes on."""
+    config = config_from(settings)
+    next_maintenance = datetime.now(UTC)
+    log.info("worker %s started", config.worker_id)
+    while not stop.is_set():
+        try:
+            if datetime.now(UTC) >= next_maintenance:
+                maintenance(engine, config)
+                next_maintenance = datetime.now(UTC) + MAINTENANCE_EVERY
+            if work_once(engine, config) is None:
+                stop.wait(settings.worker_poll_s)
+        except Exception:  # keep the loop alive; the job itself is failed by run_job
+            log.exception("worker round failed")
+            stop.wait(settings.worker_poll_s)
+    log.info("worker %s stopped", config.worker_id)
+
+
+def start_thread(engine: Engine, settings: Settings) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_forever, args=(engine, settings, stop), name="observatory-worker", daemon=True
+    )
+    thread.start()
+    return thread, stop
+
+
+def main(engine: Engine, settings: Settings) -> None:
+    """`python -m observatory_core worker`: run until interrupted."""
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        run_forever(engine, settings, stop)
+    except KeyboardInterrupt:
+        stop.set()
+    time.sleep(0)
