@@ -148,8 +148,14 @@ def main() -> None:
         "explorer_first_page_30d_model_env_by_duration": lambda: list_spans(
             engine, scope, model_month, sort="duration_ms", now=END
         ),
-        "explorer_first_page_traces_24h": lambda: list_spans(
+        "explorer_first_page_7d_model_by_time": lambda: list_spans(
+            engine, scope, FilterSpec(relative="7d", models=("gpt-4o",)), now=END
+        ),
+        "explorer_first_page_traces_24h_by_time": lambda: list_spans(
             engine, scope, last_day, mode="traces", now=END
+        ),
+        "explorer_first_page_traces_24h_by_tree_cost": lambda: list_spans(
+            engine, scope, last_day, mode="traces", sort="total_cost_usd", now=END
         ),
         "explorer_search_all_time": lambda: list_spans(
             engine, scope, FilterSpec(relative=None, search="refund"), now=END

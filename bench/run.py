@@ -63,10 +63,11 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "executemany on SQLite; both idempotent); rows/s is the sustained rate including generation.",
         "- `home_summary`: everything the home page asks for (two 24-hour periods and the hourly series).",
         "- `home_period_stats_24h`, `home_requests_per_hour_24h`: its parts; rows/s counts the spans in the window.",
-        "- `explorer_first_page_*`: the first page (50 rows) of the Traces page for typical filters: the "
-        "last 24 h by time, 7 days of errors by cost, 30 days of one model in production by duration, "
-        "and the last 24 h as whole traces (roots with tree totals). Targets at 1M spans: p95 <= 50 ms "
-        "on PostgreSQL, <= 150 ms on SQLite.",
+        "- `explorer_first_page_*`: the first page (50 rows) of the Traces page: the last 24 h by "
+        "time, 7 days of one model by time, 7 days of errors by cost, 30 days of one model in "
+        "production by duration, and the last 24 h as whole traces by the root's time and by the "
+        "tree's total cost (which must total every matching trace before sorting). Targets at 1M "
+        "spans: p95 <= 50 ms on PostgreSQL, <= 150 ms on SQLite.",
         "- `explorer_search_*`: full-text search (FTS5 trigram on SQLite, pg_trgm on PostgreSQL), first "
         "page; target p95 <= 200 ms at 1M.",
         "- `explorer_open_50_span_trace`: the trace detail of a 50-span trace; target <= 50 ms.",

@@ -151,6 +151,9 @@ spans = Table(
     ),
     Index("ix_spans_org_duration", "org_id", "duration_ms"),
     Index("ix_spans_org_cost", "org_id", "total_cost_usd"),
+    # Added by migration 0004.
+    Index("ix_spans_org_status_start", "org_id", "status", "start_time"),
+    Index("ix_spans_org_model_start", "org_id", "model", "start_time"),
 )
 
 export_jobs = Table(

@@ -100,28 +100,46 @@ def test_exact_count_matches(explorer, spec):
     assert page.total == len(reference_ids(explorer["df"], spec, NOW, explorer["acme"]))
 
 
-def test_traces_mode_lists_roots_with_tree_totals(explorer):
+@pytest.mark.parametrize("sort", ["start_time", "duration_ms", "total_cost_usd", "total_tokens"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        FilterSpec(relative=None, models=("gpt-4o",)),
+        FilterSpec(relative="3d", statuses=("error",)),
+        FilterSpec(relative=None, search="refund"),
+    ],
+    ids=["model", "errors-3d", "search"],
+)
+def test_traces_mode_lists_roots_with_tree_totals(explorer, spec, sort):
     import polars as pl
 
     df = explorer["df"].filter(pl.col("org_id") == explorer["acme"])
     scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
-    spec = FilterSpec(relative=None, models=("gpt-4o",))
-    rows = all_rows(explorer["engine"], scope, spec, mode="traces", sort="total_cost_usd", limit=7)
-    matching = set(df.filter(pl.col("model") == "gpt-4o")["trace_id"])
+    rows = all_rows(explorer["engine"], scope, spec, mode="traces", sort=sort, limit=7)
+    matching = {
+        df.filter(pl.col("id") == i)["trace_id"][0]
+        for i in reference_ids(df, spec, NOW, explorer["acme"])
+    }
     roots = df.filter(pl.col("parent_span_id").is_null() & pl.col("trace_id").is_in(list(matching)))
-    assert {r["trace_id"] for r in rows} == set(roots["trace_id"])
+    assert roots.height > 0
+    assert sorted(r["trace_id"] for r in rows) == sorted(roots["trace_id"])
     totals = df.group_by("trace_id").agg(
         pl.col("total_cost_usd").sum(),
+        pl.col("total_tokens").sum(),
         pl.len(),
         (pl.col("status") == "error").sum().alias("errors"),
     )
-    expected = {t: (c, n, e) for t, c, n, e in totals.iter_rows()}
+    expected = {t: (c, k, n, e) for t, c, k, n, e in totals.iter_rows()}
     for r in rows:
-        cost, count, errors = expected[r["trace_id"]]
+        cost, tokens, count, errors = expected[r["trace_id"]]
         assert r["total_cost_usd"] == pytest.approx(cost)
-        assert (r["span_count"], r["error_count"]) == (count, errors)
-    costs = [r["total_cost_usd"] for r in rows]
-    assert costs == sorted(costs, reverse=True)
+        assert (r["total_tokens"], r["span_count"], r["error_count"]) == (tokens, count, errors)
+    keys = [(r[sort], r["id"]) for r in rows]
+    assert keys == sorted(keys, reverse=True)
+    counted = list_spans(
+        explorer["engine"], scope, spec, mode="traces", sort=sort, count=True, now=NOW
+    )
+    assert counted.total == roots.height
 
 
 def test_pages_stay_stable_while_new_spans_arrive(explorer):
