@@ -30,6 +30,7 @@ class Settings:
     export_retention_days: float = 7.0
     worker_heartbeat_s: float = 30.0
     worker_poll_s: float = 1.0
+    export_page_size: int = 5000
     embedded_worker: bool = True
 
     def require_cookie_key(self) -> str:
@@ -86,6 +87,10 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
         worker_heartbeat_s=_float(
             "OBSERVATORY_WORKER_HEARTBEAT_S",
             pick("OBSERVATORY_WORKER_HEARTBEAT_S", "worker_heartbeat_s", "30"),
+        ),
+        export_page_size=_int(
+            "OBSERVATORY_EXPORT_PAGE_SIZE",
+            pick("OBSERVATORY_EXPORT_PAGE_SIZE", "export_page_size", "5000"),
         ),
         embedded_worker=pick("OBSERVATORY_EMBEDDED_WORKER", "embedded_worker", "1")
         not in ("0", "false", "no"),

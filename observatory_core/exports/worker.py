@@ -144,11 +144,19 @@ def _user_message(exc: OSError, directory: Path) -> str:
 
     if exc.errno == errno.ENOSPC:
         return f"The disk holding {directory} is full; free space or ask an admin, then start the export again."
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR):
         return (
             f"The export directory {directory} is not writable; an admin must fix its permissions."
         )
     return f"Writing the export file failed ({exc.strerror}); start the export again."
+
+
+def _remove(path: Path) -> None:
+    """Best-effort cleanup: a missing file or an unusable directory is not a new error."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        log.warning("could not remove %s", path)
 
 
 def run_job(engine: Engine, job: dict, config: WorkerConfig) -> Status:
@@ -205,7 +213,7 @@ def run_job(engine: Engine, job: dict, config: WorkerConfig) -> Status:
             expires_at=_now() + config.retention,
         )
         if not finished:  # cancelled between the last page and the rename
-            (config.export_dir / final_name).unlink(missing_ok=True)
+            _remove(config.export_dir / final_name)
             return Status.CANCELLED
         return Status.COMPLETED
     except OSError as exc:
@@ -228,7 +236,7 @@ def run_job(engine: Engine, job: dict, config: WorkerConfig) -> Status:
         )
         return Status.FAILED
     finally:
-        temp.unlink(missing_ok=True)
+        _remove(temp)
 
 
 def maintenance(engine: Engine, config: WorkerConfig, now: datetime | None = None) -> dict:

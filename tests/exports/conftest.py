@@ -1,0 +1,40 @@
+"""Export tests share a small demo data set per database and a worker config in tmp."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from observatory_core.exports.worker import WorkerConfig
+from observatory_core.permissions import Role
+from observatory_core.scope import Scope
+from tests.helpers import load_small_demo
+
+
+@pytest.fixture
+def data(engine):
+    load_small_demo(engine, spans_count=1500, days=2, seed=5)
+    return engine
+
+
+@pytest.fixture
+def orgs(data) -> dict[str, int]:
+    from sqlalchemy import select
+
+    from observatory_core.storage.schema import orgs as orgs_table
+
+    with data.connect() as conn:
+        return dict(conn.execute(select(orgs_table.c.slug, orgs_table.c.id)).all())
+
+
+@pytest.fixture
+def scope(orgs):
+    return Scope(org_id=orgs["acme"], role=Role.DEVELOPER, username="dana")
+
+
+@pytest.fixture
+def config(tmp_path):
+    return WorkerConfig(
+        export_dir=tmp_path / "exports", heartbeat_timeout=timedelta(seconds=30), page_size=200
+    )
