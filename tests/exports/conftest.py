@@ -38,3 +38,20 @@ def config(tmp_path):
     return WorkerConfig(
         export_dir=tmp_path / "exports", heartbeat_timeout=timedelta(seconds=30), page_size=200
     )
+
+
+@pytest.fixture
+def orgs_of():
+    """A developer scope in the demo org 'acme' of whatever database is given."""
+    from sqlalchemy import select
+
+    from observatory_core.storage.schema import orgs as orgs_table
+
+    def build(engine) -> Scope:
+        with engine.connect() as conn:
+            acme = conn.execute(
+                select(orgs_table.c.id).where(orgs_table.c.slug == "acme")
+            ).scalar_one()
+        return Scope(org_id=acme, role=Role.DEVELOPER, username="dana")
+
+    return build
