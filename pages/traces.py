@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from observatory_core.permissions import Permission
 from observatory_core.traces.query import SORTS
 from observatory_core.ui import cached, filters, tables, trace_view
 from observatory_core.ui.session import current_scope
@@ -15,7 +16,7 @@ SORT_LABELS = {
 }
 
 scope = current_scope()
-spec = filters.sidebar(scope, PAGE_PARAMS)
+spec = filters.sidebar(scope, PAGE_PARAMS, page="traces")
 st.title("Traces")
 
 q = st.query_params
@@ -84,6 +85,10 @@ if nav[1].button("Next →", disabled=page.next_cursor is None):
     cursors.append(page.next_cursor)
     st.rerun()
 nav[2].caption(f"Page {len(cursors)} · {len(page.rows)} rows · read at {page.as_of:%H:%M:%S} UTC")
+if scope.can(Permission.EXPORTS_CREATE) and st.button(
+    "Export these rows", icon=":material/download:"
+):
+    st.switch_page("pages/exports.py", query_params=spec.to_query_params())
 
 selected = event.selection.rows if event and event.selection else []
 if selected:

@@ -68,7 +68,7 @@ class NotFound(UserError):
     """No such job in the caller's org (HTTP 404, never revealing other orgs)."""
 
 
-def _jobs(scope: Scope, *columns):
+def scoped_jobs(scope: Scope, *columns):
     """SELECT from export_jobs, limited to the scope's org."""
     return select(*(columns or (export_jobs,))).where(export_jobs.c.org_id == scope.org_id)
 
@@ -126,7 +126,7 @@ def create_export(
     chosen = resolve_fields(scope, fields or EXPORT_DEFAULT_FIELDS)
     with engine.begin() as conn:
         recent = conn.execute(
-            _jobs(scope, func.count()).where(
+            scoped_jobs(scope, func.count()).where(
                 export_jobs.c.created_by == scope.username,
                 export_jobs.c.created_at >= now - timedelta(hours=1),
             )
@@ -159,7 +159,7 @@ def create_export(
 def get_export(engine: Engine, scope: Scope, job_id: int) -> dict:
     scope.require(Permission.EXPORTS_READ)
     with engine.connect() as conn:
-        row = conn.execute(_jobs(scope).where(export_jobs.c.id == job_id)).mappings().first()
+        row = conn.execute(scoped_jobs(scope).where(export_jobs.c.id == job_id)).mappings().first()
     if row is None:
         raise NotFound(f"No export {job_id} in your org.")
     return dict(row)
@@ -167,7 +167,7 @@ def get_export(engine: Engine, scope: Scope, job_id: int) -> dict:
 
 def list_exports(engine: Engine, scope: Scope, limit: int = 100) -> list[dict]:
     scope.require(Permission.EXPORTS_READ)
-    query = _jobs(scope).order_by(export_jobs.c.id.desc()).limit(limit)
+    query = scoped_jobs(scope).order_by(export_jobs.c.id.desc()).limit(limit)
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(query).mappings()]
 

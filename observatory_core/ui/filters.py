@@ -28,7 +28,6 @@ WINDOWS = {
     "all": "All time",
     "custom": "Custom range",
 }
-_K = "flt_"  # widget keys
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -39,52 +38,70 @@ def url_params() -> dict[str, list[str]]:
     return {k: st.query_params.get_all(k) for k in st.query_params}
 
 
-def _seed_widgets(spec: FilterSpec) -> None:
-    """Put a spec's values into the widgets' session state (on first load or a new link)."""
+def _defaults(spec: FilterSpec) -> dict:
+    """The widget values a spec stands for (on first load or a new link)."""
     window = spec.relative or ("custom" if spec.start or spec.end else "all")
-    state = st.session_state
-    state[_K + "window"] = window if window in WINDOWS else "custom"
     now = datetime.now(UTC)
-    state[_K + "from"] = (spec.start or now - timedelta(days=1)).date()
-    state[_K + "to"] = (spec.end or now).date()
+    values: dict = {
+        "window": window if window in WINDOWS else "custom",
+        "from": (spec.start or now - timedelta(days=1)).date(),
+        "to": (spec.end or now).date(),
+        "metadata": ", ".join(f"{key}={value}" for key, value in spec.metadata),
+        "search": spec.search or "",
+    }
     for name in ("providers", "models", "operations", "environments", "statuses", "project_ids"):
-        state[_K + name] = list(getattr(spec, name))
+        values[name] = list(getattr(spec, name))
     for name in ("trace_ids", "session_ids", "user_ids", "tags_any", "tags_all"):
-        state[_K + name] = ", ".join(getattr(spec, name))
-    state[_K + "metadata"] = ", ".join(f"{k}={v}" for k, v in spec.metadata)
-    state[_K + "search"] = spec.search or ""
+        values[name] = ", ".join(getattr(spec, name))
     for name in ("duration_ms", "cost_usd", "total_tokens"):
-        state[_K + "min_" + name] = getattr(spec, "min_" + name)
-        state[_K + "max_" + name] = getattr(spec, "max_" + name)
+        values["min_" + name] = getattr(spec, "min_" + name)
+        values["max_" + name] = getattr(spec, "max_" + name)
+    return values
 
 
-def _spec_from_widgets() -> FilterSpec:
+def _spec_from_widgets(k) -> FilterSpec:
     s = st.session_state
-    window = s[_K + "window"]
+    window = s[k("window")]
     values: dict = {"relative": None if window in ("all", "custom") else window}
     if window == "custom":
-        values["start"] = datetime.combine(s[_K + "from"], time(), UTC)
-        values["end"] = datetime.combine(s[_K + "to"], time(), UTC) + timedelta(days=1)
+        values["start"] = datetime.combine(s[k("from")], time(), UTC)
+        values["end"] = datetime.combine(s[k("to")], time(), UTC) + timedelta(days=1)
     for name in ("providers", "models", "operations", "environments", "statuses", "project_ids"):
-        values[name] = tuple(s[_K + name])
+        values[name] = tuple(s[k(name)])
     for name in ("trace_ids", "session_ids", "user_ids", "tags_any", "tags_all"):
-        values[name] = _csv(s[_K + name])
-    pairs = [p.split("=", 1) for p in _csv(s[_K + "metadata"])]
+        values[name] = _csv(s[k(name)])
+    pairs = [p.split("=", 1) for p in _csv(s[k("metadata")])]
     if any(len(p) != 2 for p in pairs):
         raise UserError("Filter 'metadata': write key=value, separated by commas.")
-    values["metadata"] = tuple((k.strip(), v.strip()) for k, v in pairs)
-    values["search"] = s[_K + "search"] or None
+    values["metadata"] = tuple((key.strip(), value.strip()) for key, value in pairs)
+    values["search"] = s[k("search")] or None
     for name in ("duration_ms", "cost_usd", "total_tokens"):
-        values["min_" + name] = s.get(_K + "min_" + name)
-        values["max_" + name] = s.get(_K + "max_" + name)
+        values["min_" + name] = s.get(k("min_" + name))
+        values["max_" + name] = s.get(k("max_" + name))
     return FilterSpec(**values)
 
 
-def _choice(label: str, name: str, options, format_func=str) -> None:
+def describe(spec: FilterSpec) -> str:
+    """One line a person reads: `last 7 days · models: gpt-4o · search: "refund"`."""
+    parts = [WINDOWS.get(spec.relative, spec.relative) if spec.relative else None]
+    if spec.start or spec.end:
+        parts[0] = (
+            f"{spec.start:%Y-%m-%d %H:%M} to {spec.end:%Y-%m-%d %H:%M} UTC"
+            if spec.start and spec.end
+            else "open range"
+        )
+    elif spec.relative is None:
+        parts[0] = "all time"
+    for key, values in spec.to_query_params().items():
+        if key not in ("relative", "start", "end"):
+            parts.append(f"{key.replace('_', ' ')}: {', '.join(values)}")
+    return " · ".join(p for p in parts if p)
+
+
+def _choice(k, d: dict, label: str, name: str, options, format_func=str) -> None:
     """A multiselect whose options always include what a pasted link selected."""
-    chosen = st.session_state.get(_K + name, [])
-    options = list(dict.fromkeys([*options, *chosen]))
-    st.multiselect(label, options, format_func=format_func, key=_K + name)
+    options = list(dict.fromkeys([*options, *d[name]]))
+    st.multiselect(label, options, default=d[name], format_func=format_func, key=k(name))
 
 
 def _from_url_or_default(params: dict[str, list[str]]) -> FilterSpec:
@@ -94,52 +111,86 @@ def _from_url_or_default(params: dict[str, list[str]]) -> FilterSpec:
         return FilterSpec()
 
 
-def sidebar(scope: Scope, page_params: frozenset[str]) -> FilterSpec:
+def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
     """Draw the filter widgets and return the spec they describe."""
     params = url_params()
     filter_params = {k: v for k, v in params.items() if k not in page_params}
-    if st.session_state.get("_flt_seen") != filter_params:
+
+    state = st.session_state
+    generation = f"flt_{page}_generation"
+
+    def k(name: str) -> str:  # e.g. "flt_traces_3_models": per page and per seeding
+        return f"flt_{page}_{state.get(generation, 0)}_{name}"
+
+    # Seed from the URL when it changed from outside (a pasted link, a page switch) or this
+    # page's widgets are new. Seeding uses fresh keys: a widget id the browser has seen
+    # before can come back with its old value and override what the link says.
+    if state.get(f"flt_{page}_seen") != filter_params or k("window") not in state:
+        state[generation] = state.get(generation, 0) + 1
         try:
-            _seed_widgets(FilterSpec.from_query_params(filter_params))
+            state[f"flt_{page}_defaults"] = _defaults(FilterSpec.from_query_params(filter_params))
         except UserError as exc:
             st.sidebar.error(f"The link's filters were not applied: {exc}")
-            _seed_widgets(FilterSpec())
-        st.session_state["_flt_seen"] = filter_params
+            state[f"flt_{page}_defaults"] = _defaults(FilterSpec())
+        state[f"flt_{page}_seen"] = filter_params
+    # Widgets take the link's values as their own defaults, under keys never used before.
+    d = state[f"flt_{page}_defaults"]
     with st.sidebar:
         st.header("Filters")
-        st.selectbox("Time", list(WINDOWS), format_func=WINDOWS.get, key=_K + "window")
-        if st.session_state[_K + "window"] == "custom":
+        windows = list(WINDOWS)
+        window = st.selectbox(
+            "Time",
+            windows,
+            index=windows.index(d["window"]),
+            format_func=WINDOWS.get,
+            key=k("window"),
+        )
+        if window == "custom":
             left, right = st.columns(2)
-            left.date_input("From", key=_K + "from")
-            right.date_input("To (inclusive)", key=_K + "to")
-        st.text_input("Search prompts and answers", key=_K + "search", placeholder="3+ characters")
+            left.date_input("From", value=d["from"], key=k("from"))
+            right.date_input("To (inclusive)", value=d["to"], key=k("to"))
+        st.text_input(
+            "Search prompts and answers",
+            value=d["search"],
+            key=k("search"),
+            placeholder="3+ characters",
+        )
         for name, label in (
             ("providers", "Provider"),
             ("models", "Model"),
             ("environments", "Environment"),
         ):
-            _choice(label, name, cached.values(scope, name[:-1]))
-        _choice("Operation", "operations", OPERATIONS)
-        _choice("Status", "statuses", STATUSES)
+            _choice(k, d, label, name, cached.values(scope, name[:-1]))
+        _choice(k, d, "Operation", "operations", OPERATIONS)
+        _choice(k, d, "Status", "statuses", STATUSES)
         projects = cached.projects(scope)
-        _choice("Project", "project_ids", list(projects), lambda p: projects.get(p, f"#{p}"))
+        _choice(k, d, "Project", "project_ids", list(projects), lambda p: projects.get(p, f"#{p}"))
         with st.expander("Ids, tags, metadata"):
-            st.text_input("User ids (comma-separated)", key=_K + "user_ids")
-            st.text_input("Session ids", key=_K + "session_ids")
-            st.text_input("Trace ids", key=_K + "trace_ids")
-            st.text_input("Tags: any of", key=_K + "tags_any")
-            st.text_input("Tags: all of", key=_K + "tags_all")
-            st.text_input("Metadata key=value", key=_K + "metadata", placeholder="region=eu-west-1")
+            st.text_input("User ids (comma-separated)", value=d["user_ids"], key=k("user_ids"))
+            st.text_input("Session ids", value=d["session_ids"], key=k("session_ids"))
+            st.text_input("Trace ids", value=d["trace_ids"], key=k("trace_ids"))
+            st.text_input("Tags: any of", value=d["tags_any"], key=k("tags_any"))
+            st.text_input("Tags: all of", value=d["tags_all"], key=k("tags_all"))
+            st.text_input(
+                "Metadata key=value",
+                value=d["metadata"],
+                key=k("metadata"),
+                placeholder="region=eu-west-1",
+            )
         with st.expander("Duration, cost, tokens"):
             ranges = [("duration_ms", "Duration ms"), ("total_tokens", "Total tokens")]
             if scope.can(Permission.COSTS_READ):
                 ranges.insert(1, ("cost_usd", "Cost USD"))
             for name, label in ranges:
                 low, high = st.columns(2)
-                low.number_input(f"{label} min", min_value=0.0, value=None, key=_K + "min_" + name)
-                high.number_input(f"{label} max", min_value=0.0, value=None, key=_K + "max_" + name)
+                low.number_input(
+                    f"{label} min", min_value=0.0, value=d["min_" + name], key=k("min_" + name)
+                )
+                high.number_input(
+                    f"{label} max", min_value=0.0, value=d["max_" + name], key=k("max_" + name)
+                )
     try:
-        spec = _spec_from_widgets()
+        spec = _spec_from_widgets(k)
     except UserError as exc:
         st.sidebar.error(str(exc))
         spec = _from_url_or_default(filter_params)
@@ -147,5 +198,5 @@ def sidebar(scope: Scope, page_params: frozenset[str]) -> FilterSpec:
     if wanted != filter_params:
         kept = {k: v for k, v in params.items() if k in page_params}
         st.query_params.from_dict({**wanted, **kept})
-        st.session_state["_flt_seen"] = wanted
+        state[f"flt_{page}_seen"] = wanted
     return spec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import streamlit as st
 
@@ -21,6 +22,7 @@ class PageSpec:
 PAGES = (
     PageSpec("pages/home.py", "Home", ":material/home:", Permission.METRICS_READ),
     PageSpec("pages/traces.py", "Traces", ":material/account_tree:", Permission.TRACES_READ),
+    PageSpec("pages/exports.py", "Exports", ":material/download:", Permission.EXPORTS_READ),
 )
 
 
@@ -32,12 +34,16 @@ def pages_for(scope: Scope) -> list[st.Page]:
 
 
 def hold_link() -> None:
-    """While logged out, register every page (hidden) before drawing the login form.
+    """While logged out on a deep link, register every page (hidden) before the login form.
 
     Streamlit resets a path it cannot route, so without this a shared link would lose its
-    page and filters at the login screen; with it the link survives the login rerun.
+    page and filters at the login screen. On the plain root URL there is nothing to keep,
+    and registering pages there would move the session's first run to another page and
+    lose the first login click, so it is skipped.
     """
-    st.navigation([st.Page(p.path, title=p.title) for p in PAGES], position="hidden")
+    path = urlparse(st.context.url or "").path.strip("/")
+    if path or len(st.query_params):
+        st.navigation([st.Page(p.path, title=p.title) for p in PAGES], position="hidden")
 
 
 def sidebar_user(scope: Scope) -> None:

@@ -68,7 +68,13 @@ def require_login() -> Scope:
     if not status:
         st.stop()
     if not was_in:
-        st.rerun()  # draw the app without the login banner
+        # Logged in during this run: start a clean run (no login banner, and st.navigation
+        # may only be called once per run). The rerun would cut off the cookie component
+        # the login just drew, so the cookie is set on that next, complete run instead.
+        st.session_state["_cookie_pending"] = True
+        st.rerun()
+    if st.session_state.pop("_cookie_pending", False):
+        authenticator.cookie_controller.set_cookie()
     try:
         return scope_for(db, st.session_state["username"])
     except UserError as exc:
@@ -96,4 +102,5 @@ def run(page) -> None:
 def logout_button() -> None:
     authenticator = st.session_state.get("_authenticator")
     if authenticator is not None:
-        authenticator.logout("Log out", location="sidebar", key="logout")
+        # Not key="logout": streamlit-authenticator keeps its own session_state["logout"].
+        authenticator.logout("Log out", location="sidebar", key="logout_button")

@@ -21,6 +21,7 @@ from observatory_core.users import add_user
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
+COOKIE_KEY = "e2e-cookie-key-0123456789abcdefghijklmnop"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -47,11 +48,13 @@ def live_server(tmp_path_factory):
     upgrade(engine)
     load_demo(engine, spans=5000, days=3, seed=33, end=datetime.now(UTC) - timedelta(minutes=1))
     password = add_user(engine, "acme", "e2e-admin", "admin")
+    add_user(engine, "globex", "e2e-stranger", "admin")
     port = _free_port()
     env = {
         **os.environ,
         "DATABASE_URL": url,
-        "OBSERVATORY_COOKIE_KEY": "e2e-cookie-key-0123456789abcdefghijklmnop",
+        "OBSERVATORY_COOKIE_KEY": COOKIE_KEY,
+        "OBSERVATORY_EXPORT_DIR": str(tmp / "exports"),
     }
     log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -109,3 +112,15 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     yield context.new_page()
     context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep a screenshot of the browser when a test fails, under tests/artifacts/failures/."""
+    outcome = yield
+    report = outcome.get_result()
+    page = item.funcargs.get("page") if report.when == "call" and report.failed else None
+    if page is not None:
+        folder = ARTIFACTS / "failures"
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"{item.name}.png"), full_page=True)

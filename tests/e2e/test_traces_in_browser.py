@@ -34,7 +34,7 @@ def test_shared_link_survives_login_and_a_row_opens_its_trace(live_server, page)
         limit=50,
     )
     assert expected.rows
-    caption = page.get_by_text(re.compile(r"Page 1 · \d+ rows")).inner_text()
+    caption = page.get_by_text(re.compile(r"Page 1 · \d+ rows")).first.inner_text()
     assert f"{len(expected.rows)} rows" in caption
     box = grid.bounding_box()
     page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # the first row's selection cell

@@ -1,0 +1,112 @@
+"""The export job list (refreshing itself) and the admins' export statistics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import plotly.express as px
+import streamlit as st
+
+from observatory_core.errors import UserError
+from observatory_core.exports.jobs import cancel_export, list_exports
+from observatory_core.exports.links import sign_download
+from observatory_core.exports.stats import export_stats
+from observatory_core.permissions import Permission
+from observatory_core.scope import Scope
+from observatory_core.settings import get_settings
+from observatory_core.ui import format
+from observatory_core.ui.session import engine
+
+BADGE = {
+    "pending": "🕓 pending",
+    "processing": "⏳ processing",
+    "completed": "✅ completed",
+    "failed": "❌ failed",
+    "cancelled": "⛔ cancelled",
+    "expired": "⌛ expired",
+}
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _job(job: dict, scope: Scope, now: datetime) -> None:
+    status = job["status"]
+    if status == "completed" and job["expires_at"] and job["expires_at"] <= now:
+        status = "expired"
+    with st.container(border=True):
+        head = st.columns([3, 2, 2, 2])
+        head[0].markdown(
+            f"**#{job['id']}** · {job['format'].upper()}"
+            f"{' · gzip' if job['compression'] == 'gzip' else ''} · by {job['created_by']}"
+        )
+        head[1].markdown(BADGE.get(status, status))
+        head[2].caption(f"{format.count(job['rows_written'])} rows · {_size(job['file_size'])}")
+        head[3].caption(f"created {job['created_at']:%Y-%m-%d %H:%M} UTC")
+        if status in ("pending", "processing"):
+            st.progress(float(job["progress"] or 0), text=f"{(job['progress'] or 0):.0%}")
+            if scope.can(Permission.EXPORTS_CANCEL) and st.button(
+                "Cancel", key=f"cancel{job['id']}"
+            ):
+                try:
+                    cancel_export(engine(), scope, job["id"])
+                    st.toast(f"Export #{job['id']} cancelled.")
+                except UserError as exc:
+                    st.error(str(exc))
+        elif status == "completed":
+            token = sign_download(get_settings().require_cookie_key(), job["id"], scope.org_id)
+            left, right = st.columns([1, 3])
+            left.link_button("Download", f"/exports/download/{token}", type="primary")
+            right.caption(
+                f"Expires {job['expires_at']:%Y-%m-%d %H:%M} UTC · SHA-256 {job['checksum_sha256'][:16]}…"
+            )
+        elif status == "failed":
+            st.error(job["error_message"] or "The export failed.")
+        elif status == "expired":
+            st.caption(
+                "This export expired and its file was removed; start it again if you need it."
+            )
+
+
+@st.fragment(run_every=2)
+def job_list(scope: Scope) -> None:
+    """Re-runs on its own every 2 s, so progress bars move without reloading the page."""
+    jobs = list_exports(engine(), scope, limit=50)
+    if not jobs:
+        st.info("No exports yet. Choose filters in the sidebar and start one above.")
+        return
+    now = datetime.now(UTC)
+    for job in jobs:
+        _job(job, scope, now)
+
+
+def statistics(scope: Scope) -> None:
+    stats = export_stats(engine(), scope)
+    if stats.warning:
+        st.warning(stats.warning, icon=":material/warning:")
+    tiles = st.columns(3)
+    tiles[0].metric("Exports (30 days)", format.count(stats.jobs))
+    tiles[1].metric("Success rate", format.rate(stats.success_rate))
+    tiles[2].metric("Failure rate, last hour", format.rate(stats.last_hour_failure_rate))
+    if stats.jobs == 0:
+        return
+    left, right = st.columns(2)
+    left.plotly_chart(
+        px.bar(stats.volume, x="day", y="rows", title="Rows exported per day", height=280),
+        width="stretch",
+    )
+    right.plotly_chart(
+        px.pie(stats.formats, names="format", values="jobs", title="Formats used", height=280),
+        width="stretch",
+    )
+    st.markdown("**Durations by format and size**")
+    st.dataframe(stats.durations, hide_index=True)
+    st.markdown("**Most active users**")
+    st.dataframe(stats.users, hide_index=True)

@@ -1,0 +1,53 @@
+"""The Exports page: start an export from a link's filters, watch it finish, download it."""
+
+from datetime import timedelta
+
+from streamlit.testing.v1 import AppTest
+
+from observatory_core.exports.jobs import list_exports
+from observatory_core.exports.worker import WorkerConfig, work_once
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.users import scope_for
+from tests.ui.test_app import login, start
+
+
+def open_exports(role: str, params=None) -> AppTest:
+    at = login(start(), f"{role}-user")
+    at.switch_page("pages/exports.py")
+    for key, value in (params or {}).items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def test_export_from_link_filters_runs_and_offers_a_download(app_env, tmp_path):
+    engine, _ = app_env
+    at = open_exports("developer", {"models": ["gpt-4o"], "relative": "7d"})
+    assert not at.exception
+    form_select = next(s for s in at.selectbox if s.label == "Format")
+    form_select.set_value("jsonl")
+    next(b for b in at.button if b.label == "Start export").click()
+    at.run()
+    scope = scope_for(engine, "developer-user")
+    jobs = list_exports(engine, scope)
+    assert len(jobs) == 1 and jobs[0]["format"] == "jsonl" and jobs[0]["compression"] == "gzip"
+    assert FilterSpec.from_json(jobs[0]["filter_json"]).models == ("gpt-4o",)
+    assert any("pending" in m.value for m in at.markdown)
+    config = WorkerConfig(export_dir=tmp_path, heartbeat_timeout=timedelta(seconds=30))
+    assert work_once(engine, config) == "completed"
+    at.run()
+    links = [b for b in at.get("link_button")]
+    assert links and links[0].proto.url.startswith("/exports/download/")
+
+
+def test_viewer_sees_the_list_but_no_form(app_env):
+    at = open_exports("viewer")
+    assert not at.exception
+    assert not [b for b in at.button if b.label == "Start export"]
+    assert at.subheader[0].value == "Your org's exports"
+
+
+def test_admin_sees_statistics(app_env):
+    at = open_exports("admin")
+    assert not at.exception
+    assert any(e.label == "Export statistics (admins)" for e in at.expander)
+    assert {m.label for m in at.metric} >= {"Exports (30 days)", "Success rate"}
