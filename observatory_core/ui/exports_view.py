@@ -8,7 +8,7 @@ import plotly.express as px
 import streamlit as st
 
 from observatory_core.errors import UserError
-from observatory_core.exports.jobs import cancel_export, list_exports
+from observatory_core.exports.jobs import RUNNING_PER_ORG, cancel_export, list_exports
 from observatory_core.exports.links import sign_download
 from observatory_core.exports.stats import export_stats
 from observatory_core.permissions import Permission
@@ -52,6 +52,11 @@ def _job(job: dict, scope: Scope, now: datetime) -> None:
         head[3].caption(f"created {job['created_at']:%Y-%m-%d %H:%M} UTC")
         if status in ("pending", "processing"):
             st.progress(float(job["progress"] or 0), text=f"{(job['progress'] or 0):.0%}")
+            if status == "pending":
+                st.caption(
+                    f"Waiting for a worker: at most {RUNNING_PER_ORG} exports of an org run at "
+                    "once, the others start as soon as one finishes."
+                )
             if scope.can(Permission.EXPORTS_CANCEL) and st.button(
                 "Cancel", key=f"cancel{job['id']}"
             ):
