@@ -26,6 +26,8 @@ def config_from(settings: Settings) -> WorkerConfig:
         heartbeat_timeout=timedelta(seconds=settings.worker_heartbeat_s),
         retention=timedelta(days=settings.export_retention_days),
         page_size=settings.export_page_size,
+        # COPY pages carry only ids, so they can be larger: 20k by default.
+        copy_page_size=settings.export_page_size * 4,
     )
 
 

@@ -52,8 +52,68 @@ class HashingFile(io.RawIOBase):
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value.isoformat(timespec="microseconds")
     return value
+
+
+def csv_text(value: Any, field: str) -> str:
+    """The canonical CSV text of a value, identical to what the PostgreSQL COPY path emits:
+    ISO timestamps with microseconds, shortest floats without a trailing '.0', true/false,
+    compact JSON, and an empty field for null (and for empty text)."""
+    if value is None:
+        return ""
+    if field in _JSONISH:
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="microseconds")
+    return str(value)
+
+
+class BackgroundGzip(io.RawIOBase):
+    """gzip on a second thread: zlib releases the GIL, so compressing one page overlaps
+    with reading the next, as `COPY ... | gzip` overlaps in two processes."""
+
+    def __init__(self, sink: HashingFile) -> None:
+        import queue
+        import threading
+
+        self.gz = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0)
+        self.queue: queue.Queue = queue.Queue(maxsize=16)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="export-gzip", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.gz.write(chunk)
+                except BaseException as exc:  # re-raised in the writing thread
+                    self.error = exc
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(bytes(data))
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.queue.put(None)
+            self.thread.join()
+            if self.error is None:
+                self.gz.close()
+        super().close()
+        if self.error is not None:
+            raise self.error
 
 
 def file_suffix(fmt: str, compression: str) -> str:
@@ -64,15 +124,14 @@ class _TextWriter:
     def __init__(self, sink: HashingFile, compression: str, fields: tuple[str, ...]) -> None:
         self.sink = sink
         self.fields = fields
-        raw: BinaryIO = sink
-        self.gz = (
-            gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0)
-            if compression == "gzip"
-            else None
-        )
-        if self.gz is not None:
-            raw = self.gz
-        self.text = io.TextIOWrapper(raw, encoding="utf-8", newline="", write_through=False)
+        self.gz = BackgroundGzip(sink) if compression == "gzip" else None
+        self.raw: BinaryIO = self.gz if self.gz is not None else sink
+        self.text = io.TextIOWrapper(self.raw, encoding="utf-8", newline="", write_through=False)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Already-encoded output (the COPY path), in order after what was written before."""
+        self.text.flush()
+        self.raw.write(data)
 
     def close(self) -> None:
         self.text.flush()
@@ -85,16 +144,11 @@ class _TextWriter:
 class CsvWriter(_TextWriter):
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        self.csv = csv.writer(self.text)
+        self.csv = csv.writer(self.text, lineterminator="\n")
         self.csv.writerow(self.fields)
 
     def write_rows(self, rows: list[dict]) -> None:
-        self.csv.writerows(
-            [
-                [json.dumps(r[f]) if f in _JSONISH else _plain(r[f]) for f in self.fields]
-                for r in rows
-            ]
-        )
+        self.csv.writerows([[csv_text(r[f], f) for f in self.fields] for r in rows])
 
 
 class JsonLinesWriter(_TextWriter):

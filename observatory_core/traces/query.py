@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, case, func, literal, select, tuple_
+from sqlalchemy import DateTime, and_, case, func, literal, select, tuple_, type_coerce
 from sqlalchemy.engine import Engine
 
 from observatory_core.errors import UserError
@@ -142,6 +142,38 @@ def iter_span_pages(
         if next_cursor is None:
             return
         position = decode_cursor(next_cursor, "start_time", "asc")
+
+
+def iter_span_ids(
+    engine: Engine,
+    scope: Scope,
+    spec: FilterSpec,
+    *,
+    as_of: datetime,
+    max_id: int,
+    page_size: int = 20_000,
+) -> Iterator[list[int]]:
+    """Ids of every matching span, oldest first, in keyset pages: the export fast path.
+
+    The same filter as the lists; only (start_time, id) come back, without per-row type
+    processing, so a page of 20k keys costs a few milliseconds.
+    """
+    where = _where(engine, spec, as_of, max_id)
+    start = type_coerce(spans.c.start_time, DateTime(timezone=True)).label("k")
+    last: tuple | None = None
+    with engine.connect() as conn:
+        while True:
+            query = scoped_spans(scope, spans.c.id, start).where(*where)
+            if last is not None:
+                here = tuple_(literal(last[0], type_=spans.c.start_time.type), literal(last[1]))
+                query = query.where(tuple_(spans.c.start_time, spans.c.id) > here)
+            rows = conn.execute(
+                query.order_by(spans.c.start_time, spans.c.id).limit(page_size)
+            ).all()
+            if not rows:
+                return
+            yield [r[0] for r in rows]
+            last = (rows[-1][1], rows[-1][0])
 
 
 def _where(engine: Engine, spec: FilterSpec, as_of: datetime, max_id: int) -> list:

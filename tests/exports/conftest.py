@@ -36,7 +36,10 @@ def scope(orgs):
 @pytest.fixture
 def config(tmp_path):
     return WorkerConfig(
-        export_dir=tmp_path / "exports", heartbeat_timeout=timedelta(seconds=30), page_size=200
+        export_dir=tmp_path / "exports",
+        heartbeat_timeout=timedelta(seconds=30),
+        page_size=200,
+        copy_page_size=200,
     )
 
 

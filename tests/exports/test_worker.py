@@ -80,15 +80,22 @@ def read_back(path, fmt, compression):
 
 
 def expected_value(value, field, fmt):
+    """What each format holds for a value, written out independently of the writers."""
     if fmt == "parquet":
         return json.dumps(value) if field in JSONISH else value
-    if isinstance(value, datetime):
-        value = value.isoformat()
     if fmt == "csv":
         if value is None:
             return ""
-        return json.dumps(value) if field in JSONISH else str(value)
-    return value
+        if field in JSONISH:
+            return json.dumps(value, ensure_ascii=False)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return repr(value).removesuffix(".0")
+        if isinstance(value, datetime):
+            return value.isoformat(timespec="microseconds")
+        return str(value)
+    return value.isoformat(timespec="microseconds") if isinstance(value, datetime) else value
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])
