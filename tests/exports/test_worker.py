@@ -39,6 +39,7 @@ FIELDS = [
     "tags",
     "metadata",
     "input_text",
+    "output_text",
     "text_truncated",
     "quality_score",
 ]
