@@ -106,19 +106,24 @@ def claim_next(engine: Engine, config: WorkerConfig, now: datetime | None = None
     return dict(job) if job else None
 
 
+def _owned(job_id: int, config: WorkerConfig):
+    """UPDATE of a job this worker still runs: a cancel or a takeover makes it match nothing."""
+    return update(export_jobs).where(
+        export_jobs.c.id == job_id,
+        export_jobs.c.worker_id == config.worker_id,
+        export_jobs.c.status == Status.PROCESSING.value,
+    )
+
+
 def _finish(engine: Engine, job_id: int, config: WorkerConfig, *, status: Status, **values) -> bool:
     """Final update, only if this worker still owns the job (a cancel may have won)."""
     error = values.pop("error", None)
     with engine.begin() as conn:
         return bool(
             conn.execute(
-                update(export_jobs)
-                .where(
-                    export_jobs.c.id == job_id,
-                    export_jobs.c.worker_id == config.worker_id,
-                    export_jobs.c.status == Status.PROCESSING.value,
+                _owned(job_id, config).values(
+                    status=status.value, finished_at=_now(), error_message=error, **values
                 )
-                .values(status=status.value, finished_at=_now(), error_message=error, **values)
             ).rowcount
         )
 
@@ -130,13 +135,9 @@ def _still_mine(
     with engine.begin() as conn:
         return bool(
             conn.execute(
-                update(export_jobs)
-                .where(
-                    export_jobs.c.id == job_id,
-                    export_jobs.c.worker_id == config.worker_id,
-                    export_jobs.c.status == Status.PROCESSING.value,
+                _owned(job_id, config).values(
+                    heartbeat_at=_now(), progress=progress, rows_written=rows
                 )
-                .values(heartbeat_at=_now(), progress=progress, rows_written=rows)
             ).rowcount
         )
 

@@ -8,13 +8,23 @@ import plotly.express as px
 import streamlit as st
 
 from observatory_core.errors import UserError
-from observatory_core.exports.jobs import RUNNING_PER_ORG, cancel_export, list_exports
+from observatory_core.exports.jobs import (
+    EXPORT_DEFAULT_FIELDS,
+    MAX_ROWS,
+    RUNNING_PER_ORG,
+    cancel_export,
+    create_export,
+    list_exports,
+)
 from observatory_core.exports.links import sign_download
 from observatory_core.exports.stats import export_stats
+from observatory_core.exports.writers import FORMATS
+from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
 from observatory_core.settings import get_settings
-from observatory_core.ui import format
+from observatory_core.traces.fields import ALL_FIELDS, hidden_fields
+from observatory_core.ui import filters, format
 from observatory_core.ui.session import engine
 
 BADGE = {
@@ -78,6 +88,38 @@ def _job(job: dict, scope: Scope, now: datetime) -> None:
             st.caption(
                 "This export expired and its file was removed; start it again if you need it."
             )
+
+
+def new_export_form(scope: Scope, spec: FilterSpec) -> None:
+    """The form that queues an export of what the sidebar filters select."""
+    hidden = hidden_fields(scope)
+    with st.form("new_export"):
+        st.markdown("**New export** of the spans the sidebar filters select")
+        st.caption(f"Filters: {filters.describe(spec)}")
+        choices = [f for f in ALL_FIELDS if f not in hidden and f != "id"]
+        fields = st.multiselect(
+            "Fields", choices, default=[f for f in EXPORT_DEFAULT_FIELDS if f in choices]
+        )
+        cols = st.columns(3)
+        fmt = cols[0].selectbox("Format", FORMATS, format_func=str.upper)
+        gzip = cols[1].toggle("gzip", value=True)
+        limit = cols[2].number_input(
+            "Row limit", min_value=1, max_value=MAX_ROWS, value=MAX_ROWS, step=1000
+        )
+        if st.form_submit_button("Start export", type="primary"):
+            try:
+                job = create_export(
+                    engine(),
+                    scope,
+                    spec,
+                    fmt=fmt,
+                    compression="gzip" if gzip else "none",
+                    fields=fields,
+                    row_limit=int(limit),
+                )
+                st.toast(f"Export #{job['id']} queued.")
+            except UserError as exc:
+                st.error(str(exc))
 
 
 @st.fragment(run_every=2)
