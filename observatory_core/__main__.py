@@ -61,9 +61,10 @@ def cmd_demo(args) -> None:
 
 def cmd_bootstrap(args) -> None:
     from observatory_core import bootstrap
+    from observatory_core.storage.migrate import upgrade
 
     engine = _engine()
-    bootstrap.migrate(engine)
+    upgrade(engine)
     if bootstrap.ensure_secrets_file():
         print("Created .streamlit/secrets.toml with a random login secret.")
     if args.demo_spans and bootstrap.span_count(engine) == 0:

@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from observatory_core import settings
-from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import orgs, spans
 from observatory_core.tenancy import ensure_org
 from observatory_core.users import add_user, count_users
@@ -71,7 +70,3 @@ def ensure_first_admin(engine: Engine) -> FirstAdmin | None:
     org = first_org_slug(engine)
     password = add_user(engine, org, "admin", "admin", name="Administrator")
     return FirstAdmin("admin", password, org)
-
-
-def migrate(engine: Engine) -> None:
-    upgrade(engine)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -68,4 +67,3 @@ def main(engine: Engine, settings: Settings) -> None:
         run_forever(engine, settings, stop)
     except KeyboardInterrupt:
         stop.set()
-    time.sleep(0)
