@@ -18,34 +18,32 @@ RESULTS = ROOT / "bench" / "results.json"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
-def run_case(db: str, size: int) -> list[dict]:
-    print(f"bench: {db} with {size:,} spans ...", flush=True)
+def _run(label: str, module: str, *args: str) -> list[dict]:
+    """One case in its own process (so peak RSS is its own); it prints a JSON list."""
+    print(f"bench: {label} ...", flush=True)
     done = subprocess.run(
-        [sys.executable, "-m", "bench.case", "--db", db, "--size", str(size)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        sys.exit(f"bench case {db}/{size} failed:\n{done.stderr[-3000:]}")
+        sys.exit(f"bench {label} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_case(db: str, size: int) -> list[dict]:
+    return _run(f"{db} with {size:,} spans", "bench.case", "--db", db, "--size", str(size))
 
 
 def run_export_case(size: int) -> list[dict]:
     """The export benchmark on the PostgreSQL database that the main case built."""
-    print(f"bench: export of {size:,} spans on postgresql ...", flush=True)
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/obs_bench_{size}"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.export_case", "--url", url, "--size", str(size)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+    return _run(
+        f"export of {size:,} spans on postgresql",
+        "bench.export_case",
+        "--url",
+        url,
+        "--size",
+        str(size),
     )
-    if done.returncode != 0:
-        sys.exit(f"export bench {size} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def fmt(value, digits=1) -> str:

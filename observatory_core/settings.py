@@ -67,6 +67,9 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
     def pick(env_name: str, secret_name: str, default: str | None) -> str | None:
         return env.get(env_name) or secrets.get(secret_name) or default
 
+    def number(env_name: str, secret_name: str, default: str, parse):
+        return parse(env_name, pick(env_name, secret_name, default))
+
     data_dir = Path(pick("OBSERVATORY_DATA_DIR", "data_dir", str(PROJECT_ROOT / "data")))
     default_db = f"sqlite:///{data_dir / 'observatory.db'}"
     return Settings(
@@ -75,23 +78,15 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
         export_dir=Path(pick("OBSERVATORY_EXPORT_DIR", "export_dir", str(data_dir / "exports"))),
         cookie_key=pick("OBSERVATORY_COOKIE_KEY", "cookie_key", None),
         cookie_name=pick("OBSERVATORY_COOKIE_NAME", "cookie_name", "observatory_auth"),
-        cookie_expiry_days=float(pick("OBSERVATORY_COOKIE_DAYS", "cookie_expiry_days", "7")),
-        text_max_chars=_int(
-            "OBSERVATORY_TEXT_MAX_CHARS",
-            pick("OBSERVATORY_TEXT_MAX_CHARS", "text_max_chars", "16000"),
+        cookie_expiry_days=number("OBSERVATORY_COOKIE_DAYS", "cookie_expiry_days", "7", _float),
+        text_max_chars=number("OBSERVATORY_TEXT_MAX_CHARS", "text_max_chars", "16000", _int),
+        export_retention_days=number(
+            "OBSERVATORY_EXPORT_RETENTION_DAYS", "export_retention_days", "7", _float
         ),
-        export_retention_days=_float(
-            "OBSERVATORY_EXPORT_RETENTION_DAYS",
-            pick("OBSERVATORY_EXPORT_RETENTION_DAYS", "export_retention_days", "7"),
+        worker_heartbeat_s=number(
+            "OBSERVATORY_WORKER_HEARTBEAT_S", "worker_heartbeat_s", "30", _float
         ),
-        worker_heartbeat_s=_float(
-            "OBSERVATORY_WORKER_HEARTBEAT_S",
-            pick("OBSERVATORY_WORKER_HEARTBEAT_S", "worker_heartbeat_s", "30"),
-        ),
-        export_page_size=_int(
-            "OBSERVATORY_EXPORT_PAGE_SIZE",
-            pick("OBSERVATORY_EXPORT_PAGE_SIZE", "export_page_size", "5000"),
-        ),
+        export_page_size=number("OBSERVATORY_EXPORT_PAGE_SIZE", "export_page_size", "5000", _int),
         embedded_worker=pick("OBSERVATORY_EMBEDDED_WORKER", "embedded_worker", "1")
         not in ("0", "false", "no"),
     )

@@ -30,11 +30,11 @@ def _copy_postgres(conn: Connection, batch: list[dict[str, Any]]) -> int:
     cols = ", ".join(f'"{c}"' for c in SPAN_COLUMNS)
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
+        # Once per connection: the span columns without id or constraints, emptied on commit.
         cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS spans_staging "
-            "(LIKE spans INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS spans_staging ON COMMIT DELETE ROWS AS "
+            f"SELECT {cols} FROM spans WITH NO DATA"
         )
-        cur.execute("ALTER TABLE spans_staging ALTER COLUMN id DROP NOT NULL")
         with cur.copy(f"COPY spans_staging ({cols}) FROM STDIN") as copy:
             for row in batch:
                 copy.write_row(

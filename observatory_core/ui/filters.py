@@ -30,6 +30,15 @@ WINDOWS = {
 }
 
 
+TEXT_LISTS = (
+    ("user_ids", "User ids (comma-separated)"),
+    ("session_ids", "Session ids"),
+    ("trace_ids", "Trace ids"),
+    ("tags_any", "Tags: any of"),
+    ("tags_all", "Tags: all of"),
+)
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
@@ -51,7 +60,7 @@ def _defaults(spec: FilterSpec) -> dict:
     }
     for name in ("providers", "models", "operations", "environments", "statuses", "project_ids"):
         values[name] = list(getattr(spec, name))
-    for name in ("trace_ids", "session_ids", "user_ids", "tags_any", "tags_all"):
+    for name, _ in TEXT_LISTS:
         values[name] = ", ".join(getattr(spec, name))
     for name in ("duration_ms", "cost_usd", "total_tokens"):
         values["min_" + name] = getattr(spec, "min_" + name)
@@ -68,7 +77,7 @@ def _spec_from_widgets(k) -> FilterSpec:
         values["end"] = datetime.combine(s[k("to")], time(), UTC) + timedelta(days=1)
     for name in ("providers", "models", "operations", "environments", "statuses", "project_ids"):
         values[name] = tuple(s[k(name)])
-    for name in ("trace_ids", "session_ids", "user_ids", "tags_any", "tags_all"):
+    for name, _ in TEXT_LISTS:
         values[name] = _csv(s[k(name)])
     pairs = [p.split("=", 1) for p in _csv(s[k("metadata")])]
     if any(len(p) != 2 for p in pairs):
@@ -166,11 +175,8 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
         projects = cached.projects(scope)
         _choice(k, d, "Project", "project_ids", list(projects), lambda p: projects.get(p, f"#{p}"))
         with st.expander("Ids, tags, metadata"):
-            st.text_input("User ids (comma-separated)", value=d["user_ids"], key=k("user_ids"))
-            st.text_input("Session ids", value=d["session_ids"], key=k("session_ids"))
-            st.text_input("Trace ids", value=d["trace_ids"], key=k("trace_ids"))
-            st.text_input("Tags: any of", value=d["tags_any"], key=k("tags_any"))
-            st.text_input("Tags: all of", value=d["tags_all"], key=k("tags_all"))
+            for name, label in TEXT_LISTS:
+                st.text_input(label, value=d[name], key=k(name))
             st.text_input(
                 "Metadata key=value",
                 value=d["metadata"],
