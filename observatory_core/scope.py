@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.errors import PermissionDenied
@@ -36,10 +36,11 @@ class Scope:
             )
 
 
-def span_conditions(scope: Scope) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [spans.c.org_id == scope.org_id]
+def span_conditions(scope: Scope, table: Table = spans) -> list[ColumnElement[bool]]:
+    """The scope's rows of `spans`, or of any table keyed by org and project (the rollups)."""
+    conditions: list[ColumnElement[bool]] = [table.c.org_id == scope.org_id]
     if scope.project_ids is not None:
-        conditions.append(spans.c.project_id.in_(sorted(scope.project_ids)))
+        conditions.append(table.c.project_id.in_(sorted(scope.project_ids)))
     return conditions
 
 

@@ -2,6 +2,7 @@
 
 Both paths skip spans whose (org_id, trace_id, span_id) exists, so a re-sent batch never
 duplicates, and each batch commits on its own so progress is never lost to a later failure.
+The rollups take each batch's new spans in the same transaction.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
+from observatory_core.rollups.maintain import fold_new_spans, prepare_new_spans, spans_new
+from observatory_core.rollups.partials import SOURCE_COLUMNS
 from observatory_core.spanrows import SPAN_COLUMNS
 from observatory_core.storage.dialect import insert_ignoring_duplicates
 from observatory_core.storage.schema import spans
@@ -40,15 +44,33 @@ def _copy_postgres(conn: Connection, batch: list[dict[str, Any]]) -> int:
                 copy.write_row(
                     [json.dumps(row[c]) if c in _JSON_COLUMNS else row[c] for c in SPAN_COLUMNS]
                 )
+    prepare_new_spans(conn)
+    new_cols = ", ".join(SOURCE_COLUMNS)
+    with raw.cursor() as cur:
+        # Only the spans really inserted (not re-sent ones) go on to the rollups.
         cur.execute(
-            f"INSERT INTO spans ({cols}) SELECT {cols} FROM spans_staging "
-            "ON CONFLICT (org_id, trace_id, span_id) DO NOTHING"
+            f"WITH ins AS (INSERT INTO spans ({cols}) SELECT {cols} FROM spans_staging "
+            f"ON CONFLICT (org_id, trace_id, span_id) DO NOTHING RETURNING {new_cols}) "
+            f"INSERT INTO spans_new ({new_cols}) SELECT {new_cols} FROM ins"
         )
         return cur.rowcount
 
 
 def _insert_sqlite(conn: Connection, batch: list[dict[str, Any]]) -> int:
-    return conn.execute(insert_ignoring_duplicates(conn, spans), batch).rowcount
+    ids = [
+        row[0]
+        for row in conn.execute(
+            insert_ignoring_duplicates(conn, spans).returning(spans.c.id), batch
+        )
+    ]
+    prepare_new_spans(conn)
+    if ids:
+        # This transaction holds SQLite's write lock, so its new ids form one unbroken range.
+        source = select(*(spans.c[c] for c in SOURCE_COLUMNS)).where(
+            spans.c.id.between(min(ids), max(ids))
+        )
+        conn.execute(spans_new.insert().from_select(list(SOURCE_COLUMNS), source))
+    return len(ids)
 
 
 def write_spans(
@@ -67,6 +89,8 @@ def write_spans(
     for batch in _batches(rows, batch_size):
         with engine.begin() as conn:
             new = write(conn, batch)
+            if new:
+                fold_new_spans(conn)
         written += new
         if on_batch:
             on_batch(len(batch), new)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from sqlalchemy import Boolean, Float, String, Table, literal
+from sqlalchemy import Boolean, Float, Integer, String, Table, literal
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -15,6 +15,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from observatory_core.metrics import sketch
 from observatory_core.storage.types import UtcDateTime
 
 
@@ -112,9 +113,7 @@ def interpolated_percentile(values: list[float], fraction: float) -> float | Non
 
 def insert_ignoring_duplicates(conn: Connection, table: Table):
     """An INSERT that skips rows whose unique key exists, so re-sent spans never duplicate."""
-    if conn.dialect.name == "postgresql":
-        return pg_insert(table).on_conflict_do_nothing()
-    return sqlite_insert(table).on_conflict_do_nothing()
+    return upsert(conn, table).on_conflict_do_nothing()
 
 
 class json_array_contains(FunctionElement):
@@ -198,3 +197,100 @@ def _pg_search(element, compiler, **kw):
 def _sqlite_search(element, compiler, **kw):
     span_id, _inp, _out, needle = (compiler.process(c, **kw) for c in element.clauses)
     return f"({span_id} IN (SELECT rowid FROM spans_fts WHERE spans_fts MATCH {needle}))"
+
+
+class latency_bin(FunctionElement):
+    """The latency sketch bin of a duration in ms (see metrics/sketch.py for the bins)."""
+
+    type = Integer()
+    inherit_cache = True
+    name = "latency_bin"
+
+
+@compiles(latency_bin, "postgresql")
+def _pg_latency_bin(element, compiler, **kw):
+    (column,) = element.clauses
+    d = compiler.process(column, **kw)
+    floor = sketch.ABSOLUTE_FLOOR_MS
+    return (
+        f"(CASE WHEN {d} <= {floor!r} THEN 0 ELSE LEAST({sketch.BINS - 1}, GREATEST(1, "
+        f"CAST(ceil(ln({d} / {floor!r}) / ln({sketch.GAMMA!r}) - 1e-12) AS INTEGER))) END)"
+    )
+
+
+@compiles(latency_bin, "sqlite")
+def _sqlite_latency_bin(element, compiler, **kw):
+    (column,) = element.clauses
+    return f"obs_latency_bin({compiler.process(column, **kw)})"
+
+
+def sqlite_latency_bin(value):
+    """The Python side of `obs_latency_bin`, registered on every SQLite connection."""
+    return None if value is None else sketch.bin_of(value)
+
+
+class least_of(FunctionElement):
+    """The smaller of two values, ignoring a NULL (SQLite's scalar min() would return NULL)."""
+
+    type = Float()
+    inherit_cache = True
+    name = "least_of"
+
+
+@compiles(least_of, "postgresql")
+def _pg_least(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"LEAST({a}, {b})"
+
+
+@compiles(least_of, "sqlite")
+def _sqlite_least(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"coalesce(min({a}, {b}), {a}, {b})"
+
+
+class greatest_of(FunctionElement):
+    """The larger of two values, ignoring a NULL."""
+
+    type = Float()
+    inherit_cache = True
+    name = "greatest_of"
+
+
+@compiles(greatest_of, "postgresql")
+def _pg_greatest(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"GREATEST({a}, {b})"
+
+
+@compiles(greatest_of, "sqlite")
+def _sqlite_greatest(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"coalesce(max({a}, {b}), {a}, {b})"
+
+
+def upsert(conn: Connection, table: Table):
+    """INSERT ... ON CONFLICT for the connection's database (rollups add into existing rows)."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+class sketch_bins(FunctionElement):
+    """The merged latency bins of a group as one comma-separated text: one field to transfer
+    instead of 64, parsed in bulk on the Python side."""
+
+    type = String()
+    inherit_cache = True
+    name = "sketch_bins"
+
+    def __init__(self, sums: list[ColumnElement]) -> None:
+        super().__init__(*sums)
+
+
+@compiles(sketch_bins, "postgresql")
+def _pg_sketch_bins(element, compiler, **kw):
+    return "concat_ws(','," + ", ".join(compiler.process(c, **kw) for c in element.clauses) + ")"
+
+
+@compiles(sketch_bins, "sqlite")
+def _sqlite_sketch_bins(element, compiler, **kw):
+    return " || ',' || ".join(compiler.process(c, **kw) for c in element.clauses)

@@ -11,7 +11,7 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from observatory_core.errors import ConfigError, DatabaseUnavailable
-from observatory_core.storage.dialect import PercentileAggregate
+from observatory_core.storage.dialect import PercentileAggregate, sqlite_latency_bin
 
 SUPPORTED = "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host:5432/dbname"
 
@@ -42,6 +42,7 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
     dbapi_conn.create_aggregate("obs_percentile_cont", 2, PercentileAggregate)
+    dbapi_conn.create_function("obs_latency_bin", 1, sqlite_latency_bin, deterministic=True)
 
 
 @lru_cache(maxsize=8)
@@ -54,7 +55,14 @@ def get_engine(database_url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 5})
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # Sessions in UTC: timestamps come back without a zone conversion per value.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        connect_args={"options": "-c timezone=UTC"},
+    )
 
 
 def describe_failure(url: URL, exc: BaseException) -> str:

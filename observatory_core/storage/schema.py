@@ -23,6 +23,7 @@ from sqlalchemy import (
     text,
 )
 
+from observatory_core.metrics.sketch import BINS as SKETCH_BINS
 from observatory_core.storage.types import BigId, JsonB, UtcDateTime
 
 metadata = MetaData(
@@ -202,6 +203,64 @@ audit_log = Table(
     Index("ix_audit_log_at", "at"),
     Index("ix_audit_log_org_at", "org_id", "at"),
 )
+
+# A monthly cost budget per org; the Overview page burns it down and forecasts the month end.
+org_budgets = Table(
+    "org_budgets",
+    metadata,
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("monthly_usd", Float, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# ---- rollups (DESIGN.md section 3) ----------------------------------------------------
+# Per grain: one row per (org, bucket, project, provider, model, environment, operation, status)
+# with counts, sums, min and max of each measure and the latency sketch's bin counts.
+# NULL provider/model are stored as '' so the row key stays unique on both databases.
+ROLLUP_GRAINS = {"1min": 60, "1hour": 3600, "1day": 86400}
+ROLLUP_DIMENSIONS = ("project_id", "provider", "model", "environment", "operation", "status")
+ROLLUP_MEASURES = (
+    "duration",
+    "ttft",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "input_cost",
+    "output_cost",
+    "total_cost",
+    "tps",
+    "quality",
+)
+LATENCY_COLUMNS = tuple(f"lat_{i:02d}" for i in range(SKETCH_BINS))
+
+
+def _rollup_table(grain: str) -> Table:
+    name = f"rollup_{grain}"
+    return Table(
+        name,
+        metadata,
+        Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+        Column("bucket_start", UtcDateTime, nullable=False),
+        Column("project_id", Integer, nullable=False),
+        Column("provider", String(64), nullable=False),
+        Column("model", String(200), nullable=False),
+        Column("environment", String(64), nullable=False),
+        Column("operation", String(32), nullable=False),
+        Column("status", String(8), nullable=False),
+        Column("span_count", Integer, nullable=False),
+        Column("error_count", Integer, nullable=False),
+        *(
+            Column(f"{m}_{part}", Integer if part == "count" else Float, nullable=part != "count")
+            for m in ROLLUP_MEASURES
+            for part in ("count", "sum", "min", "max")
+        ),
+        *(Column(c, Integer, nullable=False) for c in LATENCY_COLUMNS),
+        UniqueConstraint("org_id", "bucket_start", *ROLLUP_DIMENSIONS, name=f"uq_{name}_key"),
+    )
+
+
+ROLLUPS: dict[str, Table] = {grain: _rollup_table(grain) for grain in ROLLUP_GRAINS}
 
 OPERATIONS = (
     "chat",

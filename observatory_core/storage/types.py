@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ZERO = timedelta(0)
 
 JsonB = JSON().with_variant(postgresql.JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); PostgreSQL wants BIGINT.
@@ -31,7 +32,11 @@ def from_micros(value: int) -> datetime:
 
 def as_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC; aware ones are converted."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None or value.tzinfo is UTC:
+        return value.replace(tzinfo=UTC)
+    if value.utcoffset() == _ZERO:  # e.g. zoneinfo's UTC from the driver: relabel, no maths
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 class UtcDateTime(TypeDecorator):

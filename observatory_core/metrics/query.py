@@ -1,0 +1,160 @@
+"""`MetricQuery`: which series, over which spans (a FilterSpec), bucketed and grouped how.
+
+Validation happens on construction, with messages that name what to change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from observatory_core.errors import UserError
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.catalog import (
+    AUTO_POINTS,
+    BUCKETS,
+    DIMENSIONS,
+    MAX_GROUP_BY,
+    MAX_RANGE_DAYS,
+    METRICS,
+    Agg,
+)
+
+COMPARATORS = (">", ">=", "<", "<=", "=", "!=")
+MAX_LIMIT = 1000
+
+
+class MetricError(UserError):
+    """A metric query asks for something that cannot be computed; the message says what to change."""
+
+
+def parse_series(text: str) -> tuple[str, Agg]:
+    """'duration_ms.p95' -> ('duration_ms', Agg.P95), refusing unknown or unfitting pairs."""
+    metric, _, agg = str(text).partition(".")
+    if metric not in METRICS:
+        raise MetricError(f"Unknown metric {metric!r}; choose from {', '.join(METRICS)}.")
+    m = METRICS[metric]
+    if not agg:
+        return metric, m.default_agg()
+    try:
+        parsed = Agg(agg)
+    except ValueError:
+        raise MetricError(
+            f"Unknown aggregation {agg!r}; choose from {', '.join(a.value for a in Agg)}."
+        ) from None
+    if parsed not in m.aggregations:
+        fits = ", ".join(a.value for a in m.aggregations)
+        raise MetricError(f"{parsed.value} does not fit {metric} (a {m.unit} metric); use {fits}.")
+    return metric, parsed
+
+
+@dataclass(frozen=True)
+class Having:
+    """Keep only groups whose total for `series` compares true against `value`."""
+
+    series: str
+    op: str
+    value: float
+
+    def __post_init__(self) -> None:
+        parse_series(self.series)
+        if self.op not in COMPARATORS:
+            raise MetricError(
+                f"Having: unknown comparison {self.op!r}; use one of {' '.join(COMPARATORS)}."
+            )
+        if (
+            isinstance(self.value, bool)
+            or not isinstance(self.value, int | float)
+            or not (math.isfinite(self.value))
+        ):
+            raise MetricError(f"Having: the threshold {self.value!r} is not a number.")
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    series: tuple[str, ...]
+    filters: FilterSpec = field(default_factory=FilterSpec)
+    bucket: str | None = "auto"  # 1min, 5min, 1hour, 1day, auto; None = one total per group
+    group_by: tuple[str, ...] = ()
+    having: tuple[Having, ...] = ()
+    sort: str | None = None  # a series or a group-by dimension; default: the first series
+    descending: bool = True
+    limit: int | None = None  # groups kept (rows, for totals)
+
+    def __post_init__(self) -> None:
+        if not self.series:
+            raise MetricError("Pick at least one metric.")
+        names = [f"{m}.{a.value}" for m, a in (parse_series(s) for s in self.series)]
+        object.__setattr__(self, "series", tuple(dict.fromkeys(names)))
+        if self.bucket is not None and self.bucket != "auto" and self.bucket not in BUCKETS:
+            raise MetricError(
+                f"Unknown bucket size {self.bucket!r}; choose auto, {', '.join(BUCKETS)}."
+            )
+        if len(self.group_by) > MAX_GROUP_BY:
+            raise MetricError(
+                f"Group by at most {MAX_GROUP_BY} dimensions; you chose {len(self.group_by)}, "
+                f"remove {len(self.group_by) - MAX_GROUP_BY}."
+            )
+        for dim in self.group_by:
+            if dim not in DIMENSIONS:
+                raise MetricError(f"Cannot group by {dim!r}; choose from {', '.join(DIMENSIONS)}.")
+        if len(set(self.group_by)) != len(self.group_by):
+            raise MetricError("Each group-by dimension may appear once.")
+        if self.sort is not None and self.sort not in (*self.all_series, *self.group_by):
+            try:
+                name = "{}.{}".format(*parse_series(self.sort))
+            except MetricError:
+                raise MetricError(
+                    f"Cannot sort by {self.sort!r}; sort by one of the chosen metrics or group-bys."
+                ) from None
+            object.__setattr__(self, "sort", name)
+        if self.limit is not None and (
+            isinstance(self.limit, bool)
+            or not isinstance(self.limit, int)
+            or not 1 <= self.limit <= MAX_LIMIT
+        ):
+            raise MetricError(f"Limit must be a whole number from 1 to {MAX_LIMIT}.")
+
+    @property
+    def all_series(self) -> tuple[str, ...]:
+        """The chosen series plus any that having or sort need."""
+        extra = [h.series for h in self.having]
+        if self.sort and "." in self.sort:
+            extra.append(self.sort)
+        names = ["{}.{}".format(*parse_series(s)) for s in extra]
+        return tuple(dict.fromkeys((*self.series, *names)))
+
+    def bucket_seconds(self, start: datetime, end: datetime) -> int | None:
+        """The bucket width for this range, refusing ranges too long for the chosen size."""
+        if self.bucket is None:
+            return None
+        span = end - start
+        if self.bucket == "auto":
+            for seconds in BUCKETS.values():
+                if span / timedelta(seconds=seconds) <= AUTO_POINTS:
+                    return seconds
+            return (
+                BUCKETS["1day"]
+                if span <= timedelta(days=MAX_RANGE_DAYS["1day"])
+                else (self._too_long("1day", span))
+            )
+        if span > timedelta(days=MAX_RANGE_DAYS[self.bucket]):
+            self._too_long(self.bucket, span)
+        return BUCKETS[self.bucket]
+
+    def _too_long(self, bucket: str, span: timedelta) -> int:
+        days = MAX_RANGE_DAYS[bucket]
+        raise MetricError(
+            f"A {bucket} bucket charts at most {days} day{'s' if days > 1 else ''}; the range is "
+            f"{span.total_seconds() / 86400:.1f} days. Pick a larger bucket or a shorter range."
+        )
+
+    def previous(self, now: datetime) -> MetricQuery:
+        """The same query over the period of equal length just before this one."""
+        start, end = self.filters.window(now)
+        if start is None or end is None:
+            raise MetricError("Comparing with the previous period needs a time range.")
+        length = end - start
+        spec = replace(self.filters.pinned(now), start=start - length, end=start)
+        return replace(self, filters=spec)

@@ -1,0 +1,258 @@
+"""The rollup path: whole rollup buckets for the inside of the range, raw spans for the edges.
+
+A range [start, end) is cut into the longest aligned stretches each grain covers (1 day, then
+1 hour, then 1 minute); what is left at the edges (under a minute) is read from spans with
+the same partial aggregates, so counts and sums are exact and only percentiles approximate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+from sqlalchemy import Select, func, literal, select, union_all
+from sqlalchemy.sql.expression import ColumnElement
+
+from observatory_core.filters.compile import filter_conditions
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics import sketch
+from observatory_core.metrics.catalog import METRICS, PERCENTILES, ROLLUP_GROUPS, Agg
+from observatory_core.rollups.partials import partial_select
+from observatory_core.scope import Scope, span_conditions
+from observatory_core.storage.dialect import sketch_bins, time_bucket
+from observatory_core.storage.schema import LATENCY_COLUMNS, ROLLUP_GRAINS, ROLLUPS, spans
+from observatory_core.storage.types import EPOCH
+
+# The filter fields a rollup row can answer (everything else needs raw spans).
+ROLLUP_FILTERS = {"providers", "models", "operations", "environments", "statuses", "project_ids"}
+_FILTER_COLUMN = {
+    "providers": "provider",
+    "models": "model",
+    "operations": "operation",
+    "environments": "environment",
+    "statuses": "status",
+    "project_ids": "project_id",
+}
+
+
+def rollup_can_answer(series: tuple[str, ...], group_by: tuple[str, ...], spec: FilterSpec) -> bool:
+    for name in series:
+        metric, agg = name.split(".")
+        m = METRICS[metric]
+        if not m.rollup:
+            return False
+        if Agg(agg) in PERCENTILES and m.measure != "duration":
+            return False  # only latency has a sketch
+    if not set(group_by) <= ROLLUP_GROUPS:
+        return False
+    default = FilterSpec(relative=None)
+    for name in type(spec).__dataclass_fields__:
+        if name in ("relative", "start", "end") or name in ROLLUP_FILTERS:
+            continue
+        if getattr(spec, name) != getattr(default, name):
+            return False
+    return True
+
+
+def _floor(t: datetime, seconds: int) -> datetime:
+    return t - timedelta(microseconds=(t - EPOCH) // timedelta(microseconds=1) % (seconds * 10**6))
+
+
+def _ceil(t: datetime, seconds: int) -> datetime:
+    floor = _floor(t, seconds)
+    return floor if floor == t else floor + timedelta(seconds=seconds)
+
+
+def plan_segments(
+    start: datetime, end: datetime, grains: list[str]
+) -> list[tuple[str | None, datetime, datetime]]:
+    """[(grain or None for raw spans, from, to)] covering [start, end) exactly once."""
+    if start >= end:
+        return []
+    if not grains:
+        return [(None, start, end)]
+    seconds = ROLLUP_GRAINS[grains[0]]
+    inner_start, inner_end = _ceil(start, seconds), _floor(end, seconds)
+    if inner_start >= inner_end:
+        return plan_segments(start, end, grains[1:])
+    return [
+        *plan_segments(start, inner_start, grains[1:]),
+        (grains[0], inner_start, inner_end),
+        *plan_segments(inner_end, end, grains[1:]),
+    ]
+
+
+def usable_grains(bucket_seconds: int | None) -> list[str]:
+    """Grains whose rows fall wholly inside one query bucket, coarsest first."""
+    grains = sorted(ROLLUP_GRAINS, key=ROLLUP_GRAINS.get, reverse=True)
+    if bucket_seconds is None:
+        return grains
+    return [g for g in grains if bucket_seconds % ROLLUP_GRAINS[g] == 0]
+
+
+def _needs(series: tuple[str, ...]) -> tuple[list[str], bool]:
+    measures, bins = [], False
+    for name in series:
+        metric, agg = name.split(".")
+        measure = METRICS[metric].measure
+        if measure:
+            measures.append(measure)
+            bins |= Agg(agg) in PERCENTILES
+    return list(dict.fromkeys(measures)), bins
+
+
+def _parts(measures: list[str], bins: bool) -> list[str]:
+    cols = ["span_count", "error_count"]
+    cols += [f"{m}_{p}" for m in measures for p in ("count", "sum", "min", "max")]
+    return cols + (list(LATENCY_COLUMNS) if bins else [])
+
+
+def rollup_select(
+    scope: Scope,
+    series: tuple[str, ...],
+    group_by: tuple[str, ...],
+    spec: FilterSpec,
+    now: datetime,
+    dialect: str,
+    bucket_seconds: int | None,
+    start: datetime,
+    end: datetime,
+) -> tuple[Select, list[str]]:
+    """One statement: the segments' partials unioned, merged per bucket and group.
+
+    Returns the statement and the grains it read.
+    """
+    measures, bins = _needs(series)
+    parts = _parts(measures, bins)
+    dims = ["project_id" if d == "project" else d for d in group_by]
+    in_lists = {f: getattr(spec, f) for f in ROLLUP_FILTERS if getattr(spec, f)}
+    pieces, used = [], []
+    width = bucket_seconds or 86400
+    for grain, a, b in plan_segments(start, end, usable_grains(bucket_seconds)):
+        if grain is None:
+            window = FilterSpec(relative=None, start=a, end=b, **in_lists)
+            src = partial_select(
+                spans,
+                width,
+                where=[*span_conditions(scope), *filter_conditions(window, now, dialect)],
+                dimensions=tuple(dims),
+                measures=tuple(measures),
+                with_bins=bins,
+            ).subquery()
+            pieces.append(
+                select(src.c.bucket_start, *(src.c[d] for d in dims), *(src.c[p] for p in parts))
+            )
+            used.append("raw edges")
+            continue
+        t = ROLLUPS[grain]
+        where: list[ColumnElement[bool]] = [
+            *span_conditions(scope, t),
+            t.c.bucket_start >= a,
+            t.c.bucket_start < b,
+        ]
+        where += [t.c[_FILTER_COLUMN[f]].in_(v) for f, v in in_lists.items()]
+        pieces.append(
+            select(t.c.bucket_start, *(t.c[d] for d in dims), *(t.c[p] for p in parts)).where(
+                *where
+            )
+        )
+        used.append(grain)
+    if not pieces:  # an empty range: one empty select keeps the shape
+        t = ROLLUPS["1day"]
+        pieces.append(
+            select(t.c.bucket_start, *(t.c[d] for d in dims), *(t.c[p] for p in parts)).where(
+                literal(False)
+            )
+        )
+    u = union_all(*pieces).subquery("u")
+    keys: list[ColumnElement] = []
+    if bucket_seconds is not None:
+        keys.append(time_bucket(u.c.bucket_start, bucket_seconds).label("bucket"))
+    keys += [u.c[d].label(g) for d, g in zip(dims, group_by, strict=True)]
+    aggs = []
+    for p in parts:
+        if p in LATENCY_COLUMNS:
+            continue
+        fn = func.min if p.endswith("_min") else func.max if p.endswith("_max") else func.sum
+        aggs.append(fn(u.c[p]).label(p))
+    if bins:
+        aggs.append(sketch_bins([func.sum(u.c[c]) for c in LATENCY_COLUMNS]).label("bins"))
+    query = select(*keys, *aggs)
+    return (query.group_by(*keys) if keys else query), list(dict.fromkeys(used))
+
+
+def finalize(
+    frame: pl.DataFrame, series: tuple[str, ...], group_by: tuple[str, ...]
+) -> pl.DataFrame:
+    """Merged partials -> the series values (avg = sum / count, percentiles from the sketch)."""
+    out: dict[str, pl.Series] = {c: frame[c] for c in ("bucket", *group_by) if c in frame.columns}
+    for g in group_by:
+        if g in ("provider", "model"):  # rollups keep NULL as ''
+            out[g] = out[g].cast(pl.Utf8).replace("", None)
+    frame = frame.with_columns(pl.col("span_count", "error_count").fill_null(0))
+    n = frame["span_count"].cast(pl.Float64)
+    errors = frame["error_count"].cast(pl.Float64)
+    bins = None
+    for name in series:
+        metric, agg = name.split(".")
+        agg = Agg(agg)
+        if metric == "request_count":
+            col = frame["span_count"].cast(pl.Int64)
+        elif metric == "error_count":
+            col = frame["error_count"].cast(pl.Int64)
+        elif metric in ("error_rate", "success_rate"):
+            rate = pl.Series(
+                np.where(n.to_numpy() > 0, errors.to_numpy() / np.maximum(n.to_numpy(), 1), np.nan)
+            )
+            col = (rate if metric == "error_rate" else 1 - rate).fill_nan(None)
+        else:
+            m = METRICS[metric].measure
+            count = frame[f"{m}_count"].cast(pl.Float64)
+            total = frame[f"{m}_sum"].cast(pl.Float64)
+            if agg == Agg.COUNT:
+                col = frame[f"{m}_count"].cast(pl.Int64)
+            elif agg == Agg.SUM:
+                col = total.fill_null(0.0)
+            elif agg == Agg.AVG:
+                col = pl.Series(
+                    np.where(
+                        count.to_numpy() > 0,
+                        total.fill_null(0).to_numpy() / np.maximum(count.to_numpy(), 1),
+                        np.nan,
+                    )
+                ).fill_nan(None)
+            elif agg == Agg.MIN:
+                col = frame[f"{m}_min"].cast(pl.Float64)
+            elif agg == Agg.MAX:
+                col = frame[f"{m}_max"].cast(pl.Float64)
+            else:
+                if bins is None:
+                    bins = parse_bins(frame["bins"])
+                col = pl.Series(percentiles_from_bins(bins, PERCENTILES[agg])).fill_nan(None)
+        out[name] = col.alias(name)
+    return pl.DataFrame(out)
+
+
+def parse_bins(texts: pl.Series) -> np.ndarray:
+    """'3,0,5,...' per row -> an int matrix (rows x bins), parsed in one vectorised pass."""
+    counts = texts.str.split(",").explode().cast(pl.Int64).to_numpy()
+    return counts.reshape(-1, sketch.BINS)
+
+
+_REPRESENTATIVES = np.array([sketch.representative(i) for i in range(sketch.BINS)])
+
+
+def percentiles_from_bins(bins: np.ndarray, fraction: float) -> np.ndarray:
+    """`sketch.percentile` for many rows at once (rows of bin counts); NaN for empty rows."""
+    if len(bins) == 0:
+        return np.array([], dtype=float)
+    cum = np.cumsum(bins, axis=1)
+    total = cum[:, -1]
+    rank = (np.maximum(total, 1) - 1) * fraction
+    low, high = np.floor(rank), np.ceil(rank)
+    low_bin = np.argmax(cum > low[:, None], axis=1)
+    high_bin = np.argmax(cum > high[:, None], axis=1)
+    low_value, high_value = _REPRESENTATIVES[low_bin], _REPRESENTATIVES[high_bin]
+    value = low_value + (high_value - low_value) * (rank - low)
+    return np.where(total > 0, value, np.nan)

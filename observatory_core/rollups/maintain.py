@@ -1,0 +1,102 @@
+"""Keeping rollups current: fold each batch of new spans in, or rebuild from all spans.
+
+Writers put the spans they actually inserted (re-sent duplicates excluded) into the temporary
+table `spans_new` inside their transaction; `fold_new_spans` adds them to every grain, so the
+rollups commit or roll back together with the spans.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, MetaData, Table, delete, func, select, text
+from sqlalchemy.engine import Connection, Engine
+
+from observatory_core.rollups.partials import SOURCE_COLUMNS, partial_select
+from observatory_core.storage.dialect import greatest_of, least_of, upsert
+from observatory_core.storage.schema import (
+    LATENCY_COLUMNS,
+    ROLLUP_DIMENSIONS,
+    ROLLUP_GRAINS,
+    ROLLUP_MEASURES,
+    ROLLUPS,
+    spans,
+)
+
+# The temporary table a writer fills with its newly inserted spans (see the module docstring).
+spans_new = Table(
+    "spans_new",
+    MetaData(),
+    *(Column(name, spans.c[name].type) for name in SOURCE_COLUMNS),
+    prefixes=["TEMPORARY"],
+)
+
+
+def prepare_new_spans(conn: Connection) -> None:
+    """Make `spans_new` exist and be empty on this connection."""
+    cols = ", ".join(SOURCE_COLUMNS)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE IF NOT EXISTS spans_new ON COMMIT DELETE ROWS AS "
+            f"SELECT {cols} FROM spans WITH NO DATA"
+        )
+    else:
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS spans_new AS SELECT {cols} FROM spans WHERE 0"
+        )
+    conn.execute(delete(spans_new))
+
+
+def _add_into(conn: Connection, grain: str, source_select) -> None:
+    table = ROLLUPS[grain]
+    names = [c.name for c in source_select.selected_columns]
+    stmt = upsert(conn, table).from_select(names, source_select)
+    new = stmt.excluded
+    t = table.c
+    updates = {
+        "span_count": t.span_count + new.span_count,
+        "error_count": t.error_count + new.error_count,
+    }
+    for m in ROLLUP_MEASURES:
+        updates[f"{m}_count"] = t[f"{m}_count"] + new[f"{m}_count"]
+        updates[f"{m}_sum"] = func.coalesce(t[f"{m}_sum"], 0) + func.coalesce(new[f"{m}_sum"], 0)
+        updates[f"{m}_min"] = least_of(t[f"{m}_min"], new[f"{m}_min"])
+        updates[f"{m}_max"] = greatest_of(t[f"{m}_max"], new[f"{m}_max"])
+    for name in LATENCY_COLUMNS:
+        updates[name] = t[name] + new[name]
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[t.org_id, t.bucket_start, *(t[d] for d in ROLLUP_DIMENSIONS)],
+            set_=updates,
+        )
+    )
+
+
+def fold_new_spans(conn: Connection) -> None:
+    """Add the spans in `spans_new` to every rollup grain (same transaction as the spans)."""
+    for grain, seconds in ROLLUP_GRAINS.items():
+        _add_into(conn, grain, partial_select(spans_new, seconds))
+
+
+def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
+    """Recompute every rollup grain from the spans (all orgs, or one) on this connection."""
+    counts = {}
+    for grain, seconds in ROLLUP_GRAINS.items():
+        table = ROLLUPS[grain]
+        mine = [] if org_id is None else [table.c.org_id == org_id]
+        conn.execute(delete(table).where(*mine))
+        where = [] if org_id is None else [spans.c.org_id == org_id]
+        source = partial_select(spans, seconds, where=where)
+        conn.execute(table.insert().from_select([c.name for c in source.selected_columns], source))
+        counts[grain] = conn.execute(
+            select(func.count()).select_from(table).where(*mine)
+        ).scalar_one()
+    return counts
+
+
+def rebuild(engine: Engine, *, org_id: int | None = None) -> dict[str, int]:
+    """`python -m observatory_core rollups rebuild`: one transaction, so readers never see a gap."""
+    with engine.begin() as conn:
+        counts = rebuild_on(conn, org_id)
+        if conn.dialect.name == "postgresql":
+            for table in ROLLUPS.values():
+                conn.execute(text(f"ANALYZE {table.name}"))
+    return counts

@@ -1,0 +1,110 @@
+"""Partial aggregates of spans: what a rollup row holds, computed from any span-shaped source.
+
+The same select fills the rollup tables (from new spans or a full rebuild) and serves the raw
+edges of a rollup query, so the two can never disagree on what a measure means.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, and_, case, func, literal_column, select
+from sqlalchemy.sql.expression import ColumnElement, FromClause
+
+from observatory_core.storage.dialect import latency_bin, time_bucket
+from observatory_core.storage.schema import LATENCY_COLUMNS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+
+# The span columns a partial needs; a source must offer these.
+SOURCE_COLUMNS = (
+    "org_id",
+    "project_id",
+    "provider",
+    "model",
+    "environment",
+    "operation",
+    "status",
+    "start_time",
+    "duration_ms",
+    "ttft_ms",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "input_cost_usd",
+    "output_cost_usd",
+    "total_cost_usd",
+    "quality_score",
+)
+
+
+def measure_expressions(src: FromClause) -> dict[str, ColumnElement]:
+    """Each measure as an expression over span columns; NULL where a span has no value."""
+    c = src.c
+    return {
+        "duration": c.duration_ms,
+        "ttft": c.ttft_ms,
+        "input_tokens": c.input_tokens,
+        "output_tokens": c.output_tokens,
+        "total_tokens": c.total_tokens,
+        "input_cost": c.input_cost_usd,
+        "output_cost": c.output_cost_usd,
+        "total_cost": c.total_cost_usd,
+        # output tokens per second of the whole call; only for calls that produced tokens
+        "tps": case(
+            (and_(c.output_tokens > 0, c.duration_ms > 0), c.output_tokens * 1000.0 / c.duration_ms)
+        ),
+        "quality": c.quality_score,
+    }
+
+
+def dimension_expressions(src: FromClause) -> dict[str, ColumnElement]:
+    c = src.c
+    return {
+        "project_id": c.project_id,
+        "provider": func.coalesce(c.provider, ""),
+        "model": func.coalesce(c.model, ""),
+        "environment": c.environment,
+        "operation": c.operation,
+        "status": c.status,
+    }
+
+
+def partial_select(
+    src: FromClause,
+    bucket_seconds: int,
+    *,
+    where: list[ColumnElement[bool]] | None = None,
+    dimensions: tuple[str, ...] = ROLLUP_DIMENSIONS,
+    measures: tuple[str, ...] = ROLLUP_MEASURES,
+    with_bins: bool = True,
+) -> Select:
+    """SELECT org_id, bucket_start, dimensions..., counts, sums, min, max, latency bins
+    FROM src GROUP BY org, bucket and dimensions; column names match the rollup tables."""
+    values = measure_expressions(src)
+    dims = dimension_expressions(src)
+    inner_columns = [
+        src.c.org_id,
+        time_bucket(src.c.start_time, bucket_seconds).label("bucket_start"),
+        src.c.status.label("_status"),
+        *(dims[d].label(d) for d in dimensions),
+        *(values[m].label(m) for m in measures),
+    ]
+    if with_bins:
+        inner_columns.append(latency_bin(src.c.duration_ms).label("_bin"))
+    inner = select(*inner_columns).where(*(where or [literal_column("1") == 1])).subquery("s")
+    i = inner.c
+    aggregates: list[ColumnElement] = [
+        func.count().label("span_count"),
+        func.coalesce(func.sum(case((i._status == "error", 1), else_=0)), 0).label("error_count"),
+    ]
+    for m in measures:
+        aggregates += [
+            func.count(i[m]).label(f"{m}_count"),
+            func.sum(i[m]).label(f"{m}_sum"),
+            func.min(i[m]).label(f"{m}_min"),
+            func.max(i[m]).label(f"{m}_max"),
+        ]
+    if with_bins:
+        aggregates += [
+            func.sum(case((i._bin == index, 1), else_=0)).label(name)
+            for index, name in enumerate(LATENCY_COLUMNS)
+        ]
+    keys = [i.org_id, i.bucket_start, *(i[d] for d in dimensions)]
+    return select(*keys, *aggregates).group_by(*keys)

@@ -1,0 +1,91 @@
+"""rollup tables at 1 minute, 1 hour and 1 day, filled from existing spans; org budgets
+
+Each rollup row: one (org, bucket, project, provider, model, environment, operation, status)
+with counts, sums, min and max of ten measures and 64 latency-sketch bins.
+The tables are backfilled here, so an upgraded database answers from rollups at once.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+import observatory_core.storage.types
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+UTC_TIME = observatory_core.storage.types.UtcDateTime(timezone=True)
+# Frozen copies of the constants in schema.py at this revision.
+GRAINS = ("1min", "1hour", "1day")
+DIMENSIONS = ("project_id", "provider", "model", "environment", "operation", "status")
+MEASURES = (
+    "duration",
+    "ttft",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "input_cost",
+    "output_cost",
+    "total_cost",
+    "tps",
+    "quality",
+)
+BINS = 64
+
+
+def _columns() -> list[sa.Column]:
+    cols = [
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("bucket_start", UTC_TIME, nullable=False),
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("provider", sa.String(length=64), nullable=False),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("environment", sa.String(length=64), nullable=False),
+        sa.Column("operation", sa.String(length=32), nullable=False),
+        sa.Column("status", sa.String(length=8), nullable=False),
+        sa.Column("span_count", sa.Integer(), nullable=False),
+        sa.Column("error_count", sa.Integer(), nullable=False),
+    ]
+    for m in MEASURES:
+        cols.append(sa.Column(f"{m}_count", sa.Integer(), nullable=False))
+        cols += [sa.Column(f"{m}_{p}", sa.Float(), nullable=True) for p in ("sum", "min", "max")]
+    cols += [sa.Column(f"lat_{i:02d}", sa.Integer(), nullable=False) for i in range(BINS)]
+    return cols
+
+
+def upgrade() -> None:
+    for grain in GRAINS:
+        name = f"rollup_{grain}"
+        op.create_table(
+            name,
+            *_columns(),
+            sa.ForeignKeyConstraint(
+                ["org_id"], ["orgs.id"], name=f"fk_{name}_org_id_orgs", ondelete="CASCADE"
+            ),
+            sa.UniqueConstraint("org_id", "bucket_start", *DIMENSIONS, name=f"uq_{name}_key"),
+        )
+    op.create_table(
+        "org_budgets",
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("monthly_usd", sa.Float(), nullable=False),
+        sa.Column("updated_by", sa.String(length=64), nullable=False),
+        sa.Column("updated_at", UTC_TIME, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"], ["orgs.id"], name="fk_org_budgets_org_id_orgs", ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("org_id", name="pk_org_budgets"),
+    )
+    # Backfill from the spans already stored (a no-op on a new database).
+    from observatory_core.rollups.maintain import rebuild_on
+
+    rebuild_on(op.get_bind())
+
+
+def downgrade() -> None:
+    op.drop_table("org_budgets")
+    for grain in GRAINS:
+        op.drop_table(f"rollup_{grain}")

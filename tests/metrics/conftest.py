@@ -1,0 +1,45 @@
+"""Two orgs of varied spans, written in batches (one re-sent) so the rollups are built the way
+ingestion builds them, not by a rebuild."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.schema import metadata as schema
+from tests.helpers import all_spans, make_org, write
+from tests.traces.conftest import NOW, build_rows
+
+
+def _enrich(rows, seed):
+    rng = random.Random(seed)
+    for r in rows:
+        if r["operation"] == "chat":
+            r["ttft_ms"] = round(r["duration_ms"] * rng.uniform(0.05, 0.5), 3)
+            r["quality_score"] = rng.choice([None, round(rng.random(), 3)])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def metrics_data(db_url):
+    engine = get_engine(db_url)
+    with engine.begin() as conn:
+        for table in reversed(schema.sorted_tables):
+            conn.execute(table.delete())
+    acme, acme_projects = make_org(engine, "acme", projects=("bot", "search"))
+    globex, globex_projects = make_org(engine, "globex")
+    rows = _enrich(build_rows(acme, acme_projects, seed=5, traces=160), seed=5)
+    for i in range(0, len(rows), 97):  # many small batches, like ingestion
+        write(engine, rows[i : i + 97])
+    assert write(engine, rows[:200]) == 0  # re-sent: nothing new, rollups untouched
+    write(engine, _enrich(build_rows(globex, globex_projects, seed=6, traces=40), seed=6))
+    return {
+        "engine": engine,
+        "acme": acme,
+        "globex": globex,
+        "projects": acme_projects,
+        "df": all_spans(engine),
+        "now": NOW,
+    }

@@ -1,0 +1,262 @@
+"""Every metric and aggregation, raw and from rollups, against polars over the raw rows."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics import sketch
+from observatory_core.metrics.catalog import METRICS, PERCENTILES, ZERO_WHEN_EMPTY, Agg
+from observatory_core.metrics.engine import run_metrics
+from observatory_core.metrics.query import MetricQuery
+from observatory_core.permissions import Role
+from tests.helpers import admin_scope
+from tests.metrics.reference import reference_metrics
+
+ALL_SERIES = [f"{m.name}.{a.value}" for m in METRICS.values() for a in m.aggregations]
+ROLLUP_SERIES = [
+    s
+    for s in ALL_SERIES
+    if METRICS[s.split(".")[0]].rollup
+    and (Agg(s.split(".")[1]) not in PERCENTILES or s.startswith("duration_ms."))
+]
+GROUPS = ["provider", "model", "environment", "operation", "status", "project"]
+
+
+def _close(got, want, rel: float) -> bool:
+    if want is None or (isinstance(want, float) and math.isnan(want)):
+        return got is None or (isinstance(got, float) and math.isnan(got))
+    if got is None:
+        return False
+    return abs(got - want) <= rel * abs(want) + 1e-9
+
+
+def _tolerance(name: str, source: str) -> tuple[float, float]:
+    """(relative, absolute) allowed difference: float noise, or the sketch's stated bound."""
+    if source == "rollup" and Agg(name.split(".")[1]) in PERCENTILES:
+        return sketch.RELATIVE_BOUND + 1e-9, sketch.ABSOLUTE_FLOOR_MS / 2
+    return 1e-6, 1e-9
+
+
+def check(result, reference: pl.DataFrame, keys: list[str]) -> None:
+    got = result.frame
+    if not keys:
+        got_row, want_row = got.to_dicts()[0], reference.to_dicts()[0]
+        pairs = [(got_row, want_row)]
+    else:
+        merged = got.join(reference, on=keys, how="left", suffix="__ref", nulls_equal=True)
+        seen = reference.select(keys).unique().height
+        matched = merged.filter(pl.col(f"{result.series[0]}__ref").is_not_null() | True)
+        assert merged.height >= seen, "a bucket or group of the reference is missing"
+        pairs = []
+        for row in matched.to_dicts():
+            want = {s: row.get(f"{s}__ref") for s in result.series}
+            pairs.append((row, want))
+        # groups with data in the reference all appear in the result
+        assert reference.join(got, on=keys, how="anti", nulls_equal=True).height == 0
+    for got_row, want_row in pairs:
+        for s in result.series:
+            g, w = got_row[s], want_row[s]
+            if w is None and Agg(s.split(".")[1]) in ZERO_WHEN_EMPTY:
+                w = 0  # an empty bucket counts zero
+            rel, floor = _tolerance(s, result.source)
+            ok = _close(g, w, rel) or (w is not None and g is not None and abs(g - w) <= floor)
+            assert ok, (
+                f"{s} at { ({k: got_row[k] for k in keys}) }: got {g}, expected {w} ({result.source})"
+            )
+
+
+filters = st.builds(
+    FilterSpec,
+    relative=st.sampled_from(["24h", "3d", "7d"]),
+    models=st.sampled_from([(), ("gpt-4o",), ("gpt-4o", "o'reilly-model")]),
+    environments=st.sampled_from([(), ("production",)]),
+    statuses=st.sampled_from([(), ("error",), ("ok", "unset")]),
+)
+raw_only_filters = st.builds(
+    FilterSpec,
+    relative=st.sampled_from(["24h", "7d"]),
+    user_ids=st.sampled_from([(), ("user-1", "user-2")]),
+    min_duration_ms=st.sampled_from([None, 300.0]),
+    tags_any=st.sampled_from([(), ("rag",)]),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    series=st.lists(st.sampled_from(ROLLUP_SERIES), min_size=1, max_size=4, unique=True),
+    group_by=st.lists(st.sampled_from(GROUPS), max_size=2, unique=True),
+    bucket=st.sampled_from([None, "1hour", "1day", "5min"]),
+    spec=filters,
+    force=st.sampled_from(["raw", "rollup"]),
+)
+def test_rollup_able_queries_match_polars(metrics_data, series, group_by, bucket, spec, force):
+    d = metrics_data
+    assume(not (bucket == "5min" and spec.relative == "7d"))  # too many points: refused
+    query = MetricQuery(series=tuple(series), filters=spec, bucket=bucket, group_by=tuple(group_by))
+    result = run_metrics(d["engine"], admin_scope(d["acme"]), query, now=d["now"], force=force)
+    assert result.source == force
+    ref = reference_metrics(
+        d["df"], spec, d["now"], d["acme"], result.series, result.group_by, result.bucket_seconds
+    )
+    keys = (["bucket"] if result.bucket_seconds else []) + list(group_by)
+    check(result, ref, keys)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    series=st.lists(st.sampled_from(ALL_SERIES), min_size=1, max_size=4, unique=True),
+    group_by=st.lists(st.sampled_from([*GROUPS, "user_id"]), max_size=2, unique=True),
+    bucket=st.sampled_from([None, "1hour"]),
+    spec=raw_only_filters,
+)
+def test_every_metric_raw_matches_polars(metrics_data, series, group_by, bucket, spec):
+    d = metrics_data
+    query = MetricQuery(series=tuple(series), filters=spec, bucket=bucket, group_by=tuple(group_by))
+    result = run_metrics(d["engine"], admin_scope(d["acme"]), query, now=d["now"])
+    ref = reference_metrics(
+        d["df"], spec, d["now"], d["acme"], result.series, result.group_by, result.bucket_seconds
+    )
+    keys = (["bucket"] if result.bucket_seconds else []) + list(group_by)
+    check(result, ref, keys)
+
+
+def test_planner_uses_rollups_when_it_can_and_says_so(metrics_data):
+    d = metrics_data
+    scope = admin_scope(d["acme"])
+    fast = MetricQuery(
+        series=("duration_ms.p95", "request_count"), bucket="1hour", group_by=("model",)
+    )
+    result = run_metrics(d["engine"], scope, fast, now=d["now"])
+    assert result.source == "rollup" and result.exact_percentiles is False
+    assert "approximate" in result.explanation and "11.1%" in result.explanation
+    for needs_raw in (
+        MetricQuery(series=("duration_ms.p95",), group_by=("user_id",)),
+        MetricQuery(series=("unique_users",)),
+        MetricQuery(series=("total_cost.p95",)),
+        MetricQuery(series=("request_count",), filters=FilterSpec(search="refund")),
+    ):
+        result = run_metrics(d["engine"], scope, needs_raw, now=d["now"])
+        assert result.source == "raw", needs_raw
+    assert (
+        run_metrics(
+            d["engine"], scope, MetricQuery(series=("duration_ms.p99",), bucket=None), now=d["now"]
+        ).exact_percentiles
+        is False
+    )
+
+
+def test_buckets_are_complete(metrics_data):
+    d = metrics_data
+    spec = FilterSpec(relative="24h", models=("gpt-4o",))
+    query = MetricQuery(series=("request_count", "duration_ms.avg"), filters=spec, bucket="1hour")
+    frame = run_metrics(d["engine"], admin_scope(d["acme"]), query, now=d["now"]).frame
+    assert frame.height == 24  # the range starts on the hour, so exactly 24 buckets
+    diffs = frame["bucket"].diff().drop_nulls().unique().to_list()
+    assert diffs == [timedelta(hours=1)]
+    empty = frame.filter(pl.col("request_count.count") == 0)
+    assert empty.height > 0, "the data should leave some hours empty"
+    assert empty["duration_ms.avg"].null_count() == empty.height  # a gap, not a zero
+
+
+def test_having_sort_and_limit_pick_groups(metrics_data):
+    d = metrics_data
+    scope = admin_scope(d["acme"])
+    query = MetricQuery(
+        series=("total_cost.sum", "request_count"),
+        filters=FilterSpec(relative="7d"),
+        bucket=None,
+        group_by=("model",),
+        having=(),
+        sort="total_cost.sum",
+        limit=2,
+    )
+    top = run_metrics(d["engine"], scope, query, now=d["now"]).frame
+    ref = reference_metrics(
+        d["df"], query.filters, d["now"], d["acme"], ("total_cost.sum",), ("model",), None
+    ).sort("total_cost.sum", descending=True)
+    assert top["model"].to_list() == ref["model"].head(2).to_list()
+    series = run_metrics(
+        d["engine"], scope, MetricQuery(**{**query.__dict__, "bucket": "1day"}), now=d["now"]
+    ).frame
+    assert set(series["model"].to_list()) == set(top["model"].to_list())
+    from observatory_core.metrics.query import Having
+
+    busy = run_metrics(
+        d["engine"],
+        scope,
+        MetricQuery(
+            series=("request_count",),
+            bucket=None,
+            group_by=("model",),
+            having=(Having("request_count.count", ">=", 40),),
+            filters=FilterSpec(relative="7d"),
+        ),
+        now=d["now"],
+    ).frame
+    assert busy.height > 0 and busy["request_count.count"].min() >= 40
+
+
+def test_previous_period_is_the_same_length_just_before(metrics_data):
+    d = metrics_data
+    query = MetricQuery(series=("request_count",), filters=FilterSpec(relative="24h"), bucket=None)
+    before = query.previous(d["now"])
+    assert before.filters.start == d["now"] - timedelta(hours=48)
+    assert before.filters.end == d["now"] - timedelta(hours=24)
+    got = run_metrics(d["engine"], admin_scope(d["acme"]), before, now=d["now"]).frame
+    df = d["df"].filter(
+        (pl.col("org_id") == d["acme"])
+        & (pl.col("start_time") >= before.filters.start)
+        & (pl.col("start_time") < before.filters.end)
+    )
+    assert got["request_count.count"].item() == df.height
+
+
+def test_scope_limits_metrics_to_the_org_and_projects(metrics_data):
+    d = metrics_data
+    bot = d["projects"][0]
+    scope = admin_scope(d["acme"], project_ids=frozenset({bot}))
+    for force in ("raw", "rollup"):
+        got = (
+            run_metrics(
+                d["engine"],
+                scope,
+                MetricQuery(
+                    series=("request_count",), bucket=None, filters=FilterSpec(relative="7d")
+                ),
+                now=d["now"],
+                force=force,
+            )
+            .frame["request_count.count"]
+            .item()
+        )
+        want = (
+            d["df"]
+            .filter(
+                (pl.col("org_id") == d["acme"])
+                & (pl.col("project_id") == bot)
+                & (pl.col("start_time") >= d["now"] - timedelta(days=7))
+                & (pl.col("start_time") < d["now"])
+            )
+            .height
+        )
+        assert got == want, force
+
+
+def test_costs_need_costs_read(metrics_data):
+    from observatory_core.errors import UserError
+
+    d = metrics_data
+    with pytest.raises(UserError, match="cannot see costs"):
+        run_metrics(
+            d["engine"],
+            admin_scope(d["acme"], role=Role.VIEWER),
+            MetricQuery(series=("total_cost.sum",)),
+            now=d["now"],
+        )
