@@ -87,7 +87,9 @@ def _fetch(engine: Engine, statement) -> pl.DataFrame:
         rows = result.all()
     if not rows:
         return pl.DataFrame(schema=columns)
-    data = {name: list(values) for name, values in zip(columns, zip(*rows), strict=True)}
+    data = {
+        name: list(values) for name, values in zip(columns, zip(*rows, strict=True), strict=True)
+    }
     return pl.DataFrame(data, strict=False)
 
 

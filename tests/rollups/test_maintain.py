@@ -7,7 +7,6 @@ from sqlalchemy import select
 
 from observatory_core.rollups.maintain import rebuild
 from observatory_core.storage.schema import ROLLUPS
-from tests.metrics.conftest import metrics_data  # noqa: F401  (the shared fixture)
 
 
 def _rows(engine, grain: str) -> pl.DataFrame:
