@@ -158,3 +158,38 @@ class MetricQuery:
         length = end - start
         spec = replace(self.filters.pinned(now), start=start - length, end=start)
         return replace(self, filters=spec)
+
+
+def query_to_json(query: MetricQuery) -> str:
+    """A stable JSON form (for caches, stored rules and the API)."""
+    import json
+
+    return json.dumps(
+        {
+            "series": list(query.series),
+            "filters": json.loads(query.filters.to_json()),
+            "bucket": query.bucket,
+            "group_by": list(query.group_by),
+            "having": [[h.series, h.op, h.value] for h in query.having],
+            "sort": query.sort,
+            "descending": query.descending,
+            "limit": query.limit,
+        },
+        sort_keys=True,
+    )
+
+
+def query_from_json(text: str) -> MetricQuery:
+    import json
+
+    data = json.loads(text)
+    return MetricQuery(
+        series=tuple(data["series"]),
+        filters=FilterSpec.from_json(data["filters"]),
+        bucket=data["bucket"],
+        group_by=tuple(data["group_by"]),
+        having=tuple(Having(*h) for h in data["having"]),
+        sort=data["sort"],
+        descending=data["descending"],
+        limit=data["limit"],
+    )

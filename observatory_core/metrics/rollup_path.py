@@ -177,7 +177,9 @@ def rollup_select(
         fn = func.min if p.endswith("_min") else func.max if p.endswith("_max") else func.sum
         aggs.append(fn(u.c[p]).label(p))
     if bins:
-        aggs.append(sketch_bins([func.sum(u.c[c]) for c in LATENCY_COLUMNS]).label("bins"))
+        aggs.append(
+            sketch_bins([func.coalesce(func.sum(u.c[c]), 0) for c in LATENCY_COLUMNS]).label("bins")
+        )
     query = select(*keys, *aggs)
     return (query.group_by(*keys) if keys else query), list(dict.fromkeys(used))
 
@@ -236,7 +238,8 @@ def finalize(
 
 def parse_bins(texts: pl.Series) -> np.ndarray:
     """'3,0,5,...' per row -> an int matrix (rows x bins), parsed in one vectorised pass."""
-    counts = texts.str.split(",").explode().cast(pl.Int64).to_numpy()
+    zeros = ",".join(["0"] * sketch.BINS)
+    counts = texts.cast(pl.Utf8).fill_null(zeros).str.split(",").explode().cast(pl.Int64).to_numpy()
     return counts.reshape(-1, sketch.BINS)
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.engine import MetricResult, run_metrics
+from observatory_core.metrics.query import MetricQuery, query_from_json, query_to_json
+from observatory_core.overview import (
+    BudgetBurn,
+    Overview,
+    budget_burn,
+    common_errors,
+    cost_per_day_by_model,
+    period_overview,
+    top,
+)
 from observatory_core.scope import Scope
 from observatory_core.summary import HomeSummary, home_summary
 from observatory_core.traces.detail import TraceDetail, get_trace
@@ -66,3 +77,65 @@ def span_page(
 @st.cache_data(ttl=30, show_spinner="Opening the trace…")
 def trace(scope: Scope, trace_id: str) -> TraceDetail | None:
     return get_trace(engine(), scope, trace_id)
+
+
+def _metrics(scope: Scope, query_json: str, minute: str) -> MetricResult:
+    return run_metrics(
+        engine(), scope, query_from_json(query_json), now=datetime.fromisoformat(minute)
+    )
+
+
+_metrics_recent = st.cache_data(ttl=30, show_spinner="Computing…")(_metrics)
+_metrics_history = st.cache_data(ttl=3600, show_spinner="Computing…")(_metrics)
+
+
+def metrics(scope: Scope, query: MetricQuery) -> MetricResult:
+    """Results whose range ends within the hour change as spans arrive (30 s TTL); ranges that
+    ended earlier are history and keep for an hour."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    _, end = query.filters.window(now)
+    history = end is not None and now - end > timedelta(hours=1)
+    load = _metrics_history if history else _metrics_recent
+    return load(scope, query_to_json(query), now.isoformat())
+
+
+@st.cache_data(ttl=60, show_spinner="Comparing periods…")
+def overview(scope: Scope, spec_json: str, minute: str) -> Overview:
+    return period_overview(
+        engine(), scope, FilterSpec.from_json(spec_json), now=datetime.fromisoformat(minute)
+    )
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def ranking(scope: Scope, spec_json: str, dimension: str, by: str, minute: str) -> MetricResult:
+    return top(
+        engine(),
+        scope,
+        FilterSpec.from_json(spec_json),
+        dimension,
+        by,
+        now=datetime.fromisoformat(minute),
+    )
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def errors(scope: Scope, spec_json: str, minute: str):
+    return common_errors(
+        engine(), scope, FilterSpec.from_json(spec_json), now=datetime.fromisoformat(minute)
+    )
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def daily_cost(scope: Scope, spec_json: str, minute: str) -> MetricResult:
+    return cost_per_day_by_model(
+        engine(), scope, FilterSpec.from_json(spec_json), now=datetime.fromisoformat(minute)
+    )
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def burn(scope: Scope, minute: str) -> BudgetBurn:
+    return budget_burn(engine(), scope, now=datetime.fromisoformat(minute))
+
+
+def minute() -> str:
+    return datetime.now(UTC).replace(second=0, microsecond=0).isoformat()

@@ -19,8 +19,8 @@ def rate(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.2f}%"
 
 
-def count(value: int | None) -> str:
-    return "—" if value is None else f"{value:,}"
+def count(value: float | None) -> str:
+    return "—" if value is None else f"{int(round(value)):,}"
 
 
 def change(value: float | None) -> str | None:

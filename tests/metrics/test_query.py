@@ -69,3 +69,18 @@ def test_reversed_range_is_refused_by_the_filter():
 
     with pytest.raises(UserError, match="swap them"):
         FilterSpec(relative=None, start=NOW, end=NOW - timedelta(days=1))
+
+
+def test_json_round_trip():
+    from observatory_core.metrics.query import query_from_json, query_to_json
+
+    query = MetricQuery(
+        series=("duration_ms.p95", "total_cost.sum"),
+        filters=FilterSpec(relative="7d", models=("gpt-4o",)),
+        bucket="1hour",
+        group_by=("model", "project"),
+        having=(Having("request_count.count", ">", 10),),
+        sort="total_cost.sum",
+        limit=5,
+    )
+    assert query_from_json(query_to_json(query)) == query

@@ -1,0 +1,267 @@
+"""Widgets and charts of the Metrics page; the page itself only arranges them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from observatory_core.errors import UserError
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.catalog import BUCKETS, DIMENSIONS, MAX_GROUP_BY, METRICS
+from observatory_core.metrics.engine import MetricResult
+from observatory_core.metrics.query import MetricQuery
+from observatory_core.permissions import Permission
+from observatory_core.scope import Scope
+
+PAGE_PARAMS = frozenset({"m", "b", "g", "cmp", "top", "zoom"})
+DEFAULT_SERIES = ("request_count.count", "duration_ms.p95")
+PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
+
+
+def series_label(name: str) -> str:
+    metric, agg = name.split(".")
+    m = METRICS[metric]
+    return m.label if len(m.aggregations) == 1 else f"{m.label} · {agg}"
+
+
+def series_options(scope: Scope) -> list[str]:
+    costs = scope.can(Permission.COSTS_READ)
+    return [
+        f"{m.name}.{a.value}"
+        for m in METRICS.values()
+        if costs or not m.cost
+        for a in m.aggregations
+    ]
+
+
+def _csv_param(name: str, allowed: list[str], default: tuple[str, ...]) -> list[str]:
+    raw = st.query_params.get(name)
+    if raw is None:
+        return list(default)
+    return [v for v in raw.split(",") if v in allowed]
+
+
+def controls(scope: Scope) -> tuple[MetricQuery | None, bool, str | None]:
+    """The query the widgets describe (None with a message when it is not valid), whether to
+    compare with the previous period, and an error message."""
+    q = st.query_params
+    options = series_options(scope)
+    top = st.columns([4, 1, 3, 1, 1])
+    series = top[0].multiselect(
+        "Metrics",
+        options,
+        default=_csv_param("m", options, DEFAULT_SERIES),
+        format_func=series_label,
+        key="mx_series",
+    )
+    buckets = ["auto", *BUCKETS]
+    bucket = top[1].selectbox(
+        "Bucket", buckets, index=buckets.index(q.get("b", "auto")) if q.get("b") in buckets else 0
+    )
+    dims = list(DIMENSIONS)
+    group_by = top[2].multiselect(
+        "Group by",
+        dims,
+        default=_csv_param("g", dims, ()),
+        max_selections=MAX_GROUP_BY,
+        key="mx_group",
+    )
+    limit = top[3].number_input("Top groups", 1, 50, int(q.get("top", 10)), disabled=not group_by)
+    compare = top[4].toggle("Previous period", value=q.get("cmp", "1") == "1")
+    for key, value, default in (
+        ("m", ",".join(series), ",".join(DEFAULT_SERIES)),
+        ("b", bucket, "auto"),
+        ("g", ",".join(group_by), ""),
+        ("cmp", "1" if compare else "0", "1"),
+        ("top", str(limit), "10"),
+    ):
+        if value != default:
+            q[key] = value
+        elif key in q:
+            del q[key]
+    if not series:
+        return None, compare, "Pick at least one metric above."
+    try:
+        query = MetricQuery(
+            series=tuple(series),
+            bucket=bucket,
+            group_by=tuple(group_by),
+            limit=int(limit) if group_by else None,
+            sort=series[0] if group_by else None,
+        )
+    except UserError as exc:
+        return None, compare, str(exc)
+    return query, compare, None
+
+
+def zoomed(spec: FilterSpec) -> FilterSpec:
+    """The filter narrowed to the zoom the user clicked (kept in the URL as 'zoom')."""
+    raw = st.query_params.get("zoom")
+    if not raw:
+        return spec
+    try:
+        start, end = (datetime.fromisoformat(t) for t in raw.split("~"))
+        return replace(spec, relative=None, start=start, end=end)
+    except (ValueError, UserError):
+        del st.query_params["zoom"]
+        return spec
+
+
+def load(
+    scope: Scope, query: MetricQuery, compare: bool
+) -> tuple[MetricResult | None, MetricResult | None, str | None]:
+    """The result and the previous period's, or a message saying what to change."""
+    from observatory_core.ui import cached
+
+    try:
+        result = cached.metrics(scope, query)
+        previous = cached.metrics(scope, previous_of(query, result)) if compare else None
+    except UserError as exc:
+        return None, None, str(exc)
+    return result, previous, None
+
+
+def previous_of(query: MetricQuery, result: MetricResult) -> MetricQuery:
+    """The same query over the equal-length period just before the result's range."""
+    length = result.end - result.start
+    spec = replace(query.filters, relative=None, start=result.start - length, end=result.start)
+    return replace(query, filters=spec)
+
+
+def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figure, list[dict]]:
+    """The figure (one panel per series) and, per trace, the group it draws (None: previous)."""
+    rows = len(result.series)
+    figure = make_subplots(
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=[series_label(s) for s in result.series],
+    )
+    shift = result.end - result.start
+    groups = _groups(result)
+    trace_groups: list[dict | None] = []
+    for row, name in enumerate(result.series, start=1):
+        for i, (label, part) in enumerate(groups):
+            color = PALETTE[i % len(PALETTE)]
+            figure.add_trace(
+                go.Scatter(
+                    x=part["bucket"].to_list(),
+                    y=part[name].to_list(),
+                    name=label,
+                    legendgroup=label,
+                    showlegend=row == 1,
+                    line=dict(color=color),
+                    mode="lines+markers",
+                    marker=dict(size=4),
+                ),
+                row=row,
+                col=1,
+            )
+            trace_groups.append({g: part[g][0] for g in result.group_by})
+            if previous is not None:
+                before = _part(previous.frame, result.group_by, part)
+                if before.height:
+                    figure.add_trace(
+                        go.Scatter(
+                            x=[t + shift for t in before["bucket"].to_list()],
+                            y=before[name].to_list(),
+                            name=f"{label} (previous period)",
+                            legendgroup=label,
+                            showlegend=row == 1,
+                            line=dict(color=color, dash="dash", width=1),
+                            opacity=0.6,
+                            hoverinfo="skip",
+                        ),
+                        row=row,
+                        col=1,
+                    )
+                    trace_groups.append(None)
+    figure.update_layout(
+        height=260 * rows + 60,
+        margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", y=-0.12),
+        hovermode="x unified",
+        dragmode="select",
+    )
+    return figure, trace_groups
+
+
+def _groups(result: MetricResult) -> list[tuple[str, pl.DataFrame]]:
+    if not result.group_by:
+        return [("all", result.frame)]
+    out = []
+    for key, part in result.frame.group_by(list(result.group_by), maintain_order=True):
+        out.append((" / ".join("—" if v is None else str(v) for v in key), part))
+    return out
+
+
+def _part(frame: pl.DataFrame, group_by: tuple[str, ...], part: pl.DataFrame) -> pl.DataFrame:
+    if not group_by:
+        return frame
+    keys = part.select(group_by).head(1)
+    return frame.join(keys, on=list(group_by), how="semi", nulls_equal=True)
+
+
+_LISTS = {
+    "provider": "providers",
+    "model": "models",
+    "environment": "environments",
+    "operation": "operations",
+    "status": "statuses",
+    "user_id": "user_ids",
+    "project": "project_ids",
+}
+
+
+def point_filter(spec: FilterSpec, zoom: str, groups: dict) -> FilterSpec:
+    """Exactly the spans behind a point: its bucket's time range and its group's values."""
+    start, end = (datetime.fromisoformat(t) for t in zoom.split("~"))
+    changes: dict = {"relative": None, "start": start, "end": end}
+    for dim, value in groups.items():
+        if value is not None:
+            changes[_LISTS[dim]] = (int(value) if dim == "project" else str(value),)
+    return replace(spec, **changes)
+
+
+def selection_zoom(event, result: MetricResult, trace_groups: list) -> tuple[str, dict] | None:
+    """A box or a clicked point -> (the zoom range for the URL, the point's group or {})."""
+    selection = getattr(event, "selection", None) or {}
+    box = selection.get("box") or []
+    if box and box[0].get("x"):
+        low, high = sorted(_as_time(x) for x in box[0]["x"][:2])
+        return f"{max(low, result.start).isoformat()}~{min(high, result.end).isoformat()}", {}
+    for point in selection.get("points") or []:
+        groups = trace_groups[point.get("curve_number", 0)] if trace_groups else {}
+        if groups is None:  # a previous-period line: nothing to open
+            continue
+        start = _as_time(point["x"])
+        end = start + timedelta(seconds=result.bucket_seconds or 0)
+        return f"{max(start, result.start).isoformat()}~{min(end, result.end).isoformat()}", groups
+    return None
+
+
+def _as_time(x) -> datetime:
+    from datetime import UTC
+
+    t = datetime.fromisoformat(str(x).replace(" ", "T"))
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
+def is_empty(result: MetricResult) -> bool:
+    """No value at all in the range (an all-zero count series still counts as data)."""
+    if result.frame.is_empty():
+        return True
+    counts = [s for s in result.series if s.endswith(".count")]
+    if counts:
+        return result.frame.select(counts).sum_horizontal().sum() == 0
+    return result.frame.select(result.series).drop_nulls().height == 0
+
+
+def table(result: MetricResult) -> pl.DataFrame:
+    return result.frame.rename({s: series_label(s) for s in result.series})

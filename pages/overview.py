@@ -1,0 +1,61 @@
+"""Overview: this period against the previous one, who spends, what fails, the month's budget."""
+
+import streamlit as st
+
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.overview import TOP_BY, set_budget
+from observatory_core.permissions import Permission
+from observatory_core.ui import cached
+from observatory_core.ui import overview_view as ov
+from observatory_core.ui.session import current_scope, engine
+
+scope = current_scope()
+costs = scope.can(Permission.COSTS_READ)
+st.title("Overview")
+relative = ov.period()
+spec = FilterSpec(relative=relative)
+now = cached.minute()
+view = cached.overview(scope, spec.to_json(), now)
+st.caption(
+    f"{view.start:%Y-%m-%d %H:%M} to {view.end:%Y-%m-%d %H:%M} UTC against the "
+    f"period of equal length before. {view.source}"
+)
+ov.kpi_tiles(view)
+
+st.subheader("Top")
+ranks = [b for b in TOP_BY if costs or b != "cost"]
+by = st.segmented_control("Rank by", ranks, default=ranks[0], key="ov_by") or ranks[0]
+for tab, dimension in zip(
+    st.tabs(["Models", "Users", "Projects"]), ["model", "user_id", "project"], strict=True
+):
+    with tab:
+        result = cached.ranking(scope, spec.to_json(), dimension, by, now)
+        ov.ranking(result.frame, dimension, TOP_BY[by], by)
+
+st.subheader("Most common errors")
+errors = cached.errors(scope, spec.to_json(), now)
+if errors.is_empty():
+    st.success("No errors in this period.", icon=":material/check_circle:")
+else:
+    st.dataframe(
+        errors,
+        hide_index=True,
+        column_config={
+            "sample_message": st.column_config.TextColumn("sample message", width="large")
+        },
+    )
+
+if costs:
+    st.subheader("Cost per day by model")
+    st.plotly_chart(
+        ov.cost_per_day(cached.daily_cost(scope, spec.to_json(), now).frame), width="stretch"
+    )
+    st.subheader("Budget this month")
+    ov.budget(cached.burn(scope, now))
+    if scope.can(Permission.ADMIN):
+        with st.popover("Set the monthly budget", icon=":material/savings:"):
+            amount = st.number_input("USD per month", min_value=1.0, value=1000.0, step=100.0)
+            if st.button("Save budget"):
+                set_budget(engine(), scope, amount)
+                cached.burn.clear()
+                st.rerun()

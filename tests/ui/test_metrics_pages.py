@@ -1,0 +1,106 @@
+"""The Metrics and Overview pages through AppTest: numbers equal the core's, links, roles."""
+
+from datetime import UTC, datetime
+
+import polars as pl
+from streamlit.testing.v1 import AppTest
+
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.engine import run_metrics
+from observatory_core.metrics.query import MetricQuery
+from observatory_core.overview import period_overview
+from observatory_core.users import scope_for
+from tests.ui.test_app import login, start
+
+
+def open_page(path: str, role="admin", params=None) -> AppTest:
+    at = login(start(), f"{role}-user")
+    at.switch_page(path)
+    for key, value in (params or {}).items():
+        at.query_params[key] = value
+    return at.run(timeout=60)
+
+
+def test_metrics_link_draws_the_chart_and_the_table_of_the_core(app_env):
+    engine, _ = app_env
+    at = open_page(
+        "pages/metrics.py",
+        params={
+            "relative": "7d",
+            "m": "request_count.count,total_cost.sum",
+            "b": "1day",
+            "g": "model",
+        },
+    )
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    scope = scope_for(engine, "admin-user")
+    core = run_metrics(
+        engine,
+        scope,
+        MetricQuery(
+            series=("request_count.count", "total_cost.sum"),
+            filters=FilterSpec(relative="7d"),
+            bucket="1day",
+            group_by=("model",),
+            limit=10,
+            sort="request_count.count",
+        ),
+    ).frame
+    assert len(table) == core.height > 0
+    assert int(table["Requests"].sum()) == int(core["request_count.count"].sum())
+    assert any("rollups" in c.value for c in at.caption)
+    assert [m.value for m in at.multiselect if m.label == "Group by"] == [["model"]]
+
+
+def test_zoom_link_narrows_the_range_and_offers_a_reset(app_env):
+    at = open_page(
+        "pages/metrics.py",
+        params={"relative": "7d", "zoom": "2026-11-01T00:00:00+00:00~2026-11-01T06:00:00+00:00"},
+    )
+    assert not at.exception, at.exception
+    assert any(b.label == "Reset zoom" for b in at.button)
+    assert any("Zoomed in" in c.value for c in at.caption)
+
+
+def test_bad_metric_choice_is_explained(app_env):
+    at = open_page(
+        "pages/metrics.py", params={"relative": "7d", "b": "1min", "m": "request_count.count"}
+    )
+    assert not at.exception
+    text = " ".join(e.value for e in at.error)
+    assert "1min bucket charts at most 1 day" in text
+
+
+def test_viewer_cannot_pick_cost_metrics(app_env):
+    at = open_page("pages/metrics.py", role="viewer", params={"relative": "7d"})
+    assert not at.exception
+    options = next(m for m in at.multiselect if m.label == "Metrics").options
+    assert options and not any("Cost" in o for o in options)
+
+
+def test_overview_tiles_equal_the_core(app_env):
+    engine, _ = app_env
+    at = open_page("pages/overview.py", params={"period": "24h"})
+    assert not at.exception, at.exception
+    scope = scope_for(engine, "admin-user")
+    view = period_overview(engine, scope, FilterSpec(relative="24h"), now=datetime.now(UTC))
+    tiles = {m.label: m.value for m in at.metric}
+    expected = {k.label: k.current for k in view.kpis}
+    assert tiles["Requests"].replace(",", "") == str(expected["Requests"])
+    assert "Cost (USD)" in tiles and "Unique users" in tiles
+    assert any(
+        "beyond noise" in (m.delta or "") or "within noise" in (m.delta or "") for m in at.metric
+    )
+    assert len(at.tabs) >= 3
+
+
+def test_billing_sees_costs_and_budget_viewer_does_not(app_env):
+    at = open_page("pages/overview.py", role="billing")
+    assert not at.exception, at.exception
+    assert any(h.value == "Budget this month" for h in at.subheader)
+    at = open_page("pages/overview.py", role="viewer")
+    assert not at.exception, at.exception
+    assert not any(h.value == "Budget this month" for h in at.subheader)
+    assert "Cost (USD)" not in {m.label for m in at.metric}
+    assert pl is not None
