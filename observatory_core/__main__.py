@@ -129,6 +129,39 @@ def cmd_worker(_args) -> None:
     worker.main(engine, get_settings())
 
 
+def cmd_rollups(args) -> None:
+    import time
+
+    from observatory_core.rollups.maintain import rebuild
+    from observatory_core.storage.migrate import upgrade
+    from observatory_core.tenancy import org_id_by_slug
+
+    engine = _engine()
+    upgrade(engine)
+    org_id = None
+    if args.org:
+        with engine.connect() as conn:
+            org_id = org_id_by_slug(conn, args.org)
+    print("Rebuilding rollups from spans (1 minute, 1 hour, 1 day)…", flush=True)
+    started = time.perf_counter()
+    counts = rebuild(engine, org_id=org_id)
+    rows = ", ".join(f"{grain}: {n:,} rows" for grain, n in counts.items())
+    print(f"Rollups rebuilt in {time.perf_counter() - started:.1f} s ({rows}).")
+
+
+def cmd_budget(args) -> None:
+    from observatory_core.overview import set_budget
+    from observatory_core.permissions import Role
+    from observatory_core.scope import Scope
+    from observatory_core.tenancy import org_id_by_slug
+
+    engine = _engine()
+    with engine.connect() as conn:
+        org_id = org_id_by_slug(conn, args.org)
+    set_budget(engine, Scope(org_id=org_id, role=Role.ADMIN, username="cli"), args.usd)
+    print(f"Monthly budget of {args.org} set to ${args.usd:,.2f}.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m observatory_core")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("--password-stdin", action="store_true")
     user_sub.add_parser("list")
     user.set_defaults(func=cmd_user)
+
+    rollups = sub.add_parser("rollups", help="rebuild the metric rollups from the spans")
+    rollups.add_argument("action", choices=["rebuild"])
+    rollups.add_argument("--org", help="only this org (slug); default: every org")
+    rollups.set_defaults(func=cmd_rollups)
+
+    budget = sub.add_parser("budget", help="set an org's monthly cost budget")
+    budget.add_argument("--org", required=True, help="org slug, e.g. acme")
+    budget.add_argument("--usd", type=float, required=True, help="US dollars per month")
+    budget.set_defaults(func=cmd_budget)
     return parser
 
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from observatory_core.ui import cached, filters
+from observatory_core.ui import filters
 from observatory_core.ui import metrics_view as mv
 from observatory_core.ui.session import current_scope
 

@@ -81,3 +81,31 @@ def test_unreachable_database_is_reported_without_traceback(monkeypatch, capsys)
         get_settings.cache_clear()
     err = capsys.readouterr().err
     assert err.startswith("error: Cannot reach PostgreSQL") and "Traceback" not in err
+
+
+def test_rollups_rebuild_and_budget_commands(cli_db, capsys):
+    from observatory_core.overview import get_budget
+    from observatory_core.permissions import Role
+    from observatory_core.scope import Scope
+    from observatory_core.storage.schema import ROLLUPS
+
+    engine, _ = cli_db
+    upgrade(engine)
+    load_demo(engine, spans=1500, days=1, seed=3, end=datetime(2026, 11, 20, tzinfo=UTC))
+    with engine.begin() as conn:
+        conn.execute(ROLLUPS["1hour"].delete())
+    assert main(["rollups", "rebuild"]) == 0
+    assert "Rollups rebuilt" in capsys.readouterr().out
+    with engine.connect() as conn:
+        total = conn.execute(select(func.sum(ROLLUPS["1hour"].c.span_count))).scalar()
+    assert total == _count(engine)
+    assert main(["budget", "--org", "acme", "--usd", "2500"]) == 0
+    with engine.connect() as conn:
+        from observatory_core.tenancy import org_id_by_slug
+
+        acme = org_id_by_slug(conn, "acme")
+    assert get_budget(engine, Scope(org_id=acme, role=Role.ADMIN)) == 2500
+    assert main(["budget", "--org", "nope", "--usd", "1"]) == 2
+    assert "No org 'nope'" in capsys.readouterr().err
+    assert main(["budget", "--org", "acme", "--usd", "-3"]) == 2
+    assert "positive number" in capsys.readouterr().err

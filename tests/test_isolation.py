@@ -5,6 +5,9 @@ from datetime import timedelta
 import pytest
 
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.engine import MetricResult, run_metrics
+from observatory_core.metrics.query import MetricQuery
+from observatory_core.overview import Overview, period_overview, top
 from observatory_core.permissions import Role
 from observatory_core.scope import Scope
 from observatory_core.summary import home_summary, period_stats, requests_per_hour
@@ -14,6 +17,8 @@ from observatory_core.traces.values import distinct_values
 from tests.helpers import END, make_org, span, write
 
 ALL_TIME = FilterSpec(relative=None)
+_DAY = FilterSpec(relative="24h")
+_COUNT = MetricQuery(series=("request_count",), bucket=None, group_by=("model",), filters=_DAY)
 SHARED_TRACE = "f" * 32  # globex's trace id; acme must never see it
 # Every public read of the core that takes a scope; later features add theirs here.
 READS = {
@@ -24,12 +29,23 @@ READS = {
     "list_traces": lambda e, s: list_spans(e, s, ALL_TIME, mode="traces", count=True, limit=1000),
     "get_trace": lambda e, s: get_trace(e, s, SHARED_TRACE),
     "distinct_values": lambda e, s: distinct_values(e, s, "model"),
+    "metrics_raw": lambda e, s: run_metrics(e, s, _COUNT, now=END, force="raw"),
+    "metrics_rollup": lambda e, s: run_metrics(e, s, _COUNT, now=END, force="rollup"),
+    "metrics_series": lambda e, s: run_metrics(
+        e, s, MetricQuery(series=("request_count",), bucket="1hour", filters=_DAY), now=END
+    ),
+    "top_models": lambda e, s: top(e, s, _DAY, "model", "requests", now=END),
+    "overview": lambda e, s: period_overview(e, s, _DAY, now=END),
 }
 
 
 def _total(result) -> int:
     if result is None:
         return 0
+    if isinstance(result, MetricResult):
+        return int(result.frame["request_count.count"].sum())
+    if isinstance(result, Overview):
+        return sum(k.current + k.previous for k in result.kpis if k.key == "requests")
     if isinstance(result, Page):
         return sum(r.get("span_count", 1) for r in result.rows)
     if isinstance(result, TraceDetail):
