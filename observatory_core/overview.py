@@ -1,7 +1,8 @@
 """The managers' Overview: a period against the one before it, top spenders, errors, budget.
 
-KPIs that rollups can answer come from the metrics engine; the spread of each period (sums of
-squares) and distinct users and sessions need one raw aggregate per period.
+Everything comes from rollups where the range allows (raw spans for ragged edges): totals,
+means, standard deviations and the latency sketch from the metric rollups, distinct users and
+sessions from the actor rollups.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from observatory_core import significance as sig
 from observatory_core.errors import UserError
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics import sketch
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.permissions import Permission
+from observatory_core.rollups.actors import distinct_actors
 from observatory_core.scope import Scope, scoped_spans
 from observatory_core.storage.schema import org_budgets, spans
 from observatory_core.summary import percent_change
@@ -28,8 +31,13 @@ _KPI_SERIES = (
     "request_count.count",
     "error_count.count",
     "total_cost.sum",
+    "total_cost.avg",
+    "total_cost.stddev",
     "total_tokens.sum",
+    "total_tokens.avg",
+    "total_tokens.stddev",
     "duration_ms.avg",
+    "duration_ms.stddev",
     "duration_ms.p95",
 )
 
@@ -57,23 +65,21 @@ class Overview:
     source: str  # how the period totals were computed (rollup or raw, with the percentile note)
 
 
-def _raw_spread(engine: Engine, scope: Scope, spec: FilterSpec, now: datetime) -> dict:
-    """What rollups cannot give: sums of squares and distinct users and sessions."""
-    c = spans.c
-    query = scoped_spans(
-        scope,
-        func.count().label("n"),
-        func.coalesce(func.sum(c.total_cost_usd * c.total_cost_usd), 0.0).label("cost_sq"),
-        func.coalesce(func.sum(c.total_tokens * 1.0 * c.total_tokens), 0.0).label("tokens_sq"),
-        func.coalesce(func.sum(c.duration_ms * c.duration_ms), 0.0).label("duration_sq"),
-        func.count(c.user_id.distinct()).label("users"),
-        func.count(c.session_id.distinct()).label("sessions"),
-    ).where(*filter_conditions(spec, now, engine.dialect.name))
-    with engine.connect() as conn:
-        return dict(conn.execute(query).mappings().one())
+def _sumsq(row: dict, metric: str, n: int) -> float:
+    """Σx² from count, mean and sample standard deviation (what the noise tests need)."""
+    mean, sd = row[f"{metric}.avg"], row[f"{metric}.stddev"]
+    if not n or mean is None:
+        return 0.0
+    return (n - 1) * (sd or 0.0) ** 2 + n * mean**2
 
 
-def _slower_than(engine: Engine, scope: Scope, spec: FilterSpec, now: datetime, ms: float) -> int:
+def _slower_than(
+    engine: Engine, scope: Scope, result: MetricResult, spec: FilterSpec, now: datetime, ms: float
+) -> int:
+    """Requests slower than `ms`: from the merged sketch when the result has one (`ms` is then
+    a bin edge, so the count is exact), else counted on the spans."""
+    if result.sketch is not None:
+        return int(result.sketch[sketch.bin_of(ms) + 1 :].sum())
     query = scoped_spans(scope, func.count()).where(
         *filter_conditions(spec, now, engine.dialect.name), spans.c.duration_ms > ms
     )
@@ -101,22 +107,33 @@ def period_overview(
     a = run_metrics(engine, scope, current, now=now, force=force)
     b = run_metrics(engine, scope, previous, now=now, force=force)
     ra, rb = a.frame.to_dicts()[0], b.frame.to_dicts()[0]
-    sa = _raw_spread(engine, scope, current.filters, now)
-    sb = _raw_spread(engine, scope, previous.filters, now)
     na, nb = ra["request_count.count"], rb["request_count.count"]
     ea, eb = ra["error_count.count"], rb["error_count.count"]
+    start, end = current.filters.window(now)
+    before_start, before_end = previous.filters.window(now)
+    actors_a = distinct_actors(engine, scope, start, end, force=force)
+    actors_b = distinct_actors(engine, scope, before_start, before_end, force=force)
+    # Both periods' share above one threshold: sound even when the p95 is approximate. With
+    # a sketch the threshold is the upper edge of the previous p95's bin.
     p95_before = rb["duration_ms.p95"]
-    # Both periods' share above the same threshold: sound even when the p95 is approximate.
     slower_a = slower_b = 0
     if p95_before is not None:
-        slower_a = _slower_than(engine, scope, current.filters, now, p95_before)
-        slower_b = _slower_than(engine, scope, previous.filters, now, p95_before)
+        edge = sketch.upper_edge(sketch.bin_of(p95_before)) if b.sketch is not None else p95_before
+        slower_a = _slower_than(engine, scope, a, current.filters, now, edge)
+        slower_b = _slower_than(engine, scope, b, previous.filters, now, edge)
 
     def rate(errors: int, n: int) -> float | None:
         return errors / n if n else None
 
-    def total(key: str, sq: str) -> sig.Verdict:
-        return sig.totals(ra[key], sa[sq], na, rb[key], sb[sq], nb)
+    def total(metric: str) -> sig.Verdict:
+        return sig.totals(
+            ra[f"{metric}.sum"],
+            _sumsq(ra, metric, na),
+            na,
+            rb[f"{metric}.sum"],
+            _sumsq(rb, metric, nb),
+            nb,
+        )
 
     kpis = [
         Kpi("requests", "Requests", "count", na, nb, sig.counts(na, nb)),
@@ -126,7 +143,7 @@ def period_overview(
             "tokens",
             ra["total_tokens.sum"],
             rb["total_tokens.sum"],
-            total("total_tokens.sum", "tokens_sq"),
+            total("total_tokens"),
         ),
         Kpi(
             "avg_latency",
@@ -135,11 +152,11 @@ def period_overview(
             ra["duration_ms.avg"],
             rb["duration_ms.avg"],
             sig.means(
-                ra["duration_ms.avg"] * na if na else 0,
-                sa["duration_sq"],
+                (ra["duration_ms.avg"] or 0) * na,
+                _sumsq(ra, "duration_ms", na),
                 na,
-                rb["duration_ms.avg"] * nb if nb else 0,
-                sb["duration_sq"],
+                (rb["duration_ms.avg"] or 0) * nb,
+                _sumsq(rb, "duration_ms", nb),
                 nb,
             ),
             higher_is_better=False,
@@ -174,17 +191,17 @@ def period_overview(
             "users",
             "Unique users",
             "count",
-            sa["users"],
-            sb["users"],
-            sig.counts(sa["users"], sb["users"]),
+            actors_a["user"],
+            actors_b["user"],
+            sig.counts(actors_a["user"], actors_b["user"]),
         ),
         Kpi(
             "sessions",
             "Unique sessions",
             "count",
-            sa["sessions"],
-            sb["sessions"],
-            sig.counts(sa["sessions"], sb["sessions"]),
+            actors_a["session"],
+            actors_b["session"],
+            sig.counts(actors_a["session"], actors_b["session"]),
         ),
     ]
     if costs:
@@ -196,11 +213,10 @@ def period_overview(
                 "usd",
                 ra["total_cost.sum"],
                 rb["total_cost.sum"],
-                total("total_cost.sum", "cost_sq"),
+                total("total_cost"),
                 higher_is_better=False,
             ),
         )
-    start, end = current.filters.window(now)
     return Overview(start=start, end=end, kpis=kpis, source=a.explanation)
 
 

@@ -12,6 +12,7 @@ class Agg(StrEnum):
     AVG = "avg"
     MIN = "min"
     MAX = "max"
+    STDDEV = "stddev"  # sample standard deviation; beyond DESIGN's nine, for spread at a glance
     P50 = "p50"
     P90 = "p90"
     P95 = "p95"

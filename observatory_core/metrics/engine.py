@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import polars as pl
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
@@ -18,7 +19,12 @@ from observatory_core.metrics import sketch
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, ZERO_WHEN_EMPTY, Agg
 from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
-from observatory_core.metrics.rollup_path import finalize, rollup_can_answer, rollup_select
+from observatory_core.metrics.rollup_path import (
+    finalize,
+    parse_bins,
+    rollup_can_answer,
+    rollup_select,
+)
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope, scoped_spans
 from observatory_core.storage.schema import spans
@@ -45,6 +51,8 @@ class MetricResult:
     grains: tuple[str, ...]  # what the rollup path read (e.g. "1hour", "1min", "raw edges")
     exact_percentiles: bool | None  # None when no percentile was asked for
     seconds: float
+    # a totals query from rollups: the merged latency bins (counts per sketch bin)
+    sketch: np.ndarray | None = None
 
     @property
     def explanation(self) -> str:
@@ -198,6 +206,9 @@ def run_metrics(
             kept = _keep(totals, query).select(query.group_by)
             frame = frame.join(kept, on=list(query.group_by), how="semi", nulls_equal=True)
         frame = _complete(frame, series, query.group_by, bucket_seconds, start, end)
+    sketch = None
+    if "_bins" in frame.columns and bucket_seconds is None and not query.group_by:
+        sketch = parse_bins(frame["_bins"])[0]
     wanted = [c for c in ("bucket", *query.group_by) if c in frame.columns] + list(query.series)
     frame = frame.select(wanted)
     has_percentiles = any(Agg(s.split(".")[1]) in PERCENTILES for s in query.series)
@@ -212,4 +223,5 @@ def run_metrics(
         grains=grains,
         exact_percentiles=(source == "raw") if has_percentiles else None,
         seconds=time.perf_counter() - started,
+        sketch=sketch,
     )

@@ -12,7 +12,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg
 from observatory_core.rollups.partials import measure_expressions
 from observatory_core.scope import Scope, scoped_spans
-from observatory_core.storage.dialect import percentile_cont, time_bucket
+from observatory_core.storage.dialect import percentile_cont, stddev_samp, time_bucket
 from observatory_core.storage.schema import spans
 
 _MEASURES = measure_expressions(spans)
@@ -46,6 +46,7 @@ def series_expression(name: str) -> ColumnElement:
         Agg.AVG: func.avg,
         Agg.MIN: func.min,
         Agg.MAX: func.max,
+        Agg.STDDEV: stddev_samp,
     }[agg](value)
 
 

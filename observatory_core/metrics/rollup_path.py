@@ -21,7 +21,13 @@ from observatory_core.metrics.catalog import METRICS, PERCENTILES, ROLLUP_GROUPS
 from observatory_core.rollups.partials import partial_select
 from observatory_core.scope import Scope, span_conditions
 from observatory_core.storage.dialect import sketch_bins, time_bucket
-from observatory_core.storage.schema import LATENCY_COLUMNS, ROLLUP_GRAINS, ROLLUPS, spans
+from observatory_core.storage.schema import (
+    LATENCY_COLUMNS,
+    MEASURE_PARTS,
+    ROLLUP_GRAINS,
+    ROLLUPS,
+    spans,
+)
 from observatory_core.storage.types import EPOCH
 
 # The filter fields a rollup row can answer (everything else needs raw spans).
@@ -104,7 +110,7 @@ def _needs(series: tuple[str, ...]) -> tuple[list[str], bool]:
 
 def _parts(measures: list[str], bins: bool) -> list[str]:
     cols = ["span_count", "error_count"]
-    cols += [f"{m}_{p}" for m in measures for p in ("count", "sum", "min", "max")]
+    cols += [f"{m}_{p}" for m in measures for p in MEASURE_PARTS]
     return cols + (list(LATENCY_COLUMNS) if bins else [])
 
 
@@ -228,12 +234,26 @@ def finalize(
                 col = frame[f"{m}_min"].cast(pl.Float64)
             elif agg == Agg.MAX:
                 col = frame[f"{m}_max"].cast(pl.Float64)
+            elif agg == Agg.STDDEV:
+                col = pl.Series(stddev_from_sums(count, total, frame[f"{m}_sumsq"])).fill_nan(None)
             else:
                 if bins is None:
                     bins = parse_bins(frame["bins"])
                 col = pl.Series(percentiles_from_bins(bins, PERCENTILES[agg])).fill_nan(None)
         out[name] = col.alias(name)
+    if "bins" in frame.columns:  # kept for callers that read the merged sketch
+        out["_bins"] = frame["bins"]
     return pl.DataFrame(out)
+
+
+def stddev_from_sums(count: pl.Series, total: pl.Series, sumsq: pl.Series) -> np.ndarray:
+    """Sample standard deviation from n, sum and sum of squares (NaN below two values)."""
+    n = count.fill_null(0).to_numpy().astype(float)
+    s1 = total.cast(pl.Float64).fill_null(0).to_numpy()
+    s2 = sumsq.cast(pl.Float64).fill_null(0).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = (s2 - s1 * s1 / n) / (n - 1)
+    return np.where(n > 1, np.sqrt(np.maximum(variance, 0.0)), np.nan)
 
 
 def parse_bins(texts: pl.Series) -> np.ndarray:

@@ -26,6 +26,11 @@ def bin_of(duration_ms: float) -> int:
     return min(max(index, 1), BINS - 1)
 
 
+def upper_edge(index: int) -> float:
+    """The largest latency bin `index` holds (the last bin has no upper edge)."""
+    return ABSOLUTE_FLOOR_MS * GAMMA**index if index < BINS - 1 else math.inf
+
+
 def representative(index: int) -> float:
     """The value standing for a bin: within RELATIVE_BOUND of any latency in it."""
     if index == 0:

@@ -10,9 +10,12 @@ from __future__ import annotations
 from sqlalchemy import Column, MetaData, Table, delete, func, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from observatory_core.rollups.partials import SOURCE_COLUMNS, partial_select
+from observatory_core.rollups.partials import SOURCE_COLUMNS, actor_select, partial_select
 from observatory_core.storage.dialect import greatest_of, least_of, upsert
 from observatory_core.storage.schema import (
+    ACTOR_GRAINS,
+    ACTOR_KINDS,
+    ACTOR_ROLLUPS,
     LATENCY_COLUMNS,
     ROLLUP_DIMENSIONS,
     ROLLUP_GRAINS,
@@ -57,7 +60,10 @@ def _add_into(conn: Connection, grain: str, source_select) -> None:
     }
     for m in ROLLUP_MEASURES:
         updates[f"{m}_count"] = t[f"{m}_count"] + new[f"{m}_count"]
-        updates[f"{m}_sum"] = func.coalesce(t[f"{m}_sum"], 0) + func.coalesce(new[f"{m}_sum"], 0)
+        for part in ("sum", "sumsq"):
+            updates[f"{m}_{part}"] = func.coalesce(t[f"{m}_{part}"], 0) + func.coalesce(
+                new[f"{m}_{part}"], 0
+            )
         updates[f"{m}_min"] = least_of(t[f"{m}_min"], new[f"{m}_min"])
         updates[f"{m}_max"] = greatest_of(t[f"{m}_max"], new[f"{m}_max"])
     for name in LATENCY_COLUMNS:
@@ -70,10 +76,32 @@ def _add_into(conn: Connection, grain: str, source_select) -> None:
     )
 
 
+def _add_actors(conn: Connection, grain: str, source_select) -> None:
+    table = ACTOR_ROLLUPS[grain]
+    stmt = upsert(conn, table).from_select(
+        [c.name for c in source_select.selected_columns], source_select
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[
+                table.c.org_id,
+                table.c.bucket_start,
+                table.c.project_id,
+                table.c.kind,
+                table.c.actor,
+            ],
+            set_={"span_count": table.c.span_count + stmt.excluded.span_count},
+        )
+    )
+
+
 def fold_new_spans(conn: Connection) -> None:
     """Add the spans in `spans_new` to every rollup grain (same transaction as the spans)."""
     for grain, seconds in ROLLUP_GRAINS.items():
         _add_into(conn, grain, partial_select(spans_new, seconds))
+    for grain in ACTOR_GRAINS:
+        for kind in ACTOR_KINDS:
+            _add_actors(conn, grain, actor_select(spans_new, ROLLUP_GRAINS[grain], kind))
 
 
 def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
@@ -89,6 +117,17 @@ def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
         counts[grain] = conn.execute(
             select(func.count()).select_from(table).where(*mine)
         ).scalar_one()
+    for grain in ACTOR_GRAINS:
+        table = ACTOR_ROLLUPS[grain]
+        mine = [] if org_id is None else [table.c.org_id == org_id]
+        conn.execute(delete(table).where(*mine))
+        for kind in ACTOR_KINDS:
+            source = actor_select(spans, ROLLUP_GRAINS[grain], kind)
+            if org_id is not None:
+                source = source.where(spans.c.org_id == org_id)
+            conn.execute(
+                table.insert().from_select([c.name for c in source.selected_columns], source)
+            )
     return counts
 
 
@@ -97,6 +136,6 @@ def rebuild(engine: Engine, *, org_id: int | None = None) -> dict[str, int]:
     with engine.begin() as conn:
         counts = rebuild_on(conn, org_id)
         if conn.dialect.name == "postgresql":
-            for table in ROLLUPS.values():
+            for table in (*ROLLUPS.values(), *ACTOR_ROLLUPS.values()):
                 conn.execute(text(f"ANALYZE {table.name}"))
     return counts

@@ -6,7 +6,7 @@ edges of a rollup query, so the two can never disagree on what a measure means.
 
 from __future__ import annotations
 
-from sqlalchemy import Select, and_, case, func, literal_column, select
+from sqlalchemy import Select, String, and_, case, func, literal, literal_column, select
 from sqlalchemy.sql.expression import ColumnElement, FromClause
 
 from observatory_core.storage.dialect import latency_bin, time_bucket
@@ -31,6 +31,8 @@ SOURCE_COLUMNS = (
     "output_cost_usd",
     "total_cost_usd",
     "quality_score",
+    "user_id",
+    "session_id",
 )
 
 
@@ -64,6 +66,23 @@ def dimension_expressions(src: FromClause) -> dict[str, ColumnElement]:
         "operation": c.operation,
         "status": c.status,
     }
+
+
+def actor_select(src: FromClause, bucket_seconds: int, kind: str) -> Select:
+    """(org, bucket, project, kind, actor, span_count) rows for the actor rollups."""
+    column = src.c.user_id if kind == "user" else src.c.session_id
+    keys = [
+        src.c.org_id,
+        time_bucket(src.c.start_time, bucket_seconds).label("bucket_start"),
+        src.c.project_id,
+        literal(kind, String()).label("kind"),
+        column.label("actor"),
+    ]
+    return (
+        select(*keys, func.count().label("span_count"))
+        .where(column.is_not(None))
+        .group_by(*keys[:3], column)
+    )
 
 
 def partial_select(
@@ -100,6 +119,7 @@ def partial_select(
             func.sum(i[m]).label(f"{m}_sum"),
             func.min(i[m]).label(f"{m}_min"),
             func.max(i[m]).label(f"{m}_max"),
+            func.sum(i[m] * i[m]).label(f"{m}_sumsq"),
         ]
     if with_bins:
         aggregates += [

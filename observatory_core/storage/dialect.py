@@ -101,6 +101,41 @@ class PercentileAggregate:
         return interpolated_percentile(self.values, self.fraction)
 
 
+class StddevAggregate:
+    """SQLite aggregate behind `obs_stddev`: the sample standard deviation (Welford's method)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def step(self, value) -> None:
+        if value is not None:
+            self.n += 1
+            delta = value - self.mean
+            self.mean += delta / self.n
+            self.m2 += delta * (value - self.mean)
+
+    def finalize(self):
+        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else None
+
+
+class stddev_samp(FunctionElement):
+    """Sample standard deviation (NULL below two values), the same on both databases."""
+
+    type = Float()
+    inherit_cache = True
+    name = "stddev_samp"
+
+
+@compiles(stddev_samp, "postgresql")
+def _pg_stddev(element, compiler, **kw):
+    return f"stddev_samp({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(stddev_samp, "sqlite")
+def _sqlite_stddev(element, compiler, **kw):
+    return f"obs_stddev({compiler.process(element.clauses, **kw)})"
+
+
 def interpolated_percentile(values: list[float], fraction: float) -> float | None:
     if not values:
         return None

@@ -11,7 +11,11 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from observatory_core.errors import ConfigError, DatabaseUnavailable
-from observatory_core.storage.dialect import PercentileAggregate, sqlite_latency_bin
+from observatory_core.storage.dialect import (
+    PercentileAggregate,
+    StddevAggregate,
+    sqlite_latency_bin,
+)
 
 SUPPORTED = "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host:5432/dbname"
 
@@ -42,6 +46,7 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
     dbapi_conn.create_aggregate("obs_percentile_cont", 2, PercentileAggregate)
+    dbapi_conn.create_aggregate("obs_stddev", 1, StddevAggregate)
     dbapi_conn.create_function("obs_latency_bin", 1, sqlite_latency_bin, deterministic=True)
 
 

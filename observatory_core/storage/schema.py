@@ -233,6 +233,8 @@ ROLLUP_MEASURES = (
     "quality",
 )
 LATENCY_COLUMNS = tuple(f"lat_{i:02d}" for i in range(SKETCH_BINS))
+# sumsq: the sum of squares, for standard deviations and the Overview's noise tests
+MEASURE_PARTS = ("count", "sum", "min", "max", "sumsq")
 
 
 def _rollup_table(grain: str) -> Table:
@@ -253,7 +255,7 @@ def _rollup_table(grain: str) -> Table:
         *(
             Column(f"{m}_{part}", Integer if part == "count" else Float, nullable=part != "count")
             for m in ROLLUP_MEASURES
-            for part in ("count", "sum", "min", "max")
+            for part in MEASURE_PARTS
         ),
         *(Column(c, Integer, nullable=False) for c in LATENCY_COLUMNS),
         UniqueConstraint("org_id", "bucket_start", *ROLLUP_DIMENSIONS, name=f"uq_{name}_key"),
@@ -261,6 +263,31 @@ def _rollup_table(grain: str) -> Table:
 
 
 ROLLUPS: dict[str, Table] = {grain: _rollup_table(grain) for grain in ROLLUP_GRAINS}
+
+# Distinct users and sessions cannot be summed, so the actors seen per bucket are kept:
+# a distinct count over these rows is exact and reads far fewer rows than the spans.
+ACTOR_GRAINS = ("1hour", "1day")
+ACTOR_KINDS = ("user", "session")
+
+
+def _actor_table(grain: str) -> Table:
+    name = f"rollup_actors_{grain}"
+    return Table(
+        name,
+        metadata,
+        Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+        Column("bucket_start", UtcDateTime, nullable=False),
+        Column("project_id", Integer, nullable=False),
+        Column("kind", String(8), nullable=False),
+        Column("actor", String(200), nullable=False),
+        Column("span_count", Integer, nullable=False),
+        UniqueConstraint(
+            "org_id", "bucket_start", "project_id", "kind", "actor", name=f"uq_{name}_key"
+        ),
+    )
+
+
+ACTOR_ROLLUPS: dict[str, Table] = {grain: _actor_table(grain) for grain in ACTOR_GRAINS}
 
 OPERATIONS = (
     "chat",

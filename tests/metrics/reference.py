@@ -46,6 +46,7 @@ def _expr(name: str) -> pl.Expr:
         "avg": col.mean(),
         "min": col.min(),
         "max": col.max(),
+        "stddev": col.std(ddof=1),
     }[agg]
 
 

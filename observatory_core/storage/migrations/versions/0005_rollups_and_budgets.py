@@ -1,7 +1,8 @@
 """rollup tables at 1 minute, 1 hour and 1 day, filled from existing spans; org budgets
 
 Each rollup row: one (org, bucket, project, provider, model, environment, operation, status)
-with counts, sums, min and max of ten measures and 64 latency-sketch bins.
+with counts, sums, min, max and sums of squares of ten measures and 64 latency-sketch bins;
+rollup_actors_*: the users and sessions seen per (org, bucket, project), for exact distinct counts.
 The tables are backfilled here, so an upgraded database answers from rollups at once.
 
 Revision ID: 0005
@@ -52,7 +53,9 @@ def _columns() -> list[sa.Column]:
     ]
     for m in MEASURES:
         cols.append(sa.Column(f"{m}_count", sa.Integer(), nullable=False))
-        cols += [sa.Column(f"{m}_{p}", sa.Float(), nullable=True) for p in ("sum", "min", "max")]
+        cols += [
+            sa.Column(f"{m}_{p}", sa.Float(), nullable=True) for p in ("sum", "min", "max", "sumsq")
+        ]
     cols += [sa.Column(f"lat_{i:02d}", sa.Integer(), nullable=False) for i in range(BINS)]
     return cols
 
@@ -67,6 +70,23 @@ def upgrade() -> None:
                 ["org_id"], ["orgs.id"], name=f"fk_{name}_org_id_orgs", ondelete="CASCADE"
             ),
             sa.UniqueConstraint("org_id", "bucket_start", *DIMENSIONS, name=f"uq_{name}_key"),
+        )
+    for grain in ("1hour", "1day"):
+        name = f"rollup_actors_{grain}"
+        op.create_table(
+            name,
+            sa.Column("org_id", sa.Integer(), nullable=False),
+            sa.Column("bucket_start", UTC_TIME, nullable=False),
+            sa.Column("project_id", sa.Integer(), nullable=False),
+            sa.Column("kind", sa.String(length=8), nullable=False),
+            sa.Column("actor", sa.String(length=200), nullable=False),
+            sa.Column("span_count", sa.Integer(), nullable=False),
+            sa.ForeignKeyConstraint(
+                ["org_id"], ["orgs.id"], name=f"fk_{name}_org_id_orgs", ondelete="CASCADE"
+            ),
+            sa.UniqueConstraint(
+                "org_id", "bucket_start", "project_id", "kind", "actor", name=f"uq_{name}_key"
+            ),
         )
     op.create_table(
         "org_budgets",
@@ -87,5 +107,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("org_budgets")
+    for grain in ("1hour", "1day"):
+        op.drop_table(f"rollup_actors_{grain}")
     for grain in GRAINS:
         op.drop_table(f"rollup_{grain}")
