@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
-from sqlalchemy import Select, func, literal, select, union_all
+from sqlalchemy import BigInteger, Select, cast, func, literal, literal_column, select, union_all
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.filters.compile import filter_conditions
@@ -180,11 +180,17 @@ def rollup_select(
     for p in parts:
         if p in LATENCY_COLUMNS:
             continue
-        fn = func.min if p.endswith("_min") else func.max if p.endswith("_max") else func.sum
-        aggs.append(fn(u.c[p]).label(p))
+        if p.endswith("_min") or p.endswith("_max"):
+            aggs.append((func.min if p.endswith("_min") else func.max)(u.c[p]).label(p))
+        elif p.endswith("_count"):  # a bigint, not PostgreSQL's numeric sum of bigints
+            aggs.append(cast(func.sum(u.c[p]), BigInteger).label(p))
+        else:
+            aggs.append(func.sum(u.c[p]).label(p))
     if bins:
         aggs.append(
-            sketch_bins([func.coalesce(func.sum(u.c[c]), 0) for c in LATENCY_COLUMNS]).label("bins")
+            sketch_bins(
+                [func.coalesce(func.sum(u.c[c]), literal_column("0")) for c in LATENCY_COLUMNS]
+            ).label("bins")
         )
     query = select(*keys, *aggs)
     return (query.group_by(*keys) if keys else query), list(dict.fromkeys(used))
