@@ -51,7 +51,7 @@ def controls(scope: Scope) -> tuple[MetricQuery | None, bool, str | None]:
     compare with the previous period, and an error message."""
     q = st.query_params
     options = series_options(scope)
-    top = st.columns([4, 1, 3, 1, 1])
+    top = st.columns([4, 1.3, 3, 1, 1.4])
     series = top[0].multiselect(
         "Metrics",
         options,
@@ -186,8 +186,7 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
         height=260 * rows + 60,
         margin=dict(l=10, r=10, t=40, b=10),
         legend=dict(orientation="h", y=-0.12),
-        hovermode="x unified",
-        dragmode="select",
+        hovermode="closest",
     )
     return figure, trace_groups
 

@@ -42,7 +42,7 @@ def _value(k: Kpi, value: float | None) -> str:
 
 
 def kpi_tiles(view: Overview) -> None:
-    per_row = 5
+    per_row = 4
     for start in range(0, len(view.kpis), per_row):
         row = view.kpis[start : start + per_row]
         for column, k in zip(st.columns(per_row), row, strict=False):

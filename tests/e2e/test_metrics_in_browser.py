@@ -1,0 +1,61 @@
+"""Metrics and Overview in Chromium: a chart to click, a zoom kept in the link, the tiles."""
+
+import re
+
+import pytest
+
+from observatory_core.settings import get_settings
+from tests.e2e.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+
+def _open(page, live_server, path):
+    """Log in on the start page, then follow a link (deep links through the login form are
+    covered by the Traces test)."""
+    base = live_server["base"]
+    page.goto(base + "/")
+    page.get_by_role("textbox", name="Username").fill(live_server["user"])
+    page.get_by_role("textbox", name="Password").fill(live_server["password"])
+    page.get_by_role("button", name="Login").click()
+    page.get_by_text("Last 24 hours").first.wait_for(timeout=30_000)
+    # the login cookie is written by the browser on the run after the login
+    for _ in range(100):
+        if any(c["name"] == get_settings().cookie_name for c in page.context.cookies()):
+            break
+        page.wait_for_timeout(100)
+    page.goto(base + path)
+
+
+def test_clicking_a_point_zooms_in_and_links_to_its_spans(live_server, page):
+    _open(page, live_server, "/metrics?relative=24h&m=request_count.count&b=1hour")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    page.get_by_text(re.compile("Computed from rollups")).wait_for(timeout=30_000)
+    points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
+    points.first.wait_for(timeout=30_000)
+    assert points.count() in (24, 25)  # every hour of the range, partial end hours included
+    box = points.nth(12).bounding_box()  # plotly listens on its drag layer, not on the marker
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # hover first
+    page.mouse.down()
+    page.mouse.up()
+    page.get_by_role("button", name="Reset zoom").wait_for(timeout=30_000)
+    assert "zoom=" in page.url
+    page.get_by_role("button", name="Open the spans behind this point in Traces").click()
+    page.wait_for_url(re.compile(r"/traces\?"), timeout=30_000)
+    page.get_by_text(re.compile(r"Page 1 · \d+ rows")).first.wait_for(timeout=30_000)
+    assert "start=" in page.url and "end=" in page.url
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "metrics-point-in-traces.png"), full_page=True)
+
+
+def test_overview_shows_tiles_with_their_noise_mark(live_server, page):
+    _open(page, live_server, "/overview?period=24h")
+    page.locator('[data-testid="stMetric"]').nth(8).wait_for(timeout=30_000)
+    texts = page.locator('[data-testid="stMetric"]').all_inner_texts()
+    assert any(t.startswith("Requests") for t in texts)
+    assert any("noise" in t for t in texts)
+    page.get_by_text("Most common errors").wait_for(timeout=30_000)
+    page.get_by_text("Budget this month").wait_for(timeout=30_000)
+    assert page.get_by_text("Traceback").count() == 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
