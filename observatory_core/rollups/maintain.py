@@ -10,7 +10,12 @@ from __future__ import annotations
 from sqlalchemy import Column, MetaData, Table, delete, func, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from observatory_core.rollups.partials import SOURCE_COLUMNS, actor_select, partial_select
+from observatory_core.rollups.partials import (
+    SOURCE_COLUMNS,
+    actor_select,
+    partial_select,
+    trace_select,
+)
 from observatory_core.storage.dialect import greatest_of, least_of, upsert
 from observatory_core.storage.schema import (
     ACTOR_GRAINS,
@@ -22,6 +27,7 @@ from observatory_core.storage.schema import (
     ROLLUP_MEASURES,
     ROLLUPS,
     spans,
+    trace_totals,
 )
 
 # The temporary table a writer fills with its newly inserted spans (see the module docstring).
@@ -95,6 +101,27 @@ def _add_actors(conn: Connection, grain: str, source_select) -> None:
     )
 
 
+def _add_traces(conn: Connection, source_select) -> None:
+    t = trace_totals
+    stmt = upsert(conn, t).from_select(
+        [c.name for c in source_select.selected_columns], source_select
+    )
+    new = stmt.excluded
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[t.c.org_id, t.c.trace_id, t.c.project_id],
+            set_={
+                "root_id": func.coalesce(t.c.root_id, new.root_id),
+                "span_count": t.c.span_count + new.span_count,
+                "error_count": t.c.error_count + new.error_count,
+                "total_cost_usd": t.c.total_cost_usd + new.total_cost_usd,
+                "total_tokens": t.c.total_tokens + new.total_tokens,
+                "max_span_id": greatest_of(t.c.max_span_id, new.max_span_id),
+            },
+        )
+    )
+
+
 def fold_new_spans(conn: Connection) -> None:
     """Add the spans in `spans_new` to every rollup grain (same transaction as the spans)."""
     for grain, seconds in ROLLUP_GRAINS.items():
@@ -102,6 +129,7 @@ def fold_new_spans(conn: Connection) -> None:
     for grain in ACTOR_GRAINS:
         for kind in ACTOR_KINDS:
             _add_actors(conn, grain, actor_select(spans_new, ROLLUP_GRAINS[grain], kind))
+    _add_traces(conn, trace_select(spans_new))
 
 
 def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
@@ -128,6 +156,14 @@ def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
             conn.execute(
                 table.insert().from_select([c.name for c in source.selected_columns], source)
             )
+    mine = [] if org_id is None else [trace_totals.c.org_id == org_id]
+    conn.execute(delete(trace_totals).where(*mine))
+    source = trace_select(spans)
+    if org_id is not None:
+        source = source.where(spans.c.org_id == org_id)
+    conn.execute(
+        trace_totals.insert().from_select([c.name for c in source.selected_columns], source)
+    )
     return counts
 
 
@@ -136,6 +172,6 @@ def rebuild(engine: Engine, *, org_id: int | None = None) -> dict[str, int]:
     with engine.begin() as conn:
         counts = rebuild_on(conn, org_id)
         if conn.dialect.name == "postgresql":
-            for table in (*ROLLUPS.values(), *ACTOR_ROLLUPS.values()):
+            for table in (*ROLLUPS.values(), *ACTOR_ROLLUPS.values(), trace_totals):
                 conn.execute(text(f"ANALYZE {table.name}"))
     return counts

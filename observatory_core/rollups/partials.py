@@ -6,7 +6,19 @@ edges of a rollup query, so the two can never disagree on what a measure means.
 
 from __future__ import annotations
 
-from sqlalchemy import Integer, Select, String, and_, case, func, literal, literal_column, select
+from sqlalchemy import (
+    Float,
+    Integer,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+)
 from sqlalchemy.sql.expression import ColumnElement, FromClause
 
 from observatory_core.storage.dialect import latency_bin, time_bucket
@@ -14,7 +26,10 @@ from observatory_core.storage.schema import LATENCY_COLUMNS, ROLLUP_DIMENSIONS, 
 
 # The span columns a partial needs; a source must offer these.
 SOURCE_COLUMNS = (
+    "id",
     "org_id",
+    "trace_id",
+    "parent_span_id",
     "project_id",
     "provider",
     "model",
@@ -94,6 +109,23 @@ def actor_select(src: FromClause, bucket_seconds: int, kind: str) -> Select:
     )
 
 
+def trace_select(src: FromClause) -> Select:
+    """Per (org, trace, project): the totals `trace_totals` keeps."""
+    c = src.c
+    keys = [c.org_id, c.trace_id, c.project_id]
+    return select(
+        *keys,
+        func.max(case((c.parent_span_id.is_(None), c.id))).label("root_id"),
+        func.count().label("span_count"),
+        func.coalesce(func.sum(case((c.status == "error", _ONE), else_=_ZERO)), _ZERO).label(
+            "error_count"
+        ),
+        func.coalesce(func.sum(c.total_cost_usd), 0.0).label("total_cost_usd"),
+        func.coalesce(func.sum(c.total_tokens), _ZERO).label("total_tokens"),
+        func.max(c.id).label("max_span_id"),
+    ).group_by(*keys)
+
+
 def partial_select(
     src: FromClause,
     bucket_seconds: int,
@@ -130,7 +162,8 @@ def partial_select(
             func.sum(i[m]).label(f"{m}_sum"),
             func.min(i[m]).label(f"{m}_min"),
             func.max(i[m]).label(f"{m}_max"),
-            func.sum(i[m] * i[m]).label(f"{m}_sumsq"),
+            # in floating point: token counts squared overflow 32-bit integers
+            func.sum(cast(i[m], Float) * cast(i[m], Float)).label(f"{m}_sumsq"),
         ]
     if with_bins:
         aggregates += [

@@ -60,13 +60,14 @@ def get_engine(database_url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 5})
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
-    # Sessions in UTC: timestamps come back without a zone conversion per value.
+    # Sessions in UTC: timestamps come back without a zone conversion per value. No JIT:
+    # its compile time (~200 ms) outweighs the gain on queries that read thousands of rows.
     return create_engine(
         url,
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=10,
-        connect_args={"options": "-c timezone=UTC"},
+        connect_args={"options": "-c timezone=UTC -c jit=off"},
     )
 
 

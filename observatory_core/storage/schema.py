@@ -204,6 +204,23 @@ audit_log = Table(
     Index("ix_audit_log_org_at", "org_id", "at"),
 )
 
+# Per trace (and project): totals over its spans so far, kept as spans arrive, so the
+# explorer can sort whole traces by tree cost without summing every matching tree first.
+trace_totals = Table(
+    "trace_totals",
+    metadata,
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("project_id", Integer, nullable=False),
+    Column("root_id", BigId),  # spans.id of the root, once it has arrived (in this project)
+    Column("span_count", Integer, nullable=False),
+    Column("error_count", Integer, nullable=False),
+    Column("total_cost_usd", Float, nullable=False),
+    Column("total_tokens", BigId, nullable=False),
+    Column("max_span_id", BigId, nullable=False),  # the newest span counted in
+    UniqueConstraint("org_id", "trace_id", "project_id", name="uq_trace_totals_key"),
+)
+
 # A monthly cost budget per org; the Overview page burns it down and forecasts the month end.
 org_budgets = Table(
     "org_budgets",

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, and_, case, func, literal, select, tuple_, type_coerce
+from sqlalchemy import BigInteger, DateTime, case, cast, func, literal, select, tuple_, type_coerce
 from sqlalchemy.engine import Engine
 
 from observatory_core.errors import UserError
@@ -18,7 +18,7 @@ from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope, scoped_spans, span_conditions
-from observatory_core.storage.schema import spans
+from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.traces.cursor import Cursor, decode_cursor
 from observatory_core.traces.fields import KEY_FIELDS, resolve_fields
 
@@ -271,6 +271,87 @@ def _read_roots(
     return rows, next_cursor, total
 
 
+def _read_by_tree(
+    engine: Engine,
+    scope: Scope,
+    where: list,
+    wanted: tuple[str, ...],
+    *,
+    sort: str,
+    direction: str,
+    limit: int,
+    position: Cursor | None,
+    as_of: datetime,
+    max_id: int,
+    count: bool,
+) -> tuple[list[dict], str | None, int | None]:
+    """Traces sorted by a tree total (cost, tokens), from the maintained `trace_totals`.
+
+    A trace that received spans after the page's pin has its totals recomputed from the
+    spans under the pin, so pages stay stable while spans arrive.
+    """
+    t = trace_totals
+    matching = scoped_spans(scope, spans.c.trace_id).where(*where)
+    per_trace = (
+        select(
+            t.c.trace_id,
+            func.max(t.c.root_id).label("root_id"),
+            func.sum(t.c.total_cost_usd).label("total_cost_usd"),
+            cast(func.sum(t.c.total_tokens), BigInteger).label("total_tokens"),
+            cast(func.sum(t.c.span_count), BigInteger).label("span_count"),
+            cast(func.sum(t.c.error_count), BigInteger).label("error_count"),
+            func.max(t.c.max_span_id).label("newest"),
+        )
+        .where(*span_conditions(scope, t), t.c.trace_id.in_(matching))
+        .group_by(t.c.trace_id)
+        .subquery("per_trace")
+    )
+    p = per_trace.c
+
+    def pinned(column: str, value):
+        exact = (
+            scoped_spans(scope, value)
+            .where(spans.c.trace_id == p.trace_id, spans.c.id <= max_id)
+            .scalar_subquery()
+        )
+        value = case((p.newest <= max_id, p[column]), else_=exact)
+        return value if column == "total_cost_usd" else cast(value, BigInteger)
+
+    is_error = case((spans.c.status == "error", 1), else_=0)
+    totals = {
+        "total_cost_usd": pinned("total_cost_usd", func.sum(spans.c.total_cost_usd)),
+        "total_tokens": pinned("total_tokens", func.sum(spans.c.total_tokens)),
+        "span_count": pinned("span_count", func.count()),
+        "error_count": pinned("error_count", func.sum(is_error)),
+    }
+    key = totals[sort]
+    query = select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items())).where(
+        p.root_id.is_not(None), p.root_id <= max_id
+    )
+    if position:
+        query = query.where(_after(key, p.root_id, position))
+    order = (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
+    with engine.connect() as conn:
+        ranked = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
+        ids = [r["root_id"] for r in ranked]
+        roots = scoped_spans(scope, *(spans.c[f] for f in wanted)).where(spans.c.id.in_(ids))
+        by_id = {r["id"]: dict(r) for r in conn.execute(roots).mappings()} if ids else {}
+        total = None
+        if count:
+            total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = []
+    for r in ranked:
+        root = by_id.get(r["root_id"])
+        if root is None:  # the root row went away (deleted): nothing to show for this trace
+            continue
+        root.update(span_count=r["span_count"], error_count=r["error_count"])
+        for name in ("total_cost_usd", "total_tokens"):
+            if name in root or name == sort:
+                root[name] = r[name]
+        rows.append(root)
+    return _page_end(rows, limit, sort, direction, as_of, max_id) + (total,)
+
+
 def _read(
     engine: Engine,
     scope: Scope,
@@ -309,19 +390,18 @@ def _read(
             count=count,
         )
     else:
-        matching = scoped_spans(scope, spans.c.trace_id).where(*where)
-        tree = _tree_totals(scope, spans.c.trace_id.in_(matching), max_id)
-        replaced = {"total_cost_usd": tree.c.t_cost, "total_tokens": tree.c.t_tokens}
-        columns = [replaced.get(f, spans.c[f]).label(f) for f in wanted]
-        columns += [tree.c.t_spans.label("span_count"), tree.c.t_errors.label("error_count")]
-        key = replaced.get(sort, spans.c[sort])
-        roots = and_(*span_conditions(scope), spans.c.parent_span_id.is_(None))
-        query = select(*columns).select_from(spans.join(tree, tree.c.t_id == spans.c.trace_id))
-        query = query.where(roots)
-        counter = (
-            select(func.count())
-            .select_from(tree.join(spans, tree.c.t_id == spans.c.trace_id))
-            .where(roots)
+        return _read_by_tree(
+            engine,
+            scope,
+            where,
+            wanted,
+            sort=sort,
+            direction=direction,
+            limit=limit,
+            position=position,
+            as_of=as_of,
+            max_id=max_id,
+            count=count,
         )
     if position:
         query = query.where(_after(key, spans.c.id, position))

@@ -162,12 +162,55 @@ def test_pages_stay_stable_while_new_spans_arrive(explorer):
             cursor = page.next_cursor
         assert len(seen) == len(set(seen)) and set(seen) == expected
     finally:
+        from observatory_core.rollups.maintain import rebuild
         from observatory_core.storage.schema import spans
 
         with engine.begin() as conn:
             conn.execute(
                 spans.delete().where(spans.c.trace_id.in_([r["trace_id"] for r in newcomers]))
             )
+        rebuild(engine)  # spans are never deleted by the product; the derived tables follow
+
+
+@pytest.mark.parametrize("sort", ["total_cost_usd", "total_tokens"])
+def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort):
+    """A span joining a trace after the first page must not move that trace between pages."""
+    engine = explorer["engine"]
+    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    spec = FilterSpec(relative="7d")
+    first = list_spans(engine, scope, spec, mode="traces", sort=sort, limit=5, now=NOW)
+    everything = all_rows(engine, scope, spec, mode="traces", sort=sort, limit=5)
+    cheapest = everything[-1]
+    org, project = explorer["acme"], explorer["projects"][0]
+    grown = span(
+        org,
+        project,
+        NOW - timedelta(hours=2),
+        trace_id=cheapest["trace_id"],
+        parent_span_id=cheapest["span_id"],
+        input_tokens=10**6,
+        input_cost_usd=1000.0,
+    )
+    write(engine, [grown])
+    try:
+        seen, cursor = [r["trace_id"] for r in first.rows], first.next_cursor
+        while cursor:
+            page = list_spans(engine, scope, spec, mode="traces", sort=sort, limit=5, cursor=cursor)
+            seen += [r["trace_id"] for r in page.rows]
+            if cheapest["trace_id"] in [r["trace_id"] for r in page.rows]:
+                row = next(r for r in page.rows if r["trace_id"] == cheapest["trace_id"])
+                assert row[sort] == cheapest[sort]  # totals as of the pin
+            cursor = page.next_cursor
+        assert seen == [r["trace_id"] for r in everything]
+        fresh = list_spans(engine, scope, spec, mode="traces", sort=sort, limit=1, now=NOW)
+        assert fresh.rows[0]["trace_id"] == cheapest["trace_id"]  # a new first page sees it
+    finally:
+        from observatory_core.rollups.maintain import rebuild
+        from observatory_core.storage.schema import spans
+
+        with engine.begin() as conn:
+            conn.execute(spans.delete().where(spans.c.span_id == grown["span_id"]))
+        rebuild(engine)
 
 
 def test_other_org_sees_none_of_these_rows(explorer):

@@ -1,8 +1,9 @@
-"""rollup tables at 1 minute, 1 hour and 1 day, filled from existing spans; org budgets
+"""rollups at 1 minute, 1 hour and 1 day, actor rollups, trace totals, all backfilled; budgets
 
 Each rollup row: one (org, bucket, project, provider, model, environment, operation, status)
 with counts, sums, min, max and sums of squares of ten measures and 64 latency-sketch bins;
-rollup_actors_*: the users and sessions seen per (org, bucket, project), for exact distinct counts.
+rollup_actors_*: the users and sessions seen per (org, bucket, project), for exact distinct counts;
+trace_totals: per trace and project, its span count, errors, cost and tokens so far.
 The tables are backfilled here, so an upgraded database answers from rollups at once.
 
 Revision ID: 0005
@@ -20,6 +21,7 @@ branch_labels = None
 depends_on = None
 
 UTC_TIME = observatory_core.storage.types.UtcDateTime(timezone=True)
+BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # Frozen copies of the constants in schema.py at this revision.
 GRAINS = ("1min", "1hour", "1day")
 DIMENSIONS = ("project_id", "provider", "model", "environment", "operation", "status")
@@ -89,6 +91,22 @@ def upgrade() -> None:
             ),
         )
     op.create_table(
+        "trace_totals",
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("trace_id", sa.String(length=32), nullable=False),
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("root_id", BIG_ID, nullable=True),
+        sa.Column("span_count", sa.Integer(), nullable=False),
+        sa.Column("error_count", sa.Integer(), nullable=False),
+        sa.Column("total_cost_usd", sa.Float(), nullable=False),
+        sa.Column("total_tokens", BIG_ID, nullable=False),
+        sa.Column("max_span_id", BIG_ID, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"], ["orgs.id"], name="fk_trace_totals_org_id_orgs", ondelete="CASCADE"
+        ),
+        sa.UniqueConstraint("org_id", "trace_id", "project_id", name="uq_trace_totals_key"),
+    )
+    op.create_table(
         "org_budgets",
         sa.Column("org_id", sa.Integer(), nullable=False),
         sa.Column("monthly_usd", sa.Float(), nullable=False),
@@ -107,6 +125,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("org_budgets")
+    op.drop_table("trace_totals")
     for grain in ("1hour", "1day"):
         op.drop_table(f"rollup_actors_{grain}")
     for grain in GRAINS:
