@@ -54,8 +54,8 @@ def test_overview_shows_tiles_with_their_noise_mark(live_server, page):
     texts = page.locator('[data-testid="stMetric"]').all_inner_texts()
     assert any(t.startswith("Requests") for t in texts)
     assert any("noise" in t for t in texts)
-    page.get_by_text("Most common errors").wait_for(timeout=30_000)
-    page.get_by_text("Budget this month").wait_for(timeout=30_000)
+    page.get_by_text("Most common errors").first.wait_for(timeout=30_000)
+    page.get_by_text("Budget this month").first.wait_for(timeout=30_000)
     assert page.get_by_text("Traceback").count() == 0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
