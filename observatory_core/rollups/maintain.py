@@ -7,7 +7,7 @@ rollups commit or roll back together with the spans.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, MetaData, Table, delete, func, select, text
+from sqlalchemy import Column, MetaData, Table, delete, func, literal_column, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.rollups.partials import (
@@ -16,7 +16,7 @@ from observatory_core.rollups.partials import (
     partial_select,
     trace_select,
 )
-from observatory_core.storage.dialect import greatest_of, least_of, upsert
+from observatory_core.storage.dialect import greatest_of, least_of, time_bucket, upsert
 from observatory_core.storage.schema import (
     ACTOR_GRAINS,
     ACTOR_KINDS,
@@ -122,10 +122,65 @@ def _add_traces(conn: Connection, source_select) -> None:
     )
 
 
+def _delta_table() -> Table:
+    """A temporary table shaped like a rollup: the new spans' 1-minute partials, from which the
+    coarser grains are merged (cheaper than reading the spans again per grain)."""
+    return Table(
+        "rollup_delta",
+        MetaData(),
+        *(Column(c.name, c.type) for c in ROLLUPS["1min"].columns),
+        prefixes=["TEMPORARY"],
+    )
+
+
+rollup_delta = _delta_table()
+
+
+def _prepare_delta(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE IF NOT EXISTS rollup_delta ON COMMIT DELETE ROWS AS "
+            "SELECT * FROM rollup_1min WITH NO DATA"
+        )
+    else:
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE IF NOT EXISTS rollup_delta AS SELECT * FROM rollup_1min WHERE 0"
+        )
+    conn.execute(delete(rollup_delta))
+
+
+def merge_select(src, bucket_seconds: int):
+    """Partials of a finer grain merged into `bucket_seconds` buckets (sums add, min of mins...)."""
+    c = src.c
+    keys = [
+        c.org_id,
+        time_bucket(c.bucket_start, bucket_seconds).label("bucket_start"),
+        *(c[d] for d in ROLLUP_DIMENSIONS),
+    ]
+    parts = []
+    for col in ROLLUPS["1min"].columns:
+        if col.name in ("org_id", "bucket_start", *ROLLUP_DIMENSIONS):
+            continue
+        if col.name.endswith("_min"):
+            parts.append(func.min(c[col.name]).label(col.name))
+        elif col.name.endswith("_max"):
+            parts.append(func.max(c[col.name]).label(col.name))
+        else:
+            parts.append(func.sum(c[col.name]).label(col.name))
+    return select(*keys, *parts).group_by(*keys)
+
+
 def fold_new_spans(conn: Connection) -> None:
     """Add the spans in `spans_new` to every rollup grain (same transaction as the spans)."""
-    for grain, seconds in ROLLUP_GRAINS.items():
-        _add_into(conn, grain, partial_select(spans_new, seconds))
+    _prepare_delta(conn)
+    minutes = partial_select(spans_new, ROLLUP_GRAINS["1min"])
+    conn.execute(
+        rollup_delta.insert().from_select([c.name for c in minutes.selected_columns], minutes)
+    )
+    # WHERE: SQLite would otherwise read ON CONFLICT as a join constraint
+    _add_into(conn, "1min", select(rollup_delta).where(literal_column("1 = 1")))
+    for grain in ("1hour", "1day"):
+        _add_into(conn, grain, merge_select(rollup_delta, ROLLUP_GRAINS[grain]))
     for grain in ACTOR_GRAINS:
         for kind in ACTOR_KINDS:
             _add_actors(conn, grain, actor_select(spans_new, ROLLUP_GRAINS[grain], kind))
