@@ -86,6 +86,14 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "- `explorer_search_*`: full-text search (FTS5 trigram on SQLite, pg_trgm on PostgreSQL), first "
         "page; target p95 <= 200 ms at 1M.",
         "- `explorer_open_50_span_trace`: the trace detail of a 50-span trace; target <= 50 ms.",
+        "- `metrics_30d_hourly_by_model`: the Metrics page's 30-day hourly series grouped by model "
+        "with request count, average and p95 latency and summed cost, with 'now' 17 minutes past "
+        "the hour (so the range has ragged edges): from rollups (whole hours from the 1-hour "
+        "rollup, the edges from 1-minute rollups and raw spans). `..._raw`: the same from raw "
+        "spans with exact percentiles, for comparison. Target: <= 150 ms on PostgreSQL.",
+        "- `overview_7d_with_comparison`: everything the Overview's tiles need for the last 7 days "
+        "and the 7 days before (totals, means, standard deviations, the p95 and its noise test, "
+        "distinct users and sessions); `..._raw` computes the same from raw spans. Target: <= 300 ms.",
         "- `export_csv_gzip_worker`: the export worker writing every span of the larger demo org "
         "(about 72% of the spans) as CSV.gz, default fields, page by page; peak RSS is the worker "
         "process's. `export_copy_to_stdout_gzip_baseline`: PostgreSQL's own `COPY ... TO STDOUT` of "

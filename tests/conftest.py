@@ -14,7 +14,6 @@ from sqlalchemy.exc import OperationalError
 
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
-from observatory_core.storage.schema import metadata
 
 PG_ADMIN_URL = os.environ.get(
     "OBSERVATORY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -57,11 +56,9 @@ def db_url(request, tmp_path_factory) -> str:
 @pytest.fixture
 def engine(db_url):
     """A migrated, empty database of each kind."""
-    db = get_engine(db_url)
-    with db.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(table.delete())
-    return db
+    from tests.helpers import empty_database
+
+    return empty_database(db_url)
 
 
 @pytest.fixture

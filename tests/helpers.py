@@ -20,6 +20,18 @@ END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 _ids = itertools.count(1)
 
 
+def empty_database(db_url: str):
+    """The migrated database at `db_url` with every row removed (schema kept)."""
+    from observatory_core.storage.engine import get_engine
+    from observatory_core.storage.schema import metadata
+
+    engine = get_engine(db_url)
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    return engine
+
+
 def make_org(engine, slug: str, projects=("main",)) -> tuple[int, list[int]]:
     with engine.begin() as conn:
         org_id = ensure_org(conn, slug, slug.title())

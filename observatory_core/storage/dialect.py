@@ -270,18 +270,7 @@ class least_of(FunctionElement):
     type = Float()
     inherit_cache = True
     name = "least_of"
-
-
-@compiles(least_of, "postgresql")
-def _pg_least(element, compiler, **kw):
-    a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return f"LEAST({a}, {b})"
-
-
-@compiles(least_of, "sqlite")
-def _sqlite_least(element, compiler, **kw):
-    a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return f"coalesce(min({a}, {b}), {a}, {b})"
+    functions = {"postgresql": "LEAST", "sqlite": "min"}
 
 
 class greatest_of(FunctionElement):
@@ -290,18 +279,21 @@ class greatest_of(FunctionElement):
     type = Float()
     inherit_cache = True
     name = "greatest_of"
+    functions = {"postgresql": "GREATEST", "sqlite": "max"}
 
 
+@compiles(least_of, "postgresql")
 @compiles(greatest_of, "postgresql")
-def _pg_greatest(element, compiler, **kw):
+def _pg_extreme(element, compiler, **kw):
     a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return f"GREATEST({a}, {b})"
+    return f"{element.functions['postgresql']}({a}, {b})"
 
 
+@compiles(least_of, "sqlite")
 @compiles(greatest_of, "sqlite")
-def _sqlite_greatest(element, compiler, **kw):
+def _sqlite_extreme(element, compiler, **kw):
     a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return f"coalesce(max({a}, {b}), {a}, {b})"
+    return f"coalesce({element.functions['sqlite']}({a}, {b}), {a}, {b})"
 
 
 def upsert(conn: Connection, table: Table):

@@ -7,9 +7,7 @@ import random
 
 import pytest
 
-from observatory_core.storage.engine import get_engine
-from observatory_core.storage.schema import metadata as schema
-from tests.helpers import all_spans, make_org, write
+from tests.helpers import all_spans, empty_database, make_org, write
 from tests.traces.conftest import NOW, build_rows
 
 
@@ -24,10 +22,7 @@ def _enrich(rows, seed):
 
 @pytest.fixture(scope="module")
 def metrics_data(db_url):
-    engine = get_engine(db_url)
-    with engine.begin() as conn:
-        for table in reversed(schema.sorted_tables):
-            conn.execute(table.delete())
+    engine = empty_database(db_url)
     acme, acme_projects = make_org(engine, "acme", projects=("bot", "search"))
     globex, globex_projects = make_org(engine, "globex")
     rows = _enrich(build_rows(acme, acme_projects, seed=5, traces=160), seed=5)

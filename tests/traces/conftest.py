@@ -7,9 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from observatory_core.storage.engine import get_engine
-from observatory_core.storage.schema import metadata as schema
-from tests.helpers import all_spans, make_org, span, write
+from tests.helpers import all_spans, empty_database, make_org, span, write
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 MODELS = ["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "o'reilly-model"]
@@ -80,10 +78,7 @@ def build_rows(org_id, project_ids, seed, traces=70):
 
 @pytest.fixture(scope="module")
 def explorer(db_url):
-    engine = get_engine(db_url)
-    with engine.begin() as conn:
-        for table in reversed(schema.sorted_tables):
-            conn.execute(table.delete())
+    engine = empty_database(db_url)
     acme, acme_projects = make_org(engine, "acme", projects=("bot", "search"))
     globex, globex_projects = make_org(engine, "globex")
     write(engine, build_rows(acme, acme_projects, seed=1))
