@@ -74,16 +74,3 @@ BUCKETS = {"1min": 60, "5min": 300, "1hour": 3600, "1day": 86400}
 MAX_RANGE_DAYS = {"1min": 1, "5min": 5, "1hour": 62, "1day": 1100}
 # "auto": the smallest bucket whose range fits in this many points.
 AUTO_POINTS = 750
-
-
-def series_name(metric: str, agg: str) -> str:
-    return f"{metric}.{agg}"
-
-
-def unit_of(name: str) -> str:
-    metric, agg = name.split(".")
-    return (
-        "count"
-        if agg == Agg.COUNT and METRICS[metric].unit not in ("count", "users")
-        else (METRICS[metric].unit)
-    )
