@@ -44,8 +44,10 @@ def distinct_actors(
         )
     if not pieces:
         return {"user": 0, "session": 0}
+    # DISTINCT first, then count: PostgreSQL hashes the pairs instead of sorting per kind
     u = union_all(*pieces).subquery("u")
-    query = select(u.c.kind, func.count(u.c.actor.distinct())).group_by(u.c.kind)
+    pairs = select(u.c.kind, u.c.actor).distinct().subquery("pairs")
+    query = select(pairs.c.kind, func.count()).group_by(pairs.c.kind)
     with engine.connect() as conn:
         found = dict(conn.execute(query).all())
     return {"user": int(found.get("user", 0)), "session": int(found.get("session", 0))}
