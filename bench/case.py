@@ -191,7 +191,8 @@ def main() -> None:
     rows_in_window = period_stats(engine, scope, END - day, END).requests
     for name, fn in ops.items():
         # the raw baselines take seconds each; a few runs show the gain well enough
-        median, p95 = timed(fn, 5 if name.endswith("_raw") else args.runs)
+        runs = 5 if name.endswith("_raw") else args.runs
+        median, p95 = timed(fn, runs)
         rows = rows_in_window if name.startswith("home") else None
         out.append(
             {
@@ -201,7 +202,7 @@ def main() -> None:
                 "p95_ms": p95,
                 "rows_per_s": rows / (median / 1000) if rows and median else None,
                 "rows": rows,
-                "runs": 5 if name.endswith("_raw") else args.runs,
+                "runs": runs,
                 "peak_rss_mb": peak_rss_mb(),
             }
         )

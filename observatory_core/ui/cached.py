@@ -34,8 +34,7 @@ def _home(scope: Scope, minute: str) -> HomeSummary:
 
 def home(scope: Scope) -> HomeSummary:
     """Cached per minute: the numbers move with the clock but a rerun costs nothing."""
-    minute = datetime.now(UTC).replace(second=0, microsecond=0).isoformat()
-    return _home(scope, minute)
+    return _home(scope, minute())
 
 
 @st.cache_data(ttl=300, show_spinner=False)

@@ -145,9 +145,14 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
     )
     shift = result.end - result.start
     groups = _groups(result)
+    # each group's previous-period rows, found once for all its panels
+    befores = [
+        _part(previous.frame, result.group_by, part) if previous is not None else None
+        for _, part in groups
+    ]
     trace_groups: list[dict | None] = []
     for row, name in enumerate(result.series, start=1):
-        for i, (label, part) in enumerate(groups):
+        for i, ((label, part), before) in enumerate(zip(groups, befores, strict=True)):
             color = PALETTE[i % len(PALETTE)]
             figure.add_trace(
                 go.Scatter(
@@ -164,24 +169,22 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
                 col=1,
             )
             trace_groups.append({g: part[g][0] for g in result.group_by})
-            if previous is not None:
-                before = _part(previous.frame, result.group_by, part)
-                if before.height:
-                    figure.add_trace(
-                        go.Scatter(
-                            x=[t + shift for t in before["bucket"].to_list()],
-                            y=before[name].to_list(),
-                            name=f"{label} (previous period)",
-                            legendgroup=label,
-                            showlegend=row == 1,
-                            line=dict(color=color, dash="dash", width=1),
-                            opacity=0.6,
-                            hoverinfo="skip",
-                        ),
-                        row=row,
-                        col=1,
-                    )
-                    trace_groups.append(None)
+            if before is not None and before.height:
+                figure.add_trace(
+                    go.Scatter(
+                        x=[t + shift for t in before["bucket"].to_list()],
+                        y=before[name].to_list(),
+                        name=f"{label} (previous period)",
+                        legendgroup=label,
+                        showlegend=row == 1,
+                        line=dict(color=color, dash="dash", width=1),
+                        opacity=0.6,
+                        hoverinfo="skip",
+                    ),
+                    row=row,
+                    col=1,
+                )
+                trace_groups.append(None)
     figure.update_layout(
         height=260 * rows + 60,
         margin=dict(l=10, r=10, t=40, b=10),
