@@ -22,6 +22,9 @@ async def lifespan(_app):
 
         worker = start_thread(get_engine(settings.database_url), settings)
     yield
+    from observatory_core.ingest.service import stop_ingest
+
+    await asyncio.to_thread(stop_ingest)
     if worker:
         thread, stop = worker
         stop.set()

@@ -49,9 +49,21 @@ class Cost:
 UNPRICED = Cost(0.0, 0.0, "unpriced")
 
 
-def _provider_id(provider: str | None) -> str | None:
+# When a span names only its model (OpenInference embedding spans often do), the model's family
+# says whose price list to use; genai-prices cannot match some models without a provider.
+MODEL_FAMILIES = (
+    ("text-embedding-", "openai"),
+    ("gpt-", "openai"),
+    ("claude", "anthropic"),
+    ("gemini", "google"),
+    ("mistral", "mistral"),
+)
+
+
+def _provider_id(provider: str | None, model: str | None = None) -> str | None:
     if not provider:
-        return None
+        lowered = (model or "").lower()
+        return next((p for prefix, p in MODEL_FAMILIES if lowered.startswith(prefix)), None)
     key = provider.strip().lower()
     return PROVIDER_ALIASES.get(key, key)
 
@@ -64,13 +76,13 @@ def table_rates(provider: str | None, model: str, day: date) -> tuple[float, flo
         inp = genai_prices.calc_price(
             genai_prices.Usage(input_tokens=_SAMPLE_TOKENS),
             model,
-            provider_id=_provider_id(provider),
+            provider_id=_provider_id(provider, model),
             genai_request_timestamp=when,
         )
         out = genai_prices.calc_price(
             genai_prices.Usage(output_tokens=_SAMPLE_TOKENS),
             model,
-            provider_id=_provider_id(provider),
+            provider_id=_provider_id(provider, model),
             genai_request_timestamp=when,
         )
     except LookupError:
@@ -84,7 +96,7 @@ def _table_cost(provider, model, input_tokens, output_tokens, at: datetime) -> C
             calc = genai_prices.calc_price(
                 genai_prices.Usage(input_tokens=input_tokens, output_tokens=output_tokens),
                 model,
-                provider_id=_provider_id(provider),
+                provider_id=_provider_id(provider, model),
                 genai_request_timestamp=at,
             )
         except LookupError:

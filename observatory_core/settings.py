@@ -32,6 +32,9 @@ class Settings:
     worker_poll_s: float = 1.0
     export_page_size: int = 5000
     embedded_worker: bool = True
+    ingest_max_body_mb: int = 16
+    ingest_max_pending_spans: int = 50_000
+    demo_traffic_per_s: float = 0.0  # spans per second sent through /v1/traces; 0 is off
 
     def require_cookie_key(self) -> str:
         """The login cookie must be signed with a secret that is not in the code."""
@@ -87,6 +90,13 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
             "OBSERVATORY_WORKER_HEARTBEAT_S", "worker_heartbeat_s", "30", _float
         ),
         export_page_size=number("OBSERVATORY_EXPORT_PAGE_SIZE", "export_page_size", "5000", _int),
+        ingest_max_body_mb=number(
+            "OBSERVATORY_INGEST_MAX_BODY_MB", "ingest_max_body_mb", "16", _int
+        ),
+        ingest_max_pending_spans=number(
+            "OBSERVATORY_INGEST_MAX_PENDING", "ingest_max_pending_spans", "50000", _int
+        ),
+        demo_traffic_per_s=_rate(pick("OBSERVATORY_DEMO_TRAFFIC", "demo_traffic_per_s", "0")),
         embedded_worker=pick("OBSERVATORY_EMBEDDED_WORKER", "embedded_worker", "1")
         not in ("0", "false", "no"),
     )
@@ -99,6 +109,18 @@ def _float(name: str, raw: str) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}.") from None
     if value <= 0:
         raise ConfigError(f"{name} must be above zero, got {raw!r}.")
+    return value
+
+
+def _rate(raw: str) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"OBSERVATORY_DEMO_TRAFFIC must be spans per second, got {raw!r}."
+        ) from None
+    if value < 0:
+        raise ConfigError("OBSERVATORY_DEMO_TRAFFIC cannot be negative; use 0 to turn it off.")
     return value
 
 

@@ -36,6 +36,10 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+# Bounded text columns: a longer value is cut rather than failing the whole batch.
+_LENGTHS = {c.name: c.type.length for c in spans.columns if getattr(c.type, "length", None)}
+
+
 def cut_text(value: str | None, max_chars: int) -> tuple[str | None, bool]:
     if value is None or len(value) <= max_chars:
         return value, False
@@ -52,6 +56,10 @@ def complete_row(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
     out["input_text"], cut_in = cut_text(out["input_text"], max_chars)
     out["output_text"], cut_out = cut_text(out["output_text"], max_chars)
     out["text_truncated"] = bool(row.get("text_truncated")) or cut_in or cut_out
+    for name, length in _LENGTHS.items():
+        value = out.get(name)
+        if isinstance(value, str) and len(value) > length:
+            out[name] = value[:length]
     out.setdefault("tags", [])
     out.setdefault("metadata", {})
     out.setdefault("attributes", {})

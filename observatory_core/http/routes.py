@@ -10,6 +10,7 @@ from starlette.routing import Route
 from observatory_core.errors import PermissionDenied, UserError
 from observatory_core.exports.jobs import Conflict, NotFound, download_target
 from observatory_core.exports.links import BadLink, verify_download
+from observatory_core.http.otlp_route import otlp_traces
 from observatory_core.login_cookie import username_from_cookie
 from observatory_core.settings import get_settings
 from observatory_core.storage.engine import check_connection, get_engine
@@ -71,4 +72,5 @@ def routes() -> list[Route]:
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/exports/download/{token}", download_export, methods=["GET"]),
+        Route("/v1/traces", otlp_traces, methods=["POST"]),
     ]

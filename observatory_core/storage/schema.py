@@ -221,6 +221,25 @@ trace_totals = Table(
     UniqueConstraint("org_id", "trace_id", "project_id", name="uq_trace_totals_key"),
 )
 
+# Keys that programs (OTLP exporters, later the HTTP API) present. Only a SHA-256 of the key is
+# kept: keys are 256-bit random, so a slow hash adds nothing, and the lookup must be one index probe.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE")),  # None: any
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),  # shown in lists so a key can be recognised
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("scopes", String(64), nullable=False),  # comma-separated: ingest, read
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_used_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+    Index("ix_api_keys_org", "org_id"),
+)
+
 # A monthly cost budget per org; the Overview page burns it down and forecasts the month end.
 org_budgets = Table(
     "org_budgets",

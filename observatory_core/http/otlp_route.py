@@ -1,0 +1,92 @@
+"""`POST /v1/traces`: read the body (bounded), decode off the event loop, await the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from observatory_core.errors import DatabaseUnavailable
+from observatory_core.ingest.apikeys import BadKey
+from observatory_core.ingest.otlp import JSON, PROTOBUF, BadPayload
+from observatory_core.ingest.receiver import Answer, error_answer, refuse
+from observatory_core.ingest.service import get_ingest
+from observatory_core.ingest.writer import Overloaded, ShuttingDown
+from observatory_core.settings import get_settings
+
+log = logging.getLogger("observatory.ingest")
+RETRY_OVERLOADED_S = 1
+RETRY_UNAVAILABLE_S = 5
+
+
+def _reply(answer: Answer) -> Response:
+    return Response(
+        answer.body, answer.status, headers=answer.headers, media_type=answer.content_type
+    )
+
+
+async def _read(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it passes `limit` (nothing more is read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def otlp_traces(request: Request) -> Response:
+    kind = JSON if "json" in request.headers.get("content-type", "") else PROTOBUF
+    try:
+        receiver, writer = get_ingest(get_settings())
+    except ShuttingDown:
+        return _reply(
+            error_answer(kind, 503, "The server is stopping; retry.", RETRY_UNAVAILABLE_S)
+        )
+    body = await _read(request, receiver.max_body_bytes)
+    if body is None:
+        return _reply(error_answer(kind, 413, receiver.too_large_message()))
+    try:
+        decoded = await run_in_threadpool(receiver.decode, body, request.headers)
+    except (BadKey, BadPayload) as exc:
+        return _reply(refuse(exc, kind))
+    except (OperationalError, DatabaseUnavailable):
+        return _reply(
+            error_answer(kind, 503, "The database is unavailable; retry.", RETRY_UNAVAILABLE_S)
+        )
+    if not decoded.rows:
+        return _reply(decoded.answer())
+    try:
+        done = writer.submit(decoded.rows)
+    except Overloaded:
+        return _reply(
+            error_answer(
+                kind,
+                429,
+                "Too many spans are waiting to be written; retry shortly.",
+                RETRY_OVERLOADED_S,
+            )
+        )
+    except ShuttingDown:
+        return _reply(
+            error_answer(kind, 503, "The server is stopping; retry.", RETRY_UNAVAILABLE_S)
+        )
+    try:
+        await asyncio.wrap_future(done)
+    except OperationalError:
+        return _reply(
+            error_answer(kind, 503, "The database is unavailable; retry.", RETRY_UNAVAILABLE_S)
+        )
+    except DBAPIError as exc:
+        log.warning("spans refused by the database: %s", exc.orig)
+        return _reply(
+            error_answer(kind, 400, f"The database refused these spans: {str(exc.orig)[:300]}")
+        )
+    return _reply(decoded.answer())

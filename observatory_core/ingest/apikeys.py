@@ -1,0 +1,161 @@
+"""API keys per org (optionally one project): shown once at creation, stored as a hash.
+
+The key carries its org; a program presenting it needs no user, and a revoked key stops
+working on the next request, because every request looks the hash up (one index probe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from observatory_core.errors import UserError
+from observatory_core.permissions import Permission
+from observatory_core.scope import Scope
+from observatory_core.storage.schema import api_keys, projects
+
+KEY_PREFIX = "obs_"
+SCOPES = ("ingest", "read")
+# last_used_at is written at most this often per key, so busy exporters do not contend on it.
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+class BadKey(Exception):
+    """No key, an unknown key or a revoked key: the message says which, not whose."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: int
+    org_id: int
+    project_id: int | None
+    scopes: frozenset[str]
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _check_scopes(scopes: list[str] | tuple[str, ...]) -> str:
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise UserError(f"Key scopes must be some of {', '.join(SCOPES)}; got {list(scopes)}.")
+    return ",".join(s for s in SCOPES if s in scopes)
+
+
+def create_key(
+    engine: Engine,
+    scope: Scope,
+    name: str,
+    *,
+    project_id: int | None = None,
+    scopes: tuple[str, ...] = ("ingest",),
+) -> str:
+    """Create a key and return it; this is the only time the plain key exists."""
+    scope.require(Permission.ADMIN)
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 100:
+        raise UserError("Give the key a name of 1 to 100 characters, e.g. 'checkout-service prod'.")
+    scope_text = _check_scopes(scopes)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        if project_id is not None:
+            owner = conn.execute(
+                select(projects.c.org_id).where(projects.c.id == project_id)
+            ).scalar()
+            if owner != scope.org_id:
+                raise UserError(f"No project {project_id} in your org; pick one from the list.")
+        conn.execute(
+            api_keys.insert().values(
+                org_id=scope.org_id,
+                project_id=project_id,
+                name=name,
+                prefix=key[:12],
+                key_hash=_hash(key),
+                scopes=scope_text,
+                created_by=scope.username,
+                created_at=datetime.now(UTC),
+            )
+        )
+    return key
+
+
+def list_keys(engine: Engine, scope: Scope) -> list[dict]:
+    """The org's keys, newest first, without anything that would let one be used."""
+    scope.require(Permission.ADMIN)
+    k = api_keys.c
+    query = (
+        select(
+            k.id,
+            k.name,
+            k.prefix,
+            projects.c.slug.label("project"),
+            k.scopes,
+            k.created_by,
+            k.created_at,
+            k.last_used_at,
+            k.revoked_at,
+        )
+        .select_from(api_keys.outerjoin(projects, projects.c.id == k.project_id))
+        .where(k.org_id == scope.org_id)
+        .order_by(k.id.desc())
+    )
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def revoke_key(engine: Engine, scope: Scope, key_id: int) -> None:
+    scope.require(Permission.ADMIN)
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.org_id == scope.org_id)
+            .where(api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        ).rowcount
+    if not done:
+        raise UserError(f"No active key {key_id} in your org; it may already be revoked.")
+
+
+def key_from_headers(headers) -> str | None:
+    """`Authorization: Bearer KEY` (what OTLP exporters are configured with) or `x-api-key`."""
+    auth = headers.get("authorization") or ""
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return (headers.get("x-api-key") or "").strip() or None
+
+
+def verify_key(
+    engine: Engine, key: str | None, needed: str, now: datetime | None = None
+) -> KeyInfo:
+    """The key's org, project and scopes, or `BadKey` with a message safe to show anyone."""
+    if not key:
+        raise BadKey(
+            "No API key: send 'Authorization: Bearer <key>' (create a key on the Admin page)."
+        )
+    if not key.startswith(KEY_PREFIX) or len(key) > 100:
+        raise BadKey("That is not an LLM Observatory API key; keys start with 'obs_'.")
+    now = now or datetime.now(UTC)
+    k = api_keys.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(k.id, k.org_id, k.project_id, k.scopes, k.revoked_at, k.last_used_at).where(
+                k.key_hash == _hash(key)
+            )
+        ).first()
+    if row is None:
+        raise BadKey("Unknown API key; check for a copy-paste slip or create a new key.")
+    if row.revoked_at is not None:
+        raise BadKey("This API key was revoked; ask an admin of your org for a new one.")
+    scopes = frozenset(row.scopes.split(","))
+    if needed not in scopes:
+        raise BadKey(f"This API key lacks the '{needed}' scope; create a key that has it.")
+    if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
+        with engine.begin() as conn:
+            conn.execute(update(api_keys).where(k.id == row.id).values(last_used_at=now))
+    return KeyInfo(row.id, row.org_id, row.project_id, scopes)

@@ -1,0 +1,92 @@
+"""OTLP attribute values as plain Python, and the bounds that keep one span from being huge."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# A kept (unmapped) attribute string is cut here; the mapped text fields have their own limit.
+ATTRIBUTE_MAX_CHARS = 4096
+ATTRIBUTES_MAX_KEYS = 128
+LIST_MAX_ITEMS = 128
+
+
+def any_value(value) -> Any:
+    """An `AnyValue` message as str/bool/int/float/list/dict/None (bytes as hex)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return None
+
+
+def as_dict(key_values) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in key_values}
+
+
+def _bounded(value: Any, cut: list[bool]) -> Any:
+    if isinstance(value, str) and len(value) > ATTRIBUTE_MAX_CHARS:
+        cut[0] = True
+        return value[:ATTRIBUTE_MAX_CHARS]
+    if isinstance(value, list):
+        if len(value) > LIST_MAX_ITEMS:
+            cut[0] = True
+        return [_bounded(v, cut) for v in value[:LIST_MAX_ITEMS]]
+    if isinstance(value, dict):
+        return {k: _bounded(v, cut) for k, v in list(value.items())[:LIST_MAX_ITEMS]}
+    if isinstance(value, float) and value != value:  # NaN is not valid JSON
+        return None
+    return value
+
+
+def bounded(attributes: dict[str, Any]) -> dict[str, Any]:
+    """At most 128 keys with strings of at most 4096 characters; what was cut is named."""
+    out: dict[str, Any] = {}
+    cut_keys: list[str] = []
+    for i, (key, value) in enumerate(attributes.items()):
+        if i >= ATTRIBUTES_MAX_KEYS:
+            out["observatory.dropped_attributes"] = len(attributes) - ATTRIBUTES_MAX_KEYS
+            break
+        flag = [False]
+        out[key[:256]] = _bounded(value, flag)
+        if flag[0]:
+            cut_keys.append(key)
+    if cut_keys:
+        out["observatory.cut_attributes"] = cut_keys[:LIST_MAX_ITEMS]
+    return out
+
+
+def as_list(value: Any) -> list:
+    """A list attribute, also when it arrives as a JSON string (some SDKs can only send strings)."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return [value]
+        return parsed if isinstance(parsed, list) else [value]
+    return [] if value is None else [value]
+
+
+def as_object(value: Any) -> dict | None:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+    return None

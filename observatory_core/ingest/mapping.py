@@ -1,0 +1,219 @@
+"""One OTLP span to one span row: ids, times, GenAI fields, text, errors, cost.
+
+A span that cannot be stored faithfully (bad ids, impossible times, absurd numbers) is
+rejected with a reason instead, and the rest of its batch goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from observatory_core.ingest import conventions as cv
+from observatory_core.ingest.attributes import as_dict, as_list, as_object, bounded
+from observatory_core.pricing import PriceBook
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE = timedelta(days=1)
+MAX_DURATION = timedelta(days=7)
+MAX_TOKENS = 2_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STATUS = {0: "unset", 1: "ok", 2: "error"}
+_KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+_CONTENT_EVENTS = {
+    "gen_ai.content.prompt": "gen_ai.prompt",
+    "gen_ai.content.completion": "gen_ai.completion",
+}
+
+
+class Rejected(Exception):
+    """Why one span was not stored; the message names the span and the fix."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What a ResourceSpans says about all its spans."""
+
+    service_name: str | None
+    environment: str
+    project: str | None
+    attributes: dict[str, Any]
+
+    @classmethod
+    def of(cls, resource) -> Resource:
+        attrs = as_dict(resource.attributes)
+        service = attrs.pop("service.name", None)
+        env = cv.take(attrs, cv.ENVIRONMENT)
+        project = cv.take(attrs, cv.PROJECT)
+        return cls(
+            service_name=str(service) if service is not None else None,
+            environment=str(env) if env else "default",
+            project=str(project) if project else None,
+            attributes=attrs,
+        )
+
+
+def _time(nanos: int, what: str, now: datetime) -> datetime:
+    if nanos <= 0:
+        raise Rejected(f"{what} is missing; set start_time_unix_nano and end_time_unix_nano.")
+    at = _EPOCH + timedelta(microseconds=nanos // 1000)
+    if at < EARLIEST or at > now + MAX_FUTURE:
+        raise Rejected(
+            f"{what} {at.isoformat()} is not plausible; send Unix epoch nanoseconds "
+            "(check the exporter's clock)."
+        )
+    return at
+
+
+def _ids(span) -> tuple[str, str, str | None]:
+    if len(span.trace_id) != 16 or not any(span.trace_id):
+        raise Rejected("trace_id must be 16 bytes (32 hex characters) and not all zero.")
+    if len(span.span_id) != 8 or not any(span.span_id):
+        raise Rejected("span_id must be 8 bytes (16 hex characters) and not all zero.")
+    parent = span.parent_span_id
+    if parent and len(parent) != 8:
+        raise Rejected("parent_span_id must be empty or 8 bytes (16 hex characters).")
+    return span.trace_id.hex(), span.span_id.hex(), parent.hex() if any(parent) else None
+
+
+def _tokens(attrs: dict[str, Any], names: tuple[str, ...], what: str) -> int:
+    value = cv.take(attrs, names)
+    if value is None:
+        return 0
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise Rejected(f"{what} must be a whole number, got {str(value)[:40]!r}.") from None
+    if not 0 <= number <= MAX_TOKENS:
+        raise Rejected(f"{what} must be between 0 and {MAX_TOKENS:,}, got {number}.")
+    return number
+
+
+def _reported_cost(attrs: dict[str, Any]) -> float | None:
+    value = cv.take(attrs, cv.COST)
+    if value is None:
+        return None
+    try:
+        cost = float(value)
+    except (TypeError, ValueError):
+        raise Rejected(
+            f"The reported cost must be a number of USD, got {str(value)[:40]!r}."
+        ) from None
+    if not math.isfinite(cost) or not 0 <= cost < 1e9:
+        raise Rejected(f"The reported cost must be 0 or more USD, got {value}.")
+    return cost
+
+
+def _errors(span, status: str) -> tuple[str | None, str | None, list[dict]]:
+    """Error type and message (status first, then the exception event); other events."""
+    error_type = error_message = None
+    events = []
+    for event in span.events:
+        attrs = as_dict(event.attributes)
+        if event.name == "exception":
+            error_type = error_type or attrs.get("exception.type")
+            error_message = error_message or attrs.get("exception.message")
+        else:
+            events.append({"name": event.name, "attributes": attrs})
+    if status == "error" and span.status.message:
+        error_message = span.status.message
+    return error_type, error_message, events
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def map_span(
+    span,
+    resource: Resource,
+    scope_name: str,
+    *,
+    org_id: int,
+    project_id: int,
+    prices: PriceBook,
+    now: datetime,
+) -> dict[str, Any]:
+    """The span row (before `complete_row`), or `Rejected` saying what is wrong."""
+    trace_id, span_id, parent = _ids(span)
+    start = _time(span.start_time_unix_nano, "start time", now)
+    end = _time(span.end_time_unix_nano, "end time", now)
+    if end < start:
+        raise Rejected("The span ends before it starts; check end_time_unix_nano.")
+    if end - start > MAX_DURATION:
+        raise Rejected("The span lasts more than 7 days; check its timestamps.")
+    attrs = as_dict(span.attributes)
+    status = _STATUS.get(span.status.code, "unset")
+    error_type, error_message, events = _errors(span, status)
+    for event in events:  # older GenAI instrumentations put the text in events
+        key = _CONTENT_EVENTS.get(event["name"])
+        if key and key in event["attributes"] and key not in attrs:
+            attrs[key] = event["attributes"][key]
+            events.remove(event)
+    operation = cv.operation(attrs)
+    provider, model = _str(cv.take(attrs, cv.PROVIDER)), _str(cv.take(attrs, cv.MODEL))
+    input_tokens = _tokens(attrs, cv.INPUT_TOKENS, "input tokens")
+    output_tokens = _tokens(attrs, cv.OUTPUT_TOKENS, "output tokens")
+    total = _tokens(attrs, cv.TOTAL_TOKENS, "total tokens")
+    if total and not input_tokens and not output_tokens:
+        input_tokens = total
+    cost = prices.cost(
+        org_id, provider, model, input_tokens, output_tokens, start, _reported_cost(attrs)
+    )
+    input_text = cv.messages_text(cv.take(attrs, cv.INPUT_MESSAGES)) or cv.indexed_messages(
+        attrs, cv.INDEXED_INPUT
+    )
+    output_text = cv.messages_text(cv.take(attrs, cv.OUTPUT_MESSAGES)) or cv.indexed_messages(
+        attrs, cv.INDEXED_OUTPUT
+    )
+    finish = as_list(cv.take(attrs, cv.FINISH))
+    ttft = cv.take(attrs, cv.TTFT_SECONDS)
+    error_type = _str(cv.take(attrs, cv.ERROR_TYPE)) or error_type
+    metadata = as_object(cv.take(attrs, cv.METADATA)) or {}
+    for key in [k for k in attrs if k.startswith("langfuse.metadata.")]:
+        metadata[key.removeprefix("langfuse.metadata.")] = attrs.pop(key)
+    tags = [str(t) for t in as_list(cv.take(attrs, cv.TAGS)) if t is not None]
+    user_id, session_id = _str(cv.take(attrs, cv.USER)), _str(cv.take(attrs, cv.SESSION))
+    for noise in ("input.mime_type", "output.mime_type"):
+        attrs.pop(noise, None)
+    attrs["otel.scope.name"] = scope_name
+    attrs["otel.span.kind"] = _KINDS.get(span.kind, "unspecified")
+    if events:
+        attrs["otel.events"] = events
+    if resource.attributes:
+        attrs["resource"] = resource.attributes
+    return {
+        "org_id": org_id,
+        "project_id": project_id,
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "start_time": start,
+        "end_time": end,
+        "duration_ms": (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
+        "ttft_ms": float(ttft) * 1000 if isinstance(ttft, int | float) else None,
+        "name": span.name or "(unnamed)",
+        "operation": operation,
+        "provider": provider,
+        "model": model,
+        "environment": resource.environment,
+        "service_name": resource.service_name,
+        "user_id": user_id,
+        "session_id": session_id,
+        "status": status,
+        "error_type": error_type if status == "error" else None,
+        "error_message": error_message if status == "error" else None,
+        "finish_reason": _str(finish[0]) if finish else None,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "input_cost_usd": cost.input_usd,
+        "output_cost_usd": cost.output_usd,
+        "cost_source": cost.source,
+        "input_text": input_text,
+        "output_text": output_text,
+        "tags": tags[:64],
+        "metadata": bounded(metadata),
+        "attributes": bounded(attrs),
+    }

@@ -1,0 +1,102 @@
+"""Group commit for the receiver: one thread writes what concurrent requests hand it.
+
+Each request waits until its spans are committed (a 200 means stored), but requests that
+arrive together share one transaction, so the rollup fold and the commit are paid once per
+group, not once per request. The queue is bounded: past `max_pending` spans a request is
+turned away with a retry hint instead of piling spans up in memory. On stop the queue is
+drained first, so nothing acknowledged or accepted is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from observatory_core.storage.bulk import write_spans
+
+log = logging.getLogger("observatory.ingest")
+
+
+class Overloaded(Exception):
+    """Too many spans are waiting to be written; retry after a moment."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping; another instance (or this one, restarted) will take the retry."""
+
+
+class BatchWriter:
+    def __init__(self, engine: Engine, *, max_pending: int = 50_000, group_spans: int = 5_000):
+        self.engine = engine
+        self.max_pending = max_pending
+        self.group_spans = group_spans
+        self._queue: deque[tuple[list[dict[str, Any]], Future]] = deque()
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="observatory-ingest", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def submit(self, rows: list[dict[str, Any]]) -> Future:
+        """A future that completes when `rows` are committed (or fails with the reason)."""
+        future: Future = Future()
+        with self._cond:
+            if self._stopping:
+                raise ShuttingDown
+            if self._pending and self._pending + len(rows) > self.max_pending:
+                raise Overloaded
+            self._queue.append((rows, future))
+            self._pending += len(rows)
+            self._cond.notify()
+        return future
+
+    def _next_group(self) -> list[tuple[list[dict[str, Any]], Future]] | None:
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            group, size = [], 0
+            while self._queue and (not group or size + len(self._queue[0][0]) <= self.group_spans):
+                item = self._queue.popleft()
+                group.append(item)
+                size += len(item[0])
+            return group
+
+    def _run(self) -> None:
+        while (group := self._next_group()) is not None:
+            try:
+                self._write(group)
+            finally:
+                with self._cond:
+                    self._pending -= sum(len(rows) for rows, _ in group)
+
+    def _write(self, group: list[tuple[list[dict[str, Any]], Future]]) -> None:
+        try:
+            write_spans(self.engine, [r for rows, _ in group for r in rows], batch_size=10**9)
+        except Exception as exc:
+            if len(group) > 1:  # one bad request must not fail the others: write each alone
+                for item in group:
+                    self._write([item])
+                return
+            log.warning("ingest write failed: %s", exc)
+            group[0][1].set_exception(exc)
+            return
+        for _, future in group:
+            future.set_result(None)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Refuse new work, write what is queued, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
