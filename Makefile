@@ -21,7 +21,7 @@ bootstrap: setup
 	$(BIN)/python -m observatory_core bootstrap
 
 run: bootstrap
-	$(BIN)/streamlit run server.py --server.port $(PORT)
+	OBSERVATORY_DEMO_TRAFFIC=$${OBSERVATORY_DEMO_TRAFFIC:-3} $(BIN)/streamlit run server.py --server.port $(PORT)
 
 postgres:
 	@bash scripts/ensure-postgres.sh

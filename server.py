@@ -21,7 +21,21 @@ async def lifespan(_app):
         from observatory_core.worker import start_thread
 
         worker = start_thread(get_engine(settings.database_url), settings)
+    traffic = None
+    if settings.demo_traffic_per_s > 0:
+        from streamlit import config
+
+        from observatory_core.demo.traffic import start_demo_traffic
+
+        traffic = await asyncio.to_thread(
+            start_demo_traffic,
+            get_engine(settings.database_url),
+            settings.demo_traffic_per_s,
+            int(config.get_option("server.port")),
+        )
     yield
+    if traffic:
+        await asyncio.to_thread(traffic.stop)
     from observatory_core.ingest.service import stop_ingest
 
     await asyncio.to_thread(stop_ingest)

@@ -162,6 +162,60 @@ def cmd_budget(args) -> None:
     print(f"Monthly budget of {args.org} set to ${args.usd:,.2f}.")
 
 
+def cmd_import(args) -> None:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from observatory_core.ingest.importer import import_file
+    from observatory_core.settings import get_settings
+    from observatory_core.tenancy import org_id_by_slug
+
+    engine = _engine()
+    with engine.connect() as conn:
+        org_id = org_id_by_slug(conn, args.org)
+    with tqdm(unit="span", unit_scale=True, desc=f"Importing {Path(args.file).name}") as bar:
+        report = import_file(
+            engine,
+            org_id,
+            Path(args.file),
+            project=args.project,
+            text_max_chars=get_settings().text_max_chars,
+            on_batch=lambda seen, _new: bar.update(seen),
+        )
+    print(
+        f"Read {report.read:,} spans: {report.stored:,} stored, "
+        f"{report.read - report.stored - report.rejected:,} already there, "
+        f"{report.rejected:,} rejected."
+    )
+    for reason in report.reasons:
+        print(f"  rejected: {reason}")
+
+
+def cmd_keys(args) -> None:
+    from observatory_core.ingest.apikeys import create_key, list_keys, revoke_key
+    from observatory_core.permissions import Role
+    from observatory_core.scope import Scope
+    from observatory_core.tenancy import org_id_by_slug
+
+    engine = _engine()
+    with engine.connect() as conn:
+        org_id = org_id_by_slug(conn, args.org)
+    scope = Scope(org_id=org_id, role=Role.ADMIN, username="cli")
+    if args.action == "create":
+        key = create_key(engine, scope, args.name or "cli", scopes=tuple(args.scopes.split(",")))
+        print(f"{key}\n(shown once: store it now; only its hash is kept)")
+    elif args.action == "revoke":
+        if args.id is None:
+            raise UserError("Give the key to revoke with --id N (see `keys list`).")
+        revoke_key(engine, scope, args.id)
+        print(f"Key {args.id} revoked.")
+    else:
+        for k in list_keys(engine, scope):
+            state = "revoked" if k["revoked_at"] else f"last used {k['last_used_at'] or 'never'}"
+            print(f"{k['id']:>4}  {k['prefix']}...  {k['name']}  [{k['scopes']}]  {state}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m observatory_core")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--org", required=True, help="org slug, e.g. acme")
     budget.add_argument("--usd", type=float, required=True, help="US dollars per month")
     budget.set_defaults(func=cmd_budget)
+
+    imp = sub.add_parser("import", help="import an OTLP/JSON file or one of our exports")
+    imp.add_argument("file", help=".json/.jsonl (OTLP or export), .csv, .parquet; .gz allowed")
+    imp.add_argument("--org", required=True, help="org slug, e.g. acme")
+    imp.add_argument("--project", default="default", help="project slug (created if missing)")
+    imp.set_defaults(func=cmd_import)
+
+    keys = sub.add_parser("keys", help="create, list or revoke an org's API keys")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("--org", required=True, help="org slug, e.g. acme")
+    keys.add_argument("--name", help="what the key is for (create)")
+    keys.add_argument("--scopes", default="ingest", help="ingest, read or ingest,read (create)")
+    keys.add_argument("--id", type=int, help="key id (revoke)")
+    keys.set_defaults(func=cmd_keys)
     return parser
 
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from observatory_core.errors import DatabaseUnavailable
 from observatory_core.ingest.apikeys import BadKey
 from observatory_core.ingest.otlp import JSON, PROTOBUF, BadPayload
 from observatory_core.ingest.receiver import Answer, error_answer, refuse
 from observatory_core.ingest.service import get_ingest
 from observatory_core.ingest.writer import Overloaded, ShuttingDown
 from observatory_core.settings import get_settings
+from observatory_core.storage.engine import is_unavailable
 
 log = logging.getLogger("observatory.ingest")
 RETRY_OVERLOADED_S = 1
@@ -43,7 +42,8 @@ async def _read(request: Request, limit: int) -> bytes | None:
 
 
 async def otlp_traces(request: Request) -> Response:
-    kind = JSON if "json" in request.headers.get("content-type", "") else PROTOBUF
+    # Errors answer in the request's encoding; JSON when it named neither (people read those).
+    kind = PROTOBUF if "protobuf" in request.headers.get("content-type", "") else JSON
     try:
         receiver, writer = get_ingest(get_settings())
     except ShuttingDown:
@@ -57,7 +57,9 @@ async def otlp_traces(request: Request) -> Response:
         decoded = await run_in_threadpool(receiver.decode, body, request.headers)
     except (BadKey, BadPayload) as exc:
         return _reply(refuse(exc, kind))
-    except (OperationalError, DatabaseUnavailable):
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
         return _reply(
             error_answer(kind, 503, "The database is unavailable; retry.", RETRY_UNAVAILABLE_S)
         )
@@ -80,13 +82,12 @@ async def otlp_traces(request: Request) -> Response:
         )
     try:
         await asyncio.wrap_future(done)
-    except OperationalError:
-        return _reply(
-            error_answer(kind, 503, "The database is unavailable; retry.", RETRY_UNAVAILABLE_S)
-        )
-    except DBAPIError as exc:
-        log.warning("spans refused by the database: %s", exc.orig)
-        return _reply(
-            error_answer(kind, 400, f"The database refused these spans: {str(exc.orig)[:300]}")
-        )
+    except Exception as exc:
+        if is_unavailable(exc):
+            return _reply(
+                error_answer(kind, 503, "The database is unavailable; retry.", RETRY_UNAVAILABLE_S)
+            )
+        log.warning("spans refused by the database: %s", exc)
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
+        return _reply(error_answer(kind, 400, f"The database refused these spans: {reason}"))
     return _reply(decoded.answer())

@@ -81,20 +81,23 @@ def _hex_to_b64(value):
     return base64.b64encode(raw).decode()
 
 
+def _dicts(parent: object, key: str) -> list[dict]:
+    """`parent[key]` as a list of objects; anything else is left for the parser to reject."""
+    items = parent.get(key) if isinstance(parent, dict) else None
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
 def _ids_to_base64(doc: dict) -> None:
-    for resource_spans in doc.get("resourceSpans") or []:
-        for scope_spans in (resource_spans or {}).get("scopeSpans") or []:
-            for span in (scope_spans or {}).get("spans") or []:
-                if not isinstance(span, dict):
-                    continue
+    for resource_spans in _dicts(doc, "resourceSpans"):
+        for scope_spans in _dicts(resource_spans, "scopeSpans"):
+            for span in _dicts(scope_spans, "spans"):
                 for field in _ID_FIELDS:
                     if field in span:
                         span[field] = _hex_to_b64(span[field])
-                for link in span.get("links") or []:
-                    if isinstance(link, dict):
-                        for field in ("traceId", "spanId"):
-                            if field in link:
-                                link[field] = _hex_to_b64(link[field])
+                for link in _dicts(span, "links"):
+                    for field in ("traceId", "spanId"):
+                        if field in link:
+                            link[field] = _hex_to_b64(link[field])
 
 
 def parse_request(body: bytes, kind: str) -> ExportTraceServiceRequest:

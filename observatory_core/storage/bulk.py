@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from observatory_core.rollups.maintain import fold_new_spans, prepare_new_spans, spans_new
 from observatory_core.rollups.partials import SOURCE_COLUMNS
 from observatory_core.spanrows import SPAN_COLUMNS
-from observatory_core.storage.dialect import insert_ignoring_duplicates
+from observatory_core.storage.dialect import insert_ignoring_duplicates, serialize_rollup_writes
 from observatory_core.storage.schema import spans
 
 _JSON_COLUMNS = {"tags", "metadata", "attributes"}
@@ -90,6 +90,7 @@ def write_spans(
         with engine.begin() as conn:
             new = write(conn, batch)
             if new:
+                serialize_rollup_writes(conn)
                 fold_new_spans(conn)
         written += new
         if on_batch:

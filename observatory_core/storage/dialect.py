@@ -321,3 +321,15 @@ def _pg_sketch_bins(element, compiler, **kw):
 @compiles(sketch_bins, "sqlite")
 def _sqlite_sketch_bins(element, compiler, **kw):
     return " || ',' || ".join(compiler.process(c, **kw) for c in element.clauses)
+
+
+# Any fixed number: the lock only has to be the same one in every writer process.
+_ROLLUP_LOCK = 7_411_001
+
+
+def serialize_rollup_writes(conn: Connection) -> None:
+    """Writers fold into shared rollup rows in no fixed order, so two concurrent writers could
+    deadlock; on PostgreSQL they take turns for the fold (until commit). SQLite already has a
+    single writer at a time."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ROLLUP_LOCK})")

@@ -108,3 +108,11 @@ def check_connection(engine: Engine) -> None:
             )
     except (OperationalError, SQLAlchemyError, OSError) as exc:
         raise DatabaseUnavailable(describe_failure(engine.url, exc)) from exc
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when a failure is the database being down or busy (worth a retry), whether it
+    surfaced through SQLAlchemy or straight from the driver (the COPY path)."""
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    return any(cls.__name__ == "OperationalError" for cls in type(exc).__mro__)

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,11 +11,11 @@ from observatory_core.demo.load import load_demo
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.users import add_user
+from tests.live_server import running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-COOKIE_KEY = "e2e-cookie-key-0123456789abcdefghijklmnop"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -34,12 +28,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
@@ -49,48 +37,8 @@ def live_server(tmp_path_factory):
     load_demo(engine, spans=5000, days=3, seed=33, end=datetime.now(UTC) - timedelta(minutes=1))
     password = add_user(engine, "acme", "e2e-admin", "admin")
     add_user(engine, "globex", "e2e-stranger", "admin")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "OBSERVATORY_COOKIE_KEY": COOKIE_KEY,
-        "OBSERVATORY_EXPORT_DIR": str(tmp / "exports"),
-    }
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "server.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not start: {(tmp / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield {"base": base, "engine": engine, "user": "e2e-admin", "password": password}
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    with running_server(url, tmp) as base:
+        yield {"base": base, "engine": engine, "user": "e2e-admin", "password": password}
 
 
 @pytest.fixture(scope="session")

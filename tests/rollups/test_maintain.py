@@ -3,48 +3,19 @@
 from __future__ import annotations
 
 import polars as pl
-from sqlalchemy import select
 
-from observatory_core.rollups.maintain import rebuild
 from observatory_core.storage.schema import ROLLUPS
-
-
-def _rows(engine, grain: str) -> pl.DataFrame:
-    table = ROLLUPS[grain]
-    with engine.connect() as conn:
-        rows = conn.execute(select(table)).mappings().all()
-    keys = [
-        "org_id",
-        "bucket_start",
-        "project_id",
-        "provider",
-        "model",
-        "environment",
-        "operation",
-        "status",
-    ]
-    return pl.DataFrame([dict(r) for r in rows], infer_schema_length=None).sort(keys)
+from tests.helpers import assert_rollups_match_rebuild, rollup_rows
 
 
 def test_incremental_rollups_equal_a_rebuild(metrics_data):
-    engine = metrics_data["engine"]
-    before = {g: _rows(engine, g) for g in ROLLUPS}
-    counts = rebuild(engine)
-    for grain, frame in before.items():
-        after = _rows(engine, grain)
-        assert counts[grain] == after.height == frame.height, grain
-        for column in frame.columns:
-            a, b = frame[column], after[column]
-            if a.dtype.is_float():
-                assert ((a - b).abs().fill_null(0) < 1e-6).all(), (grain, column)
-            else:
-                assert a.to_list() == b.to_list(), (grain, column)
+    assert_rollups_match_rebuild(metrics_data["engine"])
 
 
 def test_rollup_counts_equal_the_raw_rows(metrics_data):
     df = metrics_data["df"]
     for grain in ROLLUPS:
-        frame = _rows(metrics_data["engine"], grain)
+        frame = rollup_rows(metrics_data["engine"], grain)
         assert frame["span_count"].sum() == df.height, grain
         assert frame["error_count"].sum() == df.filter(pl.col("status") == "error").height
         assert abs(frame["total_cost_sum"].sum() - df["total_cost_usd"].sum()) < 1e-6

@@ -1,0 +1,104 @@
+"""Admin widgets: API keys (created and shown once, listed, revoked)."""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from observatory_core.errors import UserError
+from observatory_core.ingest.apikeys import SCOPES, create_key, list_keys, revoke_key
+from observatory_core.scope import Scope
+from observatory_core.ui import cached
+from observatory_core.ui.session import engine
+
+ALL_PROJECTS = "All projects (the exporter names one with observatory.project)"
+
+
+def _endpoint() -> str:
+    url = st.context.url or "http://localhost:8501/"
+    return url.split("/", 3)[0] + "//" + url.split("/", 3)[2] + "/v1/traces"
+
+
+def new_key_form(scope: Scope) -> None:
+    projects = cached.projects(scope)
+    with st.form("new_key", clear_on_submit=True):
+        name = st.text_input("Name", placeholder="checkout-service production")
+        project = st.selectbox(
+            "Project", [None, *projects], format_func=lambda p: projects.get(p, ALL_PROJECTS)
+        )
+        scopes = st.multiselect(
+            "Scopes", SCOPES, default=["ingest"], help="ingest: send spans; read: the HTTP API"
+        )
+        submitted = st.form_submit_button("Create key", type="primary")
+    if submitted:
+        try:
+            key = create_key(engine(), scope, name, project_id=project, scopes=tuple(scopes))
+        except UserError as exc:
+            st.error(str(exc), icon=":material/error:")
+            return
+        st.session_state["new_api_key"] = key
+    key = st.session_state.get("new_api_key")
+    if key:
+        st.success("Key created. Copy it now: it is shown only this once.", icon=":material/key:")
+        st.code(key, language=None)
+        st.caption("Point any OpenTelemetry exporter at this server:")
+        st.code(
+            f"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT={_endpoint()}\n"
+            f"OTEL_EXPORTER_OTLP_TRACES_HEADERS=authorization=Bearer%20{key}",
+            language="bash",
+        )
+        if st.button("I have stored it", key="forget_key"):
+            del st.session_state["new_api_key"]
+            st.rerun()
+
+
+def key_list(scope: Scope) -> None:
+    keys = list_keys(engine(), scope)
+    if not keys:
+        st.info("No API keys yet: create one above to send spans.", icon=":material/key_off:")
+        return
+    frame = pl.DataFrame(keys, infer_schema_length=None).with_columns(
+        pl.col("project").fill_null("all"),
+        pl.when(pl.col("revoked_at").is_null())
+        .then(pl.lit("active"))
+        .otherwise(pl.lit("revoked"))
+        .alias("state"),
+    )
+    st.dataframe(
+        frame.select(
+            "id",
+            "name",
+            "prefix",
+            "project",
+            "scopes",
+            "state",
+            "created_by",
+            "created_at",
+            "last_used_at",
+        ),
+        hide_index=True,
+        column_config={
+            "prefix": st.column_config.TextColumn("Key starts with"),
+            "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+            "last_used_at": st.column_config.DatetimeColumn(
+                "Last used", format="YYYY-MM-DD HH:mm:ss"
+            ),
+        },
+    )
+    active = {
+        k["id"]: f"#{k['id']} {k['name']} ({k['prefix']}…)" for k in keys if not k["revoked_at"]
+    }
+    if not active:
+        return
+    with st.form("revoke_key"):
+        chosen = st.selectbox("Revoke a key", list(active), format_func=active.get)
+        if st.form_submit_button("Revoke", type="secondary"):
+            try:
+                revoke_key(engine(), scope, chosen)
+            except UserError as exc:
+                st.error(str(exc), icon=":material/error:")
+            else:
+                st.toast(
+                    f"Key {active[chosen]} revoked: it stops working now.", icon=":material/block:"
+                )
+                st.rerun()

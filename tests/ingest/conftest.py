@@ -1,0 +1,103 @@
+"""Ingestion fixtures: an org with a key, the shared OTLP samples, and the live server."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from observatory_core.ingest.apikeys import create_key
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.migrate import upgrade
+from tests.helpers import admin_scope, make_org
+from tests.live_server import running_server
+
+SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "otlp"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+@pytest.fixture
+def org_key(engine):
+    """(engine, org id, project ids, an ingest key of the org)."""
+    org_id, project_ids = make_org(engine, "acme", ("support-bot", "default"))
+    return engine, org_id, project_ids, create_key(engine, admin_scope(org_id), "test key")
+
+
+def post(base: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict, bytes]:
+    """POST /v1/traces; the status, headers and body whatever the status."""
+    request = urllib.request.Request(f"{base}/v1/traces", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def json_message(body: bytes) -> str:
+    return json.loads(body)["message"]
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def live_ingest(request, tmp_path_factory):
+    """The real server on each database, with demo traffic on (into org acme) and a second org
+    (globex) whose key the tests use, so demo spans never mix with a test's spans."""
+    tmp = tmp_path_factory.mktemp(f"ingest-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp / 'ingest.db'}"
+    else:
+        url = request.getfixturevalue("pg_url").rsplit("/", 1)[0] + f"/{Path(str(tmp)).name}"
+        url = _fresh_pg(url)
+    engine = get_engine(url)
+    upgrade(engine)
+    make_org(engine, "acme", ("support-bot",))
+    org_id, project_ids = make_org(engine, "globex", ("default", "search"))
+    key = create_key(engine, admin_scope(org_id), "live test key")
+    with running_server(
+        url, tmp, OBSERVATORY_DEMO_TRAFFIC="40", OBSERVATORY_INGEST_MAX_BODY_MB="2"
+    ) as base:
+        yield {
+            "base": base,
+            "engine": engine,
+            "org_id": org_id,
+            "project_ids": project_ids,
+            "key": key,
+            "db": request.param,
+        }
+    engine.dispose()
+    if request.param == "postgresql":
+        _drop_pg(url)
+
+
+def _drop_pg(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import PG_ADMIN_URL
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _fresh_pg(url: str) -> str:
+    """A separate PostgreSQL database for the server, so its tables are not emptied by the
+    per-test `engine` fixture that shares the session database."""
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import PG_ADMIN_URL
+
+    name = "obs_ingest_" + url.rsplit("/", 1)[1].replace("-", "_").lower()[-20:]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"

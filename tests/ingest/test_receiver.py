@@ -1,0 +1,247 @@
+"""Keys, projects, rejections and the group-commit writer, on both databases."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from observatory_core.ingest import writer as writer_module
+from observatory_core.ingest.apikeys import BadKey, create_key, revoke_key
+from observatory_core.ingest.otlp import BadPayload
+from observatory_core.ingest.receiver import Receiver
+from observatory_core.ingest.writer import BatchWriter, Overloaded, ShuttingDown
+from tests.helpers import admin_scope, all_spans, assert_rollups_match_rebuild, make_org
+from tests.ingest.conftest import JSON, PROTOBUF, sample
+from tests.ingest.test_mapping import NOW, kv, one_span_request
+
+
+def headers(key: str | None, kind: str = PROTOBUF, **extra) -> dict[str, str]:
+    out = {"content-type": kind, **extra}
+    if key:
+        out["authorization"] = f"Bearer {key}"
+    return out
+
+
+def store(engine, decoded) -> None:
+    writer = BatchWriter(engine)
+    writer.submit(decoded.rows).result(timeout=30)
+    writer.stop()
+
+
+def test_samples_are_stored_once_and_rollups_follow(org_key):
+    engine, org_id, project_ids, key = org_key
+    receiver = Receiver(engine)
+    for name, kind in [("genai.pb", PROTOBUF), ("openinference.json", JSON)]:
+        store(engine, receiver.decode(sample(name), headers(key, kind), now=NOW))
+    store(engine, receiver.decode(sample("genai.json"), headers(key, JSON), now=NOW))  # re-sent
+    df = all_spans(engine)
+    assert df.height == 10 and df["trace_id"].n_unique() == 2
+    assert set(df["project_id"]) == {project_ids[1]}  # no project named: the org's default
+    assert df.filter(pl.col("status") == "error").height == 2
+    assert df["input_tokens"].sum() == 2 * (412 + 1288 + 37)
+    assert_rollups_match_rebuild(engine)
+
+
+@pytest.mark.parametrize(
+    ("make_key", "message"),
+    [
+        (lambda e, o: None, "No API key"),
+        (lambda e, o: "sk-not-ours", "keys start with 'obs_'"),
+        (lambda e, o: "obs_" + "x" * 43, "Unknown API key"),
+        (lambda e, o: create_key(e, admin_scope(o), "reader", scopes=("read",)), "'ingest' scope"),
+    ],
+)
+def test_bad_keys_are_refused_with_the_reason(org_key, make_key, message):
+    engine, org_id, _, _ = org_key
+    with pytest.raises(BadKey, match=message):
+        Receiver(engine).decode(sample("genai.pb"), headers(make_key(engine, org_id)))
+
+
+def test_a_revoked_key_stops_at_once(org_key):
+    engine, org_id, _, key = org_key
+    receiver = Receiver(engine)
+    assert receiver.decode(sample("genai.pb"), headers(key), now=NOW).rows
+    from observatory_core.ingest.apikeys import list_keys
+
+    (listed,) = list_keys(engine, admin_scope(org_id))
+    assert listed["last_used_at"] is not None and key.startswith(listed["prefix"])
+    revoke_key(engine, admin_scope(org_id), listed["id"])
+    with pytest.raises(BadKey, match="revoked"):
+        receiver.decode(sample("genai.pb"), headers(key))
+
+
+def test_project_comes_from_the_key_or_the_resource(org_key):
+    engine, org_id, project_ids, _ = org_key
+    bound = create_key(engine, admin_scope(org_id), "bound", project_id=project_ids[0])
+    (row,) = Receiver(engine).decode(one_span_request({}), headers(bound), now=NOW).rows
+    assert row["project_id"] == project_ids[0]
+
+    def named(slug: str) -> bytes:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        request = ExportTraceServiceRequest.FromString(one_span_request({}))
+        request.resource_spans[0].resource.attributes.append(kv("observatory.project", slug))
+        return request.SerializeToString()
+
+    org_wide = create_key(engine, admin_scope(org_id), "org wide")
+    (row,) = Receiver(engine).decode(named("support-bot"), headers(org_wide), now=NOW).rows
+    assert row["project_id"] == project_ids[0]
+    decoded = Receiver(engine).decode(named("nope"), headers(org_wide), now=NOW)
+    assert decoded.rows == [] and decoded.rejected == 1
+    assert "project 'nope'" in decoded.reasons[0]
+
+
+def test_another_orgs_project_cannot_be_bound_to_a_key(org_key):
+    engine, org_id, _, _ = org_key
+    other_org, other_projects = make_org(engine, "globex", ("secret",))
+    from observatory_core.errors import UserError
+
+    with pytest.raises(UserError, match="No project"):
+        create_key(engine, admin_scope(org_id), "sneaky", project_id=other_projects[0])
+
+
+T0 = int(NOW.timestamp() * 1e9)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"trace_id": b""}, "trace_id must be 16 bytes"),
+        ({"span_id": bytes(8)}, "span_id must be 8 bytes"),
+        ({"parent_span_id": b"\x01\x02"}, "parent_span_id must be empty or 8 bytes"),
+        ({"start_time_unix_nano": 0}, "start time is missing"),
+        ({"start_time_unix_nano": 5, "end_time_unix_nano": 10}, "not plausible"),
+        ({"start_time_unix_nano": T0 + 10**15, "end_time_unix_nano": T0 + 10**15}, "not plausible"),
+        ({"start_time_unix_nano": T0, "end_time_unix_nano": T0 - 1}, "ends before it starts"),
+    ],
+)
+def test_impossible_spans_are_rejected_and_the_rest_kept(org_key, fields, reason):
+    engine, _, _, key = org_key
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest.FromString(sample("genai.pb"))
+    bad = request.resource_spans[0].scope_spans[0].spans[0]
+    for name, value in fields.items():
+        setattr(bad, name, value)
+    decoded = Receiver(engine).decode(request.SerializeToString(), headers(key), now=NOW)
+    assert decoded.rejected == 1 and len(decoded.rows) == 4
+    assert reason in decoded.reasons[0] and "chat gpt-4o-mini" in decoded.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "reason"),
+    [
+        ({"gen_ai.usage.input_tokens": -5}, "between 0 and"),
+        ({"gen_ai.usage.input_tokens": 10**12}, "between 0 and"),
+        ({"gen_ai.usage.output_tokens": "lots"}, "whole number"),
+        ({"gen_ai.usage.cost": "nan"}, "0 or more USD"),
+    ],
+)
+def test_absurd_numbers_are_rejected(org_key, attributes, reason):
+    engine, _, _, key = org_key
+    decoded = Receiver(engine).decode(one_span_request(attributes), headers(key), now=NOW)
+    assert decoded.rejected == 1 and reason in decoded.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "extra", "status", "message"),
+    [
+        (b"\xff\xff\xff garbage", {}, 400, "not a valid OTLP"),
+        (sample("genai.json")[:200], {"content-type": JSON}, 400, "not valid JSON"),
+        (b'{"resourceSpans": 7}', {"content-type": JSON}, 400, "not OTLP/JSON"),
+        (b"[1, 2]", {"content-type": JSON}, 400, "must be an object"),
+        (sample("genai.pb"), {"content-type": "text/plain"}, 415, "is not supported"),
+        (sample("genai.pb"), {"content-encoding": "br"}, 415, "use gzip"),
+        (sample("genai.pb"), {"content-encoding": "gzip"}, 400, "not valid gzip"),
+    ],
+)
+def test_bad_bodies_get_a_status_and_a_clear_message(org_key, body, extra, status, message):
+    engine, _, _, key = org_key
+    with pytest.raises(BadPayload, match=message) as caught:
+        Receiver(engine).decode(body, {**headers(key), **extra})
+    assert caught.value.status == status
+
+
+def test_gzip_bombs_and_huge_bodies_are_413(org_key):
+    import gzip
+
+    engine, _, _, key = org_key
+    receiver = Receiver(engine, max_body_bytes=2**20, max_inflated_bytes=4 * 2**20)
+    bomb = gzip.compress(b"\0" * (8 * 2**20))
+    with pytest.raises(BadPayload) as caught:
+        receiver.decode(bomb, headers(key, **{"content-encoding": "gzip"}))
+    assert caught.value.status == 413 and "uncompressed" in caught.value.message
+    with pytest.raises(BadPayload) as caught:
+        receiver.decode(b"\0" * (2**20 + 1), headers(key))
+    assert caught.value.status == 413 and "batch size" in caught.value.message
+    ok = receiver.decode(
+        gzip.compress(sample("genai.pb")), headers(key, **{"content-encoding": "gzip"}), now=NOW
+    )
+    assert len(ok.rows) == 5
+
+
+def test_writer_turns_work_away_when_full_and_drains_on_stop(org_key, monkeypatch):
+    engine, _, _, key = org_key
+    gate = threading.Event()
+    real_write = writer_module.write_spans
+
+    def slow_write(*args, **kwargs):
+        gate.wait(10)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "write_spans", slow_write)
+    rows = Receiver(engine).decode(sample("genai.pb"), headers(key), now=NOW).rows
+    writer = BatchWriter(engine, max_pending=12)
+    first = writer.submit(rows[:4])
+    second = writer.submit(rows[4:])
+    with pytest.raises(Overloaded):
+        writer.submit(rows * 2)
+    stopper = threading.Thread(target=writer.stop)
+    stopper.start()
+    with pytest.raises(ShuttingDown):
+        for _ in range(100):
+            writer.submit(rows[:1])
+    gate.set()
+    stopper.join(10)
+    assert first.result(1) is None and second.result(1) is None
+    assert all_spans(engine).height == 5
+
+
+def test_one_bad_request_does_not_fail_the_others_in_its_group(org_key, monkeypatch):
+    engine, _, _, key = org_key
+    good = Receiver(engine).decode(sample("genai.pb"), headers(key), now=NOW).rows
+    bad = [dict(good[0], span_id="f" * 16, operation=None)]  # NOT NULL violated
+    gate = threading.Event()
+    real_write = writer_module.write_spans
+    monkeypatch.setattr(
+        writer_module, "write_spans", lambda *a, **k: gate.wait(10) and real_write(*a, **k)
+    )
+    writer = BatchWriter(engine)
+    futures = [writer.submit(good[:1]), writer.submit(bad), writer.submit(good[1:])]
+    gate.set()
+    assert futures[0].result(10) is None and futures[2].result(10) is None
+    with pytest.raises(Exception, match="operation"):  # noqa: B017 - either driver's error
+        futures[1].result(10)
+    writer.stop()
+    assert all_spans(engine).height == 5
+
+
+def test_spans_long_ago_and_now_land_in_the_right_buckets(org_key):
+    engine, _, _, key = org_key
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest.FromString(sample("genai.pb"))
+    old = request.resource_spans[1].scope_spans[0].spans[0]
+    shift = int(timedelta(days=40).total_seconds() * 1e9)
+    old.start_time_unix_nano -= shift
+    old.end_time_unix_nano -= shift
+    store(engine, Receiver(engine).decode(request.SerializeToString(), headers(key), now=NOW))
+    df = all_spans(engine)
+    assert df.height == 5
+    assert df["start_time"].min() < datetime.now(UTC) - timedelta(days=30)
+    assert_rollups_match_rebuild(engine)

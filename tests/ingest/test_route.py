@@ -1,0 +1,68 @@
+"""The route's answers when the writer is full, the server is stopping or the database is down:
+429/503 with Retry-After, as OTLP exporters expect in order to retry."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future
+
+import pytest
+from google.rpc import status_pb2
+from sqlalchemy.exc import OperationalError
+from starlette.requests import Request
+
+from observatory_core.http import otlp_route
+from observatory_core.ingest.receiver import Receiver
+from observatory_core.ingest.writer import Overloaded, ShuttingDown
+from tests.ingest.conftest import PROTOBUF, sample
+
+
+class StubWriter:
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def submit(self, rows):
+        if isinstance(self.outcome, type) and issubclass(self.outcome, Exception):
+            raise self.outcome
+        future: Future = Future()
+        future.set_exception(self.outcome)
+        return future
+
+
+def call(key: str, body: bytes) -> tuple[int, dict, bytes]:
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/traces",
+        "headers": [
+            (b"content-type", PROTOBUF.encode()),
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    response = asyncio.run(otlp_route.otlp_traces(Request(scope, receive)))
+    return response.status_code, dict(response.headers), response.body
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status", "retry"),
+    [
+        (Overloaded, 429, "1"),
+        (ShuttingDown, 503, "5"),
+        (OperationalError("INSERT", {}, Exception("server closed the connection")), 503, "5"),
+        (ValueError('null value in column "operation"'), 400, None),
+    ],
+)
+def test_overload_and_outages_ask_the_exporter_to_retry(
+    org_key, monkeypatch, outcome, status, retry
+):
+    engine, _, _, key = org_key
+    monkeypatch.setattr(
+        otlp_route, "get_ingest", lambda _s: (Receiver(engine), StubWriter(outcome))
+    )
+    got, headers, body = call(key, sample("genai.pb"))
+    assert (got, headers.get("retry-after")) == (status, retry)
+    assert status_pb2.Status.FromString(body).message  # always a message, never a traceback
