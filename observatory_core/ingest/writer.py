@@ -1,4 +1,4 @@
-"""Group commit for the receiver: one thread writes what concurrent requests hand it.
+"""Group commit for the receiver: writer threads store what concurrent requests hand them.
 
 Each request waits until its spans are committed (a 200 means stored), but requests that
 arrive together share one transaction, so the rollup fold and the commit are paid once per
@@ -31,7 +31,16 @@ class ShuttingDown(Exception):
 
 
 class BatchWriter:
-    def __init__(self, engine: Engine, *, max_pending: int = 50_000, group_spans: int = 5_000):
+    """Writer threads take whole groups from one bounded queue."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_pending: int = 50_000,
+        group_spans: int = 5_000,
+        threads: int | None = None,
+    ):
         self.engine = engine
         self.max_pending = max_pending
         self.group_spans = group_spans
@@ -39,8 +48,15 @@ class BatchWriter:
         self._cond = threading.Condition()
         self._pending = 0
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="observatory-ingest", daemon=True)
-        self._thread.start()
+        # PostgreSQL: two writers, so one group's COPY overlaps the other's rollup fold (the
+        # fold itself takes turns under an advisory lock). SQLite takes one writer at a time.
+        count = threads or (2 if engine.dialect.name == "postgresql" else 1)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"observatory-ingest-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def pending(self) -> int:
@@ -99,4 +115,5 @@ class BatchWriter:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
