@@ -1,4 +1,4 @@
-"""The background worker loop: exports now; alerts, rollups and retention join it later.
+"""The background worker: exports on this thread, alert evaluation and webhooks on their own.
 
 Embedded mode runs it as a thread of the server; production runs any number of
 `python -m observatory_core worker` processes against PostgreSQL.
@@ -35,6 +35,9 @@ def run_forever(engine: Engine, settings: Settings, stop: threading.Event) -> No
     config = config_from(settings)
     next_maintenance = datetime.now(UTC)
     log.info("worker %s started", config.worker_id)
+    from observatory_core.alerts.loops import start_loops
+
+    helpers = start_loops(engine, config.worker_id, settings.alert_eval_s, stop)
     while not stop.is_set():
         try:
             if datetime.now(UTC) >= next_maintenance:
@@ -45,6 +48,8 @@ def run_forever(engine: Engine, settings: Settings, stop: threading.Event) -> No
         except Exception:  # keep the loop alive; the job itself is failed by run_job
             log.exception("worker round failed")
             stop.wait(settings.worker_poll_s)
+    for thread in helpers:
+        thread.join(10)
     log.info("worker %s stopped", config.worker_id)
 
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from observatory_core.ingest.apikeys import BadKey
+from observatory_core.ingest.counts import record_rejections
 from observatory_core.ingest.otlp import JSON, PROTOBUF, BadPayload
 from observatory_core.ingest.receiver import Answer, error_answer, refuse
 from observatory_core.ingest.service import get_ingest
@@ -62,6 +63,10 @@ async def otlp_traces(request: Request) -> Response:
             raise
         return _reply(
             error_answer(kind, 503, "The database is unavailable; retry.", RETRY_UNAVAILABLE_S)
+        )
+    if decoded.rejected:
+        await run_in_threadpool(
+            record_rejections, receiver.engine, decoded.org_id, len(decoded.rows), decoded.rejected
         )
     if not decoded.rows:
         return _reply(decoded.answer())

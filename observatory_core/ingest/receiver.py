@@ -50,6 +50,7 @@ class Decoded:
 
     kind: str
     rows: list[dict[str, Any]]
+    org_id: int = 0
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
 
@@ -135,7 +136,7 @@ class Receiver:
         )
 
     def map_request(self, request, key: KeyInfo, kind: str, now: datetime) -> Decoded:
-        decoded = Decoded(kind, [])
+        decoded = Decoded(kind, [], key.org_id)
         prices = self.prices()
         for r_index, resource_spans in enumerate(request.resource_spans):
             resource = Resource.of(resource_spans.resource)

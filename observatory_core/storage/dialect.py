@@ -333,3 +333,16 @@ def serialize_rollup_writes(conn: Connection) -> None:
     single writer at a time."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ROLLUP_LOCK})")
+
+
+def try_lock(conn: Connection, key: int) -> bool:
+    """Take a session lock so only one process does a periodic job at a time (PostgreSQL);
+    SQLite runs a single worker, so the answer there is always yes."""
+    if conn.dialect.name != "postgresql":
+        return True
+    return bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({int(key)})").scalar())
+
+
+def unlock(conn: Connection, key: int) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_unlock({int(key)})")

@@ -240,6 +240,100 @@ api_keys = Table(
     Index("ix_api_keys_org", "org_id"),
 )
 
+# ---- alerts (DESIGN.md section 5) ------------------------------------------------------
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    # metric rules: a metrics-engine series; system rules: system_kind names the check
+    Column("system_kind", String(32)),
+    Column("series", String(64), nullable=False),  # e.g. duration_ms.p95
+    Column("comparator", String(2), nullable=False),  # > >= < <=
+    Column("threshold", Float, nullable=False),
+    Column("window_s", Integer, nullable=False),
+    Column("filter_json", Text, nullable=False),
+    Column("group_by", String(32)),
+    Column("min_requests", Integer, nullable=False),
+    Column("pending_s", Integer, nullable=False),
+    Column("keep_firing_s", Integer, nullable=False),
+    Column("webhook_url", String(500)),
+    Column("muted_until", UtcDateTime),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("org_id", "name", name="uq_alert_rules_org_name"),
+)
+
+# One row per rule and group (group '' when the rule has no group-by): where the state machine is.
+alert_states = Table(
+    "alert_states",
+    metadata,
+    Column("rule_id", Integer, ForeignKey("alert_rules.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_key", String(200), primary_key=True),
+    Column("state", String(10), nullable=False),  # ok | pending | firing | resolved
+    Column("since", UtcDateTime, nullable=False),
+    Column("last_breach_at", UtcDateTime),
+    Column("last_value", Float),
+    Column("last_requests", Integer),
+    Column("evaluated_at", UtcDateTime, nullable=False),
+)
+
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("rule_id", Integer, ForeignKey("alert_rules.id", ondelete="CASCADE"), nullable=False),
+    Column("group_key", String(200), nullable=False),
+    Column("from_state", String(10), nullable=False),
+    Column("to_state", String(10), nullable=False),
+    Column("value", Float),
+    Column("threshold", Float, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_alert_events_org_at", "org_id", "at"),
+    Index("ix_alert_events_rule_at", "rule_id", "at"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("rule_id", Integer, ForeignKey("alert_rules.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", BigId, ForeignKey("alert_events.id", ondelete="CASCADE"), nullable=False),
+    Column("url", String(500), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(10), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("last_status_code", Integer),
+    Column("last_error", String(300)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_rule", "rule_id", "id"),
+)
+
+# Liveness of worker processes, for the 'no worker heartbeat' system rule.
+worker_heartbeats = Table(
+    "worker_heartbeats",
+    metadata,
+    Column("worker_id", String(100), primary_key=True),
+    Column("seen_at", UtcDateTime, nullable=False),
+)
+
+# Spans accepted and rejected by the receiver per org and minute, for the ingestion system rule.
+ingest_counts = Table(
+    "ingest_counts",
+    metadata,
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("bucket_start", UtcDateTime, primary_key=True),
+    Column("accepted", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+)
+
 # A monthly cost budget per org; the Overview page burns it down and forecasts the month end.
 org_budgets = Table(
     "org_budgets",

@@ -1,0 +1,87 @@
+"""How often a rule would have fired over the last days, before it is saved.
+
+The rule's series is read per bucket (the largest bucket size not longer than its window,
+1 minute to 1 day) and the same state machine steps through the buckets in time order, so
+pending and keep-firing periods count as they will live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+from sqlalchemy.engine import Engine
+
+from observatory_core.alerts.rules import RuleSpec
+from observatory_core.alerts.state import FIRING, step
+from observatory_core.metrics.catalog import BUCKETS, MAX_RANGE_DAYS
+from observatory_core.metrics.engine import run_metrics
+from observatory_core.metrics.query import MetricQuery
+from observatory_core.permissions import Permission
+from observatory_core.scope import Scope
+
+REQUESTS = "request_count.count"
+
+
+@dataclass(frozen=True)
+class Backtest:
+    frame: pl.DataFrame  # bucket, group, value, requests, firing
+    bucket: str
+    fired: int  # times it would have started firing
+    firing_share: float  # share of buckets (all groups) spent firing
+
+
+def bucket_for(window_s: int) -> str:
+    fitting = [name for name, seconds in BUCKETS.items() if seconds <= window_s]
+    return fitting[-1] if fitting else "1min"
+
+
+def _read(
+    engine, scope, rule: RuleSpec, bucket: str, start: datetime, end: datetime, now
+) -> pl.DataFrame:
+    """The series per bucket, in chunks the engine allows for this bucket size."""
+    chunk = timedelta(days=MAX_RANGE_DAYS[bucket])
+    frames = []
+    at = start
+    while at < end:
+        upto = min(end, at + chunk)
+        spec = replace(rule.filters, relative=None, start=at, end=upto)
+        query = MetricQuery(
+            series=(rule.series, REQUESTS),
+            filters=spec,
+            bucket=bucket,
+            group_by=(rule.group_by,) if rule.group_by else (),
+        )
+        frames.append(run_metrics(engine, scope, query, now=now).frame)
+        at = upto
+    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+
+
+def backtest(
+    engine: Engine, scope: Scope, rule: RuleSpec, *, days: int = 7, now: datetime | None = None
+) -> Backtest:
+    scope.require(Permission.METRICS_READ)
+    now = now or datetime.now(UTC)
+    bucket = bucket_for(rule.window_s)
+    seconds = BUCKETS[bucket]
+    end = datetime.fromtimestamp(now.timestamp() // seconds * seconds, UTC)
+    frame = _read(engine, scope, rule, bucket, end - timedelta(days=days), end, now)
+    group = rule.group_by
+    frame = frame.rename({rule.series: "value", REQUESTS: "requests"}).with_columns(
+        (pl.col(group).cast(pl.String).fill_null("(none)") if group else pl.lit("")).alias("group")
+    )
+    frame = frame.select("bucket", "group", "value", pl.col("requests").fill_null(0)).sort(
+        "group", "bucket"
+    )
+    firing, fired = [], 0
+    states: dict[str, object] = {}
+    for row in frame.iter_rows(named=True):
+        at = row["bucket"] + timedelta(seconds=seconds)
+        state, transition = step(states.get(row["group"]), row["value"], row["requests"], rule, at)
+        states[row["group"]] = state
+        fired += transition is not None and transition[1] == FIRING
+        firing.append(state.state == FIRING)
+    frame = frame.with_columns(pl.Series("firing", firing, dtype=pl.Boolean))
+    share = sum(firing) / len(firing) if firing else 0.0
+    return Backtest(frame, bucket, fired, share)

@@ -1,0 +1,80 @@
+"""The alert loops the worker runs beside exports, each on its own thread so that a long
+export never delays evaluation and a slow webhook never delays either; and the watchdog the
+web server runs, which notices when no worker reports in (a dead worker cannot)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+
+from observatory_core.alerts.evaluate import evaluate
+from observatory_core.alerts.webhooks import deliver_due
+from observatory_core.storage.dialect import upsert
+from observatory_core.storage.schema import worker_heartbeats
+
+log = logging.getLogger("observatory.alerts")
+WATCHDOG_EVERY_S = 15.0
+
+
+def beat(engine: Engine, worker_id: str, now: datetime | None = None) -> None:
+    with engine.begin() as conn:
+        stmt = upsert(conn, worker_heartbeats).values(
+            worker_id=worker_id, seen_at=now or datetime.now(UTC)
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[worker_heartbeats.c.worker_id],
+                set_={"seen_at": stmt.excluded.seen_at},
+            )
+        )
+
+
+def _forever(name: str, every_s: float, stop: threading.Event, work) -> None:
+    while not stop.is_set():
+        try:
+            work()
+        except Exception:  # the loop must outlive one bad round; the next round retries
+            log.exception("%s round failed", name)
+        stop.wait(every_s)
+
+
+def start_loops(
+    engine: Engine, worker_id: str, every_s: float, stop: threading.Event
+) -> list[threading.Thread]:
+    def evaluate_round() -> None:
+        beat(engine, worker_id)
+        report = evaluate(engine)
+        if report.transitions:
+            log.info("alerts: %d transitions over %d groups", report.transitions, report.groups)
+
+    threads = [
+        threading.Thread(
+            target=_forever,
+            args=("alerts", every_s, stop, evaluate_round),
+            name="observatory-alerts",
+            daemon=True,
+        ),
+        threading.Thread(
+            target=_forever,
+            args=("webhooks", 1.0, stop, lambda: deliver_due(engine)),
+            name="observatory-webhooks",
+            daemon=True,
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def start_watchdog(engine: Engine, stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(
+        target=_forever,
+        args=("watchdog", WATCHDOG_EVERY_S, stop, lambda: evaluate(engine, kinds="heartbeat")),
+        name="observatory-watchdog",
+        daemon=True,
+    )
+    thread.start()
+    return thread

@@ -1,0 +1,346 @@
+"""Alert rules: validated once here, stored per org, and the system rules every org has.
+
+A rule is a metrics-engine series (any metric with any aggregation that fits it, so p95
+latency and error rate as well as averages), a comparator and threshold over a sliding window,
+the same `FilterSpec` as everywhere else, an optional group-by, a minimum request count, a
+pending period and a keep-firing period.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from urllib.parse import urlparse
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from observatory_core.errors import UserError
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.catalog import DIMENSIONS, METRICS
+from observatory_core.metrics.query import parse_series
+from observatory_core.permissions import Permission
+from observatory_core.scope import Scope
+from observatory_core.storage.schema import alert_rules, orgs
+
+COMPARATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+MIN_WINDOW_S, MAX_WINDOW_S = 60, 86_400
+MAX_PERIOD_S = 86_400
+
+
+@dataclass(frozen=True)
+class SystemRule:
+    kind: str
+    name: str
+    series: str
+    comparator: str
+    threshold: float
+    window_s: int
+    min_requests: int
+    needs: Permission  # who sees it and its events
+    help: str
+
+
+SYSTEM_RULES = {
+    r.kind: r
+    for r in (
+        SystemRule(
+            "export_failure_rate",
+            "System: export failure rate",
+            "system.export_failure_rate",
+            ">",
+            0.10,
+            3600,
+            1,
+            Permission.EXPORTS_READ,
+            "Share of the org's export jobs that failed among those finished in the last hour.",
+        ),
+        SystemRule(
+            "worker_heartbeat",
+            "System: no worker heartbeat",
+            "system.worker_silence_s",
+            ">",
+            60,
+            60,
+            0,
+            Permission.ADMIN,
+            "Seconds since any worker process last reported in; exports and alerts stop without one.",
+        ),
+        SystemRule(
+            "ingest_rejections",
+            "System: ingestion rejecting spans",
+            "system.ingest_rejected",
+            ">",
+            0,
+            300,
+            0,
+            Permission.ADMIN,
+            "Spans the OTLP receiver rejected for this org in the last 5 minutes.",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    name: str
+    series: str
+    comparator: str
+    threshold: float
+    window_s: int
+    filters: FilterSpec = field(default_factory=lambda: FilterSpec(relative=None))
+    group_by: str | None = None
+    min_requests: int = 0
+    pending_s: int = 0
+    keep_firing_s: int = 0
+    webhook_url: str | None = None
+
+    def breaches(self, value: float) -> bool:
+        return COMPARATORS[self.comparator](value, self.threshold)
+
+
+def _number(
+    name: str, raw, *, whole: bool = False, low: float | None = None, high: float | None = None
+):
+    try:
+        value = int(raw) if whole else float(raw)
+    except (TypeError, ValueError):
+        example = "300" if whole else "2500 or 0.05"
+        raise UserError(f"{name} must be a number, e.g. {example}; got {raw!r}.") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UserError(f"{name} must be a finite number; got {raw!r}.")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise UserError(f"{name} must be between {low:g} and {high:g}; got {raw!r}.")
+    return value
+
+
+def check_webhook_url(url: str | None) -> str | None:
+    if not url or not url.strip():
+        return None
+    url = url.strip()
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 500:
+        raise UserError(
+            f"Webhook URL {url[:80]!r} must be an http:// or https:// address (at most 500 "
+            "characters), e.g. https://hooks.slack.com/services/..."
+        )
+    return url
+
+
+def build_rule(
+    *,
+    name: str,
+    series: str,
+    comparator: str,
+    threshold,
+    window_s,
+    filters: FilterSpec | None = None,
+    group_by: str | None = None,
+    min_requests=0,
+    pending_s=0,
+    keep_firing_s=0,
+    webhook_url: str | None = None,
+) -> RuleSpec:
+    """A valid rule, or a `UserError` that names the field and the fix."""
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 100 or name.startswith("System:"):
+        raise UserError("Name the rule (1 to 100 characters, not starting with 'System:').")
+    metric, agg = parse_series(series)  # refuses a metric with an aggregation that does not fit
+    if comparator not in COMPARATORS:
+        raise UserError(f"Comparator {comparator!r} must be one of {', '.join(COMPARATORS)}.")
+    if group_by and group_by not in DIMENSIONS:
+        raise UserError(
+            f"Group by {group_by!r} is not a dimension; choose from {', '.join(DIMENSIONS)}."
+        )
+    spec = filters or FilterSpec(relative=None)
+    if spec.relative is not None or spec.start or spec.end:  # the window is the rule's time
+        spec = replace(spec, relative=None, start=None, end=None)
+    return RuleSpec(
+        name=name,
+        series=f"{metric}.{agg.value}",
+        comparator=comparator,
+        threshold=_number("Threshold", threshold),
+        window_s=_number(
+            "Window (seconds)", window_s, whole=True, low=MIN_WINDOW_S, high=MAX_WINDOW_S
+        ),
+        filters=spec,
+        group_by=group_by or None,
+        min_requests=_number("Minimum requests", min_requests, whole=True, low=0, high=10**9),
+        pending_s=_number(
+            "Pending period (seconds)", pending_s, whole=True, low=0, high=MAX_PERIOD_S
+        ),
+        keep_firing_s=_number(
+            "Keep firing (seconds)", keep_firing_s, whole=True, low=0, high=MAX_PERIOD_S
+        ),
+        webhook_url=check_webhook_url(webhook_url),
+    )
+
+
+def _values(spec: RuleSpec) -> dict:
+    return {
+        "name": spec.name,
+        "series": spec.series,
+        "comparator": spec.comparator,
+        "threshold": spec.threshold,
+        "window_s": spec.window_s,
+        "filter_json": spec.filters.to_json(),
+        "group_by": spec.group_by,
+        "min_requests": spec.min_requests,
+        "pending_s": spec.pending_s,
+        "keep_firing_s": spec.keep_firing_s,
+        "webhook_url": spec.webhook_url,
+    }
+
+
+def spec_of(row) -> RuleSpec:
+    """The `RuleSpec` of a stored rule (system rules included)."""
+    return RuleSpec(
+        name=row["name"],
+        series=row["series"],
+        comparator=row["comparator"],
+        threshold=row["threshold"],
+        window_s=row["window_s"],
+        filters=FilterSpec.from_json(row["filter_json"]),
+        group_by=row["group_by"],
+        min_requests=row["min_requests"],
+        pending_s=row["pending_s"],
+        keep_firing_s=row["keep_firing_s"],
+        webhook_url=row["webhook_url"],
+    )
+
+
+def _metric_cost_check(scope: Scope, spec: RuleSpec) -> None:
+    metric = spec.series.split(".")[0]
+    if METRICS[metric].cost:
+        scope.require(Permission.COSTS_READ)
+
+
+def create_rule(engine: Engine, scope: Scope, spec: RuleSpec, now: datetime | None = None) -> int:
+    scope.require(Permission.ALERTS_MANAGE)
+    _metric_cost_check(scope, spec)
+    now = now or datetime.now(UTC)
+    try:
+        with engine.begin() as conn:
+            return conn.execute(
+                alert_rules.insert().values(
+                    org_id=scope.org_id,
+                    created_by=scope.username,
+                    created_at=now,
+                    updated_at=now,
+                    **_values(spec),
+                )
+            ).inserted_primary_key[0]
+    except IntegrityError:
+        raise UserError(
+            f"A rule named {spec.name!r} exists already; choose another name."
+        ) from None
+
+
+def _own_rule(conn: Connection, scope: Scope, rule_id: int, *, system_ok: bool = False):
+    row = (
+        conn.execute(
+            select(alert_rules).where(
+                alert_rules.c.id == rule_id, alert_rules.c.org_id == scope.org_id
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise UserError(f"No alert rule {rule_id} in your org.")
+    if row["system_kind"] and not system_ok:
+        raise UserError("System rules cannot be edited or deleted; mute them instead.")
+    return row
+
+
+def update_rule(
+    engine: Engine, scope: Scope, rule_id: int, spec: RuleSpec, now: datetime | None = None
+) -> None:
+    """Edit a rule; its state starts over, since old state judged another condition."""
+    from observatory_core.storage.schema import alert_states
+
+    scope.require(Permission.ALERTS_MANAGE)
+    _metric_cost_check(scope, spec)
+    try:
+        with engine.begin() as conn:
+            _own_rule(conn, scope, rule_id)
+            conn.execute(
+                update(alert_rules)
+                .where(alert_rules.c.id == rule_id)
+                .values(updated_at=now or datetime.now(UTC), **_values(spec))
+            )
+            conn.execute(delete(alert_states).where(alert_states.c.rule_id == rule_id))
+    except IntegrityError:
+        raise UserError(
+            f"A rule named {spec.name!r} exists already; choose another name."
+        ) from None
+
+
+def delete_rule(engine: Engine, scope: Scope, rule_id: int) -> None:
+    scope.require(Permission.ALERTS_MANAGE)
+    with engine.begin() as conn:
+        _own_rule(conn, scope, rule_id)
+        conn.execute(delete(alert_rules).where(alert_rules.c.id == rule_id))
+
+
+def mute_rule(engine: Engine, scope: Scope, rule_id: int, until: datetime | None) -> None:
+    """Mute notifications until `until` (None: unmute). The rule is still evaluated."""
+    scope.require(Permission.ALERTS_MANAGE)
+    with engine.begin() as conn:
+        _own_rule(conn, scope, rule_id, system_ok=True)
+        conn.execute(
+            update(alert_rules).where(alert_rules.c.id == rule_id).values(muted_until=until)
+        )
+
+
+def visible(scope: Scope, row) -> bool:
+    kind = row["system_kind"]
+    return kind is None or scope.can(SYSTEM_RULES[kind].needs)
+
+
+def list_rules(engine: Engine, scope: Scope) -> list[dict]:
+    scope.require(Permission.ALERTS_READ)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(alert_rules)
+            .where(alert_rules.c.org_id == scope.org_id)
+            .order_by(alert_rules.c.id)
+        ).mappings()
+        return [dict(r) for r in rows if visible(scope, r)]
+
+
+def ensure_system_rules(conn: Connection, now: datetime) -> None:
+    """Every org has the system rules (created on first evaluation, so new orgs get them too)."""
+    have = {
+        (org_id, kind)
+        for org_id, kind in conn.execute(
+            select(alert_rules.c.org_id, alert_rules.c.system_kind).where(
+                alert_rules.c.system_kind.is_not(None)
+            )
+        )
+    }
+    for org_id in conn.execute(select(orgs.c.id)).scalars():
+        for rule in SYSTEM_RULES.values():
+            if (org_id, rule.kind) in have:
+                continue
+            conn.execute(
+                alert_rules.insert().values(
+                    org_id=org_id,
+                    name=rule.name,
+                    system_kind=rule.kind,
+                    series=rule.series,
+                    comparator=rule.comparator,
+                    threshold=rule.threshold,
+                    window_s=rule.window_s,
+                    filter_json=FilterSpec(relative=None).to_json(),
+                    group_by=None,
+                    min_requests=rule.min_requests,
+                    pending_s=0,
+                    keep_firing_s=0,
+                    created_by="system",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )

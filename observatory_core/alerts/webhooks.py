@@ -1,0 +1,168 @@
+"""Webhook channel: a Slack-compatible JSON body, sent by its own loop with a timeout and
+retries with backoff; every attempt is kept as the rule's delivery log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from observatory_core.permissions import Permission
+from observatory_core.scope import Scope
+from observatory_core.storage.schema import alert_rules, webhook_deliveries
+
+log = logging.getLogger("observatory.alerts")
+TIMEOUT_S = 5.0
+MAX_ATTEMPTS = 5
+BACKOFF_S = 5.0  # 5, 10, 20, 40 seconds between attempts
+LEASE = timedelta(seconds=60)  # a claimed delivery is not picked up again meanwhile
+COLORS = {"firing": "#d93f0b", "resolved": "#2da44e"}
+Post = Callable[[str, bytes, float], int]
+
+
+def body(rule: dict, group: str, state: str, value: float | None, at: datetime) -> dict:
+    """What a Slack incoming webhook shows (text, attachment), plus the same facts as data."""
+    shown = "no data" if value is None else f"{value:,.4g}"
+    where = f" [{rule['group_by']}={group}]" if group else ""
+    icon = ":red_circle:" if state == "firing" else ":large_green_circle:"
+    text = (
+        f"{icon} {state.upper()}: {rule['name']}{where}: {rule['series']} = {shown} "
+        f"({rule['comparator']} {rule['threshold']:,.4g} over {rule['window_s'] // 60} min)"
+    )
+    return {
+        "text": text,
+        "attachments": [
+            {
+                "color": COLORS.get(state, "#888888"),
+                "fields": [
+                    {"title": "Value", "value": shown, "short": True},
+                    {
+                        "title": "Threshold",
+                        "value": f"{rule['comparator']} {rule['threshold']:,.4g}",
+                        "short": True,
+                    },
+                ],
+                "ts": int(at.timestamp()),
+            }
+        ],
+        "alert": {
+            "rule_id": rule["id"],
+            "rule": rule["name"],
+            "group": group or None,
+            "state": state,
+            "series": rule["series"],
+            "value": value,
+            "comparator": rule["comparator"],
+            "threshold": rule["threshold"],
+            "window_s": rule["window_s"],
+            "at": at.isoformat(),
+        },
+    }
+
+
+def delivery_row(rule: dict, group: str, state: str, value, event_id: int, now: datetime) -> dict:
+    return {
+        "org_id": rule["org_id"],
+        "rule_id": rule["id"],
+        "event_id": event_id,
+        "url": rule["webhook_url"],
+        "body": json.dumps(body(rule, group, state, value, now)),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
+def http_post(url: str, data: bytes, timeout: float) -> int:
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="POST",
+        headers={"content-type": "application/json", "user-agent": "llm-observatory"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def deliver_due(
+    engine: Engine, now: datetime | None = None, *, post: Post = http_post, limit: int = 20
+) -> int:
+    """Send what is due; returns how many were attempted. Each is claimed first (a lease), so
+    several workers never send the same delivery twice at once."""
+    now = now or datetime.now(UTC)
+    d = webhook_deliveries.c
+    with engine.connect() as conn:
+        due = conn.execute(
+            select(d.id, d.url, d.body, d.attempts, d.next_attempt_at)
+            .where(d.status == "pending", d.next_attempt_at <= now)
+            .order_by(d.next_attempt_at)
+            .limit(limit)
+        ).all()
+    attempted = 0
+    for row in due:
+        with engine.begin() as conn:
+            claimed = conn.execute(
+                update(webhook_deliveries)
+                .where(
+                    d.id == row.id, d.next_attempt_at == row.next_attempt_at, d.status == "pending"
+                )
+                .values(next_attempt_at=now + LEASE)
+            ).rowcount
+        if not claimed:
+            continue
+        attempted += 1
+        code, error = None, None
+        try:
+            code = post(row.url, row.body.encode(), TIMEOUT_S)
+        except Exception as exc:  # timeouts, refused connections, DNS: all retried
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        attempts = row.attempts + 1
+        ok = code is not None and 200 <= code < 300
+        if ok:
+            values = {"status": "delivered", "finished_at": datetime.now(UTC)}
+        elif attempts >= MAX_ATTEMPTS:
+            values = {"status": "failed", "finished_at": datetime.now(UTC)}
+        else:
+            values = {"next_attempt_at": now + timedelta(seconds=BACKOFF_S * 2 ** (attempts - 1))}
+        if code is not None and not ok:
+            error = f"HTTP {code}"
+        with engine.begin() as conn:
+            conn.execute(
+                update(webhook_deliveries)
+                .where(d.id == row.id)
+                .values(attempts=attempts, last_status_code=code, last_error=error, **values)
+            )
+    return attempted
+
+
+def delivery_log(engine: Engine, scope: Scope, rule_id: int, limit: int = 50) -> list[dict]:
+    scope.require(Permission.ALERTS_READ)
+    d = webhook_deliveries.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                d.id,
+                d.status,
+                d.attempts,
+                d.last_status_code,
+                d.last_error,
+                d.created_at,
+                d.finished_at,
+                d.next_attempt_at,
+            )
+            .select_from(webhook_deliveries.join(alert_rules, alert_rules.c.id == d.rule_id))
+            .where(d.rule_id == rule_id, alert_rules.c.org_id == scope.org_id)
+            .order_by(d.id.desc())
+            .limit(limit)
+        ).mappings()
+        return [dict(r) for r in rows]

@@ -1,0 +1,70 @@
+"""Alert fixtures: an org with spans built to cross thresholds at a known clock, and a local
+HTTP server that receives webhooks (and can be told to fail or to be slow)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.helpers import make_org, span, write
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def org(engine):
+    org_id, (project,) = make_org(engine, "acme")
+    return engine, org_id, project
+
+
+def add_spans(engine, org_id, project, *, minutes_ago: float, count: int, now=NOW, **fields):
+    """`count` spans spread over the minute that ended `minutes_ago` minutes before `now`."""
+    start = now - timedelta(minutes=minutes_ago + 1)
+    rows = [
+        span(org_id, project, start + timedelta(seconds=i * 60 / count), **fields)
+        for i in range(count)
+    ]
+    write(engine, rows)
+    return rows
+
+
+class Hook:
+    """What the webhook receiver saw, and how it answers next."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.statuses: list[int] = []  # answers to give, in order; then 200
+        self.delay_s = 0.0
+
+
+@pytest.fixture
+def webhook():
+    hook = Hook()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            length = int(self.headers["content-length"])
+            hook.bodies.append(json.loads(self.rfile.read(length)))
+            time.sleep(hook.delay_s)
+            status = hook.statuses.pop(0) if hook.statuses else 200
+            try:
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok")
+            except BrokenPipeError:  # the sender timed out first, as the slow-receiver test wants
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    hook.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    yield hook
+    server.shutdown()

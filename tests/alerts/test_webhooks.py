@@ -1,0 +1,106 @@
+"""Webhooks against a local HTTP server: Slack-compatible body, retries with backoff after
+failures and timeouts, a delivery log, muted rules silent, and evaluation never waits."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from observatory_core.alerts import webhooks
+from observatory_core.alerts.evaluate import evaluate
+from observatory_core.alerts.rules import build_rule, create_rule, mute_rule
+from observatory_core.alerts.webhooks import deliver_due, delivery_log
+from tests.alerts.conftest import NOW, add_spans
+from tests.helpers import admin_scope
+
+
+def firing_rule(engine, org_id, project, url, **kw) -> int:
+    add_spans(engine, org_id, project, minutes_ago=1, count=10, duration_ms=4000.0)
+    spec = build_rule(
+        name="slow calls",
+        series="duration_ms.p95",
+        comparator=">",
+        threshold=1000,
+        window_s=300,
+        webhook_url=url,
+        **kw,
+    )
+    return create_rule(engine, admin_scope(org_id), spec, now=NOW)
+
+
+def test_firing_sends_a_slack_compatible_body_once(org, webhook):
+    engine, org_id, project = org
+    rule_id = firing_rule(engine, org_id, project, webhook.url)
+    evaluate(engine, NOW)
+    assert webhook.bodies == []  # evaluation only queues: a webhook never delays it
+    assert deliver_due(engine, NOW) == 1
+    (body,) = webhook.bodies
+    assert body["text"].startswith(":red_circle: FIRING: slow calls")
+    assert body["attachments"][0]["color"] == "#d93f0b"
+    assert body["alert"]["state"] == "firing" and body["alert"]["value"] == 4000.0
+    assert body["alert"]["threshold"] == 1000 and body["alert"]["series"] == "duration_ms.p95"
+    assert deliver_due(engine, NOW + timedelta(minutes=5)) == 0  # delivered: not sent again
+    (logged,) = delivery_log(engine, admin_scope(org_id), rule_id)
+    assert (logged["status"], logged["attempts"], logged["last_status_code"]) == (
+        "delivered",
+        1,
+        200,
+    )
+
+
+def test_failures_are_retried_with_backoff_then_given_up(org, webhook):
+    engine, org_id, project = org
+    rule_id = firing_rule(engine, org_id, project, webhook.url)
+    evaluate(engine, NOW)
+    webhook.statuses = [500, 503]
+    assert deliver_due(engine, NOW) == 1
+    assert (
+        deliver_due(engine, NOW + timedelta(seconds=4)) == 0
+    )  # backoff: 5 s after the 1st failure
+    assert deliver_due(engine, NOW + timedelta(seconds=5)) == 1
+    assert deliver_due(engine, NOW + timedelta(seconds=14)) == 0  # then 10 s
+    assert deliver_due(engine, NOW + timedelta(seconds=15)) == 1
+    (logged,) = delivery_log(engine, admin_scope(org_id), rule_id)
+    assert (logged["status"], logged["attempts"]) == ("delivered", 3)
+    assert len(webhook.bodies) == 3
+
+    webhook.statuses = [500] * 10
+    evaluate(engine, NOW + timedelta(minutes=30))  # resolves (the spans left the window)
+    at = NOW + timedelta(minutes=30)
+    for _ in range(webhooks.MAX_ATTEMPTS):
+        deliver_due(engine, at)
+        at += timedelta(minutes=5)
+    latest = delivery_log(engine, admin_scope(org_id), rule_id)[0]
+    assert (latest["status"], latest["attempts"], latest["last_error"]) == ("failed", 5, "HTTP 500")
+
+
+def test_a_slow_receiver_times_out_and_is_retried(org, webhook, monkeypatch):
+    engine, org_id, project = org
+    monkeypatch.setattr(webhooks, "TIMEOUT_S", 0.5)
+    rule_id = firing_rule(engine, org_id, project, webhook.url)
+    evaluate(engine, NOW)
+    webhook.delay_s = 2.0
+    deliver_due(engine, NOW)
+    (logged,) = delivery_log(engine, admin_scope(org_id), rule_id)
+    assert logged["status"] == "pending" and logged["attempts"] == 1
+    assert "timed out" in logged["last_error"].lower()
+    webhook.delay_s = 0
+    deliver_due(engine, NOW + timedelta(seconds=5))
+    assert delivery_log(engine, admin_scope(org_id), rule_id)[0]["status"] == "delivered"
+
+
+def test_an_unreachable_receiver_is_logged_not_raised(org):
+    engine, org_id, project = org
+    rule_id = firing_rule(engine, org_id, project, "http://127.0.0.1:9/nothing-listens-here")
+    evaluate(engine, NOW)
+    deliver_due(engine, NOW)
+    (logged,) = delivery_log(engine, admin_scope(org_id), rule_id)
+    assert logged["status"] == "pending" and "refused" in logged["last_error"].lower()
+
+
+def test_muted_rules_fire_silently(org, webhook):
+    engine, org_id, project = org
+    rule_id = firing_rule(engine, org_id, project, webhook.url)
+    mute_rule(engine, admin_scope(org_id), rule_id, NOW + timedelta(hours=1))
+    evaluate(engine, NOW)
+    deliver_due(engine, NOW)
+    assert webhook.bodies == [] and delivery_log(engine, admin_scope(org_id), rule_id) == []
