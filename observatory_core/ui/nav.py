@@ -25,6 +25,8 @@ PAGES = (
     PageSpec("pages/metrics.py", "Metrics", ":material/monitoring:", Permission.METRICS_READ),
     PageSpec("pages/traces.py", "Traces", ":material/account_tree:", Permission.TRACES_READ),
     PageSpec("pages/exports.py", "Exports", ":material/download:", Permission.EXPORTS_READ),
+    PageSpec("pages/alerts.py", "Alerts", ":material/notifications:", Permission.ALERTS_READ),
+    PageSpec("pages/live.py", "Live", ":material/stream:", Permission.ALERTS_READ),
     PageSpec("pages/admin.py", "Admin", ":material/admin_panel_settings:", Permission.ADMIN),
 )
 

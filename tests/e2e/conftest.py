@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from observatory_core.demo.load import load_demo
+from observatory_core.settings import get_settings
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.users import add_user
@@ -39,6 +40,23 @@ def live_server(tmp_path_factory):
     add_user(engine, "globex", "e2e-stranger", "admin")
     with running_server(url, tmp) as base:
         yield {"base": base, "engine": engine, "user": "e2e-admin", "password": password}
+
+
+def open_logged_in(page, live_server, path):
+    """Log in on the start page, then follow a link (deep links through the login form are
+    covered by the Traces test)."""
+    base = live_server["base"]
+    page.goto(base + "/")
+    page.get_by_role("textbox", name="Username").fill(live_server["user"])
+    page.get_by_role("textbox", name="Password").fill(live_server["password"])
+    page.get_by_role("button", name="Login").click()
+    page.get_by_text("Last 24 hours").first.wait_for(timeout=30_000)
+    # the login cookie is written by the browser on the run after the login
+    for _ in range(100):
+        if any(c["name"] == get_settings().cookie_name for c in page.context.cookies()):
+            break
+        page.wait_for_timeout(100)
+    page.goto(base + path)
 
 
 @pytest.fixture(scope="session")

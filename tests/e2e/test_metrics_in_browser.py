@@ -4,31 +4,13 @@ import re
 
 import pytest
 
-from observatory_core.settings import get_settings
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import ARTIFACTS, open_logged_in
 
 pytestmark = pytest.mark.browser
 
 
-def _open(page, live_server, path):
-    """Log in on the start page, then follow a link (deep links through the login form are
-    covered by the Traces test)."""
-    base = live_server["base"]
-    page.goto(base + "/")
-    page.get_by_role("textbox", name="Username").fill(live_server["user"])
-    page.get_by_role("textbox", name="Password").fill(live_server["password"])
-    page.get_by_role("button", name="Login").click()
-    page.get_by_text("Last 24 hours").first.wait_for(timeout=30_000)
-    # the login cookie is written by the browser on the run after the login
-    for _ in range(100):
-        if any(c["name"] == get_settings().cookie_name for c in page.context.cookies()):
-            break
-        page.wait_for_timeout(100)
-    page.goto(base + path)
-
-
 def test_clicking_a_point_zooms_in_and_links_to_its_spans(live_server, page):
-    _open(page, live_server, "/metrics?relative=24h&m=request_count.count&b=1hour")
+    open_logged_in(page, live_server, "/metrics?relative=24h&m=request_count.count&b=1hour")
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
     page.get_by_text(re.compile("Computed from rollups")).wait_for(timeout=30_000)
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
@@ -49,7 +31,7 @@ def test_clicking_a_point_zooms_in_and_links_to_its_spans(live_server, page):
 
 
 def test_overview_shows_tiles_with_their_noise_mark(live_server, page):
-    _open(page, live_server, "/overview?period=24h")
+    open_logged_in(page, live_server, "/overview?period=24h")
     page.locator('[data-testid="stMetric"]').nth(8).wait_for(timeout=30_000)
     texts = page.locator('[data-testid="stMetric"]').all_inner_texts()
     assert any(t.startswith("Requests") for t in texts)

@@ -1,0 +1,129 @@
+"""Alerts page widgets: what fires now (refreshing itself, with a toast for each new alert)
+and the history of every state change."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import streamlit as st
+
+from observatory_core.alerts.history import active_alerts, events, last_event_id
+from observatory_core.scope import Scope
+from observatory_core.ui.session import engine
+
+REFRESH_S = 5
+STATE_BADGE = {
+    "firing": "● firing",
+    "pending": "◐ pending",
+    "resolved": "○ resolved",
+    "ok": "○ ok",
+}
+
+
+def _value(v) -> str:
+    return "no data" if v is None else f"{v:,.4g}"
+
+
+def _in_group(row: dict) -> str:
+    return f" for {row['group_by']}={row['group_key']}" if row.get("group_by") else ""
+
+
+def _where(row: dict) -> str:
+    return f"{row['group_by']}={row['group_key']}" if row.get("group_by") else "—"
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_status(scope: Scope) -> None:
+    """Refreshes by itself every few seconds; a toast for each alert that fired since the last look."""
+    state = st.session_state
+    last_seen = state.get("alerts_last_event_id")
+    if last_seen is not None:
+        for event in reversed(
+            events(engine(), scope, after_id=last_seen, to_states=("firing",), limit=10)
+        ):
+            st.toast(
+                f"**{event['name']}** is firing{_in_group(event)}: {_value(event['value'])} "
+                f"{event['comparator']} {event['threshold']:,.4g}",
+                icon=":material/notifications_active:",
+            )
+    state["alerts_last_event_id"] = last_event_id(engine(), scope)
+    active = active_alerts(engine(), scope)
+    firing = [a for a in active if a["state"] == "firing"]
+    cols = st.columns(3)
+    cols[0].metric("Firing", len(firing))
+    cols[1].metric("Pending", len(active) - len(firing))
+    resolved = events(
+        engine(),
+        scope,
+        since=datetime.now(UTC) - timedelta(hours=24),
+        to_states=("resolved",),
+        limit=50,
+    )
+    cols[2].metric("Resolved (24 h)", len(resolved))
+    st.subheader("Firing now")
+    if not active:
+        st.success("Nothing is firing.", icon=":material/check_circle:")
+    else:
+        st.dataframe(
+            [
+                {
+                    "state": STATE_BADGE[a["state"]],
+                    "rule": a["name"],
+                    "where": _where(a),
+                    "value": a["last_value"],
+                    "condition": f"{a['comparator']} {a['threshold']:,.4g}",
+                    "since": a["since"],
+                    "muted": bool(a["muted_until"] and a["muted_until"] > datetime.now(UTC)),
+                }
+                for a in active
+            ],
+            hide_index=True,
+            column_config={
+                "since": st.column_config.DatetimeColumn("Since", format="YYYY-MM-DD HH:mm:ss")
+            },
+        )
+    st.subheader("Resolved recently")
+    if resolved:
+        st.dataframe(
+            [
+                {
+                    "rule": e["name"],
+                    "where": _where(e),
+                    "resolved at": e["at"],
+                    "last value": e["value"],
+                }
+                for e in resolved
+            ],
+            hide_index=True,
+        )
+    else:
+        st.caption("Nothing resolved in the last 24 hours.")
+    st.caption(f"Updated {datetime.now(UTC):%H:%M:%S} UTC; refreshes every {REFRESH_S} s.")
+
+
+@st.fragment(run_every=REFRESH_S * 2)
+def history(scope: Scope) -> None:
+    rows = events(engine(), scope, since=datetime.now(UTC) - timedelta(days=7), limit=500)
+    if not rows:
+        st.info("No alert has changed state in the last 7 days.", icon=":material/history:")
+        return
+    frame = pl.DataFrame(
+        [
+            {
+                "at": e["at"],
+                "rule": e["name"],
+                "where": _where(e),
+                "from": e["from_state"],
+                "to": e["to_state"],
+                "value": e["value"],
+                "threshold": f"{e['comparator']} {e['threshold']:,.4g}",
+            }
+            for e in rows
+        ]
+    )
+    st.dataframe(
+        frame,
+        hide_index=True,
+        column_config={"at": st.column_config.DatetimeColumn("At", format="YYYY-MM-DD HH:mm:ss")},
+    )

@@ -1,0 +1,234 @@
+"""Rule widgets for the Alerts page: the editor (new or existing rule) with its 7-day backtest
+chart, and the rule list with mute, delete and each rule's webhook delivery log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+
+from observatory_core.alerts.backtest import backtest
+from observatory_core.alerts.rules import (
+    COMPARATORS,
+    SYSTEM_RULES,
+    build_rule,
+    create_rule,
+    delete_rule,
+    list_rules,
+    mute_rule,
+    update_rule,
+)
+from observatory_core.alerts.webhooks import delivery_log
+from observatory_core.errors import UserError
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.catalog import DIMENSIONS, METRICS
+from observatory_core.permissions import Permission
+from observatory_core.scope import Scope
+from observatory_core.ui.session import engine
+
+WINDOWS = {
+    "1 minute": 60,
+    "5 minutes": 300,
+    "15 minutes": 900,
+    "1 hour": 3600,
+    "6 hours": 21600,
+    "1 day": 86400,
+}
+
+
+def _series_choices(scope: Scope) -> list[str]:
+    return [
+        f"{name}.{agg.value}"
+        for name, m in METRICS.items()
+        if scope.can(Permission.COSTS_READ) or not m.cost
+        for agg in m.aggregations
+    ]
+
+
+def _pick_rule(scope: Scope) -> dict | None:
+    editable = [r for r in list_rules(engine(), scope) if not r["system_kind"]]
+    options = [None, *(r["id"] for r in editable)]
+    names = {r["id"]: r["name"] for r in editable}
+    chosen = st.selectbox(
+        "Rule", options, format_func=lambda i: names.get(i, "New rule"), key="rule_pick"
+    )
+    return next((r for r in editable if r["id"] == chosen), None)
+
+
+def rule_editor(scope: Scope, spec: FilterSpec) -> None:
+    """Create a rule, or edit one; backtest before saving. New rules take the sidebar filters;
+    an edited rule keeps its own unless asked to take the sidebar's."""
+    existing = _pick_rule(scope)
+    d = existing or {
+        "name": "",
+        "series": "duration_ms.p95",
+        "comparator": ">",
+        "threshold": 2500,
+        "window_s": 300,
+        "group_by": None,
+        "min_requests": 20,
+        "pending_s": 60,
+        "keep_firing_s": 120,
+        "webhook_url": "",
+    }
+    choices = _series_choices(scope)
+    windows = list(WINDOWS.values())
+    with st.form(f"rule_form_{existing['id'] if existing else 'new'}"):
+        name = st.text_input("Name", d["name"], placeholder="p95 latency of gpt-4o in production")
+        c1, c2, c3 = st.columns([3, 1, 2])
+        series = c1.selectbox(
+            "Metric", choices, index=choices.index(d["series"]) if d["series"] in choices else 0
+        )
+        comparator = c2.selectbox(
+            "Is", list(COMPARATORS), index=list(COMPARATORS).index(d["comparator"])
+        )
+        threshold = c3.text_input(
+            "Threshold",
+            f"{d['threshold']:g}",
+            help="A number in the metric's unit: ms, USD, a rate from 0 to 1 ...",
+        )
+        c1, c2, c3, c4 = st.columns(4)
+        window = c1.selectbox(
+            "Window",
+            windows,
+            index=windows.index(d["window_s"]) if d["window_s"] in windows else 1,
+            format_func=lambda w: next(k for k, v in WINDOWS.items() if v == w),
+        )
+        dims = [None, *DIMENSIONS]
+        group_by = c2.selectbox(
+            "One alert per",
+            dims,
+            index=dims.index(d["group_by"]),
+            format_func=lambda g: g or "(whole rule)",
+        )
+        min_requests = c3.number_input(
+            "Minimum requests",
+            0,
+            10**6,
+            d["min_requests"],
+            help="Below this many requests in the window the rule does not judge.",
+        )
+        pending = c4.number_input(
+            "Pending (s)", 0, 86400, d["pending_s"], help="How long it must breach before it fires."
+        )
+        c1, c2 = st.columns([1, 3])
+        keep = c1.number_input(
+            "Keep firing (s)",
+            0,
+            86400,
+            d["keep_firing_s"],
+            help="How long it keeps firing after the breach ends.",
+        )
+        webhook = c2.text_input(
+            "Webhook URL (optional)",
+            d["webhook_url"] or "",
+            placeholder="https://hooks.slack.com/services/...",
+        )
+        use_sidebar = True
+        if existing:
+            st.caption(
+                f"Its filters: {FilterSpec.from_json(existing['filter_json']).to_query_params() or 'none'}"
+            )
+            use_sidebar = st.checkbox("Replace its filters with the sidebar's")
+        else:
+            st.caption(
+                "The rule uses the filters in the sidebar (their time range is replaced by the window)."
+            )
+        tried = st.form_submit_button("Backtest (last 7 days)")
+        saved = st.form_submit_button("Save rule", type="primary")
+    if not (tried or saved):
+        return
+    filters = spec if use_sidebar else FilterSpec.from_json(existing["filter_json"])
+    try:
+        rule = build_rule(
+            name=name or "backtest",
+            series=series,
+            comparator=comparator,
+            threshold=threshold,
+            window_s=window,
+            filters=filters,
+            group_by=group_by,
+            min_requests=min_requests,
+            pending_s=pending,
+            keep_firing_s=keep,
+            webhook_url=webhook,
+        )
+        if saved:
+            if not name:
+                raise UserError("Name the rule before saving it.")
+            if existing:
+                update_rule(engine(), scope, existing["id"], rule)
+            else:
+                create_rule(engine(), scope, rule)
+            st.success(
+                f"Rule {rule.name!r} saved; the worker evaluates it every few seconds.",
+                icon=":material/check_circle:",
+            )
+        else:
+            with st.spinner("Replaying the last 7 days…"):
+                _backtest_chart(rule, backtest(engine(), scope, rule))
+    except UserError as exc:
+        st.error(str(exc), icon=":material/error:")
+
+
+def _backtest_chart(rule, result) -> None:
+    st.markdown(
+        f"**Would have fired {result.fired} time(s)** in 7 days, firing {result.firing_share:.1%} of the time (evaluated on {result.bucket} buckets)."
+    )
+    fig = go.Figure()
+    for group, part in result.frame.partition_by("group", as_dict=True).items():
+        label = group[0] or rule.series
+        fig.add_scatter(
+            x=part["bucket"].to_list(), y=part["value"].to_list(), mode="lines", name=label
+        )
+        hot = part.filter(pl.col("firing"))
+        fig.add_scatter(
+            x=hot["bucket"].to_list(),
+            y=hot["value"].to_list(),
+            mode="markers",
+            marker={"color": "#d93f0b"},
+            name=f"firing {label}".strip(),
+            showlegend=False,
+        )
+    fig.add_hline(
+        y=rule.threshold,
+        line_dash="dash",
+        line_color="#d93f0b",
+        annotation_text=f"threshold {rule.threshold:,.4g}",
+    )
+    fig.update_layout(
+        height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title=rule.series
+    )
+    st.plotly_chart(fig, use_container_width=True)
+
+
+def rules_list(scope: Scope) -> None:
+    rules = list_rules(engine(), scope)
+    manage = scope.can(Permission.ALERTS_MANAGE)
+    now = datetime.now(UTC)
+    for rule in rules:
+        muted = rule["muted_until"] is not None and rule["muted_until"] > now
+        title = f"{rule['name']} · {rule['series']} {rule['comparator']} {rule['threshold']:,.4g} over {rule['window_s'] // 60} min"
+        with st.expander(title + (" · 🔕 muted" if muted else "")):
+            if rule["system_kind"]:
+                st.caption(SYSTEM_RULES[rule["system_kind"]].help)
+            else:
+                st.caption(
+                    f"Filters: {FilterSpec.from_json(rule['filter_json']).to_query_params() or 'none'} · one alert per {rule['group_by'] or 'rule'} · min {rule['min_requests']} requests · pending {rule['pending_s']} s · keep firing {rule['keep_firing_s']} s"
+                )
+            if manage:
+                c1, c2, c3 = st.columns(3)
+                if c1.button("Unmute" if muted else "Mute 1 hour", key=f"mute_{rule['id']}"):
+                    mute_rule(
+                        engine(), scope, rule["id"], None if muted else now + timedelta(hours=1)
+                    )
+                    st.rerun()
+                if not rule["system_kind"] and c2.button("Delete", key=f"delete_{rule['id']}"):
+                    delete_rule(engine(), scope, rule["id"])
+                    st.rerun()
+            if rule["webhook_url"]:
+                log = delivery_log(engine(), scope, rule["id"], limit=20)
+                st.markdown("**Webhook deliveries**")
+                st.dataframe(log or [{"status": "none yet"}], hide_index=True)

@@ -1,0 +1,58 @@
+"""Alerts in Chromium: a rule fires after spans arrive, and the open page shows it without a
+reload (the page refreshes itself; the server's own worker evaluates)."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from observatory_core.alerts.rules import build_rule, create_rule
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.users import scope_for
+from tests.e2e.conftest import ARTIFACTS, open_logged_in
+from tests.helpers import span, write
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_rule_fires_on_the_open_page_after_spans_arrive(live_server, page):
+    engine = live_server["engine"]
+    scope = scope_for(engine, live_server["user"])
+    rule = build_rule(
+        name="burst model errors",
+        series="error_count.count",
+        comparator=">",
+        threshold=2,
+        window_s=300,
+        filters=FilterSpec(models=("burst-model",)),
+    )
+    create_rule(engine, scope, rule)
+    open_logged_in(page, live_server, "/alerts")
+    page.get_by_text("Firing now").wait_for(timeout=30_000)
+    page.wait_for_timeout(6_000)  # at least one evaluation and one refresh with nothing to show
+    assert page.locator('[data-testid="stMetric"]').first.inner_text().split() == ["Firing", "0"]
+    url_before = page.url
+
+    now = datetime.now(UTC)
+    project = min(scope.project_ids or {1})
+    write(
+        engine,
+        [
+            span(
+                scope.org_id,
+                project,
+                now - timedelta(seconds=20 - i),
+                model="burst-model",
+                status="error",
+            )
+            for i in range(5)
+        ],
+    )
+
+    toast = page.locator('[data-testid="stToast"]').filter(has_text="burst model errors")
+    toast.first.wait_for(timeout=45_000)
+    assert "is firing" in toast.first.inner_text()
+    tile = page.locator('[data-testid="stMetric"]').first
+    assert tile.inner_text().split() == ["Firing", "1"]
+    assert page.url == url_before  # no reload, no navigation
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "alert-firing.png"), full_page=True)
