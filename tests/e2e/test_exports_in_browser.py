@@ -14,7 +14,8 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.login_cookie import make_cookie
 from observatory_core.traces.query import count_spans
 from observatory_core.users import scope_for
-from tests.e2e.conftest import ARTIFACTS, COOKIE_KEY
+from tests.e2e.conftest import ARTIFACTS
+from tests.live_server import COOKIE_KEY
 
 pytestmark = pytest.mark.browser
 
