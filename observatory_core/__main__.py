@@ -203,7 +203,9 @@ def cmd_keys(args) -> None:
         org_id = org_id_by_slug(conn, args.org)
     scope = Scope(org_id=org_id, role=Role.ADMIN, username="cli")
     if args.action == "create":
-        key = create_key(engine, scope, args.name or "cli", scopes=tuple(args.scopes.split(",")))
+        key = create_key(
+            engine, scope, args.name or "cli", scopes=tuple(args.scopes.split(",")), role=args.role
+        )
         print(f"{key}\n(shown once: store it now; only its hash is kept)")
     elif args.action == "revoke":
         if args.id is None:
@@ -272,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--org", required=True, help="org slug, e.g. acme")
     keys.add_argument("--name", help="what the key is for (create)")
     keys.add_argument("--scopes", default="ingest", help="ingest, read or ingest,read (create)")
+    keys.add_argument("--role", default="developer", help="what a read key acts as (create)")
     keys.add_argument("--id", type=int, help="key id (revoke)")
     keys.set_defaults(func=cmd_keys)
     return parser

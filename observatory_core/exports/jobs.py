@@ -23,6 +23,7 @@ from observatory_core.storage.schema import audit_log, export_jobs, spans
 from observatory_core.traces.fields import resolve_fields
 
 MAX_ROWS = 1_000_000
+MAX_ID = 2**31 - 1
 MAX_RANGE = timedelta(days=365)
 RUNNING_PER_ORG = 3
 NEW_PER_USER_PER_HOUR = 20
@@ -158,6 +159,8 @@ def create_export(
 
 def get_export(engine: Engine, scope: Scope, job_id: int) -> dict:
     scope.require(Permission.EXPORTS_READ)
+    if not 1 <= job_id <= MAX_ID:  # beyond the id column's range: cannot exist
+        raise NotFound(f"No export {job_id} in your org.")
     with engine.connect() as conn:
         row = conn.execute(scoped_jobs(scope).where(export_jobs.c.id == job_id)).mappings().first()
     if row is None:
@@ -175,6 +178,7 @@ def list_exports(engine: Engine, scope: Scope, limit: int = 100) -> list[dict]:
 def cancel_export(engine: Engine, scope: Scope, job_id: int, now: datetime | None = None) -> dict:
     """Cancel a pending or processing job; the worker stops within one page."""
     scope.require(Permission.EXPORTS_CANCEL)
+    get_export(engine, scope, job_id)  # 404 for an id that is not the caller's
     now = now or datetime.now(UTC)
     live = (Status.PENDING.value, Status.PROCESSING.value)
     with engine.begin() as conn:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from observatory_core.api.app import create_app
 from observatory_core.errors import PermissionDenied, UserError
 from observatory_core.exports.jobs import Conflict, NotFound, download_target
 from observatory_core.exports.links import BadLink, verify_download
@@ -73,4 +74,5 @@ def routes() -> list[Route]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/exports/download/{token}", download_export, methods=["GET"]),
         Route("/v1/traces", otlp_traces, methods=["POST"]),
+        Mount("/api/v1", app=create_app()),
     ]

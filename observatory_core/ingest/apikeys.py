@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from observatory_core.errors import UserError
-from observatory_core.permissions import Permission
+from observatory_core.permissions import Permission, Role, parse_role
 from observatory_core.scope import Scope
 from observatory_core.storage.schema import api_keys, projects
 
@@ -35,6 +35,13 @@ class KeyInfo:
     org_id: int
     project_id: int | None
     scopes: frozenset[str]
+    role: Role = Role.DEVELOPER
+    prefix: str = ""
+
+    def scope(self) -> Scope:
+        """Who a read key acts as: its role in its org, limited to its project if it has one."""
+        projects = None if self.project_id is None else frozenset({self.project_id})
+        return Scope(self.org_id, self.role, username=f"key:{self.prefix}", project_ids=projects)
 
 
 def _hash(key: str) -> str:
@@ -55,6 +62,7 @@ def create_key(
     *,
     project_id: int | None = None,
     scopes: tuple[str, ...] = ("ingest",),
+    role: str | Role = Role.DEVELOPER,
 ) -> str:
     """Create a key and return it; this is the only time the plain key exists."""
     scope.require(Permission.ADMIN)
@@ -62,6 +70,7 @@ def create_key(
     if not 1 <= len(name) <= 100:
         raise UserError("Give the key a name of 1 to 100 characters, e.g. 'checkout-service prod'.")
     scope_text = _check_scopes(scopes)
+    role = parse_role(role) if isinstance(role, str) else role
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with engine.begin() as conn:
         if project_id is not None:
@@ -78,6 +87,7 @@ def create_key(
                 prefix=key[:12],
                 key_hash=_hash(key),
                 scopes=scope_text,
+                role=role.value,
                 created_by=scope.username,
                 created_at=datetime.now(UTC),
             )
@@ -96,6 +106,7 @@ def list_keys(engine: Engine, scope: Scope) -> list[dict]:
             k.prefix,
             projects.c.slug.label("project"),
             k.scopes,
+            k.role,
             k.created_by,
             k.created_at,
             k.last_used_at,
@@ -144,9 +155,16 @@ def verify_key(
     k = api_keys.c
     with engine.connect() as conn:
         row = conn.execute(
-            select(k.id, k.org_id, k.project_id, k.scopes, k.revoked_at, k.last_used_at).where(
-                k.key_hash == _hash(key)
-            )
+            select(
+                k.id,
+                k.org_id,
+                k.project_id,
+                k.scopes,
+                k.role,
+                k.prefix,
+                k.revoked_at,
+                k.last_used_at,
+            ).where(k.key_hash == _hash(key))
         ).first()
     if row is None:
         raise BadKey("Unknown API key; check for a copy-paste slip or create a new key.")
@@ -158,4 +176,4 @@ def verify_key(
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
         with engine.begin() as conn:
             conn.execute(update(api_keys).where(k.id == row.id).values(last_used_at=now))
-    return KeyInfo(row.id, row.org_id, row.project_id, scopes)
+    return KeyInfo(row.id, row.org_id, row.project_id, scopes, Role(row.role), row.prefix)

@@ -233,6 +233,8 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),  # shown in lists so a key can be recognised
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("scopes", String(64), nullable=False),  # comma-separated: ingest, read
+    # what a read key may do, as a user of this role would (DESIGN.md section 6)
+    Column("role", String(16), nullable=False, server_default="developer"),
     Column("created_by", String(64), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_used_at", UtcDateTime),

@@ -7,6 +7,7 @@ import streamlit as st
 
 from observatory_core.errors import UserError
 from observatory_core.ingest.apikeys import SCOPES, create_key, list_keys, revoke_key
+from observatory_core.permissions import Role
 from observatory_core.scope import Scope
 from observatory_core.ui import cached
 from observatory_core.ui.session import engine
@@ -29,10 +30,18 @@ def new_key_form(scope: Scope) -> None:
         scopes = st.multiselect(
             "Scopes", SCOPES, default=["ingest"], help="ingest: send spans; read: the HTTP API"
         )
+        role = st.selectbox(
+            "Acts as (read scope)",
+            [r.value for r in Role],
+            index=1,
+            help="What a key with the read scope may see and do through the HTTP API.",
+        )
         submitted = st.form_submit_button("Create key", type="primary")
     if submitted:
         try:
-            key = create_key(engine(), scope, name, project_id=project, scopes=tuple(scopes))
+            key = create_key(
+                engine(), scope, name, project_id=project, scopes=tuple(scopes), role=role
+            )
         except UserError as exc:
             st.error(str(exc), icon=":material/error:")
             return
@@ -71,6 +80,7 @@ def key_list(scope: Scope) -> None:
             "prefix",
             "project",
             "scopes",
+            "role",
             "state",
             "created_by",
             "created_at",

@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("prefix", sa.String(16), nullable=False),
         sa.Column("key_hash", sa.String(64), nullable=False),
         sa.Column("scopes", sa.String(64), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False, server_default="developer"),
         sa.Column("created_by", sa.String(64), nullable=False),
         sa.Column("created_at", UTC_TIME, nullable=False),
         sa.Column("last_used_at", UTC_TIME),

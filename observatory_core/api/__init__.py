@@ -1,0 +1,1 @@
+"""The HTTP API (/api/v1): thin FastAPI adapters over the same core functions the pages use."""

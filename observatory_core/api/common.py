@@ -1,0 +1,77 @@
+"""Helpers the routers share: error responses for the OpenAPI document, filters from the
+query string, and a short-lived cache for repeated read-only queries."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from fastapi import Request
+
+from observatory_core.api.context import ApiError
+from observatory_core.api.schemas import ErrorBody, FilterParams
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.scope import Scope
+
+_DESCRIPTIONS = {
+    400: "Bad input; the message names the field and the fix.",
+    401: "No key, an unknown or revoked key, or a key without the read scope.",
+    403: "The key's role does not allow this.",
+    404: "Not found in the key's org (other orgs' ids are never revealed).",
+    409: "The export is in a state that does not allow this.",
+    422: "A parameter has the wrong type or is out of range.",
+    429: "Over the key's rate limit; see Retry-After.",
+}
+FILTER_NAMES = frozenset(FilterParams.model_fields)
+CACHE_SECONDS = 15.0
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]}
+        for code in (401, 422, 429, *codes)
+    }
+
+
+def filter_spec(request: Request, own: frozenset[str]) -> FilterSpec:
+    """The `FilterSpec` of the query string; names neither a filter nor the route's own are refused."""
+    params = request.query_params
+    unknown = sorted(set(params) - FILTER_NAMES - own)
+    if unknown:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"Unknown query parameter {unknown[0]!r}; filters are: {', '.join(sorted(FILTER_NAMES))}.",
+        )
+    return FilterSpec.from_query_params({k: params.getlist(k) for k in params if k in FILTER_NAMES})
+
+
+class TtlCache:
+    """Answers to identical read queries by the same kind of caller, kept for 15 seconds."""
+
+    def __init__(self, seconds: float = CACHE_SECONDS, size: int = 512) -> None:
+        self.seconds, self.size = seconds, size
+        self._items: dict[tuple, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(scope: Scope, *parts: Any) -> tuple:
+        projects = tuple(sorted(scope.project_ids)) if scope.project_ids is not None else None
+        return (scope.org_id, projects, scope.role.value, *parts)
+
+    def get(self, key: tuple) -> Any | None:
+        with self._lock:
+            hit = self._items.get(key)
+        if hit and time.monotonic() - hit[0] < self.seconds:
+            return hit[1]
+        return None
+
+    def put(self, key: tuple, value: Any) -> None:
+        with self._lock:
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[key] = (time.monotonic(), value)
+
+
+cache = TtlCache()

@@ -1,0 +1,62 @@
+"""Per request: who is calling (an API key with the read scope), the rate limit, and the
+`meta` block every answer carries."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from fastapi import Request
+
+from observatory_core.api.ratelimit import RateLimiter
+from observatory_core.ingest.apikeys import BadKey, key_from_headers, verify_key
+from observatory_core.scope import Scope
+from observatory_core.settings import get_settings
+from observatory_core.storage.engine import get_engine
+
+limiter = RateLimiter()
+
+
+class ApiError(Exception):
+    """An answer other than success, with its stable code."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def engine():
+    return get_engine(get_settings().database_url)
+
+
+def start(request: Request) -> None:
+    request.state.started = time.perf_counter()
+    request.state.request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+    request.state.rate_headers = {}
+
+
+def meta(request: Request, cached: bool = False) -> dict:
+    started = getattr(request.state, "started", time.perf_counter())
+    return {
+        "request_id": getattr(request.state, "request_id", ""),
+        "execution_ms": round((time.perf_counter() - started) * 1000, 3),
+        "cached": cached,
+    }
+
+
+def caller(request: Request) -> Scope:
+    """FastAPI dependency: the key's scope, after the rate limit for its role."""
+    try:
+        key = verify_key(engine(), key_from_headers(request.headers), "read")
+    except BadKey as exc:
+        raise ApiError(401, "unauthorized", str(exc)) from None
+    verdict = limiter.take(key.id, key.role)
+    request.state.rate_headers = verdict.headers()
+    if not verdict.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Over {verdict.limit} requests a minute for a {key.role.value} key; retry in {verdict.retry_after_s} s.",
+            verdict.headers(),
+        )
+    return key.scope()

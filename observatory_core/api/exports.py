@@ -1,0 +1,81 @@
+"""Export jobs: create, list, read, cancel (DELETE) and download."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import FileResponse
+
+from observatory_core.api.common import errors
+from observatory_core.api.context import caller, engine, meta
+from observatory_core.api.schemas import ExportBody, ExportIn, ExportList
+from observatory_core.exports.jobs import (
+    MAX_ID,
+    cancel_export,
+    create_export,
+    download_target,
+    get_export,
+    list_exports,
+)
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.scope import Scope
+from observatory_core.settings import get_settings
+
+router = APIRouter(tags=["exports"])
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="An export job id")]
+
+
+def _job(row: dict) -> dict:
+    return {**row, "filters": json.loads(row["filter_json"])}
+
+
+@router.post(
+    "/export/traces", status_code=201, response_model=ExportBody, responses=errors(400, 403)
+)
+def start_export(
+    request: Request, body: ExportIn, scope: Annotated[Scope, Depends(caller)]
+) -> dict:
+    """Queue an export of the spans the filters select; the worker writes it in the background."""
+    job = create_export(
+        engine(),
+        scope,
+        FilterSpec.from_json(body.filters),
+        fmt=body.format,
+        compression=body.compression,
+        fields=body.fields,
+        row_limit=body.row_limit,
+    )
+    return {"data": _job(get_export(engine(), scope, job["id"])), "meta": meta(request)}
+
+
+@router.get("/export/jobs", response_model=ExportList, responses=errors(403))
+def jobs(request: Request, scope: Annotated[Scope, Depends(caller)]) -> dict:
+    """The org's last 100 export jobs, newest first."""
+    return {"data": [_job(j) for j in list_exports(engine(), scope)], "meta": meta(request)}
+
+
+@router.get("/export/jobs/{job_id}", response_model=ExportBody, responses=errors(403, 404))
+def job(request: Request, job_id: JobId, scope: Annotated[Scope, Depends(caller)]) -> dict:
+    return {"data": _job(get_export(engine(), scope, job_id)), "meta": meta(request)}
+
+
+@router.delete("/export/jobs/{job_id}", response_model=ExportBody, responses=errors(403, 404, 409))
+def cancel(request: Request, job_id: JobId, scope: Annotated[Scope, Depends(caller)]) -> dict:
+    """Cancel a pending or processing export (409 for one that already finished)."""
+    return {"data": _job(cancel_export(engine(), scope, job_id)), "meta": meta(request)}
+
+
+@router.get(
+    "/export/jobs/{job_id}/download",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file."},
+        **errors(403, 404, 409),
+    },
+)
+def download(job_id: JobId, scope: Annotated[Scope, Depends(caller)]) -> FileResponse:
+    """The finished file, streamed from disk (409 before it is finished, 404 once expired)."""
+    path, name = download_target(engine(), scope, job_id, get_settings().export_dir)
+    return FileResponse(path, filename=name, media_type="application/octet-stream")

@@ -1,0 +1,115 @@
+"""GET /metrics, GET /metrics/summary and POST /metrics/query: the Metrics and Overview pages."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from observatory_core.api.common import cache, errors, filter_spec
+from observatory_core.api.context import caller, engine, meta
+from observatory_core.api.schemas import FilterParams, MetricsBody, MetricsQueryIn, SummaryBody
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.engine import run_metrics
+from observatory_core.metrics.query import Having, MetricQuery
+from observatory_core.overview import period_overview
+from observatory_core.scope import Scope
+
+router = APIRouter(tags=["metrics"])
+
+
+def _answer(request: Request, scope: Scope, query: MetricQuery) -> dict:
+    key = cache.key(scope, "metrics", repr(query))
+    data = cache.get(key)
+    hit = data is not None
+    if not hit:
+        result = run_metrics(engine(), scope, query)
+        data = {
+            "series": list(result.series),
+            "group_by": list(result.group_by),
+            "bucket_seconds": result.bucket_seconds,
+            "start": result.start,
+            "end": result.end,
+            "source": result.source,
+            "exact_percentiles": result.exact_percentiles,
+            "rows": result.frame.to_dicts(),
+        }
+        cache.put(key, data)
+    return {"data": data, "meta": meta(request, cached=hit)}
+
+
+@router.get("/metrics", response_model=MetricsBody, responses=errors(400, 403))
+def metrics(
+    request: Request,
+    filters: Annotated[FilterParams, Query()],
+    scope: Annotated[Scope, Depends(caller)],
+    series: Annotated[
+        list[str], Query(min_length=1, max_length=20, description="e.g. duration_ms.p95")
+    ],
+    bucket: Annotated[
+        str | None, Query(description="1min, 5min, 1hour, 1day or auto; 'none' for totals")
+    ] = "auto",
+    group_by: Annotated[list[str], Query(max_length=5)] = [],  # noqa: B006 - FastAPI copies defaults
+) -> dict:
+    """Series over time (or totals), grouped as asked, for the filtered spans."""
+    spec = filter_spec(request, frozenset({"series", "bucket", "group_by"}))
+    query = MetricQuery(
+        series=tuple(series),
+        filters=spec,
+        bucket=None if bucket == "none" else bucket,
+        group_by=tuple(group_by),
+    )
+    return _answer(request, scope, query)
+
+
+@router.post("/metrics/query", response_model=MetricsBody, responses=errors(400, 403))
+def metrics_query(
+    request: Request, body: MetricsQueryIn, scope: Annotated[Scope, Depends(caller)]
+) -> dict:
+    """The custom query: having (on group totals), sort and limit, as on the Metrics page."""
+    query = MetricQuery(
+        series=tuple(body.series),
+        filters=FilterSpec.from_json(body.filters),
+        bucket=body.bucket,
+        group_by=tuple(body.group_by),
+        having=tuple(Having(h.series, h.op, h.value) for h in body.having),
+        sort=body.sort,
+        descending=body.descending,
+        limit=body.limit,
+    )
+    return _answer(request, scope, query)
+
+
+@router.get("/metrics/summary", response_model=SummaryBody, responses=errors(400, 403))
+def summary(
+    request: Request,
+    filters: Annotated[FilterParams, Query()],
+    scope: Annotated[Scope, Depends(caller)],
+) -> dict:
+    """The Overview's KPIs for the period against the one before, with the noise test."""
+    spec = filter_spec(request, frozenset())
+    key = cache.key(scope, "summary", spec.to_json())
+    data = cache.get(key)
+    hit = data is not None
+    if not hit:
+        view = period_overview(engine(), scope, spec)
+        data = {
+            "start": view.start,
+            "end": view.end,
+            "source": view.source,
+            "kpis": [
+                {
+                    "key": k.key,
+                    "label": k.label,
+                    "unit": k.unit,
+                    "current": k.current,
+                    "previous": k.previous,
+                    "change_pct": k.change_pct,
+                    "z": k.verdict.z,
+                    "significant": k.verdict.significant,
+                }
+                for k in view.kpis
+            ],
+        }
+        cache.put(key, data)
+    return {"data": data, "meta": meta(request, cached=hit)}

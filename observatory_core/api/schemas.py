@@ -1,0 +1,202 @@
+"""The models the routes validate with; the OpenAPI document is generated from them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from observatory_core.exports.writers import FORMATS
+
+
+class Meta(BaseModel):
+    request_id: str = Field(
+        description="Echoes X-Request-Id when sent; quote it when asking for help."
+    )
+    execution_ms: float = Field(description="Time spent in the server, in milliseconds.")
+    cached: bool = Field(
+        description="True when the answer came from the server's short-lived cache."
+    )
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="Stable: bad_request, unauthorized, forbidden, not_found, conflict, rate_limited."
+    )
+    message: str = Field(description="What is wrong and what to do about it.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+    meta: Meta
+
+
+class FilterParams(BaseModel):
+    """Every `FilterSpec` field, named as in the app's shareable links. (Unknown parameters
+    are refused by the route, which also knows its own.)"""
+
+    relative: str | None = Field(
+        None, description="15m to 365d, e.g. 24h or 7d; 'all' for no time limit. Default 24h."
+    )
+    start: str | None = Field(
+        None, description="ISO 8601 with a time zone, e.g. 2026-11-01T00:00:00Z"
+    )
+    end: str | None = Field(None, description="ISO 8601 with a time zone; exclusive")
+    trace_ids: list[str] = []
+    span_ids: list[str] = []
+    session_ids: list[str] = []
+    user_ids: list[str] = []
+    providers: list[str] = []
+    models: list[str] = []
+    operations: list[str] = []
+    environments: list[str] = []
+    statuses: list[str] = []
+    project_ids: list[str] = Field([], description="Project ids (whole numbers)")
+    min_duration_ms: str | None = None
+    max_duration_ms: str | None = None
+    min_cost_usd: str | None = None
+    max_cost_usd: str | None = None
+    min_total_tokens: str | None = None
+    max_total_tokens: str | None = None
+    tags_any: list[str] = []
+    tags_all: list[str] = []
+    metadata: list[str] = Field(
+        [], description='key=value pairs as JSON lists, e.g. ["region","eu"]'
+    )
+    search: str | None = Field(
+        None, description="Full-text search of prompts and answers (3+ characters)"
+    )
+
+
+class SpanPage(BaseModel):
+    data: list[dict[str, Any]]
+    next_cursor: str | None = Field(
+        description="Pass as cursor= for the next page; null on the last."
+    )
+    total: int | None = Field(description="Only when count=true was asked for.")
+    meta: Meta
+
+
+class TraceOut(BaseModel):
+    trace_id: str
+    start: datetime
+    end: datetime
+    duration_ms: float
+    total_cost_usd: float | None
+    total_tokens: int
+    error_count: int
+    spans: list[dict[str, Any]] = Field(description="Depth-first, each with its depth in the tree.")
+
+
+class TraceBody(BaseModel):
+    data: TraceOut
+    meta: Meta
+
+
+class MetricsOut(BaseModel):
+    series: list[str]
+    group_by: list[str]
+    bucket_seconds: int | None
+    start: datetime | None
+    end: datetime | None
+    source: str = Field(description="raw or rollup")
+    exact_percentiles: bool | None
+    rows: list[dict[str, Any]]
+
+
+class MetricsBody(BaseModel):
+    data: MetricsOut
+    meta: Meta
+
+
+class HavingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    series: str
+    op: Literal[">", ">=", "<", "<=", "=", "!="]
+    value: float
+
+
+class MetricsQueryIn(BaseModel):
+    """The custom query of the Metrics page: series, filters, buckets, groups, having, sort, limit."""
+
+    model_config = ConfigDict(extra="forbid")
+    series: list[str] = Field(
+        min_length=1, max_length=20, examples=[["duration_ms.p95", "request_count.count"]]
+    )
+    filters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A FilterSpec as JSON (same fields as the query parameters).",
+    )
+    bucket: str | None = Field(
+        "auto", description="1min, 5min, 1hour, 1day, auto, or null for totals"
+    )
+    group_by: list[str] = Field(default_factory=list, max_length=5)
+    having: list[HavingIn] = Field(default_factory=list, max_length=10)
+    sort: str | None = None
+    descending: bool = True
+    limit: int | None = Field(None, ge=1, le=10_000)
+
+
+class Kpi(BaseModel):
+    key: str
+    label: str
+    unit: str
+    current: float | None
+    previous: float | None
+    change_pct: float | None
+    z: float | None = Field(description="The noise test's statistic; |z| >= 1.96 is beyond noise.")
+    significant: bool
+
+
+class SummaryOut(BaseModel):
+    start: datetime
+    end: datetime
+    source: str
+    kpis: list[Kpi]
+
+
+class SummaryBody(BaseModel):
+    data: SummaryOut
+    meta: Meta
+
+
+class ExportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    filters: dict[str, Any] = Field(default_factory=dict, description="A FilterSpec as JSON.")
+    format: Literal[tuple(FORMATS)] = "csv"  # type: ignore[valid-type]
+    compression: Literal["none", "gzip"] = "gzip"
+    fields: list[str] | None = Field(
+        None, description="Span fields; default: the export's default set"
+    )
+    row_limit: int = Field(1_000_000, ge=1, le=1_000_000)
+
+
+class ExportJob(BaseModel):
+    id: int
+    status: str
+    format: str
+    compression: str
+    fields: list[str]
+    row_limit: int
+    progress: float
+    rows_written: int
+    file_size: int | None
+    checksum_sha256: str | None
+    error_message: str | None
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    expires_at: datetime | None
+    filters: dict[str, Any]
+
+
+class ExportBody(BaseModel):
+    data: ExportJob
+    meta: Meta
+
+
+class ExportList(BaseModel):
+    data: list[ExportJob]
+    meta: Meta

@@ -1,0 +1,75 @@
+"""GET /traces and GET /traces/{trace_id}: the explorer's list and detail."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from observatory_core.api.common import errors, filter_spec
+from observatory_core.api.context import ApiError, caller, engine, meta
+from observatory_core.api.schemas import FilterParams, SpanPage, TraceBody
+from observatory_core.scope import Scope
+from observatory_core.traces.detail import get_trace
+from observatory_core.traces.query import MAX_PAGE, list_spans
+
+router = APIRouter(tags=["traces"])
+TraceId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="32 lowercase hex digits")]
+OWN = frozenset({"mode", "sort", "direction", "limit", "cursor", "fields", "count"})
+
+
+@router.get("/traces", response_model=SpanPage, responses=errors(400, 403))
+def list_traces(
+    request: Request,
+    filters: Annotated[FilterParams, Query()],
+    scope: Annotated[Scope, Depends(caller)],
+    mode: Literal["spans", "traces"] = "spans",
+    sort: Literal["start_time", "duration_ms", "total_cost_usd", "total_tokens"] = "start_time",
+    direction: Literal["asc", "desc"] = "desc",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+    fields: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
+    count: bool = False,
+) -> dict:
+    """One page of spans (or of whole traces by their root), newest first by default; every
+    filter of the Traces page applies. Pass `next_cursor` back as `cursor` for the next page."""
+    spec = filter_spec(request, OWN)
+    page = list_spans(
+        engine(),
+        scope,
+        spec,
+        mode=mode,
+        sort=sort,
+        direction=direction,
+        limit=limit,
+        cursor=cursor,
+        fields=fields or None,
+        count=count,
+    )
+    return {
+        "data": page.rows,
+        "next_cursor": page.next_cursor,
+        "total": page.total,
+        "meta": meta(request),
+    }
+
+
+@router.get("/traces/{trace_id}", response_model=TraceBody, responses=errors(400, 403, 404))
+def one_trace(
+    request: Request, trace_id: TraceId, scope: Annotated[Scope, Depends(caller)]
+) -> dict:
+    """Every span of the trace as a depth-first tree, with the trace's totals."""
+    trace = get_trace(engine(), scope, trace_id)
+    if trace is None:
+        raise ApiError(404, "not_found", f"No trace {trace_id} in your org.")
+    data = {
+        "trace_id": trace.trace_id,
+        "start": trace.start,
+        "end": trace.end,
+        "duration_ms": trace.duration_ms,
+        "total_cost_usd": trace.total_cost_usd,
+        "total_tokens": trace.total_tokens,
+        "error_count": trace.error_count,
+        "spans": trace.spans,
+    }
+    return {"data": data, "meta": meta(request)}

@@ -1,0 +1,61 @@
+"""The API app against each database, with demo data, a read key per role, and a key of
+another org."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+
+from observatory_core.api import context
+from observatory_core.api.app import create_app
+from observatory_core.api.common import cache
+from observatory_core.api.ratelimit import RateLimiter
+from observatory_core.ingest.apikeys import create_key
+from observatory_core.permissions import Role
+from observatory_core.settings import get_settings
+from tests.helpers import admin_scope, load_small_demo, make_org
+
+ROLES = ("admin", "developer", "viewer", "billing")
+PREFIX = "/api/v1"
+
+
+class ApiClient(TestClient):
+    """The API mounted where the server mounts it; paths are given relative to /api/v1."""
+
+    def request(self, method, url, *args, **kwargs):
+        return super().request(
+            method, PREFIX + url if url.startswith("/") else url, *args, **kwargs
+        )
+
+
+@pytest.fixture
+def api(engine, db_url, monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("OBSERVATORY_EXPORT_DIR", str(tmp_path / "exports"))
+    get_settings.cache_clear()
+    monkeypatch.setattr(context, "limiter", RateLimiter())
+    cache._items.clear()
+    load_small_demo(engine, spans_count=1500, days=2, seed=5)
+    acme, _ = make_org(engine, "acme")
+    globex, _ = make_org(engine, "globex")
+    keys = {
+        role: create_key(engine, admin_scope(acme), f"{role} key", scopes=("read",), role=role)
+        for role in ROLES
+    }
+    keys["ingest-only"] = create_key(engine, admin_scope(acme), "ingest key")
+    keys["globex"] = create_key(engine, admin_scope(globex), "other org", scopes=("read",))
+    client = ApiClient(Starlette(routes=[Mount(PREFIX, app=create_app())]))
+    yield {"client": client, "engine": engine, "keys": keys, "acme": acme, "globex": globex}
+    get_settings.cache_clear()
+
+
+def auth(api, who: str = "developer") -> dict[str, str]:
+    return {"authorization": f"Bearer {api['keys'][who]}"}
+
+
+def scope_of(api, role: str = "developer", org: str = "acme"):
+    from observatory_core.scope import Scope
+
+    return Scope(org_id=api[org], role=Role(role))

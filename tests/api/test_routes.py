@@ -1,0 +1,200 @@
+"""Each route for each role, the other org's ids, and answers equal to the core's."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from observatory_core.exports.worker import WorkerConfig, work_once
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.engine import run_metrics
+from observatory_core.metrics.query import MetricQuery
+from observatory_core.traces.query import list_spans
+from tests.api.conftest import auth, scope_of
+
+
+def normal(value):
+    """JSON as the API sends it, to compare core results with answers."""
+    return json.loads(json.dumps(value, default=lambda v: v.isoformat().replace("+00:00", "Z")))
+
+
+def test_list_equals_the_core_for_the_same_filter_and_pages_on(api):
+    client = api["client"]
+    spec = FilterSpec(relative=None, models=("gpt-4o",), min_duration_ms=500.0)
+    query = "relative=all&models=gpt-4o&min_duration_ms=500&limit=20&sort=duration_ms"
+    got = client.get(f"/traces?{query}", headers=auth(api))
+    assert got.status_code == 200, got.text
+    body = got.json()
+    core = list_spans(api["engine"], scope_of(api), spec, limit=20, sort="duration_ms")
+    assert body["data"] == normal(core.rows) and len(body["data"]) == 20
+    assert body["meta"]["cached"] is False and body["meta"]["execution_ms"] >= 0
+    second = client.get(f"/traces?{query}&cursor={body['next_cursor']}", headers=auth(api)).json()
+    assert not {r["span_id"] for r in second["data"]} & {r["span_id"] for r in body["data"]}
+    assert all(
+        r["model"] == "gpt-4o" and r["duration_ms"] >= 500 for r in body["data"] + second["data"]
+    )
+
+
+def test_trace_detail_and_other_orgs_ids(api):
+    client = api["client"]
+    row = client.get("/traces?relative=all&limit=1&mode=traces", headers=auth(api)).json()["data"][
+        0
+    ]
+    trace = client.get(f"/traces/{row['trace_id']}", headers=auth(api)).json()["data"]
+    assert trace["trace_id"] == row["trace_id"] and trace["spans"][0]["depth"] == 0
+    other = client.get(f"/traces/{row['trace_id']}", headers=auth(api, "globex"))
+    assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+    bad = client.get("/traces/not-hex", headers=auth(api))
+    assert bad.status_code == 422 and "trace_id" in bad.json()["error"]["message"]
+
+
+def test_metrics_equal_the_core_and_repeat_from_cache(api):
+    client = api["client"]
+    url = "/metrics?series=duration_ms.p95&series=request_count.count&bucket=none&group_by=model&relative=all"
+    first = client.get(url, headers=auth(api)).json()
+    core = run_metrics(
+        api["engine"],
+        scope_of(api),
+        MetricQuery(
+            series=("duration_ms.p95", "request_count.count"),
+            filters=FilterSpec(relative=None),
+            bucket=None,
+            group_by=("model",),
+        ),
+    )
+    key = lambda r: str(r["model"])  # noqa: E731
+    assert sorted(first["data"]["rows"], key=key) == sorted(normal(core.frame.to_dicts()), key=key)
+    again = client.get(url, headers=auth(api)).json()
+    assert again["meta"]["cached"] is True and again["data"] == first["data"]
+
+
+def test_custom_query_with_having_sort_and_limit(api):
+    body = {
+        "series": ["total_cost.sum", "request_count.count"],
+        "filters": {"relative": None},
+        "bucket": None,
+        "group_by": ["model"],
+        "having": [{"series": "request_count.count", "op": ">=", "value": 20}],
+        "sort": "total_cost.sum",
+        "limit": 3,
+    }
+    got = api["client"].post("/metrics/query", json=body, headers=auth(api))
+    assert got.status_code == 200, got.text
+    rows = got.json()["data"]["rows"]
+    assert len(rows) <= 3 and all(r["request_count.count"] >= 20 for r in rows)
+    costs = [r["total_cost.sum"] for r in rows]
+    assert costs == sorted(costs, reverse=True)
+
+
+def test_summary_compares_with_the_previous_period(api):
+    got = api["client"].get("/metrics/summary?relative=7d", headers=auth(api, "billing"))
+    assert got.status_code == 200
+    kpis = {k["key"]: k for k in got.json()["data"]["kpis"]}
+    assert "requests" in kpis or len(kpis) >= 5
+
+
+@pytest.mark.parametrize(
+    ("role", "traces", "costs", "export"),
+    [
+        ("admin", 200, True, 201),
+        ("developer", 200, True, 201),
+        ("viewer", 200, False, 403),
+        ("billing", 403, True, 201),
+    ],
+)
+def test_each_role_gets_what_design_section_6_says(api, role, traces, costs, export):
+    client = api["client"]
+    assert client.get("/traces?relative=all&limit=5", headers=auth(api, role)).status_code == traces
+    cost = client.get(
+        "/metrics?series=total_cost.sum&bucket=none&relative=all", headers=auth(api, role)
+    )
+    assert (cost.status_code == 200) == costs
+    made = client.post(
+        "/export/traces",
+        json={"filters": {"relative": None}, "format": "jsonl"},
+        headers=auth(api, role),
+    )
+    assert made.status_code == export
+    assert client.get("/export/jobs", headers=auth(api, role)).status_code == 200
+
+
+def test_export_lifecycle_and_isolation(api, tmp_path):
+    client = api["client"]
+    made = client.post(
+        "/export/traces",
+        json={
+            "filters": {"relative": None, "models": ["gpt-4o"]},
+            "format": "csv",
+            "compression": "none",
+        },
+        headers=auth(api),
+    )
+    job = made.json()["data"]
+    assert job["status"] == "pending" and job["filters"]["models"] == ["gpt-4o"]
+    assert client.get(f"/export/jobs/{job['id']}/download", headers=auth(api)).status_code == 409
+    assert client.get(f"/export/jobs/{job['id']}", headers=auth(api, "globex")).status_code == 404
+    assert (
+        client.delete(f"/export/jobs/{job['id']}", headers=auth(api, "globex")).status_code == 404
+    )
+    config = WorkerConfig(export_dir=tmp_path / "exports", heartbeat_timeout=timedelta(seconds=30))
+    assert work_once(api["engine"], config) == "completed"
+    done = client.get(f"/export/jobs/{job['id']}", headers=auth(api)).json()["data"]
+    assert done["status"] == "completed" and done["rows_written"] > 0
+    file = client.get(f"/export/jobs/{job['id']}/download", headers=auth(api, "viewer"))
+    assert file.status_code == 200 and file.text.count("\n") == done["rows_written"] + 1
+    assert (
+        client.get(f"/export/jobs/{job['id']}/download", headers=auth(api, "globex")).status_code
+        == 404
+    )
+    conflict = client.delete(f"/export/jobs/{job['id']}", headers=auth(api))
+    assert conflict.status_code == 409 and "completed" in conflict.json()["error"]["message"]
+    second = client.post("/export/traces", json={}, headers=auth(api)).json()["data"]
+    cancelled = client.delete(f"/export/jobs/{second['id']}", headers=auth(api))
+    assert cancelled.status_code == 200 and cancelled.json()["data"]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "message"),
+    [
+        ("/traces?colour=red", 400, "Unknown query parameter 'colour'"),
+        ("/traces?min_cost_usd=cheap", 400, "min_cost_usd"),
+        ("/traces?relative=2y", 400, "relative"),
+        ("/traces?limit=0", 422, "limit"),
+        ("/traces?cursor=garbage", 400, "cursor"),
+        ("/metrics?series=request_count.p95", 400, "p95 does not fit request_count"),
+        ("/metrics?series=duration_ms.p95&bucket=1min&relative=30d", 400, "1min"),
+        ("/export/jobs/999999", 404, "No export 999999"),
+    ],
+)
+def test_bad_input_gets_a_code_and_a_message(api, url, status, message):
+    got = api["client"].get(url, headers=auth(api))
+    assert got.status_code == status
+    assert message in got.json()["error"]["message"]
+
+
+def test_keys_and_rate_limits(api, monkeypatch):
+    from observatory_core.api import context
+    from observatory_core.api.ratelimit import RateLimiter
+    from observatory_core.permissions import Role
+
+    client = api["client"]
+    assert client.get("/traces").json()["error"]["code"] == "unauthorized"
+    refused = client.get("/traces", headers=auth(api, "ingest-only"))
+    assert refused.status_code == 401 and "'read' scope" in refused.json()["error"]["message"]
+    ok = client.get("/export/jobs", headers={**auth(api), "x-request-id": "abc-123"})
+    assert (
+        ok.headers["x-ratelimit-limit"] == "600" and int(ok.headers["x-ratelimit-remaining"]) == 599
+    )
+    assert ok.json()["meta"]["request_id"] == "abc-123" and ok.headers["x-request-id"] == "abc-123"
+    monkeypatch.setattr(context, "limiter", RateLimiter({r: 2 for r in Role}, clock=lambda: 100.0))
+    statuses = [
+        client.get("/export/jobs", headers=auth(api, "viewer")).status_code for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    limited = client.get("/export/jobs", headers=auth(api, "viewer"))
+    assert (
+        limited.headers["retry-after"] == "30" and limited.json()["error"]["code"] == "rate_limited"
+    )
+    assert client.get("/export/jobs", headers=auth(api, "admin")).status_code == 200  # per key
