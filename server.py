@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import streamlit as st
 from streamlit import config
 
-from observatory_core.background import start_background
+from observatory_core.background import send_small_writes_at_once, start_background
 from observatory_core.http.routes import routes
 from observatory_core.settings import get_settings
 
@@ -16,6 +16,7 @@ from observatory_core.settings import get_settings
 @asynccontextmanager
 async def lifespan(_app):
     port = int(config.get_option("server.port"))
+    send_small_writes_at_once(port)
     background = await asyncio.to_thread(start_background, get_settings(), port)
     yield
     await asyncio.to_thread(background.stop)

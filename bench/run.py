@@ -73,9 +73,22 @@ def run_alerts_case(size: int) -> list[dict]:
     )
 
 
+def run_api_case(size: int) -> list[dict]:
+    """GET /api/v1/traces under 8 clients through the real server, on the main case's database."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/obs_bench_{size}"
+    return _run(
+        f"API on postgresql with {size:,} spans",
+        "bench.api_case",
+        "--url",
+        url,
+        "--size",
+        str(size),
+    )
+
+
 # Families that `BENCH_ONLY=<family>` runs alone against the databases of an earlier run.
 # Each with the prefix of its operations.
-FAMILIES = {"exports": "export_", "ingest": "ingest_", "alerts": "alerts_"}
+FAMILIES = {"exports": "export_", "ingest": "ingest_", "alerts": "alerts_", "api": "api_"}
 
 
 def fmt(value, digits=1) -> str:
@@ -91,7 +104,7 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "Measured by `make bench` on this project's machine "
         f"({meta['machine']}, {meta['cpus']} cores; {meta['measured_at']}, exports "
         f"{meta['exports_measured_at']}, ingest {meta.get('ingest_measured_at')}, alerts "
-        f"{meta.get('alerts_measured_at')}). Figures are what was measured, "
+        f"{meta.get('alerts_measured_at')}, API {meta.get('api_measured_at')}). Figures are what was measured, "
         "nothing is estimated. Data: the demo generator (`--days 30 --seed 7`). Query timings are the "
         "median and p95 of repeated runs after one warm-up run. Peak RSS is that case's process "
         "maximum so far (load included).",
@@ -144,6 +157,11 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "1 day; some filtered to a model or environment, a quarter with one alert per model) plus "
         "the system rules, at the end of the demo data; results.json also gives how many metrics "
         "queries the cycle ran (rules sharing filter, window and group-by share one). Target: <= 1 s.",
+        "- `api_traces_first_page_8_clients`: `GET /api/v1/traces` first pages (50 rows) through the "
+        "real server on PostgreSQL from 8 concurrent keep-alive clients on the same machine, each "
+        "with its own key, cycling through the explorer's typical filters over the demo data's last "
+        "day and week, for 30 s; latency end to end at the client (p99 in results.json), rows/s is "
+        "requests per second. Target: p95 <= 80 ms.",
         "",
     ]
     DOC.parent.mkdir(exist_ok=True)
@@ -170,6 +188,8 @@ def main() -> None:
         entries += [e for size in sizes for e in run_export_case(size)]
     if "postgresql" in dbs and only in (None, "alerts"):
         entries += run_alerts_case(max(sizes))
+    if "postgresql" in dbs and only in (None, "api"):
+        entries += run_api_case(max(sizes))
     if "postgresql" in dbs and only in (None, "ingest"):  # last: it adds spans to the database
         entries += run_ingest_case(max(sizes))
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

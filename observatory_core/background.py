@@ -45,3 +45,38 @@ def start_background(settings: Settings, port: int) -> Background:
 
         background.traffic = start_demo_traffic(engine, settings.demo_traffic_per_s, port)
     return background
+
+
+def send_small_writes_at_once(port: int) -> int:
+    """Set TCP_NODELAY on the server's listening socket(s); accepted connections inherit it.
+
+    Streamlit binds the socket itself with protocol 0, and asyncio only turns Nagle's
+    algorithm off for sockets created with IPPROTO_TCP. Without this, every answer on a
+    reused (keep-alive) connection waits ~40 ms for the client's delayed ACK between its
+    headers and its body. Returns how many sockets were changed (0 where /proc is missing).
+    """
+    import os
+    import socket
+
+    changed = 0
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        return 0
+    for fd in fds:
+        for family in (socket.AF_INET6, socket.AF_INET):
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM, 0, fileno=os.dup(fd))
+            except OSError:
+                continue
+            try:
+                listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                if listening and sock.getsockname()[1] == port:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    changed += 1
+            except OSError:
+                pass
+            finally:
+                sock.close()
+            break
+    return changed

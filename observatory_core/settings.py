@@ -35,6 +35,7 @@ class Settings:
     ingest_max_body_mb: int = 16
     ingest_max_pending_spans: int = 50_000
     alert_eval_s: float = 5.0  # how often the worker evaluates alert rules
+    api_rate_multiplier: float = 1.0  # scales the API's per-role request limits
     demo_traffic_per_s: float = 0.0  # spans per second sent through /v1/traces; 0 is off
 
     def require_cookie_key(self) -> str:
@@ -96,6 +97,9 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
         ),
         ingest_max_pending_spans=number(
             "OBSERVATORY_INGEST_MAX_PENDING", "ingest_max_pending_spans", "50000", _int
+        ),
+        api_rate_multiplier=number(
+            "OBSERVATORY_API_RATE_MULTIPLIER", "api_rate_multiplier", "1", _float
         ),
         alert_eval_s=number("OBSERVATORY_ALERT_EVAL_S", "alert_eval_s", "5", _float),
         demo_traffic_per_s=_rate(pick("OBSERVATORY_DEMO_TRAFFIC", "demo_traffic_per_s", "0")),

@@ -9,7 +9,7 @@ import uuid
 from fastapi import Request
 
 from observatory_core.api.ratelimit import RateLimiter
-from observatory_core.ingest.apikeys import BadKey, key_from_headers, verify_key
+from observatory_core.ingest.apikeys import BadKey, KeyInfo, key_from_headers, verify_key
 from observatory_core.scope import Scope
 from observatory_core.settings import get_settings
 from observatory_core.storage.engine import get_engine
@@ -44,13 +44,30 @@ def meta(request: Request, cached: bool = False) -> dict:
     }
 
 
+# A verified key is trusted this long without asking the database again (so a revocation
+# reaches the API within this many seconds; the OTLP receiver checks on every request).
+KEY_CACHE_S = 5.0
+_verified: dict[str, tuple[float, KeyInfo]] = {}
+
+
+def _key(raw: str | None) -> KeyInfo:
+    hit = _verified.get(raw or "")
+    if hit and time.monotonic() - hit[0] < KEY_CACHE_S:
+        return hit[1]
+    key = verify_key(engine(), raw, "read")
+    if len(_verified) > 10_000:
+        _verified.clear()
+    _verified[raw] = (time.monotonic(), key)
+    return key
+
+
 def caller(request: Request) -> Scope:
     """FastAPI dependency: the key's scope, after the rate limit for its role."""
     try:
-        key = verify_key(engine(), key_from_headers(request.headers), "read")
+        key = _key(key_from_headers(request.headers))
     except BadKey as exc:
         raise ApiError(401, "unauthorized", str(exc)) from None
-    verdict = limiter.take(key.id, key.role)
+    verdict = limiter.take(key.id, key.role, get_settings().api_rate_multiplier)
     request.state.rate_headers = verdict.headers()
     if not verdict.allowed:
         raise ApiError(

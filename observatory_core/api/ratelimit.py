@@ -44,8 +44,8 @@ class RateLimiter:
         self._buckets: dict[int, tuple[float, float]] = {}  # key id -> (tokens, at)
         self._lock = threading.Lock()
 
-    def take(self, key_id: int, role: Role) -> Verdict:
-        capacity = self.per_minute[role]
+    def take(self, key_id: int, role: Role, multiplier: float = 1.0) -> Verdict:
+        capacity = max(1, int(self.per_minute[role] * multiplier))
         rate = capacity / 60.0
         now = self.clock()
         with self._lock:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from observatory_core.api.common import errors, filter_spec
+from observatory_core.api.common import FastJSON, errors, filter_spec
 from observatory_core.api.context import ApiError, caller, engine, meta
 from observatory_core.api.schemas import FilterParams, SpanPage, TraceBody
 from observatory_core.scope import Scope
@@ -30,7 +30,7 @@ def list_traces(
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
     fields: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     count: bool = False,
-) -> dict:
+) -> FastJSON:
     """One page of spans (or of whole traces by their root), newest first by default; every
     filter of the Traces page applies. Pass `next_cursor` back as `cursor` for the next page."""
     spec = filter_spec(request, OWN)
@@ -46,18 +46,14 @@ def list_traces(
         fields=fields or None,
         count=count,
     )
-    return {
-        "data": page.rows,
-        "next_cursor": page.next_cursor,
-        "total": page.total,
-        "meta": meta(request),
-    }
+    body = {"data": page.rows, "next_cursor": page.next_cursor, "total": page.total}
+    return FastJSON({**body, "meta": meta(request)})
 
 
 @router.get("/traces/{trace_id}", response_model=TraceBody, responses=errors(400, 403, 404))
 def one_trace(
     request: Request, trace_id: TraceId, scope: Annotated[Scope, Depends(caller)]
-) -> dict:
+) -> FastJSON:
     """Every span of the trace as a depth-first tree, with the trace's totals."""
     trace = get_trace(engine(), scope, trace_id)
     if trace is None:
@@ -72,4 +68,4 @@ def one_trace(
         "error_count": trace.error_count,
         "spans": trace.spans,
     }
-    return {"data": data, "meta": meta(request)}
+    return FastJSON({"data": data, "meta": meta(request)})
