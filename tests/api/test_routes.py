@@ -198,3 +198,44 @@ def test_keys_and_rate_limits(api, monkeypatch):
         limited.headers["retry-after"] == "30" and limited.json()["error"]["code"] == "rate_limited"
     )
     assert client.get("/export/jobs", headers=auth(api, "admin")).status_code == 200  # per key
+
+
+ROUTE_ROLES = {  # route -> expected status for admin, developer, viewer, billing
+    "GET /traces?relative=all&limit=3": (200, 200, 200, 403),
+    "GET /traces/{trace}": (200, 200, 200, 403),
+    "GET /metrics?series=request_count.count&bucket=none&relative=all": (200, 200, 200, 200),
+    "GET /metrics/summary?relative=7d": (200, 200, 200, 200),
+    "POST /metrics/query": (200, 200, 200, 200),
+    "POST /export/traces": (201, 201, 403, 201),
+    "GET /export/jobs": (200, 200, 200, 200),
+    "GET /export/jobs/{done}": (200, 200, 200, 200),
+    "GET /export/jobs/{done}/download": (200, 200, 200, 200),
+    "DELETE /export/jobs/{pending}": (200, 200, 403, 200),
+}
+
+
+@pytest.mark.parametrize("route", list(ROUTE_ROLES))
+def test_every_route_for_every_role_and_for_another_org(api, tmp_path, route):
+    client = api["client"]
+    trace = client.get("/traces?relative=all&limit=1", headers=auth(api)).json()["data"][0][
+        "trace_id"
+    ]
+    done = client.post("/export/traces", json={"format": "jsonl"}, headers=auth(api)).json()[
+        "data"
+    ]["id"]
+    config = WorkerConfig(export_dir=tmp_path / "exports", heartbeat_timeout=timedelta(seconds=30))
+    assert work_once(api["engine"], config) == "completed"
+    method, path = route.split(" ", 1)
+    for role, expected in zip(
+        ("admin", "developer", "viewer", "billing"), ROUTE_ROLES[route], strict=True
+    ):
+        pending = client.post("/export/traces", json={}, headers=auth(api)).json()["data"]["id"]
+        url = path.format(trace=trace, done=done, pending=pending)
+        body = {"series": ["request_count.count"], "bucket": None} if "query" in url else {}
+        got = client.request(
+            method, url, headers=auth(api, role), json=body if method == "POST" else None
+        )
+        assert got.status_code == expected, (role, url, got.text[:200])
+    if "{" in path:  # the same ids through another org's key: never found
+        url = path.format(trace=trace, done=done, pending=done)
+        assert client.request(method, url, headers=auth(api, "globex")).status_code == 404
