@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, DateTime, case, cast, func, literal, select, tuple_, type_coerce
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.errors import UserError
 from observatory_core.filters.compile import filter_conditions
@@ -91,22 +91,26 @@ def list_spans(
         as_of, max_id = position.as_of_time, position.max_id
     else:
         as_of = now or datetime.now(UTC)
-        with engine.connect() as conn:
+    # One connection, no transaction: a first page is two or three reads, and each checkout
+    # or BEGIN/ROLLBACK would be another round trip to the database.
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        if position is None:
             max_id = conn.execute(select(func.coalesce(func.max(spans.c.id), 0))).scalar_one()
-    rows, next_cursor, total = _read(
-        engine,
-        scope,
-        spec,
-        mode=mode,
-        sort=sort,
-        direction=direction,
-        limit=limit,
-        position=position,
-        shown=shown,
-        as_of=as_of,
-        max_id=max_id,
-        count=count,
-    )
+        rows, next_cursor, total = _read(
+            conn,
+            scope,
+            spec,
+            mode=mode,
+            sort=sort,
+            direction=direction,
+            limit=limit,
+            position=position,
+            shown=shown,
+            as_of=as_of,
+            max_id=max_id,
+            count=count,
+        )
     out_fields = shown + (TRACE_TOTALS if mode == "traces" else ())
     return Page(rows, out_fields, next_cursor, as_of, total)
 
@@ -124,19 +128,20 @@ def iter_span_pages(
     """Every matching span, oldest first, page by page: the explorer's query, for exports."""
     position = None
     while True:
-        rows, next_cursor, _ = _read(
-            engine,
-            scope,
-            spec,
-            mode="spans",
-            sort="start_time",
-            direction="asc",
-            limit=page_size,
-            position=position,
-            shown=fields,
-            as_of=as_of,
-            max_id=max_id,
-        )
+        with engine.connect() as conn:  # one per page: a long export holds none between pages
+            rows, next_cursor, _ = _read(
+                conn,
+                scope,
+                spec,
+                mode="spans",
+                sort="start_time",
+                direction="asc",
+                limit=page_size,
+                position=position,
+                shown=fields,
+                as_of=as_of,
+                max_id=max_id,
+            )
         if rows:
             yield rows
         if next_cursor is None:
@@ -219,7 +224,7 @@ def _page_end(rows, limit, sort, direction, as_of, max_id):
 
 
 def _read_roots(
-    engine: Engine,
+    conn: Connection,
     scope: Scope,
     where: list,
     wanted: tuple[str, ...],
@@ -247,20 +252,19 @@ def _read_roots(
     order = (
         (key.desc(), spans.c.id.desc()) if direction == "desc" else (key.asc(), spans.c.id.asc())
     )
-    with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(roots.order_by(*order).limit(limit + 1)).mappings()]
-        rows, next_cursor = _page_end(rows, limit, sort, direction, as_of, max_id)
-        ids = [r["trace_id"] for r in rows]
-        tree = _tree_totals(scope, spans.c.trace_id.in_(ids), max_id)
-        totals = {t[0]: t[1:] for t in conn.execute(select(tree))} if ids else {}
-        total = None
-        if count:
-            counter = scoped_spans(scope, func.count()).where(
-                spans.c.parent_span_id.is_(None),
-                spans.c.trace_id.in_(matching),
-                spans.c.id <= max_id,
-            )
-            total = conn.execute(counter).scalar_one()
+    rows = [dict(r) for r in conn.execute(roots.order_by(*order).limit(limit + 1)).mappings()]
+    rows, next_cursor = _page_end(rows, limit, sort, direction, as_of, max_id)
+    ids = [r["trace_id"] for r in rows]
+    tree = _tree_totals(scope, spans.c.trace_id.in_(ids), max_id)
+    totals = {t[0]: t[1:] for t in conn.execute(select(tree))} if ids else {}
+    total = None
+    if count:
+        counter = scoped_spans(scope, func.count()).where(
+            spans.c.parent_span_id.is_(None),
+            spans.c.trace_id.in_(matching),
+            spans.c.id <= max_id,
+        )
+        total = conn.execute(counter).scalar_one()
     for r in rows:
         cost, tokens, n_spans, n_errors = totals[r["trace_id"]]
         r.update(span_count=n_spans, error_count=n_errors)
@@ -272,7 +276,7 @@ def _read_roots(
 
 
 def _read_by_tree(
-    engine: Engine,
+    conn: Connection,
     scope: Scope,
     where: list,
     wanted: tuple[str, ...],
@@ -331,14 +335,13 @@ def _read_by_tree(
     if position:
         query = query.where(_after(key, p.root_id, position))
     order = (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
-    with engine.connect() as conn:
-        ranked = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
-        ids = [r["root_id"] for r in ranked]
-        roots = scoped_spans(scope, *(spans.c[f] for f in wanted)).where(spans.c.id.in_(ids))
-        by_id = {r["id"]: dict(r) for r in conn.execute(roots).mappings()} if ids else {}
-        total = None
-        if count:
-            total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    ranked = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
+    ids = [r["root_id"] for r in ranked]
+    roots = scoped_spans(scope, *(spans.c[f] for f in wanted)).where(spans.c.id.in_(ids))
+    by_id = {r["id"]: dict(r) for r in conn.execute(roots).mappings()} if ids else {}
+    total = None
+    if count:
+        total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     rows = []
     for r in ranked:
         root = by_id.get(r["root_id"])
@@ -353,7 +356,7 @@ def _read_by_tree(
 
 
 def _read(
-    engine: Engine,
+    conn: Connection,
     scope: Scope,
     spec: FilterSpec,
     *,
@@ -367,7 +370,7 @@ def _read(
     max_id: int,
     count: bool = False,
 ) -> tuple[list[dict], str | None, int | None]:
-    where = _where(engine, spec, as_of, max_id)
+    where = _where(conn, spec, as_of, max_id)
 
     wanted = tuple(dict.fromkeys((*KEY_FIELDS, *shown)))
     columns = [spans.c[f] for f in wanted]
@@ -377,7 +380,7 @@ def _read(
         counter = scoped_spans(scope, func.count()).where(*where)
     elif sort in ROOT_SORTS:
         return _read_roots(
-            engine,
+            conn,
             scope,
             where,
             wanted,
@@ -391,7 +394,7 @@ def _read(
         )
     else:
         return _read_by_tree(
-            engine,
+            conn,
             scope,
             where,
             wanted,
@@ -410,8 +413,7 @@ def _read(
     )
     query = query.order_by(*order).limit(limit + 1)
 
-    with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(query).mappings()]
-        total = conn.execute(counter).scalar_one() if count else None
+    rows = [dict(r) for r in conn.execute(query).mappings()]
+    total = conn.execute(counter).scalar_one() if count else None
     rows, next_cursor = _page_end(rows, limit, sort, direction, as_of, max_id)
     return rows, next_cursor, total
