@@ -33,62 +33,17 @@ def run_case(db: str, size: int) -> list[dict]:
     return _run(f"{db} with {size:,} spans", "bench.case", "--db", db, "--size", str(size))
 
 
-def run_export_case(size: int) -> list[dict]:
-    """The export benchmark on the PostgreSQL database that the main case built."""
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/obs_bench_{size}"
-    return _run(
-        f"export of {size:,} spans on postgresql",
-        "bench.export_case",
-        "--url",
-        url,
-        "--size",
-        str(size),
-    )
-
-
-def run_ingest_case(size: int) -> list[dict]:
-    """Ingest through the real server into the PostgreSQL database the main case built (or a
-    fresh one when run alone), in an org of its own."""
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/obs_bench_{size}"
-    return _run(
-        f"OTLP ingest on postgresql with {size:,} spans",
-        "bench.ingest_case",
-        "--url",
-        url,
-        "--size",
-        str(size),
-    )
-
-
-def run_alerts_case(size: int) -> list[dict]:
-    """One evaluation cycle of 100 rules on the PostgreSQL database the main case built."""
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/obs_bench_{size}"
-    return _run(
-        f"alerts on postgresql with {size:,} spans",
-        "bench.alerts_case",
-        "--url",
-        url,
-        "--size",
-        str(size),
-    )
-
-
-def run_api_case(size: int) -> list[dict]:
-    """GET /api/v1/traces under 8 clients through the real server, on the main case's database."""
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/obs_bench_{size}"
-    return _run(
-        f"API on postgresql with {size:,} spans",
-        "bench.api_case",
-        "--url",
-        url,
-        "--size",
-        str(size),
-    )
-
-
 # Families that `BENCH_ONLY=<family>` runs alone against the databases of an earlier run.
 # Each with the prefix of its operations.
 FAMILIES = {"exports": "export_", "ingest": "ingest_", "alerts": "alerts_", "api": "api_"}
+
+
+def run_pg_case(label: str, module: str, size: int) -> list[dict]:
+    """A case that works on the PostgreSQL database the main case built for `size` spans."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/obs_bench_{size}"
+    return _run(
+        f"{label} on postgresql with {size:,} spans", module, "--url", url, "--size", str(size)
+    )
 
 
 def fmt(value, digits=1) -> str:
@@ -185,13 +140,13 @@ def main() -> None:
     else:
         entries = [e for size in sizes for db in dbs for e in run_case(db, size)]
     if "postgresql" in dbs and only in (None, "exports"):
-        entries += [e for size in sizes for e in run_export_case(size)]
+        entries += [e for size in sizes for e in run_pg_case("export", "bench.export_case", size)]
     if "postgresql" in dbs and only in (None, "alerts"):
-        entries += run_alerts_case(max(sizes))
+        entries += run_pg_case("alerts", "bench.alerts_case", max(sizes))
     if "postgresql" in dbs and only in (None, "api"):
-        entries += run_api_case(max(sizes))
+        entries += run_pg_case("API", "bench.api_case", max(sizes))
     if "postgresql" in dbs and only in (None, "ingest"):  # last: it adds spans to the database
-        entries += run_ingest_case(max(sizes))
+        entries += run_pg_case("OTLP ingest", "bench.ingest_case", max(sizes))
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     earlier = json.loads(RESULTS.read_text())["meta"] if only else {}
     meta = {

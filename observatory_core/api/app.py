@@ -38,6 +38,23 @@ def _validation_message(exc: RequestValidationError) -> str:
     return f"{where or 'request'}: {first.get('msg', 'is not valid')}"
 
 
+# Core errors and their answers; UserError last, as the fallback for its subclasses.
+KNOWN_ERRORS = (
+    (NotFound, 404, "not_found", None),
+    (Conflict, 409, "conflict", None),
+    (PermissionDenied, 403, "forbidden", None),
+    (DatabaseUnavailable, 503, "unavailable", {"Retry-After": "5"}),
+    (UserError, 400, "bad_request", None),
+)
+
+
+def _handler(status: int, code: str, headers: dict | None):
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return _error(request, status, code, str(exc), headers)
+
+    return handle
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="LLM Observatory API",
@@ -75,25 +92,8 @@ def create_app() -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError):
         return _error(request, 422, "bad_request", _validation_message(exc))
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound):
-        return _error(request, 404, "not_found", str(exc))
-
-    @app.exception_handler(Conflict)
-    async def conflict(request: Request, exc: Conflict):
-        return _error(request, 409, "conflict", str(exc))
-
-    @app.exception_handler(PermissionDenied)
-    async def forbidden(request: Request, exc: PermissionDenied):
-        return _error(request, 403, "forbidden", str(exc))
-
-    @app.exception_handler(DatabaseUnavailable)
-    async def unavailable(request: Request, exc: DatabaseUnavailable):
-        return _error(request, 503, "unavailable", str(exc), {"Retry-After": "5"})
-
-    @app.exception_handler(UserError)
-    async def bad_request(request: Request, exc: UserError):
-        return _error(request, 400, "bad_request", str(exc))
+    for kind, status, code, headers in KNOWN_ERRORS:
+        app.add_exception_handler(kind, _handler(status, code, headers))
 
     for module in (traces, metrics, exports):
         app.include_router(module.router)

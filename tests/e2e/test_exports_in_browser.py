@@ -14,7 +14,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.login_cookie import make_cookie
 from observatory_core.traces.query import count_spans
 from observatory_core.users import scope_for
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import ARTIFACTS, open_logged_in
 from tests.live_server import COOKIE_KEY
 
 pytestmark = pytest.mark.browser
@@ -33,17 +33,7 @@ def _get(url: str, cookie: str | None = None) -> tuple[int, bytes]:
 
 def test_export_these_rows_then_download(live_server, page):
     base, engine = live_server["base"], live_server["engine"]
-    page.goto(base + "/")
-    page.get_by_role("textbox", name="Username").fill(live_server["user"])
-    page.get_by_role("textbox", name="Password").fill(live_server["password"])
-    page.get_by_role("button", name="Login").click()
-    page.get_by_text("Last 24 hours").first.wait_for(timeout=30_000)
-    # The login cookie is set by a component in the browser; a new page load needs it.
-    for _ in range(100):
-        if any(c["name"] == "observatory_auth" for c in page.context.cookies()):
-            break
-        page.wait_for_timeout(100)
-    page.goto(base + "/traces?relative=7d&models=gpt-4o-mini")
+    open_logged_in(page, live_server, "/traces?relative=7d&models=gpt-4o-mini")
     page.locator('[data-testid="stDataFrame"]').wait_for(timeout=30_000)
     heading = page.get_by_role("heading", name="Exports", exact=True)
     for _ in range(3):  # a click during the cookie login's own rerun can be superseded
