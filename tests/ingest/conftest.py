@@ -15,7 +15,9 @@ from observatory_core.storage.migrate import upgrade
 from tests.helpers import admin_scope, make_org
 from tests.live_server import running_server
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "otlp"
+# Copies of ../shared/data/otlp (what the OpenTelemetry Python SDK 1.45 sends), so the tests
+# do not depend on a folder beside the checkout.
+SAMPLES = Path(__file__).resolve().parent / "data"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
