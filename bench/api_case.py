@@ -1,6 +1,6 @@
 """`GET /api/v1/traces` first pages through the real server on PostgreSQL, 8 clients at once.
 
-Each client (a thread with a keep-alive connection and its own key) cycles through the
+Each client (a process with a keep-alive connection and its own key) cycles through the
 explorer's typical first pages over the demo data's last day and week, for a fixed time.
 Latency is measured end to end at the client. The rate limit is raised for the run
 (OBSERVATORY_API_RATE_MULTIPLIER) so that it measures the API, not the limiter.
@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import statistics
 import tempfile
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -52,10 +52,16 @@ def _client(port: int, key: str, stop_at: float, out: list, offset: int) -> None
     conn.close()
 
 
+def _timed_client(port: int, key: str, seconds: float, offset: int) -> list:
+    out: list = []
+    _client(port, key, time.perf_counter() + seconds, out, offset)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--size", type=int, help="unused: the spans already there are counted")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
@@ -65,6 +71,8 @@ def main() -> None:
     engine = get_engine(args.url)
     with engine.connect() as conn:
         org_id = conn.execute(select(orgs.c.id).where(orgs.c.slug == "acme")).scalar_one()
+    with engine.connect() as conn:  # the size reported is what is really there
+        size = conn.exec_driver_sql("SELECT count(*) FROM spans").scalar()
     scope = Scope(org_id, Role.ADMIN, username="bench")
     keys = [
         create_key(engine, scope, f"bench api {i}", scopes=("read",)) for i in range(args.clients)
@@ -81,16 +89,12 @@ def main() -> None:
         port = int(base.rsplit(":", 1)[1])
         warm: list = []
         _client(port, keys[0], time.perf_counter() + 3, warm, 0)
-        results: list[list] = [[] for _ in keys]
-        stop_at = time.perf_counter() + args.seconds
-        threads = [
-            threading.Thread(target=_client, args=(port, key, stop_at, results[i], i))
-            for i, key in enumerate(keys)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        # Each client is its own process, as 8 separate programs would be: threads of one
+        # Python process would queue on its lock and add that wait to the latencies.
+        with multiprocessing.get_context("fork").Pool(len(keys)) as pool:
+            results = pool.starmap(
+                _timed_client, [(port, key, args.seconds, i) for i, key in enumerate(keys)]
+            )
     done = [r for rs in results for r in rs]
     ok = sorted(latency * 1000 for status, latency in done if status == 200)
     bad = len(done) - len(ok)
@@ -102,7 +106,7 @@ def main() -> None:
                 {
                     "operation": "api_traces_first_page_8_clients",
                     "database": "postgresql",
-                    "size": args.size,
+                    "size": size,
                     "median_ms": statistics.median(ok),
                     "p95_ms": ok[int(0.95 * (len(ok) - 1))],
                     "p99_ms": ok[int(0.99 * (len(ok) - 1))],

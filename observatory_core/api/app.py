@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from observatory_core.api import exports, metrics, traces
-from observatory_core.api.context import ApiError, meta, start
+from observatory_core.api.context import ApiError, RequestContext, meta
 from observatory_core.errors import DatabaseUnavailable, PermissionDenied, UserError
 from observatory_core.exports.jobs import Conflict, NotFound
 
@@ -65,14 +65,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
 
-    @app.middleware("http")
-    async def around(request: Request, call_next):
-        start(request)
-        response = await call_next(request)
-        for name, value in getattr(request.state, "rate_headers", {}).items():
-            response.headers.setdefault(name, value)
-        response.headers["X-Request-Id"] = request.state.request_id
-        return response
+    app.add_middleware(RequestContext)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):

@@ -7,6 +7,7 @@ import time
 import uuid
 
 from fastapi import Request
+from starlette.datastructures import Headers, MutableHeaders
 
 from observatory_core.api.ratelimit import RateLimiter
 from observatory_core.ingest.apikeys import BadKey, KeyInfo, key_from_headers, verify_key
@@ -29,10 +30,32 @@ def engine():
     return get_engine(get_settings().database_url)
 
 
-def start(request: Request) -> None:
-    request.state.started = time.perf_counter()
-    request.state.request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
-    request.state.rate_headers = {}
+class RequestContext:
+    """Pure ASGI middleware (no per-request task or stream, unlike `@app.middleware`): starts
+    the clock and the request id, and puts the rate-limit headers and the id on the answer."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["started"] = time.perf_counter()
+        state["request_id"] = (Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex)[:64]
+        state["rate_headers"] = {}
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in state["rate_headers"].items():
+                    if name not in headers:
+                        headers[name] = value
+                headers["X-Request-Id"] = state["request_id"]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def meta(request: Request, cached: bool = False) -> dict:
