@@ -32,7 +32,11 @@ def beat(engine: Engine, worker_id: str, now: datetime | None = None) -> None:
         )
 
 
-def _forever(name: str, every_s: float, stop: threading.Event, work) -> None:
+def _forever(
+    name: str, every_s: float, stop: threading.Event, work, *, first_wait_s: float = 0.0
+) -> None:
+    if first_wait_s and stop.wait(first_wait_s):
+        return
     while not stop.is_set():
         try:
             work()
@@ -73,6 +77,8 @@ def start_watchdog(engine: Engine, stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(
         target=_forever,
         args=("watchdog", WATCHDOG_EVERY_S, stop, lambda: evaluate(engine, kinds="heartbeat")),
+        # after start-up, when the worker has beaten once and the start-up writes are done
+        kwargs={"first_wait_s": WATCHDOG_EVERY_S},
         name="observatory-watchdog",
         daemon=True,
     )

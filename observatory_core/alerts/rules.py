@@ -23,6 +23,7 @@ from observatory_core.metrics.catalog import DIMENSIONS, METRICS
 from observatory_core.metrics.query import parse_series
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
+from observatory_core.storage.dialect import insert_ignoring_duplicates
 from observatory_core.storage.schema import alert_rules, orgs
 
 COMPARATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -325,8 +326,9 @@ def ensure_system_rules(conn: Connection, now: datetime) -> None:
         for rule in SYSTEM_RULES.values():
             if (org_id, rule.kind) in have:
                 continue
+            # Another process may add the same rule at the same moment: its copy wins.
             conn.execute(
-                alert_rules.insert().values(
+                insert_ignoring_duplicates(conn, alert_rules).values(
                     org_id=org_id,
                     name=rule.name,
                     system_kind=rule.kind,
