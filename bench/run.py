@@ -113,7 +113,7 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "the system rules, at the end of the demo data; results.json also gives how many metrics "
         "queries the cycle ran (rules sharing filter, window and group-by share one). Target: <= 1 s.",
         "- `api_traces_first_page_8_clients`: `GET /api/v1/traces` first pages (50 rows) through the "
-        "real server on PostgreSQL from 8 concurrent keep-alive clients on the same machine, each "
+        "real server on PostgreSQL from 8 concurrent client processes (keep-alive) on the same machine, each "
         "with its own key, cycling through the explorer's typical filters over the demo data's last "
         "day and week, for 30 s; latency end to end at the client (p99 in results.json), rows/s is "
         "requests per second. Target: p95 <= 80 ms.",

@@ -21,6 +21,8 @@ from observatory_core.storage.engine import is_unavailable
 log = logging.getLogger("observatory.ingest")
 RETRY_OVERLOADED_S = 1
 RETRY_UNAVAILABLE_S = 5
+STOPPING = "The server is stopping; retry."
+UNAVAILABLE = "The database is unavailable; retry."
 
 
 def _reply(answer: Answer) -> Response:
@@ -48,9 +50,7 @@ async def otlp_traces(request: Request) -> Response:
     try:
         receiver, writer = get_ingest(get_settings())
     except ShuttingDown:
-        return _reply(
-            error_answer(kind, 503, "The server is stopping; retry.", RETRY_UNAVAILABLE_S)
-        )
+        return _reply(error_answer(kind, 503, STOPPING, RETRY_UNAVAILABLE_S))
     body = await _read(request, receiver.max_body_bytes)
     if body is None:
         return _reply(error_answer(kind, 413, receiver.too_large_message()))
@@ -61,13 +61,18 @@ async def otlp_traces(request: Request) -> Response:
     except Exception as exc:
         if not is_unavailable(exc):
             raise
-        return _reply(
-            error_answer(kind, 503, "The database is unavailable; retry.", RETRY_UNAVAILABLE_S)
-        )
+        return _reply(error_answer(kind, 503, UNAVAILABLE, RETRY_UNAVAILABLE_S))
     if decoded.rejected:
-        await run_in_threadpool(
-            record_rejections, receiver.engine, decoded.org_id, len(decoded.rows), decoded.rejected
-        )
+        try:
+            await run_in_threadpool(
+                record_rejections,
+                receiver.engine,
+                decoded.org_id,
+                len(decoded.rows),
+                decoded.rejected,
+            )
+        except Exception:  # the count feeds a system alert; it must not cost the spans
+            log.exception("could not record rejected spans")
     if not decoded.rows:
         return _reply(decoded.answer())
     try:
@@ -82,16 +87,12 @@ async def otlp_traces(request: Request) -> Response:
             )
         )
     except ShuttingDown:
-        return _reply(
-            error_answer(kind, 503, "The server is stopping; retry.", RETRY_UNAVAILABLE_S)
-        )
+        return _reply(error_answer(kind, 503, STOPPING, RETRY_UNAVAILABLE_S))
     try:
         await asyncio.wrap_future(done)
     except Exception as exc:
         if is_unavailable(exc):
-            return _reply(
-                error_answer(kind, 503, "The database is unavailable; retry.", RETRY_UNAVAILABLE_S)
-            )
+            return _reply(error_answer(kind, 503, UNAVAILABLE, RETRY_UNAVAILABLE_S))
         log.warning("spans refused by the database: %s", exc)
         reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
         return _reply(error_answer(kind, 400, f"The database refused these spans: {reason}"))
