@@ -14,16 +14,16 @@ import json
 import random
 import statistics
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
-from bench.case import END
+from bench.case import END, demo_org_and_size
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.rules import build_rule, create_rule
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Role
 from observatory_core.scope import Scope
 from observatory_core.storage.engine import get_engine
-from observatory_core.storage.schema import alert_rules, orgs
+from observatory_core.storage.schema import alert_rules
 
 SERIES = (
     ("duration_ms.p95", ">", 4000),
@@ -76,10 +76,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     engine = get_engine(args.url)
-    with engine.connect() as conn:
-        org_id = conn.execute(select(orgs.c.id).where(orgs.c.slug == "acme")).scalar_one()
-    with engine.connect() as conn:  # the size reported is what is really there
-        size = conn.exec_driver_sql("SELECT count(*) FROM spans").scalar()
+    org_id, size = demo_org_and_size(engine)
     make_rules(engine, org_id, args.rules)
     evaluate(engine, END)  # creates the system rules and the first states
     seconds, queries = [], 0

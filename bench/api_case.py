@@ -19,14 +19,11 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-from sqlalchemy import select
-
-from bench.case import END
+from bench.case import END, demo_org_and_size
 from observatory_core.ingest.apikeys import create_key
 from observatory_core.permissions import Role
 from observatory_core.scope import Scope
 from observatory_core.storage.engine import get_engine
-from observatory_core.storage.schema import orgs
 
 DAY = {"start": (END - timedelta(days=1)).isoformat(), "end": END.isoformat()}
 WEEK = {"start": (END - timedelta(days=7)).isoformat(), "end": END.isoformat()}
@@ -69,10 +66,7 @@ def main() -> None:
     from tests.live_server import running_server
 
     engine = get_engine(args.url)
-    with engine.connect() as conn:
-        org_id = conn.execute(select(orgs.c.id).where(orgs.c.slug == "acme")).scalar_one()
-    with engine.connect() as conn:  # the size reported is what is really there
-        size = conn.exec_driver_sql("SELECT count(*) FROM spans").scalar()
+    org_id, size = demo_org_and_size(engine)
     scope = Scope(org_id, Role.ADMIN, username="bench")
     keys = [
         create_key(engine, scope, f"bench api {i}", scopes=("read",)) for i in range(args.clients)

@@ -55,6 +55,18 @@ def fresh_url(db: str, size: int, folder: str) -> str:
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
+def demo_org_and_size(engine) -> tuple[int, int]:
+    """The demo org's id and how many spans the database really holds (what figures report)."""
+    from sqlalchemy import select
+
+    from observatory_core.storage.schema import orgs
+
+    with engine.connect() as conn:
+        org_id = conn.execute(select(orgs.c.id).where(orgs.c.slug == "acme")).scalar_one()
+        size = conn.exec_driver_sql("SELECT count(*) FROM spans").scalar()
+    return org_id, size
+
+
 def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
     fn()  # warm caches and connections, as a returning user would
     samples = []
