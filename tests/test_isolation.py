@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.live import Feed, live_feed
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.overview import Overview, period_overview, top
@@ -36,6 +37,7 @@ READS = {
     ),
     "top_models": lambda e, s: top(e, s, _DAY, "model", "requests", now=END),
     "overview": lambda e, s: period_overview(e, s, _DAY, now=END),
+    "live_feed": lambda e, s: live_feed(e, s, ALL_TIME, since=END - timedelta(days=2), now=END),
 }
 
 
@@ -48,6 +50,8 @@ def _total(result) -> int:
         return sum(k.current + k.previous for k in result.kpis if k.key == "requests")
     if isinstance(result, Page):
         return sum(r.get("span_count", 1) for r in result.rows)
+    if isinstance(result, Feed):
+        return len(result.spans)
     if isinstance(result, TraceDetail):
         return len(result.spans)
     if isinstance(result, list):
