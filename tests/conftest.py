@@ -20,14 +20,23 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+def pg_admin(*statements: str) -> None:
+    """Run statements (CREATE/DROP DATABASE) on the PostgreSQL server, outside a transaction."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     """A fresh PostgreSQL database for this test session, dropped at the end."""
     name = f"obs_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        pg_admin(f'CREATE DATABASE "{name}"')
     except OperationalError as exc:
         pytest.fail(
             f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc.orig}). Start it with "
@@ -38,9 +47,7 @@ def pg_url():
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     yield url
     get_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -24,7 +24,7 @@ from observatory_core.metrics.query import parse_series
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
 from observatory_core.storage.dialect import insert_ignoring_duplicates
-from observatory_core.storage.schema import alert_rules, orgs
+from observatory_core.storage.schema import alert_rules, alert_states, orgs
 
 COMPARATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 MIN_WINDOW_S, MAX_WINDOW_S = 60, 86_400
@@ -260,8 +260,6 @@ def update_rule(
     engine: Engine, scope: Scope, rule_id: int, spec: RuleSpec, now: datetime | None = None
 ) -> None:
     """Edit a rule; its state starts over, since old state judged another condition."""
-    from observatory_core.storage.schema import alert_states
-
     scope.require(Permission.ALERTS_MANAGE)
     _metric_cost_check(scope, spec)
     try:

@@ -70,6 +70,15 @@ class TtlCache:
             return hit[1]
         return None
 
+    def get_or_compute(self, key: tuple, compute) -> tuple[Any, bool]:
+        """The cached answer (and True), or a fresh one, kept (and False)."""
+        value = self.get(key)
+        if value is not None:
+            return value, True
+        value = compute()
+        self.put(key, value)
+        return value, False
+
     def put(self, key: tuple, value: Any) -> None:
         with self._lock:
             if len(self._items) >= self.size:

@@ -18,23 +18,24 @@ from observatory_core.scope import Scope
 router = APIRouter(tags=["metrics"])
 
 
+def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
+    result = run_metrics(engine(), scope, query)
+    return {
+        "series": list(result.series),
+        "group_by": list(result.group_by),
+        "bucket_seconds": result.bucket_seconds,
+        "start": result.start,
+        "end": result.end,
+        "source": result.source,
+        "exact_percentiles": result.exact_percentiles,
+        "rows": result.frame.to_dicts(),
+    }
+
+
 def _answer(request: Request, scope: Scope, query: MetricQuery) -> dict:
-    key = cache.key(scope, "metrics", repr(query))
-    data = cache.get(key)
-    hit = data is not None
-    if not hit:
-        result = run_metrics(engine(), scope, query)
-        data = {
-            "series": list(result.series),
-            "group_by": list(result.group_by),
-            "bucket_seconds": result.bucket_seconds,
-            "start": result.start,
-            "end": result.end,
-            "source": result.source,
-            "exact_percentiles": result.exact_percentiles,
-            "rows": result.frame.to_dicts(),
-        }
-        cache.put(key, data)
+    data, hit = cache.get_or_compute(
+        cache.key(scope, "metrics", repr(query)), lambda: _metrics_data(scope, query)
+    )
     return {"data": data, "meta": meta(request, cached=hit)}
 
 
@@ -88,28 +89,25 @@ def summary(
 ) -> dict:
     """The Overview's KPIs for the period against the one before, with the noise test."""
     spec = filter_spec(request, frozenset())
-    key = cache.key(scope, "summary", spec.to_json())
-    data = cache.get(key)
-    hit = data is not None
-    if not hit:
-        view = period_overview(engine(), scope, spec)
-        data = {
-            "start": view.start,
-            "end": view.end,
-            "source": view.source,
-            "kpis": [
-                {
-                    "key": k.key,
-                    "label": k.label,
-                    "unit": k.unit,
-                    "current": k.current,
-                    "previous": k.previous,
-                    "change_pct": k.change_pct,
-                    "z": k.verdict.z,
-                    "significant": k.verdict.significant,
-                }
-                for k in view.kpis
-            ],
-        }
-        cache.put(key, data)
+    data, hit = cache.get_or_compute(
+        cache.key(scope, "summary", spec.to_json()), lambda: _summary_data(scope, spec)
+    )
     return {"data": data, "meta": meta(request, cached=hit)}
+
+
+def _summary_data(scope: Scope, spec: FilterSpec) -> dict:
+    view = period_overview(engine(), scope, spec)
+    kpis = [
+        {
+            "key": k.key,
+            "label": k.label,
+            "unit": k.unit,
+            "current": k.current,
+            "previous": k.previous,
+            "change_pct": k.change_pct,
+            "z": k.verdict.z,
+            "significant": k.verdict.significant,
+        }
+        for k in view.kpis
+    ]
+    return {"start": view.start, "end": view.end, "source": view.source, "kpis": kpis}

@@ -38,16 +38,17 @@ def live_status(scope: Scope) -> None:
     """Refreshes by itself every few seconds; a toast for each alert that fired since the last look."""
     state = st.session_state
     last_seen = state.get("alerts_last_event_id")
-    if last_seen is not None:
-        for event in reversed(
-            events(engine(), scope, after_id=last_seen, to_states=("firing",), limit=10)
-        ):
+    if last_seen is None:  # first look: only what fires from now on is news
+        state["alerts_last_event_id"] = last_event_id(engine(), scope)
+    else:
+        fired = events(engine(), scope, after_id=last_seen, to_states=("firing",), limit=10)
+        for event in reversed(fired):
             st.toast(
                 f"**{event['name']}** is firing{_in_group(event)}: {_value(event['value'])} "
                 f"{event['comparator']} {event['threshold']:,.4g}",
                 icon=":material/notifications_active:",
             )
-    state["alerts_last_event_id"] = last_event_id(engine(), scope)
+        state["alerts_last_event_id"] = max([last_seen, *(e["id"] for e in fired)])
     active = active_alerts(engine(), scope)
     firing = [a for a in active if a["state"] == "firing"]
     cols = st.columns(3)

@@ -12,6 +12,7 @@ import pytest
 from observatory_core.ingest.apikeys import create_key
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
+from tests.conftest import PG_ADMIN_URL, pg_admin
 from tests.helpers import admin_scope, make_org
 from tests.live_server import running_server
 
@@ -55,8 +56,11 @@ def live_ingest(request, tmp_path_factory):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp / 'ingest.db'}"
     else:
-        url = request.getfixturevalue("pg_url").rsplit("/", 1)[0] + f"/{Path(str(tmp)).name}"
-        url = _fresh_pg(url)
+        request.getfixturevalue("pg_url")  # fails loudly, with the fix, if PostgreSQL is down
+        # A database of its own: the per-test `engine` fixture empties the shared one.
+        name = "obs_ingest_" + tmp.name.replace("-", "_").lower()[-20:]
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     engine = get_engine(url)
     upgrade(engine)
     make_org(engine, "acme", ("support-bot",))
@@ -75,31 +79,4 @@ def live_ingest(request, tmp_path_factory):
         }
     engine.dispose()
     if request.param == "postgresql":
-        _drop_pg(url)
-
-
-def _drop_pg(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    from tests.conftest import PG_ADMIN_URL
-
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _fresh_pg(url: str) -> str:
-    """A separate PostgreSQL database for the server, so its tables are not emptied by the
-    per-test `engine` fixture that shares the session database."""
-    from sqlalchemy import create_engine, text
-
-    from tests.conftest import PG_ADMIN_URL
-
-    name = "obs_ingest_" + url.rsplit("/", 1)[1].replace("-", "_").lower()[-20:]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
