@@ -25,7 +25,7 @@ from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Role
 from observatory_core.scope import Scope
-from observatory_core.storage.copy_out import copy_csv_rows
+from observatory_core.storage.copy_out import copy_ahead, copy_csv_rows
 from observatory_core.storage.schema import audit_log, export_jobs
 from observatory_core.traces.query import count_spans, iter_span_ids, iter_span_pages
 
@@ -40,6 +40,7 @@ class WorkerConfig:
     heartbeat_timeout: timedelta = timedelta(seconds=30)
     page_size: int = 5000
     copy_page_size: int = 20_000  # ids per COPY page (PostgreSQL CSV)
+    copy_ahead: int = 2  # COPY pages the database prepares while the previous one is written
     retention: timedelta = RETENTION
     worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -167,11 +168,14 @@ def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, co
     the explorer's filter picks each page's ids, and the database writes their CSV lines."""
     pinned = {"as_of": job["snapshot_at"], "max_id": job["snapshot_max_id"]}
     if job["format"] == "csv" and engine.dialect.name == "postgresql":
-        for ids in iter_span_ids(engine, scope, spec, page_size=config.copy_page_size, **pinned):
+        pages = iter_span_ids(engine, scope, spec, page_size=config.copy_page_size, **pinned)
+        for ids, lines in copy_ahead(engine, job["org_id"], pages, fields, config.copy_ahead):
             yield (
                 len(ids),
-                lambda writer, n, ids=ids: writer.write_bytes(
-                    copy_csv_rows(engine, job["org_id"], ids[:n], fields)
+                lambda writer, n, lines=lines, ids=ids: writer.write_bytes(
+                    lines
+                    if n == len(ids)
+                    else copy_csv_rows(engine, job["org_id"], ids[:n], fields)
                 ),
             )
         return

@@ -7,6 +7,9 @@ the COPY statement; the filter was applied when the ids were chosen, with bound 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from sqlalchemy import JSON, Boolean, Float, Integer
 from sqlalchemy.engine import Engine
 
@@ -46,3 +49,25 @@ def copy_csv_rows(engine: Engine, org_id: int, ids: list[int], fields: tuple[str
             for chunk in copy:
                 out += chunk
     return bytes(out)
+
+
+def copy_ahead(
+    engine: Engine, org_id: int, pages: Iterable[list[int]], fields: tuple[str, ...], ahead: int
+) -> Iterator[tuple[list[int], bytes]]:
+    """(ids, CSV lines) per page, in order, with up to `ahead` COPYs running on their own
+    connections meanwhile: the database formats the next pages while this one is written,
+    which uses a second core. Pages not yet taken when the caller stops are dropped."""
+    queue: list[tuple[list[int], Future]] = []
+    with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="export-copy") as pool:
+        try:
+            for ids in pages:
+                queue.append((ids, pool.submit(copy_csv_rows, engine, org_id, ids, fields)))
+                if len(queue) > ahead:
+                    ids, done = queue.pop(0)
+                    yield ids, done.result()
+            while queue:
+                ids, done = queue.pop(0)
+                yield ids, done.result()
+        finally:
+            for _, pending in queue:
+                pending.cancel()
