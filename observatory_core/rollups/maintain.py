@@ -7,7 +7,19 @@ rollups commit or roll back together with the spans.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, MetaData, Table, delete, func, literal_column, select, text
+from sqlalchemy import (
+    Column,
+    MetaData,
+    Table,
+    delete,
+    exists,
+    func,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.rollups.partials import (
@@ -117,9 +129,30 @@ def _add_traces(conn: Connection, source_select) -> None:
                 "total_cost_usd": t.c.total_cost_usd + new.total_cost_usd,
                 "total_tokens": t.c.total_tokens + new.total_tokens,
                 "max_span_id": greatest_of(t.c.max_span_id, new.max_span_id),
+                "first_start": least_of(t.c.first_start, new.first_start),
+                "last_start": greatest_of(t.c.last_start, new.last_start),
             },
         )
     )
+
+
+def _mark_shared(conn: Connection, org_id: int | None = None, new=None) -> None:
+    """Flag the rows of traces that have spans in more than one project (of `new`'s traces,
+    or of every trace): the explorer sums all rows of such a trace, not just the matching one."""
+    t, other = trace_totals, trace_totals.alias("other")
+    where = [
+        t.c.shared.is_(False),
+        exists().where(
+            other.c.org_id == t.c.org_id,
+            other.c.trace_id == t.c.trace_id,
+            other.c.project_id != t.c.project_id,
+        ),
+    ]
+    if org_id is not None:
+        where.append(t.c.org_id == org_id)
+    if new is not None:
+        where.append(tuple_(t.c.org_id, t.c.trace_id).in_(select(new.c.org_id, new.c.trace_id)))
+    conn.execute(update(t).where(*where).values(shared=True))
 
 
 def _delta_table() -> Table:
@@ -185,6 +218,7 @@ def fold_new_spans(conn: Connection) -> None:
         for kind in ACTOR_KINDS:
             _add_actors(conn, grain, actor_select(spans_new, ROLLUP_GRAINS[grain], kind))
     _add_traces(conn, trace_select(spans_new))
+    _mark_shared(conn, new=spans_new)
 
 
 def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
@@ -219,6 +253,7 @@ def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
     conn.execute(
         trace_totals.insert().from_select([c.name for c in source.selected_columns], source)
     )
+    _mark_shared(conn, org_id)
     return counts
 
 

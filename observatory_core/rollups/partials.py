@@ -131,6 +131,8 @@ def trace_select(src: FromClause) -> Select:
         func.coalesce(func.sum(c.total_cost_usd), 0.0).label("total_cost_usd"),
         func.coalesce(func.sum(c.total_tokens), _ZERO).label("total_tokens"),
         func.max(c.id).label("max_span_id"),
+        func.min(c.start_time).label("first_start"),
+        func.max(c.start_time).label("last_start"),
     ).group_by(*keys)
 
 

@@ -21,7 +21,12 @@ def alembic_config(engine: Engine | None, connection=None) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to `revision`; safe to run on every start."""
     with engine.begin() as conn:
-        command.upgrade(alembic_config(engine, conn), revision)
+        config = alembic_config(engine, conn)
+        command.upgrade(config, revision)
+        if config.attributes.get("rebuild_rollups") and revision == "head":
+            from observatory_core.rollups.maintain import rebuild_on
+
+            rebuild_on(conn)  # the migration that created the rollups asked for it
 
 
 def head_revision() -> str:

@@ -138,7 +138,8 @@ spans = Table(
     Column("attributes", JsonB, nullable=False),
     Column("quality_score", Float),
     UniqueConstraint("org_id", "trace_id", "span_id", name="uq_spans_org_trace_span"),
-    Index("ix_spans_org_start", "org_id", "start_time"),
+    # trace_id too (migration 0008): "traces with a span in this window" reads the index only
+    Index("ix_spans_org_start_trace", "org_id", "start_time", "trace_id"),
     Index("ix_spans_org_project_start", "org_id", "project_id", "start_time"),
     Index("ix_spans_org_session", "org_id", "session_id"),
     Index("ix_spans_org_user", "org_id", "user_id"),
@@ -218,7 +219,21 @@ trace_totals = Table(
     Column("total_cost_usd", Float, nullable=False),
     Column("total_tokens", BigId, nullable=False),
     Column("max_span_id", BigId, nullable=False),  # the newest span counted in
+    # Added by migration 0008: the earliest and latest span start counted in, and whether the
+    # trace also has spans in another project (then its totals need all of its rows).
+    Column("first_start", UtcDateTime),
+    Column("last_start", UtcDateTime),
+    Column("shared", Boolean, nullable=False, server_default="0"),
     UniqueConstraint("org_id", "trace_id", "project_id", name="uq_trace_totals_key"),
+    Index("ix_trace_totals_org_last", "org_id", "last_start"),
+    # the few traces in several projects, found without reading the others
+    Index(
+        "ix_trace_totals_shared",
+        "org_id",
+        "last_start",
+        sqlite_where=text("shared"),
+        postgresql_where=text("shared"),
+    ),
 )
 
 # Keys that programs (OTLP exporters, later the HTTP API) present. Only a SHA-256 of the key is

@@ -10,7 +10,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, case, cast, func, literal, select, tuple_, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.errors import UserError
@@ -275,9 +288,85 @@ def _read_roots(
     return rows, next_cursor, total
 
 
+def _summed(scope: Scope, which):
+    """Per trace: its trace_totals rows (one per project) added up, for the traces `which` picks."""
+    t = trace_totals
+    return (
+        select(
+            t.c.trace_id,
+            func.max(t.c.root_id).label("root_id"),
+            func.sum(t.c.total_cost_usd).label("total_cost_usd"),
+            cast(func.sum(t.c.total_tokens), BigInteger).label("total_tokens"),
+            cast(func.sum(t.c.span_count), BigInteger).label("span_count"),
+            cast(func.sum(t.c.error_count), BigInteger).label("error_count"),
+            func.max(t.c.max_span_id).label("newest"),
+        )
+        .where(*span_conditions(scope, t), which)
+        .group_by(t.c.trace_id)
+    )
+
+
+def _only_when(spec: FilterSpec) -> bool:
+    """True when the filter only says when (and in which projects): trace_totals can answer it."""
+    default = FilterSpec(relative=None)
+    return all(
+        getattr(spec, name) == getattr(default, name)
+        for name in type(spec).__dataclass_fields__
+        if name not in ("relative", "start", "end", "project_ids")
+    )
+
+
+def _totals_by_window(scope: Scope, spec: FilterSpec, where: list, as_of: datetime, max_id: int):
+    """Traces with a span in the window, from trace_totals' first/last start (one index range)
+    instead of grouping every span in the window.
+
+    A row whose spans all lie inside the window (and before the pin) matches outright; one that
+    only overlaps it is confirmed by looking for a matching span. A trace with spans in several
+    projects (`shared`) is summed over all of its rows, as in the general path.
+    """
+    t = trace_totals
+    start, end = spec.window(as_of)
+    overlaps, inside = [], [t.c.max_span_id <= max_id]
+    if start is not None:
+        overlaps.append(t.c.last_start >= start)
+        inside.append(t.c.first_start >= start)
+    if end is not None:
+        overlaps.append(t.c.first_start < end)
+        inside.append(t.c.last_start < end)
+    if spec.project_ids:
+        overlaps.append(t.c.project_id.in_(spec.project_ids))
+    confirmed = (
+        select(literal(1))
+        .where(
+            *span_conditions(scope),
+            spans.c.trace_id == t.c.trace_id,
+            spans.c.project_id == t.c.project_id,
+            # always true; a correlation other than equality keeps PostgreSQL from turning
+            # this into one hash of every span in the window (it probes per row instead,
+            # and only rows that straddle the window get here)
+            spans.c.start_time >= t.c.first_start,
+            *where,
+        )
+        .exists()
+    )
+    matches = [*span_conditions(scope, t), *overlaps, or_(and_(*inside), confirmed)]
+    alone = select(
+        t.c.trace_id,
+        t.c.root_id,
+        t.c.total_cost_usd,
+        cast(t.c.total_tokens, BigInteger).label("total_tokens"),
+        cast(t.c.span_count, BigInteger).label("span_count"),
+        cast(t.c.error_count, BigInteger).label("error_count"),
+        t.c.max_span_id.label("newest"),
+    ).where(*matches, t.c.shared.is_(False))
+    shared = select(t.c.trace_id).where(*matches, t.c.shared.is_(True))
+    return union_all(alone, _summed(scope, t.c.trace_id.in_(shared))).subquery("per_trace")
+
+
 def _read_by_tree(
     conn: Connection,
     scope: Scope,
+    spec: FilterSpec,
     where: list,
     wanted: tuple[str, ...],
     *,
@@ -294,22 +383,11 @@ def _read_by_tree(
     A trace that received spans after the page's pin has its totals recomputed from the
     spans under the pin, so pages stay stable while spans arrive.
     """
-    t = trace_totals
-    matching = scoped_spans(scope, spans.c.trace_id).where(*where)
-    per_trace = (
-        select(
-            t.c.trace_id,
-            func.max(t.c.root_id).label("root_id"),
-            func.sum(t.c.total_cost_usd).label("total_cost_usd"),
-            cast(func.sum(t.c.total_tokens), BigInteger).label("total_tokens"),
-            cast(func.sum(t.c.span_count), BigInteger).label("span_count"),
-            cast(func.sum(t.c.error_count), BigInteger).label("error_count"),
-            func.max(t.c.max_span_id).label("newest"),
-        )
-        .where(*span_conditions(scope, t), t.c.trace_id.in_(matching))
-        .group_by(t.c.trace_id)
-        .subquery("per_trace")
-    )
+    if _only_when(spec):
+        per_trace = _totals_by_window(scope, spec, where, as_of, max_id)
+    else:
+        matching = scoped_spans(scope, spans.c.trace_id).where(*where)
+        per_trace = _summed(scope, trace_totals.c.trace_id.in_(matching)).subquery("per_trace")
     p = per_trace.c
 
     def pinned(column: str, value):
@@ -396,6 +474,7 @@ def _read(
         return _read_by_tree(
             conn,
             scope,
+            spec,
             where,
             wanted,
             sort=sort,

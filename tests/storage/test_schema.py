@@ -16,7 +16,7 @@ def test_upgrade_reaches_head_and_is_idempotent(engine):
     tables = set(inspect(engine).get_table_names())
     assert {"orgs", "projects", "users", "user_projects", "model_prices", "spans"} <= tables
     index_names = {ix["name"] for ix in inspect(engine).get_indexes("spans")}
-    assert "ix_spans_org_start" in index_names
+    assert "ix_spans_org_start_trace" in index_names
 
 
 def test_migrations_match_the_schema_module(engine):

@@ -107,8 +107,10 @@ def test_exact_count_matches(explorer, spec):
         FilterSpec(relative=None, models=("gpt-4o",)),
         FilterSpec(relative="3d", statuses=("error",)),
         FilterSpec(relative=None, search="refund"),
+        FilterSpec(relative="3d"),  # time only: tree sorts read trace_totals by time
+        FilterSpec(relative=None),
     ],
-    ids=["model", "errors-3d", "search"],
+    ids=["model", "errors-3d", "search", "3d", "all-time"],
 )
 def test_traces_mode_lists_roots_with_tree_totals(explorer, spec, sort):
     import polars as pl
