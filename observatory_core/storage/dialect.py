@@ -10,6 +10,7 @@ import math
 from sqlalchemy import Boolean, Float, Integer, String, Table, literal
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
@@ -346,3 +347,12 @@ def try_lock(conn: Connection, key: int) -> bool:
 def unlock(conn: Connection, key: int) -> None:
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SELECT pg_advisory_unlock({int(key)})")
+
+
+def _sqlite_from_hint(self, table, text):
+    """`select().with_hint(table, "INDEXED BY ix", "sqlite")` writes SQLite's INDEXED BY after
+    the table name (SQLAlchemy's SQLite compiler drops table hints; MySQL's writes them so)."""
+    return text
+
+
+SQLiteCompiler.get_from_hint_text = _sqlite_from_hint

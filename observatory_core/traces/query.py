@@ -433,6 +433,32 @@ def _read_by_tree(
     return _page_end(rows, limit, sort, direction, as_of, max_id) + (total,)
 
 
+# SQLite keeps no histograms, so for "sort by duration (or cost)" it takes the filter's index,
+# reads every matching row (tens of thousands of large rows for a 30-day model filter) and
+# sorts them. Walking the sort's own index first, over a bounded stretch, finds a first page
+# of a broad filter in milliseconds; a filter too narrow for that stretch takes the usual plan.
+_WALK_INDEX = {"duration_ms": "ix_spans_org_duration", "total_cost_usd": "ix_spans_org_cost"}
+_WALK_PER_ROW = 100  # index entries walked per row wanted
+
+
+def _walk_sort_index(conn, scope, query, key, order, direction, limit, position):
+    """The page from the first `_WALK_PER_ROW * (limit + 1)` entries of the sort's index (after
+    the cursor), or None when that stretch holds too few matches to be sure of the page.
+
+    Exact: every span beyond the stretch sorts after its last entry, so when the stretch holds
+    a full page, that page is the first `limit + 1` matches overall.
+    """
+    hint = f"INDEXED BY {_WALK_INDEX[key.name]}"
+    stretch = scoped_spans(scope, key).with_hint(spans, hint, "sqlite")
+    if position:
+        stretch = stretch.where(_after(key, spans.c.id, position))
+    edge = stretch.order_by(*order).limit(1).offset(_WALK_PER_ROW * (limit + 1)).scalar_subquery()
+    within = key >= edge if direction == "desc" else key <= edge
+    bounded = query.with_hint(spans, hint, "sqlite").where(within)
+    rows = [dict(r) for r in conn.execute(bounded.order_by(*order).limit(limit + 1)).mappings()]
+    return rows if len(rows) > limit else None
+
+
 def _read(
     conn: Connection,
     scope: Scope,
@@ -490,9 +516,11 @@ def _read(
     order = (
         (key.desc(), spans.c.id.desc()) if direction == "desc" else (key.asc(), spans.c.id.asc())
     )
-    query = query.order_by(*order).limit(limit + 1)
-
-    rows = [dict(r) for r in conn.execute(query).mappings()]
+    rows = None
+    if conn.dialect.name == "sqlite" and sort in _WALK_INDEX:
+        rows = _walk_sort_index(conn, scope, query, key, order, direction, limit, position)
+    if rows is None:
+        rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
     total = conn.execute(counter).scalar_one() if count else None
     rows, next_cursor = _page_end(rows, limit, sort, direction, as_of, max_id)
     return rows, next_cursor, total
