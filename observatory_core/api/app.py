@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from observatory_core.api import exports, metrics, traces
@@ -87,6 +88,19 @@ def create_app() -> FastAPI:
 
     for kind, status, code, headers in KNOWN_ERRORS:
         app.add_exception_handler(kind, _handler(status, code, headers))
+
+    async def database_gone(request: Request, _exc: Exception) -> JSONResponse:
+        # The server went away or restarted under a pooled connection: the pool discards its
+        # old connections, so a retry reconnects. The driver's text (with SQL) stays in the log.
+        return _error(
+            request,
+            503,
+            "unavailable",
+            "The database connection was lost; retry in a few seconds.",
+            {"Retry-After": "5"},
+        )
+
+    app.add_exception_handler(OperationalError, database_gone)
 
     for module in (traces, metrics, exports):
         app.include_router(module.router)

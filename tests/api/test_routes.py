@@ -239,3 +239,28 @@ def test_every_route_for_every_role_and_for_another_org(api, tmp_path, route):
     if "{" in path:  # the same ids through another org's key: never found
         url = path.format(trace=trace, done=done, pending=done)
         assert client.request(method, url, headers=auth(api, "globex")).status_code == 404
+
+
+def test_a_dropped_database_connection_costs_one_request_at_most(api, db_url):
+    """The pool does not ping before each request: when the server drops its connections
+    (a restart), a request may fail once with a 503 that says to retry, and the next works."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("only a PostgreSQL server can drop its clients' connections")
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import pg_admin
+
+    client, headers = api["client"], auth(api)
+    assert client.get("/traces?relative=all", headers=headers).status_code == 200
+    database = make_url(db_url).database
+    pg_admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    )
+    first = client.get("/traces?relative=all", headers=headers)
+    if first.status_code != 200:
+        assert first.status_code == 503 and first.headers["retry-after"] == "5"
+        assert first.json()["error"]["code"] == "unavailable"
+        assert "retry" in first.json()["error"]["message"]
+    again = client.get("/traces?relative=all", headers=headers)
+    assert again.status_code == 200 and again.json()["data"]
