@@ -23,7 +23,6 @@ from observatory_core.scope import Scope, span_conditions
 from observatory_core.storage.dialect import sketch_bins, time_bucket
 from observatory_core.storage.schema import (
     LATENCY_COLUMNS,
-    MEASURE_PARTS,
     ROLLUP_GRAINS,
     ROLLUPS,
     spans,
@@ -97,21 +96,32 @@ def usable_grains(bucket_seconds: int | None) -> list[str]:
     return [g for g in grains if bucket_seconds % ROLLUP_GRAINS[g] == 0]
 
 
-def _needs(series: tuple[str, ...]) -> tuple[list[str], bool]:
-    measures, bins = [], False
+# The partial columns each aggregation reads: merging only those keeps the database's work
+# and the rows it sends proportional to what was asked.
+_AGG_PARTS = {
+    Agg.COUNT: ("count",),
+    Agg.SUM: ("sum",),
+    Agg.AVG: ("count", "sum"),
+    Agg.MIN: ("min",),
+    Agg.MAX: ("max",),
+    Agg.STDDEV: ("count", "sum", "sumsq"),
+}
+
+
+def _needs(series: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(measures, partial columns) the series read; the latency bins for percentiles."""
+    measures, parts = [], ["span_count", "error_count"]
     for name in series:
         metric, agg = name.split(".")
         measure = METRICS[metric].measure
-        if measure:
-            measures.append(measure)
-            bins |= Agg(agg) in PERCENTILES
-    return list(dict.fromkeys(measures)), bins
-
-
-def _parts(measures: list[str], bins: bool) -> list[str]:
-    cols = ["span_count", "error_count"]
-    cols += [f"{m}_{p}" for m in measures for p in MEASURE_PARTS]
-    return cols + (list(LATENCY_COLUMNS) if bins else [])
+        if not measure:
+            continue
+        measures.append(measure)
+        if Agg(agg) in PERCENTILES:
+            parts += LATENCY_COLUMNS
+        else:
+            parts += [f"{measure}_{p}" for p in _AGG_PARTS[Agg(agg)]]
+    return list(dict.fromkeys(measures)), list(dict.fromkeys(parts))
 
 
 def rollup_select(
@@ -129,8 +139,8 @@ def rollup_select(
 
     Returns the statement and the grains it read.
     """
-    measures, bins = _needs(series)
-    parts = _parts(measures, bins)
+    measures, parts = _needs(series)
+    bins = LATENCY_COLUMNS[0] in parts
     dims = ["project_id" if d == "project" else d for d in group_by]
     in_lists = {f: getattr(spec, f) for f in ROLLUP_FILTERS if getattr(spec, f)}
     pieces, used = [], []
@@ -222,13 +232,13 @@ def finalize(
             col = (rate if metric == "error_rate" else 1 - rate).fill_nan(None)
         else:
             m = METRICS[metric].measure
-            count = frame[f"{m}_count"].cast(pl.Float64)
-            total = frame[f"{m}_sum"].cast(pl.Float64)
             if agg == Agg.COUNT:
                 col = frame[f"{m}_count"].cast(pl.Int64)
             elif agg == Agg.SUM:
-                col = total.fill_null(0.0)
+                col = frame[f"{m}_sum"].cast(pl.Float64).fill_null(0.0)
             elif agg == Agg.AVG:
+                count = frame[f"{m}_count"].cast(pl.Float64)
+                total = frame[f"{m}_sum"].cast(pl.Float64)
                 col = pl.Series(
                     np.where(
                         count.to_numpy() > 0,
@@ -241,7 +251,13 @@ def finalize(
             elif agg == Agg.MAX:
                 col = frame[f"{m}_max"].cast(pl.Float64)
             elif agg == Agg.STDDEV:
-                col = pl.Series(stddev_from_sums(count, total, frame[f"{m}_sumsq"])).fill_nan(None)
+                col = pl.Series(
+                    stddev_from_sums(
+                        frame[f"{m}_count"].cast(pl.Float64),
+                        frame[f"{m}_sum"].cast(pl.Float64),
+                        frame[f"{m}_sumsq"],
+                    )
+                ).fill_nan(None)
             else:
                 if bins is None:
                     bins = parse_bins(frame["bins"])
