@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 
 from observatory_core.api.ratelimit import RateLimiter
@@ -30,6 +32,15 @@ def engine():
     return get_engine(get_settings().database_url)
 
 
+# Request ids: unique per process start and counter, without a random draw per request.
+_PROCESS = uuid.uuid4().hex[:16]
+_SEQUENCE = itertools.count(1)
+
+
+def _next_request_id() -> str:
+    return f"{_PROCESS}{next(_SEQUENCE):016x}"
+
+
 class RequestContext:
     """Pure ASGI middleware (no per-request task or stream, unlike `@app.middleware`): starts
     the clock and the request id, and puts the rate-limit headers and the id on the answer."""
@@ -43,7 +54,7 @@ class RequestContext:
             return
         state = scope.setdefault("state", {})
         state["started"] = time.perf_counter()
-        state["request_id"] = (Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex)[:64]
+        state["request_id"] = (Headers(scope=scope).get("x-request-id") or _next_request_id())[:64]
         state["rate_headers"] = {}
 
         async def send_with_headers(message) -> None:
@@ -73,10 +84,15 @@ KEY_CACHE_S = 5.0
 _verified: dict[str, tuple[float, KeyInfo]] = {}
 
 
-def _key(raw: str | None) -> KeyInfo:
+def _recent(raw: str | None) -> KeyInfo | None:
     hit = _verified.get(raw or "")
-    if hit and time.monotonic() - hit[0] < KEY_CACHE_S:
-        return hit[1]
+    return hit[1] if hit and time.monotonic() - hit[0] < KEY_CACHE_S else None
+
+
+def _key(raw: str | None) -> KeyInfo:
+    hit = _recent(raw)
+    if hit is not None:
+        return hit
     key = verify_key(engine(), raw, "read")
     if len(_verified) > 10_000:
         _verified.clear()
@@ -84,10 +100,14 @@ def _key(raw: str | None) -> KeyInfo:
     return key
 
 
-def caller(request: Request) -> Scope:
-    """FastAPI dependency: the key's scope, after the rate limit for its role."""
+async def caller(request: Request) -> Scope:
+    """FastAPI dependency: the key's scope, after the rate limit for its role.
+
+    Async, so a recently verified key costs no hop to the thread pool and back; only a key
+    the database must check goes there."""
     try:
-        key = _key(key_from_headers(request.headers))
+        raw = key_from_headers(request.headers)
+        key = _recent(raw) or await run_in_threadpool(_key, raw)
     except BadKey as exc:
         raise ApiError(401, "unauthorized", str(exc)) from None
     verdict = limiter.take(key.id, key.role, get_settings().api_rate_multiplier)
