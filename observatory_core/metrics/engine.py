@@ -88,13 +88,13 @@ def _check_permissions(scope: Scope, series: tuple[str, ...]) -> None:
             )
 
 
-def _fetch(engine: Engine, statement) -> pl.DataFrame:
+def _fetch(engine: Engine, statement, params: dict | None = None) -> pl.DataFrame:
     with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             # Merging rollup rows carries ~70 partial columns per row: with the default 4 MB
             # the grouping spills to disk (a 30-day hourly series sorted 29 MB there).
             conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-        result = conn.execute(statement)
+        result = conn.execute(statement, params or {})
         columns = list(result.keys())
         rows = result.all()
     if not rows:
@@ -122,10 +122,11 @@ def _compute(
         force is None and rollup_can_answer(series, query.group_by, spec)
     )
     if use_rollup:
-        statement, grains = rollup_select(
-            scope, series, query.group_by, spec, now, dialect, bucket_seconds, start, end
+        statement, grains, params = rollup_select(
+            scope, series, query.group_by, spec, bucket_seconds, start, end
         )
-        return finalize(_fetch(engine, statement), series, query.group_by), "rollup", tuple(grains)
+        frame = _fetch(engine, statement, params)
+        return finalize(frame, series, query.group_by), "rollup", tuple(grains)
     statement = raw_select(scope, series, query.group_by, spec, now, dialect, bucket_seconds)
     return _fetch(engine, statement), "raw", ()
 

@@ -8,18 +8,28 @@ the same partial aggregates, so counts and sums are exact and only percentiles a
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
-from sqlalchemy import BigInteger, Select, cast, func, literal, literal_column, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    union_all,
+)
 from sqlalchemy.sql.expression import ColumnElement
 
-from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics import sketch
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, ROLLUP_GROUPS, Agg
 from observatory_core.rollups.partials import partial_select
-from observatory_core.scope import Scope, span_conditions
+from observatory_core.scope import Scope
 from observatory_core.storage.dialect import sketch_bins, time_bucket
 from observatory_core.storage.schema import (
     LATENCY_COLUMNS,
@@ -129,29 +139,69 @@ def rollup_select(
     series: tuple[str, ...],
     group_by: tuple[str, ...],
     spec: FilterSpec,
-    now: datetime,
-    dialect: str,
     bucket_seconds: int | None,
     start: datetime,
     end: datetime,
-) -> tuple[Select, list[str]]:
+) -> tuple[Select, list[str], dict]:
     """One statement: the segments' partials unioned, merged per bucket and group.
 
-    Returns the statement and the grains it read.
+    Returns the statement, the grains it read and its parameters. Statements are built once
+    per shape (series, grouping, segments, which filters) with named parameters: built per
+    call, their ~100 columns cost ~40 ms of Python and left cyclic garbage whose collection
+    paused a later call for 100-150 ms.
     """
+    segments = plan_segments(start, end, usable_grains(bucket_seconds))
+    in_lists = {f: getattr(spec, f) for f in sorted(ROLLUP_FILTERS) if getattr(spec, f)}
+    statement = _statement(
+        tuple(series),
+        tuple(group_by),
+        bucket_seconds,
+        tuple(grain for grain, _, _ in segments),
+        tuple(in_lists),
+        scope.project_ids is not None,
+    )
+    params: dict = {"org_id": scope.org_id}
+    if scope.project_ids is not None:
+        params["scope_projects"] = sorted(scope.project_ids)
+    for i, (_, a, b) in enumerate(segments):
+        params[f"from_{i}"], params[f"to_{i}"] = a, b
+    params.update({f"in_{f}": list(values) for f, values in in_lists.items()})
+    used = ["raw edges" if grain is None else grain for grain, _, _ in segments]
+    return statement, list(dict.fromkeys(used)), params
+
+
+@lru_cache(maxsize=256)
+def _statement(
+    series: tuple[str, ...],
+    group_by: tuple[str, ...],
+    bucket_seconds: int | None,
+    grains: tuple[str | None, ...],
+    filters: tuple[str, ...],
+    project_limited: bool,
+) -> Select:
     measures, parts = _needs(series)
     bins = LATENCY_COLUMNS[0] in parts
     dims = ["project_id" if d == "project" else d for d in group_by]
-    in_lists = {f: getattr(spec, f) for f in ROLLUP_FILTERS if getattr(spec, f)}
-    pieces, used = [], []
     width = bucket_seconds or 86400
-    for grain, a, b in plan_segments(start, end, usable_grains(bucket_seconds)):
+
+    def conditions(t, time_column, i: int) -> list[ColumnElement[bool]]:
+        out = [t.c.org_id == bindparam("org_id")]
+        if project_limited:
+            out.append(t.c.project_id.in_(bindparam("scope_projects", expanding=True)))
+        out += [
+            time_column >= bindparam(f"from_{i}", type_=time_column.type),
+            time_column < bindparam(f"to_{i}", type_=time_column.type),
+        ]
+        out += [t.c[_FILTER_COLUMN[f]].in_(bindparam(f"in_{f}", expanding=True)) for f in filters]
+        return out
+
+    pieces = []
+    for i, grain in enumerate(grains):
         if grain is None:
-            window = FilterSpec(relative=None, start=a, end=b, **in_lists)
             src = partial_select(
                 spans,
                 width,
-                where=[*span_conditions(scope), *filter_conditions(window, now, dialect)],
+                where=conditions(spans, spans.c.start_time, i),
                 dimensions=tuple(dims),
                 measures=tuple(measures),
                 with_bins=bins,
@@ -159,21 +209,13 @@ def rollup_select(
             pieces.append(
                 select(src.c.bucket_start, *(src.c[d] for d in dims), *(src.c[p] for p in parts))
             )
-            used.append("raw edges")
             continue
         t = ROLLUPS[grain]
-        where: list[ColumnElement[bool]] = [
-            *span_conditions(scope, t),
-            t.c.bucket_start >= a,
-            t.c.bucket_start < b,
-        ]
-        where += [t.c[_FILTER_COLUMN[f]].in_(v) for f, v in in_lists.items()]
         pieces.append(
             select(t.c.bucket_start, *(t.c[d] for d in dims), *(t.c[p] for p in parts)).where(
-                *where
+                *conditions(t, t.c.bucket_start, i)
             )
         )
-        used.append(grain)
     if not pieces:  # an empty range: one empty select keeps the shape
         t = ROLLUPS["1day"]
         pieces.append(
@@ -203,7 +245,7 @@ def rollup_select(
             ).label("bins")
         )
     query = select(*keys, *aggs)
-    return (query.group_by(*keys) if keys else query), list(dict.fromkeys(used))
+    return query.group_by(*keys) if keys else query
 
 
 def finalize(
