@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from observatory_core.api.common import cache, errors, filter_spec
+from observatory_core.api.common import FILTER_PARAMETERS, cache, errors, filter_spec
 from observatory_core.api.context import caller, engine, meta
-from observatory_core.api.schemas import FilterParams, MetricsBody, MetricsQueryIn, SummaryBody
+from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import Having, MetricQuery
@@ -39,10 +39,14 @@ def _answer(request: Request, scope: Scope, query: MetricQuery) -> dict:
     return {"data": data, "meta": meta(request, cached=hit)}
 
 
-@router.get("/metrics", response_model=MetricsBody, responses=errors(400, 403))
+@router.get(
+    "/metrics",
+    response_model=MetricsBody,
+    responses=errors(400, 403),
+    openapi_extra=FILTER_PARAMETERS,
+)
 def metrics(
     request: Request,
-    filters: Annotated[FilterParams, Query()],
     scope: Annotated[Scope, Depends(caller)],
     series: Annotated[
         list[str], Query(min_length=1, max_length=20, description="e.g. duration_ms.p95")
@@ -81,10 +85,14 @@ def metrics_query(
     return _answer(request, scope, query)
 
 
-@router.get("/metrics/summary", response_model=SummaryBody, responses=errors(400, 403))
+@router.get(
+    "/metrics/summary",
+    response_model=SummaryBody,
+    responses=errors(400, 403),
+    openapi_extra=FILTER_PARAMETERS,
+)
 def summary(
     request: Request,
-    filters: Annotated[FilterParams, Query()],
     scope: Annotated[Scope, Depends(caller)],
 ) -> dict:
     """The Overview's KPIs for the period against the one before, with the noise test."""

@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from observatory_core.api.common import FastJSON, errors, filter_spec
+from observatory_core.api.common import FILTER_PARAMETERS, FastJSON, errors, filter_spec
 from observatory_core.api.context import ApiError, caller, engine, meta
-from observatory_core.api.schemas import FilterParams, SpanPage, TraceBody
+from observatory_core.api.schemas import SpanPage, TraceBody
 from observatory_core.scope import Scope
 from observatory_core.traces.detail import get_trace
 from observatory_core.traces.query import MAX_PAGE, list_spans
@@ -18,10 +18,11 @@ TraceId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="32 lowercas
 OWN = frozenset({"mode", "sort", "direction", "limit", "cursor", "fields", "count"})
 
 
-@router.get("/traces", response_model=SpanPage, responses=errors(400, 403))
+@router.get(
+    "/traces", response_model=SpanPage, responses=errors(400, 403), openapi_extra=FILTER_PARAMETERS
+)
 def list_traces(
     request: Request,
-    filters: Annotated[FilterParams, Query()],
     scope: Annotated[Scope, Depends(caller)],
     mode: Literal["spans", "traces"] = "spans",
     sort: Literal["start_time", "duration_ms", "total_cost_usd", "total_tokens"] = "start_time",

@@ -264,3 +264,19 @@ def test_a_dropped_database_connection_costs_one_request_at_most(api, db_url):
         assert "retry" in first.json()["error"]["message"]
     again = client.get("/traces?relative=all", headers=headers)
     assert again.status_code == 200 and again.json()["data"]
+
+
+def test_openapi_documents_every_filter_on_the_filtered_routes(api):
+    """Filters are parsed once by the route, not by FastAPI, so the document lists them from
+    FilterParams: each as an optional query parameter, lists as arrays."""
+    from observatory_core.api.schemas import FilterParams
+
+    document = api["client"].get("/openapi.json").json()
+    for path in ("/traces", "/metrics", "/metrics/summary"):
+        parameters = {p["name"]: p for p in document["paths"][path]["get"]["parameters"]}
+        assert set(FilterParams.model_fields) <= set(parameters), path
+        assert parameters["models"]["schema"]["type"] == "array"
+        assert parameters["models"]["in"] == "query" and not parameters["models"]["required"]
+        assert "24h" in parameters["relative"]["description"]
+    traces = {p["name"] for p in document["paths"]["/traces"]["get"]["parameters"]}
+    assert {"mode", "sort", "limit", "cursor"} <= traces  # the route's own stay documented
