@@ -1,0 +1,232 @@
+"""Traces mode: whole traces listed by their root, sorted by a root column or by a tree total.
+
+A trace is listed when any of its spans matches the filter; cost, tokens, span and error
+counts cover the whole tree (the scope's part of it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, and_, case, cast, func, literal, or_, select, union_all
+from sqlalchemy.engine import Connection
+
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.scope import Scope, scoped_spans, span_conditions
+from observatory_core.storage.schema import spans, trace_totals
+from observatory_core.traces.cursor import Cursor
+from observatory_core.traces.paging import after, page_end
+
+
+def _tree_totals(scope: Scope, which, max_id: int):
+    """Per trace: cost, tokens, span and error counts over the whole tree."""
+    return (
+        scoped_spans(
+            scope,
+            spans.c.trace_id.label("t_id"),
+            func.sum(spans.c.total_cost_usd).label("t_cost"),
+            func.sum(spans.c.total_tokens).label("t_tokens"),
+            func.count().label("t_spans"),
+            func.sum(case((spans.c.status == "error", 1), else_=0)).label("t_errors"),
+        )
+        .where(which, spans.c.id <= max_id)
+        .group_by(spans.c.trace_id)
+        .subquery()
+    )
+
+
+def read_roots(
+    conn: Connection,
+    scope: Scope,
+    where: list,
+    wanted: tuple[str, ...],
+    *,
+    sort: str,
+    direction: str,
+    limit: int,
+    position: Cursor | None,
+    as_of: datetime,
+    max_id: int,
+    count: bool,
+) -> tuple[list[dict], str | None, int | None]:
+    """Traces sorted by a root column: page through roots first, then total only that page.
+
+    Aggregating every matching trace before sorting cost ~1 s at 1M spans; walking the
+    roots index and totalling 50 trees is what a first page needs.
+    """
+    matching = scoped_spans(scope, spans.c.trace_id).where(*where)
+    roots = scoped_spans(scope, *(spans.c[f] for f in wanted)).where(
+        spans.c.parent_span_id.is_(None), spans.c.trace_id.in_(matching), spans.c.id <= max_id
+    )
+    key = spans.c[sort]
+    if position:
+        roots = roots.where(after(key, spans.c.id, position))
+    order = (
+        (key.desc(), spans.c.id.desc()) if direction == "desc" else (key.asc(), spans.c.id.asc())
+    )
+    rows = [dict(r) for r in conn.execute(roots.order_by(*order).limit(limit + 1)).mappings()]
+    rows, next_cursor = page_end(rows, limit, sort, direction, as_of, max_id)
+    ids = [r["trace_id"] for r in rows]
+    tree = _tree_totals(scope, spans.c.trace_id.in_(ids), max_id)
+    totals = {t[0]: t[1:] for t in conn.execute(select(tree))} if ids else {}
+    total = None
+    if count:
+        counter = scoped_spans(scope, func.count()).where(
+            spans.c.parent_span_id.is_(None),
+            spans.c.trace_id.in_(matching),
+            spans.c.id <= max_id,
+        )
+        total = conn.execute(counter).scalar_one()
+    for r in rows:
+        cost, tokens, n_spans, n_errors = totals[r["trace_id"]]
+        r.update(span_count=n_spans, error_count=n_errors)
+        if "total_cost_usd" in r:
+            r["total_cost_usd"] = cost
+        if "total_tokens" in r:
+            r["total_tokens"] = tokens
+    return rows, next_cursor, total
+
+
+def _summed(scope: Scope, which):
+    """Per trace: its trace_totals rows (one per project) added up, for the traces `which` picks."""
+    t = trace_totals
+    return (
+        select(
+            t.c.trace_id,
+            func.max(t.c.root_id).label("root_id"),
+            func.sum(t.c.total_cost_usd).label("total_cost_usd"),
+            cast(func.sum(t.c.total_tokens), BigInteger).label("total_tokens"),
+            cast(func.sum(t.c.span_count), BigInteger).label("span_count"),
+            cast(func.sum(t.c.error_count), BigInteger).label("error_count"),
+            func.max(t.c.max_span_id).label("newest"),
+        )
+        .where(*span_conditions(scope, t), which)
+        .group_by(t.c.trace_id)
+    )
+
+
+def _only_when(spec: FilterSpec) -> bool:
+    """True when the filter only says when (and in which projects): trace_totals can answer it."""
+    default = FilterSpec(relative=None)
+    return all(
+        getattr(spec, name) == getattr(default, name)
+        for name in type(spec).__dataclass_fields__
+        if name not in ("relative", "start", "end", "project_ids")
+    )
+
+
+def _totals_by_window(scope: Scope, spec: FilterSpec, where: list, as_of: datetime, max_id: int):
+    """Traces with a span in the window, from trace_totals' first/last start (one index range)
+    instead of grouping every span in the window.
+
+    A row whose spans all lie inside the window (and before the pin) matches outright; one that
+    only overlaps it is confirmed by looking for a matching span. A trace with spans in several
+    projects (`shared`) is summed over all of its rows, as in the general path.
+    """
+    t = trace_totals
+    start, end = spec.window(as_of)
+    overlaps, inside = [], [t.c.max_span_id <= max_id]
+    if start is not None:
+        overlaps.append(t.c.last_start >= start)
+        inside.append(t.c.first_start >= start)
+    if end is not None:
+        overlaps.append(t.c.first_start < end)
+        inside.append(t.c.last_start < end)
+    if spec.project_ids:
+        overlaps.append(t.c.project_id.in_(spec.project_ids))
+    confirmed = (
+        select(literal(1))
+        .where(
+            *span_conditions(scope),
+            spans.c.trace_id == t.c.trace_id,
+            spans.c.project_id == t.c.project_id,
+            # always true; a correlation other than equality keeps PostgreSQL from turning
+            # this into one hash of every span in the window (it probes per row instead,
+            # and only rows that straddle the window get here)
+            spans.c.start_time >= t.c.first_start,
+            *where,
+        )
+        .exists()
+    )
+    matches = [*span_conditions(scope, t), *overlaps, or_(and_(*inside), confirmed)]
+    alone = select(
+        t.c.trace_id,
+        t.c.root_id,
+        t.c.total_cost_usd,
+        cast(t.c.total_tokens, BigInteger).label("total_tokens"),
+        cast(t.c.span_count, BigInteger).label("span_count"),
+        cast(t.c.error_count, BigInteger).label("error_count"),
+        t.c.max_span_id.label("newest"),
+    ).where(*matches, t.c.shared.is_(False))
+    shared = select(t.c.trace_id).where(*matches, t.c.shared.is_(True))
+    return union_all(alone, _summed(scope, t.c.trace_id.in_(shared))).subquery("per_trace")
+
+
+def read_by_tree(
+    conn: Connection,
+    scope: Scope,
+    spec: FilterSpec,
+    where: list,
+    wanted: tuple[str, ...],
+    *,
+    sort: str,
+    direction: str,
+    limit: int,
+    position: Cursor | None,
+    as_of: datetime,
+    max_id: int,
+    count: bool,
+) -> tuple[list[dict], str | None, int | None]:
+    """Traces sorted by a tree total (cost, tokens), from the maintained `trace_totals`.
+
+    A trace that received spans after the page's pin has its totals recomputed from the
+    spans under the pin, so pages stay stable while spans arrive.
+    """
+    if _only_when(spec):
+        per_trace = _totals_by_window(scope, spec, where, as_of, max_id)
+    else:
+        matching = scoped_spans(scope, spans.c.trace_id).where(*where)
+        per_trace = _summed(scope, trace_totals.c.trace_id.in_(matching)).subquery("per_trace")
+    p = per_trace.c
+
+    def pinned(column: str, value):
+        exact = (
+            scoped_spans(scope, value)
+            .where(spans.c.trace_id == p.trace_id, spans.c.id <= max_id)
+            .scalar_subquery()
+        )
+        value = case((p.newest <= max_id, p[column]), else_=exact)
+        return value if column == "total_cost_usd" else cast(value, BigInteger)
+
+    is_error = case((spans.c.status == "error", 1), else_=0)
+    totals = {
+        "total_cost_usd": pinned("total_cost_usd", func.sum(spans.c.total_cost_usd)),
+        "total_tokens": pinned("total_tokens", func.sum(spans.c.total_tokens)),
+        "span_count": pinned("span_count", func.count()),
+        "error_count": pinned("error_count", func.sum(is_error)),
+    }
+    key = totals[sort]
+    query = select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items())).where(
+        p.root_id.is_not(None), p.root_id <= max_id
+    )
+    if position:
+        query = query.where(after(key, p.root_id, position))
+    order = (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
+    ranked = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
+    ids = [r["root_id"] for r in ranked]
+    roots = scoped_spans(scope, *(spans.c[f] for f in wanted)).where(spans.c.id.in_(ids))
+    by_id = {r["id"]: dict(r) for r in conn.execute(roots).mappings()} if ids else {}
+    total = None
+    if count:
+        total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = []
+    for r in ranked:
+        root = by_id.get(r["root_id"])
+        if root is None:  # the root row went away (deleted): nothing to show for this trace
+            continue
+        root.update(span_count=r["span_count"], error_count=r["error_count"])
+        for name in ("total_cost_usd", "total_tokens"):
+            if name in root or name == sort:
+                root[name] = r[name]
+        rows.append(root)
+    return page_end(rows, limit, sort, direction, as_of, max_id) + (total,)
