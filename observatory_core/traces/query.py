@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from sqlalchemy import DateTime, func, literal, select, tuple_, type_coerce
 from sqlalchemy.engine import Connection, Engine
@@ -225,12 +226,9 @@ def _read(
 
     wanted = tuple(dict.fromkeys((*KEY_FIELDS, *shown)))
     columns = [spans.c[f] for f in wanted]
-    if mode == "spans":
-        key = spans.c[sort]
-        query = scoped_spans(scope, *columns).where(*where)
-        counter = scoped_spans(scope, func.count()).where(*where)
-    elif sort in ROOT_SORTS:
-        return read_roots(
+    if mode == "traces":
+        read = read_roots if sort in ROOT_SORTS else partial(read_by_tree, spec=spec)
+        return read(
             conn,
             scope,
             where,
@@ -243,21 +241,9 @@ def _read(
             max_id=max_id,
             count=count,
         )
-    else:
-        return read_by_tree(
-            conn,
-            scope,
-            spec,
-            where,
-            wanted,
-            sort=sort,
-            direction=direction,
-            limit=limit,
-            position=position,
-            as_of=as_of,
-            max_id=max_id,
-            count=count,
-        )
+    key = spans.c[sort]
+    query = scoped_spans(scope, *columns).where(*where)
+    counter = scoped_spans(scope, func.count()).where(*where)
     if position:
         query = query.where(after(key, spans.c.id, position))
     order = (

@@ -165,10 +165,10 @@ def _totals_by_window(scope: Scope, spec: FilterSpec, where: list, as_of: dateti
 def read_by_tree(
     conn: Connection,
     scope: Scope,
-    spec: FilterSpec,
     where: list,
     wanted: tuple[str, ...],
     *,
+    spec: FilterSpec,
     sort: str,
     direction: str,
     limit: int,
