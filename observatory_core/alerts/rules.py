@@ -320,7 +320,10 @@ def ensure_system_rules(conn: Connection, now: datetime) -> None:
             )
         )
     }
-    for org_id in conn.execute(select(orgs.c.id)).scalars():
+    # Read the orgs out first: an open SELECT keeps SQLite's read snapshot, and an INSERT that
+    # must upgrade it after another writer's commit fails at once ("database is locked")
+    # instead of waiting its turn; that failed the first alerts round after start-up.
+    for org_id in conn.execute(select(orgs.c.id)).scalars().all():
         for rule in SYSTEM_RULES.values():
             if (org_id, rule.kind) in have:
                 continue
