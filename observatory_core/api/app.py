@@ -39,19 +39,26 @@ def _validation_message(exc: RequestValidationError) -> str:
     return f"{where or 'request'}: {first.get('msg', 'is not valid')}"
 
 
-# Core errors and their answers; UserError last, as the fallback for its subclasses.
+RETRY = {"Retry-After": "5"}
+# A pooled connection the server dropped (a restart): the pool discards its old connections, so
+# a retry reconnects. The driver's text (with SQL) stays in the log, not in the answer.
+CONNECTION_LOST = "The database connection was lost; retry in a few seconds."
+
+# Errors and their answers (message None: the exception's own, written for users); UserError
+# last, as the fallback for its subclasses.
 KNOWN_ERRORS = (
-    (NotFound, 404, "not_found", None),
-    (Conflict, 409, "conflict", None),
-    (PermissionDenied, 403, "forbidden", None),
-    (DatabaseUnavailable, 503, "unavailable", {"Retry-After": "5"}),
-    (UserError, 400, "bad_request", None),
+    (NotFound, 404, "not_found", None, None),
+    (Conflict, 409, "conflict", None, None),
+    (PermissionDenied, 403, "forbidden", None, None),
+    (DatabaseUnavailable, 503, "unavailable", RETRY, None),
+    (OperationalError, 503, "unavailable", RETRY, CONNECTION_LOST),
+    (UserError, 400, "bad_request", None, None),
 )
 
 
-def _handler(status: int, code: str, headers: dict | None):
+def _handler(status: int, code: str, headers: dict | None, message: str | None):
     async def handle(request: Request, exc: Exception) -> JSONResponse:
-        return _error(request, status, code, str(exc), headers)
+        return _error(request, status, code, message or str(exc), headers)
 
     return handle
 
@@ -86,21 +93,8 @@ def create_app() -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError):
         return _error(request, 422, "bad_request", _validation_message(exc))
 
-    for kind, status, code, headers in KNOWN_ERRORS:
-        app.add_exception_handler(kind, _handler(status, code, headers))
-
-    async def database_gone(request: Request, _exc: Exception) -> JSONResponse:
-        # The server went away or restarted under a pooled connection: the pool discards its
-        # old connections, so a retry reconnects. The driver's text (with SQL) stays in the log.
-        return _error(
-            request,
-            503,
-            "unavailable",
-            "The database connection was lost; retry in a few seconds.",
-            {"Retry-After": "5"},
-        )
-
-    app.add_exception_handler(OperationalError, database_gone)
+    for kind, status, code, headers, message in KNOWN_ERRORS:
+        app.add_exception_handler(kind, _handler(status, code, headers, message))
 
     for module in (traces, metrics, exports):
         app.include_router(module.router)

@@ -89,10 +89,8 @@ def _recent(raw: str | None) -> KeyInfo | None:
     return hit[1] if hit and time.monotonic() - hit[0] < KEY_CACHE_S else None
 
 
-def _key(raw: str | None) -> KeyInfo:
-    hit = _recent(raw)
-    if hit is not None:
-        return hit
+def _verify(raw: str | None) -> KeyInfo:
+    """Ask the database (on a cache miss) and remember the answer for KEY_CACHE_S."""
     key = verify_key(engine(), raw, "read")
     if len(_verified) > 10_000:
         _verified.clear()
@@ -107,7 +105,7 @@ async def caller(request: Request) -> Scope:
     the database must check goes there."""
     try:
         raw = key_from_headers(request.headers)
-        key = _recent(raw) or await run_in_threadpool(_key, raw)
+        key = _recent(raw) or await run_in_threadpool(_verify, raw)
     except BadKey as exc:
         raise ApiError(401, "unauthorized", str(exc)) from None
     verdict = limiter.take(key.id, key.role, get_settings().api_rate_multiplier)

@@ -173,6 +173,15 @@ class FilterSpec:
         start, end = self.window(now)
         return replace(self, relative=None, start=start, end=end)
 
+    def only_uses(self, allowed: frozenset[str] | set[str]) -> bool:
+        """True when, besides the time window, only the `allowed` fields are set: whether a
+        precomputed table (rollups, trace totals) holding just those columns can answer it."""
+        return all(
+            getattr(self, f.name) == f.default
+            for f in fields(self)
+            if f.name not in ("relative", "start", "end") and f.name not in allowed
+        )
+
     # ---- URL query parameters ----------------------------------------------------------
     def to_query_params(self) -> dict[str, list[str]]:
         """Only what differs from the default, so links stay short."""

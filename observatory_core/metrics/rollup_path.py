@@ -59,15 +59,7 @@ def rollup_can_answer(series: tuple[str, ...], group_by: tuple[str, ...], spec: 
             return False
         if Agg(agg) in PERCENTILES and m.measure != "duration":
             return False  # only latency has a sketch
-    if not set(group_by) <= ROLLUP_GROUPS:
-        return False
-    default = FilterSpec(relative=None)
-    for name in type(spec).__dataclass_fields__:
-        if name in ("relative", "start", "end") or name in ROLLUP_FILTERS:
-            continue
-        if getattr(spec, name) != getattr(default, name):
-            return False
-    return True
+    return set(group_by) <= ROLLUP_GROUPS and spec.only_uses(ROLLUP_FILTERS)
 
 
 def _floor(t: datetime, seconds: int) -> datetime:

@@ -105,16 +105,6 @@ def _summed(scope: Scope, which):
     )
 
 
-def _only_when(spec: FilterSpec) -> bool:
-    """True when the filter only says when (and in which projects): trace_totals can answer it."""
-    default = FilterSpec(relative=None)
-    return all(
-        getattr(spec, name) == getattr(default, name)
-        for name in type(spec).__dataclass_fields__
-        if name not in ("relative", "start", "end", "project_ids")
-    )
-
-
 def _totals_by_window(scope: Scope, spec: FilterSpec, where: list, as_of: datetime, max_id: int):
     """Traces with a span in the window, from trace_totals' first/last start (one index range)
     instead of grouping every span in the window.
@@ -182,7 +172,7 @@ def read_by_tree(
     A trace that received spans after the page's pin has its totals recomputed from the
     spans under the pin, so pages stay stable while spans arrive.
     """
-    if _only_when(spec):
+    if spec.only_uses({"project_ids"}):  # trace_totals has time and project, nothing else
         per_trace = _totals_by_window(scope, spec, where, as_of, max_id)
     else:
         matching = scoped_spans(scope, spans.c.trace_id).where(*where)
