@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import streamlit as st
 from streamlit import config
 
+from observatory_core.allocator import keep_freed_memory
 from observatory_core.background import send_small_writes_at_once, start_background
 from observatory_core.http.routes import routes
 from observatory_core.settings import get_settings
@@ -17,6 +18,7 @@ from observatory_core.settings import get_settings
 @asynccontextmanager
 async def lifespan(_app):
     port = int(config.get_option("server.port"))
+    keep_freed_memory()
     send_small_writes_at_once(port)
     background = await asyncio.to_thread(start_background, get_settings(), port)
     # What start-up built (modules, Streamlit, the schema, price tables) lives as long as the
