@@ -21,7 +21,6 @@ from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
 from observatory_core.metrics.rollup_path import (
     finalize,
-    parse_bins,
     rollup_can_answer,
     rollup_select,
 )
@@ -89,7 +88,7 @@ def _check_permissions(scope: Scope, series: tuple[str, ...]) -> None:
 
 
 def _fetch(engine: Engine, statement, params: dict | None = None) -> pl.DataFrame:
-    with engine.connect() as conn:
+    with engine.connect().execution_options(binary_results=True) as conn:
         if conn.dialect.name == "postgresql":
             # Merging rollup rows carries ~70 partial columns per row: with the default 4 MB
             # the grouping spills to disk (a 30-day hourly series sorted 29 MB there).
@@ -126,7 +125,7 @@ def _compute(
             scope, series, query.group_by, spec, bucket_seconds, start, end
         )
         frame = _fetch(engine, statement, params)
-        return finalize(frame, series, query.group_by), "rollup", tuple(grains)
+        return finalize(frame, series, query.group_by, dialect), "rollup", tuple(grains)
     statement = raw_select(scope, series, query.group_by, spec, now, dialect, bucket_seconds)
     return _fetch(engine, statement), "raw", ()
 
@@ -135,13 +134,11 @@ def _complete(
     frame: pl.DataFrame, result_series, group_by, bucket_seconds, start, end
 ) -> pl.DataFrame:
     """Every bucket of the range for every group seen: zero for counts and sums, else a gap."""
-    first = start - timedelta(seconds=(start.timestamp() % bucket_seconds))
-    buckets = []
-    t = first.astimezone(UTC)
-    while t < end:
-        buckets.append(t)
-        t += timedelta(seconds=bucket_seconds)
-    grid = pl.DataFrame({"bucket": buckets}, schema={"bucket": pl.Datetime("us", "UTC")})
+    first = (start - timedelta(seconds=(start.timestamp() % bucket_seconds))).astimezone(UTC)
+    buckets = pl.datetime_range(
+        first, end, timedelta(seconds=bucket_seconds), closed="left", time_unit="us", eager=True
+    )
+    grid = pl.DataFrame({"bucket": buckets.dt.convert_time_zone("UTC")})
     if group_by:
         groups = frame.select(group_by).unique()
         if groups.height == 0:
@@ -213,7 +210,7 @@ def run_metrics(
         frame = _complete(frame, series, query.group_by, bucket_seconds, start, end)
     sketch = None
     if "_bins" in frame.columns and bucket_seconds is None and not query.group_by:
-        sketch = parse_bins(frame["_bins"])[0]
+        sketch = frame["_bins"].to_numpy()[0]
     wanted = [c for c in ("bucket", *query.group_by) if c in frame.columns] + list(query.series)
     frame = frame.select(wanted)
     has_percentiles = any(Agg(s.split(".")[1]) in PERCENTILES for s in query.series)

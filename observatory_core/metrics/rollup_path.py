@@ -19,24 +19,19 @@ from sqlalchemy import (
     cast,
     func,
     literal,
-    literal_column,
     select,
     union_all,
 )
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics import sketch
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, ROLLUP_GROUPS, Agg
+from observatory_core.metrics.sketch import BINS, representative
 from observatory_core.rollups.partials import partial_select
 from observatory_core.scope import Scope
-from observatory_core.storage.dialect import sketch_bins, time_bucket
-from observatory_core.storage.schema import (
-    LATENCY_COLUMNS,
-    ROLLUP_GRAINS,
-    ROLLUPS,
-    spans,
-)
+from observatory_core.storage.dialect import epoch_us, time_bucket
+from observatory_core.storage.packed_sketch import sketch_merge, sketch_out, unpack
+from observatory_core.storage.schema import ROLLUP_GRAINS, ROLLUPS, spans
 from observatory_core.storage.types import EPOCH
 
 # The filter fields a rollup row can answer (everything else needs raw spans).
@@ -110,17 +105,22 @@ _AGG_PARTS = {
 }
 
 
+_ERROR_METRICS = ("error_count", "error_rate", "success_rate")
+
+
 def _needs(series: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(measures, partial columns) the series read; the latency bins for percentiles."""
-    measures, parts = [], ["span_count", "error_count"]
+    """(measures, partial columns) the series read; the latency sketch for percentiles."""
+    measures, parts = [], ["span_count"]
     for name in series:
         metric, agg = name.split(".")
         measure = METRICS[metric].measure
+        if metric in _ERROR_METRICS:
+            parts.append("error_count")
         if not measure:
             continue
         measures.append(measure)
         if Agg(agg) in PERCENTILES:
-            parts += LATENCY_COLUMNS
+            parts.append("latency_sketch")
         else:
             parts += [f"{measure}_{p}" for p in _AGG_PARTS[Agg(agg)]]
     return list(dict.fromkeys(measures)), list(dict.fromkeys(parts))
@@ -172,7 +172,7 @@ def _statement(
     project_limited: bool,
 ) -> Select:
     measures, parts = _needs(series)
-    bins = LATENCY_COLUMNS[0] in parts
+    bins = "latency_sketch" in parts
     dims = ["project_id" if d == "project" else d for d in group_by]
     width = bucket_seconds or 86400
 
@@ -198,13 +198,22 @@ def _statement(
                 measures=tuple(measures),
                 with_bins=bins,
             ).subquery()
+            # Of the rollup columns' own types: were the union's columns wider than a rollup
+            # table's, PostgreSQL would convert every rollup row on its way into the union.
             pieces.append(
-                select(src.c.bucket_start, *(src.c[d] for d in dims), *(src.c[p] for p in parts))
+                select(
+                    src.c.bucket_start,
+                    *(src.c[d] for d in dims),
+                    *(cast(src.c[p], ROLLUPS["1min"].c[p].type) for p in parts),
+                )
             )
             continue
         t = ROLLUPS[grain]
+        start = t.c.bucket_start
+        if bucket_seconds is not None and ROLLUP_GRAINS[grain] != bucket_seconds:
+            start = time_bucket(start, bucket_seconds).label("bucket_start")
         pieces.append(
-            select(t.c.bucket_start, *(t.c[d] for d in dims), *(t.c[p] for p in parts)).where(
+            select(start, *(t.c[d] for d in dims), *(t.c[p] for p in parts)).where(
                 *conditions(t, t.c.bucket_start, i)
             )
         )
@@ -216,42 +225,44 @@ def _statement(
             )
         )
     u = union_all(*pieces).subquery("u")
-    keys: list[ColumnElement] = []
+    keys: list[ColumnElement] = [u.c[d] for d in dims]
+    columns = [u.c[d].label(g) for d, g in zip(dims, group_by, strict=True)]
     if bucket_seconds is not None:
-        keys.append(time_bucket(u.c.bucket_start, bucket_seconds).label("bucket"))
-    keys += [u.c[d].label(g) for d, g in zip(dims, group_by, strict=True)]
+        # Every piece starts its rows at their query bucket (rollup rows of the bucket's own
+        # grain already do); the fetch gets the bucket as a number, converted once per group.
+        keys.insert(0, u.c.bucket_start)
+        columns.insert(0, epoch_us(u.c.bucket_start).label("bucket"))
     aggs = []
     for p in parts:
-        if p in LATENCY_COLUMNS:
-            continue
-        if p.endswith("_min") or p.endswith("_max"):
+        if p == "latency_sketch":
+            aggs.append(sketch_out(sketch_merge(u.c[p])).label("bins"))
+        elif p.endswith("_min") or p.endswith("_max"):
             aggs.append((func.min if p.endswith("_min") else func.max)(u.c[p]).label(p))
         elif p.endswith("_count"):  # a bigint, not PostgreSQL's numeric sum of bigints
             aggs.append(cast(func.sum(u.c[p]), BigInteger).label(p))
         else:
             aggs.append(func.sum(u.c[p]).label(p))
-    if bins:
-        aggs.append(
-            sketch_bins(
-                [func.coalesce(func.sum(u.c[c]), literal_column("0")) for c in LATENCY_COLUMNS]
-            ).label("bins")
-        )
-    query = select(*keys, *aggs)
+    query = select(*columns, *aggs)
     return query.group_by(*keys) if keys else query
 
 
 def finalize(
-    frame: pl.DataFrame, series: tuple[str, ...], group_by: tuple[str, ...]
+    frame: pl.DataFrame, series: tuple[str, ...], group_by: tuple[str, ...], dialect: str
 ) -> pl.DataFrame:
-    """Merged partials -> the series values (avg = sum / count, percentiles from the sketch)."""
-    out: dict[str, pl.Series] = {c: frame[c] for c in ("bucket", *group_by) if c in frame.columns}
+    """Merged partials -> the series values (avg = sum / count, percentiles from the sketch).
+
+    The merged sketches come back as `_bins`, one row of bin counts each.
+    """
+    out: dict[str, pl.Series] = {c: frame[c] for c in group_by}
+    if "bucket" in frame.columns:  # microseconds since the epoch (see rollup_select)
+        bucket = pl.from_epoch(frame["bucket"].cast(pl.Int64), time_unit="us")
+        out = {"bucket": bucket.dt.replace_time_zone("UTC"), **out}
     for g in group_by:
         if g in ("provider", "model"):  # rollups keep NULL as ''
             out[g] = out[g].cast(pl.Utf8).replace("", None)
-    frame = frame.with_columns(pl.col("span_count", "error_count").fill_null(0))
-    n = frame["span_count"].cast(pl.Float64)
-    errors = frame["error_count"].cast(pl.Float64)
-    bins = None
+    counts = [c for c in ("span_count", "error_count") if c in frame.columns]
+    frame = frame.with_columns(pl.col(*counts).fill_null(0))
+    bins = unpack(frame["bins"].to_list(), dialect) if "bins" in frame.columns else None
     for name in series:
         metric, agg = name.split(".")
         agg = Agg(agg)
@@ -260,9 +271,9 @@ def finalize(
         elif metric == "error_count":
             col = frame["error_count"].cast(pl.Int64)
         elif metric in ("error_rate", "success_rate"):
-            rate = pl.Series(
-                np.where(n.to_numpy() > 0, errors.to_numpy() / np.maximum(n.to_numpy(), 1), np.nan)
-            )
+            n = frame["span_count"].cast(pl.Float64).to_numpy()
+            errors = frame["error_count"].cast(pl.Float64).to_numpy()
+            rate = pl.Series(np.where(n > 0, errors / np.maximum(n, 1), np.nan))
             col = (rate if metric == "error_rate" else 1 - rate).fill_nan(None)
         else:
             m = METRICS[metric].measure
@@ -293,12 +304,10 @@ def finalize(
                     )
                 ).fill_nan(None)
             else:
-                if bins is None:
-                    bins = parse_bins(frame["bins"])
                 col = pl.Series(percentiles_from_bins(bins, PERCENTILES[agg])).fill_nan(None)
         out[name] = col.alias(name)
-    if "bins" in frame.columns:  # kept for callers that read the merged sketch
-        out["_bins"] = frame["bins"]
+    if bins is not None:
+        out["_bins"] = pl.Series(bins)
     return pl.DataFrame(out)
 
 
@@ -312,14 +321,7 @@ def stddev_from_sums(count: pl.Series, total: pl.Series, sumsq: pl.Series) -> np
     return np.where(n > 1, np.sqrt(np.maximum(variance, 0.0)), np.nan)
 
 
-def parse_bins(texts: pl.Series) -> np.ndarray:
-    """'3,0,5,...' per row -> an int matrix (rows x bins), parsed in one vectorised pass."""
-    zeros = ",".join(["0"] * sketch.BINS)
-    counts = texts.cast(pl.Utf8).fill_null(zeros).str.split(",").explode().cast(pl.Int64).to_numpy()
-    return counts.reshape(-1, sketch.BINS)
-
-
-_REPRESENTATIVES = np.array([sketch.representative(i) for i in range(sketch.BINS)])
+_REPRESENTATIVES = np.array([representative(i) for i in range(BINS)])
 
 
 def percentiles_from_bins(bins: np.ndarray, fraction: float) -> np.ndarray:

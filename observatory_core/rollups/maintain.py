@@ -29,11 +29,11 @@ from observatory_core.rollups.partials import (
     trace_select,
 )
 from observatory_core.storage.dialect import greatest_of, least_of, time_bucket, upsert
+from observatory_core.storage.packed_sketch import sketch_add, sketch_merge
 from observatory_core.storage.schema import (
     ACTOR_GRAINS,
     ACTOR_KINDS,
     ACTOR_ROLLUPS,
-    LATENCY_COLUMNS,
     ROLLUP_DIMENSIONS,
     ROLLUP_GRAINS,
     ROLLUP_MEASURES,
@@ -75,6 +75,7 @@ def _add_into(conn: Connection, grain: str, source_select) -> None:
     updates = {
         "span_count": t.span_count + new.span_count,
         "error_count": t.error_count + new.error_count,
+        "latency_sketch": sketch_add(t.latency_sketch, new.latency_sketch),
     }
     for m in ROLLUP_MEASURES:
         updates[f"{m}_count"] = t[f"{m}_count"] + new[f"{m}_count"]
@@ -84,8 +85,6 @@ def _add_into(conn: Connection, grain: str, source_select) -> None:
             )
         updates[f"{m}_min"] = least_of(t[f"{m}_min"], new[f"{m}_min"])
         updates[f"{m}_max"] = greatest_of(t[f"{m}_max"], new[f"{m}_max"])
-    for name in LATENCY_COLUMNS:
-        updates[name] = t[name] + new[name]
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[t.org_id, t.bucket_start, *(t[d] for d in ROLLUP_DIMENSIONS)],
@@ -194,7 +193,9 @@ def merge_select(src, bucket_seconds: int):
     for col in ROLLUPS["1min"].columns:
         if col.name in ("org_id", "bucket_start", *ROLLUP_DIMENSIONS):
             continue
-        if col.name.endswith("_min"):
+        if col.name == "latency_sketch":
+            parts.append(sketch_merge(c[col.name]).label(col.name))
+        elif col.name.endswith("_min"):
             parts.append(func.min(c[col.name]).label(col.name))
         elif col.name.endswith("_max"):
             parts.append(func.max(c[col.name]).label(col.name))

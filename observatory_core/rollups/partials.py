@@ -22,7 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import ColumnElement, FromClause
 
 from observatory_core.storage.dialect import latency_bin, time_bucket
-from observatory_core.storage.schema import LATENCY_COLUMNS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from observatory_core.storage.packed_sketch import sketch_of
+from observatory_core.storage.schema import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 
 # The span columns a partial needs; a source must offer these.
 SOURCE_COLUMNS = (
@@ -52,20 +53,12 @@ SOURCE_COLUMNS = (
 
 
 def _const(value: int):
-    """A constant written into the SQL rather than bound: the 64 bin sums would otherwise carry
-    ~200 parameters, which both drivers parse on every execution."""
+    """A constant written into the SQL rather than bound (fewer parameters for the drivers to
+    parse on every execution)."""
     return literal_column(str(int(value)), Integer())
 
 
 _ONE, _ZERO = _const(1), _const(0)
-
-# Each latency bin's count over the inner subquery "s" of `partial_select`, as SQL text made
-# once: built as 64 CASE expressions, constructing and cache-keying them cost ~10 ms of
-# Python per statement, more than the database spends on a metrics query's edges.
-_BIN_COUNTS = tuple(
-    (f"sum(CASE WHEN s._bin = {index} THEN 1 ELSE 0 END)", name)
-    for index, name in enumerate(LATENCY_COLUMNS)
-)
 
 
 def measure_expressions(src: FromClause) -> dict[str, ColumnElement]:
@@ -145,7 +138,7 @@ def partial_select(
     measures: tuple[str, ...] = ROLLUP_MEASURES,
     with_bins: bool = True,
 ) -> Select:
-    """SELECT org_id, bucket_start, dimensions..., counts, sums, min, max, latency bins
+    """SELECT org_id, bucket_start, dimensions..., counts, sums, min, max, latency sketch
     FROM src GROUP BY org, bucket and dimensions; column names match the rollup tables."""
     values = measure_expressions(src)
     dims = dimension_expressions(src)
@@ -158,8 +151,7 @@ def partial_select(
     ]
     if with_bins:
         inner_columns.append(latency_bin(src.c.duration_ms).label("_bin"))
-    # OFFSET 0 keeps the subquery whole: flattened into the aggregate, both databases would
-    # compute the bin once per CASE (64 times a span) instead of once.
+    # OFFSET 0 keeps the subquery whole, so each span's bin is computed once, in one place.
     inner = (
         select(*inner_columns).where(*(where or [literal_column("1") == 1])).offset(0).subquery("s")
     )
@@ -180,6 +172,6 @@ def partial_select(
             func.sum(cast(i[m], Float) * cast(i[m], Float)).label(f"{m}_sumsq"),
         ]
     if with_bins:
-        aggregates += [literal_column(sql, Integer()).label(name) for sql, name in _BIN_COUNTS]
+        aggregates.append(sketch_of(i._bin).label("latency_sketch"))
     keys = [i.org_id, i.bucket_start, *(i[d] for d in dimensions)]
     return select(*keys, *aggregates).group_by(*keys)

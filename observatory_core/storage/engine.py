@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from psycopg import pq
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.url import URL
@@ -16,6 +17,7 @@ from observatory_core.storage.dialect import (
     StddevAggregate,
     sqlite_latency_bin,
 )
+from observatory_core.storage.packed_sketch import register_sqlite as register_sketch_functions
 
 SUPPORTED = "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host:5432/dbname"
 
@@ -38,6 +40,14 @@ def parse_database_url(raw: str) -> URL:
     raise ConfigError(f"DATABASE_URL names {backend!r}, which is not supported; use {SUPPORTED}.")
 
 
+def _binary_results(_conn, cursor, _statement, _params, context, _many) -> None:
+    """`execution_options(binary_results=True)`: rows come back in PostgreSQL's binary format,
+    which psycopg loads ~3x faster than text (no number parsing, no hex-decoded bytea); the
+    Python values are the same."""
+    if context.execution_options.get("binary_results"):
+        cursor.format = pq.Format.BINARY
+
+
 def _sqlite_on_connect(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -48,6 +58,7 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
     dbapi_conn.create_aggregate("obs_percentile_cont", 2, PercentileAggregate)
     dbapi_conn.create_aggregate("obs_stddev", 1, StddevAggregate)
     dbapi_conn.create_function("obs_latency_bin", 1, sqlite_latency_bin, deterministic=True)
+    register_sketch_functions(dbapi_conn)
 
 
 @lru_cache(maxsize=8)
@@ -67,12 +78,14 @@ def get_engine(database_url: str) -> Engine:
     # next request. No ping per checkout (a round trip on every request, ~15% of the API's
     # throughput): a connection the server dropped fails one statement, SQLAlchemy then
     # discards every connection older than the failure, and the next request reconnects.
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=10,
         max_overflow=20,
         connect_args={"options": "-c timezone=UTC -c jit=off"},
     )
+    event.listen(engine, "before_cursor_execute", _binary_results)
+    return engine
 
 
 def describe_failure(url: URL, exc: BaseException) -> str:

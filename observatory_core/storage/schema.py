@@ -23,7 +23,7 @@ from sqlalchemy import (
     text,
 )
 
-from observatory_core.metrics.sketch import BINS as SKETCH_BINS
+from observatory_core.storage.packed_sketch import SKETCH_TYPE
 from observatory_core.storage.types import BigId, JsonB, UtcDateTime
 
 metadata = MetaData(
@@ -363,23 +363,25 @@ org_budgets = Table(
 
 # ---- rollups (DESIGN.md section 3) ----------------------------------------------------
 # Per grain: one row per (org, bucket, project, provider, model, environment, operation, status)
-# with counts, sums, min and max of each measure and the latency sketch's bin counts.
-# NULL provider/model are stored as '' so the row key stays unique on both databases.
+# with counts, sums, min and max of each measure and the latency sketch (one packed number, see
+# storage/packed_sketch.py). NULL provider/model are stored as '' so the row key stays unique
+# on both databases. Columns in the order queries most read them: a database reads a row's
+# columns up to the last one a query needs, so the sketch and the duration and cost parts come
+# first (migration 0009 laid the tables out this way).
 ROLLUP_GRAINS = {"1min": 60, "1hour": 3600, "1day": 86400}
 ROLLUP_DIMENSIONS = ("project_id", "provider", "model", "environment", "operation", "status")
 ROLLUP_MEASURES = (
     "duration",
-    "ttft",
+    "total_cost",
+    "total_tokens",
     "input_tokens",
     "output_tokens",
-    "total_tokens",
     "input_cost",
     "output_cost",
-    "total_cost",
+    "ttft",
     "tps",
     "quality",
 )
-LATENCY_COLUMNS = tuple(f"lat_{i:02d}" for i in range(SKETCH_BINS))
 # sumsq: the sum of squares, for standard deviations and the Overview's noise tests
 MEASURE_PARTS = ("count", "sum", "min", "max", "sumsq")
 
@@ -399,12 +401,12 @@ def _rollup_table(grain: str) -> Table:
         Column("status", String(8), nullable=False),
         Column("span_count", Integer, nullable=False),
         Column("error_count", Integer, nullable=False),
+        Column("latency_sketch", SKETCH_TYPE, nullable=False),
         *(
             Column(f"{m}_{part}", Integer if part == "count" else Float, nullable=part != "count")
             for m in ROLLUP_MEASURES
             for part in MEASURE_PARTS
         ),
-        *(Column(c, Integer, nullable=False) for c in LATENCY_COLUMNS),
         UniqueConstraint("org_id", "bucket_start", *ROLLUP_DIMENSIONS, name=f"uq_{name}_key"),
     )
 
