@@ -91,7 +91,9 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "with request count, average and p95 latency and summed cost, with 'now' 17 minutes past "
         "the hour (so the range has ragged edges): from rollups (whole hours from the 1-hour "
         "rollup, the edges from 1-minute rollups and raw spans). `..._raw`: the same from raw "
-        "spans with exact percentiles, for comparison. Target: <= 150 ms on PostgreSQL.",
+        "spans with exact percentiles, for comparison. Target: <= 150 ms on PostgreSQL. Like every "
+        "query timing here it runs in a process set up as server.py sets up the server's (freed "
+        "memory kept, start-up objects frozen out of the garbage collector's sight).",
         "- `overview_7d_with_comparison`: everything the Overview's tiles need for the last 7 days "
         "and the 7 days before (totals, means, standard deviations, the p95 and its noise test, "
         "distinct users and sessions); `..._raw` computes the same from raw spans. Target: <= 300 ms.",

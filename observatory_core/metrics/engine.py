@@ -90,8 +90,8 @@ def _check_permissions(scope: Scope, series: tuple[str, ...]) -> None:
 def _fetch(engine: Engine, statement, params: dict | None = None) -> pl.DataFrame:
     with engine.connect().execution_options(binary_results=True) as conn:
         if conn.dialect.name == "postgresql":
-            # Merging rollup rows carries ~70 partial columns per row: with the default 4 MB
-            # the grouping spills to disk (a 30-day hourly series sorted 29 MB there).
+            # Merging rollup rows: with the default 4 MB the grouping of a 30-day hourly
+            # series spilled to disk.
             conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         result = conn.execute(statement, params or {})
         columns = list(result.keys())
