@@ -16,7 +16,10 @@ def test_clicking_a_point_zooms_in_and_links_to_its_spans(live_server, page):
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
     points.first.wait_for(timeout=30_000)
     assert points.count() in (24, 25)  # every hour of the range, partial end hours included
-    box = points.nth(12).bounding_box()  # plotly listens on its drag layer, not on the marker
+    # The busiest whole hour (highest marker): an hour of the demo data can hold no span at all,
+    # and zooming into one rightly shows no spans and no link to them.
+    boxes = [points.nth(i).bounding_box() for i in range(1, points.count() - 1)]
+    box = min(boxes, key=lambda b: b["y"])  # plotly listens on its drag layer, not on the marker
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # hover first
     page.mouse.down()
     page.mouse.up()
