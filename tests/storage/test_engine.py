@@ -47,3 +47,13 @@ def test_locked_sqlite_file_says_another_process_holds_it(tmp_path):
             check_connection(get_engine(f"sqlite:///{path}"))
     finally:
         holder.close()
+
+
+def test_postgres_sessions_plan_with_the_values_given(pg_url):
+    """A prepared statement's generic plan ignores the values: a 30-day text search went from
+    5 ms to seconds once psycopg had prepared it."""
+    from observatory_core.storage.engine import get_engine
+
+    with get_engine(pg_url).connect() as conn:
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+        assert conn.exec_driver_sql("SHOW timezone").scalar() == "UTC"
