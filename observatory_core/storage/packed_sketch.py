@@ -40,18 +40,12 @@ class sketch_of(FunctionElement):
     type = SKETCH_TYPE
     inherit_cache = True
     name = "sketch_of"
-
-
-@compiles(sketch_of, "postgresql")
-def _pg_sketch_of(element, compiler, **kw):
-    (bin_,) = element.clauses
-    b = compiler.process(bin_, **kw)
-    return f"coalesce(obs_sketch_sum(CAST('1e' || (({b}) * {PG_BIN_DIGITS}) AS NUMERIC)), 0)"
-
-
-@compiles(sketch_of, "sqlite")
-def _sqlite_sketch_of(element, compiler, **kw):
-    return f"obs_sketch_of({compiler.process(element.clauses, **kw)})"
+    sql = {
+        "postgresql": "coalesce(obs_sketch_sum(CAST('1e' || (({0}) * "
+        + str(PG_BIN_DIGITS)
+        + ") AS NUMERIC)), 0)",
+        "sqlite": "obs_sketch_of({0})",
+    }
 
 
 class sketch_merge(FunctionElement):
@@ -60,16 +54,7 @@ class sketch_merge(FunctionElement):
     type = SKETCH_TYPE
     inherit_cache = True
     name = "sketch_merge"
-
-
-@compiles(sketch_merge, "postgresql")
-def _pg_sketch_merge(element, compiler, **kw):
-    return f"coalesce(obs_sketch_sum({compiler.process(element.clauses, **kw)}), 0)"
-
-
-@compiles(sketch_merge, "sqlite")
-def _sqlite_sketch_merge(element, compiler, **kw):
-    return f"obs_sketch_sum({compiler.process(element.clauses, **kw)})"
+    sql = {"postgresql": "coalesce(obs_sketch_sum({0}), 0)", "sqlite": "obs_sketch_sum({0})"}
 
 
 class sketch_add(FunctionElement):
@@ -78,17 +63,7 @@ class sketch_add(FunctionElement):
     type = SKETCH_TYPE
     inherit_cache = True
     name = "sketch_add"
-
-
-@compiles(sketch_add, "postgresql")
-def _pg_sketch_add(element, compiler, **kw):
-    a, b = element.clauses
-    return f"({compiler.process(a, **kw)} + {compiler.process(b, **kw)})"
-
-
-@compiles(sketch_add, "sqlite")
-def _sqlite_sketch_add(element, compiler, **kw):
-    return f"obs_sketch_add({compiler.process(element.clauses, **kw)})"
+    sql = {"postgresql": "({0} + {1})", "sqlite": "obs_sketch_add({0}, {1})"}
 
 
 class sketch_out(FunctionElement):
@@ -97,16 +72,17 @@ class sketch_out(FunctionElement):
     type = LargeBinary()
     inherit_cache = True
     name = "sketch_out"
+    sql = {"postgresql": "numeric_send({0})", "sqlite": "{0}"}
 
 
-@compiles(sketch_out, "postgresql")
-def _pg_sketch_out(element, compiler, **kw):
-    return f"numeric_send({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(sketch_out, "sqlite")
-def _sqlite_sketch_out(element, compiler, **kw):
-    return compiler.process(element.clauses, **kw)
+@compiles(sketch_of)
+@compiles(sketch_merge)
+@compiles(sketch_add)
+@compiles(sketch_out)
+def _sketch_sql(element, compiler, **kw):
+    """Each construct's SQL for the dialect, its arguments filled in."""
+    args = [compiler.process(c, **kw) for c in element.clauses]
+    return element.sql[compiler.dialect.name].format(*args)
 
 
 def unpack(values: Sequence[bytes | None], dialect: str) -> np.ndarray:
