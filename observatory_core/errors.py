@@ -19,3 +19,7 @@ class DatabaseUnavailable(UserError):
 
 class PermissionDenied(UserError):
     """The caller's role does not allow this."""
+
+
+class QueryTooSlow(UserError):
+    """A read ran past its time budget and was stopped; the message says how to narrow it."""

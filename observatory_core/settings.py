@@ -37,6 +37,11 @@ class Settings:
     alert_eval_s: float = 5.0  # how often the worker evaluates alert rules
     api_rate_multiplier: float = 1.0  # scales the API's per-role request limits
     demo_traffic_per_s: float = 0.0  # spans per second sent through /v1/traces; 0 is off
+    read_budget_s: float = 10.0  # the longest a request's reads may run (API and pages)
+    api_heavy_reads: int = 8  # trace and metrics requests running at once per server process
+    api_heavy_reads_per_key: int = 2  # ... and per API key (429 past it)
+    metrics_max_groups: int = 100  # groups per answer without a limit; the rest fold into "other"
+    metrics_max_cells: int = 200_000  # values per metrics answer (buckets x groups x series)
 
     def require_cookie_key(self) -> str:
         """The login cookie must be signed with a secret that is not in the code."""
@@ -102,6 +107,17 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
             "OBSERVATORY_API_RATE_MULTIPLIER", "api_rate_multiplier", "1", _float
         ),
         alert_eval_s=number("OBSERVATORY_ALERT_EVAL_S", "alert_eval_s", "5", _float),
+        read_budget_s=number("OBSERVATORY_READ_BUDGET_S", "read_budget_s", "10", _float),
+        api_heavy_reads=number("OBSERVATORY_API_HEAVY_READS", "api_heavy_reads", "8", _int),
+        api_heavy_reads_per_key=number(
+            "OBSERVATORY_API_HEAVY_READS_PER_KEY", "api_heavy_reads_per_key", "2", _int
+        ),
+        metrics_max_groups=number(
+            "OBSERVATORY_METRICS_MAX_GROUPS", "metrics_max_groups", "100", _int
+        ),
+        metrics_max_cells=number(
+            "OBSERVATORY_METRICS_MAX_CELLS", "metrics_max_cells", "200000", _int
+        ),
         demo_traffic_per_s=_rate(pick("OBSERVATORY_DEMO_TRAFFIC", "demo_traffic_per_s", "0")),
         embedded_worker=pick("OBSERVATORY_EMBEDDED_WORKER", "embedded_worker", "1")
         not in ("0", "false", "no"),

@@ -10,7 +10,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from observatory_core.api import exports, metrics, traces
 from observatory_core.api.context import ApiError, RequestContext, meta
-from observatory_core.errors import DatabaseUnavailable, PermissionDenied, UserError
+from observatory_core.api.limits import ReadGuard
+from observatory_core.errors import DatabaseUnavailable, PermissionDenied, QueryTooSlow, UserError
 from observatory_core.exports.jobs import Conflict, NotFound
 
 DESCRIPTION = """Programs do what the pages do: list and search spans, open a trace, query
@@ -51,6 +52,7 @@ KNOWN_ERRORS = (
     (Conflict, 409, "conflict", None, None),
     (PermissionDenied, 403, "forbidden", None, None),
     (DatabaseUnavailable, 503, "unavailable", RETRY, None),
+    (QueryTooSlow, 503, "timeout", RETRY, None),
     (OperationalError, 503, "unavailable", RETRY, CONNECTION_LOST),
     (UserError, 400, "bad_request", None, None),
 )
@@ -73,6 +75,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
 
+    app.add_middleware(ReadGuard)  # inside RequestContext: its answers carry the request id
     app.add_middleware(RequestContext)
 
     @app.exception_handler(ApiError)

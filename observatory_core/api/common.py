@@ -24,7 +24,9 @@ _DESCRIPTIONS = {
     404: "Not found in the key's org (other orgs' ids are never revealed).",
     409: "The export is in a state that does not allow this.",
     422: "A parameter has the wrong type or is out of range.",
-    429: "Over the key's rate limit; see Retry-After.",
+    429: "Over the key's rate limit, or too many of its heavy reads at once; see Retry-After.",
+    503: "The database is unavailable (`unavailable`) or the query ran past its time budget "
+    "(`timeout`: narrow it); see Retry-After.",
 }
 FILTER_NAMES = frozenset(FilterParams.model_fields)
 CACHE_SECONDS = 15.0
@@ -33,7 +35,7 @@ CACHE_SECONDS = 15.0
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]}
-        for code in (401, 422, 429, *codes)
+        for code in (401, 422, 429, 503, *codes)
     }
 
 

@@ -28,6 +28,7 @@ def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
         "end": result.end,
         "source": result.source,
         "exact_percentiles": result.exact_percentiles,
+        "folded_groups": result.folded_groups,
         "rows": result.frame.to_dicts(),
     }
 

@@ -102,6 +102,11 @@ class MetricsOut(BaseModel):
     end: datetime | None
     source: str = Field(description="raw or rollup")
     exact_percentiles: bool | None
+    folded_groups: int = Field(
+        0,
+        description='Groups past the cap (settings: metrics_max_groups) folded into one "(other)" '
+        "group; 0 when every group is its own row. A query with a limit keeps its top N instead.",
+    )
     rows: list[dict[str, Any]]
 
 

@@ -5,6 +5,7 @@ Every result says where it came from and whether its percentiles are exact.
 
 from __future__ import annotations
 
+import math
 import operator
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.metrics import sketch
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, ZERO_WHEN_EMPTY, Agg
+from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
 from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
 from observatory_core.metrics.rollup_path import (
@@ -26,6 +28,7 @@ from observatory_core.metrics.rollup_path import (
 )
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope, scoped_spans
+from observatory_core.settings import get_settings
 from observatory_core.storage.schema import spans
 
 _OPS = {
@@ -52,15 +55,25 @@ class MetricResult:
     seconds: float
     # a totals query from rollups: the merged latency bins (counts per sketch bin)
     sketch: np.ndarray | None = None
+    folded_groups: int = 0  # groups past the cap, folded into "(other)" (or left out, with having)
 
     @property
     def explanation(self) -> str:
         where = "raw spans" if self.source == "raw" else "rollups (" + ", ".join(self.grains) + ")"
         if self.exact_percentiles is None:
-            return f"Computed from {where}; counts and sums are exact."
-        if self.exact_percentiles:
-            return f"Computed from {where}; percentiles are exact."
-        return f"Computed from {where}; percentiles are approximate, {sketch.bound_text()}."
+            text = f"Computed from {where}; counts and sums are exact."
+        elif self.exact_percentiles:
+            text = f"Computed from {where}; percentiles are exact."
+        else:
+            text = f"Computed from {where}; percentiles are approximate, {sketch.bound_text()}."
+        return text + (f" {self.folded_note}" if self.folded_groups else "")
+
+    @property
+    def folded_note(self) -> str:
+        return (
+            f'{self.folded_groups:,} smaller groups are folded into "{OTHER}" (left out when a '
+            "having condition applies); filter or set a top-N limit to see them."
+        )
 
 
 def _window(
@@ -87,8 +100,17 @@ def _check_permissions(scope: Scope, series: tuple[str, ...]) -> None:
             )
 
 
+class _TooManyRows(Exception):
+    """A fetch passed its row cap (more groups than one answer may hold)."""
+
+
 def _fetch(
-    engine: Engine, statement, params: dict | None = None, *, by_index: bool = False
+    engine: Engine,
+    statement,
+    params: dict | None = None,
+    *,
+    by_index: bool = False,
+    max_rows: int | None = None,
 ) -> pl.DataFrame:
     with engine.connect().execution_options(binary_results=True) as conn:
         if conn.dialect.name == "postgresql":
@@ -103,7 +125,14 @@ def _fetch(
             )
         result = conn.execute(statement, params or {})
         columns = list(result.keys())
-        rows = result.all()
+        if max_rows is None:
+            rows = result.all()
+        else:
+            rows = []
+            while chunk := result.fetchmany(10_000):
+                rows += chunk
+                if len(rows) > max_rows:
+                    raise _TooManyRows
     if not rows:
         return pl.DataFrame(schema=columns)
     data = {
@@ -122,20 +151,26 @@ def _compute(
     end: datetime,
     now: datetime,
     force: str | None,
+    *,
+    keep: list[str] | None = None,
+    max_rows: int | None = None,
 ) -> tuple[pl.DataFrame, str, tuple[str, ...]]:
+    """`keep`: the group keys to keep, every other group folded into "(other)"."""
     spec = query.filters.pinned(now)
     dialect = engine.dialect.name
     use_rollup = force == "rollup" or (
         force is None and rollup_can_answer(series, query.group_by, spec)
     )
+    fold = keep is not None
+    extra = {FOLD_KEYS: keep} if fold else {}
     if use_rollup:
         statement, grains, params = rollup_select(
-            scope, series, query.group_by, spec, bucket_seconds, start, end
+            scope, series, query.group_by, spec, bucket_seconds, start, end, fold
         )
-        frame = _fetch(engine, statement, params, by_index=True)
+        frame = _fetch(engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows)
         return finalize(frame, series, query.group_by, dialect), "rollup", tuple(grains)
-    statement = raw_select(scope, series, query.group_by, spec, now, dialect, bucket_seconds)
-    return _fetch(engine, statement), "raw", ()
+    statement = raw_select(scope, series, query.group_by, spec, now, dialect, bucket_seconds, fold)
+    return _fetch(engine, statement, extra, max_rows=max_rows), "raw", ()
 
 
 def _complete(
@@ -189,6 +224,63 @@ def _keep(frame: pl.DataFrame, query: MetricQuery) -> pl.DataFrame:
     return frame.head(query.limit) if query.limit else frame
 
 
+# Groups a totals query may scan before it refuses (past this the grouping itself is the problem).
+MAX_SCANNED_GROUPS = 200_000
+
+
+@dataclass(frozen=True)
+class _Caps:
+    groups: int  # kept without a limit; the rest fold into "(other)"
+    cells: int  # values per answer: buckets x groups x series
+
+
+def _bucket_count(start: datetime, end: datetime, bucket_seconds: int) -> int:
+    first = start.timestamp() - start.timestamp() % bucket_seconds
+    return math.ceil((end.timestamp() - first) / bucket_seconds)
+
+
+def _check_cells(query: MetricQuery, buckets: int, groups: int, caps: _Caps) -> None:
+    cells = buckets * max(groups, 1) * len(query.series)
+    if cells <= caps.cells:
+        return
+    fits = caps.cells // (buckets * len(query.series))
+    advice = (
+        f"keep at most {fits} groups (a lower top-N limit), pick "
+        if query.group_by and fits >= 1
+        else "pick "
+    )
+    raise MetricError(
+        f"This chart would hold {cells:,} values ({buckets:,} buckets x {groups:,} groups x "
+        f"{len(query.series)} series), over the limit of {caps.cells:,} per answer. Narrow it: "
+        f"{advice}a larger bucket, a shorter range or fewer series."
+    )
+
+
+def _totals(
+    engine, scope, query, series, start, end, now, force
+) -> tuple[pl.DataFrame, str, tuple[str, ...]]:
+    """One row per group over the whole range, refused past MAX_SCANNED_GROUPS."""
+    try:
+        frame, source, grains = _compute(
+            engine, scope, query, series, None, start, end, now, force, max_rows=MAX_SCANNED_GROUPS
+        )
+    except _TooManyRows:
+        raise MetricError(
+            f"Grouping by {', '.join(query.group_by)} gives over {MAX_SCANNED_GROUPS:,} groups. "
+            "Group by fewer dimensions or filter the spans first."
+        ) from None
+    return _typed(frame, series, query.group_by), source, grains
+
+
+def _order_other_last(frame: pl.DataFrame, query: MetricQuery) -> pl.DataFrame:
+    other = is_other(frame, query.group_by)
+    return pl.concat([_keep(frame.filter(~other), query), frame.filter(other)])
+
+
+def _top_keys(totals: pl.DataFrame, query: MetricQuery, count: int) -> list[str]:
+    return python_keys(_keep(totals, query).head(count), query.group_by)
+
+
 def run_metrics(
     engine: Engine,
     scope: Scope,
@@ -196,25 +288,76 @@ def run_metrics(
     *,
     now: datetime | None = None,
     force: str | None = None,
+    max_groups: int | None = None,
+    max_cells: int | None = None,
 ) -> MetricResult:
-    """The series of `query` for the scope. `force` ("raw" or "rollup") is for tests and benchmarks."""
+    """The series of `query` for the scope. `force` ("raw" or "rollup") is for tests and benchmarks.
+
+    Bounded: a query without a limit keeps at most `max_groups` groups (settings by default)
+    and folds the rest into "(other)"; an answer past `max_cells` values is refused."""
     started = time.perf_counter()
     now = now or datetime.now(UTC)
+    settings = get_settings()
+    caps = _Caps(max_groups or settings.metrics_max_groups, max_cells or settings.metrics_max_cells)
     series = query.all_series
     _check_permissions(scope, series)
     start, end = _window(engine, scope, query, now)
     bucket_seconds = query.bucket_seconds(start, end)
-    frame, source, grains = _compute(
-        engine, scope, query, series, bucket_seconds, start, end, now, force
-    )
-    frame = _typed(frame, series, query.group_by)
+    args = (engine, scope, query, series)
+    folded = 0
     if bucket_seconds is None:
+        frame, source, grains = _totals(*args, start, end, now, force)
         frame = _keep(frame, query)
+        if query.group_by and not query.limit and frame.height > caps.groups:
+            folded = frame.height - caps.groups
+            if query.having:  # "(other)" would mix in groups the having left out
+                frame = frame.head(caps.groups)
+            else:
+                keep = _top_keys(frame, query, caps.groups)
+                frame, *_ = _compute(*args, None, start, end, now, force, keep=keep)
+                frame = _order_other_last(_typed(frame, series, query.group_by), query)
     else:
-        if query.group_by and (query.having or query.limit or query.sort):
-            totals, *_ = _compute(engine, scope, query, series, None, start, end, now, force)
-            kept = _keep(totals, query).select(query.group_by)
-            frame = frame.join(kept, on=list(query.group_by), how="semi", nulls_equal=True)
+        buckets = _bucket_count(start, end, bucket_seconds)
+        _check_cells(query, buckets, 1, caps)
+        keep: list[str] | None = None
+        frame = None
+        if query.group_by and not (query.having or query.limit or query.sort):
+            try:  # the common case, a few groups: one query
+                frame, source, grains = _compute(
+                    *args, bucket_seconds, start, end, now, force, max_rows=buckets * caps.groups
+                )
+                if frame.select(query.group_by).n_unique() > caps.groups:
+                    frame = None
+            except _TooManyRows:
+                frame = None
+        if query.group_by and frame is None:
+            totals, *_ = _totals(*args, start, end, now, force)
+            totals = _keep(totals, query)
+            if query.limit or totals.height <= caps.groups:
+                kept = totals.select(query.group_by)
+                _check_cells(query, buckets, kept.height, caps)
+            else:
+                folded = totals.height - caps.groups
+                if query.having:
+                    totals = totals.head(caps.groups)
+                    kept = totals.select(query.group_by)
+                else:
+                    keep = _top_keys(totals, query, caps.groups)
+                    kept = None
+                _check_cells(query, buckets, caps.groups + (keep is not None), caps)
+            frame, source, grains = _compute(
+                *args, bucket_seconds, start, end, now, force, keep=keep
+            )
+            frame = _typed(frame, series, query.group_by)
+            if kept is not None:
+                frame = frame.join(kept, on=list(query.group_by), how="semi", nulls_equal=True)
+        elif frame is None:
+            frame, source, grains = _compute(*args, bucket_seconds, start, end, now, force)
+            frame = _typed(frame, series, query.group_by)
+        else:
+            frame = _typed(frame, series, query.group_by)
+        groups = frame.select(query.group_by).n_unique() if query.group_by else 1
+        _check_cells(query, buckets, groups, caps)
         frame = _complete(frame, series, query.group_by, bucket_seconds, start, end)
     sketch = None
     if "_bins" in frame.columns and bucket_seconds is None and not query.group_by:
@@ -234,4 +377,5 @@ def run_metrics(
         exact_percentiles=(source == "raw") if has_percentiles else None,
         seconds=time.perf_counter() - started,
         sketch=sketch,
+        folded_groups=folded,
     )

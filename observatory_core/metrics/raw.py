@@ -10,6 +10,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg
+from observatory_core.metrics.folding import folded_columns
 from observatory_core.rollups.partials import measure_expressions
 from observatory_core.scope import Scope, scoped_spans
 from observatory_core.storage.dialect import percentile_cont, stddev_samp, time_bucket
@@ -58,11 +59,21 @@ def raw_select(
     now: datetime,
     dialect: str,
     bucket_seconds: int | None,
+    fold: bool = False,
 ) -> Select:
+    """`fold`: groups outside the `fold_keys` parameter become one "(other)" group."""
     keys: list[ColumnElement] = []
     if bucket_seconds is not None:
         keys.append(time_bucket(spans.c.start_time, bucket_seconds).label("bucket"))
-    keys += [dimension_column(d).label(d) for d in group_by]
+    dims = [dimension_column(d) for d in group_by]
+    if fold:
+        keys += folded_columns(dims, group_by)
+    else:
+        keys += [c.label(d) for c, d in zip(dims, group_by, strict=True)]
     values = [series_expression(s).label(s) for s in series]
     query = scoped_spans(scope, *keys, *values).where(*filter_conditions(spec, now, dialect))
-    return query.group_by(*keys) if keys else query.where(literal_column("1") == 1)
+    if not keys:
+        return query.where(literal_column("1") == 1)
+    if fold:  # by position: the CASE's parameters are numbered apart in SELECT and GROUP BY
+        return query.group_by(*(literal_column(str(i + 1)) for i in range(len(keys))))
+    return query.group_by(*keys)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
     select,
     union_all,
 )
@@ -26,6 +27,7 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, ROLLUP_GROUPS, Agg
+from observatory_core.metrics.folding import folded_columns
 from observatory_core.metrics.sketch import BINS, representative
 from observatory_core.rollups.partials import partial_select
 from observatory_core.scope import Scope
@@ -134,6 +136,7 @@ def rollup_select(
     bucket_seconds: int | None,
     start: datetime,
     end: datetime,
+    fold: bool = False,
 ) -> tuple[Select, list[str], dict]:
     """One statement: the segments' partials unioned, merged per bucket and group.
 
@@ -151,6 +154,7 @@ def rollup_select(
         tuple(grain for grain, _, _ in segments),
         tuple(in_lists),
         scope.project_ids is not None,
+        fold,
     )
     params: dict = {"org_id": scope.org_id}
     if scope.project_ids is not None:
@@ -170,6 +174,7 @@ def _statement(
     grains: tuple[str | None, ...],
     filters: tuple[str, ...],
     project_limited: bool,
+    fold: bool = False,
 ) -> Select:
     measures, parts = _needs(series)
     bins = "latency_sketch" in parts
@@ -226,7 +231,11 @@ def _statement(
         )
     u = union_all(*pieces).subquery("u")
     keys: list[ColumnElement] = [u.c[d] for d in dims]
-    columns = [u.c[d].label(g) for d, g in zip(dims, group_by, strict=True)]
+    if fold:
+        columns = folded_columns([u.c[d] for d in dims], group_by)
+        keys = list(columns)
+    else:
+        columns = [u.c[d].label(g) for d, g in zip(dims, group_by, strict=True)]
     if bucket_seconds is not None:
         # Every piece starts its rows at their query bucket (rollup rows of the bucket's own
         # grain already do); the fetch gets the bucket as a number, converted once per group.
@@ -243,6 +252,10 @@ def _statement(
         else:
             aggs.append(func.sum(u.c[p]).label(p))
     query = select(*columns, *aggs)
+    if (
+        fold and keys
+    ):  # by position: the CASE's parameters are numbered apart in SELECT and GROUP BY
+        return query.group_by(*(literal_column(str(i + 1)) for i in range(len(keys))))
     return query.group_by(*keys) if keys else query
 
 

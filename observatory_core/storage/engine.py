@@ -12,6 +12,7 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from observatory_core.errors import ConfigError, DatabaseUnavailable
+from observatory_core.storage import budget
 from observatory_core.storage.dialect import (
     PercentileAggregate,
     StddevAggregate,
@@ -70,6 +71,7 @@ def get_engine(database_url: str) -> Engine:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 5})
         event.listen(engine, "connect", _sqlite_on_connect)
+        budget.install(engine)
         return engine
     # Custom plans always: psycopg prepares a statement on its sixth run, after which PostgreSQL
     # may switch to a generic plan that ignores the values; for a text search over 30 days that
@@ -88,6 +90,7 @@ def get_engine(database_url: str) -> Engine:
         connect_args={"options": "-c timezone=UTC -c jit=off -c plan_cache_mode=force_custom_plan"},
     )
     event.listen(engine, "before_cursor_execute", _binary_results)
+    budget.install(engine)
     return engine
 
 

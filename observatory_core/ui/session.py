@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 from observatory_core.errors import UserError
 from observatory_core.scope import Scope
 from observatory_core.settings import get_settings
+from observatory_core.storage.budget import time_budget
 from observatory_core.storage.engine import check_connection, describe_failure, get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.ui import nav
@@ -90,9 +91,11 @@ def current_scope() -> Scope:
 
 
 def run(page) -> None:
-    """Run the chosen page; a failure it did not expect still reads as one sentence."""
+    """Run the chosen page under the read budget (a slow query stops with a message instead
+    of a spinner); a failure it did not expect still reads as one sentence."""
     try:
-        page.run()
+        with time_budget(get_settings().read_budget_s):
+            page.run()
     except UserError as exc:
         stop_with(str(exc))
     except OperationalError as exc:
