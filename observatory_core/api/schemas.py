@@ -86,6 +86,9 @@ class TraceOut(BaseModel):
     total_cost_usd: float | None
     total_tokens: int
     error_count: int
+    span_count: int = Field(
+        description="Spans in the trace; `spans` holds at most the first 2,000."
+    )
     spans: list[dict[str, Any]] = Field(description="Depth-first, each with its depth in the tree.")
 
 

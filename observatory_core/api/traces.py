@@ -55,7 +55,8 @@ def list_traces(
 def one_trace(
     request: Request, trace_id: TraceId, scope: Annotated[Scope, Depends(caller)]
 ) -> FastJSON:
-    """Every span of the trace as a depth-first tree, with the trace's totals."""
+    """The trace's spans as a depth-first tree (the first 2,000 by start time; `span_count`
+    says how many it has), with totals over all of them."""
     trace = get_trace(engine(), scope, trace_id)
     if trace is None:
         raise ApiError(404, "not_found", f"No trace {trace_id} in your org.")
@@ -67,6 +68,7 @@ def one_trace(
         "total_cost_usd": trace.total_cost_usd,
         "total_tokens": trace.total_tokens,
         "error_count": trace.error_count,
+        "span_count": trace.span_count,
         "spans": trace.spans,
     }
     return FastJSON({"data": data, "meta": meta(request)})

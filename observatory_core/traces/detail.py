@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import case, func
 from sqlalchemy.engine import Engine
 
 from observatory_core.errors import UserError
@@ -15,6 +16,10 @@ from observatory_core.storage.schema import spans
 from observatory_core.traces.fields import ALL_FIELDS, hidden_fields
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+# Spans one detail answer carries (each may hold 2 x 16,000 characters of text): a runaway
+# agent loop can write a trace of 100k spans, which must not become one answer of gigabytes.
+# The totals still cover every span; the page and the API say how many were left out.
+MAX_DETAIL_SPANS = 2000
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,12 @@ class TraceDetail:
     total_cost_usd: float | None
     total_tokens: int
     error_count: int
+    span_count: int = 0  # every span of the trace; `spans` holds the first MAX_DETAIL_SPANS
+
+    @property
+    def omitted(self) -> int:
+        """Spans left out of `spans` (the latest-starting ones of a very large trace)."""
+        return max(self.span_count - len(self.spans), 0)
 
     @property
     def duration_ms(self) -> float:
@@ -57,19 +68,30 @@ def get_trace(engine: Engine, scope: Scope, trace_id: str) -> TraceDetail | None
         raise UserError(f"{trace_id!r} is not a trace id (32 lowercase hex digits).")
     hidden = hidden_fields(scope)
     columns = [spans.c[f] for f in ALL_FIELDS if f not in hidden]
-    query = scoped_spans(scope, *columns).where(spans.c.trace_id == trace_id)
+    in_trace = spans.c.trace_id == trace_id
+    query = scoped_spans(scope, *columns).where(in_trace)
+    query = query.order_by(spans.c.start_time, spans.c.id).limit(MAX_DETAIL_SPANS)
+    totals = scoped_spans(
+        scope,
+        func.count(),
+        func.min(spans.c.start_time),
+        func.max(spans.c.end_time),
+        func.sum(spans.c.total_cost_usd),
+        func.coalesce(func.sum(spans.c.total_tokens), 0),
+        func.coalesce(func.sum(case((spans.c.status == "error", 1), else_=0)), 0),
+    ).where(in_trace)
     with engine.connect() as conn:
+        count, start, end, cost, tokens, errors = conn.execute(totals).one()
+        if not count:
+            return None
         rows = [dict(r) for r in conn.execute(query).mappings()]
-    if not rows:
-        return None
     return TraceDetail(
         trace_id=trace_id,
         spans=_depth_first(rows),
-        start=min(r["start_time"] for r in rows),
-        end=max(r["end_time"] for r in rows),
-        total_cost_usd=None
-        if "total_cost_usd" in hidden
-        else sum(r["total_cost_usd"] for r in rows),
-        total_tokens=sum(r["total_tokens"] for r in rows),
-        error_count=sum(r["status"] == "error" for r in rows),
+        start=start,
+        end=end,
+        total_cost_usd=None if "total_cost_usd" in hidden else float(cost or 0.0),
+        total_tokens=int(tokens),
+        error_count=int(errors),
+        span_count=int(count),
     )

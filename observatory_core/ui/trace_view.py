@@ -57,7 +57,7 @@ def show(detail: TraceDetail) -> None:
     st.subheader(f"Trace {detail.trace_id}")
     tiles = [
         ("Duration", format.duration_ms(detail.duration_ms)),
-        ("Spans", format.count(len(detail.spans))),
+        ("Spans", format.count(detail.span_count)),
         ("Tokens", format.count(detail.total_tokens)),
         ("Errors", format.count(detail.error_count)),
     ]
@@ -65,6 +65,13 @@ def show(detail: TraceDetail) -> None:
         tiles.insert(3, ("Cost", format.money(detail.total_cost_usd)))
     for column, (label, value) in zip(st.columns(len(tiles)), tiles, strict=True):
         column.metric(label, value)
+    if detail.omitted:
+        st.warning(
+            f"This trace has {detail.span_count:,} spans; the first {len(detail.spans):,} by start "
+            "time are shown (totals above cover all of them). Filter the Traces list by this "
+            "trace id to page through the rest.",
+            icon=":material/content_cut:",
+        )
     st.plotly_chart(waterfall(detail), width="stretch")
     for r in detail.spans:
         icon = ICONS.get(r["status"], ":material/radio_button_unchecked:")

@@ -58,3 +58,21 @@ def test_another_orgs_trace_is_not_found(explorer):
 def test_bad_trace_ids_are_refused(explorer, bad):
     with pytest.raises(UserError, match="not a trace id"):
         get_trace(explorer["engine"], Scope(org_id=explorer["acme"], role=Role.ADMIN), bad)
+
+
+def test_a_huge_trace_is_cut_to_its_first_spans_with_totals_over_all(explorer, monkeypatch):
+    from observatory_core.traces import detail as detail_module
+
+    trace_id, rows = _biggest_trace(explorer)
+    keep = rows.height - 2
+    monkeypatch.setattr(detail_module, "MAX_DETAIL_SPANS", keep)
+    detail = get_trace(
+        explorer["engine"], Scope(org_id=explorer["acme"], role=Role.ADMIN), trace_id
+    )
+    first = rows.sort(["start_time", "id"]).head(keep)["span_id"].to_list()
+    assert sorted(s["span_id"] for s in detail.spans) == sorted(first)
+    assert detail.span_count == rows.height and detail.omitted == 2
+    # the totals still cover every span of the trace
+    assert detail.total_tokens == rows["total_tokens"].sum()
+    assert detail.total_cost_usd == pytest.approx(rows["total_cost_usd"].sum())
+    assert detail.end == rows["end_time"].max().replace(tzinfo=detail.end.tzinfo)
