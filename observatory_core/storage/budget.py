@@ -1,7 +1,9 @@
 """Time budgets for reads: no request can keep the database busy past its budget.
 
-`time_budget(seconds)` marks the current context (a request, a page's loader); every statement
-that runs inside it gets the time that is left: PostgreSQL through `statement_timeout` (set per
+`time_budget(seconds)` marks the current context (an API request); every statement that runs
+inside it gets the time that is left. An engine made with `budgeted(engine, seconds)` (the
+pages' engine: Streamlit runs page scripts where a context variable set around them does not
+reach) gives each of its statements that many seconds. Either way the limit is enforced by PostgreSQL through `statement_timeout` (set per
 transaction, or for the session on autocommit connections and reset when they go back to the
 pool), SQLite through a progress handler that interrupts the statement. A statement stopped
 this way surfaces as `QueryTooSlow`, whose message says how to narrow the query. Outside a
@@ -49,6 +51,20 @@ def remaining() -> float | None:
     return None if current is None else current[0] - time.monotonic()
 
 
+def budgeted(engine: Engine, seconds: float) -> Engine:
+    """The same engine and pool, with every statement limited to `seconds`."""
+    return engine.execution_options(read_budget_s=seconds)
+
+
+def _limit(context) -> tuple[float, float] | None:
+    """(deadline, budget seconds) for a statement: the context's budget, else the engine's."""
+    current = _deadline.get()
+    if current is not None:
+        return current
+    seconds = context.execution_options.get("read_budget_s") if context is not None else None
+    return (time.monotonic() + seconds, seconds) if seconds else None
+
+
 def too_slow_message(seconds: float) -> str:
     return (
         f"This query ran past its time budget of {seconds:g} s and was stopped. Narrow it: a "
@@ -56,23 +72,23 @@ def too_slow_message(seconds: float) -> str:
     )
 
 
-def _raise_spent() -> None:
-    budget = _deadline.get()
-    raise QueryTooSlow(too_slow_message(budget[1] if budget else 0))
+def _raise_spent(seconds: float) -> None:
+    raise QueryTooSlow(too_slow_message(seconds))
 
 
-def _postgres_before(conn, _cursor, _statement, _params, _context, _many) -> None:
+def _postgres_before(conn, _cursor, _statement, _params, context, _many) -> None:
     fairy = conn.connection
     dbapi, info = fairy.dbapi_connection, fairy.info
     if not dbapi.autocommit and dbapi.info.transaction_status == pq.TransactionStatus.IDLE:
         info.pop(_APPLIED, None)  # a SET LOCAL ended with its transaction
-    left = remaining()
-    if left is None:
+    limit = _limit(context)
+    if limit is None:
         if info.get(_APPLIED):
             _postgres_set(fairy, 0)
         return
+    left = limit[0] - time.monotonic()
     if left <= 0:
-        _raise_spent()
+        _raise_spent(limit[1])
     ms = max(1, int(left * 1000))
     applied = info.get(_APPLIED)
     if applied and applied - ms < _SLACK_MS:
@@ -106,16 +122,16 @@ def _postgres_checkin(dbapi_conn, record) -> None:
         record.invalidate()
 
 
-def _sqlite_before(conn, _cursor, _statement, _params, _context, _many) -> None:
-    budget = _deadline.get()
+def _sqlite_before(conn, _cursor, _statement, _params, context, _many) -> None:
+    limit = _limit(context)
     dbapi = conn.connection.dbapi_connection
-    if budget is None:
+    if limit is None:
         if conn.connection.info.pop(_APPLIED, None):
             dbapi.set_progress_handler(None, 0)
         return
-    deadline = budget[0]
+    deadline = limit[0]
     if time.monotonic() >= deadline:
-        _raise_spent()
+        _raise_spent(limit[1])
     dbapi.set_progress_handler(lambda: time.monotonic() >= deadline, _SQLITE_STEPS)
     conn.connection.info[_APPLIED] = 1
 
@@ -132,7 +148,7 @@ def _is_timeout(exc: BaseException, dialect: str) -> bool:
 
 
 def _on_error(context) -> None:
-    budget = _deadline.get()
+    budget = _limit(context.execution_context)
     if budget is not None and _is_timeout(context.original_exception, context.dialect.name):
         raise QueryTooSlow(too_slow_message(budget[1])) from context.original_exception
 

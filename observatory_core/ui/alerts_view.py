@@ -10,7 +10,7 @@ import streamlit as st
 
 from observatory_core.alerts.history import active_alerts, events, last_event_id
 from observatory_core.scope import Scope
-from observatory_core.ui.session import engine
+from observatory_core.ui.session import engine, guarded
 
 REFRESH_S = 5
 STATE_BADGE = {
@@ -34,6 +34,7 @@ def _where(row: dict) -> str:
 
 
 @st.fragment(run_every=REFRESH_S)
+@guarded
 def live_status(scope: Scope) -> None:
     """Refreshes by itself every few seconds; a toast for each alert that fired since the last look."""
     state = st.session_state
@@ -104,6 +105,7 @@ def live_status(scope: Scope) -> None:
 
 
 @st.fragment(run_every=REFRESH_S * 2)
+@guarded
 def history(scope: Scope) -> None:
     rows = events(engine(), scope, since=datetime.now(UTC) - timedelta(days=7), limit=500)
     if not rows:

@@ -25,7 +25,7 @@ from observatory_core.scope import Scope
 from observatory_core.settings import get_settings
 from observatory_core.traces.fields import ALL_FIELDS, hidden_fields
 from observatory_core.ui import filters, format
-from observatory_core.ui.session import engine
+from observatory_core.ui.session import engine, guarded
 
 BADGE = {
     "pending": "🕓 pending",
@@ -123,6 +123,7 @@ def new_export_form(scope: Scope, spec: FilterSpec) -> None:
 
 
 @st.fragment(run_every=2)
+@guarded
 def job_list(scope: Scope) -> None:
     """Re-runs on its own every 2 s, so progress bars move without reloading the page."""
     jobs = list_exports(engine(), scope, limit=50)

@@ -9,7 +9,7 @@ import streamlit as st
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.live import live_feed
 from observatory_core.scope import Scope
-from observatory_core.ui.session import engine
+from observatory_core.ui.session import engine, guarded
 
 REFRESH_S = 3
 LOOKBACK = timedelta(minutes=15)
@@ -22,6 +22,7 @@ SPAN_COLUMNS = {
 
 
 @st.fragment(run_every=REFRESH_S)
+@guarded
 def feed(scope: Scope, spec: FilterSpec) -> None:
     now = datetime.now(UTC)
     shown = live_feed(engine(), scope, spec, since=now - LOOKBACK, now=now)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import ParamSpec
+
 import streamlit as st
 import streamlit_authenticator as stauth
 from sqlalchemy.engine import Engine
@@ -10,11 +14,13 @@ from sqlalchemy.exc import OperationalError
 from observatory_core.errors import UserError
 from observatory_core.scope import Scope
 from observatory_core.settings import get_settings
-from observatory_core.storage.budget import time_budget
+from observatory_core.storage.budget import budgeted, time_budget
 from observatory_core.storage.engine import check_connection, describe_failure, get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.ui import nav
 from observatory_core.users import authenticator_credentials, scope_for
+
+P = ParamSpec("P")
 
 WRONG_LOGIN = (
     "Wrong username or password. Try again, or ask an admin to reset it with "
@@ -31,8 +37,15 @@ def _ready_engine(database_url: str) -> Engine:
 
 
 def engine() -> Engine:
-    """The app's engine, connected and migrated once per process."""
-    return _ready_engine(get_settings().database_url)
+    """The app's engine, connected and migrated once per process; each statement of a page is
+    stopped at the read budget, so a slow query ends in a message, not an endless spinner."""
+    settings = get_settings()
+    return _budgeted_engine(settings.database_url, settings.read_budget_s)
+
+
+@functools.lru_cache(maxsize=4)
+def _budgeted_engine(url: str, seconds: float) -> Engine:
+    return budgeted(_ready_engine(url), seconds)
 
 
 def stop_with(message: str) -> None:
@@ -100,6 +113,20 @@ def run(page) -> None:
         stop_with(str(exc))
     except OperationalError as exc:
         stop_with(describe_failure(engine().url, exc))
+
+
+def guarded(fragment: Callable[P, None]) -> Callable[P, None]:
+    """For self-refreshing fragments, which rerun outside the page's error handling: a slow or
+    failed read is shown as its sentence in place of the fragment."""
+
+    @functools.wraps(fragment)
+    def run_fragment(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            fragment(*args, **kwargs)
+        except UserError as exc:
+            st.error(str(exc), icon=":material/error:")
+
+    return run_fragment
 
 
 def logout_button() -> None:

@@ -61,3 +61,16 @@ def test_a_spent_budget_refuses_the_next_statement(engine):
     with pytest.raises(QueryTooSlow), time_budget(0.01), engine.connect() as conn:
         time.sleep(0.05)
         conn.execute(text("SELECT 1"))
+
+
+def test_a_budgeted_engine_limits_each_of_its_statements(engine):
+    from observatory_core.storage.budget import budgeted
+
+    pages = budgeted(engine, 0.5)
+    with pytest.raises(QueryTooSlow, match="0.5 s"), pages.connect() as conn:
+        conn.execute(text(SLOW[engine.dialect.name]))
+    with pages.connect() as conn:  # quick statements pass, the plain engine is unlimited
+        assert conn.execute(text(QUICK[engine.dialect.name])).scalar() == 200000
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "0"

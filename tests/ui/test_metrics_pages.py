@@ -112,3 +112,28 @@ def test_billing_sees_costs_and_budget_viewer_does_not(app_env):
     assert not any(h.value == "Budget this month" for h in at.subheader)
     assert "Cost (USD)" not in {m.label for m in at.metric}
     assert pl is not None
+
+
+def test_a_query_past_its_budget_shows_how_to_narrow_it(app_env, monkeypatch):
+    """The page stops the query at the read budget and says so, instead of spinning."""
+    from sqlalchemy import text
+
+    from observatory_core.settings import get_settings
+    from observatory_core.ui.session import engine as ui_engine
+
+    monkeypatch.setenv("OBSERVATORY_READ_BUDGET_S", "0.5")
+    get_settings.cache_clear()
+    slow = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000000) "
+        "SELECT count(*) FROM c"
+    )
+
+    def stuck(*_args, **_kwargs):
+        with ui_engine().connect() as conn:
+            conn.execute(text(slow))
+
+    monkeypatch.setattr(cached, "metrics", stuck)
+    at = open_page("pages/metrics.py", params={"relative": "7d", "m": "request_count.count"})
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("time budget of 0.5 s" in e and "Narrow it" in e for e in errors), errors
