@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from observatory_core.alerts import webhooks
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.rules import build_rule, create_rule, mute_rule
 from observatory_core.alerts.webhooks import deliver_due, delivery_log
 from tests.alerts.conftest import NOW, add_spans
 from tests.helpers import admin_scope
+
+# The receivers here listen on 127.0.0.1: allowed explicitly, as an admin would allow a host.
+pytestmark = pytest.mark.usefixtures("loopback_allowed")
 
 
 def firing_rule(engine, org_id, project, url, **kw) -> int:
