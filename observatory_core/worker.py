@@ -77,6 +77,10 @@ def main(engine: Engine, settings: Settings) -> None:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if settings.metrics_port:  # a worker process has its own series (docs/operations.md)
+        from observatory_core.prometheus import serve_on_port
+
+        serve_on_port(settings.metrics_port, settings.metrics_bind)
     try:
         run_forever(engine, settings, stop)
     except KeyboardInterrupt:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
+from observatory_core import prometheus
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.webhooks import deliver_due
 from observatory_core.storage.dialect import upsert
@@ -46,6 +48,8 @@ def _forever(
                 log.info("%s: the database is reachable again", name)
             failing = False
         except Exception as exc:  # the loop must outlive one bad round; the next round retries
+            if name == "alerts":
+                prometheus.ALERT_FAILURES.inc()
             if not is_transient(exc):
                 log.exception("%s round failed", name)
             elif not failing:
@@ -63,8 +67,10 @@ def start_loops(
     engine: Engine, worker_id: str, every_s: float, stop: threading.Event
 ) -> list[threading.Thread]:
     def evaluate_round() -> None:
+        started = time.monotonic()
         beat(engine, worker_id)
         report = evaluate(engine)
+        prometheus.alert_round(time.monotonic() - started)
         if report.transitions:
             log.info("alerts: %d transitions over %d groups", report.transitions, report.groups)
 

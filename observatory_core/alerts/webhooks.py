@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
+from observatory_core import prometheus
 from observatory_core.alerts.egress import AllowList, Refused, check_target, post_pinned
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
@@ -144,6 +145,8 @@ def deliver_due(
             values = {"next_attempt_at": now + timedelta(seconds=BACKOFF_S * 2 ** (attempts - 1))}
         if code is not None and not ok:
             error = f"HTTP {code}"
+        outcome = "delivered" if ok else "refused" if final else values.get("status", "retry")
+        prometheus.WEBHOOKS.labels(outcome).inc()
         with engine.begin() as conn:
             conn.execute(
                 update(webhook_deliveries)

@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 
+from observatory_core import prometheus
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
@@ -212,14 +213,17 @@ def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, co
 
 def run_job(engine: Engine, job: dict, config: WorkerConfig) -> Status:
     """Run the job, starting it over after transient database errors; returns its end state."""
+    started = time.monotonic()
     while True:
         outcome = _attempt(engine, job, config)
         if isinstance(outcome, Status):
-            return outcome
-        retried = _next_attempt(engine, job, config, outcome)
-        if isinstance(retried, Status):
-            return retried
-        job = retried
+            break
+        outcome = _next_attempt(engine, job, config, outcome)
+        if isinstance(outcome, Status):
+            break
+        job = outcome
+    prometheus.EXPORT_SECONDS.labels(outcome.value).observe(time.monotonic() - started)
+    return outcome
 
 
 def _next_attempt(
@@ -249,6 +253,7 @@ def _next_attempt(
         describe(exc),
         delay,
     )
+    prometheus.EXPORT_RETRIES.inc()
     for _ in range(RECONNECT_TRIES):
         time.sleep(delay)
         try:
