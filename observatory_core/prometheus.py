@@ -21,11 +21,13 @@ from prometheus_client import (
     Counter,
     Histogram,
     Info,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+disable_created_metrics()  # no `_created` twin of every counter: scrapes stay half the size
 MIN_TOKEN_CHARS = 16
 EXPORT_STATES = ("pending", "processing", "completed", "failed", "cancelled", "expired")
 
@@ -100,6 +102,15 @@ def _build_labels() -> dict[str, str]:
 
 
 BUILD.info(_build_labels())
+# Every label value from the start, so rate() and absent-series alerts work before a first event.
+for _reason in ("invalid", "overloaded", "stopping", "database_unavailable", "database_refused"):
+    SPANS_REFUSED.labels(_reason)
+for _code in ("200", "400", "401", "413", "415", "429", "503"):
+    INGEST_REQUESTS.labels(_code)
+for _outcome in ("delivered", "retry", "failed", "refused"):
+    WEBHOOKS.labels(_outcome)
+for _state in ("completed", "failed", "cancelled"):
+    EXPORT_SECONDS.labels(_state)
 
 
 # One-line hooks for the modules that do the work.
@@ -131,6 +142,9 @@ def alert_round(seconds: float) -> None:
 
 class _Scraped(Collector):
     """Series read at scrape time: database state, pool use, queue depth, evaluation lag."""
+
+    def describe(self):
+        return []  # registering must not collect (that would import and query at import time)
 
     def collect(self):
         from observatory_core.settings import get_settings
