@@ -15,16 +15,9 @@ import time
 import tomllib
 from pathlib import Path
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    Counter,
-    Histogram,
-    Info,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import REGISTRY, Counter, Histogram, Info, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 disable_created_metrics()  # no `_created` twin of every counter: scrapes stay half the size
@@ -242,9 +235,11 @@ class _Scraped(Collector):
 REGISTRY.register(_Scraped())
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text format of every series in this process, and its content type."""
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+def exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """Every series of this process in the format the scraper's Accept header asks for
+    (Prometheus text, or OpenMetrics), and its content type."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(REGISTRY), content_type
 
 
 def token_refusal(configured: str | None, header: str | None) -> tuple[int, str] | None:

@@ -65,6 +65,18 @@ def moved(before, after, name, **labels) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
+def test_the_format_follows_the_scrapers_accept_header(app):
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    classic = app.get(PATH, headers={**auth, "accept": "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"})
+    assert classic.headers["content-type"].startswith("text/plain; version=")
+    assert "observatory_build_info{" in classic.text
+    open_metrics = app.get(
+        PATH, headers={**auth, "accept": "application/openmetrics-text;version=1.0.0"}
+    )
+    assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert open_metrics.text.rstrip().endswith("# EOF")
+
+
 def test_the_endpoint_needs_the_token(app, monkeypatch):
     assert app.get(PATH).status_code == 401
     wrong = app.get(PATH, headers={"authorization": "Bearer nope"})

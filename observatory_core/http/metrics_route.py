@@ -32,7 +32,9 @@ async def metrics(request: Request) -> Response:
             status_code=status,
             headers=headers,
         )
-    body, content_type = await run_in_threadpool(prometheus.exposition)
+    body, content_type = await run_in_threadpool(
+        prometheus.exposition, request.headers.get("accept")
+    )
     return Response(body, headers={"content-type": content_type})
 
 
