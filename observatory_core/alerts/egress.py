@@ -170,7 +170,7 @@ def check_target(url: str, allow: AllowList, *, resolver=None) -> Target:
         for address in addresses:
             why = refusal(address)
             if why and not allow.address(address):
-                shown = host if host == str(address) else f"{host} resolves to {address},"
+                shown = f"{host} is" if host == str(address) else f"{host} resolves to {address},"
                 raise Refused(
                     f"Webhook host {shown} {why}; the server does not send alerts inside its "
                     f"own network. Use a public address, or ask an admin to allow the host "

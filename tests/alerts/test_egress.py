@@ -152,7 +152,7 @@ def test_the_allow_list_names_hosts_addresses_and_networks(monkeypatch):
 
 def test_rule_save_refuses_internal_targets_with_the_address_named(allow_hosts, monkeypatch):
     base = dict(name="r", series="request_count.count", comparator=">", threshold=1, window_s=300)
-    with pytest.raises(UserError, match=r"169\.254\.169\.254 a link-local address"):
+    with pytest.raises(UserError, match=r"169\.254\.169\.254 is a link-local address"):
         build_rule(**base, webhook_url="http://169.254.169.254/latest/meta-data/")
     monkeypatch.setattr(egress, "resolve", resolver({"metadata.internal": ["169.254.169.254"]}))
     with pytest.raises(UserError, match="metadata.internal resolves to 169.254.169.254"):
