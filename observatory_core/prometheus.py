@@ -267,4 +267,12 @@ def serve_on_port(port: int, bind: str) -> None:
     """The metrics on a port of their own (no token: bind it where only Prometheus reaches)."""
     from prometheus_client import start_http_server
 
-    start_http_server(port, addr=bind)
+    from observatory_core.errors import ConfigError
+
+    try:
+        start_http_server(port, addr=bind)
+    except OSError as exc:
+        raise ConfigError(
+            f"The metrics port {bind}:{port} cannot be opened ({exc.strerror}); set "
+            "OBSERVATORY_METRICS_PORT to a free port (each process on a host needs its own)."
+        ) from None

@@ -193,3 +193,23 @@ def test_alert_rounds_and_webhook_failures_are_counted(app, engine, monkeypatch)
     assert moved(before, after, "observatory_alert_evaluation_duration_seconds_count") == 1
     assert 0 <= value(after, "observatory_alert_evaluation_lag_seconds") < 60
     assert 0 <= value(after, "observatory_worker_heartbeat_age_seconds") < 60
+
+
+def test_the_separate_port_serves_the_same_series_without_a_token(app):
+    import socket
+    import urllib.request
+
+    from observatory_core.errors import ConfigError
+    from observatory_core.prometheus import serve_on_port
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve_on_port(port, "127.0.0.1")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        body = response.read().decode()
+    assert (
+        "observatory_ingest_spans_received_total" in body and "observatory_database_up 1.0" in body
+    )
+    with pytest.raises(ConfigError, match=f"127.0.0.1:{port} cannot be opened"):
+        serve_on_port(port, "127.0.0.1")  # taken: a clear message, not a traceback
