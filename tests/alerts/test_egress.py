@@ -5,6 +5,7 @@ redirect is followed; the admin's allow list lets named internal hosts through."
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 
 import pytest
 
@@ -229,3 +230,91 @@ def test_redirects_are_not_followed(org, webhook, loopback_allowed, location, st
     assert f"HTTP {status}, a redirect to {location}" in logged["last_error"]
     assert "redirects are not followed" in logged["last_error"]
     assert len(webhook.bodies) == 1  # the one POST; nothing went to the redirect target
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """An HTTPS receiver on 127.0.0.1 with a self-signed certificate for hooks.example.com;
+    it records the TLS server name (SNI) and Host header each client sent."""
+    import datetime as dt
+    import json
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hooks.example.com")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("hooks.example.com")]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    seen = {"sni": [], "hosts": [], "bodies": []}
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    context.sni_callback = lambda sock, server_name, ctx: seen["sni"].append(server_name)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            seen["hosts"].append(self.headers["host"])
+            seen["bodies"].append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    seen["port"], seen["ca"] = server.server_address[1], cert_file
+    yield seen
+    server.shutdown()
+
+
+def test_https_keeps_the_host_name_for_tls_while_connecting_to_the_checked_address(
+    org, tls_receiver, allow_hosts, monkeypatch
+):
+    import ssl
+
+    engine, org_id, project = org
+    allow_hosts("127.0.0.1")
+    monkeypatch.setattr(egress, "resolve", resolver({"hooks.example.com": ["127.0.0.1"]}))
+    port = tls_receiver["port"]
+    rule_id = firing_rule(engine, org_id, project, f"https://hooks.example.com:{port}/hook")
+    evaluate(engine, NOW)
+
+    deliver_due(engine, NOW)  # the certificate is not trusted: verification is on
+    (logged,) = delivery_log(engine, admin_scope(org_id), rule_id)
+    assert logged["status"] == "pending" and "CERTIFICATE_VERIFY_FAILED" in logged["last_error"]
+
+    trusted = ssl.create_default_context(cafile=str(tls_receiver["ca"]))
+    monkeypatch.setattr(ssl, "_create_default_https_context", lambda *a, **k: trusted)
+    deliver_due(engine, NOW + timedelta(seconds=5))
+    assert delivery_log(engine, admin_scope(org_id), rule_id)[0]["status"] == "delivered"
+    assert tls_receiver["sni"] == ["hooks.example.com", "hooks.example.com"]
+    assert tls_receiver["hosts"] == [f"hooks.example.com:{port}"]
+    assert len(tls_receiver["bodies"]) == 1
