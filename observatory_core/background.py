@@ -40,6 +40,10 @@ def start_background(settings: Settings, port: int) -> Background:
 
         background.worker = start_thread(engine, settings)
     start_watchdog(engine, background.watchdog_stop)
+    if settings.metrics_port:  # Prometheus on a port of its own (docs/operations.md)
+        from observatory_core.prometheus import serve_on_port
+
+        serve_on_port(settings.metrics_port, settings.metrics_bind)
     if settings.demo_traffic_per_s > 0:
         from observatory_core.demo.traffic import start_demo_traffic
 

@@ -42,6 +42,10 @@ class Settings:
     api_heavy_reads_per_key: int = 2  # ... and per API key (429 past it)
     metrics_max_groups: int = 100  # groups per answer without a limit; the rest fold into "other"
     metrics_max_cells: int = 200_000  # values per metrics answer (buckets x groups x series)
+    webhook_allow_hosts: tuple[str, ...] = ()  # internal webhook targets an admin allows
+    metrics_token: str | None = None  # bearer token for /ops/metrics; unset: route refused
+    metrics_port: int = 0  # a separate port for the metrics (no token); 0 is off
+    metrics_bind: str = "127.0.0.1"  # the address that port listens on
 
     def require_cookie_key(self) -> str:
         """The login cookie must be signed with a secret that is not in the code."""
@@ -121,7 +125,19 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
         demo_traffic_per_s=_rate(pick("OBSERVATORY_DEMO_TRAFFIC", "demo_traffic_per_s", "0")),
         embedded_worker=pick("OBSERVATORY_EMBEDDED_WORKER", "embedded_worker", "1")
         not in ("0", "false", "no"),
+        webhook_allow_hosts=_names(
+            pick("OBSERVATORY_WEBHOOK_ALLOW_HOSTS", "webhook_allow_hosts", "")
+        ),
+        metrics_token=pick("OBSERVATORY_METRICS_TOKEN", "metrics_token", None),
+        metrics_port=number("OBSERVATORY_METRICS_PORT", "metrics_port", "0", _int),
+        metrics_bind=pick("OBSERVATORY_METRICS_BIND", "metrics_bind", "127.0.0.1"),
     )
+
+
+def _names(raw: str | list) -> tuple[str, ...]:
+    """A comma-separated setting (or a TOML list) as a tuple of its non-empty entries."""
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
 
 
 def _float(name: str, raw: str) -> float:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.exports.worker import WorkerConfig, maintenance, work_once
 from observatory_core.settings import Settings
+from observatory_core.storage.transient import describe, is_transient
 
 log = logging.getLogger("observatory.worker")
 MAINTENANCE_EVERY = timedelta(minutes=5)
@@ -38,6 +39,7 @@ def run_forever(engine: Engine, settings: Settings, stop: threading.Event) -> No
     from observatory_core.alerts.loops import start_loops
 
     helpers = start_loops(engine, config.worker_id, settings.alert_eval_s, stop)
+    failing = False  # a lost database is logged once, not with a traceback every second
     while not stop.is_set():
         try:
             if datetime.now(UTC) >= next_maintenance:
@@ -45,8 +47,15 @@ def run_forever(engine: Engine, settings: Settings, stop: threading.Event) -> No
                 next_maintenance = datetime.now(UTC) + MAINTENANCE_EVERY
             if work_once(engine, config) is None:
                 stop.wait(settings.worker_poll_s)
-        except Exception:  # keep the loop alive; the job itself is failed by run_job
-            log.exception("worker round failed")
+            if failing:
+                log.info("worker: the database is reachable again")
+            failing = False
+        except Exception as exc:  # keep the loop alive; the job itself is failed by run_job
+            if not is_transient(exc):
+                log.exception("worker round failed")
+            elif not failing:
+                log.warning("worker round: database unavailable (%s); retrying", describe(exc))
+                failing = True
             stop.wait(settings.worker_poll_s)
     for thread in helpers:
         thread.join(10)
@@ -68,6 +77,10 @@ def main(engine: Engine, settings: Settings) -> None:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if settings.metrics_port:  # a worker process has its own series (docs/operations.md)
+        from observatory_core.prometheus import serve_on_port
+
+        serve_on_port(settings.metrics_port, settings.metrics_bind)
     try:
         run_forever(engine, settings, stop)
     except KeyboardInterrupt:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
+from observatory_core import prometheus
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.webhooks import deliver_due
 from observatory_core.storage.dialect import upsert
 from observatory_core.storage.schema import worker_heartbeats
+from observatory_core.storage.transient import describe, is_transient
 
 log = logging.getLogger("observatory.alerts")
 WATCHDOG_EVERY_S = 15.0
@@ -37,11 +40,26 @@ def _forever(
 ) -> None:
     if first_wait_s and stop.wait(first_wait_s):
         return
+    failing = False  # a lost database is logged once when it goes and once when it is back
     while not stop.is_set():
         try:
             work()
-        except Exception:  # the loop must outlive one bad round; the next round retries
-            log.exception("%s round failed", name)
+            if failing:
+                log.info("%s: the database is reachable again", name)
+            failing = False
+        except Exception as exc:  # the loop must outlive one bad round; the next round retries
+            if name == "alerts":
+                prometheus.ALERT_FAILURES.inc()
+            if not is_transient(exc):
+                log.exception("%s round failed", name)
+            elif not failing:
+                log.warning(
+                    "%s round: database unavailable (%s); retrying every %.0f s",
+                    name,
+                    describe(exc),
+                    every_s,
+                )
+                failing = True
         stop.wait(every_s)
 
 
@@ -49,8 +67,10 @@ def start_loops(
     engine: Engine, worker_id: str, every_s: float, stop: threading.Event
 ) -> list[threading.Thread]:
     def evaluate_round() -> None:
+        started = time.monotonic()
         beat(engine, worker_id)
         report = evaluate(engine)
+        prometheus.alert_round(time.monotonic() - started)
         if report.transitions:
             log.info("alerts: %d transitions over %d groups", report.transitions, report.groups)
 

@@ -8,6 +8,7 @@ pending period and a keep-firing period.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -127,6 +128,13 @@ def check_webhook_url(url: str | None) -> str | None:
             f"Webhook URL {url[:80]!r} must be an http:// or https:// address (at most 500 "
             "characters), e.g. https://hooks.slack.com/services/..."
         )
+    from observatory_core.alerts.egress import check_target
+    from observatory_core.alerts.webhooks import allow_list
+
+    # An internal target raises `Refused` (a UserError naming the address). A name that does
+    # not resolve now is kept: it is checked again, and any refusal logged, on every send.
+    with contextlib.suppress(OSError, UnicodeError):
+        check_target(url, allow_list())
     return url
 
 

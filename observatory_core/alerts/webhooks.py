@@ -1,18 +1,19 @@
 """Webhook channel: a Slack-compatible JSON body, sent by its own loop with a timeout and
-retries with backoff; every attempt is kept as the rule's delivery log."""
+retries with backoff; every attempt is kept as the rule's delivery log. Targets inside the
+server's own network are refused (`alerts.egress`), at rule save time and again on sending."""
 
 from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
+from observatory_core import prometheus
+from observatory_core.alerts.egress import AllowList, Refused, check_target, post_pinned
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
 from observatory_core.storage.schema import alert_rules, webhook_deliveries
@@ -80,18 +81,23 @@ def delivery_row(rule: dict, group: str, state: str, value, event_id: int, now: 
     }
 
 
+def allow_list() -> AllowList:
+    """The admin's allowed internal hosts (read per use, so tests and restarts see changes)."""
+    from observatory_core.settings import get_settings
+
+    return AllowList.parse(get_settings().webhook_allow_hosts)
+
+
 def http_post(url: str, data: bytes, timeout: float) -> int:
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method="POST",
-        headers={"content-type": "application/json", "user-agent": "llm-observatory"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    """POST to a checked, pinned address. A refused target or a redirect raises `Refused`:
+    sending again would not help, so the delivery fails at once with the reason."""
+    status, location = post_pinned(check_target(url, allow_list()), data, timeout)
+    if 300 <= status < 400:
+        raise Refused(
+            f"The receiver answered HTTP {status}, a redirect to {(location or '?')[:120]}; "
+            "redirects are not followed, so set the webhook URL to the final address."
+        )
+    return status
 
 
 def deliver_due(
@@ -121,21 +127,26 @@ def deliver_due(
         if not claimed:
             continue
         attempted += 1
-        code, error = None, None
+        code, error, final = None, None, False
         try:
             code = post(row.url, row.body.encode(), TIMEOUT_S)
+        except Refused as exc:  # an internal target or a redirect: retrying cannot help
+            error, final = str(exc)[:300], True
+            log.warning("webhook delivery %s not sent: %s", row.id, exc)
         except Exception as exc:  # timeouts, refused connections, DNS: all retried
             error = f"{type(exc).__name__}: {exc}"[:300]
         attempts = row.attempts + 1
         ok = code is not None and 200 <= code < 300
         if ok:
             values = {"status": "delivered", "finished_at": datetime.now(UTC)}
-        elif attempts >= MAX_ATTEMPTS:
+        elif attempts >= MAX_ATTEMPTS or final:
             values = {"status": "failed", "finished_at": datetime.now(UTC)}
         else:
             values = {"next_attempt_at": now + timedelta(seconds=BACKOFF_S * 2 ** (attempts - 1))}
         if code is not None and not ok:
             error = f"HTTP {code}"
+        outcome = "delivered" if ok else "refused" if final else values.get("status", "retry")
+        prometheus.WEBHOOKS.labels(outcome).inc()
         with engine.begin() as conn:
             conn.execute(
                 update(webhook_deliveries)

@@ -192,6 +192,7 @@ class ExportJob(BaseModel):
     file_size: int | None
     checksum_sha256: str | None
     error_message: str | None
+    attempts: int = Field(0, description="Runs so far: over 1 after a takeover or a retry")
     created_by: str
     created_at: datetime
     started_at: datetime | None

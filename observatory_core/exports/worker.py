@@ -2,9 +2,11 @@
 
 Claiming is one atomic UPDATE: `FOR UPDATE SKIP LOCKED` on PostgreSQL (any number of
 workers share the table), and SQLite's single writer elsewhere. A job whose heartbeat is older
-than the timeout is taken over by the next claim (up to 3 attempts) or failed with a message.
-The file is written under a temporary name and renamed into place only when complete, so a
-partial file can never be downloaded.
+than the timeout is taken over by the next claim, or failed with a message after
+`MAX_ATTEMPTS`. A transient database error (a dropped connection, a serialization failure or
+deadlock, a restarting server) starts the job over on this worker after a backoff, counted as
+another attempt; only permanent errors fail it at once. The file is written under a temporary
+name and renamed into place only when complete, so a partial file can never be downloaded.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 
+from observatory_core import prometheus
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
@@ -27,10 +31,13 @@ from observatory_core.permissions import Role
 from observatory_core.scope import Scope
 from observatory_core.storage.copy_out import copy_ahead, copy_csv_rows
 from observatory_core.storage.schema import audit_log, export_jobs
+from observatory_core.storage.transient import describe, is_transient
 from observatory_core.traces.query import count_spans, iter_span_ids, iter_span_pages
 
 log = logging.getLogger("observatory.exports")
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 5  # claims after a silent worker plus restarts after transient database errors
+RETRY_BACKOFF_S = 2.0  # 2, 4, 8, 16 s before attempts 2-5 (at most half the heartbeat timeout)
+RECONNECT_TRIES = 3  # waits for the database before leaving the job to be taken over
 AUDIT_KEEP = timedelta(days=30)
 
 
@@ -99,7 +106,8 @@ def claim_next(engine: Engine, config: WorkerConfig, now: datetime | None = None
             config,
             status=Status.FAILED,
             error=(
-                f"The export was interrupted {MAX_ATTEMPTS} times (its worker stopped); "
+                f"The export was interrupted {MAX_ATTEMPTS} times (its worker stopped or lost "
+                "the database); "
                 "start it again, and tell an admin if it keeps failing."
             ),
         )
@@ -163,30 +171,123 @@ def _remove(path: Path) -> None:
         log.warning("could not remove %s", path)
 
 
+def _close_quietly(pages) -> None:
+    """Close a page generator now (its connection goes back to the pool) rather than when the
+    collector finds it; a connection that died meanwhile fails its rollback, which is moot."""
+    try:
+        pages.close()
+    except Exception as exc:
+        log.debug("closing an export page reader failed: %s", describe(exc))
+
+
 def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, config: WorkerConfig):
     """(row count, write function) per page. CSV on PostgreSQL takes the COPY fast path:
     the explorer's filter picks each page's ids, and the database writes their CSV lines."""
     pinned = {"as_of": job["snapshot_at"], "max_id": job["snapshot_max_id"]}
     if job["format"] == "csv" and engine.dialect.name == "postgresql":
         pages = iter_span_ids(engine, scope, spec, page_size=config.copy_page_size, **pinned)
-        for ids, lines in copy_ahead(engine, job["org_id"], pages, fields, config.copy_ahead):
-            yield (
-                len(ids),
-                lambda writer, n, lines=lines, ids=ids: writer.write_bytes(
-                    lines
-                    if n == len(ids)
-                    else copy_csv_rows(engine, job["org_id"], ids[:n], fields)
-                ),
-            )
+        copies = copy_ahead(engine, job["org_id"], pages, fields, config.copy_ahead)
+        try:
+            for ids, lines in copies:
+                yield (
+                    len(ids),
+                    lambda writer, n, lines=lines, ids=ids: writer.write_bytes(
+                        lines
+                        if n == len(ids)
+                        else copy_csv_rows(engine, job["org_id"], ids[:n], fields)
+                    ),
+                )
+        finally:
+            _close_quietly(copies)
+            _close_quietly(pages)
         return
-    for page in iter_span_pages(
+    pages = iter_span_pages(
         engine, scope, spec, fields=fields, page_size=config.page_size, **pinned
-    ):
-        yield len(page), lambda writer, n, page=page: writer.write_rows(page[:n])
+    )
+    try:
+        for page in pages:
+            yield len(page), lambda writer, n, page=page: writer.write_rows(page[:n])
+    finally:
+        _close_quietly(pages)
 
 
 def run_job(engine: Engine, job: dict, config: WorkerConfig) -> Status:
-    """Stream the job's rows into its file; returns the state it ended in."""
+    """Run the job, starting it over after transient database errors; returns its end state."""
+    started = time.monotonic()
+    while True:
+        outcome = _attempt(engine, job, config)
+        if isinstance(outcome, Status):
+            break
+        outcome = _next_attempt(engine, job, config, outcome)
+        if isinstance(outcome, Status):
+            break
+        job = outcome
+    prometheus.EXPORT_SECONDS.labels(outcome.value).observe(time.monotonic() - started)
+    return outcome
+
+
+def _next_attempt(
+    engine: Engine, job: dict, config: WorkerConfig, exc: BaseException
+) -> dict | Status:
+    """After a transient error: the job claimed again by this worker for its next attempt
+    (after a backoff), or the state it ends in when the attempts are spent or it was lost."""
+    job_id, attempts = job["id"], job["attempts"]
+    if attempts >= MAX_ATTEMPTS:
+        log.warning("export %s: database error on its last attempt (%s)", job_id, describe(exc))
+        message = (
+            f"The database failed the export's last of {MAX_ATTEMPTS} attempts "
+            f"({describe(exc)[:120]}); start it again once the database is healthy."
+        )
+        try:
+            _finish(engine, job_id, config, status=Status.FAILED, error=message)
+        except Exception as again:  # still down: the next claim fails it (attempts are spent)
+            if not is_transient(again):
+                raise
+        return Status.FAILED
+    delay = min(RETRY_BACKOFF_S * 2 ** (attempts - 1), config.heartbeat_timeout.total_seconds() / 2)
+    log.warning(
+        "export %s: transient database error on attempt %d of %d (%s); retrying in %.0f s",
+        job_id,
+        attempts,
+        MAX_ATTEMPTS,
+        describe(exc),
+        delay,
+    )
+    prometheus.EXPORT_RETRIES.inc()
+    for _ in range(RECONNECT_TRIES):
+        time.sleep(delay)
+        try:
+            with engine.begin() as conn:
+                row = (
+                    conn.execute(
+                        _owned(job_id, config)
+                        .values(
+                            attempts=export_jobs.c.attempts + 1,
+                            heartbeat_at=_now(),
+                            progress=0,
+                            rows_written=0,
+                        )
+                        .returning(*export_jobs.c)
+                    )
+                    .mappings()
+                    .first()
+                )
+        except Exception as again:
+            if not is_transient(again):
+                raise
+            log.warning("export %s: database still unavailable (%s)", job_id, describe(again))
+            continue
+        if row is None:  # cancelled, or another worker took it over meanwhile
+            return Status.CANCELLED
+        return dict(row)
+    # The database stays away: leave the job processing; once its heartbeat is stale, the
+    # next claim (by any worker) takes it over as another attempt.
+    return Status.PROCESSING
+
+
+def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseException:
+    """One pass over the job's rows into its file: the state it ended in, or the transient
+    database error that interrupted it (the caller decides on a retry)."""
     job_id = job["id"]
     final_name = f"export-{job['org_id']}-{job_id}{file_suffix(job['format'], job['compression'])}"
     temp = config.export_dir / f".{final_name}.{config.worker_id}.part"
@@ -203,8 +304,9 @@ def run_job(engine: Engine, job: dict, config: WorkerConfig) -> Status:
         )
         writer, sink = open_writer(job["format"], job["compression"], temp, fields)
         written = 0
+        pages = _pages(engine, job, scope, spec, fields, config)
         try:
-            for count, write in _pages(engine, job, scope, spec, fields, config):
+            for count, write in pages:
                 count = min(count, job["row_limit"] - written)
                 write(writer, count)
                 written += count
@@ -216,6 +318,7 @@ def run_job(engine: Engine, job: dict, config: WorkerConfig) -> Status:
                 if written >= job["row_limit"]:
                     break
         finally:
+            _close_quietly(pages)  # stops the COPY-ahead threads now, also when a page failed
             writer.close()
         os.replace(temp, config.export_dir / final_name)
         finished = _finish(
@@ -243,7 +346,9 @@ def run_job(engine: Engine, job: dict, config: WorkerConfig) -> Status:
             error=_user_message(exc, config.export_dir),
         )
         return Status.FAILED
-    except Exception:
+    except Exception as exc:
+        if is_transient(exc):
+            return exc
         log.exception("export %s failed", job_id)
         _finish(
             engine,

@@ -11,6 +11,7 @@ from observatory_core.api.app import create_app
 from observatory_core.errors import PermissionDenied, UserError
 from observatory_core.exports.jobs import Conflict, NotFound, download_target
 from observatory_core.exports.links import BadLink, verify_download
+from observatory_core.http import metrics_route
 from observatory_core.http.otlp_route import otlp_traces
 from observatory_core.login_cookie import username_from_cookie
 from observatory_core.settings import get_settings
@@ -73,6 +74,7 @@ def routes() -> list[Route]:
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/exports/download/{token}", download_export, methods=["GET"]),
-        Route("/v1/traces", otlp_traces, methods=["POST"]),
+        Route("/v1/traces", metrics_route.timed(otlp_traces), methods=["POST"]),
+        Route(metrics_route.PATH, metrics_route.metrics, methods=["GET"]),
         Mount("/api/v1", app=create_app()),
     ]

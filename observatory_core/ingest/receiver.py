@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from observatory_core import prometheus
 from observatory_core.ingest.apikeys import BadKey, KeyInfo, key_from_headers, verify_key
 from observatory_core.ingest.mapping import Rejected, Resource, map_span
 from observatory_core.ingest.otlp import (
@@ -164,6 +165,7 @@ class Receiver:
                         self._reject(decoded, 1, f"span {name!r} ({span.span_id.hex()}): {exc}")
                         continue
                     decoded.rows.append(complete_row(row, self.text_max_chars))
+        prometheus.ingest_decoded(len(decoded.rows), decoded.rejected)
         return decoded
 
     @staticmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from observatory_core import prometheus
 from observatory_core.storage.bulk import write_spans
 
 log = logging.getLogger("observatory.ingest")
@@ -67,8 +68,10 @@ class BatchWriter:
         future: Future = Future()
         with self._cond:
             if self._stopping:
+                prometheus.ingest_refused("stopping", len(rows))
                 raise ShuttingDown
             if self._pending and self._pending + len(rows) > self.max_pending:
+                prometheus.ingest_refused("overloaded", len(rows))
                 raise Overloaded
             self._queue.append((rows, future))
             self._pending += len(rows)
@@ -105,8 +108,10 @@ class BatchWriter:
                     self._write([item])
                 return
             log.warning("ingest write failed: %s", exc)
+            prometheus.ingest_write_failed(exc, len(group[0][0]))
             group[0][1].set_exception(exc)
             return
+        prometheus.SPANS_STORED.inc(sum(len(rows) for rows, _ in group))
         for _, future in group:
             future.set_result(None)
 

@@ -47,6 +47,11 @@ def _size(n: int | None) -> str:
     return f"{n:.1f} TB"
 
 
+def _tries(job: dict) -> str:
+    """Shown when a job needed more than one run (a takeover or a database retry)."""
+    return f" · attempt {job['attempts']}" if (job.get("attempts") or 0) > 1 else ""
+
+
 def _job(job: dict, scope: Scope, now: datetime) -> None:
     status = job["status"]
     if status == "completed" and job["expires_at"] and job["expires_at"] <= now:
@@ -59,7 +64,7 @@ def _job(job: dict, scope: Scope, now: datetime) -> None:
         )
         head[1].markdown(BADGE.get(status, status))
         head[2].caption(f"{format.count(job['rows_written'])} rows · {_size(job['file_size'])}")
-        head[3].caption(f"created {job['created_at']:%Y-%m-%d %H:%M} UTC")
+        head[3].caption(f"created {job['created_at']:%Y-%m-%d %H:%M} UTC{_tries(job)}")
         if status in ("pending", "processing"):
             st.progress(float(job["progress"] or 0), text=f"{(job['progress'] or 0):.0%}")
             if status == "pending":

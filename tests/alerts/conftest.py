@@ -40,6 +40,29 @@ class Hook:
         self.bodies: list[dict] = []
         self.statuses: list[int] = []  # answers to give, in order; then 200
         self.delay_s = 0.0
+        self.location: str | None = None  # sent as Location (with a 3xx status)
+        self.hosts: list[str] = []  # the Host header of each request
+
+
+@pytest.fixture
+def allow_hosts(monkeypatch):
+    """Set the admin's webhook allow list (OBSERVATORY_WEBHOOK_ALLOW_HOSTS) for one test."""
+    from observatory_core.settings import get_settings
+
+    def allow(value: str) -> None:
+        monkeypatch.setenv("OBSERVATORY_WEBHOOK_ALLOW_HOSTS", value)
+        get_settings.cache_clear()
+
+    monkeypatch.delenv("OBSERVATORY_WEBHOOK_ALLOW_HOSTS", raising=False)
+    get_settings.cache_clear()
+    yield allow
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def loopback_allowed(allow_hosts):
+    """The test receivers listen on 127.0.0.1, which webhooks refuse unless an admin allows it."""
+    allow_hosts("127.0.0.1")
 
 
 @pytest.fixture
@@ -50,10 +73,13 @@ def webhook():
         def do_POST(self):  # noqa: N802 - the http.server API
             length = int(self.headers["content-length"])
             hook.bodies.append(json.loads(self.rfile.read(length)))
+            hook.hosts.append(self.headers["host"])
             time.sleep(hook.delay_s)
             status = hook.statuses.pop(0) if hook.statuses else 200
             try:
                 self.send_response(status)
+                if hook.location:
+                    self.send_header("location", hook.location)
                 self.end_headers()
                 self.wfile.write(b"ok")
             except BrokenPipeError:  # the sender timed out first, as the slow-receiver test wants

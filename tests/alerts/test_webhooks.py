@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from observatory_core.alerts import webhooks
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.rules import build_rule, create_rule, mute_rule
 from observatory_core.alerts.webhooks import deliver_due, delivery_log
 from tests.alerts.conftest import NOW, add_spans
 from tests.helpers import admin_scope
+
+# The receivers here listen on 127.0.0.1: allowed explicitly, as an admin would allow a host.
+pytestmark = pytest.mark.usefixtures("loopback_allowed")
 
 
 def firing_rule(engine, org_id, project, url, **kw) -> int:
@@ -104,3 +109,58 @@ def test_muted_rules_fire_silently(org, webhook):
     evaluate(engine, NOW)
     deliver_due(engine, NOW)
     assert webhook.bodies == [] and delivery_log(engine, admin_scope(org_id), rule_id) == []
+
+
+def test_a_database_lost_after_sending_means_sent_again_not_lost(org, webhook, db_url):
+    """The receiver answered, then the database dropped before the answer was recorded (on
+    PostgreSQL the server terminates the sender's connections; SQLite is held locked by another
+    writer): the round fails with a transient error, and the delivery goes out again once its
+    60 s lease runs out. At least once, never lost."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    from observatory_core.storage.engine import get_engine
+    from observatory_core.storage.transient import is_transient
+
+    engine, org_id, project = org
+    rule_id = firing_rule(engine, org_id, project, webhook.url)
+    evaluate(engine, NOW)
+    blocker = []
+    if engine.dialect.name == "postgresql":
+        sender = get_engine(f"{db_url}?application_name=obs_webhook_sender_test")
+
+        def cut():
+            with engine.connect() as conn:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'obs_webhook_sender_test'"
+                    )
+                )
+
+    else:
+        sender = engine
+
+        def cut():
+            lock = sqlite3.connect(engine.url.database, timeout=0.1, isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")
+            blocker.append(lock)
+
+    def post_then_cut(url, data, timeout):
+        status = webhooks.http_post(url, data, timeout)
+        cut()
+        return status
+
+    with pytest.raises(Exception) as lost:
+        deliver_due(sender, NOW, post=post_then_cut)
+    assert is_transient(lost.value)
+    for lock in blocker:
+        lock.rollback()
+        lock.close()
+    assert len(webhook.bodies) == 1
+    assert deliver_due(sender, NOW + timedelta(seconds=30)) == 0  # still leased
+    assert deliver_due(sender, NOW + timedelta(seconds=61)) == 1
+    (logged,) = delivery_log(engine, admin_scope(org_id), rule_id)
+    assert (logged["status"], logged["attempts"]) == ("delivered", 1)
+    assert len(webhook.bodies) == 2

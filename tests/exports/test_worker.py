@@ -195,11 +195,16 @@ def test_silent_worker_is_taken_over_then_failed_after_three_attempts(data, scop
         conn.execute(
             update(export_jobs)
             .where(export_jobs.c.id == stuck["id"])
-            .values(status="processing", attempts=3, heartbeat_at=now - timedelta(hours=1))
+            .values(
+                status="processing",
+                attempts=worker_module.MAX_ATTEMPTS,
+                heartbeat_at=now - timedelta(hours=1),
+            )
         )
     assert claim_next(data, config) is None
     failed = get_export(data, scope, stuck["id"])
-    assert failed["status"] == "failed" and "interrupted 3 times" in failed["error_message"]
+    assert failed["status"] == "failed"
+    assert f"interrupted {worker_module.MAX_ATTEMPTS} times" in failed["error_message"]
 
 
 def test_at_most_three_running_jobs_per_org(data, scope, config):

@@ -51,3 +51,23 @@ def test_admin_sees_statistics(app_env):
     assert not at.exception
     assert any(e.label == "Export statistics (admins)" for e in at.expander)
     assert {m.label for m in at.metric} >= {"Exports (30 days)", "Success rate"}
+
+
+def test_a_job_that_needed_a_retry_shows_its_attempt(app_env):
+    from sqlalchemy import update
+
+    from observatory_core.exports.jobs import create_export
+    from observatory_core.storage.schema import export_jobs
+
+    engine, _ = app_env
+    scope = scope_for(engine, "developer-user")
+    job = create_export(engine, scope, FilterSpec(relative="7d"))
+    with engine.begin() as conn:  # as a worker does when it starts the job over
+        conn.execute(
+            update(export_jobs)
+            .where(export_jobs.c.id == job["id"])
+            .values(status="processing", attempts=2)
+        )
+    at = open_exports("developer")
+    assert not at.exception
+    assert any("attempt 2" in c.value for c in at.caption)
