@@ -83,6 +83,7 @@ def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> t
             query,
             now=now,
             force="raw" if window_s <= EXACT_UP_TO_S else None,
+            max_groups=MAX_ALERT_GROUPS,
         )
         for rule in members:
             by_group = observed.setdefault(rule["id"], {})
@@ -91,6 +92,11 @@ def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> t
                 value = row[rule["series"]]
                 by_group[key] = (None if value is None else float(value), int(row[REQUESTS] or 0))
     return observed, len(batches)
+
+
+# "One alert per" group: each group is judged alone up to this many (one total row each, so
+# the answer stays small); beyond it the smallest groups are judged together as "(other)".
+MAX_ALERT_GROUPS = 1000
 
 
 def _observe_system(engine: Engine, rules: list[dict], now: datetime) -> Observed:
