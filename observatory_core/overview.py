@@ -111,8 +111,12 @@ def period_overview(
     ea, eb = ra["error_count.count"], rb["error_count.count"]
     start, end = current.filters.window(now)
     before_start, before_end = previous.filters.window(now)
-    actors_a = distinct_actors(engine, scope, start, end, force=force)
-    actors_b = distinct_actors(engine, scope, before_start, before_end, force=force)
+    actors_a = distinct_actors(
+        engine, scope, start, end, spec=current.filters, now=now, force=force
+    )
+    actors_b = distinct_actors(
+        engine, scope, before_start, before_end, spec=previous.filters, now=now, force=force
+    )
     # Both periods' share above one threshold: sound even when the p95 is approximate. With
     # a sketch the threshold is the upper edge of the previous p95's bin.
     p95_before = rb["duration_ms.p95"]

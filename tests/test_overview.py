@@ -148,3 +148,26 @@ def test_top_errors_and_budget(engine):
         set_budget(engine, scope, -5)
     with pytest.raises(UserError, match="does not include admin"):
         set_budget(engine, admin_scope(org, role=Role.BILLING), 10)
+
+
+@pytest.mark.parametrize("force", ["raw", "rollup"])
+def test_unique_users_and_sessions_honour_the_whole_filter(engine, force):
+    """Every KPI counts the filtered spans: unique users and sessions too (they came from the
+    actor rollups, which know only time, and ignored every other filter)."""
+    org = _seed(engine, same=False)
+    df = all_spans(engine)
+    cur = df.filter(pl.col("start_time") >= NOW - timedelta(days=1))
+    prev = df.filter(pl.col("start_time") < NOW - timedelta(days=1))
+    for spec, keep in (
+        (FilterSpec(relative="24h", models=("gpt-4o",)), pl.col("model") == "gpt-4o"),
+        (FilterSpec(relative="24h", statuses=("error",)), pl.col("status") == "error"),
+        (FilterSpec(relative="24h", user_ids=("u1", "u2")), pl.col("user_id").is_in(["u1", "u2"])),
+    ):
+        if force == "rollup" and spec.user_ids:
+            continue  # rollups cannot answer a user filter (forcing them is refused)
+        view = period_overview(engine, admin_scope(org), spec, now=NOW, force=force)
+        k = {x.key: x for x in view.kpis}
+        assert k["users"].current == cur.filter(keep)["user_id"].n_unique(), spec
+        assert k["sessions"].current == cur.filter(keep)["session_id"].n_unique(), spec
+        assert k["sessions"].previous == prev.filter(keep)["session_id"].n_unique(), spec
+        assert k["requests"].current == cur.filter(keep).height

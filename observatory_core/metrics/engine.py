@@ -158,9 +158,10 @@ def _compute(
     """`keep`: the group keys to keep, every other group folded into "(other)"."""
     spec = query.filters.pinned(now)
     dialect = engine.dialect.name
-    use_rollup = force == "rollup" or (
-        force is None and rollup_can_answer(series, query.group_by, spec)
-    )
+    can = rollup_can_answer(series, query.group_by, spec)
+    if force == "rollup" and not can:  # never a figure that silently drops part of the filter
+        raise ValueError("Rollups cannot answer this query; force='rollup' does not apply.")
+    use_rollup = force == "rollup" or (force is None and can)
     fold = keep is not None
     extra = {FOLD_KEYS: keep} if fold else {}
     if use_rollup:

@@ -5,19 +5,25 @@ Whole days and hours come from `rollup_actors_*`; the ragged edges (under an hou
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import String, func, literal, select, union_all
 from sqlalchemy.engine import Engine
 
+from observatory_core.filters.compile import filter_conditions
+from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.rollup_path import plan_segments
 from observatory_core.scope import Scope, span_conditions
 from observatory_core.storage.schema import ACTOR_ROLLUPS, spans
 
+_ROLLUP_FILTERS = frozenset({"project_ids"})
 
-def _raw(scope: Scope, start: datetime, end: datetime):
+
+def _raw(scope: Scope, start: datetime, end: datetime, projects: tuple[int, ...] = ()):
     c = spans.c
     where = [*span_conditions(scope), c.start_time >= start, c.start_time < end]
+    if projects:
+        where.append(c.project_id.in_(projects))
     return [
         select(literal(kind, String()).label("kind"), column.label("actor")).where(
             *where, column.is_not(None)
@@ -27,21 +33,32 @@ def _raw(scope: Scope, start: datetime, end: datetime):
 
 
 def distinct_actors(
-    engine: Engine, scope: Scope, start: datetime, end: datetime, *, force: str | None = None
+    engine: Engine,
+    scope: Scope,
+    start: datetime,
+    end: datetime,
+    *,
+    spec: FilterSpec | None = None,
+    now: datetime | None = None,
+    force: str | None = None,
 ) -> dict[str, int]:
-    """{"user": distinct user ids, "session": distinct session ids} seen in [start, end)."""
+    """{"user": distinct user ids, "session": distinct session ids} seen in [start, end) among
+    the spans `spec` selects. The actor rollups know only time and project: any other filter
+    is answered from the spans, so the counts honour the whole filter like every other figure."""
+    if spec is not None and not spec.only_uses(_ROLLUP_FILTERS):
+        return _filtered(engine, scope, spec, now)
+    projects = spec.project_ids if spec is not None else ()
     grains = [] if force == "raw" else ["1day", "1hour"]
     pieces = []
     for grain, a, b in plan_segments(start, end, grains):
         if grain is None:
-            pieces += _raw(scope, a, b)
+            pieces += _raw(scope, a, b, projects)
             continue
         t = ACTOR_ROLLUPS[grain]
-        pieces.append(
-            select(t.c.kind, t.c.actor).where(
-                *span_conditions(scope, t), t.c.bucket_start >= a, t.c.bucket_start < b
-            )
-        )
+        where = [*span_conditions(scope, t), t.c.bucket_start >= a, t.c.bucket_start < b]
+        if projects:
+            where.append(t.c.project_id.in_(projects))
+        pieces.append(select(t.c.kind, t.c.actor).where(*where))
     if not pieces:
         return {"user": 0, "session": 0}
     # DISTINCT first, then count: PostgreSQL hashes the pairs instead of sorting per kind
@@ -51,3 +68,16 @@ def distinct_actors(
     with engine.connect() as conn:
         found = dict(conn.execute(query).all())
     return {"user": int(found.get("user", 0)), "session": int(found.get("session", 0))}
+
+
+def _filtered(
+    engine: Engine, scope: Scope, spec: FilterSpec, now: datetime | None
+) -> dict[str, int]:
+    c = spans.c
+    query = select(func.count(c.user_id.distinct()), func.count(c.session_id.distinct())).where(
+        *span_conditions(scope),
+        *filter_conditions(spec, now or datetime.now(UTC), engine.dialect.name),
+    )
+    with engine.connect() as conn:
+        users, sessions = conn.execute(query).one()
+    return {"user": int(users), "session": int(sessions)}
