@@ -210,7 +210,8 @@ def rules_list(scope: Scope) -> None:
     now = datetime.now(UTC)
     for rule in rules:
         muted = rule["muted_until"] is not None and rule["muted_until"] > now
-        title = f"{rule['name']} · {rule['series']} {rule['comparator']} {rule['threshold']:,.4g} over {rule['window_s'] // 60} min"
+        threshold = "(hidden)" if rule["values_hidden"] else f"{rule['threshold']:,.4g}"
+        title = f"{rule['name']} · {rule['series']} {rule['comparator']} {threshold} over {rule['window_s'] // 60} min"
         with st.expander(title + (" · 🔕 muted" if muted else "")):
             if rule["system_kind"]:
                 st.caption(SYSTEM_RULES[rule["system_kind"]].help)
