@@ -26,6 +26,7 @@ from observatory_core.rollups.actors import distinct_actors
 from observatory_core.scope import Scope, scoped_spans
 from observatory_core.storage.schema import org_budgets, spans
 from observatory_core.summary import percent_change
+from observatory_core.visibility import require_filters
 
 _KPI_SERIES = (
     "request_count.count",
@@ -267,6 +268,7 @@ def common_errors(
 ) -> pl.DataFrame:
     """The most frequent error types with a sample message and the last time each was seen."""
     scope.require(Permission.METRICS_READ)
+    require_filters(scope, spec)
     now = now or datetime.now(UTC)
     c = spans.c
     kind = func.coalesce(c.error_type, "(no error type)")

@@ -97,6 +97,11 @@ def require_series(scope: Scope, series: Iterable[str]) -> None:
                 )
 
 
+def metric_visible(scope: Scope, metric: str) -> bool:
+    """Whether the role may chart `metric` (the pages offer only these)."""
+    return all(can_see(scope, f) for f in METRICS[metric].reads)
+
+
 def require_group_by(scope: Scope, group_by: Iterable[str]) -> None:
     for dim in group_by:
         field = DIMENSION_FIELDS.get(dim, dim)

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, time, timedelta
 import streamlit as st
 
 from observatory_core.errors import UserError
-from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Permission
+from observatory_core.filters.spec import FILTER_READS, FilterSpec
 from observatory_core.scope import Scope
 from observatory_core.storage.schema import OPERATIONS, STATUSES
 from observatory_core.ui import cached
+from observatory_core.visibility import can_see
 
 WINDOWS = {
     "15m": "Last 15 minutes",
@@ -83,7 +83,7 @@ def _spec_from_widgets(k) -> FilterSpec:
     if any(len(p) != 2 for p in pairs):
         raise UserError("Filter 'metadata': write key=value, separated by commas.")
     values["metadata"] = tuple((key.strip(), value.strip()) for key, value in pairs)
-    values["search"] = s[k("search")] or None
+    values["search"] = s.get(k("search")) or None  # not drawn for roles without text
     for name in ("duration_ms", "cost_usd", "total_tokens"):
         values["min_" + name] = s.get(k("min_" + name))
         values["max_" + name] = s.get(k("max_" + name))
@@ -111,6 +111,17 @@ def _choice(k, d: dict, label: str, name: str, options, format_func=str) -> None
     """A multiselect whose options always include what a pasted link selected."""
     options = list(dict.fromkeys([*options, *d[name]]))
     st.multiselect(label, options, default=d[name], format_func=format_func, key=k(name))
+
+
+def offered(scope: Scope, name: str) -> bool:
+    """Whether the sidebar offers the filter `name` to this role (the same rule the core
+    applies: no filter on a field the role may not see)."""
+    return all(can_see(scope, f) for f in FILTER_READS[name])
+
+
+def _hidden_in_link(scope: Scope, params: dict[str, list[str]]) -> list[str]:
+    """Filters of a pasted link this role may not use: they are dropped, and the page says so."""
+    return [name for name in params if name in FILTER_READS and not offered(scope, name)]
 
 
 def _from_url_or_default(params: dict[str, list[str]]) -> FilterSpec:
@@ -144,6 +155,7 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
         state[f"flt_{page}_seen"] = filter_params
     # Widgets take the link's values as their own defaults, under keys never used before.
     d = state[f"flt_{page}_defaults"]
+    dropped = _hidden_in_link(scope, filter_params)
     with st.sidebar:
         st.header("Filters")
         windows = list(WINDOWS)
@@ -158,12 +170,19 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
             left, right = st.columns(2)
             left.date_input("From", value=d["from"], key=k("from"))
             right.date_input("To (inclusive)", value=d["to"], key=k("to"))
-        st.text_input(
-            "Search prompts and answers",
-            value=d["search"],
-            key=k("search"),
-            placeholder="3+ characters",
-        )
+        if dropped:
+            st.warning(
+                f"Not applied: {', '.join(dropped)}; your role cannot see the fields "
+                "they filter on.",
+                icon=":material/visibility_off:",
+            )
+        if offered(scope, "search"):
+            st.text_input(
+                "Search prompts and answers",
+                value=d["search"],
+                key=k("search"),
+                placeholder="3+ characters",
+            )
         for name, label in (
             ("providers", "Provider"),
             ("models", "Model"),
@@ -184,10 +203,12 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
                 placeholder="region=eu-west-1",
             )
         with st.expander("Duration, cost, tokens"):
-            ranges = [("duration_ms", "Duration ms"), ("total_tokens", "Total tokens")]
-            if scope.can(Permission.COSTS_READ):
-                ranges.insert(1, ("cost_usd", "Cost USD"))
-            for name, label in ranges:
+            ranges = [
+                ("duration_ms", "Duration ms"),
+                ("cost_usd", "Cost USD"),
+                ("total_tokens", "Total tokens"),
+            ]
+            for name, label in (r for r in ranges if offered(scope, "min_" + r[0])):
                 low, high = st.columns(2)
                 low.number_input(
                     f"{label} min", min_value=0.0, value=d["min_" + name], key=k("min_" + name)

@@ -27,6 +27,7 @@ from observatory_core.metrics.catalog import DIMENSIONS, METRICS
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
 from observatory_core.ui.session import engine
+from observatory_core.visibility import metric_visible
 
 WINDOWS = {
     "1 minute": 60,
@@ -42,7 +43,7 @@ def _series_choices(scope: Scope) -> list[str]:
     return [
         f"{name}.{agg.value}"
         for name, m in METRICS.items()
-        if scope.can(Permission.COSTS_READ) or not m.cost
+        if metric_visible(scope, name)
         for agg in m.aggregations
     ]
 
