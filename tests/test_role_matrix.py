@@ -568,3 +568,75 @@ def test_refusals_say_why_in_the_json_envelope(world, url, role, status, message
     body = got.json()
     assert body["error"]["code"] == ("forbidden" if status == 403 else "bad_request")
     assert message in body["error"]["message"]
+
+
+def test_alert_values_from_hidden_fields_are_hidden_on_the_alerts_page_and_live(world):
+    """A budget rule's numbers are costs; a rule filtered by a text search counts prompts. A
+    role that may not see the field sees the rule's state change, never its numbers."""
+    from observatory_core.alerts.history import active_alerts, events
+    from observatory_core.alerts.rules import RuleSpec, create_rule, list_rules
+    from observatory_core.storage.schema import alert_events, alert_states
+
+    engine, dev = world["engine"], _scope(world, Role.DEVELOPER)
+    rules = {
+        "budget": create_rule(
+            engine, dev, RuleSpec("budget", "total_cost.sum", ">", 0.05, window_s=3600)
+        ),
+        "text": create_rule(
+            engine,
+            dev,
+            RuleSpec(
+                "refactors",
+                "request_count.count",
+                ">",
+                2,
+                window_s=3600,
+                filters=FilterSpec(relative=None, search="refactor"),
+            ),
+        ),
+        "plain": create_rule(
+            engine, dev, RuleSpec("traffic", "request_count.count", ">", 5, window_s=3600)
+        ),
+    }
+    with engine.begin() as conn:
+        for name, rule_id in rules.items():
+            conn.execute(
+                alert_events.insert().values(
+                    org_id=world["org"],
+                    rule_id=rule_id,
+                    group_key="",
+                    from_state="pending",
+                    to_state="firing",
+                    value=0.1 if name == "budget" else 3.0,
+                    threshold=0.05 if name == "budget" else 2.0,
+                    at=END - timedelta(minutes=5),
+                )
+            )
+            conn.execute(
+                alert_states.insert().values(
+                    rule_id=rule_id,
+                    group_key="",
+                    state="firing",
+                    since=END - timedelta(minutes=5),
+                    last_value=0.1,
+                    evaluated_at=END,
+                )
+            )
+    hidden_from = {"budget": {Role.VIEWER}, "text": {Role.BILLING}, "plain": set()}
+    for role in ROLES:
+        scope = _scope(world, role)
+        feed = live_feed(engine, scope, ALL, since=END - timedelta(hours=1), now=END)
+        for read in (
+            events(engine, scope, since=END - timedelta(hours=1)),
+            active_alerts(engine, scope),
+            feed.alert_events,
+            list_rules(engine, scope),
+        ):
+            by_rule = {row.get("rule_id", row.get("id")): row for row in read}
+            for name, rule_id in rules.items():
+                row = by_rule[rule_id]  # the state is shown to every role that reads alerts
+                numbers = [row[k] for k in ("value", "last_value", "threshold") if k in row]
+                if role in hidden_from[name]:
+                    assert row["values_hidden"] and numbers == [None] * len(numbers), (role, name)
+                else:
+                    assert not row["values_hidden"] and None not in numbers, (role, name)

@@ -112,3 +112,14 @@ def test_billing_sees_costs_and_budget_viewer_does_not(app_env):
     assert not any(h.value == "Budget this month" for h in at.subheader)
     assert "Cost (USD)" not in {m.label for m in at.metric}
     assert pl is not None
+
+
+def test_billing_is_offered_no_text_search_viewer_no_cost_range(app_env):
+    billing = open_page("pages/metrics.py", role="billing", params={"relative": "7d"})
+    assert not billing.exception, billing.exception
+    assert not any("Search" in t.label for t in billing.sidebar.text_input)
+    assert any(n.label == "Cost USD min" for n in billing.sidebar.number_input)
+    viewer = open_page("pages/metrics.py", role="viewer", params={"relative": "7d"})
+    assert not viewer.exception, viewer.exception
+    assert any("Search" in t.label for t in viewer.sidebar.text_input)
+    assert not any("Cost" in n.label for n in viewer.sidebar.number_input)
