@@ -434,6 +434,16 @@ def path_export_download(world, role, field):
             return column in header if column else len(got.text.splitlines()) > 1
 
         out.append(_api(world, role, "GET", f"/export/jobs/{job_id}/download", holds))
+        # the job itself says whether the caller may download it, and why not
+        out.append(
+            _api(
+                world,
+                role,
+                "GET",
+                f"/export/jobs/{job_id}",
+                lambda got: got.json()["data"]["download_refused"] is None,
+            )
+        )
         out.append(
             _core(
                 lambda job_id=job_id: download_target(
