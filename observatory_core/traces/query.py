@@ -240,7 +240,9 @@ def _read(
 ) -> tuple[list[dict], str | None, int | None]:
     where = _where(conn, spec, as_of, max_id)
 
-    wanted = tuple(dict.fromkeys((*KEY_FIELDS, *shown)))
+    # The sort key too: the next page's cursor is made from it (it was a KeyError, an HTTP 500,
+    # when the asked-for fields left it out). It passed the role check in `list_spans`.
+    wanted = tuple(dict.fromkeys((*KEY_FIELDS, sort, *shown)))
     columns = [spans.c[f] for f in wanted]
     if mode == "traces":
         read = read_roots if sort in ROOT_SORTS else partial(read_by_tree, spec=spec)
