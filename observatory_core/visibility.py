@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from observatory_core.errors import PermissionDenied
-from observatory_core.filters.spec import FilterSpec
+from observatory_core.filters.spec import FILTER_READS, FilterSpec
 from observatory_core.metrics.catalog import DIMENSION_FIELDS, METRICS
 from observatory_core.permissions import FIELD_NEEDS, SEES, fields_hidden_from
 from observatory_core.scope import Scope
@@ -59,6 +59,11 @@ def require_fields(scope: Scope, fields: Iterable[str], use: str) -> None:
     for field in fields:
         if field in hidden:
             raise refusal(scope, field, use)
+
+
+def filter_allowed(scope: Scope, name: str) -> bool:
+    """Whether the role may use the filter `name` (the sidebar offers only these)."""
+    return all(can_see(scope, f) for f in FILTER_READS.get(name, ()))
 
 
 def hidden_filters(scope: Scope, spec: FilterSpec) -> dict[str, str]:

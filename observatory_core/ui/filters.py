@@ -11,11 +11,11 @@ from datetime import UTC, datetime, time, timedelta
 import streamlit as st
 
 from observatory_core.errors import UserError
-from observatory_core.filters.spec import FILTER_READS, FilterSpec
+from observatory_core.filters.spec import FilterSpec
 from observatory_core.scope import Scope
 from observatory_core.storage.schema import OPERATIONS, STATUSES
 from observatory_core.ui import cached
-from observatory_core.visibility import can_see
+from observatory_core.visibility import filter_allowed
 
 WINDOWS = {
     "15m": "Last 15 minutes",
@@ -113,20 +113,15 @@ def _choice(k, d: dict, label: str, name: str, options, format_func=str) -> None
     st.multiselect(label, options, default=d[name], format_func=format_func, key=k(name))
 
 
-def offered(scope: Scope, name: str) -> bool:
-    """Whether the sidebar offers the filter `name` to this role (the same rule the core
-    applies: no filter on a field the role may not see)."""
-    return all(can_see(scope, f) for f in FILTER_READS[name])
-
-
 def _hidden_in_link(scope: Scope, params: dict[str, list[str]]) -> list[str]:
     """Filters of a pasted link this role may not use: they are dropped, and the page says so."""
-    return [name for name in params if name in FILTER_READS and not offered(scope, name)]
+    return [name for name in params if not filter_allowed(scope, name)]
 
 
-def _from_url_or_default(params: dict[str, list[str]]) -> FilterSpec:
+def _from_url_or_default(scope: Scope, params: dict[str, list[str]]) -> FilterSpec:
     try:
-        return FilterSpec.from_query_params(params)
+        allowed = {k: v for k, v in params.items() if filter_allowed(scope, k)}
+        return FilterSpec.from_query_params(allowed)
     except UserError:
         return FilterSpec()
 
@@ -176,7 +171,7 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
                 "they filter on.",
                 icon=":material/visibility_off:",
             )
-        if offered(scope, "search"):
+        if filter_allowed(scope, "search"):
             st.text_input(
                 "Search prompts and answers",
                 value=d["search"],
@@ -208,7 +203,7 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
                 ("cost_usd", "Cost USD"),
                 ("total_tokens", "Total tokens"),
             ]
-            for name, label in (r for r in ranges if offered(scope, "min_" + r[0])):
+            for name, label in (r for r in ranges if filter_allowed(scope, "min_" + r[0])):
                 low, high = st.columns(2)
                 low.number_input(
                     f"{label} min", min_value=0.0, value=d["min_" + name], key=k("min_" + name)
@@ -220,7 +215,7 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
         spec = _spec_from_widgets(k)
     except UserError as exc:
         st.sidebar.error(str(exc))
-        spec = _from_url_or_default(filter_params)
+        spec = _from_url_or_default(scope, filter_params)
     wanted = spec.to_query_params()
     if wanted != filter_params:
         kept = {k: v for k, v in params.items() if k in page_params}
