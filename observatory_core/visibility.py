@@ -39,7 +39,7 @@ def visible(scope: Scope, fields: Iterable[str]) -> tuple[str, ...]:
     return tuple(f for f in fields if f not in hidden)
 
 
-def why_hidden(scope: Scope, field: str) -> str:
+def why_hidden(field: str) -> str:
     """`costs (costs:read)`: what the role lacks to see `field`."""
     needs = FIELD_NEEDS[field]
     return f"{SEES.get(needs, needs.value)} ({needs.value})"
@@ -48,7 +48,7 @@ def why_hidden(scope: Scope, field: str) -> str:
 def refusal(scope: Scope, field: str, use: str) -> PermissionDenied:
     return PermissionDenied(
         f"Cannot {use} {field}: your role ({scope.role.value}) cannot see "
-        f"{why_hidden(scope, field)}. Leave it out, or ask an admin of your org for access."
+        f"{why_hidden(field)}. Leave it out, or ask an admin of your org for access."
     )
 
 
@@ -84,7 +84,7 @@ def require_filters(scope: Scope, spec: FilterSpec) -> None:
     for name, field in hidden_filters(scope, spec).items():
         raise PermissionDenied(
             f"Filter '{name}' reads {field}, and your role ({scope.role.value}) cannot see "
-            f"{why_hidden(scope, field)}; remove that filter."
+            f"{why_hidden(field)}; remove that filter."
         )
 
 
@@ -97,7 +97,7 @@ def require_series(scope: Scope, series: Iterable[str]) -> None:
             if field in hidden:
                 raise PermissionDenied(
                     f"Cannot chart {name}: it is computed from {field}, and your role "
-                    f"({scope.role.value}) cannot see {why_hidden(scope, field)}. "
+                    f"({scope.role.value}) cannot see {why_hidden(field)}. "
                     "Pick a metric without it."
                 )
 
@@ -134,7 +134,7 @@ def export_refusal(scope: Scope, job: dict) -> str | None:
     if columns:
         return (
             f"Export {job['id']} holds {', '.join(columns)}, and your role "
-            f"({scope.role.value}) cannot see {why_hidden(scope, columns[0])}; start an export "
+            f"({scope.role.value}) cannot see {why_hidden(columns[0])}; start an export "
             "of your own with the fields you may see."
         )
     filters = hidden_filters(scope, FilterSpec.from_json(job["filter_json"]))
@@ -142,7 +142,7 @@ def export_refusal(scope: Scope, job: dict) -> str | None:
         name, field = next(iter(filters.items()))
         return (
             f"Export {job['id']} was selected by the filter '{name}' on {field}, and your role "
-            f"({scope.role.value}) cannot see {why_hidden(scope, field)}; start an export of "
+            f"({scope.role.value}) cannot see {why_hidden(field)}; start an export of "
             "your own without that filter."
         )
     return None
