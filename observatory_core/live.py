@@ -1,5 +1,6 @@
 """The live view's feed: new spans matching a `FilterSpec`, alert events, export job status
-changes and system alerts, each only for roles with the matching permission (DESIGN.md 6)."""
+changes and system alerts, each only for roles with the matching permission; span fields and
+filters the role may not see are left out or refused as everywhere (`visibility`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
 from observatory_core.traces.query import list_spans
+from observatory_core.visibility import visible
 
 SPAN_FIELDS = (
     "start_time",
@@ -75,7 +77,8 @@ def live_feed(
     shown = set()
     if scope.can(Permission.TRACES_READ):
         window = replace(spec, relative=None, start=since, end=now)
-        page = list_spans(engine, scope, window, limit=limit, fields=SPAN_FIELDS, now=now)
+        fields = visible(scope, SPAN_FIELDS)  # a viewer's feed has no cost column
+        page = list_spans(engine, scope, window, limit=limit, fields=fields, now=now)
         feed.spans, feed.span_fields = page.rows, page.fields
         shown.add("spans")
     if scope.can(Permission.ALERTS_READ):

@@ -26,6 +26,7 @@ from observatory_core.rollups.actors import distinct_actors
 from observatory_core.scope import Scope, scoped_spans
 from observatory_core.storage.schema import org_budgets, spans
 from observatory_core.summary import percent_change
+from observatory_core.visibility import metric_visible, require_filters
 
 _KPI_SERIES = (
     "request_count.count",
@@ -100,8 +101,8 @@ def period_overview(
     scope.require(Permission.METRICS_READ)
     if spec.window(now)[0] is None:
         raise UserError("The Overview compares two periods; pick a time range, not all time.")
-    costs = scope.can(Permission.COSTS_READ)
-    series = tuple(s for s in _KPI_SERIES if costs or not s.startswith("total_cost"))
+    costs = metric_visible(scope, "total_cost")  # the cost tile only for roles that see costs
+    series = tuple(s for s in _KPI_SERIES if metric_visible(scope, s.split(".")[0]))
     current = MetricQuery(series=series, filters=spec.pinned(now), bucket=None)
     previous = current.previous(now)
     a = run_metrics(engine, scope, current, now=now, force=force)
@@ -271,6 +272,7 @@ def common_errors(
 ) -> pl.DataFrame:
     """The most frequent error types with a sample message and the last time each was seen."""
     scope.require(Permission.METRICS_READ)
+    require_filters(scope, spec)
     now = now or datetime.now(UTC)
     c = spans.c
     kind = func.coalesce(c.error_type, "(no error type)")

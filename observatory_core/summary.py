@@ -12,6 +12,7 @@ from observatory_core.permissions import Permission
 from observatory_core.scope import Scope, scoped_spans
 from observatory_core.storage.dialect import percentile_cont, time_bucket
 from observatory_core.storage.schema import spans
+from observatory_core.visibility import can_see
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def period_stats(engine: Engine, scope: Scope, start: datetime, end: datetime) -
         requests=int(requests),
         traces=int(traces),
         errors=int(errors),
-        cost_usd=float(cost) if scope.can(Permission.COSTS_READ) else None,
+        cost_usd=float(cost) if can_see(scope, "total_cost_usd") else None,
         p95_ms=float(p95) if p95 is not None else None,
     )
 

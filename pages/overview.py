@@ -8,9 +8,10 @@ from observatory_core.permissions import Permission
 from observatory_core.ui import cached
 from observatory_core.ui import overview_view as ov
 from observatory_core.ui.session import current_scope, engine
+from observatory_core.visibility import metric_visible
 
 scope = current_scope()
-costs = scope.can(Permission.COSTS_READ)
+costs = metric_visible(scope, "total_cost")
 st.title("Overview")
 relative = ov.period()
 spec = FilterSpec(relative=relative)
@@ -23,7 +24,7 @@ st.caption(
 ov.kpi_tiles(view)
 
 st.subheader("Top")
-ranks = [b for b in TOP_BY if costs or b != "cost"]
+ranks = [b for b in TOP_BY if metric_visible(scope, TOP_BY[b].split(".")[0])]
 by = st.segmented_control("Rank by", ranks, default=ranks[0], key="ov_by") or ranks[0]
 for tab, dimension in zip(
     st.tabs(["Models", "Users", "Projects"]), ["model", "user_id", "project"], strict=True

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from observatory_core.permissions import Permission
-from observatory_core.traces.query import SORTS
+from observatory_core.traces.query import sorts_for
 from observatory_core.ui import cached, filters, tables, trace_view
 from observatory_core.ui.session import current_scope
 
@@ -17,6 +17,7 @@ SORT_LABELS = {
 
 scope = current_scope()
 spec = filters.sidebar(scope, PAGE_PARAMS, page="traces")
+SORTS = sorts_for(scope)  # no sort by a field the role may not see
 st.title("Traces")
 
 q = st.query_params

@@ -10,6 +10,7 @@ from observatory_core.alerts.rules import visible
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
 from observatory_core.storage.schema import alert_events, alert_rules, alert_states
+from observatory_core.visibility import rule_values_hidden
 
 _RULE_COLUMNS = (
     alert_rules.c.name,
@@ -19,7 +20,18 @@ _RULE_COLUMNS = (
     alert_rules.c.group_by,
     alert_rules.c.window_s,
     alert_rules.c.muted_until,
+    alert_rules.c.filter_json,
 )
+_NUMBERS = ("value", "last_value", "threshold")
+
+
+def _shown(scope: Scope, row) -> dict:
+    """The row, without numbers derived from fields the role may not see (`visibility`)."""
+    out = dict(row)
+    out["values_hidden"] = rule_values_hidden(scope, out["series"], out.pop("filter_json"))
+    if out["values_hidden"]:
+        out.update({k: None for k in _NUMBERS if k in out})
+    return out
 
 
 def active_alerts(engine, scope: Scope) -> list[dict]:
@@ -42,7 +54,7 @@ def active_alerts(engine, scope: Scope) -> list[dict]:
         .order_by(s.state, s.since.desc())
     )
     with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(query).mappings() if visible(scope, r)]
+        return [_shown(scope, r) for r in conn.execute(query).mappings() if visible(scope, r)]
 
 
 def events(
@@ -85,7 +97,7 @@ def events(
         .limit(limit)
     )
     with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(query).mappings() if visible(scope, r)]
+        return [_shown(scope, r) for r in conn.execute(query).mappings() if visible(scope, r)]
 
 
 def last_event_id(engine, scope: Scope) -> int:

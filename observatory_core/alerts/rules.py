@@ -20,12 +20,13 @@ from sqlalchemy.exc import IntegrityError
 
 from observatory_core.errors import UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import DIMENSIONS, METRICS
+from observatory_core.metrics.catalog import DIMENSIONS
 from observatory_core.metrics.query import parse_series
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
 from observatory_core.storage.dialect import insert_ignoring_duplicates
 from observatory_core.storage.schema import alert_rules, alert_states, orgs
+from observatory_core.visibility import require_filters, require_series, rule_values_hidden
 
 COMPARATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 MIN_WINDOW_S, MAX_WINDOW_S = 60, 86_400
@@ -221,9 +222,9 @@ def spec_of(row) -> RuleSpec:
 
 
 def _metric_cost_check(scope: Scope, spec: RuleSpec) -> None:
-    metric = spec.series.split(".")[0]
-    if METRICS[metric].cost:
-        scope.require(Permission.COSTS_READ)
+    """A rule on a field the role may not see (its series or its filters) is refused."""
+    require_series(scope, (spec.series,))
+    require_filters(scope, spec.filters)
 
 
 def create_rule(engine: Engine, scope: Scope, spec: RuleSpec, now: datetime | None = None) -> int:
@@ -315,7 +316,15 @@ def list_rules(engine: Engine, scope: Scope) -> list[dict]:
             .where(alert_rules.c.org_id == scope.org_id)
             .order_by(alert_rules.c.id)
         ).mappings()
-        return [dict(r) for r in rows if visible(scope, r)]
+        return [_numbers_for(scope, dict(r)) for r in rows if visible(scope, r)]
+
+
+def _numbers_for(scope: Scope, rule: dict) -> dict:
+    """A budget threshold is a cost: a role that cannot see the rule's field sees no number."""
+    rule["values_hidden"] = rule_values_hidden(scope, rule["series"], rule["filter_json"])
+    if rule["values_hidden"]:
+        rule["threshold"] = None
+    return rule
 
 
 def ensure_system_rules(conn: Connection, now: datetime) -> None:

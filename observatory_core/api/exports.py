@@ -22,13 +22,18 @@ from observatory_core.exports.jobs import (
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.scope import Scope
 from observatory_core.settings import get_settings
+from observatory_core.visibility import export_refusal
 
 router = APIRouter(tags=["exports"])
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="An export job id")]
 
 
-def _job(row: dict) -> dict:
-    return {**row, "filters": json.loads(row["filter_json"])}
+def _job(row: dict, scope: Scope) -> dict:
+    return {
+        **row,
+        "filters": json.loads(row["filter_json"]),
+        "download_refused": export_refusal(scope, row),
+    }
 
 
 @router.post(
@@ -47,24 +52,24 @@ def start_export(
         fields=body.fields,
         row_limit=body.row_limit,
     )
-    return {"data": _job(get_export(engine(), scope, job["id"])), "meta": meta(request)}
+    return {"data": _job(get_export(engine(), scope, job["id"]), scope), "meta": meta(request)}
 
 
 @router.get("/export/jobs", response_model=ExportList, responses=errors(403))
 def jobs(request: Request, scope: Annotated[Scope, Depends(caller)]) -> dict:
     """The org's last 100 export jobs, newest first."""
-    return {"data": [_job(j) for j in list_exports(engine(), scope)], "meta": meta(request)}
+    return {"data": [_job(j, scope) for j in list_exports(engine(), scope)], "meta": meta(request)}
 
 
 @router.get("/export/jobs/{job_id}", response_model=ExportBody, responses=errors(403, 404))
 def job(request: Request, job_id: JobId, scope: Annotated[Scope, Depends(caller)]) -> dict:
-    return {"data": _job(get_export(engine(), scope, job_id)), "meta": meta(request)}
+    return {"data": _job(get_export(engine(), scope, job_id), scope), "meta": meta(request)}
 
 
 @router.delete("/export/jobs/{job_id}", response_model=ExportBody, responses=errors(403, 404, 409))
 def cancel(request: Request, job_id: JobId, scope: Annotated[Scope, Depends(caller)]) -> dict:
     """Cancel a pending or processing export (409 for one that already finished)."""
-    return {"data": _job(cancel_export(engine(), scope, job_id)), "meta": meta(request)}
+    return {"data": _job(cancel_export(engine(), scope, job_id), scope), "meta": meta(request)}
 
 
 @router.get(
@@ -76,6 +81,7 @@ def cancel(request: Request, job_id: JobId, scope: Annotated[Scope, Depends(call
     },
 )
 def download(job_id: JobId, scope: Annotated[Scope, Depends(caller)]) -> FileResponse:
-    """The finished file, streamed from disk (409 before it is finished, 404 once expired)."""
+    """The finished file, streamed from disk (409 before it is finished, 404 once expired; 403
+    when it holds a field, or was chosen by a filter on one, that the key's role may not see)."""
     path, name = download_target(engine(), scope, job_id, get_settings().export_dir)
     return FileResponse(path, filename=name, media_type="application/octet-stream")

@@ -199,6 +199,11 @@ class ExportJob(BaseModel):
     finished_at: datetime | None
     expires_at: datetime | None
     filters: dict[str, Any]
+    download_refused: str | None = Field(
+        None,
+        description="Why the key's role may not download this file (a column or filter on a "
+        "field it may not see); null when it may.",
+    )
 
 
 class ExportBody(BaseModel):

@@ -14,13 +14,14 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from observatory_core.errors import UserError
+from observatory_core.errors import PermissionDenied, UserError
 from observatory_core.exports.writers import COMPRESSIONS, FORMATS
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
 from observatory_core.storage.schema import audit_log, export_jobs, spans
 from observatory_core.traces.fields import resolve_fields
+from observatory_core.visibility import export_refusal, require_filters, visible
 
 MAX_ROWS = 1_000_000
 MAX_ID = 2**31 - 1
@@ -124,7 +125,12 @@ def create_export(
     scope.require(Permission.EXPORTS_CREATE)
     now = now or datetime.now(UTC)
     _validate(spec, fmt, compression, row_limit, now)
-    chosen = resolve_fields(scope, fields or EXPORT_DEFAULT_FIELDS)
+    # Named fields or filters the role may not see are refused (403); the default set simply
+    # leaves hidden fields out. See `observatory_core.visibility`.
+    require_filters(scope, spec)
+    chosen = (
+        resolve_fields(scope, fields, "export") if fields else visible(scope, EXPORT_DEFAULT_FIELDS)
+    )
     with engine.begin() as conn:
         recent = conn.execute(
             scoped_jobs(scope, func.count()).where(
@@ -208,6 +214,9 @@ def download_target(
     scope.require(Permission.EXPORTS_DOWNLOAD)
     now = now or datetime.now(UTC)
     job = get_export(engine, scope, job_id)
+    refused = export_refusal(scope, job)  # whatever its state: the answer must not vary
+    if refused:
+        raise PermissionDenied(refused)
     if job["status"] == Status.COMPLETED.value and job["expires_at"] and job["expires_at"] <= now:
         job["status"] = Status.EXPIRED.value
     if job["status"] != Status.COMPLETED.value:

@@ -49,6 +49,35 @@ RANGE_FIELDS = (
     "max_total_tokens",
 )
 
+# The span field(s) each filter reads. A filter on a field a role may not see would let it
+# bisect the hidden values (min_cost_usd=0.05 then 0.025 ...), so `observatory_core.visibility`
+# refuses such a filter for that role, by this table and `permissions.FIELD_NEEDS`.
+FILTER_READS: dict[str, tuple[str, ...]] = {
+    "relative": ("start_time",),
+    "start": ("start_time",),
+    "end": ("start_time",),
+    "trace_ids": ("trace_id",),
+    "span_ids": ("span_id",),
+    "session_ids": ("session_id",),
+    "user_ids": ("user_id",),
+    "providers": ("provider",),
+    "models": ("model",),
+    "operations": ("operation",),
+    "environments": ("environment",),
+    "statuses": ("status",),
+    "project_ids": ("project_id",),
+    "min_duration_ms": ("duration_ms",),
+    "max_duration_ms": ("duration_ms",),
+    "min_cost_usd": ("total_cost_usd",),
+    "max_cost_usd": ("total_cost_usd",),
+    "min_total_tokens": ("total_tokens",),
+    "max_total_tokens": ("total_tokens",),
+    "tags_any": ("tags",),
+    "tags_all": ("tags",),
+    "metadata": ("metadata",),
+    "search": ("input_text", "output_text"),
+}
+
 
 class FilterError(UserError):
     """A filter value is wrong; the message names the field."""
@@ -181,6 +210,15 @@ class FilterSpec:
             for f in fields(self)
             if f.name not in ("relative", "start", "end") and f.name not in allowed
         )
+
+    def fields_read(self) -> dict[str, tuple[str, ...]]:
+        """The filters that are set (differ from "everything"), each with the span fields it
+        reads: what a role must be allowed to see for this filter to be applied for it."""
+        return {
+            f.name: FILTER_READS[f.name]
+            for f in fields(self)
+            if f.name not in ("relative", "start", "end") and getattr(self, f.name) != f.default
+        }
 
     # ---- URL query parameters ----------------------------------------------------------
     def to_query_params(self) -> dict[str, list[str]]:

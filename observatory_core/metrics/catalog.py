@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from observatory_core.permissions import FIELD_NEEDS, Permission
+
 
 class Agg(StrEnum):
     COUNT = "count"
@@ -33,7 +35,14 @@ class Metric:
     # the rollup measure holding it (None: a count/ratio from span and error counts, or raw only)
     measure: str | None = None
     rollup: bool = True  # False: only raw spans can answer (distinct users)
-    cost: bool = False  # needs costs:read
+    # the span fields it is computed from, where a role may not see them all (see
+    # `permissions.FIELD_NEEDS`): a series of a hidden field is refused for that role
+    reads: tuple[str, ...] = ()
+
+    @property
+    def cost(self) -> bool:
+        """Computed from a cost field: only roles with costs:read may chart it."""
+        return any(FIELD_NEEDS.get(f) == Permission.COSTS_READ for f in self.reads)
 
     def default_agg(self) -> Agg:
         return Agg.P95 if self.unit == "ms" else self.aggregations[0]
@@ -52,9 +61,25 @@ METRICS: dict[str, Metric] = {
         Metric("input_tokens", "Input tokens", "tokens", _VALUE_AGGS, "input_tokens"),
         Metric("output_tokens", "Output tokens", "tokens", _VALUE_AGGS, "output_tokens"),
         Metric("total_tokens", "Total tokens", "tokens", _VALUE_AGGS, "total_tokens"),
-        Metric("input_cost", "Input cost (USD)", "usd", _VALUE_AGGS, "input_cost", cost=True),
-        Metric("output_cost", "Output cost (USD)", "usd", _VALUE_AGGS, "output_cost", cost=True),
-        Metric("total_cost", "Cost (USD)", "usd", _VALUE_AGGS, "total_cost", cost=True),
+        Metric(
+            "input_cost",
+            "Input cost (USD)",
+            "usd",
+            _VALUE_AGGS,
+            "input_cost",
+            reads=("input_cost_usd",),
+        ),
+        Metric(
+            "output_cost",
+            "Output cost (USD)",
+            "usd",
+            _VALUE_AGGS,
+            "output_cost",
+            reads=("output_cost_usd",),
+        ),
+        Metric(
+            "total_cost", "Cost (USD)", "usd", _VALUE_AGGS, "total_cost", reads=("total_cost_usd",)
+        ),
         Metric("tokens_per_second", "Output tokens per second", "tokens/s", _VALUE_AGGS, "tps"),
         Metric("unique_users", "Unique users", "users", (Agg.COUNT,), rollup=False),
         Metric("quality_score", "Quality score", "score", _VALUE_AGGS, "quality"),
@@ -66,6 +91,8 @@ ZERO_WHEN_EMPTY = {Agg.COUNT, Agg.SUM}
 
 # Group-by dimensions (span column names; "project" is project_id).
 DIMENSIONS = ("provider", "model", "environment", "operation", "status", "user_id", "project")
+# The span field each dimension groups by (checked against `permissions.FIELD_NEEDS`).
+DIMENSION_FIELDS = {d: "project_id" if d == "project" else d for d in DIMENSIONS}
 ROLLUP_GROUPS = {"provider", "model", "environment", "operation", "status", "project"}
 MAX_GROUP_BY = 5
 

@@ -17,7 +17,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 
 from observatory_core.metrics import sketch
-from observatory_core.metrics.catalog import METRICS, PERCENTILES, ZERO_WHEN_EMPTY, Agg
+from observatory_core.metrics.catalog import PERCENTILES, ZERO_WHEN_EMPTY, Agg
 from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
 from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
@@ -30,6 +30,7 @@ from observatory_core.permissions import Permission
 from observatory_core.scope import Scope, scoped_spans
 from observatory_core.settings import get_settings
 from observatory_core.storage.schema import spans
+from observatory_core.visibility import require_metric_query
 
 _OPS = {
     ">": operator.gt,
@@ -90,14 +91,11 @@ def _window(
     return start, end
 
 
-def _check_permissions(scope: Scope, series: tuple[str, ...]) -> None:
+def _check_permissions(scope: Scope, query: MetricQuery) -> None:
+    """Series, having, sort, group-bys and filters: nothing computed from a field the role
+    may not see (a cost series for a viewer, a text search for billing) -- see `visibility`."""
     scope.require(Permission.METRICS_READ)
-    for name in series:
-        if METRICS[name.split(".")[0]].cost and not scope.can(Permission.COSTS_READ):
-            raise MetricError(
-                f"{name} is a cost; your role ({scope.role.value}) cannot see costs. "
-                "Pick a metric without cost."
-            )
+    require_metric_query(scope, query)
 
 
 class _TooManyRows(Exception):
@@ -301,7 +299,7 @@ def run_metrics(
     settings = get_settings()
     caps = _Caps(max_groups or settings.metrics_max_groups, max_cells or settings.metrics_max_cells)
     series = query.all_series
-    _check_permissions(scope, series)
+    _check_permissions(scope, query)
     start, end = _window(engine, scope, query, now)
     bucket_seconds = query.bucket_seconds(start, end)
     args = (engine, scope, query, series)

@@ -24,8 +24,16 @@ from observatory_core.traces.cursor import Cursor, decode_cursor
 from observatory_core.traces.fields import KEY_FIELDS, resolve_fields
 from observatory_core.traces.paging import after, page_end
 from observatory_core.traces.trace_lists import read_by_tree, read_roots
+from observatory_core.visibility import require_fields, require_filters, visible
 
 SORTS = ("start_time", "duration_ms", "total_cost_usd", "total_tokens")
+
+
+def sorts_for(scope: Scope) -> tuple[str, ...]:
+    """The sort keys the caller's role may use (the Traces page offers only these)."""
+    return visible(scope, SORTS)
+
+
 ROOT_SORTS = ("start_time", "duration_ms")  # in traces mode these are the root's own values
 MAX_PAGE = 1000
 TRACE_TOTALS = ("span_count", "error_count")
@@ -72,6 +80,10 @@ def list_spans(
     if mode not in ("spans", "traces"):
         raise UserError(f"List mode {mode!r} must be 'spans' or 'traces'.")
     _check(sort, direction, limit)
+    # A hidden sort key would order rows by values the caller may not see (and the page's
+    # cursor would carry them); a hidden filter would let them be bisected out.
+    require_fields(scope, (sort,), "sort by")
+    require_filters(scope, spec)
     shown = resolve_fields(scope, fields)
     position = decode_cursor(cursor, sort, direction) if cursor else None
     if position:
@@ -113,6 +125,8 @@ def iter_span_pages(
     page_size: int = 5000,
 ) -> Iterator[list[dict]]:
     """Every matching span, oldest first, page by page: the explorer's query, for exports."""
+    require_filters(scope, spec)
+    require_fields(scope, fields, "export")
     position = None
     while True:
         with engine.connect() as conn:  # one per page: a long export holds none between pages
@@ -150,6 +164,7 @@ def iter_span_ids(
     The same filter as the lists; only (start_time, id) come back, without per-row type
     processing, so a page of 20k keys costs a few milliseconds.
     """
+    require_filters(scope, spec)
     where = _where(engine, spec, as_of, max_id)
     start = type_coerce(spans.c.start_time, DateTime(timezone=True)).label("k")
     last: tuple | None = None
@@ -176,6 +191,7 @@ def _where(engine: Engine, spec: FilterSpec, as_of: datetime, max_id: int) -> li
 def count_spans(
     engine: Engine, scope: Scope, spec: FilterSpec, *, as_of: datetime, max_id: int
 ) -> int:
+    require_filters(scope, spec)
     query = scoped_spans(scope, func.count()).where(*_where(engine, spec, as_of, max_id))
     with engine.connect() as conn:
         return conn.execute(query).scalar_one()
@@ -224,7 +240,9 @@ def _read(
 ) -> tuple[list[dict], str | None, int | None]:
     where = _where(conn, spec, as_of, max_id)
 
-    wanted = tuple(dict.fromkeys((*KEY_FIELDS, *shown)))
+    # The sort key too: the next page's cursor is made from it (it was a KeyError, an HTTP 500,
+    # when the asked-for fields left it out). It passed the role check in `list_spans`.
+    wanted = tuple(dict.fromkeys((*KEY_FIELDS, sort, *shown)))
     columns = [spans.c[f] for f in wanted]
     if mode == "traces":
         read = read_roots if sort in ROOT_SORTS else partial(read_by_tree, spec=spec)

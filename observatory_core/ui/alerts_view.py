@@ -21,8 +21,14 @@ STATE_BADGE = {
 }
 
 
-def _value(v) -> str:
+def _value(v, row: dict | None = None) -> str:
+    if row is not None and row.get("values_hidden"):
+        return "hidden for your role"
     return "no data" if v is None else f"{v:,.4g}"
+
+
+def _condition(row: dict) -> str:
+    return f"{row['comparator']} {_value(row['threshold'], row)}"
 
 
 def _in_group(row: dict) -> str:
@@ -45,8 +51,8 @@ def live_status(scope: Scope) -> None:
         fired = events(engine(), scope, after_id=last_seen, to_states=("firing",), limit=10)
         for event in reversed(fired):
             st.toast(
-                f"**{event['name']}** is firing{_in_group(event)}: {_value(event['value'])} "
-                f"{event['comparator']} {event['threshold']:,.4g}",
+                f"**{event['name']}** is firing{_in_group(event)}: {_value(event['value'], event)} "
+                f"{_condition(event)}",
                 icon=":material/notifications_active:",
             )
         state["alerts_last_event_id"] = max([last_seen, *(e["id"] for e in fired)])
@@ -74,7 +80,7 @@ def live_status(scope: Scope) -> None:
                     "rule": a["name"],
                     "where": _where(a),
                     "value": a["last_value"],
-                    "condition": f"{a['comparator']} {a['threshold']:,.4g}",
+                    "condition": _condition(a),
                     "since": a["since"],
                     "muted": bool(a["muted_until"] and a["muted_until"] > datetime.now(UTC)),
                 }
@@ -120,7 +126,7 @@ def history(scope: Scope) -> None:
                 "from": e["from_state"],
                 "to": e["to_state"],
                 "value": e["value"],
-                "threshold": f"{e['comparator']} {e['threshold']:,.4g}",
+                "threshold": _condition(e),
             }
             for e in rows
         ]

@@ -26,6 +26,7 @@ from observatory_core.settings import get_settings
 from observatory_core.traces.fields import ALL_FIELDS, hidden_fields
 from observatory_core.ui import filters, format
 from observatory_core.ui.session import engine, guarded
+from observatory_core.visibility import export_refusal
 
 BADGE = {
     "pending": "🕓 pending",
@@ -80,6 +81,8 @@ def _job(job: dict, scope: Scope, now: datetime) -> None:
                     st.toast(f"Export #{job['id']} cancelled.")
                 except UserError as exc:
                     st.error(str(exc))
+        elif status == "completed" and (refused := export_refusal(scope, job)):
+            st.caption(f":material/visibility_off: {refused}")
         elif status == "completed":
             token = sign_download(get_settings().require_cookie_key(), job["id"], scope.org_id)
             left, right = st.columns([1, 3])

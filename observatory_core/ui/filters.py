@@ -12,10 +12,10 @@ import streamlit as st
 
 from observatory_core.errors import UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
 from observatory_core.storage.schema import OPERATIONS, STATUSES
 from observatory_core.ui import cached
+from observatory_core.visibility import filter_allowed
 
 WINDOWS = {
     "15m": "Last 15 minutes",
@@ -83,7 +83,7 @@ def _spec_from_widgets(k) -> FilterSpec:
     if any(len(p) != 2 for p in pairs):
         raise UserError("Filter 'metadata': write key=value, separated by commas.")
     values["metadata"] = tuple((key.strip(), value.strip()) for key, value in pairs)
-    values["search"] = s[k("search")] or None
+    values["search"] = s.get(k("search")) or None  # not drawn for roles without text
     for name in ("duration_ms", "cost_usd", "total_tokens"):
         values["min_" + name] = s.get(k("min_" + name))
         values["max_" + name] = s.get(k("max_" + name))
@@ -113,9 +113,15 @@ def _choice(k, d: dict, label: str, name: str, options, format_func=str) -> None
     st.multiselect(label, options, default=d[name], format_func=format_func, key=k(name))
 
 
-def _from_url_or_default(params: dict[str, list[str]]) -> FilterSpec:
+def _hidden_in_link(scope: Scope, params: dict[str, list[str]]) -> list[str]:
+    """Filters of a pasted link this role may not use: they are dropped, and the page says so."""
+    return [name for name in params if not filter_allowed(scope, name)]
+
+
+def _from_url_or_default(scope: Scope, params: dict[str, list[str]]) -> FilterSpec:
     try:
-        return FilterSpec.from_query_params(params)
+        allowed = {k: v for k, v in params.items() if filter_allowed(scope, k)}
+        return FilterSpec.from_query_params(allowed)
     except UserError:
         return FilterSpec()
 
@@ -144,6 +150,7 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
         state[f"flt_{page}_seen"] = filter_params
     # Widgets take the link's values as their own defaults, under keys never used before.
     d = state[f"flt_{page}_defaults"]
+    dropped = _hidden_in_link(scope, filter_params)
     with st.sidebar:
         st.header("Filters")
         windows = list(WINDOWS)
@@ -158,12 +165,19 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
             left, right = st.columns(2)
             left.date_input("From", value=d["from"], key=k("from"))
             right.date_input("To (inclusive)", value=d["to"], key=k("to"))
-        st.text_input(
-            "Search prompts and answers",
-            value=d["search"],
-            key=k("search"),
-            placeholder="3+ characters",
-        )
+        if dropped:
+            st.warning(
+                f"Not applied: {', '.join(dropped)}; your role cannot see the fields "
+                "they filter on.",
+                icon=":material/visibility_off:",
+            )
+        if filter_allowed(scope, "search"):
+            st.text_input(
+                "Search prompts and answers",
+                value=d["search"],
+                key=k("search"),
+                placeholder="3+ characters",
+            )
         for name, label in (
             ("providers", "Provider"),
             ("models", "Model"),
@@ -184,10 +198,12 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
                 placeholder="region=eu-west-1",
             )
         with st.expander("Duration, cost, tokens"):
-            ranges = [("duration_ms", "Duration ms"), ("total_tokens", "Total tokens")]
-            if scope.can(Permission.COSTS_READ):
-                ranges.insert(1, ("cost_usd", "Cost USD"))
-            for name, label in ranges:
+            ranges = [
+                ("duration_ms", "Duration ms"),
+                ("cost_usd", "Cost USD"),
+                ("total_tokens", "Total tokens"),
+            ]
+            for name, label in (r for r in ranges if filter_allowed(scope, "min_" + r[0])):
                 low, high = st.columns(2)
                 low.number_input(
                     f"{label} min", min_value=0.0, value=d["min_" + name], key=k("min_" + name)
@@ -199,7 +215,7 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
         spec = _spec_from_widgets(k)
     except UserError as exc:
         st.sidebar.error(str(exc))
-        spec = _from_url_or_default(filter_params)
+        spec = _from_url_or_default(scope, filter_params)
     wanted = spec.to_query_params()
     if wanted != filter_params:
         kept = {k: v for k, v in params.items() if k in page_params}

@@ -15,8 +15,8 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import BUCKETS, DIMENSIONS, MAX_GROUP_BY, METRICS
 from observatory_core.metrics.engine import MetricResult
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
+from observatory_core.visibility import metric_visible
 
 PAGE_PARAMS = frozenset({"m", "b", "g", "cmp", "top", "zoom"})
 DEFAULT_SERIES = ("request_count.count", "duration_ms.p95")
@@ -30,11 +30,10 @@ def series_label(name: str) -> str:
 
 
 def series_options(scope: Scope) -> list[str]:
-    costs = scope.can(Permission.COSTS_READ)
     return [
         f"{m.name}.{a.value}"
         for m in METRICS.values()
-        if costs or not m.cost
+        if metric_visible(scope, m.name)
         for a in m.aggregations
     ]
 

@@ -27,6 +27,7 @@ from observatory_core.metrics.catalog import DIMENSIONS, METRICS
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
 from observatory_core.ui.session import engine
+from observatory_core.visibility import metric_visible
 
 WINDOWS = {
     "1 minute": 60,
@@ -42,7 +43,7 @@ def _series_choices(scope: Scope) -> list[str]:
     return [
         f"{name}.{agg.value}"
         for name, m in METRICS.items()
-        if scope.can(Permission.COSTS_READ) or not m.cost
+        if metric_visible(scope, name)
         for agg in m.aggregations
     ]
 
@@ -210,7 +211,8 @@ def rules_list(scope: Scope) -> None:
     now = datetime.now(UTC)
     for rule in rules:
         muted = rule["muted_until"] is not None and rule["muted_until"] > now
-        title = f"{rule['name']} · {rule['series']} {rule['comparator']} {rule['threshold']:,.4g} over {rule['window_s'] // 60} min"
+        threshold = "(hidden)" if rule["values_hidden"] else f"{rule['threshold']:,.4g}"
+        title = f"{rule['name']} · {rule['series']} {rule['comparator']} {threshold} over {rule['window_s'] // 60} min"
         with st.expander(title + (" · 🔕 muted" if muted else "")):
             if rule["system_kind"]:
                 st.caption(SYSTEM_RULES[rule["system_kind"]].help)

@@ -142,8 +142,11 @@ def test_export_lifecycle_and_isolation(api, tmp_path):
     assert work_once(api["engine"], config) == "completed"
     done = client.get(f"/export/jobs/{job['id']}", headers=auth(api)).json()["data"]
     assert done["status"] == "completed" and done["rows_written"] > 0
-    file = client.get(f"/export/jobs/{job['id']}/download", headers=auth(api, "viewer"))
+    file = client.get(f"/export/jobs/{job['id']}/download", headers=auth(api, "billing"))
     assert file.status_code == 200 and file.text.count("\n") == done["rows_written"] + 1
+    refused = client.get(f"/export/jobs/{job['id']}/download", headers=auth(api, "viewer"))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    assert "total_cost_usd" in refused.json()["error"]["message"]
     assert (
         client.get(f"/export/jobs/{job['id']}/download", headers=auth(api, "globex")).status_code
         == 404
@@ -209,7 +212,8 @@ ROUTE_ROLES = {  # route -> expected status for admin, developer, viewer, billin
     "POST /export/traces": (201, 201, 403, 201),
     "GET /export/jobs": (200, 200, 200, 200),
     "GET /export/jobs/{done}": (200, 200, 200, 200),
-    "GET /export/jobs/{done}/download": (200, 200, 200, 200),
+    # the developer's default export holds total_cost_usd: refused to a viewer (403)
+    "GET /export/jobs/{done}/download": (200, 200, 403, 200),
     "DELETE /export/jobs/{pending}": (200, 200, 403, 200),
 }
 

@@ -60,18 +60,18 @@ def test_open_time_range_is_allowed_and_the_filter_is_pinned(data, scope):
 def test_roles(data, orgs):
     with pytest.raises(PermissionDenied, match="exports:create"):
         create_export(data, Scope(org_id=orgs["acme"], role=Role.VIEWER), FilterSpec())
-    billing = create_export(
-        data,
-        Scope(org_id=orgs["acme"], role=Role.BILLING, username="bill"),
-        FilterSpec(),
-        fields=["start_time", "input_text", "total_cost_usd"],
-    )
-    assert billing["fields"] == [
-        "start_time",
-        "total_cost_usd",
-    ]  # billing never exports prompt text
+    bill = Scope(org_id=orgs["acme"], role=Role.BILLING, username="bill")
+    with pytest.raises(PermissionDenied, match=r"export input_text.*traces:read"):
+        create_export(data, bill, FilterSpec(), fields=["start_time", "input_text"])
+    with pytest.raises(PermissionDenied, match=r"'search'.*traces:read"):
+        create_export(data, bill, FilterSpec(search="refund"))
+    billing = create_export(data, bill, FilterSpec(), fields=["start_time", "total_cost_usd"])
+    assert billing["fields"] == ["start_time", "total_cost_usd"]
+    default = create_export(data, bill, FilterSpec())
+    assert "total_cost_usd" in default["fields"]
+    assert not {"input_text", "output_text"} & set(default["fields"])  # never prompt text
     viewer = Scope(org_id=orgs["acme"], role=Role.VIEWER)
-    assert [j["id"] for j in list_exports(data, viewer)] == [billing["id"]]
+    assert [j["id"] for j in list_exports(data, viewer)] == [default["id"], billing["id"]]
     with pytest.raises(PermissionDenied):
         cancel_export(data, viewer, billing["id"])
 

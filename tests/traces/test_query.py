@@ -266,16 +266,15 @@ def test_hostile_search_text_is_a_literal(explorer, hostile):
 
 def test_roles_see_only_permitted_fields(explorer):
     engine = explorer["engine"]
+    viewer_scope = Scope(org_id=explorer["acme"], role=Role.VIEWER)
     fields = ["start_time", "input_text", "total_cost_usd", "model"]
-    viewer = list_spans(
-        engine,
-        Scope(org_id=explorer["acme"], role=Role.VIEWER),
-        FilterSpec(relative=None),
-        fields=fields,
-        now=NOW,
-    )
+    # named explicitly, a hidden field is refused; the default columns leave it out
+    with pytest.raises(PermissionDenied, match=r"total_cost_usd.*costs:read"):
+        list_spans(engine, viewer_scope, FilterSpec(relative=None), fields=fields, now=NOW)
+    viewer = list_spans(engine, viewer_scope, FilterSpec(relative=None), now=NOW)
     assert "total_cost_usd" not in viewer.fields and "total_cost_usd" not in viewer.rows[0]
-    assert "input_text" in viewer.fields
+    shown = list_spans(engine, viewer_scope, FilterSpec(relative=None), fields=fields[:2], now=NOW)
+    assert "input_text" in shown.fields
     with pytest.raises(PermissionDenied, match="traces:read"):
         list_spans(engine, Scope(org_id=explorer["acme"], role=Role.BILLING), FilterSpec(), now=NOW)
 

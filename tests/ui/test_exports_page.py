@@ -71,3 +71,31 @@ def test_a_job_that_needed_a_retry_shows_its_attempt(app_env):
     at = open_exports("developer")
     assert not at.exception
     assert any("attempt 2" in c.value for c in at.caption)
+
+
+def test_viewer_is_told_why_a_file_with_costs_is_not_offered(app_env, tmp_path):
+    """A developer's export holding total_cost_usd: the viewer's list shows the reason where the
+    Download button would be, and the core refuses the download (the signed link's route and the
+    API call the same check)."""
+    import pytest
+
+    from observatory_core.errors import PermissionDenied
+    from observatory_core.exports.jobs import create_export, download_target
+
+    engine, _ = app_env
+    developer = scope_for(engine, "developer-user")
+    job = create_export(
+        engine, developer, FilterSpec(relative="1h"), fields=["span_id", "total_cost_usd"]
+    )
+    config = WorkerConfig(export_dir=tmp_path, heartbeat_timeout=timedelta(seconds=30))
+    while work_once(engine, config) is not None:
+        pass
+    viewer = scope_for(engine, "viewer-user")
+    with pytest.raises(PermissionDenied, match="total_cost_usd"):
+        download_target(engine, viewer, job["id"], tmp_path)
+    at = open_exports("viewer")
+    assert not at.exception, at.exception
+    reasons = [c.value for c in at.caption if f"Export {job['id']} holds total_cost_usd" in c.value]
+    assert reasons and "costs:read" in reasons[0]
+    developer_page = open_exports("developer")
+    assert developer_page.get("link_button")  # the same file is offered to its own role

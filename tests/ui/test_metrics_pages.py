@@ -137,3 +137,14 @@ def test_a_query_past_its_budget_shows_how_to_narrow_it(app_env, monkeypatch):
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]
     assert any("time budget of 0.5 s" in e and "Narrow it" in e for e in errors), errors
+
+
+def test_billing_is_offered_no_text_search_viewer_no_cost_range(app_env):
+    billing = open_page("pages/metrics.py", role="billing", params={"relative": "7d"})
+    assert not billing.exception, billing.exception
+    assert not any("Search" in t.label for t in billing.sidebar.text_input)
+    assert any(n.label == "Cost USD min" for n in billing.sidebar.number_input)
+    viewer = open_page("pages/metrics.py", role="viewer", params={"relative": "7d"})
+    assert not viewer.exception, viewer.exception
+    assert any("Search" in t.label for t in viewer.sidebar.text_input)
+    assert not any("Cost" in n.label for n in viewer.sidebar.number_input)

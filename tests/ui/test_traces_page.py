@@ -84,3 +84,23 @@ def test_viewer_sees_no_cost_column_and_billing_has_no_traces_page(app_env):
     with pytest.raises(ValueError, match="Could not find a navigation page") as info:
         billing.switch_page("pages/traces.py")  # billing may not read traces: not routed
     assert "traces.py" not in str(info.value).split("Known pages:")[1]
+
+
+def test_viewer_is_offered_no_cost_sort_or_filter_and_a_cost_link_says_so(app_env):
+    """The page offers only what the role may use, the same rule the core and API apply; a
+    pasted link with a cost filter is not applied, and the sidebar says why."""
+    admin = open_traces(app_env, params={"relative": "7d"})
+    sorts = next(b for b in admin.selectbox if b.label == "Sort by").options
+    assert "Cost" in sorts
+    assert any(n.label == "Cost USD min" for n in admin.sidebar.number_input)
+    at = open_traces(
+        app_env,
+        role="viewer",
+        params={"relative": "7d", "min_cost_usd": "0.05", "sort": "total_cost_usd"},
+    )
+    assert not at.exception, at.exception
+    sorts = next(b for b in at.selectbox if b.label == "Sort by")
+    assert "Cost" not in sorts.options and sorts.value == "start_time"
+    assert not any("Cost" in n.label for n in at.sidebar.number_input)
+    assert any("min_cost_usd" in w.value for w in at.sidebar.warning)
+    assert at.dataframe and "total_cost_usd" not in at.dataframe[0].value.columns
