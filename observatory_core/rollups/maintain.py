@@ -130,6 +130,7 @@ def _add_traces(conn: Connection, source_select) -> None:
                 "max_span_id": greatest_of(t.c.max_span_id, new.max_span_id),
                 "first_start": least_of(t.c.first_start, new.first_start),
                 "last_start": greatest_of(t.c.last_start, new.last_start),
+                "last_end": greatest_of(t.c.last_end, new.last_end),
             },
         )
     )

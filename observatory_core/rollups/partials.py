@@ -38,6 +38,7 @@ SOURCE_COLUMNS = (
     "operation",
     "status",
     "start_time",
+    "end_time",
     "duration_ms",
     "ttft_ms",
     "input_tokens",
@@ -126,6 +127,7 @@ def trace_select(src: FromClause) -> Select:
         func.max(c.id).label("max_span_id"),
         func.min(c.start_time).label("first_start"),
         func.max(c.start_time).label("last_start"),
+        func.max(c.end_time).label("last_end"),
     ).group_by(*keys)
 
 

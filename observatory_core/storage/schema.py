@@ -224,6 +224,7 @@ trace_totals = Table(
     Column("first_start", UtcDateTime),
     Column("last_start", UtcDateTime),
     Column("shared", Boolean, nullable=False, server_default="0"),
+    Column("last_end", UtcDateTime),  # migration 0011: the latest span end (a trace's extent)
     UniqueConstraint("org_id", "trace_id", "project_id", name="uq_trace_totals_key"),
     Index("ix_trace_totals_org_last", "org_id", "last_start"),
     # the few traces in several projects, found without reading the others

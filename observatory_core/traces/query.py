@@ -34,7 +34,7 @@ def sorts_for(scope: Scope) -> tuple[str, ...]:
     return visible(scope, SORTS)
 
 
-ROOT_SORTS = ("start_time", "duration_ms")  # in traces mode these are the root's own values
+ROOT_SORTS = ("start_time",)  # in traces mode the root's start; other sorts are tree totals
 MAX_PAGE = 1000
 TRACE_TOTALS = ("span_count", "error_count")
 

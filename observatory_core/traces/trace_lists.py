@@ -1,7 +1,8 @@
 """Traces mode: whole traces listed by their root, sorted by a root column or by a tree total.
 
 A trace is listed when any of its spans matches the filter; cost, tokens, span and error
-counts cover the whole tree (the scope's part of it).
+counts and the duration (earliest start to latest end) cover the whole tree (the scope's part
+of it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.scope import Scope, scoped_spans, span_conditions
+from observatory_core.storage.dialect import epoch_us
 from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.paging import after, page_end
@@ -28,6 +30,8 @@ def _tree_totals(scope: Scope, which, max_id: int):
             func.sum(spans.c.total_tokens).label("t_tokens"),
             func.count().label("t_spans"),
             func.sum(case((spans.c.status == "error", 1), else_=0)).label("t_errors"),
+            func.min(spans.c.start_time).label("t_first"),
+            func.max(spans.c.end_time).label("t_last"),
         )
         .where(which, spans.c.id <= max_id)
         .group_by(spans.c.trace_id)
@@ -49,7 +53,7 @@ def read_roots(
     max_id: int,
     count: bool,
 ) -> tuple[list[dict], str | None, int | None]:
-    """Traces sorted by a root column: page through roots first, then total only that page.
+    """Traces sorted by their root's start: page through roots first, then total only that page.
 
     Aggregating every matching trace before sorting cost ~1 s at 1M spans; walking the
     roots index and totalling 50 trees is what a first page needs.
@@ -78,8 +82,10 @@ def read_roots(
         )
         total = conn.execute(counter).scalar_one()
     for r in rows:
-        cost, tokens, n_spans, n_errors = totals[r["trace_id"]]
+        cost, tokens, n_spans, n_errors, first, last = totals[r["trace_id"]]
         r.update(span_count=n_spans, error_count=n_errors)
+        if "duration_ms" in r:
+            r["duration_ms"] = (last - first).total_seconds() * 1000
         if "total_cost_usd" in r:
             r["total_cost_usd"] = cost
         if "total_tokens" in r:
@@ -99,6 +105,8 @@ def _summed(scope: Scope, which):
             cast(func.sum(t.c.span_count), BigInteger).label("span_count"),
             cast(func.sum(t.c.error_count), BigInteger).label("error_count"),
             func.max(t.c.max_span_id).label("newest"),
+            func.min(t.c.first_start).label("first_start"),
+            func.max(t.c.last_end).label("last_end"),
         )
         .where(*span_conditions(scope, t), which)
         .group_by(t.c.trace_id)
@@ -147,6 +155,8 @@ def _totals_by_window(scope: Scope, spec: FilterSpec, where: list, as_of: dateti
         cast(t.c.span_count, BigInteger).label("span_count"),
         cast(t.c.error_count, BigInteger).label("error_count"),
         t.c.max_span_id.label("newest"),
+        t.c.first_start,
+        t.c.last_end,
     ).where(*matches, t.c.shared.is_(False))
     shared = select(t.c.trace_id).where(*matches, t.c.shared.is_(True))
     return union_all(alone, _summed(scope, t.c.trace_id.in_(shared))).subquery("per_trace")
@@ -167,7 +177,8 @@ def read_by_tree(
     max_id: int,
     count: bool,
 ) -> tuple[list[dict], str | None, int | None]:
-    """Traces sorted by a tree total (cost, tokens), from the maintained `trace_totals`.
+    """Traces sorted by a tree total (cost, tokens, duration from the earliest start to the
+    latest end), from the maintained `trace_totals`.
 
     A trace that received spans after the page's pin has its totals recomputed from the
     spans under the pin, so pages stay stable while spans arrive.
@@ -179,21 +190,29 @@ def read_by_tree(
         per_trace = _summed(scope, trace_totals.c.trace_id.in_(matching)).subquery("per_trace")
     p = per_trace.c
 
-    def pinned(column: str, value):
+    def pinned(kept, value, whole: bool = True):
         exact = (
             scoped_spans(scope, value)
             .where(spans.c.trace_id == p.trace_id, spans.c.id <= max_id)
             .scalar_subquery()
         )
-        value = case((p.newest <= max_id, p[column]), else_=exact)
-        return value if column == "total_cost_usd" else cast(value, BigInteger)
+        value = case((p.newest <= max_id, kept), else_=exact)
+        return cast(value, BigInteger) if whole else value
+
+    def extent(first, last):  # milliseconds from the earliest start to the latest end
+        return (epoch_us(last) - epoch_us(first)) / 1000.0
 
     is_error = case((spans.c.status == "error", 1), else_=0)
     totals = {
-        "total_cost_usd": pinned("total_cost_usd", func.sum(spans.c.total_cost_usd)),
-        "total_tokens": pinned("total_tokens", func.sum(spans.c.total_tokens)),
-        "span_count": pinned("span_count", func.count()),
-        "error_count": pinned("error_count", func.sum(is_error)),
+        "total_cost_usd": pinned(p.total_cost_usd, func.sum(spans.c.total_cost_usd), False),
+        "total_tokens": pinned(p.total_tokens, func.sum(spans.c.total_tokens)),
+        "span_count": pinned(p.span_count, func.count()),
+        "error_count": pinned(p.error_count, func.sum(is_error)),
+        "duration_ms": pinned(
+            extent(p.first_start, p.last_end),
+            extent(func.min(spans.c.start_time), func.max(spans.c.end_time)),
+            False,
+        ),
     }
     key = totals[sort]
     query = select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items())).where(
@@ -215,7 +234,7 @@ def read_by_tree(
         if root is None:  # the root row went away (deleted): nothing to show for this trace
             continue
         root.update(span_count=r["span_count"], error_count=r["error_count"])
-        for name in ("total_cost_usd", "total_tokens"):
+        for name in ("total_cost_usd", "total_tokens", "duration_ms"):
             if name in root or name == sort:
                 root[name] = r[name]
         rows.append(root)

@@ -156,12 +156,16 @@ def test_traces_mode_lists_roots_with_tree_totals(explorer, spec, sort):
         pl.col("total_tokens").sum(),
         pl.len(),
         (pl.col("status") == "error").sum().alias("errors"),
+        (
+            (pl.col("end_time").max() - pl.col("start_time").min()).dt.total_microseconds() / 1000
+        ).alias("extent_ms"),
     )
-    expected = {t: (c, k, n, e) for t, c, k, n, e in totals.iter_rows()}
+    expected = {t: (c, k, n, e, x) for t, c, k, n, e, x in totals.iter_rows()}
     for r in rows:
-        cost, tokens, count, errors = expected[r["trace_id"]]
+        cost, tokens, count, errors, extent = expected[r["trace_id"]]
         assert r["total_cost_usd"] == pytest.approx(cost)
         assert (r["total_tokens"], r["span_count"], r["error_count"]) == (tokens, count, errors)
+        assert r["duration_ms"] == pytest.approx(extent), "a trace lasts its whole tree"
     keys = [(r[sort], r["id"]) for r in rows]
     assert keys == sorted(keys, reverse=True)
     counted = list_spans(
