@@ -109,3 +109,36 @@ def test_rollups_rebuild_and_budget_commands(cli_db, capsys):
     assert "No org 'nope'" in capsys.readouterr().err
     assert main(["budget", "--org", "acme", "--usd", "-3"]) == 2
     assert "positive number" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(cli_db):
+    """`keys create ... | head -1` (as the README shows): the key line, then nothing on stderr."""
+    import subprocess
+    import sys
+
+    from observatory_core.ingest.apikeys import verify_key
+    from observatory_core.settings import PROJECT_ROOT
+    from tests.helpers import make_org
+
+    engine, tmp = cli_db
+    upgrade(engine)
+    make_org(engine, "acme")
+    command = (
+        f"{sys.executable} -m observatory_core keys create --org acme --name nb --scopes read "
+        "| head -c 0; "  # a reader that reads nothing at all
+        f"{sys.executable} -m observatory_core keys create --org acme --name nb2 --scopes read "
+        "| head -1"
+    )
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "DATABASE_URL": str(engine.url)},
+    )
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip()
+    assert key.startswith("obs_") and "\n" not in key
+    assert verify_key(engine, key, "read").scope().org_id is not None
