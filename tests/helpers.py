@@ -116,3 +116,11 @@ def assert_rollups_match_rebuild(engine) -> None:
                 assert ((a - b).abs().fill_null(0) < 1e-6).all(), (grain, column)
             else:
                 assert a.to_list() == b.to_list(), (grain, column)
+
+
+# A statement that runs for ~20 s on each store: what a time budget must stop.
+SLOW_SQL = {
+    "postgresql": "SELECT pg_sleep(20)",
+    "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000000) "
+    "SELECT count(*) FROM c",
+}

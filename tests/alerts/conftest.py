@@ -94,3 +94,21 @@ def webhook():
     hook.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     yield hook
     server.shutdown()
+
+
+def firing_rule(engine, org_id, project, url, **kw) -> int:
+    """A p95-latency rule over 5 minutes of slow spans, so it fires on the next evaluation."""
+    from observatory_core.alerts.rules import build_rule, create_rule
+    from tests.helpers import admin_scope
+
+    add_spans(engine, org_id, project, minutes_ago=1, count=10, duration_ms=4000.0)
+    spec = build_rule(
+        name="slow calls",
+        series="duration_ms.p95",
+        comparator=">",
+        threshold=1000,
+        window_s=300,
+        webhook_url=url,
+        **kw,
+    )
+    return create_rule(engine, admin_scope(org_id), spec, now=NOW)

@@ -12,10 +12,10 @@ import pytest
 from observatory_core.alerts import egress
 from observatory_core.alerts.egress import AllowList, Refused, check_target
 from observatory_core.alerts.evaluate import evaluate
-from observatory_core.alerts.rules import build_rule, create_rule
+from observatory_core.alerts.rules import build_rule
 from observatory_core.alerts.webhooks import deliver_due, delivery_log
 from observatory_core.errors import UserError
-from tests.alerts.conftest import NOW, add_spans
+from tests.alerts.conftest import NOW, firing_rule
 from tests.helpers import admin_scope
 
 # (address, words the refusal must contain): one per refused range, IPv4 and IPv6.
@@ -160,19 +160,6 @@ def test_rule_save_refuses_internal_targets_with_the_address_named(allow_hosts, 
         build_rule(**base, webhook_url="http://metadata.internal/")
     allow_hosts("metadata.internal")
     assert build_rule(**base, webhook_url="http://metadata.internal/").webhook_url
-
-
-def firing_rule(engine, org_id, project, url) -> int:
-    add_spans(engine, org_id, project, minutes_ago=1, count=10, duration_ms=4000.0)
-    spec = build_rule(
-        name="slow",
-        series="duration_ms.p95",
-        comparator=">",
-        threshold=1000,
-        window_s=300,
-        webhook_url=url,
-    )
-    return create_rule(engine, admin_scope(org_id), spec, now=NOW)
 
 
 def test_send_time_check_catches_a_name_that_now_resolves_inside(

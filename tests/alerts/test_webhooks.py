@@ -9,27 +9,13 @@ import pytest
 
 from observatory_core.alerts import webhooks
 from observatory_core.alerts.evaluate import evaluate
-from observatory_core.alerts.rules import build_rule, create_rule, mute_rule
+from observatory_core.alerts.rules import mute_rule
 from observatory_core.alerts.webhooks import deliver_due, delivery_log
-from tests.alerts.conftest import NOW, add_spans
+from tests.alerts.conftest import NOW, firing_rule
 from tests.helpers import admin_scope
 
 # The receivers here listen on 127.0.0.1: allowed explicitly, as an admin would allow a host.
 pytestmark = pytest.mark.usefixtures("loopback_allowed")
-
-
-def firing_rule(engine, org_id, project, url, **kw) -> int:
-    add_spans(engine, org_id, project, minutes_ago=1, count=10, duration_ms=4000.0)
-    spec = build_rule(
-        name="slow calls",
-        series="duration_ms.p95",
-        comparator=">",
-        threshold=1000,
-        window_s=300,
-        webhook_url=url,
-        **kw,
-    )
-    return create_rule(engine, admin_scope(org_id), spec, now=NOW)
 
 
 def test_firing_sends_a_slack_compatible_body_once(org, webhook):

@@ -13,13 +13,9 @@ from observatory_core.api import metrics as metrics_routes
 from observatory_core.metrics.folding import OTHER
 from observatory_core.settings import get_settings
 from tests.api.conftest import auth
-from tests.helpers import all_spans
+from tests.helpers import SLOW_SQL, all_spans
 
-SLOW = {
-    "postgresql": "SELECT pg_sleep(20)",
-    "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000000) "
-    "SELECT count(*) FROM c",
-}
+SLOW = SLOW_SQL
 
 
 def test_a_grouping_past_the_cap_is_folded_into_other(api, monkeypatch):

@@ -10,13 +10,9 @@ from sqlalchemy import text
 
 from observatory_core.errors import QueryTooSlow
 from observatory_core.storage.budget import time_budget
+from tests.helpers import SLOW_SQL
 
-SLOW = {
-    "postgresql": "SELECT pg_sleep(20)",
-    # about 20 s of work for SQLite's virtual machine, stopped by the progress handler
-    "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000000) "
-    "SELECT count(*) FROM c",
-}
+SLOW = SLOW_SQL
 QUICK = {
     "postgresql": "SELECT count(*) FROM generate_series(1, 200000)",
     "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) "

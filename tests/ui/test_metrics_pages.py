@@ -120,13 +120,11 @@ def test_a_query_past_its_budget_shows_how_to_narrow_it(app_env, monkeypatch):
 
     from observatory_core.settings import get_settings
     from observatory_core.ui.session import engine as ui_engine
+    from tests.helpers import SLOW_SQL
 
     monkeypatch.setenv("OBSERVATORY_READ_BUDGET_S", "0.5")
     get_settings.cache_clear()
-    slow = (
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000000) "
-        "SELECT count(*) FROM c"
-    )
+    slow = SLOW_SQL["sqlite"]
 
     def stuck(*_args, **_kwargs):
         with ui_engine().connect() as conn:
