@@ -1,4 +1,4 @@
-"""The role table is exactly DESIGN.md section 6."""
+"""The role table is exactly the README's "Users and roles"."""
 
 import pytest
 
@@ -6,7 +6,7 @@ from observatory_core.errors import PermissionDenied, UserError
 from observatory_core.permissions import Permission, Role, parse_role
 from observatory_core.scope import Scope
 
-# permission -> (admin, developer, viewer, billing), copied from DESIGN.md section 6
+# permission -> (admin, developer, viewer, billing), as the README's "Users and roles" states
 DESIGN_TABLE = {
     "traces:read": (1, 1, 1, 0),
     "metrics:read": (1, 1, 1, 1),

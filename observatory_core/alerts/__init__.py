@@ -1,1 +1,1 @@
-"""Threshold alerts (DESIGN.md section 5): rules, the state machine, evaluation, webhooks."""
+"""Threshold alerts (README "Alerts and the live view"): rules, the state machine, evaluation, webhooks."""

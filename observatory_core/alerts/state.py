@@ -1,6 +1,6 @@
 """The per-group state machine: ok -> pending -> firing -> resolved, as a pure function.
 
-Kept free of storage so the rules of DESIGN.md section 5 are tested exactly, with any clock.
+Kept free of storage so the README's state rules (Alerts) are tested exactly, with any clock.
 """
 
 from __future__ import annotations

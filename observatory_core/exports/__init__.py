@@ -1,1 +1,1 @@
-"""Export jobs (DESIGN.md section 4): launch, stream to a file, watch, cancel, download, expire."""
+"""Export jobs (README "Exports"; docs/architecture.md): launch, stream to a file, watch, cancel, download, expire."""

@@ -1,4 +1,4 @@
-"""The one filter spec (DESIGN.md section 2): what spans a list, chart, export or alert means."""
+"""The one filter spec (README "Traces"): what spans a list, chart, export or alert means."""
 
 from observatory_core.filters.spec import FilterError, FilterSpec
 

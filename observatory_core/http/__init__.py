@@ -1,1 +1,1 @@
-"""HTTP routes served beside the Streamlit UI by the same server (DESIGN.md section 7)."""
+"""HTTP routes served beside the Streamlit UI by the same server (docs/architecture.md, "Data flow")."""

@@ -1,1 +1,1 @@
-"""Getting spans in: OTLP/HTTP, file import, API keys (DESIGN.md sections 1 and 7)."""
+"""Getting spans in: OTLP/HTTP, file import, API keys (README "Sending spans"; docs/architecture.md)."""

@@ -1,4 +1,4 @@
-"""The metrics and aggregations of DESIGN.md section 3, and which combinations make sense."""
+"""The metrics and aggregations (README "Metrics"), and which combinations make sense."""
 
 from __future__ import annotations
 

@@ -249,7 +249,7 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),  # shown in lists so a key can be recognised
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("scopes", String(64), nullable=False),  # comma-separated: ingest, read
-    # what a read key may do, as a user of this role would (DESIGN.md section 6)
+    # what a read key may do, as a user of this role would (README "HTTP API")
     Column("role", String(16), nullable=False, server_default="developer"),
     Column("created_by", String(64), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
@@ -258,7 +258,7 @@ api_keys = Table(
     Index("ix_api_keys_org", "org_id"),
 )
 
-# ---- alerts (DESIGN.md section 5) ------------------------------------------------------
+# ---- alerts (README "Alerts") ---------------------------------------------------------
 alert_rules = Table(
     "alert_rules",
     metadata,
@@ -362,7 +362,7 @@ org_budgets = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
-# ---- rollups (DESIGN.md section 3) ----------------------------------------------------
+# ---- rollups (README "Metrics") -----------------------------------------------------
 # Per grain: one row per (org, bucket, project, provider, model, environment, operation, status)
 # with counts, sums, min and max of each measure and the latency sketch (one packed number, see
 # storage/packed_sketch.py). NULL provider/model are stored as '' so the row key stays unique
