@@ -20,14 +20,23 @@ OUTPUT_TOKENS = (
     "gen_ai.usage.completion_tokens",
     "llm.token_count.completion",
 )
-TOTAL_TOKENS = ("llm.token_count.total", "gen_ai.usage.total_tokens")
+TOTAL_TOKENS = ("llm.token_count.total", "gen_ai.usage.total_tokens", "llm.usage.total_tokens")
 COST = ("gen_ai.usage.cost", "llm.cost.total")
 INPUT_MESSAGES = ("gen_ai.input.messages", "gen_ai.prompt", "input.value")
 OUTPUT_MESSAGES = ("gen_ai.output.messages", "gen_ai.completion", "output.value")
-FINISH = ("gen_ai.response.finish_reasons", "gen_ai.response.finish_reason")
+FINISH = ("gen_ai.response.finish_reasons", "gen_ai.response.finish_reason", "llm.finish_reason")
 TTFT_SECONDS = ("gen_ai.server.time_to_first_token", "gen_ai.response.time_to_first_chunk")
-USER = ("user.id", "enduser.id", "langfuse.user.id")
-SESSION = ("session.id", "gen_ai.conversation.id", "langfuse.session.id")
+# Traceloop/OpenLLMetry: the app's "association properties" (user, session, anything else).
+ASSOCIATION = "traceloop.association.properties."
+USER = ("user.id", "enduser.id", "langfuse.user.id", ASSOCIATION + "user_id")
+SESSION = (
+    "session.id",
+    "gen_ai.conversation.id",
+    "langfuse.session.id",
+    ASSOCIATION + "session_id",
+)
+# OpenInference: the request's parameters as JSON; a failed call's model is only there.
+INVOCATION_PARAMETERS = "llm.invocation_parameters"
 TAGS = ("tag.tags", "langfuse.trace.tags")
 METADATA = ("metadata", "langfuse.metadata")
 ERROR_TYPE = ("error.type",)
@@ -43,6 +52,16 @@ OPENINFERENCE_OPERATIONS = {
     "RERANKER": "retrieval",
     "AGENT": "invoke_agent",
 }
+# Traceloop/OpenLLMetry: the kind of LLM request, and the kind of a framework's own spans.
+TRACELOOP_REQUEST_TYPE = "llm.request.type"
+TRACELOOP_REQUEST_TYPES = {
+    "chat": "chat",
+    "completion": "completion",
+    "embedding": "embeddings",
+    "rerank": "retrieval",
+}
+TRACELOOP_KIND = "traceloop.span.kind"
+TRACELOOP_KINDS = {"agent": "invoke_agent", "tool": "execute_tool"}
 GENAI_OPERATIONS = {
     "chat": "chat",
     "generate_content": "chat",
@@ -79,13 +98,40 @@ def take(attrs: dict[str, Any], names: tuple[str, ...]) -> Any:
 
 
 def operation(attrs: dict[str, Any]) -> str:
+    """The GenAI operation name first, then OpenInference's span kind, then Traceloop's request
+    type and span kind (a workflow or task span is `other`)."""
     raw = take(attrs, OPERATION)
     kind = attrs.pop(OPENINFERENCE_KIND, None)
+    request_type = attrs.pop(TRACELOOP_REQUEST_TYPE, None)
+    traceloop_kind = attrs.pop(TRACELOOP_KIND, None)
     if isinstance(raw, str):
         return GENAI_OPERATIONS.get(raw.lower(), "other")
     if isinstance(kind, str):
         return OPENINFERENCE_OPERATIONS.get(kind.upper(), "other")
+    if isinstance(request_type, str):
+        return TRACELOOP_REQUEST_TYPES.get(request_type.lower(), "other")
+    if isinstance(traceloop_kind, str):
+        return TRACELOOP_KINDS.get(traceloop_kind.lower(), "other")
     return "other"
+
+
+def invocation_model(attrs: dict[str, Any]) -> str | None:
+    """The model named in OpenInference's invocation parameters (kept in `attrs`)."""
+    raw = attrs.get(INVOCATION_PARAMETERS)
+    try:
+        params = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return None
+    model = params.get("model") if isinstance(params, dict) else None
+    return str(model) if model else None
+
+
+def association_metadata(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Traceloop's association properties other than user and session, as metadata."""
+    return {
+        key.removeprefix(ASSOCIATION): attrs.pop(key)
+        for key in [k for k in attrs if k.startswith(ASSOCIATION)]
+    }
 
 
 def _part_text(part: Any) -> str | None:
@@ -139,12 +185,21 @@ def messages_text(value: Any) -> str | None:
     return "\n".join(lines)
 
 
-def indexed_messages(attrs: dict[str, Any], pattern: re.Pattern) -> str | None:
-    """`gen_ai.prompt.0.content` / `llm.input_messages.0.message.content` style attributes."""
+def indexed_messages(attrs: dict[str, Any], pattern: re.Pattern) -> list[dict[str, Any]]:
+    """`gen_ai.prompt.0.content` / `llm.input_messages.0.message.content` style attributes, as
+    messages in order (empty when there are none)."""
     found: dict[int, dict[str, Any]] = {}
     for key in [k for k in attrs if pattern.match(k)]:
         index, field = pattern.match(key).groups()
         found.setdefault(int(index), {})[field] = attrs.pop(key)
-    if not found:
-        return None
-    return messages_text([found[i] for i in sorted(found)])
+    return [found[i] for i in sorted(found)]
+
+
+def message_text(attrs: dict[str, Any], names: tuple[str, ...], pattern: re.Pattern):
+    """Readable text: the per-message attributes when the span has them (OpenInference's
+    `input.value` is then the raw request JSON, kept in `attributes`), else the first of
+    `names`. Also returns the indexed messages, which may carry a finish reason."""
+    indexed = indexed_messages(attrs, pattern)
+    if indexed:
+        return messages_text(indexed), indexed
+    return messages_text(take(attrs, names)), []

@@ -154,6 +154,7 @@ def map_span(
             events.remove(event)
     operation = cv.operation(attrs)
     provider, model = _str(cv.take(attrs, cv.PROVIDER)), _str(cv.take(attrs, cv.MODEL))
+    model = model or cv.invocation_model(attrs)  # a failed OpenInference call names it only there
     input_tokens = _tokens(attrs, cv.INPUT_TOKENS, "input tokens")
     output_tokens = _tokens(attrs, cv.OUTPUT_TOKENS, "output tokens")
     total = _tokens(attrs, cv.TOTAL_TOKENS, "total tokens")
@@ -162,13 +163,11 @@ def map_span(
     cost = prices.cost(
         org_id, provider, model, input_tokens, output_tokens, start, _reported_cost(attrs)
     )
-    input_text = cv.messages_text(cv.take(attrs, cv.INPUT_MESSAGES)) or cv.indexed_messages(
-        attrs, cv.INDEXED_INPUT
-    )
-    output_text = cv.messages_text(cv.take(attrs, cv.OUTPUT_MESSAGES)) or cv.indexed_messages(
-        attrs, cv.INDEXED_OUTPUT
-    )
-    finish = as_list(cv.take(attrs, cv.FINISH))
+    input_text, _ = cv.message_text(attrs, cv.INPUT_MESSAGES, cv.INDEXED_INPUT)
+    output_text, outputs = cv.message_text(attrs, cv.OUTPUT_MESSAGES, cv.INDEXED_OUTPUT)
+    finish = as_list(cv.take(attrs, cv.FINISH)) or [
+        m["finish_reason"] for m in outputs if m.get("finish_reason")
+    ]
     ttft = cv.take(attrs, cv.TTFT_SECONDS)
     error_type = _str(cv.take(attrs, cv.ERROR_TYPE)) or error_type
     metadata = as_object(cv.take(attrs, cv.METADATA)) or {}
@@ -176,6 +175,7 @@ def map_span(
         metadata[key.removeprefix("langfuse.metadata.")] = attrs.pop(key)
     tags = [str(t) for t in as_list(cv.take(attrs, cv.TAGS)) if t is not None]
     user_id, session_id = _str(cv.take(attrs, cv.USER)), _str(cv.take(attrs, cv.SESSION))
+    metadata.update(cv.association_metadata(attrs))
     for noise in ("input.mime_type", "output.mime_type"):
         attrs.pop(noise, None)
     attrs["otel.scope.name"] = scope_name

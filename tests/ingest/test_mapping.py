@@ -179,3 +179,89 @@ def test_unmapped_attributes_are_kept_and_huge_ones_cut(org_key):
     assert attributes["observatory.cut_attributes"] == ["app.blob"]
     assert attributes["observatory.dropped_attributes"] == 302 + 2 - 128
     assert "resource" not in attributes  # service.name was its only attribute, and it is mapped
+
+
+def test_a_failed_openinference_call_keeps_its_model_and_readable_messages(org_key):
+    """OpenInference names a failed call's model only in its invocation parameters, and sends
+    the raw request JSON as input.value beside the readable per-message attributes."""
+    import json
+
+    engine, _, _, key = org_key
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi there"}]}
+    body = one_span_request(
+        {
+            "openinference.span.kind": "LLM",
+            "llm.provider": "openai",
+            "llm.invocation_parameters": json.dumps({"model": "gpt-4o-mini", "temperature": 0}),
+            "input.value": json.dumps(request),
+            "input.mime_type": "application/json",
+            "llm.input_messages.0.message.role": "system",
+            "llm.input_messages.0.message.content": "Be kind.",
+            "llm.input_messages.1.message.role": "user",
+            "llm.input_messages.1.message.content": "Hi there",
+        }
+    )
+    failed = ExportTraceServiceRequest.FromString(body)
+    failed.resource_spans[0].scope_spans[0].spans[0].status.code = 2
+    failed.resource_spans[0].scope_spans[0].spans[0].status.message = "Error code: 500"
+    (row,) = decode(engine, key, failed.SerializeToString(), PROTOBUF).rows
+    assert (row["operation"], row["provider"], row["model"]) == ("chat", "openai", "gpt-4o-mini")
+    assert (row["status"], row["error_message"]) == ("error", "Error code: 500")
+    assert row["input_text"] == "system: Be kind.\nuser: Hi there"
+    assert json.loads(row["attributes"]["input.value"]) == request  # the raw request is kept
+
+    answered = one_span_request(
+        {
+            "openinference.span.kind": "LLM",
+            "llm.model_name": "gpt-4o-mini-2024-07-18",
+            "llm.invocation_parameters": json.dumps({"model": "gpt-4o-mini"}),
+            "output.value": json.dumps({"choices": [{"message": {"content": "Hello!"}}]}),
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.content": "Hello!",
+            "llm.output_messages.0.message.finish_reason": "stop",
+        }
+    )
+    (row,) = decode(engine, key, answered, PROTOBUF).rows
+    assert row["model"] == "gpt-4o-mini-2024-07-18"  # the model attribute wins when present
+    assert (row["output_text"], row["finish_reason"]) == ("Hello!", "stop")
+
+
+@pytest.mark.parametrize(
+    ("attributes", "operation"),
+    [
+        ({"llm.request.type": "chat"}, "chat"),
+        ({"llm.request.type": "completion"}, "completion"),
+        ({"llm.request.type": "embedding"}, "embeddings"),
+        ({"traceloop.span.kind": "tool"}, "execute_tool"),
+        ({"traceloop.span.kind": "agent"}, "invoke_agent"),
+        ({"traceloop.span.kind": "workflow"}, "other"),
+        ({"llm.request.type": "chat", "gen_ai.operation.name": "embeddings"}, "embeddings"),
+    ],
+)
+def test_traceloop_request_types_and_span_kinds_name_the_operation(org_key, attributes, operation):
+    engine, _, _, key = org_key
+    (row,) = decode(engine, key, one_span_request(attributes), PROTOBUF).rows
+    assert row["operation"] == operation
+    assert not {"llm.request.type", "traceloop.span.kind"} & set(row["attributes"])
+
+
+def test_traceloop_association_properties_give_user_session_and_metadata(org_key):
+    engine, _, _, key = org_key
+    body = one_span_request(
+        {
+            "llm.request.type": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.prompt_tokens": 10,
+            "gen_ai.usage.completion_tokens": 5,
+            "llm.usage.total_tokens": 15,
+            "traceloop.association.properties.user_id": "u-77",
+            "traceloop.association.properties.session_id": "s-12",
+            "traceloop.association.properties.customer": "acme-corp",
+        }
+    )
+    (row,) = decode(engine, key, body, PROTOBUF).rows
+    assert (row["user_id"], row["session_id"]) == ("u-77", "s-12")
+    assert row["metadata"] == {"customer": "acme-corp"}
+    assert (row["input_tokens"], row["output_tokens"]) == (10, 5)
+    assert not [k for k in row["attributes"] if k.startswith("traceloop.")]
