@@ -113,6 +113,26 @@ def write_trace(engine, spans_in_trace: int) -> str:
     return trace_id
 
 
+def build_database(db: str, size: int, folder: str = "bench/data"):
+    """A fresh database of `size` demo spans, vacuumed and analysed: what every case measures."""
+    engine = get_engine(fresh_url(db, size, folder))
+    upgrade(engine)
+    report = load_demo(engine, spans=size, days=30, seed=7, end=END)
+    analyse(engine, db)
+    return engine, report
+
+
+def analyse(engine, db: str) -> None:
+    if db == "postgresql":
+        # Steady state, as autovacuum leaves it: otherwise its work on the freshly loaded
+        # tables runs during (and slows) the measurements, and the planner lacks statistics.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgresql"], required=True)
@@ -121,21 +141,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
 
-    url = fresh_url(args.db, args.size, args.folder)
-    engine = get_engine(url)
-    upgrade(engine)
+    engine, report = build_database(args.db, args.size, args.folder)
     base = {"database": args.db, "size": args.size}
     out = []
-
-    report = load_demo(engine, spans=args.size, days=30, seed=7, end=END)
-    if args.db == "postgresql":
-        # Steady state, as autovacuum leaves it: otherwise its work on the freshly loaded
-        # tables runs during (and slows) the measurements, and the planner lacks statistics.
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE"))
-    else:
-        with engine.begin() as conn:
-            conn.execute(text("ANALYZE"))
     out.append(
         {
             **base,

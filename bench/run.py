@@ -35,7 +35,13 @@ def run_case(db: str, size: int) -> list[dict]:
 
 # Families that `BENCH_ONLY=<family>` runs alone against the databases of an earlier run.
 # Each with the prefix of its operations.
-FAMILIES = {"exports": "export_", "ingest": "ingest_", "alerts": "alerts_", "api": "api_"}
+FAMILIES = {
+    "exports": "export_",
+    "ingest": "ingest_",
+    "alerts": "alerts_",
+    "api": "api_",
+    "grid": "grid_",
+}
 
 
 def run_pg_case(label: str, module: str, size: int) -> list[dict]:
@@ -43,6 +49,14 @@ def run_pg_case(label: str, module: str, size: int) -> list[dict]:
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/obs_bench_{size}"
     return _run(
         f"{label} on postgresql with {size:,} spans", module, "--url", url, "--size", str(size)
+    )
+
+
+def run_grid(db: str, size: int) -> list[dict]:
+    """The bounded-reads grid through the real server on `db`'s database of `size` spans (built
+    as the main case builds it if it is missing)."""
+    return _run(
+        f"grid on {db} with {size:,} spans", "bench.grid_case", "--db", db, "--size", str(size)
     )
 
 
@@ -59,7 +73,8 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "Measured by `make bench` on this project's machine "
         f"({meta['machine']}, {meta['cpus']} cores; {meta['measured_at']}, exports "
         f"{meta['exports_measured_at']}, ingest {meta.get('ingest_measured_at')}, alerts "
-        f"{meta.get('alerts_measured_at')}, API {meta.get('api_measured_at')}). Figures are what was measured, "
+        f"{meta.get('alerts_measured_at')}, API {meta.get('api_measured_at')}, grid "
+        f"{meta.get('grid_measured_at')}). Figures are what was measured, "
         "nothing is estimated. Data: the demo generator (`--days 30 --seed 7`). Query timings are the "
         "median and p95 of repeated runs after one warm-up run. Peak RSS is that case's process "
         "maximum so far (load included).",
@@ -67,6 +82,8 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "| operation | database | spans | median ms | p95 ms | rows/s | peak RSS MB |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    grid = [e for e in entries if e["operation"].startswith("grid_")]
+    entries = [e for e in entries if not e["operation"].startswith("grid_")]
     for e in sorted(entries, key=lambda e: (e["operation"], e["database"], e["size"])):
         lines.append(
             f"| {e['operation']} | {e['database']} | {e['size']:,} | {fmt(e['median_ms'])} | "
@@ -121,9 +138,92 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "day and week, for 30 s; latency end to end at the client (p99 in results.json), rows/s is "
         "requests per second. Target: p95 <= 80 ms.",
         "",
+        *grid_section(grid),
     ]
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text("\n".join(lines))
+
+
+GRID_GOAL_MS = 200
+GRID_GROWTH_MB = 500
+
+
+def _grid_status(e: dict) -> str:
+    return ", ".join(f"{s} x{n}" for s, n in sorted(e["statuses"].items()))
+
+
+def _grid_shape_order(e: dict) -> tuple:
+    """Explorer shapes first, then metrics by group-bys and bucket in the grid's own order."""
+    from bench.grid_case import shapes
+
+    order = {s.name: i for i, s in enumerate(shapes())}
+    return (order.get(e["operation"], len(order)), e["operation"], e["database"])
+
+
+def grid_section(grid: list[dict]) -> list[str]:
+    """The bounded-reads grid (issue 25): a row per shape and store, then memory and the goal."""
+    if not grid:
+        return []
+    shapes = sorted((e for e in grid if "statuses" in e), key=_grid_shape_order)
+    memory = sorted((e for e in grid if "growth_mb" in e), key=lambda e: e["database"])
+    lines = [
+        "## Bounded reads grid",
+        "",
+        "Every shape of the explorer and of the metrics API, asked of the real server (`make run`'s "
+        "`streamlit run server.py`, default read budget of 10 s and metrics caps) over HTTP with one "
+        "admin key, one request at a time, by `BENCH_ONLY=grid make bench` (`bench/grid_case.py`). "
+        "Explorer: `GET /api/v1/traces`, first page, a 7-day window ending at the demo data's end, "
+        "no other filter, every `mode` x `sort` (descending) x `limit`. Metrics: `GET /api/v1/metrics` "
+        "with `duration_ms.p95`, `request_count.count` and `total_cost.sum`, grouped by nothing (g0) "
+        "up to model, environment, operation, status and user_id (g5), in every bucket: 1min and "
+        "5min over the last 24 h (they chart at most 1 and 5 days), 1hour, 1day, auto and none "
+        "(totals) over 30 days, ending 17 minutes past the hour. One warm-up call per shape, then 5 "
+        "timed runs, latency end to end at the client; each call ends its window a second later "
+        "than the one before, so the API's 15-second answer cache answered none of them (checked: "
+        "results.json's `cached_answers`). p95 is interpolated between the 5 runs; a refused or "
+        "timed-out run counts with its own time and status. Rows: data rows of the answer (metrics: "
+        "buckets x groups). Peak growth: the server process's RSS, sampled every 20 ms, over its "
+        "value after one light request of each route (the baseline), across the whole grid.",
+        "",
+        "| shape | database | spans | status (runs) | median ms | p95 ms | max ms | rows |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for e in shapes:
+        lines.append(
+            f"| {e['operation'].removeprefix('grid_')} | {e['database']} | {e['size']:,} | "
+            f"{_grid_status(e)} | {fmt(e['median_ms'])} | {fmt(e['p95_ms'])} | "
+            f"{fmt(e['max_ms'])} | {e['rows']:,} |"
+        )
+    lines.append("")
+    for m in memory:
+        lines.append(
+            f"- {m['database']}, {m['size']:,} spans, measured {m['started_at']} to "
+            f"{m['finished_at']}: server RSS {fmt(m['baseline_rss_mb'], 0)} MB after the first "
+            f"requests, peak {fmt(m['peak_rss_mb'], 0)} MB, growth {fmt(m['growth_mb'], 0)} MB."
+        )
+    over = [e for e in shapes if e["p95_ms"] > GRID_GOAL_MS or set(e["statuses"]) != {"200"}]
+    lines += [
+        "",
+        f"Goal (issue 25): p95 <= {GRID_GOAL_MS} ms for every shape, no answer over the read "
+        f"budget (503 `timeout`), peak growth under {GRID_GROWTH_MB} MB.",
+        "",
+    ]
+    if over:
+        lines.append(f"Over the goal ({len(over)} of {len(shapes)} shape x database rows):")
+        lines += [
+            f"- {e['operation'].removeprefix('grid_')} on {e['database']}: p95 "
+            f"{fmt(e['p95_ms'])} ms, {_grid_status(e)}"
+            for e in over
+        ]
+    else:
+        lines.append(f"Every one of the {len(shapes)} shape x database rows meets it.")
+    lines += [
+        f"- peak growth on {m['database']}: {fmt(m['growth_mb'], 0)} MB"
+        for m in memory
+        if m["growth_mb"] >= GRID_GROWTH_MB
+    ]
+    lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -138,7 +238,8 @@ def main() -> None:
         entries = [
             e
             for e in json.loads(RESULTS.read_text())["results"]
-            if not e["operation"].startswith(FAMILIES[only])
+            # the family's figures on the databases of this run are measured again
+            if not (e["operation"].startswith(FAMILIES[only]) and e["database"] in dbs)
         ]
     else:
         entries = [e for size in sizes for db in dbs for e in run_case(db, size)]
@@ -148,6 +249,8 @@ def main() -> None:
         entries += run_pg_case("alerts", "bench.alerts_case", max(sizes))
     if "postgresql" in dbs and only in (None, "api"):
         entries += run_pg_case("API", "bench.api_case", max(sizes))
+    if only in (None, "grid"):  # before ingest, which adds spans to the PostgreSQL database
+        entries += [e for db in dbs for e in run_grid(db, max(sizes))]
     if "postgresql" in dbs and only in (None, "ingest"):  # last: it adds spans to the database
         entries += run_pg_case("OTLP ingest", "bench.ingest_case", max(sizes))
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
