@@ -150,6 +150,41 @@ def cmd_rollups(args) -> None:
     print(f"Rollups rebuilt in {time.perf_counter() - started:.1f} s ({rows}).")
 
 
+def cmd_remap(args) -> None:
+    from tqdm import tqdm
+
+    from observatory_core.ingest.remap import count_spans, remap
+    from observatory_core.storage.migrate import upgrade
+    from observatory_core.tenancy import org_id_by_slug
+
+    engine = _engine()
+    upgrade(engine)
+    org_id = None
+    if args.org:
+        with engine.connect() as conn:
+            org_id = org_id_by_slug(conn, args.org)
+    since = _parse_since(args.since)
+    total = count_spans(engine, org_id=org_id, since=since)
+    with tqdm(total=total, unit="span", unit_scale=True, desc="Remapping spans") as bar:
+        report = remap(engine, org_id=org_id, since=since, on_batch=lambda n, _c: bar.update(n))
+    print(
+        f"Read {report.scanned:,} spans, filled fields of {report.changed:,}, rebuilt the rollups "
+        f"of {report.orgs_rebuilt} org(s) in {report.seconds:.1f} s ({report.rate:,.0f} spans/s)."
+    )
+
+
+def _parse_since(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise UserError(
+            f"--since {raw!r} is not a date; write it as 2026-11-01 or 2026-11-01T00:00:00+00:00."
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def cmd_budget(args) -> None:
     from observatory_core.overview import set_budget
     from observatory_core.permissions import Role
@@ -258,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollups.add_argument("action", choices=["rebuild"])
     rollups.add_argument("--org", help="only this org (slug); default: every org")
     rollups.set_defaults(func=cmd_rollups)
+
+    remap = sub.add_parser(
+        "remap", help="fill span fields from their kept attributes after a mapping improved"
+    )
+    remap.add_argument("--org", help="only this org (slug); default: every org")
+    remap.add_argument("--since", help="only spans started at or after this date (ISO 8601)")
+    remap.set_defaults(func=cmd_remap)
 
     budget = sub.add_parser("budget", help="set an org's monthly cost budget")
     budget.add_argument("--org", required=True, help="org slug, e.g. acme")

@@ -1,0 +1,214 @@
+"""`python -m observatory_core remap`: re-derive span fields from the attributes kept with each
+span, after the mapping learned names it did not know when the span arrived.
+
+Ingest moves every attribute it understands into a field and keeps the rest in `attributes`;
+so a span stored before a mapping improved still holds what the new mapping reads (e.g.
+Traceloop's `llm.request.type`, OpenInference's `llm.invocation_parameters`). Remap fills only
+fields that are empty (or `other`, for the operation) from those attributes, reprices a span
+whose model or tokens it filled, and rebuilds the rollups and trace totals of every org it
+changed. Run twice, the second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Engine
+
+from observatory_core.ingest import conventions as cv
+from observatory_core.ingest.attributes import as_list
+from observatory_core.pricing import PriceBook
+from observatory_core.rollups.maintain import rebuild_on
+from observatory_core.settings import get_settings
+from observatory_core.spanrows import cut_text
+from observatory_core.storage.schema import spans
+
+_READ = (
+    "id",
+    "org_id",
+    "start_time",
+    "operation",
+    "provider",
+    "model",
+    "user_id",
+    "session_id",
+    "finish_reason",
+    "input_text",
+    "output_text",
+    "input_tokens",
+    "output_tokens",
+    "cost_source",
+    "metadata",
+    "attributes",
+)
+_FILLED = (
+    "operation",
+    "provider",
+    "model",
+    "user_id",
+    "session_id",
+    "finish_reason",
+    "input_text",
+    "output_text",
+    "input_tokens",
+    "output_tokens",
+    "metadata",
+    "attributes",
+)
+
+
+@dataclass(frozen=True)
+class RemapReport:
+    scanned: int
+    changed: int
+    orgs_rebuilt: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.scanned / self.seconds if self.seconds else 0.0
+
+
+def _tokens(attrs: dict[str, Any], names: tuple[str, ...]) -> int | None:
+    value = cv.take(attrs, names)
+    try:
+        number = int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and 0 <= number <= 2_000_000_000 else None
+
+
+def derive(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
+    """The fields `row` gains from its kept attributes (empty when nothing new is learned)."""
+    attrs = dict(row["attributes"] or {})
+    before = dict(attrs)
+    out: dict[str, Any] = {}
+    operation = cv.operation(attrs)
+    if row["operation"] == "other" and operation != "other":
+        out["operation"] = operation
+    for field, names in (("provider", cv.PROVIDER), ("model", cv.MODEL)):
+        value = cv.take(attrs, names)
+        if row[field] is None and value is not None:
+            out[field] = str(value)
+    if row["model"] is None and "model" not in out and (model := cv.invocation_model(attrs)):
+        out["model"] = model
+    for field, names in (("user_id", cv.USER), ("session_id", cv.SESSION)):
+        value = cv.take(attrs, names)
+        if row[field] is None and value is not None:
+            out[field] = str(value)[: spans.c[field].type.length]
+    for field, names, pattern in (
+        ("input_text", cv.INPUT_MESSAGES, cv.INDEXED_INPUT),
+        ("output_text", cv.OUTPUT_MESSAGES, cv.INDEXED_OUTPUT),
+    ):
+        if row[field] is None:
+            text, _ = cv.message_text(attrs, names, pattern)
+            if text is not None:
+                out[field] = cut_text(text, max_chars)[0]
+    finish = as_list(cv.take(attrs, cv.FINISH))
+    if row["finish_reason"] is None and finish:
+        out["finish_reason"] = str(finish[0])
+    for field, names in (("input_tokens", cv.INPUT_TOKENS), ("output_tokens", cv.OUTPUT_TOKENS)):
+        value = _tokens(attrs, names)
+        if not row[field] and value:
+            out[field] = value
+    extra = cv.association_metadata(attrs)
+    if extra:
+        out["metadata"] = {**extra, **(row["metadata"] or {})}
+    if not out:
+        return {}  # nothing learned: leave the attributes as they are
+    if attrs != before:
+        out["attributes"] = attrs
+    return out
+
+
+def _reprice(row: dict, changes: dict, prices: PriceBook) -> dict:
+    """A span whose model or tokens were filled in is priced again (a reported cost stays)."""
+    if row["cost_source"] == "reported" or not {"model", "input_tokens", "output_tokens"} & set(
+        changes
+    ):
+        return {}
+    merged = {**row, **changes}
+    cost = prices.cost(
+        merged["org_id"],
+        merged["provider"],
+        merged["model"],
+        int(merged["input_tokens"] or 0),
+        int(merged["output_tokens"] or 0),
+        merged["start_time"],
+    )
+    tokens = int(merged["input_tokens"] or 0) + int(merged["output_tokens"] or 0)
+    return {
+        "input_cost_usd": cost.input_usd,
+        "output_cost_usd": cost.output_usd,
+        "total_cost_usd": cost.input_usd + cost.output_usd,
+        "cost_source": cost.source,
+        "total_tokens": tokens,
+    }
+
+
+def remap(
+    engine: Engine,
+    *,
+    org_id: int | None = None,
+    since: datetime | None = None,
+    batch: int = 2000,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> RemapReport:
+    """Re-derive fields for the spans of one org (or all) started at or after `since`.
+
+    Each batch is one transaction; the rollups and trace totals of the changed orgs are rebuilt
+    at the end in one transaction (readers never see them half done). `on_batch(scanned,
+    changed)` reports progress."""
+    started = time.perf_counter()
+    max_chars = get_settings().text_max_chars
+    where = []
+    if org_id is not None:
+        where.append(spans.c.org_id == org_id)
+    if since is not None:
+        where.append(spans.c.start_time >= since)
+    with engine.connect() as conn:
+        prices = PriceBook.load(conn)
+    columns = [spans.c[name] for name in _READ]
+    scanned = changed = 0
+    changed_orgs: set[int] = set()
+    last_id = 0
+    while True:
+        query = select(*columns).where(*where, spans.c.id > last_id).order_by(spans.c.id)
+        with engine.begin() as conn:
+            rows = [dict(r) for r in conn.execute(query.limit(batch)).mappings()]
+            if not rows:
+                break
+            updates = []
+            for row in rows:
+                changes = derive(row, max_chars)
+                if changes:
+                    changes.update(_reprice(row, changes, prices))
+                    updates.append((row["id"], changes))
+                    changed_orgs.add(row["org_id"])
+            for row_id, changes in updates:
+                conn.execute(update(spans).where(spans.c.id == row_id).values(**changes))
+        scanned += len(rows)
+        changed += len(updates)
+        last_id = rows[-1]["id"]
+        if on_batch:
+            on_batch(len(rows), len(updates))
+    with engine.begin() as conn:
+        for changed_org in sorted(changed_orgs):
+            rebuild_on(conn, changed_org)
+    return RemapReport(scanned, changed, len(changed_orgs), time.perf_counter() - started)
+
+
+def count_spans(engine: Engine, *, org_id: int | None, since: datetime | None) -> int:
+    """How many spans a remap will read (for its progress bar)."""
+    where = []
+    if org_id is not None:
+        where.append(spans.c.org_id == org_id)
+    if since is not None:
+        where.append(spans.c.start_time >= since)
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(spans).where(*where)).scalar_one())
