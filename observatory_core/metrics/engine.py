@@ -276,8 +276,72 @@ def _order_other_last(frame: pl.DataFrame, query: MetricQuery) -> pl.DataFrame:
     return pl.concat([_keep(frame.filter(~other), query), frame.filter(other)])
 
 
-def _top_keys(totals: pl.DataFrame, query: MetricQuery, count: int) -> list[str]:
-    return python_keys(_keep(totals, query).head(count), query.group_by)
+@dataclass(frozen=True)
+class _Groups:
+    """Which groups an answer keeps: `kept` (a frame of group keys) or, past the cap without
+    having or limit, the top keys (`fold`) with every other group folded into "(other)"."""
+
+    kept: pl.DataFrame | None
+    fold: list[str] | None
+    folded: int
+
+    @property
+    def count(self) -> int:
+        return len(self.fold) + 1 if self.fold is not None else self.kept.height
+
+
+def _pick_groups(totals: pl.DataFrame, query: MetricQuery, caps: _Caps) -> _Groups:
+    """`totals` is already filtered, sorted and limited by `_keep`."""
+    keys = list(query.group_by)
+    if query.limit or totals.height <= caps.groups:
+        return _Groups(totals.select(keys), None, 0)
+    folded = totals.height - caps.groups
+    top = totals.head(caps.groups)
+    if query.having:  # "(other)" would mix in the groups the having left out
+        return _Groups(top.select(keys), None, folded)
+    return _Groups(None, python_keys(top, query.group_by), folded)
+
+
+def _answer_totals(args, query, caps, start, end, now, force):
+    """One row per group (or one row), the long tail folded into "(other)" past the cap."""
+    frame, source, grains = _totals(*args, start, end, now, force)
+    frame = _keep(frame, query)
+    if not query.group_by:
+        return frame, source, grains, 0
+    groups = _pick_groups(frame, query, caps)
+    if groups.fold is not None:
+        frame, *_ = _compute(*args, None, start, end, now, force, keep=groups.fold)
+        frame = _order_other_last(_typed(frame, args[3], query.group_by), query)
+    elif groups.folded:
+        frame = frame.head(caps.groups)
+    return frame, source, grains, groups.folded
+
+
+def _answer_series(args, query, caps, bucket_seconds, start, end, now, force):
+    """Every bucket of every kept group, checked against the cap on values before it is read."""
+    series, group_by = args[3], query.group_by
+    buckets = _bucket_count(start, end, bucket_seconds)
+    _check_cells(query, buckets, 1, caps)
+    if group_by and not (query.having or query.limit or query.sort):
+        try:  # the common case, a few groups: one query, its rows capped
+            frame, source, grains = _compute(
+                *args, bucket_seconds, start, end, now, force, max_rows=buckets * caps.groups
+            )
+            if frame.select(group_by).n_unique() <= caps.groups:
+                return _typed(frame, series, group_by), source, grains, 0
+        except _TooManyRows:
+            pass
+    groups = None
+    if group_by:
+        totals, *_ = _totals(*args, start, end, now, force)
+        groups = _pick_groups(_keep(totals, query), query, caps)
+        _check_cells(query, buckets, groups.count, caps)
+    keep = groups.fold if groups else None
+    frame, source, grains = _compute(*args, bucket_seconds, start, end, now, force, keep=keep)
+    frame = _typed(frame, series, group_by)
+    if groups is not None and groups.kept is not None:
+        frame = frame.join(groups.kept, on=list(group_by), how="semi", nulls_equal=True)
+    return frame, source, grains, groups.folded if groups else 0
 
 
 def run_metrics(
@@ -303,60 +367,14 @@ def run_metrics(
     start, end = _window(engine, scope, query, now)
     bucket_seconds = query.bucket_seconds(start, end)
     args = (engine, scope, query, series)
-    folded = 0
     if bucket_seconds is None:
-        frame, source, grains = _totals(*args, start, end, now, force)
-        frame = _keep(frame, query)
-        if query.group_by and not query.limit and frame.height > caps.groups:
-            folded = frame.height - caps.groups
-            if query.having:  # "(other)" would mix in groups the having left out
-                frame = frame.head(caps.groups)
-            else:
-                keep = _top_keys(frame, query, caps.groups)
-                frame, *_ = _compute(*args, None, start, end, now, force, keep=keep)
-                frame = _order_other_last(_typed(frame, series, query.group_by), query)
+        frame, source, grains, folded = _answer_totals(args, query, caps, start, end, now, force)
     else:
-        buckets = _bucket_count(start, end, bucket_seconds)
-        _check_cells(query, buckets, 1, caps)
-        keep: list[str] | None = None
-        frame = None
-        if query.group_by and not (query.having or query.limit or query.sort):
-            try:  # the common case, a few groups: one query
-                frame, source, grains = _compute(
-                    *args, bucket_seconds, start, end, now, force, max_rows=buckets * caps.groups
-                )
-                if frame.select(query.group_by).n_unique() > caps.groups:
-                    frame = None
-            except _TooManyRows:
-                frame = None
-        if query.group_by and frame is None:
-            totals, *_ = _totals(*args, start, end, now, force)
-            totals = _keep(totals, query)
-            if query.limit or totals.height <= caps.groups:
-                kept = totals.select(query.group_by)
-                _check_cells(query, buckets, kept.height, caps)
-            else:
-                folded = totals.height - caps.groups
-                if query.having:
-                    totals = totals.head(caps.groups)
-                    kept = totals.select(query.group_by)
-                else:
-                    keep = _top_keys(totals, query, caps.groups)
-                    kept = None
-                _check_cells(query, buckets, caps.groups + (keep is not None), caps)
-            frame, source, grains = _compute(
-                *args, bucket_seconds, start, end, now, force, keep=keep
-            )
-            frame = _typed(frame, series, query.group_by)
-            if kept is not None:
-                frame = frame.join(kept, on=list(query.group_by), how="semi", nulls_equal=True)
-        elif frame is None:
-            frame, source, grains = _compute(*args, bucket_seconds, start, end, now, force)
-            frame = _typed(frame, series, query.group_by)
-        else:
-            frame = _typed(frame, series, query.group_by)
+        frame, source, grains, folded = _answer_series(
+            args, query, caps, bucket_seconds, start, end, now, force
+        )
         groups = frame.select(query.group_by).n_unique() if query.group_by else 1
-        _check_cells(query, buckets, groups, caps)
+        _check_cells(query, _bucket_count(start, end, bucket_seconds), groups, caps)
         frame = _complete(frame, series, query.group_by, bucket_seconds, start, end)
     sketch = None
     if "_bins" in frame.columns and bucket_seconds is None and not query.group_by:
