@@ -37,6 +37,8 @@ class Settings:
     alert_eval_s: float = 5.0  # how often the worker evaluates alert rules
     api_rate_multiplier: float = 1.0  # scales the API's per-role request limits
     demo_traffic_per_s: float = 0.0  # spans per second sent through /v1/traces; 0 is off
+    session_idle_minutes: float = 60.0  # a login ends after this long without a page run
+    audit_retention_days: float = 365.0  # audit entries older than this are purged
 
     def require_cookie_key(self) -> str:
         """The login cookie must be signed with a secret that is not in the code."""
@@ -103,6 +105,12 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
         ),
         alert_eval_s=number("OBSERVATORY_ALERT_EVAL_S", "alert_eval_s", "5", _float),
         demo_traffic_per_s=_rate(pick("OBSERVATORY_DEMO_TRAFFIC", "demo_traffic_per_s", "0")),
+        session_idle_minutes=number(
+            "OBSERVATORY_SESSION_IDLE_MINUTES", "session_idle_minutes", "60", _float
+        ),
+        audit_retention_days=number(
+            "OBSERVATORY_AUDIT_RETENTION_DAYS", "audit_retention_days", "365", _float
+        ),
         embedded_worker=pick("OBSERVATORY_EMBEDDED_WORKER", "embedded_worker", "1")
         not in ("0", "false", "no"),
     )

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import UTC, datetime
 
 import bcrypt
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from observatory_core import audit, authversion, sessions, throttle
 from observatory_core.errors import UserError
 from observatory_core.permissions import Role, parse_role
 from observatory_core.scope import Scope
@@ -53,6 +55,7 @@ def add_user(
     name: str | None = None,
     email: str | None = None,
     password: str | None = None,
+    actor: str = "cli",
 ) -> str:
     """Create a user and return the password (generated when none is given)."""
     role = parse_role(role) if isinstance(role, str) else role
@@ -61,7 +64,7 @@ def add_user(
     with engine.begin() as conn:
         org_id = org_id_by_slug(conn, org_slug)
         try:
-            conn.execute(
+            user_id = conn.execute(
                 users.insert().values(
                     org_id=org_id,
                     username=username,
@@ -70,26 +73,109 @@ def add_user(
                     password_hash=hash_password(password),
                     role=role.value,
                 )
-            )
+            ).inserted_primary_key[0]
         except IntegrityError:
             raise UserError(f"User {username!r} exists already; pick another username.") from None
+        audit.record(
+            conn,
+            org_id=org_id,
+            actor=actor,
+            action="user.create",
+            target=username,
+            after={"role": role.value, "disabled": False},
+            user_id=user_id,
+        )
     return password
 
 
-def set_password(engine: Engine, username: str, password: str | None = None) -> str:
-    password = password or generate_password()
-    _check(username, password)
-    with engine.begin() as conn:
-        done = conn.execute(
-            update(users)
-            .where(users.c.username == username)
-            .values(password_hash=hash_password(password))
-        ).rowcount
-    if not done:
+def _user_row(conn, username: str):
+    row = conn.execute(select(users).where(users.c.username == username)).mappings().first()
+    if row is None:
         raise UserError(
             f"No user {username!r}; list users with `python -m observatory_core user list`."
         )
+    return row
+
+
+def set_password(
+    engine: Engine, username: str, password: str | None = None, *, actor: str = "cli"
+) -> str:
+    """Set a new password; the user's open sessions end, since the old one may be known."""
+    password = password or generate_password()
+    _check(username, password)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        row = _user_row(conn, username)
+        conn.execute(
+            update(users)
+            .where(users.c.id == row["id"])
+            .values(password_hash=hash_password(password))
+        )
+        ended = sessions.end_all(conn, row["id"], "password", now)
+        audit.record(
+            conn,
+            org_id=row["org_id"],
+            actor=actor,
+            action="user.password",
+            target=username,
+            sessions_ended=ended,
+        )
     return password
+
+
+def set_role(engine: Engine, username: str, role: str | Role, *, actor: str = "cli") -> None:
+    """Give a user another role; every page run and download checks the role anew, so it
+    applies on the user's next request in every server process."""
+    role = parse_role(role) if isinstance(role, str) else role
+    with engine.begin() as conn:
+        row = _user_row(conn, username)
+        if row["role"] == role.value:
+            return
+        conn.execute(update(users).where(users.c.id == row["id"]).values(role=role.value))
+        authversion.bump(conn, row["org_id"])
+        audit.record(
+            conn,
+            org_id=row["org_id"],
+            actor=actor,
+            action="user.role",
+            target=username,
+            before={"role": row["role"]},
+            after={"role": role.value},
+        )
+
+
+def set_disabled(engine: Engine, username: str, disabled: bool, *, actor: str = "cli") -> None:
+    """Disable (or enable) a user; disabling ends their sessions at once."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        row = _user_row(conn, username)
+        if bool(row["disabled"]) == disabled:
+            return
+        conn.execute(update(users).where(users.c.id == row["id"]).values(disabled=disabled))
+        ended = sessions.end_all(conn, row["id"], "disabled", now) if disabled else 0
+        authversion.bump(conn, row["org_id"])
+        audit.record(
+            conn,
+            org_id=row["org_id"],
+            actor=actor,
+            action="user.disable" if disabled else "user.enable",
+            target=username,
+            before={"disabled": bool(row["disabled"])},
+            after={"disabled": disabled},
+            sessions_ended=ended,
+        )
+
+
+def unlock(engine: Engine, username: str, *, actor: str = "cli") -> bool:
+    """Lift a log-in lock on a username (its failure count starts over)."""
+    with engine.begin() as conn:
+        row = conn.execute(select(users.c.org_id).where(users.c.username == username)).first()
+        lifted = throttle.clear(conn, throttle.USER, username) > 0
+        if row is not None:
+            audit.record(
+                conn, org_id=row.org_id, actor=actor, action="user.unlock", target=username
+            )
+    return lifted
 
 
 def count_users(engine: Engine) -> int:

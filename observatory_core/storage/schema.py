@@ -199,7 +199,8 @@ audit_log = Table(
     "audit_log",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    # NULL (migration 0010): a failed log-in with a username no org has
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE")),
     Column("username", String(64), nullable=False),
     Column("action", String(32), nullable=False),
     Column("subject", String(100)),

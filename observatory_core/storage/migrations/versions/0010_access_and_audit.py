@@ -30,6 +30,7 @@ def upgrade() -> None:
             sa.Column("auth_version", sa.Integer(), nullable=False, server_default="0")
         )
     with op.batch_alter_table("audit_log") as batch:
+        batch.alter_column("org_id", existing_type=sa.Integer(), nullable=True)
         batch.add_column(sa.Column("before", JSON, nullable=True))
         batch.add_column(sa.Column("after", JSON, nullable=True))
         batch.add_column(sa.Column("address", sa.String(length=64), nullable=True))
@@ -69,5 +70,8 @@ def downgrade() -> None:
         batch.drop_column("address")
         batch.drop_column("after")
         batch.drop_column("before")
+    op.execute("DELETE FROM audit_log WHERE org_id IS NULL")
+    with op.batch_alter_table("audit_log") as batch:
+        batch.alter_column("org_id", existing_type=sa.Integer(), nullable=False)
     with op.batch_alter_table("orgs") as batch:
         batch.drop_column("auth_version")

@@ -1,0 +1,116 @@
+"""Failed attempts per username or client address: growing delays, then a temporary lock.
+
+The first `free` failures in a row cost nothing; after the n-th failure beyond those the next
+attempt is accepted only after min(2^(n-1), 30) seconds; at `lock_after` failures the subject
+is locked for `lock_for`. A streak is forgotten
+`lock_for` after its last failure or when its lock ends; a successful log-in clears its
+username's streak (never an address's, so one good account cannot reset an attacker's count).
+The counts live in the database, so they hold across server processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, delete, or_, select, update
+from sqlalchemy.engine import Connection
+
+from observatory_core.storage.dialect import insert_ignoring_duplicates
+from observatory_core.storage.schema import auth_throttle
+
+MAX_DELAY_S = 30
+
+
+@dataclass(frozen=True)
+class Policy:
+    kind: str  # user | address | key
+    lock_after: int
+    lock_for: timedelta
+
+    def delay(self, failures: int) -> timedelta:
+        return (
+            timedelta(seconds=min(2 ** (failures - 1), MAX_DELAY_S))
+            if failures > 0
+            else timedelta(0)
+        )
+
+
+# The numbers README.md states (section Security).
+USER = Policy("user", lock_after=5, lock_for=timedelta(minutes=15))
+ADDRESS = Policy("address", lock_after=20, lock_for=timedelta(minutes=15), free=5)
+KEY = Policy("key", lock_after=20, lock_for=timedelta(minutes=5), free=5)  # bad API keys
+
+
+@dataclass(frozen=True)
+class Block:
+    """Why and until when a subject may not try again."""
+
+    policy: Policy
+    until: datetime
+    locked: bool  # a lock (True) or just the growing delay (False)
+
+    def seconds(self, now: datetime) -> int:
+        return max(1, math.ceil((self.until - now).total_seconds()))
+
+
+def _key(policy: Policy, subject: str):
+    t = auth_throttle.c
+    return and_(t.kind == policy.kind, t.subject == subject[:200])
+
+
+def blocked(conn: Connection, policy: Policy, subject: str | None, now: datetime) -> Block | None:
+    """A Block when `subject` must wait (delay or lock), else None."""
+    if not subject:
+        return None
+    t = auth_throttle.c
+    row = conn.execute(
+        select(t.failures, t.last_failure_at, t.locked_until).where(_key(policy, subject))
+    ).first()
+    if row is None:
+        return None
+    if row.locked_until is not None:
+        return Block(policy, row.locked_until, True) if row.locked_until > now else None
+    if row.last_failure_at <= now - policy.lock_for:
+        return None
+    until = row.last_failure_at + policy.delay(row.failures)
+    return Block(policy, until, False) if until > now else None
+
+
+def fail(conn: Connection, policy: Policy, subject: str | None, now: datetime) -> Block | None:
+    """Count a failure (atomically, so concurrent processes never lose one); return the block
+    it leads to."""
+    if not subject:
+        return None
+    t = auth_throttle.c
+    subject = subject[:200]
+    conn.execute(
+        insert_ignoring_duplicates(conn, auth_throttle).values(
+            kind=policy.kind, subject=subject, failures=0, last_failure_at=now
+        )
+    )
+    stale = or_(t.last_failure_at <= now - policy.lock_for, t.locked_until <= now)
+    failures, locked_until = conn.execute(
+        update(auth_throttle)
+        .where(_key(policy, subject))
+        .values(
+            failures=case((stale, 1), else_=t.failures + 1),
+            locked_until=case((stale, None), else_=t.locked_until),
+            last_failure_at=now,
+        )
+        .returning(t.failures, t.locked_until)
+    ).one()
+    if locked_until is not None:  # locked already (by another process): the lock stands
+        return Block(policy, locked_until, True)
+    if failures >= policy.lock_after:
+        until = now + policy.lock_for
+        conn.execute(update(auth_throttle).where(_key(policy, subject)).values(locked_until=until))
+        return Block(policy, until, True)
+    wait = policy.delay(failures)
+    return Block(policy, now + wait, False) if wait else None
+
+
+def clear(conn: Connection, policy: Policy, subject: str) -> int:
+    """Forget a subject's streak (a good log-in, or an admin unlocking a user)."""
+    return conn.execute(delete(auth_throttle).where(_key(policy, subject))).rowcount
