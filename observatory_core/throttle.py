@@ -28,13 +28,11 @@ class Policy:
     kind: str  # user | address | key
     lock_after: int
     lock_for: timedelta
+    free: int = 0
 
     def delay(self, failures: int) -> timedelta:
-        return (
-            timedelta(seconds=min(2 ** (failures - 1), MAX_DELAY_S))
-            if failures > 0
-            else timedelta(0)
-        )
+        beyond = failures - self.free
+        return timedelta(seconds=min(2 ** (beyond - 1), MAX_DELAY_S) if beyond > 0 else 0)
 
 
 # The numbers README.md states (section Security).
