@@ -1,10 +1,14 @@
-"""Admin widgets: API keys (created and shown once, listed, revoked)."""
+"""Admin widgets: API keys (created and shown once, listed, revoked) and the audit trail."""
 
 from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import streamlit as st
 
+from observatory_core import audit
 from observatory_core.errors import UserError
 from observatory_core.ingest.apikeys import SCOPES, create_key, list_keys, revoke_key
 from observatory_core.permissions import Role
@@ -112,3 +116,77 @@ def key_list(scope: Scope) -> None:
                     f"Key {active[chosen]} revoked: it stops working now.", icon=":material/block:"
                 )
                 st.rerun()
+
+
+def _json(value) -> str:
+    return "" if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def audit_trail(scope: Scope) -> None:
+    """The org's audit entries with filters, newest first, and the same rows as CSV."""
+    today = datetime.now(UTC).date()
+    left, middle, right = st.columns(3)
+    action = left.selectbox(
+        "Action",
+        [None, *audit.ACTIONS],
+        format_func=lambda a: "Every action" if a is None else f"{audit.ACTIONS[a]} ({a})",
+        key="audit_action",
+    )
+    actor = middle.selectbox(
+        "Who",
+        [None, *audit.actors(engine(), scope)],
+        format_func=lambda a: "Everyone" if a is None else a,
+        key="audit_actor",
+    )
+    picked = right.date_input(
+        "Dates (UTC)", value=(today - timedelta(days=30), today), key="audit_dates"
+    )
+    if isinstance(picked, tuple | list):  # a range: while it is being picked, one date
+        start = picked[0] if picked else None
+        end = picked[1] if len(picked) > 1 else None
+    else:
+        start = end = picked
+    try:
+        entries = audit.read_entries(
+            engine(), scope, audit.AuditFilter(action=action, actor=actor, start=start, end=end)
+        )
+    except UserError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    if not entries:
+        st.info("No audit entries match these filters.", icon=":material/history:")
+        return
+    frame = pl.DataFrame(
+        [
+            {
+                "at": e["at"],
+                "who": e["username"],
+                "action": e["action"],
+                "target": e["subject"] or "",
+                "before": _json(e["before"]),
+                "after": _json(e["after"]),
+                "address": e["address"] or "",
+                "detail": _json(e["detail"] or None),
+            }
+            for e in entries
+        ],
+        infer_schema_length=None,
+    )
+    st.dataframe(
+        frame,
+        hide_index=True,
+        column_config={
+            "at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm:ss")
+        },
+    )
+    more = (
+        " (the newest ones; narrow the filters for older)" if len(entries) >= audit.MAX_ROWS else ""
+    )
+    st.caption(f"{len(entries):,} entries{more}.")
+    st.download_button(
+        "Download CSV",
+        audit.to_csv(entries),
+        file_name=f"audit-{start or 'start'}-{end or today}.csv",
+        mime="text/csv",
+        key="audit_csv",
+    )
