@@ -59,9 +59,10 @@ def stop_with(message: str) -> None:
 
 def _address() -> str | None:
     try:
-        return st.context.ip_address
-    except Exception:  # no browser behind this run (AppTest)
+        address = st.context.ip_address
+    except Exception:  # no browser behind this run
         return None
+    return address if isinstance(address, str) else None  # AppTest has a stand-in object
 
 
 def _cookie_session(settings: Settings, cookie_key: str) -> str | None:
@@ -70,7 +71,7 @@ def _cookie_session(settings: Settings, cookie_key: str) -> str | None:
         token = st.context.cookies.get(settings.cookie_name)
     except Exception:
         token = None
-    claims = claims_from_cookie(token, cookie_key)
+    claims = claims_from_cookie(token if isinstance(token, str) else None, cookie_key)
     if claims is None or claims["sid"] == st.session_state.get("_ignored_sid"):
         return None
     return claims["sid"]
