@@ -97,9 +97,8 @@ def authenticate(raw: str | None, address: str | None) -> KeyInfo:
     db = engine()
     known = _verified.get(raw or "")
     if known is not None:
-        with db.connect() as conn:
-            if authversion.current(conn, known.org_id) == known.auth_version:
-                return known
+        if authversion.read(db, known.org_id) == known.auth_version:
+            return known
         _verified.pop(raw, None)
     block = keyguard.guard.blocked(db, address)
     if block is not None:
