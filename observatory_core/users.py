@@ -16,9 +16,9 @@ from sqlalchemy.exc import IntegrityError
 
 from observatory_core import audit, authversion, sessions, throttle
 from observatory_core.errors import UserError
-from observatory_core.permissions import Role, parse_role
+from observatory_core.permissions import Permission, Role, parse_role
 from observatory_core.scope import Scope
-from observatory_core.storage.schema import user_projects, users
+from observatory_core.storage.schema import orgs, user_projects, users
 from observatory_core.tenancy import org_id_by_slug
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
@@ -88,8 +88,11 @@ def add_user(
     return password
 
 
-def _user_row(conn, username: str):
+def _user_row(conn, username: str, org_id: int | None = None):
+    """The user's row; with `org_id`, only a user of that org (an admin's own org)."""
     row = conn.execute(select(users).where(users.c.username == username)).mappings().first()
+    if row is not None and org_id is not None and row["org_id"] != org_id:
+        raise UserError(f"No user {username!r} in your org.")
     if row is None:
         raise UserError(
             f"No user {username!r}; list users with `python -m observatory_core user list`."
@@ -98,14 +101,19 @@ def _user_row(conn, username: str):
 
 
 def set_password(
-    engine: Engine, username: str, password: str | None = None, *, actor: str = "cli"
+    engine: Engine,
+    username: str,
+    password: str | None = None,
+    *,
+    actor: str = "cli",
+    org_id: int | None = None,
 ) -> str:
     """Set a new password; the user's open sessions end, since the old one may be known."""
     password = password or generate_password()
     _check(username, password)
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        row = _user_row(conn, username)
+        row = _user_row(conn, username, org_id)
         conn.execute(
             update(users)
             .where(users.c.id == row["id"])
@@ -123,12 +131,19 @@ def set_password(
     return password
 
 
-def set_role(engine: Engine, username: str, role: str | Role, *, actor: str = "cli") -> None:
+def set_role(
+    engine: Engine,
+    username: str,
+    role: str | Role,
+    *,
+    actor: str = "cli",
+    org_id: int | None = None,
+) -> None:
     """Give a user another role; every page run and download checks the role anew, so it
     applies on the user's next request in every server process."""
     role = parse_role(role) if isinstance(role, str) else role
     with engine.begin() as conn:
-        row = _user_row(conn, username)
+        row = _user_row(conn, username, org_id)
         if row["role"] == role.value:
             return
         conn.execute(update(users).where(users.c.id == row["id"]).values(role=role.value))
@@ -144,11 +159,18 @@ def set_role(engine: Engine, username: str, role: str | Role, *, actor: str = "c
         )
 
 
-def set_disabled(engine: Engine, username: str, disabled: bool, *, actor: str = "cli") -> None:
+def set_disabled(
+    engine: Engine,
+    username: str,
+    disabled: bool,
+    *,
+    actor: str = "cli",
+    org_id: int | None = None,
+) -> None:
     """Disable (or enable) a user; disabling ends their sessions at once."""
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        row = _user_row(conn, username)
+        row = _user_row(conn, username, org_id)
         if bool(row["disabled"]) == disabled:
             return
         conn.execute(update(users).where(users.c.id == row["id"]).values(disabled=disabled))
@@ -237,3 +259,49 @@ def scope_for(engine: Engine, username: str) -> Scope:
         user_id=row["id"],
         project_ids=frozenset(projects) if projects else None,
     )
+
+
+# ---- what an org's admins do on the Admin page: their own org only, never to themselves ----
+
+
+def org_users(engine: Engine, scope: Scope) -> list[dict]:
+    scope.require(Permission.ADMIN)
+    u = users.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(u.username, u.name, u.email, u.role, u.disabled)
+            .where(u.org_id == scope.org_id)
+            .order_by(u.username)
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+def _not_self(scope: Scope, username: str, what: str) -> None:
+    if username == scope.username:
+        raise UserError(f"You cannot {what} yourself; ask another admin of your org.")
+
+
+def admin_add_user(engine: Engine, scope: Scope, username: str, role: str) -> str:
+    """Add a user to the admin's org; the generated password is returned (shown once)."""
+    scope.require(Permission.ADMIN)
+    with engine.connect() as conn:
+        slug = conn.execute(select(orgs.c.slug).where(orgs.c.id == scope.org_id)).scalar_one()
+    return add_user(engine, slug, (username or "").strip(), role, actor=scope.username)
+
+
+def admin_set_role(engine: Engine, scope: Scope, username: str, role: str) -> None:
+    scope.require(Permission.ADMIN)
+    _not_self(scope, username, "change the role of")
+    set_role(engine, username, role, actor=scope.username, org_id=scope.org_id)
+
+
+def admin_set_disabled(engine: Engine, scope: Scope, username: str, disabled: bool) -> None:
+    scope.require(Permission.ADMIN)
+    _not_self(scope, username, "disable or enable")
+    set_disabled(engine, username, disabled, actor=scope.username, org_id=scope.org_id)
+
+
+def admin_reset_password(engine: Engine, scope: Scope, username: str) -> str:
+    """A new random password (shown once); the user's sessions end."""
+    scope.require(Permission.ADMIN)
+    return set_password(engine, username, actor=scope.username, org_id=scope.org_id)

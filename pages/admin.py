@@ -16,6 +16,13 @@ st.caption(
 admin_view.new_key_form(scope)
 admin_view.key_list(scope)
 
+st.subheader("Users")
+st.caption(
+    "A new role, a disabled account or a reset password applies on the user's next request; "
+    "disabling or resetting ends their sessions."
+)
+admin_view.user_admin(scope)
+
 st.subheader("Audit trail")
 st.caption(
     "Log-ins, user, key, price, budget, alert-rule and export changes in your org: who, when, "

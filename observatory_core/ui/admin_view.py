@@ -1,4 +1,5 @@
-"""Admin widgets: API keys (created and shown once, listed, revoked) and the audit trail."""
+"""Admin widgets: API keys (created and shown once, listed, revoked), the org's users and the
+audit trail."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import streamlit as st
 
-from observatory_core import audit
+from observatory_core import audit, users
 from observatory_core.errors import UserError
 from observatory_core.ingest.apikeys import SCOPES, create_key, list_keys, revoke_key
 from observatory_core.permissions import Role
@@ -190,3 +191,66 @@ def audit_trail(scope: Scope) -> None:
         mime="text/csv",
         key="audit_csv",
     )
+
+
+def _done(message: str) -> None:
+    st.toast(message, icon=":material/check:")
+    st.rerun()
+
+
+def user_admin(scope: Scope) -> None:
+    """The org's users: add one, change a role, disable or enable, reset a password. Every
+    change applies on the user's next request and is in the audit trail."""
+    people = users.org_users(engine(), scope)
+    st.dataframe(
+        pl.DataFrame(people, infer_schema_length=None).select(
+            "username", "name", "role", "disabled"
+        ),
+        hide_index=True,
+    )
+    shown = st.session_state.get("new_user_password")
+    if shown:
+        st.success(
+            f"Password of {shown[0]} (shown once; hand it over safely): `{shown[1]}`",
+            icon=":material/key:",
+        )
+    roles = [r.value for r in Role]
+    others = [p["username"] for p in people if p["username"] != scope.username]
+    add, change = st.columns(2)
+    with add.form("add_user", clear_on_submit=True):
+        st.markdown("**Add a user**")
+        name = st.text_input("New username", placeholder="dana")
+        role = st.selectbox("Role of the new user", roles, index=roles.index("viewer"))
+        if st.form_submit_button("Add user"):
+            try:
+                password = users.admin_add_user(engine(), scope, name, role)
+            except UserError as exc:
+                st.error(str(exc), icon=":material/error:")
+            else:
+                st.session_state["new_user_password"] = (name.strip(), password)
+                _done(f"{name.strip()} added as {role}.")
+    if not others:
+        return
+    with change.form("change_user"):
+        st.markdown("**Change a user**")
+        who = st.selectbox("User", others)
+        new_role = st.selectbox("New role", roles)
+        action = st.radio(
+            "Change",
+            ["Set the role", "Disable", "Enable", "Reset the password"],
+            horizontal=True,
+        )
+        if st.form_submit_button("Apply"):
+            try:
+                if action == "Set the role":
+                    users.admin_set_role(engine(), scope, who, new_role)
+                    _done(f"{who} is now {new_role}.")
+                elif action in ("Disable", "Enable"):
+                    users.admin_set_disabled(engine(), scope, who, action == "Disable")
+                    _done(f"{who} {action.lower()}d.")
+                else:
+                    password = users.admin_reset_password(engine(), scope, who)
+                    st.session_state["new_user_password"] = (who, password)
+                    _done(f"New password for {who}; their sessions ended.")
+            except UserError as exc:
+                st.error(str(exc), icon=":material/error:")
