@@ -25,10 +25,11 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgres
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("orgs") as batch:
-        batch.add_column(
-            sa.Column("auth_version", sa.Integer(), nullable=False, server_default="0")
-        )
+    # Plain ALTER TABLE on both databases: a batch copy of `orgs` on SQLite would drop the
+    # table, and every row that refers to an org with ON DELETE CASCADE with it.
+    op.add_column(
+        "orgs", sa.Column("auth_version", sa.Integer(), nullable=False, server_default="0")
+    )
     with op.batch_alter_table("audit_log") as batch:
         batch.alter_column("org_id", existing_type=sa.Integer(), nullable=True)
         batch.add_column(sa.Column("before", JSON, nullable=True))
@@ -73,5 +74,4 @@ def downgrade() -> None:
     op.execute("DELETE FROM audit_log WHERE org_id IS NULL")
     with op.batch_alter_table("audit_log") as batch:
         batch.alter_column("org_id", existing_type=sa.Integer(), nullable=False)
-    with op.batch_alter_table("orgs") as batch:
-        batch.drop_column("auth_version")
+    op.drop_column("orgs", "auth_version")  # SQLite 3.35+ drops a column in place
