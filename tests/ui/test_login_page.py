@@ -102,3 +102,22 @@ def test_an_idle_or_disabled_session_goes_back_to_the_form(app_env):
     assert not _opened_with(session_id).text_input  # still in
     set_disabled(engine, name, True)
     assert _shows_form_with(_opened_with(session_id), "account is disabled")
+
+
+def test_a_new_role_applies_on_the_next_page_run(app_env):
+    import pytest
+
+    from observatory_core.users import set_role
+
+    engine, _ = app_env
+    name = _fresh_user(engine)
+    set_role(engine, name, "admin")
+    session_id = _submit(start(), name, PASSWORD).session_state["_sid"]
+    at = _opened_with(session_id)
+    at.switch_page("pages/admin.py")
+    assert not at.run().exception
+    set_role(engine, name, "viewer")
+    at = _opened_with(session_id)  # the same session, a new role: no Admin page
+    assert f"**{name}** · viewer" in [m.value for m in at.sidebar.markdown]
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page("pages/admin.py")
