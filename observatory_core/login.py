@@ -86,6 +86,22 @@ def log_in(
                 reason=reason,
             )
             return LoginResult(False, blocked_message(block, now))
+        # Counted before the password is checked and committed at once, so attempts racing
+        # past the check above (in parallel, from several processes) still get only
+        # `lock_after` checks of a password; a success clears the count below.
+        attempt, user_block = throttle.count(conn, throttle.USER, name, now)
+        if attempt > throttle.USER.lock_after and user_block is not None:
+            audit.record(
+                conn,
+                org_id=org_id,
+                actor=name or "(empty)",
+                action="login.failed",
+                target=name,
+                address=address,
+                at=now,
+                reason="locked",
+            )
+            return LoginResult(False, blocked_message(user_block, now))
     good = verify_password(password or "", row.password_hash if row else _DUMMY_HASH)
     with engine.begin() as conn:
         if row is None or row.disabled or not good:
@@ -102,10 +118,7 @@ def log_in(
                 at=now,
                 reason=reason,
             )
-            blocks = [
-                throttle.fail(conn, throttle.USER, name, now),
-                throttle.fail(conn, throttle.ADDRESS, address, now),
-            ]
+            blocks = [user_block, throttle.fail(conn, throttle.ADDRESS, address, now)]
             locks = [b for b in blocks if b is not None and b.locked]
             return LoginResult(False, blocked_message(locks[0], now) if locks else WRONG_LOGIN)
         throttle.clear(conn, throttle.USER, name)

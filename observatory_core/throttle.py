@@ -76,11 +76,13 @@ def blocked(conn: Connection, policy: Policy, subject: str | None, now: datetime
     return Block(policy, until, False) if until > now else None
 
 
-def fail(conn: Connection, policy: Policy, subject: str | None, now: datetime) -> Block | None:
-    """Count a failure (atomically, so concurrent processes never lose one); return the block
-    it leads to."""
+def count(
+    conn: Connection, policy: Policy, subject: str | None, now: datetime
+) -> tuple[int, Block | None]:
+    """Count a failure atomically (concurrent processes never lose one): the streak's length
+    with it, and the block it leads to."""
     if not subject:
-        return None
+        return 0, None
     t = auth_throttle.c
     subject = subject[:200]
     conn.execute(
@@ -100,13 +102,18 @@ def fail(conn: Connection, policy: Policy, subject: str | None, now: datetime) -
         .returning(t.failures, t.locked_until)
     ).one()
     if locked_until is not None:  # locked already (by another process): the lock stands
-        return Block(policy, locked_until, True)
+        return failures, Block(policy, locked_until, True)
     if failures >= policy.lock_after:
         until = now + policy.lock_for
         conn.execute(update(auth_throttle).where(_key(policy, subject)).values(locked_until=until))
-        return Block(policy, until, True)
+        return failures, Block(policy, until, True)
     wait = policy.delay(failures)
-    return Block(policy, now + wait, False) if wait else None
+    return failures, (Block(policy, now + wait, False) if wait else None)
+
+
+def fail(conn: Connection, policy: Policy, subject: str | None, now: datetime) -> Block | None:
+    """Count a failure; the block it leads to."""
+    return count(conn, policy, subject, now)[1]
 
 
 def clear(conn: Connection, policy: Policy, subject: str) -> int:

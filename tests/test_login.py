@@ -177,3 +177,15 @@ def test_throttle_counts_hold_across_connections(engine):
         block = throttle.blocked(conn, throttle.USER, "dana", END + timedelta(seconds=3))
     assert block is not None and not block.locked
     assert block.until == END + timedelta(seconds=2 + 4)  # third failure: wait 2^2 s
+
+
+def test_attempts_racing_past_the_check_still_get_five_password_checks(engine, monkeypatch):
+    """Parallel attempts (several sessions or processes) all pass the lock check before any
+    has failed; each is counted before its password is checked, so the sixth is refused."""
+    _user(engine)
+    monkeypatch.setattr(throttle, "blocked", lambda *a: None)  # every check ran before the counts
+    with engine.begin() as conn:  # five attempts in flight, counted, passwords not yet checked
+        for _ in range(5):
+            throttle.count(conn, throttle.USER, "dana", END)
+    racing = log_in(engine, "dana", PASSWORD, now=END)
+    assert not racing.ok and "locked for this username" in racing.message
