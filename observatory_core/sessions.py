@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.storage.schema import user_sessions, users
@@ -114,3 +114,16 @@ def username_of(engine: Engine, session_id: str) -> str | None:
             .select_from(user_sessions.join(users, users.c.id == s.user_id))
             .where(s.id_hash == _hash(session_id))
         ).scalar()
+
+
+KEEP_ENDED = timedelta(days=30)
+
+
+def purge(conn: Connection, now: datetime) -> int:
+    """Drop sessions ended or unused for 30 days (run by the worker's maintenance)."""
+    s = user_sessions.c
+    return conn.execute(
+        delete(user_sessions).where(
+            or_(s.ended_at < now - KEEP_ENDED, s.last_seen_at < now - KEEP_ENDED)
+        )
+    ).rowcount

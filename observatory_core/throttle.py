@@ -119,3 +119,14 @@ def fail(conn: Connection, policy: Policy, subject: str | None, now: datetime) -
 def clear(conn: Connection, policy: Policy, subject: str) -> int:
     """Forget a subject's streak (a good log-in, or an admin unlocking a user)."""
     return conn.execute(delete(auth_throttle).where(_key(policy, subject))).rowcount
+
+
+def purge(conn: Connection, now: datetime) -> int:
+    """Drop streaks that no longer count (run by the worker's maintenance)."""
+    t = auth_throttle.c
+    longest = max(p.lock_for for p in (USER, ADDRESS, KEY))
+    return conn.execute(
+        delete(auth_throttle).where(
+            t.last_failure_at < now - longest, or_(t.locked_until.is_(None), t.locked_until < now)
+        )
+    ).rowcount

@@ -189,3 +189,22 @@ def test_attempts_racing_past_the_check_still_get_five_password_checks(engine, m
             throttle.count(conn, throttle.USER, "dana", END)
     racing = log_in(engine, "dana", PASSWORD, now=END)
     assert not racing.ok and "locked for this username" in racing.message
+
+
+def test_maintenance_forgets_old_streaks_and_sessions(engine, tmp_path):
+    from observatory_core.exports.worker import WorkerConfig, maintenance
+    from observatory_core.storage.schema import auth_throttle, user_sessions
+
+    _user(engine)
+    old = log_in(engine, "dana", PASSWORD, now=END).session_id
+    log_out(engine, old, now=END)
+    log_in(engine, "dana", PASSWORD, now=END + timedelta(days=40))
+    log_in(engine, "ghost", "guess-password", "10.2.2.2", now=END + timedelta(days=40))
+    with engine.begin() as conn:
+        throttle.fail(conn, throttle.USER, "stale", END)
+    maintenance(engine, WorkerConfig(export_dir=tmp_path), now=END + timedelta(days=40, minutes=1))
+    with engine.connect() as conn:
+        subjects = set(conn.execute(select(auth_throttle.c.subject)).scalars())
+        left = conn.execute(select(user_sessions.c.created_at)).scalars().all()
+    assert subjects == {"ghost", "10.2.2.2"}
+    assert left == [END + timedelta(days=40)]

@@ -21,6 +21,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Engine
 
 from observatory_core import audit as audit_trail
+from observatory_core import sessions, throttle
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
@@ -276,6 +277,8 @@ def maintenance(engine: Engine, config: WorkerConfig, now: datetime | None = Non
             .all()
         )
         audits = audit_trail.purge(conn, config.audit_retention, now)
+        throttle.purge(conn, now)  # log-in state that no longer counts
+        sessions.purge(conn, now)
     for name in expired:
         if name:
             (config.export_dir / name).unlink(missing_ok=True)
