@@ -329,9 +329,21 @@ def set_budget(engine: Engine, scope: Scope, monthly_usd: float) -> None:
         or not (0 < monthly_usd < 1e12)
     ):
         raise UserError("The monthly budget must be a positive number of US dollars.")
+    from observatory_core.audit import record_for
     from observatory_core.storage.dialect import upsert
 
     with engine.begin() as conn:
+        before = conn.execute(
+            select(org_budgets.c.monthly_usd).where(org_budgets.c.org_id == scope.org_id)
+        ).scalar()
+        record_for(
+            conn,
+            scope,
+            "budget.set",
+            "monthly budget",
+            before={"monthly_usd": before},
+            after={"monthly_usd": float(monthly_usd)},
+        )
         stmt = upsert(conn, org_budgets).values(
             org_id=scope.org_id,
             monthly_usd=float(monthly_usd),

@@ -166,12 +166,21 @@ def set_org_price(
     input_usd_per_mtok: float,
     output_usd_per_mtok: float,
     effective_from: datetime,
+    actor: str = "system",
 ) -> None:
     """Record a custom price; it applies to spans loaded from now on (and later re-pricing)."""
+    from observatory_core.audit import record
     from observatory_core.errors import UserError
 
     if input_usd_per_mtok < 0 or output_usd_per_mtok < 0:
         raise UserError("Prices cannot be negative; give USD per million tokens, e.g. 2.5.")
+    p = model_prices.c
+    before = conn.execute(
+        select(p.input_usd_per_mtok, p.output_usd_per_mtok, p.effective_from)
+        .where(p.org_id == org_id, p.provider == provider.lower(), p.model == model)
+        .order_by(p.effective_from.desc())
+        .limit(1)
+    ).first()
     conn.execute(
         model_prices.insert().values(
             org_id=org_id,
@@ -181,4 +190,17 @@ def set_org_price(
             output_usd_per_mtok=output_usd_per_mtok,
             effective_from=as_utc(effective_from),
         )
+    )
+    record(
+        conn,
+        org_id=org_id,
+        actor=actor,
+        action="price.set",
+        target=f"{provider.lower()}/{model}",
+        before=dict(before._mapping) if before else None,
+        after={
+            "input_usd_per_mtok": input_usd_per_mtok,
+            "output_usd_per_mtok": output_usd_per_mtok,
+            "effective_from": as_utc(effective_from),
+        },
     )

@@ -46,6 +46,8 @@ class Settings:
     metrics_token: str | None = None  # bearer token for /ops/metrics; unset: route refused
     metrics_port: int = 0  # a separate port for the metrics (no token); 0 is off
     metrics_bind: str = "127.0.0.1"  # the address that port listens on
+    session_idle_minutes: float = 60.0  # a login ends after this long without a page run
+    audit_retention_days: float = 365.0  # audit entries older than this are purged
 
     def require_cookie_key(self) -> str:
         """The login cookie must be signed with a secret that is not in the code."""
@@ -123,6 +125,12 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
             "OBSERVATORY_METRICS_MAX_CELLS", "metrics_max_cells", "200000", _int
         ),
         demo_traffic_per_s=_rate(pick("OBSERVATORY_DEMO_TRAFFIC", "demo_traffic_per_s", "0")),
+        session_idle_minutes=number(
+            "OBSERVATORY_SESSION_IDLE_MINUTES", "session_idle_minutes", "60", _float
+        ),
+        audit_retention_days=number(
+            "OBSERVATORY_AUDIT_RETENTION_DAYS", "audit_retention_days", "365", _float
+        ),
         embedded_worker=pick("OBSERVATORY_EMBEDDED_WORKER", "embedded_worker", "1")
         not in ("0", "false", "no"),
         webhook_allow_hosts=_names(

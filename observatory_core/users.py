@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import UTC, datetime
 
 import bcrypt
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from observatory_core import audit, authversion, sessions, throttle
 from observatory_core.errors import UserError
-from observatory_core.permissions import Role, parse_role
+from observatory_core.permissions import Permission, Role, parse_role
 from observatory_core.scope import Scope
-from observatory_core.storage.schema import user_projects, users
+from observatory_core.storage.schema import orgs, user_projects, users
 from observatory_core.tenancy import org_id_by_slug
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
@@ -53,6 +55,7 @@ def add_user(
     name: str | None = None,
     email: str | None = None,
     password: str | None = None,
+    actor: str = "cli",
 ) -> str:
     """Create a user and return the password (generated when none is given)."""
     role = parse_role(role) if isinstance(role, str) else role
@@ -61,7 +64,7 @@ def add_user(
     with engine.begin() as conn:
         org_id = org_id_by_slug(conn, org_slug)
         try:
-            conn.execute(
+            user_id = conn.execute(
                 users.insert().values(
                     org_id=org_id,
                     username=username,
@@ -70,26 +73,131 @@ def add_user(
                     password_hash=hash_password(password),
                     role=role.value,
                 )
-            )
+            ).inserted_primary_key[0]
         except IntegrityError:
             raise UserError(f"User {username!r} exists already; pick another username.") from None
+        audit.record(
+            conn,
+            org_id=org_id,
+            actor=actor,
+            action="user.create",
+            target=username,
+            after={"role": role.value, "disabled": False},
+            user_id=user_id,
+        )
     return password
 
 
-def set_password(engine: Engine, username: str, password: str | None = None) -> str:
-    password = password or generate_password()
-    _check(username, password)
-    with engine.begin() as conn:
-        done = conn.execute(
-            update(users)
-            .where(users.c.username == username)
-            .values(password_hash=hash_password(password))
-        ).rowcount
-    if not done:
+def _user_row(conn, username: str, org_id: int | None = None):
+    """The user's row; with `org_id`, only a user of that org (an admin's own org)."""
+    row = conn.execute(select(users).where(users.c.username == username)).mappings().first()
+    if row is not None and org_id is not None and row["org_id"] != org_id:
+        raise UserError(f"No user {username!r} in your org.")
+    if row is None:
         raise UserError(
             f"No user {username!r}; list users with `python -m observatory_core user list`."
         )
+    return row
+
+
+def set_password(
+    engine: Engine,
+    username: str,
+    password: str | None = None,
+    *,
+    actor: str = "cli",
+    org_id: int | None = None,
+) -> str:
+    """Set a new password; the user's open sessions end, since the old one may be known."""
+    password = password or generate_password()
+    _check(username, password)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        row = _user_row(conn, username, org_id)
+        conn.execute(
+            update(users)
+            .where(users.c.id == row["id"])
+            .values(password_hash=hash_password(password))
+        )
+        ended = sessions.end_all(conn, row["id"], "password", now)
+        audit.record(
+            conn,
+            org_id=row["org_id"],
+            actor=actor,
+            action="user.password",
+            target=username,
+            sessions_ended=ended,
+        )
     return password
+
+
+def set_role(
+    engine: Engine,
+    username: str,
+    role: str | Role,
+    *,
+    actor: str = "cli",
+    org_id: int | None = None,
+) -> None:
+    """Give a user another role; every page run and download checks the role anew, so it
+    applies on the user's next request in every server process."""
+    role = parse_role(role) if isinstance(role, str) else role
+    with engine.begin() as conn:
+        row = _user_row(conn, username, org_id)
+        if row["role"] == role.value:
+            return
+        conn.execute(update(users).where(users.c.id == row["id"]).values(role=role.value))
+        authversion.bump(conn, row["org_id"])
+        audit.record(
+            conn,
+            org_id=row["org_id"],
+            actor=actor,
+            action="user.role",
+            target=username,
+            before={"role": row["role"]},
+            after={"role": role.value},
+        )
+
+
+def set_disabled(
+    engine: Engine,
+    username: str,
+    disabled: bool,
+    *,
+    actor: str = "cli",
+    org_id: int | None = None,
+) -> None:
+    """Disable (or enable) a user; disabling ends their sessions at once."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        row = _user_row(conn, username, org_id)
+        if bool(row["disabled"]) == disabled:
+            return
+        conn.execute(update(users).where(users.c.id == row["id"]).values(disabled=disabled))
+        ended = sessions.end_all(conn, row["id"], "disabled", now) if disabled else 0
+        authversion.bump(conn, row["org_id"])
+        audit.record(
+            conn,
+            org_id=row["org_id"],
+            actor=actor,
+            action="user.disable" if disabled else "user.enable",
+            target=username,
+            before={"disabled": bool(row["disabled"])},
+            after={"disabled": disabled},
+            sessions_ended=ended,
+        )
+
+
+def unlock(engine: Engine, username: str, *, actor: str = "cli") -> bool:
+    """Lift a log-in lock on a username (its failure count starts over)."""
+    with engine.begin() as conn:
+        row = conn.execute(select(users.c.org_id).where(users.c.username == username)).first()
+        lifted = throttle.clear(conn, throttle.USER, username) > 0
+        if row is not None:
+            audit.record(
+                conn, org_id=row.org_id, actor=actor, action="user.unlock", target=username
+            )
+    return lifted
 
 
 def count_users(engine: Engine) -> int:
@@ -151,3 +259,49 @@ def scope_for(engine: Engine, username: str) -> Scope:
         user_id=row["id"],
         project_ids=frozenset(projects) if projects else None,
     )
+
+
+# ---- what an org's admins do on the Admin page: their own org only, never to themselves ----
+
+
+def org_users(engine: Engine, scope: Scope) -> list[dict]:
+    scope.require(Permission.ADMIN)
+    u = users.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(u.username, u.name, u.email, u.role, u.disabled)
+            .where(u.org_id == scope.org_id)
+            .order_by(u.username)
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+def _not_self(scope: Scope, username: str, what: str) -> None:
+    if username == scope.username:
+        raise UserError(f"You cannot {what} yourself; ask another admin of your org.")
+
+
+def admin_add_user(engine: Engine, scope: Scope, username: str, role: str) -> str:
+    """Add a user to the admin's org; the generated password is returned (shown once)."""
+    scope.require(Permission.ADMIN)
+    with engine.connect() as conn:
+        slug = conn.execute(select(orgs.c.slug).where(orgs.c.id == scope.org_id)).scalar_one()
+    return add_user(engine, slug, (username or "").strip(), role, actor=scope.username)
+
+
+def admin_set_role(engine: Engine, scope: Scope, username: str, role: str) -> None:
+    scope.require(Permission.ADMIN)
+    _not_self(scope, username, "change the role of")
+    set_role(engine, username, role, actor=scope.username, org_id=scope.org_id)
+
+
+def admin_set_disabled(engine: Engine, scope: Scope, username: str, disabled: bool) -> None:
+    scope.require(Permission.ADMIN)
+    _not_self(scope, username, "disable or enable")
+    set_disabled(engine, username, disabled, actor=scope.username, org_id=scope.org_id)
+
+
+def admin_reset_password(engine: Engine, scope: Scope, username: str) -> str:
+    """A new random password (shown once); the user's sessions end."""
+    scope.require(Permission.ADMIN)
+    return set_password(engine, username, actor=scope.username, org_id=scope.org_id)

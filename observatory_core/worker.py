@@ -25,6 +25,7 @@ def config_from(settings: Settings) -> WorkerConfig:
         export_dir=settings.export_dir,
         heartbeat_timeout=timedelta(seconds=settings.worker_heartbeat_s),
         retention=timedelta(days=settings.export_retention_days),
+        audit_retention=timedelta(days=settings.audit_retention_days),
         page_size=settings.export_page_size,
         # COPY pages carry only ids, so they can be larger: 20k by default.
         copy_page_size=settings.export_page_size * 4,

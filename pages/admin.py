@@ -1,7 +1,8 @@
-"""Admin: API keys for OTLP exporters and scripts."""
+"""Admin: API keys for OTLP exporters and scripts; the org's audit trail."""
 
 import streamlit as st
 
+from observatory_core.settings import get_settings
 from observatory_core.ui import admin_view
 from observatory_core.ui.session import current_scope
 
@@ -14,3 +15,18 @@ st.caption(
 )
 admin_view.new_key_form(scope)
 admin_view.key_list(scope)
+
+st.subheader("Users")
+st.caption(
+    "A new role, a disabled account or a reset password applies on the user's next request; "
+    "disabling or resetting ends their sessions."
+)
+admin_view.user_admin(scope)
+
+st.subheader("Audit trail")
+st.caption(
+    "Log-ins, user, key, price, budget, alert-rule and export changes in your org: who, when, "
+    f"from where, and the values before and after. Entries cannot be changed; they are kept "
+    f"{get_settings().audit_retention_days:g} days (OBSERVATORY_AUDIT_RETENTION_DAYS)."
+)
+admin_view.audit_trail(scope)

@@ -118,6 +118,24 @@ def assert_rollups_match_rebuild(engine) -> None:
                 assert a.to_list() == b.to_list(), (grain, column)
 
 
+def open_session(engine, username: str) -> str:
+    """A server-side log-in session for `username` (what a password log-in opens)."""
+    from observatory_core import sessions
+    from observatory_core.storage.schema import users
+
+    with engine.begin() as conn:
+        user_id = conn.execute(select(users.c.id).where(users.c.username == username)).scalar_one()
+        return sessions.start(conn, user_id, datetime.now(UTC))
+
+
+def login_cookie(engine, username: str, cookie_key: str) -> str:
+    """A login cookie naming a fresh session of `username`, valid for an hour."""
+    from observatory_core.login_cookie import make_cookie
+
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    return make_cookie(username, open_session(engine, username), cookie_key, expires)
+
+
 # A statement that runs for ~20 s on each store: what a time budget must stop.
 SLOW_SQL = {
     "postgresql": "SELECT pg_sleep(20)",

@@ -18,6 +18,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from observatory_core.audit import changed, record_for, without_secrets
 from observatory_core.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import DIMENSIONS
@@ -233,7 +234,7 @@ def create_rule(engine: Engine, scope: Scope, spec: RuleSpec, now: datetime | No
     now = now or datetime.now(UTC)
     try:
         with engine.begin() as conn:
-            return conn.execute(
+            rule_id = conn.execute(
                 alert_rules.insert().values(
                     org_id=scope.org_id,
                     created_by=scope.username,
@@ -242,6 +243,10 @@ def create_rule(engine: Engine, scope: Scope, spec: RuleSpec, now: datetime | No
                     **_values(spec),
                 )
             ).inserted_primary_key[0]
+            record_for(
+                conn, scope, "alert_rule.create", rule_id, after=without_secrets(_values(spec))
+            )
+            return rule_id
     except IntegrityError:
         raise UserError(
             f"A rule named {spec.name!r} exists already; choose another name."
@@ -273,12 +278,14 @@ def update_rule(
     _metric_cost_check(scope, spec)
     try:
         with engine.begin() as conn:
-            _own_rule(conn, scope, rule_id)
+            old = _own_rule(conn, scope, rule_id)
             conn.execute(
                 update(alert_rules)
                 .where(alert_rules.c.id == rule_id)
                 .values(updated_at=now or datetime.now(UTC), **_values(spec))
             )
+            before, after = changed(without_secrets(dict(old)), without_secrets(_values(spec)))
+            record_for(conn, scope, "alert_rule.update", rule_id, before=before, after=after)
             conn.execute(delete(alert_states).where(alert_states.c.rule_id == rule_id))
     except IntegrityError:
         raise UserError(
@@ -289,17 +296,27 @@ def update_rule(
 def delete_rule(engine: Engine, scope: Scope, rule_id: int) -> None:
     scope.require(Permission.ALERTS_MANAGE)
     with engine.begin() as conn:
-        _own_rule(conn, scope, rule_id)
+        old = _own_rule(conn, scope, rule_id)
         conn.execute(delete(alert_rules).where(alert_rules.c.id == rule_id))
+        before = without_secrets({k: old[k] for k in _values(spec_of(old))})
+        record_for(conn, scope, "alert_rule.delete", rule_id, before=before)
 
 
 def mute_rule(engine: Engine, scope: Scope, rule_id: int, until: datetime | None) -> None:
     """Mute notifications until `until` (None: unmute). The rule is still evaluated."""
     scope.require(Permission.ALERTS_MANAGE)
     with engine.begin() as conn:
-        _own_rule(conn, scope, rule_id, system_ok=True)
+        old = _own_rule(conn, scope, rule_id, system_ok=True)
         conn.execute(
             update(alert_rules).where(alert_rules.c.id == rule_id).values(muted_until=until)
+        )
+        record_for(
+            conn,
+            scope,
+            "alert_rule.mute",
+            rule_id,
+            before={"muted_until": old["muted_until"]},
+            after={"muted_until": until},
         )
 
 

@@ -11,6 +11,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 
+from observatory_core import audit, authversion, keyguard
 from observatory_core.api.ratelimit import RateLimiter
 from observatory_core.ingest.apikeys import BadKey, KeyInfo, key_from_headers, verify_key
 from observatory_core.scope import Scope
@@ -78,36 +79,55 @@ def meta(request: Request, cached: bool = False) -> dict:
     }
 
 
-# A verified key is trusted this long without asking the database again (so a revocation
-# reaches the API within this many seconds; the OTLP receiver checks on every request).
-KEY_CACHE_S = 5.0
-_verified: dict[str, tuple[float, KeyInfo]] = {}
+# Verified keys, each with its org's auth version when it was read. Every request reads that
+# version again (one primary-key read): revoking a key, disabling a user or changing a role
+# bumps it, so the next request in every server process verifies the key anew (no time-to-live).
+_verified: dict[str, KeyInfo] = {}
 
 
-def _recent(raw: str | None) -> KeyInfo | None:
-    hit = _verified.get(raw or "")
-    return hit[1] if hit and time.monotonic() - hit[0] < KEY_CACHE_S else None
+class Throttled(Exception):
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
-def _verify(raw: str | None) -> KeyInfo:
-    """Ask the database (on a cache miss) and remember the answer for KEY_CACHE_S."""
-    key = verify_key(engine(), raw, "read")
+def authenticate(raw: str | None, address: str | None) -> KeyInfo:
+    """The key's identity: remembered if its org's auth version has not moved, else read
+    from the database, unless the address is blocked for sending bad keys."""
+    db = engine()
+    known = _verified.get(raw or "")
+    if known is not None:
+        if authversion.read(db, known.org_id) == known.auth_version:
+            return known
+        _verified.pop(raw, None)
+    block = keyguard.guard.blocked(db, address)
+    if block is not None:
+        raise Throttled(keyguard.guard.message(block), block.seconds(keyguard.guard.clock()))
+    try:
+        key = verify_key(db, raw, "read")
+    except BadKey:
+        if raw:  # a missing key is a set-up slip, not a guess
+            keyguard.guard.failed(db, address)
+        raise
     if len(_verified) > 10_000:
         _verified.clear()
-    _verified[raw] = (time.monotonic(), key)
+    _verified[raw] = key
     return key
 
 
 async def caller(request: Request) -> Scope:
-    """FastAPI dependency: the key's scope, after the rate limit for its role.
-
-    Async, so a recently verified key costs no hop to the thread pool and back; only a key
-    the database must check goes there."""
+    """FastAPI dependency: the key's scope, after the rate limit for its role."""
+    address = request.client.host if request.client else None
+    audit.client_address.set(address)
     try:
         raw = key_from_headers(request.headers)
-        key = _recent(raw) or await run_in_threadpool(_verify, raw)
+        key = await run_in_threadpool(authenticate, raw, address)
     except BadKey as exc:
         raise ApiError(401, "unauthorized", str(exc)) from None
+    except Throttled as exc:
+        raise ApiError(
+            429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after_s)}
+        ) from None
     verdict = limiter.take(key.id, key.role, get_settings().api_rate_multiplier)
     request.state.rate_headers = verdict.headers()
     if not verdict.allowed:

@@ -14,12 +14,13 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from observatory_core.audit import record_for
 from observatory_core.errors import PermissionDenied, UserError
 from observatory_core.exports.writers import COMPRESSIONS, FORMATS
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
-from observatory_core.storage.schema import audit_log, export_jobs, spans
+from observatory_core.storage.schema import export_jobs, spans
 from observatory_core.traces.fields import resolve_fields
 from observatory_core.visibility import export_refusal, require_filters, visible
 
@@ -78,16 +79,7 @@ def scoped_jobs(scope: Scope, *columns):
 def audit(
     conn: Connection, scope: Scope, action: str, subject: str, now: datetime, **detail
 ) -> None:
-    conn.execute(
-        audit_log.insert().values(
-            org_id=scope.org_id,
-            username=scope.username,
-            action=action,
-            subject=subject,
-            at=now,
-            detail=detail,
-        )
-    )
+    record_for(conn, scope, action, subject, at=now, **detail)
 
 
 def _validate(spec: FilterSpec, fmt: str, compression: str, row_limit: int, now: datetime) -> None:

@@ -20,17 +20,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Engine
 
-from observatory_core import prometheus
+from observatory_core import audit as audit_trail
+from observatory_core import prometheus, sessions, throttle
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Role
 from observatory_core.scope import Scope
 from observatory_core.storage.copy_out import copy_ahead, copy_csv_rows
-from observatory_core.storage.schema import audit_log, export_jobs
+from observatory_core.storage.schema import export_jobs
 from observatory_core.storage.transient import describe, is_transient
 from observatory_core.traces.query import count_spans, iter_span_ids, iter_span_pages
 
@@ -38,7 +39,7 @@ log = logging.getLogger("observatory.exports")
 MAX_ATTEMPTS = 5  # claims after a silent worker plus restarts after transient database errors
 RETRY_BACKOFF_S = 2.0  # 2, 4, 8, 16 s before attempts 2-5 (at most half the heartbeat timeout)
 RECONNECT_TRIES = 3  # waits for the database before leaving the job to be taken over
-AUDIT_KEEP = timedelta(days=30)
+AUDIT_KEEP = timedelta(days=365)  # OBSERVATORY_AUDIT_RETENTION_DAYS
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class WorkerConfig:
     copy_page_size: int = 20_000  # ids per COPY page (PostgreSQL CSV)
     copy_ahead: int = 2  # COPY pages the database prepares while the previous one is written
     retention: timedelta = RETENTION
+    audit_retention: timedelta = AUDIT_KEEP
     worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
@@ -378,7 +380,9 @@ def maintenance(engine: Engine, config: WorkerConfig, now: datetime | None = Non
             .scalars()
             .all()
         )
-        audits = conn.execute(delete(audit_log).where(audit_log.c.at < now - AUDIT_KEEP)).rowcount
+        audits = audit_trail.purge(conn, config.audit_retention, now)
+        throttle.purge(conn, now)  # log-in state that no longer counts
+        sessions.purge(conn, now)
     for name in expired:
         if name:
             (config.export_dir / name).unlink(missing_ok=True)

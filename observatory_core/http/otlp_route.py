@@ -9,7 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from observatory_core.ingest.apikeys import BadKey
+from observatory_core import keyguard
+from observatory_core.ingest.apikeys import BadKey, key_from_headers
 from observatory_core.ingest.counts import record_rejections
 from observatory_core.ingest.otlp import JSON, PROTOBUF, BadPayload
 from observatory_core.ingest.receiver import Answer, error_answer, refuse
@@ -51,12 +52,18 @@ async def otlp_traces(request: Request) -> Response:
         receiver, writer = get_ingest(get_settings())
     except ShuttingDown:
         return _reply(error_answer(kind, 503, STOPPING, RETRY_UNAVAILABLE_S))
+    address = request.client.host if request.client else None
+    if block := keyguard.guard.blocked(receiver.engine, address):  # bad keys from here
+        message = keyguard.guard.message(block)
+        return _reply(error_answer(kind, 429, message, block.seconds(keyguard.guard.clock())))
     body = await _read(request, receiver.max_body_bytes)
     if body is None:
         return _reply(error_answer(kind, 413, receiver.too_large_message()))
     try:
         decoded = await run_in_threadpool(receiver.decode, body, request.headers)
     except (BadKey, BadPayload) as exc:
+        if isinstance(exc, BadKey) and key_from_headers(request.headers):
+            await run_in_threadpool(keyguard.guard.failed, receiver.engine, address)
         return _reply(refuse(exc, kind))
     except Exception as exc:
         if not is_unavailable(exc):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 
+from observatory_core import audit
 from observatory_core.api.app import create_app
 from observatory_core.errors import PermissionDenied, UserError
 from observatory_core.exports.jobs import Conflict, NotFound, download_target
@@ -32,14 +35,16 @@ async def healthz(_request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def _download(token: str, cookie: str | None):
+def _download(token: str, cookie: str | None, address: str | None = None):
     settings = get_settings()
     secret = settings.require_cookie_key()
     job_id, org_id = verify_download(secret, token)
-    username = username_from_cookie(cookie, secret)
+    engine = get_engine(settings.database_url)
+    idle = timedelta(minutes=settings.session_idle_minutes)
+    username = username_from_cookie(cookie, secret, engine, idle)  # a live session only
     if username is None:
         raise PermissionError
-    engine = get_engine(settings.database_url)
+    audit.client_address.set(address)
     scope = scope_for(engine, username)
     if scope.org_id != org_id:  # another org's link: say nothing about it
         raise NotFound(f"No export {job_id} in your org.")
@@ -51,13 +56,18 @@ async def download_export(request: Request):
     settings = get_settings()
     try:
         path, name = await run_in_threadpool(
-            _download, request.path_params["token"], request.cookies.get(settings.cookie_name)
+            _download,
+            request.path_params["token"],
+            request.cookies.get(settings.cookie_name),
+            request.client.host if request.client else None,
         )
     except BadLink as exc:
         return _error(403, "bad_link", str(exc))
     except PermissionError:
         return _error(
-            401, "login_required", "Log in to LLM Observatory first, then open the link again."
+            401,
+            "login_required",
+            "Log in to LLM Observatory first (your session may have ended), then open the link again.",
         )
     except NotFound as exc:
         return _error(404, "not_found", str(exc))

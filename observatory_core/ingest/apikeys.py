@@ -1,7 +1,9 @@
 """API keys per org (optionally one project): shown once at creation, stored as a hash.
 
 The key carries its org; a program presenting it needs no user, and a revoked key stops
-working on the next request, because every request looks the hash up (one index probe).
+working on the next request in every process: the OTLP receiver looks the hash up on every
+request (one index probe), and the HTTP API, which remembers verified keys, compares the org's
+auth version (observatory_core/authversion.py) on every request.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
+from observatory_core import audit, authversion
 from observatory_core.errors import UserError
 from observatory_core.permissions import Permission, Role, parse_role
 from observatory_core.scope import Scope
-from observatory_core.storage.schema import api_keys, projects
+from observatory_core.storage.schema import api_keys, orgs, projects
 
 KEY_PREFIX = "obs_"
 SCOPES = ("ingest", "read")
@@ -37,6 +40,7 @@ class KeyInfo:
     scopes: frozenset[str]
     role: Role = Role.DEVELOPER
     prefix: str = ""
+    auth_version: int = 0  # the org's auth version when the key was read with it
 
     def scope(self) -> Scope:
         """Who a read key acts as: its role in its org, limited to its project if it has one."""
@@ -79,7 +83,7 @@ def create_key(
             ).scalar()
             if owner != scope.org_id:
                 raise UserError(f"No project {project_id} in your org; pick one from the list.")
-        conn.execute(
+        key_id = conn.execute(
             api_keys.insert().values(
                 org_id=scope.org_id,
                 project_id=project_id,
@@ -91,6 +95,19 @@ def create_key(
                 created_by=scope.username,
                 created_at=datetime.now(UTC),
             )
+        ).inserted_primary_key[0]
+        audit.record_for(
+            conn,
+            scope,
+            "key.create",
+            key_id,
+            after={
+                "name": name,
+                "prefix": key[:12],
+                "scopes": scope_text,
+                "role": role.value,
+                "project_id": project_id,
+            },
         )
     return key
 
@@ -121,15 +138,31 @@ def list_keys(engine: Engine, scope: Scope) -> list[dict]:
 
 
 def revoke_key(engine: Engine, scope: Scope, key_id: int) -> None:
+    """Revoke a key; with the org's auth version bumped in the same transaction, every
+    server process refuses it from its next request on."""
     scope.require(Permission.ADMIN)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
-        done = conn.execute(
+        row = conn.execute(
             update(api_keys)
             .where(api_keys.c.id == key_id, api_keys.c.org_id == scope.org_id)
             .where(api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(UTC))
-        ).rowcount
-    if not done:
+            .values(revoked_at=now)
+            .returning(api_keys.c.name, api_keys.c.prefix)
+        ).first()
+        if row is not None:
+            authversion.bump(conn, scope.org_id)
+            audit.record_for(
+                conn,
+                scope,
+                "key.revoke",
+                key_id,
+                before={"revoked_at": None},
+                after={"revoked_at": now},
+                name=row.name,
+                prefix=row.prefix,
+            )
+    if row is None:
         raise UserError(f"No active key {key_id} in your org; it may already be revoked.")
 
 
@@ -164,7 +197,10 @@ def verify_key(
                 k.prefix,
                 k.revoked_at,
                 k.last_used_at,
-            ).where(k.key_hash == _hash(key))
+                orgs.c.auth_version,
+            )
+            .select_from(api_keys.join(orgs, orgs.c.id == k.org_id))
+            .where(k.key_hash == _hash(key))
         ).first()
     if row is None:
         raise BadKey("Unknown API key; check for a copy-paste slip or create a new key.")
@@ -176,4 +212,6 @@ def verify_key(
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
         with engine.begin() as conn:
             conn.execute(update(api_keys).where(k.id == row.id).values(last_used_at=now))
-    return KeyInfo(row.id, row.org_id, row.project_id, scopes, Role(row.role), row.prefix)
+    return KeyInfo(
+        row.id, row.org_id, row.project_id, scopes, Role(row.role), row.prefix, row.auth_version
+    )

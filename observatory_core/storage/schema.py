@@ -43,6 +43,10 @@ orgs = Table(
     Column("slug", String(64), nullable=False, unique=True),
     Column("name", String(200), nullable=False),
     Column("created_at", UtcDateTime, nullable=False, default=lambda: datetime.now(UTC)),
+    # Added by migration 0010: bumped by every change of who may do what in the org (a key
+    # revoked, a user disabled or given another role), so every server process drops what it
+    # remembered about the org's keys on its next request (observatory_core/authversion.py).
+    Column("auth_version", Integer, nullable=False, server_default="0"),
 )
 
 projects = Table(
@@ -195,14 +199,46 @@ audit_log = Table(
     "audit_log",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    # NULL (migration 0010): a failed log-in with a username no org has
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE")),
     Column("username", String(64), nullable=False),
     Column("action", String(32), nullable=False),
     Column("subject", String(100)),
     Column("at", UtcDateTime, nullable=False),
     Column("detail", JsonB, nullable=False),
+    # Added by migration 0010: the values before and after a change, and the client address.
+    Column("before", JsonB),
+    Column("after", JsonB),
+    Column("address", String(64)),
     Index("ix_audit_log_at", "at"),
     Index("ix_audit_log_org_at", "org_id", "at"),
+)
+
+# Log-in sessions (migration 0010): the login cookie names one by a random id, of which only
+# a SHA-256 is kept; logging out or idling past the limit ends it on the server.
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime),
+    Column("end_reason", String(16)),  # logout | idle | disabled | password | role
+    Column("address", String(64)),
+    Index("ix_user_sessions_user", "user_id"),
+)
+
+# Failed log-ins and bad API keys per username or client address (migration 0010), kept in
+# the database so the limits hold across server processes.
+auth_throttle = Table(
+    "auth_throttle",
+    metadata,
+    Column("kind", String(8), primary_key=True),  # user | address | key
+    Column("subject", String(200), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", UtcDateTime, nullable=False),
+    Column("locked_until", UtcDateTime),
 )
 
 # Per trace (and project): totals over its spans so far, kept as spans arrive, so the

@@ -1,10 +1,15 @@
-"""Admin widgets: API keys (created and shown once, listed, revoked)."""
+"""Admin widgets: API keys (created and shown once, listed, revoked), the org's users and the
+audit trail."""
 
 from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import streamlit as st
 
+from observatory_core import audit, users
 from observatory_core.errors import UserError
 from observatory_core.ingest.apikeys import SCOPES, create_key, list_keys, revoke_key
 from observatory_core.permissions import Role
@@ -112,3 +117,140 @@ def key_list(scope: Scope) -> None:
                     f"Key {active[chosen]} revoked: it stops working now.", icon=":material/block:"
                 )
                 st.rerun()
+
+
+def _json(value) -> str:
+    return "" if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def audit_trail(scope: Scope) -> None:
+    """The org's audit entries with filters, newest first, and the same rows as CSV."""
+    today = datetime.now(UTC).date()
+    left, middle, right = st.columns(3)
+    action = left.selectbox(
+        "Action",
+        [None, *audit.ACTIONS],
+        format_func=lambda a: "Every action" if a is None else f"{audit.ACTIONS[a]} ({a})",
+        key="audit_action",
+    )
+    actor = middle.selectbox(
+        "Who",
+        [None, *audit.actors(engine(), scope)],
+        format_func=lambda a: "Everyone" if a is None else a,
+        key="audit_actor",
+    )
+    picked = right.date_input(
+        "Dates (UTC)", value=(today - timedelta(days=30), today), key="audit_dates"
+    )
+    if isinstance(picked, tuple | list):  # a range: while it is being picked, one date
+        start = picked[0] if picked else None
+        end = picked[1] if len(picked) > 1 else None
+    else:
+        start = end = picked
+    try:
+        entries = audit.read_entries(
+            engine(), scope, audit.AuditFilter(action=action, actor=actor, start=start, end=end)
+        )
+    except UserError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    if not entries:
+        st.info("No audit entries match these filters.", icon=":material/history:")
+        return
+    frame = pl.DataFrame(
+        [
+            {
+                "at": e["at"],
+                "who": e["username"],
+                "action": e["action"],
+                "target": e["subject"] or "",
+                "before": _json(e["before"]),
+                "after": _json(e["after"]),
+                "address": e["address"] or "",
+                "detail": _json(e["detail"] or None),
+            }
+            for e in entries
+        ],
+        infer_schema_length=None,
+    )
+    st.dataframe(
+        frame,
+        hide_index=True,
+        column_config={
+            "at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm:ss")
+        },
+    )
+    more = (
+        " (the newest ones; narrow the filters for older)" if len(entries) >= audit.MAX_ROWS else ""
+    )
+    st.caption(f"{len(entries):,} entries{more}.")
+    st.download_button(
+        "Download CSV",
+        audit.to_csv(entries),
+        file_name=f"audit-{start or 'start'}-{end or today}.csv",
+        mime="text/csv",
+        key="audit_csv",
+    )
+
+
+def _done(message: str) -> None:
+    st.toast(message, icon=":material/check:")
+    st.rerun()
+
+
+def user_admin(scope: Scope) -> None:
+    """The org's users: add one, change a role, disable or enable, reset a password. Every
+    change applies on the user's next request and is in the audit trail."""
+    people = users.org_users(engine(), scope)
+    st.dataframe(
+        pl.DataFrame(people, infer_schema_length=None).select(
+            "username", "name", "role", "disabled"
+        ),
+        hide_index=True,
+    )
+    shown = st.session_state.get("new_user_password")
+    if shown:
+        st.success(
+            f"Password of {shown[0]} (shown once; hand it over safely): `{shown[1]}`",
+            icon=":material/key:",
+        )
+    roles = [r.value for r in Role]
+    others = [p["username"] for p in people if p["username"] != scope.username]
+    add, change = st.columns(2)
+    with add.form("add_user", clear_on_submit=True):
+        st.markdown("**Add a user**")
+        name = st.text_input("New username", placeholder="dana")
+        role = st.selectbox("Role of the new user", roles, index=roles.index("viewer"))
+        if st.form_submit_button("Add user"):
+            try:
+                password = users.admin_add_user(engine(), scope, name, role)
+            except UserError as exc:
+                st.error(str(exc), icon=":material/error:")
+            else:
+                st.session_state["new_user_password"] = (name.strip(), password)
+                _done(f"{name.strip()} added as {role}.")
+    if not others:
+        return
+    with change.form("change_user"):
+        st.markdown("**Change a user**")
+        who = st.selectbox("User", others)
+        new_role = st.selectbox("New role", roles)
+        action = st.radio(
+            "Change",
+            ["Set the role", "Disable", "Enable", "Reset the password"],
+            horizontal=True,
+        )
+        if st.form_submit_button("Apply"):
+            try:
+                if action == "Set the role":
+                    users.admin_set_role(engine(), scope, who, new_role)
+                    _done(f"{who} is now {new_role}.")
+                elif action in ("Disable", "Enable"):
+                    users.admin_set_disabled(engine(), scope, who, action == "Disable")
+                    _done(f"{who} {action.lower()}d.")
+                else:
+                    password = users.admin_reset_password(engine(), scope, who)
+                    st.session_state["new_user_password"] = (who, password)
+                    _done(f"New password for {who}; their sessions ended.")
+            except UserError as exc:
+                st.error(str(exc), icon=":material/error:")

@@ -1,31 +1,47 @@
-"""Login and the current user's scope, with every failure shown as one sentence."""
+"""Login and the current user's scope, with every failure shown as one sentence.
+
+Passwords are checked by observatory_core/login.py (throttled per username and address,
+audited). The browser keeps a signed cookie naming a server-side session
+(observatory_core/sessions.py) that every page run checks, so logging out, idling past the
+limit or being disabled ends the login on the server, whatever the browser still holds.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import ParamSpec
 
+import extra_streamlit_components as stx
 import streamlit as st
-import streamlit_authenticator as stauth
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from observatory_core import audit, sessions
 from observatory_core.errors import UserError
+from observatory_core.login import WRONG_LOGIN, log_in, log_out
+from observatory_core.login_cookie import claims_from_cookie, make_cookie
 from observatory_core.scope import Scope
-from observatory_core.settings import get_settings
+from observatory_core.settings import Settings, get_settings
 from observatory_core.storage.budget import budgeted, time_budget
 from observatory_core.storage.engine import check_connection, describe_failure, get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.ui import nav
-from observatory_core.users import authenticator_credentials, scope_for
+from observatory_core.users import scope_for
 
 P = ParamSpec("P")
+__all__ = ["WRONG_LOGIN", "current_scope", "engine", "logout_button", "require_login", "run"]
 
-WRONG_LOGIN = (
-    "Wrong username or password. Try again, or ask an admin to reset it with "
-    "`python -m observatory_core user passwd NAME`."
-)
+# What the login page says when a session it found has ended (None: nothing).
+ENDED = {
+    "idle": "Your session ended after {minutes:g} minutes without activity; log in again.",
+    "logout": "You logged out. Log in again to continue.",
+    "disabled": "Your account is disabled; ask an admin of your org.",
+    "password": "Your password was changed; log in with the new one.",
+    "gone": None,
+}
 
 
 @st.cache_resource(show_spinner=False)
@@ -53,46 +69,99 @@ def stop_with(message: str) -> None:
     st.stop()
 
 
+def _address() -> str | None:
+    try:
+        address = st.context.ip_address
+    except Exception:  # no browser behind this run
+        return None
+    return address if isinstance(address, str) else None  # AppTest has a stand-in object
+
+
+def _cookie_session(settings: Settings, cookie_key: str) -> str | None:
+    """The session id the browser's login cookie names, unless this tab ignores it."""
+    try:
+        token = st.context.cookies.get(settings.cookie_name)
+    except Exception:
+        token = None
+    claims = claims_from_cookie(token if isinstance(token, str) else None, cookie_key)
+    if claims is None or claims["sid"] == st.session_state.get("_ignored_sid"):
+        return None
+    return claims["sid"]
+
+
+def _cookies(key: str) -> stx.CookieManager:
+    return stx.CookieManager(key=f"cookies_{key}")
+
+
+def _write_cookie(settings: Settings) -> None:
+    """Set (after a log-in) or delete (after a log-out) the cookie, on the run after the one
+    that decided it: a rerun would cut off the component that writes it."""
+    token = st.session_state.pop("_cookie_pending", None)
+    if token:
+        expires = datetime.now() + timedelta(days=settings.cookie_expiry_days)
+        _cookies("set").set(settings.cookie_name, token, key="cookie_set", expires_at=expires)
+    if st.session_state.pop("_cookie_delete", False):
+        with contextlib.suppress(KeyError):  # the browser had none
+            _cookies("delete").delete(settings.cookie_name, key="cookie_delete")
+
+
+def _login_form(db: Engine, settings: Settings, cookie_key: str, address: str | None) -> None:
+    nav.hold_link()
+    st.title("LLM Observatory")
+    st.caption("Cost, latency and errors of your LLM applications.")
+    notice = st.session_state.pop("_login_notice", None)
+    if notice:
+        st.info(notice, icon=":material/info:")
+    with st.form("login"):
+        st.subheader("Login")
+        username = st.text_input("Username", autocomplete="username")
+        password = st.text_input("Password", type="password", autocomplete="current-password")
+        submitted = st.form_submit_button("Login")
+    _write_cookie(settings)
+    if not submitted:
+        st.stop()
+    result = log_in(db, username, password, address)
+    if not result.ok:
+        stop_with(result.message)
+    expires = datetime.now(UTC) + timedelta(days=settings.cookie_expiry_days)
+    st.session_state["_sid"] = result.session_id
+    st.session_state["username"] = result.username
+    st.session_state["_cookie_pending"] = make_cookie(
+        result.username, result.session_id, cookie_key, expires
+    )
+    # A clean run for the app (no login form; st.navigation may be called once per run).
+    st.rerun()
+
+
 def require_login() -> Scope:
     """Show the login form until the user is in; return their scope."""
     try:
         settings = get_settings()
         cookie_key = settings.require_cookie_key()
         db = engine()
-        authenticator = stauth.Authenticate(
-            authenticator_credentials(db),
-            settings.cookie_name,
-            cookie_key,
-            settings.cookie_expiry_days,
-            auto_hash=False,
-            login_sleep_time=0,
-        )
     except UserError as exc:
         stop_with(str(exc))
-    st.session_state["_authenticator"] = authenticator
-    was_in = bool(st.session_state.get("authentication_status"))
-    if not was_in:
-        nav.hold_link()
-        st.title("LLM Observatory")
-        st.caption("Cost, latency and errors of your LLM applications.")
-    authenticator.login(location="main", key="login")
-    status = st.session_state.get("authentication_status")
-    if status is False:
-        stop_with(WRONG_LOGIN)
-    if not status:
-        st.stop()
-    if not was_in:
-        # Logged in during this run: start a clean run (no login banner, and st.navigation
-        # may only be called once per run). The rerun would cut off the cookie component
-        # the login just drew, so the cookie is set on that next, complete run instead.
-        st.session_state["_cookie_pending"] = True
-        st.rerun()
-    if st.session_state.pop("_cookie_pending", False):
-        authenticator.cookie_controller.set_cookie()
-    try:
-        return scope_for(db, st.session_state["username"])
-    except UserError as exc:
-        stop_with(str(exc))
+    address = _address()
+    audit.client_address.set(address)
+    session_id = st.session_state.get("_sid") or _cookie_session(settings, cookie_key)
+    if session_id:
+        idle = timedelta(minutes=settings.session_idle_minutes)
+        resumed = sessions.resume(db, session_id, idle)
+        if resumed.username:
+            st.session_state["_sid"] = session_id
+            st.session_state["username"] = resumed.username
+            _write_cookie(settings)
+            try:
+                return scope_for(db, resumed.username)
+            except UserError as exc:
+                stop_with(str(exc))
+        st.session_state.pop("_sid", None)
+        st.session_state["_ignored_sid"] = session_id
+        text = ENDED.get(resumed.reason)
+        if text:
+            st.session_state["_login_notice"] = text.format(minutes=settings.session_idle_minutes)
+    _login_form(db, settings, cookie_key, address)
+    raise AssertionError("unreachable: the login form stops or reruns")
 
 
 def current_scope() -> Scope:
@@ -130,7 +199,12 @@ def guarded(fragment: Callable[P, None]) -> Callable[P, None]:
 
 
 def logout_button() -> None:
-    authenticator = st.session_state.get("_authenticator")
-    if authenticator is not None:
-        # Not key="logout": streamlit-authenticator keeps its own session_state["logout"].
-        authenticator.logout("Log out", location="sidebar", key="logout_button")
+    """Log out: the session ends on the server, then the browser's cookie is deleted."""
+    if st.sidebar.button("Log out", key="logout_button"):
+        session_id = st.session_state.pop("_sid", None)
+        log_out(engine(), session_id, _address())
+        st.session_state["_ignored_sid"] = session_id
+        st.session_state["_cookie_delete"] = True
+        st.session_state["_login_notice"] = ENDED["logout"]
+        st.session_state.pop("scope", None)
+        st.rerun()

@@ -11,10 +11,10 @@ import pytest
 from observatory_core.exports.jobs import list_exports
 from observatory_core.exports.links import sign_download
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.login_cookie import make_cookie
 from observatory_core.traces.query import count_spans
 from observatory_core.users import scope_for
 from tests.e2e.conftest import ARTIFACTS, open_logged_in
+from tests.helpers import login_cookie
 from tests.live_server import COOKIE_KEY
 
 pytestmark = pytest.mark.browser
@@ -75,9 +75,8 @@ def test_export_these_rows_then_download(live_server, page):
     assert len(lines) - 1 == job["rows_written"] == expected > 0
     assert "gpt-4o-mini" in lines[1]
 
-    expires = datetime.now(UTC) + timedelta(hours=1)
-    mine = make_cookie(live_server["user"], COOKIE_KEY, expires)
-    stranger = make_cookie("e2e-stranger", COOKIE_KEY, expires)
+    mine = login_cookie(engine, live_server["user"], COOKIE_KEY)
+    stranger = login_cookie(engine, "e2e-stranger", COOKIE_KEY)
     assert _get(url, mine)[0] == 200
     assert _get(url)[0] == 401
     status, body = _get(url, stranger)

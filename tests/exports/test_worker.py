@@ -223,7 +223,7 @@ def test_maintenance_expires_files_and_old_audit(data, scope, config):
     done = get_export(data, scope, job["id"])
     path = config.export_dir / done["file_name"]
     assert maintenance(data, config, now=done["expires_at"] - timedelta(seconds=1))["expired"] == 0
-    report = maintenance(data, config, now=done["expires_at"] + timedelta(days=31))
+    report = maintenance(data, config, now=done["expires_at"] + timedelta(days=366))
     assert report["expired"] == 1 and report["audit_deleted"] >= 1
     assert get_export(data, scope, job["id"])["status"] == "expired"
     assert not path.exists()

@@ -21,14 +21,16 @@ def start(page: str = "pages/home.py") -> AppTest:
 
 
 def login(at: AppTest, username: str, password: str | None = None) -> AppTest:
-    """Enter the app as `username`, the state streamlit-authenticator leaves after a login.
+    """Enter the app as `username`: the server-side session a password log-in opens.
 
-    The login form itself (right and wrong passwords) is driven in the real browser by
-    tests/e2e: AppTest does not route st.navigation the way a browser does.
+    The login form itself is driven in the real browser by tests/e2e and in
+    tests/ui/test_login_page.py: AppTest does not route st.navigation the way a browser does.
     """
-    at.session_state["authentication_status"] = True
-    at.session_state["username"] = username
-    at.session_state["name"] = username
+    from observatory_core.settings import get_settings
+    from observatory_core.storage.engine import get_engine
+    from tests.helpers import open_session
+
+    at.session_state["_sid"] = open_session(get_engine(get_settings().database_url), username)
     return at.run()
 
 

@@ -1,7 +1,7 @@
 """trace_totals: when each trace's last span ended, so a trace's duration is its whole tree
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 
 A trace lasts from its earliest span start to its latest span end. The list showed the root
 span's own duration instead (9 ms for an agent run whose tree took 32 s); with `last_end`
@@ -14,7 +14,7 @@ from alembic import op
 import observatory_core.storage.types
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

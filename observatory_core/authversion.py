@@ -1,0 +1,33 @@
+"""One counter per org for "who may do what changed" (a key revoked, a user disabled, a role
+changed). Server processes remember verified API keys; each request reads the org's counter
+(one primary-key read) and forgets what it remembered when the counter moved, so a change
+reaches every process on its next request, with no time-to-live and no messages between them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection, Engine
+
+from observatory_core.storage.schema import orgs
+
+
+def bump(conn: Connection, org_id: int) -> None:
+    """Call in the transaction that makes the change, so both commit together."""
+    conn.execute(
+        update(orgs).where(orgs.c.id == org_id).values(auth_version=orgs.c.auth_version + 1)
+    )
+
+
+def current(conn: Connection, org_id: int) -> int:
+    return conn.execute(select(orgs.c.auth_version).where(orgs.c.id == org_id)).scalar() or 0
+
+
+def read(engine: Engine, org_id: int) -> int:
+    """`current` on a connection of its own, outside a transaction on PostgreSQL: one round
+    trip per request instead of three (BEGIN, SELECT, ROLLBACK)."""
+    conn = engine.connect()
+    if engine.dialect.name == "postgresql":
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+    with conn:
+        return current(conn, org_id)
