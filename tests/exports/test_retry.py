@@ -108,7 +108,7 @@ def test_a_dropped_connection_mid_export_is_retried_to_a_complete_file(
     assert list(config.export_dir.glob(".*.part")) == []
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "retrying" in warning.getMessage() and warning.exc_info is None
-    assert ExportJob.model_validate(job_json(done)).attempts == 2  # the API's job JSON
+    assert ExportJob.model_validate(job_json(done, scope)).attempts == 2  # the API's job JSON
 
 
 def test_a_permanent_error_fails_the_job_at_once(data, scope, config, monkeypatch):
