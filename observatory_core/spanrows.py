@@ -38,6 +38,21 @@ _DEFAULTS: dict[str, Any] = {
 
 # Bounded text columns: a longer value is cut rather than failing the whole batch.
 _LENGTHS = {c.name: c.type.length for c in spans.columns if getattr(c.type, "length", None)}
+_JSON_COLUMNS = ("tags", "metadata", "attributes")
+# PostgreSQL cannot hold U+0000 in text or jsonb, and tool output often carries it; every store
+# gets U+FFFD in its place so a span reads the same wherever it is kept (docs/ingestion.md).
+NUL, REPLACEMENT = "\x00", "\ufffd"
+
+
+def without_nul(value: Any) -> Any:
+    """`value` (a string, or JSON made of dicts and lists) with every NUL made U+FFFD."""
+    if isinstance(value, str):
+        return value.replace(NUL, REPLACEMENT) if NUL in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nul(v) for v in value]
+    return value
 
 
 def cut_text(value: str | None, max_chars: int) -> tuple[str | None, bool]:
@@ -47,7 +62,7 @@ def cut_text(value: str | None, max_chars: int) -> tuple[str | None, bool]:
 
 
 def complete_row(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
-    """A full row: defaults, totals, duration and the text cut at `max_chars`."""
+    """A full row: defaults, totals, duration, the text cut at `max_chars`, no NUL anywhere."""
     out = {**_DEFAULTS, **row}
     out["total_tokens"] = int(out["input_tokens"] or 0) + int(out["output_tokens"] or 0)
     out["total_cost_usd"] = float(out["input_cost_usd"] or 0) + float(out["output_cost_usd"] or 0)
@@ -63,4 +78,9 @@ def complete_row(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
     out.setdefault("tags", [])
     out.setdefault("metadata", {})
     out.setdefault("attributes", {})
+    for name, value in out.items():
+        if isinstance(value, str) and NUL in value:
+            out[name] = value.replace(NUL, REPLACEMENT)
+    for name in _JSON_COLUMNS:
+        out[name] = without_nul(out[name])
     return out
