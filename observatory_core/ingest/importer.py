@@ -26,8 +26,8 @@ from sqlalchemy.engine import Engine
 from observatory_core.errors import UserError
 from observatory_core.ingest.apikeys import KeyInfo
 from observatory_core.ingest.isolate import write_isolating
-from observatory_core.ingest.otlp import JSON, BadPayload, parse_request
-from observatory_core.ingest.receiver import Receiver, span_label
+from observatory_core.ingest.otlp import JSON, BadPayload, parse_request, span_label
+from observatory_core.ingest.receiver import Receiver
 from observatory_core.pricing import PriceBook
 from observatory_core.spanrows import complete_row
 from observatory_core.storage.schema import spans

@@ -145,13 +145,16 @@ def _parse_into(doc: dict, message) -> None:
     json_format.ParseDict(doc, message, ignore_unknown_fields=True)
 
 
-def _span_label(span: dict, index: str) -> str:
-    name = span.get("name")
-    label = repr(name[:60]) if isinstance(name, str) and name else "(unnamed)"
-    span_id = span.get("spanId")
-    if isinstance(span_id, str):
-        label += f" ({base64.b64decode(span_id).hex() if span_id else '-'})"
-    return f"span {label} at {index}"
+def span_label(name: str | None, span_id: str | bytes | None) -> str:
+    """How an answer names a span: its name and id, which the sender can look up."""
+    hex_id = span_id.hex() if isinstance(span_id, bytes) else span_id
+    return f"span {(name or '')[:60] or '(unnamed)'!r} ({hex_id or '-'})"
+
+
+def _json_span_label(span: dict, index: str) -> str:
+    name, span_id = span.get("name"), span.get("spanId")
+    raw = base64.b64decode(span_id) if isinstance(span_id, str) else None
+    return f"{span_label(name if isinstance(name, str) else None, raw)} at {index}"
 
 
 def _parse_json(doc: dict) -> Parsed:
@@ -190,7 +193,7 @@ def _parse_json(doc: dict) -> Parsed:
                 try:
                     _parse_into(span_doc, span)
                 except _UNREADABLE as exc:
-                    parsed.reject(1, f"{_span_label(span_doc, index)}: {_why(exc)}")
+                    parsed.reject(1, f"{_json_span_label(span_doc, index)}: {_why(exc)}")
                     continue
                 scope.spans.append(span)
     return parsed

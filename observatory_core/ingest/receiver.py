@@ -25,6 +25,7 @@ from observatory_core.ingest.otlp import (
     inflate,
     media_type,
     parse_request,
+    span_label,
 )
 from observatory_core.pricing import PriceBook
 from observatory_core.spanrows import complete_row
@@ -35,12 +36,6 @@ from observatory_core.tenancy import ensure_project
 CACHE_SECONDS = 60.0
 DEFAULT_PROJECT = "default"
 MAX_REASONS = 3
-
-
-def span_label(name: str | None, span_id: str | bytes | None) -> str:
-    """How an answer names a span: its name and id, which the sender can look up."""
-    hex_id = span_id.hex() if isinstance(span_id, bytes) else span_id
-    return f"span {(name or '')[:60] or '(unnamed)'!r} ({hex_id or '-'})"
 
 
 @dataclass

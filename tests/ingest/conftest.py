@@ -83,14 +83,15 @@ def live_ingest(request, tmp_path_factory):
 
 
 def call_route(headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict, bytes]:
-    """`POST /v1/traces` through the real route, in process (the body in `chunks`)."""
+    """`POST /v1/traces` through the real route, in process; the body is taken from `chunks`
+    (which is left holding what the route did not read)."""
     import asyncio
 
     from starlette.requests import Request
 
     from observatory_core.http.otlp_route import otlp_traces
 
-    pending = list(chunks) or [b""]
+    pending = chunks if chunks else [b""]
 
     async def receive():
         chunk = pending.pop(0) if pending else b""
