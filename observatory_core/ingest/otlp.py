@@ -211,7 +211,9 @@ def parse_request(body: bytes, kind: str) -> Parsed:
         doc = json.loads(body)
     except RecursionError:
         raise BadPayload(
-            400, "The JSON body is nested too deeply to be OTLP/JSON; send it as OTLP."
+            400,
+            "The JSON body is nested too deeply (over about 1,000 levels) to be OTLP/JSON; "
+            "check what the exporter sends.",
         ) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadPayload(400, f"The body is not valid JSON ({exc}).") from None

@@ -3,9 +3,10 @@
 Each request waits until its spans are committed (a 200 means stored), but requests that
 arrive together share one transaction, so the rollup fold and the commit are paid once per
 group, not once per request. Rows the database refuses are isolated (`isolate`) and handed
-back to their request, so a bad span costs neither its batch-mates nor the other requests. The queue is bounded: past `max_pending` spans a request is
-turned away with a retry hint instead of piling spans up in memory. On stop the queue is
-drained first, so nothing acknowledged or accepted is dropped.
+back to their request, so a bad span costs neither its batch-mates nor the other requests.
+The queue is bounded: past `max_pending` spans a request is turned away with a retry hint
+instead of piling spans up in memory. On stop the queue is drained first, so nothing
+acknowledged or accepted is dropped.
 """
 
 from __future__ import annotations
