@@ -38,6 +38,56 @@ _DEFAULTS: dict[str, Any] = {
 
 # Bounded text columns: a longer value is cut rather than failing the whole batch.
 _LENGTHS = {c.name: c.type.length for c in spans.columns if getattr(c.type, "length", None)}
+_JSON_COLUMNS = ("tags", "metadata", "attributes")
+_TEXT_COLUMNS = tuple(c.name for c in spans.columns if c.type.python_type is str)
+# PostgreSQL cannot hold U+0000 in text or jsonb, and tool output often carries it; every store
+# gets U+FFFD in its place so a span reads the same wherever it is kept (docs/ingestion.md).
+NUL, REPLACEMENT = "\x00", "\ufffd"
+_CONTAINERS = (dict, list, tuple)
+
+
+def _has_nul(value: Any) -> bool:
+    """Plain loops on exact types: this runs for every stored span, and nearly always finds
+    nothing."""
+    kind = type(value)
+    if kind is str:
+        return NUL in value
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is str and NUL in key:
+                return True
+            item_kind = type(item)
+            if item_kind is str:
+                if NUL in item:
+                    return True
+            elif item_kind in _CONTAINERS and _has_nul(item):
+                return True
+        return False
+    if kind in _CONTAINERS:
+        for item in value:
+            item_kind = type(item)
+            if item_kind is str:
+                if NUL in item:
+                    return True
+            elif item_kind in _CONTAINERS and _has_nul(item):
+                return True
+    return False
+
+
+def _replace_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(NUL, REPLACEMENT)
+    if isinstance(value, dict):
+        return {_replace_nul(k): _replace_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_replace_nul(v) for v in value]
+    return value
+
+
+def without_nul(value: Any) -> Any:
+    """`value` (a string, or JSON made of dicts and lists) with every NUL made U+FFFD; the
+    value itself when it has none (the common case, checked without copying)."""
+    return _replace_nul(value) if _has_nul(value) else value
 
 
 def cut_text(value: str | None, max_chars: int) -> tuple[str | None, bool]:
@@ -47,7 +97,7 @@ def cut_text(value: str | None, max_chars: int) -> tuple[str | None, bool]:
 
 
 def complete_row(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
-    """A full row: defaults, totals, duration and the text cut at `max_chars`."""
+    """A full row: defaults, totals, duration, the text cut at `max_chars`, no NUL anywhere."""
     out = {**_DEFAULTS, **row}
     out["total_tokens"] = int(out["input_tokens"] or 0) + int(out["output_tokens"] or 0)
     out["total_cost_usd"] = float(out["input_cost_usd"] or 0) + float(out["output_cost_usd"] or 0)
@@ -63,4 +113,10 @@ def complete_row(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
     out.setdefault("tags", [])
     out.setdefault("metadata", {})
     out.setdefault("attributes", {})
+    for name in _TEXT_COLUMNS:
+        value = out.get(name)
+        if isinstance(value, str) and NUL in value:
+            out[name] = value.replace(NUL, REPLACEMENT)
+    for name in _JSON_COLUMNS:
+        out[name] = without_nul(out[name])
     return out

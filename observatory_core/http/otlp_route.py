@@ -6,12 +6,13 @@ import asyncio
 import logging
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from observatory_core import keyguard
 from observatory_core.ingest.apikeys import BadKey, key_from_headers
 from observatory_core.ingest.counts import record_rejections
+from observatory_core.ingest.isolate import database_reason
 from observatory_core.ingest.otlp import JSON, PROTOBUF, BadPayload
 from observatory_core.ingest.receiver import Answer, error_answer, refuse
 from observatory_core.ingest.service import get_ingest
@@ -24,6 +25,7 @@ RETRY_OVERLOADED_S = 1
 RETRY_UNAVAILABLE_S = 5
 STOPPING = "The server is stopping; retry."
 UNAVAILABLE = "The database is unavailable; retry."
+FAILED = "The server failed on this request (it is logged); report it if it happens again."
 
 
 def _reply(answer: Answer) -> Response:
@@ -32,17 +34,31 @@ def _reply(answer: Answer) -> Response:
     )
 
 
+# A body over the limit is still read to its end (and dropped) up to this size, so the client,
+# which sends it all before reading the answer, gets the 413 instead of a reset connection.
+DRAIN_MAX_BYTES = 256 * 2**20
+
+
 async def _read(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it passes `limit` (nothing more is read)."""
+    """The body, or None when it is over `limit` (what passes the limit is read and dropped).
+
+    Raises `ClientDisconnect` when the client goes away before the end of its body."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        return None
+        waits = "100-continue" in request.headers.get("expect", "").lower()
+        if waits or int(declared) > DRAIN_MAX_BYTES:
+            return None  # the client waits for our answer, or is too big to wait for
     body = bytearray()
+    seen = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
+        seen += len(chunk)
+        if seen > DRAIN_MAX_BYTES:
+            return None  # the server closes the connection after answering
+        if seen <= limit:
+            body += chunk
+        elif body:
+            body = bytearray()  # over the limit: keep reading, keep nothing
+    return None if seen > limit else bytes(body)
 
 
 async def otlp_traces(request: Request) -> Response:
@@ -56,7 +72,10 @@ async def otlp_traces(request: Request) -> Response:
     if block := keyguard.guard.blocked(receiver.engine, address):  # bad keys from here
         message = keyguard.guard.message(block)
         return _reply(error_answer(kind, 429, message, block.seconds(keyguard.guard.clock())))
-    body = await _read(request, receiver.max_body_bytes)
+    try:
+        body = await _read(request, receiver.max_body_bytes)
+    except ClientDisconnect:
+        return _reply(error_answer(kind, 400, "The client closed the connection mid-body."))
     if body is None:
         return _reply(error_answer(kind, 413, receiver.too_large_message()))
     try:
@@ -66,21 +85,12 @@ async def otlp_traces(request: Request) -> Response:
             await run_in_threadpool(keyguard.guard.failed, receiver.engine, address)
         return _reply(refuse(exc, kind))
     except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        return _reply(error_answer(kind, 503, UNAVAILABLE, RETRY_UNAVAILABLE_S))
-    if decoded.rejected:
-        try:
-            await run_in_threadpool(
-                record_rejections,
-                receiver.engine,
-                decoded.org_id,
-                len(decoded.rows),
-                decoded.rejected,
-            )
-        except Exception:  # the count feeds a system alert; it must not cost the spans
-            log.exception("could not record rejected spans")
+        if is_unavailable(exc):
+            return _reply(error_answer(kind, 503, UNAVAILABLE, RETRY_UNAVAILABLE_S))
+        log.exception("OTLP request failed unexpectedly")
+        return _reply(error_answer(kind, 500, FAILED))
     if not decoded.rows:
+        await _count_rejections(receiver, decoded, 0)
         return _reply(decoded.answer())
     try:
         done = writer.submit(decoded.rows)
@@ -96,11 +106,26 @@ async def otlp_traces(request: Request) -> Response:
     except ShuttingDown:
         return _reply(error_answer(kind, 503, STOPPING, RETRY_UNAVAILABLE_S))
     try:
-        await asyncio.wrap_future(done)
+        refused = await asyncio.wrap_future(done)
     except Exception as exc:
         if is_unavailable(exc):
             return _reply(error_answer(kind, 503, UNAVAILABLE, RETRY_UNAVAILABLE_S))
         log.warning("spans refused by the database: %s", exc)
-        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
+        reason = database_reason(exc)
         return _reply(error_answer(kind, 400, f"The database refused these spans: {reason}"))
+    if refused:
+        decoded.refused_by_database(refused)
+    await _count_rejections(receiver, decoded, len(decoded.rows) - len(refused or ()))
     return _reply(decoded.answer())
+
+
+async def _count_rejections(receiver, decoded, accepted: int) -> None:
+    """Feed the 'ingestion rejecting spans' system rule; never at the cost of the answer."""
+    if not decoded.rejected:
+        return
+    try:
+        await run_in_threadpool(
+            record_rejections, receiver.engine, decoded.org_id, accepted, decoded.rejected
+        )
+    except Exception:
+        log.exception("could not record rejected spans")

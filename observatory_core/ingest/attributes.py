@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # A kept (unmapped) attribute string is cut here; the mapped text fields have their own limit.
 ATTRIBUTE_MAX_CHARS = 4096
 ATTRIBUTES_MAX_KEYS = 128
 LIST_MAX_ITEMS = 128
+# Lists and maps nested deeper than this are kept as a marker: nothing reads them, and the
+# stores (and every reader of the JSON) stay far from their recursion limits.
+MAX_DEPTH = 16
+TOO_DEEP = "(nested too deeply)"
 
 
 def any_value(value) -> Any:
@@ -35,17 +40,20 @@ def as_dict(key_values) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in key_values}
 
 
-def _bounded(value: Any, cut: list[bool]) -> Any:
+def _bounded(value: Any, cut: list[bool], depth: int = 0) -> Any:
     if isinstance(value, str) and len(value) > ATTRIBUTE_MAX_CHARS:
         cut[0] = True
         return value[:ATTRIBUTE_MAX_CHARS]
+    if isinstance(value, list | dict) and depth >= MAX_DEPTH:
+        cut[0] = True
+        return TOO_DEEP
     if isinstance(value, list):
         if len(value) > LIST_MAX_ITEMS:
             cut[0] = True
-        return [_bounded(v, cut) for v in value[:LIST_MAX_ITEMS]]
+        return [_bounded(v, cut, depth + 1) for v in value[:LIST_MAX_ITEMS]]
     if isinstance(value, dict):
-        return {k: _bounded(v, cut) for k, v in list(value.items())[:LIST_MAX_ITEMS]}
-    if isinstance(value, float) and value != value:  # NaN is not valid JSON
+        return {k: _bounded(v, cut, depth + 1) for k, v in list(value.items())[:LIST_MAX_ITEMS]}
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity: not JSON
         return None
     return value
 
@@ -74,7 +82,7 @@ def as_list(value: Any) -> list:
     if isinstance(value, str):
         try:
             parsed = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return [value]
         return parsed if isinstance(parsed, list) else [value]
     return [] if value is None else [value]
@@ -86,7 +94,7 @@ def as_object(value: Any) -> dict | None:
     if isinstance(value, str):
         try:
             parsed = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         return parsed if isinstance(parsed, dict) else None
     return None

@@ -3,7 +3,8 @@
 OTLP/JSON (one ExportTraceServiceRequest, or one per line as the collector's file exporter
 writes) goes through the same mapping as the receiver. Our CSV, JSON Lines, JSON and Parquet
 exports come back as the rows they were: an export imported into an empty org gives the same
-rows. Bad rows are counted and named by line; good rows are stored in batches.
+rows. Bad rows are counted and named by line; good rows are stored in batches, and a row the
+database refuses costs only itself.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import gzip
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,11 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.errors import UserError
 from observatory_core.ingest.apikeys import KeyInfo
-from observatory_core.ingest.otlp import JSON, BadPayload, parse_request
+from observatory_core.ingest.isolate import write_isolating
+from observatory_core.ingest.otlp import JSON, BadPayload, parse_request, span_label
 from observatory_core.ingest.receiver import Receiver
 from observatory_core.pricing import PriceBook
 from observatory_core.spanrows import complete_row
-from observatory_core.storage.bulk import write_spans
 from observatory_core.storage.schema import spans
 from observatory_core.tenancy import ensure_project
 
@@ -35,6 +37,7 @@ _HEX32, _HEX16 = re.compile(r"^[0-9a-f]{32}$"), re.compile(r"^[0-9a-f]{16}$")
 _SKIPPED = {"id", "org_id", "project_id", "total_tokens", "total_cost_usd"}
 _KNOWN = {c.name for c in spans.columns}
 MAX_REASONS = 5
+BATCH_ROWS = 5000
 _TIMES = {"start_time", "end_time"}
 _PYTHON_TYPES = {
     c.name: datetime if c.name in _TIMES else c.type.python_type
@@ -191,7 +194,7 @@ def import_file(
             report.read += len(decoded.rows) + decoded.rejected
             report.rejected += decoded.rejected
             report.reasons.extend(decoded.reasons[: MAX_REASONS - len(report.reasons)])
-            report.stored += write_spans(engine, decoded.rows, on_batch=on_batch)
+            _store(engine, decoded.rows, report, on_batch)
         return report
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -209,5 +212,25 @@ def import_file(
                 f"{path.name} cannot be read as {kind} ({exc}); is it cut short?"
             ) from None
 
-    report.stored = write_spans(engine, rows(), on_batch=on_batch)
+    _store(engine, rows(), report, on_batch)
     return report
+
+
+def _store(
+    engine: Engine,
+    rows: Iterable[dict[str, Any]],
+    report: ImportReport,
+    on_batch: Callable[[int, int], None] | None,
+) -> None:
+    """Write in batches; a row the database refuses is counted and named, not the batch."""
+    it = iter(rows)
+    while batch := list(islice(it, BATCH_ROWS)):
+        outcome = write_isolating(engine, batch)
+        report.stored += outcome.written
+        for index, why in outcome.refused.items():
+            row = batch[index]
+            report.reject(
+                f"{span_label(row.get('name'), row.get('span_id'))}: the database refused it: {why}"
+            )
+        if on_batch:
+            on_batch(len(batch), outcome.written)

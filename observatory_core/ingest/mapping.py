@@ -14,6 +14,7 @@ from typing import Any
 from observatory_core.ingest import conventions as cv
 from observatory_core.ingest.attributes import as_dict, as_list, as_object, bounded
 from observatory_core.pricing import PriceBook
+from observatory_core.spanrows import without_nul
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
@@ -43,7 +44,8 @@ class Resource:
 
     @classmethod
     def of(cls, resource) -> Resource:
-        attrs = as_dict(resource.attributes)
+        # Without NUL already here: the project name is looked up in the database.
+        attrs = without_nul(as_dict(resource.attributes))
         service = attrs.pop("service.name", None)
         env = cv.take(attrs, cv.ENVIRONMENT)
         project = cv.take(attrs, cv.PROJECT)
@@ -84,7 +86,7 @@ def _tokens(attrs: dict[str, Any], names: tuple[str, ...], what: str) -> int:
         return 0
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise Rejected(f"{what} must be a whole number, got {str(value)[:40]!r}.") from None
     if not 0 <= number <= MAX_TOKENS:
         raise Rejected(f"{what} must be between 0 and {MAX_TOKENS:,}, got {number}.")
@@ -97,7 +99,7 @@ def _reported_cost(attrs: dict[str, Any]) -> float | None:
         return None
     try:
         cost = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise Rejected(
             f"The reported cost must be a number of USD, got {str(value)[:40]!r}."
         ) from None
@@ -120,6 +122,14 @@ def _errors(span, status: str) -> tuple[str | None, str | None, list[dict]]:
     if status == "error" and span.status.message:
         error_message = span.status.message
     return error_type, error_message, events
+
+
+def _ttft_ms(seconds: Any) -> float | None:
+    """Time to first token; a value that is no duration (negative, infinite) is left out."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return None
+    ms = float(seconds) * 1000
+    return ms if math.isfinite(ms) and ms >= 0 else None
 
 
 def _str(value: Any) -> str | None:
@@ -160,6 +170,11 @@ def map_span(
     total = _tokens(attrs, cv.TOTAL_TOKENS, "total tokens")
     if total and not input_tokens and not output_tokens:
         input_tokens = total
+    if input_tokens + output_tokens > MAX_TOKENS:
+        raise Rejected(
+            f"input plus output tokens must be at most {MAX_TOKENS:,}, got "
+            f"{input_tokens + output_tokens}."
+        )
     cost = prices.cost(
         org_id, provider, model, input_tokens, output_tokens, start, _reported_cost(attrs)
     )
@@ -193,7 +208,7 @@ def map_span(
         "start_time": start,
         "end_time": end,
         "duration_ms": (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
-        "ttft_ms": float(ttft) * 1000 if isinstance(ttft, int | float) else None,
+        "ttft_ms": _ttft_ms(ttft),
         "name": span.name or "(unnamed)",
         "operation": operation,
         "provider": provider,

@@ -20,11 +20,13 @@ from observatory_core.ingest.mapping import Rejected, Resource, map_span
 from observatory_core.ingest.otlp import (
     JSON,
     BadPayload,
+    Parsed,
     encode_response,
     encode_status,
     inflate,
     media_type,
     parse_request,
+    span_label,
 )
 from observatory_core.pricing import PriceBook
 from observatory_core.spanrows import complete_row
@@ -54,6 +56,17 @@ class Decoded:
     org_id: int = 0
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
+
+    def reject(self, count: int, reason: str) -> None:
+        self.rejected += count
+        if len(self.reasons) < MAX_REASONS:
+            self.reasons.append(reason)
+
+    def refused_by_database(self, refused: list[tuple[dict[str, Any], str]]) -> None:
+        """Rows the writer could not store: rejected like the ones the mapping refused."""
+        for row, why in refused:
+            label = span_label(row.get("name"), row.get("span_id"))
+            self.reject(1, f"{label}: the database refused it: {why}")
 
     def answer(self) -> Answer:
         message = ""
@@ -125,10 +138,10 @@ class Receiver:
         if len(body) > self.max_body_bytes:
             raise BadPayload(413, self.too_large_message())
         key = verify_key(self.engine, key_from_headers(headers), "ingest")
-        request = parse_request(
+        parsed = parse_request(
             inflate(body, headers.get("content-encoding"), self.max_inflated_bytes), kind
         )
-        return self.map_request(request, key, kind, now or datetime.now(UTC))
+        return self.map_request(parsed, key, kind, now or datetime.now(UTC))
 
     def too_large_message(self) -> str:
         return (
@@ -136,16 +149,19 @@ class Receiver:
             "size (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)."
         )
 
-    def map_request(self, request, key: KeyInfo, kind: str, now: datetime) -> Decoded:
+    def map_request(self, parsed: Parsed, key: KeyInfo, kind: str, now: datetime) -> Decoded:
+        """Rows for every span that can be stored; the others rejected, each with its reason
+        (starting with those the parser could not read)."""
         decoded = Decoded(kind, [], key.org_id)
+        decoded.rejected, decoded.reasons = parsed.rejected, parsed.reasons[:MAX_REASONS]
         prices = self.prices()
-        for r_index, resource_spans in enumerate(request.resource_spans):
+        for r_index, resource_spans in enumerate(parsed.request.resource_spans):
             resource = Resource.of(resource_spans.resource)
             try:
                 project_id = self.project_id(key, resource.project)
             except Rejected as exc:
                 count = sum(len(s.spans) for s in resource_spans.scope_spans)
-                self._reject(decoded, count, f"resource {r_index}: {exc}")
+                decoded.reject(count, f"resource {r_index}: {exc}")
                 continue
             for scope_spans in resource_spans.scope_spans:
                 scope_name = scope_spans.scope.name
@@ -160,19 +176,13 @@ class Receiver:
                             prices=prices,
                             now=now,
                         )
-                    except Rejected as exc:
-                        name = span.name[:60] or "(unnamed)"
-                        self._reject(decoded, 1, f"span {name!r} ({span.span_id.hex()}): {exc}")
+                    except (Rejected, RecursionError) as exc:
+                        why = exc if isinstance(exc, Rejected) else "values nested too deeply."
+                        decoded.reject(1, f"{span_label(span.name, span.span_id)}: {why}")
                         continue
                     decoded.rows.append(complete_row(row, self.text_max_chars))
         prometheus.ingest_decoded(len(decoded.rows), decoded.rejected)
         return decoded
-
-    @staticmethod
-    def _reject(decoded: Decoded, count: int, reason: str) -> None:
-        decoded.rejected += count
-        if len(decoded.reasons) < MAX_REASONS:
-            decoded.reasons.append(reason)
 
 
 def refuse(exc: Exception, kind: str) -> Answer:

@@ -2,9 +2,11 @@
 
 Each request waits until its spans are committed (a 200 means stored), but requests that
 arrive together share one transaction, so the rollup fold and the commit are paid once per
-group, not once per request. The queue is bounded: past `max_pending` spans a request is
-turned away with a retry hint instead of piling spans up in memory. On stop the queue is
-drained first, so nothing acknowledged or accepted is dropped.
+group, not once per request. Rows the database refuses are isolated (`isolate`) and handed
+back to their request, so a bad span costs neither its batch-mates nor the other requests.
+The queue is bounded: past `max_pending` spans a request is turned away with a retry hint
+instead of piling spans up in memory. On stop the queue is drained first, so nothing
+acknowledged or accepted is dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from observatory_core import prometheus
+from observatory_core.ingest.isolate import write_isolating
 from observatory_core.storage.bulk import write_spans
 
 log = logging.getLogger("observatory.ingest")
@@ -64,7 +67,8 @@ class BatchWriter:
         return self._pending
 
     def submit(self, rows: list[dict[str, Any]]) -> Future:
-        """A future that completes when `rows` are committed (or fails with the reason)."""
+        """A future that completes when `rows` are committed, with the (row, reason) pairs the
+        database refused; it fails only when the database is unavailable."""
         future: Future = Future()
         with self._cond:
             if self._stopping:
@@ -100,20 +104,25 @@ class BatchWriter:
                     self._pending -= sum(len(rows) for rows, _ in group)
 
     def _write(self, group: list[tuple[list[dict[str, Any]], Future]]) -> None:
+        """One transaction for the group; rows the database refuses cost only themselves."""
+        rows = [r for item_rows, _ in group for r in item_rows]
         try:
-            write_spans(self.engine, [r for rows, _ in group for r in rows], batch_size=10**9)
-        except Exception as exc:
-            if len(group) > 1:  # one bad request must not fail the others: write each alone
-                for item in group:
-                    self._write([item])
-                return
+            outcome = write_isolating(self.engine, rows, write=write_spans)
+        except Exception as exc:  # the database is unavailable: every request may retry
             log.warning("ingest write failed: %s", exc)
-            prometheus.ingest_write_failed(exc, len(group[0][0]))
-            group[0][1].set_exception(exc)
+            prometheus.ingest_write_failed(exc, len(rows))
+            for _, future in group:
+                future.set_exception(exc)
             return
-        prometheus.SPANS_STORED.inc(sum(len(rows) for rows, _ in group))
-        for _, future in group:
-            future.set_result(None)
+        prometheus.SPANS_STORED.inc(len(rows) - len(outcome.refused))
+        if outcome.refused:
+            prometheus.ingest_refused("database_refused", len(outcome.refused))
+        start = 0
+        for item_rows, future in group:
+            end = start + len(item_rows)
+            refused = [(rows[i], why) for i, why in outcome.refused.items() if start <= i < end]
+            future.set_result(refused)
+            start = end
 
     def stop(self, timeout: float = 30.0) -> None:
         """Refuse new work, write what is queued, then end the thread."""

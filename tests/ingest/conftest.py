@@ -80,3 +80,52 @@ def live_ingest(request, tmp_path_factory):
     engine.dispose()
     if request.param == "postgresql":
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def call_route(headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict, bytes]:
+    """`POST /v1/traces` through the real route, in process; the body is taken from `chunks`
+    (which is left holding what the route did not read)."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from observatory_core.http.otlp_route import otlp_traces
+
+    pending = chunks if chunks else [b""]
+
+    async def receive():
+        chunk = pending.pop(0) if pending else b""
+        return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/traces",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    response = asyncio.run(otlp_traces(Request(scope, receive)))
+    return response.status_code, dict(response.headers), response.body
+
+
+@pytest.fixture
+def route(org_key, monkeypatch):
+    """(send, engine, org id): `send(body, kind, chunk=0, **headers)` posts through the real
+    route with a real receiver (1 MiB body limit) and group-commit writer on the test's
+    database; `chunk` splits the body into pieces of that size, as a network would."""
+    from observatory_core.http import otlp_route
+    from observatory_core.ingest.receiver import Receiver
+    from observatory_core.ingest.writer import BatchWriter
+
+    engine, org_id, _, key = org_key
+    receiver = Receiver(engine, max_body_bytes=2**20, max_inflated_bytes=4 * 2**20)
+    writer = BatchWriter(engine)
+    monkeypatch.setattr(otlp_route, "get_ingest", lambda _settings: (receiver, writer))
+
+    def send(body: bytes, kind: str = JSON, chunk: int = 0, **extra: str):
+        headers = {"content-type": kind, "authorization": f"Bearer {key}", **extra}
+        headers.setdefault("content-length", str(len(body)))
+        parts = [body[i : i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
+        return call_route(headers, parts)
+
+    yield send, engine, org_id
+    writer.stop()

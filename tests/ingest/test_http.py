@@ -137,7 +137,10 @@ def test_partial_success_names_the_rejected_spans(live_ingest):
         (gzip.compress(sample("genai.pb"))[:-10], {"content-encoding": "gzip"}, 400, "cut short"),
         (sample("genai.pb"), {"content-type": "text/csv"}, 415, "is not supported"),
         (b"x" * (2 * 2**20 + 10), None, 413, "batch size"),
+        # sent whole by the client before it reads: answered, not cut off (the limit is 2 MiB)
+        (b"x" * (60 * 2**20), None, 413, "batch size"),
         (gzip.compress(b"\0" * (20 * 2**20)), {"content-encoding": "gzip"}, 413, "uncompressed"),
+        (b"[" * 100_000 + b"]" * 100_000, {"content-type": JSON}, 400, "nested too deeply"),
     ],
 )
 def test_bad_requests_get_status_and_message_and_harm_nothing(
@@ -159,6 +162,53 @@ def test_bad_requests_get_status_and_message_and_harm_nothing(
     else:
         assert message in json.loads(reply)["message"] or message in reply.decode(errors="replace")
     assert snapshot(live_ingest) == before
+
+
+def test_a_body_over_the_limit_without_a_length_gets_its_413_and_the_connection_lives_on(
+    live_ingest,
+):
+    """Chunked, 60 MiB: the server reads it to its end, answers 413, and the same connection
+    then takes a good request."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(live_ingest["base"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    chunk = b"x" * 2**20
+    try:
+        conn.request(
+            "POST",
+            "/v1/traces",
+            body=iter([chunk] * 60),
+            headers=auth(live_ingest, JSON),
+            encode_chunked=True,
+        )
+        response = conn.getresponse()
+        assert response.status == 413 and "batch size" in json_message(response.read())
+        conn.request(
+            "POST", "/v1/traces", body=unique_request(3, seed=88), headers=auth(live_ingest)
+        )
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+    finally:
+        conn.close()
+
+
+def test_one_overflowing_integer_costs_only_its_span(live_ingest):
+    """OTLP/JSON allows any JSON number; an int attribute over 2^63 refuses its span only."""
+    doc = json.loads(sample("genai.json"))
+    spans_in = [s for r in doc["resourceSpans"] for s in r["scopeSpans"][0]["spans"]]
+    for i, span in enumerate(spans_in):
+        span["spanId"] = f"{0x5EED00 + i:016x}"
+    spans_in[0]["attributes"].append({"key": "big", "value": {"intValue": 2**64}})
+    status, _, body = post(live_ingest["base"], json.dumps(doc).encode(), auth(live_ingest, JSON))
+    partial = json.loads(body)["partialSuccess"]
+    assert status == 200 and partial["rejectedSpans"] in (1, "1")
+    assert "Value out of range: 18446744073709551616" in partial["errorMessage"]
+    stored = org_spans(live_ingest).filter(
+        pl.col("span_id").is_in([f"{0x5EED00 + i:016x}" for i in range(len(spans_in))])
+    )
+    assert stored.height == len(spans_in) - 1
 
 
 def test_concurrent_clients_lose_and_duplicate_nothing(live_ingest):

@@ -208,27 +208,37 @@ def test_writer_turns_work_away_when_full_and_drains_on_stop(org_key, monkeypatc
             writer.submit(rows[:1])
     gate.set()
     stopper.join(10)
-    assert first.result(1) is None and second.result(1) is None
+    assert first.result(1) == [] and second.result(1) == []  # nothing refused
     assert all_spans(engine).height == 5
 
 
-def test_one_bad_request_does_not_fail_the_others_in_its_group(org_key, monkeypatch):
+def test_a_span_the_database_refuses_costs_only_itself(org_key, monkeypatch):
+    """Three requests grouped into one transaction; the second holds a row the database
+    refuses (NOT NULL) between two good ones: only that row is lost, and it is named."""
     engine, _, _, key = org_key
     good = Receiver(engine).decode(sample("genai.pb"), headers(key), now=NOW).rows
-    bad = [dict(good[0], span_id="f" * 16, operation=None)]  # NOT NULL violated
+    bad = dict(good[0], span_id="f" * 16, name="poison", operation=None)
+    extra = [dict(good[0], span_id=f"{i:016x}") for i in (0xA1, 0xA2)]
     gate = threading.Event()
     real_write = writer_module.write_spans
     monkeypatch.setattr(
         writer_module, "write_spans", lambda *a, **k: gate.wait(10) and real_write(*a, **k)
     )
     writer = BatchWriter(engine)
-    futures = [writer.submit(good[:1]), writer.submit(bad), writer.submit(good[1:])]
+    futures = [
+        writer.submit(good[:1]),
+        writer.submit([extra[0], bad, extra[1]]),
+        writer.submit(good[1:]),
+    ]
     gate.set()
-    assert futures[0].result(10) is None and futures[2].result(10) is None
-    with pytest.raises(Exception, match="operation"):  # noqa: B017 - either driver's error
-        futures[1].result(10)
+    assert futures[0].result(10) == [] and futures[2].result(10) == []
+    ((row, reason),) = futures[1].result(10)
+    assert row["name"] == "poison" and "operation" in reason  # either driver's message
     writer.stop()
-    assert all_spans(engine).height == 5
+    df = all_spans(engine)
+    assert df.height == 7 and "poison" not in set(df["name"])
+    assert {"0" * 14 + "a1", "0" * 14 + "a2"} <= set(df["span_id"])
+    assert_rollups_match_rebuild(engine)
 
 
 def test_spans_long_ago_and_now_land_in_the_right_buckets(org_key):
