@@ -1,5 +1,6 @@
-"""Which attribute names mean what: GenAI semantic conventions (current and older names) and
-OpenInference. The first name present wins, so the current convention beats the older one."""
+"""Which attribute names mean what, one table per convention (OpenTelemetry GenAI, its older
+names, OpenInference, Traceloop/OpenLLMetry, Langfuse), plus the value maps and readers for
+what is more than a rename (operations, indexed messages, invocation parameters)."""
 
 from __future__ import annotations
 
@@ -9,39 +10,107 @@ from typing import Any
 
 from observatory_core.ingest.attributes import as_list
 
-OPERATION = ("gen_ai.operation.name",)
-PROVIDER = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
-# The requested model names the deployment people filter by; the response model (often a
-# dated snapshot) stays in `attributes` when a request model is present.
-MODEL = ("gen_ai.request.model", "gen_ai.response.model", "llm.model_name", "embedding.model_name")
-INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
-OUTPUT_TOKENS = (
-    "gen_ai.usage.output_tokens",
-    "gen_ai.usage.completion_tokens",
-    "llm.token_count.completion",
+# One table per convention: attribute name -> span field. Where several names give one field,
+# the first present wins: conventions in the order of CONVENTIONS, then names in table order
+# (so the current GenAI name beats its older one). docs/ingestion.md prints these tables
+# (`mapping_markdown`), and a test keeps the two the same.
+GENAI = {  # OpenTelemetry GenAI semantic conventions, current names
+    "gen_ai.operation.name": "operation",
+    "gen_ai.provider.name": "provider",
+    "gen_ai.request.model": "model",
+    "gen_ai.response.model": "model",
+    "gen_ai.usage.input_tokens": "input_tokens",
+    "gen_ai.usage.output_tokens": "output_tokens",
+    "gen_ai.input.messages": "input_text",
+    "gen_ai.output.messages": "output_text",
+    "gen_ai.response.finish_reasons": "finish_reason",
+    "gen_ai.server.time_to_first_token": "ttft_seconds",
+    "gen_ai.response.time_to_first_chunk": "ttft_seconds",
+    "user.id": "user_id",
+    "session.id": "session_id",
+    "gen_ai.conversation.id": "session_id",
+    "error.type": "error_type",
+    "deployment.environment.name": "environment",
+}
+GENAI_OLDER = {  # names the GenAI conventions used before, still sent by many libraries
+    "gen_ai.system": "provider",
+    "gen_ai.usage.prompt_tokens": "input_tokens",
+    "gen_ai.usage.completion_tokens": "output_tokens",
+    "gen_ai.usage.total_tokens": "total_tokens",
+    "gen_ai.usage.cost": "cost",
+    "gen_ai.prompt": "input_text",
+    "gen_ai.completion": "output_text",
+    "gen_ai.response.finish_reason": "finish_reason",
+    "enduser.id": "user_id",
+    "deployment.environment": "environment",
+}
+OPENINFERENCE = {  # Arize OpenInference
+    "llm.provider": "provider",
+    "llm.system": "provider",
+    "llm.model_name": "model",
+    "embedding.model_name": "model",
+    "llm.token_count.prompt": "input_tokens",
+    "llm.token_count.completion": "output_tokens",
+    "llm.token_count.total": "total_tokens",
+    "llm.cost.total": "cost",
+    "input.value": "input_text",
+    "output.value": "output_text",
+    "llm.finish_reason": "finish_reason",
+    "tag.tags": "tags",
+    "metadata": "metadata",
+}
+TRACELOOP = {  # Traceloop / OpenLLMetry
+    "llm.usage.total_tokens": "total_tokens",
+    "traceloop.association.properties.user_id": "user_id",
+    "traceloop.association.properties.session_id": "session_id",
+}
+LANGFUSE = {  # Langfuse's own attribute names
+    "langfuse.user.id": "user_id",
+    "langfuse.session.id": "session_id",
+    "langfuse.trace.tags": "tags",
+    "langfuse.metadata": "metadata",
+}
+OBSERVATORY = {  # this app's own (a resource attribute)
+    "observatory.project": "project",
+}
+CONVENTIONS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("OpenTelemetry GenAI", GENAI),
+    ("GenAI, older names", GENAI_OLDER),
+    ("OpenInference", OPENINFERENCE),
+    ("Traceloop / OpenLLMetry", TRACELOOP),
+    ("Langfuse", LANGFUSE),
+    ("LLM Observatory", OBSERVATORY),
 )
-TOTAL_TOKENS = ("llm.token_count.total", "gen_ai.usage.total_tokens", "llm.usage.total_tokens")
-COST = ("gen_ai.usage.cost", "llm.cost.total")
-INPUT_MESSAGES = ("gen_ai.input.messages", "gen_ai.prompt", "input.value")
-OUTPUT_MESSAGES = ("gen_ai.output.messages", "gen_ai.completion", "output.value")
-FINISH = ("gen_ai.response.finish_reasons", "gen_ai.response.finish_reason", "llm.finish_reason")
-TTFT_SECONDS = ("gen_ai.server.time_to_first_token", "gen_ai.response.time_to_first_chunk")
-# Traceloop/OpenLLMetry: the app's "association properties" (user, session, anything else).
+
+
+def names_for(field: str) -> tuple[str, ...]:
+    """Every attribute name that gives `field`, in precedence order."""
+    return tuple(name for _, table in CONVENTIONS for name, f in table.items() if f == field)
+
+
+OPERATION = names_for("operation")
+PROVIDER = names_for("provider")
+MODEL = names_for("model")
+INPUT_TOKENS = names_for("input_tokens")
+OUTPUT_TOKENS = names_for("output_tokens")
+TOTAL_TOKENS = names_for("total_tokens")
+COST = names_for("cost")
+INPUT_MESSAGES = names_for("input_text")
+OUTPUT_MESSAGES = names_for("output_text")
+FINISH = names_for("finish_reason")
+TTFT_SECONDS = names_for("ttft_seconds")
+USER = names_for("user_id")
+SESSION = names_for("session_id")
+TAGS = names_for("tags")
+METADATA = names_for("metadata")
+ERROR_TYPE = names_for("error_type")
+ENVIRONMENT = names_for("environment")
+PROJECT = names_for("project")
+# Traceloop/OpenLLMetry: the app's "association properties" (user and session above; the rest
+# become metadata).
 ASSOCIATION = "traceloop.association.properties."
-USER = ("user.id", "enduser.id", "langfuse.user.id", ASSOCIATION + "user_id")
-SESSION = (
-    "session.id",
-    "gen_ai.conversation.id",
-    "langfuse.session.id",
-    ASSOCIATION + "session_id",
-)
 # OpenInference: the request's parameters as JSON; a failed call's model is only there.
 INVOCATION_PARAMETERS = "llm.invocation_parameters"
-TAGS = ("tag.tags", "langfuse.trace.tags")
-METADATA = ("metadata", "langfuse.metadata")
-ERROR_TYPE = ("error.type",)
-ENVIRONMENT = ("deployment.environment.name", "deployment.environment")
-PROJECT = ("observatory.project",)
 
 OPENINFERENCE_KIND = "openinference.span.kind"
 OPENINFERENCE_OPERATIONS = {
@@ -203,3 +272,51 @@ def message_text(attrs: dict[str, Any], names: tuple[str, ...], pattern: re.Patt
     if indexed:
         return messages_text(indexed), indexed
     return messages_text(take(attrs, names)), []
+
+
+_SPECIAL = (
+    (
+        "operation",
+        "`openinference.span.kind` (LLM, EMBEDDING, TOOL, RETRIEVER, AGENT ...), then "
+        "Traceloop's `llm.request.type` (chat, completion, embedding, rerank), then "
+        "`traceloop.span.kind` (agent, tool; workflow and task are `other`)",
+    ),
+    ("model", "a failed OpenInference call's `llm.invocation_parameters` JSON (`model`)"),
+    (
+        "input_text / output_text",
+        "per-message attributes `gen_ai.prompt.N.*` / "
+        "`gen_ai.completion.N.*` and `llm.input_messages.N.message.*` / "
+        "`llm.output_messages.N.message.*` win over the whole-body names above (OpenInference's "
+        "`input.value` is then the raw request JSON and stays in `attributes`); the older "
+        "`gen_ai.content.prompt` / `gen_ai.content.completion` events too",
+    ),
+    ("finish_reason", "an output message's `finish_reason`"),
+    (
+        "metadata",
+        "`langfuse.metadata.KEY` and `traceloop.association.properties.KEY` (other "
+        "than user_id and session_id) become metadata keys",
+    ),
+    (
+        "error_type / error_message",
+        "the `exception` event's `exception.type` and "
+        "`exception.message`; the span status message wins for the message",
+    ),
+    ("service_name", "the resource's `service.name`"),
+)
+
+
+def mapping_markdown() -> str:
+    """The tables as docs/ingestion.md shows them (a test compares the two)."""
+    lines = [
+        "| field | attribute names, first present wins | convention |",
+        "| --- | --- | --- |",
+    ]
+    fields = dict.fromkeys(f for _, table in CONVENTIONS for f in table.values())
+    for field in fields:
+        for convention, table in CONVENTIONS:
+            names = [n for n, f in table.items() if f == field]
+            if names:
+                lines.append(f"| {field} | {', '.join(f'`{n}`' for n in names)} | {convention} |")
+    lines += ["", "Beyond renames:", ""]
+    lines += [f"- **{field}**: {text}." for field, text in _SPECIAL]
+    return "\n".join(lines) + "\n"
