@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Engine
 
 from observatory_core.ingest import conventions as cv
@@ -151,6 +151,21 @@ def _reprice(row: dict, changes: dict, prices: PriceBook) -> dict:
     }
 
 
+def _write(conn, updates: list[tuple[int, dict[str, Any]]]) -> None:
+    """One executemany per set of changed columns (a batch's spans mostly share one)."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row_id, changes in updates:
+        params = {"b_id": row_id, **{f"b_{k}": v for k, v in changes.items()}}
+        by_columns.setdefault(tuple(sorted(changes)), []).append(params)
+    for columns, params in by_columns.items():
+        statement = (
+            update(spans)
+            .where(spans.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}", type_=spans.c[name].type) for name in columns})
+        )
+        conn.execute(statement, params)
+
+
 def remap(
     engine: Engine,
     *,
@@ -190,8 +205,7 @@ def remap(
                     changes.update(_reprice(row, changes, prices))
                     updates.append((row["id"], changes))
                     changed_orgs.add(row["org_id"])
-            for row_id, changes in updates:
-                conn.execute(update(spans).where(spans.c.id == row_id).values(**changes))
+            _write(conn, updates)
         scanned += len(rows)
         changed += len(updates)
         last_id = rows[-1]["id"]
