@@ -54,7 +54,8 @@ if point and st.button(
 
 st.caption(f"{result.explanation} {result.seconds * 1000:,.0f} ms.")
 numbers = mv.table(result)
-st.dataframe(numbers, hide_index=True, height=280)
+shown, columns = mv.shown_table(result)
+st.dataframe(shown, hide_index=True, column_config=columns, width="stretch")
 st.download_button(
     "Download this table (CSV)",
     numbers.write_csv(),

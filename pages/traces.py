@@ -68,15 +68,16 @@ if not page.rows:
     )
     st.stop()
 
-frame = tables.page_frame(page)
+frame, columns = tables.styled(tables.page_frame(page))
 event = st.dataframe(
     frame,
-    column_config=tables.column_config(tuple(frame.columns)),
+    column_config=columns,
     hide_index=True,
     on_select="rerun",
     selection_mode="single-row",
     key=f"tbl{len(cursors)}",
-    height=420,
+    height=tables.height(frame.height),
+    width="stretch",
 )
 nav = st.columns([1, 1, 6])
 if nav[0].button("← Previous", disabled=len(cursors) == 1):

@@ -109,6 +109,24 @@ def status(value: str | None) -> str:
     return MISSING if value is None else STATUS_WORDS.get(value, value)
 
 
+NO_VALUE = {
+    "model": "(no model: agent, tool and other spans)",
+    "provider": "(no provider)",
+    "user_id": "(no user id)",
+    "project": "(other)",  # the engine folds the project tail into NULL
+}
+
+
+def group_value(dimension: str, value) -> str:
+    """A group's name as a person reads it: a missing value says what those spans are, the
+    status in the user's words, OpenTelemetry's unset kept apart from ok (it is its own group)."""
+    if value is None:
+        return NO_VALUE.get(dimension, "(none)")
+    if dimension == "status" and value == UNSET_STATUS:
+        return "ok (status not set)"
+    return str(value)
+
+
 def status_filter(chosen: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """The stored statuses behind what the user picked: "ok" means ok and unset."""
     stored: list[str] = []
