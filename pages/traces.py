@@ -86,7 +86,10 @@ if nav[0].button("← Previous", disabled=len(cursors) == 1):
 if nav[1].button("Next →", disabled=page.next_cursor is None):
     cursors.append(page.next_cursor)
     st.rerun()
-nav[2].caption(f"Page {len(cursors)} · {len(page.rows)} rows · read at {page.as_of:%H:%M:%S} UTC")
+nav[2].caption(
+    f"Page {len(cursors)} · {len(page.rows)} rows · read at {page.as_of:%H:%M:%S} UTC · "
+    "click a row to open its trace"
+)
 if scope.can(Permission.EXPORTS_CREATE) and st.button(
     "Export these rows", icon=":material/download:"
 ):

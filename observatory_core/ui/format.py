@@ -169,6 +169,7 @@ def table_columns(
             size, word, decimals = duration_unit(values)
             if size != 1:
                 scaled.append((pl.col(name) / size).alias(name))
+            label = label.replace("(ms)", f"({word})")
             config[name] = st.column_config.NumberColumn(label, format=f"%,.{decimals}f {word}")
         elif unit == "usd":
             config[name] = st.column_config.NumberColumn(label, format=_money_format(values))

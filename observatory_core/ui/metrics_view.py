@@ -318,7 +318,7 @@ def table(result: MetricResult) -> pl.DataFrame:
 def shown_table(result: MetricResult) -> tuple[pl.DataFrame, dict]:
     """The table on screen: group values in the user's words, each series formatted by unit."""
     frame = table(result).with_columns(
-        pl.col(g).map_elements(lambda v, g=g: format.group_value(g, v), return_dtype=pl.String)
+        pl.Series(g, [format.group_value(g, v) for v in result.frame[g].to_list()], pl.String)
         for g in result.group_by
     )
     units = {series_label(s): METRICS[s.split(".")[0]].unit for s in result.series}

@@ -69,6 +69,28 @@ def page_frame(page: Page) -> pl.DataFrame:
     return frame
 
 
+# Pixel widths that fit the default columns beside the sidebar at 1400 px; longer values are
+# cut in their cell (the row's trace opens below the table with everything).
+WIDTHS = {
+    "start_time": 112,
+    "name": 105,
+    "operation": 82,
+    "provider": 76,
+    "model": 106,
+    "status": 52,
+    "duration_ms": 66,
+    "ttft_ms": 60,
+    "total_tokens": 62,
+    "total_cost_usd": 70,
+    "user_id": 96,
+    "environment": 70,
+    "span_count": 52,
+    "error_count": 52,
+}
+# In the table only to open a trace: a click on the row does that, so they are not shown.
+HIDDEN = ("trace_id", "span_id")
+
+
 def styled(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     """The frame as shown (durations in one readable unit) and its column_config."""
     shown, config = format.table_columns(frame, UNITS, LABELS)
@@ -76,8 +98,13 @@ def styled(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
         config.setdefault(f, st.column_config.Column(LABELS.get(f, f)))
     if "start_time" in frame.columns:
         config["start_time"] = st.column_config.DatetimeColumn(
-            LABELS["start_time"], format="YYYY-MM-DD HH:mm:ss"
+            LABELS["start_time"], format="MM-DD HH:mm:ss"
         )
+    for f, column in config.items():
+        column["width"] = WIDTHS.get(f, 110)
+    for f in HIDDEN:
+        if f in config and len(frame.columns) > 2:
+            config[f] = None
     return shown, config
 
 
