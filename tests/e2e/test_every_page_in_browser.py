@@ -75,7 +75,12 @@ def _settle(page, title: str) -> None:
         '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-testid="stSpinner"]\')',
         timeout=30_000,
     )
-    page.wait_for_timeout(1200)  # charts and grids draw after the script's last message
+    page.wait_for_function(  # grids fill their cells after the script's last message
+        """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+            .every(f => f.querySelector('[role="columnheader"]'))""",
+        timeout=30_000,
+    )
+    page.wait_for_timeout(800)
 
 
 GRIDS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')].map(frame => {
