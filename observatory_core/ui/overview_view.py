@@ -52,11 +52,13 @@ def kpi_tiles(view: Overview) -> None:
                 change += " · beyond noise"
             elif change:
                 change += " · within noise"
+            still = k.change_pct == 0  # no arrow and no colour for "no change"
             column.metric(
                 k.label,
                 _value(k, k.current),
                 change,
-                delta_color="normal" if k.higher_is_better else "inverse",
+                delta_color="off" if still else "normal" if k.higher_is_better else "inverse",
+                delta_arrow="off" if still else "auto",
                 help=f"Previous period: {_value(k, k.previous)}. {HELP}",
                 border=True,
             )

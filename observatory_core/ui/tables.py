@@ -63,6 +63,9 @@ def page_frame(page: Page) -> pl.DataFrame:
             frame = frame.with_columns(pl.col(column).map_elements(str, return_dtype=pl.String))
     if "status" in frame.columns:
         frame = frame.with_columns(pl.col("status").cast(pl.String).replace(format.STATUS_WORDS))
+    for column in ("provider", "model", "user_id", "environment", "operation"):
+        if column in frame.columns and frame.schema[column] in (pl.String, pl.Null):
+            frame = frame.with_columns(pl.col(column).cast(pl.String).fill_null(format.MISSING))
     for column in WIDE & set(frame.columns):
         if frame.schema[column] == pl.String:
             frame = frame.with_columns(pl.col(column).str.slice(0, TEXT_CHARS))

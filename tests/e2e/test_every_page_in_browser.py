@@ -17,11 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from observatory_core.demo.load import load_demo
+from observatory_core.demo.catalog import ORGS
+from observatory_core.demo.load import ensure_demo_tenants, load_demo
 from observatory_core.demo.starter_rules import STARTER_RULES, install_starter_rules
 from observatory_core.permissions import Role
 from observatory_core.scope import Scope
 from observatory_core.settings import get_settings
+from observatory_core.spanrows import complete_row
+from observatory_core.storage.bulk import write_spans
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.ui.nav import PAGES
@@ -41,6 +44,17 @@ PATHS = {
     "Admin": "/admin",
 }
 TITLES = {"Home": "Last 24 hours"}
+# What each page shows last: the page is read once this is on screen.
+READY = {
+    "Home": "Requests per hour",
+    "Overview": "Most common errors",
+    "Metrics": "Download this table (CSV)",
+    "Traces": "Page 1 ·",
+    "Exports": "Your org's exports",
+    "Alerts": "Resolved recently",
+    "Live": "refreshes every",
+    "Admin": "API keys",
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +65,32 @@ def server(tmp_path_factory):
     upgrade(engine)
     end = datetime.now(UTC) - timedelta(minutes=1)
     load_demo(engine, spans=30_000, days=9, seed=7, end=end)
+    _unset_spans(engine, end)
     install_starter_rules(engine, days=9, now=end)
     passwords = {role: add_user(engine, "acme", f"ui-{role}", role) for role in ROLES}
     with running_server(url, tmp) as base:
         yield {"base": base, "passwords": passwords}
+
+
+def _unset_spans(engine, end: datetime) -> None:
+    """Ten recent spans as OpenTelemetry SDKs send them by default: status UNSET."""
+    org_id, project_id = ensure_demo_tenants(engine)[("acme", ORGS[0].projects[0].slug)]
+    rows = []
+    for i in range(1, 11):
+        start = end - timedelta(minutes=2 * i)
+        row = {
+            "org_id": org_id,
+            "project_id": project_id,
+            "trace_id": f"{i:032x}",
+            "span_id": f"{i:016x}",
+            "name": "otel agent step",
+            "operation": "invoke_agent",
+            "start_time": start,
+            "end_time": start + timedelta(milliseconds=850),
+        }
+        rows.append(complete_row(row, 1000))
+    assert {r["status"] for r in rows} == {"unset"}
+    write_spans(engine, rows)
 
 
 def _login(page, server, role: str) -> None:
@@ -69,8 +105,9 @@ def _login(page, server, role: str) -> None:
         page.wait_for_timeout(100)
 
 
-def _settle(page, title: str) -> None:
+def _settle(page, title: str, ready: str) -> None:
     page.get_by_role("heading", name=title).first.wait_for(timeout=30_000)
+    page.get_by_text(ready).first.wait_for(timeout=30_000)
     page.wait_for_function(
         '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-testid="stSpinner"]\')',
         timeout=30_000,
@@ -152,7 +189,7 @@ def test_every_page_reads_right(server, browser, role):
                 continue
             where = f"{role} · {spec.title}"
             page.goto(server["base"] + PATHS[spec.title])
-            _settle(page, TITLES.get(spec.title, spec.title))
+            _settle(page, TITLES.get(spec.title, spec.title), READY[spec.title])
             if spec.title == "Alerts":
                 page.get_by_role("tab", name="History").click()
                 page.locator('[data-testid="stDataFrame"]').last.wait_for(timeout=30_000)
@@ -169,9 +206,22 @@ def test_every_page_reads_right(server, browser, role):
             if shots:
                 folder = Path(shots) / role
                 folder.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(folder / f"{spec.title.lower()}.png"), full_page=True)
+                _screenshot(page, folder / f"{spec.title.lower()}.png", width)
     finally:
         context.close()
+
+
+def _screenshot(page, path: Path, width: int) -> None:
+    """The whole page: Streamlit scrolls its main area, not the document, so the window is
+    made as tall as the page for the shot."""
+    tall = page.evaluate(
+        '() => Math.max(...[...document.querySelectorAll(\'[data-testid="stMain"], '
+        '[data-testid="stSidebarContent"]\')].map(e => e.scrollHeight), 900)'
+    )
+    page.set_viewport_size({"width": width, "height": min(tall + 40, 12_000)})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(path))
+    page.set_viewport_size({"width": width, "height": 900})
 
 
 def _page_checks(title, role, page, grids, charts, text, where) -> None:
