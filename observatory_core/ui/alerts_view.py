@@ -115,6 +115,11 @@ def live_status(scope: Scope) -> None:
                 for e in resolved
             ],
             hide_index=True,
+            column_config={
+                "resolved at": st.column_config.DatetimeColumn(
+                    "resolved at", format="YYYY-MM-DD HH:mm:ss"
+                )
+            },
         )
     else:
         st.caption("Nothing resolved in the last 24 hours.")

@@ -153,7 +153,7 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
-        subplot_titles=[series_label(s) for s in result.series],
+        subplot_titles=[_title(s, result.frame[s].to_list()) for s in result.series],
     )
     shift = result.end - result.start
     groups = _groups(result)
@@ -196,7 +196,7 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
                         y=_scaled(before[name].to_list(), size),
                         name=f"{label} (previous period)",
                         legendgroup=label,
-                        showlegend=row == 1,
+                        showlegend=False,  # dashed: the caption says so
                         line=dict(color=color, dash="dash", width=1),
                         opacity=0.6,
                         hoverinfo="skip",
@@ -213,6 +213,30 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
         hovermode="closest",
     )
     return figure, trace_groups
+
+
+def _title(series: str, values: list) -> str:
+    """The panel's title in the unit its axis is drawn in (a p95 in seconds says "s")."""
+    unit = METRICS[series.split(".")[0]].unit
+    _, suffix = _axis_scale(unit, values)
+    return series_label(series).replace("(ms)", f"({suffix.strip()})" if suffix else "(ms)")
+
+
+def caption(result: MetricResult, previous: bool) -> str:
+    """How the numbers were computed, what the dashed lines and the "(other)" line are."""
+    text = (
+        result.explanation.replace(result.folded_note, "").strip()
+        if result.folded_groups
+        else result.explanation
+    )
+    if previous:
+        text += " Dashed lines: the same group in the previous period, shifted onto this one."
+    if result.folded_groups:
+        text += (
+            f' {result.folded_groups:,} smaller groups are drawn together as "{OTHER}"; raise '
+            "Top groups (up to 10) or filter to see one of them."
+        )
+    return f"{text} {result.seconds * 1000:,.0f} ms."
 
 
 def _axis_scale(unit: str, values: list) -> tuple[float, str]:
@@ -323,5 +347,7 @@ def shown_table(result: MetricResult) -> tuple[pl.DataFrame, dict]:
     )
     units = {series_label(s): METRICS[s.split(".")[0]].unit for s in result.series}
     frame, config = format.table_columns(frame, units)
+    for g in result.group_by:
+        config[g] = st.column_config.TextColumn(g.replace("_id", "").replace("_", " ").capitalize())
     config["bucket"] = st.column_config.DatetimeColumn("Bucket (UTC)", format="YYYY-MM-DD HH:mm")
     return frame, config

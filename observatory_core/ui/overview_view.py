@@ -111,6 +111,8 @@ def ranking(frame: pl.DataFrame, dimension: str, by_series: str, label: str) -> 
         height=40 + 28 * len(shown),
         margin=dict(l=10, r=10, t=10, b=10),
         xaxis_title=axis,
+        xaxis_tickprefix="$" if metric.unit == "usd" else None,
+        xaxis_separatethousands=True,
         yaxis=dict(automargin=True),
     )
     st.plotly_chart(figure, width="stretch")
