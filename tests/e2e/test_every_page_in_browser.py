@@ -117,7 +117,7 @@ def _settle(page, title: str, ready: str) -> None:
             .every(f => f.querySelector('[role="columnheader"]'))""",
         timeout=30_000,
     )
-    page.wait_for_timeout(800)
+    page.wait_for_timeout(400)
 
 
 GRIDS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')].map(frame => {
@@ -193,7 +193,7 @@ def test_every_page_reads_right(server, browser, role):
             if spec.title == "Alerts":
                 page.get_by_role("tab", name="History").click()
                 page.locator('[data-testid="stDataFrame"]').last.wait_for(timeout=30_000)
-                page.wait_for_timeout(800)
+                page.wait_for_timeout(400)
             text = page.locator("body").inner_text()
             assert "Traceback" not in text, where
             assert not re.search(r"\bunset\b", text), f"{where}: 'unset' on the page"
