@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: run test setup bootstrap lint format bench postgres chromium clean
+.PHONY: run test setup bootstrap lint format bench postgres chromium clean screenshots
 
 $(INSTALLED): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11")'
@@ -39,6 +39,10 @@ format: setup
 
 test: bootstrap postgres chromium lint
 	$(BIN)/python -m pytest
+
+# Every page as each role at 1400x900, by the browser test that checks them: screenshots/<role>/<page>.png
+screenshots: setup chromium
+	SCREENSHOTS=$(CURDIR)/screenshots $(BIN)/python -m pytest tests/e2e/test_every_page_in_browser.py -q
 
 bench: setup postgres
 	$(BIN)/python -m bench.run

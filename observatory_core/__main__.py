@@ -58,6 +58,11 @@ def cmd_demo(args) -> None:
     print(
         f"Stored {report.spans:,} new spans in {report.seconds:.1f} s ({report.rate:,.0f} spans/s)."
     )
+    from observatory_core.demo.starter_rules import install_starter_rules
+
+    events = install_starter_rules(engine, days=args.days, now=end)
+    if events:
+        print(f"Replayed the starter alert rules over the loaded history: {events} state changes.")
 
 
 def cmd_bootstrap(args) -> None:

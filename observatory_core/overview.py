@@ -7,7 +7,7 @@ sessions from the actor rollups.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -222,6 +222,9 @@ def period_overview(
                 higher_is_better=False,
             ),
         )
+    kpis = [
+        replace(k, verdict=sig.unless_unchanged(k.verdict, k.current, k.previous)) for k in kpis
+    ]
     return Overview(start=start, end=end, kpis=kpis, source=a.explanation)
 
 

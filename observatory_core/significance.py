@@ -6,7 +6,9 @@
 - averages (latency): Welch's z from means and variances;
 - rates (errors): the pooled two-proportion z-test;
 - the p95: the shares of both periods' requests slower than the previous p95 (two proportions).
-Below `MIN_SAMPLE` observations on either side, nothing is called significant.
+Below `MIN_SAMPLE` observations on either side, nothing is called significant, and a
+quantity that did not change is never significant (`unless_unchanged`): the p95 test compares
+shares of requests, which can differ while the two p95s, read from the same sketch bin, are equal.
 """
 
 from __future__ import annotations
@@ -73,3 +75,12 @@ def proportions(hits_a: int, n_a: int, hits_b: int, n_b: int) -> Verdict:
         return NONE
     pooled = (hits_a + hits_b) / (n_a + n_b)
     return _z(hits_a / n_a - hits_b / n_b, pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+
+
+def unless_unchanged(verdict: Verdict, current: float | None, previous: float | None) -> Verdict:
+    """The verdict, except that a zero change (or nothing to compare) is never beyond noise."""
+    if current is None or previous is None:
+        return NONE
+    if math.isclose(current, previous, rel_tol=1e-9, abs_tol=0.0):
+        return Verdict(0.0)
+    return verdict

@@ -58,7 +58,15 @@ if now.cost_usd is not None:
     )
 
 for column, (label, value, delta, color) in zip(st.columns(len(tiles)), tiles, strict=True):
-    column.metric(label, value, format.change(delta), delta_color=color, border=True)
+    still = delta == 0  # no arrow and no colour for "no change"
+    column.metric(
+        label,
+        value,
+        format.change(delta),
+        delta_color="off" if still else color,
+        delta_arrow="off" if still else "auto",
+        border=True,
+    )
 
 hours = [h for h, _ in summary.per_hour]
 figure = go.Figure(go.Bar(x=hours, y=[n for _, n in summary.per_hour], marker_color="#4C78A8"))

@@ -52,9 +52,10 @@ if point and st.button(
 ):
     st.switch_page("pages/traces.py", query_params=point.to_query_params())
 
-st.caption(f"{result.explanation} {result.seconds * 1000:,.0f} ms.")
+st.caption(mv.caption(result, previous is not None))
 numbers = mv.table(result)
-st.dataframe(numbers, hide_index=True, height=280)
+shown, columns = mv.shown_table(result)
+st.dataframe(shown, hide_index=True, column_config=columns, width="stretch")
 st.download_button(
     "Download this table (CSV)",
     numbers.write_csv(),

@@ -42,8 +42,14 @@ else:
         errors,
         hide_index=True,
         column_config={
-            "sample_message": st.column_config.TextColumn("sample message", width="large")
+            "error_type": st.column_config.TextColumn("Error type"),
+            "count": st.column_config.NumberColumn("Count", format="%,d"),
+            "sample_message": st.column_config.TextColumn("Sample message", width="large"),
+            "last_seen": st.column_config.DatetimeColumn(
+                "Last seen (UTC)", format="YYYY-MM-DD HH:mm"
+            ),
         },
+        width="stretch",
     )
 
 if costs:

@@ -68,15 +68,16 @@ if not page.rows:
     )
     st.stop()
 
-frame = tables.page_frame(page)
+frame, columns = tables.styled(tables.page_frame(page))
 event = st.dataframe(
     frame,
-    column_config=tables.column_config(tuple(frame.columns)),
+    column_config=columns,
     hide_index=True,
     on_select="rerun",
     selection_mode="single-row",
     key=f"tbl{len(cursors)}",
-    height=420,
+    height=tables.height(frame.height),
+    width="stretch",
 )
 nav = st.columns([1, 1, 6])
 if nav[0].button("← Previous", disabled=len(cursors) == 1):
@@ -85,7 +86,10 @@ if nav[0].button("← Previous", disabled=len(cursors) == 1):
 if nav[1].button("Next →", disabled=page.next_cursor is None):
     cursors.append(page.next_cursor)
     st.rerun()
-nav[2].caption(f"Page {len(cursors)} · {len(page.rows)} rows · read at {page.as_of:%H:%M:%S} UTC")
+nav[2].caption(
+    f"Page {len(cursors)} · {len(page.rows)} rows · read at {page.as_of:%H:%M:%S} UTC · "
+    "click a row to open its trace"
+)
 if scope.can(Permission.EXPORTS_CREATE) and st.button(
     "Export these rows", icon=":material/download:"
 ):

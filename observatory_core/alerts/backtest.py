@@ -58,9 +58,20 @@ def _read(
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
-def backtest(
-    engine: Engine, scope: Scope, rule: RuleSpec, *, days: int = 7, now: datetime | None = None
-) -> Backtest:
+@dataclass(frozen=True)
+class Transition:
+    group: str
+    before: str
+    after: str
+    value: float | None
+    at: datetime
+
+
+def replay(
+    engine: Engine, scope: Scope, rule: RuleSpec, *, days: float = 7, now: datetime | None = None
+) -> tuple[pl.DataFrame, str, list[Transition], dict[str, object]]:
+    """The rule stepped through the past `days`, bucket by bucket: the frame (with `firing`),
+    the bucket size, every transition and each group's last state."""
     scope.require(Permission.METRICS_READ)
     now = now or datetime.now(UTC)
     bucket = bucket_for(rule.window_s)
@@ -74,14 +85,24 @@ def backtest(
     frame = frame.select("bucket", "group", "value", pl.col("requests").fill_null(0)).sort(
         "group", "bucket"
     )
-    firing, fired = [], 0
+    firing, transitions = [], []
     states: dict[str, object] = {}
     for row in frame.iter_rows(named=True):
         at = row["bucket"] + timedelta(seconds=seconds)
         state, transition = step(states.get(row["group"]), row["value"], row["requests"], rule, at)
         states[row["group"]] = state
-        fired += transition is not None and transition[1] == FIRING
+        if transition is not None:
+            transitions.append(Transition(row["group"], *transition, row["value"], at))
         firing.append(state.state == FIRING)
     frame = frame.with_columns(pl.Series("firing", firing, dtype=pl.Boolean))
+    return frame, bucket, transitions, states
+
+
+def backtest(
+    engine: Engine, scope: Scope, rule: RuleSpec, *, days: int = 7, now: datetime | None = None
+) -> Backtest:
+    frame, bucket, transitions, _ = replay(engine, scope, rule, days=days, now=now)
+    fired = sum(t.after == FIRING for t in transitions)
+    firing = frame["firing"].to_list()
     share = sum(firing) / len(firing) if firing else 0.0
     return Backtest(frame, bucket, fired, share)

@@ -44,6 +44,24 @@ def _pick(rng: random.Random, items, cum: list[float]):
     return items[bisect.bisect_right(cum, rng.random() * cum[-1])]
 
 
+def customer_ids(org: OrgSpec) -> list[str]:
+    """The org's end users, the same list in every process (the live demo traffic uses it too)."""
+    rng = random.Random(f"users-{org.slug}")
+    return [
+        f"{rng.choice(FIRST_NAMES)}.{rng.choice(LAST_NAMES)}{n}@{org.slug}-customers.example"
+        for n in range(org.users)
+    ]
+
+
+def user_weights(org: OrgSpec) -> list[float]:
+    """Cumulative power-law weights over `customer_ids`: a few users make most requests."""
+    return _cum(1 / (r + 1) ** 1.1 for r in range(org.users))
+
+
+def pick_user(rng: random.Random, users: list[str], cum: list[float]) -> str:
+    return _pick(rng, users, cum)
+
+
 def diurnal_weight(moment: datetime) -> float:
     """Traffic shape: business hours peak around 15:00 UTC, quieter weekends."""
     hour = moment.hour + moment.minute / 60
@@ -91,8 +109,8 @@ class DemoGenerator:
             diurnal_weight(from_micros(h)) * g for h, g in zip(self.hour_starts, trend, strict=True)
         )
         self.org_cum = _cum(o.weight for o in ORGS)
-        self.users = {o.slug: self._users(o) for o in ORGS}
-        self.user_cum = {o.slug: _cum(1 / (r + 1) ** 1.1 for r in range(o.users)) for o in ORGS}
+        self.users = {o.slug: customer_ids(o) for o in ORGS}
+        self.user_cum = {o.slug: user_weights(o) for o in ORGS}
         self.project_cum = {o.slug: _cum(p.weight for p in o.projects) for o in ORGS}
         self.model_cum = {
             p.slug: _cum(w for _, w in p.chat_models) for o in ORGS for p in o.projects
@@ -100,13 +118,6 @@ class DemoGenerator:
         self.env_cum = _cum(w for _, w in ENVIRONMENTS)
         self.err_cum = _cum(w for *_, w in ORDINARY_ERRORS)
         self.incidents = [(i, to_micros(i.start(end))) for i in INCIDENTS]
-
-    def _users(self, org: OrgSpec) -> list[str]:
-        rng = random.Random(f"users-{org.slug}")
-        return [
-            f"{rng.choice(FIRST_NAMES)}.{rng.choice(LAST_NAMES)}{n}@{org.slug}-customers.example"
-            for n in range(org.users)
-        ]
 
     # ---- random helpers -------------------------------------------------------------
     def _id(self, bits: int) -> str:

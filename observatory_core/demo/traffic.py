@@ -19,7 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
-from observatory_core.demo.catalog import MODELS
+from observatory_core.demo.catalog import MODELS, ORGS
+from observatory_core.demo.generator import customer_ids, pick_user, user_weights
 from observatory_core.demo.texts import answer, question
 
 log = logging.getLogger("observatory.demo")
@@ -39,6 +40,10 @@ class DemoTraffic:
     def __init__(self, endpoint: str, api_key: str, spans_per_s: float, seed: int | None = None):
         self.rng = random.Random(seed)
         self.spans_per_s = spans_per_s
+        # the same customers and the same power law as the loaded history, so live traffic
+        # does not inflate "unique users" (uniform ids would all be new ones)
+        org = next(o for o in ORGS if o.slug == DEMO_ORG)
+        self.users, self.user_cum = customer_ids(org), user_weights(org)
         self.provider = TracerProvider(
             resource=Resource.create(
                 {
@@ -71,7 +76,7 @@ class DemoTraffic:
         now = time.time_ns()
         profile = MODELS[rng.choice(CHAT_MODELS)]
         asked = question("agent_rag", rng)
-        user = f"user_{rng.randint(1, 400)}"
+        user = pick_user(rng, self.users, self.user_cum)
         embed_ms = rng.uniform(60, 200)
         chat_ms = profile.ttft_ms * rng.uniform(0.7, 1.8) + rng.uniform(200, 2500)
         total_ns = int((embed_ms + chat_ms + 30) * 1e6)

@@ -9,10 +9,13 @@ import polars as pl
 import streamlit as st
 
 from observatory_core.alerts.history import active_alerts, events, last_event_id
+from observatory_core.metrics.catalog import METRICS
 from observatory_core.scope import Scope
+from observatory_core.ui import format
 from observatory_core.ui.session import engine, guarded
 
 REFRESH_S = 5
+HISTORY_DAYS = 30
 STATE_BADGE = {
     "firing": "● firing",
     "pending": "◐ pending",
@@ -22,9 +25,17 @@ STATE_BADGE = {
 
 
 def _value(v, row: dict | None = None) -> str:
+    """A rule's value in its series' unit (a p95 in s, an error rate in %, a cost in $)."""
     if row is not None and row.get("values_hidden"):
         return "hidden for your role"
-    return "no data" if v is None else f"{v:,.4g}"
+    if v is None:
+        return "no data"
+    return format.by_unit(_unit(row), v)
+
+
+def _unit(row: dict | None) -> str | None:
+    metric = ((row or {}).get("series") or "").split(".")[0]
+    return METRICS[metric].unit if metric in METRICS else None
 
 
 def _condition(row: dict) -> str:
@@ -79,7 +90,7 @@ def live_status(scope: Scope) -> None:
                     "state": STATE_BADGE[a["state"]],
                     "rule": a["name"],
                     "where": _where(a),
-                    "value": a["last_value"],
+                    "value": _value(a["last_value"], a),
                     "condition": _condition(a),
                     "since": a["since"],
                     "muted": bool(a["muted_until"] and a["muted_until"] > datetime.now(UTC)),
@@ -99,11 +110,16 @@ def live_status(scope: Scope) -> None:
                     "rule": e["name"],
                     "where": _where(e),
                     "resolved at": e["at"],
-                    "last value": e["value"],
+                    "last value": _value(e["value"], e),
                 }
                 for e in resolved
             ],
             hide_index=True,
+            column_config={
+                "resolved at": st.column_config.DatetimeColumn(
+                    "resolved at", format="YYYY-MM-DD HH:mm:ss"
+                )
+            },
         )
     else:
         st.caption("Nothing resolved in the last 24 hours.")
@@ -113,10 +129,16 @@ def live_status(scope: Scope) -> None:
 @st.fragment(run_every=REFRESH_S * 2)
 @guarded
 def history(scope: Scope) -> None:
-    rows = events(engine(), scope, since=datetime.now(UTC) - timedelta(days=7), limit=500)
+    rows = events(
+        engine(), scope, since=datetime.now(UTC) - timedelta(days=HISTORY_DAYS), limit=500
+    )
     if not rows:
-        st.info("No alert has changed state in the last 7 days.", icon=":material/history:")
+        st.info(
+            f"No alert has changed state in the last {HISTORY_DAYS} days.",
+            icon=":material/history:",
+        )
         return
+    st.caption(f"State changes of the last {HISTORY_DAYS} days, newest first (at most 500).")
     frame = pl.DataFrame(
         [
             {
@@ -125,7 +147,7 @@ def history(scope: Scope) -> None:
                 "where": _where(e),
                 "from": e["from_state"],
                 "to": e["to_state"],
-                "value": e["value"],
+                "value": _value(e["value"], e),
                 "threshold": _condition(e),
             }
             for e in rows

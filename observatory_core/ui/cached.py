@@ -78,9 +78,15 @@ def trace(scope: Scope, trace_id: str) -> TraceDetail | None:
     return get_trace(engine(), scope, trace_id)
 
 
-def _metrics(scope: Scope, query_json: str, minute: str) -> MetricResult:
+def _metrics(
+    scope: Scope, query_json: str, minute: str, max_groups: int | None = None
+) -> MetricResult:
     return run_metrics(
-        engine(), scope, query_from_json(query_json), now=datetime.fromisoformat(minute)
+        engine(),
+        scope,
+        query_from_json(query_json),
+        now=datetime.fromisoformat(minute),
+        max_groups=max_groups,
     )
 
 
@@ -88,14 +94,14 @@ _metrics_recent = st.cache_data(ttl=30, show_spinner="Computing…")(_metrics)
 _metrics_history = st.cache_data(ttl=3600, show_spinner="Computing…")(_metrics)
 
 
-def metrics(scope: Scope, query: MetricQuery) -> MetricResult:
+def metrics(scope: Scope, query: MetricQuery, max_groups: int | None = None) -> MetricResult:
     """Results whose range ends within the hour change as spans arrive (30 s TTL); ranges that
     ended earlier are history and keep for an hour."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     _, end = query.filters.window(now)
     history = end is not None and now - end > timedelta(hours=1)
     load = _metrics_history if history else _metrics_recent
-    return load(scope, query_to_json(query), now.isoformat())
+    return load(scope, query_to_json(query), now.isoformat(), max_groups)
 
 
 @st.cache_data(ttl=60, show_spinner="Comparing periods…")

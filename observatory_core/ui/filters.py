@@ -14,7 +14,7 @@ from observatory_core.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.scope import Scope
 from observatory_core.storage.schema import OPERATIONS, STATUSES
-from observatory_core.ui import cached
+from observatory_core.ui import cached, format
 from observatory_core.visibility import filter_allowed
 
 WINDOWS = {
@@ -58,8 +58,9 @@ def _defaults(spec: FilterSpec) -> dict:
         "metadata": ", ".join(f"{key}={value}" for key, value in spec.metadata),
         "search": spec.search or "",
     }
-    for name in ("providers", "models", "operations", "environments", "statuses", "project_ids"):
+    for name in ("providers", "models", "operations", "environments", "project_ids"):
         values[name] = list(getattr(spec, name))
+    values["statuses"] = format.status_choices(spec.statuses)
     for name, _ in TEXT_LISTS:
         values[name] = ", ".join(getattr(spec, name))
     for name in ("duration_ms", "cost_usd", "total_tokens"):
@@ -75,8 +76,10 @@ def _spec_from_widgets(k) -> FilterSpec:
     if window == "custom":
         values["start"] = datetime.combine(s[k("from")], time(), UTC)
         values["end"] = datetime.combine(s[k("to")], time(), UTC) + timedelta(days=1)
-    for name in ("providers", "models", "operations", "environments", "statuses", "project_ids"):
+    for name in ("providers", "models", "operations", "environments", "project_ids"):
         values[name] = tuple(s[k(name)])
+    # "ok" is what a user calls a call without an error: stored as ok or (OpenTelemetry's) unset
+    values["statuses"] = format.status_filter(s[k("statuses")])
     for name, _ in TEXT_LISTS:
         values[name] = _csv(s[k(name)])
     pairs = [p.split("=", 1) for p in _csv(s[k("metadata")])]
@@ -185,7 +188,7 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
         ):
             _choice(k, d, label, name, cached.values(scope, name[:-1]))
         _choice(k, d, "Operation", "operations", OPERATIONS)
-        _choice(k, d, "Status", "statuses", STATUSES)
+        _choice(k, d, "Status", "statuses", format.status_choices(STATUSES))
         projects = cached.projects(scope)
         _choice(k, d, "Project", "project_ids", list(projects), lambda p: projects.get(p, f"#{p}"))
         with st.expander("Ids, tags, metadata"):

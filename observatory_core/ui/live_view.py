@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import streamlit as st
 
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.live import live_feed
 from observatory_core.scope import Scope
+from observatory_core.ui import format, tables
 from observatory_core.ui.session import engine, guarded
 
 REFRESH_S = 3
 LOOKBACK = timedelta(minutes=15)
-SPAN_COLUMNS = {
-    "start_time": st.column_config.DatetimeColumn("Time", format="HH:mm:ss"),
-    "duration_ms": st.column_config.NumberColumn("Duration", format="%.0f ms"),
-    "total_cost_usd": st.column_config.NumberColumn("Cost", format="$%.5f"),
-    "total_tokens": st.column_config.NumberColumn("Tokens", format="%d"),
-}
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -28,7 +24,8 @@ def feed(scope: Scope, spec: FilterSpec) -> None:
     shown = live_feed(engine(), scope, spec, since=now - LOOKBACK, now=now)
     for alert in shown.system_alerts:
         st.error(
-            f"**{alert['name']}**: {alert['last_value']:,.4g} ({alert['comparator']} {alert['threshold']:,.4g})",
+            f"**{alert['name']}**: {format.number(alert['last_value'])} "
+            f"({alert['comparator']} {format.number(alert['threshold'])})",
             icon=":material/warning:",
         )
     if "spans" in shown.shown:
@@ -36,11 +33,23 @@ def feed(scope: Scope, spec: FilterSpec) -> None:
             f"New spans · {len(shown.spans)} in the last {LOOKBACK.seconds // 60} min (latest 50)"
         )
         if shown.spans:
-            st.dataframe(
+            frame = pl.DataFrame(
                 [{f: row[f] for f in shown.span_fields if f != "trace_id"} for row in shown.spans],
+                infer_schema_length=None,
+            )
+            if "status" in frame.columns:
+                frame = frame.with_columns(
+                    pl.col("status").cast(pl.String).replace(format.STATUS_WORDS)
+                )
+            frame, columns = tables.styled(frame)
+            if "start_time" in columns:
+                columns["start_time"] = st.column_config.DatetimeColumn("Time", format="HH:mm:ss")
+            st.dataframe(
+                frame,
                 hide_index=True,
-                column_config=SPAN_COLUMNS,
-                height=360,
+                column_config=columns,
+                height=tables.height(frame.height),
+                width="stretch",
             )
         else:
             st.info(

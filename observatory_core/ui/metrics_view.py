@@ -14,13 +14,15 @@ from observatory_core.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import BUCKETS, DIMENSIONS, MAX_GROUP_BY, METRICS
 from observatory_core.metrics.engine import MetricResult
+from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.scope import Scope
+from observatory_core.ui import colors, format
 from observatory_core.visibility import metric_visible
 
 PAGE_PARAMS = frozenset({"m", "b", "g", "cmp", "top", "zoom"})
 DEFAULT_SERIES = ("request_count.count", "duration_ms.p95")
-PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
+MAX_TOP = colors.MAX_SERIES  # groups drawn; the rest fold into one "(other)" line
 
 
 def series_label(name: str) -> str:
@@ -50,7 +52,7 @@ def controls(scope: Scope) -> tuple[MetricQuery | None, bool, str | None]:
     compare with the previous period, and an error message."""
     q = st.query_params
     options = series_options(scope)
-    top = st.columns([4, 1.3, 3, 1, 1.4])
+    top = st.columns([4, 1.3, 3, 1.2])
     series = top[0].multiselect(
         "Metrics",
         options,
@@ -70,14 +72,25 @@ def controls(scope: Scope) -> tuple[MetricQuery | None, bool, str | None]:
         max_selections=MAX_GROUP_BY,
         key="mx_group",
     )
-    limit = top[3].number_input("Top groups", 1, 50, int(q.get("top", 10)), disabled=not group_by)
-    compare = top[4].toggle("Previous period", value=q.get("cmp", "1") == "1")
+    try:
+        asked = min(max(int(q.get("top", MAX_TOP)), 1), MAX_TOP)
+    except ValueError:
+        asked = MAX_TOP
+    limit = top[3].number_input(
+        "Top groups",
+        1,
+        MAX_TOP,
+        asked,
+        disabled=not group_by,
+        help=f'The largest groups by the first metric; the others are one "{OTHER}" line.',
+    )
+    compare = st.toggle("Compare with the previous period", value=q.get("cmp", "1") == "1")
     for key, value, default in (
         ("m", ",".join(series), ",".join(DEFAULT_SERIES)),
         ("b", bucket, "auto"),
         ("g", ",".join(group_by), ""),
         ("cmp", "1" if compare else "0", "1"),
-        ("top", str(limit), "10"),
+        ("top", str(limit), str(MAX_TOP)),
     ):
         if value != default:
             q[key] = value
@@ -86,15 +99,12 @@ def controls(scope: Scope) -> tuple[MetricQuery | None, bool, str | None]:
     if not series:
         return None, compare, "Pick at least one metric above."
     try:
-        query = MetricQuery(
-            series=tuple(series),
-            bucket=bucket,
-            group_by=tuple(group_by),
-            limit=int(limit) if group_by else None,
-            sort=series[0] if group_by else None,
-        )
+        # no top-N limit: the engine keeps the `limit` largest groups (see `load`) and folds
+        # the rest into "(other)", so the lines add up to the whole
+        query = MetricQuery(series=tuple(series), bucket=bucket, group_by=tuple(group_by))
     except UserError as exc:
         return None, compare, str(exc)
+    st.session_state["mx_top"] = int(limit)
     return query, compare, None
 
 
@@ -117,9 +127,12 @@ def load(
     """The result and the previous period's, or a message saying what to change."""
     from observatory_core.ui import cached
 
+    top = st.session_state.get("mx_top", MAX_TOP)
     try:
-        result = cached.metrics(scope, query)
-        previous = cached.metrics(scope, previous_of(query, result)) if compare else None
+        result = cached.metrics(scope, query, max_groups=top)
+        previous = (
+            cached.metrics(scope, previous_of(query, result), max_groups=top) if compare else None
+        )
     except UserError as exc:
         return None, None, str(exc)
     return result, previous, None
@@ -140,7 +153,7 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
-        subplot_titles=[series_label(s) for s in result.series],
+        subplot_titles=[_title(s, result.frame[s].to_list()) for s in result.series],
     )
     shift = result.end - result.start
     groups = _groups(result)
@@ -150,32 +163,40 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
         for _, part in groups
     ]
     trace_groups: list[dict | None] = []
+    colours = colors.assign([label for label, _ in groups])
     for row, name in enumerate(result.series, start=1):
-        for i, ((label, part), before) in enumerate(zip(groups, befores, strict=True)):
-            color = PALETTE[i % len(PALETTE)]
+        unit = METRICS[name.split(".")[0]].unit
+        size, suffix = _axis_scale(unit, result.frame[name].to_list())
+        for (label, part), before in zip(groups, befores, strict=True):
+            color = colours[label]
+            values = part[name].to_list()
             figure.add_trace(
                 go.Scatter(
                     x=part["bucket"].to_list(),
-                    y=part[name].to_list(),
+                    y=_scaled(values, size),
                     name=label,
                     legendgroup=label,
                     showlegend=row == 1,
                     line=dict(color=color),
                     mode="lines+markers",
                     marker=dict(size=4),
+                    text=[format.by_unit(unit, v) for v in values],
+                    hovertemplate="%{fullData.name}<br>%{x}<br><b>%{text}</b><extra></extra>",
                 ),
                 row=row,
                 col=1,
             )
-            trace_groups.append({g: part[g][0] for g in result.group_by})
+            other = any(part[g][0] in (OTHER, None) for g in result.group_by if g == "project")
+            other = other or any(part[g][0] == OTHER for g in result.group_by)
+            trace_groups.append(None if other else {g: part[g][0] for g in result.group_by})
             if before is not None and before.height:
                 figure.add_trace(
                     go.Scatter(
                         x=[t + shift for t in before["bucket"].to_list()],
-                        y=before[name].to_list(),
+                        y=_scaled(before[name].to_list(), size),
                         name=f"{label} (previous period)",
                         legendgroup=label,
-                        showlegend=row == 1,
+                        showlegend=False,  # dashed: the caption says so
                         line=dict(color=color, dash="dash", width=1),
                         opacity=0.6,
                         hoverinfo="skip",
@@ -184,13 +205,61 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
                     col=1,
                 )
                 trace_groups.append(None)
+        _format_axis(figure, row, unit, suffix)
     figure.update_layout(
         height=260 * rows + 60,
         margin=dict(l=10, r=10, t=40, b=10),
-        legend=dict(orientation="h", y=-0.12),
+        legend=dict(orientation="v", x=1.02, y=1),
         hovermode="closest",
     )
     return figure, trace_groups
+
+
+def _title(series: str, values: list) -> str:
+    """The panel's title in the unit its axis is drawn in (a p95 in seconds says "s")."""
+    unit = METRICS[series.split(".")[0]].unit
+    _, suffix = _axis_scale(unit, values)
+    return series_label(series).replace("(ms)", f"({suffix.strip()})" if suffix else "(ms)")
+
+
+def caption(result: MetricResult, previous: bool) -> str:
+    """How the numbers were computed, what the dashed lines and the "(other)" line are."""
+    text = (
+        result.explanation.replace(result.folded_note, "").strip()
+        if result.folded_groups
+        else result.explanation
+    )
+    if previous:
+        text += " Dashed lines: the same group in the previous period, shifted onto this one."
+    if result.folded_groups:
+        text += (
+            f' {result.folded_groups:,} smaller groups are drawn together as "{OTHER}"; raise '
+            "Top groups (up to 10) or filter to see one of them."
+        )
+    return f"{text} {result.seconds * 1000:,.0f} ms."
+
+
+def _axis_scale(unit: str, values: list) -> tuple[float, str]:
+    """Durations on an axis in the unit their typical value reads in (10,830 ms: seconds)."""
+    if unit != "ms":
+        return 1, ""
+    size, word, _ = format.duration_unit(values)
+    return size, f" {word}"
+
+
+def _scaled(values: list, size: float) -> list:
+    return values if size == 1 else [None if v is None else v / size for v in values]
+
+
+def _format_axis(figure: go.Figure, row: int, unit: str, suffix: str) -> None:
+    if unit == "usd":
+        figure.update_yaxes(tickprefix="$", row=row, col=1)
+    elif unit == "ratio":
+        figure.update_yaxes(tickformat=".1%", row=row, col=1)
+    elif unit == "ms":
+        figure.update_yaxes(ticksuffix=suffix, row=row, col=1)
+    else:
+        figure.update_yaxes(separatethousands=True, row=row, col=1)
 
 
 def _groups(result: MetricResult) -> list[tuple[str, pl.DataFrame]]:
@@ -198,7 +267,8 @@ def _groups(result: MetricResult) -> list[tuple[str, pl.DataFrame]]:
         return [("all", result.frame)]
     out = []
     for key, part in result.frame.group_by(list(result.group_by), maintain_order=True):
-        out.append((" / ".join("—" if v is None else str(v) for v in key), part))
+        words = [format.group_value(g, v) for g, v in zip(result.group_by, key, strict=True)]
+        out.append((" / ".join(words), part))
     return out
 
 
@@ -265,4 +335,19 @@ def is_empty(result: MetricResult) -> bool:
 
 
 def table(result: MetricResult) -> pl.DataFrame:
+    """The numbers behind the chart, as stored (the CSV download keeps them exact)."""
     return result.frame.rename({s: series_label(s) for s in result.series})
+
+
+def shown_table(result: MetricResult) -> tuple[pl.DataFrame, dict]:
+    """The table on screen: group values in the user's words, each series formatted by unit."""
+    frame = table(result).with_columns(
+        pl.Series(g, [format.group_value(g, v) for v in result.frame[g].to_list()], pl.String)
+        for g in result.group_by
+    )
+    units = {series_label(s): METRICS[s.split(".")[0]].unit for s in result.series}
+    frame, config = format.table_columns(frame, units)
+    for g in result.group_by:
+        config[g] = st.column_config.TextColumn(g.replace("_id", "").replace("_", " ").capitalize())
+    config["bucket"] = st.column_config.DatetimeColumn("Bucket (UTC)", format="YYYY-MM-DD HH:mm")
+    return frame, config

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
+from observatory_core.metrics.catalog import METRICS
+from observatory_core.metrics.folding import OTHER
 from observatory_core.overview import BudgetBurn, Kpi, Overview
 from observatory_core.significance import HELP
-from observatory_core.ui import format
+from observatory_core.ui import colors, format
 
+PALETTE_SPENT = "#4E79A7"
 PERIODS = {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days"}
 
 
@@ -34,11 +39,7 @@ def period() -> str:
 
 
 def _value(k: Kpi, value: float | None) -> str:
-    return {
-        "usd": format.money,
-        "ms": format.duration_ms,
-        "ratio": format.rate,
-    }.get(k.unit, format.count)(value)
+    return format.by_unit(k.unit, value)
 
 
 def kpi_tiles(view: Overview) -> None:
@@ -51,49 +52,114 @@ def kpi_tiles(view: Overview) -> None:
                 change += " · beyond noise"
             elif change:
                 change += " · within noise"
+            still = k.change_pct == 0  # no arrow and no colour for "no change"
             column.metric(
                 k.label,
                 _value(k, k.current),
                 change,
-                delta_color="normal" if k.higher_is_better else "inverse",
+                delta_color="off" if still else "normal" if k.higher_is_better else "inverse",
+                delta_arrow="off" if still else "auto",
                 help=f"Previous period: {_value(k, k.previous)}. {HELP}",
                 border=True,
             )
+
+
+NO_VALUE = {
+    "model": "(no model: agent, tool and other spans)",
+    "user_id": "(no user id)",
+    "project": "(no project)",
+}
+AXIS = {"usd": "Cost (USD)", "ms": "Duration", "count": "Spans"}
+BY_LABEL = {
+    "requests": "Requests (spans)",
+    "errors": "Errors (spans)",
+    "duration": "Total duration",
+}
+
+
+def names(values: list, dimension: str) -> list[str]:
+    """Group values as a person reads them: no value says what those spans are."""
+    return [NO_VALUE.get(dimension, "(none)") if v is None else str(v) for v in values]
 
 
 def ranking(frame: pl.DataFrame, dimension: str, by_series: str, label: str) -> None:
     if frame.is_empty():
         st.caption("Nothing in this period.")
         return
-    names = ["—" if v is None else str(v) for v in frame[dimension].to_list()]
+    metric = METRICS[by_series.split(".")[0]]
+    shown = names(frame[dimension].to_list(), dimension)
+    values = frame[by_series].to_list()
+    colours = colors.assign(shown)
     figure = go.Figure(
         go.Bar(
-            x=frame[by_series].to_list()[::-1],
-            y=names[::-1],
+            x=values[::-1],
+            y=shown[::-1],
             orientation="h",
-            marker_color="#4C78A8",
+            marker_color=[colours[n] for n in shown[::-1]],
+            hovertext=[
+                f"{n}: {format.by_unit(metric.unit, v)}" for n, v in zip(shown, values, strict=True)
+            ][::-1],
+            hoverinfo="text",
         )
     )
+    axis = AXIS["usd"] if metric.unit == "usd" else BY_LABEL.get(label, label)
+    if metric.unit == "ms":
+        size, unit, _ = format.duration_unit(values)
+        figure.update_traces(x=[v / size if v is not None else None for v in values[::-1]])
+        axis = f"{axis} ({unit})"
     figure.update_layout(
-        height=40 + 28 * len(names), margin=dict(l=10, r=10, t=10, b=10), xaxis_title=label
+        height=40 + 28 * len(shown),
+        margin=dict(l=10, r=10, t=10, b=10),
+        xaxis_title=axis,
+        xaxis_tickprefix="$" if metric.unit == "usd" else None,
+        xaxis_separatethousands=True,
+        yaxis=dict(automargin=True),
     )
     st.plotly_chart(figure, width="stretch")
 
 
 def cost_per_day(frame: pl.DataFrame) -> go.Figure:
+    """Stacked daily cost per model: the top models by cost, the rest as one "(other)" bar."""
+    frame = frame.with_columns(
+        pl.col("model").cast(pl.String).fill_null(NO_VALUE["model"]).alias("model")
+    )
+    ranked = (
+        frame.group_by("model")
+        .agg(pl.col("total_cost.sum").sum().alias("total"))
+        .sort("total", "model", descending=[True, False])["model"]
+        .to_list()
+    )
+    kept = ranked if len(ranked) <= colors.MAX_SERIES else ranked[: colors.MAX_SERIES - 1]
+    frame = (
+        frame.with_columns(
+            pl.when(pl.col("model").is_in(kept)).then(pl.col("model")).otherwise(pl.lit(OTHER))
+        )
+        .group_by("bucket", "model")
+        .agg(pl.col("total_cost.sum").sum())
+    )
+    order = [m for m in ranked if m in kept] + ([OTHER] if len(kept) < len(ranked) else [])
+    colours = colors.assign(order)
     figure = go.Figure()
-    for (model,), part in frame.group_by(["model"], maintain_order=True):
+    for model in order:
+        part = frame.filter(pl.col("model") == model).sort("bucket")
         figure.add_trace(
             go.Bar(
-                x=part["bucket"].to_list(), y=part["total_cost.sum"].to_list(), name=model or "—"
+                x=part["bucket"].to_list(),
+                y=part["total_cost.sum"].to_list(),
+                name=model,
+                marker_color=colours[model],
+                hovertext=[f"{model}: {format.money(v)}" for v in part["total_cost.sum"]],
+                hoverinfo="x+text",
             )
         )
     figure.update_layout(
         barmode="stack",
-        height=340,
+        height=380,
         margin=dict(l=10, r=10, t=30, b=10),
-        yaxis_title="USD",
-        legend=dict(orientation="h", y=-0.2),
+        yaxis_title="Cost (USD)",
+        yaxis_tickprefix="$",
+        xaxis=dict(type="date", tickformat="%b %d", dtick=86_400_000),
+        legend=dict(orientation="v", x=1.02, y=1, title_text="Model"),
     )
     return figure
 
@@ -119,17 +185,35 @@ def budget(burn: BudgetBurn) -> None:
         (st.error if forecast_share > 1 else st.warning if forecast_share > 0.9 else st.success)(
             message
         )
+    days = burn.daily["day"].to_list()
     figure = go.Figure(
         go.Scatter(
-            x=burn.daily["day"].to_list(),
+            x=days,
             y=burn.daily["cumulative"].to_list(),
             name="spent",
             mode="lines+markers",
+            line=dict(color=PALETTE_SPENT),
+            hovertext=[format.money(v) for v in burn.daily["cumulative"]],
+            hoverinfo="x+text",
         )
     )
     if burn.budget_usd:
         figure.add_hline(
             y=burn.budget_usd, line_dash="dash", line_color="#E45756", annotation_text="budget"
         )
-    figure.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="USD")
+    # The whole month on a day axis, so the first day of a month is one point on a calendar,
+    # not a lone point on an axis in fractions of a millisecond.
+    month_end = (burn.month_start + timedelta(days=32)).replace(day=1)
+    figure.update_layout(
+        height=260,
+        margin=dict(l=10, r=10, t=10, b=10),
+        yaxis_title="Cost (USD)",
+        yaxis_tickprefix="$",
+        yaxis_rangemode="tozero",
+        xaxis=dict(
+            type="date",
+            range=[burn.month_start - timedelta(hours=12), month_end - timedelta(hours=12)],
+            tickformat="%b %d",
+        ),
+    )
     st.plotly_chart(figure, width="stretch")

@@ -26,6 +26,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import DIMENSIONS, METRICS
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
+from observatory_core.ui import colors, format
 from observatory_core.ui.session import engine
 from observatory_core.visibility import metric_visible
 
@@ -179,10 +180,20 @@ def _backtest_chart(rule, result) -> None:
         f"**Would have fired {result.fired} time(s)** in 7 days, firing {result.firing_share:.1%} of the time (evaluated on {result.bucket} buckets)."
     )
     fig = go.Figure()
-    for group, part in result.frame.partition_by("group", as_dict=True).items():
+    metric = METRICS.get(rule.series.split(".")[0])
+    unit = metric.unit if metric else None
+    parts = result.frame.partition_by("group", as_dict=True)
+    colours = colors.assign([group[0] or rule.series for group in parts])
+    for group, part in parts.items():
         label = group[0] or rule.series
         fig.add_scatter(
-            x=part["bucket"].to_list(), y=part["value"].to_list(), mode="lines", name=label
+            x=part["bucket"].to_list(),
+            y=part["value"].to_list(),
+            mode="lines",
+            name=label,
+            line={"color": colours[label]},
+            text=[format.by_unit(unit, v) for v in part["value"].to_list()],
+            hovertemplate="%{fullData.name}<br>%{x}<br><b>%{text}</b><extra></extra>",
         )
         hot = part.filter(pl.col("firing"))
         fig.add_scatter(
@@ -197,7 +208,7 @@ def _backtest_chart(rule, result) -> None:
         y=rule.threshold,
         line_dash="dash",
         line_color="#d93f0b",
-        annotation_text=f"threshold {rule.threshold:,.4g}",
+        annotation_text=f"threshold {format.by_unit(unit, rule.threshold)}",
     )
     fig.update_layout(
         height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title=rule.series
@@ -211,7 +222,9 @@ def rules_list(scope: Scope) -> None:
     now = datetime.now(UTC)
     for rule in rules:
         muted = rule["muted_until"] is not None and rule["muted_until"] > now
-        threshold = "(hidden)" if rule["values_hidden"] else f"{rule['threshold']:,.4g}"
+        metric = METRICS.get(rule["series"].split(".")[0])
+        unit = metric.unit if metric else None
+        threshold = "(hidden)" if rule["values_hidden"] else format.by_unit(unit, rule["threshold"])
         title = f"{rule['name']} · {rule['series']} {rule['comparator']} {threshold} over {rule['window_s'] // 60} min"
         with st.expander(title + (" · 🔕 muted" if muted else "")):
             if rule["system_kind"]:

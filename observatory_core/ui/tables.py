@@ -6,6 +6,7 @@ import polars as pl
 import streamlit as st
 
 from observatory_core.traces.query import Page
+from observatory_core.ui import format
 
 LABELS = {
     "start_time": "Start (UTC)",
@@ -36,6 +37,23 @@ LABELS = {
 }
 
 
+UNITS = {
+    "duration_ms": "ms",
+    "ttft_ms": "ms",
+    "total_cost_usd": "usd",
+    "input_cost_usd": "usd",
+    "output_cost_usd": "usd",
+    "total_tokens": "tokens",
+    "input_tokens": "tokens",
+    "output_tokens": "tokens",
+    "span_count": "count",
+    "error_count": "count",
+}
+# Long free text is cut in the cell (the whole text is in the trace detail below the table).
+TEXT_CHARS = 120
+WIDE = {"input_text", "output_text", "error_message", "tags", "metadata", "attributes"}
+
+
 def page_frame(page: Page) -> pl.DataFrame:
     shown = [f for f in page.fields if f != "id"]
     rows = [{f: r.get(f) for f in shown} for r in page.rows]
@@ -43,16 +61,56 @@ def page_frame(page: Page) -> pl.DataFrame:
     for column in ("tags", "metadata", "attributes"):
         if column in frame.columns:
             frame = frame.with_columns(pl.col(column).map_elements(str, return_dtype=pl.String))
+    if "status" in frame.columns:
+        frame = frame.with_columns(pl.col("status").cast(pl.String).replace(format.STATUS_WORDS))
+    for column in ("provider", "model", "user_id", "environment", "operation"):
+        if column in frame.columns and frame.schema[column] in (pl.String, pl.Null):
+            frame = frame.with_columns(pl.col(column).cast(pl.String).fill_null(format.MISSING))
+    for column in WIDE & set(frame.columns):
+        if frame.schema[column] == pl.String:
+            frame = frame.with_columns(pl.col(column).str.slice(0, TEXT_CHARS))
     return frame
 
 
-def column_config(fields: tuple[str, ...]) -> dict:
-    config: dict = {f: st.column_config.Column(LABELS.get(f, f)) for f in fields}
-    for f in ("total_cost_usd", "input_cost_usd", "output_cost_usd"):
-        config[f] = st.column_config.NumberColumn(LABELS[f], format="$%.5f")
-    for f in ("duration_ms", "ttft_ms"):
-        config[f] = st.column_config.NumberColumn(LABELS[f], format="%.0f ms")
-    config["start_time"] = st.column_config.DatetimeColumn(
-        LABELS["start_time"], format="YYYY-MM-DD HH:mm:ss.SSS"
-    )
-    return {k: v for k, v in config.items() if k in fields}
+# Pixel widths that fit the default columns beside the sidebar at 1400 px; longer values are
+# cut in their cell (the row's trace opens below the table with everything).
+WIDTHS = {
+    "start_time": 112,
+    "name": 105,
+    "operation": 82,
+    "provider": 76,
+    "model": 106,
+    "status": 52,
+    "duration_ms": 66,
+    "ttft_ms": 60,
+    "total_tokens": 62,
+    "total_cost_usd": 70,
+    "user_id": 96,
+    "environment": 70,
+    "span_count": 52,
+    "error_count": 52,
+}
+# In the table only to open a trace: a click on the row does that, so they are not shown.
+HIDDEN = ("trace_id", "span_id")
+
+
+def styled(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+    """The frame as shown (durations in one readable unit) and its column_config."""
+    shown, config = format.table_columns(frame, UNITS, LABELS)
+    for f in frame.columns:
+        config.setdefault(f, st.column_config.Column(LABELS.get(f, f)))
+    if "start_time" in frame.columns:
+        config["start_time"] = st.column_config.DatetimeColumn(
+            LABELS["start_time"], format="MM-DD HH:mm:ss"
+        )
+    for f, column in config.items():
+        column["width"] = WIDTHS.get(f, 110)
+    for f in HIDDEN:
+        if f in config and len(frame.columns) > 2:
+            config[f] = None
+    return shown, config
+
+
+def height(rows: int) -> int:
+    """Tall enough for every row of the page: the page scrolls, not a box inside it."""
+    return 38 + 35 * max(rows, 1) + 3

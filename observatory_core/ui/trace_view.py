@@ -11,7 +11,7 @@ from observatory_core.traces.detail import TraceDetail
 from observatory_core.ui import format
 
 FOLD = 1_500  # characters shown before "show all"
-COLORS = {"ok": "#4C78A8", "error": "#E45756", "unset": "#9D9DA3"}
+COLORS = {"ok": "#4E79A7", "error": "#E15759"}
 ICONS = {"ok": ":material/check_circle:", "error": ":material/error:"}
 
 
@@ -25,9 +25,9 @@ def waterfall(detail: TraceDetail) -> go.Figure:
             x=[r["duration_ms"] for r in rows],
             base=offsets,
             orientation="h",
-            marker_color=[COLORS.get(r["status"], "#9D9DA3") for r in rows],
+            marker_color=[COLORS.get(format.status(r["status"]), "#9D9DA3") for r in rows],
             hovertext=[
-                f"{r['operation']} · {format.duration_ms(r['duration_ms'])} · {r['status']}"
+                f"{r['operation']} · {format.duration_ms(r['duration_ms'])} · {format.status(r['status'])}"
                 for r in rows
             ],
             hoverinfo="text",
@@ -38,9 +38,24 @@ def waterfall(detail: TraceDetail) -> go.Figure:
         margin=dict(l=10, r=10, t=30, b=10),
         yaxis=dict(autorange="reversed"),
         xaxis_title="ms since trace start",
+        xaxis_ticksuffix=" ms",
         title="Timeline",
     )
     return figure
+
+
+def _readable(facts: dict) -> dict:
+    """Numbers with their unit and the status in the user's words."""
+    shown = dict(facts)
+    for key, unit in (("ttft_ms", "ms"), ("total_cost_usd", "usd")):
+        if key in shown:
+            shown[key] = format.by_unit(unit, shown[key])
+    for key in ("input_tokens", "output_tokens"):
+        if key in shown:
+            shown[key] = format.count(shown[key])
+    if "status" in shown:
+        shown["status"] = format.status(shown["status"])
+    return shown
 
 
 def _text(label: str, value: str | None) -> None:
@@ -74,7 +89,7 @@ def show(detail: TraceDetail) -> None:
         )
     st.plotly_chart(waterfall(detail), width="stretch")
     for r in detail.spans:
-        icon = ICONS.get(r["status"], ":material/radio_button_unchecked:")
+        icon = ICONS.get(format.status(r["status"]), ":material/radio_button_unchecked:")
         title = f"{'— ' * r['depth']}{r['name']} · {format.duration_ms(r['duration_ms'])}"
         with st.expander(title, expanded=r["status"] == "error", icon=icon):
             if r["status"] == "error":
@@ -90,6 +105,7 @@ def show(detail: TraceDetail) -> None:
                     "environment",
                     "user_id",
                     "session_id",
+                    "status",
                     "input_tokens",
                     "output_tokens",
                     "ttft_ms",
@@ -100,7 +116,7 @@ def show(detail: TraceDetail) -> None:
                 )
                 if r.get(k) is not None
             }
-            st.json(facts, expanded=True)
+            st.json(_readable(facts), expanded=True)
             _text("Input", r.get("input_text"))
             _text("Output", r.get("output_text"))
             if r.get("text_truncated"):
