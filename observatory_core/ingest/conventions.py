@@ -1,5 +1,7 @@
-"""Which attribute names mean what: GenAI semantic conventions (current and older names) and
-OpenInference. The first name present wins, so the current convention beats the older one."""
+"""Which attribute names mean what: GenAI semantic conventions (current and older names),
+OpenInference, Traceloop/OpenLLMetry, LiteLLM and the Vercel AI SDK. The first name present
+wins, so the current convention beats the older one. docs/ingestion.md lists, per library, what
+it sends and what is read from it."""
 
 from __future__ import annotations
 
@@ -28,12 +30,24 @@ FINISH = ("gen_ai.response.finish_reasons", "gen_ai.response.finish_reason", "ll
 TTFT_SECONDS = ("gen_ai.server.time_to_first_token", "gen_ai.response.time_to_first_chunk")
 # Traceloop/OpenLLMetry: the app's "association properties" (user, session, anything else).
 ASSOCIATION = "traceloop.association.properties."
-USER = ("user.id", "enduser.id", "langfuse.user.id", ASSOCIATION + "user_id")
+# Vercel AI SDK: `experimental_telemetry.metadata` arrives as ai.telemetry.metadata.<key>;
+# userId and sessionId are the keys its docs (and Langfuse's) use for the end user and session.
+AI_SDK_METADATA = "ai.telemetry.metadata."
+USER = (
+    "user.id",
+    "enduser.id",
+    "langfuse.user.id",
+    ASSOCIATION + "user_id",
+    AI_SDK_METADATA + "userId",
+    "gen_ai.user",  # OpenLLMetry: OpenAI's `user` request field
+    "llm.user",  # LiteLLM (and older OpenLLMetry): the same field
+)
 SESSION = (
     "session.id",
     "gen_ai.conversation.id",
     "langfuse.session.id",
     ASSOCIATION + "session_id",
+    AI_SDK_METADATA + "sessionId",
 )
 # OpenInference: the request's parameters as JSON; a failed call's model is only there.
 INVOCATION_PARAMETERS = "llm.invocation_parameters"
@@ -62,6 +76,19 @@ TRACELOOP_REQUEST_TYPES = {
 }
 TRACELOOP_KIND = "traceloop.span.kind"
 TRACELOOP_KINDS = {"agent": "invoke_agent", "tool": "execute_tool"}
+# Vercel AI SDK: only the provider-call spans (doGenerate, doStream, doEmbed) are LLM calls; the
+# wrapping ai.generateText / ai.streamText / ai.embed spans repeat their model and usage, so they
+# are read as `other` spans (no model, no tokens) and nothing is counted twice.
+AI_SDK_OPERATION = "ai.operationId"
+AI_SDK_CALLS = {
+    "ai.generateText.doGenerate": "chat",
+    "ai.streamText.doStream": "chat",
+    "ai.generateObject.doGenerate": "chat",
+    "ai.streamObject.doStream": "chat",
+    "ai.embed.doEmbed": "embeddings",
+    "ai.embedMany.doEmbed": "embeddings",
+}
+AI_SDK_TOOL = "ai.toolCall"
 GENAI_OPERATIONS = {
     "chat": "chat",
     "generate_content": "chat",
@@ -72,12 +99,62 @@ GENAI_OPERATIONS = {
     "invoke_agent": "invoke_agent",
     "create_agent": "invoke_agent",
     "retrieval": "retrieval",
+    # LiteLLM names the operation after its call type
+    "embedding": "embeddings",
+    "aembedding": "embeddings",
+    "acompletion": "chat",
 }
 # Indexed message attributes of older GenAI instrumentations and of OpenInference.
 INDEXED_INPUT = re.compile(r"^(?:gen_ai\.prompt|llm\.input_messages)\.(\d+)\.(?:message\.)?(\w+)$")
 INDEXED_OUTPUT = re.compile(
     r"^(?:gen_ai\.completion|llm\.output_messages)\.(\d+)\.(?:message\.)?(\w+)$"
 )
+# OpenInference's tool calls of a message: ...message.tool_calls.M.tool_call.function.name
+INDEXED_TOOL_CALLS = {
+    INDEXED_INPUT: re.compile(
+        r"^llm\.input_messages\.(\d+)\.message\.tool_calls\.(\d+)\.tool_call\.function\.(name|arguments)$"
+    ),
+    INDEXED_OUTPUT: re.compile(
+        r"^llm\.output_messages\.(\d+)\.message\.tool_calls\.(\d+)\.tool_call\.function\.(name|arguments)$"
+    ),
+}
+
+
+def ai_sdk(attrs: dict[str, Any]) -> None:
+    """Read a Vercel AI SDK provider-call span as the GenAI names it stands for (names the span
+    already has win): operation, model, provider ("openai.chat" is provider openai), embedding
+    tokens, messages, output text or tool calls, time to first chunk."""
+    op = attrs.get(AI_SDK_OPERATION)
+    if op == AI_SDK_TOOL:
+        attrs.setdefault("gen_ai.operation.name", "execute_tool")
+        return
+    if op not in AI_SDK_CALLS:
+        return
+    attrs.setdefault("gen_ai.operation.name", AI_SDK_CALLS[op])
+    if "ai.model.id" in attrs:
+        attrs.setdefault("gen_ai.request.model", attrs["ai.model.id"])
+    provider = attrs.get("gen_ai.system") or attrs.get("ai.model.provider")
+    if isinstance(provider, str) and "gen_ai.provider.name" not in attrs:
+        attrs["gen_ai.provider.name"] = provider.split(".")[0]
+        attrs.pop("gen_ai.system", None)
+    if "ai.usage.tokens" in attrs:  # embeddings
+        attrs.setdefault("gen_ai.usage.input_tokens", attrs.pop("ai.usage.tokens"))
+    if "ai.prompt.messages" in attrs:
+        attrs.setdefault("gen_ai.input.messages", attrs.pop("ai.prompt.messages"))
+    if "ai.response.text" in attrs:
+        text = attrs.pop("ai.response.text")
+        attrs.setdefault("gen_ai.output.messages", json.dumps([{"content": text}]))
+    elif "ai.response.toolCalls" in attrs:
+        calls = as_list(attrs["ai.response.toolCalls"])
+        parts = [
+            {"type": "tool-call", "toolName": c.get("toolName"), "input": c.get("input")}
+            for c in calls
+            if isinstance(c, dict)
+        ]
+        attrs.setdefault("gen_ai.output.messages", json.dumps([{"parts": parts}]))
+    first_chunk_ms = attrs.pop("ai.response.msToFirstChunk", None)
+    if isinstance(first_chunk_ms, int | float):
+        attrs.setdefault("gen_ai.server.time_to_first_token", first_chunk_ms / 1000)
 
 
 def take(attrs: dict[str, Any], names: tuple[str, ...]) -> Any:
@@ -140,22 +217,43 @@ def _part_text(part: Any) -> str | None:
     if not isinstance(part, dict):
         return None
     kind = part.get("type", "text")
-    if kind in ("text", "reasoning") and isinstance(part.get("content"), str):
-        return part["content"]
+    if kind in ("text", "reasoning"):  # GenAI parts carry `content`, the Vercel AI SDK's `text`
+        text = part.get("content", part.get("text"))
+        return text if isinstance(text, str) else None
     if kind == "tool_call":
         return f"[tool call {part.get('name', '?')}: {json.dumps(part.get('arguments'))}]"
+    if kind == "tool-call":  # Vercel AI SDK
+        return f"[tool call {part.get('toolName', '?')}: {_compact(part.get('input'))}]"
     if kind == "tool_call_response":
         return f"[tool result: {json.dumps(part.get('response'))}]"
+    if kind == "tool-result":  # Vercel AI SDK: {"type": "json", "value": ...}
+        output = part.get("output")
+        value = output.get("value", output) if isinstance(output, dict) else output
+        return f"[tool result: {_compact(value)}]"
     return None
+
+
+def _compact(value: Any) -> str:
+    """JSON for a tool's input or output, whether it came as an object or as JSON text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, separators=(", ", ": "))
 
 
 def _message_text(message: Any) -> tuple[str | None, str]:
     if not isinstance(message, dict):
         return None, str(message)
     pieces: list[str] = []
-    if isinstance(message.get("content"), str):
-        pieces.append(message["content"])
-    for part in message.get("parts") or []:
+    content = message.get("content")
+    if isinstance(content, str):
+        pieces.append(content)
+    parts = list(message.get("parts") or [])
+    if isinstance(content, list):  # Vercel AI SDK: content is a list of parts
+        parts += content
+    for part in parts:
         text = _part_text(part)
         if text is not None:
             pieces.append(text)
@@ -192,7 +290,22 @@ def indexed_messages(attrs: dict[str, Any], pattern: re.Pattern) -> list[dict[st
     for key in [k for k in attrs if pattern.match(k)]:
         index, field = pattern.match(key).groups()
         found.setdefault(int(index), {})[field] = attrs.pop(key)
+    calls: dict[tuple[int, int], dict[str, Any]] = {}
+    tool_calls = INDEXED_TOOL_CALLS[pattern]
+    for key in [k for k in attrs if tool_calls.match(k)]:
+        index, call, field = tool_calls.match(key).groups()
+        calls.setdefault((int(index), int(call)), {"type": "tool_call"})[field] = attrs.pop(key)
+    for (index, _), part in sorted(calls.items()):
+        part["arguments"] = _json_or_text(part.get("arguments"))
+        found.setdefault(index, {}).setdefault("parts", []).append(part)
     return [found[i] for i in sorted(found)]
+
+
+def _json_or_text(value: Any) -> Any:
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
 
 
 def message_text(attrs: dict[str, Any], names: tuple[str, ...], pattern: re.Pattern):

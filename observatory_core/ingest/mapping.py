@@ -152,6 +152,7 @@ def map_span(
         if key and key in event["attributes"] and key not in attrs:
             attrs[key] = event["attributes"][key]
             events.remove(event)
+    cv.ai_sdk(attrs)  # the Vercel AI SDK's provider-call spans, as GenAI names
     operation = cv.operation(attrs)
     provider, model = _str(cv.take(attrs, cv.PROVIDER)), _str(cv.take(attrs, cv.MODEL))
     model = model or cv.invocation_model(attrs)  # a failed OpenInference call names it only there

@@ -23,8 +23,8 @@ from observatory_core.ingest.apikeys import create_key
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import spans
-from tests.conftest import PG_ADMIN_URL, pg_admin
 from tests.conformance.fake_openai import FakeOpenAI
+from tests.conftest import PG_ADMIN_URL, pg_admin
 from tests.helpers import admin_scope, make_org
 from tests.live_server import running_server
 
@@ -114,7 +114,9 @@ def _settle(engine, org_ids: list[int]) -> None:
     last = -1
     while time.time() < deadline:
         with engine.connect() as conn:
-            count = len(conn.execute(select(spans.c.span_id).where(spans.c.org_id.in_(org_ids))).all())
+            count = len(
+                conn.execute(select(spans.c.span_id).where(spans.c.org_id.in_(org_ids))).all()
+            )
         if count == last and count:
             return
         last = count
@@ -149,9 +151,7 @@ def conformance(request, tmp_path_factory, fake_api):
                 c: pool.submit(_run_client, c, base, keys[c], fake_api.base_url(f"{store}-{c}"))
                 for c in CLIENTS
             }
-            runs = {
-                c: ClientRun(c, orgs[c], *futures[c].result()) for c in CLIENTS
-            }
+            runs = {c: ClientRun(c, orgs[c], *futures[c].result()) for c in CLIENTS}
         _settle(engine, list(orgs.values()))
         yield {"engine": engine, "runs": runs, "api": fake_api, "store": store}
     engine.dispose()
@@ -180,5 +180,7 @@ def calls(conformance, client: str):
     return conformance["api"].log.of(f"{conformance['store']}-{client}")
 
 
-if __name__ == "__main__":  # pragma: no cover - a debugging aid: python -m tests.conformance.conftest
+if (
+    __name__ == "__main__"
+):  # pragma: no cover - a debugging aid: python -m tests.conformance.conftest
     sys.exit("run the suite with pytest tests/conformance")

@@ -99,7 +99,10 @@ def _kind(body: dict) -> str:
 
 def _completion(model: str, kind: str, created: int) -> dict:
     prompt, completion = USAGE[kind]
-    message: dict = {"role": "assistant", "content": TOOL_REPLY if kind == "tool_answer" else CHAT_REPLY}
+    message: dict = {
+        "role": "assistant",
+        "content": TOOL_REPLY if kind == "tool_answer" else CHAT_REPLY,
+    }
     finish = "stop"
     if kind == "tool_call":
         message = {
@@ -154,7 +157,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
         except ValueError:
-            self._send_json(400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
+            self._send_json(
+                400, {"error": {"message": "bad json", "type": "invalid_request_error"}}
+            )
             return
         if len(parts) < 3 or parts[1] != "v1":
             self._send_json(404, {"error": {"message": "use /<client>/v1/...", "type": "x"}})
@@ -184,7 +189,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "object": "list",
                 "model": model,
                 "data": [
-                    {"object": "embedding", "index": i, "embedding": packed if as_base64 else vector}
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": packed if as_base64 else vector,
+                    }
                     for i in range(len(inputs))
                 ],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
@@ -197,7 +206,11 @@ class _Handler(BaseHTTPRequestHandler):
             status = int(kind)
             log.add(Call(client, "chat", model, kind, status, user=user))
             error = (
-                {"message": RATE_LIMIT_MESSAGE, "type": "rate_limit_error", "code": "rate_limit_exceeded"}
+                {
+                    "message": RATE_LIMIT_MESSAGE,
+                    "type": "rate_limit_error",
+                    "code": "rate_limit_exceeded",
+                }
                 if status == 429
                 else {"message": SERVER_ERROR_MESSAGE, "type": "server_error", "code": None}
             )
@@ -223,7 +236,9 @@ class _Handler(BaseHTTPRequestHandler):
             "model": model,
             "system_fingerprint": "fp_conformance",
         }
-        chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+        ]
         chunks += [
             {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
             for piece in STREAM_PIECES

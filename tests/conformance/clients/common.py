@@ -59,7 +59,9 @@ class Attributes(SpanProcessor):
 
 def tracer_provider(*processors: SpanProcessor) -> TracerProvider:
     """The global tracer provider exporting with the SDK's own OTLP/HTTP (protobuf) exporter."""
-    provider = TracerProvider(resource=Resource.create({"deployment.environment.name": "conformance"}))
+    provider = TracerProvider(
+        resource=Resource.create({"deployment.environment.name": "conformance"})
+    )
     for processor in processors:
         provider.add_span_processor(processor)
     exporter = OTLPSpanExporter(
@@ -85,7 +87,9 @@ def expect_error(call, status: int) -> str:
     try:
         call()
     except Exception as exc:  # the library's own error type
-        code = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+        code = getattr(exc, "status_code", None) or getattr(
+            getattr(exc, "response", None), "status_code", None
+        )
         if code != status:
             raise AssertionError(f"expected HTTP {status}, got {code}: {exc}") from exc
         return str(exc)

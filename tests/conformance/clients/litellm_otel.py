@@ -29,7 +29,13 @@ def ask(who, **kw):
     return litellm.completion(model=MODEL, user=who[0], metadata={"session_id": who[1]}, **KW, **kw)
 
 
-ask(common.ALICE, messages=[{"role": "system", "content": "You are terse."}, {"role": "user", "content": common.QUESTION}])
+ask(
+    common.ALICE,
+    messages=[
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": common.QUESTION},
+    ],
+)
 stream = ask(
     common.ALICE,
     messages=[{"role": "user", "content": common.STREAM_QUESTION}],
@@ -54,6 +60,8 @@ litellm.embedding(
     **KW,
 )
 for content, status in ((common.FAIL_429, 429), (common.FAIL_500, 500)):
-    common.expect_error(lambda c=content: ask(common.BOB, messages=[{"role": "user", "content": c}]), status)
+    common.expect_error(
+        lambda c=content: ask(common.BOB, messages=[{"role": "user", "content": c}]), status
+    )
 time.sleep(1.0)  # LiteLLM logs from a background thread after the call returns
 common.done(trace.get_tracer_provider())

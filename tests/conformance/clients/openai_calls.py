@@ -10,7 +10,9 @@ import common
 from openai import OpenAI
 
 
-def run(as_user: Callable[[tuple[str, str]], AbstractContextManager], send_user: bool = False) -> None:
+def run(
+    as_user: Callable[[tuple[str, str]], AbstractContextManager], send_user: bool = False
+) -> None:
     """Alice: a chat and a streamed chat. Bob: a tool call and its answer, an embedding, a 429 and
     a 500. `as_user` sets user and session the library's way; `send_user` also passes OpenAI's
     own `user` request field."""
@@ -51,7 +53,9 @@ def run(as_user: Callable[[tuple[str, str]], AbstractContextManager], send_user:
         client.chat.completions.create(
             model=model, messages=messages, tools=[common.WEATHER_TOOL], **extra(common.BOB)
         )
-        client.embeddings.create(model=common.EMBEDDING_MODEL, input=common.EMBED_TEXT, **extra(common.BOB))
+        client.embeddings.create(
+            model=common.EMBEDDING_MODEL, input=common.EMBED_TEXT, **extra(common.BOB)
+        )
         for text, status in ((common.FAIL_429, 429), (common.FAIL_500, 500)):
             common.expect_error(
                 lambda t=text: client.chat.completions.create(

@@ -53,7 +53,9 @@ with using_attributes(user_id=common.BOB[0], session_id=common.BOB[1]):
     answer = RunnableLambda(weather_agent).invoke(common.TOOL_QUESTION)
     assert answer == "It is sunny in Paris.", answer
     OpenAIEmbeddings(
-        model=common.EMBEDDING_MODEL, base_url=common.API, api_key="sk-conformance",
+        model=common.EMBEDDING_MODEL,
+        base_url=common.API,
+        api_key="sk-conformance",
         max_retries=0,
         check_embedding_ctx_length=False,  # else tiktoken downloads its encoding
     ).embed_query(common.EMBED_TEXT)
