@@ -28,6 +28,8 @@ INPUT_MESSAGES = ("gen_ai.input.messages", "gen_ai.prompt", "input.value")
 OUTPUT_MESSAGES = ("gen_ai.output.messages", "gen_ai.completion", "output.value")
 FINISH = ("gen_ai.response.finish_reasons", "gen_ai.response.finish_reason", "llm.finish_reason")
 TTFT_SECONDS = ("gen_ai.server.time_to_first_token", "gen_ai.response.time_to_first_chunk")
+# OpenInference marks a stream's first token with an event, not an attribute.
+FIRST_TOKEN_EVENTS = ("First Token Stream Event",)
 # Traceloop/OpenLLMetry: the app's "association properties" (user, session, anything else).
 ASSOCIATION = "traceloop.association.properties."
 # Vercel AI SDK: `experimental_telemetry.metadata` arrives as ai.telemetry.metadata.<key>;
@@ -155,6 +157,14 @@ def ai_sdk(attrs: dict[str, Any]) -> None:
     first_chunk_ms = attrs.pop("ai.response.msToFirstChunk", None)
     if isinstance(first_chunk_ms, int | float):
         attrs.setdefault("gen_ai.server.time_to_first_token", first_chunk_ms / 1000)
+
+
+def first_token_seconds(span) -> float | None:
+    """Seconds from the span's start to its first-token event, if it has one."""
+    for event in span.events:
+        if event.name in FIRST_TOKEN_EVENTS and event.time_unix_nano >= span.start_time_unix_nano:
+            return (event.time_unix_nano - span.start_time_unix_nano) / 1e9
+    return None
 
 
 def take(attrs: dict[str, Any], names: tuple[str, ...]) -> Any:

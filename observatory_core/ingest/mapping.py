@@ -169,7 +169,7 @@ def map_span(
     finish = as_list(cv.take(attrs, cv.FINISH)) or [
         m["finish_reason"] for m in outputs if m.get("finish_reason")
     ]
-    ttft = cv.take(attrs, cv.TTFT_SECONDS)
+    ttft = cv.take(attrs, cv.TTFT_SECONDS) or cv.first_token_seconds(span)
     error_type = _str(cv.take(attrs, cv.ERROR_TYPE)) or error_type
     metadata = as_object(cv.take(attrs, cv.METADATA)) or {}
     for key in [k for k in attrs if k.startswith("langfuse.metadata.")]:

@@ -179,3 +179,17 @@ def test_openinference_tool_calls_read_as_text(org_key):
 )
 def test_litellm_call_types_name_the_operation(org_key, name, operation):
     assert row_of(org_key, {"gen_ai.operation.name": name})["operation"] == operation
+
+
+def test_openinference_first_token_event_gives_the_time_to_first_token(org_key):
+    engine, _, _, key = org_key
+    request = ExportTraceServiceRequest.FromString(
+        one_span_request({"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini"})
+    )
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.events.add(
+        name="First Token Stream Event", time_unix_nano=span.start_time_unix_nano + 278_000_000
+    )
+    (row,) = decode(engine, key, request.SerializeToString(), PROTOBUF).rows
+    assert row["ttft_ms"] == pytest.approx(278)
+    assert row_of(org_key, {"openinference.span.kind": "LLM"})["ttft_ms"] is None
