@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from observatory_core.ingest.apikeys import create_key
+from observatory_core.permissions import Role
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import spans
@@ -139,11 +141,14 @@ def conformance(request, tmp_path_factory, fake_api):
         url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     engine = get_engine(url)
     upgrade(engine)
-    orgs, keys = {}, {}
+    orgs, keys, read_keys = {}, {}, {}
     for client in CLIENTS:
         org_id, _ = make_org(engine, client, ("default",))
         orgs[client] = org_id
         keys[client] = create_key(engine, admin_scope(org_id), f"{client} key")
+        read_keys[client] = create_key(
+            engine, admin_scope(org_id), f"{client} reader", scopes=("read",), role=Role.ADMIN
+        )
     store = request.param
     with running_server(url, tmp) as base:
         with ThreadPoolExecutor(max_workers=3) as pool:
@@ -153,7 +158,14 @@ def conformance(request, tmp_path_factory, fake_api):
             }
             runs = {c: ClientRun(c, orgs[c], *futures[c].result()) for c in CLIENTS}
         _settle(engine, list(orgs.values()))
-        yield {"engine": engine, "runs": runs, "api": fake_api, "store": store}
+        yield {
+            "engine": engine,
+            "runs": runs,
+            "api": fake_api,
+            "store": store,
+            "base": base,
+            "read_keys": read_keys,
+        }
     engine.dispose()
     if request.param == "postgresql":
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -173,6 +185,16 @@ def _decoded(row: dict) -> dict:
         if isinstance(row.get(key), str):
             row[key] = json.loads(row[key])
     return row
+
+
+def api_rows(conformance, client: str, query: str) -> list[dict]:
+    """GET /api/v1/<query> as the client's org, through the running server; the rows."""
+    request = urllib.request.Request(
+        f"{conformance['base']}/api/v1/{query}",
+        headers={"Authorization": f"Bearer {conformance['read_keys'][client]}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())["data"]["rows"]
 
 
 def calls(conformance, client: str):

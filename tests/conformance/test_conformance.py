@@ -20,7 +20,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from tests.conformance import fake_openai as fake
-from tests.conformance.conftest import CLIENTS, calls, stored
+from tests.conformance.conftest import CLIENTS, api_rows, calls, stored
 from tests.helpers import admin_scope
 
 ALICE, BOB = "user-alice", "user-bob"
@@ -298,3 +298,12 @@ def test_error_rate_per_model_and_cost_by_user(conformance, client):
     got = dict(zip(costs["user_id"].to_list(), costs["total_cost.sum"].to_list(), strict=True))
     assert got.pop(None, 0) == 0, "cost on spans without a user"
     assert got == {u: pytest.approx(v) for u, v in expected.items()}
+
+    # the same figures through the HTTP API, as a dashboard would read them
+    query = "metrics?bucket=none&relative=24h&series=total_cost.sum&group_by=user_id"
+    by_api = {r["user_id"]: r["total_cost.sum"] for r in api_rows(conformance, client, query)}
+    assert by_api.pop(None, 0) == 0
+    assert by_api == {u: pytest.approx(v) for u, v in expected.items()}
+    query = "metrics?bucket=none&relative=24h&series=error_rate.avg&group_by=model"
+    by_model = {r["model"]: r["error_rate.avg"] for r in api_rows(conformance, client, query)}
+    assert by_model["gpt-4o-mini"] == pytest.approx(errors / len(chat))
