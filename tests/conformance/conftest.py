@@ -136,7 +136,7 @@ def conformance(request, tmp_path_factory, fake_api):
         url = f"sqlite:///{tmp / 'conformance.db'}"
     else:
         request.getfixturevalue("pg_url")
-        name = "obs_conf_" + tmp.name.replace("-", "_").lower()[-20:]
+        name = f"obs_conformance_{os.getpid()}"  # one per test session, never shared
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
         url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     engine = get_engine(url)

@@ -18,6 +18,7 @@ os.environ.update(
 
 import common  # noqa: E402
 import litellm  # noqa: E402
+from litellm.litellm_core_utils.thread_pool_executor import executor  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 
 litellm.callbacks = ["otel"]
@@ -63,5 +64,7 @@ for content, status in ((common.FAIL_429, 429), (common.FAIL_500, 500)):
     common.expect_error(
         lambda c=content: ask(common.BOB, messages=[{"role": "user", "content": c}]), status
     )
-time.sleep(1.0)  # LiteLLM logs from a background thread after the call returns
+# LiteLLM logs from its background executor after a call returns: let it finish first.
+executor.shutdown(wait=True)
+time.sleep(0.5)
 common.done(trace.get_tracer_provider())
