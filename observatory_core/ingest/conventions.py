@@ -91,6 +91,15 @@ AI_SDK_CALLS = {
     "ai.embedMany.doEmbed": "embeddings",
 }
 AI_SDK_TOOL = "ai.toolCall"
+AI_SDK_WRAPPERS = {
+    "ai.generateText",
+    "ai.streamText",
+    "ai.generateObject",
+    "ai.streamObject",
+    "ai.embed",
+    "ai.embedMany",
+}
+AI_SDK_PROMPT = "ai.prompt"
 GENAI_OPERATIONS = {
     "chat": "chat",
     "generate_content": "chat",
@@ -125,10 +134,17 @@ INDEXED_TOOL_CALLS = {
 def ai_sdk(attrs: dict[str, Any]) -> None:
     """Read a Vercel AI SDK provider-call span as the GenAI names it stands for (names the span
     already has win): operation, model, provider ("openai.chat" is provider openai), embedding
-    tokens, messages, output text or tool calls, time to first chunk."""
+    tokens, messages, output text or tool calls, time to first chunk. A wrapper span gets only
+    its prompt and answer as text, a tool span its arguments and result."""
     op = attrs.get(AI_SDK_OPERATION)
     if op == AI_SDK_TOOL:
         attrs.setdefault("gen_ai.operation.name", "execute_tool")
+        _as_text(attrs, "ai.toolCall.args", "gen_ai.input.messages")
+        _as_text(attrs, "ai.toolCall.result", "gen_ai.output.messages")
+        return
+    if op in AI_SDK_WRAPPERS:  # text only: its model and usage are its calls'
+        _ai_sdk_prompt(attrs)
+        _as_text(attrs, "ai.response.text", "gen_ai.output.messages")
         return
     if op not in AI_SDK_CALLS:
         return
@@ -144,8 +160,7 @@ def ai_sdk(attrs: dict[str, Any]) -> None:
     if "ai.prompt.messages" in attrs:
         attrs.setdefault("gen_ai.input.messages", attrs.pop("ai.prompt.messages"))
     if "ai.response.text" in attrs:
-        text = attrs.pop("ai.response.text")
-        attrs.setdefault("gen_ai.output.messages", json.dumps([{"content": text}]))
+        _as_text(attrs, "ai.response.text", "gen_ai.output.messages")
     elif "ai.response.toolCalls" in attrs:
         calls = as_list(attrs["ai.response.toolCalls"])
         parts = [
@@ -157,6 +172,30 @@ def ai_sdk(attrs: dict[str, Any]) -> None:
     first_chunk_ms = attrs.pop("ai.response.msToFirstChunk", None)
     if isinstance(first_chunk_ms, int | float):
         attrs.setdefault("gen_ai.server.time_to_first_token", first_chunk_ms / 1000)
+
+
+def _as_text(attrs: dict[str, Any], name: str, target: str) -> None:
+    """`name`'s value as the one-message text of `target` (shown as sent, even if JSON)."""
+    if isinstance(attrs.get(name), str) and target not in attrs:
+        attrs[target] = json.dumps([{"content": attrs.pop(name)}])
+
+
+def _ai_sdk_prompt(attrs: dict[str, Any]) -> None:
+    """A wrapper span's `ai.prompt` ({"system", "prompt" or "messages"}) as messages."""
+    try:
+        prompt = json.loads(attrs.get(AI_SDK_PROMPT) or "")
+    except (TypeError, ValueError):
+        return
+    if not isinstance(prompt, dict) or "gen_ai.input.messages" in attrs:
+        return
+    messages = [{"role": "system", "content": prompt["system"]}] if prompt.get("system") else []
+    if isinstance(prompt.get("messages"), list):
+        messages += prompt["messages"]
+    if isinstance(prompt.get("prompt"), str):
+        messages.append({"role": "user", "content": prompt["prompt"]})
+    if messages:
+        attrs["gen_ai.input.messages"] = json.dumps(messages)
+        del attrs[AI_SDK_PROMPT]
 
 
 def first_token_seconds(span) -> float | None:

@@ -255,6 +255,15 @@ def test_the_span_tree(conformance, client):
             elif root["name"] == "ai.streamText":
                 assert kids == [("ai.streamText.doStream", "chat")]
             elif len(kids) == 3:
+                assert (root["input_text"], root["output_text"]) == (
+                    QUESTIONS["tool_call"],
+                    fake.TOOL_REPLY,
+                )
+                tool = children[root["span_id"]][1]
+                assert (tool["input_text"], tool["output_text"]) == (
+                    '{"city":"Paris"}',
+                    '{"sky":"sunny","city":"Paris"}',
+                )
                 assert kids == [
                     ("ai.generateText.doGenerate", "chat"),
                     ("ai.toolCall", "execute_tool"),

@@ -103,10 +103,17 @@ def test_a_vercel_ai_sdk_wrapper_span_counts_no_call(org_key):
             "ai.usage.inputTokens": 98,
             "ai.usage.outputTokens": 21,
             "ai.telemetry.metadata.userId": "user-bob",
+            "ai.prompt": json.dumps({"system": "Be terse.", "prompt": "Weather?"}),
+            "ai.response.text": "Sunny.",
         },
     )
     assert (row["operation"], row["model"], row["input_tokens"]) == ("other", None, 0)
     assert (row["total_cost_usd"], row["user_id"]) == (0, "user-bob")
+    assert (row["input_text"], row["output_text"]) == (
+        "system: Be terse.\nuser: Weather?",
+        "Sunny.",
+    )
+    assert "ai.model.id" in row["attributes"]  # kept, not read
 
 
 def test_vercel_ai_sdk_embeddings_tool_calls_and_results(org_key):
@@ -146,8 +153,20 @@ def test_vercel_ai_sdk_embeddings_tool_calls_and_results(org_key):
         'user: Weather?\nassistant: [tool call get_weather: {"city": "P"}]\n'
         'tool: [tool result: {"sky": 1}]'
     )
-    tool = row_of(org_key, {"ai.operationId": "ai.toolCall", "ai.toolCall.name": "get_weather"})
-    assert tool["operation"] == "execute_tool"
+    tool = row_of(
+        org_key,
+        {
+            "ai.operationId": "ai.toolCall",
+            "ai.toolCall.name": "get_weather",
+            "ai.toolCall.args": '{"city":"Paris"}',
+            "ai.toolCall.result": '{"sky":"sunny"}',
+        },
+    )
+    assert (tool["operation"], tool["input_text"], tool["output_text"]) == (
+        "execute_tool",
+        '{"city":"Paris"}',
+        '{"sky":"sunny"}',
+    )
 
 
 def test_openinference_tool_calls_read_as_text(org_key):
