@@ -169,9 +169,10 @@ def ai_sdk(attrs: dict[str, Any]) -> None:
             if isinstance(c, dict)
         ]
         attrs.setdefault("gen_ai.output.messages", json.dumps([{"parts": parts}]))
-    first_chunk_ms = attrs.pop("ai.response.msToFirstChunk", None)
-    if isinstance(first_chunk_ms, int | float):
+    first_chunk_ms = attrs.get("ai.response.msToFirstChunk")
+    if isinstance(first_chunk_ms, int | float) and 0 <= first_chunk_ms < 86_400_000:
         attrs.setdefault("gen_ai.server.time_to_first_token", first_chunk_ms / 1000)
+        del attrs["ai.response.msToFirstChunk"]
 
 
 def _as_text(attrs: dict[str, Any], name: str, target: str) -> None:

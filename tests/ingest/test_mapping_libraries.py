@@ -212,3 +212,10 @@ def test_openinference_first_token_event_gives_the_time_to_first_token(org_key):
     (row,) = decode(engine, key, request.SerializeToString(), PROTOBUF).rows
     assert row["ttft_ms"] == pytest.approx(278)
     assert row_of(org_key, {"openinference.span.kind": "LLM"})["ttft_ms"] is None
+
+
+@pytest.mark.parametrize("bad", [-5.0, float("nan"), float("inf"), "soon"])
+def test_an_impossible_time_to_first_chunk_is_kept_not_read(org_key, bad):
+    row = row_of(org_key, _ai_sdk_call(**{"ai.response.msToFirstChunk": bad}))
+    assert row["ttft_ms"] is None
+    assert "ai.response.msToFirstChunk" in row["attributes"]
