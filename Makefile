@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: run test setup bootstrap lint format bench postgres chromium clean screenshots
+CONFORMANCE_VENV := .venv-conformance
+CONFORMANCE_PY := $(CONFORMANCE_VENV)/.installed
+CONFORMANCE_NODE := tests/conformance/node/node_modules/.package-lock.json
+
+.PHONY: run test setup bootstrap lint format bench postgres chromium conformance clean screenshots
 
 $(INSTALLED): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11")'
@@ -15,6 +19,21 @@ $(INSTALLED): requirements.txt
 	touch $(INSTALLED)
 
 setup: $(INSTALLED)
+
+# The conformance suite's instrumented clients (tests/conformance): the Python ones in a virtualenv
+# of their own, so their dependencies never move the app's pins; the Node one with npm ci.
+$(CONFORMANCE_PY): tests/conformance/requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(CONFORMANCE_VENV)
+	$(CONFORMANCE_VENV)/bin/pip install --quiet --upgrade pip
+	$(CONFORMANCE_VENV)/bin/pip install --quiet -r tests/conformance/requirements.txt
+	touch $(CONFORMANCE_PY)
+
+$(CONFORMANCE_NODE): tests/conformance/node/package.json tests/conformance/node/package-lock.json
+	@bash scripts/ensure-node.sh
+	cd tests/conformance/node && npm ci --no-audit --no-fund --loglevel=error
+
+conformance: $(CONFORMANCE_PY) $(CONFORMANCE_NODE)
 
 # Migrates, writes a login secret, loads demo data on the first run, creates the first admin.
 bootstrap: setup
@@ -37,7 +56,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: bootstrap postgres chromium lint
+test: bootstrap postgres chromium conformance lint
 	$(BIN)/python -m pytest
 
 # Every page as each role at 1400x900, by the browser test that checks them: screenshots/<role>/<page>.png
@@ -48,4 +67,4 @@ bench: setup postgres
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CONFORMANCE_VENV) tests/conformance/node/node_modules .pytest_cache .ruff_cache

@@ -1,6 +1,8 @@
 """Which attribute names mean what, one table per convention (OpenTelemetry GenAI, its older
-names, OpenInference, Traceloop/OpenLLMetry, Langfuse), plus the value maps and readers for
-what is more than a rename (operations, indexed messages, invocation parameters)."""
+names, OpenInference, Traceloop/OpenLLMetry, the Vercel AI SDK, Langfuse, LiteLLM), plus the
+value maps and readers for what is more than a rename (operations, indexed messages, invocation
+parameters, the AI SDK's spans). docs/ingestion.md prints the tables and lists, per library,
+what it sends and what is read from it."""
 
 from __future__ import annotations
 
@@ -63,12 +65,23 @@ TRACELOOP = {  # Traceloop / OpenLLMetry
     "llm.usage.total_tokens": "total_tokens",
     "traceloop.association.properties.user_id": "user_id",
     "traceloop.association.properties.session_id": "session_id",
+    "gen_ai.user": "user_id",  # OpenAI's `user` request field
+}
+# Vercel AI SDK: `experimental_telemetry.metadata` arrives as ai.telemetry.metadata.<key>;
+# userId and sessionId are the keys its docs (and Langfuse's) use for the end user and session.
+AI_SDK_METADATA = "ai.telemetry.metadata."
+VERCEL_AI = {  # Vercel AI SDK (its provider-call spans are read by `ai_sdk` below)
+    AI_SDK_METADATA + "userId": "user_id",
+    AI_SDK_METADATA + "sessionId": "session_id",
 }
 LANGFUSE = {  # Langfuse's own attribute names
     "langfuse.user.id": "user_id",
     "langfuse.session.id": "session_id",
     "langfuse.trace.tags": "tags",
     "langfuse.metadata": "metadata",
+}
+LITELLM = {  # LiteLLM's `otel` callback
+    "llm.user": "user_id",  # OpenAI's `user` request field (older OpenLLMetry too)
 }
 OBSERVATORY = {  # this app's own (a resource attribute)
     "observatory.project": "project",
@@ -78,7 +91,9 @@ CONVENTIONS: tuple[tuple[str, dict[str, str]], ...] = (
     ("GenAI, older names", GENAI_OLDER),
     ("OpenInference", OPENINFERENCE),
     ("Traceloop / OpenLLMetry", TRACELOOP),
+    ("Vercel AI SDK", VERCEL_AI),
     ("Langfuse", LANGFUSE),
+    ("LiteLLM", LITELLM),
     ("LLM Observatory", OBSERVATORY),
 )
 
@@ -109,6 +124,8 @@ PROJECT = names_for("project")
 # Traceloop/OpenLLMetry: the app's "association properties" (user and session above; the rest
 # become metadata).
 ASSOCIATION = "traceloop.association.properties."
+# OpenInference marks a stream's first token with an event, not an attribute.
+FIRST_TOKEN_EVENTS = ("First Token Stream Event",)
 # OpenInference: the request's parameters as JSON; a failed call's model is only there.
 INVOCATION_PARAMETERS = "llm.invocation_parameters"
 
@@ -131,6 +148,28 @@ TRACELOOP_REQUEST_TYPES = {
 }
 TRACELOOP_KIND = "traceloop.span.kind"
 TRACELOOP_KINDS = {"agent": "invoke_agent", "tool": "execute_tool"}
+# Vercel AI SDK: only the provider-call spans (doGenerate, doStream, doEmbed) are LLM calls; the
+# wrapping ai.generateText / ai.streamText / ai.embed spans repeat their model and usage, so they
+# are read as `other` spans (no model, no tokens) and nothing is counted twice.
+AI_SDK_OPERATION = "ai.operationId"
+AI_SDK_CALLS = {
+    "ai.generateText.doGenerate": "chat",
+    "ai.streamText.doStream": "chat",
+    "ai.generateObject.doGenerate": "chat",
+    "ai.streamObject.doStream": "chat",
+    "ai.embed.doEmbed": "embeddings",
+    "ai.embedMany.doEmbed": "embeddings",
+}
+AI_SDK_TOOL = "ai.toolCall"
+AI_SDK_WRAPPERS = {
+    "ai.generateText",
+    "ai.streamText",
+    "ai.generateObject",
+    "ai.streamObject",
+    "ai.embed",
+    "ai.embedMany",
+}
+AI_SDK_PROMPT = "ai.prompt"
 GENAI_OPERATIONS = {
     "chat": "chat",
     "generate_content": "chat",
@@ -141,12 +180,101 @@ GENAI_OPERATIONS = {
     "invoke_agent": "invoke_agent",
     "create_agent": "invoke_agent",
     "retrieval": "retrieval",
+    # LiteLLM names the operation after its call type
+    "embedding": "embeddings",
+    "aembedding": "embeddings",
+    "acompletion": "chat",
 }
 # Indexed message attributes of older GenAI instrumentations and of OpenInference.
 INDEXED_INPUT = re.compile(r"^(?:gen_ai\.prompt|llm\.input_messages)\.(\d+)\.(?:message\.)?(\w+)$")
 INDEXED_OUTPUT = re.compile(
     r"^(?:gen_ai\.completion|llm\.output_messages)\.(\d+)\.(?:message\.)?(\w+)$"
 )
+# OpenInference's tool calls of a message: ...message.tool_calls.M.tool_call.function.name
+INDEXED_TOOL_CALLS = {
+    INDEXED_INPUT: re.compile(
+        r"^llm\.input_messages\.(\d+)\.message\.tool_calls\.(\d+)\.tool_call\.function\.(name|arguments)$"
+    ),
+    INDEXED_OUTPUT: re.compile(
+        r"^llm\.output_messages\.(\d+)\.message\.tool_calls\.(\d+)\.tool_call\.function\.(name|arguments)$"
+    ),
+}
+
+
+def ai_sdk(attrs: dict[str, Any]) -> None:
+    """Read a Vercel AI SDK provider-call span as the GenAI names it stands for (names the span
+    already has win): operation, model, provider ("openai.chat" is provider openai), embedding
+    tokens, messages, output text or tool calls, time to first chunk. A wrapper span gets only
+    its prompt and answer as text, a tool span its arguments and result."""
+    op = attrs.get(AI_SDK_OPERATION)
+    if op == AI_SDK_TOOL:
+        attrs.setdefault("gen_ai.operation.name", "execute_tool")
+        _as_text(attrs, "ai.toolCall.args", "gen_ai.input.messages")
+        _as_text(attrs, "ai.toolCall.result", "gen_ai.output.messages")
+        return
+    if op in AI_SDK_WRAPPERS:  # text only: its model and usage are its calls'
+        _ai_sdk_prompt(attrs)
+        _as_text(attrs, "ai.response.text", "gen_ai.output.messages")
+        return
+    if op not in AI_SDK_CALLS:
+        return
+    attrs.setdefault("gen_ai.operation.name", AI_SDK_CALLS[op])
+    if "ai.model.id" in attrs:
+        attrs.setdefault("gen_ai.request.model", attrs["ai.model.id"])
+    provider = attrs.get("gen_ai.system") or attrs.get("ai.model.provider")
+    if isinstance(provider, str) and "gen_ai.provider.name" not in attrs:
+        attrs["gen_ai.provider.name"] = provider.split(".")[0]
+        attrs.pop("gen_ai.system", None)
+    if "ai.usage.tokens" in attrs:  # embeddings
+        attrs.setdefault("gen_ai.usage.input_tokens", attrs.pop("ai.usage.tokens"))
+    if "ai.prompt.messages" in attrs:
+        attrs.setdefault("gen_ai.input.messages", attrs.pop("ai.prompt.messages"))
+    if "ai.response.text" in attrs:
+        _as_text(attrs, "ai.response.text", "gen_ai.output.messages")
+    elif "ai.response.toolCalls" in attrs:
+        calls = as_list(attrs["ai.response.toolCalls"])
+        parts = [
+            {"type": "tool-call", "toolName": c.get("toolName"), "input": c.get("input")}
+            for c in calls
+            if isinstance(c, dict)
+        ]
+        attrs.setdefault("gen_ai.output.messages", json.dumps([{"parts": parts}]))
+    first_chunk_ms = attrs.get("ai.response.msToFirstChunk")
+    if isinstance(first_chunk_ms, int | float) and 0 <= first_chunk_ms < 86_400_000:
+        attrs.setdefault("gen_ai.server.time_to_first_token", first_chunk_ms / 1000)
+        del attrs["ai.response.msToFirstChunk"]
+
+
+def _as_text(attrs: dict[str, Any], name: str, target: str) -> None:
+    """`name`'s value as the one-message text of `target` (shown as sent, even if JSON)."""
+    if isinstance(attrs.get(name), str) and target not in attrs:
+        attrs[target] = json.dumps([{"content": attrs.pop(name)}])
+
+
+def _ai_sdk_prompt(attrs: dict[str, Any]) -> None:
+    """A wrapper span's `ai.prompt` ({"system", "prompt" or "messages"}) as messages."""
+    try:
+        prompt = json.loads(attrs.get(AI_SDK_PROMPT) or "")
+    except (TypeError, ValueError):
+        return
+    if not isinstance(prompt, dict) or "gen_ai.input.messages" in attrs:
+        return
+    messages = [{"role": "system", "content": prompt["system"]}] if prompt.get("system") else []
+    if isinstance(prompt.get("messages"), list):
+        messages += prompt["messages"]
+    if isinstance(prompt.get("prompt"), str):
+        messages.append({"role": "user", "content": prompt["prompt"]})
+    if messages:
+        attrs["gen_ai.input.messages"] = json.dumps(messages)
+        del attrs[AI_SDK_PROMPT]
+
+
+def first_token_seconds(span) -> float | None:
+    """Seconds from the span's start to its first-token event, if it has one."""
+    for event in span.events:
+        if event.name in FIRST_TOKEN_EVENTS and event.time_unix_nano >= span.start_time_unix_nano:
+            return (event.time_unix_nano - span.start_time_unix_nano) / 1e9
+    return None
 
 
 def take(attrs: dict[str, Any], names: tuple[str, ...]) -> Any:
@@ -209,22 +337,43 @@ def _part_text(part: Any) -> str | None:
     if not isinstance(part, dict):
         return None
     kind = part.get("type", "text")
-    if kind in ("text", "reasoning") and isinstance(part.get("content"), str):
-        return part["content"]
+    if kind in ("text", "reasoning"):  # GenAI parts carry `content`, the Vercel AI SDK's `text`
+        text = part.get("content", part.get("text"))
+        return text if isinstance(text, str) else None
     if kind == "tool_call":
         return f"[tool call {part.get('name', '?')}: {json.dumps(part.get('arguments'))}]"
+    if kind == "tool-call":  # Vercel AI SDK
+        return f"[tool call {part.get('toolName', '?')}: {_compact(part.get('input'))}]"
     if kind == "tool_call_response":
         return f"[tool result: {json.dumps(part.get('response'))}]"
+    if kind == "tool-result":  # Vercel AI SDK: {"type": "json", "value": ...}
+        output = part.get("output")
+        value = output.get("value", output) if isinstance(output, dict) else output
+        return f"[tool result: {_compact(value)}]"
     return None
+
+
+def _compact(value: Any) -> str:
+    """JSON for a tool's input or output, whether it came as an object or as JSON text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, separators=(", ", ": "))
 
 
 def _message_text(message: Any) -> tuple[str | None, str]:
     if not isinstance(message, dict):
         return None, str(message)
     pieces: list[str] = []
-    if isinstance(message.get("content"), str):
-        pieces.append(message["content"])
-    for part in message.get("parts") or []:
+    content = message.get("content")
+    if isinstance(content, str):
+        pieces.append(content)
+    parts = list(message.get("parts") or [])
+    if isinstance(content, list):  # Vercel AI SDK: content is a list of parts
+        parts += content
+    for part in parts:
         text = _part_text(part)
         if text is not None:
             pieces.append(text)
@@ -261,7 +410,22 @@ def indexed_messages(attrs: dict[str, Any], pattern: re.Pattern) -> list[dict[st
     for key in [k for k in attrs if pattern.match(k)]:
         index, field = pattern.match(key).groups()
         found.setdefault(int(index), {})[field] = attrs.pop(key)
+    calls: dict[tuple[int, int], dict[str, Any]] = {}
+    tool_calls = INDEXED_TOOL_CALLS[pattern]
+    for key in [k for k in attrs if tool_calls.match(k)]:
+        index, call, field = tool_calls.match(key).groups()
+        calls.setdefault((int(index), int(call)), {"type": "tool_call"})[field] = attrs.pop(key)
+    for (index, _), part in sorted(calls.items()):
+        part["arguments"] = _json_or_text(part.get("arguments"))
+        found.setdefault(index, {}).setdefault("parts", []).append(part)
     return [found[i] for i in sorted(found)]
+
+
+def _json_or_text(value: Any) -> Any:
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
 
 
 def message_text(attrs: dict[str, Any], names: tuple[str, ...], pattern: re.Pattern):
@@ -282,6 +446,17 @@ _SPECIAL = (
         "`traceloop.span.kind` (agent, tool; workflow and task are `other`)",
     ),
     ("model", "a failed OpenInference call's `llm.invocation_parameters` JSON (`model`)"),
+    (
+        "Vercel AI SDK spans",
+        "a provider call (`ai.operationId` `ai.generateText.doGenerate`, `ai.streamText.doStream`, "
+        "`ai.embed.doEmbed` ...) is read as the GenAI names it stands for: `ai.model.id`, "
+        "`ai.model.provider` (`openai.chat` is `openai`), `ai.usage.tokens` for embeddings, "
+        "`ai.prompt.messages`, `ai.response.text` or `ai.response.toolCalls`, "
+        "`ai.response.msToFirstChunk`; a wrapper span (`ai.generateText` ...) keeps only its "
+        "prompt and answer as text, so nothing is counted twice; a tool span (`ai.toolCall`) its "
+        "arguments and result",
+    ),
+    ("ttft_seconds", "OpenInference's `First Token Stream Event` span event"),
     (
         "input_text / output_text",
         "per-message attributes `gen_ai.prompt.N.*` / "

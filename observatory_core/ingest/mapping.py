@@ -162,6 +162,7 @@ def map_span(
         if key and key in event["attributes"] and key not in attrs:
             attrs[key] = event["attributes"][key]
             events.remove(event)
+    cv.ai_sdk(attrs)  # the Vercel AI SDK's provider-call spans, as GenAI names
     operation = cv.operation(attrs)
     provider, model = _str(cv.take(attrs, cv.PROVIDER)), _str(cv.take(attrs, cv.MODEL))
     model = model or cv.invocation_model(attrs)  # a failed OpenInference call names it only there
@@ -183,7 +184,7 @@ def map_span(
     finish = as_list(cv.take(attrs, cv.FINISH)) or [
         m["finish_reason"] for m in outputs if m.get("finish_reason")
     ]
-    ttft = cv.take(attrs, cv.TTFT_SECONDS)
+    ttft = cv.take(attrs, cv.TTFT_SECONDS) or cv.first_token_seconds(span)
     error_type = _str(cv.take(attrs, cv.ERROR_TYPE)) or error_type
     metadata = as_object(cv.take(attrs, cv.METADATA)) or {}
     for key in [k for k in attrs if k.startswith("langfuse.metadata.")]:

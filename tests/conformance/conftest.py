@@ -1,0 +1,208 @@
+"""The conformance run: one fake OpenAI API for the session; per store, the real server, an org
+and ingest key per client, and every client (each in its own process) run against them at once.
+
+The Python clients run in the conformance virtualenv (.venv-conformance, `make conformance`),
+the Node client from tests/conformance/node (`npm ci`); both are made by `make test`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from observatory_core.ingest.apikeys import create_key
+from observatory_core.permissions import Role
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.migrate import upgrade
+from observatory_core.storage.schema import spans
+from tests.conformance.fake_openai import FakeOpenAI
+from tests.conftest import PG_ADMIN_URL, pg_admin
+from tests.helpers import admin_scope, make_org
+from tests.live_server import running_server
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+VENV_PYTHON = Path(
+    os.environ.get("OBSERVATORY_CONFORMANCE_PYTHON", ROOT / ".venv-conformance" / "bin" / "python")
+)
+NODE_DIR = HERE / "node"
+CLIENT_TIMEOUT_S = 120
+SETTLE_TIMEOUT_S = 30
+
+# client name -> the command that runs it (each in its own process)
+CLIENTS: dict[str, list[str]] = {
+    "openinference-openai": [str(VENV_PYTHON), "openinference_openai.py"],
+    "openllmetry-openai": [str(VENV_PYTHON), "openllmetry_openai.py"],
+    "otel-genai-openai": [str(VENV_PYTHON), "otel_genai_openai.py"],
+    "openinference-langchain": [str(VENV_PYTHON), "openinference_langchain.py"],
+    "litellm-otel": [str(VENV_PYTHON), "litellm_otel.py"],
+    "vercel-ai": ["node", str(NODE_DIR / "client.mjs")],
+}
+CLIENT_ENV = {
+    "otel-genai-openai": {
+        "OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "span_only",
+    },
+}
+
+
+@dataclass
+class ClientRun:
+    name: str
+    org_id: int
+    returncode: int
+    output: str
+
+    def check(self) -> None:
+        assert self.returncode == 0, f"client {self.name} failed:\n{self.output[-4000:]}"
+
+
+def _missing_tools() -> str | None:
+    if not VENV_PYTHON.exists():
+        return f"{VENV_PYTHON} is missing: run `make conformance` (part of `make test`)."
+    if not (NODE_DIR / "node_modules").is_dir():
+        return f"{NODE_DIR}/node_modules is missing: run `make conformance` (part of `make test`)."
+    return None
+
+
+@pytest.fixture(scope="session")
+def fake_api():
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+def _run_client(name: str, base: str, key: str, api: str) -> tuple[int, str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        "CONFORMANCE_OTLP": f"{base}/v1/traces",
+        "CONFORMANCE_KEY": key,
+        "CONFORMANCE_API": api,
+        "OTEL_SERVICE_NAME": f"conformance-{name}",
+        "OPENAI_API_KEY": "sk-conformance",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **CLIENT_ENV.get(name, {}),
+    }
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        env.pop(proxy, None)
+    try:
+        done = subprocess.run(
+            CLIENTS[name],
+            cwd=HERE / "clients",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CLIENT_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        return -1, f"timed out after {CLIENT_TIMEOUT_S}s: {exc.stdout} {exc.stderr}"
+    return done.returncode, done.stdout + done.stderr
+
+
+def _settle(engine, org_ids: list[int]) -> None:
+    """Wait until the receiver's writer has stored everything (the count stops moving)."""
+    deadline = time.time() + SETTLE_TIMEOUT_S
+    last = -1
+    while time.time() < deadline:
+        with engine.connect() as conn:
+            count = len(
+                conn.execute(select(spans.c.span_id).where(spans.c.org_id.in_(org_ids))).all()
+            )
+        if count == last and count:
+            return
+        last = count
+        time.sleep(1.0)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def conformance(request, tmp_path_factory, fake_api):
+    """Per store: {client name: ClientRun}, the engine, and the fake API's call log."""
+    missing = _missing_tools()
+    if missing:
+        pytest.fail(missing)
+    tmp = tmp_path_factory.mktemp(f"conformance-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp / 'conformance.db'}"
+    else:
+        request.getfixturevalue("pg_url")
+        name = f"obs_conformance_{os.getpid()}"  # one per test session, never shared
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = get_engine(url)
+    upgrade(engine)
+    orgs, keys, read_keys = {}, {}, {}
+    for client in CLIENTS:
+        org_id, _ = make_org(engine, client, ("default",))
+        orgs[client] = org_id
+        keys[client] = create_key(engine, admin_scope(org_id), f"{client} key")
+        read_keys[client] = create_key(
+            engine, admin_scope(org_id), f"{client} reader", scopes=("read",), role=Role.ADMIN
+        )
+    store = request.param
+    with running_server(url, tmp) as base:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            futures = {
+                c: pool.submit(_run_client, c, base, keys[c], fake_api.base_url(f"{store}-{c}"))
+                for c in CLIENTS
+            }
+            runs = {c: ClientRun(c, orgs[c], *futures[c].result()) for c in CLIENTS}
+        _settle(engine, list(orgs.values()))
+        yield {
+            "engine": engine,
+            "runs": runs,
+            "api": fake_api,
+            "store": store,
+            "base": base,
+            "read_keys": read_keys,
+        }
+    engine.dispose()
+    if request.param == "postgresql":
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def stored(conformance, client: str) -> list[dict]:
+    """The client's stored spans (as dicts), checked that the client itself succeeded."""
+    run = conformance["runs"][client]
+    run.check()
+    with conformance["engine"].connect() as conn:
+        rows = conn.execute(select(spans).where(spans.c.org_id == run.org_id)).mappings().all()
+    return [_decoded(dict(r)) for r in rows]
+
+
+def _decoded(row: dict) -> dict:
+    for key in ("attributes", "metadata", "tags"):
+        if isinstance(row.get(key), str):
+            row[key] = json.loads(row[key])
+    return row
+
+
+def api_rows(conformance, client: str, query: str) -> list[dict]:
+    """GET /api/v1/<query> as the client's org, through the running server; the rows."""
+    request = urllib.request.Request(
+        f"{conformance['base']}/api/v1/{query}",
+        headers={"Authorization": f"Bearer {conformance['read_keys'][client]}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())["data"]["rows"]
+
+
+def calls(conformance, client: str):
+    """What the fake API answered this client (the independent count)."""
+    return conformance["api"].log.of(f"{conformance['store']}-{client}")
+
+
+if (
+    __name__ == "__main__"
+):  # pragma: no cover - a debugging aid: python -m tests.conformance.conftest
+    sys.exit("run the suite with pytest tests/conformance")
