@@ -474,7 +474,8 @@ _SPECIAL = (
     (
         "error_type / error_message",
         "the `exception` event's `exception.type` and "
-        "`exception.message`; the span status message wins for the message",
+        "`exception.message`; the span status message wins for the message; a failed span "
+        "keeps `exception.stacktrace` in `attributes`, shown under the error in the trace detail",
     ),
     ("service_name", "the resource's `service.name`"),
 )

@@ -108,20 +108,22 @@ def _reported_cost(attrs: dict[str, Any]) -> float | None:
     return cost
 
 
-def _errors(span, status: str) -> tuple[str | None, str | None, list[dict]]:
-    """Error type and message (status first, then the exception event); other events."""
-    error_type = error_message = None
+def _errors(span, status: str) -> tuple[str | None, str | None, str | None, list[dict]]:
+    """Error type, message (status first, then the exception event) and the exception's stack
+    trace (kept for the trace detail); the other events."""
+    error_type = error_message = stacktrace = None
     events = []
     for event in span.events:
         attrs = as_dict(event.attributes)
         if event.name == "exception":
             error_type = error_type or attrs.get("exception.type")
             error_message = error_message or attrs.get("exception.message")
+            stacktrace = stacktrace or attrs.get("exception.stacktrace")
         else:
             events.append({"name": event.name, "attributes": attrs})
     if status == "error" and span.status.message:
         error_message = span.status.message
-    return error_type, error_message, events
+    return error_type, error_message, stacktrace, events
 
 
 def _ttft_ms(seconds: Any) -> float | None:
@@ -156,7 +158,9 @@ def map_span(
         raise Rejected("The span lasts more than 7 days; check its timestamps.")
     attrs = as_dict(span.attributes)
     status = _STATUS.get(span.status.code, "unset")
-    error_type, error_message, events = _errors(span, status)
+    error_type, error_message, stacktrace, events = _errors(span, status)
+    if stacktrace and status == "error":
+        attrs["exception.stacktrace"] = str(stacktrace)
     for event in events:  # older GenAI instrumentations put the text in events
         key = _CONTENT_EVENTS.get(event["name"])
         if key and key in event["attributes"] and key not in attrs:

@@ -96,6 +96,9 @@ def show(detail: TraceDetail) -> None:
                 st.error(
                     f"{r.get('error_type') or 'Error'}: {r.get('error_message') or 'no message'}"
                 )
+                if trace := (r.get("attributes") or {}).get("exception.stacktrace"):
+                    with st.popover("Stack trace"):
+                        st.code(trace, language=None)
             facts = {
                 k: r.get(k)
                 for k in (

@@ -265,3 +265,27 @@ def test_traceloop_association_properties_give_user_session_and_metadata(org_key
     assert row["metadata"] == {"customer": "acme-corp"}
     assert (row["input_tokens"], row["output_tokens"]) == (10, 5)
     assert not [k for k in row["attributes"] if k.startswith("traceloop.")]
+
+
+def test_a_failed_call_shows_its_exception_message_and_keeps_the_stack_trace(org_key):
+    """Traceloop/OpenLLMetry records the failure as an `exception` event (status without a
+    message): the message is the span's error and the stack trace is kept for the detail."""
+    engine, _, _, key = org_key
+    request = ExportTraceServiceRequest.FromString(
+        one_span_request({"llm.request.type": "chat", "gen_ai.request.model": "gpt-4o"})
+    )
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.status.code = 2
+    event = span.events.add(name="exception", time_unix_nano=span.start_time_unix_nano)
+    event.attributes.extend(
+        [
+            kv("exception.type", "openai.RateLimitError"),
+            kv("exception.message", "Error code: 429 - rate limited"),
+            kv("exception.stacktrace", "Traceback (most recent call last):\n  ..."),
+        ]
+    )
+    (row,) = decode(engine, key, request.SerializeToString(), PROTOBUF).rows
+    assert (row["status"], row["operation"]) == ("error", "chat")
+    assert row["error_type"] == "openai.RateLimitError"
+    assert row["error_message"] == "Error code: 429 - rate limited"
+    assert row["attributes"]["exception.stacktrace"].startswith("Traceback")
