@@ -173,19 +173,25 @@ def cmd_worker(_args) -> None:
     worker.main(engine, get_settings())
 
 
-def cmd_rollups(args) -> None:
-    import time
-
-    from observatory_core.rollups.maintain import rebuild
+def _migrated_and_org(slug: str | None):
+    """The engine (schema brought up to date) and the id of the org named, if any."""
     from observatory_core.storage.migrate import upgrade
     from observatory_core.tenancy import org_id_by_slug
 
     engine = _engine()
     upgrade(engine)
-    org_id = None
-    if args.org:
-        with engine.connect() as conn:
-            org_id = org_id_by_slug(conn, args.org)
+    if not slug:
+        return engine, None
+    with engine.connect() as conn:
+        return engine, org_id_by_slug(conn, slug)
+
+
+def cmd_rollups(args) -> None:
+    import time
+
+    from observatory_core.rollups.maintain import rebuild
+
+    engine, org_id = _migrated_and_org(args.org)
     print("Rebuilding rollups from spans (1 minute, 1 hour, 1 day)…", flush=True)
     started = time.perf_counter()
     counts = rebuild(engine, org_id=org_id)
@@ -197,15 +203,8 @@ def cmd_remap(args) -> None:
     from tqdm import tqdm
 
     from observatory_core.ingest.remap import count_spans, remap
-    from observatory_core.storage.migrate import upgrade
-    from observatory_core.tenancy import org_id_by_slug
 
-    engine = _engine()
-    upgrade(engine)
-    org_id = None
-    if args.org:
-        with engine.connect() as conn:
-            org_id = org_id_by_slug(conn, args.org)
+    engine, org_id = _migrated_and_org(args.org)
     since = _parse_since(args.since)
     total = count_spans(engine, org_id=org_id, since=since)
     with tqdm(total=total, unit="span", unit_scale=True, desc="Remapping spans") as bar:

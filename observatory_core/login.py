@@ -70,11 +70,8 @@ def log_in(
             else None
         )
         org_id = row.org_id if row else None
-        block = throttle.blocked(conn, throttle.USER, name, now) or throttle.blocked(
-            conn, throttle.ADDRESS, address, now
-        )
-        if block is not None:
-            reason = "locked" if block.locked else "too soon after a failure"
+
+        def failed(conn, reason: str) -> None:
             audit.record(
                 conn,
                 org_id=org_id,
@@ -85,22 +82,20 @@ def log_in(
                 at=now,
                 reason=reason,
             )
+
+        block = throttle.blocked(conn, throttle.USER, name, now) or throttle.blocked(
+            conn, throttle.ADDRESS, address, now
+        )
+        if block is not None:
+            reason = "locked" if block.locked else "too soon after a failure"
+            failed(conn, reason)
             return LoginResult(False, blocked_message(block, now))
         # Counted before the password is checked and committed at once, so attempts racing
         # past the check above (in parallel, from several processes) still get only
         # `lock_after` checks of a password; a success clears the count below.
         attempt, user_block = throttle.count(conn, throttle.USER, name, now)
         if attempt > throttle.USER.lock_after and user_block is not None:
-            audit.record(
-                conn,
-                org_id=org_id,
-                actor=name or "(empty)",
-                action="login.failed",
-                target=name,
-                address=address,
-                at=now,
-                reason="locked",
-            )
+            failed(conn, "locked")
             return LoginResult(False, blocked_message(user_block, now))
     good = verify_password(password or "", row.password_hash if row else _DUMMY_HASH)
     with engine.begin() as conn:
@@ -108,16 +103,7 @@ def log_in(
             reason = (
                 "unknown user" if row is None else "disabled" if row.disabled else "wrong password"
             )
-            audit.record(
-                conn,
-                org_id=org_id,
-                actor=name or "(empty)",
-                action="login.failed",
-                target=name,
-                address=address,
-                at=now,
-                reason=reason,
-            )
+            failed(conn, reason)
             blocks = [user_block, throttle.fail(conn, throttle.ADDRESS, address, now)]
             locks = [b for b in blocks if b is not None and b.locked]
             return LoginResult(False, blocked_message(locks[0], now) if locks else WRONG_LOGIN)
