@@ -173,7 +173,10 @@ class ExportIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     filters: dict[str, Any] = Field(default_factory=dict, description="A FilterSpec as JSON.")
     format: Literal[tuple(FORMATS)] = "csv"  # type: ignore[valid-type]
-    compression: Literal["none", "gzip"] = "gzip"
+    compression: Literal["gzip", "zstd", "snappy", "none"] = Field(
+        "gzip",
+        description="gzip or none for CSV/JSON/JSONL; zstd, snappy, gzip or none for Parquet",
+    )
     fields: list[str] | None = Field(
         None, description="Span fields; default: the export's default set"
     )

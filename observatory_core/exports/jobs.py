@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.audit import record_for
 from observatory_core.errors import PermissionDenied, UserError
-from observatory_core.exports.writers import COMPRESSIONS, FORMATS
+from observatory_core.exports.writers import FORMATS, compression_problem
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
@@ -85,8 +85,8 @@ def audit(
 def _validate(spec: FilterSpec, fmt: str, compression: str, row_limit: int, now: datetime) -> None:
     if fmt not in FORMATS:
         raise UserError(f"Format {fmt!r} is not offered; choose {', '.join(FORMATS)}.")
-    if compression not in COMPRESSIONS:
-        raise UserError(f"Compression {compression!r} is not offered; choose none or gzip.")
+    if problem := compression_problem(fmt, compression):
+        raise UserError(problem)
     if (
         isinstance(row_limit, bool)
         or not isinstance(row_limit, int)

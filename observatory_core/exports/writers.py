@@ -19,7 +19,24 @@ import pyarrow.parquet as pq
 from isal import igzip
 
 FORMATS = ("csv", "json", "jsonl", "parquet")
-COMPRESSIONS = ("none", "gzip")
+COMPRESSIONS = ("gzip", "zstd", "snappy", "none")
+# Text formats are gzipped as a whole file (.gz); Parquet compresses its pages inside the file,
+# with zstd (smallest, fast), snappy (fastest to read) or gzip.
+TEXT_COMPRESSIONS = ("gzip", "none")
+
+
+def compression_problem(fmt: str, compression: str) -> str | None:
+    """What is wrong with this pair, or None."""
+    if compression not in COMPRESSIONS:
+        return f"Compression {compression!r} is not offered; choose {', '.join(COMPRESSIONS)}."
+    if fmt != "parquet" and compression not in TEXT_COMPRESSIONS:
+        return (
+            f"{compression} compresses Parquet files; for {fmt.upper()} choose gzip or none "
+            "(or pick the Parquet format)."
+        )
+    return None
+
+
 _JSONISH = {"tags", "metadata", "attributes"}
 
 
@@ -204,14 +221,13 @@ def arrow_schema(fields: tuple[str, ...]) -> pa.Schema:
 
 
 class ParquetWriter:
-    """Parquet compresses inside the file: gzip means gzip pages, none means uncompressed."""
+    """Parquet compresses inside the file: zstd, snappy or gzip pages, or none."""
 
     def __init__(self, sink: HashingFile, compression: str, fields: tuple[str, ...]) -> None:
         self.sink = sink
         self.fields = fields
         self.schema = arrow_schema(fields)
-        codec = "gzip" if compression == "gzip" else "none"
-        self.writer = pq.ParquetWriter(sink, self.schema, compression=codec)
+        self.writer = pq.ParquetWriter(sink, self.schema, compression=compression)
 
     def write_rows(self, rows: list[dict]) -> None:
         columns = {

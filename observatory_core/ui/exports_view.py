@@ -18,7 +18,7 @@ from observatory_core.exports.jobs import (
 )
 from observatory_core.exports.links import sign_download
 from observatory_core.exports.stats import export_stats
-from observatory_core.exports.writers import FORMATS
+from observatory_core.exports.writers import COMPRESSIONS, FORMATS
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.permissions import Permission
 from observatory_core.scope import Scope
@@ -61,7 +61,8 @@ def _job(job: dict, scope: Scope, now: datetime) -> None:
         head = st.columns([3, 2, 2, 2])
         head[0].markdown(
             f"**#{job['id']}** · {job['format'].upper()}"
-            f"{' · gzip' if job['compression'] == 'gzip' else ''} · by {job['created_by']}"
+            f"{'' if job['compression'] == 'none' else ' · ' + job['compression']}"
+            f" · by {job['created_by']}"
         )
         head[1].markdown(BADGE.get(status, status))
         head[2].caption(f"{format.count(job['rows_written'])} rows · {_size(job['file_size'])}")
@@ -110,7 +111,12 @@ def new_export_form(scope: Scope, spec: FilterSpec) -> None:
         )
         cols = st.columns(3)
         fmt = cols[0].selectbox("Format", FORMATS, format_func=str.upper)
-        gzip = cols[1].toggle("gzip", value=True)
+        compression = cols[1].selectbox(
+            "Compression",
+            COMPRESSIONS,
+            help="CSV and JSON files are gzipped whole (.gz) or not; Parquet compresses inside "
+            "the file with zstd (smallest), snappy (fastest to read), gzip or none.",
+        )
         limit = cols[2].number_input(
             "Row limit", min_value=1, max_value=MAX_ROWS, value=MAX_ROWS, step=1000
         )
@@ -121,7 +127,7 @@ def new_export_form(scope: Scope, spec: FilterSpec) -> None:
                     scope,
                     spec,
                     fmt=fmt,
-                    compression="gzip" if gzip else "none",
+                    compression=compression,
                     fields=fields,
                     row_limit=int(limit),
                 )

@@ -227,3 +227,31 @@ def test_maintenance_expires_files_and_old_audit(data, scope, config):
     assert report["expired"] == 1 and report["audit_deleted"] >= 1
     assert get_export(data, scope, job["id"])["status"] == "expired"
     assert not path.exists()
+
+
+@pytest.mark.parametrize("codec", ["zstd", "snappy", "gzip", "none"])
+def test_parquet_files_use_the_codec_asked_for(data, scope, config, codec):
+    """Parquet compresses its pages itself: the file's column chunks carry the chosen codec and
+    read back to the explorer's rows."""
+    job = create_export(data, scope, SPEC, fmt="parquet", compression=codec, fields=FIELDS)
+    assert work_once(data, config) == "completed"
+    job = get_export(data, scope, job["id"])
+    path = config.export_dir / job["file_name"]
+    assert path.suffix == ".parquet"
+    metadata = pq.ParquetFile(path).metadata
+    codecs = {
+        metadata.row_group(g).column(c).compression
+        for g in range(metadata.num_row_groups)
+        for c in range(metadata.num_columns)
+    }
+    assert codecs == {"UNCOMPRESSED" if codec == "none" else codec.upper()}
+    assert len(read_back(path, "parquet", codec)) == job["rows_written"] > 300
+
+
+def test_a_parquet_codec_for_a_text_format_is_refused_with_the_fix(data, scope):
+    from observatory_core.errors import UserError
+
+    with pytest.raises(UserError, match="zstd compresses Parquet files; for CSV choose gzip"):
+        create_export(data, scope, SPEC, fmt="csv", compression="zstd")
+    with pytest.raises(UserError, match="Compression 'brotli' is not offered"):
+        create_export(data, scope, SPEC, fmt="parquet", compression="brotli")
