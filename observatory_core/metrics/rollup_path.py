@@ -338,7 +338,8 @@ _REPRESENTATIVES = np.array([representative(i) for i in range(BINS)])
 
 
 def percentiles_from_bins(bins: np.ndarray, fraction: float) -> np.ndarray:
-    """`sketch.percentile` for many rows at once (rows of bin counts); NaN for empty rows."""
+    """percentile_cont read from rows of bin counts (interpolating between the two ranks, like
+    SQL), each bin standing for its representative value; NaN for empty rows."""
     if len(bins) == 0:
         return np.array([], dtype=float)
     cum = np.cumsum(bins, axis=1)

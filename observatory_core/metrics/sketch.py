@@ -8,7 +8,6 @@ Any percentile read back is within `RELATIVE_BOUND` of the exact one (or within
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 GAMMA = 1.25  # each bin spans a factor of 1.25
 BINS = 64  # bin 0 holds [0, 1 ms]; the last everything above LAST_EDGE_MS (about 17 minutes)
@@ -36,29 +35,6 @@ def representative(index: int) -> float:
     if index == 0:
         return ABSOLUTE_FLOOR_MS / 2
     return ABSOLUTE_FLOOR_MS * 2 * GAMMA**index / (GAMMA + 1)
-
-
-def percentile(counts: Sequence[float], fraction: float) -> float | None:
-    """percentile_cont read from bin counts (interpolating between the two ranks, like SQL)."""
-    total = int(round(sum(counts)))
-    if total == 0:
-        return None
-    rank = (total - 1) * fraction
-    low, high = math.floor(rank), math.ceil(rank)
-    low_value = high_value = None
-    seen = 0
-    for index, n in enumerate(counts):
-        n = int(round(n))
-        if not n:
-            continue
-        if low_value is None and low < seen + n:
-            low_value = representative(index)
-        if high < seen + n:
-            high_value = representative(index)
-            break
-        seen += n
-    assert low_value is not None and high_value is not None
-    return low_value + (high_value - low_value) * (rank - low)
 
 
 def bound_text() -> str:
