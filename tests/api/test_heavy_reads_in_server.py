@@ -89,4 +89,5 @@ def test_four_heavy_grouped_reads_at_once_stay_bounded(db_url, tmp_path):
             assert status in (400, 503), body
             assert "Narrow" in body["error"]["message"] or "retry" in body["error"]["message"]
     growth_mb = (peak[0] - before) / 2**20
+    print(f"heavy reads: statuses {sorted(s for s, _ in answers)}, server grew {growth_mb:.0f} MB")
     assert growth_mb < GROWTH_LIMIT_MB, f"the server grew by {growth_mb:.0f} MB"
