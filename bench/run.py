@@ -41,6 +41,7 @@ FAMILIES = {
     "alerts": "alerts_",
     "api": "api_",
     "grid": "grid_",
+    "remap": "remap_",
 }
 
 
@@ -251,6 +252,8 @@ def main() -> None:
         entries += run_pg_case("API", "bench.api_case", max(sizes))
     if only in (None, "grid"):  # before ingest, which adds spans to the PostgreSQL database
         entries += [e for db in dbs for e in run_grid(db, max(sizes))]
+    if "postgresql" in dbs and only in (None, "remap"):  # a database of its own
+        entries += _run("remap on postgresql", "bench.remap_case")
     if "postgresql" in dbs and only in (None, "ingest"):  # last: it adds spans to the database
         entries += run_pg_case("OTLP ingest", "bench.ingest_case", max(sizes))
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
