@@ -136,6 +136,21 @@ def ensure_database(db: str, size: int, folder: str) -> str:
     return url
 
 
+def code_version() -> str:
+    """The commit the server ran, and which of its files differed from it (others edit the tree)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.rstrip()
+
+    changed = git("status", "--porcelain", "--", "observatory_core", "server.py", "pages")
+    files = [line[3:] for line in changed.splitlines()]
+    return git("rev-parse", "--short", "HEAD") + (
+        f" plus changes to {', '.join(files)}" if files else ""
+    )
+
+
 def log(message: str) -> None:
     print(f"{datetime.now(UTC):%H:%M:%S} grid: {message}", file=sys.stderr, flush=True)
 
@@ -284,6 +299,7 @@ def main() -> None:
         light = {s.name: s for s in shapes()}
         for name in ("grid_explorer_spans_start_time_50", "grid_metrics_g0_totals"):
             call(conn, key, light[name].url(-1))
+        code = code_version()  # as the server started
         watch = RssWatch(server)
         started_at = datetime.now(UTC)
         log(
@@ -312,6 +328,7 @@ def main() -> None:
             "baseline_rss_mb": watch.baseline / 2**20,
             "peak_rss_mb": watch.peak / 2**20,
             "growth_mb": (watch.peak - watch.baseline) / 2**20,
+            "code": code,
             "started_at": started_at.strftime("%Y-%m-%d %H:%M UTC"),
             "finished_at": finished_at.strftime("%Y-%m-%d %H:%M UTC"),
         }

@@ -199,7 +199,9 @@ def grid_section(grid: list[dict]) -> list[str]:
     for m in memory:
         lines.append(
             f"- {m['database']}, {m['size']:,} spans, measured {m['started_at']} to "
-            f"{m['finished_at']}: server RSS {fmt(m['baseline_rss_mb'], 0)} MB after the first "
+            f"{m['finished_at']}"
+            + (f" (code {m['code']})" if m.get("code") else "")
+            + f": server RSS {fmt(m['baseline_rss_mb'], 0)} MB after the first "
             f"requests, peak {fmt(m['peak_rss_mb'], 0)} MB, growth {fmt(m['growth_mb'], 0)} MB."
         )
     slow = [e for e in shapes if e["p95_ms"] > GRID_GOAL_MS]
