@@ -322,8 +322,9 @@ def _answer_series(args, query, caps, bucket_seconds, start, end, now, force):
     series, group_by = args[3], query.group_by
     buckets = _bucket_count(start, end, bucket_seconds)
     _check_cells(query, buckets, 1, caps)
-    if group_by and not (query.having or query.limit or query.sort):
-        try:  # the common case, a few groups: one query, its rows capped
+    cheap = force != "raw" and rollup_can_answer(series, group_by, query.filters)
+    if group_by and cheap and not (query.having or query.limit or query.sort):
+        try:  # the common case, a few groups from rollups: one query, its rows capped
             frame, source, grains = _compute(
                 *args, bucket_seconds, start, end, now, force, max_rows=buckets * caps.groups
             )
@@ -332,7 +333,7 @@ def _answer_series(args, query, caps, bucket_seconds, start, end, now, force):
         except _TooManyRows:
             pass
     groups = None
-    if group_by:
+    if group_by:  # how many groups, before the bucketed read (refused early if too many)
         totals, *_ = _totals(*args, start, end, now, force)
         groups = _pick_groups(_keep(totals, query), query, caps)
         _check_cells(query, buckets, groups.count, caps)
