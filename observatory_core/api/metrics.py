@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from observatory_core.api.common import FILTER_PARAMETERS, FastJSON, cache, errors, filter_spec
+from observatory_core.api.common import FILTER_PARAMETERS, cache, errors, filter_spec
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
 from observatory_core.filters.spec import FilterSpec
@@ -36,16 +36,14 @@ def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
     }
 
 
-def _answer(request: Request, scope: Scope, query: MetricQuery) -> FastJSON:
-    """Serialised straight from the rows (the response model documents them): validating tens of
-    thousands of rows through it cost more time and memory than computing them."""
+def _answer(request: Request, scope: Scope, query: MetricQuery) -> dict:
     key = cache.key(scope, "metrics", repr(query))
     data, hit = cache.get(key), True
     if data is None:
         data, hit = _metrics_data(scope, query), False
         if len(data["rows"]) <= CACHED_ROWS:
             cache.put(key, data)
-    return FastJSON({"data": data, "meta": meta(request, cached=hit)})
+    return {"data": data, "meta": meta(request, cached=hit)}
 
 
 @router.get(
@@ -64,7 +62,7 @@ def metrics(
         str | None, Query(description="1min, 5min, 1hour, 1day or auto; 'none' for totals")
     ] = "auto",
     group_by: Annotated[list[str], Query(max_length=5)] = [],  # noqa: B006 - FastAPI copies defaults
-) -> FastJSON:
+) -> dict:
     """Series over time (or totals), grouped as asked, for the filtered spans."""
     spec = filter_spec(request, frozenset({"series", "bucket", "group_by"}))
     query = MetricQuery(
@@ -79,7 +77,7 @@ def metrics(
 @router.post("/metrics/query", response_model=MetricsBody, responses=errors(400, 403))
 def metrics_query(
     request: Request, body: MetricsQueryIn, scope: Annotated[Scope, Depends(caller)]
-) -> FastJSON:
+) -> dict:
     """The custom query: having (on group totals), sort and limit, as on the Metrics page."""
     query = MetricQuery(
         series=tuple(body.series),
