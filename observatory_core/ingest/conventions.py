@@ -192,11 +192,17 @@ INDEXED_OUTPUT = re.compile(
 )
 # OpenInference's tool calls of a message: ...message.tool_calls.M.tool_call.function.name
 INDEXED_TOOL_CALLS = {
-    INDEXED_INPUT: re.compile(
-        r"^llm\.input_messages\.(\d+)\.message\.tool_calls\.(\d+)\.tool_call\.function\.(name|arguments)$"
+    INDEXED_INPUT: (
+        re.compile(
+            r"^llm\.input_messages\.(\d+)\.message\.tool_calls\.(\d+)\.tool_call\.function\.(name|arguments)$"
+        ),
     ),
-    INDEXED_OUTPUT: re.compile(
-        r"^llm\.output_messages\.(\d+)\.message\.tool_calls\.(\d+)\.tool_call\.function\.(name|arguments)$"
+    INDEXED_OUTPUT: (
+        re.compile(
+            r"^llm\.output_messages\.(\d+)\.message\.tool_calls\.(\d+)\.tool_call\.function\.(name|arguments)$"
+        ),
+        # older GenAI names (LiteLLM's otel callback): gen_ai.completion.N.function_call.name
+        re.compile(r"^gen_ai\.completion\.(\d+)\.function_call()\.(name|arguments)$"),
     ),
 }
 
@@ -411,10 +417,11 @@ def indexed_messages(attrs: dict[str, Any], pattern: re.Pattern) -> list[dict[st
         index, field = pattern.match(key).groups()
         found.setdefault(int(index), {})[field] = attrs.pop(key)
     calls: dict[tuple[int, int], dict[str, Any]] = {}
-    tool_calls = INDEXED_TOOL_CALLS[pattern]
-    for key in [k for k in attrs if tool_calls.match(k)]:
-        index, call, field = tool_calls.match(key).groups()
-        calls.setdefault((int(index), int(call)), {"type": "tool_call"})[field] = attrs.pop(key)
+    for tool_calls in INDEXED_TOOL_CALLS[pattern]:
+        for key in [k for k in attrs if tool_calls.match(k)]:
+            index, call, field = tool_calls.match(key).groups()
+            part = calls.setdefault((int(index), int(call or 0)), {"type": "tool_call"})
+            part[field] = attrs.pop(key)
     for (index, _), part in sorted(calls.items()):
         part["arguments"] = _json_or_text(part.get("arguments"))
         found.setdefault(index, {}).setdefault("parts", []).append(part)

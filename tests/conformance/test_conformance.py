@@ -92,8 +92,6 @@ LIBRARIES = {
     "litellm-otel": Library(
         ("litellm_request",),
         sessions=False,
-        # its output messages drop the tool call (sent only as gen_ai.completion.0.function_call.*)
-        output={"tool_call": ""},
         no_provider=frozenset({"embedding"}),
         error_type={"429": "RateLimitError", "500": "InternalServerError"},
     ),

@@ -289,3 +289,22 @@ def test_a_failed_call_shows_its_exception_message_and_keeps_the_stack_trace(org
     assert row["error_type"] == "openai.RateLimitError"
     assert row["error_message"] == "Error code: 429 - rate limited"
     assert row["attributes"]["exception.stacktrace"].startswith("Traceback")
+
+
+def test_a_litellm_tool_call_reads_as_a_tool_call(org_key):
+    """LiteLLM's otel callback sends a tool call only as gen_ai.completion.N.function_call.*."""
+    engine, _, _, key = org_key
+    body = one_span_request(
+        {
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.finish_reason": "tool_calls",
+            "gen_ai.completion.0.function_call.name": "get_weather",
+            "gen_ai.completion.0.function_call.arguments": '{"city": "Paris"}',
+        }
+    )
+    (row,) = decode(engine, key, body, PROTOBUF).rows
+    assert row["output_text"] == '[tool call get_weather: {"city": "Paris"}]'
+    assert row["finish_reason"] == "tool_calls"
+    assert not [k for k in row["attributes"] if k.startswith("gen_ai.completion")]
