@@ -28,7 +28,10 @@ from tests.helpers import END
     ("kwargs", "message"),
     [
         ({"fmt": "xlsx"}, "Format 'xlsx' is not offered"),
-        ({"compression": "zip"}, "Compression .zip. is not offered; choose gzip, zstd, snappy, none"),
+        (
+            {"compression": "zip"},
+            "Compression .zip. is not offered; choose gzip, zstd, snappy, none",
+        ),
         ({"row_limit": 0}, "from 1 to 1,000,000"),
         ({"row_limit": 1_000_001}, "from 1 to 1,000,000"),
         ({"row_limit": "10"}, "from 1 to 1,000,000"),
