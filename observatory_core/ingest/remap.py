@@ -46,20 +46,6 @@ _READ = (
     "metadata",
     "attributes",
 )
-_FILLED = (
-    "operation",
-    "provider",
-    "model",
-    "user_id",
-    "session_id",
-    "finish_reason",
-    "input_text",
-    "output_text",
-    "input_tokens",
-    "output_tokens",
-    "metadata",
-    "attributes",
-)
 
 
 @dataclass(frozen=True)
