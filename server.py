@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 import streamlit as st
 from streamlit import config
 
-from observatory_core.allocator import keep_freed_memory
-from observatory_core.background import send_small_writes_at_once, start_background
-from observatory_core.http.routes import routes
-from observatory_core.settings import get_settings
+from observatory_core.api.mount import routes
+from observatory_core.base.settings import get_settings
+from observatory_core.runtime.allocator import keep_freed_memory
+from observatory_core.runtime.background import send_small_writes_at_once, start_background
 
 
 @asynccontextmanager

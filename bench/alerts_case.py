@@ -17,11 +17,11 @@ import statistics
 from sqlalchemy import delete
 
 from bench.case import END, demo_org_and_size
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.rules import build_rule, create_rule
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.schema import alert_rules
 

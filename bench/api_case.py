@@ -20,9 +20,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from bench.case import END, demo_org_and_size
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
 from observatory_core.ingest.apikeys import create_key
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.engine import get_engine
 
 DAY = {"start": (END - timedelta(days=1)).isoformat(), "end": END.isoformat()}

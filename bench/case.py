@@ -16,17 +16,17 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import create_engine, text
 
-from observatory_core.allocator import keep_freed_memory
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
 from observatory_core.demo.load import load_demo
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.overview import period_overview
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
+from observatory_core.reports.overview import period_overview
+from observatory_core.reports.summary import home_summary, period_stats, requests_per_hour
+from observatory_core.runtime.allocator import keep_freed_memory
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
-from observatory_core.summary import home_summary, period_stats, requests_per_hour
 from observatory_core.traces.detail import get_trace
 from observatory_core.traces.query import list_spans
 
@@ -83,7 +83,7 @@ def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
 
 def write_trace(engine, spans_in_trace: int) -> str:
     """One agent trace of `spans_in_trace` spans in org 1, for the open-a-trace timing."""
-    from observatory_core.spanrows import complete_row
+    from observatory_core.ingest.spanrows import complete_row
     from observatory_core.storage.bulk import write_spans
 
     trace_id = "b" * 32

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from sqlalchemy import delete
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
 from observatory_core.exports.jobs import EXPORT_DEFAULT_FIELDS, create_export
 from observatory_core.exports.worker import WorkerConfig, claim_next, run_job
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.schema import audit_log, export_jobs
 

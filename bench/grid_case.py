@@ -29,9 +29,9 @@ import psutil
 from sqlalchemy import create_engine, text
 
 from bench.case import END, LATE, PG_ADMIN, analyse, build_database, demo_org_and_size
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
 from observatory_core.ingest.apikeys import create_key
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import current_revision, upgrade
 

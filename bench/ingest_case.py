@@ -23,12 +23,12 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.ingest.apikeys import create_key
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
-from observatory_core.tenancy import ensure_org, ensure_project
 
 BATCH = 512
 MODELS = (("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-5"), ("openai", "gpt-4o"))

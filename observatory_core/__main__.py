@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.exc import OperationalError
 
-from observatory_core.errors import UserError
+from observatory_core.base.errors import UserError
 
 
 def _engine():
-    from observatory_core.settings import get_settings
+    from observatory_core.base.settings import get_settings
     from observatory_core.storage.engine import check_connection, get_engine
 
     engine = get_engine(get_settings().database_url)
@@ -37,8 +37,8 @@ def cmd_migrate(_args) -> None:
 
 
 def cmd_demo(args) -> None:
+    from observatory_core.base.settings import get_settings
     from observatory_core.demo.load import load_demo
-    from observatory_core.settings import get_settings
     from observatory_core.storage.migrate import upgrade
 
     engine = _engine()
@@ -66,7 +66,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_bootstrap(args) -> None:
-    from observatory_core import bootstrap
+    from observatory_core.runtime import bootstrap
     from observatory_core.storage.migrate import upgrade
 
     engine = _engine()
@@ -95,7 +95,7 @@ def cmd_bootstrap(args) -> None:
 
 
 def cmd_user(args) -> None:
-    from observatory_core import users
+    from observatory_core.accounts import users
 
     engine = _engine()
     if args.action == "add":
@@ -140,8 +140,8 @@ def cmd_audit(args) -> None:
 
     from sqlalchemy import select
 
+    from observatory_core.accounts.tenancy import org_id_by_slug
     from observatory_core.storage.schema import audit_log
-    from observatory_core.tenancy import org_id_by_slug
 
     engine = _engine()
     a = audit_log.c
@@ -163,8 +163,8 @@ def cmd_audit(args) -> None:
 
 
 def cmd_worker(_args) -> None:
-    from observatory_core import worker
-    from observatory_core.settings import get_settings
+    from observatory_core.base.settings import get_settings
+    from observatory_core.runtime import worker
     from observatory_core.storage.migrate import upgrade
 
     engine = _engine()
@@ -175,8 +175,8 @@ def cmd_worker(_args) -> None:
 
 def _migrated_and_org(slug: str | None):
     """The engine (schema brought up to date) and the id of the org named, if any."""
+    from observatory_core.accounts.tenancy import org_id_by_slug
     from observatory_core.storage.migrate import upgrade
-    from observatory_core.tenancy import org_id_by_slug
 
     engine = _engine()
     upgrade(engine)
@@ -228,10 +228,10 @@ def _parse_since(raw: str | None) -> datetime | None:
 
 
 def cmd_budget(args) -> None:
-    from observatory_core.overview import set_budget
-    from observatory_core.permissions import Role
-    from observatory_core.scope import Scope
-    from observatory_core.tenancy import org_id_by_slug
+    from observatory_core.accounts.permissions import Role
+    from observatory_core.accounts.scope import Scope
+    from observatory_core.accounts.tenancy import org_id_by_slug
+    from observatory_core.reports.overview import set_budget
 
     engine = _engine()
     with engine.connect() as conn:
@@ -245,9 +245,9 @@ def cmd_import(args) -> None:
 
     from tqdm import tqdm
 
+    from observatory_core.accounts.tenancy import org_id_by_slug
+    from observatory_core.base.settings import get_settings
     from observatory_core.ingest.importer import import_file
-    from observatory_core.settings import get_settings
-    from observatory_core.tenancy import org_id_by_slug
 
     engine = _engine()
     with engine.connect() as conn:
@@ -271,10 +271,10 @@ def cmd_import(args) -> None:
 
 
 def cmd_keys(args) -> None:
+    from observatory_core.accounts.permissions import Role
+    from observatory_core.accounts.scope import Scope
+    from observatory_core.accounts.tenancy import org_id_by_slug
     from observatory_core.ingest.apikeys import create_key, list_keys, revoke_key
-    from observatory_core.permissions import Role
-    from observatory_core.scope import Scope
-    from observatory_core.tenancy import org_id_by_slug
 
     engine = _engine()
     with engine.connect() as conn:
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OperationalError as exc:  # e.g. a SQLite file locked in the middle of a load
-        from observatory_core.settings import get_settings
+        from observatory_core.base.settings import get_settings
         from observatory_core.storage.engine import describe_failure, parse_database_url
 
         url = parse_database_url(get_settings().database_url)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from observatory_core.settings import get_settings
+from observatory_core.base.settings import get_settings
 from observatory_core.ui import admin_view
 from observatory_core.ui.session import current_scope
 

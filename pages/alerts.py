@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from observatory_core.permissions import Permission
+from observatory_core.accounts.permissions import Permission
 from observatory_core.ui import alerts_view, filters, rules_view
 from observatory_core.ui.session import current_scope
 

@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from observatory_core.summary import percent_change
+from observatory_core.reports.summary import percent_change
 from observatory_core.ui import cached, format
 from observatory_core.ui.session import current_scope
 

@@ -2,13 +2,13 @@
 
 import streamlit as st
 
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.visibility import metric_visible
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.overview import TOP_BY, set_budget
-from observatory_core.permissions import Permission
+from observatory_core.reports.overview import TOP_BY, set_budget
 from observatory_core.ui import cached
 from observatory_core.ui import overview_view as ov
 from observatory_core.ui.session import current_scope, engine
-from observatory_core.visibility import metric_visible
 
 scope = current_scope()
 costs = metric_visible(scope, "total_cost")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from observatory_core.permissions import Permission
+from observatory_core.accounts.permissions import Permission
 from observatory_core.traces.query import sorts_for
 from observatory_core.ui import cached, filters, tables, trace_view
 from observatory_core.ui.session import current_scope

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 from sqlalchemy import select
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.demo.load import ensure_demo_tenants, load_demo
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
-from observatory_core.spanrows import complete_row
+from observatory_core.ingest.spanrows import complete_row
 from observatory_core.storage.bulk import write_spans
 from observatory_core.storage.schema import spans
-from observatory_core.tenancy import ensure_org, ensure_project
 
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 _ids = itertools.count(1)
@@ -120,7 +120,7 @@ def assert_rollups_match_rebuild(engine) -> None:
 
 def open_session(engine, username: str) -> str:
     """A server-side log-in session for `username` (what a password log-in opens)."""
-    from observatory_core import sessions
+    from observatory_core.accounts import sessions
     from observatory_core.storage.schema import users
 
     with engine.begin() as conn:
@@ -130,7 +130,7 @@ def open_session(engine, username: str) -> str:
 
 def login_cookie(engine, username: str, cookie_key: str) -> str:
     """A login cookie naming a fresh session of `username`, valid for an hour."""
-    from observatory_core.login_cookie import make_cookie
+    from observatory_core.accounts.login_cookie import make_cookie
 
     expires = datetime.now(UTC) + timedelta(hours=1)
     return make_cookie(username, open_session(engine, username), cookie_key, expires)

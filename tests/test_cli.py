@@ -7,19 +7,19 @@ import pytest
 from sqlalchemy import func, select
 
 from observatory_core.__main__ import main
+from observatory_core.accounts.users import authenticator_credentials, verify_password
+from observatory_core.base.settings import get_settings
 from observatory_core.demo.load import load_demo
-from observatory_core.settings import get_settings
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import spans
-from observatory_core.users import authenticator_credentials, verify_password
 
 
 @pytest.fixture
 def cli_db(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setattr("observatory_core.settings.SECRETS_FILE", tmp_path / "secrets.toml")
+    monkeypatch.setattr("observatory_core.base.settings.SECRETS_FILE", tmp_path / "secrets.toml")
     get_settings.cache_clear()
     yield get_engine(url), tmp_path
     get_settings.cache_clear()
@@ -84,9 +84,9 @@ def test_unreachable_database_is_reported_without_traceback(monkeypatch, capsys)
 
 
 def test_rollups_rebuild_and_budget_commands(cli_db, capsys):
-    from observatory_core.overview import get_budget
-    from observatory_core.permissions import Role
-    from observatory_core.scope import Scope
+    from observatory_core.accounts.permissions import Role
+    from observatory_core.accounts.scope import Scope
+    from observatory_core.reports.overview import get_budget
     from observatory_core.storage.schema import ROLLUPS
 
     engine, _ = cli_db
@@ -101,7 +101,7 @@ def test_rollups_rebuild_and_budget_commands(cli_db, capsys):
     assert total == _count(engine)
     assert main(["budget", "--org", "acme", "--usd", "2500"]) == 0
     with engine.connect() as conn:
-        from observatory_core.tenancy import org_id_by_slug
+        from observatory_core.accounts.tenancy import org_id_by_slug
 
         acme = org_id_by_slug(conn, "acme")
     assert get_budget(engine, Scope(org_id=acme, role=Role.ADMIN)) == 2500
@@ -116,8 +116,8 @@ def test_a_reader_that_stops_early_gets_no_traceback(cli_db):
     import subprocess
     import sys
 
+    from observatory_core.base.settings import PROJECT_ROOT
     from observatory_core.ingest.apikeys import verify_key
-    from observatory_core.settings import PROJECT_ROOT
     from tests.helpers import make_org
 
     engine, tmp = cli_db

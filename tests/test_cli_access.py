@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from observatory_core import throttle
 from observatory_core.__main__ import main
-from observatory_core.login import log_in
+from observatory_core.accounts import throttle
+from observatory_core.accounts.login import log_in
+from observatory_core.accounts.users import add_user, scope_for
 from observatory_core.storage.migrate import upgrade
-from observatory_core.users import add_user, scope_for
 from tests.helpers import make_org
 from tests.test_cli import cli_db  # noqa: F401 - the fixture
 

@@ -4,14 +4,14 @@ from datetime import timedelta
 
 import pytest
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.live import Feed, live_feed
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.overview import Overview, period_overview, top
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
-from observatory_core.summary import home_summary, period_stats, requests_per_hour
+from observatory_core.reports.live import Feed, live_feed
+from observatory_core.reports.overview import Overview, period_overview, top
+from observatory_core.reports.summary import home_summary, period_stats, requests_per_hour
 from observatory_core.traces.detail import TraceDetail, get_trace
 from observatory_core.traces.query import Page, list_spans
 from observatory_core.traces.values import distinct_values

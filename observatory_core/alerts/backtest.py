@@ -13,13 +13,13 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 from sqlalchemy.engine import Engine
 
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope
 from observatory_core.alerts.rules import RuleSpec
 from observatory_core.alerts.state import FIRING, step
 from observatory_core.metrics.catalog import BUCKETS, MAX_RANGE_DAYS
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope
 
 REQUESTS = "request_count.count"
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from observatory_core.errors import UserError
+from observatory_core.base.errors import UserError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOW_SETTING = "OBSERVATORY_WEBHOOK_ALLOW_HOSTS"

@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
 from observatory_core.alerts.rules import ensure_system_rules, spec_of
 from observatory_core.alerts.state import FIRING, RESOLVED, GroupState, step
 from observatory_core.alerts.webhooks import delivery_row
@@ -24,8 +26,6 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import Agg
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.dialect import try_lock, unlock, upsert
 from observatory_core.storage.schema import (
     alert_events,

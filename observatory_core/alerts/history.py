@@ -6,11 +6,11 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import rule_values_hidden
 from observatory_core.alerts.rules import visible
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope
 from observatory_core.storage.schema import alert_events, alert_rules, alert_states
-from observatory_core.visibility import rule_values_hidden
 
 _RULE_COLUMNS = (
     alert_rules.c.name,

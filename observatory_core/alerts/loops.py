@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
-from observatory_core import prometheus
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.webhooks import deliver_due
+from observatory_core.base import prometheus
 from observatory_core.storage.dialect import upsert
 from observatory_core.storage.schema import worker_heartbeats
 from observatory_core.storage.transient import describe, is_transient

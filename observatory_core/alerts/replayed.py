@@ -13,9 +13,9 @@ from datetime import datetime
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
+from observatory_core.accounts.scope import Scope
 from observatory_core.alerts.backtest import replay
 from observatory_core.alerts.rules import RuleSpec
-from observatory_core.scope import Scope
 from observatory_core.storage.schema import alert_events, alert_states
 
 

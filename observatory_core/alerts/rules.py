@@ -18,16 +18,16 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from observatory_core.audit import changed, record_for, without_secrets
-from observatory_core.errors import UserError
+from observatory_core.accounts.audit import changed, record_for, without_secrets
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import require_filters, require_series, rule_values_hidden
+from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import DIMENSIONS
 from observatory_core.metrics.query import parse_series
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope
 from observatory_core.storage.dialect import insert_ignoring_duplicates
 from observatory_core.storage.schema import alert_rules, alert_states, orgs
-from observatory_core.visibility import require_filters, require_series, rule_values_hidden
 
 COMPARATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 MIN_WINDOW_S, MAX_WINDOW_S = 60, 86_400

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from observatory_core import prometheus
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope
 from observatory_core.alerts.egress import AllowList, Refused, check_target, post_pinned
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope
+from observatory_core.base import prometheus
 from observatory_core.storage.schema import alert_rules, webhook_deliveries
 
 log = logging.getLogger("observatory.alerts")
@@ -83,7 +83,7 @@ def delivery_row(rule: dict, group: str, state: str, value, event_id: int, now: 
 
 def allow_list() -> AllowList:
     """The admin's allowed internal hosts (read per use, so tests and restarts see changes)."""
-    from observatory_core.settings import get_settings
+    from observatory_core.base.settings import get_settings
 
     return AllowList.parse(get_settings().webhook_allow_hosts)
 

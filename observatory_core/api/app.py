@@ -11,7 +11,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from observatory_core.api import exports, metrics, traces
 from observatory_core.api.context import ApiError, RequestContext, meta
 from observatory_core.api.limits import ReadGuard
-from observatory_core.errors import DatabaseUnavailable, PermissionDenied, QueryTooSlow, UserError
+from observatory_core.base.errors import (
+    DatabaseUnavailable,
+    PermissionDenied,
+    QueryTooSlow,
+    UserError,
+)
 from observatory_core.exports.jobs import Conflict, NotFound
 
 DESCRIPTION = """Programs do what the pages do: list and search spans, open a trace, query

@@ -12,10 +12,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from observatory_core.accounts.scope import Scope
 from observatory_core.api.context import ApiError
 from observatory_core.api.schemas import ErrorBody, FilterParams
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.scope import Scope
 
 _DESCRIPTIONS = {
     400: "Bad input; the message names the field and the fix.",

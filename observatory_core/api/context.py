@@ -11,11 +11,11 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 
-from observatory_core import audit, authversion, keyguard
+from observatory_core.accounts import audit, authversion, keyguard
+from observatory_core.accounts.scope import Scope
 from observatory_core.api.ratelimit import RateLimiter
+from observatory_core.base.settings import get_settings
 from observatory_core.ingest.apikeys import BadKey, KeyInfo, key_from_headers, verify_key
-from observatory_core.scope import Scope
-from observatory_core.settings import get_settings
 from observatory_core.storage.engine import get_engine
 
 limiter = RateLimiter()

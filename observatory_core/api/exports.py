@@ -8,9 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import FileResponse
 
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import export_refusal
 from observatory_core.api.common import errors
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import ExportBody, ExportIn, ExportList
+from observatory_core.base.settings import get_settings
 from observatory_core.exports.jobs import (
     MAX_ID,
     cancel_export,
@@ -20,9 +23,6 @@ from observatory_core.exports.jobs import (
     list_exports,
 )
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.scope import Scope
-from observatory_core.settings import get_settings
-from observatory_core.visibility import export_refusal
 
 router = APIRouter(tags=["exports"])
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="An export job id")]

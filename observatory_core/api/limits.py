@@ -15,7 +15,7 @@ import re
 
 from starlette.datastructures import Headers
 
-from observatory_core.settings import get_settings
+from observatory_core.base.settings import get_settings
 from observatory_core.storage.budget import time_budget
 
 _HEAVY = re.compile(r"/(metrics|traces)(/|$)")

@@ -6,14 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from observatory_core.accounts.scope import Scope
 from observatory_core.api.common import FILTER_PARAMETERS, cache, errors, filter_spec
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import Having, MetricQuery
-from observatory_core.overview import period_overview
-from observatory_core.scope import Scope
+from observatory_core.reports.overview import period_overview
 
 router = APIRouter(tags=["metrics"])
 # Answers kept in the 15-second cache only up to this many rows: a few large ones held there

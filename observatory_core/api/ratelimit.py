@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from observatory_core.permissions import Role
+from observatory_core.accounts.permissions import Role
 
 # requests per minute (the bucket's size; it refills continuously at this rate)
 PER_MINUTE = {Role.ADMIN: 600, Role.DEVELOPER: 600, Role.VIEWER: 300, Role.BILLING: 120}

@@ -6,10 +6,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from observatory_core.accounts.scope import Scope
 from observatory_core.api.common import FILTER_PARAMETERS, FastJSON, errors, filter_spec
 from observatory_core.api.context import ApiError, caller, engine, meta
 from observatory_core.api.schemas import SpanPage, TraceBody
-from observatory_core.scope import Scope
 from observatory_core.traces.detail import get_trace
 from observatory_core.traces.query import MAX_PAGE, list_spans
 

@@ -26,7 +26,7 @@ from observatory_core.demo.catalog import (
     OrgSpec,
     ProjectSpec,
 )
-from observatory_core.pricing import PriceBook
+from observatory_core.ingest.pricing import PriceBook
 from observatory_core.storage.types import from_micros, to_micros
 
 HOUR_US = 3_600_000_000

@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.tenancy import org_id_by_slug
 from observatory_core.alerts.replayed import write_replayed_history
 from observatory_core.alerts.rules import RuleSpec, create_rule
 from observatory_core.demo.catalog import ORGS
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.schema import alert_rules
-from observatory_core.tenancy import org_id_by_slug
 
 LLM_CALLS = FilterSpec(relative=None, operations=("chat", "completion"))
 STARTER_RULES = (

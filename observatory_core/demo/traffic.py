@@ -143,11 +143,11 @@ DEMO_KEY_NAME = "demo traffic"
 
 def start_demo_traffic(engine, spans_per_s: float, port: int) -> DemoTraffic | None:
     """Send demo traffic to this server with a fresh key (the previous one is revoked)."""
-    from observatory_core.errors import UserError
+    from observatory_core.accounts.permissions import Role
+    from observatory_core.accounts.scope import Scope
+    from observatory_core.accounts.tenancy import org_id_by_slug
+    from observatory_core.base.errors import UserError
     from observatory_core.ingest.apikeys import create_key, list_keys, revoke_key
-    from observatory_core.permissions import Role
-    from observatory_core.scope import Scope
-    from observatory_core.tenancy import org_id_by_slug
 
     try:
         with engine.connect() as conn:

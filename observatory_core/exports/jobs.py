@@ -14,15 +14,15 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from observatory_core.audit import record_for
-from observatory_core.errors import PermissionDenied, UserError
+from observatory_core.accounts.audit import record_for
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import export_refusal, require_filters, visible
+from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.exports.writers import FORMATS, compression_problem
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope
 from observatory_core.storage.schema import export_jobs, spans
 from observatory_core.traces.fields import resolve_fields
-from observatory_core.visibility import export_refusal, require_filters, visible
 
 MAX_ROWS = 1_000_000
 MAX_ID = 2**31 - 1
@@ -118,7 +118,7 @@ def create_export(
     now = now or datetime.now(UTC)
     _validate(spec, fmt, compression, row_limit, now)
     # Named fields or filters the role may not see are refused (403); the default set simply
-    # leaves hidden fields out. See `observatory_core.visibility`.
+    # leaves hidden fields out. See `observatory_core.accounts.visibility`.
     require_filters(scope, spec)
     chosen = (
         resolve_fields(scope, fields, "export") if fields else visible(scope, EXPORT_DEFAULT_FIELDS)

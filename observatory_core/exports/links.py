@@ -12,7 +12,7 @@ import hmac
 import json
 from datetime import UTC, datetime, timedelta
 
-from observatory_core.errors import UserError
+from observatory_core.base.errors import UserError
 
 LINK_LIFETIME = timedelta(minutes=15)
 

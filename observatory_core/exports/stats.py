@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 from sqlalchemy.engine import Engine
 
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope
 from observatory_core.exports.jobs import scoped_jobs
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope
 from observatory_core.storage.schema import export_jobs
 
 FAILURE_WARNING = 0.10

@@ -23,13 +23,14 @@ from pathlib import Path
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Engine
 
-from observatory_core import audit as audit_trail
-from observatory_core import prometheus, sessions, throttle
+from observatory_core.accounts import audit as audit_trail
+from observatory_core.accounts import sessions, throttle
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.base import prometheus
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.copy_out import copy_ahead, copy_csv_rows
 from observatory_core.storage.schema import export_jobs
 from observatory_core.storage.transient import describe, is_transient

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from observatory_core.errors import UserError
+from observatory_core.base.errors import UserError
 from observatory_core.storage.schema import OPERATIONS, STATUSES
 
 _RELATIVE = re.compile(r"^(\d+)(m|h|d)$")
@@ -50,7 +50,7 @@ RANGE_FIELDS = (
 )
 
 # The span field(s) each filter reads. A filter on a field a role may not see would let it
-# bisect the hidden values (min_cost_usd=0.05 then 0.025 ...), so `observatory_core.visibility`
+# bisect the hidden values (min_cost_usd=0.05 then 0.025 ...), so `observatory_core.accounts.visibility`
 # refuses such a filter for that role, by this table and `permissions.FIELD_NEEDS`.
 FILTER_READS: dict[str, tuple[str, ...]] = {
     "relative": ("start_time",),

@@ -3,7 +3,7 @@
 The key carries its org; a program presenting it needs no user, and a revoked key stops
 working on the next request in every process: the OTLP receiver looks the hash up on every
 request (one index probe), and the HTTP API, which remembers verified keys, compares the org's
-auth version (observatory_core/authversion.py) on every request.
+auth version (observatory_core/accounts/authversion.py) on every request.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from observatory_core import audit, authversion
-from observatory_core.errors import UserError
-from observatory_core.permissions import Permission, Role, parse_role
-from observatory_core.scope import Scope
+from observatory_core.accounts import audit, authversion
+from observatory_core.accounts.permissions import Permission, Role, parse_role
+from observatory_core.accounts.scope import Scope
+from observatory_core.base.errors import UserError
 from observatory_core.storage.schema import api_keys, orgs, projects
 
 KEY_PREFIX = "obs_"

@@ -23,15 +23,15 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from observatory_core.errors import UserError
+from observatory_core.accounts.tenancy import ensure_project
+from observatory_core.base.errors import UserError
 from observatory_core.ingest.apikeys import KeyInfo
 from observatory_core.ingest.isolate import write_isolating
 from observatory_core.ingest.otlp import JSON, BadPayload, parse_request, span_label
+from observatory_core.ingest.pricing import PriceBook
 from observatory_core.ingest.receiver import Receiver
-from observatory_core.pricing import PriceBook
-from observatory_core.spanrows import complete_row
+from observatory_core.ingest.spanrows import complete_row
 from observatory_core.storage.schema import spans
-from observatory_core.tenancy import ensure_project
 
 _HEX32, _HEX16 = re.compile(r"^[0-9a-f]{32}$"), re.compile(r"^[0-9a-f]{16}$")
 _SKIPPED = {"id", "org_id", "project_id", "total_tokens", "total_cost_usd"}

@@ -13,8 +13,8 @@ from typing import Any
 
 from observatory_core.ingest import conventions as cv
 from observatory_core.ingest.attributes import as_dict, as_list, as_object, bounded
-from observatory_core.pricing import PriceBook
-from observatory_core.spanrows import without_nul
+from observatory_core.ingest.pricing import PriceBook
+from observatory_core.ingest.spanrows import without_nul
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from observatory_core import prometheus
+from observatory_core.accounts.tenancy import ensure_project
+from observatory_core.base import prometheus
 from observatory_core.ingest.apikeys import BadKey, KeyInfo, key_from_headers, verify_key
 from observatory_core.ingest.mapping import Rejected, Resource, map_span
 from observatory_core.ingest.otlp import (
@@ -28,10 +29,9 @@ from observatory_core.ingest.otlp import (
     parse_request,
     span_label,
 )
-from observatory_core.pricing import PriceBook
-from observatory_core.spanrows import complete_row
+from observatory_core.ingest.pricing import PriceBook
+from observatory_core.ingest.spanrows import complete_row
 from observatory_core.storage.schema import projects
-from observatory_core.tenancy import ensure_project
 
 # Prices and project ids change rarely; reading them once a minute keeps requests cheap.
 CACHE_SECONDS = 60.0

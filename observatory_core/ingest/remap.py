@@ -20,12 +20,12 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Engine
 
+from observatory_core.base.settings import get_settings
 from observatory_core.ingest import conventions as cv
 from observatory_core.ingest.attributes import as_list
-from observatory_core.pricing import PriceBook
+from observatory_core.ingest.pricing import PriceBook
+from observatory_core.ingest.spanrows import cut_text
 from observatory_core.rollups.maintain import rebuild_on
-from observatory_core.settings import get_settings
-from observatory_core.spanrows import cut_text
 from observatory_core.storage.schema import spans
 
 _READ = (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
+from observatory_core.base.settings import Settings
 from observatory_core.ingest.receiver import Receiver
 from observatory_core.ingest.writer import BatchWriter, ShuttingDown
-from observatory_core.settings import Settings
 from observatory_core.storage.engine import get_engine
 
 _lock = threading.Lock()

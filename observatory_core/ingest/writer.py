@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from observatory_core import prometheus
+from observatory_core.base import prometheus
 from observatory_core.ingest.isolate import write_isolating
 from observatory_core.storage.bulk import write_spans
 

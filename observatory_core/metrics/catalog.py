@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from observatory_core.permissions import FIELD_NEEDS, Permission
+from observatory_core.accounts.permissions import FIELD_NEEDS, Permission
 
 
 class Agg(StrEnum):

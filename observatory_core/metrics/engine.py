@@ -16,6 +16,10 @@ import polars as pl
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope, scoped_spans
+from observatory_core.accounts.visibility import require_metric_query
+from observatory_core.base.settings import get_settings
 from observatory_core.metrics import sketch
 from observatory_core.metrics.catalog import PERCENTILES, ZERO_WHEN_EMPTY, Agg
 from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
@@ -26,11 +30,7 @@ from observatory_core.metrics.rollup_path import (
     rollup_can_answer,
     rollup_select,
 )
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope, scoped_spans
-from observatory_core.settings import get_settings
 from observatory_core.storage.schema import spans
-from observatory_core.visibility import require_metric_query
 
 _OPS = {
     ">": operator.gt,

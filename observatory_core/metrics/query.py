@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from observatory_core.errors import UserError
+from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import (
     AUTO_POINTS,

@@ -7,12 +7,12 @@ from datetime import datetime
 from sqlalchemy import Select, case, func, literal_column
 from sqlalchemy.sql.expression import ColumnElement
 
+from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg
 from observatory_core.metrics.folding import folded_columns
 from observatory_core.rollups.partials import measure_expressions
-from observatory_core.scope import Scope, scoped_spans
 from observatory_core.storage.dialect import percentile_cont, stddev_samp, time_bucket
 from observatory_core.storage.schema import spans
 

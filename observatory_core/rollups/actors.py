@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from sqlalchemy import String, func, literal, select, union_all
 from sqlalchemy.engine import Engine
 
+from observatory_core.accounts.scope import Scope, span_conditions
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.rollup_path import plan_segments
-from observatory_core.scope import Scope, span_conditions
 from observatory_core.storage.schema import ACTOR_ROLLUPS, spans
 
 _ROLLUP_FILTERS = frozenset({"project_ids"})

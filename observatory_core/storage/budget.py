@@ -21,7 +21,7 @@ from psycopg import pq
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from observatory_core.errors import QueryTooSlow
+from observatory_core.base.errors import QueryTooSlow
 
 _deadline: ContextVar[tuple[float, float] | None] = ContextVar("read_deadline", default=None)
 # PostgreSQL: re-send the timeout only when the time left has shrunk by more than this, so a

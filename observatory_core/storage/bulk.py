@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
+from observatory_core.ingest.spanrows import SPAN_COLUMNS
 from observatory_core.rollups.maintain import fold_new_spans, prepare_new_spans, spans_new
 from observatory_core.rollups.partials import SOURCE_COLUMNS
-from observatory_core.spanrows import SPAN_COLUMNS
 from observatory_core.storage.dialect import insert_ignoring_duplicates, serialize_rollup_writes
 from observatory_core.storage.schema import spans
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-from observatory_core.errors import ConfigError, DatabaseUnavailable
+from observatory_core.base.errors import ConfigError, DatabaseUnavailable
 from observatory_core.storage import budget
 from observatory_core.storage.dialect import (
     PercentileAggregate,

@@ -45,7 +45,7 @@ orgs = Table(
     Column("created_at", UtcDateTime, nullable=False, default=lambda: datetime.now(UTC)),
     # Added by migration 0010: bumped by every change of who may do what in the org (a key
     # revoked, a user disabled or given another role), so every server process drops what it
-    # remembered about the org's keys on its next request (observatory_core/authversion.py).
+    # remembered about the org's keys on its next request (observatory_core/accounts/authversion.py).
     Column("auth_version", Integer, nullable=False, server_default="0"),
 )
 

@@ -4,7 +4,7 @@ statement, a constraint, a missing table) is permanent and must surface as it is
 
 from __future__ import annotations
 
-from observatory_core.errors import DatabaseUnavailable
+from observatory_core.base.errors import DatabaseUnavailable
 
 # SQLSTATEs: 40001 serialization failure, 40P01 deadlock, 57P01-57P03 admin/crash shutdown and
 # "cannot connect now", 53300 too many connections; class 08 is every connection exception.

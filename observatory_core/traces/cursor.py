@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from observatory_core.errors import UserError
+from observatory_core.base.errors import UserError
 
 MAX_CURSOR = 2_000
 

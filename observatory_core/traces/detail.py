@@ -9,9 +9,9 @@ from datetime import datetime
 from sqlalchemy import case, func
 from sqlalchemy.engine import Engine
 
-from observatory_core.errors import UserError
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope, scoped_spans
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope, scoped_spans
+from observatory_core.base.errors import UserError
 from observatory_core.storage.schema import spans
 from observatory_core.traces.fields import ALL_FIELDS, hidden_fields
 

@@ -1,11 +1,11 @@
-"""Which span fields a list may show; which a role may see is `observatory_core.visibility`."""
+"""Which span fields a list may show; which a role may see is `observatory_core.accounts.visibility`."""
 
 from __future__ import annotations
 
-from observatory_core.errors import UserError
-from observatory_core.scope import Scope
-from observatory_core.spanrows import SPAN_COLUMNS
-from observatory_core.visibility import hidden_fields, require_fields, visible
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import hidden_fields, require_fields, visible
+from observatory_core.base.errors import UserError
+from observatory_core.ingest.spanrows import SPAN_COLUMNS
 
 __all__ = ["ALL_FIELDS", "DEFAULT_FIELDS", "KEY_FIELDS", "hidden_fields", "resolve_fields"]
 

@@ -14,17 +14,17 @@ from functools import partial
 from sqlalchemy import DateTime, func, literal, select, tuple_, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
-from observatory_core.errors import UserError
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope, scoped_spans
+from observatory_core.accounts.visibility import require_fields, require_filters, visible
+from observatory_core.base.errors import UserError
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope, scoped_spans
 from observatory_core.storage.schema import spans
 from observatory_core.traces.cursor import Cursor, decode_cursor
 from observatory_core.traces.fields import KEY_FIELDS, resolve_fields
 from observatory_core.traces.paging import after, page_end
 from observatory_core.traces.trace_lists import read_by_tree, read_roots
-from observatory_core.visibility import require_fields, require_filters, visible
 
 SORTS = ("start_time", "duration_ms", "total_cost_usd", "total_tokens")
 

@@ -12,8 +12,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, and_, case, cast, func, literal, or_, select, union_all
 from sqlalchemy.engine import Connection
 
+from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.scope import Scope, scoped_spans, span_conditions
 from observatory_core.storage.dialect import epoch_us
 from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.traces.cursor import Cursor

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
-from observatory_core.errors import UserError
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope, scoped_spans
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope, scoped_spans
+from observatory_core.base.errors import UserError
 from observatory_core.storage.schema import projects, spans
 
 CHOICE_COLUMNS = ("provider", "model", "operation", "environment", "status", "service_name")

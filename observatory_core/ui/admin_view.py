@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import streamlit as st
 
-from observatory_core import audit, users
-from observatory_core.errors import UserError
+from observatory_core.accounts import audit, users
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.base.errors import UserError
 from observatory_core.ingest.apikeys import SCOPES, create_key, list_keys, revoke_key
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.ui import cached
 from observatory_core.ui.session import engine
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import streamlit as st
 
+from observatory_core.accounts.scope import Scope
 from observatory_core.alerts.history import active_alerts, events, last_event_id
 from observatory_core.metrics.catalog import METRICS
-from observatory_core.scope import Scope
 from observatory_core.ui import format
 from observatory_core.ui.session import engine, guarded
 

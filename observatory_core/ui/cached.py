@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
+from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery, query_from_json, query_to_json
-from observatory_core.overview import (
+from observatory_core.reports.overview import (
     BudgetBurn,
     Overview,
     budget_burn,
@@ -18,8 +19,7 @@ from observatory_core.overview import (
     period_overview,
     top,
 )
-from observatory_core.scope import Scope
-from observatory_core.summary import HomeSummary, home_summary
+from observatory_core.reports.summary import HomeSummary, home_summary
 from observatory_core.traces.detail import TraceDetail, get_trace
 from observatory_core.traces.query import Page, list_spans
 from observatory_core.traces.values import distinct_values, project_choices

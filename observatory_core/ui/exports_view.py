@@ -7,7 +7,11 @@ from datetime import UTC, datetime
 import plotly.express as px
 import streamlit as st
 
-from observatory_core.errors import UserError
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import export_refusal
+from observatory_core.base.errors import UserError
+from observatory_core.base.settings import get_settings
 from observatory_core.exports.jobs import (
     EXPORT_DEFAULT_FIELDS,
     MAX_ROWS,
@@ -20,13 +24,9 @@ from observatory_core.exports.links import sign_download
 from observatory_core.exports.stats import export_stats
 from observatory_core.exports.writers import COMPRESSIONS, FORMATS
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope
-from observatory_core.settings import get_settings
 from observatory_core.traces.fields import ALL_FIELDS, hidden_fields
 from observatory_core.ui import filters, format
 from observatory_core.ui.session import engine, guarded
-from observatory_core.visibility import export_refusal
 
 BADGE = {
     "pending": "🕓 pending",

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, time, timedelta
 
 import streamlit as st
 
-from observatory_core.errors import UserError
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import filter_allowed
+from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.scope import Scope
 from observatory_core.storage.schema import OPERATIONS, STATUSES
 from observatory_core.ui import cached, format
-from observatory_core.visibility import filter_allowed
 
 WINDOWS = {
     "15m": "Last 15 minutes",

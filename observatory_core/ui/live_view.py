@@ -1,4 +1,4 @@
-"""The live view: a feed that refreshes by itself, built from `observatory_core.live`."""
+"""The live view: a feed that refreshes by itself, built from `observatory_core.reports.live`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import streamlit as st
 
+from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.live import live_feed
-from observatory_core.scope import Scope
+from observatory_core.reports.live import live_feed
 from observatory_core.ui import format, tables
 from observatory_core.ui.session import engine, guarded
 

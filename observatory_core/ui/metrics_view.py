@@ -10,15 +10,15 @@ import polars as pl
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from observatory_core.errors import UserError
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import metric_visible
+from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import BUCKETS, DIMENSIONS, MAX_GROUP_BY, METRICS
 from observatory_core.metrics.engine import MetricResult
 from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.scope import Scope
 from observatory_core.ui import colors, format
-from observatory_core.visibility import metric_visible
 
 PAGE_PARAMS = frozenset({"m", "b", "g", "cmp", "top", "zoom"})
 DEFAULT_SERIES = ("request_count.count", "duration_ms.p95")

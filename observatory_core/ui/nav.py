@@ -7,8 +7,8 @@ from urllib.parse import urlparse
 
 import streamlit as st
 
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import streamlit as st
 
 from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.folding import OTHER
-from observatory_core.overview import BudgetBurn, Kpi, Overview
-from observatory_core.significance import HELP
+from observatory_core.reports.overview import BudgetBurn, Kpi, Overview
+from observatory_core.reports.significance import HELP
 from observatory_core.ui import colors, format
 
 PALETTE_SPENT = "#4E79A7"

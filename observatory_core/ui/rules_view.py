@@ -9,6 +9,9 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import metric_visible
 from observatory_core.alerts.backtest import backtest
 from observatory_core.alerts.rules import (
     COMPARATORS,
@@ -21,14 +24,11 @@ from observatory_core.alerts.rules import (
     update_rule,
 )
 from observatory_core.alerts.webhooks import delivery_log
-from observatory_core.errors import UserError
+from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import DIMENSIONS, METRICS
-from observatory_core.permissions import Permission
-from observatory_core.scope import Scope
 from observatory_core.ui import colors, format
 from observatory_core.ui.session import engine
-from observatory_core.visibility import metric_visible
 
 WINDOWS = {
     "1 minute": 60,

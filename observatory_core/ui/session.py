@@ -1,8 +1,8 @@
 """Login and the current user's scope, with every failure shown as one sentence.
 
-Passwords are checked by observatory_core/login.py (throttled per username and address,
+Passwords are checked by observatory_core/accounts/login.py (throttled per username and address,
 audited). The browser keeps a signed cookie naming a server-side session
-(observatory_core/sessions.py) that every page run checks, so logging out, idling past the
+(observatory_core/accounts/sessions.py) that every page run checks, so logging out, idling past the
 limit or being disabled ends the login on the server, whatever the browser still holds.
 """
 
@@ -19,17 +19,17 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from observatory_core import audit, sessions
-from observatory_core.errors import UserError
-from observatory_core.login import WRONG_LOGIN, log_in, log_out
-from observatory_core.login_cookie import claims_from_cookie, make_cookie
-from observatory_core.scope import Scope
-from observatory_core.settings import Settings, get_settings
+from observatory_core.accounts import audit, sessions
+from observatory_core.accounts.login import WRONG_LOGIN, log_in, log_out
+from observatory_core.accounts.login_cookie import claims_from_cookie, make_cookie
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.users import scope_for
+from observatory_core.base.errors import UserError
+from observatory_core.base.settings import Settings, get_settings
 from observatory_core.storage.budget import budgeted, time_budget
 from observatory_core.storage.engine import check_connection, describe_failure, get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.ui import nav
-from observatory_core.users import scope_for
 
 P = ParamSpec("P")
 __all__ = ["WRONG_LOGIN", "current_scope", "engine", "logout_button", "require_login", "run"]

@@ -47,7 +47,7 @@ class Hook:
 @pytest.fixture
 def allow_hosts(monkeypatch):
     """Set the admin's webhook allow list (OBSERVATORY_WEBHOOK_ALLOW_HOSTS) for one test."""
-    from observatory_core.settings import get_settings
+    from observatory_core.base.settings import get_settings
 
     def allow(value: str) -> None:
         monkeypatch.setenv("OBSERVATORY_WEBHOOK_ALLOW_HOSTS", value)

@@ -14,7 +14,7 @@ from observatory_core.alerts.egress import AllowList, Refused, check_target
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.rules import build_rule
 from observatory_core.alerts.webhooks import deliver_due, delivery_log
-from observatory_core.errors import UserError
+from observatory_core.base.errors import UserError
 from tests.alerts.conftest import NOW, firing_rule
 from tests.helpers import admin_scope
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
+from observatory_core.accounts.permissions import Role
 from observatory_core.alerts.backtest import backtest
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.history import active_alerts
@@ -18,9 +19,8 @@ from observatory_core.alerts.rules import (
     list_rules,
     update_rule,
 )
-from observatory_core.errors import PermissionDenied, UserError
+from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.ingest.counts import record_rejections
-from observatory_core.permissions import Role
 from observatory_core.storage.schema import export_jobs
 from tests.alerts.conftest import NOW, add_spans
 from tests.helpers import admin_scope

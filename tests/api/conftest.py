@@ -8,13 +8,13 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
+from observatory_core.accounts.permissions import Role
 from observatory_core.api import context
 from observatory_core.api.app import create_app
 from observatory_core.api.common import cache
 from observatory_core.api.ratelimit import RateLimiter
+from observatory_core.base.settings import get_settings
 from observatory_core.ingest.apikeys import create_key
-from observatory_core.permissions import Role
-from observatory_core.settings import get_settings
 from tests.helpers import admin_scope, load_small_demo, make_org
 
 ROLES = ("admin", "developer", "viewer", "billing")
@@ -56,6 +56,6 @@ def auth(api, who: str = "developer") -> dict[str, str]:
 
 
 def scope_of(api, role: str = "developer", org: str = "acme"):
-    from observatory_core.scope import Scope
+    from observatory_core.accounts.scope import Scope
 
     return Scope(org_id=api[org], role=Role(role))

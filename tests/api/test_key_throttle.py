@@ -9,12 +9,12 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from observatory_core import keyguard
+from observatory_core.accounts import keyguard
 from observatory_core.api import context
 from observatory_core.api.app import create_app
 from observatory_core.api.ratelimit import RateLimiter
+from observatory_core.base.settings import get_settings
 from observatory_core.ingest.apikeys import create_key
-from observatory_core.settings import get_settings
 from tests.api.conftest import PREFIX, ApiClient
 from tests.helpers import END, admin_scope, make_org
 

@@ -10,8 +10,8 @@ import polars as pl
 from sqlalchemy import text
 
 from observatory_core.api import metrics as metrics_routes
+from observatory_core.base.settings import get_settings
 from observatory_core.metrics.folding import OTHER
-from observatory_core.settings import get_settings
 from tests.api.conftest import auth
 from tests.helpers import SLOW_SQL, all_spans
 

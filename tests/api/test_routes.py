@@ -178,9 +178,9 @@ def test_bad_input_gets_a_code_and_a_message(api, url, status, message):
 
 
 def test_keys_and_rate_limits(api, monkeypatch):
+    from observatory_core.accounts.permissions import Role
     from observatory_core.api import context
     from observatory_core.api.ratelimit import RateLimiter
-    from observatory_core.permissions import Role
 
     client = api["client"]
     assert client.get("/traces").json()["error"]["code"] == "unauthorized"

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from observatory_core.accounts.permissions import Role
 from observatory_core.ingest.apikeys import create_key
-from observatory_core.permissions import Role
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import spans

@@ -7,8 +7,8 @@ import pytest
 
 from observatory_core.demo.catalog import INCIDENTS, MODELS
 from observatory_core.demo.generator import DemoGenerator
-from observatory_core.pricing import PriceBook
-from observatory_core.spanrows import complete_row
+from observatory_core.ingest.pricing import PriceBook
+from observatory_core.ingest.spanrows import complete_row
 from tests.helpers import END
 
 IDS = {

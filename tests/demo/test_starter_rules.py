@@ -4,14 +4,14 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.tenancy import org_id_by_slug
 from observatory_core.alerts.history import events
 from observatory_core.demo.load import load_demo
 from observatory_core.demo.starter_rules import STARTER_RULES, install_starter_rules
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import alert_states
-from observatory_core.tenancy import org_id_by_slug
 
 
 def test_the_recent_incident_fires_and_resolves_in_the_starter_rules_history(engine):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from observatory_core.accounts.users import add_user
+from observatory_core.base.settings import get_settings
 from observatory_core.demo.load import load_demo
-from observatory_core.settings import get_settings
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
-from observatory_core.users import add_user
 from tests.live_server import running_server
 
 ROOT = Path(__file__).resolve().parents[2]

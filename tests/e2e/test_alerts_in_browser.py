@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from observatory_core.accounts.users import scope_for
 from observatory_core.alerts.rules import build_rule, create_rule
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.users import scope_for
 from tests.e2e.conftest import ARTIFACTS, open_logged_in
 from tests.helpers import span, write
 

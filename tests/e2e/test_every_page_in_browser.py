@@ -17,18 +17,18 @@ from pathlib import Path
 
 import pytest
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.users import add_user
+from observatory_core.base.settings import get_settings
 from observatory_core.demo.catalog import ORGS
 from observatory_core.demo.load import ensure_demo_tenants, load_demo
 from observatory_core.demo.starter_rules import STARTER_RULES, install_starter_rules
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
-from observatory_core.settings import get_settings
-from observatory_core.spanrows import complete_row
+from observatory_core.ingest.spanrows import complete_row
 from observatory_core.storage.bulk import write_spans
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.ui.nav import PAGES
-from observatory_core.users import add_user
 from tests.live_server import running_server
 
 pytestmark = pytest.mark.browser

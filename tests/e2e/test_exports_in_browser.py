@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from observatory_core.accounts.users import scope_for
 from observatory_core.exports.jobs import list_exports
 from observatory_core.exports.links import sign_download
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.traces.query import count_spans
-from observatory_core.users import scope_for
 from tests.e2e.conftest import ARTIFACTS, open_logged_in
 from tests.helpers import login_cookie
 from tests.live_server import COOKIE_KEY

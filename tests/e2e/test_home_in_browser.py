@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from observatory_core.summary import home_summary
+from observatory_core.accounts.users import scope_for
+from observatory_core.reports.summary import home_summary
 from observatory_core.ui import format
-from observatory_core.users import scope_for
 from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser

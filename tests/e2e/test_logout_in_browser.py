@@ -6,9 +6,9 @@ import urllib.request
 
 import pytest
 
+from observatory_core.accounts.users import scope_for
+from observatory_core.base.settings import get_settings
 from observatory_core.exports.links import sign_download
-from observatory_core.settings import get_settings
-from observatory_core.users import scope_for
 from tests.e2e.conftest import open_logged_in
 from tests.live_server import COOKIE_KEY
 

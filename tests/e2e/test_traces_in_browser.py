@@ -4,9 +4,9 @@ import re
 
 import pytest
 
+from observatory_core.accounts.users import scope_for
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.traces.query import list_spans
-from observatory_core.users import scope_for
 from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
 from observatory_core.exports.worker import WorkerConfig
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from tests.helpers import load_small_demo
 
 

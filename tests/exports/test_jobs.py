@@ -5,7 +5,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from observatory_core.errors import PermissionDenied, UserError
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.exports.jobs import (
     NEW_PER_USER_PER_HOUR,
     Conflict,
@@ -18,8 +20,6 @@ from observatory_core.exports.jobs import (
 )
 from observatory_core.exports.worker import work_once
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.schema import audit_log
 from tests.helpers import END
 

@@ -5,13 +5,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from observatory_core.errors import PermissionDenied
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.base.errors import PermissionDenied
 from observatory_core.exports.jobs import create_export
 from observatory_core.exports.stats import export_stats
 from observatory_core.exports.worker import work_once
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.storage.schema import export_jobs
 
 

@@ -249,7 +249,7 @@ def test_parquet_files_use_the_codec_asked_for(data, scope, config, codec):
 
 
 def test_a_parquet_codec_for_a_text_format_is_refused_with_the_fix(data, scope):
-    from observatory_core.errors import UserError
+    from observatory_core.base.errors import UserError
 
     with pytest.raises(UserError, match="zstd compresses Parquet files; for CSV choose gzip"):
         create_export(data, scope, SPEC, fmt="csv", compression="zstd")

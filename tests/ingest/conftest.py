@@ -89,7 +89,7 @@ def call_route(headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict,
 
     from starlette.requests import Request
 
-    from observatory_core.http.otlp_route import otlp_traces
+    from observatory_core.api.otlp_route import otlp_traces
 
     pending = chunks if chunks else [b""]
 
@@ -112,7 +112,7 @@ def route(org_key, monkeypatch):
     """(send, engine, org id): `send(body, kind, chunk=0, **headers)` posts through the real
     route with a real receiver (1 MiB body limit) and group-commit writer on the test's
     database; `chunk` splits the body into pieces of that size, as a network would."""
-    from observatory_core.http import otlp_route
+    from observatory_core.api import otlp_route
     from observatory_core.ingest.receiver import Receiver
     from observatory_core.ingest.writer import BatchWriter
 

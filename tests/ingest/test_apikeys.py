@@ -7,9 +7,9 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
-from observatory_core.errors import PermissionDenied, UserError
+from observatory_core.accounts.permissions import Role
+from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.ingest.apikeys import BadKey, create_key, list_keys, revoke_key, verify_key
-from observatory_core.permissions import Role
 from observatory_core.storage.schema import api_keys
 from tests.helpers import admin_scope, make_org
 

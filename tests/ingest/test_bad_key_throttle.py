@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from starlette.requests import Request
 
-from observatory_core import keyguard
-from observatory_core.http import otlp_route
+from observatory_core.accounts import keyguard
+from observatory_core.api import otlp_route
 from observatory_core.ingest.receiver import Receiver
 from tests.helpers import END
 from tests.ingest.conftest import PROTOBUF, sample

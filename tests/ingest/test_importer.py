@@ -9,13 +9,13 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from observatory_core.errors import UserError
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.base.errors import UserError
 from observatory_core.exports.jobs import create_export, download_target
 from observatory_core.exports.worker import WorkerConfig, work_once
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest.importer import import_file
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.traces.fields import ALL_FIELDS
 from tests.helpers import all_spans, load_small_demo, make_org
 from tests.ingest.conftest import SAMPLES

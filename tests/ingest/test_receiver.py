@@ -99,7 +99,7 @@ def test_project_comes_from_the_key_or_the_resource(org_key):
 def test_another_orgs_project_cannot_be_bound_to_a_key(org_key):
     engine, org_id, _, _ = org_key
     other_org, other_projects = make_org(engine, "globex", ("secret",))
-    from observatory_core.errors import UserError
+    from observatory_core.base.errors import UserError
 
     with pytest.raises(UserError, match="No project"):
         create_key(engine, admin_scope(org_id), "sneaky", project_id=other_projects[0])

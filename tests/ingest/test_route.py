@@ -11,7 +11,7 @@ from google.rpc import status_pb2
 from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 
-from observatory_core.http import otlp_route
+from observatory_core.api import otlp_route
 from observatory_core.ingest.receiver import Receiver
 from observatory_core.ingest.writer import Overloaded, ShuttingDown
 from tests.ingest.conftest import PROTOBUF, sample

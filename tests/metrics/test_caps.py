@@ -8,7 +8,7 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from observatory_core.errors import UserError
+from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics import engine as metrics_engine
 from observatory_core.metrics.engine import run_metrics

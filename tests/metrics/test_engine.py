@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from observatory_core.accounts.permissions import Role
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics import sketch
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, ZERO_WHEN_EMPTY, Agg
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.permissions import Role
 from tests.helpers import admin_scope
 from tests.metrics.reference import reference_metrics
 
@@ -250,7 +250,7 @@ def test_scope_limits_metrics_to_the_org_and_projects(metrics_data):
 
 
 def test_costs_need_costs_read(metrics_data):
-    from observatory_core.errors import UserError
+    from observatory_core.base.errors import UserError
 
     d = metrics_data
     with pytest.raises(UserError, match="cannot see costs"):

@@ -65,7 +65,7 @@ def test_auto_bucket_follows_the_range():
 
 
 def test_reversed_range_is_refused_by_the_filter():
-    from observatory_core.errors import UserError
+    from observatory_core.base.errors import UserError
 
     with pytest.raises(UserError, match="swap them"):
         FilterSpec(relative=None, start=NOW, end=NOW - timedelta(days=1))

@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from observatory_core.errors import QueryTooSlow
+from observatory_core.base.errors import QueryTooSlow
 from observatory_core.storage.budget import time_budget
 from tests.helpers import SLOW_SQL
 

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from observatory_core.errors import ConfigError, DatabaseUnavailable
+from observatory_core.base.errors import ConfigError, DatabaseUnavailable
 from observatory_core.storage.engine import check_connection, get_engine
 
 

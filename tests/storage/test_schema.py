@@ -81,7 +81,7 @@ def test_same_ids_in_another_org_are_separate_spans(engine):
 
 
 def test_long_text_is_cut_and_flagged(engine):
-    from observatory_core.spanrows import complete_row
+    from observatory_core.ingest.spanrows import complete_row
 
     org, (project,) = make_org(engine, "acme")
     row = span(org, project, datetime(2026, 1, 1, tzinfo=UTC))

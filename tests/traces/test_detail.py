@@ -3,9 +3,9 @@
 import polars as pl
 import pytest
 
-from observatory_core.errors import PermissionDenied, UserError
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.traces.detail import get_trace
 
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from observatory_core.errors import PermissionDenied, UserError
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.traces.query import list_spans
 from tests.helpers import span, write
 from tests.reference import reference_ids

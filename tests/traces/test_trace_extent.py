@@ -4,9 +4,9 @@ from datetime import timedelta
 
 import pytest
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Role
-from observatory_core.scope import Scope
 from observatory_core.traces.query import list_spans
 from tests.helpers import make_org, span, write
 from tests.traces.conftest import NOW

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 from sqlalchemy import select
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.permissions import Role
 from observatory_core.rollups.maintain import rebuild
-from observatory_core.scope import Scope
 from observatory_core.storage.schema import trace_totals
 from observatory_core.traces.query import list_spans
 from tests.helpers import all_spans, make_org, span, write

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import streamlit as st
 
+from observatory_core.accounts.users import add_user
+from observatory_core.base.settings import get_settings
 from observatory_core.demo.load import load_demo
-from observatory_core.settings import get_settings
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
-from observatory_core.users import add_user
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("admin", "developer", "viewer", "billing")
@@ -35,7 +35,7 @@ def app_env(app_db, monkeypatch, tmp_path):
     url, passwords = app_db
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("OBSERVATORY_COOKIE_KEY", "test-cookie-key-0123456789-abcdefghijklmnop")
-    monkeypatch.setattr("observatory_core.settings.SECRETS_FILE", tmp_path / "none.toml")
+    monkeypatch.setattr("observatory_core.base.settings.SECRETS_FILE", tmp_path / "none.toml")
     get_settings.cache_clear()
     st.cache_data.clear()
     st.cache_resource.clear()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from observatory_core.overview import set_budget
-from observatory_core.users import scope_for
+from observatory_core.accounts.users import scope_for
+from observatory_core.reports.overview import set_budget
 from tests.ui.test_admin_page import open_admin
 from tests.ui.test_app import login, start
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from observatory_core.accounts.users import scope_for
 from observatory_core.ingest.apikeys import BadKey, list_keys, verify_key
-from observatory_core.users import scope_for
 from tests.ui.test_app import login, start
 
 

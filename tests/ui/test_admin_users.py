@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from observatory_core.users import org_users, scope_for
+from observatory_core.accounts.users import org_users, scope_for
 from tests.ui.test_admin_page import open_admin
 
 

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import delete
 from streamlit.testing.v1 import AppTest
 
+from observatory_core.accounts.users import scope_for
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.rules import build_rule, create_rule, list_rules
 from observatory_core.storage.schema import alert_rules
-from observatory_core.users import scope_for
 from tests.ui.test_app import login, start
 
 

@@ -5,10 +5,10 @@ import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from observatory_core.settings import get_settings
-from observatory_core.summary import home_summary
+from observatory_core.accounts.users import scope_for
+from observatory_core.base.settings import get_settings
+from observatory_core.reports.summary import home_summary
 from observatory_core.ui import format
-from observatory_core.users import scope_for
 from tests.ui.conftest import ROOT
 
 
@@ -26,7 +26,7 @@ def login(at: AppTest, username: str, password: str | None = None) -> AppTest:
     The login form itself is driven in the real browser by tests/e2e and in
     tests/ui/test_login_page.py: AppTest does not route st.navigation the way a browser does.
     """
-    from observatory_core.settings import get_settings
+    from observatory_core.base.settings import get_settings
     from observatory_core.storage.engine import get_engine
     from tests.helpers import open_session
 

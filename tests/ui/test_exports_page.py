@@ -4,10 +4,10 @@ from datetime import timedelta
 
 from streamlit.testing.v1 import AppTest
 
+from observatory_core.accounts.users import scope_for
 from observatory_core.exports.jobs import list_exports
 from observatory_core.exports.worker import WorkerConfig, work_once
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.users import scope_for
 from tests.ui.test_app import login, start
 
 
@@ -79,7 +79,7 @@ def test_viewer_is_told_why_a_file_with_costs_is_not_offered(app_env, tmp_path):
     API call the same check)."""
     import pytest
 
-    from observatory_core.errors import PermissionDenied
+    from observatory_core.base.errors import PermissionDenied
     from observatory_core.exports.jobs import create_export, download_target
 
     engine, _ = app_env

@@ -1,7 +1,7 @@
 """Numbers by unit, status words and chart colours: what every page shows comes from here."""
 
-from observatory_core import significance as sig
 from observatory_core.metrics.folding import OTHER
+from observatory_core.reports import significance as sig
 from observatory_core.ui import colors, format
 
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
-from observatory_core import sessions, throttle
-from observatory_core.login import WRONG_LOGIN, log_out
+from observatory_core.accounts import sessions, throttle
+from observatory_core.accounts.login import WRONG_LOGIN, log_out
+from observatory_core.accounts.users import add_user, set_disabled
 from observatory_core.storage.schema import user_sessions
-from observatory_core.users import add_user, set_disabled
 from tests.ui.conftest import ROOT
 
 PASSWORD = "form-password-123"
@@ -107,7 +107,7 @@ def test_an_idle_or_disabled_session_goes_back_to_the_form(app_env):
 def test_a_new_role_applies_on_the_next_page_run(app_env):
     import pytest
 
-    from observatory_core.users import set_role
+    from observatory_core.accounts.users import set_role
 
     engine, _ = app_env
     name = _fresh_user(engine)

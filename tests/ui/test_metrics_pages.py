@@ -5,12 +5,12 @@ from datetime import datetime
 import polars as pl
 from streamlit.testing.v1 import AppTest
 
+from observatory_core.accounts.users import scope_for
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.overview import period_overview
+from observatory_core.reports.overview import period_overview
 from observatory_core.ui import cached
-from observatory_core.users import scope_for
 from tests.ui.test_app import login, start
 
 
@@ -124,7 +124,7 @@ def test_a_query_past_its_budget_shows_how_to_narrow_it(app_env, monkeypatch):
     """The page stops the query at the read budget and says so, instead of spinning."""
     from sqlalchemy import text
 
-    from observatory_core.settings import get_settings
+    from observatory_core.base.settings import get_settings
     from observatory_core.ui.session import engine as ui_engine
     from tests.helpers import SLOW_SQL
 

@@ -3,9 +3,9 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from observatory_core.accounts.users import scope_for
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.traces.query import list_spans
-from observatory_core.users import scope_for
 from tests.ui.test_app import login, start
 
 

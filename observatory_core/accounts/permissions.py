@@ -1,0 +1,83 @@
+"""Roles and what each may do (README "Users and roles"). Pages and core functions ask here.
+
+Also what each role may *see*: `FIELD_NEEDS` is the one declaration of which span fields need
+which permission. Every path a field can appear on (list columns, sorts, filters and search,
+metrics and group-bys, exports, the trace detail, the live feed, the HTTP API, the pages) asks
+`observatory_core.accounts.visibility`, which reads this table, so a field is hidden everywhere or nowhere.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    DEVELOPER = "developer"
+    VIEWER = "viewer"
+    BILLING = "billing"
+
+
+class Permission(StrEnum):
+    TRACES_READ = "traces:read"
+    METRICS_READ = "metrics:read"
+    COSTS_READ = "costs:read"
+    EXPORTS_CREATE = "exports:create"
+    EXPORTS_CANCEL = "exports:cancel"
+    EXPORTS_READ = "exports:read"
+    EXPORTS_DOWNLOAD = "exports:download"
+    ALERTS_READ = "alerts:read"
+    ALERTS_MANAGE = "alerts:manage"
+    ADMIN = "admin"
+
+
+_P = Permission
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.DEVELOPER: frozenset(Permission) - {_P.ADMIN},
+    Role.VIEWER: frozenset(
+        {_P.TRACES_READ, _P.METRICS_READ, _P.EXPORTS_READ, _P.EXPORTS_DOWNLOAD, _P.ALERTS_READ}
+    ),
+    Role.BILLING: frozenset(
+        {
+            _P.METRICS_READ,
+            _P.COSTS_READ,
+            _P.EXPORTS_CREATE,
+            _P.EXPORTS_CANCEL,
+            _P.EXPORTS_READ,
+            _P.EXPORTS_DOWNLOAD,
+            _P.ALERTS_READ,
+        }
+    ),
+}
+
+
+# Span fields not every role may see, and the permission each needs. Fields not named here are
+# visible to every role that can read spans or metrics at all.
+FIELD_NEEDS: dict[str, Permission] = {
+    "total_cost_usd": _P.COSTS_READ,
+    "input_cost_usd": _P.COSTS_READ,
+    "output_cost_usd": _P.COSTS_READ,
+    "cost_source": _P.COSTS_READ,
+    "input_text": _P.TRACES_READ,
+    "output_text": _P.TRACES_READ,
+    "text_truncated": _P.TRACES_READ,
+}
+# What a person calls the data behind each permission, for messages.
+SEES = {_P.COSTS_READ: "costs", _P.TRACES_READ: "prompt and answer text"}
+
+
+def fields_hidden_from(role: Role) -> frozenset[str]:
+    """The span fields `role` may not see, from `FIELD_NEEDS`."""
+    have = ROLE_PERMISSIONS[role]
+    return frozenset(f for f, needs in FIELD_NEEDS.items() if needs not in have)
+
+
+def parse_role(raw: str) -> Role:
+    try:
+        return Role(raw.strip().lower())
+    except ValueError:
+        from observatory_core.base.errors import UserError
+
+        names = ", ".join(r.value for r in Role)
+        raise UserError(f"Unknown role {raw!r}; choose one of {names}.") from None
