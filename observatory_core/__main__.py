@@ -296,6 +296,43 @@ def cmd_keys(args) -> None:
             print(f"{k['id']:>4}  {k['prefix']}...  {k['name']}  [{k['scopes']}]  {state}")
 
 
+def cmd_prices(args) -> None:
+    from observatory_core.accounts.tenancy import org_id_by_slug
+    from observatory_core.ingest.pricing import list_org_prices, set_org_price
+
+    engine = _engine()
+    with engine.begin() as conn:
+        org_id = org_id_by_slug(conn, args.org)
+        if args.action == "set":
+            missing = [
+                f"--{n}"
+                for n in ("provider", "model", "input", "output")
+                if getattr(args, n) is None
+            ]
+            if missing:
+                raise UserError(f"`prices set` needs {', '.join(missing)}.")
+            since = _parse_since(args.since) if args.since else datetime.now(UTC)
+            set_org_price(
+                conn, org_id, args.provider, args.model, args.input, args.output, since, actor="cli"
+            )
+            print(
+                f"{args.provider}/{args.model} in {args.org}: ${args.input:g} input and "
+                f"${args.output:g} output per million tokens from {since.isoformat()}. Spans "
+                "received from now on (within a minute in a running server) are priced so; "
+                "spans already stored keep their cost."
+            )
+            return
+        rows = list_org_prices(conn, org_id)
+    if not rows:
+        print(f"No custom prices in {args.org}: every model is priced from the genai-prices table.")
+    for r in rows:
+        print(
+            f"{r['provider']}/{r['model']}  input ${r['input_usd_per_mtok']:g}  "
+            f"output ${r['output_usd_per_mtok']:g} per million tokens  "
+            f"from {r['effective_from'].isoformat()}"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m observatory_core")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -379,6 +416,16 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--role", default="developer", help="what a read key acts as (create)")
     keys.add_argument("--id", type=int, help="key id (revoke)")
     keys.set_defaults(func=cmd_keys)
+
+    prices = sub.add_parser("prices", help="set or list an org's own model prices")
+    prices.add_argument("action", choices=["set", "list"])
+    prices.add_argument("--org", required=True, help="org slug, e.g. acme")
+    prices.add_argument("--provider", help="e.g. openai (set)")
+    prices.add_argument("--model", help="the model name as spans report it, e.g. gpt-4o (set)")
+    prices.add_argument("--input", type=float, help="USD per million input tokens (set)")
+    prices.add_argument("--output", type=float, help="USD per million output tokens (set)")
+    prices.add_argument("--since", help="effective from this date (ISO 8601); default now (set)")
+    prices.set_defaults(func=cmd_prices)
     return parser
 
 

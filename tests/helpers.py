@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
@@ -14,7 +15,7 @@ from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.demo.load import ensure_demo_tenants, load_demo
 from observatory_core.ingest.spanrows import complete_row
 from observatory_core.storage.bulk import write_spans
-from observatory_core.storage.schema import spans
+from observatory_core.storage.schema import spans, users
 
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 _ids = itertools.count(1)
@@ -142,3 +143,21 @@ SLOW_SQL = {
     "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000000) "
     "SELECT count(*) FROM c",
 }
+
+
+def authenticator_credentials(engine: Engine) -> dict:
+    """Each enabled user's stored row, keyed like streamlit-authenticator's credentials dict."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(users).where(users.c.disabled.is_(False))).mappings().all()
+    return {
+        "usernames": {
+            r["username"]: {
+                "email": r["email"],
+                "first_name": r["name"],
+                "last_name": "",
+                "password": r["password_hash"],
+                "roles": [r["role"]],
+            }
+            for r in rows
+        }
+    }

@@ -7,12 +7,13 @@ import pytest
 from sqlalchemy import func, select
 
 from observatory_core.__main__ import main
-from observatory_core.accounts.users import authenticator_credentials, verify_password
+from observatory_core.accounts.users import verify_password
 from observatory_core.base.settings import get_settings
 from observatory_core.demo.load import load_demo
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import spans
+from tests.helpers import authenticator_credentials
 
 
 @pytest.fixture
@@ -142,3 +143,45 @@ def test_a_reader_that_stops_early_gets_no_traceback(cli_db):
     key = done.stdout.strip()
     assert key.startswith("obs_") and "\n" not in key
     assert verify_key(engine, key, "read").scope().org_id is not None
+
+
+def test_an_orgs_own_price_set_by_the_cli_prices_spans_stored_after_it(cli_db, capsys):
+    import polars as pl
+
+    from tests.helpers import make_org
+
+    engine, _ = cli_db
+    upgrade(engine)
+    make_org(engine, "acme")
+    assert main(["prices", "list", "--org", "acme"]) == 0
+    assert "No custom prices in acme" in capsys.readouterr().out
+    args = ["prices", "set", "--org", "acme", "--provider", "OpenAI", "--model", "gpt-4o"]
+    assert main([*args, "--input", "1000", "--output", "0", "--since", "2026-01-01"]) == 0
+    assert "spans already stored keep their cost" in capsys.readouterr().out
+    assert main([*args, "--input", "5"]) == 2
+    assert "`prices set` needs --output" in capsys.readouterr().err
+    assert main([*args, "--input", "-1", "--output", "1"]) == 2
+    assert "cannot be negative" in capsys.readouterr().err
+    assert main(["prices", "list", "--org", "acme"]) == 0
+    assert "openai/gpt-4o  input $1000  output $0 per million tokens" in capsys.readouterr().out
+
+    load_demo(engine, spans=1500, days=1, seed=3, end=datetime(2026, 11, 20, tzinfo=UTC))
+    with engine.connect() as conn:
+        from observatory_core.accounts.tenancy import org_id_by_slug
+
+        acme = org_id_by_slug(conn, "acme")
+        rows = pl.DataFrame(
+            [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(spans.c.org_id, spans.c.input_tokens, spans.c.total_cost_usd).where(
+                        spans.c.model == "gpt-4o", spans.c.cost_source == "computed"
+                    )
+                )
+            ]
+        )
+    mine = rows.filter(pl.col("org_id") == acme)
+    assert mine.height > 0
+    assert mine["total_cost_usd"].sum() == pytest.approx(mine["input_tokens"].sum() * 1000 / 1e6)
+    others = rows.filter(pl.col("org_id") != acme)  # other orgs keep the table's price
+    assert others.height == 0 or others["total_cost_usd"].sum() < others["input_tokens"].sum() / 1e3

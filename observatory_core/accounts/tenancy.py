@@ -47,7 +47,3 @@ def org_id_by_slug(conn: Connection, slug: str) -> int:
         known = ", ".join(conn.execute(select(orgs.c.slug).order_by(orgs.c.slug)).scalars())
         raise UserError(f"No org {slug!r}; known orgs: {known or 'none yet'}.")
     return found
-
-
-def list_orgs(conn: Connection) -> list[dict]:
-    return [dict(r._mapping) for r in conn.execute(select(orgs).order_by(orgs.c.id))]

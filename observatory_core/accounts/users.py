@@ -215,24 +215,6 @@ def list_users(engine: Engine) -> list[dict]:
         return [dict(r._mapping) for r in rows]
 
 
-def authenticator_credentials(engine: Engine) -> dict:
-    """The credentials dict streamlit-authenticator expects, with bcrypt hashes as stored."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(users).where(users.c.disabled.is_(False))).mappings().all()
-    return {
-        "usernames": {
-            r["username"]: {
-                "email": r["email"],
-                "first_name": r["name"],
-                "last_name": "",
-                "password": r["password_hash"],
-                "roles": [r["role"]],
-            }
-            for r in rows
-        }
-    }
-
-
 def scope_for(engine: Engine, username: str) -> Scope:
     """The scope of a logged-in user: their org, role and visible projects."""
     with engine.connect() as conn:

@@ -204,3 +204,14 @@ def set_org_price(
             "effective_from": as_utc(effective_from),
         },
     )
+
+
+def list_org_prices(conn: Connection, org_id: int) -> list[dict]:
+    """An org's own prices, newest first per model (what `prices list` prints)."""
+    p = model_prices.c
+    rows = conn.execute(
+        select(p.provider, p.model, p.input_usd_per_mtok, p.output_usd_per_mtok, p.effective_from)
+        .where(p.org_id == org_id)
+        .order_by(p.provider, p.model, p.effective_from.desc())
+    )
+    return [dict(r._mapping) for r in rows]

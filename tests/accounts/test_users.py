@@ -5,14 +5,13 @@ import pytest
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.users import (
     add_user,
-    authenticator_credentials,
     scope_for,
     set_password,
     verify_password,
 )
 from observatory_core.base.errors import UserError
 from observatory_core.storage.schema import user_projects, users
-from tests.helpers import make_org
+from tests.helpers import authenticator_credentials, make_org
 
 
 def test_added_user_logs_in_with_the_returned_password_only(engine):
