@@ -7,6 +7,7 @@ what it sends and what is read from it."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -73,6 +74,8 @@ AI_SDK_METADATA = "ai.telemetry.metadata."
 VERCEL_AI = {  # Vercel AI SDK (its provider-call spans are read by `ai_sdk` below)
     AI_SDK_METADATA + "userId": "user_id",
     AI_SDK_METADATA + "sessionId": "session_id",
+    # its GenAI telemetry (seconds); the legacy `ai.response.msToFirstChunk` is read by `ai_sdk`
+    "gen_ai.client.operation.time_to_first_chunk": "ttft_seconds",
 }
 LANGFUSE = {  # Langfuse's own attribute names
     "langfuse.user.id": "user_id",
@@ -124,8 +127,16 @@ PROJECT = names_for("project")
 # Traceloop/OpenLLMetry: the app's "association properties" (user and session above; the rest
 # become metadata).
 ASSOCIATION = "traceloop.association.properties."
-# OpenInference marks a stream's first token with an event, not an attribute.
-FIRST_TOKEN_EVENTS = ("First Token Stream Event",)
+# Events that mark a stream's first token (or chunk), when no attribute says it: OpenInference's
+# one event; OpenLLMetry's event per chunk (the first one counts); the Vercel AI SDK's.
+FIRST_TOKEN_EVENTS = (
+    "First Token Stream Event",
+    "gen_ai.content.completion.chunk",
+    "llm.content.completion.chunk",
+    "ai.stream.firstChunk",
+)
+# One event per streamed chunk: kept as one entry with a count, not hundreds.
+CHUNK_EVENTS = ("gen_ai.content.completion.chunk", "llm.content.completion.chunk")
 # OpenInference: the request's parameters as JSON; a failed call's model is only there.
 INVOCATION_PARAMETERS = "llm.invocation_parameters"
 
@@ -245,10 +256,11 @@ def ai_sdk(attrs: dict[str, Any]) -> None:
             if isinstance(c, dict)
         ]
         attrs.setdefault("gen_ai.output.messages", json.dumps([{"parts": parts}]))
-    first_chunk_ms = attrs.get("ai.response.msToFirstChunk")
-    if isinstance(first_chunk_ms, int | float) and 0 <= first_chunk_ms < 86_400_000:
-        attrs.setdefault("gen_ai.server.time_to_first_token", first_chunk_ms / 1000)
-        del attrs["ai.response.msToFirstChunk"]
+    for name in ("ai.response.msToFirstChunk", "ai.stream.msToFirstChunk"):
+        first_chunk_ms = attrs.get(name)
+        if isinstance(first_chunk_ms, int | float) and 0 <= first_chunk_ms < 86_400_000:
+            attrs.setdefault("gen_ai.server.time_to_first_token", first_chunk_ms / 1000)
+            del attrs[name]
 
 
 def _as_text(attrs: dict[str, Any], name: str, target: str) -> None:
@@ -276,11 +288,34 @@ def _ai_sdk_prompt(attrs: dict[str, Any]) -> None:
 
 
 def first_token_seconds(span) -> float | None:
-    """Seconds from the span's start to its first-token event, if it has one."""
-    for event in span.events:
-        if event.name in FIRST_TOKEN_EVENTS and event.time_unix_nano >= span.start_time_unix_nano:
-            return (event.time_unix_nano - span.start_time_unix_nano) / 1e9
-    return None
+    """Seconds from the span's start to its earliest first-token (or first-chunk) event."""
+    times = [
+        event.time_unix_nano
+        for event in span.events
+        if event.name in FIRST_TOKEN_EVENTS and event.time_unix_nano >= span.start_time_unix_nano
+    ]
+    return (min(times) - span.start_time_unix_nano) / 1e9 if times else None
+
+
+def ttft_ms(seconds: Any) -> float | None:
+    """Time to first token; a value that is no duration (negative, infinite) is left out."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return None
+    ms = float(seconds) * 1000
+    return ms if math.isfinite(ms) and ms >= 0 else None
+
+
+def first_token_seconds_of_kept(events: list[dict]) -> float | None:
+    """The same from events as stored in `attributes["otel.events"]` (for `remap`)."""
+    offsets = [
+        e["offset_ms"]
+        for e in events
+        if isinstance(e, dict)
+        and e.get("name") in FIRST_TOKEN_EVENTS
+        and isinstance(e.get("offset_ms"), int | float)
+        and e["offset_ms"] >= 0
+    ]
+    return min(offsets) / 1000 if offsets else None
 
 
 def take(attrs: dict[str, Any], names: tuple[str, ...]) -> Any:
@@ -463,7 +498,14 @@ _SPECIAL = (
         "prompt and answer as text, so nothing is counted twice; a tool span (`ai.toolCall`) its "
         "arguments and result",
     ),
-    ("ttft_seconds", "OpenInference's `First Token Stream Event` span event"),
+    (
+        "ttft_seconds",
+        "when no attribute above gives it (attributes win, in the order listed): the earliest "
+        "first-token event: OpenInference's `First Token Stream Event`, OpenLLMetry's first "
+        "`gen_ai.content.completion.chunk` (or `llm.content.completion.chunk`), the Vercel AI "
+        "SDK's `ai.stream.firstChunk`; its legacy `ai.response.msToFirstChunk` and "
+        "`ai.stream.msToFirstChunk` (milliseconds) are read as attributes",
+    ),
     (
         "input_text / output_text",
         "per-message attributes `gen_ai.prompt.N.*` / "

@@ -112,26 +112,31 @@ def _errors(span, status: str) -> tuple[str | None, str | None, str | None, list
     """Error type, message (status first, then the exception event) and the exception's stack
     trace (kept for the trace detail); the other events."""
     error_type = error_message = stacktrace = None
-    events = []
+    events: list[dict] = []
+    chunks: dict[str, dict] = {}
     for event in span.events:
         attrs = as_dict(event.attributes)
         if event.name == "exception":
             error_type = error_type or attrs.get("exception.type")
             error_message = error_message or attrs.get("exception.message")
             stacktrace = stacktrace or attrs.get("exception.stacktrace")
-        else:
-            events.append({"name": event.name, "attributes": attrs})
+            continue
+        # the time since the span's start, kept so `remap` can read first-token events later
+        offset_ms = (event.time_unix_nano - span.start_time_unix_nano) / 1e6
+        if event.name in cv.CHUNK_EVENTS:  # one per streamed chunk: keep the first and a count
+            if event.name in chunks:
+                kept = chunks[event.name]
+                kept["count"] += 1
+                kept["offset_ms"] = min(kept["offset_ms"], offset_ms)
+                continue
+            chunks[event.name] = {"name": event.name, "attributes": attrs, "count": 1}
+            chunks[event.name]["offset_ms"] = offset_ms
+            events.append(chunks[event.name])
+            continue
+        events.append({"name": event.name, "attributes": attrs, "offset_ms": offset_ms})
     if status == "error" and span.status.message:
         error_message = span.status.message
     return error_type, error_message, stacktrace, events
-
-
-def _ttft_ms(seconds: Any) -> float | None:
-    """Time to first token; a value that is no duration (negative, infinite) is left out."""
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
-        return None
-    ms = float(seconds) * 1000
-    return ms if math.isfinite(ms) and ms >= 0 else None
 
 
 def _str(value: Any) -> str | None:
@@ -213,7 +218,7 @@ def map_span(
         "start_time": start,
         "end_time": end,
         "duration_ms": (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
-        "ttft_ms": _ttft_ms(ttft),
+        "ttft_ms": cv.ttft_ms(ttft),
         "name": span.name or "(unnamed)",
         "operation": operation,
         "provider": provider,

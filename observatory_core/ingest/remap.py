@@ -42,6 +42,7 @@ _READ = (
     "output_text",
     "input_tokens",
     "output_tokens",
+    "ttft_ms",
     "cost_source",
     "metadata",
     "attributes",
@@ -67,6 +68,21 @@ def _tokens(attrs: dict[str, Any], names: tuple[str, ...]) -> int | None:
     except (TypeError, ValueError):
         return None
     return number if number is not None and 0 <= number <= 2_000_000_000 else None
+
+
+def _ttft_ms(attrs: dict[str, Any]) -> float | None:
+    """Time to first token from kept attributes, in the mapping's order (docs/ingestion.md):
+    an attribute, the Vercel AI SDK's legacy milliseconds, then a kept first-token event."""
+    ms = cv.ttft_ms(cv.take(attrs, cv.TTFT_SECONDS))
+    for name in ("ai.response.msToFirstChunk", "ai.stream.msToFirstChunk"):
+        value = attrs.get(name)
+        if ms is None and (scaled := cv.ttft_ms(value)) is not None:
+            ms = scaled / 1000  # read as seconds by ttft_ms; the value is milliseconds already
+            del attrs[name]
+    if ms is None:
+        events = attrs.get("otel.events")
+        ms = cv.ttft_ms(cv.first_token_seconds_of_kept(events if isinstance(events, list) else []))
+    return ms
 
 
 def derive(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
@@ -102,6 +118,8 @@ def derive(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
         value = _tokens(attrs, names)
         if not row[field] and value:
             out[field] = value
+    if row["ttft_ms"] is None and (ttft := _ttft_ms(attrs)) is not None:
+        out["ttft_ms"] = ttft
     extra = cv.association_metadata(attrs)
     if extra:
         out["metadata"] = {**extra, **(row["metadata"] or {})}

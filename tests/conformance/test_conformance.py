@@ -69,6 +69,7 @@ LIBRARIES = {
     ),
     "openllmetry-openai": Library(
         ("openai.chat", "openai.embeddings"),
+        ttft=True,  # from its first "gen_ai.content.completion.chunk" event
         finish={"tool_call": "tool_call"},
         error_type={"429": "RateLimitError", "500": "InternalServerError"},
     ),

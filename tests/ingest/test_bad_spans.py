@@ -132,7 +132,11 @@ def assert_nul_spans_stored(engine, org_id: int) -> None:
         assert attributes["resource"] == {f"host{FFFD}.name": f"h{FFFD}"}
         assert attributes["otel.scope.name"] == f"scope{FFFD}lib"
         assert attributes["otel.events"] == [
-            {"name": f"tool{FFFD}event", "attributes": {f"o{FFFD}ut": f"x{FFFD}y"}}
+            {
+                "name": f"tool{FFFD}event",
+                "attributes": {f"o{FFFD}ut": f"x{FFFD}y"},
+                "offset_ms": pytest.approx(1e-6),  # 1 ns after the span's start
+            }
         ]
 
 

@@ -219,3 +219,48 @@ def test_an_impossible_time_to_first_chunk_is_kept_not_read(org_key, bad):
     row = row_of(org_key, _ai_sdk_call(**{"ai.response.msToFirstChunk": bad}))
     assert row["ttft_ms"] is None
     assert "ai.response.msToFirstChunk" in row["attributes"]
+
+
+def _streamed(org_key, attributes: dict, events: list[tuple[str, int]]) -> dict:
+    """One span with these attributes and (name, ms after its start) events."""
+    engine, _, _, key = org_key
+    request = ExportTraceServiceRequest.FromString(one_span_request({}))
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    for name, value in attributes.items():
+        span.attributes.add(key=name, value=_any(value))
+    for name, ms in events:
+        span.events.add(name=name, time_unix_nano=span.start_time_unix_nano + ms * 1_000_000)
+    (row,) = decode(engine, key, request.SerializeToString(), PROTOBUF).rows
+    return row
+
+
+def test_openllmetry_chunk_events_give_the_first_token_and_are_kept_once(org_key):
+    """OpenLLMetry adds an event per streamed chunk: the first one is the first token; the
+    stored span keeps one entry with the count, not one per chunk."""
+    chunks = [("gen_ai.content.completion.chunk", ms) for ms in (412, 300, 455, 460, 470)]
+    row = _streamed(org_key, {"gen_ai.operation.name": "chat"}, chunks)
+    assert row["ttft_ms"] == pytest.approx(300)
+    (kept,) = row["attributes"]["otel.events"]
+    assert kept["name"] == "gen_ai.content.completion.chunk"
+    assert kept["count"] == 5 and kept["offset_ms"] == pytest.approx(300)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "events", "ttft"),
+    [
+        # the Vercel AI SDK's GenAI telemetry, in seconds
+        ({"gen_ai.client.operation.time_to_first_chunk": 0.25}, [], 250),
+        # its legacy streamObject name, in milliseconds
+        (_ai_sdk_call(**{"ai.stream.msToFirstChunk": 180}), [], 180),
+        # its own first-chunk event
+        ({"gen_ai.operation.name": "chat"}, [("ai.stream.firstChunk", 90)], 90),
+        # an attribute wins over an event
+        (
+            {"gen_ai.response.time_to_first_chunk": 0.5},
+            [("gen_ai.content.completion.chunk", 90)],
+            500,
+        ),
+    ],
+)
+def test_time_to_first_token_from_each_way_a_library_says_it(org_key, attributes, events, ttft):
+    assert _streamed(org_key, attributes, events)["ttft_ms"] == pytest.approx(ttft)

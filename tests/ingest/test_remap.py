@@ -110,3 +110,53 @@ def test_remap_fills_fields_figures_and_rollups_once(engine):
     assert (again.scanned, again.changed, again.orgs_rebuilt) == (13, 1, 1)  # only the older one
     assert remap(engine).changed == 1  # globex's span; then nothing is left to learn
     assert remap(engine).changed == 0
+
+
+def test_remap_fills_time_to_first_token_from_kept_attributes_and_events(engine):
+    """Spans stored before the mapping read these names: Vercel's GenAI telemetry attribute,
+    its legacy milliseconds, OpenLLMetry's kept chunk event; the p95 follows."""
+    org, (project,) = make_org(engine, "ttft-org")
+    kept = {
+        0: {"gen_ai.client.operation.time_to_first_chunk": 0.25},
+        1: {"ai.stream.msToFirstChunk": 180},
+        2: {
+            "otel.events": [
+                {"name": "gen_ai.content.completion.chunk", "attributes": {}, "count": 9},
+                # a chunk event kept before offsets were stored says nothing: left empty
+            ]
+        },
+        3: {
+            "otel.events": [
+                {"name": "note", "attributes": {}, "offset_ms": 5.0},
+                {
+                    "name": "gen_ai.content.completion.chunk",
+                    "attributes": {},
+                    "count": 4,
+                    "offset_ms": 310.0,
+                },
+            ]
+        },
+    }
+    rows = [
+        span(
+            org,
+            project,
+            NOW - timedelta(minutes=10 + i),
+            operation="chat",
+            model="gpt-4o-mini",
+            ttft_ms=None,
+            attributes=attributes,
+        )
+        for i, attributes in kept.items()
+    ]
+    write(engine, rows)
+    remap(engine, org_id=org)
+    df = all_spans(engine).filter(pl.col("org_id") == org).sort("start_time", descending=True)
+    assert df["ttft_ms"].to_list() == [
+        pytest.approx(250),
+        pytest.approx(180),
+        None,
+        pytest.approx(310),
+    ]
+    assert "ai.stream.msToFirstChunk" not in df["attributes"][1]
+    assert remap(engine, org_id=org).changed == 0  # a second run changes nothing
