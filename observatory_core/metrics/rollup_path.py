@@ -27,7 +27,14 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import METRICS, PERCENTILES, ROLLUP_GROUPS, Agg, Kind
+from observatory_core.metrics.catalog import (
+    METRICS,
+    PERCENTILES,
+    ROLLUP_GROUPS,
+    Agg,
+    Kind,
+    Subject,
+)
 from observatory_core.metrics.folding import folded_columns
 from observatory_core.metrics.sketch import BINS, representative
 from observatory_core.rollups.partials import partial_select
@@ -52,8 +59,8 @@ def rollup_can_answer(series: tuple[str, ...], group_by: tuple[str, ...], spec: 
     for name in series:
         metric, agg = name.split(".")
         partials = METRICS[metric].rollup
-        if partials is None:
-            return False
+        if partials is None or METRICS[metric].subject is not Subject.SPANS:
+            return False  # raw spans only (the raw path refuses subjects it cannot count)
         if Agg(agg) in PERCENTILES and not partials.sketch:
             return False  # only latency has a sketch
     return set(group_by) <= ROLLUP_GROUPS and spec.only_uses(ROLLUP_FILTERS)

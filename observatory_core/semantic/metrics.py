@@ -160,9 +160,10 @@ def _value(
     )
 
 
-# Today every metric is computed over all spans, so every subject says SPANS. Counting LLM
-# calls and traces (request_count & co over LLM calls, new per-trace figures) changes these
-# subjects here; the engines refuse a subject they cannot yet restrict rows to.
+# Today every metric is computed over all spans, so every subject truthfully says SPANS.
+# Counting request_count & co over LLM calls is a change of their `subject` here, and only here,
+# once the engines can restrict rows to a subject; until then they refuse any other subject
+# (the raw path raises, the rollup path declines) rather than count the wrong rows.
 # Order: the order of the Metrics page's choices. Rollup layouts keep migration 0009's columns.
 METRICS: dict[str, Metric] = {
     m.name: m
