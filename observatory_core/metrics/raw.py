@@ -10,13 +10,19 @@ from sqlalchemy.sql.expression import ColumnElement
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg
+from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Kind, Subject
 from observatory_core.metrics.folding import folded_columns
-from observatory_core.rollups.partials import measure_expressions
 from observatory_core.storage.dialect import percentile_cont, stddev_samp, time_bucket
 from observatory_core.storage.schema import spans
 
-_MEASURES = measure_expressions(spans)
+_AGGREGATE = {
+    Agg.COUNT: func.count,
+    Agg.SUM: func.sum,
+    Agg.AVG: func.avg,
+    Agg.MIN: func.min,
+    Agg.MAX: func.max,
+    Agg.STDDEV: stddev_samp,
+}
 
 
 def dimension_column(dim: str) -> ColumnElement:
@@ -24,31 +30,25 @@ def dimension_column(dim: str) -> ColumnElement:
 
 
 def series_expression(name: str) -> ColumnElement:
-    """One series ('metric.agg') as an aggregate over the spans of a group."""
+    """One series ('metric.agg') as an aggregate over the spans of a group, as its declaration
+    (`semantic/metrics.py`) says."""
     metric, agg = name.split(".")
-    is_error = spans.c.status == "error"
-    if metric == "request_count":
-        return func.count()
-    if metric == "error_count":
-        return func.coalesce(func.sum(case((is_error, 1), else_=0)), 0)
-    if metric == "error_rate":
-        return func.avg(case((is_error, 1.0), else_=0.0))
-    if metric == "success_rate":
-        return func.avg(case((is_error, 0.0), else_=1.0))
-    if metric == "unique_users":
-        return func.count(spans.c.user_id.distinct())
-    value = _MEASURES[METRICS[metric].measure]
+    m = METRICS[metric]
+    if m.subject is not Subject.SPANS:
+        raise ValueError(f"{metric}: the raw path computes metrics over spans only.")
+    expression = m.expression(spans.c) if m.expression is not None else None
+    if m.kind == Kind.ROWS:
+        if expression is None:
+            return func.count()
+        return func.coalesce(func.sum(case((expression, 1), else_=0)), 0)
+    if m.kind == Kind.SHARE:
+        return func.avg(case((expression, 1.0), else_=0.0))
+    if m.kind == Kind.DISTINCT:
+        return func.count(expression.distinct())
     agg = Agg(agg)
     if agg in PERCENTILES:
-        return percentile_cont(value, PERCENTILES[agg])
-    return {
-        Agg.COUNT: func.count,
-        Agg.SUM: func.sum,
-        Agg.AVG: func.avg,
-        Agg.MIN: func.min,
-        Agg.MAX: func.max,
-        Agg.STDDEV: stddev_samp,
-    }[agg](value)
+        return percentile_cont(expression, PERCENTILES[agg])
+    return _AGGREGATE[agg](expression)
 
 
 def raw_select(

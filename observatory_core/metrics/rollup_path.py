@@ -27,13 +27,20 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import METRICS, PERCENTILES, ROLLUP_GROUPS, Agg
+from observatory_core.metrics.catalog import (
+    METRICS,
+    PERCENTILES,
+    ROLLUP_GROUPS,
+    Agg,
+    Kind,
+    Subject,
+)
 from observatory_core.metrics.folding import folded_columns
 from observatory_core.metrics.sketch import BINS, representative
 from observatory_core.rollups.partials import partial_select
 from observatory_core.storage.dialect import epoch_us, time_bucket
 from observatory_core.storage.packed_sketch import sketch_merge, sketch_out, unpack
-from observatory_core.storage.schema import ROLLUP_GRAINS, ROLLUPS, spans
+from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_GRAINS, ROLLUPS, spans
 from observatory_core.storage.types import EPOCH
 
 # The filter fields a rollup row can answer (everything else needs raw spans).
@@ -51,10 +58,10 @@ _FILTER_COLUMN = {
 def rollup_can_answer(series: tuple[str, ...], group_by: tuple[str, ...], spec: FilterSpec) -> bool:
     for name in series:
         metric, agg = name.split(".")
-        m = METRICS[metric]
-        if not m.rollup:
-            return False
-        if Agg(agg) in PERCENTILES and m.measure != "duration":
+        partials = METRICS[metric].rollup
+        if partials is None or METRICS[metric].subject is not Subject.SPANS:
+            return False  # raw spans only (the raw path refuses subjects it cannot count)
+        if Agg(agg) in PERCENTILES and not partials.sketch:
             return False  # only latency has a sketch
     return set(group_by) <= ROLLUP_GROUPS and spec.only_uses(ROLLUP_FILTERS)
 
@@ -107,19 +114,16 @@ _AGG_PARTS = {
 }
 
 
-_ERROR_METRICS = ("error_count", "error_rate", "success_rate")
-
-
 def _needs(series: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """(measures, partial columns) the series read; the latency sketch for percentiles."""
-    measures, parts = [], ["span_count"]
+    measures, parts = [], ["span_count"]  # every rollup row's own size
     for name in series:
         metric, agg = name.split(".")
-        measure = METRICS[metric].measure
-        if metric in _ERROR_METRICS:
-            parts.append("error_count")
-        if not measure:
+        m = METRICS[metric]
+        if m.kind != Kind.VALUE:  # counts and shares: their count columns
+            parts += [c for c in (m.rollup.column, m.rollup.of) if c]
             continue
+        measure = m.rollup.column
         measures.append(measure)
         if Agg(agg) in PERCENTILES:
             parts.append("latency_sketch")
@@ -273,55 +277,61 @@ def finalize(
     for g in group_by:
         if g in ("provider", "model"):  # rollups keep NULL as ''
             out[g] = out[g].cast(pl.Utf8).replace("", None)
-    counts = [c for c in ("span_count", "error_count") if c in frame.columns]
+    counts = [c for c in ROLLUP_COUNTS if c in frame.columns]
     frame = frame.with_columns(pl.col(*counts).fill_null(0))
     bins = unpack(frame["bins"].to_list(), dialect) if "bins" in frame.columns else None
     for name in series:
         metric, agg = name.split(".")
-        agg = Agg(agg)
-        if metric == "request_count":
-            col = frame["span_count"].cast(pl.Int64)
-        elif metric == "error_count":
-            col = frame["error_count"].cast(pl.Int64)
-        elif metric in ("error_rate", "success_rate"):
-            n = frame["span_count"].cast(pl.Float64).to_numpy()
-            errors = frame["error_count"].cast(pl.Float64).to_numpy()
-            rate = pl.Series(np.where(n > 0, errors / np.maximum(n, 1), np.nan))
-            col = (rate if metric == "error_rate" else 1 - rate).fill_nan(None)
+        m = METRICS[metric]
+        if m.kind == Kind.ROWS:
+            col = frame[m.rollup.column].cast(pl.Int64)
+        elif m.kind == Kind.SHARE:
+            col = _share(frame[m.rollup.column], frame[m.rollup.of], m.rollup.complement)
         else:
-            m = METRICS[metric].measure
-            if agg == Agg.COUNT:
-                col = frame[f"{m}_count"].cast(pl.Int64)
-            elif agg == Agg.SUM:
-                col = frame[f"{m}_sum"].cast(pl.Float64).fill_null(0.0)
-            elif agg == Agg.AVG:
-                count = frame[f"{m}_count"].cast(pl.Float64)
-                total = frame[f"{m}_sum"].cast(pl.Float64)
-                col = pl.Series(
-                    np.where(
-                        count.to_numpy() > 0,
-                        total.fill_null(0).to_numpy() / np.maximum(count.to_numpy(), 1),
-                        np.nan,
-                    )
-                ).fill_nan(None)
-            elif agg == Agg.MIN:
-                col = frame[f"{m}_min"].cast(pl.Float64)
-            elif agg == Agg.MAX:
-                col = frame[f"{m}_max"].cast(pl.Float64)
-            elif agg == Agg.STDDEV:
-                col = pl.Series(
-                    stddev_from_sums(
-                        frame[f"{m}_count"].cast(pl.Float64),
-                        frame[f"{m}_sum"].cast(pl.Float64),
-                        frame[f"{m}_sumsq"],
-                    )
-                ).fill_nan(None)
-            else:
-                col = pl.Series(percentiles_from_bins(bins, PERCENTILES[agg])).fill_nan(None)
+            col = _finish_value(frame, m.rollup.column, Agg(agg), bins)
         out[name] = col.alias(name)
     if bins is not None:
         out["_bins"] = pl.Series(bins)
     return pl.DataFrame(out)
+
+
+def _share(part: pl.Series, whole: pl.Series, complement: bool) -> pl.Series:
+    """part / whole (or 1 - that, when `part` counts the other rows); a gap where whole is 0."""
+    n = whole.cast(pl.Float64).to_numpy()
+    k = part.cast(pl.Float64).to_numpy()
+    rate = pl.Series(np.where(n > 0, k / np.maximum(n, 1), np.nan))
+    return (1 - rate if complement else rate).fill_nan(None)
+
+
+def _finish_value(frame: pl.DataFrame, m: str, agg: Agg, bins: np.ndarray | None) -> pl.Series:
+    """One aggregation of the value measure `m` from its merged partial columns."""
+    if agg == Agg.COUNT:
+        return frame[f"{m}_count"].cast(pl.Int64)
+    if agg == Agg.SUM:
+        return frame[f"{m}_sum"].cast(pl.Float64).fill_null(0.0)
+    if agg == Agg.AVG:
+        count = frame[f"{m}_count"].cast(pl.Float64)
+        total = frame[f"{m}_sum"].cast(pl.Float64)
+        return pl.Series(
+            np.where(
+                count.to_numpy() > 0,
+                total.fill_null(0).to_numpy() / np.maximum(count.to_numpy(), 1),
+                np.nan,
+            )
+        ).fill_nan(None)
+    if agg == Agg.MIN:
+        return frame[f"{m}_min"].cast(pl.Float64)
+    if agg == Agg.MAX:
+        return frame[f"{m}_max"].cast(pl.Float64)
+    if agg == Agg.STDDEV:
+        return pl.Series(
+            stddev_from_sums(
+                frame[f"{m}_count"].cast(pl.Float64),
+                frame[f"{m}_sum"].cast(pl.Float64),
+                frame[f"{m}_sumsq"],
+            )
+        ).fill_nan(None)
+    return pl.Series(percentiles_from_bins(bins, PERCENTILES[agg])).fill_nan(None)
 
 
 def stddev_from_sums(count: pl.Series, total: pl.Series, sumsq: pl.Series) -> np.ndarray:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import case, func
 from sqlalchemy.engine import Engine
 
-from observatory_core.accounts.permissions import Permission
-from observatory_core.accounts.scope import Scope, scoped_spans
-from observatory_core.accounts.visibility import can_see
-from observatory_core.storage.dialect import percentile_cont, time_bucket
-from observatory_core.storage.schema import spans
+from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import metric_visible
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.engine import run_metrics
+from observatory_core.metrics.query import MetricQuery
 
 
 @dataclass(frozen=True)
@@ -44,25 +43,34 @@ def percent_change(now: float | None, before: float | None) -> float | None:
     return (now - before) / before * 100.0
 
 
+# Home's figures, through the metrics engine. trace_count is answered by raw spans only, so the
+# one query runs on the spans and its p95 is exact, as Home has always shown it.
+_PERIOD_SERIES = (
+    "request_count.count",
+    "trace_count.count",
+    "error_count.count",
+    "total_cost.sum",
+    "duration_ms.p95",
+)
+
+
+def _window(start: datetime, end: datetime) -> FilterSpec:
+    return FilterSpec(relative=None, start=start, end=end)
+
+
 def period_stats(engine: Engine, scope: Scope, start: datetime, end: datetime) -> PeriodStats:
-    scope.require(Permission.METRICS_READ)
-    query = scoped_spans(
-        scope,
-        func.count(),
-        func.count(spans.c.trace_id.distinct()),
-        func.coalesce(func.sum(case((spans.c.status == "error", 1), else_=0)), 0),
-        func.coalesce(func.sum(spans.c.total_cost_usd), 0.0),
-        percentile_cont(spans.c.duration_ms, 0.95),
-    ).where(spans.c.start_time >= start, spans.c.start_time < end)
-    with engine.connect() as conn:
-        requests, traces, errors, cost, p95 = conn.execute(query).one()
+    costs = metric_visible(scope, "total_cost")  # a viewer's figures leave the cost out
+    series = tuple(s for s in _PERIOD_SERIES if costs or s != "total_cost.sum")
+    query = MetricQuery(series=series, filters=_window(start, end), bucket=None)
+    row = run_metrics(engine, scope, query, now=end).frame.row(0, named=True)
+    p95 = row["duration_ms.p95"]
     return PeriodStats(
         start=start,
         end=end,
-        requests=int(requests),
-        traces=int(traces),
-        errors=int(errors),
-        cost_usd=float(cost) if can_see(scope, "total_cost_usd") else None,
+        requests=int(row["request_count.count"]),
+        traces=int(row["trace_count.count"]),
+        errors=int(row["error_count.count"]),
+        cost_usd=float(row["total_cost.sum"]) if costs else None,
         p95_ms=float(p95) if p95 is not None else None,
     )
 
@@ -70,22 +78,15 @@ def period_stats(engine: Engine, scope: Scope, start: datetime, end: datetime) -
 def requests_per_hour(
     engine: Engine, scope: Scope, start: datetime, end: datetime
 ) -> list[tuple[datetime, int]]:
-    """Span counts per hour, every hour present (zero where nothing ran)."""
-    scope.require(Permission.METRICS_READ)
-    bucket = time_bucket(spans.c.start_time, 3600).label("bucket")
-    query = (
-        scoped_spans(scope, bucket, func.count())
-        .where(spans.c.start_time >= start, spans.c.start_time < end)
-        .group_by(bucket)
+    """Requests per hour, every hour present (zero where nothing ran)."""
+    query = MetricQuery(
+        series=("request_count.count",), filters=_window(start, end), bucket="1hour"
     )
-    with engine.connect() as conn:
-        counts = {b: int(n) for b, n in conn.execute(query)}
-    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    series = []
-    while hour < end:
-        series.append((hour, counts.get(hour, 0)))
-        hour += timedelta(hours=1)
-    return series
+    frame = run_metrics(engine, scope, query, now=end).frame
+    return [
+        (bucket.astimezone(UTC), int(n))
+        for bucket, n in frame.select("bucket", "request_count.count").iter_rows()
+    ]
 
 
 def home_summary(

@@ -34,6 +34,7 @@ from observatory_core.storage.schema import (
     ACTOR_GRAINS,
     ACTOR_KINDS,
     ACTOR_ROLLUPS,
+    ROLLUP_COUNTS,
     ROLLUP_DIMENSIONS,
     ROLLUP_GRAINS,
     ROLLUP_MEASURES,
@@ -72,11 +73,8 @@ def _add_into(conn: Connection, grain: str, source_select) -> None:
     stmt = upsert(conn, table).from_select(names, source_select)
     new = stmt.excluded
     t = table.c
-    updates = {
-        "span_count": t.span_count + new.span_count,
-        "error_count": t.error_count + new.error_count,
-        "latency_sketch": sketch_add(t.latency_sketch, new.latency_sketch),
-    }
+    updates = {c: t[c] + new[c] for c in ROLLUP_COUNTS}
+    updates["latency_sketch"] = sketch_add(t.latency_sketch, new.latency_sketch)
     for m in ROLLUP_MEASURES:
         updates[f"{m}_count"] = t[f"{m}_count"] + new[f"{m}_count"]
         for part in ("sum", "sumsq"):

@@ -11,7 +11,6 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
-    and_,
     case,
     cast,
     func,
@@ -21,9 +20,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.expression import ColumnElement, FromClause
 
+from observatory_core.semantic.metrics import rollup_counts, rollup_measures, sketched
 from observatory_core.storage.dialect import latency_bin, time_bucket
 from observatory_core.storage.packed_sketch import sketch_of
-from observatory_core.storage.schema import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 
 # The span columns a partial needs; a source must offer these.
 SOURCE_COLUMNS = (
@@ -63,22 +63,16 @@ _ONE, _ZERO = _const(1), _const(0)
 
 
 def measure_expressions(src: FromClause) -> dict[str, ColumnElement]:
-    """Each measure as an expression over span columns; NULL where a span has no value."""
-    c = src.c
+    """Each measure as an expression over span columns (from the metric that declares it);
+    NULL where a span has no value."""
+    return {measure: m.expression(src.c) for measure, m in rollup_measures().items()}
+
+
+def count_conditions(src: FromClause) -> dict[str, ColumnElement | None]:
+    """Each count column's condition over span columns (None: every span)."""
     return {
-        "duration": c.duration_ms,
-        "ttft": c.ttft_ms,
-        "input_tokens": c.input_tokens,
-        "output_tokens": c.output_tokens,
-        "total_tokens": c.total_tokens,
-        "input_cost": c.input_cost_usd,
-        "output_cost": c.output_cost_usd,
-        "total_cost": c.total_cost_usd,
-        # output tokens per second of the whole call; only for calls that produced tokens
-        "tps": case(
-            (and_(c.output_tokens > 0, c.duration_ms > 0), c.output_tokens * 1000.0 / c.duration_ms)
-        ),
-        "quality": c.quality_score,
+        column: m.expression(src.c) if m.expression is not None else None
+        for column, m in rollup_counts().items()
     }
 
 
@@ -144,25 +138,24 @@ def partial_select(
     FROM src GROUP BY org, bucket and dimensions; column names match the rollup tables."""
     values = measure_expressions(src)
     dims = dimension_expressions(src)
+    conditions = {c: w for c, w in count_conditions(src).items() if w is not None}
     inner_columns = [
         src.c.org_id,
         time_bucket(src.c.start_time, bucket_seconds).label("bucket_start"),
-        src.c.status.label("_status"),
+        *(case((w, _ONE), else_=_ZERO).label(f"_{c}") for c, w in conditions.items()),
         *(dims[d].label(d) for d in dimensions),
         *(values[m].label(m) for m in measures),
     ]
     if with_bins:
-        inner_columns.append(latency_bin(src.c.duration_ms).label("_bin"))
+        inner_columns.append(latency_bin(sketched().expression(src.c)).label("_bin"))
     # OFFSET 0 keeps the subquery whole, so each span's bin is computed once, in one place.
     inner = (
         select(*inner_columns).where(*(where or [literal_column("1") == 1])).offset(0).subquery("s")
     )
     i = inner.c
     aggregates: list[ColumnElement] = [
-        func.count().label("span_count"),
-        func.coalesce(func.sum(case((i._status == "error", _ONE), else_=_ZERO)), _ZERO).label(
-            "error_count"
-        ),
+        (func.coalesce(func.sum(i[f"_{c}"]), _ZERO) if c in conditions else func.count()).label(c)
+        for c in ROLLUP_COUNTS
     ]
     for m in measures:
         aggregates += [

@@ -23,6 +23,7 @@ from sqlalchemy import (
     text,
 )
 
+from observatory_core.semantic.metrics import MEASURE_PARTS, rollup_counts, rollup_measures
 from observatory_core.storage.packed_sketch import SKETCH_TYPE
 from observatory_core.storage.types import BigId, JsonB, UtcDateTime
 
@@ -408,19 +409,12 @@ org_budgets = Table(
 ROLLUP_GRAINS = {"1min": 60, "1hour": 3600, "1day": 86400}
 ROLLUP_DIMENSIONS = ("project_id", "provider", "model", "environment", "operation", "status")
 ROLLUP_MEASURES = (
-    "duration",
-    "total_cost",
-    "total_tokens",
-    "input_tokens",
-    "output_tokens",
-    "input_cost",
-    "output_cost",
-    "ttft",
-    "tps",
-    "quality",
+    # the value measures of the metric declarations (semantic/metrics.py), in `layout` order:
+    # duration, total_cost, total_tokens, ...
+    *rollup_measures(),
 )
-# sumsq: the sum of squares, for standard deviations and the Overview's noise tests
-MEASURE_PARTS = ("count", "sum", "min", "max", "sumsq")
+# the count columns of the declarations: span_count, error_count
+ROLLUP_COUNTS = tuple(rollup_counts())
 
 
 def _rollup_table(grain: str) -> Table:
@@ -436,8 +430,7 @@ def _rollup_table(grain: str) -> Table:
         Column("environment", String(64), nullable=False),
         Column("operation", String(32), nullable=False),
         Column("status", String(8), nullable=False),
-        Column("span_count", Integer, nullable=False),
-        Column("error_count", Integer, nullable=False),
+        *(Column(c, Integer, nullable=False) for c in ROLLUP_COUNTS),
         Column("latency_sketch", SKETCH_TYPE, nullable=False),
         *(
             Column(f"{m}_{part}", Integer if part == "count" else Float, nullable=part != "count")

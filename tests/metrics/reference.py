@@ -37,6 +37,8 @@ def _expr(name: str) -> pl.Expr:
         return 1 - is_error.mean()
     if metric == "unique_users":
         return pl.col("user_id").drop_nulls().n_unique().cast(pl.Int64)
+    if metric == "trace_count":
+        return pl.col("trace_id").n_unique().cast(pl.Int64)
     col = pl.col(_COLUMN[metric]).cast(pl.Float64)
     if agg in _PCT:
         return col.quantile(_PCT[agg], interpolation="linear")

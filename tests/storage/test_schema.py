@@ -33,6 +33,19 @@ def test_migrations_match_the_schema_module(engine):
     assert diff == []
 
 
+def test_rollup_columns_from_the_metric_declarations_are_the_migrated_ones(engine):
+    """The rollup tables' count and measure columns come from semantic/metrics.py; the
+    migrated tables hold the same columns in the same order (the order is a layout choice of
+    migration 0009, which the comparison above does not see)."""
+    from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_MEASURES, ROLLUPS
+
+    assert ROLLUP_COUNTS == ("span_count", "error_count")
+    assert ROLLUP_MEASURES[:3] == ("duration", "total_cost", "total_tokens")
+    for table in ROLLUPS.values():
+        migrated = [(c["name"], c["nullable"]) for c in inspect(engine).get_columns(table.name)]
+        assert migrated == [(c.name, c.nullable) for c in table.columns], table.name
+
+
 def test_span_values_round_trip_with_microseconds(engine):
     org, (project,) = make_org(engine, "acme")
     start = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)

@@ -1,0 +1,322 @@
+"""Every metric, declared once: what it is computed over, how a row becomes a value, where the
+rollups keep its partials, which aggregations fit and who may see it (docs/metrics.md).
+
+The raw path (`metrics/raw.py`), the rollup path (`metrics/rollup_path.py`), the rollup writer
+(`rollups/partials.py`), the rollup tables' count and measure columns (`storage/schema.py`) and
+Home's figures (through the metrics engine) read these declarations; none of them names a metric.
+Adding a raw-only metric is one `Metric(...)` below; one with rollup partials of its own also
+needs a migration for its columns and `rollups rebuild` (docs/architecture.md, "Add a metric").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import and_, case
+from sqlalchemy.sql.expression import ColumnElement
+
+from observatory_core.accounts.permissions import FIELD_NEEDS, Permission
+
+
+class Agg(StrEnum):
+    COUNT = "count"
+    SUM = "sum"
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    STDDEV = "stddev"  # sample standard deviation, for spread at a glance
+    P50 = "p50"
+    P90 = "p90"
+    P95 = "p95"
+    P99 = "p99"
+
+
+PERCENTILES = {Agg.P50: 0.5, Agg.P90: 0.9, Agg.P95: 0.95, Agg.P99: 0.99}
+# Aggregations whose empty bucket is a zero; the others leave a gap.
+ZERO_WHEN_EMPTY = {Agg.COUNT, Agg.SUM}
+# A value metric: count (of rows with a value), sum, avg, min, max, stddev, percentiles.
+VALUE_AGGS = tuple(Agg)
+
+
+class Subject(StrEnum):
+    """The rows a metric is computed over: what "one" of them is (one request, one trace)."""
+
+    LLM_CALLS = "llm_calls"  # spans whose operation calls a model
+    TRACES = "traces"  # one row per trace, its whole tree
+    SPANS = "spans"  # every span
+
+
+class Kind(StrEnum):
+    """How the subject's rows become a figure; `Metric.expression` means what the kind says."""
+
+    ROWS = "rows"  # how many rows: the expression is a condition (None: every row)
+    SHARE = "share"  # the share (0-1) of rows where the condition holds, as `avg`
+    DISTINCT = "distinct"  # how many distinct non-NULL values the expression takes
+    VALUE = "value"  # a number per row (NULL: none), aggregated as asked
+
+
+# The partial columns a rollup keeps of each value measure (`{measure}_{part}`); sumsq is the
+# sum of squares, for standard deviations and the Overview's noise tests.
+MEASURE_PARTS = ("count", "sum", "min", "max", "sumsq")
+
+Columns = Callable[[object], ColumnElement]  # a span-shaped column collection -> an expression
+
+
+@dataclass(frozen=True)
+class Partials:
+    """Where rollup rows keep a metric, and so how its value is finished from merged rows.
+
+    ROWS: `column` holds the count; the metric that first names it is the one the rollup
+    writer fills it from. SHARE: `column` counts the rows of the condition (or, with
+    `complement`, the other rows) out of `of`, the count of all the subject's rows. VALUE:
+    `column` is the measure: its `MEASURE_PARTS` columns, filled from the first metric naming
+    it; `layout` is its place among the tables' measure columns (migration 0009 put the most
+    read first; a new measure takes the next number); `sketch`: the rollups' latency sketch
+    holds its distribution, so percentiles can come from rollups (one metric only).
+    """
+
+    column: str
+    of: str | None = None
+    complement: bool = False
+    layout: int | None = None
+    sketch: bool = False
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    unit: str  # count, ratio, ms, tokens, usd, tokens/s, score, users
+    subject: Subject
+    kind: Kind
+    aggregations: tuple[Agg, ...]
+    expression: Columns | None = None  # see `Kind`; a function of a column collection
+    rollup: Partials | None = None  # None: only raw spans can answer
+    # the span fields it is computed from, where a role may not see them all (see
+    # `permissions.FIELD_NEEDS`): a series of a hidden field is refused for that role
+    reads: tuple[str, ...] = ()
+
+    @property
+    def cost(self) -> bool:
+        """Computed from a cost field: only roles with costs:read may chart it."""
+        return any(FIELD_NEEDS.get(f) == Permission.COSTS_READ for f in self.reads)
+
+    def default_agg(self) -> Agg:
+        return Agg.P95 if self.unit == "ms" else self.aggregations[0]
+
+    def check(self) -> None:
+        """Refuse a declaration the engines could not compute (a programming error)."""
+        problem = None
+        if self.kind in (Kind.DISTINCT, Kind.VALUE, Kind.SHARE) and self.expression is None:
+            problem = "needs an expression"
+        elif self.kind == Kind.DISTINCT and self.rollup is not None:
+            problem = "is a distinct count: rollup rows cannot be summed into one"
+        elif self.kind == Kind.SHARE and self.rollup is not None and self.rollup.of is None:
+            problem = "is a share: its partials need `of`, the count of all rows"
+        elif self.kind == Kind.VALUE and self.rollup is not None and self.rollup.layout is None:
+            problem = "has a rollup measure without a `layout` place"
+        elif self.kind != Kind.VALUE and any(a != self.aggregations[0] for a in self.aggregations):
+            problem = "is a count or a share: it has one aggregation"
+        if problem:
+            raise ValueError(f"Metric {self.name!r} {problem}.")
+
+
+def _is_error(c) -> ColumnElement:
+    return c.status == "error"
+
+
+def _tokens_per_second(c) -> ColumnElement:
+    # output tokens per second of the whole call; only for calls that produced tokens
+    return case(
+        (and_(c.output_tokens > 0, c.duration_ms > 0), c.output_tokens * 1000.0 / c.duration_ms)
+    )
+
+
+def _value(
+    name: str,
+    label: str,
+    unit: str,
+    measure: str,
+    layout: int,
+    *,
+    expression: Columns | None = None,
+    sketch: bool = False,
+    reads: tuple[str, ...] = (),
+) -> Metric:
+    """A number per span (its own column unless `expression` says otherwise), aggregated
+    every way, kept by the rollups as `measure`."""
+    return Metric(
+        name,
+        label,
+        unit,
+        Subject.SPANS,
+        Kind.VALUE,
+        VALUE_AGGS,
+        expression or (lambda c: c[name]),
+        Partials(measure, layout=layout, sketch=sketch),
+        reads=reads,
+    )
+
+
+# Today every metric is computed over all spans, so every subject truthfully says SPANS.
+# Counting request_count & co over LLM calls is a change of their `subject` here, and only here,
+# once the engines can restrict rows to a subject; until then they refuse any other subject
+# (the raw path raises, the rollup path declines) rather than count the wrong rows.
+# Order: the order of the Metrics page's choices. Rollup layouts keep migration 0009's columns.
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "request_count",
+            "Requests",
+            "count",
+            Subject.SPANS,
+            Kind.ROWS,
+            (Agg.COUNT,),
+            rollup=Partials("span_count"),
+        ),
+        Metric(
+            "error_count",
+            "Errors",
+            "count",
+            Subject.SPANS,
+            Kind.ROWS,
+            (Agg.COUNT,),
+            _is_error,
+            Partials("error_count"),
+        ),
+        Metric(
+            "error_rate",
+            "Error rate",
+            "ratio",
+            Subject.SPANS,
+            Kind.SHARE,
+            (Agg.AVG,),
+            _is_error,
+            Partials("error_count", of="span_count"),
+        ),
+        Metric(
+            "success_rate",
+            "Success rate",
+            "ratio",
+            Subject.SPANS,
+            Kind.SHARE,
+            (Agg.AVG,),
+            lambda c: c.status != "error",
+            Partials("error_count", of="span_count", complement=True),
+        ),
+        _value("duration_ms", "Latency (ms)", "ms", "duration", 0, sketch=True),
+        _value("ttft_ms", "Time to first token (ms)", "ms", "ttft", 7),
+        _value("input_tokens", "Input tokens", "tokens", "input_tokens", 3),
+        _value("output_tokens", "Output tokens", "tokens", "output_tokens", 4),
+        _value("total_tokens", "Total tokens", "tokens", "total_tokens", 2),
+        _value(
+            "input_cost",
+            "Input cost (USD)",
+            "usd",
+            "input_cost",
+            5,
+            expression=lambda c: c.input_cost_usd,
+            reads=("input_cost_usd",),
+        ),
+        _value(
+            "output_cost",
+            "Output cost (USD)",
+            "usd",
+            "output_cost",
+            6,
+            expression=lambda c: c.output_cost_usd,
+            reads=("output_cost_usd",),
+        ),
+        _value(
+            "total_cost",
+            "Cost (USD)",
+            "usd",
+            "total_cost",
+            1,
+            expression=lambda c: c.total_cost_usd,
+            reads=("total_cost_usd",),
+        ),
+        _value(
+            "tokens_per_second",
+            "Output tokens per second",
+            "tokens/s",
+            "tps",
+            8,
+            expression=_tokens_per_second,
+        ),
+        Metric(
+            "unique_users",
+            "Unique users",
+            "users",
+            Subject.SPANS,
+            Kind.DISTINCT,
+            (Agg.COUNT,),
+            lambda c: c.user_id,
+        ),
+        _value("quality_score", "Quality score", "score", "quality", 9),
+        # the distinct traces the spans belong to (Home's "Traces")
+        Metric(
+            "trace_count",
+            "Traces",
+            "count",
+            Subject.SPANS,
+            Kind.DISTINCT,
+            (Agg.COUNT,),
+            lambda c: c.trace_id,
+        ),
+    )
+}
+for _m in METRICS.values():
+    _m.check()
+
+
+def rollup_counts() -> dict[str, Metric]:
+    """The rollup tables' count columns, each with the metric whose condition fills it."""
+    out: dict[str, Metric] = {}
+    for m in METRICS.values():
+        if m.kind == Kind.ROWS and m.rollup is not None:
+            out.setdefault(m.rollup.column, m)
+    return out
+
+
+def rollup_measures() -> dict[str, Metric]:
+    """The rollup tables' value measures in their column order, each with the metric whose
+    expression fills it."""
+    out: dict[str, Metric] = {}
+    for m in METRICS.values():
+        if m.kind == Kind.VALUE and m.rollup is not None:
+            out.setdefault(m.rollup.column, m)
+    return dict(sorted(out.items(), key=lambda item: item[1].rollup.layout))
+
+
+def sketched() -> Metric:
+    """The metric whose distribution the rollups' latency sketch holds."""
+    (metric,) = (m for m in METRICS.values() if m.rollup is not None and m.rollup.sketch)
+    return metric
+
+
+def metrics_markdown() -> str:
+    """The table of docs/metrics.md (checked by tests/semantic/test_metrics_doc.py)."""
+    lines = [
+        "| Metric | Label | Subject | Unit | Aggregations | Computed from | Needs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in METRICS.values():
+        aggs = ", ".join(a.value for a in m.aggregations)
+        if m.rollup is None:
+            source = "raw spans only"
+        elif m.kind == Kind.VALUE:
+            sketch = ", latency sketch" if m.rollup.sketch else "; percentiles from raw spans"
+            source = f"rollups (`{m.rollup.column}_*`{sketch})"
+        else:
+            columns = ", ".join(f"`{c}`" for c in (m.rollup.column, m.rollup.of) if c)
+            source = f"rollups ({columns})"
+        needs = ", ".join(sorted({FIELD_NEEDS[f].value for f in m.reads if f in FIELD_NEEDS}))
+        lines.append(
+            f"| `{m.name}` | {m.label} | {m.subject.value} | {m.unit} | {aggs} | {source} | "
+            f"{needs or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
