@@ -197,11 +197,11 @@ class JsonWriter(_TextWriter):
 
 
 def arrow_schema(fields: tuple[str, ...]) -> pa.Schema:
-    """Parquet column types from the spans table, so every page has the same schema."""
+    """Parquet column types from the fields' SQL types, so every page has the same schema."""
     from sqlalchemy import JSON, Boolean, Float, Integer
 
-    from observatory_core.storage.schema import spans
     from observatory_core.storage.types import UtcDateTime
+    from observatory_core.traces.fields import field_column
 
     def arrow_type(column):
         kind = column.type
@@ -217,7 +217,7 @@ def arrow_schema(fields: tuple[str, ...]) -> pa.Schema:
             return pa.string()
         return pa.string()
 
-    return pa.schema([(f, arrow_type(spans.c[f])) for f in fields])
+    return pa.schema([(f, arrow_type(field_column(f))) for f in fields])
 
 
 class ParquetWriter:

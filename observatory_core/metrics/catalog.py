@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from observatory_core.accounts.permissions import FIELD_NEEDS, Permission
+from observatory_core.accounts.permissions import Permission
+from observatory_core.semantic.fields import (  # noqa: F401 (re-exported: declared with the fields)
+    DIMENSION_FIELDS,
+    DIMENSIONS,
+    FIELD_NEEDS,
+    ROLLUP_GROUPS,
+)
 
 
 class Agg(StrEnum):
@@ -36,7 +42,7 @@ class Metric:
     measure: str | None = None
     rollup: bool = True  # False: only raw spans can answer (distinct users)
     # the span fields it is computed from, where a role may not see them all (see
-    # `permissions.FIELD_NEEDS`): a series of a hidden field is refused for that role
+    # `semantic.fields`): a series of a hidden field is refused for that role
     reads: tuple[str, ...] = ()
 
     @property
@@ -89,11 +95,8 @@ METRICS: dict[str, Metric] = {
 # Aggregations whose empty bucket is a zero; the others leave a gap.
 ZERO_WHEN_EMPTY = {Agg.COUNT, Agg.SUM}
 
-# Group-by dimensions (span column names; "project" is project_id).
-DIMENSIONS = ("provider", "model", "environment", "operation", "status", "user_id", "project")
-# The span field each dimension groups by (checked against `permissions.FIELD_NEEDS`).
-DIMENSION_FIELDS = {d: "project_id" if d == "project" else d for d in DIMENSIONS}
-ROLLUP_GROUPS = {"provider", "model", "environment", "operation", "status", "project"}
+# Group-by dimensions (DIMENSIONS), the span field each groups by (DIMENSION_FIELDS) and the
+# ones rollups carry (ROLLUP_GROUPS) are declared with the fields (`semantic.fields`).
 MAX_GROUP_BY = 5
 
 BUCKETS = {"1min": 60, "5min": 300, "1hour": 3600, "1day": 86400}
