@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from isal import igzip
 
+from observatory_core.semantic.fields import FIELDS, Names
+
 FORMATS = ("csv", "json", "jsonl", "parquet")
 COMPRESSIONS = ("gzip", "zstd", "snappy", "none")
 # Text formats are gzipped as a whole file (.gz); Parquet compresses its pages inside the file,
@@ -37,7 +39,8 @@ def compression_problem(fmt: str, compression: str) -> str | None:
     return None
 
 
-_JSONISH = {"tags", "metadata", "attributes"}
+# JSON fields (written as compact JSON text), by their declared type
+_JSONISH = Names(lambda: tuple(f.name for f in FIELDS.values() if f.type == "json"))
 
 
 class HashingFile(io.RawIOBase):
