@@ -116,7 +116,12 @@ class FilterSpec:
         return f"FilterSpec({', '.join(parts)})"
 
     def __reduce__(self):
-        return (_restore, (self.relative, self.start, self.end, dict(self._values)))
+        # the class, plain arguments and a dict: what pickle, copy and Streamlit's cache
+        # hashing (which hashes this tuple, classes by name) all take
+        return (FilterSpec, (self.relative, self.start, self.end), dict(self._values))
+
+    def __setstate__(self, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(values))
 
     def filters(self) -> dict[str, Any]:
         """The filters that are set (besides the time window), by key."""
@@ -296,10 +301,6 @@ class FilterSpec:
             else:
                 values[key] = value
         return cls(**values)
-
-
-def _restore(relative, start, end, values) -> FilterSpec:
-    return FilterSpec(relative, start, end, **values)
 
 
 def _normal(key: str, field: Field, value: Any) -> Any:
