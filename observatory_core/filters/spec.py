@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from observatory_core.base.errors import UserError
-from observatory_core.semantic.fields import Field, FilterKind, Table, filter_keys
+from observatory_core.semantic.fields import Field, FilterKind, Table, derived, filter_keys
 
 _RELATIVE = re.compile(r"^(\d+)(m|h|d)$")
 _UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
@@ -31,13 +31,16 @@ _SCALARS = (FilterKind.RANGE, FilterKind.SEARCH)
 
 def filter_names() -> tuple[str, ...]:
     """Every key a `FilterSpec` (a link, the API, a stored JSON) may hold, from the fields."""
-    return (*TIME_KEYS, *filter_keys())
+    return derived("filter_names", lambda: (*TIME_KEYS, *filter_keys()))
 
 
 def _reads() -> dict[str, tuple[str, ...]]:
-    out: dict[str, tuple[str, ...]] = {k: ("start_time",) for k in TIME_KEYS}
-    out.update({k: f.filter_reads() for k, f in filter_keys().items()})
-    return out
+    def compute() -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {k: ("start_time",) for k in TIME_KEYS}
+        out.update({k: f.filter_reads() for k, f in filter_keys().items()})
+        return out
+
+    return derived("filter_reads", compute)
 
 
 # The span field(s) each filter reads. A filter on a field a role may not see would let it

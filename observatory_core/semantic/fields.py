@@ -336,19 +336,38 @@ class Table(Mapping[str, Any]):
         return repr(self._compute())
 
 
+_memo: dict[str, tuple[tuple[Field, ...], Any]] = {}
+
+
+def derived(name: str, compute: Callable[[], Any]) -> Any:
+    """`compute()`, kept until `FIELDS` changes (read on every request, so not rebuilt each
+    time; a field registered or removed at run time is seen at the next read)."""
+    stamp = tuple(FIELDS.values())
+    hit = _memo.get(name)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    value = compute()
+    _memo[name] = (stamp, value)
+    return value
+
+
 def filtered() -> tuple[Field, ...]:
     """The fields that can be filtered on, in declaration order."""
-    return tuple(f for f in FIELDS.values() if f.filter is not FilterKind.NONE)
+    return derived(
+        "filtered",
+        lambda: tuple(f for f in FIELDS.values() if f.filter is not FilterKind.NONE),
+    )
 
 
 def filter_keys() -> dict[str, Field]:
-    """Every filter key (as in `FilterSpec`, links and the API) and the field it filters."""
-    return {key: f for f in filtered() for key in f.filter_keys()}
+    """Every filter key (as in `FilterSpec`, links and the API) and the field it filters.
+    Shared: do not change it."""
+    return derived("filter_keys", lambda: {key: f for f in filtered() for key in f.filter_keys()})
 
 
 def groupable() -> dict[str, Field]:
     """Group-by name -> field, in declaration order."""
-    return {f.group: f for f in FIELDS.values() if f.group}
+    return derived("groupable", lambda: {f.group: f for f in FIELDS.values() if f.group})
 
 
 def by_group(name: str) -> Field:
@@ -356,11 +375,13 @@ def by_group(name: str) -> Field:
 
 
 def listed() -> tuple[str, ...]:
-    return tuple(f.name for f in FIELDS.values() if f.listed)
+    return derived("listed", lambda: tuple(f.name for f in FIELDS.values() if f.listed))
 
 
 def _needs() -> dict[str, Permission]:
-    return {f.name: f.needs for f in FIELDS.values() if f.needs is not None}
+    return derived(
+        "needs", lambda: {f.name: f.needs for f in FIELDS.values() if f.needs is not None}
+    )
 
 
 # Span fields not every role may see, and the permission each needs (README "Users and

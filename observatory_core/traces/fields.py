@@ -6,7 +6,7 @@ from __future__ import annotations
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import hidden_fields, require_fields, visible
 from observatory_core.base.errors import UserError
-from observatory_core.semantic.fields import FIELDS, Names, listed
+from observatory_core.semantic.fields import FIELDS, Names, derived, listed
 from observatory_core.storage.schema import spans
 
 __all__ = [
@@ -21,9 +21,13 @@ __all__ = [
 
 def _all_fields() -> tuple[str, ...]:
     """The declared listable fields: stored columns in the table's order, then expressions."""
-    names = set(listed())
-    stored = tuple(c.name for c in spans.columns if c.name in names)
-    return (*stored, *(n for n in listed() if n not in stored))
+
+    def compute() -> tuple[str, ...]:
+        names = set(listed())
+        stored = tuple(c.name for c in spans.columns if c.name in names)
+        return (*stored, *(n for n in listed() if n not in stored))
+
+    return derived("all_fields", compute)
 
 
 ALL_FIELDS: Names = Names(_all_fields)
