@@ -1,4 +1,6 @@
-"""Independent reference: which span ids a FilterSpec selects, computed with polars and Python."""
+"""Independent reference: which span ids a FilterSpec selects, computed in plain Python over the
+raw rows. Each declared filter (`semantic.fields`) is read by its kind, from the field's value
+in a row (`Field.row_value`), never from its SQL."""
 
 from __future__ import annotations
 
@@ -7,29 +9,32 @@ from datetime import datetime
 import polars as pl
 
 from observatory_core.filters.spec import FilterSpec
-
-_IN = {
-    "trace_ids": "trace_id",
-    "span_ids": "span_id",
-    "session_ids": "session_id",
-    "user_ids": "user_id",
-    "providers": "provider",
-    "models": "model",
-    "operations": "operation",
-    "environments": "environment",
-    "statuses": "status",
-    "project_ids": "project_id",
-}
-_RANGE = {
-    "duration_ms": "duration_ms",
-    "cost_usd": "total_cost_usd",
-    "total_tokens": "total_tokens",
-}
+from observatory_core.semantic.fields import FilterKind, filter_keys
 
 
-def _text_hit(row: dict, needle: str) -> bool:
+def _text_hit(row: dict, columns: tuple[str, ...], needle: str) -> bool:
     needle = needle.lower()
-    return any(needle in (row[c] or "").lower() for c in ("input_text", "output_text"))
+    return any(needle in (row[c] or "").lower() for c in columns)
+
+
+def _keeps(row: dict, key: str, field, value) -> bool:
+    match field.filter:
+        case FilterKind.IN_LIST:
+            return field.row_value(row) in value
+        case FilterKind.RANGE:
+            have = field.row_value(row)
+            if have is None:
+                return False
+            return have >= value if key.startswith("min_") else have <= value
+        case FilterKind.TAGS:
+            tags = set(field.row_value(row) or ())
+            return bool(set(value) & tags) if key.endswith("_any") else set(value) <= tags
+        case FilterKind.METADATA:
+            data = field.row_value(row) or {}
+            return all(k in data and str(data.get(k)) == v for k, v in value)
+        case FilterKind.SEARCH:
+            return _text_hit(row, field.filter_reads(), value)
+    raise AssertionError(f"no reference for filter kind {field.filter}")
 
 
 def reference_ids(df: pl.DataFrame, spec: FilterSpec, now: datetime, org_id: int) -> set[int]:
@@ -39,25 +44,10 @@ def reference_ids(df: pl.DataFrame, spec: FilterSpec, now: datetime, org_id: int
         expr &= pl.col("start_time") >= start
     if end is not None:
         expr &= pl.col("start_time") < end
-    for name, column in _IN.items():
-        if getattr(spec, name):
-            expr &= pl.col(column).is_in(list(getattr(spec, name)))
-    for name, column in _RANGE.items():
-        low, high = getattr(spec, f"min_{name}"), getattr(spec, f"max_{name}")
-        if low is not None:
-            expr &= pl.col(column) >= low
-        if high is not None:
-            expr &= pl.col(column) <= high
-    rows = df.filter(expr).to_dicts()
-    keep = []
-    for r in rows:
-        if spec.tags_any and not set(spec.tags_any) & set(r["tags"]):
-            continue
-        if spec.tags_all and not set(spec.tags_all) <= set(r["tags"]):
-            continue
-        if any(str(r["metadata"].get(k)) != v or k not in r["metadata"] for k, v in spec.metadata):
-            continue
-        if spec.search is not None and not _text_hit(r, spec.search):
-            continue
-        keep.append(r["id"])
-    return set(keep)
+    keys = filter_keys()
+    filters = spec.filters()
+    return {
+        r["id"]
+        for r in df.filter(expr).to_dicts()
+        if all(_keeps(r, key, keys[key], value) for key, value in filters.items())
+    }

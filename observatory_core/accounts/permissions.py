@@ -1,9 +1,10 @@
 """Roles and what each may do (README "Users and roles"). Pages and core functions ask here.
 
-Also what each role may *see*: `FIELD_NEEDS` is the one declaration of which span fields need
-which permission. Every path a field can appear on (list columns, sorts, filters and search,
-metrics and group-bys, exports, the trace detail, the live feed, the HTTP API, the pages) asks
-`observatory_core.accounts.visibility`, which reads this table, so a field is hidden everywhere or nowhere.
+What each role may *see* is declared with each span field (`semantic.fields`, its `needs`).
+Every path a field can appear on (list columns, sorts, filters and search, metrics and
+group-bys, exports, the trace detail, the live feed, the HTTP API, the pages) asks
+`observatory_core.accounts.visibility`, which reads those declarations, so a field is hidden
+everywhere or nowhere.
 """
 
 from __future__ import annotations
@@ -52,25 +53,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
-# Span fields not every role may see, and the permission each needs. Fields not named here are
-# visible to every role that can read spans or metrics at all.
-FIELD_NEEDS: dict[str, Permission] = {
-    "total_cost_usd": _P.COSTS_READ,
-    "input_cost_usd": _P.COSTS_READ,
-    "output_cost_usd": _P.COSTS_READ,
-    "cost_source": _P.COSTS_READ,
-    "input_text": _P.TRACES_READ,
-    "output_text": _P.TRACES_READ,
-    "text_truncated": _P.TRACES_READ,
-}
 # What a person calls the data behind each permission, for messages.
 SEES = {_P.COSTS_READ: "costs", _P.TRACES_READ: "prompt and answer text"}
-
-
-def fields_hidden_from(role: Role) -> frozenset[str]:
-    """The span fields `role` may not see, from `FIELD_NEEDS`."""
-    have = ROLE_PERMISSIONS[role]
-    return frozenset(f for f, needs in FIELD_NEEDS.items() if needs not in have)
 
 
 def parse_role(raw: str) -> Role:

@@ -1,6 +1,6 @@
 """What a role may see, asked the same way on every path.
 
-`permissions.FIELD_NEEDS` declares which span fields need which permission; this module
+Each span field declares the permission needed to see it (`semantic.fields`); this module
 applies it wherever a field can appear, so no path can show, sort by, filter on, chart or
 export a field the caller may not see:
 
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from observatory_core.accounts.permissions import FIELD_NEEDS, SEES, fields_hidden_from
+from observatory_core.accounts.permissions import SEES
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import PermissionDenied
 from observatory_core.filters.spec import FILTER_READS, FilterSpec
-from observatory_core.metrics.catalog import DIMENSION_FIELDS, METRICS
+from observatory_core.metrics.catalog import METRICS
+from observatory_core.semantic.fields import DIMENSION_FIELDS, FIELD_NEEDS, fields_hidden_from
 
 
 def hidden_fields(scope: Scope) -> frozenset[str]:

@@ -7,7 +7,7 @@ pending and keep-firing periods count as they will live.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -46,7 +46,7 @@ def _read(
     at = start
     while at < end:
         upto = min(end, at + chunk)
-        spec = replace(rule.filters, relative=None, start=at, end=upto)
+        spec = rule.filters.replace(relative=None, start=at, end=upto)
         query = MetricQuery(
             series=(rule.series, REQUESTS),
             filters=spec,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import case, func, select
@@ -67,8 +67,7 @@ def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> t
         )
     observed: Observed = {}
     for (org_id, filter_json, window_s, group_by), members in batches.items():
-        spec = replace(
-            FilterSpec.from_json(filter_json),
+        spec = FilterSpec.from_json(filter_json).replace(
             relative=None,
             start=now - timedelta(seconds=window_s),
             end=now,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlparse
 
@@ -167,7 +167,7 @@ def build_rule(
         )
     spec = filters or FilterSpec(relative=None)
     if spec.relative is not None or spec.start or spec.end:  # the window is the rule's time
-        spec = replace(spec, relative=None, start=None, end=None)
+        spec = spec.replace(relative=None, start=None, end=None)
     return RuleSpec(
         name=name,
         series=f"{metric}.{agg.value}",

@@ -9,6 +9,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from observatory_core.api import exports, metrics, traces
+from observatory_core.api.common import refresh_filter_parameters
 from observatory_core.api.context import ApiError, RequestContext, meta
 from observatory_core.api.limits import ReadGuard
 from observatory_core.base.errors import (
@@ -71,6 +72,7 @@ def _handler(status: int, code: str, headers: dict | None, message: str | None):
 
 
 def create_app() -> FastAPI:
+    refresh_filter_parameters()  # every field declared by now is a documented parameter
     app = FastAPI(
         title="LLM Observatory API",
         version="1",

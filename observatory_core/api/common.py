@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 
 from observatory_core.accounts.scope import Scope
 from observatory_core.api.context import ApiError
-from observatory_core.api.schemas import ErrorBody, FilterParams
-from observatory_core.filters.spec import FilterSpec
+from observatory_core.api.schemas import ErrorBody, filter_params_model
+from observatory_core.filters.spec import FilterSpec, filter_names
 
 _DESCRIPTIONS = {
     400: "Bad input; the message names the field and the fix.",
@@ -28,7 +28,6 @@ _DESCRIPTIONS = {
     503: "The database is unavailable (`unavailable`) or the query ran past its time budget "
     "(`timeout`: narrow it); see Retry-After.",
 }
-FILTER_NAMES = frozenset(FilterParams.model_fields)
 CACHE_SECONDS = 15.0
 
 
@@ -39,40 +38,45 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _filter_parameters() -> dict[str, Any]:
+def _filter_parameters() -> list[dict[str, Any]]:
     """`FilterParams` as OpenAPI query parameters, as FastAPI would write them for a query model.
     Routes declare them through `openapi_extra` and parse them once, in `filter_spec`: as a
     parameter model FastAPI re-validated all 26 fields on every request (about 1 ms of the
     server's ~6 ms per request under load) only to hand over strings `filter_spec` parses anyway."""
-    properties = FilterParams.model_json_schema()["properties"]
-    return {
-        "parameters": [
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "schema": schema,
-                **({"description": schema["description"]} if "description" in schema else {}),
-            }
-            for name, schema in properties.items()
-        ]
-    }
+    properties = filter_params_model().model_json_schema()["properties"]
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": schema,
+            **({"description": schema["description"]} if "description" in schema else {}),
+        }
+        for name, schema in properties.items()
+    ]
 
 
-FILTER_PARAMETERS = _filter_parameters()
+# The routes' `openapi_extra` (the same object): `refresh_filter_parameters` updates it in
+# place when an app is created, so the document lists every field declared by then.
+FILTER_PARAMETERS: dict[str, Any] = {"parameters": _filter_parameters()}
+
+
+def refresh_filter_parameters() -> None:
+    FILTER_PARAMETERS["parameters"] = _filter_parameters()
 
 
 def filter_spec(request: Request, own: frozenset[str]) -> FilterSpec:
     """The `FilterSpec` of the query string; names neither a filter nor the route's own are refused."""
     params = request.query_params
-    unknown = sorted(set(params) - FILTER_NAMES - own)
+    names = frozenset(filter_names())
+    unknown = sorted(set(params) - names - own)
     if unknown:
         raise ApiError(
             400,
             "bad_request",
-            f"Unknown query parameter {unknown[0]!r}; filters are: {', '.join(sorted(FILTER_NAMES))}.",
+            f"Unknown query parameter {unknown[0]!r}; filters are: {', '.join(sorted(names))}.",
         )
-    return FilterSpec.from_query_params({k: params.getlist(k) for k in params if k in FILTER_NAMES})
+    return FilterSpec.from_query_params({k: params.getlist(k) for k in params if k in names})
 
 
 class TtlCache:

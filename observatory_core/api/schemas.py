@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from observatory_core.exports.writers import FORMATS
+from observatory_core.semantic.fields import FilterKind, filter_keys
 
 
 class Meta(BaseModel):
@@ -32,10 +33,7 @@ class ErrorBody(BaseModel):
     meta: Meta
 
 
-class FilterParams(BaseModel):
-    """Every `FilterSpec` field, named as in the app's shareable links. (Unknown parameters
-    are refused by the route, which also knows its own.)"""
-
+class _TimeParams(BaseModel):
     relative: str | None = Field(
         None, description="15m to 365d, e.g. 24h or 7d; 'all' for no time limit. Default 24h."
     )
@@ -43,30 +41,23 @@ class FilterParams(BaseModel):
         None, description="ISO 8601 with a time zone, e.g. 2026-11-01T00:00:00Z"
     )
     end: str | None = Field(None, description="ISO 8601 with a time zone; exclusive")
-    trace_ids: list[str] = []
-    span_ids: list[str] = []
-    session_ids: list[str] = []
-    user_ids: list[str] = []
-    providers: list[str] = []
-    models: list[str] = []
-    operations: list[str] = []
-    environments: list[str] = []
-    statuses: list[str] = []
-    project_ids: list[str] = Field([], description="Project ids (whole numbers)")
-    min_duration_ms: str | None = None
-    max_duration_ms: str | None = None
-    min_cost_usd: str | None = None
-    max_cost_usd: str | None = None
-    min_total_tokens: str | None = None
-    max_total_tokens: str | None = None
-    tags_any: list[str] = []
-    tags_all: list[str] = []
-    metadata: list[str] = Field(
-        [], description='key=value pairs as JSON lists, e.g. ["region","eu"]'
-    )
-    search: str | None = Field(
-        None, description="Full-text search of prompts and answers (3+ characters)"
-    )
+
+
+def filter_params_model() -> type[BaseModel]:
+    """Every `FilterSpec` key, named as in the app's shareable links: the time window and each
+    declared filter (`semantic.fields`), built when asked so a field registered at run time
+    is in it. (Unknown parameters are refused by the route, which also knows its own.)"""
+    params: dict[str, Any] = {}
+    for key, field in filter_keys().items():
+        extra = {"description": field.description} if field.description else {}
+        if field.filter in (FilterKind.RANGE, FilterKind.SEARCH):
+            params[key] = (str | None, Field(None, **extra))
+        else:
+            params[key] = (list[str], Field([], **extra))
+    return create_model("FilterParams", __base__=_TimeParams, **params)
+
+
+FilterParams = filter_params_model()  # as declared at import; the app rebuilds it when created
 
 
 class SpanPage(BaseModel):

@@ -31,6 +31,7 @@ from observatory_core.base import prometheus
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.copy_out import copy_ahead, copy_csv_rows
 from observatory_core.storage.schema import export_jobs
 from observatory_core.storage.transient import describe, is_transient
@@ -185,9 +186,11 @@ def _close_quietly(pages) -> None:
 
 def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, config: WorkerConfig):
     """(row count, write function) per page. CSV on PostgreSQL takes the COPY fast path:
-    the explorer's filter picks each page's ids, and the database writes their CSV lines."""
+    the explorer's filter picks each page's ids, and the database writes their CSV lines
+    (stored columns only: an expression field is written by the row path)."""
     pinned = {"as_of": job["snapshot_at"], "max_id": job["snapshot_max_id"]}
-    if job["format"] == "csv" and engine.dialect.name == "postgresql":
+    copyable = all(FIELDS[f].plain for f in fields if f in FIELDS)
+    if job["format"] == "csv" and engine.dialect.name == "postgresql" and copyable:
         pages = iter_span_ids(engine, scope, spec, page_size=config.copy_page_size, **pinned)
         copies = copy_ahead(engine, job["org_id"], pages, fields, config.copy_ahead)
         try:

@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from isal import igzip
 
+from observatory_core.semantic.fields import FIELDS, derived
+
 FORMATS = ("csv", "json", "jsonl", "parquet")
 COMPRESSIONS = ("gzip", "zstd", "snappy", "none")
 # Text formats are gzipped as a whole file (.gz); Parquet compresses its pages inside the file,
@@ -37,7 +39,9 @@ def compression_problem(fmt: str, compression: str) -> str | None:
     return None
 
 
-_JSONISH = {"tags", "metadata", "attributes"}
+def json_fields() -> frozenset[str]:
+    """The fields written as compact JSON text: those declared with the json type."""
+    return derived("json", lambda: frozenset(f.name for f in FIELDS.values() if f.type == "json"))
 
 
 class HashingFile(io.RawIOBase):
@@ -73,13 +77,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def csv_text(value: Any, field: str) -> str:
+def csv_text(value: Any, field: str, jsonish: frozenset[str] | None = None) -> str:
     """The canonical CSV text of a value, identical to what the PostgreSQL COPY path emits:
     ISO timestamps with microseconds, shortest floats without a trailing '.0', true/false,
     compact JSON, and an empty field for null (and for empty text)."""
     if value is None:
         return ""
-    if field in _JSONISH:
+    if field in (json_fields() if jsonish is None else jsonish):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -168,7 +172,8 @@ class CsvWriter(_TextWriter):
         self.csv.writerow(self.fields)
 
     def write_rows(self, rows: list[dict]) -> None:
-        self.csv.writerows([[csv_text(r[f], f) for f in self.fields] for r in rows])
+        jsonish = json_fields()
+        self.csv.writerows([[csv_text(r[f], f, jsonish) for f in self.fields] for r in rows])
 
 
 class JsonLinesWriter(_TextWriter):
@@ -197,11 +202,11 @@ class JsonWriter(_TextWriter):
 
 
 def arrow_schema(fields: tuple[str, ...]) -> pa.Schema:
-    """Parquet column types from the spans table, so every page has the same schema."""
+    """Parquet column types from the fields' SQL types, so every page has the same schema."""
     from sqlalchemy import JSON, Boolean, Float, Integer
 
-    from observatory_core.storage.schema import spans
     from observatory_core.storage.types import UtcDateTime
+    from observatory_core.traces.fields import field_column
 
     def arrow_type(column):
         kind = column.type
@@ -217,7 +222,7 @@ def arrow_schema(fields: tuple[str, ...]) -> pa.Schema:
             return pa.string()
         return pa.string()
 
-    return pa.schema([(f, arrow_type(spans.c[f])) for f in fields])
+    return pa.schema([(f, arrow_type(field_column(f))) for f in fields])
 
 
 class ParquetWriter:
@@ -230,8 +235,9 @@ class ParquetWriter:
         self.writer = pq.ParquetWriter(sink, self.schema, compression=compression)
 
     def write_rows(self, rows: list[dict]) -> None:
+        jsonish = json_fields()
         columns = {
-            f: [json.dumps(r[f]) if f in _JSONISH else r[f] for r in rows] for f in self.fields
+            f: [json.dumps(r[f]) if f in jsonish else r[f] for r in rows] for f in self.fields
         }
         self.writer.write_table(pa.table(columns, schema=self.schema))
 

@@ -1,4 +1,7 @@
-"""FilterSpec -> SQL conditions on `spans`, in one place, for both databases."""
+"""FilterSpec -> SQL conditions on `spans`, in one place, for both databases.
+
+Each declared filter (`semantic.fields`) compiles by its kind; the tags, metadata and search
+kinds use the per-store constructs of `storage.dialect`."""
 
 from __future__ import annotations
 
@@ -8,26 +11,9 @@ from sqlalchemy import and_, or_
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.semantic.fields import FilterKind, filter_keys
 from observatory_core.storage.dialect import json_array_contains, json_object_text, text_search
 from observatory_core.storage.schema import spans
-
-_IN_LISTS = {
-    "trace_ids": spans.c.trace_id,
-    "span_ids": spans.c.span_id,
-    "session_ids": spans.c.session_id,
-    "user_ids": spans.c.user_id,
-    "providers": spans.c.provider,
-    "models": spans.c.model,
-    "operations": spans.c.operation,
-    "environments": spans.c.environment,
-    "statuses": spans.c.status,
-    "project_ids": spans.c.project_id,
-}
-_RANGES = {
-    "duration_ms": spans.c.duration_ms,
-    "cost_usd": spans.c.total_cost_usd,
-    "total_tokens": spans.c.total_tokens,
-}
 
 
 def filter_conditions(spec: FilterSpec, now: datetime, dialect: str) -> list[ColumnElement[bool]]:
@@ -38,24 +24,21 @@ def filter_conditions(spec: FilterSpec, now: datetime, dialect: str) -> list[Col
         out.append(spans.c.start_time >= start)
     if end is not None:
         out.append(spans.c.start_time < end)
-    for name, column in _IN_LISTS.items():
-        values = getattr(spec, name)
-        if values:
-            out.append(column.in_(values))
-    for name, column in _RANGES.items():
-        low, high = getattr(spec, f"min_{name}"), getattr(spec, f"max_{name}")
-        if low is not None:
-            out.append(column >= low)
-        if high is not None:
-            out.append(column <= high)
-    if spec.tags_any:
-        out.append(or_(*(json_array_contains(spans.c.tags, t) for t in spec.tags_any)))
-    if spec.tags_all:
-        out.append(and_(*(json_array_contains(spans.c.tags, t) for t in spec.tags_all)))
-    for key, value in spec.metadata:
-        out.append(json_object_text(spans.c.metadata, key) == value)
-    if spec.search is not None:
-        out.append(
-            text_search(spans.c.id, spans.c.input_text, spans.c.output_text, spec.search, dialect)
-        )
+    keys = filter_keys()
+    for key, value in spec.filters().items():
+        field = keys[key]
+        column = field.expression(spans.c)
+        match field.filter:
+            case FilterKind.IN_LIST:
+                out.append(column.in_(value))
+            case FilterKind.RANGE:
+                out.append(column >= value if key.startswith("min_") else column <= value)
+            case FilterKind.TAGS:
+                join = or_ if key.endswith("_any") else and_
+                out.append(join(*(json_array_contains(column, t) for t in value)))
+            case FilterKind.METADATA:
+                out += [json_object_text(column, k) == v for k, v in value]
+            case FilterKind.SEARCH:
+                text = [spans.c[f] for f in field.filter_reads()]
+                out.append(text_search(spans.c.id, *text, value, dialect))
     return out

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from observatory_core.base.errors import UserError
-from observatory_core.storage.schema import OPERATIONS, STATUSES
+from observatory_core.semantic.fields import Field, FilterKind, Table, derived, filter_keys
 
 _RELATIVE = re.compile(r"^(\d+)(m|h|d)$")
 _UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
@@ -24,59 +24,29 @@ MAX_TEXT = 500  # characters per value
 MAX_NUMBER = 1e15
 MIN_SEARCH = 3  # both full-text indexes work on trigrams
 MAX_URL = 8_000  # characters of filter parameters in one link
-_HEX = {"trace_ids": 32, "span_ids": 16}
+TIME_KEYS = ("relative", "start", "end")
+_LISTS = (FilterKind.IN_LIST, FilterKind.TAGS)
+_SCALARS = (FilterKind.RANGE, FilterKind.SEARCH)
 
-LIST_FIELDS = (
-    "trace_ids",
-    "span_ids",
-    "session_ids",
-    "user_ids",
-    "providers",
-    "models",
-    "operations",
-    "environments",
-    "statuses",
-    "project_ids",
-    "tags_any",
-    "tags_all",
-)
-RANGE_FIELDS = (
-    "min_duration_ms",
-    "max_duration_ms",
-    "min_cost_usd",
-    "max_cost_usd",
-    "min_total_tokens",
-    "max_total_tokens",
-)
+
+def filter_names() -> tuple[str, ...]:
+    """Every key a `FilterSpec` (a link, the API, a stored JSON) may hold, from the fields."""
+    return derived("filter_names", lambda: (*TIME_KEYS, *filter_keys()))
+
+
+def _reads() -> dict[str, tuple[str, ...]]:
+    def compute() -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {k: ("start_time",) for k in TIME_KEYS}
+        out.update({k: f.filter_reads() for k, f in filter_keys().items()})
+        return out
+
+    return derived("filter_reads", compute)
+
 
 # The span field(s) each filter reads. A filter on a field a role may not see would let it
-# bisect the hidden values (min_cost_usd=0.05 then 0.025 ...), so `observatory_core.accounts.visibility`
-# refuses such a filter for that role, by this table and `permissions.FIELD_NEEDS`.
-FILTER_READS: dict[str, tuple[str, ...]] = {
-    "relative": ("start_time",),
-    "start": ("start_time",),
-    "end": ("start_time",),
-    "trace_ids": ("trace_id",),
-    "span_ids": ("span_id",),
-    "session_ids": ("session_id",),
-    "user_ids": ("user_id",),
-    "providers": ("provider",),
-    "models": ("model",),
-    "operations": ("operation",),
-    "environments": ("environment",),
-    "statuses": ("status",),
-    "project_ids": ("project_id",),
-    "min_duration_ms": ("duration_ms",),
-    "max_duration_ms": ("duration_ms",),
-    "min_cost_usd": ("total_cost_usd",),
-    "max_cost_usd": ("total_cost_usd",),
-    "min_total_tokens": ("total_tokens",),
-    "max_total_tokens": ("total_tokens",),
-    "tags_any": ("tags",),
-    "tags_all": ("tags",),
-    "metadata": ("metadata",),
-    "search": ("input_text", "output_text"),
-}
+# bisect the hidden values (min_cost_usd=0.05 then 0.025 ...), so `accounts.visibility`
+# refuses such a filter for that role, by this table and each field's `needs`.
+FILTER_READS: Mapping[str, tuple[str, ...]] = Table(_reads)
 
 
 class FilterError(UserError):
@@ -87,38 +57,86 @@ def _fail(name: str, problem: str) -> FilterError:
     return FilterError(f"Filter '{name}': {problem}")
 
 
-@dataclass(frozen=True)
-class FilterSpec:
-    # time: a relative window ("24h"), or absolute bounds, or neither (all time)
-    relative: str | None = "24h"
-    start: datetime | None = None
-    end: datetime | None = None
-    trace_ids: tuple[str, ...] = ()
-    span_ids: tuple[str, ...] = ()
-    session_ids: tuple[str, ...] = ()
-    user_ids: tuple[str, ...] = ()
-    providers: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
-    operations: tuple[str, ...] = ()
-    environments: tuple[str, ...] = ()
-    statuses: tuple[str, ...] = ()
-    project_ids: tuple[int, ...] = ()
-    min_duration_ms: float | None = None
-    max_duration_ms: float | None = None
-    min_cost_usd: float | None = None
-    max_cost_usd: float | None = None
-    min_total_tokens: float | None = None
-    max_total_tokens: float | None = None
-    tags_any: tuple[str, ...] = ()
-    tags_all: tuple[str, ...] = ()
-    metadata: tuple[tuple[str, str], ...] = field(default=())
-    search: str | None = None
+def _default(field: Field) -> Any:
+    return None if field.filter in _SCALARS else ()
 
-    def __post_init__(self) -> None:
-        self._validate()
+
+class FilterSpec:
+    """Which spans: a time window plus any declared filter (`semantic.fields`), each read as
+    an attribute (`spec.models`, `spec.min_cost_usd`). Immutable and hashable; values equal
+    to "everything" are not kept, so two specs asking the same are equal."""
+
+    __slots__ = ("relative", "start", "end", "_values")
+
+    def __init__(
+        self,
+        relative: str | None = "24h",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        **filters: Any,
+    ) -> None:
+        keys = filter_keys()
+        values: dict[str, Any] = {}
+        for key, value in filters.items():
+            field = keys.get(key)
+            if field is None:
+                known = ", ".join(filter_names())
+                raise _fail(key, f"unknown field; known fields: {known}")
+            value = _normal(key, field, value)
+            if value != _default(field):
+                values[key] = value
+        ordered = {k: values[k] for k in keys if k in values}
+        for name, value in (("relative", relative), ("start", start), ("end", end)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_values", ordered)
+        self._validate(keys)
+
+    def __getattr__(self, name: str) -> Any:
+        field = filter_keys().get(name) if not name.startswith("__") else None
+        if field is None:
+            raise AttributeError(f"FilterSpec has no filter {name!r}")
+        return self._values.get(name, _default(field))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("FilterSpec is immutable; use spec.replace(...)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("FilterSpec is immutable")
+
+    def _key(self) -> tuple:
+        return (self.relative, self.start, self.end, tuple(self._values.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FilterSpec) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        parts = [f"relative={self.relative!r}"]
+        parts += [f"{n}={getattr(self, n)!r}" for n in ("start", "end") if getattr(self, n)]
+        parts += [f"{k}={v!r}" for k, v in self._values.items()]
+        return f"FilterSpec({', '.join(parts)})"
+
+    def __reduce__(self):
+        # the class, plain arguments and a dict: what pickle, copy and Streamlit's cache
+        # hashing (which hashes this tuple, classes by name) all take
+        return (FilterSpec, (self.relative, self.start, self.end), dict(self._values))
+
+    def __setstate__(self, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def filters(self) -> dict[str, Any]:
+        """The filters that are set (besides the time window), by key."""
+        return dict(self._values)
+
+    def replace(self, **changes: Any) -> FilterSpec:
+        """The same spec with `changes` (a time bound, a filter's values) applied."""
+        now = {"relative": self.relative, "start": self.start, "end": self.end, **self._values}
+        return FilterSpec(**{**now, **changes})
 
     # ---- validation -----------------------------------------------------------------
-    def _validate(self) -> None:
+    def _validate(self, keys: dict[str, Field]) -> None:
         if self.relative is not None and (self.start or self.end):
             raise _fail("time", "give either a relative window or start/end, not both")
         if self.relative is not None:
@@ -132,61 +150,23 @@ class FilterSpec:
                 "time",
                 f"start {self.start.isoformat()} is not before end {self.end.isoformat()}; swap them",
             )
-        for name in LIST_FIELDS:
-            values = getattr(self, name)
-            if len(values) > MAX_LIST:
-                raise _fail(name, f"at most {MAX_LIST} values, got {len(values)}")
-            for v in values:
-                if name == "project_ids":
-                    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                        raise _fail(name, f"{v!r} is not a project id (a whole number)")
-                    continue
-                if not isinstance(v, str) or not v or len(v) > MAX_TEXT:
-                    raise _fail(
-                        name, f"values must be non-empty text of at most {MAX_TEXT} characters"
-                    )
-                if "\x00" in v:
-                    raise _fail(name, "values cannot contain NUL characters")
-                if name in _HEX and not re.fullmatch(f"[0-9a-f]{{{_HEX[name]}}}", v):
-                    raise _fail(name, f"{v!r} is not {_HEX[name]} lowercase hex digits")
-        for name, allowed in (("operations", OPERATIONS), ("statuses", STATUSES)):
-            bad = [v for v in getattr(self, name) if v not in allowed]
-            if bad:
-                raise _fail(name, f"unknown {bad[0]!r}; choose from {', '.join(allowed)}")
-        for name in RANGE_FIELDS:
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
-                raise _fail(name, f"{value!r} is not a number")
-            if value < 0 or value > MAX_NUMBER:
-                raise _fail(name, f"must lie between 0 and {MAX_NUMBER:.0e}")
-        for low, high in (
-            ("min_duration_ms", "max_duration_ms"),
-            ("min_cost_usd", "max_cost_usd"),
-            ("min_total_tokens", "max_total_tokens"),
-        ):
-            a, b = getattr(self, low), getattr(self, high)
-            if a is not None and b is not None and a > b:
-                raise _fail(low, f"{a} is above {high} {b}; swap them")
-        for pair in self.metadata:
-            if len(pair) != 2 or not all(isinstance(x, str) for x in pair) or not pair[0]:
-                raise _fail("metadata", "use key=value pairs with a non-empty key")
-            if any(len(x) > MAX_TEXT for x in pair):
-                raise _fail("metadata", f"keys and values have at most {MAX_TEXT} characters")
-            if any("\x00" in x for x in pair):
-                raise _fail("metadata", "keys and values cannot contain NUL characters")
-        if self.search is not None:
-            if not isinstance(self.search, str) or len(self.search.strip()) < MIN_SEARCH:
-                raise _fail("search", f"search for at least {MIN_SEARCH} characters")
-            if len(self.search) > MAX_TEXT:
-                raise _fail("search", f"search text has at most {MAX_TEXT} characters")
-            if "\x00" in self.search:
-                raise _fail("search", "search text cannot contain NUL characters")
+        for key, value in self._values.items():
+            field = keys[key]
+            match field.filter:
+                case FilterKind.IN_LIST | FilterKind.TAGS:
+                    _check_list(key, field, value)
+                case FilterKind.RANGE:
+                    _check_number(key, value)
+                case FilterKind.METADATA:
+                    _check_pairs(key, value)
+                case FilterKind.SEARCH:
+                    _check_search(key, value)
+        for field in {id(f): f for f in keys.values()}.values():
+            if field.filter is FilterKind.RANGE:
+                low, high = field.filter_keys()
+                a, b = self._values.get(low), self._values.get(high)
+                if a is not None and b is not None and a > b:
+                    raise _fail(low, f"{a} is above {high} {b}; swap them")
 
     # ---- time -------------------------------------------------------------------------
     def window(self, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -200,46 +180,39 @@ class FilterSpec:
         if self.relative is None:
             return self
         start, end = self.window(now)
-        return replace(self, relative=None, start=start, end=end)
+        return self.replace(relative=None, start=start, end=end)
 
-    def only_uses(self, allowed: frozenset[str] | set[str]) -> bool:
-        """True when, besides the time window, only the `allowed` fields are set: whether a
+    def only_uses(self, allowed) -> bool:
+        """True when, besides the time window, only the `allowed` filters are set: whether a
         precomputed table (rollups, trace totals) holding just those columns can answer it."""
-        return all(
-            getattr(self, f.name) == f.default
-            for f in fields(self)
-            if f.name not in ("relative", "start", "end") and f.name not in allowed
-        )
+        return all(key in allowed for key in self._values)
 
     def fields_read(self) -> dict[str, tuple[str, ...]]:
         """The filters that are set (differ from "everything"), each with the span fields it
         reads: what a role must be allowed to see for this filter to be applied for it."""
-        return {
-            f.name: FILTER_READS[f.name]
-            for f in fields(self)
-            if f.name not in ("relative", "start", "end") and getattr(self, f.name) != f.default
-        }
+        keys = filter_keys()
+        return {key: keys[key].filter_reads() for key in self._values}
 
     # ---- URL query parameters ----------------------------------------------------------
     def to_query_params(self) -> dict[str, list[str]]:
         """Only what differs from the default, so links stay short."""
         out: dict[str, list[str]] = {}
-        default = FilterSpec()
-        if self.relative != default.relative:
+        if self.relative != "24h":
             out["relative"] = [self.relative or "all"]
         for name in ("start", "end"):
             if getattr(self, name):
                 out[name] = [getattr(self, name).isoformat()]
-        for name in LIST_FIELDS:
-            if getattr(self, name):
-                out[name] = [str(v) for v in getattr(self, name)]
-        for name in RANGE_FIELDS:
-            if getattr(self, name) is not None:
-                out[name] = [repr(float(getattr(self, name)))]
-        if self.metadata:
-            out["metadata"] = [json.dumps(list(p)) for p in self.metadata]
-        if self.search is not None:
-            out["search"] = [self.search]
+        keys = filter_keys()
+        for key, value in self._values.items():
+            match keys[key].filter:
+                case FilterKind.IN_LIST | FilterKind.TAGS:
+                    out[key] = [str(v) for v in value]
+                case FilterKind.RANGE:
+                    out[key] = [repr(float(value))]
+                case FilterKind.METADATA:
+                    out[key] = [json.dumps(list(p)) for p in value]
+                case FilterKind.SEARCH:
+                    out[key] = [value]
         return out
 
     @classmethod
@@ -247,7 +220,7 @@ class FilterSpec:
         cls, params: dict[str, list[str] | str], ignore: frozenset[str] = frozenset()
     ) -> FilterSpec:
         """Parse a link's parameters; `ignore` names the page's own (sort, cursor ...)."""
-        known = {f.name for f in fields(cls)}
+        keys = filter_keys()
         size = sum(
             len(k) + sum(len(v) for v in ([r] if isinstance(r, str) else r))
             for k, r in params.items()
@@ -261,33 +234,46 @@ class FilterSpec:
             items = [raw] if isinstance(raw, str) else list(raw)
             if key in ignore:
                 continue
-            if key not in known:
-                raise _fail(key, f"unknown field; known fields: {', '.join(sorted(known))}")
             if key == "relative":
                 values[key] = None if items[-1] == "all" else items[-1]
-            elif key in ("start", "end"):
+                continue
+            if key in ("start", "end"):
                 values[key] = _parse_time(key, items[-1])
-            elif key == "project_ids":
-                values[key] = tuple(_parse_int(key, v) for v in items)
-            elif key in LIST_FIELDS:
-                values[key] = tuple(items)
-            elif key in RANGE_FIELDS:
-                values[key] = _parse_number(key, items[-1])
-            elif key == "metadata":
-                values[key] = tuple(_parse_pair(v) for v in items)
-            elif key == "search":
-                values[key] = items[-1]
+                continue
+            field = keys.get(key)
+            if field is None:
+                known = ", ".join(sorted(filter_names()))
+                raise _fail(key, f"unknown field; known fields: {known}")
+            match field.filter:
+                case FilterKind.IN_LIST if field.type == "int":
+                    values[key] = tuple(_parse_int(key, v) for v in items)
+                case FilterKind.IN_LIST | FilterKind.TAGS:
+                    values[key] = tuple(items)
+                case FilterKind.RANGE:
+                    values[key] = _parse_number(key, items[-1])
+                case FilterKind.METADATA:
+                    values[key] = tuple(_parse_pair(key, v) for v in items)
+                case FilterKind.SEARCH:
+                    values[key] = items[-1]
         if ("start" in values or "end" in values) and "relative" not in values:
             values["relative"] = None
         return cls(**values)
 
     # ---- JSON -------------------------------------------------------------------------
     def to_json(self) -> str:
-        data = asdict(self)
-        for name in ("start", "end"):
-            if data[name] is not None:
-                data[name] = data[name].isoformat()
-        data["metadata"] = [list(p) for p in self.metadata]
+        """Every key, set or not (the stored form of exports and alert rules)."""
+        data: dict[str, Any] = {
+            "relative": self.relative,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+        }
+        for key, field in filter_keys().items():
+            value = getattr(self, key)
+            if field.filter is FilterKind.METADATA:
+                value = [list(p) for p in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            data[key] = value
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -298,7 +284,8 @@ class FilterSpec:
             raise _fail("json", f"not valid JSON ({exc.msg})") from None
         if not isinstance(data, dict):
             raise _fail("json", "expected an object of filter fields")
-        known = {f.name: f for f in fields(cls)}
+        keys = filter_keys()
+        known = filter_names()
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise _fail(unknown[0], f"unknown field; known fields: {', '.join(known)}")
@@ -306,17 +293,81 @@ class FilterSpec:
         for key, value in data.items():
             if key in ("start", "end") and value is not None:
                 values[key] = _parse_time(key, value)
-            elif key in LIST_FIELDS:
+            elif key in keys and keys[key].filter in _LISTS:
                 if not isinstance(value, list):
                     raise _fail(key, "expected a list")
                 values[key] = tuple(value)
-            elif key == "metadata":
+            elif key in keys and keys[key].filter is FilterKind.METADATA:
                 if not isinstance(value, list):
                     raise _fail(key, "expected a list of [key, value] pairs")
                 values[key] = tuple(tuple(p) if isinstance(p, list) else p for p in value)
             else:
                 values[key] = value
         return cls(**values)
+
+
+def _normal(key: str, field: Field, value: Any) -> Any:
+    """Lists as tuples (hashable), so equal filters compare and hash equal."""
+    if field.filter in _LISTS or field.filter is FilterKind.METADATA:
+        if value is None:
+            return ()
+        if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+            raise _fail(key, "expected a list of values")
+        if field.filter is FilterKind.METADATA:
+            return tuple(tuple(p) if isinstance(p, list) else p for p in value)
+        return tuple(value)
+    return value
+
+
+def _check_list(key: str, field: Field, values: tuple) -> None:
+    if len(values) > MAX_LIST:
+        raise _fail(key, f"at most {MAX_LIST} values, got {len(values)}")
+    for v in values:
+        if field.type == "int":
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise _fail(key, f"{v!r} is not a {field.label.lower()} id (a whole number)")
+            continue
+        if not isinstance(v, str) or not v or len(v) > MAX_TEXT:
+            raise _fail(key, f"values must be non-empty text of at most {MAX_TEXT} characters")
+        if "\x00" in v:
+            raise _fail(key, "values cannot contain NUL characters")
+        if field.pattern and not re.fullmatch(field.pattern, v):
+            raise _fail(key, f"{v!r} is not {field.pattern_hint or field.pattern}")
+    if field.choices is not None:
+        bad = [v for v in values if v not in field.choices]
+        if bad:
+            raise _fail(key, f"unknown {bad[0]!r}; choose from {', '.join(field.choices)}")
+
+
+def _check_number(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(key, f"{value!r} is not a number")
+    if value < 0 or value > MAX_NUMBER:
+        raise _fail(key, f"must lie between 0 and {MAX_NUMBER:.0e}")
+
+
+def _check_pairs(key: str, pairs: tuple) -> None:
+    for pair in pairs:
+        if (
+            not isinstance(pair, tuple | list)
+            or len(pair) != 2
+            or not all(isinstance(x, str) for x in pair)
+            or not pair[0]
+        ):
+            raise _fail(key, "use key=value pairs with a non-empty key")
+        if any(len(x) > MAX_TEXT for x in pair):
+            raise _fail(key, f"keys and values have at most {MAX_TEXT} characters")
+        if any("\x00" in x for x in pair):
+            raise _fail(key, "keys and values cannot contain NUL characters")
+
+
+def _check_search(key: str, text: Any) -> None:
+    if not isinstance(text, str) or len(text.strip()) < MIN_SEARCH:
+        raise _fail(key, f"search for at least {MIN_SEARCH} characters")
+    if len(text) > MAX_TEXT:
+        raise _fail(key, f"search text has at most {MAX_TEXT} characters")
+    if "\x00" in text:
+        raise _fail(key, "search text cannot contain NUL characters")
 
 
 def relative_delta(text: str) -> timedelta:
@@ -352,11 +403,11 @@ def _parse_int(name: str, raw: str) -> int:
         raise _fail(name, f"{raw!r} is not a whole number") from None
 
 
-def _parse_pair(raw: str) -> tuple[str, str]:
+def _parse_pair(name: str, raw: str) -> tuple[str, str]:
     try:
         pair = json.loads(raw)
     except json.JSONDecodeError:
         pair = raw.split("=", 1) if "=" in raw else None
     if not isinstance(pair, list) or len(pair) != 2:
-        raise _fail("metadata", f"{raw!r} is not key=value")
+        raise _fail(name, f"{raw!r} is not key=value")
     return str(pair[0]), str(pair[1])

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from observatory_core.semantic.fields import (  # noqa: F401 (re-exported: declared with the fields)
+    DIMENSION_FIELDS,
+    DIMENSIONS,
+    ROLLUP_GROUPS,
+)
+
 # The metrics themselves are declared once in `semantic/metrics.py`; re-exported here for the
 # modules that import them from the engine's catalog.
 from observatory_core.semantic.metrics import (  # noqa: F401
@@ -15,11 +21,8 @@ from observatory_core.semantic.metrics import (  # noqa: F401
     Subject,
 )
 
-# Group-by dimensions (span column names; "project" is project_id).
-DIMENSIONS = ("provider", "model", "environment", "operation", "status", "user_id", "project")
-# The span field each dimension groups by (checked against `permissions.FIELD_NEEDS`).
-DIMENSION_FIELDS = {d: "project_id" if d == "project" else d for d in DIMENSIONS}
-ROLLUP_GROUPS = {"provider", "model", "environment", "operation", "status", "project"}
+# Group-by dimensions (DIMENSIONS), the span field each groups by (DIMENSION_FIELDS) and the
+# ones rollups carry (ROLLUP_GROUPS) are declared with the fields (`semantic.fields`).
 MAX_GROUP_BY = 5
 
 BUCKETS = {"1min": 60, "5min": 300, "1hour": 3600, "1day": 86400}

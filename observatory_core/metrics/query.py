@@ -156,7 +156,7 @@ class MetricQuery:
         if start is None or end is None:
             raise MetricError("Comparing with the previous period needs a time range.")
         length = end - start
-        spec = replace(self.filters.pinned(now), start=start - length, end=start)
+        spec = self.filters.pinned(now).replace(start=start - length, end=start)
         return replace(self, filters=spec)
 
 

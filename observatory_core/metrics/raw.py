@@ -12,6 +12,7 @@ from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Kind, Subject
 from observatory_core.metrics.folding import folded_columns
+from observatory_core.semantic.fields import by_group
 from observatory_core.storage.dialect import percentile_cont, stddev_samp, time_bucket
 from observatory_core.storage.schema import spans
 
@@ -26,7 +27,7 @@ _AGGREGATE = {
 
 
 def dimension_column(dim: str) -> ColumnElement:
-    return spans.c.project_id if dim == "project" else spans.c[dim]
+    return by_group(dim).expression(spans.c)
 
 
 def series_expression(name: str) -> ColumnElement:

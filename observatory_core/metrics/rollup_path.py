@@ -38,21 +38,16 @@ from observatory_core.metrics.catalog import (
 from observatory_core.metrics.folding import folded_columns
 from observatory_core.metrics.sketch import BINS, representative
 from observatory_core.rollups.partials import partial_select
+from observatory_core.semantic import fields as semantic_fields
 from observatory_core.storage.dialect import epoch_us, time_bucket
 from observatory_core.storage.packed_sketch import sketch_merge, sketch_out, unpack
 from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_GRAINS, ROLLUPS, spans
 from observatory_core.storage.types import EPOCH
 
-# The filter fields a rollup row can answer (everything else needs raw spans).
-ROLLUP_FILTERS = {"providers", "models", "operations", "environments", "statuses", "project_ids"}
-_FILTER_COLUMN = {
-    "providers": "provider",
-    "models": "model",
-    "operations": "operation",
-    "environments": "environment",
-    "statuses": "status",
-    "project_ids": "project_id",
-}
+# The filter keys a rollup row can answer (everything else needs raw spans), and the rollup
+# column each reads: declared with the fields (`semantic.fields`).
+ROLLUP_FILTERS = semantic_fields.ROLLUP_FILTERS
+_FILTER_COLUMN = semantic_fields.ROLLUP_FILTER_COLUMNS
 
 
 def rollup_can_answer(series: tuple[str, ...], group_by: tuple[str, ...], spec: FilterSpec) -> bool:

@@ -4,7 +4,7 @@ filters the role may not see are left out or refused as everywhere (`visibility`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -76,7 +76,7 @@ def live_feed(
     feed = Feed()
     shown = set()
     if scope.can(Permission.TRACES_READ):
-        window = replace(spec, relative=None, start=since, end=now)
+        window = spec.replace(relative=None, start=since, end=now)
         fields = visible(scope, SPAN_FIELDS)  # a viewer's feed has no cost column
         page = list_spans(engine, scope, window, limit=limit, fields=fields, now=now)
         feed.spans, feed.span_fields = page.rows, page.fields

@@ -17,7 +17,8 @@ from enum import StrEnum
 from sqlalchemy import and_, case
 from sqlalchemy.sql.expression import ColumnElement
 
-from observatory_core.accounts.permissions import FIELD_NEEDS, Permission
+from observatory_core.accounts.permissions import Permission
+from observatory_core.semantic.fields import FIELD_NEEDS
 
 
 class Agg(StrEnum):
@@ -95,7 +96,7 @@ class Metric:
     expression: Columns | None = None  # see `Kind`; a function of a column collection
     rollup: Partials | None = None  # None: only raw spans can answer
     # the span fields it is computed from, where a role may not see them all (see
-    # `permissions.FIELD_NEEDS`): a series of a hidden field is refused for that role
+    # `semantic.fields` needs): a series of a hidden field is refused for that role
     reads: tuple[str, ...] = ()
 
     @property

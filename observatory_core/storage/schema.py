@@ -23,6 +23,7 @@ from sqlalchemy import (
     text,
 )
 
+from observatory_core.semantic.fields import OPERATIONS, STATUSES  # noqa: F401 (declared there)
 from observatory_core.semantic.metrics import MEASURE_PARTS, rollup_counts, rollup_measures
 from observatory_core.storage.packed_sketch import SKETCH_TYPE
 from observatory_core.storage.types import BigId, JsonB, UtcDateTime
@@ -468,14 +469,4 @@ def _actor_table(grain: str) -> Table:
 
 ACTOR_ROLLUPS: dict[str, Table] = {grain: _actor_table(grain) for grain in ACTOR_GRAINS}
 
-OPERATIONS = (
-    "chat",
-    "completion",
-    "embeddings",
-    "execute_tool",
-    "retrieval",
-    "invoke_agent",
-    "other",
-)
-STATUSES = ("ok", "error", "unset")
 COST_SOURCES = ("reported", "computed", "unpriced")

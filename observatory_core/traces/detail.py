@@ -13,7 +13,7 @@ from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.base.errors import UserError
 from observatory_core.storage.schema import spans
-from observatory_core.traces.fields import ALL_FIELDS, hidden_fields
+from observatory_core.traces.fields import ALL_FIELDS, field_column, hidden_fields
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 # Spans one detail answer carries (each may hold 2 x 16,000 characters of text): a runaway
@@ -67,7 +67,7 @@ def get_trace(engine: Engine, scope: Scope, trace_id: str) -> TraceDetail | None
     if not isinstance(trace_id, str) or not _TRACE_ID.match(trace_id):
         raise UserError(f"{trace_id!r} is not a trace id (32 lowercase hex digits).")
     hidden = hidden_fields(scope)
-    columns = [spans.c[f] for f in ALL_FIELDS if f not in hidden]
+    columns = [field_column(f) for f in ALL_FIELDS if f not in hidden]
     in_trace = spans.c.trace_id == trace_id
     query = scoped_spans(scope, *columns).where(in_trace)
     query = query.order_by(spans.c.start_time, spans.c.id).limit(MAX_DETAIL_SPANS)

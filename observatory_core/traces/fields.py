@@ -1,15 +1,36 @@
-"""Which span fields a list may show; which a role may see is `observatory_core.accounts.visibility`."""
+"""Which span fields a list or an export may show (every declared field, `semantic.fields`,
+an expression one too); which a role may see is `observatory_core.accounts.visibility`."""
 
 from __future__ import annotations
 
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import hidden_fields, require_fields, visible
 from observatory_core.base.errors import UserError
-from observatory_core.ingest.spanrows import SPAN_COLUMNS
+from observatory_core.semantic.fields import FIELDS, Names, derived, listed
+from observatory_core.storage.schema import spans
 
-__all__ = ["ALL_FIELDS", "DEFAULT_FIELDS", "KEY_FIELDS", "hidden_fields", "resolve_fields"]
+__all__ = [
+    "ALL_FIELDS",
+    "DEFAULT_FIELDS",
+    "KEY_FIELDS",
+    "field_column",
+    "hidden_fields",
+    "resolve_fields",
+]
 
-ALL_FIELDS: tuple[str, ...] = ("id", *(c for c in SPAN_COLUMNS if c != "org_id"))
+
+def _all_fields() -> tuple[str, ...]:
+    """The declared listable fields: stored columns in the table's order, then expressions."""
+
+    def compute() -> tuple[str, ...]:
+        names = set(listed())
+        stored = tuple(c.name for c in spans.columns if c.name in names)
+        return (*stored, *(n for n in listed() if n not in stored))
+
+    return derived("all_fields", compute)
+
+
+ALL_FIELDS: Names = Names(_all_fields)
 DEFAULT_FIELDS: tuple[str, ...] = (
     "start_time",
     "name",
@@ -29,6 +50,12 @@ DEFAULT_FIELDS: tuple[str, ...] = (
 KEY_FIELDS = ("id", "trace_id", "span_id", "start_time")
 
 
+def field_column(name: str):
+    """The SQL of a listable field, labelled with its name (an expression field too)."""
+    field = FIELDS[name]
+    return spans.c[name] if field.plain else field.expression(spans.c).label(name)
+
+
 def resolve_fields(
     scope: Scope, wanted: tuple[str, ...] | list[str] | None, use: str = "show"
 ) -> tuple[str, ...]:
@@ -38,7 +65,8 @@ def resolve_fields(
     if not wanted:
         return visible(scope, DEFAULT_FIELDS)
     wanted = tuple(wanted)
-    unknown = [f for f in wanted if f not in ALL_FIELDS]
+    known = ALL_FIELDS
+    unknown = [f for f in wanted if f not in known]
     if unknown:
         raise UserError(f"Unknown field {unknown[0]!r}; choose from {', '.join(ALL_FIELDS)}.")
     require_fields(scope, wanted, use)

@@ -22,7 +22,7 @@ from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.schema import spans
 from observatory_core.traces.cursor import Cursor, decode_cursor
-from observatory_core.traces.fields import KEY_FIELDS, resolve_fields
+from observatory_core.traces.fields import KEY_FIELDS, field_column, resolve_fields
 from observatory_core.traces.paging import after, page_end
 from observatory_core.traces.trace_lists import read_by_tree, read_roots
 
@@ -243,7 +243,7 @@ def _read(
     # The sort key too: the next page's cursor is made from it (it was a KeyError, an HTTP 500,
     # when the asked-for fields left it out). It passed the role check in `list_spans`.
     wanted = tuple(dict.fromkeys((*KEY_FIELDS, sort, *shown)))
-    columns = [spans.c[f] for f in wanted]
+    columns = [field_column(f) for f in wanted]
     if mode == "traces":
         read = read_roots if sort in ROOT_SORTS else partial(read_by_tree, spec=spec)
         return read(

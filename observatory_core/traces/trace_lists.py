@@ -17,6 +17,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.dialect import epoch_us
 from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.traces.cursor import Cursor
+from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
 
 
@@ -59,7 +60,7 @@ def read_roots(
     roots index and totalling 50 trees is what a first page needs.
     """
     matching = scoped_spans(scope, spans.c.trace_id).where(*where)
-    roots = scoped_spans(scope, *(spans.c[f] for f in wanted)).where(
+    roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(
         spans.c.parent_span_id.is_(None), spans.c.trace_id.in_(matching), spans.c.id <= max_id
     )
     key = spans.c[sort]
@@ -223,7 +224,7 @@ def read_by_tree(
     order = (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
     ranked = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
     ids = [r["root_id"] for r in ranked]
-    roots = scoped_spans(scope, *(spans.c[f] for f in wanted)).where(spans.c.id.in_(ids))
+    roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(spans.c.id.in_(ids))
     by_id = {r["id"]: dict(r) for r in conn.execute(roots).mappings()} if ids else {}
     total = None
     if count:

@@ -7,6 +7,7 @@ from sqlalchemy.engine import Engine
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.base.errors import UserError
+from observatory_core.semantic.fields import FIELDS, Widget
 from observatory_core.storage.schema import projects, spans
 
 CHOICE_COLUMNS = ("provider", "model", "operation", "environment", "status", "service_name")
@@ -14,9 +15,12 @@ CHOICE_COLUMNS = ("provider", "model", "operation", "environment", "status", "se
 
 def distinct_values(engine: Engine, scope: Scope, column: str, limit: int = 500) -> list[str]:
     scope.require(Permission.METRICS_READ)
-    if column not in CHOICE_COLUMNS:
-        raise UserError(f"No value list for {column!r}; choose from {', '.join(CHOICE_COLUMNS)}.")
-    col = spans.c[column]
+    # the fixed ones, and every field whose sidebar widget lists the values seen
+    seen = (f.name for f in FIELDS.values() if f.widget is Widget.SEEN)
+    choices = tuple(dict.fromkeys((*CHOICE_COLUMNS, *seen)))
+    if column not in choices:
+        raise UserError(f"No value list for {column!r}; choose from {', '.join(choices)}.")
+    col = FIELDS[column].expression(spans.c) if column in FIELDS else spans.c[column]
     query = (
         scoped_spans(scope, col).where(col.is_not(None)).group_by(col).order_by(col).limit(limit)
     )

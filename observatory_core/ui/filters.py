@@ -14,7 +14,7 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import filter_allowed
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.storage.schema import OPERATIONS, STATUSES
+from observatory_core.semantic.fields import Field, FilterKind, Widget, filtered
 from observatory_core.ui import cached, format
 
 WINDOWS = {
@@ -30,13 +30,25 @@ WINDOWS = {
 }
 
 
-TEXT_LISTS = (
-    ("user_ids", "User ids (comma-separated)"),
-    ("session_ids", "Session ids"),
-    ("trace_ids", "Trace ids"),
-    ("tags_any", "Tags: any of"),
-    ("tags_all", "Tags: all of"),
-)
+_CHOICES = (Widget.SEEN, Widget.CHOICES, Widget.STATUS, Widget.PROJECT)
+
+
+def _widgets() -> list[tuple[str, Field, str]]:
+    """(filter key, field, label) of every sidebar widget, in declaration order: each field
+    declares its widget kind (`semantic.fields`)."""
+    out = []
+    for field in filtered():
+        label = field.widget_label or field.label
+        if field.widget is Widget.NONE:
+            continue
+        if field.filter is FilterKind.TAGS:
+            any_key, all_key = field.filter_keys()
+            out += [(any_key, field, f"{label}: any of"), (all_key, field, f"{label}: all of")]
+        elif field.filter is FilterKind.RANGE:
+            out.append((field.filter_keys()[0][4:], field, label))  # the stem of min_/max_
+        else:
+            out.append((field.filter_keys()[0], field, label))
+    return out
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -55,17 +67,22 @@ def _defaults(spec: FilterSpec) -> dict:
         "window": window if window in WINDOWS else "custom",
         "from": (spec.start or now - timedelta(days=1)).date(),
         "to": (spec.end or now).date(),
-        "metadata": ", ".join(f"{key}={value}" for key, value in spec.metadata),
-        "search": spec.search or "",
     }
-    for name in ("providers", "models", "operations", "environments", "project_ids"):
-        values[name] = list(getattr(spec, name))
-    values["statuses"] = format.status_choices(spec.statuses)
-    for name, _ in TEXT_LISTS:
-        values[name] = ", ".join(getattr(spec, name))
-    for name in ("duration_ms", "cost_usd", "total_tokens"):
-        values["min_" + name] = getattr(spec, "min_" + name)
-        values["max_" + name] = getattr(spec, "max_" + name)
+    for name, field, _ in _widgets():
+        match field.widget:
+            case Widget.STATUS:
+                values[name] = format.status_choices(getattr(spec, name))
+            case Widget.SEEN | Widget.CHOICES | Widget.PROJECT:
+                values[name] = list(getattr(spec, name))
+            case Widget.TEXT_LIST:
+                values[name] = ", ".join(getattr(spec, name))
+            case Widget.METADATA:
+                values[name] = ", ".join(f"{key}={value}" for key, value in getattr(spec, name))
+            case Widget.SEARCH:
+                values[name] = getattr(spec, name) or ""
+            case Widget.RANGE:
+                values["min_" + name] = getattr(spec, "min_" + name)
+                values["max_" + name] = getattr(spec, "max_" + name)
     return values
 
 
@@ -76,20 +93,26 @@ def _spec_from_widgets(k) -> FilterSpec:
     if window == "custom":
         values["start"] = datetime.combine(s[k("from")], time(), UTC)
         values["end"] = datetime.combine(s[k("to")], time(), UTC) + timedelta(days=1)
-    for name in ("providers", "models", "operations", "environments", "project_ids"):
-        values[name] = tuple(s[k(name)])
-    # "ok" is what a user calls a call without an error: stored as ok or (OpenTelemetry's) unset
-    values["statuses"] = format.status_filter(s[k("statuses")])
-    for name, _ in TEXT_LISTS:
-        values[name] = _csv(s[k(name)])
-    pairs = [p.split("=", 1) for p in _csv(s[k("metadata")])]
-    if any(len(p) != 2 for p in pairs):
-        raise UserError("Filter 'metadata': write key=value, separated by commas.")
-    values["metadata"] = tuple((key.strip(), value.strip()) for key, value in pairs)
-    values["search"] = s.get(k("search")) or None  # not drawn for roles without text
-    for name in ("duration_ms", "cost_usd", "total_tokens"):
-        values["min_" + name] = s.get(k("min_" + name))
-        values["max_" + name] = s.get(k("max_" + name))
+    # a widget not drawn (a filter the role may not use) leaves its filter unset
+    for name, field, _ in _widgets():
+        match field.widget:
+            case Widget.STATUS:
+                # "ok" is what a user calls a call without an error: stored as ok or unset
+                values[name] = format.status_filter(s.get(k(name), []))
+            case Widget.SEEN | Widget.CHOICES | Widget.PROJECT:
+                values[name] = tuple(s.get(k(name), ()))
+            case Widget.TEXT_LIST:
+                values[name] = _csv(s.get(k(name), ""))
+            case Widget.METADATA:
+                pairs = [p.split("=", 1) for p in _csv(s.get(k(name), ""))]
+                if any(len(p) != 2 for p in pairs):
+                    raise UserError(f"Filter '{name}': write key=value, separated by commas.")
+                values[name] = tuple((key.strip(), value.strip()) for key, value in pairs)
+            case Widget.SEARCH:
+                values[name] = s.get(k(name)) or None
+            case Widget.RANGE:
+                values["min_" + name] = s.get(k("min_" + name))
+                values["max_" + name] = s.get(k("max_" + name))
     return FilterSpec(**values)
 
 
@@ -114,6 +137,24 @@ def _choice(k, d: dict, label: str, name: str, options, format_func=str) -> None
     """A multiselect whose options always include what a pasted link selected."""
     options = list(dict.fromkeys([*options, *d[name]]))
     st.multiselect(label, options, default=d[name], format_func=format_func, key=k(name))
+
+
+def _allowed(scope: Scope, widget: tuple[str, Field, str]) -> bool:
+    name, field, _ = widget
+    return filter_allowed(scope, "min_" + name if field.filter is FilterKind.RANGE else name)
+
+
+def _choice_widget(scope: Scope, k, d: dict, name: str, field: Field, label: str) -> None:
+    match field.widget:
+        case Widget.SEEN:
+            _choice(k, d, label, name, cached.values(scope, field.name))
+        case Widget.CHOICES:
+            _choice(k, d, label, name, field.choices or ())
+        case Widget.STATUS:
+            _choice(k, d, label, name, format.status_choices(field.choices or ()))
+        case Widget.PROJECT:
+            projects = cached.projects(scope)
+            _choice(k, d, label, name, list(projects), lambda p: projects.get(p, f"#{p}"))
 
 
 def _hidden_in_link(scope: Scope, params: dict[str, list[str]]) -> list[str]:
@@ -174,39 +215,19 @@ def sidebar(scope: Scope, page_params: frozenset[str], page: str) -> FilterSpec:
                 "they filter on.",
                 icon=":material/visibility_off:",
             )
-        if filter_allowed(scope, "search"):
-            st.text_input(
-                "Search prompts and answers",
-                value=d["search"],
-                key=k("search"),
-                placeholder="3+ characters",
-            )
-        for name, label in (
-            ("providers", "Provider"),
-            ("models", "Model"),
-            ("environments", "Environment"),
-        ):
-            _choice(k, d, label, name, cached.values(scope, name[:-1]))
-        _choice(k, d, "Operation", "operations", OPERATIONS)
-        _choice(k, d, "Status", "statuses", format.status_choices(STATUSES))
-        projects = cached.projects(scope)
-        _choice(k, d, "Project", "project_ids", list(projects), lambda p: projects.get(p, f"#{p}"))
+        widgets = [w for w in _widgets() if _allowed(scope, w)]
+        for name, _, label in (w for w in widgets if w[1].widget is Widget.SEARCH):
+            st.text_input(label, value=d[name], key=k(name), placeholder="3+ characters")
+        for name, field, label in (w for w in widgets if w[1].widget in _CHOICES):
+            _choice_widget(scope, k, d, name, field, label)
         with st.expander("Ids, tags, metadata"):
-            for name, label in TEXT_LISTS:
-                st.text_input(label, value=d[name], key=k(name))
-            st.text_input(
-                "Metadata key=value",
-                value=d["metadata"],
-                key=k("metadata"),
-                placeholder="region=eu-west-1",
-            )
+            for name, field, label in widgets:
+                if field.widget is Widget.TEXT_LIST:
+                    st.text_input(label, value=d[name], key=k(name))
+                elif field.widget is Widget.METADATA:
+                    st.text_input(label, value=d[name], key=k(name), placeholder="region=eu-west-1")
         with st.expander("Duration, cost, tokens"):
-            ranges = [
-                ("duration_ms", "Duration ms"),
-                ("cost_usd", "Cost USD"),
-                ("total_tokens", "Total tokens"),
-            ]
-            for name, label in (r for r in ranges if filter_allowed(scope, "min_" + r[0])):
+            for name, _, label in (w for w in widgets if w[1].widget is Widget.RANGE):
                 low, high = st.columns(2)
                 low.number_input(
                     f"{label} min", min_value=0.0, value=d["min_" + name], key=k("min_" + name)

@@ -14,10 +14,11 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import metric_visible
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import BUCKETS, DIMENSIONS, MAX_GROUP_BY, METRICS
+from observatory_core.metrics.catalog import BUCKETS, MAX_GROUP_BY, METRICS
 from observatory_core.metrics.engine import MetricResult
 from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.query import MetricQuery
+from observatory_core.semantic.fields import DIMENSIONS, FilterKind, by_group
 from observatory_core.ui import colors, format
 
 PAGE_PARAMS = frozenset({"m", "b", "g", "cmp", "top", "zoom"})
@@ -115,7 +116,7 @@ def zoomed(spec: FilterSpec) -> FilterSpec:
         return spec
     try:
         start, end = (datetime.fromisoformat(t) for t in raw.split("~"))
-        return replace(spec, relative=None, start=start, end=end)
+        return spec.replace(relative=None, start=start, end=end)
     except (ValueError, UserError):
         del st.query_params["zoom"]
         return spec
@@ -141,7 +142,7 @@ def load(
 def previous_of(query: MetricQuery, result: MetricResult) -> MetricQuery:
     """The same query over the equal-length period just before the result's range."""
     length = result.end - result.start
-    spec = replace(query.filters, relative=None, start=result.start - length, end=result.start)
+    spec = query.filters.replace(relative=None, start=result.start - length, end=result.start)
     return replace(query, filters=spec)
 
 
@@ -279,25 +280,15 @@ def _part(frame: pl.DataFrame, group_by: tuple[str, ...], part: pl.DataFrame) ->
     return frame.join(keys, on=list(group_by), how="semi", nulls_equal=True)
 
 
-_LISTS = {
-    "provider": "providers",
-    "model": "models",
-    "environment": "environments",
-    "operation": "operations",
-    "status": "statuses",
-    "user_id": "user_ids",
-    "project": "project_ids",
-}
-
-
 def point_filter(spec: FilterSpec, zoom: str, groups: dict) -> FilterSpec:
     """Exactly the spans behind a point: its bucket's time range and its group's values."""
     start, end = (datetime.fromisoformat(t) for t in zoom.split("~"))
     changes: dict = {"relative": None, "start": start, "end": end}
     for dim, value in groups.items():
-        if value is not None:
-            changes[_LISTS[dim]] = (int(value) if dim == "project" else str(value),)
-    return replace(spec, **changes)
+        field = by_group(dim)
+        if value is not None and field.filter is FilterKind.IN_LIST:
+            changes[field.filter_keys()[0]] = (int(value) if field.type == "int" else str(value),)
+    return spec.replace(**changes)
 
 
 def selection_zoom(event, result: MetricResult, trace_groups: list) -> tuple[str, dict] | None:

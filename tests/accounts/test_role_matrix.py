@@ -1,6 +1,6 @@
 """Every role x every restricted field x every path: refused or absent, never present, never a 500.
 
-The restricted fields are `permissions.FIELD_NEEDS` (costs need costs:read, prompt and answer
+The restricted fields are `semantic.fields.FIELD_NEEDS` (each field's `needs`) (costs need costs:read, prompt and answer
 text need traces:read). Each path is walked through the HTTP API (real keys, real routes) and
 through the core functions the pages call. A role that may see a field (and use the path at
 all) must get it: the same walk is the positive control that shows each path can expose it.
@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from observatory_core.accounts.permissions import FIELD_NEEDS, ROLE_PERMISSIONS, Permission, Role
+from observatory_core.accounts.permissions import ROLE_PERMISSIONS, Permission, Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.api import context
 from observatory_core.api.app import create_app
@@ -36,6 +36,7 @@ from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import Having, MetricQuery
 from observatory_core.reports.live import SPAN_FIELDS as LIVE_FIELDS
 from observatory_core.reports.live import live_feed
+from observatory_core.semantic.fields import FIELD_NEEDS
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.traces.detail import get_trace

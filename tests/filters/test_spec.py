@@ -165,3 +165,30 @@ def test_url_accepts_key_equals_value_metadata_and_z_times():
 def test_bad_json_names_the_problem(raw, field):
     with pytest.raises(FilterError, match=f"Filter '{field}'"):
         FilterSpec.from_json(raw)
+
+
+def test_specs_hash_for_streamlit_caches_and_pickle():
+    """Pages pass a MetricQuery (holding a FilterSpec) to st.cache_data, which hashes it."""
+    import copy
+    import hashlib
+    import pickle
+
+    from streamlit.runtime.caching.cache_type import CacheType
+    from streamlit.runtime.caching.hashing import update_hash
+
+    from observatory_core.metrics.query import MetricQuery
+
+    def digest(value) -> str:
+        hasher = hashlib.md5()
+        update_hash(value, hasher, CacheType.DATA)
+        return hasher.hexdigest()
+
+    def query(**filters) -> MetricQuery:
+        return MetricQuery(series=("request_count.count",), filters=FilterSpec(**filters))
+
+    assert digest(query(models=("a",))) == digest(query(models=("a",)))
+    assert digest(query(models=("a",))) != digest(query(models=("b",)))
+    assert digest(query(min_cost_usd=1.0)) != digest(query(max_cost_usd=1.0))
+    spec = FilterSpec(relative=None, models=("a",), min_cost_usd=2.0)
+    assert pickle.loads(pickle.dumps(spec)) == spec == copy.deepcopy(spec)
+    assert {spec: 1}[FilterSpec(relative=None, min_cost_usd=2.0, models=["a"])] == 1

@@ -1,0 +1,404 @@
+"""Every span field, declared once: what it is called, how to read it, how it may be filtered
+and grouped, whether the rollups carry it, how the API and the sidebar offer it, and who may
+see it. `FilterSpec`, the SQL compilation, the API's models, the sidebar, the group-by
+choices, rollup eligibility, list and export columns and the tests' reference all read
+`FIELDS` (docs/architecture.md, "Add a span field").
+
+A field registered at run time (`FIELDS[name] = Field(...)`) is seen everywhere: the names
+derived here are computed from `FIELDS` at each use, never copied at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from observatory_core.accounts.permissions import ROLE_PERMISSIONS, Permission, Role
+
+
+class FilterKind(StrEnum):
+    NONE = "none"
+    IN_LIST = "in_list"  # key: one of these values
+    RANGE = "range"  # min_<key>, max_<key>: inclusive bounds
+    TAGS = "tags"  # <key>_any, <key>_all: a JSON array holding any / all of these
+    METADATA = "metadata"  # key=value pairs of a JSON object, all must match
+    SEARCH = "search"  # case-insensitive substring of the text fields it reads
+
+
+class Widget(StrEnum):
+    """How the sidebar offers a field's filter."""
+
+    NONE = "none"
+    SEARCH = "search"  # a text box
+    SEEN = "seen"  # a multiselect of the values stored in the caller's data
+    CHOICES = "choices"  # a multiselect of the field's fixed choices
+    STATUS = "status"  # the fixed choices, with ok standing for ok and unset
+    PROJECT = "project"  # a multiselect of the caller's projects, by name
+    TEXT_LIST = "text_list"  # comma-separated values
+    METADATA = "metadata"  # comma-separated key=value pairs
+    RANGE = "range"  # two number boxes, min and max
+
+
+OPERATIONS = (
+    "chat",
+    "completion",
+    "embeddings",
+    "execute_tool",
+    "retrieval",
+    "invoke_agent",
+    "other",
+)
+STATUSES = ("ok", "error", "unset")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # the span field (column name, or the name of an expression)
+    label: str
+    type: str  # text, int, float, bool, time, json
+    # the SQL: a function of a column collection (`spans.c`, a rollup's `.c`), so this module
+    # needs no table; None reads the column of the field's name
+    column: Callable[[Any], Any] | None = None
+    filter: FilterKind = FilterKind.NONE
+    key: str | None = None  # the filter's key, or its stem (range: min_/max_; tags: _any/_all)
+    choices: tuple[str, ...] | None = None  # the only values an in-list filter accepts
+    pattern: str | None = None  # a regular expression each in-list value must match ...
+    pattern_hint: str | None = None  # ... and what a person is told when one does not
+    reads: tuple[str, ...] = ()  # the fields the filter reads; default: this one
+    group: str | None = None  # its group-by name; None: not a group-by choice
+    rollup: bool = False  # the rollup tables carry it (a rollup filter and group)
+    description: str | None = None  # the API parameter's description
+    widget: Widget = Widget.NONE
+    widget_label: str | None = None  # the sidebar's label, when not `label`
+    needs: Permission | None = None  # the permission needed to see it (None: every role)
+    # its value in a raw span row (a dict as stored): the tests' independent reference
+    value: Callable[[dict], Any] | None = None
+    listed: bool = True  # can be a list or export column
+
+    def expression(self, c: Any) -> Any:
+        """The field's SQL over the column collection `c` (e.g. `spans.c`)."""
+        return self.column(c) if self.column is not None else c[self.name]
+
+    @property
+    def plain(self) -> bool:
+        """A stored column of its own name (not an expression)."""
+        return self.column is None
+
+    def row_value(self, row: dict) -> Any:
+        return self.value(row) if self.value is not None else row[self.name]
+
+    def filter_keys(self) -> tuple[str, ...]:
+        """The filter's keys in `FilterSpec`, the URL and the API."""
+        key = self.key or self.name
+        match self.filter:
+            case FilterKind.NONE:
+                return ()
+            case FilterKind.RANGE:
+                return (f"min_{key}", f"max_{key}")
+            case FilterKind.TAGS:
+                return (f"{key}_any", f"{key}_all")
+            case _:
+                return (key,)
+
+    def filter_reads(self) -> tuple[str, ...]:
+        return self.reads or (self.name,)
+
+
+_P = Permission
+_HEX = r"[0-9a-f]{%d}"
+
+
+def _f(*args: Any, **kwargs: Any) -> Field:
+    return Field(*args, **kwargs)
+
+
+# Declared in the order the sidebar, the filters and the group-by choices list them.
+FIELDS: dict[str, Field] = {
+    f.name: f
+    for f in (
+        _f(
+            "provider",
+            "Provider",
+            "text",
+            filter=FilterKind.IN_LIST,
+            key="providers",
+            group="provider",
+            rollup=True,
+            widget=Widget.SEEN,
+        ),
+        _f(
+            "model",
+            "Model",
+            "text",
+            filter=FilterKind.IN_LIST,
+            key="models",
+            group="model",
+            rollup=True,
+            widget=Widget.SEEN,
+        ),
+        _f(
+            "environment",
+            "Environment",
+            "text",
+            filter=FilterKind.IN_LIST,
+            key="environments",
+            group="environment",
+            rollup=True,
+            widget=Widget.SEEN,
+        ),
+        _f(
+            "operation",
+            "Operation",
+            "text",
+            filter=FilterKind.IN_LIST,
+            key="operations",
+            choices=OPERATIONS,
+            group="operation",
+            rollup=True,
+            widget=Widget.CHOICES,
+        ),
+        _f(
+            "status",
+            "Status",
+            "text",
+            filter=FilterKind.IN_LIST,
+            key="statuses",
+            choices=STATUSES,
+            group="status",
+            rollup=True,
+            widget=Widget.STATUS,
+        ),
+        _f(
+            "user_id",
+            "User id",
+            "text",
+            filter=FilterKind.IN_LIST,
+            key="user_ids",
+            group="user_id",
+            widget=Widget.TEXT_LIST,
+            widget_label="User ids (comma-separated)",
+        ),
+        _f(
+            "project_id",
+            "Project",
+            "int",
+            filter=FilterKind.IN_LIST,
+            key="project_ids",
+            group="project",
+            rollup=True,
+            description="Project ids (whole numbers)",
+            widget=Widget.PROJECT,
+        ),
+        _f(
+            "session_id",
+            "Session id",
+            "text",
+            filter=FilterKind.IN_LIST,
+            key="session_ids",
+            widget=Widget.TEXT_LIST,
+            widget_label="Session ids",
+        ),
+        _f(
+            "trace_id",
+            "Trace id",
+            "text",
+            filter=FilterKind.IN_LIST,
+            key="trace_ids",
+            pattern=_HEX % 32,
+            pattern_hint="32 lowercase hex digits",
+            widget=Widget.TEXT_LIST,
+            widget_label="Trace ids",
+        ),
+        _f(
+            "span_id",
+            "Span id",
+            "text",
+            filter=FilterKind.IN_LIST,
+            key="span_ids",
+            pattern=_HEX % 16,
+            pattern_hint="16 lowercase hex digits",
+        ),
+        _f("tags", "Tags", "json", filter=FilterKind.TAGS, widget=Widget.TEXT_LIST),
+        _f(
+            "metadata",
+            "Metadata",
+            "json",
+            filter=FilterKind.METADATA,
+            description='key=value pairs as JSON lists, e.g. ["region","eu"]',
+            widget=Widget.METADATA,
+            widget_label="Metadata key=value",
+        ),
+        _f(
+            "duration_ms",
+            "Duration (ms)",
+            "float",
+            filter=FilterKind.RANGE,
+            widget=Widget.RANGE,
+            widget_label="Duration ms",
+        ),
+        _f(
+            "total_cost_usd",
+            "Cost (USD)",
+            "float",
+            filter=FilterKind.RANGE,
+            key="cost_usd",
+            widget=Widget.RANGE,
+            widget_label="Cost USD",
+            needs=_P.COSTS_READ,
+        ),
+        _f(
+            "total_tokens",
+            "Total tokens",
+            "int",
+            filter=FilterKind.RANGE,
+            widget=Widget.RANGE,
+            widget_label="Total tokens",
+        ),
+        _f(
+            "input_text",
+            "Prompt",
+            "text",
+            filter=FilterKind.SEARCH,
+            key="search",
+            reads=("input_text", "output_text"),
+            description="Full-text search of prompts and answers (3+ characters)",
+            widget=Widget.SEARCH,
+            widget_label="Search prompts and answers",
+            needs=_P.TRACES_READ,
+        ),
+        _f("output_text", "Answer", "text", needs=_P.TRACES_READ),
+        _f("text_truncated", "Text truncated", "bool", needs=_P.TRACES_READ),
+        _f("input_cost_usd", "Input cost (USD)", "float", needs=_P.COSTS_READ),
+        _f("output_cost_usd", "Output cost (USD)", "float", needs=_P.COSTS_READ),
+        _f("cost_source", "Cost source", "text", needs=_P.COSTS_READ),
+        _f("id", "Id", "int"),
+        _f("parent_span_id", "Parent span id", "text"),
+        _f("start_time", "Start", "time"),
+        _f("end_time", "End", "time"),
+        _f("ttft_ms", "Time to first token (ms)", "float"),
+        _f("name", "Name", "text"),
+        _f("service_name", "Service", "text"),
+        _f("error_type", "Error type", "text"),
+        _f("error_message", "Error message", "text"),
+        _f("finish_reason", "Finish reason", "text"),
+        _f("input_tokens", "Input tokens", "int"),
+        _f("output_tokens", "Output tokens", "int"),
+        _f("attributes", "Attributes", "json"),
+        _f("quality_score", "Quality score", "float"),
+    )
+}
+
+
+# ---- derived, at each use ---------------------------------------------------------------
+class Names(Sequence[str], AbstractSet[str]):
+    """An ordered set of names computed from `FIELDS` whenever it is read."""
+
+    def __init__(self, compute: Callable[[], tuple[str, ...]]) -> None:
+        self._compute = compute
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._compute()[index]
+
+    def __len__(self) -> int:
+        return len(self._compute())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._compute())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._compute()
+
+    def __repr__(self) -> str:
+        return repr(self._compute())
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Table(Mapping[str, Any]):
+    """A mapping computed from `FIELDS` whenever it is read."""
+
+    def __init__(self, compute: Callable[[], dict[str, Any]]) -> None:
+        self._compute = compute
+
+    def __getitem__(self, key: str) -> Any:
+        return self._compute()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._compute())
+
+    def __len__(self) -> int:
+        return len(self._compute())
+
+    def __repr__(self) -> str:
+        return repr(self._compute())
+
+
+_memo: dict[str, tuple[tuple[Field, ...], Any]] = {}
+
+
+def derived(name: str, compute: Callable[[], Any]) -> Any:
+    """`compute()`, kept until `FIELDS` changes (read on every request, so not rebuilt each
+    time; a field registered or removed at run time is seen at the next read)."""
+    stamp = tuple(FIELDS.values())
+    hit = _memo.get(name)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    value = compute()
+    _memo[name] = (stamp, value)
+    return value
+
+
+def filtered() -> tuple[Field, ...]:
+    """The fields that can be filtered on, in declaration order."""
+    return derived(
+        "filtered",
+        lambda: tuple(f for f in FIELDS.values() if f.filter is not FilterKind.NONE),
+    )
+
+
+def filter_keys() -> dict[str, Field]:
+    """Every filter key (as in `FilterSpec`, links and the API) and the field it filters.
+    Shared: do not change it."""
+    return derived("filter_keys", lambda: {key: f for f in filtered() for key in f.filter_keys()})
+
+
+def groupable() -> dict[str, Field]:
+    """Group-by name -> field, in declaration order."""
+    return derived("groupable", lambda: {f.group: f for f in FIELDS.values() if f.group})
+
+
+def by_group(name: str) -> Field:
+    return groupable()[name]
+
+
+def listed() -> tuple[str, ...]:
+    return derived("listed", lambda: tuple(f.name for f in FIELDS.values() if f.listed))
+
+
+def _needs() -> dict[str, Permission]:
+    return derived(
+        "needs", lambda: {f.name: f.needs for f in FIELDS.values() if f.needs is not None}
+    )
+
+
+# Span fields not every role may see, and the permission each needs (README "Users and
+# roles"); fields without `needs` are visible to every role that can read spans or metrics.
+FIELD_NEEDS: Mapping[str, Permission] = Table(_needs)
+# Group-by names, the span field each groups by, and the ones rollup rows carry.
+DIMENSIONS: Names = Names(lambda: tuple(groupable()))
+DIMENSION_FIELDS: Mapping[str, str] = Table(lambda: {g: f.name for g, f in groupable().items()})
+ROLLUP_GROUPS: Names = Names(lambda: tuple(g for g, f in groupable().items() if f.rollup))
+# The filter keys a rollup row can answer, and the rollup column each reads.
+ROLLUP_FILTER_COLUMNS: Mapping[str, str] = Table(
+    lambda: {k: f.name for k, f in filter_keys().items() if f.rollup}
+)
+ROLLUP_FILTERS: Names = Names(lambda: tuple(ROLLUP_FILTER_COLUMNS))
+
+
+def fields_hidden_from(role: Role) -> frozenset[str]:
+    """The span fields `role` may not see."""
+    have = ROLE_PERMISSIONS[role]
+    return frozenset(f for f, needs in FIELD_NEEDS.items() if needs not in have)
