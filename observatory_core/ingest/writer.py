@@ -21,7 +21,8 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.base import prometheus
 from observatory_core.ingest.isolate import write_isolating
-from observatory_core.storage.bulk import write_spans
+from observatory_core.ingest.persist import write_spans
+from observatory_core.storage.stores import store_for
 
 log = logging.getLogger("observatory.ingest")
 
@@ -52,9 +53,8 @@ class BatchWriter:
         self._cond = threading.Condition()
         self._pending = 0
         self._stopping = False
-        # PostgreSQL: two writers, so one group's COPY overlaps the other's rollup fold (the
-        # fold itself takes turns under an advisory lock). SQLite takes one writer at a time.
-        count = threads or (2 if engine.dialect.name == "postgresql" else 1)
+        # As many writers as the store serves side by side (`Store.writer_threads`).
+        count = threads or store_for(engine).writer_threads
         self._threads = [
             threading.Thread(target=self._run, name=f"observatory-ingest-{i}", daemon=True)
             for i in range(count)
