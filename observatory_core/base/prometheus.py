@@ -120,13 +120,6 @@ def ingest_refused(reason: str, count: int) -> None:
     SPANS_REFUSED.labels(reason).inc(count)
 
 
-def ingest_write_failed(exc: BaseException, count: int) -> None:
-    from observatory_core.storage.engine import is_unavailable
-
-    reason = "database_unavailable" if is_unavailable(exc) else "database_refused"
-    SPANS_REFUSED.labels(reason).inc(count)
-
-
 def alert_round(seconds: float) -> None:
     ALERT_SECONDS.observe(seconds)
     with _lock:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from observatory_core.base import prometheus
 from observatory_core.ingest.isolate import write_isolating
 from observatory_core.ingest.persist import write_spans
+from observatory_core.storage.engine import is_unavailable
 from observatory_core.storage.stores import store_for
 
 log = logging.getLogger("observatory.ingest")
@@ -110,7 +111,8 @@ class BatchWriter:
             outcome = write_isolating(self.engine, rows, write=write_spans)
         except Exception as exc:  # the database is unavailable: every request may retry
             log.warning("ingest write failed: %s", exc)
-            prometheus.ingest_write_failed(exc, len(rows))
+            reason = "database_unavailable" if is_unavailable(exc) else "database_refused"
+            prometheus.ingest_refused(reason, len(rows))
             for _, future in group:
                 future.set_exception(exc)
             return
