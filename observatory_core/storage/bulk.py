@@ -10,7 +10,9 @@ new spans in a temporary table inside the same transaction.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 from itertools import islice
 from typing import Any, Protocol
 
@@ -32,10 +34,14 @@ class AfterBatch(Protocol):
     def __call__(self, conn: Connection, new: Table) -> None: ...
 
 
+@lru_cache(maxsize=8)
 def new_spans_table(columns: tuple[str, ...]) -> Table:
-    """The temporary table `spans_new` with these columns of `spans`."""
+    """The temporary table of a batch's new spans, with these columns of `spans`. Its name
+    carries the columns' digest: a temporary table lives as long as its (pooled) connection,
+    so another column set must not find one made for the first."""
+    digest = zlib.crc32(",".join(columns).encode())
     return Table(
-        "spans_new",
+        f"spans_new_{digest:08x}",
         MetaData(),
         *(Column(name, spans.c[name].type) for name in columns),
         prefixes=["TEMPORARY"],
