@@ -23,6 +23,19 @@ JsonB = JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+_MICROS: dict[type, bool] = {}  # dialect class -> Store.timestamps_as_micros
+
+
+def _micros(dialect) -> bool:
+    """`Store.timestamps_as_micros` of the dialect's store, cached by dialect class (asked per
+    value)."""
+    try:
+        return _MICROS[dialect.__class__]
+    except KeyError:
+        answer = _MICROS[dialect.__class__] = store_for(dialect).timestamps_as_micros
+        return answer
+
+
 def to_micros(value: datetime) -> int:
     delta = value - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -49,14 +62,14 @@ class UtcDateTime(TypeDecorator):
     cache_ok = True
 
     def load_dialect_impl(self, dialect):
-        if store_for(dialect).timestamps_as_micros:
+        if _micros(dialect):
             return dialect.type_descriptor(BigInteger())
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
-        micros = store_for(dialect).timestamps_as_micros
+        micros = _micros(dialect)
         if isinstance(value, int):
             return value if micros else from_micros(value)
         value = as_utc(value)
@@ -65,6 +78,6 @@ class UtcDateTime(TypeDecorator):
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        if store_for(dialect).timestamps_as_micros:
+        if _micros(dialect):
             return from_micros(value)
         return as_utc(value)
