@@ -37,8 +37,9 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
         "the metrics work)"
     ),
     ("base.prometheus", "storage"): (
-        "the scrape-time collector reads export jobs and heartbeats from the database; it "
-        "belongs with the /ops/metrics route, which is not regrouped yet"
+        "the scrape-time collector (export jobs, heartbeats) is registered by base at import; "
+        "it belongs with what serves /ops/metrics (api/, runtime/'s metrics port), which the "
+        "regrouping of the processes has not reached yet"
     ),
     ("base.prometheus", "ingest"): "the same collector reads the OTLP writer's queue depth",
 }
