@@ -184,8 +184,9 @@ def _close_quietly(pages) -> None:
 
 
 def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, config: WorkerConfig):
-    """(row count, write function) per page. CSV on PostgreSQL takes the COPY fast path:
-    the explorer's filter picks each page's ids, and the database writes their CSV lines."""
+    """(row count, write function) per page. CSV takes the COPY fast path where the store has
+    one (`Store.copies_csv`: PostgreSQL): the explorer's filter picks each page's ids, and the
+    database writes their CSV lines."""
     pinned = {"as_of": job["snapshot_at"], "max_id": job["snapshot_max_id"]}
     if job["format"] == "csv" and store_for(engine).copies_csv:
         pages = iter_span_ids(engine, scope, spec, page_size=config.copy_page_size, **pinned)

@@ -25,10 +25,11 @@ def _dialect(store: Store):
     return URL.create(store.name).get_dialect()()
 
 
-def test_every_store_module_registers_its_store():
-    assert [s.name for s in STORES] == list(MODULES)
-    for name in MODULES:
-        assert store_for(name).name == name
+def test_every_store_module_registers_one_store():
+    assert len(STORES) == len(MODULES) >= 2
+    for store in STORES:
+        assert type(store).__module__.rsplit(".", 1)[1] in MODULES
+        assert store_for(store.name) is store
 
 
 @pytest.mark.parametrize("store", STORES, ids=IDS)

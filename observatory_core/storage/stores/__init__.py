@@ -6,6 +6,7 @@ any query is built. See docs/architecture.md, "What differs between stores".
 
 from __future__ import annotations
 
+import pkgutil
 from importlib import import_module
 
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -13,8 +14,9 @@ from sqlalchemy.engine.url import URL
 
 from observatory_core.storage.stores.base import Store
 
-# dialect name -> the module holding its store (each module registers itself on import)
-MODULES = {"sqlite": "sqlite", "postgresql": "postgres"}
+# Every module of this package but `base` holds one store and registers it on import, so a
+# new store is one new module here.
+MODULES = tuple(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base" and not m.ispkg)
 _STORES: dict[str, Store] = {}
 
 
@@ -25,7 +27,7 @@ def register(store: Store) -> Store:
 
 def load_all() -> None:
     """Import every store module (their `@compiles` functions and their `Store`)."""
-    for module in MODULES.values():
+    for module in MODULES:
         import_module(f"{__name__}.{module}")
 
 
@@ -44,16 +46,17 @@ def store_for(bind: Engine | Connection | Dialect | URL | str) -> Store:
     name = _name_of(bind)
     store = _STORES.get(name)
     if store is None:
-        if name not in MODULES:
-            raise LookupError(f"no store for the database {name!r}; known: {', '.join(MODULES)}")
         load_all()
-        store = _STORES[name]
+        store = _STORES.get(name)
+        if store is None:
+            raise LookupError(f"no store for the database {name!r}; known: {', '.join(_STORES)}")
     return store
 
 
 def all_stores() -> list[Store]:
+    """Every store, in the order their modules are named."""
     load_all()
-    return [_STORES[name] for name in MODULES]
+    return list(_STORES.values())
 
 
 __all__ = ["MODULES", "Store", "all_stores", "load_all", "register", "store_for"]
