@@ -83,8 +83,8 @@ def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
 
 def write_trace(engine, spans_in_trace: int) -> str:
     """One agent trace of `spans_in_trace` spans in org 1, for the open-a-trace timing."""
+    from observatory_core.ingest.persist import write_spans
     from observatory_core.ingest.spanrows import complete_row
-    from observatory_core.storage.bulk import write_spans
 
     trace_id = "b" * 32
     start = END - timedelta(hours=2)

@@ -29,7 +29,8 @@ def _progress(total: int):
 
 
 def cmd_migrate(_args) -> None:
-    from observatory_core.storage.migrate import current_revision, upgrade
+    from observatory_core.rollups.upgrade import upgrade
+    from observatory_core.storage.migrate import current_revision
 
     engine = _engine()
     upgrade(engine)
@@ -39,7 +40,7 @@ def cmd_migrate(_args) -> None:
 def cmd_demo(args) -> None:
     from observatory_core.base.settings import get_settings
     from observatory_core.demo.load import load_demo
-    from observatory_core.storage.migrate import upgrade
+    from observatory_core.rollups.upgrade import upgrade
 
     engine = _engine()
     upgrade(engine)
@@ -66,8 +67,8 @@ def cmd_demo(args) -> None:
 
 
 def cmd_bootstrap(args) -> None:
+    from observatory_core.rollups.upgrade import upgrade
     from observatory_core.runtime import bootstrap
-    from observatory_core.storage.migrate import upgrade
 
     engine = _engine()
     upgrade(engine)
@@ -164,8 +165,8 @@ def cmd_audit(args) -> None:
 
 def cmd_worker(_args) -> None:
     from observatory_core.base.settings import get_settings
+    from observatory_core.rollups.upgrade import upgrade
     from observatory_core.runtime import worker
-    from observatory_core.storage.migrate import upgrade
 
     engine = _engine()
     upgrade(engine)
@@ -176,7 +177,7 @@ def cmd_worker(_args) -> None:
 def _migrated_and_org(slug: str | None):
     """The engine (schema brought up to date) and the id of the org named, if any."""
     from observatory_core.accounts.tenancy import org_id_by_slug
-    from observatory_core.storage.migrate import upgrade
+    from observatory_core.rollups.upgrade import upgrade
 
     engine = _engine()
     upgrade(engine)

@@ -13,8 +13,8 @@ from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.demo.load import ensure_demo_tenants, load_demo
+from observatory_core.ingest.persist import write_spans
 from observatory_core.ingest.spanrows import complete_row
-from observatory_core.storage.bulk import write_spans
 from observatory_core.storage.schema import spans, users
 
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -15,14 +15,24 @@ different question than the one asked).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from observatory_core.accounts.permissions import SEES
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import PermissionDenied
-from observatory_core.filters.spec import FILTER_READS, FilterSpec
-from observatory_core.metrics.catalog import METRICS
-from observatory_core.semantic.fields import DIMENSION_FIELDS, FIELD_NEEDS, fields_hidden_from
+from observatory_core.semantic.fields import (
+    DIMENSION_FIELDS,
+    FIELD_NEEDS,
+    FILTER_READS,
+    fields_hidden_from,
+    filters_set_in,
+)
+from observatory_core.semantic.metrics import METRICS
+
+if TYPE_CHECKING:  # a type only: filters sit a floor above accounts
+    from observatory_core.filters.spec import FilterSpec
 
 
 def hidden_fields(scope: Scope) -> frozenset[str]:
@@ -67,11 +77,16 @@ def filter_allowed(scope: Scope, name: str) -> bool:
     return all(can_see(scope, f) for f in FILTER_READS.get(name, ()))
 
 
-def hidden_filters(scope: Scope, spec: FilterSpec) -> dict[str, str]:
-    """The spec's filters that read a hidden field, each with the field it reads."""
+def hidden_filters(scope: Scope, spec: FilterSpec | str | Mapping[str, Any]) -> dict[str, str]:
+    """The filters that read a hidden field, each with the field it reads. `spec`: a
+    `FilterSpec`, or one stored as JSON (an export job's, an alert rule's)."""
     hidden = hidden_fields(scope)
     out: dict[str, str] = {}
-    for name, reads in spec.fields_read().items():
+    if isinstance(spec, str | Mapping):
+        read = filters_set_in(json.loads(spec) if isinstance(spec, str) else spec)
+    else:
+        read = spec.fields_read()
+    for name, reads in read.items():
         for field in reads:
             if field in hidden:
                 out[name] = field
@@ -79,7 +94,7 @@ def hidden_filters(scope: Scope, spec: FilterSpec) -> dict[str, str]:
     return out
 
 
-def require_filters(scope: Scope, spec: FilterSpec) -> None:
+def require_filters(scope: Scope, spec: FilterSpec | str | Mapping[str, Any]) -> None:
     """Refuse a filter (or search) on a field the role may not see: its answer would reveal
     the hidden values by bisection even though they are never shown."""
     for name, field in hidden_filters(scope, spec).items():
@@ -138,7 +153,7 @@ def export_refusal(scope: Scope, job: dict) -> str | None:
             f"({scope.role.value}) cannot see {why_hidden(columns[0])}; start an export "
             "of your own with the fields you may see."
         )
-    filters = hidden_filters(scope, FilterSpec.from_json(job["filter_json"]))
+    filters = hidden_filters(scope, job["filter_json"])
     if filters:
         name, field = next(iter(filters.items()))
         return (
@@ -157,7 +172,7 @@ def rule_values_hidden(scope: Scope, series: str, filter_json: str | None) -> bo
     try:
         require_series(scope, (series,))
         if filter_json:
-            require_filters(scope, FilterSpec.from_json(filter_json))
+            require_filters(scope, filter_json)
     except PermissionDenied:
         return True
     return False

@@ -9,8 +9,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from observatory_core.api import ops_collector
 from observatory_core.base import prometheus
 from observatory_core.base.settings import get_settings
+
+ops_collector.register()  # the scrape-time series, in every process that serves this route
 
 PATH = "/ops/metrics"  # /metrics is the Metrics page's address
 

@@ -16,13 +16,10 @@ import tomllib
 from pathlib import Path
 
 from prometheus_client import REGISTRY, Counter, Histogram, Info, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
 
 disable_created_metrics()  # no `_created` twin of every counter: scrapes stay half the size
 MIN_TOKEN_CHARS = 16
-EXPORT_STATES = ("pending", "processing", "completed", "failed", "cancelled", "expired")
 
 SPANS_RECEIVED = Counter(
     "observatory_ingest_spans_received",
@@ -120,119 +117,16 @@ def ingest_refused(reason: str, count: int) -> None:
     SPANS_REFUSED.labels(reason).inc(count)
 
 
-def ingest_write_failed(exc: BaseException, count: int) -> None:
-    from observatory_core.storage.engine import is_unavailable
-
-    reason = "database_unavailable" if is_unavailable(exc) else "database_refused"
-    SPANS_REFUSED.labels(reason).inc(count)
-
-
 def alert_round(seconds: float) -> None:
     ALERT_SECONDS.observe(seconds)
     with _lock:
         _last_round["at"] = time.monotonic()
 
 
-class _Scraped(Collector):
-    """Series read at scrape time: database state, pool use, queue depth, evaluation lag."""
-
-    def describe(self):
-        return []  # registering must not collect (that would import and query at import time)
-
-    def collect(self):
-        from observatory_core.base.settings import get_settings
-        from observatory_core.storage.engine import get_engine
-
-        yield from self._process()
-        try:
-            engine = get_engine(get_settings().database_url)
-        except Exception:
-            return
-        yield from self._pool(engine)
-        yield from self._database(engine)
-
-    @staticmethod
-    def _process():
-        depth = GaugeMetricFamily(
-            "observatory_ingest_queue_spans",
-            "Spans accepted and waiting for the OTLP writer (429 above OBSERVATORY_INGEST_MAX_PENDING).",
-        )
-        from observatory_core.ingest import service
-
-        pair = getattr(service, "_pair", None)  # None until the first OTLP request
-        depth.add_metric([], pair[1].pending if pair else 0)
-        yield depth
-        with _lock:
-            last = _last_round["at"]
-        if last is not None:  # only in a process that evaluates alerts
-            lag = GaugeMetricFamily(
-                "observatory_alert_evaluation_lag_seconds",
-                "Seconds since this process last finished an alert evaluation round.",
-            )
-            lag.add_metric([], time.monotonic() - last)
-            yield lag
-
-    @staticmethod
-    def _pool(engine):
-        pool = engine.pool
-        if not hasattr(pool, "checkedout"):
-            return
-        used = GaugeMetricFamily(
-            "observatory_db_pool_connections",
-            "Database connections of this process's pool: in_use (checked out) or idle.",
-            labels=["state"],
-        )
-        used.add_metric(["in_use"], pool.checkedout())
-        used.add_metric(["idle"], pool.checkedin())
-        yield used
-        if hasattr(pool, "size"):
-            size = GaugeMetricFamily(
-                "observatory_db_pool_size", "Connections the pool keeps open (overflow beyond)."
-            )
-            size.add_metric([], pool.size())
-            yield size
-
-    @staticmethod
-    def _database(engine):
-        from sqlalchemy import func, select
-
-        from observatory_core.storage.schema import export_jobs, worker_heartbeats
-
-        up = GaugeMetricFamily(
-            "observatory_database_up", "1 when the scrape could read the database."
-        )
-        try:
-            with engine.connect() as conn:
-                counts = dict(
-                    conn.execute(
-                        select(export_jobs.c.status, func.count()).group_by(export_jobs.c.status)
-                    ).all()
-                )
-                newest = conn.execute(select(func.max(worker_heartbeats.c.seen_at))).scalar()
-        except Exception:
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        jobs = GaugeMetricFamily(
-            "observatory_export_jobs", "Export jobs of every org by state.", labels=["state"]
-        )
-        for state in EXPORT_STATES:
-            jobs.add_metric([state], counts.get(state, 0))
-        yield jobs
-        if newest is not None:
-            from datetime import UTC, datetime
-
-            age = GaugeMetricFamily(
-                "observatory_worker_heartbeat_age_seconds",
-                "Seconds since any worker last reported in (alert rounds beat each time).",
-            )
-            age.add_metric([], max(0.0, (datetime.now(UTC) - newest).total_seconds()))
-            yield age
-
-
-REGISTRY.register(_Scraped())
+def last_alert_round() -> float | None:
+    """When (monotonic seconds) this process last finished an alert round; None if never."""
+    with _lock:
+        return _last_round["at"]
 
 
 def exposition(accept: str | None = None) -> tuple[bytes, str]:

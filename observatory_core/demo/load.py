@@ -11,9 +11,9 @@ from sqlalchemy.engine import Engine
 from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.demo.catalog import ORGS
 from observatory_core.demo.generator import DemoGenerator
+from observatory_core.ingest.persist import write_spans
 from observatory_core.ingest.pricing import PriceBook
 from observatory_core.ingest.spanrows import complete_row
-from observatory_core.storage.bulk import write_spans
 
 
 @dataclass(frozen=True)

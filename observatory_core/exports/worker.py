@@ -34,6 +34,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.copy_out import copy_ahead, copy_csv_rows
 from observatory_core.storage.schema import export_jobs
+from observatory_core.storage.stores import store_for
 from observatory_core.storage.transient import describe, is_transient
 from observatory_core.traces.query import count_spans, iter_span_ids, iter_span_pages
 
@@ -85,8 +86,7 @@ def claim_next(engine: Engine, config: WorkerConfig, now: datetime | None = None
         .order_by(export_jobs.c.id)
         .limit(1)
     )
-    if engine.dialect.name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True)
+    candidate = store_for(engine).claimable(candidate)
     claim = (
         update(export_jobs)
         .where(export_jobs.c.id == candidate.scalar_subquery())
@@ -185,12 +185,13 @@ def _close_quietly(pages) -> None:
 
 
 def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, config: WorkerConfig):
-    """(row count, write function) per page. CSV on PostgreSQL takes the COPY fast path:
-    the explorer's filter picks each page's ids, and the database writes their CSV lines
-    (stored columns only: an expression field is written by the row path)."""
+    """(row count, write function) per page. CSV takes the COPY fast path where the store has
+    one (`Store.copies_csv`: PostgreSQL): the explorer's filter picks each page's ids, and the
+    database writes their CSV lines (stored columns only: an expression field is written by the
+    row path)."""
     pinned = {"as_of": job["snapshot_at"], "max_id": job["snapshot_max_id"]}
     copyable = all(FIELDS[f].plain for f in fields if f in FIELDS)
-    if job["format"] == "csv" and engine.dialect.name == "postgresql" and copyable:
+    if job["format"] == "csv" and store_for(engine).copies_csv and copyable:
         pages = iter_span_ids(engine, scope, spec, page_size=config.copy_page_size, **pinned)
         copies = copy_ahead(engine, job["org_id"], pages, fields, config.copy_ahead)
         try:

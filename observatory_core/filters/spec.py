@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from observatory_core.base.errors import UserError
-from observatory_core.semantic.fields import Field, FilterKind, Table, derived, filter_keys
+from observatory_core.semantic.fields import (  # noqa: F401 (FILTER_READS, TIME_KEYS: re-exported)
+    FILTER_READS,
+    TIME_KEYS,
+    Field,
+    FilterKind,
+    derived,
+    filter_keys,
+)
 
 _RELATIVE = re.compile(r"^(\d+)(m|h|d)$")
 _UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
@@ -24,7 +30,6 @@ MAX_TEXT = 500  # characters per value
 MAX_NUMBER = 1e15
 MIN_SEARCH = 3  # both full-text indexes work on trigrams
 MAX_URL = 8_000  # characters of filter parameters in one link
-TIME_KEYS = ("relative", "start", "end")
 _LISTS = (FilterKind.IN_LIST, FilterKind.TAGS)
 _SCALARS = (FilterKind.RANGE, FilterKind.SEARCH)
 
@@ -32,21 +37,6 @@ _SCALARS = (FilterKind.RANGE, FilterKind.SEARCH)
 def filter_names() -> tuple[str, ...]:
     """Every key a `FilterSpec` (a link, the API, a stored JSON) may hold, from the fields."""
     return derived("filter_names", lambda: (*TIME_KEYS, *filter_keys()))
-
-
-def _reads() -> dict[str, tuple[str, ...]]:
-    def compute() -> dict[str, tuple[str, ...]]:
-        out: dict[str, tuple[str, ...]] = {k: ("start_time",) for k in TIME_KEYS}
-        out.update({k: f.filter_reads() for k, f in filter_keys().items()})
-        return out
-
-    return derived("filter_reads", compute)
-
-
-# The span field(s) each filter reads. A filter on a field a role may not see would let it
-# bisect the hidden values (min_cost_usd=0.05 then 0.025 ...), so `accounts.visibility`
-# refuses such a filter for that role, by this table and each field's `needs`.
-FILTER_READS: Mapping[str, tuple[str, ...]] = Table(_reads)
 
 
 class FilterError(UserError):

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from observatory_core.storage.bulk import write_spans
+from observatory_core.ingest.persist import write_spans
 from observatory_core.storage.engine import is_unavailable
 
 log = logging.getLogger("observatory.ingest")

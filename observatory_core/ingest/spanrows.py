@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from observatory_core.storage.bulk import SPAN_COLUMNS as SPAN_COLUMNS  # the columns it fills
 from observatory_core.storage.schema import spans
-
-SPAN_COLUMNS: tuple[str, ...] = tuple(c.name for c in spans.columns if c.name != "id")
 
 _DEFAULTS: dict[str, Any] = {
     "parent_span_id": None,

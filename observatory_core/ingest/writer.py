@@ -21,7 +21,9 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.base import prometheus
 from observatory_core.ingest.isolate import write_isolating
-from observatory_core.storage.bulk import write_spans
+from observatory_core.ingest.persist import write_spans
+from observatory_core.storage.engine import is_unavailable
+from observatory_core.storage.stores import store_for
 
 log = logging.getLogger("observatory.ingest")
 
@@ -52,9 +54,8 @@ class BatchWriter:
         self._cond = threading.Condition()
         self._pending = 0
         self._stopping = False
-        # PostgreSQL: two writers, so one group's COPY overlaps the other's rollup fold (the
-        # fold itself takes turns under an advisory lock). SQLite takes one writer at a time.
-        count = threads or (2 if engine.dialect.name == "postgresql" else 1)
+        # As many writers as the store serves side by side (`Store.writer_threads`).
+        count = threads or store_for(engine).writer_threads
         self._threads = [
             threading.Thread(target=self._run, name=f"observatory-ingest-{i}", daemon=True)
             for i in range(count)
@@ -110,7 +111,8 @@ class BatchWriter:
             outcome = write_isolating(self.engine, rows, write=write_spans)
         except Exception as exc:  # the database is unavailable: every request may retry
             log.warning("ingest write failed: %s", exc)
-            prometheus.ingest_write_failed(exc, len(rows))
+            reason = "database_unavailable" if is_unavailable(exc) else "database_refused"
+            prometheus.ingest_refused(reason, len(rows))
             for _, future in group:
                 future.set_exception(exc)
             return

@@ -20,7 +20,6 @@ from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.accounts.visibility import require_metric_query
 from observatory_core.base.settings import get_settings
-from observatory_core.metrics import sketch
 from observatory_core.metrics.catalog import PERCENTILES, ZERO_WHEN_EMPTY, Agg
 from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
 from observatory_core.metrics.query import MetricError, MetricQuery
@@ -30,7 +29,9 @@ from observatory_core.metrics.rollup_path import (
     rollup_can_answer,
     rollup_select,
 )
+from observatory_core.storage import latency_bins as sketch
 from observatory_core.storage.schema import spans
+from observatory_core.storage.stores import store_for
 
 _OPS = {
     ">": operator.gt,
@@ -111,16 +112,7 @@ def _fetch(
     max_rows: int | None = None,
 ) -> pl.DataFrame:
     with engine.connect().execution_options(binary_results=True) as conn:
-        if conn.dialect.name == "postgresql":
-            # Merging rollup rows: with the default 4 MB the grouping of a 30-day hourly
-            # series spilled to disk. `by_index`: read rollup rows through their (org, time)
-            # index even when a range covers most of a table: a sequential scan of a table
-            # over a quarter of shared_buffers goes through a small ring of buffers, so the
-            # rows were read from the OS again on every query (+20-30 ms for 30 days of hours).
-            conn.exec_driver_sql(
-                "SELECT set_config('work_mem', '64MB', true), "
-                f"set_config('enable_seqscan', '{'off' if by_index else 'on'}', true)"
-            )
+        store_for(conn).tune_read(conn, by_index=by_index)
         result = conn.execute(statement, params or {})
         columns = list(result.keys())
         if max_rows is None:
@@ -155,7 +147,7 @@ def _compute(
 ) -> tuple[pl.DataFrame, str, tuple[str, ...]]:
     """`keep`: the group keys to keep, every other group folded into "(other)"."""
     spec = query.filters.pinned(now)
-    dialect = engine.dialect.name
+    dialect = store_for(engine).name
     can = rollup_can_answer(series, query.group_by, spec)
     if force == "rollup" and not can:  # never a figure that silently drops part of the filter
         raise ValueError("Rollups cannot answer this query; force='rollup' does not apply.")

@@ -36,10 +36,10 @@ from observatory_core.metrics.catalog import (
     Subject,
 )
 from observatory_core.metrics.folding import folded_columns
-from observatory_core.metrics.sketch import BINS, representative
 from observatory_core.rollups.partials import partial_select
 from observatory_core.semantic import fields as semantic_fields
 from observatory_core.storage.dialect import epoch_us, time_bucket
+from observatory_core.storage.latency_bins import BINS, representative
 from observatory_core.storage.packed_sketch import sketch_merge, sketch_out, unpack
 from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_GRAINS, ROLLUPS, spans
 from observatory_core.storage.types import EPOCH

@@ -15,6 +15,7 @@ from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.rollup_path import plan_segments
 from observatory_core.storage.schema import ACTOR_ROLLUPS, spans
+from observatory_core.storage.stores import store_for
 
 _ROLLUP_FILTERS = frozenset({"project_ids"})
 
@@ -76,7 +77,7 @@ def _filtered(
     c = spans.c
     query = select(func.count(c.user_id.distinct()), func.count(c.session_id.distinct())).where(
         *span_conditions(scope),
-        *filter_conditions(spec, now or datetime.now(UTC), engine.dialect.name),
+        *filter_conditions(spec, now or datetime.now(UTC), store_for(engine).name),
     )
     with engine.connect() as conn:
         users, sessions = conn.execute(query).one()

@@ -1,8 +1,9 @@
 """Keeping rollups current: fold each batch of new spans in, or rebuild from all spans.
 
-Writers put the spans they actually inserted (re-sent duplicates excluded) into the temporary
-table `spans_new` inside their transaction; `fold_new_spans` adds them to every grain, so the
-rollups commit or roll back together with the spans.
+The bulk write (`storage/bulk.py`) puts the spans it actually inserted (re-sent duplicates
+excluded) into a temporary table inside its transaction; the ingest write path
+(`ingest/persist.py`) hands that table to `fold_new_spans`, which adds them to every grain, so
+the rollups commit or roll back together with the spans.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
-    text,
     tuple_,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.rollups.partials import (
-    SOURCE_COLUMNS,
     actor_select,
     partial_select,
     trace_select,
@@ -42,29 +41,7 @@ from observatory_core.storage.schema import (
     spans,
     trace_totals,
 )
-
-# The temporary table a writer fills with its newly inserted spans (see the module docstring).
-spans_new = Table(
-    "spans_new",
-    MetaData(),
-    *(Column(name, spans.c[name].type) for name in SOURCE_COLUMNS),
-    prefixes=["TEMPORARY"],
-)
-
-
-def prepare_new_spans(conn: Connection) -> None:
-    """Make `spans_new` exist and be empty on this connection."""
-    cols = ", ".join(SOURCE_COLUMNS)
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(
-            "CREATE TEMP TABLE IF NOT EXISTS spans_new ON COMMIT DELETE ROWS AS "
-            f"SELECT {cols} FROM spans WITH NO DATA"
-        )
-    else:
-        conn.exec_driver_sql(
-            f"CREATE TEMP TABLE IF NOT EXISTS spans_new AS SELECT {cols} FROM spans WHERE 0"
-        )
-    conn.execute(delete(spans_new))
+from observatory_core.storage.stores import store_for
 
 
 def _add_into(conn: Connection, grain: str, source_select) -> None:
@@ -167,19 +144,6 @@ def _delta_table() -> Table:
 rollup_delta = _delta_table()
 
 
-def _prepare_delta(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(
-            "CREATE TEMP TABLE IF NOT EXISTS rollup_delta ON COMMIT DELETE ROWS AS "
-            "SELECT * FROM rollup_1min WITH NO DATA"
-        )
-    else:
-        conn.exec_driver_sql(
-            "CREATE TEMP TABLE IF NOT EXISTS rollup_delta AS SELECT * FROM rollup_1min WHERE 0"
-        )
-    conn.execute(delete(rollup_delta))
-
-
 def merge_select(src, bucket_seconds: int):
     """Partials of a finer grain merged into `bucket_seconds` buckets (sums add, min of mins...)."""
     c = src.c
@@ -203,10 +167,11 @@ def merge_select(src, bucket_seconds: int):
     return select(*keys, *parts).group_by(*keys)
 
 
-def fold_new_spans(conn: Connection) -> None:
-    """Add the spans in `spans_new` to every rollup grain (same transaction as the spans)."""
-    _prepare_delta(conn)
-    minutes = partial_select(spans_new, ROLLUP_GRAINS["1min"])
+def fold_new_spans(conn: Connection, new: Table) -> None:
+    """Add the spans in the temporary table `new` (at least `SOURCE_COLUMNS`) to every rollup
+    grain, the actor rollups and `trace_totals` (same transaction as the spans)."""
+    store_for(conn).prepare_temp_table(conn, rollup_delta, ROLLUPS["1min"].name)
+    minutes = partial_select(new, ROLLUP_GRAINS["1min"])
     conn.execute(
         rollup_delta.insert().from_select([c.name for c in minutes.selected_columns], minutes)
     )
@@ -216,9 +181,9 @@ def fold_new_spans(conn: Connection) -> None:
         _add_into(conn, grain, merge_select(rollup_delta, ROLLUP_GRAINS[grain]))
     for grain in ACTOR_GRAINS:
         for kind in ACTOR_KINDS:
-            _add_actors(conn, grain, actor_select(spans_new, ROLLUP_GRAINS[grain], kind))
-    _add_traces(conn, trace_select(spans_new))
-    _mark_shared(conn, new=spans_new)
+            _add_actors(conn, grain, actor_select(new, ROLLUP_GRAINS[grain], kind))
+    _add_traces(conn, trace_select(new))
+    _mark_shared(conn, new=new)
 
 
 def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
@@ -261,7 +226,5 @@ def rebuild(engine: Engine, *, org_id: int | None = None) -> dict[str, int]:
     """`python -m observatory_core rollups rebuild`: one transaction, so readers never see a gap."""
     with engine.begin() as conn:
         counts = rebuild_on(conn, org_id)
-        if conn.dialect.name == "postgresql":
-            for table in (*ROLLUPS.values(), *ACTOR_ROLLUPS.values(), trace_totals):
-                conn.execute(text(f"ANALYZE {table.name}"))
+        store_for(conn).analyze(conn, (*ROLLUPS.values(), *ACTOR_ROLLUPS.values(), trace_totals))
     return counts

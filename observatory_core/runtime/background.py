@@ -41,7 +41,10 @@ def start_background(settings: Settings, port: int) -> Background:
         background.worker = start_thread(engine, settings)
     start_watchdog(engine, background.watchdog_stop)
     if settings.metrics_port:  # Prometheus on a port of its own (docs/operations.md)
+        from observatory_core.api.ops_collector import register
         from observatory_core.base.prometheus import serve_on_port
+
+        register()
 
         serve_on_port(settings.metrics_port, settings.metrics_bind)
     if settings.demo_traffic_per_s > 0:

@@ -79,7 +79,10 @@ def main(engine: Engine, settings: Settings) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if settings.metrics_port:  # a worker process has its own series (docs/operations.md)
+        from observatory_core.api.ops_collector import register
         from observatory_core.base.prometheus import serve_on_port
+
+        register()
 
         serve_on_port(settings.metrics_port, settings.metrics_bind)
     try:

@@ -365,6 +365,36 @@ def filter_keys() -> dict[str, Field]:
     return derived("filter_keys", lambda: {key: f for f in filtered() for key in f.filter_keys()})
 
 
+# The keys of a filter's time window; they read start_time, which every role sees.
+TIME_KEYS = ("relative", "start", "end")
+
+
+def _reads() -> dict[str, tuple[str, ...]]:
+    def compute() -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {k: ("start_time",) for k in TIME_KEYS}
+        out.update({k: f.filter_reads() for k, f in filter_keys().items()})
+        return out
+
+    return derived("filter_reads", compute)
+
+
+# The span field(s) each filter reads. A filter on a field a role may not see would let it
+# bisect the hidden values (min_cost_usd=0.05 then 0.025 ...), so `accounts.visibility`
+# refuses such a filter for that role, by this table and each field's `needs`.
+FILTER_READS: Mapping[str, tuple[str, ...]] = Table(_reads)
+
+
+def filters_set_in(stored: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The filters a stored filter (a `FilterSpec`'s JSON object) sets, each with the fields it
+    reads: what a role must see for it to apply. Unset filters are empty; the time window is
+    left out (it reads start_time only)."""
+    return {
+        key: FILTER_READS[key]
+        for key, value in stored.items()
+        if key in FILTER_READS and key not in TIME_KEYS and value not in (None, "", [], ())
+    }
+
+
 def groupable() -> dict[str, Field]:
     """Group-by name -> field, in declaration order."""
     return derived("groupable", lambda: {f.group: f for f in FIELDS.values() if f.group})

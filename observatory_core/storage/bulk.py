@@ -1,27 +1,51 @@
-"""Fast, idempotent span writes: COPY on PostgreSQL, executemany on SQLite.
+"""Fast, idempotent span writes: one transaction per batch, through the store's bulk path
+(`Store.insert_spans`: COPY on PostgreSQL, executemany on SQLite).
 
-Both paths skip spans whose (org_id, trace_id, span_id) exists, so a re-sent batch never
+Every path skips spans whose (org_id, trace_id, span_id) exists, so a re-sent batch never
 duplicates, and each batch commits on its own so progress is never lost to a later failure.
-The rollups take each batch's new spans in the same transaction.
+Storage knows nothing of what is derived from spans: a caller that keeps derived tables (the
+ingest write path folds rollups, `ingest/persist.py`) passes `then`, which sees the batch's
+new spans in a temporary table inside the same transaction.
 """
 
 from __future__ import annotations
 
-import json
+import zlib
 from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Column, MetaData, Table
 from sqlalchemy.engine import Connection, Engine
 
-from observatory_core.ingest.spanrows import SPAN_COLUMNS
-from observatory_core.rollups.maintain import fold_new_spans, prepare_new_spans, spans_new
-from observatory_core.rollups.partials import SOURCE_COLUMNS
-from observatory_core.storage.dialect import insert_ignoring_duplicates, serialize_rollup_writes
 from observatory_core.storage.schema import spans
+from observatory_core.storage.stores import store_for
 
-_JSON_COLUMNS = {"tags", "metadata", "attributes"}
+# The columns of a complete span row: every column but the generated id.
+SPAN_COLUMNS: tuple[str, ...] = tuple(c.name for c in spans.columns if c.name != "id")
+
+
+class AfterBatch(Protocol):
+    """What to do with a batch's new spans before it commits."""
+
+    columns: tuple[str, ...]  # the columns of the new spans it reads
+
+    def __call__(self, conn: Connection, new: Table) -> None: ...
+
+
+@lru_cache(maxsize=8)
+def new_spans_table(columns: tuple[str, ...]) -> Table:
+    """The temporary table of a batch's new spans, with these columns of `spans`. Its name
+    carries the columns' digest: a temporary table lives as long as its (pooled) connection,
+    so another column set must not find one made for the first."""
+    digest = zlib.crc32(",".join(columns).encode())
+    return Table(
+        f"spans_new_{digest:08x}",
+        MetaData(),
+        *(Column(name, spans.c[name].type) for name in columns),
+        prefixes=["TEMPORARY"],
+    )
 
 
 def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -30,69 +54,29 @@ def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
         yield batch
 
 
-def _copy_postgres(conn: Connection, batch: list[dict[str, Any]]) -> int:
-    cols = ", ".join(f'"{c}"' for c in SPAN_COLUMNS)
-    raw = conn.connection.driver_connection
-    with raw.cursor() as cur:
-        # Once per connection: the span columns without id or constraints, emptied on commit.
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS spans_staging ON COMMIT DELETE ROWS AS "
-            f"SELECT {cols} FROM spans WITH NO DATA"
-        )
-        with cur.copy(f"COPY spans_staging ({cols}) FROM STDIN") as copy:
-            for row in batch:
-                copy.write_row(
-                    [json.dumps(row[c]) if c in _JSON_COLUMNS else row[c] for c in SPAN_COLUMNS]
-                )
-    prepare_new_spans(conn)
-    new_cols = ", ".join(SOURCE_COLUMNS)
-    with raw.cursor() as cur:
-        # Only the spans really inserted (not re-sent ones) go on to the rollups.
-        cur.execute(
-            f"WITH ins AS (INSERT INTO spans ({cols}) SELECT {cols} FROM spans_staging "
-            f"ON CONFLICT (org_id, trace_id, span_id) DO NOTHING RETURNING {new_cols}) "
-            f"INSERT INTO spans_new ({new_cols}) SELECT {new_cols} FROM ins"
-        )
-        return cur.rowcount
-
-
-def _insert_sqlite(conn: Connection, batch: list[dict[str, Any]]) -> int:
-    ids = [
-        row[0]
-        for row in conn.execute(
-            insert_ignoring_duplicates(conn, spans).returning(spans.c.id), batch
-        )
-    ]
-    prepare_new_spans(conn)
-    if ids:
-        # This transaction holds SQLite's write lock, so its new ids form one unbroken range.
-        source = select(*(spans.c[c] for c in SOURCE_COLUMNS)).where(
-            spans.c.id.between(min(ids), max(ids))
-        )
-        conn.execute(spans_new.insert().from_select(list(SOURCE_COLUMNS), source))
-    return len(ids)
-
-
 def write_spans(
     engine: Engine,
     rows: Iterable[dict[str, Any]],
     *,
     batch_size: int = 5000,
     on_batch: Callable[[int, int], None] | None = None,
+    then: AfterBatch | None = None,
 ) -> int:
     """Write complete span rows (see `spanrows.complete_row`); returns how many were new.
 
-    `on_batch(seen, written)` is called after each committed batch, for progress bars.
+    `then(conn, new)` runs in each batch's transaction when the batch added spans, `new`
+    holding them (`then.columns` of each). `on_batch(seen, written)` is called after each
+    committed batch, for progress bars.
     """
-    write = _copy_postgres if engine.dialect.name == "postgresql" else _insert_sqlite
+    store = store_for(engine)
+    new = new_spans_table(then.columns) if then is not None else None
     written = 0
     for batch in _batches(rows, batch_size):
         with engine.begin() as conn:
-            new = write(conn, batch)
-            if new:
-                serialize_rollup_writes(conn)
-                fold_new_spans(conn)
-        written += new
+            count = store.insert_spans(conn, batch, SPAN_COLUMNS, new)
+            if count and then is not None:
+                then(conn, new)
+        written += count
         if on_batch:
-            on_batch(len(batch), new)
+            on_batch(len(batch), count)
     return written

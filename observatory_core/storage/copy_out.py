@@ -1,54 +1,19 @@
-"""PostgreSQL's COPY TO STDOUT for export pages: the database writes the CSV itself.
-
-Each column is printed by an expression that matches `exports.writers.csv_text` exactly, so
-a CSV file reads the same whichever path wrote it. Only integers (org and span ids) enter
-the COPY statement; the filter was applied when the ids were chosen, with bound parameters.
-"""
+"""Export pages printed as CSV by the database itself, where the store can (`Store.copies_csv`:
+PostgreSQL's COPY TO STDOUT), a few pages ahead of the writer."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from sqlalchemy import JSON, Boolean, Float, Integer
 from sqlalchemy.engine import Engine
 
-from observatory_core.storage.schema import spans
-from observatory_core.storage.types import UtcDateTime
-
-
-def _csv_expression(field: str) -> str:
-    column = spans.c[field]
-    name = f'"{field}"'
-    kind = column.type
-    if isinstance(kind, UtcDateTime):
-        return f"""to_char({name} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
-    if isinstance(kind, Boolean | Float | JSON):
-        return f"{name}::text"  # true/false; shortest round-trip floats; compact JSON
-    if isinstance(kind, Integer):
-        return name
-    return f"NULLIF({name}, '')"
+from observatory_core.storage.stores import store_for
 
 
 def copy_csv_rows(engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]) -> bytes:
     """The CSV lines (no header) of these spans, oldest first."""
-    if not ids:
-        return b""
-    if not all(isinstance(i, int) for i in ids) or not isinstance(org_id, int):
-        raise TypeError("COPY pages take integer ids only")
-    columns = ", ".join(_csv_expression(f) for f in fields)
-    id_list = ",".join(map(str, ids))
-    sql = (
-        f"COPY (SELECT {columns} FROM spans WHERE org_id = {org_id} "
-        f"AND id = ANY('{{{id_list}}}'::bigint[]) ORDER BY start_time, id) TO STDOUT (FORMAT csv)"
-    )
-    out = bytearray()
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(sql) as copy:
-            for chunk in copy:
-                out += chunk
-    return bytes(out)
+    return store_for(engine).copy_csv_rows(engine, org_id, ids, fields)
 
 
 def copy_ahead(

@@ -1,12 +1,21 @@
-"""Schema upgrades through Alembic, callable from the CLI, the app's start and the tests."""
+"""Schema upgrades through Alembic, callable from the CLI, the app's start and the tests.
+
+Storage knows the schema, not what is derived from the spans: a migration that creates derived
+tables over existing spans (0005, the rollups) only asks for them to be recomputed
+(`REBUILD_FLAG`); the caller that knows how passes `rebuild` (`rollups/upgrade.py`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine
+from sqlalchemy import exists, select
+from sqlalchemy.engine import Connection, Engine
+
+from observatory_core.storage.schema import spans
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -18,15 +27,31 @@ def alembic_config(engine: Engine | None, connection=None) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to `revision`; safe to run on every start."""
+REBUILD_FLAG = "rebuild_rollups"  # set in the config's attributes by such a migration
+
+
+class RebuildNeeded(RuntimeError):
+    """An upgrade created derived tables over stored spans, and nobody could fill them."""
+
+
+def upgrade(
+    engine: Engine, revision: str = "head", *, rebuild: Callable[[Connection], object] | None = None
+) -> None:
+    """Bring the database to `revision`; safe to run on every start. When a migration asks
+    for derived tables to be recomputed, `rebuild(conn)` does it in the same transaction;
+    without `rebuild` such an upgrade of a database holding spans is refused (rolled back)
+    rather than leaving the figures empty."""
     with engine.begin() as conn:
         config = alembic_config(engine, conn)
         command.upgrade(config, revision)
-        if config.attributes.get("rebuild_rollups") and revision == "head":
-            from observatory_core.rollups.maintain import rebuild_on
-
-            rebuild_on(conn)  # the migration that created the rollups asked for it
+        if config.attributes.get(REBUILD_FLAG) and revision == "head":
+            if rebuild is not None:
+                rebuild(conn)
+            elif conn.execute(select(exists().select_from(spans))).scalar():
+                raise RebuildNeeded(
+                    "This upgrade creates the rollups over stored spans; run it through "
+                    "`python -m observatory_core migrate`, which fills them."
+                )
 
 
 def head_revision() -> str:

@@ -13,12 +13,27 @@ from sqlalchemy import JSON, BigInteger, DateTime, Integer
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 
+from observatory_core.storage.stores import store_for
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ZERO = timedelta(0)
 
 JsonB = JSON().with_variant(postgresql.JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); PostgreSQL wants BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+_MICROS: dict[type, bool] = {}  # dialect class -> Store.timestamps_as_micros
+
+
+def _micros(dialect) -> bool:
+    """`Store.timestamps_as_micros` of the dialect's store, cached by dialect class (asked per
+    value)."""
+    try:
+        return _MICROS[dialect.__class__]
+    except KeyError:
+        answer = _MICROS[dialect.__class__] = store_for(dialect).timestamps_as_micros
+        return answer
 
 
 def to_micros(value: datetime) -> int:
@@ -40,27 +55,29 @@ def as_utc(value: datetime) -> datetime:
 
 
 class UtcDateTime(TypeDecorator):
-    """A UTC timestamp: `timestamptz` on PostgreSQL, integer microseconds on SQLite."""
+    """A UTC timestamp: native where the store has one, else integer microseconds
+    (`Store.timestamps_as_micros`)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def load_dialect_impl(self, dialect):
-        if dialect.name == "sqlite":
+        if _micros(dialect):
             return dialect.type_descriptor(BigInteger())
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
+        micros = _micros(dialect)
         if isinstance(value, int):
-            return value if dialect.name == "sqlite" else from_micros(value)
+            return value if micros else from_micros(value)
         value = as_utc(value)
-        return to_micros(value) if dialect.name == "sqlite" else value
+        return to_micros(value) if micros else value
 
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        if dialect.name == "sqlite":
+        if _micros(dialect):
             return from_micros(value)
         return as_utc(value)

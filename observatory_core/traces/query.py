@@ -21,6 +21,7 @@ from observatory_core.base.errors import UserError
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.schema import spans
+from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor, decode_cursor
 from observatory_core.traces.fields import KEY_FIELDS, field_column, resolve_fields
 from observatory_core.traces.paging import after, page_end
@@ -185,7 +186,7 @@ def iter_span_ids(
 
 def _where(engine: Engine, spec: FilterSpec, as_of: datetime, max_id: int) -> list:
     """The filter at the pinned time, minus spans that arrived after the pin."""
-    return [*filter_conditions(spec, as_of, engine.dialect.name), spans.c.id <= max_id]
+    return [*filter_conditions(spec, as_of, store_for(engine).name), spans.c.id <= max_id]
 
 
 def count_spans(
@@ -212,13 +213,13 @@ def _walk_sort_index(conn, scope, query, key, order, direction, limit, position)
     Exact: every span beyond the stretch sorts after its last entry, so when the stretch holds
     a full page, that page is the first `limit + 1` matches overall.
     """
-    hint = f"INDEXED BY {_WALK_INDEX[key.name]}"
-    stretch = scoped_spans(scope, key).with_hint(spans, hint, "sqlite")
+    store, index = store_for(conn), _WALK_INDEX[key.name]
+    stretch = store.index_hint(scoped_spans(scope, key), spans, index)
     if position:
         stretch = stretch.where(after(key, spans.c.id, position))
     edge = stretch.order_by(*order).limit(1).offset(_WALK_PER_ROW * (limit + 1)).scalar_subquery()
     within = key >= edge if direction == "desc" else key <= edge
-    bounded = query.with_hint(spans, hint, "sqlite").where(within)
+    bounded = store.index_hint(query, spans, index).where(within)
     rows = [dict(r) for r in conn.execute(bounded.order_by(*order).limit(limit + 1)).mappings()]
     return rows if len(rows) > limit else None
 
@@ -268,7 +269,7 @@ def _read(
         (key.desc(), spans.c.id.desc()) if direction == "desc" else (key.asc(), spans.c.id.asc())
     )
     rows = None
-    if conn.dialect.name == "sqlite" and sort in _WALK_INDEX:
+    if sort in _WALK_INDEX and store_for(conn).walks_sort_index:
         rows = _walk_sort_index(conn, scope, query, key, order, direction, limit, position)
     if rows is None:
         rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]

@@ -26,9 +26,9 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.users import scope_for
 from observatory_core.base.errors import UserError
 from observatory_core.base.settings import Settings, get_settings
+from observatory_core.rollups.upgrade import upgrade
 from observatory_core.storage.budget import budgeted, time_budget
 from observatory_core.storage.engine import check_connection, describe_failure, get_engine
-from observatory_core.storage.migrate import upgrade
 from observatory_core.ui import nav
 
 P = ParamSpec("P")

@@ -24,8 +24,8 @@ from observatory_core.base.settings import get_settings
 from observatory_core.demo.catalog import ORGS
 from observatory_core.demo.load import ensure_demo_tenants, load_demo
 from observatory_core.demo.starter_rules import STARTER_RULES, install_starter_rules
+from observatory_core.ingest.persist import write_spans
 from observatory_core.ingest.spanrows import complete_row
-from observatory_core.storage.bulk import write_spans
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.ui.nav import PAGES

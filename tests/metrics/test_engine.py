@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics import sketch
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, ZERO_WHEN_EMPTY, Agg
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
+from observatory_core.storage import latency_bins as sketch
 from tests.helpers import admin_scope
 from tests.metrics.reference import reference_metrics
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import column, literal, literal_column, select, table, text, union_all
 from sqlalchemy.types import Integer
 
-from observatory_core.metrics.sketch import BINS
 from observatory_core.storage.engine import get_engine
+from observatory_core.storage.latency_bins import BINS
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.packed_sketch import (
     sketch_add,

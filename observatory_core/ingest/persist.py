@@ -1,0 +1,48 @@
+"""The span write path: store spans and fold the new ones into the rollups, together.
+
+Every writer (the OTLP group-commit writer, the demo loader, file import) goes through
+`write_spans`: per batch, storage inserts the spans (`storage/bulk.py`) and, in the same
+transaction, the new ones are folded into the rollups, the actor rollups and `trace_totals`
+(`rollups/maintain.py`), so figures and spans commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Connection, Engine
+
+from observatory_core.rollups.maintain import fold_new_spans
+from observatory_core.rollups.partials import SOURCE_COLUMNS
+from observatory_core.storage import bulk
+from observatory_core.storage.dialect import serialize_rollup_writes
+
+
+class _FoldIntoRollups:
+    """`bulk.write_spans`'s `then`: the batch's new spans into every rollup."""
+
+    columns = SOURCE_COLUMNS
+
+    def __call__(self, conn: Connection, new: Table) -> None:
+        serialize_rollup_writes(conn)  # concurrent writers take turns for the fold
+        fold_new_spans(conn, new)
+
+
+FOLD = _FoldIntoRollups()
+
+
+def write_spans(
+    engine: Engine,
+    rows: Iterable[dict[str, Any]],
+    *,
+    batch_size: int = 5000,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
+    """Write complete span rows (see `spanrows.complete_row`) and fold the new ones into the
+    rollups, one transaction per batch; returns how many were new.
+
+    `on_batch(seen, written)` is called after each committed batch, for progress bars.
+    """
+    return bulk.write_spans(engine, rows, batch_size=batch_size, on_batch=on_batch, then=FOLD)

@@ -1,0 +1,170 @@
+"""What a store must provide: every behaviour that differs between the databases we support.
+
+Feature code writes one query and asks `store_for(bind)` (storage/stores/__init__.py) for the
+few things SQL alone cannot say the same way everywhere. Each store module also registers its
+SQL for the dialect-neutral constructs of `storage/dialect.py` and `storage/packed_sketch.py`
+with `@compiles(construct, store.name)`; `tests/storage/test_stores.py` checks that every
+store compiles every construct and implements every member below.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Table
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.url import URL
+from sqlalchemy.sql import Insert, Select
+
+
+class Store(ABC):
+    """One database product: SQLite, PostgreSQL (and, later, others)."""
+
+    # -- identity and connections ------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The SQLAlchemy dialect name this store serves (`engine.dialect.name`)."""
+
+    @abstractmethod
+    def normalize_url(self, url: URL) -> URL:
+        """The URL the engine opens: the driver we support filled in, or a `ConfigError`
+        naming the fix when the URL asks for a driver we do not support."""
+
+    @abstractmethod
+    def create_engine(self, url: URL) -> Engine:
+        """An engine with this store's connection set-up (session settings, functions the SQL
+        of the constructs relies on) and with time budgets installed (`storage/budget.py`)."""
+
+    @abstractmethod
+    def probe(self, conn: Connection) -> None:
+        """Touch the schema (not just the socket), so a locked or missing database fails here
+        with the driver's error instead of on the first real query."""
+
+    @abstractmethod
+    def describe_failure(self, url: URL, detail: str) -> str:
+        """One sentence for a failed connection: what is wrong and what to do about it."""
+
+    # -- time budgets ------------------------------------------------------------------------
+
+    @abstractmethod
+    def install_budget(self, engine: Engine) -> None:
+        """Make the database stop any statement run under a budget (`budget.limit_for`) once
+        the budget is spent, and leave no limit behind on a pooled connection afterwards."""
+
+    @abstractmethod
+    def is_timeout(self, exc: BaseException) -> bool:
+        """True when the driver's error is a statement stopped by `install_budget`'s limit."""
+
+    # -- writes ------------------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def writer_threads(self) -> int:
+        """How many ingest writer threads pay off: concurrent write transactions the store
+        serves side by side (the rollup fold still takes turns under `xact_lock`)."""
+
+    @abstractmethod
+    def insert(self, table: Table) -> Insert:
+        """An INSERT for `table` that supports `.on_conflict_do_nothing()` and
+        `.on_conflict_do_update(index_elements=..., set_=...)` with `.excluded`."""
+
+    @abstractmethod
+    def prepare_temp_table(self, conn: Connection, table: Table, like: str) -> None:
+        """Make the temporary `table` (its name and columns, taken from the permanent table
+        `like`) exist on this connection and be empty, for use inside the transaction."""
+
+    @abstractmethod
+    def insert_spans(
+        self,
+        conn: Connection,
+        rows: list[dict[str, Any]],
+        columns: Sequence[str],
+        new: Table | None,
+    ) -> int:
+        """Insert complete span rows (`columns` of `spans`), skipping any whose
+        (org_id, trace_id, span_id) exists; copy the rows really inserted into the
+        temporary table `new` (prepared here, with `new`'s columns) when given. Returns how
+        many were inserted. Runs in the caller's transaction."""
+
+    @abstractmethod
+    def analyze(self, conn: Connection, tables: Iterable[Table]) -> None:
+        """Refresh the planner's statistics after a bulk rewrite (a no-op where the planner
+        keeps none worth refreshing)."""
+
+    # -- concurrency -------------------------------------------------------------------------
+
+    @abstractmethod
+    def xact_lock(self, conn: Connection, key: int) -> None:
+        """Wait for the lock `key`, held until the transaction ends, so writers that would
+        otherwise deadlock take turns (a no-op on a store with a single writer)."""
+
+    @abstractmethod
+    def try_lock(self, conn: Connection, key: int) -> bool:
+        """Take the session lock `key` without waiting; False when another process holds it.
+        A store with a single worker process may always answer True."""
+
+    @abstractmethod
+    def unlock(self, conn: Connection, key: int) -> None:
+        """Release `try_lock`'s lock."""
+
+    @abstractmethod
+    def claimable(self, candidate: Select) -> Select:
+        """The SELECT that picks a job row to claim, made safe for concurrent workers: two
+        workers never claim the same row, and neither waits on rows another has locked."""
+
+    @abstractmethod
+    def read_outside_transaction(self, conn: Connection) -> Connection:
+        """A connection whose single reads run without BEGIN/ROLLBACK round trips where the
+        store would otherwise pay them."""
+
+    # -- reads and the planner ---------------------------------------------------------------
+
+    @abstractmethod
+    def tune_read(self, conn: Connection, *, by_index: bool) -> None:
+        """Session settings for one heavy analytic read in this transaction (memory for
+        grouping; `by_index`: prefer index scans over sequential ones)."""
+
+    @property
+    @abstractmethod
+    def walks_sort_index(self) -> bool:
+        """True when the planner, asked for a sorted page under a filter, does not find the
+        sort's index by itself, so the explorer first walks a stretch of it (`index_hint`)."""
+
+    @abstractmethod
+    def index_hint(self, query: Select, table: Table, index: str) -> Select:
+        """`query` told to read `table` through `index` (unchanged where there are no hints)."""
+
+    @abstractmethod
+    def search_needle(self, text: str) -> str:
+        """The bound value `text_search` matches with, `text` taken literally (no wildcards or
+        query syntax of the user's survive)."""
+
+    @property
+    @abstractmethod
+    def timestamps_as_micros(self) -> bool:
+        """True when `UtcDateTime` is stored as integer microseconds since the epoch (so
+        `time_bucket` and `epoch_us` are integer arithmetic); False for a native timestamp."""
+
+    @abstractmethod
+    def unpack_sketches(self, values: Sequence[bytes | None]) -> np.ndarray:
+        """Packed latency sketches (as `sketch_out` reads them) -> an int matrix, one row of
+        `latency_bins.BINS` counts per value; NULL reads as the empty sketch."""
+
+    # -- exports -----------------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def copies_csv(self) -> bool:
+        """True when the database prints export CSV itself (`copy_csv_rows`)."""
+
+    @abstractmethod
+    def copy_csv_rows(
+        self, engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]
+    ) -> bytes:
+        """The CSV lines (no header) of these spans, oldest first, byte for byte what
+        `exports.writers` would write. Only called when `copies_csv`."""

@@ -1,0 +1,386 @@
+"""SQLite, the embedded default: one file, one writer at a time, Python functions for the SQL
+SQLite lacks (percentiles, sample deviation, latency bins, packed sketches).
+
+Timestamps are integer microseconds (`storage/types.py`), so bucketing is integer arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Table, create_engine, delete, event, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.url import URL
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import Insert, Select
+
+from observatory_core.storage import budget, latency_bins
+from observatory_core.storage.dialect import (
+    epoch_us,
+    greatest_of,
+    json_array_contains,
+    json_object_text,
+    latency_bin,
+    least_of,
+    percentile_cont,
+    stddev_samp,
+    text_search,
+    time_bucket,
+)
+from observatory_core.storage.packed_sketch import sketch_add, sketch_merge, sketch_of, sketch_out
+from observatory_core.storage.schema import spans
+from observatory_core.storage.stores import register
+from observatory_core.storage.stores.base import Store
+
+NAME = "sqlite"
+
+# -- the neutral constructs, compiled for SQLite ---------------------------------------------
+
+
+@compiles(percentile_cont, NAME)
+def _percentile(element, compiler, **kw):
+    (column,) = element.clauses
+    return f"obs_percentile_cont({compiler.process(column, **kw)}, {element.fraction!r})"
+
+
+@compiles(time_bucket, NAME)
+def _bucket(element, compiler, **kw):
+    (column,) = element.clauses
+    width = element.seconds * 1_000_000
+    return f"(({compiler.process(column, **kw)} / {width}) * {width})"
+
+
+@compiles(stddev_samp, NAME)
+def _stddev(element, compiler, **kw):
+    return f"obs_stddev({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(json_array_contains, NAME)
+def _array_contains(element, compiler, **kw):
+    column, value = element.clauses
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({compiler.process(column, **kw)}) "
+        f"WHERE json_each.value = {compiler.process(value, **kw)})"
+    )
+
+
+@compiles(json_object_text, NAME)
+def _object_text(element, compiler, **kw):
+    column, key = element.clauses
+    return (
+        f"(SELECT CAST(json_each.value AS TEXT) FROM json_each({compiler.process(column, **kw)}) "
+        f"WHERE json_each.key = {compiler.process(key, **kw)})"
+    )
+
+
+@compiles(text_search, NAME)
+def _search(element, compiler, **kw):
+    """The FTS5 trigram table `spans_fts`, matched with a quoted phrase (`search_needle`)."""
+    span_id, _inp, _out, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({span_id} IN (SELECT rowid FROM spans_fts WHERE spans_fts MATCH {needle}))"
+
+
+@compiles(latency_bin, NAME)
+def _latency_bin(element, compiler, **kw):
+    (column,) = element.clauses
+    return f"obs_latency_bin({compiler.process(column, **kw)})"
+
+
+@compiles(least_of, NAME)
+def _least(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"coalesce(min({a}, {b}), {a}, {b})"
+
+
+@compiles(greatest_of, NAME)
+def _greatest(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"coalesce(max({a}, {b}), {a}, {b})"
+
+
+@compiles(epoch_us, NAME)
+def _epoch_us(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)  # stored as microseconds already
+
+
+@compiles(sketch_of, NAME)
+def _sketch_of(element, compiler, **kw):
+    return f"obs_sketch_of({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(sketch_merge, NAME)
+def _sketch_merge(element, compiler, **kw):
+    return f"obs_sketch_sum({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(sketch_add, NAME)
+def _sketch_add(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"obs_sketch_add({a}, {b})"
+
+
+@compiles(sketch_out, NAME)
+def _sketch_out(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)
+
+
+def _from_hint(self, table, text):
+    """`select().with_hint(table, "INDEXED BY ix", "sqlite")` writes SQLite's INDEXED BY after
+    the table name (SQLAlchemy's SQLite compiler drops table hints; MySQL's writes them so)."""
+    return text
+
+
+SQLiteCompiler.get_from_hint_text = _from_hint
+
+# -- the Python functions the SQL above calls, registered on every connection ----------------
+
+
+def interpolated_percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+class PercentileAggregate:
+    """`obs_percentile_cont`: exact, same interpolation as PostgreSQL."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.fraction = 0.5
+
+    def step(self, value, fraction) -> None:
+        if value is not None:
+            self.values.append(value)
+            self.fraction = fraction
+
+    def finalize(self):
+        return interpolated_percentile(self.values, self.fraction)
+
+
+class StddevAggregate:
+    """`obs_stddev`: the sample standard deviation (Welford's method)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def step(self, value) -> None:
+        if value is not None:
+            self.n += 1
+            delta = value - self.mean
+            self.mean += delta / self.n
+            self.m2 += delta * (value - self.mean)
+
+    def finalize(self):
+        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else None
+
+
+def sqlite_latency_bin(value):
+    """`obs_latency_bin`."""
+    return None if value is None else latency_bins.bin_of(value)
+
+
+# Packed sketches: a BLOB holding the integer little-endian, base 2^40 (five bytes per bin).
+# Python integers hold the packed number exactly.
+BIN_BITS = 40
+_WEIGHTS = 256 ** np.arange(BIN_BITS // 8, dtype=np.int64)
+_SKETCH_BYTES = latency_bins.BINS * BIN_BITS // 8
+
+
+def _from_blob(value) -> int:
+    return int.from_bytes(value, "little") if value else 0
+
+
+def _to_blob(number: int) -> bytes:
+    return number.to_bytes((number.bit_length() + 7) // 8, "little")
+
+
+class SketchOf:
+    """`obs_sketch_of(bin)`: the packed sketch of a group's spans."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, bin_) -> None:
+        if bin_ is not None:
+            self.total += 1 << (BIN_BITS * int(bin_))
+
+    def finalize(self) -> bytes:
+        return _to_blob(self.total)
+
+
+class SketchSum:
+    """`obs_sketch_sum(sketch)`: merged sketches."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, value) -> None:
+        self.total += _from_blob(value)
+
+    def finalize(self) -> bytes:
+        return _to_blob(self.total)
+
+
+def sqlite_sketch_add(a, b) -> bytes:
+    return _to_blob(_from_blob(a) + _from_blob(b))
+
+
+def _on_connect(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+    dbapi_conn.create_aggregate("obs_percentile_cont", 2, PercentileAggregate)
+    dbapi_conn.create_aggregate("obs_stddev", 1, StddevAggregate)
+    dbapi_conn.create_function("obs_latency_bin", 1, sqlite_latency_bin, deterministic=True)
+    dbapi_conn.create_aggregate("obs_sketch_of", 1, SketchOf)
+    dbapi_conn.create_aggregate("obs_sketch_sum", 1, SketchSum)
+    dbapi_conn.create_function("obs_sketch_add", 2, sqlite_sketch_add, deterministic=True)
+
+
+# -- time budgets: a progress handler that interrupts the statement ---------------------------
+
+_STEPS = 2000  # virtual machine steps between two looks at the clock (~0.1 ms)
+_APPLIED = "budget_timeout_ms"
+
+
+def _before(conn, _cursor, _statement, _params, context, _many) -> None:
+    limit = budget.limit_for(context)
+    dbapi = conn.connection.dbapi_connection
+    if limit is None:
+        if conn.connection.info.pop(_APPLIED, None):
+            dbapi.set_progress_handler(None, 0)
+        return
+    deadline = limit[0]
+    if time.monotonic() >= deadline:
+        budget.raise_spent(limit[1])
+    dbapi.set_progress_handler(lambda: time.monotonic() >= deadline, _STEPS)
+    conn.connection.info[_APPLIED] = 1
+
+
+def _checkin(dbapi_conn, record) -> None:
+    if record.info.pop(_APPLIED, None):
+        dbapi_conn.set_progress_handler(None, 0)
+
+
+class SqliteStore(Store):
+    name = NAME
+    writer_threads = 1  # SQLite takes one writer at a time
+    walks_sort_index = True
+    timestamps_as_micros = True
+    copies_csv = False
+
+    def normalize_url(self, url: URL) -> URL:
+        return url
+
+    def create_engine(self, url: URL) -> Engine:
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 5})
+        event.listen(engine, "connect", _on_connect)
+        budget.install(engine)
+        return engine
+
+    def probe(self, conn: Connection) -> None:
+        conn.exec_driver_sql("SELECT count(*) FROM sqlite_master")
+
+    def describe_failure(self, url: URL, detail: str) -> str:
+        if "locked" in detail:
+            return (
+                f"The SQLite file {url.database} is locked by another process; "
+                "stop the other process or wait and retry."
+            )
+        return (
+            f"Cannot open the SQLite file {url.database} ({detail}); "
+            "check that its folder exists and is writable."
+        )
+
+    def install_budget(self, engine: Engine) -> None:
+        event.listen(engine, "before_cursor_execute", _before)
+        event.listen(engine.pool, "checkin", _checkin)
+
+    def is_timeout(self, exc: BaseException) -> bool:
+        return "interrupted" in str(exc)
+
+    def insert(self, table: Table) -> Insert:
+        return sqlite_insert(table)
+
+    def prepare_temp_table(self, conn: Connection, table: Table, like: str) -> None:
+        cols = ", ".join(c.name for c in table.columns)
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS {table.name} AS SELECT {cols} FROM {like} WHERE 0"
+        )
+        conn.execute(delete(table))  # a temporary table outlives SQLite's transaction
+
+    def insert_spans(
+        self,
+        conn: Connection,
+        rows: list[dict[str, Any]],
+        columns: Sequence[str],
+        new: Table | None,
+    ) -> int:
+        insert = sqlite_insert(spans).on_conflict_do_nothing().returning(spans.c.id)
+        ids = [row[0] for row in conn.execute(insert, rows)]
+        if new is not None:
+            self.prepare_temp_table(conn, new, spans.name)
+            if ids:
+                # This transaction holds SQLite's write lock: its new ids are one unbroken range.
+                names = [c.name for c in new.columns]
+                source = select(*(spans.c[c] for c in names)).where(
+                    spans.c.id.between(min(ids), max(ids))
+                )
+                conn.execute(new.insert().from_select(names, source))
+        return len(ids)
+
+    def analyze(self, conn: Connection, tables: Iterable[Table]) -> None:
+        return None  # the planner keeps no statistics that a rebuild leaves stale
+
+    def xact_lock(self, conn: Connection, key: int) -> None:
+        return None  # SQLite already has a single writer at a time
+
+    def try_lock(self, conn: Connection, key: int) -> bool:
+        return True  # SQLite runs a single worker
+
+    def unlock(self, conn: Connection, key: int) -> None:
+        return None
+
+    def claimable(self, candidate: Select) -> Select:
+        return candidate  # the claiming UPDATE holds the database's one write lock
+
+    def read_outside_transaction(self, conn: Connection) -> Connection:
+        return conn  # pysqlite begins no transaction for a SELECT
+
+    def tune_read(self, conn: Connection, *, by_index: bool) -> None:
+        return None
+
+    def index_hint(self, query: Select, table: Table, index: str) -> Select:
+        return query.with_hint(table, f"INDEXED BY {index}", NAME)
+
+    def search_needle(self, text: str) -> str:
+        return '"' + text.replace('"', '""') + '"'  # an FTS5 phrase: the text taken literally
+
+    def unpack_sketches(self, values: Sequence[bytes | None]) -> np.ndarray:
+        padded = b"".join((v or b"").ljust(_SKETCH_BYTES, b"\0") for v in values)
+        cells = np.frombuffer(padded, dtype=np.uint8).astype(np.int64)
+        return cells.reshape(len(values), latency_bins.BINS, BIN_BITS // 8) @ _WEIGHTS
+
+    def copy_csv_rows(
+        self, engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]
+    ) -> bytes:
+        raise NotImplementedError("SQLite does not print CSV; exports write it in Python")
+
+
+STORE = register(SqliteStore())
