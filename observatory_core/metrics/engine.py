@@ -29,6 +29,7 @@ from observatory_core.metrics.rollup_path import (
     rollup_can_answer,
     rollup_select,
 )
+from observatory_core.metrics.trace_path import TOTALS_GRAINS, trace_plan, trace_series
 from observatory_core.storage import latency_bins as sketch
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
@@ -148,12 +149,27 @@ def _compute(
     """`keep`: the group keys to keep, every other group folded into "(other)"."""
     spec = query.filters.pinned(now)
     dialect = store_for(engine).name
+    fold = keep is not None
+    extra = {FOLD_KEYS: keep} if fold else {}
+    if trace_series(series):  # over traces: metrics/trace_path.py
+        statement, source, grains = trace_plan(
+            scope,
+            series,
+            query.group_by,
+            spec,
+            now,
+            dialect,
+            bucket_seconds,
+            start,
+            end,
+            fold=fold,
+            force=force,
+        )
+        return _fetch(engine, statement, extra, max_rows=max_rows), source, grains
     can = rollup_can_answer(series, query.group_by, spec)
     if force == "rollup" and not can:  # never a figure that silently drops part of the filter
         raise ValueError("Rollups cannot answer this query; force='rollup' does not apply.")
     use_rollup = force == "rollup" or (force is None and can)
-    fold = keep is not None
-    extra = {FOLD_KEYS: keep} if fold else {}
     if use_rollup:
         statement, grains, params = rollup_select(
             scope, series, query.group_by, spec, bucket_seconds, start, end, fold
@@ -357,6 +373,7 @@ def run_metrics(
     caps = _Caps(max_groups or settings.metrics_max_groups, max_cells or settings.metrics_max_cells)
     series = query.all_series
     _check_permissions(scope, query)
+    trace_series(series)  # one subject per query, refused before any read
     start, end = _window(engine, scope, query, now)
     bucket_seconds = query.bucket_seconds(start, end)
     args = (engine, scope, query, series)
@@ -384,7 +401,8 @@ def run_metrics(
         end=end,
         source=source,
         grains=grains,
-        exact_percentiles=(source == "raw") if has_percentiles else None,
+        # trace_totals hold each trace's own figures: its percentiles are exact too
+        exact_percentiles=(source == "raw" or grains == TOTALS_GRAINS) if has_percentiles else None,
         seconds=time.perf_counter() - started,
         sketch=sketch,
         folded_groups=folded,

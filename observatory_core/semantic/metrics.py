@@ -49,6 +49,19 @@ class Subject(StrEnum):
     SPANS = "spans"  # every span
 
 
+# A trace metric's expression reads one row per trace with these columns (the metrics engine
+# builds them from spans, or from `trace_totals` where the filter allows; docs/metrics.md):
+TRACE_COLUMNS = {
+    "first_start": "when its first span started (the trace's bucket)",
+    "last_end": "when its last span ended",
+    "duration_ms": "end-to-end latency: first start to last end, in ms",
+    "span_count": "how many spans it has",
+    "error_count": "how many of its spans failed",
+    "total_cost_usd": "the cost of all its spans (0 when none is priced)",
+    "total_tokens": "the tokens of all its spans (0 when none has any)",
+}
+
+
 class Kind(StrEnum):
     """How the subject's rows become a figure; `Metric.expression` means what the kind says."""
 
@@ -118,6 +131,10 @@ class Metric:
             problem = "is a share: its partials need `of`, the count of all rows"
         elif self.kind == Kind.VALUE and self.rollup is not None and self.rollup.layout is None:
             problem = "has a rollup measure without a `layout` place"
+        elif self.subject == Subject.TRACES and self.rollup is not None:
+            problem = "is over traces: trace_totals answers it, not the span rollups' partials"
+        elif self.kind == Kind.DISTINCT and self.subject == Subject.TRACES:
+            problem = "is over traces: count traces (ROWS), not distinct values among them"
         elif self.kind != Kind.VALUE and any(a != self.aggregations[0] for a in self.aggregations):
             problem = "is a count or a share: it has one aggregation"
         if problem:
@@ -165,6 +182,7 @@ def _value(
 # Counting request_count & co over LLM calls is a change of their `subject` here, and only here,
 # once the engines can restrict rows to a subject; until then they refuse any other subject
 # (the raw path raises, the rollup path declines) rather than count the wrong rows.
+# Trace metrics (subject TRACES) are answered by `metrics/trace_path.py`.
 # Order: the order of the Metrics page's choices. Rollup layouts keep migration 0009's columns.
 METRICS: dict[str, Metric] = {
     m.name: m
@@ -258,15 +276,46 @@ METRICS: dict[str, Metric] = {
             lambda c: c.user_id,
         ),
         _value("quality_score", "Quality score", "score", "quality", 9),
-        # the distinct traces the spans belong to (Home's "Traces")
+        # Over traces: one row per trace, the columns of `TRACE_COLUMNS` (docs/metrics.md,
+        # "Trace metrics"); the first is Home's and the Overview's "Traces".
+        Metric("trace_count", "Traces", "count", Subject.TRACES, Kind.ROWS, (Agg.COUNT,)),
         Metric(
-            "trace_count",
-            "Traces",
-            "count",
-            Subject.SPANS,
-            Kind.DISTINCT,
-            (Agg.COUNT,),
-            lambda c: c.trace_id,
+            "trace_error_rate",
+            "Trace error rate",
+            "ratio",
+            Subject.TRACES,
+            Kind.SHARE,
+            (Agg.AVG,),
+            lambda c: c.error_count > 0,  # a trace with any failed span
+        ),
+        Metric(
+            "trace_duration_ms",
+            "End-to-end latency (ms)",
+            "ms",
+            Subject.TRACES,
+            Kind.VALUE,
+            VALUE_AGGS,
+            lambda c: c.duration_ms,  # first start to last end
+        ),
+        Metric(
+            "trace_cost",
+            "Cost per trace (USD)",
+            "usd",
+            Subject.TRACES,
+            Kind.VALUE,
+            VALUE_AGGS,
+            lambda c: c.total_cost_usd,
+            reads=("total_cost_usd",),
+        ),
+        Metric(
+            "trace_tokens",
+            "Tokens per trace",
+            "tokens",
+            Subject.TRACES,
+            Kind.VALUE,
+            VALUE_AGGS,
+            lambda c: c.total_tokens,
+            reads=("total_tokens",),
         ),
     )
 }
@@ -307,7 +356,9 @@ def metrics_markdown() -> str:
     ]
     for m in METRICS.values():
         aggs = ", ".join(a.value for a in m.aggregations)
-        if m.rollup is None:
+        if m.subject == Subject.TRACES:
+            source = "traces (`trace_totals` for time and project filters)"
+        elif m.rollup is None:
             source = "raw spans only"
         elif m.kind == Kind.VALUE:
             sketch = ", latency sketch" if m.rollup.sketch else "; percentiles from raw spans"

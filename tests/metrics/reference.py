@@ -37,8 +37,6 @@ def _expr(name: str) -> pl.Expr:
         return 1 - is_error.mean()
     if metric == "unique_users":
         return pl.col("user_id").drop_nulls().n_unique().cast(pl.Int64)
-    if metric == "trace_count":
-        return pl.col("trace_id").n_unique().cast(pl.Int64)
     col = pl.col(_COLUMN[metric]).cast(pl.Float64)
     if agg in _PCT:
         return col.quantile(_PCT[agg], interpolation="linear")
@@ -85,3 +83,86 @@ def reference_metrics(
     if not keys:
         return sub.select(aggs)
     return sub.group_by(keys).agg(aggs)
+
+
+def _trace_expr(name: str) -> pl.Expr:
+    metric, agg = name.split(".")
+    if metric == "trace_count":
+        return pl.len().cast(pl.Int64)
+    if metric == "trace_error_rate":
+        return (pl.col("error_count") > 0).cast(pl.Float64).mean()
+    col = pl.col(
+        {"trace_duration_ms": "duration_ms", "trace_cost": "cost", "trace_tokens": "tokens"}[metric]
+    ).cast(pl.Float64)
+    if agg in _PCT:
+        return col.quantile(_PCT[agg], interpolation="linear")
+    return {
+        "count": col.count(),
+        "sum": col.sum(),
+        "avg": col.mean(),
+        "min": col.min(),
+        "max": col.max(),
+        "stddev": col.std(ddof=1),
+    }[agg]
+
+
+def reference_trace_metrics(
+    df: pl.DataFrame,
+    spec: FilterSpec,
+    now: datetime,
+    org_id: int,
+    series: tuple[str, ...],
+    group_by: tuple[str, ...],
+    bucket_seconds: int | None,
+    project_ids: frozenset[int] | None = None,
+) -> pl.DataFrame:
+    """Trace metrics (docs/metrics.md, "Trace metrics"): the spans the scope sees grouped by
+    trace; a trace counts when one of its spans matches the filters (time aside) and its first
+    span starts in the window; groups are the root span's values (project: the lowest project
+    when no root is visible)."""
+    start, end = spec.window(now)
+    seen = df.filter(pl.col("org_id") == org_id)
+    if project_ids is not None:
+        seen = seen.filter(pl.col("project_id").is_in(list(project_ids)))
+    matching = reference_ids(df, spec.replace(relative=None, start=None, end=None), now, org_id)
+    traces = seen.filter(pl.col("id").is_in(list(matching)))["trace_id"].unique()
+    root = pl.col("parent_span_id").is_null()
+    dims = [
+        "project_id" if d == "project" else d for d in group_by
+    ]  # the span column of each group-by
+    per = (
+        seen.filter(pl.col("trace_id").is_in(traces.to_list()))
+        .group_by("trace_id")
+        .agg(
+            pl.col("start_time").min().alias("first_start"),
+            (
+                (pl.col("end_time").max() - pl.col("start_time").min()).dt.total_microseconds()
+                / 1000
+            ).alias("duration_ms"),
+            (pl.col("status") == "error").sum().alias("error_count"),
+            pl.col("total_cost_usd").sum().alias("cost"),
+            pl.col("total_tokens").sum().alias("tokens"),
+            *(
+                (
+                    pl.coalesce(pl.col(c).filter(root).max(), pl.col(c).min())
+                    if d == "project"
+                    else pl.col(c).filter(root).max()
+                ).alias(d)
+                for c, d in zip(dims, group_by, strict=True)
+            ),
+        )
+        .filter((pl.col("first_start") >= start) & (pl.col("first_start") < end))
+    )
+    keys = list(group_by)
+    if bucket_seconds:
+        width = bucket_seconds * 1_000_000
+        per = per.with_columns(
+            ((pl.col("first_start").dt.epoch("us") // width) * width)
+            .cast(pl.Datetime("us", "UTC"))
+            .alias("bucket")
+        )
+        keys = ["bucket", *keys]
+    aggs = [_trace_expr(s).alias(s) for s in series]
+    if not keys:
+        return per.select(aggs)
+    return per.group_by(keys).agg(aggs)
