@@ -42,6 +42,9 @@ _KPI_SERIES = (
     "duration_ms.stddev",
     "duration_ms.p95",
 )
+# Traces are their own subject (one query; docs/metrics.md, "Trace metrics"): the tile beside
+# Requests counts the traces begun in each period.
+_TRACE_SERIES = ("trace_count.count",)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,12 @@ def period_overview(
     a = run_metrics(engine, scope, current, now=now, force=force)
     b = run_metrics(engine, scope, previous, now=now, force=force)
     ra, rb = a.frame.to_dicts()[0], b.frame.to_dicts()[0]
+    traces = MetricQuery(series=_TRACE_SERIES, filters=current.filters, bucket=None)
+    trace_force = force if force == "raw" else None  # trace_totals know time and project only
+    ta, tb = (
+        run_metrics(engine, scope, q, now=now, force=trace_force).frame["trace_count.count"].item()
+        for q in (traces, traces.previous(now))
+    )
     na, nb = ra["request_count.count"], rb["request_count.count"]
     ea, eb = ra["error_count.count"], rb["error_count.count"]
     start, end = current.filters.window(now)
@@ -143,6 +152,7 @@ def period_overview(
 
     kpis = [
         Kpi("requests", "Requests", "count", na, nb, sig.counts(na, nb)),
+        Kpi("traces", "Traces", "count", ta, tb, sig.counts(ta, tb)),
         Kpi(
             "tokens",
             "Tokens",
@@ -212,7 +222,7 @@ def period_overview(
     ]
     if costs:
         kpis.insert(
-            1,
+            2,  # after Requests and Traces
             Kpi(
                 "cost",
                 "Cost (USD)",

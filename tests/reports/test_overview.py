@@ -20,6 +20,7 @@ from observatory_core.reports.overview import (
     top,
 )
 from tests.helpers import admin_scope, all_spans, make_org, span, write
+from tests.metrics.reference import reference_trace_metrics
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
@@ -92,6 +93,12 @@ def _seed(engine, *, same: bool):
     return org
 
 
+def _traces(df: pl.DataFrame, org: int, spec: FilterSpec) -> int:
+    """Traces begun in the period with a matching span: polars over the rows grouped by trace."""
+    ref = reference_trace_metrics(df, spec, NOW, org, ("trace_count.count",), (), None)
+    return ref["trace_count.count"].item()
+
+
 @pytest.mark.parametrize("force", ["raw", "rollup"])
 def test_a_real_change_is_marked_and_matches_polars(engine, force):
     org = _seed(engine, same=False)
@@ -109,6 +116,13 @@ def test_a_real_change_is_marked_and_matches_polars(engine, force):
     assert k["sessions"].previous == prev["session_id"].n_unique()
     assert k["avg_latency"].current == pytest.approx(cur["duration_ms"].mean())
     assert k["requests"].change_pct == pytest.approx(50.0)
+    assert k["traces"].current == _traces(df, org, FilterSpec(relative="24h"))
+    assert k["traces"].previous == _traces(
+        df,
+        org,
+        FilterSpec(relative=None, start=NOW - timedelta(days=2), end=NOW - timedelta(days=1)),
+    )
+    assert [x.key for x in view.kpis][:3] == ["requests", "traces", "cost"]  # side by side
     for key in ("requests", "cost", "avg_latency", "p95_latency", "error_rate", "users", "tokens"):
         assert k[key].verdict.significant, key
 
@@ -177,3 +191,4 @@ def test_unique_users_and_sessions_honour_the_whole_filter(engine, force):
         assert k["sessions"].current == cur.filter(keep)["session_id"].n_unique(), spec
         assert k["sessions"].previous == prev.filter(keep)["session_id"].n_unique(), spec
         assert k["requests"].current == cur.filter(keep).height
+        assert k["traces"].current == _traces(df, org, spec), spec

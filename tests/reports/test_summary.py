@@ -22,9 +22,14 @@ def _reference(df: pl.DataFrame, org_id: int, start, end) -> dict:
         & (pl.col("start_time") >= start)
         & (pl.col("start_time") < end)
     )
+    # a trace is counted in the period its first span started in (docs/metrics.md)
+    firsts = (
+        df.filter(pl.col("org_id") == org_id).group_by("trace_id").agg(pl.col("start_time").min())
+    )
+    traces = firsts.filter((pl.col("start_time") >= start) & (pl.col("start_time") < end)).height
     return {
         "requests": w.height,
-        "traces": w["trace_id"].n_unique(),
+        "traces": traces,
         "errors": w.filter(pl.col("status") == "error").height,
         "cost": w["total_cost_usd"].sum(),
         "p95": w["duration_ms"].quantile(0.95, "linear"),

@@ -1,6 +1,6 @@
 """The Metrics and Overview pages through AppTest: numbers equal the core's, links, roles."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 from streamlit.testing.v1 import AppTest
@@ -11,6 +11,7 @@ from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.reports.overview import period_overview
 from observatory_core.ui import cached
+from tests.helpers import all_spans
 from tests.ui.test_app import login, start
 
 
@@ -102,6 +103,15 @@ def test_overview_tiles_equal_the_core(app_env):
     tiles = {m.label: m.value for m in at.metric}
     expected = {k.label: k.current for k in view.kpis}
     assert tiles["Requests"].replace(",", "") == str(expected["Requests"])
+    # Traces beside Requests: the traces begun in the period, polars over the raw rows
+    assert [m.label for m in at.metric][:2] == ["Requests", "Traces"]
+    df = all_spans(engine).filter(pl.col("org_id") == scope.org_id)
+    firsts = df.group_by("trace_id").agg(pl.col("start_time").min())
+    begun = firsts.filter(
+        (pl.col("start_time") >= now - timedelta(hours=24)) & (pl.col("start_time") < now)
+    )
+    assert begun.height > 100
+    assert tiles["Traces"].replace(",", "") == str(begun.height)
     assert "Cost (USD)" in tiles and "Unique users" in tiles
     assert any(
         "beyond noise" in (m.delta or "") or "within noise" in (m.delta or "") for m in at.metric
