@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
-from observatory_core.alerts.rules import ensure_system_rules, spec_of
+from observatory_core.alerts.rules import ensure_system_rules, size_series, spec_of
 from observatory_core.alerts.state import FIRING, RESOLVED, GroupState, step
 from observatory_core.alerts.webhooks import delivery_row
 from observatory_core.filters.spec import FilterSpec
@@ -37,7 +37,6 @@ from observatory_core.storage.schema import (
     worker_heartbeats,
 )
 
-REQUESTS = "request_count.count"
 EXACT_UP_TO_S = 3600
 _LOCK = 7_411_002
 NO_GROUP = ""
@@ -62,17 +61,18 @@ def _group_key(value) -> str:
 def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> tuple[Observed, int]:
     batches: dict[tuple, list[dict]] = defaultdict(list)
     for rule in rules:
-        batches[(rule["org_id"], rule["filter_json"], rule["window_s"], rule["group_by"])].append(
-            rule
-        )
+        size = size_series(rule["series"])  # one subject per query: requests or traces
+        batches[
+            (rule["org_id"], rule["filter_json"], rule["window_s"], rule["group_by"], size)
+        ].append(rule)
     observed: Observed = {}
-    for (org_id, filter_json, window_s, group_by), members in batches.items():
+    for (org_id, filter_json, window_s, group_by, size), members in batches.items():
         spec = FilterSpec.from_json(filter_json).replace(
             relative=None,
             start=now - timedelta(seconds=window_s),
             end=now,
         )
-        series = tuple(dict.fromkeys([REQUESTS, *(r["series"] for r in members)]))
+        series = tuple(dict.fromkeys([size, *(r["series"] for r in members)]))
         query = MetricQuery(
             series=series, filters=spec, bucket=None, group_by=(group_by,) if group_by else ()
         )
@@ -89,7 +89,7 @@ def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> t
             for row in result.frame.iter_rows(named=True):
                 key = _group_key(row[group_by]) if group_by else NO_GROUP
                 value = row[rule["series"]]
-                by_group[key] = (None if value is None else float(value), int(row[REQUESTS] or 0))
+                by_group[key] = (None if value is None else float(value), int(row[size] or 0))
     return observed, len(batches)
 
 

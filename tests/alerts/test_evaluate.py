@@ -15,7 +15,7 @@ from observatory_core.alerts.rules import build_rule, create_rule
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.schema import alert_rules, alert_states
 from tests.alerts.conftest import NOW, add_spans
-from tests.helpers import admin_scope, all_spans
+from tests.helpers import admin_scope, all_spans, span, write
 
 
 def rule(engine, org_id, **kw) -> int:
@@ -164,3 +164,40 @@ def test_rules_and_events_stay_in_their_org(org):
         "worker_heartbeat",
         "ingest_rejections",
     }
+
+
+def test_a_trace_rule_beside_a_span_rule_counts_traces(org):
+    """A rule on a trace metric is answered over traces (its minimum counts traces), in its own
+    query beside the span rules of the same filter and window."""
+    engine, org_id, project = org
+    start = NOW - timedelta(minutes=3)
+    rows = []
+    for t in range(6):  # six traces of three spans; the second span fails in two of them
+        trace = f"{0xABC0 + t:032x}"
+        for i in range(3):
+            status = "error" if t < 2 and i == 1 else "ok"
+            rows.append(
+                span(
+                    org_id,
+                    project,
+                    start + timedelta(seconds=t * 10 + i),
+                    trace_id=trace,
+                    status=status,
+                )
+            )
+    write(engine, rows)
+    spans_rule = rule(engine, org_id, series="error_rate.avg", threshold=0.5)
+    traces_rule = rule(
+        engine, org_id, name="traces", series="trace_error_rate.avg", threshold=0.3, min_requests=6
+    )
+    evaluate(engine, NOW)
+    df = all_spans(engine)
+    per_trace = df.group_by("trace_id").agg((pl.col("status") == "error").any().alias("failed"))
+    got = states(engine, traces_rule)[""]
+    assert got["last_requests"] == per_trace.height == 6
+    assert got["last_value"] == pytest.approx(per_trace["failed"].mean())  # 2 of 6 traces
+    assert got["state"] == "firing"
+    spans_state = states(engine, spans_rule)[""]
+    assert spans_state["last_requests"] == df.height == 18
+    assert spans_state["last_value"] == pytest.approx((df["status"] == "error").mean())
+    assert spans_state["state"] == "ok"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -13,6 +13,8 @@ from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.traces.query import list_spans
 from tests.api.conftest import auth, scope_of
+from tests.helpers import all_spans
+from tests.metrics.reference import reference_trace_metrics
 
 
 def normal(value):
@@ -283,3 +285,42 @@ def test_openapi_documents_every_filter_on_the_filtered_routes(api):
         assert "24h" in parameters["relative"]["description"]
     traces = {p["name"] for p in document["paths"]["/traces"]["get"]["parameters"]}
     assert {"mode", "sort", "limit", "cursor"} <= traces  # the route's own stay documented
+
+
+def test_trace_series_equal_polars_over_the_rows_grouped_by_trace(api):
+    url = (
+        "/metrics?series=trace_count.count&series=trace_duration_ms.p95&series=trace_cost.sum"
+        "&bucket=1hour&group_by=project&relative=all"
+    )
+    got = api["client"].get(url, headers=auth(api))
+    assert got.status_code == 200, got.text
+    data = got.json()["data"]
+    start, end = (datetime.fromisoformat(data[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    ref = reference_trace_metrics(
+        all_spans(api["engine"]),
+        FilterSpec(relative=None, start=start, end=end),
+        end,
+        api["acme"],
+        tuple(data["series"]),
+        ("project",),
+        data["bucket_seconds"],
+    )
+    want = {(normal(r["bucket"]), r["project"]): r for r in ref.to_dicts()}
+    rows = [r for r in data["rows"] if r["trace_count.count"]]
+    assert len(rows) == len(want) and sum(r["trace_count.count"] for r in rows) > 100
+    for row in rows:
+        expected = want[(row["bucket"], row["project"])]
+        assert row["trace_count.count"] == expected["trace_count.count"]
+        assert row["trace_duration_ms.p95"] == pytest.approx(expected["trace_duration_ms.p95"])
+        assert row["trace_cost.sum"] == pytest.approx(expected["trace_cost.sum"])
+
+
+def test_trace_and_span_series_are_refused_together_and_the_summary_has_traces(api):
+    mixed = api["client"].get(
+        "/metrics?series=trace_count.count&series=request_count.count&relative=all",
+        headers=auth(api),
+    )
+    assert mixed.status_code == 400 and "chart them separately" in mixed.text
+    got = api["client"].get("/metrics/summary?relative=7d", headers=auth(api))
+    keys = [k["key"] for k in got.json()["data"]["kpis"]]
+    assert keys[:2] == ["requests", "traces"]
