@@ -66,3 +66,18 @@ def test_a_subject_other_than_spans_is_refused_not_counted_over_spans(monkeypatc
     assert not rollup_can_answer(("llm_call_count.count",), (), FilterSpec())
     with pytest.raises(ValueError, match="over spans only"):
         series_expression("llm_call_count.count")
+
+
+def test_a_trace_metric_takes_no_span_rollup_partials():
+    traces = Metric(
+        "trace_spans",
+        "Spans per trace",
+        "count",
+        Subject.TRACES,
+        Kind.VALUE,
+        (Agg.AVG,),
+        lambda c: c.span_count,
+        Partials("duration", layout=0),
+    )
+    with pytest.raises(ValueError, match="trace_totals answers it"):
+        traces.check()
