@@ -10,7 +10,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Kind, Subject
+from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Kind, Metric, Subject
 from observatory_core.metrics.folding import folded_columns
 from observatory_core.semantic.fields import by_group
 from observatory_core.storage.dialect import percentile_cont, stddev_samp, time_bucket
@@ -37,7 +37,13 @@ def series_expression(name: str) -> ColumnElement:
     m = METRICS[metric]
     if m.subject is not Subject.SPANS:
         raise ValueError(f"{metric}: the raw path computes metrics over spans only.")
-    expression = m.expression(spans.c) if m.expression is not None else None
+    return declared_aggregate(m, Agg(agg), spans.c)
+
+
+def declared_aggregate(m: Metric, agg: Agg, columns) -> ColumnElement:
+    """`m` aggregated as `agg` over the rows `columns` belong to (spans, or one row per trace
+    in `trace_path`), by the kind its declaration gives."""
+    expression = m.expression(columns) if m.expression is not None else None
     if m.kind == Kind.ROWS:
         if expression is None:
             return func.count()
@@ -46,7 +52,6 @@ def series_expression(name: str) -> ColumnElement:
         return func.avg(case((expression, 1.0), else_=0.0))
     if m.kind == Kind.DISTINCT:
         return func.count(expression.distinct())
-    agg = Agg(agg)
     if agg in PERCENTILES:
         return percentile_cont(expression, PERCENTILES[agg])
     return _AGGREGATE[agg](expression)

@@ -24,26 +24,18 @@ from sqlalchemy.sql.expression import ColumnElement
 from observatory_core.accounts.scope import Scope, span_conditions
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Kind, Subject
+from observatory_core.metrics.catalog import METRICS, Agg, Subject
 from observatory_core.metrics.folding import folded_columns
 from observatory_core.metrics.query import MetricError
+from observatory_core.metrics.raw import declared_aggregate
 from observatory_core.semantic.fields import by_group
-from observatory_core.storage.dialect import epoch_us, percentile_cont, stddev_samp, time_bucket
+from observatory_core.storage.dialect import epoch_us, time_bucket
 from observatory_core.storage.schema import spans, trace_totals
 
 # What `trace_totals` can answer: the time window plus these filters and group-bys.
 TOTALS_FILTERS = frozenset({"project_ids"})
 TOTALS_GROUPS = frozenset({"project"})
 TOTALS_GRAINS = ("trace_totals",)  # what a result from the fast path says it read
-
-_AGGREGATE = {
-    Agg.COUNT: func.count,
-    Agg.SUM: func.sum,
-    Agg.AVG: func.avg,
-    Agg.MIN: func.min,
-    Agg.MAX: func.max,
-    Agg.STDDEV: stddev_samp,
-}
 
 
 def trace_series(series: tuple[str, ...]) -> bool:
@@ -66,18 +58,7 @@ def totals_can_answer(group_by: tuple[str, ...], spec: FilterSpec) -> bool:
 def _series(name: str, c) -> ColumnElement:
     """One series as an aggregate over per-trace rows, as its declaration says."""
     metric, agg = name.split(".")
-    m = METRICS[metric]
-    expression = m.expression(c) if m.expression is not None else None
-    if m.kind == Kind.ROWS:
-        if expression is None:
-            return func.count()
-        return func.coalesce(func.sum(case((expression, 1), else_=0)), 0)
-    if m.kind == Kind.SHARE:
-        return func.avg(case((expression, 1.0), else_=0.0))
-    agg = Agg(agg)
-    if agg in PERCENTILES:
-        return percentile_cont(expression, PERCENTILES[agg])
-    return _AGGREGATE[agg](expression)
+    return declared_aggregate(METRICS[metric], Agg(agg), c)
 
 
 def _per_trace(first, last_end, span_count, error_count, cost, tokens) -> list[ColumnElement]:
