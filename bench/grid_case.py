@@ -32,8 +32,9 @@ from bench.case import END, LATE, PG_ADMIN, analyse, build_database, demo_org_an
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.ingest.apikeys import create_key
+from observatory_core.rollups.upgrade import upgrade
 from observatory_core.storage.engine import get_engine
-from observatory_core.storage.migrate import current_revision, upgrade
+from observatory_core.storage.migrate import current_revision
 
 ROOT = Path(__file__).resolve().parent.parent
 SORTS = ("start_time", "duration_ms", "total_cost_usd", "total_tokens")  # what /traces accepts

@@ -1,10 +1,9 @@
 """Home: the last 24 hours of the user's org at a glance, each number against the day before."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from observatory_core.reports.summary import percent_change
-from observatory_core.ui import cached, format
+from observatory_core.ui import cached, format, home_view
 from observatory_core.ui.session import current_scope
 
 scope = current_scope()
@@ -68,13 +67,4 @@ for column, (label, value, delta, color) in zip(st.columns(len(tiles)), tiles, s
         border=True,
     )
 
-hours = [h for h, _ in summary.per_hour]
-figure = go.Figure(go.Bar(x=hours, y=[n for _, n in summary.per_hour], marker_color="#4C78A8"))
-figure.update_layout(
-    title="Requests per hour",
-    height=320,
-    margin=dict(l=10, r=10, t=40, b=10),
-    xaxis_title=None,
-    yaxis_title="spans",
-)
-st.plotly_chart(figure, width="stretch")
+st.plotly_chart(home_view.requests_chart(summary), width="stretch")

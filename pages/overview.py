@@ -54,9 +54,8 @@ else:
 
 if costs:
     st.subheader("Cost per day by model")
-    st.plotly_chart(
-        ov.cost_per_day(cached.daily_cost(scope, spec.to_json(), now).frame), width="stretch"
-    )
+    daily = cached.daily_cost(scope, spec.to_json(), now)
+    st.plotly_chart(ov.cost_per_day(daily.frame, daily.partial_buckets), width="stretch")
     st.subheader("Budget this month")
     ov.budget(cached.burn(scope, now))
     if scope.can(Permission.ADMIN):

@@ -74,8 +74,13 @@ def replay(
     now = now or datetime.now(UTC)
     bucket = bucket_for(rule.window_s)
     seconds = BUCKETS[bucket]
+    # Whole buckets only, at both ends: a bucket cut short (`metrics.partial`) would step the
+    # state machine with part of a window's requests as if it were all of them.
     end = datetime.fromtimestamp(now.timestamp() // seconds * seconds, UTC)
-    frame = _read(engine, scope, rule, bucket, end - timedelta(days=days), end, now)
+    start = datetime.fromtimestamp(
+        -((end - timedelta(days=days)).timestamp() // -seconds) * seconds, UTC
+    )
+    frame = _read(engine, scope, rule, bucket, start, end, now)
     group = rule.group_by
     size = size_series(rule.series)
     frame = frame.with_columns(pl.col(size).alias("requests")).rename({rule.series: "value"})

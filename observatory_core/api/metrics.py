@@ -11,7 +11,7 @@ from observatory_core.api.common import FILTER_PARAMETERS, cache, errors, filter
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.engine import run_metrics
+from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import Having, MetricQuery
 from observatory_core.reports.overview import period_overview
 
@@ -19,6 +19,17 @@ router = APIRouter(tags=["metrics"])
 # Answers kept in the 15-second cache only up to this many rows: a few large ones held there
 # (Python rows, ~1 KB each) grew the server by a gigabyte under the bounded-reads grid.
 CACHED_ROWS = 5000
+
+
+def _rows(result: MetricResult) -> list[dict]:
+    """The frame's rows; a bucket that is not whole says so (`partial`, `covered_seconds`)."""
+    rows = result.frame.to_dicts()
+    if result.partial_buckets:
+        for row in rows:
+            covered = result.partial_buckets.get(row["bucket"])
+            if covered is not None:
+                row["partial"], row["covered_seconds"] = True, covered
+    return rows
 
 
 def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
@@ -32,7 +43,11 @@ def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
         "source": result.source,
         "exact_percentiles": result.exact_percentiles,
         "folded_groups": result.folded_groups,
-        "rows": result.frame.to_dicts(),
+        "partial_buckets": [
+            {"bucket": bucket, "covered_seconds": covered}
+            for bucket, covered in result.partial_buckets.items()
+        ],
+        "rows": _rows(result),
     }
 
 

@@ -88,6 +88,14 @@ class TraceBody(BaseModel):
     meta: Meta
 
 
+class PartialBucket(BaseModel):
+    bucket: datetime = Field(description="The bucket's start (UTC).")
+    covered_seconds: float = Field(
+        description="How many seconds of the bucket the range covers and have passed: less "
+        "than bucket_seconds (0 for a bucket still to come)."
+    )
+
+
 class MetricsOut(BaseModel):
     series: list[str]
     group_by: list[str]
@@ -101,7 +109,17 @@ class MetricsOut(BaseModel):
         description='Groups past the cap (settings: metrics_max_groups) folded into one "(other)" '
         "group; 0 when every group is its own row. A query with a limit keeps its top N instead.",
     )
-    rows: list[dict[str, Any]]
+    partial_buckets: list[PartialBucket] = Field(
+        default_factory=list,
+        description="The buckets that are not whole: the first when the range starts within "
+        "one, the last when it ends within one or the bucket is still running. Their values "
+        "count only the covered part; do not compare them with whole buckets. Empty for totals.",
+    )
+    rows: list[dict[str, Any]] = Field(
+        description="One per bucket and group (or per group, for totals): `bucket`, the "
+        "group-by values and one value per series. A row of a partial bucket also carries "
+        "`partial: true` and `covered_seconds`; a whole bucket's row carries neither."
+    )
 
 
 class MetricsBody(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -22,6 +22,7 @@ from observatory_core.accounts.visibility import require_metric_query
 from observatory_core.base.settings import get_settings
 from observatory_core.metrics.catalog import PERCENTILES, ZERO_WHEN_EMPTY, Agg
 from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
+from observatory_core.metrics.partial import partial_buckets
 from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
 from observatory_core.metrics.rollup_path import (
@@ -59,6 +60,8 @@ class MetricResult:
     # a totals query from rollups: the merged latency bins (counts per sketch bin)
     sketch: np.ndarray | None = None
     folded_groups: int = 0  # groups past the cap, folded into "(other)" (or left out, with having)
+    # bucket start -> covered seconds, for the buckets that are not whole (`metrics.partial`)
+    partial_buckets: dict[datetime, float] = field(default_factory=dict)
 
     @property
     def explanation(self) -> str:
@@ -377,6 +380,7 @@ def run_metrics(
     start, end = _window(engine, scope, query, now)
     bucket_seconds = query.bucket_seconds(start, end)
     args = (engine, scope, query, series)
+    partial: dict[datetime, float] = {}
     if bucket_seconds is None:
         frame, source, grains, folded = _answer_totals(args, query, caps, start, end, now, force)
     else:
@@ -386,6 +390,8 @@ def run_metrics(
         groups = frame.select(query.group_by).n_unique() if query.group_by else 1
         _check_cells(query, _bucket_count(start, end, bucket_seconds), groups, caps)
         frame = _complete(frame, series, query.group_by, bucket_seconds, start, end)
+        cut_start = query.filters.window(now)[0] is not None
+        partial = partial_buckets(start, end, now, bucket_seconds, cut_start=cut_start)
     sketch = None
     if "_bins" in frame.columns and bucket_seconds is None and not query.group_by:
         sketch = frame["_bins"].to_numpy()[0]
@@ -406,4 +412,5 @@ def run_metrics(
         seconds=time.perf_counter() - started,
         sketch=sketch,
         folded_groups=folded,
+        partial_buckets=partial,
     )

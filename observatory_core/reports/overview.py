@@ -7,7 +7,7 @@ sessions from the actor rollups.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -109,6 +109,16 @@ def period_overview(
     series = tuple(s for s in _KPI_SERIES if metric_visible(scope, s.split(".")[0]))
     current = MetricQuery(series=series, filters=spec.pinned(now), bucket=None)
     previous = current.previous(now)
+    start, end = current.filters.window(now)
+    if start is not None and end is not None and start < now < end:
+        # A period not over yet (this month, from its first day to its last) holds only what
+        # has passed: weighed against a whole previous period it would read as a fall. Both
+        # sides are cut at the same point: so far, against the same part of the one before.
+        length = end - start
+        current = replace(current, filters=current.filters.replace(end=now))
+        previous = replace(
+            current, filters=current.filters.replace(start=start - length, end=now - length)
+        )
     a = run_metrics(engine, scope, current, now=now, force=force)
     b = run_metrics(engine, scope, previous, now=now, force=force)
     ra, rb = a.frame.to_dicts()[0], b.frame.to_dicts()[0]
@@ -319,8 +329,11 @@ class BudgetBurn:
     budget_usd: float | None
     month_start: datetime
     spent_usd: float
-    forecast_usd: float  # spent so far plus the month-to-date daily rate for the days left
+    # spent so far plus, for the time left, the rate so far: spent over the time elapsed
+    # (today counts for the hours that have passed, never as a whole day)
+    forecast_usd: float
     daily: pl.DataFrame  # day, cost, cumulative
+    partial_days: dict[datetime, float] = field(default_factory=dict)  # today: seconds passed
 
     @property
     def forecast_share(self) -> float | None:
@@ -382,12 +395,15 @@ def budget_burn(engine: Engine, scope: Scope, *, now: datetime | None = None) ->
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     next_month = (month_start + timedelta(days=32)).replace(day=1)
     spec = FilterSpec(relative=None, start=month_start, end=now)
-    frame = run_metrics(
+    result = run_metrics(
         engine, scope, MetricQuery(series=("total_cost.sum",), filters=spec, bucket="1day"), now=now
-    ).frame.rename({"bucket": "day", "total_cost.sum": "cost"})
+    )
+    frame = result.frame.rename({"bucket": "day", "total_cost.sum": "cost"})
     frame = frame.with_columns(pl.col("cost").cum_sum().alias("cumulative"))
     spent = float(frame["cost"].sum())
     elapsed_days = (now - month_start) / timedelta(days=1)
     days_left = (next_month - now) / timedelta(days=1)
     forecast = spent + (spent / elapsed_days * days_left if elapsed_days > 0 else 0.0)
-    return BudgetBurn(get_budget(engine, scope), month_start, spent, forecast, frame)
+    return BudgetBurn(
+        get_budget(engine, scope), month_start, spent, forecast, frame, result.partial_buckets
+    )

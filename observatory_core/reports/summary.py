@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -11,6 +11,7 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import metric_visible
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
+from observatory_core.metrics.partial import partial_buckets
 from observatory_core.metrics.query import MetricQuery
 
 
@@ -34,6 +35,8 @@ class HomeSummary:
     current: PeriodStats
     previous: PeriodStats
     per_hour: list[tuple[datetime, int]]
+    # hour -> seconds covered, for the first and the last hour, which the window cuts short
+    partial_hours: dict[datetime, float] = field(default_factory=dict)
 
 
 def percent_change(now: float | None, before: float | None) -> float | None:
@@ -101,4 +104,5 @@ def home_summary(
         current=period_stats(engine, scope, now - window, now),
         previous=period_stats(engine, scope, now - 2 * window, now - window),
         per_hour=requests_per_hour(engine, scope, now - window, now),
+        partial_hours=partial_buckets(now - window, now, now, 3600),
     )

@@ -146,9 +146,15 @@ def _is_error(c) -> ColumnElement:
 
 
 def _tokens_per_second(c) -> ColumnElement:
-    # output tokens per second of the whole call; only for calls that produced tokens
+    """Output tokens per second of generation: over the time after the first token where the
+    time to first token is known and leaves some (a TTFT at or past the end: the answer came
+    in one piece), else over the whole call; no value for a call without output tokens or
+    without a duration (docs/metrics.md, "Output tokens per second")."""
+    produced = and_(c.output_tokens > 0, c.duration_ms > 0)
+    generating = and_(c.ttft_ms.is_not(None), c.ttft_ms >= 0, c.ttft_ms < c.duration_ms)
     return case(
-        (and_(c.output_tokens > 0, c.duration_ms > 0), c.output_tokens * 1000.0 / c.duration_ms)
+        (and_(produced, generating), c.output_tokens * 1000.0 / (c.duration_ms - c.ttft_ms)),
+        (produced, c.output_tokens * 1000.0 / c.duration_ms),
     )
 
 

@@ -1,7 +1,8 @@
 """Schema upgrades through Alembic, callable from the CLI, the app's start and the tests.
 
 Storage knows the schema, not what is derived from the spans: a migration that creates derived
-tables over existing spans (0005, the rollups) only asks for them to be recomputed
+tables over existing spans (0005, the rollups) or changes what they hold (0012, tokens per
+second) only asks for them to be recomputed
 (`REBUILD_FLAG`); the caller that knows how passes `rebuild` (`rollups/upgrade.py`).
 """
 
@@ -49,8 +50,8 @@ def upgrade(
                 rebuild(conn)
             elif conn.execute(select(exists().select_from(spans))).scalar():
                 raise RebuildNeeded(
-                    "This upgrade creates the rollups over stored spans; run it through "
-                    "`python -m observatory_core migrate`, which fills them."
+                    "This upgrade creates or recomputes the rollups over stored spans; run it "
+                    "through `python -m observatory_core migrate`, which fills them."
                 )
 
 

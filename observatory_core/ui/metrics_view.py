@@ -17,6 +17,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import BUCKETS, MAX_GROUP_BY, METRICS
 from observatory_core.metrics.engine import MetricResult
 from observatory_core.metrics.folding import OTHER
+from observatory_core.metrics.partial import covered_text
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.semantic.fields import DIMENSIONS, FilterKind, by_group
 from observatory_core.ui import colors, format
@@ -171,25 +172,35 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
         for (label, part), before in zip(groups, befores, strict=True):
             color = colours[label]
             values = part[name].to_list()
+            buckets = part["bucket"].to_list()
+            scaled = _scaled(values, size)
+            text = [format.by_unit(unit, v) for v in values]
+            cut = [b in result.partial_buckets for b in buckets]
             figure.add_trace(
                 go.Scatter(
-                    x=part["bucket"].to_list(),
-                    y=_scaled(values, size),
+                    x=buckets,
+                    y=[None if c else v for v, c in zip(scaled, cut, strict=True)],
                     name=label,
                     legendgroup=label,
                     showlegend=row == 1,
                     line=dict(color=color),
                     mode="lines+markers",
                     marker=dict(size=4),
-                    text=[format.by_unit(unit, v) for v in values],
-                    hovertemplate="%{fullData.name}<br>%{x}<br><b>%{text}</b><extra></extra>",
+                    text=text,
+                    hovertemplate=HOVER,
                 ),
                 row=row,
                 col=1,
             )
             other = any(part[g][0] in (OTHER, None) for g in result.group_by if g == "project")
             other = other or any(part[g][0] == OTHER for g in result.group_by)
-            trace_groups.append(None if other else {g: part[g][0] for g in result.group_by})
+            group = None if other else {g: part[g][0] for g in result.group_by}
+            trace_groups.append(group)
+            if any(cut):
+                figure.add_trace(
+                    partial_trace(result, label, color, buckets, scaled, text), row=row, col=1
+                )
+                trace_groups.append(group)
             if before is not None and before.height:
                 figure.add_trace(
                     go.Scatter(
@@ -216,6 +227,38 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
     return figure, trace_groups
 
 
+HOVER = "%{fullData.name}<br>%{x}<br><b>%{text}</b><extra></extra>"
+
+
+def partial_trace(
+    result: MetricResult, label: str, color: str, buckets: list, ys: list, text: list
+) -> go.Scatter:
+    """The buckets that are not whole (`metrics.partial`), drawn dotted and lighter from their
+    whole neighbour, with the covered share in the hover: a bucket still filling up reads as
+    unfinished, not as a drop. The group's own line stops at its last whole bucket."""
+    cut = [b in result.partial_buckets for b in buckets]
+    near = [
+        c or (i > 0 and cut[i - 1]) or (i + 1 < len(cut) and cut[i + 1]) for i, c in enumerate(cut)
+    ]
+    seconds = result.bucket_seconds or 1
+    return go.Scatter(
+        x=buckets,
+        y=[v if n else None for v, n in zip(ys, near, strict=True)],
+        name=label,
+        legendgroup=label,
+        showlegend=False,
+        line=dict(color=color, dash="dot"),
+        opacity=0.55,
+        mode="lines+markers",
+        marker=dict(size=[7 if c else 0 for c in cut], symbol="circle-open"),
+        text=[
+            f"{t} ({covered_text(result.partial_buckets[b], seconds)})" if c else t
+            for t, b, c in zip(text, buckets, cut, strict=True)
+        ],
+        hovertemplate=HOVER,
+    )
+
+
 def _title(series: str, values: list) -> str:
     """The panel's title in the unit its axis is drawn in (a p95 in seconds says "s")."""
     unit = METRICS[series.split(".")[0]].unit
@@ -230,6 +273,11 @@ def caption(result: MetricResult, previous: bool) -> str:
         if result.folded_groups
         else result.explanation
     )
+    if result.partial_buckets:
+        text += (
+            " Dotted, lighter points: buckets the range or the clock cuts short (they hold "
+            "only part of their period; the hover says how much)."
+        )
     if previous:
         text += " Dashed lines: the same group in the previous period, shifted onto this one."
     if result.folded_groups:

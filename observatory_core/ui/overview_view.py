@@ -10,6 +10,7 @@ import streamlit as st
 
 from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.folding import OTHER
+from observatory_core.metrics.partial import covered_text
 from observatory_core.reports.overview import BudgetBurn, Kpi, Overview
 from observatory_core.reports.significance import HELP
 from observatory_core.ui import colors, format
@@ -118,8 +119,11 @@ def ranking(frame: pl.DataFrame, dimension: str, by_series: str, label: str) -> 
     st.plotly_chart(figure, width="stretch")
 
 
-def cost_per_day(frame: pl.DataFrame) -> go.Figure:
-    """Stacked daily cost per model: the top models by cost, the rest as one "(other)" bar."""
+def cost_per_day(frame: pl.DataFrame, partial: dict | None = None) -> go.Figure:
+    """Stacked daily cost per model: the top models by cost, the rest as one "(other)" bar.
+    `partial`: the days the period cuts short (`MetricResult.partial_buckets`), drawn lighter
+    with the covered share in the hover, so today's bar does not read as a fall in spending."""
+    partial = partial or {}
     frame = frame.with_columns(
         pl.col("model").cast(pl.String).fill_null(NO_VALUE["model"]).alias("model")
     )
@@ -142,13 +146,18 @@ def cost_per_day(frame: pl.DataFrame) -> go.Figure:
     figure = go.Figure()
     for model in order:
         part = frame.filter(pl.col("model") == model).sort("bucket")
+        days = part["bucket"].to_list()
         figure.add_trace(
             go.Bar(
-                x=part["bucket"].to_list(),
+                x=days,
                 y=part["total_cost.sum"].to_list(),
                 name=model,
                 marker_color=colours[model],
-                hovertext=[f"{model}: {format.money(v)}" for v in part["total_cost.sum"]],
+                marker_opacity=[PARTIAL_OPACITY if d in partial else 1.0 for d in days],
+                hovertext=[
+                    f"{model}: {format.money(v)}{_partial_note(partial, d)}"
+                    for v, d in zip(part["total_cost.sum"], days, strict=True)
+                ],
                 hoverinfo="x+text",
             )
         )
@@ -160,6 +169,57 @@ def cost_per_day(frame: pl.DataFrame) -> go.Figure:
         yaxis_tickprefix="$",
         xaxis=dict(type="date", tickformat="%b %d", dtick=86_400_000),
         legend=dict(orientation="v", x=1.02, y=1, title_text="Model"),
+    )
+    return figure
+
+
+PARTIAL_OPACITY = 0.45  # a day (or hour) the period cuts short: lighter than whole ones
+
+
+def _partial_note(partial: dict, bucket, seconds: int = 86_400) -> str:
+    return f" ({covered_text(partial[bucket], seconds)})" if bucket in partial else ""
+
+
+def budget_figure(burn: BudgetBurn) -> go.Figure:
+    """The month's cumulative spend per day; today, not over yet, is drawn lighter."""
+    days = burn.daily["day"].to_list()
+    today = [d in burn.partial_days for d in days]
+    figure = go.Figure(
+        go.Scatter(
+            x=days,
+            y=burn.daily["cumulative"].to_list(),
+            name="spent",
+            mode="lines+markers",
+            line=dict(color=PALETTE_SPENT),
+            marker=dict(
+                opacity=[PARTIAL_OPACITY if t else 1.0 for t in today],
+                symbol=["circle-open" if t else "circle" for t in today],
+            ),
+            hovertext=[
+                format.money(v) + _partial_note(burn.partial_days, d)
+                for v, d in zip(burn.daily["cumulative"], days, strict=True)
+            ],
+            hoverinfo="x+text",
+        )
+    )
+    if burn.budget_usd:
+        figure.add_hline(
+            y=burn.budget_usd, line_dash="dash", line_color="#E45756", annotation_text="budget"
+        )
+    # The whole month on a day axis, so the first day of a month is one point on a calendar,
+    # not a lone point on an axis in fractions of a millisecond.
+    month_end = (burn.month_start + timedelta(days=32)).replace(day=1)
+    figure.update_layout(
+        height=260,
+        margin=dict(l=10, r=10, t=10, b=10),
+        yaxis_title="Cost (USD)",
+        yaxis_tickprefix="$",
+        yaxis_rangemode="tozero",
+        xaxis=dict(
+            type="date",
+            range=[burn.month_start - timedelta(hours=12), month_end - timedelta(hours=12)],
+            tickformat="%b %d",
+        ),
     )
     return figure
 
@@ -185,35 +245,4 @@ def budget(burn: BudgetBurn) -> None:
         (st.error if forecast_share > 1 else st.warning if forecast_share > 0.9 else st.success)(
             message
         )
-    days = burn.daily["day"].to_list()
-    figure = go.Figure(
-        go.Scatter(
-            x=days,
-            y=burn.daily["cumulative"].to_list(),
-            name="spent",
-            mode="lines+markers",
-            line=dict(color=PALETTE_SPENT),
-            hovertext=[format.money(v) for v in burn.daily["cumulative"]],
-            hoverinfo="x+text",
-        )
-    )
-    if burn.budget_usd:
-        figure.add_hline(
-            y=burn.budget_usd, line_dash="dash", line_color="#E45756", annotation_text="budget"
-        )
-    # The whole month on a day axis, so the first day of a month is one point on a calendar,
-    # not a lone point on an axis in fractions of a millisecond.
-    month_end = (burn.month_start + timedelta(days=32)).replace(day=1)
-    figure.update_layout(
-        height=260,
-        margin=dict(l=10, r=10, t=10, b=10),
-        yaxis_title="Cost (USD)",
-        yaxis_tickprefix="$",
-        yaxis_rangemode="tozero",
-        xaxis=dict(
-            type="date",
-            range=[burn.month_start - timedelta(hours=12), month_end - timedelta(hours=12)],
-            tickformat="%b %d",
-        ),
-    )
-    st.plotly_chart(figure, width="stretch")
+    st.plotly_chart(budget_figure(burn), width="stretch")

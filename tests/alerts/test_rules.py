@@ -127,3 +127,18 @@ def test_backtest_counts_firings_on_the_bucket_series(org):
     slow = result.frame.filter(pl.col("value") > 1000)
     assert slow.height == 3 and result.fired == 2  # 30 and 29 hours ago are one episode
     assert result.frame.filter(pl.col("firing")).height == 3
+
+
+def test_backtest_steps_through_whole_buckets_only(org):
+    """A replay over a span of time that starts mid-bucket (the demo's fractional days) starts
+    at the next whole bucket: a cut bucket counts part of its hour as if it were all of it."""
+    engine, org_id, project = org
+    for hours_ago in range(20):
+        add_spans(engine, org_id, project, minutes_ago=hours_ago * 60 + 30, count=8, status="error")
+    spec = build_rule(
+        name="errors", series="error_count.count", comparator="<", threshold=5, window_s=3600
+    )
+    result = backtest(engine, admin_scope(org_id), spec, days=0.6, now=NOW)  # from 21:36
+    assert result.frame["bucket"].min() == NOW - timedelta(hours=14)  # 22:00, whole
+    assert result.frame["value"].to_list() == [8] * 14
+    assert result.fired == 0  # the cut 21:00 bucket held no error and fired

@@ -15,7 +15,10 @@ def _enrich(rows, seed):
     rng = random.Random(seed)
     for r in rows:
         if r["operation"] == "chat":
-            r["ttft_ms"] = round(r["duration_ms"] * rng.uniform(0.05, 0.5), 3)
+            # mostly a first token well before the end; some at the end or past it (the
+            # answer in one piece, or clocks apart) and some without a TTFT
+            share = rng.choice([rng.uniform(0.05, 0.5)] * 8 + [1.0, 1.3, None])
+            r["ttft_ms"] = None if share is None else round(r["duration_ms"] * share, 3)
             r["quality_score"] = rng.choice([None, round(rng.random(), 3)])
     return rows
 

@@ -64,9 +64,16 @@ def reference_metrics(
     sub = df.filter(pl.col("id").is_in(list(ids)))
     if project_ids is not None:
         sub = sub.filter(pl.col("project_id").is_in(list(project_ids)))
+    out, duration, ttft = pl.col("output_tokens"), pl.col("duration_ms"), pl.col("ttft_ms")
+    produced = (out > 0) & (duration > 0)
+    generating = ttft.is_not_null() & (ttft >= 0) & (ttft < duration)
     sub = sub.with_columns(
-        pl.when((pl.col("output_tokens") > 0) & (pl.col("duration_ms") > 0))
-        .then(pl.col("output_tokens") * 1000.0 / pl.col("duration_ms"))
+        # output tokens per second after the first token where its time is known and leaves
+        # some, else over the whole call
+        pl.when(produced & generating)
+        .then(out * 1000.0 / (duration - ttft))
+        .when(produced)
+        .then(out * 1000.0 / duration)
         .alias("tps"),
         pl.col("project_id").alias("project"),
     )

@@ -192,3 +192,41 @@ def test_unique_users_and_sessions_honour_the_whole_filter(engine, force):
         assert k["sessions"].previous == prev.filter(keep)["session_id"].n_unique(), spec
         assert k["requests"].current == cur.filter(keep).height
         assert k["traces"].current == _traces(df, org, spec), spec
+
+
+def _steady(engine, *, since: datetime, every: timedelta, cost: float = 0.01):
+    """One span every `every` from `since` to NOW: the same traffic all along."""
+    org, (project,) = make_org(engine, "acme")
+    rows, t = [], since
+    while t < NOW:
+        rows.append(span(org, project, t, duration_ms=500.0, input_cost_usd=cost, model="gpt-4o"))
+        t += every
+    write(engine, rows)
+    return org
+
+
+@pytest.mark.parametrize("force", ["raw", "rollup"])
+def test_a_period_not_over_is_compared_so_far_against_the_same_part_before(engine, force):
+    """Steady traffic through a period that ends tomorrow: weighed against a whole previous
+    period, the half that has passed read as a fall (-25%, "beyond noise")."""
+    org = _steady(engine, since=NOW - timedelta(days=4), every=timedelta(minutes=6))
+    spec = FilterSpec(relative=None, start=NOW - timedelta(hours=36), end=NOW + timedelta(hours=12))
+    view = period_overview(engine, admin_scope(org), spec, now=NOW, force=force)
+    k = {x.key: x for x in view.kpis}
+    assert view.end == NOW  # what was compared: so far
+    assert k["requests"].current == k["requests"].previous == 360  # 36 hours each, 10 an hour
+    assert k["requests"].change_pct == 0 and not k["requests"].verdict.significant
+    assert k["cost"].current == pytest.approx(k["cost"].previous)
+    assert view.start == NOW - timedelta(hours=36)
+
+
+def test_the_budget_forecast_counts_today_for_the_hours_passed(engine):
+    """Steady spending of $2.40 a day: the forecast for a 30-day month is $72, not less (today's
+    6 hours taken as a whole day would give 19 days' rate from 18.25 days' spending)."""
+    org = _steady(engine, since=NOW.replace(day=1, hour=0), every=timedelta(hours=1), cost=0.1)
+    now = NOW.replace(hour=6)
+    scope = admin_scope(org)
+    burn = budget_burn(engine, scope, now=now)
+    assert burn.spent_usd == pytest.approx(0.1 * (19 * 24 + 6))
+    assert burn.forecast_usd == pytest.approx(0.1 * 24 * 30)
+    assert burn.partial_days == {now.replace(hour=0): 6 * 3600.0}

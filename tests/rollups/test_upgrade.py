@@ -50,3 +50,29 @@ def test_storage_alone_refuses_to_leave_the_rollups_empty(tmp_path):
     with pytest.raises(migrate.RebuildNeeded, match="migrate"):
         migrate.upgrade(engine)
     assert migrate.current_revision(engine) == "0004"  # rolled back, nothing half done
+
+
+def test_the_tokens_per_second_partials_are_recomputed_by_0012(tmp_path):
+    """Rollups written under the whole-call definition hold other `tps_*` partials; the upgrade
+    to 0012 recomputes them from the spans (over the time after the first token)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from tests.helpers import make_org, span, write
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'tps.db'}")
+    migrate.upgrade(engine, "0011")
+    org, (project,) = make_org(engine, "a")
+    at = datetime(2026, 5, 1, 10, tzinfo=UTC)
+    write(engine, [span(org, project, at, output_tokens=300, duration_ms=4000.0, ttft_ms=1000.0)])
+    hour = ROLLUPS["1hour"]
+    with engine.begin() as conn:  # what the rollup writer of 0011 stored: 300 / 4 s
+        conn.execute(update(hour).values(tps_sum=75.0, tps_min=75.0, tps_max=75.0))
+    with pytest.raises(migrate.RebuildNeeded, match="recomputes the rollups"):
+        migrate.upgrade(engine)  # storage alone cannot: refused, rolled back
+    assert migrate.current_revision(engine) == "0011"
+    upgrade(engine)
+    assert migrate.current_revision(engine) == "0012"
+    with engine.connect() as conn:
+        assert conn.execute(select(hour.c.tps_sum)).scalar_one() == pytest.approx(100.0)
