@@ -16,12 +16,14 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, select, tuple_, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import Table, and_, delete, func, select, tuple_, update
+from sqlalchemy.engine import Connection, Engine
 
+from observatory_core.accounts.permissions import Permission
+from observatory_core.accounts.scope import Scope, span_conditions
 from observatory_core.rollups.partials import SOURCE_COLUMNS
 from observatory_core.storage.schema import orgs, spans
 
@@ -307,3 +309,36 @@ def _refresh(conn: Connection, new: Table, ids: set[int]) -> None:
         spans.c.id.in_(sorted(ids)), spans.c.duplicate_of.is_(None)
     )
     conn.execute(new.insert().from_select(names, source))
+
+
+def set_aside_by_scopes(
+    engine: Engine, scope: Scope, *, now: datetime | None = None, hours: int = 24
+) -> list[dict]:
+    """For the Admin page: the duplicates set aside in the last `hours`, per pair of scopes
+    (the duplicate's, the counted span's), most first."""
+    scope.require(Permission.ADMIN)
+    now = now or datetime.now(UTC)
+    dup, kept = spans.alias("dup"), spans.alias("kept")
+    pair = (dup.c.scope_name.label("duplicate_scope"), kept.c.scope_name.label("counted_scope"))
+    query = (
+        select(*pair, func.count().label("duplicates"))
+        .select_from(
+            dup.join(
+                kept,
+                and_(
+                    kept.c.org_id == dup.c.org_id,
+                    kept.c.trace_id == dup.c.duplicate_trace_id,
+                    kept.c.span_id == dup.c.duplicate_of,
+                ),
+            )
+        )
+        .where(
+            *span_conditions(scope, dup),
+            dup.c.duplicate_of.is_not(None),
+            dup.c.start_time >= now - timedelta(hours=hours),
+        )
+        .group_by(*pair)
+        .order_by(func.count().desc(), *pair)
+    )
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
