@@ -66,6 +66,8 @@ def reference_metrics(
     sub = df.filter(pl.col("id").is_in(list(ids)))
     if project_ids is not None:
         sub = sub.filter(pl.col("project_id").is_in(list(project_ids)))
+    if "duplicate_of" in sub.columns:  # a call sent twice counts once (docs/ingestion.md)
+        sub = sub.filter(pl.col("duplicate_of").is_null())
     sub = sub.with_columns(
         pl.when((pl.col("output_tokens") > 0) & (pl.col("duration_ms") > 0))
         .then(pl.col("output_tokens") * 1000.0 / pl.col("duration_ms"))
