@@ -166,15 +166,18 @@ def _windows(rows: list[dict]) -> list[tuple[int, datetime, datetime]]:
     return [(org, lo - TOLERANCE, hi + TOLERANCE) for org, lo, hi in out]
 
 
-def _pool(conn: Connection, fresh: list[dict]) -> dict[int, dict]:
+def _pool(conn: Connection, fresh: list[dict], since: datetime) -> dict[int, dict]:
     """The fresh spans and every stored span that could be the twin of one: in the same
-    trace (nested) or starting within the tolerance (separate), indexed lookups both."""
+    trace (nested) or starting within the tolerance (separate), indexed lookups both. Only
+    spans started `since` (the look-back) are looked up; older ones pair within their batch,
+    which `fresh` already holds."""
     pool = {r["id"]: r for r in fresh}
+    recent = [r for r in fresh if r["start_time"] >= since]
     c = spans.c
-    for org, lo, hi in _windows(fresh):
+    for org, lo, hi in _windows(recent):
         for r in _candidates(conn, c.org_id == org, c.start_time >= lo, c.start_time <= hi):
             pool.setdefault(r["id"], r)
-    keys = sorted({(r["org_id"], r["trace_id"]) for r in fresh})
+    keys = sorted({(r["org_id"], r["trace_id"]) for r in recent})
     for i in range(0, len(keys), _CHUNK):
         chunk = keys[i : i + _CHUNK]
         for r in _candidates(conn, tuple_(c.org_id, c.trace_id).in_(chunk)):
@@ -203,7 +206,7 @@ def settle(conn: Connection, new: Table, now: datetime) -> list[Touched]:
     if not fresh:
         return []
     batch = set(select_ids(conn, new))
-    pool = _pool(conn, fresh)
+    pool = _pool(conn, fresh, now - LOOKBACK)
     nearby = _Nearby(pool.values())
     settled: set[int] = set()  # spans paired in this batch: one pair each
     changed: set[int] = set()  # spans whose row changed here

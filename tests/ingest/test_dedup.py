@@ -384,3 +384,32 @@ def test_orgs_default_to_matching(acme):
     with engine.begin() as conn:  # the column holds a plain boolean on both stores
         conn.execute(update(orgs).where(orgs.c.id == org_id).values(dedup_enabled=False))
     assert not dedup_enabled(engine, admin_scope(org_id))
+
+
+def _twins(org_id: int, project: int, start: datetime) -> list[dict]:
+    from tests.helpers import span
+
+    common = dict(model="gpt-4o", input_tokens=30, output_tokens=4, service_name="bot")
+    return [
+        span(org_id, project, start, scope_name=LIBRARY, input_text="hi", **common),
+        span(org_id, project, start + timedelta(milliseconds=10), scope_name=SDK, **common),
+    ]
+
+
+def test_old_spans_pair_within_their_batch_only(org_key):
+    """Past the look-back (an import of last week), twins pair only within one batch."""
+    from observatory_core.ingest.persist import write_spans
+
+    engine, org_id, project_ids, _ = org_key
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    write_spans(engine, _twins(org_id, project_ids[0], week_ago))  # one batch: paired
+    assert all_spans(engine)["duplicate_of"].is_null().sum() == 1
+    later = _twins(org_id, project_ids[0], week_ago + timedelta(hours=1))
+    write_spans(engine, later[:1])
+    write_spans(engine, later[1:])  # its twin stored long after the look-back: both count
+    assert all_spans(engine)["duplicate_of"].is_null().sum() == 3
+    recent = _twins(org_id, project_ids[0], datetime.now(UTC) - timedelta(minutes=2))
+    write_spans(engine, recent[1:])
+    write_spans(engine, recent[:1])  # within the look-back: paired across batches
+    assert all_spans(engine)["duplicate_of"].is_null().sum() == 4
+    assert_rollups_match_rebuild(engine)
