@@ -1,4 +1,4 @@
-"""Admin: API keys for OTLP exporters and scripts; the org's audit trail."""
+"""Admin: API keys for OTLP exporters and scripts; users; the org's audit trail; calls sent twice."""
 
 import streamlit as st
 
@@ -30,3 +30,12 @@ st.caption(
     f"{get_settings().audit_retention_days:g} days (OBSERVATORY_AUDIT_RETENTION_DAYS)."
 )
 admin_view.audit_trail(scope)
+
+st.subheader("Calls sent twice")
+st.caption(
+    "An app instrumented twice (a provider SDK's own spans beside an instrumentation library, "
+    "or two libraries) sends each LLM call as two spans. The richer one counts; the other is "
+    "kept, marked 'duplicate of' in the trace, and left out of every figure. Turning this off "
+    "counts both from now on."
+)
+admin_view.duplicate_calls(scope)

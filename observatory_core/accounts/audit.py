@@ -39,6 +39,7 @@ ACTIONS = {
     "key.revoke": "API key revoked",
     "price.set": "Price override set",
     "budget.set": "Budget set",
+    "org.dedup": "Duplicate-call matching turned on or off",
     "alert_rule.create": "Alert rule created",
     "alert_rule.update": "Alert rule changed",
     "alert_rule.delete": "Alert rule deleted",

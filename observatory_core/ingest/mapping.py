@@ -225,6 +225,7 @@ def map_span(
         "model": model,
         "environment": resource.environment,
         "service_name": resource.service_name,
+        "scope_name": scope_name or None,  # tells two instrumentations apart (ingest/dedup.py)
         "user_id": user_id,
         "session_id": session_id,
         "status": status,

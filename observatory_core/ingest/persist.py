@@ -9,25 +9,32 @@ transaction, the new ones are folded into the rollups, the actor rollups and `tr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
+from observatory_core.ingest import dedup
 from observatory_core.rollups.maintain import fold_new_spans
 from observatory_core.rollups.partials import SOURCE_COLUMNS
+from observatory_core.rollups.refold import refold
 from observatory_core.storage import bulk
 from observatory_core.storage.dialect import serialize_rollup_writes
 
 
 class _FoldIntoRollups:
-    """`bulk.write_spans`'s `then`: the batch's new spans into every rollup."""
+    """`bulk.write_spans`'s `then`: the batch's new spans into every rollup, once each call
+    sent twice has one span counting (`ingest/dedup.py`)."""
 
     columns = SOURCE_COLUMNS
 
     def __call__(self, conn: Connection, new: Table) -> None:
         serialize_rollup_writes(conn)  # concurrent writers take turns for the fold
+        touched = dedup.settle(conn, new, datetime.now(UTC))
         fold_new_spans(conn, new)
+        # stored spans that stopped counting (or took their twin's model): their buckets anew
+        refold(conn, ((t.org_id, t.trace_id, t.start_time) for t in touched))
 
 
 FOLD = _FoldIntoRollups()

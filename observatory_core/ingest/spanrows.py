@@ -32,6 +32,8 @@ _DEFAULTS: dict[str, Any] = {
     "input_text": None,
     "output_text": None,
     "quality_score": None,
+    "duplicate_of": None,
+    "duplicate_trace_id": None,
 }
 
 
@@ -112,6 +114,9 @@ def complete_row(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
     out.setdefault("tags", [])
     out.setdefault("metadata", {})
     out.setdefault("attributes", {})
+    if out.get("scope_name") is None:  # who sent it, kept as an attribute by the mapping
+        scope_name = out["attributes"].get("otel.scope.name")
+        out["scope_name"] = scope_name if isinstance(scope_name, str) and scope_name else None
     for name in _TEXT_COLUMNS:
         value = out.get(name)
         if isinstance(value, str) and NUL in value:

@@ -12,6 +12,7 @@ from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Kind, Metric, Subject
 from observatory_core.metrics.folding import folded_columns
+from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.fields import by_group
 from observatory_core.storage.dialect import percentile_cont, stddev_samp, time_bucket
 from observatory_core.storage.schema import spans
@@ -77,7 +78,9 @@ def raw_select(
     else:
         keys += [c.label(d) for c, d in zip(dims, group_by, strict=True)]
     values = [series_expression(s).label(s) for s in series]
-    query = scoped_spans(scope, *keys, *values).where(*filter_conditions(spec, now, dialect))
+    query = scoped_spans(scope, *keys, *values).where(
+        *filter_conditions(spec, now, dialect), counted(spans.c)
+    )
     if not keys:
         return query.where(literal_column("1") == 1)
     if fold:  # by position: the CASE's parameters are numbered apart in SELECT and GROUP BY

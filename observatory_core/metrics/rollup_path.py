@@ -38,6 +38,7 @@ from observatory_core.metrics.catalog import (
 from observatory_core.metrics.folding import folded_columns
 from observatory_core.rollups.partials import partial_select
 from observatory_core.semantic import fields as semantic_fields
+from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import epoch_us, time_bucket
 from observatory_core.storage.latency_bins import BINS, representative
 from observatory_core.storage.packed_sketch import sketch_merge, sketch_out, unpack
@@ -197,7 +198,7 @@ def _statement(
             src = partial_select(
                 spans,
                 width,
-                where=conditions(spans, spans.c.start_time, i),
+                where=[*conditions(spans, spans.c.start_time, i), counted(spans.c)],
                 dimensions=tuple(dims),
                 measures=tuple(measures),
                 with_bins=bins,

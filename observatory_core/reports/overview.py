@@ -25,6 +25,7 @@ from observatory_core.metrics.query import MetricQuery
 from observatory_core.reports import significance as sig
 from observatory_core.reports.summary import percent_change
 from observatory_core.rollups.actors import distinct_actors
+from observatory_core.semantic.duplicates import counted
 from observatory_core.storage import latency_bins as sketch
 from observatory_core.storage.schema import org_budgets, spans
 from observatory_core.storage.stores import store_for
@@ -86,7 +87,9 @@ def _slower_than(
     if result.sketch is not None:
         return int(result.sketch[sketch.bin_of(ms) + 1 :].sum())
     query = scoped_spans(scope, func.count()).where(
-        *filter_conditions(spec, now, store_for(engine).name), spans.c.duration_ms > ms
+        *filter_conditions(spec, now, store_for(engine).name),
+        spans.c.duration_ms > ms,
+        counted(spans.c),
     )
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
@@ -308,7 +311,11 @@ def common_errors(
             func.max(c.error_message).label("sample_message"),
             func.max(c.start_time).label("last_seen"),
         )
-        .where(*filter_conditions(spec, now, store_for(engine).name), c.status == "error")
+        .where(
+            *filter_conditions(spec, now, store_for(engine).name),
+            c.status == "error",
+            counted(c),
+        )
         .group_by(kind)
         .order_by(func.count().desc(), kind)
         .limit(limit)

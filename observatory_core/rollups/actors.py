@@ -14,6 +14,7 @@ from observatory_core.accounts.scope import Scope, span_conditions
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.rollup_path import plan_segments
+from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.schema import ACTOR_ROLLUPS, spans
 from observatory_core.storage.stores import store_for
 
@@ -22,7 +23,7 @@ _ROLLUP_FILTERS = frozenset({"project_ids"})
 
 def _raw(scope: Scope, start: datetime, end: datetime, projects: tuple[int, ...] = ()):
     c = spans.c
-    where = [*span_conditions(scope), c.start_time >= start, c.start_time < end]
+    where = [*span_conditions(scope), c.start_time >= start, c.start_time < end, counted(c)]
     if projects:
         where.append(c.project_id.in_(projects))
     return [
@@ -78,6 +79,7 @@ def _filtered(
     query = select(func.count(c.user_id.distinct()), func.count(c.session_id.distinct())).where(
         *span_conditions(scope),
         *filter_conditions(spec, now or datetime.now(UTC), store_for(engine).name),
+        counted(c),
     )
     with engine.connect() as conn:
         users, sessions = conn.execute(query).one()

@@ -27,6 +27,7 @@ from observatory_core.rollups.partials import (
     partial_select,
     trace_select,
 )
+from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import greatest_of, least_of, time_bucket, upsert
 from observatory_core.storage.packed_sketch import sketch_add, sketch_merge
 from observatory_core.storage.schema import (
@@ -193,7 +194,7 @@ def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
         table = ROLLUPS[grain]
         mine = [] if org_id is None else [table.c.org_id == org_id]
         conn.execute(delete(table).where(*mine))
-        where = [] if org_id is None else [spans.c.org_id == org_id]
+        where = [counted(spans.c)] + ([] if org_id is None else [spans.c.org_id == org_id])
         source = partial_select(spans, seconds, where=where)
         conn.execute(table.insert().from_select([c.name for c in source.selected_columns], source))
         counts[grain] = conn.execute(
@@ -204,7 +205,7 @@ def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
         mine = [] if org_id is None else [table.c.org_id == org_id]
         conn.execute(delete(table).where(*mine))
         for kind in ACTOR_KINDS:
-            source = actor_select(spans, ROLLUP_GRAINS[grain], kind)
+            source = actor_select(spans, ROLLUP_GRAINS[grain], kind).where(counted(spans.c))
             if org_id is not None:
                 source = source.where(spans.c.org_id == org_id)
             conn.execute(
@@ -212,7 +213,7 @@ def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
             )
     mine = [] if org_id is None else [trace_totals.c.org_id == org_id]
     conn.execute(delete(trace_totals).where(*mine))
-    source = trace_select(spans)
+    source = trace_select(spans).where(counted(spans.c))
     if org_id is not None:
         source = source.where(spans.c.org_id == org_id)
     conn.execute(

@@ -288,6 +288,10 @@ FIELDS: dict[str, Field] = {
         _f("output_tokens", "Output tokens", "int"),
         _f("attributes", "Attributes", "json"),
         _f("quality_score", "Quality score", "float"),
+        _f("scope_name", "Instrumentation scope", "text"),
+        # set on a span set aside as the twin of another (docs/ingestion.md)
+        _f("duplicate_of", "Duplicate of", "text"),
+        _f("duplicate_trace_id", "Duplicate of (trace)", "text"),
     )
 }
 

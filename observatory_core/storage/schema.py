@@ -49,6 +49,9 @@ orgs = Table(
     # revoked, a user disabled or given another role), so every server process drops what it
     # remembered about the org's keys on its next request (observatory_core/accounts/authversion.py).
     Column("auth_version", Integer, nullable=False, server_default="0"),
+    # Added by migration 0013: set aside one span of each call instrumented twice
+    # (docs/ingestion.md, "A call instrumented twice"); an admin may turn it off.
+    Column("dedup_enabled", Boolean, nullable=False, server_default="1"),
 )
 
 projects = Table(
@@ -143,6 +146,13 @@ spans = Table(
     Column("metadata", JsonB, nullable=False),
     Column("attributes", JsonB, nullable=False),
     Column("quality_score", Float),
+    # Added by migration 0013 (docs/ingestion.md, "A call instrumented twice"): the
+    # instrumentation scope that sent the span, and, on a span set aside as the twin of
+    # another, the span (and trace) id of the one that counts. A span with `duplicate_of`
+    # set is left out of every figure.
+    Column("scope_name", String(200)),
+    Column("duplicate_of", String(16)),
+    Column("duplicate_trace_id", String(32)),
     UniqueConstraint("org_id", "trace_id", "span_id", name="uq_spans_org_trace_span"),
     # trace_id too (migration 0008): "traces with a span in this window" reads the index only
     Index("ix_spans_org_start_trace", "org_id", "start_time", "trace_id"),
@@ -162,6 +172,14 @@ spans = Table(
     # Added by migration 0004.
     Index("ix_spans_org_status_start", "org_id", "status", "start_time"),
     Index("ix_spans_org_model_start", "org_id", "model", "start_time"),
+    # Added by migration 0013: the duplicates set aside, for the Admin page's count
+    Index(
+        "ix_spans_org_duplicates",
+        "org_id",
+        "start_time",
+        sqlite_where=text("duplicate_of IS NOT NULL"),
+        postgresql_where=text("duplicate_of IS NOT NULL"),
+    ),
 )
 
 export_jobs = Table(

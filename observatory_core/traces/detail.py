@@ -6,12 +6,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func
+from sqlalchemy import and_, case, func
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.base.errors import UserError
+from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.schema import spans
 from observatory_core.traces.fields import ALL_FIELDS, field_column, hidden_fields
 
@@ -71,14 +72,16 @@ def get_trace(engine: Engine, scope: Scope, trace_id: str) -> TraceDetail | None
     in_trace = spans.c.trace_id == trace_id
     query = scoped_spans(scope, *columns).where(in_trace)
     query = query.order_by(spans.c.start_time, spans.c.id).limit(MAX_DETAIL_SPANS)
+    # the totals count what every figure counts: a duplicate set aside adds nothing
+    c, kept = spans.c, counted(spans.c)
     totals = scoped_spans(
         scope,
         func.count(),
-        func.min(spans.c.start_time),
-        func.max(spans.c.end_time),
-        func.sum(spans.c.total_cost_usd),
-        func.coalesce(func.sum(spans.c.total_tokens), 0),
-        func.coalesce(func.sum(case((spans.c.status == "error", 1), else_=0)), 0),
+        func.min(c.start_time),
+        func.max(c.end_time),
+        func.sum(case((kept, c.total_cost_usd), else_=0.0)),
+        func.coalesce(func.sum(case((kept, c.total_tokens), else_=0)), 0),
+        func.coalesce(func.sum(case((and_(kept, c.status == "error"), 1), else_=0)), 0),
     ).where(in_trace)
     with engine.connect() as conn:
         count, start, end, cost, tokens, errors = conn.execute(totals).one()

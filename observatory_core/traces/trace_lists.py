@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import epoch_us
 from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.traces.cursor import Cursor
@@ -22,15 +23,17 @@ from observatory_core.traces.paging import after, page_end
 
 
 def _tree_totals(scope: Scope, which, max_id: int):
-    """Per trace: cost, tokens, span and error counts over the whole tree."""
+    """Per trace: cost, tokens, span and error counts over the whole tree (the spans that
+    count: a duplicate set aside adds nothing, `semantic/duplicates.py`)."""
+    c, kept = spans.c, counted(spans.c)
     return (
         scoped_spans(
             scope,
             spans.c.trace_id.label("t_id"),
-            func.sum(spans.c.total_cost_usd).label("t_cost"),
-            func.sum(spans.c.total_tokens).label("t_tokens"),
-            func.count().label("t_spans"),
-            func.sum(case((spans.c.status == "error", 1), else_=0)).label("t_errors"),
+            func.sum(case((kept, c.total_cost_usd), else_=0.0)).label("t_cost"),
+            func.sum(case((kept, c.total_tokens), else_=0)).label("t_tokens"),
+            func.sum(case((kept, 1), else_=0)).label("t_spans"),
+            func.sum(case((and_(kept, c.status == "error"), 1), else_=0)).label("t_errors"),
             func.min(spans.c.start_time).label("t_first"),
             func.max(spans.c.end_time).label("t_last"),
         )
@@ -194,7 +197,7 @@ def read_by_tree(
     def pinned(kept, value, whole: bool = True):
         exact = (
             scoped_spans(scope, value)
-            .where(spans.c.trace_id == p.trace_id, spans.c.id <= max_id)
+            .where(spans.c.trace_id == p.trace_id, spans.c.id <= max_id, counted(spans.c))
             .scalar_subquery()
         )
         value = case((p.newest <= max_id, kept), else_=exact)

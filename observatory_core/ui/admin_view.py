@@ -1,5 +1,5 @@
-"""Admin widgets: API keys (created and shown once, listed, revoked), the org's users and the
-audit trail."""
+"""Admin widgets: API keys (created and shown once, listed, revoked), the org's users, the
+audit trail, and the duplicate calls set aside."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import streamlit as st
 
-from observatory_core.accounts import audit, users
+from observatory_core.accounts import audit, org_settings, users
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import UserError
 from observatory_core.ingest.apikeys import SCOPES, create_key, list_keys, revoke_key
+from observatory_core.ingest.dedup import set_aside_by_scopes
 from observatory_core.ui import cached
 from observatory_core.ui.session import engine
 
@@ -254,3 +255,33 @@ def user_admin(scope: Scope) -> None:
                     _done(f"New password for {who}; their sessions ended.")
             except UserError as exc:
                 st.error(str(exc), icon=":material/error:")
+
+
+def duplicate_calls(scope: Scope) -> None:
+    """The switch for counting a call sent twice once, and what it set aside in the last
+    24 hours, per pair of instrumentation scopes (docs/ingestion.md)."""
+    enabled = org_settings.dedup_enabled(engine(), scope)
+    wanted = st.toggle("Count a call sent twice once", value=enabled, key="dedup_enabled")
+    if wanted != enabled:
+        try:
+            org_settings.set_dedup(engine(), scope, wanted)
+        except UserError as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            _done("Duplicate calls are set aside." if wanted else "Every span counts now.")
+    pairs = set_aside_by_scopes(engine(), scope)
+    if not pairs:
+        st.caption("No duplicates were set aside in the last 24 hours.")
+        return
+    total = sum(p["duplicates"] for p in pairs)
+    st.caption(f"{total:,} duplicate spans set aside in the last 24 hours, per pair of scopes:")
+    st.dataframe(
+        pl.DataFrame(pairs).rename(
+            {
+                "duplicate_scope": "Set aside (scope)",
+                "counted_scope": "Counted instead (scope)",
+                "duplicates": "Spans",
+            }
+        ),
+        hide_index=True,
+    )

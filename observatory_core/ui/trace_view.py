@@ -68,6 +68,23 @@ def _text(label: str, value: str | None) -> None:
             st.text(value)
 
 
+def duplicate_link(row: dict) -> str:
+    """Markdown naming the span that counts instead of this one, linked to its trace."""
+    target, trace = row["duplicate_of"], row.get("duplicate_trace_id")
+    if not trace:
+        return f"Duplicate of span `{target}`"
+    return f"Duplicate of span [`{target}`](traces?trace={trace}) (trace `{trace}`)"
+
+
+def duplicate_notice(row: dict) -> None:
+    st.info(
+        f"{duplicate_link(row)}: the same call, sent again by another instrumentation "
+        f"(`{row.get('scope_name') or 'unknown scope'}`). It is kept here but counted in no "
+        "figure; the span it names counts.",
+        icon=":material/content_copy:",
+    )
+
+
 def show(detail: TraceDetail) -> None:
     st.subheader(f"Trace {detail.trace_id}")
     tiles = [
@@ -91,7 +108,11 @@ def show(detail: TraceDetail) -> None:
     for r in detail.spans:
         icon = ICONS.get(format.status(r["status"]), ":material/radio_button_unchecked:")
         title = f"{'— ' * r['depth']}{r['name']} · {format.duration_ms(r['duration_ms'])}"
+        if r.get("duplicate_of"):
+            title += f" · duplicate of {r['duplicate_of']}"
         with st.expander(title, expanded=r["status"] == "error", icon=icon):
+            if r.get("duplicate_of"):
+                duplicate_notice(r)
             if r["status"] == "error":
                 st.error(
                     f"{r.get('error_type') or 'Error'}: {r.get('error_message') or 'no message'}"

@@ -64,6 +64,8 @@ def reference_metrics(
     sub = df.filter(pl.col("id").is_in(list(ids)))
     if project_ids is not None:
         sub = sub.filter(pl.col("project_id").is_in(list(project_ids)))
+    if "duplicate_of" in sub.columns:  # a call sent twice counts once (docs/ingestion.md)
+        sub = sub.filter(pl.col("duplicate_of").is_null())
     out, duration, ttft = pl.col("output_tokens"), pl.col("duration_ms"), pl.col("ttft_ms")
     produced = (out > 0) & (duration > 0)
     generating = ttft.is_not_null() & (ttft >= 0) & (ttft < duration)
