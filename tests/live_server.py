@@ -26,7 +26,14 @@ def free_port() -> int:
 @contextmanager
 def running_server(url: str, tmp: Path, **env_extra: str):
     """Yield the base URL once /healthz answers; stop the server (gracefully) afterwards."""
-    port = free_port()
+    with running_servers(1, url, tmp, **env_extra) as (base,):
+        yield base
+
+
+@contextmanager
+def running_servers(count: int, url: str, tmp: Path, **env_extra: str):
+    """`count` servers on one database, started at once (each start is mostly waiting on
+    imports and the port): yield their base URLs once each /healthz answers."""
     env = {
         **os.environ,
         "DATABASE_URL": url,
@@ -35,32 +42,46 @@ def running_server(url: str, tmp: Path, **env_extra: str):
         "OBSERVATORY_DEMO_TRAFFIC": "0",
         **env_extra,
     }
-    log_path = tmp / f"server-{port}.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "server.py"]
-        + ["--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    started: list[tuple[subprocess.Popen, str, Path, object]] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            log_path = tmp / f"server-{port}.log"
+            log = open(log_path, "w")  # noqa: SIM115 - closed below
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "server.py"]
+                + ["--server.port", str(port), "--server.headless", "true"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            started.append((proc, f"http://127.0.0.1:{port}", log_path, log))
+        for proc, base, log_path, _ in started:
+            _wait_healthy(proc, base, log_path)
+        yield [base for _, base, _, _ in started]
+    finally:
+        for proc, *_ in started:
+            proc.terminate()
+        for proc, _, _, log in started:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def _wait_healthy(proc: subprocess.Popen, base: str, log_path: Path) -> None:
     deadline = time.time() + 90
     while True:
         try:
             with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
                 if r.status == 200:
-                    break
+                    return
         except OSError:
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
             pytest.fail(f"server did not start: {log_path.read_text()[-2000:]}")
-        time.sleep(0.5)
-    try:
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        time.sleep(0.1)
