@@ -18,34 +18,43 @@ COOKIE_KEY = "e2e-cookie-key-0123456789abcdefghijklmnop"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (each held until all are chosen, so none repeats)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @contextmanager
 def running_server(url: str, tmp: Path, **env_extra: str):
     """Yield the base URL once /healthz answers; stop the server (gracefully) afterwards."""
-    with running_servers(1, url, tmp, **env_extra) as (base,):
+    with running_servers([url], tmp, **env_extra) as (base,):
         yield base
 
 
 @contextmanager
-def running_servers(count: int, url: str, tmp: Path, **env_extra: str):
-    """`count` servers on one database, started at once (each start is mostly waiting on
-    imports and the port): yield their base URLs once each /healthz answers."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "OBSERVATORY_COOKIE_KEY": COOKIE_KEY,
-        "OBSERVATORY_EXPORT_DIR": str(tmp / "exports"),
-        "OBSERVATORY_DEMO_TRAFFIC": "0",
-        **env_extra,
-    }
+def running_servers(urls: list[str], tmp: Path, **env_extra: str):
+    """A server per database URL (one URL may repeat), all started at once (each start is
+    mostly waiting on imports and the port): yield their base URLs once each /healthz answers."""
     started: list[tuple[subprocess.Popen, str, Path, object]] = []
     try:
-        for _ in range(count):
-            port = free_port()
+        for url, port in zip(urls, free_ports(len(urls)), strict=True):
+            env = {
+                **os.environ,
+                "DATABASE_URL": url,
+                "OBSERVATORY_COOKIE_KEY": COOKIE_KEY,
+                "OBSERVATORY_EXPORT_DIR": str(tmp / "exports"),
+                "OBSERVATORY_DEMO_TRAFFIC": "0",
+                **env_extra,
+            }
             log_path = tmp / f"server-{port}.log"
             log = open(log_path, "w")  # noqa: SIM115 - closed below
             proc = subprocess.Popen(

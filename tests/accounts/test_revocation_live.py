@@ -63,7 +63,7 @@ def two_servers(request, tmp_path_factory):
     add_user(engine, "acme", "dana", "developer", password="dana-password-1")
     key = create_key(engine, admin_scope(org_id), "script", scopes=("read",))
     env = {"OBSERVATORY_EMBEDDED_WORKER": "0"}
-    with running_servers(2, url, tmp, **env) as (first, second):
+    with running_servers([url, url], tmp, **env) as (first, second):
         yield {"url": url, "engine": engine, "org_id": org_id, "key": key, "bases": (first, second)}
     engine.dispose()
 
