@@ -1,6 +1,7 @@
 """Database fixtures: every storage test runs on SQLite and on the real PostgreSQL server.
 
 PostgreSQL is never skipped: if it cannot be reached the run fails with how to start it.
+Passwords are hashed at bcrypt's cheapest cost here (see `TEST_BCRYPT_ROUNDS`).
 """
 
 from __future__ import annotations
@@ -8,12 +9,27 @@ from __future__ import annotations
 import os
 import uuid
 
+import bcrypt
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
+
+# bcrypt at its default cost (12) takes ~0.3-0.4 s per hash or check on the 2-core CI machine,
+# and the suite logs in and adds users hundreds of times: at cost 4 each takes ~1 ms. Hashes keep
+# their cost, so checks follow. Set before any test module imports accounts.login (its dummy hash
+# for unknown users is made at import). tests/accounts/test_users.py checks the app's own cost.
+TEST_BCRYPT_ROUNDS = 4
+PRODUCTION_GENSALT = bcrypt.gensalt
+
+
+def _test_gensalt(rounds: int = TEST_BCRYPT_ROUNDS, prefix: bytes = b"2b") -> bytes:
+    return PRODUCTION_GENSALT(rounds, prefix)
+
+
+bcrypt.gensalt = _test_gensalt
 
 PG_ADMIN_URL = os.environ.get(
     "OBSERVATORY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -23,7 +23,7 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from tests.conftest import PG_ADMIN_URL, pg_admin
 from tests.helpers import admin_scope, login_cookie, make_org
-from tests.live_server import COOKIE_KEY, ROOT, running_server
+from tests.live_server import COOKIE_KEY, ROOT, running_servers
 
 
 def _get(url: str, headers: dict[str, str]) -> tuple[int, dict]:
@@ -63,7 +63,7 @@ def two_servers(request, tmp_path_factory):
     add_user(engine, "acme", "dana", "developer", password="dana-password-1")
     key = create_key(engine, admin_scope(org_id), "script", scopes=("read",))
     env = {"OBSERVATORY_EMBEDDED_WORKER": "0"}
-    with running_server(url, tmp, **env) as first, running_server(url, tmp, **env) as second:
+    with running_servers([url, url], tmp, **env) as (first, second):
         yield {"url": url, "engine": engine, "org_id": org_id, "key": key, "bases": (first, second)}
     engine.dispose()
 

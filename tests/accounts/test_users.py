@@ -1,16 +1,19 @@
 """Users: hashed passwords, clear refusals, the scope built at login."""
 
+import bcrypt
 import pytest
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.users import (
     add_user,
+    hash_password,
     scope_for,
     set_password,
     verify_password,
 )
 from observatory_core.base.errors import UserError
 from observatory_core.storage.schema import user_projects, users
+from tests.conftest import PRODUCTION_GENSALT, TEST_BCRYPT_ROUNDS
 from tests.helpers import authenticator_credentials, make_org
 
 
@@ -22,6 +25,16 @@ def test_added_user_logs_in_with_the_returned_password_only(engine):
     assert verify_password(password, creds["password"])
     assert not verify_password(password + "x", creds["password"])
     assert creds["roles"] == ["developer"]
+
+
+def test_the_app_hashes_at_bcrypts_default_cost(monkeypatch):
+    """The suite hashes at cost 4 to save time (tests/conftest.py); the app itself at 12."""
+    assert bcrypt.gensalt().startswith(f"$2b${TEST_BCRYPT_ROUNDS:02d}$".encode())
+    monkeypatch.setattr(bcrypt, "gensalt", PRODUCTION_GENSALT)
+    hashed = hash_password("correct-horse-battery")
+    assert hashed.startswith("$2b$12$")
+    assert verify_password("correct-horse-battery", hashed)
+    assert not verify_password("correct-horse-battery!", hashed)
 
 
 def test_generated_passwords_differ(engine):

@@ -89,7 +89,8 @@ def webhook():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # polled every 20 ms: shutdown() waits for one poll, 0.5 s per test at the default
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     hook.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     yield hook

@@ -275,7 +275,8 @@ def tls_receiver(tmp_path):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # polled every 20 ms: shutdown() waits for one poll, 0.5 s per test at the default
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     seen["port"], seen["ca"] = server.server_address[1], cert_file
     yield seen

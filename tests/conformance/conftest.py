@@ -1,5 +1,6 @@
 """The conformance run: one fake OpenAI API for the session; per store, the real server, an org
-and ingest key per client, and every client (each in its own process) run against them at once.
+and ingest key per client, and every client (each in its own process) run against them, both
+stores at once.
 
 The Python clients run in the conformance virtualenv (.venv-conformance, `make conformance`),
 the Node client from tests/conformance/node (`npm ci`); both are made by `make test`.
@@ -28,7 +29,7 @@ from observatory_core.storage.schema import spans
 from tests.conformance.fake_openai import FakeOpenAI
 from tests.conftest import PG_ADMIN_URL, pg_admin
 from tests.helpers import admin_scope, make_org
-from tests.live_server import running_server
+from tests.live_server import running_servers
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -125,17 +126,12 @@ def _settle(engine, org_ids: list[int]) -> None:
         time.sleep(1.0)
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def conformance(request, tmp_path_factory, fake_api):
-    """Per store: {client name: ClientRun}, the engine, and the fake API's call log."""
-    missing = _missing_tools()
-    if missing:
-        pytest.fail(missing)
-    tmp = tmp_path_factory.mktemp(f"conformance-{request.param}")
-    if request.param == "sqlite":
+def _store(tmp, store: str, request) -> tuple[str, dict[str, int], dict, dict]:
+    """A migrated database of the store, an org per client with an ingest key and a read key."""
+    if store == "sqlite":
         url = f"sqlite:///{tmp / 'conformance.db'}"
     else:
-        request.getfixturevalue("pg_url")
+        request.getfixturevalue("pg_url")  # fails loudly, with the fix, if PostgreSQL is down
         name = f"obs_conformance_{os.getpid()}"  # one per test session, never shared
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
         url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
@@ -149,26 +145,70 @@ def conformance(request, tmp_path_factory, fake_api):
         read_keys[client] = create_key(
             engine, admin_scope(org_id), f"{client} reader", scopes=("read",), role=Role.ADMIN
         )
-    store = request.param
-    with running_server(url, tmp) as base:
-        with ThreadPoolExecutor(max_workers=3) as pool:
+    return url, orgs, keys, read_keys
+
+
+STORES = ("sqlite", "postgresql")
+# The slowest client first (LiteLLM's import alone takes seconds), so that it never starts last.
+SLOWEST_FIRST = sorted(CLIENTS, key=lambda c: c != "litellm-otel")
+
+
+@pytest.fixture(scope="module")
+def conformance_runs(request, tmp_path_factory, fake_api):
+    """Both stores at once: per store the real server, an org and ingest key per client, and
+    every client (each in its own process) run against them. The two servers start together
+    and the twelve client runs share one pool: they mostly wait on the network and the fake
+    API, so this takes about as long as one store did."""
+    missing = _missing_tools()
+    if missing:
+        pytest.fail(missing)
+    tmp = tmp_path_factory.mktemp("conformance")
+    prepared = {store: _store(tmp_path_factory.mktemp(store), store, request) for store in STORES}
+    urls = [prepared[store][0] for store in STORES]
+    engines = {store: get_engine(prepared[store][0]) for store in STORES}
+    with running_servers(urls, tmp) as bases:
+        base_of = dict(zip(STORES, bases, strict=True))
+        with ThreadPoolExecutor(max_workers=4) as pool:
             futures = {
-                c: pool.submit(_run_client, c, base, keys[c], fake_api.base_url(f"{store}-{c}"))
-                for c in CLIENTS
+                (store, c): pool.submit(
+                    _run_client,
+                    c,
+                    base_of[store],
+                    prepared[store][2][c],
+                    fake_api.base_url(f"{store}-{c}"),
+                )
+                for c in SLOWEST_FIRST
+                for store in STORES
             }
-            runs = {c: ClientRun(c, orgs[c], *futures[c].result()) for c in CLIENTS}
-        _settle(engine, list(orgs.values()))
+            runs = {
+                store: {
+                    c: ClientRun(c, prepared[store][1][c], *futures[store, c].result())
+                    for c in CLIENTS
+                }
+                for store in STORES
+            }
+        for store in STORES:
+            _settle(engines[store], list(prepared[store][1].values()))
         yield {
-            "engine": engine,
-            "runs": runs,
-            "api": fake_api,
-            "store": store,
-            "base": base,
-            "read_keys": read_keys,
+            store: {
+                "engine": engines[store],
+                "runs": runs[store],
+                "api": fake_api,
+                "store": store,
+                "base": base_of[store],
+                "read_keys": prepared[store][3],
+            }
+            for store in STORES
         }
-    engine.dispose()
-    if request.param == "postgresql":
-        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for engine in engines.values():
+        engine.dispose()
+    pg_admin(f'DROP DATABASE IF EXISTS "obs_conformance_{os.getpid()}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module", params=STORES)
+def conformance(request, conformance_runs):
+    """Per store: {client name: ClientRun}, the engine, and the fake API's call log."""
+    return conformance_runs[request.param]
 
 
 def stored(conformance, client: str) -> list[dict]:

@@ -42,21 +42,32 @@ def live_server(tmp_path_factory):
         yield {"base": base, "engine": engine, "user": "e2e-admin", "password": password}
 
 
-def open_logged_in(page, live_server, path):
-    """Log in on the start page, then follow a link (deep links through the login form are
-    covered by the Traces test)."""
+def open_logged_in(page, live_server, path, *, fresh: bool = False):
+    """Open `path` logged in as the e2e admin. The session's first call logs in on the start
+    page (deep links through the login form are covered by the Traces test) and keeps the
+    login cookie; later calls give it to their own new browser context instead of logging in
+    again. `fresh`: a login of its own, for a test that ends its session."""
     base = live_server["base"]
-    page.goto(base + "/")
-    page.get_by_role("textbox", name="Username").fill(live_server["user"])
-    page.get_by_role("textbox", name="Password").fill(live_server["password"])
-    page.get_by_role("button", name="Login").click()
-    page.get_by_text("Last 24 hours").first.wait_for(timeout=30_000)
-    # the login cookie is written by the browser on the run after the login
-    for _ in range(100):
-        if any(c["name"] == get_settings().cookie_name for c in page.context.cookies()):
-            break
-        page.wait_for_timeout(100)
+    if fresh or "cookies" not in live_server:
+        page.goto(base + "/")
+        page.get_by_role("textbox", name="Username").fill(live_server["user"])
+        page.get_by_role("textbox", name="Password").fill(live_server["password"])
+        page.get_by_role("button", name="Login").click()
+        page.get_by_text("Last 24 hours").first.wait_for(timeout=30_000)
+        # the login cookie is written by the browser on the run after the login
+        for _ in range(100):
+            if _login_cookies(page):
+                break
+            page.wait_for_timeout(100)
+        if not fresh and _login_cookies(page):
+            live_server["cookies"] = _login_cookies(page)
+    else:
+        page.context.add_cookies(live_server["cookies"])
     page.goto(base + path)
+
+
+def _login_cookies(page) -> list[dict]:
+    return [c for c in page.context.cookies() if c["name"] == get_settings().cookie_name]
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def _status(url: str, cookie: str) -> int:
 
 def test_log_out_ends_the_session_on_the_server(live_server, page):
     base, engine = live_server["base"], live_server["engine"]
-    open_logged_in(page, live_server, "/")
+    open_logged_in(page, live_server, "/", fresh=True)  # its own session: it ends it
     page.get_by_text("Last 24 hours").first.wait_for(timeout=30_000)
     name = get_settings().cookie_name
     kept = next(c["value"] for c in page.context.cookies() if c["name"] == name)

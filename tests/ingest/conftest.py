@@ -14,7 +14,7 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from tests.conftest import PG_ADMIN_URL, pg_admin
 from tests.helpers import admin_scope, make_org
-from tests.live_server import running_server
+from tests.live_server import running_servers
 
 # Copies of ../shared/data/otlp (what the OpenTelemetry Python SDK 1.45 sends), so the tests
 # do not depend on a folder beside the checkout.
@@ -48,12 +48,13 @@ def json_message(body: bytes) -> str:
     return json.loads(body)["message"]
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def live_ingest(request, tmp_path_factory):
-    """The real server on each database, with demo traffic on (into org acme) and a second org
-    (globex) whose key the tests use, so demo spans never mix with a test's spans."""
-    tmp = tmp_path_factory.mktemp(f"ingest-{request.param}")
-    if request.param == "sqlite":
+STORES = ("sqlite", "postgresql")
+
+
+def _live_store(tmp, store: str, request) -> dict:
+    """A migrated database of the store with org acme (the demo traffic's) and org globex (the
+    tests'), and an ingest key of globex."""
+    if store == "sqlite":
         url = f"sqlite:///{tmp / 'ingest.db'}"
     else:
         request.getfixturevalue("pg_url")  # fails loudly, with the fix, if PostgreSQL is down
@@ -66,20 +67,41 @@ def live_ingest(request, tmp_path_factory):
     make_org(engine, "acme", ("support-bot",))
     org_id, project_ids = make_org(engine, "globex", ("default", "search"))
     key = create_key(engine, admin_scope(org_id), "live test key")
-    with running_server(
-        url, tmp, OBSERVATORY_DEMO_TRAFFIC="40", OBSERVATORY_INGEST_MAX_BODY_MB="2"
-    ) as base:
-        yield {
-            "base": base,
-            "engine": engine,
-            "org_id": org_id,
-            "project_ids": project_ids,
-            "key": key,
-            "db": request.param,
-        }
-    engine.dispose()
-    if request.param == "postgresql":
-        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return {
+        "url": url,
+        "engine": engine,
+        "org_id": org_id,
+        "project_ids": project_ids,
+        "key": key,
+        "db": store,
+        "pg_name": None if store == "sqlite" else name,
+    }
+
+
+@pytest.fixture(scope="module")
+def live_ingest_servers(request, tmp_path_factory):
+    """The real server on each database, both started (and stopped) at once, with demo
+    traffic on (into org acme) and a second org (globex) whose key the tests use, so demo
+    spans never mix with a test's spans."""
+    stores = {s: _live_store(tmp_path_factory.mktemp(f"ingest-{s}"), s, request) for s in STORES}
+    urls = [stores[s]["url"] for s in STORES]
+    tmp = tmp_path_factory.mktemp("ingest-servers")
+    with running_servers(
+        urls, tmp, OBSERVATORY_DEMO_TRAFFIC="40", OBSERVATORY_INGEST_MAX_BODY_MB="2"
+    ) as bases:
+        for store, base in zip(STORES, bases, strict=True):
+            stores[store]["base"] = base
+        yield stores
+    for store in stores.values():
+        store["engine"].dispose()
+        if store["pg_name"]:
+            pg_admin(f'DROP DATABASE IF EXISTS "{store["pg_name"]}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module", params=STORES)
+def live_ingest(request, live_ingest_servers):
+    """The real server on one database (see live_ingest_servers)."""
+    return live_ingest_servers[request.param]
 
 
 def call_route(headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict, bytes]:

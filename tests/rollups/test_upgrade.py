@@ -57,11 +57,10 @@ def test_the_tokens_per_second_partials_are_recomputed_by_0012(tmp_path):
     to 0012 recomputes them from the spans (over the time after the first token)."""
     from datetime import UTC, datetime
 
+    from alembic import command
     from sqlalchemy import update
 
     from tests.helpers import make_org, span, write
-
-    from alembic import command
 
     engine = get_engine(f"sqlite:///{tmp_path / 'tps.db'}")
     upgrade(engine)  # today's code writes today's columns: store the span at head ...
