@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
+from observatory_core.ingest import llm_calls
 from observatory_core.rollups.maintain import fold_new_spans
 from observatory_core.rollups.partials import SOURCE_COLUMNS
 from observatory_core.storage import bulk
@@ -21,13 +22,17 @@ from observatory_core.storage.dialect import serialize_rollup_writes
 
 
 class _FoldIntoRollups:
-    """`bulk.write_spans`'s `then`: the batch's new spans into every rollup."""
+    """`bulk.write_spans`'s `then`: settle which new spans are LLM calls (their trace's stored
+    spans below them), then fold the batch's new spans into every rollup, then re-decide a
+    stored parent a late child changes (`ingest/llm_calls.py`)."""
 
-    columns = SOURCE_COLUMNS
+    columns = (*SOURCE_COLUMNS, "span_id")
 
     def __call__(self, conn: Connection, new: Table) -> None:
         serialize_rollup_writes(conn)  # concurrent writers take turns for the fold
+        llm_calls.settle_new(conn, new)
         fold_new_spans(conn, new)
+        llm_calls.settle_stored(conn, new)
 
 
 FOLD = _FoldIntoRollups()

@@ -8,6 +8,8 @@ the rollups commit or roll back together with the spans.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import (
     Column,
     MetaData,
@@ -24,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.rollups.partials import (
     actor_select,
+    dimension_expressions,
     partial_select,
     trace_select,
 )
@@ -184,6 +187,48 @@ def fold_new_spans(conn: Connection, new: Table) -> None:
             _add_actors(conn, grain, actor_select(new, ROLLUP_GRAINS[grain], kind))
     _add_traces(conn, trace_select(new))
     _mark_shared(conn, new=new)
+
+
+def refold_spans(conn: Connection, span_ids: list[int]) -> None:
+    """Recompute, from the spans, every rollup row holding one of these spans, for both values
+    of `llm_call` (a stored span whose flag changed: its old row loses it, the other gains it).
+    For the rare span re-decided after it was folded (ingest/llm_calls.py); reads the spans of
+    one bucket and key per grain."""
+    dims = dimension_expressions(spans)
+    for grain, seconds in ROLLUP_GRAINS.items():
+        table = ROLLUPS[grain]
+        key_dims = [d for d in ROLLUP_DIMENSIONS if d != "llm_call"]
+        keys = conn.execute(
+            select(
+                spans.c.org_id,
+                time_bucket(spans.c.start_time, seconds).label("bucket_start"),
+                *(dims[d].label(d) for d in key_dims),
+            )
+            .where(spans.c.id.in_(span_ids))
+            .distinct()
+        ).all()
+        for key in keys:
+            row = key._mapping
+            conn.execute(
+                delete(table).where(
+                    table.c.org_id == row["org_id"],
+                    table.c.bucket_start == row["bucket_start"],
+                    *(table.c[d] == row[d] for d in key_dims),
+                )
+            )
+            source = partial_select(
+                spans,
+                seconds,
+                where=[
+                    spans.c.org_id == row["org_id"],
+                    spans.c.start_time >= row["bucket_start"],
+                    spans.c.start_time < row["bucket_start"] + timedelta(seconds=seconds),
+                    *(dims[d] == row[d] for d in key_dims),
+                ],
+            )
+            conn.execute(
+                table.insert().from_select([c.name for c in source.selected_columns], source)
+            )
 
 
 def rebuild_on(conn: Connection, org_id: int | None = None) -> dict[str, int]:
