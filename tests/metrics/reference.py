@@ -102,6 +102,7 @@ def reference_metrics(
         .then(pl.col("output_tokens") * 1000.0 / pl.col("duration_ms"))
         .alias("tps"),
         pl.col("project_id").alias("project"),
+        pl.when(pl.col("llm_call")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("llm_call"),
     )
     keys = list(group_by)
     if bucket_seconds:
