@@ -221,12 +221,10 @@ def _compute_subject(
     keep: list[str] | None = None,
     max_rows: int | None = None,
 ) -> tuple[pl.DataFrame, str, tuple[str, ...]]:
+    """`force`: "rollup" or "raw", as `_compute` decided for the whole query."""
     spec = query.filters.pinned(now)
     dialect = store_for(engine).name
-    can = rollup_can_answer(series, query.group_by, spec)
-    if force == "rollup" and not can:  # never a figure that silently drops part of the filter
-        raise ValueError("Rollups cannot answer this query; force='rollup' does not apply.")
-    use_rollup = force == "rollup" or (force is None and can)
+    use_rollup = force == "rollup"
     fold = keep is not None
     extra = {FOLD_KEYS: keep} if fold else {}
     if use_rollup:

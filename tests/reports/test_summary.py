@@ -8,6 +8,7 @@ import pytest
 from observatory_core.accounts.permissions import Role
 from observatory_core.reports.summary import home_summary, percent_change
 from tests.helpers import END, admin_scope, all_spans, load_small_demo
+from tests.reference import reference_llm_calls
 
 
 @pytest.fixture
@@ -17,14 +18,16 @@ def loaded(engine):
 
 
 def _reference(df: pl.DataFrame, org_id: int, start, end) -> dict:
-    w = df.filter(
+    """Requests, their errors, cost and latency over LLM calls; traces over every span."""
+    every = df.filter(
         (pl.col("org_id") == org_id)
         & (pl.col("start_time") >= start)
         & (pl.col("start_time") < end)
     )
+    w = every.filter(pl.col("id").is_in(list(reference_llm_calls(df))))
     return {
         "requests": w.height,
-        "traces": w["trace_id"].n_unique(),
+        "traces": every["trace_id"].n_unique(),
         "errors": w.filter(pl.col("status") == "error").height,
         "cost": w["total_cost_usd"].sum(),
         "p95": w["duration_ms"].quantile(0.95, "linear"),
