@@ -155,8 +155,13 @@ def _compute(
     max_rows: int | None = None,
 ) -> tuple[pl.DataFrame, str, tuple[str, ...]]:
     """`keep`: the group keys to keep, every other group folded into "(other)". One statement
-    per subject (each restricted to its subject's rows), joined on bucket and group."""
+    per subject (each restricted to its subject's rows), joined on bucket and group; from
+    rollups only when they can answer every series (one source, as before subjects)."""
     parts = _by_subject(series)
+    can = rollup_can_answer(series, query.group_by, query.filters.pinned(now))
+    if force == "rollup" and not can:  # never a figure that silently drops part of the filter
+        raise ValueError("Rollups cannot answer this query; force='rollup' does not apply.")
+    force = force or ("rollup" if can else "raw")
     if len(parts) == 1:
         ((subject, mine),) = parts.items()
         return _compute_subject(
