@@ -20,8 +20,7 @@ from observatory_core.alerts.state import FIRING, step
 from observatory_core.metrics.catalog import BUCKETS, MAX_RANGE_DAYS
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
-
-REQUESTS = "request_count.count"
+from observatory_core.semantic.metrics import sample_series
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def _read(
         upto = min(end, at + chunk)
         spec = rule.filters.replace(relative=None, start=at, end=upto)
         query = MetricQuery(
-            series=(rule.series, REQUESTS),
+            series=tuple(dict.fromkeys((rule.series, sample_series(rule.series)))),
             filters=spec,
             bucket=bucket,
             group_by=(rule.group_by,) if rule.group_by else (),
@@ -79,7 +78,9 @@ def replay(
     end = datetime.fromtimestamp(now.timestamp() // seconds * seconds, UTC)
     frame = _read(engine, scope, rule, bucket, end - timedelta(days=days), end, now)
     group = rule.group_by
-    frame = frame.rename({rule.series: "value", REQUESTS: "requests"}).with_columns(
+    frame = frame.with_columns(
+        pl.col(rule.series).alias("value"), pl.col(sample_series(rule.series)).alias("requests")
+    ).with_columns(
         (pl.col(group).cast(pl.String).fill_null("(none)") if group else pl.lit("")).alias("group")
     )
     frame = frame.select("bucket", "group", "value", pl.col("requests").fill_null(0)).sort(

@@ -26,6 +26,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import Agg
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
+from observatory_core.semantic.metrics import sample_series
 from observatory_core.storage.dialect import try_lock, unlock, upsert
 from observatory_core.storage.schema import (
     alert_events,
@@ -37,7 +38,6 @@ from observatory_core.storage.schema import (
     worker_heartbeats,
 )
 
-REQUESTS = "request_count.count"
 EXACT_UP_TO_S = 3600
 _LOCK = 7_411_002
 NO_GROUP = ""
@@ -72,7 +72,9 @@ def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> t
             start=now - timedelta(seconds=window_s),
             end=now,
         )
-        series = tuple(dict.fromkeys([REQUESTS, *(r["series"] for r in members)]))
+        # each rule's sample: the rows of its series' subject (requests for LLM-call figures)
+        samples = {r["id"]: sample_series(r["series"]) for r in members}
+        series = tuple(dict.fromkeys([*samples.values(), *(r["series"] for r in members)]))
         query = MetricQuery(
             series=series, filters=spec, bucket=None, group_by=(group_by,) if group_by else ()
         )
@@ -89,7 +91,8 @@ def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> t
             for row in result.frame.iter_rows(named=True):
                 key = _group_key(row[group_by]) if group_by else NO_GROUP
                 value = row[rule["series"]]
-                by_group[key] = (None if value is None else float(value), int(row[REQUESTS] or 0))
+                count = int(row[samples[rule["id"]]] or 0)
+                by_group[key] = (None if value is None else float(value), count)
     return observed, len(batches)
 
 

@@ -363,6 +363,17 @@ for _m in METRICS.values():
     _m.check()
 
 
+def sample_series(series: str) -> str:
+    """The count of rows a series is computed over (e.g. an alert's minimum sample): the first
+    unconditional count of its metric's subject ("request_count.count" for LLM calls), or of
+    every span when its subject declares none."""
+    subject = METRICS[series.split(".")[0]].subject
+    for m in METRICS.values():
+        if m.subject is subject and m.kind == Kind.ROWS and m.expression is None:
+            return f"{m.name}.{Agg.COUNT.value}"
+    return "span_count.count"
+
+
 def rollup_counts() -> dict[str, Metric]:
     """The rollup tables' count columns, each with the metric whose condition fills it."""
     out: dict[str, Metric] = {}

@@ -97,3 +97,15 @@ def test_a_subject_that_is_not_one_of_spans_is_refused_not_counted_over_spans(mo
             False,
             Subject.LLM_CALLS,
         )
+
+
+def test_an_alerts_sample_is_the_rows_of_its_series_subject():
+    """A rule's minimum sample counts what its series counts: requests for LLM-call figures,
+    tool calls for a tool-call error rate (issue 24)."""
+    from observatory_core.semantic.metrics import sample_series
+
+    assert sample_series("error_rate.avg") == "request_count.count"
+    assert sample_series("duration_ms.p95") == "request_count.count"
+    assert sample_series("tool_call_error_rate.avg") == "tool_call_count.count"
+    assert sample_series("agent_run_duration_ms.p95") == "agent_run_count.count"
+    assert sample_series("quality_score.avg") == "span_count.count"
