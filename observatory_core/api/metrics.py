@@ -11,6 +11,7 @@ from observatory_core.api.common import FILTER_PARAMETERS, cache, errors, filter
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import Having, MetricQuery
 from observatory_core.reports.overview import period_overview
@@ -32,6 +33,7 @@ def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
         "source": result.source,
         "exact_percentiles": result.exact_percentiles,
         "folded_groups": result.folded_groups,
+        "subjects": {s: METRICS[s.split(".")[0]].subject.value for s in result.series},
         "rows": result.frame.to_dicts(),
     }
 
