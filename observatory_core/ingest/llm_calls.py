@@ -109,6 +109,16 @@ def settle_stored(conn: Connection, new: Table) -> int:
     above the batch's LLM calls, and refold their rollup rows. Returns how many."""
     if not conn.execute(select(exists().where(_rule(new.c)))).scalar():
         return 0
+    traces = select(new.c.org_id, new.c.trace_id).distinct().subquery("batch_traces")
+    stored = spans.alias("stored")
+    wrapped = exists().where(  # read from the small partial index of wrappers
+        stored.c.org_id == traces.c.org_id,
+        stored.c.trace_id == traces.c.trace_id,
+        _wrapper(stored.c),
+        ~stored.c.id.in_(select(new.c.id)),
+    )
+    if not conn.execute(select(wrapped)).scalar():
+        return 0  # the common case: no counted wrapper in the batch's traces
     up = select(new.c.org_id, new.c.trace_id, new.c.parent_span_id.label("node")).where(
         _rule(new.c), new.c.parent_span_id.is_not(None)
     )

@@ -165,6 +165,15 @@ spans = Table(
     # Added by migration 0004.
     Index("ix_spans_org_status_start", "org_id", "status", "start_time"),
     Index("ix_spans_org_model_start", "org_id", "model", "start_time"),
+    # Added by migration 0012: the few `other` spans counted as LLM calls, so a batch learns
+    # cheaply whether a stored one in its traces may need re-deciding (ingest/llm_calls.py).
+    Index(
+        "ix_spans_org_llm_wrappers",
+        "org_id",
+        "trace_id",
+        sqlite_where=text("operation = 'other' AND llm_call"),
+        postgresql_where=text("operation = 'other' AND llm_call"),
+    ),
 )
 
 export_jobs = Table(

@@ -43,6 +43,7 @@ MEASURES = (
 PARTS = ("count", "sum", "min", "max", "sumsq")
 SKETCH_TYPE = sa.LargeBinary().with_variant(postgresql.NUMERIC(), "postgresql")
 LLM_OPERATIONS = "('chat', 'completion', 'embeddings')"
+WRAPPERS = "operation = 'other' AND llm_call"  # the partial index's rows
 
 
 def _rule(t: str = "") -> str:
@@ -121,6 +122,13 @@ def upgrade() -> None:
         "  AND s.trace_id = b.trace_id AND s.span_id = b.node"
         f" WHERE s.id <> b.root AND {_rule('s')})"
     )
+    op.create_index(
+        "ix_spans_org_llm_wrappers",
+        "spans",
+        ["org_id", "trace_id"],
+        sqlite_where=sa.text(WRAPPERS),
+        postgresql_where=sa.text(WRAPPERS),
+    )
     # Rollup rows keep what they hold, flagged by their operation: exact unless an `other`
     # span is an LLM call, whose rows the flag splits -- then they are rebuilt from the spans.
     plain = ", ".join(["org_id", "bucket_start", *OLD_DIMENSIONS, "latency_sketch", *_parts()])
@@ -158,6 +166,7 @@ def downgrade() -> None:
                 f"SELECT {keys}, {merged}, {aggs} FROM {old} GROUP BY {keys}"
             ),
         )
+    op.drop_index("ix_spans_org_llm_wrappers", table_name="spans")
     with op.batch_alter_table("spans") as batch:
         batch.drop_column("llm_call")
 
