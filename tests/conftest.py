@@ -89,3 +89,26 @@ def sqlite_engine(tmp_path):
     db = get_engine(f"sqlite:///{tmp_path / 'observatory.db'}")
     upgrade(db)
     return db
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def demo_store(request, tmp_path_factory):
+    """Demo data (20,000 spans over 3 days, every operation) in a database of its own per
+    store, loaded once per session and only read: figures against polars over the raw rows."""
+    from tests.helpers import all_spans, load_small_demo
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'demo.db'}"
+        name = None
+    else:
+        request.getfixturevalue("pg_url")  # fails loudly, with the fix, if PostgreSQL is down
+        name = f"obs_demo_{uuid.uuid4().hex[:10]}"
+        pg_admin(f'CREATE DATABASE "{name}"')
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = get_engine(url)
+    upgrade(engine)
+    load_small_demo(engine, spans_count=20_000, days=3, seed=24)
+    yield {"engine": engine, "df": all_spans(engine)}
+    engine.dispose()
+    if name is not None:
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

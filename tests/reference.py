@@ -51,3 +51,68 @@ def reference_ids(df: pl.DataFrame, spec: FilterSpec, now: datetime, org_id: int
         for r in df.filter(expr).to_dicts()
         if all(_keeps(r, key, keys[key], value) for key, value in filters.items())
     }
+
+
+# Issue 24: which spans are LLM calls (requests), from the rule of docs/metrics.md ("Subjects"),
+# in plain Python over the raw rows: never from the stored flag.
+CALLING_OPERATIONS = {"chat", "completion", "embeddings"}
+
+
+def reference_llm_calls(df: pl.DataFrame) -> set[int]:
+    """Ids of the LLM calls: an operation that calls a model, or an `other` span with a model
+    and tokens and no LLM call among its descendants (of the same org and trace)."""
+    rows = df.select(
+        "id",
+        "org_id",
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "operation",
+        "model",
+        "input_tokens",
+        "output_tokens",
+    ).to_dicts()
+
+    def own(r: dict) -> bool:
+        if r["operation"] in CALLING_OPERATIONS:
+            return True
+        return (
+            r["operation"] == "other"
+            and bool(r["model"])
+            and ((r["input_tokens"] or 0) > 0 or (r["output_tokens"] or 0) > 0)
+        )
+
+    children: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["parent_span_id"]:
+            children.setdefault((r["org_id"], r["trace_id"], r["parent_span_id"]), []).append(r)
+
+    def below(r: dict) -> bool:
+        seen, stack = set(), list(children.get((r["org_id"], r["trace_id"], r["span_id"]), ()))
+        while stack:
+            c = stack.pop()
+            if c["id"] in seen:
+                continue
+            seen.add(c["id"])
+            if own(c):
+                return True
+            stack += children.get((c["org_id"], c["trace_id"], c["span_id"]), ())
+        return False
+
+    return {r["id"] for r in rows if own(r) and not (r["operation"] == "other" and below(r))}
+
+
+SUBJECT_OPERATIONS = {
+    "tool_calls": "execute_tool",
+    "agent_runs": "invoke_agent",
+    "retrievals": "retrieval",
+}
+
+
+def subject_mask(df: pl.DataFrame, subject: str, llm_ids: set[int]) -> pl.Expr:
+    """The rows of a metric subject, as a polars condition."""
+    if subject == "spans":
+        return pl.lit(True)
+    if subject == "llm_calls":
+        return pl.col("id").is_in(list(llm_ids))
+    return pl.col("operation") == SUBJECT_OPERATIONS[subject]

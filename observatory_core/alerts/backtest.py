@@ -15,11 +15,12 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
-from observatory_core.alerts.rules import RuleSpec, size_series
+from observatory_core.alerts.rules import RuleSpec
 from observatory_core.alerts.state import FIRING, step
 from observatory_core.metrics.catalog import BUCKETS, MAX_RANGE_DAYS
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
+from observatory_core.semantic.metrics import sample_series
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def _read(
         upto = min(end, at + chunk)
         spec = rule.filters.replace(relative=None, start=at, end=upto)
         query = MetricQuery(
-            series=tuple(dict.fromkeys((rule.series, size_series(rule.series)))),
+            series=tuple(dict.fromkeys((rule.series, sample_series(rule.series)))),
             filters=spec,
             bucket=bucket,
             group_by=(rule.group_by,) if rule.group_by else (),
@@ -82,9 +83,9 @@ def replay(
     )
     frame = _read(engine, scope, rule, bucket, start, end, now)
     group = rule.group_by
-    size = size_series(rule.series)
-    frame = frame.with_columns(pl.col(size).alias("requests")).rename({rule.series: "value"})
     frame = frame.with_columns(
+        pl.col(rule.series).alias("value"), pl.col(sample_series(rule.series)).alias("requests")
+    ).with_columns(
         (pl.col(group).cast(pl.String).fill_null("(none)") if group else pl.lit("")).alias("group")
     )
     frame = frame.select("bucket", "group", "value", pl.col("requests").fill_null(0)).sort(

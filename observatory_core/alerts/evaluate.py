@@ -19,13 +19,14 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
-from observatory_core.alerts.rules import ensure_system_rules, size_series, spec_of
+from observatory_core.alerts.rules import ensure_system_rules, spec_of
 from observatory_core.alerts.state import FIRING, RESOLVED, GroupState, step
 from observatory_core.alerts.webhooks import delivery_row
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import Agg
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
+from observatory_core.semantic.metrics import METRICS, Subject, sample_series
 from observatory_core.storage.dialect import try_lock, unlock, upsert
 from observatory_core.storage.schema import (
     alert_events,
@@ -61,18 +62,21 @@ def _group_key(value) -> str:
 def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> tuple[Observed, int]:
     batches: dict[tuple, list[dict]] = defaultdict(list)
     for rule in rules:
-        size = size_series(rule["series"])  # one subject per query: requests or traces
+        # trace metrics and span metrics never share a query (docs/metrics.md, Subjects)
+        traces = METRICS[rule["series"].split(".")[0]].subject is Subject.TRACES
         batches[
-            (rule["org_id"], rule["filter_json"], rule["window_s"], rule["group_by"], size)
+            (rule["org_id"], rule["filter_json"], rule["window_s"], rule["group_by"], traces)
         ].append(rule)
     observed: Observed = {}
-    for (org_id, filter_json, window_s, group_by, size), members in batches.items():
+    for (org_id, filter_json, window_s, group_by, _traces), members in batches.items():
         spec = FilterSpec.from_json(filter_json).replace(
             relative=None,
             start=now - timedelta(seconds=window_s),
             end=now,
         )
-        series = tuple(dict.fromkeys([size, *(r["series"] for r in members)]))
+        # each rule's sample: the rows of its series' subject (requests for LLM-call figures)
+        samples = {r["id"]: sample_series(r["series"]) for r in members}
+        series = tuple(dict.fromkeys([*samples.values(), *(r["series"] for r in members)]))
         query = MetricQuery(
             series=series, filters=spec, bucket=None, group_by=(group_by,) if group_by else ()
         )
@@ -89,7 +93,8 @@ def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> t
             for row in result.frame.iter_rows(named=True):
                 key = _group_key(row[group_by]) if group_by else NO_GROUP
                 value = row[rule["series"]]
-                by_group[key] = (None if value is None else float(value), int(row[size] or 0))
+                count = int(row[samples[rule["id"]]] or 0)
+                by_group[key] = (None if value is None else float(value), count)
     return observed, len(batches)
 
 

@@ -24,20 +24,10 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import require_filters, require_series, rule_values_hidden
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import DIMENSIONS, METRICS, Subject
+from observatory_core.metrics.catalog import DIMENSIONS
 from observatory_core.metrics.query import parse_series
 from observatory_core.storage.dialect import insert_ignoring_duplicates
 from observatory_core.storage.schema import alert_rules, alert_states, orgs
-
-REQUESTS = "request_count.count"
-TRACES = "trace_count.count"
-
-
-def size_series(series: str) -> str:
-    """What a rule's minimum ("min_requests") counts: requests, or traces for a trace metric
-    (a query charts one subject, docs/metrics.md)."""
-    return TRACES if METRICS[series.split(".")[0]].subject is Subject.TRACES else REQUESTS
-
 
 COMPARATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 MIN_WINDOW_S, MAX_WINDOW_S = 60, 86_400

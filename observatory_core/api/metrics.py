@@ -11,6 +11,7 @@ from observatory_core.api.common import FILTER_PARAMETERS, cache, errors, filter
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import Having, MetricQuery
 from observatory_core.reports.overview import period_overview
@@ -47,6 +48,7 @@ def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
             {"bucket": bucket, "covered_seconds": covered}
             for bucket, covered in result.partial_buckets.items()
         ],
+        "subjects": {s: METRICS[s.split(".")[0]].subject.value for s in result.series},
         "rows": _rows(result),
     }
 

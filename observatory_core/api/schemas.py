@@ -109,6 +109,11 @@ class MetricsOut(BaseModel):
         description='Groups past the cap (settings: metrics_max_groups) folded into one "(other)" '
         "group; 0 when every group is its own row. A query with a limit keeps its top N instead.",
     )
+    subjects: dict[str, str] = Field(
+        default_factory=dict,
+        description="What each series counts (docs/metrics.md, Subjects): llm_calls (the "
+        "requests), spans, tool_calls, agent_runs, retrievals, traces.",
+    )
     partial_buckets: list[PartialBucket] = Field(
         default_factory=list,
         description="The buckets that are not whole: the first when the range starts within "

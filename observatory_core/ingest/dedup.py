@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope, span_conditions
 from observatory_core.rollups.partials import SOURCE_COLUMNS
+from observatory_core.semantic.fields import LLM_OPERATIONS  # only such spans are paired
 from observatory_core.storage.schema import orgs, spans
 
 # Two spans of separate traces are one call only if both start and both end this close.
@@ -32,8 +33,6 @@ TOLERANCE = timedelta(milliseconds=50)
 # A new span is compared with stored spans that started at most this long before it arrived
 # (its start against the server's clock); an older span only with the spans of its own batch.
 LOOKBACK = timedelta(minutes=30)
-# The operations that call a model: only such spans are paired.
-LLM_OPERATIONS = ("chat", "completion", "embeddings")
 # New spans whose stored twins are looked up together, per query
 _CHUNK = 500
 # What makes a span's content richer: the one with more of these counts.

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
-from observatory_core.ingest import dedup
+from observatory_core.ingest import dedup, llm_calls
 from observatory_core.rollups.maintain import fold_new_spans
 from observatory_core.rollups.partials import SOURCE_COLUMNS
 from observatory_core.rollups.refold import refold
@@ -24,17 +24,21 @@ from observatory_core.storage.dialect import serialize_rollup_writes
 
 
 class _FoldIntoRollups:
-    """`bulk.write_spans`'s `then`: the batch's new spans into every rollup, once each call
-    sent twice has one span counting (`ingest/dedup.py`)."""
+    """`bulk.write_spans`'s `then`: settle which span of a call sent twice counts
+    (`ingest/dedup.py`) and which new spans are LLM calls (`ingest/llm_calls.py`), fold the
+    batch's new spans into every rollup, then refold the stored spans those decisions changed
+    (a twin that stopped counting, a wrapper above a late child)."""
 
-    columns = SOURCE_COLUMNS
+    columns = (*SOURCE_COLUMNS, "span_id")
 
     def __call__(self, conn: Connection, new: Table) -> None:
         serialize_rollup_writes(conn)  # concurrent writers take turns for the fold
         touched = dedup.settle(conn, new, datetime.now(UTC))
+        llm_calls.settle_new(conn, new)
         fold_new_spans(conn, new)
         # stored spans that stopped counting (or took their twin's model): their buckets anew
         refold(conn, ((t.org_id, t.trace_id, t.start_time) for t in touched))
+        llm_calls.settle_stored(conn, new)
 
 
 FOLD = _FoldIntoRollups()

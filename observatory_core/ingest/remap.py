@@ -5,7 +5,7 @@ Ingest moves every attribute it understands into a field and keeps the rest in `
 so a span stored before a mapping improved still holds what the new mapping reads (e.g.
 Traceloop's `llm.request.type`, OpenInference's `llm.invocation_parameters`). Remap fills only
 fields that are empty (or `other`, for the operation) from those attributes, reprices a span
-whose model or tokens it filled, and rebuilds the rollups and trace totals of every org it
+whose model or tokens it filled, decides again which spans are LLM calls, and rebuilds the rollups and trace totals of every org it
 changed. Run twice, the second run changes nothing.
 """
 
@@ -23,9 +23,11 @@ from sqlalchemy.engine import Engine
 from observatory_core.base.settings import get_settings
 from observatory_core.ingest import conventions as cv
 from observatory_core.ingest.attributes import as_list
+from observatory_core.ingest.llm_calls import relabel_all
 from observatory_core.ingest.pricing import PriceBook
 from observatory_core.ingest.spanrows import cut_text
 from observatory_core.rollups.maintain import rebuild_on
+from observatory_core.storage.schema import orgs as orgs_table
 from observatory_core.storage.schema import spans
 
 _READ = (
@@ -216,6 +218,12 @@ def remap(
         if on_batch:
             on_batch(len(rows), len(updates))
     with engine.begin() as conn:
+        # which spans are LLM calls, decided again over the whole org (a filled operation,
+        # model or tokens changes it; ingest/llm_calls.py)
+        orgs = [org_id] if org_id is not None else conn.execute(select(orgs_table.c.id)).scalars()
+        for org in list(orgs):
+            if relabel_all(conn, org):
+                changed_orgs.add(org)
         for changed_org in sorted(changed_orgs):
             rebuild_on(conn, changed_org)
     return RemapReport(scanned, changed, len(changed_orgs), time.perf_counter() - started)

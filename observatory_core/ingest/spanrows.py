@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from observatory_core.ingest.llm_calls import row_rule
 from observatory_core.storage.bulk import SPAN_COLUMNS as SPAN_COLUMNS  # the columns it fills
 from observatory_core.storage.schema import spans
 
@@ -102,6 +103,8 @@ def complete_row(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
     out = {**_DEFAULTS, **row}
     out["total_tokens"] = int(out["input_tokens"] or 0) + int(out["output_tokens"] or 0)
     out["total_cost_usd"] = float(out["input_cost_usd"] or 0) + float(out["output_cost_usd"] or 0)
+    # by its own fields; the write path clears an `other` span with an LLM call below it
+    out["llm_call"] = row_rule(out)
     if "duration_ms" not in row:
         out["duration_ms"] = (out["end_time"] - out["start_time"]).total_seconds() * 1000.0
     out["input_text"], cut_in = cut_text(out["input_text"], max_chars)

@@ -20,7 +20,7 @@ from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.accounts.visibility import require_metric_query
 from observatory_core.base.settings import get_settings
-from observatory_core.metrics.catalog import PERCENTILES, ZERO_WHEN_EMPTY, Agg
+from observatory_core.metrics.catalog import METRICS, PERCENTILES, ZERO_WHEN_EMPTY, Agg, Subject
 from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
 from observatory_core.metrics.partial import partial_buckets
 from observatory_core.metrics.query import MetricError, MetricQuery
@@ -135,6 +135,15 @@ def _fetch(
     return pl.DataFrame(data, strict=False)
 
 
+def _by_subject(series: tuple[str, ...]) -> dict[Subject, tuple[str, ...]]:
+    """The series grouped by their metrics' subject, in the order asked."""
+    out: dict[Subject, tuple[str, ...]] = {}
+    for s in series:
+        subject = METRICS[s.split(".")[0]].subject
+        out[subject] = (*out.get(subject, ()), s)
+    return out
+
+
 def _compute(
     engine: Engine,
     scope: Scope,
@@ -149,37 +158,110 @@ def _compute(
     keep: list[str] | None = None,
     max_rows: int | None = None,
 ) -> tuple[pl.DataFrame, str, tuple[str, ...]]:
-    """`keep`: the group keys to keep, every other group folded into "(other)"."""
-    spec = query.filters.pinned(now)
-    dialect = store_for(engine).name
-    fold = keep is not None
-    extra = {FOLD_KEYS: keep} if fold else {}
-    if trace_series(series):  # over traces: metrics/trace_path.py
+    """`keep`: the group keys to keep, every other group folded into "(other)". One statement
+    per subject (each restricted to its subject's rows), joined on bucket and group; from
+    rollups only when they can answer every series (one source, as before subjects)."""
+    if trace_series(series):  # over traces, one query for them: metrics/trace_path.py
+        fold = keep is not None
         statement, source, grains = trace_plan(
             scope,
             series,
             query.group_by,
-            spec,
+            query.filters.pinned(now),
             now,
-            dialect,
+            store_for(engine).name,
             bucket_seconds,
             start,
             end,
             fold=fold,
             force=force,
         )
+        extra = {FOLD_KEYS: keep} if fold else {}
         return _fetch(engine, statement, extra, max_rows=max_rows), source, grains
-    can = rollup_can_answer(series, query.group_by, spec)
+    parts = _by_subject(series)
+    can = rollup_can_answer(series, query.group_by, query.filters.pinned(now))
     if force == "rollup" and not can:  # never a figure that silently drops part of the filter
         raise ValueError("Rollups cannot answer this query; force='rollup' does not apply.")
-    use_rollup = force == "rollup" or (force is None and can)
+    force = force or ("rollup" if can else "raw")
+    if len(parts) == 1:
+        ((subject, mine),) = parts.items()
+        return _compute_subject(
+            engine,
+            scope,
+            query,
+            subject,
+            mine,
+            bucket_seconds,
+            start,
+            end,
+            now,
+            force,
+            keep=keep,
+            max_rows=max_rows,
+        )
+    frames, sources, grains = [], [], []
+    for subject, mine in parts.items():
+        frame, source, used = _compute_subject(
+            engine,
+            scope,
+            query,
+            subject,
+            mine,
+            bucket_seconds,
+            start,
+            end,
+            now,
+            force,
+            keep=keep,
+            max_rows=max_rows,
+        )
+        frames.append(_typed(frame, mine, query.group_by))
+        sources.append(source)
+        grains += used
+    keys = [c for c in ("bucket", *query.group_by) if c in frames[0].columns]
+    frame = frames[0]
+    for other in frames[1:]:
+        other = other.drop([c for c in other.columns if c == "_bins" and c in frame.columns])
+        if keys:
+            frame = frame.join(other, on=keys, how="full", coalesce=True, nulls_equal=True)
+        else:
+            frame = pl.concat([frame, other], how="horizontal")
+    if max_rows is not None and frame.height > max_rows:
+        raise _TooManyRows
+    source = "rollup" if set(sources) == {"rollup"} else "raw"
+    return frame, source, tuple(dict.fromkeys(grains))
+
+
+def _compute_subject(
+    engine: Engine,
+    scope: Scope,
+    query: MetricQuery,
+    subject: Subject,
+    series: tuple[str, ...],
+    bucket_seconds: int | None,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    force: str | None,
+    *,
+    keep: list[str] | None = None,
+    max_rows: int | None = None,
+) -> tuple[pl.DataFrame, str, tuple[str, ...]]:
+    """`force`: "rollup" or "raw", as `_compute` decided for the whole query."""
+    spec = query.filters.pinned(now)
+    dialect = store_for(engine).name
+    use_rollup = force == "rollup"
+    fold = keep is not None
+    extra = {FOLD_KEYS: keep} if fold else {}
     if use_rollup:
         statement, grains, params = rollup_select(
-            scope, series, query.group_by, spec, bucket_seconds, start, end, fold
+            scope, series, query.group_by, spec, bucket_seconds, start, end, fold, subject
         )
         frame = _fetch(engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows)
         return finalize(frame, series, query.group_by, dialect), "rollup", tuple(grains)
-    statement = raw_select(scope, series, query.group_by, spec, now, dialect, bucket_seconds, fold)
+    statement = raw_select(
+        scope, series, query.group_by, spec, now, dialect, bucket_seconds, fold, subject
+    )
     return _fetch(engine, statement, extra, max_rows=max_rows), "raw", ()
 
 

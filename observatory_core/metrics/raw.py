@@ -14,6 +14,7 @@ from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Kind, Me
 from observatory_core.metrics.folding import folded_columns
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.fields import by_group
+from observatory_core.semantic.metrics import subject_condition
 from observatory_core.storage.dialect import percentile_cont, stddev_samp, time_bucket
 from observatory_core.storage.schema import spans
 
@@ -32,12 +33,10 @@ def dimension_column(dim: str) -> ColumnElement:
 
 
 def series_expression(name: str) -> ColumnElement:
-    """One series ('metric.agg') as an aggregate over the spans of a group, as its declaration
-    (`semantic/metrics.py`) says."""
+    """One series ('metric.agg') as an aggregate over the rows of a group, as its declaration
+    (`semantic/metrics.py`) says; the rows are its subject's (`raw_select` restricts them)."""
     metric, agg = name.split(".")
     m = METRICS[metric]
-    if m.subject is not Subject.SPANS:
-        raise ValueError(f"{metric}: the raw path computes metrics over spans only.")
     return declared_aggregate(m, Agg(agg), spans.c)
 
 
@@ -67,8 +66,15 @@ def raw_select(
     dialect: str,
     bucket_seconds: int | None,
     fold: bool = False,
+    subject: Subject = Subject.SPANS,
 ) -> Select:
-    """`fold`: groups outside the `fold_keys` parameter become one "(other)" group."""
+    """The series over the spans of `subject` (every series must be of it; a subject that is
+    not one of spans is refused). `fold`: groups outside the `fold_keys` parameter become one
+    "(other)" group."""
+    for name in series:
+        if METRICS[name.split(".")[0]].subject is not subject:
+            raise ValueError(f"{name}: not a metric of {subject.value}; ask one subject at a time.")
+    rows = subject_condition(subject, spans.c)
     keys: list[ColumnElement] = []
     if bucket_seconds is not None:
         keys.append(time_bucket(spans.c.start_time, bucket_seconds).label("bucket"))
@@ -81,6 +87,8 @@ def raw_select(
     query = scoped_spans(scope, *keys, *values).where(
         *filter_conditions(spec, now, dialect), counted(spans.c)
     )
+    if rows is not None:
+        query = query.where(rows)
     if not keys:
         return query.where(literal_column("1") == 1)
     if fold:  # by position: the CASE's parameters are numbered apart in SELECT and GROUP BY

@@ -39,6 +39,7 @@ from observatory_core.metrics.folding import folded_columns
 from observatory_core.rollups.partials import partial_select
 from observatory_core.semantic import fields as semantic_fields
 from observatory_core.semantic.duplicates import counted
+from observatory_core.semantic.metrics import SUBJECT_ROWS, subject_condition
 from observatory_core.storage.dialect import epoch_us, time_bucket
 from observatory_core.storage.latency_bins import BINS, representative
 from observatory_core.storage.packed_sketch import sketch_merge, sketch_out, unpack
@@ -55,11 +56,18 @@ def rollup_can_answer(series: tuple[str, ...], group_by: tuple[str, ...], spec: 
     for name in series:
         metric, agg = name.split(".")
         partials = METRICS[metric].rollup
-        if partials is None or METRICS[metric].subject is not Subject.SPANS:
+        if partials is None or METRICS[metric].subject not in SUBJECT_ROWS:
             return False  # raw spans only (the raw path refuses subjects it cannot count)
         if Agg(agg) in PERCENTILES and not partials.sketch:
             return False  # only latency has a sketch
     return set(group_by) <= ROLLUP_GROUPS and spec.only_uses(ROLLUP_FILTERS)
+
+
+def _filter_expression(key: str, t) -> ColumnElement:
+    """A rollup filter's column, or its field's expression over the table's columns (the
+    `llm_call` flag reads as "yes"/"no")."""
+    field = semantic_fields.filter_keys()[key]
+    return field.expression(t.c)
 
 
 def _floor(t: datetime, seconds: int) -> datetime:
@@ -137,8 +145,11 @@ def rollup_select(
     start: datetime,
     end: datetime,
     fold: bool = False,
+    subject: Subject = Subject.SPANS,
 ) -> tuple[Select, list[str], dict]:
-    """One statement: the segments' partials unioned, merged per bucket and group.
+    """One statement: the segments' partials unioned, merged per bucket and group, over the
+    rows of `subject` (rollup rows carry `llm_call` and `operation`, so the subject's
+    condition reads them as it reads spans).
 
     Returns the statement, the grains it read and its parameters. Statements are built once
     per shape (series, grouping, segments, which filters) with named parameters: built per
@@ -155,6 +166,7 @@ def rollup_select(
         tuple(in_lists),
         scope.project_ids is not None,
         fold,
+        subject,
     )
     params: dict = {"org_id": scope.org_id}
     if scope.project_ids is not None:
@@ -175,10 +187,11 @@ def _statement(
     filters: tuple[str, ...],
     project_limited: bool,
     fold: bool = False,
+    subject: Subject = Subject.SPANS,
 ) -> Select:
     measures, parts = _needs(series)
     bins = "latency_sketch" in parts
-    dims = ["project_id" if d == "project" else d for d in group_by]
+    dims = [semantic_fields.by_group(d).name for d in group_by]
     width = bucket_seconds or 86400
 
     def conditions(t, time_column, i: int) -> list[ColumnElement[bool]]:
@@ -189,8 +202,9 @@ def _statement(
             time_column >= bindparam(f"from_{i}", type_=time_column.type),
             time_column < bindparam(f"to_{i}", type_=time_column.type),
         ]
-        out += [t.c[_FILTER_COLUMN[f]].in_(bindparam(f"in_{f}", expanding=True)) for f in filters]
-        return out
+        out += [_filter_expression(f, t).in_(bindparam(f"in_{f}", expanding=True)) for f in filters]
+        rows = subject_condition(subject, t.c)
+        return out if rows is None else [*out, rows]
 
     pieces = []
     for i, grain in enumerate(grains):
@@ -230,12 +244,14 @@ def _statement(
             )
         )
     u = union_all(*pieces).subquery("u")
-    keys: list[ColumnElement] = [u.c[d] for d in dims]
+    # each group's field over the merged rows (its column, or an expression of it)
+    grouped = [semantic_fields.by_group(g).expression(u.c) for g in group_by]
+    keys: list[ColumnElement] = list(grouped)
     if fold:
-        columns = folded_columns([u.c[d] for d in dims], group_by)
+        columns = folded_columns(grouped, group_by)
         keys = list(columns)
     else:
-        columns = [u.c[d].label(g) for d, g in zip(dims, group_by, strict=True)]
+        columns = [c.label(g) for c, g in zip(grouped, group_by, strict=True)]
     if bucket_seconds is not None:
         # Every piece starts its rows at their query bucket (rollup rows of the bucket's own
         # grain already do); the fetch gets the bucket as a number, converted once per group.

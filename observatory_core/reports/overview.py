@@ -20,12 +20,14 @@ from observatory_core.accounts.visibility import metric_visible, require_filters
 from observatory_core.base.errors import UserError
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.reports import significance as sig
 from observatory_core.reports.summary import percent_change
 from observatory_core.rollups.actors import distinct_actors
 from observatory_core.semantic.duplicates import counted
+from observatory_core.semantic.metrics import subject_condition
 from observatory_core.storage import latency_bins as sketch
 from observatory_core.storage.schema import org_budgets, spans
 from observatory_core.storage.stores import store_for
@@ -91,6 +93,9 @@ def _slower_than(
         spans.c.duration_ms > ms,
         counted(spans.c),
     )
+    rows = subject_condition(METRICS["duration_ms"].subject, spans.c)  # the latency's rows
+    if rows is not None:
+        query = query.where(rows)
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
 

@@ -37,6 +37,7 @@ SOURCE_COLUMNS = (
     "environment",
     "operation",
     "status",
+    "llm_call",
     "start_time",
     "end_time",
     "duration_ms",
@@ -85,6 +86,7 @@ def dimension_expressions(src: FromClause) -> dict[str, ColumnElement]:
         "environment": c.environment,
         "operation": c.operation,
         "status": c.status,
+        "llm_call": c.llm_call,
     }
 
 

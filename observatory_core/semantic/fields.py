@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import case, literal_column, true
+
 from observatory_core.accounts.permissions import ROLE_PERMISSIONS, Permission, Role
 
 
@@ -52,6 +54,16 @@ OPERATIONS = (
     "other",
 )
 STATUSES = ("ok", "error", "unset")
+# The operations that call a model: a span of one of these is an LLM call (a request).
+LLM_OPERATIONS = ("chat", "completion", "embeddings")
+# How the `llm_call` flag reads as a filter and a group (docs/metrics.md, "Subjects").
+LLM_CALL_CHOICES = ("yes", "no")
+
+
+def _llm_call_text(c: Any) -> Any:
+    """The stored flag as "yes"/"no", the same SQL over spans and rollup rows (constants
+    written into the SQL: bound, SELECT and GROUP BY would number them apart)."""
+    return case((c.llm_call == true(), literal_column("'yes'")), else_=literal_column("'no'"))
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,21 @@ FIELDS: dict[str, Field] = {
             widget=Widget.STATUS,
         ),
         _f(
+            "llm_call",
+            "LLM call",
+            "text",
+            column=_llm_call_text,
+            filter=FilterKind.IN_LIST,
+            key="llm_call",
+            choices=LLM_CALL_CHOICES,
+            group="llm_call",
+            rollup=True,
+            description='"yes": LLM calls only (requests); "no": every other span',
+            widget=Widget.CHOICES,
+            widget_label="LLM calls only",
+            value=lambda row: "yes" if row["llm_call"] else "no",
+        ),
+        _f(
             "user_id",
             "User id",
             "text",
@@ -279,7 +306,7 @@ FIELDS: dict[str, Field] = {
         _f("start_time", "Start", "time"),
         _f("end_time", "End", "time"),
         _f("ttft_ms", "Time to first token (ms)", "float"),
-        _f("name", "Name", "text"),
+        _f("name", "Name", "text", group="name"),
         _f("service_name", "Service", "text"),
         _f("error_type", "Error type", "text"),
         _f("error_message", "Error message", "text"),

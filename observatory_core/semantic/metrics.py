@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import and_, case
+from sqlalchemy import and_, case, true
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.permissions import Permission
@@ -44,9 +44,48 @@ VALUE_AGGS = tuple(Agg)
 class Subject(StrEnum):
     """The rows a metric is computed over: what "one" of them is (one request, one trace)."""
 
-    LLM_CALLS = "llm_calls"  # spans whose operation calls a model
+    LLM_CALLS = "llm_calls"  # spans that call a model (the stored `llm_call` flag)
     TRACES = "traces"  # one row per trace, its whole tree
     SPANS = "spans"  # every span
+    TOOL_CALLS = "tool_calls"  # spans of operation execute_tool
+    AGENT_RUNS = "agent_runs"  # spans of operation invoke_agent
+    RETRIEVALS = "retrievals"  # spans of operation retrieval
+
+
+# What one row of each subject is called (the Metrics page's subject picker).
+SUBJECT_LABELS = {
+    Subject.LLM_CALLS: "LLM calls (requests)",
+    Subject.TRACES: "Traces",
+    Subject.SPANS: "All spans",
+    Subject.TOOL_CALLS: "Tool calls",
+    Subject.AGENT_RUNS: "Agent runs",
+    Subject.RETRIEVALS: "Retrievals",
+}
+
+
+def _operation_is(name: str) -> Columns:
+    return lambda c: c.operation == name
+
+
+# The spans of each span subject, as a condition over span-shaped columns: the spans table and
+# the rollup tables alike (both carry `llm_call` and `operation`), so the raw path and the
+# rollup path restrict rows the same way. None: every span. A subject missing here (traces)
+# is not one of spans; the span engines refuse it.
+SUBJECT_ROWS: dict[Subject, Callable[[object], ColumnElement] | None] = {
+    Subject.SPANS: None,
+    Subject.LLM_CALLS: lambda c: c.llm_call == true(),
+    Subject.TOOL_CALLS: _operation_is("execute_tool"),
+    Subject.AGENT_RUNS: _operation_is("invoke_agent"),
+    Subject.RETRIEVALS: _operation_is("retrieval"),
+}
+
+
+def subject_condition(subject: Subject, c: object) -> ColumnElement | None:
+    """The condition selecting `subject`'s rows among the columns `c` (None: every row)."""
+    if subject not in SUBJECT_ROWS:
+        raise ValueError(f"{subject.value}: not a subject of spans; the span engines refuse it.")
+    rows = SUBJECT_ROWS[subject]
+    return rows(c) if rows is not None else None
 
 
 # A trace metric's expression reads one row per trace with these columns (the metrics engine
@@ -168,14 +207,15 @@ def _value(
     expression: Columns | None = None,
     sketch: bool = False,
     reads: tuple[str, ...] = (),
+    subject: Subject = Subject.LLM_CALLS,
 ) -> Metric:
-    """A number per span (its own column unless `expression` says otherwise), aggregated
-    every way, kept by the rollups as `measure`."""
+    """A number per row of `subject` (its own column unless `expression` says otherwise),
+    aggregated every way, kept by the rollups as `measure`."""
     return Metric(
         name,
         label,
         unit,
-        Subject.SPANS,
+        subject,
         Kind.VALUE,
         VALUE_AGGS,
         expression or (lambda c: c[name]),
@@ -184,10 +224,47 @@ def _value(
     )
 
 
-# Today every metric is computed over all spans, so every subject truthfully says SPANS.
-# Counting request_count & co over LLM calls is a change of their `subject` here, and only here,
-# once the engines can restrict rows to a subject; until then they refuse any other subject
-# (the raw path raises, the rollup path declines) rather than count the wrong rows.
+def _per_operation(subject: Subject, stem: str, noun: str) -> tuple[Metric, ...]:
+    """Count, error rate and latency of one operation's spans (tool calls, agent runs,
+    retrievals): the rollups' span and error counts and latency measure, restricted to the
+    operation by the subject (rollup rows carry the operation)."""
+    return (
+        Metric(
+            f"{stem}_count",
+            noun,
+            "count",
+            subject,
+            Kind.ROWS,
+            (Agg.COUNT,),
+            rollup=Partials("span_count"),
+        ),
+        Metric(
+            f"{stem}_error_rate",
+            f"{noun}: error rate",
+            "ratio",
+            subject,
+            Kind.SHARE,
+            (Agg.AVG,),
+            _is_error,
+            Partials("error_count", of="span_count"),
+        ),
+        _value(
+            f"{stem}_duration_ms",
+            f"{noun}: latency (ms)",
+            "ms",
+            "duration",
+            0,
+            expression=lambda c: c.duration_ms,
+            sketch=True,
+            subject=subject,
+        ),
+    )
+
+
+# Each metric's subject is the rows it is computed over (docs/metrics.md): requests, errors,
+# latency, tokens, cost and throughput over LLM calls (a span that calls a model, decided at
+# ingest: ingest/llm_calls.py); span_count over every span; tool calls, agent runs and retrievals
+# over their operation's spans. The engines restrict rows by `SUBJECT_ROWS`, nothing else.
 # Trace metrics (subject TRACES) are answered by `metrics/trace_path.py`.
 # Order: the order of the Metrics page's choices. Rollup layouts keep migration 0009's columns.
 METRICS: dict[str, Metric] = {
@@ -197,7 +274,7 @@ METRICS: dict[str, Metric] = {
             "request_count",
             "Requests",
             "count",
-            Subject.SPANS,
+            Subject.LLM_CALLS,
             Kind.ROWS,
             (Agg.COUNT,),
             rollup=Partials("span_count"),
@@ -206,7 +283,7 @@ METRICS: dict[str, Metric] = {
             "error_count",
             "Errors",
             "count",
-            Subject.SPANS,
+            Subject.LLM_CALLS,
             Kind.ROWS,
             (Agg.COUNT,),
             _is_error,
@@ -216,7 +293,7 @@ METRICS: dict[str, Metric] = {
             "error_rate",
             "Error rate",
             "ratio",
-            Subject.SPANS,
+            Subject.LLM_CALLS,
             Kind.SHARE,
             (Agg.AVG,),
             _is_error,
@@ -226,7 +303,7 @@ METRICS: dict[str, Metric] = {
             "success_rate",
             "Success rate",
             "ratio",
-            Subject.SPANS,
+            Subject.LLM_CALLS,
             Kind.SHARE,
             (Agg.AVG,),
             lambda c: c.status != "error",
@@ -281,7 +358,7 @@ METRICS: dict[str, Metric] = {
             (Agg.COUNT,),
             lambda c: c.user_id,
         ),
-        _value("quality_score", "Quality score", "score", "quality", 9),
+        _value("quality_score", "Quality score", "score", "quality", 9, subject=Subject.SPANS),
         # Over traces: one row per trace, the columns of `TRACE_COLUMNS` (docs/metrics.md,
         # "Trace metrics"); the first is Home's and the Overview's "Traces".
         Metric("trace_count", "Traces", "count", Subject.TRACES, Kind.ROWS, (Agg.COUNT,)),
@@ -323,10 +400,33 @@ METRICS: dict[str, Metric] = {
             lambda c: c.total_tokens,
             reads=("total_tokens",),
         ),
+        Metric(
+            "span_count",
+            "Spans",
+            "count",
+            Subject.SPANS,
+            Kind.ROWS,
+            (Agg.COUNT,),
+            rollup=Partials("span_count"),
+        ),
+        *_per_operation(Subject.TOOL_CALLS, "tool_call", "Tool calls"),
+        *_per_operation(Subject.AGENT_RUNS, "agent_run", "Agent runs"),
+        *_per_operation(Subject.RETRIEVALS, "retrieval", "Retrievals"),
     )
 }
 for _m in METRICS.values():
     _m.check()
+
+
+def sample_series(series: str) -> str:
+    """The count of rows a series is computed over (e.g. an alert's minimum sample): the first
+    unconditional count of its metric's subject ("request_count.count" for LLM calls), or of
+    every span when its subject declares none."""
+    subject = METRICS[series.split(".")[0]].subject
+    for m in METRICS.values():
+        if m.subject is subject and m.kind == Kind.ROWS and m.expression is None:
+            return f"{m.name}.{Agg.COUNT.value}"
+    return "span_count.count"
 
 
 def rollup_counts() -> dict[str, Metric]:
@@ -349,9 +449,11 @@ def rollup_measures() -> dict[str, Metric]:
 
 
 def sketched() -> Metric:
-    """The metric whose distribution the rollups' latency sketch holds."""
-    (metric,) = (m for m in METRICS.values() if m.rollup is not None and m.rollup.sketch)
-    return metric
+    """The metric whose distribution the rollups' latency sketch holds (the first to declare
+    it; others may read the same measure's sketch over another subject)."""
+    metrics = [m for m in METRICS.values() if m.rollup is not None and m.rollup.sketch]
+    (measure,) = {m.rollup.column for m in metrics}  # one sketch: one measure
+    return metrics[0]
 
 
 def metrics_markdown() -> str:

@@ -153,6 +153,9 @@ spans = Table(
     Column("scope_name", String(200)),
     Column("duplicate_of", String(16)),
     Column("duplicate_trace_id", String(32)),
+    # an LLM call (a request): decided at ingest from the operation, or for an `other` span
+    # from its model, tokens and the spans below it (migration 0014, ingest/llm_calls.py)
+    Column("llm_call", Boolean, nullable=False, server_default="0"),
     UniqueConstraint("org_id", "trace_id", "span_id", name="uq_spans_org_trace_span"),
     # trace_id too (migration 0008): "traces with a span in this window" reads the index only
     Index("ix_spans_org_start_trace", "org_id", "start_time", "trace_id"),
@@ -179,6 +182,15 @@ spans = Table(
         "start_time",
         sqlite_where=text("duplicate_of IS NOT NULL"),
         postgresql_where=text("duplicate_of IS NOT NULL"),
+    ),
+    # Added by migration 0014: the few `other` spans counted as LLM calls, so a batch learns
+    # cheaply whether a stored one in its traces may need re-deciding (ingest/llm_calls.py).
+    Index(
+        "ix_spans_org_llm_wrappers",
+        "org_id",
+        "trace_id",
+        sqlite_where=text("operation = 'other' AND llm_call"),
+        postgresql_where=text("operation = 'other' AND llm_call"),
     ),
 )
 
@@ -419,14 +431,23 @@ org_budgets = Table(
 )
 
 # ---- rollups (README "Metrics") -----------------------------------------------------
-# Per grain: one row per (org, bucket, project, provider, model, environment, operation, status)
+# Per grain: one row per (org, bucket, project, provider, model, environment, operation, status,
+# llm_call)
 # with counts, sums, min and max of each measure and the latency sketch (one packed number, see
 # storage/packed_sketch.py). NULL provider/model are stored as '' so the row key stays unique
 # on both databases. Columns in the order queries most read them: a database reads a row's
 # columns up to the last one a query needs, so the sketch and the duration and cost parts come
 # first (migration 0009 laid the tables out this way).
 ROLLUP_GRAINS = {"1min": 60, "1hour": 3600, "1day": 86400}
-ROLLUP_DIMENSIONS = ("project_id", "provider", "model", "environment", "operation", "status")
+ROLLUP_DIMENSIONS = (
+    "project_id",
+    "provider",
+    "model",
+    "environment",
+    "operation",
+    "status",
+    "llm_call",  # migration 0014: rows of a subject (LLM calls) are read without spans
+)
 ROLLUP_MEASURES = (
     # the value measures of the metric declarations (semantic/metrics.py), in `layout` order:
     # duration, total_cost, total_tokens, ...
@@ -449,6 +470,7 @@ def _rollup_table(grain: str) -> Table:
         Column("environment", String(64), nullable=False),
         Column("operation", String(32), nullable=False),
         Column("status", String(8), nullable=False),
+        Column("llm_call", Boolean, nullable=False),
         *(Column(c, Integer, nullable=False) for c in ROLLUP_COUNTS),
         Column("latency_sketch", SKETCH_TYPE, nullable=False),
         *(

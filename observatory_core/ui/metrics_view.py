@@ -20,10 +20,12 @@ from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.partial import covered_text
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.semantic.fields import DIMENSIONS, FilterKind, by_group
+from observatory_core.semantic.metrics import SUBJECT_LABELS, Subject
 from observatory_core.ui import colors, format
 
-PAGE_PARAMS = frozenset({"m", "b", "g", "cmp", "top", "zoom"})
+PAGE_PARAMS = frozenset({"s", "m", "b", "g", "cmp", "top", "zoom"})
 DEFAULT_SERIES = ("request_count.count", "duration_ms.p95")
+DEFAULT_SUBJECT = Subject.LLM_CALLS
 MAX_TOP = colors.MAX_SERIES  # groups drawn; the rest fold into one "(other)" line
 
 
@@ -33,13 +35,37 @@ def series_label(name: str) -> str:
     return m.label if len(m.aggregations) == 1 else f"{m.label} · {agg}"
 
 
-def series_options(scope: Scope) -> list[str]:
+def series_options(scope: Scope, subject: Subject | None = None) -> list[str]:
+    """The series the role may chart (of one subject, when given)."""
     return [
         f"{m.name}.{a.value}"
         for m in METRICS.values()
-        if metric_visible(scope, m.name)
+        if metric_visible(scope, m.name) and (subject is None or m.subject is subject)
         for a in m.aggregations
     ]
+
+
+def subject_options(scope: Scope) -> list[Subject]:
+    """The subjects that have a metric the role may chart, LLM calls first."""
+    have = {METRICS[s.split(".")[0]].subject for s in series_options(scope)}
+    ordered = [DEFAULT_SUBJECT, *(s for s in Subject if s is not DEFAULT_SUBJECT)]
+    return [s for s in ordered if s in have]
+
+
+def _asked_subject(subjects: list[Subject]) -> Subject:
+    """The subject of the link (`s`), else of its first metric (`m`), else LLM calls."""
+    q = st.query_params
+    if q.get("s") in {s.value for s in subjects}:
+        return Subject(q["s"])
+    for name in (q.get("m") or "").split(","):
+        metric = METRICS.get(name.split(".")[0])
+        if metric is not None and metric.subject in subjects:
+            return metric.subject
+    return DEFAULT_SUBJECT if DEFAULT_SUBJECT in subjects else subjects[0]
+
+
+def default_series(options: list[str]) -> tuple[str, ...]:
+    return tuple(s for s in DEFAULT_SERIES if s in options) or tuple(options[:1])
 
 
 def _csv_param(name: str, allowed: list[str], default: tuple[str, ...]) -> list[str]:
@@ -53,14 +79,26 @@ def controls(scope: Scope) -> tuple[MetricQuery | None, bool, str | None]:
     """The query the widgets describe (None with a message when it is not valid), whether to
     compare with the previous period, and an error message."""
     q = st.query_params
-    options = series_options(scope)
+    subjects = subject_options(scope)
+    asked = _asked_subject(subjects)
+    subject = st.selectbox(
+        "Count over",
+        subjects,
+        index=subjects.index(asked),
+        format_func=lambda s: SUBJECT_LABELS[s],
+        key="mx_subject",
+        help="The rows the metrics are computed over: LLM calls are the requests (spans that "
+        "call a model); tool calls, agent runs and retrievals are the spans of that operation.",
+    )
+    options = series_options(scope, subject)
+    defaults = default_series(options)
     top = st.columns([4, 1.3, 3, 1.2])
     series = top[0].multiselect(
         "Metrics",
         options,
-        default=_csv_param("m", options, DEFAULT_SERIES),
+        default=_csv_param("m", options, defaults) if subject is asked else defaults,
         format_func=series_label,
-        key="mx_series",
+        key=f"mx_series_{subject.value}",  # each subject keeps its own choice
     )
     buckets = ["auto", *BUCKETS]
     bucket = top[1].selectbox(
@@ -88,7 +126,8 @@ def controls(scope: Scope) -> tuple[MetricQuery | None, bool, str | None]:
     )
     compare = st.toggle("Compare with the previous period", value=q.get("cmp", "1") == "1")
     for key, value, default in (
-        ("m", ",".join(series), ",".join(DEFAULT_SERIES)),
+        ("s", subject.value, DEFAULT_SUBJECT.value),
+        ("m", ",".join(series), ",".join(defaults)),
         ("b", bucket, "auto"),
         ("g", ",".join(group_by), ""),
         ("cmp", "1" if compare else "0", "1"),

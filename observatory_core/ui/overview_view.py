@@ -66,14 +66,15 @@ def kpi_tiles(view: Overview) -> None:
 
 
 NO_VALUE = {
-    "model": "(no model: agent, tool and other spans)",
+    # rankings count LLM calls (issue 24): a call without a model is one that failed early
+    "model": "(no model)",
     "user_id": "(no user id)",
     "project": "(no project)",
 }
 AXIS = {"usd": "Cost (USD)", "ms": "Duration", "count": "Spans"}
 BY_LABEL = {
-    "requests": "Requests (spans)",
-    "errors": "Errors (spans)",
+    "requests": "Requests (LLM calls)",
+    "errors": "Errors (LLM calls)",
     "duration": "Total duration",
 }
 

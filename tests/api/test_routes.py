@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+import polars as pl
 import pytest
 
 from observatory_core.exports.worker import WorkerConfig, work_once
@@ -324,3 +325,27 @@ def test_trace_and_span_series_are_refused_together_and_the_summary_has_traces(a
     got = api["client"].get("/metrics/summary?relative=7d", headers=auth(api))
     keys = [k["key"] for k in got.json()["data"]["kpis"]]
     assert keys[:2] == ["requests", "traces"]
+
+
+def test_metrics_say_what_each_series_counts_and_tool_calls_group_by_name(api):
+    """Issue 24: requests are LLM calls (no model-less row), tool calls have their own
+    figures by tool name; the answer names each series' subject."""
+    from tests.helpers import all_spans
+    from tests.reference import reference_llm_calls
+
+    url = (
+        "/metrics?series=request_count.count&series=span_count.count&bucket=none"
+        "&group_by=operation&relative=all"
+    )
+    data = api["client"].get(url, headers=auth(api)).json()["data"]
+    assert data["subjects"] == {"request_count.count": "llm_calls", "span_count.count": "spans"}
+    df = all_spans(api["engine"]).filter(pl.col("org_id") == scope_of(api).org_id)
+    calls = reference_llm_calls(df)
+    got = {r["operation"]: r["request_count.count"] for r in data["rows"]}
+    want = df.group_by("operation").agg(pl.col("id").is_in(list(calls)).sum().alias("n"))
+    assert got == dict(want.iter_rows())
+    assert got["invoke_agent"] == got["execute_tool"] == 0 < got["chat"]
+    url = "/metrics?series=tool_call_count.count&bucket=none&group_by=name&relative=all"
+    rows = api["client"].get(url, headers=auth(api)).json()["data"]["rows"]
+    tools = df.filter(pl.col("operation") == "execute_tool").group_by("name").len()
+    assert {r["name"]: r["tool_call_count.count"] for r in rows} == dict(tools.iter_rows())

@@ -218,11 +218,14 @@ def assert_counted_once(engine, org_id: int, calls=CALLS) -> pl.DataFrame:
     scope = admin_scope(org_id)
     spec = FilterSpec(relative="1d")
     series = ("request_count.count", "total_tokens.sum", "total_cost.sum", "error_count.count")
+    from tests.reference import reference_llm_calls
+
+    calls_kept = kept.filter(pl.col("id").is_in(list(reference_llm_calls(df))))  # the requests
     expected = {
-        "request_count.count": kept.height,
-        "total_tokens.sum": kept["total_tokens"].sum(),
-        "total_cost.sum": kept["total_cost_usd"].sum(),
-        "error_count.count": kept.filter(pl.col("status") == "error").height,
+        "request_count.count": calls_kept.height,
+        "total_tokens.sum": calls_kept["total_tokens"].sum(),
+        "total_cost.sum": calls_kept["total_cost_usd"].sum(),
+        "error_count.count": calls_kept.filter(pl.col("status") == "error").height,
     }
     for force in ("raw", "rollup"):
         result = run_metrics(
@@ -235,7 +238,7 @@ def assert_counted_once(engine, org_id: int, calls=CALLS) -> pl.DataFrame:
         engine, scope, MetricQuery(("duration_ms.p50",), filters=spec, bucket=None), force="raw"
     )
     assert median.frame.row(0, named=True)["duration_ms.p50"] == pytest.approx(
-        kept["duration_ms"].quantile(0.5, "linear")
+        calls_kept["duration_ms"].quantile(0.5, "linear")
     )
     assert_rollups_match_rebuild(engine)
     incremental = _totals(engine, org_id)
@@ -337,7 +340,11 @@ def test_the_org_switch_off_keeps_both_and_is_audited(acme):
         scope,
         MetricQuery(("request_count.count",), filters=FilterSpec(relative="1d"), bucket=None),
     )
-    assert result.frame.row(0, named=True)["request_count.count"] == df.height
+    from tests.reference import reference_llm_calls
+
+    # both spans of each call count (the requests are the LLM calls among them)
+    assert result.frame.row(0, named=True)["request_count.count"] == len(reference_llm_calls(df))
+    assert len(reference_llm_calls(df)) == 2 * len(CALLS)
     from observatory_core.accounts.audit import AuditFilter, read_entries
 
     (entry,) = read_entries(engine, scope, AuditFilter(action="org.dedup"))

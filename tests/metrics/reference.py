@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import polars as pl
 
 from observatory_core.filters.spec import FilterSpec
-from tests.reference import reference_ids
+from tests.reference import reference_ids, reference_llm_calls, subject_mask
 
 _PCT = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 _COLUMN = {
@@ -24,11 +25,37 @@ _COLUMN = {
 }
 
 
-def _expr(name: str) -> pl.Expr:
+# Each metric's subject, written here again (not read from the declarations): requests and
+# their figures are LLM calls (issue 24).
+SUBJECTS = {
+    **dict.fromkeys(
+        (
+            "request_count",
+            "error_count",
+            "error_rate",
+            "success_rate",
+            *(m for m in _COLUMN if m != "quality_score"),
+        ),
+        "llm_calls",
+    ),
+    **dict.fromkeys(("unique_users", "trace_count", "span_count", "quality_score"), "spans"),
+    **{f"tool_call_{x}": "tool_calls" for x in ("count", "error_rate", "duration_ms")},
+    **{f"agent_run_{x}": "agent_runs" for x in ("count", "error_rate", "duration_ms")},
+    **{f"retrieval_{x}": "retrievals" for x in ("count", "error_rate", "duration_ms")},
+}
+_OPERATION_METRIC = re.compile(r"^(tool_call|agent_run|retrieval)_(count|error_rate|duration_ms)$")
+
+
+def _expr(name: str, rows: pl.Expr) -> pl.Expr:
+    """Series `name` over the group's rows where `rows` (its subject) holds."""
     metric, agg = name.split(".")
-    is_error = (pl.col("status") == "error").cast(pl.Float64)
-    if metric == "request_count":
-        return pl.len().cast(pl.Int64)
+    is_error = (pl.col("status") == "error").cast(pl.Float64).filter(rows)
+    if match := _OPERATION_METRIC.match(metric):
+        metric = {"count": "request_count", "error_rate": "error_rate"}.get(
+            match.group(2), "duration_ms"
+        )
+    if metric in ("request_count", "span_count"):
+        return pl.col("id").filter(rows).len().cast(pl.Int64)
     if metric == "error_count":
         return is_error.sum().cast(pl.Int64)
     if metric == "error_rate":
@@ -36,8 +63,8 @@ def _expr(name: str) -> pl.Expr:
     if metric == "success_rate":
         return 1 - is_error.mean()
     if metric == "unique_users":
-        return pl.col("user_id").drop_nulls().n_unique().cast(pl.Int64)
-    col = pl.col(_COLUMN[metric]).cast(pl.Float64)
+        return pl.col("user_id").filter(rows).drop_nulls().n_unique().cast(pl.Int64)
+    col = pl.col(_COLUMN[metric]).cast(pl.Float64).filter(rows)
     if agg in _PCT:
         return col.quantile(_PCT[agg], interpolation="linear")
     return {
@@ -62,6 +89,10 @@ def reference_metrics(
 ) -> pl.DataFrame:
     ids = reference_ids(df, spec, now, org_id)
     sub = df.filter(pl.col("id").is_in(list(ids)))
+    llm_ids = reference_llm_calls(df)
+    masks = {s: subject_mask(df, SUBJECTS[s.split(".")[0]], llm_ids) for s in series}
+    # groups with no row of any series' subject are not in an answer
+    sub = sub.filter(pl.any_horizontal(list(masks.values())))
     if project_ids is not None:
         sub = sub.filter(pl.col("project_id").is_in(list(project_ids)))
     if "duplicate_of" in sub.columns:  # a call sent twice counts once (docs/ingestion.md)
@@ -78,6 +109,7 @@ def reference_metrics(
         .then(out * 1000.0 / duration)
         .alias("tps"),
         pl.col("project_id").alias("project"),
+        pl.when(pl.col("llm_call")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("llm_call"),
     )
     keys = list(group_by)
     if bucket_seconds:
@@ -88,7 +120,7 @@ def reference_metrics(
             .alias("bucket")
         )
         keys = ["bucket", *keys]
-    aggs = [_expr(s).alias(s) for s in series]
+    aggs = [_expr(s, masks[s]).alias(s) for s in series]
     if not keys:
         return sub.select(aggs)
     return sub.group_by(keys).agg(aggs)

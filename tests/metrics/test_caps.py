@@ -16,13 +16,16 @@ from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.query import MetricQuery
 from tests.helpers import admin_scope
 from tests.metrics.reference import _expr
+from tests.reference import reference_llm_calls
 
 SERIES = ("request_count.count", "duration_ms.p95", "duration_ms.avg", "error_rate.avg")
 
 
 def _window(d, days: int) -> pl.DataFrame:
+    """The LLM calls of the window: the subject of every series asked here (issue 24)."""
     return d["df"].filter(
-        (pl.col("org_id") == d["acme"])
+        pl.col("id").is_in(list(reference_llm_calls(d["df"])))
+        & (pl.col("org_id") == d["acme"])
         & (pl.col("start_time") >= d["now"] - timedelta(days=days))
         & (pl.col("start_time") < d["now"])
     )
@@ -48,7 +51,7 @@ def _reference(df: pl.DataFrame, group_by: list[str], keep: int) -> pl.DataFrame
             for g in group_by
         )
     )
-    return folded.group_by(group_by).agg(*(_expr(s).alias(s) for s in SERIES))
+    return folded.group_by(group_by).agg(*(_expr(s, pl.lit(True)).alias(s) for s in SERIES))
 
 
 @pytest.mark.parametrize(

@@ -77,12 +77,12 @@ def test_every_declared_rollup_metric_answers_as_raw_spans_do(metrics_data, buck
 
 
 # Declared here once each, over columns the rollups already keep: a value metric over the
-# output tokens' measure, and a share of the error count.
+# output tokens' measure, and a share of the error count; over LLM calls, as their twins are.
 COMPLETION_TOKENS = Metric(
     "completion_tokens",
     "Completion tokens",
     "tokens",
-    Subject.SPANS,
+    Subject.LLM_CALLS,
     Kind.VALUE,
     VALUE_AGGS,
     lambda c: c.output_tokens,
@@ -92,7 +92,7 @@ FAILED_SHARE = Metric(
     "failed_share",
     "Failed share",
     "ratio",
-    Subject.SPANS,
+    Subject.LLM_CALLS,
     Kind.SHARE,
     (Agg.AVG,),
     lambda c: c.status == "error",

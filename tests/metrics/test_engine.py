@@ -24,6 +24,7 @@ from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage import latency_bins as sketch
 from tests.helpers import admin_scope
 from tests.metrics.reference import reference_metrics
+from tests.reference import reference_llm_calls
 
 # Span metrics: a query charts one subject; trace metrics are checked in test_traces.py.
 ALL_SERIES = [
@@ -223,7 +224,8 @@ def test_previous_period_is_the_same_length_just_before(metrics_data):
     assert before.filters.end == d["now"] - timedelta(hours=24)
     got = run_metrics(d["engine"], admin_scope(d["acme"]), before, now=d["now"]).frame
     df = d["df"].filter(
-        (pl.col("org_id") == d["acme"])
+        pl.col("id").is_in(list(reference_llm_calls(d["df"])))  # requests: LLM calls
+        & (pl.col("org_id") == d["acme"])
         & (pl.col("start_time") >= before.filters.start)
         & (pl.col("start_time") < before.filters.end)
     )
@@ -251,7 +253,8 @@ def test_scope_limits_metrics_to_the_org_and_projects(metrics_data):
         want = (
             d["df"]
             .filter(
-                (pl.col("org_id") == d["acme"])
+                pl.col("id").is_in(list(reference_llm_calls(d["df"])))  # requests: LLM calls
+                & (pl.col("org_id") == d["acme"])
                 & (pl.col("project_id") == bot)
                 & (pl.col("start_time") >= d["now"] - timedelta(days=7))
                 & (pl.col("start_time") < d["now"])

@@ -8,6 +8,7 @@ import pytest
 from observatory_core.accounts.permissions import Role
 from observatory_core.reports.summary import home_summary, percent_change
 from tests.helpers import END, admin_scope, all_spans, load_small_demo
+from tests.reference import reference_llm_calls
 
 
 @pytest.fixture
@@ -17,11 +18,13 @@ def loaded(engine):
 
 
 def _reference(df: pl.DataFrame, org_id: int, start, end) -> dict:
-    w = df.filter(
+    """Requests, their errors, cost and latency over LLM calls; traces over every span."""
+    every = df.filter(
         (pl.col("org_id") == org_id)
         & (pl.col("start_time") >= start)
         & (pl.col("start_time") < end)
     )
+    w = every.filter(pl.col("id").is_in(list(reference_llm_calls(df))))
     # a trace is counted in the period its first span started in (docs/metrics.md)
     firsts = (
         df.filter(pl.col("org_id") == org_id).group_by("trace_id").agg(pl.col("start_time").min())

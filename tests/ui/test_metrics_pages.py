@@ -162,3 +162,57 @@ def test_billing_is_offered_no_text_search_viewer_no_cost_range(app_env):
     assert not viewer.exception, viewer.exception
     assert any("Search" in t.label for t in viewer.sidebar.text_input)
     assert not any("Cost" in n.label for n in viewer.sidebar.number_input)
+
+
+def test_the_subject_picker_sets_the_metrics_offered(app_env):
+    """Issue 24: the user picks what the metrics count; the metric list follows the subject,
+    and tool calls by tool name are the core's figures."""
+    from observatory_core.semantic.metrics import Subject
+    from observatory_core.ui.metrics_view import series_label, series_options
+
+    engine, _ = app_env
+    scope = scope_for(engine, "admin-user")
+
+    def labels(subject):
+        return {series_label(s) for s in series_options(scope, subject)}
+
+    at = open_page("pages/metrics.py", params={"relative": "7d", "b": "1day"})
+    assert not at.exception, at.exception
+    picker = next(s for s in at.selectbox if s.label == "Count over")
+    assert picker.value == Subject.LLM_CALLS
+    metrics = next(m for m in at.multiselect if m.label == "Metrics")
+    assert set(metrics.options) == labels(Subject.LLM_CALLS)
+    assert "Spans" not in metrics.options and "Requests" in metrics.options
+    assert metrics.value == ["request_count.count", "duration_ms.p95"]
+
+    picker.set_value(Subject.TOOL_CALLS).run(timeout=60)
+    assert not at.exception, at.exception
+    metrics = next(m for m in at.multiselect if m.label == "Metrics")
+    assert set(metrics.options) == labels(Subject.TOOL_CALLS)
+    assert {"Tool calls", "Tool calls: error rate"} <= set(metrics.options)
+    assert metrics.value == ["tool_call_count.count"]
+    assert at.query_params["s"] in ("tool_calls", ["tool_calls"])
+    next(m for m in at.multiselect if m.label == "Group by").set_value(["name"]).run(timeout=60)
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    core = run_metrics(
+        engine,
+        scope,
+        MetricQuery(
+            series=("tool_call_count.count",),
+            filters=FilterSpec(relative="7d"),
+            bucket="1day",
+            group_by=("name",),
+        ),
+        max_groups=10,
+    ).frame
+    assert len(table) == core.height > 0
+    assert int(table["Tool calls"].sum()) == int(core["tool_call_count.count"].sum())
+    assert set(table["name"]) == set(core["name"].to_list())
+
+
+def test_a_link_to_a_metric_opens_its_subject(app_env):
+    at = open_page("pages/metrics.py", params={"relative": "7d", "m": "agent_run_count.count"})
+    assert not at.exception, at.exception
+    assert next(s for s in at.selectbox if s.label == "Count over").value == "agent_runs"
+    assert [m.value for m in at.multiselect if m.label == "Metrics"] == [["agent_run_count.count"]]
