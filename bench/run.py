@@ -45,6 +45,15 @@ FAMILIES = {
 }
 
 
+# `BENCH_ONLY=queries`: only the main case (bench/case.py), at BENCH_SIZES on BENCH_DATABASES.
+QUERIES = "queries"
+
+
+def _main_case(entry: dict) -> bool:
+    """A figure of the main case: one no other family's prefix claims."""
+    return not any(entry["operation"].startswith(prefix) for prefix in FAMILIES.values())
+
+
 def run_pg_case(label: str, module: str, size: int) -> list[dict]:
     """A case that works on the PostgreSQL database the main case built for `size` spans."""
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/obs_bench_{size}"
@@ -235,9 +244,16 @@ def main() -> None:
     # "exports" or "ingest": run only that family against the databases of an earlier run and
     # keep the other figures as they were.
     only = os.environ.get("BENCH_ONLY")
-    if only and only not in FAMILIES:
-        sys.exit(f"BENCH_ONLY must be one of {', '.join(FAMILIES)}; got {only!r}.")
-    if only:
+    if only and only not in FAMILIES and only != QUERIES:
+        sys.exit(f"BENCH_ONLY must be one of {QUERIES}, {', '.join(FAMILIES)}; got {only!r}.")
+    if only == QUERIES:  # the main case's figures (load, explorer, metrics, Overview, Home)
+        entries = [
+            e
+            for e in json.loads(RESULTS.read_text())["results"]
+            if not (_main_case(e) and e["database"] in dbs and e["size"] in sizes)
+        ]
+        entries += [e for size in sizes for db in dbs for e in run_case(db, size)]
+    elif only:
         entries = [
             e
             for e in json.loads(RESULTS.read_text())["results"]
@@ -262,7 +278,7 @@ def main() -> None:
     earlier = json.loads(RESULTS.read_text())["meta"] if only else {}
     meta = {
         # In BENCH_ONLY mode the other figures keep the time they were measured at.
-        "measured_at": earlier.get("measured_at", now),
+        "measured_at": now if only in (None, QUERIES) else earlier.get("measured_at", now),
         **{
             f"{family}_measured_at": now
             if only in (None, family)

@@ -38,7 +38,11 @@ SUBJECTS = {
         ),
         "llm_calls",
     ),
-    **dict.fromkeys(("unique_users", "trace_count", "span_count", "quality_score"), "spans"),
+    **dict.fromkeys(("unique_users", "span_count", "quality_score"), "spans"),
+    **dict.fromkeys(
+        ("trace_count", "trace_error_rate", "trace_duration_ms", "trace_cost", "trace_tokens"),
+        "traces",
+    ),
     **{f"tool_call_{x}": "tool_calls" for x in ("count", "error_rate", "duration_ms")},
     **{f"agent_run_{x}": "agent_runs" for x in ("count", "error_rate", "duration_ms")},
     **{f"retrieval_{x}": "retrievals" for x in ("count", "error_rate", "duration_ms")},
