@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Select, case, func, literal_column, select
+from sqlalchemy import CompoundSelect, Select, case, func, literal_column, select, union_all
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope, span_conditions
@@ -122,8 +122,32 @@ def _from_spans(
 
 def _from_totals(
     scope: Scope, spec: FilterSpec, start: datetime, end: datetime, group_by: tuple[str, ...]
+) -> CompoundSelect:
+    """The same rows from `trace_totals`. A row not `shared` is a whole trace (all its spans in
+    one project) and is read as it is, with no grouping; only the few traces spread over
+    several projects add their rows up (`_shared_traces`)."""
+    o = trace_totals.c
+    columns = _per_trace(
+        o.first_start, o.last_end, o.span_count, o.error_count, o.total_cost_usd, o.total_tokens
+    )
+    dims = [o.project_id.label("project")] if "project" in group_by else []
+    where = [
+        *span_conditions(scope, trace_totals),
+        o.shared.is_(False),
+        o.last_start >= start,  # the (org, last_start) index: first_start <= last_start
+        o.first_start >= start,
+        o.first_start < end,
+    ]
+    if spec.project_ids:
+        where.append(o.project_id.in_(sorted(spec.project_ids)))
+    whole = select(*columns, *dims).where(*where)
+    return union_all(whole, _shared_traces(scope, spec, start, end, group_by))
+
+
+def _shared_traces(
+    scope: Scope, spec: FilterSpec, start: datetime, end: datetime, group_by: tuple[str, ...]
 ) -> Select:
-    """The same rows from `trace_totals`: its rows of a trace (one per project) added up."""
+    """Traces with rows in several projects: their rows added up, one row per trace."""
     tree = trace_totals.alias("tree")
     t = tree.c
     first = func.min(t.first_start)
@@ -133,14 +157,18 @@ def _from_totals(
         dims.append(func.coalesce(root, func.min(t.project_id)).label("project"))
     o = trace_totals.c
     # every row of a trace that starts in the window started before its end and has a span
-    # starting after the window's start (the last_start index)
+    # starting after the window's start (the partial index of shared rows on last_start)
     window = select(o.trace_id).where(
-        *span_conditions(scope, trace_totals), o.last_start >= start, o.first_start < end
+        *span_conditions(scope, trace_totals),
+        o.shared.is_(True),
+        o.last_start >= start,
+        o.first_start < end,
     )
-    where = [t.trace_id.in_(window.correlate(None))]
+    where = [t.shared.is_(True), t.trace_id.in_(window.correlate(None))]
     if spec.project_ids:
         matching = select(o.trace_id).where(
             *span_conditions(scope, trace_totals),
+            o.shared.is_(True),
             o.last_start >= start,
             o.project_id.in_(sorted(spec.project_ids)),
         )
