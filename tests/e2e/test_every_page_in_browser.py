@@ -99,10 +99,13 @@ def _login(page, server, role: str) -> None:
     page.get_by_role("textbox", name="Password").fill(server["passwords"][role])
     page.get_by_role("button", name="Login").click()
     page.get_by_text("Last 24 hours").first.wait_for(timeout=30_000)
-    for _ in range(100):  # the login cookie is written on the run after the login
+    # the login cookie is written on the run after the login; the next page needs it (a cold
+    # server's first session took over 10 s to write it once)
+    for _ in range(300):
         if any(c["name"] == get_settings().cookie_name for c in page.context.cookies()):
-            break
+            return
         page.wait_for_timeout(100)
+    raise AssertionError(f"{role}: the login cookie was not written within 30 s of logging in")
 
 
 def _settle(page, title: str, ready: str) -> None:
