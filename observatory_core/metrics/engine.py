@@ -183,9 +183,8 @@ def _compute(
     if force == "rollup" and not can:  # never a figure that silently drops part of the filter
         raise ValueError("Rollups cannot answer this query; force='rollup' does not apply.")
     force = force or ("rollup" if can else "raw")
-    if len(parts) == 1:
-        ((subject, mine),) = parts.items()
-        return _compute_subject(
+    results = [
+        _compute_subject(
             engine,
             scope,
             query,
@@ -199,25 +198,14 @@ def _compute(
             keep=keep,
             max_rows=max_rows,
         )
-    frames, sources, grains = [], [], []
-    for subject, mine in parts.items():
-        frame, source, used = _compute_subject(
-            engine,
-            scope,
-            query,
-            subject,
-            mine,
-            bucket_seconds,
-            start,
-            end,
-            now,
-            force,
-            keep=keep,
-            max_rows=max_rows,
-        )
-        frames.append(_typed(frame, mine, query.group_by))
-        sources.append(source)
-        grains += used
+        for subject, mine in parts.items()
+    ]
+    if len(results) == 1:
+        return results[0]
+    pairs = zip(results, parts.values(), strict=True)
+    frames = [_typed(f, mine, query.group_by) for (f, _, _), mine in pairs]
+    sources = [source for _, source, _ in results]
+    grains = [grain for _, _, used in results for grain in used]
     keys = [c for c in ("bucket", *query.group_by) if c in frames[0].columns]
     frame = frames[0]
     for other in frames[1:]:
