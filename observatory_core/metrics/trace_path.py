@@ -37,6 +37,7 @@ from observatory_core.metrics.catalog import METRICS, Agg, Subject
 from observatory_core.metrics.folding import folded_columns
 from observatory_core.metrics.query import MetricError
 from observatory_core.metrics.raw import declared_aggregate
+from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.fields import by_group
 from observatory_core.storage.dialect import epoch_us, time_bucket
 from observatory_core.storage.schema import spans, trace_totals
@@ -123,7 +124,7 @@ def _from_spans(
     )
     return (
         select(*columns, *dims)
-        .where(*span_conditions(scope, tree), *where)
+        .where(*span_conditions(scope, tree), counted(t), *where)
         .group_by(t.trace_id)
         .having(first >= start, first < end)
     )
