@@ -20,8 +20,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
+from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.semantic.fields import OPERATIONS, STATUSES  # noqa: F401 (declared there)
 from observatory_core.semantic.metrics import MEASURE_PARTS, rollup_counts, rollup_measures
@@ -304,6 +306,15 @@ trace_totals = Table(
         postgresql_where=text("shared"),
     ),
 )
+
+
+def is_shared(table) -> ColumnElement[bool]:
+    """`shared`, written bare: SQLite uses the partial index `ix_trace_totals_shared` (WHERE
+    shared) only for that very term, not for the `shared = 1` or `shared IS 1` SQLAlchemy
+    writes (measured at 1M spans: 0.1 ms against 150 ms per count). `table`: trace_totals or
+    an alias of it."""
+    return literal_column(f"{table.name}.shared", Boolean)
+
 
 # Keys that programs (OTLP exporters, later the HTTP API) present. Only a SHA-256 of the key is
 # kept: keys are 256-bit random, so a slow hash adds nothing, and the lookup must be one index probe.

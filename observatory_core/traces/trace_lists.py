@@ -16,7 +16,7 @@ from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import epoch_us
-from observatory_core.storage.schema import spans, trace_totals
+from observatory_core.storage.schema import is_shared, spans, trace_totals
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
@@ -162,7 +162,7 @@ def _totals_by_window(scope: Scope, spec: FilterSpec, where: list, as_of: dateti
         t.c.first_start,
         t.c.last_end,
     ).where(*matches, t.c.shared.is_(False))
-    shared = select(t.c.trace_id).where(*matches, t.c.shared.is_(True))
+    shared = select(t.c.trace_id).where(*matches, is_shared(t))
     return union_all(alone, _summed(scope, t.c.trace_id.in_(shared))).subquery("per_trace")
 
 
