@@ -246,7 +246,7 @@ def _read(
     wanted = tuple(dict.fromkeys((*KEY_FIELDS, sort, *shown)))
     columns = [field_column(f) for f in wanted]
     if mode == "traces":
-        read = read_roots if sort in ROOT_SORTS else partial(read_by_tree, spec=spec)
+        read = partial(read_roots if sort in ROOT_SORTS else read_by_tree, spec=spec)
         return read(
             conn,
             scope,

@@ -82,32 +82,36 @@ def _expected(engine, org, spec: FilterSpec, projects=None) -> dict[str, float]:
     return dict(totals.iter_rows())
 
 
-def _listed(engine, scope, spec) -> dict[str, float]:
-    page = list_spans(engine, scope, spec, mode="traces", sort="total_cost_usd", now=NOW, limit=100)
+def _listed(engine, scope, spec, sort="total_cost_usd") -> dict[str, float]:
+    page = list_spans(engine, scope, spec, mode="traces", sort=sort, now=NOW, limit=100)
     return {r["trace_id"]: r["total_cost_usd"] for r in page.rows}
 
 
 @pytest.mark.parametrize("projects", [None, "web"], ids=["org-wide", "web-only user"])
 @pytest.mark.parametrize("filter_project", [None, "web", "jobs"])
+@pytest.mark.parametrize("sort", ["total_cost_usd", "start_time"])
+@pytest.mark.parametrize("window_end", [WINDOW.end, NOW], ids=["past window", "up to now"])
 def test_time_only_filter_lists_what_the_general_path_and_polars_list(
-    traces, projects, filter_project
+    traces, projects, filter_project, sort, window_end
 ):
+    """By root start, a window up to the newest span takes the walk from the newest root
+    (`trace_lists._walks_from_newest`); a past window the general plan: the same rows."""
     engine, org = traces["engine"], traces["org"]
     visible = frozenset({traces[projects]}) if projects else None
     scope = Scope(org_id=org, role=Role.DEVELOPER if projects else Role.ADMIN, project_ids=visible)
     spec = FilterSpec(
         relative=None,
         start=WINDOW.start,
-        end=WINDOW.end,
+        end=window_end,
         project_ids=(traces[filter_project],) if filter_project else (),
     )
     general = spec.replace(statuses=ALL_STATUSES)
-    fast, slow = _listed(engine, scope, spec), _listed(engine, scope, general)
+    fast, slow = _listed(engine, scope, spec, sort), _listed(engine, scope, general, sort)
     expected = _expected(engine, org, spec, visible)
     assert fast.keys() == slow.keys() == expected.keys()
     for trace_id, cost in expected.items():
         assert fast[trace_id] == pytest.approx(cost) == slow[trace_id]
-    if not projects and not filter_project:
+    if not projects and not filter_project and window_end == WINDOW.end:
         assert set(fast) == {"a" * 32, "b" * 32, "d" * 32}
         assert fast["b" * 32] == pytest.approx(51.0)  # both projects' spans
 
