@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+import polars as pl
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from observatory_core.accounts.scope import Scope
 from observatory_core.api.common import FILTER_PARAMETERS, cache, errors, filter_spec
@@ -18,22 +19,35 @@ from observatory_core.reports.overview import period_overview
 
 router = APIRouter(tags=["metrics"])
 # Answers kept in the 15-second cache only up to this many rows: a few large ones held there
-# (Python rows, ~1 KB each) grew the server by a gigabyte under the bounded-reads grid.
+# grew the server by a gigabyte under the bounded-reads grid (they are kept as JSON text now).
 CACHED_ROWS = 5000
+BUCKET_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # as the response model writes a UTC time
 
 
-def _rows(result: MetricResult) -> list[dict]:
-    """The frame's rows; a bucket that is not whole says so (`partial`, `covered_seconds`)."""
-    rows = result.frame.to_dicts()
-    if result.partial_buckets:
-        for row in rows:
-            covered = result.partial_buckets.get(row["bucket"])
-            if covered is not None:
-                row["partial"], row["covered_seconds"] = True, covered
-    return rows
+def _rows_json(result: MetricResult) -> str:
+    """The rows as one JSON array, written by polars: a 35k-row answer took ~0.5 s as Python
+    dicts through the response model, several times the query. A bucket that is not whole says
+    so (`partial`, `covered_seconds`); a whole bucket's row carries neither (docs/metrics.md)."""
+    frame = result.frame
+    if "bucket" not in frame.columns:
+        return frame.write_json()
+    frame = frame.with_columns(pl.col("bucket").dt.strftime(BUCKET_FORMAT))
+    covered = {b.strftime(BUCKET_FORMAT): c for b, c in result.partial_buckets.items()}
+    if not covered or frame.is_empty():
+        return frame.write_json()
+    parts, offset = [], 0
+    for run in frame["bucket"].is_in(list(covered)).rle().to_list():
+        part = frame.slice(offset, run["len"])
+        offset += run["len"]
+        if run["value"]:
+            seconds = pl.col("bucket").replace_strict(covered, return_dtype=pl.Float64)
+            part = part.with_columns(partial=pl.lit(True), covered_seconds=seconds)
+        parts.append(part.write_json()[1:-1])
+    return "[" + ",".join(parts) + "]"
 
 
 def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
+    """The answer's fields, its rows as JSON text (`rows_json`)."""
     result = run_metrics(engine(), scope, query)
     return {
         "series": list(result.series),
@@ -49,18 +63,30 @@ def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
             for bucket, covered in result.partial_buckets.items()
         ],
         "subjects": {s: METRICS[s.split(".")[0]].subject.value for s in result.series},
-        "rows": _rows(result),
+        "rows": [],
+        "rows_json": _rows_json(result),
+        "row_count": result.frame.height,
     }
 
 
-def _answer(request: Request, scope: Scope, query: MetricQuery) -> dict:
+ROWS_SLOT = '"rows":[]'
+
+
+def _answer(request: Request, scope: Scope, query: MetricQuery) -> Response:
+    """The body checked by the response model without its rows, which go in as written."""
     key = cache.key(scope, "metrics", repr(query))
     data, hit = cache.get(key), True
     if data is None:
         data, hit = _metrics_data(scope, query), False
-        if len(data["rows"]) <= CACHED_ROWS:
+        if data["row_count"] <= CACHED_ROWS:
             cache.put(key, data)
-    return {"data": data, "meta": meta(request, cached=hit)}
+    fields = {k: v for k, v in data.items() if k not in ("rows_json", "row_count")}
+    body = MetricsBody.model_validate({"data": fields, "meta": meta(request, cached=hit)})
+    text = body.model_dump_json()
+    if text.count(ROWS_SLOT) != 1:  # never: the rows are the only list left empty
+        raise RuntimeError("metrics answer: no single place for its rows")
+    text = text.replace(ROWS_SLOT, '"rows":' + data["rows_json"])
+    return Response(text, media_type="application/json")
 
 
 @router.get(
@@ -79,7 +105,7 @@ def metrics(
         str | None, Query(description="1min, 5min, 1hour, 1day or auto; 'none' for totals")
     ] = "auto",
     group_by: Annotated[list[str], Query(max_length=5)] = [],  # noqa: B006 - FastAPI copies defaults
-) -> dict:
+) -> Response:
     """Series over time (or totals), grouped as asked, for the filtered spans."""
     spec = filter_spec(request, frozenset({"series", "bucket", "group_by"}))
     query = MetricQuery(
@@ -94,7 +120,7 @@ def metrics(
 @router.post("/metrics/query", response_model=MetricsBody, responses=errors(400, 403))
 def metrics_query(
     request: Request, body: MetricsQueryIn, scope: Annotated[Scope, Depends(caller)]
-) -> dict:
+) -> Response:
     """The custom query: having (on group totals), sort and limit, as on the Metrics page."""
     query = MetricQuery(
         series=tuple(body.series),

@@ -404,12 +404,15 @@ def _answer_series(args, query, caps, bucket_seconds, start, end, now, force):
     buckets = _bucket_count(start, end, bucket_seconds)
     _check_cells(query, buckets, 1, caps)
     cheap = force != "raw" and rollup_can_answer(series, group_by, query.filters)
-    if group_by and cheap and not (query.having or query.limit or query.sort):
+    # no more groups than both caps allow: past the cells cap the answer is refused anyway, so
+    # reading further only delays the refusal
+    fits = min(caps.groups, caps.cells // (buckets * len(query.series)))
+    if group_by and cheap and fits and not (query.having or query.limit or query.sort):
         try:  # the common case, a few groups from rollups: one query, its rows capped
             frame, source, grains = _compute(
-                *args, bucket_seconds, start, end, now, force, max_rows=buckets * caps.groups
+                *args, bucket_seconds, start, end, now, force, max_rows=buckets * fits
             )
-            if frame.select(group_by).n_unique() <= caps.groups:
+            if frame.select(group_by).n_unique() <= fits:
                 return _typed(frame, series, group_by), source, grains, 0
         except _TooManyRows:
             pass
