@@ -263,23 +263,22 @@ def _complete(
     )
     grid = pl.DataFrame({"bucket": buckets.dt.convert_time_zone("UTC")})
     if group_by:
-        groups = frame.select(group_by).unique()
+        groups = frame.select(group_by).unique().sort(group_by)
         if groups.height == 0:
             return frame.clear()
-        grid = grid.join(groups, how="cross")
+        # in bucket, then group order as built: no sort of the whole answer afterwards
+        grid = grid.join(groups, how="cross", maintain_order="left_right")
     if frame.height:
         frame = frame.with_columns(pl.col("bucket").cast(pl.Datetime("us", "UTC")))
-        full = grid.join(frame, on=["bucket", *group_by], how="left", nulls_equal=True)
+        full = grid.join(
+            frame, on=["bucket", *group_by], how="left", nulls_equal=True, maintain_order="left"
+        )
     else:
         full = grid.with_columns(*(pl.lit(None).alias(s) for s in result_series))
     fills = [
         pl.col(s).fill_null(0) for s in result_series if Agg(s.split(".")[1]) in ZERO_WHEN_EMPTY
     ]
-    return (
-        full.with_columns(fills).sort(["bucket", *group_by])
-        if fills
-        else full.sort(["bucket", *group_by])
-    )
+    return full.with_columns(fills) if fills else full
 
 
 def _typed(frame: pl.DataFrame, series: tuple[str, ...], group_by: tuple[str, ...]) -> pl.DataFrame:
