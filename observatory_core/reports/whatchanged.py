@@ -25,7 +25,7 @@ from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import require_group_by, require_series
 from observatory_core.base.errors import UserError
-from observatory_core.filters.spec import FilterSpec
+from observatory_core.filters.spec import FilterSpec, parse_time
 from observatory_core.metrics.catalog import DIMENSIONS, METRICS, PERCENTILES, Agg, Kind
 from observatory_core.metrics.engine import MAX_SCANNED_GROUPS, run_metrics
 from observatory_core.metrics.folding import OTHER
@@ -35,6 +35,8 @@ from observatory_core.semantic.metrics import sample_series
 
 DEFAULT_TOP = 10
 MAX_TOP = 100
+# The page's and the API's own parameters besides the filters (the period is the filter's).
+PARAMS = ("series", "dimension", "top", "before_start", "before_end")
 # How a change splits: plain differences, or the midpoint shift-share (mix and rate effects).
 DIFFERENCE, SHIFT_SHARE = "difference", "shift-share"
 NOT_SPLIT = (
@@ -65,6 +67,27 @@ class Periods:
             raise ChangeError("Comparing two periods needs a time range, not all time.")
         end = end or now
         return cls(start - (end - start), start, start, end)
+
+    @classmethod
+    def of(
+        cls,
+        spec: FilterSpec,
+        now: datetime,
+        before_start: str | datetime | None = None,
+        before_end: str | datetime | None = None,
+    ) -> Periods:
+        """`spec`'s period against the baseline given (ISO texts from a link or the API), or
+        against the one of equal length just before it when none is."""
+        default = cls.previous_of(spec, now)
+        if before_start is None and before_end is None:
+            return default
+        if before_start is None or before_end is None:
+            raise ChangeError("Give both ends of the baseline period (before_start, before_end).")
+        times = [
+            t if isinstance(t, datetime) else parse_time(name, t)
+            for name, t in (("before_start", before_start), ("before_end", before_end))
+        ]
+        return cls(times[0], times[1], default.after_start, default.after_end)
 
     def check(self) -> None:
         if self.before_start >= self.before_end or self.after_start >= self.after_end:
@@ -355,15 +378,20 @@ def what_changed(
     return changes[0] if isinstance(series, str) else changes
 
 
-def overview_link(series: str, dimension: str, periods: Periods) -> dict[str, str]:
-    """The What changed page's query parameters for one change (the Overview's links)."""
+def link_params(series: str, dimension: str, periods: Periods) -> dict[str, str]:
+    """The What changed page's query parameters for one change (the Overview's links): the
+    period as the filter's start and end, the baseline as before_start and before_end."""
+
+    def text(t: datetime) -> str:
+        return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
     return {
         "series": series,
         "dimension": dimension,
-        **{
-            name: getattr(periods, name).astimezone(UTC).isoformat().replace("+00:00", "Z")
-            for name in ("before_start", "before_end", "after_start", "after_end")
-        },
+        "start": text(periods.after_start),
+        "end": text(periods.after_end),
+        "before_start": text(periods.before_start),
+        "before_end": text(periods.before_end),
     }
 
 
