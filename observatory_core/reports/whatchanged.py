@@ -15,6 +15,7 @@ their part and folds the rest into one "(other)" row whose parts are the sums of
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
-from observatory_core.accounts.visibility import require_group_by, require_series
+from observatory_core.accounts.visibility import metric_visible, require_group_by, require_series
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec, parse_time
 from observatory_core.metrics.catalog import DIMENSIONS, METRICS, PERCENTILES, Agg, Kind
@@ -398,3 +399,56 @@ def link_params(series: str, dimension: str, periods: Periods) -> dict[str, str]
 def with_top(change: Change, top: int) -> Change:
     """The same change with fewer values kept (the Overview shows a handful)."""
     return replace(change, contributions=_fold(change.contributions, top))
+
+
+def splittable() -> list[str]:
+    """Every series whose change splits into parts, in the metrics' order (the page's choices;
+    a value metric's count of rows with a value is left to the API)."""
+    out = []
+    for m in METRICS.values():
+        for agg in m.aggregations:
+            if m.kind == Kind.VALUE and agg == Agg.COUNT:
+                continue
+            with contextlib.suppress(ChangeError):
+                out.append(plan(f"{m.name}.{agg.value}").series)
+    return out
+
+
+# The Overview's headline figures that split, each with its series (same subject: one pair of
+# queries answers them all). Traces, the p95 and distinct users and sessions do not split.
+HEADLINES = {
+    "requests": "request_count.count",
+    "cost": "total_cost.sum",
+    "tokens": "total_tokens.sum",
+    "avg_latency": "duration_ms.avg",
+    "error_rate": "error_rate.avg",
+    "success_rate": "success_rate.avg",
+}
+HEADLINE_DIMENSION = "model"
+
+
+def headline_changes(
+    engine: Engine,
+    scope: Scope,
+    spec: FilterSpec,
+    start: datetime,
+    end: datetime,
+    *,
+    top: int = 3,
+    now: datetime | None = None,
+) -> dict[str, Change]:
+    """The Overview's headline changes by model (KPI key -> change) between its period
+    [start, end) and the one of equal length before, the `top` parts each."""
+    keys = [k for k, s in HEADLINES.items() if metric_visible(scope, s.split(".")[0])]
+    periods = Periods(start - (end - start), start, start, end)
+    found = what_changed(
+        engine,
+        scope,
+        tuple(HEADLINES[k] for k in keys),
+        HEADLINE_DIMENSION,
+        spec,
+        periods,
+        top=top,
+        now=now,
+    )
+    return dict(zip(keys, found, strict=True))
