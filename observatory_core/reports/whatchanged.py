@@ -30,7 +30,7 @@ from observatory_core.filters.spec import FilterSpec, parse_time
 from observatory_core.metrics.catalog import DIMENSIONS, METRICS, PERCENTILES, Agg, Kind
 from observatory_core.metrics.engine import MAX_SCANNED_GROUPS, run_metrics
 from observatory_core.metrics.folding import OTHER
-from observatory_core.metrics.query import MetricError, MetricQuery
+from observatory_core.metrics.query import MetricError, MetricQuery, parse_series
 from observatory_core.reports import significance as sig
 from observatory_core.semantic.metrics import sample_series
 
@@ -107,23 +107,14 @@ class Plan:
 
 def plan(series: str) -> Plan:
     """How `series` ("metric.agg", or a metric alone) splits, or a message saying why it does not."""
-    metric_name, _, agg_text = str(series).partition(".")
-    if metric_name not in METRICS:
-        raise ChangeError(f"Unknown metric {metric_name!r}; choose from {', '.join(METRICS)}.")
+    try:  # the metrics engine's reading (and its messages) of a metric and an aggregation
+        metric_name, agg = parse_series(series)
+    except MetricError as exc:
+        raise ChangeError(str(exc)) from None
     m = METRICS[metric_name]
-    if not agg_text:
+    if "." not in str(series):  # no aggregation named: totals for money and tokens, else means
         sums = m.kind == Kind.VALUE and m.unit in ("usd", "tokens")
         agg = Agg.SUM if sums else Agg.AVG if m.kind == Kind.VALUE else m.aggregations[0]
-    else:
-        try:
-            agg = Agg(agg_text)
-        except ValueError:
-            raise ChangeError(
-                f"Unknown aggregation {agg_text!r}; choose from {', '.join(a.value for a in Agg)}."
-            ) from None
-        if agg not in m.aggregations:
-            fits = ", ".join(a.value for a in m.aggregations)
-            raise ChangeError(f"{agg.value} does not fit {metric_name}; use {fits}.")
     name = f"{metric_name}.{agg.value}"
     if agg in PERCENTILES:
         raise ChangeError(f"{name}: {NOT_SPLIT}")
