@@ -91,6 +91,7 @@ def controls(scope: Scope) -> tuple[str, str, FilterSpec, Periods | None, str | 
                 )
                 or "7d"
             )
+            st.query_params["period"] = window
     st.query_params["series"], st.query_params["dimension"] = series, dimension
     try:
         filters = {k: v for k, v in _url().items() if k not in (*PARAMS, *LINK_TIMES, "period")}

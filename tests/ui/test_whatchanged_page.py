@@ -55,6 +55,7 @@ def test_a_ratio_shows_mix_and_rate(app_env):
     columns = at.dataframe[0].value.columns
     assert "Mix (traffic moved)" in columns and "Rate (its own figure)" in columns
     assert at.query_params["series"] in ("error_rate.avg", ["error_rate.avg"])
+    assert at.query_params["period"] in ("7d", ["7d"])  # the link keeps the period shown
 
 
 def test_a_percentile_is_refused_in_words(app_env):
