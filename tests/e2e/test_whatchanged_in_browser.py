@@ -11,10 +11,12 @@ pytestmark = pytest.mark.browser
 
 def test_a_manager_opens_the_full_analysis_from_the_overview(live_server, page):
     open_logged_in(page, live_server, "/overview?period=7d")
-    page.get_by_text("What drove each change (by model)").first.wait_for(timeout=30_000)
+    page.get_by_text("What drove each change (by model)").first.wait_for(timeout=60_000)
     links = page.get_by_role("link", name="Full analysis")
     links.first.wait_for(timeout=60_000)
     assert links.count() == 6  # requests, cost, tokens, latency, error and success rate
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "overview-what-drove.png"), full_page=True)
     page.locator('a[href*="series=total_cost.sum"]').click()  # the cost's
     page.wait_for_url(re.compile(r"/what_changed\?"), timeout=30_000)
     assert "series=total_cost.sum" in page.url and "before_start=" in page.url
@@ -26,5 +28,4 @@ def test_a_manager_opens_the_full_analysis_from_the_overview(live_server, page):
     assert page.locator(".js-plotly-plot .waterfalllayer, .js-plotly-plot .barlayer").count() >= 1
     page.get_by_text("Download this table (CSV)").first.wait_for(timeout=30_000)
     assert page.get_by_text("Traceback").count() == 0
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "what-changed.png"), full_page=True)
