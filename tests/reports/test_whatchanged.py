@@ -217,3 +217,24 @@ def test_viewers_get_no_costs(engine):
             what_changed(engine, viewer, series, "model", SPEC, PERIODS, now=NOW)
     change = what_changed(engine, viewer, "error_rate", "model", SPEC, PERIODS, now=NOW)
     assert change.after is not None
+
+
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.VIEWER])
+def test_headline_changes_agree_with_the_overview_tiles(engine, role):
+    from observatory_core.reports.overview import period_overview
+    from observatory_core.reports.whatchanged import HEADLINES, headline_changes
+
+    org = _seed(engine)
+    scope = admin_scope(org, role)
+    view = period_overview(engine, scope, SPEC, now=NOW)
+    changes = headline_changes(engine, scope, SPEC, view.start, view.end, now=NOW)
+    tiles = {k.key: k for k in view.kpis}
+    expected = [k for k in HEADLINES if role == Role.ADMIN or k != "cost"]
+    assert list(changes) == expected
+    for key, change in changes.items():
+        assert change.after == pytest.approx(tiles[key].current, rel=1e-9), key
+        assert change.before == pytest.approx(tiles[key].previous, rel=1e-9), key
+        assert len(change.contributions) <= 4  # the top 3 and "(other)"
+        assert sum(c.change for c in change.contributions) == pytest.approx(
+            change.after - change.before, rel=1e-9, abs=1e-12
+        )
