@@ -12,7 +12,7 @@ import streamlit as st
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import can_see, metric_visible
 from observatory_core.base.errors import UserError
-from observatory_core.filters.spec import FilterSpec
+from observatory_core.filters.spec import FilterSpec, parse_time
 from observatory_core.metrics.catalog import DIMENSION_FIELDS, DIMENSIONS, METRICS
 from observatory_core.reports.significance import HELP
 from observatory_core.reports.whatchanged import (
@@ -22,9 +22,11 @@ from observatory_core.reports.whatchanged import (
     Change,
     Periods,
     link_params,
+    plan,
     splittable,
 )
 from observatory_core.ui import cached, format
+from observatory_core.ui.filters import url_params
 from observatory_core.ui.overview_view import PERIODS
 
 PAGE = "pages/what_changed.py"
@@ -94,7 +96,9 @@ def controls(scope: Scope) -> tuple[str, str, FilterSpec, Periods | None, str | 
             st.query_params["period"] = window
     st.query_params["series"], st.query_params["dimension"] = series, dimension
     try:
-        filters = {k: v for k, v in _url().items() if k not in (*PARAMS, *LINK_TIMES, "period")}
+        filters = {
+            k: v for k, v in url_params().items() if k not in (*PARAMS, *LINK_TIMES, "period")
+        }
         spec = FilterSpec.from_query_params(filters)
         if linked:
             spec = spec.replace(
@@ -113,20 +117,12 @@ def controls(scope: Scope) -> tuple[str, str, FilterSpec, Periods | None, str | 
     return series, dimension, spec, periods, problem
 
 
-def _url() -> dict[str, list[str]]:
-    return {k: st.query_params.get_all(k) for k in st.query_params}
-
-
 def _time(name: str) -> datetime:
-    from observatory_core.filters.spec import parse_time
-
     return parse_time(name, st.query_params[name])
 
 
 def _refusal(scope: Scope, asked: str) -> str:
     """Why a linked series is not offered: the core's own message."""
-    from observatory_core.reports.whatchanged import plan
-
     try:
         p = plan(asked)
     except UserError as exc:
