@@ -42,6 +42,7 @@ FAMILIES = {
     "api": "api_",
     "grid": "grid_",
     "remap": "remap_",
+    "changes": "changes_",
 }
 
 
@@ -84,7 +85,7 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         f"({meta['machine']}, {meta['cpus']} cores; {meta['measured_at']}, exports "
         f"{meta['exports_measured_at']}, ingest {meta.get('ingest_measured_at')}, alerts "
         f"{meta.get('alerts_measured_at')}, API {meta.get('api_measured_at')}, grid "
-        f"{meta.get('grid_measured_at')}). Figures are what was measured, "
+        f"{meta.get('grid_measured_at')}, what changed {meta.get('changes_measured_at')}). Figures are what was measured, "
         "nothing is estimated. Data: the demo generator (`--days 30 --seed 7`). Query timings are the "
         "median and p95 of repeated runs after one warm-up run. Peak RSS is that case's process "
         "maximum so far (load included).",
@@ -147,6 +148,11 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "with its own key, cycling through the explorer's typical filters over the demo data's last "
         "day and week, for 30 s; latency end to end at the client (p99 in results.json), rows/s is "
         "requests per second. Target: p95 <= 80 ms.",
+        "- `changes_*`: What changed (`reports/whatchanged.py`) over the last 7 days against the 7 "
+        "before, 'now' 17 minutes past the hour: total cost and the error rate (mix and rate) by "
+        "model, from rollups; average latency by user, from raw spans (users are not in the "
+        "rollups); `changes_overview_headlines_7d`: the Overview's six headline changes by model, "
+        "read by one pair of queries.",
         "",
         *grid_section(grid),
     ]
@@ -270,6 +276,19 @@ def main() -> None:
         entries += run_pg_case("API", "bench.api_case", max(sizes))
     if only in (None, "grid"):  # before ingest, which adds spans to the PostgreSQL database
         entries += [e for db in dbs for e in run_grid(db, max(sizes))]
+    if only in (None, "changes"):  # What changed, on the main case's databases
+        entries += [
+            e
+            for db in dbs
+            for e in _run(
+                f"what changed on {db} with {max(sizes):,} spans",
+                "bench.changes_case",
+                "--db",
+                db,
+                "--size",
+                str(max(sizes)),
+            )
+        ]
     if "postgresql" in dbs and only in (None, "remap"):  # a database of its own
         entries += _run("remap on postgresql", "bench.remap_case")
     if "postgresql" in dbs and only in (None, "ingest"):  # last: it adds spans to the database

@@ -8,6 +8,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.reports.overview import TOP_BY, set_budget
 from observatory_core.ui import cached
 from observatory_core.ui import overview_view as ov
+from observatory_core.ui import whatchanged_view as wc
 from observatory_core.ui.session import current_scope, engine
 
 scope = current_scope()
@@ -22,6 +23,10 @@ st.caption(
     f"period of equal length before. {view.source}"
 )
 ov.kpi_tiles(view)
+with st.expander("What drove each change (by model)", expanded=True):
+    wc.headline_contributors(
+        cached.headlines(scope, spec.to_json(), view.start, view.end, now), scope
+    )
 
 st.subheader("Top")
 ranks = [b for b in TOP_BY if metric_visible(scope, TOP_BY[b].split(".")[0])]

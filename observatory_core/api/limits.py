@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 from observatory_core.base.settings import get_settings
 from observatory_core.storage.budget import time_budget
 
-_HEAVY = re.compile(r"/(metrics|traces)(/|$)")
+_HEAVY = re.compile(r"/(metrics|traces|changes)(/|$)")
 
 
 class ReadGuard:

@@ -378,6 +378,10 @@ def _parse_time(name: str, raw: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# The same reading for a page's or a route's own times (What changed's baseline period).
+parse_time = _parse_time
+
+
 def _parse_number(name: str, raw: str) -> float:
     try:
         value = float(raw)

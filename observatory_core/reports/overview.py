@@ -73,14 +73,6 @@ class Overview:
     source: str  # how the period totals were computed (rollup or raw, with the percentile note)
 
 
-def _sumsq(row: dict, metric: str, n: int) -> float:
-    """Σx² from count, mean and sample standard deviation (what the noise tests need)."""
-    mean, sd = row[f"{metric}.avg"], row[f"{metric}.stddev"]
-    if not n or mean is None:
-        return 0.0
-    return (n - 1) * (sd or 0.0) ** 2 + n * mean**2
-
-
 def _slower_than(
     engine: Engine, scope: Scope, result: MetricResult, spec: FilterSpec, now: datetime, ms: float
 ) -> int:
@@ -161,10 +153,10 @@ def period_overview(
     def total(metric: str) -> sig.Verdict:
         return sig.totals(
             ra[f"{metric}.sum"],
-            _sumsq(ra, metric, na),
+            sig.sumsq(ra, metric, na),
             na,
             rb[f"{metric}.sum"],
-            _sumsq(rb, metric, nb),
+            sig.sumsq(rb, metric, nb),
             nb,
         )
 
@@ -187,10 +179,10 @@ def period_overview(
             rb["duration_ms.avg"],
             sig.means(
                 (ra["duration_ms.avg"] or 0) * na,
-                _sumsq(ra, "duration_ms", na),
+                sig.sumsq(ra, "duration_ms", na),
                 na,
                 (rb["duration_ms.avg"] or 0) * nb,
-                _sumsq(rb, "duration_ms", nb),
+                sig.sumsq(rb, "duration_ms", nb),
                 nb,
             ),
             higher_is_better=False,

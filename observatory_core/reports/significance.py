@@ -77,6 +77,15 @@ def proportions(hits_a: int, n_a: int, hits_b: int, n_b: int) -> Verdict:
     return _z(hits_a / n_a - hits_b / n_b, pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
 
 
+def sumsq(row: dict, metric: str, n: int) -> float:
+    """Σx² from count, mean and sample standard deviation (what the noise tests need), read
+    from a metrics row's `<metric>.avg` and `<metric>.stddev`."""
+    mean, sd = row.get(f"{metric}.avg"), row.get(f"{metric}.stddev")
+    if not n or mean is None:
+        return 0.0
+    return (n - 1) * (sd or 0.0) ** 2 + n * mean**2
+
+
 def unless_unchanged(verdict: Verdict, current: float | None, previous: float | None) -> Verdict:
     """The verdict, except that a zero change (or nothing to compare) is never beyond noise."""
     if current is None or previous is None:

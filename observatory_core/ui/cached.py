@@ -20,6 +20,7 @@ from observatory_core.reports.overview import (
     top,
 )
 from observatory_core.reports.summary import HomeSummary, home_summary
+from observatory_core.reports.whatchanged import Change, Periods, headline_changes, what_changed
 from observatory_core.traces.detail import TraceDetail, get_trace
 from observatory_core.traces.query import Page, list_spans
 from observatory_core.traces.values import distinct_values, project_choices
@@ -140,6 +141,40 @@ def daily_cost(scope: Scope, spec_json: str, minute: str) -> MetricResult:
 @st.cache_data(ttl=60, show_spinner=False)
 def burn(scope: Scope, minute: str) -> BudgetBurn:
     return budget_burn(engine(), scope, now=datetime.fromisoformat(minute))
+
+
+@st.cache_data(ttl=60, show_spinner="Splitting the change…")
+def change(
+    scope: Scope,
+    series: str,
+    dimension: str,
+    spec_json: str,
+    periods: Periods | None,
+    minute: str,
+) -> Change:
+    return what_changed(
+        engine(),
+        scope,
+        series,
+        dimension,
+        FilterSpec.from_json(spec_json),
+        periods,
+        now=datetime.fromisoformat(minute),
+    )
+
+
+@st.cache_data(ttl=60, show_spinner="Finding what drove each change…")
+def headlines(
+    scope: Scope, spec_json: str, start: datetime, end: datetime, minute: str
+) -> dict[str, Change]:
+    return headline_changes(
+        engine(),
+        scope,
+        FilterSpec.from_json(spec_json),
+        start,
+        end,
+        now=datetime.fromisoformat(minute),
+    )
 
 
 def minute() -> str:
