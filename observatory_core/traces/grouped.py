@@ -1,5 +1,5 @@
 """What the Users and Sessions lists share: one page of groups of spans (an end user's, a
-session's), sorted, searched by id and paged by offset, under the same filter as the explorer.
+session's), sorted, searched by id (`id_contains`) and paged by offset, under the same filter as the explorer.
 
 Offsets, not keyset cursors: each page aggregates the filter's spans anyway (a group's figures
 are not known before its spans are summed), so a cursor would save nothing; the offset is
@@ -50,7 +50,7 @@ def check_page(
     direction: str,
     limit: int,
     offset: int,
-    search: str | None,
+    id_contains: str | None,
 ) -> None:
     """Refuse what no page could answer, with what to do instead."""
     scope.require(Permission.METRICS_READ)
@@ -66,8 +66,10 @@ def check_page(
             f"Offset must be a whole number from 0 to {MAX_OFFSET:,}, got {offset!r}; "
             "narrow the filter or search instead of paging that far."
         )
-    if search is not None and (not isinstance(search, str) or len(search) > MAX_SEARCH):
-        raise UserError(f"Search for at most {MAX_SEARCH} characters.")
+    if id_contains is not None and (
+        not isinstance(id_contains, str) or len(id_contains) > MAX_SEARCH
+    ):
+        raise UserError(f"Search ids for at most {MAX_SEARCH} characters.")
 
 
 def matching_spans(engine: Engine, scope: Scope, spec: FilterSpec, as_of: datetime, column) -> list:
@@ -82,9 +84,10 @@ def matching_spans(engine: Engine, scope: Scope, spec: FilterSpec, as_of: dateti
     ]
 
 
-def id_search(column, search: str | None) -> list:
-    """Case-insensitive substring of the id, taken literally (% and _ are not wildcards)."""
-    needle = (search or "").strip().lower()
+def id_search(column, id_contains: str | None) -> list:
+    """Case-insensitive substring of the id, taken literally (% and _ are not wildcards).
+    Not `FilterSpec.search`, which searches prompt and answer text."""
+    needle = (id_contains or "").strip().lower()
     return [func.lower(column).contains(needle, autoescape=True)] if needle else []
 
 

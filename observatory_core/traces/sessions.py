@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import BigInteger, Float, and_, cast, func, or_, select, true
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Permission
@@ -78,9 +78,10 @@ def _sessions_of(pairs, scope: Scope, shown: tuple[str, ...]):
         "trace_count": func.count(),
         "first_seen": first,
         "last_seen": last,
-        "duration_ms": (epoch_us(last) - epoch_us(first)) / 1000.0,
-        "total_cost_usd": func.coalesce(func.sum(t.total_cost_usd), 0.0),
-        "error_count": func.coalesce(func.sum(t.error_count), 0),
+        # plain types: PostgreSQL's sums of bigints and epoch arithmetic are numeric
+        "duration_ms": cast((epoch_us(last) - epoch_us(first)) / 1000.0, Float),
+        "total_cost_usd": cast(func.coalesce(func.sum(t.total_cost_usd), 0.0), Float),
+        "error_count": cast(func.coalesce(func.sum(t.error_count), 0), BigInteger),
     }
     return (
         select(p.session_id, *(v.label(k) for k, v in figures.items() if k in shown))
@@ -94,7 +95,7 @@ def list_sessions(
     scope: Scope,
     spec: FilterSpec,
     *,
-    search: str | None = None,
+    id_contains: str | None = None,
     sort: str = "last_seen",
     direction: str = "desc",
     limit: int = 50,
@@ -102,7 +103,7 @@ def list_sessions(
     now: datetime | None = None,
 ) -> GroupPage:
     """One page of sessions with a span matching `spec`, sorted, searched by session id."""
-    check_page(scope, sort, SORTS, direction, limit, offset, search)
+    check_page(scope, sort, SORTS, direction, limit, offset, id_contains)
     as_of = now or datetime.now(UTC)
     c = spans.c
     pairs = (
@@ -110,7 +111,7 @@ def list_sessions(
         .select_from(spans)
         .where(
             *matching_spans(engine, scope, spec, as_of, c.session_id),
-            *id_search(c.session_id, search),
+            *id_search(c.session_id, id_contains),
         )
         .group_by(c.session_id, c.trace_id)
         .cte("pairs")

@@ -53,7 +53,7 @@ def list_users(
     scope: Scope,
     spec: FilterSpec,
     *,
-    search: str | None = None,
+    id_contains: str | None = None,
     sort: str = "request_count",
     direction: str = "desc",
     limit: int = 50,
@@ -61,7 +61,7 @@ def list_users(
     now: datetime | None = None,
 ) -> GroupPage:
     """One page of end users whose spans match `spec`, sorted, searched by user id."""
-    check_page(scope, sort, SORTS, direction, limit, offset, search)
+    check_page(scope, sort, SORTS, direction, limit, offset, id_contains)
     as_of = now or datetime.now(UTC)
     c = spans.c
     call = c.llm_call == true()
@@ -85,7 +85,8 @@ def list_users(
         select(c.user_id, *(v.label(k) for k, v in figures.items() if k in shown))
         .select_from(spans)
         .where(
-            *matching_spans(engine, scope, spec, as_of, c.user_id), *id_search(c.user_id, search)
+            *matching_spans(engine, scope, spec, as_of, c.user_id),
+            *id_search(c.user_id, id_contains),
         )
         .group_by(c.user_id)
     )

@@ -127,11 +127,13 @@ def test_sort_search_and_pages(explorer):
     second = list_users(engine, scope, spec, sort="total_cost_usd", limit=5, offset=5, now=NOW)
     assert [r["user_id"] for r in first.rows + second.rows] == [r["user_id"] for r in whole[:10]]
     assert first.next_offset == 5 and first.total == len(whole)
-    found = list_users(engine, scope, spec, search="USER-1", limit=1000, now=NOW).rows
+    found = list_users(engine, scope, spec, id_contains="USER-1", limit=1000, now=NOW).rows
     assert {r["user_id"] for r in found} == {
         r["user_id"] for r in whole if "user-1" in r["user_id"]
     }
-    assert list_users(engine, scope, spec, search="%", now=NOW).total == 0  # literal, no wildcard
+    assert (
+        list_users(engine, scope, spec, id_contains="%", now=NOW).total == 0
+    )  # literal, no wildcard
     ascending = list_sessions(engine, scope, spec, sort="trace_count", direction="asc", now=NOW)
     counts = [r["trace_count"] for r in ascending.rows]
     assert counts == sorted(counts)
