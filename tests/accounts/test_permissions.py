@@ -45,12 +45,23 @@ def test_navigation_lists_only_permitted_pages():
     titles = {
         role: [p.title for p in PAGES if Scope(org_id=1, role=role).can(p.needs)] for role in ROLES
     }
-    assert titles[Role.BILLING] == ["Home", "Overview", "Metrics", "Exports", "Alerts", "Live"]
+    assert titles[Role.BILLING] == [
+        "Home",
+        "Overview",
+        "Metrics",
+        "Users",
+        "Sessions",
+        "Exports",
+        "Alerts",
+        "Live",
+    ]
     assert titles[Role.VIEWER] == [
         "Home",
         "Overview",
         "Metrics",
         "Traces",
+        "Users",
+        "Sessions",
         "Exports",
         "Alerts",
         "Live",
