@@ -42,6 +42,7 @@ FAMILIES = {
     "api": "api_",
     "grid": "grid_",
     "remap": "remap_",
+    "people": "people_",
 }
 
 
@@ -147,6 +148,13 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "with its own key, cycling through the explorer's typical filters over the demo data's last "
         "day and week, for 30 s; latency end to end at the client (p99 in results.json), rows/s is "
         "requests per second. Target: p95 <= 80 ms.",
+        "- `people_*` (measured "
+        f"{meta.get('people_measured_at')}): the Users and Sessions views' first pages (50 rows) "
+        "over the last 24 hours, 7 and 30 days of the demo org, by their default sort (requests; "
+        "last seen) and by cost, users searched by part of an id, and one session opened as a "
+        "conversation (`people_open_session`), each in a database of its own of this size. "
+        "The lists aggregate every span of the window that names a user (a session): read "
+        "through the covering indexes of migration 0019, per-trace totals from `trace_totals`.",
         "",
         *grid_section(grid),
     ]
@@ -270,6 +278,20 @@ def main() -> None:
         entries += run_pg_case("API", "bench.api_case", max(sizes))
     if only in (None, "grid"):  # before ingest, which adds spans to the PostgreSQL database
         entries += [e for db in dbs for e in run_grid(db, max(sizes))]
+    if only in (None, "people"):  # databases of its own, at each size
+        entries += [
+            e
+            for size in sizes
+            for db in dbs
+            for e in _run(
+                f"users and sessions on {db} with {size:,} spans",
+                "bench.people_case",
+                "--db",
+                db,
+                "--size",
+                str(size),
+            )
+        ]
     if "postgresql" in dbs and only in (None, "remap"):  # a database of its own
         entries += _run("remap on postgresql", "bench.remap_case")
     if "postgresql" in dbs and only in (None, "ingest"):  # last: it adds spans to the database

@@ -35,6 +35,7 @@ from observatory_core.traces.grouped import (
     id_search,
     matching_spans,
     read_page,
+    through_index,
 )
 from observatory_core.traces.trace_lists import summed_totals
 
@@ -106,16 +107,18 @@ def list_sessions(
     check_page(scope, sort, SORTS, direction, limit, offset, id_contains)
     as_of = now or datetime.now(UTC)
     c = spans.c
-    pairs = (
+    pairs = through_index(
+        engine,
         select(c.session_id, c.trace_id, func.min(c.user_id).label("user_id"))
         .select_from(spans)
         .where(
             *matching_spans(engine, scope, spec, as_of, c.session_id),
             *id_search(c.session_id, id_contains),
         )
-        .group_by(c.session_id, c.trace_id)
-        .cte("pairs")
-    )
+        .group_by(c.session_id, c.trace_id),
+        spec,
+        "ix_spans_org_sessions_window",
+    ).cte("pairs")
     grouped = _sessions_of(pairs, scope, session_columns(scope))
     return read_page(engine, grouped, "session_id", sort, direction, limit, offset, as_of)
 

@@ -28,6 +28,7 @@ from observatory_core.traces.grouped import (
     id_search,
     matching_spans,
     read_page,
+    through_index,
 )
 
 SORTS = (
@@ -81,13 +82,16 @@ def list_users(
         "last_seen": func.max(c.start_time),
     }
     shown = user_columns(scope)
-    grouped = (
+    grouped = through_index(
+        engine,
         select(c.user_id, *(v.label(k) for k, v in figures.items() if k in shown))
         .select_from(spans)
         .where(
             *matching_spans(engine, scope, spec, as_of, c.user_id),
             *id_search(c.user_id, id_contains),
         )
-        .group_by(c.user_id)
+        .group_by(c.user_id),
+        spec,
+        "ix_spans_org_users_window",
     )
     return read_page(engine, grouped, "user_id", sort, direction, limit, offset, as_of)
