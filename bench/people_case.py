@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 from datetime import timedelta
 
-from sqlalchemy import create_engine, text
-
-from bench.case import END, PG_ADMIN, analyse, demo_org_and_size, peak_rss_mb, timed
+from bench.case import END, analyse, demo_org_and_size, fresh_url, peak_rss_mb, timed
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.demo.load import load_demo
@@ -28,29 +25,12 @@ from observatory_core.traces.users import list_users
 RUNS = 7
 
 
-def _url(db: str, size: int) -> str:
-    """A fresh database named for this case."""
-    if db == "sqlite":
-        path = pathlib.Path("bench/data") / f"people_{size}.db"
-        for suffix in ("", "-wal", "-shm"):
-            pathlib.Path(f"{path}{suffix}").unlink(missing_ok=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    name = f"obs_bench_people_{size}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=("sqlite", "postgresql"), required=True)
     parser.add_argument("--size", type=int, required=True)
     args = parser.parse_args()
-    engine = get_engine(_url(args.db, args.size))
+    engine = get_engine(fresh_url(args.db, args.size, "bench/data", "bench_people"))
     upgrade(engine)
     load_demo(engine, spans=args.size, days=30, seed=7, end=END)
     analyse(engine, args.db)

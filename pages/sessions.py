@@ -19,7 +19,9 @@ st.caption(
 id_contains, sort, direction, size = people_view.controls(scope, SORTS, "session")
 view = (spec.to_json(), id_contains, sort, direction, size)
 offset = people_view.offset(view, "sessions")
-page = people_view.sessions(scope, spec.to_json(), id_contains, sort, direction, size, offset)
+page = people_view.listed(
+    "sessions", scope, spec.to_json(), id_contains, sort, direction, size, offset
+)
 
 if page.rows:
     people_view.top_chart(page, "session_id", sort)

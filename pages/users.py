@@ -19,7 +19,9 @@ st.caption(
 id_contains, sort, direction, size = people_view.controls(scope, SORTS, "user")
 view = (spec.to_json(), id_contains, sort, direction, size)
 offset = people_view.offset(view, "users")
-page = people_view.users(scope, spec.to_json(), id_contains, sort, direction, size, offset)
+page = people_view.listed(
+    "users", scope, spec.to_json(), id_contains, sort, direction, size, offset
+)
 
 if not page.rows:
     st.info(

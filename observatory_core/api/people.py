@@ -28,7 +28,9 @@ IdContains = Annotated[
 ]
 
 
-def _page(request: Request, page: GroupPage) -> FastJSON:
+def _page(request: Request, scope: Scope, read, **kw) -> FastJSON:
+    """One page of `read` (list_users, list_sessions) under the query string's filters."""
+    page: GroupPage = read(engine(), scope, filter_spec(request, OWN), **kw)
     body = {"data": page.rows, "total": page.total, "next_offset": page.next_offset}
     return FastJSON({**body, "meta": meta(request)})
 
@@ -56,18 +58,16 @@ def users(
 ) -> FastJSON:
     """End users (the spans' user id) with their LLM calls, cost, tokens, errors, traces and
     first and last seen, over the spans the filters select."""
-    spec = filter_spec(request, OWN)
-    page = list_users(
-        engine(),
+    return _page(
+        request,
         scope,
-        spec,
+        list_users,
         id_contains=id_contains,
         sort=sort,
         direction=direction,
         limit=limit,
         offset=offset,
     )
-    return _page(request, page)
 
 
 @router.get(
@@ -95,18 +95,16 @@ def sessions(
 ) -> FastJSON:
     """Sessions with a span the filters select: their traces, first and last time, duration,
     cost over those traces and user."""
-    spec = filter_spec(request, OWN)
-    page = list_sessions(
-        engine(),
+    return _page(
+        request,
         scope,
-        spec,
+        list_sessions,
         id_contains=id_contains,
         sort=sort,
         direction=direction,
         limit=limit,
         offset=offset,
     )
-    return _page(request, page)
 
 
 @router.get("/sessions/{session_id}", response_model=SessionBody, responses=errors(400, 403, 404))

@@ -41,8 +41,12 @@ UNITS = {
 SIZES = [25, 50, 100, 250]
 
 
-@st.cache_data(ttl=30, show_spinner="Adding up users…")
-def users(
+LISTS = {"users": list_users, "sessions": list_sessions}
+
+
+@st.cache_data(ttl=30, show_spinner="Adding up…")
+def listed(
+    kind: str,
     scope: Scope,
     spec_json: str,
     id_contains: str,
@@ -51,29 +55,8 @@ def users(
     size: int,
     offset: int,
 ) -> GroupPage:
-    return list_users(
-        engine(),
-        scope,
-        FilterSpec.from_json(spec_json),
-        id_contains=id_contains or None,
-        sort=sort,
-        direction=direction,
-        limit=size,
-        offset=offset,
-    )
-
-
-@st.cache_data(ttl=30, show_spinner="Adding up sessions…")
-def sessions(
-    scope: Scope,
-    spec_json: str,
-    id_contains: str,
-    sort: str,
-    direction: str,
-    size: int,
-    offset: int,
-) -> GroupPage:
-    return list_sessions(
+    """A page of users or sessions (`kind`), fresh for 30 s."""
+    return LISTS[kind](
         engine(),
         scope,
         FilterSpec.from_json(spec_json),
