@@ -23,14 +23,20 @@ SPECS = [
 ]
 
 
-def _matching(explorer, spec: FilterSpec) -> pl.DataFrame:
+def _visible(explorer, projects=None) -> pl.DataFrame:
+    """The raw rows a scope limited to `projects` sees (None: the whole org's)."""
     df = explorer["df"]
+    return df if projects is None else df.filter(pl.col("project_id").is_in(list(projects)))
+
+
+def _matching(explorer, spec: FilterSpec, projects=None) -> pl.DataFrame:
+    df = _visible(explorer, projects)
     ids = reference_ids(df, spec, NOW, explorer["acme"])
     return df.filter(pl.col("id").is_in(list(ids)) & pl.col("duplicate_of").is_null())
 
 
-def _reference_users(explorer, spec: FilterSpec) -> dict[str, dict]:
-    rows = _matching(explorer, spec).filter(pl.col("user_id").is_not_null())
+def _reference_users(explorer, spec: FilterSpec, projects=None) -> dict[str, dict]:
+    rows = _matching(explorer, spec, projects).filter(pl.col("user_id").is_not_null())
     calls = pl.col("id").is_in(list(reference_llm_calls(explorer["df"])))
     per_user = rows.group_by("user_id").agg(
         calls.sum().alias("request_count"),
@@ -44,8 +50,8 @@ def _reference_users(explorer, spec: FilterSpec) -> dict[str, dict]:
     return {r["user_id"]: r for r in per_user.to_dicts()}
 
 
-def _reference_sessions(explorer, spec: FilterSpec) -> dict[str, dict]:
-    df = explorer["df"].filter(
+def _reference_sessions(explorer, spec: FilterSpec, projects=None) -> dict[str, dict]:
+    df = _visible(explorer, projects).filter(
         (pl.col("org_id") == explorer["acme"]) & pl.col("duplicate_of").is_null()
     )
     trees = df.group_by("trace_id").agg(
@@ -54,7 +60,7 @@ def _reference_sessions(explorer, spec: FilterSpec) -> dict[str, dict]:
         pl.col("total_cost_usd").sum().alias("cost"),
         (pl.col("status") == "error").sum().alias("errors"),
     )
-    rows = _matching(explorer, spec).filter(pl.col("session_id").is_not_null())
+    rows = _matching(explorer, spec, projects).filter(pl.col("session_id").is_not_null())
     pairs = rows.group_by("session_id", "trace_id").agg(pl.col("user_id").min())
     per = (
         pairs.join(trees, on="trace_id")
@@ -100,6 +106,28 @@ def test_sessions_figures_equal_polars(explorer, spec):
         assert row["first_seen"] == want["first_seen"] and row["last_seen"] == want["last_seen"]
         span = (want["last_seen"] - want["first_seen"]).total_seconds() * 1000
         assert row["duration_ms"] == pytest.approx(span, abs=0.01)
+
+
+def test_a_project_filter_and_a_project_limited_scope(explorer):
+    """Through the covering indexes (time and project): a project filter, and a user who may
+    see one project only, whose traces' totals cover that project's spans alone."""
+    engine, (first, _) = explorer["engine"], explorer["projects"]
+    spec = FilterSpec(relative="7d", project_ids=(first,))
+    for scope, projects in (
+        (admin_scope(explorer["acme"]), None),
+        (admin_scope(explorer["acme"], project_ids=frozenset({first})), (first,)),
+    ):
+        users = list_users(engine, scope, spec, limit=1000, now=NOW).rows
+        want = _reference_users(explorer, spec, projects)
+        assert {r["user_id"]: r["request_count"] for r in users} == {
+            u: w["request_count"] for u, w in want.items()
+        }
+        sessions = list_sessions(engine, scope, spec, limit=1000, now=NOW).rows
+        want = _reference_sessions(explorer, spec, projects)
+        assert len(sessions) == len(want) > 0
+        for row in sessions:
+            assert row["total_cost_usd"] == pytest.approx(want[row["session_id"]]["total_cost_usd"])
+            assert row["trace_count"] == want[row["session_id"]]["trace_count"]
 
 
 def test_a_users_traces_are_the_explorers_for_that_user(explorer):
