@@ -176,8 +176,8 @@ def top_chart(page: GroupPage, key: str, sort: str) -> None:
 
 
 def explorer_links(scope: Scope, spec: FilterSpec, whose: str, **ids: tuple[str, ...]) -> None:
-    """Links to the Traces explorer (traces mode) and the Sessions view, under the page's
-    filter narrowed to `ids` (user_ids=...): the same FilterSpec, so the same spans."""
+    """Links to the Traces explorer (traces mode), the Sessions view and a new export, under
+    the page's filter narrowed to `ids` (user_ids=...): the same FilterSpec, so the same spans."""
     narrowed = spec.replace(**ids).to_query_params()
     cols = st.columns(3)
     if scope.can(Permission.TRACES_READ):
@@ -192,6 +192,13 @@ def explorer_links(scope: Scope, spec: FilterSpec, whose: str, **ids: tuple[str,
             "pages/sessions.py",
             label="Their sessions",
             icon=":material/forum:",
+            query_params=narrowed,
+        )
+    if scope.can(Permission.EXPORTS_CREATE):  # the same spans, as a file
+        cols[2].page_link(
+            "pages/exports.py",
+            label=f"Export {whose.lower()} spans",
+            icon=":material/download:",
             query_params=narrowed,
         )
 

@@ -66,6 +66,7 @@ def test_a_user_links_to_their_traces_with_the_same_filter(app_env):
     want = {"relative": ["7d"], "user_ids": [user["user_id"]]}
     assert links["Their traces"] == ("traces", {**want, "mode": ["traces"]})
     assert links["Their sessions"] == ("sessions", want)
+    assert links["Export their spans"] == ("exports", want)
 
 
 def test_viewer_sees_no_cost_and_billing_no_traces_link(app_env):
@@ -79,6 +80,7 @@ def test_viewer_sees_no_cost_and_billing_no_traces_link(app_env):
     assert not at.exception, at.exception
     assert "total_cost_usd" in at.dataframe[0].value.columns
     assert "Their traces" not in _links(at) and "Their sessions" in _links(at)
+    assert "Export their spans" in _links(at)  # billing may export (no text fields)
 
 
 def test_sessions_table_and_a_session_as_a_conversation(app_env):
