@@ -39,16 +39,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fresh_url(db: str, size: int, folder: str) -> str:
+def fresh_url(db: str, size: int, folder: str, stem: str = "bench") -> str:
+    """An empty database for `size` spans; `stem` names a case's own (a parallel run of another
+    case keeps its database)."""
     if db == "sqlite":
         import pathlib
 
-        path = pathlib.Path(folder) / f"bench_{size}.db"
+        path = pathlib.Path(folder) / f"{stem}_{size}.db"
         for suffix in ("", "-wal", "-shm"):
             pathlib.Path(f"{path}{suffix}").unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
-    name = f"obs_bench_{size}"
+    name = f"obs_{stem}_{size}"
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -43,6 +43,7 @@ FAMILIES = {
     "grid": "grid_",
     "remap": "remap_",
     "changes": "changes_",
+    "people": "people_",
 }
 
 
@@ -153,6 +154,13 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "model, from rollups; average latency by user, from raw spans (users are not in the "
         "rollups); `changes_overview_headlines_7d`: the Overview's six headline changes by model, "
         "read by one pair of queries.",
+        "- `people_*` (measured "
+        f"{meta.get('people_measured_at')}): the Users and Sessions views' first pages (50 rows) "
+        "over the last 24 hours, 7 and 30 days of the demo org, by their default sort (requests; "
+        "last seen) and by cost, users searched by part of an id, and one session opened as a "
+        "conversation (`people_open_session`), each in a database of its own of this size. "
+        "The lists aggregate every span of the window that names a user (a session): read "
+        "through the covering indexes of migration 0019, per-trace totals from `trace_totals`.",
         "",
         *grid_section(grid),
     ]
@@ -287,6 +295,20 @@ def main() -> None:
                 db,
                 "--size",
                 str(max(sizes)),
+            )
+        ]
+    if only in (None, "people"):  # databases of its own, at each size
+        entries += [
+            e
+            for size in sizes
+            for db in dbs
+            for e in _run(
+                f"users and sessions on {db} with {size:,} spans",
+                "bench.people_case",
+                "--db",
+                db,
+                "--size",
+                str(size),
             )
         ]
     if "postgresql" in dbs and only in (None, "remap"):  # a database of its own

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from observatory_core.api import changes, exports, metrics, traces
+from observatory_core.api import changes, exports, metrics, people, traces
 from observatory_core.api.common import refresh_filter_parameters
 from observatory_core.api.context import ApiError, RequestContext, meta
 from observatory_core.api.limits import ReadGuard
@@ -106,6 +106,6 @@ def create_app() -> FastAPI:
     for kind, status, code, headers, message in KNOWN_ERRORS:
         app.add_exception_handler(kind, _handler(status, code, headers, message))
 
-    for module in (traces, metrics, changes, exports):
+    for module in (traces, metrics, changes, exports, people):
         app.include_router(module.router)
     return app

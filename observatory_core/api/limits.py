@@ -1,5 +1,5 @@
 """Bounds on what one request may cost: a time budget for every read, and a cap on heavy reads
-(traces and metrics) running at once, per key and per process.
+(traces, metrics, users and sessions) running at once, per key and per process.
 
 A request past its budget is stopped in the database and answered 503 `timeout` with
 `Retry-After`; a key with too many heavy reads already running is answered 429; past the
@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 from observatory_core.base.settings import get_settings
 from observatory_core.storage.budget import time_budget
 
-_HEAVY = re.compile(r"/(metrics|traces|changes)(/|$)")
+_HEAVY = re.compile(r"/(metrics|traces|changes|users|sessions)(/|$)")
 
 
 class ReadGuard:

@@ -185,6 +185,34 @@ spans = Table(
         sqlite_where=text("duplicate_of IS NOT NULL"),
         postgresql_where=text("duplicate_of IS NOT NULL"),
     ),
+    # Added by migration 0019: the columns the Users and Sessions lists read, for the spans
+    # that name a user (a session) and count, so a window is read from the index alone
+    # (traces/users.py, traces/sessions.py).
+    Index(
+        "ix_spans_org_users_window",
+        "org_id",
+        "start_time",
+        "user_id",
+        "project_id",
+        "trace_id",
+        "llm_call",
+        "status",
+        "total_tokens",
+        "total_cost_usd",
+        sqlite_where=text("user_id IS NOT NULL AND duplicate_of IS NULL"),
+        postgresql_where=text("user_id IS NOT NULL AND duplicate_of IS NULL"),
+    ),
+    Index(
+        "ix_spans_org_sessions_window",
+        "org_id",
+        "start_time",
+        "session_id",
+        "project_id",
+        "trace_id",
+        "user_id",
+        sqlite_where=text("session_id IS NOT NULL AND duplicate_of IS NULL"),
+        postgresql_where=text("session_id IS NOT NULL AND duplicate_of IS NULL"),
+    ),
     # Added by migration 0014: the few `other` spans counted as LLM calls, so a batch learns
     # cheaply whether a stored one in its traces may need re-deciding (ingest/llm_calls.py).
     Index(

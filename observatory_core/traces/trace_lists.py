@@ -125,8 +125,9 @@ def read_roots(
     return rows, next_cursor, total
 
 
-def _summed(scope: Scope, which):
-    """Per trace: its trace_totals rows (one per project) added up, for the traces `which` picks."""
+def summed_totals(scope: Scope, which):
+    """Per trace: its trace_totals rows (one per project) added up, for the traces `which` picks
+    (also the per-trace totals of the Sessions view, `traces/sessions.py`)."""
     t = trace_totals
     return (
         select(
@@ -200,7 +201,7 @@ def _totals_by_window(scope: Scope, spec: FilterSpec, where: list, as_of: dateti
         t.c.last_end,
     ).where(*matches, t.c.shared.is_(False))
     shared = select(t.c.trace_id).where(*matches, is_shared(t))
-    return union_all(alone, _summed(scope, t.c.trace_id.in_(shared))).subquery("per_trace")
+    return union_all(alone, summed_totals(scope, t.c.trace_id.in_(shared))).subquery("per_trace")
 
 
 def read_by_tree(
@@ -228,7 +229,9 @@ def read_by_tree(
         per_trace = _totals_by_window(scope, spec, where, as_of, max_id)
     else:
         matching = scoped_spans(scope, spans.c.trace_id).where(*where)
-        per_trace = _summed(scope, trace_totals.c.trace_id.in_(matching)).subquery("per_trace")
+        per_trace = summed_totals(scope, trace_totals.c.trace_id.in_(matching)).subquery(
+            "per_trace"
+        )
     p = per_trace.c
 
     def pinned(kept, value, whole: bool = True):

@@ -30,6 +30,8 @@ PAGES = (
         Permission.METRICS_READ,
     ),
     PageSpec("pages/traces.py", "Traces", ":material/account_tree:", Permission.TRACES_READ),
+    PageSpec("pages/users.py", "Users", ":material/group:", Permission.METRICS_READ),
+    PageSpec("pages/sessions.py", "Sessions", ":material/forum:", Permission.METRICS_READ),
     PageSpec("pages/exports.py", "Exports", ":material/download:", Permission.EXPORTS_READ),
     PageSpec("pages/alerts.py", "Alerts", ":material/notifications:", Permission.ALERTS_READ),
     PageSpec("pages/live.py", "Live", ":material/stream:", Permission.ALERTS_READ),
