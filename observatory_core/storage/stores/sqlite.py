@@ -116,23 +116,23 @@ def _epoch_us(element, compiler, **kw):
 
 @compiles(sketch_of, NAME)
 def _sketch_of(element, compiler, **kw):
-    return f"obs_sketch_of({compiler.process(element.clauses, **kw)})"
+    return f"coalesce(obs_sketch_of({compiler.process(element.clauses, **kw)}), X'')"
 
 
 @compiles(sketch_merge, NAME)
 def _sketch_merge(element, compiler, **kw):
-    return f"obs_sketch_cat({compiler.process(element.clauses, **kw)})"
+    return f"coalesce(obs_sketch_cat({compiler.process(element.clauses, **kw)}), X'')"
 
 
 @compiles(sketch_compact, NAME)
 def _sketch_compact(element, compiler, **kw):
-    return f"obs_sketch_compact({compiler.process(element.clauses, **kw)})"
+    return f"coalesce(obs_sketch_compact({compiler.process(element.clauses, **kw)}), X'')"
 
 
 @compiles(sketch_add, NAME)
 def _sketch_add(element, compiler, **kw):
     a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return f"obs_sketch_add({a}, {b})"
+    return f"coalesce(obs_sketch_add({a}, {b}), X'')"
 
 
 def _from_hint(self, table, text):
@@ -195,7 +195,8 @@ def sqlite_latency_bin(value):
 
 
 # Sketches (storage/packed_sketch.py): the same bytes on every store; SQLite merges them with
-# these Python functions.
+# these Python functions. A Python function's empty bytes reach SQL as NULL, hence the
+# coalesce to the empty BLOB in the constructs' SQL.
 
 
 class SketchOf:
