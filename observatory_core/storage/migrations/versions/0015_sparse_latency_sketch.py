@@ -46,7 +46,8 @@ def upgrade() -> None:
         op.execute(COMPACT)
         for grain in GRAINS:
             op.execute(
-                f"ALTER TABLE rollup_{grain} ALTER COLUMN latency_sketch TYPE bytea USING ''::bytea"
+                f"ALTER TABLE rollup_{grain} ALTER COLUMN latency_sketch TYPE bytea "
+                "USING ''::bytea"
             )
         op.execute("DROP AGGREGATE IF EXISTS obs_sketch_sum(numeric)")
     else:
@@ -55,8 +56,23 @@ def upgrade() -> None:
     op.get_context().config.attributes["rebuild_rollups"] = True
 
 
+class _OldSketchSum:
+    """0009's SQLite merge (the packed number, a little-endian BLOB, summed), which the
+    downgrades below this revision (0014's) call by name."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, value) -> None:
+        self.total += int.from_bytes(value, "little") if value else 0
+
+    def finalize(self) -> bytes:
+        return self.total.to_bytes((self.total.bit_length() + 7) // 8, "little")
+
+
 def downgrade() -> None:
-    # The sketches are emptied; `rollups rebuild` at the older revision fills them again.
+    # The sketches are emptied (0009's empty packed number); `rollups rebuild` at the older
+    # revision fills them again.
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             "CREATE OR REPLACE AGGREGATE obs_sketch_sum(numeric) (SFUNC = numeric_add, "
@@ -70,3 +86,5 @@ def downgrade() -> None:
     else:
         for grain in GRAINS:
             op.execute(f"UPDATE rollup_{grain} SET latency_sketch = x''")
+        raw = op.get_bind().connection.driver_connection
+        raw.create_aggregate("obs_sketch_sum", 1, _OldSketchSum)
