@@ -17,7 +17,7 @@ LAST_EDGE_MS = 3_600_000.0  # one hour
 _STEPS = 870  # bins between the floor and the last edge: the fewest that keep the bound <= 1%
 GAMMA = (LAST_EDGE_MS / ABSOLUTE_FLOOR_MS) ** (1 / _STEPS)  # each bin spans a factor ~1.0202
 BINS = _STEPS + 2  # bin 0 holds [0, 0.1 ms]; the last everything above one hour
-RELATIVE_BOUND = (GAMMA - 1) / (GAMMA + 1)  # 0.9993%
+RELATIVE_BOUND = (GAMMA - 1) / (GAMMA + 1)  # 0.99991%
 _LN_GAMMA = math.log(GAMMA)
 
 
