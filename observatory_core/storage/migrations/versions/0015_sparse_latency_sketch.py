@@ -46,8 +46,7 @@ def upgrade() -> None:
         op.execute(COMPACT)
         for grain in GRAINS:
             op.execute(
-                f"ALTER TABLE rollup_{grain} ALTER COLUMN latency_sketch TYPE bytea "
-                "USING ''::bytea"
+                f"ALTER TABLE rollup_{grain} ALTER COLUMN latency_sketch TYPE bytea USING ''::bytea"
             )
         op.execute("DROP AGGREGATE IF EXISTS obs_sketch_sum(numeric)")
     else:
