@@ -89,16 +89,31 @@ def compact(value: bytes | None) -> bytes:
 
 def decode(values: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sketches -> (row index, bin, count) arrays, one entry per (row, bin) that holds spans,
-    sorted by row then bin; NULL reads as the empty sketch. Sparse, so reading thousands of
-    rows never builds a rows x `BINS` matrix."""
+    sorted by row then bin; NULL reads as the empty sketch.
+
+    Sparse and sort-free: each row's records are summed into its own stretch of cells, from its
+    lowest bin to its highest (one `bincount` for all rows), so reading thousands of rows never
+    builds a rows x `BINS` matrix nor sorts the records (a merged row is many sorted runs)."""
     values = [bytes(v) if v else b"" for v in values]
+    n = len(values)
     words = np.frombuffer(b"".join(values), dtype=_RECORD)
-    sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values)) // RECORD_BYTES
-    rows = np.repeat(np.arange(len(values), dtype=np.int64), sizes)
-    key = rows * BINS + (words >> 16).astype(np.int64)
-    cells, where = np.unique(key, return_inverse=True)
-    counts = np.bincount(where, weights=(words & MAX_COUNT), minlength=len(cells))
-    return cells // BINS, cells % BINS, counts.astype(np.int64)
+    sizes = np.fromiter(map(len, values), dtype=np.int64, count=n) // RECORD_BYTES
+    bins = (words >> 16).astype(np.int64)
+    held = sizes > 0
+    low = np.zeros(n, dtype=np.int64)
+    width = np.zeros(n, dtype=np.int64)
+    if len(words):
+        starts = (np.cumsum(sizes) - sizes)[held]
+        low[held] = np.minimum.reduceat(bins, starts)
+        width[held] = np.maximum.reduceat(bins, starts) - low[held] + 1
+    offset = np.cumsum(width) - width  # where each row's stretch of cells starts
+    rows = np.repeat(np.arange(n), sizes)
+    cell = offset[rows] + bins - low[rows]
+    # float64 adds exactly here: a count stays far below 2**53
+    merged = np.bincount(cell, weights=words & MAX_COUNT, minlength=int(width.sum()))
+    used = np.flatnonzero(merged)
+    row = np.repeat(np.arange(n, dtype=np.int64), width)[used]
+    return row, used - offset[row] + low[row], merged[used].astype(np.int64)
 
 
 def dense(values: Sequence[bytes | None]) -> np.ndarray:
