@@ -168,7 +168,7 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "day and week, for 30 s; latency end to end at the client (p99 in results.json), rows/s is "
         "requests per second. Target: p95 <= 80 ms.",
         "",
-        *sketch_section(sketch),
+        *sketch_section(sketch, meta.get("sketch_measured_at")),
         *grid_section(grid),
     ]
     DOC.parent.mkdir(exist_ok=True)
@@ -181,7 +181,7 @@ SKETCH_BYTES = "sketch_bytes_per_row_"
 SKETCH_BEFORE = ROOT / "bench" / "sketch_before.json"
 
 
-def sketch_section(entries: list[dict]) -> list[str]:
+def sketch_section(entries: list[dict], measured_at: str | None) -> list[str]:
     """The latency sketch (storage/packed_sketch.py): bytes per rollup row and percentile chart
     latency, with the 64-bin sketch's figures beside them when recorded."""
     sizes = [e for e in entries if e["operation"].startswith(SKETCH_BYTES)]
@@ -192,8 +192,9 @@ def sketch_section(entries: list[dict]) -> list[str]:
     lines = [
         "## Latency sketch: size and speed",
         "",
-        "Rollup rows keep a sparse sketch within ±1% (870 log bins, 4 bytes per bin holding "
-        "spans; `sketch_bytes` is PostgreSQL's `pg_column_size` and SQLite's `length`). "
+        f"Measured {measured_at}. Rollup rows keep a sparse sketch within ±1% (870 log bins, "
+        "4 bytes per bin holding spans; `sketch_bytes` is PostgreSQL's `pg_column_size` and "
+        "SQLite's `length`). "
         "`before`: the 64-bin packed sketch (±11.1%) on the same data"
         + (f", {before['meta']['note']}" if before.get("meta", {}).get("note") else "")
         + ".",
