@@ -4,7 +4,7 @@ Revision ID: 0015
 Revises: 0014
 
 The 64 bins of 0009 read percentiles back within ±11.1%; the sketch now has a bin per factor of
-~1.0204 between 0.1 ms and 1 hour (within ±1%), stored sparse as (bin, count) records in plain
+~1.0202 between 0.1 ms and 1 hour (within ±1%), stored sparse as (bin, count) records in plain
 bytes (storage/packed_sketch.py, storage/latency_bins.py). PostgreSQL's column becomes a bytea
 and gets `obs_sketch_compact`; SQLite's BLOB keeps its type. The old sketches cannot be refined,
 so they are emptied and the rollups recomputed from the spans by the upgrade that asks for it
