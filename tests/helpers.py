@@ -78,24 +78,20 @@ def admin_scope(org_id: int, role: Role = Role.ADMIN, **kw) -> Scope:
 
 
 def rollup_rows(engine, grain: str) -> pl.DataFrame:
-    """A rollup table's rows, the packed latency sketch unpacked into columns lat_00..lat_63."""
-    from observatory_core.storage.packed_sketch import sketch_out, unpack
+    """A rollup table's rows: the latency sketch as stored (compacted bytes, so equal sketches
+    are equal bytes) and `sketch_spans`, how many spans it counts."""
+    from observatory_core.storage.packed_sketch import dense
     from observatory_core.storage.schema import ROLLUP_DIMENSIONS, ROLLUPS
 
     table = ROLLUPS[grain]
-    plain = [c for c in table.columns if c.name != "latency_sketch"]
     with engine.connect() as conn:
-        rows = (
-            conn.execute(select(*plain, sketch_out(table.c.latency_sketch).label("sketch")))
-            .mappings()
-            .all()
-        )
-    bins = unpack([r["sketch"] for r in rows], engine.dialect.name)
+        rows = conn.execute(select(table)).mappings().all()
+    sketches = [bytes(r["latency_sketch"]) for r in rows]
     frame = pl.DataFrame(
-        [{c.name: r[c.name] for c in plain} for r in rows], infer_schema_length=None
+        [dict(r) | {"latency_sketch": s} for r, s in zip(rows, sketches, strict=True)],
+        infer_schema_length=None,
     ).with_columns(
-        pl.Series(f"lat_{i:02d}", bins[:, i] if len(rows) else [], dtype=pl.Int64)
-        for i in range(bins.shape[1])
+        pl.Series("sketch_spans", dense(sketches).sum(axis=1) if rows else [], dtype=pl.Int64)
     )
     keys = ["org_id", "bucket_start", *ROLLUP_DIMENSIONS]
     return frame.sort(keys)

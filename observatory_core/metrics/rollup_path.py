@@ -42,7 +42,7 @@ from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import SUBJECT_ROWS, subject_condition
 from observatory_core.storage.dialect import epoch_us, time_bucket
 from observatory_core.storage.latency_bins import BINS, representative
-from observatory_core.storage.packed_sketch import sketch_merge, sketch_out, unpack
+from observatory_core.storage.packed_sketch import decode, dense, sketch_merge
 from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_GRAINS, ROLLUPS, spans
 from observatory_core.storage.types import EPOCH
 
@@ -260,7 +260,7 @@ def _statement(
     aggs = []
     for p in parts:
         if p == "latency_sketch":
-            aggs.append(sketch_out(sketch_merge(u.c[p])).label("bins"))
+            aggs.append(sketch_merge(u.c[p]).label("bins"))
         elif p.endswith("_min") or p.endswith("_max"):
             aggs.append((func.min if p.endswith("_min") else func.max)(u.c[p]).label(p))
         elif p.endswith("_count"):  # a bigint, not PostgreSQL's numeric sum of bigints
@@ -280,7 +280,8 @@ def finalize(
 ) -> pl.DataFrame:
     """Merged partials -> the series values (avg = sum / count, percentiles from the sketch).
 
-    The merged sketches come back as `_bins`, one row of bin counts each.
+    For totals (no buckets, no groups) the merged sketch comes back as `_bins`, its row of
+    bin counts.
     """
     out: dict[str, pl.Series] = {c: frame[c] for c in group_by}
     if "bucket" in frame.columns:  # microseconds since the epoch (see rollup_select)
@@ -291,7 +292,8 @@ def finalize(
             out[g] = out[g].cast(pl.Utf8).replace("", None)
     counts = [c for c in ROLLUP_COUNTS if c in frame.columns]
     frame = frame.with_columns(pl.col(*counts).fill_null(0))
-    bins = unpack(frame["bins"].to_list(), dialect) if "bins" in frame.columns else None
+    sketches = frame["bins"].to_list() if "bins" in frame.columns else None
+    bins = decode(sketches) if sketches is not None else None
     for name in series:
         metric, agg = name.split(".")
         m = METRICS[metric]
@@ -302,8 +304,8 @@ def finalize(
         else:
             col = _finish_value(frame, m.rollup.column, Agg(agg), bins)
         out[name] = col.alias(name)
-    if bins is not None:
-        out["_bins"] = pl.Series(bins)
+    if sketches is not None and not group_by and "bucket" not in frame.columns:
+        out["_bins"] = pl.Series(dense(sketches))
     return pl.DataFrame(out)
 
 
@@ -315,7 +317,9 @@ def _share(part: pl.Series, whole: pl.Series, complement: bool) -> pl.Series:
     return (1 - rate if complement else rate).fill_nan(None)
 
 
-def _finish_value(frame: pl.DataFrame, m: str, agg: Agg, bins: np.ndarray | None) -> pl.Series:
+def _finish_value(
+    frame: pl.DataFrame, m: str, agg: Agg, bins: tuple[np.ndarray, ...] | None
+) -> pl.Series:
     """One aggregation of the value measure `m` from its merged partial columns."""
     if agg == Agg.COUNT:
         return frame[f"{m}_count"].cast(pl.Int64)
@@ -343,7 +347,7 @@ def _finish_value(frame: pl.DataFrame, m: str, agg: Agg, bins: np.ndarray | None
                 frame[f"{m}_sumsq"],
             )
         ).fill_nan(None)
-    return pl.Series(percentiles_from_bins(bins, PERCENTILES[agg])).fill_nan(None)
+    return pl.Series(percentiles_from_sketches(bins, frame.height, PERCENTILES[agg])).fill_nan(None)
 
 
 def stddev_from_sums(count: pl.Series, total: pl.Series, sumsq: pl.Series) -> np.ndarray:
@@ -359,17 +363,27 @@ def stddev_from_sums(count: pl.Series, total: pl.Series, sumsq: pl.Series) -> np
 _REPRESENTATIVES = np.array([representative(i) for i in range(BINS)])
 
 
-def percentiles_from_bins(bins: np.ndarray, fraction: float) -> np.ndarray:
-    """percentile_cont read from rows of bin counts (interpolating between the two ranks, like
-    SQL), each bin standing for its representative value; NaN for empty rows."""
-    if len(bins) == 0:
+def percentiles_from_sketches(
+    sketch: tuple[np.ndarray, np.ndarray, np.ndarray], n: int, fraction: float
+) -> np.ndarray:
+    """percentile_cont read from `n` decoded sketches (`packed_sketch.decode`: row, bin and
+    count, sorted by row then bin): interpolating between the two ranks, like SQL, each bin
+    standing for its representative value; NaN for empty rows. Sparse: the work is the bins
+    that hold spans, never n x BINS."""
+    rows, bins, counts = sketch
+    if n == 0:
         return np.array([], dtype=float)
-    cum = np.cumsum(bins, axis=1)
-    total = cum[:, -1]
+    cum = np.cumsum(counts)  # across all rows: each row's part starts where the last ended
+    total = np.bincount(rows, weights=counts, minlength=n).astype(np.int64)
+    before = np.cumsum(total) - total  # spans of the rows before each row
     rank = (np.maximum(total, 1) - 1) * fraction
     low, high = np.floor(rank), np.ceil(rank)
-    low_bin = np.argmax(cum > low[:, None], axis=1)
-    high_bin = np.argmax(cum > high[:, None], axis=1)
-    low_value, high_value = _REPRESENTATIVES[low_bin], _REPRESENTATIVES[high_bin]
+    # the first of the row's entries whose running count passes the rank
+    low_at = np.searchsorted(cum, before + low, side="right")
+    high_at = np.searchsorted(cum, before + high, side="right")
+    last = max(len(bins) - 1, 0)
+    reps = _REPRESENTATIVES[bins] if len(bins) else np.zeros(1)
+    low_value = reps[np.minimum(low_at, last)]
+    high_value = reps[np.minimum(high_at, last)]
     value = low_value + (high_value - low_value) * (rank - low)
     return np.where(total > 0, value, np.nan)

@@ -29,7 +29,7 @@ from observatory_core.rollups.partials import (
 )
 from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import greatest_of, least_of, time_bucket, upsert
-from observatory_core.storage.packed_sketch import sketch_add, sketch_merge
+from observatory_core.storage.packed_sketch import sketch_add, sketch_compact, sketch_merge
 from observatory_core.storage.schema import (
     ACTOR_GRAINS,
     ACTOR_KINDS,
@@ -158,7 +158,7 @@ def merge_select(src, bucket_seconds: int):
         if col.name in ("org_id", "bucket_start", *ROLLUP_DIMENSIONS):
             continue
         if col.name == "latency_sketch":
-            parts.append(sketch_merge(c[col.name]).label(col.name))
+            parts.append(sketch_compact(sketch_merge(c[col.name])).label(col.name))
         elif col.name.endswith("_min"):
             parts.append(func.min(c[col.name]).label(col.name))
         elif col.name.endswith("_max"):

@@ -1,32 +1,38 @@
-"""The latency sketch of a rollup row as one packed integer, merged by the database.
+"""The latency sketch of a rollup row: sparse (bin, count) records, merged by concatenation.
 
-The 64 bin counts c_i are stored as one number, sum(c_i * BASE**i): adding two such numbers adds
-the sketches bin by bin, so merging rows is one addition per row instead of 64. (With 64 integer
-columns, PostgreSQL spent ~65 ms per 46k rows on the per-column sums alone, and deformed rows
-two-thirds made of bins.) Each bin holds up to BASE - 1 spans per merged group (about 10^12);
-no real group comes near.
+The encoding is plain bytes, the same on every store (a BLOB on SQLite, a bytea on
+PostgreSQL; a ClickHouse `String` later): a sequence of 4-byte big-endian unsigned records,
+each `bin << 16 | count` (bin < 2^15, see storage/latency_bins.py; 1 <= count <= 65535).
+A sketch's count in a bin is the sum of the counts of its records for that bin: order and
+repeats do not matter, so two sketches concatenated are their merge, which every database
+does in SQL (`sketch_merge`: PostgreSQL's `string_agg`). The empty string is the empty
+sketch. Stored rows are compacted (`sketch_compact`): one record per bin, ascending, a bin
+holding more than 65535 spans using several records. A row holds only the bins its spans
+fell in (4 bytes each), not all `BINS`.
 
-How each store packs, merges and unpacks (PostgreSQL: NUMERIC, base 10^12; SQLite: a
-little-endian BLOB, base 2^40) lives in its module under storage/stores/.
+Reads concatenate and decode in numpy (`decode`); writes compact in the database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import LargeBinary
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.expression import FunctionElement
 
-from observatory_core.storage.stores import store_for
+from observatory_core.storage.latency_bins import BINS
 
-# The column type: what the schema and its migration both use (a declaration per store).
-SKETCH_TYPE = LargeBinary().with_variant(postgresql.NUMERIC(), "postgresql")
+# The column type: what the schema and its migration both use.
+SKETCH_TYPE = LargeBinary()
+RECORD_BYTES = 4
+MAX_COUNT = 0xFFFF  # per record; a larger count takes several records
+_RECORD = np.dtype(">u4")
 
 
 class sketch_of(FunctionElement):
-    """Aggregate: the packed sketch of the spans in a group, from each span's bin (NULL skipped)."""
+    """Aggregate: the compacted sketch of the spans in a group, from each span's bin (NULL
+    skipped); the empty sketch for no spans."""
 
     type = SKETCH_TYPE
     inherit_cache = True
@@ -34,33 +40,94 @@ class sketch_of(FunctionElement):
 
 
 class sketch_merge(FunctionElement):
-    """Aggregate: the sum of packed sketches (the merged sketch); empty sketch for no rows."""
+    """Aggregate: the sketches of a group concatenated (their merge, not compacted: for
+    reads, which decode it at once; wrap in `sketch_compact` to store it)."""
 
     type = SKETCH_TYPE
     inherit_cache = True
     name = "sketch_merge"
 
 
+class sketch_compact(FunctionElement):
+    """One record per bin, ascending: the form a stored row keeps."""
+
+    type = SKETCH_TYPE
+    inherit_cache = True
+    name = "sketch_compact"
+
+
 class sketch_add(FunctionElement):
-    """Two packed sketches added (for upserts into an existing rollup row)."""
+    """Two sketches merged and compacted (for upserts into an existing rollup row)."""
 
     type = SKETCH_TYPE
     inherit_cache = True
     name = "sketch_add"
 
 
-class sketch_out(FunctionElement):
-    """A packed sketch as bytes for `unpack` (the store's own binary form)."""
-
-    type = LargeBinary()
-    inherit_cache = True
-    name = "sketch_out"
+SKETCH_CONSTRUCTS = (sketch_of, sketch_merge, sketch_compact, sketch_add)
 
 
-SKETCH_CONSTRUCTS = (sketch_of, sketch_merge, sketch_add, sketch_out)
+def encode(counts: dict[int, int] | np.ndarray) -> bytes:
+    """Counts per bin (a {bin: count} map or a dense row of `BINS`) -> the compacted sketch."""
+    if isinstance(counts, np.ndarray):
+        counts = {int(b): int(c) for b, c in enumerate(counts) if c}
+    records = []
+    for b in sorted(counts):
+        left = int(counts[b])
+        while left > 0:
+            take = min(left, MAX_COUNT)
+            records.append(b << 16 | take)
+            left -= take
+    return np.array(records, dtype=_RECORD).tobytes()
 
 
-def unpack(values: Sequence[bytes | None], dialect: str) -> np.ndarray:
-    """Packed sketches (from `sketch_out`) -> an int matrix, one row of BINS counts each.
-    `dialect` names the store that packed them."""
-    return store_for(dialect).unpack_sketches(values)
+def compact(value: bytes | None) -> bytes:
+    """A sketch with its records summed per bin and sorted (what rows store)."""
+    rows, bins, counts = decode([value])
+    return encode(dict(zip(bins.tolist(), counts.tolist(), strict=True)))
+
+
+def decode(values: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sketches -> (row index, bin, count) arrays, one entry per (row, bin) that holds spans,
+    sorted by row then bin; NULL reads as the empty sketch.
+
+    Sparse and sort-free: each row's records are summed into its own stretch of cells, from its
+    lowest bin to its highest (one `bincount` for all rows), so reading thousands of rows never
+    builds a rows x `BINS` matrix nor sorts the records (a merged row is many sorted runs)."""
+    values = [bytes(v) if v else b"" for v in values]
+    n = len(values)
+    words = np.frombuffer(b"".join(values), dtype=_RECORD)
+    sizes = np.fromiter(map(len, values), dtype=np.int64, count=n) // RECORD_BYTES
+    bins = (words >> 16).astype(np.int64)
+    held = sizes > 0
+    low = np.zeros(n, dtype=np.int64)
+    width = np.zeros(n, dtype=np.int64)
+    if len(words):
+        starts = (np.cumsum(sizes) - sizes)[held]
+        low[held] = np.minimum.reduceat(bins, starts)
+        width[held] = np.maximum.reduceat(bins, starts) - low[held] + 1
+    offset = np.cumsum(width) - width  # where each row's stretch of cells starts
+    rows = np.repeat(np.arange(n), sizes)
+    cell = offset[rows] + bins - low[rows]
+    # float64 adds exactly here: a count stays far below 2**53
+    merged = np.bincount(cell, weights=words & MAX_COUNT, minlength=int(width.sum()))
+    used = np.flatnonzero(merged)
+    row = np.repeat(np.arange(n, dtype=np.int64), width)[used]
+    return row, used - offset[row] + low[row], merged[used].astype(np.int64)
+
+
+def dense(values: Sequence[bytes | None]) -> np.ndarray:
+    """Sketches -> an int matrix, one row of `BINS` counts each (for a few rows only)."""
+    rows, bins, counts = decode(values)
+    out = np.zeros((len(values), BINS), dtype=np.int64)
+    out[rows, bins] = counts
+    return out
+
+
+def sketch_bytes(bins: Iterable[int | None]) -> bytes:
+    """The compacted sketch of some spans' bins (NULL skipped)."""
+    counts: dict[int, int] = {}
+    for b in bins:
+        if b is not None:
+            counts[int(b)] = counts.get(int(b), 0) + 1
+    return encode(counts)

@@ -1,7 +1,9 @@
-"""The packed latency sketch: what each database stores, adds and merges reads back bin by bin."""
+"""The sparse latency sketch: what each database stores, compacts, adds and merges reads back
+bin by bin, in the same plain bytes on every store (storage/packed_sketch.py)."""
 
 from __future__ import annotations
 
+import struct
 import uuid
 
 import numpy as np
@@ -13,73 +15,138 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.latency_bins import BINS
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.packed_sketch import (
+    decode,
+    dense,
+    encode,
     sketch_add,
+    sketch_compact,
     sketch_merge,
     sketch_of,
-    sketch_out,
-    unpack,
 )
 
 RNG = np.random.default_rng(7)
-# Empty, one span, counts at the packing limit in the first and last bins, sparse and dense rows.
-LIMIT = 10**12 - 1  # PostgreSQL's limit per bin (SQLite's, 2**40 - 1, is larger)
+# Empty, one span, a count past one record's limit in the first and last bins, sparse and
+# dense rows.
 CASES = [
     np.zeros(BINS, dtype=np.int64),
     np.eye(1, BINS, 17, dtype=np.int64)[0],
-    np.array([LIMIT] + [0] * (BINS - 2) + [LIMIT], dtype=np.int64),
+    np.array([200_000] + [0] * (BINS - 2) + [65_536], dtype=np.int64),
     np.where(RNG.random(BINS) < 0.2, RNG.integers(1, 10**6, BINS), 0),
-    RNG.integers(0, 10**9, BINS),
+    RNG.integers(0, 10**5, BINS),
 ]
 
 
-def _pack_sql(counts: np.ndarray, dialect: str) -> str:
-    """A literal of the packed number, written independently of the code under test."""
+def _records(counts: np.ndarray) -> bytes:
+    """The canonical bytes, written independently of the code under test: per bin holding
+    spans, ascending, records of at most 65535 as 4 big-endian bytes `bin << 16 | count`."""
+    out = b""
+    for b, c in enumerate(counts):
+        c = int(c)
+        while c > 0:
+            out += struct.pack(">I", b << 16 | min(c, 65535))
+            c -= min(c, 65535)
+    return out
+
+
+def _shuffled(counts: np.ndarray) -> bytes:
+    """The same sketch, uncompacted: each bin's count split in two records, in random order."""
+    records = []
+    for b, c in enumerate(counts):
+        c = int(c)
+        if c:
+            first = int(RNG.integers(0, c + 1))
+            records += [
+                _records(np.eye(1, BINS, b, dtype=np.int64)[0] * part)
+                for part in (first, c - first)
+                if part
+            ]
+    RNG.shuffle(records)
+    return b"".join(records)
+
+
+def _sql(value: bytes, dialect: str):
+    hexed = value.hex()
     if dialect == "postgresql":
-        return f"CAST({sum(int(c) * 10 ** (12 * i) for i, c in enumerate(counts))} AS NUMERIC)"
-    number = sum(int(c) << (40 * i) for i, c in enumerate(counts))
-    return "X'" + number.to_bytes((number.bit_length() + 7) // 8, "little").hex() + "'"
+        return literal_column(f"decode('{hexed}', 'hex')")
+    return literal_column(f"X'{hexed}'")
 
 
-def test_packed_values_read_back_bin_by_bin(engine):
+def test_encode_writes_the_documented_records():
+    for counts in CASES:
+        assert encode(counts) == _records(counts)
+        np.testing.assert_array_equal(dense([_records(counts)])[0], counts)
+
+
+def test_compact_in_the_database_sums_and_sorts_records(engine):
     dialect = engine.dialect.name
     with engine.connect() as conn:
         out = [
-            conn.execute(select(sketch_out(literal_column(_pack_sql(c, dialect))))).scalar_one()
+            bytes(conn.execute(select(sketch_compact(_sql(_shuffled(c), dialect)))).scalar_one())
             for c in CASES
         ]
-    np.testing.assert_array_equal(unpack(out, dialect), np.array(CASES))
+    assert out == [_records(c) for c in CASES]
 
 
 def test_add_and_merge_add_bin_by_bin(engine):
     dialect = engine.dialect.name
     a, b = CASES[3], CASES[4]
-    pa, pb = (literal_column(_pack_sql(x, dialect)) for x in (a, b))
+    pa, pb = _sql(_records(a), dialect), _sql(_shuffled(b), dialect)
     rows = union_all(*(select(x.label("s")) for x in (pa, pb, pa))).subquery()
     with engine.connect() as conn:
-        added = conn.execute(select(sketch_out(sketch_add(pa, pb)))).scalar_one()
-        merged = conn.execute(select(sketch_out(sketch_merge(rows.c.s)))).scalar_one()
+        added = conn.execute(select(sketch_add(pa, pb))).scalar_one()
+        merged = conn.execute(select(sketch_merge(rows.c.s))).scalar_one()
+        stored = conn.execute(select(sketch_compact(sketch_merge(rows.c.s)))).scalar_one()
         nothing = conn.execute(
-            select(sketch_out(sketch_merge(rows.c.s))).where(literal_column("1") == 0)
+            select(sketch_merge(rows.c.s)).where(literal_column("1") == 0)
         ).scalar_one()
-    got = unpack([added, merged, nothing], dialect)
-    np.testing.assert_array_equal(got[0], a + b)
-    np.testing.assert_array_equal(got[1], 2 * a + b)
-    np.testing.assert_array_equal(got[2], np.zeros(BINS))
+    assert bytes(added) == _records(a + b)
+    assert bytes(stored) == _records(2 * a + b)
+    got = dense([merged, nothing])
+    np.testing.assert_array_equal(got[0], 2 * a + b)
+    np.testing.assert_array_equal(got[1], np.zeros(BINS))
+
+
+def test_merging_is_associative_and_order_free(engine):
+    """(a + b) + c, a + (b + c) and every order of the three store the same bytes."""
+    dialect = engine.dialect.name
+    a, b, c = (_sql(_shuffled(x), dialect) for x in (CASES[2], CASES[3], CASES[4]))
+    with engine.connect() as conn:
+
+        def one(statement):
+            return bytes(conn.execute(select(statement)).scalar_one())
+
+        left = one(sketch_add(sketch_add(a, b), c))
+        right = one(sketch_add(a, sketch_add(b, c)))
+        orders = [
+            one(
+                sketch_compact(
+                    sketch_merge(union_all(*(select(x.label("s")) for x in order)).subquery().c.s)
+                )
+            )
+            for order in ((a, b, c), (c, a, b), (b, c, a))
+        ]
+    assert left == right == orders[0] == orders[1] == orders[2]
+    assert left == _records(CASES[2] + CASES[3] + CASES[4])
 
 
 def test_sketch_of_counts_each_bin_and_skips_nulls(engine):
-    bins = [0, 5, 5, 63, None, 20, 5]
+    bins = [0, 5, 5, BINS - 1, None, 20, 5]
     rows = union_all(*(select(literal(b, Integer).label("b")) for b in bins)).subquery()
     with engine.connect() as conn:
-        out = conn.execute(select(sketch_out(sketch_of(rows.c.b)))).scalar_one()
+        out = conn.execute(select(sketch_of(rows.c.b))).scalar_one()
+        none = conn.execute(
+            select(sketch_of(rows.c.b)).where(literal_column("1") == 0)
+        ).scalar_one()
     want = np.bincount([b for b in bins if b is not None], minlength=BINS)
-    np.testing.assert_array_equal(unpack([out], engine.dialect.name)[0], want)
+    assert bytes(out) == _records(want)
+    assert bytes(none) == b""
 
 
-def test_unpack_of_nothing_is_an_empty_matrix():
-    for dialect in ("sqlite", "postgresql"):
-        assert unpack([], dialect).shape == (0, BINS)
-        np.testing.assert_array_equal(unpack([None], dialect), np.zeros((1, BINS)))
+def test_decode_of_nothing_is_empty():
+    rows, bins, counts = decode([])
+    assert len(rows) == len(bins) == len(counts) == 0
+    assert dense([]).shape == (0, BINS)
+    np.testing.assert_array_equal(dense([None, b""]), np.zeros((2, BINS)))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -104,7 +171,12 @@ def test_migration_0009_converts_bin_columns_both_ways(fresh_url):
 
     engine = get_engine(fresh_url)
     upgrade(engine, "0008")
-    counts = [CASES[1], CASES[3], CASES[4]]  # the old columns are 32-bit
+    old = np.random.default_rng(7)
+    counts = [  # the old columns are 32-bit, 64 of them
+        np.eye(1, 64, 17, dtype=np.int64)[0],
+        np.where(old.random(64) < 0.2, old.integers(1, 10**6, 64), 0),
+        old.integers(0, 10**9, 64),
+    ]
     with engine.begin() as conn:
         conn.execute(
             text("INSERT INTO orgs (slug, name, created_at) VALUES ('m', 'M', :at)"),
@@ -112,7 +184,7 @@ def test_migration_0009_converts_bin_columns_both_ways(fresh_url):
         )
         org = conn.execute(text("SELECT id FROM orgs WHERE slug = 'm'")).scalar_one()
         for hour, row in enumerate(counts):
-            names = ", ".join(f"lat_{i:02d}" for i in range(BINS))
+            names = ", ".join(f"lat_{i:02d}" for i in range(64))
             given = ", ".join(str(int(c)) for c in row)
             conn.execute(
                 text(
@@ -126,15 +198,19 @@ def test_migration_0009_converts_bin_columns_both_ways(fresh_url):
                 ),
                 {"org": org, "at": _at(engine, hour)},
             )
-    upgrade(engine)
+    upgrade(engine, "0009")
     rollups = table("rollup_1hour", column("bucket_start"), column("latency_sketch"))
     with engine.connect() as conn:
-        got = conn.execute(
-            select(sketch_out(rollups.c.latency_sketch)).order_by(rollups.c.bucket_start)
-        ).scalars()
-        packed = unpack(list(got), engine.dialect.name)
+        same = conn.execute(
+            select(
+                *(
+                    rollups.c.latency_sketch == literal_column(_old_packed(c, engine.dialect.name))
+                    for c in counts
+                )
+            ).order_by(rollups.c.bucket_start)
+        ).all()
         kept = conn.execute(text("SELECT span_count, total_cost_sum FROM rollup_1hour")).all()
-    np.testing.assert_array_equal(packed, np.array(counts))
+    assert [[bool(x) for x in row] for row in same] == np.eye(len(counts), dtype=bool).tolist()
     assert {tuple(r) for r in kept} == {(3, 0.25)}
 
     from alembic import command
@@ -145,7 +221,7 @@ def test_migration_0009_converts_bin_columns_both_ways(fresh_url):
         back = conn.execute(
             text(
                 "SELECT "
-                + ", ".join(f"lat_{i:02d}" for i in range(BINS))
+                + ", ".join(f"lat_{i:02d}" for i in range(64))
                 + " FROM rollup_1hour ORDER BY bucket_start"
             )
         ).all()
@@ -159,3 +235,12 @@ def _at(engine, hour: int):
     if engine.dialect.name == "sqlite":  # stored as microseconds since the epoch
         return int(at.timestamp()) * 10**6
     return at
+
+
+def _old_packed(counts: np.ndarray, dialect: str) -> str:
+    """0009's packed number as a literal (PostgreSQL: base 10^12 NUMERIC; SQLite: base 2^40
+    little-endian BLOB)."""
+    if dialect == "postgresql":
+        return f"CAST({sum(int(c) * 10 ** (12 * i) for i, c in enumerate(counts))} AS NUMERIC)"
+    number = sum(int(c) << (40 * i) for i, c in enumerate(counts))
+    return "X'" + number.to_bytes((number.bit_length() + 7) // 8, "little").hex() + "'"

@@ -13,7 +13,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
@@ -149,11 +148,6 @@ class Store(ABC):
     def timestamps_as_micros(self) -> bool:
         """True when `UtcDateTime` is stored as integer microseconds since the epoch (so
         `time_bucket` and `epoch_us` are integer arithmetic); False for a native timestamp."""
-
-    @abstractmethod
-    def unpack_sketches(self, values: Sequence[bytes | None]) -> np.ndarray:
-        """Packed latency sketches (as `sketch_out` reads them) -> an int matrix, one row of
-        `latency_bins.BINS` counts per value; NULL reads as the empty sketch."""
 
     # -- exports -----------------------------------------------------------------------------
 

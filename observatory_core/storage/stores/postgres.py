@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
 from psycopg import pq
 from sqlalchemy import JSON, Boolean, Float, Integer, Table, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -31,7 +30,12 @@ from observatory_core.storage.dialect import (
     text_search,
     time_bucket,
 )
-from observatory_core.storage.packed_sketch import sketch_add, sketch_merge, sketch_of, sketch_out
+from observatory_core.storage.packed_sketch import (
+    sketch_add,
+    sketch_compact,
+    sketch_merge,
+    sketch_of,
+)
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import register
 from observatory_core.storage.stores.base import Store
@@ -88,9 +92,11 @@ def _search(element, compiler, **kw):
 def _latency_bin(element, compiler, **kw):
     (column,) = element.clauses
     d = compiler.process(column, **kw)
-    floor = latency_bins.ABSOLUTE_FLOOR_MS
+    floor, top = latency_bins.ABSOLUTE_FLOOR_MS, latency_bins.LAST_EDGE_MS
+    last = latency_bins.BINS - 1
     return (
-        f"(CASE WHEN {d} <= {floor!r} THEN 0 ELSE LEAST({latency_bins.BINS - 1}, GREATEST(1, "
+        f"(CASE WHEN {d} <= {floor!r} THEN 0 WHEN {d} > {top!r} THEN {last} "
+        f"ELSE LEAST({last - 1}, GREATEST(1, "
         f"CAST(ceil(ln({d} / {floor!r}) / ln({latency_bins.GAMMA!r}) - 1e-12) AS INTEGER))) END)"
     )
 
@@ -114,60 +120,35 @@ def _epoch_us(element, compiler, **kw):
     )
 
 
-# Packed sketches: NUMERIC, base 10^12 (three base-10000 digits per bin), merged by the
-# aggregate `obs_sketch_sum` (migration 0009: `numeric_add` as its step, ~40% cheaper than
-# `sum`), read back in `numeric_send`'s binary form and unpacked with numpy.
-BIN_DIGITS = 12  # decimal digits per bin: three of NUMERIC's base-10000 digits
+# Sketches (storage/packed_sketch.py): bytea, merged by `string_agg` (concatenation) and
+# compacted by `obs_sketch_compact`, an SQL function created by migration 0015. A span's record
+# is `int4send(bin * 65536 + 1)`: the four big-endian bytes of `bin << 16 | 1`.
+_EMPTY = "''::bytea"
 
 
 @compiles(sketch_of, NAME)
 def _sketch_of(element, compiler, **kw):
     bin_ = compiler.process(element.clauses, **kw)
-    return f"coalesce(obs_sketch_sum(CAST('1e' || (({bin_}) * {BIN_DIGITS}) AS NUMERIC)), 0)"
+    return (
+        f"obs_sketch_compact(coalesce(string_agg(int4send(({bin_}) * 65536 + 1), {_EMPTY}), "
+        f"{_EMPTY}))"
+    )
 
 
 @compiles(sketch_merge, NAME)
 def _sketch_merge(element, compiler, **kw):
-    return f"coalesce(obs_sketch_sum({compiler.process(element.clauses, **kw)}), 0)"
+    return f"coalesce(string_agg({compiler.process(element.clauses, **kw)}, {_EMPTY}), {_EMPTY})"
+
+
+@compiles(sketch_compact, NAME)
+def _sketch_compact(element, compiler, **kw):
+    return f"obs_sketch_compact({compiler.process(element.clauses, **kw)})"
 
 
 @compiles(sketch_add, NAME)
 def _sketch_add(element, compiler, **kw):
     a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return f"({a} + {b})"
-
-
-@compiles(sketch_out, NAME)
-def _sketch_out(element, compiler, **kw):
-    return f"numeric_send({compiler.process(element.clauses, **kw)})"
-
-
-_EMPTY_NUMERIC = b"\0" * 8  # numeric_send of 0: no digits
-_DIGIT_WORTH = np.array([1, 10**4, 10**8], dtype=np.int64)  # of a bin's three NUMERIC digits
-
-
-def _unpack_numeric(values: Sequence[bytes | None]) -> np.ndarray:
-    """numeric_send's layout: ndigits, weight, sign, dscale (int16 each), then ndigits base-10000
-    digits, the first worth 10000**weight. Digit position p of the integer lands in bin p // 3.
-    Every value is 8 + 2 * ndigits bytes, so all of them read as one int16 array."""
-    bins = latency_bins.BINS
-    n = len(values)
-    values = [v or _EMPTY_NUMERIC for v in values]  # NULL reads as the empty sketch
-    words = np.frombuffer(b"".join(values), dtype=">i2").astype(np.int64)
-    sizes = np.fromiter(map(len, values), dtype=np.int64, count=n) // 2
-    heads = np.cumsum(sizes) - sizes
-    ndigits, weight = words[heads], words[heads + 1]
-    total = int(ndigits.sum())
-    rows = np.repeat(np.arange(n), ndigits)
-    k = np.arange(total) - np.repeat(np.cumsum(ndigits) - ndigits, ndigits)  # digit's index
-    digits = words[np.repeat(heads + 4, ndigits) + k]
-    position = weight[rows] - k
-    whole = position >= 0  # digits after the decimal point are zeros of a scaled integer
-    cell = (rows * bins + position // 3)[whole]
-    worth = (digits * _DIGIT_WORTH[position % 3])[whole]
-    # float64 adds exactly here: a bin's count stays far below 2**53
-    counts = np.bincount(cell, weights=worth, minlength=n * bins)
-    return counts.astype(np.int64).reshape(n, bins)
+    return f"obs_sketch_compact({a} || {b})"
 
 
 # -- connections -------------------------------------------------------------------------------
@@ -400,9 +381,6 @@ class PostgresStore(Store):
     def search_needle(self, text: str) -> str:
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return "%" + escaped + "%"
-
-    def unpack_sketches(self, values: Sequence[bytes | None]) -> np.ndarray:
-        return _unpack_numeric(values)
 
     def copy_csv_rows(
         self, engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Table, create_engine, delete, event, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
@@ -21,7 +20,7 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Insert, Select
 
-from observatory_core.storage import budget, latency_bins
+from observatory_core.storage import budget, latency_bins, packed_sketch
 from observatory_core.storage.dialect import (
     epoch_us,
     greatest_of,
@@ -34,7 +33,12 @@ from observatory_core.storage.dialect import (
     text_search,
     time_bucket,
 )
-from observatory_core.storage.packed_sketch import sketch_add, sketch_merge, sketch_of, sketch_out
+from observatory_core.storage.packed_sketch import (
+    sketch_add,
+    sketch_compact,
+    sketch_merge,
+    sketch_of,
+)
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import register
 from observatory_core.storage.stores.base import Store
@@ -112,23 +116,23 @@ def _epoch_us(element, compiler, **kw):
 
 @compiles(sketch_of, NAME)
 def _sketch_of(element, compiler, **kw):
-    return f"obs_sketch_of({compiler.process(element.clauses, **kw)})"
+    return f"coalesce(obs_sketch_of({compiler.process(element.clauses, **kw)}), X'')"
 
 
 @compiles(sketch_merge, NAME)
 def _sketch_merge(element, compiler, **kw):
-    return f"obs_sketch_sum({compiler.process(element.clauses, **kw)})"
+    return f"coalesce(obs_sketch_cat({compiler.process(element.clauses, **kw)}), X'')"
+
+
+@compiles(sketch_compact, NAME)
+def _sketch_compact(element, compiler, **kw):
+    return f"coalesce(obs_sketch_compact({compiler.process(element.clauses, **kw)}), X'')"
 
 
 @compiles(sketch_add, NAME)
 def _sketch_add(element, compiler, **kw):
     a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return f"obs_sketch_add({a}, {b})"
-
-
-@compiles(sketch_out, NAME)
-def _sketch_out(element, compiler, **kw):
-    return compiler.process(element.clauses, **kw)
+    return f"coalesce(obs_sketch_add({a}, {b}), X'')"
 
 
 def _from_hint(self, table, text):
@@ -190,50 +194,40 @@ def sqlite_latency_bin(value):
     return None if value is None else latency_bins.bin_of(value)
 
 
-# Packed sketches: a BLOB holding the integer little-endian, base 2^40 (five bytes per bin).
-# Python integers hold the packed number exactly.
-BIN_BITS = 40
-_WEIGHTS = 256 ** np.arange(BIN_BITS // 8, dtype=np.int64)
-_SKETCH_BYTES = latency_bins.BINS * BIN_BITS // 8
-
-
-def _from_blob(value) -> int:
-    return int.from_bytes(value, "little") if value else 0
-
-
-def _to_blob(number: int) -> bytes:
-    return number.to_bytes((number.bit_length() + 7) // 8, "little")
+# Sketches (storage/packed_sketch.py): the same bytes on every store; SQLite merges them with
+# these Python functions. A Python function's empty bytes reach SQL as NULL, hence the
+# coalesce to the empty BLOB in the constructs' SQL.
 
 
 class SketchOf:
-    """`obs_sketch_of(bin)`: the packed sketch of a group's spans."""
+    """`obs_sketch_of(bin)`: the compacted sketch of a group's spans."""
 
     def __init__(self) -> None:
-        self.total = 0
+        self.bins: list[int | None] = []
 
     def step(self, bin_) -> None:
-        if bin_ is not None:
-            self.total += 1 << (BIN_BITS * int(bin_))
+        self.bins.append(bin_)
 
     def finalize(self) -> bytes:
-        return _to_blob(self.total)
+        return packed_sketch.sketch_bytes(self.bins)
 
 
-class SketchSum:
-    """`obs_sketch_sum(sketch)`: merged sketches."""
+class SketchCat:
+    """`obs_sketch_cat(sketch)`: sketches concatenated (their merge)."""
 
     def __init__(self) -> None:
-        self.total = 0
+        self.parts: list[bytes] = []
 
     def step(self, value) -> None:
-        self.total += _from_blob(value)
+        if value:
+            self.parts.append(value)
 
     def finalize(self) -> bytes:
-        return _to_blob(self.total)
+        return b"".join(self.parts)
 
 
 def sqlite_sketch_add(a, b) -> bytes:
-    return _to_blob(_from_blob(a) + _from_blob(b))
+    return packed_sketch.compact((a or b"") + (b or b""))
 
 
 def _on_connect(dbapi_conn, _record) -> None:
@@ -247,7 +241,8 @@ def _on_connect(dbapi_conn, _record) -> None:
     dbapi_conn.create_aggregate("obs_stddev", 1, StddevAggregate)
     dbapi_conn.create_function("obs_latency_bin", 1, sqlite_latency_bin, deterministic=True)
     dbapi_conn.create_aggregate("obs_sketch_of", 1, SketchOf)
-    dbapi_conn.create_aggregate("obs_sketch_sum", 1, SketchSum)
+    dbapi_conn.create_aggregate("obs_sketch_cat", 1, SketchCat)
+    dbapi_conn.create_function("obs_sketch_compact", 1, packed_sketch.compact, deterministic=True)
     dbapi_conn.create_function("obs_sketch_add", 2, sqlite_sketch_add, deterministic=True)
 
 
@@ -371,11 +366,6 @@ class SqliteStore(Store):
 
     def search_needle(self, text: str) -> str:
         return '"' + text.replace('"', '""') + '"'  # an FTS5 phrase: the text taken literally
-
-    def unpack_sketches(self, values: Sequence[bytes | None]) -> np.ndarray:
-        padded = b"".join((v or b"").ljust(_SKETCH_BYTES, b"\0") for v in values)
-        cells = np.frombuffer(padded, dtype=np.uint8).astype(np.int64)
-        return cells.reshape(len(values), latency_bins.BINS, BIN_BITS // 8) @ _WEIGHTS
 
     def copy_csv_rows(
         self, engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]
