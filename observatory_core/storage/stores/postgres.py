@@ -24,6 +24,7 @@ from observatory_core.storage.dialect import (
     greatest_of,
     json_array_contains,
     json_object_text,
+    json_tag_value,
     latency_bin,
     least_of,
     percentile_cont,
@@ -75,6 +76,18 @@ def _array_contains(element, compiler, **kw):
 def _object_text(element, compiler, **kw):
     column, key = element.clauses
     return f"({compiler.process(column, **kw)} ->> CAST({compiler.process(key, **kw)} AS text))"
+
+
+@compiles(json_tag_value, NAME)
+def _tag_value(element, compiler, **kw):
+    """The first tag (in array order) starting with "<key>:", without the prefix."""
+    column = compiler.process(element.clauses, **kw)
+    n = len(element.key) + 1
+    return (
+        f"(SELECT substr(t.v, {n + 1}) FROM jsonb_array_elements_text({column}) "
+        f"WITH ORDINALITY AS t(v, i) WHERE left(t.v, {n}) = {element.prefix} "
+        "ORDER BY t.i LIMIT 1)"
+    )
 
 
 @compiles(text_search, NAME)
