@@ -514,6 +514,13 @@ def keyed_field(name: str) -> Field:
     )
 
 
+def field_named(name: str) -> Field:
+    """A declared field, or one key of a keyed JSON field ("metadata:customer"): what a list
+    or an export column may name."""
+    found = FIELDS.get(name)
+    return found if found is not None else keyed_field(name)
+
+
 def is_dimension(name: str) -> bool:
     """A declared group-by, or one key of a keyed JSON field."""
     return name in groupable() or keyed_problem(name) is None
