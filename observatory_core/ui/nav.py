@@ -23,6 +23,9 @@ PAGES = (
     PageSpec("pages/home.py", "Home", ":material/home:", Permission.METRICS_READ),
     PageSpec("pages/overview.py", "Overview", ":material/insights:", Permission.METRICS_READ),
     PageSpec("pages/metrics.py", "Metrics", ":material/monitoring:", Permission.METRICS_READ),
+    PageSpec(
+        "pages/attribution.py", "Cost attribution", ":material/pie_chart:", Permission.METRICS_READ
+    ),
     PageSpec("pages/traces.py", "Traces", ":material/account_tree:", Permission.TRACES_READ),
     PageSpec("pages/exports.py", "Exports", ":material/download:", Permission.EXPORTS_READ),
     PageSpec("pages/alerts.py", "Alerts", ":material/notifications:", Permission.ALERTS_READ),
