@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import case, literal_column, true
+from sqlalchemy import case, func, literal_column, null, true
 
 from observatory_core.accounts.permissions import ROLE_PERMISSIONS, Permission, Role
 
@@ -83,6 +83,24 @@ LLM_OPERATIONS = ("chat", "completion", "embeddings")
 LLM_CALL_CHOICES = ("yes", "no")
 
 
+# Issue 19: the slots an org's declared dimensions live in (one key each, up to this many;
+# `storage.schema.org_dimensions`), columns of the spans and of every rollup table.
+DIMENSION_SLOTS = tuple(f"dim_{n}" for n in range(1, 11))
+
+
+SLOT_MARK = "="  # a slot holds "=" + the value ("=" alone: the empty value), '' for none
+SLOT_CHARS = 199  # the value's characters a slot keeps (a String(200) with its mark)
+
+
+def _slot_text(slot: str) -> Callable[[Any], Any]:
+    """A slot's value: '' (a span without one) reads as no value, else the text after the
+    mark. Constants are written into the SQL, so SELECT and GROUP BY match (`_llm_call_text`)."""
+    return lambda c: case(
+        (c[slot] == literal_column("''"), null()),
+        else_=func.substr(c[slot], literal_column("2")),
+    )
+
+
 def _llm_call_text(c: Any) -> Any:
     """The stored flag as "yes"/"no", the same SQL over spans and rollup rows (constants
     written into the SQL: bound, SELECT and GROUP BY would number them apart)."""
@@ -112,6 +130,7 @@ class Field:
     # its value in a raw span row (a dict as stored): the tests' independent reference
     value: Callable[[dict], Any] | None = None
     listed: bool = True  # can be a list or export column
+    slot: bool = False  # a declared dimension's slot: a group-by the engine picks for a key
     # group by any key of this JSON field as "<keyed>:<key>" (`keyed_field`), read as `key_kind`
     keyed: str | None = None
     key_kind: KeyKind | None = None
@@ -355,6 +374,22 @@ FIELDS: dict[str, Field] = {
         # set on a span set aside as the twin of another (docs/ingestion.md)
         _f("duplicate_of", "Duplicate of", "text"),
         _f("duplicate_trace_id", "Duplicate of (trace)", "text"),
+        # the declared dimensions' slots: the engine groups by one in place of the key an org
+        # declared (`rollups/dimensions.py`); never offered to a person
+        *(
+            _f(
+                slot,
+                f"Dimension slot {slot}",
+                "text",
+                column=_slot_text(slot),
+                group=slot,
+                rollup=True,
+                listed=False,
+                slot=True,
+                value=lambda row, slot=slot: (row.get(slot) or None) and row[slot][1:],
+            )
+            for slot in DIMENSION_SLOTS
+        ),
     )
 }
 
@@ -551,7 +586,7 @@ def _needs() -> dict[str, Permission]:
 # roles"); fields without `needs` are visible to every role that can read spans or metrics.
 FIELD_NEEDS: Mapping[str, Permission] = Table(_needs)
 # Group-by names, the span field each groups by, and the ones rollup rows carry.
-DIMENSIONS: Names = Names(lambda: tuple(groupable()))
+DIMENSIONS: Names = Names(lambda: tuple(g for g, f in groupable().items() if not f.slot))
 DIMENSION_FIELDS: Mapping[str, str] = Table(lambda: {g: f.name for g, f in groupable().items()})
 ROLLUP_GROUPS: Names = Names(lambda: tuple(g for g, f in groupable().items() if f.rollup))
 # The filter keys a rollup row can answer, and the rollup column each reads.
