@@ -80,14 +80,13 @@ def _object_text(element, compiler, **kw):
 
 @compiles(json_tag_value, NAME)
 def _tag_value(element, compiler, **kw):
-    """The first tag (in array order) starting with "<key>:", without the prefix."""
+    """The first tag (in array order) starting with "<key>:", without the prefix: a JSON path
+    (about 2.7x faster than unnesting the array, bench/dims_case.py). The key is plain
+    (`KEY_PATTERN`), so it sits in the path's string literal as it is."""
     column = compiler.process(element.clauses, **kw)
     n = len(element.key) + 1
-    return (
-        f"(SELECT substr(t.v, {n + 1}) FROM jsonb_array_elements_text({column}) "
-        f"WITH ORDINALITY AS t(v, i) WHERE left(t.v, {n}) = {element.prefix} "
-        "ORDER BY t.i LIMIT 1)"
-    )
+    path = f'$[*] ? (@ starts with "{element.key}:")'
+    return f"substr(jsonb_path_query_first({column}, '{path}') #>> '{{}}', {n + 1})"
 
 
 @compiles(text_search, NAME)
