@@ -45,11 +45,21 @@ def test_navigation_lists_only_permitted_pages():
     titles = {
         role: [p.title for p in PAGES if Scope(org_id=1, role=role).can(p.needs)] for role in ROLES
     }
-    assert titles[Role.BILLING] == ["Home", "Overview", "Metrics", "Exports", "Alerts", "Live"]
+    assert titles[Role.BILLING] == [
+        "Home",
+        "Overview",
+        "Metrics",
+        "Cost attribution",
+        "Exports",
+        "Alerts",
+        "Live",
+    ]
+    # viewers see Cost attribution without costs (requests, tokens, errors)
     assert titles[Role.VIEWER] == [
         "Home",
         "Overview",
         "Metrics",
+        "Cost attribution",
         "Traces",
         "Exports",
         "Alerts",
