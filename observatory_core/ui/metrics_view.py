@@ -19,7 +19,7 @@ from observatory_core.metrics.engine import MetricResult
 from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.partial import covered_text
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.semantic.fields import FilterKind, by_group
+from observatory_core.semantic.fields import FilterKind, by_group, keyed_fields
 from observatory_core.semantic.metrics import SUBJECT_LABELS, Subject
 from observatory_core.ui import colors, format
 from observatory_core.ui.group_choice import group_by_multiselect, valid
@@ -378,6 +378,13 @@ def point_filter(spec: FilterSpec, zoom: str, groups: dict) -> FilterSpec:
         field = by_group(dim)
         if value is not None and field.filter is FilterKind.IN_LIST:
             changes[field.filter_keys()[0]] = (int(value) if field.type == "int" else str(value),)
+        elif value is not None and (keyed := keyed_fields().get(dim.partition(":")[0])):
+            # a tag or metadata key: the spans holding that value (tags "<key>:<value>")
+            key = dim.partition(":")[2]
+            if keyed.filter is FilterKind.TAGS:
+                changes[f"{keyed.key or keyed.name}_all"] = (f"{key}:{value}",)
+            elif keyed.filter is FilterKind.METADATA:
+                changes[keyed.filter_keys()[0]] = ((key, str(value)),)
     return spec.replace(**changes)
 
 

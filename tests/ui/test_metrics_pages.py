@@ -252,3 +252,22 @@ def test_cost_attribution_page_adds_up_and_hides_costs_from_viewers(app_env):
     columns = set(viewer.dataframe[0].value.columns)
     assert "requests" in columns and not {c for c in columns if c.startswith("cost")}
     assert not [m for m in viewer.metric if "Cost" in m.label]
+
+
+def test_a_point_of_a_key_group_opens_the_spans_holding_that_value():
+    from observatory_core.ui.metrics_view import point_filter
+
+    zoom = "2026-11-01T00:00:00+00:00~2026-11-01T01:00:00+00:00"
+    spec = point_filter(
+        FilterSpec(relative="7d"), zoom, {"tag:customer": "acme", "metadata:team": "search"}
+    )
+    assert spec.tags_all == ("customer:acme",) and spec.metadata == (("team", "search"),)
+    assert spec.start == datetime.fromisoformat(zoom.split("~")[0])
+
+
+def test_overview_ranks_by_any_key(app_env):
+    at = open_page("pages/overview.py")
+    assert not at.exception, at.exception
+    keys = [s for s in at.selectbox if s.label == "Group by"]
+    assert keys and keys[0].value == "tag:customer"
+    assert len(at.get("plotly_chart")) >= 4  # the three rankings and the key's
