@@ -45,6 +45,7 @@ FAMILIES = {
     "changes": "changes_",
     "people": "people_",
     "sketch": "sketch_",
+    "dims": "dims_",
 }
 
 
@@ -127,6 +128,11 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "- `demo_load`: generate and store the spans (COPY via a staging table on PostgreSQL, "
         "executemany on SQLite; both idempotent); rows/s is the sustained rate including generation.",
         "- `home_summary`: everything the home page asks for (two 24-hour periods and the hourly series).",
+        "- `dims_*` (issue 19, PostgreSQL, a database of its own per size, `BENCH_ONLY=dims`, "
+        "`bench/dims_case.py`): declaring `tag:customer` and back-filling 30 days "
+        "(`dims_backfill_30d_*`, rows/s over every span), then the 30-day daily cost by the "
+        "declared key, by an undeclared key (`metadata:region`) and by model; the suffix names "
+        "the path that answered. Targets at 1M spans: declared <= 150 ms, undeclared <= 2 s.",
         "- `home_period_stats_24h`, `home_requests_per_hour_24h`: its parts; rows/s counts the spans in the window.",
         "- `explorer_first_page_*`: the first page (50 rows) of the Traces page: the last 24 h by "
         "time, 7 days of one model by time, 7 days of errors by cost, 30 days of one model in "
@@ -395,6 +401,8 @@ def main() -> None:
         ]
     if "postgresql" in dbs and only in (None, "remap"):  # a database of its own
         entries += _run("remap on postgresql", "bench.remap_case")
+    if "postgresql" in dbs and only in (None, "dims"):  # a database of its own per size
+        entries += [e for size in sizes for e in run_pg_case("dims", "bench.dims_case", size)]
     if "postgresql" in dbs and only in (None, "ingest"):  # last: it adds spans to the database
         entries += run_pg_case("OTLP ingest", "bench.ingest_case", max(sizes))
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from observatory_core.base.settings import get_settings
-from observatory_core.ui import admin_view
+from observatory_core.ui import admin_view, dimensions_view
 from observatory_core.ui.session import current_scope
 
 scope = current_scope()
@@ -39,3 +39,12 @@ st.caption(
     "counts both from now on."
 )
 admin_view.duplicate_calls(scope)
+
+st.subheader("Declared dimensions")
+st.caption(
+    "Up to 10 tag or metadata keys (e.g. tag:customer, metadata:team) that the rollups carry, "
+    "so breakdowns by them are as fast as by model. New spans carry them from ingest; the "
+    "worker back-fills recent spans in the background. Any other key still works, from the "
+    "spans (slower on long ranges)."
+)
+dimensions_view.dimensions_admin(scope)

@@ -9,6 +9,7 @@ from observatory_core.reports.overview import TOP_BY, set_budget
 from observatory_core.ui import cached
 from observatory_core.ui import overview_view as ov
 from observatory_core.ui import whatchanged_view as wc
+from observatory_core.ui.group_choice import group_by_select
 from observatory_core.ui.session import current_scope, engine
 
 scope = current_scope()
@@ -31,10 +32,11 @@ with st.expander("What drove each change (by model)", expanded=True):
 st.subheader("Top")
 ranks = [b for b in TOP_BY if metric_visible(scope, TOP_BY[b].split(".")[0])]
 by = st.segmented_control("Rank by", ranks, default=ranks[0], key="ov_by") or ranks[0]
-for tab, dimension in zip(
-    st.tabs(["Models", "Users", "Projects"]), ["model", "user_id", "project"], strict=True
-):
+tabs = st.tabs(["Models", "Users", "Projects", "By any key"])
+for tab, dimension in zip(tabs, ["model", "user_id", "project", None], strict=True):
     with tab:
+        if dimension is None:  # a tag or metadata key, or any other group-by
+            dimension = group_by_select(st, "Group by", "tag:customer", key="ov_key")
         result = cached.ranking(scope, spec.to_json(), dimension, by, now)
         ov.ranking(result.frame, dimension, TOP_BY[by], by)
 

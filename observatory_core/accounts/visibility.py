@@ -28,6 +28,7 @@ from observatory_core.semantic.fields import (
     FILTER_READS,
     fields_hidden_from,
     filters_set_in,
+    keyed_fields,
 )
 from observatory_core.semantic.metrics import METRICS
 
@@ -125,7 +126,8 @@ def metric_visible(scope: Scope, metric: str) -> bool:
 
 def require_group_by(scope: Scope, group_by: Iterable[str]) -> None:
     for dim in group_by:
-        field = DIMENSION_FIELDS.get(dim, dim)
+        keyed = keyed_fields().get(dim.partition(":")[0])  # "tag:<key>" reads the tags
+        field = DIMENSION_FIELDS.get(dim, keyed.name if keyed else dim)
         if not can_see(scope, field):
             raise refusal(scope, field, "group by")
 

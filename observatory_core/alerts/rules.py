@@ -24,8 +24,8 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import require_filters, require_series, rule_values_hidden
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import DIMENSIONS
 from observatory_core.metrics.query import parse_series
+from observatory_core.semantic.fields import dimension_problem
 from observatory_core.storage.dialect import insert_ignoring_duplicates
 from observatory_core.storage.schema import alert_rules, alert_states, orgs
 
@@ -161,10 +161,8 @@ def build_rule(
     metric, agg = parse_series(series)  # refuses a metric with an aggregation that does not fit
     if comparator not in COMPARATORS:
         raise UserError(f"Comparator {comparator!r} must be one of {', '.join(COMPARATORS)}.")
-    if group_by and group_by not in DIMENSIONS:
-        raise UserError(
-            f"Group by {group_by!r} is not a dimension; choose from {', '.join(DIMENSIONS)}."
-        )
+    if group_by and (problem := dimension_problem(group_by)):
+        raise UserError(problem)
     spec = filters or FilterSpec(relative=None)
     if spec.relative is not None or spec.start or spec.end:  # the window is the rule's time
         spec = spec.replace(relative=None, start=None, end=None)

@@ -53,6 +53,18 @@ def customer_ids(org: OrgSpec) -> list[str]:
     ]
 
 
+# The companies the demo's end users work for: a tag "customer:<company>" on their calls, so
+# Cost attribution (issue 19) has something to split; one user in eight has none.
+CUSTOMERS = ["northwind", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell"]
+
+
+def customer_of(user: str) -> str | None:
+    """The same company for a user in every process, drawn from no shared random stream (the
+    rest of the data stays as it was)."""
+    n = int.from_bytes(hashlib.blake2s(user.encode(), digest_size=2).digest(), "big")
+    return None if n % 8 == 0 else CUSTOMERS[n % len(CUSTOMERS)]
+
+
 def user_weights(org: OrgSpec) -> list[float]:
     """Cumulative power-law weights over `customer_ids`: a few users make most requests."""
     return _cum(1 / (r + 1) ** 1.1 for r in range(org.users))
@@ -153,6 +165,8 @@ class DemoGenerator:
         tags = [project.kind.replace("_", "-")]
         if rng.random() < 0.3:
             tags.append(rng.choice(EXTRA_TAGS))
+        if customer := customer_of(user):
+            tags.append(f"customer:{customer}")
         ctx = _Ctx(
             org_id=self.ids[(org.slug, project.slug)][0],
             project_id=self.ids[(org.slug, project.slug)][1],

@@ -190,7 +190,7 @@ def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, co
     database writes their CSV lines (stored columns only: an expression field is written by the
     row path)."""
     pinned = {"as_of": job["snapshot_at"], "max_id": job["snapshot_max_id"]}
-    copyable = all(FIELDS[f].plain for f in fields if f in FIELDS)
+    copyable = all(f in FIELDS and FIELDS[f].plain for f in fields)  # not "metadata:<key>"
     if job["format"] == "csv" and store_for(engine).copies_csv and copyable:
         pages = iter_span_ids(engine, scope, spec, page_size=config.copy_page_size, **pinned)
         copies = copy_ahead(engine, job["org_id"], pages, fields, config.copy_ahead)

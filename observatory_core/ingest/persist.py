@@ -16,6 +16,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.ingest import dedup, llm_calls
+from observatory_core.rollups.dimensions import extract_new
 from observatory_core.rollups.maintain import fold_new_spans
 from observatory_core.rollups.partials import SOURCE_COLUMNS
 from observatory_core.rollups.refold import refold
@@ -35,6 +36,7 @@ class _FoldIntoRollups:
         serialize_rollup_writes(conn)  # concurrent writers take turns for the fold
         touched = dedup.settle(conn, new, datetime.now(UTC))
         llm_calls.settle_new(conn, new)
+        extract_new(conn, new)  # the org's declared dimensions (issue 19)
         fold_new_spans(conn, new)
         # stored spans that stopped counting (or took their twin's model): their buckets anew
         refold(conn, ((t.org_id, t.trace_id, t.start_time) for t in touched))

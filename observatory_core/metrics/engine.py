@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -31,6 +31,7 @@ from observatory_core.metrics.rollup_path import (
     rollup_select,
 )
 from observatory_core.metrics.trace_path import TOTALS_GRAINS, trace_plan, trace_series
+from observatory_core.rollups.dimensions import slot_groups
 from observatory_core.storage import latency_bins as sketch
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
@@ -428,6 +429,21 @@ def _answer_series(args, query, caps, bucket_seconds, start, end, now, force):
     return frame, source, grains, groups.folded if groups else 0
 
 
+def _declared_slots(
+    engine: Engine, scope: Scope, query: MetricQuery, start: datetime
+) -> tuple[MetricQuery, dict[str, str]]:
+    """The query with each key the org declared as a dimension read from its slot (rollups
+    carry it, `rollups/dimensions.py`), when its back-fill covers the range; key -> slot."""
+    keyed = [g for g in query.group_by if ":" in g]
+    if not keyed or trace_series(query.all_series):  # trace_totals carry no slots
+        return query, {}
+    slots = {k: s for k, s in slot_groups(engine, scope.org_id, start).items() if k in keyed}
+    if not slots:
+        return query, {}
+    group_by = tuple(slots.get(g, g) for g in query.group_by)
+    return replace(query, group_by=group_by, sort=slots.get(query.sort, query.sort)), slots
+
+
 def run_metrics(
     engine: Engine,
     scope: Scope,
@@ -450,6 +466,8 @@ def run_metrics(
     _check_permissions(scope, query)
     trace_series(series)  # one subject per query, refused before any read
     start, end = _window(engine, scope, query, now)
+    asked = query
+    query, slots = _declared_slots(engine, scope, query, start)
     bucket_seconds = query.bucket_seconds(start, end)
     args = (engine, scope, query, series)
     partial: dict[datetime, float] = {}
@@ -468,7 +486,8 @@ def run_metrics(
     if "_bins" in frame.columns and bucket_seconds is None and not query.group_by:
         sketch = frame["_bins"].to_numpy()[0]
     wanted = [c for c in ("bucket", *query.group_by) if c in frame.columns] + list(query.series)
-    frame = frame.select(wanted)
+    frame = frame.select(wanted).rename({slot: key for key, slot in slots.items()})
+    query = asked
     has_percentiles = any(Agg(s.split(".")[1]) in PERCENTILES for s in query.series)
     return MetricResult(
         frame=frame,

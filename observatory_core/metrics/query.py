@@ -14,12 +14,12 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import (
     AUTO_POINTS,
     BUCKETS,
-    DIMENSIONS,
     MAX_GROUP_BY,
     MAX_RANGE_DAYS,
     METRICS,
     Agg,
 )
+from observatory_core.semantic.fields import dimension_problem
 
 COMPARATORS = (">", ">=", "<", "<=", "=", "!=")
 MAX_LIMIT = 1000
@@ -97,8 +97,8 @@ class MetricQuery:
                 f"remove {len(self.group_by) - MAX_GROUP_BY}."
             )
         for dim in self.group_by:
-            if dim not in DIMENSIONS:
-                raise MetricError(f"Cannot group by {dim!r}; choose from {', '.join(DIMENSIONS)}.")
+            if problem := dimension_problem(dim):
+                raise MetricError(problem)
         if len(set(self.group_by)) != len(self.group_by):
             raise MetricError("Each group-by dimension may appear once.")
         if self.sort is not None and self.sort not in (*self.all_series, *self.group_by):

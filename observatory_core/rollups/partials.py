@@ -23,10 +23,16 @@ from sqlalchemy.sql.expression import ColumnElement, FromClause
 from observatory_core.semantic.metrics import rollup_counts, rollup_measures, sketched
 from observatory_core.storage.dialect import latency_bin, time_bucket
 from observatory_core.storage.packed_sketch import sketch_of
-from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from observatory_core.storage.schema import (
+    DIMENSION_SLOTS,
+    ROLLUP_COUNTS,
+    ROLLUP_DIMENSIONS,
+    ROLLUP_MEASURES,
+)
 
 # The span columns a partial needs; a source must offer these.
 SOURCE_COLUMNS = (
+    *DIMENSION_SLOTS,
     "id",
     "org_id",
     "trace_id",
@@ -87,6 +93,8 @@ def dimension_expressions(src: FromClause) -> dict[str, ColumnElement]:
         "operation": c.operation,
         "status": c.status,
         "llm_call": c.llm_call,
+        # declared dimensions (issue 19): '' where a span has no value, or none extracted
+        **{slot: func.coalesce(c[slot], "") for slot in DIMENSION_SLOTS},
     }
 
 

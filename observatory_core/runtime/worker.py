@@ -1,4 +1,5 @@
-"""The background worker: exports on this thread, alert evaluation and webhooks on their own.
+"""The background worker: exports and declared dimensions' back-fills on this thread, alert
+evaluation and webhooks on their own.
 
 Embedded mode runs it as a thread of the server; production runs any number of
 `python -m observatory_core worker` processes against PostgreSQL.
@@ -14,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.base.settings import Settings
 from observatory_core.exports.worker import WorkerConfig, maintenance, work_once
+from observatory_core.rollups.dimensions import backfill_step
 from observatory_core.storage.transient import describe, is_transient
 
 log = logging.getLogger("observatory.worker")
@@ -46,7 +48,10 @@ def run_forever(engine: Engine, settings: Settings, stop: threading.Event) -> No
             if datetime.now(UTC) >= next_maintenance:
                 maintenance(engine, config)
                 next_maintenance = datetime.now(UTC) + MAINTENANCE_EVERY
-            if work_once(engine, config) is None:
+            exported = work_once(engine, config)
+            # one chunk of a declared dimension's back-fill per round (rollups/dimensions.py)
+            backfilled = backfill_step(engine)
+            if exported is None and backfilled is None:
                 stop.wait(settings.worker_poll_s)
             if failing:
                 log.info("worker: the database is reachable again")

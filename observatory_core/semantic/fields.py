@@ -10,13 +10,14 @@ derived here are computed from `FIELDS` at each use, never copied at import.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import case, literal_column, true
+from sqlalchemy import case, func, literal_column, null, true
 
 from observatory_core.accounts.permissions import ROLE_PERMISSIONS, Permission, Role
 
@@ -28,6 +29,28 @@ class FilterKind(StrEnum):
     TAGS = "tags"  # <key>_any, <key>_all: a JSON array holding any / all of these
     METADATA = "metadata"  # key=value pairs of a JSON object, all must match
     SEARCH = "search"  # case-insensitive substring of the text fields it reads
+
+
+class KeyKind(StrEnum):
+    """How a JSON field holds values by key, for group-bys by any key (`keyed_field`)."""
+
+    TAG = "tag"  # an array of strings: the text after "<key>:" in the first tag starting so
+    OBJECT = "object"  # an object: the text of its top-level key
+
+
+# How each kind reads one key in SQL, `(column, key) -> expression`: registered by
+# `storage/dialect.py`, where the constructs (and each store's SQL for them) live.
+KEY_SQL: dict[KeyKind, Callable[[Any, str], Any]] = {}
+
+
+def key_value(kind: KeyKind, data: Any, key: str) -> str | None:
+    """One key's value in a stored JSON value (a raw row's tags or metadata), as the SQL of
+    `KEY_SQL` reads it: None when the span has no value for the key."""
+    if kind is KeyKind.TAG:
+        prefix = f"{key}:"
+        return next((t[len(prefix) :] for t in data or () if str(t).startswith(prefix)), None)
+    value = (data or {}).get(key)
+    return None if value is None else str(value)
 
 
 class Widget(StrEnum):
@@ -60,6 +83,24 @@ LLM_OPERATIONS = ("chat", "completion", "embeddings")
 LLM_CALL_CHOICES = ("yes", "no")
 
 
+# Issue 19: the slots an org's declared dimensions live in (one key each, up to this many;
+# `storage.schema.org_dimensions`), columns of the spans and of every rollup table.
+DIMENSION_SLOTS = tuple(f"dim_{n}" for n in range(1, 11))
+
+
+SLOT_MARK = "="  # a slot holds "=" + the value ("=" alone: the empty value), '' for none
+SLOT_CHARS = 199  # the value's characters a slot keeps (a String(200) with its mark)
+
+
+def _slot_text(slot: str) -> Callable[[Any], Any]:
+    """A slot's value: '' (a span without one) reads as no value, else the text after the
+    mark. Constants are written into the SQL, so SELECT and GROUP BY match (`_llm_call_text`)."""
+    return lambda c: case(
+        (c[slot] == literal_column("''"), null()),
+        else_=func.substr(c[slot], literal_column("2")),
+    )
+
+
 def _llm_call_text(c: Any) -> Any:
     """The stored flag as "yes"/"no", the same SQL over spans and rollup rows (constants
     written into the SQL: bound, SELECT and GROUP BY would number them apart)."""
@@ -89,6 +130,10 @@ class Field:
     # its value in a raw span row (a dict as stored): the tests' independent reference
     value: Callable[[dict], Any] | None = None
     listed: bool = True  # can be a list or export column
+    slot: bool = False  # a declared dimension's slot: a group-by the engine picks for a key
+    # group by any key of this JSON field as "<keyed>:<key>" (`keyed_field`), read as `key_kind`
+    keyed: str | None = None
+    key_kind: KeyKind | None = None
 
     def expression(self, c: Any) -> Any:
         """The field's SQL over the column collection `c` (e.g. `spans.c`)."""
@@ -248,7 +293,15 @@ FIELDS: dict[str, Field] = {
             pattern=_HEX % 16,
             pattern_hint="16 lowercase hex digits",
         ),
-        _f("tags", "Tags", "json", filter=FilterKind.TAGS, widget=Widget.TEXT_LIST),
+        _f(
+            "tags",
+            "Tags",
+            "json",
+            filter=FilterKind.TAGS,
+            widget=Widget.TEXT_LIST,
+            keyed="tag",
+            key_kind=KeyKind.TAG,
+        ),
         _f(
             "metadata",
             "Metadata",
@@ -257,6 +310,8 @@ FIELDS: dict[str, Field] = {
             description='key=value pairs as JSON lists, e.g. ["region","eu"]',
             widget=Widget.METADATA,
             widget_label="Metadata key=value",
+            keyed="metadata",
+            key_kind=KeyKind.OBJECT,
         ),
         _f(
             "duration_ms",
@@ -319,6 +374,22 @@ FIELDS: dict[str, Field] = {
         # set on a span set aside as the twin of another (docs/ingestion.md)
         _f("duplicate_of", "Duplicate of", "text"),
         _f("duplicate_trace_id", "Duplicate of (trace)", "text"),
+        # the declared dimensions' slots: the engine groups by one in place of the key an org
+        # declared (`rollups/dimensions.py`); never offered to a person
+        *(
+            _f(
+                slot,
+                f"Dimension slot {slot}",
+                "text",
+                column=_slot_text(slot),
+                group=slot,
+                rollup=True,
+                listed=False,
+                slot=True,
+                value=lambda row, slot=slot: (row.get(slot) or None) and row[slot][1:],
+            )
+            for slot in DIMENSION_SLOTS
+        ),
     )
 }
 
@@ -431,8 +502,74 @@ def groupable() -> dict[str, Field]:
     return derived("groupable", lambda: {f.group: f for f in FIELDS.values() if f.group})
 
 
+def keyed_fields() -> dict[str, Field]:
+    """Group-by prefix ("tag", "metadata") -> the JSON field whose keys it groups by."""
+    return derived("keyed", lambda: {f.keyed: f for f in FIELDS.values() if f.keyed})
+
+
+# A key a group-by may name: plain enough to be written into the SQL as a constant (bound,
+# SELECT and GROUP BY would number it apart, see `_llm_call_text`) and into a column name.
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+KEY_HINT = "1 to 64 letters, digits, '_', '.' or '-'"
+
+
+def keyed_problem(name: str) -> str | None:
+    """Why `name` is not a keyed group-by ("tag:customer", "metadata:customer"), or None."""
+    prefix, colon, key = name.partition(":")
+    keyed = keyed_fields()
+    if not colon or prefix not in keyed:
+        choices = ", ".join(f"{p}:<key>" for p in keyed)
+        return f"Cannot group by {name!r}; choose from {', '.join(DIMENSIONS)} or {choices}."
+    if not KEY_PATTERN.match(key):
+        return f"Cannot group by {name!r}: the key after {prefix}: must be {KEY_HINT}."
+    return None
+
+
+def keyed_field(name: str) -> Field:
+    """The field a keyed group-by reads: one key of a JSON field, declared by the JSON
+    field's `keyed` and `key_kind` (so a new keyed field needs no code elsewhere)."""
+    problem = keyed_problem(name)
+    if problem:
+        raise KeyError(problem)
+    prefix, _, key = name.partition(":")
+    base = keyed_fields()[prefix]
+    kind = base.key_kind
+
+    def column(c: Any) -> Any:
+        return KEY_SQL[kind](base.expression(c), key)
+
+    return Field(
+        name,
+        f"{base.label}: {key}",
+        "text",
+        column=column,
+        group=name,
+        needs=base.needs,
+        value=lambda row: key_value(kind, base.row_value(row), key),
+    )
+
+
+def field_named(name: str) -> Field:
+    """A declared field, or one key of a keyed JSON field ("metadata:customer"): what a list
+    or an export column may name."""
+    found = FIELDS.get(name)
+    return found if found is not None else keyed_field(name)
+
+
+def is_dimension(name: str) -> bool:
+    """A declared group-by, or one key of a keyed JSON field."""
+    return name in groupable() or keyed_problem(name) is None
+
+
+def dimension_problem(name: str) -> str | None:
+    """What to send instead of `name`, or None when it is a group-by."""
+    return None if name in groupable() else keyed_problem(name)
+
+
 def by_group(name: str) -> Field:
-    return groupable()[name]
+    """The field a group-by name reads: declared (`group=`) or keyed ("tag:<key>")."""
+    found = groupable().get(name)
+    return found if found is not None else keyed_field(name)
 
 
 def listed() -> tuple[str, ...]:
@@ -449,7 +586,7 @@ def _needs() -> dict[str, Permission]:
 # roles"); fields without `needs` are visible to every role that can read spans or metrics.
 FIELD_NEEDS: Mapping[str, Permission] = Table(_needs)
 # Group-by names, the span field each groups by, and the ones rollup rows carry.
-DIMENSIONS: Names = Names(lambda: tuple(groupable()))
+DIMENSIONS: Names = Names(lambda: tuple(g for g, f in groupable().items() if not f.slot))
 DIMENSION_FIELDS: Mapping[str, str] = Table(lambda: {g: f.name for g, f in groupable().items()})
 ROLLUP_GROUPS: Names = Names(lambda: tuple(g for g, f in groupable().items() if f.rollup))
 # The filter keys a rollup row can answer, and the rollup column each reads.

@@ -19,11 +19,15 @@ from typing import Any, Protocol
 from sqlalchemy import Column, MetaData, Table
 from sqlalchemy.engine import Connection, Engine
 
-from observatory_core.storage.schema import spans
+from observatory_core.storage.schema import DIMENSION_SLOTS, spans
 from observatory_core.storage.stores import store_for
 
 # The columns of a complete span row: every column but the generated id.
-SPAN_COLUMNS: tuple[str, ...] = tuple(c.name for c in spans.columns if c.name != "id")
+# What a writer sends: the declared dimensions' slots are filled in the batch's transaction
+# from the org's declarations (`rollups/dimensions.py`), never by the row.
+SPAN_COLUMNS: tuple[str, ...] = tuple(
+    c.name for c in spans.columns if c.name != "id" and c.name not in DIMENSION_SLOTS
+)
 
 
 class AfterBatch(Protocol):

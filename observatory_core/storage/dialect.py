@@ -6,11 +6,12 @@ and `tests/storage/test_stores.py` checks that every store compiles every one of
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, Integer, String, Table, literal
+from sqlalchemy import BigInteger, Boolean, Float, Integer, String, Table, literal, literal_column
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from observatory_core.semantic.fields import KEY_HINT, KEY_PATTERN, KEY_SQL, KeyKind
 from observatory_core.storage.stores import store_for
 from observatory_core.storage.types import UtcDateTime
 
@@ -70,14 +71,54 @@ class json_array_contains(FunctionElement):
 
 
 class json_object_text(FunctionElement):
-    """The text of one top-level key of a JSON object column (any key, quotes included)."""
+    """The text of one top-level key of a JSON object column (any key, quotes included; a
+    key given as SQL, e.g. a constant for a group-by, is used as it is)."""
 
     type = String()
     inherit_cache = True
     name = "json_object_text"
 
+    def __init__(self, column: ColumnElement, key: str | ColumnElement) -> None:
+        super().__init__(column, literal(key, String()) if isinstance(key, str) else key)
+
+
+class json_tag_value(FunctionElement):
+    """The text after "<key>:" in the first string of a JSON array column that starts so
+    (tags "customer:acme" read as customer = acme), NULL when none does. The key is written
+    into the SQL (a group-by names it in SELECT and GROUP BY alike): only keys matching
+    `semantic.fields.KEY_PATTERN` are accepted."""
+
+    type = String()
+    inherit_cache = True
+    name = "json_tag_value"
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("key", InternalTraversal.dp_plain_obj),
+    ]
+
     def __init__(self, column: ColumnElement, key: str) -> None:
-        super().__init__(column, literal(key, String()))
+        if not KEY_PATTERN.match(key):
+            raise ValueError(f"tag key {key!r}: {KEY_HINT}")
+        self.key = key
+        super().__init__(column)
+
+    @property
+    def prefix(self) -> str:
+        """The tag's prefix as a SQL string constant (the key is plain, by the pattern)."""
+        return f"'{self.key}:'"
+
+
+# How a group-by reads one key of a keyed JSON field (`semantic.fields.keyed_field`).
+KEY_SQL[KeyKind.TAG] = json_tag_value
+
+
+def _object_key(column: ColumnElement, key: str) -> json_object_text:
+    if not KEY_PATTERN.match(key):
+        raise ValueError(f"metadata key {key!r}: {KEY_HINT}")
+    return json_object_text(column, literal_column(f"'{key}'", String()))
+
+
+KEY_SQL[KeyKind.OBJECT] = _object_key
 
 
 class text_search(FunctionElement):
@@ -136,6 +177,7 @@ NEUTRAL_CONSTRUCTS = (
     stddev_samp,
     json_array_contains,
     json_object_text,
+    json_tag_value,
     text_search,
     latency_bin,
     least_of,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -25,7 +26,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.expression import ColumnElement
 
-from observatory_core.semantic.fields import OPERATIONS, STATUSES  # noqa: F401 (declared there)
+from observatory_core.semantic.fields import (  # noqa: F401 (declared there)
+    DIMENSION_SLOTS,
+    OPERATIONS,
+    STATUSES,
+)
 from observatory_core.semantic.metrics import MEASURE_PARTS, rollup_counts, rollup_measures
 from observatory_core.storage.packed_sketch import SKETCH_TYPE
 from observatory_core.storage.types import BigId, JsonB, UtcDateTime
@@ -158,6 +163,9 @@ spans = Table(
     # an LLM call (a request): decided at ingest from the operation, or for an `other` span
     # from its model, tokens and the spans below it (migration 0014, ingest/llm_calls.py)
     Column("llm_call", Boolean, nullable=False, server_default="0"),
+    # migration 0016 (issue 19): the values of the keys an admin declared as dimensions
+    # (`org_dimensions`), one slot each: '' for a span without a value, NULL not yet extracted
+    *(Column(slot, String(200)) for slot in DIMENSION_SLOTS),
     UniqueConstraint("org_id", "trace_id", "span_id", name="uq_spans_org_trace_span"),
     # trace_id too (migration 0008): "traces with a span in this window" reads the index only
     Index("ix_spans_org_start_trace", "org_id", "start_time", "trace_id"),
@@ -486,6 +494,7 @@ ROLLUP_DIMENSIONS = (
     "operation",
     "status",
     "llm_call",  # migration 0014: rows of a subject (LLM calls) are read without spans
+    *DIMENSION_SLOTS,  # migration 0016: the org's declared keys ('' for none), `org_dimensions`
 )
 ROLLUP_MEASURES = (
     # the value measures of the metric declarations (semantic/metrics.py), in `layout` order:
@@ -517,11 +526,33 @@ def _rollup_table(grain: str) -> Table:
             for m in ROLLUP_MEASURES
             for part in MEASURE_PARTS
         ),
+        # migration 0016 (issue 19): the declared dimensions' slots, '' for no value
+        *(Column(c, String(200), nullable=False, server_default="") for c in DIMENSION_SLOTS),
         UniqueConstraint("org_id", "bucket_start", *ROLLUP_DIMENSIONS, name=f"uq_{name}_key"),
     )
 
 
 ROLLUPS: dict[str, Table] = {grain: _rollup_table(grain) for grain in ROLLUP_GRAINS}
+
+# Issue 19: the tag or metadata keys an org's admins declared as dimensions, each in one slot
+# of `DIMENSION_SLOTS` (spans and rollups carry the slot's value). The back-fill of recent
+# spans runs in the worker (`rollups/dimensions.py`): `covered_from` is the earliest span
+# time the slot holds, and the rollup path reads the slot only once `status` is ready.
+org_dimensions = Table(
+    "org_dimensions",
+    metadata,
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("slot", String(8), primary_key=True),
+    Column("key", String(80), nullable=False),
+    Column("status", String(16), nullable=False),  # backfilling, ready
+    Column("covered_from", UtcDateTime, nullable=False),
+    Column("done_until", UtcDateTime, nullable=False),  # the back-fill's progress, oldest first
+    Column("backfill_to", UtcDateTime, nullable=False),
+    Column("rows_done", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(200)),
+    UniqueConstraint("org_id", "key", name="uq_org_dimensions_key"),
+)
 
 # Distinct users and sessions cannot be summed, so the actors seen per bucket are kept:
 # a distinct count over these rows is exact and reads far fewer rows than the spans.

@@ -6,7 +6,14 @@ from __future__ import annotations
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import hidden_fields, require_fields, visible
 from observatory_core.base.errors import UserError
-from observatory_core.semantic.fields import FIELDS, Names, derived, listed
+from observatory_core.semantic.fields import (
+    Names,
+    derived,
+    field_named,
+    keyed_fields,
+    keyed_problem,
+    listed,
+)
 from observatory_core.storage.schema import spans
 
 __all__ = [
@@ -51,8 +58,9 @@ KEY_FIELDS = ("id", "trace_id", "span_id", "start_time")
 
 
 def field_column(name: str):
-    """The SQL of a listable field, labelled with its name (an expression field too)."""
-    field = FIELDS[name]
+    """The SQL of a listable field, labelled with its name (an expression field too, and one
+    key of a keyed JSON field, "metadata:customer")."""
+    field = field_named(name)
     return spans.c[name] if field.plain else field.expression(spans.c).label(name)
 
 
@@ -66,8 +74,11 @@ def resolve_fields(
         return visible(scope, DEFAULT_FIELDS)
     wanted = tuple(wanted)
     known = ALL_FIELDS
-    unknown = [f for f in wanted if f not in known]
+    unknown = [f for f in wanted if f not in known and keyed_problem(f)]
     if unknown:
-        raise UserError(f"Unknown field {unknown[0]!r}; choose from {', '.join(ALL_FIELDS)}.")
+        keyed = ", ".join(f"{p}:<key>" for p in keyed_fields())
+        raise UserError(
+            f"Unknown field {unknown[0]!r}; choose from {', '.join(ALL_FIELDS)}, or {keyed}."
+        )
     require_fields(scope, wanted, use)
     return tuple(dict.fromkeys(wanted))

@@ -10,6 +10,7 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery, query_from_json, query_to_json
+from observatory_core.reports.attribution import Attribution, cost_attribution
 from observatory_core.reports.overview import (
     BudgetBurn,
     Overview,
@@ -179,3 +180,10 @@ def headlines(
 
 def minute() -> str:
     return datetime.now(UTC).replace(second=0, microsecond=0).isoformat()
+
+
+@st.cache_data(ttl=60, show_spinner="Splitting the period by the key…")
+def attribution(scope: Scope, spec_json: str, key: str, minute: str) -> Attribution:
+    return cost_attribution(
+        engine(), scope, FilterSpec.from_json(spec_json), key, now=datetime.fromisoformat(minute)
+    )

@@ -107,7 +107,11 @@ def new_export_form(scope: Scope, spec: FilterSpec) -> None:
         st.caption(f"Filters: {filters.describe(spec)}")
         choices = [f for f in ALL_FIELDS if f not in hidden and f != "id"]
         fields = st.multiselect(
-            "Fields", choices, default=[f for f in EXPORT_DEFAULT_FIELDS if f in choices]
+            "Fields",
+            choices,
+            default=[f for f in EXPORT_DEFAULT_FIELDS if f in choices],
+            accept_new_options=True,  # "metadata:customer": one key as a column (issue 19)
+            help="Type tag:<key> or metadata:<key> to export one key as a column of its own.",
         )
         cols = st.columns(3)
         fmt = cols[0].selectbox("Format", FORMATS, format_func=str.upper)

@@ -19,9 +19,10 @@ from observatory_core.metrics.engine import MetricResult
 from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.partial import covered_text
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.semantic.fields import DIMENSIONS, FilterKind, by_group
+from observatory_core.semantic.fields import FilterKind, by_group, keyed_fields
 from observatory_core.semantic.metrics import SUBJECT_LABELS, Subject
 from observatory_core.ui import colors, format
+from observatory_core.ui.group_choice import group_by_multiselect, valid
 
 PAGE_PARAMS = frozenset({"s", "m", "b", "g", "cmp", "top", "zoom"})
 DEFAULT_SERIES = ("request_count.count", "duration_ms.p95")
@@ -104,13 +105,13 @@ def controls(scope: Scope) -> tuple[MetricQuery | None, bool, str | None]:
     bucket = top[1].selectbox(
         "Bucket", buckets, index=buckets.index(q.get("b", "auto")) if q.get("b") in buckets else 0
     )
-    dims = list(DIMENSIONS)
-    group_by = top[2].multiselect(
+    asked_groups = [g for g in (q.get("g") or "").split(",") if g]
+    group_by, group_problem = group_by_multiselect(
+        top[2],
         "Group by",
-        dims,
-        default=_csv_param("g", dims, ()),
-        max_selections=MAX_GROUP_BY,
+        valid(asked_groups)[0],
         key="mx_group",
+        max_selections=MAX_GROUP_BY,
     )
     try:
         asked = min(max(int(q.get("top", MAX_TOP)), 1), MAX_TOP)
@@ -139,6 +140,8 @@ def controls(scope: Scope) -> tuple[MetricQuery | None, bool, str | None]:
             del q[key]
     if not series:
         return None, compare, "Pick at least one metric above."
+    if group_problem:
+        return None, compare, group_problem
     try:
         # no top-N limit: the engine keeps the `limit` largest groups (see `load`) and folds
         # the rest into "(other)", so the lines add up to the whole
@@ -375,6 +378,13 @@ def point_filter(spec: FilterSpec, zoom: str, groups: dict) -> FilterSpec:
         field = by_group(dim)
         if value is not None and field.filter is FilterKind.IN_LIST:
             changes[field.filter_keys()[0]] = (int(value) if field.type == "int" else str(value),)
+        elif value is not None and (keyed := keyed_fields().get(dim.partition(":")[0])):
+            # a tag or metadata key: the spans holding that value (tags "<key>:<value>")
+            key = dim.partition(":")[2]
+            if keyed.filter is FilterKind.TAGS:
+                changes[f"{keyed.key or keyed.name}_all"] = (f"{key}:{value}",)
+            elif keyed.filter is FilterKind.METADATA:
+                changes[keyed.filter_keys()[0]] = ((key, str(value)),)
     return spec.replace(**changes)
 
 

@@ -29,6 +29,9 @@ PAGES = (
         ":material/waterfall_chart:",
         Permission.METRICS_READ,
     ),
+    PageSpec(
+        "pages/attribution.py", "Cost attribution", ":material/pie_chart:", Permission.METRICS_READ
+    ),
     PageSpec("pages/traces.py", "Traces", ":material/account_tree:", Permission.TRACES_READ),
     PageSpec("pages/users.py", "Users", ":material/group:", Permission.METRICS_READ),
     PageSpec("pages/sessions.py", "Sessions", ":material/forum:", Permission.METRICS_READ),

@@ -26,8 +26,10 @@ from observatory_core.alerts.rules import (
 from observatory_core.alerts.webhooks import delivery_log
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import DIMENSIONS, METRICS
+from observatory_core.metrics.catalog import METRICS
 from observatory_core.ui import colors, format
+from observatory_core.ui.group_choice import KEY_HELP
+from observatory_core.ui.group_choice import options as group_options
 from observatory_core.ui.session import engine
 
 WINDOWS = {
@@ -98,12 +100,14 @@ def rule_editor(scope: Scope, spec: FilterSpec) -> None:
             index=windows.index(d["window_s"]) if d["window_s"] in windows else 1,
             format_func=lambda w: next(k for k, v in WINDOWS.items() if v == w),
         )
-        dims = [None, *DIMENSIONS]
+        dims = [None, *group_options([d["group_by"]] if d["group_by"] else [])]
         group_by = c2.selectbox(
             "One alert per",
             dims,
-            index=dims.index(d["group_by"]),
+            index=dims.index(d["group_by"]) if d["group_by"] in dims else 0,
             format_func=lambda g: g or "(whole rule)",
+            accept_new_options=True,  # "tag:customer": one alert per customer (rules refuse bad keys)
+            help=KEY_HELP,
         )
         min_requests = c3.number_input(
             "Minimum requests",

@@ -50,17 +50,20 @@ def test_navigation_lists_only_permitted_pages():
         "Overview",
         "Metrics",
         "What changed",
+        "Cost attribution",
         "Users",
         "Sessions",
         "Exports",
         "Alerts",
         "Live",
     ]
+    # viewers see Cost attribution without costs (requests, tokens, errors)
     assert titles[Role.VIEWER] == [
         "Home",
         "Overview",
         "Metrics",
         "What changed",
+        "Cost attribution",
         "Traces",
         "Users",
         "Sessions",

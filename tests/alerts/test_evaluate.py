@@ -201,3 +201,21 @@ def test_a_trace_rule_beside_a_span_rule_counts_traces(org):
     assert spans_state["last_requests"] == df.height == 18
     assert spans_state["last_value"] == pytest.approx((df["status"] == "error").mean())
     assert spans_state["state"] == "ok"
+
+
+def test_a_rule_per_customer_tag_fires_for_that_customer_only(org):
+    """Issue 19: a rule grouped by a tag key ("tag:customer") watches each customer apart."""
+    engine, org_id, project = org
+    costly, cheap = {"input_cost_usd": 0.5}, {"input_cost_usd": 0.01}
+    add_spans(engine, org_id, project, minutes_ago=2, count=10, tags=["customer:acme"], **costly)
+    add_spans(engine, org_id, project, minutes_ago=2, count=10, tags=["customer:globex"], **cheap)
+    add_spans(engine, org_id, project, minutes_ago=2, count=10, tags=["beta"], **costly)
+    rule_id = rule(engine, org_id, series="total_cost.sum", threshold=1.0, group_by="tag:customer")
+    evaluate(engine, NOW)
+    got = states(engine, rule_id)
+    assert got["acme"]["state"] == "firing" and got["globex"]["state"] == "ok"
+    assert got["acme"]["last_value"] == pytest.approx(5.0)
+    # the spans without a customer tag are judged together, as "(none)"
+    assert got["(none)"]["state"] == "firing"
+    active = sorted(a["group_key"] for a in active_alerts(engine, admin_scope(org_id)))
+    assert active == ["(none)", "acme"]

@@ -40,7 +40,7 @@ GOOD = dict(name="p95", series="duration_ms.p95", comparator=">", threshold="250
         ({"comparator": "=="}, "Comparator '==' must be one of"),
         ({"webhook_url": "ftp://example.org/hook"}, "must be an http:// or https:// address"),
         ({"webhook_url": "javascript:alert(1)"}, "must be an http:// or https:// address"),
-        ({"group_by": "colour"}, "Group by 'colour' is not a dimension"),
+        ({"group_by": "colour"}, "Cannot group by 'colour'"),
         ({"pending_s": -1}, "Pending period (seconds) must be between 0"),
         ({"name": ""}, "Name the rule"),
         ({"name": "System: mine"}, "Name the rule"),

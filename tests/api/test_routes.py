@@ -349,3 +349,38 @@ def test_metrics_say_what_each_series_counts_and_tool_calls_group_by_name(api):
     rows = api["client"].get(url, headers=auth(api)).json()["data"]["rows"]
     tools = df.filter(pl.col("operation") == "execute_tool").group_by("name").len()
     assert {r["name"]: r["tool_call_count.count"] for r in rows} == dict(tools.iter_rows())
+
+
+def test_metrics_group_by_a_metadata_key_and_refuse_a_bad_key(api):
+    """Issue 19: `group_by=metadata:<key>` / `tag:<key>` equals the core; a bad key is a 400
+    that says what to send."""
+    client = api["client"]
+    url = "/metrics?series=total_cost.sum&bucket=none&group_by=metadata:region&relative=all"
+    got = client.get(url, headers=auth(api, "billing"))
+    assert got.status_code == 200, got.text
+    core = run_metrics(
+        api["engine"],
+        scope_of(api, "billing"),
+        MetricQuery(
+            series=("total_cost.sum",),
+            filters=FilterSpec(relative=None),
+            bucket=None,
+            group_by=("metadata:region",),
+        ),
+    )
+    key = lambda r: str(r["metadata:region"])  # noqa: E731
+    rows = got.json()["data"]["rows"]
+    assert {r["metadata:region"] for r in rows} >= {"us-east-1", "eu-west-1"}
+    assert sorted(rows, key=key) == sorted(normal(core.frame.to_dicts()), key=key)
+    for bad, says in (("customer", "metadata:<key>"), ("tag:no spaces", "1 to 64 letters")):
+        refused = client.get(
+            f"/metrics?series=request_count&group_by={bad}&relative=all", headers=auth(api)
+        )
+        assert refused.status_code == 400, refused.text
+        message = refused.json()["error"]["message"]
+        assert "Cannot group by" in message and says in message
+    viewer = client.get(
+        "/metrics?series=total_cost.sum&group_by=tag:customer&relative=all",
+        headers=auth(api, "viewer"),
+    )
+    assert viewer.status_code == 403  # viewers see no costs, by any key

@@ -255,3 +255,26 @@ def test_a_parquet_codec_for_a_text_format_is_refused_with_the_fix(data, scope):
         create_export(data, scope, SPEC, fmt="csv", compression="zstd")
     with pytest.raises(UserError, match="Compression 'brotli' is not offered"):
         create_export(data, scope, SPEC, fmt="parquet", compression="brotli")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_a_metadata_key_is_an_export_column(data, scope, config, fmt):
+    """Issue 19: "metadata:<key>" (and "tag:<key>") export as a column of their own, empty
+    where the span has no value for the key."""
+    fields = ["span_id", "metadata", "tags", "metadata:region", "tag:support"]
+    job = create_export(data, scope, SPEC, fmt=fmt, compression="none", fields=fields)
+    assert work_once(data, config) == "completed"
+    job = get_export(data, scope, job["id"])
+    got = read_back(config.export_dir / job["file_name"], fmt, "none")
+    assert len(got) > 300
+    empty = "" if fmt == "csv" else None
+    for row in got:
+        meta = json.loads(row["metadata"]) if isinstance(row["metadata"], str) else row["metadata"]
+        assert row["metadata:region"] == meta.get("region", empty)
+        assert row["tag:support"] == empty  # no demo tag is "support:<value>"
+    assert {row["metadata:region"] for row in got} >= {"us-east-1", "eu-west-1"}
+
+
+def test_an_unknown_export_column_says_what_to_send(data, scope):
+    with pytest.raises(Exception, match="metadata:<key>"):
+        create_export(data, scope, SPEC, fmt="csv", fields=["span_id", "metadata:no space"])

@@ -60,3 +60,29 @@ def test_non_admins_have_no_admin_page(app_env, role):
     at = login(start(), f"{role}-user")
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         at.switch_page("pages/admin.py")
+
+
+def test_admin_declares_a_dimension_and_sees_its_backfill(app_env):
+    """Issue 19: the Admin page declares a key, shows the back-fill's progress, removes it."""
+    from observatory_core.rollups.dimensions import backfill_step, list_dimensions
+
+    engine, _ = app_env
+    at = open_admin("admin")
+    field = next(t for t in at.text_input if t.label == "Key")
+    field.set_value("metadata:region")
+    next(b for b in at.button if b.label == "Declare as a dimension").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert any("declared" in s.value for s in at.success)
+    scope = scope_for(engine, "admin-user")
+    assert [d["key"] for d in list_dimensions(engine, scope)] == ["metadata:region"]
+    while backfill_step(engine) is not None:
+        pass
+    at.run()
+    bars = [p for p in at.get("progress")]
+    assert any("Ready" in str(p.proto.text) for p in bars)
+    next(b for b in at.button if b.label == "Remove").click()
+    at.run()
+    while backfill_step(engine) is not None:
+        pass
+    assert list_dimensions(engine, scope) == []

@@ -216,3 +216,58 @@ def test_a_link_to_a_metric_opens_its_subject(app_env):
     assert not at.exception, at.exception
     assert next(s for s in at.selectbox if s.label == "Count over").value == "agent_runs"
     assert [m.value for m in at.multiselect if m.label == "Metrics"] == [["agent_run_count.count"]]
+
+
+def test_metrics_group_by_a_tag_key_from_the_link(app_env):
+    """Issue 19: "tag:customer" in the link groups the chart and the table by that key."""
+    at = open_page(
+        "pages/metrics.py",
+        params={"relative": "7d", "m": "request_count.count", "b": "1day", "g": "tag:customer"},
+    )
+    assert not at.exception, at.exception
+    assert [m.value for m in at.multiselect if m.label == "Group by"] == [["tag:customer"]]
+    assert "northwind" in set(at.dataframe[0].value["tag:customer"].dropna())
+
+
+def test_a_bad_key_in_the_link_says_what_to_send(app_env):
+    at = open_page("pages/metrics.py", params={"relative": "7d", "g": "tag:bad key"})
+    assert not at.exception, at.exception
+    assert [m.value for m in at.multiselect if m.label == "Group by"] == [[]]
+
+
+def test_cost_attribution_page_adds_up_and_hides_costs_from_viewers(app_env):
+    engine, _ = app_env
+    at = open_page("pages/attribution.py", params={"key": "tag:customer", "period": "7d"})
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert "(none)" in set(table["value"]) and "northwind" in set(table["value"])
+    core = run_metrics(
+        engine,
+        scope_for(engine, "admin-user"),
+        MetricQuery(series=("total_cost.sum",), filters=FilterSpec(relative="7d"), bucket=None),
+    ).frame["total_cost.sum"][0]
+    assert abs(table["cost"].sum() - core) <= 1e-6 * core
+    viewer = open_page("pages/attribution.py", role="viewer", params={"key": "tag:customer"})
+    assert not viewer.exception, viewer.exception
+    columns = set(viewer.dataframe[0].value.columns)
+    assert "requests" in columns and not {c for c in columns if c.startswith("cost")}
+    assert not [m for m in viewer.metric if "Cost" in m.label]
+
+
+def test_a_point_of_a_key_group_opens_the_spans_holding_that_value():
+    from observatory_core.ui.metrics_view import point_filter
+
+    zoom = "2026-11-01T00:00:00+00:00~2026-11-01T01:00:00+00:00"
+    spec = point_filter(
+        FilterSpec(relative="7d"), zoom, {"tag:customer": "acme", "metadata:team": "search"}
+    )
+    assert spec.tags_all == ("customer:acme",) and spec.metadata == (("team", "search"),)
+    assert spec.start == datetime.fromisoformat(zoom.split("~")[0])
+
+
+def test_overview_ranks_by_any_key(app_env):
+    at = open_page("pages/overview.py")
+    assert not at.exception, at.exception
+    keys = [s for s in at.selectbox if s.label == "Group by"]
+    assert keys and keys[0].value == "tag:customer"
+    assert len(at.get("plotly_chart")) >= 4  # the three rankings and the key's

@@ -23,6 +23,7 @@ from observatory_core.storage.dialect import (
     greatest_of,
     json_array_contains,
     json_object_text,
+    json_tag_value,
     latency_bin,
     least_of,
     percentile_cont,
@@ -79,6 +80,17 @@ def _array_contains(element, compiler, **kw):
 def _object_text(element, compiler, **kw):
     column, key = element.clauses
     return f"({compiler.process(column, **kw)} ->> CAST({compiler.process(key, **kw)} AS text))"
+
+
+@compiles(json_tag_value, NAME)
+def _tag_value(element, compiler, **kw):
+    """The first tag (in array order) starting with "<key>:", without the prefix: a JSON path
+    (about 2.7x faster than unnesting the array, bench/dims_case.py). The key is plain
+    (`KEY_PATTERN`), so it sits in the path's string literal as it is."""
+    column = compiler.process(element.clauses, **kw)
+    n = len(element.key) + 1
+    path = f'$[*] ? (@ starts with "{element.key}:")'
+    return f"substr(jsonb_path_query_first({column}, '{path}') #>> '{{}}', {n + 1})"
 
 
 @compiles(text_search, NAME)

@@ -26,6 +26,7 @@ from observatory_core.storage.dialect import (
     greatest_of,
     json_array_contains,
     json_object_text,
+    json_tag_value,
     latency_bin,
     least_of,
     percentile_cont,
@@ -81,6 +82,18 @@ def _object_text(element, compiler, **kw):
     return (
         f"(SELECT CAST(json_each.value AS TEXT) FROM json_each({compiler.process(column, **kw)}) "
         f"WHERE json_each.key = {compiler.process(key, **kw)})"
+    )
+
+
+@compiles(json_tag_value, NAME)
+def _tag_value(element, compiler, **kw):
+    """The first tag (in array order) starting with "<key>:", without the prefix."""
+    column = compiler.process(element.clauses, **kw)
+    n = len(element.key) + 1
+    return (
+        f"(SELECT substr(j.value, {n + 1}) FROM json_each({column}) AS j "
+        f"WHERE j.type = 'text' AND substr(j.value, 1, {n}) = {element.prefix} "
+        "ORDER BY j.key LIMIT 1)"
     )
 
 
