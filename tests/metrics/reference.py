@@ -133,11 +133,7 @@ def bucket_column(column: str, bucket_seconds: int, zone: str = "UTC") -> pl.Exp
     """The bucket of each row, as the issue words it: the time converted to the zone, then
     truncated (days and Monday weeks of the zone's calendar), as a UTC instant."""
     local = pl.col(column).cast(pl.Datetime("us", "UTC")).dt.convert_time_zone(zone)
-    return (
-        local.dt.truncate(_EVERY[bucket_seconds])
-        .dt.convert_time_zone("UTC")
-        .alias("bucket")
-    )
+    return local.dt.truncate(_EVERY[bucket_seconds]).dt.convert_time_zone("UTC").alias("bucket")
 
 
 def _trace_expr(name: str) -> pl.Expr:

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, column, func, select, table
 from sqlalchemy.engine.url import URL
 
-from observatory_core.storage import bulk
 from observatory_core.base.zones import Bucketing, Zone
+from observatory_core.storage import bulk
 from observatory_core.storage.dialect import NEUTRAL_CONSTRUCTS, text_search
 from observatory_core.storage.packed_sketch import SKETCH_CONSTRUCTS
 from observatory_core.storage.schema import spans
