@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from observatory_core.accounts.scope import Scope
-from observatory_core.api.common import FILTER_PARAMETERS, cache, errors, filter_spec
+from observatory_core.api.common import (
+    FILTER_PARAMETERS,
+    TZ_DESCRIPTION,
+    cache,
+    errors,
+    filter_spec,
+    with_local_times,
+    zone_of,
+)
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
 from observatory_core.filters.spec import FilterSpec
@@ -23,8 +31,9 @@ CACHED_ROWS = 5000
 
 
 def _rows(result: MetricResult) -> list[dict]:
-    """The frame's rows; a bucket that is not whole says so (`partial`, `covered_seconds`)."""
-    rows = result.frame.to_dicts()
+    """The frame's rows, each bucket also in the query's zone (`bucket_local`); a bucket that is
+    not whole says so (`partial`, `covered_seconds`)."""
+    rows = with_local_times(result.frame.to_dicts(), result.zone, ("bucket",))
     if result.partial_buckets:
         for row in rows:
             covered = result.partial_buckets.get(row["bucket"])
@@ -39,6 +48,7 @@ def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
         "series": list(result.series),
         "group_by": list(result.group_by),
         "bucket_seconds": result.bucket_seconds,
+        "zone": result.zone.name,
         "start": result.start,
         "end": result.end,
         "source": result.source,
@@ -79,14 +89,17 @@ def metrics(
         str | None, Query(description="1min, 5min, 1hour, 1day or auto; 'none' for totals")
     ] = "auto",
     group_by: Annotated[list[str], Query(max_length=5)] = [],  # noqa: B006 - FastAPI copies defaults
+    tz: Annotated[str, Query(max_length=64, description=TZ_DESCRIPTION)] = "UTC",
 ) -> dict:
-    """Series over time (or totals), grouped as asked, for the filtered spans."""
-    spec = filter_spec(request, frozenset({"series", "bucket", "group_by"}))
+    """Series over time (or totals), grouped as asked, for the filtered spans; days, weeks and
+    hours of the `tz` zone's clock."""
+    spec = filter_spec(request, frozenset({"series", "bucket", "group_by", "tz"}))
     query = MetricQuery(
         series=tuple(series),
         filters=spec,
         bucket=None if bucket == "none" else bucket,
         group_by=tuple(group_by),
+        zone=zone_of(tz),
     )
     return _answer(request, scope, query)
 
@@ -105,6 +118,7 @@ def metrics_query(
         sort=body.sort,
         descending=body.descending,
         limit=body.limit,
+        zone=zone_of(body.tz),
     )
     return _answer(request, scope, query)
 

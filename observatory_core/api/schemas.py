@@ -99,7 +99,11 @@ class PartialBucket(BaseModel):
 class MetricsOut(BaseModel):
     series: list[str]
     group_by: list[str]
-    bucket_seconds: int | None
+    bucket_seconds: int | None = Field(
+        description="The bucket's nominal width; a day or week of a zone with daylight saving "
+        "may be an hour shorter or longer."
+    )
+    zone: str = Field("UTC", description="The time zone whose clock the buckets follow.")
     start: datetime | None
     end: datetime | None
     source: str = Field(description="raw or rollup")
@@ -121,7 +125,8 @@ class MetricsOut(BaseModel):
         "count only the covered part; do not compare them with whole buckets. Empty for totals.",
     )
     rows: list[dict[str, Any]] = Field(
-        description="One per bucket and group (or per group, for totals): `bucket`, the "
+        description="One per bucket and group (or per group, for totals): `bucket` (its start, "
+        "UTC) and `bucket_local` (the same instant in the zone, with its offset), the "
         "group-by values and one value per series. A row of a partial bucket also carries "
         "`partial: true` and `covered_seconds`; a whole bucket's row carries neither."
     )
@@ -151,7 +156,12 @@ class MetricsQueryIn(BaseModel):
         description="A FilterSpec as JSON (same fields as the query parameters).",
     )
     bucket: str | None = Field(
-        "auto", description="1min, 5min, 1hour, 1day, auto, or null for totals"
+        "auto", description="1min, 5min, 1hour, 1day, 1week, auto, or null for totals"
+    )
+    tz: str = Field(
+        "UTC",
+        max_length=64,
+        description="An IANA time zone whose days, weeks and hours the buckets are. Default UTC.",
     )
     group_by: list[str] = Field(default_factory=list, max_length=5)
     having: list[HavingIn] = Field(default_factory=list, max_length=10)

@@ -65,6 +65,11 @@ class Zone:
     def today(self, now: datetime) -> date:
         return self.local(now).date()
 
+    def iso(self, t: datetime) -> str:
+        """`t` as local time with its offset ("2026-03-08T00:00:00-05:00"): one column a
+        spreadsheet and a person read alike, next to the UTC one."""
+        return self.local(t).isoformat()
+
 
 UTC_ZONE = Zone("UTC")
 
