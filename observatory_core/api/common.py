@@ -69,7 +69,7 @@ def refresh_filter_parameters() -> None:
 
 TZ_DESCRIPTION = (
     "An IANA time zone (e.g. America/New_York, Asia/Kolkata); days, weeks and hours are that "
-    "zone's, and times are also given in it (`*_local`, with their offset). Default UTC."
+    "zone's, and times are also given in it (`*_local`, with their offset, when tz is given). Default UTC."
 )
 
 
@@ -81,8 +81,11 @@ def zone_of(tz: str | None) -> Zone:
         raise ApiError(400, "bad_request", f"tz: {exc}") from None
 
 
-def with_local_times(rows: list[dict], zone: Zone, names: tuple[str, ...]) -> list[dict]:
-    """Each row with `<name>_local` (offset-qualified, in `zone`) next to each UTC time."""
+def with_local_times(rows: list[dict], zone: Zone | None, names: tuple[str, ...]) -> list[dict]:
+    """Each row with `<name>_local` (offset-qualified, in `zone`) next to each UTC time; rows as
+    they were when the caller named no zone (answers keep their shape for existing clients)."""
+    if zone is None:
+        return rows
     for row in rows:
         for name in names:
             value = row.get(name)

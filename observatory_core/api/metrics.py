@@ -30,10 +30,12 @@ router = APIRouter(tags=["metrics"])
 CACHED_ROWS = 5000
 
 
-def _rows(result: MetricResult) -> list[dict]:
+def _rows(result: MetricResult, local: bool) -> list[dict]:
     """The frame's rows, each bucket also in the query's zone (`bucket_local`); a bucket that is
     not whole says so (`partial`, `covered_seconds`)."""
-    rows = with_local_times(result.frame.to_dicts(), result.zone, ("bucket",))
+    rows = result.frame.to_dicts()
+    if local:
+        rows = with_local_times(rows, result.zone, ("bucket",))
     if result.partial_buckets:
         for row in rows:
             covered = result.partial_buckets.get(row["bucket"])
@@ -42,7 +44,7 @@ def _rows(result: MetricResult) -> list[dict]:
     return rows
 
 
-def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
+def _metrics_data(scope: Scope, query: MetricQuery, local: bool) -> dict:
     result = run_metrics(engine(), scope, query)
     return {
         "series": list(result.series),
@@ -59,15 +61,16 @@ def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
             for bucket, covered in result.partial_buckets.items()
         ],
         "subjects": {s: METRICS[s.split(".")[0]].subject.value for s in result.series},
-        "rows": _rows(result),
+        "rows": _rows(result, local),
     }
 
 
-def _answer(request: Request, scope: Scope, query: MetricQuery) -> dict:
-    key = cache.key(scope, "metrics", repr(query))
+def _answer(request: Request, scope: Scope, query: MetricQuery, local: bool = False) -> dict:
+    """`local`: the caller named a zone, so rows carry `bucket_local` too."""
+    key = cache.key(scope, "metrics", repr(query), local)
     data, hit = cache.get(key), True
     if data is None:
-        data, hit = _metrics_data(scope, query), False
+        data, hit = _metrics_data(scope, query, local), False
         if len(data["rows"]) <= CACHED_ROWS:
             cache.put(key, data)
     return {"data": data, "meta": meta(request, cached=hit)}
@@ -89,7 +92,7 @@ def metrics(
         str | None, Query(description="1min, 5min, 1hour, 1day or auto; 'none' for totals")
     ] = "auto",
     group_by: Annotated[list[str], Query(max_length=5)] = [],  # noqa: B006 - FastAPI copies defaults
-    tz: Annotated[str, Query(max_length=64, description=TZ_DESCRIPTION)] = "UTC",
+    tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
 ) -> dict:
     """Series over time (or totals), grouped as asked, for the filtered spans; days, weeks and
     hours of the `tz` zone's clock."""
@@ -101,7 +104,7 @@ def metrics(
         group_by=tuple(group_by),
         zone=zone_of(tz),
     )
-    return _answer(request, scope, query)
+    return _answer(request, scope, query, local=tz is not None)
 
 
 @router.post("/metrics/query", response_model=MetricsBody, responses=errors(400, 403))
@@ -120,7 +123,7 @@ def metrics_query(
         limit=body.limit,
         zone=zone_of(body.tz),
     )
-    return _answer(request, scope, query)
+    return _answer(request, scope, query, local=body.tz is not None)
 
 
 @router.get(

@@ -126,7 +126,8 @@ class MetricsOut(BaseModel):
     )
     rows: list[dict[str, Any]] = Field(
         description="One per bucket and group (or per group, for totals): `bucket` (its start, "
-        "UTC) and `bucket_local` (the same instant in the zone, with its offset), the "
+        "UTC) and, when tz is given, `bucket_local` (the same instant in the zone, with its "
+        "offset), the "
         "group-by values and one value per series. A row of a partial bucket also carries "
         "`partial: true` and `covered_seconds`; a whole bucket's row carries neither."
     )
@@ -158,10 +159,11 @@ class MetricsQueryIn(BaseModel):
     bucket: str | None = Field(
         "auto", description="1min, 5min, 1hour, 1day, 1week, auto, or null for totals"
     )
-    tz: str = Field(
-        "UTC",
+    tz: str | None = Field(
+        None,
         max_length=64,
-        description="An IANA time zone whose days, weeks and hours the buckets are. Default UTC.",
+        description="An IANA time zone whose days, weeks and hours the buckets are (rows then "
+        "also carry `bucket_local`). Default UTC.",
     )
     group_by: list[str] = Field(default_factory=list, max_length=5)
     having: list[HavingIn] = Field(default_factory=list, max_length=10)

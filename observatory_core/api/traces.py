@@ -40,12 +40,12 @@ def list_traces(
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
     fields: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     count: bool = False,
-    tz: Annotated[str, Query(max_length=64, description=TZ_DESCRIPTION)] = "UTC",
+    tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
 ) -> FastJSON:
     """One page of spans (or of whole traces by their root), newest first by default; every
     filter of the Traces page applies. Pass `next_cursor` back as `cursor` for the next page."""
     spec = filter_spec(request, OWN)
-    zone = zone_of(tz)
+    zone = zone_of(tz) if tz is not None else None
     page = list_spans(
         engine(),
         scope,
@@ -68,11 +68,11 @@ def one_trace(
     request: Request,
     trace_id: TraceId,
     scope: Annotated[Scope, Depends(caller)],
-    tz: Annotated[str, Query(max_length=64, description=TZ_DESCRIPTION)] = "UTC",
+    tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
 ) -> FastJSON:
     """The trace's spans as a depth-first tree (the first 2,000 by start time; `span_count`
     says how many it has), with totals over all of them."""
-    zone = zone_of(tz)
+    zone = zone_of(tz) if tz is not None else None
     trace = get_trace(engine(), scope, trace_id)
     if trace is None:
         raise ApiError(404, "not_found", f"No trace {trace_id} in your org.")

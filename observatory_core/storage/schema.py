@@ -75,6 +75,8 @@ users = Table(
     Column("password_hash", String(100), nullable=False),
     Column("role", String(16), nullable=False),
     Column("disabled", Boolean, nullable=False, server_default="0"),
+    # IANA name the user chose for their times and days; NULL: the browser's (accounts/preferences)
+    Column("time_zone", String(64), nullable=True),
 )
 
 # A user with no rows here may see every project of their org.
