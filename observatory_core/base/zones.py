@@ -73,6 +73,32 @@ class Zone:
 
 UTC_ZONE = Zone("UTC")
 
+# Calendar periods of the reader's clock (the Overview's "today", "yesterday", "this month").
+CALENDAR_PERIODS = {"today": "Today", "yesterday": "Yesterday", "month": "This month"}
+
+
+def month_start(zone: Zone, now: datetime) -> datetime:
+    """The UTC instant this month of `zone`'s calendar began."""
+    return zone.midnight(zone.today(now).replace(day=1))
+
+
+def next_month_start(zone: Zone, now: datetime) -> datetime:
+    first = zone.today(now).replace(day=1)
+    return zone.midnight((first + timedelta(days=32)).replace(day=1))
+
+
+def calendar_period(name: str, zone: Zone, now: datetime) -> tuple[datetime, datetime]:
+    """[start, end) of a calendar period on `zone`'s clock: today (a 23- or 25-hour day when
+    the clocks change), yesterday, or this month (to its last day)."""
+    today = zone.today(now)
+    if name == "today":
+        return zone.midnight(today), zone.midnight(today + timedelta(days=1))
+    if name == "yesterday":
+        return zone.midnight(today - timedelta(days=1)), zone.midnight(today)
+    if name == "month":
+        return month_start(zone, now), next_month_start(zone, now)
+    raise UserError(f"Unknown period {name!r}; choose {', '.join(CALENDAR_PERIODS)}.")
+
 
 def zone_names() -> list[str]:
     """Every IANA zone this machine knows, sorted (for pickers)."""
