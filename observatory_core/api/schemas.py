@@ -207,6 +207,12 @@ class ExportIn(BaseModel):
         None, description="Span fields; default: the export's default set"
     )
     row_limit: int = Field(1_000_000, ge=1, le=1_000_000)
+    tz: str | None = Field(
+        None,
+        max_length=64,
+        description="An IANA time zone: each time column is followed by `<name>_local`, the "
+        "same instant in that zone with its offset. Default: UTC columns only.",
+    )
 
 
 class ExportJob(BaseModel):

@@ -225,6 +225,8 @@ export_jobs = Table(
     Column("heartbeat_at", UtcDateTime),
     Column("worker_id", String(100)),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    # the reader's zone: each time column is followed by its local time with the offset
+    Column("time_zone", String(64), nullable=True),
     Index("ix_export_jobs_status", "status", "id"),
     Index("ix_export_jobs_org_created", "org_id", "created_at"),
 )

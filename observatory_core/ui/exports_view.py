@@ -27,6 +27,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.traces.fields import ALL_FIELDS, hidden_fields
 from observatory_core.ui import filters, format
 from observatory_core.ui.session import engine, guarded
+from observatory_core.ui.zone import current_zone
 
 BADGE = {
     "pending": "🕓 pending",
@@ -130,6 +131,7 @@ def new_export_form(scope: Scope, spec: FilterSpec) -> None:
                     compression=compression,
                     fields=fields,
                     row_limit=int(limit),
+                    zone=current_zone(),  # local time columns next to the UTC ones
                 )
                 st.toast(f"Export #{job['id']} queued.")
             except UserError as exc:

@@ -1,4 +1,5 @@
-"""users.time_zone: each user's time zone (an IANA name; NULL follows the browser's)
+"""users.time_zone: each user's time zone (an IANA name; NULL follows the browser's); and
+export_jobs.time_zone: the zone an export's local time columns are written in
 
 Revision ID: 0018
 Revises: 0014
@@ -20,8 +21,11 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("time_zone", sa.String(64), nullable=True))
+    with op.batch_alter_table("export_jobs") as batch:
+        batch.add_column(sa.Column("time_zone", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("time_zone")
+    for table in ("export_jobs", "users"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("time_zone")
