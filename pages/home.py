@@ -5,10 +5,10 @@ import streamlit as st
 from observatory_core.reports.summary import percent_change
 from observatory_core.ui import cached, format, home_view
 from observatory_core.ui.session import current_scope
-from observatory_core.ui.zone import time_label
+from observatory_core.ui.zone import current_zone, time_label
 
 scope = current_scope()
-summary = cached.home(scope)
+summary = cached.home(scope, current_zone())
 now, before = summary.current, summary.previous
 
 st.title("Last 24 hours")

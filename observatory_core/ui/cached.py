@@ -28,14 +28,14 @@ from observatory_core.ui.session import engine
 
 
 @st.cache_data(ttl=30, show_spinner="Counting the last 24 hours…")
-def _home(scope: Scope, minute: str) -> HomeSummary:
+def _home(scope: Scope, minute: str, zone: str = "UTC") -> HomeSummary:
     now = datetime.fromisoformat(minute)
-    return home_summary(engine(), scope, now=now)
+    return home_summary(engine(), scope, now=now, zone=Zone(zone))
 
 
-def home(scope: Scope) -> HomeSummary:
+def home(scope: Scope, zone: Zone | None = None) -> HomeSummary:
     """Cached per minute: the numbers move with the clock but a rerun costs nothing."""
-    return _home(scope, minute())
+    return _home(scope, minute(), zone.name if zone else "UTC")
 
 
 @st.cache_data(ttl=300, show_spinner=False)

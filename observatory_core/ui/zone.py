@@ -90,3 +90,12 @@ def time_label(t: datetime | None, zone: Zone | None = None, *, seconds: bool = 
     zone = zone or current_zone()
     shown = zone.local(t if t.tzinfo else t.replace(tzinfo=UTC))
     return shown.strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
+
+
+def zoom_text(zoom: str) -> str:
+    """A zoom kept in the URL ("start~end", ISO instants) as the reader's clock says it."""
+    try:
+        start, end = (datetime.fromisoformat(t) for t in zoom.split("~"))
+    except ValueError:
+        return zoom
+    return f"{time_label(start)} to {time_label(end)}"

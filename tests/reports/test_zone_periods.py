@@ -93,3 +93,24 @@ def test_yesterday_in_the_zone_counts_its_own_spans(engine, zone):
     assert kpis["requests"].current == current.height > 0
     assert kpis["requests"].previous == before.height
     assert kpis["cost"].current == pytest.approx(current["total_cost_usd"].sum())
+
+
+def test_home_hours_are_the_zones_hours(engine):
+    from observatory_core.reports.summary import home_summary
+
+    org = _seed(engine)
+    z = Zone("Asia/Kolkata")
+    summary = home_summary(engine, admin_scope(org), now=NOW, zone=z)
+    hours = [h for h, _ in summary.per_hour]
+    assert all(h.minute == 30 for h in hours)  # Kolkata's hours start at half past UTC's
+    df = all_spans(engine).filter(
+        (pl.col("start_time") >= NOW - timedelta(hours=24)) & (pl.col("start_time") < NOW)
+    )
+    want = dict(
+        df.with_columns(bucket_column("start_time", 3600, "Asia/Kolkata"))
+        .group_by("bucket")
+        .len()
+        .iter_rows()
+    )
+    assert {h: n for h, n in summary.per_hour if n} == want
+    assert summary.partial_hours == {}  # the window starts and ends on Kolkata hour edges
