@@ -29,6 +29,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import DIMENSIONS, METRICS
 from observatory_core.ui import colors, format
 from observatory_core.ui.session import engine
+from observatory_core.ui.zone import local_series
 
 WINDOWS = {
     "1 minute": 60,
@@ -187,7 +188,7 @@ def _backtest_chart(rule, result) -> None:
     for group, part in parts.items():
         label = group[0] or rule.series
         fig.add_scatter(
-            x=part["bucket"].to_list(),
+            x=local_series(part["bucket"]),  # the reader's clock
             y=part["value"].to_list(),
             mode="lines",
             name=label,
@@ -197,7 +198,7 @@ def _backtest_chart(rule, result) -> None:
         )
         hot = part.filter(pl.col("firing"))
         fig.add_scatter(
-            x=hot["bucket"].to_list(),
+            x=local_series(hot["bucket"]),
             y=hot["value"].to_list(),
             mode="markers",
             marker={"color": "#d93f0b"},
