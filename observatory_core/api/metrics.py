@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -18,6 +19,7 @@ from observatory_core.api.common import (
 )
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
+from observatory_core.base.zones import Zone, calendar_period
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.engine import MetricResult, run_metrics
@@ -135,17 +137,30 @@ def metrics_query(
 def summary(
     request: Request,
     scope: Annotated[Scope, Depends(caller)],
+    tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
+    period: Annotated[
+        Literal["today", "yesterday", "month"] | None,
+        Query(
+            description="A calendar period of the tz zone's clock (today, yesterday, this "
+            "month), in place of the time filters."
+        ),
+    ] = None,
 ) -> dict:
     """The Overview's KPIs for the period against the one before, with the noise test."""
-    spec = filter_spec(request, frozenset())
+    spec = filter_spec(request, frozenset({"tz", "period"}))
+    zone = zone_of(tz)
+    if period is not None:
+        start, end = calendar_period(period, zone, datetime.now(UTC))
+        spec = spec.replace(relative=None, start=start, end=end)
     data, hit = cache.get_or_compute(
-        cache.key(scope, "summary", spec.to_json()), lambda: _summary_data(scope, spec)
+        cache.key(scope, "summary", spec.to_json(), zone.name),
+        lambda: _summary_data(scope, spec, zone),
     )
     return {"data": data, "meta": meta(request, cached=hit)}
 
 
-def _summary_data(scope: Scope, spec: FilterSpec) -> dict:
-    view = period_overview(engine(), scope, spec)
+def _summary_data(scope: Scope, spec: FilterSpec, zone: Zone) -> dict:
+    view = period_overview(engine(), scope, spec, zone=zone)
     kpis = [
         {
             "key": k.key,

@@ -83,3 +83,15 @@ def test_a_bad_tz_is_a_400_saying_what_to_send(api):
     body = {"series": ["request_count.count"], "tz": "Nowhere"}
     got = api["client"].post("/metrics/query", json=body, headers=auth(api))
     assert got.status_code == 400 and "IANA" in got.json()["error"]["message"]
+
+
+def test_summary_takes_a_calendar_period_of_the_zone(api):
+    got = api["client"].get("/metrics/summary?period=yesterday&tz=Asia/Kolkata", headers=auth(api))
+    assert got.status_code == 200, got.text
+    data = got.json()["data"]
+    start = datetime.fromisoformat(data["start"].replace("Z", "+00:00"))
+    end = datetime.fromisoformat(data["end"].replace("Z", "+00:00"))
+    assert end - start == timedelta(days=1)
+    assert (start.hour, start.minute) == (18, 30)  # Kolkata's midnight in UTC
+    bad = api["client"].get("/metrics/summary?tz=Nowhere/Land", headers=auth(api))
+    assert bad.status_code == 400 and "IANA" in bad.json()["error"]["message"]
