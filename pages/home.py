@@ -5,15 +5,15 @@ import streamlit as st
 from observatory_core.reports.summary import percent_change
 from observatory_core.ui import cached, format, home_view
 from observatory_core.ui.session import current_scope
+from observatory_core.ui.zone import current_zone, time_label
 
 scope = current_scope()
-summary = cached.home(scope)
+summary = cached.home(scope, current_zone())
 now, before = summary.current, summary.previous
 
 st.title("Last 24 hours")
 st.caption(
-    f"{now.start:%Y-%m-%d %H:%M} to {now.end:%Y-%m-%d %H:%M} UTC. "
-    "Changes compare with the 24 hours before."
+    f"{time_label(now.start)} to {time_label(now.end)}. Changes compare with the 24 hours before."
 )
 
 if now.requests == 0 and before.requests == 0:

@@ -7,6 +7,7 @@ import streamlit as st
 from observatory_core.ui import filters
 from observatory_core.ui import metrics_view as mv
 from observatory_core.ui.session import current_scope
+from observatory_core.ui.zone import zoom_text
 
 scope = current_scope()
 spec = filters.sidebar(scope, mv.PAGE_PARAMS, page="metrics")
@@ -18,9 +19,7 @@ if problem:
 query = replace(query, filters=mv.zoomed(spec))
 if zoom := st.query_params.get("zoom"):
     left, right = st.columns([4, 1])
-    left.caption(
-        f"Zoomed in on {zoom.replace('~', ' to ')} UTC (click or drag on a chart to zoom)."
-    )
+    left.caption(f"Zoomed in on {zoom_text(zoom)} (click or drag on a chart to zoom).")
     if right.button("Reset zoom", icon=":material/zoom_out:"):
         del st.query_params["zoom"]
         st.session_state.pop("mx_point", None)

@@ -4,23 +4,23 @@ import streamlit as st
 
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.visibility import metric_visible
-from observatory_core.filters.spec import FilterSpec
 from observatory_core.reports.overview import TOP_BY, set_budget
 from observatory_core.ui import cached
 from observatory_core.ui import overview_view as ov
 from observatory_core.ui import whatchanged_view as wc
 from observatory_core.ui.group_choice import group_by_select
 from observatory_core.ui.session import current_scope, engine
+from observatory_core.ui.zone import current_zone, time_label
 
 scope = current_scope()
 costs = metric_visible(scope, "total_cost")
 st.title("Overview")
-relative = ov.period()
-spec = FilterSpec(relative=relative)
+zone = current_zone()
 now = cached.minute()
-view = cached.overview(scope, spec.to_json(), now)
+spec = ov.period_spec(ov.period(), zone, now)
+view = cached.overview(scope, spec.to_json(), now, zone.name)
 st.caption(
-    f"{view.start:%Y-%m-%d %H:%M} to {view.end:%Y-%m-%d %H:%M} UTC against the "
+    f"{time_label(view.start, zone)} to {time_label(view.end, zone)} against the "
     f"period of equal length before. {view.source}"
 )
 ov.kpi_tiles(view)
@@ -46,14 +46,16 @@ if errors.is_empty():
     st.success("No errors in this period.", icon=":material/check_circle:")
 else:
     st.dataframe(
-        errors,
+        errors.with_columns(  # on the reader's clock
+            errors["last_seen"].dt.convert_time_zone(zone.name).dt.replace_time_zone(None)
+        ),
         hide_index=True,
         column_config={
             "error_type": st.column_config.TextColumn("Error type"),
             "count": st.column_config.NumberColumn("Count", format="%,d"),
             "sample_message": st.column_config.TextColumn("Sample message", width="large"),
             "last_seen": st.column_config.DatetimeColumn(
-                "Last seen (UTC)", format="YYYY-MM-DD HH:mm"
+                f"Last seen ({zone.name})", format="YYYY-MM-DD HH:mm"
             ),
         },
         width="stretch",
@@ -61,10 +63,10 @@ else:
 
 if costs:
     st.subheader("Cost per day by model")
-    daily = cached.daily_cost(scope, spec.to_json(), now)
-    st.plotly_chart(ov.cost_per_day(daily.frame, daily.partial_buckets), width="stretch")
+    daily = cached.daily_cost(scope, spec.to_json(), now, zone.name)
+    st.plotly_chart(ov.cost_per_day(daily.frame, daily.partial_buckets, zone), width="stretch")
     st.subheader("Budget this month")
-    ov.budget(cached.burn(scope, now))
+    ov.budget(cached.burn(scope, now, zone.name))
     if scope.can(Permission.ADMIN):
         with st.popover("Set the monthly budget", icon=":material/savings:"):
             amount = st.number_input("USD per month", min_value=1.0, value=1000.0, step=100.0)

@@ -6,6 +6,7 @@ from observatory_core.accounts.permissions import Permission
 from observatory_core.traces.query import sorts_for
 from observatory_core.ui import cached, filters, tables, trace_view
 from observatory_core.ui.session import current_scope
+from observatory_core.ui.zone import time_label
 
 PAGE_PARAMS = frozenset({"mode", "sort", "dir", "size", "trace"})
 SORT_LABELS = {
@@ -87,7 +88,7 @@ if nav[1].button("Next →", disabled=page.next_cursor is None):
     cursors.append(page.next_cursor)
     st.rerun()
 nav[2].caption(
-    f"Page {len(cursors)} · {len(page.rows)} rows · read at {page.as_of:%H:%M:%S} UTC · "
+    f"Page {len(cursors)} · {len(page.rows)} rows · read at {time_label(page.as_of, seconds=True)} · "
     "click a row to open its trace"
 )
 if scope.can(Permission.EXPORTS_CREATE) and st.button(

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from observatory_core.accounts.scope import Scope
 from observatory_core.api.context import ApiError
 from observatory_core.api.schemas import ErrorBody, filter_params_model
+from observatory_core.base.errors import UserError
+from observatory_core.base.zones import Zone, parse_zone
 from observatory_core.filters.spec import FilterSpec, filter_names
 
 _DESCRIPTIONS = {
@@ -63,6 +65,33 @@ FILTER_PARAMETERS: dict[str, Any] = {"parameters": _filter_parameters()}
 
 def refresh_filter_parameters() -> None:
     FILTER_PARAMETERS["parameters"] = _filter_parameters()
+
+
+TZ_DESCRIPTION = (
+    "An IANA time zone (e.g. America/New_York, Asia/Kolkata); days, weeks and hours are that "
+    "zone's, and times are also given in it (`*_local`, with their offset, when tz is given). Default UTC."
+)
+
+
+def zone_of(tz: str | None) -> Zone:
+    """The `tz` parameter as a `Zone`; an unknown name is a 400 that says what to send."""
+    try:
+        return parse_zone(tz)
+    except UserError as exc:
+        raise ApiError(400, "bad_request", f"tz: {exc}") from None
+
+
+def with_local_times(rows: list[dict], zone: Zone | None, names: tuple[str, ...]) -> list[dict]:
+    """Each row with `<name>_local` (offset-qualified, in `zone`) next to each UTC time; rows as
+    they were when the caller named no zone (answers keep their shape for existing clients)."""
+    if zone is None:
+        return rows
+    for row in rows:
+        for name in names:
+            value = row.get(name)
+            if isinstance(value, datetime):
+                row[f"{name}_local"] = zone.iso(value)
+    return rows
 
 
 def filter_spec(request: Request, own: frozenset[str]) -> FilterSpec:

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import export_refusal
-from observatory_core.api.common import errors
+from observatory_core.api.common import errors, zone_of
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import ExportBody, ExportIn, ExportList
 from observatory_core.base.settings import get_settings
@@ -51,6 +51,7 @@ def start_export(
         compression=body.compression,
         fields=body.fields,
         row_limit=body.row_limit,
+        zone=zone_of(body.tz) if body.tz is not None else None,
     )
     return {"data": _job(get_export(engine(), scope, job["id"]), scope), "meta": meta(request)}
 

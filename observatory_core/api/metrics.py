@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 import polars as pl
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from observatory_core.accounts.scope import Scope
-from observatory_core.api.common import FILTER_PARAMETERS, cache, errors, filter_spec
+from observatory_core.api.common import (
+    FILTER_PARAMETERS,
+    TZ_DESCRIPTION,
+    cache,
+    errors,
+    filter_spec,
+    zone_of,
+)
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
+from observatory_core.base.zones import Zone, calendar_period
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.engine import MetricResult, run_metrics
@@ -22,16 +31,26 @@ router = APIRouter(tags=["metrics"])
 # grew the server by a gigabyte under the bounded-reads grid (they are kept as JSON text now).
 CACHED_ROWS = 5000
 BUCKET_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # as the response model writes a UTC time
+LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S%:z"  # as `Zone.iso` writes a local one
 
 
-def _rows_json(result: MetricResult) -> str:
+def _rows_json(result: MetricResult, local: bool) -> str:
     """The rows as one JSON array, written by polars: a 35k-row answer took ~0.5 s as Python
-    dicts through the response model, several times the query. A bucket that is not whole says
-    so (`partial`, `covered_seconds`); a whole bucket's row carries neither (docs/metrics.md)."""
+    dicts through the response model, several times the query. Each bucket also in the query's
+    zone (`bucket_local`) when the caller named one; a bucket that is not whole says so
+    (`partial`, `covered_seconds`), a whole bucket's row carries neither (docs/metrics.md)."""
     frame = result.frame
     if "bucket" not in frame.columns:
         return frame.write_json()
-    frame = frame.with_columns(pl.col("bucket").dt.strftime(BUCKET_FORMAT))
+    bucket = pl.col("bucket")
+    at = [bucket.dt.strftime(BUCKET_FORMAT)]
+    if local:
+        zoned = bucket.dt.convert_time_zone(result.zone.name).dt.strftime(LOCAL_FORMAT)
+        at.append(zoned.alias("bucket_local"))
+    frame = frame.with_columns(at)
+    if local:  # right after the UTC bucket, as the rows read before
+        names = [c for c in frame.columns if c != "bucket_local"]
+        frame = frame.select(names[:1] + ["bucket_local"] + names[1:])
     covered = {b.strftime(BUCKET_FORMAT): c for b, c in result.partial_buckets.items()}
     if not covered or frame.is_empty():
         return frame.write_json()
@@ -40,13 +59,13 @@ def _rows_json(result: MetricResult) -> str:
         part = frame.slice(offset, run["len"])
         offset += run["len"]
         if run["value"]:
-            seconds = pl.col("bucket").replace_strict(covered, return_dtype=pl.Float64)
+            seconds = bucket.replace_strict(covered, return_dtype=pl.Float64)
             part = part.with_columns(partial=pl.lit(True), covered_seconds=seconds)
         parts.append(part.write_json()[1:-1])
     return "[" + ",".join(parts) + "]"
 
 
-def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
+def _metrics_data(scope: Scope, query: MetricQuery, local: bool) -> dict:
     """The answer's fields, its rows as JSON text (`rows_json`)."""
     result = run_metrics(engine(), scope, query)
     return {
@@ -64,7 +83,7 @@ def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
         ],
         "subjects": {s: METRICS[s.split(".")[0]].subject.value for s in result.series},
         "rows": [],
-        "rows_json": _rows_json(result),
+        "rows_json": _rows_json(result, local),
         "row_count": result.frame.height,
     }
 
@@ -72,12 +91,13 @@ def _metrics_data(scope: Scope, query: MetricQuery) -> dict:
 ROWS_SLOT = '"rows":[]'
 
 
-def _answer(request: Request, scope: Scope, query: MetricQuery) -> Response:
-    """The body checked by the response model without its rows, which go in as written."""
-    key = cache.key(scope, "metrics", repr(query))
+def _answer(request: Request, scope: Scope, query: MetricQuery, local: bool = False) -> Response:
+    """The body checked by the response model without its rows, which go in as written.
+    `local`: the caller named a zone, so rows carry `bucket_local` too."""
+    key = cache.key(scope, "metrics", repr(query), local)
     data, hit = cache.get(key), True
     if data is None:
-        data, hit = _metrics_data(scope, query), False
+        data, hit = _metrics_data(scope, query, local), False
         if data["row_count"] <= CACHED_ROWS:
             cache.put(key, data)
     fields = {k: v for k, v in data.items() if k not in ("rows_json", "row_count")}
@@ -105,16 +125,19 @@ def metrics(
         str | None, Query(description="1min, 5min, 1hour, 1day or auto; 'none' for totals")
     ] = "auto",
     group_by: Annotated[list[str], Query(max_length=5)] = [],  # noqa: B006 - FastAPI copies defaults
+    tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
 ) -> Response:
-    """Series over time (or totals), grouped as asked, for the filtered spans."""
-    spec = filter_spec(request, frozenset({"series", "bucket", "group_by"}))
+    """Series over time (or totals), grouped as asked, for the filtered spans; days, weeks and
+    hours of the `tz` zone's clock."""
+    spec = filter_spec(request, frozenset({"series", "bucket", "group_by", "tz"}))
     query = MetricQuery(
         series=tuple(series),
         filters=spec,
         bucket=None if bucket == "none" else bucket,
         group_by=tuple(group_by),
+        zone=zone_of(tz),
     )
-    return _answer(request, scope, query)
+    return _answer(request, scope, query, local=tz is not None)
 
 
 @router.post("/metrics/query", response_model=MetricsBody, responses=errors(400, 403))
@@ -131,8 +154,9 @@ def metrics_query(
         sort=body.sort,
         descending=body.descending,
         limit=body.limit,
+        zone=zone_of(body.tz),
     )
-    return _answer(request, scope, query)
+    return _answer(request, scope, query, local=body.tz is not None)
 
 
 @router.get(
@@ -144,17 +168,30 @@ def metrics_query(
 def summary(
     request: Request,
     scope: Annotated[Scope, Depends(caller)],
+    tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
+    period: Annotated[
+        Literal["today", "yesterday", "month"] | None,
+        Query(
+            description="A calendar period of the tz zone's clock (today, yesterday, this "
+            "month), in place of the time filters."
+        ),
+    ] = None,
 ) -> dict:
     """The Overview's KPIs for the period against the one before, with the noise test."""
-    spec = filter_spec(request, frozenset())
+    spec = filter_spec(request, frozenset({"tz", "period"}))
+    zone = zone_of(tz)
+    if period is not None:
+        start, end = calendar_period(period, zone, datetime.now(UTC))
+        spec = spec.replace(relative=None, start=start, end=end)
     data, hit = cache.get_or_compute(
-        cache.key(scope, "summary", spec.to_json()), lambda: _summary_data(scope, spec)
+        cache.key(scope, "summary", spec.to_json(), zone.name),
+        lambda: _summary_data(scope, spec, zone),
     )
     return {"data": data, "meta": meta(request, cached=hit)}
 
 
-def _summary_data(scope: Scope, spec: FilterSpec) -> dict:
-    view = period_overview(engine(), scope, spec)
+def _summary_data(scope: Scope, spec: FilterSpec, zone: Zone) -> dict:
+    view = period_overview(engine(), scope, spec, zone=zone)
     kpis = [
         {
             "key": k.key,

@@ -99,7 +99,11 @@ class PartialBucket(BaseModel):
 class MetricsOut(BaseModel):
     series: list[str]
     group_by: list[str]
-    bucket_seconds: int | None
+    bucket_seconds: int | None = Field(
+        description="The bucket's nominal width; a day or week of a zone with daylight saving "
+        "may be an hour shorter or longer."
+    )
+    zone: str = Field("UTC", description="The time zone whose clock the buckets follow.")
     start: datetime | None
     end: datetime | None
     source: str = Field(description="raw or rollup")
@@ -121,7 +125,9 @@ class MetricsOut(BaseModel):
         "count only the covered part; do not compare them with whole buckets. Empty for totals.",
     )
     rows: list[dict[str, Any]] = Field(
-        description="One per bucket and group (or per group, for totals): `bucket`, the "
+        description="One per bucket and group (or per group, for totals): `bucket` (its start, "
+        "UTC) and, when tz is given, `bucket_local` (the same instant in the zone, with its "
+        "offset), the "
         "group-by values and one value per series. A row of a partial bucket also carries "
         "`partial: true` and `covered_seconds`; a whole bucket's row carries neither."
     )
@@ -151,7 +157,13 @@ class MetricsQueryIn(BaseModel):
         description="A FilterSpec as JSON (same fields as the query parameters).",
     )
     bucket: str | None = Field(
-        "auto", description="1min, 5min, 1hour, 1day, auto, or null for totals"
+        "auto", description="1min, 5min, 1hour, 1day, 1week, auto, or null for totals"
+    )
+    tz: str | None = Field(
+        None,
+        max_length=64,
+        description="An IANA time zone whose days, weeks and hours the buckets are (rows then "
+        "also carry `bucket_local`). Default UTC.",
     )
     group_by: list[str] = Field(default_factory=list, max_length=5)
     having: list[HavingIn] = Field(default_factory=list, max_length=10)
@@ -238,6 +250,12 @@ class ExportIn(BaseModel):
         None, description="Span fields; default: the export's default set"
     )
     row_limit: int = Field(1_000_000, ge=1, le=1_000_000)
+    tz: str | None = Field(
+        None,
+        max_length=64,
+        description="An IANA time zone: each time column is followed by `<name>_local`, the "
+        "same instant in that zone with its offset. Default: UTC columns only.",
+    )
 
 
 class ExportJob(BaseModel):

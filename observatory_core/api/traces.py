@@ -7,7 +7,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from observatory_core.accounts.scope import Scope
-from observatory_core.api.common import FILTER_PARAMETERS, FastJSON, errors, filter_spec
+from observatory_core.api.common import (
+    FILTER_PARAMETERS,
+    TZ_DESCRIPTION,
+    FastJSON,
+    errors,
+    filter_spec,
+    with_local_times,
+    zone_of,
+)
 from observatory_core.api.context import ApiError, caller, engine, meta
 from observatory_core.api.schemas import SpanPage, TraceBody
 from observatory_core.traces.detail import get_trace
@@ -15,7 +23,8 @@ from observatory_core.traces.query import MAX_PAGE, list_spans
 
 router = APIRouter(tags=["traces"])
 TraceId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="32 lowercase hex digits")]
-OWN = frozenset({"mode", "sort", "direction", "limit", "cursor", "fields", "count"})
+OWN = frozenset({"mode", "sort", "direction", "limit", "cursor", "fields", "count", "tz"})
+TIMES = ("start_time", "end_time")
 
 
 @router.get(
@@ -31,10 +40,12 @@ def list_traces(
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
     fields: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     count: bool = False,
+    tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
 ) -> FastJSON:
     """One page of spans (or of whole traces by their root), newest first by default; every
     filter of the Traces page applies. Pass `next_cursor` back as `cursor` for the next page."""
     spec = filter_spec(request, OWN)
+    zone = zone_of(tz) if tz is not None else None
     page = list_spans(
         engine(),
         scope,
@@ -47,16 +58,21 @@ def list_traces(
         fields=fields or None,
         count=count,
     )
-    body = {"data": page.rows, "next_cursor": page.next_cursor, "total": page.total}
+    rows = with_local_times(page.rows, zone, TIMES)
+    body = {"data": rows, "next_cursor": page.next_cursor, "total": page.total}
     return FastJSON({**body, "meta": meta(request)})
 
 
 @router.get("/traces/{trace_id}", response_model=TraceBody, responses=errors(400, 403, 404))
 def one_trace(
-    request: Request, trace_id: TraceId, scope: Annotated[Scope, Depends(caller)]
+    request: Request,
+    trace_id: TraceId,
+    scope: Annotated[Scope, Depends(caller)],
+    tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
 ) -> FastJSON:
     """The trace's spans as a depth-first tree (the first 2,000 by start time; `span_count`
     says how many it has), with totals over all of them."""
+    zone = zone_of(tz) if tz is not None else None
     trace = get_trace(engine(), scope, trace_id)
     if trace is None:
         raise ApiError(404, "not_found", f"No trace {trace_id} in your org.")
@@ -69,6 +85,7 @@ def one_trace(
         "total_tokens": trace.total_tokens,
         "error_count": trace.error_count,
         "span_count": trace.span_count,
-        "spans": trace.spans,
+        "spans": with_local_times(list(trace.spans), zone, TIMES),
     }
+    with_local_times([data], zone, ("start", "end"))
     return FastJSON({"data": data, "meta": meta(request)})

@@ -19,6 +19,7 @@ from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import export_refusal, require_filters, visible
 from observatory_core.base.errors import PermissionDenied, UserError
+from observatory_core.base.zones import Zone
 from observatory_core.exports.writers import FORMATS, compression_problem
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.schema import export_jobs, spans
@@ -115,8 +116,10 @@ def create_export(
     fields: tuple[str, ...] | list[str] | None = None,
     row_limit: int = MAX_ROWS,
     now: datetime | None = None,
+    zone: Zone | None = None,
 ) -> dict:
-    """Queue an export of the spans `spec` selects, as the data stands now."""
+    """Queue an export of the spans `spec` selects, as the data stands now. `zone`: each time
+    column is followed by its local time in that zone, with the offset (`exports/local_times`)."""
     scope.require(Permission.EXPORTS_CREATE)
     now = now or datetime.now(UTC)
     _validate(spec, fmt, compression, row_limit, now)
@@ -152,6 +155,7 @@ def create_export(
                 snapshot_max_id=snapshot,
                 snapshot_at=now,
                 created_at=now,
+                time_zone=zone.name if zone else None,
             )
         ).inserted_primary_key[0]
         audit(conn, scope, "export.create", str(job_id), now, format=fmt, compression=compression)

@@ -28,7 +28,9 @@ from observatory_core.accounts import sessions, throttle
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.base import prometheus
+from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
+from observatory_core.exports.local_times import output_fields, with_local
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import FIELDS
@@ -190,7 +192,9 @@ def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, co
     database writes their CSV lines (stored columns only: an expression field is written by the
     row path)."""
     pinned = {"as_of": job["snapshot_at"], "max_id": job["snapshot_max_id"]}
-    copyable = all(f in FIELDS and FIELDS[f].plain for f in fields)  # not "metadata:<key>"
+    zone = _zone(job)
+    # not "metadata:<key>"; local time columns are written by the row path
+    copyable = zone is None and all(f in FIELDS and FIELDS[f].plain for f in fields)
     if job["format"] == "csv" and store_for(engine).copies_csv and copyable:
         pages = iter_span_ids(engine, scope, spec, page_size=config.copy_page_size, **pinned)
         copies = copy_ahead(engine, job["org_id"], pages, fields, config.copy_ahead)
@@ -213,7 +217,10 @@ def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, co
     )
     try:
         for page in pages:
-            yield len(page), lambda writer, n, page=page: writer.write_rows(page[:n])
+            yield (
+                len(page),
+                lambda writer, n, page=page: writer.write_rows(with_local(page[:n], zone, fields)),
+            )
     finally:
         _close_quietly(pages)
 
@@ -292,6 +299,12 @@ def _next_attempt(
     return Status.PROCESSING
 
 
+def _zone(job: dict) -> Zone | None:
+    """The zone of the job's local time columns (None: UTC columns only, as before zones)."""
+    name = job.get("time_zone")
+    return Zone(name) if name else None
+
+
 def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseException:
     """One pass over the job's rows into its file: the state it ended in, or the transient
     database error that interrupted it (the caller decides on a retry)."""
@@ -309,7 +322,8 @@ def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseEx
                 engine, scope, spec, as_of=job["snapshot_at"], max_id=job["snapshot_max_id"]
             ),
         )
-        writer, sink = open_writer(job["format"], job["compression"], temp, fields)
+        columns = output_fields(fields, _zone(job))
+        writer, sink = open_writer(job["format"], job["compression"], temp, columns)
         written = 0
         pages = _pages(engine, job, scope, spec, fields, config)
         try:

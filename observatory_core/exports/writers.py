@@ -205,6 +205,7 @@ def arrow_schema(fields: tuple[str, ...]) -> pa.Schema:
     """Parquet column types from the fields' SQL types, so every page has the same schema."""
     from sqlalchemy import JSON, Boolean, Float, Integer
 
+    from observatory_core.exports.local_times import is_local
     from observatory_core.storage.types import UtcDateTime
     from observatory_core.traces.fields import field_column
 
@@ -222,7 +223,10 @@ def arrow_schema(fields: tuple[str, ...]) -> pa.Schema:
             return pa.string()
         return pa.string()
 
-    return pa.schema([(f, arrow_type(field_column(f))) for f in fields])
+    def column_type(f: str):
+        return pa.string() if is_local(f) else arrow_type(field_column(f))
+
+    return pa.schema([(f, column_type(f)) for f in fields])
 
 
 class ParquetWriter:

@@ -25,8 +25,10 @@ from observatory_core.semantic.metrics import (  # noqa: F401
 # ones rollups carry (ROLLUP_GROUPS) are declared with the fields (`semantic.fields`).
 MAX_GROUP_BY = 5
 
-BUCKETS = {"1min": 60, "5min": 300, "1hour": 3600, "1day": 86400}
+# Days and weeks (ISO, from Monday) are the query's time zone's; so are hours where its offset
+# is not whole hours (docs/metrics.md, "Time zones").
+BUCKETS = {"1min": 60, "5min": 300, "1hour": 3600, "1day": 86400, "1week": 604800}
 # The longest range each bucket size may chart (keeps a series to at most ~1,500 points).
-MAX_RANGE_DAYS = {"1min": 1, "5min": 5, "1hour": 62, "1day": 1100}
+MAX_RANGE_DAYS = {"1min": 1, "5min": 5, "1hour": 62, "1day": 1100, "1week": 3660}
 # "auto": the smallest bucket whose range fits in this many points.
 AUTO_POINTS = 750

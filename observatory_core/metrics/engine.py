@@ -5,7 +5,6 @@ Every result says where it came from and whether its percentiles are exact.
 
 from __future__ import annotations
 
-import math
 import operator
 import time
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.accounts.visibility import require_metric_query
 from observatory_core.base.settings import get_settings
+from observatory_core.base.zones import UTC_ZONE, Bucketing, Zone
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, ZERO_WHEN_EMPTY, Agg, Subject
 from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
 from observatory_core.metrics.partial import partial_buckets
@@ -63,6 +63,8 @@ class MetricResult:
     folded_groups: int = 0  # groups past the cap, folded into "(other)" (or left out, with having)
     # bucket start -> covered seconds, for the buckets that are not whole (`metrics.partial`)
     partial_buckets: dict[datetime, float] = field(default_factory=dict)
+    # whose clock the buckets follow: `bucket` holds each bucket's start as a UTC instant
+    zone: Zone = UTC_ZONE
 
     @property
     def explanation(self) -> str:
@@ -150,7 +152,7 @@ def _compute(
     scope: Scope,
     query: MetricQuery,
     series: tuple[str, ...],
-    bucket_seconds: int | None,
+    buckets: Bucketing | None,
     start: datetime,
     end: datetime,
     now: datetime,
@@ -159,7 +161,7 @@ def _compute(
     keep: list[str] | None = None,
     max_rows: int | None = None,
 ) -> tuple[pl.DataFrame, str, tuple[str, ...]]:
-    """`keep`: the group keys to keep, every other group folded into "(other)". One statement
+    """`buckets`: the range's buckets on the query zone's clock (None: totals). `keep`: the group keys to keep, every other group folded into "(other)". One statement
     per subject (each restricted to its subject's rows), joined on bucket and group; from
     rollups only when they can answer every series (one source, as before subjects)."""
     if trace_series(series):  # over traces, one query for them: metrics/trace_path.py
@@ -171,11 +173,12 @@ def _compute(
             query.filters.pinned(now),
             now,
             store_for(engine).name,
-            bucket_seconds,
+            buckets.seconds if buckets else None,
             start,
             end,
             fold=fold,
             force=force,
+            bucketing=buckets,
         )
         extra = {FOLD_KEYS: keep} if fold else {}
         return _fetch(engine, statement, extra, max_rows=max_rows), source, grains
@@ -191,7 +194,7 @@ def _compute(
             query,
             subject,
             mine,
-            bucket_seconds,
+            buckets,
             start,
             end,
             now,
@@ -227,7 +230,7 @@ def _compute_subject(
     query: MetricQuery,
     subject: Subject,
     series: tuple[str, ...],
-    bucket_seconds: int | None,
+    buckets: Bucketing | None,
     start: datetime,
     end: datetime,
     now: datetime,
@@ -242,27 +245,40 @@ def _compute_subject(
     use_rollup = force == "rollup"
     fold = keep is not None
     extra = {FOLD_KEYS: keep} if fold else {}
+    bucket_seconds = buckets.seconds if buckets else None
     if use_rollup:
         statement, grains, params = rollup_select(
-            scope, series, query.group_by, spec, bucket_seconds, start, end, fold, subject
+            scope,
+            series,
+            query.group_by,
+            spec,
+            bucket_seconds,
+            start,
+            end,
+            fold,
+            subject,
+            bucketing=buckets,
         )
         frame = _fetch(engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows)
         return finalize(frame, series, query.group_by, dialect), "rollup", tuple(grains)
     statement = raw_select(
-        scope, series, query.group_by, spec, now, dialect, bucket_seconds, fold, subject
+        scope,
+        series,
+        query.group_by,
+        spec,
+        now,
+        dialect,
+        bucket_seconds,
+        fold,
+        subject,
+        bucketing=buckets,
     )
     return _fetch(engine, statement, extra, max_rows=max_rows), "raw", ()
 
 
-def _complete(
-    frame: pl.DataFrame, result_series, group_by, bucket_seconds, start, end
-) -> pl.DataFrame:
+def _complete(frame: pl.DataFrame, result_series, group_by, buckets: Bucketing) -> pl.DataFrame:
     """Every bucket of the range for every group seen: zero for counts and sums, else a gap."""
-    first = (start - timedelta(seconds=(start.timestamp() % bucket_seconds))).astimezone(UTC)
-    buckets = pl.datetime_range(
-        first, end, timedelta(seconds=bucket_seconds), closed="left", time_unit="us", eager=True
-    )
-    grid = pl.DataFrame({"bucket": buckets.dt.convert_time_zone("UTC")})
+    grid = pl.DataFrame({"bucket": buckets.starts}, schema={"bucket": pl.Datetime("us", "UTC")})
     if group_by:
         groups = frame.select(group_by).unique().sort(group_by)
         if groups.height == 0:
@@ -314,9 +330,8 @@ class _Caps:
     cells: int  # values per answer: buckets x groups x series
 
 
-def _bucket_count(start: datetime, end: datetime, bucket_seconds: int) -> int:
-    first = start.timestamp() - start.timestamp() % bucket_seconds
-    return math.ceil((end.timestamp() - first) / bucket_seconds)
+def _bucket_count(buckets: Bucketing) -> int:
+    return len(buckets.edges) - 1
 
 
 def _check_cells(query: MetricQuery, buckets: int, groups: int, caps: _Caps) -> None:
@@ -398,10 +413,10 @@ def _answer_totals(args, query, caps, start, end, now, force):
     return frame, source, grains, groups.folded
 
 
-def _answer_series(args, query, caps, bucket_seconds, start, end, now, force):
+def _answer_series(args, query, caps, bucketing, start, end, now, force):
     """Every bucket of every kept group, checked against the cap on values before it is read."""
     series, group_by = args[3], query.group_by
-    buckets = _bucket_count(start, end, bucket_seconds)
+    buckets = _bucket_count(bucketing)
     _check_cells(query, buckets, 1, caps)
     cheap = force != "raw" and rollup_can_answer(series, group_by, query.filters)
     # no more groups than both caps allow: past the cells cap the answer is refused anyway, so
@@ -410,7 +425,7 @@ def _answer_series(args, query, caps, bucket_seconds, start, end, now, force):
     if group_by and cheap and fits and not (query.having or query.limit or query.sort):
         try:  # the common case, a few groups from rollups: one query, its rows capped
             frame, source, grains = _compute(
-                *args, bucket_seconds, start, end, now, force, max_rows=buckets * fits
+                *args, bucketing, start, end, now, force, max_rows=buckets * fits
             )
             if frame.select(group_by).n_unique() <= fits:
                 return _typed(frame, series, group_by), source, grains, 0
@@ -422,7 +437,7 @@ def _answer_series(args, query, caps, bucket_seconds, start, end, now, force):
         groups = _pick_groups(_keep(totals, query), query, caps)
         _check_cells(query, buckets, groups.count, caps)
     keep = groups.fold if groups else None
-    frame, source, grains = _compute(*args, bucket_seconds, start, end, now, force, keep=keep)
+    frame, source, grains = _compute(*args, bucketing, start, end, now, force, keep=keep)
     frame = _typed(frame, series, group_by)
     if groups is not None and groups.kept is not None:
         frame = frame.join(groups.kept, on=list(group_by), how="semi", nulls_equal=True)
@@ -468,20 +483,23 @@ def run_metrics(
     start, end = _window(engine, scope, query, now)
     asked = query
     query, slots = _declared_slots(engine, scope, query, start)
-    bucket_seconds = query.bucket_seconds(start, end)
+    bucketing = query.bucketing(start, end)
+    bucket_seconds = bucketing.seconds if bucketing else None
     args = (engine, scope, query, series)
     partial: dict[datetime, float] = {}
-    if bucket_seconds is None:
+    if bucketing is None:
         frame, source, grains, folded = _answer_totals(args, query, caps, start, end, now, force)
     else:
         frame, source, grains, folded = _answer_series(
-            args, query, caps, bucket_seconds, start, end, now, force
+            args, query, caps, bucketing, start, end, now, force
         )
         groups = frame.select(query.group_by).n_unique() if query.group_by else 1
-        _check_cells(query, _bucket_count(start, end, bucket_seconds), groups, caps)
-        frame = _complete(frame, series, query.group_by, bucket_seconds, start, end)
+        _check_cells(query, _bucket_count(bucketing), groups, caps)
+        frame = _complete(frame, series, query.group_by, bucketing)
         cut_start = query.filters.window(now)[0] is not None
-        partial = partial_buckets(start, end, now, bucket_seconds, cut_start=cut_start)
+        partial = partial_buckets(
+            start, end, now, bucket_seconds, cut_start=cut_start, bucketing=bucketing
+        )
     sketch = None
     if "_bins" in frame.columns and bucket_seconds is None and not query.group_by:
         sketch = frame["_bins"].to_numpy()[0]
@@ -504,4 +522,5 @@ def run_metrics(
         sketch=sketch,
         folded_groups=folded,
         partial_buckets=partial,
+        zone=query.zone,
     )

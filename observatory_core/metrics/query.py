@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from observatory_core.base.errors import UserError
+from observatory_core.base.zones import UTC_ZONE, Bucketing, Zone
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import (
     AUTO_POINTS,
@@ -81,8 +82,12 @@ class MetricQuery:
     sort: str | None = None  # a series or a group-by dimension; default: the first series
     descending: bool = True
     limit: int | None = None  # groups kept (rows, for totals)
+    # whose wall clock the day, week and hour buckets follow (a name is accepted and checked)
+    zone: Zone = UTC_ZONE
 
     def __post_init__(self) -> None:
+        if not isinstance(self.zone, Zone):
+            object.__setattr__(self, "zone", Zone(str(self.zone)))
         if not self.series:
             raise MetricError("Pick at least one metric.")
         names = [f"{m}.{a.value}" for m, a in (parse_series(s) for s in self.series)]
@@ -130,8 +135,8 @@ class MetricQuery:
         if self.bucket is None:
             return None
         span = end - start
-        if self.bucket == "auto":
-            for seconds in BUCKETS.values():
+        if self.bucket == "auto":  # weeks only when asked for
+            for seconds in (s for b, s in BUCKETS.items() if b != "1week"):
                 if span / timedelta(seconds=seconds) <= AUTO_POINTS:
                     return seconds
             return (
@@ -142,6 +147,11 @@ class MetricQuery:
         if span > timedelta(days=MAX_RANGE_DAYS[self.bucket]):
             self._too_long(self.bucket, span)
         return BUCKETS[self.bucket]
+
+    def bucketing(self, start: datetime, end: datetime) -> Bucketing | None:
+        """The buckets of [start, end) on the query zone's clock (None: one total per group)."""
+        seconds = self.bucket_seconds(start, end)
+        return None if seconds is None else Bucketing.over(start, end, seconds, self.zone)
 
     def _too_long(self, bucket: str, span: timedelta) -> int:
         days = MAX_RANGE_DAYS[bucket]
@@ -164,19 +174,19 @@ def query_to_json(query: MetricQuery) -> str:
     """A stable JSON form (for caches, stored rules and the API)."""
     import json
 
-    return json.dumps(
-        {
-            "series": list(query.series),
-            "filters": json.loads(query.filters.to_json()),
-            "bucket": query.bucket,
-            "group_by": list(query.group_by),
-            "having": [[h.series, h.op, h.value] for h in query.having],
-            "sort": query.sort,
-            "descending": query.descending,
-            "limit": query.limit,
-        },
-        sort_keys=True,
-    )
+    data = {
+        "series": list(query.series),
+        "filters": json.loads(query.filters.to_json()),
+        "bucket": query.bucket,
+        "group_by": list(query.group_by),
+        "having": [[h.series, h.op, h.value] for h in query.having],
+        "sort": query.sort,
+        "descending": query.descending,
+        "limit": query.limit,
+    }
+    if not query.zone.is_utc:  # UTC queries keep the form they were stored in
+        data["zone"] = query.zone.name
+    return json.dumps(data, sort_keys=True)
 
 
 def query_from_json(text: str) -> MetricQuery:
@@ -192,4 +202,5 @@ def query_from_json(text: str) -> MetricQuery:
         sort=data["sort"],
         descending=data["descending"],
         limit=data["limit"],
+        zone=Zone(data.get("zone") or "UTC"),
     )

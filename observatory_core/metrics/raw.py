@@ -8,6 +8,7 @@ from sqlalchemy import Select, case, func, literal_column
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope, scoped_spans
+from observatory_core.base.zones import Bucketing
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Kind, Metric, Subject
@@ -15,7 +16,7 @@ from observatory_core.metrics.folding import folded_columns
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.fields import by_group
 from observatory_core.semantic.metrics import subject_condition
-from observatory_core.storage.dialect import percentile_cont, stddev_samp, time_bucket
+from observatory_core.storage.dialect import bucket_of, percentile_cont, stddev_samp, time_bucket
 from observatory_core.storage.schema import spans
 
 _AGGREGATE = {
@@ -67,16 +68,20 @@ def raw_select(
     bucket_seconds: int | None,
     fold: bool = False,
     subject: Subject = Subject.SPANS,
+    *,
+    bucketing: Bucketing | None = None,
 ) -> Select:
     """The series over the spans of `subject` (every series must be of it; a subject that is
     not one of spans is refused). `fold`: groups outside the `fold_keys` parameter become one
-    "(other)" group."""
+    "(other)" group. `bucketing`: buckets on a zone's clock (else UTC, `bucket_seconds` wide)."""
     for name in series:
         if METRICS[name.split(".")[0]].subject is not subject:
             raise ValueError(f"{name}: not a metric of {subject.value}; ask one subject at a time.")
     rows = subject_condition(subject, spans.c)
     keys: list[ColumnElement] = []
-    if bucket_seconds is not None:
+    if bucketing is not None:
+        keys.append(bucket_of(spans.c.start_time, bucketing).label("bucket"))
+    elif bucket_seconds is not None:
         keys.append(time_bucket(spans.c.start_time, bucket_seconds).label("bucket"))
     dims = [dimension_column(d) for d in group_by]
     if fold:

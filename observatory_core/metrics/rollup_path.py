@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope
+from observatory_core.base.zones import Bucketing
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import (
     METRICS,
@@ -40,7 +41,7 @@ from observatory_core.rollups.partials import partial_select
 from observatory_core.semantic import fields as semantic_fields
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import SUBJECT_ROWS, subject_condition
-from observatory_core.storage.dialect import epoch_us, time_bucket
+from observatory_core.storage.dialect import bucket_of, epoch_us, time_bucket
 from observatory_core.storage.latency_bins import BINS, representative
 from observatory_core.storage.packed_sketch import decode, dense, sketch_merge
 from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_GRAINS, ROLLUPS, spans
@@ -98,9 +99,13 @@ def plan_segments(
     ]
 
 
-def usable_grains(bucket_seconds: int | None) -> list[str]:
-    """Grains whose rows fall wholly inside one query bucket, coarsest first."""
+def usable_grains(bucket_seconds: int | None, bucketing: Bucketing | None = None) -> list[str]:
+    """Grains whose rows fall wholly inside one query bucket, coarsest first. On a zone's clock
+    that is the grains its bucket edges align to: hours for New York's days, minutes for
+    Kolkata's (docs/metrics.md, "Time zones")."""
     grains = sorted(ROLLUP_GRAINS, key=ROLLUP_GRAINS.get, reverse=True)
+    if bucketing is not None:
+        return [g for g in grains if bucketing.aligned_to(ROLLUP_GRAINS[g])]
     if bucket_seconds is None:
         return grains
     return [g for g in grains if bucket_seconds % ROLLUP_GRAINS[g] == 0]
@@ -146,6 +151,8 @@ def rollup_select(
     end: datetime,
     fold: bool = False,
     subject: Subject = Subject.SPANS,
+    *,
+    bucketing: Bucketing | None = None,
 ) -> tuple[Select, list[str], dict]:
     """One statement: the segments' partials unioned, merged per bucket and group, over the
     rows of `subject` (rollup rows carry `llm_call` and `operation`, so the subject's
@@ -156,7 +163,7 @@ def rollup_select(
     call, their ~100 columns cost ~40 ms of Python and left cyclic garbage whose collection
     paused a later call for 100-150 ms.
     """
-    segments = plan_segments(start, end, usable_grains(bucket_seconds))
+    segments = plan_segments(start, end, usable_grains(bucket_seconds, bucketing))
     in_lists = {f: getattr(spec, f) for f in sorted(ROLLUP_FILTERS) if getattr(spec, f)}
     statement = _statement(
         tuple(series),
@@ -167,6 +174,8 @@ def rollup_select(
         scope.project_ids is not None,
         fold,
         subject,
+        # edges only where the store needs them: a uniform grid keeps one statement per shape
+        None if bucketing is None or bucketing.uniform else bucketing,
     )
     params: dict = {"org_id": scope.org_id}
     if scope.project_ids is not None:
@@ -188,6 +197,7 @@ def _statement(
     project_limited: bool,
     fold: bool = False,
     subject: Subject = Subject.SPANS,
+    zoned: Bucketing | None = None,
 ) -> Select:
     measures, parts = _needs(series)
     bins = "latency_sketch" in parts
@@ -216,6 +226,7 @@ def _statement(
                 dimensions=tuple(dims),
                 measures=tuple(measures),
                 with_bins=bins,
+                bucketing=zoned,
             ).subquery()
             # Of the rollup columns' own types: were the union's columns wider than a rollup
             # table's, PostgreSQL would convert every rollup row on its way into the union.
@@ -229,7 +240,9 @@ def _statement(
             continue
         t = ROLLUPS[grain]
         start = t.c.bucket_start
-        if bucket_seconds is not None and ROLLUP_GRAINS[grain] != bucket_seconds:
+        if zoned is not None:
+            start = bucket_of(start, zoned).label("bucket_start")
+        elif bucket_seconds is not None and ROLLUP_GRAINS[grain] != bucket_seconds:
             start = time_bucket(start, bucket_seconds).label("bucket_start")
         pieces.append(
             select(start, *(t.c[d] for d in dims), *(t.c[p] for p in parts)).where(

@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope, span_conditions
+from observatory_core.base.zones import Bucketing
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, Agg, Subject
@@ -38,7 +39,7 @@ from observatory_core.metrics.query import MetricError
 from observatory_core.metrics.raw import declared_aggregate
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.fields import by_group
-from observatory_core.storage.dialect import epoch_us, time_bucket
+from observatory_core.storage.dialect import bucket_of, epoch_us, time_bucket
 from observatory_core.storage.schema import is_shared, spans, trace_totals
 
 # What `trace_totals` can answer: the time window plus these filters and group-bys.
@@ -211,6 +212,7 @@ def trace_select(
     *,
     fold: bool = False,
     totals: bool = False,
+    bucketing: Bucketing | None = None,
 ) -> Select:
     """The series per bucket (of first starts) and group, from per-trace rows. `totals`: read
     `trace_totals` (only where `totals_can_answer`); `fold`: as in `metrics/raw.py`."""
@@ -221,7 +223,9 @@ def trace_select(
     per = rows.subquery("per_trace")
     c = per.c
     keys: list[ColumnElement] = []
-    if bucket_seconds is not None:
+    if bucketing is not None:  # on the query zone's clock
+        keys.append(bucket_of(c.first_start, bucketing).label("bucket"))
+    elif bucket_seconds is not None:
         keys.append(time_bucket(c.first_start, bucket_seconds).label("bucket"))
     dims = [c[d] for d in group_by]
     keys += (
@@ -250,6 +254,7 @@ def trace_plan(
     *,
     fold: bool,
     force: str | None,
+    bucketing: Bucketing | None = None,
 ) -> tuple[Select, str, tuple[str, ...]]:
     """(statement, source, grains): `trace_totals` where it can answer ("rollup"), else spans."""
     can = totals_can_answer(group_by, spec)
@@ -268,5 +273,6 @@ def trace_plan(
         end,
         fold=fold,
         totals=totals,
+        bucketing=bucketing,
     )
     return statement, ("rollup" if totals else "raw"), (TOTALS_GRAINS if totals else ())

@@ -17,7 +17,9 @@ from sqlalchemy.engine import Engine
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.accounts.visibility import metric_visible, require_filters
+from observatory_core.base import zones
 from observatory_core.base.errors import UserError
+from observatory_core.base.zones import UTC_ZONE, Zone
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS
@@ -99,15 +101,17 @@ def period_overview(
     *,
     now: datetime | None = None,
     force: str | None = None,
+    zone: Zone = UTC_ZONE,
 ) -> Overview:
-    """KPIs for the period of `spec` against the previous period of equal length."""
+    """KPIs for the period of `spec` against the previous period of equal length (a calendar
+    period such as today is the caller's, found on `zone`'s clock: `base.zones.calendar_period`)."""
     now = now or datetime.now(UTC)
     scope.require(Permission.METRICS_READ)
     if spec.window(now)[0] is None:
         raise UserError("The Overview compares two periods; pick a time range, not all time.")
     costs = metric_visible(scope, "total_cost")  # the cost tile only for roles that see costs
     series = tuple(s for s in _KPI_SERIES if metric_visible(scope, s.split(".")[0]))
-    current = MetricQuery(series=series, filters=spec.pinned(now), bucket=None)
+    current = MetricQuery(series=series, filters=spec.pinned(now), bucket=None, zone=zone)
     previous = current.previous(now)
     start, end = current.filters.window(now)
     if start is not None and end is not None and start < now < end:
@@ -283,10 +287,16 @@ def top(
 
 
 def cost_per_day_by_model(
-    engine: Engine, scope: Scope, spec: FilterSpec, *, now: datetime | None = None
+    engine: Engine,
+    scope: Scope,
+    spec: FilterSpec,
+    *,
+    now: datetime | None = None,
+    zone: Zone = UTC_ZONE,
 ) -> MetricResult:
+    """Cost per day of `zone`'s calendar, by model."""
     query = MetricQuery(
-        series=("total_cost.sum",), filters=spec, bucket="1day", group_by=("model",)
+        series=("total_cost.sum",), filters=spec, bucket="1day", group_by=("model",), zone=zone
     )
     return run_metrics(engine, scope, query, now=now)
 
@@ -338,6 +348,8 @@ class BudgetBurn:
     forecast_usd: float
     daily: pl.DataFrame  # day, cost, cumulative
     partial_days: dict[datetime, float] = field(default_factory=dict)  # today: seconds passed
+    month_end: datetime | None = None  # the next month's start, on the same clock
+    zone: Zone = UTC_ZONE  # whose calendar the month and its days are
 
     @property
     def forecast_share(self) -> float | None:
@@ -393,15 +405,18 @@ def set_budget(engine: Engine, scope: Scope, monthly_usd: float) -> None:
         )
 
 
-def budget_burn(engine: Engine, scope: Scope, *, now: datetime | None = None) -> BudgetBurn:
+def budget_burn(
+    engine: Engine, scope: Scope, *, now: datetime | None = None, zone: Zone = UTC_ZONE
+) -> BudgetBurn:
+    """The month so far (of `zone`'s calendar: a New York reader's month starts at their
+    midnight), by day, and its forecast at the rate so far."""
     scope.require(Permission.COSTS_READ)
     now = now or datetime.now(UTC)
-    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    next_month = (month_start + timedelta(days=32)).replace(day=1)
+    month_start = zones.month_start(zone, now)
+    next_month = zones.next_month_start(zone, now)
     spec = FilterSpec(relative=None, start=month_start, end=now)
-    result = run_metrics(
-        engine, scope, MetricQuery(series=("total_cost.sum",), filters=spec, bucket="1day"), now=now
-    )
+    query = MetricQuery(series=("total_cost.sum",), filters=spec, bucket="1day", zone=zone)
+    result = run_metrics(engine, scope, query, now=now)
     frame = result.frame.rename({"bucket": "day", "total_cost.sum": "cost"})
     frame = frame.with_columns(pl.col("cost").cum_sum().alias("cumulative"))
     spent = float(frame["cost"].sum())
@@ -409,5 +424,12 @@ def budget_burn(engine: Engine, scope: Scope, *, now: datetime | None = None) ->
     days_left = (next_month - now) / timedelta(days=1)
     forecast = spent + (spent / elapsed_days * days_left if elapsed_days > 0 else 0.0)
     return BudgetBurn(
-        get_budget(engine, scope), month_start, spent, forecast, frame, result.partial_buckets
+        get_budget(engine, scope),
+        month_start,
+        spent,
+        forecast,
+        frame,
+        result.partial_buckets,
+        next_month,
+        zone,
     )

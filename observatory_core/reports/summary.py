@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import metric_visible
+from observatory_core.base.zones import UTC_ZONE, Bucketing, Zone
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.partial import partial_buckets
@@ -82,11 +83,12 @@ def period_stats(engine: Engine, scope: Scope, start: datetime, end: datetime) -
 
 
 def requests_per_hour(
-    engine: Engine, scope: Scope, start: datetime, end: datetime
+    engine: Engine, scope: Scope, start: datetime, end: datetime, zone: Zone = UTC_ZONE
 ) -> list[tuple[datetime, int]]:
-    """Requests per hour, every hour present (zero where nothing ran)."""
+    """Requests per hour of `zone`'s clock (Kolkata's start at half past), every hour present
+    (zero where nothing ran)."""
     query = MetricQuery(
-        series=("request_count.count",), filters=_window(start, end), bucket="1hour"
+        series=("request_count.count",), filters=_window(start, end), bucket="1hour", zone=zone
     )
     frame = run_metrics(engine, scope, query, now=end).frame
     return [
@@ -96,13 +98,19 @@ def requests_per_hour(
 
 
 def home_summary(
-    engine: Engine, scope: Scope, *, now: datetime | None = None, hours: int = 24
+    engine: Engine,
+    scope: Scope,
+    *,
+    now: datetime | None = None,
+    hours: int = 24,
+    zone: Zone = UTC_ZONE,
 ) -> HomeSummary:
     now = now or datetime.now(UTC)
     window = timedelta(hours=hours)
+    hourly = Bucketing.over(now - window, now, 3600, zone)
     return HomeSummary(
         current=period_stats(engine, scope, now - window, now),
         previous=period_stats(engine, scope, now - 2 * window, now - window),
-        per_hour=requests_per_hour(engine, scope, now - window, now),
-        partial_hours=partial_buckets(now - window, now, now, 3600),
+        per_hour=requests_per_hour(engine, scope, now - window, now, zone),
+        partial_hours=partial_buckets(now - window, now, now, 3600, bucketing=hourly),
     )

@@ -20,8 +20,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.expression import ColumnElement, FromClause
 
+from observatory_core.base.zones import Bucketing
 from observatory_core.semantic.metrics import rollup_counts, rollup_measures, sketched
-from observatory_core.storage.dialect import latency_bin, time_bucket
+from observatory_core.storage.dialect import bucket_of, latency_bin, time_bucket
 from observatory_core.storage.packed_sketch import sketch_of
 from observatory_core.storage.schema import (
     DIMENSION_SLOTS,
@@ -143,15 +144,21 @@ def partial_select(
     dimensions: tuple[str, ...] = ROLLUP_DIMENSIONS,
     measures: tuple[str, ...] = ROLLUP_MEASURES,
     with_bins: bool = True,
+    bucketing: Bucketing | None = None,
 ) -> Select:
     """SELECT org_id, bucket_start, dimensions..., counts, sums, min, max, latency sketch
-    FROM src GROUP BY org, bucket and dimensions; column names match the rollup tables."""
+    FROM src GROUP BY org, bucket and dimensions; column names match the rollup tables.
+    `bucketing`: a query's buckets on a zone's clock, in place of `bucket_seconds` in UTC."""
     values = measure_expressions(src)
     dims = dimension_expressions(src)
     conditions = {c: w for c, w in count_conditions(src).items() if w is not None}
     inner_columns = [
         src.c.org_id,
-        time_bucket(src.c.start_time, bucket_seconds).label("bucket_start"),
+        (
+            bucket_of(src.c.start_time, bucketing)
+            if bucketing is not None
+            else time_bucket(src.c.start_time, bucket_seconds)
+        ).label("bucket_start"),
         *(case((w, _ONE), else_=_ZERO).label(f"_{c}") for c, w in conditions.items()),
         *(dims[d].label(d) for d in dimensions),
         *(values[m].label(m) for m in measures),

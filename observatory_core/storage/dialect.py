@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from observatory_core.base.zones import Bucketing
 from observatory_core.semantic.fields import KEY_HINT, KEY_PATTERN, KEY_SQL, KeyKind
 from observatory_core.storage.stores import store_for
 from observatory_core.storage.types import UtcDateTime
@@ -49,6 +50,32 @@ class time_bucket(FunctionElement):
     def __init__(self, column: ColumnElement, seconds: int) -> None:
         self.seconds = int(seconds)
         super().__init__(column)
+
+
+class zoned_bucket(FunctionElement):
+    """Start of the bucket of a zone's wall clock (a local day, ISO week, hour or minutes) holding
+    a timestamp, for the buckets of one query range (`base.zones.Bucketing`): a store with a
+    zone database computes it there, one without compares with the range's edges."""
+
+    type = UtcDateTime()
+    inherit_cache = True
+    name = "zoned_bucket"
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("bucketing", InternalTraversal.dp_plain_obj),
+    ]
+
+    def __init__(self, column: ColumnElement, bucketing: Bucketing) -> None:
+        self.bucketing = bucketing
+        super().__init__(column)
+
+
+def bucket_of(column: ColumnElement, bucketing: Bucketing) -> ColumnElement:
+    """The bucket start of `column` under `bucketing`: plain arithmetic when its edges are the
+    UTC grid (every bucket in UTC, hours in whole-hour zones), else `zoned_bucket`."""
+    if bucketing.uniform:
+        return time_bucket(column, bucketing.seconds)
+    return zoned_bucket(column, bucketing)
 
 
 class stddev_samp(FunctionElement):
@@ -174,6 +201,7 @@ class epoch_us(FunctionElement):
 NEUTRAL_CONSTRUCTS = (
     percentile_cont,
     time_bucket,
+    zoned_bucket,
     stddev_samp,
     json_array_contains,
     json_object_text,

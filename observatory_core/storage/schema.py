@@ -82,6 +82,8 @@ users = Table(
     Column("password_hash", String(100), nullable=False),
     Column("role", String(16), nullable=False),
     Column("disabled", Boolean, nullable=False, server_default="0"),
+    # IANA name the user chose for their times and days; NULL: the browser's (accounts/preferences)
+    Column("time_zone", String(64), nullable=True),
 )
 
 # A user with no rows here may see every project of their org.
@@ -261,6 +263,8 @@ export_jobs = Table(
     Column("heartbeat_at", UtcDateTime),
     Column("worker_id", String(100)),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    # the reader's zone: each time column is followed by its local time with the offset
+    Column("time_zone", String(64), nullable=True),
     Index("ix_export_jobs_status", "status", "id"),
     Index("ix_export_jobs_org_created", "org_id", "created_at"),
 )

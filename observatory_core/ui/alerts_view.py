@@ -13,6 +13,7 @@ from observatory_core.alerts.history import active_alerts, events, last_event_id
 from observatory_core.metrics.catalog import METRICS
 from observatory_core.ui import format
 from observatory_core.ui.session import engine, guarded
+from observatory_core.ui.zone import time_label
 
 REFRESH_S = 5
 HISTORY_DAYS = 30
@@ -123,7 +124,9 @@ def live_status(scope: Scope) -> None:
         )
     else:
         st.caption("Nothing resolved in the last 24 hours.")
-    st.caption(f"Updated {datetime.now(UTC):%H:%M:%S} UTC; refreshes every {REFRESH_S} s.")
+    st.caption(
+        f"Updated {time_label(datetime.now(UTC), seconds=True)}; refreshes every {REFRESH_S} s."
+    )
 
 
 @st.fragment(run_every=REFRESH_S * 2)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import streamlit as st
 
 from observatory_core.accounts.scope import Scope
+from observatory_core.base.zones import Zone
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery, query_from_json, query_to_json
@@ -29,14 +30,14 @@ from observatory_core.ui.session import engine
 
 
 @st.cache_data(ttl=30, show_spinner="Counting the last 24 hours…")
-def _home(scope: Scope, minute: str) -> HomeSummary:
+def _home(scope: Scope, minute: str, zone: str = "UTC") -> HomeSummary:
     now = datetime.fromisoformat(minute)
-    return home_summary(engine(), scope, now=now)
+    return home_summary(engine(), scope, now=now, zone=Zone(zone))
 
 
-def home(scope: Scope) -> HomeSummary:
+def home(scope: Scope, zone: Zone | None = None) -> HomeSummary:
     """Cached per minute: the numbers move with the clock but a rerun costs nothing."""
-    return _home(scope, minute())
+    return _home(scope, minute(), zone.name if zone else "UTC")
 
 
 @st.cache_data(ttl=300, show_spinner=False)
@@ -107,9 +108,13 @@ def metrics(scope: Scope, query: MetricQuery, max_groups: int | None = None) -> 
 
 
 @st.cache_data(ttl=60, show_spinner="Comparing periods…")
-def overview(scope: Scope, spec_json: str, minute: str) -> Overview:
+def overview(scope: Scope, spec_json: str, minute: str, zone: str = "UTC") -> Overview:
     return period_overview(
-        engine(), scope, FilterSpec.from_json(spec_json), now=datetime.fromisoformat(minute)
+        engine(),
+        scope,
+        FilterSpec.from_json(spec_json),
+        now=datetime.fromisoformat(minute),
+        zone=Zone(zone),
     )
 
 
@@ -133,15 +138,19 @@ def errors(scope: Scope, spec_json: str, minute: str):
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def daily_cost(scope: Scope, spec_json: str, minute: str) -> MetricResult:
+def daily_cost(scope: Scope, spec_json: str, minute: str, zone: str = "UTC") -> MetricResult:
     return cost_per_day_by_model(
-        engine(), scope, FilterSpec.from_json(spec_json), now=datetime.fromisoformat(minute)
+        engine(),
+        scope,
+        FilterSpec.from_json(spec_json),
+        now=datetime.fromisoformat(minute),
+        zone=Zone(zone),
     )
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def burn(scope: Scope, minute: str) -> BudgetBurn:
-    return budget_burn(engine(), scope, now=datetime.fromisoformat(minute))
+def burn(scope: Scope, minute: str, zone: str = "UTC") -> BudgetBurn:
+    return budget_burn(engine(), scope, now=datetime.fromisoformat(minute), zone=Zone(zone))
 
 
 @st.cache_data(ttl=60, show_spinner="Splitting the change…")

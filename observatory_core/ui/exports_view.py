@@ -27,6 +27,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.traces.fields import ALL_FIELDS, hidden_fields
 from observatory_core.ui import filters, format
 from observatory_core.ui.session import engine, guarded
+from observatory_core.ui.zone import current_zone, time_label
 
 BADGE = {
     "pending": "🕓 pending",
@@ -66,7 +67,7 @@ def _job(job: dict, scope: Scope, now: datetime) -> None:
         )
         head[1].markdown(BADGE.get(status, status))
         head[2].caption(f"{format.count(job['rows_written'])} rows · {_size(job['file_size'])}")
-        head[3].caption(f"created {job['created_at']:%Y-%m-%d %H:%M} UTC{_tries(job)}")
+        head[3].caption(f"created {time_label(job['created_at'])}{_tries(job)}")
         if status in ("pending", "processing"):
             st.progress(float(job["progress"] or 0), text=f"{(job['progress'] or 0):.0%}")
             if status == "pending":
@@ -89,7 +90,7 @@ def _job(job: dict, scope: Scope, now: datetime) -> None:
             left, right = st.columns([1, 3])
             left.link_button("Download", f"/exports/download/{token}", type="primary")
             right.caption(
-                f"Expires {job['expires_at']:%Y-%m-%d %H:%M} UTC · SHA-256 {job['checksum_sha256'][:16]}…"
+                f"Expires {time_label(job['expires_at'])} · SHA-256 {job['checksum_sha256'][:16]}…"
             )
         elif status == "failed":
             st.error(job["error_message"] or "The export failed.")
@@ -134,6 +135,7 @@ def new_export_form(scope: Scope, spec: FilterSpec) -> None:
                     compression=compression,
                     fields=fields,
                     row_limit=int(limit),
+                    zone=current_zone(),  # local time columns next to the UTC ones
                 )
                 st.toast(f"Export #{job['id']} queued.")
             except UserError as exc:

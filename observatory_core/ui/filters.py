@@ -6,7 +6,7 @@ makes is written back, so the address bar always reproduces the view.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
@@ -16,6 +16,7 @@ from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import Field, FilterKind, Widget, filtered
 from observatory_core.ui import cached, format
+from observatory_core.ui.zone import current_zone, time_label
 
 WINDOWS = {
     "15m": "Last 15 minutes",
@@ -65,8 +66,8 @@ def _defaults(spec: FilterSpec) -> dict:
     now = datetime.now(UTC)
     values: dict = {
         "window": window if window in WINDOWS else "custom",
-        "from": (spec.start or now - timedelta(days=1)).date(),
-        "to": (spec.end or now).date(),
+        "from": current_zone().local(spec.start or now - timedelta(days=1)).date(),
+        "to": current_zone().local(spec.end or now).date(),
     }
     for name, field, _ in _widgets():
         match field.widget:
@@ -91,8 +92,10 @@ def _spec_from_widgets(k) -> FilterSpec:
     window = s[k("window")]
     values: dict = {"relative": None if window in ("all", "custom") else window}
     if window == "custom":
-        values["start"] = datetime.combine(s[k("from")], time(), UTC)
-        values["end"] = datetime.combine(s[k("to")], time(), UTC) + timedelta(days=1)
+        # whole days of the reader's calendar (a 23- or 25-hour day when the clocks change)
+        zone = current_zone()
+        values["start"] = zone.midnight(s[k("from")])
+        values["end"] = zone.midnight(s[k("to")] + timedelta(days=1))
     # a widget not drawn (a filter the role may not use) leaves its filter unset
     for name, field, _ in _widgets():
         match field.widget:
@@ -121,7 +124,7 @@ def describe(spec: FilterSpec) -> str:
     parts = [WINDOWS.get(spec.relative, spec.relative) if spec.relative else None]
     if spec.start or spec.end:
         parts[0] = (
-            f"{spec.start:%Y-%m-%d %H:%M} to {spec.end:%Y-%m-%d %H:%M} UTC"
+            f"{time_label(spec.start)} to {time_label(spec.end)}"
             if spec.start and spec.end
             else "open range"
         )

@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 from observatory_core.metrics.partial import covered_text
 from observatory_core.reports.summary import HomeSummary
 from observatory_core.ui import format
+from observatory_core.ui.zone import local
 
 BAR = "#4C78A8"
 PARTIAL_OPACITY = 0.45  # the hours the window cuts short (`metrics.partial`): lighter
@@ -20,7 +21,7 @@ def requests_chart(summary: HomeSummary) -> go.Figure:
     cut = summary.partial_hours
     figure = go.Figure(
         go.Bar(
-            x=hours,
+            x=[local(h) for h in hours],  # the reader's clock
             y=counts,
             marker_color=BAR,
             marker_opacity=[PARTIAL_OPACITY if h in cut else 1.0 for h in hours],

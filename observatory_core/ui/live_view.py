@@ -12,6 +12,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.reports.live import live_feed
 from observatory_core.ui import format, tables
 from observatory_core.ui.session import engine, guarded
+from observatory_core.ui.zone import time_label
 
 REFRESH_S = 3
 LOOKBACK = timedelta(minutes=15)
@@ -79,4 +80,4 @@ def feed(scope: Scope, spec: FilterSpec) -> None:
                 )
             if not shown.export_changes:
                 st.caption("No export started or finished in the last 15 minutes.")
-    st.caption(f"Updated {now:%H:%M:%S} UTC; refreshes every {REFRESH_S} s.")
+    st.caption(f"Updated {time_label(now, seconds=True)}; refreshes every {REFRESH_S} s.")

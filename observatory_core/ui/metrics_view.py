@@ -13,6 +13,7 @@ from plotly.subplots import make_subplots
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import metric_visible
 from observatory_core.base.errors import UserError
+from observatory_core.base.zones import bucket_edges
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import BUCKETS, MAX_GROUP_BY, METRICS
 from observatory_core.metrics.engine import MetricResult
@@ -23,6 +24,7 @@ from observatory_core.semantic.fields import FilterKind, by_group, keyed_fields
 from observatory_core.semantic.metrics import SUBJECT_LABELS, Subject
 from observatory_core.ui import colors, format
 from observatory_core.ui.group_choice import group_by_multiselect, valid
+from observatory_core.ui.zone import as_instant, current_zone, local, local_series
 
 PAGE_PARAMS = frozenset({"s", "m", "b", "g", "cmp", "top", "zoom"})
 DEFAULT_SERIES = ("request_count.count", "duration_ms.p95")
@@ -145,7 +147,9 @@ def controls(scope: Scope) -> tuple[MetricQuery | None, bool, str | None]:
     try:
         # no top-N limit: the engine keeps the `limit` largest groups (see `load`) and folds
         # the rest into "(other)", so the lines add up to the whole
-        query = MetricQuery(series=tuple(series), bucket=bucket, group_by=tuple(group_by))
+        query = MetricQuery(
+            series=tuple(series), bucket=bucket, group_by=tuple(group_by), zone=current_zone()
+        )
     except UserError as exc:
         return None, compare, str(exc)
     st.session_state["mx_top"] = int(limit)
@@ -215,12 +219,13 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
             color = colours[label]
             values = part[name].to_list()
             buckets = part["bucket"].to_list()
+            xs = local_series(part["bucket"], result.zone)  # drawn on the reader's clock
             scaled = _scaled(values, size)
             text = [format.by_unit(unit, v) for v in values]
             cut = [b in result.partial_buckets for b in buckets]
             figure.add_trace(
                 go.Scatter(
-                    x=buckets,
+                    x=xs,
                     y=[None if c else v for v, c in zip(scaled, cut, strict=True)],
                     name=label,
                     legendgroup=label,
@@ -240,13 +245,13 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
             trace_groups.append(group)
             if any(cut):
                 figure.add_trace(
-                    partial_trace(result, label, color, buckets, scaled, text), row=row, col=1
+                    partial_trace(result, label, color, buckets, scaled, text, xs), row=row, col=1
                 )
                 trace_groups.append(group)
             if before is not None and before.height:
                 figure.add_trace(
                     go.Scatter(
-                        x=[t + shift for t in before["bucket"].to_list()],
+                        x=[local(t + shift, result.zone) for t in before["bucket"].to_list()],
                         y=_scaled(before[name].to_list(), size),
                         name=f"{label} (previous period)",
                         legendgroup=label,
@@ -273,7 +278,13 @@ HOVER = "%{fullData.name}<br>%{x}<br><b>%{text}</b><extra></extra>"
 
 
 def partial_trace(
-    result: MetricResult, label: str, color: str, buckets: list, ys: list, text: list
+    result: MetricResult,
+    label: str,
+    color: str,
+    buckets: list,
+    ys: list,
+    text: list,
+    xs: list | None = None,
 ) -> go.Scatter:
     """The buckets that are not whole (`metrics.partial`), drawn dotted and lighter from their
     whole neighbour, with the covered share in the hover: a bucket still filling up reads as
@@ -284,7 +295,7 @@ def partial_trace(
     ]
     seconds = result.bucket_seconds or 1
     return go.Scatter(
-        x=buckets,
+        x=xs if xs is not None else buckets,
         y=[v if n else None for v, n in zip(ys, near, strict=True)],
         name=label,
         legendgroup=label,
@@ -393,23 +404,20 @@ def selection_zoom(event, result: MetricResult, trace_groups: list) -> tuple[str
     selection = getattr(event, "selection", None) or {}
     box = selection.get("box") or []
     if box and box[0].get("x"):
-        low, high = sorted(_as_time(x) for x in box[0]["x"][:2])
+        low, high = sorted(as_instant(x, result.zone) for x in box[0]["x"][:2])
         return f"{max(low, result.start).isoformat()}~{min(high, result.end).isoformat()}", {}
     for point in selection.get("points") or []:
         groups = trace_groups[point.get("curve_number", 0)] if trace_groups else {}
         if groups is None:  # a previous-period line: nothing to open
             continue
-        start = _as_time(point["x"])
+        start = as_instant(point["x"], result.zone)
         end = start + timedelta(seconds=result.bucket_seconds or 0)
+        if result.bucket_seconds:  # the bucket's own end: a zone's day may be 23 or 25 hours
+            end = bucket_edges(
+                start, start + timedelta(microseconds=1), result.bucket_seconds, result.zone
+            )[-1]
         return f"{max(start, result.start).isoformat()}~{min(end, result.end).isoformat()}", groups
     return None
-
-
-def _as_time(x) -> datetime:
-    from datetime import UTC
-
-    t = datetime.fromisoformat(str(x).replace(" ", "T"))
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
 
 def is_empty(result: MetricResult) -> bool:
@@ -437,5 +445,11 @@ def shown_table(result: MetricResult) -> tuple[pl.DataFrame, dict]:
     frame, config = format.table_columns(frame, units)
     for g in result.group_by:
         config[g] = st.column_config.TextColumn(g.replace("_id", "").replace("_", " ").capitalize())
-    config["bucket"] = st.column_config.DatetimeColumn("Bucket (UTC)", format="YYYY-MM-DD HH:mm")
+    if "bucket" in frame.columns:  # on the reader's clock, as the chart draws it
+        frame = frame.with_columns(
+            pl.col("bucket").dt.convert_time_zone(result.zone.name).dt.replace_time_zone(None)
+        )
+    config["bucket"] = st.column_config.DatetimeColumn(
+        f"Bucket ({result.zone.name})", format="YYYY-MM-DD HH:mm"
+    )
     return frame, config

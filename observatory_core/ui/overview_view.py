@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
+from observatory_core.base.zones import CALENDAR_PERIODS, UTC_ZONE, Zone, calendar_period
+from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.partial import covered_text
 from observatory_core.reports.overview import BudgetBurn, Kpi, Overview
 from observatory_core.reports.significance import HELP
 from observatory_core.ui import colors, format
+from observatory_core.ui.zone import local, local_series
 
 PALETTE_SPENT = "#4E79A7"
-PERIODS = {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days"}
+# Calendar periods ("today", "yesterday", "this month") are the reader's (base.zones).
+PERIODS = {
+    "24h": "Last 24 hours",
+    "7d": "Last 7 days",
+    "30d": "Last 30 days",
+    **CALENDAR_PERIODS,
+}
+
+
+def period_spec(chosen: str, zone: Zone, minute: str) -> FilterSpec:
+    """The filter of a period: a relative window, or a calendar period of `zone`'s clock."""
+    if chosen in CALENDAR_PERIODS:
+        start, end = calendar_period(chosen, zone, datetime.fromisoformat(minute))
+        return FilterSpec(relative=None, start=start, end=end)
+    return FilterSpec(relative=chosen)
 
 
 def period() -> str:
@@ -120,7 +137,9 @@ def ranking(frame: pl.DataFrame, dimension: str, by_series: str, label: str) -> 
     st.plotly_chart(figure, width="stretch")
 
 
-def cost_per_day(frame: pl.DataFrame, partial: dict | None = None) -> go.Figure:
+def cost_per_day(
+    frame: pl.DataFrame, partial: dict | None = None, zone: Zone = UTC_ZONE
+) -> go.Figure:
     """Stacked daily cost per model: the top models by cost, the rest as one "(other)" bar.
     `partial`: the days the period cuts short (`MetricResult.partial_buckets`), drawn lighter
     with the covered share in the hover, so today's bar does not read as a fall in spending."""
@@ -150,7 +169,7 @@ def cost_per_day(frame: pl.DataFrame, partial: dict | None = None) -> go.Figure:
         days = part["bucket"].to_list()
         figure.add_trace(
             go.Bar(
-                x=days,
+                x=local_series(part["bucket"], zone),  # the reader's calendar days
                 y=part["total_cost.sum"].to_list(),
                 name=model,
                 marker_color=colours[model],
@@ -187,7 +206,7 @@ def budget_figure(burn: BudgetBurn) -> go.Figure:
     today = [d in burn.partial_days for d in days]
     figure = go.Figure(
         go.Scatter(
-            x=days,
+            x=local_series(burn.daily["day"], burn.zone),  # the days of the reader's calendar
             y=burn.daily["cumulative"].to_list(),
             name="spent",
             mode="lines+markers",
@@ -209,7 +228,8 @@ def budget_figure(burn: BudgetBurn) -> go.Figure:
         )
     # The whole month on a day axis, so the first day of a month is one point on a calendar,
     # not a lone point on an axis in fractions of a millisecond.
-    month_end = (burn.month_start + timedelta(days=32)).replace(day=1)
+    first = local(burn.month_start, burn.zone)
+    month_end = local(burn.month_end, burn.zone) if burn.month_end else first + timedelta(days=31)
     figure.update_layout(
         height=260,
         margin=dict(l=10, r=10, t=10, b=10),
@@ -218,7 +238,7 @@ def budget_figure(burn: BudgetBurn) -> go.Figure:
         yaxis_rangemode="tozero",
         xaxis=dict(
             type="date",
-            range=[burn.month_start - timedelta(hours=12), month_end - timedelta(hours=12)],
+            range=[first - timedelta(hours=12), month_end - timedelta(hours=12)],
             tickformat="%b %d",
         ),
     )

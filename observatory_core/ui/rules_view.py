@@ -31,6 +31,7 @@ from observatory_core.ui import colors, format
 from observatory_core.ui.group_choice import KEY_HELP
 from observatory_core.ui.group_choice import options as group_options
 from observatory_core.ui.session import engine
+from observatory_core.ui.zone import local_series
 
 WINDOWS = {
     "1 minute": 60,
@@ -191,7 +192,7 @@ def _backtest_chart(rule, result) -> None:
     for group, part in parts.items():
         label = group[0] or rule.series
         fig.add_scatter(
-            x=part["bucket"].to_list(),
+            x=local_series(part["bucket"]),  # the reader's clock
             y=part["value"].to_list(),
             mode="lines",
             name=label,
@@ -201,7 +202,7 @@ def _backtest_chart(rule, result) -> None:
         )
         hot = part.filter(pl.col("firing"))
         fig.add_scatter(
-            x=hot["bucket"].to_list(),
+            x=local_series(hot["bucket"]),
             y=hot["value"].to_list(),
             mode="markers",
             marker={"color": "#d93f0b"},

@@ -90,6 +90,7 @@ def reference_metrics(
     group_by: tuple[str, ...],
     bucket_seconds: int | None,
     project_ids: frozenset[int] | None = None,
+    zone: str = "UTC",
 ) -> pl.DataFrame:
     ids = reference_ids(df, spec, now, org_id)
     sub = df.filter(pl.col("id").is_in(list(ids)))
@@ -117,17 +118,22 @@ def reference_metrics(
     )
     keys = list(group_by)
     if bucket_seconds:
-        width = bucket_seconds * 1_000_000
-        sub = sub.with_columns(
-            ((pl.col("start_time").dt.epoch("us") // width) * width)
-            .cast(pl.Datetime("us", "UTC"))
-            .alias("bucket")
-        )
+        sub = sub.with_columns(bucket_column("start_time", bucket_seconds, zone))
         keys = ["bucket", *keys]
     aggs = [_expr(s, masks[s]).alias(s) for s in series]
     if not keys:
         return sub.select(aggs)
     return sub.group_by(keys).agg(aggs)
+
+
+_EVERY = {60: "1m", 300: "5m", 3600: "1h", 86_400: "1d", 604_800: "1w"}
+
+
+def bucket_column(column: str, bucket_seconds: int, zone: str = "UTC") -> pl.Expr:
+    """The bucket of each row, as the issue words it: the time converted to the zone, then
+    truncated (days and Monday weeks of the zone's calendar), as a UTC instant."""
+    local = pl.col(column).cast(pl.Datetime("us", "UTC")).dt.convert_time_zone(zone)
+    return local.dt.truncate(_EVERY[bucket_seconds]).dt.convert_time_zone("UTC").alias("bucket")
 
 
 def _trace_expr(name: str) -> pl.Expr:
@@ -160,6 +166,7 @@ def reference_trace_metrics(
     group_by: tuple[str, ...],
     bucket_seconds: int | None,
     project_ids: frozenset[int] | None = None,
+    zone: str = "UTC",
 ) -> pl.DataFrame:
     """Trace metrics (docs/metrics.md, "Trace metrics"): the spans the scope sees grouped by
     trace; a trace counts when one of its spans matches the filters (time aside) and its first
@@ -200,12 +207,7 @@ def reference_trace_metrics(
     )
     keys = list(group_by)
     if bucket_seconds:
-        width = bucket_seconds * 1_000_000
-        per = per.with_columns(
-            ((pl.col("first_start").dt.epoch("us") // width) * width)
-            .cast(pl.Datetime("us", "UTC"))
-            .alias("bucket")
-        )
+        per = per.with_columns(bucket_column("first_start", bucket_seconds, zone))
         keys = ["bucket", *keys]
     aggs = [_trace_expr(s).alias(s) for s in series]
     if not keys:

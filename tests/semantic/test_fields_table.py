@@ -78,7 +78,8 @@ def test_api_filter_parameters_are_the_declared_ones(registry):
     document = TestClient(create_app()).get("/openapi.json").json()
     for path in ("/traces", "/metrics/summary"):
         names = {p["name"] for p in document["paths"][path]["get"]["parameters"]}
-        assert names - OWN - {"series", "bucket", "group_by"} == set(filter_names()), path
+        own = OWN | {"series", "bucket", "group_by", "period"}
+        assert names - own == set(filter_names()), path
 
 
 def test_sidebar_widgets_are_the_declared_ones(registry):

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, column, func, select, table
 from sqlalchemy.engine.url import URL
 
+from observatory_core.base.zones import Bucketing, Zone
 from observatory_core.storage import bulk
 from observatory_core.storage.dialect import NEUTRAL_CONSTRUCTS, text_search
 from observatory_core.storage.packed_sketch import SKETCH_CONSTRUCTS
@@ -53,6 +54,10 @@ def test_every_construct_compiles_for_every_store(store, construct):
         expression = construct(t.c.a, 0.5)
     elif construct.__name__ == "time_bucket":
         expression = construct(t.c.a, 60)
+    elif construct.__name__ == "zoned_bucket":
+        start = datetime(2026, 3, 1, tzinfo=UTC)
+        bucketing = Bucketing.over(start, start + timedelta(days=3), 86_400, Zone("Asia/Kolkata"))
+        expression = construct(t.c.a, bucketing)
     elif construct.__name__ in ("json_array_contains", "json_object_text", "json_tag_value"):
         expression = construct(t.c.a, "x")
     elif construct is text_search:

@@ -28,12 +28,12 @@ TEXTS = [
 ]
 
 
-def build_rows(org_id, project_ids, seed, traces=70):
+def build_rows(org_id, project_ids, seed, traces=70, now=NOW, days=6):
     rng = random.Random(seed)
     rows = []
     for _ in range(traces):
         trace_id = f"{rng.getrandbits(128):032x}"
-        start = NOW - timedelta(minutes=rng.randrange(0, 6 * 24 * 60))
+        start = now - timedelta(minutes=rng.randrange(0, days * 24 * 60))
         root_id = f"{rng.getrandbits(64):016x}"
         size = rng.choice([1, 1, 2, 4, 6])
         for i in range(size):

@@ -30,6 +30,7 @@ from observatory_core.storage.dialect import (
     stddev_samp,
     text_search,
     time_bucket,
+    zoned_bucket,
 )
 from observatory_core.storage.packed_sketch import (
     sketch_add,
@@ -62,6 +63,25 @@ def _bucket(element, compiler, **kw):
     return (
         f"date_bin(interval '{element.seconds} seconds', {compiler.process(column, **kw)}, "
         "timestamptz '1970-01-01 00:00:00+00')"
+    )
+
+
+_TRUNC_UNITS = {60: "minute", 3600: "hour", 86_400: "day", 7 * 86_400: "week"}
+
+
+@compiles(zoned_bucket, NAME)
+def _zoned_bucket(element, compiler, **kw):
+    """PostgreSQL knows the zones: `date_trunc` in the zone (a local day, ISO week from Monday,
+    hour), or `date_bin` on the local clock for other widths."""
+    (column,) = element.clauses
+    value = compiler.process(column, **kw)
+    zone = element.bucketing.zone.name.replace("'", "''")  # a checked IANA name
+    seconds = element.bucketing.seconds
+    if seconds in _TRUNC_UNITS:
+        return f"date_trunc('{_TRUNC_UNITS[seconds]}', {value}, '{zone}')"
+    return (
+        f"(date_bin(interval '{seconds} seconds', ({value}) AT TIME ZONE '{zone}', "
+        f"timestamp '2000-01-03 00:00:00') AT TIME ZONE '{zone}')"
     )
 
 

@@ -33,6 +33,7 @@ from observatory_core.storage.dialect import (
     stddev_samp,
     text_search,
     time_bucket,
+    zoned_bucket,
 )
 from observatory_core.storage.packed_sketch import (
     sketch_add,
@@ -60,6 +61,26 @@ def _bucket(element, compiler, **kw):
     (column,) = element.clauses
     width = element.seconds * 1_000_000
     return f"(({compiler.process(column, **kw)} / {width}) * {width})"
+
+
+@compiles(zoned_bucket, NAME)
+def _zoned_bucket(element, compiler, **kw):
+    """SQLite has no zone database: the bucket is found among the query range's edges
+    (computed with zoneinfo, `base.zones`) by a balanced tree of comparisons, so each row
+    costs about log2(buckets) integer comparisons."""
+    (column,) = element.clauses
+    value = compiler.process(column, **kw)
+    edges = element.bucketing.edges
+
+    def pick(lo: int, hi: int) -> str:  # the bucket among edges[lo:hi] holding the value
+        if hi - lo <= 1:
+            return str(int(edges[lo]))
+        mid = (lo + hi) // 2
+        return (
+            f"(CASE WHEN {value} < {int(edges[mid])} THEN {pick(lo, mid)} ELSE {pick(mid, hi)} END)"
+        )
+
+    return pick(0, max(len(edges) - 1, 1))
 
 
 @compiles(stddev_samp, NAME)
