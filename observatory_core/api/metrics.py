@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import polars as pl
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from observatory_core.accounts.scope import Scope
 from observatory_core.api.common import (
@@ -34,15 +36,18 @@ BUCKET_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # as the response model writes a UTC time
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S%:z"  # as `Zone.iso` writes a local one
 
 
-def _rows_json(result: MetricResult, local: bool) -> str:
-    """The rows as one JSON array, written by polars: a 35k-row answer took ~0.5 s as Python
-    dicts through the response model, several times the query. Each bucket also in the query's
-    zone (`bucket_local`) when the caller named one; a bucket that is not whole says so
-    (`partial`, `covered_seconds`), a whole bucket's row carries neither (docs/metrics.md)."""
+CHUNK_ROWS = 5000  # rows written at a time: a large answer is streamed, never held whole as text
+
+
+def _rows_frame(result: MetricResult, local: bool) -> pl.DataFrame:
+    """The rows as they are written: the bucket as UTC text, also in the query's zone
+    (`bucket_local`) when the caller named one, and `_covered` (the covered seconds of a bucket
+    that is not whole, else null)."""
     frame = result.frame
     if "bucket" not in frame.columns:
-        return frame.write_json()
+        return frame
     bucket = pl.col("bucket")
+    covered = {b.strftime(BUCKET_FORMAT): c for b, c in result.partial_buckets.items()}
     at = [bucket.dt.strftime(BUCKET_FORMAT)]
     if local:
         zoned = bucket.dt.convert_time_zone(result.zone.name).dt.strftime(LOCAL_FORMAT)
@@ -51,27 +56,39 @@ def _rows_json(result: MetricResult, local: bool) -> str:
     if local:  # right after the UTC bucket, as the rows read before
         names = [c for c in frame.columns if c != "bucket_local"]
         frame = frame.select(names[:1] + ["bucket_local"] + names[1:])
-    covered = {b.strftime(BUCKET_FORMAT): c for b, c in result.partial_buckets.items()}
-    if not covered or frame.is_empty():
-        return frame.write_json()
-    parts, offset = [], 0
-    for run in frame["bucket"].is_in(list(covered)).rle().to_list():
-        part = frame.slice(offset, run["len"])
-        offset += run["len"]
-        if run["value"]:
-            seconds = bucket.replace_strict(covered, return_dtype=pl.Float64)
-            part = part.with_columns(partial=pl.lit(True), covered_seconds=seconds)
-        parts.append(part.write_json()[1:-1])
-    return "[" + ",".join(parts) + "]"
+    seconds = bucket.replace_strict(covered, default=None, return_dtype=pl.Float64)
+    return frame.with_columns(seconds.alias("_covered") if covered else pl.lit(None, pl.Float64))
+
+
+def _row_chunks(frame: pl.DataFrame) -> Iterator[str]:
+    """The rows as JSON, `CHUNK_ROWS` at a time, written by polars: a 35k-row answer took ~0.5 s
+    as Python dicts through the response model, several times the query. A bucket that is not
+    whole says so (`partial`, `covered_seconds`); a whole bucket's row carries neither
+    (docs/metrics.md)."""
+    plain = "_covered" not in frame.columns or frame["_covered"].null_count() == frame.height
+    for offset in range(0, frame.height, CHUNK_ROWS):
+        chunk = frame.slice(offset, CHUNK_ROWS)
+        if plain:
+            yield chunk.drop("_covered", strict=False).write_json()[1:-1]
+            continue
+        parts, at = [], 0
+        for run in chunk["_covered"].is_not_null().rle().to_list():
+            part = chunk.slice(at, run["len"])
+            at += run["len"]
+            if run["value"]:
+                part = part.with_columns(partial=pl.lit(True), covered_seconds=pl.col("_covered"))
+            parts.append(part.drop("_covered").write_json()[1:-1])
+        yield ",".join(parts)
 
 
 def _metrics_data(scope: Scope, query: MetricQuery, local: bool) -> dict:
-    """The answer's fields, its rows as JSON text (`rows_json`)."""
+    """The answer's fields; its rows (`frame`) are written when the answer is sent."""
     result = run_metrics(engine(), scope, query)
     return {
         "series": list(result.series),
         "group_by": list(result.group_by),
         "bucket_seconds": result.bucket_seconds,
+        "zone": result.zone.name,
         "start": result.start,
         "end": result.end,
         "source": result.source,
@@ -83,30 +100,38 @@ def _metrics_data(scope: Scope, query: MetricQuery, local: bool) -> dict:
         ],
         "subjects": {s: METRICS[s.split(".")[0]].subject.value for s in result.series},
         "rows": [],
-        "rows_json": _rows_json(result, local),
-        "row_count": result.frame.height,
+        "frame": _rows_frame(result, local),
     }
 
 
 ROWS_SLOT = '"rows":[]'
 
 
+def _body(head: str, frame: pl.DataFrame, tail: str) -> Iterator[bytes]:
+    yield (head + '"rows":[').encode()
+    first = True
+    for chunk in _row_chunks(frame):
+        if chunk:
+            yield (chunk if first else "," + chunk).encode()
+            first = False
+    yield ("]" + tail).encode()
+
+
 def _answer(request: Request, scope: Scope, query: MetricQuery, local: bool = False) -> Response:
-    """The body checked by the response model without its rows, which go in as written.
-    `local`: the caller named a zone, so rows carry `bucket_local` too."""
+    """The body checked by the response model without its rows, which are streamed in as
+    polars writes them. `local`: the caller named a zone, so rows carry `bucket_local` too."""
     key = cache.key(scope, "metrics", repr(query), local)
     data, hit = cache.get(key), True
     if data is None:
         data, hit = _metrics_data(scope, query, local), False
-        if data["row_count"] <= CACHED_ROWS:
+        if data["frame"].height <= CACHED_ROWS:
             cache.put(key, data)
-    fields = {k: v for k, v in data.items() if k not in ("rows_json", "row_count")}
+    fields = {k: v for k, v in data.items() if k != "frame"}
     body = MetricsBody.model_validate({"data": fields, "meta": meta(request, cached=hit)})
-    text = body.model_dump_json()
-    if text.count(ROWS_SLOT) != 1:  # never: the rows are the only list left empty
-        raise RuntimeError("metrics answer: no single place for its rows")
-    text = text.replace(ROWS_SLOT, '"rows":' + data["rows_json"])
-    return Response(text, media_type="application/json")
+    head, slot, tail = body.model_dump_json().partition(ROWS_SLOT)
+    if not slot:  # never: the rows are the only list left empty
+        raise RuntimeError("metrics answer: no place for its rows")
+    return StreamingResponse(_body(head, data["frame"], tail), media_type="application/json")
 
 
 @router.get(
