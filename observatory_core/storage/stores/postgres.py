@@ -347,9 +347,14 @@ class PostgresStore(Store):
                     copy.write_row(
                         [json.dumps(row[c]) if c in as_json else row[c] for c in columns]
                     )
+        # The span key of the partitioned table holds start_time (migration 0017), so a span
+        # re-sent with the same ids is skipped by the anti-join whatever its start time, and
+        # by ON CONFLICT (no target: any key) when two writers send it at once.
         insert = (
-            f"INSERT INTO spans ({cols}) SELECT {cols} FROM spans_staging "
-            "ON CONFLICT (org_id, trace_id, span_id) DO NOTHING"
+            f"INSERT INTO spans ({cols}) SELECT DISTINCT ON (org_id, trace_id, span_id) {cols} "
+            "FROM spans_staging s WHERE NOT EXISTS (SELECT 1 FROM spans t WHERE "
+            "t.org_id = s.org_id AND t.trace_id = s.trace_id AND t.span_id = s.span_id) "
+            "ON CONFLICT DO NOTHING"
         )
         if new is not None:
             self.prepare_temp_table(conn, new, spans.name)
