@@ -87,21 +87,21 @@ def _rebuild(partitioned: bool) -> None:
         f"INCLUDING COMMENTS){layout}"
     )
     if partitioned:
-        first, last = conn.exec_driver_sql(
-            f"SELECT min(start_time), max(start_time) FROM {OLD}"
-        ).one()
-        now = datetime.now(UTC)
-        month = _month(min(first or now, now))
-        # every month holding spans, through the current one and the next (the worker keeps
-        # creating months ahead: storage/retention.py)
-        end = _next_month(_next_month(_month(max(last or now, now))))
-        while month < end:
-            following = _next_month(month)
+        # every month holding spans, the current one and the next two (the worker keeps
+        # creating months ahead: storage/retention.py); stray times between go to the default
+        held = conn.exec_driver_sql(
+            f"SELECT DISTINCT date_trunc('month', start_time AT TIME ZONE 'UTC') FROM {OLD}"
+        ).scalars()
+        months = {m.replace(tzinfo=UTC) for m in held}
+        month = _month(datetime.now(UTC))
+        for _ in range(3):
+            months.add(month)
+            month = _next_month(month)
+        for month in sorted(months):
             op.execute(
                 f"CREATE TABLE {partition_name(month)} PARTITION OF spans FOR VALUES FROM "
-                f"('{month.isoformat()}') TO ('{following.isoformat()}')"
+                f"('{month.isoformat()}') TO ('{_next_month(month).isoformat()}')"
             )
-            month = following
         op.execute("CREATE TABLE spans_default PARTITION OF spans DEFAULT")
     op.execute(f"INSERT INTO spans SELECT * FROM {OLD}")
     op.execute(f"DROP TABLE {OLD}")
