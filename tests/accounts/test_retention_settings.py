@@ -51,7 +51,7 @@ def test_admins_set_org_and_project_retention_audited(engine):
 )
 def test_bad_values_get_a_message(engine, spans, rollups, projects, message):
     org, (project,) = make_org(engine, "acme")
-    projects = {project: v for v in projects.values()}
+    projects = dict.fromkeys([project] if projects else [], 90)
     with pytest.raises(UserError, match=message):
         set_retention(engine, admin_scope(org), spans, rollups, projects)
     assert get_retention(engine, admin_scope(org)) == Retention()
