@@ -42,6 +42,7 @@ FAMILIES = {
     "api": "api_",
     "grid": "grid_",
     "remap": "remap_",
+    "retention": "retention_",
 }
 
 
@@ -147,6 +148,15 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "with its own key, cycling through the explorer's typical filters over the demo data's last "
         "day and week, for 30 s; latency end to end at the client (p99 in results.json), rows/s is "
         "requests per second. Target: p95 <= 80 ms.",
+        "- `retention_delete_30d`: a database of its own per store with this many demo spans over "
+        "60 days, every org keeping spans 30 days; the worker's retention runs at the end of the "
+        "data until nothing expired is left (on PostgreSQL the wholly expired month is dropped, "
+        "the rest deleted 500 traces per transaction; on SQLite batches, then the incremental "
+        "vacuum); median = the whole deletion, rows/s = spans deleted per second "
+        "(`bench/retention_case.py`; results.json gives months dropped and bytes returned). "
+        "`retention_ingest_alone` / `retention_ingest_during_delete`: one writer storing batches "
+        "of 512 new spans through the ingest write path for 15 s before, and throughout the "
+        "deletion; results.json checks every span it wrote is stored.",
         "",
         *grid_section(grid),
     ]
@@ -272,6 +282,19 @@ def main() -> None:
         entries += [e for db in dbs for e in run_grid(db, max(sizes))]
     if "postgresql" in dbs and only in (None, "remap"):  # a database of its own
         entries += _run("remap on postgresql", "bench.remap_case")
+    if only in (None, "retention"):  # databases of its own, at the largest size
+        entries += [
+            e
+            for db in dbs
+            for e in _run(
+                f"retention on {db} with {max(sizes):,} spans",
+                "bench.retention_case",
+                "--db",
+                db,
+                "--spans",
+                str(max(sizes)),
+            )
+        ]
     if "postgresql" in dbs and only in (None, "ingest"):  # last: it adds spans to the database
         entries += run_pg_case("OTLP ingest", "bench.ingest_case", max(sizes))
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -133,8 +133,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql" and _partitioned():
         _rebuild(partitioned=False)
-    with op.batch_alter_table("projects") as batch:
-        batch.drop_column("span_retention_days")
-    with op.batch_alter_table("orgs") as batch:
-        batch.drop_column("rollup_retention_days")
-        batch.drop_column("span_retention_days")
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+): a batch copy would drop and recreate
+    # `orgs`, whose drop cascades to every row that references it.
+    for table, column in (
+        ("projects", "span_retention_days"),
+        ("orgs", "rollup_retention_days"),
+        ("orgs", "span_retention_days"),
+    ):
+        op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
