@@ -471,10 +471,17 @@ class PostgresStore(Store):
         bounds = f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
         inside = f"start_time >= '{start.isoformat()}' AND start_time < '{end.isoformat()}'"
         with _briefly(conn, name):
-            stray = conn.exec_driver_sql(
-                "SELECT to_regclass('spans_default') IS NOT NULL AND EXISTS "
-                f"(SELECT 1 FROM spans_default WHERE {inside})"
+            has_default = conn.exec_driver_sql(
+                "SELECT to_regclass('spans_default') IS NOT NULL"
             ).scalar()
+            if has_default:  # no span of the month may land there between look and create
+                conn.exec_driver_sql("LOCK TABLE spans_default IN EXCLUSIVE MODE")
+            stray = (
+                has_default
+                and conn.exec_driver_sql(
+                    f"SELECT EXISTS (SELECT 1 FROM spans_default WHERE {inside})"
+                ).scalar()
+            )
             if stray:  # spans of a month not yet made wait in the default partition
                 conn.exec_driver_sql(
                     f"CREATE TABLE {name} (LIKE spans INCLUDING DEFAULTS INCLUDING STORAGE)"
