@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import and_, delete, exists, false, func, not_, or_, select, true
 from sqlalchemy.engine import Connection, Engine
@@ -34,8 +35,11 @@ from observatory_core.storage.schema import (
 )
 from observatory_core.storage.stores import store_for
 from observatory_core.storage.stores.base import PartitionBusy, SpanPartition, month_start
+from observatory_core.storage.transient import is_transient
 
+T = TypeVar("T")
 RETENTION_LOCK = 7_411_017  # one retention run at a time across worker processes
+ATTEMPTS = 5  # a batch that lost a race (SQLite busy past its timeout, a deadlock) is retried
 MONTHS_AHEAD = 2  # partitions kept ready past the current month
 # how far one DELETE of rollup rows reaches, per table: a day of minutes is ~1,440 rows per
 # key combination
@@ -210,20 +214,38 @@ def _expire_rollups(engine: Engine, policy: Policy, now: datetime) -> int:
     removed = 0
     for table in (*ROLLUPS.values(), *ACTOR_ROLLUPS.values()):
         step = ROLLUP_STEP.get(table.name, timedelta(days=7))
-        while True:
-            with engine.begin() as conn:
-                oldest = conn.execute(
-                    select(func.min(table.c.bucket_start)).where(table.c.org_id == policy.org_id)
-                ).scalar()
-                if oldest is None or oldest >= cutoff:
-                    break
-                removed += conn.execute(
-                    delete(table).where(
-                        table.c.org_id == policy.org_id,
-                        table.c.bucket_start < min(cutoff, oldest + step),
-                    )
-                ).rowcount
+
+        def one_step(conn: Connection, table=table, step=step) -> int | None:
+            oldest = conn.execute(
+                select(func.min(table.c.bucket_start)).where(table.c.org_id == policy.org_id)
+            ).scalar()
+            if oldest is None or oldest >= cutoff:
+                return None
+            return conn.execute(
+                delete(table).where(
+                    table.c.org_id == policy.org_id,
+                    table.c.bucket_start < min(cutoff, oldest + step),
+                )
+            ).rowcount
+
+        while (n := in_batch(engine, one_step)) is not None:
+            removed += n
     return removed
+
+
+def in_batch(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """`work` in a transaction of its own, retried with a growing pause when it lost a race for
+    the database (a busy SQLite file under steady ingest, a deadlock): one batch, never a run,
+    is what a retry repeats."""
+    for attempt in range(ATTEMPTS):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except Exception as exc:
+            if attempt == ATTEMPTS - 1 or not is_transient(exc):
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _months(start: datetime, count: int) -> Iterator[datetime]:
@@ -319,8 +341,9 @@ def _drop_partitions(engine: Engine, rules: dict[int, Policy], now: datetime, re
         if crossing is None:
             continue
         for org_id, batch in crossing.items():
-            with engine.begin() as conn:
-                n_spans, n_traces = delete_traces(conn, org_id, batch)
+            n_spans, n_traces = in_batch(
+                engine, lambda conn, o=org_id, b=batch: delete_traces(conn, o, b)
+            )
             result.orgs[org_id].spans += n_spans
             result.orgs[org_id].traces += n_traces
         t = trace_totals
@@ -357,7 +380,7 @@ def expire(
     *,
     batch_traces: int = 500,
     max_batches: int = 200,
-    pause_s: float = 0.0,
+    pause_s: float = 0.02,
 ) -> RunResult:
     """One retention run: create partitions ahead, drop months expired everywhere, then delete
     expired traces (and spans of no trace), and rollups, in batches of `batch_traces` traces,
@@ -397,12 +420,16 @@ def _expire_org(
     pause_s: float,
 ) -> None:
     counts = result.orgs[policy.org_id] if policy.span_days or policy.project_days else None
+
+    def one_batch(conn: Connection) -> tuple[int, int] | None:
+        batch = _expired_traces(conn, policy, now, batch_traces)
+        return delete_traces(conn, policy.org_id, batch) if batch else None
+
     for _ in range(max_batches if counts is not None else 0):
-        with engine.begin() as conn:
-            batch = _expired_traces(conn, policy, now, batch_traces)
-            if not batch:
-                break
-            n_spans, n_traces = delete_traces(conn, policy.org_id, batch)
+        done = in_batch(engine, one_batch)
+        if done is None:
+            break
+        n_spans, n_traces = done
         counts.spans += n_spans
         counts.traces += n_traces
         if pause_s:
@@ -413,8 +440,7 @@ def _expire_org(
             return
     if counts is not None:
         for _ in range(max_batches):
-            with engine.begin() as conn:
-                n = _orphans(conn, policy, now, batch_traces * 5)
+            n = in_batch(engine, lambda conn: _orphans(conn, policy, now, batch_traces * 5))
             counts.spans += n
             if n < batch_traces * 5:
                 break
