@@ -241,3 +241,15 @@ def test_months_are_created_ahead_and_dropped_when_expired_everywhere(engine):
     assert traces_left(engine) == {}
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(spans)).scalar() == 0
+
+
+def test_a_span_resent_with_another_start_time_is_stored_once(engine):
+    """On PostgreSQL the span key holds start_time (partitioning); ingest still keeps one."""
+    org, (project,) = make_org(engine, "acme")
+    first = span(org, project, ago(40), trace_id="e" * 32, span_id="f" * 16)
+    later = dict(first, start_time=ago(2), end_time=ago(2))  # another month, too
+    assert write(engine, [first]) == 1
+    assert write(engine, [later]) == 0
+    twins = span(org, project, ago(3), trace_id="9" * 32, span_id="8" * 16)
+    assert write(engine, [twins, dict(twins, start_time=ago(1), end_time=ago(1))]) == 1
+    assert sorted(traces_left(engine).values()) == [1, 1]
