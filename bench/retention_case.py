@@ -22,7 +22,7 @@ from datetime import timedelta
 
 from sqlalchemy import create_engine, func, select, text, update
 
-from bench.case import END, PG_ADMIN, peak_rss_mb
+from bench.case import END, PG_ADMIN, analyse, peak_rss_mb
 from observatory_core.demo.load import ensure_demo_tenants, load_demo
 from observatory_core.ingest.persist import write_spans
 from observatory_core.ingest.spanrows import complete_row
@@ -128,8 +128,8 @@ def main() -> None:
     with engine.begin() as conn:
         conn.execute(update(orgs).values(span_retention_days=KEEP_DAYS, rollup_retention_days=365))
         org_id, project_id = conn.execute(select(projects.c.org_id, projects.c.id).limit(1)).one()
-        conn.exec_driver_sql("ANALYZE" if args.db == "sqlite" else "VACUUM ANALYZE")
         total = conn.execute(select(func.count()).select_from(spans)).scalar()
+    analyse(engine, args.db)
 
     alone = Writer(engine, org_id, project_id, start=0)
     alone.start()
