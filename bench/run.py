@@ -46,6 +46,7 @@ FAMILIES = {
     "people": "people_",
     "sketch": "sketch_",
     "dims": "dims_",
+    "retention": "retention_",
 }
 
 
@@ -187,6 +188,15 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "conversation (`people_open_session`), each in a database of its own of this size. "
         "The lists aggregate every span of the window that names a user (a session): read "
         "through the covering indexes of migration 0019, per-trace totals from `trace_totals`.",
+        "- `retention_delete_30d`: a database of its own per store with this many demo spans over "
+        "60 days, every org keeping spans 30 days; the worker's retention runs at the end of the "
+        "data until nothing expired is left (on PostgreSQL the wholly expired month is dropped, "
+        "the rest deleted 500 traces per transaction; on SQLite batches, then the incremental "
+        "vacuum); median = the whole deletion, rows/s = spans deleted per second "
+        "(`bench/retention_case.py`; results.json gives months dropped and bytes returned). "
+        "`retention_ingest_alone` / `retention_ingest_during_delete`: one writer storing batches "
+        "of 512 new spans through the ingest write path for 15 s before, and throughout the "
+        "deletion; results.json checks every span it wrote is stored.",
         "",
         *sketch_section(sketch, meta.get("sketch_measured_at")),
         *grid_section(grid),
@@ -403,6 +413,19 @@ def main() -> None:
         entries += _run("remap on postgresql", "bench.remap_case")
     if "postgresql" in dbs and only in (None, "dims"):  # a database of its own per size
         entries += [e for size in sizes for e in run_pg_case("dims", "bench.dims_case", size)]
+    if only in (None, "retention"):  # databases of its own, at the largest size
+        entries += [
+            e
+            for db in dbs
+            for e in _run(
+                f"retention on {db} with {max(sizes):,} spans",
+                "bench.retention_case",
+                "--db",
+                db,
+                "--spans",
+                str(max(sizes)),
+            )
+        ]
     if "postgresql" in dbs and only in (None, "ingest"):  # last: it adds spans to the database
         entries += run_pg_case("OTLP ingest", "bench.ingest_case", max(sizes))
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

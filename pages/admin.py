@@ -1,9 +1,10 @@
-"""Admin: API keys for OTLP exporters and scripts; users; the org's audit trail; calls sent twice."""
+"""Admin: API keys for OTLP exporters and scripts; users; the org's audit trail; calls sent
+twice; how long spans and rollups are kept."""
 
 import streamlit as st
 
 from observatory_core.base.settings import get_settings
-from observatory_core.ui import admin_view, dimensions_view
+from observatory_core.ui import admin_view, dimensions_view, retention_view
 from observatory_core.ui.session import current_scope
 
 scope = current_scope()
@@ -48,3 +49,11 @@ st.caption(
     "spans (slower on long ranges)."
 )
 dimensions_view.dimensions_admin(scope)
+st.subheader("Retention")
+st.caption(
+    "Spans older than the retention are deleted by the worker a whole trace at a time; rollups "
+    "are kept longer, so old months still chart. Each run that deleted something is listed "
+    "below and in the audit trail."
+)
+retention_view.retention_form(scope)
+retention_view.retention_runs(scope)

@@ -40,6 +40,8 @@ ACTIONS = {
     "price.set": "Price override set",
     "budget.set": "Budget set",
     "org.dedup": "Duplicate-call matching turned on or off",
+    "retention.set": "Retention changed",
+    "retention.run": "Expired spans and rollups deleted",
     "alert_rule.create": "Alert rule created",
     "alert_rule.update": "Alert rule changed",
     "alert_rule.delete": "Alert rule deleted",

@@ -48,6 +48,7 @@ class Settings:
     metrics_bind: str = "127.0.0.1"  # the address that port listens on
     session_idle_minutes: float = 60.0  # a login ends after this long without a page run
     audit_retention_days: float = 365.0  # audit entries older than this are purged
+    retention_every_minutes: float = 60.0  # how often the worker deletes expired spans
 
     def require_cookie_key(self) -> str:
         """The login cookie must be signed with a secret that is not in the code."""
@@ -130,6 +131,9 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
         ),
         audit_retention_days=number(
             "OBSERVATORY_AUDIT_RETENTION_DAYS", "audit_retention_days", "365", _float
+        ),
+        retention_every_minutes=number(
+            "OBSERVATORY_RETENTION_EVERY_MINUTES", "retention_every_minutes", "60", _float
         ),
         embedded_worker=pick("OBSERVATORY_EMBEDDED_WORKER", "embedded_worker", "1")
         not in ("0", "false", "no"),

@@ -1,5 +1,5 @@
-"""The background worker: exports and declared dimensions' back-fills on this thread, alert
-evaluation and webhooks on their own.
+"""The background worker: exports, retention and declared dimensions' back-fills on this
+thread, alert evaluation and webhooks on their own.
 
 Embedded mode runs it as a thread of the server; production runs any number of
 `python -m observatory_core worker` processes against PostgreSQL.
@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from observatory_core.base.settings import Settings
 from observatory_core.exports.worker import WorkerConfig, maintenance, work_once
 from observatory_core.rollups.dimensions import backfill_step
+from observatory_core.runtime.retention import run_and_record
 from observatory_core.storage.transient import describe, is_transient
 
 log = logging.getLogger("observatory.worker")
@@ -37,7 +38,7 @@ def config_from(settings: Settings) -> WorkerConfig:
 def run_forever(engine: Engine, settings: Settings, stop: threading.Event) -> None:
     """Work until `stop` is set; an error in one round is logged and the loop goes on."""
     config = config_from(settings)
-    next_maintenance = datetime.now(UTC)
+    next_maintenance = next_retention = datetime.now(UTC)
     log.info("worker %s started", config.worker_id)
     from observatory_core.alerts.loops import start_loops
 
@@ -48,6 +49,20 @@ def run_forever(engine: Engine, settings: Settings, stop: threading.Event) -> No
             if datetime.now(UTC) >= next_maintenance:
                 maintenance(engine, config)
                 next_maintenance = datetime.now(UTC) + MAINTENANCE_EVERY
+            if datetime.now(UTC) >= next_retention:
+                # bounded batches; a run cut short at its limit goes on at the next one
+                next_retention = datetime.now(UTC) + timedelta(
+                    minutes=settings.retention_every_minutes
+                )
+                done = run_and_record(engine)
+                if done.spans or done.partitions_dropped:
+                    log.info(
+                        "retention: %d spans, partitions dropped %s, %d bytes back in %.1f s",
+                        done.spans,
+                        done.partitions_dropped,
+                        done.bytes_reclaimed,
+                        done.seconds,
+                    )
             exported = work_once(engine, config)
             # one chunk of a declared dimension's back-fill per round (rollups/dimensions.py)
             backfilled = backfill_step(engine)

@@ -59,6 +59,10 @@ orgs = Table(
     # Added by migration 0013: set aside one span of each call instrumented twice
     # (docs/ingestion.md, "A call instrumented twice"); an admin may turn it off.
     Column("dedup_enabled", Boolean, nullable=False, server_default="1"),
+    # Added by migration 0017: days spans and rollups are kept (NULL: forever); the worker
+    # deletes what is older (storage/retention.py, docs/operations.md "Retention").
+    Column("span_retention_days", Integer),
+    Column("rollup_retention_days", Integer),
 )
 
 projects = Table(
@@ -68,6 +72,8 @@ projects = Table(
     Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
     Column("slug", String(64), nullable=False),
     Column("name", String(200), nullable=False),
+    # migration 0017: this project's span retention in days (NULL: the org's)
+    Column("span_retention_days", Integer),
     UniqueConstraint("org_id", "slug", name="uq_projects_org_slug"),
 )
 
@@ -168,6 +174,10 @@ spans = Table(
     # migration 0016 (issue 19): the values of the keys an admin declared as dimensions
     # (`org_dimensions`), one slot each: '' for a span without a value, NULL not yet extracted
     *(Column(slot, String(200)) for slot in DIMENSION_SLOTS),
+    # On PostgreSQL (migration 0017) spans are partitioned by month of start_time, and the
+    # primary key and this key also hold start_time (a partitioned table's keys must hold the
+    # partition key); the ingest write still skips a stored (org, trace, span) id whatever its
+    # start time (storage/stores/postgres.py).
     UniqueConstraint("org_id", "trace_id", "span_id", name="uq_spans_org_trace_span"),
     # trace_id too (migration 0008): "traces with a span in this window" reads the index only
     Index("ix_spans_org_start_trace", "org_id", "start_time", "trace_id"),

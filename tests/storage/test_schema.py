@@ -1,5 +1,6 @@
 """Schema and migrations on both databases: upgrade is idempotent and values round-trip."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, inspect, select
@@ -7,6 +8,8 @@ from sqlalchemy import func, inspect, select
 from observatory_core.storage.migrate import current_revision, head_revision, upgrade
 from observatory_core.storage.schema import spans
 from tests.helpers import make_org, span, write
+
+PARTITION = re.compile(r"spans_(p\d{4}_\d{2}|default)")
 
 
 def test_upgrade_reaches_head_and_is_idempotent(engine):
@@ -26,11 +29,29 @@ def test_migrations_match_the_schema_module(engine):
 
     from observatory_core.storage.schema import metadata
 
+    def not_a_partition(name, kind, _parent) -> bool:
+        # PostgreSQL's monthly span partitions (migration 0017) are the spans table's storage
+        return kind != "table" or not PARTITION.fullmatch(name or "")
+
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        context = MigrationContext.configure(conn, opts={"include_name": not_a_partition})
+        diff = compare_metadata(context, metadata)
     # FTS5 tables and trigram indexes live only in migrations, on purpose.
     diff = [d for d in diff if "fts" not in str(d) and "trgm" not in str(d)]
+    if engine.dialect.name == "postgresql":  # the span key holds the partition key there
+        diff = [d for d in diff if not _span_key_with_start_time(d)]
     assert diff == []
+
+
+def _span_key_with_start_time(change) -> bool:
+    kind, constraint = change[0], change[1]
+    if kind not in ("add_constraint", "remove_constraint") or constraint.table.name != "spans":
+        return False
+    columns = [c.name for c in constraint.columns]
+    return columns in (
+        ["org_id", "trace_id", "span_id"],
+        ["org_id", "trace_id", "span_id", "start_time"],
+    )
 
 
 def test_rollup_columns_from_the_metric_declarations_are_the_migrated_ones(engine):

@@ -11,12 +11,34 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.sql import Insert, Select
+
+
+def month_start(value: datetime) -> datetime:
+    """The first instant (UTC) of `value`'s calendar month."""
+    value = value.astimezone(UTC)
+    return datetime(value.year, value.month, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SpanPartition:
+    """One month of spans in a store that partitions them (migration 0017)."""
+
+    name: str
+    start: datetime
+    end: datetime
+
+
+class PartitionBusy(RuntimeError):
+    """Readers or writers held the span table longer than a partition change may wait; the
+    transaction was rolled back and the next retention run tries again."""
 
 
 class Store(ABC):
@@ -162,3 +184,35 @@ class Store(ABC):
     ) -> bytes:
         """The CSV lines (no header) of these spans, oldest first, byte for byte what
         `exports.writers` would write. Only called when `copies_csv`."""
+
+    # -- retention (storage/retention.py) ----------------------------------------------------
+
+    @abstractmethod
+    def span_partitions(self, conn: Connection) -> list[SpanPartition] | None:
+        """The monthly span partitions, oldest first; None where spans are not partitioned."""
+
+    @abstractmethod
+    def create_span_partition(self, conn: Connection, month: datetime) -> str:
+        """Create the partition of the month starting at `month` (moving any of its spans out
+        of the default partition) and answer its name; raise `PartitionBusy` rather than make
+        ingest or readers wait more than a moment."""
+
+    @abstractmethod
+    def drop_span_partition(self, conn: Connection, partition: SpanPartition) -> int:
+        """Detach and drop `partition` in the caller's transaction; answer the bytes it held.
+        Raise `PartitionBusy` rather than wait long for the table."""
+
+    @abstractmethod
+    def reclaim_space(self, engine: Engine) -> int:
+        """Hand space freed by deletes back to the file system where the store does so on
+        request; answer the bytes returned (0 where space is reused in place)."""
+
+    @abstractmethod
+    def space_reclaim_status(self, engine: Engine) -> str | None:
+        """None when deletes give space back (at once or through `reclaim_space`); else one
+        sentence saying what an operator must do once to switch it on."""
+
+    @abstractmethod
+    def enable_space_reclaim(self, engine: Engine) -> str:
+        """Switch on what `space_reclaim_status` asks for (run with the server stopped);
+        answer what was done."""

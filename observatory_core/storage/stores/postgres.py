@@ -4,8 +4,10 @@ writers and periodic jobs, SKIP LOCKED for job claims, `statement_timeout` for t
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import pq
@@ -13,6 +15,7 @@ from sqlalchemy import JSON, Boolean, Float, Integer, Table, create_engine, even
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Insert, Select
 
@@ -40,10 +43,19 @@ from observatory_core.storage.packed_sketch import (
 )
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import register
-from observatory_core.storage.stores.base import Store
+from observatory_core.storage.stores.base import (
+    PartitionBusy,
+    SpanPartition,
+    Store,
+    month_start,
+)
 from observatory_core.storage.types import UtcDateTime
 
 NAME = "postgresql"
+_PARTITION = re.compile(r"spans_p(\d{4})_(\d{2})")  # migration 0017's monthly partitions
+# How long a partition change waits for the span table before giving up until the next run:
+# while it waits, new readers and writers queue behind it.
+_PARTITION_LOCK_WAIT = "2s"
 
 # -- the neutral constructs, compiled for PostgreSQL -----------------------------------------
 
@@ -360,9 +372,14 @@ class PostgresStore(Store):
                     copy.write_row(
                         [json.dumps(row[c]) if c in as_json else row[c] for c in columns]
                     )
+        # The span key of the partitioned table holds start_time (migration 0017), so a span
+        # re-sent with the same ids is skipped by the anti-join whatever its start time, and
+        # by ON CONFLICT (no target: any key) when two writers send it at once.
         insert = (
-            f"INSERT INTO spans ({cols}) SELECT {cols} FROM spans_staging "
-            "ON CONFLICT (org_id, trace_id, span_id) DO NOTHING"
+            f"INSERT INTO spans ({cols}) SELECT DISTINCT ON (org_id, trace_id, span_id) {cols} "
+            "FROM spans_staging s WHERE NOT EXISTS (SELECT 1 FROM spans t WHERE "
+            "t.org_id = s.org_id AND t.trace_id = s.trace_id AND t.span_id = s.span_id) "
+            "ON CONFLICT DO NOTHING"
         )
         if new is not None:
             self.prepare_temp_table(conn, new, spans.name)
@@ -436,6 +453,99 @@ class PostgresStore(Store):
                 for chunk in copy:
                     out += chunk
         return bytes(out)
+
+    # -- retention: monthly span partitions (migration 0017) --------------------------------
+
+    def span_partitions(self, conn: Connection) -> list[SpanPartition] | None:
+        kind = conn.exec_driver_sql(
+            "SELECT relkind FROM pg_class WHERE oid = to_regclass('spans')"
+        ).scalar()
+        if kind != "p":
+            return None
+        names = conn.exec_driver_sql(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'spans'::regclass"
+        ).scalars()
+        found = []
+        for name in names:
+            match = _PARTITION.fullmatch(name)
+            if match:
+                start = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
+                found.append(SpanPartition(name, start, month_start(start + timedelta(days=32))))
+        return sorted(found, key=lambda p: p.start)
+
+    def create_span_partition(self, conn: Connection, month: datetime) -> str:
+        start = month_start(month)
+        end = month_start(start + timedelta(days=32))
+        name = f"spans_p{start:%Y_%m}"
+        bounds = f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+        inside = f"start_time >= '{start.isoformat()}' AND start_time < '{end.isoformat()}'"
+        with _briefly(conn, name):
+            has_default = conn.exec_driver_sql(
+                "SELECT to_regclass('spans_default') IS NOT NULL"
+            ).scalar()
+            if has_default:  # no span of the month may land there between look and create
+                conn.exec_driver_sql("LOCK TABLE spans_default IN EXCLUSIVE MODE")
+            stray = (
+                has_default
+                and conn.exec_driver_sql(
+                    f"SELECT EXISTS (SELECT 1 FROM spans_default WHERE {inside})"
+                ).scalar()
+            )
+            if stray:  # spans of a month not yet made wait in the default partition
+                conn.exec_driver_sql(
+                    f"CREATE TABLE {name} (LIKE spans INCLUDING DEFAULTS INCLUDING STORAGE)"
+                )
+                conn.exec_driver_sql(
+                    f"WITH moved AS (DELETE FROM spans_default WHERE {inside} RETURNING *) "
+                    f"INSERT INTO {name} SELECT * FROM moved"
+                )
+                conn.exec_driver_sql(f"ALTER TABLE spans ATTACH PARTITION {name} {bounds}")
+            else:
+                conn.exec_driver_sql(f"CREATE TABLE {name} PARTITION OF spans {bounds}")
+        return name
+
+    def drop_span_partition(self, conn: Connection, partition: SpanPartition) -> int:
+        if not _PARTITION.fullmatch(partition.name):
+            raise ValueError(f"not a span partition: {partition.name!r}")
+        with _briefly(conn, partition.name):
+            size = conn.exec_driver_sql(
+                f"SELECT pg_total_relation_size('{partition.name}'::regclass)"
+            ).scalar()
+            conn.exec_driver_sql(f"ALTER TABLE spans DETACH PARTITION {partition.name}")
+            conn.exec_driver_sql(f"DROP TABLE {partition.name}")
+        return int(size or 0)
+
+    def reclaim_space(self, engine: Engine) -> int:
+        return 0  # dropped partitions return theirs at once; deleted rows' space is reused
+
+    def space_reclaim_status(self, engine: Engine) -> str | None:
+        with engine.connect() as conn:
+            if self.span_partitions(conn) is not None:
+                return None
+        return "Spans are not partitioned yet: run `python -m observatory_core migrate`."
+
+    def enable_space_reclaim(self, engine: Engine) -> str:
+        status = self.space_reclaim_status(engine)
+        return status or "Nothing to do: spans are partitioned by month and dropped whole."
+
+
+class _briefly:
+    """Within the caller's transaction: wait at most `_PARTITION_LOCK_WAIT` for a lock, and
+    turn a lock not granted in time into `PartitionBusy` (the transaction rolls back)."""
+
+    def __init__(self, conn: Connection, name: str) -> None:
+        self.conn, self.name = conn, name
+
+    def __enter__(self) -> None:
+        self.conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_PARTITION_LOCK_WAIT}'")
+
+    def __exit__(self, kind, exc, _tb) -> bool:
+        if isinstance(exc, OperationalError) and getattr(exc.orig, "sqlstate", None) == "55P03":
+            raise PartitionBusy(f"{self.name}: the span table was busy; retried next run") from exc
+        if exc is None:
+            self.conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
+        return False
 
 
 STORE = register(PostgresStore())

@@ -7,8 +7,11 @@ Timestamps are integer microseconds (`storage/types.py`), so bucketing is intege
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Insert, Select
 
+from observatory_core.base.errors import UserError
 from observatory_core.storage import budget, latency_bins, packed_sketch
 from observatory_core.storage.dialect import (
     epoch_us,
@@ -43,9 +47,11 @@ from observatory_core.storage.packed_sketch import (
 )
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import register
-from observatory_core.storage.stores.base import Store
+from observatory_core.storage.stores.base import SpanPartition, Store
 
 NAME = "sqlite"
+_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
+_VACUUM_PAGES = 2000  # pages handed back per step of `reclaim_space` (8 MB at 4 KiB)
 
 # -- the neutral constructs, compiled for SQLite ---------------------------------------------
 
@@ -266,6 +272,9 @@ def sqlite_sketch_add(a, b) -> bytes:
 
 def _on_connect(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
+    # Takes effect only in a file with no tables yet (a new database) or at the next VACUUM:
+    # deleted spans' pages can then be handed back (`reclaim_space`, docs/operations.md).
+    cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -405,6 +414,71 @@ class SqliteStore(Store):
         self, engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]
     ) -> bytes:
         raise NotImplementedError("SQLite does not print CSV; exports write it in Python")
+
+    # -- retention: batched deletes, then an incremental vacuum --------------------------------
+
+    def span_partitions(self, conn: Connection) -> list[SpanPartition] | None:
+        return None  # one table; storage/retention.py deletes in batches
+
+    def create_span_partition(self, conn: Connection, month: datetime) -> str:
+        raise NotImplementedError("SQLite keeps spans in one table")
+
+    def drop_span_partition(self, conn: Connection, partition: SpanPartition) -> int:
+        raise NotImplementedError("SQLite keeps spans in one table")
+
+    def reclaim_space(self, engine: Engine) -> int:
+        with engine.connect() as conn:
+            if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() != _INCREMENTAL:
+                return 0  # freed pages are reused by new spans (space_reclaim_status says so)
+            page_size = conn.exec_driver_sql("PRAGMA page_size").scalar()
+            before = conn.exec_driver_sql("PRAGMA page_count").scalar()
+        left = None
+        while True:  # a bounded step at a time, so writers get the database in between
+            with engine.begin() as conn:
+                free = conn.exec_driver_sql("PRAGMA freelist_count").scalar()
+                if not free or free == left:
+                    break
+                left = free
+                conn.exec_driver_sql(f"PRAGMA incremental_vacuum({_VACUUM_PAGES})")
+        with engine.connect() as conn:
+            after = conn.exec_driver_sql("PRAGMA page_count").scalar()
+        return max(0, before - after) * page_size
+
+    def space_reclaim_status(self, engine: Engine) -> str | None:
+        with engine.connect() as conn:
+            if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == _INCREMENTAL:
+                return None
+        return (
+            "Space of deleted spans is reused by new spans but not returned to the disk. "
+            "Stop the server and run `python -m observatory_core retention vacuum` once."
+        )
+
+    def enable_space_reclaim(self, engine: Engine) -> str:
+        """Switch the file to incremental auto-vacuum with one VACUUM. VACUUM is atomic (an
+        interrupted one leaves the file as it was) but rewrites the whole file through a
+        temporary copy and holds the database meanwhile, so it runs only from the CLI, with
+        the server stopped, and only when the disk has room for the copy."""
+        if self.space_reclaim_status(engine) is None:
+            return "Nothing to do: deleted spans' space is already returned to the disk."
+        path = Path(engine.url.database or "")
+        size = sum(
+            p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists()
+        )
+        for where in {path.resolve().parent, Path(tempfile.gettempdir())}:
+            free = shutil.disk_usage(where).free
+            if free < size * 1.2:
+                raise UserError(
+                    f"VACUUM needs about {size / 1e6:.0f} MB free in {where} for a temporary "
+                    f"copy; only {free / 1e6:.0f} MB are free. Free some space and run it again."
+                )
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("PRAGMA auto_vacuum=INCREMENTAL")
+            conn.exec_driver_sql("VACUUM")
+            mode = conn.exec_driver_sql("PRAGMA auto_vacuum").scalar()
+        if mode != _INCREMENTAL:
+            raise UserError("VACUUM ran but auto_vacuum is still off; is the file read-only?")
+        return f"Vacuumed {size / 1e6:.1f} MB: space of deleted spans now goes back to the disk."
 
 
 STORE = register(SqliteStore())
