@@ -41,6 +41,7 @@ for tab, dimension in zip(tabs, ["model", "user_id", "project", None], strict=Tr
         ov.ranking(result.frame, dimension, TOP_BY[by], by)
 
 st.subheader("Most common errors")
+st.caption("Failed spans of every kind (LLM calls, tools, retrievals...) by error type.")
 errors = cached.errors(scope, spec.to_json(), now)
 if errors.is_empty():
     st.success("No errors in this period.", icon=":material/check_circle:")
@@ -52,7 +53,7 @@ else:
         hide_index=True,
         column_config={
             "error_type": st.column_config.TextColumn("Error type"),
-            "count": st.column_config.NumberColumn("Count", format="%,d"),
+            "count": st.column_config.NumberColumn("Failed spans", format="%,d"),
             "sample_message": st.column_config.TextColumn("Sample message", width="large"),
             "last_seen": st.column_config.DatetimeColumn(
                 f"Last seen ({zone.name})", format="YYYY-MM-DD HH:mm"

@@ -117,6 +117,8 @@ def test_overview_tiles_equal_the_core(app_env):
         "beyond noise" in (m.delta or "") or "within noise" in (m.delta or "") for m in at.metric
     )
     assert len(at.tabs) >= 3
+    # "Most common errors" counts failed spans of any kind, and says so
+    assert any("Failed spans of every kind" in c.value for c in at.caption)
 
 
 def test_billing_sees_costs_and_budget_viewer_does_not(app_env):
