@@ -445,6 +445,14 @@ def shown_table(result: MetricResult) -> tuple[pl.DataFrame, dict]:
     frame, config = format.table_columns(frame, units)
     for g in result.group_by:
         config[g] = st.column_config.TextColumn(g.replace("_id", "").replace("_", " ").capitalize())
+    if result.partial_buckets and "bucket" in frame.columns:  # as the chart's lighter points say
+        covered = result.partial_buckets
+        notes = [
+            covered_text(covered[b], result.bucket_seconds) if b in covered else ""
+            for b in result.frame["bucket"].to_list()
+        ]
+        frame = frame.with_columns(pl.Series("Bucket covered", notes, pl.String))
+        config["Bucket covered"] = st.column_config.TextColumn("Bucket covered")
     if "bucket" in frame.columns:  # on the reader's clock, as the chart draws it
         frame = frame.with_columns(
             pl.col("bucket").dt.convert_time_zone(result.zone.name).dt.replace_time_zone(None)

@@ -63,6 +63,20 @@ def test_a_series_without_partial_buckets_is_drawn_as_before():
     assert "cuts short" not in metrics_view.caption(_result({}), False)
 
 
+def test_the_number_table_marks_the_partial_buckets():
+    shown, config = metrics_view.shown_table(_result({T0: 1200.0, T0 + 4 * H: 900.0}))
+    assert shown["Bucket covered"].to_list() == [
+        "partial: 33% of the hour",
+        "",
+        "",
+        "",
+        "partial: 25% of the hour",
+    ]
+    assert "Bucket covered" in config
+    whole, _ = metrics_view.shown_table(_result({}))
+    assert "Bucket covered" not in whole.columns
+
+
 def _figure(at, index: int = 0) -> dict:
     return json.loads(at.get("plotly_chart")[index].proto.spec)
 
