@@ -8,6 +8,7 @@ from observatory_core.ui import cached
 from observatory_core.ui import overview_view as ov
 from observatory_core.ui.group_choice import group_by_select
 from observatory_core.ui.session import current_scope
+from observatory_core.ui.zone import range_text
 
 scope = current_scope()
 st.title("Cost attribution")
@@ -29,7 +30,7 @@ elif "key" in st.query_params:
     del st.query_params["key"]
 
 view = cached.attribution(scope, FilterSpec(relative=relative).to_json(), key, cached.minute())
-st.caption(f"{view.start:%Y-%m-%d %H:%M} to {view.end:%Y-%m-%d %H:%M} UTC. {view.source}")
+st.caption(f"{range_text(view.start, view.end)}. {view.source}")
 av.totals(view)
 if view.frame.is_empty():
     st.info("No LLM calls in this period.", icon=":material/search_off:")

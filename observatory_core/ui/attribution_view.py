@@ -54,18 +54,19 @@ def chart(view: Attribution, figure: str, top: int = 15) -> go.Figure:
 
 
 def table(view: Attribution) -> tuple[pl.DataFrame, dict]:
-    """The rows with share and change, and their column settings."""
-    config: dict = {"value": st.column_config.TextColumn(view.key)}
+    """The rows with share and change, and their column settings: the previous period's
+    figures stay in the CSV download, off the screen, so the table fits beside the sidebar."""
+    config: dict = {"value": st.column_config.TextColumn(view.key, width=110)}
     for figure in view.figures:
         money = figure == "cost"
         config[figure] = st.column_config.NumberColumn(
-            LABELS[figure], format="dollar" if money else "%,d"
+            LABELS[figure], format="dollar" if money else "%,d", width=72
         )
         config[f"{figure}_share"] = st.column_config.ProgressColumn(
-            "Share", min_value=0.0, max_value=1.0, format="percent"
+            "Share", min_value=0.0, max_value=1.0, format="percent", width=64
         )
-        config[f"{figure}_previous"] = st.column_config.NumberColumn(
-            "Previous", format="dollar" if money else "%,d"
+        config[f"{figure}_previous"] = None
+        config[f"{figure}_change_pct"] = st.column_config.NumberColumn(
+            "Change %", format="%+.1f%%", width=60
         )
-        config[f"{figure}_change_pct"] = st.column_config.NumberColumn("Change %", format="%+.1f%%")
     return view.frame, config

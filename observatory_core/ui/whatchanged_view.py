@@ -28,6 +28,7 @@ from observatory_core.reports.whatchanged import (
 from observatory_core.ui import cached, format
 from observatory_core.ui.filters import url_params
 from observatory_core.ui.overview_view import PERIODS
+from observatory_core.ui.zone import range_text
 
 PAGE = "pages/what_changed.py"
 LINK_TIMES = ("start", "end", "before_start", "before_end")
@@ -229,8 +230,8 @@ def caption(change: Change) -> str:
         else "Each part is the value's total after minus before; the parts add up to the change."
     )
     return (
-        f"{p.after_start:%Y-%m-%d %H:%M} to {p.after_end:%Y-%m-%d %H:%M} UTC against "
-        f"{p.before_start:%Y-%m-%d %H:%M} to {p.before_end:%Y-%m-%d %H:%M} UTC. {method} "
+        f"{range_text(p.after_start, p.after_end)} against "
+        f"{range_text(p.before_start, p.before_end)}. {method} "
         f"* beyond noise: {HELP} {change.source}"
     )
 

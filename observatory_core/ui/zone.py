@@ -99,3 +99,9 @@ def zoom_text(zoom: str) -> str:
     except ValueError:
         return zoom
     return f"{time_label(start)} to {time_label(end)}"
+
+
+def range_text(start: datetime, end: datetime, zone: Zone | None = None) -> str:
+    """A period as the reader's clock says it: "2026-12-01 00:00 to 2026-12-08 00:00 Asia/Kolkata"."""
+    zone = zone or current_zone()
+    return f"{local(start, zone):%Y-%m-%d %H:%M} to {local(end, zone):%Y-%m-%d %H:%M} {zone.name}"
