@@ -260,7 +260,7 @@ def _compute_subject(
             bucketing=buckets,
         )
         frame = _fetch(engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows)
-        return finalize(frame, series, query.group_by, dialect), "rollup", tuple(grains)
+        return finalize(frame, series, query.group_by), "rollup", tuple(grains)
     statement = raw_select(
         scope,
         series,

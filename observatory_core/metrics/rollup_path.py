@@ -289,7 +289,7 @@ def _statement(
 
 
 def finalize(
-    frame: pl.DataFrame, series: tuple[str, ...], group_by: tuple[str, ...], dialect: str
+    frame: pl.DataFrame, series: tuple[str, ...], group_by: tuple[str, ...]
 ) -> pl.DataFrame:
     """Merged partials -> the series values (avg = sum / count, percentiles from the sketch).
 
