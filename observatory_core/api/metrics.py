@@ -41,8 +41,8 @@ CHUNK_ROWS = 5000  # rows written at a time: a large answer is streamed, never h
 
 def _rows_frame(result: MetricResult, local: bool) -> pl.DataFrame:
     """The rows as they are written: the bucket as UTC text, also in the query's zone
-    (`bucket_local`) when the caller named one, and `_covered` (the covered seconds of a bucket
-    that is not whole, else null)."""
+    (`bucket_local`) when the caller named one, and, when some bucket is not whole, `_covered`
+    (its covered seconds; null for the whole ones)."""
     frame = result.frame
     if "bucket" not in frame.columns:
         return frame
@@ -56,8 +56,10 @@ def _rows_frame(result: MetricResult, local: bool) -> pl.DataFrame:
     if local:  # right after the UTC bucket, as the rows read before
         names = [c for c in frame.columns if c != "bucket_local"]
         frame = frame.select(names[:1] + ["bucket_local"] + names[1:])
+    if not covered:
+        return frame
     seconds = bucket.replace_strict(covered, default=None, return_dtype=pl.Float64)
-    return frame.with_columns(seconds.alias("_covered") if covered else pl.lit(None, pl.Float64))
+    return frame.with_columns(seconds.alias("_covered"))
 
 
 def _row_chunks(frame: pl.DataFrame) -> Iterator[str]:

@@ -67,6 +67,7 @@ def test_totals_and_whole_buckets_carry_no_mark(api):
     data = api["client"].get(url, headers=auth(api)).json()["data"]
     assert data["partial_buckets"] == [] and len(data["rows"]) == 6
     assert not any("partial" in r for r in data["rows"])
+    assert all(set(r) == {"bucket", "request_count.count"} for r in data["rows"])  # nothing more
     totals = api["client"].get(url.replace("bucket=1hour", "bucket=none"), headers=auth(api))
     assert totals.json()["data"]["partial_buckets"] == []
 
