@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import pathlib
 import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import func, select, update
 
-from bench.case import END, PG_ADMIN, analyse, peak_rss_mb
+from bench.case import END, analyse, fresh_url, peak_rss_mb
 from observatory_core.demo.load import ensure_demo_tenants, load_demo
 from observatory_core.ingest.persist import write_spans
 from observatory_core.ingest.spanrows import complete_row
@@ -35,22 +34,6 @@ from observatory_core.storage.stores.base import month_start
 
 DAYS, KEEP_DAYS, BATCH, ALONE_S = 60, 30, 512, 15.0
 WRITER_TRACE = "beef"  # trace ids of the writer's spans start with this
-
-
-def _fresh_url(db: str, size: int) -> str:
-    if db == "sqlite":
-        path = pathlib.Path("bench/data") / f"retention_{size}.db"
-        for suffix in ("", "-wal", "-shm"):
-            pathlib.Path(f"{path}{suffix}").unlink(missing_ok=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    name = f"obs_bench_retention_{size}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
 class Writer(threading.Thread):
@@ -113,7 +96,7 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], required=True)
     parser.add_argument("--spans", type=int, default=100_000)
     args = parser.parse_args()
-    engine = get_engine(_fresh_url(args.db, args.spans))
+    engine = get_engine(fresh_url(args.db, args.spans, "bench/data", stem="bench_retention"))
     upgrade(engine)
     store = store_for(engine)
     with engine.begin() as conn:  # the months of the data, as the worker makes them ahead
