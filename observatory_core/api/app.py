@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
 
 from observatory_core.api import changes, exports, metrics, people, traces
 from observatory_core.api.common import refresh_filter_parameters
@@ -27,6 +30,8 @@ Authenticate with an API key that has the `read` scope: `Authorization: Bearer o
 (create one on the Admin page). A key acts with the role chosen when it was made, inside its
 org (and its project, if it is bound to one). Limits per key and role are announced in the
 `X-RateLimit-*` headers."""
+
+PREFIX = "/api/v1"
 
 
 def _error(
@@ -109,3 +114,12 @@ def create_app() -> FastAPI:
     for module in (traces, metrics, changes, exports, people):
         app.include_router(module.router)
     return app
+
+
+def api_mount() -> Mount:
+    """The API where the server mounts it. Starlette's mount pattern stops at a newline, so an id
+    holding an encoded one (`/sessions/a%0Ab`) fell through to the host's plain-text 404 instead of
+    the API's JSON answer."""
+    mount = Mount(PREFIX, app=create_app())
+    mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)
+    return mount

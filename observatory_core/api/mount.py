@@ -7,13 +7,13 @@ from datetime import timedelta
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from observatory_core.accounts import audit
 from observatory_core.accounts.login_cookie import username_from_cookie
 from observatory_core.accounts.users import scope_for
 from observatory_core.api import ops_route as metrics_route
-from observatory_core.api.app import create_app
+from observatory_core.api.app import api_mount
 from observatory_core.api.otlp_route import otlp_traces
 from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.base.settings import get_settings
@@ -86,5 +86,5 @@ def routes() -> list[Route]:
         Route("/exports/download/{token}", download_export, methods=["GET"]),
         Route("/v1/traces", metrics_route.timed(otlp_traces), methods=["POST"]),
         Route(metrics_route.PATH, metrics_route.metrics, methods=["GET"]),
-        Mount("/api/v1", app=create_app()),
+        api_mount(),
     ]

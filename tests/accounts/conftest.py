@@ -7,12 +7,11 @@ import uuid
 
 import pytest
 from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.api import context
-from observatory_core.api.app import create_app
+from observatory_core.api.app import api_mount
 from observatory_core.api.common import cache
 from observatory_core.api.ratelimit import RateLimiter
 from observatory_core.base.settings import get_settings
@@ -63,7 +62,7 @@ def matrix_world(request, tmp_path_factory):
     yield {
         "url": url,
         "engine": engine,
-        "client": Client(Starlette(routes=[Mount("/api/v1", app=create_app())])),
+        "client": Client(Starlette(routes=[api_mount()])),
         "keys": keys,
         "org": org,
         "trace": trace,

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 from starlette.applications import Starlette
-from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.api import context
-from observatory_core.api.app import create_app
+from observatory_core.api.app import PREFIX, api_mount
 from observatory_core.api.common import cache
 from observatory_core.api.ratelimit import RateLimiter
 from observatory_core.base.settings import get_settings
@@ -18,7 +17,6 @@ from observatory_core.ingest.apikeys import create_key
 from tests.helpers import admin_scope, load_small_demo, make_org
 
 ROLES = ("admin", "developer", "viewer", "billing")
-PREFIX = "/api/v1"
 
 
 class ApiClient(TestClient):
@@ -46,7 +44,7 @@ def api(engine, db_url, monkeypatch, tmp_path):
     }
     keys["ingest-only"] = create_key(engine, admin_scope(acme), "ingest key")
     keys["globex"] = create_key(engine, admin_scope(globex), "other org", scopes=("read",))
-    client = ApiClient(Starlette(routes=[Mount(PREFIX, app=create_app())]))
+    client = ApiClient(Starlette(routes=[api_mount()]))
     yield {"client": client, "engine": engine, "keys": keys, "acme": acme, "globex": globex}
     get_settings.cache_clear()
 

@@ -7,15 +7,14 @@ from datetime import timedelta
 
 import pytest
 from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from observatory_core.accounts import keyguard
 from observatory_core.api import context
-from observatory_core.api.app import create_app
+from observatory_core.api.app import api_mount
 from observatory_core.api.ratelimit import RateLimiter
 from observatory_core.base.settings import get_settings
 from observatory_core.ingest.apikeys import create_key
-from tests.api.conftest import PREFIX, ApiClient
+from tests.api.conftest import ApiClient
 from tests.helpers import END, admin_scope, make_org
 
 
@@ -28,7 +27,7 @@ def guarded(engine, db_url, monkeypatch):
     monkeypatch.setattr(keyguard, "guard", keyguard.KeyGuard(clock=lambda: clock["now"]))
     org_id, _ = make_org(engine, "acme")
     key = create_key(engine, admin_scope(org_id), "good", scopes=("read",))
-    client = ApiClient(Starlette(routes=[Mount(PREFIX, app=create_app())]))
+    client = ApiClient(Starlette(routes=[api_mount()]))
     yield client, key, clock
     get_settings.cache_clear()
 

@@ -104,3 +104,11 @@ def test_openapi_documents_the_routes_with_filters(api):
         assert path in document["paths"]
     names = {p["name"] for p in document["paths"]["/users"]["get"]["parameters"]}
     assert {"id_contains", "search", "sort", "offset", "relative", "models", "user_ids"} <= names
+
+
+def test_an_id_holding_a_newline_gets_the_apis_json_answer(api):
+    # found by schemathesis: the mount's pattern stopped at %0A and the host's text 404 answered
+    answer = api["client"].get("/sessions/a%0Ab", headers=auth(api))
+    assert answer.status_code == 404
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json()["error"]["code"] == "not_found"

@@ -13,12 +13,11 @@ from datetime import timedelta
 import polars as pl
 import pytest
 from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.api import context
-from observatory_core.api.app import create_app
+from observatory_core.api.app import api_mount
 from observatory_core.api.common import FILTER_PARAMETERS, cache
 from observatory_core.api.ratelimit import RateLimiter
 from observatory_core.base.errors import UserError
@@ -219,7 +218,7 @@ def client(customer, loaded, db_url, monkeypatch, tmp_path):
     key = create_key(
         loaded["engine"], admin_scope(loaded["org"]), "dev", scopes=("read",), role="developer"
     )
-    client = ApiClient(Starlette(routes=[Mount("/api/v1", app=create_app())]))
+    client = ApiClient(Starlette(routes=[api_mount()]))
     client.headers["authorization"] = f"Bearer {key}"
     yield client
     get_settings.cache_clear()
