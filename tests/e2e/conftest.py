@@ -66,6 +66,20 @@ def open_logged_in(page, live_server, path, *, fresh: bool = False):
     page.goto(base + path)
 
 
+IDLE = """() => !document.querySelector(
+    '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"],'
+    + '[data-testid="stSkeleton"], [data-testid="stSpinner"], [data-stale="true"]')"""
+
+
+def settle(page, timeout: int = 30_000) -> None:
+    """Wait until the script's run is over and nothing stale is left on the page: a slow
+    machine can show the last run's elements beside the new ones, or replace a chart just
+    after a test found it."""
+    page.wait_for_function(IDLE, timeout=timeout)
+    page.wait_for_timeout(300)
+    page.wait_for_function(IDLE, timeout=timeout)
+
+
 def _login_cookies(page) -> list[dict]:
     return [c for c in page.context.cookies() if c["name"] == get_settings().cookie_name]
 

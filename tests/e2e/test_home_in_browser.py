@@ -8,7 +8,7 @@ import pytest
 from observatory_core.accounts.users import scope_for
 from observatory_core.reports.summary import home_summary
 from observatory_core.ui import format
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import ARTIFACTS, settle
 
 pytestmark = pytest.mark.browser
 
@@ -25,6 +25,7 @@ def test_login_and_home_numbers(live_server, page):
     page.get_by_text("Last 24 hours").first.wait_for(timeout=30_000)
     page.locator('[data-testid="stMetric"]').nth(4).wait_for(timeout=30_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    settle(page)
     tiles = {}
     for text in page.locator('[data-testid="stMetric"]').all_inner_texts():
         label, value, *_ = [part for part in text.split("\n") if part.strip()]
