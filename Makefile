@@ -56,8 +56,10 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Two workers, one per core of the CI machine; a module's tests stay on one worker, so its shared
+# fixtures load once (a session fixture loads once per worker).
 test: bootstrap postgres chromium conformance lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 # Every page as each role at 1400x900, by the browser test that checks them: screenshots/<role>/<page>.png
 screenshots: setup chromium
