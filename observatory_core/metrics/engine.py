@@ -31,7 +31,7 @@ from observatory_core.metrics.rollup_path import (
     rollup_select,
 )
 from observatory_core.metrics.trace_path import TOTALS_GRAINS, trace_plan, trace_series
-from observatory_core.rollups.dimensions import slot_groups
+from observatory_core.rollups.dimensions import declarable, slot_groups
 from observatory_core.storage import latency_bins as sketch
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
@@ -447,9 +447,10 @@ def _answer_series(args, query, caps, bucketing, start, end, now, force):
 def _declared_slots(
     engine: Engine, scope: Scope, query: MetricQuery, start: datetime
 ) -> tuple[MetricQuery, dict[str, str]]:
-    """The query with each key the org declared as a dimension read from its slot (rollups
-    carry it, `rollups/dimensions.py`), when its back-fill covers the range; key -> slot."""
-    keyed = [g for g in query.group_by if ":" in g]
+    """The query with each key (or field such as user_id) the org declared as a dimension read
+    from its slot (rollups carry it, `rollups/dimensions.py`), when its back-fill covers the
+    range; key -> slot."""
+    keyed = [g for g in query.group_by if declarable(g)]
     if not keyed or trace_series(query.all_series):  # trace_totals carry no slots
         return query, {}
     slots = {k: s for k, s in slot_groups(engine, scope.org_id, start).items() if k in keyed}

@@ -1,11 +1,12 @@
-"""Declared dimensions (issue 19): up to ten tag or metadata keys per org that spans and
-rollups carry in slot columns (`DIMENSION_SLOTS`), so a breakdown by one is as fast as by
-model; every other key is read from the JSON on the raw path.
+"""Declared dimensions (issue 19): up to ten tag or metadata keys per org, or span fields
+rollups do not carry by themselves (user_id, name: too many values to carry for every org),
+that spans and rollups carry in slot columns (`DIMENSION_SLOTS`), so a breakdown by one is as
+fast as by model; every other key is read from the JSON on the raw path.
 
 - Declaring a key gives it a free slot and queues a back-fill of the last `BACKFILL_DAYS`;
   new spans get the slot's value at ingest, in the batch's transaction (`extract_new`).
-- The worker back-fills in chunks of `CHUNK` (`backfill_step`), oldest first: each chunk
-  writes the slot on the org's spans and refolds that period's rollups
+- The worker back-fills in chunks of a day or less (`CHUNKS`, `backfill_step`), oldest
+  first: each chunk writes the slot on the org's spans and refolds that period's rollups
   (`rollups/refold.py`, `refold_period`), taking the same lock as the writers, so a batch
   that read the declarations before it was made is folded before the chunk runs.
 - Removing a key clears its slot the same way, then frees it.
@@ -33,13 +34,18 @@ from observatory_core.semantic.fields import (
     SLOT_CHARS,
     SLOT_MARK,
     by_group,
+    groupable,
     keyed_problem,
 )
 from observatory_core.storage.dialect import serialize_rollup_writes
 from observatory_core.storage.schema import org_dimensions, spans
 
 BACKFILL_DAYS = 30  # how far back a newly declared key is extracted from stored spans
-CHUNK = timedelta(hours=6)  # one back-fill transaction: its spans and their rollups
+# One back-fill transaction (its spans and their rollups, under the writers' lock): a day, or
+# the largest of these that holds at most CHUNK_SPANS spans, so ingest waits seconds at most.
+# Most of a chunk's time is its fixed work (the rollup rows it replaces), hence days.
+CHUNKS = (timedelta(days=1), timedelta(hours=6), timedelta(hours=1))
+CHUNK_SPANS = 25_000
 BACKFILLING, READY, REMOVING = "backfilling", "ready", "removing"
 
 
@@ -52,6 +58,16 @@ def _value(key: str):
     span without one (NULL stays 'not extracted')."""
     text = func.substr(by_group(key).expression(spans.c), 1, SLOT_CHARS)
     return func.coalesce(literal(SLOT_MARK) + text, literal(""))
+
+
+def declarable(name: str) -> bool:
+    """A group-by an org may declare: a tag or metadata key, or a field rollups leave out."""
+    field = groupable().get(name)
+    return not field.rollup if field is not None else keyed_problem(name) is None
+
+
+def declarable_fields() -> tuple[str, ...]:
+    return tuple(g for g, f in groupable().items() if not f.rollup)
 
 
 def list_dimensions(engine: Engine, scope: Scope) -> list[dict]:
@@ -71,16 +87,18 @@ def list_dimensions(engine: Engine, scope: Scope) -> list[dict]:
 
 
 def declare(engine: Engine, scope: Scope, key: str, *, now: datetime | None = None) -> dict:
-    """Give `key` ("tag:customer", "metadata:customer") a slot and queue its back-fill."""
+    """Give `key` ("tag:customer", "metadata:customer", "user_id") a slot and queue its
+    back-fill."""
     scope.require(Permission.ADMIN)
     now = now or datetime.now(UTC)
-    if ":" not in key:
-        raise UserError(
-            f"Declare a tag or metadata key (tag:<key> or metadata:<key>), not {key!r}: "
-            "fields like model are always fast."
-        )
-    if problem := keyed_problem(key):
-        raise UserError(problem)
+    if not declarable(key):
+        fields = " or ".join(declarable_fields())
+        if key in groupable() or ":" not in key:
+            raise UserError(
+                f"Declare a tag or metadata key (tag:<key> or metadata:<key>) or {fields}, "
+                f"not {key!r}: fields like model are always fast."
+            )
+        raise UserError(keyed_problem(key))
     with engine.begin() as conn:
         taken = {
             r.slot: r.key
@@ -163,6 +181,25 @@ def extract_new(conn: Connection, new) -> None:
         conn.execute(update(new).where(new.c.org_id == org_id).values({slot: stored}))
 
 
+def _chunk_end(conn: Connection, org_id: int, start: datetime, last: datetime) -> datetime:
+    """Where the chunk starting at `start` ends: the first of `CHUNKS` (cut at its own
+    boundary) holding at most `CHUNK_SPANS` of the org's spans, else an hour."""
+    for size in CHUNKS:
+        end = min(start + size - (start - _day(start)) % size, last)
+        held = conn.execute(
+            select(func.count()).select_from(
+                select(literal(1))
+                .where(spans.c.org_id == org_id, spans.c.start_time >= start)
+                .where(spans.c.start_time < end)
+                .limit(CHUNK_SPANS + 1)
+                .subquery()
+            )
+        ).scalar_one()
+        if held <= CHUNK_SPANS:
+            return end
+    return end
+
+
 def backfill_step(engine: Engine, *, now: datetime | None = None) -> dict | None:
     """One chunk of the oldest pending back-fill (or removal); None when nothing is pending.
     Returns the declaration as it stands after the chunk."""
@@ -182,7 +219,7 @@ def backfill_step(engine: Engine, *, now: datetime | None = None) -> dict | None
         if row is None:
             return None
         start = row["done_until"]
-        end = min(start + CHUNK, row["backfill_to"])
+        end = _chunk_end(conn, row["org_id"], start, row["backfill_to"])
         removing = row["status"] == REMOVING
         where = [spans.c.org_id == row["org_id"], spans.c.start_time >= start]
         if not removing or end < row["backfill_to"]:

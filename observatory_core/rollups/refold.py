@@ -88,7 +88,8 @@ def _refold_rollups(conn: Connection, org: int, starts: list[datetime]) -> None:
 
 def refold_period(conn: Connection, org: int, start: datetime, end: datetime | None) -> None:
     """Recompute the org's rollup rows over [start, end) (end None: every later bucket) from
-    its spans: the minutes from the spans, their hours and days from the minutes. For a
+    its spans: the minutes from the spans, their hours from the minutes, days from the hours
+    (the same sums and merged sketches, from 24 rows a day instead of 1,440). For a
     change to stored spans' rollup keys over a period (a declared dimension's back-fill,
     `rollups/dimensions.py`); `start` and `end` fall on whole hours. Actor rollups and trace
     totals do not carry the changed keys, so they stay."""
@@ -103,19 +104,21 @@ def refold_period(conn: Connection, org: int, start: datetime, end: datetime | N
         spans, minute, where=[spans.c.org_id == org, *in_range, counted(spans.c)]
     )
     conn.execute(table.insert().from_select([c.name for c in source.selected_columns], source))
-    for grain in ("1hour", "1day"):
+    fine = table
+    for grain in ("1hour", "1day"):  # a day from its 24 hours, not its 1,440 minutes
         seconds = ROLLUP_GRAINS[grain]
         first = bucket_of(start, seconds)
         coarse = ROLLUPS[grain]
         span_of = [coarse.c.org_id == org, coarse.c.bucket_start >= first]
-        fine_of = [table.c.org_id == org, table.c.bucket_start >= first]
+        fine_of = [fine.c.org_id == org, fine.c.bucket_start >= first]
         if end is not None:
             last = bucket_of(end - timedelta(microseconds=1), seconds) + timedelta(seconds=seconds)
             span_of.append(coarse.c.bucket_start < last)
-            fine_of.append(table.c.bucket_start < last)
+            fine_of.append(fine.c.bucket_start < last)
         conn.execute(delete(coarse).where(*span_of))
-        merged = merge_select(select(table).where(*fine_of).subquery(), seconds)
+        merged = merge_select(select(fine).where(*fine_of).subquery(), seconds)
         conn.execute(coarse.insert().from_select([c.name for c in merged.selected_columns], merged))
+        fine = coarse
 
 
 def _refold_actors(conn: Connection, org: int, starts: list[datetime]) -> None:

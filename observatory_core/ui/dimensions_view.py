@@ -1,4 +1,5 @@
-"""The Admin page's declared dimensions (issue 19): declare a tag or metadata key, watch its
+"""The Admin page's declared dimensions (issue 19): declare a tag or metadata key (or user_id),
+watch its
 back-fill, remove it. The work is the worker's (`rollups/dimensions.py`)."""
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ def dimensions_admin(scope: Scope) -> None:
     with st.form("declare_dimension", clear_on_submit=True):
         key = st.text_input(
             "Key",
-            placeholder="tag:customer or metadata:customer",
+            placeholder="tag:customer, metadata:customer or user_id",
             help="Tags like "
-            '"customer:acme" are read by tag:customer; a metadata key by metadata:<key>.',
+            '"customer:acme" are read by tag:customer; a metadata key by metadata:<key>. '
+            "user_id and name are fields rollups leave out (too many values for every org): "
+            "declare one to chart by it from rollups.",
         )
         if st.form_submit_button("Declare as a dimension", type="primary") and key:
             try:

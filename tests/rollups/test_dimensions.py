@@ -96,11 +96,40 @@ def test_declared_key_backfills_and_groups_from_rollups(engine):
     assert _matches(engine, acme, "tag:customer", None).source == "raw"
 
 
+def test_declared_user_id_groups_from_rollups(engine):
+    """user_id is a field rollups leave out: declared, it is carried like a key, alone and
+    beside a carried field, and the figures stay polars' (None users included)."""
+    acme, projects = make_org(engine, "acme", projects=("bot",))
+    rows = keyed_rows(acme, projects, seed=9, traces=60)
+    for r in rows[::7]:
+        r["user_id"] = None
+    write(engine, rows[: len(rows) // 2])
+    scope = admin_scope(acme)
+    assert _matches(engine, acme, "user_id", None).source == "raw"
+    declare(engine, scope, "user_id", now=NOW)
+    write(engine, rows[len(rows) // 2 :])
+    _run_backfill(engine)
+    auto = _matches(engine, acme, "user_id", None)
+    assert auto.source == "rollup" and None in set(auto.frame["user_id"].to_list())
+    _matches(engine, acme, "user_id", "rollup", bucket=None)
+    spec = FilterSpec(relative="7d")
+    query = MetricQuery(series=SERIES, filters=spec, bucket="1hour", group_by=("model", "user_id"))
+    both = run_metrics(engine, scope, query, now=NOW)
+    ref = reference_metrics(
+        _reference_df(engine), spec, NOW, acme, both.series, ("model", "user_id"), 3600
+    )
+    check(both, ref, ["bucket", "model", "user_id"])
+    assert both.source == "rollup"
+    assert_rollups_match_rebuild(engine)
+
+
 def test_declaration_rules(engine):
     acme, _ = make_org(engine, "acme")
     scope = admin_scope(acme)
-    with pytest.raises(UserError, match="tag or metadata key"):
+    with pytest.raises(UserError, match="tag or metadata key.*or user_id"):
         declare(engine, scope, "model", now=NOW)
+    with pytest.raises(UserError, match="tag or metadata key"):
+        declare(engine, scope, "colour", now=NOW)
     with pytest.raises(UserError, match="1 to 64 letters"):
         declare(engine, scope, "metadata:bad key", now=NOW)
     with pytest.raises(PermissionDenied):
