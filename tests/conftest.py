@@ -112,3 +112,26 @@ def demo_store(request, tmp_path_factory):
     engine.dispose()
     if name is not None:
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# `make test` runs two workers with `--dist loadscope` (a module's tests stay together, so its
+# fixtures load once). These folders are one unit each: they share a session fixture that is
+# costly to start (the browser tests' server and Chromium, the instrumented clients), which
+# would otherwise start on both workers and run two browsers against two servers at once.
+WHOLE_FOLDERS = ("tests/e2e/", "tests/conformance/")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    if config.getoption("dist") != "loadscope":
+        return None
+
+    class FolderScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            for folder in WHOLE_FOLDERS:
+                if nodeid.startswith(folder):
+                    return folder
+            return super()._split_scope(nodeid)
+
+    return FolderScopes(config, log)
