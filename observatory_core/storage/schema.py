@@ -194,6 +194,7 @@ spans = Table(
     ),
     Index("ix_spans_org_duration", "org_id", "duration_ms"),
     Index("ix_spans_org_cost", "org_id", "total_cost_usd"),
+    Index("ix_spans_org_tokens", "org_id", "total_tokens"),  # migration 0020
     # Added by migration 0004.
     Index("ix_spans_org_status_start", "org_id", "status", "start_time"),
     Index("ix_spans_org_model_start", "org_id", "model", "start_time"),
