@@ -245,6 +245,14 @@ def _backtest_chart(rule, result) -> None:
         f"**Would have fired {result.fired} time(s)** in 7 days, firing {result.firing_share:.1%} of the time (evaluated on {result.bucket} buckets)."
     )
     if rule.anomaly:
+        frame = result.frame
+        judged = frame["median"].is_not_null().sum() / frame.height if frame.height else 0.0
+        if judged < 1:
+            st.caption(
+                f"{judged:.0%} of the buckets had a baseline: it needs the same hour of the week "
+                f"in at least 2 of the last {rule.baseline_weeks} weeks, each with the minimum "
+                "requests; without one the rule does not judge."
+            )
         _fired_at(result)
     fig = go.Figure()
     metric = METRICS.get(rule.series.split(".")[0])

@@ -105,3 +105,35 @@ def test_live_page_shows_spans_to_readers_and_not_to_billing(clean_rules):
     assert not billing.exception
     assert not any(s.value.startswith("New spans") for s in billing.subheader)
     assert "Export jobs" in {s.value for s in billing.subheader}
+
+
+def test_developer_makes_an_unusual_for_this_hour_rule_from_the_page(clean_rules):
+    engine = clean_rules
+    at = open_page("developer", "pages/alerts.py")
+    kind = next(r for r in at.radio if r.label == "Fires when the metric is")
+    kind.set_value("anomaly").run()
+    assert not at.exception
+    assert not [t for t in at.text_input if t.label == "Threshold"]  # no number to pick
+    next(t for t in at.text_input if t.label == "Name").set_value("unusual p95")
+    next(s for s in at.selectbox if s.label == "Direction").set_value("both")
+    next(n for n in at.number_input if n.label == "Sensitivity").set_value(3.5)
+    next(n for n in at.number_input if n.label == "Weeks").set_value(3)
+    button(at, "Backtest (last 7 days)").click()
+    at.run()
+    assert not at.exception
+    assert any("Would have fired" in m.value for m in at.markdown)
+    assert at.get("plotly_chart")
+    button(at, "Save rule").click()
+    at.run()
+    assert any("saved" in s.value for s in at.success)
+    scope = scope_for(engine, "developer-user")
+    (saved,) = [r for r in list_rules(engine, scope) if not r["system_kind"]]
+    assert (
+        saved["kind"],
+        saved["direction"],
+        saved["sensitivity"],
+        saved["baseline_weeks"],
+        saved["comparator"],
+    ) == ("anomaly", "both", 3.5, 3, "<>")
+    at.run()
+    assert any("both usual, 3.5 deviations, 3 weeks" in e.label for e in at.expander)
