@@ -258,3 +258,21 @@ def test_an_anomaly_rule_needs_no_threshold_and_keeps_its_direction():
         "both",
     )
     assert build_rule(**{**RULE, "kind": "threshold"}).kind == "threshold"
+
+
+def test_anomaly_rules_go_through_pending_and_keep_firing_like_threshold_rules():
+    from observatory_core.alerts.state import step
+
+    rule = build_rule(**{**RULE, "pending_s": 60, "keep_firing_s": 120})
+    usual = Baseline(500.0, 50.0, 4)  # unusual above 500 + 4 x 50 = 700
+    at = END
+    timeline, state = [], None
+    for seconds, value in ((0, 900), (30, 900), (61, 900), (150, 600), (180, 600), (181, 600)):
+        state, _ = step(state, value, 20, rule, at + timedelta(seconds=seconds), usual)
+        timeline.append(state.state)
+    # the last unusual value was seen at 61 s: keep-firing (120 s) holds it until 181 s
+    assert timeline == ["pending", "pending", "firing", "firing", "firing", "resolved"]
+    # no baseline (too few weeks with enough requests): no judgement, so no alert
+    assert step(None, 10_000, 20, rule, at, None)[0].state == "ok"
+    # below the minimum requests the rule does not judge either
+    assert step(None, 10_000, 5, rule, at, usual)[0].state == "ok"
