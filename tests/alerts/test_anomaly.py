@@ -276,3 +276,34 @@ def test_anomaly_rules_go_through_pending_and_keep_firing_like_threshold_rules()
     assert step(None, 10_000, 20, rule, at, None)[0].state == "ok"
     # below the minimum requests the rule does not judge either
     assert step(None, 10_000, 5, rule, at, usual)[0].state == "ok"
+
+
+def test_a_viewer_sees_no_usual_cost_in_an_anomaly_rules_history(org):
+    """The usual value of a cost is a cost: hidden from viewers as a threshold is."""
+    from observatory_core.storage.schema import alert_events
+    from tests.helpers import admin_scope
+
+    engine, org_id, _ = org
+    spec = build_rule(**{**RULE, "name": "unusual spend", "series": "total_cost.sum"})
+    rule_id = create_rule(engine, admin_scope(org_id), spec, now=END)
+    with engine.begin() as conn:
+        conn.execute(
+            alert_events.insert().values(
+                org_id=org_id,
+                rule_id=rule_id,
+                group_key="openai",
+                from_state="ok",
+                to_state="firing",
+                value=4.56,
+                threshold=1.23,
+                at=END,
+            )
+        )
+    (seen,) = events(engine, admin_scope(org_id, Role.DEVELOPER))
+    assert (seen["kind"], seen["value"], seen["threshold"]) == ("anomaly", 4.56, 1.23)
+    (hidden,) = events(engine, admin_scope(org_id, Role.VIEWER))
+    assert hidden["values_hidden"] and hidden["value"] is None and hidden["threshold"] is None
+    (rule,) = [
+        r for r in list_rules(engine, admin_scope(org_id, Role.VIEWER)) if r["id"] == rule_id
+    ]
+    assert rule["values_hidden"]
