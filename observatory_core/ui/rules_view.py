@@ -102,6 +102,9 @@ def rule_editor(scope: Scope, spec: FilterSpec) -> None:
     )
     choices = _series_choices(scope)
     windows = list(WINDOWS.values())
+    # a new anomaly rule starts at an hour: the hourly rollups answer its baseline, and an hour
+    # holds enough requests to compare
+    window_s = 3600 if kind == "anomaly" and not existing else d["window_s"]
     with st.form(f"rule_form_{existing['id'] if existing else 'new'}"):
         name = st.text_input("Name", d["name"], placeholder="p95 latency of gpt-4o in production")
         if kind == "anomaly":
@@ -126,7 +129,7 @@ def rule_editor(scope: Scope, spec: FilterSpec) -> None:
         window = c1.selectbox(
             "Window",
             windows,
-            index=windows.index(d["window_s"]) if d["window_s"] in windows else 1,
+            index=windows.index(window_s) if window_s in windows else 1,
             format_func=lambda w: next(k for k, v in WINDOWS.items() if v == w),
         )
         dims = [None, *group_options([d["group_by"]] if d["group_by"] else [])]

@@ -86,7 +86,7 @@ def test_a_person_makes_an_unusual_for_this_hour_rule_and_sees_its_backtest(live
     settle(page)
     # the rule list names its condition in words
     page.get_by_text(
-        "unusual p95 latency · duration_ms.p95 above usual, 3 deviations, 4 weeks over 5 min"
+        "unusual p95 latency · duration_ms.p95 above usual, 3 deviations, 4 weeks over 60 min"
     ).wait_for(timeout=30_000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "anomaly-rule.png"), full_page=True)

@@ -135,5 +135,6 @@ def test_developer_makes_an_unusual_for_this_hour_rule_from_the_page(clean_rules
         saved["baseline_weeks"],
         saved["comparator"],
     ) == ("anomaly", "both", 3.5, 3, "<>")
+    assert saved["window_s"] == 3600  # a new anomaly rule starts at an hour
     at.run()
     assert any("both usual, 3.5 deviations, 3 weeks" in e.label for e in at.expander)
