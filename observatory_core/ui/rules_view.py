@@ -256,10 +256,11 @@ def _backtest_chart(rule, result) -> None:
                 f"in at least 2 of the last {rule.baseline_weeks} weeks, each with the minimum "
                 "requests; without one the rule does not judge."
             )
-        _fired_at(result)
     fig = go.Figure()
     metric = METRICS.get(rule.series.split(".")[0])
     unit = metric.unit if metric else None
+    if rule.anomaly:
+        _fired_at(result, unit)
     parts = result.frame.partition_by("group", as_dict=True)
     colours = colors.assign([group[0] or rule.series for group in parts])
     for group, part in parts.items():
@@ -306,20 +307,22 @@ def _backtest_chart(rule, result) -> None:
     st.plotly_chart(fig, use_container_width=True)
 
 
-def _fired_at(result) -> None:
-    """When an anomaly rule would have started firing, on the reader's clock, against what
-    was usual then."""
+def _fired_at(result, unit: str | None) -> None:
+    """When an anomaly rule would have started firing (the window, on the reader's clock), its
+    value against what was usual then."""
     frame = result.frame.sort("group", "bucket")
     starts = frame.filter(
         pl.col("firing") & ~pl.col("firing").shift(1, fill_value=False).over("group")
     )
     if starts.is_empty():
         return
-    shown = starts.select(
-        pl.Series("when", local_series(starts["bucket"])),
-        pl.col("group").alias("where"),
-        pl.col("value"),
-        pl.col("median").alias("usual"),
+    shown = pl.DataFrame(
+        {
+            "window from": local_series(starts["bucket"]),
+            "where": starts["group"].to_list(),
+            "value": [format.by_unit(unit, v) for v in starts["value"].to_list()],
+            "usual": [format.by_unit(unit, v) for v in starts["median"].to_list()],
+        }
     )
     st.dataframe(shown, hide_index=True)
 

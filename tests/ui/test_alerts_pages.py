@@ -138,3 +138,53 @@ def test_developer_makes_an_unusual_for_this_hour_rule_from_the_page(clean_rules
     assert saved["window_s"] == 3600  # a new anomaly rule starts at an hour
     at.run()
     assert any("both usual, 3.5 deviations, 3 weeks" in e.label for e in at.expander)
+
+
+def _draw_anomaly_backtest():
+    """A script for AppTest: an anomaly rule's backtest with one firing and one quiet group."""
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    from observatory_core.alerts.backtest import Backtest
+    from observatory_core.alerts.rules import build_rule
+    from observatory_core.ui.rules_view import _backtest_chart
+
+    start = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    hours = [start + timedelta(hours=i) for i in range(4)]
+    frame = pl.DataFrame(
+        {
+            "bucket": hours * 2,
+            "group": ["openai"] * 4 + ["anthropic"] * 4,
+            "value": [400.0, 1600.0, 1500.0, 420.0, 900.0, 950.0, 910.0, 930.0],
+            "requests": [30] * 8,
+            "median": [410.0] * 4 + [None] * 4,
+            "spread": [82.0] * 4 + [None] * 4,
+            "low": [82.0] * 4 + [None] * 4,
+            "high": [738.0] * 4 + [None] * 4,
+            "firing": [False, True, True, False] + [False] * 4,
+        }
+    )
+    rule = build_rule(
+        name="t",
+        series="ttft_ms.p50",
+        comparator=">",
+        threshold=0,
+        window_s=3600,
+        group_by="provider",
+        kind="anomaly",
+        sensitivity=4,
+    )
+    _backtest_chart(rule, Backtest(frame, "1hour", 1, 2 / 8))
+
+
+def test_an_anomaly_backtest_lists_when_it_would_have_fired_against_the_usual():
+    at = AppTest.from_function(_draw_anomaly_backtest).run()
+    assert not at.exception
+    assert any("Would have fired 1 time(s)" in m.value for m in at.markdown)
+    # half the buckets (anthropic's) had no baseline, and the page says so
+    assert any(c.value.startswith("50% of the buckets had a baseline") for c in at.caption)
+    fired = at.dataframe[0].value
+    assert fired["where"].to_list() == ["openai"]
+    assert (fired["value"].to_list(), fired["usual"].to_list()) == (["1.6 s"], ["410 ms"])
+    assert at.get("plotly_chart")
