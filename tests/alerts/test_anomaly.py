@@ -66,6 +66,22 @@ def _incident_start(provider: str) -> datetime:
     return next(i for i in INCIDENTS if i.provider == provider).start(END)
 
 
+_ROWS: dict[tuple, list[dict]] = {}
+
+
+def _generated(ids: tuple, prices: PriceBook, org_id: int) -> list[dict]:
+    """The rules' spans of the generated traffic, generated once for both stores (their fresh
+    databases give the demo orgs and projects the same ids)."""
+    if (ids, org_id) not in _ROWS:
+        generator = DemoGenerator(ids=dict(ids), end=END, days=DAYS, seed=7, prices=prices)
+        _ROWS[(ids, org_id)] = [
+            complete_row(r, 200)
+            for r in generator.spans(60_000)
+            if r["operation"] in LLM_CALLS.operations and r["org_id"] == org_id
+        ]
+    return _ROWS[(ids, org_id)]
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def history(request, tmp_path_factory):
     """Five weeks of demo traffic (60,000 generated spans), of which the rules' spans are stored:
@@ -83,13 +99,7 @@ def history(request, tmp_path_factory):
     with engine.connect() as conn:
         prices = PriceBook.load(conn)
         acme = org_id_by_slug(conn, "acme")
-    generator = DemoGenerator(ids=ids, end=END, days=DAYS, seed=7, prices=prices)
-    rows = (
-        complete_row(r, 200)
-        for r in generator.spans(60_000)
-        if r["operation"] in LLM_CALLS.operations and r["org_id"] == acme
-    )
-    write_spans(engine, rows)
+    write_spans(engine, [dict(r) for r in _generated(tuple(sorted(ids.items())), prices, acme)])
     with engine.connect() as conn:
         raw = pl.DataFrame(
             [
