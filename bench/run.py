@@ -171,6 +171,11 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "1 day; some filtered to a model or environment, a quarter with one alert per model) plus "
         "the system rules, at the end of the demo data; results.json also gives how many metrics "
         "queries the cycle ran (rules sharing filter, window and group-by share one). Target: <= 1 s.",
+        "- `alerts_anomaly_cycle_10_rules`: one evaluation cycle of 10 anomaly rules ('unusual for "
+        "this hour', issue 20: the same series, windows of 5 min to 1 hour, a third with one alert "
+        "per model, 4 weeks of baseline) plus the system rules, at the end of the demo data: each "
+        "batch runs its window's query and the same query 1 to 4 weeks back (from rollups where "
+        "they can answer). Target: <= 1 s.",
         "- `api_traces_first_page_8_clients`: `GET /api/v1/traces` first pages (50 rows) through the "
         "real server on PostgreSQL from 8 concurrent client processes (keep-alive) on the same machine, each "
         "with its own key, cycling through the explorer's typical filters over the demo data's last "

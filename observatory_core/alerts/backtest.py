@@ -2,7 +2,9 @@
 
 The rule's series is read per bucket (the largest bucket size not longer than its window,
 1 minute to 1 day) and the same state machine steps through the buckets in time order, so
-pending and keep-firing periods count as they will live.
+pending and keep-firing periods count as they will live. An anomaly rule's series is read N
+weeks further back, and each bucket is judged against the same bucket in each of the N weeks
+before it (`alerts/anomaly.py`, `with_baseline`): the frame carries that band.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
+from observatory_core.alerts.anomaly import WEEK, Baseline, is_ratio, with_baseline
 from observatory_core.alerts.rules import RuleSpec
 from observatory_core.alerts.state import FIRING, step
 from observatory_core.metrics.catalog import BUCKETS, MAX_RANGE_DAYS
@@ -25,7 +28,7 @@ from observatory_core.semantic.metrics import sample_series
 
 @dataclass(frozen=True)
 class Backtest:
-    frame: pl.DataFrame  # bucket, group, value, requests, firing
+    frame: pl.DataFrame  # bucket, group, value, requests, firing (anomaly: median, low, high)
     bucket: str
     fired: int  # times it would have started firing
     firing_share: float  # share of buckets (all groups) spent firing
@@ -64,6 +67,7 @@ class Transition:
     after: str
     value: float | None
     at: datetime
+    against: float | None = None  # the threshold, or an anomaly rule's baseline median
 
 
 def replay(
@@ -81,7 +85,8 @@ def replay(
     start = datetime.fromtimestamp(
         -((end - timedelta(days=days)).timestamp() // -seconds) * seconds, UTC
     )
-    frame = _read(engine, scope, rule, bucket, start, end, now)
+    since = start - rule.baseline_weeks * WEEK if rule.anomaly else start
+    frame = _read(engine, scope, rule, bucket, since, end, now)
     group = rule.group_by
     frame = frame.with_columns(
         pl.col(rule.series).alias("value"), pl.col(sample_series(rule.series)).alias("requests")
@@ -91,17 +96,35 @@ def replay(
     frame = frame.select("bucket", "group", "value", pl.col("requests").fill_null(0)).sort(
         "group", "bucket"
     )
+    if rule.anomaly:
+        frame = with_baseline(
+            frame,
+            weeks=rule.baseline_weeks,
+            min_requests=rule.min_requests,
+            sensitivity=rule.sensitivity,
+            ratio=is_ratio(rule.series),
+        ).filter(pl.col("bucket") >= start)
     firing, transitions = [], []
     states: dict[str, object] = {}
     for row in frame.iter_rows(named=True):
         at = row["bucket"] + timedelta(seconds=seconds)
-        state, transition = step(states.get(row["group"]), row["value"], row["requests"], rule, at)
+        baseline = _baseline(row) if rule.anomaly else None
+        state, transition = step(
+            states.get(row["group"]), row["value"], row["requests"], rule, at, baseline
+        )
         states[row["group"]] = state
         if transition is not None:
-            transitions.append(Transition(row["group"], *transition, row["value"], at))
+            against = (baseline.median if baseline else None) if rule.anomaly else rule.threshold
+            transitions.append(Transition(row["group"], *transition, row["value"], at, against))
         firing.append(state.state == FIRING)
     frame = frame.with_columns(pl.Series("firing", firing, dtype=pl.Boolean))
     return frame, bucket, transitions, states
+
+
+def _baseline(row: dict) -> Baseline | None:
+    if row["median"] is None:
+        return None
+    return Baseline(row["median"], row["spread"], 0)
 
 
 def backtest(

@@ -5,6 +5,8 @@ Rules that share an org, filter, window and group-by are answered by one metrics
 hundred rules cost far fewer than a hundred queries. Percentiles are exact for windows up to an
 hour (raw spans); longer windows may use rollups (within the sketch's stated bound).
 Sending webhooks is not part of the cycle: a slow receiver never delays evaluation.
+Anomaly rules add one query per week of baseline for their batch: the same query over the same
+window 1..N weeks back (`alerts/anomaly.py`), answered from the rollups where the engine can.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
+from observatory_core.alerts.anomaly import Baseline, baseline_of, is_ratio, past_windows
 from observatory_core.alerts.rules import ensure_system_rules, spec_of
 from observatory_core.alerts.state import FIRING, RESOLVED, GroupState, step
 from observatory_core.alerts.webhooks import delivery_row
@@ -43,6 +46,8 @@ _LOCK = 7_411_002
 NO_GROUP = ""
 # Observations: rule id -> group key -> (value, request count)
 Observed = dict[int, dict[str, tuple[float | None, int]]]
+# Anomaly rules' baselines: rule id -> group key -> baseline (None: too few weeks count)
+Baselines = dict[int, dict[str, Baseline | None]]
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,9 @@ def _group_key(value) -> str:
     return "(none)" if value is None else str(value)[:200]
 
 
-def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> tuple[Observed, int]:
+def _observe_metric_rules(
+    engine: Engine, rules: list[dict], now: datetime
+) -> tuple[Observed, Baselines, int]:
     batches: dict[tuple, list[dict]] = defaultdict(list)
     for rule in rules:
         # trace metrics and span metrics never share a query (docs/metrics.md, Subjects)
@@ -68,12 +75,42 @@ def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> t
             (rule["org_id"], rule["filter_json"], rule["window_s"], rule["group_by"], traces)
         ].append(rule)
     observed: Observed = {}
+    baselines: Baselines = {}
+    queries = 0
     for (org_id, filter_json, window_s, group_by, _traces), members in batches.items():
-        spec = FilterSpec.from_json(filter_json).replace(
-            relative=None,
-            start=now - timedelta(seconds=window_s),
-            end=now,
-        )
+        scope = Scope(org_id=org_id, role=Role.ADMIN, username="alerts")
+        start = now - timedelta(seconds=window_s)
+        observe = _batch_reader(engine, scope, filter_json, group_by, now)
+        for rule, by_group in observe(members, start, now, exact=window_s <= EXACT_UP_TO_S).items():
+            observed[rule] = by_group
+        queries += 1
+        anomalous = [r for r in members if r["kind"] == "anomaly"]
+        if not anomalous:
+            continue
+        weeks = max(r["baseline_weeks"] for r in anomalous)
+        past: dict[int, dict[str, list[float | None]]] = {r["id"]: {} for r in anomalous}
+        for since, until in past_windows(start, now, weeks):
+            answer = observe(anomalous, since, until, exact=False)
+            queries += 1
+            for rule in anomalous:  # weeks beyond a rule's own N do not count for it
+                if until < now - timedelta(weeks=rule["baseline_weeks"]):
+                    continue
+                for key, (value, count) in answer[rule["id"]].items():
+                    kept = value if count >= rule["min_requests"] else None
+                    past[rule["id"]].setdefault(key, []).append(kept)
+        for rule in anomalous:
+            ratio = is_ratio(rule["series"])
+            baselines[rule["id"]] = {
+                key: baseline_of(values, ratio=ratio) for key, values in past[rule["id"]].items()
+            }
+    return observed, baselines, queries
+
+
+def _batch_reader(engine: Engine, scope: Scope, filter_json: str, group_by, now: datetime):
+    """Reads a batch's series over any window: rule id -> group key -> (value, requests)."""
+
+    def read(members: list[dict], start: datetime, end: datetime, *, exact: bool) -> Observed:
+        spec = FilterSpec.from_json(filter_json).replace(relative=None, start=start, end=end)
         # each rule's sample: the rows of its series' subject (requests for LLM-call figures)
         samples = {r["id"]: sample_series(r["series"]) for r in members}
         series = tuple(dict.fromkeys([*samples.values(), *(r["series"] for r in members)]))
@@ -82,20 +119,23 @@ def _observe_metric_rules(engine: Engine, rules: list[dict], now: datetime) -> t
         )
         result = run_metrics(
             engine,
-            Scope(org_id=org_id, role=Role.ADMIN, username="alerts"),
+            scope,
             query,
             now=now,
-            force="raw" if window_s <= EXACT_UP_TO_S else None,
+            force="raw" if exact else None,
             max_groups=MAX_ALERT_GROUPS,
         )
+        observed: Observed = {r["id"]: {} for r in members}
         for rule in members:
-            by_group = observed.setdefault(rule["id"], {})
+            by_group = observed[rule["id"]]
             for row in result.frame.iter_rows(named=True):
                 key = _group_key(row[group_by]) if group_by else NO_GROUP
                 value = row[rule["series"]]
                 count = int(row[samples[rule["id"]]] or 0)
                 by_group[key] = (None if value is None else float(value), count)
-    return observed, len(batches)
+        return observed
+
+    return read
 
 
 # "One alert per" group: each group is judged alone up to this many (one total row each, so
@@ -171,12 +211,13 @@ def _cycle(engine: Engine, now: datetime, kinds: str, started: float) -> CycleRe
             for r in conn.execute(select(alert_states)).mappings()
         }
     heartbeat = [r for r in rules if r["system_kind"] == "worker_heartbeat"]
+    baselines: Baselines = {}
     if kinds == "heartbeat":
         rules, queries = heartbeat, 0
         observed = _observe_system(engine, heartbeat, now)
     else:
         rules = [r for r in rules if r["system_kind"] != "worker_heartbeat"]
-        observed, queries = _observe_metric_rules(
+        observed, baselines, queries = _observe_metric_rules(
             engine, [r for r in rules if not r["system_kind"]], now
         )
         observed.update(_observe_system(engine, [r for r in rules if r["system_kind"]], now))
@@ -190,10 +231,13 @@ def _cycle(engine: Engine, now: datetime, kinds: str, started: float) -> CycleRe
         if not rule["group_by"] and NO_GROUP not in groups:
             groups[NO_GROUP] = (_missing(rule["series"]), 0)
         for key, (value, requests) in groups.items():
-            state, transition = step(states.get((rule["id"], key)), value, requests, spec, now)
+            baseline = baselines.get(rule["id"], {}).get(key)
+            state, transition = step(
+                states.get((rule["id"], key)), value, requests, spec, now, baseline
+            )
             new_states.append((rule, key, state))
             if transition:
-                events.append((rule, key, transition, value))
+                events.append((rule, key, transition, value, baseline))
     _store(engine, now, new_states, events)
     return CycleReport(
         len(rules), len(new_states), len(events), queries, time.perf_counter() - started
@@ -234,7 +278,10 @@ def _store(engine: Engine, now: datetime, new_states, events) -> None:
                 ),
                 rows,
             )
-        for rule, key, (before, after), value in events:
+        for rule, key, (before, after), value, baseline in events:
+            # an anomaly rule's event keeps what was usual then in place of a threshold
+            usual = baseline.median if baseline is not None else None
+            against = usual if rule["kind"] == "anomaly" else rule["threshold"]
             event_id = conn.execute(
                 alert_events.insert().values(
                     org_id=rule["org_id"],
@@ -243,7 +290,7 @@ def _store(engine: Engine, now: datetime, new_states, events) -> None:
                     from_state=before,
                     to_state=after,
                     value=value,
-                    threshold=rule["threshold"],
+                    threshold=against,
                     at=now,
                 )
             ).inserted_primary_key[0]
@@ -251,6 +298,6 @@ def _store(engine: Engine, now: datetime, new_states, events) -> None:
             if rule["webhook_url"] and after in (FIRING, RESOLVED) and not muted:
                 conn.execute(
                     webhook_deliveries.insert().values(
-                        **delivery_row(rule, key, after, value, event_id, now)
+                        **delivery_row(rule, key, after, value, event_id, now, usual)
                     )
                 )

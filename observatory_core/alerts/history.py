@@ -21,6 +21,10 @@ _RULE_COLUMNS = (
     alert_rules.c.window_s,
     alert_rules.c.muted_until,
     alert_rules.c.filter_json,
+    alert_rules.c.kind,
+    alert_rules.c.direction,
+    alert_rules.c.sensitivity,
+    alert_rules.c.baseline_weeks,
 )
 _NUMBERS = ("value", "last_value", "threshold")
 

@@ -39,7 +39,7 @@ def write_replayed_history(
                         "from_state": t.before,
                         "to_state": t.after,
                         "value": t.value,
-                        "threshold": rule.threshold,
+                        "threshold": t.against,
                         "at": t.at,
                     }
                     for t in sorted(transitions, key=lambda t: t.at)

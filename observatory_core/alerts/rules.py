@@ -3,7 +3,9 @@
 A rule is a metrics-engine series (any metric with any aggregation that fits it, so p95
 latency and error rate as well as averages), a comparator and threshold over a sliding window,
 the same `FilterSpec` as everywhere else, an optional group-by, a minimum request count, a
-pending period and a keep-firing period.
+pending period and a keep-firing period. A rule of kind "anomaly" has no threshold: it fires
+when the series leaves what is usual for this hour of the week (`alerts/anomaly.py`), with the
+same window, filters, group-by, guard, states, history and webhooks.
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ from observatory_core.accounts.audit import changed, record_for, without_secrets
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import require_filters, require_series, rule_values_hidden
+from observatory_core.alerts.anomaly import (
+    DEFAULT_SENSITIVITY,
+    DEFAULT_WEEKS,
+    DIRECTION_SYMBOL,
+    DIRECTIONS,
+    MAX_RULE_WEEKS,
+    MIN_RULE_WEEKS,
+    Baseline,
+    outside,
+)
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.query import parse_series
@@ -32,6 +44,7 @@ from observatory_core.storage.schema import alert_rules, alert_states, orgs
 COMPARATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 MIN_WINDOW_S, MAX_WINDOW_S = 60, 86_400
 MAX_PERIOD_S = 86_400
+KINDS = ("threshold", "anomaly")
 
 
 @dataclass(frozen=True)
@@ -100,8 +113,19 @@ class RuleSpec:
     pending_s: int = 0
     keep_firing_s: int = 0
     webhook_url: str | None = None
+    kind: str = "threshold"
+    baseline_weeks: int = DEFAULT_WEEKS  # anomaly rules only, like the two below
+    sensitivity: float = DEFAULT_SENSITIVITY  # robust deviations from the median
+    direction: str = "above"
 
-    def breaches(self, value: float) -> bool:
+    @property
+    def anomaly(self) -> bool:
+        return self.kind == "anomaly"
+
+    def breaches(self, value: float, baseline: Baseline | None = None) -> bool:
+        """Threshold rules compare with the threshold; anomaly rules with the baseline."""
+        if self.anomaly:
+            return outside(value, baseline, self.sensitivity, self.direction)
         return COMPARATORS[self.comparator](value, self.threshold)
 
 
@@ -153,13 +177,23 @@ def build_rule(
     pending_s=0,
     keep_firing_s=0,
     webhook_url: str | None = None,
+    kind: str = "threshold",
+    baseline_weeks=DEFAULT_WEEKS,
+    sensitivity=DEFAULT_SENSITIVITY,
+    direction: str = "above",
 ) -> RuleSpec:
-    """A valid rule, or a `UserError` that names the field and the fix."""
+    """A valid rule, or a `UserError` that names the field and the fix. An anomaly rule needs
+    no comparator or threshold (they are set from its direction, and 0)."""
     name = (name or "").strip()
     if not 1 <= len(name) <= 100 or name.startswith("System:"):
         raise UserError("Name the rule (1 to 100 characters, not starting with 'System:').")
     metric, agg = parse_series(series)  # refuses a metric with an aggregation that does not fit
-    if comparator not in COMPARATORS:
+    if kind not in KINDS:
+        raise UserError(f"Rule kind {kind!r} must be one of {', '.join(KINDS)}.")
+    anomaly = _anomaly_parts(baseline_weeks, sensitivity, direction) if kind == "anomaly" else {}
+    if anomaly:
+        comparator, threshold = DIRECTION_SYMBOL[anomaly["direction"]], 0
+    elif comparator not in COMPARATORS:
         raise UserError(f"Comparator {comparator!r} must be one of {', '.join(COMPARATORS)}.")
     if group_by and (problem := dimension_problem(group_by)):
         raise UserError(problem)
@@ -184,7 +218,21 @@ def build_rule(
             "Keep firing (seconds)", keep_firing_s, whole=True, low=0, high=MAX_PERIOD_S
         ),
         webhook_url=check_webhook_url(webhook_url),
+        kind=kind,
+        **anomaly,
     )
+
+
+def _anomaly_parts(weeks, sensitivity, direction) -> dict:
+    if direction not in DIRECTIONS:
+        raise UserError(f"Direction {direction!r} must be one of {', '.join(DIRECTIONS)}.")
+    return {
+        "baseline_weeks": _number(
+            "Weeks of baseline", weeks, whole=True, low=MIN_RULE_WEEKS, high=MAX_RULE_WEEKS
+        ),
+        "sensitivity": _number("Sensitivity (deviations)", sensitivity, low=0.5, high=20),
+        "direction": direction,
+    }
 
 
 def _values(spec: RuleSpec) -> dict:
@@ -200,6 +248,10 @@ def _values(spec: RuleSpec) -> dict:
         "pending_s": spec.pending_s,
         "keep_firing_s": spec.keep_firing_s,
         "webhook_url": spec.webhook_url,
+        "kind": spec.kind,
+        "baseline_weeks": spec.baseline_weeks if spec.anomaly else None,
+        "sensitivity": spec.sensitivity if spec.anomaly else None,
+        "direction": spec.direction if spec.anomaly else None,
     }
 
 
@@ -217,7 +269,21 @@ def spec_of(row) -> RuleSpec:
         pending_s=row["pending_s"],
         keep_firing_s=row["keep_firing_s"],
         webhook_url=row["webhook_url"],
+        **_anomaly_of(row),
     )
+
+
+def _anomaly_of(row) -> dict:
+    """A stored rule's kind and anomaly parameters (rows of threshold rules hold NULLs)."""
+    kind = row.get("kind") or "threshold"
+    if kind != "anomaly":
+        return {"kind": kind}
+    return {
+        "kind": kind,
+        "baseline_weeks": row["baseline_weeks"],
+        "sensitivity": row["sensitivity"],
+        "direction": row["direction"],
+    }
 
 
 def _metric_cost_check(scope: Scope, spec: RuleSpec) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from observatory_core.alerts.anomaly import Baseline
 from observatory_core.alerts.rules import RuleSpec
 
 OK, PENDING, FIRING, RESOLVED = "ok", "pending", "firing", "resolved"
@@ -28,19 +29,21 @@ def step(
     requests: int,
     rule: RuleSpec,
     now: datetime,
+    baseline: Baseline | None = None,
 ) -> tuple[GroupState, tuple[str, str] | None]:
     """The next state and the transition (from, to) if there is one.
 
     Below the minimum request count the rule does not judge: the state stays as it is. With
     no value (no spans in the window) the condition does not hold, so an alert whose traffic
     stopped resolves instead of firing forever. A firing alert resolves only after
-    `keep_firing_s` without a breach.
+    `keep_firing_s` without a breach. An anomaly rule breaches against its `baseline` (none:
+    no breach).
     """
     prev = prev or GroupState(OK, now)
     seen = replace(prev, last_value=value, last_requests=requests)
     if requests < rule.min_requests:
         return seen, None
-    if value is not None and rule.breaches(value):
+    if value is not None and rule.breaches(value, baseline):
         seen = replace(seen, last_breach_at=now)
         if prev.state in (OK, RESOLVED):
             target = FIRING if rule.pending_s == 0 else PENDING

@@ -27,14 +27,34 @@ COLORS = {"firing": "#d93f0b", "resolved": "#2da44e"}
 Post = Callable[[str, bytes, float], int]
 
 
-def body(rule: dict, group: str, state: str, value: float | None, at: datetime) -> dict:
-    """What a Slack incoming webhook shows (text, attachment), plus the same facts as data."""
+def condition(rule: dict, usual: float | None = None) -> str:
+    """The rule's condition in words: "> 2,500", or "above usual (1,234), 3 deviations, 4
+    weeks" for an anomaly rule."""
+    if rule.get("kind") != "anomaly":
+        return f"{rule['comparator']} {rule['threshold']:,.4g}"
+    seen = "" if usual is None else f" ({usual:,.4g})"
+    return (
+        f"{rule['direction']} usual{seen}, {rule['sensitivity']:g} deviations, "
+        f"{rule['baseline_weeks']} weeks"
+    )
+
+
+def body(
+    rule: dict,
+    group: str,
+    state: str,
+    value: float | None,
+    at: datetime,
+    usual: float | None = None,
+) -> dict:
+    """What a Slack incoming webhook shows (text, attachment), plus the same facts as data.
+    `usual`: an anomaly rule's baseline median at the time."""
     shown = "no data" if value is None else f"{value:,.4g}"
     where = f" [{rule['group_by']}={group}]" if group else ""
     icon = ":red_circle:" if state == "firing" else ":large_green_circle:"
     text = (
         f"{icon} {state.upper()}: {rule['name']}{where}: {rule['series']} = {shown} "
-        f"({rule['comparator']} {rule['threshold']:,.4g} over {rule['window_s'] // 60} min)"
+        f"({condition(rule, usual)} over {rule['window_s'] // 60} min)"
     )
     return {
         "text": text,
@@ -44,8 +64,8 @@ def body(rule: dict, group: str, state: str, value: float | None, at: datetime) 
                 "fields": [
                     {"title": "Value", "value": shown, "short": True},
                     {
-                        "title": "Threshold",
-                        "value": f"{rule['comparator']} {rule['threshold']:,.4g}",
+                        "title": "Condition",
+                        "value": condition(rule, usual),
                         "short": True,
                     },
                 ],
@@ -62,18 +82,22 @@ def body(rule: dict, group: str, state: str, value: float | None, at: datetime) 
             "comparator": rule["comparator"],
             "threshold": rule["threshold"],
             "window_s": rule["window_s"],
+            "kind": rule.get("kind") or "threshold",
+            "usual": usual,
             "at": at.isoformat(),
         },
     }
 
 
-def delivery_row(rule: dict, group: str, state: str, value, event_id: int, now: datetime) -> dict:
+def delivery_row(
+    rule: dict, group: str, state: str, value, event_id: int, now: datetime, usual=None
+) -> dict:
     return {
         "org_id": rule["org_id"],
         "rule_id": rule["id"],
         "event_id": event_id,
         "url": rule["webhook_url"],
-        "body": json.dumps(body(rule, group, state, value, now)),
+        "body": json.dumps(body(rule, group, state, value, now, usual)),
         "status": "pending",
         "attempts": 0,
         "next_attempt_at": now,

@@ -398,7 +398,7 @@ alert_rules = Table(
     # metric rules: a metrics-engine series; system rules: system_kind names the check
     Column("system_kind", String(32)),
     Column("series", String(64), nullable=False),  # e.g. duration_ms.p95
-    Column("comparator", String(2), nullable=False),  # > >= < <=
+    Column("comparator", String(2), nullable=False),  # > >= < <= (anomaly rules: > < <>)
     Column("threshold", Float, nullable=False),
     Column("window_s", Integer, nullable=False),
     Column("filter_json", Text, nullable=False),
@@ -408,6 +408,13 @@ alert_rules = Table(
     Column("keep_firing_s", Integer, nullable=False),
     Column("webhook_url", String(500)),
     Column("muted_until", UtcDateTime),
+    # "threshold" compares with `threshold`; "anomaly" with the same hour of the week over the
+    # last `baseline_weeks` weeks (alerts/anomaly.py): outside `sensitivity` robust deviations
+    # in `direction` (above | below | both). Migration 0021.
+    Column("kind", String(12), nullable=False, server_default="threshold"),
+    Column("baseline_weeks", Integer),
+    Column("sensitivity", Float),
+    Column("direction", String(8)),
     Column("created_by", String(64), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
@@ -438,7 +445,7 @@ alert_events = Table(
     Column("from_state", String(10), nullable=False),
     Column("to_state", String(10), nullable=False),
     Column("value", Float),
-    Column("threshold", Float, nullable=False),
+    Column("threshold", Float),  # anomaly rules: the baseline median (NULL: none)
     Column("at", UtcDateTime, nullable=False),
     Index("ix_alert_events_org_at", "org_id", "at"),
     Index("ix_alert_events_rule_at", "rule_id", "at"),

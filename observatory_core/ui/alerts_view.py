@@ -40,6 +40,12 @@ def _unit(row: dict | None) -> str | None:
 
 
 def _condition(row: dict) -> str:
+    """ "> 2.5 s"; for an anomaly rule "above usual (1.1 s)" (its event's usual value; an alert
+    firing now shows the rule's settings)."""
+    if row.get("kind") == "anomaly":
+        usual = row.get("threshold") if "from_state" in row else None
+        seen = "" if usual is None and not row.get("values_hidden") else f" ({_value(usual, row)})"
+        return f"{row['direction']} usual{seen}, {row['sensitivity']:g} dev., {row['baseline_weeks']} wk"
     return f"{row['comparator']} {_value(row['threshold'], row)}"
 
 

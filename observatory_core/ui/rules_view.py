@@ -1,5 +1,6 @@
-"""Rule widgets for the Alerts page: the editor (new or existing rule) with its 7-day backtest
-chart, and the rule list with mute, delete and each rule's webhook delivery log."""
+"""Rule widgets for the Alerts page: the editor (new or existing rule, threshold or anomaly)
+with its 7-day backtest chart, and the rule list with mute, delete and each rule's webhook
+delivery log."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ import streamlit as st
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import metric_visible
+from observatory_core.alerts.anomaly import (
+    DEFAULT_SENSITIVITY,
+    DEFAULT_WEEKS,
+    DIRECTIONS,
+    MAX_RULE_WEEKS,
+    MIN_RULE_WEEKS,
+)
 from observatory_core.alerts.backtest import backtest
 from observatory_core.alerts.rules import (
     COMPARATORS,
@@ -23,7 +31,7 @@ from observatory_core.alerts.rules import (
     mute_rule,
     update_rule,
 )
-from observatory_core.alerts.webhooks import delivery_log
+from observatory_core.alerts.webhooks import condition, delivery_log
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS
@@ -41,6 +49,7 @@ WINDOWS = {
     "6 hours": 21600,
     "1 day": 86400,
 }
+KIND_LABELS = {"threshold": "Above or below a number", "anomaly": "Unusual for this hour"}
 
 
 def _series_choices(scope: Scope) -> list[str]:
@@ -77,28 +86,50 @@ def rule_editor(scope: Scope, spec: FilterSpec) -> None:
         "pending_s": 60,
         "keep_firing_s": 120,
         "webhook_url": "",
+        "kind": "threshold",
     }
+    # outside the form, so the form shows the fields of the kind chosen
+    kinds = list(KIND_LABELS)
+    kind = st.radio(
+        "Fires when the metric is",
+        kinds,
+        index=kinds.index(d.get("kind") or "threshold"),
+        format_func=KIND_LABELS.get,
+        horizontal=True,
+        key=f"rule_kind_{existing['id'] if existing else 'new'}",
+        help="Unusual for this hour: outside the range of the same hour of the week in the "
+        "last weeks (median and median absolute deviation), so no number to pick.",
+    )
     choices = _series_choices(scope)
     windows = list(WINDOWS.values())
+    # a new anomaly rule starts at an hour: the hourly rollups answer its baseline, and an hour
+    # holds enough requests to compare
+    window_s = 3600 if kind == "anomaly" and not existing else d["window_s"]
     with st.form(f"rule_form_{existing['id'] if existing else 'new'}"):
         name = st.text_input("Name", d["name"], placeholder="p95 latency of gpt-4o in production")
-        c1, c2, c3 = st.columns([3, 1, 2])
+        if kind == "anomaly":
+            c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+        else:
+            c1, c2, c3 = st.columns([3, 1, 2])
         series = c1.selectbox(
             "Metric", choices, index=choices.index(d["series"]) if d["series"] in choices else 0
         )
-        comparator = c2.selectbox(
-            "Is", list(COMPARATORS), index=list(COMPARATORS).index(d["comparator"])
-        )
-        threshold = c3.text_input(
-            "Threshold",
-            f"{d['threshold']:g}",
-            help="A number in the metric's unit: ms, USD, a rate from 0 to 1 ...",
-        )
+        comparator, threshold, anomaly = d["comparator"], d["threshold"], {}
+        if kind == "anomaly":
+            anomaly = _anomaly_fields(d, c2, c3, c4)
+        else:
+            shown = d["comparator"] if d["comparator"] in COMPARATORS else ">"
+            comparator = c2.selectbox("Is", list(COMPARATORS), index=list(COMPARATORS).index(shown))
+            threshold = c3.text_input(
+                "Threshold",
+                f"{d['threshold']:g}",
+                help="A number in the metric's unit: ms, USD, a rate from 0 to 1 ...",
+            )
         c1, c2, c3, c4 = st.columns(4)
         window = c1.selectbox(
             "Window",
             windows,
-            index=windows.index(d["window_s"]) if d["window_s"] in windows else 1,
+            index=windows.index(window_s) if window_s in windows else 1,
             format_func=lambda w: next(k for k, v in WINDOWS.items() if v == w),
         )
         dims = [None, *group_options([d["group_by"]] if d["group_by"] else [])]
@@ -115,7 +146,8 @@ def rule_editor(scope: Scope, spec: FilterSpec) -> None:
             0,
             10**6,
             d["min_requests"],
-            help="Below this many requests in the window the rule does not judge.",
+            help="Below this many requests in the window the rule does not judge (an unusual-"
+            "for-this-hour rule also leaves out past weeks below it).",
         )
         pending = c4.number_input(
             "Pending (s)", 0, 86400, d["pending_s"], help="How long it must breach before it fires."
@@ -161,6 +193,8 @@ def rule_editor(scope: Scope, spec: FilterSpec) -> None:
             pending_s=pending,
             keep_firing_s=keep,
             webhook_url=webhook,
+            kind=kind,
+            **anomaly,
         )
         if saved:
             if not name:
@@ -180,13 +214,53 @@ def rule_editor(scope: Scope, spec: FilterSpec) -> None:
         st.error(str(exc), icon=":material/error:")
 
 
+def _anomaly_fields(d: dict, c2, c3, c4) -> dict:
+    """The anomaly rule's parameters: direction, sensitivity and weeks of baseline."""
+    directions = list(DIRECTIONS)
+    return {
+        "direction": c2.selectbox(
+            "Direction",
+            directions,
+            index=directions.index(d.get("direction") or "above"),
+            help="above: fires when higher than usual; below: lower; both: either.",
+        ),
+        "sensitivity": c3.number_input(
+            "Sensitivity",
+            0.5,
+            20.0,
+            float(d.get("sensitivity") or DEFAULT_SENSITIVITY),
+            step=0.5,
+            help="How many robust deviations (1.4826 x the median absolute deviation, at least "
+            "20% of the usual value) from the usual value count as unusual. Higher: fewer alerts.",
+        ),
+        "baseline_weeks": c4.number_input(
+            "Weeks",
+            MIN_RULE_WEEKS,
+            MAX_RULE_WEEKS,
+            int(d.get("baseline_weeks") or DEFAULT_WEEKS),
+            help="The baseline: the same window at the same time of the week in this many past weeks.",
+        ),
+    }
+
+
 def _backtest_chart(rule, result) -> None:
     st.markdown(
         f"**Would have fired {result.fired} time(s)** in 7 days, firing {result.firing_share:.1%} of the time (evaluated on {result.bucket} buckets)."
     )
+    if rule.anomaly:
+        frame = result.frame
+        judged = frame["median"].is_not_null().sum() / frame.height if frame.height else 0.0
+        if judged < 1:
+            st.caption(
+                f"{judged:.0%} of the buckets had a baseline: it needs the same hour of the week "
+                f"in at least 2 of the last {rule.baseline_weeks} weeks, each with the minimum "
+                "requests; without one the rule does not judge."
+            )
     fig = go.Figure()
     metric = METRICS.get(rule.series.split(".")[0])
     unit = metric.unit if metric else None
+    if rule.anomaly:
+        _fired_at(result, unit)
     parts = result.frame.partition_by("group", as_dict=True)
     colours = colors.assign([group[0] or rule.series for group in parts])
     for group, part in parts.items():
@@ -209,16 +283,48 @@ def _backtest_chart(rule, result) -> None:
             name=f"firing {label}".strip(),
             showlegend=False,
         )
-    fig.add_hline(
-        y=rule.threshold,
-        line_dash="dash",
-        line_color="#d93f0b",
-        annotation_text=f"threshold {format.by_unit(unit, rule.threshold)}",
-    )
+        if rule.anomaly:  # the usual range, bucket by bucket
+            for edge in ("low", "high"):
+                fig.add_scatter(
+                    x=local_series(part["bucket"]),
+                    y=part[edge].to_list(),
+                    mode="lines",
+                    line={"color": colours[label], "dash": "dot", "width": 1},
+                    name=f"usual {edge} {label}".strip(),
+                    showlegend=False,
+                    hoverinfo="skip",
+                )
+    if not rule.anomaly:
+        fig.add_hline(
+            y=rule.threshold,
+            line_dash="dash",
+            line_color="#d93f0b",
+            annotation_text=f"threshold {format.by_unit(unit, rule.threshold)}",
+        )
     fig.update_layout(
         height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title=rule.series
     )
     st.plotly_chart(fig, use_container_width=True)
+
+
+def _fired_at(result, unit: str | None) -> None:
+    """When an anomaly rule would have started firing (the window, on the reader's clock), its
+    value against what was usual then."""
+    frame = result.frame.sort("group", "bucket")
+    starts = frame.filter(
+        pl.col("firing") & ~pl.col("firing").shift(1, fill_value=False).over("group")
+    )
+    if starts.is_empty():
+        return
+    shown = pl.DataFrame(
+        {
+            "window from": local_series(starts["bucket"]),
+            "where": starts["group"].to_list(),
+            "value": [format.by_unit(unit, v) for v in starts["value"].to_list()],
+            "usual": [format.by_unit(unit, v) for v in starts["median"].to_list()],
+        }
+    )
+    st.dataframe(shown, hide_index=True)
 
 
 def rules_list(scope: Scope) -> None:
@@ -230,7 +336,10 @@ def rules_list(scope: Scope) -> None:
         metric = METRICS.get(rule["series"].split(".")[0])
         unit = metric.unit if metric else None
         threshold = "(hidden)" if rule["values_hidden"] else format.by_unit(unit, rule["threshold"])
-        title = f"{rule['name']} · {rule['series']} {rule['comparator']} {threshold} over {rule['window_s'] // 60} min"
+        test = f"{rule['comparator']} {threshold}"
+        if rule["kind"] == "anomaly":
+            test = condition(rule)
+        title = f"{rule['name']} · {rule['series']} {test} over {rule['window_s'] // 60} min"
         with st.expander(title + (" · 🔕 muted" if muted else "")):
             if rule["system_kind"]:
                 st.caption(SYSTEM_RULES[rule["system_kind"]].help)

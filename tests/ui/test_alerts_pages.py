@@ -34,12 +34,8 @@ def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
 
-def test_developer_backtests_then_saves_a_rule_from_the_page(clean_rules):
-    engine = clean_rules
-    at = open_page("developer", "pages/alerts.py")
-    assert not at.exception
-    next(t for t in at.text_input if t.label == "Name").set_value("slow answers")
-    next(t for t in at.text_input if t.label == "Threshold").set_value("1500")
+def backtest_then_save(at: AppTest, engine) -> dict:
+    """Backtest the rule in the form (a summary and a chart show), save it; the saved rule."""
     button(at, "Backtest (last 7 days)").click()
     at.run()
     assert not at.exception
@@ -50,6 +46,16 @@ def test_developer_backtests_then_saves_a_rule_from_the_page(clean_rules):
     assert any("saved" in s.value for s in at.success)
     scope = scope_for(engine, "developer-user")
     (saved,) = [r for r in list_rules(engine, scope) if not r["system_kind"]]
+    return saved
+
+
+def test_developer_backtests_then_saves_a_rule_from_the_page(clean_rules):
+    engine = clean_rules
+    at = open_page("developer", "pages/alerts.py")
+    assert not at.exception
+    next(t for t in at.text_input if t.label == "Name").set_value("slow answers")
+    next(t for t in at.text_input if t.label == "Threshold").set_value("1500")
+    saved = backtest_then_save(at, engine)
     assert (saved["name"], saved["series"], saved["threshold"], saved["window_s"]) == (
         "slow answers",
         "duration_ms.p95",
@@ -105,3 +111,77 @@ def test_live_page_shows_spans_to_readers_and_not_to_billing(clean_rules):
     assert not billing.exception
     assert not any(s.value.startswith("New spans") for s in billing.subheader)
     assert "Export jobs" in {s.value for s in billing.subheader}
+
+
+def test_developer_makes_an_unusual_for_this_hour_rule_from_the_page(clean_rules):
+    engine = clean_rules
+    at = open_page("developer", "pages/alerts.py")
+    kind = next(r for r in at.radio if r.label == "Fires when the metric is")
+    kind.set_value("anomaly").run()
+    assert not at.exception
+    assert not [t for t in at.text_input if t.label == "Threshold"]  # no number to pick
+    next(t for t in at.text_input if t.label == "Name").set_value("unusual p95")
+    next(s for s in at.selectbox if s.label == "Direction").set_value("both")
+    next(n for n in at.number_input if n.label == "Sensitivity").set_value(3.5)
+    next(n for n in at.number_input if n.label == "Weeks").set_value(3)
+    saved = backtest_then_save(at, engine)
+    assert (
+        saved["kind"],
+        saved["direction"],
+        saved["sensitivity"],
+        saved["baseline_weeks"],
+        saved["comparator"],
+    ) == ("anomaly", "both", 3.5, 3, "<>")
+    assert saved["window_s"] == 3600  # a new anomaly rule starts at an hour
+    at.run()
+    assert any("both usual, 3.5 deviations, 3 weeks" in e.label for e in at.expander)
+
+
+def _draw_anomaly_backtest():
+    """A script for AppTest: an anomaly rule's backtest with one firing and one quiet group."""
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    from observatory_core.alerts.backtest import Backtest
+    from observatory_core.alerts.rules import build_rule
+    from observatory_core.ui.rules_view import _backtest_chart
+
+    start = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    hours = [start + timedelta(hours=i) for i in range(4)]
+    frame = pl.DataFrame(
+        {
+            "bucket": hours * 2,
+            "group": ["openai"] * 4 + ["anthropic"] * 4,
+            "value": [400.0, 1600.0, 1500.0, 420.0, 900.0, 950.0, 910.0, 930.0],
+            "requests": [30] * 8,
+            "median": [410.0] * 4 + [None] * 4,
+            "spread": [82.0] * 4 + [None] * 4,
+            "low": [82.0] * 4 + [None] * 4,
+            "high": [738.0] * 4 + [None] * 4,
+            "firing": [False, True, True, False] + [False] * 4,
+        }
+    )
+    rule = build_rule(
+        name="t",
+        series="ttft_ms.p50",
+        comparator=">",
+        threshold=0,
+        window_s=3600,
+        group_by="provider",
+        kind="anomaly",
+        sensitivity=4,
+    )
+    _backtest_chart(rule, Backtest(frame, "1hour", 1, 2 / 8))
+
+
+def test_an_anomaly_backtest_lists_when_it_would_have_fired_against_the_usual():
+    at = AppTest.from_function(_draw_anomaly_backtest).run()
+    assert not at.exception
+    assert any("Would have fired 1 time(s)" in m.value for m in at.markdown)
+    # half the buckets (anthropic's) had no baseline, and the page says so
+    assert any(c.value.startswith("50% of the buckets had a baseline") for c in at.caption)
+    fired = at.dataframe[0].value
+    assert fired["where"].to_list() == ["openai"]
+    assert (fired["value"].to_list(), fired["usual"].to_list()) == (["1.6 s"], ["410 ms"])
+    assert at.get("plotly_chart")
