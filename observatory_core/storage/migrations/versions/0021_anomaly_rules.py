@@ -1,7 +1,7 @@
 """alert_rules: anomaly rules (kind, baseline_weeks, sensitivity, direction)
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 
 A rule of kind "anomaly" fires when its series leaves the range usual for this hour of the
 week (the same window in each of the last `baseline_weeks` weeks: median and MAD,
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0019"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
