@@ -304,7 +304,10 @@ export_jobs = Table(
     Column("time_zone", String(64), nullable=True),
     # a run of a repeating export (migration 0022): one job per schedule and period, by index
     Column(
-        "schedule_id", Integer, ForeignKey("export_schedules.id", ondelete="SET NULL"), nullable=True
+        "schedule_id",
+        Integer,
+        ForeignKey("export_schedules.id", ondelete="SET NULL"),
+        nullable=True,
     ),
     Column("period_start", UtcDateTime, nullable=True),
     Index("ix_export_jobs_status", "status", "id"),
