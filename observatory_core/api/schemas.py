@@ -271,6 +271,9 @@ class ExportJob(BaseModel):
     checksum_sha256: str | None
     error_message: str | None
     attempts: int = Field(0, description="Runs so far: over 1 after a takeover or a retry")
+    schedule_id: int | None = Field(
+        None, description="The repeating export this job is a run of (/export/schedules)"
+    )
     created_by: str
     created_at: datetime
     started_at: datetime | None
@@ -291,6 +294,74 @@ class ExportBody(BaseModel):
 
 class ExportList(BaseModel):
     data: list[ExportJob]
+    meta: Meta
+
+
+class ScheduleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cadence: Literal["daily", "weekly", "monthly"] = Field(
+        description="Each run exports the previous full day, week (from Monday) or month of tz"
+    )
+    tz: str = Field(
+        "UTC",
+        max_length=64,
+        description="The IANA time zone whose midnights bound the periods; also the zone of "
+        "the files' local time columns.",
+    )
+    name: str = Field("", max_length=100, description="Default: the cadence and format")
+    filters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A FilterSpec as JSON; its time window is ignored (each run sets its period).",
+    )
+    format: Literal[tuple(FORMATS)] = "csv"  # type: ignore[valid-type]
+    compression: Literal["gzip", "zstd", "snappy", "none"] = "gzip"
+    fields: list[str] | None = Field(
+        None, description="Span fields; default: the owner's role's default set at each run"
+    )
+    row_limit: int = Field(1_000_000, ge=1, le=1_000_000)
+    webhook_url: str | None = Field(
+        None,
+        max_length=500,
+        description="POSTed a JSON body (Slack-compatible text, and `export` with the job id "
+        "and its download_url) when each run's file is ready",
+    )
+
+
+class SchedulePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(description="false pauses; true resumes from the next period's end")
+
+
+class Schedule(BaseModel):
+    id: int
+    name: str
+    owner: str
+    cadence: str
+    time_zone: str
+    format: str
+    compression: str
+    fields: list[str] | None
+    row_limit: int
+    filters: dict[str, Any]
+    enabled: bool
+    next_run_at: datetime = Field(description="When the next run starts (UTC)")
+    last_job_id: int | None
+    last_error: str | None
+    has_webhook: bool
+    webhook_url: str | None = Field(
+        None, description="Shown to those who may change the schedule (its owner, admins)"
+    )
+    may_manage: bool
+    created_at: datetime
+
+
+class ScheduleBody(BaseModel):
+    data: Schedule
+    meta: Meta
+
+
+class ScheduleList(BaseModel):
+    data: list[Schedule]
     meta: Meta
 
 

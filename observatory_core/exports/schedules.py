@@ -36,6 +36,7 @@ from observatory_core.base.settings import get_settings
 from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import MAX_ROWS, NotFound, checked_fields, insert_job
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.ingest.apikeys import key_scope
 from observatory_core.storage.schema import export_jobs, export_schedules
 
 log = logging.getLogger("observatory.exports")
@@ -260,6 +261,21 @@ def run_due(engine: Engine, now: datetime | None = None, limit: int = 20) -> lis
     return made
 
 
+def owner_scope(engine: Engine, schedule: dict) -> Scope:
+    """Who a run acts as: its owner with their role as it is now (a user, or the API key that
+    set it up); a `UserError` saying why when they are gone."""
+    owner = schedule["owner"]
+    if owner.startswith("key:"):
+        scope = key_scope(engine, schedule["org_id"], owner)
+        if scope is None:
+            raise UserError(f"The API key {owner[4:]} that set it up was revoked.")
+        return scope
+    scope = scope_for(engine, owner)
+    if scope.org_id != schedule["org_id"]:
+        raise UserError(f"{owner} is no longer in this org.")
+    return scope
+
+
 def _claim(schedule: dict, following: datetime):
     """The compare-and-set that makes one worker the one to run this period."""
     s = export_schedules.c
@@ -283,9 +299,7 @@ def _run(engine: Engine, schedule: dict, now: datetime) -> int | None:
     problem: str | None = None
     job_id = None
     try:
-        owner = scope_for(engine, schedule["owner"])
-        if owner.org_id != schedule["org_id"]:
-            raise UserError(f"{schedule['owner']} is no longer in this org.")
+        owner = owner_scope(engine, schedule)
         owner.require(Permission.EXPORTS_CREATE)
         fields = checked_fields(
             owner,
