@@ -297,28 +297,19 @@ class ExportList(BaseModel):
     meta: Meta
 
 
-class ScheduleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ScheduleIn(ExportIn):
+    """An export's body plus when it repeats; each run checks it with the key's role then."""
+
     cadence: Literal["daily", "weekly", "monthly"] = Field(
         description="Each run exports the previous full day, week (from Monday) or month of tz"
     )
-    tz: str = Field(
+    tz: str = Field(  # type: ignore[assignment]
         "UTC",
         max_length=64,
         description="The IANA time zone whose midnights bound the periods; also the zone of "
-        "the files' local time columns.",
+        "the files' local time columns. The filters' time window is ignored.",
     )
     name: str = Field("", max_length=100, description="Default: the cadence and format")
-    filters: dict[str, Any] = Field(
-        default_factory=dict,
-        description="A FilterSpec as JSON; its time window is ignored (each run sets its period).",
-    )
-    format: Literal[tuple(FORMATS)] = "csv"  # type: ignore[valid-type]
-    compression: Literal["gzip", "zstd", "snappy", "none"] = "gzip"
-    fields: list[str] | None = Field(
-        None, description="Span fields; default: the owner's role's default set at each run"
-    )
-    row_limit: int = Field(1_000_000, ge=1, le=1_000_000)
     webhook_url: str | None = Field(
         None,
         max_length=500,

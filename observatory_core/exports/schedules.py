@@ -38,6 +38,7 @@ from observatory_core.exports.jobs import MAX_ROWS, NotFound, checked_fields, in
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest.apikeys import key_scope
 from observatory_core.storage.schema import export_jobs, export_schedules
+from observatory_core.storage.transient import is_transient
 
 log = logging.getLogger("observatory.exports")
 CADENCES = {"daily": "Daily", "weekly": "Weekly (Mondays)", "monthly": "Monthly (on the 1st)"}
@@ -255,7 +256,14 @@ def run_due(engine: Engine, now: datetime | None = None, limit: int = 20) -> lis
         )
     made = []
     for schedule in due:
-        job_id = _run(engine, dict(schedule), now)
+        try:
+            job_id = _run(engine, dict(schedule), now)
+        except Exception as exc:  # one schedule's fault must not stop the others, nor exports
+            if is_transient(exc):
+                raise
+            log.exception("repeating export %s could not run", schedule["id"])
+            _pause(engine, dict(schedule), "it failed unexpectedly; tell an admin if it repeats.")
+            continue
         if job_id is not None:
             made.append(job_id)
     return made
@@ -290,14 +298,30 @@ def _claim(schedule: dict, following: datetime):
     )
 
 
+def _pause(engine: Engine, schedule: dict, problem: str) -> None:
+    """Stop a schedule that cannot run, saying why (once, whichever worker sees it first)."""
+    s = export_schedules.c
+    with engine.begin() as conn:
+        conn.execute(
+            update(export_schedules)
+            .where(s.id == schedule["id"], s.next_run_at == schedule["next_run_at"])
+            .values(
+                enabled=False,
+                last_error=f"Paused: {problem} An admin or the owner may change it and resume.",
+            )
+        )
+
+
 def _run(engine: Engine, schedule: dict, now: datetime) -> int | None:
-    zone = Zone(schedule["time_zone"])
-    cadence = schedule["cadence"]
-    start, end = previous_period(cadence, zone, now)
+    try:  # a zone or a filter field this version no longer knows
+        zone = Zone(schedule["time_zone"])
+        cadence = schedule["cadence"]
+        start, end = previous_period(cadence, zone, now)
+        spec = FilterSpec.from_json(schedule["filter_json"]).replace(start=start, end=end)
+    except UserError as exc:
+        _pause(engine, schedule, str(exc))
+        return None
     following = next_run(cadence, zone, now)
-    spec = FilterSpec.from_json(schedule["filter_json"]).replace(start=start, end=end)
-    problem: str | None = None
-    job_id = None
     try:
         owner = owner_scope(engine, schedule)
         owner.require(Permission.EXPORTS_CREATE)
@@ -310,23 +334,13 @@ def _run(engine: Engine, schedule: dict, now: datetime) -> int | None:
             schedule["row_limit"],
             now,
         )
-    except UserError as exc:
-        owner, fields, problem = None, (), str(exc)
+    except UserError as exc:  # the owner may no longer export this
+        _pause(engine, schedule, str(exc))
+        return None
     try:
         with engine.begin() as conn:
             if not conn.execute(_claim(schedule, following)).rowcount:
                 return None  # another worker runs this period
-            if owner is None:  # the owner may no longer export this: stop, saying why
-                conn.execute(
-                    update(export_schedules)
-                    .where(export_schedules.c.id == schedule["id"])
-                    .values(
-                        enabled=False,
-                        last_error=f"Paused: {problem} An admin or the owner may change it "
-                        "and resume.",
-                    )
-                )
-                return None
             job_id = insert_job(
                 conn,
                 owner,

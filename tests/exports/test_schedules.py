@@ -308,3 +308,17 @@ def test_a_webhook_announces_the_ready_file(engine, config, webhook, loopback_al
     }
     assert body["text"].startswith(":package: Export ready: chat spans (2026-11-19)")
     assert deliver_due(engine) == 0  # delivered once
+
+
+def test_a_schedule_that_cannot_run_pauses_itself_and_the_others_run(engine):
+    broken, fine = _daily(engine, name="broken"), _daily(engine, name="fine")
+    with engine.begin() as conn:  # a zone this machine's zone database no longer knows
+        conn.execute(
+            update(export_schedules)
+            .where(export_schedules.c.id == broken["id"])
+            .values(time_zone="Mars/Olympus")
+        )
+    (job_id,) = run_due(engine, DUE)
+    assert get_export(engine, _person(engine, "dana"), job_id)["schedule_id"] == fine["id"]
+    paused = get_schedule(engine, _person(engine, "dana"), broken["id"])
+    assert not paused["enabled"] and "Unknown time zone 'Mars/Olympus'" in paused["last_error"]
