@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.users import add_user, scope_for, set_role
 from observatory_core.alerts.webhooks import deliver_due
