@@ -78,6 +78,11 @@ def _job(job: dict, scope: Scope, now: datetime) -> None:
         head[1].markdown(BADGE.get(status, status))
         head[2].caption(f"{format.count(job['rows_written'])} rows · {_size(job['file_size'])}")
         head[3].caption(f"created {time_label(job['created_at'])}{_tries(job)}")
+        if job.get("period_start"):
+            st.caption(
+                f":material/event_repeat: A run of a repeating export: the period from "
+                f"{time_label(job['period_start'])}"
+            )
         if status in ("pending", "processing"):
             st.progress(float(job["progress"] or 0), text=f"{(job['progress'] or 0):.0%}")
             if status == "pending":

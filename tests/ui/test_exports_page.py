@@ -148,6 +148,17 @@ def test_repeat_this_export_is_listed_with_its_next_run_on_the_users_clock(app_e
         assert any("weekly chats" in m.value for m in viewer.markdown)
         assert not [b for b in viewer.button if b.label in ("Pause", "Delete")]
 
+        from observatory_core.exports.schedules import run_due
+
+        (job_id,) = run_due(engine, made["next_run_at"])
+        at.run()
+        # an ordinary job in the list, saying what it is a run of, on the reader's clock
+        assert any(f"#{job_id}" in m.value for m in at.markdown)
+        assert any(
+            "A run of a repeating export: the period from" in c.value
+            and ("EST" in c.value or "EDT" in c.value)
+            for c in at.caption
+        )
         next(b for b in at.button if b.label == "Pause").click()
         at.run()
         assert not list_schedules(engine, scope)[0]["enabled"]
@@ -156,7 +167,13 @@ def test_repeat_this_export_is_listed_with_its_next_run_on_the_users_clock(app_e
         at.run()
         assert list_schedules(engine, scope) == []
     finally:
+        from sqlalchemy import delete
+
+        from observatory_core.storage.schema import export_jobs
+
         set_user_zone(engine, scope, None)
+        with engine.begin() as conn:  # the data is shared by the module's other tests
+            conn.execute(delete(export_jobs).where(export_jobs.c.period_start.is_not(None)))
         for row in list_schedules(engine, scope):
             from observatory_core.exports.schedules import delete_schedule
 
