@@ -15,6 +15,19 @@ pytestmark = pytest.mark.browser
 NY = ZoneInfo("America/New_York")
 
 
+def _choose(page, label: str, option: str) -> None:
+    """Pick a select box's option. The job list refreshes itself every 2 s, and a refresh
+    while the list of options is open can take it away under the click: open it again."""
+    for _ in range(5):
+        page.get_by_role("combobox", name=label).click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=3_000)
+            return
+        except Exception:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"could not choose {option!r} in {label!r}")
+
+
 def test_repeat_an_export_weekly_and_see_it_listed(live_server, browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id=NY.key)
     page = context.new_page()
@@ -26,8 +39,7 @@ def test_repeat_an_export_weekly_and_see_it_listed(live_server, browser):
         settle(page)
         page.get_by_text("Repeat this export", exact=True).first.click()
         page.get_by_role("textbox", name="Name").fill("weekly mini")
-        page.get_by_role("combobox", name="Repeat").click()
-        page.get_by_role("option", name="Weekly (Mondays)").click()
+        _choose(page, "Repeat", "Weekly (Mondays)")
         page.get_by_role("textbox", name="Webhook URL (optional)").fill(
             "https://hooks.example.com/services/T0/B0/x"
         )
