@@ -37,7 +37,7 @@ from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import MAX_ROWS, NotFound, checked_fields, insert_job
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest.apikeys import key_scope
-from observatory_core.storage.schema import export_jobs, export_schedules
+from observatory_core.storage.schema import export_jobs, export_schedules, webhook_deliveries
 from observatory_core.storage.transient import is_transient
 
 log = logging.getLogger("observatory.exports")
@@ -396,6 +396,32 @@ def announce_ready(engine: Engine, job: dict, now: datetime | None = None) -> bo
             schedule_id=schedule["id"],
         )
     return True
+
+
+def last_delivery(engine: Engine, scope: Scope, schedule_id: int) -> dict | None:
+    """The latest "file is ready" webhook of a schedule of the caller's org: its status
+    (pending, delivered, failed), attempts, last HTTP status or error, and when."""
+    scope.require(Permission.EXPORTS_READ)
+    d = webhook_deliveries.c
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(
+                    d.status,
+                    d.attempts,
+                    d.last_status_code,
+                    d.last_error,
+                    d.created_at,
+                    d.finished_at,
+                )
+                .where(d.schedule_id == schedule_id, d.org_id == scope.org_id)
+                .order_by(d.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else None
 
 
 def download_url(job_id: int) -> str:

@@ -27,6 +27,7 @@ from observatory_core.exports.schedules import (
     MAX_NAME,
     create_schedule,
     delete_schedule,
+    last_delivery,
     list_schedules,
     may_manage,
     set_enabled,
@@ -213,6 +214,15 @@ def repeat_form(scope: Scope, spec: FilterSpec) -> None:
                 st.error(str(exc))
 
 
+def _delivery_text(sent: dict) -> str:
+    """ "delivered 2026-12-07 00:01 EST (HTTP 200)", "failed after 5 attempts (HTTP 500)"."""
+    answer = f"HTTP {sent['last_status_code']}" if sent["last_status_code"] else sent["last_error"]
+    when = time_label(sent["finished_at"] or sent["created_at"])
+    tries = f" after {sent['attempts']} attempts" if sent["attempts"] > 1 else ""
+    shown = f"{sent['status']} {when}{tries}"
+    return f"{shown} ({answer})" if answer else shown
+
+
 def _schedule(row: dict, scope: Scope) -> None:
     with st.container(border=True):
         head = st.columns([3, 2, 3, 2])
@@ -232,6 +242,8 @@ def _schedule(row: dict, scope: Scope) -> None:
         )
         if row["last_error"]:
             st.warning(row["last_error"], icon=":material/warning:")
+        if row["webhook_url"] and (sent := last_delivery(engine(), scope, row["id"])):
+            st.caption(f"Last webhook: {_delivery_text(sent)}")
         if not may_manage(scope, row):
             return
         left, right, _ = st.columns([1, 1, 4])

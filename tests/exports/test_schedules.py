@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.users import add_user, scope_for, set_role
 from observatory_core.alerts.webhooks import deliver_due
@@ -25,6 +26,7 @@ from observatory_core.exports.schedules import (
     create_schedule,
     delete_schedule,
     get_schedule,
+    last_delivery,
     list_schedules,
     next_run,
     period_of,
@@ -307,6 +309,10 @@ def test_a_webhook_announces_the_ready_file(engine, config, webhook, loopback_al
     }
     assert body["text"].startswith(":package: Export ready: chat spans (2026-11-19)")
     assert deliver_due(engine) == 0  # delivered once
+    sent = last_delivery(engine, _person(engine, "vic"), schedule["id"])
+    assert (sent["status"], sent["attempts"], sent["last_status_code"]) == ("delivered", 1, 200)
+    stranger = Scope(org_id=-1, role=Role.ADMIN, username="eve")
+    assert last_delivery(engine, stranger, schedule["id"]) is None
 
 
 def test_a_schedule_that_cannot_run_pauses_itself_and_the_others_run(engine):

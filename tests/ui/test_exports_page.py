@@ -121,6 +121,8 @@ def test_repeat_this_export_is_listed_with_its_next_run_on_the_users_clock(app_e
         next(t for t in at.text_input if t.label == "Name").input("weekly chats")
         next(s for s in at.selectbox if s.label == "Repeat").set_value("weekly")
         at.selectbox(key="repeat_format").set_value("jsonl")
+        hook = next(t for t in at.text_input if t.label == "Webhook URL (optional)")
+        hook.input("https://hooks.example.com/services/T0/B0/x")
         next(b for b in at.button if b.label == "Save repeating export").click()
         at.run()
         assert not at.exception and not at.error, [e.value for e in at.error]
@@ -148,10 +150,12 @@ def test_repeat_this_export_is_listed_with_its_next_run_on_the_users_clock(app_e
         assert any("weekly chats" in m.value for m in viewer.markdown)
         assert not [b for b in viewer.button if b.label in ("Pause", "Delete")]
 
-        from observatory_core.exports.schedules import run_due
+        from observatory_core.exports.schedules import announce_ready, run_due
 
         (job_id,) = run_due(engine, made["next_run_at"])
+        assert announce_ready(engine, {"id": job_id, "schedule_id": made["id"]})
         at.run()
+        assert any(c.value.startswith("Last webhook: pending ") for c in at.caption)
         # an ordinary job in the list, saying what it is a run of, on the reader's clock
         assert any(f"#{job_id}" in m.value for m in at.markdown)
         assert any(
@@ -169,11 +173,12 @@ def test_repeat_this_export_is_listed_with_its_next_run_on_the_users_clock(app_e
     finally:
         from sqlalchemy import delete
 
-        from observatory_core.storage.schema import export_jobs
+        from observatory_core.storage.schema import export_jobs, webhook_deliveries
 
         set_user_zone(engine, scope, None)
         with engine.begin() as conn:  # the data is shared by the module's other tests
             conn.execute(delete(export_jobs).where(export_jobs.c.period_start.is_not(None)))
+            conn.execute(delete(webhook_deliveries).where(webhook_deliveries.c.rule_id.is_(None)))
         for row in list_schedules(engine, scope):
             from observatory_core.exports.schedules import delete_schedule
 
