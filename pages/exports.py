@@ -1,4 +1,5 @@
-"""Exports: start an export of the filtered spans, watch it, cancel it, download it."""
+"""Exports: start an export of the filtered spans (once or repeating), watch it, cancel it,
+download it."""
 
 import streamlit as st
 
@@ -12,6 +13,10 @@ st.title("Exports")
 
 if scope.can(Permission.EXPORTS_CREATE):
     exports_view.new_export_form(scope, spec)
+    exports_view.repeat_form(scope, spec)
+
+st.subheader("Repeating exports")
+exports_view.schedule_list(scope)
 
 st.subheader("Your org's exports")
 exports_view.job_list(scope)

@@ -24,7 +24,7 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.alerts.anomaly import Baseline, baseline_of, is_ratio, past_windows
 from observatory_core.alerts.rules import ensure_system_rules, spec_of
 from observatory_core.alerts.state import FIRING, RESOLVED, GroupState, step
-from observatory_core.alerts.webhooks import delivery_row
+from observatory_core.alerts.webhooks import body, queue_delivery
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import Agg
 from observatory_core.metrics.engine import run_metrics
@@ -37,7 +37,6 @@ from observatory_core.storage.schema import (
     alert_states,
     export_jobs,
     ingest_counts,
-    webhook_deliveries,
     worker_heartbeats,
 )
 
@@ -296,8 +295,12 @@ def _store(engine: Engine, now: datetime, new_states, events) -> None:
             ).inserted_primary_key[0]
             muted = rule["muted_until"] is not None and rule["muted_until"] > now
             if rule["webhook_url"] and after in (FIRING, RESOLVED) and not muted:
-                conn.execute(
-                    webhook_deliveries.insert().values(
-                        **delivery_row(rule, key, after, value, event_id, now, usual)
-                    )
+                queue_delivery(
+                    conn,
+                    rule["org_id"],
+                    rule["webhook_url"],
+                    body(rule, key, after, value, now, usual),
+                    now,
+                    rule_id=rule["id"],
+                    event_id=event_id,
                 )

@@ -1,6 +1,9 @@
 """Webhook channel: a Slack-compatible JSON body, sent by its own loop with a timeout and
 retries with backoff; every attempt is kept as the rule's delivery log. Targets inside the
-server's own network are refused (`alerts.egress`), at rule save time and again on sending."""
+server's own network are refused (`alerts.egress`), at rule save time and again on sending.
+
+The one sender of the server: a repeating export's "file is ready" message is queued here
+too (`queue_delivery`, naming its schedule instead of a rule) and sent by the same loop."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
@@ -89,20 +92,23 @@ def body(
     }
 
 
-def delivery_row(
-    rule: dict, group: str, state: str, value, event_id: int, now: datetime, usual=None
-) -> dict:
-    return {
-        "org_id": rule["org_id"],
-        "rule_id": rule["id"],
-        "event_id": event_id,
-        "url": rule["webhook_url"],
-        "body": json.dumps(body(rule, group, state, value, now, usual)),
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
+def queue_delivery(
+    conn: Connection, org_id: int, url: str, message: dict, now: datetime, **subject: int
+) -> None:
+    """Queue a POST of `message` in the caller's transaction (sent by `deliver_due`, at least
+    once); `subject`: rule_id and event_id for an alert, schedule_id for a repeating export."""
+    conn.execute(
+        webhook_deliveries.insert().values(
+            org_id=org_id,
+            url=url,
+            body=json.dumps(message),
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            **subject,
+        )
+    )
 
 
 def allow_list() -> AllowList:

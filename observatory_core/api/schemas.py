@@ -271,6 +271,9 @@ class ExportJob(BaseModel):
     checksum_sha256: str | None
     error_message: str | None
     attempts: int = Field(0, description="Runs so far: over 1 after a takeover or a retry")
+    schedule_id: int | None = Field(
+        None, description="The repeating export this job is a run of (/export/schedules)"
+    )
     created_by: str
     created_at: datetime
     started_at: datetime | None
@@ -291,6 +294,65 @@ class ExportBody(BaseModel):
 
 class ExportList(BaseModel):
     data: list[ExportJob]
+    meta: Meta
+
+
+class ScheduleIn(ExportIn):
+    """An export's body plus when it repeats; each run checks it with the key's role then."""
+
+    cadence: Literal["daily", "weekly", "monthly"] = Field(
+        description="Each run exports the previous full day, week (from Monday) or month of tz"
+    )
+    tz: str = Field(  # type: ignore[assignment]
+        "UTC",
+        max_length=64,
+        description="The IANA time zone whose midnights bound the periods; also the zone of "
+        "the files' local time columns. The filters' time window is ignored.",
+    )
+    name: str = Field("", max_length=100, description="Default: the cadence and format")
+    webhook_url: str | None = Field(
+        None,
+        max_length=500,
+        description="POSTed a JSON body (Slack-compatible text, and `export` with the job id "
+        "and its download_url) when each run's file is ready",
+    )
+
+
+class SchedulePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(description="false pauses; true resumes from the next period's end")
+
+
+class Schedule(BaseModel):
+    id: int
+    name: str
+    owner: str
+    cadence: str
+    time_zone: str
+    format: str
+    compression: str
+    fields: list[str] | None
+    row_limit: int
+    filters: dict[str, Any]
+    enabled: bool
+    next_run_at: datetime = Field(description="When the next run starts (UTC)")
+    last_job_id: int | None
+    last_error: str | None
+    has_webhook: bool
+    webhook_url: str | None = Field(
+        None, description="Shown to those who may change the schedule (its owner, admins)"
+    )
+    may_manage: bool
+    created_at: datetime
+
+
+class ScheduleBody(BaseModel):
+    data: Schedule
+    meta: Meta
+
+
+class ScheduleList(BaseModel):
+    data: list[Schedule]
     meta: Meta
 
 

@@ -49,6 +49,7 @@ class Settings:
     session_idle_minutes: float = 60.0  # a login ends after this long without a page run
     audit_retention_days: float = 365.0  # audit entries older than this are purged
     retention_every_minutes: float = 60.0  # how often the worker deletes expired spans
+    public_url: str | None = None  # where people reach the server (links in export webhooks)
 
     def require_cookie_key(self) -> str:
         """The login cookie must be signed with a secret that is not in the code."""
@@ -143,6 +144,7 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
         metrics_token=pick("OBSERVATORY_METRICS_TOKEN", "metrics_token", None),
         metrics_port=number("OBSERVATORY_METRICS_PORT", "metrics_port", "0", _int),
         metrics_bind=pick("OBSERVATORY_METRICS_BIND", "metrics_bind", "127.0.0.1"),
+        public_url=(pick("OBSERVATORY_PUBLIC_URL", "public_url", "") or "").rstrip("/") or None,
     )
 
 

@@ -122,13 +122,7 @@ def create_export(
     column is followed by its local time in that zone, with the offset (`exports/local_times`)."""
     scope.require(Permission.EXPORTS_CREATE)
     now = now or datetime.now(UTC)
-    _validate(spec, fmt, compression, row_limit, now)
-    # Named fields or filters the role may not see are refused (403); the default set simply
-    # leaves hidden fields out. See `observatory_core.accounts.visibility`.
-    require_filters(scope, spec)
-    chosen = (
-        resolve_fields(scope, fields, "export") if fields else visible(scope, EXPORT_DEFAULT_FIELDS)
-    )
+    chosen = checked_fields(scope, spec, fmt, compression, fields, row_limit, now)
     with engine.begin() as conn:
         recent = conn.execute(
             scoped_jobs(scope, func.count()).where(
@@ -141,25 +135,64 @@ def create_export(
                 f"You started {recent} exports in the last hour; the limit is "
                 f"{NEW_PER_USER_PER_HOUR}. Wait a little or reuse a finished export."
             )
-        snapshot = conn.execute(select(func.coalesce(func.max(spans.c.id), 0))).scalar_one()
-        job_id = conn.execute(
-            export_jobs.insert().values(
-                org_id=scope.org_id,
-                created_by=scope.username,
-                filter_json=spec.pinned(now).to_json(),
-                format=fmt,
-                compression=compression,
-                fields=list(chosen),
-                row_limit=row_limit,
-                status=Status.PENDING.value,
-                snapshot_max_id=snapshot,
-                snapshot_at=now,
-                created_at=now,
-                time_zone=zone.name if zone else None,
-            )
-        ).inserted_primary_key[0]
-        audit(conn, scope, "export.create", str(job_id), now, format=fmt, compression=compression)
+        job_id = insert_job(conn, scope, spec, fmt, compression, chosen, row_limit, now, zone)
     return get_export(engine, scope, job_id)
+
+
+def checked_fields(
+    scope: Scope,
+    spec: FilterSpec,
+    fmt: str,
+    compression: str,
+    fields: tuple[str, ...] | list[str] | None,
+    row_limit: int,
+    now: datetime,
+) -> tuple[str, ...]:
+    """The job's columns, after refusing what cannot run: a bad format, compression, limit or
+    range, and fields or filters the role may not see (403). The default set simply leaves
+    hidden fields out (`observatory_core.accounts.visibility`). Repeating exports check each
+    run again with their owner's role as it is then (`exports/schedules.py`)."""
+    _validate(spec, fmt, compression, row_limit, now)
+    require_filters(scope, spec)
+    if fields:
+        return tuple(resolve_fields(scope, fields, "export"))
+    return tuple(visible(scope, EXPORT_DEFAULT_FIELDS))
+
+
+def insert_job(
+    conn: Connection,
+    scope: Scope,
+    spec: FilterSpec,
+    fmt: str,
+    compression: str,
+    fields: tuple[str, ...],
+    row_limit: int,
+    now: datetime,
+    zone: Zone | None,
+    **run: object,
+) -> int:
+    """Store a checked job (fields from `checked_fields`) in the caller's transaction, pinned
+    to the data as it stands; `run`: a repeating export's schedule_id and period_start."""
+    snapshot = conn.execute(select(func.coalesce(func.max(spans.c.id), 0))).scalar_one()
+    job_id = conn.execute(
+        export_jobs.insert().values(
+            org_id=scope.org_id,
+            created_by=scope.username,
+            filter_json=spec.pinned(now).to_json(),
+            format=fmt,
+            compression=compression,
+            fields=list(fields),
+            row_limit=row_limit,
+            status=Status.PENDING.value,
+            snapshot_max_id=snapshot,
+            snapshot_at=now,
+            created_at=now,
+            time_zone=zone.name if zone else None,
+            **run,
+        )
+    ).inserted_primary_key[0]
+    audit(conn, scope, "export.create", str(job_id), now, format=fmt, compression=compression)
+    return job_id
 
 
 def get_export(engine: Engine, scope: Scope, job_id: int) -> dict:

@@ -31,6 +31,7 @@ from observatory_core.base import prometheus
 from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.local_times import output_fields, with_local
+from observatory_core.exports.schedules import announce_ready, run_due
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import FIELDS
@@ -305,6 +306,15 @@ def _zone(job: dict) -> Zone | None:
     return Zone(name) if name else None
 
 
+def _announce(engine: Engine, job: dict) -> None:
+    """A repeating export's "file is ready" webhook; the file is ready whatever happens here
+    (a lost database loses only the message: the job list still shows the file)."""
+    try:
+        announce_ready(engine, job)
+    except Exception as exc:
+        log.warning("export %s: its webhook could not be queued (%s)", job["id"], describe(exc))
+
+
 def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseException:
     """One pass over the job's rows into its file: the state it ended in, or the transient
     database error that interrupted it (the caller decides on a retry)."""
@@ -357,6 +367,7 @@ def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseEx
         if not finished:  # cancelled between the last page and the rename
             _remove(config.export_dir / final_name)
             return Status.CANCELLED
+        _announce(engine, job)
         return Status.COMPLETED
     except OSError as exc:
         _finish(
@@ -416,6 +427,8 @@ def maintenance(engine: Engine, config: WorkerConfig, now: datetime | None = Non
 
 
 def work_once(engine: Engine, config: WorkerConfig) -> Status | None:
-    """Claim and run one job; None when there was nothing to do."""
+    """Make the jobs of repeating exports that are due, then claim and run one job; None when
+    there was nothing to do."""
+    run_due(engine)
     job = claim_next(engine, config)
     return run_job(engine, job, config) if job else None

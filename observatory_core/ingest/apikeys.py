@@ -137,6 +137,24 @@ def list_keys(engine: Engine, scope: Scope) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
+def key_scope(engine: Engine, org_id: int, name: str) -> Scope | None:
+    """The scope of a live read key by the name its scope carries ("key:<prefix>"), for work
+    it set up that runs later (a repeating export); None once it is revoked."""
+    k = api_keys.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(k.org_id, k.project_id, k.scopes, k.role, k.prefix).where(
+                k.org_id == org_id,
+                k.prefix == name.removeprefix("key:"),
+                k.revoked_at.is_(None),
+            )
+        ).first()
+    if row is None or "read" not in row.scopes.split(","):
+        return None
+    info = KeyInfo(0, row.org_id, row.project_id, frozenset(), parse_role(row.role), row.prefix)
+    return info.scope()
+
+
 def revoke_key(engine: Engine, scope: Scope, key_id: int) -> None:
     """Revoke a key; with the org's auth version bumped in the same transaction, every
     server process refuses it from its next request on."""

@@ -245,6 +245,33 @@ spans = Table(
     ),
 )
 
+# A repeating export (migration 0022): the same filter, format and fields over each previous
+# full day, week or month of the owner's clock; each run is an ordinary export job
+# (`exports/schedules.py`). last_job_id is a plain number: a key to export_jobs would make a cycle.
+export_schedules = Table(
+    "export_schedules",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("filter_json", Text, nullable=False),  # no time window: each run sets its period
+    Column("format", String(8), nullable=False),
+    Column("compression", String(8), nullable=False),
+    Column("fields", JsonB),  # NULL: the owner's role's default set at each run
+    Column("row_limit", Integer, nullable=False),
+    Column("cadence", String(8), nullable=False),  # daily | weekly | monthly
+    Column("time_zone", String(64), nullable=False),
+    Column("next_run_at", UtcDateTime, nullable=False),
+    Column("last_job_id", Integer),
+    Column("last_error", Text),
+    Column("webhook_url", String(500)),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_export_schedules_due", "enabled", "next_run_at"),
+    Index("ix_export_schedules_org", "org_id", "id"),
+)
+
 export_jobs = Table(
     "export_jobs",
     metadata,
@@ -276,7 +303,16 @@ export_jobs = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     # the reader's zone: each time column is followed by its local time with the offset
     Column("time_zone", String(64), nullable=True),
+    # a run of a repeating export (migration 0022): one job per schedule and period, by index
+    Column(
+        "schedule_id",
+        Integer,
+        ForeignKey("export_schedules.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    Column("period_start", UtcDateTime, nullable=True),
     Index("ix_export_jobs_status", "status", "id"),
+    Index("ux_export_jobs_schedule_period", "schedule_id", "period_start", unique=True),
     Index("ix_export_jobs_org_created", "org_id", "created_at"),
 )
 
@@ -456,8 +492,15 @@ webhook_deliveries = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
-    Column("rule_id", Integer, ForeignKey("alert_rules.id", ondelete="CASCADE"), nullable=False),
-    Column("event_id", BigId, ForeignKey("alert_events.id", ondelete="CASCADE"), nullable=False),
+    # an alert's delivery names its rule and event; a repeating export's, its schedule (0022)
+    Column("rule_id", Integer, ForeignKey("alert_rules.id", ondelete="CASCADE"), nullable=True),
+    Column("event_id", BigId, ForeignKey("alert_events.id", ondelete="CASCADE"), nullable=True),
+    Column(
+        "schedule_id",
+        Integer,
+        ForeignKey("export_schedules.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
     Column("url", String(500), nullable=False),
     Column("body", Text, nullable=False),
     Column("status", String(10), nullable=False),  # pending | delivered | failed

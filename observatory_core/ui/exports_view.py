@@ -1,4 +1,5 @@
-"""The export job list (refreshing itself) and the admins' export statistics."""
+"""The export forms (once, or repeating), the job list (refreshing itself), the repeating
+exports, and the admins' export statistics."""
 
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ from observatory_core.exports.jobs import (
     list_exports,
 )
 from observatory_core.exports.links import sign_download
+from observatory_core.exports.schedules import (
+    CADENCES,
+    MAX_NAME,
+    create_schedule,
+    delete_schedule,
+    last_delivery,
+    list_schedules,
+    may_manage,
+    set_enabled,
+)
 from observatory_core.exports.stats import export_stats
 from observatory_core.exports.writers import COMPRESSIONS, FORMATS
 from observatory_core.filters.spec import FilterSpec
@@ -68,6 +79,11 @@ def _job(job: dict, scope: Scope, now: datetime) -> None:
         head[1].markdown(BADGE.get(status, status))
         head[2].caption(f"{format.count(job['rows_written'])} rows · {_size(job['file_size'])}")
         head[3].caption(f"created {time_label(job['created_at'])}{_tries(job)}")
+        if job.get("period_start"):
+            st.caption(
+                f":material/event_repeat: A run of a repeating export: the period from "
+                f"{time_label(job['period_start'])}"
+            )
         if status in ("pending", "processing"):
             st.progress(float(job["progress"] or 0), text=f"{(job['progress'] or 0):.0%}")
             if status == "pending":
@@ -100,31 +116,45 @@ def _job(job: dict, scope: Scope, now: datetime) -> None:
             )
 
 
+def _export_inputs(scope: Scope, form: str) -> tuple[list[str], str, str, int]:
+    """Fields, format, compression and row limit: the inputs both forms share (`form` keeps
+    their keys apart)."""
+    hidden = hidden_fields(scope)
+    choices = [f for f in ALL_FIELDS if f not in hidden and f != "id"]
+    fields = st.multiselect(
+        "Fields",
+        choices,
+        default=[f for f in EXPORT_DEFAULT_FIELDS if f in choices],
+        accept_new_options=True,  # "metadata:customer": one key as a column (issue 19)
+        help="Type tag:<key> or metadata:<key> to export one key as a column of its own.",
+        key=f"{form}_fields",
+    )
+    cols = st.columns(3)
+    fmt = cols[0].selectbox("Format", FORMATS, format_func=str.upper, key=f"{form}_format")
+    compression = cols[1].selectbox(
+        "Compression",
+        COMPRESSIONS,
+        help="CSV and JSON files are gzipped whole (.gz) or not; Parquet compresses inside "
+        "the file with zstd (smallest), snappy (fastest to read), gzip or none.",
+        key=f"{form}_compression",
+    )
+    limit = cols[2].number_input(
+        "Row limit",
+        min_value=1,
+        max_value=MAX_ROWS,
+        value=MAX_ROWS,
+        step=1000,
+        key=f"{form}_limit",
+    )
+    return fields, fmt, compression, int(limit)
+
+
 def new_export_form(scope: Scope, spec: FilterSpec) -> None:
     """The form that queues an export of what the sidebar filters select."""
-    hidden = hidden_fields(scope)
     with st.form("new_export"):
         st.markdown("**New export** of the spans the sidebar filters select")
         st.caption(f"Filters: {filters.describe(spec)}")
-        choices = [f for f in ALL_FIELDS if f not in hidden and f != "id"]
-        fields = st.multiselect(
-            "Fields",
-            choices,
-            default=[f for f in EXPORT_DEFAULT_FIELDS if f in choices],
-            accept_new_options=True,  # "metadata:customer": one key as a column (issue 19)
-            help="Type tag:<key> or metadata:<key> to export one key as a column of its own.",
-        )
-        cols = st.columns(3)
-        fmt = cols[0].selectbox("Format", FORMATS, format_func=str.upper)
-        compression = cols[1].selectbox(
-            "Compression",
-            COMPRESSIONS,
-            help="CSV and JSON files are gzipped whole (.gz) or not; Parquet compresses inside "
-            "the file with zstd (smallest), snappy (fastest to read), gzip or none.",
-        )
-        limit = cols[2].number_input(
-            "Row limit", min_value=1, max_value=MAX_ROWS, value=MAX_ROWS, step=1000
-        )
+        fields, fmt, compression, limit = _export_inputs(scope, "new_export")
         if st.form_submit_button("Start export", type="primary"):
             try:
                 job = create_export(
@@ -134,12 +164,110 @@ def new_export_form(scope: Scope, spec: FilterSpec) -> None:
                     fmt=fmt,
                     compression=compression,
                     fields=fields,
-                    row_limit=int(limit),
+                    row_limit=limit,
                     zone=current_zone(),  # local time columns next to the UTC ones
                 )
                 st.toast(f"Export #{job['id']} queued.")
             except UserError as exc:
                 st.error(str(exc))
+
+
+def repeat_form(scope: Scope, spec: FilterSpec) -> None:
+    """ "Repeat this export": the sidebar's filters over each previous full day, week or
+    month of the reader's clock, each run an ordinary job in the list below."""
+    zone = current_zone()
+    with st.expander("Repeat this export", icon=":material/event_repeat:"), st.form("repeat"):
+        untimed = spec.replace(relative=None, start=None, end=None)
+        st.caption(
+            f"Filters: {filters.describe(untimed).replace('all time', 'each period')} · "
+            f"periods of {zone.name}"
+        )
+        top = st.columns([2, 1])
+        name = top[0].text_input("Name", max_chars=MAX_NAME, placeholder="e.g. Daily chat spans")
+        cadence = top[1].selectbox("Repeat", list(CADENCES), format_func=CADENCES.get)
+        fields, fmt, compression, limit = _export_inputs(scope, "repeat")
+        webhook = st.text_input(
+            "Webhook URL (optional)",
+            max_chars=500,
+            help="Each run POSTs a JSON body (Slack-compatible text, and the job id with the "
+            "API's download address) here when its file is ready.",
+        )
+        if st.form_submit_button("Save repeating export", type="primary"):
+            try:
+                made = create_schedule(
+                    engine(),
+                    scope,
+                    untimed,
+                    cadence=cadence,
+                    zone=zone,
+                    name=name,
+                    fmt=fmt,
+                    compression=compression,
+                    fields=fields,
+                    row_limit=limit,
+                    webhook_url=webhook,
+                )
+                st.toast(
+                    f"'{made['name']}' repeats; first run {time_label(made['next_run_at'], zone)}."
+                )
+            except UserError as exc:
+                st.error(str(exc))
+
+
+def _delivery_text(sent: dict) -> str:
+    """ "delivered 2026-12-07 00:01 EST (HTTP 200)", "failed after 5 attempts (HTTP 500)"."""
+    answer = f"HTTP {sent['last_status_code']}" if sent["last_status_code"] else sent["last_error"]
+    when = time_label(sent["finished_at"] or sent["created_at"])
+    tries = f" after {sent['attempts']} attempts" if sent["attempts"] > 1 else ""
+    shown = f"{sent['status']} {when}{tries}"
+    return f"{shown} ({answer})" if answer else shown
+
+
+def _schedule(row: dict, scope: Scope) -> None:
+    with st.container(border=True):
+        head = st.columns([3, 2, 3, 2])
+        head[0].markdown(
+            f"**{row['name']}** · {CADENCES[row['cadence']].split()[0]} · {row['format'].upper()}"
+            f" · by {row['owner']}"
+        )
+        head[1].markdown("▶️ repeating" if row["enabled"] else "⏸️ paused")
+        head[2].caption(
+            f"Next run {time_label(row['next_run_at'])}" if row["enabled"] else "Not running"
+        )
+        head[3].caption(f"Last run #{row['last_job_id']}" if row["last_job_id"] else "No run yet")
+        untimed = FilterSpec.from_json(row["filter_json"])
+        st.caption(
+            f"Filters: {filters.describe(untimed).replace('all time', 'each period')} · "
+            f"periods of {row['time_zone']}{' · webhook' if row['webhook_url'] else ''}"
+        )
+        if row["last_error"]:
+            st.warning(row["last_error"], icon=":material/warning:")
+        if row["webhook_url"] and (sent := last_delivery(engine(), scope, row["id"])):
+            st.caption(f"Last webhook: {_delivery_text(sent)}")
+        if not may_manage(scope, row):
+            return
+        left, right, _ = st.columns([1, 1, 4])
+        toggle = "Pause" if row["enabled"] else "Resume"
+        try:
+            if left.button(toggle, key=f"toggle{row['id']}"):
+                set_enabled(engine(), scope, row["id"], not row["enabled"])
+                st.rerun()
+            if right.button("Delete", key=f"delete{row['id']}"):
+                delete_schedule(engine(), scope, row["id"])
+                st.toast(f"'{row['name']}' no longer repeats; its files stay until they expire.")
+                st.rerun()
+        except UserError as exc:
+            st.error(str(exc))
+
+
+def schedule_list(scope: Scope) -> None:
+    """The org's repeating exports, each with its next run on the reader's clock; its owner
+    and admins may pause, resume or delete it."""
+    rows = list_schedules(engine(), scope)
+    if not rows:
+        st.caption("No repeating exports. Use “Repeat this export” above to set one up.")
+    for row in rows:
+        _schedule(row, scope)
 
 
 @st.fragment(run_every=2)

@@ -43,7 +43,8 @@ def test_viewer_sees_the_list_but_no_form(app_env):
     at = open_exports("viewer")
     assert not at.exception
     assert not [b for b in at.button if b.label == "Start export"]
-    assert at.subheader[0].value == "Your org's exports"
+    assert "Your org's exports" in [h.value for h in at.subheader]
+    assert not [f for f in at.get("form") if "repeat" in str(f.proto)]
 
 
 def test_admin_sees_statistics(app_env):
@@ -99,3 +100,86 @@ def test_viewer_is_told_why_a_file_with_costs_is_not_offered(app_env, tmp_path):
     assert reasons and "costs:read" in reasons[0]
     developer_page = open_exports("developer")
     assert developer_page.get("link_button")  # the same file is offered to its own role
+
+
+def test_repeat_this_export_is_listed_with_its_next_run_on_the_users_clock(app_env):
+    """A developer in New York repeats the link's export weekly: the schedule keeps the filter
+    without its window, the list shows the next Monday's midnight in EST or EDT, a viewer sees
+    it without buttons, and its owner pauses and deletes it."""
+    from datetime import UTC, date, datetime, time
+    from zoneinfo import ZoneInfo
+
+    from observatory_core.accounts.preferences import set_user_zone
+    from observatory_core.exports.schedules import list_schedules
+
+    engine, _ = app_env
+    scope = scope_for(engine, "developer-user")
+    set_user_zone(engine, scope, "America/New_York")
+    try:
+        at = open_exports("developer", {"operations": ["chat"], "relative": "7d"})
+        assert not at.exception
+        next(t for t in at.text_input if t.label == "Name").input("weekly chats")
+        next(s for s in at.selectbox if s.label == "Repeat").set_value("weekly")
+        at.selectbox(key="repeat_format").set_value("jsonl")
+        hook = next(t for t in at.text_input if t.label == "Webhook URL (optional)")
+        hook.input("https://hooks.example.com/services/T0/B0/x")
+        next(b for b in at.button if b.label == "Save repeating export").click()
+        at.run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        (made,) = list_schedules(engine, scope)
+        assert (made["name"], made["cadence"], made["format"], made["time_zone"]) == (
+            "weekly chats",
+            "weekly",
+            "jsonl",
+            "America/New_York",
+        )
+        spec = FilterSpec.from_json(made["filter_json"])
+        assert (spec.relative, spec.start, spec.operations) == (None, None, ("chat",))
+
+        ny = ZoneInfo("America/New_York")
+        today: date = datetime.now(UTC).astimezone(ny).date()
+        monday = date.fromordinal(today.toordinal() + 7 - today.weekday())
+        shown = datetime.combine(monday, time(), tzinfo=ny).strftime("%Y-%m-%d %H:%M %Z")
+        at.run()
+        assert any(f"Next run {shown}" in c.value for c in at.caption)
+        assert any(
+            "weekly chats" in m.value and "by developer-user" in m.value for m in at.markdown
+        )
+
+        viewer = open_exports("viewer")
+        assert any("weekly chats" in m.value for m in viewer.markdown)
+        assert not [b for b in viewer.button if b.label in ("Pause", "Delete")]
+
+        from observatory_core.exports.schedules import announce_ready, run_due
+
+        (job_id,) = run_due(engine, made["next_run_at"])
+        assert announce_ready(engine, {"id": job_id, "schedule_id": made["id"]})
+        at.run()
+        assert any(c.value.startswith("Last webhook: pending ") for c in at.caption)
+        # an ordinary job in the list, saying what it is a run of, on the reader's clock
+        assert any(f"#{job_id}" in m.value for m in at.markdown)
+        assert any(
+            "A run of a repeating export: the period from" in c.value
+            and ("EST" in c.value or "EDT" in c.value)
+            for c in at.caption
+        )
+        next(b for b in at.button if b.label == "Pause").click()
+        at.run()
+        assert not list_schedules(engine, scope)[0]["enabled"]
+        assert any("paused" in m.value for m in at.markdown)
+        next(b for b in at.button if b.label == "Delete").click()
+        at.run()
+        assert list_schedules(engine, scope) == []
+    finally:
+        from sqlalchemy import delete
+
+        from observatory_core.storage.schema import export_jobs, webhook_deliveries
+
+        set_user_zone(engine, scope, None)
+        with engine.begin() as conn:  # the data is shared by the module's other tests
+            conn.execute(delete(export_jobs).where(export_jobs.c.period_start.is_not(None)))
+            conn.execute(delete(webhook_deliveries).where(webhook_deliveries.c.rule_id.is_(None)))
+        for row in list_schedules(engine, scope):
+            from observatory_core.exports.schedules import delete_schedule
+
+            delete_schedule(engine, scope, row["id"])
