@@ -31,7 +31,7 @@ from observatory_core.ui import colors, format
 from observatory_core.ui.group_choice import KEY_HELP
 from observatory_core.ui.group_choice import options as group_options
 from observatory_core.ui.session import engine
-from observatory_core.ui.zone import local_series
+from observatory_core.ui.zone import local_rows, local_series, time_column, time_label
 
 WINDOWS = {
     "1 minute": 60,
@@ -41,6 +41,7 @@ WINDOWS = {
     "6 hours": 21600,
     "1 day": 86400,
 }
+DELIVERY_TIMES = ("created_at", "finished_at", "next_attempt_at")
 
 
 def _series_choices(scope: Scope) -> list[str]:
@@ -231,7 +232,8 @@ def rules_list(scope: Scope) -> None:
         unit = metric.unit if metric else None
         threshold = "(hidden)" if rule["values_hidden"] else format.by_unit(unit, rule["threshold"])
         title = f"{rule['name']} · {rule['series']} {rule['comparator']} {threshold} over {rule['window_s'] // 60} min"
-        with st.expander(title + (" · 🔕 muted" if muted else "")):
+        muted_text = f" · 🔕 muted until {time_label(rule['muted_until'])}" if muted else ""
+        with st.expander(title + muted_text):
             if rule["system_kind"]:
                 st.caption(SYSTEM_RULES[rule["system_kind"]].help)
             else:
@@ -251,4 +253,11 @@ def rules_list(scope: Scope) -> None:
             if rule["webhook_url"]:
                 log = delivery_log(engine(), scope, rule["id"], limit=20)
                 st.markdown("**Webhook deliveries**")
-                st.dataframe(log or [{"status": "none yet"}], hide_index=True)
+                st.dataframe(
+                    local_rows(log, *DELIVERY_TIMES) or [{"status": "none yet"}],
+                    hide_index=True,
+                    column_config={
+                        t: time_column(t.removesuffix("_at").replace("_", " ").capitalize())
+                        for t in DELIVERY_TIMES
+                    },
+                )
