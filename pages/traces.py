@@ -81,16 +81,7 @@ if not page.rows:
     st.stop()
 
 frame, columns = tables.styled(tables.page_frame(page))
-event = st.dataframe(
-    frame,
-    column_config=columns,
-    hide_index=True,
-    on_select="rerun",
-    selection_mode="single-row",
-    key=f"tbl{len(cursors)}",
-    height=tables.height(frame.height),
-    width="stretch",
-)
+selected = tables.selectable(frame, columns, f"tbl{len(cursors)}")
 nav = st.columns([1, 1, 6])
 if nav[0].button("← Previous", disabled=len(cursors) == 1):
     cursors.pop()
@@ -107,7 +98,6 @@ if scope.can(Permission.EXPORTS_CREATE) and st.button(
 ):
     st.switch_page("pages/exports.py", query_params=spec.to_query_params())
 
-selected = event.selection.rows if event and event.selection else []
 if selected:
     q["trace"] = page.rows[selected[0]]["trace_id"]
 if trace_id := q.get("trace"):

@@ -48,21 +48,11 @@ def grouped(scope: Scope, spec: FilterSpec, mode: str) -> None:
     names = labels(mode, zone.name)
     shown, config = format.table_columns(frame, UNITS, names)
     config["day"] = st.column_config.DateColumn(names["day"], format="ddd YYYY-MM-DD")
-    event = st.dataframe(
-        shown,
-        column_config=config,
-        hide_index=True,
-        on_select="rerun",
-        selection_mode="single-row",
-        key="days_tbl",
-        height=tables.height(frame.height),
-        width="stretch",
-    )
+    chosen = tables.selectable(shown, config, "days_tbl")
     st.caption(
         f"{days.total:,} {mode} over {len(days.days):,} days of {zone.name} · a day's "
         f"{mode} are those the list holds that start on it · click a day to list it"
     )
-    chosen = event.selection.rows if event and event.selection else []
     if chosen:
         narrow_to(days.days[chosen[0]], spec)
 

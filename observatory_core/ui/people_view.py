@@ -121,16 +121,7 @@ def table(page: GroupPage, key: str, noun: str) -> dict | None:
             config[name] = time_column(LABELS[name], fmt="MM-DD HH:mm")
     for name in frame.columns:
         config.setdefault(name, st.column_config.Column(LABELS.get(name, name)))
-    event = st.dataframe(
-        shown,
-        column_config=config,
-        hide_index=True,
-        on_select="rerun",
-        selection_mode="single-row",
-        key=f"{key}_tbl{page.offset}",
-        height=tables.height(frame.height),
-        width="stretch",
-    )
+    chosen = tables.selectable(shown, config, f"{key}_tbl{page.offset}")
     nav = st.columns([1, 1, 6])
     state = st.session_state
     if nav[0].button("← Previous", disabled=page.offset == 0):
@@ -144,7 +135,6 @@ def table(page: GroupPage, key: str, noun: str) -> dict | None:
         f"{page.offset + 1:,}-{last:,} of {page.total:,} {noun}s · read at "
         f"{time_label(page.as_of, seconds=True)} · click a row to open it"
     )
-    chosen = event.selection.rows if event and event.selection else []
     return page.rows[chosen[0]] if chosen else None
 
 

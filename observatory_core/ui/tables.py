@@ -111,6 +111,22 @@ def styled(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     return shown, config
 
 
+def selectable(frame: pl.DataFrame, config: dict, key: str) -> list[int]:
+    """A table whose rows a click selects (one at a time), as wide as the page and as tall as
+    its rows; returns the selected rows' positions (empty when none is)."""
+    event = st.dataframe(
+        frame,
+        column_config=config,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key=key,
+        height=height(frame.height),
+        width="stretch",
+    )
+    return list(event.selection.rows) if event and event.selection else []
+
+
 def height(rows: int) -> int:
     """Tall enough for every row of the page: the page scrolls, not a box inside it."""
     return 38 + 35 * max(rows, 1) + 3

@@ -15,9 +15,7 @@ from streamlit.testing.v1 import AppTest
 from observatory_core.accounts.audit import record
 from observatory_core.accounts.preferences import set_user_zone
 from observatory_core.accounts.users import scope_for
-from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.history import events
-from observatory_core.alerts.rules import build_rule, create_rule
 from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import create_export
 from observatory_core.filters.spec import FilterSpec
@@ -30,6 +28,7 @@ from observatory_core.traces.query import list_spans
 from observatory_core.traces.sessions import list_sessions
 from observatory_core.traces.users import list_users
 from tests.ui.conftest import ROOT
+from tests.ui.test_alerts_pages import fire_any_traffic
 from tests.ui.test_app import login
 from tests.ui.test_metrics_pages import open_page
 
@@ -188,18 +187,7 @@ def test_alerts_exports_and_admin_show_local_times(kathmandu):
             at=ran,
             spans=12,
         )
-    create_rule(
-        engine,
-        scope,
-        build_rule(
-            name="any traffic",
-            series="request_count.count",
-            comparator=">",
-            threshold=0,
-            window_s=86400,
-        ),
-    )
-    evaluate(engine, datetime.now(UTC))
+    fire_any_traffic(engine, scope)
     job = create_export(engine, scope, FilterSpec(relative="1h"))
 
     at = open_page("pages/alerts.py")
