@@ -16,6 +16,7 @@ from observatory_core.accounts.audit import record
 from observatory_core.accounts.preferences import set_user_zone
 from observatory_core.accounts.users import scope_for
 from observatory_core.alerts.history import events
+from observatory_core.alerts.rules import list_rules, mute_rule
 from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import create_export
 from observatory_core.filters.spec import FilterSpec
@@ -188,6 +189,9 @@ def test_alerts_exports_and_admin_show_local_times(kathmandu):
             spans=12,
         )
     fire_any_traffic(engine, scope)
+    (rule,) = [r for r in list_rules(engine, scope) if not r["system_kind"]]
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=50)
+    mute_rule(engine, scope, rule["id"], until)
     job = create_export(engine, scope, FilterSpec(relative="1h"))
 
     at = open_page("pages/alerts.py")
@@ -197,6 +201,14 @@ def test_alerts_exports_and_admin_show_local_times(kathmandu):
     _same_times(history["at"], [e["at"] for e in changes])
     firing = next(d.value for d in at.dataframe if "since" in d.value.columns)
     assert firing["since"].iloc[0].to_pydatetime() == _wall(changes[0]["at"])
+    assert firing["muted"].iloc[0] == f"until {_said(until)}"
+    muted = f"muted until {_said(until, seconds=False)}"
+    assert any(e.label.startswith("any traffic") and e.label.endswith(muted) for e in at.expander)
+
+    at = open_page("pages/live.py")
+    assert not at.exception, at.exception
+    said = f"`{_wall(changes[0]['at']):%H:%M:%S} +0545` **any traffic**"
+    assert any(said in m.value for m in at.markdown), [m.value for m in at.markdown]
 
     at = open_page("pages/exports.py")
     assert not at.exception, at.exception
