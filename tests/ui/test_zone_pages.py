@@ -22,6 +22,7 @@ from observatory_core.exports.jobs import create_export
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
+from observatory_core.reports.whatchanged import Periods, link_params
 from observatory_core.storage.schema import alert_rules, export_jobs
 from observatory_core.traces.days import list_days
 from observatory_core.traces.detail import get_trace
@@ -225,3 +226,32 @@ def test_alerts_exports_and_admin_show_local_times(kathmandu):
     assert dates.label == "Dates (Asia/Kathmandu)"
     with engine.begin() as conn:
         conn.execute(delete(alert_rules))
+
+
+def test_what_changed_and_cost_attribution_periods_are_local(kathmandu):
+    """Both pages say their periods on the reader's clock, named by the zone."""
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    periods = Periods(
+        hour - timedelta(hours=48), hour - timedelta(hours=24), *(hour - timedelta(hours=24), hour)
+    )
+    at = open_page("pages/what_changed.py", params=link_params("total_cost.sum", "model", periods))
+    assert not at.exception, at.exception
+
+    def said(start, end) -> str:
+        return f"{_wall(start):%Y-%m-%d %H:%M} to {_wall(end):%Y-%m-%d %H:%M} Asia/Kathmandu"
+
+    expected = (
+        f"{said(periods.after_start, periods.after_end)} against "
+        f"{said(periods.before_start, periods.before_end)}."
+    )
+    assert any(c.value.startswith(expected) for c in at.caption), [c.value for c in at.caption]
+    assert f"{_wall(hour):%H:%M}".endswith(":45")
+
+    today = datetime.now(UTC).astimezone(KTM).date()
+    start = datetime.combine(today - timedelta(days=1), datetime.min.time(), KTM)
+    end = start + timedelta(days=1)
+    at = open_page("pages/attribution.py", params={"period": "yesterday"})
+    assert not at.exception, at.exception
+    assert any(c.value.startswith(f"{said(start, end)}.") for c in at.caption), [
+        c.value for c in at.caption
+    ]
