@@ -135,3 +135,30 @@ def test_trace_days_follow_tz_and_the_lists_filters(api):
     assert bad.status_code == 400 and "IANA" in bad.json()["error"]["message"]
     bad = client.get("/traces/days?nonsense=1", headers=auth(api))
     assert bad.status_code == 400
+
+
+def test_users_and_sessions_carry_local_times(api):
+    """tz= on /users, /sessions and /sessions/{id}: each time also on Kathmandu's clock."""
+    client, ktm = api["client"], timedelta(hours=5, minutes=45)
+
+    def same_instant(row: dict, name: str) -> None:
+        utc = datetime.fromisoformat(row[name].replace("Z", "+00:00"))
+        local = datetime.fromisoformat(row[f"{name}_local"])
+        assert local == utc and local.utcoffset() == ktm
+
+    for path in ("/users", "/sessions"):
+        rows = client.get(f"{path}?relative=all&tz=Asia/Kathmandu", headers=auth(api)).json()
+        assert rows["data"]
+        for row in rows["data"]:
+            same_instant(row, "first_seen")
+            same_instant(row, "last_seen")
+    plain = client.get("/users?relative=all&limit=1", headers=auth(api)).json()["data"][0]
+    assert "first_seen_local" not in plain  # no tz: the answer keeps its shape
+    session = client.get("/sessions?relative=all&limit=1", headers=auth(api)).json()["data"][0]
+    path = f"/sessions/{quote(session['session_id'], safe='')}?tz=Asia/Kathmandu"
+    data = client.get(path, headers=auth(api)).json()["data"]
+    same_instant(data, "first_seen")
+    for turn in data["turns"]:
+        same_instant(turn, "first_start")
+    bad = client.get("/users?tz=Nowhere/Land", headers=auth(api))
+    assert bad.status_code == 400 and "IANA" in bad.json()["error"]["message"]
