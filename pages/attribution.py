@@ -2,13 +2,12 @@
 
 import streamlit as st
 
-from observatory_core.filters.spec import FilterSpec
 from observatory_core.ui import attribution_view as av
 from observatory_core.ui import cached
 from observatory_core.ui import overview_view as ov
 from observatory_core.ui.group_choice import group_by_select
 from observatory_core.ui.session import current_scope
-from observatory_core.ui.zone import range_text
+from observatory_core.ui.zone import current_zone, range_text
 
 scope = current_scope()
 st.title("Cost attribution")
@@ -23,13 +22,15 @@ with left:
         st, "Split by", st.query_params.get("key", "tag:customer"), key="attr_key"
     )
 with right:
-    relative = ov.period()
+    chosen = ov.period()
 if key != "tag:customer":
     st.query_params["key"] = key
 elif "key" in st.query_params:
     del st.query_params["key"]
 
-view = cached.attribution(scope, FilterSpec(relative=relative).to_json(), key, cached.minute())
+now = cached.minute()
+spec = ov.period_spec(chosen, current_zone(), now)  # Today, Yesterday: the reader's days
+view = cached.attribution(scope, spec.to_json(), key, now)
 st.caption(f"{range_text(view.start, view.end)}. {view.source}")
 av.totals(view)
 if view.frame.is_empty():

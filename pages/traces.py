@@ -4,11 +4,11 @@ import streamlit as st
 
 from observatory_core.accounts.permissions import Permission
 from observatory_core.traces.query import sorts_for
-from observatory_core.ui import cached, filters, tables, trace_view
+from observatory_core.ui import cached, days_view, filters, tables, trace_view
 from observatory_core.ui.session import current_scope
 from observatory_core.ui.zone import time_label
 
-PAGE_PARAMS = frozenset({"mode", "sort", "dir", "size", "trace"})
+PAGE_PARAMS = frozenset({"mode", "sort", "dir", "size", "trace", days_view.PARAM})
 SORT_LABELS = {
     "start_time": "Time",
     "duration_ms": "Duration",
@@ -22,7 +22,7 @@ SORTS = sorts_for(scope)  # no sort by a field the role may not see
 st.title("Traces")
 
 q = st.query_params
-top = st.columns([2, 2, 1, 1])
+top = st.columns([2, 2, 1, 1, 1])
 mode = (
     top[0].segmented_control(
         "Show",
@@ -46,7 +46,14 @@ direction = top[2].selectbox(
     format_func={"desc": "Highest first", "asc": "Lowest first"}.get,
 )
 size = top[3].selectbox("Rows", [25, 50, 100, 250, 1000], index=1)
+by_day = top[4].toggle(
+    "By day",
+    value=q.get(days_view.PARAM) == "day",
+    key=f"by_day_{q.get(days_view.PARAM)}",  # a day clicked turns it off through the URL
+    help="The list grouped by the days of your time zone; click a day to list it.",
+)
 for key, value, default in (
+    (days_view.PARAM, "day" if by_day else "", ""),
     ("mode", mode, "spans"),
     ("sort", sort, "start_time"),
     ("dir", direction, "desc"),
@@ -55,6 +62,10 @@ for key, value, default in (
         q[key] = value
     elif key in q:
         del q[key]
+
+if by_day:
+    days_view.grouped(scope, spec, mode)
+    st.stop()
 
 view = (spec.to_json(), mode, sort, direction, size)
 if st.session_state.get("_tr_view") != view:  # a new question starts at the first page
@@ -70,16 +81,7 @@ if not page.rows:
     st.stop()
 
 frame, columns = tables.styled(tables.page_frame(page))
-event = st.dataframe(
-    frame,
-    column_config=columns,
-    hide_index=True,
-    on_select="rerun",
-    selection_mode="single-row",
-    key=f"tbl{len(cursors)}",
-    height=tables.height(frame.height),
-    width="stretch",
-)
+selected = tables.selectable(frame, columns, f"tbl{len(cursors)}")
 nav = st.columns([1, 1, 6])
 if nav[0].button("← Previous", disabled=len(cursors) == 1):
     cursors.pop()
@@ -96,7 +98,6 @@ if scope.can(Permission.EXPORTS_CREATE) and st.button(
 ):
     st.switch_page("pages/exports.py", query_params=spec.to_query_params())
 
-selected = event.selection.rows if event and event.selection else []
 if selected:
     q["trace"] = page.rows[selected[0]]["trace_id"]
 if trace_id := q.get("trace"):

@@ -12,7 +12,7 @@ import io
 import json
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import UserError
+from observatory_core.base.zones import UTC_ZONE, Zone
 from observatory_core.storage.schema import audit_log
 
 # The actions recorded, with what the Admin page calls them.
@@ -127,8 +128,9 @@ def without_secrets(values: dict) -> dict:
 class AuditFilter:
     action: str | None = None
     actor: str | None = None
-    start: date | None = None  # first day included (UTC)
-    end: date | None = None  # last day included (UTC)
+    start: date | None = None  # first day included (of `zone`'s calendar)
+    end: date | None = None  # last day included
+    zone: Zone = UTC_ZONE  # the reader's: their days start at their midnight
 
     def check(self) -> None:
         if self.action and self.action not in ACTIONS:
@@ -153,9 +155,9 @@ def read_entries(
     if filters.actor:
         query = query.where(a.username == filters.actor.strip())
     if filters.start:
-        query = query.where(a.at >= datetime.combine(filters.start, time(), UTC))
+        query = query.where(a.at >= filters.zone.midnight(filters.start))
     if filters.end:
-        query = query.where(a.at < datetime.combine(filters.end + timedelta(days=1), time(), UTC))
+        query = query.where(a.at < filters.zone.midnight(filters.end + timedelta(days=1)))
     query = query.order_by(a.at.desc(), a.id.desc()).limit(limit)
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
@@ -176,17 +178,21 @@ def actors(engine: Engine, scope: Scope) -> list[str]:
 CSV_COLUMNS = ("at", "username", "action", "subject", "before", "after", "address", "detail")
 
 
-def to_csv(entries: list[dict]) -> bytes:
-    """The entries as CSV (UTC ISO times, JSON for before/after/detail)."""
+def to_csv(entries: list[dict], zone: Zone | None = None) -> bytes:
+    """The entries as CSV (UTC ISO times, JSON for before/after/detail); given the reader's
+    zone, their local time with its offset (`time_local`) next to the UTC one, as exports do."""
     out = io.StringIO()
     writer = csv.writer(out)
+    local = ["time_local"] if zone else []
     writer.writerow(
-        ["time_utc", "actor", "action", "target", "before", "after", "address", "detail"]
+        ["time_utc", *local, "actor", "action", "target", "before", "after", "address", "detail"]
     )
     for e in entries:
+        at = e["at"].astimezone(UTC)
         writer.writerow(
             [
-                e["at"].astimezone(UTC).isoformat(),
+                at.isoformat(),
+                *([zone.iso(at)] if zone else []),
                 e["username"],
                 e["action"],
                 e["subject"] or "",

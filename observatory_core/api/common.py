@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from fastapi import Request
@@ -150,6 +150,8 @@ cache = TtlCache()
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):  # a local day ("2026-11-01")
+        return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 

@@ -8,7 +8,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from observatory_core.accounts.scope import Scope
-from observatory_core.api.common import FILTER_PARAMETERS, FastJSON, errors, filter_spec
+from observatory_core.api.common import (
+    FILTER_PARAMETERS,
+    TZ_DESCRIPTION,
+    FastJSON,
+    errors,
+    filter_spec,
+    with_local_times,
+    zone_of,
+)
 from observatory_core.api.context import ApiError, caller, engine, meta
 from observatory_core.api.schemas import SessionBody, SessionPage, UserPage
 from observatory_core.traces.grouped import MAX_OFFSET, MAX_PAGE, MAX_SEARCH, GroupPage
@@ -16,7 +24,9 @@ from observatory_core.traces.sessions import get_session, list_sessions
 from observatory_core.traces.users import list_users
 
 router = APIRouter(tags=["users and sessions"])
-OWN = frozenset({"id_contains", "sort", "direction", "limit", "offset"})
+OWN = frozenset({"id_contains", "sort", "direction", "limit", "offset", "tz"})
+TIMES = ("first_seen", "last_seen")
+Tz = Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 IdContains = Annotated[
@@ -28,10 +38,16 @@ IdContains = Annotated[
 ]
 
 
-def _page(request: Request, scope: Scope, read, **kw) -> FastJSON:
-    """One page of `read` (list_users, list_sessions) under the query string's filters."""
+def _page(request: Request, scope: Scope, read, tz: str | None, **kw) -> FastJSON:
+    """One page of `read` (list_users, list_sessions) under the query string's filters; with
+    `tz`, each time also on that zone's clock (`*_local`)."""
+    zone = zone_of(tz) if tz is not None else None
     page: GroupPage = read(engine(), scope, filter_spec(request, OWN), **kw)
-    body = {"data": page.rows, "total": page.total, "next_offset": page.next_offset}
+    body = {
+        "data": with_local_times([dict(r) for r in page.rows], zone, TIMES),
+        "total": page.total,
+        "next_offset": page.next_offset,
+    }
     return FastJSON({**body, "meta": meta(request)})
 
 
@@ -55,6 +71,7 @@ def users(
     direction: Literal["asc", "desc"] = "desc",
     limit: Limit = 50,
     offset: Offset = 0,
+    tz: Tz = None,
 ) -> FastJSON:
     """End users (the spans' user id) with their LLM calls, cost, tokens, errors, traces and
     first and last seen, over the spans the filters select."""
@@ -62,6 +79,7 @@ def users(
         request,
         scope,
         list_users,
+        tz,
         id_contains=id_contains,
         sort=sort,
         direction=direction,
@@ -92,6 +110,7 @@ def sessions(
     direction: Literal["asc", "desc"] = "desc",
     limit: Limit = 50,
     offset: Offset = 0,
+    tz: Tz = None,
 ) -> FastJSON:
     """Sessions with a span the filters select: their traces, first and last time, duration,
     cost over those traces and user."""
@@ -99,6 +118,7 @@ def sessions(
         request,
         scope,
         list_sessions,
+        tz,
         id_contains=id_contains,
         sort=sort,
         direction=direction,
@@ -112,9 +132,11 @@ def one_session(
     request: Request,
     session_id: Annotated[str, Path(min_length=1, max_length=200)],
     scope: Annotated[Scope, Depends(caller)],
+    tz: Tz = None,
 ) -> FastJSON:
     """The session's traces by first start (at most 200; `trace_count` says how many), each
     with its input and output text when the key's role may see it."""
+    zone = zone_of(tz) if tz is not None else None
     session = get_session(engine(), scope, session_id)
     if session is None:
         raise ApiError(404, "not_found", f"No session {session_id!r} in your org.")
@@ -126,6 +148,7 @@ def one_session(
         "duration_ms": session.duration_ms,
         "total_cost_usd": session.total_cost_usd,
         "users": session.users,
-        "turns": session.turns,
+        "turns": with_local_times([dict(t) for t in session.turns], zone, ("first_start",)),
     }
+    with_local_times([data], zone, TIMES)
     return FastJSON({"data": data, "meta": meta(request)})

@@ -69,6 +69,19 @@ class SpanPage(BaseModel):
     meta: Meta
 
 
+class TraceDays(BaseModel):
+    data: list[dict[str, Any]] = Field(
+        description="Per local day of tz, newest first: day (the local date), start and end "
+        "(UTC; start_local and end_local with their offset when tz is given), rows (spans, or "
+        "traces by their root's start), error_count, p95_duration_ms, and total_cost_usd when "
+        "the role may see costs."
+    )
+    mode: str
+    zone: str
+    total: int = Field(description="Rows over every day: the list's total.")
+    meta: Meta
+
+
 class TraceOut(BaseModel):
     trace_id: str
     start: datetime

@@ -17,7 +17,8 @@ from observatory_core.api.common import (
     zone_of,
 )
 from observatory_core.api.context import ApiError, caller, engine, meta
-from observatory_core.api.schemas import SpanPage, TraceBody
+from observatory_core.api.schemas import SpanPage, TraceBody, TraceDays
+from observatory_core.traces.days import list_days
 from observatory_core.traces.detail import get_trace
 from observatory_core.traces.query import MAX_PAGE, list_spans
 
@@ -25,6 +26,7 @@ router = APIRouter(tags=["traces"])
 TraceId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="32 lowercase hex digits")]
 OWN = frozenset({"mode", "sort", "direction", "limit", "cursor", "fields", "count", "tz"})
 TIMES = ("start_time", "end_time")
+DAYS_OWN = frozenset({"mode", "tz"})
 
 
 @router.get(
@@ -60,6 +62,29 @@ def list_traces(
     )
     rows = with_local_times(page.rows, zone, TIMES)
     body = {"data": rows, "next_cursor": page.next_cursor, "total": page.total}
+    return FastJSON({**body, "meta": meta(request)})
+
+
+@router.get(
+    "/traces/days",
+    response_model=TraceDays,
+    responses=errors(400, 403),
+    openapi_extra=FILTER_PARAMETERS,
+)
+def trace_days(
+    request: Request,
+    scope: Annotated[Scope, Depends(caller)],
+    mode: Literal["spans", "traces"] = "spans",
+    tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
+) -> FastJSON:
+    """The /traces list (the same filters and mode) grouped by the local days of `tz`: per day
+    its rows, cost, errors and p95 latency. A day's start and end, sent back as start= and
+    end=, list that day's rows."""
+    spec = filter_spec(request, DAYS_OWN)
+    zone = zone_of(tz)
+    days = list_days(engine(), scope, spec, mode=mode, zone=zone)
+    rows = with_local_times(days.days, zone if tz is not None else None, ("start", "end"))
+    body = {"data": rows, "mode": mode, "zone": zone.name, "total": days.total}
     return FastJSON({**body, "meta": meta(request)})
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
+from observatory_core.base.zones import UTC_ZONE, Zone
 from observatory_core.exports.jobs import scoped_jobs
 from observatory_core.storage.schema import export_jobs
 
@@ -52,8 +53,15 @@ def _size_bucket() -> pl.Expr:
 
 
 def export_stats(
-    engine: Engine, scope: Scope, *, days: int = 30, now: datetime | None = None
+    engine: Engine,
+    scope: Scope,
+    *,
+    days: int = 30,
+    now: datetime | None = None,
+    zone: Zone = UTC_ZONE,
 ) -> ExportStats:
+    """The org's exports of the last `days`: success, failures, durations, and the volume per
+    day of `zone`'s calendar (the reader's)."""
     scope.require(Permission.ADMIN)
     now = now or datetime.now(UTC)
     query = scoped_jobs(scope).where(export_jobs.c.created_at >= now - timedelta(days=days))
@@ -86,7 +94,7 @@ def export_stats(
         .sort("format", "size")
     )
     volume = (
-        frame.group_by(day=pl.col("created_at").dt.date())
+        frame.group_by(day=pl.col("created_at").dt.convert_time_zone(zone.name).dt.date())
         .agg(
             pl.len().alias("jobs"),
             pl.col("rows_written").sum().alias("rows"),

@@ -17,6 +17,7 @@ from observatory_core.ingest.apikeys import SCOPES, create_key, list_keys, revok
 from observatory_core.ingest.dedup import set_aside_by_scopes
 from observatory_core.ui import cached
 from observatory_core.ui.session import engine
+from observatory_core.ui.zone import current_zone, local_frame, time_column
 
 ALL_PROJECTS = "All projects (the exporter names one with observatory.project)"
 
@@ -80,7 +81,7 @@ def key_list(scope: Scope) -> None:
         .alias("state"),
     )
     st.dataframe(
-        frame.select(
+        local_frame(frame, "created_at", "last_used_at").select(
             "id",
             "name",
             "prefix",
@@ -95,10 +96,8 @@ def key_list(scope: Scope) -> None:
         hide_index=True,
         column_config={
             "prefix": st.column_config.TextColumn("Key starts with"),
-            "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
-            "last_used_at": st.column_config.DatetimeColumn(
-                "Last used", format="YYYY-MM-DD HH:mm:ss"
-            ),
+            "created_at": time_column("Created", fmt="YYYY-MM-DD HH:mm"),
+            "last_used_at": time_column("Last used"),
         },
     )
     active = {
@@ -126,7 +125,8 @@ def _json(value) -> str:
 
 def audit_trail(scope: Scope) -> None:
     """The org's audit entries with filters, newest first, and the same rows as CSV."""
-    today = datetime.now(UTC).date()
+    zone = current_zone()
+    today = zone.today(datetime.now(UTC))
     left, middle, right = st.columns(3)
     action = left.selectbox(
         "Action",
@@ -141,7 +141,7 @@ def audit_trail(scope: Scope) -> None:
         key="audit_actor",
     )
     picked = right.date_input(
-        "Dates (UTC)", value=(today - timedelta(days=30), today), key="audit_dates"
+        f"Dates ({zone.name})", value=(today - timedelta(days=30), today), key="audit_dates"
     )
     if isinstance(picked, tuple | list):  # a range: while it is being picked, one date
         start = picked[0] if picked else None
@@ -150,7 +150,9 @@ def audit_trail(scope: Scope) -> None:
         start = end = picked
     try:
         entries = audit.read_entries(
-            engine(), scope, audit.AuditFilter(action=action, actor=actor, start=start, end=end)
+            engine(),
+            scope,
+            audit.AuditFilter(action=action, actor=actor, start=start, end=end, zone=zone),
         )
     except UserError as exc:
         st.error(str(exc), icon=":material/error:")
@@ -175,11 +177,9 @@ def audit_trail(scope: Scope) -> None:
         infer_schema_length=None,
     )
     st.dataframe(
-        frame,
+        local_frame(frame, "at", zone=zone),
         hide_index=True,
-        column_config={
-            "at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm:ss")
-        },
+        column_config={"at": time_column("When", zone)},
     )
     more = (
         " (the newest ones; narrow the filters for older)" if len(entries) >= audit.MAX_ROWS else ""
@@ -187,7 +187,7 @@ def audit_trail(scope: Scope) -> None:
     st.caption(f"{len(entries):,} entries{more}.")
     st.download_button(
         "Download CSV",
-        audit.to_csv(entries),
+        audit.to_csv(entries, zone),
         file_name=f"audit-{start or 'start'}-{end or today}.csv",
         mime="text/csv",
         key="audit_csv",

@@ -13,7 +13,7 @@ from observatory_core.alerts.history import active_alerts, events, last_event_id
 from observatory_core.metrics.catalog import METRICS
 from observatory_core.ui import format
 from observatory_core.ui.session import engine, guarded
-from observatory_core.ui.zone import time_label
+from observatory_core.ui.zone import local_rows, time_column, time_label
 
 REFRESH_S = 5
 HISTORY_DAYS = 30
@@ -51,6 +51,11 @@ def _condition(row: dict) -> str:
 
 def _in_group(row: dict) -> str:
     return f" for {row['group_by']}={row['group_key']}" if row.get("group_by") else ""
+
+
+def _muted(until: datetime | None) -> str:
+    """ "until 15:30:00 +0545" on the reader's clock while a rule is muted, else empty."""
+    return f"until {time_label(until, seconds=True)}" if until and until > datetime.now(UTC) else ""
 
 
 def _where(row: dict) -> str:
@@ -92,41 +97,41 @@ def live_status(scope: Scope) -> None:
         st.success("Nothing is firing.", icon=":material/check_circle:")
     else:
         st.dataframe(
-            [
-                {
-                    "state": STATE_BADGE[a["state"]],
-                    "rule": a["name"],
-                    "where": _where(a),
-                    "value": _value(a["last_value"], a),
-                    "condition": _condition(a),
-                    "since": a["since"],
-                    "muted": bool(a["muted_until"] and a["muted_until"] > datetime.now(UTC)),
-                }
-                for a in active
-            ],
+            local_rows(
+                [
+                    {
+                        "state": STATE_BADGE[a["state"]],
+                        "rule": a["name"],
+                        "where": _where(a),
+                        "value": _value(a["last_value"], a),
+                        "condition": _condition(a),
+                        "since": a["since"],
+                        "muted": _muted(a["muted_until"]),
+                    }
+                    for a in active
+                ],
+                "since",
+            ),
             hide_index=True,
-            column_config={
-                "since": st.column_config.DatetimeColumn("Since", format="YYYY-MM-DD HH:mm:ss")
-            },
+            column_config={"since": time_column("Since")},
         )
     st.subheader("Resolved recently")
     if resolved:
         st.dataframe(
-            [
-                {
-                    "rule": e["name"],
-                    "where": _where(e),
-                    "resolved at": e["at"],
-                    "last value": _value(e["value"], e),
-                }
-                for e in resolved
-            ],
+            local_rows(
+                [
+                    {
+                        "rule": e["name"],
+                        "where": _where(e),
+                        "resolved at": e["at"],
+                        "last value": _value(e["value"], e),
+                    }
+                    for e in resolved
+                ],
+                "resolved at",
+            ),
             hide_index=True,
-            column_config={
-                "resolved at": st.column_config.DatetimeColumn(
-                    "resolved at", format="YYYY-MM-DD HH:mm:ss"
-                )
-            },
+            column_config={"resolved at": time_column("Resolved at")},
         )
     else:
         st.caption("Nothing resolved in the last 24 hours.")
@@ -149,21 +154,20 @@ def history(scope: Scope) -> None:
         return
     st.caption(f"State changes of the last {HISTORY_DAYS} days, newest first (at most 500).")
     frame = pl.DataFrame(
-        [
-            {
-                "at": e["at"],
-                "rule": e["name"],
-                "where": _where(e),
-                "from": e["from_state"],
-                "to": e["to_state"],
-                "value": _value(e["value"], e),
-                "threshold": _condition(e),
-            }
-            for e in rows
-        ]
+        local_rows(
+            [
+                {
+                    "at": e["at"],
+                    "rule": e["name"],
+                    "where": _where(e),
+                    "from": e["from_state"],
+                    "to": e["to_state"],
+                    "value": _value(e["value"], e),
+                    "threshold": _condition(e),
+                }
+                for e in rows
+            ],
+            "at",
+        )
     )
-    st.dataframe(
-        frame,
-        hide_index=True,
-        column_config={"at": st.column_config.DatetimeColumn("At", format="YYYY-MM-DD HH:mm:ss")},
-    )
+    st.dataframe(frame, hide_index=True, column_config={"at": time_column("At")})

@@ -23,6 +23,7 @@ from observatory_core.reports.overview import (
 )
 from observatory_core.reports.summary import HomeSummary, home_summary
 from observatory_core.reports.whatchanged import Change, Periods, headline_changes, what_changed
+from observatory_core.traces.days import DayList, list_days
 from observatory_core.traces.detail import TraceDetail, get_trace
 from observatory_core.traces.query import Page, list_spans
 from observatory_core.traces.values import distinct_values, project_choices
@@ -49,6 +50,12 @@ def values(scope: Scope, column: str) -> list[str]:
 @st.cache_data(ttl=300, show_spinner=False)
 def projects(scope: Scope) -> dict[int, str]:
     return project_choices(engine(), scope)
+
+
+@st.cache_data(ttl=15, show_spinner="Adding up the days…")
+def trace_days(scope: Scope, spec_json: str, mode: str, zone: str) -> DayList:
+    """The Traces list grouped by the reader's days, fresh for 15 s like its first page."""
+    return list_days(engine(), scope, FilterSpec.from_json(spec_json), mode=mode, zone=Zone(zone))
 
 
 @st.cache_data(ttl=15, show_spinner="Loading spans…")

@@ -11,6 +11,7 @@ from observatory_core.base.errors import UserError
 from observatory_core.rollups.dimensions import BACKFILL_DAYS, declare, list_dimensions, remove
 from observatory_core.semantic.fields import DIMENSION_SLOTS
 from observatory_core.ui.session import engine
+from observatory_core.ui.zone import time_label
 
 STATUS = {"backfilling": "Back-filling", "ready": "Ready", "removing": "Removing"}
 
@@ -24,7 +25,7 @@ def dimensions_admin(scope: Scope) -> None:
         left.markdown(f"**{r['key']}** · {r['slot']}")
         label = (
             f"{STATUS.get(r['status'], r['status'])}: {r['rows_done']:,} spans, "
-            f"from {r['covered_from']:%Y-%m-%d} (UTC)"
+            f"from {time_label(r['covered_from'])}"
         )
         mid.progress(r["progress"] if r["status"] != "ready" else 1.0, text=label)
         if r["status"] != "removing" and right.button(

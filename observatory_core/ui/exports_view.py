@@ -284,7 +284,7 @@ def job_list(scope: Scope) -> None:
 
 
 def statistics(scope: Scope) -> None:
-    stats = export_stats(engine(), scope)
+    stats = export_stats(engine(), scope, zone=current_zone())
     if stats.warning:
         st.warning(stats.warning, icon=":material/warning:")
     tiles = st.columns(3)
@@ -295,7 +295,13 @@ def statistics(scope: Scope) -> None:
         return
     left, right = st.columns(2)
     left.plotly_chart(
-        px.bar(stats.volume, x="day", y="rows", title="Rows exported per day", height=280),
+        px.bar(
+            stats.volume,
+            x="day",
+            y="rows",
+            title=f"Rows exported per day ({current_zone().name})",
+            height=280,
+        ),
         width="stretch",
     )
     right.plotly_chart(

@@ -67,7 +67,10 @@ def _defaults(spec: FilterSpec) -> dict:
     values: dict = {
         "window": window if window in WINDOWS else "custom",
         "from": current_zone().local(spec.start or now - timedelta(days=1)).date(),
-        "to": current_zone().local(spec.end or now).date(),
+        # the last day the range covers: an end at midnight is the day before's end
+        "to": current_zone()
+        .local(spec.end - timedelta(microseconds=1) if spec.end else now)
+        .date(),
     }
     for name, field, _ in _widgets():
         match field.widget:

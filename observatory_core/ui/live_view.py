@@ -12,7 +12,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.reports.live import live_feed
 from observatory_core.ui import format, tables
 from observatory_core.ui.session import engine, guarded
-from observatory_core.ui.zone import time_label
+from observatory_core.ui.zone import clock, local_frame, time_column, time_label
 
 REFRESH_S = 3
 LOOKBACK = timedelta(minutes=15)
@@ -42,9 +42,9 @@ def feed(scope: Scope, spec: FilterSpec) -> None:
                 frame = frame.with_columns(
                     pl.col("status").cast(pl.String).replace(format.STATUS_WORDS)
                 )
-            frame, columns = tables.styled(frame)
+            frame, columns = tables.styled(local_frame(frame, "start_time"))
             if "start_time" in columns:
-                columns["start_time"] = st.column_config.DatetimeColumn("Time", format="HH:mm:ss")
+                columns["start_time"] = time_column("Time", fmt="HH:mm:ss")
             st.dataframe(
                 frame,
                 hide_index=True,
@@ -67,7 +67,7 @@ def feed(scope: Scope, spec: FilterSpec) -> None:
                 )
                 where = f" ({event['group_by']}={event['group_key']})" if event["group_by"] else ""
                 st.markdown(
-                    f"{icon} `{event['at']:%H:%M:%S}` **{event['name']}**{where} → {event['to_state']}"
+                    f"{icon} `{clock(event['at'])}` **{event['name']}**{where} → {event['to_state']}"
                 )
             if not shown.alert_events:
                 st.caption("No alert changed state in the last 15 minutes.")
@@ -76,7 +76,7 @@ def feed(scope: Scope, spec: FilterSpec) -> None:
             st.subheader("Export jobs")
             for change in shown.export_changes[:15]:
                 st.markdown(
-                    f"`{change['at']:%H:%M:%S}` export #{change['job']} {change['change']} · {change['by']}"
+                    f"`{clock(change['at'])}` export #{change['job']} {change['change']} · {change['by']}"
                 )
             if not shown.export_changes:
                 st.caption("No export started or finished in the last 15 minutes.")

@@ -17,6 +17,7 @@ from observatory_core.traces.sessions import Session, get_session, list_sessions
 from observatory_core.traces.users import list_users
 from observatory_core.ui import format, tables
 from observatory_core.ui.session import engine
+from observatory_core.ui.zone import local_frame, time_column, time_label
 
 LABELS = {
     "user_id": "User",
@@ -26,8 +27,8 @@ LABELS = {
     "total_tokens": "Tokens",
     "error_count": "Errors",
     "trace_count": "Traces",
-    "first_seen": "First seen (UTC)",
-    "last_seen": "Last seen (UTC)",
+    "first_seen": "First seen",  # on the reader's clock, the header names the zone
+    "last_seen": "Last seen",
     "duration_ms": "Duration",
 }
 UNITS = {
@@ -39,6 +40,7 @@ UNITS = {
     "duration_ms": "ms",
 }
 SIZES = [25, 50, 100, 250]
+TIMES = ("first_seen", "last_seen")
 
 
 LISTS = {"users": list_users, "sessions": list_sessions}
@@ -112,23 +114,14 @@ def offset(view: tuple, key: str) -> int:
 
 def table(page: GroupPage, key: str, noun: str) -> dict | None:
     """The page as a table with Previous/Next; returns the row a click selected."""
-    frame = pl.DataFrame(page.rows, infer_schema_length=None)
+    frame = local_frame(pl.DataFrame(page.rows, infer_schema_length=None), *TIMES)
     shown, config = format.table_columns(frame, UNITS, LABELS)
-    for name in ("first_seen", "last_seen"):
+    for name in TIMES:
         if name in frame.columns:
-            config[name] = st.column_config.DatetimeColumn(LABELS[name], format="MM-DD HH:mm")
+            config[name] = time_column(LABELS[name], fmt="MM-DD HH:mm")
     for name in frame.columns:
         config.setdefault(name, st.column_config.Column(LABELS.get(name, name)))
-    event = st.dataframe(
-        shown,
-        column_config=config,
-        hide_index=True,
-        on_select="rerun",
-        selection_mode="single-row",
-        key=f"{key}_tbl{page.offset}",
-        height=tables.height(frame.height),
-        width="stretch",
-    )
+    chosen = tables.selectable(shown, config, f"{key}_tbl{page.offset}")
     nav = st.columns([1, 1, 6])
     state = st.session_state
     if nav[0].button("← Previous", disabled=page.offset == 0):
@@ -140,9 +133,8 @@ def table(page: GroupPage, key: str, noun: str) -> dict | None:
     last = page.offset + len(page.rows)
     nav[2].caption(
         f"{page.offset + 1:,}-{last:,} of {page.total:,} {noun}s · read at "
-        f"{page.as_of:%H:%M:%S} UTC · click a row to open it"
+        f"{time_label(page.as_of, seconds=True)} · click a row to open it"
     )
-    chosen = event.selection.rows if event and event.selection else []
     return page.rows[chosen[0]] if chosen else None
 
 
@@ -216,7 +208,10 @@ def conversation(scope: Scope, detail: Session) -> None:
         tiles.insert(2, ("Cost", format.money(detail.total_cost_usd)))
     for column, (label, value) in zip(st.columns(len(tiles)), tiles, strict=True):
         column.metric(label, value)
-    st.caption(f"{detail.first_seen:%Y-%m-%d %H:%M:%S} to {detail.last_seen:%Y-%m-%d %H:%M:%S} UTC")
+    st.caption(
+        f"{time_label(detail.first_seen, seconds=True)} to "
+        f"{time_label(detail.last_seen, seconds=True)}"
+    )
     if detail.omitted:
         st.warning(
             f"This session has {detail.trace_count:,} traces; the first {len(detail.turns):,} "
@@ -230,7 +225,7 @@ def conversation(scope: Scope, detail: Session) -> None:
         )
     for turn in detail.turns:
         facts = [
-            f"{turn['first_start']:%H:%M:%S}",
+            time_label(turn["first_start"], seconds=True),
             turn.get("name") or "trace",
             format.duration_ms(turn["duration_ms"]),
             f"{format.count(turn['total_tokens'])} tokens",

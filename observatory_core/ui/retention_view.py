@@ -12,6 +12,7 @@ from observatory_core.base.errors import UserError
 from observatory_core.storage.stores import store_for
 from observatory_core.ui import cached
 from observatory_core.ui.session import engine
+from observatory_core.ui.zone import local_frame, time_column
 
 RUNS_SHOWN = 20
 
@@ -93,7 +94,9 @@ def retention_runs(scope: Scope) -> None:
             for e in entries
         ]
     )
-    st.dataframe(frame, hide_index=True)
+    st.dataframe(
+        local_frame(frame, "at"), hide_index=True, column_config={"at": time_column("When")}
+    )
     st.caption(
         "MB returned to disk counts the whole database (orgs share its files): months dropped "
         "on PostgreSQL, pages freed by the incremental vacuum on SQLite."

@@ -39,7 +39,7 @@ from observatory_core.ui import colors, format
 from observatory_core.ui.group_choice import KEY_HELP
 from observatory_core.ui.group_choice import options as group_options
 from observatory_core.ui.session import engine
-from observatory_core.ui.zone import local_series
+from observatory_core.ui.zone import local_rows, local_series, time_column, time_label
 
 WINDOWS = {
     "1 minute": 60,
@@ -50,6 +50,7 @@ WINDOWS = {
     "1 day": 86400,
 }
 KIND_LABELS = {"threshold": "Above or below a number", "anomaly": "Unusual for this hour"}
+DELIVERY_TIMES = ("created_at", "finished_at", "next_attempt_at")
 
 
 def _series_choices(scope: Scope) -> list[str]:
@@ -340,7 +341,8 @@ def rules_list(scope: Scope) -> None:
         if rule["kind"] == "anomaly":
             test = condition(rule)
         title = f"{rule['name']} · {rule['series']} {test} over {rule['window_s'] // 60} min"
-        with st.expander(title + (" · 🔕 muted" if muted else "")):
+        muted_text = f" · 🔕 muted until {time_label(rule['muted_until'])}" if muted else ""
+        with st.expander(title + muted_text):
             if rule["system_kind"]:
                 st.caption(SYSTEM_RULES[rule["system_kind"]].help)
             else:
@@ -360,4 +362,11 @@ def rules_list(scope: Scope) -> None:
             if rule["webhook_url"]:
                 log = delivery_log(engine(), scope, rule["id"], limit=20)
                 st.markdown("**Webhook deliveries**")
-                st.dataframe(log or [{"status": "none yet"}], hide_index=True)
+                st.dataframe(
+                    local_rows(log, *DELIVERY_TIMES) or [{"status": "none yet"}],
+                    hide_index=True,
+                    column_config={
+                        t: time_column(t.removesuffix("_at").replace("_", " ").capitalize())
+                        for t in DELIVERY_TIMES
+                    },
+                )

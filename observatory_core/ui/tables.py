@@ -7,10 +7,10 @@ import streamlit as st
 
 from observatory_core.traces.query import Page
 from observatory_core.ui import format
-from observatory_core.ui.zone import current_zone
+from observatory_core.ui.zone import local_frame, time_column
 
 LABELS = {
-    "start_time": "Start (UTC)",
+    "start_time": "Start",  # on the reader's clock (`page_frame`, `styled`)
     "name": "Name",
     "operation": "Operation",
     "provider": "Provider",
@@ -64,14 +64,7 @@ def page_frame(page: Page) -> pl.DataFrame:
             frame = frame.with_columns(pl.col(column).map_elements(str, return_dtype=pl.String))
     if "status" in frame.columns:
         frame = frame.with_columns(pl.col("status").cast(pl.String).replace(format.STATUS_WORDS))
-    if "start_time" in frame.columns and isinstance(frame.schema["start_time"], pl.Datetime):
-        zone = current_zone().name
-        frame = frame.with_columns(
-            pl.col("start_time")
-            .cast(pl.Datetime("us", "UTC"))
-            .dt.convert_time_zone(zone)
-            .dt.replace_time_zone(None)
-        )
+    frame = local_frame(frame, "start_time")
     for column in ("provider", "model", "user_id", "environment", "operation"):
         if column in frame.columns and frame.schema[column] in (pl.String, pl.Null):
             frame = frame.with_columns(pl.col(column).cast(pl.String).fill_null(format.MISSING))
@@ -109,15 +102,29 @@ def styled(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     for f in frame.columns:
         config.setdefault(f, st.column_config.Column(LABELS.get(f, f)))
     if "start_time" in frame.columns:  # on the reader's clock (`page_frame`)
-        config["start_time"] = st.column_config.DatetimeColumn(
-            f"Start ({current_zone().name})", format="MM-DD HH:mm:ss"
-        )
+        config["start_time"] = time_column("Start", fmt="MM-DD HH:mm:ss")
     for f, column in config.items():
         column["width"] = WIDTHS.get(f, 110)
     for f in HIDDEN:
         if f in config and len(frame.columns) > 2:
             config[f] = None
     return shown, config
+
+
+def selectable(frame: pl.DataFrame, config: dict, key: str) -> list[int]:
+    """A table whose rows a click selects (one at a time), as wide as the page and as tall as
+    its rows; returns the selected rows' positions (empty when none is)."""
+    event = st.dataframe(
+        frame,
+        column_config=config,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key=key,
+        height=height(frame.height),
+        width="stretch",
+    )
+    return list(event.selection.rows) if event and event.selection else []
 
 
 def height(rows: int) -> int:

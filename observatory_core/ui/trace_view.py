@@ -9,6 +9,7 @@ import streamlit as st
 
 from observatory_core.traces.detail import TraceDetail
 from observatory_core.ui import format
+from observatory_core.ui.zone import time_label
 
 FOLD = 1_500  # characters shown before "show all"
 COLORS = {"ok": "#4E79A7", "error": "#E15759"}
@@ -97,6 +98,10 @@ def show(detail: TraceDetail) -> None:
         tiles.insert(3, ("Cost", format.money(detail.total_cost_usd)))
     for column, (label, value) in zip(st.columns(len(tiles)), tiles, strict=True):
         column.metric(label, value)
+    st.caption(
+        f"Started {time_label(detail.start, seconds=True)}, ended "
+        f"{time_label(detail.end, seconds=True)}"
+    )
     if detail.omitted:
         st.warning(
             f"This trace has {detail.span_count:,} spans; the first {len(detail.spans):,} by start "

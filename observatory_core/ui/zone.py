@@ -105,3 +105,44 @@ def range_text(start: datetime, end: datetime, zone: Zone | None = None) -> str:
     """A period as the reader's clock says it: "2026-12-01 00:00 to 2026-12-08 00:00 Asia/Kolkata"."""
     zone = zone or current_zone()
     return f"{local(start, zone):%Y-%m-%d %H:%M} to {local(end, zone):%Y-%m-%d %H:%M} {zone.name}"
+
+
+def column_label(label: str, zone: Zone | None = None) -> str:
+    """A time column's header naming the reader's zone: "First seen (Asia/Kathmandu)"."""
+    return f"{label} ({(zone or current_zone()).name})"
+
+
+def time_column(label: str, zone: Zone | None = None, *, fmt: str = "YYYY-MM-DD HH:mm:ss"):
+    """A table column of times already on the reader's clock (`local_frame`, `local_rows`),
+    its header naming the zone."""
+    return st.column_config.DatetimeColumn(column_label(label, zone), format=fmt)
+
+
+def local_frame(frame: pl.DataFrame, *names: str, zone: Zone | None = None) -> pl.DataFrame:
+    """The named columns of UTC instants as the zone's wall-clock times (naive: a table shows
+    them as written, under a header naming the zone)."""
+    zone = zone or current_zone()
+    present = [n for n in names if n in frame.columns and isinstance(frame.schema[n], pl.Datetime)]
+    return frame.with_columns(
+        pl.col(n)
+        .pipe(lambda c, n=n: c if frame.schema[n].time_zone else c.dt.replace_time_zone("UTC"))
+        .dt.convert_time_zone(zone.name)
+        .dt.replace_time_zone(None)
+        for n in present
+    )
+
+
+def local_rows(rows: list[dict], *names: str, zone: Zone | None = None) -> list[dict]:
+    """Rows (dicts) with the named times on the zone's wall clock, for a table."""
+    zone = zone or current_zone()
+    return [
+        {k: local(v, zone) if k in names and isinstance(v, datetime) else v for k, v in r.items()}
+        for r in rows
+    ]
+
+
+def clock(t: datetime, zone: Zone | None = None) -> str:
+    """A time of day on the reader's clock with the zone's abbreviation ("14:05:09 +0545"),
+    for feeds and turns where the date is plain from the context."""
+    zone = zone or current_zone()
+    return zone.local(t if t.tzinfo else t.replace(tzinfo=UTC)).strftime("%H:%M:%S %Z")

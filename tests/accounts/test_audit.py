@@ -24,6 +24,7 @@ from observatory_core.alerts.rules import (
     update_rule,
 )
 from observatory_core.base.errors import PermissionDenied, UserError
+from observatory_core.base.zones import Zone
 from observatory_core.ingest.apikeys import create_key, revoke_key
 from observatory_core.ingest.pricing import set_org_price
 from observatory_core.reports.overview import set_budget
@@ -201,6 +202,16 @@ def test_filters_by_action_actor_and_dates_and_csv(engine):
         ("ann", "budget.set", '{"n": 1}', "10.0.0.9"),
     ]
     assert rows[0]["time_utc"] == "2026-11-03T12:00:00+00:00"
+    # days of the reader's calendar: noon UTC is 2 am the next day in Kiritimati (+14)
+    kiritimati = Zone("Pacific/Kiritimati")
+    assert days(start=date(2026, 11, 2), end=date(2026, 11, 2), zone=kiritimati) == [1]
+    assert days(start=date(2026, 11, 4), zone=kiritimati) == [3]
+    local = audit.to_csv(read_entries(engine, scope), Zone("Asia/Kathmandu")).decode()
+    rows = list(csv.DictReader(io.StringIO(local)))
+    assert (rows[0]["time_utc"], rows[0]["time_local"]) == (
+        "2026-11-03T12:00:00+00:00",
+        "2026-11-03T17:45:00+05:45",
+    )
 
 
 def test_retention_purge_drops_only_old_entries(engine):

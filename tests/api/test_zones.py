@@ -95,3 +95,70 @@ def test_summary_takes_a_calendar_period_of_the_zone(api):
     assert (start.hour, start.minute) == (18, 30)  # Kolkata's midnight in UTC
     bad = api["client"].get("/metrics/summary?tz=Nowhere/Land", headers=auth(api))
     assert bad.status_code == 400 and "IANA" in bad.json()["error"]["message"]
+
+
+def test_trace_days_follow_tz_and_the_lists_filters(api):
+    """GET /traces/days: the core's days (`list_days`) for the same filters, each day's start
+    and end its local midnights with their offset; a day's start/end sent back to /traces
+    list that day's rows."""
+    from observatory_core.base.zones import Zone
+    from observatory_core.traces.days import list_days
+
+    client, zone = api["client"], Zone("Asia/Kathmandu")
+    got = client.get(
+        "/traces/days?relative=all&mode=traces&operations=chat&tz=Asia/Kathmandu",
+        headers=auth(api),
+    )
+    assert got.status_code == 200, got.text
+    body = got.json()
+    core = list_days(
+        api["engine"],
+        scope_of(api),
+        FilterSpec(relative=None, operations=("chat",)),
+        mode="traces",
+        zone=zone,
+    )
+    assert body["zone"] == "Asia/Kathmandu" and body["total"] == core.total > 0
+    assert [(d["day"], d["rows"], d["error_count"]) for d in body["data"]] == [
+        (d["day"].isoformat(), d["rows"], d["error_count"]) for d in core.days
+    ]
+    day = body["data"][0]
+    assert day["start_local"] == f"{day['day']}T00:00:00+05:45"
+    window = f"start={quote(day['start'])}&end={quote(day['end'])}"
+    listed = client.get(f"/traces?{window}&count=true&limit=1", headers=auth(api)).json()
+    spans_days = client.get(f"/traces/days?{window}&tz=Asia/Kathmandu", headers=auth(api))
+    assert [d["rows"] for d in spans_days.json()["data"]] == [listed["total"]]
+    viewer = client.get("/traces/days?relative=all", headers=auth(api, "viewer")).json()
+    assert viewer["data"] and all("total_cost_usd" not in d for d in viewer["data"])
+    assert "start_local" not in viewer["data"][0]  # no tz: the answer's times are UTC only
+    bad = client.get("/traces/days?tz=Mars/Olympus", headers=auth(api))
+    assert bad.status_code == 400 and "IANA" in bad.json()["error"]["message"]
+    bad = client.get("/traces/days?nonsense=1", headers=auth(api))
+    assert bad.status_code == 400
+
+
+def test_users_and_sessions_carry_local_times(api):
+    """tz= on /users, /sessions and /sessions/{id}: each time also on Kathmandu's clock."""
+    client, ktm = api["client"], timedelta(hours=5, minutes=45)
+
+    def same_instant(row: dict, name: str) -> None:
+        utc = datetime.fromisoformat(row[name].replace("Z", "+00:00"))
+        local = datetime.fromisoformat(row[f"{name}_local"])
+        assert local == utc and local.utcoffset() == ktm
+
+    for path in ("/users", "/sessions"):
+        rows = client.get(f"{path}?relative=all&tz=Asia/Kathmandu", headers=auth(api)).json()
+        assert rows["data"]
+        for row in rows["data"]:
+            same_instant(row, "first_seen")
+            same_instant(row, "last_seen")
+    plain = client.get("/users?relative=all&limit=1", headers=auth(api)).json()["data"][0]
+    assert "first_seen_local" not in plain  # no tz: the answer keeps its shape
+    session = client.get("/sessions?relative=all&limit=1", headers=auth(api)).json()["data"][0]
+    path = f"/sessions/{quote(session['session_id'], safe='')}?tz=Asia/Kathmandu"
+    data = client.get(path, headers=auth(api)).json()["data"]
+    same_instant(data, "first_seen")
+    for turn in data["turns"]:
+        same_instant(turn, "first_start")
+    bad = client.get("/users?tz=Nowhere/Land", headers=auth(api))
+    assert bad.status_code == 400 and "IANA" in bad.json()["error"]["message"]

@@ -46,3 +46,23 @@ def test_success_rate_formats_users_and_failure_warning(data, orgs, config):
     assert stats.durations["jobs"].sum() == 3 and stats.volume["jobs"].sum() == 5
     with pytest.raises(PermissionDenied):
         export_stats(data, dana)
+
+
+def test_volume_is_per_day_of_the_readers_calendar(data, orgs):
+    """A job made at 20:00 UTC is the next day's in Kathmandu (+05:45)."""
+    from observatory_core.base.zones import Zone
+
+    admin = Scope(org_id=orgs["acme"], role=Role.ADMIN, username="root")
+    job = create_export(data, admin, FilterSpec(relative=None))
+    made = datetime.now(UTC).replace(hour=20, minute=0, second=0, microsecond=0)
+    made -= timedelta(days=1)
+    with data.begin() as conn:
+        conn.execute(
+            update(export_jobs).where(export_jobs.c.id == job["id"]).values(created_at=made)
+        )
+    utc = export_stats(data, admin, zone=Zone("UTC")).volume["day"].to_list()
+    local = export_stats(data, admin, zone=Zone("Asia/Kathmandu")).volume["day"].to_list()
+    # every other job was made just now: yesterday (UTC) holds only this one, which is
+    # today in Kathmandu
+    assert made.date() in utc and made.date() not in local
+    assert made.date() + timedelta(days=1) in local

@@ -30,6 +30,19 @@ def open_page(role: str, page: str) -> AppTest:
     return at.run()
 
 
+def fire_any_traffic(engine, scope) -> None:
+    """A rule that fires on any request in the last day, evaluated once."""
+    rule = build_rule(
+        name="any traffic",
+        series="request_count.count",
+        comparator=">",
+        threshold=0,
+        window_s=86400,
+    )
+    create_rule(engine, scope, rule)
+    evaluate(engine, datetime.now(UTC))
+
+
 def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
@@ -83,18 +96,7 @@ def test_a_rule_that_fires_shows_up_with_a_toast(clean_rules):
     scope = scope_for(engine, "developer-user")
     at = open_page("viewer", "pages/alerts.py")
     assert any("Nothing is firing" in s.value for s in at.success)
-    create_rule(
-        engine,
-        scope,
-        build_rule(
-            name="any traffic",
-            series="request_count.count",
-            comparator=">",
-            threshold=0,
-            window_s=86400,
-        ),
-    )
-    evaluate(engine, datetime.now(UTC))
+    fire_any_traffic(engine, scope)
     at.run()
     assert any("any traffic" in t.value and "is firing" in t.value for t in at.toast)
     firing = at.dataframe[0].value
