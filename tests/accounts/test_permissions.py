@@ -17,6 +17,7 @@ DESIGN_TABLE = {
     "exports:download": (1, 1, 1, 1),
     "alerts:read": (1, 1, 1, 1),
     "alerts:manage": (1, 1, 0, 0),
+    "dashboards:manage": (1, 1, 0, 0),
     "admin": (1, 0, 0, 0),
 }
 ROLES = (Role.ADMIN, Role.DEVELOPER, Role.VIEWER, Role.BILLING)

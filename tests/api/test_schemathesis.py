@@ -32,7 +32,8 @@ def test_no_server_errors_and_answers_match_the_schema(api):
     schema = schemathesis.openapi.from_asgi(f"{PREFIX}/openapi.json", api["client"].app)
     headers = auth(api)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 14  # every route of the issues, /changes, /users, /sessions
+    assert len(operations) == 19  # every route of the issues, /changes, /users, /sessions,
+    # /dashboards (list, create, read, replace, delete)
 
     for operation in operations:
 
