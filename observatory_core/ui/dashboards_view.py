@@ -6,6 +6,7 @@ the benchmark times the page's own drawing."""
 from __future__ import annotations
 
 import json
+import time
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -163,6 +164,7 @@ def draw(scope: Scope, board: Dashboard, spec: FilterSpec) -> None:
             + ("Edit it to add some." if can_manage(scope) else "")
         )
         return
+    started = time.perf_counter()
     datas = load(scope, board, spec)
     rows: list[list[ChartData]] = [[]]
     used = 0
@@ -181,6 +183,9 @@ def draw(scope: Scope, board: Dashboard, spec: FilterSpec) -> None:
         for j, data in enumerate(row):
             with cells[j].container(border=True):
                 _cell(data, key=f"dash_chart_{i}_{j}")
+    seconds = time.perf_counter() - started
+    count = f"{len(datas)} chart{'s' if len(datas) != 1 else ''}"
+    st.caption(f"{count} · computed in {seconds * 1000:,.0f} ms")
 
 
 def _cell(data: ChartData, key: str) -> None:
