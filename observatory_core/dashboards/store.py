@@ -140,14 +140,19 @@ def update_dashboard(
     return get_dashboard(engine, scope, dashboard_id)
 
 
-def copy_name(name: str, taken: set[str]) -> str:
-    """'Copy of X', then 'Copy of X (2)' ..., within the name limit."""
-    base = f"Copy of {name}"[:MAX_NAME]
+def free_name(name: str, taken: set[str]) -> str:
+    """`name`, else 'name (2)', 'name (3)' ..., within the name limit."""
+    base = name[:MAX_NAME]
     candidate, n = base, 2
     while candidate in taken:
         suffix = f" ({n})"
         candidate, n = base[: MAX_NAME - len(suffix)] + suffix, n + 1
     return candidate
+
+
+def copy_name(name: str, taken: set[str]) -> str:
+    """'Copy of X', then 'Copy of X (2)' ..."""
+    return free_name(f"Copy of {name}", taken)
 
 
 def duplicate_dashboard(engine: Engine, scope: Scope, dashboard_id: int) -> dict:

@@ -4,15 +4,11 @@ what a dashboard is and has one to duplicate and edit. In the demo each project 
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from observatory_core.accounts.permissions import Role
-from observatory_core.accounts.scope import Scope
-from observatory_core.accounts.tenancy import org_id_by_slug
 from observatory_core.dashboards.model import from_dict
 from observatory_core.dashboards.store import create_dashboard
-from observatory_core.demo.catalog import ORGS
+from observatory_core.demo.starter_rules import demo_orgs_with_names
 from observatory_core.storage.schema import dashboards
 
 STARTER_DASHBOARDS: tuple[dict, ...] = (
@@ -97,15 +93,7 @@ def install_starter_dashboards(engine: Engine) -> int:
     """Create the starter dashboards each demo org lacks; how many were created. Dashboards
     that exist (by name) are left alone, edited or not."""
     made = 0
-    for org in ORGS:
-        with engine.connect() as conn:
-            org_id = org_id_by_slug(conn, org.slug)
-            have = set(
-                conn.execute(
-                    select(dashboards.c.name).where(dashboards.c.org_id == org_id)
-                ).scalars()
-            )
-        scope = Scope(org_id, Role.ADMIN, username="demo")
+    for scope, have in demo_orgs_with_names(engine, dashboards.c.name):
         for data in STARTER_DASHBOARDS:
             if data["name"] not in have:
                 create_dashboard(engine, scope, from_dict(data))

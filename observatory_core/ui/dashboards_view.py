@@ -108,7 +108,7 @@ def toolbar(scope: Scope, row: dict | None) -> None:
         return
     if cells[1].button("New", icon=":material/add:", key="dash_new"):
         taken = {r["name"] for r in store.list_dashboards(engine(), scope)}
-        name = store.copy_name("dashboard", taken).replace("Copy of dashboard", "New dashboard")
+        name = store.free_name("New dashboard", taken)
         made = store.create_dashboard(engine(), scope, Dashboard(name=name))
         _open(made["id"], made["dashboard"], edit=True)
     if row is None:

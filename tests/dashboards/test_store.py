@@ -16,6 +16,7 @@ from observatory_core.dashboards.store import (
     create_dashboard,
     delete_dashboard,
     duplicate_dashboard,
+    free_name,
     get_dashboard,
     list_dashboards,
     update_dashboard,
@@ -104,5 +105,5 @@ def test_starter_dashboards_install_once_per_demo_org(engine):
 
 def test_copy_names_stay_within_the_limit():
     long = "x" * 100
-    assert len(copy_name(long, set())) == 100
+    assert len(copy_name(long, set())) == 100 and free_name("a", {"a"}) == "a (2)"
     assert copy_name(long, {copy_name(long, set())}).endswith(" (2)")
