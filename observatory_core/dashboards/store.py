@@ -18,7 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from observatory_core.accounts import audit
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
-from observatory_core.dashboards.model import MAX_NAME, Dashboard, from_dict, to_dict
+from observatory_core.dashboards.model import (
+    MAX_NAME,
+    Dashboard,
+    DashboardError,
+    from_dict,
+    to_dict,
+)
 from observatory_core.exports.jobs import Conflict, NotFound
 from observatory_core.storage.schema import dashboards as table
 
@@ -26,9 +32,21 @@ MAX_ID = 2**31 - 1
 MAX_PER_ORG = 500
 
 
+def _definition(row) -> Dashboard:
+    """The stored definition, checked again: one saved before a metric or field it names was
+    removed says which dashboard and what to fix instead of failing somewhere later."""
+    try:
+        return from_dict(json.loads(row.definition))
+    except DashboardError as exc:
+        raise DashboardError(
+            f"Dashboard {row.id} ({row.name}) no longer reads: {exc}. Replace it (PUT) or fix it "
+            "in Edit as JSON."
+        ) from None
+
+
 def _row(row) -> dict:
     """A stored dashboard as the API and the page see it: its id, who saved it when, and its
-    definition (checked again: a definition saved by an older server still reads right)."""
+    definition."""
     return {
         "id": row.id,
         "name": row.name,
@@ -36,7 +54,7 @@ def _row(row) -> dict:
         "created_at": row.created_at,
         "updated_by": row.updated_by,
         "updated_at": row.updated_at,
-        "dashboard": from_dict(json.loads(row.definition)),
+        "dashboard": _definition(row),
     }
 
 
@@ -48,10 +66,20 @@ def list_dashboards(engine: Engine, scope: Scope) -> list[dict]:
             select(table).where(table.c.org_id == scope.org_id).order_by(table.c.name)
         ).all()
     out = []
-    for row in rows:
-        item = _row(row)
-        board: Dashboard = item.pop("dashboard")
-        out.append({**item, "description": board.description, "charts": len(board.charts)})
+    for row in rows:  # the raw definition: one that no longer reads is still listed
+        data = json.loads(row.definition)
+        out.append(
+            {
+                "id": row.id,
+                "name": row.name,
+                "description": str(data.get("description", "")),
+                "charts": len(data.get("charts") or ()),
+                "created_by": row.created_by,
+                "created_at": row.created_at,
+                "updated_by": row.updated_by,
+                "updated_at": row.updated_at,
+            }
+        )
     return out
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.base.errors import PermissionDenied
-from observatory_core.dashboards.model import from_dict
+from observatory_core.dashboards.model import DashboardError, from_dict
 from observatory_core.dashboards.store import (
     copy_name,
     create_dashboard,
@@ -24,7 +24,7 @@ from observatory_core.dashboards.store import (
 from observatory_core.demo.load import ensure_demo_tenants
 from observatory_core.demo.starter_dashboards import STARTER_DASHBOARDS, install_starter_dashboards
 from observatory_core.exports.jobs import Conflict, NotFound
-from observatory_core.storage.schema import audit_log
+from observatory_core.storage.schema import audit_log, dashboards
 from tests.helpers import admin_scope, make_org
 
 COST, LATENCY = (from_dict(d) for d in STARTER_DASHBOARDS)
@@ -107,3 +107,16 @@ def test_copy_names_stay_within_the_limit():
     long = "x" * 100
     assert len(copy_name(long, set())) == 100 and free_name("a", {"a"}) == "a (2)"
     assert copy_name(long, {copy_name(long, set())}).endswith(" (2)")
+
+
+def test_a_stored_definition_that_no_longer_reads_says_which_and_what(engine):
+    acme, _ = make_org(engine, "acme")
+    scope = admin_scope(acme)
+    made = create_dashboard(engine, scope, COST)
+    with engine.begin() as conn:  # as if a metric it names had been removed since
+        text = conn.execute(select(dashboards.c.definition)).scalar_one()
+        broken = text.replace("total_cost.avg", "total_cost_old.avg")
+        conn.execute(dashboards.update().values(definition=broken))
+    assert [d["charts"] for d in list_dashboards(engine, scope)] == [6]  # still listed
+    with pytest.raises(DashboardError, match=r"Dashboard \d+ \(Cost by team\) no longer reads: "):
+        get_dashboard(engine, scope, made["id"])
