@@ -137,7 +137,7 @@ def filters_from(raw: Any, path: str, *, time: bool) -> FilterSpec:
         raise _fail(
             f"{path}.{asked[0]}", "a chart takes the dashboard's period; remove its time window"
         )
-    params = {k: v if isinstance(v, list) else [str(v)] for k, v in raw.items()}
+    params = {str(k): _link_values(v, f"{path}.{k}") for k, v in raw.items()}
     if time and not any(k in raw for k in TIME_KEYS):
         params["relative"] = ["7d"]
     try:
@@ -145,6 +145,21 @@ def filters_from(raw: Any, path: str, *, time: bool) -> FilterSpec:
     except UserError as exc:
         raise _fail(path, str(exc)) from None
     return spec if time else spec.replace(relative=None)
+
+
+def _link_values(value: Any, path: str) -> list[str]:
+    """A filter's value as a link carries it: text, a number, or a list of them (a metadata
+    pair may be written ["region", "eu"] or as its link text '["region", "eu"]')."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, list) and all(isinstance(x, str) for x in item):
+            out.append(json.dumps(item))
+        elif isinstance(item, str | int | float) and not isinstance(item, bool):
+            out.append(str(item))
+        else:
+            raise _fail(path, f"must be text, a number or a list of them; got {item!r}")
+    return out
 
 
 def filters_to(spec: FilterSpec, *, time: bool) -> dict[str, Any]:
@@ -170,7 +185,7 @@ def chart_from_dict(data: Any, index: int) -> Chart:
     _unknown(data, CHART_KEYS, path)
     title = _text(data, "title", path, required=True, limit=MAX_NAME)
     kind = data.get("kind", "line")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise _fail(f"{path}kind", f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     series = data.get("series")
     if not isinstance(series, str) or not series:
@@ -181,7 +196,7 @@ def chart_from_dict(data: Any, index: int) -> Chart:
         raise _fail(f"{path}series", str(exc)) from None
     series = f"{metric}.{agg.value}"
     bucket = data.get("bucket", "auto")
-    if bucket not in CHART_BUCKETS:
+    if not isinstance(bucket, str) or bucket not in CHART_BUCKETS:
         raise _fail(
             f"{path}bucket", f"unknown bucket {bucket!r}; choose {', '.join(CHART_BUCKETS)}"
         )

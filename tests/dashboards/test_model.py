@@ -76,6 +76,8 @@ def _chart(**changes) -> dict:
         (_chart(series="request_count.p95"), "charts[1].series: p95 does not fit"),
         (_chart(series=""), "charts[1].series: give one metric"),
         (_chart(kind="donut"), "charts[1].kind: unknown kind 'donut'; choose from line"),
+        (_chart(kind={"a": 1}), "charts[1].kind: unknown kind {'a': 1}"),
+        (_chart(bucket=["1day"]), "charts[1].bucket: unknown bucket ['1day']"),
         (_chart(bucket="2min"), "charts[1].bucket: unknown bucket '2min'"),
         (_chart(bucket="none"), "charts[1].bucket: a line chart needs a time bucket"),
         (_chart(group_by=["colour"]), "charts[1].group_by: Cannot group by 'colour'"),
@@ -116,3 +118,22 @@ def test_a_bad_definition_names_the_field_to_fix(data, says):
 def test_an_import_that_is_not_json_says_so():
     with pytest.raises(DashboardError, match=r"^json: not valid JSON"):
         from_json("{name: 1")
+
+
+@pytest.mark.parametrize(
+    ("filters", "says"),
+    [
+        ({"models": [None]}, "filters.models: must be text, a number or a list of them; got None"),
+        ({"": [True]}, "filters.: must be text"),
+        ({"models": {"a": 1}}, "filters.models: must be text"),
+    ],
+)
+def test_filter_values_of_the_wrong_type_are_refused(filters, says):
+    with pytest.raises(DashboardError) as caught:
+        from_dict({"name": "d", "filters": filters})
+    assert str(caught.value).startswith(says), str(caught.value)
+
+
+def test_a_metadata_pair_may_be_written_as_a_list():
+    board = from_dict({"name": "d", "filters": {"metadata": [["region", "eu"]], "relative": "7d"}})
+    assert board.filters.metadata == (("region", "eu"),)
