@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import urlencode
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -188,10 +189,33 @@ def draw(scope: Scope, board: Dashboard, spec: FilterSpec) -> None:
     st.caption(f"{count} · computed in {seconds * 1000:,.0f} ms")
 
 
+def metrics_link(data: ChartData) -> str | None:
+    """The Metrics page's link for the chart's query (a chart is that page's query state):
+    the same series, bucket, group-by, top groups and filters, to explore it further."""
+    query = data.query
+    if query is None:
+        return None
+    subject = METRICS[data.chart.series.split(".")[0]].subject.value
+    params: dict[str, list[str]] = {
+        **query.filters.to_query_params(),
+        "s": [subject],
+        "m": [data.chart.series],
+        "b": [query.bucket or "auto"],
+        "top": [str(data.chart.top)],
+    }
+    if query.group_by:
+        params["g"] = [",".join(query.group_by)]
+    return "/metrics?" + urlencode(params, doseq=True)
+
+
 def _cell(data: ChartData, key: str) -> None:
     chart = data.chart
-    if chart.kind != "number":
-        st.markdown(f"**{chart.title}**")
+    link = None if data.hidden else metrics_link(data)
+    title = f"**{chart.title}**" if chart.kind != "number" else ""
+    if link:
+        title += f" [:material/open_in_new: Metrics]({link})"
+    if title:
+        st.markdown(title.strip(), help="Open this chart's query on the Metrics page.")
     if data.hidden:
         st.info(data.hidden, icon=":material/lock:")
         return

@@ -37,6 +37,9 @@ def test_a_starter_dashboard_its_period_and_a_new_dashboard_shared_by_link(
     tiles = page.locator('[data-testid="stMetric"]').all_inner_texts()
     assert any(re.match(r"p95 latency\s+\d[\d,.]* (ms|s|min)\s+[+-]", t) for t in tiles), tiles
     assert page.locator(".js-plotly-plot").count() == 4  # two lines and two bar charts
+    # each chart opens its query on the Metrics page
+    links = page.locator('a[href*="/metrics?"][href*="m="]')
+    assert links.count() == 6 and "g=provider" in links.nth(2).get_attribute("href")
     assert "relative=24h" in page.url or "relative" not in page.url  # its own period: 24 hours
     # the period in the sidebar applies to every chart, and the link keeps it
     page.get_by_label("Time", exact=True).click()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 import pytest
 from sqlalchemy import delete
@@ -66,6 +67,17 @@ def test_a_starter_dashboard_by_link_shows_the_engines_numbers(boards):
     assert sum(table["Cost (USD) · sum"]) == pytest.approx(total(result), rel=1e-9)
     assert any("applies to every chart" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 2  # the area and the pie
+    # each chart opens its query on the Metrics page
+    links = [m.value for m in at.markdown if "/metrics?" in m.value]
+    assert any("m=total_cost.sum" in x and "g=project" in x and "b=1day" in x for x in links)
+    metrics = login(start(), "developer-user")
+    metrics.switch_page("pages/metrics.py")
+    area = next(x for x in links if "g=project" in x)
+    for key, value in parse_qsl(area.split("/metrics?")[1].rstrip(")")):
+        metrics.query_params[key] = value
+    metrics.run(timeout=60)
+    assert not metrics.exception and not metrics.error
+    assert [m.value for m in metrics.multiselect if m.label == "Group by"] == [["project"]]
 
 
 def test_a_viewer_sees_cost_charts_hidden_and_no_editing(boards):
