@@ -32,11 +32,10 @@ from observatory_core.dashboards.model import (
 )
 from observatory_core.dashboards.render import ChartData, change, load_dashboard, total
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import METRICS
+from observatory_core.metrics.catalog import MAX_GROUP_BY, METRICS
 from observatory_core.metrics.engine import MetricResult
-from observatory_core.ui import colors, format
+from observatory_core.ui import colors, format, group_choice
 from observatory_core.ui import metrics_view as mv
-from observatory_core.ui.group_choice import group_by_multiselect
 from observatory_core.ui.session import engine
 from observatory_core.ui.zone import current_zone, local_series
 
@@ -366,21 +365,25 @@ def editor(scope: Scope, row: dict, spec: FilterSpec) -> None:
     ):
         draft["filters"] = filters_to(spec, time=True)
     for i, chart in enumerate(list(draft["charts"])):
-        cells = st.columns([6, 1, 1, 1])
+        cells = st.columns([6, 1, 1, 1, 1])
         cells[0].markdown(
             f"{i + 1}. **{chart['title']}** · {KINDS[chart['kind']]} of {mv.series_label(chart['series'])}"
             + (f" by {', '.join(chart['group_by'])}" if chart.get("group_by") else "")
         )
-        if cells[1].button("Up", key=f"{key}_up_{i}", disabled=i == 0):
+        if cells[1].button("Edit", key=f"{key}_edit_{i}"):
+            _into_form(key, i, chart)
+            st.rerun()
+        if cells[2].button("Up", key=f"{key}_up_{i}", disabled=i == 0):
             charts = draft["charts"]
             charts[i - 1], charts[i] = charts[i], charts[i - 1]
             st.rerun()
-        if cells[2].button("Down", key=f"{key}_down_{i}", disabled=i == len(draft["charts"]) - 1):
+        if cells[3].button("Down", key=f"{key}_down_{i}", disabled=i == len(draft["charts"]) - 1):
             charts = draft["charts"]
             charts[i + 1], charts[i] = charts[i], charts[i + 1]
             st.rerun()
-        if cells[3].button("Remove", key=f"{key}_remove_{i}"):
+        if cells[4].button("Remove", key=f"{key}_remove_{i}"):
             draft["charts"].pop(i)
+            st.session_state.pop(f"{key}_editing", None)
             st.rerun()
     _add_chart(scope, draft, key)
     with st.expander("Edit as JSON"):
@@ -409,8 +412,31 @@ def editor(scope: Scope, row: dict, spec: FilterSpec) -> None:
         st.rerun()
 
 
+FORM = ("title", "kind", "series", "bucket", "group", "top", "width")
+
+
+def _into_form(key: str, index: int, chart: dict) -> None:
+    """Put a chart's settings into the chart form, to change and update it in place."""
+    state = st.session_state
+    state[f"{key}_editing"] = index
+    for name, value in (
+        ("title", chart["title"]),
+        ("kind", chart["kind"]),
+        ("series", chart["series"]),
+        ("bucket", chart["bucket"]),
+        ("group", list(chart.get("group_by", []))),
+        ("top", chart.get("top", 5)),
+        ("width", chart.get("width", 1)),
+    ):
+        state[f"{key}_new_{name}"] = value
+
+
 def _add_chart(scope: Scope, draft: dict, key: str) -> None:
-    with st.expander("Add a chart", expanded=not draft["charts"]):
+    """The chart form: a new chart, or the one whose Edit was clicked (its own filters are
+    kept; Edit as JSON changes them)."""
+    editing = st.session_state.get(f"{key}_editing")
+    label = "Add a chart" if editing is None else f"Change chart {editing + 1}"
+    with st.expander(label, expanded=not draft["charts"] or editing is not None):
         top = st.columns([3, 2, 3])
         title = top[0].text_input("Title", key=f"{key}_new_title")
         kinds = list(KINDS)
@@ -421,12 +447,19 @@ def _add_chart(scope: Scope, draft: dict, key: str) -> None:
         )
         low = st.columns([2, 4, 1, 1])
         bucket = low[0].selectbox("Bucket", CHART_BUCKETS, key=f"{key}_new_bucket")
-        group_by, problem = group_by_multiselect(
-            low[1], "Group by", [], key=f"{key}_new_group", max_selections=2
+        chosen = low[1].multiselect(
+            "Group by",
+            group_choice.options(st.session_state.get(f"{key}_new_group") or []),
+            max_selections=MAX_GROUP_BY,
+            accept_new_options=True,
+            key=f"{key}_new_group",
+            help=group_choice.KEY_HELP,
         )
+        group_by, problem = group_choice.valid(chosen)
         limit = low[2].number_input("Top groups", 1, MAX_TOP, 5, key=f"{key}_new_top")
         width = low[3].number_input("Width", 1, MAX_COLUMNS, 1, key=f"{key}_new_width")
-        if st.button("Add chart", icon=":material/add_chart:", key=f"{key}_add"):
+        verb = "Add chart" if editing is None else "Update chart"
+        if st.button(verb, icon=":material/add_chart:", key=f"{key}_add"):
             if problem:
                 st.error(problem, icon=":material/error:")
                 return
@@ -439,10 +472,19 @@ def _add_chart(scope: Scope, draft: dict, key: str) -> None:
                 "top": int(limit),
                 "width": int(width),
             }
+            at = len(draft["charts"]) if editing is None else editing
+            if editing is not None and draft["charts"][editing].get("filters"):
+                data["filters"] = draft["charts"][editing]["filters"]
             try:
-                chart = chart_from_dict(data, len(draft["charts"]))
+                chart = chart_to_dict(chart_from_dict(data, at))
             except UserError as exc:
                 st.error(str(exc), icon=":material/error:")
                 return
-            draft["charts"].append(chart_to_dict(chart))
+            if editing is None:
+                draft["charts"].append(chart)
+            else:
+                draft["charts"][editing] = chart
+            for name in FORM:  # an empty form for the next chart
+                st.session_state.pop(f"{key}_new_{name}", None)
+            st.session_state.pop(f"{key}_editing", None)
             st.rerun()

@@ -112,11 +112,19 @@ def test_a_developer_creates_edits_duplicates_and_deletes(boards):
     _button(at, f"{key}_add").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Requests by model" in m.value for m in at.markdown)
+    # change it in place: a line of the same metric
+    _button(at, f"{key}_edit_0").click().run()
+    assert at.text_input(key=f"{key}_new_title").value == "Requests by model"
+    at.selectbox(key=f"{key}_new_kind").select("line")
+    _button(at, f"{key}_add").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Requests by model** · Line" in m.value for m in at.markdown)
+    assert at.text_input(key=f"{key}_new_title").value == ""  # the form is empty again
     _button(at, f"{key}_save").click().run()
     assert not at.exception, at.exception
     saved = get_dashboard(engine, scope, new_id)
     assert saved["name"] == "Team latency" and "edit" not in at.query_params
-    assert [(c.kind, c.group_by) for c in saved["dashboard"].charts] == [("bar", ("model",))]
+    assert [(c.kind, c.group_by) for c in saved["dashboard"].charts] == [("line", ("model",))]
     assert at.get("plotly_chart")  # drawn
     # duplicate: a copy under a free name, opened
     _button(at, "dash_duplicate").click().run()
