@@ -47,6 +47,7 @@ FAMILIES = {
     "sketch": "sketch_",
     "dims": "dims_",
     "retention": "retention_",
+    "dashboard": "dashboard_",
 }
 
 
@@ -134,6 +135,12 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "(`dims_backfill_30d_*`, rows/s over every span), then the 30-day daily cost by the "
         "declared key, by an undeclared key (`metadata:region`) and by model; the suffix names "
         "the path that answered. Targets at 1M spans: declared <= 150 ms, undeclared <= 2 s.",
+        "- `dashboard_*` (issue 20 part 1, a database of its own per size and store, "
+        "`BENCH_ONLY=dashboard`, `bench/dashboard_case.py`): a 6-chart starter dashboard, "
+        "uncached, through the page's own code (every chart's metrics query, a number's previous "
+        "period, the figures and tables): Cost by team over its 7 days and over 30 days, Latency "
+        "SLOs over its 24 hours. Target at 1M spans on PostgreSQL: within the 1.5 s a person waits "
+        "for the dashboard in the browser.",
         "- `home_period_stats_24h`, `home_requests_per_hour_24h`: its parts; rows/s counts the spans in the window.",
         "- `explorer_first_page_*`: the first page (50 rows) of the Traces page: the last 24 h by "
         "time, 7 days of one model by time, 7 days of errors by cost, 30 days of one model in "
@@ -420,6 +427,20 @@ def main() -> None:
             for e in _run(
                 f"users and sessions on {db} with {size:,} spans",
                 "bench.people_case",
+                "--db",
+                db,
+                "--size",
+                str(size),
+            )
+        ]
+    if only in (None, "dashboard"):  # databases of its own, at each size
+        entries += [
+            e
+            for size in sizes
+            for db in dbs
+            for e in _run(
+                f"dashboards on {db} with {size:,} spans",
+                "bench.dashboard_case",
                 "--db",
                 db,
                 "--size",

@@ -64,6 +64,10 @@ def cmd_demo(args) -> None:
     events = install_starter_rules(engine, days=args.days, now=end)
     if events:
         print(f"Replayed the starter alert rules over the loaded history: {events} state changes.")
+    from observatory_core.demo.starter_dashboards import install_starter_dashboards
+
+    if made := install_starter_dashboards(engine):
+        print(f"Added {made} starter dashboards (Cost by team, Latency SLOs).")
 
 
 def cmd_bootstrap(args) -> None:

@@ -50,6 +50,9 @@ ACTIONS = {
     "export.create": "Export created",
     "export.cancel": "Export cancelled",
     "export.download": "Export downloaded",
+    "dashboard.create": "Dashboard created",
+    "dashboard.update": "Dashboard changed",
+    "dashboard.delete": "Dashboard deleted",
 }
 MAX_ROWS = 10_000
 

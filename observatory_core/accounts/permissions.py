@@ -29,6 +29,7 @@ class Permission(StrEnum):
     EXPORTS_DOWNLOAD = "exports:download"
     ALERTS_READ = "alerts:read"
     ALERTS_MANAGE = "alerts:manage"
+    DASHBOARDS_MANAGE = "dashboards:manage"  # create, edit, duplicate, delete (all may read)
     ADMIN = "admin"
 
 

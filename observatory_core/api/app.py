@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
-from observatory_core.api import changes, exports, metrics, people, traces
+from observatory_core.api import changes, dashboards, exports, metrics, people, traces
 from observatory_core.api.common import refresh_filter_parameters
 from observatory_core.api.context import ApiError, RequestContext, meta
 from observatory_core.api.limits import ReadGuard
@@ -111,7 +111,7 @@ def create_app() -> FastAPI:
     for kind, status, code, headers, message in KNOWN_ERRORS:
         app.add_exception_handler(kind, _handler(status, code, headers, message))
 
-    for module in (traces, metrics, changes, exports, people):
+    for module in (traces, metrics, changes, exports, people, dashboards):
         app.include_router(module.router)
     return app
 

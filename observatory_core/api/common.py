@@ -24,7 +24,7 @@ _DESCRIPTIONS = {
     401: "No key, an unknown or revoked key, or a key without the read scope.",
     403: "The key's role does not allow this.",
     404: "Not found in the key's org (other orgs' ids are never revealed).",
-    409: "The export is in a state that does not allow this.",
+    409: "The export is in a state that does not allow this, or the name is taken.",
     422: "A parameter has the wrong type or is out of range.",
     429: "Over the key's rate limit, or too many of its heavy reads at once; see Retry-After.",
     503: "The database is unavailable (`unavailable`) or the query ran past its time budget "

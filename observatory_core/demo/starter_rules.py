@@ -9,9 +9,10 @@ resolves.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import Column, select
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Role
@@ -48,20 +49,22 @@ STARTER_RULES = (
 )
 
 
+def demo_orgs_with_names(engine: Engine, name: Column) -> Iterator[tuple[Scope, set[str]]]:
+    """Each demo org's admin scope and the names `name` (a column of an org's table) holds
+    there: what a starter set leaves alone."""
+    for org in ORGS:
+        with engine.connect() as conn:
+            org_id = org_id_by_slug(conn, org.slug)
+            have = set(conn.execute(select(name).where(name.table.c.org_id == org_id)).scalars())
+        yield Scope(org_id, Role.ADMIN, username="demo"), have
+
+
 def install_starter_rules(engine: Engine, *, days: float, now: datetime | None = None) -> int:
     """Create the starter rules each demo org lacks and write their replayed history over the
     last `days`; the number of events written. Rules that exist already are left alone."""
     now = now or datetime.now(UTC)
     written = 0
-    for org in ORGS:
-        with engine.connect() as conn:
-            org_id = org_id_by_slug(conn, org.slug)
-            have = set(
-                conn.execute(
-                    select(alert_rules.c.name).where(alert_rules.c.org_id == org_id)
-                ).scalars()
-            )
-        scope = Scope(org_id, Role.ADMIN, username="demo")
+    for scope, have in demo_orgs_with_names(engine, alert_rules.c.name):
         for rule in STARTER_RULES:
             if rule.name in have:
                 continue

@@ -542,6 +542,24 @@ org_budgets = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
+# ---- dashboards (issue 20 part 1, README "Dashboards") ---------------------------------
+# One row per saved dashboard of an org: its definition (name, period and filters, the grid's
+# charts) as the JSON that the API and the export hand out (`dashboards/model.py`), checked
+# when it is saved and again when it is read.
+dashboards = Table(
+    "dashboards",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("org_id", "name", name="uq_dashboards_org_name"),
+)
+
 # ---- rollups (README "Metrics") -----------------------------------------------------
 # Per grain: one row per (org, bucket, project, provider, model, environment, operation, status,
 # llm_call)

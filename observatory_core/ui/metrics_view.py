@@ -204,7 +204,7 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
         subplot_titles=[_title(s, result.frame[s].to_list()) for s in result.series],
     )
     shift = result.end - result.start
-    groups = _groups(result)
+    groups = groups_of(result)
     # each group's previous-period rows, found once for all its panels
     befores = [
         _part(previous.frame, result.group_by, part) if previous is not None else None
@@ -214,19 +214,19 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
     colours = colors.assign([label for label, _ in groups])
     for row, name in enumerate(result.series, start=1):
         unit = METRICS[name.split(".")[0]].unit
-        size, suffix = _axis_scale(unit, result.frame[name].to_list())
+        size, suffix = axis_scale(unit, result.frame[name].to_list())
         for (label, part), before in zip(groups, befores, strict=True):
             color = colours[label]
             values = part[name].to_list()
             buckets = part["bucket"].to_list()
             xs = local_series(part["bucket"], result.zone)  # drawn on the reader's clock
-            scaled = _scaled(values, size)
+            ys = scaled(values, size)
             text = [format.by_unit(unit, v) for v in values]
             cut = [b in result.partial_buckets for b in buckets]
             figure.add_trace(
                 go.Scatter(
                     x=xs,
-                    y=[None if c else v for v, c in zip(scaled, cut, strict=True)],
+                    y=[None if c else v for v, c in zip(ys, cut, strict=True)],
                     name=label,
                     legendgroup=label,
                     showlegend=row == 1,
@@ -245,14 +245,14 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
             trace_groups.append(group)
             if any(cut):
                 figure.add_trace(
-                    partial_trace(result, label, color, buckets, scaled, text, xs), row=row, col=1
+                    partial_trace(result, label, color, buckets, ys, text, xs), row=row, col=1
                 )
                 trace_groups.append(group)
             if before is not None and before.height:
                 figure.add_trace(
                     go.Scatter(
                         x=[local(t + shift, result.zone) for t in before["bucket"].to_list()],
-                        y=_scaled(before[name].to_list(), size),
+                        y=scaled(before[name].to_list(), size),
                         name=f"{label} (previous period)",
                         legendgroup=label,
                         showlegend=False,  # dashed: the caption says so
@@ -264,7 +264,7 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
                     col=1,
                 )
                 trace_groups.append(None)
-        _format_axis(figure, row, unit, suffix)
+        format_axis(figure, row, unit, suffix)
     figure.update_layout(
         height=260 * rows + 60,
         margin=dict(l=10, r=10, t=40, b=10),
@@ -315,7 +315,7 @@ def partial_trace(
 def _title(series: str, values: list) -> str:
     """The panel's title in the unit its axis is drawn in (a p95 in seconds says "s")."""
     unit = METRICS[series.split(".")[0]].unit
-    _, suffix = _axis_scale(unit, values)
+    _, suffix = axis_scale(unit, values)
     return series_label(series).replace("(ms)", f"({suffix.strip()})" if suffix else "(ms)")
 
 
@@ -341,7 +341,7 @@ def caption(result: MetricResult, previous: bool) -> str:
     return f"{text} {result.seconds * 1000:,.0f} ms."
 
 
-def _axis_scale(unit: str, values: list) -> tuple[float, str]:
+def axis_scale(unit: str, values: list) -> tuple[float, str]:
     """Durations on an axis in the unit their typical value reads in (10,830 ms: seconds)."""
     if unit != "ms":
         return 1, ""
@@ -349,22 +349,24 @@ def _axis_scale(unit: str, values: list) -> tuple[float, str]:
     return size, f" {word}"
 
 
-def _scaled(values: list, size: float) -> list:
+def scaled(values: list, size: float) -> list:
     return values if size == 1 else [None if v is None else v / size for v in values]
 
 
-def _format_axis(figure: go.Figure, row: int, unit: str, suffix: str) -> None:
+def format_axis(figure: go.Figure, row: int | None, unit: str, suffix: str) -> None:
+    """The y axis in the unit (row None: a figure of one panel, as the Dashboards page's)."""
+    where = {} if row is None else {"row": row, "col": 1}
     if unit == "usd":
-        figure.update_yaxes(tickprefix="$", row=row, col=1)
+        figure.update_yaxes(tickprefix="$", **where)
     elif unit == "ratio":
-        figure.update_yaxes(tickformat=".1%", row=row, col=1)
+        figure.update_yaxes(tickformat=".1%", **where)
     elif unit == "ms":
-        figure.update_yaxes(ticksuffix=suffix, row=row, col=1)
+        figure.update_yaxes(ticksuffix=suffix, **where)
     else:
-        figure.update_yaxes(separatethousands=True, row=row, col=1)
+        figure.update_yaxes(separatethousands=True, **where)
 
 
-def _groups(result: MetricResult) -> list[tuple[str, pl.DataFrame]]:
+def groups_of(result: MetricResult) -> list[tuple[str, pl.DataFrame]]:
     if not result.group_by:
         return [("all", result.frame)]
     out = []

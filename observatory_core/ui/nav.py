@@ -23,6 +23,7 @@ PAGES = (
     PageSpec("pages/home.py", "Home", ":material/home:", Permission.METRICS_READ),
     PageSpec("pages/overview.py", "Overview", ":material/insights:", Permission.METRICS_READ),
     PageSpec("pages/metrics.py", "Metrics", ":material/monitoring:", Permission.METRICS_READ),
+    PageSpec("pages/dashboards.py", "Dashboards", ":material/dashboard:", Permission.METRICS_READ),
     PageSpec(
         "pages/what_changed.py",
         "What changed",

@@ -17,6 +17,7 @@ DESIGN_TABLE = {
     "exports:download": (1, 1, 1, 1),
     "alerts:read": (1, 1, 1, 1),
     "alerts:manage": (1, 1, 0, 0),
+    "dashboards:manage": (1, 1, 0, 0),
     "admin": (1, 0, 0, 0),
 }
 ROLES = (Role.ADMIN, Role.DEVELOPER, Role.VIEWER, Role.BILLING)
@@ -49,6 +50,7 @@ def test_navigation_lists_only_permitted_pages():
         "Home",
         "Overview",
         "Metrics",
+        "Dashboards",
         "What changed",
         "Cost attribution",
         "Users",
@@ -62,6 +64,7 @@ def test_navigation_lists_only_permitted_pages():
         "Home",
         "Overview",
         "Metrics",
+        "Dashboards",
         "What changed",
         "Cost attribution",
         "Traces",

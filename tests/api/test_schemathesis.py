@@ -32,8 +32,9 @@ def test_no_server_errors_and_answers_match_the_schema(api):
     schema = schemathesis.openapi.from_asgi(f"{PREFIX}/openapi.json", api["client"].app)
     headers = auth(api)
     operations = [result.ok() for result in schema.get_all_operations()]
-    # every route of the issues, /changes, /users, /sessions, /export/schedules, /traces/days
-    assert len(operations) == 20
+    # every route of the issues, /changes, /users, /sessions, /export/schedules, /traces/days,
+    # /dashboards (list, create, read, replace, delete)
+    assert len(operations) == 25
 
     for operation in operations:
 

@@ -23,6 +23,7 @@ from observatory_core.accounts.users import add_user
 from observatory_core.base.settings import get_settings
 from observatory_core.demo.catalog import ORGS
 from observatory_core.demo.load import ensure_demo_tenants, load_demo
+from observatory_core.demo.starter_dashboards import install_starter_dashboards
 from observatory_core.demo.starter_rules import STARTER_RULES, install_starter_rules
 from observatory_core.ingest.persist import write_spans
 from observatory_core.ingest.spanrows import complete_row
@@ -37,6 +38,7 @@ PATHS = {
     "Home": "/",
     "Overview": "/overview?period=7d",
     "Metrics": "/metrics?relative=24h&m=request_count.count,duration_ms.p95&b=1hour&g=model",
+    "Dashboards": "/dashboards",
     "What changed": "/what_changed?series=error_rate.avg&dimension=model",
     "Cost attribution": "/attribution",
     "Traces": "/traces?relative=7d",
@@ -53,6 +55,7 @@ READY = {
     "Home": "Requests per hour",
     "Overview": "Most common errors",
     "Metrics": "Download this table (CSV)",
+    "Dashboards": " · computed in",
     "What changed": "Download this table (CSV)",
     "Cost attribution": "Download this table (CSV)",
     "Traces": "Page 1 ·",
@@ -75,6 +78,7 @@ def server(tmp_path_factory):
     load_demo(engine, spans=30_000, days=9, seed=7, end=end)
     _unset_spans(engine, end)
     install_starter_rules(engine, days=9, now=end)
+    install_starter_dashboards(engine)
     passwords = {role: add_user(engine, "acme", f"ui-{role}", role) for role in ROLES}
     with running_server(url, tmp) as base:
         yield {"base": base, "passwords": passwords}
@@ -254,6 +258,14 @@ def _page_checks(title, role, page, grids, charts, text, where) -> None:
             assert any(re.search(r"\((s|min)\)", h) for h in headers), headers
         label = page.get_by_text("Compare with the previous period").first
         assert label.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), f"{where}: label cut"
+    elif title == "Dashboards":  # the first by name: Cost by team
+        tiles = page.locator('[data-testid="stMetric"]').all_inner_texts()
+        if role == "viewer":  # costs: hidden, never a number
+            assert text.count("Hidden for your role") == 5, where
+            assert not any("$" in t for t in tiles), where
+        else:
+            spend = next(t for t in tiles if t.startswith("Spend"))
+            assert re.search(r"\$\d[\d,]*(\.\d+)?\n", spend + "\n"), spend
     elif title == "Overview":
         tiles = page.locator('[data-testid="stMetric"]').all_inner_texts()
         p95 = next(t for t in tiles if t.startswith("p95 latency"))

@@ -19,7 +19,7 @@ FLOORS = (
     ("accounts",),
     ("filters",),
     ("rollups", "metrics", "traces", "ingest"),
-    ("alerts", "exports", "reports", "demo"),
+    ("alerts", "exports", "reports", "demo", "dashboards"),
     ("api", "ui"),
     ("runtime",),
     ("__main__",),
