@@ -1,7 +1,8 @@
 """Custom dashboards (issue 20 part 1): a 6-chart dashboard's numbers and figures, through the
 code the Dashboards page runs (`dashboards.render.load_dashboard`, then
-`ui.dashboards_view.figure` or the table of each chart), uncached, on demo data of `--size`
-spans in a database of its own (built as the main case builds its own: `--days 30 --seed 7`).
+`ui.dashboards_view.figure` or the table of each chart), uncached, on the main case's database
+of `--size` spans (`--days 30 --seed 7`; built if missing, only read). Run it before the grid,
+which declares user_id there (more rollup rows).
 
 The starter dashboards: "Cost by team" (three numbers with their previous period, a stacked
 area by team, a pie by model, a table by team and environment) over its own 7 days and over
@@ -15,17 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench.case import END, analyse, demo_org_and_size, fresh_url, peak_rss_mb, timed
+from bench.case import END, demo_org_and_size, peak_rss_mb, timed
+from bench.grid_case import ensure_database
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.dashboards.model import from_dict
 from observatory_core.dashboards.render import load_dashboard
-from observatory_core.demo.load import load_demo
 from observatory_core.demo.starter_dashboards import STARTER_DASHBOARDS
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.storage.engine import get_engine
-from observatory_core.storage.migrate import upgrade
 from observatory_core.ui import dashboards_view, metrics_view
 
 RUNS = 7
@@ -36,10 +36,7 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgresql"), required=True)
     parser.add_argument("--size", type=int, required=True)
     args = parser.parse_args()
-    engine = get_engine(fresh_url(args.db, args.size, "bench/data", "bench_dashboard"))
-    upgrade(engine)
-    load_demo(engine, spans=args.size, days=30, seed=7, end=END)
-    analyse(engine, args.db)
+    engine = get_engine(ensure_database(args.db, args.size, "bench/data"))
     org_id, size = demo_org_and_size(engine)
     scope = Scope(org_id, Role.ADMIN, username="bench")
 

@@ -135,7 +135,7 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "(`dims_backfill_30d_*`, rows/s over every span), then the 30-day daily cost by the "
         "declared key, by an undeclared key (`metadata:region`) and by model; the suffix names "
         "the path that answered. Targets at 1M spans: declared <= 150 ms, undeclared <= 2 s.",
-        "- `dashboard_*` (issue 20 part 1, a database of its own per size and store, "
+        "- `dashboard_*` (issue 20 part 1, on the main case's database per size and store, "
         "`BENCH_ONLY=dashboard`, `bench/dashboard_case.py`): a 6-chart starter dashboard, "
         "uncached, through the page's own code (every chart's metrics query, a number's previous "
         "period, the figures and tables): Cost by team over its 7 days and over 30 days, Latency "
@@ -404,8 +404,6 @@ def main() -> None:
         entries += run_pg_case("API", "bench.api_case", max(sizes))
     if only in (None, "sketch"):  # before ingest, which adds spans to the PostgreSQL database
         entries += [e for size in sizes for db in dbs for e in run_sketch(db, size)]
-    if only in (None, "grid"):  # before ingest, which adds spans to the PostgreSQL database
-        entries += [e for db in dbs for e in run_grid(db, max(sizes))]
     if only in (None, "changes"):  # What changed, on the main case's databases
         entries += [
             e
@@ -433,7 +431,7 @@ def main() -> None:
                 str(size),
             )
         ]
-    if only in (None, "dashboard"):  # databases of its own, at each size
+    if only in (None, "dashboard"):  # the main case's databases, at each size
         entries += [
             e
             for size in sizes
@@ -464,6 +462,10 @@ def main() -> None:
                 str(max(sizes)),
             )
         ]
+    # After every family that reads the main case's databases (it declares user_id there, which
+    # adds rollup rows), before ingest (which adds spans to the PostgreSQL one).
+    if only in (None, "grid"):
+        entries += [e for db in dbs for e in run_grid(db, max(sizes))]
     if "postgresql" in dbs and only in (None, "ingest"):  # last: it adds spans to the database
         entries += run_pg_case("OTLP ingest", "bench.ingest_case", max(sizes))
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
