@@ -93,13 +93,23 @@ def _cookies(key: str) -> stx.CookieManager:
     return stx.CookieManager(key=f"cookies_{key}")
 
 
+# How long after a log-in every run keeps the component that writes the cookie on the page.
+COOKIE_WRITE = timedelta(minutes=2)
+
+
 def _write_cookie(settings: Settings) -> None:
-    """Set (after a log-in) or delete (after a log-out) the cookie, on the run after the one
-    that decided it: a rerun would cut off the component that writes it."""
-    token = st.session_state.pop("_cookie_pending", None)
-    if token:
-        expires = datetime.now() + timedelta(days=settings.cookie_expiry_days)
-        _cookies("set").set(settings.cookie_name, token, key="cookie_set", expires_at=expires)
+    """Set (after a log-in) or delete (after a log-out) the cookie, from the run after the one
+    that decided it: a rerun would cut off the component that writes it. The setter stays on
+    every run for `COOKIE_WRITE`: a busy machine took over 30 s to load its frame, and a run
+    in between (a click, a page) would otherwise drop it before it wrote anything."""
+    pending = st.session_state.get("_cookie_pending")
+    if pending:
+        token, until = pending
+        if datetime.now(UTC) < until:
+            expires = datetime.now() + timedelta(days=settings.cookie_expiry_days)
+            _cookies("set").set(settings.cookie_name, token, key="cookie_set", expires_at=expires)
+        else:
+            del st.session_state["_cookie_pending"]
     if st.session_state.pop("_cookie_delete", False):
         with contextlib.suppress(KeyError):  # the browser had none
             _cookies("delete").delete(settings.cookie_name, key="cookie_delete")
@@ -126,8 +136,9 @@ def _login_form(db: Engine, settings: Settings, cookie_key: str, address: str | 
     expires = datetime.now(UTC) + timedelta(days=settings.cookie_expiry_days)
     st.session_state["_sid"] = result.session_id
     st.session_state["username"] = result.username
-    st.session_state["_cookie_pending"] = make_cookie(
-        result.username, result.session_id, cookie_key, expires
+    st.session_state["_cookie_pending"] = (
+        make_cookie(result.username, result.session_id, cookie_key, expires),
+        datetime.now(UTC) + COOKIE_WRITE,
     )
     # A clean run for the app (no login form; st.navigation may be called once per run).
     st.rerun()
