@@ -163,6 +163,7 @@ def declare_user_id(engine, scope: Scope, db: str, size: int) -> list[dict]:
             "rows_per_s": done["rows_done"] / seconds,
             "rows": done["rows_done"],
             "runs": steps,
+            "peak_rss_mb": None,
         }
     ]
 
