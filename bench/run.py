@@ -316,9 +316,8 @@ def grid_section(grid: list[dict]) -> list[str]:
         "timed-out run counts with its own time and status. Rows: data rows of the answer (metrics: "
         "buckets x groups). Peak growth: the server process's RSS, sampled every 20 ms, over its "
         "value after one light request of each route (the baseline), across the whole grid. "
-        "The org declares user_id as a dimension before the grid (as a team that charts by user "
-        "would; README, Cost attribution), so user_id groupings read rollups once it is "
-        "back-filled; the back-fill's time is below.",
+        "The org declares no dimension unless `GRID_DECLARE=user_id` is set (then user_id "
+        "groupings read rollups once it is back-filled; the back-fill's time is below).",
         "",
         "| shape | database | spans | status (runs) | median ms | p95 ms | max ms | rows |",
         "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
