@@ -21,6 +21,7 @@ spec = filters.sidebar(scope, dv.PAGE_PARAMS, page="dashboards")
 if st.query_params.get("edit") == "1" and dv.can_manage(scope):
     dv.editor(scope, row, spec)
     st.stop()
+dv.period_bar(spec)
 st.caption(
     f"{filters.describe(spec)} · applies to every chart. This page's link opens the dashboard "
     "with these filters."

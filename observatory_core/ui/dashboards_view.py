@@ -36,6 +36,7 @@ from observatory_core.metrics.catalog import MAX_GROUP_BY, METRICS
 from observatory_core.metrics.engine import MetricResult
 from observatory_core.ui import colors, format, group_choice
 from observatory_core.ui import metrics_view as mv
+from observatory_core.ui.filters import WINDOWS
 from observatory_core.ui.session import engine
 from observatory_core.ui.zone import current_zone, local_series
 
@@ -152,6 +153,28 @@ def load(scope: Scope, board: Dashboard, spec: FilterSpec) -> list[ChartData]:
         return cached.metrics(scope, query, max_groups=top)
 
     return load_dashboard(run, scope, board, spec, current_zone())
+
+
+QUICK_PERIODS = ("1h", "24h", "7d", "30d", "90d")
+
+
+def period_bar(spec: FilterSpec) -> None:
+    """The period at the top of the dashboard, for every chart: a click puts it in the link
+    (no start or end), and the sidebar, which reads the link, follows."""
+    current = spec.relative if spec.relative in QUICK_PERIODS and not spec.start else None
+    chosen = st.segmented_control(
+        "Period",
+        QUICK_PERIODS,
+        default=current,
+        format_func=lambda w: WINDOWS[w].removeprefix("Last "),
+        key=f"dash_period_{current}",
+    )
+    if chosen and chosen != current:
+        st.query_params["relative"] = chosen
+        for bound in ("start", "end"):
+            if bound in st.query_params:
+                del st.query_params[bound]
+        st.rerun()
 
 
 def draw(scope: Scope, board: Dashboard, spec: FilterSpec) -> None:

@@ -153,3 +153,24 @@ def test_bad_json_is_refused_with_the_field_and_a_good_import_opens(boards):
     assert not at.exception, at.exception
     made = get_dashboard(engine, scope, int(at.query_params["d"]))
     assert made["name"] == "Broken" and [m.label for m in at.metric] == ["Spend"]
+
+
+def test_the_period_at_the_top_applies_to_every_chart_and_the_sidebar(boards):
+    engine, ids = boards
+    for _ in range(3):  # the page reads "the last 7 days" at its minute: the test at the same
+        at = open_page("developer", {"d": str(ids["Cost by team"]), "relative": "24h"})
+        assert not at.exception, at.exception
+        (bar,) = [b for b in at.button_group if b.label == "Period"]
+        assert bar.value == "24h"
+        minute = datetime.now(UTC).replace(second=0, microsecond=0)
+        bar.set_value("7d").run(timeout=60)
+        if datetime.now(UTC).replace(second=0, microsecond=0) == minute:
+            break
+    assert not at.exception, at.exception
+    assert at.query_params["relative"] in ("7d", ["7d"])
+    assert at.selectbox(key=next(s.key for s in at.selectbox if s.label == "Time")).value == "7d"
+    assert any(c.value.startswith("Last 7 days") for c in at.caption)
+    scope = scope_for(engine, "developer-user")
+    spend = get_dashboard(engine, scope, ids["Cost by team"])["dashboard"].charts[0]
+    result = run_metrics(engine, scope, spend.query(FilterSpec(relative="7d")), now=minute)
+    assert {m.label: m.value for m in at.metric}["Spend"] == format.money(total(result))
