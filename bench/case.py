@@ -78,7 +78,12 @@ def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
         t = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t) * 1000)
-    samples.sort()
+    return median_p95(samples)
+
+
+def median_p95(samples: list[float]) -> tuple[float, float]:
+    """The median and the p95 (the nearest run's) of timings in ms."""
+    samples = sorted(samples)
     p95 = samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))]
     return statistics.median(samples), p95
 
