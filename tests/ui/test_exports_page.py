@@ -21,19 +21,25 @@ def open_exports(role: str, params=None) -> AppTest:
 
 def test_export_from_link_filters_runs_and_offers_a_download(app_env, tmp_path):
     engine, _ = app_env
+    scope = scope_for(engine, "developer-user")
+    # the app's database is shared with other page tests, which may leave jobs of their own
+    before = {j["id"] for j in list_exports(engine, scope)}
     at = open_exports("developer", {"models": ["gpt-4o"], "relative": "7d"})
     assert not at.exception
     form_select = next(s for s in at.selectbox if s.label == "Format")
     form_select.set_value("jsonl")
     next(b for b in at.button if b.label == "Start export").click()
     at.run()
-    scope = scope_for(engine, "developer-user")
-    jobs = list_exports(engine, scope)
+    jobs = [j for j in list_exports(engine, scope) if j["id"] not in before]
     assert len(jobs) == 1 and jobs[0]["format"] == "jsonl" and jobs[0]["compression"] == "gzip"
     assert FilterSpec.from_json(jobs[0]["filter_json"]).models == ("gpt-4o",)
     assert any("pending" in m.value for m in at.markdown)
     config = WorkerConfig(export_dir=tmp_path, heartbeat_timeout=timedelta(seconds=30))
     assert work_once(engine, config) == "completed"
+    while work_once(engine, config) == "completed":  # another test's job ran first: ours too
+        pass
+    (ours,) = [j for j in list_exports(engine, scope) if j["id"] == jobs[0]["id"]]
+    assert ours["status"] == "completed"
     at.run()
     links = [b for b in at.get("link_button")]
     assert links and links[0].proto.url.startswith("/exports/download/")
