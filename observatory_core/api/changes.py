@@ -8,7 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from observatory_core.accounts.scope import Scope
-from observatory_core.api.common import FILTER_PARAMETERS, cache, errors, filter_spec
+from observatory_core.api.common import (
+    FILTER_PARAMETERS,
+    TZ_DESCRIPTION,
+    cache,
+    errors,
+    filter_spec,
+    with_local_times,
+    zone_of,
+)
 from observatory_core.api.context import caller, engine, meta
 from observatory_core.api.schemas import ChangeBody
 from observatory_core.reports.whatchanged import (
@@ -21,6 +29,7 @@ from observatory_core.reports.whatchanged import (
 )
 
 router = APIRouter(tags=["metrics"])
+PERIOD_TIMES = ("before_start", "before_end", "after_start", "after_end")
 
 
 def change_data(change: Change) -> dict:
@@ -84,10 +93,12 @@ def changes(
         str | None, Query(description="The baseline's start (ISO 8601); default: the period before")
     ] = None,
     before_end: Annotated[str | None, Query(description="The baseline's end, exclusive")] = None,
+    tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
 ) -> dict:
     """The change of `series` from the baseline to the filter's period, each value of
     `dimension` with its part (mix and rate for ratios and averages) and the noise test."""
-    spec = filter_spec(request, frozenset(PARAMS))
+    spec = filter_spec(request, frozenset((*PARAMS, "tz")))
+    zone = zone_of(tz) if tz is not None else None
     now = datetime.now(UTC)
     periods = Periods.of(spec, now, before_start, before_end)
     pinned = spec.pinned(now)
@@ -100,4 +111,5 @@ def changes(
             what_changed(engine(), scope, series, dimension, pinned, periods, top=top, now=now)
         ),
     )
+    (data,) = with_local_times([dict(data)], zone, PERIOD_TIMES)
     return {"data": data, "meta": meta(request, cached=hit)}

@@ -236,6 +236,10 @@ class ChangeOut(BaseModel):
     before_end: datetime
     after_start: datetime
     after_end: datetime
+    before_start_local: str | None = Field(None, description="With tz: before_start in tz")
+    before_end_local: str | None = Field(None, description="With tz: before_end in tz")
+    after_start_local: str | None = Field(None, description="With tz: after_start in tz")
+    after_end_local: str | None = Field(None, description="With tz: after_end in tz")
     before: float | None
     after: float | None
     change: float | None

@@ -87,3 +87,21 @@ def test_listed_in_the_openapi_document(api):
     doc = api["client"].get("/openapi.json").json()
     params = {p["name"] for p in doc["paths"]["/changes"]["get"]["parameters"]}
     assert {"series", "dimension", "top", "before_start", "before_end", "models"} <= params
+
+
+def test_tz_gives_each_period_bound_on_that_clock_too(api):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    data = _get(api, f"series=total_cost.sum&dimension=model&{DAY}&tz=Asia/Kathmandu").json()
+    data = data["data"]
+    for name in ("before_start", "before_end", "after_start", "after_end"):
+        utc = datetime.fromisoformat(data[name].replace("Z", "+00:00"))
+        local = datetime.fromisoformat(data[f"{name}_local"])
+        assert (
+            local == utc
+            and local.utcoffset() == utc.astimezone(ZoneInfo("Asia/Kathmandu")).utcoffset()
+        )
+    assert data["after_start_local"].startswith("2026-11-19T17:45:00")
+    bad = _get(api, f"series=total_cost.sum&dimension=model&{DAY}&tz=Mars/Base")
+    assert bad.status_code == 400 and "tz" in bad.json()["error"]["message"]
