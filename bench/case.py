@@ -81,6 +81,27 @@ def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
     return median_p95(samples)
 
 
+def timed_entries(
+    cases: dict[str, Callable[[], object]], db: str, size: int, runs: int
+) -> list[dict]:
+    """Each case timed (`timed`) as a results.json entry."""
+    entries = []
+    for name, fn in cases.items():
+        median, p95 = timed(fn, runs)
+        entries.append(
+            {
+                "operation": name,
+                "database": db,
+                "size": size,
+                "median_ms": median,
+                "p95_ms": p95,
+                "rows_per_s": None,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    return entries
+
+
 def median_p95(samples: list[float]) -> tuple[float, float]:
     """The median and the p95 (the nearest run's) of timings in ms."""
     samples = sorted(samples)

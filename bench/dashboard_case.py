@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench.case import END, demo_org_and_size, peak_rss_mb, timed
+from bench.case import END, demo_org_and_size, timed_entries
 from bench.grid_case import ensure_database
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
@@ -59,20 +59,8 @@ def main() -> None:
         "dashboard_cost_by_team_30d": (cost, FilterSpec(relative="30d")),
         "dashboard_latency_slos_24h": (latency, latency.filters),
     }
-    entries = []
-    for name, (board, spec) in cases.items():
-        median, p95 = timed(lambda b=board, s=spec: render(b, s), RUNS)
-        entries.append(
-            {
-                "operation": name,
-                "database": args.db,
-                "size": size,
-                "median_ms": median,
-                "p95_ms": p95,
-                "rows_per_s": None,
-                "peak_rss_mb": peak_rss_mb(),
-            }
-        )
+    runs = {n: (lambda b=b, s=s: render(b, s)) for n, (b, s) in cases.items()}
+    entries = timed_entries(runs, args.db, size, RUNS)
     engine.dispose()
     print(json.dumps(entries))
 

@@ -12,7 +12,7 @@ import argparse
 import json
 from datetime import timedelta
 
-from bench.case import END, analyse, demo_org_and_size, fresh_url, peak_rss_mb, timed
+from bench.case import END, analyse, demo_org_and_size, fresh_url, timed_entries
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.demo.load import load_demo
@@ -62,20 +62,7 @@ def main() -> None:
         ),
         "people_open_session": lambda: get_session(engine, scope, session_id),
     }
-    entries = []
-    for name, run in cases.items():
-        median, p95 = timed(run, RUNS)
-        entries.append(
-            {
-                "operation": name,
-                "database": args.db,
-                "size": size,
-                "median_ms": median,
-                "p95_ms": p95,
-                "rows_per_s": None,
-                "peak_rss_mb": peak_rss_mb(),
-            }
-        )
+    entries = timed_entries(cases, args.db, size, RUNS)
     engine.dispose()
     print(json.dumps(entries))
 
