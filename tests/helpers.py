@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -157,3 +159,10 @@ def authenticator_credentials(engine: Engine) -> dict:
             for r in rows
         }
     }
+
+
+def run_coroutine(coro):
+    """`asyncio.run` on a thread of its own: a worker that ran the browser tests keeps
+    Playwright's event loop running on its main thread for the rest of the session."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

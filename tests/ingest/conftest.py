@@ -13,7 +13,7 @@ from observatory_core.ingest.apikeys import create_key
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from tests.conftest import PG_ADMIN_URL, pg_admin
-from tests.helpers import admin_scope, make_org
+from tests.helpers import admin_scope, make_org, run_coroutine
 from tests.live_server import running_servers
 
 # Copies of ../shared/data/otlp (what the OpenTelemetry Python SDK 1.45 sends), so the tests
@@ -107,7 +107,6 @@ def live_ingest(request, live_ingest_servers):
 def call_route(headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict, bytes]:
     """`POST /v1/traces` through the real route, in process; the body is taken from `chunks`
     (which is left holding what the route did not read)."""
-    import asyncio
 
     from starlette.requests import Request
 
@@ -125,7 +124,7 @@ def call_route(headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict,
         "path": "/v1/traces",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
     }
-    response = asyncio.run(otlp_traces(Request(scope, receive)))
+    response = run_coroutine(otlp_traces(Request(scope, receive)))
     return response.status_code, dict(response.headers), response.body
 
 

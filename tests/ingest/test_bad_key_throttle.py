@@ -3,7 +3,6 @@ Retry-After, before the body is read; the counts are the database's, the clock i
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from starlette.requests import Request
@@ -11,7 +10,7 @@ from starlette.requests import Request
 from observatory_core.accounts import keyguard
 from observatory_core.api import otlp_route
 from observatory_core.ingest.receiver import Receiver
-from tests.helpers import END
+from tests.helpers import END, run_coroutine
 from tests.ingest.conftest import PROTOBUF, sample
 from tests.ingest.test_route import StubWriter
 
@@ -33,7 +32,7 @@ def call(key: str, address: str) -> tuple[int, dict]:
             (b"content-length", str(len(body)).encode()),
         ],
     }
-    response = asyncio.run(otlp_route.otlp_traces(Request(scope, receive)))
+    response = run_coroutine(otlp_route.otlp_traces(Request(scope, receive)))
     return response.status_code, dict(response.headers)
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import Future
 
 import pytest
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from observatory_core.api import otlp_route
 from observatory_core.ingest.receiver import Receiver
 from observatory_core.ingest.writer import Overloaded, ShuttingDown
+from tests.helpers import run_coroutine
 from tests.ingest.conftest import PROTOBUF, sample
 
 
@@ -43,7 +43,7 @@ def call(key: str, body: bytes) -> tuple[int, dict, bytes]:
             (b"content-length", str(len(body)).encode()),
         ],
     }
-    response = asyncio.run(otlp_route.otlp_traces(Request(scope, receive)))
+    response = run_coroutine(otlp_route.otlp_traces(Request(scope, receive)))
     return response.status_code, dict(response.headers), response.body
 
 
