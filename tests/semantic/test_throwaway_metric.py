@@ -15,7 +15,7 @@ from observatory_core.metrics.query import MetricQuery
 from observatory_core.semantic.metrics import METRICS, Agg, Kind, Metric, Subject
 from tests.api.conftest import api, auth  # noqa: F401 - the API fixture, over both stores
 from tests.helpers import END, admin_scope, all_spans
-from tests.ui.conftest import app_db, app_env  # noqa: F401 - the app fixtures
+from tests.ui.conftest import app_db, app_db_pristine, app_env  # noqa: F401 - the app fixtures
 
 # The one declaration: the length of the answer text, raw only. It reads output_text, so only
 # roles that may see prompt and answer text may chart it.

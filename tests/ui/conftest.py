@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,15 +20,29 @@ ROLES = ("admin", "developer", "viewer", "billing")
 
 
 @pytest.fixture(scope="session")
-def app_db(tmp_path_factory):
-    """Demo data ending a minute ago, so the home page's last 24 hours are full."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('app') / 'app.db'}"
-    engine = get_engine(url)
+def app_db_pristine(tmp_path_factory):
+    """Demo data ending a minute ago, so the home page's last 24 hours are full: loaded once
+    per worker and never written to."""
+    path = tmp_path_factory.mktemp("app") / "app.db"
+    engine = get_engine(f"sqlite:///{path}")
     upgrade(engine)
     load_demo(engine, spans=6000, days=3, seed=21, end=datetime.now(UTC) - timedelta(minutes=1))
     passwords = {role: add_user(engine, "acme", f"{role}-user", role) for role in ROLES}
     passwords["other-org"] = add_user(engine, "globex", "globex-admin", "admin")
-    return url, passwords
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path, passwords
+
+
+@pytest.fixture(scope="module")
+def app_db(app_db_pristine, tmp_path_factory):
+    """A copy of the app database per test module: what one module writes (jobs, rules, audit
+    entries, retention runs) no other module sees, whichever worker runs it after which."""
+    pristine, passwords = app_db_pristine
+    path = tmp_path_factory.mktemp("app_copy") / "app.db"
+    shutil.copyfile(pristine, path)
+    return f"sqlite:///{path}", passwords
 
 
 @pytest.fixture
