@@ -29,8 +29,8 @@ from observatory_core.base.zones import DAY, UTC_ZONE, Bucketing, Zone
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.dialect import bucket_of, epoch_us, percentile_cont
 from observatory_core.storage.schema import spans
-from observatory_core.traces.query import _where
-from observatory_core.traces.trace_lists import _tree_totals
+from observatory_core.traces.query import pinned_conditions
+from observatory_core.traces.trace_lists import tree_totals
 
 MODES = ("spans", "traces")
 MAX_DAYS = 3660  # ten years of days; a list spanning more is narrowed first
@@ -71,7 +71,7 @@ def _rows_of(scope: Scope, mode: str, where: list, max_id: int):
             .subquery("listed")
         )
     matching = spans.c.trace_id.in_(scoped_spans(scope, spans.c.trace_id).where(*where))
-    tree = _tree_totals(scope, matching, max_id)
+    tree = tree_totals(scope, matching, max_id)
     duration = (epoch_us(tree.c.t_last) - epoch_us(tree.c.t_first)) / 1000.0
     return (
         select(
@@ -108,7 +108,7 @@ def list_days(
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         max_id = conn.execute(select(func.coalesce(func.max(spans.c.id), 0))).scalar_one()
-        listed = _rows_of(scope, mode, _where(conn, spec, as_of, max_id), max_id)
+        listed = _rows_of(scope, mode, pinned_conditions(conn, spec, as_of, max_id), max_id)
         first, last = conn.execute(select(func.min(listed.c.t), func.max(listed.c.t))).one()
         if first is None:
             return DayList(mode, zone, [], as_of, costs)

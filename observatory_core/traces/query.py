@@ -166,7 +166,7 @@ def iter_span_ids(
     processing, so a page of 20k keys costs a few milliseconds.
     """
     require_filters(scope, spec)
-    where = _where(engine, spec, as_of, max_id)
+    where = pinned_conditions(engine, spec, as_of, max_id)
     start = type_coerce(spans.c.start_time, DateTime(timezone=True)).label("k")
     last: tuple | None = None
     with engine.connect() as conn:
@@ -184,8 +184,9 @@ def iter_span_ids(
             last = (rows[-1][1], rows[-1][0])
 
 
-def _where(engine: Engine, spec: FilterSpec, as_of: datetime, max_id: int) -> list:
-    """The filter at the pinned time, minus spans that arrived after the pin."""
+def pinned_conditions(engine: Engine, spec: FilterSpec, as_of: datetime, max_id: int) -> list:
+    """The filter at the pinned time, minus spans that arrived after the pin (the list, its
+    count and its days, `traces/days.py`, read the same)."""
     return [*filter_conditions(spec, as_of, store_for(engine).name), spans.c.id <= max_id]
 
 
@@ -193,7 +194,7 @@ def count_spans(
     engine: Engine, scope: Scope, spec: FilterSpec, *, as_of: datetime, max_id: int
 ) -> int:
     require_filters(scope, spec)
-    query = scoped_spans(scope, func.count()).where(*_where(engine, spec, as_of, max_id))
+    query = scoped_spans(scope, func.count()).where(*pinned_conditions(engine, spec, as_of, max_id))
     with engine.connect() as conn:
         return conn.execute(query).scalar_one()
 
@@ -239,7 +240,7 @@ def _read(
     max_id: int,
     count: bool = False,
 ) -> tuple[list[dict], str | None, int | None]:
-    where = _where(conn, spec, as_of, max_id)
+    where = pinned_conditions(conn, spec, as_of, max_id)
 
     # The sort key too: the next page's cursor is made from it (it was a KeyError, an HTTP 500,
     # when the asked-for fields left it out). It passed the role check in `list_spans`.

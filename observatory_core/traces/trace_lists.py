@@ -22,7 +22,7 @@ from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
 
 
-def _tree_totals(scope: Scope, which, max_id: int):
+def tree_totals(scope: Scope, which, max_id: int):
     """Per trace: cost, tokens, span and error counts over the whole tree (the spans that
     count: a duplicate set aside adds nothing, `semantic/duplicates.py`)."""
     c, kept = spans.c, counted(spans.c)
@@ -105,7 +105,7 @@ def read_roots(
     rows = [dict(r) for r in conn.execute(roots.order_by(*order).limit(limit + 1)).mappings()]
     rows, next_cursor = page_end(rows, limit, sort, direction, as_of, max_id)
     ids = [r["trace_id"] for r in rows]
-    tree = _tree_totals(scope, spans.c.trace_id.in_(ids), max_id)
+    tree = tree_totals(scope, spans.c.trace_id.in_(ids), max_id)
     totals = {t[0]: t[1:] for t in conn.execute(select(tree))} if ids else {}
     total = None
     if count:
