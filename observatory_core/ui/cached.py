@@ -100,17 +100,41 @@ def _metrics(
     )
 
 
-_metrics_recent = st.cache_data(ttl=30, show_spinner="Computing…")(_metrics)
-_metrics_history = st.cache_data(ttl=3600, show_spinner="Computing…")(_metrics)
+def _recent_metrics(
+    scope: Scope, query_json: str, minute: str, max_groups: int | None = None
+) -> MetricResult:
+    return _metrics(scope, query_json, minute, max_groups)
 
 
-def metrics(scope: Scope, query: MetricQuery, max_groups: int | None = None) -> MetricResult:
+def _past_metrics(
+    scope: Scope, query_json: str, minute: str, max_groups: int | None = None
+) -> MetricResult:
+    return _metrics(scope, query_json, minute, max_groups)
+
+
+# (ended over an hour ago, with a spinner) -> loader. Streamlit keys a cache by the function's
+# name and source and recreates it when a decorator asks another TTL, so each TTL has a
+# function of its own (one function under two TTLs emptied its cache at every switch); a
+# spinner's choice shares the entries. The quiet loaders serve loads on threads of their own
+# (a dashboard's charts), where a spinner would land wherever the page has got to.
+_METRIC_LOADERS = {
+    (history, spinner): st.cache_data(
+        ttl=3600 if history else 30, show_spinner="Computing…" if spinner else False
+    )(_past_metrics if history else _recent_metrics)
+    for history in (False, True)
+    for spinner in (False, True)
+}
+
+
+def metrics(
+    scope: Scope, query: MetricQuery, max_groups: int | None = None, *, spinner: bool = True
+) -> MetricResult:
     """Results whose range ends within the hour change as spans arrive (30 s TTL); ranges that
     ended earlier are history and keep for an hour."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     _, end = query.filters.window(now)
     history = end is not None and now - end > timedelta(hours=1)
-    load = _metrics_history if history else _metrics_recent
+    load = _METRIC_LOADERS[(history, spinner)]
     return load(scope, query_to_json(query), now.isoformat(), max_groups)
 
 
