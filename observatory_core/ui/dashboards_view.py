@@ -6,11 +6,14 @@ the benchmark times the page's own drawing."""
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
@@ -21,6 +24,7 @@ from observatory_core.dashboards.model import (
     KINDS,
     MAX_COLUMNS,
     MAX_TOP,
+    Chart,
     Dashboard,
     chart_from_dict,
     chart_to_dict,
@@ -30,7 +34,7 @@ from observatory_core.dashboards.model import (
     to_dict,
     to_json,
 )
-from observatory_core.dashboards.render import ChartData, change, load_dashboard, total
+from observatory_core.dashboards.render import ChartData, change, each_chart, total
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import MAX_GROUP_BY, METRICS
 from observatory_core.metrics.engine import MetricResult
@@ -145,14 +149,21 @@ def _import(scope: Scope, cell) -> None:
 # ---- drawing ---------------------------------------------------------------------------
 
 
-def load(scope: Scope, board: Dashboard, spec: FilterSpec) -> list[ChartData]:
-    """Every chart's data through the page's metrics cache."""
+def loaded(scope: Scope, board: Dashboard, spec: FilterSpec) -> Iterator[tuple[int, ChartData]]:
+    """Each chart's data through the page's metrics cache, as it is read (`each_chart`); the
+    loading threads carry this run's Streamlit context, as the cache needs it."""
     from observatory_core.ui import cached
 
     def run(query, top: int) -> MetricResult:
-        return cached.metrics(scope, query, max_groups=top)
+        return cached.metrics(scope, query, max_groups=top, spinner=False)
 
-    return load_dashboard(run, scope, board, spec, current_zone())
+    context = get_script_run_ctx()
+
+    def attach() -> None:
+        if context is not None:
+            add_script_run_ctx(threading.current_thread(), context)
+
+    return each_chart(run, scope, board, spec, current_zone(), on_thread=attach)
 
 
 QUICK_PERIODS = ("1h", "24h", "7d", "30d", "90d")
@@ -188,27 +199,54 @@ def draw(scope: Scope, board: Dashboard, spec: FilterSpec) -> None:
         )
         return
     started = time.perf_counter()
-    datas = load(scope, board, spec)
-    rows: list[list[ChartData]] = [[]]
+    rows: list[list[int]] = [[]]
     used = 0
-    for data in datas:
-        width = min(data.chart.width, board.columns)
+    for index, chart in enumerate(board.charts):
+        width = min(chart.width, board.columns)
         if used + width > board.columns:
             rows.append([])
             used = 0
-        rows[-1].append(data)
+        rows[-1].append(index)
         used += width
+    slots: dict[int, tuple[st.delta_generator.DeltaGenerator, str]] = {}
     for i, row in enumerate(rows):
-        spare = board.columns - sum(min(d.chart.width, board.columns) for d in row)
-        cells = st.columns(
-            [min(d.chart.width, board.columns) for d in row] + ([spare] if spare else [])
-        )
-        for j, data in enumerate(row):
-            with cells[j].container(border=True):
-                _cell(data, key=f"dash_chart_{i}_{j}")
+        widths = [min(board.charts[index].width, board.columns) for index in row]
+        spare = board.columns - sum(widths)
+        cells = st.columns(widths + ([spare] if spare else []))
+        for j, index in enumerate(row):
+            key = f"dash_chart_{i}_{j}"
+            slot = cells[j].container(border=True).empty()
+            with slot.container():
+                _waiting(board.charts[index], key=f"{key}_waiting")
+            slots[index] = (slot, key)
+    for index, data in loaded(scope, board, spec):
+        slot, key = slots[index]
+        with slot.container():
+            _cell(data, key=key)
     seconds = time.perf_counter() - started
-    count = f"{len(datas)} chart{'s' if len(datas) != 1 else ''}"
+    count = f"{len(board.charts)} chart{'s' if len(board.charts) != 1 else ''}"
     st.caption(f"{count} · computed in {seconds * 1000:,.0f} ms")
+
+
+def _waiting(chart: Chart, key: str) -> None:
+    """A chart's cell until its data is read: its title and an empty frame of its size (a
+    plot's frame is a plotly figure, so the browser loads the charting code meanwhile)."""
+    if chart.kind == "number":
+        st.metric(chart.title, "…")
+        return
+    st.markdown(f"**{chart.title}**")
+    if chart.kind == "table":
+        st.caption("Loading…")
+        return
+    frame = go.Figure()
+    frame.update_layout(
+        height=HEIGHT,
+        margin=dict(l=10, r=10, t=10, b=10),
+        xaxis=dict(visible=False),
+        yaxis=dict(visible=False),
+        annotations=[dict(text="Loading…", showarrow=False, font=dict(color="#888"))],
+    )
+    st.plotly_chart(frame, width="stretch", config={"staticPlot": True}, key=key)
 
 
 def metrics_link(data: ChartData) -> str | None:
@@ -311,16 +349,19 @@ def figure(data: ChartData) -> go.Figure:
             values = part[name].to_list()
             text = [format.by_unit(unit, v) for v in values]
             xs = local_series(part["bucket"], result.zone)
-            common = dict(name=label, text=text, hovertemplate=mv.HOVER)
+            common = dict(name=label, hovertemplate=mv.HOVER)
             if chart.kind == "bar":
                 fig.add_trace(
-                    go.Bar(x=xs, y=mv.scaled(values, size), marker_color=colours[label], **common)
+                    go.Bar(
+                        **mv.series_arrays(xs, mv.scaled(values, size), text),
+                        marker_color=colours[label],
+                        **common,
+                    )
                 )
             elif chart.kind == "area":
                 fig.add_trace(
                     go.Scatter(
-                        x=xs,
-                        y=mv.scaled([v or 0 for v in values], size),
+                        **mv.series_arrays(xs, mv.scaled([v or 0 for v in values], size), text),
                         stackgroup="one",
                         line=dict(color=colours[label], width=1),
                         mode="lines",
@@ -332,10 +373,11 @@ def figure(data: ChartData) -> go.Figure:
                 cut = [b in result.partial_buckets for b in part["bucket"].to_list()]
                 fig.add_trace(
                     go.Scatter(
-                        x=xs,
-                        y=[None if c else v for v, c in zip(ys, cut, strict=True)],
+                        **mv.series_arrays(
+                            xs, [None if c else v for v, c in zip(ys, cut, strict=True)], text
+                        ),
                         line=dict(color=colours[label]),
-                        mode="lines+markers",
+                        mode=mv.line_mode(len(values)),
                         marker=dict(size=4),
                         legendgroup=label,
                         **common,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
@@ -225,15 +226,15 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
             cut = [b in result.partial_buckets for b in buckets]
             figure.add_trace(
                 go.Scatter(
-                    x=xs,
-                    y=[None if c else v for v, c in zip(ys, cut, strict=True)],
+                    **series_arrays(
+                        xs, [None if c else v for v, c in zip(ys, cut, strict=True)], text
+                    ),
                     name=label,
                     legendgroup=label,
                     showlegend=row == 1,
                     line=dict(color=color),
-                    mode="lines+markers",
+                    mode="lines+markers",  # clicking a point zooms in: plotly selects markers
                     marker=dict(size=4),
-                    text=text,
                     hovertemplate=HOVER,
                 ),
                 row=row,
@@ -251,8 +252,10 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
             if before is not None and before.height:
                 figure.add_trace(
                     go.Scatter(
-                        x=[local(t + shift, result.zone) for t in before["bucket"].to_list()],
-                        y=scaled(before[name].to_list(), size),
+                        **series_arrays(
+                            [local(t + shift, result.zone) for t in before["bucket"].to_list()],
+                            scaled(before[name].to_list(), size),
+                        ),
                         name=f"{label} (previous period)",
                         legendgroup=label,
                         showlegend=False,  # dashed: the caption says so
@@ -275,6 +278,26 @@ def chart(result: MetricResult, previous: MetricResult | None) -> tuple[go.Figur
 
 
 HOVER = "%{fullData.name}<br>%{x}<br><b>%{text}</b><extra></extra>"
+# A line with more points than this is drawn without a marker on each where no point is
+# clicked (a dashboard): thousands of markers cost the browser seconds to draw
+# (docs/benchmarks.md, dashboard_ui) and hide the line; hovering still reads every point.
+DENSE = 60
+
+
+def series_arrays(xs: list, ys: list, text: list | None = None) -> dict:
+    """A time series' x, y (and hover text) as numpy arrays: plotly checks a list point by
+    point (about 10 ms per thousand points on the server) and an array at once, and sends
+    the numbers packed. A missing value (None) becomes NaN, which plotly draws as the same
+    gap."""
+    out = {"x": np.array(xs, dtype="datetime64[us]"), "y": np.array(ys, dtype=float)}
+    if text is not None:
+        out["text"] = np.array(text, dtype=str)
+    return out
+
+
+def line_mode(points: int) -> str:
+    """Lines with markers where each point can be told apart, lines alone where it cannot."""
+    return "lines+markers" if points <= DENSE else "lines"
 
 
 def partial_trace(

@@ -4,13 +4,23 @@ chart's own filter narrows them, and a role never gets a number it may not see."
 
 from __future__ import annotations
 
+import contextvars
+import threading
+
 import polars as pl
 import pytest
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.tenancy import org_id_by_slug
 from observatory_core.dashboards.model import Dashboard, chart_from_dict, from_dict
-from observatory_core.dashboards.render import HIDDEN, change, load_dashboard, total
+from observatory_core.dashboards.render import (
+    HIDDEN,
+    LOADERS,
+    change,
+    each_chart,
+    load_dashboard,
+    total,
+)
 from observatory_core.demo.starter_dashboards import STARTER_DASHBOARDS
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
@@ -151,3 +161,49 @@ def test_a_role_gets_no_number_it_may_not_see(shown, role, hidden_titles):
     if role is Role.BILLING:
         searched = load_dashboard(run, scope, board, SPEC.replace(search="refund"))
         assert all(d.hidden and "search" in d.hidden for d in searched)
+
+
+def test_charts_are_read_side_by_side_and_each_arrives_once(shown):
+    """`each_chart` reads `LOADERS` charts at a time on threads of their own, each with the
+    caller's context variables, and hands each chart over once, whatever order they finish
+    in; `load_dashboard` puts them back in the dashboard's order."""
+    board = from_dict(STARTER_DASHBOARDS[0])
+    scope = admin_scope(shown["org_id"])
+    marker = contextvars.ContextVar("marker", default=None)
+    marker.set("the page's")
+    seen: list[tuple[str, str | None]] = []
+
+    def run(query, top):
+        seen.append((threading.current_thread().name, marker.get()))
+        return shown["run"](query, top)
+
+    prepared: list[str] = []
+    got = list(
+        each_chart(
+            run,
+            scope,
+            board,
+            SPEC,
+            on_thread=lambda: prepared.append(threading.current_thread().name),
+        )
+    )
+    assert sorted(i for i, _ in got) == list(range(len(board.charts)))
+    assert all(name.startswith("dashboard") for name, _ in seen)
+    assert {value for _, value in seen} == {"the page's"}
+    assert 1 < len(set(prepared)) <= LOADERS
+    in_order = load_dashboard(shown["run"], scope, board, SPEC)
+    for index, data in got:
+        assert data.chart == board.charts[index] == in_order[index].chart
+        assert data.result.frame.equals(in_order[index].result.frame)
+
+
+def test_a_chart_that_fails_fails_the_page_and_leaves_nothing_running(shown):
+    board = from_dict(STARTER_DASHBOARDS[0])
+    scope = admin_scope(shown["org_id"])
+
+    def run(query, top):
+        raise RuntimeError("the database went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        load_dashboard(run, scope, board, SPEC)
+    assert not [t for t in threading.enumerate() if t.name.startswith("dashboard")]

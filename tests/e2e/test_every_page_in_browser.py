@@ -155,7 +155,7 @@ CHARTS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
         color: (t.line && t.line.color) || (t.marker && typeof t.marker.color === 'string'
             ? t.marker.color : null),
         bars: t.marker && Array.isArray(t.marker.color) ? t.marker.color : null,
-        y: Array.isArray(t.y) ? t.y.map(String) : [],
+        y: t.y && t.y.length !== undefined ? Array.from(t.y).map(String) : [],  // typed too
         text: Array.isArray(t.text) ? t.text.map(String)
             : Array.isArray(t.hovertext) ? t.hovertext.map(String) : [],
     })),

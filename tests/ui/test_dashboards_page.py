@@ -67,6 +67,7 @@ def test_a_starter_dashboard_by_link_shows_the_engines_numbers(boards):
     assert sum(table["Cost (USD) · sum"]) == pytest.approx(total(result), rel=1e-9)
     assert any("applies to every chart" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 2  # the area and the pie
+    assert "…" not in {m.value for m in at.metric}  # no cell left waiting for its data
     # each chart opens its query on the Metrics page
     links = [m.value for m in at.markdown if "/metrics?" in m.value]
     assert any("m=total_cost.sum" in x and "g=project" in x and "b=1day" in x for x in links)
@@ -78,6 +79,27 @@ def test_a_starter_dashboard_by_link_shows_the_engines_numbers(boards):
     metrics.run(timeout=60)
     assert not metrics.exception and not metrics.error
     assert [m.value for m in metrics.multiselect if m.label == "Group by"] == [["project"]]
+
+
+def test_dense_lines_are_drawn_without_a_marker_per_point(boards):
+    """Latency SLOs over a day: 5-minute lines of 288 points draw as lines (thousands of
+    markers took the browser seconds), and every waiting frame is replaced by its chart."""
+    _, ids = boards
+    at = open_page("developer", {"d": str(ids["Latency SLOs"]), "relative": "24h"})
+    assert not at.exception, at.exception
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(figures) == 4
+    assert not any("Loading…" in json.dumps(f["layout"].get("annotations", [])) for f in figures)
+    lines = [
+        t
+        for f in figures
+        for t in f["data"]
+        if t["type"] == "scatter" and t.get("line", {}).get("dash") != "dot"  # not the cut ends
+    ]
+    assert len(lines) >= 2
+    for trace in lines:
+        points = len(trace["x"])
+        assert trace["mode"] == ("lines" if points > 60 else "lines+markers"), points
 
 
 def test_a_viewer_sees_cost_charts_hidden_and_no_editing(boards):
