@@ -63,12 +63,14 @@ DRAWN = f"""([numbers, plots, tables]) => {{
         && ({IDLE})();
 }}"""
 # On the way: the sidebar's period shown (the session started, the script at the filters), then
-# the grid's first cell (every chart's data loaded: the page draws after loading them all).
+# the grid's first chart with its data (a number's value, a plot or a table; each cell waits
+# with its title until its data is read).
 STAGES = {
     "sidebar": """() => !!document.querySelector(
         '[data-testid="stSidebar"] [data-testid="stSelectbox"]')""",
-    "first_chart": """() => !!document.querySelector(
-        '[data-testid="stMetric"], .js-plotly-plot, [data-testid="stDataFrame"]')""",
+    "first_chart": """() => [...document.querySelectorAll('[data-testid="stMetricValue"]')]
+        .some(e => e.textContent.trim() !== '…')
+        || !!document.querySelector('.js-plotly-plot, [data-testid="stDataFrame"]')""",
 }
 COMPUTED = re.compile(r"\d+ charts? · computed in ([\d,]+) ms")
 

@@ -217,7 +217,7 @@ def draw(scope: Scope, board: Dashboard, spec: FilterSpec) -> None:
             key = f"dash_chart_{i}_{j}"
             slot = cells[j].container(border=True).empty()
             with slot.container():
-                _waiting(board.charts[index], key=f"{key}_waiting")
+                _waiting(board.charts[index])
             slots[index] = (slot, key)
     for index, data in loaded(scope, board, spec):
         slot, key = slots[index]
@@ -228,25 +228,16 @@ def draw(scope: Scope, board: Dashboard, spec: FilterSpec) -> None:
     st.caption(f"{count} · computed in {seconds * 1000:,.0f} ms")
 
 
-def _waiting(chart: Chart, key: str) -> None:
-    """A chart's cell until its data is read: its title and an empty frame of its size (a
-    plot's frame is a plotly figure, so the browser loads the charting code meanwhile)."""
+def _waiting(chart: Chart) -> None:
+    """A chart's cell until its data is read: its title and a frame of its height, so the
+    grid keeps its shape. Plain elements only: a plotly frame here held the whole page (the
+    sidebar too) until the browser had loaded the charting code, 2 s later at load 5."""
     if chart.kind == "number":
         st.metric(chart.title, "…")
         return
     st.markdown(f"**{chart.title}**")
-    if chart.kind == "table":
+    with st.container(height=HEIGHT, border=False):
         st.caption("Loading…")
-        return
-    frame = go.Figure()
-    frame.update_layout(
-        height=HEIGHT,
-        margin=dict(l=10, r=10, t=10, b=10),
-        xaxis=dict(visible=False),
-        yaxis=dict(visible=False),
-        annotations=[dict(text="Loading…", showarrow=False, font=dict(color="#888"))],
-    )
-    st.plotly_chart(frame, width="stretch", config={"staticPlot": True}, key=key)
 
 
 def metrics_link(data: ChartData) -> str | None:
