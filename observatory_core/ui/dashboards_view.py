@@ -24,7 +24,6 @@ from observatory_core.dashboards.model import (
     KINDS,
     MAX_COLUMNS,
     MAX_TOP,
-    Chart,
     Dashboard,
     chart_from_dict,
     chart_to_dict,
@@ -208,36 +207,17 @@ def draw(scope: Scope, board: Dashboard, spec: FilterSpec) -> None:
             used = 0
         rows[-1].append(index)
         used += width
-    slots: dict[int, tuple[st.delta_generator.DeltaGenerator, str]] = {}
+    datas = dict(loaded(scope, board, spec))
     for i, row in enumerate(rows):
         widths = [min(board.charts[index].width, board.columns) for index in row]
         spare = board.columns - sum(widths)
         cells = st.columns(widths + ([spare] if spare else []))
         for j, index in enumerate(row):
-            key = f"dash_chart_{i}_{j}"
-            slot = cells[j].container(border=True).empty()
-            with slot.container():
-                _waiting(board.charts[index])
-            slots[index] = (slot, key)
-    for index, data in loaded(scope, board, spec):
-        slot, key = slots[index]
-        with slot.container():
-            _cell(data, key=key)
+            with cells[j].container(border=True):
+                _cell(datas[index], key=f"dash_chart_{i}_{j}")
     seconds = time.perf_counter() - started
     count = f"{len(board.charts)} chart{'s' if len(board.charts) != 1 else ''}"
     st.caption(f"{count} · computed in {seconds * 1000:,.0f} ms")
-
-
-def _waiting(chart: Chart) -> None:
-    """A chart's cell until its data is read: its title and a frame of its height, so the
-    grid keeps its shape. Plain elements only: a plotly frame here held the whole page (the
-    sidebar too) until the browser had loaded the charting code, 2 s later at load 5."""
-    if chart.kind == "number":
-        st.metric(chart.title, "…")
-        return
-    st.markdown(f"**{chart.title}**")
-    with st.container(height=HEIGHT, border=False):
-        st.caption("Loading…")
 
 
 def metrics_link(data: ChartData) -> str | None:
