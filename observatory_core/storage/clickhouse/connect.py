@@ -22,15 +22,27 @@ from observatory_core.storage.clickhouse.target import SETTING, SpanStoreTarget,
 READ_SECONDS = 10
 
 
+# One per target: every writer of this process to a store takes turns, however many times the
+# store was opened (`writes.py`: the check for stored spans and the insert must not interleave).
+_WRITE_LOCKS: dict[SpanStoreTarget, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _write_lock(target: SpanStoreTarget) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _WRITE_LOCKS.setdefault(target, threading.Lock())
+
+
 @dataclass
 class SpanStore:
     """An open span store: `client` for statements, `database` for table names."""
 
     target: SpanStoreTarget
     client: Any  # clickhouse_connect.driver.client.Client (imported lazily)
-    # writers in this process take turns: the check for stored spans and the insert of the new
-    # ones must not interleave (`writes.py`)
-    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    write_lock: threading.Lock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.write_lock = _write_lock(self.target)
 
     @property
     def database(self) -> str:

@@ -10,8 +10,9 @@ import pytest
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
-from observatory_core.base.errors import UserError
-from observatory_core.storage.clickhouse import layout
+from observatory_core.base.errors import QueryTooSlow, UserError
+from observatory_core.storage import budget
+from observatory_core.storage.clickhouse import layout, reads
 from observatory_core.storage.clickhouse.reads import (
     LIST_COLUMNS,
     After,
@@ -200,3 +201,14 @@ def test_a_page_ends_where_the_next_begins(store):
 def test_bad_input_says_what_to_fix(store, call, says):
     with pytest.raises(UserError, match=says):
         call(store)
+
+
+def test_a_read_past_its_time_budget_is_stopped_by_the_engine(store):
+    """The budget becomes the engine's max_execution_time (at least a second): a statement
+    that sleeps 6 s is stopped and the caller told how to narrow the read."""
+    slow = "SELECT sum(sleepEachRow(0.2)) FROM numbers(30) SETTINGS max_block_size = 1"
+    with (
+        budget.time_budget(0.5),
+        pytest.raises(QueryTooSlow, match="ran past its time budget of 1 s"),
+    ):
+        reads._query(store, slow, {})

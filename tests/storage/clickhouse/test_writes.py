@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.target import parse_target
 from observatory_core.storage.clickhouse.writes import write_spans
 from tests.storage.clickhouse.conftest import demo_rows
 
@@ -190,3 +192,11 @@ def test_the_retention_hook_deletes_spans_past_their_days(loaded):
     # the project's rows not named are kept until deleted (0: forever)
     assert 97 not in got
     assert got[96] == len(KEPT) and expected_kept > 0
+
+
+def test_every_opening_of_a_store_in_a_process_shares_its_write_lock(loaded):
+    store, _ = loaded
+    again = SpanStore(store.target, store.client)
+    assert again.write_lock is store.write_lock
+    other = SpanStore(parse_target("chdb:///elsewhere"), store.client)
+    assert other.write_lock is not store.write_lock
