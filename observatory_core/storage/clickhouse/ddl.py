@@ -124,11 +124,22 @@ def _counted_spans() -> str:
     return layout.sql(counted(spans.c))
 
 
-def _view(naming: Naming, name: str, target: str, select: str, group: list[str]) -> str:
+def _view(
+    naming: Naming,
+    name: str,
+    target: str,
+    select: str,
+    group: list[str],
+    source: str = "spans",
+    alias: str = "spans",
+) -> str:
+    """A view filling `target` from each block inserted into `source` (read as `alias`): the
+    counted spans, or (a rollup) the rows another view just wrote there."""
+    where = f"\nWHERE {_counted_spans()}" if source == "spans" else ""
     return (
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {naming.read(name)}{naming.on}\n"
         f"TO {naming.stored(target)}\nAS SELECT\n    {select}\n"
-        f"FROM {naming.stored('spans')} AS spans\nWHERE {_counted_spans()}\n"
+        f"FROM {naming.stored(source)} AS {alias}{where}\n"
         f"GROUP BY {', '.join(group)}"
     )
 
@@ -155,9 +166,12 @@ def _trace_totals(naming: Naming) -> list[str]:
 
 
 def _rollups(naming: Naming) -> list[str]:
+    """The finest grain is folded from the spans; each coarser one from the rows the finer
+    one's view writes (a cascade: the hour reads a minute's few rows, not its spans again)."""
     keys = layout.rollup_keys()
     partials = layout.rollup_partials()
     out: list[str] = []
+    finer: str | None = None
     for grain, seconds in layout.GRAIN_SECONDS.items():
         name = f"rollup_{grain}"
         columns = ["`org_id` Int32", f"`bucket_start` {layout.BUCKET} CODEC(Delta, ZSTD(1))"]
@@ -171,15 +185,29 @@ def _rollups(naming: Naming) -> list[str]:
             ["PARTITION BY toYYYYMM(bucket_start)", f"ORDER BY ({', '.join(order)})"],
             sharding=None,  # filled on each shard by its view, read through the Distributed one
         )
-        bucket = f"toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC')"
-        select = [
-            "spans.org_id AS org_id",
-            f"toDateTime({bucket}, 'UTC') AS bucket_start",
-            *(f"{expr} AS {c.name}" for c, expr in keys),
-            *(f"{p.select} AS {p.column.name}" for p in partials),
-        ]
         group = ["org_id", "bucket_start", *(c.name for c, _ in keys)]
-        out.append(_view(naming, f"{name}_mv", name, ",\n    ".join(select), group))
+        if finer is None:
+            bucket = f"toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC')"
+            select = [
+                "spans.org_id AS org_id",
+                f"toDateTime({bucket}, 'UTC') AS bucket_start",
+                *(f"{expr} AS {c.name}" for c, expr in keys),
+                *(f"{p.select} AS {p.column.name}" for p in partials),
+            ]
+            out.append(_view(naming, f"{name}_mv", name, ",\n    ".join(select), group))
+        else:
+            bucket = f"toStartOfInterval(rows.bucket_start, INTERVAL {seconds} SECOND, 'UTC')"
+            select = [
+                "rows.org_id AS org_id",
+                f"toDateTime({bucket}, 'UTC') AS bucket_start",
+                *(f"rows.{c.name} AS {c.name}" for c, _ in keys),
+                *(f"{layout.merged(p.column)} AS {p.column.name}" for p in partials),
+            ]
+            group = ["org_id", "bucket_start", *(f"rows.{c.name}" for c, _ in keys)]
+            out.append(
+                _view(naming, f"{name}_mv", name, ",\n    ".join(select), group, finer, "rows")
+            )
+        finer = name
     return out
 
 

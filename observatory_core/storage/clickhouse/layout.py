@@ -195,6 +195,16 @@ def digest_column(measure: str) -> str:
     return f"{measure}_digest"
 
 
+def merged(column: ChColumn, source: str = "rows") -> str:
+    """The aggregate that folds rows of a finer rollup's `column` into a coarser one."""
+    if column.type == DIGEST:
+        return f"quantileTDigestMergeState({source}.{column.name})"
+    function = column.type.removeprefix("SimpleAggregateFunction(").split(",")[0]
+    if function not in ("sum", "min", "max"):
+        raise TypeError(f"{column.name}: no merge for {column.type}; add one in layout.py")
+    return f"{function}({source}.{column.name})"
+
+
 @dataclass(frozen=True)
 class Partial:
     """A rollup column and how the materialized view fills it from a group of spans."""

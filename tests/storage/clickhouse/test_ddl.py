@@ -126,11 +126,22 @@ def test_cluster_ddl_replicates_every_stored_table_and_distributes_the_read_ones
 
 
 def test_cluster_views_fold_each_shards_spans_into_its_local_tables():
-    views = [s for s in STATEMENTS if "MATERIALIZED VIEW" in s]
-    assert len(views) == 4
-    for view in views:
-        assert "FROM observatory.spans_local AS spans" in view
-        assert re.search(r"\nTO observatory\.\w+_local\n", view)
+    views = {
+        re.search(r"VIEW IF NOT EXISTS observatory\.(\w+) ON", v).group(1): v
+        for v in STATEMENTS
+        if "MATERIALIZED VIEW" in v
+    }
+    sources = {
+        "trace_totals_mv": "spans_local AS spans",
+        "rollup_1min_mv": "spans_local AS spans",
+        # the coarser grains from the finer one's rows, on the same shard
+        "rollup_1hour_mv": "rollup_1min_local AS rows",
+        "rollup_1day_mv": "rollup_1hour_local AS rows",
+    }
+    assert views.keys() == sources.keys()
+    for name, source in sources.items():
+        assert f"FROM observatory.{source}" in views[name]
+        assert f"\nTO observatory.{name.removesuffix('_mv')}_local\n" in views[name]
 
 
 def test_cluster_ddl_ends_with_the_version_records():
