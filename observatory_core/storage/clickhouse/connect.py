@@ -83,9 +83,10 @@ def open_client(target: SpanStoreTarget):
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if target.in_process:
             raise DatabaseUnavailable(
-                f"Cannot open the chDB span store at {target.path} ({detail}). One process "
-                "keeps one chDB folder: close the store using another folder, or check that "
-                "the folder is writable."
+                f"Cannot open the chDB span store at {target.path} ({detail}). A chDB folder "
+                "is open in one process at a time, and a process opens one folder: stop the "
+                "other process using it (or give that process a ClickHouse server's URL), "
+                "close a store on another folder, or check that the folder is writable."
             ) from None
         raise DatabaseUnavailable(
             f"Cannot reach the ClickHouse span store at {target.describe()} ({detail[:300]}). "
