@@ -49,6 +49,7 @@ FAMILIES = {
     "retention": "retention_",
     "dashboard": "dashboard_",
     "dashboard_ui": "dashboard_ui_",
+    "clickhouse": "clickhouse_",  # on chDB (database "chdb"), a folder of its own
 }
 
 
@@ -126,7 +127,8 @@ def write_doc(entries: list[dict], meta: dict) -> None:
     ]
     grid = [e for e in entries if e["operation"].startswith("grid_")]
     sketch = [e for e in entries if e["operation"].startswith("sketch_")]
-    entries = [e for e in entries if e not in grid and e not in sketch]
+    clickhouse = [e for e in entries if e["operation"].startswith(FAMILIES["clickhouse"])]
+    entries = [e for e in entries if e not in grid and e not in sketch and e not in clickhouse]
     for e in sorted(entries, key=lambda e: (e["operation"], e["database"], e["size"])):
         lines.append(
             f"| {e['operation']} | {e['database']} | {e['size']:,} | {fmt(e['median_ms'])} | "
@@ -220,10 +222,37 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "deletion; results.json checks every span it wrote is stored.",
         "",
         *sketch_section(sketch, meta.get("sketch_measured_at")),
+        *clickhouse_section(clickhouse, meta.get("clickhouse_measured_at")),
         *grid_section(grid),
     ]
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text("\n".join(lines))
+
+
+def clickhouse_section(entries: list[dict], measured_at: str | None) -> list[str]:
+    """The ClickHouse span store on chDB (issue 17, docs/scale.md), `bench/clickhouse_case.py`."""
+    if not entries:
+        return []
+    lines = [
+        "## ClickHouse span store on chDB (issue 17)",
+        "",
+        f"Measured {measured_at} (`BENCH_ONLY=clickhouse`, `bench/clickhouse_case.py`; docs/scale.md). "
+        "`clickhouse_insert`: demo rows through `storage/clickhouse/writes.py` (the stored-span "
+        "check, the insert, the views into rollups and trace totals), generation excluded; "
+        "`clickhouse_demo_load` includes it. Reads are org 1's: the first page of 50 and the "
+        "totals over 24 hours and 30 days, then the 30-day reads written the other ways one row "
+        "per span can be read (`_no_dedup`, `_final`, `_argmax`, `_limit_1_by`).",
+        "",
+        "| operation | spans | median ms | p95 ms | rows/s | bytes on disk per span | peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for e in sorted(entries, key=lambda e: (e["size"], e["operation"])):
+        per_span = e.get("rows") if e["operation"].startswith("clickhouse_disk_") else None
+        lines.append(
+            f"| {e['operation']} | {e['size']:,} | {fmt(e['median_ms'])} | {fmt(e['p95_ms'])} | "
+            f"{fmt(e['rows_per_s'], 0)} | {fmt(per_span, 0)} | {fmt(e['peak_rss_mb'], 0)} |"
+        )
+    return [*lines, ""]
 
 
 def dashboard_ui_note(entries: list[dict], measured_at: str | None) -> list[str]:
@@ -447,7 +476,7 @@ def main() -> None:
             e
             for e in json.loads(RESULTS.read_text())["results"]
             # the family's figures on the databases of this run are measured again
-            if not (_family(e["operation"]) == only and e["database"] in dbs)
+            if not (_family(e["operation"]) == only and e["database"] in (*dbs, "chdb"))
         ]
     else:
         entries = [e for size in sizes for db in dbs for e in run_case(db, size)]
@@ -530,6 +559,13 @@ def main() -> None:
                 str(max(sizes)),
             )
         ]
+    if only in (None, "clickhouse"):  # the ClickHouse span store in-process (issue 17)
+        entries += _run(
+            f"clickhouse on chdb with {max(sizes):,} spans",
+            "bench.clickhouse_case",
+            "--size",
+            str(max(sizes)),
+        )
     # After every family that reads the main case's databases (it declares user_id there, which
     # adds rollup rows), before ingest (which adds spans to the PostgreSQL one).
     if only in (None, "grid"):

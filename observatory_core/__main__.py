@@ -406,6 +406,19 @@ def cmd_prices(args) -> None:
         )
 
 
+def cmd_clickhouse_ddl(args) -> None:
+    """Print the span store's DDL (docs/scale.md): one node, or a cluster with --cluster."""
+    from observatory_core.base.settings import get_settings
+    from observatory_core.storage.clickhouse.ddl import ddl_text
+    from observatory_core.storage.clickhouse.target import DEFAULT_DATABASE, parse_target
+
+    database = args.database
+    if database is None:
+        url = get_settings().span_store
+        database = parse_target(url).database if url else DEFAULT_DATABASE
+    print(ddl_text(database, args.cluster), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m observatory_core")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -517,6 +530,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="slug=days for a project's own span retention; slug= for the org's (set)",
     )
     keep.set_defaults(func=cmd_retention)
+
+    ch_ddl = sub.add_parser(
+        "clickhouse-ddl", help="print the ClickHouse span store's DDL (docs/scale.md)"
+    )
+    ch_ddl.add_argument(
+        "--cluster", help="a cluster's name: replicated tables ON CLUSTER, Distributed over them"
+    )
+    ch_ddl.add_argument(
+        "--database", help="default: OBSERVATORY_SPAN_STORE's database, else observatory"
+    )
+    ch_ddl.set_defaults(func=cmd_clickhouse_ddl)
     return parser
 
 

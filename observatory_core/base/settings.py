@@ -50,6 +50,9 @@ class Settings:
     audit_retention_days: float = 365.0  # audit entries older than this are purged
     retention_every_minutes: float = 60.0  # how often the worker deletes expired spans
     public_url: str | None = None  # where people reach the server (links in export webhooks)
+    # Issue 17 (docs/scale.md): a ClickHouse span store, chdb:///PATH or clickhouse://...;
+    # None keeps spans in DATABASE_URL (read by storage/clickhouse/, checked there)
+    span_store: str | None = None
 
     def require_cookie_key(self) -> str:
         """The login cookie must be signed with a secret that is not in the code."""
@@ -145,6 +148,7 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
         metrics_port=number("OBSERVATORY_METRICS_PORT", "metrics_port", "0", _int),
         metrics_bind=pick("OBSERVATORY_METRICS_BIND", "metrics_bind", "127.0.0.1"),
         public_url=(pick("OBSERVATORY_PUBLIC_URL", "public_url", "") or "").rstrip("/") or None,
+        span_store=(pick("OBSERVATORY_SPAN_STORE", "span_store", "") or "").strip() or None,
     )
 
 

@@ -1,0 +1,120 @@
+"""One clickhouse-connect client for both kinds of target, and `SpanStore`, what the rest of
+the package works with (the client, the database its tables live in, the target).
+
+The chDB engine runs in this process: one data folder per process (chDB refuses a second
+one while a client is open), so a test or a tool that switches folders closes the store first.
+Every statement names its tables with the database (`SpanStore.table`), so the client needs
+no current database and the DDL can create it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from observatory_core.base.errors import ConfigError, DatabaseUnavailable
+from observatory_core.storage.clickhouse.target import SETTING, SpanStoreTarget, parse_target
+
+# How long a read may run on the engine before it stops it (seconds); the span list and totals
+# pass it per query, as `statement_timeout` bounds reads on PostgreSQL (docs/architecture.md,
+# "Every request is bounded").
+READ_SECONDS = 10
+
+
+# One per target: every writer of this process to a store takes turns, however many times the
+# store was opened (`writes.py`: the check for stored spans and the insert must not interleave).
+_WRITE_LOCKS: dict[SpanStoreTarget, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _write_lock(target: SpanStoreTarget) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _WRITE_LOCKS.setdefault(target, threading.Lock())
+
+
+@dataclass
+class SpanStore:
+    """An open span store: `client` for statements, `database` for table names."""
+
+    target: SpanStoreTarget
+    client: Any  # clickhouse_connect.driver.client.Client (imported lazily)
+    write_lock: threading.Lock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.write_lock = _write_lock(self.target)
+
+    @property
+    def database(self) -> str:
+        return self.target.database
+
+    def table(self, name: str) -> str:
+        """`database.name`, as every statement writes it."""
+        return f"{self.database}.{name}"
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _client(target: SpanStoreTarget):
+    import clickhouse_connect
+
+    if target.in_process:
+        return clickhouse_connect.get_client(interface="chdb", path=target.path)
+    return clickhouse_connect.get_client(
+        host=target.host,
+        port=target.port,
+        username=target.username,
+        password=target.password,
+        secure=target.secure,
+        connect_timeout=5,
+        # no HTTP session: a session serialises a client's queries, and writer threads share it
+        autogenerate_session_id=False,
+    )
+
+
+def open_client(target: SpanStoreTarget):
+    """A clickhouse-connect client for `target`, or a `DatabaseUnavailable` saying why not."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    try:
+        return _client(target)
+    except ClickHouseError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if target.in_process:
+            raise DatabaseUnavailable(
+                f"Cannot open the chDB span store at {target.path} ({detail}). A chDB folder "
+                "is open in one process at a time, and a process opens one folder: stop the "
+                "other process using it (or give that process a ClickHouse server's URL), "
+                "close a store on another folder, or check that the folder is writable."
+            ) from None
+        raise DatabaseUnavailable(
+            f"Cannot reach the ClickHouse span store at {target.describe()} ({detail[:300]}). "
+            f"Check that the server is running and that {SETTING} has the right host, port, "
+            "user and password."
+        ) from None
+
+
+def open_span_store(url: str | None = None, *, apply_schema: bool = True) -> SpanStore:
+    """The span store `url` names (default: the `OBSERVATORY_SPAN_STORE` setting), its schema
+    brought up to date (`ddl.apply_schema`, idempotent)."""
+    if url is None:
+        from observatory_core.base.settings import get_settings
+
+        url = get_settings().span_store
+        if not url:
+            raise ConfigError(
+                f"{SETTING} is not set: spans are kept in DATABASE_URL. Set it to use the "
+                "ClickHouse span store (docs/scale.md)."
+            )
+    target = parse_target(url)
+    store = SpanStore(target, open_client(target))
+    if apply_schema:
+        from observatory_core.storage.clickhouse.ddl import apply_schema as apply
+
+        try:
+            apply(store)
+        except BaseException:
+            store.close()
+            raise
+    return store

@@ -1,0 +1,292 @@
+"""The ClickHouse schema as versioned DDL, for one node or a cluster, from the same code.
+
+`MIGRATIONS` lists the versions; each yields its statements for a `Naming` (a database, and a
+cluster or none). `apply_schema` runs the missing versions at open and records each in
+`schema_versions`; every statement is `IF NOT EXISTS`, so a run that stopped half-way, two
+processes starting together, or a second run change nothing. `ddl_text` prints the same
+statements for an operator (`python -m observatory_core clickhouse-ddl [--cluster NAME]`;
+docs/scale.md, "A cluster").
+
+On a cluster every table is created `ON CLUSTER` with a Replicated engine as `<name>_local`,
+and a Distributed table `<name>` over the shards takes its place, so readers and writers name
+the same tables on one node and on a cluster. Spans are sharded by `SHARDING_KEY`: a trace
+stays on one shard, so its totals (fed on the shard that stores its spans) and a span sent
+twice (the same key, the same shard) never meet across shards.
+
+A migration is never edited once released: a new rollup column (a metric declared with new
+partials) or a new skip index is a new version with its `ALTER TABLE`, as on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from observatory_core.base.errors import ConfigError
+from observatory_core.semantic.duplicates import counted
+from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.schema import spans
+
+# A trace's spans on one shard; an org's traces spread over every shard.
+SHARDING_KEY = "cityHash64(org_id, trace_id)"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Naming:
+    """Where the statements put things: a database, on one node or `ON CLUSTER cluster`."""
+
+    database: str
+    cluster: str | None = None
+
+    def __post_init__(self) -> None:
+        for what, name in (("database", self.database), ("cluster", self.cluster)):
+            if name is not None and not _IDENTIFIER.match(name):
+                raise ConfigError(
+                    f"The {what} name {name!r} must be letters, digits and '_' (not first a digit)."
+                )
+
+    @property
+    def on(self) -> str:
+        return f" ON CLUSTER {self.cluster}" if self.cluster else ""
+
+    def stored(self, name: str) -> str:
+        """The table that holds the rows: `<name>_local` on each node of a cluster."""
+        return f"{self.database}.{name}_local" if self.cluster else f"{self.database}.{name}"
+
+    def read(self, name: str) -> str:
+        """The table readers and writers name: the Distributed one on a cluster."""
+        return f"{self.database}.{name}"
+
+    def engine(self, kind: str, name: str, args: str = "", *, sharded: bool = True) -> str:
+        """`kind` (a MergeTree family engine), replicated on a cluster: its keeper path names the
+        shard (or, for a table every node keeps whole, no shard) and the table."""
+        if not self.cluster:
+            return f"{kind}({args})"
+        shard = "{shard}" if sharded else "all"
+        local = f"{name}_local" if sharded else name
+        path = f"'/clickhouse/tables/{shard}/{self.database}/{local}', '{{replica}}'"
+        return f"Replicated{kind}({path}{', ' + args if args else ''})"
+
+
+def _table(
+    naming: Naming,
+    name: str,
+    columns: list[str],
+    engine: str,
+    tail: list[str],
+    sharding: str | None = SHARDING_KEY,
+) -> list[str]:
+    """CREATE for the table that stores rows, and on a cluster the Distributed one over it
+    (`sharding`: how inserts into it pick a shard; None for a table only its views fill)."""
+    body = ",\n    ".join(columns)
+    out = [
+        f"CREATE TABLE IF NOT EXISTS {naming.stored(name)}{naming.on}\n(\n    {body}\n)\n"
+        f"ENGINE = {engine}\n" + "\n".join(tail)
+    ]
+    if naming.cluster:
+        local = naming.stored(name).split(".", 1)[1]
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {naming.read(name)}{naming.on} AS {naming.stored(name)}\n"
+            f"ENGINE = Distributed({naming.cluster}, {naming.database}, {local}"
+            + (f", {sharding})" if sharding else ")")
+        )
+    return out
+
+
+def _spans(naming: Naming) -> list[str]:
+    columns = [c.ddl() for c in layout.span_columns()] + [i.ddl() for i in layout.skip_indexes()]
+    return _table(
+        naming,
+        "spans",
+        columns,
+        naming.engine("ReplacingMergeTree", "spans", layout.VERSION),
+        [
+            "PARTITION BY toYYYYMM(start_time)",
+            # the org/project/time reads narrow by the key's prefix; identity closes it, so the
+            # engine folds the copies of a span sent twice when it merges parts
+            "PRIMARY KEY (org_id, project_id, start_time)",
+            "ORDER BY (org_id, project_id, start_time, trace_id, span_id)",
+            # the retention hook: a span written with retain_days > 0 is deleted that many days
+            # after it started (docs/scale.md)
+            f"TTL toDateTime(start_time) + toIntervalDay({layout.RETAIN_DAYS}) "
+            f"WHERE {layout.RETAIN_DAYS} > 0",
+            "SETTINGS index_granularity = 8192",
+        ],
+    )
+
+
+def _counted_spans() -> str:
+    """Spans that count in figures (not a twin set aside: `semantic/duplicates.py`)."""
+    return layout.sql(counted(spans.c))
+
+
+def _view(
+    naming: Naming,
+    name: str,
+    target: str,
+    select: str,
+    group: list[str],
+    source: str = "spans",
+    alias: str = "spans",
+) -> str:
+    """A view filling `target` from each block inserted into `source` (read as `alias`): the
+    counted spans, or (a rollup) the rows another view just wrote there."""
+    where = f"\nWHERE {_counted_spans()}" if source == "spans" else ""
+    return (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {naming.read(name)}{naming.on}\n"
+        f"TO {naming.stored(target)}\nAS SELECT\n    {select}\n"
+        f"FROM {naming.stored(source)} AS {alias}{where}\n"
+        f"GROUP BY {', '.join(group)}"
+    )
+
+
+def _trace_totals(naming: Naming) -> list[str]:
+    keys = ["org_id", "project_id", "trace_id"]
+    partials = layout.trace_total_partials()
+    columns = ["`org_id` Int32", "`project_id` Int32", "`trace_id` String CODEC(ZSTD(1))"]
+    columns += [p.column.ddl() for p in partials]
+    table = _table(
+        naming,
+        "trace_totals",
+        columns,
+        naming.engine("AggregatingMergeTree", "trace_totals"),
+        ["ORDER BY (org_id, project_id, trace_id)"],
+    )
+    select = ",\n    ".join(
+        [f"spans.{k} AS {k}" for k in keys] + [f"{p.select} AS {p.column.name}" for p in partials]
+    )
+    return [
+        *table,
+        _view(naming, "trace_totals_mv", "trace_totals", select, [f"spans.{k}" for k in keys]),
+    ]
+
+
+def _rollups(naming: Naming) -> list[str]:
+    """The finest grain is folded from the spans; each coarser one from the rows the finer
+    one's view writes (a cascade: the hour reads a minute's few rows, not its spans again)."""
+    keys = layout.rollup_keys()
+    partials = layout.rollup_partials()
+    out: list[str] = []
+    finer: str | None = None
+    for grain, seconds in layout.GRAIN_SECONDS.items():
+        name = f"rollup_{grain}"
+        columns = ["`org_id` Int32", f"`bucket_start` {layout.BUCKET} CODEC(Delta, ZSTD(1))"]
+        columns += [c.ddl() for c, _ in keys] + [p.column.ddl() for p in partials]
+        order = ["org_id", "bucket_start", *(c.name for c, _ in keys)]
+        out += _table(
+            naming,
+            name,
+            columns,
+            naming.engine("AggregatingMergeTree", name),
+            ["PARTITION BY toYYYYMM(bucket_start)", f"ORDER BY ({', '.join(order)})"],
+            sharding=None,  # filled on each shard by its view, read through the Distributed one
+        )
+        group = ["org_id", "bucket_start", *(c.name for c, _ in keys)]
+        if finer is None:
+            bucket = f"toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC')"
+            select = [
+                "spans.org_id AS org_id",
+                f"toDateTime({bucket}, 'UTC') AS bucket_start",
+                *(f"{expr} AS {c.name}" for c, expr in keys),
+                *(f"{p.select} AS {p.column.name}" for p in partials),
+            ]
+            out.append(_view(naming, f"{name}_mv", name, ",\n    ".join(select), group))
+        else:
+            bucket = f"toStartOfInterval(rows.bucket_start, INTERVAL {seconds} SECOND, 'UTC')"
+            select = [
+                "rows.org_id AS org_id",
+                f"toDateTime({bucket}, 'UTC') AS bucket_start",
+                *(f"rows.{c.name} AS {c.name}" for c, _ in keys),
+                *(f"{layout.merged(p.column)} AS {p.column.name}" for p in partials),
+            ]
+            group = ["org_id", "bucket_start", *(f"rows.{c.name}" for c, _ in keys)]
+            out.append(
+                _view(naming, f"{name}_mv", name, ",\n    ".join(select), group, finer, "rows")
+            )
+        finer = name
+    return out
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: Callable[[Naming], list[str]]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "spans, trace totals, rollups by minute, hour and day",
+        lambda n: [*_spans(n), *_trace_totals(n), *_rollups(n)],
+    ),
+)
+
+
+def _versions_table(naming: Naming) -> str:
+    # every node keeps the whole list (no shard in its keeper path)
+    engine = naming.engine("ReplacingMergeTree", "schema_versions", "applied_at", sharded=False)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {naming.database}.schema_versions{naming.on}\n(\n"
+        "    `version` UInt32,\n    `name` String,\n"
+        f"    `applied_at` {layout.TIME} DEFAULT now64(6)\n)\n"
+        f"ENGINE = {engine}\nORDER BY version"
+    )
+
+
+def statements(naming: Naming) -> list[str]:
+    """Every statement of the current schema, in order, without the version records."""
+    out = [f"CREATE DATABASE IF NOT EXISTS {naming.database}{naming.on}", _versions_table(naming)]
+    for migration in MIGRATIONS:
+        out += migration.statements(naming)
+    return out
+
+
+def ddl_text(database: str, cluster: str | None = None) -> str:
+    """The DDL an operator runs (clickhouse-client --multiquery), ending with the version
+    records, so a store opened on it afterwards finds nothing left to apply."""
+    naming = Naming(database, cluster)
+    where = f"cluster {cluster}, sharded by {SHARDING_KEY}" if cluster else "one node"
+    head = (
+        f"-- LLM Observatory span store, schema version {MIGRATIONS[-1].version}, "
+        f"database {database}, {where}.\n-- Generated by `python -m observatory_core "
+        "clickhouse-ddl`; docs/scale.md says how to run it."
+    )
+    records = ", ".join(f"({m.version}, '{m.name}')" for m in MIGRATIONS)
+    body = [
+        *statements(naming),
+        f"INSERT INTO {database}.schema_versions (version, name) VALUES {records}",
+    ]
+    return head + "\n\n" + ";\n\n".join(body) + ";\n"
+
+
+def applied_versions(store: SpanStore) -> set[int]:
+    result = store.client.query(f"SELECT DISTINCT version FROM {store.table('schema_versions')}")
+    return {int(row[0]) for row in result.result_rows}
+
+
+def apply_schema(store: SpanStore) -> list[int]:
+    """Create what is missing (one node: the store's own database) and record each version
+    applied; answers the versions this run applied (none when the schema was current)."""
+    naming = Naming(store.database)
+    client = store.client
+    client.command(f"CREATE DATABASE IF NOT EXISTS {naming.database}")
+    client.command(_versions_table(naming))
+    done = applied_versions(store)
+    ran: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        for statement in migration.statements(naming):
+            client.command(statement)
+        client.insert(
+            store.table("schema_versions"),
+            [[migration.version, migration.name, datetime.now(UTC)]],
+            column_names=["version", "name", "applied_at"],
+        )
+        ran.append(migration.version)
+    return ran

@@ -1,0 +1,130 @@
+"""Canonical span rows (`ingest/spanrows.py`'s `complete_row`) into the span store, each span
+counted once.
+
+A span sent twice must never count twice: not in a list, and not in the rollups and trace
+totals, which materialized views fold from every inserted row. So each batch first drops its
+own repeats (the first copy stays, as elsewhere) and the spans already stored (looked up by
+org and span id, the id's bloom filter skipping granules; the trace id is compared on the
+rows found), then inserts only new spans; the views see each span once. Writers in one process
+take turns (`SpanStore.write_lock`) so no two check and insert the same span at once. Should
+two processes still race, the table is a ReplacingMergeTree on identity, and every raw read
+takes one row per span (`reads.py`, `LIMIT 1 BY`), so lists and totals stay right; the rollups
+would count that span twice (docs/scale.md, "Not yet").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import islice
+from typing import Any
+
+from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.schema import DIMENSION_SLOTS
+
+BATCH = 50_000  # rows per insert: ClickHouse wants few large inserts (each makes a part)
+_STORED = set(layout.span_column_names())
+_JSON = ("metadata", "attributes")
+# written by this module, not by the row
+_OWN = (layout.VERSION, layout.RETAIN_DAYS)
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _first_copies(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[tuple[int, str, str]] = set()
+    out = []
+    for row in batch:
+        key = (row["org_id"], row["trace_id"], row["span_id"])
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
+def stored_keys(store: SpanStore, batch: list[dict[str, Any]]) -> set[tuple[int, str, str]]:
+    """(org, trace, span) of the batch's spans the store already holds."""
+    by_org: dict[int, set[str]] = {}
+    for row in batch:
+        by_org.setdefault(row["org_id"], set()).add(row["span_id"])
+    found: set[tuple[int, str, str]] = set()
+    for org_id, span_ids in by_org.items():
+        result = store.client.query(
+            f"SELECT DISTINCT trace_id, span_id FROM {store.table('spans')} "
+            "WHERE org_id = %(org)s AND span_id IN %(ids)s",
+            parameters={"org": int(org_id), "ids": sorted(span_ids)},
+            # the ids are written into the statement: ~19 bytes each, past the 256 KiB default
+            settings={"max_query_size": 64 + 24 * len(span_ids) + 4096},
+        )
+        found.update((org_id, trace, span) for trace, span in result.result_rows)
+    return found
+
+
+def as_columns(
+    rows: list[dict[str, Any]], names: tuple[str, ...], version: int, retain: Callable
+) -> list[list[Any]]:
+    """The rows as columns (the driver's fastest insert), in `names` order: `version` on
+    every row, `retain(org, project)` its retention days."""
+    out: list[list[Any]] = []
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    for name in names:
+        if name == layout.VERSION:
+            out.append([version] * len(rows))
+        elif name == layout.RETAIN_DAYS:
+            out.append([retain(r["org_id"], r["project_id"]) for r in rows])
+        elif name in _JSON:
+            out.append([dumps(r[name]) for r in rows])
+        elif name == "tags":
+            out.append([[str(t) for t in (r[name] or ())] for r in rows])
+        elif name in DIMENSION_SLOTS:  # filled from the org's declarations: not yet here
+            out.append([r.get(name) for r in rows])
+        else:  # a complete row has every other column
+            out.append([r[name] for r in rows])
+    return out
+
+
+def write_spans(
+    store: SpanStore,
+    rows: Iterable[dict[str, Any]],
+    *,
+    batch_size: int = BATCH,
+    retain_days: Mapping[tuple[int, int], int] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
+    """Store complete span rows; answers how many were new (a span already stored, or repeated
+    in the input, is not written again). `retain_days[(org, project)]` (or `(org, 0)` for the
+    whole org) sets the retention hook of the rows it names (0 or missing: kept until deleted).
+    `on_batch(seen, written)` after each batch, for progress bars."""
+    days = retain_days or {}
+
+    def retain(org_id: int, project_id: int) -> int:
+        return int(days.get((org_id, project_id), days.get((org_id, 0), 0)))
+
+    names = layout.span_column_names()
+    written = 0
+    for batch in _batches(rows, batch_size):
+        with store.write_lock:
+            fresh = _first_copies(batch)
+            known = stored_keys(store, fresh)
+            if known:
+                fresh = [
+                    r for r in fresh if (r["org_id"], r["trace_id"], r["span_id"]) not in known
+                ]
+            if fresh:
+                version = time.time_ns() // 1000
+                store.client.insert(
+                    store.table("spans"),
+                    as_columns(fresh, names, version, retain),
+                    column_names=list(names),
+                    column_oriented=True,
+                )
+        written += len(fresh)
+        if on_batch:
+            on_batch(len(batch), len(fresh))
+    return written

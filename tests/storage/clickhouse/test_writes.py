@@ -1,0 +1,202 @@
+"""Writes: canonical span rows in, each span once, and the engine's rollups and trace totals
+agree with polars on the raw rows (a span sent twice, or set aside as a twin, is not in them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.target import parse_target
+from observatory_core.storage.clickhouse.writes import write_spans
+from tests.storage.clickhouse.conftest import demo_rows
+
+ROWS = demo_rows(3000)
+REPEATED = [dict(r, org_id=99) for r in demo_rows(60, seed=11)]  # an org of its own
+TWINS = [dict(r, org_id=95, duplicate_of="0" * 16) for r in demo_rows(20, seed=12)]
+
+
+def _moved(rows: list[dict], org_id: int, ago: timedelta) -> list[dict]:
+    """The rows in another org, started `ago` before now (the TTL hook counts from now)."""
+    shift = datetime.now(UTC) - ago - max(r["start_time"] for r in rows)
+    return [
+        dict(r, org_id=org_id, start_time=r["start_time"] + shift, end_time=r["end_time"] + shift)
+        for r in rows
+    ]
+
+
+EXPIRED = _moved(demo_rows(30, seed=13), 97, timedelta(days=3))
+KEPT = _moved(demo_rows(30, seed=14), 96, timedelta(days=3))
+
+
+@pytest.fixture(scope="module")
+def loaded(chdb_store):
+    store = chdb_store
+    counts = {
+        "first": write_spans(store, ROWS, batch_size=1500),
+        "again": write_spans(store, ROWS[:1500] + ROWS[2500:], batch_size=1000),
+        "repeated": write_spans(store, REPEATED + REPEATED[::-1]),
+        "twins": write_spans(store, TWINS),
+        "retention": write_spans(
+            store, EXPIRED + KEPT, retain_days={(97, 0): 1, (96, KEPT[0]["project_id"]): 30}
+        ),
+    }
+    # the TTL runs when parts are written and merged; merge now rather than wait
+    store.client.command(f"OPTIMIZE TABLE {store.table('spans')} FINAL")
+    return store, counts
+
+
+def _query(store, sql: str):
+    return store.client.query(sql.format(db=store.database)).result_rows
+
+
+def _frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def test_every_new_span_is_written_and_none_twice(loaded):
+    store, counts = loaded
+    assert counts["first"] == len(ROWS)
+    assert counts["again"] == 0
+    ((stored,),) = _query(store, "SELECT count() FROM {db}.spans WHERE org_id < 90")
+    assert stored == len(ROWS)
+
+
+def test_a_span_repeated_in_one_batch_is_written_once(loaded):
+    store, counts = loaded
+    assert counts["repeated"] == len(REPEATED)
+    ((stored,),) = _query(store, "SELECT count() FROM {db}.spans WHERE org_id = 99")
+    assert stored == len(REPEATED)
+
+
+def test_rollups_count_each_span_once_by_hour_as_polars_does(loaded):
+    store, _ = loaded
+    got = _query(
+        store,
+        "SELECT org_id, bucket_start, sum(span_count), sum(error_count), sum(total_cost_sum), "
+        "sum(duration_count), sum(total_tokens_sum), max(duration_max) "
+        "FROM {db}.rollup_1hour WHERE org_id < 90 GROUP BY org_id, bucket_start "
+        "ORDER BY org_id, bucket_start",
+    )
+    want = (
+        _frame(ROWS)
+        .group_by("org_id", pl.col("start_time").dt.truncate("1h").alias("bucket"))
+        .agg(
+            pl.len(),
+            (pl.col("status") == "error").sum(),
+            pl.col("total_cost_usd").sum(),
+            pl.col("duration_ms").count().alias("durations"),
+            pl.col("total_tokens").sum(),
+            pl.col("duration_ms").max().alias("longest"),
+        )
+        .sort("org_id", "bucket")
+    )
+    assert len(got) == want.height
+    for (org, bucket, n, errors, cost, durations, tokens, longest), expected in zip(
+        got, want.iter_rows(), strict=True
+    ):
+        assert (org, bucket.replace(tzinfo=UTC), n, errors, durations, tokens) == (
+            expected[0],
+            expected[1],
+            expected[2],
+            expected[3],
+            expected[5],
+            expected[6],
+        )
+        assert cost == pytest.approx(expected[4], rel=1e-9, abs=1e-12)
+        assert longest == pytest.approx(expected[7])
+
+
+def test_the_day_rollup_holds_the_same_spans_and_its_digest_their_latency(loaded):
+    store, _ = loaded
+    frame = _frame(ROWS)
+    for grain in ("1min", "1day"):
+        ((n,),) = _query(
+            store, f"SELECT sum(span_count) FROM {{db}}.rollup_{grain} WHERE org_id < 90"
+        )
+        assert n == frame.height
+    got = dict(
+        _query(
+            store,
+            "SELECT org_id, quantileTDigestMerge(0.95)(duration_digest) FROM {db}.rollup_1day "
+            "WHERE org_id < 90 AND llm_call GROUP BY org_id",
+        )
+    )
+    want = dict(
+        frame.filter(pl.col("llm_call"))
+        .group_by("org_id")
+        .agg(pl.col("duration_ms").quantile(0.95, "linear"))
+        .iter_rows()
+    )
+    assert got.keys() == want.keys()
+    for org, p95 in want.items():
+        assert got[org] == pytest.approx(p95, rel=0.05)  # a t-digest: within 5 % here
+
+
+def test_trace_totals_are_each_traces_spans(loaded):
+    store, _ = loaded
+    got = _query(
+        store,
+        "SELECT org_id, project_id, trace_id, sum(span_count), sum(error_count), "
+        "sum(total_cost_usd), sum(total_tokens), min(first_start), max(last_end), "
+        "max(root_span_id) FROM {db}.trace_totals WHERE org_id < 90 "
+        "GROUP BY org_id, project_id, trace_id ORDER BY org_id, project_id, trace_id",
+    )
+    want = (
+        _frame(ROWS)
+        .group_by("org_id", "project_id", "trace_id")
+        .agg(
+            pl.len(),
+            (pl.col("status") == "error").sum(),
+            pl.col("total_cost_usd").sum(),
+            pl.col("total_tokens").sum(),
+            pl.col("start_time").min(),
+            pl.col("end_time").max(),
+            pl.col("span_id")
+            .filter(pl.col("parent_span_id").is_null())
+            .max()
+            .fill_null("")
+            .alias("root"),
+        )
+        .sort("org_id", "project_id", "trace_id")
+    )
+    assert len(got) == want.height
+    for row, expected in zip(got, want.iter_rows(), strict=True):
+        assert row[:5] == expected[:5] and row[6] == expected[6] and row[9] == expected[9]
+        assert row[5] == pytest.approx(expected[5], rel=1e-9, abs=1e-12)
+        assert (row[7].replace(tzinfo=UTC), row[8].replace(tzinfo=UTC)) == expected[7:9]
+
+
+def test_twins_set_aside_are_stored_but_left_out_of_every_figure(loaded):
+    store, counts = loaded
+    assert counts["twins"] == len(TWINS)
+    ((stored,),) = _query(store, "SELECT count() FROM {db}.spans WHERE org_id = 95")
+    assert stored == len(TWINS)
+    for table in ("rollup_1min", "rollup_1hour", "rollup_1day", "trace_totals"):
+        assert _query(store, f"SELECT count() FROM {{db}}.{table} WHERE org_id = 95") == [(0,)]
+
+
+def test_the_retention_hook_deletes_spans_past_their_days(loaded):
+    store, counts = loaded
+    assert counts["retention"] == len(EXPIRED) + len(KEPT)
+    kept_project = KEPT[0]["project_id"]
+    expected_kept = sum(1 for r in KEPT if r["project_id"] == kept_project)
+    got = dict(
+        _query(
+            store, "SELECT org_id, count() FROM {db}.spans WHERE org_id IN (96, 97) GROUP BY org_id"
+        )
+    )
+    # org 97: kept one day, started three days ago; org 96: 30 days for one project, and
+    # the project's rows not named are kept until deleted (0: forever)
+    assert 97 not in got
+    assert got[96] == len(KEPT) and expected_kept > 0
+
+
+def test_every_opening_of_a_store_in_a_process_shares_its_write_lock(loaded):
+    store, _ = loaded
+    again = SpanStore(store.target, store.client)
+    assert again.write_lock is store.write_lock
+    other = SpanStore(parse_target("chdb:///elsewhere"), store.client)
+    assert other.write_lock is not store.write_lock
