@@ -129,3 +129,22 @@ def test_long_text_is_cut_and_flagged(engine):
 def test_sqlite_runs_in_wal_mode(sqlite_engine):
     with sqlite_engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_shared_traces_are_found_through_their_partial_index(engine):
+    """`is_shared` is written bare (`trace_totals.shared`), the very term of the partial index
+    `ix_trace_totals_shared`: written `shared = 1` (as SQLAlchemy writes a Boolean on SQLite)
+    the tree lists read every trace of their window a second time to find the few shared ones."""
+    from sqlalchemy import literal
+
+    from observatory_core.storage.schema import is_shared, trace_totals
+
+    t = trace_totals
+    query = select(t.c.trace_id).where(t.c.org_id == literal(1), is_shared(t))
+    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    assert sql.rstrip().endswith("trace_totals.shared")
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            plan = " ".join(r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "ix_trace_totals_shared" in plan
+        assert conn.execute(query).all() == []  # valid SQL on this store
