@@ -392,6 +392,15 @@ trace_totals = Table(
         sqlite_where=text("shared"),
         postgresql_where=text("shared"),
     ),
+    # migration 0024: the tree-total sorts walk these from the top (`traces/trace_lists.py`)
+    Index("ix_trace_totals_org_cost", "org_id", "total_cost_usd"),
+    Index("ix_trace_totals_org_tokens", "org_id", "total_tokens"),
+)
+# migration 0024: a trace's extent (the duration sort), as the stores keep the two times
+Index(
+    "ix_trace_totals_org_extent",
+    trace_totals.c.org_id,
+    (trace_totals.c.last_end - trace_totals.c.first_start).self_group(),
 )
 
 
