@@ -477,7 +477,7 @@ def cmd_migrate_spans(args) -> int:
             return 0
         if not mig.has_spans(engine, list(orgs)):
             raise UserError(f"DATABASE_URL holds no spans{whose}: there is nothing to copy.")
-        total = mig.remaining(engine, store, list(orgs))
+        total = mig.remaining(engine, store, list(orgs), from_start=args.from_start)
         bar = tqdm(total=total, unit="span", unit_scale=True, desc=f"Copying spans{whose}")
         try:
             report = mig.migrate_spans(
@@ -485,6 +485,7 @@ def cmd_migrate_spans(args) -> int:
                 store,
                 org_ids=list(orgs),
                 batch=mig.BATCH if args.batch is None else args.batch,
+                from_start=args.from_start,
                 on_batch=lambda read, _written: bar.update(read),
             )
         except KeyboardInterrupt:
@@ -644,6 +645,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     move.add_argument("--org", help="only this org (slug); default: every org")
     move.add_argument("--batch", type=int, help="spans per page (default 20,000)")
+    move.add_argument(
+        "--from-start",
+        action="store_true",
+        help="read every span again, not only past the checkpoints (spans already there are skipped)",
+    )
     move.add_argument(
         "--check",
         action="store_true",

@@ -5,11 +5,13 @@ that stopped resumed without counting anything twice, a finished run copying not
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import timedelta
 
 import polars as pl
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, select, update
 
 from observatory_core.__main__ import main
 from observatory_core.base.settings import get_settings
@@ -19,7 +21,7 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import spans
 from tests.conftest import PG_ADMIN_URL, pg_admin
-from tests.helpers import all_spans, load_small_demo
+from tests.helpers import all_spans, load_small_demo, span, write
 
 SPANS = 1500
 BATCH = 500
@@ -111,6 +113,27 @@ def _assert_same_as_source(source, store) -> None:
     assert twins(df) and twins(got) == twins(df)
     counted = df.filter(pl.col("duplicate_of").is_null()).group_by("org_id").len()
     assert _counted_in_rollups(store) == dict(counted.iter_rows())
+    # the JSON columns and the tags read back as the source holds them
+    with source["engine"].connect() as conn:
+        want = {
+            (r.org_id, r.span_id): (r.tags, r.metadata, r.attributes)
+            for r in conn.execute(
+                select(
+                    spans.c.org_id,
+                    spans.c.span_id,
+                    spans.c.tags,
+                    spans.c.metadata,
+                    spans.c.attributes,
+                )
+            )
+        }
+    have = {
+        (org, span_id): (list(tags), json.loads(metadata), json.loads(attributes))
+        for org, span_id, tags, metadata, attributes in store.client.query(
+            f"SELECT org_id, span_id, tags, metadata, attributes FROM {store.table('spans')}"
+        ).result_rows
+    }
+    assert have == want
 
 
 def test_every_span_is_copied_once_with_its_twins_and_a_rerun_copies_nothing(source):
@@ -205,6 +228,31 @@ def test_the_command_copies_with_progress_and_check_tells_match_from_mismatch(cl
         n, tokens, _ = per_org[org_id]
         assert f"{n:,}" in lines[slug] and f"{tokens:,}" in lines[slug]
         assert out.count(f"{n:,}") >= 2  # source and target side by side
+
+
+def test_a_span_that_arrives_late_is_found_by_from_start(cli, capsys):
+    """A finished run reads past its checkpoints only: a span that reached the source later
+    with an earlier start time is seen by --check and copied by --from-start."""
+    url = _target(cli, "late")
+    assert main(["migrate-spans", "--to", url]) == 0
+    df = cli["df"]
+    org_id, project_id = df.row(0, named=True)["org_id"], df.row(0, named=True)["project_id"]
+    late = span(org_id, project_id, df["start_time"].min() - timedelta(hours=1), total_tokens=7)
+    assert write(cli["engine"], [late]) == 1
+    try:
+        capsys.readouterr()
+        assert main(["migrate-spans", "--to", url]) == 0
+        assert "Copied 0 spans" in capsys.readouterr().out
+        assert main(["migrate-spans", "--to", url, "--check"]) == 1
+        capsys.readouterr()
+        assert main(["migrate-spans", "--to", url, "--from-start"]) == 0
+        out = capsys.readouterr().out
+        assert "Copied 1 spans to chdb://" in out
+        assert f"{df.height:,} skipped as already there" in out
+        assert main(["migrate-spans", "--to", url, "--check"]) == 0
+    finally:
+        with cli["engine"].begin() as conn:
+            conn.execute(delete(spans).where(spans.c.span_id == late["span_id"]))
 
 
 @pytest.mark.parametrize(
