@@ -31,10 +31,12 @@ from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.writes import JsonText, write_spans
 from observatory_core.storage.schema import orgs, spans
 
-BATCH = 20_000  # spans per page read and written (measured: docs/scale.md)
+# spans per page read and written: one insert each (ClickHouse wants few large ones), and
+# what the process holds at once (peak RSS at 1M spans: docs/scale.md)
+BATCH = 20_000
 _TABLE = "migrate_checkpoints"
-# the JSON objects read as their text, handed to the write as it is (`writes.JsonText`): a
-# PostgreSQL page spent about a quarter of its time decoding and encoding them again
+# the JSON objects read as their text, handed to the write as it is (`writes.JsonText`), not
+# decoded and encoded again (measured: docs/scale.md, "Moving spans in")
 _JSON_TEXT = ("metadata", "attributes")
 _COLUMNS = [
     cast(c, Text).label(c.name) if c.name in _JSON_TEXT else c
