@@ -422,9 +422,14 @@ def cmd_clickhouse_ddl(args) -> None:
 def _span_store_for(url: str | None):
     """The span store `--to` names (default: OBSERVATORY_SPAN_STORE), its schema brought up to
     date; a bad URL is explained in terms of `--to` when that is where it came from."""
-    from observatory_core.base.errors import ConfigError
+    import logging
+
+    from observatory_core.base.errors import ConfigError, DatabaseUnavailable
     from observatory_core.base.settings import get_settings
     from observatory_core.storage.clickhouse.connect import open_span_store
+
+    # the driver logs a server it cannot reach before raising; the one sentence below says it
+    logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
     from observatory_core.storage.clickhouse.target import SETTING
 
     if not url:
@@ -439,6 +444,10 @@ def _span_store_for(url: str | None):
         return open_span_store(url)
     except ConfigError as exc:
         raise ConfigError(str(exc).replace(f"{SETTING}=", "--to ", 1)) from None
+    except DatabaseUnavailable as exc:
+        raise DatabaseUnavailable(
+            str(exc).replace(f"that {SETTING} has", "that --to has")
+        ) from None
 
 
 def cmd_migrate_spans(args) -> int:

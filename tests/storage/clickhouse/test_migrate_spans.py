@@ -264,6 +264,7 @@ def test_a_span_that_arrives_late_is_found_by_from_start(cli, capsys):
         ),
         ("chdb://relative/path", "must be absolute"),
         ("clickhouse://u:secret@127.0.0.1:1/obs", "Cannot reach the ClickHouse span store at "),
+        ("clickhouse://u:secret@127.0.0.1:1/obs", "and that --to has the right host, port"),
     ],
 )
 def test_a_bad_target_is_one_sentence(cli, capsys, to, says):
