@@ -11,7 +11,8 @@ the app's scripts are warm, as for a person coming from another page. The browse
 demo data's END: the links give the periods explicitly (the sidebar keeps them as whole local
 days), so they end at END: Cost by team over 7 and 30 days, Latency SLOs over 24 hours, as
 bench/dashboard_case.py times the server side. The database is only read, except that the
-starter dashboards and the bench users are added if missing.
+starter dashboards, the floor's two one-chart dashboards (`FLOORS`) and the bench users are
+added if missing.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.users import add_user, set_password
 from observatory_core.base.errors import UserError
 from observatory_core.base.settings import get_settings
-from observatory_core.dashboards.store import list_dashboards
+from observatory_core.dashboards.model import from_dict
+from observatory_core.dashboards.store import create_dashboard, list_dashboards
 from observatory_core.demo.starter_dashboards import install_starter_dashboards
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.engine import get_engine
@@ -50,7 +52,34 @@ CASES = {
     "dashboard_ui_cost_by_team_7d": ("Cost by team", 7, 3, 2, 1),
     "dashboard_ui_cost_by_team_30d": ("Cost by team", 30, 3, 2, 1),
     "dashboard_ui_latency_slos_24h": ("Latency SLOs", 1, 2, 4, 0),
+    # The floor under those: the same page and server with one number (the app's start, the
+    # log-in check, the sidebar, one query) and with one small plotly chart (that, plus loading
+    # and drawing the charting code), so the time a dashboard adds of its own reads apart.
+    "dashboard_ui_floor_one_number_24h": ("Bench: one number", 1, 1, 0, 0),
+    "dashboard_ui_floor_one_pie_24h": ("Bench: one pie", 1, 0, 1, 0),
 }
+# The floor's dashboards, added by `prepare` if missing.
+FLOORS = (
+    {
+        "version": 1,
+        "name": "Bench: one number",
+        "columns": 1,
+        "charts": [{"title": "Requests", "kind": "number", "series": "request_count.count"}],
+    },
+    {
+        "version": 1,
+        "name": "Bench: one pie",
+        "columns": 1,
+        "charts": [
+            {
+                "title": "Requests by provider",
+                "kind": "pie",
+                "series": "request_count.count",
+                "group_by": ["provider"],
+            }
+        ],
+    },
+)
 # Every number, plotly chart (with its SVG) and table (with its canvas) drawn, the caption the
 # page writes after its grid shown, and the script's run over (nothing running or stale).
 DRAWN = f"""([numbers, plots, tables]) => {{
@@ -86,7 +115,12 @@ def prepare(url: str) -> tuple[int, dict[str, int]]:
         except UserError:  # made by an earlier run
             set_password(engine, name, PASSWORD, actor="bench")
     org_id, size = demo_org_and_size(engine)
-    ids = {d["name"]: d["id"] for d in list_dashboards(engine, Scope(org_id, Role.ADMIN))}
+    scope = Scope(org_id, Role.ADMIN, username="bench")
+    have = {d["name"] for d in list_dashboards(engine, scope)}
+    for floor in FLOORS:
+        if floor["name"] not in have:
+            create_dashboard(engine, scope, from_dict(floor))
+    ids = {d["name"]: d["id"] for d in list_dashboards(engine, scope)}
     engine.dispose()
     return size, ids
 

@@ -48,10 +48,14 @@ def _rows_frame(result: MetricResult, local: bool) -> pl.DataFrame:
         return frame
     bucket = pl.col("bucket")
     covered = {b.strftime(BUCKET_FORMAT): c for b, c in result.partial_buckets.items()}
-    at = [bucket.dt.strftime(BUCKET_FORMAT)]
+    # Each bucket written once and looked up per row: an answer holds a few hundred buckets
+    # over tens of thousands of rows (strftime per row took ~12 ms of a 60k-row answer).
+    starts = frame["bucket"].unique()
+    utc = starts.dt.strftime(BUCKET_FORMAT)
+    at = [bucket.replace_strict(starts, utc, return_dtype=pl.Utf8)]
     if local:
-        zoned = bucket.dt.convert_time_zone(result.zone.name).dt.strftime(LOCAL_FORMAT)
-        at.append(zoned.alias("bucket_local"))
+        zoned = starts.dt.convert_time_zone(result.zone.name).dt.strftime(LOCAL_FORMAT)
+        at.append(bucket.replace_strict(starts, zoned, return_dtype=pl.Utf8).alias("bucket_local"))
     frame = frame.with_columns(at)
     if local:  # right after the UTC bucket, as the rows read before
         names = [c for c in frame.columns if c != "bucket_local"]

@@ -174,6 +174,12 @@ class Bucketing:
 
     @classmethod
     def over(cls, start: datetime, end: datetime, seconds: int, zone: Zone) -> Bucketing:
+        if zone.is_utc and seconds <= DAY:  # UTC's grid: arithmetic, as `bucket_edges` finds
+            width = seconds * 1_000_000
+            first, last = _us(start), _us(end)
+            first -= first % width
+            count = max(0, -(-(last - first) // width))  # buckets from `first` to past `end`
+            return cls(seconds, zone, tuple(range(first, first + (count + 1) * width, width)))
         edges = tuple(_us(e) for e in bucket_edges(start, end, seconds, zone))
         return cls(seconds, zone, edges)
 

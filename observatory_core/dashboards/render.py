@@ -75,9 +75,11 @@ def _hidden(exc: PermissionDenied) -> str:
     return f"{HIDDEN}. {reason}."
 
 
-# Charts read at once: a dashboard's queries are independent, and the database answers a few
-# of them side by side faster than one after another; a fixed number bounds what one page asks.
+# Chart reads at once in the whole process, whatever the number of pages loading: a dashboard's
+# queries are independent and the database answers a few side by side faster than one after
+# another, and one pool bounds the connections all pages together take from the engine's pool.
 LOADERS = 4
+_POOL = ThreadPoolExecutor(max_workers=LOADERS, thread_name_prefix="dashboard")
 
 
 def each_chart(
@@ -89,30 +91,27 @@ def each_chart(
     *,
     on_thread: Callable[[], None] | None = None,
 ) -> Iterator[tuple[int, ChartData]]:
-    """Each chart's data as soon as it is read, `LOADERS` at a time: (its index, its data),
-    in the order they finish, so a page draws each chart when it can. `on_thread` runs first
-    on each loading thread (the page attaches its Streamlit context there); each task also
-    carries the caller's context variables (the request's time budget)."""
+    """Each chart's data as soon as it is read, on the process's chart pool (`LOADERS`
+    threads): (its index, its data), in the order they finish. `on_thread` runs first on the
+    loading thread (the page attaches its Streamlit context there); each task also carries
+    the caller's context variables (the request's time budget). When the caller stops early
+    (a chart failed, the page was left), the charts not yet started are dropped."""
 
     def one(index: int, chart: Chart) -> tuple[int, ChartData]:
         if on_thread is not None:
             on_thread()
         return index, load_chart(run, scope, chart, spec, zone)
 
-    if len(dashboard.charts) <= 1:
-        yield from (one(i, chart) for i, chart in enumerate(dashboard.charts))
-        return
-    with ThreadPoolExecutor(max_workers=LOADERS, thread_name_prefix="dashboard") as pool:
-        futures = [
-            pool.submit(contextvars.copy_context().run, one, i, chart)
-            for i, chart in enumerate(dashboard.charts)
-        ]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:  # a page stopped midway (or a failed chart) leaves nothing queued
-            for future in futures:
-                future.cancel()
+    futures = [
+        _POOL.submit(contextvars.copy_context().run, one, i, chart)
+        for i, chart in enumerate(dashboard.charts)
+    ]
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def load_dashboard(

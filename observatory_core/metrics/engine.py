@@ -278,7 +278,8 @@ def _compute_subject(
 
 def _complete(frame: pl.DataFrame, result_series, group_by, buckets: Bucketing) -> pl.DataFrame:
     """Every bucket of the range for every group seen: zero for counts and sums, else a gap."""
-    grid = pl.DataFrame({"bucket": buckets.starts}, schema={"bucket": pl.Datetime("us", "UTC")})
+    starts = pl.Series("bucket", buckets.edges[:-1], dtype=pl.Int64)  # microseconds, UTC
+    grid = starts.cast(pl.Datetime("us", "UTC")).to_frame()
     if group_by:
         groups = frame.select(group_by).unique().sort(group_by)
         if groups.height == 0:

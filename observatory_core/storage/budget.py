@@ -44,6 +44,12 @@ def remaining() -> float | None:
     return None if current is None else current[0] - time.monotonic()
 
 
+def seconds_of_current() -> float | None:
+    """The whole of the current budget in seconds (None outside one), for messages."""
+    current = _deadline.get()
+    return None if current is None else current[1]
+
+
 def budgeted(engine: Engine, seconds: float) -> Engine:
     """The same engine and pool, with every statement limited to `seconds`."""
     return engine.execution_options(read_budget_s=seconds)

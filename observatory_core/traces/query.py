@@ -203,7 +203,11 @@ def count_spans(
 # reads every matching row (tens of thousands of large rows for a 30-day model filter) and
 # sorts them. Walking the sort's own index first, over a bounded stretch, finds a first page
 # of a broad filter in milliseconds; a filter too narrow for that stretch takes the usual plan.
-_WALK_INDEX = {"duration_ms": "ix_spans_org_duration", "total_cost_usd": "ix_spans_org_cost"}
+_WALK_INDEX = {
+    "duration_ms": "ix_spans_org_duration",
+    "total_cost_usd": "ix_spans_org_cost",
+    "total_tokens": "ix_spans_org_tokens",  # migration 0020
+}
 _WALK_PER_ROW = 100  # index entries walked per row wanted
 
 

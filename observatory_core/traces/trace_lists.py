@@ -7,16 +7,31 @@ of it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, and_, case, cast, func, literal, or_, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import epoch_us
 from observatory_core.storage.schema import is_shared, spans, trace_totals
+from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
@@ -183,13 +198,22 @@ def _window_matches(scope: Scope, spec: FilterSpec, where: list, as_of: datetime
     return [*span_conditions(scope, t), *overlaps, or_(and_(*inside), confirmed)]
 
 
-def _totals_by_window(scope: Scope, spec: FilterSpec, where: list, as_of: datetime, max_id: int):
+def _totals_by_window(
+    scope: Scope,
+    spec: FilterSpec,
+    where: list,
+    as_of: datetime,
+    max_id: int,
+    top: _Top | None = None,
+):
     """Per trace with a span in the window, its totals from trace_totals (`_window_matches`). A
     trace with spans in several projects (`shared`) is summed over all of its rows, as in the
-    general path."""
+    general path. `top`: only the single-project traces whose stored key reaches the walk's
+    edge, read through the key's index, and those that received spans after the pin (their
+    key is recomputed under it, `read_by_tree`)."""
     t = trace_totals
     matches = _window_matches(scope, spec, where, as_of, max_id)
-    alone = select(
+    columns = (
         t.c.trace_id,
         t.c.root_id,
         t.c.total_cost_usd,
@@ -199,9 +223,67 @@ def _totals_by_window(scope: Scope, spec: FilterSpec, where: list, as_of: dateti
         t.c.max_span_id.label("newest"),
         t.c.first_start,
         t.c.last_end,
-    ).where(*matches, t.c.shared.is_(False))
+    )
+    single = [*matches, t.c.shared.is_(False)]
+    if top is None:
+        parts = [select(*columns).where(*single)]
+    else:
+        late = scoped_spans(scope, spans.c.trace_id).where(spans.c.id > max_id)
+        upper = select(*columns).where(*single, top.key >= top.edge, t.c.trace_id.not_in(late))
+        parts = [top.hint(upper), select(*columns).where(*single, t.c.trace_id.in_(late))]
     shared = select(t.c.trace_id).where(*matches, is_shared(t))
-    return union_all(alone, summed_totals(scope, t.c.trace_id.in_(shared))).subquery("per_trace")
+    return union_all(*parts, summed_totals(scope, t.c.trace_id.in_(shared))).subquery("per_trace")
+
+
+# The tree-total sorts' indexes on trace_totals (migration 0024), walked from the top, and the
+# entries walked per row wanted: a 7-day window holds about one trace in five of 30 days of data.
+_TREE_INDEX = {
+    "total_cost_usd": "ix_trace_totals_org_cost",
+    "total_tokens": "ix_trace_totals_org_tokens",
+    "duration_ms": "ix_trace_totals_org_extent",
+}
+_TREE_WALK_PER_ROW = 20
+
+
+@dataclass(frozen=True)
+class _Top:
+    key: ColumnElement  # the sort's stored key on trace_totals, as its index holds it
+    edge: float | int  # the key of the walk's last entry
+    hint: Callable  # a select -> the same select reading trace_totals through the key's index
+
+
+def _stored_key(sort: str) -> ColumnElement:
+    """The key of a tree-total sort as trace_totals stores it (duration: the extent in
+    microseconds, on a store that keeps times as integer microseconds)."""
+    t = trace_totals
+    if sort == "duration_ms":
+        return type_coerce(t.c.last_end, BigInteger) - type_coerce(t.c.first_start, BigInteger)
+    return t.c[sort]
+
+
+def _walk_edge(conn: Connection, scope: Scope, sort: str, limit: int) -> _Top | None:
+    """The walk over the first `_TREE_WALK_PER_ROW * (limit + 1)` entries of the sort's index
+    (descending), or None when the scope holds fewer (or the last one has no key)."""
+    store = store_for(conn)
+    key = _stored_key(sort)
+    stretch = store.index_hint(
+        select(key).where(*span_conditions(scope, trace_totals)), trace_totals, _TREE_INDEX[sort]
+    )
+    stretch = stretch.order_by(key.desc()).limit(1).offset(_TREE_WALK_PER_ROW * (limit + 1))
+    edge = conn.execute(stretch).scalar()
+    if edge is None:
+        return None
+
+    def hint(query):
+        return store.index_hint(query, trace_totals, _TREE_INDEX[sort])
+
+    return _Top(key, edge, hint)
+
+
+def _reaches(value, sort: str, top: _Top) -> bool:
+    """Whether a listed row's key is at or above the walk's edge (in the list's units)."""
+    edge = top.edge / 1000.0 if sort == "duration_ms" else top.edge  # extent: us -> ms
+    return value is not None and value >= edge
 
 
 def read_by_tree(
@@ -225,13 +307,57 @@ def read_by_tree(
     A trace that received spans after the page's pin has its totals recomputed from the
     spans under the pin, so pages stay stable while spans arrive.
     """
-    if spec.only_uses({"project_ids"}):  # trace_totals has time and project, nothing else
-        per_trace = _totals_by_window(scope, spec, where, as_of, max_id)
-    else:
-        matching = scoped_spans(scope, spans.c.trace_id).where(*where)
-        per_trace = summed_totals(scope, trace_totals.c.trace_id.in_(matching)).subquery(
-            "per_trace"
-        )
+    by_window = spec.only_uses({"project_ids"})  # trace_totals has time and project only
+    top = None
+    # Every store: no planner sees through the pinned key (a CASE over a union) to the index.
+    # The extent is walked where times are integer microseconds (its index's expression).
+    if (
+        by_window
+        and position is None
+        and direction == "desc"
+        and not count
+        and (sort != "duration_ms" or store_for(conn).timestamps_as_micros)
+    ):
+        top = _walk_edge(conn, scope, sort, limit)
+    ranked = None
+    if top is not None:
+        per_trace = _totals_by_window(scope, spec, where, as_of, max_id, top)
+        ranked, _ = _rank(conn, scope, per_trace, sort, direction, limit, position, max_id)
+        # Exact when the page's last row reaches the edge: every trace left out has a smaller
+        # key (its stored key is below the edge, and it received no span after the pin).
+        if len(ranked) <= limit or not _reaches(ranked[-1][sort], sort, top):
+            ranked = None
+    if ranked is None:
+        if by_window:
+            per_trace = _totals_by_window(scope, spec, where, as_of, max_id)
+        else:
+            matching = scoped_spans(scope, spans.c.trace_id).where(*where)
+            per_trace = summed_totals(scope, trace_totals.c.trace_id.in_(matching)).subquery(
+                "per_trace"
+            )
+        ranked, query = _rank(conn, scope, per_trace, sort, direction, limit, position, max_id)
+    ids = [r["root_id"] for r in ranked]
+    roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(spans.c.id.in_(ids))
+    by_id = {r["id"]: dict(r) for r in conn.execute(roots).mappings()} if ids else {}
+    total = None
+    if count:
+        total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = []
+    for r in ranked:
+        root = by_id.get(r["root_id"])
+        if root is None:  # the root row went away (deleted): nothing to show for this trace
+            continue
+        root.update(span_count=r["span_count"], error_count=r["error_count"])
+        for name in ("total_cost_usd", "total_tokens", "duration_ms"):
+            if name in root or name == sort:
+                root[name] = r[name]
+        rows.append(root)
+    return page_end(rows, limit, sort, direction, as_of, max_id) + (total,)
+
+
+def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
+    """The page's traces (and one more) from `per_trace`, by their pinned totals; the rows
+    and the query (for its count)."""
     p = per_trace.c
 
     def pinned(kept, value, whole: bool = True):
@@ -266,20 +392,4 @@ def read_by_tree(
         query = query.where(after(key, p.root_id, position))
     order = (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
     ranked = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
-    ids = [r["root_id"] for r in ranked]
-    roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(spans.c.id.in_(ids))
-    by_id = {r["id"]: dict(r) for r in conn.execute(roots).mappings()} if ids else {}
-    total = None
-    if count:
-        total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = []
-    for r in ranked:
-        root = by_id.get(r["root_id"])
-        if root is None:  # the root row went away (deleted): nothing to show for this trace
-            continue
-        root.update(span_count=r["span_count"], error_count=r["error_count"])
-        for name in ("total_cost_usd", "total_tokens", "duration_ms"):
-            if name in root or name == sort:
-                root[name] = r[name]
-        rows.append(root)
-    return page_end(rows, limit, sort, direction, as_of, max_id) + (total,)
+    return ranked, query

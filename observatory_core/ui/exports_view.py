@@ -270,11 +270,29 @@ def schedule_list(scope: Scope) -> None:
         _schedule(row, scope)
 
 
-@st.fragment(run_every=2)
-@guarded
+# Seconds between the job list's refreshes: quick while a job of the list waits or runs, so
+# its progress bar moves; slow otherwise, so a Download or Cancel button is not redrawn (and a
+# click on it lost) every 2 s while nothing changes, yet a job started elsewhere still shows.
+RUNNING_EVERY = 2
+IDLE_EVERY = 30
+ACTIVE = ("pending", "processing")
+
+
+def refresh_seconds(jobs: list[dict]) -> int:
+    """How soon the list looks again, by what it shows."""
+    return RUNNING_EVERY if any(job["status"] in ACTIVE for job in jobs) else IDLE_EVERY
+
+
 def job_list(scope: Scope) -> None:
-    """Re-runs on its own every 2 s, so progress bars move without reloading the page."""
+    """The org's last 50 exports, refreshing on their own (`refresh_seconds`)."""
+    every = refresh_seconds(list_exports(engine(), scope, limit=50))
+    st.fragment(run_every=every)(guarded(_job_list))(scope, every)
+
+
+def _job_list(scope: Scope, every: int) -> None:
     jobs = list_exports(engine(), scope, limit=50)
+    if refresh_seconds(jobs) != every:  # a job started or ended: the page sets the new pace
+        st.rerun()
     if not jobs:
         st.info("No exports yet. Choose filters in the sidebar and start one above.")
         return

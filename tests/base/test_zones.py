@@ -78,3 +78,29 @@ def test_names_are_checked():
     for bad in ("Mars/Olympus", "../etc/passwd", "America"):
         with pytest.raises(ZoneError, match="IANA name"):
             Zone(bad)
+
+
+@pytest.mark.parametrize("seconds", [60, 300, 3600, 86_400])
+def test_utc_edges_by_arithmetic_are_the_walked_edges(seconds):
+    """UTC buckets up to a day are cut by arithmetic (`Bucketing.over`): the same edges as
+    walking the clock bucket by bucket (`bucket_edges`), for ragged and aligned ranges alike."""
+    from observatory_core.base.zones import UTC_ZONE, bucket_edges
+
+    rng = random.Random(seconds)
+    width = seconds * 10**6
+    starts = [
+        BASES[1],
+        BASES[1] + timedelta(microseconds=1),
+        datetime(1969, 12, 31, 23, tzinfo=UTC),
+    ]
+    starts += [
+        BASES[0] + timedelta(microseconds=rng.randrange(-(10**13), 10**13)) for _ in range(300)
+    ]
+    for start in starts:
+        for length in (0, 1, width - 1, width, width + 1, rng.randrange(0, 50 * width)):
+            end = start + timedelta(microseconds=length)
+            walked = [
+                int((e - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+                for e in bucket_edges(start, end, seconds, UTC_ZONE)
+            ]
+            assert list(Bucketing.over(start, end, seconds, UTC_ZONE).edges) == walked

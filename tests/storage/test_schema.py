@@ -129,3 +129,31 @@ def test_long_text_is_cut_and_flagged(engine):
 def test_sqlite_runs_in_wal_mode(sqlite_engine):
     with sqlite_engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_shared_traces_are_found_through_their_partial_index(engine):
+    """`is_shared` is written bare (`trace_totals.shared`), the very term of the partial index
+    `ix_trace_totals_shared`: written `shared = 1` (as SQLAlchemy writes a Boolean on SQLite)
+    the tree lists read every trace of their window a second time to find the few shared ones."""
+    from sqlalchemy import literal
+
+    from observatory_core.storage.schema import is_shared, trace_totals
+
+    org, (web, jobs) = make_org(engine, "acme", projects=("web", "jobs"))
+    start = datetime(2026, 11, 4, tzinfo=UTC)
+    rows = [span(org, web, start + timedelta(minutes=i)) for i in range(40)]
+    root = rows[0]
+    rows.append(span(org, jobs, start, trace_id=root["trace_id"], parent_span_id=root["span_id"]))
+    write(engine, rows)
+    if engine.dialect.name == "sqlite":  # statistics, as the worker's ANALYZE leaves them
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    t = trace_totals
+    query = select(t.c.trace_id).where(t.c.org_id == literal(org), is_shared(t))
+    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    assert sql.rstrip().endswith("trace_totals.shared")
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            plan = " ".join(r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "ix_trace_totals_shared" in plan
+        assert {r[0] for r in conn.execute(query)} == {root["trace_id"]}

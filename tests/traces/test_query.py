@@ -93,7 +93,7 @@ def test_every_page_walk_returns_exactly_the_reference_rows(explorer, spec, limi
 
 
 @pytest.mark.parametrize("stretch", [1, 4])  # entries of the sort index walked per row wanted
-@pytest.mark.parametrize("sort", ["duration_ms", "total_cost_usd"])
+@pytest.mark.parametrize("sort", ["duration_ms", "total_cost_usd", "total_tokens"])
 @pytest.mark.parametrize("direction", ["asc", "desc"])
 def test_walking_the_sort_index_first_gives_the_same_pages(
     explorer, monkeypatch, stretch, sort, direction

@@ -189,3 +189,15 @@ def test_repeat_this_export_is_listed_with_its_next_run_on_the_users_clock(app_e
             from observatory_core.exports.schedules import delete_schedule
 
             delete_schedule(engine, scope, row["id"])
+
+
+def test_the_list_refreshes_quickly_only_while_a_job_waits_or_runs():
+    """Every 2 s a running job's progress moves; with nothing running the list is redrawn only
+    every 30 s, so a Download button is not replaced under the pointer every 2 s."""
+    from observatory_core.ui.exports_view import IDLE_EVERY, RUNNING_EVERY, refresh_seconds
+
+    done = [{"status": "completed"}, {"status": "failed"}, {"status": "cancelled"}]
+    assert refresh_seconds(done) == IDLE_EVERY == 30
+    assert refresh_seconds([]) == IDLE_EVERY
+    assert refresh_seconds([*done, {"status": "pending"}]) == RUNNING_EVERY == 2
+    assert refresh_seconds([{"status": "processing"}, *done]) == RUNNING_EVERY

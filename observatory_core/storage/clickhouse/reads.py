@@ -21,15 +21,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from observatory_core.base.errors import QueryTooSlow, UserError
+from observatory_core.base.errors import PermissionDenied, QueryTooSlow, UserError
+from observatory_core.semantic.duplicates import counted
+from observatory_core.semantic.fields import fields_hidden_from
 from observatory_core.storage import budget
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import READ_SECONDS, SpanStore
+from observatory_core.storage.schema import spans
 
 if TYPE_CHECKING:
     from observatory_core.accounts.scope import Scope
 
 MAX_PAGE = 1000  # as the explorer's lists (traces/query.py)
+# The most rows one page reads to find its spans among their copies (a page of copies of
+# copies ends short rather than read on).
+MAX_FETCH = MAX_PAGE * 16
 MAX_WINDOW = timedelta(days=400)
 # What a list row carries unless the caller names columns: the explorer's columns, no bodies.
 LIST_COLUMNS = (
@@ -97,7 +103,7 @@ class SpanPage:
 class SpanTotals:
     spans: int
     tokens: int
-    cost_usd: float
+    cost_usd: float | None  # None: the role may not see costs
 
 
 def _micro_text(value: datetime) -> str:
@@ -126,10 +132,20 @@ def _where(scope: Scope, window: Window) -> tuple[list[str], dict[str, Any]]:
     return conditions, params
 
 
+# What one read may hold in memory; on chDB that memory is the app server's own. A grouping
+# past half of it spills to disk instead of failing.
+READ_MEMORY = 2 * 1024**3
+
+
 def _settings() -> dict[str, Any]:
     left = budget.remaining()
     seconds = READ_SECONDS if left is None else max(1, int(left + 0.999))
-    return {"max_execution_time": seconds, "timeout_overflow_mode": "throw"}
+    return {
+        "max_execution_time": seconds,
+        "timeout_overflow_mode": "throw",
+        "max_memory_usage": READ_MEMORY,
+        "max_bytes_before_external_group_by": READ_MEMORY // 2,
+    }
 
 
 def _query(store: SpanStore, sql: str, params: dict[str, Any]):
@@ -173,9 +189,21 @@ def _first_rows(
             if identity != seen:
                 rows.append(_row(names, values[: len(names)]))
                 seen = identity
-        if len(rows) >= wanted or len(result.result_rows) < fetch:
+        if len(rows) >= wanted or len(result.result_rows) < fetch or fetch >= MAX_FETCH:
             return rows[:wanted]
-        fetch *= 4
+        fetch = min(fetch * 4, MAX_FETCH)
+
+
+def _visible(scope: Scope, columns: tuple[str, ...], *, named: bool) -> tuple[str, ...]:
+    """The columns the scope's role may see (docs/architecture.md, "Visibility"): a hidden
+    one the caller named is refused, one left to the default is left out."""
+    hidden = fields_hidden_from(scope.role)
+    refused = [c for c in columns if c in hidden]
+    if refused and named:
+        raise PermissionDenied(
+            f"Your role cannot see {', '.join(refused)}; remove {'it' if len(refused) == 1 else 'them'}."
+        )
+    return tuple(c for c in columns if c not in hidden)
 
 
 def list_spans(
@@ -197,6 +225,7 @@ def list_spans(
         raise UserError(
             f"No span column {', '.join(map(repr, unknown))}; choose from {', '.join(sorted(known))}."
         )
+    columns = _visible(scope, columns, named=columns is not LIST_COLUMNS)
     names = tuple(dict.fromkeys((*columns, "start_time", "trace_id", "span_id")))
     conditions, params = _where(scope, window)
     if after is not None:
@@ -229,10 +258,12 @@ def span_totals(store: SpanStore, scope: Scope, window: Window) -> SpanTotals:
     """How many spans of the scope started in `window`, and their tokens and cost: each span
     once however often it was written."""
     conditions, params = _where(scope, window)
+    conditions.append(layout.sql(counted(spans.c)))  # a twin set aside counts nowhere
     sql = (
         "SELECT count(), sum(toInt64(total_tokens)), sum(total_cost_usd) FROM ("
         f"SELECT total_tokens, total_cost_usd FROM {store.table('spans')} "
         f"WHERE {' AND '.join(conditions)} LIMIT 1 BY trace_id, span_id)"
     )
     ((count, tokens, cost),) = _query(store, sql, params).result_rows
-    return SpanTotals(int(count), int(tokens or 0), float(cost or 0.0))
+    cost_usd = None if "total_cost_usd" in fields_hidden_from(scope.role) else float(cost or 0.0)
+    return SpanTotals(int(count), int(tokens or 0), cost_usd)

@@ -8,7 +8,7 @@ server. A URL that is neither gets one sentence saying what to write instead.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from observatory_core.base.errors import ConfigError
@@ -33,7 +33,7 @@ class SpanStoreTarget:
     host: str | None = None
     port: int | None = None
     username: str = "default"
-    password: str = ""
+    password: str = field(default="", repr=False)  # never in a repr, a log or a failure
     secure: bool = False
 
     @property

@@ -52,7 +52,9 @@ def store(chdb_store):
 
 
 def _scope(org_id: int, projects=None) -> Scope:
-    return Scope(org_id=org_id, role=Role.VIEWER, project_ids=projects)
+    return Scope(
+        org_id=org_id, role=Role.ADMIN, project_ids=projects
+    )  # roles: test_bounds_and_roles.py
 
 
 def _want(org_id: int, projects=None) -> pl.DataFrame:
