@@ -241,7 +241,9 @@ def clickhouse_section(entries: list[dict], measured_at: str | None) -> list[str
         "check, the insert, the views into rollups and trace totals), generation excluded; "
         "`clickhouse_demo_load` includes it. Reads are org 1's: the first page of 50 and the "
         "totals over 24 hours and 30 days, then the 30-day reads written the other ways one row "
-        "per span can be read (`_no_dedup`, `_final`, `_argmax`, `_limit_1_by`).",
+        "per span can be read (`_no_dedup`, `_final`, `_argmax`, `_limit_1_by`). "
+        "`clickhouse_migrate_*` (`bench/clickhouse_migrate_case.py`): `migrate-spans` from the "
+        "PostgreSQL bench database (read-only) into a fresh chDB folder, the rerun, `--check`.",
         "",
         "| operation | spans | median ms | p95 ms | rows/s | bytes on disk per span | peak RSS MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -570,6 +572,13 @@ def main() -> None:
             "--size",
             str(max(sizes)),
         )
+        if "postgresql" in dbs:  # migrate-spans from the main case's database (read-only)
+            entries += _run(
+                f"migrate-spans from postgresql into chdb with {max(sizes):,} spans",
+                "bench.clickhouse_migrate_case",
+                "--size",
+                str(max(sizes)),
+            )
     # After every family that reads the main case's databases (it declares user_id there, which
     # adds rollup rows), before ingest (which adds spans to the PostgreSQL one).
     if only in (None, "grid"):

@@ -10,4 +10,5 @@ does not yet is listed in docs/scale.md. Modules, by what they do:
 - `ddl`: the versioned DDL, single node or `ON CLUSTER`, applied idempotently at open
 - `writes`: canonical span rows in, each span counted once
 - `reads`: the scoped span list (keyset pages) and its totals
+- `migrate_spans`: `DATABASE_URL`'s spans copied in (resumable, checked), for `migrate-spans`
 """

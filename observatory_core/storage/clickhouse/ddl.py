@@ -218,12 +218,28 @@ class Migration:
     statements: Callable[[Naming], list[str]]
 
 
+def _migrate_checkpoints(naming: Naming) -> list[str]:
+    """Where `migrate-spans` has got to, per source database and org (`migrate_spans.py`): the
+    key of the last span copied. Small, written once a batch, read by the newest `updated_at`;
+    every node of a cluster keeps the whole table, as it keeps `schema_versions`."""
+    engine = naming.engine("ReplacingMergeTree", "migrate_checkpoints", "updated_at", sharded=False)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {naming.database}.migrate_checkpoints{naming.on}\n(\n"
+        "    `source` String,\n    `org_id` Int32,\n"
+        f"    `start_time` {layout.TIME},\n    `trace_id` String,\n    `span_id` String,\n"
+        "    `copied` UInt64,\n    `skipped` UInt64,\n"
+        f"    `updated_at` {layout.TIME}\n)\n"
+        f"ENGINE = {engine}\nORDER BY (source, org_id)"
+    ]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "spans, trace totals, rollups by minute, hour and day",
         lambda n: [*_spans(n), *_trace_totals(n), *_rollups(n)],
     ),
+    Migration(2, "migrate-spans checkpoints", _migrate_checkpoints),
 )
 
 

@@ -31,6 +31,11 @@ _JSON = ("metadata", "attributes")
 _OWN = (layout.VERSION, layout.RETAIN_DAYS)
 
 
+class JsonText(str):
+    """A JSON column's value already encoded (a span copied from another store's JSON text,
+    `migrate_spans.py`): written as it is, not decoded and encoded again."""
+
+
 def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     it = iter(rows)
     while batch := list(islice(it, size)):
@@ -79,7 +84,7 @@ def as_columns(
         elif name == layout.RETAIN_DAYS:
             out.append([retain(r["org_id"], r["project_id"]) for r in rows])
         elif name in _JSON:
-            out.append([dumps(r[name]) for r in rows])
+            out.append([v if isinstance(v := r[name], JsonText) else dumps(v) for r in rows])
         elif name == "tags":
             out.append([[str(t) for t in (r[name] or ())] for r in rows])
         elif name in DIMENSION_SLOTS:  # filled from the org's declarations: not yet here

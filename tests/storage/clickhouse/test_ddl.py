@@ -32,7 +32,7 @@ def _columns(store, table: str) -> dict[str, str]:
 
 def test_opening_applied_every_version_once(chdb_store):
     versions = chdb_store.client.query(
-        f"SELECT version, count() FROM {chdb_store.table('schema_versions')} GROUP BY version"
+        f"SELECT version, count() FROM {chdb_store.table('schema_versions')} GROUP BY version ORDER BY version"
     ).result_rows
     assert versions == [(m.version, 1) for m in ddl.MIGRATIONS]
 
@@ -99,7 +99,8 @@ STATEMENTS = [s.strip() for s in CLUSTER.split(";\n") if s.strip()]
 
 def test_cluster_ddl_puts_every_statement_on_the_cluster():
     created = [s for s in STATEMENTS if "CREATE " in s]
-    assert len(created) == 1 + 1 + 5 * 2 + 4  # database, versions, 5 tables twice, 4 views
+    # database, versions, 5 tables twice, 4 views, the migrate-spans checkpoints (version 2)
+    assert len(created) == 1 + 1 + 5 * 2 + 4 + 1
     for statement in created:
         first = next(line for line in statement.splitlines() if line.startswith("CREATE"))
         assert "ON CLUSTER obs_cluster" in first, first
@@ -180,3 +181,27 @@ def test_a_bad_cluster_name_is_refused_with_what_to_write(capsys):
     )
     with pytest.raises(ConfigError):
         ddl.Naming("observatory", "1st")
+
+
+def test_a_store_made_at_version_1_gets_the_checkpoints_at_its_next_open(chdb_store):
+    """Version 2 (migrate-spans' checkpoints) is applied on its own to a store already at 1."""
+    client, db = chdb_store.client, chdb_store.database
+    client.command(f"DROP TABLE {db}.migrate_checkpoints")
+    client.command(
+        f"ALTER TABLE {db}.schema_versions DELETE WHERE version = 2",
+        settings={"mutations_sync": 2},
+    )
+    assert ddl.apply_schema(chdb_store) == [2]
+    columns = _columns(chdb_store, "migrate_checkpoints")
+    assert columns["start_time"] == "DateTime64(6, 'UTC')"
+    assert {"source", "org_id", "trace_id", "span_id", "copied", "skipped"} <= columns.keys()
+    assert ddl.apply_schema(chdb_store) == []
+
+
+def test_cluster_nodes_each_keep_every_checkpoint():
+    (create,) = [s for s in STATEMENTS if "observatory.migrate_checkpoints ON CLUSTER" in s]
+    assert (
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/all/observatory/migrate_checkpoints', "
+        "'{replica}', updated_at)" in create
+    )
+    assert "Distributed" not in create
