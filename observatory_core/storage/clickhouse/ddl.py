@@ -19,7 +19,6 @@ partials) or a new skip index is a new version with its `ALTER TABLE`, as on Pos
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,11 +27,11 @@ from observatory_core.base.errors import ConfigError
 from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.target import IDENTIFIER
 from observatory_core.storage.schema import spans
 
 # A trace's spans on one shard; an org's traces spread over every shard.
 SHARDING_KEY = "cityHash64(org_id, trace_id)"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class Naming:
 
     def __post_init__(self) -> None:
         for what, name in (("database", self.database), ("cluster", self.cluster)):
-            if name is not None and not _IDENTIFIER.match(name):
+            if name is not None and not IDENTIFIER.match(name):
                 raise ConfigError(
                     f"The {what} name {name!r} must be letters, digits and '_' (not first a digit)."
                 )

@@ -45,6 +45,8 @@ LOW_CARDINALITY = frozenset(
 # ReplacingMergeTree keeps the highest, reads take one row per span) and the retention hook
 # (days this span is kept, 0: forever; the table's TTL deletes it after).
 VERSION, RETAIN_DAYS = "version", "retain_days"
+# JSON objects kept as their text (String): written as text, read back as objects.
+JSON_TEXT = ("metadata", "attributes")
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,6 @@ LIST_COLUMNS = (
     "total_cost_usd",
     "tags",
 )
-_JSON = ("metadata", "attributes")
 _TIMEOUT = 159  # ClickHouse's TIMEOUT_EXCEEDED
 
 
@@ -165,7 +164,7 @@ def _row(names: tuple[str, ...], values: tuple) -> dict[str, Any]:
     for name, value in row.items():
         if isinstance(value, datetime) and value.tzinfo is None:
             row[name] = value.replace(tzinfo=UTC)  # the engine answers UTC without the zone
-        elif name in _JSON and isinstance(value, str):
+        elif name in layout.JSON_TEXT and isinstance(value, str):
             row[name] = json.loads(value)
     return row
 

@@ -15,8 +15,8 @@ from observatory_core.base.errors import ConfigError
 
 SETTING = "OBSERVATORY_SPAN_STORE"
 DEFAULT_DATABASE = "observatory"
-# written into DDL as an identifier, so it must be a plain one
-_DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# A name written into DDL as an identifier (the database, a cluster): a plain one only.
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _FORMS = (
     "chdb:///ABSOLUTE/PATH (the in-process engine) or "
     "clickhouse://USER:PASS@HOST:8123/DB (a server; clickhouses:// for HTTPS)"
@@ -59,7 +59,7 @@ def _problem(url: str, what: str) -> ConfigError:
 
 def _database(url: str, name: str | None) -> str:
     name = name or DEFAULT_DATABASE
-    if not _DATABASE.match(name):
+    if not IDENTIFIER.match(name):
         raise _problem(
             url, f"the database name {name!r} must be letters, digits and '_' (not first a digit)"
         )

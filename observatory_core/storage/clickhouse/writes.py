@@ -26,7 +26,6 @@ from observatory_core.storage.schema import DIMENSION_SLOTS
 
 BATCH = 50_000  # rows per insert: ClickHouse wants few large inserts (each makes a part)
 _STORED = set(layout.span_column_names())
-_JSON = ("metadata", "attributes")
 # written by this module, not by the row
 _OWN = (layout.VERSION, layout.RETAIN_DAYS)
 
@@ -83,7 +82,7 @@ def as_columns(
             out.append([version] * len(rows))
         elif name == layout.RETAIN_DAYS:
             out.append([retain(r["org_id"], r["project_id"]) for r in rows])
-        elif name in _JSON:
+        elif name in layout.JSON_TEXT:
             out.append([v if isinstance(v := r[name], JsonText) else dumps(v) for r in rows])
         elif name == "tags":
             out.append([[str(t) for t in (r[name] or ())] for r in rows])
