@@ -1,0 +1,162 @@
+"""The span store's commands (`clickhouse-ddl`, `migrate-spans`; docs/scale.md), kept out of
+`__main__` so the command line stays a list of short commands."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from sqlalchemy.engine import Engine
+
+from observatory_core.base.errors import UserError
+
+
+def cmd_clickhouse_ddl(args) -> None:
+    """Print the span store's DDL (docs/scale.md): one node, or a cluster with --cluster."""
+    from observatory_core.base.settings import get_settings
+    from observatory_core.storage.clickhouse.ddl import ddl_text
+    from observatory_core.storage.clickhouse.target import DEFAULT_DATABASE, parse_target
+
+    database = args.database
+    if database is None:
+        url = get_settings().span_store
+        database = parse_target(url).database if url else DEFAULT_DATABASE
+    print(ddl_text(database, args.cluster), end="")
+
+
+def _span_store_for(url: str | None):
+    """The span store `--to` names (default: OBSERVATORY_SPAN_STORE), its schema brought up to
+    date; a bad URL is explained in terms of `--to` when that is where it came from."""
+    import logging
+
+    from observatory_core.base.errors import ConfigError, DatabaseUnavailable
+    from observatory_core.base.settings import get_settings
+    from observatory_core.storage.clickhouse.connect import open_span_store
+
+    # the driver logs a server it cannot reach before raising; the one sentence below says it
+    logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
+    from observatory_core.storage.clickhouse.target import SETTING
+
+    if not url:
+        url = get_settings().span_store
+        if not url:
+            raise UserError(
+                "Name the ClickHouse span store to copy into: --to chdb:///ABSOLUTE/PATH or "
+                f"--to clickhouse://USER:PASS@HOST:8123/DB, or set {SETTING} (docs/scale.md)."
+            )
+        return open_span_store(url)
+    try:
+        return open_span_store(url)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(f"{SETTING}=", "--to ", 1)) from None
+    except DatabaseUnavailable as exc:
+        raise DatabaseUnavailable(
+            str(exc).replace(f"that {SETTING} has", "that --to has")
+        ) from None
+
+
+def cmd_migrate_spans(args, engine_factory: Callable[[], Engine]) -> int:
+    """Copy DATABASE_URL's spans into the ClickHouse span store, or compare both (--check)."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+    from tqdm import tqdm
+
+    from observatory_core.accounts.tenancy import org_id_by_slug
+    from observatory_core.storage.clickhouse import migrate_spans as mig
+    from observatory_core.storage.migrate import current_revision, head_revision
+
+    engine = engine_factory()
+    if current_revision(engine) != head_revision():
+        raise UserError(
+            "DATABASE_URL's schema is not current: run `python -m observatory_core migrate` "
+            "first, then copy its spans."
+        )
+    org_id = None
+    if args.org:
+        with engine.connect() as conn:
+            org_id = org_id_by_slug(conn, args.org)
+    orgs = mig.source_orgs(engine, org_id)
+    whose = f" of {args.org}" if args.org else ""
+    store = _span_store_for(args.to)
+    target = store.target.describe()
+    try:
+        if args.check:
+            checks = mig.check(engine, store, orgs)
+            print(f"DATABASE_URL against {target}:")
+            print("\n".join(mig.check_lines(checks)))
+            bad = [c.slug for c in checks if not c.ok]
+            if bad:
+                print(f"Mismatch in {', '.join(bad)}: run migrate-spans again, then check again.")
+                return 1
+            print("Every org matches.")
+            return 0
+        if not mig.has_spans(engine, list(orgs)):
+            raise UserError(f"DATABASE_URL holds no spans{whose}: there is nothing to copy.")
+        total = mig.remaining(engine, store, list(orgs), from_start=args.from_start)
+        bar = tqdm(total=total, unit="span", unit_scale=True, desc=f"Copying spans{whose}")
+        try:
+            report = mig.migrate_spans(
+                engine,
+                store,
+                org_ids=list(orgs),
+                batch=mig.BATCH if args.batch is None else args.batch,
+                from_start=args.from_start,
+                on_batch=lambda read, _written: bar.update(read),
+            )
+        except KeyboardInterrupt:
+            bar.close()
+            print(
+                f"Stopped after {bar.n:,} spans read; what was copied is kept. Run the same "
+                "command again to go on from where it stopped."
+            )
+            return 130
+        except ClickHouseError as exc:
+            bar.close()
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise UserError(
+                f"The span store at {target} failed during the copy ({detail}); what was "
+                "copied is kept: check the server, then run the same command again."
+            ) from None
+        bar.close()
+        print(
+            f"Copied {report.copied:,} spans to {target}, {report.skipped:,} skipped as already "
+            f"there, in {report.seconds:.1f} s ({report.rate:,.0f} spans/s read)."
+        )
+        return 0
+    finally:
+        store.close()
+
+
+def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], Engine]) -> None:
+    """Add the span store's commands; `engine_factory` opens DATABASE_URL, checked."""
+    ch_ddl = sub.add_parser(
+        "clickhouse-ddl", help="print the ClickHouse span store's DDL (docs/scale.md)"
+    )
+    ch_ddl.add_argument(
+        "--cluster", help="a cluster's name: replicated tables ON CLUSTER, Distributed over them"
+    )
+    ch_ddl.add_argument(
+        "--database", help="default: OBSERVATORY_SPAN_STORE's database, else observatory"
+    )
+    ch_ddl.set_defaults(func=cmd_clickhouse_ddl)
+    move = sub.add_parser(
+        "migrate-spans",
+        help="copy DATABASE_URL's spans into the ClickHouse span store (resumable; docs/scale.md)",
+    )
+    move.add_argument(
+        "--to",
+        help="chdb:///ABSOLUTE/PATH or clickhouse://USER:PASS@HOST:8123/DB; "
+        "default: OBSERVATORY_SPAN_STORE",
+    )
+    move.add_argument("--org", help="only this org (slug); default: every org")
+    move.add_argument("--batch", type=int, help="spans per page (default 20,000)")
+    move.add_argument(
+        "--from-start",
+        action="store_true",
+        help="read every span again, not only past the checkpoints (spans already there are skipped)",
+    )
+    move.add_argument(
+        "--check",
+        action="store_true",
+        help="compare spans, tokens and cost per org in both; exit 1 on a mismatch",
+    )
+    move.set_defaults(func=lambda args: cmd_migrate_spans(args, engine_factory))
