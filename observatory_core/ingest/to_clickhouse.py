@@ -1,0 +1,362 @@
+"""Ingest into the ClickHouse span store: what the write path does on the other stores, done
+before the insert, because the engine's views fold each inserted span into the rollups and
+trace totals at once and cannot take it back out (docs/scale.md, "Ingest").
+
+Per batch, under the store's write turn, after the spans already stored are dropped
+(`storage/clickhouse/writes.py`) and before the rest is inserted (`prepare`):
+
+1. twin calls set aside (`ingest/dedup.py`'s rules): a new LLM span paired with another new
+   one as elsewhere (the richer counts and takes what only its twin has); paired with a stored
+   span, the stored one keeps counting (it is already in the figures) and the new one is set
+   aside, taking nothing;
+2. a new `other` span with an LLM call below it stops counting as one (`ingest/llm_calls.py`),
+   the trace's stored spans read within a day of the wrapper's time, at most `TREE_ROWS`;
+3. the org's declared dimensions copied into their slots (`rollups/dimensions.py`'s values).
+
+`retain_days` is stamped from the orgs' and projects' span retention (the table's TTL hook).
+The orgs' settings come from `DATABASE_URL`, read at most once a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from observatory_core.ingest import dedup
+from observatory_core.ingest.llm_calls import row_rule
+from observatory_core.semantic.fields import LLM_OPERATIONS, SLOT_CHARS, SLOT_MARK, by_group
+from observatory_core.storage.clickhouse import writes
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.retention import policies
+from observatory_core.storage.schema import org_dimensions, orgs
+
+CACHE_SECONDS = 60.0  # as the receiver's prices and projects
+TREE_ROWS = 100_000  # stored spans read to settle a batch's wrappers, at most
+TREE_REACH = timedelta(days=1)  # around the wrappers' time: a span lasts at most 7 days
+BATCH = writes.BATCH  # rows per insert
+POOL_ROWS = 10_000  # stored twin candidates read per batch, at most
+REMOVING = "removing"  # a declaration being cleared (`rollups/dimensions.py`)
+
+
+@dataclass(frozen=True)
+class OrgSettings:
+    """What a write needs from `DATABASE_URL`: retention days by (org, project) ((org, 0) for
+    the org), the orgs that set twins aside, and each org's declared (slot, key)s."""
+
+    retain_days: dict[tuple[int, int], int]
+    dedup_orgs: frozenset[int]
+    dimensions: dict[int, tuple[tuple[str, str], ...]]
+
+
+_CACHE: dict[str, tuple[float, OrgSettings]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def org_settings(engine: Engine) -> OrgSettings:
+    key = str(engine.url)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+    with engine.connect() as conn:
+        days: dict[tuple[int, int], int] = {}
+        for policy in policies(conn).values():
+            days[(policy.org_id, 0)] = policy.span_days or 0
+            for project_id, project_days in policy.project_days.items():
+                days[(policy.org_id, project_id)] = project_days or 0
+        dedup_orgs = frozenset(
+            conn.execute(select(orgs.c.id).where(orgs.c.dedup_enabled.is_(True))).scalars()
+        )
+        d = org_dimensions.c
+        declared: dict[int, list[tuple[str, str]]] = {}
+        for org_id, slot, key_ in conn.execute(
+            select(d.org_id, d.slot, d.key).where(d.status != REMOVING)
+        ):
+            declared.setdefault(org_id, []).append((slot, key_))
+    settings = OrgSettings(days, dedup_orgs, {k: tuple(v) for k, v in declared.items()})
+    with _CACHE_LOCK:
+        _CACHE[key] = (time.monotonic(), settings)
+    return settings
+
+
+def forget_settings() -> None:
+    """Read the orgs' settings again at the next write (tests, after changing them)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def write_spans(
+    store: SpanStore,
+    engine: Engine,
+    rows: Iterable[dict[str, Any]],
+    *,
+    batch_size: int = BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
+    """Complete span rows into `store`, each span once; `engine` is `DATABASE_URL`, read for
+    the orgs' settings. Returns how many were new."""
+    settings = org_settings(engine)
+
+    def prepare(store: SpanStore, fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        batch = [dict(r) for r in fresh]  # a batch that fails is tried again from the input
+        set_aside_twins(store, batch, settings.dedup_orgs, datetime.now(UTC))
+        settle_wrappers(store, batch)
+        fill_dimensions(batch, settings.dimensions)
+        return batch
+
+    return writes.write_spans(
+        store,
+        rows,
+        batch_size=batch_size,
+        retain_days=settings.retain_days,
+        prepare=prepare,
+        on_batch=on_batch,
+    )
+
+
+def _time(name: str) -> str:
+    """A bound time (`_micro_text`) as the span table's type: microseconds kept."""
+    return f"toDateTime64(%({name})s, 6, 'UTC')"
+
+
+def _micro_text(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _query_size(ids: list[str]) -> dict[str, int]:
+    """The ids are written into the statement (as `writes.stored_keys` does)."""
+    return {"max_query_size": 8192 + 40 * len(ids)}
+
+
+# -- twins ------------------------------------------------------------------------------------
+
+_POOL_COLUMNS = (
+    "org_id",
+    "project_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "start_time",
+    "end_time",
+    "service_name",
+    "scope_name",
+    "input_tokens",
+    "output_tokens",
+    "model",
+)
+
+
+def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
+    """Counted LLM spans stored in the recent rows' traces or starting within the tolerance of
+    one (per org and project: twins share both), one row per span, at most `POOL_ROWS`."""
+    found: list[dict] = []
+    by_scope: dict[tuple[int, int], list[dict]] = {}
+    for row in recent:
+        by_scope.setdefault((row["org_id"], row["project_id"]), []).append(row)
+    ops = sorted(LLM_OPERATIONS)
+    for (org_id, project_id), rows in by_scope.items():
+        windows = dedup.windows(rows)
+        near = " OR ".join(
+            f"(start_time >= {_time(f'lo{i}')} AND start_time <= {_time(f'hi{i}')})"
+            for i in range(len(windows))
+        )
+        params: dict[str, Any] = {
+            "org": org_id,
+            "project": project_id,
+            "ops": ops,
+            "traces": sorted({r["trace_id"] for r in rows}),
+            "limit": POOL_ROWS,
+        }
+        for i, (_, lo, hi) in enumerate(windows):
+            params[f"lo{i}"], params[f"hi{i}"] = _micro_text(lo), _micro_text(hi)
+        result = store.client.query(
+            f"SELECT {', '.join(_POOL_COLUMNS)}, "
+            "JSONExtractRaw(attributes, 'resource', 'service.instance.id') AS instance "
+            f"FROM {store.table('spans')} "
+            "WHERE org_id = %(org)s AND project_id = %(project)s AND operation IN %(ops)s "
+            "AND scope_name IS NOT NULL AND duplicate_of IS NULL "
+            f"AND (trace_id IN %(traces)s OR {near}) "
+            "LIMIT 1 BY trace_id, span_id LIMIT %(limit)s",
+            parameters=params,
+            settings=_query_size(params["traces"]),
+        )
+        for values in result.result_rows:
+            row = dict(zip((*_POOL_COLUMNS, "instance"), values, strict=True))
+            for name in ("start_time", "end_time"):
+                if row[name].tzinfo is None:
+                    row[name] = row[name].replace(tzinfo=UTC)
+            row["instance"] = json.loads(row["instance"]) if row["instance"] else None
+            found.append(row)
+    return found
+
+
+def set_aside_twins(
+    store: SpanStore, batch: list[dict], dedup_orgs: frozenset[int], now: datetime
+) -> int:
+    """Mark each new span that is one call's second copy `duplicate_of` its twin (rows of
+    `batch`, changed in place); answers how many."""
+    fresh = [
+        r
+        for r in batch
+        if r["org_id"] in dedup_orgs
+        and r["operation"] in LLM_OPERATIONS
+        and r.get("scope_name")
+        and r.get("duplicate_of") is None
+    ]
+    if not fresh:
+        return 0
+    for i, row in enumerate(batch):  # the batch's order stands for "stored first"
+        row["id"] = i + 1
+        row["instance"] = dedup.instance(row.get("attributes"))
+    since = now - dedup.LOOKBACK
+    recent = [r for r in fresh if r["start_time"] >= since]
+    pool = {(r["org_id"], r["trace_id"], r["span_id"]): r for r in fresh}
+    for i, row in enumerate(_stored_candidates(store, recent) if recent else ()):
+        row["id"] = -(i + 1)  # stored: never the batch's
+        pool.setdefault((row["org_id"], row["trace_id"], row["span_id"]), row)
+    ids = {r["id"] for r in batch}
+    nearby = dedup.Nearby(pool.values())
+    settled: set[int] = set()
+    marked = 0
+    for row in sorted(fresh, key=lambda r: (r["start_time"], r["id"])):
+        if row["id"] in settled:
+            continue
+        is_recent = row["start_time"] >= since
+        best: tuple[timedelta, dict] | None = None
+        for other in nearby.of(row):
+            if other["id"] in settled or (other["id"] not in ids and not is_recent):
+                continue
+            kind = dedup.twins(row, other)
+            if kind is None or not _same_instance(row, other):
+                continue
+            gap = abs(row["start_time"] - other["start_time"]) if kind == "separate" else dedup.ZERO
+            if best is None or gap < best[0]:
+                best = (gap, other)
+        if best is None:
+            continue
+        other = best[1]
+        if other["id"] in ids:
+            keeper, duplicate = dedup.pick_keeper(row, other, ids)
+            _take(keeper, duplicate)
+        else:  # already counted in the figures: it stays the one that counts
+            keeper, duplicate = other, row
+        settled |= {keeper["id"], duplicate["id"]}
+        duplicate["duplicate_of"] = keeper["span_id"]
+        duplicate["duplicate_trace_id"] = keeper["trace_id"]
+        marked += 1
+    for row in batch:
+        del row["id"], row["instance"]
+    return marked
+
+
+def _same_instance(a: dict, b: dict) -> bool:
+    """Where both resources name their instance (`service.instance.id`), it must be one."""
+    return a["instance"] is None or b["instance"] is None or a["instance"] == b["instance"]
+
+
+def _take(keeper: dict, duplicate: dict) -> None:
+    """What the counted span takes from its twin, as `dedup._take` does in SQL."""
+    for name in dedup.COPIED:
+        if not keeper[name] and duplicate[name]:
+            keeper[name] = duplicate[name]
+    if keeper["cost_source"] == "unpriced" and duplicate["cost_source"] != "unpriced":
+        for name in dedup.COST:
+            keeper[name] = duplicate[name]
+
+
+# -- LLM calls --------------------------------------------------------------------------------
+
+_TREE_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "operation",
+    "model",
+    "input_tokens",
+    "output_tokens",
+)
+
+
+def _stored_tree(store: SpanStore, org_id: int, wrappers: list[dict]) -> list[dict]:
+    """The stored spans of the wrappers' traces around their time, one row per span."""
+    lo = min(r["start_time"] for r in wrappers) - TREE_REACH
+    hi = max(r["end_time"] for r in wrappers) + TREE_REACH
+    traces = sorted({r["trace_id"] for r in wrappers})
+    result = store.client.query(
+        f"SELECT {', '.join(_TREE_COLUMNS)} FROM {store.table('spans')} "
+        "WHERE org_id = %(org)s AND trace_id IN %(traces)s "
+        f"AND start_time >= {_time('lo')} AND start_time <= {_time('hi')} "
+        "LIMIT 1 BY trace_id, span_id LIMIT %(limit)s",
+        parameters={
+            "org": org_id,
+            "traces": traces,
+            "lo": _micro_text(lo),
+            "hi": _micro_text(hi),
+            "limit": TREE_ROWS,
+        },
+        settings=_query_size(traces),
+    )
+    return [dict(zip(_TREE_COLUMNS, values, strict=True)) for values in result.result_rows]
+
+
+def settle_wrappers(store: SpanStore, batch: list[dict]) -> int:
+    """Clear `llm_call` on the batch's `other` spans with an LLM call below them, among the
+    batch and the stored spans of their trace; answers how many."""
+    wrappers = [r for r in batch if r["operation"] == "other" and r["llm_call"]]
+    if not wrappers:
+        return 0
+    cleared = 0
+    by_org: dict[int, list[dict]] = {}
+    for row in wrappers:
+        by_org.setdefault(row["org_id"], []).append(row)
+    for org_id, mine in by_org.items():
+        traces = {r["trace_id"] for r in mine}
+        spans = [r for r in batch if r["org_id"] == org_id and r["trace_id"] in traces]
+        seen = {(r["trace_id"], r["span_id"]) for r in spans}
+        spans += [
+            r
+            for r in _stored_tree(store, org_id, mine)
+            if (r["trace_id"], r["span_id"]) not in seen
+        ]
+        children: dict[tuple[str, str], list[dict]] = {}
+        for r in spans:
+            if r["parent_span_id"]:
+                children.setdefault((r["trace_id"], r["parent_span_id"]), []).append(r)
+        for wrapper in mine:
+            if _call_below(wrapper, children):
+                wrapper["llm_call"] = False
+                cleared += 1
+    return cleared
+
+
+def _call_below(root: dict, children: dict[tuple[str, str], list[dict]]) -> bool:
+    trace = root["trace_id"]
+    todo, seen = [root["span_id"]], {root["span_id"]}  # a cycle of bad parent ids ends
+    while todo:
+        for child in children.get((trace, todo.pop()), ()):
+            if row_rule(child):
+                return True
+            if child["span_id"] not in seen:
+                seen.add(child["span_id"])
+                todo.append(child["span_id"])
+    return False
+
+
+# -- dimensions -------------------------------------------------------------------------------
+
+
+def fill_dimensions(batch: list[dict], declared: dict[int, tuple[tuple[str, str], ...]]) -> None:
+    """Each row's declared slots as `rollups/dimensions.py` writes them: the mark and the value
+    cut to `SLOT_CHARS`, '' for a span without one."""
+    for row in batch:
+        for slot, key in declared.get(row["org_id"], ()):
+            value = by_group(key).row_value(row)
+            row[slot] = "" if value is None else SLOT_MARK + str(value)[:SLOT_CHARS]

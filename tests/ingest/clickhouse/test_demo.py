@@ -1,0 +1,137 @@
+"""The demo loader (`make run`'s first-run data) into the ClickHouse span store: every span
+once, each org's counts and totals in the spans, the trace totals and the rollups as polars
+finds them on the generated rows; the declared dimension's slot and the retention days
+stamped on write, and spans already past their retention neither stored nor counted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+from sqlalchemy import select, update
+
+from observatory_core.demo.generator import DemoGenerator
+from observatory_core.demo.load import ensure_demo_tenants, load_demo
+from observatory_core.ingest.pricing import PriceBook
+from observatory_core.ingest.spanrows import complete_row
+from observatory_core.rollups.dimensions import declare
+from observatory_core.storage.schema import org_dimensions, orgs, projects
+from tests.helpers import admin_scope
+
+END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+SPANS, DAYS, SEED = 3000, 3, 5
+
+
+@pytest.fixture(scope="module")
+def loaded(ch_ingest):
+    """The demo loaded once (and a second time), with org 1 keeping spans 10 years but its
+    first project 7 days (past for every demo span: none stored), and the tag key `customer`
+    declared as a dimension of org 2. Answers what was sent and is to be kept."""
+    engine = ch_ingest.engine
+    ids = ensure_demo_tenants(engine)
+    (org1, project1), (org2, _) = sorted(ids.values())[0], sorted(ids.values())[-1]
+    with engine.begin() as conn:
+        conn.execute(update(orgs).where(orgs.c.id == org1).values(span_retention_days=3650))
+        conn.execute(
+            update(projects).where(projects.c.id == project1).values(span_retention_days=7)
+        )
+    declare(engine, admin_scope(org2), "tag:customer")
+    with engine.connect() as conn:
+        slot = conn.execute(select(org_dimensions.c.slot)).scalar_one()
+        prices = PriceBook.load(conn)
+    report = load_demo(engine, spans=SPANS, days=DAYS, seed=SEED, end=END)
+    generator = DemoGenerator(ids=ids, end=END, days=DAYS, seed=SEED, prices=prices)
+    sent = pl.DataFrame(
+        [complete_row(r, 16_000) for r in generator.spans(SPANS)], infer_schema_length=None
+    )
+    again = load_demo(engine, spans=SPANS, days=DAYS, seed=SEED, end=END)  # a second run
+    assert sent["start_time"].max() < datetime.now(UTC) - timedelta(days=7)
+    expired = sent.filter(pl.col("project_id") == project1)
+    assert expired.height > 100
+    sent = sent.filter(pl.col("project_id") != project1)
+    return ch_ingest, report, again, sent, {"org1": org1, "project1": project1, "org2": org2}, slot
+
+
+def _per_org(frame: pl.DataFrame) -> pl.DataFrame:
+    return (
+        frame.group_by("org_id")
+        .agg(
+            pl.len().alias("spans"),
+            pl.col("total_tokens").sum().cast(pl.Int64).alias("tokens"),
+            pl.col("total_cost_usd").sum().round(6).alias("cost"),
+        )
+        .sort("org_id")
+    )
+
+
+def test_every_generated_span_is_stored_once(loaded):
+    ch, report, again, sent, _, _ = loaded
+    assert report.spans == sent.height and again.spans == 0
+    stored = ch.frame("SELECT org_id, total_tokens, total_cost_usd FROM {db}.spans")
+    assert stored.height == sent.height
+    assert _per_org(stored).equals(_per_org(sent))
+
+
+def test_trace_totals_and_rollups_hold_each_orgs_spans(loaded):
+    ch, _, _, sent, _, _ = loaded
+    expected = _per_org(sent)
+    totals = ch.frame(
+        "SELECT org_id, toUInt64(sum(span_count)) AS spans, sum(total_tokens) AS tokens, "
+        "round(sum(total_cost_usd), 6) AS cost FROM {db}.trace_totals GROUP BY org_id"
+    )
+    assert totals.sort("org_id").to_dicts() == expected.to_dicts()
+    traces = sent.group_by("org_id").agg(pl.col("trace_id").n_unique().alias("traces"))
+    stored_traces = ch.frame(
+        "SELECT org_id, uniqExact(trace_id) AS traces FROM {db}.trace_totals GROUP BY org_id"
+    )
+    assert stored_traces.sort("org_id").to_dicts() == traces.sort("org_id").to_dicts()
+    for grain in ("1min", "1day"):
+        rollup = ch.frame(
+            "SELECT org_id, toUInt64(sum(span_count)) AS spans, "
+            "toInt64(sum(total_tokens_sum)) AS tokens, round(sum(total_cost_sum), 6) AS cost "
+            f"FROM {{db}}.rollup_{grain} GROUP BY org_id ORDER BY org_id"
+        )
+        assert rollup.to_dicts() == expected.to_dicts(), grain
+
+
+def test_the_declared_tag_fills_its_slot_in_spans_and_rollups(loaded):
+    ch, _, _, sent, ids, slot = loaded
+    org2 = ids["org2"]
+
+    def customer(tags) -> str:
+        found = [t.split(":", 1)[1] for t in tags if t.startswith("customer:")]
+        return "=" + found[0] if found else ""
+
+    mine = sent.filter(pl.col("org_id") == org2).with_columns(
+        pl.col("tags").map_elements(customer, return_dtype=pl.String).alias("slot")
+    )
+    expected = mine.group_by("slot").agg(pl.len().alias("spans")).sort("slot")
+    assert expected.height > 2  # several customers, and spans without one
+    stored = ch.frame(
+        f"SELECT ifNull({slot}, '') AS slot, toUInt32(count()) AS spans FROM {{db}}.spans "
+        f"WHERE org_id = {org2} GROUP BY slot ORDER BY slot"
+    )
+    rollup = ch.frame(
+        f"SELECT {slot} AS slot, toUInt32(sum(span_count)) AS spans FROM {{db}}.rollup_1hour "
+        f"WHERE org_id = {org2} GROUP BY slot ORDER BY slot"
+    )
+    assert stored.to_dicts() == expected.to_dicts() == rollup.to_dicts()
+    others = ch.frame(
+        f"SELECT count() AS n FROM {{db}}.spans WHERE {slot} IS NOT NULL AND org_id != {org2}"
+    )
+    assert others["n"][0] == 0
+
+
+def test_retention_days_are_stamped_from_the_org_and_project_settings(loaded):
+    ch, _, _, sent, ids, _ = loaded
+    stamped = ch.frame(
+        "SELECT org_id, project_id, any(retain_days) AS days, uniqExact(retain_days) AS kinds "
+        "FROM {db}.spans GROUP BY org_id, project_id"
+    )
+    assert (stamped["kinds"] == 1).all()
+    expected = {
+        (o, p): 3650 if o == ids["org1"] else 0
+        for o, p in sent.select("org_id", "project_id").unique().iter_rows()
+    }
+    assert {(o, p): d for o, p, d, _ in stamped.iter_rows()} == expected
