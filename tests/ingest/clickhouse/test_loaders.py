@@ -1,10 +1,14 @@
-"""The demo loader (`make run`'s first-run data) into the ClickHouse span store: every span
+"""The demo loader (`make run`'s first-run data) and file import into the ClickHouse span
+store. The demo: every span
 once, each org's counts and totals in the spans, the trace totals and the rollups as polars
 finds them on the generated rows; the declared dimension's slot and the retention days
-stamped on write, and spans already past their retention neither stored nor counted."""
+stamped on write, and spans already past their retention neither stored nor counted. Import:
+a row the store cannot hold is refused alone and named, the rest stored, a second import adds
+nothing."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -13,11 +17,12 @@ from sqlalchemy import select, update
 
 from observatory_core.demo.generator import DemoGenerator
 from observatory_core.demo.load import ensure_demo_tenants, load_demo
+from observatory_core.ingest.importer import import_file
 from observatory_core.ingest.pricing import PriceBook
 from observatory_core.ingest.spanrows import complete_row
 from observatory_core.rollups.dimensions import declare
 from observatory_core.storage.schema import org_dimensions, orgs, projects
-from tests.helpers import admin_scope
+from tests.helpers import admin_scope, make_org
 
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SPANS, DAYS, SEED = 3000, 3, 5
@@ -135,3 +140,49 @@ def test_retention_days_are_stamped_from_the_org_and_project_settings(loaded):
         for o, p in sent.select("org_id", "project_id").unique().iter_rows()
     }
     assert {(o, p): d for o, p, d, _ in stamped.iter_rows()} == expected
+
+
+def _export_rows(count: int) -> list[dict]:
+    start = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    rows = []
+    for i in range(count):
+        at = start + timedelta(seconds=37 * i)
+        rows.append(
+            {
+                "trace_id": f"{i // 3 + 1:032x}",
+                "span_id": f"{i + 1:016x}",
+                "name": "chat \x00 nul" if i == 4 else f"chat {i}",
+                "operation": "chat",
+                "model": "gpt-4o-mini",
+                "start_time": at.isoformat(),
+                "end_time": (at + timedelta(milliseconds=250 + i)).isoformat(),
+                "input_tokens": 2**40 if i == 7 else 10 + i,
+                "output_tokens": 2 + i % 5,
+                "total_cost_usd": 0.001 * i,
+            }
+        )
+    return rows
+
+
+def test_import_stores_every_row_but_the_one_the_store_refuses(ch_ingest, tmp_path):
+    org_id, _ = make_org(ch_ingest.engine, "importer", ("default",))
+    rows = _export_rows(8)
+    path = tmp_path / "spans.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    report = import_file(ch_ingest.engine, org_id, path)
+    assert (report.read, report.stored, report.rejected) == (8, 7, 1)
+    assert "chat 7" in report.reasons[0] and "the database refused it" in report.reasons[0]
+    assert import_file(ch_ingest.engine, org_id, path).stored == 0
+    good = pl.DataFrame([r for r in rows if r["input_tokens"] < 2**31])
+    stored = ch_ingest.frame(
+        f"SELECT name, input_tokens FROM {{db}}.spans WHERE org_id = {org_id} ORDER BY name"
+    )
+    expected = good.select(
+        pl.col("name").str.replace_all("\x00", "\ufffd", literal=True), "input_tokens"
+    ).sort("name")
+    assert stored.to_dicts() == expected.to_dicts()
+    rollup = ch_ingest.frame(
+        "SELECT toInt64(sum(span_count)) AS spans, toInt64(sum(input_tokens_sum)) AS tokens "
+        f"FROM {{db}}.rollup_1hour WHERE org_id = {org_id}"
+    )
+    assert rollup.row(0) == (good.height, good["input_tokens"].sum())
