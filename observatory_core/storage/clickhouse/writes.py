@@ -208,3 +208,14 @@ def _write(
         if on_batch:
             on_batch(len(batch), len(fresh))
     return written
+
+
+def written_extent(store: SpanStore) -> tuple[int, datetime | None]:
+    """How many spans the store holds (copies not yet folded included) and the newest start:
+    whether a first run's demo data is there, and how far it lags (`runtime/bootstrap.py`)."""
+    ((count, newest),) = store.client.query(
+        f"SELECT count(), if(count() = 0, NULL, max(start_time)) FROM {store.table('spans')}"
+    ).result_rows
+    if newest is not None and newest.tzinfo is None:
+        newest = newest.replace(tzinfo=UTC)
+    return int(count), newest

@@ -21,6 +21,7 @@ from observatory_core.ingest.importer import import_file
 from observatory_core.ingest.pricing import PriceBook
 from observatory_core.ingest.spanrows import complete_row
 from observatory_core.rollups.dimensions import declare
+from observatory_core.runtime import bootstrap
 from observatory_core.storage.schema import org_dimensions, orgs, projects
 from tests.helpers import admin_scope, make_org
 
@@ -76,6 +77,13 @@ def test_every_generated_span_is_stored_once(loaded):
     stored = ch.frame("SELECT org_id, total_tokens, total_cost_usd FROM {db}.spans")
     assert stored.height == sent.height
     assert _per_org(stored).equals(_per_org(sent))
+
+
+def test_the_first_run_check_reads_the_span_store(loaded):
+    ch, _, _, sent, _, _ = loaded
+    now = datetime.now(UTC)
+    assert bootstrap.span_count(ch.engine) == sent.height  # not DATABASE_URL's (empty)
+    assert bootstrap.demo_gap(ch.engine, now) == now - sent["start_time"].max()
 
 
 def test_trace_totals_and_rollups_hold_each_orgs_spans(loaded):
