@@ -131,9 +131,9 @@ def _micro_text(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _query_size(ids: list[str]) -> dict[str, int]:
+def _query_size(ids: int) -> dict[str, int]:
     """The ids are written into the statement (as `writes.stored_keys` does)."""
-    return {"max_query_size": 8192 + 40 * len(ids)}
+    return {"max_query_size": 8192 + 40 * ids}
 
 
 # -- twins ------------------------------------------------------------------------------------
@@ -155,47 +155,58 @@ _POOL_COLUMNS = (
 
 
 def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
-    """Counted LLM spans stored in the recent rows' traces or starting within the tolerance of
-    one (per org and project: twins share both), one row per span, at most `POOL_ROWS`."""
-    found: list[dict] = []
+    """Counted LLM spans stored in the recent rows' traces (within a day of them: the trace id's
+    bloom filter) or starting within the tolerance of one (the key's time prefix), per org and
+    project (twins share both), one row per span, at most `POOL_ROWS` for each of the two."""
+    found: dict[tuple[str, str], dict] = {}
     by_scope: dict[tuple[int, int], list[dict]] = {}
     for row in recent:
         by_scope.setdefault((row["org_id"], row["project_id"]), []).append(row)
-    ops = sorted(LLM_OPERATIONS)
     for (org_id, project_id), rows in by_scope.items():
         windows = dedup.windows(rows)
         near = " OR ".join(
             f"(start_time >= {_time(f'lo{i}')} AND start_time <= {_time(f'hi{i}')})"
             for i in range(len(windows))
         )
-        params: dict[str, Any] = {
-            "org": org_id,
-            "project": project_id,
-            "ops": ops,
-            "traces": sorted({r["trace_id"] for r in rows}),
-            "limit": POOL_ROWS,
-        }
+        params: dict[str, Any] = {"org": org_id, "project": project_id}
         for i, (_, lo, hi) in enumerate(windows):
             params[f"lo{i}"], params[f"hi{i}"] = _micro_text(lo), _micro_text(hi)
-        result = store.client.query(
-            f"SELECT {', '.join(_POOL_COLUMNS)}, "
-            "JSONExtractRaw(attributes, 'resource', 'service.instance.id') AS instance "
-            f"FROM {store.table('spans')} "
-            "WHERE org_id = %(org)s AND project_id = %(project)s AND operation IN %(ops)s "
-            "AND scope_name IS NOT NULL AND duplicate_of IS NULL "
-            f"AND (trace_id IN %(traces)s OR {near}) "
-            "LIMIT 1 BY trace_id, span_id LIMIT %(limit)s",
-            parameters=params,
-            settings=_query_size(params["traces"]),
+        traces = sorted({r["trace_id"] for r in rows})
+        first = min(r["start_time"] for r in rows) - TREE_REACH
+        last = max(r["start_time"] for r in rows) + TREE_REACH
+        in_traces = (
+            f"trace_id IN %(traces)s AND start_time >= {_time('first')} "
+            f"AND start_time <= {_time('last')}"
         )
-        for values in result.result_rows:
-            row = dict(zip((*_POOL_COLUMNS, "instance"), values, strict=True))
-            for name in ("start_time", "end_time"):
-                if row[name].tzinfo is None:
-                    row[name] = row[name].replace(tzinfo=UTC)
-            row["instance"] = json.loads(row["instance"]) if row["instance"] else None
-            found.append(row)
-    return found
+        for where, extra in (
+            (near, {}),
+            (in_traces, {"traces": traces, "first": _micro_text(first), "last": _micro_text(last)}),
+        ):
+            for row in _pool_rows(store, where, {**params, **extra}, len(traces)):
+                found.setdefault((row["trace_id"], row["span_id"]), row)
+    return list(found.values())
+
+
+def _pool_rows(store: SpanStore, where: str, params: dict[str, Any], ids: int) -> list[dict]:
+    result = store.client.query(
+        f"SELECT {', '.join(_POOL_COLUMNS)}, "
+        "JSONExtractRaw(attributes, 'resource', 'service.instance.id') AS instance "
+        f"FROM {store.table('spans')} "
+        "WHERE org_id = %(org)s AND project_id = %(project)s AND operation IN %(ops)s "
+        f"AND scope_name IS NOT NULL AND duplicate_of IS NULL AND ({where}) "
+        "LIMIT 1 BY trace_id, span_id LIMIT %(limit)s",
+        parameters={**params, "ops": sorted(LLM_OPERATIONS), "limit": POOL_ROWS},
+        settings=_query_size(ids),
+    )
+    out = []
+    for values in result.result_rows:
+        row = dict(zip((*_POOL_COLUMNS, "instance"), values, strict=True))
+        for name in ("start_time", "end_time"):
+            if row[name].tzinfo is None:
+                row[name] = row[name].replace(tzinfo=UTC)
+        row["instance"] = json.loads(row["instance"]) if row["instance"] else None
+        out.append(row)
+    return out
 
 
 def set_aside_twins(
@@ -302,7 +313,7 @@ def _stored_tree(store: SpanStore, org_id: int, wrappers: list[dict]) -> list[di
             "hi": _micro_text(hi),
             "limit": TREE_ROWS,
         },
-        settings=_query_size(traces),
+        settings=_query_size(len(traces)),
     )
     return [dict(zip(_TREE_COLUMNS, values, strict=True)) for values in result.result_rows]
 
@@ -356,7 +367,8 @@ def _call_below(root: dict, children: dict[tuple[str, str], list[dict]]) -> bool
 def fill_dimensions(batch: list[dict], declared: dict[int, tuple[tuple[str, str], ...]]) -> None:
     """Each row's declared slots as `rollups/dimensions.py` writes them: the mark and the value
     cut to `SLOT_CHARS`, '' for a span without one."""
+    fields = {org: [(slot, by_group(key)) for slot, key in keys] for org, keys in declared.items()}
     for row in batch:
-        for slot, key in declared.get(row["org_id"], ()):
-            value = by_group(key).row_value(row)
+        for slot, field in fields.get(row["org_id"], ()):
+            value = field.row_value(row)
             row[slot] = "" if value is None else SLOT_MARK + str(value)[:SLOT_CHARS]

@@ -72,8 +72,8 @@ def server(ch_ingest):
         patch.undo()
 
 
-def _spans() -> tuple[list[Sent], Sent, Sent]:
-    """The first request's spans (one of them bad), and a late twin sent on its own."""
+def _spans() -> tuple[list[Sent], list[Sent], Sent]:
+    """The first request's spans, the late twins of two of them, and a bad span."""
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -137,7 +137,16 @@ def _spans() -> tuple[list[Sent], Sent, Sent]:
     # the first copy of a call sent twice in two traces; its twin comes in a later request
     separate = chat("gpt-4o", Sent("chat separate", "lib.a", 300, 40), 18000, text=hello)
     sent.append(separate)
-    late = chat("openai/gpt-4o", Sent("chat late twin", "lib.b", 300, 40, counted=False), 18010)
+    late = [
+        chat("openai/gpt-4o", Sent("chat late twin", "lib.b", 300, 40, counted=False), 18010),
+        # nested under a stored call, starting well after it: found through its trace
+        chat(
+            "gpt-4o-mini",
+            Sent("chat late nested", "lib.b", 205, 35, counted=False),
+            5900,
+            next(s for s in sent if s.name == "chat 5"),
+        ),  # fmt: skip
+    ]
     # a span the mapping refuses: a token count past 2,000,000,000
     bad = chat("gpt-4o-mini", Sent("chat bad", "lib.a", 3_000_000_000, 1), 19000)
     provider.shutdown()
@@ -178,9 +187,10 @@ def sent(server):
 
     spans, late, bad = _spans()
     batch = [s.span for s in spans] + [bad.span]
-    for body in (batch, [late.span], batch + [late.span]):
+    later = [s.span for s in late]
+    for body in (batch, later, batch + later):
         assert _export(server["base"], server["key"], body) == SpanExportResult.SUCCESS
-    return spans + [late], bad
+    return spans + late, bad
 
 
 def _hex(value: int, width: int) -> str:
@@ -232,6 +242,9 @@ def test_twins_are_set_aside_and_the_wrapper_is_not_an_llm_call(server, sent):
     stored = {r["name"]: r for r in _stored(server).iter_rows(named=True)}
     by_name = {s.name: s for s in spans}
     outer, separate = by_name["chat outer"].span, by_name["chat separate"].span
+    assert stored["chat late nested"]["duplicate_of"] == _hex(
+        by_name["chat 5"].span.context.span_id, 16
+    )
     # nested: the richer outer call counts; late: the stored copy keeps counting
     assert stored["chat inner"]["duplicate_of"] == _hex(outer.context.span_id, 16)
     assert stored["chat late twin"]["duplicate_of"] == _hex(separate.context.span_id, 16)
