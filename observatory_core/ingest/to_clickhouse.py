@@ -168,7 +168,9 @@ def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
             f"(start_time >= {_time(f'lo{i}')} AND start_time <= {_time(f'hi{i}')})"
             for i in range(len(windows))
         )
-        params: dict[str, Any] = {"org": org_id, "project": project_id}
+        # twins have the same token counts: only stored spans with a batch row's are read
+        tokens = sorted({(r["input_tokens"], r["output_tokens"]) for r in rows})
+        params: dict[str, Any] = {"org": org_id, "project": project_id, "tokens": tokens}
         for i, (_, lo, hi) in enumerate(windows):
             params[f"lo{i}"], params[f"hi{i}"] = _micro_text(lo), _micro_text(hi)
         traces = sorted({r["trace_id"] for r in rows})
@@ -182,17 +184,16 @@ def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
             (near, {}),
             (in_traces, {"traces": traces, "first": _micro_text(first), "last": _micro_text(last)}),
         ):
-            for row in _pool_rows(store, where, {**params, **extra}, len(traces)):
+            for row in _pool_rows(store, where, {**params, **extra}, len(traces) + len(tokens)):
                 found.setdefault((row["trace_id"], row["span_id"]), row)
     return list(found.values())
 
 
 def _pool_rows(store: SpanStore, where: str, params: dict[str, Any], ids: int) -> list[dict]:
     result = store.client.query(
-        f"SELECT {', '.join(_POOL_COLUMNS)}, "
-        "JSONExtractRaw(attributes, 'resource', 'service.instance.id') AS instance "
-        f"FROM {store.table('spans')} "
+        f"SELECT {', '.join(_POOL_COLUMNS)} FROM {store.table('spans')} "
         "WHERE org_id = %(org)s AND project_id = %(project)s AND operation IN %(ops)s "
+        "AND (input_tokens, output_tokens) IN %(tokens)s "
         f"AND scope_name IS NOT NULL AND duplicate_of IS NULL AND ({where}) "
         "LIMIT 1 BY trace_id, span_id LIMIT %(limit)s",
         parameters={**params, "ops": sorted(LLM_OPERATIONS), "limit": POOL_ROWS},
@@ -200,13 +201,35 @@ def _pool_rows(store: SpanStore, where: str, params: dict[str, Any], ids: int) -
     )
     out = []
     for values in result.result_rows:
-        row = dict(zip((*_POOL_COLUMNS, "instance"), values, strict=True))
+        row = dict(zip(_POOL_COLUMNS, values, strict=True))
         for name in ("start_time", "end_time"):
             if row[name].tzinfo is None:
                 row[name] = row[name].replace(tzinfo=UTC)
-        row["instance"] = json.loads(row["instance"]) if row["instance"] else None
+        row["instance"] = _UNREAD  # read only for a stored span that pairs (`_same_instance`)
         out.append(row)
     return out
+
+
+_UNREAD = object()
+
+
+def _instance_of(store: SpanStore, row: dict) -> Any:
+    """The stored span's `service.instance.id`, read from its attributes once."""
+    if row["instance"] is _UNREAD:
+        result = store.client.query(
+            "SELECT JSONExtractRaw(attributes, 'resource', 'service.instance.id') "
+            f"FROM {store.table('spans')} WHERE org_id = %(org)s AND project_id = %(project)s "
+            "AND trace_id = %(trace)s AND span_id = %(span)s LIMIT 1",
+            parameters={
+                "org": row["org_id"],
+                "project": row["project_id"],
+                "trace": row["trace_id"],
+                "span": row["span_id"],
+            },
+        )
+        raw = result.result_rows[0][0] if result.result_rows else ""
+        row["instance"] = json.loads(raw) if raw else None
+    return row["instance"]
 
 
 def set_aside_twins(
@@ -246,7 +269,7 @@ def set_aside_twins(
             if other["id"] in settled or (other["id"] not in ids and not is_recent):
                 continue
             kind = dedup.twins(row, other)
-            if kind is None or not _same_instance(row, other):
+            if kind is None or not _same_instance(store, row, other):
                 continue
             gap = abs(row["start_time"] - other["start_time"]) if kind == "separate" else dedup.ZERO
             if best is None or gap < best[0]:
@@ -268,9 +291,12 @@ def set_aside_twins(
     return marked
 
 
-def _same_instance(a: dict, b: dict) -> bool:
+def _same_instance(store: SpanStore, a: dict, b: dict) -> bool:
     """Where both resources name their instance (`service.instance.id`), it must be one."""
-    return a["instance"] is None or b["instance"] is None or a["instance"] == b["instance"]
+    if a["instance"] is None:
+        return True
+    other = _instance_of(store, b)
+    return other is None or a["instance"] == other
 
 
 def _take(keeper: dict, duplicate: dict) -> None:
