@@ -180,24 +180,28 @@ def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
             f"trace_id IN %(traces)s AND start_time >= {_time('first')} "
             f"AND start_time <= {_time('last')}"
         )
-        for where, extra in (
-            (near, {}),
-            (in_traces, {"traces": traces, "first": _micro_text(first), "last": _micro_text(last)}),
-        ):
-            for row in _pool_rows(store, where, {**params, **extra}, len(traces) + len(tokens)):
-                found.setdefault((row["trace_id"], row["span_id"]), row)
+        params.update(traces=traces, first=_micro_text(first), last=_micro_text(last))
+        for row in _pool_rows(store, (near, in_traces), params, len(traces) + len(tokens)):
+            found.setdefault((row["trace_id"], row["span_id"]), row)
     return list(found.values())
 
 
-def _pool_rows(store: SpanStore, where: str, params: dict[str, Any], ids: int) -> list[dict]:
-    result = store.client.query(
+def _pool_rows(
+    store: SpanStore, wheres: tuple[str, ...], params: dict[str, Any], ids: int
+) -> list[dict]:
+    """One statement: each of `wheres` its own key-bounded read, at most `POOL_ROWS` rows."""
+    reads = " UNION ALL ".join(
         f"SELECT {', '.join(_POOL_COLUMNS)} FROM {store.table('spans')} "
         "WHERE org_id = %(org)s AND project_id = %(project)s AND operation IN %(ops)s "
         "AND (input_tokens, output_tokens) IN %(tokens)s "
         f"AND scope_name IS NOT NULL AND duplicate_of IS NULL AND ({where}) "
-        "LIMIT 1 BY trace_id, span_id LIMIT %(limit)s",
+        "LIMIT %(limit)s"
+        for where in wheres
+    )
+    result = store.client.query(
+        f"SELECT * FROM ({reads}) LIMIT 1 BY trace_id, span_id",
         parameters={**params, "ops": sorted(LLM_OPERATIONS), "limit": POOL_ROWS},
-        settings=_query_size(ids),
+        settings=_query_size(2 * ids),
     )
     out = []
     for values in result.result_rows:
