@@ -49,10 +49,11 @@ REMOVING = "removing"  # a declaration being cleared (`rollups/dimensions.py`)
 @dataclass(frozen=True)
 class OrgSettings:
     """What a write needs from `DATABASE_URL`: retention days by (org, project) ((org, 0) for
-    the org), the orgs that set twins aside, and each org's declared (slot, key)s."""
+    the org), the orgs that switched the setting aside of twins off (on by default, so an org
+    made since the last read has it on), and each org's declared (slot, key)s."""
 
     retain_days: dict[tuple[int, int], int]
-    dedup_orgs: frozenset[int]
+    dedup_off: frozenset[int]
     dimensions: dict[int, tuple[tuple[str, str], ...]]
 
 
@@ -72,8 +73,8 @@ def org_settings(engine: Engine) -> OrgSettings:
             days[(policy.org_id, 0)] = policy.span_days or 0
             for project_id, project_days in policy.project_days.items():
                 days[(policy.org_id, project_id)] = project_days or 0
-        dedup_orgs = frozenset(
-            conn.execute(select(orgs.c.id).where(orgs.c.dedup_enabled.is_(True))).scalars()
+        dedup_off = frozenset(
+            conn.execute(select(orgs.c.id).where(orgs.c.dedup_enabled.is_(False))).scalars()
         )
         d = org_dimensions.c
         declared: dict[int, list[tuple[str, str]]] = {}
@@ -81,7 +82,7 @@ def org_settings(engine: Engine) -> OrgSettings:
             select(d.org_id, d.slot, d.key).where(d.status != REMOVING)
         ):
             declared.setdefault(org_id, []).append((slot, key_))
-    settings = OrgSettings(days, dedup_orgs, {k: tuple(v) for k, v in declared.items()})
+    settings = OrgSettings(days, dedup_off, {k: tuple(v) for k, v in declared.items()})
     with _CACHE_LOCK:
         _CACHE[key] = (time.monotonic(), settings)
     return settings
@@ -107,7 +108,7 @@ def write_spans(
 
     def prepare(store: SpanStore, fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
         batch = [dict(r) for r in fresh]  # a batch that fails is tried again from the input
-        set_aside_twins(store, batch, settings.dedup_orgs, datetime.now(UTC))
+        set_aside_twins(store, batch, settings.dedup_off, datetime.now(UTC))
         settle_wrappers(store, batch)
         fill_dimensions(batch, settings.dimensions)
         return batch
@@ -237,14 +238,14 @@ def _instance_of(store: SpanStore, row: dict) -> Any:
 
 
 def set_aside_twins(
-    store: SpanStore, batch: list[dict], dedup_orgs: frozenset[int], now: datetime
+    store: SpanStore, batch: list[dict], dedup_off: frozenset[int], now: datetime
 ) -> int:
     """Mark each new span that is one call's second copy `duplicate_of` its twin (rows of
     `batch`, changed in place); answers how many."""
     fresh = [
         r
         for r in batch
-        if r["org_id"] in dedup_orgs
+        if r["org_id"] not in dedup_off
         and r["operation"] in LLM_OPERATIONS
         and r.get("scope_name")
         and r.get("duplicate_of") is None

@@ -1,7 +1,7 @@
 """Ingest into the ClickHouse span store, on chDB: a SQLite `DATABASE_URL` (orgs, keys,
-settings) beside an empty span store that `OBSERVATORY_SPAN_STORE` names, one pair per module
-(chDB keeps one folder per process: each module closes its store; the pattern of
-tests/storage/clickhouse/conftest.py)."""
+settings) beside an empty span store that `OBSERVATORY_SPAN_STORE` names, one pair for this
+folder's modules (chDB keeps one folder per process: the store is closed when the folder's
+tests are done; each module writes to orgs of its own)."""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ class ChIngest:
         )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ch_ingest(tmp_path_factory):
     """A migrated SQLite database and an empty chDB span store, the setting pointing at it for
-    the module (the store the seam opens is this one: no second client on the folder)."""
+    the folder's tests (the store the seam opens is this one: no second client on it)."""
     folder = tmp_path_factory.mktemp("ch-ingest")
     engine = get_engine(f"sqlite:///{folder / 'observatory.db'}")
     upgrade(engine)

@@ -49,7 +49,7 @@ def server(ch_ingest):
     from observatory_core.ingest.writer import BatchWriter
 
     engine = ch_ingest.engine
-    org_id, _ = make_org(engine, "globex", ("default",))
+    org_id, _ = make_org(engine, "ch-sdk", ("default",))
     key = create_key(engine, admin_scope(org_id), "sdk key")
     receiver, writer = Receiver(engine), BatchWriter(engine)
     patch = pytest.MonkeyPatch()
@@ -354,3 +354,70 @@ def test_a_failing_store_answers_503_and_the_retry_counts_once(server, sent, aft
     after_retry = ch.frame(tokens).row(0, named=True)
     assert after_retry["spans"] - before["spans"] == len(new)
     assert after_retry["tokens"] - before["tokens"] == sum(s.input_tokens for s in new)
+
+
+def _chat_spans(instance: str, specs: list[tuple[str, str, int, object]]) -> list:
+    """Chat spans (name, scope, start ms, parent span or None) from a resource of
+    `instance`, all with 901 input and 9 output tokens."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "ch-sdk", "service.instance.id": instance})
+    )
+    out = []
+    for name, scope, at_ms, parent in specs:
+        start = NOW_NS + at_ms * MS
+        span = provider.get_tracer(scope).start_span(
+            name,
+            context=trace.set_span_in_context(parent) if parent else None,
+            start_time=start,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.input_tokens": 901,
+                "gen_ai.usage.output_tokens": 9,
+            },
+        )
+        span.end(end_time=start + 300 * MS)
+        out.append(span)
+    return out
+
+
+def test_twins_need_one_instance_and_the_orgs_setting_on(server, sent):
+    """A late child of another instance is not its parent's twin; one of the same instance
+    is. An org that switched the matching off counts both copies."""
+    from sqlalchemy import update
+
+    from observatory_core.ingest import to_clickhouse
+    from observatory_core.storage.schema import orgs
+    from tests.ingest.clickhouse.conftest import ChIngest
+
+    (parent,) = _chat_spans("i-1", [("parent", "lib.a", 30_000, None)])
+    other, same = _chat_spans("i-2", [("other instance", "lib.b", 30_010, parent)]) + _chat_spans(
+        "i-1", [("same instance", "lib.b", 30_020, parent)]
+    )
+    for body in ([parent], [other, same]):
+        assert _post(server["base"], server["key"], body)[0] == 200
+    engine = server["engine"]
+    off_id, _ = make_org(engine, "ch-sdk-off", ("default",))
+    with engine.begin() as conn:
+        conn.execute(update(orgs).where(orgs.c.id == off_id).values(dedup_enabled=False))
+    to_clickhouse.forget_settings()
+    off_key = create_key(engine, admin_scope(off_id), "off key")
+    (outer,) = _chat_spans("i-1", [("outer off", "lib.a", 31_000, None)])
+    (inner,) = _chat_spans("i-1", [("inner off", "lib.b", 31_001, outer)])
+    assert _post(server["base"], off_key, [outer, inner])[0] == 200
+    got = ChIngest(engine, server["store"]).frame(
+        "SELECT name, duplicate_of FROM {db}.spans WHERE name IN "
+        "('parent', 'other instance', 'same instance', 'outer off', 'inner off')"
+    )
+    marked = {r["name"]: r["duplicate_of"] for r in got.iter_rows(named=True)}
+    assert marked == {
+        "parent": None,
+        "other instance": None,
+        "same instance": _hex(parent.context.span_id, 16),
+        "outer off": None,
+        "inner off": None,
+    }
