@@ -40,7 +40,10 @@ from observatory_core.storage.schema import org_dimensions, orgs
 
 CACHE_SECONDS = 60.0  # as the receiver's prices and projects
 TREE_ROWS = 100_000  # stored spans read to settle a batch's wrappers, at most
-TREE_REACH = timedelta(days=1)  # around the wrappers' time: a span lasts at most 7 days
+# How far around a batch's spans their trace's stored spans are read: a call below a wrapper
+# (or a nested twin) starts within seconds of it nearly always; a trace spread wider is settled
+# on what this reads.
+TREE_REACH = timedelta(days=1)
 BATCH = writes.BATCH  # rows per insert
 POOL_ROWS = 10_000  # stored twin candidates read per batch, at most
 REMOVING = "removing"  # a declaration being cleared (`rollups/dimensions.py`)
@@ -49,7 +52,7 @@ REMOVING = "removing"  # a declaration being cleared (`rollups/dimensions.py`)
 @dataclass(frozen=True)
 class OrgSettings:
     """What a write needs from `DATABASE_URL`: retention days by (org, project) ((org, 0) for
-    the org), the orgs that switched the setting aside of twins off (on by default, so an org
+    the org), the orgs that switched off setting twins aside (it is on by default, so an org
     made since the last read has it on), and each org's declared (slot, key)s."""
 
     retain_days: dict[tuple[int, int], int]
