@@ -421,3 +421,20 @@ def test_twins_need_one_instance_and_the_orgs_setting_on(server, sent):
         "outer off": None,
         "inner off": None,
     }
+
+
+def test_a_span_store_that_cannot_be_opened_answers_503(server, sent, tmp_path, monkeypatch):
+    """The setting naming a folder this process cannot open (chDB opens one folder per
+    process; another process holding it is the same answer): retry later, no traceback."""
+    from observatory_core.base.settings import get_settings
+
+    more, _, _ = _spans()
+    monkeypatch.setenv("OBSERVATORY_SPAN_STORE", f"chdb://{tmp_path}/elsewhere")
+    get_settings.cache_clear()
+    try:
+        status, headers, body = _post(server["base"], server["key"], [more[3].span])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert status == 503 and headers.get("retry-after", headers.get("Retry-After")) == "5"
+    assert b"unavailable" in body and b"Traceback" not in body
