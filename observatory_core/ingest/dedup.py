@@ -38,8 +38,8 @@ _CHUNK = 500
 # What makes a span's content richer: the one with more of these counts.
 _RICHNESS = ("input_text", "output_text", "finish_reason", "user_id", "session_id")
 # What the counted span takes from its twin when it has none of its own.
-_COPIED = ("provider", "model", "error_type", "error_message")
-_COST = ("input_cost_usd", "output_cost_usd", "total_cost_usd", "cost_source")
+COPIED = ("provider", "model", "error_type", "error_message")
+COST = ("input_cost_usd", "output_cost_usd", "total_cost_usd", "cost_source")
 
 ZERO = timedelta(0)
 _DATED = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8})$")
@@ -60,8 +60,8 @@ _COLUMNS = (
     "output_tokens",
     "status",
     *_RICHNESS,
-    *_COPIED,
-    *_COST,
+    *COPIED,
+    *COST,
 )
 
 
@@ -92,7 +92,7 @@ def _nested(a: dict, b: dict) -> bool:
     )
 
 
-def _instance(attributes: Any) -> Any:
+def instance(attributes: Any) -> Any:
     resource = attributes.get("resource") if isinstance(attributes, dict) else None
     return resource.get("service.instance.id") if isinstance(resource, dict) else None
 
@@ -120,7 +120,7 @@ def twins(a: dict, b: dict) -> str | None:
     return "separate"
 
 
-def _keeper(a: dict, b: dict, batch: set[int]) -> tuple[dict, dict]:
+def pick_keeper(a: dict, b: dict, batch: set[int]) -> tuple[dict, dict]:
     """(the span that counts, its duplicate): the richer content; then one already stored
     (nothing to refold); then the parent of a nested pair; then the first stored."""
 
@@ -153,7 +153,7 @@ def _candidates(conn: Connection, *where) -> list[dict]:
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def _windows(rows: list[dict]) -> list[tuple[int, datetime, datetime]]:
+def windows(rows: list[dict]) -> list[tuple[int, datetime, datetime]]:
     """Per org, the new spans' start times merged into few ranges (a second apart at most)."""
     out: list[tuple[int, datetime, datetime]] = []
     for row in sorted(rows, key=lambda r: (r["org_id"], r["start_time"])):
@@ -173,7 +173,7 @@ def _pool(conn: Connection, fresh: list[dict], since: datetime) -> dict[int, dic
     pool = {r["id"]: r for r in fresh}
     recent = [r for r in fresh if r["start_time"] >= since]
     c = spans.c
-    for org, lo, hi in _windows(recent):
+    for org, lo, hi in windows(recent):
         for r in _candidates(conn, c.org_id == org, c.start_time >= lo, c.start_time <= hi):
             pool.setdefault(r["id"], r)
     keys = sorted({(r["org_id"], r["trace_id"]) for r in recent})
@@ -189,7 +189,7 @@ def _same_instance(conn: Connection, a: dict, b: dict) -> bool:
     rows = conn.execute(
         select(spans.c.id, spans.c.attributes).where(spans.c.id.in_((a["id"], b["id"])))
     ).all()
-    found = {_instance(attributes) for _, attributes in rows}
+    found = {instance(attributes) for _, attributes in rows}
     found.discard(None)
     return len(found) <= 1
 
@@ -206,7 +206,7 @@ def settle(conn: Connection, new: Table, now: datetime) -> list[Touched]:
         return []
     batch = set(select_ids(conn, new))
     pool = _pool(conn, fresh, now - LOOKBACK)
-    nearby = _Nearby(pool.values())
+    nearby = Nearby(pool.values())
     settled: set[int] = set()  # spans paired in this batch: one pair each
     changed: set[int] = set()  # spans whose row changed here
     touched: list[Touched] = []
@@ -226,7 +226,7 @@ def settle(conn: Connection, new: Table, now: datetime) -> list[Touched]:
                 best = (gap, other)
         if best is None:
             continue
-        keeper, duplicate = _keeper(row, best[1], batch)
+        keeper, duplicate = pick_keeper(row, best[1], batch)
         settled |= {keeper["id"], duplicate["id"]}
         _mark(conn, keeper, duplicate)
         gained = _take(conn, keeper, duplicate)
@@ -238,7 +238,7 @@ def settle(conn: Connection, new: Table, now: datetime) -> list[Touched]:
     return touched
 
 
-class _Nearby:
+class Nearby:
     """The pool indexed for the two patterns: a span's parent and children in its trace, and
     the spans of its org starting within the tolerance."""
 
@@ -291,9 +291,9 @@ def _mark(conn: Connection, keeper: dict, duplicate: dict) -> None:
 def _take(conn: Connection, keeper: dict, duplicate: dict) -> bool:
     """Copy to the counted span what only its twin has (the model, the error message, the
     cost its model prices); whether a figure of the counted span changed."""
-    values = {n: duplicate[n] for n in _COPIED if not keeper[n] and duplicate[n]}
+    values = {n: duplicate[n] for n in COPIED if not keeper[n] and duplicate[n]}
     if keeper["cost_source"] == "unpriced" and duplicate["cost_source"] != "unpriced":
-        values.update({n: duplicate[n] for n in _COST})
+        values.update({n: duplicate[n] for n in COST})
     if not values:
         return False
     conn.execute(update(spans).where(spans.c.id == keeper["id"]).values(**values))

@@ -4,7 +4,9 @@ A batch is written in one transaction; when the database refuses it for a reason
 being unavailable (a value it cannot hold, a broken constraint), the batch is split in halves
 and each half written on its own, down to the single rows it refuses. Re-sent spans are
 skipped by the writes, so trying a part again never duplicates it. Past `MAX_REFUSED` refused
-rows the failure is taken to be the database's, not the rows', and the rest is not tried.
+rows the failure is taken to be the database's, not the rows', and the rest is not tried. The
+same holds on the ClickHouse span store (`ingest/to_clickhouse.py`), whose failures worth a
+retry come as `DatabaseUnavailable`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from observatory_core.base.errors import ConfigError
 from observatory_core.ingest.persist import write_spans
 from observatory_core.storage.engine import is_unavailable
 
@@ -60,8 +63,8 @@ def _write_part(
     try:
         outcome.written += write(engine, rows[lo:hi], batch_size=hi - lo)
     except Exception as exc:
-        if is_unavailable(exc):
-            raise
+        if is_unavailable(exc) or isinstance(exc, ConfigError):
+            raise  # not the rows' fault: splitting would refuse them all
         if hi - lo == 1:
             log.warning("the database refused span %s: %s", rows[lo].get("span_id"), exc)
             outcome.refused[lo] = database_reason(exc)

@@ -1,9 +1,12 @@
 """The span write path: store spans and fold the new ones into the rollups, together.
 
 Every writer (the OTLP group-commit writer, the demo loader, file import) goes through
-`write_spans`: per batch, storage inserts the spans (`storage/bulk.py`) and, in the same
+`write_spans`, the one place that decides where spans go: with `OBSERVATORY_SPAN_STORE` set,
+into the ClickHouse span store (`ingest/to_clickhouse.py`; its views keep the rollups and trace
+totals); otherwise, per batch, storage inserts the spans (`storage/bulk.py`) and, in the same
 transaction, the new ones are folded into the rollups, the actor rollups and `trace_totals`
-(`rollups/maintain.py`), so figures and spans commit together.
+(`rollups/maintain.py`), so figures and spans commit together. Orgs, keys, projects and the
+ingest bookkeeping stay in `DATABASE_URL` either way.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
-from observatory_core.ingest import dedup, llm_calls
+from observatory_core.ingest import dedup, llm_calls, to_clickhouse
 from observatory_core.rollups.dimensions import extract_new
 from observatory_core.rollups.maintain import fold_new_spans
 from observatory_core.rollups.partials import SOURCE_COLUMNS
 from observatory_core.rollups.refold import refold
 from observatory_core.storage import bulk
+from observatory_core.storage.clickhouse.current import span_store
 from observatory_core.storage.dialect import serialize_rollup_writes
 
 
@@ -50,12 +54,19 @@ def write_spans(
     engine: Engine,
     rows: Iterable[dict[str, Any]],
     *,
-    batch_size: int = 5000,
+    batch_size: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> int:
     """Write complete span rows (see `spanrows.complete_row`) and fold the new ones into the
-    rollups, one transaction per batch; returns how many were new.
+    rollups, one transaction per batch (5,000 rows by default; 50,000 into ClickHouse, which
+    wants few large inserts); returns how many were new. `engine` is `DATABASE_URL`.
 
     `on_batch(seen, written)` is called after each committed batch, for progress bars.
     """
+    store = span_store()
+    if store is not None:
+        return to_clickhouse.write_spans(
+            store, engine, rows, batch_size=batch_size or to_clickhouse.BATCH, on_batch=on_batch
+        )
+    batch_size = batch_size or 5000
     return bulk.write_spans(engine, rows, batch_size=batch_size, on_batch=on_batch, then=FOLD)

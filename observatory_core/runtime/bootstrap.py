@@ -16,6 +16,8 @@ from sqlalchemy.engine import Engine
 from observatory_core.accounts.tenancy import ensure_org
 from observatory_core.accounts.users import add_user, count_users
 from observatory_core.base import settings
+from observatory_core.storage.clickhouse.current import span_store
+from observatory_core.storage.clickhouse.writes import written_extent
 from observatory_core.storage.schema import orgs, spans
 
 
@@ -41,14 +43,20 @@ def ensure_secrets_file(path: Path | None = None) -> bool:
 
 
 def span_count(engine: Engine) -> int:
+    """The spans stored, where ingest writes them (the span store when one is set)."""
+    if (store := span_store()) is not None:
+        return written_extent(store)[0]
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(spans)).scalar_one()
 
 
 def demo_gap(engine: Engine, now: datetime) -> timedelta | None:
     """How far the newest span lags behind now, when there is data and it lags over an hour."""
-    with engine.connect() as conn:
-        newest = conn.execute(select(func.max(spans.c.start_time))).scalar()
+    if (store := span_store()) is not None:
+        newest = written_extent(store)[1]
+    else:
+        with engine.connect() as conn:
+            newest = conn.execute(select(func.max(spans.c.start_time))).scalar()
     if newest is None or now - newest < timedelta(hours=1):
         return None
     return now - newest

@@ -1,11 +1,13 @@
 """The ClickHouse span store (issue 17, docs/scale.md): spans, trace totals and rollups kept in
 ClickHouse (a server, or chDB in-process), chosen by `OBSERVATORY_SPAN_STORE`.
 
-This package is the foundation the span features are being routed onto; what exists and what
-does not yet is listed in docs/scale.md. Modules, by what they do:
+This package is the foundation the span features are being routed onto (ingest writes here
+through `ingest/to_clickhouse.py`); what exists and what does not yet is listed in
+docs/scale.md. Modules, by what they do:
 
 - `target`: the setting's URL, read and checked (`chdb:///PATH` or `clickhouse://...`)
 - `connect`: one clickhouse-connect client for both, and `SpanStore` (client + database)
+- `current`: the process's store, the one the setting names, opened on first use
 - `layout`: the tables' columns, derived from `storage/schema.py` and the declarations
 - `ddl`: the versioned DDL, single node or `ON CLUSTER`, applied idempotently at open
 - `writes`: canonical span rows in, each span counted once

@@ -10,16 +10,24 @@ take turns (`SpanStore.write_lock`) so no two check and insert the same span at 
 two processes still race, the table is a ReplacingMergeTree on identity, and every raw read
 takes one row per span (`reads.py`, `LIMIT 1 BY`), so lists and totals stay right; the rollups
 would count that span twice (docs/scale.md, "Not yet").
+
+The ingest write path (`ingest/to_clickhouse.py`) passes `prepare`, which sees each batch's new
+spans under the same turn, after the check and before the insert (twins set aside, LLM calls
+settled, dimension slots filled). A failure worth a retry (the server unreachable, too many
+parts, out of memory, a timeout) is raised as `DatabaseUnavailable`, which ingest answers 503.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
+from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.schema import DIMENSION_SLOTS
@@ -28,6 +36,13 @@ BATCH = 50_000  # rows per insert: ClickHouse wants few large inserts (each make
 _STORED = set(layout.span_column_names())
 # written by this module, not by the row
 _OWN = (layout.VERSION, layout.RETAIN_DAYS)
+# ClickHouse error codes that say "not now" rather than "not this": retried by the exporter.
+# 159 TIMEOUT_EXCEEDED, 202 TOO_MANY_SIMULTANEOUS_QUERIES, 209 SOCKET_TIMEOUT, 210
+# NETWORK_ERROR, 241 MEMORY_LIMIT_EXCEEDED, 242 TABLE_IS_READ_ONLY, 252 TOO_MANY_PARTS,
+# 279 ALL_CONNECTION_TRIES_FAILED, 319 UNKNOWN_STATUS_OF_INSERT, 425 SYSTEM_ERROR,
+# 999 KEEPER_EXCEPTION
+RETRYABLE = frozenset({159, 202, 209, 210, 241, 242, 252, 279, 319, 425, 999})
+_CODE = re.compile(r"\bCode:\s*(\d+)")
 
 
 class JsonText(str):
@@ -48,6 +63,23 @@ def _first_copies(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (row["org_id"], row["trace_id"], row["span_id"])
         if key not in seen:
             seen.add(key)
+            out.append(row)
+    return out
+
+
+# A span this close to its retention's end is taken as expired: the engine applies the TTL as it
+# writes the part, after the views have counted the rows, so such a span would be counted and
+# not stored, and counted again when sent again.
+EXPIRY_MARGIN = timedelta(minutes=1)
+
+
+def _unexpired(batch: list[dict[str, Any]], retain: Callable) -> list[dict[str, Any]]:
+    """The rows not past their retention (`retain(org, project)` days, 0: kept)."""
+    cutoff = datetime.now(UTC) + EXPIRY_MARGIN
+    out = []
+    for row in batch:
+        days = retain(row["org_id"], row["project_id"])
+        if not days or row["start_time"] + timedelta(days=days) > cutoff:
             out.append(row)
     return out
 
@@ -93,20 +125,62 @@ def as_columns(
     return out
 
 
+def retryable(exc: BaseException) -> bool:
+    """A failure of the store (unreachable, busy, out of memory), not of the rows written."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    if isinstance(exc, OperationalError):  # the connection, not the statement
+        return True
+    code = getattr(exc, "code", None)
+    if code is None and (found := _CODE.search(str(exc))):
+        code = int(found.group(1))
+    return code in RETRYABLE
+
+
+def unavailable(store: SpanStore, exc: BaseException) -> DatabaseUnavailable:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return DatabaseUnavailable(
+        f"The span store at {store.target.describe()} is unavailable or busy ({first}); retry."
+    )
+
+
+Prepare = Callable[[SpanStore, list[dict[str, Any]]], list[dict[str, Any]]]
+
+
 def write_spans(
     store: SpanStore,
     rows: Iterable[dict[str, Any]],
     *,
     batch_size: int = BATCH,
     retain_days: Mapping[tuple[int, int], int] | None = None,
+    prepare: Prepare | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> int:
     """Store complete span rows; answers how many were new (a span already stored, or repeated
     in the input, is not written again). `retain_days[(org, project)]` (or `(org, 0)` for the
-    whole org) sets the retention hook of the rows it names (0 or missing: kept until deleted).
-    `on_batch(seen, written)` after each batch, for progress bars."""
-    days = retain_days or {}
+    whole org) sets the retention hook of the rows it names (0 or missing: kept until deleted);
+    a span already past it is neither stored nor counted (`EXPIRY_MARGIN`).
+    `prepare(store, new_rows)` answers the rows to insert (see above); `on_batch(seen,
+    written)` after each batch, for progress bars. Raises `DatabaseUnavailable` when the store
+    fails in a way worth a retry."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
 
+    try:
+        return _write(store, rows, batch_size, retain_days or {}, prepare, on_batch)
+    except ClickHouseError as exc:
+        if retryable(exc):
+            raise unavailable(store, exc) from exc
+        raise
+
+
+def _write(
+    store: SpanStore,
+    rows: Iterable[dict[str, Any]],
+    batch_size: int,
+    days: Mapping[tuple[int, int], int],
+    prepare: Prepare | None,
+    on_batch: Callable[[int, int], None] | None,
+) -> int:
     def retain(org_id: int, project_id: int) -> int:
         return int(days.get((org_id, project_id), days.get((org_id, 0), 0)))
 
@@ -114,12 +188,14 @@ def write_spans(
     written = 0
     for batch in _batches(rows, batch_size):
         with store.write_lock:
-            fresh = _first_copies(batch)
+            fresh = _unexpired(_first_copies(batch), retain)
             known = stored_keys(store, fresh)
             if known:
                 fresh = [
                     r for r in fresh if (r["org_id"], r["trace_id"], r["span_id"]) not in known
                 ]
+            if fresh and prepare is not None:
+                fresh = prepare(store, fresh)
             if fresh:
                 version = time.time_ns() // 1000
                 store.client.insert(
@@ -132,3 +208,14 @@ def write_spans(
         if on_batch:
             on_batch(len(batch), len(fresh))
     return written
+
+
+def written_extent(store: SpanStore) -> tuple[int, datetime | None]:
+    """How many spans the store holds (copies not yet folded included) and the newest start:
+    whether a first run's demo data is there, and how far it lags (`runtime/bootstrap.py`)."""
+    ((count, newest),) = store.client.query(
+        f"SELECT count(), if(count() = 0, NULL, max(start_time)) FROM {store.table('spans')}"
+    ).result_rows
+    if newest is not None and newest.tzinfo is None:
+        newest = newest.replace(tzinfo=UTC)
+    return int(count), newest

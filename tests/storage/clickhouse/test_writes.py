@@ -180,7 +180,11 @@ def test_twins_set_aside_are_stored_but_left_out_of_every_figure(loaded):
 
 def test_the_retention_hook_deletes_spans_past_their_days(loaded):
     store, counts = loaded
-    assert counts["retention"] == len(EXPIRED) + len(KEPT)
+    # a span already past its days is not written: the engine would drop it as it writes the
+    # part, after the views counted it (and count it again when sent again)
+    assert counts["retention"] == len(KEPT)
+    for table in ("rollup_1min", "trace_totals"):
+        assert _query(store, f"SELECT count() FROM {{db}}.{table} WHERE org_id = 97") == [(0,)]
     kept_project = KEPT[0]["project_id"]
     expected_kept = sum(1 for r in KEPT if r["project_id"] == kept_project)
     got = dict(

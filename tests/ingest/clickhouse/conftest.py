@@ -1,0 +1,57 @@
+"""Ingest into the ClickHouse span store, on chDB: a SQLite `DATABASE_URL` (orgs, keys,
+settings) beside an empty span store that `OBSERVATORY_SPAN_STORE` names, one pair for this
+folder's modules (chDB keeps one folder per process: the store is closed when the folder's
+tests are done; each module writes to orgs of its own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import pytest
+from sqlalchemy.engine import Engine
+
+from observatory_core.base.settings import get_settings
+from observatory_core.ingest import to_clickhouse
+from observatory_core.storage.clickhouse import current
+from observatory_core.storage.clickhouse.connect import SpanStore, open_span_store
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.migrate import upgrade
+
+
+@dataclass
+class ChIngest:
+    engine: Engine  # DATABASE_URL
+    store: SpanStore  # where the ingest seam writes spans
+
+    def frame(self, sql: str) -> pl.DataFrame:
+        """A query's rows (`{db}` is the store's database) as a polars frame."""
+        result = self.store.client.query(sql.format(db=self.store.database))
+        return pl.DataFrame(
+            [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows],
+            infer_schema_length=None,
+        )
+
+
+@pytest.fixture(scope="package")
+def ch_ingest(tmp_path_factory):
+    """A migrated SQLite database and an empty chDB span store, the setting pointing at it for
+    the folder's tests (the store the seam opens is this one: no second client on it)."""
+    folder = tmp_path_factory.mktemp("ch-ingest")
+    engine = get_engine(f"sqlite:///{folder / 'observatory.db'}")
+    upgrade(engine)
+    url = f"chdb://{folder}/spans"
+    store = open_span_store(url)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OBSERVATORY_SPAN_STORE", url)
+    patch.setitem(current._OPEN, url, store)
+    get_settings.cache_clear()
+    to_clickhouse.forget_settings()
+    try:
+        yield ChIngest(engine, store)
+    finally:
+        patch.undo()
+        get_settings.cache_clear()
+        to_clickhouse.forget_settings()
+        store.close()
+        engine.dispose()
