@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from observatory_core.storage.clickhouse.connect import SpanStore, open_span_store
@@ -66,3 +67,30 @@ def chdb_store(chdb_session, request) -> Iterator[SpanStore]:
     store = chdb_session.store(request.module.__name__.rsplit(".", 1)[-1])
     yield store
     chdb_session.drop(store)
+
+
+def copy_into_span_store(session: ChdbSession, engine, hint: str) -> SpanStore:
+    """A span store holding every span of `engine`'s database (SQLite or PostgreSQL), copied
+    by `migrate-spans` as a deployment would copy them."""
+    from observatory_core.storage.clickhouse import migrate_spans as mig
+
+    store = session.store(hint)
+    mig.migrate_spans(engine, store, org_ids=list(mig.source_orgs(engine)), batch=20_000)
+    return store
+
+
+def with_store_ids(df: pl.DataFrame, store: SpanStore) -> pl.DataFrame:
+    """`df` (raw rows of the source) with each span's `id` as the span store gives it (a hash
+    of its identity, storage/stores/clickhouse.py): references then compare ids as they are."""
+    from observatory_core.storage.stores.clickhouse import SPAN_ID_SQL
+
+    rows = store.client.query(
+        f"SELECT org_id, trace_id, span_id, {SPAN_ID_SQL.format(t='')} FROM {store.table('spans')}"
+    ).result_rows
+    keys = ["org_id", "trace_id", "span_id"]
+    ids = pl.DataFrame(rows, schema=[*keys, "store_id"], orient="row").with_columns(
+        pl.col("org_id").cast(df.schema["org_id"]), pl.col("store_id").cast(pl.Int64)
+    )
+    out = df.join(ids, on=keys, how="left").with_columns(pl.col("store_id").alias("id"))
+    assert out["id"].null_count() == 0, "a span of the source is missing from the span store"
+    return out.drop("store_id").select(df.columns)

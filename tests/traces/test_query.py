@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from observatory_core.accounts.permissions import Role
@@ -18,6 +18,11 @@ from tests.traces.conftest import MODELS, NOW, PROVIDERS, TAGS, TEXTS
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+
+
+def needs_traces_mode(explorer) -> None:
+    if explorer["store"] == "chdb":
+        pytest.skip("traces mode is not on the span store yet (docs/scale.md)")
 
 
 def all_rows(engine, scope, spec, **kw):
@@ -83,6 +88,9 @@ def explorer_specs(draw):
 )
 @SETTINGS
 def test_every_page_walk_returns_exactly_the_reference_rows(explorer, spec, limit, sort, direction):
+    # a statement on chDB costs milliseconds, not microseconds: its walks take pages of 5 or
+    # more (pages of 2 and 9 rows: the sort walks below and test_detail)
+    assume(explorer["store"] != "chdb" or limit >= 5)
     scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
     rows = all_rows(explorer["engine"], scope, spec, limit=limit, sort=sort, direction=direction)
     ids = [r["id"] for r in rows]
@@ -141,6 +149,7 @@ def test_exact_count_matches(explorer, spec):
 def test_traces_mode_lists_roots_with_tree_totals(explorer, spec, sort):
     import polars as pl
 
+    needs_traces_mode(explorer)
     df = explorer["df"].filter(pl.col("org_id") == explorer["acme"])
     scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
     rows = all_rows(explorer["engine"], scope, spec, mode="traces", sort=sort, limit=7)
@@ -185,7 +194,7 @@ def test_pages_stay_stable_while_new_spans_arrive(explorer):
         span(org, project, NOW - timedelta(hours=h), trace_id=f"{9000 + h:032x}")
         for h in (1, 30, 100)
     ]
-    write(engine, newcomers)
+    explorer["write"](newcomers)
     try:
         seen, cursor = [r["id"] for r in first.rows], first.next_cursor
         while cursor:
@@ -194,19 +203,13 @@ def test_pages_stay_stable_while_new_spans_arrive(explorer):
             cursor = page.next_cursor
         assert len(seen) == len(set(seen)) and set(seen) == expected
     finally:
-        from observatory_core.rollups.maintain import rebuild
-        from observatory_core.storage.schema import spans
-
-        with engine.begin() as conn:
-            conn.execute(
-                spans.delete().where(spans.c.trace_id.in_([r["trace_id"] for r in newcomers]))
-            )
-        rebuild(engine)  # spans are never deleted by the product; the derived tables follow
+        explorer["remove"]([r["trace_id"] for r in newcomers])
 
 
 @pytest.mark.parametrize("sort", ["total_cost_usd", "total_tokens"])
 def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort):
     """A span joining a trace after the first page must not move that trace between pages."""
+    needs_traces_mode(explorer)
     engine = explorer["engine"]
     scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
     spec = FilterSpec(relative="7d")
