@@ -129,31 +129,49 @@ def _remove(engine, store, trace_ids: list[str]) -> None:
         )
 
 
-@pytest.fixture(scope="module", params=EXPLORER_STORES)
-def explorer(request, tmp_path_factory):
-    kind = request.param
-    if kind == "chdb" and request.module.__name__ in NOT_ON_SPAN_STORE:
-        pytest.skip(f"{NOT_ON_SPAN_STORE[request.module.__name__]}: not on the span store yet")
-    engine = _database(request, tmp_path_factory, "sqlite" if kind == "chdb" else kind)
+def _load(engine) -> dict:
     acme, acme_projects = make_org(engine, "acme", projects=("bot", "search"))
     globex, globex_projects = make_org(engine, "globex")
     write(engine, build_rows(acme, acme_projects, seed=1))
     write(engine, build_rows(globex, globex_projects, seed=2, traces=30))
-    df = all_spans(engine)
-    store = None
-    if kind == "chdb":
-        chdb_session = request.getfixturevalue("chdb_session")
+    return {"acme": acme, "globex": globex, "projects": acme_projects, "df": all_spans(engine)}
+
+
+# The span store's copy, made once per test session (the modules only read it; a test that
+# writes takes its spans out again): one copy costs a SQLite load and a migrate-spans run.
+_SPAN_STORE_COPY: dict[int, dict] = {}
+
+
+def _span_store_copy(request, tmp_path_factory) -> dict:
+    chdb_session = request.getfixturevalue("chdb_session")
+    copy = _SPAN_STORE_COPY.get(id(chdb_session))
+    if copy is None:
+        engine = _database(request, tmp_path_factory, "sqlite")
+        data = _load(engine)
         store = copy_into_span_store(chdb_session, engine, "explorer")
-        df = with_store_ids(df, store)
-    yield {
-        "engine": engine if store is None else store.engine,
+        engine.dispose()
+        copy = _SPAN_STORE_COPY[id(chdb_session)] = {
+            **data,
+            "engine": store.engine,
+            "df": with_store_ids(data["df"], store),
+            "write": partial(_write, None, store),
+            "remove": partial(_remove, None, store),
+        }
+    return copy
+
+
+@pytest.fixture(scope="module", params=EXPLORER_STORES)
+def explorer(request, tmp_path_factory):
+    kind = request.param
+    if kind == "chdb":
+        if request.module.__name__ in NOT_ON_SPAN_STORE:
+            pytest.skip(f"{NOT_ON_SPAN_STORE[request.module.__name__]}: not on the span store yet")
+        return {**_span_store_copy(request, tmp_path_factory), "store": kind}
+    engine = _database(request, tmp_path_factory, kind)
+    return {
+        **_load(engine),
+        "engine": engine,
         "store": kind,
-        "write": partial(_write, engine, store),
-        "remove": partial(_remove, engine, store),
-        "acme": acme,
-        "globex": globex,
-        "projects": acme_projects,
-        "df": df,
+        "write": partial(_write, engine, None),
+        "remove": partial(_remove, engine, None),
     }
-    if store is not None:
-        request.getfixturevalue("chdb_session").drop(store)
