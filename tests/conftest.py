@@ -17,6 +17,9 @@ from sqlalchemy.exc import OperationalError
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 
+# the session's chDB folder and the span stores in it (`chdb_session`, `chdb_store`)
+pytest_plugins = ["tests.chdb_store"]
+
 # bcrypt at its default cost (12) takes ~0.3-0.4 s per hash or check on the 2-core CI machine,
 # and the suite logs in and adds users hundreds of times: at cost 4 each takes ~1 ms. Hashes keep
 # their cost, so checks follow. Set before any test module imports accounts.login (its dummy hash

@@ -17,6 +17,7 @@ from observatory_core.api.ratelimit import RateLimiter
 from observatory_core.base.settings import get_settings
 from observatory_core.ingest.apikeys import BadKey, KeyInfo, key_from_headers, verify_key
 from observatory_core.storage.engine import get_engine
+from observatory_core.storage.span_reads import span_reads
 
 limiter = RateLimiter()
 
@@ -31,6 +32,11 @@ class ApiError(Exception):
 
 def engine():
     return get_engine(get_settings().database_url)
+
+
+def span_engine():
+    """The explorer's engine: the span store's when OBSERVATORY_SPAN_STORE is set."""
+    return span_reads(engine())
 
 
 # Request ids: unique per process start and counter, without a random draw per request.

@@ -16,7 +16,7 @@ from observatory_core.api.common import (
     with_local_times,
     zone_of,
 )
-from observatory_core.api.context import ApiError, caller, engine, meta
+from observatory_core.api.context import ApiError, caller, meta, span_engine
 from observatory_core.api.schemas import SpanPage, TraceBody, TraceDays
 from observatory_core.traces.days import list_days
 from observatory_core.traces.detail import get_trace
@@ -49,7 +49,7 @@ def list_traces(
     spec = filter_spec(request, OWN)
     zone = zone_of(tz) if tz is not None else None
     page = list_spans(
-        engine(),
+        span_engine(),
         scope,
         spec,
         mode=mode,
@@ -82,7 +82,7 @@ def trace_days(
     end=, list that day's rows."""
     spec = filter_spec(request, DAYS_OWN)
     zone = zone_of(tz)
-    days = list_days(engine(), scope, spec, mode=mode, zone=zone)
+    days = list_days(span_engine(), scope, spec, mode=mode, zone=zone)
     rows = with_local_times(days.days, zone if tz is not None else None, ("start", "end"))
     body = {"data": rows, "mode": mode, "zone": zone.name, "total": days.total}
     return FastJSON({**body, "meta": meta(request)})
@@ -98,7 +98,7 @@ def one_trace(
     """The trace's spans as a depth-first tree (the first 2,000 by start time; `span_count`
     says how many it has), with totals over all of them."""
     zone = zone_of(tz) if tz is not None else None
-    trace = get_trace(engine(), scope, trace_id)
+    trace = get_trace(span_engine(), scope, trace_id)
     if trace is None:
         raise ApiError(404, "not_found", f"No trace {trace_id} in your org.")
     data = {

@@ -197,6 +197,16 @@ class epoch_us(FunctionElement):
     name = "epoch_us"
 
 
+class arrival_order(FunctionElement):
+    """Which spans were written by when, for a page's pin: `spans.id` (given as the argument)
+    where ids grow with each insert; the write's version on a store without such ids
+    (storage/stores/clickhouse.py)."""
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "arrival_order"
+
+
 # Every construct above: each store must compile all of them (tests/storage/test_stores.py).
 NEUTRAL_CONSTRUCTS = (
     percentile_cont,
@@ -211,6 +221,7 @@ NEUTRAL_CONSTRUCTS = (
     least_of,
     greatest_of,
     epoch_us,
+    arrival_order,
 )
 
 

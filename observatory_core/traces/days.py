@@ -29,7 +29,7 @@ from observatory_core.base.zones import DAY, UTC_ZONE, Bucketing, Zone
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.dialect import bucket_of, epoch_us, percentile_cont
 from observatory_core.storage.schema import spans
-from observatory_core.traces.query import pinned_conditions
+from observatory_core.traces.query import newest_pin, pinned_conditions, require_trees
 from observatory_core.traces.trace_lists import tree_totals
 
 MODES = ("spans", "traces")
@@ -102,12 +102,13 @@ def list_days(
     scope.require(Permission.TRACES_READ)
     if mode not in MODES:
         raise UserError(f"List mode {mode!r} must be 'spans' or 'traces'.")
+    require_trees(engine, mode)
     require_filters(scope, spec)
     costs = can_see(scope, "total_cost_usd")
     as_of = now or datetime.now(UTC)
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
-        max_id = conn.execute(select(func.coalesce(func.max(spans.c.id), 0))).scalar_one()
+        max_id = newest_pin(conn)
         listed = _rows_of(scope, mode, pinned_conditions(conn, spec, as_of, max_id), max_id)
         first, last = conn.execute(select(func.min(listed.c.t), func.max(listed.c.t))).one()
         if first is None:

@@ -20,6 +20,7 @@ from observatory_core.accounts.visibility import require_fields, require_filters
 from observatory_core.base.errors import UserError
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.storage.dialect import arrival_order
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor, decode_cursor
@@ -81,6 +82,7 @@ def list_spans(
     if mode not in ("spans", "traces"):
         raise UserError(f"List mode {mode!r} must be 'spans' or 'traces'.")
     _check(sort, direction, limit)
+    require_trees(engine, mode)
     # A hidden sort key would order rows by values the caller may not see (and the page's
     # cursor would carry them); a hidden filter would let them be bisected out.
     require_fields(scope, (sort,), "sort by")
@@ -96,7 +98,7 @@ def list_spans(
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         if position is None:
-            max_id = conn.execute(select(func.coalesce(func.max(spans.c.id), 0))).scalar_one()
+            max_id = newest_pin(conn)
         rows, next_cursor, total = _read(
             conn,
             scope,
@@ -113,6 +115,15 @@ def list_spans(
         )
     out_fields = shown + (TRACE_TOTALS if mode == "traces" else ())
     return Page(rows, out_fields, next_cursor, as_of, total)
+
+
+def require_trees(engine: Engine, mode: str) -> None:
+    """Traces mode only where the store lists trees (`Store.lists_traces`)."""
+    if mode == "traces" and not store_for(engine).lists_traces:
+        raise UserError(
+            "Whole traces cannot be listed from the ClickHouse span store yet; list spans "
+            "(mode=spans) and open a trace from its row."
+        )
 
 
 def iter_span_pages(
@@ -184,10 +195,19 @@ def iter_span_ids(
             last = (rows[-1][1], rows[-1][0])
 
 
+def newest_pin(conn: Connection) -> int:
+    """The pin of a first page: the newest span's arrival (its id; the write's version where
+    ids do not grow, `storage.dialect.arrival_order`)."""
+    return conn.execute(select(func.coalesce(func.max(arrival_order(spans.c.id)), 0))).scalar_one()
+
+
 def pinned_conditions(engine: Engine, spec: FilterSpec, as_of: datetime, max_id: int) -> list:
     """The filter at the pinned time, minus spans that arrived after the pin (the list, its
     count and its days, `traces/days.py`, read the same)."""
-    return [*filter_conditions(spec, as_of, store_for(engine).name), spans.c.id <= max_id]
+    return [
+        *filter_conditions(spec, as_of, store_for(engine).name),
+        arrival_order(spans.c.id) <= max_id,
+    ]
 
 
 def count_spans(

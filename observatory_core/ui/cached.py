@@ -27,7 +27,7 @@ from observatory_core.traces.days import DayList, list_days
 from observatory_core.traces.detail import TraceDetail, get_trace
 from observatory_core.traces.query import Page, list_spans
 from observatory_core.traces.values import distinct_values, project_choices
-from observatory_core.ui.session import engine
+from observatory_core.ui.session import engine, span_engine
 
 
 @st.cache_data(ttl=30, show_spinner="Counting the last 24 hours…")
@@ -55,7 +55,9 @@ def projects(scope: Scope) -> dict[int, str]:
 @st.cache_data(ttl=15, show_spinner="Adding up the days…")
 def trace_days(scope: Scope, spec_json: str, mode: str, zone: str) -> DayList:
     """The Traces list grouped by the reader's days, fresh for 15 s like its first page."""
-    return list_days(engine(), scope, FilterSpec.from_json(spec_json), mode=mode, zone=Zone(zone))
+    return list_days(
+        span_engine(), scope, FilterSpec.from_json(spec_json), mode=mode, zone=Zone(zone)
+    )
 
 
 @st.cache_data(ttl=15, show_spinner="Loading spans…")
@@ -71,7 +73,7 @@ def span_page(
 ) -> Page:
     """A first page is fresh for 15 s; later pages are pinned by their cursor anyway."""
     return list_spans(
-        engine(),
+        span_engine(),
         scope,
         FilterSpec.from_json(spec_json),
         mode=mode,
@@ -85,7 +87,7 @@ def span_page(
 
 @st.cache_data(ttl=30, show_spinner="Opening the trace…")
 def trace(scope: Scope, trace_id: str) -> TraceDetail | None:
-    return get_trace(engine(), scope, trace_id)
+    return get_trace(span_engine(), scope, trace_id)
 
 
 def _metrics(

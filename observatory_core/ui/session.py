@@ -29,10 +29,19 @@ from observatory_core.base.settings import Settings, get_settings
 from observatory_core.rollups.upgrade import upgrade
 from observatory_core.storage.budget import budgeted, time_budget
 from observatory_core.storage.engine import check_connection, describe_failure, get_engine
+from observatory_core.storage.span_reads import span_reads
 from observatory_core.ui import nav
 
 P = ParamSpec("P")
-__all__ = ["WRONG_LOGIN", "current_scope", "engine", "logout_button", "require_login", "run"]
+__all__ = [
+    "WRONG_LOGIN",
+    "current_scope",
+    "engine",
+    "logout_button",
+    "require_login",
+    "run",
+    "span_engine",
+]
 
 # What the login page says when a session it found has ended (None: nothing).
 ENDED = {
@@ -57,6 +66,13 @@ def engine() -> Engine:
     stopped at the read budget, so a slow query ends in a message, not an endless spinner."""
     settings = get_settings()
     return _budgeted_engine(settings.database_url, settings.read_budget_s)
+
+
+def span_engine() -> Engine:
+    """The Traces page's engine: the span store's when OBSERVATORY_SPAN_STORE is set (docs/
+    scale.md), stopped at the same read budget."""
+    settings = get_settings()
+    return budgeted(span_reads(_ready_engine(settings.database_url)), settings.read_budget_s)
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 
+from observatory_core.ingest.spanrows import complete_row
+from observatory_core.storage.clickhouse.writes import write_spans
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.migrate import upgrade
+from tests.chdb_store import copy_into_span_store, with_store_ids
 from tests.helpers import all_spans, empty_database, make_org, span, write
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -76,17 +82,96 @@ def build_rows(org_id, project_ids, seed, traces=70, now=NOW, days=6):
     return rows
 
 
-@pytest.fixture(scope="module")
-def explorer(db_url):
-    engine = empty_database(db_url)
+# The stores the explorer's reference tests run on: the two of DATABASE_URL and the ClickHouse
+# span store (on chDB, its spans copied from a SQLite database by migrate-spans). A module
+# whose reads are not routed onto the span store yet lists itself in NOT_ON_SPAN_STORE.
+EXPLORER_STORES = ["sqlite", "postgresql", "chdb"]
+NOT_ON_SPAN_STORE = {
+    "tests.traces.test_users_sessions": "the Users and Sessions lists",
+}
+
+
+def _database(request, tmp_path_factory, kind: str):
+    """A migrated, empty database of `kind` (as `db_url` gives; the module's own file on
+    SQLite, so a chDB copy's source never meets another module's rows)."""
+    if kind == "postgresql":
+        url = request.getfixturevalue("pg_url")
+        upgrade(get_engine(url))
+        return empty_database(url)
+    engine = get_engine(f"sqlite:///{tmp_path_factory.mktemp('explorer') / 'explorer.db'}")
+    upgrade(engine)
+    return engine
+
+
+def _write(engine, store, rows: list[dict]) -> None:
+    """New spans, where the list reads them."""
+    if store is None:
+        write(engine, rows)
+    else:
+        write_spans(store, [complete_row(dict(r), 16_000) for r in rows])
+
+
+def _remove(engine, store, trace_ids: list[str]) -> None:
+    """Take a test's spans out again (the product never deletes spans; the derived tables
+    follow: rebuilt on SQLite and PostgreSQL, the trace totals' rows deleted on ClickHouse)."""
+    if store is None:
+        from observatory_core.rollups.maintain import rebuild
+        from observatory_core.storage.schema import spans
+
+        with engine.begin() as conn:
+            conn.execute(spans.delete().where(spans.c.trace_id.in_(trace_ids)))
+        rebuild(engine)
+        return
+    for table in ("spans", "trace_totals"):
+        store.client.command(
+            f"DELETE FROM {store.table(table)} WHERE trace_id IN {{ids:Array(String)}}",
+            parameters={"ids": list(trace_ids)},
+        )
+
+
+def _load(engine) -> dict:
     acme, acme_projects = make_org(engine, "acme", projects=("bot", "search"))
     globex, globex_projects = make_org(engine, "globex")
     write(engine, build_rows(acme, acme_projects, seed=1))
     write(engine, build_rows(globex, globex_projects, seed=2, traces=30))
+    return {"acme": acme, "globex": globex, "projects": acme_projects, "df": all_spans(engine)}
+
+
+# The span store's copy, made once per test session (the modules only read it; a test that
+# writes takes its spans out again): one copy costs a SQLite load and a migrate-spans run.
+_SPAN_STORE_COPY: dict[int, dict] = {}
+
+
+def _span_store_copy(request, tmp_path_factory) -> dict:
+    chdb_session = request.getfixturevalue("chdb_session")
+    copy = _SPAN_STORE_COPY.get(id(chdb_session))
+    if copy is None:
+        engine = _database(request, tmp_path_factory, "sqlite")
+        data = _load(engine)
+        store = copy_into_span_store(chdb_session, engine, "explorer")
+        engine.dispose()
+        copy = _SPAN_STORE_COPY[id(chdb_session)] = {
+            **data,
+            "engine": store.engine,
+            "df": with_store_ids(data["df"], store),
+            "write": partial(_write, None, store),
+            "remove": partial(_remove, None, store),
+        }
+    return copy
+
+
+@pytest.fixture(scope="module", params=EXPLORER_STORES)
+def explorer(request, tmp_path_factory):
+    kind = request.param
+    if kind == "chdb":
+        if request.module.__name__ in NOT_ON_SPAN_STORE:
+            pytest.skip(f"{NOT_ON_SPAN_STORE[request.module.__name__]}: not on the span store yet")
+        return {**_span_store_copy(request, tmp_path_factory), "store": kind}
+    engine = _database(request, tmp_path_factory, kind)
     return {
+        **_load(engine),
         "engine": engine,
-        "acme": acme,
-        "globex": globex,
-        "projects": acme_projects,
-        "df": all_spans(engine),
+        "store": kind,
+        "write": partial(_write, engine, None),
+        "remove": partial(_remove, engine, None),
     }

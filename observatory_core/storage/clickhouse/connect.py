@@ -80,8 +80,20 @@ class SpanStore:
     client: Any  # clickhouse_connect.driver.client.Client (imported lazily)
     write_lock: threading.Lock = field(init=False)
 
+    _engine: Any = field(init=False, default=None, repr=False)
+
     def __post_init__(self) -> None:
         self.write_lock = _write_lock(self.target)
+
+    @property
+    def engine(self):
+        """An SQLAlchemy engine on this store's client, for the query builders
+        (`storage/clickhouse/sql.py`); made on first use."""
+        if self._engine is None:
+            from observatory_core.storage.clickhouse.sql import open_engine
+
+            self._engine = open_engine(self)
+        return self._engine
 
     @property
     def database(self) -> str:
@@ -92,6 +104,8 @@ class SpanStore:
         return f"{self.database}.{name}"
 
     def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
         self.client.close()
 
 

@@ -1,6 +1,7 @@
 """The first reads on the span store: a scoped span list, newest first in keyset pages, and the
-totals of the same filter. They prove the shape end to end (docs/scale.md); the explorer's
-filters, search and trace detail come next.
+totals of the same filter, written by hand (docs/scale.md). The explorer reads the store through
+the query builders instead (storage/stores/clickhouse.py); this page read is the measured
+faster shape (an ordered prefix, no `LIMIT 1 BY` over the window) to compare it with.
 
 Every read takes a `Scope` first, and the org (and the scope's projects) go into the WHERE
 clause here, so no caller can leave them out; a time window bounds it; a page holds at most

@@ -145,6 +145,10 @@ class Store(ABC):
 
     # -- reads and the planner ---------------------------------------------------------------
 
+    # Whether the explorer's traces mode (trees by their root, `traces/trace_lists.py`) runs
+    # here; the span store lists spans and shows a trace, not yet trees (docs/scale.md).
+    lists_traces: bool = True
+
     @abstractmethod
     def tune_read(self, conn: Connection, *, by_index: bool) -> None:
         """Session settings for one heavy analytic read in this transaction (memory for

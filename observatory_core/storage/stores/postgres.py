@@ -22,6 +22,7 @@ from sqlalchemy.sql import Insert, Select
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import budget, latency_bins
 from observatory_core.storage.dialect import (
+    arrival_order,
     epoch_us,
     greatest_of,
     json_array_contains,
@@ -155,6 +156,11 @@ def _least(element, compiler, **kw):
 def _greatest(element, compiler, **kw):
     a, b = (compiler.process(c, **kw) for c in element.clauses)
     return f"GREATEST({a}, {b})"
+
+
+@compiles(arrival_order, NAME)
+def _arrival(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)  # the id: it grows with each insert
 
 
 @compiles(epoch_us, NAME)

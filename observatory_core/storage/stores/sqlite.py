@@ -26,6 +26,7 @@ from sqlalchemy.sql import Insert, Select
 from observatory_core.base.errors import UserError
 from observatory_core.storage import budget, latency_bins, packed_sketch
 from observatory_core.storage.dialect import (
+    arrival_order,
     epoch_us,
     greatest_of,
     json_array_contains,
@@ -147,6 +148,11 @@ def _least(element, compiler, **kw):
 def _greatest(element, compiler, **kw):
     a, b = (compiler.process(c, **kw) for c in element.clauses)
     return f"coalesce(max({a}, {b}), {a}, {b})"
+
+
+@compiles(arrival_order, NAME)
+def _arrival(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)  # the id: it grows with each insert
 
 
 @compiles(epoch_us, NAME)

@@ -1,18 +1,14 @@
-"""The ClickHouse span store's tests run on chDB, the same engine in this process, in a folder
-of each module's own (chDB keeps one folder per process: each module closes its store)."""
+"""The ClickHouse span store's tests run on chDB, the same engine in this process: one folder
+per test session, a database of each module's own in it (`chdb_store`, tests/chdb_store.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-
-import pytest
 
 from observatory_core.demo.catalog import ORGS
 from observatory_core.demo.generator import DemoGenerator
 from observatory_core.ingest.pricing import PriceBook
 from observatory_core.ingest.spanrows import complete_row
-from observatory_core.storage.clickhouse.connect import SpanStore, open_span_store
 
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 # (org slug, project slug) -> (org id, project id): every demo org and project
@@ -27,12 +23,3 @@ def demo_rows(count: int, *, seed: int = 7, days: float = 14) -> list[dict]:
     """Canonical span rows as the write path gets them (`complete_row`), of every demo org."""
     generator = DemoGenerator(ids=IDS, end=END, days=days, seed=seed, prices=PriceBook({}))
     return [complete_row(row, 16_000) for row in generator.spans(count)]
-
-
-@pytest.fixture(scope="module")
-def chdb_store(tmp_path_factory) -> Iterator[SpanStore]:
-    """An empty span store (schema applied) in a fresh chDB folder, for one module."""
-    folder = tmp_path_factory.mktemp("chdb")
-    store = open_span_store(f"chdb://{folder}/data")
-    yield store
-    store.close()

@@ -50,7 +50,7 @@ def test_a_viewer_gets_no_cost_by_default_and_billing_no_text_by_name(store):
 def test_a_read_waiting_on_the_chdb_handle_stays_within_its_budget(store):
     busy = threading.Thread(
         target=store.client.query,  # a statement without a budget (a write) holds the engine
-        args=("SELECT sum(sleepEachRow(0.5)) FROM numbers(8) SETTINGS max_block_size = 1",),
+        args=("SELECT sum(sleepEachRow(0.25)) FROM numbers(8) SETTINGS max_block_size = 1",),
     )
     busy.start()
     time.sleep(0.3)

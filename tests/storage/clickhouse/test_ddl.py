@@ -88,7 +88,7 @@ def test_rollups_take_their_columns_from_the_declarations(chdb_store, grain):
 def test_trace_totals_are_kept_by_the_engine(chdb_store):
     tables = _tables(chdb_store)
     assert tables["trace_totals"][0] == "AggregatingMergeTree"
-    assert "FROM observatory.spans AS spans" in tables["trace_totals_mv"][1]
+    assert f"FROM {chdb_store.database}.spans AS spans" in tables["trace_totals_mv"][1]
 
 
 # -- a cluster ---------------------------------------------------------------------------------

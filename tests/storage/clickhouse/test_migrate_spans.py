@@ -23,14 +23,14 @@ from observatory_core.storage.schema import spans
 from tests.conftest import PG_ADMIN_URL, pg_admin
 from tests.helpers import all_spans, load_small_demo, span, write
 
-SPANS = 1500
-BATCH = 500
+SPANS = 800  # several pages per org at BATCH, twins among them; more adds time, not checks
+BATCH = 250
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def source(request, tmp_path_factory):
+def source(request, tmp_path_factory, chdb_session):
     """A source database of each kind with demo spans (some set aside as twins), loaded once,
-    and a chDB folder of its own for the targets (one database per test)."""
+    and the targets' databases in the session's chDB folder (one per test)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('source') / 'source.db'}"
         name = None
@@ -48,15 +48,20 @@ def source(request, tmp_path_factory):
             .where(spans.c.id % 37 == 0)
             .values(duplicate_of=spans.c.span_id, duplicate_trace_id=spans.c.trace_id)
         )
-    folder = tmp_path_factory.mktemp("chdb")
-    yield {"url": url, "engine": engine, "df": all_spans(engine), "folder": folder}
+    prefix = chdb_session.fresh_name(request.param)
+    yield {
+        "url": url,
+        "engine": engine,
+        "df": all_spans(engine),
+        "target": lambda database: chdb_session.url(f"{prefix}_{database}"),
+    }
     engine.dispose()
     if name is not None:
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _target(source, database: str) -> str:
-    return f"chdb://{source['folder']}/data?database={database}"
+    return source["target"](database)
 
 
 def _stored(store) -> pl.DataFrame:

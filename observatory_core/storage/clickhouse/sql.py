@@ -1,0 +1,102 @@
+"""The span store as an SQLAlchemy engine, so the query builders (`filters/compile.py`,
+`traces/query.py`) run on it unchanged: clickhouse-connect's dialect over the store's own
+client, whatever the target (a chDB folder or a server).
+
+The engine's connections share `SpanStore.client`, so on chDB every statement still takes the
+folder's turn within the caller's time budget (`connect._Turns`); each SELECT carries the same
+bounds as the hand-written reads (`reads.py`: the engine stops it at the budget, 2 GB of
+memory); times are bound with their microseconds (the driver's own binding drops them).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+
+from observatory_core.storage import budget
+
+if TYPE_CHECKING:
+    from observatory_core.storage.clickhouse.connect import SpanStore
+
+
+def _connection_class():
+    from clickhouse_connect.dbapi.connection import Connection
+
+    class SharedClient(Connection):
+        """A DB-API connection over an open client: closing it leaves the client open (the
+        store closes it)."""
+
+        def __init__(self, client: Any) -> None:  # no super(): the client exists already
+            self.client = client
+            self.timezone = None
+
+        def close(self) -> None:
+            return None
+
+    return SharedClient
+
+
+def open_engine(store: SpanStore) -> Engine:
+    """An engine whose statements run on `store`'s client and name its database's tables."""
+    shared = _connection_class()
+    engine = create_engine("clickhousedb://", creator=lambda: shared(store.client))
+    engine.dialect.observatory_database = store.database  # read by stores/clickhouse.py
+    # JSON columns: tags are a native array here, metadata and attributes JSON text
+    engine.dialect._json_deserializer = _json_value
+    budget.install(engine)
+    return engine
+
+
+def _json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _bound(value: Any) -> Any:
+    from clickhouse_connect.driver.binding import DT64Param
+
+    if isinstance(value, datetime):
+        return DT64Param(value)  # with microseconds, in UTC (the session's zone)
+    if isinstance(value, list | tuple):
+        return type(value)(_bound(v) for v in value)
+    return value
+
+
+_MARK = " SETTINGS max_execution_time = "
+
+
+def _bounds(seconds: float | None) -> str:
+    from observatory_core.storage.clickhouse.connect import READ_SECONDS
+    from observatory_core.storage.clickhouse.reads import READ_MEMORY
+
+    limit = READ_SECONDS if seconds is None else max(1, int(seconds + 0.999))
+    return (
+        f"{_MARK}{limit}, timeout_overflow_mode = 'throw', "
+        f"max_memory_usage = {READ_MEMORY}, max_bytes_before_external_group_by = "
+        f"{READ_MEMORY // 2}"
+    )
+
+
+def _before(conn, cursor, statement, parameters, context, executemany):
+    import time
+
+    limit = budget.limit_for(context)
+    left = None
+    if limit is not None:
+        left = limit[0] - time.monotonic()
+        if left <= 0:
+            budget.raise_spent(limit[1])
+    reads = statement.lstrip()[:6].upper().startswith(("SELECT", "WITH"))
+    if reads and _MARK not in statement:  # not a statement run again as it was sent
+        statement = statement.rstrip().rstrip(";") + _bounds(left)
+    if isinstance(parameters, dict):
+        parameters = {k: _bound(v) for k, v in parameters.items()}
+    return statement, parameters
+
+
+def install_budget(engine: Engine) -> None:
+    """Every SELECT bounded in time (the budget left, else `READ_SECONDS`) and memory."""
+    event.listen(engine, "before_cursor_execute", _before, retval=True)

@@ -1,0 +1,448 @@
+"""ClickHouse, the span store (docs/scale.md): the query builders' SQL on clickhouse-connect's
+SQLAlchemy dialect, over a chDB folder or a server (`SpanStore.engine`).
+
+It serves reads of spans only: orgs, users, jobs and the rest stay in `DATABASE_URL`, so the
+members for writes, locks, jobs and retention say so rather than pretend. What this module adds
+to the builders' SQL:
+
+- `spans` is read one row per span without `FINAL`: each SELECT over it reads a derived table
+  of the same name that applies the query's own conditions (the org, the time window, the
+  filter) and keeps one row per (org, trace, span) with `LIMIT 1 BY`, so a copy written by a
+  racing writer counts once (`storage/clickhouse/reads.py` explains the copies);
+- `spans.id`, which this store does not keep, is a 63-bit hash of the span's identity: the same
+  for every copy of a span, unique otherwise, so keyset pages break ties by it;
+- a page's pin (`arrival_order`) is the write's `version`, not the id: spans written after the
+  first page stay out of the later ones, as on the other stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.url import URL
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import Insert, Select, visitors
+from sqlalchemy.sql.expression import ColumnClause
+
+from observatory_core.base.errors import ConfigError
+from observatory_core.storage import latency_bins
+from observatory_core.storage.dialect import (
+    arrival_order,
+    epoch_us,
+    greatest_of,
+    json_array_contains,
+    json_object_text,
+    json_tag_value,
+    latency_bin,
+    least_of,
+    percentile_cont,
+    stddev_samp,
+    text_search,
+    time_bucket,
+    zoned_bucket,
+)
+from observatory_core.storage.packed_sketch import (
+    sketch_add,
+    sketch_compact,
+    sketch_merge,
+    sketch_of,
+)
+from observatory_core.storage.schema import spans
+from observatory_core.storage.stores import register
+from observatory_core.storage.stores.base import SpanPartition, Store
+
+NAME = "clickhousedb"  # clickhouse-connect's dialect (storage/clickhouse/layout.py)
+# The span's id on this store: its identity hashed, halved to fit a signed 64-bit integer.
+SPAN_ID_SQL = "intDiv(cityHash64({t}org_id, {t}trace_id, {t}span_id), 2)"
+# The text columns' search expression, as the n-gram skip indexes hold it (layout.py).
+_SEARCH = "lower(ifNull({}, ''))"
+_ONLY_SPANS = (
+    "The ClickHouse span store serves span reads only; orgs, users, jobs and their writes stay "
+    "in DATABASE_URL (docs/scale.md)."
+)
+
+# -- the neutral constructs, compiled for ClickHouse -----------------------------------------
+
+
+@compiles(percentile_cont, NAME)
+def _percentile(element, compiler, **kw):
+    """Exact, interpolated as PostgreSQL's percentile_cont (the 'inclusive' definition)."""
+    return (
+        f"quantileExactInclusive({element.fraction!r})({compiler.process(element.clauses, **kw)})"
+    )
+
+
+def _micros(value: str) -> str:
+    return f"toUnixTimestamp64Micro(toDateTime64({value}, 6, 'UTC'))"
+
+
+@compiles(time_bucket, NAME)
+def _bucket(element, compiler, **kw):
+    width = element.seconds * 1_000_000
+    value = _micros(compiler.process(element.clauses, **kw))
+    return f"fromUnixTimestamp64Micro(intDiv({value}, {width}) * {width}, 'UTC')"
+
+
+_ZONED = {60: "toStartOfMinute", 3600: "toStartOfHour", 86_400: "toStartOfDay"}
+
+
+@compiles(zoned_bucket, NAME)
+def _zoned_bucket(element, compiler, **kw):
+    """The engine knows the zones: the start of the local minute, hour, day or ISO week (from
+    Monday), or of a width of the local clock counted from 2000-01-03 (as PostgreSQL's)."""
+    value = compiler.process(element.clauses, **kw)
+    zone = element.bucketing.zone.name.replace("'", "''")  # a checked IANA name
+    seconds = element.bucketing.seconds
+    local = f"toDateTime64({value}, 6, '{zone}')"
+    if seconds in _ZONED:
+        start = f"{_ZONED[seconds]}({local})"
+    elif seconds == 7 * 86_400:
+        start = f"toDateTime(toMonday({local}), '{zone}')"
+    else:
+        start = (
+            f"toDateTime(toDateTime('2000-01-03 00:00:00', '{zone}') + intDiv(dateDiff('second', "
+            f"toDateTime('2000-01-03 00:00:00', '{zone}'), {local}), {seconds}) * {seconds}, "
+            f"'{zone}')"
+        )
+    return f"toDateTime64({start}, 6, 'UTC')"
+
+
+@compiles(stddev_samp, NAME)
+def _stddev(element, compiler, **kw):
+    value = compiler.process(element.clauses, **kw)
+    return f"if(count({value}) < 2, NULL, stddevSamp({value}))"
+
+
+@compiles(json_array_contains, NAME)
+def _array_contains(element, compiler, **kw):
+    """Tags are a native array here (layout.py)."""
+    column, value = (compiler.process(c, **kw) for c in element.clauses)
+    return f"has({column}, {value})"
+
+
+@compiles(json_object_text, NAME)
+def _object_text(element, compiler, **kw):
+    """The key's text as PostgreSQL's ->> gives it: a string unquoted, anything else as its
+    JSON, NULL when absent or null."""
+    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    doc = f"ifNull({column}, '')"
+    return (
+        f"if(JSONType({doc}, {key}) IN ('Null', 'Nothing') OR NOT JSONHas({doc}, {key}), NULL, "
+        f"if(JSONType({doc}, {key}) = 'String', JSONExtractString({doc}, {key}), "
+        f"JSONExtractRaw({doc}, {key})))"
+    )
+
+
+@compiles(json_tag_value, NAME)
+def _tag_value(element, compiler, **kw):
+    column = compiler.process(element.clauses, **kw)
+    prefix, n = element.prefix, len(element.key) + 1
+    found = f"arrayFirstIndex(t -> startsWith(t, {prefix}), {column})"
+    return f"if({found} = 0, NULL, substring({column}[{found}], {n + 1}))"
+
+
+@compiles(text_search, NAME)
+def _search(element, compiler, **kw):
+    """LIKE on the lower-cased text, the n-gram skip indexes' own expression, for a needle of
+    ASCII text (the engine's `lower` folds ASCII only); other text compares `lowerUTF8`."""
+    _id, inp, out, needle = element.clauses
+    ascii_only = needle.value.isascii()
+    fold = "lower" if ascii_only else "lowerUTF8"
+    texts = (f"{fold}(ifNull({compiler.process(c, **kw)}, ''))" for c in (inp, out))
+    pattern = compiler.process(needle, **kw)
+    return "(" + " OR ".join(f"{t} LIKE {pattern}" for t in texts) + ")"
+
+
+@compiles(latency_bin, NAME)
+def _latency_bin(element, compiler, **kw):
+    d = compiler.process(element.clauses, **kw)
+    floor, top = latency_bins.ABSOLUTE_FLOOR_MS, latency_bins.LAST_EDGE_MS
+    last = latency_bins.BINS - 1
+    return (
+        f"multiIf({d} <= {floor!r}, 0, {d} > {top!r}, {last}, "
+        f"least({last - 1}, greatest(1, toInt32(ceil(log({d} / {floor!r}) / "
+        f"log({latency_bins.GAMMA!r}) - 1e-12)))))"
+    )
+
+
+@compiles(least_of, NAME)
+def _least(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"if({a} IS NULL, {b}, if({b} IS NULL, {a}, least({a}, {b})))"
+
+
+@compiles(greatest_of, NAME)
+def _greatest(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"if({a} IS NULL, {b}, if({b} IS NULL, {a}, greatest({a}, {b})))"
+
+
+@compiles(epoch_us, NAME)
+def _epoch_us(element, compiler, **kw):
+    return _micros(compiler.process(element.clauses, **kw))
+
+
+@compiles(arrival_order, NAME)
+def _arrival(element, compiler, **kw):
+    """The write's version (microseconds at the write), of the same table as the id given."""
+    (column,) = element.clauses
+    table = getattr(column, "table", None)
+    name = compiler.preparer.format_table(table, use_schema=False) if table is not None else None
+    return f"{name}.version" if name else "version"
+
+
+# Sketches (storage/packed_sketch.py), the same bytes as elsewhere: a record is the four
+# big-endian bytes of `bin << 16 | count`. The rollups here keep t-digests instead (layout.py);
+# these serve a read that builds a sketch from raw spans.
+def _records(bins_counts: str) -> str:
+    """A compacted sketch from an array of (bin, count) tuples, ascending by bin."""
+    return (
+        "arrayStringConcat(arrayMap(bc -> arrayStringConcat(arrayMap(k -> reverse(reinterpret("
+        "toUInt32(bitShiftLeft(toUInt32(bc.1), 16) + least(65535, bc.2 - k * 65535)), "
+        "'FixedString(4)')), range(toUInt32(intDiv(bc.2 + 65534, 65535))))), "
+        f"arraySort({bins_counts})))"
+    )
+
+
+def _decoded(sketch: str) -> str:
+    """A sketch's (bin, count) records as an array of tuples."""
+    return (
+        f"arrayMap(i -> (bitShiftRight(reinterpretAsUInt32(reverse(substring({sketch}, i * 4 + 1, "
+        f"4))), 16), bitAnd(reinterpretAsUInt32(reverse(substring({sketch}, i * 4 + 1, 4))), "
+        f"65535)), range(toUInt32(intDiv(length({sketch}), 4))))"
+    )
+
+
+def _summed(pairs: str) -> str:
+    """(bin, count) tuples with each bin's counts added."""
+    return (
+        f"arrayMap(b -> (b, arraySum(arrayMap(p -> if(p.1 = b, p.2, 0), {pairs}))), "
+        f"arrayDistinct(arrayMap(p -> p.1, {pairs})))"
+    )
+
+
+@compiles(sketch_of, NAME)
+def _sketch_of(element, compiler, **kw):
+    bin_ = compiler.process(element.clauses, **kw)
+    return _records(
+        f"arrayMap(kv -> (kv.1, kv.2), CAST(sumMap(map(toUInt32({bin_}), "
+        "toUInt64(1))), 'Array(Tuple(UInt32, UInt64))'))"
+    )
+
+
+@compiles(sketch_merge, NAME)
+def _sketch_merge(element, compiler, **kw):
+    return f"groupArrayStringConcat({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(sketch_compact, NAME)
+def _sketch_compact(element, compiler, **kw):
+    return _records(_summed(_decoded(compiler.process(element.clauses, **kw))))
+
+
+@compiles(sketch_add, NAME)
+def _sketch_add(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return _records(_summed(_decoded(f"concat({a}, {b})")))
+
+
+# -- spans, one row per span -----------------------------------------------------------------
+
+
+def _stays_outside(clause) -> bool:
+    """Whether a condition must stay outside the derived table: it reads `spans.id` (which
+    the derived table itself defines), holds a subquery, or reads another table's column (a
+    correlation). `text_search` and `arrival_order` take the id without writing it."""
+    if clause is spans.c.id or isinstance(clause, Select):
+        return True
+    table = getattr(clause, "table", None)
+    if isinstance(clause, ColumnClause) and table is not None and table is not spans:
+        return True
+    children = list(clause.get_children())
+    if isinstance(clause, text_search):
+        children = list(clause.clauses)[1:]
+    elif isinstance(clause, arrival_order):
+        children = []
+    return any(_stays_outside(c) for c in children)
+
+
+def _conjuncts(where) -> list:
+    if where is None:
+        return []
+    from sqlalchemy.sql import operators
+    from sqlalchemy.sql.elements import BooleanClauseList
+
+    if isinstance(where, BooleanClauseList) and where.operator is operators.and_:
+        return list(where.clauses)
+    return [where]
+
+
+def _database(compiler) -> str:
+    database = getattr(compiler.dialect, "observatory_database", None)
+    if not database:
+        raise ConfigError(
+            "This SQL reads the span store's tables but its engine names no database: open "
+            "the engine with `SpanStore.engine` (storage/clickhouse/connect.py)."
+        )
+    return database
+
+
+@compiles(Table, NAME)
+def _table(element, compiler, asfrom=False, **kw):
+    """`spans` as a derived table of one row per span under the query's own conditions (those
+    that name no id and hold no subquery, which stay outside); other tables in the store's
+    database."""
+    if not asfrom:
+        return compiler.visit_table(element, asfrom=asfrom, **kw)
+    database = _database(compiler)
+    if element is not spans:
+        return f"{database}.{compiler.visit_table(element, asfrom=True, **kw)}"
+    query = compiler.stack[-1]["selectable"] if compiler.stack else None
+    inner = [
+        compiler.process(c, **{**kw, "asfrom": False})
+        for c in _conjuncts(query.whereclause if query is not None else None)
+        if not _stays_outside(c)
+    ]
+    span_id = SPAN_ID_SQL.format(t="spans.")
+    where = f" WHERE {' AND '.join(inner)}" if inner else ""
+    # no condition (the newest version of the whole table, say): nothing to de-duplicate for
+    dedupe = " LIMIT 1 BY spans.org_id, spans.trace_id, spans.span_id" if inner else ""
+    columns = ", ".join(f"spans.`{name}`" for name in _read_columns(query))
+    return (
+        f"(SELECT {columns}, {span_id} AS id FROM {database}.spans AS spans{where}{dedupe}) "
+        "AS spans"
+    )
+
+
+_ALWAYS = ("org_id", "project_id", "trace_id", "span_id", "start_time", "version")
+
+
+def _read_columns(query) -> list[str]:
+    """The span columns the query reads (and the identity, time and version): a derived table
+    of every column made the engine read them all (a count over 200 spans took 25 ms instead
+    of 5 on chDB)."""
+    named = set(_ALWAYS)
+    if query is not None:
+        named |= {
+            e.name
+            for e in visitors.iterate(query)
+            if isinstance(e, ColumnClause) and getattr(e, "table", None) is spans
+        }
+    named.discard("id")  # the derived table's own
+    return sorted(named)
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+class ClickHouseStore(Store):
+    name = NAME
+    writer_threads = 1
+    walks_sort_index = False  # no secondary indexes to walk: the engine sorts the window
+    timestamps_as_micros = False  # DateTime64(6, 'UTC')
+    copies_csv = False
+    lists_traces = False  # trace_totals holds other columns here (docs/scale.md, "Not yet")
+
+    def normalize_url(self, url: URL) -> URL:
+        raise ConfigError(
+            "DATABASE_URL cannot name ClickHouse; set OBSERVATORY_SPAN_STORE to it instead "
+            "(docs/scale.md)."
+        )
+
+    def create_engine(self, url: URL) -> Engine:
+        raise ConfigError(
+            "Open the span store's engine with `SpanStore.engine` (storage/clickhouse/connect.py)."
+        )
+
+    def probe(self, conn: Connection) -> None:
+        conn.exec_driver_sql("SELECT 1")
+
+    def describe_failure(self, url: URL, detail: str) -> str:
+        return f"Cannot reach the ClickHouse span store ({detail}); check OBSERVATORY_SPAN_STORE."
+
+    def install_budget(self, engine: Engine) -> None:
+        from observatory_core.storage.clickhouse.sql import install_budget
+
+        install_budget(engine)
+
+    def is_timeout(self, exc: BaseException) -> bool:
+        text = str(exc)
+        return "Code: 159." in text or "TIMEOUT_EXCEEDED" in text
+
+    def insert(self, table: Table) -> Insert:
+        raise NotImplementedError(_ONLY_SPANS)
+
+    def prepare_temp_table(self, conn: Connection, table: Table, like: str) -> None:
+        raise NotImplementedError(_ONLY_SPANS)
+
+    def insert_spans(
+        self,
+        conn: Connection,
+        rows: list[dict[str, Any]],
+        columns: Sequence[str],
+        new: Table | None,
+    ) -> int:
+        raise NotImplementedError(
+            "Spans reach the ClickHouse store through storage/clickhouse/writes.py."
+        )
+
+    def analyze(self, conn: Connection, tables: Iterable[Table]) -> None:
+        return None  # the engine keeps no planner statistics
+
+    def xact_lock(self, conn: Connection, key: int) -> None:
+        raise NotImplementedError(_ONLY_SPANS)
+
+    def try_lock(self, conn: Connection, key: int) -> bool:
+        raise NotImplementedError(_ONLY_SPANS)
+
+    def unlock(self, conn: Connection, key: int) -> None:
+        raise NotImplementedError(_ONLY_SPANS)
+
+    def claimable(self, candidate: Select) -> Select:
+        raise NotImplementedError(_ONLY_SPANS)
+
+    def read_outside_transaction(self, conn: Connection) -> Connection:
+        return conn  # no transactions: every statement stands alone
+
+    def tune_read(self, conn: Connection, *, by_index: bool) -> None:
+        return None  # memory and time bounds go on each statement (`install_budget`)
+
+    def index_hint(self, query: Select, table: Table, index: str) -> Select:
+        return query  # skip indexes are used without hints
+
+    def search_needle(self, text: str) -> str:
+        """Lower-cased as the n-gram indexes hold the text (ASCII by `lower`, the rest by
+        `lowerUTF8`, `_search`), LIKE's wildcards escaped."""
+        folded = text.lower()
+        escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return "%" + escaped + "%"
+
+    def copy_csv_rows(
+        self, engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]
+    ) -> bytes:
+        raise NotImplementedError("Exports from the span store are not routed yet (docs/scale.md).")
+
+    def span_partitions(self, conn: Connection) -> list[SpanPartition] | None:
+        return None  # monthly parts are the engine's own; the TTL drops spans (docs/scale.md)
+
+    def create_span_partition(self, conn: Connection, month: datetime) -> str:
+        raise NotImplementedError("The span store partitions by month itself (docs/scale.md).")
+
+    def drop_span_partition(self, conn: Connection, partition: SpanPartition) -> int:
+        raise NotImplementedError("The span store's TTL deletes old spans (docs/scale.md).")
+
+    def reclaim_space(self, engine: Engine) -> int:
+        return 0  # merges give the space of deleted rows back
+
+    def space_reclaim_status(self, engine: Engine) -> str | None:
+        return None
+
+    def enable_space_reclaim(self, engine: Engine) -> str:
+        return "Nothing to do: the span store's merges give deleted rows' space back."
+
+
+STORE = register(ClickHouseStore())

@@ -1,0 +1,112 @@
+"""With OBSERVATORY_SPAN_STORE set, the explorer's routes (/traces, /traces/days,
+/traces/{id}) read the span store, and everything else DATABASE_URL: the rows answered are the
+span store's (its ids), equal to polars on the raw rows, and unset, they are DATABASE_URL's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+import pytest
+from starlette.applications import Starlette
+
+from observatory_core.api import context
+from observatory_core.api.app import api_mount
+from observatory_core.api.common import cache
+from observatory_core.api.ratelimit import RateLimiter
+from observatory_core.base.settings import get_settings
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.ingest.apikeys import create_key
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.migrate import upgrade
+from observatory_core.storage.span_reads import close_span_stores
+from tests.api.conftest import ApiClient
+from tests.chdb_store import copy_into_span_store, with_store_ids
+from tests.helpers import admin_scope, all_spans, make_org, write
+from tests.reference import reference_ids
+from tests.traces.conftest import NOW, build_rows
+
+
+@pytest.fixture(scope="module")
+def routed(tmp_path_factory, chdb_session):
+    url = f"sqlite:///{tmp_path_factory.mktemp('routed') / 'app.db'}"
+    engine = get_engine(url)
+    upgrade(engine)
+    acme, projects = make_org(engine, "acme", projects=("bot", "search"))
+    globex, globex_projects = make_org(engine, "globex")
+    write(engine, build_rows(acme, projects, seed=5, traces=25, now=NOW))
+    write(engine, build_rows(globex, globex_projects, seed=6, traces=10, now=NOW))
+    store = copy_into_span_store(chdb_session, engine, "routed")
+    key = create_key(engine, admin_scope(acme), "read key", scopes=("read",), role="developer")
+    df = all_spans(engine)
+    yield {
+        "url": url,
+        "store_url": chdb_session.url(store.database),
+        "key": key,
+        "acme": acme,
+        "sql_df": df,
+        "store_df": with_store_ids(df, store),
+    }
+    close_span_stores()
+    chdb_session.drop(store)
+
+
+@pytest.fixture(params=["span store", "DATABASE_URL"])
+def client(request, routed, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", routed["url"])
+    if request.param == "span store":
+        monkeypatch.setenv("OBSERVATORY_SPAN_STORE", routed["store_url"])
+    else:
+        monkeypatch.delenv("OBSERVATORY_SPAN_STORE", raising=False)
+    get_settings.cache_clear()
+    monkeypatch.setattr(context, "limiter", RateLimiter())
+    cache._items.clear()
+    client = ApiClient(Starlette(routes=[api_mount()]))
+    client.headers["authorization"] = f"Bearer {routed['key']}"
+    on_store = request.param == "span store"
+    yield client, routed["store_df" if on_store else "sql_df"], on_store
+    get_settings.cache_clear()
+
+
+WEEK = FilterSpec(relative=None, start=NOW - timedelta(days=7), end=NOW)
+WINDOW = f"start={WEEK.start.isoformat()}&end={WEEK.end.isoformat()}".replace("+", "%2B")
+
+
+def test_the_list_reads_the_chosen_store_page_by_page(client, routed):
+    client, df, _ = client
+    spec = WEEK.replace(statuses=("ok",))
+    ids, cursor = [], None
+    while True:
+        query = f"{WINDOW}&statuses=ok&limit=15&sort=duration_ms"
+        page = client.get(f"/traces?{query}" + (f"&cursor={cursor}" if cursor else ""))
+        assert page.status_code == 200, page.text
+        ids += [r["id"] for r in page.json()["data"]]
+        cursor = page.json()["next_cursor"]
+        if not cursor:
+            break
+    assert len(ids) == len(set(ids)) and set(ids) == reference_ids(df, spec, NOW, routed["acme"])
+
+
+def test_days_and_detail_read_the_chosen_store(client, routed):
+    client, df, _ = client
+    days = client.get(f"/traces/days?{WINDOW}&tz=UTC").json()
+    want = reference_ids(df, WEEK, NOW, routed["acme"])
+    assert sum(d["rows"] for d in days["data"]) == len(want)
+    acme = df.filter(pl.col("org_id") == routed["acme"])
+    trace_id = acme.sort("start_time")["trace_id"][-1]
+    detail = client.get(f"/traces/{trace_id}")
+    assert detail.status_code == 200, detail.text
+    spans = detail.json()["data"]["spans"]
+    want = acme.filter(pl.col("trace_id") == trace_id)["id"]
+    assert sorted(s["id"] for s in spans) == sorted(want)
+
+
+def test_traces_mode_on_the_span_store_is_one_sentence(client):
+    client, _, on_store = client
+    got = client.get(f"/traces?mode=traces&{WINDOW}")
+    if not on_store:
+        assert got.status_code == 200 and got.json()["data"]
+        return
+    assert got.status_code == 400
+    message = got.json()["error"]["message"]
+    assert message.startswith("Whole traces cannot be listed from the ClickHouse span store")

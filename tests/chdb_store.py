@@ -1,0 +1,96 @@
+"""One chDB folder per test session (per xdist worker), shared by every test package.
+
+chDB runs one folder per process, and opening one costs about a second: each test module used
+to open (and close) a folder of its own. Here the folder is opened once, and a module gets a
+span store on a ClickHouse database of its own in it (`chdb_session.store("name")`), so
+modules never see each other's rows. Registered from tests/conftest.py (`pytest_plugins`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from observatory_core.storage.clickhouse.connect import SpanStore, open_span_store
+
+
+class ChdbSession:
+    """The session's chDB folder: `store(name)` opens a span store on a fresh database in it.
+
+    One store stays open on `keeper` for the whole session, so the engine keeps the folder
+    while modules open and close theirs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._numbers = itertools.count(1)
+        self._keeper = open_span_store(self.url("keeper"))
+
+    def url(self, database: str) -> str:
+        return f"chdb://{self.folder}?database={database}"
+
+    def fresh_name(self, hint: str) -> str:
+        """A database name no other caller of this session got (`hint` made a plain
+        identifier)."""
+        plain = re.sub(r"\W+", "_", hint).strip("_")[:40] or "db"
+        return f"t{next(self._numbers)}_{plain}"
+
+    def store(self, hint: str = "db") -> SpanStore:
+        """An empty span store (schema applied) on a database of its own."""
+        return open_span_store(self.url(self.fresh_name(hint)))
+
+    def drop(self, store: SpanStore) -> None:
+        """Drop the store's database and close its client (the folder stays open)."""
+        try:
+            store.client.command(f"DROP DATABASE IF EXISTS {store.database} SYNC")
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        self._keeper.close()
+
+
+@pytest.fixture(scope="session")
+def chdb_session(tmp_path_factory) -> Iterator[ChdbSession]:
+    session = ChdbSession(tmp_path_factory.mktemp("chdb") / "data")
+    yield session
+    session.close()
+
+
+@pytest.fixture(scope="module")
+def chdb_store(chdb_session, request) -> Iterator[SpanStore]:
+    """An empty span store (schema applied) on a database of the module's own."""
+    store = chdb_session.store(request.module.__name__.rsplit(".", 1)[-1])
+    yield store
+    chdb_session.drop(store)
+
+
+def copy_into_span_store(session: ChdbSession, engine, hint: str) -> SpanStore:
+    """A span store holding every span of `engine`'s database (SQLite or PostgreSQL), copied
+    by `migrate-spans` as a deployment would copy them."""
+    from observatory_core.storage.clickhouse import migrate_spans as mig
+
+    store = session.store(hint)
+    mig.migrate_spans(engine, store, org_ids=list(mig.source_orgs(engine)), batch=20_000)
+    return store
+
+
+def with_store_ids(df: pl.DataFrame, store: SpanStore) -> pl.DataFrame:
+    """`df` (raw rows of the source) with each span's `id` as the span store gives it (a hash
+    of its identity, storage/stores/clickhouse.py): references then compare ids as they are."""
+    from observatory_core.storage.stores.clickhouse import SPAN_ID_SQL
+
+    rows = store.client.query(
+        f"SELECT org_id, trace_id, span_id, {SPAN_ID_SQL.format(t='')} FROM {store.table('spans')}"
+    ).result_rows
+    keys = ["org_id", "trace_id", "span_id"]
+    ids = pl.DataFrame(rows, schema=[*keys, "store_id"], orient="row").with_columns(
+        pl.col("org_id").cast(df.schema["org_id"]), pl.col("store_id").cast(pl.Int64)
+    )
+    out = df.join(ids, on=keys, how="left").with_columns(pl.col("store_id").alias("id"))
+    assert out["id"].null_count() == 0, "a span of the source is missing from the span store"
+    return out.drop("store_id").select(df.columns)
