@@ -17,9 +17,9 @@ from observatory_core.api.ratelimit import RateLimiter
 from observatory_core.base.settings import get_settings
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest.apikeys import create_key
+from observatory_core.storage.clickhouse.current import close_span_stores
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
-from observatory_core.storage.span_reads import close_span_stores
 from tests.api.conftest import ApiClient
 from tests.chdb_store import copy_into_span_store, with_store_ids
 from tests.helpers import admin_scope, all_spans, make_org, write

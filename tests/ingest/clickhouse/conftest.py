@@ -1,7 +1,7 @@
 """Ingest into the ClickHouse span store, on chDB: a SQLite `DATABASE_URL` (orgs, keys,
 settings) beside an empty span store that `OBSERVATORY_SPAN_STORE` names, one pair for this
-folder's modules (chDB keeps one folder per process: the store is closed when the folder's
-tests are done; each module writes to orgs of its own)."""
+folder's modules (the store a database of the session's chDB folder, `tests/chdb_store.py`;
+each module writes to orgs of its own)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from observatory_core.base.settings import get_settings
 from observatory_core.ingest import to_clickhouse
 from observatory_core.storage.clickhouse import current
-from observatory_core.storage.clickhouse.connect import SpanStore, open_span_store
+from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 
@@ -34,14 +34,14 @@ class ChIngest:
 
 
 @pytest.fixture(scope="package")
-def ch_ingest(tmp_path_factory):
+def ch_ingest(tmp_path_factory, chdb_session):
     """A migrated SQLite database and an empty chDB span store, the setting pointing at it for
     the folder's tests (the store the seam opens is this one: no second client on it)."""
     folder = tmp_path_factory.mktemp("ch-ingest")
     engine = get_engine(f"sqlite:///{folder / 'observatory.db'}")
     upgrade(engine)
-    url = f"chdb://{folder}/spans"
-    store = open_span_store(url)
+    store = chdb_session.store("ingest")
+    url = chdb_session.url(store.database)
     patch = pytest.MonkeyPatch()
     patch.setenv("OBSERVATORY_SPAN_STORE", url)
     patch.setitem(current._OPEN, url, store)
@@ -53,5 +53,5 @@ def ch_ingest(tmp_path_factory):
         patch.undo()
         get_settings.cache_clear()
         to_clickhouse.forget_settings()
-        store.close()
+        chdb_session.drop(store)
         engine.dispose()
