@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
-from sqlalchemy import DateTime, func, literal, select, tuple_, type_coerce
+from sqlalchemy import DateTime, func, literal, tuple_, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.accounts.permissions import Permission
@@ -196,9 +196,9 @@ def iter_span_ids(
 
 
 def newest_pin(conn: Connection) -> int:
-    """The pin of a first page: the newest span's arrival (its id; the write's version where
-    ids do not grow, `storage.dialect.arrival_order`)."""
-    return conn.execute(select(func.coalesce(func.max(arrival_order(spans.c.id)), 0))).scalar_one()
+    """The pin of a first page: the newest span's arrival (its id; the write's clock where ids
+    do not grow, `storage.dialect.arrival_order`)."""
+    return store_for(conn).newest_arrival(conn)
 
 
 def pinned_conditions(engine: Engine, spec: FilterSpec, as_of: datetime, max_id: int) -> list:

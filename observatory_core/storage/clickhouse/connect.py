@@ -122,6 +122,9 @@ def _client(target: SpanStoreTarget):
         password=target.password,
         secure=target.secure,
         connect_timeout=5,
+        # a server that accepts and never answers: the driver's default wait is 300 s per
+        # statement (reads carry their own, shorter `max_execution_time`)
+        send_receive_timeout=60,
         # no HTTP session: a session serialises a client's queries, and writer threads share it
         autogenerate_session_id=False,
     )

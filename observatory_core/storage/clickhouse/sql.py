@@ -11,7 +11,7 @@ memory); times are bound with their microseconds (the driver's own binding drops
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
@@ -59,7 +59,9 @@ def _bound(value: Any) -> Any:
     from clickhouse_connect.driver.binding import DT64Param
 
     if isinstance(value, datetime):
-        return DT64Param(value)  # with microseconds, in UTC (the session's zone)
+        # with microseconds, written in UTC whatever the process's or server's zone (the
+        # driver would write it in its `server_tz`, and the UTC column read it as UTC)
+        return DT64Param(value, tz=UTC)
     if isinstance(value, list | tuple):
         return type(value)(_bound(v) for v in value)
     return value

@@ -149,6 +149,16 @@ class Store(ABC):
     # here; the span store lists spans and shows a trace, not yet trees (docs/scale.md).
     lists_traces: bool = True
 
+    def newest_arrival(self, conn: Connection) -> int:
+        """A first page's pin: the newest span's id where ids grow with each insert (the
+        stores of `DATABASE_URL`). The span store overrides it without reading (its `version`
+        is the write's clock)."""
+        from sqlalchemy import func, select
+
+        from observatory_core.storage.schema import spans
+
+        return conn.execute(select(func.coalesce(func.max(spans.c.id), 0))).scalar_one()
+
     @abstractmethod
     def tune_read(self, conn: Connection, *, by_index: bool) -> None:
         """Session settings for one heavy analytic read in this transaction (memory for

@@ -17,6 +17,7 @@ to the builders' SQL:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -253,21 +254,25 @@ def _sketch_add(element, compiler, **kw):
 # -- spans, one row per span -----------------------------------------------------------------
 
 
-def _stays_outside(clause) -> bool:
-    """Whether a condition must stay outside the derived table: it reads `spans.id` (which
-    the derived table itself defines), holds a subquery, or reads another table's column (a
-    correlation). `text_search` and `arrival_order` take the id without writing it."""
-    if clause is spans.c.id or isinstance(clause, Select):
+# The columns every copy of a span holds alike (its identity, time and scope) and `version`
+# (which copies a page pins): only conditions on these go inside the derived table, before
+# `LIMIT 1 BY` picks the newest copy. A condition on anything a later copy may change (status,
+# duration, text, twins) is judged on that newest copy alone, outside: judged inside, an older
+# copy could pass a filter the newest fails, and one span count under two filters.
+SAME_IN_EVERY_COPY = frozenset({"org_id", "project_id", "trace_id", "span_id", "start_time"})
+
+
+def _pushed_inside(clause) -> bool:
+    """Whether a condition may be applied before the newest copy is picked: it reads only
+    columns every copy holds alike, or the pin (`arrival_order`, the version); never the id
+    (the derived table's own), a subquery or another table's column."""
+    if isinstance(clause, arrival_order):
         return True
-    table = getattr(clause, "table", None)
-    if isinstance(clause, ColumnClause) and table is not None and table is not spans:
-        return True
-    children = list(clause.get_children())
-    if isinstance(clause, text_search):
-        children = list(clause.clauses)[1:]
-    elif isinstance(clause, arrival_order):
-        children = []
-    return any(_stays_outside(c) for c in children)
+    if clause is spans.c.id or isinstance(clause, Select | text_search):
+        return False
+    if isinstance(clause, ColumnClause) and getattr(clause, "table", None) is not None:
+        return clause.table is spans and clause.name in SAME_IN_EVERY_COPY
+    return all(_pushed_inside(c) for c in clause.get_children())
 
 
 def _conjuncts(where) -> list:
@@ -293,9 +298,9 @@ def _database(compiler) -> str:
 
 @compiles(Table, NAME)
 def _table(element, compiler, asfrom=False, **kw):
-    """`spans` as a derived table of one row per span under the query's own conditions (those
-    that name no id and hold no subquery, which stay outside); other tables in the store's
-    database."""
+    """`spans` as a derived table of one row per span, its newest copy (`SAME_IN_EVERY_COPY`
+    says which of the query's conditions it applies first); other tables in the store's
+    database. The query's own WHERE applies every condition again outside."""
     if not asfrom:
         return compiler.visit_table(element, asfrom=asfrom, **kw)
     database = _database(compiler)
@@ -305,12 +310,16 @@ def _table(element, compiler, asfrom=False, **kw):
     inner = [
         compiler.process(c, **{**kw, "asfrom": False})
         for c in _conjuncts(query.whereclause if query is not None else None)
-        if not _stays_outside(c)
+        if _pushed_inside(c)
     ]
     span_id = SPAN_ID_SQL.format(t="spans.")
     where = f" WHERE {' AND '.join(inner)}" if inner else ""
     # no condition (the newest version of the whole table, say): nothing to de-duplicate for
-    dedupe = " LIMIT 1 BY spans.org_id, spans.trace_id, spans.span_id" if inner else ""
+    dedupe = (
+        " ORDER BY spans.version DESC LIMIT 1 BY spans.org_id, spans.trace_id, spans.span_id"
+        if inner
+        else ""
+    )
     columns = ", ".join(f"spans.`{name}`" for name in _read_columns(query))
     return (
         f"(SELECT {columns}, {span_id} AS id FROM {database}.spans AS spans{where}{dedupe}) "
@@ -346,6 +355,12 @@ class ClickHouseStore(Store):
     timestamps_as_micros = False  # DateTime64(6, 'UTC')
     copies_csv = False
     lists_traces = False  # trace_totals holds other columns here (docs/scale.md, "Not yet")
+
+    def newest_arrival(self, conn: Connection) -> int:
+        """Now, in the write clock's microseconds (`writes.py` stamps `version` with it): the
+        newest version would be a read of every org's spans, and tell one org when another
+        last wrote."""
+        return time.time_ns() // 1000
 
     def normalize_url(self, url: URL) -> URL:
         raise ConfigError(

@@ -4,8 +4,10 @@ budget kept while the engine is busy, and traces mode refused in one sentence.""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -19,6 +21,7 @@ from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.writes import as_columns, write_spans
 from observatory_core.traces.detail import get_trace
 from observatory_core.traces.query import list_spans
+from tests.helpers import span
 from tests.storage.clickhouse.conftest import END, demo_rows
 
 ROWS = demo_rows(240, seed=41, days=3)
@@ -96,3 +99,73 @@ def test_a_list_waiting_on_the_busy_engine_stays_within_its_budget(store):
         waited = time.monotonic() - started
         busy.join()
     assert waited < 2.5, waited
+
+
+def test_a_later_copy_alone_decides_filters_sorts_and_counts(store):
+    """A racing writer's later copy changed the status and duration: the span is judged as its
+    newest copy says, under every filter and sort, never as the older copy says."""
+    when = END - timedelta(hours=2)
+    other = 9_999  # an org of this test's own
+    first = span(other, 1, when, status="error", duration_ms=100.0)
+    assert write_spans(store, [first, span(other, 1, when, duration_ms=300.0)]) == 2
+    table = store.table("spans")
+    store.client.command(
+        f"INSERT INTO {table} SELECT * REPLACE (version + 1 AS version, 'ok' AS status, "
+        f"500.0 AS duration_ms) FROM {table} WHERE org_id = {other} "
+        f"AND span_id = '{first['span_id']}'"
+    )
+    scope = Scope(org_id=other, role=Role.ADMIN)
+    window = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+
+    def listed(spec, **kw):
+        page = list_spans(store.engine, scope, spec, count=True, now=END, **kw)
+        return [(r["status"], r["duration_ms"]) for r in page.rows], page.total
+
+    assert listed(window.replace(statuses=("error",))) == ([], 0)
+    assert listed(window.replace(statuses=("ok",)), sort="duration_ms") == (
+        [("ok", 500.0), ("ok", 300.0)],
+        2,
+    )
+    slow = window.replace(min_duration_ms=400.0)
+    assert listed(slow) == ([("ok", 500.0)], 1)
+    fast = window.replace(max_duration_ms=200.0)
+    assert listed(fast) == ([], 0)
+
+
+def test_times_are_bound_in_utc_whatever_the_drivers_zone():
+    """The driver writes a bound time in its `server_tz` (the process's zone on chDB); the
+    column reads it as UTC, so a bound must be written in UTC itself."""
+    from zoneinfo import ZoneInfo
+
+    from observatory_core.storage.clickhouse.sql import _bound
+
+    at = datetime(2026, 11, 20, 12, 0, 0, 123456, tzinfo=UTC)
+    berlin = at.astimezone(ZoneInfo("Europe/Berlin"))
+    for value in (at, berlin):
+        assert _bound(value).format(ZoneInfo("Europe/Berlin"), True) == "2026-11-20 12:00:00.123456"
+
+
+def test_a_first_page_reads_no_other_orgs_spans(store):
+    """Every statement of a first page, its count and its days names the caller's org (the
+    page's pin is the write clock, not a read of the whole table)."""
+    from sqlalchemy import event
+
+    from observatory_core.base.zones import Zone
+    from observatory_core.traces.days import list_days
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        scope = Scope(org_id=ORG, role=Role.ADMIN)
+        list_spans(store.engine, scope, SPEC, count=True, limit=5, now=END)
+        list_days(store.engine, scope, SPEC, zone=Zone("UTC"), now=END)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    reads = [s for s in seen if ".spans" in s]
+    assert reads, seen
+    for statement in reads:
+        assert re.search(r"org_id`? = ", statement), statement
