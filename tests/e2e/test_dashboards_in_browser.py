@@ -39,16 +39,18 @@ VEGA = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')
     lines: c.querySelectorAll('.mark-line path').length,
     rects: c.querySelectorAll('.mark-rect path').length,
     arcs: c.querySelectorAll('.mark-arc path').length,
+    areas: c.querySelectorAll('.mark-area path').length,
+    texts: [...c.querySelectorAll('.mark-text.role-mark text')].map(t => t.textContent),
     labels: [...c.querySelectorAll('.role-axis-label text')].map(t => t.textContent),
 }))"""
 
 
-def _providers(live_server, since: datetime) -> set[str]:
-    """The providers of the e2e admin's org's spans since `since`, from the raw rows."""
+def _values(live_server, column: str, since: datetime) -> set[str]:
+    """The values of `column` in the e2e admin's org's spans since `since`, from the raw rows."""
     engine = live_server["engine"]
     org_id = scope_for(engine, live_server["user"]).org_id
     df = all_spans(engine).filter(pl.col("org_id") == org_id, pl.col("start_time") >= since)
-    return set(df["provider"].drop_nulls().unique())
+    return set(df[column].drop_nulls().unique())
 
 
 def test_a_starter_dashboard_its_period_and_a_new_dashboard_shared_by_link(
@@ -65,7 +67,7 @@ def test_a_starter_dashboard_its_period_and_a_new_dashboard_shared_by_link(
     p95, ttft, errors, p99 = charts
     assert p95["lines"] >= 2 and errors["rects"] >= 24 and p99["rects"] >= 2
     # the lines' legends name the providers of the day's calls (the top 5 and "(other)")
-    providers = _providers(live_server, datetime.now(UTC) - timedelta(hours=24))
+    providers = _values(live_server, "provider", datetime.now(UTC) - timedelta(hours=24))
     for chart in (p95, ttft, errors):
         named = set(chart["legend"]) - {"(other)"}
         assert named and named <= providers, (chart["legend"], providers)
@@ -117,4 +119,20 @@ def test_a_starter_dashboard_its_period_and_a_new_dashboard_shared_by_link(
         fresh.screenshot(path=str(ARTIFACTS / "dashboard-shared.png"), full_page=True)
     finally:
         other.close()
+    assert page.get_by_text("Traceback").count() == 0
+
+
+def test_cost_by_team_draws_its_spend_as_a_stacked_area_and_a_pie(live_server, page, ids):
+    open_logged_in(page, live_server, f"/dashboards?d={ids['Cost by team']}")
+    _ready(page)
+    area, pie = page.evaluate(VEGA)
+    assert area["drawn"] and area["areas"] == len(area["legend"]) >= 2  # one band per team
+    # a slice per model named in the legend (the top 6 of the week and "(other)")
+    models = _values(live_server, "model", datetime.now(UTC) - timedelta(days=7))
+    assert pie["arcs"] == len(pie["legend"]) == 7
+    assert set(pie["legend"]) - {"(other)"} <= models, (pie["legend"], models)
+    # the larger slices say their share; the shares never add up to more than the whole
+    shares = [int(t.rstrip("%")) for t in pie["texts"]]
+    assert shares and all(t.endswith("%") for t in pie["texts"]) and sum(shares) <= 102
+    assert any(label.startswith("$") for label in area["labels"]), area["labels"]
     assert page.get_by_text("Traceback").count() == 0
