@@ -1,7 +1,7 @@
 """A dashboard chart (line, stacked area, bar, pie) as a Vega-Lite spec and its rows.
 
-Vega-Lite, not plotly: a page of plotly charts loads its 4.7 MB of code and takes the browser
-about a second more per page than Vega (docs/benchmarks.md, `dashboard_ui`). The specs are
+Vega-Lite, not plotly: plotly's 4.7 MB of code made loading and drawing a dashboard's charts
+most of its time in the browser (docs/benchmarks.md, `dashboard_ui`). The specs are
 plain dicts (no altair): nothing to import or validate on the server, and a test reads them as
 they are sent. What a chart shows is the plotly version's: the group names and colours of
 `ui.colors`, the axis in the series' unit (`metrics_view.axis_scale`), hover text formatted on
@@ -25,9 +25,11 @@ from observatory_core.ui import colors, format
 from observatory_core.ui import metrics_view as mv
 
 HEIGHT = 320  # the whole chart's, legend and axes included (Streamlit fits the spec in it)
-# Vega's SVG renderer: a dashboard's few hundred marks draw as fast as on a canvas (measured,
-# docs/benchmarks.md), and the legend and axes stay text a reader (and a test) can find.
+# Vega's SVG renderer for charts of up to `SVG_ROWS` rows, so that the legend and axes stay text
+# a screen reader (and a test) can find; past it, Streamlit's choice (a canvas for more than
+# 2,000 bars or points, which an SVG draws slower).
 RENDERER = "svg"
+SVG_ROWS = 2000
 # The rows' columns: the group's name, the bucket's start and end (wall clock, epoch ms), the
 # time and value as the hover says them, the value in the axis's unit, the group's rank (the
 # stacking and legend order); whether the bucket is partial, whether it or a neighbour is (the
@@ -67,12 +69,10 @@ def chart_spec(data: ChartData) -> tuple[pl.DataFrame, dict]:
     else:
         rows = _series_rows(result, chart.series, unit, groups, chart.kind)
         spec = _over_time(result, unit, chart.kind, colour, rows)
-    return rows, {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "height": HEIGHT,
-        "usermeta": {"embedOptions": {"renderer": RENDERER}},
-        **spec,
-    }
+    head = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "height": HEIGHT}
+    if rows.height <= SVG_ROWS:
+        head["usermeta"] = {"embedOptions": {"renderer": RENDERER}}
+    return rows, {**head, **spec}
 
 
 def _legend(kind: str) -> dict:
@@ -176,7 +176,7 @@ def _series_rows(
 ) -> pl.DataFrame:
     """One row per group and bucket: the value in the axis's unit, the hover's words, and for
     lines whether the bucket is cut short, is next to one, and its edge (0: start, 1: end)."""
-    size, suffix = mv.axis_scale(unit, result.frame[name].to_list())
+    size, _ = mv.axis_scale(unit, result.frame[name].to_list())
     step = (result.bucket_seconds or 0) * 1000
     frames = []
     for rank, (label, part) in enumerate(groups):
