@@ -47,13 +47,13 @@ USERS = tuple(f"bench-ui-{i}" for i in range(RUNS + 1))
 PASSWORD = "bench-ui-password-2026"
 ZONE = "Asia/Tokyo"  # UTC+9 all year: its midnight is END (15:00 UTC)
 VIEWPORT = {"width": 1400, "height": 900}
-# operation: (dashboard, days ending at END, numbers, plotly charts, tables)
+# operation: (dashboard, days ending at END, numbers, Vega charts, tables)
 CASES = {
     "dashboard_ui_cost_by_team_7d": ("Cost by team", 7, 3, 2, 1),
     "dashboard_ui_cost_by_team_30d": ("Cost by team", 30, 3, 2, 1),
     "dashboard_ui_latency_slos_24h": ("Latency SLOs", 1, 2, 4, 0),
     # The floor under those: the same page and server with one number (the app's start, the
-    # log-in check, the sidebar, one query) and with one small plotly chart (that, plus loading
+    # log-in check, the sidebar, one query) and with one small Vega pie (that, plus loading
     # and drawing the charting code), so the time a dashboard adds of its own reads apart.
     "dashboard_ui_floor_one_number_24h": ("Bench: one number", 1, 1, 0, 0),
     "dashboard_ui_floor_one_pie_24h": ("Bench: one pie", 1, 0, 1, 0),
@@ -80,13 +80,15 @@ FLOORS = (
         ],
     },
 )
-# Every number, plotly chart (with its SVG) and table (with its canvas) drawn, the caption the
-# page writes after its grid shown, and the script's run over (nothing running or stale).
+# Every number, Vega chart (its marks drawn: SVG paths, or a canvas for a chart Streamlit
+# draws on one) and table (with its canvas) drawn, the caption the page writes after its grid
+# shown, and the script's run over (nothing running or stale).
+VEGA = '[data-testid="stVegaLiteChart"]'
 DRAWN = f"""([numbers, plots, tables]) => {{
     const drawn = (selector, inner) => [...document.querySelectorAll(selector)]
         .filter(e => e.querySelector(inner)).length;
     return document.querySelectorAll('[data-testid="stMetric"]').length === numbers
-        && drawn('.js-plotly-plot', '.main-svg') === plots
+        && drawn('{VEGA}', 'svg .role-mark path, svg .role-mark text, canvas') === plots
         && drawn('[data-testid="stDataFrame"]', 'canvas') === tables
         && document.body.innerText.includes(' · computed in ')
         && ({IDLE})();
@@ -97,9 +99,9 @@ DRAWN = f"""([numbers, plots, tables]) => {{
 STAGES = {
     "sidebar": """() => !!document.querySelector(
         '[data-testid="stSidebar"] [data-testid="stSelectbox"]')""",
-    "first_chart": """() => [...document.querySelectorAll('[data-testid="stMetricValue"]')]
+    "first_chart": f"""() => [...document.querySelectorAll('[data-testid="stMetricValue"]')]
         .some(e => e.textContent.trim() !== '…')
-        || !!document.querySelector('.js-plotly-plot, [data-testid="stDataFrame"]')""",
+        || !!document.querySelector('{VEGA}, [data-testid="stDataFrame"]')""",
 }
 COMPUTED = re.compile(r"\d+ charts? · computed in ([\d,]+) ms")
 

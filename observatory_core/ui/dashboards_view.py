@@ -1,7 +1,7 @@
 """Widgets and charts of the Dashboards page: pick a dashboard (its id in the link), draw its
 grid of charts under the sidebar's period and filters, and, for developers and admins, create,
-duplicate, edit, import and delete. The figures are drawn by `figure` alone (no widgets), so
-the benchmark times the page's own drawing."""
+duplicate, edit, import and delete. The charts are Vega-Lite specs built by
+`ui.dashboard_charts` (no widgets), so a test reads what the browser is sent."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
-import plotly.graph_objects as go
 import streamlit as st
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
@@ -37,15 +36,14 @@ from observatory_core.dashboards.render import ChartData, change, each_chart, to
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import MAX_GROUP_BY, METRICS
 from observatory_core.metrics.engine import MetricResult
-from observatory_core.ui import colors, format, group_choice
+from observatory_core.ui import dashboard_charts, format, group_choice
 from observatory_core.ui import metrics_view as mv
 from observatory_core.ui.filters import WINDOWS
 from observatory_core.ui.session import engine
-from observatory_core.ui.zone import current_zone, local_series
+from observatory_core.ui.zone import current_zone
 
 PAGE_PARAMS = frozenset({"d", "edit"})
 SEEDED = "dash_seeded"  # the dashboard whose own period and filters the link was given
-HEIGHT = 320
 # numbers that are better when they go down: their rise is drawn red
 WORSE_UP = ("usd", "ms")
 
@@ -273,104 +271,8 @@ def _cell(data: ChartData, key: str) -> None:
         shown, columns = mv.shown_table(result)
         st.dataframe(shown, hide_index=True, column_config=columns, width="stretch")
         return
-    st.plotly_chart(figure(data), width="stretch", key=key)
-
-
-def figure(data: ChartData) -> go.Figure:
-    """The chart of a line, stacked area, bar or pie chart, in its unit and the reader's zone."""
-    chart, result = data.chart, data.result
-    assert result is not None
-    name = chart.series
-    unit = METRICS[name.split(".")[0]].unit
-    fig = go.Figure()
-    groups = mv.groups_of(result)
-    colours = colors.assign([label for label, _ in groups])
-    if chart.kind == "pie":
-        labels = [label for label, _ in groups]
-        values = [part[name][0] for _, part in groups]
-        fig.add_trace(
-            go.Pie(
-                labels=labels,
-                values=values,
-                marker=dict(colors=[colours[label] for label in labels]),
-                text=[format.by_unit(unit, v) for v in values],
-                textinfo="percent",
-                hovertemplate="%{label}<br><b>%{text}</b> (%{percent})<extra></extra>",
-                sort=False,
-            )
-        )
-    elif chart.totals:  # bars, one per group
-        labels = [label for label, _ in groups]
-        values = [part[name][0] for _, part in groups]
-        size, suffix = mv.axis_scale(unit, values)
-        fig.add_trace(
-            go.Bar(
-                x=labels,
-                y=mv.scaled(values, size),
-                marker=dict(color=[colours[label] for label in labels]),
-                text=[format.by_unit(unit, v) for v in values],
-                hovertemplate="%{x}<br><b>%{text}</b><extra></extra>",
-                textposition="none",
-            )
-        )
-        mv.format_axis(fig, None, unit, suffix)
-    else:
-        size, suffix = mv.axis_scale(unit, result.frame[name].to_list())
-        for label, part in groups:
-            values = part[name].to_list()
-            text = [format.by_unit(unit, v) for v in values]
-            xs = local_series(part["bucket"], result.zone)
-            common = dict(name=label, hovertemplate=mv.HOVER)
-            if chart.kind == "bar":
-                fig.add_trace(
-                    go.Bar(
-                        **mv.series_arrays(xs, mv.scaled(values, size), text),
-                        marker_color=colours[label],
-                        **common,
-                    )
-                )
-            elif chart.kind == "area":
-                fig.add_trace(
-                    go.Scatter(
-                        **mv.series_arrays(xs, mv.scaled([v or 0 for v in values], size), text),
-                        stackgroup="one",
-                        line=dict(color=colours[label], width=1),
-                        mode="lines",
-                        **common,
-                    )
-                )
-            else:
-                ys = mv.scaled(values, size)
-                cut = [b in result.partial_buckets for b in part["bucket"].to_list()]
-                fig.add_trace(
-                    go.Scatter(
-                        **mv.series_arrays(
-                            xs, [None if c else v for v, c in zip(ys, cut, strict=True)], text
-                        ),
-                        line=dict(color=colours[label]),
-                        mode=mv.line_mode(len(values)),
-                        marker=dict(size=4),
-                        legendgroup=label,
-                        **common,
-                    )
-                )
-                if any(cut):
-                    fig.add_trace(
-                        mv.partial_trace(
-                            result, label, colours[label], part["bucket"].to_list(), ys, text, xs
-                        )
-                    )
-        mv.format_axis(fig, None, unit, suffix)
-        if chart.kind == "bar":
-            fig.update_layout(barmode="stack")
-    fig.update_layout(
-        height=HEIGHT,
-        margin=dict(l=10, r=10, t=10, b=10),
-        showlegend=chart.kind == "pie" or bool(result.group_by),
-        legend=dict(orientation="h", y=-0.15),
-        hovermode="closest",
-    )
-    return fig
+    rows, spec = dashboard_charts.chart_spec(data)
+    st.vega_lite_chart(rows, spec, width="stretch", key=key)
 
 
 # ---- editing ---------------------------------------------------------------------------

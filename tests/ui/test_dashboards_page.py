@@ -4,10 +4,12 @@ JSON, import, delete; a viewer sees cost charts as hidden and no editing buttons
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
+import polars as pl
 import pytest
 from sqlalchemy import delete
 
@@ -66,7 +68,11 @@ def test_a_starter_dashboard_by_link_shows_the_engines_numbers(boards):
     table = at.dataframe[0].value
     assert sum(table["Cost (USD) · sum"]) == pytest.approx(total(result), rel=1e-9)
     assert any("applies to every chart" in c.value for c in at.caption)
-    assert len(at.get("plotly_chart")) == 2  # the area and the pie
+    area, pie = charts(at)  # Vega-Lite's, with the rows they draw
+    assert area[0]["mark"]["type"] == "area" and pie[0]["layer"][0]["mark"]["type"] == "arc"
+    # the pie's slices, one per model and "(other)", add up to the spend
+    assert pie[1]["value"].sum() == pytest.approx(total(result), rel=1e-9)
+    assert area[1]["value"].sum() == pytest.approx(total(result), rel=1e-9)
     # each chart opens its query on the Metrics page
     links = [m.value for m in at.markdown if "/metrics?" in m.value]
     assert any("m=total_cost.sum" in x and "g=project" in x and "b=1day" in x for x in links)
@@ -80,24 +86,29 @@ def test_a_starter_dashboard_by_link_shows_the_engines_numbers(boards):
     assert [m.value for m in metrics.multiselect if m.label == "Group by"] == [["project"]]
 
 
+def charts(at) -> list[tuple[dict, pl.DataFrame]]:
+    """Each Vega-Lite chart on the page: its spec and the rows sent beside it (Arrow)."""
+    return [
+        (json.loads(c.proto.spec), pl.read_ipc_stream(io.BytesIO(c.proto.data.data)))
+        for c in at.get("vega_lite_chart")
+    ]
+
+
 def test_dense_lines_are_drawn_without_a_marker_per_point(boards):
     """Latency SLOs over a day: 5-minute lines of 288 points draw as lines (thousands of
     markers took the browser seconds); sparse lines keep a marker per point."""
     _, ids = boards
     at = open_page("developer", {"d": str(ids["Latency SLOs"]), "relative": "24h"})
     assert not at.exception, at.exception
-    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    assert len(figures) == 4
-    lines = [
-        t
-        for f in figures
-        for t in f["data"]
-        if t["type"] == "scatter" and t.get("line", {}).get("dash") != "dot"  # not the cut ends
-    ]
-    assert len(lines) >= 2
-    for trace in lines:
-        points = len(trace["x"])
-        assert trace["mode"] == ("lines" if points > 60 else "lines+markers"), points
+    drawn = charts(at)
+    assert len(drawn) == 4 and not at.get("plotly_chart")
+    lines = [(spec, rows) for spec, rows in drawn if "layer" in spec]
+    assert len(lines) == 2
+    for spec, rows in lines:
+        points = rows.filter(pl.col("group") == rows["group"][0]).height
+        assert points > 60 and spec["layer"][0]["mark"]["point"] is False, points
+        providers = spec["layer"][0]["encoding"]["color"]["scale"]["domain"]
+        assert sorted(providers) == sorted(rows["group"].unique())  # the legend's names
 
 
 def test_a_viewer_sees_cost_charts_hidden_and_no_editing(boards):
@@ -145,7 +156,8 @@ def test_a_developer_creates_edits_duplicates_and_deletes(boards):
     saved = get_dashboard(engine, scope, new_id)
     assert saved["name"] == "Team latency" and "edit" not in at.query_params
     assert [(c.kind, c.group_by) for c in saved["dashboard"].charts] == [("line", ("model",))]
-    assert at.get("plotly_chart")  # drawn
+    ((spec, rows),) = charts(at)  # drawn: a line per model
+    assert spec["layer"][0]["mark"]["type"] == "line" and rows["group"].n_unique() >= 2
     # duplicate: a copy under a free name, opened
     _button(at, "dash_duplicate").click().run()
     copy_id = int(at.query_params["d"])
