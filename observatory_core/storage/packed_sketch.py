@@ -94,7 +94,7 @@ def decode(values: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.n
     Sparse and sort-free: each row's records are summed into its own stretch of cells, from its
     lowest bin to its highest (one `bincount` for all rows), so reading thousands of rows never
     builds a rows x `BINS` matrix nor sorts the records (a merged row is many sorted runs)."""
-    values = [bytes(v) if v else b"" for v in values]
+    values = [v if type(v) is bytes else bytes(v or b"") for v in values]
     n = len(values)
     words = np.frombuffer(b"".join(values), dtype=_RECORD)
     sizes = np.fromiter(map(len, values), dtype=np.int64, count=n) // RECORD_BYTES
@@ -112,7 +112,8 @@ def decode(values: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.n
     # float64 adds exactly here: a count stays far below 2**53
     merged = np.bincount(cell, weights=words & MAX_COUNT, minlength=int(width.sum()))
     used = np.flatnonzero(merged)
-    row = np.repeat(np.arange(n, dtype=np.int64), width)[used]
+    # each used cell's row: the row whose stretch ends after it (no array of every cell's row)
+    row = np.searchsorted(offset + width, used, side="right")
     return row, used - offset[row] + low[row], merged[used].astype(np.int64)
 
 
