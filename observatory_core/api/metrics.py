@@ -45,7 +45,7 @@ def _rows_frame(result: MetricResult, local: bool) -> pl.DataFrame:
     (`bucket_local`) when the caller named one, and, when some bucket is not whole, `_covered`
     (its covered seconds; null for the whole ones)."""
     frame = result.frame
-    if "bucket" not in frame.columns:
+    if "bucket" not in frame.columns or not frame.height:  # no rows: nothing to write
         return frame
     bucket = pl.col("bucket")
     covered = {b.strftime(BUCKET_FORMAT): c for b, c in result.partial_buckets.items()}
