@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -44,7 +45,7 @@ def _rows_frame(result: MetricResult, local: bool) -> pl.DataFrame:
     (`bucket_local`) when the caller named one, and, when some bucket is not whole, `_covered`
     (its covered seconds; null for the whole ones)."""
     frame = result.frame
-    if "bucket" not in frame.columns:
+    if "bucket" not in frame.columns or not frame.height:  # no rows: nothing to write
         return frame
     bucket = pl.col("bucket")
     covered = {b.strftime(BUCKET_FORMAT): c for b, c in result.partial_buckets.items()}
@@ -66,7 +67,15 @@ def _rows_frame(result: MetricResult, local: bool) -> pl.DataFrame:
     return frame.with_columns(seconds.alias("_covered"))
 
 
-def _row_chunks(frame: pl.DataFrame) -> Iterator[str]:
+def _json_rows(frame: pl.DataFrame) -> memoryview:
+    """The rows as JSON objects joined by commas: polars' array without its brackets, written
+    as bytes and sliced in place (no text to encode, no copy per slice)."""
+    buffer = io.BytesIO()
+    frame.write_json(buffer)
+    return buffer.getbuffer()[1:-1]
+
+
+def _row_chunks(frame: pl.DataFrame) -> Iterator[bytes | memoryview]:
     """The rows as JSON, `CHUNK_ROWS` at a time, written by polars: a 35k-row answer took ~0.5 s
     as Python dicts through the response model, several times the query. A bucket that is not
     whole says so (`partial`, `covered_seconds`); a whole bucket's row carries neither
@@ -75,7 +84,7 @@ def _row_chunks(frame: pl.DataFrame) -> Iterator[str]:
     for offset in range(0, frame.height, CHUNK_ROWS):
         chunk = frame.slice(offset, CHUNK_ROWS)
         if plain:
-            yield chunk.drop("_covered", strict=False).write_json()[1:-1]
+            yield _json_rows(chunk.drop("_covered", strict=False))
             continue
         parts, at = [], 0
         for run in chunk["_covered"].is_not_null().rle().to_list():
@@ -83,8 +92,8 @@ def _row_chunks(frame: pl.DataFrame) -> Iterator[str]:
             at += run["len"]
             if run["value"]:
                 part = part.with_columns(partial=pl.lit(True), covered_seconds=pl.col("_covered"))
-            parts.append(part.drop("_covered").write_json()[1:-1])
-        yield ",".join(parts)
+            parts.append(_json_rows(part.drop("_covered")))
+        yield b",".join(parts)
 
 
 def _metrics_data(scope: Scope, query: MetricQuery, local: bool) -> dict:
@@ -113,12 +122,14 @@ def _metrics_data(scope: Scope, query: MetricQuery, local: bool) -> dict:
 ROWS_SLOT = '"rows":[]'
 
 
-def _body(head: str, frame: pl.DataFrame, tail: str) -> Iterator[bytes]:
+def _body(head: str, frame: pl.DataFrame, tail: str) -> Iterator[bytes | memoryview]:
     yield (head + '"rows":[').encode()
     first = True
     for chunk in _row_chunks(frame):
         if chunk:
-            yield (chunk if first else "," + chunk).encode()
+            if not first:
+                yield b","
+            yield chunk
             first = False
     yield ("]" + tail).encode()
 

@@ -42,6 +42,8 @@ class Settings:
     api_heavy_reads_per_key: int = 2  # ... and per API key (429 past it)
     metrics_max_groups: int = 100  # groups per answer without a limit; the rest fold into "other"
     metrics_max_cells: int = 200_000  # values per metrics answer (buckets x groups x series)
+    # spans one answer may group from raw spans by a group-by the rollups do not carry
+    metrics_max_raw_spans: int = 100_000
     webhook_allow_hosts: tuple[str, ...] = ()  # internal webhook targets an admin allows
     metrics_token: str | None = None  # bearer token for /ops/metrics; unset: route refused
     metrics_port: int = 0  # a separate port for the metrics (no token); 0 is off
@@ -128,6 +130,9 @@ def load_settings(env: dict[str, str] | None = None, secrets_file: Path | None =
         ),
         metrics_max_cells=number(
             "OBSERVATORY_METRICS_MAX_CELLS", "metrics_max_cells", "200000", _int
+        ),
+        metrics_max_raw_spans=number(
+            "OBSERVATORY_METRICS_MAX_RAW_SPANS", "metrics_max_raw_spans", "100000", _int
         ),
         demo_traffic_per_s=_rate(pick("OBSERVATORY_DEMO_TRAFFIC", "demo_traffic_per_s", "0")),
         session_idle_minutes=number(

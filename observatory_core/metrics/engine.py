@@ -20,7 +20,9 @@ from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.accounts.visibility import require_metric_query
 from observatory_core.base.settings import get_settings
 from observatory_core.base.zones import UTC_ZONE, Bucketing, Zone
+from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, ZERO_WHEN_EMPTY, Agg, Subject
+from observatory_core.metrics.estimate import known_groups, spans_in_range
 from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
 from observatory_core.metrics.partial import partial_buckets
 from observatory_core.metrics.query import MetricError, MetricQuery
@@ -329,13 +331,17 @@ MAX_SCANNED_GROUPS = 200_000
 class _Caps:
     groups: int  # kept without a limit; the rest fold into "(other)"
     cells: int  # values per answer: buckets x groups x series
+    raw_spans: int  # spans one answer may group from raw spans by a group-by rollups lack
 
 
 def _bucket_count(buckets: Bucketing) -> int:
     return len(buckets.edges) - 1
 
 
-def _check_cells(query: MetricQuery, buckets: int, groups: int, caps: _Caps) -> None:
+def _check_cells(
+    query: MetricQuery, buckets: int, groups: int, caps: _Caps, *, at_least: bool = False
+) -> None:
+    """`at_least`: `groups` is a lower bound (counted from rollups before the read)."""
     cells = buckets * max(groups, 1) * len(query.series)
     if cells <= caps.cells:
         return
@@ -345,10 +351,62 @@ def _check_cells(query: MetricQuery, buckets: int, groups: int, caps: _Caps) -> 
         if query.group_by and fits >= 1
         else "pick "
     )
+    more = " or more" if at_least else ""
     raise MetricError(
-        f"This chart would hold {cells:,} values ({buckets:,} buckets x {groups:,} groups x "
-        f"{len(query.series)} series), over the limit of {caps.cells:,} per answer. Narrow it: "
-        f"{advice}a larger bucket, a shorter range or fewer series."
+        f"This chart would hold {cells:,}{more} values ({buckets:,} buckets x {groups:,}{more} "
+        f"groups x {len(query.series)} series), over the limit of {caps.cells:,} per answer. "
+        f"Narrow it: {advice}a larger bucket, a shorter range or fewer series."
+    )
+
+
+def _too_many_groups(query: MetricQuery) -> MetricError:
+    return MetricError(
+        f"Grouping by {', '.join(query.group_by)} gives over {MAX_SCANNED_GROUPS:,} groups. "
+        "Group by fewer dimensions or filter the spans first."
+    )
+
+
+def _refuse_early(args, query: MetricQuery, caps: _Caps, buckets: int | None, start, end, now):
+    """Refuse, before any span is read, what would be refused after the read: a raw grouping
+    over more spans than `caps.raw_spans`, and a chart the cells cap refuses for the groups the
+    rollups already know of (`metrics/estimate.py`). Nothing here when the planner is forced."""
+    engine, scope, _, series = args
+    spec = query.filters.pinned(now)
+    if not query.group_by or trace_series(series):
+        return
+    if not rollup_can_answer(series, query.group_by, spec) and rollup_can_answer(series, (), spec):
+        spans_seen = spans_in_range(engine, scope, spec, start, end)
+        if spans_seen is not None and spans_seen > caps.raw_spans:
+            raise _raw_refusal(query, spans_seen, caps.raw_spans, end - start)
+    if buckets is None or query.having:
+        return
+    most = query.limit or caps.groups + 1  # groups the answer holds at most ("(other)" too)
+    fits = caps.cells // (buckets * len(query.series))
+    if most <= fits:  # fits whatever the groups
+        return
+    subject = METRICS[series[0].split(".")[0]].subject
+    known = known_groups(engine, scope, subject, query.group_by, spec, start, end)
+    if known > MAX_SCANNED_GROUPS:
+        raise _too_many_groups(query)
+    _check_cells(query, buckets, min(known, most), caps, at_least=known < most)
+
+
+def _raw_refusal(query: MetricQuery, spans_seen: int, cap: int, length: timedelta) -> MetricError:
+    """Which group-bys send the read to raw spans, and how to answer from rollups instead."""
+    raw = [g for g in query.group_by if not rollup_can_answer((), (g,), FilterSpec())]
+    names = " and ".join(raw)
+    hours = max(1, int(length / timedelta(hours=1) * cap / spans_seen))
+    period = f"{hours // 24} days" if hours >= 48 else f"{hours} hours"
+    fix = (
+        f"declare {names} as a dimension (Admin page, Dimensions) so rollups answer "
+        f"{'it' if len(raw) == 1 else 'them'}, or narrow the period to about {period}"
+        if all(declarable(g) for g in raw)
+        else f"group by fewer dimensions or narrow the period to about {period}"
+    )
+    return MetricError(
+        f"Grouping by {names} reads raw spans (the rollups do not carry "
+        f"{'it' if len(raw) == 1 else 'them'}), and this range holds over {spans_seen:,} spans, "
+        f"more than the {cap:,} one answer may group from raw spans. Narrow it: {fix}."
     )
 
 
@@ -361,10 +419,7 @@ def _totals(
             engine, scope, query, series, None, start, end, now, force, max_rows=MAX_SCANNED_GROUPS
         )
     except _TooManyRows:
-        raise MetricError(
-            f"Grouping by {', '.join(query.group_by)} gives over {MAX_SCANNED_GROUPS:,} groups. "
-            "Group by fewer dimensions or filter the spans first."
-        ) from None
+        raise _too_many_groups(query) from None
     return _typed(frame, series, query.group_by), source, grains
 
 
@@ -470,15 +525,22 @@ def run_metrics(
     force: str | None = None,
     max_groups: int | None = None,
     max_cells: int | None = None,
+    max_raw_spans: int | None = None,
 ) -> MetricResult:
     """The series of `query` for the scope. `force` ("raw" or "rollup") is for tests and benchmarks.
 
     Bounded: a query without a limit keeps at most `max_groups` groups (settings by default)
-    and folds the rest into "(other)"; an answer past `max_cells` values is refused."""
+    and folds the rest into "(other)"; an answer past `max_cells` values is refused, and so is
+    a grouping rollups cannot answer over more than `max_raw_spans` spans (both before the read
+    when the rollups tell, `_refuse_early`)."""
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     settings = get_settings()
-    caps = _Caps(max_groups or settings.metrics_max_groups, max_cells or settings.metrics_max_cells)
+    caps = _Caps(
+        max_groups or settings.metrics_max_groups,
+        max_cells or settings.metrics_max_cells,
+        max_raw_spans or settings.metrics_max_raw_spans,
+    )
     series = query.all_series
     _check_permissions(scope, query)
     trace_series(series)  # one subject per query, refused before any read
@@ -488,6 +550,8 @@ def run_metrics(
     bucketing = query.bucketing(start, end)
     bucket_seconds = bucketing.seconds if bucketing else None
     args = (engine, scope, query, series)
+    if force is None:
+        _refuse_early(args, query, caps, bucketing and _bucket_count(bucketing), start, end, now)
     partial: dict[datetime, float] = {}
     if bucketing is None:
         frame, source, grains, folded = _answer_totals(args, query, caps, start, end, now, force)

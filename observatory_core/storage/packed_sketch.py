@@ -91,29 +91,25 @@ def decode(values: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.n
     """Sketches -> (row index, bin, count) arrays, one entry per (row, bin) that holds spans,
     sorted by row then bin; NULL reads as the empty sketch.
 
-    Sparse and sort-free: each row's records are summed into its own stretch of cells, from its
-    lowest bin to its highest (one `bincount` for all rows), so reading thousands of rows never
-    builds a rows x `BINS` matrix nor sorts the records (a merged row is many sorted runs)."""
-    values = [bytes(v) if v else b"" for v in values]
+    Sparse: the records are keyed by (row, bin) and sorted, then the counts of equal keys summed,
+    so the work is the records, never a rows x `BINS` matrix nor each row's whole range of bins
+    (a merged row is many sorted runs, which the stable sort merges). Twice as fast as summing
+    into each row's stretch of bins for 30 days of hourly merges (11k-35k rows, 600k records)."""
+    values = [v if type(v) is bytes else bytes(v or b"") for v in values]
     n = len(values)
-    words = np.frombuffer(b"".join(values), dtype=_RECORD)
+    words = np.frombuffer(b"".join(values), dtype=_RECORD).astype(np.int64)
+    if not len(words):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), empty.copy()
     sizes = np.fromiter(map(len, values), dtype=np.int64, count=n) // RECORD_BYTES
-    bins = (words >> 16).astype(np.int64)
-    held = sizes > 0
-    low = np.zeros(n, dtype=np.int64)
-    width = np.zeros(n, dtype=np.int64)
-    if len(words):
-        starts = (np.cumsum(sizes) - sizes)[held]
-        low[held] = np.minimum.reduceat(bins, starts)
-        width[held] = np.maximum.reduceat(bins, starts) - low[held] + 1
-    offset = np.cumsum(width) - width  # where each row's stretch of cells starts
-    rows = np.repeat(np.arange(n), sizes)
-    cell = offset[rows] + bins - low[rows]
-    # float64 adds exactly here: a count stays far below 2**53
-    merged = np.bincount(cell, weights=words & MAX_COUNT, minlength=int(width.sum()))
-    used = np.flatnonzero(merged)
-    row = np.repeat(np.arange(n, dtype=np.int64), width)[used]
-    return row, used - offset[row] + low[row], merged[used].astype(np.int64)
+    # bin < 2**15 (storage/latency_bins.py): the row above it in one integer
+    key = (np.repeat(np.arange(n, dtype=np.int64), sizes) << 15) | (words >> 16)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    counts = np.add.reduceat((words & MAX_COUNT)[order], first)
+    key = key[first]
+    return key >> 15, key & 0x7FFF, counts
 
 
 def dense(values: Sequence[bytes | None]) -> np.ndarray:

@@ -17,6 +17,8 @@ from tests.helpers import SLOW_SQL, all_spans
 from tests.reference import reference_llm_calls
 
 SLOW = SLOW_SQL
+# the demo's last week, ending mid-hour (its last bucket is partial)
+DEMO_WEEK = "start=2026-11-13T12:00:00Z&end=2026-11-20T11:30:00Z"
 
 
 def test_a_grouping_past_the_cap_is_folded_into_other(api, monkeypatch):
@@ -115,3 +117,25 @@ def test_one_key_runs_at_most_two_heavy_reads_at_once(api, monkeypatch):
     for t in running:
         t.join(10)
     assert [a.status_code for _, a in answers] == [200, 200]
+
+
+def test_a_raw_grouping_past_its_span_cap_answers_400_saying_to_declare_it(api, monkeypatch):
+    """The cap on spans grouped from raw spans, through the API (settings), and the answers
+    that stay: a grouping the rollups carry, an empty range."""
+    monkeypatch.setenv("OBSERVATORY_METRICS_MAX_RAW_SPANS", "100")
+    get_settings.cache_clear()
+    url = f"/metrics?series=request_count.count&bucket=1hour&group_by=user_id&{DEMO_WEEK}"
+    got = api["client"].get(url, headers=auth(api))
+    assert got.status_code == 400, got.text
+    error = got.json()["error"]
+    assert error["code"] == "bad_request"
+    assert "declare user_id as a dimension" in error["message"]
+    # the same grouping by a dimension the rollups carry is answered
+    ok = api["client"].get(url.replace("user_id", "model"), headers=auth(api))
+    assert ok.status_code == 200, ok.text
+    # and so is a range without spans whose last bucket is partial: no groups, no rows (it
+    # answered 500 when the partial buckets were marked on the empty answer)
+    empty = "/metrics?series=request_count.count&bucket=1hour&group_by=model&relative=1h"
+    got = api["client"].get(empty, headers=auth(api))
+    assert got.status_code == 200, got.text
+    assert got.json()["data"]["rows"] == [] and got.json()["data"]["partial_buckets"]

@@ -3,15 +3,19 @@ groups are refused with a message that says how to narrow the query."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
+from sqlalchemy import event
 
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics import engine as metrics_engine
+from observatory_core.metrics.catalog import Subject
 from observatory_core.metrics.engine import run_metrics
+from observatory_core.metrics.estimate import known_groups, spans_in_range
 from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.query import MetricQuery
 from tests.helpers import admin_scope
@@ -151,3 +155,106 @@ def test_a_grouping_with_too_many_groups_is_refused(metrics_data, monkeypatch):
     )
     with pytest.raises(UserError, match="Group by fewer dimensions or filter"):
         run_metrics(d["engine"], admin_scope(d["acme"]), query, now=d["now"], max_groups=2)
+
+
+# -- refused before the read: what the rollups already tell (issue 25) ------------------------
+
+DAY_END = datetime(2026, 11, 20, tzinfo=UTC)  # midnight: a range of whole days, no raw edges
+
+
+def _statements(engine) -> list[str]:
+    """Every statement `engine` runs from now on (the listener stays: one per test engine)."""
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    return seen
+
+
+def _read_spans(statements: list[str]) -> bool:
+    return any(re.search(r"\bFROM spans\b", s) for s in statements)
+
+
+def _counted(d, start, end) -> pl.DataFrame:
+    df = d["df"]
+    return df.filter(
+        (pl.col("org_id") == d["acme"])
+        & pl.col("duplicate_of").is_null()
+        & (pl.col("start_time") >= start)
+        & (pl.col("start_time") < end)
+    )
+
+
+def test_the_counts_read_before_an_answer_match_the_spans(metrics_data):
+    d = metrics_data
+    scope = admin_scope(d["acme"])
+    start = DAY_END - timedelta(days=5)
+    window = _counted(d, start, DAY_END)
+    calls = window.filter(pl.col("id").is_in(list(reference_llm_calls(d["df"]))))
+    pairs = calls.select("model", "environment").unique().height
+    args = (d["engine"], scope)
+    got = known_groups(
+        *args, Subject.LLM_CALLS, ("model", "environment"), FilterSpec(), start, DAY_END
+    )
+    assert got == pairs > 1
+    # a group-by the rollups lack adds nothing; a filter they carry is applied
+    assert known_groups(*args, Subject.LLM_CALLS, ("user_id",), FilterSpec(), start, DAY_END) == 0
+    assert spans_in_range(*args, FilterSpec(), start, DAY_END) == window.height
+    one = FilterSpec(models=("gpt-4o",))
+    assert (
+        spans_in_range(*args, one, start, DAY_END)
+        == window.filter(pl.col("model") == "gpt-4o").height
+    )
+    assert spans_in_range(*args, FilterSpec(search="refund"), start, DAY_END) is None
+
+
+def test_a_raw_grouping_over_too_many_spans_is_refused_before_any_span_is_read(metrics_data):
+    d = metrics_data
+    scope = admin_scope(d["acme"])
+    start = DAY_END - timedelta(days=5)
+    spans_seen = _counted(d, start, DAY_END).height
+    query = MetricQuery(
+        series=("request_count.count", "duration_ms.p95"),
+        filters=FilterSpec(relative=None, start=start, end=DAY_END),
+        bucket="1day",
+        group_by=("model", "user_id"),
+    )
+    statements = _statements(d["engine"])
+    with pytest.raises(UserError) as refused:
+        run_metrics(d["engine"], scope, query, now=d["now"], max_raw_spans=spans_seen - 1)
+    message = str(refused.value)
+    assert f"holds over {spans_seen:,} spans" in message
+    assert "declare user_id as a dimension" in message and "narrow the period" in message
+    assert not _read_spans(statements)
+    # at the cap it is answered, from the spans, and every LLM call is counted once
+    result = run_metrics(d["engine"], scope, query, now=d["now"], max_raw_spans=spans_seen)
+    assert result.source == "raw" and _read_spans(statements)
+    calls = _counted(d, start, DAY_END).filter(
+        pl.col("id").is_in(list(reference_llm_calls(d["df"])))
+    )
+    assert result.frame["request_count.count"].sum() == calls.height
+
+
+def test_a_chart_the_cells_cap_refuses_is_refused_before_any_span_is_read(metrics_data):
+    d = metrics_data
+    scope = admin_scope(d["acme"])
+    now = d["now"] - timedelta(minutes=1, seconds=13)  # ragged edges, read from spans
+    series = ("request_count.count", "duration_ms.avg")
+    query = MetricQuery(
+        series=series,
+        filters=FilterSpec(relative="2d"),
+        bucket="1hour",
+        group_by=("model", "environment"),
+    )
+    start, end = query.filters.window(now)
+    buckets = len(query.bucketing(start, end).edges) - 1
+    calls = _counted(d, start, end).filter(pl.col("id").is_in(list(reference_llm_calls(d["df"]))))
+    groups = calls.select("model", "environment").unique().height
+    statements = _statements(d["engine"])
+    with pytest.raises(UserError, match=rf"x {groups:,} or more groups x 2 series"):
+        run_metrics(d["engine"], scope, query, now=now, max_cells=buckets * 2 * (groups - 1))
+    assert not _read_spans(statements)
+    # room for every group: answered, every group in every bucket
+    result = run_metrics(d["engine"], scope, query, now=now, max_cells=buckets * 2 * groups)
+    assert _read_spans(statements)
+    assert result.frame.select("model", "environment").unique().height == groups
+    assert result.frame.height == buckets * groups
+    assert result.frame["request_count.count"].sum() == calls.height
