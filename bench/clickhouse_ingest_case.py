@@ -21,12 +21,11 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.ingest_case import BATCH, _client, build_bodies
+from bench.ingest_case import BATCH, build_bodies, run_clients
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.tenancy import ensure_org, ensure_project
@@ -85,7 +84,6 @@ def main() -> None:
         key = create_key(engine, Scope(org_id, Role.ADMIN, username="bench"), "bench")
         per_client = int(args.seconds * 30_000 / BATCH / args.clients) + 1  # more than is sent
         bodies = [build_bodies(per_client, seed=1 + c) for c in range(args.clients)]
-        results: list[list] = [[] for _ in range(args.clients)]
         load_start = _load()
         with running_server(
             f"sqlite:///{folder / 'observatory.db'}",
@@ -94,19 +92,7 @@ def main() -> None:
             OBSERVATORY_SPAN_STORE=f"chdb://{folder}/spans",
         ) as base:
             port = int(base.rsplit(":", 1)[1])
-            warm: list = []
-            _client(port, key, build_bodies(2, seed=999_999), time.perf_counter() + 60, warm)
-            started = time.perf_counter()
-            stop_at = started + args.seconds
-            threads = [
-                threading.Thread(target=_client, args=(port, key, bodies[c], stop_at, results[c]))
-                for c in range(args.clients)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - started
+            results, elapsed = run_clients(port, key, bodies, args.seconds, warm_seconds=60)
         load_end = _load()
         done = [r for rs in results for r in rs]
         ok = sorted(latency for status, latency in done if status == 200)

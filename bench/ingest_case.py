@@ -135,6 +135,26 @@ def build_bodies(count: int, seed: int) -> list[bytes]:
     return bodies
 
 
+def run_clients(
+    port: int, key: str, bodies: list[list[bytes]], seconds: float, *, warm_seconds: float
+) -> tuple[list[list], float]:
+    """One warm-up request, then one client thread per list of bodies posting until `seconds`
+    have passed: each client's (status, latency) results, and the seconds it took."""
+    _client(port, key, build_bodies(2, seed=999_999), time.perf_counter() + warm_seconds, [])
+    results: list[list] = [[] for _ in bodies]
+    started = time.perf_counter()
+    stop_at = started + seconds
+    threads = [
+        threading.Thread(target=_client, args=(port, key, mine, stop_at, out))
+        for mine, out in zip(bodies, results, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - started
+
+
 def _client(port: int, key: str, bodies: list[bytes], stop_at: float, out: list) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {key}"}
@@ -232,20 +252,7 @@ def main() -> None:
         running_server(args.url, Path(tmp), OBSERVATORY_EMBEDDED_WORKER="0") as base,
     ):
         port = int(base.rsplit(":", 1)[1])
-        results: list[list] = [[] for _ in range(args.clients)]
-        warm = []
-        _client(port, key, build_bodies(2, seed=999_999), time.perf_counter() + 30, warm)
-        started = time.perf_counter()
-        stop_at = started + args.seconds
-        threads = [
-            threading.Thread(target=_client, args=(port, key, bodies[c], stop_at, results[c]))
-            for c in range(args.clients)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - started
+        results, elapsed = run_clients(port, key, bodies, args.seconds, warm_seconds=30)
     done = [r for rs in results for r in rs]
     ok = [latency for status, latency in done if status == 200]
     refused = len(done) - len(ok)
