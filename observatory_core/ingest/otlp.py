@@ -142,7 +142,16 @@ def _why(exc: Exception) -> str:
 
 
 def _parse_into(doc: dict, message) -> None:
-    json_format.ParseDict(doc, message, ignore_unknown_fields=True)
+    try:
+        json_format.ParseDict(doc, message, ignore_unknown_fields=True)
+    except SystemError as exc:
+        # protobuf's C parser fails this way on a field name holding an unpaired surrogate
+        # ("\\udb35" in the JSON): not text, so the part that holds it is rejected, not the request
+        if not isinstance(exc.__cause__ or exc.__context__, UnicodeError):
+            raise
+        raise ValueError(
+            "a field name holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text."
+        ) from exc
 
 
 def span_label(name: str | None, span_id: str | bytes | None) -> str:
