@@ -46,6 +46,8 @@ def reference_ids(df: pl.DataFrame, spec: FilterSpec, now: datetime, org_id: int
         expr &= pl.col("start_time") < end
     keys = filter_keys()
     filters = spec.filters()
+    if not filters:  # the window alone: no row needs reading one by one
+        return set(df.filter(expr)["id"].to_list())
     return {
         r["id"]
         for r in df.filter(expr).to_dicts()
@@ -58,9 +60,25 @@ def reference_ids(df: pl.DataFrame, spec: FilterSpec, now: datetime, org_id: int
 CALLING_OPERATIONS = {"chat", "completion", "embeddings"}
 
 
+# The reference walks every row in Python; the shared demo frames are read again and again, so
+# the answer is kept per frame (holding the frame, so its id cannot be reused by another).
+_LLM_CALLS: dict[int, tuple[pl.DataFrame, frozenset[int]]] = {}
+
+
 def reference_llm_calls(df: pl.DataFrame) -> set[int]:
     """Ids of the LLM calls: an operation that calls a model, or an `other` span with a model
     and tokens and no LLM call among its descendants (of the same org and trace)."""
+    kept = _LLM_CALLS.get(id(df))
+    if kept is not None and kept[0] is df:
+        return set(kept[1])
+    if len(_LLM_CALLS) >= 16:
+        _LLM_CALLS.clear()
+    calls = _llm_calls(df)
+    _LLM_CALLS[id(df)] = (df, frozenset(calls))
+    return calls
+
+
+def _llm_calls(df: pl.DataFrame) -> set[int]:
     rows = df.select(
         "id",
         "org_id",
