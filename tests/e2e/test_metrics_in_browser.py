@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.e2e.conftest import ARTIFACTS, open_logged_in, settle
 
@@ -20,14 +21,23 @@ def test_clicking_a_point_zooms_in_and_links_to_its_spans(live_server, page):
     assert points.count() in (23, 24)  # 24 only when the page's minute is on the hour
     # The busiest whole hour (highest marker): an hour of the demo data can hold no span at all,
     # and zooming into one rightly shows no spans and no link to them.
-    settle(page)  # a chart replaced by a late run would swallow the click
-    boxes = [points.nth(i).bounding_box() for i in range(1, points.count() - 1)]
-    box = min(boxes, key=lambda b: b["y"])  # plotly listens on its drag layer, not on the marker
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # hover first
-    page.wait_for_timeout(300)  # plotly picks the hovered point before the click selects it
-    page.mouse.down()
-    page.mouse.up()
-    page.get_by_role("button", name="Reset zoom").wait_for(timeout=30_000)
+    # A click a busy machine's plotly has not bound yet is lost: a person clicks again, so does
+    # this test (at most three times, each on the points as drawn then).
+    for attempt in range(3):
+        settle(page)  # a chart replaced by a late run would swallow the click
+        boxes = [points.nth(i).bounding_box() for i in range(1, points.count() - 1)]
+        box = min(boxes, key=lambda b: b["y"])  # plotly listens on its drag layer, not the marker
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # hover first
+        page.wait_for_timeout(300)  # plotly picks the hovered point before the click selects it
+        page.mouse.down()
+        page.mouse.up()
+        reset = page.get_by_role("button", name="Reset zoom")
+        try:
+            reset.wait_for(timeout=15_000 if attempt < 2 else 30_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
     assert "zoom=" in page.url
     page.get_by_role("button", name="Open the spans behind this point in Traces").click()
     page.wait_for_url(re.compile(r"/traces\?"), timeout=30_000)
