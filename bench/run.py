@@ -406,7 +406,8 @@ def grid_section(grid: list[dict]) -> list[str]:
         "than the one before, so the API's 15-second answer cache answered none of them (checked: "
         "results.json's `cached_answers`). p95 is interpolated between the 5 runs; a refused or "
         "timed-out run counts with its own time and status. Rows: data rows of the answer (metrics: "
-        "buckets x groups). Peak growth: the server process's RSS, sampled every 20 ms, over its "
+        "the buckets of each group that hold data, the API's default since it stopped sending "
+        "empty ones on 2026-12-06; every bucket x group before). Peak growth: the server process's RSS, sampled every 20 ms, over its "
         "value after one light request of each route (the baseline), across the whole grid. "
         "The org declares no dimension unless `GRID_DECLARE=user_id` is set (then user_id "
         "groupings read rollups once it is back-filled; the back-fill's time is below).",

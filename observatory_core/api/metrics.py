@@ -37,6 +37,10 @@ BUCKET_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # as the response model writes a UTC time
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S%:z"  # as `Zone.iso` writes a local one
 
 
+FILL_DESCRIPTION = (
+    "true: every bucket of every group, the empty ones too, as a chart draws them (zero for "
+    "counts and sums, null otherwise); false (default): only the buckets that hold data."
+)
 CHUNK_ROWS = 5000  # rows written at a time: a large answer is streamed, never held whole as text
 
 
@@ -96,10 +100,11 @@ def _row_chunks(frame: pl.DataFrame) -> Iterator[bytes | memoryview]:
         yield b",".join(parts)
 
 
-def _metrics_data(scope: Scope, query: MetricQuery, local: bool) -> dict:
+def _metrics_data(scope: Scope, query: MetricQuery, local: bool, fill: bool) -> dict:
     """The answer's fields; its rows (`frame`) are written when the answer is sent."""
-    result = run_metrics(engine(), scope, query)
+    result = run_metrics(engine(), scope, query, fill=fill)
     return {
+        "filled": fill and result.bucket_seconds is not None,
         "series": list(result.series),
         "group_by": list(result.group_by),
         "bucket_seconds": result.bucket_seconds,
@@ -134,13 +139,16 @@ def _body(head: str, frame: pl.DataFrame, tail: str) -> Iterator[bytes | memoryv
     yield ("]" + tail).encode()
 
 
-def _answer(request: Request, scope: Scope, query: MetricQuery, local: bool = False) -> Response:
+def _answer(
+    request: Request, scope: Scope, query: MetricQuery, local: bool = False, fill: bool = False
+) -> Response:
     """The body checked by the response model without its rows, which are streamed in as
-    polars writes them. `local`: the caller named a zone, so rows carry `bucket_local` too."""
-    key = cache.key(scope, "metrics", repr(query), local)
+    polars writes them. `local`: the caller named a zone, so rows carry `bucket_local` too.
+    `fill`: the empty buckets too (a chart's gap-fill), else only the buckets with data."""
+    key = cache.key(scope, "metrics", repr(query), local, fill)
     data, hit = cache.get(key), True
     if data is None:
-        data, hit = _metrics_data(scope, query, local), False
+        data, hit = _metrics_data(scope, query, local, fill), False
         if data["frame"].height <= CACHED_ROWS:
             cache.put(key, data)
     fields = {k: v for k, v in data.items() if k != "frame"}
@@ -168,10 +176,11 @@ def metrics(
     ] = "auto",
     group_by: Annotated[list[str], Query(max_length=5)] = [],  # noqa: B006 - FastAPI copies defaults
     tz: Annotated[str | None, Query(max_length=64, description=TZ_DESCRIPTION)] = None,
+    fill: Annotated[bool, Query(description=FILL_DESCRIPTION)] = False,
 ) -> Response:
     """Series over time (or totals), grouped as asked, for the filtered spans; days, weeks and
     hours of the `tz` zone's clock."""
-    spec = filter_spec(request, frozenset({"series", "bucket", "group_by", "tz"}))
+    spec = filter_spec(request, frozenset({"series", "bucket", "group_by", "tz", "fill"}))
     query = MetricQuery(
         series=tuple(series),
         filters=spec,
@@ -179,7 +188,7 @@ def metrics(
         group_by=tuple(group_by),
         zone=zone_of(tz),
     )
-    return _answer(request, scope, query, local=tz is not None)
+    return _answer(request, scope, query, local=tz is not None, fill=fill)
 
 
 @router.post("/metrics/query", response_model=MetricsBody, responses=errors(400, 403))
@@ -198,7 +207,7 @@ def metrics_query(
         limit=body.limit,
         zone=zone_of(body.tz),
     )
-    return _answer(request, scope, query, local=body.tz is not None)
+    return _answer(request, scope, query, local=body.tz is not None, fill=body.fill)
 
 
 @router.get(

@@ -137,8 +137,15 @@ class MetricsOut(BaseModel):
         "one, the last when it ends within one or the bucket is still running. Their values "
         "count only the covered part; do not compare them with whole buckets. Empty for totals.",
     )
+    filled: bool = Field(
+        False,
+        description="Whether every bucket of every group is a row (`fill=true`: zero for counts "
+        "and sums where a bucket holds nothing, null otherwise) or only the buckets that hold "
+        "data (the default: a bucket missing from a group's rows had no span of its subject).",
+    )
     rows: list[dict[str, Any]] = Field(
-        description="One per bucket and group (or per group, for totals): `bucket` (its start, "
+        description="One per bucket and group (only the buckets with data unless `filled`; "
+        "or one per group, for totals): `bucket` (its start, "
         "UTC) and, when tz is given, `bucket_local` (the same instant in the zone, with its "
         "offset), the "
         "group-by values and one value per series. A row of a partial bucket also carries "
@@ -183,6 +190,11 @@ class MetricsQueryIn(BaseModel):
     sort: str | None = None
     descending: bool = True
     limit: int | None = Field(None, ge=1, le=10_000)
+    fill: bool = Field(
+        False,
+        description="Every bucket of every group, empty ones too, as a chart draws them (they "
+        "count towards the cells cap either way); by default only the buckets with data.",
+    )
 
 
 class Kpi(BaseModel):
