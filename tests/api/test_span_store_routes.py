@@ -163,3 +163,21 @@ def test_trace_metrics_on_the_span_store_are_one_sentence(client):
     assert got.status_code == 400
     message = got.json()["error"]["message"]
     assert message.startswith("Trace metrics") and "span store" in message
+
+
+def test_the_metrics_pages_loader_reads_the_chosen_store(client, routed):
+    """The Metrics page's (and the dashboards') loader takes the same seam (`ui/session.py`)."""
+    import streamlit as st
+
+    from observatory_core.metrics.query import MetricQuery
+    from observatory_core.ui import cached
+
+    _, _, on_store = client
+    st.cache_data.clear()
+    query = MetricQuery(series=("span_count.count",), filters=FORTNIGHT, bucket=None)
+    got = cached.metrics(admin_scope(routed["acme"]), query).frame["span_count.count"].item()
+    want = reference_metrics(
+        routed["sql_df"], FORTNIGHT, NOW, routed["acme"], query.series, (), None
+    )["span_count.count"].item()
+    assert got == want + (1 if on_store else 0)
+    st.cache_data.clear()
