@@ -35,7 +35,8 @@ def engine():
 
 
 def span_engine():
-    """The explorer's engine: the span store's when OBSERVATORY_SPAN_STORE is set."""
+    """Where spans and their rollups are read (the explorer, the metrics): the span store's
+    engine when OBSERVATORY_SPAN_STORE is set, else DATABASE_URL's."""
     return span_reads(engine())
 
 

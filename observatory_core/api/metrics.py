@@ -20,7 +20,7 @@ from observatory_core.api.common import (
     filter_spec,
     zone_of,
 )
-from observatory_core.api.context import caller, engine, meta
+from observatory_core.api.context import caller, engine, meta, span_engine
 from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
 from observatory_core.base.zones import Zone, calendar_period
 from observatory_core.filters.spec import FilterSpec
@@ -101,8 +101,9 @@ def _row_chunks(frame: pl.DataFrame) -> Iterator[bytes | memoryview]:
 
 
 def _metrics_data(scope: Scope, query: MetricQuery, local: bool, fill: bool) -> dict:
-    """The answer's fields; its rows (`frame`) are written when the answer is sent."""
-    result = run_metrics(engine(), scope, query, fill=fill)
+    """The answer's fields; its rows (`frame`) are written when the answer is sent. Spans and
+    rollups are read where they are kept (the span store's, when the setting names one)."""
+    result = run_metrics(span_engine(), scope, query, fill=fill)
     return {
         "filled": fill and result.bucket_seconds is not None,
         "series": list(result.series),

@@ -38,6 +38,18 @@ from observatory_core.storage import latency_bins as sketch
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
 
+# What the span store's t-digest percentiles (its rollups' `quantileTDigest` states) are held
+# to: the engine's t-digest gives no worst-case bound, and over few spans it answers one of
+# their values rather than interpolating (p95 of 14 spans: their largest), so this is the
+# bound measured and tested for p50 to p95 over groups of `DIGEST_MIN_SPANS` or more
+# (docs/scale.md, "Metrics on the span store").
+DIGEST_BOUND = 0.05
+DIGEST_MIN_SPANS = 200
+DIGEST_BOUND_TEXT = (
+    f"within about {DIGEST_BOUND:.0%} up to p95 over {DIGEST_MIN_SPANS} spans or more; "
+    "over fewer, or at p99, much less close"
+)
+
 _OPS = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -67,6 +79,8 @@ class MetricResult:
     partial_buckets: dict[datetime, float] = field(default_factory=dict)
     # whose clock the buckets follow: `bucket` holds each bucket's start as a UTC instant
     zone: Zone = UTC_ZONE
+    # percentiles merged from t-digest states (the span store's rollups), not the packed sketch
+    digest: bool = False
 
     @property
     def explanation(self) -> str:
@@ -75,6 +89,11 @@ class MetricResult:
             text = f"Computed from {where}; counts and sums are exact."
         elif self.exact_percentiles:
             text = f"Computed from {where}; percentiles are exact."
+        elif self.digest:
+            text = (
+                f"Computed from {where}; counts and sums are exact, percentiles are approximate "
+                f"(t-digest, {DIGEST_BOUND_TEXT})."
+            )
         else:
             text = f"Computed from {where}; percentiles are approximate, {sketch.bound_text()}."
         return text + (f" {self.folded_note}" if self.folded_groups else "")
@@ -263,6 +282,7 @@ def _compute_subject(
             fold,
             subject,
             bucketing=buckets,
+            digests=store_for(engine).rollup_digests,
         )
         frame = _fetch(engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows)
         return finalize(frame, series, query.group_by), "rollup", tuple(grains)
@@ -392,7 +412,8 @@ def _refuse_early(args, query: MetricQuery, caps: _Caps, buckets: int | None, st
     if not rollup_can_answer(series, query.group_by, spec) and rollup_can_answer(series, (), spec):
         spans_seen = spans_in_range(engine, scope, spec, start, end)
         if spans_seen is not None and spans_seen > caps.raw_spans:
-            raise _raw_refusal(query, spans_seen, caps.raw_spans, end - start)
+            slots = store_for(engine).reads_declared_slots
+            raise _raw_refusal(query, spans_seen, caps.raw_spans, end - start, slots)
     if buckets is None or query.having:
         return
     most = query.limit or caps.groups + 1  # groups the answer holds at most ("(other)" too)
@@ -406,8 +427,11 @@ def _refuse_early(args, query: MetricQuery, caps: _Caps, buckets: int | None, st
     _check_cells(query, buckets, min(known, most), caps, at_least=known < most)
 
 
-def _raw_refusal(query: MetricQuery, spans_seen: int, cap: int, length: timedelta) -> MetricError:
-    """Which group-bys send the read to raw spans, and how to answer from rollups instead."""
+def _raw_refusal(
+    query: MetricQuery, spans_seen: int, cap: int, length: timedelta, slots: bool = True
+) -> MetricError:
+    """Which group-bys send the read to raw spans, and how to answer from rollups instead
+    (`slots`: whether declaring a dimension would, on this store)."""
     raw = [g for g in query.group_by if not rollup_can_answer((), (g,), FilterSpec())]
     names = " and ".join(raw)
     hours = max(1, int(length / timedelta(hours=1) * cap / spans_seen))
@@ -415,7 +439,7 @@ def _raw_refusal(query: MetricQuery, spans_seen: int, cap: int, length: timedelt
     fix = (
         f"declare {names} as a dimension (Admin page, Dimensions) so rollups answer "
         f"{'it' if len(raw) == 1 else 'them'}, or narrow the period to about {period}"
-        if all(declarable(g) for g in raw)
+        if slots and all(declarable(g) for g in raw)
         else f"group by fewer dimensions or narrow the period to about {period}"
     )
     return MetricError(
@@ -524,6 +548,8 @@ def _declared_slots(
     keyed = [g for g in query.group_by if declarable(g)]
     if not keyed or trace_series(query.all_series):  # trace_totals carry no slots
         return query, {}
+    if not store_for(engine).reads_declared_slots:  # the span store: read from the spans
+        return query, {}
     slots = {k: s for k, s in slot_groups(engine, scope.org_id, start).items() if k in keyed}
     if not slots:
         return query, {}
@@ -562,7 +588,11 @@ def run_metrics(
     )
     series = query.all_series
     _check_permissions(scope, query)
-    trace_series(series)  # one subject per query, refused before any read
+    if trace_series(series) and not store_for(engine).lists_traces:  # one subject per query
+        raise MetricError(
+            "Trace metrics (trace_count, trace_duration_ms, ...) cannot be read from the "
+            'ClickHouse span store yet; chart span metrics there (docs/scale.md, "Not yet").'
+        )
     start, end = _window(engine, scope, query, now)
     asked = query
     query, slots = _declared_slots(engine, scope, query, start)
@@ -603,6 +633,7 @@ def run_metrics(
         grains=grains,
         # trace_totals hold each trace's own figures: its percentiles are exact too
         exact_percentiles=(source == "raw" or grains == TOTALS_GRAINS) if has_percentiles else None,
+        digest=has_percentiles and source == "rollup" and store_for(engine).rollup_digests,
         seconds=time.perf_counter() - started,
         sketch=sketch,
         folded_groups=folded,

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 from sqlalchemy import (
     BigInteger,
+    Integer,
     Select,
     bindparam,
     cast,
@@ -40,8 +41,15 @@ from observatory_core.metrics.folding import folded_columns
 from observatory_core.rollups.partials import partial_select
 from observatory_core.semantic import fields as semantic_fields
 from observatory_core.semantic.duplicates import counted
-from observatory_core.semantic.metrics import SUBJECT_ROWS, subject_condition
-from observatory_core.storage.dialect import bucket_of, epoch_us, time_bucket
+from observatory_core.semantic.metrics import SUBJECT_ROWS, sketched, subject_condition
+from observatory_core.storage.clickhouse.layout import digest_column
+from observatory_core.storage.dialect import (
+    bucket_of,
+    digest_quantile,
+    epoch_us,
+    rollup_count,
+    time_bucket,
+)
 from observatory_core.storage.latency_bins import BINS, representative
 from observatory_core.storage.packed_sketch import decode, dense, sketch_merge
 from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_GRAINS, ROLLUPS, spans
@@ -153,10 +161,15 @@ def rollup_select(
     subject: Subject = Subject.SPANS,
     *,
     bucketing: Bucketing | None = None,
+    digests: bool = False,
 ) -> tuple[Select, list[str], dict]:
     """One statement: the segments' partials unioned, merged per bucket and group, over the
     rows of `subject` (rollup rows carry `llm_call` and `operation`, so the subject's
     condition reads them as it reads spans).
+
+    `digests`: the store's rollups keep t-digest states of the sketched measure, not the
+    packed sketch (the span store's, `Store.rollup_digests`): percentiles are merged there
+    (`digest_quantile`) and come back as `<measure>_<agg>` columns.
 
     Returns the statement, the grains it read and its parameters. Statements are built once
     per shape (series, grouping, segments, which filters) with named parameters: built per
@@ -176,6 +189,7 @@ def rollup_select(
         subject,
         # edges only where the store needs them: a uniform grid keeps one statement per shape
         None if bucketing is None or bucketing.uniform else bucketing,
+        digests,
     )
     params: dict = {"org_id": scope.org_id}
     if scope.project_ids is not None:
@@ -198,9 +212,15 @@ def _statement(
     fold: bool = False,
     subject: Subject = Subject.SPANS,
     zoned: Bucketing | None = None,
+    digests: bool = False,
 ) -> Select:
     measures, parts = _needs(series)
     bins = "latency_sketch" in parts
+    digest = None
+    if bins and digests:  # the span store: t-digest states in place of the packed sketch
+        parts.remove("latency_sketch")
+        bins, digest = False, digest_column(sketched().rollup.column)
+    own = [digest] if digest else []  # columns every piece selects as they are
     dims = [semantic_fields.by_group(d).name for d in group_by]
     width = bucket_seconds or 86400
 
@@ -227,6 +247,7 @@ def _statement(
                 measures=tuple(measures),
                 with_bins=bins,
                 bucketing=zoned,
+                digest=digest,
             ).subquery()
             # Of the rollup columns' own types: were the union's columns wider than a rollup
             # table's, PostgreSQL would convert every rollup row on its way into the union.
@@ -234,7 +255,8 @@ def _statement(
                 select(
                     src.c.bucket_start,
                     *(src.c[d] for d in dims),
-                    *(cast(src.c[p], ROLLUPS["1min"].c[p].type) for p in parts),
+                    *(_typed_as_rollup(src.c[p], p) for p in parts),
+                    *(src.c[c] for c in own),
                 )
             )
             continue
@@ -245,16 +267,22 @@ def _statement(
         elif bucket_seconds is not None and ROLLUP_GRAINS[grain] != bucket_seconds:
             start = time_bucket(start, bucket_seconds).label("bucket_start")
         pieces.append(
-            select(start, *(t.c[d] for d in dims), *(t.c[p] for p in parts)).where(
-                *conditions(t, t.c.bucket_start, i)
-            )
+            select(
+                start,
+                *(t.c[d] for d in dims),
+                *(t.c[p] for p in parts),
+                *(literal_column(c) for c in own),  # not in schema.py's rollups
+            ).where(*conditions(t, t.c.bucket_start, i))
         )
     if not pieces:  # an empty range: one empty select keeps the shape
         t = ROLLUPS["1day"]
         pieces.append(
-            select(t.c.bucket_start, *(t.c[d] for d in dims), *(t.c[p] for p in parts)).where(
-                literal(False)
-            )
+            select(
+                t.c.bucket_start,
+                *(t.c[d] for d in dims),
+                *(t.c[p] for p in parts),
+                *(literal_column(c) for c in own),
+            ).where(literal(False))
         )
     u = union_all(*pieces).subquery("u")
     # each group's field over the merged rows (its column, or an expression of it)
@@ -280,12 +308,28 @@ def _statement(
             aggs.append(cast(func.sum(u.c[p]), BigInteger).label(p))
         else:
             aggs.append(func.sum(u.c[p]).label(p))
+    if digest is not None:  # each percentile asked, merged by the engine
+        for name in series:
+            metric, agg = name.split(".")
+            if Agg(agg) in PERCENTILES:
+                label = f"{METRICS[metric].rollup.column}_{agg}"
+                aggs.append(digest_quantile(u.c[digest], PERCENTILES[Agg(agg)]).label(label))
+        aggs = list({a.name: a for a in aggs}.values())
     query = select(*columns, *aggs)
     if (
         fold and keys
     ):  # by position: the CASE's parameters are numbered apart in SELECT and GROUP BY
         return query.group_by(*(literal_column(str(i + 1)) for i in range(len(keys))))
     return query.group_by(*keys) if keys else query
+
+
+def _typed_as_rollup(value: ColumnElement, part: str) -> ColumnElement:
+    """A raw edge's partial of the rollup column's own type (`rollup_count` for counts: the
+    span store's are unsigned)."""
+    kind = ROLLUPS["1min"].c[part].type
+    if isinstance(kind, Integer):
+        return rollup_count(value, kind).label(part)
+    return cast(value, kind).label(part)
 
 
 def finalize(
@@ -352,6 +396,8 @@ def _finish_value(
         return frame[f"{m}_min"].cast(pl.Float64)
     if agg == Agg.MAX:
         return frame[f"{m}_max"].cast(pl.Float64)
+    if f"{m}_{agg.value}" in frame.columns:  # a percentile the store merged (t-digest)
+        return frame[f"{m}_{agg.value}"].cast(pl.Float64).fill_nan(None)
     if agg == Agg.STDDEV:
         return pl.Series(
             stddev_from_sums(

@@ -22,7 +22,7 @@ from sqlalchemy.sql.expression import ColumnElement, FromClause
 
 from observatory_core.base.zones import Bucketing
 from observatory_core.semantic.metrics import rollup_counts, rollup_measures, sketched
-from observatory_core.storage.dialect import bucket_of, latency_bin, time_bucket
+from observatory_core.storage.dialect import bucket_of, digest_state, latency_bin, time_bucket
 from observatory_core.storage.packed_sketch import sketch_of
 from observatory_core.storage.schema import (
     DIMENSION_SLOTS,
@@ -145,10 +145,13 @@ def partial_select(
     measures: tuple[str, ...] = ROLLUP_MEASURES,
     with_bins: bool = True,
     bucketing: Bucketing | None = None,
+    digest: str | None = None,
 ) -> Select:
     """SELECT org_id, bucket_start, dimensions..., counts, sums, min, max, latency sketch
     FROM src GROUP BY org, bucket and dimensions; column names match the rollup tables.
-    `bucketing`: a query's buckets on a zone's clock, in place of `bucket_seconds` in UTC."""
+    `bucketing`: a query's buckets on a zone's clock, in place of `bucket_seconds` in UTC.
+    `digest`: also the sketched measure's t-digest state as that column (the span store's
+    rollups keep one, `Store.rollup_digests`; `measures` must hold the measure)."""
     values = measure_expressions(src)
     dims = dimension_expressions(src)
     conditions = {c: w for c, w in count_conditions(src).items() if w is not None}
@@ -185,5 +188,7 @@ def partial_select(
         ]
     if with_bins:
         aggregates.append(sketch_of(i._bin).label("latency_sketch"))
+    if digest is not None:
+        aggregates.append(digest_state(i[sketched().rollup.column]).label(digest))
     keys = [i.org_id, i.bucket_start, *(i[d] for d in dimensions)]
     return select(*keys, *aggregates).group_by(*keys)

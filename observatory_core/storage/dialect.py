@@ -6,8 +6,19 @@ and `tests/storage/test_stores.py` checks that every store compiles every one of
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, Integer, String, Table, literal, literal_column
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    Integer,
+    String,
+    Table,
+    cast,
+    literal,
+    literal_column,
+)
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
@@ -34,6 +45,55 @@ class percentile_cont(FunctionElement):
             raise ValueError("a percentile fraction lies between 0 and 1")
         self.fraction = float(fraction)
         super().__init__(column)
+
+
+class rollup_count(FunctionElement):
+    """A count partial computed from spans, of the rollup count columns' own type, so it
+    unions with rollup rows: `type_` (the column's type in `storage/schema.py`) here, the span
+    store's unsigned sums there (no signed type unites with them)."""
+
+    inherit_cache = True
+    name = "rollup_count"
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("type", InternalTraversal.dp_type),
+    ]
+
+    def __init__(self, value: ColumnElement, type_) -> None:
+        self.type = type_
+        super().__init__(value)
+
+
+@compiles(rollup_count)
+def _rollup_count(element, compiler, **kw):
+    return compiler.process(cast(element.clauses.clauses[0], element.type), **kw)
+
+
+class digest_state(FunctionElement):
+    """A t-digest state of a value (its NULLs left out): what the ClickHouse span store's
+    rollups keep of the sketched measure (`<measure>_digest`, storage/clickhouse/layout.py),
+    so raw edges merge with rollup rows. Only that store compiles it (`Store.rollup_digests`)."""
+
+    inherit_cache = True
+    name = "digest_state"
+
+
+class digest_quantile(FunctionElement):
+    """A percentile read from merged t-digest states (`digest_state`, or a rollup's column)."""
+
+    type = Float()
+    inherit_cache = True
+    name = "digest_quantile"
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("fraction", InternalTraversal.dp_plain_obj),
+    ]
+
+    def __init__(self, state: ColumnElement, fraction: float) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("a percentile fraction lies between 0 and 1")
+        self.fraction = float(fraction)
+        super().__init__(state)
 
 
 class time_bucket(FunctionElement):

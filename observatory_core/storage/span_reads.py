@@ -1,6 +1,7 @@
-"""Where the explorer reads spans: the ClickHouse span store when `OBSERVATORY_SPAN_STORE` is
-set, else `DATABASE_URL` (docs/scale.md). The one seam the explorer's callers (the HTTP API's
-/traces routes, the Traces page's loaders) take their engine from; everything else keeps
+"""Where the explorer and the metrics engine read spans and rollups: the ClickHouse span store
+when `OBSERVATORY_SPAN_STORE` is set, else `DATABASE_URL` (docs/scale.md). The one seam their
+callers (the HTTP API's /traces and /metrics routes, the Traces page's loaders, the Metrics
+page's and dashboards' metrics loader) take their engine from; everything else keeps
 `DATABASE_URL`'s engine. The store is the process's one (`storage/clickhouse/current.py`), the
 same ingest writes to: chDB holds one folder per process.
 """
@@ -13,7 +14,7 @@ from observatory_core.storage.clickhouse.current import span_store
 
 
 def span_reads(database: Engine) -> Engine:
-    """The engine the explorer reads spans from: the span store's when the setting names one,
+    """The engine spans are read from: the span store's when the setting names one,
     else `database` (DATABASE_URL's, as given)."""
     store = span_store()
     return store.engine if store is not None else database

@@ -94,7 +94,7 @@ def _metrics(
     scope: Scope, query_json: str, minute: str, max_groups: int | None = None
 ) -> MetricResult:
     return run_metrics(
-        engine(),
+        span_engine(),  # spans and rollups where they are kept (docs/scale.md)
         scope,
         query_from_json(query_json),
         now=datetime.fromisoformat(minute),

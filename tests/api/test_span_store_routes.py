@@ -1,6 +1,7 @@
 """With OBSERVATORY_SPAN_STORE set, the explorer's routes (/traces, /traces/days,
-/traces/{id}) read the span store, and everything else DATABASE_URL: the rows answered are the
-span store's (its ids), equal to polars on the raw rows, and unset, they are DATABASE_URL's."""
+/traces/{id}) and /metrics read the span store, and everything else DATABASE_URL: the rows
+answered are the span store's (its ids, and two spans only it holds, outside the explorer's
+week), equal to polars on the raw rows, and unset, they are DATABASE_URL's."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from observatory_core.api.ratelimit import RateLimiter
 from observatory_core.base.settings import get_settings
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest.apikeys import create_key
+from observatory_core.ingest.spanrows import complete_row
 from observatory_core.storage.clickhouse.current import close_span_stores
+from observatory_core.storage.clickhouse.writes import write_spans
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from tests.api.conftest import ApiClient
 from tests.chdb_store import copy_into_span_store, with_store_ids
-from tests.helpers import admin_scope, all_spans, make_org, write
+from tests.helpers import admin_scope, all_spans, make_org, span, write
+from tests.metrics.reference import reference_metrics
 from tests.reference import reference_ids
 from tests.traces.conftest import NOW, build_rows
 
@@ -37,6 +41,19 @@ def routed(tmp_path_factory, chdb_session):
     write(engine, build_rows(acme, projects, seed=5, traces=25, now=NOW))
     write(engine, build_rows(globex, globex_projects, seed=6, traces=10, now=NOW))
     store = copy_into_span_store(chdb_session, engine, "routed")
+    # held by the span store only, ten days back: a tool call that counts, and a twin set aside
+    # (`duplicate_of`) that counts in no figure
+    tool = span(acme, projects[0], NOW - timedelta(days=10), operation="execute_tool")
+    twin = span(
+        acme,
+        projects[0],
+        NOW - timedelta(days=10),
+        duplicate_of=tool["span_id"],
+        duplicate_trace_id=tool["trace_id"],
+        duration_ms=9e6,
+    )
+    extra = [tool, twin]
+    assert write_spans(store, [complete_row(dict(r), 16_000) for r in extra]) == 2
     key = create_key(engine, admin_scope(acme), "read key", scopes=("read",), role="developer")
     df = all_spans(engine)
     yield {
@@ -110,3 +127,57 @@ def test_traces_mode_on_the_span_store_is_one_sentence(client):
     assert got.status_code == 400
     message = got.json()["error"]["message"]
     assert message.startswith("Whole traces cannot be listed from the ClickHouse span store")
+
+
+FORTNIGHT = FilterSpec(relative=None, start=NOW - timedelta(days=14), end=NOW)
+SPAN_WINDOW = f"start={FORTNIGHT.start.isoformat()}&end={NOW.isoformat()}".replace("+", "%2B")
+
+
+@pytest.mark.parametrize("group_by", ["", "&group_by=model", "&group_by=user_id"])
+def test_metrics_read_the_chosen_store(client, routed, group_by):
+    """From rollups (no group-by, by model) and from raw spans (by user, which rollups do not
+    carry): the span store's answer holds its own tool call, never the twin it set aside."""
+    client, _, on_store = client
+    series = ("span_count.count", "request_count.count", "total_cost.sum", "duration_ms.max")
+    query = "".join(f"&series={s}" for s in series)
+    got = client.get(f"/metrics?bucket=none&tz=UTC&{SPAN_WINDOW}{query}{group_by}")
+    assert got.status_code == 200, got.text
+    data = got.json()["data"]
+    keys = (group_by.split("=")[1],) if group_by else ()
+    assert data["source"] == ("raw" if "user_id" in group_by else "rollup")
+    want = reference_metrics(routed["sql_df"], FORTNIGHT, NOW, routed["acme"], series, keys, None)
+    rows = data["rows"]
+    assert sum(r["request_count.count"] for r in rows) == want["request_count.count"].sum()
+    assert abs(sum(r["total_cost.sum"] for r in rows) - want["total_cost.sum"].sum()) < 1e-9
+    assert max(r["duration_ms.max"] or 0 for r in rows) == want["duration_ms.max"].max()
+    extra = 1 if on_store else 0  # the tool call; the twin never
+    assert sum(r["span_count.count"] for r in rows) == want["span_count.count"].sum() + extra
+
+
+def test_trace_metrics_on_the_span_store_are_one_sentence(client):
+    client, _, on_store = client
+    got = client.get(f"/metrics?bucket=none&series=trace_count&{SPAN_WINDOW}")
+    if not on_store:
+        assert got.status_code == 200, got.text
+        return
+    assert got.status_code == 400
+    message = got.json()["error"]["message"]
+    assert message.startswith("Trace metrics") and "span store" in message
+
+
+def test_the_metrics_pages_loader_reads_the_chosen_store(client, routed):
+    """The Metrics page's (and the dashboards') loader takes the same seam (`ui/session.py`)."""
+    import streamlit as st
+
+    from observatory_core.metrics.query import MetricQuery
+    from observatory_core.ui import cached
+
+    _, _, on_store = client
+    st.cache_data.clear()
+    query = MetricQuery(series=("span_count.count",), filters=FORTNIGHT, bucket=None)
+    got = cached.metrics(admin_scope(routed["acme"]), query).frame["span_count.count"].item()
+    want = reference_metrics(
+        routed["sql_df"], FORTNIGHT, NOW, routed["acme"], query.series, (), None
+    )["span_count.count"].item()
+    assert got == want + (1 if on_store else 0)
+    st.cache_data.clear()

@@ -22,7 +22,7 @@ def test_recent_and_past_answers_do_not_empty_each_others_cache(monkeypatch):
         return f"answer {len(calls)}"
 
     monkeypatch.setattr(cached, "run_metrics", run_metrics)
-    monkeypatch.setattr(cached, "engine", lambda: None)
+    monkeypatch.setattr(cached, "span_engine", lambda: None)
     st.cache_data.clear()
     scope = Scope(org_id=1, role=Role.ADMIN)
     recent = MetricQuery(series=("request_count.count",), filters=FilterSpec(relative="24h"))

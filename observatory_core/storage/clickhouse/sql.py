@@ -55,13 +55,30 @@ def _json_value(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _bound(value: Any) -> Any:
+def _instant_class():
     from clickhouse_connect.driver.binding import DT64Param
 
+    class Instant(DT64Param):
+        """A time as a typed `DateTime64(6, 'UTC')` value, not a string: a string with
+        microseconds cannot be compared with a `DateTime` column (the rollups' `bucket_start`)."""
+
+        def format(self, tz, top_level: bool) -> str:
+            text = super().format(tz, top_level)
+            return text if top_level else f"toDateTime64({text}, 6, 'UTC')"
+
+    return Instant
+
+
+_INSTANT: list = []
+
+
+def _bound(value: Any) -> Any:
     if isinstance(value, datetime):
         # with microseconds, written in UTC whatever the process's or server's zone (the
         # driver would write it in its `server_tz`, and the UTC column read it as UTC)
-        return DT64Param(value, tz=UTC)
+        if not _INSTANT:
+            _INSTANT.append(_instant_class())
+        return _INSTANT[0](value, tz=UTC)
     if isinstance(value, list | tuple):
         return type(value)(_bound(v) for v in value)
     return value

@@ -145,9 +145,18 @@ class Store(ABC):
 
     # -- reads and the planner ---------------------------------------------------------------
 
-    # Whether the explorer's traces mode (trees by their root, `traces/trace_lists.py`) runs
-    # here; the span store lists spans and shows a trace, not yet trees (docs/scale.md).
+    # Whether the explorer's traces mode (trees by their root, `traces/trace_lists.py`) and the
+    # trace metrics (`metrics/trace_path.py`) run here: both read `trace_totals`, which the span
+    # store keeps with other columns; it lists spans and shows a trace, not yet trees, and
+    # charts span metrics only (docs/scale.md).
     lists_traces: bool = True
+    # Whether the rollups keep the sketched measure as t-digest states (`<measure>_digest`,
+    # read with `digest_quantile`) rather than the packed latency sketch: the span store's.
+    rollup_digests: bool = False
+    # Whether the metrics engine may read a declared dimension from its slot (`rollups/
+    # dimensions.py`: its back-fill's coverage is this store's); the span store has no back-fill
+    # of stored spans yet, so a group-by on such a key reads the spans there.
+    reads_declared_slots: bool = True
 
     def newest_arrival(self, conn: Connection) -> int:
         """A first page's pin: the newest span's id where ids grow with each insert (the

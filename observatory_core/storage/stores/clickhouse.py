@@ -26,13 +26,15 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import Insert, Select, visitors
+from sqlalchemy.sql import Insert, Select, functions, visitors
 from sqlalchemy.sql.expression import ColumnClause
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
 from observatory_core.storage.dialect import (
     arrival_order,
+    digest_quantile,
+    digest_state,
     epoch_us,
     greatest_of,
     json_array_contains,
@@ -41,6 +43,7 @@ from observatory_core.storage.dialect import (
     latency_bin,
     least_of,
     percentile_cont,
+    rollup_count,
     stddev_samp,
     text_search,
     time_bucket,
@@ -71,10 +74,50 @@ _ONLY_SPANS = (
 
 @compiles(percentile_cont, NAME)
 def _percentile(element, compiler, **kw):
-    """Exact, interpolated as PostgreSQL's percentile_cont (the 'inclusive' definition)."""
-    return (
-        f"quantileExactInclusive({element.fraction!r})({compiler.process(element.clauses, **kw)})"
-    )
+    """Exact, interpolated as PostgreSQL's percentile_cont (the 'inclusive' definition); NULL
+    over no rows, as there."""
+    values = compiler.process(element.clauses, **kw)
+    return f"quantileExactInclusiveOrNull({element.fraction!r})({values})"
+
+
+def _or_null(name: str):
+    def compile_(element, compiler, **kw):
+        return f"{name}OrNull({compiler.process(element.clauses, **kw)})"
+
+    return compile_
+
+
+# min, max and avg over no rows are NULL in SQL; the engine answers a type's default (0, the
+# epoch) or NaN, which a total over an empty range (a metric's min, the first span's time)
+# would show as a value. Their -OrNull forms answer NULL.
+for _function in (functions.min, functions.max):
+    compiles(_function, NAME)(_or_null(_function.__name__))
+
+
+@compiles(functions.Function, NAME)
+def _function(element, compiler, **kw):
+    """`func.avg` (SQLAlchemy has no class of its own for it) as `avgOrNull`; the rest as is."""
+    if element.name.lower() == "avg":
+        return _or_null("avg")(element, compiler, **kw)
+    return compiler.visit_function(element, **kw)
+
+
+@compiles(digest_state, NAME)
+def _digest_state(element, compiler, **kw):
+    """As the rollups' views fill `<measure>_digest` (layout.py), so the states merge."""
+    value = compiler.process(element.clauses, **kw)
+    return f"quantileTDigestStateIf(toFloat64(ifNull({value}, 0)), ({value}) IS NOT NULL)"
+
+
+@compiles(rollup_count, NAME)
+def _rollup_count(element, compiler, **kw):
+    """The rollups' counts are `SimpleAggregateFunction(sum, UInt64)` here (layout.py)."""
+    return f"toUInt64({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(digest_quantile, NAME)
+def _digest_quantile(element, compiler, **kw):
+    return f"quantileTDigestMerge({element.fraction!r})({compiler.process(element.clauses, **kw)})"
 
 
 def _micros(value: str) -> str:
@@ -355,6 +398,8 @@ class ClickHouseStore(Store):
     timestamps_as_micros = False  # DateTime64(6, 'UTC')
     copies_csv = False
     lists_traces = False  # trace_totals holds other columns here (docs/scale.md, "Not yet")
+    rollup_digests = True  # t-digest states, not packed sketches (layout.py)
+    reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
 
     def newest_arrival(self, conn: Connection) -> int:
         """Now, in the write clock's microseconds (`writes.py` stamps `version` with it): the
