@@ -115,7 +115,9 @@ def newest_rows(store) -> pl.DataFrame:
     result = store.client.query(
         f"SELECT *, {SPAN_ID_SQL.format(t='')} AS id FROM {store.table('spans')}"
     )
-    frame = pl.DataFrame(result.result_rows, schema=result.column_names, orient="row")
+    frame = pl.DataFrame(
+        result.result_rows, schema=result.column_names, orient="row", infer_schema_length=None
+    )
     return frame.sort("version", descending=True).unique(KEY, keep="first")
 
 
