@@ -16,6 +16,7 @@ from observatory_core.alerts.webhooks import deliver_due
 from observatory_core.base import prometheus
 from observatory_core.storage.dialect import upsert
 from observatory_core.storage.schema import worker_heartbeats
+from observatory_core.storage.span_reads import span_reads
 from observatory_core.storage.transient import describe, is_transient
 
 log = logging.getLogger("observatory.alerts")
@@ -69,7 +70,7 @@ def start_loops(
     def evaluate_round() -> None:
         started = time.monotonic()
         beat(engine, worker_id)
-        report = evaluate(engine)
+        report = evaluate(engine, spans=span_reads(engine))  # spans where they are kept
         prometheus.alert_round(time.monotonic() - started)
         if report.transitions:
             log.info("alerts: %d transitions over %d groups", report.transitions, report.groups)
