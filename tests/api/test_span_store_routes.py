@@ -282,3 +282,46 @@ def test_the_report_pages_loaders_read_the_chosen_store(client, routed):
     home = cached.home(scope)  # the last 24 hours of the real clock: only the note differs
     assert (home.current.traces is None) == on_store and bool(home.notes) == on_store
     st.cache_data.clear()
+
+
+def test_the_alert_workers_round_reads_the_chosen_store(client, routed):
+    """The worker's round (`alerts/loops.alert_round`): a rule over the half hour of the LLM
+    call only the span store holds fires there and not on DATABASE_URL; a trace rule is held
+    there, evaluated here. Rules and states are DATABASE_URL's either way."""
+    from sqlalchemy import delete, select
+
+    from observatory_core.alerts.loops import alert_round
+    from observatory_core.alerts.rules import build_rule, create_rule
+    from observatory_core.storage.schema import alert_events, alert_rules, alert_states
+
+    _, _, on_store = client
+    engine, scope = get_engine(routed["url"]), admin_scope(routed["acme"])
+    at = NOW - timedelta(days=10, minutes=-30)  # half an hour after the call
+    busy = create_rule(
+        engine,
+        scope,
+        build_rule(
+            name="any request",
+            series="request_count.count",
+            comparator=">",
+            threshold=0,
+            window_s=3600,
+        ),
+        now=at,
+    )
+    traced = build_rule(
+        name="any trace", series="trace_count.count", comparator=">", threshold=0, window_s=3600
+    )
+    traced_id = create_rule(engine, scope, traced, now=at)
+    try:
+        report = alert_round(engine, "routed-worker", at)
+        with engine.connect() as conn:
+            rows = conn.execute(select(alert_states)).mappings().all()
+        states = {r["rule_id"]: r for r in rows}
+        assert states[busy]["state"] == ("firing" if on_store else "ok")
+        assert states[busy]["last_value"] == (1 if on_store else 0)
+        assert report.held == (1 if on_store else 0) and (traced_id in states) != on_store
+    finally:
+        with engine.begin() as conn:
+            for table in (alert_events, alert_states, alert_rules):
+                conn.execute(delete(table))
