@@ -11,6 +11,7 @@ window 1..N weeks back (`alerts/anomaly.py`), answered from the rollups where th
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -39,8 +40,17 @@ from observatory_core.storage.schema import (
     ingest_counts,
     worker_heartbeats,
 )
+from observatory_core.storage.stores import store_for
+
+log = logging.getLogger(__name__)
 
 EXACT_UP_TO_S = 3600
+# Said (logged once a cycle) for the trace rules a span store cannot evaluate yet: they keep
+# their state unchanged rather than read as zero traces (docs/scale.md, "Not yet").
+TRACE_RULES_HELD = (
+    "%d alert rule(s) on trace metrics were not evaluated: the ClickHouse span store cannot "
+    "count traces yet (docs/scale.md); their states are kept as they were."
+)
 _LOCK = 7_411_002
 NO_GROUP = ""
 # Observations: rule id -> group key -> (value, request count)
@@ -57,6 +67,7 @@ class CycleReport:
     queries: int
     seconds: float
     skipped: bool = False
+    held: int = 0  # trace rules not evaluated (the span store: `TRACE_RULES_HELD`)
 
 
 def _group_key(value) -> str:
@@ -69,7 +80,7 @@ def _observe_metric_rules(
     batches: dict[tuple, list[dict]] = defaultdict(list)
     for rule in rules:
         # trace metrics and span metrics never share a query (docs/metrics.md, Subjects)
-        traces = METRICS[rule["series"].split(".")[0]].subject is Subject.TRACES
+        traces = _counts_traces(rule)
         batches[
             (rule["org_id"], rule["filter_json"], rule["window_s"], rule["group_by"], traces)
         ].append(rule)
@@ -185,21 +196,34 @@ def _missing(series: str) -> float | None:
     return 0.0 if agg in (Agg.COUNT.value, Agg.SUM.value) else None
 
 
-def evaluate(engine: Engine, now: datetime | None = None, *, kinds: str = "all") -> CycleReport:
+def evaluate(
+    engine: Engine,
+    now: datetime | None = None,
+    *,
+    kinds: str = "all",
+    spans: Engine | None = None,
+) -> CycleReport:
     """Evaluate rules once. `kinds`: "all", or "heartbeat" (the watchdog in the web server
-    that notices when no worker runs, which the worker itself cannot)."""
+    that notices when no worker runs, which the worker itself cannot). Rules, states, events
+    and the system rules' tables are `engine`'s (DATABASE_URL); the rules' spans and rollups
+    are read from `spans` (the span store's when it is set: `storage/span_reads.py`), else
+    from `engine`."""
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     with engine.connect() as lock:
         if not try_lock(lock, _LOCK + (kinds == "heartbeat")):
             return CycleReport(0, 0, 0, 0, time.perf_counter() - started, skipped=True)
         try:
-            return _cycle(engine, now, kinds, started)
+            return _cycle(engine, spans or engine, now, kinds, started)
         finally:
             unlock(lock, _LOCK + (kinds == "heartbeat"))
 
 
-def _cycle(engine: Engine, now: datetime, kinds: str, started: float) -> CycleReport:
+def _counts_traces(rule: dict) -> bool:
+    return METRICS[rule["series"].split(".")[0]].subject is Subject.TRACES
+
+
+def _cycle(engine: Engine, spans: Engine, now: datetime, kinds: str, started: float) -> CycleReport:
     with engine.begin() as conn:
         ensure_system_rules(conn, now)
         rules = [dict(r) for r in conn.execute(select(alert_rules)).mappings()]
@@ -211,13 +235,20 @@ def _cycle(engine: Engine, now: datetime, kinds: str, started: float) -> CycleRe
         }
     heartbeat = [r for r in rules if r["system_kind"] == "worker_heartbeat"]
     baselines: Baselines = {}
+    held = 0
+    if kinds != "heartbeat" and not store_for(spans).lists_traces:
+        kept = [r for r in rules if r["system_kind"] or not _counts_traces(r)]
+        held = len(rules) - len(kept)
+        rules = kept
+        if held:
+            log.warning(TRACE_RULES_HELD, held)
     if kinds == "heartbeat":
         rules, queries = heartbeat, 0
         observed = _observe_system(engine, heartbeat, now)
     else:
         rules = [r for r in rules if r["system_kind"] != "worker_heartbeat"]
         observed, baselines, queries = _observe_metric_rules(
-            engine, [r for r in rules if not r["system_kind"]], now
+            spans, [r for r in rules if not r["system_kind"]], now
         )
         observed.update(_observe_system(engine, [r for r in rules if r["system_kind"]], now))
     new_states, events = [], []
@@ -239,7 +270,7 @@ def _cycle(engine: Engine, now: datetime, kinds: str, started: float) -> CycleRe
                 events.append((rule, key, transition, value, baseline))
     _store(engine, now, new_states, events)
     return CycleReport(
-        len(rules), len(new_states), len(events), queries, time.perf_counter() - started
+        len(rules), len(new_states), len(events), queries, time.perf_counter() - started, held=held
     )
 
 

@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
-from observatory_core.alerts.evaluate import evaluate
+from observatory_core.alerts.evaluate import CycleReport, evaluate
 from observatory_core.alerts.webhooks import deliver_due
 from observatory_core.base import prometheus
 from observatory_core.storage.dialect import upsert
 from observatory_core.storage.schema import worker_heartbeats
+from observatory_core.storage.span_reads import span_reads
 from observatory_core.storage.transient import describe, is_transient
 
 log = logging.getLogger("observatory.alerts")
@@ -63,21 +64,25 @@ def _forever(
         stop.wait(every_s)
 
 
+def alert_round(engine: Engine, worker_id: str, now: datetime | None = None) -> CycleReport:
+    """One round of the worker's alert loop: its heartbeat, then a cycle whose rules' spans
+    and rollups are read where they are kept (the span store's when it is set)."""
+    started = time.monotonic()
+    beat(engine, worker_id)
+    report = evaluate(engine, now, spans=span_reads(engine))
+    prometheus.alert_round(time.monotonic() - started)
+    if report.transitions:
+        log.info("alerts: %d transitions over %d groups", report.transitions, report.groups)
+    return report
+
+
 def start_loops(
     engine: Engine, worker_id: str, every_s: float, stop: threading.Event
 ) -> list[threading.Thread]:
-    def evaluate_round() -> None:
-        started = time.monotonic()
-        beat(engine, worker_id)
-        report = evaluate(engine)
-        prometheus.alert_round(time.monotonic() - started)
-        if report.transitions:
-            log.info("alerts: %d transitions over %d groups", report.transitions, report.groups)
-
     threads = [
         threading.Thread(
             target=_forever,
-            args=("alerts", every_s, stop, evaluate_round),
+            args=("alerts", every_s, stop, lambda: alert_round(engine, worker_id)),
             name="observatory-alerts",
             daemon=True,
         ),

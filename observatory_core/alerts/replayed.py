@@ -20,11 +20,19 @@ from observatory_core.storage.schema import alert_events, alert_states
 
 
 def write_replayed_history(
-    engine: Engine, scope: Scope, rule_id: int, rule: RuleSpec, *, days: float, now: datetime
+    engine: Engine,
+    scope: Scope,
+    rule_id: int,
+    rule: RuleSpec,
+    *,
+    days: float,
+    now: datetime,
+    spans: Engine | None = None,
 ) -> int:
     """Replace the rule's events and states with its replay over the past `days`; the number
-    of events written."""
-    _, _, transitions, states = replay(engine, scope, rule, days=days, now=now)
+    of events written. The replay reads `spans` (the span store's when it is set), else
+    `engine`; the history is written to `engine` (DATABASE_URL)."""
+    _, _, transitions, states = replay(spans or engine, scope, rule, days=days, now=now)
     with engine.begin() as conn:
         conn.execute(delete(alert_events).where(alert_events.c.rule_id == rule_id))
         conn.execute(delete(alert_states).where(alert_states.c.rule_id == rule_id))

@@ -17,7 +17,7 @@ from observatory_core.api.common import (
     with_local_times,
     zone_of,
 )
-from observatory_core.api.context import caller, engine, meta
+from observatory_core.api.context import caller, meta, span_engine
 from observatory_core.api.schemas import ChangeBody
 from observatory_core.reports.whatchanged import (
     DEFAULT_TOP,
@@ -108,7 +108,7 @@ def changes(
     data, hit = cache.get_or_compute(
         key,
         lambda: change_data(
-            what_changed(engine(), scope, series, dimension, pinned, periods, top=top, now=now)
+            what_changed(span_engine(), scope, series, dimension, pinned, periods, top=top, now=now)
         ),
     )
     (data,) = with_local_times([dict(data)], zone, PERIOD_TIMES)

@@ -35,8 +35,8 @@ def engine():
 
 
 def span_engine():
-    """Where spans and their rollups are read (the explorer, the metrics): the span store's
-    engine when OBSERVATORY_SPAN_STORE is set, else DATABASE_URL's."""
+    """Where spans and their rollups are read (the explorer, the metrics, the summary, the
+    changes): the span store's engine when OBSERVATORY_SPAN_STORE is set, else DATABASE_URL's."""
     return span_reads(engine())
 
 

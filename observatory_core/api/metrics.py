@@ -20,7 +20,7 @@ from observatory_core.api.common import (
     filter_spec,
     zone_of,
 )
-from observatory_core.api.context import caller, engine, meta, span_engine
+from observatory_core.api.context import caller, meta, span_engine
 from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
 from observatory_core.base.zones import Zone, calendar_period
 from observatory_core.filters.spec import FilterSpec
@@ -243,7 +243,7 @@ def summary(
 
 
 def _summary_data(scope: Scope, spec: FilterSpec, zone: Zone) -> dict:
-    view = period_overview(engine(), scope, spec, zone=zone)
+    view = period_overview(span_engine(), scope, spec, zone=zone)  # spans where kept
     kpis = [
         {
             "key": k.key,

@@ -23,6 +23,7 @@ from observatory_core.alerts.rules import RuleSpec, create_rule
 from observatory_core.demo.catalog import ORGS
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.schema import alert_rules
+from observatory_core.storage.span_reads import span_reads
 
 LLM_CALLS = FilterSpec(relative=None, operations=("chat", "completion"))
 STARTER_RULES = (
@@ -61,13 +62,17 @@ def demo_orgs_with_names(engine: Engine, name: Column) -> Iterator[tuple[Scope, 
 
 def install_starter_rules(engine: Engine, *, days: float, now: datetime | None = None) -> int:
     """Create the starter rules each demo org lacks and write their replayed history over the
-    last `days`; the number of events written. Rules that exist already are left alone."""
+    last `days`; the number of events written. Rules that exist already are left alone. The
+    replays read the spans where they are kept (the span store's when it is set)."""
     now = now or datetime.now(UTC)
+    spans = span_reads(engine)
     written = 0
     for scope, have in demo_orgs_with_names(engine, alert_rules.c.name):
         for rule in STARTER_RULES:
             if rule.name in have:
                 continue
             rule_id = create_rule(engine, scope, rule, now=now)
-            written += write_replayed_history(engine, scope, rule_id, rule, days=days, now=now)
+            written += write_replayed_history(
+                engine, scope, rule_id, rule, days=days, now=now, spans=spans
+            )
     return written

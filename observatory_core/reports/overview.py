@@ -26,7 +26,7 @@ from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.reports import significance as sig
-from observatory_core.reports.summary import percent_change
+from observatory_core.reports.summary import NO_TRACE_COUNT, percent_change
 from observatory_core.rollups.actors import distinct_actors
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import subject_condition
@@ -104,7 +104,10 @@ def period_overview(
     zone: Zone = UTC_ZONE,
 ) -> Overview:
     """KPIs for the period of `spec` against the previous period of equal length (a calendar
-    period such as today is the caller's, found on `zone`'s clock: `base.zones.calendar_period`)."""
+    period such as today is the caller's, found on `zone`'s clock: `base.zones.calendar_period`).
+    `engine` is the one spans and rollups are read from (the span store's when it is set:
+    `storage/span_reads.py`); where it cannot count traces yet the Traces tile is empty and
+    `source` says so."""
     now = now or datetime.now(UTC)
     scope.require(Permission.METRICS_READ)
     if spec.window(now)[0] is None:
@@ -128,8 +131,11 @@ def period_overview(
     ra, rb = a.frame.to_dicts()[0], b.frame.to_dicts()[0]
     traces = MetricQuery(series=_TRACE_SERIES, filters=current.filters, bucket=None)
     trace_force = force if force == "raw" else None  # trace_totals know time and project only
+    counts_traces = store_for(engine).lists_traces
     ta, tb = (
         run_metrics(engine, scope, q, now=now, force=trace_force).frame["trace_count.count"].item()
+        if counts_traces
+        else None
         for q in (traces, traces.previous(now))
     )
     na, nb = ra["request_count.count"], rb["request_count.count"]
@@ -166,7 +172,7 @@ def period_overview(
 
     kpis = [
         Kpi("requests", "Requests", "count", na, nb, sig.counts(na, nb)),
-        Kpi("traces", "Traces", "count", ta, tb, sig.counts(ta, tb)),
+        Kpi("traces", "Traces", "count", ta, tb, sig.counts(ta, tb) if counts_traces else sig.NONE),
         Kpi(
             "tokens",
             "Tokens",
@@ -250,7 +256,8 @@ def period_overview(
     kpis = [
         replace(k, verdict=sig.unless_unchanged(k.verdict, k.current, k.previous)) for k in kpis
     ]
-    return Overview(start=start, end=end, kpis=kpis, source=a.explanation)
+    source = a.explanation if counts_traces else f"{a.explanation} {NO_TRACE_COUNT}"
+    return Overview(start=start, end=end, kpis=kpis, source=source)
 
 
 TOP_BY = {
@@ -406,17 +413,23 @@ def set_budget(engine: Engine, scope: Scope, monthly_usd: float) -> None:
 
 
 def budget_burn(
-    engine: Engine, scope: Scope, *, now: datetime | None = None, zone: Zone = UTC_ZONE
+    engine: Engine,
+    scope: Scope,
+    *,
+    now: datetime | None = None,
+    zone: Zone = UTC_ZONE,
+    spans: Engine | None = None,
 ) -> BudgetBurn:
     """The month so far (of `zone`'s calendar: a New York reader's month starts at their
-    midnight), by day, and its forecast at the rate so far."""
+    midnight), by day, and its forecast at the rate so far. The budget is read from `engine`
+    (DATABASE_URL's), the costs from `spans` (the span store's when it is set), else `engine`."""
     scope.require(Permission.COSTS_READ)
     now = now or datetime.now(UTC)
     month_start = zones.month_start(zone, now)
     next_month = zones.next_month_start(zone, now)
     spec = FilterSpec(relative=None, start=month_start, end=now)
     query = MetricQuery(series=("total_cost.sum",), filters=spec, bucket="1day", zone=zone)
-    result = run_metrics(engine, scope, query, now=now)
+    result = run_metrics(spans or engine, scope, query, now=now)
     frame = result.frame.rename({"bucket": "day", "total_cost.sum": "cost"})
     frame = frame.with_columns(pl.col("cost").cum_sum().alias("cumulative"))
     spent = float(frame["cost"].sum())

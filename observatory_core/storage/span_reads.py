@@ -1,8 +1,10 @@
-"""Where the explorer and the metrics engine read spans and rollups: the ClickHouse span store
-when `OBSERVATORY_SPAN_STORE` is set, else `DATABASE_URL` (docs/scale.md). The one seam their
-callers (the HTTP API's /traces and /metrics routes, the Traces page's loaders, the Metrics
-page's and dashboards' metrics loader) take their engine from; everything else keeps
-`DATABASE_URL`'s engine. The store is the process's one (`storage/clickhouse/current.py`), the
+"""Where the explorer, the metrics engine, the reports and the alerts read spans and rollups:
+the ClickHouse span store when `OBSERVATORY_SPAN_STORE` is set, else `DATABASE_URL`
+(docs/scale.md). The one seam their callers (the HTTP API's /traces, /metrics,
+/metrics/summary and /changes routes, the pages' loaders in `ui/cached.py`, the rules' backtest,
+the alert worker's cycle, the demo's replayed rule history) take their engine from; everything
+else (orgs, keys, budgets, settings, alert rules, states and history) keeps `DATABASE_URL`'s
+engine. The store is the process's one (`storage/clickhouse/current.py`), the
 same ingest writes to: chDB holds one folder per process.
 """
 

@@ -33,7 +33,7 @@ from observatory_core.ui.session import engine, span_engine
 @st.cache_data(ttl=30, show_spinner="Counting the last 24 hours…")
 def _home(scope: Scope, minute: str, zone: str = "UTC") -> HomeSummary:
     now = datetime.fromisoformat(minute)
-    return home_summary(engine(), scope, now=now, zone=Zone(zone))
+    return home_summary(span_engine(), scope, now=now, zone=Zone(zone))
 
 
 def home(scope: Scope, zone: Zone | None = None) -> HomeSummary:
@@ -143,7 +143,7 @@ def metrics(
 @st.cache_data(ttl=60, show_spinner="Comparing periods…")
 def overview(scope: Scope, spec_json: str, minute: str, zone: str = "UTC") -> Overview:
     return period_overview(
-        engine(),
+        span_engine(),
         scope,
         FilterSpec.from_json(spec_json),
         now=datetime.fromisoformat(minute),
@@ -154,7 +154,7 @@ def overview(scope: Scope, spec_json: str, minute: str, zone: str = "UTC") -> Ov
 @st.cache_data(ttl=60, show_spinner=False)
 def ranking(scope: Scope, spec_json: str, dimension: str, by: str, minute: str) -> MetricResult:
     return top(
-        engine(),
+        span_engine(),
         scope,
         FilterSpec.from_json(spec_json),
         dimension,
@@ -166,14 +166,14 @@ def ranking(scope: Scope, spec_json: str, dimension: str, by: str, minute: str) 
 @st.cache_data(ttl=60, show_spinner=False)
 def errors(scope: Scope, spec_json: str, minute: str):
     return common_errors(
-        engine(), scope, FilterSpec.from_json(spec_json), now=datetime.fromisoformat(minute)
+        span_engine(), scope, FilterSpec.from_json(spec_json), now=datetime.fromisoformat(minute)
     )
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def daily_cost(scope: Scope, spec_json: str, minute: str, zone: str = "UTC") -> MetricResult:
     return cost_per_day_by_model(
-        engine(),
+        span_engine(),
         scope,
         FilterSpec.from_json(spec_json),
         now=datetime.fromisoformat(minute),
@@ -183,7 +183,13 @@ def daily_cost(scope: Scope, spec_json: str, minute: str, zone: str = "UTC") -> 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def burn(scope: Scope, minute: str, zone: str = "UTC") -> BudgetBurn:
-    return budget_burn(engine(), scope, now=datetime.fromisoformat(minute), zone=Zone(zone))
+    return budget_burn(
+        engine(),  # the org's budget
+        scope,
+        now=datetime.fromisoformat(minute),
+        zone=Zone(zone),
+        spans=span_engine(),  # its costs, where spans and rollups are kept (docs/scale.md)
+    )
 
 
 @st.cache_data(ttl=60, show_spinner="Splitting the change…")
@@ -196,7 +202,7 @@ def change(
     minute: str,
 ) -> Change:
     return what_changed(
-        engine(),
+        span_engine(),
         scope,
         series,
         dimension,
@@ -211,7 +217,7 @@ def headlines(
     scope: Scope, spec_json: str, start: datetime, end: datetime, minute: str
 ) -> dict[str, Change]:
     return headline_changes(
-        engine(),
+        span_engine(),
         scope,
         FilterSpec.from_json(spec_json),
         start,
@@ -227,5 +233,9 @@ def minute() -> str:
 @st.cache_data(ttl=60, show_spinner="Splitting the period by the key…")
 def attribution(scope: Scope, spec_json: str, key: str, minute: str) -> Attribution:
     return cost_attribution(
-        engine(), scope, FilterSpec.from_json(spec_json), key, now=datetime.fromisoformat(minute)
+        span_engine(),
+        scope,
+        FilterSpec.from_json(spec_json),
+        key,
+        now=datetime.fromisoformat(minute),
     )

@@ -38,7 +38,7 @@ from observatory_core.metrics.catalog import METRICS
 from observatory_core.ui import colors, format
 from observatory_core.ui.group_choice import KEY_HELP
 from observatory_core.ui.group_choice import options as group_options
-from observatory_core.ui.session import engine
+from observatory_core.ui.session import engine, span_engine
 from observatory_core.ui.zone import local_rows, local_series, time_column, time_label
 
 WINDOWS = {
@@ -210,7 +210,7 @@ def rule_editor(scope: Scope, spec: FilterSpec) -> None:
             )
         else:
             with st.spinner("Replaying the last 7 days…"):
-                _backtest_chart(rule, backtest(engine(), scope, rule))
+                _backtest_chart(rule, backtest(span_engine(), scope, rule))
     except UserError as exc:
         st.error(str(exc), icon=":material/error:")
 

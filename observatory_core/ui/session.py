@@ -69,9 +69,9 @@ def engine() -> Engine:
 
 
 def span_engine() -> Engine:
-    """The Traces and Metrics pages' engine (and the dashboards', through the same metrics
-    loader): the span store's when OBSERVATORY_SPAN_STORE is set (docs/scale.md), stopped at
-    the same read budget."""
+    """Where the pages read spans and rollups (Traces, Metrics and the dashboards, Home,
+    Overview, what changed, cost attribution, a rule's backtest): the span store's when
+    OBSERVATORY_SPAN_STORE is set (docs/scale.md), stopped at the same read budget."""
     settings = get_settings()
     return budgeted(span_reads(_ready_engine(settings.database_url)), settings.read_budget_s)
 

@@ -1,7 +1,8 @@
 """With OBSERVATORY_SPAN_STORE set, the explorer's routes (/traces, /traces/days,
-/traces/{id}) and /metrics read the span store, and everything else DATABASE_URL: the rows
-answered are the span store's (its ids, and two spans only it holds, outside the explorer's
-week), equal to polars on the raw rows, and unset, they are DATABASE_URL's."""
+/traces/{id}), /metrics, /metrics/summary and /changes read the span store, and everything
+else DATABASE_URL: the rows answered are the span store's (its ids, and three spans only it
+holds, outside the explorer's week), equal to polars on the raw rows, and unset, they are
+DATABASE_URL's."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from tests.metrics.reference import reference_metrics
 from tests.reference import reference_ids
 from tests.traces.conftest import NOW, build_rows
 
+STORE_MODEL, STORE_COST = "store-only-model", 0.25
+
 
 @pytest.fixture(scope="module")
 def routed(tmp_path_factory, chdb_session):
@@ -52,8 +55,17 @@ def routed(tmp_path_factory, chdb_session):
         duplicate_trace_id=tool["trace_id"],
         duration_ms=9e6,
     )
-    extra = [tool, twin]
-    assert write_spans(store, [complete_row(dict(r), 16_000) for r in extra]) == 2
+    # and an LLM call of a model only the span store has seen, for the reports
+    call = span(
+        acme,
+        projects[0],
+        NOW - timedelta(days=10),
+        model=STORE_MODEL,
+        input_cost_usd=STORE_COST,
+        duration_ms=5.0,
+    )
+    extra = [tool, twin, call]
+    assert write_spans(store, [complete_row(dict(r), 16_000) for r in extra]) == 3
     key = create_key(engine, admin_scope(acme), "read key", scopes=("read",), role="developer")
     df = all_spans(engine)
     yield {
@@ -147,10 +159,11 @@ def test_metrics_read_the_chosen_store(client, routed, group_by):
     assert data["source"] == ("raw" if "user_id" in group_by else "rollup")
     want = reference_metrics(routed["sql_df"], FORTNIGHT, NOW, routed["acme"], series, keys, None)
     rows = data["rows"]
-    assert sum(r["request_count.count"] for r in rows) == want["request_count.count"].sum()
-    assert abs(sum(r["total_cost.sum"] for r in rows) - want["total_cost.sum"].sum()) < 1e-9
+    call, cost = (1, STORE_COST) if on_store else (0, 0.0)  # the LLM call only it holds
+    assert sum(r["request_count.count"] for r in rows) == want["request_count.count"].sum() + call
+    assert abs(sum(r["total_cost.sum"] for r in rows) - want["total_cost.sum"].sum() - cost) < 1e-9
     assert max(r["duration_ms.max"] or 0 for r in rows) == want["duration_ms.max"].max()
-    extra = 1 if on_store else 0  # the tool call; the twin never
+    extra = 2 if on_store else 0  # the tool call and the LLM call; the twin never
     assert sum(r["span_count.count"] for r in rows) == want["span_count.count"].sum() + extra
 
 
@@ -179,5 +192,136 @@ def test_the_metrics_pages_loader_reads_the_chosen_store(client, routed):
     want = reference_metrics(
         routed["sql_df"], FORTNIGHT, NOW, routed["acme"], query.series, (), None
     )["span_count.count"].item()
-    assert got == want + (1 if on_store else 0)
+    assert got == want + (2 if on_store else 0)
     st.cache_data.clear()
+
+
+def _requests(df: pl.DataFrame, acme: int, start, end) -> int:
+    return int(
+        reference_metrics(
+            df,
+            FilterSpec(relative=None, start=start, end=end),
+            NOW,
+            acme,
+            ("request_count.count",),
+            (),
+            None,
+        )["request_count.count"].item()
+    )
+
+
+def test_the_summary_reads_the_chosen_store(client, routed):
+    """The Overview's KPIs (/metrics/summary): the span store's requests hold its own LLM call;
+    there the Traces tile is empty and the answer says why, in one sentence."""
+    client, _, on_store = client
+    got = client.get(f"/metrics/summary?{SPAN_WINDOW}")
+    assert got.status_code == 200, got.text
+    data = got.json()["data"]
+    kpis = {k["key"]: k for k in data["kpis"]}
+    before = FORTNIGHT.start - (NOW - FORTNIGHT.start)
+    acme, df = routed["acme"], routed["sql_df"]
+    call = 1 if on_store else 0
+    assert kpis["requests"]["current"] == _requests(df, acme, FORTNIGHT.start, NOW) + call
+    assert kpis["requests"]["previous"] == _requests(df, acme, before, FORTNIGHT.start)
+    if on_store:
+        assert kpis["traces"]["current"] is None and kpis["traces"]["previous"] is None
+        assert "Traces are not counted on the ClickHouse span store yet" in data["source"]
+    else:
+        assert kpis["traces"]["current"] > 0
+        assert "span store" not in data["source"]
+
+
+def test_changes_read_the_chosen_store(client, routed):
+    """/changes: the model only the span store has seen is a part of the change there (and its
+    parts add up to the change), and no part of it on DATABASE_URL."""
+    client, _, on_store = client
+    half = NOW - timedelta(days=7)
+    times = {
+        "start": half.isoformat(),
+        "end": NOW.isoformat(),
+        "before_start": FORTNIGHT.start.isoformat(),
+        "before_end": half.isoformat(),
+    }
+    window = "&".join(f"{k}={v}" for k, v in times.items()).replace("+", "%2B")
+    got = client.get(f"/changes?series=request_count.count&dimension=model&top=20&{window}")
+    assert got.status_code == 200, got.text
+    data = got.json()["data"]
+    acme, df = routed["acme"], routed["sql_df"]
+    call = 1 if on_store else 0  # ten days back: in the baseline
+    assert data["before"] == _requests(df, acme, FORTNIGHT.start, half) + call
+    assert data["after"] == _requests(df, acme, half, NOW)
+    parts = {c["value"]: c for c in data["contributions"]}
+    assert abs(sum(c["change"] for c in parts.values()) - data["change"]) < 1e-9
+    if on_store:
+        assert parts[STORE_MODEL]["before"] == 1 and parts[STORE_MODEL]["change"] == -1
+    else:
+        assert STORE_MODEL not in parts
+
+
+def test_the_report_pages_loaders_read_the_chosen_store(client, routed):
+    """The Overview's, Home's, what changed's and cost attribution's loaders (`ui/cached.py`)
+    take the same seam: the span store's own LLM call counts there, and only there."""
+    import streamlit as st
+
+    from observatory_core.ui import cached
+
+    _, _, on_store = client
+    st.cache_data.clear()
+    scope, acme, df = admin_scope(routed["acme"]), routed["acme"], routed["sql_df"]
+    call = 1 if on_store else 0
+    spec, minute = FORTNIGHT.to_json(), NOW.isoformat()
+    kpis = {k.key: k for k in cached.overview(scope, spec, minute).kpis}
+    assert kpis["requests"].current == _requests(df, acme, FORTNIGHT.start, NOW) + call
+    assert (kpis["traces"].current is None) == on_store
+    parts = cached.attribution(scope, spec, "model", minute).frame
+    assert (STORE_MODEL in parts["value"].to_list()) == on_store
+    models = cached.daily_cost(scope, spec, minute).frame["model"].to_list()
+    assert (STORE_MODEL in models) == on_store
+    ranked = cached.ranking(scope, spec, "model", "requests", minute).frame["model"].to_list()
+    assert (STORE_MODEL in ranked) == on_store
+    home = cached.home(scope)  # the last 24 hours of the real clock: only the note differs
+    assert (home.current.traces is None) == on_store and bool(home.notes) == on_store
+    st.cache_data.clear()
+
+
+def test_the_alert_workers_round_reads_the_chosen_store(client, routed):
+    """The worker's round (`alerts/loops.alert_round`): a rule over the half hour of the LLM
+    call only the span store holds fires there and not on DATABASE_URL; a trace rule is held
+    there, evaluated here. Rules and states are DATABASE_URL's either way."""
+    from sqlalchemy import delete, select
+
+    from observatory_core.alerts.loops import alert_round
+    from observatory_core.alerts.rules import build_rule, create_rule
+    from observatory_core.storage.schema import alert_events, alert_rules, alert_states
+
+    _, _, on_store = client
+    engine, scope = get_engine(routed["url"]), admin_scope(routed["acme"])
+    at = NOW - timedelta(days=10, minutes=-30)  # half an hour after the call
+    busy = create_rule(
+        engine,
+        scope,
+        build_rule(
+            name="any request",
+            series="request_count.count",
+            comparator=">",
+            threshold=0,
+            window_s=3600,
+        ),
+        now=at,
+    )
+    traced = build_rule(
+        name="any trace", series="trace_count.count", comparator=">", threshold=0, window_s=3600
+    )
+    traced_id = create_rule(engine, scope, traced, now=at)
+    try:
+        report = alert_round(engine, "routed-worker", at)
+        with engine.connect() as conn:
+            rows = conn.execute(select(alert_states)).mappings().all()
+        states = {r["rule_id"]: r for r in rows}
+        assert states[busy]["state"] == ("firing" if on_store else "ok")
+        assert states[busy]["last_value"] == (1 if on_store else 0)
+        assert report.held == (1 if on_store else 0) and (traced_id in states) != on_store
+    finally:
+        with engine.begin() as conn:
+            for table in (alert_events, alert_states, alert_rules):
+                conn.execute(delete(table))

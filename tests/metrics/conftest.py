@@ -23,6 +23,11 @@ METRIC_STORES = ["sqlite", "postgresql"]
 # the span store"); the others check what only DATABASE_URL's stores do (declared dimensions'
 # back-fill, trace metrics, the packed sketch).
 ON_SPAN_STORE = frozenset({"tests.metrics.test_engine"})
+# The reports' and alerts' checks on the span store: the same copy, chDB only (their reference
+# tests on SQLite and PostgreSQL are the modules beside them, on data sets of their own).
+SPAN_STORE_ONLY = frozenset(
+    {"tests.reports.test_reports_on_span_store", "tests.alerts.test_alerts_on_span_store"}
+)
 
 
 def _enrich(rows, seed):
@@ -39,8 +44,10 @@ def _enrich(rows, seed):
 
 def pytest_generate_tests(metafunc):
     if "metrics_data" in metafunc.fixturenames:
-        extra = ["chdb"] if metafunc.module.__name__ in ON_SPAN_STORE else []
-        metafunc.parametrize("metrics_store", METRIC_STORES + extra, indirect=True, scope="module")
+        name = metafunc.module.__name__
+        extra = ["chdb"] if name in ON_SPAN_STORE else []
+        stores = ["chdb"] if name in SPAN_STORE_ONLY else METRIC_STORES + extra
+        metafunc.parametrize("metrics_store", stores, indirect=True, scope="module")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +72,8 @@ def _load(engine) -> dict:
     assert write(engine, rows[:200]) == 0  # re-sent: nothing new, rollups untouched
     write(engine, others)
     return {
-        "engine": engine,
+        "engine": engine,  # spans and rollups
+        "database": engine,  # orgs, budgets, alert rules (DATABASE_URL's)
         "acme": acme,
         "globex": globex,
         "projects": acme_projects,
@@ -91,7 +99,7 @@ def _span_store_copy(request, tmp_path_factory) -> dict:
         upgrade(source)
         data = _load(source)
         store = copy_into_span_store(chdb_session, source, "metrics")
-        source.dispose()
+        source.dispose()  # still "database": orgs, budgets and rules stay in DATABASE_URL
         # the first batch sent again, now to the span store: stored once, counted once
         assert write_spans(store, [complete_row(dict(r), 16_000) for r in data["resend"]]) == 0
         copy = _SPAN_STORE_COPY[id(chdb_session)] = {

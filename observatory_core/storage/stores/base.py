@@ -157,6 +157,9 @@ class Store(ABC):
     # dimensions.py`: its back-fill's coverage is this store's); the span store has no back-fill
     # of stored spans yet, so a group-by on such a key reads the spans there.
     reads_declared_slots: bool = True
+    # Whether `rollup_actors_*` exist here (distinct users and sessions of whole hours and
+    # days); the span store has none yet, so its distinct actors are counted on the spans.
+    actor_rollups: bool = True
 
     def newest_arrival(self, conn: Connection) -> int:
         """A first page's pin: the newest span's id where ids grow with each insert (the

@@ -400,6 +400,7 @@ class ClickHouseStore(Store):
     lists_traces = False  # trace_totals holds other columns here (docs/scale.md, "Not yet")
     rollup_digests = True  # t-digest states, not packed sketches (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
+    actor_rollups = False  # no rollup_actors_* tables here yet (docs/scale.md)
 
     def newest_arrival(self, conn: Connection) -> int:
         """Now, in the write clock's microseconds (`writes.py` stamps `version` with it): the

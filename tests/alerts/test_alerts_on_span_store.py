@@ -1,0 +1,113 @@
+"""Alerts on the ClickHouse span store (docs/scale.md, "Reports and alerts on the span store"):
+a cycle reads the rules' spans and rollups from the span store's engine and keeps rules,
+states and events in DATABASE_URL; a backtest and a replayed history read the span store. The
+data set is the metrics tests' chDB copy (tests/metrics/conftest.py), its DATABASE_URL the
+SQLite database it was copied from (the same orgs, the same spans).
+"""
+
+# ruff: noqa: F811
+# (the shared data set's fixtures are imported by name)
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+import pytest
+from sqlalchemy import delete, select
+
+from observatory_core.alerts.backtest import backtest, replay
+from observatory_core.alerts.evaluate import evaluate
+from observatory_core.alerts.replayed import write_replayed_history
+from observatory_core.alerts.rules import build_rule, create_rule
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.storage.schema import alert_events, alert_rules, alert_states
+from tests.helpers import admin_scope
+from tests.metrics.conftest import metrics_data, metrics_store, pytest_generate_tests  # noqa: F401
+from tests.metrics.reference import reference_metrics
+
+DAY = 86_400
+
+
+@pytest.fixture
+def database(metrics_data):
+    """DATABASE_URL's engine, its rules, states and events removed after the test (the data set
+    is the session's)."""
+    yield metrics_data["database"]
+    with metrics_data["database"].begin() as conn:
+        for table in (alert_events, alert_states, alert_rules):
+            conn.execute(delete(table))
+
+
+def _by_model(data, seconds: int) -> dict:
+    now = data["now"]
+    spec = FilterSpec(relative=None, start=now - timedelta(seconds=seconds), end=now)
+    want = reference_metrics(
+        data["df"], spec, now, data["acme"], ("request_count.count",), ("model",), None
+    )
+    return {m or "(none)": n for m, n in want.select("model", "request_count.count").iter_rows()}
+
+
+def test_a_cycle_fires_the_breaching_model_only_and_holds_trace_rules(metrics_data, database):
+    data, now = metrics_data, metrics_data["now"]
+    scope = admin_scope(data["acme"])
+    counts = sorted(_by_model(data, DAY).items(), key=lambda kv: -kv[1])
+    (top, most), (_, next_most) = counts[0], counts[1]
+    assert most > next_most  # one model above the threshold, the others below
+    spans_rule = build_rule(
+        name="busy model",
+        series="request_count.count",
+        comparator=">",
+        threshold=(most + next_most) / 2,
+        window_s=DAY,
+        group_by="model",
+    )
+    traces_rule = build_rule(
+        name="any trace", series="trace_count.count", comparator=">", threshold=0, window_s=DAY
+    )
+    busy = create_rule(database, scope, spans_rule, now=now)
+    traced = create_rule(database, scope, traces_rule, now=now)
+    report = evaluate(database, now, spans=data["engine"])
+    assert report.held == 1
+    with database.connect() as conn:
+        rows = conn.execute(select(alert_states)).mappings().all()
+    states = {r["group_key"]: r for r in rows if r["rule_id"] == busy}
+    assert states[top]["state"] == "firing" and states[top]["last_value"] == most
+    assert {k for k, s in states.items() if s["state"] == "firing"} == {top}
+    assert {k: s["last_value"] for k, s in states.items()} == {k: float(n) for k, n in counts}
+    assert not [r for r in rows if r["rule_id"] == traced]  # held: no state, no zero traces
+
+
+def test_a_backtest_and_its_replayed_history_read_the_span_store(metrics_data, database):
+    """Hourly requests over five days: the buckets are polars' counts, and the firings those of
+    the same rule replayed on DATABASE_URL's copy of the spans."""
+    data, now = metrics_data, metrics_data["now"]
+    scope = admin_scope(data["acme"])
+    spec = FilterSpec(relative=None, start=now - timedelta(days=5), end=now)
+    hourly = reference_metrics(
+        data["df"], spec, now, data["acme"], ("request_count.count",), (), 3600
+    )
+    threshold = float(hourly["request_count.count"].quantile(0.8))
+    rule = build_rule(
+        name="busy hour",
+        series="request_count.count",
+        comparator=">",
+        threshold=threshold,
+        window_s=3600,
+    )
+    frame, bucket, transitions, _ = replay(data["engine"], scope, rule, days=5, now=now)
+    assert bucket == "1hour"
+    counted = dict(frame.filter(pl.col("value") > 0).select("bucket", "value").iter_rows())
+    assert counted == {
+        b: float(n) for b, n in hourly.select("bucket", "request_count.count").iter_rows() if n
+    }
+    _, _, on_database, _ = replay(database, scope, rule, days=5, now=now)
+    assert [(t.at, t.after) for t in transitions] == [(t.at, t.after) for t in on_database]
+    result = backtest(data["engine"], scope, rule, days=5, now=now)
+    fired = sum(t.after == "firing" for t in on_database)
+    assert result.fired == fired > 0
+    rule_id = create_rule(database, scope, rule, now=now)
+    written = write_replayed_history(
+        database, scope, rule_id, rule, days=5, now=now, spans=data["engine"]
+    )
+    assert written == len(on_database)
