@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import polars as pl
 import pytest
 
 from observatory_core.__main__ import main
@@ -50,7 +51,7 @@ def test_statements_that_stopped_half_way_run_again_safely(chdb_store):
     """Every statement is IF NOT EXISTS: a migration interrupted before its version row was
     written is run whole again at the next open."""
     before = _tables(chdb_store)
-    for statement in ddl.MIGRATIONS[0].statements(ddl.Naming(chdb_store.database)):
+    for statement in ddl.MIGRATIONS[-1].statements(ddl.Naming(chdb_store.database)):
         chdb_store.client.command(statement)
     assert _tables(chdb_store) == before
 
@@ -81,8 +82,9 @@ def test_rollups_take_their_columns_from_the_declarations(chdb_store, grain):
     wanted = {"org_id", "bucket_start", *ROLLUP_DIMENSIONS, *ROLLUP_COUNTS}
     wanted |= {f"{m}_{part}" for m in ROLLUP_MEASURES for part in MEASURE_PARTS}
     assert wanted <= set(columns)
-    assert columns["duration_digest"] == "AggregateFunction(quantileTDigest, Float64)"
-    assert set(columns) - wanted == {"duration_digest"}
+    # the latency bins (version 3), the t-digest state of versions 1-2 dropped
+    assert columns["latency_bins"] == "SimpleAggregateFunction(sumMap, Map(UInt16, UInt64))"
+    assert set(columns) - wanted == {"latency_bins"}
 
 
 def test_trace_totals_are_kept_by_the_engine(chdb_store):
@@ -99,8 +101,9 @@ STATEMENTS = [s.strip() for s in CLUSTER.split(";\n") if s.strip()]
 
 def test_cluster_ddl_puts_every_statement_on_the_cluster():
     created = [s for s in STATEMENTS if "CREATE " in s]
-    # database, versions, 5 tables twice, 4 views, the migrate-spans checkpoints (version 2)
-    assert len(created) == 1 + 1 + 5 * 2 + 4 + 1
+    # database, versions, 5 tables twice, 4 views, the migrate-spans checkpoints (version 2),
+    # the 3 rollup views again (version 3)
+    assert len(created) == 1 + 1 + 5 * 2 + 4 + 1 + 3
     for statement in created:
         first = next(line for line in statement.splitlines() if line.startswith("CREATE"))
         assert "ON CLUSTER obs_cluster" in first, first
@@ -205,3 +208,132 @@ def test_cluster_nodes_each_keep_every_checkpoint():
         "'{replica}', updated_at)" in create
     )
     assert "Distributed" not in create
+
+
+def test_cluster_ddl_adds_the_latency_bins_before_recreating_the_views_coarsest_first():
+    """Version 3: the column on every stored and Distributed rollup table, then each view
+    dropped and created again (the day's first, the minute's, fed by spans, last), then the
+    t-digest column dropped once no view writes it."""
+    kinds = []
+    for s in STATEMENTS:
+        if s.startswith("ALTER TABLE") and "ADD COLUMN IF NOT EXISTS `latency_bins`" in s:
+            kinds.append(("add", s.split()[2]))
+        elif s.startswith("DROP VIEW IF EXISTS"):
+            kinds.append(("drop view", s.split()[4]))
+        elif "MATERIALIZED VIEW" in s and kinds:
+            kinds.append(("create view", re.search(r"VIEW IF NOT EXISTS (\S+)", s).group(1)))
+        elif s.startswith("ALTER TABLE") and "DROP COLUMN IF EXISTS duration_digest" in s:
+            kinds.append(("drop digest", s.split()[2]))
+    tables = [f"observatory.rollup_{g}{local}" for local in ("_local", "") for g in GRAINS]
+    views = [f"observatory.rollup_{g}_mv" for g in reversed(GRAINS)]
+    assert kinds == [
+        *(("add", t) for t in tables),
+        *((kind, v) for v in views for kind in ("drop view", "create view")),
+        *(("drop digest", t) for t in tables),
+    ]
+    assert all("ON CLUSTER obs_cluster" in s for s in STATEMENTS if s.startswith(("ALTER", "DROP")))
+
+
+GRAINS = ("1min", "1hour", "1day")
+
+
+def test_a_store_made_at_version_2_gets_the_latency_bins_at_its_next_open(chdb_session):
+    """A store at version 2 (t-digest states in its rollups) opened again is at version 3: its
+    rollup rows written before have no bins, so a percentile over them is read from the spans
+    (exact), never from the bins of part of them; rows written after have bins."""
+    from datetime import UTC, datetime, timedelta
+
+    from observatory_core.filters.spec import FilterSpec
+    from observatory_core.metrics.engine import run_metrics
+    from observatory_core.metrics.query import MetricQuery
+    from observatory_core.storage.clickhouse import rebuild
+    from observatory_core.storage.clickhouse.connect import open_span_store
+    from observatory_core.storage.clickhouse.writes import write_spans
+    from tests.helpers import admin_scope
+    from tests.storage.clickhouse.conftest import demo_rows
+
+    url = chdb_session.url(chdb_session.fresh_name("version_2"))
+    store = open_span_store(url, apply_schema=False)
+    naming = ddl.Naming(store.database)
+    store.client.command(f"CREATE DATABASE IF NOT EXISTS {store.database}")
+    store.client.command(ddl._versions_table(naming))
+    for migration in ddl.MIGRATIONS[:2]:
+        for statement in migration.statements(naming):
+            store.client.command(statement)
+        store.client.insert(
+            store.table("schema_versions"),
+            [[migration.version, migration.name, datetime.now(UTC)]],
+            column_names=["version", "name", "applied_at"],
+        )
+    t0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    template = {**demo_rows(1)[0], "operation": "chat", "llm_call": True}
+
+    def spans(first: int) -> list[dict]:
+        out = []
+        for i in range(40):
+            at = t0 + timedelta(hours=first, minutes=i % 50, seconds=i)
+            duration = 50.0 + 37.0 * i
+            key = f"{first:02d}{i:04d}"
+            out.append(
+                {
+                    **template,
+                    "trace_id": f"{key:0>32}",
+                    "span_id": f"{key:0>16}",
+                    "start_time": at,
+                    "end_time": at + timedelta(milliseconds=duration),
+                    "duration_ms": duration,
+                }
+            )
+        return out
+
+    try:
+        before, after = spans(0), spans(5)
+        assert write_spans(store, before) == len(before)
+        assert "duration_digest" in _columns(store, "rollup_1day")
+        store.close()
+        store = open_span_store(url)
+        versions = store.client.query(
+            f"SELECT version FROM {store.table('schema_versions')} ORDER BY version"
+        ).result_rows
+        assert versions == [(1,), (2,), (3,)]
+        for grain in GRAINS:
+            columns = _columns(store, f"rollup_{grain}")
+            assert "latency_bins" in columns and "duration_digest" not in columns
+        assert write_spans(store, after) == len(after)
+
+        def p95(start: datetime, end: datetime):
+            spec = FilterSpec(relative=None, start=start, end=end)
+            series = ("duration_ms.p95", "request_count.count")
+            query = MetricQuery(series=series, filters=spec, bucket=None)
+            org = template["org_id"]
+            return run_metrics(store.engine, admin_scope(org), query, now=end, force="rollup")
+
+        def exact(rows: list[dict]) -> float:
+            return pl.Series([r["duration_ms"] for r in rows]).quantile(0.95, "linear")
+
+        # over both: the older rows have no bins, so the spans answer, exactly
+        both = p95(t0, t0 + timedelta(hours=7))
+        assert both.source == "raw" and both.exact_percentiles
+        assert both.frame["request_count.count"][0] == 80
+        assert both.frame["duration_ms.p95"][0] == pytest.approx(exact(before + after))
+        # over the rows written at version 3: from rollups, within the bins' bound
+        later = p95(t0 + timedelta(hours=5), t0 + timedelta(hours=7))
+        assert later.source == "rollup" and later.frame["request_count.count"][0] == 40
+        want = exact(after)
+        assert abs(later.frame["duration_ms.p95"][0] - want) <= 0.01 * want
+        # the back-fill gives the older rows their bins (every grain), once
+        assert main(["clickhouse-rebuild-rollups", "--to", url]) == 0
+        assert rebuild.days_missing_bins(store) == []
+        for grain in GRAINS:
+            ((n, binned),) = store.client.query(
+                f"SELECT sum(duration_count), arraySum(mapValues(sumMap(latency_bins))) "
+                f"FROM {store.table('rollup_' + grain)}"
+            ).result_rows
+            assert n == binned == 80, grain
+        both = p95(t0, t0 + timedelta(hours=7))
+        assert both.source == "rollup" and both.frame["request_count.count"][0] == 80
+        want = exact(before + after)
+        assert abs(both.frame["duration_ms.p95"][0] - want) <= 0.01 * want
+        assert rebuild.rebuild_bins(store) == rebuild.RebuildReport(days=0, left=0)
+    finally:
+        chdb_session.drop(store)
