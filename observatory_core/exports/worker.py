@@ -7,6 +7,12 @@ than the timeout is taken over by the next claim, or failed with a message after
 deadlock, a restarting server) starts the job over on this worker after a backoff, counted as
 another attempt; only permanent errors fail it at once. The file is written under a temporary
 name and renamed into place only when complete, so a partial file can never be downloaded.
+
+The rows are read where the explorer reads them (`storage/span_reads.py`): the ClickHouse span
+store when `OBSERVATORY_SPAN_STORE` is set, page by page through the same builders (each span
+once, its newest copy), pinned to the spans written before the job was made
+(`Store.pin_of_snapshot`); the job itself (state, heartbeat, progress, file) stays in
+`DATABASE_URL`. A span store that is down or busy is a transient error like a lost database.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.copy_out import copy_ahead, copy_csv_rows
 from observatory_core.storage.schema import export_jobs
+from observatory_core.storage.span_reads import span_reads
 from observatory_core.storage.stores import store_for
 from observatory_core.storage.transient import describe, is_transient
 from observatory_core.traces.query import count_spans, iter_span_ids, iter_span_pages
@@ -187,12 +194,18 @@ def _close_quietly(pages) -> None:
         log.debug("closing an export page reader failed: %s", describe(exc))
 
 
+def _pin(reads: Engine, job: dict) -> dict:
+    """The job's snapshot as the store its rows are read from pins it."""
+    max_id = store_for(reads).pin_of_snapshot(job["snapshot_max_id"], job["snapshot_at"])
+    return {"as_of": job["snapshot_at"], "max_id": max_id}
+
+
 def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, config: WorkerConfig):
-    """(row count, write function) per page. CSV takes the COPY fast path where the store has
-    one (`Store.copies_csv`: PostgreSQL): the explorer's filter picks each page's ids, and the
-    database writes their CSV lines (stored columns only: an expression field is written by the
-    row path)."""
-    pinned = {"as_of": job["snapshot_at"], "max_id": job["snapshot_max_id"]}
+    """(row count, write function) per page, read from `engine` (where spans are read:
+    `span_reads`). CSV takes the COPY fast path where the store has one (`Store.copies_csv`:
+    PostgreSQL): the explorer's filter picks each page's ids, and the database writes their CSV
+    lines (stored columns only: an expression field is written by the row path)."""
+    pinned = _pin(engine, job)
     zone = _zone(job)
     # not "metadata:<key>"; local time columns are written by the row path
     copyable = zone is None and all(f in FIELDS and FIELDS[f].plain for f in fields)
@@ -241,6 +254,15 @@ def run_job(engine: Engine, job: dict, config: WorkerConfig) -> Status:
     return outcome
 
 
+def _failed_store(exc: BaseException) -> str:
+    """Which store a transient error came from, for the job's message: the span store (its
+    driver's errors, or one that could not be opened) or the database of the job itself."""
+    orig = getattr(exc, "orig", None) or exc
+    if type(orig).__module__.startswith("clickhouse_connect") or "span store" in str(orig):
+        return "span store"
+    return "database"
+
+
 def _next_attempt(
     engine: Engine, job: dict, config: WorkerConfig, exc: BaseException
 ) -> dict | Status:
@@ -249,9 +271,10 @@ def _next_attempt(
     job_id, attempts = job["id"], job["attempts"]
     if attempts >= MAX_ATTEMPTS:
         log.warning("export %s: database error on its last attempt (%s)", job_id, describe(exc))
+        store = _failed_store(exc)
         message = (
-            f"The database failed the export's last of {MAX_ATTEMPTS} attempts "
-            f"({describe(exc)[:120]}); start it again once the database is healthy."
+            f"The {store} failed the export's last of {MAX_ATTEMPTS} attempts "
+            f"({describe(exc)[:160]}); start it again once the {store} is healthy."
         )
         try:
             _finish(engine, job_id, config, status=Status.FAILED, error=message)
@@ -326,16 +349,12 @@ def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseEx
     fields = tuple(job["fields"])
     try:
         config.export_dir.mkdir(parents=True, exist_ok=True)
-        total = min(
-            job["row_limit"],
-            count_spans(
-                engine, scope, spec, as_of=job["snapshot_at"], max_id=job["snapshot_max_id"]
-            ),
-        )
+        reads = span_reads(engine)  # the span store, when set: a store that is down is transient
+        total = min(job["row_limit"], count_spans(reads, scope, spec, **_pin(reads, job)))
         columns = output_fields(fields, _zone(job))
         writer, sink = open_writer(job["format"], job["compression"], temp, columns)
         written = 0
-        pages = _pages(engine, job, scope, spec, fields, config)
+        pages = _pages(reads, job, scope, spec, fields, config)
         try:
             for count, write in pages:
                 count = min(count, job["row_limit"] - written)

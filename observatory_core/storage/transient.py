@@ -1,5 +1,6 @@
 """Which database errors are worth a retry: the connection was lost, the server is restarting,
-or the transaction lost a race (serialization failure, deadlock). Everything else (a bad
+or the transaction lost a race (serialization failure, deadlock); on the span store, the
+engine's own codes for those (`clickhouse/writes.retryable`). Everything else (a bad
 statement, a constraint, a missing table) is permanent and must surface as it is."""
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def _one(exc: BaseException) -> bool:
         )
     if module.startswith("sqlite3") and "OperationalError" in names:
         return any(text in str(orig).lower() for text in SQLITE_BUSY)
+    if module.startswith("clickhouse_connect"):  # the span store's driver (docs/scale.md)
+        from observatory_core.storage.clickhouse.writes import retryable
+
+        return retryable(orig)
     return False
 
 

@@ -154,6 +154,7 @@ def iter_span_pages(
                 shown=fields,
                 as_of=as_of,
                 max_id=max_id,
+                floor=True,
             )
         if rows:
             yield rows
@@ -263,7 +264,12 @@ def _read(
     as_of: datetime,
     max_id: int,
     count: bool = False,
+    floor: bool = False,
 ) -> tuple[list[dict], str | None, int | None]:
+    """One page. `floor` (exports, oldest first): the cursor's start time also as a plain
+    bound, which the span store applies before picking each span's newest copy (the keyset
+    condition also reads the id, so alone it is applied after): a page then reads the spans
+    from the cursor on, not the whole window (`storage/stores/clickhouse.py`)."""
     where = pinned_conditions(conn, spec, as_of, max_id)
 
     # The sort key too: the next page's cursor is made from it (it was a KeyError, an HTTP 500,
@@ -290,6 +296,10 @@ def _read(
     counter = scoped_spans(scope, func.count()).where(*where)
     if position:
         query = query.where(after(key, spans.c.id, position))
+        if floor and sort == "start_time" and direction == "asc":
+            value = position.value
+            start = datetime.fromisoformat(value) if isinstance(value, str) else value
+            query = query.where(key >= literal(start, type_=key.type))
     order = (
         (key.desc(), spans.c.id.desc()) if direction == "desc" else (key.asc(), spans.c.id.asc())
     )

@@ -169,6 +169,13 @@ class Store(ABC):
 
         return conn.execute(select(func.coalesce(func.max(spans.c.id), 0))).scalar_one()
 
+    def pin_of_snapshot(self, recorded: int, taken_at: datetime) -> int:
+        """The pin of a snapshot taken at `taken_at` (an export job's): `recorded`, the newest
+        span id read from `DATABASE_URL` then, where ids grow. The span store overrides it with
+        the write clock's `taken_at` (its `version`), so a job's pin does not depend on which
+        store was read when it was created."""
+        return recorded
+
     @abstractmethod
     def tune_read(self, conn: Connection, *, by_index: bool) -> None:
         """Session settings for one heavy analytic read in this transaction (memory for

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table
@@ -416,6 +416,11 @@ class ClickHouseStore(Store):
         last wrote."""
         return time.time_ns() // 1000
 
+    def pin_of_snapshot(self, recorded: int, taken_at: datetime) -> int:
+        """`taken_at` on the write clock (microseconds, as `writes.py` stamps `version`): the
+        spans written before the snapshot, whatever `recorded` (an id of `DATABASE_URL`)."""
+        return (taken_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
     def normalize_url(self, url: URL) -> URL:
         raise ConfigError(
             "DATABASE_URL cannot name ClickHouse; set OBSERVATORY_SPAN_STORE to it instead "
@@ -493,7 +498,9 @@ class ClickHouseStore(Store):
     def copy_csv_rows(
         self, engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]
     ) -> bytes:
-        raise NotImplementedError("Exports from the span store are not routed yet (docs/scale.md).")
+        raise NotImplementedError(
+            "The span store has no COPY: exports read it page by page (`copies_csv`)."
+        )
 
     def span_partitions(self, conn: Connection) -> list[SpanPartition] | None:
         return None  # monthly parts are the engine's own; the TTL drops spans (docs/scale.md)
