@@ -1,5 +1,5 @@
-"""The span store's commands (`clickhouse-ddl`, `migrate-spans`; docs/scale.md), kept out of
-`__main__` so the command line stays a list of short commands."""
+"""The span store's commands (`clickhouse-ddl`, `migrate-spans`, `clickhouse-rebuild-rollups`;
+docs/scale.md), kept out of `__main__` so the command line stays a list of short commands."""
 
 from __future__ import annotations
 
@@ -126,6 +126,36 @@ def cmd_migrate_spans(args, engine_factory: Callable[[], Engine]) -> int:
         store.close()
 
 
+def cmd_rebuild_rollups(args) -> int:
+    """Give the span store's rollup rows written before schema version 3 their latency bins
+    (resumable: a stopped run goes on where rows still lack them; docs/scale.md)."""
+    from observatory_core.storage.clickhouse.rebuild import days_missing_bins, rebuild_bins
+
+    store = _span_store_for(args.to)
+    target = store.target.describe()
+    try:
+        days = len(days_missing_bins(store))
+        if not days:
+            print(f"Every rollup row of {target} has its latency bins: nothing to rebuild.")
+            return 0
+        print(f"{days:,} org-days of {target} have rollup rows without latency bins.")
+        try:
+            report = rebuild_bins(store, on_day=lambda org, day: print(f"  org {org}, {day}"))
+        except KeyboardInterrupt:
+            print("Stopped; what was rebuilt is kept. Run the same command again to go on.")
+            return 130
+        print(f"Rebuilt the latency bins of {report.days:,} org-days.")
+        if report.left:
+            print(
+                f"{report.left:,} org-days keep rows whose spans do not match their counts "
+                "(counted twice, or deleted since): their percentiles are read from spans."
+            )
+            return 1
+        return 0
+    finally:
+        store.close()
+
+
 def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], Engine]) -> None:
     """Add the span store's commands; `engine_factory` opens DATABASE_URL, checked."""
     ch_ddl = sub.add_parser(
@@ -160,3 +190,14 @@ def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], E
         help="compare spans, tokens and cost per org in both; exit 1 on a mismatch",
     )
     move.set_defaults(func=lambda args: cmd_migrate_spans(args, engine_factory))
+    rebuild = sub.add_parser(
+        "clickhouse-rebuild-rollups",
+        help="give the span store's rollup rows from before schema version 3 their latency "
+        "bins (resumable; docs/scale.md)",
+    )
+    rebuild.add_argument(
+        "--to",
+        help="chdb:///ABSOLUTE/PATH or clickhouse://USER:PASS@HOST:8123/DB; "
+        "default: OBSERVATORY_SPAN_STORE",
+    )
+    rebuild.set_defaults(func=cmd_rebuild_rollups)

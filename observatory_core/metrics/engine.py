@@ -28,6 +28,7 @@ from observatory_core.metrics.partial import partial_buckets
 from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
 from observatory_core.metrics.rollup_path import (
+    bins_complete,
     finalize,
     rollup_can_answer,
     rollup_select,
@@ -37,18 +38,6 @@ from observatory_core.rollups.dimensions import declarable, slot_groups
 from observatory_core.storage import latency_bins as sketch
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
-
-# What the span store's t-digest percentiles (its rollups' `quantileTDigest` states) are held
-# to: the engine's t-digest gives no worst-case bound, and over few spans it answers one of
-# their values rather than interpolating (p95 of 14 spans: their largest), so this is the
-# bound measured and tested for p50 to p95 over groups of `DIGEST_MIN_SPANS` or more
-# (docs/scale.md, "Metrics on the span store").
-DIGEST_BOUND = 0.05
-DIGEST_MIN_SPANS = 200
-DIGEST_BOUND_TEXT = (
-    f"within about {DIGEST_BOUND:.0%} up to p95 over {DIGEST_MIN_SPANS} spans or more; "
-    "over fewer, or at p99, much less close"
-)
 
 _OPS = {
     ">": operator.gt,
@@ -79,8 +68,6 @@ class MetricResult:
     partial_buckets: dict[datetime, float] = field(default_factory=dict)
     # whose clock the buckets follow: `bucket` holds each bucket's start as a UTC instant
     zone: Zone = UTC_ZONE
-    # percentiles merged from t-digest states (the span store's rollups), not the packed sketch
-    digest: bool = False
 
     @property
     def explanation(self) -> str:
@@ -89,11 +76,6 @@ class MetricResult:
             text = f"Computed from {where}; counts and sums are exact."
         elif self.exact_percentiles:
             text = f"Computed from {where}; percentiles are exact."
-        elif self.digest:
-            text = (
-                f"Computed from {where}; counts and sums are exact, percentiles are approximate "
-                f"(t-digest, {DIGEST_BOUND_TEXT})."
-            )
         else:
             text = f"Computed from {where}; percentiles are approximate, {sketch.bound_text()}."
         return text + (f" {self.folded_note}" if self.folded_groups else "")
@@ -282,10 +264,13 @@ def _compute_subject(
             fold,
             subject,
             bucketing=buckets,
-            digests=store_for(engine).rollup_digests,
+            bin_maps=store_for(engine).rollup_bin_maps,
         )
         frame = _fetch(engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows)
-        return finalize(frame, series, query.group_by), "rollup", tuple(grains)
+        if bins_complete(frame):
+            return finalize(frame, series, query.group_by), "rollup", tuple(grains)
+        # rollup rows from before the span store kept latency bins (docs/scale.md, "Metrics
+        # on the span store"): the spans themselves, never a percentile of part of them
     statement = raw_select(
         scope,
         series,
@@ -633,7 +618,6 @@ def run_metrics(
         grains=grains,
         # trace_totals hold each trace's own figures: its percentiles are exact too
         exact_percentiles=(source == "raw" or grains == TOTALS_GRAINS) if has_percentiles else None,
-        digest=has_percentiles and source == "rollup" and store_for(engine).rollup_digests,
         seconds=time.perf_counter() - started,
         sketch=sketch,
         folded_groups=folded,

@@ -42,16 +42,17 @@ from observatory_core.rollups.partials import partial_select
 from observatory_core.semantic import fields as semantic_fields
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import SUBJECT_ROWS, sketched, subject_condition
-from observatory_core.storage.clickhouse.layout import digest_column
+from observatory_core.storage.clickhouse.layout import BINS_COLUMN
 from observatory_core.storage.dialect import (
+    bin_map_bins,
+    bin_map_counts,
     bucket_of,
-    digest_quantile,
     epoch_us,
     rollup_count,
     time_bucket,
 )
 from observatory_core.storage.latency_bins import BINS, representative
-from observatory_core.storage.packed_sketch import decode, dense, sketch_merge
+from observatory_core.storage.packed_sketch import decode, sketch_merge
 from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_GRAINS, ROLLUPS, spans
 from observatory_core.storage.types import EPOCH
 
@@ -161,15 +162,16 @@ def rollup_select(
     subject: Subject = Subject.SPANS,
     *,
     bucketing: Bucketing | None = None,
-    digests: bool = False,
+    bin_maps: bool = False,
 ) -> tuple[Select, list[str], dict]:
     """One statement: the segments' partials unioned, merged per bucket and group, over the
     rows of `subject` (rollup rows carry `llm_call` and `operation`, so the subject's
     condition reads them as it reads spans).
 
-    `digests`: the store's rollups keep t-digest states of the sketched measure, not the
-    packed sketch (the span store's, `Store.rollup_digests`): percentiles are merged there
-    (`digest_quantile`) and come back as `<measure>_<agg>` columns.
+    `bin_maps`: the store's rollups keep the latency bins as a map (`latency_bins`), not the
+    packed sketch (the span store's, `Store.rollup_bin_maps`): the engine adds the maps and
+    the merged bins come back as two arrays, `bins` and `bin_counts`, with the sketched
+    measure's count beside them (`bins_complete` checks every span of it is in the bins).
 
     Returns the statement, the grains it read and its parameters. Statements are built once
     per shape (series, grouping, segments, which filters) with named parameters: built per
@@ -189,7 +191,7 @@ def rollup_select(
         subject,
         # edges only where the store needs them: a uniform grid keeps one statement per shape
         None if bucketing is None or bucketing.uniform else bucketing,
-        digests,
+        bin_maps,
     )
     params: dict = {"org_id": scope.org_id}
     if scope.project_ids is not None:
@@ -212,15 +214,18 @@ def _statement(
     fold: bool = False,
     subject: Subject = Subject.SPANS,
     zoned: Bucketing | None = None,
-    digests: bool = False,
+    bin_maps: bool = False,
 ) -> Select:
     measures, parts = _needs(series)
     bins = "latency_sketch" in parts
-    digest = None
-    if bins and digests:  # the span store: t-digest states in place of the packed sketch
+    bin_map = None
+    if bins and bin_maps:  # the span store: the same bins, kept as a map
         parts.remove("latency_sketch")
-        bins, digest = False, digest_column(sketched().rollup.column)
-    own = [digest] if digest else []  # columns every piece selects as they are
+        bins, bin_map = False, BINS_COLUMN
+        # rows written before the store kept bins have none: `bins_complete` tells by this
+        parts.append(f"{sketched().rollup.column}_count")
+        parts = list(dict.fromkeys(parts))
+    own = [bin_map] if bin_map else []  # columns every piece selects as they are
     dims = [semantic_fields.by_group(d).name for d in group_by]
     width = bucket_seconds or 86400
 
@@ -247,7 +252,7 @@ def _statement(
                 measures=tuple(measures),
                 with_bins=bins,
                 bucketing=zoned,
-                digest=digest,
+                bin_map_column=bin_map,
             ).subquery()
             # Of the rollup columns' own types: were the union's columns wider than a rollup
             # table's, PostgreSQL would convert every rollup row on its way into the union.
@@ -308,13 +313,9 @@ def _statement(
             aggs.append(cast(func.sum(u.c[p]), BigInteger).label(p))
         else:
             aggs.append(func.sum(u.c[p]).label(p))
-    if digest is not None:  # each percentile asked, merged by the engine
-        for name in series:
-            metric, agg = name.split(".")
-            if Agg(agg) in PERCENTILES:
-                label = f"{METRICS[metric].rollup.column}_{agg}"
-                aggs.append(digest_quantile(u.c[digest], PERCENTILES[Agg(agg)]).label(label))
-        aggs = list({a.name: a for a in aggs}.values())
+    if bin_map is not None:  # the maps added by the engine, read as the packed sketch is
+        aggs.append(bin_map_bins(u.c[bin_map]).label("bins"))
+        aggs.append(bin_map_counts(u.c[bin_map]).label("bin_counts"))
     query = select(*columns, *aggs)
     if (
         fold and keys
@@ -349,8 +350,7 @@ def finalize(
             out[g] = out[g].cast(pl.Utf8).replace("", None)
     counts = [c for c in ROLLUP_COUNTS if c in frame.columns]
     frame = frame.with_columns(pl.col(*counts).fill_null(0))
-    sketches = frame["bins"].to_list() if "bins" in frame.columns else None
-    bins = decode(sketches) if sketches is not None else None
+    bins = merged_bins(frame)
     for name in series:
         metric, agg = name.split(".")
         m = METRICS[metric]
@@ -361,9 +361,47 @@ def finalize(
         else:
             col = _finish_value(frame, m.rollup.column, Agg(agg), bins)
         out[name] = col.alias(name)
-    if sketches is not None and not group_by and "bucket" not in frame.columns:
-        out["_bins"] = pl.Series(dense(sketches))
+    if bins is not None and not group_by and "bucket" not in frame.columns:
+        matrix = np.zeros((frame.height, BINS), dtype=np.int64)
+        matrix[bins[0], bins[1]] = bins[2]
+        out["_bins"] = pl.Series(matrix)
     return pl.DataFrame(out)
+
+
+def merged_bins(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The merged latency bins of each row, as `packed_sketch.decode` gives them (row, bin,
+    count; sorted by row then bin), from the packed sketches (`bins`) or, on the span store,
+    the bins and their counts as two arrays per row (`bins`, `bin_counts`); None when the
+    statement merged no bins."""
+    if "bins" not in frame.columns:
+        return None
+    if "bin_counts" not in frame.columns:
+        return decode(frame["bins"].to_list())
+    if frame.height == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), empty.copy()
+    keys = frame["bins"].cast(pl.List(pl.Int64))
+    lengths = keys.list.len().fill_null(0).to_numpy()
+    rows = np.repeat(np.arange(frame.height, dtype=np.int64), lengths)
+    # an empty list explodes to one null: the nulls are the empty rows, never a bin
+    bins = keys.explode().drop_nulls().to_numpy().astype(np.int64)
+    counts = frame["bin_counts"].cast(pl.List(pl.Int64)).explode().drop_nulls().to_numpy()
+    order = np.lexsort((bins, rows))
+    return rows[order], bins[order], counts.astype(np.int64)[order]
+
+
+def bins_complete(frame: pl.DataFrame) -> bool:
+    """Whether every row's merged bins hold each span its sketched measure counts: rollup rows
+    the span store wrote before it kept bins (schema version 3) have none, and a percentile
+    from the rest would be a wrong number (the engine reads raw spans instead)."""
+    count = f"{sketched().rollup.column}_count"
+    bins = merged_bins(frame)
+    if bins is None or count not in frame.columns:
+        return True
+    rows, _, counts = bins
+    held = np.bincount(rows, weights=counts, minlength=frame.height).astype(np.int64)
+    wanted = frame[count].cast(pl.Int64).fill_null(0).to_numpy()
+    return bool(np.array_equal(held, wanted))
 
 
 def _share(part: pl.Series, whole: pl.Series, complement: bool) -> pl.Series:
@@ -396,8 +434,6 @@ def _finish_value(
         return frame[f"{m}_min"].cast(pl.Float64)
     if agg == Agg.MAX:
         return frame[f"{m}_max"].cast(pl.Float64)
-    if f"{m}_{agg.value}" in frame.columns:  # a percentile the store merged (t-digest)
-        return frame[f"{m}_{agg.value}"].cast(pl.Float64).fill_nan(None)
     if agg == Agg.STDDEV:
         return pl.Series(
             stddev_from_sums(

@@ -22,7 +22,7 @@ from sqlalchemy.sql.expression import ColumnElement, FromClause
 
 from observatory_core.base.zones import Bucketing
 from observatory_core.semantic.metrics import rollup_counts, rollup_measures, sketched
-from observatory_core.storage.dialect import bucket_of, digest_state, latency_bin, time_bucket
+from observatory_core.storage.dialect import bin_map, bucket_of, latency_bin, time_bucket
 from observatory_core.storage.packed_sketch import sketch_of
 from observatory_core.storage.schema import (
     DIMENSION_SLOTS,
@@ -145,13 +145,13 @@ def partial_select(
     measures: tuple[str, ...] = ROLLUP_MEASURES,
     with_bins: bool = True,
     bucketing: Bucketing | None = None,
-    digest: str | None = None,
+    bin_map_column: str | None = None,
 ) -> Select:
     """SELECT org_id, bucket_start, dimensions..., counts, sums, min, max, latency sketch
     FROM src GROUP BY org, bucket and dimensions; column names match the rollup tables.
     `bucketing`: a query's buckets on a zone's clock, in place of `bucket_seconds` in UTC.
-    `digest`: also the sketched measure's t-digest state as that column (the span store's
-    rollups keep one, `Store.rollup_digests`; `measures` must hold the measure)."""
+    `bin_map_column`: also the latency bins as a map (`bin_map`) in that column: the span
+    store's rollups keep them so (`Store.rollup_bin_maps`)."""
     values = measure_expressions(src)
     dims = dimension_expressions(src)
     conditions = {c: w for c, w in count_conditions(src).items() if w is not None}
@@ -166,7 +166,7 @@ def partial_select(
         *(dims[d].label(d) for d in dimensions),
         *(values[m].label(m) for m in measures),
     ]
-    if with_bins:
+    if with_bins or bin_map_column:
         inner_columns.append(latency_bin(sketched().expression(src.c)).label("_bin"))
     # OFFSET 0 keeps the subquery whole, so each span's bin is computed once, in one place.
     inner = (
@@ -188,7 +188,7 @@ def partial_select(
         ]
     if with_bins:
         aggregates.append(sketch_of(i._bin).label("latency_sketch"))
-    if digest is not None:
-        aggregates.append(digest_state(i[sketched().rollup.column]).label(digest))
+    if bin_map_column:
+        aggregates.append(bin_map(i._bin).label(bin_map_column))
     keys = [i.org_id, i.bucket_start, *(i[d] for d in dimensions)]
     return select(*keys, *aggregates).group_by(*keys)

@@ -69,31 +69,29 @@ def _rollup_count(element, compiler, **kw):
     return compiler.process(cast(element.clauses.clauses[0], element.type), **kw)
 
 
-class digest_state(FunctionElement):
-    """A t-digest state of a value (its NULLs left out): what the ClickHouse span store's
-    rollups keep of the sketched measure (`<measure>_digest`, storage/clickhouse/layout.py),
-    so raw edges merge with rollup rows. Only that store compiles it (`Store.rollup_digests`)."""
+class bin_map(FunctionElement):
+    """Aggregate: a group's latency bins (`latency_bin` of each span, NULL skipped) as a map
+    bin -> count: what the ClickHouse span store's rollups keep (`latency_bins`,
+    storage/clickhouse/layout.py), so raw edges merge with rollup rows. Only that store
+    compiles it (`Store.rollup_bin_maps`); the others keep the packed sketch."""
 
     inherit_cache = True
-    name = "digest_state"
+    name = "bin_map"
 
 
-class digest_quantile(FunctionElement):
-    """A percentile read from merged t-digest states (`digest_state`, or a rollup's column)."""
+class bin_map_bins(FunctionElement):
+    """Aggregate: the bins (ascending) of a group's bin maps merged (`bin_map`, or a rollup's
+    column); `bin_map_counts` of the same maps gives their counts, in the same order."""
 
-    type = Float()
     inherit_cache = True
-    name = "digest_quantile"
-    _traverse_internals = [
-        *FunctionElement._traverse_internals,
-        ("fraction", InternalTraversal.dp_plain_obj),
-    ]
+    name = "bin_map_bins"
 
-    def __init__(self, state: ColumnElement, fraction: float) -> None:
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError("a percentile fraction lies between 0 and 1")
-        self.fraction = float(fraction)
-        super().__init__(state)
+
+class bin_map_counts(FunctionElement):
+    """Aggregate: the counts of a group's bin maps merged, in `bin_map_bins`' order."""
+
+    inherit_cache = True
+    name = "bin_map_counts"
 
 
 class time_bucket(FunctionElement):

@@ -20,7 +20,7 @@ from observatory_core.metrics.catalog import (
     Agg,
     Subject,
 )
-from observatory_core.metrics.engine import DIGEST_BOUND, DIGEST_MIN_SPANS, run_metrics
+from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage import latency_bins as sketch
 from tests.helpers import admin_scope
@@ -51,12 +51,9 @@ def _close(got, want, rel: float) -> bool:
     return abs(got - want) <= rel * abs(want) + 1e-9
 
 
-def _tolerance(name: str, source: str, digest: bool = False) -> tuple[float, float]:
-    """(relative, absolute) allowed difference: float noise, or the sketch's stated bound. A
-    t-digest's (the span store's rollups) holds only over many spans: not checked here, but in
-    `test_percentiles_from_rollups_hold_their_stated_bound`."""
-    if source == "rollup" and Agg(name.split(".")[1]) in PERCENTILES and digest:
-        return math.inf, math.inf
+def _tolerance(name: str, source: str) -> tuple[float, float]:
+    """(relative, absolute) allowed difference: float noise, or the sketch's stated bound (the
+    same latency bins on every store, the span store's too)."""
     if source == "rollup" and Agg(name.split(".")[1]) in PERCENTILES:
         # the bound the pages promise: ±1% (the sketch's own is just under it)
         assert sketch.RELATIVE_BOUND <= 0.01
@@ -85,7 +82,7 @@ def check(result, reference: pl.DataFrame, keys: list[str]) -> None:
             g, w = got_row[s], want_row[s]
             if w is None and Agg(s.split(".")[1]) in ZERO_WHEN_EMPTY:
                 w = 0  # an empty bucket counts zero
-            rel, floor = _tolerance(s, result.source, result.digest)
+            rel, floor = _tolerance(s, result.source)
             ok = _close(g, w, rel) or (w is not None and g is not None and abs(g - w) <= floor)
             assert ok, (
                 f"{s} at { ({k: got_row[k] for k in keys}) }: got {g}, expected {w} ({result.source})"
@@ -156,8 +153,7 @@ def test_planner_uses_rollups_when_it_can_and_says_so(metrics_data):
     result = run_metrics(d["engine"], scope, fast, now=d["now"])
     assert result.source == "rollup" and result.exact_percentiles is False
     assert "rollups" in result.explanation and "approximate" in result.explanation
-    bound = "t-digest" if d["kind"] == "chdb" else "±1.0%"
-    assert bound in result.explanation and result.digest is (d["kind"] == "chdb")
+    assert "±1.0%" in result.explanation  # the same bins on every store
     for needs_raw in (
         MetricQuery(series=("duration_ms.p95",), group_by=("user_id",)),
         MetricQuery(series=("unique_users",)),
@@ -288,9 +284,8 @@ def test_costs_need_costs_read(metrics_data):
 
 def test_percentiles_from_rollups_hold_their_stated_bound(metrics_data):
     """p50 to p95 from rollups (with raw edges) against polars' exact ones over the window's
-    requests (more than `DIGEST_MIN_SPANS`): the packed sketch's ±1% on SQLite and
-    PostgreSQL, the t-digest's `DIGEST_BOUND` on the span store (docs/scale.md, "Metrics on the
-    span store")."""
+    requests: the latency bins' ±1% on every store (the span store's, over small groups too:
+    tests/metrics/test_span_store_percentiles.py)."""
     d = metrics_data
     series = ("duration_ms.p50", "duration_ms.p90", "duration_ms.p95", "request_count.count")
     start = d["now"] - timedelta(days=6, minutes=7, seconds=13)
@@ -300,8 +295,8 @@ def test_percentiles_from_rollups_hold_their_stated_bound(metrics_data):
     assert result.source == "rollup" and "raw edges" in result.grains
     got = result.frame.to_dicts()[0]
     want = reference_metrics(d["df"], spec, d["now"], d["acme"], series, (), None).to_dicts()[0]
-    assert got["request_count.count"] == want["request_count.count"] >= DIGEST_MIN_SPANS
-    bound = DIGEST_BOUND if result.digest else 0.01 + 1e-9
+    assert got["request_count.count"] == want["request_count.count"] >= 200
+    bound = 0.01 + 1e-9
     for s in series[:3]:
         assert abs(got[s] - want[s]) <= bound * want[s], (s, got[s], want[s])
 

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.semantic.duplicates import counted
+from observatory_core.semantic.metrics import sketched
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.target import IDENTIFIER
@@ -164,11 +165,13 @@ def _trace_totals(naming: Naming) -> list[str]:
     ]
 
 
-def _rollups(naming: Naming) -> list[str]:
+def _rollups(naming: Naming, *, bins: bool, views_only: bool = False) -> list[str]:
     """The finest grain is folded from the spans; each coarser one from the rows the finer
-    one's view writes (a cascade: the hour reads a minute's few rows, not its spans again)."""
+    one's view writes (a cascade: the hour reads a minute's few rows, not its spans again).
+    `bins`: the latency bins (version 3 on) or, as versions 1-2 made them, a t-digest state;
+    `views_only`: the views alone (version 3 recreates them over the tables it altered)."""
     keys = layout.rollup_keys()
-    partials = layout.rollup_partials()
+    partials = layout.rollup_partials(bins=bins)
     out: list[str] = []
     finer: str | None = None
     for grain, seconds in layout.GRAIN_SECONDS.items():
@@ -176,13 +179,17 @@ def _rollups(naming: Naming) -> list[str]:
         columns = ["`org_id` Int32", f"`bucket_start` {layout.BUCKET} CODEC(Delta, ZSTD(1))"]
         columns += [c.ddl() for c, _ in keys] + [p.column.ddl() for p in partials]
         order = ["org_id", "bucket_start", *(c.name for c, _ in keys)]
-        out += _table(
-            naming,
-            name,
-            columns,
-            naming.engine("AggregatingMergeTree", name),
-            ["PARTITION BY toYYYYMM(bucket_start)", f"ORDER BY ({', '.join(order)})"],
-            sharding=None,  # filled on each shard by its view, read through the Distributed one
+        out += (
+            []
+            if views_only
+            else _table(
+                naming,
+                name,
+                columns,
+                naming.engine("AggregatingMergeTree", name),
+                ["PARTITION BY toYYYYMM(bucket_start)", f"ORDER BY ({', '.join(order)})"],
+                sharding=None,  # filled on each shard by its view, read through the Distributed one
+            )
         )
         group = ["org_id", "bucket_start", *(c.name for c, _ in keys)]
         if finer is None:
@@ -232,13 +239,42 @@ def _migrate_checkpoints(naming: Naming) -> list[str]:
     ]
 
 
+def _latency_bins(naming: Naming) -> list[str]:
+    """The rollups' latency bins (`layout.BINS_COLUMN`) in place of the t-digest states: the
+    column added to each rollup table (and its Distributed table on a cluster), each view
+    dropped and created again to fill it (a view cannot be altered to select a new column),
+    then the digest column dropped, once no view writes it.
+
+    Views go coarsest first, the minute's last: until the minute's view is recreated, spans
+    reach the rollups with no bins, which percentiles notice (`bins_complete`). One process
+    that opens the store applies this before it writes, so it loses no insert; on a cluster
+    with writers running, a block inserted on a node between its DROP and CREATE of a view
+    is missing from that rollup (docs/scale.md, "A cluster": stop the writers for the
+    seconds it takes). Every statement is IF [NOT] EXISTS, so a run that stopped half-way
+    runs again whole."""
+    tables = [f"rollup_{grain}" for grain in layout.GRAIN_SECONDS]
+    bins = layout.bins_partial().column
+    digest = layout.digest_column(sketched().rollup.column)
+    names = [naming.stored(t) for t in tables]
+    if naming.cluster:
+        names += [naming.read(t) for t in tables]  # the Distributed tables' own columns
+    out = [f"ALTER TABLE {n}{naming.on} ADD COLUMN IF NOT EXISTS {bins.ddl()}" for n in names]
+    views = _rollups(naming, bins=True, views_only=True)  # finest first
+    for table, view in reversed(list(zip(tables, views, strict=True))):
+        out.append(f"DROP VIEW IF EXISTS {naming.read(table + '_mv')}{naming.on} SYNC")
+        out.append(view)
+    out += [f"ALTER TABLE {n}{naming.on} DROP COLUMN IF EXISTS {digest}" for n in names]
+    return out
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "spans, trace totals, rollups by minute, hour and day",
-        lambda n: [*_spans(n), *_trace_totals(n), *_rollups(n)],
+        lambda n: [*_spans(n), *_trace_totals(n), *_rollups(n, bins=False)],
     ),
     Migration(2, "migrate-spans checkpoints", _migrate_checkpoints),
+    Migration(3, "latency bins in the rollups, in place of t-digest states", _latency_bins),
 )
 
 

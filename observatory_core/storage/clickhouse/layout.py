@@ -19,7 +19,13 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.semantic.fields import FIELDS, FilterKind
-from observatory_core.semantic.metrics import MEASURE_PARTS, rollup_counts, rollup_measures
+from observatory_core.semantic.metrics import (
+    MEASURE_PARTS,
+    rollup_counts,
+    rollup_measures,
+    sketched,
+)
+from observatory_core.storage.dialect import bin_map, latency_bin
 from observatory_core.storage.schema import ROLLUP_DIMENSIONS, ROLLUP_GRAINS, spans
 from observatory_core.storage.types import UtcDateTime
 
@@ -177,8 +183,11 @@ def _float64(element, compiler, **kw):
 
 def sql(expression: ColumnElement) -> str:
     """A declaration's expression over `spans.c` as ClickHouse SQL, constants inlined (the
-    statements it goes into are DDL: nothing is bound)."""
+    statements it goes into are DDL: nothing is bound); the neutral constructs as the span
+    store compiles them for its reads (storage/stores/clickhouse.py)."""
     from clickhouse_connect.cc_sqlalchemy.dialect import ClickHouseDialect
+
+    import observatory_core.storage.stores.clickhouse  # noqa: F401  (registers the constructs)
 
     return str(
         expression.compile(dialect=ClickHouseDialect(), compile_kwargs={"literal_binds": True})
@@ -189,11 +198,18 @@ def sql(expression: ColumnElement) -> str:
 
 SUM_COUNT = "SimpleAggregateFunction(sum, UInt64)"
 SUM_FLOAT = "SimpleAggregateFunction(sum, Float64)"
-DIGEST = "AggregateFunction(quantileTDigest, Float64)"  # merged as quantileTDigestMerge(p)
+# Schema versions 1-2 only (ddl.py never edits a released version): a t-digest state of the
+# sketched measure, whose percentiles over few spans were far off (docs/scale.md). Version 3
+# replaces it with the latency bins every store keeps.
+DIGEST = "AggregateFunction(quantileTDigest, Float64)"
+# From version 3: the latency sketch's bins (storage/latency_bins.py) as a map bin -> count,
+# added bin by bin when parts merge; the other stores keep the same bins packed in bytes.
+BINS_COLUMN = "latency_bins"
+BINS_TYPE = "SimpleAggregateFunction(sumMap, Map(UInt16, UInt64))"
 
 
 def digest_column(measure: str) -> str:
-    """The quantile state kept of a sketched measure (the rollups' latency sketch elsewhere)."""
+    """The quantile state versions 1-2 kept of a sketched measure."""
     return f"{measure}_digest"
 
 
@@ -202,7 +218,7 @@ def merged(column: ChColumn, source: str = "rows") -> str:
     if column.type == DIGEST:
         return f"quantileTDigestMergeState({source}.{column.name})"
     function = column.type.removeprefix("SimpleAggregateFunction(").split(",")[0]
-    if function not in ("sum", "min", "max"):
+    if function not in ("sum", "min", "max", "sumMap"):
         raise TypeError(f"{column.name}: no merge for {column.type}; add one in layout.py")
     return f"{function}({source}.{column.name})"
 
@@ -229,9 +245,18 @@ def rollup_keys() -> tuple[tuple[ChColumn, str], ...]:
     return tuple(_dimension(name) for name in ROLLUP_DIMENSIONS)
 
 
-def rollup_partials() -> tuple[Partial, ...]:
+def bins_partial() -> Partial:
+    """The latency bins of a group of spans, a map bin -> count: the bin is `latency_bin` of
+    the sketched measure, compiled as every read on this store compiles it, so raw edges and
+    rollup rows hold the same bins, and the bins are those of storage/latency_bins.py."""
+    value = sketched().expression(spans.c)
+    return Partial(ChColumn(BINS_COLUMN, BINS_TYPE), sql(bin_map(latency_bin(value))))
+
+
+def rollup_partials(*, bins: bool = True) -> tuple[Partial, ...]:
     """The count columns (`rollup_counts`), each measure's `MEASURE_PARTS` (`rollup_measures`)
-    and the quantile state of the sketched measure, with their aggregates over spans."""
+    and the latency bins (`bins`: schema version 3 on; False: versions 1-2's t-digest state of
+    the sketched measure in their place), with their aggregates over spans."""
     out: list[Partial] = []
     for column, metric in rollup_counts().items():
         agg = (
@@ -256,13 +281,15 @@ def rollup_partials() -> tuple[Partial, ...]:
                 out.append(
                     Partial(ChColumn(name, kind), f"{part}(CAST(({x}), 'Nullable(Float64)'))")
                 )
-        if metric.rollup.sketch:
+        if metric.rollup.sketch and not bins:
             out.append(
                 Partial(
                     ChColumn(digest_column(measure), DIGEST),
                     f"quantileTDigestStateIf({value}, ({x}) IS NOT NULL)",
                 )
             )
+    if bins:
+        out.append(bins_partial())
     return tuple(out)
 
 

@@ -45,10 +45,25 @@ def open_engine(store: SpanStore) -> Engine:
     shared = _connection_class()
     engine = create_engine("clickhousedb://", creator=lambda: shared(store.client))
     engine.dialect.observatory_database = store.database  # read by stores/clickhouse.py
+    engine.dialect.statement_compiler = _compiler_class(engine.dialect.statement_compiler)
     # JSON columns: tags are a native array here, metadata and attributes JSON text
     engine.dialect._json_deserializer = _json_value
     budget.install(engine)
     return engine
+
+
+def _compiler_class(base: type) -> type:
+    class Compiler(base):
+        def limit_clause(self, select, **kw) -> str:
+            """An OFFSET without a LIMIT as `OFFSET n` alone: SQLAlchemy writes `LIMIT -1
+            OFFSET n`, which this engine reads as "the last row" (the rollup path's raw edges,
+            a subquery kept whole by OFFSET 0, counted one span of each)."""
+            text = super().limit_clause(select, **kw)
+            if select._limit_clause is None and select._offset_clause is not None:
+                text = text.replace("\n LIMIT -1 OFFSET ", "\n OFFSET ")
+            return text
+
+    return Compiler
 
 
 def _json_value(value: Any) -> Any:

@@ -150,9 +150,10 @@ class Store(ABC):
     # store keeps with other columns; it lists spans and shows a trace, not yet trees, and
     # charts span metrics only (docs/scale.md).
     lists_traces: bool = True
-    # Whether the rollups keep the sketched measure as t-digest states (`<measure>_digest`,
-    # read with `digest_quantile`) rather than the packed latency sketch: the span store's.
-    rollup_digests: bool = False
+    # Whether the rollups keep the latency bins as a map bin -> count (`latency_bins`, filled
+    # with `bin_map`, read with `bin_map_bins`/`bin_map_counts`) rather than the packed
+    # latency sketch: the span store's. The same bins either way (storage/latency_bins.py).
+    rollup_bin_maps: bool = False
     # Whether the metrics engine may read a declared dimension from its slot (`rollups/
     # dimensions.py`: its back-fill's coverage is this store's); the span store has no back-fill
     # of stored spans yet, so a group-by on such a key reads the spans there.

@@ -33,8 +33,9 @@ from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
 from observatory_core.storage.dialect import (
     arrival_order,
-    digest_quantile,
-    digest_state,
+    bin_map,
+    bin_map_bins,
+    bin_map_counts,
     epoch_us,
     greatest_of,
     json_array_contains,
@@ -102,22 +103,29 @@ def _function(element, compiler, **kw):
     return compiler.visit_function(element, **kw)
 
 
-@compiles(digest_state, NAME)
-def _digest_state(element, compiler, **kw):
-    """As the rollups' views fill `<measure>_digest` (layout.py), so the states merge."""
-    value = compiler.process(element.clauses, **kw)
-    return f"quantileTDigestStateIf(toFloat64(ifNull({value}, 0)), ({value}) IS NOT NULL)"
+@compiles(bin_map, NAME)
+def _bin_map(element, compiler, **kw):
+    """As the rollups' views fill `latency_bins` (layout.py compiles this same construct), so
+    raw edges and rollup rows merge by adding counts bin by bin."""
+    b = compiler.process(element.clauses, **kw)
+    return f"sumMapIf(map(toUInt16(ifNull({b}, 0)), toUInt64(1)), ({b}) IS NOT NULL)"
+
+
+@compiles(bin_map_bins, NAME)
+def _bin_map_bins(element, compiler, **kw):
+    # sumMap's keys come out ascending; the same aggregate as `_bin_map_counts`, computed once
+    return f"mapKeys(sumMap({compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(bin_map_counts, NAME)
+def _bin_map_counts(element, compiler, **kw):
+    return f"mapValues(sumMap({compiler.process(element.clauses, **kw)}))"
 
 
 @compiles(rollup_count, NAME)
 def _rollup_count(element, compiler, **kw):
     """The rollups' counts are `SimpleAggregateFunction(sum, UInt64)` here (layout.py)."""
     return f"toUInt64({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(digest_quantile, NAME)
-def _digest_quantile(element, compiler, **kw):
-    return f"quantileTDigestMerge({element.fraction!r})({compiler.process(element.clauses, **kw)})"
 
 
 def _micros(value: str) -> str:
@@ -203,13 +211,14 @@ def _search(element, compiler, **kw):
 
 @compiles(latency_bin, NAME)
 def _latency_bin(element, compiler, **kw):
+    """`latency_bins.bin_of` in SQL; NULL for NULL (the engine's `greatest(1, NULL)` is 1)."""
     d = compiler.process(element.clauses, **kw)
     floor, top = latency_bins.ABSOLUTE_FLOOR_MS, latency_bins.LAST_EDGE_MS
     last = latency_bins.BINS - 1
     return (
-        f"multiIf({d} <= {floor!r}, 0, {d} > {top!r}, {last}, "
+        f"if({d} IS NULL, NULL, multiIf({d} <= {floor!r}, 0, {d} > {top!r}, {last}, "
         f"least({last - 1}, greatest(1, toInt32(ceil(log({d} / {floor!r}) / "
-        f"log({latency_bins.GAMMA!r}) - 1e-12)))))"
+        f"log({latency_bins.GAMMA!r}) - 1e-12))))))"
     )
 
 
@@ -240,8 +249,8 @@ def _arrival(element, compiler, **kw):
 
 
 # Sketches (storage/packed_sketch.py), the same bytes as elsewhere: a record is the four
-# big-endian bytes of `bin << 16 | count`. The rollups here keep t-digests instead (layout.py);
-# these serve a read that builds a sketch from raw spans.
+# big-endian bytes of `bin << 16 | count`. The rollups here keep the bins as a map instead
+# (`bin_map`, layout.py); these serve a read that builds a sketch from raw spans.
 def _records(bins_counts: str) -> str:
     """A compacted sketch from an array of (bin, count) tuples, ascending by bin."""
     return (
@@ -398,7 +407,7 @@ class ClickHouseStore(Store):
     timestamps_as_micros = False  # DateTime64(6, 'UTC')
     copies_csv = False
     lists_traces = False  # trace_totals holds other columns here (docs/scale.md, "Not yet")
-    rollup_digests = True  # t-digest states, not packed sketches (layout.py)
+    rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
     actor_rollups = False  # no rollup_actors_* tables here yet (docs/scale.md)
 

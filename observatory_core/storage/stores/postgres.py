@@ -140,7 +140,9 @@ def _latency_bin(element, compiler, **kw):
     floor, top = latency_bins.ABSOLUTE_FLOOR_MS, latency_bins.LAST_EDGE_MS
     last = latency_bins.BINS - 1
     return (
-        f"(CASE WHEN {d} <= {floor!r} THEN 0 WHEN {d} > {top!r} THEN {last} "
+        # NULL for NULL, as elsewhere: GREATEST(1, NULL) is 1
+        f"(CASE WHEN {d} IS NULL THEN NULL WHEN {d} <= {floor!r} THEN 0 "
+        f"WHEN {d} > {top!r} THEN {last} "
         f"ELSE LEAST({last - 1}, GREATEST(1, "
         f"CAST(ceil(ln({d} / {floor!r}) / ln({latency_bins.GAMMA!r}) - 1e-12) AS INTEGER))) END)"
     )

@@ -109,7 +109,10 @@ def test_rollups_count_each_span_once_by_hour_as_polars_does(loaded):
         assert longest == pytest.approx(expected[7])
 
 
-def test_the_day_rollup_holds_the_same_spans_and_its_digest_their_latency(loaded):
+def test_the_day_rollup_holds_the_same_spans_and_its_bins_their_latency(loaded):
+    from observatory_core.metrics.rollup_path import merged_bins, percentiles_from_sketches
+    from observatory_core.storage.latency_bins import RELATIVE_BOUND
+
     store, _ = loaded
     frame = _frame(ROWS)
     for grain in ("1min", "1day"):
@@ -117,13 +120,16 @@ def test_the_day_rollup_holds_the_same_spans_and_its_digest_their_latency(loaded
             store, f"SELECT sum(span_count) FROM {{db}}.rollup_{grain} WHERE org_id < 90"
         )
         assert n == frame.height
-    got = dict(
-        _query(
-            store,
-            "SELECT org_id, quantileTDigestMerge(0.95)(duration_digest) FROM {db}.rollup_1day "
-            "WHERE org_id < 90 AND llm_call GROUP BY org_id",
-        )
+    rows = _query(
+        store,
+        "SELECT org_id, mapKeys(sumMap(latency_bins)), mapValues(sumMap(latency_bins)) "
+        "FROM {db}.rollup_1day WHERE org_id < 90 AND llm_call GROUP BY org_id ORDER BY org_id",
     )
+    bins = pl.DataFrame(
+        {"bins": [list(r[1]) for r in rows], "bin_counts": [list(r[2]) for r in rows]}
+    )
+    p95 = percentiles_from_sketches(merged_bins(bins), len(rows), 0.95)
+    got = {r[0]: float(v) for r, v in zip(rows, p95, strict=True)}
     want = dict(
         frame.filter(pl.col("llm_call"))
         .group_by("org_id")
@@ -131,8 +137,8 @@ def test_the_day_rollup_holds_the_same_spans_and_its_digest_their_latency(loaded
         .iter_rows()
     )
     assert got.keys() == want.keys()
-    for org, p95 in want.items():
-        assert got[org] == pytest.approx(p95, rel=0.05)  # a t-digest: within 5 % here
+    for org, value in want.items():
+        assert abs(got[org] - value) <= RELATIVE_BOUND * value, (org, got[org], value)
 
 
 def test_trace_totals_are_each_traces_spans(loaded):

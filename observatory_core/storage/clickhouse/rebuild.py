@@ -1,0 +1,115 @@
+"""The rollups' latency bins for rows written before schema version 3 (`clickhouse-rebuild-
+rollups`; docs/scale.md, "Metrics on the span store").
+
+A minute rollup row whose bins hold fewer spans than its latency count lacks the bins of the
+spans the views folded before version 3. For each such row, the bins of its spans (the newest
+copy of each, counted as the views count them, grouped by the views' own expressions) less the
+bins it holds are inserted as a row of the same key with every count and sum zero: the
+AggregatingMergeTree adds it to the row, and the hour's and day's views fold it into theirs as
+they fold any minute row. A row complete afterwards is never selected again, so the command is
+resumable: stopped, it goes on where the rows still lack bins; run twice, it changes nothing.
+It works one org's day at a time (a day of spans read once, its minute rows grouped once).
+
+A row is left as it is when its spans' bins do not cover the bins it holds (a span counted
+twice by racing writers, or deleted since): its percentiles keep being read from spans.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from observatory_core.semantic.metrics import sketched
+from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.ddl import _counted_spans
+
+_MINUTE = layout.GRAIN_SECONDS["1min"]
+
+
+@dataclass
+class RebuildReport:
+    days: int = 0  # org-days that held rows without (all their) bins, each rebuilt
+    left: int = 0  # org-days still without them after (rows whose spans do not cover them)
+
+
+def _count_column() -> str:
+    return f"{sketched().rollup.column}_count"
+
+
+def days_missing_bins(store: SpanStore) -> list[tuple[int, date]]:
+    """(org, day) whose minute rollup rows count more latencies than their bins hold."""
+    result = store.client.query(
+        f"SELECT org_id, toDate(bucket_start) AS day FROM {store.table('rollup_1min')} "
+        f"GROUP BY org_id, day HAVING arraySum(mapValues(sumMap({layout.BINS_COLUMN}))) "
+        f"< sum({_count_column()}) ORDER BY org_id, day"
+    )
+    return [(int(org), day) for org, day in result.result_rows]
+
+
+def _span_columns() -> list[str]:
+    """The span columns the minute view reads (and the identity, time and version)."""
+    texts = [e for _, e in layout.rollup_keys()]
+    texts += [layout.bins_partial().select, _counted_spans()]
+    named = {m for t in texts for m in re.findall(r"spans`?\.`?(\w+)", t)}
+    named |= {"org_id", "trace_id", "span_id", "start_time", "version"}
+    return sorted(named)
+
+
+def _statement(store: SpanStore) -> str:
+    """The insert for one org's day (parameters org, start, end)."""
+    keys = layout.rollup_keys()
+    names = [c.name for c, _ in keys]
+    bins = layout.BINS_COLUMN
+    bucket = f"toStartOfInterval(spans.start_time, INTERVAL {_MINUTE} SECOND, 'UTC')"
+    columns = ", ".join(f"`{c}`" for c in _span_columns())
+    spans_of_day = (
+        f"SELECT {columns} FROM {store.table('spans')} WHERE org_id = %(org)s "
+        "AND start_time >= %(start)s AND start_time < %(end)s "
+        "ORDER BY version DESC LIMIT 1 BY org_id, trace_id, span_id"
+    )
+    made = ",\n        ".join(
+        [
+            "spans.org_id AS org_id",
+            f"toDateTime({bucket}, 'UTC') AS bucket_start",
+            *(f"{expr} AS {c.name}" for c, expr in keys),
+            f"{layout.bins_partial().select} AS made",
+        ]
+    )
+    group = ", ".join(["org_id", "bucket_start", *names])
+    on = " AND ".join(f"s.{n} = r.{n}" for n in ["org_id", "bucket_start", *names])
+    return (
+        f"INSERT INTO {store.table('rollup_1min')} (org_id, bucket_start, "
+        f"{', '.join(names)}, {bins})\n"
+        f"SELECT s.org_id, s.bucket_start, {', '.join('s.' + n for n in names)}, "
+        "mapSubtract(s.made, r.have)\n"
+        f"FROM (\n    SELECT\n        {made}\n    FROM ({spans_of_day}) AS spans\n"
+        f"    WHERE {_counted_spans()}\n    GROUP BY {group}\n) AS s\n"
+        f"INNER JOIN (\n    SELECT {group}, sumMap({bins}) AS have, "
+        f"sum({_count_column()}) AS wanted\n    FROM {store.table('rollup_1min')}\n"
+        "    WHERE org_id = %(org)s AND bucket_start >= %(start)s AND bucket_start < %(end)s\n"
+        f"    GROUP BY {group}\n    HAVING arraySum(mapValues(have)) < wanted\n) AS r ON {on}\n"
+        # only what the row lacks, and only when its spans cover what it holds
+        "WHERE arrayAll(k -> s.made[k] >= r.have[k], mapKeys(r.have))\n"
+        "  AND arraySum(mapValues(s.made)) = r.wanted"
+    )
+
+
+def rebuild_bins(
+    store: SpanStore, *, on_day: Callable[[int, date], None] | None = None
+) -> RebuildReport:
+    """Give every minute rollup row the bins it lacks, one org's day at a time (see above);
+    `on_day(org, day)` after each."""
+    report = RebuildReport()
+    statement = _statement(store)
+    for org, day in days_missing_bins(store):
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        params = {"org": org, "start": start, "end": start + timedelta(days=1)}
+        store.client.command(statement, parameters=params)
+        report.days += 1
+        if on_day is not None:
+            on_day(org, day)
+    report.left = len(days_missing_bins(store))
+    return report
