@@ -28,10 +28,10 @@ from observatory_core.metrics.partial import partial_buckets
 from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
 from observatory_core.metrics.rollup_path import (
-    bins_complete,
     finalize,
     rollup_can_answer,
     rollup_select,
+    without_partial_bins,
 )
 from observatory_core.metrics.trace_path import TOTALS_GRAINS, trace_plan, trace_series
 from observatory_core.rollups.dimensions import declarable, slot_groups
@@ -267,10 +267,13 @@ def _compute_subject(
             bin_maps=store_for(engine).rollup_bin_maps,
         )
         frame = _fetch(engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows)
-        if bins_complete(frame):
-            return finalize(frame, series, query.group_by), "rollup", tuple(grains)
-        # rollup rows from before the span store kept latency bins (docs/scale.md, "Metrics
-        # on the span store"): the spans themselves, never a percentile of part of them
+        finished = finalize(frame, series, query.group_by)
+        if store_for(engine).rollup_bin_maps:
+            # rollup rows from before the span store kept latency bins (docs/scale.md,
+            # "Metrics on the span store"): their percentiles left empty, never computed from
+            # part of their spans; their counts and sums stand
+            finished, _ = without_partial_bins(frame, finished, series)
+        return finished, "rollup", tuple(grains)
     statement = raw_select(
         scope,
         series,

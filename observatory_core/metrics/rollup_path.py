@@ -171,7 +171,7 @@ def rollup_select(
     `bin_maps`: the store's rollups keep the latency bins as a map (`latency_bins`), not the
     packed sketch (the span store's, `Store.rollup_bin_maps`): the engine adds the maps and
     the merged bins come back as two arrays, `bins` and `bin_counts`, with the sketched
-    measure's count beside them (`bins_complete` checks every span of it is in the bins).
+    measure's count beside them (`rows_with_bins` checks every span of it is in the bins).
 
     Returns the statement, the grains it read and its parameters. Statements are built once
     per shape (series, grouping, segments, which filters) with named parameters: built per
@@ -222,7 +222,7 @@ def _statement(
     if bins and bin_maps:  # the span store: the same bins, kept as a map
         parts.remove("latency_sketch")
         bins, bin_map = False, BINS_COLUMN
-        # rows written before the store kept bins have none: `bins_complete` tells by this
+        # rows written before the store kept bins have none: `rows_with_bins` tells by this
         parts.append(f"{sketched().rollup.column}_count")
         parts = list(dict.fromkeys(parts))
     own = [bin_map] if bin_map else []  # columns every piece selects as they are
@@ -390,18 +390,37 @@ def merged_bins(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return rows[order], bins[order], counts.astype(np.int64)[order]
 
 
-def bins_complete(frame: pl.DataFrame) -> bool:
-    """Whether every row's merged bins hold each span its sketched measure counts: rollup rows
-    the span store wrote before it kept bins (schema version 3) have none, and a percentile
-    from the rest would be a wrong number (the engine reads raw spans instead)."""
+def rows_with_bins(frame: pl.DataFrame) -> np.ndarray | None:
+    """Per row: whether its merged bins hold each span its sketched measure counts. Rollup rows
+    the span store wrote before it kept bins (schema version 3) have none until
+    `clickhouse-rebuild-rollups` fills them, and their spans may be gone (retention), so a
+    percentile from the bins present would be a wrong number. None: no bins were merged."""
     count = f"{sketched().rollup.column}_count"
     bins = merged_bins(frame)
     if bins is None or count not in frame.columns:
-        return True
+        return None
     rows, _, counts = bins
     held = np.bincount(rows, weights=counts, minlength=frame.height).astype(np.int64)
     wanted = frame[count].cast(pl.Int64).fill_null(0).to_numpy()
-    return bool(np.array_equal(held, wanted))
+    return held == wanted
+
+
+def without_partial_bins(
+    merged: pl.DataFrame, finished: pl.DataFrame, series: tuple[str, ...]
+) -> tuple[pl.DataFrame, int]:
+    """`finished` (finalize's answer for `merged`, row for row) with the percentiles of rows
+    whose bins are incomplete left empty; counts, sums and averages stay (the rollups hold
+    them whole). Returns the frame and how many rows lost their percentiles."""
+    whole = rows_with_bins(merged)
+    if whole is None or whole.all():
+        return finished, 0
+    mask = pl.Series(whole)
+    gaps = [
+        pl.when(mask).then(pl.col(s)).otherwise(None).alias(s)
+        for s in series
+        if Agg(s.split(".")[1]) in PERCENTILES and s in finished.columns
+    ]
+    return finished.with_columns(gaps), int((~whole).sum())
 
 
 def _share(part: pl.Series, whole: pl.Series, complement: bool) -> pl.Series:

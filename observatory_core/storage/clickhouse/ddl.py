@@ -241,17 +241,14 @@ def _migrate_checkpoints(naming: Naming) -> list[str]:
 
 def _latency_bins(naming: Naming) -> list[str]:
     """The rollups' latency bins (`layout.BINS_COLUMN`) in place of the t-digest states: the
-    column added to each rollup table (and its Distributed table on a cluster), each view
-    dropped and created again to fill it (a view cannot be altered to select a new column),
-    then the digest column dropped, once no view writes it.
+    column added to each rollup table (and its Distributed table on a cluster), each view's
+    query replaced in place (`ALTER TABLE ... MODIFY QUERY`, atomic: no insert reaches a view
+    that is not there), then the digest column dropped, once no view writes it.
 
-    Views go coarsest first, the minute's last: until the minute's view is recreated, spans
-    reach the rollups with no bins, which percentiles notice (`bins_complete`). One process
-    that opens the store applies this before it writes, so it loses no insert; on a cluster
-    with writers running, a block inserted on a node between its DROP and CREATE of a view
-    is missing from that rollup (docs/scale.md, "A cluster": stop the writers for the
-    seconds it takes). Every statement is IF [NOT] EXISTS, so a run that stopped half-way
-    runs again whole."""
+    Views go coarsest first, the minute's last: until the minute's view selects them, spans
+    reach the rollups with no bins, which percentiles notice (`rows_with_bins`). Every
+    statement can run twice (IF [NOT] EXISTS, the same query set again), so a run that stopped
+    half-way, or two processes opening the store together, change nothing more."""
     tables = [f"rollup_{grain}" for grain in layout.GRAIN_SECONDS]
     bins = layout.bins_partial().column
     digest = layout.digest_column(sketched().rollup.column)
@@ -261,8 +258,10 @@ def _latency_bins(naming: Naming) -> list[str]:
     out = [f"ALTER TABLE {n}{naming.on} ADD COLUMN IF NOT EXISTS {bins.ddl()}" for n in names]
     views = _rollups(naming, bins=True, views_only=True)  # finest first
     for table, view in reversed(list(zip(tables, views, strict=True))):
-        out.append(f"DROP VIEW IF EXISTS {naming.read(table + '_mv')}{naming.on} SYNC")
-        out.append(view)
+        # the view's query replaced in place, atomically: a DROP and CREATE lost the blocks
+        # inserted between them, and a second process opening the store redid them (review)
+        query = view.split("\nAS ", 1)[1]
+        out.append(f"ALTER TABLE {naming.read(table + '_mv')}{naming.on} MODIFY QUERY {query}")
     out += [f"ALTER TABLE {n}{naming.on} DROP COLUMN IF EXISTS {digest}" for n in names]
     return out
 
