@@ -56,9 +56,12 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Two workers, one per core of the CI machine; a module's tests stay on one worker, so its shared
-# fixtures load once (a session fixture loads once per worker).
-test: bootstrap postgres chromium conformance lint
+# The set-up's steps that do not wait on each other run side by side (the conformance clients'
+# installs beside the app's), then two workers, one per core of the CI machine; a module's tests
+# stay on one worker, so its shared fixtures load once (a session fixture loads once per worker).
+test:
+	@$(MAKE) --no-print-directory -j2 bootstrap postgres chromium conformance
+	@$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 # Every page as each role at 1400x900, by the browser test that checks them: screenshots/<role>/<page>.png
