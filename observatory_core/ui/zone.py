@@ -34,8 +34,13 @@ def current_zone() -> Zone:
     if zone is None:
         scope = st.session_state.get("scope")
         chosen = user_zone(engine(), scope) if scope is not None else None
-        zone = chosen or browser_zone() or UTC_ZONE
-        st.session_state[_KEY] = zone
+        zone = chosen or browser_zone()
+        if zone is None:
+            # Not kept: the browser may say its zone on the next run (before login, or on a
+            # session's first run), and a session held at UTC would show every time off.
+            return UTC_ZONE
+        if scope is not None:
+            st.session_state[_KEY] = zone
     return zone
 
 
