@@ -5,7 +5,6 @@ Every result says where it came from and whether its percentiles are exact.
 
 from __future__ import annotations
 
-import operator
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,7 @@ from observatory_core.accounts.visibility import require_metric_query
 from observatory_core.base.settings import get_settings
 from observatory_core.base.zones import UTC_ZONE, Bucketing, Zone
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.catalog import METRICS, PERCENTILES, ZERO_WHEN_EMPTY, Agg, Subject
+from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Subject
 from observatory_core.metrics.estimate import known_groups, spans_in_range
 from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
 from observatory_core.metrics.partial import partial_buckets
@@ -33,20 +32,12 @@ from observatory_core.metrics.rollup_path import (
     rollup_select,
     without_partial_bins,
 )
+from observatory_core.metrics.shaping import complete, keep_rows, present, typed
 from observatory_core.metrics.trace_path import TOTALS_GRAINS, trace_plan, trace_series
 from observatory_core.rollups.dimensions import declarable, slot_groups
 from observatory_core.storage import latency_bins as sketch
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
-
-_OPS = {
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
-    "=": operator.eq,
-    "!=": operator.ne,
-}
 
 
 @dataclass(frozen=True)
@@ -213,7 +204,7 @@ def _compute(
     if len(results) == 1:
         return results[0]
     pairs = zip(results, parts.values(), strict=True)
-    frames = [_typed(f, mine, query.group_by) for (f, _, _), mine in pairs]
+    frames = [typed(f, mine, query.group_by) for (f, _, _), mine in pairs]
     sources = [source for _, source, _ in results]
     grains = [grain for _, _, used in results for grain in used]
     keys = [c for c in ("bucket", *query.group_by) if c in frames[0].columns]
@@ -287,63 +278,6 @@ def _compute_subject(
         bucketing=buckets,
     )
     return _fetch(engine, statement, extra, max_rows=max_rows), "raw", ()
-
-
-def _complete(frame: pl.DataFrame, result_series, group_by, buckets: Bucketing) -> pl.DataFrame:
-    """Every bucket of the range for every group seen: zero for counts and sums, else a gap."""
-    starts = pl.Series("bucket", buckets.edges[:-1], dtype=pl.Int64)  # microseconds, UTC
-    grid = starts.cast(pl.Datetime("us", "UTC")).to_frame()
-    if group_by:
-        groups = frame.select(group_by).unique().sort(group_by)
-        if groups.height == 0:
-            return frame.clear()
-        # in bucket, then group order as built: no sort of the whole answer afterwards
-        grid = grid.join(groups, how="cross", maintain_order="left_right")
-    if frame.height:
-        frame = frame.with_columns(pl.col("bucket").cast(pl.Datetime("us", "UTC")))
-        full = grid.join(
-            frame, on=["bucket", *group_by], how="left", nulls_equal=True, maintain_order="left"
-        )
-    else:
-        full = grid.with_columns(*(pl.lit(None).alias(s) for s in result_series))
-    fills = [
-        pl.col(s).fill_null(0) for s in result_series if Agg(s.split(".")[1]) in ZERO_WHEN_EMPTY
-    ]
-    return full.with_columns(fills) if fills else full
-
-
-def _present(frame: pl.DataFrame, result_series, group_by, buckets: Bucketing) -> pl.DataFrame:
-    """The buckets that hold data, in the order `_complete` gives them (bucket, then group):
-    zero for an empty count or sum of a row another series filled, else a gap."""
-    if not frame.height:
-        return frame.with_columns(pl.col("bucket").cast(pl.Datetime("us", "UTC")))
-    fills = [
-        pl.col(s).fill_null(0) for s in result_series if Agg(s.split(".")[1]) in ZERO_WHEN_EMPTY
-    ]
-    frame = frame.with_columns(pl.col("bucket").cast(pl.Datetime("us", "UTC")), *fills)
-    return frame.sort(["bucket", *group_by], maintain_order=True)
-
-
-def _typed(frame: pl.DataFrame, series: tuple[str, ...], group_by: tuple[str, ...]) -> pl.DataFrame:
-    """Stable column types (also for an empty result), and zero for empty counts and sums."""
-    casts = [pl.col(g).cast(pl.Int64 if g == "project" else pl.Utf8) for g in group_by]
-    if "bucket" in frame.columns:
-        casts.append(pl.col("bucket").cast(pl.Datetime("us", "UTC")))
-    for s in series:
-        metric, agg = s.split(".")
-        integral = agg == Agg.COUNT
-        column = pl.col(s).cast(pl.Int64 if integral else pl.Float64)
-        casts.append(column.fill_null(0) if Agg(agg) in ZERO_WHEN_EMPTY else column)
-    return frame.with_columns(casts)
-
-
-def _keep(frame: pl.DataFrame, query: MetricQuery) -> pl.DataFrame:
-    """having, then sort, then limit, on one row per group (or per row for totals)."""
-    for h in query.having:
-        frame = frame.filter(_OPS[h.op](pl.col(h.series), h.value))
-    key = query.sort or query.series[0]
-    frame = frame.sort(key, descending=query.descending, nulls_last=True)
-    return frame.head(query.limit) if query.limit else frame
 
 
 # Groups a totals query may scan before it refuses (past this the grouping itself is the problem).
@@ -447,12 +381,12 @@ def _totals(
         )
     except _TooManyRows:
         raise _too_many_groups(query) from None
-    return _typed(frame, series, query.group_by), source, grains
+    return typed(frame, series, query.group_by), source, grains
 
 
 def _order_other_last(frame: pl.DataFrame, query: MetricQuery) -> pl.DataFrame:
     other = is_other(frame, query.group_by)
-    return pl.concat([_keep(frame.filter(~other), query), frame.filter(other)])
+    return pl.concat([keep_rows(frame.filter(~other), query), frame.filter(other)])
 
 
 @dataclass(frozen=True)
@@ -470,7 +404,7 @@ class _Groups:
 
 
 def _pick_groups(totals: pl.DataFrame, query: MetricQuery, caps: _Caps) -> _Groups:
-    """`totals` is already filtered, sorted and limited by `_keep`."""
+    """`totals` is already filtered, sorted and limited by `keep_rows`."""
     keys = list(query.group_by)
     if query.limit or totals.height <= caps.groups:
         return _Groups(totals.select(keys), None, 0)
@@ -484,13 +418,13 @@ def _pick_groups(totals: pl.DataFrame, query: MetricQuery, caps: _Caps) -> _Grou
 def _answer_totals(args, query, caps, start, end, now, force):
     """One row per group (or one row), the long tail folded into "(other)" past the cap."""
     frame, source, grains = _totals(*args, start, end, now, force)
-    frame = _keep(frame, query)
+    frame = keep_rows(frame, query)
     if not query.group_by:
         return frame, source, grains, 0
     groups = _pick_groups(frame, query, caps)
     if groups.fold is not None:
         frame, *_ = _compute(*args, None, start, end, now, force, keep=groups.fold)
-        frame = _order_other_last(_typed(frame, args[3], query.group_by), query)
+        frame = _order_other_last(typed(frame, args[3], query.group_by), query)
     elif groups.folded:
         frame = frame.head(caps.groups)
     return frame, source, grains, groups.folded
@@ -511,17 +445,17 @@ def _answer_series(args, query, caps, bucketing, start, end, now, force):
                 *args, bucketing, start, end, now, force, max_rows=buckets * fits
             )
             if frame.select(group_by).n_unique() <= fits:
-                return _typed(frame, series, group_by), source, grains, 0
+                return typed(frame, series, group_by), source, grains, 0
         except _TooManyRows:
             pass
     groups = None
     if group_by:  # how many groups, before the bucketed read (refused early if too many)
         totals, *_ = _totals(*args, start, end, now, force)
-        groups = _pick_groups(_keep(totals, query), query, caps)
+        groups = _pick_groups(keep_rows(totals, query), query, caps)
         _check_cells(query, buckets, groups.count, caps)
     keep = groups.fold if groups else None
     frame, source, grains = _compute(*args, bucketing, start, end, now, force, keep=keep)
-    frame = _typed(frame, series, group_by)
+    frame = typed(frame, series, group_by)
     if groups is not None and groups.kept is not None:
         frame = frame.join(groups.kept, on=list(group_by), how="semi", nulls_equal=True)
     return frame, source, grains, groups.folded if groups else 0
@@ -598,7 +532,7 @@ def run_metrics(
         )
         groups = frame.select(query.group_by).n_unique() if query.group_by else 1
         _check_cells(query, _bucket_count(bucketing), groups, caps)
-        frame = (_complete if fill else _present)(frame, series, query.group_by, bucketing)
+        frame = (complete if fill else present)(frame, series, query.group_by, bucketing)
         cut_start = query.filters.window(now)[0] is not None
         partial = partial_buckets(
             start, end, now, bucket_seconds, cut_start=cut_start, bucketing=bucketing
