@@ -1,6 +1,7 @@
 """What runs beside the web server in its process: the embedded worker (unless workers run
 as their own processes), the heartbeat watchdog, and the demo traffic when asked for.
-Stopping drains the OTLP writer, so a shutdown drops no span it has acknowledged."""
+Stopping drains the OTLP writer, so a shutdown drops no span it has acknowledged, then
+closes the span store (chDB holds its folder until then)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class Background:
             thread, stop = self.worker
             stop.set()
             thread.join(30)
+        # last: the writer and the worker above may still use the span store while they stop
+        from observatory_core.storage.clickhouse.current import close_span_stores
+
+        close_span_stores()
 
 
 def start_background(settings: Settings, port: int) -> Background:
