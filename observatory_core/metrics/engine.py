@@ -28,6 +28,7 @@ from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
 from observatory_core.metrics.rollup_path import (
     finalize,
+    merged_bins,
     rollup_can_answer,
     rollup_select,
     without_partial_bins,
@@ -258,12 +259,13 @@ def _compute_subject(
             bin_maps=store_for(engine).rollup_bin_maps,
         )
         frame = _fetch(engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows)
-        finished = finalize(frame, series, query.group_by)
+        bins = merged_bins(frame)  # decoded once, for the values and the check below
+        finished = finalize(frame, series, query.group_by, bins)
         if store_for(engine).rollup_bin_maps:
             # rollup rows from before the span store kept latency bins (docs/scale.md,
             # "Metrics on the span store"): their percentiles left empty, never computed from
             # part of their spans; their counts and sums stand
-            finished, _ = without_partial_bins(frame, finished, series)
+            finished, _ = without_partial_bins(frame, finished, series, bins)
         return finished, "rollup", tuple(grains)
     statement = raw_select(
         scope,

@@ -334,12 +334,15 @@ def _typed_as_rollup(value: ColumnElement, part: str) -> ColumnElement:
 
 
 def finalize(
-    frame: pl.DataFrame, series: tuple[str, ...], group_by: tuple[str, ...]
+    frame: pl.DataFrame,
+    series: tuple[str, ...],
+    group_by: tuple[str, ...],
+    bins: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> pl.DataFrame:
     """Merged partials -> the series values (avg = sum / count, percentiles from the sketch).
 
     For totals (no buckets, no groups) the merged sketch comes back as `_bins`, its row of
-    bin counts.
+    bin counts. `bins`: `merged_bins(frame)` when the caller has it already (decoded once).
     """
     out: dict[str, pl.Series] = {c: frame[c] for c in group_by}
     if "bucket" in frame.columns:  # microseconds since the epoch (see rollup_select)
@@ -350,7 +353,7 @@ def finalize(
             out[g] = out[g].cast(pl.Utf8).replace("", None)
     counts = [c for c in ROLLUP_COUNTS if c in frame.columns]
     frame = frame.with_columns(pl.col(*counts).fill_null(0))
-    bins = merged_bins(frame)
+    bins = merged_bins(frame) if bins is None else bins
     for name in series:
         metric, agg = name.split(".")
         m = METRICS[metric]
@@ -390,13 +393,15 @@ def merged_bins(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return rows[order], bins[order], counts.astype(np.int64)[order]
 
 
-def rows_with_bins(frame: pl.DataFrame) -> np.ndarray | None:
+def rows_with_bins(
+    frame: pl.DataFrame, bins: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+) -> np.ndarray | None:
     """Per row: whether its merged bins hold each span its sketched measure counts. Rollup rows
     the span store wrote before it kept bins (schema version 3) have none until
     `clickhouse-rebuild-rollups` fills them, and their spans may be gone (retention), so a
     percentile from the bins present would be a wrong number. None: no bins were merged."""
     count = f"{sketched().rollup.column}_count"
-    bins = merged_bins(frame)
+    bins = merged_bins(frame) if bins is None else bins
     if bins is None or count not in frame.columns:
         return None
     rows, _, counts = bins
@@ -406,12 +411,15 @@ def rows_with_bins(frame: pl.DataFrame) -> np.ndarray | None:
 
 
 def without_partial_bins(
-    merged: pl.DataFrame, finished: pl.DataFrame, series: tuple[str, ...]
+    merged: pl.DataFrame,
+    finished: pl.DataFrame,
+    series: tuple[str, ...],
+    bins: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[pl.DataFrame, int]:
     """`finished` (finalize's answer for `merged`, row for row) with the percentiles of rows
     whose bins are incomplete left empty; counts, sums and averages stay (the rollups hold
     them whole). Returns the frame and how many rows lost their percentiles."""
-    whole = rows_with_bins(merged)
+    whole = rows_with_bins(merged, bins)
     if whole is None or whole.all():
         return finished, 0
     mask = pl.Series(whole)
