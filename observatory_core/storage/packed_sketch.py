@@ -28,6 +28,8 @@ SKETCH_TYPE = LargeBinary()
 RECORD_BYTES = 4
 MAX_COUNT = 0xFFFF  # per record; a larger count takes several records
 _RECORD = np.dtype(">u4")
+# `decode` sums into a dense rows x BINS array when it has at most this many cells per record
+_DENSE_PER_RECORD = 2
 
 
 class sketch_of(FunctionElement):
@@ -102,12 +104,24 @@ def decode(values: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.n
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), empty.copy()
     sizes = np.fromiter(map(len, values), dtype=np.int64, count=n) // RECORD_BYTES
+    rows = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    if n * BINS <= _DENSE_PER_RECORD * len(words):
+        # Few rows, each the merge of many: summing into a rows x BINS array is cheaper than
+        # sorting the records (30 days of hourly buckets, no grouping: ~880k records into 720
+        # rows, about a third of the sort's time).
+        dense = np.bincount(
+            rows * BINS + (words >> 16), weights=words & MAX_COUNT, minlength=n * BINS
+        )
+        at = np.flatnonzero(dense)
+        return at // BINS, at % BINS, dense[at].astype(np.int64)
     # bin < 2**15 (storage/latency_bins.py): the row above it in one integer
-    key = (np.repeat(np.arange(n, dtype=np.int64), sizes) << 15) | (words >> 16)
-    order = np.argsort(key, kind="stable")
-    key = key[order]
+    key = (rows << 15) | (words >> 16)
+    counts = words & MAX_COUNT
+    if len(key) > 1 and not (key[1:] >= key[:-1]).all():  # stored rows alone come sorted
+        order = np.argsort(key, kind="stable")
+        key, counts = key[order], counts[order]
     first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-    counts = np.add.reduceat((words & MAX_COUNT)[order], first)
+    counts = np.add.reduceat(counts, first)
     key = key[first]
     return key >> 15, key & 0x7FFF, counts
 

@@ -149,6 +149,29 @@ def test_decode_of_nothing_is_empty():
     np.testing.assert_array_equal(dense([None, b""]), np.zeros((2, BINS)))
 
 
+@pytest.mark.parametrize(
+    "rows, parts",
+    [(3, 40), (60, 1), (60, 3)],  # few rows of many merged sketches (summed densely); many
+    ids=["dense", "sorted", "runs"],  # stored rows alone (already sorted); many short runs
+)
+def test_decode_sums_each_rows_records_per_bin(rows, parts):
+    want = np.zeros((rows + 1, BINS), dtype=np.int64)  # one more row: the empty sketch
+    values = []
+    for r in range(rows):
+        pieces = []
+        for _ in range(parts):
+            counts = np.where(RNG.random(BINS) < 0.05, RNG.integers(1, 70_000, BINS), 0)
+            want[r] += counts
+            pieces.append(_shuffled(counts) if parts > 1 else _records(counts))
+        values.append(b"".join(pieces))
+    values.append(None)
+    got_rows, got_bins, got_counts = decode(values)
+    at = np.nonzero(want)  # row then bin, ascending: the order decode promises
+    np.testing.assert_array_equal(got_rows, at[0])
+    np.testing.assert_array_equal(got_bins, at[1])
+    np.testing.assert_array_equal(got_counts, want[at])
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def fresh_url(request, tmp_path):
     if request.param == "sqlite":
