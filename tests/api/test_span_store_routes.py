@@ -325,3 +325,21 @@ def test_the_alert_workers_round_reads_the_chosen_store(client, routed):
         with engine.begin() as conn:
             for table in (alert_events, alert_states, alert_rules):
                 conn.execute(delete(table))
+
+
+def test_the_filter_widgets_lists_read_the_chosen_store(client, routed):
+    """The sidebar's value lists (`ui/cached.values`): the model only the span store has seen
+    is offered there, and only there; the projects come from DATABASE_URL either way."""
+    import streamlit as st
+
+    from observatory_core.ui import cached
+
+    _, df, on_store = client
+    st.cache_data.clear()
+    scope = admin_scope(routed["acme"])
+    models = cached.values(scope, "model")
+    acme = df.filter(pl.col("org_id") == routed["acme"])
+    want = set(acme["model"].drop_nulls()) | ({STORE_MODEL} if on_store else set())
+    assert set(models) == want and len(models) == len(want)
+    assert set(cached.projects(scope)) == set(acme["project_id"])
+    st.cache_data.clear()

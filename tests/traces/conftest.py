@@ -153,6 +153,7 @@ def _span_store_copy(request, tmp_path_factory) -> dict:
         copy = _SPAN_STORE_COPY[id(chdb_session)] = {
             **data,
             "engine": store.engine,
+            "span_store": store,  # for racing writers' later copies (`write_later_copy`)
             "df": with_store_ids(data["df"], store),
             "write": partial(_write, None, store),
             "remove": partial(_remove, None, store),
