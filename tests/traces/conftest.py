@@ -86,9 +86,7 @@ def build_rows(org_id, project_ids, seed, traces=70, now=NOW, days=6):
 # span store (on chDB, its spans copied from a SQLite database by migrate-spans). A module
 # whose reads are not routed onto the span store yet lists itself in NOT_ON_SPAN_STORE.
 EXPLORER_STORES = ["sqlite", "postgresql", "chdb"]
-NOT_ON_SPAN_STORE = {
-    "tests.traces.test_users_sessions": "the Users and Sessions lists",
-}
+NOT_ON_SPAN_STORE: dict[str, str] = {}
 
 
 def _database(request, tmp_path_factory, kind: str):

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Insert, Select, functions, visitors
-from sqlalchemy.sql.expression import ColumnClause
+from sqlalchemy.sql.expression import ColumnClause, ColumnElement
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
@@ -410,6 +410,7 @@ class ClickHouseStore(Store):
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
     actor_rollups = False  # no rollup_actors_* tables here yet (docs/scale.md)
+    sums_trees_from_spans = True  # each span once, racing copies too (docs/scale.md)
 
     def newest_arrival(self, conn: Connection) -> int:
         """Now, in the write clock's microseconds (`writes.py` stamps `version` with it): the
@@ -495,6 +496,11 @@ class ClickHouseStore(Store):
         folded = text.lower()
         escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return "%" + escaped + "%"
+
+    def contains_literally(self, value: ColumnElement[str], text: str) -> ColumnElement[bool]:
+        """The engine's LIKE has no ESCAPE clause; its escape character is the backslash."""
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return value.like(f"%{escaped}%")
 
     def copy_csv_rows(
         self, engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]
