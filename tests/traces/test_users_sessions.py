@@ -291,9 +291,18 @@ def test_a_later_copy_of_a_span_counts_once_as_its_newest_copy(explorer):
         session = get_session(engine, scope, "race-session")
         (turn,) = session.turns
         assert (turn["span_count"], turn["error_count"]) == (2, 1)
-        assert turn["total_cost_usd"] == pytest.approx(1.25) and session.users == [
-            "race-a",
-            "race-b",
-        ]
+        assert turn["total_cost_usd"] == pytest.approx(1.25)
+        assert session.users == ["race-a", "race-b"]
+        # the link into the explorer (a look-up of the user, narrowed to its traces first)
+        for user, want in (("race-a", child), ("race-b", root)):
+            mine = every.replace(user_ids=(user,))
+            listed = list_spans(engine, scope, mine, limit=10, now=NOW).rows
+            assert [(r["span_id"], r["user_id"]) for r in listed] == [(want["span_id"], user)]
+        # a later copy that moves the child to another session: found there, its tree whole
+        write_later_copy(explorer["span_store"], [{**child, "session_id": "race-moved"}])
+        moved = get_session(engine, scope, "race-moved")
+        assert [(t["trace_id"], t["span_count"]) for t in moved.turns] == [(root["trace_id"], 2)]
+        assert moved.users == ["race-a"]
+        assert get_session(engine, scope, "race-session").users == ["race-b"]
     finally:
         explorer["remove"]([root["trace_id"]])

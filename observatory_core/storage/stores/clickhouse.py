@@ -31,6 +31,11 @@ from sqlalchemy.sql.expression import ColumnClause, ColumnElement
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
+from observatory_core.storage.clickhouse.narrowing import (
+    actor_lookup,
+    reads_looked_up_ctes,
+    traces_looked_up,
+)
 from observatory_core.storage.dialect import (
     arrival_order,
     bin_map,
@@ -318,7 +323,7 @@ def _pushed_inside(clause) -> bool:
     """Whether a condition may be applied before the newest copy is picked: it reads only
     columns every copy holds alike, or the pin (`arrival_order`, the version); never the id
     (the derived table's own), a subquery or another table's column."""
-    if isinstance(clause, arrival_order):
+    if isinstance(clause, arrival_order) or reads_looked_up_ctes(clause):
         return True
     if clause is spans.c.id or isinstance(clause, Select | text_search):
         return False
@@ -359,11 +364,11 @@ def _table(element, compiler, asfrom=False, **kw):
     if element is not spans:
         return f"{database}.{compiler.visit_table(element, asfrom=True, **kw)}"
     query = compiler.stack[-1]["selectable"] if compiler.stack else None
-    inner = [
-        compiler.process(c, **{**kw, "asfrom": False})
-        for c in _conjuncts(query.whereclause if query is not None else None)
-        if _pushed_inside(c)
-    ]
+    conjuncts = _conjuncts(query.whereclause if query is not None else None)
+    inner = [compiler.process(c, **{**kw, "asfrom": False}) for c in conjuncts if _pushed_inside(c)]
+    lookups = [compiler.process(c, **{**kw, "asfrom": False}) for c in conjuncts if actor_lookup(c)]
+    if inner and lookups:  # a user's or session's spans: their traces first (narrowing.py)
+        inner.append(traces_looked_up(database, inner, lookups))
     span_id = SPAN_ID_SQL.format(t="spans.")
     where = f" WHERE {' AND '.join(inner)}" if inner else ""
     # no condition (the newest version of the whole table, say): nothing to de-duplicate for
