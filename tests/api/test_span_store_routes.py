@@ -21,6 +21,7 @@ from observatory_core.base.settings import get_settings
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest.apikeys import create_key
 from observatory_core.ingest.spanrows import complete_row
+from observatory_core.storage.clickhouse.connect import open_span_store
 from observatory_core.storage.clickhouse.current import close_span_stores
 from observatory_core.storage.clickhouse.writes import write_spans
 from observatory_core.storage.engine import get_engine
@@ -389,3 +390,39 @@ def test_users_and_sessions_read_the_chosen_store(client, routed):
     assert conversation.trace_count == 1 and conversation.total_cost_usd == pytest.approx(
         STORE_COST
     )
+
+
+def test_the_live_pages_feed_reads_the_chosen_store(client, routed, monkeypatch):
+    """The Live page's feed (`ui/live_view.feed`, its last 15 minutes on the real clock): a
+    call the span store alone holds, a minute old, is listed there and only there; the export
+    jobs still come from DATABASE_URL."""
+    from datetime import UTC, datetime
+
+    from observatory_core.storage.clickhouse.current import span_store
+    from observatory_core.ui import live_view
+
+    _, _, on_store = client
+    feeds = []
+
+    def spy(*args, **kw):
+        feeds.append(live_view_feed(*args, **kw))
+        return feeds[-1]
+
+    live_view_feed = live_view.live_feed
+    monkeypatch.setattr(live_view, "live_feed", spy)
+    store = span_store() or open_span_store(routed["store_url"])
+    project = int(routed["store_df"].filter(pl.col("org_id") == routed["acme"])["project_id"][0])
+    fresh = span(routed["acme"], project, datetime.now(UTC) - timedelta(minutes=1), model="live")
+    write_spans(store, [fresh])
+    try:
+        # the page's fragment as it runs each refresh (st.fragment's own wrapper only
+        # schedules it, outside a page run)
+        live_view.feed.__wrapped__(admin_scope(routed["acme"]), FilterSpec())
+    finally:
+        store.client.command(
+            f"DELETE FROM {store.table('spans')} WHERE trace_id = {{t:String}}",
+            parameters={"t": fresh["trace_id"]},
+        )
+    (feed,) = feeds
+    assert [r["trace_id"] for r in feed.spans] == ([fresh["trace_id"]] if on_store else [])
+    assert "exports" in feed.shown
