@@ -242,6 +242,7 @@ def test_a_session_reads_as_a_conversation_in_order(explorer):
         root = tree.filter(pl.col("parent_span_id").is_null())
         if root.height and root["input_text"][0] is not None:
             assert turn["input_text"] == root["input_text"][0]
+        assert turn["name"] == (root["name"][0] if root.height else None)
         assert turn["span_count"] == tree.height
         assert turn["total_cost_usd"] == pytest.approx(tree["total_cost_usd"].sum())
     assert get_session(engine, scope, "no-such-session") is None
