@@ -94,3 +94,21 @@ def with_store_ids(df: pl.DataFrame, store: SpanStore) -> pl.DataFrame:
     out = df.join(ids, on=keys, how="left").with_columns(pl.col("store_id").alias("id"))
     assert out["id"].null_count() == 0, "a span of the source is missing from the span store"
     return out.drop("store_id").select(df.columns)
+
+
+def write_later_copy(store: SpanStore, rows: list[dict]) -> None:
+    """Insert `rows` (spans already stored, some fields changed) as a racing writer in another
+    process would: a second copy of each span, with a later version. `write_spans` skips
+    stored spans, so only this makes the copies every read must fold into one."""
+    import time
+
+    from observatory_core.storage.clickhouse import layout
+    from observatory_core.storage.clickhouse.writes import as_columns
+
+    names = layout.span_column_names()
+    store.client.insert(
+        store.table("spans"),
+        as_columns(rows, names, time.time_ns() // 1000, lambda org, project: 0),
+        column_names=list(names),
+        column_oriented=True,
+    )

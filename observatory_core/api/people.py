@@ -1,5 +1,6 @@
 """GET /users, /sessions and /sessions/{session_id}: the Users and Sessions views' lists and
-one session as a conversation, with the same filters (`FilterSpec`) as every other route."""
+one session as a conversation, with the same filters (`FilterSpec`) as every other route, read
+where spans are read (`span_engine`: the span store's when it is set, docs/scale.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from observatory_core.api.common import (
     with_local_times,
     zone_of,
 )
-from observatory_core.api.context import ApiError, caller, engine, meta
+from observatory_core.api.context import ApiError, caller, meta, span_engine
 from observatory_core.api.schemas import SessionBody, SessionPage, UserPage
 from observatory_core.traces.grouped import MAX_OFFSET, MAX_PAGE, MAX_SEARCH, GroupPage
 from observatory_core.traces.sessions import get_session, list_sessions
@@ -42,7 +43,7 @@ def _page(request: Request, scope: Scope, read, tz: str | None, **kw) -> FastJSO
     """One page of `read` (list_users, list_sessions) under the query string's filters; with
     `tz`, each time also on that zone's clock (`*_local`)."""
     zone = zone_of(tz) if tz is not None else None
-    page: GroupPage = read(engine(), scope, filter_spec(request, OWN), **kw)
+    page: GroupPage = read(span_engine(), scope, filter_spec(request, OWN), **kw)
     body = {
         "data": with_local_times([dict(r) for r in page.rows], zone, TIMES),
         "total": page.total,
@@ -137,7 +138,7 @@ def one_session(
     """The session's traces by first start (at most 200; `trace_count` says how many), each
     with its input and output text when the key's role may see it."""
     zone = zone_of(tz) if tz is not None else None
-    session = get_session(engine(), scope, session_id)
+    session = get_session(span_engine(), scope, session_id)
     if session is None:
         raise ApiError(404, "not_found", f"No session {session_id!r} in your org.")
     data = {

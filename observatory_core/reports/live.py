@@ -1,6 +1,11 @@
 """The live view's feed: new spans matching a `FilterSpec`, alert events, export job status
 changes and system alerts, each only for roles with the matching permission; span fields and
-filters the role may not see are left out or refused as everywhere (`visibility`)."""
+filters the role may not see are left out or refused as everywhere (`visibility`).
+
+"New" is by start time: the spans that started since `since`, newest first, listed by the
+explorer's builder, so on the span store each span is its newest copy and no span id is needed
+(docs/scale.md). Spans are read from `spans` (the span store's engine when it is set), the
+alerts and export jobs from `engine` (DATABASE_URL's)."""
 
 from __future__ import annotations
 
@@ -71,14 +76,16 @@ def live_feed(
     since: datetime,
     now: datetime,
     limit: int = 50,
+    spans: Engine | None = None,
 ) -> Feed:
-    """What happened since `since`, newest first; parts the role may not see stay empty."""
+    """What happened since `since`, newest first; parts the role may not see stay empty.
+    Spans come from `spans` (where spans are read), else `engine`."""
     feed = Feed()
     shown = set()
     if scope.can(Permission.TRACES_READ):
         window = spec.replace(relative=None, start=since, end=now)
         fields = visible(scope, SPAN_FIELDS)  # a viewer's feed has no cost column
-        page = list_spans(engine, scope, window, limit=limit, fields=fields, now=now)
+        page = list_spans(spans or engine, scope, window, limit=limit, fields=fields, now=now)
         feed.spans, feed.span_fields = page.rows, page.fields
         shown.add("spans")
     if scope.can(Permission.ALERTS_READ):

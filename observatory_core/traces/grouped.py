@@ -93,11 +93,12 @@ def through_index(engine: Engine, query: Select, spec: FilterSpec, index: str) -
     return store_for(engine).index_hint(query, spans, index)
 
 
-def id_search(column, id_contains: str | None) -> list:
+def id_search(engine: Engine, column, id_contains: str | None) -> list:
     """Case-insensitive substring of the id, taken literally (% and _ are not wildcards).
     Not `FilterSpec.search`, which searches prompt and answer text."""
     needle = (id_contains or "").strip().lower()
-    return [func.lower(column).contains(needle, autoescape=True)] if needle else []
+    store = store_for(engine)
+    return [store.contains_literally(func.lower(column), needle)] if needle else []
 
 
 def read_page(

@@ -4,7 +4,8 @@ traces in order as a conversation.
 A session's traces under a filter are the traces the explorer lists, in traces mode, for
 `session_ids=<session>` and the same filter: those holding a matching span of the session.
 Their figures are whole-tree totals read from the maintained `trace_totals` (as the explorer's
-tree totals are, `traces/trace_lists.py`), so no span is summed twice:
+tree totals are, `traces/trace_lists.py`), or, on the span store, summed from the newest copy
+of each of the trees' spans (`Store.sums_trees_from_spans`), so no span is summed twice:
 - `trace_count`: those traces;
 - `first_seen`, `last_seen`: the first span start and the last span end among them, and
   `duration_ms` the time between;
@@ -18,17 +19,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Float, and_, cast, func, or_, select, true
+from sqlalchemy import BigInteger, Float, Select, case, cast, func, or_, select, true
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Permission
-from observatory_core.accounts.scope import Scope, scoped_spans
+from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.accounts.visibility import can_see
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import epoch_us
 from observatory_core.storage.schema import spans, trace_totals
+from observatory_core.storage.stores import store_for
 from observatory_core.traces.grouped import (
     GroupPage,
     check_page,
@@ -67,11 +69,35 @@ def session_columns(scope: Scope) -> tuple[str, ...]:
     return tuple(c for c in COLUMNS if c != "total_cost_usd" or can_see(scope, c))
 
 
-def _sessions_of(pairs, scope: Scope, shown: tuple[str, ...]):
+def _trees(engine: Engine, scope: Scope, traces: Select) -> Select:
+    """Per trace of `traces` (a SELECT of trace ids): its totals over the scope's spans that
+    count. From `trace_totals`, or summed from the spans where the store says so."""
+    if not store_for(engine).sums_trees_from_spans:
+        return summed_totals(scope, trace_totals.c.trace_id.in_(traces))
+    c = spans.c
+    return (
+        select(
+            c.trace_id,
+            func.coalesce(func.sum(c.total_cost_usd), 0.0).label("total_cost_usd"),
+            cast(func.coalesce(func.sum(c.total_tokens), 0), BigInteger).label("total_tokens"),
+            cast(func.count(), BigInteger).label("span_count"),
+            cast(func.sum(case((c.status == "error", 1), else_=0)), BigInteger).label(
+                "error_count"
+            ),
+            func.min(c.start_time).label("first_start"),
+            func.max(c.end_time).label("last_end"),
+        )
+        .select_from(spans)
+        .where(*span_conditions(scope), counted(c), c.trace_id.in_(traces))
+        .group_by(c.trace_id)
+    )
+
+
+def _sessions_of(engine: Engine, pairs, scope: Scope, shown: tuple[str, ...]):
     """One row per session from its (session, trace, user) rows (a CTE: read once, though
     named twice) and the traces' totals."""
     p = pairs.c
-    tree = summed_totals(scope, trace_totals.c.trace_id.in_(select(p.trace_id))).subquery("tree")
+    tree = _trees(engine, scope, select(p.trace_id)).subquery("tree")
     t = tree.c
     first, last = func.min(t.first_start), func.max(t.last_end)
     figures = {
@@ -113,13 +139,13 @@ def list_sessions(
         .select_from(spans)
         .where(
             *matching_spans(engine, scope, spec, as_of, c.session_id),
-            *id_search(c.session_id, id_contains),
+            *id_search(engine, c.session_id, id_contains),
         )
         .group_by(c.session_id, c.trace_id),
         spec,
         "ix_spans_org_sessions_window",
     ).cte("pairs")
-    grouped = _sessions_of(pairs, scope, session_columns(scope))
+    grouped = _sessions_of(engine, pairs, scope, session_columns(scope))
     return read_page(engine, grouped, "session_id", sort, direction, limit, offset, as_of)
 
 
@@ -169,6 +195,17 @@ def _texts(conn, scope: Scope, ids: list[str], column) -> dict[str, str]:
     return dict(conn.execute(query).all())
 
 
+def _root_names(conn, scope: Scope, ids: list[str]) -> dict[str, str]:
+    """Per trace, its root span's name (of the highest id, should a trace have two roots)."""
+    c = spans.c
+    query = (
+        scoped_spans(scope, c.trace_id, c.name)
+        .where(c.trace_id.in_(ids), c.parent_span_id.is_(None))
+        .order_by(c.id)
+    )
+    return dict(conn.execute(query).all())
+
+
 def get_session(engine: Engine, scope: Scope, session_id: str) -> Session | None:
     """The session's traces in order (every one, whatever the filter: a conversation is read
     whole), or None when no span of the caller's scope carries the session id."""
@@ -184,9 +221,8 @@ def get_session(engine: Engine, scope: Scope, session_id: str) -> Session | None
     )
     costs = can_see(scope, "total_cost_usd")
     text_shown = can_see(scope, "input_text")
-    tree = summed_totals(scope, trace_totals.c.trace_id.in_(select(pairs.c.trace_id))).subquery()
+    tree = _trees(engine, scope, select(pairs.c.trace_id)).subquery()
     t = tree.c
-    root = spans.alias("root")
     turns_query = (
         select(
             t.trace_id,
@@ -197,17 +233,12 @@ def get_session(engine: Engine, scope: Scope, session_id: str) -> Session | None
             t.error_count,
             t.total_tokens,
             t.total_cost_usd,
-            root.c.name.label("name"),
         )
-        .select_from(
-            tree.join(pairs, pairs.c.trace_id == t.trace_id).outerjoin(
-                root, and_(root.c.id == t.root_id, root.c.org_id == scope.org_id)
-            )
-        )
+        .select_from(tree.join(pairs, pairs.c.trace_id == t.trace_id))
         .order_by(t.first_start, t.trace_id)
         .limit(MAX_SESSION_TRACES)
     )
-    whole = _sessions_of(pairs, scope, session_columns(scope)).subquery()
+    whole = _sessions_of(engine, pairs, scope, session_columns(scope)).subquery()
     with engine.connect() as conn:
         summary = conn.execute(select(whole)).mappings().first()
         if summary is None:
@@ -218,9 +249,11 @@ def get_session(engine: Engine, scope: Scope, session_id: str) -> Session | None
         users = sorted(conn.execute(named.distinct().limit(100)).scalars())
         turns = [dict(r) for r in conn.execute(turns_query).mappings()]
         ids = [r["trace_id"] for r in turns]
+        names = _root_names(conn, scope, ids) if ids else {}
         inputs = _texts(conn, scope, ids, c.input_text) if text_shown and ids else {}
         outputs = _texts(conn, scope, ids, c.output_text) if text_shown and ids else {}
     for r in turns:
+        r["name"] = names.get(r["trace_id"])
         r["duration_ms"] = (r.pop("last_end") - r["first_start"]).total_seconds() * 1000
         if not costs:
             del r["total_cost_usd"]

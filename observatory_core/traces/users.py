@@ -88,7 +88,7 @@ def list_users(
         .select_from(spans)
         .where(
             *matching_spans(engine, scope, spec, as_of, c.user_id),
-            *id_search(c.user_id, id_contains),
+            *id_search(engine, c.user_id, id_contains),
         )
         .group_by(c.user_id),
         spec,

@@ -1,4 +1,8 @@
-"""Values that exist in the caller's data, for the filter widgets' choices."""
+"""Values that exist in the caller's data, for the filter widgets' choices.
+
+`distinct_values` reads spans, so its engine comes from `storage/span_reads.py` (on the span
+store, the compiler reads the newest copy of each of the org's spans: a value only an older
+copy held is not offered); `project_choices` reads `projects`, in DATABASE_URL always."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ CHOICE_COLUMNS = ("provider", "model", "operation", "environment", "status", "se
 
 
 def distinct_values(engine: Engine, scope: Scope, column: str, limit: int = 500) -> list[str]:
+    """Up to `limit` values of `column` in the scope's spans, sorted (`engine`: where spans
+    are read)."""
     scope.require(Permission.METRICS_READ)
     # the fixed ones, and every field whose sidebar widget lists the values seen
     seen = (f.name for f in FIELDS.values() if f.widget is Widget.SEEN)

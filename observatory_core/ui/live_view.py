@@ -11,7 +11,7 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.reports.live import live_feed
 from observatory_core.ui import format, tables
-from observatory_core.ui.session import engine, guarded
+from observatory_core.ui.session import engine, guarded, span_engine
 from observatory_core.ui.zone import clock, local_frame, time_column, time_label
 
 REFRESH_S = 3
@@ -22,7 +22,7 @@ LOOKBACK = timedelta(minutes=15)
 @guarded
 def feed(scope: Scope, spec: FilterSpec) -> None:
     now = datetime.now(UTC)
-    shown = live_feed(engine(), scope, spec, since=now - LOOKBACK, now=now)
+    shown = live_feed(engine(), scope, spec, since=now - LOOKBACK, now=now, spans=span_engine())
     for alert in shown.system_alerts:
         st.error(
             f"**{alert['name']}**: {format.number(alert['last_value'])} "

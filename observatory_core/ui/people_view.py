@@ -16,7 +16,7 @@ from observatory_core.traces.grouped import GroupPage
 from observatory_core.traces.sessions import Session, get_session, list_sessions
 from observatory_core.traces.users import list_users
 from observatory_core.ui import format, tables
-from observatory_core.ui.session import engine
+from observatory_core.ui.session import span_engine
 from observatory_core.ui.zone import local_frame, time_column, time_label
 
 LABELS = {
@@ -57,9 +57,10 @@ def listed(
     size: int,
     offset: int,
 ) -> GroupPage:
-    """A page of users or sessions (`kind`), fresh for 30 s."""
+    """A page of users or sessions (`kind`), fresh for 30 s, read where spans are read (the
+    span store's when it is set, docs/scale.md)."""
     return LISTS[kind](
-        engine(),
+        span_engine(),
         scope,
         FilterSpec.from_json(spec_json),
         id_contains=id_contains or None,
@@ -72,7 +73,7 @@ def listed(
 
 @st.cache_data(ttl=30, show_spinner="Opening the session…")
 def session(scope: Scope, session_id: str) -> Session | None:
-    return get_session(engine(), scope, session_id)
+    return get_session(span_engine(), scope, session_id)
 
 
 def controls(scope: Scope, sorts: tuple[str, ...], noun: str) -> tuple[str, str, str, int]:

@@ -1,5 +1,6 @@
 """With OBSERVATORY_SPAN_STORE set, the explorer's routes (/traces, /traces/days,
-/traces/{id}), /metrics, /metrics/summary and /changes read the span store, and everything
+/traces/{id}), /metrics, /metrics/summary, /changes, /users and /sessions read the span store
+(and so do the pages' loaders), and everything
 else DATABASE_URL: the rows answered are the span store's (its ids, and three spans only it
 holds, outside the explorer's week), equal to polars on the raw rows, and unset, they are
 DATABASE_URL's."""
@@ -20,6 +21,7 @@ from observatory_core.base.settings import get_settings
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest.apikeys import create_key
 from observatory_core.ingest.spanrows import complete_row
+from observatory_core.storage.clickhouse.connect import open_span_store
 from observatory_core.storage.clickhouse.current import close_span_stores
 from observatory_core.storage.clickhouse.writes import write_spans
 from observatory_core.storage.engine import get_engine
@@ -32,6 +34,7 @@ from tests.reference import reference_ids
 from tests.traces.conftest import NOW, build_rows
 
 STORE_MODEL, STORE_COST = "store-only-model", 0.25
+STORE_USER, STORE_SESSION = "store-only-user", "store-only-session"
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,8 @@ def routed(tmp_path_factory, chdb_session):
         model=STORE_MODEL,
         input_cost_usd=STORE_COST,
         duration_ms=5.0,
+        user_id=STORE_USER,
+        session_id=STORE_SESSION,
     )
     extra = [tool, twin, call]
     assert write_spans(store, [complete_row(dict(r), 16_000) for r in extra]) == 3
@@ -325,3 +330,99 @@ def test_the_alert_workers_round_reads_the_chosen_store(client, routed):
         with engine.begin() as conn:
             for table in (alert_events, alert_states, alert_rules):
                 conn.execute(delete(table))
+
+
+def test_the_filter_widgets_lists_read_the_chosen_store(client, routed):
+    """The sidebar's value lists (`ui/cached.values`): the model only the span store has seen
+    is offered there, and only there; the projects come from DATABASE_URL either way."""
+    import streamlit as st
+
+    from observatory_core.ui import cached
+
+    _, df, on_store = client
+    st.cache_data.clear()
+    scope = admin_scope(routed["acme"])
+    models = cached.values(scope, "model")
+    acme = df.filter(pl.col("org_id") == routed["acme"])
+    want = set(acme["model"].drop_nulls()) | ({STORE_MODEL} if on_store else set())
+    assert set(models) == want and len(models) == len(want)
+    assert set(cached.projects(scope)) == set(acme["project_id"])
+    st.cache_data.clear()
+
+
+def test_users_and_sessions_read_the_chosen_store(client, routed):
+    """/users, /sessions, /sessions/{id} and the Users and Sessions pages' loaders: the user
+    and session of the LLM call only the span store holds are listed there, and only there;
+    everyone else's figures are the same on both."""
+    import streamlit as st
+
+    from observatory_core.ui import people_view
+
+    client, df, on_store = client
+    acme = df.filter((pl.col("org_id") == routed["acme"]) & pl.col("duplicate_of").is_null())
+    users = client.get(f"/users?{SPAN_WINDOW}&limit=1000")
+    assert users.status_code == 200, users.text
+    listed = {r["user_id"]: r for r in users.json()["data"]}
+    assert set(listed) - {STORE_USER} == set(acme["user_id"].drop_nulls())
+    per_user = acme.group_by("user_id").agg(pl.col("trace_id").n_unique()).rows()
+    assert all(listed[u]["trace_count"] == n for u, n in per_user if u is not None)
+    sessions = client.get(f"/sessions?{SPAN_WINDOW}&limit=1000").json()["data"]
+    found = {r["session_id"]: r for r in sessions}
+    assert set(found) - {STORE_SESSION} == set(acme["session_id"].drop_nulls())
+    one = client.get(f"/sessions/{STORE_SESSION}")
+    st.cache_data.clear()
+    scope = admin_scope(routed["acme"])
+    page = people_view.listed(
+        "users", scope, FORTNIGHT.to_json(), "store-only", "user_id", "asc", 50, 0
+    )
+    conversation = people_view.session(scope, STORE_SESSION)
+    st.cache_data.clear()
+    if not on_store:
+        assert STORE_USER not in listed and STORE_SESSION not in found
+        assert one.status_code == 404 and conversation is None and page.rows == []
+        return
+    assert (listed[STORE_USER]["request_count"], listed[STORE_USER]["trace_count"]) == (1, 1)
+    assert listed[STORE_USER]["total_cost_usd"] == pytest.approx(STORE_COST)
+    assert found[STORE_SESSION]["total_cost_usd"] == pytest.approx(STORE_COST)
+    assert one.status_code == 200, one.text
+    assert one.json()["data"]["users"] == [STORE_USER] and one.json()["data"]["trace_count"] == 1
+    assert [r["user_id"] for r in page.rows] == [STORE_USER]
+    assert conversation.trace_count == 1 and conversation.total_cost_usd == pytest.approx(
+        STORE_COST
+    )
+
+
+def test_the_live_pages_feed_reads_the_chosen_store(client, routed, monkeypatch):
+    """The Live page's feed (`ui/live_view.feed`, its last 15 minutes on the real clock): a
+    call the span store alone holds, a minute old, is listed there and only there; the export
+    jobs still come from DATABASE_URL."""
+    from datetime import UTC, datetime
+
+    from observatory_core.storage.clickhouse.current import span_store
+    from observatory_core.ui import live_view
+
+    _, _, on_store = client
+    feeds = []
+
+    def spy(*args, **kw):
+        feeds.append(live_view_feed(*args, **kw))
+        return feeds[-1]
+
+    live_view_feed = live_view.live_feed
+    monkeypatch.setattr(live_view, "live_feed", spy)
+    store = span_store() or open_span_store(routed["store_url"])
+    project = int(routed["store_df"].filter(pl.col("org_id") == routed["acme"])["project_id"][0])
+    fresh = span(routed["acme"], project, datetime.now(UTC) - timedelta(minutes=1), model="live")
+    write_spans(store, [fresh])
+    try:
+        # the page's fragment as it runs each refresh (st.fragment's own wrapper only
+        # schedules it, outside a page run)
+        live_view.feed.__wrapped__(admin_scope(routed["acme"]), FilterSpec())
+    finally:
+        store.client.command(
+            f"DELETE FROM {store.table('spans')} WHERE trace_id = {{t:String}}",
+            parameters={"t": fresh["trace_id"]},
+        )
+    (feed,) = feeds
+    assert [r["trace_id"] for r in feed.spans] == ([fresh["trace_id"]] if on_store else [])
+    assert "exports" in feed.shown

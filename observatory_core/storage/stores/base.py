@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
-from sqlalchemy.sql import Insert, Select
+from sqlalchemy.sql import ColumnElement, Insert, Select
 
 
 def month_start(value: datetime) -> datetime:
@@ -161,6 +161,10 @@ class Store(ABC):
     # Whether `rollup_actors_*` exist here (distinct users and sessions of whole hours and
     # days); the span store has none yet, so its distinct actors are counted on the spans.
     actor_rollups: bool = True
+    # Whether the Sessions view sums its traces' totals from the spans (the newest copy of
+    # each) rather than reading `trace_totals`: the span store's, whose views would count a
+    # span written by two racing processes twice (docs/scale.md).
+    sums_trees_from_spans: bool = False
 
     def newest_arrival(self, conn: Connection) -> int:
         """A first page's pin: the newest span's id where ids grow with each insert (the
@@ -198,6 +202,10 @@ class Store(ABC):
     def search_needle(self, text: str) -> str:
         """The bound value `text_search` matches with, `text` taken literally (no wildcards or
         query syntax of the user's survive)."""
+
+    def contains_literally(self, value: ColumnElement[str], text: str) -> ColumnElement[bool]:
+        """`value` holds `text`, its % and _ taken literally (LIKE ... ESCAPE)."""
+        return value.contains(text, autoescape=True)
 
     @property
     @abstractmethod

@@ -27,10 +27,15 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Insert, Select, functions, visitors
-from sqlalchemy.sql.expression import ColumnClause
+from sqlalchemy.sql.expression import ColumnClause, ColumnElement
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
+from observatory_core.storage.clickhouse.narrowing import (
+    actor_lookup,
+    reads_looked_up_ctes,
+    traces_looked_up,
+)
 from observatory_core.storage.dialect import (
     arrival_order,
     bin_map,
@@ -318,7 +323,7 @@ def _pushed_inside(clause) -> bool:
     """Whether a condition may be applied before the newest copy is picked: it reads only
     columns every copy holds alike, or the pin (`arrival_order`, the version); never the id
     (the derived table's own), a subquery or another table's column."""
-    if isinstance(clause, arrival_order):
+    if isinstance(clause, arrival_order) or reads_looked_up_ctes(clause):
         return True
     if clause is spans.c.id or isinstance(clause, Select | text_search):
         return False
@@ -359,11 +364,11 @@ def _table(element, compiler, asfrom=False, **kw):
     if element is not spans:
         return f"{database}.{compiler.visit_table(element, asfrom=True, **kw)}"
     query = compiler.stack[-1]["selectable"] if compiler.stack else None
-    inner = [
-        compiler.process(c, **{**kw, "asfrom": False})
-        for c in _conjuncts(query.whereclause if query is not None else None)
-        if _pushed_inside(c)
-    ]
+    conjuncts = _conjuncts(query.whereclause if query is not None else None)
+    inner = [compiler.process(c, **{**kw, "asfrom": False}) for c in conjuncts if _pushed_inside(c)]
+    lookups = [compiler.process(c, **{**kw, "asfrom": False}) for c in conjuncts if actor_lookup(c)]
+    if inner and lookups:  # a user's or session's spans: their traces first (narrowing.py)
+        inner.append(traces_looked_up(database, inner, lookups))
     span_id = SPAN_ID_SQL.format(t="spans.")
     where = f" WHERE {' AND '.join(inner)}" if inner else ""
     # no condition (the newest version of the whole table, say): nothing to de-duplicate for
@@ -410,6 +415,7 @@ class ClickHouseStore(Store):
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
     actor_rollups = False  # no rollup_actors_* tables here yet (docs/scale.md)
+    sums_trees_from_spans = True  # each span once, racing copies too (docs/scale.md)
 
     def newest_arrival(self, conn: Connection) -> int:
         """Now, in the write clock's microseconds (`writes.py` stamps `version` with it): the
@@ -495,6 +501,11 @@ class ClickHouseStore(Store):
         folded = text.lower()
         escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return "%" + escaped + "%"
+
+    def contains_literally(self, value: ColumnElement[str], text: str) -> ColumnElement[bool]:
+        """The engine's LIKE has no ESCAPE clause; its escape character is the backslash."""
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return value.like(f"%{escaped}%")
 
     def copy_csv_rows(
         self, engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]

@@ -1,0 +1,74 @@
+"""What the newest-copy derived table of `spans` (storage/stores/clickhouse.py) may also apply
+before it picks each span's newest copy, so that it reads a few traces rather than the org's
+whole history, without judging a span by an older copy (docs/scale.md, "The value lists, Users
+and Sessions and the live feed on the span store"):
+
+- `trace_id IN (SELECT trace_id FROM a_cte)` where the CTE looks up users or sessions (one
+  session's traces, `get_session`): a set of traces that cannot depend on the row, on a column
+  every copy holds alike. Not for a CTE of a whole window (the Sessions list's): the engine
+  computes the CTE again inside, which measured slower than reading the org's spans;
+- a look-up of end users or sessions (`user_id`, `session_id` equal to or in bound values), which
+  a later copy may change: still judged outside, on the newest copy, and narrowed inside to the
+  traces holding any copy that passes (a superset: no span whose newest copy passes is lost),
+  found through the ids' bloom filters (`layout.skip_indexes`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.sql import Select, operators
+from sqlalchemy.sql.elements import (
+    BinaryExpression,
+    BindParameter,
+    BooleanClauseList,
+    ColumnClause,
+)
+from sqlalchemy.sql.selectable import CTE, ScalarSelect
+
+from observatory_core.storage.schema import spans
+
+# Actor ids the layout gives a bloom filter and a later copy of a span may change.
+LOOKED_UP = frozenset({"user_id", "session_id"})
+
+
+def reads_looked_up_ctes(clause) -> bool:
+    """A subquery whose FROM is CTEs only, with no WHERE of its own (it cannot refer to the
+    row), each CTE looking up users or sessions (a few traces)."""
+    if isinstance(clause, ScalarSelect):
+        clause = clause.element
+    if not isinstance(clause, Select):
+        return False
+    froms = clause.columns_clause_froms
+    plain = clause.whereclause is None and not clause._from_obj  # nothing else in its FROM
+    return plain and bool(froms) and all(_looks_up(f) for f in froms)
+
+
+def _looks_up(cte) -> bool:
+    if not isinstance(cte, CTE) or not isinstance(cte.element, Select):
+        return False
+    where = cte.element.whereclause
+    if where is None:
+        return False
+    conjuncts = where.clauses if isinstance(where, BooleanClauseList) else [where]
+    return any(actor_lookup(c) for c in conjuncts)
+
+
+def actor_lookup(clause) -> bool:
+    """`spans.user_id = :x`, `spans.session_id IN (:xs)` and the like."""
+    if not isinstance(clause, BinaryExpression):
+        return False
+    if clause.operator not in (operators.eq, operators.in_op):
+        return False
+    left = clause.left
+    return (
+        isinstance(left, ColumnClause)
+        and getattr(left, "table", None) is spans
+        and left.name in LOOKED_UP
+        and isinstance(clause.right, BindParameter)
+    )
+
+
+def traces_looked_up(database: str, inner: list[str], lookups: list[str]) -> str:
+    """The condition that keeps the traces holding a copy that passes `lookups` (compiled SQL
+    over `spans`), among the rows `inner` (the scope and window) already keeps."""
+    where = " AND ".join([*inner, *lookups])
+    return f"spans.trace_id IN (SELECT spans.trace_id FROM {database}.spans AS spans WHERE {where})"
