@@ -6,10 +6,13 @@ deletes what the new settings expire; a span store that fails leaves the setting
 so, and the worker's retention run re-stamps afterwards.
 
 Expected days and kept spans are worked out here from the settings the test makes, not with
-the code under test."""
+the code under test. `DATABASE_URL` (the settings, and migrate-spans' source) is SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,21 +21,36 @@ from observatory_core.__main__ import main
 from observatory_core.accounts.retention import Retention, get_retention, set_retention
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.base.settings import get_settings
+from observatory_core.ingest import to_clickhouse
 from observatory_core.runtime.retention import restamp_span_store
 from observatory_core.storage.clickhouse import current, restamp
 from observatory_core.storage.clickhouse import migrate_spans as mig
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
+from tests.conftest import PG_ADMIN_URL, pg_admin
 from tests.helpers import admin_scope, make_org, span, write
 
 AGES = (1, 3, 8, 15, 45, 120)  # days before now each project's spans started
 PER_AGE = 3
 
 
-def _source(path) -> dict:
-    """A SQLite `DATABASE_URL` with three orgs: alpha keeps spans 30 days and its project
-    `own` 7, beta 90, gamma forever; PER_AGE spans per project at each of AGES."""
-    url = f"sqlite:///{path}"
+@contextmanager
+def _database(kind: str, path):
+    """An empty database of `kind` (SQLite under `path`, else one of its own on PostgreSQL)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{path}"
+        return
+    name = f"obs_stamps_{uuid.uuid4().hex[:10]}"
+    pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _source(url: str) -> dict:
+    """A `DATABASE_URL` with three orgs: alpha keeps spans 30 days and its project `own` 7,
+    beta 90, gamma forever; PER_AGE spans per project at each of AGES."""
     engine = get_engine(url)
     upgrade(engine)
     alpha, (a_main, a_own) = make_org(engine, "alpha", projects=("main", "own"))
@@ -52,6 +70,7 @@ def _source(path) -> dict:
     days = {(alpha, a_main): 30, (alpha, a_own): 7, (beta, b_main): 90, (gamma, g_main): 0}
     return {
         "url": url,
+        "rows": rows,
         "engine": engine,
         "ids": {"alpha": alpha, "beta": beta, "gamma": gamma, "own": a_own, "a_main": a_main},
         "spans": ages,
@@ -88,16 +107,19 @@ def _expected(source: dict, days: dict, kept: set[str]) -> dict[str, int]:
 # -- migrate-spans ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def copied(tmp_path_factory, chdb_session):
-    source = _source(tmp_path_factory.mktemp("stamps") / "copy.db")
-    store = chdb_session.store("stamps_copy")
-    report = mig.migrate_spans(
-        source["engine"], store, org_ids=list(mig.source_orgs(source["engine"]))
-    )
-    yield source, store, report
-    chdb_session.drop(store)
-    source["engine"].dispose()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def copied(request, tmp_path_factory, chdb_session):
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_url")  # fails loudly, with the fix, if PostgreSQL is down
+    with _database(request.param, tmp_path_factory.mktemp("stamps") / "copy.db") as url:
+        source = _source(url)
+        store = chdb_session.store("stamps_copy")
+        report = mig.migrate_spans(
+            source["engine"], store, org_ids=list(mig.source_orgs(source["engine"]))
+        )
+        yield source, store, report
+        chdb_session.drop(store)
+        source["engine"].dispose()
 
 
 def test_migrate_spans_stamps_each_span_as_ingest_would(copied):
@@ -107,6 +129,17 @@ def test_migrate_spans_stamps_each_span_as_ingest_would(copied):
     # alpha/main: 45 and 120 days past 30; alpha/own: 8 and more past 7; beta: 120 past 90
     assert report.expired == len(source["spans"]) - len(kept) == PER_AGE * (2 + 4 + 1)
     assert report.copied == len(kept)
+
+
+def test_the_copy_stamps_what_ingest_stamps(copied, chdb_session):
+    source, store, _ = copied
+    ingested = chdb_session.store("stamps_ingest")
+    try:
+        to_clickhouse.forget_settings()  # ingest reads the orgs' settings at most once a minute
+        to_clickhouse.write_spans(ingested, source["engine"], source["rows"])
+        assert _stored(ingested) == _stored(store)
+    finally:
+        chdb_session.drop(ingested)
 
 
 def test_check_compares_the_spans_within_their_retention(copied):
@@ -129,20 +162,28 @@ def test_a_second_run_copies_nothing_and_counts_nothing_expired_twice(copied):
 # -- a retention change ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def live(tmp_path, chdb_session, monkeypatch):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def live(request, tmp_path, chdb_session, monkeypatch):
     """A deployment on the span store: DATABASE_URL the source, its spans copied, and the
     process's span store (`current.span_store()`) the test's."""
-    source = _source(tmp_path / "live.db")
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_url")
+    with _database(request.param, tmp_path / "live.db") as url:
+        yield from _live(url, chdb_session, monkeypatch, tmp_path)
+
+
+def _live(url, chdb_session, monkeypatch, tmp_path):
+    source = _source(url)
     store = chdb_session.store("stamps_live")
     mig.migrate_spans(source["engine"], store, org_ids=list(mig.source_orgs(source["engine"])))
-    url = chdb_session.url(store.database)
-    monkeypatch.setenv("DATABASE_URL", source["url"])
-    monkeypatch.setenv("OBSERVATORY_SPAN_STORE", url)
-    monkeypatch.setattr("observatory_core.base.settings.SECRETS_FILE", tmp_path / "secrets.toml")
-    get_settings.cache_clear()
-    monkeypatch.setitem(current._OPEN, url, store)
-    yield source, store
+    store_url = chdb_session.url(store.database)
+    with monkeypatch.context() as m:
+        m.setenv("DATABASE_URL", url)
+        m.setenv("OBSERVATORY_SPAN_STORE", store_url)
+        m.setattr("observatory_core.base.settings.SECRETS_FILE", tmp_path / "secrets.toml")
+        get_settings.cache_clear()
+        m.setitem(current._OPEN, store_url, store)
+        yield source, store
     get_settings.cache_clear()
     chdb_session.drop(store)
     source["engine"].dispose()
