@@ -317,7 +317,7 @@ def cmd_retention(args) -> None:
         print(store_for(engine).enable_space_reclaim(engine))
         return
     if args.action == "run":
-        from observatory_core.runtime.retention import run_and_record
+        from observatory_core.runtime.retention import restamp_span_store, run_and_record
 
         result = run_and_record(engine)
         if result.skipped:
@@ -329,6 +329,9 @@ def cmd_retention(args) -> None:
             f"{result.bytes_reclaimed / 1e6:,.1f} MB returned to disk in {result.seconds:.1f} s"
             + ("" if result.complete else " (stopped at the run's limit; run again to go on)")
         )
+        restamped = restamp_span_store(engine)
+        if restamped.said:
+            print(restamped.said, file=sys.stderr if restamped.failed else sys.stdout)
         return
     from observatory_core.accounts.permissions import Role
     from observatory_core.accounts.retention import get_retention, set_retention
@@ -358,7 +361,9 @@ def cmd_retention(args) -> None:
             wanted[slugs[slug]] = _days_arg(days)
         keep = current.span_days if args.spans_days is None else _days_arg(args.spans_days)
         rollups = current.rollup_days if args.rollups_days is None else _days_arg(args.rollups_days)
-        set_retention(engine, scope, keep, rollups, wanted)
+        saved = set_retention(engine, scope, keep, rollups, wanted, wait=True)
+        if saved.span_store:  # the span store's stored spans: re-stamped, or why not yet
+            print(saved.span_store, file=sys.stderr if saved.span_store_failed else sys.stdout)
         current = get_retention(engine, scope)
     names = {v: k for k, v in slugs.items()}
 

@@ -120,6 +120,11 @@ def cmd_migrate_spans(args, engine_factory: Callable[[], Engine]) -> int:
         print(
             f"Copied {report.copied:,} spans to {target}, {report.skipped:,} skipped as already "
             f"there, in {report.seconds:.1f} s ({report.rate:,.0f} spans/s read)."
+            + (
+                f" {report.expired:,} not copied: past their org's or project's span retention."
+                if report.expired
+                else ""
+            )
         )
         return 0
     finally:

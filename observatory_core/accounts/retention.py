@@ -4,6 +4,12 @@ Spans are kept `span_retention_days` (a project may keep its own number), rollup
 `rollup_retention_days`, which must be at least as long so old months still chart after their
 spans are gone; None keeps them forever. The worker deletes what has expired
 (storage/retention.py, docs/operations.md "Retention").
+
+With the ClickHouse span store (`OBSERVATORY_SPAN_STORE`), each stored span carries its days
+for the table's TTL: a change re-stamps the org's stored spans here, after the setting is
+saved, so the Admin page and the command line go through one path (docs/scale.md,
+"Retention"). A store that fails then does not undo the setting: the answer says so, and the
+worker's next retention run re-stamps them (`storage/clickhouse/restamp.py`, `reconcile`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,19 @@ class Retention:
     span_days: int | None = None
     rollup_days: int | None = None
     projects: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What `set_retention` did: whether the setting changed (the object is true then), and a
+    sentence on the span store's stored spans (None without a span store or a change)."""
+
+    changed: bool
+    span_store: str | None = None
+    span_store_failed: bool = False
+
+    def __bool__(self) -> bool:
+        return self.changed
 
 
 def _days(value: object, what: str) -> int | None:
@@ -75,10 +94,14 @@ def set_retention(
     span_days: object,
     rollup_days: object,
     project_days: dict[int, object] | None = None,
-) -> bool:
+    *,
+    wait: bool = False,
+) -> Saved:
     """Admins set the org's span and rollup retention and the projects' own span retention
     (`project_days`: project id -> days, empty for the org's). Answers whether anything
-    changed; the change is audited with its before and after."""
+    changed (and what became of the span store's stored spans); the change is audited with
+    its before and after. `wait`: return once the span store has re-stamped (the command
+    line), else the engine finishes it in the background (the page)."""
     scope.require(Permission.ADMIN)
     spans_ = _days(span_days, "Span retention")
     rollups = _days(rollup_days, "Rollup retention")
@@ -102,7 +125,7 @@ def set_retention(
             raise UserError("A project named is not one of this org's; reload the page.")
         after = Retention(spans_, rollups, wanted if project_days is not None else before.projects)
         if after == before:
-            return False
+            return Saved(False)
         conn.execute(
             update(orgs)
             .where(orgs.c.id == scope.org_id)
@@ -123,7 +146,32 @@ def set_retention(
             before=_described(before),
             after=_described(after),
         )
-    return True
+    return _restamp(scope.org_id, after, wait)
+
+
+def _restamp(org_id: int, after: Retention, wait: bool) -> Saved:
+    """The span store's stored spans of the org given the saved days; a failure is said, and
+    left to the worker's next retention run (the setting stays saved)."""
+    from observatory_core.storage.clickhouse import restamp
+    from observatory_core.storage.clickhouse.current import span_store
+
+    try:
+        store = span_store()
+        if store is None:
+            return Saved(True)
+        stamp = restamp.Stamp(org_id, after.span_days or 0, after.projects)
+        rows = restamp.restamp(store, stamp, wait=wait)
+    except UserError as exc:  # unreachable, held by another process, a bad setting
+        return Saved(
+            True,
+            f"Saved, but the spans already in the span store keep their old retention for now "
+            f"({exc}) The worker's next retention run applies it to them.",
+            span_store_failed=True,
+        )
+    if not rows:
+        return Saved(True, "The spans in the span store already had this retention.")
+    done = "re-stamped" if wait else "being re-stamped in the background"
+    return Saved(True, f"{rows:,} spans in the span store {done} with the new retention.")
 
 
 def _described(value: Retention) -> dict:

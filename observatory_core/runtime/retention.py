@@ -1,15 +1,18 @@
 """The worker's retention run: delete what has expired (storage/retention.py) and write what
 each org lost into its audit trail, which the Admin page shows (docs/operations.md,
-"Retention")."""
+"Retention"); with the ClickHouse span store, bring its stored spans' retention stamps to the
+current settings (docs/scale.md, "Retention")."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.audit import record
-from observatory_core.storage.retention import RunResult, expire
+from observatory_core.base.errors import UserError
+from observatory_core.storage.retention import RunResult, expire, policies
 
 ACTOR = "retention"  # the audit trail's "who" of a run
 
@@ -41,3 +44,37 @@ def run_and_record(engine: Engine, now: datetime | None = None, **limits) -> Run
                 complete=result.complete,
             )
     return result
+
+
+@dataclass(frozen=True)
+class Restamped:
+    """What `restamp_span_store` did, as one sentence (None: nothing to say)."""
+
+    said: str | None = None
+    failed: bool = False
+
+
+def restamp_span_store(engine: Engine) -> Restamped:
+    """Re-stamp the span store's spans whose retention days differ from their org's and
+    project's settings: a change the store was unreachable for, or spans ingest stamped with
+    settings read before a change. Nothing without `OBSERVATORY_SPAN_STORE`."""
+    from observatory_core.storage.clickhouse import restamp
+    from observatory_core.storage.clickhouse.current import span_store
+
+    try:
+        store = span_store()
+        if store is None:
+            return Restamped()
+        with engine.connect() as conn:
+            stamps = restamp.stamps_of(policies(conn).values())
+        found = restamp.reconcile(store, stamps.values())
+    except UserError as exc:  # unreachable, held by another process, a bad setting
+        return Restamped(f"The span store's retention stamps were not checked: {exc}", True)
+    if found is None:
+        return Restamped("An earlier re-stamp is still running in the span store; next run.")
+    if not found:
+        return Restamped()
+    return Restamped(
+        f"Re-stamping {sum(found.values()):,} stored spans of {len(found)} org(s) in the span "
+        "store with their current retention."
+    )

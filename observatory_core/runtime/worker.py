@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from observatory_core.base.settings import Settings
 from observatory_core.exports.worker import WorkerConfig, maintenance, work_once
 from observatory_core.rollups.dimensions import backfill_step
-from observatory_core.runtime.retention import run_and_record
+from observatory_core.runtime.retention import restamp_span_store, run_and_record
 from observatory_core.storage.transient import describe, is_transient
 
 log = logging.getLogger("observatory.worker")
@@ -63,6 +63,9 @@ def run_forever(engine: Engine, settings: Settings, stop: threading.Event) -> No
                         done.bytes_reclaimed,
                         done.seconds,
                     )
+                restamped = restamp_span_store(engine)
+                if restamped.said:
+                    (log.warning if restamped.failed else log.info)("retention: %s", restamped.said)
             exported = work_once(engine, config)
             # one chunk of a declared dimension's back-fill per round (rollups/dimensions.py)
             backfilled = backfill_step(engine)

@@ -64,8 +64,13 @@ def retention_form(scope: Scope) -> None:
         except UserError as exc:
             st.error(str(exc), icon=":material/error:")
             return
-        if changed:
-            st.toast("Retention saved; the worker applies it on its next run.")
+        if changed.span_store_failed:  # saved; the stored spans follow at the worker's run
+            st.warning(changed.span_store, icon=":material/warning:")
+        elif changed:
+            st.toast(
+                "Retention saved; the worker applies it on its next run."
+                + (f" {changed.span_store}" if changed.span_store else "")
+            )
             st.rerun()
     status = store_for(engine()).space_reclaim_status(engine())
     if status:

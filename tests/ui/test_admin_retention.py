@@ -78,3 +78,23 @@ def test_runs_are_listed(admin_scope_):
         5.0,
         "spans_p2026_08",
     )
+
+
+def test_a_failing_span_store_is_a_warning_and_the_setting_is_saved(admin_scope_, monkeypatch):
+    from observatory_core.base.errors import DatabaseUnavailable
+    from observatory_core.storage.clickhouse import current
+
+    engine, scope = admin_scope_
+    at = open_admin("admin")
+
+    def held():
+        raise DatabaseUnavailable("The chDB folder is held by another process.")
+
+    monkeypatch.setattr(current, "span_store", held)
+    _number(at, "Keep spans (days)").set_value(45)
+    next(b for b in at.button if b.label == "Save retention").click()
+    at.run()
+    assert not at.exception, at.exception
+    (warning,) = [w.value for w in at.warning if "span store" in w.value]
+    assert "held by another process" in warning and "next retention run" in warning
+    assert get_retention(engine, scope).span_days == 45

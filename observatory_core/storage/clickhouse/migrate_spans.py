@@ -10,9 +10,13 @@ rollups and trace totals its views fill count it once), then the page's last key
 the target's `migrate_checkpoints` (per source database and org). A run that stopped goes on
 after the last key recorded; a page written but not recorded is read again and found stored.
 A span set aside as a twin (`duplicate_of`) is copied as it is: the views leave it out there
-as the other stores' figures do.
+as the other stores' figures do. Each span is stamped with its retention days as ingest stamps
+it (the project's span retention, else the org's, else 0: the table's TTL hook), read from the
+source's settings at the start; a span already past it is not copied (the engine would count
+it in the rollups and drop it at once) and is counted as expired.
 
-`check` compares what each org has on both sides (spans, tokens, cost) for `--check`.
+`check` compares what each org has on both sides (spans, tokens, cost) for `--check`, of the
+spans still within their retention on both.
 """
 
 from __future__ import annotations
@@ -21,14 +25,22 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Text, bindparam, cast, func, select, tuple_
+from sqlalchemy import Text, and_, bindparam, cast, func, not_, or_, select, true, tuple_
 from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.base.errors import UserError
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.writes import JsonText, write_spans
+from observatory_core.storage.clickhouse.restamp import Stamp, retain_days, stamps_of
+from observatory_core.storage.clickhouse.writes import (
+    EXPIRY_MARGIN,
+    JsonText,
+    retainer,
+    unexpired,
+    write_spans,
+)
+from observatory_core.storage.retention import policies
 from observatory_core.storage.schema import orgs, spans
 
 # spans per page read and written: one insert each (ClickHouse wants few large ones), and
@@ -62,10 +74,11 @@ class MigrateReport:
     copied: int  # written by this run
     skipped: int  # read by this run and found in the target already
     seconds: float
+    expired: int = 0  # read by this run and past their retention: not copied
 
     @property
     def rate(self) -> float:
-        read = self.copied + self.skipped
+        read = self.copied + self.skipped + self.expired
         return read / self.seconds if self.seconds else 0.0
 
 
@@ -143,6 +156,12 @@ def _page(conn: Connection, org_id: int, point: Checkpoint | None, size: int) ->
     return rows
 
 
+def source_stamps(engine: Engine) -> dict[int, Stamp]:
+    """Every org's span retention in the source, as the store stamps it."""
+    with engine.connect() as conn:
+        return stamps_of(policies(conn).values())
+
+
 def source_orgs(engine: Engine, org_id: int | None = None) -> dict[int, str]:
     """Org id -> slug, of every org (or the one asked for) in the source."""
     query = select(orgs.c.id, orgs.c.slug).order_by(orgs.c.id)
@@ -211,16 +230,20 @@ def migrate_spans(
     source = source_name(engine)
     started = time.perf_counter()
     points = checkpoints(store, source)
-    copied = skipped = 0
+    days = retain_days(source_stamps(engine).values())
+    retain = retainer(days)
+    copied = skipped = expired = 0
     for org_id in org_ids:
         point = points.get(org_id)
         done, passed = (point.copied, point.skipped) if point else (0, 0)
         if from_start:
             point = None
         for rows in _pages(engine, org_id, point, batch):
-            written = write_spans(store, rows, batch_size=len(rows))
+            kept = unexpired(rows, retain)
+            expired += len(rows) - len(kept)
+            written = write_spans(store, kept, batch_size=len(rows), retain_days=days)
             done += written
-            passed += len(rows) - written
+            passed += len(kept) - written
             last = rows[-1]
             _record(
                 store,
@@ -229,10 +252,10 @@ def migrate_spans(
                 Checkpoint(last["start_time"], last["trace_id"], last["span_id"], done, passed),
             )
             copied += written
-            skipped += len(rows) - written
+            skipped += len(kept) - written
             if on_batch:
                 on_batch(len(rows), written)
-    return MigrateReport(copied, skipped, time.perf_counter() - started)
+    return MigrateReport(copied, skipped, time.perf_counter() - started, expired)
 
 
 # -- --check ---------------------------------------------------------------------------------
@@ -262,32 +285,57 @@ class OrgCheck:
         )
 
 
-def _source_totals(engine: Engine, org_id: int) -> Totals:
+def _within(stamp: Stamp, cutoff: datetime):
+    """The source's spans of the org a write would still store at `cutoff`: each project's
+    own days, else the org's (0: every span)."""
+    own = {p: d for p, d in stamp.project_days.items() if d}
+    gone = [
+        and_(spans.c.project_id == p, spans.c.start_time <= cutoff - timedelta(days=d))
+        for p, d in own.items()
+    ]
+    if stamp.span_days:
+        rest = spans.c.project_id.not_in(list(stamp.project_days)) if stamp.project_days else true()
+        gone.append(and_(rest, spans.c.start_time <= cutoff - timedelta(days=stamp.span_days)))
+    return not_(or_(*gone)) if gone else true()
+
+
+def _source_totals(engine: Engine, stamp: Stamp, cutoff: datetime) -> Totals:
     query = select(
         func.count(),
         func.coalesce(func.sum(spans.c.total_tokens), 0),
         func.coalesce(func.sum(spans.c.total_cost_usd), 0.0),
-    ).where(spans.c.org_id == org_id)
+    ).where(spans.c.org_id == stamp.org_id, _within(stamp, cutoff))
     with engine.connect() as conn:
         count, tokens, cost = conn.execute(query).one()
     return Totals(int(count), int(tokens), float(cost))
 
 
-def _target_totals(store: SpanStore, org_id: int) -> Totals:
-    """Each span once however often it was written (`reads.py`'s `LIMIT 1 BY`)."""
+def _target_totals(store: SpanStore, org_id: int, cutoff: datetime) -> Totals:
+    """Each span once however often it was written (`reads.py`'s `LIMIT 1 BY`), of those its
+    stamp keeps at `cutoff` (the TTL deletes the others when the engine next merges)."""
     ((count, tokens, cost),) = store.client.query(
         "SELECT count(), sum(toInt64(total_tokens)), sum(total_cost_usd) FROM ("
         f"SELECT total_tokens, total_cost_usd FROM {store.table('spans')} "
-        "WHERE org_id = %(org)s LIMIT 1 BY trace_id, span_id)",
-        parameters={"org": org_id},
+        "WHERE org_id = %(org)s AND (retain_days = 0 OR "
+        "start_time + toIntervalDay(retain_days) > toDateTime64(%(cutoff)s, 6, 'UTC')) "
+        "LIMIT 1 BY trace_id, span_id)",
+        parameters={"org": org_id, "cutoff": cutoff.strftime("%Y-%m-%d %H:%M:%S.%f")},
     ).result_rows
     return Totals(int(count), int(tokens or 0), float(cost or 0.0))
 
 
 def check(engine: Engine, store: SpanStore, org_ids: dict[int, str]) -> list[OrgCheck]:
-    """Spans, tokens and cost of each org in the source and in the target, side by side."""
+    """Spans, tokens and cost of each org in the source and in the target, side by side, of
+    the spans within their retention (as the copy counts them: `EXPIRY_MARGIN` from now)."""
+    cutoff = datetime.now(UTC) + EXPIRY_MARGIN
+    stamps = source_stamps(engine)
     return [
-        OrgCheck(org_id, slug, _source_totals(engine, org_id), _target_totals(store, org_id))
+        OrgCheck(
+            org_id,
+            slug,
+            _source_totals(engine, stamps.get(org_id, Stamp(org_id)), cutoff),
+            _target_totals(store, org_id, cutoff),
+        )
         for org_id, slug in org_ids.items()
     ]
 

@@ -73,7 +73,16 @@ def _first_copies(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
 EXPIRY_MARGIN = timedelta(minutes=1)
 
 
-def _unexpired(batch: list[dict[str, Any]], retain: Callable) -> list[dict[str, Any]]:
+def retainer(days: Mapping[tuple[int, int], int]) -> Callable[[int, int], int]:
+    """`retain(org, project)`: the project's days in `days`, else the org's ((org, 0)), else 0."""
+
+    def retain(org_id: int, project_id: int) -> int:
+        return int(days.get((org_id, project_id), days.get((org_id, 0), 0)))
+
+    return retain
+
+
+def unexpired(batch: list[dict[str, Any]], retain: Callable) -> list[dict[str, Any]]:
     """The rows not past their retention (`retain(org, project)` days, 0: kept)."""
     cutoff = datetime.now(UTC) + EXPIRY_MARGIN
     out = []
@@ -181,14 +190,12 @@ def _write(
     prepare: Prepare | None,
     on_batch: Callable[[int, int], None] | None,
 ) -> int:
-    def retain(org_id: int, project_id: int) -> int:
-        return int(days.get((org_id, project_id), days.get((org_id, 0), 0)))
-
+    retain = retainer(days)
     names = layout.span_column_names()
     written = 0
     for batch in _batches(rows, batch_size):
         with store.write_lock:
-            fresh = _unexpired(_first_copies(batch), retain)
+            fresh = unexpired(_first_copies(batch), retain)
             known = stored_keys(store, fresh)
             if known:
                 fresh = [

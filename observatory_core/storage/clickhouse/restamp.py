@@ -1,0 +1,159 @@
+"""Stored spans' `retain_days` brought to their org's and projects' current span retention
+(docs/scale.md, "Retention").
+
+Each span carries its retention days (the table's TTL hook), stamped as it is written
+(`writes.py`). When a setting changes, the spans already stored keep their old stamp until one
+mutation per org rewrites it: `ALTER TABLE spans UPDATE retain_days = <the org's days, or a
+project's own> WHERE org_id = ? AND retain_days != <the same>`. One statement per org sets
+every project (an org's change leaves a project's own setting in place, a project that drops
+its own falls back to the org's), and parts holding no span to change are not rewritten. The
+engine recomputes the TTL of the parts it rewrites, so spans now past their retention go with
+the mutation. A mutation is kept by the engine once accepted and finished in the background,
+also after a restart; `reconcile` (the worker's retention run) re-stamps whatever still
+differs: a change the store was unreachable for, or spans ingest stamped with the settings it
+had read before the change (it reads them at most once a minute).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from observatory_core.base.errors import DatabaseUnavailable
+from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.connect import SpanStore
+
+DAYS = layout.RETAIN_DAYS
+WAIT_S = 600.0  # how long `wait=True` waits for a mutation before saying it goes on
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """One org's span retention as the store stamps it: days (0: kept until deleted) for the
+    org and for the projects with their own."""
+
+    org_id: int
+    span_days: int = 0
+    project_days: Mapping[int, int] = field(default_factory=dict)
+
+    def days(self, project_id: int) -> int:
+        return int(self.project_days.get(project_id, self.span_days) or 0)
+
+    def sql(self) -> str:
+        """The stamp as a ClickHouse expression of `project_id` (whole numbers only: inlined)."""
+        own = {int(p): int(d or 0) for p, d in sorted(self.project_days.items())}
+        org = int(self.span_days or 0)
+        if not own:
+            return f"toUInt16({org})"
+        keys = ", ".join(str(p) for p in own)
+        values = ", ".join(str(d) for d in own.values())
+        return f"toUInt16(transform(project_id, [{keys}], [{values}], {org}))"
+
+
+def stamps_of(policies: Iterable) -> dict[int, Stamp]:
+    """`storage/retention.py`'s policies (None: forever) as stamps, by org."""
+    return {
+        p.org_id: Stamp(p.org_id, p.span_days or 0, {k: v or 0 for k, v in p.project_days.items()})
+        for p in policies
+    }
+
+
+def retain_days(stamps: Iterable[Stamp]) -> dict[tuple[int, int], int]:
+    """The stamps as `writes.write_spans` takes them: (org, 0) for the org, (org, project)."""
+    out: dict[tuple[int, int], int] = {}
+    for s in stamps:
+        out[(s.org_id, 0)] = int(s.span_days or 0)
+        out.update({(s.org_id, int(p)): int(d or 0) for p, d in s.project_days.items()})
+    return out
+
+
+@contextmanager
+def _store_errors(store: SpanStore) -> Iterator[None]:
+    """Any failure of the engine said as one sentence (`DatabaseUnavailable`): the caller has
+    saved the setting already and reports, it does not crash."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    try:
+        yield
+    except ClickHouseError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise DatabaseUnavailable(
+            f"The span store at {store.target.describe()} did not take the change ({first})."
+        ) from exc
+
+
+def stale(store: SpanStore, stamps: Iterable[Stamp]) -> dict[int, int]:
+    """Org -> how many stored rows (copies of a span not yet folded included) carry other
+    days than its stamp; orgs with none left out. One grouped read of two key columns and the
+    stamp."""
+    wanted = {s.org_id: s for s in stamps}
+    if not wanted:
+        return {}
+    with _store_errors(store):
+        rows = store.client.query(
+            f"SELECT org_id, project_id, {DAYS}, count() FROM {store.table('spans')} "
+            f"WHERE org_id IN %(orgs)s GROUP BY org_id, project_id, {DAYS}",
+            parameters={"orgs": sorted(wanted)},
+        ).result_rows
+    out: dict[int, int] = {}
+    for org_id, project_id, days, count in rows:
+        if int(days) != wanted[org_id].days(project_id):
+            out[org_id] = out.get(org_id, 0) + int(count)
+    return out
+
+
+def pending(store: SpanStore) -> int:
+    """Mutations of the spans table the engine has not finished."""
+    with _store_errors(store):
+        ((count,),) = store.client.query(
+            "SELECT count() FROM system.mutations WHERE database = %(db)s "
+            "AND table = 'spans' AND NOT is_done",
+            parameters={"db": store.database},
+        ).result_rows
+    return int(count)
+
+
+def settle(store: SpanStore, timeout_s: float = WAIT_S) -> bool:
+    """Wait until the spans table has no unfinished mutation; False when `timeout_s` passed."""
+    deadline = time.monotonic() + timeout_s
+    while pending(store):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def restamp(store: SpanStore, stamp: Stamp, *, wait: bool = False) -> int:
+    """Re-stamp the org's stored spans that differ from `stamp`; answers how many rows the
+    mutation rewrites (0: none, and no mutation). `wait` returns once the engine finished it
+    (else it goes on in the background). Raises `DatabaseUnavailable` on any store failure."""
+    count = stale(store, [stamp]).get(stamp.org_id, 0)
+    if count:
+        _mutate(store, stamp, wait)
+    return count
+
+
+def _mutate(store: SpanStore, stamp: Stamp, wait: bool) -> None:
+    # parts written after the mutation is accepted are not touched: they were stamped by
+    # the write (with settings at most a minute old: `reconcile` covers that minute)
+    expr = stamp.sql()
+    with _store_errors(store):
+        store.client.command(
+            f"ALTER TABLE {store.table('spans')} UPDATE {DAYS} = {expr} "
+            f"WHERE org_id = {int(stamp.org_id)} AND {DAYS} != {expr}",
+            settings={"mutations_sync": 1 if wait else 0},
+        )
+
+
+def reconcile(store: SpanStore, stamps: Iterable[Stamp]) -> dict[int, int] | None:
+    """Re-stamp every org whose stored spans differ from its stamp; org -> rows rewritten.
+    None while an earlier mutation of the table is unfinished (its rows would look stale)."""
+    if pending(store):
+        return None
+    wanted = {s.org_id: s for s in stamps}
+    found = stale(store, wanted.values())
+    for org_id in sorted(found):
+        _mutate(store, wanted[org_id], wait=False)
+    return found
