@@ -196,11 +196,13 @@ def _texts(conn, scope: Scope, ids: list[str], column) -> dict[str, str]:
 
 
 def _root_names(conn, scope: Scope, ids: list[str]) -> dict[str, str]:
-    """Per trace, its root span's name (of the highest id, should a trace have two roots)."""
+    """Per trace, its counted root span's name (a twin set aside names no turn, as in the
+    trace totals). Should a trace have two roots, the one of the highest id: what a rebuild of
+    the trace totals picks (docs/scale.md)."""
     c = spans.c
     query = (
         scoped_spans(scope, c.trace_id, c.name)
-        .where(c.trace_id.in_(ids), c.parent_span_id.is_(None))
+        .where(c.trace_id.in_(ids), c.parent_span_id.is_(None), counted(c))
         .order_by(c.id)
     )
     return dict(conn.execute(query).all())
