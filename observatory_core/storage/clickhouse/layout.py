@@ -51,6 +51,19 @@ LOW_CARDINALITY = frozenset(
 # ReplacingMergeTree keeps the highest, reads take one row per span) and the retention hook
 # (days this span is kept, 0: forever; the table's TTL deletes it after).
 VERSION, RETAIN_DAYS = "version", "retain_days"
+# The TTL (`toDateTime(start_time) + toIntervalDay(retain_days)`) is a DateTime, which ends in
+# 2106: past it the sum wraps round to a past date, and the span would be deleted at once (a
+# retention of 36,500 days, which the settings accept, deleted every span of an org in review).
+# A retention longer than this is stamped 0, kept until deleted, which is what it means.
+MAX_TTL_DAYS = 20_000
+
+
+def ttl_days(days: int | None) -> int:
+    """The days a span's TTL hook holds for a retention of `days` (None or 0: kept)."""
+    d = int(days or 0)
+    return 0 if d > MAX_TTL_DAYS else d
+
+
 # JSON objects kept as their text (String): written as text, read back as objects.
 JSON_TEXT = ("metadata", "attributes")
 

@@ -39,12 +39,12 @@ class Stamp:
     project_days: Mapping[int, int] = field(default_factory=dict)
 
     def days(self, project_id: int) -> int:
-        return int(self.project_days.get(project_id, self.span_days) or 0)
+        return layout.ttl_days(self.project_days.get(project_id, self.span_days))
 
     def sql(self) -> str:
         """The stamp as a ClickHouse expression of `project_id` (whole numbers only: inlined)."""
-        own = {int(p): int(d or 0) for p, d in sorted(self.project_days.items())}
-        org = int(self.span_days or 0)
+        own = {int(p): layout.ttl_days(d) for p, d in sorted(self.project_days.items())}
+        org = layout.ttl_days(self.span_days)
         if not own:
             return f"toUInt16({org})"
         keys = ", ".join(str(p) for p in own)

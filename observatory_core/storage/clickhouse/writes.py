@@ -77,7 +77,7 @@ def retainer(days: Mapping[tuple[int, int], int]) -> Callable[[int, int], int]:
     """`retain(org, project)`: the project's days in `days`, else the org's ((org, 0)), else 0."""
 
     def retain(org_id: int, project_id: int) -> int:
-        return int(days.get((org_id, project_id), days.get((org_id, 0), 0)))
+        return layout.ttl_days(days.get((org_id, project_id), days.get((org_id, 0), 0)))
 
     return retain
 
