@@ -14,6 +14,8 @@ worker's next retention run re-stamps them (`storage/clickhouse/restamp.py`, `re
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
@@ -146,12 +148,37 @@ def set_retention(
             before=_described(before),
             after=_described(after),
         )
-    return _restamp(scope.org_id, after, wait)
+        # sent before the commit, while the org's row is held: the worker's re-stamp takes the
+        # same row first (`org_stamp`), so the engine gets the two mutations in commit order
+        sent = _restamp(scope.org_id, after)
+    if isinstance(sent, Saved):
+        return sent
+    store, rows = sent
+    if not rows:
+        return Saved(True, "The spans in the span store already had this retention.")
+    if not wait:
+        return Saved(
+            True, f"{rows:,} spans in the span store being re-stamped in the background."
+        )
+    from observatory_core.storage.clickhouse import restamp
+
+    try:
+        done = restamp.settle(store)
+    except UserError as exc:
+        return Saved(True, f"{rows:,} spans in the span store being re-stamped ({exc}).")
+    if not done:
+        return Saved(
+            True,
+            f"{rows:,} spans in the span store being re-stamped; the engine is still at it "
+            f"after {restamp.WAIT_S:.0f} s and finishes in the background.",
+        )
+    return Saved(True, f"{rows:,} spans in the span store re-stamped with the new retention.")
 
 
-def _restamp(org_id: int, after: Retention, wait: bool) -> Saved:
-    """The span store's stored spans of the org given the saved days; a failure is said, and
-    left to the worker's next retention run (the setting stays saved)."""
+def _restamp(org_id: int, after: Retention):
+    """Send the mutation that re-stamps the org's stored spans with the saved days: (store,
+    rows it rewrites), or a `Saved` that says there is no span store or why it failed (left
+    to the worker's next retention run; the setting stays saved)."""
     from observatory_core.storage.clickhouse import restamp
     from observatory_core.storage.clickhouse.current import span_store
 
@@ -160,7 +187,7 @@ def _restamp(org_id: int, after: Retention, wait: bool) -> Saved:
         if store is None:
             return Saved(True)
         stamp = restamp.Stamp(org_id, after.span_days or 0, after.projects)
-        rows = restamp.restamp(store, stamp, wait=wait)
+        return store, restamp.restamp(store, stamp)
     except UserError as exc:  # unreachable, held by another process, a bad setting
         return Saved(
             True,
@@ -168,10 +195,19 @@ def _restamp(org_id: int, after: Retention, wait: bool) -> Saved:
             f"({exc}) The worker's next retention run applies it to them.",
             span_store_failed=True,
         )
-    if not rows:
-        return Saved(True, "The spans in the span store already had this retention.")
-    done = "re-stamped" if wait else "being re-stamped in the background"
-    return Saved(True, f"{rows:,} spans in the span store {done} with the new retention.")
+
+
+@contextmanager
+def org_stamp(engine: Engine, org_id: int) -> Iterator:
+    """The org's current span retention as the span store stamps it, read while its row is
+    held (an idle update: a row lock on PostgreSQL, the write lock on SQLite) until the block
+    ends: a re-stamp sent in the block cannot overtake an admin's change being saved."""
+    from observatory_core.storage.clickhouse import restamp
+
+    with engine.begin() as conn:
+        conn.execute(update(orgs).where(orgs.c.id == org_id).values(id=orgs.c.id))
+        now = read(conn, org_id)
+        yield restamp.Stamp(org_id, now.span_days or 0, now.projects)
 
 
 def _described(value: Retention) -> dict:

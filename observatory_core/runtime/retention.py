@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.audit import record
+from observatory_core.accounts.retention import org_stamp
 from observatory_core.base.errors import UserError
 from observatory_core.storage.retention import RunResult, expire, policies
 
@@ -65,9 +67,16 @@ def restamp_span_store(engine: Engine) -> Restamped:
         store = span_store()
         if store is None:
             return Restamped()
+        reason = restamp.failing(store)
+        if reason is not None:  # the engine retries it, and it holds back every re-stamp
+            return Restamped(
+                "A mutation of the span store's spans keeps failing, and holds back the "
+                f"retention re-stamps until it is killed (KILL MUTATION): {reason}",
+                True,
+            )
         with engine.connect() as conn:
             stamps = restamp.stamps_of(policies(conn).values())
-        found = restamp.reconcile(store, stamps.values())
+        found = restamp.reconcile(store, stamps.values(), partial(org_stamp, engine))
     except UserError as exc:  # unreachable, held by another process, a bad setting
         return Restamped(f"The span store's retention stamps were not checked: {exc}", True)
     if found is None:

@@ -17,8 +17,8 @@ had read before the change (it reads them at most once a minute).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 from observatory_core.base.errors import DatabaseUnavailable
@@ -115,6 +115,18 @@ def pending(store: SpanStore) -> int:
     return int(count)
 
 
+def failing(store: SpanStore) -> str | None:
+    """Why an unfinished mutation of the spans table keeps failing (the engine retries it, and
+    it holds back every re-stamp after it), or None."""
+    with _store_errors(store):
+        rows = store.client.query(
+            "SELECT latest_fail_reason FROM system.mutations WHERE database = %(db)s "
+            "AND table = 'spans' AND NOT is_done AND latest_fail_reason != '' LIMIT 1",
+            parameters={"db": store.database},
+        ).result_rows
+    return str(rows[0][0]) if rows else None
+
+
 def settle(store: SpanStore, timeout_s: float = WAIT_S) -> bool:
     """Wait until the spans table has no unfinished mutation; False when `timeout_s` passed."""
     deadline = time.monotonic() + timeout_s
@@ -147,13 +159,20 @@ def _mutate(store: SpanStore, stamp: Stamp, wait: bool) -> None:
         )
 
 
-def reconcile(store: SpanStore, stamps: Iterable[Stamp]) -> dict[int, int] | None:
+def reconcile(
+    store: SpanStore, stamps: Iterable[Stamp], current: Callable[[int], AbstractContextManager]
+) -> dict[int, int] | None:
     """Re-stamp every org whose stored spans differ from its stamp; org -> rows rewritten.
-    None while an earlier mutation of the table is unfinished (its rows would look stale)."""
+    None while an earlier mutation of the table is unfinished (its rows would look stale).
+
+    `current(org_id)`: a context that holds the org's settings still (the lock
+    `set_retention` holds until its own mutation is sent) and yields its stamp read afresh:
+    sent with settings read before an admin's change, a mutation queued after the admin's
+    would stamp the old, shorter days, and its TTL delete at once what the change keeps."""
     if pending(store):
         return None
-    wanted = {s.org_id: s for s in stamps}
-    found = stale(store, wanted.values())
+    found = stale(store, stamps)
     for org_id in sorted(found):
-        _mutate(store, wanted[org_id], wait=False)
+        with current(org_id) as stamp:
+            _mutate(store, stamp, wait=False)
     return found

@@ -11,14 +11,21 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 
 from observatory_core.__main__ import main
-from observatory_core.accounts.retention import Retention, get_retention, set_retention
+from observatory_core.accounts.retention import (
+    Retention,
+    get_retention,
+    org_stamp,
+    set_retention,
+)
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.base.settings import get_settings
 from observatory_core.ingest import to_clickhouse
@@ -277,3 +284,39 @@ def test_a_failing_span_store_keeps_the_setting_and_the_worker_re_stamps(live, c
     kept = _kept(source["spans"], source["days"]) & _kept(source["spans"], days)
     assert _stored(store) == _expected(source, days, kept)
     assert restamp_span_store(engine).said is None
+
+
+def test_a_re_stamp_read_before_a_change_stamps_the_changed_days(live):
+    """The worker's run read the settings (beta: 90 days), then an admin set 365: its
+    re-stamp takes beta's row and reads the days again, so it stamps 365, not the 90 read
+    before, whose TTL would have deleted spans the change keeps."""
+    source, store = live
+    engine, beta = source["engine"], source["ids"]["beta"]
+    days = dict(source["days"])
+    read_before = restamp.Stamp(beta, 7)  # stale against what is stored: beta gets a mutation
+    assert set_retention(engine, admin_scope(beta), 365, None, {})
+    assert restamp.settle(store, timeout_s=60)
+    found = restamp.reconcile(store, [read_before], partial(org_stamp, engine))
+    assert found and beta in found
+    assert restamp.settle(store, timeout_s=60)
+    days[(beta, next(p for o, p in days if o == beta))] = 365
+    assert _stored(store) == _expected(source, days, _kept(source["spans"], source["days"]))
+
+
+def test_a_failing_mutation_is_said_not_waited_on_forever(live):
+    source, store = live
+    store.client.command(
+        f"ALTER TABLE {store.table('spans')} UPDATE retain_days = "
+        "toUInt16(throwIf(retain_days >= 0, 'boom') + 3) WHERE 1",
+        settings={"mutations_sync": 0},
+    )
+    try:
+        for _ in range(200):  # the engine tries it in the background
+            if restamp.failing(store):
+                break
+            time.sleep(0.05)
+        said = restamp_span_store(source["engine"])
+        assert said.failed and "keeps failing" in said.said and "boom" in said.said
+    finally:
+        store.client.command(f"KILL MUTATION WHERE database = '{store.database}' SYNC")
+    assert restamp.settle(store, timeout_s=60)
