@@ -346,3 +346,27 @@ def test_a_twin_set_aside_counts_in_no_turn_and_names_none(explorer):
         assert turn["total_cost_usd"] == pytest.approx(0.25)
     finally:
         explorer["remove"]([root["trace_id"]])
+
+
+def test_an_id_holding_wildcards_is_found_by_itself_alone(explorer):
+    """`%`, `_` and a backslash in a user id are matched as written: each such id is found by
+    its own text, and by nothing that only a wildcard would match, on every store."""
+    globex = explorer["globex"]
+    project = explorer["df"].filter(pl.col("org_id") == globex)["project_id"][0]
+    ids = ["lit-a_b", "lit-a%b", "lit-a\\b", "lit-axb"]
+    rows = [span(globex, project, NOW - timedelta(hours=1), user_id=u, model="gpt-4o") for u in ids]
+    explorer["write"](rows)
+    try:
+        engine, scope = explorer["engine"], admin_scope(globex)
+        every = FilterSpec(relative=None)
+        for needle, want in (
+            ("a_b", {"lit-a_b"}),
+            ("a%b", {"lit-a%b"}),
+            ("a\\b", {"lit-a\\b"}),
+            ("axb", {"lit-axb"}),
+            ("lit-a", set(ids)),
+        ):
+            found = list_users(engine, scope, every, id_contains=needle, now=NOW).rows
+            assert {r["user_id"] for r in found} == want, needle
+    finally:
+        explorer["remove"]([r["trace_id"] for r in rows])
