@@ -236,7 +236,7 @@ def _cycle(engine: Engine, spans: Engine, now: datetime, kinds: str, started: fl
     heartbeat = [r for r in rules if r["system_kind"] == "worker_heartbeat"]
     baselines: Baselines = {}
     held = 0
-    if kinds != "heartbeat" and not store_for(spans).lists_traces:
+    if kinds != "heartbeat" and not store_for(spans).trace_metrics:
         kept = [r for r in rules if r["system_kind"] or not _counts_traces(r)]
         held = len(rules) - len(kept)
         rules = kept

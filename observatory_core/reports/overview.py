@@ -131,7 +131,7 @@ def period_overview(
     ra, rb = a.frame.to_dicts()[0], b.frame.to_dicts()[0]
     traces = MetricQuery(series=_TRACE_SERIES, filters=current.filters, bucket=None)
     trace_force = force if force == "raw" else None  # trace_totals know time and project only
-    counts_traces = store_for(engine).lists_traces
+    counts_traces = store_for(engine).trace_metrics
     ta, tb = (
         run_metrics(engine, scope, q, now=now, force=trace_force).frame["trace_count.count"].item()
         if counts_traces

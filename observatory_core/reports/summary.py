@@ -78,7 +78,7 @@ def period_stats(engine: Engine, scope: Scope, start: datetime, end: datetime) -
     query = MetricQuery(series=series, filters=_window(start, end), bucket=None)
     row = run_metrics(engine, scope, query, now=end, force="raw").frame.row(0, named=True)
     traces = MetricQuery(series=("trace_count.count",), filters=_window(start, end), bucket=None)
-    if store_for(engine).lists_traces:
+    if store_for(engine).trace_metrics:
         row |= run_metrics(engine, scope, traces, now=end).frame.row(0, named=True)
     else:  # the span store: no trace metrics yet, said in `HomeSummary.notes`
         row["trace_count.count"] = None
@@ -127,5 +127,5 @@ def home_summary(
         previous=period_stats(engine, scope, now - 2 * window, now - window),
         per_hour=requests_per_hour(engine, scope, now - window, now, zone),
         partial_hours=partial_buckets(now - window, now, now, 3600, bucketing=hourly),
-        notes=() if store_for(engine).lists_traces else (NO_TRACE_COUNT,),
+        notes=() if store_for(engine).trace_metrics else (NO_TRACE_COUNT,),
     )

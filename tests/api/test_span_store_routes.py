@@ -130,15 +130,35 @@ def test_days_and_detail_read_the_chosen_store(client, routed):
     assert sorted(s["id"] for s in spans) == sorted(want)
 
 
-def test_traces_mode_on_the_span_store_is_one_sentence(client):
-    client, _, on_store = client
-    got = client.get(f"/traces?mode=traces&{WINDOW}")
-    if not on_store:
-        assert got.status_code == 200 and got.json()["data"]
-        return
-    assert got.status_code == 400
-    message = got.json()["error"]["message"]
-    assert message.startswith("Whole traces cannot be listed from the ClickHouse span store")
+@pytest.mark.parametrize("sort", ["start_time", "total_cost_usd"])
+def test_traces_mode_and_its_days_read_the_chosen_store(client, routed, sort):
+    """Whole traces page by page, each listed once with its tree's span count and cost as
+    polars sums them from the raw rows, and the traces-mode days adding up to the list."""
+    client, df, _ = client
+    rows, cursor = [], None
+    while True:
+        query = f"mode=traces&{WINDOW}&limit=6&sort={sort}"
+        page = client.get(f"/traces?{query}" + (f"&cursor={cursor}" if cursor else ""))
+        assert page.status_code == 200, page.text
+        rows += page.json()["data"]
+        if not (cursor := page.json()["next_cursor"]):
+            break
+    acme = df.filter(pl.col("org_id") == routed["acme"])
+    matching = acme.filter(pl.col("id").is_in(list(reference_ids(df, WEEK, NOW, routed["acme"]))))
+    trees = acme.filter(pl.col("trace_id").is_in(matching["trace_id"].implode()))
+    rooted = trees.filter(pl.col("parent_span_id").is_null())["trace_id"].to_list()
+    totals = trees.group_by("trace_id").agg(pl.len(), pl.col("total_cost_usd").sum())
+    want = {t: (n, c) for t, n, c in totals.iter_rows() if t in rooted}
+    assert rooted and len(rows) == len({r["trace_id"] for r in rows}) == len(want)
+    for r in rows:
+        assert r["span_count"] == want[r["trace_id"]][0]
+        assert r["total_cost_usd"] == pytest.approx(want[r["trace_id"]][1])
+    days = client.get(f"/traces/days?mode=traces&{WINDOW}&tz=UTC")
+    assert days.status_code == 200, days.text
+    assert sum(d["rows"] for d in days.json()["data"]) == len(rows)
+    assert sum(d["total_cost_usd"] for d in days.json()["data"]) == pytest.approx(
+        sum(c for _, c in want.values())
+    )
 
 
 FORTNIGHT = FilterSpec(relative=None, start=NOW - timedelta(days=14), end=NOW)

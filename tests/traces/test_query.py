@@ -11,18 +11,13 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.traces.query import list_spans
-from tests.helpers import span, write
+from tests.helpers import span
 from tests.reference import reference_ids
 from tests.traces.conftest import MODELS, NOW, PROVIDERS, TAGS, TEXTS
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-def needs_traces_mode(explorer) -> None:
-    if explorer["store"] == "chdb":
-        pytest.skip("traces mode is not on the span store yet (docs/scale.md)")
 
 
 def all_rows(engine, scope, spec, **kw):
@@ -171,7 +166,6 @@ def test_exact_count_matches(explorer):
 def test_traces_mode_lists_roots_with_tree_totals(explorer, spec, sort):
     import polars as pl
 
-    needs_traces_mode(explorer)
     df = explorer["df"].filter(pl.col("org_id") == explorer["acme"])
     scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
     rows = all_rows(explorer["engine"], scope, spec, mode="traces", sort=sort, limit=7)
@@ -231,7 +225,6 @@ def test_pages_stay_stable_while_new_spans_arrive(explorer):
 @pytest.mark.parametrize("sort", ["total_cost_usd", "total_tokens"])
 def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort):
     """A span joining a trace after the first page must not move that trace between pages."""
-    needs_traces_mode(explorer)
     engine = explorer["engine"]
     scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
     spec = FilterSpec(relative="7d")
@@ -248,7 +241,7 @@ def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort
         input_tokens=10**6,
         input_cost_usd=1000.0,
     )
-    write(engine, [grown])
+    explorer["write"]([grown])
     try:
         seen, cursor = [r["trace_id"] for r in first.rows], first.next_cursor
         while cursor:
@@ -262,12 +255,7 @@ def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort
         fresh = list_spans(engine, scope, spec, mode="traces", sort=sort, limit=1, now=NOW)
         assert fresh.rows[0]["trace_id"] == cheapest["trace_id"]  # a new first page sees it
     finally:
-        from observatory_core.rollups.maintain import rebuild
-        from observatory_core.storage.schema import spans
-
-        with engine.begin() as conn:
-            conn.execute(spans.delete().where(spans.c.span_id == grown["span_id"]))
-        rebuild(engine)
+        explorer["remove_spans"]([grown["span_id"]], [grown["trace_id"]])
 
 
 def test_other_org_sees_none_of_these_rows(explorer):

@@ -28,9 +28,11 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Insert, Select, functions, visitors
 from sqlalchemy.sql.expression import ColumnClause
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
+from observatory_core.storage.clickhouse import trace_totals as totals
 from observatory_core.storage.dialect import (
     arrival_order,
     bin_map,
@@ -56,7 +58,7 @@ from observatory_core.storage.packed_sketch import (
     sketch_merge,
     sketch_of,
 )
-from observatory_core.storage.schema import spans
+from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.storage.stores import register
 from observatory_core.storage.stores.base import SpanPartition, Store
 
@@ -244,6 +246,8 @@ def _arrival(element, compiler, **kw):
     """The write's version (microseconds at the write), of the same table as the id given."""
     (column,) = element.clauses
     table = getattr(column, "table", None)
+    if table is trace_totals:  # a trace's writes (storage/clickhouse/trace_totals.py)
+        return f"trace_totals.{totals.ARRIVAL[column.name]}"
     name = compiler.preparer.format_table(table, use_schema=False) if table is not None else None
     return f"{name}.version" if name else "version"
 
@@ -320,6 +324,8 @@ def _pushed_inside(clause) -> bool:
     (the derived table's own), a subquery or another table's column."""
     if isinstance(clause, arrival_order):
         return True
+    if isinstance(clause, ScalarSelect):  # `trace_id IN (...)`: when it reads no outer row
+        return totals.self_contained(clause)
     if clause is spans.c.id or isinstance(clause, Select | text_search):
         return False
     if isinstance(clause, ColumnClause) and getattr(clause, "table", None) is not None:
@@ -356,9 +362,11 @@ def _table(element, compiler, asfrom=False, **kw):
     if not asfrom:
         return compiler.visit_table(element, asfrom=asfrom, **kw)
     database = _database(compiler)
+    query = compiler.stack[-1]["selectable"] if compiler.stack else None
+    if element is trace_totals:
+        return _trace_totals(compiler, database, query, kw)
     if element is not spans:
         return f"{database}.{compiler.visit_table(element, asfrom=True, **kw)}"
-    query = compiler.stack[-1]["selectable"] if compiler.stack else None
     inner = [
         compiler.process(c, **{**kw, "asfrom": False})
         for c in _conjuncts(query.whereclause if query is not None else None)
@@ -377,6 +385,21 @@ def _table(element, compiler, asfrom=False, **kw):
         f"(SELECT {columns}, {span_id} AS id FROM {database}.spans AS spans{where}{dedupe}) "
         "AS spans"
     )
+
+
+def _trace_totals(compiler, database: str, query, kw) -> str:
+    """`trace_totals` summed from its partial rows (storage/clickhouse/trace_totals.py), with
+    the query's conditions on the org and the trace applied first (none under an alias: its
+    conditions name the alias, and the table's own may be another FROM's)."""
+    alias = kw.get("enclosing_alias")
+    if alias is not None and alias.element is trace_totals:
+        return totals.derived(database, [], SPAN_ID_SQL)
+    inner = [
+        compiler.process(c, **{**kw, "asfrom": False})
+        for c in _conjuncts(query.whereclause if query is not None else None)
+        if totals.on_key(c)
+    ]
+    return totals.derived(database, inner, SPAN_ID_SQL) + " AS trace_totals"
 
 
 _ALWAYS = ("org_id", "project_id", "trace_id", "span_id", "start_time", "version")
@@ -406,7 +429,8 @@ class ClickHouseStore(Store):
     walks_sort_index = False  # no secondary indexes to walk: the engine sorts the window
     timestamps_as_micros = False  # DateTime64(6, 'UTC')
     copies_csv = False
-    lists_traces = False  # trace_totals holds other columns here (docs/scale.md, "Not yet")
+    trace_metrics = False  # the metrics' trace path is not routed here yet (docs/scale.md)
+    correlated_reads = False  # no row index: traces mode takes its uncorrelated plans here
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
     actor_rollups = False  # no rollup_actors_* tables here yet (docs/scale.md)
