@@ -66,19 +66,21 @@ def _outside(column, part) -> bool:
     return not any(column in set(visitors.iterate(s)) for s in inner)
 
 
-def on_key(clause) -> bool:
-    """Whether a condition on `trace_totals` may be applied to its partial rows before they are
-    summed: it reads only `KEY` columns (and self-contained subqueries)."""
+def on_key(clause, source=trace_totals) -> bool:
+    """Whether a condition on `trace_totals` (or `source`, an alias of it) may be applied to its
+    partial rows before they are summed: it reads only `KEY` columns (and self-contained
+    subqueries)."""
     if isinstance(clause, ScalarSelect | Select):
         return self_contained(clause)
-    if isinstance(clause, ColumnClause) and getattr(clause, "table", None) is not None:
-        return clause.table is trace_totals and clause.name in KEY
-    return all(on_key(c) for c in clause.get_children())
+    if isinstance(clause, ColumnClause):  # one without a table is text (`is_shared`): kept out
+        return clause.table is source and clause.name in KEY
+    return all(on_key(c, source) for c in clause.get_children())
 
 
-def derived(database: str, inner: list[str], span_id_sql: str) -> str:
+def derived(database: str, inner: list[str], span_id_sql: str, name: str = "trace_totals") -> str:
     """The derived table's SQL (without its alias); `inner`: the compiled conditions applied
-    before grouping; `span_id_sql`: the span id's expression, `{t}` for a column's prefix."""
+    before grouping, naming the table `name`; `span_id_sql`: the span id's expression, `{t}`
+    for a column's prefix."""
     root = span_id_sql.format(t="").replace("span_id", "max(root_span_id)")
     where = f" WHERE {' AND '.join(inner)}" if inner else ""
     return (
@@ -91,7 +93,7 @@ def derived(database: str, inner: list[str], span_id_sql: str) -> str:
         "min(first_start) AS first_start, max(last_start) AS last_start, "
         "max(last_end) AS last_end, "
         "count() OVER (PARTITION BY org_id, trace_id) > 1 AS shared "
-        f"FROM {database}.trace_totals AS trace_totals{where} "
+        f"FROM {database}.trace_totals AS {name}{where} "
         "GROUP BY org_id, project_id, trace_id)"
     )
 

@@ -147,9 +147,6 @@ class Store(ABC):
 
     # Whether the explorer's traces mode (trees by their root, `traces/trace_lists.py`) runs here.
     lists_traces: bool = True
-    # Whether the trace metrics (`metrics/trace_path.py`) run here: the span store charts span
-    # metrics only so far (docs/scale.md).
-    trace_metrics: bool = True
     # Whether a subquery per outer row (a correlated EXISTS or scalar subquery) is an index
     # probe here. The span store has no row index: each would read spans again through the
     # newest-copy derived table, so traces mode takes its uncorrelated plans there.

@@ -318,19 +318,21 @@ def _sketch_add(element, compiler, **kw):
 SAME_IN_EVERY_COPY = frozenset({"org_id", "project_id", "trace_id", "span_id", "start_time"})
 
 
-def _pushed_inside(clause) -> bool:
+def _pushed_inside(clause, source=spans) -> bool:
     """Whether a condition may be applied before the newest copy is picked: it reads only
     columns every copy holds alike, or the pin (`arrival_order`, the version); never the id
-    (the derived table's own), a subquery or another table's column."""
+    (the derived table's own), a correlated subquery or another table's column. `source`:
+    `spans`, or the alias of it the derived table stands for."""
     if isinstance(clause, arrival_order):
-        return True
+        (column,) = clause.clauses
+        return getattr(column, "table", None) is source
     if isinstance(clause, ScalarSelect):  # `trace_id IN (...)`: when it reads no outer row
         return totals.self_contained(clause)
-    if clause is spans.c.id or isinstance(clause, Select | text_search):
+    if clause is source.c.id or isinstance(clause, Select | text_search):
         return False
     if isinstance(clause, ColumnClause) and getattr(clause, "table", None) is not None:
-        return clause.table is spans and clause.name in SAME_IN_EVERY_COPY
-    return all(_pushed_inside(c) for c in clause.get_children())
+        return clause.table is source and clause.name in SAME_IN_EVERY_COPY
+    return all(_pushed_inside(c, source) for c in clause.get_children())
 
 
 def _conjuncts(where) -> list:
@@ -354,6 +356,23 @@ def _database(compiler) -> str:
     return database
 
 
+def _inner_kw(kw: dict) -> dict:
+    """The compile arguments for a condition moved inside a derived table: not a FROM, and not
+    under the alias the table stands for (a subquery in it reads its own tables)."""
+    dropped = ("enclosing_alias", "subquery", "lateral", "enclosing_lateral")
+    return {**{k: v for k, v in kw.items() if k not in dropped}, "asfrom": False}
+
+
+def _alias_name(compiler, alias) -> str:
+    """The alias's name as `visit_alias` writes it (an anonymous one made concrete)."""
+    from sqlalchemy.sql import elements
+
+    name = alias.name
+    if isinstance(name, elements._truncated_label):
+        name = compiler._truncated_identifier("alias", name)
+    return compiler.preparer.format_alias(alias, name)
+
+
 @compiles(Table, NAME)
 def _table(element, compiler, asfrom=False, **kw):
     """`spans` as a derived table of one row per span, its newest copy (`SAME_IN_EVERY_COPY`
@@ -367,45 +386,49 @@ def _table(element, compiler, asfrom=False, **kw):
         return _trace_totals(compiler, database, query, kw)
     if element is not spans:
         return f"{database}.{compiler.visit_table(element, asfrom=True, **kw)}"
+    # under an alias (`spans.alias("tree")`), the derived table reads as that name, and the
+    # conditions on the alias's columns are the ones it may apply first
+    alias = kw.get("enclosing_alias")
+    source = alias if alias is not None and alias.element is spans else spans
+    name = "spans" if source is spans else _alias_name(compiler, alias)
     inner = [
-        compiler.process(c, **{**kw, "asfrom": False})
+        compiler.process(c, **_inner_kw(kw))
         for c in _conjuncts(query.whereclause if query is not None else None)
-        if _pushed_inside(c)
+        if _pushed_inside(c, source)
     ]
-    span_id = SPAN_ID_SQL.format(t="spans.")
+    span_id = SPAN_ID_SQL.format(t=f"{name}.")
     where = f" WHERE {' AND '.join(inner)}" if inner else ""
     # no condition (the newest version of the whole table, say): nothing to de-duplicate for
     dedupe = (
-        " ORDER BY spans.version DESC LIMIT 1 BY spans.org_id, spans.trace_id, spans.span_id"
+        f" ORDER BY {name}.version DESC LIMIT 1 BY {name}.org_id, {name}.trace_id, {name}.span_id"
         if inner
         else ""
     )
-    columns = ", ".join(f"spans.`{name}`" for name in _read_columns(query))
-    return (
-        f"(SELECT {columns}, {span_id} AS id FROM {database}.spans AS spans{where}{dedupe}) "
-        "AS spans"
-    )
+    columns = ", ".join(f"{name}.`{c}`" for c in _read_columns(query, source))
+    derived = f"(SELECT {columns}, {span_id} AS id FROM {database}.spans AS {name}{where}{dedupe})"
+    return derived + (" AS spans" if source is spans else "")  # the alias names itself
 
 
 def _trace_totals(compiler, database: str, query, kw) -> str:
     """`trace_totals` summed from its partial rows (storage/clickhouse/trace_totals.py), with
-    the query's conditions on the org and the trace applied first (none under an alias: its
-    conditions name the alias, and the table's own may be another FROM's)."""
+    the query's conditions on the org and the trace applied first (under an alias, the
+    conditions on the alias's columns)."""
     alias = kw.get("enclosing_alias")
-    if alias is not None and alias.element is trace_totals:
-        return totals.derived(database, [], SPAN_ID_SQL)
+    source = alias if alias is not None and alias.element is trace_totals else trace_totals
+    name = "trace_totals" if source is trace_totals else _alias_name(compiler, alias)
     inner = [
-        compiler.process(c, **{**kw, "asfrom": False})
+        compiler.process(c, **_inner_kw(kw))
         for c in _conjuncts(query.whereclause if query is not None else None)
-        if totals.on_key(c)
+        if totals.on_key(c, source)
     ]
-    return totals.derived(database, inner, SPAN_ID_SQL) + " AS trace_totals"
+    derived = totals.derived(database, inner, SPAN_ID_SQL, name)
+    return derived + (" AS trace_totals" if source is trace_totals else "")
 
 
 _ALWAYS = ("org_id", "project_id", "trace_id", "span_id", "start_time", "version")
 
 
-def _read_columns(query) -> list[str]:
+def _read_columns(query, source=spans) -> list[str]:
     """The span columns the query reads (and the identity, time and version): a derived table
     of every column made the engine read them all (a count over 200 spans took 25 ms instead
     of 5 on chDB)."""
@@ -414,7 +437,7 @@ def _read_columns(query) -> list[str]:
         named |= {
             e.name
             for e in visitors.iterate(query)
-            if isinstance(e, ColumnClause) and getattr(e, "table", None) is spans
+            if isinstance(e, ColumnClause) and getattr(e, "table", None) is source
         }
     named.discard("id")  # the derived table's own
     return sorted(named)
@@ -429,7 +452,6 @@ class ClickHouseStore(Store):
     walks_sort_index = False  # no secondary indexes to walk: the engine sorts the window
     timestamps_as_micros = False  # DateTime64(6, 'UTC')
     copies_csv = False
-    trace_metrics = False  # the metrics' trace path is not routed here yet (docs/scale.md)
     correlated_reads = False  # no row index: traces mode takes its uncorrelated plans here
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
