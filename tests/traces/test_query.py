@@ -257,9 +257,10 @@ def test_pages_stay_stable_while_new_spans_arrive(explorer):
         explorer["remove"]([r["trace_id"] for r in newcomers])
 
 
-@pytest.mark.parametrize("sort", ["total_cost_usd", "total_tokens"])
+@pytest.mark.parametrize("sort", ["total_cost_usd", "total_tokens", "duration_ms"])
 def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort):
-    """A span joining a trace after the first page must not move that trace between pages."""
+    """A span joining a trace after the first page must not move that trace between pages (its
+    totals and its extent as of the pin)."""
     engine = explorer["engine"]
     scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
     spec = FilterSpec(relative="7d")

@@ -98,4 +98,4 @@ def derived(database: str, inner: list[str], span_id_sql: str, name: str = "trac
     )
 
 
-__all__ = ["ARRIVAL", "KEY", "derived", "on_key", "self_contained", "trace_totals"]
+__all__ = ["ARRIVAL", "KEY", "derived", "on_key", "self_contained"]

@@ -246,8 +246,10 @@ def _arrival(element, compiler, **kw):
     """The write's version (microseconds at the write), of the same table as the id given."""
     (column,) = element.clauses
     table = getattr(column, "table", None)
-    if table is trace_totals:  # a trace's writes (storage/clickhouse/trace_totals.py)
-        return f"trace_totals.{totals.ARRIVAL[column.name]}"
+    if table is trace_totals or getattr(table, "element", None) is trace_totals:
+        # a trace's writes (storage/clickhouse/trace_totals.py), of the table or an alias of it
+        prefix = "trace_totals" if table is trace_totals else _alias_name(compiler, table)
+        return f"{prefix}.{totals.ARRIVAL[column.name]}"
     name = compiler.preparer.format_table(table, use_schema=False) if table is not None else None
     return f"{name}.version" if name else "version"
 
