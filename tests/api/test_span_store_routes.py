@@ -293,6 +293,27 @@ def test_changes_read_the_chosen_store(client, routed):
         assert STORE_MODEL not in parts
 
 
+def test_the_traces_pages_loaders_in_traces_mode_read_the_chosen_store(client, routed):
+    """The Traces page's list and days in traces mode (`ui/cached.py`): the LLM call's trace
+    only the span store holds is listed there, with its cost, and only there."""
+    import streamlit as st
+
+    from observatory_core.ui import cached
+
+    _, _, on_store = client
+    st.cache_data.clear()
+    scope, spec = admin_scope(routed["acme"]), FORTNIGHT.to_json()
+    page = cached.span_page(scope, spec, "traces", "total_cost_usd", "desc", 1000, None, None)
+    mine = [r for r in page.rows if r["model"] == STORE_MODEL]
+    assert [r["total_cost_usd"] for r in mine] == ([STORE_COST] if on_store else [])
+    # the days count the traces by their root, as the list by start does (a trace of a twin
+    # set aside alone is listed there, with no total, and not by a tree total)
+    by_start = cached.span_page(scope, spec, "traces", "start_time", "desc", 1000, None, None)
+    days = cached.trace_days(scope, spec, "traces", "UTC")
+    assert days.total == len(by_start.rows) and by_start.next_cursor is None
+    st.cache_data.clear()
+
+
 def test_the_report_pages_loaders_read_the_chosen_store(client, routed):
     """The Overview's, Home's, what changed's and cost attribution's loaders (`ui/cached.py`)
     take the same seam: the span store's own LLM call counts there, and only there."""
