@@ -9,6 +9,8 @@ to the builders' SQL:
   of the same name that applies the query's own conditions (the org, the time window, the
   filter) and keeps one row per (org, trace, span) with `LIMIT 1 BY`, so a copy written by a
   racing writer counts once (`storage/clickhouse/reads.py` explains the copies);
+- `trace_totals` is read likewise, a derived table summing the store's partial rows
+  (`storage/clickhouse/trace_totals.py`), with the columns the other stores keep;
 - `spans.id`, which this store does not keep, is a 63-bit hash of the span's identity: the same
   for every copy of a span, unique otherwise, so keyset pages break ties by it;
 - a page's pin (`arrival_order`) is the write's `version`, not the id: spans written after the
@@ -378,8 +380,9 @@ def _alias_name(compiler, alias) -> str:
 @compiles(Table, NAME)
 def _table(element, compiler, asfrom=False, **kw):
     """`spans` as a derived table of one row per span, its newest copy (`SAME_IN_EVERY_COPY`
-    says which of the query's conditions it applies first); other tables in the store's
-    database. The query's own WHERE applies every condition again outside."""
+    says which of the query's conditions it applies first), `trace_totals` as one of summed
+    rows (`_trace_totals`); other tables in the store's database. The query's own WHERE
+    applies every condition again outside."""
     if not asfrom:
         return compiler.visit_table(element, asfrom=asfrom, **kw)
     database = _database(compiler)
