@@ -56,9 +56,6 @@ if now.cost_usd is not None:
         ),
     )
 
-for note in summary.notes:
-    st.caption(note)
-
 for column, (label, value, delta, color) in zip(st.columns(len(tiles)), tiles, strict=True):
     still = delta == 0  # no arrow and no colour for "no change"
     column.metric(

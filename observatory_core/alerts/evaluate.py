@@ -40,17 +40,10 @@ from observatory_core.storage.schema import (
     ingest_counts,
     worker_heartbeats,
 )
-from observatory_core.storage.stores import store_for
 
 log = logging.getLogger(__name__)
 
 EXACT_UP_TO_S = 3600
-# Said (logged once a cycle) for the trace rules a span store cannot evaluate yet: they keep
-# their state unchanged rather than read as zero traces (docs/scale.md, "Not yet").
-TRACE_RULES_HELD = (
-    "%d alert rule(s) on trace metrics were not evaluated: the ClickHouse span store cannot "
-    "count traces yet (docs/scale.md); their states are kept as they were."
-)
 _LOCK = 7_411_002
 NO_GROUP = ""
 # Observations: rule id -> group key -> (value, request count)
@@ -67,7 +60,6 @@ class CycleReport:
     queries: int
     seconds: float
     skipped: bool = False
-    held: int = 0  # trace rules not evaluated (the span store: `TRACE_RULES_HELD`)
 
 
 def _group_key(value) -> str:
@@ -235,13 +227,6 @@ def _cycle(engine: Engine, spans: Engine, now: datetime, kinds: str, started: fl
         }
     heartbeat = [r for r in rules if r["system_kind"] == "worker_heartbeat"]
     baselines: Baselines = {}
-    held = 0
-    if kinds != "heartbeat" and not store_for(spans).lists_traces:
-        kept = [r for r in rules if r["system_kind"] or not _counts_traces(r)]
-        held = len(rules) - len(kept)
-        rules = kept
-        if held:
-            log.warning(TRACE_RULES_HELD, held)
     if kinds == "heartbeat":
         rules, queries = heartbeat, 0
         observed = _observe_system(engine, heartbeat, now)
@@ -270,7 +255,7 @@ def _cycle(engine: Engine, spans: Engine, now: datetime, kinds: str, started: fl
                 events.append((rule, key, transition, value, baseline))
     _store(engine, now, new_states, events)
     return CycleReport(
-        len(rules), len(new_states), len(events), queries, time.perf_counter() - started, held=held
+        len(rules), len(new_states), len(events), queries, time.perf_counter() - started
     )
 
 

@@ -512,11 +512,7 @@ def run_metrics(
     )
     series = query.all_series
     _check_permissions(scope, query)
-    if trace_series(series) and not store_for(engine).lists_traces:  # one subject per query
-        raise MetricError(
-            "Trace metrics (trace_count, trace_duration_ms, ...) cannot be read from the "
-            'ClickHouse span store yet; chart span metrics there (docs/scale.md, "Not yet").'
-        )
+    trace_series(series)  # one subject per query: a mix is refused
     start, end = _window(engine, scope, query, now)
     asked = query
     query, slots = _declared_slots(engine, scope, query, start)

@@ -26,7 +26,7 @@ from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.reports import significance as sig
-from observatory_core.reports.summary import NO_TRACE_COUNT, percent_change
+from observatory_core.reports.summary import percent_change
 from observatory_core.rollups.actors import distinct_actors
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import subject_condition
@@ -131,11 +131,8 @@ def period_overview(
     ra, rb = a.frame.to_dicts()[0], b.frame.to_dicts()[0]
     traces = MetricQuery(series=_TRACE_SERIES, filters=current.filters, bucket=None)
     trace_force = force if force == "raw" else None  # trace_totals know time and project only
-    counts_traces = store_for(engine).lists_traces
     ta, tb = (
         run_metrics(engine, scope, q, now=now, force=trace_force).frame["trace_count.count"].item()
-        if counts_traces
-        else None
         for q in (traces, traces.previous(now))
     )
     na, nb = ra["request_count.count"], rb["request_count.count"]
@@ -172,7 +169,7 @@ def period_overview(
 
     kpis = [
         Kpi("requests", "Requests", "count", na, nb, sig.counts(na, nb)),
-        Kpi("traces", "Traces", "count", ta, tb, sig.counts(ta, tb) if counts_traces else sig.NONE),
+        Kpi("traces", "Traces", "count", ta, tb, sig.counts(ta, tb)),
         Kpi(
             "tokens",
             "Tokens",
@@ -256,8 +253,7 @@ def period_overview(
     kpis = [
         replace(k, verdict=sig.unless_unchanged(k.verdict, k.current, k.previous)) for k in kpis
     ]
-    source = a.explanation if counts_traces else f"{a.explanation} {NO_TRACE_COUNT}"
-    return Overview(start=start, end=end, kpis=kpis, source=source)
+    return Overview(start=start, end=end, kpis=kpis, source=a.explanation)
 
 
 TOP_BY = {

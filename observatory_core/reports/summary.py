@@ -14,13 +14,6 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.partial import partial_buckets
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.storage.stores import store_for
-
-# Said where a figure is left out because the span store cannot count it yet (docs/scale.md).
-NO_TRACE_COUNT = (
-    'Traces are not counted on the ClickHouse span store yet (docs/scale.md, "Not yet"); '
-    "the other figures are."
-)
 
 
 @dataclass(frozen=True)
@@ -28,7 +21,7 @@ class PeriodStats:
     start: datetime
     end: datetime
     requests: int
-    traces: int | None  # None where the store cannot count traces yet (`NO_TRACE_COUNT`)
+    traces: int
     errors: int
     cost_usd: float | None  # None when the scope may not see costs
     p95_ms: float | None
@@ -45,7 +38,6 @@ class HomeSummary:
     per_hour: list[tuple[datetime, int]]
     # hour -> seconds covered, for the first and the last hour, which the window cuts short
     partial_hours: dict[datetime, float] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()  # what the figures leave out, one sentence each
 
 
 def percent_change(now: float | None, before: float | None) -> float | None:
@@ -78,16 +70,13 @@ def period_stats(engine: Engine, scope: Scope, start: datetime, end: datetime) -
     query = MetricQuery(series=series, filters=_window(start, end), bucket=None)
     row = run_metrics(engine, scope, query, now=end, force="raw").frame.row(0, named=True)
     traces = MetricQuery(series=("trace_count.count",), filters=_window(start, end), bucket=None)
-    if store_for(engine).lists_traces:
-        row |= run_metrics(engine, scope, traces, now=end).frame.row(0, named=True)
-    else:  # the span store: no trace metrics yet, said in `HomeSummary.notes`
-        row["trace_count.count"] = None
+    row |= run_metrics(engine, scope, traces, now=end).frame.row(0, named=True)
     p95 = row["duration_ms.p95"]
     return PeriodStats(
         start=start,
         end=end,
         requests=int(row["request_count.count"]),
-        traces=None if row["trace_count.count"] is None else int(row["trace_count.count"]),
+        traces=int(row["trace_count.count"]),
         errors=int(row["error_count.count"]),
         cost_usd=float(row["total_cost.sum"]) if costs else None,
         p95_ms=float(p95) if p95 is not None else None,
@@ -127,5 +116,4 @@ def home_summary(
         previous=period_stats(engine, scope, now - 2 * window, now - window),
         per_hour=requests_per_hour(engine, scope, now - window, now, zone),
         partial_hours=partial_buckets(now - window, now, now, 3600, bucketing=hourly),
-        notes=() if store_for(engine).lists_traces else (NO_TRACE_COUNT,),
     )

@@ -27,8 +27,9 @@ from observatory_core.accounts.visibility import can_see, require_filters
 from observatory_core.base.errors import UserError
 from observatory_core.base.zones import DAY, UTC_ZONE, Bucketing, Zone
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.storage.dialect import bucket_of, epoch_us, percentile_cont
+from observatory_core.storage.dialect import arrival_order, bucket_of, epoch_us, percentile_cont
 from observatory_core.storage.schema import spans
+from observatory_core.storage.stores import store_for
 from observatory_core.traces.query import newest_pin, pinned_conditions, require_trees
 from observatory_core.traces.trace_lists import tree_totals
 
@@ -54,9 +55,10 @@ class DayList:
         return sum(d["rows"] for d in self.days)
 
 
-def _rows_of(scope: Scope, mode: str, where: list, max_id: int):
+def _rows_of(scope: Scope, mode: str, where: list, max_id: int, *, named: bool = False):
     """One row per list row: its start, duration (ms), cost and error count, as the list has
-    them."""
+    them. `named`: the roots' traces named in their own WHERE too (the span store's derived
+    table then reads only those traces' spans, `Store.correlated_reads`)."""
     if mode == "spans":
         c = spans.c
         return (
@@ -83,7 +85,8 @@ def _rows_of(scope: Scope, mode: str, where: list, max_id: int):
         .select_from(spans.join(tree, tree.c.t_id == spans.c.trace_id))
         .where(
             *span_conditions(scope),
-            and_(spans.c.parent_span_id.is_(None), spans.c.id <= max_id),
+            and_(spans.c.parent_span_id.is_(None), arrival_order(spans.c.id) <= max_id),
+            *([matching] if named else []),
         )
         .subquery("listed")
     )
@@ -109,7 +112,9 @@ def list_days(
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         max_id = newest_pin(conn)
-        listed = _rows_of(scope, mode, pinned_conditions(conn, spec, as_of, max_id), max_id)
+        where = pinned_conditions(conn, spec, as_of, max_id)
+        named = not store_for(conn).correlated_reads
+        listed = _rows_of(scope, mode, where, max_id, named=named)
         first, last = conn.execute(select(func.min(listed.c.t), func.max(listed.c.t))).one()
         if first is None:
             return DayList(mode, zone, [], as_of, costs)

@@ -29,7 +29,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.duplicates import counted
-from observatory_core.storage.dialect import epoch_us
+from observatory_core.storage.dialect import arrival_order, epoch_us
 from observatory_core.storage.schema import is_shared, spans, trace_totals
 from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor
@@ -39,7 +39,7 @@ from observatory_core.traces.paging import after, page_end
 
 def tree_totals(scope: Scope, which, max_id: int):
     """Per trace: cost, tokens, span and error counts over the whole tree (the spans that
-    count: a duplicate set aside adds nothing, `semantic/duplicates.py`)."""
+    count: a duplicate set aside adds nothing, `semantic/duplicates.py`), as of the pin."""
     c, kept = spans.c, counted(spans.c)
     return (
         scoped_spans(
@@ -52,7 +52,7 @@ def tree_totals(scope: Scope, which, max_id: int):
             func.min(spans.c.start_time).label("t_first"),
             func.max(spans.c.end_time).label("t_last"),
         )
-        .where(which, spans.c.id <= max_id)
+        .where(which, arrival_order(spans.c.id) <= max_id)
         .group_by(spans.c.trace_id)
         .subquery()
     )
@@ -99,7 +99,9 @@ def read_roots(
     """
     matching = spans.c.trace_id.in_(scoped_spans(scope, spans.c.trace_id).where(*where))
     has_match = matching
-    if _walks_from_newest(conn, scope, spec, direction, as_of):
+    pinned = arrival_order(spans.c.id) <= max_id
+    walks = store_for(conn).correlated_reads  # the walk probes trace_totals per root
+    if walks and _walks_from_newest(conn, scope, spec, direction, as_of):
         t = trace_totals
         probe = _window_matches(scope, spec, where, as_of, max_id)
         has_match = (
@@ -109,7 +111,7 @@ def read_roots(
             .exists()
         )
     roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(
-        spans.c.parent_span_id.is_(None), has_match, spans.c.id <= max_id
+        spans.c.parent_span_id.is_(None), has_match, pinned
     )
     key = spans.c[sort]
     if position:
@@ -125,7 +127,7 @@ def read_roots(
     total = None
     if count:
         counter = scoped_spans(scope, func.count()).where(  # every root: one pass is best
-            spans.c.parent_span_id.is_(None), matching, spans.c.id <= max_id
+            spans.c.parent_span_id.is_(None), matching, pinned
         )
         total = conn.execute(counter).scalar_one()
     for r in rows:
@@ -148,6 +150,7 @@ def summed_totals(scope: Scope, which):
         select(
             t.c.trace_id,
             func.max(t.c.root_id).label("root_id"),
+            func.max(arrival_order(t.c.root_id)).label("root_arrival"),
             func.sum(t.c.total_cost_usd).label("total_cost_usd"),
             cast(func.sum(t.c.total_tokens), BigInteger).label("total_tokens"),
             cast(func.sum(t.c.span_count), BigInteger).label("span_count"),
@@ -216,6 +219,7 @@ def _totals_by_window(
     columns = (
         t.c.trace_id,
         t.c.root_id,
+        arrival_order(t.c.root_id).label("root_arrival"),
         t.c.total_cost_usd,
         cast(t.c.total_tokens, BigInteger).label("total_tokens"),
         cast(t.c.span_count, BigInteger).label("span_count"),
@@ -228,7 +232,7 @@ def _totals_by_window(
     if top is None:
         parts = [select(*columns).where(*single)]
     else:
-        late = scoped_spans(scope, spans.c.trace_id).where(spans.c.id > max_id)
+        late = scoped_spans(scope, spans.c.trace_id).where(arrival_order(spans.c.id) > max_id)
         upper = select(*columns).where(*single, top.key >= top.edge, t.c.trace_id.not_in(late))
         parts = [top.hint(upper), select(*columns).where(*single, t.c.trace_id.in_(late))]
     shared = select(t.c.trace_id).where(*matches, is_shared(t))
@@ -307,7 +311,9 @@ def read_by_tree(
     A trace that received spans after the page's pin has its totals recomputed from the
     spans under the pin, so pages stay stable while spans arrive.
     """
-    by_window = spec.only_uses({"project_ids"})  # trace_totals has time and project only
+    # trace_totals has time and project only; its rows are matched to the window by a probe
+    # per row (`_window_matches`), which a store without row indexes does not take
+    by_window = spec.only_uses({"project_ids"}) and store_for(conn).correlated_reads
     top = None
     # Every store: no planner sees through the pinned key (a CASE over a union) to the index.
     # The extent is walked where times are integer microseconds (its index's expression).
@@ -337,7 +343,11 @@ def read_by_tree(
             )
         ranked, query = _rank(conn, scope, per_trace, sort, direction, limit, position, max_id)
     ids = [r["root_id"] for r in ranked]
-    roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(spans.c.id.in_(ids))
+    roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(
+        spans.c.id.in_(ids),
+        # the same rows; the span store keeps no id to look up, its trace ids are indexed
+        spans.c.trace_id.in_([r["trace_id"] for r in ranked]),
+    )
     by_id = {r["id"]: dict(r) for r in conn.execute(roots).mappings()} if ids else {}
     total = None
     if count:
@@ -357,36 +367,65 @@ def read_by_tree(
 
 def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
     """The page's traces (and one more) from `per_trace`, by their pinned totals; the rows
-    and the query (for its count)."""
-    p = per_trace.c
+    and the query (for its count).
 
-    def pinned(kept, value, whole: bool = True):
-        exact = (
-            scoped_spans(scope, value)
-            .where(spans.c.trace_id == p.trace_id, spans.c.id <= max_id, counted(spans.c))
-            .scalar_subquery()
-        )
-        value = case((p.newest <= max_id, kept), else_=exact)
-        return cast(value, BigInteger) if whole else value
+    A trace that received spans after the pin has its totals recomputed from its spans under
+    the pin: per row, where that is an index probe (`Store.correlated_reads`), else from one
+    grouped read of the traces written to since the pin, joined."""
+    p = per_trace.c
 
     def extent(first, last):  # milliseconds from the earliest start to the latest end
         return (epoch_us(last) - epoch_us(first)) / 1000.0
 
     is_error = case((spans.c.status == "error", 1), else_=0)
-    totals = {
-        "total_cost_usd": pinned(p.total_cost_usd, func.sum(spans.c.total_cost_usd), False),
-        "total_tokens": pinned(p.total_tokens, func.sum(spans.c.total_tokens)),
-        "span_count": pinned(p.span_count, func.count()),
-        "error_count": pinned(p.error_count, func.sum(is_error)),
-        "duration_ms": pinned(
-            extent(p.first_start, p.last_end),
-            extent(func.min(spans.c.start_time), func.max(spans.c.end_time)),
-            False,
-        ),
+    recomputed = {
+        "total_cost_usd": func.sum(spans.c.total_cost_usd),
+        "total_tokens": func.sum(spans.c.total_tokens),
+        "span_count": func.count(),
+        "error_count": func.sum(is_error),
+        "duration_ms": extent(func.min(spans.c.start_time), func.max(spans.c.end_time)),
     }
+    stored = {
+        "total_cost_usd": p.total_cost_usd,
+        "total_tokens": p.total_tokens,
+        "span_count": p.span_count,
+        "error_count": p.error_count,
+        "duration_ms": extent(p.first_start, p.last_end),
+    }
+    under_pin = (arrival_order(spans.c.id) <= max_id, counted(spans.c))
+    source = per_trace
+    if store_for(conn).correlated_reads:
+        exact = {
+            name: scoped_spans(scope, value)
+            .where(spans.c.trace_id == p.trace_id, *under_pin)
+            .scalar_subquery()
+            for name, value in recomputed.items()
+        }
+    else:
+        late = scoped_spans(scope, spans.c.trace_id).where(arrival_order(spans.c.id) > max_id)
+        grouped = (
+            scoped_spans(
+                scope,
+                spans.c.trace_id.label("late_id"),
+                *(value.label(name) for name, value in recomputed.items()),
+            )
+            .where(spans.c.trace_id.in_(late), *under_pin)
+            .group_by(spans.c.trace_id)
+            .subquery("late")
+        )
+        exact = {name: grouped.c[name] for name in recomputed}
+        source = per_trace.outerjoin(grouped, grouped.c.late_id == p.trace_id)
+
+    def pinned(name):
+        value = case((p.newest <= max_id, stored[name]), else_=exact[name])
+        return value if name in ("total_cost_usd", "duration_ms") else cast(value, BigInteger)
+
+    totals = {name: pinned(name) for name in stored}
     key = totals[sort]
-    query = select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items())).where(
-        p.root_id.is_not(None), p.root_id <= max_id
+    query = (
+        select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items()))
+        .select_from(source)
+        .where(p.root_id.is_not(None), p.root_arrival <= max_id)
     )
     if position:
         query = query.where(after(key, p.root_id, position))

@@ -29,7 +29,7 @@ from observatory_core.storage.migrate import upgrade
 from tests.api.conftest import ApiClient
 from tests.chdb_store import copy_into_span_store, with_store_ids
 from tests.helpers import admin_scope, all_spans, make_org, span, write
-from tests.metrics.reference import reference_metrics
+from tests.metrics.reference import reference_metrics, reference_trace_metrics
 from tests.reference import reference_ids
 from tests.traces.conftest import NOW, build_rows
 
@@ -135,15 +135,35 @@ def test_days_and_detail_read_the_chosen_store(client, routed):
     assert sorted(s["id"] for s in spans) == sorted(want)
 
 
-def test_traces_mode_on_the_span_store_is_one_sentence(client):
-    client, _, on_store = client
-    got = client.get(f"/traces?mode=traces&{WINDOW}")
-    if not on_store:
-        assert got.status_code == 200 and got.json()["data"]
-        return
-    assert got.status_code == 400
-    message = got.json()["error"]["message"]
-    assert message.startswith("Whole traces cannot be listed from the ClickHouse span store")
+@pytest.mark.parametrize("sort", ["start_time", "total_cost_usd"])
+def test_traces_mode_and_its_days_read_the_chosen_store(client, routed, sort):
+    """Whole traces page by page, each listed once with its tree's span count and cost as
+    polars sums them from the raw rows, and the traces-mode days adding up to the list."""
+    client, df, _ = client
+    rows, cursor = [], None
+    while True:
+        query = f"mode=traces&{WINDOW}&limit=6&sort={sort}"
+        page = client.get(f"/traces?{query}" + (f"&cursor={cursor}" if cursor else ""))
+        assert page.status_code == 200, page.text
+        rows += page.json()["data"]
+        if not (cursor := page.json()["next_cursor"]):
+            break
+    acme = df.filter(pl.col("org_id") == routed["acme"])
+    matching = acme.filter(pl.col("id").is_in(list(reference_ids(df, WEEK, NOW, routed["acme"]))))
+    trees = acme.filter(pl.col("trace_id").is_in(matching["trace_id"].implode()))
+    rooted = trees.filter(pl.col("parent_span_id").is_null())["trace_id"].to_list()
+    totals = trees.group_by("trace_id").agg(pl.len(), pl.col("total_cost_usd").sum())
+    want = {t: (n, c) for t, n, c in totals.iter_rows() if t in rooted}
+    assert rooted and len(rows) == len({r["trace_id"] for r in rows}) == len(want)
+    for r in rows:
+        assert r["span_count"] == want[r["trace_id"]][0]
+        assert r["total_cost_usd"] == pytest.approx(want[r["trace_id"]][1])
+    days = client.get(f"/traces/days?mode=traces&{WINDOW}&tz=UTC")
+    assert days.status_code == 200, days.text
+    assert sum(d["rows"] for d in days.json()["data"]) == len(rows)
+    assert sum(d["total_cost_usd"] for d in days.json()["data"]) == pytest.approx(
+        sum(c for _, c in want.values())
+    )
 
 
 FORTNIGHT = FilterSpec(relative=None, start=NOW - timedelta(days=14), end=NOW)
@@ -172,15 +192,32 @@ def test_metrics_read_the_chosen_store(client, routed, group_by):
     assert sum(r["span_count.count"] for r in rows) == want["span_count.count"].sum() + extra
 
 
-def test_trace_metrics_on_the_span_store_are_one_sentence(client):
+def _traces(df: pl.DataFrame, acme: int, start, end) -> int:
+    spec = FilterSpec(relative=None, start=start, end=end)
+    series = ("trace_count.count",)
+    frame = reference_trace_metrics(df, spec, NOW, acme, series, (), None)
+    return int(frame["trace_count.count"].sum())
+
+
+# the traces only the span store holds, ten days back: the tool call's and the LLM call's (the
+# twin's trace counts nowhere: its one span is set aside)
+STORE_TRACES = 2
+
+
+# every status: the same traces, read from the spans (a filter trace totals cannot answer)
+EVERY_STATUS = "".join(f"&statuses={s}" for s in ("ok", "error", "unset"))
+
+
+@pytest.mark.parametrize(("spans", "source"), [("", "rollup"), (EVERY_STATUS, "raw")])
+def test_trace_metrics_read_the_chosen_store(client, routed, spans, source):
+    """From the trace totals and from the spans: the span store's count holds its own traces."""
     client, _, on_store = client
-    got = client.get(f"/metrics?bucket=none&series=trace_count&{SPAN_WINDOW}")
-    if not on_store:
-        assert got.status_code == 200, got.text
-        return
-    assert got.status_code == 400
-    message = got.json()["error"]["message"]
-    assert message.startswith("Trace metrics") and "span store" in message
+    got = client.get(f"/metrics?bucket=none&series=trace_count&{SPAN_WINDOW}{spans}")
+    assert got.status_code == 200, got.text
+    assert got.json()["data"]["source"] == source
+    (row,) = got.json()["data"]["rows"]
+    want = _traces(routed["sql_df"], routed["acme"], FORTNIGHT.start, NOW)
+    assert row["trace_count.count"] == want + (STORE_TRACES if on_store else 0)
 
 
 def test_the_metrics_pages_loader_reads_the_chosen_store(client, routed):
@@ -216,8 +253,8 @@ def _requests(df: pl.DataFrame, acme: int, start, end) -> int:
 
 
 def test_the_summary_reads_the_chosen_store(client, routed):
-    """The Overview's KPIs (/metrics/summary): the span store's requests hold its own LLM call;
-    there the Traces tile is empty and the answer says why, in one sentence."""
+    """The Overview's KPIs (/metrics/summary): the span store's requests hold its own LLM call,
+    its traces its own traces."""
     client, _, on_store = client
     got = client.get(f"/metrics/summary?{SPAN_WINDOW}")
     assert got.status_code == 200, got.text
@@ -228,12 +265,10 @@ def test_the_summary_reads_the_chosen_store(client, routed):
     call = 1 if on_store else 0
     assert kpis["requests"]["current"] == _requests(df, acme, FORTNIGHT.start, NOW) + call
     assert kpis["requests"]["previous"] == _requests(df, acme, before, FORTNIGHT.start)
-    if on_store:
-        assert kpis["traces"]["current"] is None and kpis["traces"]["previous"] is None
-        assert "Traces are not counted on the ClickHouse span store yet" in data["source"]
-    else:
-        assert kpis["traces"]["current"] > 0
-        assert "span store" not in data["source"]
+    extra = STORE_TRACES if on_store else 0
+    assert kpis["traces"]["current"] == _traces(df, acme, FORTNIGHT.start, NOW) + extra > 0
+    assert kpis["traces"]["previous"] == _traces(df, acme, before, FORTNIGHT.start)
+    assert "span store" not in data["source"]
 
 
 def test_changes_read_the_chosen_store(client, routed):
@@ -263,6 +298,27 @@ def test_changes_read_the_chosen_store(client, routed):
         assert STORE_MODEL not in parts
 
 
+def test_the_traces_pages_loaders_in_traces_mode_read_the_chosen_store(client, routed):
+    """The Traces page's list and days in traces mode (`ui/cached.py`): the LLM call's trace
+    only the span store holds is listed there, with its cost, and only there."""
+    import streamlit as st
+
+    from observatory_core.ui import cached
+
+    _, _, on_store = client
+    st.cache_data.clear()
+    scope, spec = admin_scope(routed["acme"]), FORTNIGHT.to_json()
+    page = cached.span_page(scope, spec, "traces", "total_cost_usd", "desc", 1000, None, None)
+    mine = [r for r in page.rows if r["model"] == STORE_MODEL]
+    assert [r["total_cost_usd"] for r in mine] == ([STORE_COST] if on_store else [])
+    # the days count the traces by their root, as the list by start does (a trace of a twin
+    # set aside alone is listed there, with no total, and not by a tree total)
+    by_start = cached.span_page(scope, spec, "traces", "start_time", "desc", 1000, None, None)
+    days = cached.trace_days(scope, spec, "traces", "UTC")
+    assert days.total == len(by_start.rows) and by_start.next_cursor is None
+    st.cache_data.clear()
+
+
 def test_the_report_pages_loaders_read_the_chosen_store(client, routed):
     """The Overview's, Home's, what changed's and cost attribution's loaders (`ui/cached.py`)
     take the same seam: the span store's own LLM call counts there, and only there."""
@@ -277,22 +333,23 @@ def test_the_report_pages_loaders_read_the_chosen_store(client, routed):
     spec, minute = FORTNIGHT.to_json(), NOW.isoformat()
     kpis = {k.key: k for k in cached.overview(scope, spec, minute).kpis}
     assert kpis["requests"].current == _requests(df, acme, FORTNIGHT.start, NOW) + call
-    assert (kpis["traces"].current is None) == on_store
+    extra = STORE_TRACES if on_store else 0
+    assert kpis["traces"].current == _traces(df, acme, FORTNIGHT.start, NOW) + extra
     parts = cached.attribution(scope, spec, "model", minute).frame
     assert (STORE_MODEL in parts["value"].to_list()) == on_store
     models = cached.daily_cost(scope, spec, minute).frame["model"].to_list()
     assert (STORE_MODEL in models) == on_store
     ranked = cached.ranking(scope, spec, "model", "requests", minute).frame["model"].to_list()
     assert (STORE_MODEL in ranked) == on_store
-    home = cached.home(scope)  # the last 24 hours of the real clock: only the note differs
-    assert (home.current.traces is None) == on_store and bool(home.notes) == on_store
+    home = cached.home(scope)  # the last 24 hours of the real clock: traces counted on both
+    assert home.current.traces is not None
     st.cache_data.clear()
 
 
 def test_the_alert_workers_round_reads_the_chosen_store(client, routed):
     """The worker's round (`alerts/loops.alert_round`): a rule over the half hour of the LLM
-    call only the span store holds fires there and not on DATABASE_URL; a trace rule is held
-    there, evaluated here. Rules and states are DATABASE_URL's either way."""
+    call only the span store holds fires there and not on DATABASE_URL, and so does a rule on
+    the traces only it holds. Rules and states are DATABASE_URL's either way."""
     from sqlalchemy import delete, select
 
     from observatory_core.alerts.loops import alert_round
@@ -319,13 +376,14 @@ def test_the_alert_workers_round_reads_the_chosen_store(client, routed):
     )
     traced_id = create_rule(engine, scope, traced, now=at)
     try:
-        report = alert_round(engine, "routed-worker", at)
+        alert_round(engine, "routed-worker", at)
         with engine.connect() as conn:
             rows = conn.execute(select(alert_states)).mappings().all()
         states = {r["rule_id"]: r for r in rows}
         assert states[busy]["state"] == ("firing" if on_store else "ok")
         assert states[busy]["last_value"] == (1 if on_store else 0)
-        assert report.held == (1 if on_store else 0) and (traced_id in states) != on_store
+        assert states[traced_id]["state"] == ("firing" if on_store else "ok")
+        assert states[traced_id]["last_value"] == (STORE_TRACES if on_store else 0)
     finally:
         with engine.begin() as conn:
             for table in (alert_events, alert_states, alert_rules):

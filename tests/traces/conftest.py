@@ -127,6 +127,39 @@ def _remove(engine, store, trace_ids: list[str]) -> None:
         )
 
 
+def _remove_spans(engine, store, span_ids: list[str], trace_ids: list[str]) -> None:
+    """Take some spans of these traces out again, the traces' totals then made from the spans
+    left (on ClickHouse: the trace totals' rows deleted and written again by the view's own
+    query over those traces' spans)."""
+    if store is None:
+        from observatory_core.rollups.maintain import rebuild
+        from observatory_core.storage.schema import spans
+
+        with engine.begin() as conn:
+            conn.execute(spans.delete().where(spans.c.span_id.in_(span_ids)))
+        rebuild(engine)
+        return
+    from observatory_core.storage.clickhouse.ddl import Naming, _trace_totals
+
+    ids = {"ids": list(trace_ids)}
+    store.client.command(
+        f"DELETE FROM {store.table('spans')} WHERE span_id IN {{spans:Array(String)}}",
+        parameters={"spans": list(span_ids)},
+    )
+    store.client.command(
+        f"DELETE FROM {store.table('trace_totals')} WHERE trace_id IN {{ids:Array(String)}}",
+        parameters=ids,
+    )
+    (view,) = _trace_totals(Naming(store.database), versions=True, view_only=True)
+    target, query = view.split("\nTO ", 1)[1].split("\nAS ", 1)
+    query = query.replace(
+        f"FROM {store.table('spans')} AS spans",
+        f"FROM (SELECT * FROM {store.table('spans')} WHERE trace_id IN {{ids:Array(String)}}) "
+        "AS spans",
+    )
+    store.client.command(f"INSERT INTO {target} {query}", parameters=ids)
+
+
 def _load(engine) -> dict:
     acme, acme_projects = make_org(engine, "acme", projects=("bot", "search"))
     globex, globex_projects = make_org(engine, "globex")
@@ -155,6 +188,7 @@ def _span_store_copy(request, tmp_path_factory) -> dict:
             "df": with_store_ids(data["df"], store),
             "write": partial(_write, None, store),
             "remove": partial(_remove, None, store),
+            "remove_spans": partial(_remove_spans, None, store),
         }
     return copy
 
@@ -173,4 +207,5 @@ def explorer(request, tmp_path_factory):
         "store": kind,
         "write": partial(_write, engine, None),
         "remove": partial(_remove, engine, None),
+        "remove_spans": partial(_remove_spans, engine, None),
     }

@@ -1,7 +1,7 @@
 """The Traces list grouped by the reader's local day (`traces/days.py`): each day's rows, cost,
 errors and p95 latency against polars over the raw rows (`convert_time_zone`, then truncate to
 the day) in UTC, New York across its November clock change (a 25-hour day) and Kathmandu
-(+05:45), in both list modes, on both stores; and the days add up to the list they summarise."""
+(+05:45), in both list modes, on SQLite, PostgreSQL and the span store (chDB); and the days add up to the list they summarise."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.schema import spans
 from observatory_core.traces.days import day_spec, list_days
 from observatory_core.traces.query import list_spans
-from tests.helpers import admin_scope, all_spans, empty_database, make_org, span, write
-from tests.traces.conftest import build_rows
+from tests.chdb_store import copy_into_span_store, with_store_ids
+from tests.helpers import admin_scope, all_spans, make_org, span, write
+from tests.traces.conftest import EXPLORER_STORES, _database, build_rows
 
 ZONES = ["UTC", "America/New_York", "Asia/Kathmandu"]
 AUTUMN = datetime(2026, 11, 1, 6, tzinfo=UTC)  # New York: 2 am EDT -> 1 am EST
@@ -29,11 +30,12 @@ END = AUTUMN + timedelta(days=2, hours=3, minutes=31)
 SPEC = FilterSpec(relative=None, start=START, end=END)
 
 
-@pytest.fixture(scope="module")
-def days_data(db_url):
+@pytest.fixture(scope="module", params=EXPLORER_STORES)
+def days_data(request, tmp_path_factory):
     """~250 traces around the change, spans on (and a microsecond before) each zone's local
-    midnights, a few duplicates set aside, and another org's traces that must not show."""
-    engine = empty_database(db_url)
+    midnights, a few duplicates set aside, and another org's traces that must not show; on
+    chdb, the same rows copied into the span store (`migrate-spans`)."""
+    engine = _database(request, tmp_path_factory, request.param)
     acme, projects = make_org(engine, "acme", projects=("bot", "search"))
     globex, other = make_org(engine, "globex")
     rows = build_rows(acme, projects, seed=7, traces=250, now=END + timedelta(hours=6), days=5)
@@ -52,7 +54,14 @@ def days_data(db_url):
         )
     df = all_spans(engine)
     assert df["duplicate_of"].is_not_null().sum() > 5  # the twins are there to be left out
-    return {"engine": engine, "acme": acme, "df": df}
+    if request.param != "chdb":
+        yield {"engine": engine, "acme": acme, "df": df}
+        return
+    session = request.getfixturevalue("chdb_session")
+    store = copy_into_span_store(session, engine, "days")
+    engine.dispose()
+    yield {"engine": store.engine, "acme": acme, "df": with_store_ids(df, store)}
+    session.drop(store)
 
 
 def _reference(df: pl.DataFrame, org: int, mode: str, zone: str, model: str | None = None):

@@ -11,18 +11,13 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.traces.query import list_spans
-from tests.helpers import span, write
+from tests.helpers import span
 from tests.reference import reference_ids
 from tests.traces.conftest import MODELS, NOW, PROVIDERS, TAGS, TEXTS
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-def needs_traces_mode(explorer) -> None:
-    if explorer["store"] == "chdb":
-        pytest.skip("traces mode is not on the span store yet (docs/scale.md)")
 
 
 def all_rows(engine, scope, spec, **kw):
@@ -156,31 +151,23 @@ def test_exact_count_matches(explorer):
     count()
 
 
-@pytest.mark.parametrize("sort", ["start_time", "duration_ms", "total_cost_usd", "total_tokens"])
-@pytest.mark.parametrize(
-    "spec",
-    [
-        FilterSpec(relative=None, models=("gpt-4o",)),
-        FilterSpec(relative="3d", statuses=("error",)),
-        FilterSpec(relative=None, search="refund"),
-        FilterSpec(relative="3d"),  # time only: tree sorts read trace_totals by time
-        FilterSpec(relative=None),
-    ],
-    ids=["model", "errors-3d", "search", "3d", "all-time"],
-)
-def test_traces_mode_lists_roots_with_tree_totals(explorer, spec, sort):
+def check_traces(explorer, scope, spec, sort, direction="desc", limit=7) -> None:
+    """Traces mode walked page by page equals polars on the raw rows: the roots of the traces
+    with a matching span, each once, in order, with their trees' totals (the scope's part of
+    each tree), and the count."""
     import polars as pl
 
-    needs_traces_mode(explorer)
-    df = explorer["df"].filter(pl.col("org_id") == explorer["acme"])
-    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
-    rows = all_rows(explorer["engine"], scope, spec, mode="traces", sort=sort, limit=7)
-    matching = {
-        df.filter(pl.col("id") == i)["trace_id"][0]
-        for i in reference_ids(df, spec, NOW, explorer["acme"])
-    }
-    roots = df.filter(pl.col("parent_span_id").is_null() & pl.col("trace_id").is_in(list(matching)))
-    assert roots.height > 0
+    df = explorer["df"].filter(pl.col("org_id") == scope.org_id)
+    if scope.project_ids is not None:
+        df = df.filter(pl.col("project_id").is_in(sorted(scope.project_ids)))
+    engine = explorer["engine"]
+    rows = all_rows(engine, scope, spec, mode="traces", sort=sort, direction=direction, limit=limit)
+    ids = reference_ids(df, spec, NOW, scope.org_id)
+    matching = df.filter(pl.col("id").is_in(list(ids)))["trace_id"].unique()
+    roots = df.filter(
+        pl.col("parent_span_id").is_null() & pl.col("trace_id").is_in(matching.implode())
+    )
+    assert len(rows) == len({r["trace_id"] for r in rows}), "a trace was listed twice"
     assert sorted(r["trace_id"] for r in rows) == sorted(roots["trace_id"])
     totals = df.group_by("trace_id").agg(
         pl.col("total_cost_usd").sum(),
@@ -198,11 +185,53 @@ def test_traces_mode_lists_roots_with_tree_totals(explorer, spec, sort):
         assert (r["total_tokens"], r["span_count"], r["error_count"]) == (tokens, count, errors)
         assert r["duration_ms"] == pytest.approx(extent), "a trace lasts its whole tree"
     keys = [(r[sort], r["id"]) for r in rows]
-    assert keys == sorted(keys, reverse=True)
-    counted = list_spans(
-        explorer["engine"], scope, spec, mode="traces", sort=sort, count=True, now=NOW
-    )
+    assert keys == sorted(keys, reverse=direction == "desc")
+    counted = list_spans(engine, scope, spec, mode="traces", sort=sort, count=True, now=NOW)
     assert counted.total == roots.height
+
+
+@pytest.mark.parametrize("sort", ["start_time", "duration_ms", "total_cost_usd", "total_tokens"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        FilterSpec(relative=None, models=("gpt-4o",)),
+        FilterSpec(relative="3d", statuses=("error",)),
+        FilterSpec(relative=None, search="refund"),
+        FilterSpec(relative="3d"),  # time only: tree sorts read trace_totals by time
+        FilterSpec(relative=None),
+    ],
+    ids=["model", "errors-3d", "search", "3d", "all-time"],
+)
+def test_traces_mode_lists_roots_with_tree_totals(explorer, spec, sort):
+    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    check_traces(explorer, scope, spec, sort)
+
+
+def test_traces_mode_walks_match_polars_for_any_filter_sort_and_direction(explorer):
+    @examples(explorer)
+    @given(
+        spec=explorer_specs(),
+        limit=st.integers(5, 30),
+        sort=st.sampled_from(["start_time", "duration_ms", "total_cost_usd", "total_tokens"]),
+        direction=st.sampled_from(["asc", "desc"]),
+    )
+    def walk(spec, limit, sort, direction):
+        scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+        check_traces(explorer, scope, spec, sort, direction, limit)
+
+    walk()
+
+
+@pytest.mark.parametrize("sort", ["start_time", "total_cost_usd"])
+def test_traces_mode_under_a_project_filter_or_a_project_limited_role(explorer, sort):
+    """Many of these traces have spans in both projects: a project filter lists the traces
+    with a match there, with their whole trees' totals; a user limited to one project sees
+    only that project's part of each tree."""
+    one = explorer["projects"][0]
+    admin = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    check_traces(explorer, admin, FilterSpec(relative="3d", project_ids=(one,)), sort)
+    limited = Scope(org_id=explorer["acme"], role=Role.DEVELOPER, project_ids=frozenset({one}))
+    check_traces(explorer, limited, FilterSpec(relative=None), sort)
 
 
 def test_pages_stay_stable_while_new_spans_arrive(explorer):
@@ -228,10 +257,10 @@ def test_pages_stay_stable_while_new_spans_arrive(explorer):
         explorer["remove"]([r["trace_id"] for r in newcomers])
 
 
-@pytest.mark.parametrize("sort", ["total_cost_usd", "total_tokens"])
+@pytest.mark.parametrize("sort", ["total_cost_usd", "total_tokens", "duration_ms"])
 def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort):
-    """A span joining a trace after the first page must not move that trace between pages."""
-    needs_traces_mode(explorer)
+    """A span joining a trace after the first page must not move that trace between pages (its
+    totals and its extent as of the pin)."""
     engine = explorer["engine"]
     scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
     spec = FilterSpec(relative="7d")
@@ -248,7 +277,7 @@ def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort
         input_tokens=10**6,
         input_cost_usd=1000.0,
     )
-    write(engine, [grown])
+    explorer["write"]([grown])
     try:
         seen, cursor = [r["trace_id"] for r in first.rows], first.next_cursor
         while cursor:
@@ -262,12 +291,7 @@ def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort
         fresh = list_spans(engine, scope, spec, mode="traces", sort=sort, limit=1, now=NOW)
         assert fresh.rows[0]["trace_id"] == cheapest["trace_id"]  # a new first page sees it
     finally:
-        from observatory_core.rollups.maintain import rebuild
-        from observatory_core.storage.schema import spans
-
-        with engine.begin() as conn:
-            conn.execute(spans.delete().where(spans.c.span_id == grown["span_id"]))
-        rebuild(engine)
+        explorer["remove_spans"]([grown["span_id"]], [grown["trace_id"]])
 
 
 def test_other_org_sees_none_of_these_rows(explorer):

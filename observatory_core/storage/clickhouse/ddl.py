@@ -144,9 +144,11 @@ def _view(
     )
 
 
-def _trace_totals(naming: Naming) -> list[str]:
+def _trace_totals(naming: Naming, *, versions: bool = False, view_only: bool = False) -> list[str]:
+    """The table and its view; `versions`: with version 4's columns (`layout.version_partials`);
+    `view_only`: the view's statement alone."""
     keys = ["org_id", "project_id", "trace_id"]
-    partials = layout.trace_total_partials()
+    partials = layout.trace_total_partials(versions=versions)
     columns = ["`org_id` Int32", "`project_id` Int32", "`trace_id` String CODEC(ZSTD(1))"]
     columns += [p.column.ddl() for p in partials]
     table = _table(
@@ -159,10 +161,27 @@ def _trace_totals(naming: Naming) -> list[str]:
     select = ",\n    ".join(
         [f"spans.{k} AS {k}" for k in keys] + [f"{p.select} AS {p.column.name}" for p in partials]
     )
-    return [
-        *table,
-        _view(naming, "trace_totals_mv", "trace_totals", select, [f"spans.{k}" for k in keys]),
+    view = _view(naming, "trace_totals_mv", "trace_totals", select, [f"spans.{k}" for k in keys])
+    return [view] if view_only else [*table, view]
+
+
+def _trace_versions(naming: Naming) -> list[str]:
+    """Version 4: when each trace's spans were written (`layout.version_partials`), so a page
+    pinned before a trace grew keeps its totals as of the pin. The columns are added to the
+    table (and the Distributed one on a cluster), then the view's query replaced in place
+    (atomic, as version 3 does): spans written before it count as older than any pin."""
+    names = [naming.stored("trace_totals")]
+    if naming.cluster:
+        names.append(naming.read("trace_totals"))
+    out = [
+        f"ALTER TABLE {n}{naming.on} ADD COLUMN IF NOT EXISTS {p.column.ddl()}"
+        for n in names
+        for p in layout.version_partials()
     ]
+    (view,) = _trace_totals(naming, versions=True, view_only=True)
+    query = view.split("\nAS ", 1)[1]
+    out.append(f"ALTER TABLE {naming.read('trace_totals_mv')}{naming.on} MODIFY QUERY {query}")
+    return out
 
 
 def _rollups(naming: Naming, *, bins: bool, views_only: bool = False) -> list[str]:
@@ -274,6 +293,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(2, "migrate-spans checkpoints", _migrate_checkpoints),
     Migration(3, "latency bins in the rollups, in place of t-digest states", _latency_bins),
+    Migration(4, "when each trace's spans were written, in its totals", _trace_versions),
 )
 
 

@@ -312,10 +312,11 @@ GRAIN_SECONDS = ROLLUP_GRAINS  # rollup_1min, rollup_1hour, rollup_1day
 # -- trace totals ----------------------------------------------------------------------------
 
 
-def trace_total_partials() -> tuple[Partial, ...]:
+def trace_total_partials(*, versions: bool = True) -> tuple[Partial, ...]:
     """Per (org, project, trace): what `trace_totals` keeps elsewhere, summed as spans arrive.
     The error count is the `error_count` rollup count's condition; the root is the span
-    without a parent ('' until it arrives)."""
+    without a parent ('' until it arrives). `versions` (schema version 4 on): the newest write
+    and the root's write (`version_partials`)."""
     error = rollup_counts()["error_count"].expression(spans.c)
     return (
         Partial(ChColumn("span_count", SUM_COUNT), "count()"),
@@ -338,5 +339,26 @@ def trace_total_partials() -> tuple[Partial, ...]:
         Partial(
             ChColumn("root_span_id", "SimpleAggregateFunction(max, String)"),
             "max(if(spans.parent_span_id IS NULL, spans.span_id, ''))",
+        ),
+    ) + (version_partials() if versions else ())
+
+
+NO_ROOT_YET = 2**64 - 1  # `root_version` of rows without the root: after every pin
+
+
+def version_partials() -> tuple[Partial, ...]:
+    """When a trace's spans were written (schema version 4): the newest `version` counted in,
+    and the root's first (`NO_ROOT_YET` without it; rows written before version 4 read 0,
+    older than any pin). A page pinned before a trace grew recomputes its totals from its
+    spans under the pin, and lists a trace only once its root had arrived by the pin
+    (`traces/trace_lists.py`), as `max_span_id` and `root_id` serve elsewhere."""
+    return (
+        Partial(
+            ChColumn("max_version", "SimpleAggregateFunction(max, UInt64)"),
+            f"max(spans.{VERSION})",
+        ),
+        Partial(
+            ChColumn("root_version", "SimpleAggregateFunction(min, UInt64)"),
+            f"min(if(spans.parent_span_id IS NULL, spans.{VERSION}, {NO_ROOT_YET}))",
         ),
     )

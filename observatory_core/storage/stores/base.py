@@ -145,11 +145,12 @@ class Store(ABC):
 
     # -- reads and the planner ---------------------------------------------------------------
 
-    # Whether the explorer's traces mode (trees by their root, `traces/trace_lists.py`) and the
-    # trace metrics (`metrics/trace_path.py`) run here: both read `trace_totals`, which the span
-    # store keeps with other columns; it lists spans and shows a trace, not yet trees, and
-    # charts span metrics only (docs/scale.md).
+    # Whether the explorer's traces mode (trees by their root, `traces/trace_lists.py`) runs here.
     lists_traces: bool = True
+    # Whether a subquery per outer row (a correlated EXISTS or scalar subquery) is an index
+    # probe here. The span store has no row index: each would read spans again through the
+    # newest-copy derived table, so traces mode takes its uncorrelated plans there.
+    correlated_reads: bool = True
     # Whether the rollups keep the latency bins as a map bin -> count (`latency_bins`, filled
     # with `bin_map`, read with `bin_map_bins`/`bin_map_counts`) rather than the packed
     # latency sketch: the span store's. The same bins either way (storage/latency_bins.py).

@@ -9,6 +9,8 @@ to the builders' SQL:
   of the same name that applies the query's own conditions (the org, the time window, the
   filter) and keeps one row per (org, trace, span) with `LIMIT 1 BY`, so a copy written by a
   racing writer counts once (`storage/clickhouse/reads.py` explains the copies);
+- `trace_totals` is read likewise, a derived table summing the store's partial rows
+  (`storage/clickhouse/trace_totals.py`), with the columns the other stores keep;
 - `spans.id`, which this store does not keep, is a 63-bit hash of the span's identity: the same
   for every copy of a span, unique otherwise, so keyset pages break ties by it;
 - a page's pin (`arrival_order`) is the write's `version`, not the id: spans written after the
@@ -28,9 +30,11 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Insert, Select, functions, visitors
 from sqlalchemy.sql.expression import ColumnClause, ColumnElement
+from sqlalchemy.sql.selectable import CTE, ScalarSelect
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
+from observatory_core.storage.clickhouse import trace_totals as totals
 from observatory_core.storage.clickhouse.narrowing import (
     actor_lookup,
     reads_looked_up_ctes,
@@ -61,7 +65,7 @@ from observatory_core.storage.packed_sketch import (
     sketch_merge,
     sketch_of,
 )
-from observatory_core.storage.schema import spans
+from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.storage.stores import register
 from observatory_core.storage.stores.base import SpanPartition, Store
 
@@ -249,6 +253,10 @@ def _arrival(element, compiler, **kw):
     """The write's version (microseconds at the write), of the same table as the id given."""
     (column,) = element.clauses
     table = getattr(column, "table", None)
+    if table is trace_totals or getattr(table, "element", None) is trace_totals:
+        # a trace's writes (storage/clickhouse/trace_totals.py), of the table or an alias of it
+        prefix = "trace_totals" if table is trace_totals else _alias_name(compiler, table)
+        return f"{prefix}.{totals.ARRIVAL[column.name]}"
     name = compiler.preparer.format_table(table, use_schema=False) if table is not None else None
     return f"{name}.version" if name else "version"
 
@@ -319,17 +327,26 @@ def _sketch_add(element, compiler, **kw):
 SAME_IN_EVERY_COPY = frozenset({"org_id", "project_id", "trace_id", "span_id", "start_time"})
 
 
-def _pushed_inside(clause) -> bool:
+def _pushed_inside(clause, source=spans) -> bool:
     """Whether a condition may be applied before the newest copy is picked: it reads only
     columns every copy holds alike, or the pin (`arrival_order`, the version); never the id
-    (the derived table's own), a subquery or another table's column."""
-    if isinstance(clause, arrival_order) or reads_looked_up_ctes(clause):
+    (the derived table's own), a correlated subquery or another table's column. `source`:
+    `spans`, or the alias of it the derived table stands for."""
+    if isinstance(clause, arrival_order):
+        (column,) = clause.clauses
+        return getattr(column, "table", None) is source
+    if reads_looked_up_ctes(clause):
         return True
-    if clause is spans.c.id or isinstance(clause, Select | text_search):
+    if isinstance(clause, ScalarSelect):  # `trace_id IN (...)`: when it reads no outer row,
+        # and not from a CTE of a whole window (the Sessions list's: the engine computes it
+        # again inside, measured slower than reading the org's spans; narrowing.py)
+        froms = clause.element.columns_clause_froms
+        return not any(isinstance(f, CTE) for f in froms) and totals.self_contained(clause)
+    if clause is source.c.id or isinstance(clause, Select | text_search):
         return False
     if isinstance(clause, ColumnClause) and getattr(clause, "table", None) is not None:
-        return clause.table is spans and clause.name in SAME_IN_EVERY_COPY
-    return all(_pushed_inside(c) for c in clause.get_children())
+        return clause.table is source and clause.name in SAME_IN_EVERY_COPY
+    return all(_pushed_inside(c, source) for c in clause.get_children())
 
 
 def _conjuncts(where) -> list:
@@ -353,41 +370,81 @@ def _database(compiler) -> str:
     return database
 
 
+def _inner_kw(kw: dict) -> dict:
+    """The compile arguments for a condition moved inside a derived table: not a FROM, and not
+    under the alias the table stands for (a subquery in it reads its own tables)."""
+    dropped = ("enclosing_alias", "subquery", "lateral", "enclosing_lateral")
+    return {**{k: v for k, v in kw.items() if k not in dropped}, "asfrom": False}
+
+
+def _alias_name(compiler, alias) -> str:
+    """The alias's name as `visit_alias` writes it (an anonymous one made concrete)."""
+    from sqlalchemy.sql import elements
+
+    name = alias.name
+    if isinstance(name, elements._truncated_label):
+        name = compiler._truncated_identifier("alias", name)
+    return compiler.preparer.format_alias(alias, name)
+
+
 @compiles(Table, NAME)
 def _table(element, compiler, asfrom=False, **kw):
     """`spans` as a derived table of one row per span, its newest copy (`SAME_IN_EVERY_COPY`
-    says which of the query's conditions it applies first); other tables in the store's
-    database. The query's own WHERE applies every condition again outside."""
+    says which of the query's conditions it applies first), `trace_totals` as one of summed
+    rows (`_trace_totals`); other tables in the store's database. The query's own WHERE
+    applies every condition again outside."""
     if not asfrom:
         return compiler.visit_table(element, asfrom=asfrom, **kw)
     database = _database(compiler)
+    query = compiler.stack[-1]["selectable"] if compiler.stack else None
+    if element is trace_totals:
+        return _trace_totals(compiler, database, query, kw)
     if element is not spans:
         return f"{database}.{compiler.visit_table(element, asfrom=True, **kw)}"
-    query = compiler.stack[-1]["selectable"] if compiler.stack else None
+    # under an alias (`spans.alias("tree")`), the derived table reads as that name, and the
+    # conditions on the alias's columns are the ones it may apply first
+    alias = kw.get("enclosing_alias")
+    source = alias if alias is not None and alias.element is spans else spans
+    name = "spans" if source is spans else _alias_name(compiler, alias)
     conjuncts = _conjuncts(query.whereclause if query is not None else None)
-    inner = [compiler.process(c, **{**kw, "asfrom": False}) for c in conjuncts if _pushed_inside(c)]
-    lookups = [compiler.process(c, **{**kw, "asfrom": False}) for c in conjuncts if actor_lookup(c)]
-    if inner and lookups:  # a user's or session's spans: their traces first (narrowing.py)
-        inner.append(traces_looked_up(database, inner, lookups))
-    span_id = SPAN_ID_SQL.format(t="spans.")
+    inner = [compiler.process(c, **_inner_kw(kw)) for c in conjuncts if _pushed_inside(c, source)]
+    if source is spans:  # a user's or session's spans: their traces first (narrowing.py)
+        lookups = [compiler.process(c, **_inner_kw(kw)) for c in conjuncts if actor_lookup(c)]
+        if inner and lookups:
+            inner.append(traces_looked_up(database, inner, lookups))
+    span_id = SPAN_ID_SQL.format(t=f"{name}.")
     where = f" WHERE {' AND '.join(inner)}" if inner else ""
     # no condition (the newest version of the whole table, say): nothing to de-duplicate for
     dedupe = (
-        " ORDER BY spans.version DESC LIMIT 1 BY spans.org_id, spans.trace_id, spans.span_id"
+        f" ORDER BY {name}.version DESC LIMIT 1 BY {name}.org_id, {name}.trace_id, {name}.span_id"
         if inner
         else ""
     )
-    columns = ", ".join(f"spans.`{name}`" for name in _read_columns(query))
-    return (
-        f"(SELECT {columns}, {span_id} AS id FROM {database}.spans AS spans{where}{dedupe}) "
-        "AS spans"
-    )
+    columns = ", ".join(f"{name}.`{c}`" for c in _read_columns(query, source))
+    derived = f"(SELECT {columns}, {span_id} AS id FROM {database}.spans AS {name}{where}{dedupe})"
+    return derived + (" AS spans" if source is spans else "")  # the alias names itself
+
+
+def _trace_totals(compiler, database: str, query, kw) -> str:
+    """`trace_totals` summed from its partial rows (storage/clickhouse/trace_totals.py), with
+    the query's conditions on the org and the trace applied first (under an alias, the
+    conditions on the alias's columns)."""
+    alias = kw.get("enclosing_alias")
+    source = alias if alias is not None and alias.element is trace_totals else trace_totals
+    name = "trace_totals" if source is trace_totals else _alias_name(compiler, alias)
+    inner = [
+        compiler.process(c, **_inner_kw(kw))
+        for c in _conjuncts(query.whereclause if query is not None else None)
+        if totals.on_key(c, source)
+    ]
+    derived = totals.derived(database, inner, SPAN_ID_SQL, name)
+    return derived + (" AS trace_totals" if source is trace_totals else "")
 
 
 _ALWAYS = ("org_id", "project_id", "trace_id", "span_id", "start_time", "version")
 
 
-def _read_columns(query) -> list[str]:
+def _read_columns(query, source=spans) -> list[str]:
     """The span columns the query reads (and the identity, time and version): a derived table
     of every column made the engine read them all (a count over 200 spans took 25 ms instead
     of 5 on chDB)."""
@@ -396,7 +453,7 @@ def _read_columns(query) -> list[str]:
         named |= {
             e.name
             for e in visitors.iterate(query)
-            if isinstance(e, ColumnClause) and getattr(e, "table", None) is spans
+            if isinstance(e, ColumnClause) and getattr(e, "table", None) is source
         }
     named.discard("id")  # the derived table's own
     return sorted(named)
@@ -411,7 +468,7 @@ class ClickHouseStore(Store):
     walks_sort_index = False  # no secondary indexes to walk: the engine sorts the window
     timestamps_as_micros = False  # DateTime64(6, 'UTC')
     copies_csv = False
-    lists_traces = False  # trace_totals holds other columns here (docs/scale.md, "Not yet")
+    correlated_reads = False  # no row index: traces mode takes its uncorrelated plans here
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
     actor_rollups = False  # no rollup_actors_* tables here yet (docs/scale.md)

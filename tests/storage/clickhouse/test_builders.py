@@ -1,6 +1,6 @@
 """The query builders on the span store (`SpanStore.engine`, storage/stores/clickhouse.py):
 copies left by racing writers and twins listed once, counts and pages against polars, the time
-budget kept while the engine is busy, and traces mode refused in one sentence."""
+budget kept while the engine is busy, and traces mode's trees counted once."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
-from observatory_core.base.errors import QueryTooSlow, UserError
+from observatory_core.base.errors import QueryTooSlow
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage import budget
 from observatory_core.storage.clickhouse import layout
@@ -78,10 +78,30 @@ def test_the_count_and_a_trace_count_each_span_once(store):
     assert detail.total_tokens == want["total_tokens"].sum()
 
 
-def test_traces_mode_is_refused_in_one_sentence(store):
+@pytest.mark.parametrize("sort", ["start_time", "total_tokens"])
+def test_traces_mode_lists_each_trace_once_its_copied_spans_counted_once(store, sort):
+    """Traces mode by the root's start (totals from the spans) and by a tree total (from the
+    trace totals, recomputed from the spans for traces written to after the pin, as these
+    copies were): each trace once, each span once in its counts."""
     scope = Scope(org_id=ORG, role=Role.ADMIN)
-    with pytest.raises(UserError, match="^Whole traces cannot be listed from the ClickHouse"):
-        list_spans(store.engine, scope, SPEC, mode="traces", now=END)
+    rows, cursor = [], None
+    while True:
+        page = list_spans(
+            store.engine, scope, SPEC, mode="traces", sort=sort, limit=7, cursor=cursor, now=END
+        )
+        rows += page.rows
+        if not (cursor := page.next_cursor):
+            break
+    mine = FRAME.filter(pl.col("org_id") == ORG)
+    rooted = mine.filter(pl.col("parent_span_id").is_null())["trace_id"].unique()
+    assert sorted(r["trace_id"] for r in rows) == sorted(rooted)
+    per_trace = mine.group_by("trace_id").agg(pl.len(), pl.col("total_tokens").sum())
+    want = {t: (n, k) for t, n, k in per_trace.iter_rows()}
+    assert {r["trace_id"]: (r["span_count"], r["total_tokens"]) for r in rows} == {
+        t: want[t] for t in rooted
+    }
+    copied = {r["trace_id"] for r in COPIED}
+    assert copied & {r["trace_id"] for r in rows}
 
 
 def test_a_list_waiting_on_the_busy_engine_stays_within_its_budget(store):

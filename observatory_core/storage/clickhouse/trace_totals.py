@@ -1,0 +1,101 @@
+"""`trace_totals` as the query builders read it (`storage/schema.py`), from this store's own
+table (`ddl.py`): one row per (org, project, trace), summed when read.
+
+The engine's table holds partial rows (`SimpleAggregateFunction`s, one per insert until parts
+merge), so every SELECT over `trace_totals` reads a derived table of the same name that groups
+them (never `FINAL`), and derives the columns the other stores keep:
+
+- `root_id`: the root's `spans.id` as this store computes it (a hash of the span's identity,
+  `storage/stores/clickhouse.py`), NULL until the root has arrived in this project;
+- `max_span_id`: the newest write counted in (its `version`, schema version 4), the unit a
+  page's pin is in here (`arrival_order`); `root_version`, the root's first write (NULL
+  until it arrives), is what `arrival_order(trace_totals.c.root_id)` reads;
+- `shared`: whether the trace has spans in another project.
+
+Only conditions on the org and the trace (and subqueries that read no outer row) go inside,
+before the rows are summed: every partial row of a trace shares them. A project condition is
+applied outside, so `shared` still sees the trace's other projects, as elsewhere.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.sql import Select, visitors
+from sqlalchemy.sql.expression import ColumnClause
+from sqlalchemy.sql.selectable import FromClause, ScalarSelect
+
+from observatory_core.storage.clickhouse.layout import NO_ROOT_YET
+from observatory_core.storage.schema import trace_totals
+
+# The columns every partial row of a trace holds alike and `shared` does not depend on.
+KEY = frozenset({"org_id", "trace_id"})
+# What `arrival_order(trace_totals.c.<column>)` reads here (`storage/stores/clickhouse.py`).
+ARRIVAL = {"root_id": "root_version", "max_span_id": "max_span_id"}
+
+
+def self_contained(clause) -> bool:
+    """Whether a subquery reads no outer row (it is not correlated), so it may be moved inside
+    a derived table: each of its SELECTs reads one FROM (never correlated away: SQLAlchemy keeps
+    a subquery's last FROM), which holds every table its columns and conditions name, and none
+    is told to correlate. Nested subqueries are judged alike; too strict is only slower."""
+    element = clause.element if isinstance(clause, ScalarSelect) else clause
+    if not isinstance(element, Select):
+        return False
+    for e in visitors.iterate(element):
+        if not isinstance(e, Select):
+            continue
+        froms = set(e._from_obj) | set(e.columns_clause_froms)
+        if e._correlate or e._correlate_except or len(froms) != 1:
+            return False
+        (source,) = froms
+        own = {f for f in visitors.iterate(source) if isinstance(f, FromClause)} | {source}
+        named = [*e.selected_columns]
+        if e.whereclause is not None:
+            named.append(e.whereclause)
+        for part in named:
+            for c in visitors.iterate(part):
+                table = getattr(c, "table", None) if isinstance(c, ColumnClause) else None
+                if table is not None and table not in own and _outside(c, part):
+                    return False
+    return True
+
+
+def _outside(column, part) -> bool:
+    """Whether `column` is named by `part` itself rather than by a subquery inside it (which
+    is judged on its own)."""
+    inner = [e for e in visitors.iterate(part) if isinstance(e, Select)]
+    return not any(column in set(visitors.iterate(s)) for s in inner)
+
+
+def on_key(clause, source=trace_totals) -> bool:
+    """Whether a condition on `trace_totals` (or `source`, an alias of it) may be applied to its
+    partial rows before they are summed: it reads only `KEY` columns (and self-contained
+    subqueries)."""
+    if isinstance(clause, ScalarSelect | Select):
+        return self_contained(clause)
+    if isinstance(clause, ColumnClause):  # one without a table is text (`is_shared`): kept out
+        return clause.table is source and clause.name in KEY
+    return all(on_key(c, source) for c in clause.get_children())
+
+
+def derived(database: str, inner: list[str], span_id_sql: str, name: str = "trace_totals") -> str:
+    """The derived table's SQL (without its alias); `inner`: the compiled conditions applied
+    before grouping, naming the table `name`; `span_id_sql`: the span id's expression, `{t}`
+    for a column's prefix."""
+    root = span_id_sql.format(t="").replace("span_id", "max(root_span_id)")
+    where = f" WHERE {' AND '.join(inner)}" if inner else ""
+    return (
+        "(SELECT org_id, project_id, trace_id, "
+        f"if(max(root_span_id) = '', NULL, {root}) AS root_id, "
+        "sum(span_count) AS span_count, sum(error_count) AS error_count, "
+        "sum(total_cost_usd) AS total_cost_usd, sum(total_tokens) AS total_tokens, "
+        "max(max_version) AS max_span_id, "
+        f"if(min(root_version) = {NO_ROOT_YET}, NULL, min(root_version)) AS root_version, "
+        "min(first_start) AS first_start, max(last_start) AS last_start, "
+        "max(last_end) AS last_end, "
+        "count() OVER (PARTITION BY org_id, trace_id) > 1 AS shared "
+        f"FROM {database}.trace_totals AS {name}{where} "
+        "GROUP BY org_id, project_id, trace_id)"
+    )
+
+
+__all__ = ["ARRIVAL", "KEY", "derived", "on_key", "self_contained"]
