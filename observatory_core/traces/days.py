@@ -30,7 +30,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.dialect import arrival_order, bucket_of, epoch_us, percentile_cont
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
-from observatory_core.traces.query import newest_pin, pinned_conditions, require_trees
+from observatory_core.traces.query import newest_pin, pinned_conditions
 from observatory_core.traces.trace_lists import tree_totals
 
 MODES = ("spans", "traces")
@@ -105,7 +105,6 @@ def list_days(
     scope.require(Permission.TRACES_READ)
     if mode not in MODES:
         raise UserError(f"List mode {mode!r} must be 'spans' or 'traces'.")
-    require_trees(engine, mode)
     require_filters(scope, spec)
     costs = can_see(scope, "total_cost_usd")
     as_of = now or datetime.now(UTC)

@@ -294,6 +294,34 @@ def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort
         explorer["remove_spans"]([grown["span_id"]], [grown["trace_id"]])
 
 
+@pytest.mark.parametrize("sort", ["start_time", "total_tokens"])
+def test_a_trace_whose_root_arrives_after_the_pin_stays_off_the_pinned_pages(explorer, sort):
+    """A trace is listed once its root has arrived: a root written after the first page keeps
+    its trace off the later pages of that walk; a new walk lists it."""
+    engine = explorer["engine"]
+    scope = Scope(org_id=explorer["acme"], role=Role.ADMIN)
+    spec = FilterSpec(relative="7d")
+    org, project = explorer["acme"], explorer["projects"][0]
+    trace, root_id = f"{0xABC:032x}", "e" * 16
+    at = NOW - timedelta(hours=1)
+    child = span(org, project, at, trace_id=trace, span_id="f" * 16, parent_span_id=root_id)
+    root = span(org, project, at - timedelta(seconds=1), trace_id=trace, span_id=root_id)
+    explorer["write"]([child])
+    try:
+        first = list_spans(engine, scope, spec, mode="traces", sort=sort, limit=5, now=NOW)
+        explorer["write"]([root])
+        seen, cursor = [r["trace_id"] for r in first.rows], first.next_cursor
+        while cursor:
+            page = list_spans(engine, scope, spec, mode="traces", sort=sort, limit=5, cursor=cursor)
+            seen += [r["trace_id"] for r in page.rows]
+            cursor = page.next_cursor
+        assert trace not in seen and len(seen) == len(set(seen))
+        fresh = all_rows(engine, scope, spec, mode="traces", sort=sort, limit=50)
+        assert [r["span_count"] for r in fresh if r["trace_id"] == trace] == [2]
+    finally:
+        explorer["remove"]([trace])
+
+
 def test_other_org_sees_none_of_these_rows(explorer):
     scope = Scope(org_id=explorer["globex"], role=Role.ADMIN)
     rows = all_rows(explorer["engine"], scope, FilterSpec(relative=None), limit=1000)

@@ -145,8 +145,6 @@ class Store(ABC):
 
     # -- reads and the planner ---------------------------------------------------------------
 
-    # Whether the explorer's traces mode (trees by their root, `traces/trace_lists.py`) runs here.
-    lists_traces: bool = True
     # Whether a subquery per outer row (a correlated EXISTS or scalar subquery) is an index
     # probe here. The span store has no row index: each would read spans again through the
     # newest-copy derived table, so traces mode takes its uncorrelated plans there.
