@@ -12,7 +12,6 @@ import pytest
 from observatory_core.accounts.permissions import Role
 from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.storage.stores import store_for
 from observatory_core.traces.query import list_spans
 from observatory_core.traces.sessions import get_session, list_sessions
 from observatory_core.traces.users import list_users
@@ -136,8 +135,8 @@ def test_a_project_filter_and_a_project_limited_scope(explorer):
 
 
 def test_a_users_traces_are_the_explorers_for_that_user(explorer):
-    """The link from a user to the explorer: same filter plus the user, traces mode (on a
-    store that lists no trees yet, the traces of the spans the explorer lists)."""
+    """The link from a user to the explorer: same filter plus the user, traces mode (and the
+    traces of the spans the explorer lists in spans mode)."""
     engine, scope, spec = (
         explorer["engine"],
         admin_scope(explorer["acme"]),
@@ -147,9 +146,8 @@ def test_a_users_traces_are_the_explorers_for_that_user(explorer):
     mine = spec.replace(user_ids=(user["user_id"],))
     listed = list_spans(engine, scope, mine, limit=1000, now=NOW)
     assert len({r["trace_id"] for r in listed.rows}) == user["trace_count"]
-    if store_for(engine).lists_traces:
-        trees = list_spans(engine, scope, mine, mode="traces", limit=1000, now=NOW)
-        assert len(trees.rows) == user["trace_count"]
+    trees = list_spans(engine, scope, mine, mode="traces", limit=1000, now=NOW)
+    assert len(trees.rows) == user["trace_count"]
 
 
 def test_sort_search_and_pages(explorer):
