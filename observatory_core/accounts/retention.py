@@ -157,9 +157,7 @@ def set_retention(
     if not rows:
         return Saved(True, "The spans in the span store already had this retention.")
     if not wait:
-        return Saved(
-            True, f"{rows:,} spans in the span store being re-stamped in the background."
-        )
+        return Saved(True, f"{rows:,} spans in the span store being re-stamped in the background.")
     from observatory_core.storage.clickhouse import restamp
 
     try:

@@ -416,8 +416,12 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
         exact = {name: grouped.c[name] for name in recomputed}
         source = per_trace.outerjoin(grouped, grouped.c.late_id == p.trace_id)
 
+    nano_dollars = store_for(conn).sums_in_any_order  # one key per trace (`Store` says why)
+
     def pinned(name):
         value = case((p.newest <= max_id, stored[name]), else_=exact[name])
+        if name == "total_cost_usd" and nano_dollars:
+            return func.round(value, 9)
         return value if name in ("total_cost_usd", "duration_ms") else cast(value, BigInteger)
 
     totals = {name: pinned(name) for name in stored}

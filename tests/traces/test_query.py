@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -292,6 +293,47 @@ def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort
         assert fresh.rows[0]["trace_id"] == cheapest["trace_id"]  # a new first page sees it
     finally:
         explorer["remove_spans"]([grown["span_id"]], [grown["trace_id"]])
+
+
+def test_a_trace_whose_cost_sums_in_another_order_is_listed_once(explorer):
+    """Costs whose float sum depends on its order (0.1 + 0.2 + 0.03): the trace grows after the
+    first page, its cost is then summed afresh, and it must keep its place, listed once."""
+    org = explorer["globex"]
+    project = explorer["df"].filter(pl.col("org_id") == org)["project_id"][0]
+    at = NOW - timedelta(hours=2)
+    alone = {"environment": "cost-order"}  # these traces only
+    top = span(org, project, at, input_cost_usd=10.0, **alone)
+    bottom = span(org, project, at, input_cost_usd=0.001, **alone)
+    root = span(org, project, at, input_cost_usd=0.1, **alone)
+
+    def child(seconds: int, cost: float) -> dict:
+        return span(
+            org,
+            project,
+            at + timedelta(seconds=seconds),
+            trace_id=root["trace_id"],
+            parent_span_id=root["span_id"],
+            input_cost_usd=cost,
+            **alone,
+        )
+
+    ours = {top["trace_id"], bottom["trace_id"], root["trace_id"]}
+    explorer["write"]([top, bottom, root, child(1, 0.2)])
+    explorer["write"]([child(2, 0.03)])  # a later write: a partial row of its own
+    try:
+        scope = Scope(org_id=org, role=Role.ADMIN)
+        spec = FilterSpec(relative="7d", environments=("cost-order",))
+        walk = dict(mode="traces", sort="total_cost_usd", limit=2)  # ours second on page 1
+        first = list_spans(explorer["engine"], scope, spec, now=NOW, **walk)
+        explorer["write"]([child(3, 0.0)])  # grows after the pin: its cost is summed again
+        seen, cursor = [r["trace_id"] for r in first.rows], first.next_cursor
+        while cursor:
+            page = list_spans(explorer["engine"], scope, spec, cursor=cursor, **walk)
+            seen += [r["trace_id"] for r in page.rows]
+            cursor = page.next_cursor
+        assert seen == [top["trace_id"], root["trace_id"], bottom["trace_id"]]
+    finally:
+        explorer["remove"](sorted(ours))
 
 
 @pytest.mark.parametrize("sort", ["start_time", "total_tokens"])

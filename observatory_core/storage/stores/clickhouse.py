@@ -469,6 +469,7 @@ class ClickHouseStore(Store):
     timestamps_as_micros = False  # DateTime64(6, 'UTC')
     copies_csv = False
     correlated_reads = False  # no row index: traces mode takes its uncorrelated plans here
+    sums_in_any_order = True  # partial rows and copies summed as read (base.py)
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
     actor_rollups = False  # no rollup_actors_* tables here yet (docs/scale.md)
