@@ -349,7 +349,8 @@ NO_ROOT_YET = 2**64 - 1  # `root_version` of rows without the root: after every 
 def version_partials() -> tuple[Partial, ...]:
     """When a trace's spans were written (schema version 4): the newest `version` counted in,
     and the root's first (`NO_ROOT_YET` without it; rows written before version 4 read 0,
-    older than any pin). A page pinned before a trace grew recomputes its totals from its
+    older than any pin, when they hold the root, else `NO_ROOT_YET`: the column's default,
+    so a trace whose root had not arrived by then is not listed as if it had). A page pinned before a trace grew recomputes its totals from its
     spans under the pin, and lists a trace only once its root had arrived by the pin
     (`traces/trace_lists.py`), as `max_span_id` and `root_id` serve elsewhere."""
     return (
@@ -358,7 +359,11 @@ def version_partials() -> tuple[Partial, ...]:
             f"max(spans.{VERSION})",
         ),
         Partial(
-            ChColumn("root_version", "SimpleAggregateFunction(min, UInt64)"),
+            ChColumn(
+                "root_version",
+                "SimpleAggregateFunction(min, UInt64)",
+                default=f"if(root_span_id = '', {NO_ROOT_YET}, 0)",
+            ),
             f"min(if(spans.parent_span_id IS NULL, spans.{VERSION}, {NO_ROOT_YET}))",
         ),
     )

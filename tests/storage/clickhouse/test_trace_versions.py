@@ -15,6 +15,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest.spanrows import complete_row
 from observatory_core.storage.clickhouse import ddl
 from observatory_core.storage.clickhouse.connect import open_span_store
+from observatory_core.storage.clickhouse.layout import NO_ROOT_YET
 from observatory_core.storage.clickhouse.writes import write_spans
 from observatory_core.traces.query import list_spans
 from tests.helpers import span
@@ -98,11 +99,25 @@ def test_a_store_at_version_3_gets_the_trace_versions_at_its_next_open(chdb_sess
             f"SELECT max(max_version), min(root_version) FROM {store.table('trace_totals')}"
         )
         assert before.result_rows == [(0, 0)]
+        # ... but a trace whose root had not arrived reads "no root yet", after every pin
+        waiting = store.client.query(
+            f"SELECT min(root_version) FROM {store.table('trace_totals')} "
+            f"WHERE trace_id = '{rootless}'"
+        )
+        assert waiting.result_rows == [(NO_ROOT_YET,)]
+        scope = Scope(org_id=org, role=Role.ADMIN)
+        spec = FilterSpec(relative=None)
+        walk = dict(mode="traces", sort="total_tokens", limit=1)
+        first = list_spans(store.engine, scope, spec, now=NOW, **walk)
         # after: one trace grows, the rootless one gets its root
         grown_child = _rows(org, grown, 1, 1)[2:]
         write_spans(store, grown_child + _rows(org, rootless)[:1])
-        scope = Scope(org_id=org, role=Role.ADMIN)
-        spec = FilterSpec(relative=None)
+        seen, cursor = [r["trace_id"] for r in first.rows], first.next_cursor
+        while cursor:  # pinned before the root arrived: the trace stays off this walk
+            page = list_spans(store.engine, scope, spec, cursor=cursor, **walk)
+            seen += [r["trace_id"] for r in page.rows]
+            cursor = page.next_cursor
+        assert sorted(seen) == sorted([done, grown])
         for sort in ("start_time", "total_tokens"):
             page = list_spans(store.engine, scope, spec, mode="traces", sort=sort, now=NOW)
             got = {r["trace_id"]: (r["span_count"], r["total_tokens"]) for r in page.rows}
