@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import Float, and_, case, cast, func, select
+from sqlalchemy import Float, case, cast, func, select
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Permission
@@ -85,7 +85,10 @@ def _rows_of(scope: Scope, mode: str, where: list, max_id: int, *, named: bool =
         .select_from(spans.join(tree, tree.c.t_id == spans.c.trace_id))
         .where(
             *span_conditions(scope),
-            and_(spans.c.parent_span_id.is_(None), arrival_order(spans.c.id) <= max_id),
+            # two conditions, not one and_(): the span store applies the pin before it picks
+            # each span's newest copy only when it stands alone
+            spans.c.parent_span_id.is_(None),
+            arrival_order(spans.c.id) <= max_id,
             *([matching] if named else []),
         )
         .subquery("listed")
