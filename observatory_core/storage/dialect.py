@@ -255,6 +255,16 @@ class epoch_us(FunctionElement):
     name = "epoch_us"
 
 
+class nano_dollars(FunctionElement):
+    """A cost rounded to whole nano-dollars: a sort key one trace keeps whichever order its
+    costs were added in (a float sum moves in its last bits with the order; traces mode pages
+    by it, `traces/trace_lists._rank`)."""
+
+    type = Float()
+    inherit_cache = True
+    name = "nano_dollars"
+
+
 class arrival_order(FunctionElement):
     """Which spans were written by when, for a page's pin: `spans.id` (given as the argument)
     where ids grow with each insert; the write's version on a store without such ids
@@ -267,6 +277,7 @@ class arrival_order(FunctionElement):
 
 # Every construct above: each store must compile all of them (tests/storage/test_stores.py).
 NEUTRAL_CONSTRUCTS = (
+    nano_dollars,
     percentile_cont,
     time_bucket,
     zoned_bucket,

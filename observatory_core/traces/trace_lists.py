@@ -29,7 +29,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.duplicates import counted
-from observatory_core.storage.dialect import arrival_order, epoch_us
+from observatory_core.storage.dialect import arrival_order, epoch_us, nano_dollars
 from observatory_core.storage.schema import is_shared, spans, trace_totals
 from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor
@@ -287,6 +287,8 @@ def _walk_edge(conn: Connection, scope: Scope, sort: str, limit: int) -> _Top | 
 def _reaches(value, sort: str, top: _Top) -> bool:
     """Whether a listed row's key is at or above the walk's edge (in the list's units)."""
     edge = top.edge / 1000.0 if sort == "duration_ms" else top.edge  # extent: us -> ms
+    if sort == "total_cost_usd":  # listed in whole nano-dollars: past the edge by one at least
+        edge += 1e-9
     return value is not None and value >= edge
 
 
@@ -416,13 +418,11 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
         exact = {name: grouped.c[name] for name in recomputed}
         source = per_trace.outerjoin(grouped, grouped.c.late_id == p.trace_id)
 
-    nano_dollars = store_for(conn).sums_in_any_order  # one key per trace (`Store` says why)
-
     def pinned(name):
         value = case((p.newest <= max_id, stored[name]), else_=exact[name])
-        if name == "total_cost_usd" and nano_dollars:
-            return func.round(value, 9)
-        return value if name in ("total_cost_usd", "duration_ms") else cast(value, BigInteger)
+        if name == "total_cost_usd":  # the stored and the recomputed sum: one key (dialect.py)
+            return nano_dollars(value)
+        return value if name == "duration_ms" else cast(value, BigInteger)
 
     totals = {name: pinned(name) for name in stored}
     key = totals[sort]

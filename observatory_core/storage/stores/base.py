@@ -149,12 +149,6 @@ class Store(ABC):
     # probe here. The span store has no row index: each would read spans again through the
     # newest-copy derived table, so traces mode takes its uncorrelated plans there.
     correlated_reads: bool = True
-    # Whether a trace's cost is summed in no fixed order: the span store adds its trace totals'
-    # partial rows, or a grown trace's spans, as the engine reads them, and a float sum moves in
-    # its last bits with the order (0.1 + 0.2 + 0.03 against 0.03 + 0.1 + 0.2). Traces mode
-    # then sorts and pages by the cost in whole nano-dollars, so the same trace keeps one key
-    # between pages (`traces/trace_lists._rank`).
-    sums_in_any_order: bool = False
     # Whether the rollups keep the latency bins as a map bin -> count (`latency_bins`, filled
     # with `bin_map`, read with `bin_map_bins`/`bin_map_counts`) rather than the packed
     # latency sketch: the span store's. The same bins either way (storage/latency_bins.py).

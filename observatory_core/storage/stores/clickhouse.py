@@ -52,6 +52,7 @@ from observatory_core.storage.dialect import (
     json_tag_value,
     latency_bin,
     least_of,
+    nano_dollars,
     percentile_cont,
     rollup_count,
     stddev_samp,
@@ -229,6 +230,11 @@ def _latency_bin(element, compiler, **kw):
         f"least({last - 1}, greatest(1, toInt32(ceil(log({d} / {floor!r}) / "
         f"log({latency_bins.GAMMA!r}) - 1e-12))))))"
     )
+
+
+@compiles(nano_dollars, NAME)
+def _nano_dollars(element, compiler, **kw):
+    return f"round({compiler.process(element.clauses, **kw)}, 9)"
 
 
 @compiles(least_of, NAME)
@@ -469,7 +475,6 @@ class ClickHouseStore(Store):
     timestamps_as_micros = False  # DateTime64(6, 'UTC')
     copies_csv = False
     correlated_reads = False  # no row index: traces mode takes its uncorrelated plans here
-    sums_in_any_order = True  # partial rows and copies summed as read (base.py)
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
     actor_rollups = False  # no rollup_actors_* tables here yet (docs/scale.md)

@@ -30,6 +30,7 @@ from observatory_core.storage.dialect import (
     json_tag_value,
     latency_bin,
     least_of,
+    nano_dollars,
     percentile_cont,
     stddev_samp,
     text_search,
@@ -146,6 +147,11 @@ def _latency_bin(element, compiler, **kw):
         f"ELSE LEAST({last - 1}, GREATEST(1, "
         f"CAST(ceil(ln({d} / {floor!r}) / ln({latency_bins.GAMMA!r}) - 1e-12) AS INTEGER))) END)"
     )
+
+
+@compiles(nano_dollars, NAME)
+def _nano_dollars(element, compiler, **kw):
+    return f"CAST(round(CAST({compiler.process(element.clauses, **kw)} AS NUMERIC), 9) AS DOUBLE PRECISION)"
 
 
 @compiles(least_of, NAME)

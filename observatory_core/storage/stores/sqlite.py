@@ -34,6 +34,7 @@ from observatory_core.storage.dialect import (
     json_tag_value,
     latency_bin,
     least_of,
+    nano_dollars,
     percentile_cont,
     stddev_samp,
     text_search,
@@ -136,6 +137,11 @@ def _search(element, compiler, **kw):
 def _latency_bin(element, compiler, **kw):
     (column,) = element.clauses
     return f"obs_latency_bin({compiler.process(column, **kw)})"
+
+
+@compiles(nano_dollars, NAME)
+def _nano_dollars(element, compiler, **kw):
+    return f"round({compiler.process(element.clauses, **kw)}, 9)"
 
 
 @compiles(least_of, NAME)
