@@ -29,7 +29,6 @@ from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import epoch_us
-from observatory_core.storage.every_copy import every_copy
 from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.storage.stores import store_for
 from observatory_core.traces.grouped import (
@@ -70,25 +69,9 @@ def session_columns(scope: Scope) -> tuple[str, ...]:
     return tuple(c for c in COLUMNS if c != "total_cost_usd" or can_see(scope, c))
 
 
-def _started_in(scope: Scope, start: datetime | None, end: datetime | None) -> list:
-    """`trace_id IN` the scope's traces with a span that started in the window, read from every
-    stored copy (`storage/every_copy.py`: org, project, trace and start are alike in each), so
-    the span store's newest-copy table of the trees' spans reads those traces alone rather than
-    the org's whole history. A superset of the window's traces; their spans outside the window
-    still count (a tree is summed whole). None when the window is open on both sides."""
-    if start is None and end is None:
-        return []
-    r = every_copy.c
-    window = [r.start_time >= start] if start is not None else []
-    window += [r.start_time < end] if end is not None else []
-    ids = select(r.trace_id).where(*span_conditions(scope, every_copy), *window)
-    return [spans.c.trace_id.in_(ids)]
-
-
-def _trees(engine: Engine, scope: Scope, traces: Select, within: list | None = None) -> Select:
+def _trees(engine: Engine, scope: Scope, traces: Select) -> Select:
     """Per trace of `traces` (a SELECT of trace ids): its totals over the scope's spans that
-    count. From `trace_totals`, or summed from the spans where the store says so (`within`:
-    more conditions that bound which traces those spans may be of, `_started_in`)."""
+    count. From `trace_totals`, or summed from the spans where the store says so."""
     if not store_for(engine).sums_trees_from_spans:
         return summed_totals(scope, trace_totals.c.trace_id.in_(traces))
     c = spans.c
@@ -105,18 +88,16 @@ def _trees(engine: Engine, scope: Scope, traces: Select, within: list | None = N
             func.max(c.end_time).label("last_end"),
         )
         .select_from(spans)
-        .where(*span_conditions(scope), counted(c), c.trace_id.in_(traces), *(within or ()))
+        .where(*span_conditions(scope), counted(c), c.trace_id.in_(traces))
         .group_by(c.trace_id)
     )
 
 
-def _sessions_of(
-    engine: Engine, pairs, scope: Scope, shown: tuple[str, ...], within: list | None = None
-):
+def _sessions_of(engine: Engine, pairs, scope: Scope, shown: tuple[str, ...]):
     """One row per session from its (session, trace, user) rows (a CTE: read once, though
-    named twice) and the traces' totals (`within`: as for `_trees`)."""
+    named twice) and the traces' totals."""
     p = pairs.c
-    tree = _trees(engine, scope, select(p.trace_id), within).subquery("tree")
+    tree = _trees(engine, scope, select(p.trace_id)).subquery("tree")
     t = tree.c
     first, last = func.min(t.first_start), func.max(t.last_end)
     figures = {
@@ -164,8 +145,7 @@ def list_sessions(
         spec,
         "ix_spans_org_sessions_window",
     ).cte("pairs")
-    within = _started_in(scope, *spec.window(as_of))
-    grouped = _sessions_of(engine, pairs, scope, session_columns(scope), within)
+    grouped = _sessions_of(engine, pairs, scope, session_columns(scope))
     return read_page(engine, grouped, "session_id", sort, direction, limit, offset, as_of)
 
 
