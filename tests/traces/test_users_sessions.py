@@ -398,7 +398,7 @@ def test_a_sessions_traces_are_summed_whole_beyond_the_window(explorer):
         assert row["error_count"] == (df["status"] == "error").sum() == 1
         assert row["first_seen"] == df["start_time"].min() == root["start_time"]
         assert row["last_seen"] == df["end_time"].max() == late["end_time"]
-        # the window alone: a session whose only span in it is its root's (none here) is absent
+        # a window holding none of its spans (between the root and the rest) finds no session
         before = window.replace(end=NOW - timedelta(hours=5), start=NOW - timedelta(hours=6))
         assert not list_sessions(
             explorer["engine"], admin_scope(globex), before, id_contains="edge-session", now=NOW
