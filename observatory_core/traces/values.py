@@ -2,9 +2,17 @@
 
 `distinct_values` reads spans, so its engine comes from `storage/span_reads.py` (on the span
 store, the compiler reads the newest copy of each of the org's spans: a value only an older
-copy held is not offered); `project_choices` reads `projects`, in DATABASE_URL always."""
+copy held is not offered); `project_choices` reads `projects`, in DATABASE_URL always.
+
+The lists offer the values of spans that started in the last `VALUE_DAYS` days, on every
+store alike: a read of the org's whole history grows with it (on the span store it picks the
+newest copy of every span ever kept), and a model or environment unused for a quarter is
+clutter in a list. A value older than that is still filtered on when a link names it (the
+sidebar adds a link's values to the choices, `ui/filters.py`)."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
@@ -15,11 +23,22 @@ from observatory_core.semantic.fields import FIELDS, Widget
 from observatory_core.storage.schema import projects, spans
 
 CHOICE_COLUMNS = ("provider", "model", "operation", "environment", "status", "service_name")
+# How far back the lists look (docs/scale.md, "The Sessions list's trees and the value lists
+# over history"): the sidebar's windows up to "Last 90 days" find their values listed.
+VALUE_DAYS = 90
 
 
-def distinct_values(engine: Engine, scope: Scope, column: str, limit: int = 500) -> list[str]:
-    """Up to `limit` values of `column` in the scope's spans, sorted (`engine`: where spans
-    are read)."""
+def distinct_values(
+    engine: Engine,
+    scope: Scope,
+    column: str,
+    limit: int = 500,
+    *,
+    now: datetime | None = None,
+    days: int | None = VALUE_DAYS,
+) -> list[str]:
+    """Up to `limit` values of `column` in the scope's spans that started in the `days` days
+    before `now` (None: all time), sorted (`engine`: where spans are read)."""
     scope.require(Permission.METRICS_READ)
     # the fixed ones, and every field whose sidebar widget lists the values seen
     seen = (f.name for f in FIELDS.values() if f.widget is Widget.SEEN)
@@ -27,8 +46,17 @@ def distinct_values(engine: Engine, scope: Scope, column: str, limit: int = 500)
     if column not in choices:
         raise UserError(f"No value list for {column!r}; choose from {', '.join(choices)}.")
     col = FIELDS[column].expression(spans.c) if column in FIELDS else spans.c[column]
+    since = (
+        []
+        if days is None
+        else [spans.c.start_time >= (now or datetime.now(UTC)) - timedelta(days=days)]
+    )
     query = (
-        scoped_spans(scope, col).where(col.is_not(None)).group_by(col).order_by(col).limit(limit)
+        scoped_spans(scope, col)
+        .where(col.is_not(None), *since)
+        .group_by(col)
+        .order_by(col)
+        .limit(limit)
     )
     with engine.connect() as conn:
         return list(conn.execute(query).scalars())

@@ -368,3 +368,40 @@ def test_an_id_holding_wildcards_is_found_by_itself_alone(explorer):
             assert {r["user_id"] for r in found} == want, needle
     finally:
         explorer["remove"]([r["trace_id"] for r in rows])
+
+
+def test_a_sessions_traces_are_summed_whole_beyond_the_window(explorer):
+    """A trace with a span of the session in the window, its root started before the window
+    and a late span after it: the Sessions list finds the trace by the window, then sums its
+    whole tree (every span, as polars sums the raw rows), not the window's spans alone."""
+    globex = explorer["globex"]
+    project = explorer["df"].filter(pl.col("org_id") == globex)["project_id"][0]
+    common = {"session_id": "edge-session", "model": "gpt-4o", "input_tokens": 10}
+    root = span(globex, project, NOW - timedelta(hours=30), input_cost_usd=0.5, **common)
+    tree = {"trace_id": root["trace_id"], "parent_span_id": root["span_id"], **common}
+    inside = span(globex, project, NOW - timedelta(hours=3), input_cost_usd=0.25, **tree)
+    late = span(
+        globex, project, NOW - timedelta(minutes=30), input_cost_usd=0.125, status="error", **tree
+    )
+    rows = [root, inside, late]
+    explorer["write"](rows)
+    try:
+        window = FilterSpec(
+            relative=None, start=NOW - timedelta(hours=24), end=NOW - timedelta(hours=1)
+        )
+        (row,) = list_sessions(
+            explorer["engine"], admin_scope(globex), window, id_contains="edge-session", now=NOW
+        ).rows
+        df = pl.DataFrame(rows)
+        assert row["trace_count"] == df["trace_id"].n_unique() == 1
+        assert row["total_cost_usd"] == pytest.approx(df["total_cost_usd"].sum())
+        assert row["error_count"] == (df["status"] == "error").sum() == 1
+        assert row["first_seen"] == df["start_time"].min() == root["start_time"]
+        assert row["last_seen"] == df["end_time"].max() == late["end_time"]
+        # a window holding none of its spans (between the root and the rest) finds no session
+        before = window.replace(end=NOW - timedelta(hours=5), start=NOW - timedelta(hours=6))
+        assert not list_sessions(
+            explorer["engine"], admin_scope(globex), before, id_contains="edge-session", now=NOW
+        ).rows
+    finally:
+        explorer["remove"]([root["trace_id"]])

@@ -6,7 +6,10 @@ and Sessions and the live feed on the span store"):
 - `trace_id IN (SELECT trace_id FROM a_cte)` where the CTE looks up users or sessions (one
   session's traces, `get_session`): a set of traces that cannot depend on the row, on a column
   every copy holds alike. Not for a CTE of a whole window (the Sessions list's): the engine
-  computes the CTE again inside, which measured slower than reading the org's spans;
+  computes the CTE again inside, which measured slower than reading the org's spans. Nor a
+  `trace_id IN (SELECT trace_id FROM <db>.spans WHERE <scope, window>)` on the raw table (a
+  valid superset, tried for the Sessions list: slower too, as the engine runs the list now;
+  docs/scale.md, "The Sessions list's trees and the value lists over history");
 - a look-up of end users or sessions (`user_id`, `session_id` equal to or in bound values), which
   a later copy may change: still judged outside, on the newest copy, and narrowed inside to the
   traces holding any copy that passes (a superset: no span whose newest copy passes is lost),
