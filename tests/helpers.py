@@ -59,6 +59,18 @@ def span(org_id: int, project_id: int, start: datetime, **fields) -> dict:
     return complete_row(row, 16_000)
 
 
+def child_of(parent: dict, start: datetime, **fields) -> dict:
+    """A span below `parent`, in its trace, org and project."""
+    return span(
+        parent["org_id"],
+        parent["project_id"],
+        start,
+        trace_id=parent["trace_id"],
+        parent_span_id=parent["span_id"],
+        **fields,
+    )
+
+
 def write(engine, rows) -> int:
     return write_spans(engine, rows)
 

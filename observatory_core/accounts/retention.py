@@ -184,8 +184,7 @@ def _restamp(org_id: int, after: Retention):
         store = span_store()
         if store is None:
             return Saved(True)
-        stamp = restamp.Stamp(org_id, after.span_days or 0, after.projects)
-        return store, restamp.restamp(store, stamp)
+        return store, restamp.restamp(store, _stamp(org_id, after))
     except UserError as exc:  # unreachable, held by another process, a bad setting
         return Saved(
             True,
@@ -195,17 +194,21 @@ def _restamp(org_id: int, after: Retention):
         )
 
 
+def _stamp(org_id: int, retention: Retention):
+    """The org's span retention as the span store stamps it."""
+    from observatory_core.storage.clickhouse.restamp import Stamp
+
+    return Stamp(org_id, retention.span_days or 0, retention.projects)
+
+
 @contextmanager
 def org_stamp(engine: Engine, org_id: int) -> Iterator:
     """The org's current span retention as the span store stamps it, read while its row is
     held (an idle update: a row lock on PostgreSQL, the write lock on SQLite) until the block
     ends: a re-stamp sent in the block cannot overtake an admin's change being saved."""
-    from observatory_core.storage.clickhouse import restamp
-
     with engine.begin() as conn:
         conn.execute(update(orgs).where(orgs.c.id == org_id).values(id=orgs.c.id))
-        now = read(conn, org_id)
-        yield restamp.Stamp(org_id, now.span_days or 0, now.projects)
+        yield _stamp(org_id, read(conn, org_id))
 
 
 def _described(value: Retention) -> dict:

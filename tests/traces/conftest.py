@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+import polars as pl
 import pytest
 
 from observatory_core.ingest.spanrows import complete_row
@@ -191,6 +192,13 @@ def _span_store_copy(request, tmp_path_factory) -> dict:
             "remove_spans": partial(_remove_spans, None, store),
         }
     return copy
+
+
+def globex_project(explorer: dict) -> tuple[int, int]:
+    """The second org of the fixture and one of its projects: where a test writes spans of
+    its own (and takes them out again), away from acme's, which most tests read."""
+    globex = explorer["globex"]
+    return globex, explorer["df"].filter(pl.col("org_id") == globex)["project_id"][0]
 
 
 @pytest.fixture(scope="module", params=EXPLORER_STORES)

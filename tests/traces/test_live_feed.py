@@ -21,7 +21,7 @@ from observatory_core.storage.schema import export_jobs
 from tests.chdb_store import write_later_copy
 from tests.helpers import admin_scope, make_org, span
 from tests.reference import reference_ids
-from tests.traces.conftest import NOW
+from tests.traces.conftest import NOW, globex_project
 
 SINCE = NOW - timedelta(days=1)
 EVERY = FilterSpec()
@@ -91,8 +91,7 @@ def test_a_later_copy_of_a_span_is_listed_once_as_it_says(explorer, database):
     longer finds it; another org never sees it."""
     if explorer["store"] != "chdb":
         pytest.skip("only the span store keeps copies of a span")
-    globex = explorer["globex"]
-    project = explorer["df"].filter(pl.col("org_id") == globex)["project_id"][0]
+    globex, project = globex_project(explorer)
     call = span(globex, project, NOW - timedelta(minutes=5), model="gpt-4o")
     explorer["write"]([call])
     try:

@@ -12,9 +12,9 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import PermissionDenied, UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.traces.query import list_spans
-from tests.helpers import span
+from tests.helpers import child_of, span
 from tests.reference import reference_ids
-from tests.traces.conftest import MODELS, NOW, PROVIDERS, TAGS, TEXTS
+from tests.traces.conftest import MODELS, NOW, PROVIDERS, TAGS, TEXTS, globex_project
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -156,7 +156,6 @@ def check_traces(explorer, scope, spec, sort, direction="desc", limit=7) -> None
     """Traces mode walked page by page equals polars on the raw rows: the roots of the traces
     with a matching span, each once, in order, with their trees' totals (the scope's part of
     each tree), and the count."""
-    import polars as pl
 
     df = explorer["df"].filter(pl.col("org_id") == scope.org_id)
     if scope.project_ids is not None:
@@ -298,8 +297,7 @@ def test_tree_sorted_pages_stay_stable_while_a_listed_trace_grows(explorer, sort
 def test_a_trace_whose_cost_sums_in_another_order_is_listed_once(explorer):
     """Costs whose float sum depends on its order (0.1 + 0.2 + 0.03): the trace grows after the
     first page, its cost is then summed afresh, and it must keep its place, listed once."""
-    org = explorer["globex"]
-    project = explorer["df"].filter(pl.col("org_id") == org)["project_id"][0]
+    org, project = globex_project(explorer)
     at = NOW - timedelta(hours=2)
     alone = {"environment": "cost-order"}  # these traces only
     top = span(org, project, at, input_cost_usd=10.0, **alone)
@@ -307,15 +305,7 @@ def test_a_trace_whose_cost_sums_in_another_order_is_listed_once(explorer):
     root = span(org, project, at, input_cost_usd=0.1, **alone)
 
     def child(seconds: int, cost: float) -> dict:
-        return span(
-            org,
-            project,
-            at + timedelta(seconds=seconds),
-            trace_id=root["trace_id"],
-            parent_span_id=root["span_id"],
-            input_cost_usd=cost,
-            **alone,
-        )
+        return child_of(root, at + timedelta(seconds=seconds), input_cost_usd=cost, **alone)
 
     ours = {top["trace_id"], bottom["trace_id"], root["trace_id"]}
     explorer["write"]([top, bottom, root, child(1, 0.2)])

@@ -16,9 +16,9 @@ from observatory_core.traces.query import list_spans
 from observatory_core.traces.sessions import get_session, list_sessions
 from observatory_core.traces.users import list_users
 from tests.chdb_store import write_later_copy
-from tests.helpers import admin_scope, span
+from tests.helpers import admin_scope, child_of, span
 from tests.reference import reference_ids, reference_llm_calls
-from tests.traces.conftest import NOW
+from tests.traces.conftest import NOW, globex_project
 
 SPECS = [
     FilterSpec(relative="7d"),
@@ -252,19 +252,11 @@ def test_a_later_copy_of_a_span_counts_once_as_its_newest_copy(explorer):
     the newest copy says."""
     if explorer["store"] != "chdb":
         pytest.skip("only the span store keeps copies of a span")
-    globex = explorer["globex"]
-    project = explorer["df"].filter(pl.col("org_id") == globex)["project_id"][0]
+    globex, project = globex_project(explorer)
     common = {"session_id": "race-session", "model": "gpt-4o", "input_tokens": 10}
     root = span(globex, project, NOW - timedelta(hours=2), user_id="race-a", **common)
-    child = span(
-        globex,
-        project,
-        NOW - timedelta(hours=2),
-        trace_id=root["trace_id"],
-        parent_span_id=root["span_id"],
-        user_id="race-a",
-        input_cost_usd=0.25,
-        **common,
+    child = child_of(
+        root, NOW - timedelta(hours=2), user_id="race-a", input_cost_usd=0.25, **common
     )
     root["input_cost_usd"] = 0.5
     explorer["write"]([root, child])
@@ -310,8 +302,7 @@ def test_a_later_copy_of_a_span_counts_once_as_its_newest_copy(explorer):
 def test_a_twin_set_aside_counts_in_no_turn_and_names_none(explorer):
     """A root set aside as a twin (an SDK's wrapper of the library's own span): the turn counts
     its child alone and takes no name from it, as the trace totals do, on every store."""
-    globex = explorer["globex"]
-    project = explorer["df"].filter(pl.col("org_id") == globex)["project_id"][0]
+    globex, project = globex_project(explorer)
     root = span(
         globex,
         project,
@@ -322,12 +313,9 @@ def test_a_twin_set_aside_counts_in_no_turn_and_names_none(explorer):
         duplicate_of="f" * 16,
         duplicate_trace_id="f" * 32,
     )
-    child = span(
-        globex,
-        project,
+    child = child_of(
+        root,
         NOW - timedelta(hours=3),
-        trace_id=root["trace_id"],
-        parent_span_id=root["span_id"],
         name="library call",
         session_id="twin-session",
         input_cost_usd=0.25,
@@ -349,8 +337,7 @@ def test_a_twin_set_aside_counts_in_no_turn_and_names_none(explorer):
 def test_an_id_holding_wildcards_is_found_by_itself_alone(explorer):
     """`%`, `_` and a backslash in a user id are matched as written: each such id is found by
     its own text, and by nothing that only a wildcard would match, on every store."""
-    globex = explorer["globex"]
-    project = explorer["df"].filter(pl.col("org_id") == globex)["project_id"][0]
+    globex, project = globex_project(explorer)
     ids = ["lit-a_b", "lit-a%b", "lit-a\\b", "lit-axb"]
     rows = [span(globex, project, NOW - timedelta(hours=1), user_id=u, model="gpt-4o") for u in ids]
     explorer["write"](rows)
@@ -374,8 +361,7 @@ def test_a_sessions_traces_are_summed_whole_beyond_the_window(explorer):
     """A trace with a span of the session in the window, its root started before the window
     and a late span after it: the Sessions list finds the trace by the window, then sums its
     whole tree (every span, as polars sums the raw rows), not the window's spans alone."""
-    globex = explorer["globex"]
-    project = explorer["df"].filter(pl.col("org_id") == globex)["project_id"][0]
+    globex, project = globex_project(explorer)
     common = {"session_id": "edge-session", "model": "gpt-4o", "input_tokens": 10}
     root = span(globex, project, NOW - timedelta(hours=30), input_cost_usd=0.5, **common)
     tree = {"trace_id": root["trace_id"], "parent_span_id": root["span_id"], **common}

@@ -14,7 +14,7 @@ from observatory_core.base.errors import UserError
 from observatory_core.traces.values import CHOICE_COLUMNS, VALUE_DAYS, distinct_values
 from tests.chdb_store import write_later_copy
 from tests.helpers import admin_scope, span
-from tests.traces.conftest import NOW
+from tests.traces.conftest import NOW, globex_project
 
 LISTS = (*CHOICE_COLUMNS, "provider", "model", "environment")
 
@@ -64,8 +64,7 @@ def test_a_later_copy_of_a_span_is_the_one_listed(explorer):
     copy's values are offered (the older copy's would filter to nothing)."""
     if explorer["store"] != "chdb":
         pytest.skip("only the span store keeps copies of a span")
-    globex = explorer["globex"]
-    project = explorer["df"].filter(pl.col("org_id") == globex)["project_id"][0]
+    globex, project = globex_project(explorer)
     first = span(globex, project, NOW - timedelta(hours=1), model="older-copy-model")
     explorer["write"]([first])
     try:
@@ -87,8 +86,7 @@ def test_a_later_copy_of_a_span_is_the_one_listed(explorer):
 def test_the_lists_hold_the_last_value_days_days_only(explorer):
     """A model last used just before the lists' bound is not offered, one used just after it
     is, and the list is polars' over the spans since the bound (every store alike)."""
-    globex = explorer["globex"]
-    project = explorer["df"].filter(pl.col("org_id") == globex)["project_id"][0]
+    globex, project = globex_project(explorer)
     bound = NOW - timedelta(days=VALUE_DAYS)
     stale = span(globex, project, bound - timedelta(hours=1), model="stale-model")
     recent = span(globex, project, bound + timedelta(hours=1), model="recent-model")

@@ -26,7 +26,7 @@ from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
 
 DAYS = layout.RETAIN_DAYS
-WAIT_S = 600.0  # how long `wait=True` waits for a mutation before saying it goes on
+WAIT_S = 600.0  # how long `settle` waits for the mutations by default (the command line)
 
 
 @dataclass(frozen=True)
@@ -137,17 +137,17 @@ def settle(store: SpanStore, timeout_s: float = WAIT_S) -> bool:
     return True
 
 
-def restamp(store: SpanStore, stamp: Stamp, *, wait: bool = False) -> int:
+def restamp(store: SpanStore, stamp: Stamp) -> int:
     """Re-stamp the org's stored spans that differ from `stamp`; answers how many rows the
-    mutation rewrites (0: none, and no mutation). `wait` returns once the engine finished it
-    (else it goes on in the background). Raises `DatabaseUnavailable` on any store failure."""
+    mutation rewrites (0: none, and no mutation). The engine finishes it in the background
+    (`settle` waits for it). Raises `DatabaseUnavailable` on any store failure."""
     count = stale(store, [stamp]).get(stamp.org_id, 0)
     if count:
-        _mutate(store, stamp, wait)
+        _mutate(store, stamp)
     return count
 
 
-def _mutate(store: SpanStore, stamp: Stamp, wait: bool) -> None:
+def _mutate(store: SpanStore, stamp: Stamp) -> None:
     # parts written after the mutation is accepted are not touched: they were stamped by
     # the write (with settings at most a minute old: `reconcile` covers that minute)
     expr = stamp.sql()
@@ -155,7 +155,7 @@ def _mutate(store: SpanStore, stamp: Stamp, wait: bool) -> None:
         store.client.command(
             f"ALTER TABLE {store.table('spans')} UPDATE {DAYS} = {expr} "
             f"WHERE org_id = {int(stamp.org_id)} AND {DAYS} != {expr}",
-            settings={"mutations_sync": 1 if wait else 0},
+            settings={"mutations_sync": 0},  # sent, never waited on under a lock
         )
 
 
@@ -174,5 +174,5 @@ def reconcile(
     found = stale(store, stamps)
     for org_id in sorted(found):
         with current(org_id) as stamp:
-            _mutate(store, stamp, wait=False)
+            _mutate(store, stamp)
     return found

@@ -23,3 +23,26 @@ def demo_rows(count: int, *, seed: int = 7, days: float = 14) -> list[dict]:
     """Canonical span rows as the write path gets them (`complete_row`), of every demo org."""
     generator = DemoGenerator(ids=IDS, end=END, days=days, seed=seed, prices=PriceBook({}))
     return [complete_row(row, 16_000) for row in generator.spans(count)]
+
+
+def store_at_version(chdb_session, hint: str, version: int):
+    """A span store on a fresh database whose schema stopped at `version` (the migrations up to
+    it applied and recorded, none after): what an older release left, for upgrade tests.
+    Answers (url, store); the store is open without the newer versions."""
+    from observatory_core.storage.clickhouse import ddl
+    from observatory_core.storage.clickhouse.connect import open_span_store
+
+    url = chdb_session.url(chdb_session.fresh_name(hint))
+    store = open_span_store(url, apply_schema=False)
+    naming = ddl.Naming(store.database)
+    store.client.command(f"CREATE DATABASE IF NOT EXISTS {store.database}")
+    store.client.command(ddl._versions_table(naming))
+    for migration in ddl.MIGRATIONS[:version]:
+        for statement in migration.statements(naming):
+            store.client.command(statement)
+        store.client.insert(
+            store.table("schema_versions"),
+            [[migration.version, migration.name, datetime.now(UTC)]],
+            column_names=["version", "name", "applied_at"],
+        )
+    return url, store

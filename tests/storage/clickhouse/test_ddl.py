@@ -23,7 +23,7 @@ from observatory_core.storage.clickhouse.writes import write_spans
 from observatory_core.storage.dialect import latency_bin
 from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, spans
 from observatory_core.storage.stores.sqlite import sqlite_latency_bin
-from tests.storage.clickhouse.conftest import demo_rows
+from tests.storage.clickhouse.conftest import demo_rows, store_at_version
 
 
 def _tables(store) -> dict[str, tuple[str, str]]:
@@ -262,19 +262,7 @@ def test_a_store_made_at_version_2_gets_the_latency_bins_at_its_next_open(chdb_s
     from observatory_core.storage.clickhouse.connect import open_span_store
     from tests.helpers import admin_scope
 
-    url = chdb_session.url(chdb_session.fresh_name("version_2"))
-    store = open_span_store(url, apply_schema=False)
-    naming = ddl.Naming(store.database)
-    store.client.command(f"CREATE DATABASE IF NOT EXISTS {store.database}")
-    store.client.command(ddl._versions_table(naming))
-    for migration in ddl.MIGRATIONS[:2]:
-        for statement in migration.statements(naming):
-            store.client.command(statement)
-        store.client.insert(
-            store.table("schema_versions"),
-            [[migration.version, migration.name, datetime.now(UTC)]],
-            column_names=["version", "name", "applied_at"],
-        )
+    url, store = store_at_version(chdb_session, "version_2", 2)
     t0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
     template = {**demo_rows(1)[0], "operation": "chat", "llm_call": True}
 

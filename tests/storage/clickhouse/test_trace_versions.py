@@ -19,6 +19,7 @@ from observatory_core.storage.clickhouse.layout import NO_ROOT_YET
 from observatory_core.storage.clickhouse.writes import write_spans
 from observatory_core.traces.query import list_spans
 from tests.helpers import span
+from tests.storage.clickhouse.conftest import store_at_version
 
 CLUSTER = ddl.ddl_text("observatory", "obs_cluster")
 STATEMENTS = [s.strip() for s in CLUSTER.split(";\n") if s.strip()]
@@ -66,19 +67,7 @@ def _rows(org: int, trace: str, *children: int, root: bool = True) -> list[dict]
 
 
 def test_a_store_at_version_3_gets_the_trace_versions_at_its_next_open(chdb_session):
-    url = chdb_session.url(chdb_session.fresh_name("version_3"))
-    store = open_span_store(url, apply_schema=False)
-    naming = ddl.Naming(store.database)
-    store.client.command(f"CREATE DATABASE IF NOT EXISTS {store.database}")
-    store.client.command(ddl._versions_table(naming))
-    for migration in ddl.MIGRATIONS[:3]:
-        for statement in migration.statements(naming):
-            store.client.command(statement)
-        store.client.insert(
-            store.table("schema_versions"),
-            [[migration.version, migration.name, datetime.now(UTC)]],
-            column_names=["version", "name", "applied_at"],
-        )
+    url, store = store_at_version(chdb_session, "version_3", 3)
     org = 7
     done, grown, rootless = "a" * 32, "b" * 32, "c" * 32
     try:
