@@ -7,13 +7,16 @@ DATABASE_URL's."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import polars as pl
 import pytest
+from sqlalchemy import text
 from starlette.applications import Starlette
 
 from observatory_core.api import context
+from observatory_core.api import metrics as metrics_routes
 from observatory_core.api.app import api_mount
 from observatory_core.api.common import cache
 from observatory_core.api.ratelimit import RateLimiter
@@ -21,6 +24,7 @@ from observatory_core.base.settings import get_settings
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest.apikeys import create_key
 from observatory_core.ingest.spanrows import complete_row
+from observatory_core.metrics.folding import OTHER
 from observatory_core.storage.clickhouse.connect import open_span_store
 from observatory_core.storage.clickhouse.current import close_span_stores
 from observatory_core.storage.clickhouse.writes import write_spans
@@ -28,7 +32,7 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from tests.api.conftest import ApiClient
 from tests.chdb_store import copy_into_span_store, with_store_ids
-from tests.helpers import admin_scope, all_spans, make_org, span, write
+from tests.helpers import SLOW_SQL, admin_scope, all_spans, make_org, span, write
 from tests.metrics.reference import reference_metrics, reference_trace_metrics
 from tests.reference import reference_ids
 from tests.traces.conftest import NOW, build_rows
@@ -484,3 +488,71 @@ def test_the_live_pages_feed_reads_the_chosen_store(client, routed, monkeypatch)
     (feed,) = feeds
     assert [r["trace_id"] for r in feed.spans] == ([fresh["trace_id"]] if on_store else [])
     assert "exports" in feed.shown
+
+
+# Issue 25's limits hold on the span store too: a grouping past the cap is folded into
+# "(other)" by the engine (the parts add up to the whole), an answer past the cell cap is
+# refused with how to narrow it, and a read past its budget is stopped with a 503.
+
+
+def test_a_grouping_past_the_cap_is_folded_into_other_on_the_chosen_store(
+    client, routed, monkeypatch
+):
+    client, _, on_store = client
+    monkeypatch.setenv("OBSERVATORY_METRICS_MAX_GROUPS", "3")
+    get_settings.cache_clear()
+    got = client.get(
+        f"/metrics?bucket=none&tz=UTC&{SPAN_WINDOW}&series=request_count.count"
+        "&series=duration_ms.p99&group_by=model&group_by=user_id"
+    )
+    assert got.status_code == 200, got.text
+    data = got.json()["data"]
+    series = ("request_count.count",)
+    keys = ("model", "user_id")
+    want = reference_metrics(routed["sql_df"], FORTNIGHT, NOW, routed["acme"], series, keys, None)
+    extra = 1 if on_store else 0  # the LLM call only the span store holds, a group of its own
+    rows = data["rows"]
+    assert len(rows) == 4 and sum(r["model"] == OTHER for r in rows) == 1
+    assert data["folded_groups"] == want.height + extra - 3
+    assert sum(r["request_count.count"] for r in rows) == want["request_count.count"].sum() + extra
+
+
+def test_an_answer_past_the_cell_cap_is_refused_on_the_chosen_store(client, monkeypatch):
+    client, _, _ = client
+    monkeypatch.setenv("OBSERVATORY_METRICS_MAX_CELLS", "100")
+    get_settings.cache_clear()
+    got = client.get(
+        f"/metrics?bucket=1hour&{SPAN_WINDOW}&series=request_count.count&group_by=model"
+    )
+    assert got.status_code == 400, got.text
+    assert "Narrow it" in got.json()["error"]["message"]
+
+
+# a statement the engine runs for 6 s unless stopped (ClickHouse's sleep is per row, at most 3 s)
+STORE_SLOW = "SELECT sum(sleepEachRow(0.2)) FROM numbers(30) SETTINGS max_block_size = 1"
+
+
+def test_a_read_past_its_budget_answers_503_on_the_chosen_store(client, monkeypatch):
+    """The request's budget reaches the span store's engine (max_execution_time, at least a
+    second): stopped, answered 503 with Retry-After within the budget and a second (the
+    engine's own rounding), and the next request is answered."""
+    client, _, on_store = client
+    monkeypatch.setenv("OBSERVATORY_READ_BUDGET_S", "1")
+    get_settings.cache_clear()
+    real = metrics_routes.run_metrics
+
+    def slow(engine, *_args, **_kwargs):
+        with engine.connect() as conn:
+            conn.execute(text(STORE_SLOW if on_store else SLOW_SQL["sqlite"]))
+
+    monkeypatch.setattr(metrics_routes, "run_metrics", slow)
+    started = time.monotonic()
+    got = client.get(f"/metrics?series=request_count.count&{SPAN_WINDOW}")
+    elapsed = time.monotonic() - started
+    assert got.status_code == 503, got.text
+    assert got.json()["error"]["code"] == "timeout" and got.headers["Retry-After"]
+    assert elapsed < 1 + 1 + 1, f"answered after {elapsed:.1f} s"
+    monkeypatch.setattr(metrics_routes, "run_metrics", real)
+    monkeypatch.delenv("OBSERVATORY_READ_BUDGET_S")
+    get_settings.cache_clear()
+    assert client.get(f"/metrics?series=request_count.count&{SPAN_WINDOW}").status_code == 200
