@@ -25,7 +25,10 @@ def _ms(e: dict) -> str:
 
 
 def _ingest(e: dict) -> str:
-    return f"{fmt(e['rows_per_s'], 0)} spans/s, p99 {fmt(e.get('p99_ms'), 0)} ms"
+    return (
+        f"{fmt(e['rows_per_s'], 0)} spans/s, p99 {fmt(e.get('p99_ms'), 0)} ms, "
+        f"server {fmt(e['peak_rss_mb'], 0)} MB"
+    )
 
 
 def _insert(e: dict) -> str:
@@ -88,11 +91,12 @@ def side_by_side_section(entries: list[dict], measured_at: str | None) -> list[s
         "DATABASE_URL on SQLite beside it; PostgreSQL: the main case's database. OTLP ingest: "
         "`bench/clickhouse_ingest_case.py` (the real server, chDB into an empty store) and "
         "`bench/ingest_case.py` (PostgreSQL holding this size), each beside its store's plain "
-        "insert of the same rows. Peak RSS: the reading process's (reads, export, alerts; the "
-        "load ran in a process of its own). 'Same answer': the rows of each page (their ids in "
-        "order; the errors by cost, all costing 0, by their sort values), the series' requests "
-        "and cost, the Overview's requests, traces and tokens, the export's rows and the alert "
-        "cycle's rules and groups are equal on both stores.",
+        "insert of the same rows, with the server's peak RSS. The other peak RSS: the reading "
+        "process's (reads, export, alerts; the load ran in a process of its own). 'Same "
+        "answer': the rows of each page (their ids in order; the errors by cost, all costing 0, "
+        "by their sort values), the series' requests and cost, the Overview's requests, traces "
+        "and tokens, the export's rows and the alert cycle's rules and groups are equal on both "
+        "stores (both hold the main case's 50-span trace).",
         "",
         f"| operation | target | {head} | same answer |",
         "| --- | --- |" + " ---: |" * len(columns) + " --- |",
