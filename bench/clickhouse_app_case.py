@@ -24,7 +24,9 @@ DATABASE_URL (orgs, export jobs, alert rules) and the chDB span store, loaded by
 with `OBSERVATORY_SPAN_STORE` set (the app's ingest path, in a child process whose figure is
 `clickhouse_app_demo_load`) unless `--reuse` finds it loaded. `--store postgresql`: the main
 case's database of this size (or `--url`), never built here; the case adds its 100 alert
-rules (as bench/alerts_case.py leaves them) and replaces its export jobs.
+rules (as bench/alerts_case.py leaves them), replaces its export jobs, and writes the main
+case's 50-span trace if it lacks it (a database made by `build_database` alone);
+`--reads-only` writes nothing.
 
     PYTHONPATH=. .venv/bin/python -m bench.clickhouse_app_case --store chdb --size 1000000
     PYTHONPATH=. .venv/bin/python -m bench.clickhouse_app_case --store postgresql --size 1000000
@@ -323,7 +325,11 @@ def main() -> None:
             trace = conn.execute(
                 text("SELECT count(*) FROM spans WHERE trace_id = :t"), {"t": TRACE}
             ).scalar()
-        if not trace:  # the chDB folder holds it: the checks of the last 24 hours would differ
+        # the chDB folder holds it: without it the checks of the last 24 hours would differ
+        if not trace and not args.reads_only:  # a database built by build_database alone
+            write_trace(engine, spans_in_trace=50)
+            spans += 50
+        elif not trace:
             print(
                 "warning: the database lacks the main case's 50-span trace (bench.case's "
                 "write_trace); the checks of the last 24 hours will differ by its spans",
@@ -340,7 +346,7 @@ def main() -> None:
                 "rows_per_s": None,
                 "rows": pg_disk_bytes_per_span(engine),
                 "tables": list(PG_SPAN_TABLES),
-                "main_case_trace": bool(trace),
+                "main_case_trace": "added" if not trace and not args.reads_only else bool(trace),
                 "peak_rss_mb": None,
             }
         )
