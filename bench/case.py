@@ -141,6 +141,62 @@ def write_trace(engine, spans_in_trace: int) -> str:
     return trace_id
 
 
+def read_ops(engine, scope: Scope, big_trace: str) -> dict[str, Callable[[], object]]:
+    """The reads the pages and the API make, by operation name, through the app's own code
+    (`engine` is the one spans are read from: DATABASE_URL's, or the span store's)."""
+    day = timedelta(hours=24)
+    last_day = FilterSpec(relative="24h")
+    week_errors = FilterSpec(relative="7d", statuses=("error",))
+    model_month = FilterSpec(
+        relative="30d", models=("claude-sonnet-4-5",), environments=("production",)
+    )
+    hourly = MetricQuery(
+        series=("request_count.count", "duration_ms.avg", "duration_ms.p95", "total_cost.sum"),
+        filters=FilterSpec(relative="30d"),
+        bucket="1hour",
+        group_by=("model",),
+    )
+    return {
+        "home_summary": lambda: home_summary(engine, scope, now=END),
+        "home_period_stats_24h": lambda: period_stats(engine, scope, END - day, END),
+        "home_requests_per_hour_24h": lambda: requests_per_hour(engine, scope, END - day, END),
+        "explorer_first_page_24h_by_time": lambda: list_spans(engine, scope, last_day, now=END),
+        "explorer_first_page_7d_errors_by_cost": lambda: list_spans(
+            engine, scope, week_errors, sort="total_cost_usd", now=END
+        ),
+        "explorer_first_page_30d_model_env_by_duration": lambda: list_spans(
+            engine, scope, model_month, sort="duration_ms", now=END
+        ),
+        "explorer_first_page_7d_model_by_time": lambda: list_spans(
+            engine, scope, FilterSpec(relative="7d", models=("gpt-4o",)), now=END
+        ),
+        "explorer_first_page_traces_24h_by_time": lambda: list_spans(
+            engine, scope, last_day, mode="traces", now=END
+        ),
+        "explorer_first_page_traces_24h_by_tree_cost": lambda: list_spans(
+            engine, scope, last_day, mode="traces", sort="total_cost_usd", now=END
+        ),
+        "explorer_search_all_time": lambda: list_spans(
+            engine, scope, FilterSpec(relative=None, search="refund"), now=END
+        ),
+        "explorer_search_30d_phrase": lambda: list_spans(
+            engine, scope, FilterSpec(relative="30d", search="rate limits"), now=END
+        ),
+        "explorer_open_50_span_trace": lambda: get_trace(engine, scope, big_trace),
+        # "now" a few minutes past the hour, as for a real user: the range has ragged edges
+        "metrics_30d_hourly_by_model": lambda: run_metrics(engine, scope, hourly, now=LATE),
+        "metrics_30d_hourly_by_model_raw": lambda: run_metrics(
+            engine, scope, hourly, now=LATE, force="raw"
+        ),
+        "overview_7d_with_comparison": lambda: period_overview(
+            engine, scope, FilterSpec(relative="7d"), now=LATE
+        ),
+        "overview_7d_with_comparison_raw": lambda: period_overview(
+            engine, scope, FilterSpec(relative="7d"), now=LATE, force="raw"
+        ),
+    }
+
+
 def build_database(db: str, size: int, folder: str = "bench/data"):
     """A fresh database of `size` demo spans, vacuumed and analysed: what every case measures."""
     engine = get_engine(fresh_url(db, size, folder))
@@ -188,56 +244,7 @@ def main() -> None:
     scope = Scope(org_id=1, role=Role.ADMIN)
     day = timedelta(hours=24)
     big_trace = write_trace(engine, spans_in_trace=50)
-    last_day = FilterSpec(relative="24h")
-    week_errors = FilterSpec(relative="7d", statuses=("error",))
-    model_month = FilterSpec(
-        relative="30d", models=("claude-sonnet-4-5",), environments=("production",)
-    )
-    hourly = MetricQuery(
-        series=("request_count.count", "duration_ms.avg", "duration_ms.p95", "total_cost.sum"),
-        filters=FilterSpec(relative="30d"),
-        bucket="1hour",
-        group_by=("model",),
-    )
-    ops = {
-        "home_summary": lambda: home_summary(engine, scope, now=END),
-        "home_period_stats_24h": lambda: period_stats(engine, scope, END - day, END),
-        "home_requests_per_hour_24h": lambda: requests_per_hour(engine, scope, END - day, END),
-        "explorer_first_page_24h_by_time": lambda: list_spans(engine, scope, last_day, now=END),
-        "explorer_first_page_7d_errors_by_cost": lambda: list_spans(
-            engine, scope, week_errors, sort="total_cost_usd", now=END
-        ),
-        "explorer_first_page_30d_model_env_by_duration": lambda: list_spans(
-            engine, scope, model_month, sort="duration_ms", now=END
-        ),
-        "explorer_first_page_7d_model_by_time": lambda: list_spans(
-            engine, scope, FilterSpec(relative="7d", models=("gpt-4o",)), now=END
-        ),
-        "explorer_first_page_traces_24h_by_time": lambda: list_spans(
-            engine, scope, last_day, mode="traces", now=END
-        ),
-        "explorer_first_page_traces_24h_by_tree_cost": lambda: list_spans(
-            engine, scope, last_day, mode="traces", sort="total_cost_usd", now=END
-        ),
-        "explorer_search_all_time": lambda: list_spans(
-            engine, scope, FilterSpec(relative=None, search="refund"), now=END
-        ),
-        "explorer_search_30d_phrase": lambda: list_spans(
-            engine, scope, FilterSpec(relative="30d", search="rate limits"), now=END
-        ),
-        "explorer_open_50_span_trace": lambda: get_trace(engine, scope, big_trace),
-        # "now" a few minutes past the hour, as for a real user: the range has ragged edges
-        "metrics_30d_hourly_by_model": lambda: run_metrics(engine, scope, hourly, now=LATE),
-        "metrics_30d_hourly_by_model_raw": lambda: run_metrics(
-            engine, scope, hourly, now=LATE, force="raw"
-        ),
-        "overview_7d_with_comparison": lambda: period_overview(
-            engine, scope, FilterSpec(relative="7d"), now=LATE
-        ),
-        "overview_7d_with_comparison_raw": lambda: period_overview(
-            engine, scope, FilterSpec(relative="7d"), now=LATE, force="raw"
-        ),
-    }
+    ops = read_ops(engine, scope, big_trace)
     rows_in_window = period_stats(engine, scope, END - day, END).requests
     # The process as server.py runs it: freed memory kept, start-up objects out of the collector's
     # sight (the timings are of the calls the server makes, not of a cold interpreter).

@@ -9,7 +9,8 @@ The figure is stored spans per second (a 200 means written) and the request late
 percentiles. The baseline then maps the same requests in this process (the receiver's mapping)
 and writes their rows with `storage/clickhouse/writes.write_spans` (the stored-span check, the
 insert, the views) into a fresh folder in batches of 50,000: what the store alone takes. The
-1-minute load average is recorded at the start and the end of each.
+1-minute load average is recorded at the start and the end of each, and the server's peak RSS
+(sampled every 20 ms while the clients post).
 
     PYTHONPATH=. .venv/bin/python -m bench.clickhouse_ingest_case [--seconds 30] > out.json
 """
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
 
+    from bench.grid_case import RssWatch, _server_process
     from tests.live_server import running_server
 
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent / "data") as tmp:
@@ -92,7 +94,9 @@ def main() -> None:
             OBSERVATORY_SPAN_STORE=f"chdb://{folder}/spans",
         ) as base:
             port = int(base.rsplit(":", 1)[1])
+            rss = RssWatch(_server_process(port))  # the server's, sampled every 20 ms
             results, elapsed = run_clients(port, key, bodies, args.seconds, warm_seconds=60)
+            rss.stop()
         load_end = _load()
         done = [r for rs in results for r in rs]
         ok = sorted(latency for status, latency in done if status == 200)
@@ -122,6 +126,7 @@ def main() -> None:
                     "refused": len(done) - len(ok),
                     "seconds": round(elapsed, 1),
                     "load_1min": [load_start, load_end],
+                    "peak_rss_mb": rss.peak / 2**20,
                 },
                 {
                     **common,

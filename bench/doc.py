@@ -19,6 +19,8 @@ def fmt(value, digits=1) -> str:
 
 
 def write_doc(entries: list[dict], meta: dict) -> None:
+    from bench.doc_side_by_side import side_by_side_section  # it formats with `fmt` above
+
     lines = [
         "# Benchmarks",
         "",
@@ -37,7 +39,12 @@ def write_doc(entries: list[dict], meta: dict) -> None:
     grid = [e for e in entries if e["operation"].startswith("grid_")]
     sketch = [e for e in entries if e["operation"].startswith("sketch_")]
     clickhouse = [e for e in entries if e["operation"].startswith(FAMILIES["clickhouse"])]
-    entries = [e for e in entries if e not in grid and e not in sketch and e not in clickhouse]
+    # issue 17's figures side by side have a table of their own
+    app = [e for e in clickhouse if e["operation"].startswith("clickhouse_app_")]
+    clickhouse = [e for e in clickhouse if e not in app]
+    entries = [
+        e for e in entries if e not in grid and e not in sketch and e not in clickhouse + app
+    ]
     for e in sorted(entries, key=lambda e: (e["operation"], e["database"], e["size"])):
         lines.append(
             f"| {e['operation']} | {e['database']} | {e['size']:,} | {fmt(e['median_ms'])} | "
@@ -131,6 +138,7 @@ def write_doc(entries: list[dict], meta: dict) -> None:
         "deletion; results.json checks every span it wrote is stored.",
         "",
         *sketch_section(sketch, meta.get("sketch_measured_at")),
+        *side_by_side_section(app + clickhouse + entries, meta.get("clickhouse_measured_at")),
         *clickhouse_section(clickhouse, meta.get("clickhouse_measured_at")),
         *grid_section(grid),
     ]

@@ -26,37 +26,54 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.schema import audit_log, export_jobs
 
 
+def export_once(engine, org_id: int = 1) -> dict:
+    """One CSV.gz export of every span of `org_id` through the export job code (made, claimed
+    and run as the worker runs it; the rows read where `span_reads` says): its seconds, rows
+    and file size. The database's earlier jobs and audit rows are deleted first, so the job
+    claimed is this one."""
+    with engine.begin() as conn:
+        conn.execute(delete(export_jobs))
+        conn.execute(delete(audit_log))
+    scope = Scope(org_id=org_id, role=Role.ADMIN, username="bench")
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-export-"))
+    try:
+        job = create_export(
+            engine,
+            scope,
+            FilterSpec(relative=None),
+            fmt="csv",
+            compression="gzip",
+            now=datetime.now(UTC),
+        )
+        config = WorkerConfig(export_dir=out_dir)
+        claimed = claim_next(engine, config)
+        started = time.perf_counter()
+        status = run_job(engine, claimed, config)
+        seconds = time.perf_counter() - started
+        with engine.connect() as conn:
+            done = (
+                conn.execute(export_jobs.select().where(export_jobs.c.id == job["id"]))
+                .mappings()
+                .one()
+            )
+    finally:
+        for f in out_dir.iterdir():
+            f.unlink()
+        out_dir.rmdir()
+    assert status == "completed", done["error_message"]
+    return {"seconds": seconds, "rows": done["rows_written"], "file_size": done["file_size"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--size", type=int, required=True)
     args = parser.parse_args()
     engine = get_engine(args.url)
-    with engine.begin() as conn:
-        conn.execute(delete(export_jobs))
-        conn.execute(delete(audit_log))
-    scope = Scope(org_id=1, role=Role.ADMIN, username="bench")
-    out_dir = Path(tempfile.mkdtemp(prefix="bench-export-"))
-    job = create_export(
-        engine,
-        scope,
-        FilterSpec(relative=None),
-        fmt="csv",
-        compression="gzip",
-        now=datetime.now(UTC),
-    )
-    config = WorkerConfig(export_dir=out_dir)
-    claimed = claim_next(engine, config)
-    started = time.perf_counter()
-    status = run_job(engine, claimed, config)
-    seconds = time.perf_counter() - started
-    with engine.connect() as conn:
-        done = (
-            conn.execute(export_jobs.select().where(export_jobs.c.id == job["id"])).mappings().one()
-        )
-    assert status == "completed", done["error_message"]
+    export = export_once(engine)
+    seconds = export["seconds"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rows = done["rows_written"]
+    rows = export["rows"]
     # Baseline: the database's own COPY of the same rows and columns, piped through gzip.
     db = args.url.rsplit("/", 1)[1]
     cols = ", ".join(EXPORT_DEFAULT_FIELDS)
@@ -82,7 +99,7 @@ def main() -> None:
                     "p95_ms": seconds * 1000,
                     "rows_per_s": rows / seconds,
                     "peak_rss_mb": rss,
-                    "file_mb": done["file_size"] / 2**20,
+                    "file_mb": export["file_size"] / 2**20,
                 },
                 {
                     **base,
@@ -96,9 +113,6 @@ def main() -> None:
             ]
         )
     )
-    for f in out_dir.iterdir():
-        f.unlink()
-    out_dir.rmdir()
 
 
 if __name__ == "__main__":

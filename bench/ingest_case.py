@@ -231,6 +231,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
 
+    from bench.grid_case import RssWatch, _server_process
     from tests.live_server import running_server
 
     _ensure_database(args.url)
@@ -252,7 +253,9 @@ def main() -> None:
         running_server(args.url, Path(tmp), OBSERVATORY_EMBEDDED_WORKER="0") as base,
     ):
         port = int(base.rsplit(":", 1)[1])
+        rss = RssWatch(_server_process(port))  # the server's, sampled every 20 ms
         results, elapsed = run_clients(port, key, bodies, args.seconds, warm_seconds=30)
+        rss.stop()
     done = [r for rs in results for r in rs]
     ok = [latency for status, latency in done if status == 200]
     refused = len(done) - len(ok)
@@ -277,6 +280,7 @@ def main() -> None:
                     "rows_per_s": rate,
                     "requests": len(ok),
                     "refused": refused,
+                    "peak_rss_mb": rss.peak / 2**20,
                 },
                 {
                     **entry,

@@ -69,6 +69,35 @@ def run_grid(db: str, size: int) -> list[dict]:
     )
 
 
+def run_clickhouse_app(dbs: list[str], sizes: list[int]) -> list[dict]:
+    """Issue 17's figures through the app's code (`bench/clickhouse_app_case.py`): on chDB at
+    each of BENCH_CHDB_SIZES (default the largest size; "1000000,10000000" for the issue's
+    10M), and on the main case's PostgreSQL database of the largest size."""
+    chdb_sizes = os.environ.get("BENCH_CHDB_SIZES", str(max(sizes))).split(",")
+    out = [
+        e
+        for size in map(int, chdb_sizes)
+        for e in _run(
+            f"the app on chdb with {size:,} spans",
+            "bench.clickhouse_app_case",
+            "--store",
+            "chdb",
+            "--size",
+            str(size),
+        )
+    ]
+    if "postgresql" in dbs:
+        out += _run(
+            f"the app on postgresql with {max(sizes):,} spans",
+            "bench.clickhouse_app_case",
+            "--store",
+            "postgresql",
+            "--size",
+            str(max(sizes)),
+        )
+    return out
+
+
 def main() -> None:
     sizes = [int(s) for s in os.environ.get("BENCH_SIZES", "100000,1000000").split(",")]
     dbs = os.environ.get("BENCH_DATABASES", "sqlite,postgresql").split(",")
@@ -179,6 +208,8 @@ def main() -> None:
             "--size",
             str(max(sizes)),
         )
+        entries += run_clickhouse_app(dbs, sizes)
+        entries += _run("OTLP ingest into chdb", "bench.clickhouse_ingest_case")
         if "postgresql" in dbs:  # migrate-spans from the main case's database (read-only)
             entries += _run(
                 f"migrate-spans from postgresql into chdb with {max(sizes):,} spans",

@@ -1,0 +1,362 @@
+"""Issue 17's figures through the app's own code, on the chDB span store and on PostgreSQL, so
+docs/benchmarks.md can show them side by side (`BENCH_ONLY=clickhouse`, bench/run.py).
+
+One store per process (peak RSS is that store's reading process; chDB holds one folder per
+process). The same reads on both, for the demo org (acme), at the demo data's end
+(`bench.case.END`; "now" 17 minutes past it for the metrics and the Overview):
+
+- the explorer's first pages in spans and traces mode, the text searches, a 50-span trace
+  opened, the Metrics page's 30-day hourly series by model, the Overview's 7 days with the 7
+  before (`bench.case.read_ops`: what the pages' loaders and the API call, given the engine
+  `storage/span_reads.py` gives them);
+- an export of every span of the org to CSV.gz through the export job code
+  (`bench.export_case.export_once`: made, claimed and run as the worker does);
+- one evaluation cycle of 100 alert rules (`bench.alerts_case`), the rules in DATABASE_URL,
+  their series read from the span store (as `alerts/loops.alert_round` does);
+- bytes on disk per span (spans, trace totals and rollups, indexes included on PostgreSQL).
+
+Each figure carries a `check` (rows on a page, the series' and the Overview's request counts
+and cost, the export's rows, the alert groups) that must be equal on both stores for the same
+data: the demo generator is seeded, and both hold the main case's 50-span trace.
+
+`--store chdb`: a folder of its own, bench/data/clickhouse_app_<size>, holding the SQLite
+DATABASE_URL (orgs, export jobs, alert rules) and the chDB span store, loaded by `load_demo`
+with `OBSERVATORY_SPAN_STORE` set (the app's ingest path, in a child process whose figure is
+`clickhouse_app_demo_load`) unless `--reuse` finds it loaded. `--store postgresql`: the main
+case's database of this size (or `--url`), never built here; the case adds its 100 alert
+rules (as bench/alerts_case.py leaves them), replaces its export jobs, and writes the main
+case's 50-span trace if it lacks it (a database made by `build_database` alone);
+`--reads-only` writes nothing.
+
+    PYTHONPATH=. .venv/bin/python -m bench.clickhouse_app_case --store chdb --size 1000000
+    PYTHONPATH=. .venv/bin/python -m bench.clickhouse_app_case --store postgresql --size 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import select, text
+
+from bench.alerts_case import cycles, make_rules
+from bench.case import END, median_p95, peak_rss_mb, read_ops, timed, write_trace
+from bench.clickhouse_case import disk_bytes
+from bench.export_case import export_once
+from bench.grid_case import _spans_in, database_url
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.base.settings import get_settings
+from observatory_core.demo.load import load_demo
+from observatory_core.runtime.allocator import keep_freed_memory
+from observatory_core.storage.clickhouse.current import close_span_stores, span_store
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.migrate import upgrade
+from observatory_core.storage.schema import orgs
+from observatory_core.storage.span_reads import span_reads
+
+PREFIX = "clickhouse_app_"
+TRACE = "b" * 32  # the main case's 50-span trace (`bench.case.write_trace`)
+READS = (
+    "explorer_first_page_24h_by_time",
+    "explorer_first_page_7d_errors_by_cost",
+    "explorer_first_page_30d_model_env_by_duration",
+    "explorer_first_page_7d_model_by_time",
+    "explorer_first_page_traces_24h_by_time",
+    "explorer_first_page_traces_24h_by_tree_cost",
+    "explorer_search_all_time",
+    "explorer_search_30d_phrase",
+    "explorer_open_50_span_trace",
+    "metrics_30d_hourly_by_model",
+    "overview_7d_with_comparison",
+)
+# Pages whose sort key ties across the page (every error of the demo costs 0): their order among
+# ties follows each store's span id (a sequence; a hash on the span store), so the check is of
+# the sort values.
+TIED = {"explorer_first_page_7d_errors_by_cost": "total_cost_usd"}
+SPAN_TABLES = ("spans", "trace_totals", "rollup_1min", "rollup_1hour", "rollup_1day")
+PG_SPAN_TABLES = (*SPAN_TABLES, "rollup_actors_1hour", "rollup_actors_1day")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_1min() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def check_of(name: str, answer) -> object:
+    """What must be equal on both stores for the same data: a page's rows (a digest of their
+    ids in order), a trace's spans, the series' request count and cost, the Overview's
+    requests, traces and tokens."""
+    if name.startswith("explorer_open"):
+        return len(answer.spans) if answer else None
+    if name.startswith("explorer_"):  # the page's spans (traces), in order
+        ids = "\n".join(
+            str(r.get(TIED[name])) if name in TIED else f"{r.get('trace_id')}:{r.get('span_id')}"
+            for r in answer.rows
+        )
+        return [len(answer.rows), hashlib.sha1(ids.encode()).hexdigest()[:12]]
+    if name.startswith("metrics_"):
+        frame = answer.frame
+        return [int(frame["request_count.count"].sum()), round(frame["total_cost.sum"].sum(), 4)]
+    if name.startswith("overview_"):
+        shown = ("requests", "traces", "tokens")
+        return {k.key: [k.current, k.previous] for k in answer.kpis if k.key in shown}
+    return None
+
+
+def chdb_folder(folder: str, size: int) -> Path:
+    return (ROOT / folder / f"clickhouse_app_{size}").resolve()
+
+
+def _use_store(path: Path) -> str:
+    """DATABASE_URL's URL in `path`, with the span store set for this process (before any
+    setting is read)."""
+    os.environ["OBSERVATORY_SPAN_STORE"] = f"chdb://{path / 'spans'}"
+    get_settings.cache_clear()
+    return f"sqlite:///{path / 'observatory.db'}"
+
+
+def load_chdb(folder: str, size: int) -> list[dict]:
+    """The child process: the demo loaded through the app's ingest path into a fresh folder,
+    the main case's 50-span trace added; the load's figure and the bytes on disk per span."""
+    path = chdb_folder(folder, size)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    engine = get_engine(_use_store(path))
+    upgrade(engine)
+    load_start = _load_1min()
+    report = load_demo(engine, spans=size, days=30, seed=7, end=END)
+    load_end = _load_1min()
+    write_trace(engine, spans_in_trace=50)
+    store = span_store()
+    written = report.spans + 50
+    tables = ", ".join(f"'{t}'" for t in SPAN_TABLES)
+    per_span = disk_bytes(store, tables) / written
+    close_span_stores()
+    (path / "loaded.json").write_text(json.dumps({"spans": written}))
+    base = {"database": "chdb", "size": size, "spans": written, "peak_rss_mb": peak_rss_mb()}
+    return [
+        {
+            **base,
+            "operation": f"{PREFIX}demo_load",
+            "median_ms": report.seconds * 1000,
+            "p95_ms": report.seconds * 1000,
+            "rows_per_s": report.rate,
+            "rows": report.spans,
+            "runs": 1,
+            "load_1min": [load_start, load_end],
+        },
+        {
+            **base,
+            "operation": f"{PREFIX}disk_bytes_per_span",
+            "median_ms": None,
+            "p95_ms": None,
+            "rows_per_s": None,
+            "rows": per_span,
+            "tables": list(SPAN_TABLES),
+        },
+    ]
+
+
+def pg_disk_bytes_per_span(engine) -> float:
+    """Bytes of the span tables (indexes and TOAST included) per span held."""
+    with engine.connect() as conn:
+        total = conn.execute(
+            text(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.relname = ANY(:t)"
+            ),
+            {"t": list(PG_SPAN_TABLES)},
+        ).scalar()
+        spans = conn.exec_driver_sql("SELECT count(*) FROM spans").scalar()
+    return int(total) / spans
+
+
+def pg_url(url: str | None, size: int, folder: str) -> str:
+    """The PostgreSQL database to read: `--url`, else the main case's of this size, which must
+    exist (this case never builds one)."""
+    url = url or database_url("postgresql", size, folder)
+    if (
+        url == database_url("postgresql", size, folder)
+        and _spans_in(url, "postgresql", size, folder) is None
+    ):
+        sys.exit(f"No PostgreSQL bench database with {size:,} spans: run the main case first.")
+    return url
+
+
+def measure(
+    engine, reads, db: str, size: int, spans: int, runs: int, writes: bool = True
+) -> list[dict]:
+    """The reads, the export and the alert cycle (without `writes`, the reads alone: nothing
+    written to `engine`), timed in this process; `size` is the size asked for (the doc's
+    column), `spans` how many the store holds."""
+    with engine.connect() as conn:
+        org_id = conn.execute(select(orgs.c.id).where(orgs.c.slug == "acme")).scalar_one()
+    scope = Scope(org_id=org_id, role=Role.ADMIN)
+    ops = read_ops(reads, scope, TRACE)
+    base = {"database": db, "size": size, "spans": spans}
+    out = []
+    # As server.py runs its process (bench/case.py): freed memory kept, start-up objects frozen.
+    keep_freed_memory()
+    gc.collect()
+    gc.freeze()
+    load_start = _load_1min()
+    for name in READS:
+        median, p95 = timed(ops[name], runs)
+        out.append(
+            {
+                **base,
+                "operation": f"{PREFIX}{name}",
+                "median_ms": median,
+                "p95_ms": p95,
+                "rows_per_s": None,
+                "runs": runs,
+                "check": check_of(name, ops[name]()),
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    if not writes:
+        return _with_load(out, load_start)
+    export = export_once(engine, org_id)
+    out.append(
+        {
+            **base,
+            "operation": f"{PREFIX}export_csv_gzip",
+            "median_ms": export["seconds"] * 1000,
+            "p95_ms": export["seconds"] * 1000,
+            "rows_per_s": export["rows"] / export["seconds"],
+            "rows": export["rows"],
+            "runs": 1,
+            "check": export["rows"],
+            "file_mb": export["file_size"] / 2**20,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+    )
+    make_rules(engine, org_id, 100)
+    alert_runs = max(3, runs // 3)
+    seconds, report = cycles(engine, alert_runs, spans=reads)
+    median, p95 = median_p95(seconds)
+    out.append(
+        {
+            **base,
+            "operation": f"{PREFIX}alerts_cycle_100_rules",
+            "median_ms": median,
+            "p95_ms": p95,
+            "rows_per_s": None,
+            "runs": alert_runs,
+            "queries_per_cycle": report.queries,
+            "check": [report.rules, report.groups],
+            "peak_rss_mb": peak_rss_mb(),
+        }
+    )
+    return _with_load(out, load_start)
+
+
+def _with_load(out: list[dict], load_start: float) -> list[dict]:
+    """The figures with the 1-minute load average at their start and end."""
+    load_end = _load_1min()
+    for e in out:
+        e["load_1min"] = [load_start, load_end]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store", choices=["chdb", "postgresql"], required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--folder", default="bench/data")
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--url", help="postgresql: the database to read (default: the main case's)")
+    parser.add_argument("--reuse", action="store_true", help="chdb: keep a folder already loaded")
+    parser.add_argument(
+        "--reads-only",
+        action="store_true",
+        help="no export and no alert rules: nothing written to the database (to check a "
+        "database one may only read)",
+    )
+    parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    out: list[dict] = []
+    if args.store == "chdb":
+        if args.load_only:
+            print(json.dumps(load_chdb(args.folder, args.size)))
+            return
+        path = chdb_folder(args.folder, args.size)
+        if not (args.reuse and (path / "loaded.json").exists()):
+            # a process of its own: the reading process's peak RSS is then the reads' alone
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.clickhouse_app_case",
+                    "--store",
+                    "chdb",
+                    "--size",
+                    str(args.size),
+                    "--folder",
+                    args.folder,
+                    "--load-only",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                sys.exit(f"loading the chDB folder failed:\n{done.stderr[-3000:]}")
+            out += json.loads(done.stdout.strip().splitlines()[-1])
+        spans = json.loads((path / "loaded.json").read_text())["spans"]
+        engine = get_engine(_use_store(path))
+        reads = span_reads(engine)
+        out += measure(engine, reads, "chdb", args.size, spans, args.runs, not args.reads_only)
+    else:
+        os.environ.pop("OBSERVATORY_SPAN_STORE", None)
+        get_settings.cache_clear()
+        engine = get_engine(pg_url(args.url, args.size, args.folder))
+        with engine.connect() as conn:
+            spans = conn.exec_driver_sql("SELECT count(*) FROM spans").scalar()
+            trace = conn.execute(
+                text("SELECT count(*) FROM spans WHERE trace_id = :t"), {"t": TRACE}
+            ).scalar()
+        # the chDB folder holds it: without it the checks of the last 24 hours would differ
+        if not trace and not args.reads_only:  # a database built by build_database alone
+            write_trace(engine, spans_in_trace=50)
+            spans += 50
+        elif not trace:
+            print(
+                "warning: the database lacks the main case's 50-span trace (bench.case's "
+                "write_trace); the checks of the last 24 hours will differ by its spans",
+                file=sys.stderr,
+            )
+        out.append(
+            {
+                "operation": f"{PREFIX}disk_bytes_per_span",
+                "database": "postgresql",
+                "size": args.size,
+                "spans": spans,
+                "median_ms": None,
+                "p95_ms": None,
+                "rows_per_s": None,
+                "rows": pg_disk_bytes_per_span(engine),
+                "tables": list(PG_SPAN_TABLES),
+                "main_case_trace": "added" if not trace and not args.reads_only else bool(trace),
+                "peak_rss_mb": None,
+            }
+        )
+        if span_reads(engine) is not engine:
+            sys.exit("A span store is set (span_store in .streamlit/secrets.toml): unset it.")
+        out += measure(
+            engine, engine, "postgresql", args.size, spans, args.runs, not args.reads_only
+        )
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

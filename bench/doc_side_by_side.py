@@ -1,0 +1,150 @@
+"""docs/benchmarks.md's table of issue 17's figures, the chDB span store beside PostgreSQL:
+one row per figure the issue asks for, its target, and each store's value
+(`bench/clickhouse_app_case.py`, the OTLP ingest cases, the main case's PostgreSQL load)."""
+
+from __future__ import annotations
+
+from bench.clickhouse_app_case import PREFIX, READS
+from bench.doc import fmt
+
+TARGETS = {
+    "explorer_first_page_": "p95 <= 50 ms",
+    "explorer_search_": "p95 <= 200 ms",
+    "explorer_open_": "p95 <= 50 ms",
+    "metrics_": "<= 150 ms",
+    "overview_": "<= 300 ms",
+}
+
+
+def _target(name: str) -> str:
+    return next(t for prefix, t in TARGETS.items() if name.startswith(prefix))
+
+
+def _ms(e: dict) -> str:
+    return f"{fmt(e['median_ms'])} / {fmt(e['p95_ms'])} ms"
+
+
+def _ingest(e: dict) -> str:
+    return (
+        f"{fmt(e['rows_per_s'], 0)} spans/s, p99 {fmt(e.get('p99_ms'), 0)} ms, "
+        f"server {fmt(e['peak_rss_mb'], 0)} MB"
+    )
+
+
+def _insert(e: dict) -> str:
+    return f"{fmt(e['rows_per_s'], 0)} spans/s"
+
+
+def _export(e: dict) -> str:
+    return f"{fmt(e['rows_per_s'], 0)} rows/s ({e['rows']:,} rows)"
+
+
+def _load(e: dict) -> str:
+    return f"{fmt(e['median_ms'] / 1000, 0)} s ({fmt(e['rows_per_s'], 0)} spans/s)"
+
+
+def _bytes(e: dict) -> str:
+    return fmt(e.get("rows"), 0)
+
+
+def side_by_side_section(entries: list[dict], measured_at: str | None) -> list[str]:
+    """The table, or nothing when the app case has not run."""
+    app = [e for e in entries if e["operation"].startswith(PREFIX)]
+    if not app:
+        return []
+    chdb_sizes = sorted({e["size"] for e in app if e["database"] == "chdb"})
+    pg_sizes = sorted({e["size"] for e in app if e["database"] == "postgresql"})
+    columns = [("chdb", s) for s in chdb_sizes] + [("postgresql", s) for s in pg_sizes[-1:]]
+
+    def find(operation: str, db: str, size: int | None) -> dict | None:
+        found = [
+            e
+            for e in entries
+            if e["operation"] == operation
+            and e["database"] == db
+            and (size is None or e["size"] == size)
+        ]
+        return found[-1] if found else None
+
+    def row(label: str, target: str, ops: dict[str, str], show, sized=True) -> str:
+        cells = []
+        for db, size in columns:
+            e = find(ops[db], db, size if sized else None) if db in ops else None
+            cells.append(show(e) if e else "—")
+        same = "—"
+        pg = find(ops.get("postgresql", ""), "postgresql", pg_sizes[-1]) if pg_sizes else None
+        chdb = find(ops.get("chdb", ""), "chdb", pg_sizes[-1]) if pg_sizes else None
+        if pg and chdb and "check" in pg and "check" in chdb:
+            same = "yes" if pg["check"] == chdb["check"] else f"no: {chdb['check']} / {pg['check']}"
+        return f"| {label} | {target} | {' | '.join(cells)} | {same} |"
+
+    head = " | ".join(f"{db} {size:,}" for db, size in columns)
+    lines = [
+        "## Issue 17 side by side: the chDB span store and PostgreSQL",
+        "",
+        f"Measured {measured_at} (`BENCH_ONLY=clickhouse`, `bench/clickhouse_app_case.py`; "
+        "docs/scale.md). The same code paths on both (the explorer's, the metrics engine's, the "
+        "Overview's, the export job's and the alert cycle's, given the engine "
+        "`storage/span_reads.py` gives them), the demo org over the same windows ending at the "
+        "demo data's end; median / p95 of 30 runs after a warm-up (alerts: 10 cycles after a "
+        "first). chDB: a folder of its own loaded by `load_demo` through the app's ingest path, "
+        "DATABASE_URL on SQLite beside it; PostgreSQL: the main case's database. OTLP ingest: "
+        "`bench/clickhouse_ingest_case.py` (the real server, chDB into an empty store) and "
+        "`bench/ingest_case.py` (PostgreSQL holding this size), each beside its store's plain "
+        "insert of the same rows, with the server's peak RSS. The other peak RSS: the reading "
+        "process's (reads, export, alerts; the load ran in a process of its own). 'Same "
+        "answer': the rows of each page (their ids in order; the errors by cost, all costing 0, "
+        "by their sort values), the series' requests and cost, the Overview's requests, traces "
+        "and tokens, the export's rows and the alert cycle's rules and groups are equal on both "
+        "stores (both hold the main case's 50-span trace).",
+        "",
+        f"| operation | target | {head} | same answer |",
+        "| --- | --- |" + " ---: |" * len(columns) + " --- |",
+        row(
+            "OTLP ingest, 4 exporters",
+            ">= 20k spans/s",
+            {"chdb": "clickhouse_ingest_otlp_4_clients", "postgresql": "ingest_otlp_4_clients"},
+            _ingest,
+            sized=False,
+        ),
+        row(
+            "plain insert of the same rows",
+            "reference",
+            {"chdb": "clickhouse_ingest_insert_baseline", "postgresql": "ingest_copy_baseline"},
+            _insert,
+            sized=False,
+        ),
+    ]
+    for name in READS:
+        ops = {"chdb": PREFIX + name, "postgresql": PREFIX + name}
+        lines.append(row(f"`{name}`", _target(name), ops, _ms))
+    both = {"chdb": f"{PREFIX}export_csv_gzip", "postgresql": f"{PREFIX}export_csv_gzip"}
+    lines.append(row("export CSV.gz, every span of the org", ">= 150k rows/s", both, _export))
+    both = {
+        "chdb": f"{PREFIX}alerts_cycle_100_rules",
+        "postgresql": f"{PREFIX}alerts_cycle_100_rules",
+    }
+    lines.append(row("100 alert rules, one cycle", "<= 1 s", both, _ms))
+    lines.append(
+        row(
+            "demo spans loaded",
+            "10M in <= 5 min",
+            {"chdb": f"{PREFIX}demo_load", "postgresql": "demo_load"},
+            _load,
+        )
+    )
+    both = {"chdb": f"{PREFIX}disk_bytes_per_span", "postgresql": f"{PREFIX}disk_bytes_per_span"}
+    lines.append(row("bytes on disk per span (spans, trace totals, rollups)", "—", both, _bytes))
+    rss = []
+    for db, size in columns:
+        peaks = [
+            e["peak_rss_mb"]
+            for e in app
+            if e["database"] == db
+            and e["size"] == size
+            and e["peak_rss_mb"] is not None
+            and not e["operation"].endswith(("demo_load", "disk_bytes_per_span"))
+        ]
+        rss.append(f"{fmt(max(peaks), 0)} MB" if peaks else "—")
+    lines.append(f"| peak RSS of the reading process | — | {' | '.join(rss)} | — |")
+    return [*lines, ""]
