@@ -13,17 +13,24 @@ cluster was possible.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from observatory_core.base.errors import ConfigError
+from observatory_core.base.errors import ConfigError, DatabaseUnavailable
 from observatory_core.storage.clickhouse.target import IDENTIFIER
 
 # A schema change sent ON CLUSTER waits for every node to run it and fails when one did not
 # (rather than answering a table of the nodes' statuses to read), so a version is recorded
 # only once every node has it; a node that does not answer in `distributed_ddl_task_timeout`
-# (the server's, 180 s by default) fails the open, and the next open runs the version again.
-DDL_SETTINGS: dict[str, Any] = {"distributed_ddl_output_mode": "throw"}
+# fails the open, and the next open runs the version again.
+# The wait is kept under the client's own (`connect.py`, 60 s), so a slow node is said by the
+# server, not by a dropped connection; the statement still runs on that node later.
+DDL_SETTINGS: dict[str, Any] = {
+    "distributed_ddl_output_mode": "throw",
+    "distributed_ddl_task_timeout": 50,
+}
 # The writer's check for stored spans and its insert go to the same replica of each shard (the
 # first that answers, in the cluster's order), not one picked at random that replication may
 # not have reached yet (`writes.py`).
@@ -85,3 +92,30 @@ class Naming:
     def settings(self, kind: dict[str, Any]) -> dict[str, Any]:
         """`kind` (`DDL_SETTINGS`, `WRITE_SETTINGS`, ...) on a cluster, else none."""
         return dict(kind) if self.cluster else {}
+
+
+@contextmanager
+def schema_errors(naming: Naming) -> Iterator[None]:
+    """On a cluster, a schema change the nodes refuse or do not finish said in one sentence with
+    what to check (the cluster, its macros and Keeper are the node's configuration): a
+    `DatabaseUnavailable` for what a retry may cure (a node too slow or down), else a
+    `ConfigError`. On one node, failures pass through as they always have."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    from observatory_core.storage.clickhouse.writes import retryable
+
+    try:
+        yield
+    except ClickHouseError as exc:
+        if not naming.cluster:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        what = f"The span store's schema was not applied on the cluster {naming.cluster} ({first})"
+        if retryable(exc):
+            raise DatabaseUnavailable(
+                f"{what}: a node did not finish in time or is down; the next open applies it again."
+            ) from exc
+        raise ConfigError(
+            f"{what}. Check that every node defines the cluster {naming.cluster}, the {{shard}} "
+            "and {replica} macros and ClickHouse Keeper (docs/scale.md, 'A cluster')."
+        ) from exc

@@ -27,7 +27,7 @@ from observatory_core.base.errors import ConfigError
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import sketched
 from observatory_core.storage.clickhouse import layout
-from observatory_core.storage.clickhouse.cluster import DDL_SETTINGS, Naming
+from observatory_core.storage.clickhouse.cluster import DDL_SETTINGS, Naming, schema_errors
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.schema import spans
 
@@ -315,23 +315,24 @@ def apply_schema(store: SpanStore) -> list[int]:
     def run(statement: str) -> None:
         client.command(statement, settings=settings)
 
-    run(f"CREATE DATABASE IF NOT EXISTS {naming.database}{naming.on}")
-    run(_versions_table(naming))
-    done = applied_versions(store)
     ran: list[int] = []
-    for migration in MIGRATIONS:
-        if migration.version in done:
-            continue
-        for statement in migration.statements(naming):
-            run(statement)
-        # on a cluster every node keeps the whole list (`_versions_table`): one insert
-        # reaches them all by replication
-        client.insert(
-            store.table("schema_versions"),
-            [[migration.version, migration.name, datetime.now(UTC)]],
-            column_names=["version", "name", "applied_at"],
-        )
-        ran.append(migration.version)
+    with schema_errors(naming):
+        run(f"CREATE DATABASE IF NOT EXISTS {naming.database}{naming.on}")
+        run(_versions_table(naming))
+        done = applied_versions(store)
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            for statement in migration.statements(naming):
+                run(statement)
+            # on a cluster every node keeps the whole list (`_versions_table`): one insert
+            # reaches them all by replication
+            client.insert(
+                store.table("schema_versions"),
+                [[migration.version, migration.name, datetime.now(UTC)]],
+                column_names=["version", "name", "applied_at"],
+            )
+            ran.append(migration.version)
     check_layout(store)
     return ran
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from observatory_core.__main__ import main
-from observatory_core.base.errors import ConfigError
+from observatory_core.base.errors import ConfigError, DatabaseUnavailable
 from observatory_core.storage.clickhouse import connect, ddl, rebuild, restamp
 from observatory_core.storage.clickhouse.cluster import Naming
 from observatory_core.storage.clickhouse.connect import SpanStore, open_span_store
@@ -36,9 +36,12 @@ class Recorder:
     answers a read with the rows of the first `answers` key found in it (else none); with
     `inner`, it passes each statement on to that client and answers what it answers."""
 
-    def __init__(self, answers: dict[str, list] | None = None, inner: Any = None) -> None:
+    def __init__(
+        self, answers: dict[str, list] | None = None, inner: Any = None, fail: str | None = None
+    ) -> None:
         self.answers = answers or {}
         self.inner = inner
+        self.fail = fail  # the server's error for every command
         self.sent: list[tuple[str, str, dict]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -53,6 +56,10 @@ class Recorder:
 
     def command(self, sql: str, parameters: Any = None, settings: dict | None = None, **kw):
         self.sent.append(("command", sql, dict(settings or {})))
+        if self.fail is not None:
+            from clickhouse_connect.driver.exceptions import DatabaseError
+
+            raise DatabaseError(self.fail)
         if self.inner is not None:
             return self.inner.command(sql, parameters, settings=settings, **kw)
         return None
@@ -117,13 +124,16 @@ def test_the_ddl_command_takes_the_settings_cluster(monkeypatch, capsys):
 # -- migrations at open -------------------------------------------------------------------------
 
 
-def _open(monkeypatch, url: str, versions: list[int], spans_engine: str) -> Recorder:
+def _open(
+    monkeypatch, url: str, versions: list[int], spans_engine: str, fail: str | None = None
+) -> Recorder:
     """`open_span_store(url)` against a recorded server whose schema is at `versions`."""
     client = Recorder(
         {
             "SELECT DISTINCT version FROM obs.schema_versions": [(v,) for v in versions],
             "FROM system.tables": [(spans_engine,)],
-        }
+        },
+        fail=fail,
     )
     monkeypatch.setattr(connect, "_client", lambda target: client)
     open_span_store(url)
@@ -141,7 +151,10 @@ def test_opening_a_new_cluster_store_applies_every_version_on_the_cluster(monkey
     assert all(statement in printed for statement in sent)
     for text, settings in client.of("command"):
         assert ON in text.splitlines()[0], text
-        assert settings == {"distributed_ddl_output_mode": "throw"}
+        assert settings == {
+            "distributed_ddl_output_mode": "throw",
+            "distributed_ddl_task_timeout": 50,
+        }
     # each version's record right after its last statement, none before
     naming = Naming("obs", "obs_cluster")
     wanted = ["command"] * 2
@@ -195,6 +208,45 @@ def test_a_store_laid_out_for_the_other_setting_is_refused(monkeypatch, url, eng
     do not exist. Refused at open with what to change."""
     with pytest.raises(ConfigError, match=re.escape(says)):
         _open(monkeypatch, url, [m.version for m in ddl.MIGRATIONS], engine)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "says"),
+    [
+        (
+            "Code: 701. DB::Exception: Requested cluster 'obs_cluster' not found. "
+            "(CLUSTER_DOESNT_EXIST)",
+            ConfigError,
+            "Check that every node defines the cluster obs_cluster, the {shard} and {replica} "
+            "macros and ClickHouse Keeper",
+        ),
+        (
+            "Code: 159. DB::Exception: Distributed DDL task is not finished on 1 of 4 hosts. "
+            "(TIMEOUT_EXCEEDED)",
+            DatabaseUnavailable,
+            "a node did not finish in time or is down; the next open applies it again",
+        ),
+    ],
+)
+def test_a_cluster_that_refuses_the_schema_is_said_in_one_sentence(monkeypatch, error, kind, says):
+    with pytest.raises(kind) as caught:
+        _open(monkeypatch, URL, [], "Distributed", fail=error)
+    message = str(caught.value)
+    assert message.startswith(
+        "The span store's schema was not applied on the cluster obs_cluster (Code: "
+    )
+    assert says in message and "pw" not in message
+
+
+def test_the_engines_own_refusal_of_on_cluster_is_said_in_one_sentence(chdb_store):
+    """chDB defines no cluster, so it refuses the first ON CLUSTER statement: the real error
+    (CLUSTER_DOESNT_EXIST), said."""
+    claimed = SpanStore(
+        dataclasses.replace(chdb_store.target, cluster="obs_cluster"), chdb_store.client
+    )
+    with pytest.raises(ConfigError, match="was not applied on the cluster obs_cluster") as caught:
+        ddl.apply_schema(claimed)
+    assert "CLUSTER_DOESNT_EXIST" in str(caught.value)
 
 
 # -- writes -------------------------------------------------------------------------------------
@@ -302,7 +354,11 @@ def test_a_restamp_on_a_cluster_mutates_every_shards_local_spans(chdb_store):
     ((mutation, settings),) = client.of("command")
     assert mutation.startswith(f"ALTER TABLE obs.spans_local {ON} UPDATE retain_days = ")
     assert "WHERE org_id = 1 AND retain_days != " in mutation
-    assert settings == {"mutations_sync": 0, "distributed_ddl_output_mode": "throw"}
+    assert settings == {
+        "mutations_sync": 0,
+        "distributed_ddl_output_mode": "throw",
+        "distributed_ddl_task_timeout": 50,
+    }
     _parses(chdb_store, mutation)
 
 
