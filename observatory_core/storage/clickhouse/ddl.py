@@ -2,8 +2,9 @@
 
 `MIGRATIONS` lists the versions; each yields its statements for a `Naming` (a database, and a
 cluster or none: `cluster.py`). `apply_schema` runs the missing versions at open (`ON CLUSTER`
-when the setting names a cluster) and records each in `schema_versions`; every statement is `IF NOT EXISTS`, so a run that stopped half-way, two
-processes starting together, or a second run change nothing. `ddl_text` prints the same
+when the setting names a cluster) and records each in `schema_versions`; every statement is
+`IF NOT EXISTS`, so a run that stopped half-way, two processes starting together, or a second
+run change nothing. `ddl_text` prints the same
 statements for an operator (`python -m observatory_core clickhouse-ddl [--cluster NAME]`;
 docs/scale.md, "A cluster").
 
@@ -317,8 +318,11 @@ def apply_schema(store: SpanStore) -> list[int]:
 
     ran: list[int] = []
     with schema_errors(naming):
-        run(f"CREATE DATABASE IF NOT EXISTS {naming.database}{naming.on}")
-        run(_versions_table(naming))
+        # on a cluster, each statement waits for every node: a store already made sends none
+        # when nothing is left to apply, so a node down does not stop the others' opens
+        if not (naming.cluster and _has_versions_table(store)):
+            run(f"CREATE DATABASE IF NOT EXISTS {naming.database}{naming.on}")
+            run(_versions_table(naming))
         done = applied_versions(store)
         for migration in MIGRATIONS:
             if migration.version in done:
@@ -335,6 +339,14 @@ def apply_schema(store: SpanStore) -> list[int]:
             ran.append(migration.version)
     check_layout(store)
     return ran
+
+
+def _has_versions_table(store: SpanStore) -> bool:
+    ((count,),) = store.client.query(
+        "SELECT count() FROM system.tables WHERE database = %(db)s AND name = 'schema_versions'",
+        parameters={"db": store.database},
+    ).result_rows
+    return bool(count)
 
 
 def check_layout(store: SpanStore) -> None:
