@@ -17,11 +17,12 @@ def cmd_clickhouse_ddl(args) -> None:
     from observatory_core.storage.clickhouse.ddl import ddl_text
     from observatory_core.storage.clickhouse.target import DEFAULT_DATABASE, parse_target
 
-    database = args.database
-    if database is None:
-        url = get_settings().span_store
-        database = parse_target(url).database if url else DEFAULT_DATABASE
-    print(ddl_text(database, args.cluster), end="")
+    # what the command does not name is the setting's (its database, its ?cluster=)
+    url = get_settings().span_store
+    target = parse_target(url) if url and (args.database is None or args.cluster is None) else None
+    database = args.database or (target.database if target else DEFAULT_DATABASE)
+    cluster = args.cluster or (target.cluster if target else None)
+    print(ddl_text(database, cluster), end="")
 
 
 def _span_store_for(url: str | None):
@@ -167,7 +168,9 @@ def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], E
         "clickhouse-ddl", help="print the ClickHouse span store's DDL (docs/scale.md)"
     )
     ch_ddl.add_argument(
-        "--cluster", help="a cluster's name: replicated tables ON CLUSTER, Distributed over them"
+        "--cluster",
+        help="a cluster's name: replicated tables ON CLUSTER, Distributed over them "
+        "(default: OBSERVATORY_SPAN_STORE's ?cluster=, else one node)",
     )
     ch_ddl.add_argument(
         "--database", help="default: OBSERVATORY_SPAN_STORE's database, else observatory"

@@ -34,6 +34,7 @@ from observatory_core.ingest import dedup
 from observatory_core.ingest.llm_calls import row_rule
 from observatory_core.semantic.fields import LLM_OPERATIONS, SLOT_CHARS, SLOT_MARK, by_group
 from observatory_core.storage.clickhouse import writes
+from observatory_core.storage.clickhouse.cluster import SAME_REPLICA
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.retention import policies
 from observatory_core.storage.schema import org_dimensions, orgs
@@ -135,9 +136,10 @@ def _micro_text(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _query_size(ids: int) -> dict[str, int]:
-    """The ids are written into the statement (as `writes.stored_keys` does)."""
-    return {"max_query_size": 8192 + 40 * ids}
+def _query_size(store: SpanStore, ids: int) -> dict[str, Any]:
+    """The ids are written into the statement (as `writes.stored_keys` does); on a cluster, read
+    from the replicas the inserts go to, as that check is (`cluster.SAME_REPLICA`)."""
+    return {"max_query_size": 8192 + 40 * ids, **store.naming.settings(SAME_REPLICA)}
 
 
 # -- twins ------------------------------------------------------------------------------------
@@ -205,7 +207,7 @@ def _pool_rows(
     result = store.client.query(
         f"SELECT * FROM ({reads}) LIMIT 1 BY trace_id, span_id",
         parameters={**params, "ops": sorted(LLM_OPERATIONS), "limit": POOL_ROWS},
-        settings=_query_size(2 * ids),
+        settings=_query_size(store, 2 * ids),
     )
     out = []
     for values in result.result_rows:
@@ -234,6 +236,7 @@ def _instance_of(store: SpanStore, row: dict) -> Any:
                 "trace": row["trace_id"],
                 "span": row["span_id"],
             },
+            settings=store.naming.settings(SAME_REPLICA),
         )
         raw = result.result_rows[0][0] if result.result_rows else ""
         row["instance"] = json.loads(raw) if raw else None
@@ -347,7 +350,7 @@ def _stored_tree(store: SpanStore, org_id: int, wrappers: list[dict]) -> list[di
             "hi": _micro_text(hi),
             "limit": TREE_ROWS,
         },
-        settings=_query_size(len(traces)),
+        settings=_query_size(store, len(traces)),
     )
     return [dict(zip(_TREE_COLUMNS, values, strict=True)) for values in result.result_rows]
 

@@ -71,7 +71,8 @@ def restamp_span_store(engine: Engine) -> Restamped:
         if reason is not None:  # the engine retries it, and it holds back every re-stamp
             return Restamped(
                 "A mutation of the span store's spans keeps failing, and holds back the "
-                f"retention re-stamps until it is killed (KILL MUTATION): {reason}",
+                "retention re-stamps until it is killed "
+                f"(KILL MUTATION{store.naming.on}): {reason}",
                 True,
             )
         with engine.connect() as conn:

@@ -7,6 +7,8 @@ docs/scale.md. Modules, by what they do:
 
 - `target`: the setting's URL, read and checked (`chdb:///PATH` or `clickhouse://...`)
 - `connect`: one clickhouse-connect client for both, and `SpanStore` (client + database)
+- `cluster`: where statements put and find tables, one node or `ON CLUSTER`, and the settings
+  a cluster's schema changes, writes and reads carry
 - `current`: the process's store, the one the setting names, opened on first use
 - `layout`: the tables' columns, derived from `storage/schema.py` and the declarations
 - `ddl`: the versioned DDL, single node or `ON CLUSTER`, applied idempotently at open

@@ -15,6 +15,7 @@ from typing import Any
 
 from observatory_core.base.errors import ConfigError, DatabaseUnavailable, QueryTooSlow
 from observatory_core.storage import budget
+from observatory_core.storage.clickhouse.cluster import Naming
 from observatory_core.storage.clickhouse.target import SETTING, SpanStoreTarget, parse_target
 
 # How long a read may run on the engine before it stops it (seconds); the span list and totals
@@ -98,6 +99,11 @@ class SpanStore:
     @property
     def database(self) -> str:
         return self.target.database
+
+    @property
+    def naming(self) -> Naming:
+        """Where this store's tables are: one node, or the URL's cluster (`cluster.py`)."""
+        return Naming(self.database, self.target.cluster)
 
     def table(self, name: str) -> str:
         """`database.name`, as every statement writes it."""

@@ -1,9 +1,10 @@
 """The ClickHouse schema as versioned DDL, for one node or a cluster, from the same code.
 
 `MIGRATIONS` lists the versions; each yields its statements for a `Naming` (a database, and a
-cluster or none). `apply_schema` runs the missing versions at open and records each in
-`schema_versions`; every statement is `IF NOT EXISTS`, so a run that stopped half-way, two
-processes starting together, or a second run change nothing. `ddl_text` prints the same
+cluster or none: `cluster.py`). `apply_schema` runs the missing versions at open (`ON CLUSTER`
+when the setting names a cluster) and records each in `schema_versions`; every statement is
+`IF NOT EXISTS`, so a run that stopped half-way, two processes starting together, or a second
+run change nothing. `ddl_text` prints the same
 statements for an operator (`python -m observatory_core clickhouse-ddl [--cluster NAME]`;
 docs/scale.md, "A cluster").
 
@@ -27,49 +28,12 @@ from observatory_core.base.errors import ConfigError
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import sketched
 from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.cluster import DDL_SETTINGS, Naming, schema_errors
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.target import IDENTIFIER
 from observatory_core.storage.schema import spans
 
 # A trace's spans on one shard; an org's traces spread over every shard.
 SHARDING_KEY = "cityHash64(org_id, trace_id)"
-
-
-@dataclass(frozen=True)
-class Naming:
-    """Where the statements put things: a database, on one node or `ON CLUSTER cluster`."""
-
-    database: str
-    cluster: str | None = None
-
-    def __post_init__(self) -> None:
-        for what, name in (("database", self.database), ("cluster", self.cluster)):
-            if name is not None and not IDENTIFIER.match(name):
-                raise ConfigError(
-                    f"The {what} name {name!r} must be letters, digits and '_' (not first a digit)."
-                )
-
-    @property
-    def on(self) -> str:
-        return f" ON CLUSTER {self.cluster}" if self.cluster else ""
-
-    def stored(self, name: str) -> str:
-        """The table that holds the rows: `<name>_local` on each node of a cluster."""
-        return f"{self.database}.{name}_local" if self.cluster else f"{self.database}.{name}"
-
-    def read(self, name: str) -> str:
-        """The table readers and writers name: the Distributed one on a cluster."""
-        return f"{self.database}.{name}"
-
-    def engine(self, kind: str, name: str, args: str = "", *, sharded: bool = True) -> str:
-        """`kind` (a MergeTree family engine), replicated on a cluster: its keeper path names the
-        shard (or, for a table every node keeps whole, no shard) and the table."""
-        if not self.cluster:
-            return f"{kind}({args})"
-        shard = "{shard}" if sharded else "all"
-        local = f"{name}_local" if sharded else name
-        path = f"'/clickhouse/tables/{shard}/{self.database}/{local}', '{{replica}}'"
-        return f"Replicated{kind}({path}{', ' + args if args else ''})"
 
 
 def _table(
@@ -340,23 +304,68 @@ def applied_versions(store: SpanStore) -> set[int]:
 
 
 def apply_schema(store: SpanStore) -> list[int]:
-    """Create what is missing (one node: the store's own database) and record each version
-    applied; answers the versions this run applied (none when the schema was current)."""
-    naming = Naming(store.database)
+    """Create what is missing and record each version applied; answers the versions this run
+    applied (none when the schema was current). On one node, in the store's own database; on a
+    cluster (`store.naming.cluster`), every statement `ON CLUSTER`, each waiting for every node
+    (`cluster.DDL_SETTINGS`), so a version is recorded once every node has it. Then checks
+    that the tables are laid out for the setting (`check_layout`)."""
+    naming = store.naming
     client = store.client
-    client.command(f"CREATE DATABASE IF NOT EXISTS {naming.database}")
-    client.command(_versions_table(naming))
-    done = applied_versions(store)
+    settings = naming.settings(DDL_SETTINGS)  # none on one node
+
+    def run(statement: str) -> None:
+        client.command(statement, settings=settings)
+
     ran: list[int] = []
-    for migration in MIGRATIONS:
-        if migration.version in done:
-            continue
-        for statement in migration.statements(naming):
-            client.command(statement)
-        client.insert(
-            store.table("schema_versions"),
-            [[migration.version, migration.name, datetime.now(UTC)]],
-            column_names=["version", "name", "applied_at"],
-        )
-        ran.append(migration.version)
+    with schema_errors(naming):
+        # on a cluster, each statement waits for every node: a store already made sends none
+        # when nothing is left to apply, so a node down does not stop the others' opens
+        if not (naming.cluster and _has_versions_table(store)):
+            run(f"CREATE DATABASE IF NOT EXISTS {naming.database}{naming.on}")
+            run(_versions_table(naming))
+        done = applied_versions(store)
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            for statement in migration.statements(naming):
+                run(statement)
+            # on a cluster every node keeps the whole list (`_versions_table`): one insert
+            # reaches them all by replication
+            client.insert(
+                store.table("schema_versions"),
+                [[migration.version, migration.name, datetime.now(UTC)]],
+                column_names=["version", "name", "applied_at"],
+            )
+            ran.append(migration.version)
+    check_layout(store)
     return ran
+
+
+def _has_versions_table(store: SpanStore) -> bool:
+    ((count,),) = store.client.query(
+        "SELECT count() FROM system.tables WHERE database = %(db)s AND name = 'schema_versions'",
+        parameters={"db": store.database},
+    ).result_rows
+    return bool(count)
+
+
+def check_layout(store: SpanStore) -> None:
+    """A `ConfigError` when the spans table is not laid out for the setting: a database made
+    with the cluster DDL opened without `cluster=` (inserts queued in the background, mutations
+    sent to a Distributed table), or one made for one node opened with it."""
+    rows = store.client.query(
+        "SELECT engine FROM system.tables WHERE database = %(db)s AND name = 'spans'",
+        parameters={"db": store.database},
+    ).result_rows
+    distributed = bool(rows) and rows[0][0] == "Distributed"
+    if distributed and not store.naming.cluster:
+        raise ConfigError(
+            f"The span store's database {store.database} was made for a cluster (its spans "
+            "table is Distributed): add ?cluster=NAME to the URL (docs/scale.md, 'A cluster')."
+        )
+    if store.naming.cluster and not distributed:
+        raise ConfigError(
+            f"The span store's database {store.database} was made for one node (its spans "
+            f"table is not Distributed), but the URL names the cluster {store.naming.cluster}: "
+            "remove ?cluster= or use a database made for the cluster (docs/scale.md)."
+        )

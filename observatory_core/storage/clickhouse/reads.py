@@ -27,6 +27,7 @@ from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.fields import fields_hidden_from
 from observatory_core.storage import budget
 from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.cluster import READ_SETTINGS
 from observatory_core.storage.clickhouse.connect import READ_SECONDS, SpanStore
 from observatory_core.storage.schema import spans
 
@@ -137,7 +138,7 @@ def _where(scope: Scope, window: Window) -> tuple[list[str], dict[str, Any]]:
 READ_MEMORY = 2 * 1024**3
 
 
-def _settings() -> dict[str, Any]:
+def _settings(store: SpanStore) -> dict[str, Any]:
     left = budget.remaining()
     seconds = READ_SECONDS if left is None else max(1, int(left + 0.999))
     return {
@@ -145,13 +146,14 @@ def _settings() -> dict[str, Any]:
         "timeout_overflow_mode": "throw",
         "max_memory_usage": READ_MEMORY,
         "max_bytes_before_external_group_by": READ_MEMORY // 2,
+        **store.naming.settings(READ_SETTINGS),  # on a cluster: `cluster.READ_SETTINGS`
     }
 
 
 def _query(store: SpanStore, sql: str, params: dict[str, Any]):
     from clickhouse_connect.driver.exceptions import DatabaseError
 
-    settings = _settings()
+    settings = _settings(store)
     try:
         return store.client.query(sql, parameters=params, settings=settings)
     except DatabaseError as exc:

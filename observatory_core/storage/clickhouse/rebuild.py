@@ -12,6 +12,10 @@ It works one org's day at a time (a day of spans read once, its minute rows grou
 
 A row is left as it is when its spans' bins do not cover the bins it holds (a span counted
 twice by racing writers, or deleted since): its percentiles keep being read from spans.
+
+On a cluster the rows are inserted into the connected node's `rollup_1min_local` (the
+Distributed `rollup_1min` has no sharding key to place them by), computed from every shard's
+spans and rows: a read sums a key's rows over the shards, so the bins add up wherever they lie.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from observatory_core.semantic.metrics import sketched
 from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.cluster import READ_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
 
@@ -80,8 +85,10 @@ def _statement(store: SpanStore) -> str:
     )
     group = ", ".join(["org_id", "bucket_start", *names])
     on = " AND ".join(f"s.{n} = r.{n}" for n in ["org_id", "bucket_start", *names])
+    # on a cluster, into this node's shard: what a row lacks is computed over every shard
+    # (the Distributed tables), and reads add the shards' rows up
     return (
-        f"INSERT INTO {store.table('rollup_1min')} (org_id, bucket_start, "
+        f"INSERT INTO {store.naming.stored('rollup_1min')} (org_id, bucket_start, "
         f"{', '.join(names)}, {bins})\n"
         f"SELECT s.org_id, s.bucket_start, {', '.join('s.' + n for n in names)}, "
         "mapSubtract(s.made, r.have)\n"
@@ -107,7 +114,9 @@ def rebuild_bins(
     for org, day in days_missing_bins(store):
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         params = {"org": org, "start": start, "end": start + timedelta(days=1)}
-        store.client.command(statement, parameters=params)
+        store.client.command(
+            statement, parameters=params, settings=store.naming.settings(READ_SETTINGS)
+        )
         report.days += 1
         if on_day is not None:
             on_day(org, day)

@@ -12,6 +12,11 @@ the mutation. A mutation is kept by the engine once accepted and finished in the
 also after a restart; `reconcile` (the worker's retention run) re-stamps whatever still
 differs: a change the store was unreachable for, or spans ingest stamped with the settings it
 had read before the change (it reads them at most once a minute).
+
+On a cluster the mutation goes to every shard's `spans_local` (`ALTER TABLE spans_local ON
+CLUSTER ...`: a Distributed table takes no mutation), and the unfinished or failing mutations
+are read on every node (`clusterAllReplicas`); the stale rows are counted through the
+Distributed `spans`, over every shard.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.cluster import DDL_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
 
 DAYS = layout.RETAIN_DAYS
@@ -104,24 +110,35 @@ def stale(store: SpanStore, stamps: Iterable[Stamp]) -> dict[int, int]:
     return out
 
 
+def _mutations(store: SpanStore) -> str:
+    """FROM and WHERE of the spans table's unfinished mutations: this node's, or on a cluster
+    every node's mutations of its `spans_local`."""
+    naming = store.naming
+    table = naming.stored("spans").split(".", 1)[1]
+    return (
+        f"FROM {naming.every_node('mutations')} WHERE database = %(db)s "
+        f"AND table = '{table}' AND NOT is_done"
+    )
+
+
 def pending(store: SpanStore) -> int:
-    """Mutations of the spans table the engine has not finished."""
+    """Mutations of the spans table the engine has not finished (on a cluster, counted once
+    per node that has not)."""
     with _store_errors(store):
         ((count,),) = store.client.query(
-            "SELECT count() FROM system.mutations WHERE database = %(db)s "
-            "AND table = 'spans' AND NOT is_done",
-            parameters={"db": store.database},
+            f"SELECT count() {_mutations(store)}", parameters={"db": store.database}
         ).result_rows
     return int(count)
 
 
 def failing(store: SpanStore) -> str | None:
     """Why an unfinished mutation of the spans table keeps failing (the engine retries it, and
-    it holds back every re-stamp after it), or None."""
+    it holds back every re-stamp after it), or None; on a cluster, with the node it fails on."""
+    reason = "concat(hostName(), ': ', latest_fail_reason)" if store.naming.cluster else None
     with _store_errors(store):
         rows = store.client.query(
-            "SELECT latest_fail_reason FROM system.mutations WHERE database = %(db)s "
-            "AND table = 'spans' AND NOT is_done AND latest_fail_reason != '' LIMIT 1",
+            f"SELECT {reason or 'latest_fail_reason'} {_mutations(store)} "
+            "AND latest_fail_reason != '' LIMIT 1",
             parameters={"db": store.database},
         ).result_rows
     return str(rows[0][0]) if rows else None
@@ -150,12 +167,15 @@ def restamp(store: SpanStore, stamp: Stamp) -> int:
 def _mutate(store: SpanStore, stamp: Stamp) -> None:
     # parts written after the mutation is accepted are not touched: they were stamped by
     # the write (with settings at most a minute old: `reconcile` covers that minute)
+    # (on a cluster the statement returns once every node has queued it: `DDL_SETTINGS`)
     expr = stamp.sql()
+    naming = store.naming
     with _store_errors(store):
         store.client.command(
-            f"ALTER TABLE {store.table('spans')} UPDATE {DAYS} = {expr} "
+            f"ALTER TABLE {naming.stored('spans')}{naming.on} UPDATE {DAYS} = {expr} "
             f"WHERE org_id = {int(stamp.org_id)} AND {DAYS} != {expr}",
-            settings={"mutations_sync": 0},  # sent, never waited on under a lock
+            # sent, never waited on under a lock
+            settings={"mutations_sync": 0, **naming.settings(DDL_SETTINGS)},
         )
 
 

@@ -5,7 +5,8 @@ client, whatever the target (a chDB folder or a server).
 The engine's connections share `SpanStore.client`, so on chDB every statement still takes the
 folder's turn within the caller's time budget (`connect._Turns`); each SELECT carries the same
 bounds as the hand-written reads (`reads.py`: the engine stops it at the budget, 2 GB of
-memory); times are bound with their microseconds (the driver's own binding drops them).
+memory), and on a cluster runs its subqueries over every shard (`cluster.READ_SETTINGS`);
+times are bound with their microseconds (the driver's own binding drops them).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def open_engine(store: SpanStore) -> Engine:
     shared = _connection_class()
     engine = create_engine("clickhousedb://", creator=lambda: shared(store.client))
     engine.dialect.observatory_database = store.database  # read by stores/clickhouse.py
+    engine.dialect.observatory_cluster = store.naming.cluster  # read by `_before`
     engine.dialect.statement_compiler = _compiler_class(engine.dialect.statement_compiler)
     # JSON columns: tags are a native array here, metadata and attributes JSON text
     engine.dialect._json_deserializer = _json_value
@@ -102,15 +104,18 @@ def _bound(value: Any) -> Any:
 _MARK = " SETTINGS max_execution_time = "
 
 
-def _bounds(seconds: float | None) -> str:
+def _bounds(seconds: float | None, cluster: str | None = None) -> str:
+    from observatory_core.storage.clickhouse.cluster import READ_SETTINGS
     from observatory_core.storage.clickhouse.connect import READ_SECONDS
     from observatory_core.storage.clickhouse.reads import READ_MEMORY
 
     limit = READ_SECONDS if seconds is None else max(1, int(seconds + 0.999))
+    # on a cluster: subqueries over the Distributed tables run over every shard
+    more = "".join(f", {k} = '{v}'" for k, v in READ_SETTINGS.items()) if cluster else ""
     return (
         f"{_MARK}{limit}, timeout_overflow_mode = 'throw', "
         f"max_memory_usage = {READ_MEMORY}, max_bytes_before_external_group_by = "
-        f"{READ_MEMORY // 2}"
+        f"{READ_MEMORY // 2}{more}"
     )
 
 
@@ -125,7 +130,8 @@ def _before(conn, cursor, statement, parameters, context, executemany):
             budget.raise_spent(limit[1])
     reads = statement.lstrip()[:6].upper().startswith(("SELECT", "WITH"))
     if reads and _MARK not in statement:  # not a statement run again as it was sent
-        statement = statement.rstrip().rstrip(";") + _bounds(left)
+        cluster = getattr(conn.dialect, "observatory_cluster", None)
+        statement = statement.rstrip().rstrip(";") + _bounds(left, cluster)
     if isinstance(parameters, dict):
         parameters = {k: _bound(v) for k, v in parameters.items()}
     return statement, parameters

@@ -2,7 +2,8 @@
 
 Two forms (docs/scale.md): `chdb:///ABSOLUTE/PATH` runs the engine in this process with its
 data under PATH; `clickhouse://USER:PASS@HOST:8123/DB` (`clickhouses://` for HTTPS) talks to a
-server. A URL that is neither gets one sentence saying what to write instead.
+server, and `?cluster=NAME` on it says the database was made for that cluster (docs/scale.md,
+"A cluster"). A URL that is neither gets one sentence saying what to write instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ DEFAULT_DATABASE = "observatory"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _FORMS = (
     "chdb:///ABSOLUTE/PATH (the in-process engine) or "
-    "clickhouse://USER:PASS@HOST:8123/DB (a server; clickhouses:// for HTTPS)"
+    "clickhouse://USER:PASS@HOST:8123/DB (a server; clickhouses:// for HTTPS, "
+    "?cluster=NAME for a cluster)"
 )
 
 
@@ -35,6 +37,7 @@ class SpanStoreTarget:
     username: str = "default"
     password: str = field(default="", repr=False)  # never in a repr, a log or a failure
     secure: bool = False
+    cluster: str | None = None  # a server's cluster: schema changes and mutations ON CLUSTER
 
     @property
     def in_process(self) -> bool:
@@ -45,7 +48,8 @@ class SpanStoreTarget:
         if self.in_process:
             return f"chdb://{self.path} (database {self.database})"
         scheme = "clickhouses" if self.secure else "clickhouse"
-        return f"{scheme}://{self.username}@{self.host}:{self.port}/{self.database}"
+        where = f"?cluster={self.cluster}" if self.cluster else ""
+        return f"{scheme}://{self.username}@{self.host}:{self.port}/{self.database}{where}"
 
 
 def _shown(url: str) -> str:
@@ -62,6 +66,14 @@ def _database(url: str, name: str | None) -> str:
     if not IDENTIFIER.match(name):
         raise _problem(
             url, f"the database name {name!r} must be letters, digits and '_' (not first a digit)"
+        )
+    return name
+
+
+def _cluster(url: str, name: str | None) -> str | None:
+    if name is not None and not IDENTIFIER.match(name):
+        raise _problem(
+            url, f"the cluster name {name!r} must be letters, digits and '_' (not first a digit)"
         )
     return name
 
@@ -84,6 +96,8 @@ def parse_target(url: str) -> SpanStoreTarget:
             raise _problem(url, "a chDB path must be absolute, with three slashes after chdb:")
         if not parts.path or parts.path == "/":
             raise _problem(url, "it names no folder for the chDB data")
+        if "cluster" in query:
+            raise _problem(url, "chDB runs on one node: cluster= is for a clickhouse:// server")
         return SpanStoreTarget("chdb", _database(url, query.get("database")), path=parts.path)
     if parts.scheme in ("clickhouse", "clickhouses"):
         if not parts.hostname:
@@ -100,6 +114,7 @@ def parse_target(url: str) -> SpanStoreTarget:
             username=unquote(parts.username) if parts.username else "default",
             password=unquote(parts.password) if parts.password else "",
             secure=secure,
+            cluster=_cluster(url, query.get("cluster")),
         )
     if not parts.scheme:
         raise _problem(url, "it has no scheme")

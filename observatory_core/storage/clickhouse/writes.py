@@ -9,7 +9,8 @@ rows found), then inserts only new spans; the views see each span once. Writers 
 take turns (`SpanStore.write_lock`) so no two check and insert the same span at once. Should
 two processes still race, the table is a ReplacingMergeTree on identity, and every raw read
 takes one row per span (`reads.py`, `LIMIT 1 BY`), so lists and totals stay right; the rollups
-would count that span twice (docs/scale.md, "Not yet").
+would count that span twice (docs/scale.md, "Not yet"). On a cluster the insert returns once
+every shard has stored its rows, so the next batch's check sees them (`cluster.WRITE_SETTINGS`).
 
 The ingest write path (`ingest/to_clickhouse.py`) passes `prepare`, which sees each batch's new
 spans under the same turn, after the check and before the insert (twins set aside, LLM calls
@@ -29,6 +30,7 @@ from typing import Any
 
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.cluster import SAME_REPLICA, WRITE_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.schema import DIMENSION_SLOTS
 
@@ -104,8 +106,12 @@ def stored_keys(store: SpanStore, batch: list[dict[str, Any]]) -> set[tuple[int,
             f"SELECT DISTINCT trace_id, span_id FROM {store.table('spans')} "
             "WHERE org_id = %(org)s AND span_id IN %(ids)s",
             parameters={"org": int(org_id), "ids": sorted(span_ids)},
-            # the ids are written into the statement: ~19 bytes each, past the 256 KiB default
-            settings={"max_query_size": 64 + 24 * len(span_ids) + 4096},
+            settings={
+                # the ids are written into the statement: ~19 bytes each, past the 256 KiB default
+                "max_query_size": 64 + 24 * len(span_ids) + 4096,
+                # on a cluster: the replicas the inserts go to (`cluster.SAME_REPLICA`)
+                **store.naming.settings(SAME_REPLICA),
+            },
         )
         found.update((org_id, trace, span) for trace, span in result.result_rows)
     return found
@@ -210,6 +216,8 @@ def _write(
                     as_columns(fresh, names, version, retain),
                     column_names=list(names),
                     column_oriented=True,
+                    # on a cluster: stored on every shard before the next batch's check
+                    settings=store.naming.settings(WRITE_SETTINGS),
                 )
         written += len(fresh)
         if on_batch:
