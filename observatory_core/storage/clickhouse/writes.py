@@ -5,11 +5,13 @@ A span sent twice must never count twice: not in a list, and not in the rollups 
 totals, which materialized views fold from every inserted row. So each batch first drops its
 own repeats (the first copy stays, as elsewhere) and the spans already stored (looked up by
 org and span id, the id's bloom filter skipping granules; the trace id is compared on the
-rows found), then inserts only new spans; the views see each span once. Writers in one process
-take turns (`SpanStore.write_lock`) so no two check and insert the same span at once. Should
-two processes still race, the table is a ReplacingMergeTree on identity, and every raw read
-takes one row per span (`reads.py`, `LIMIT 1 BY`), so lists and totals stay right; the rollups
-would count that span twice (docs/scale.md, "Not yet").
+rows found), then inserts only new spans; the views see each span once. Writers take turns
+around the check and the insert: in one process (`SpanStore.write_lock`) and, given `turn`
+(`org_turns.py`, the batch's orgs' turns in `DATABASE_URL`, which ingest and `migrate-spans`
+pass), across the processes that share the store. A span is stored once whatever its start
+time: a copy with another start is a span already stored. Without `turn` (tests, bench), two
+processes racing on a span could both insert it: lists and totals read one row per span
+(`reads.py`), the rollups would count it twice.
 
 The ingest write path (`ingest/to_clickhouse.py`) passes `prepare`, which sees each batch's new
 spans under the same turn, after the check and before the insert (twins set aside, LLM calls
@@ -23,6 +25,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
@@ -30,6 +33,7 @@ from typing import Any
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.org_turns import OrgTurns
 from observatory_core.storage.schema import DIMENSION_SLOTS
 
 BATCH = 50_000  # rows per insert: ClickHouse wants few large inserts (each makes a part)
@@ -153,6 +157,11 @@ def unavailable(store: SpanStore, exc: BaseException) -> DatabaseUnavailable:
     )
 
 
+@contextmanager
+def _no_turn(org_ids: Iterable[int]) -> Iterator[None]:
+    yield
+
+
 Prepare = Callable[[SpanStore, list[dict[str, Any]]], list[dict[str, Any]]]
 
 
@@ -164,6 +173,7 @@ def write_spans(
     retain_days: Mapping[tuple[int, int], int] | None = None,
     prepare: Prepare | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    turn: OrgTurns | None = None,
 ) -> int:
     """Store complete span rows; answers how many were new (a span already stored, or repeated
     in the input, is not written again). `retain_days[(org, project)]` (or `(org, 0)` for the
@@ -175,7 +185,7 @@ def write_spans(
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
     try:
-        return _write(store, rows, batch_size, retain_days or {}, prepare, on_batch)
+        return _write(store, rows, batch_size, retain_days or {}, prepare, on_batch, turn)
     except ClickHouseError as exc:
         if retryable(exc):
             raise unavailable(store, exc) from exc
@@ -189,12 +199,13 @@ def _write(
     days: Mapping[tuple[int, int], int],
     prepare: Prepare | None,
     on_batch: Callable[[int, int], None] | None,
+    turn: OrgTurns | None,
 ) -> int:
     retain = retainer(days)
     names = layout.span_column_names()
     written = 0
     for batch in _batches(rows, batch_size):
-        with store.write_lock:
+        with store.write_lock, (turn or _no_turn)(r["org_id"] for r in batch):
             fresh = unexpired(_first_copies(batch), retain)
             known = stored_keys(store, fresh)
             if known:
