@@ -139,7 +139,7 @@ def _micro_text(value: datetime) -> str:
 
 
 def _query_size(ids: int) -> dict[str, int]:
-    """The ids are written into the statement (as `writes.stored_keys` does)."""
+    """The ids are written into the statement (as `writes.stored_starts` does)."""
     return {"max_query_size": 8192 + 40 * ids}
 
 

@@ -11,7 +11,9 @@ around the check and the insert: in one process (`SpanStore.write_lock`) and, gi
 pass), across the processes that share the store. A span is stored once whatever its start
 time: a copy with another start is a span already stored. Without `turn` (tests, bench), two
 processes racing on a span could both insert it: lists and totals read one row per span
-(`reads.py`), the rollups would count it twice.
+(`reads.py`), the rollups would count it twice. Spans found stored are the sign of a retry:
+what an earlier insert of them whose views failed part-way left out of the rollups and trace
+totals is put back first (`refold.py`).
 
 The ingest write path (`ingest/to_clickhouse.py`) passes `prepare`, which sees each batch's new
 spans under the same turn, after the check and before the insert (twins set aside, LLM calls
@@ -34,6 +36,7 @@ from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.org_turns import OrgTurns
+from observatory_core.storage.clickhouse.refold import refold
 from observatory_core.storage.schema import DIMENSION_SLOTS
 
 BATCH = 50_000  # rows per insert: ClickHouse wants few large inserts (each makes a part)
@@ -97,21 +100,25 @@ def unexpired(batch: list[dict[str, Any]], retain: Callable) -> list[dict[str, A
     return out
 
 
-def stored_keys(store: SpanStore, batch: list[dict[str, Any]]) -> set[tuple[int, str, str]]:
-    """(org, trace, span) of the batch's spans the store already holds."""
+def stored_starts(
+    store: SpanStore, batch: list[dict[str, Any]]
+) -> dict[tuple[int, str, str], datetime]:
+    """(org, trace, span) -> stored start time of the batch's spans the store already holds
+    (the earliest, should copies with other starts be stored)."""
     by_org: dict[int, set[str]] = {}
     for row in batch:
         by_org.setdefault(row["org_id"], set()).add(row["span_id"])
-    found: set[tuple[int, str, str]] = set()
+    found: dict[tuple[int, str, str], datetime] = {}
     for org_id, span_ids in by_org.items():
         result = store.client.query(
-            f"SELECT DISTINCT trace_id, span_id FROM {store.table('spans')} "
-            "WHERE org_id = %(org)s AND span_id IN %(ids)s",
+            f"SELECT trace_id, span_id, min(start_time) FROM {store.table('spans')} "
+            "WHERE org_id = %(org)s AND span_id IN %(ids)s GROUP BY trace_id, span_id",
             parameters={"org": int(org_id), "ids": sorted(span_ids)},
             # the ids are written into the statement: ~19 bytes each, past the 256 KiB default
             settings={"max_query_size": 64 + 24 * len(span_ids) + 4096},
         )
-        found.update((org_id, trace, span) for trace, span in result.result_rows)
+        for trace, span, start in result.result_rows:
+            found[(org_id, trace, span)] = start
     return found
 
 
@@ -207,11 +214,13 @@ def _write(
     for batch in _batches(rows, batch_size):
         with store.write_lock, (turn or _no_turn)(r["org_id"] for r in batch):
             fresh = unexpired(_first_copies(batch), retain)
-            known = stored_keys(store, fresh)
+            known = stored_starts(store, fresh)
             if known:
+                keys = {(r["org_id"], r["trace_id"], r["span_id"]) for r in fresh}
                 fresh = [
                     r for r in fresh if (r["org_id"], r["trace_id"], r["span_id"]) not in known
                 ]
+                _refold_resent(store, {k: v for k, v in known.items() if k in keys})
             if fresh and prepare is not None:
                 fresh = prepare(store, fresh)
             if fresh:
@@ -226,6 +235,16 @@ def _write(
         if on_batch:
             on_batch(len(batch), len(fresh))
     return written
+
+
+def _refold_resent(store: SpanStore, known: Mapping[tuple[int, str, str], datetime]) -> None:
+    """Spans sent again: what a failed insert of them left out of the views is put back
+    (`refold.py`)."""
+    by_org: dict[int, list[tuple[str, datetime]]] = {}
+    for (org_id, trace_id, _), start in known.items():
+        by_org.setdefault(org_id, []).append((trace_id, start))
+    for org_id, found in by_org.items():
+        refold(store, org_id, found)
 
 
 def written_extent(store: SpanStore) -> tuple[int, datetime | None]:
