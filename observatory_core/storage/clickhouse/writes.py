@@ -13,7 +13,7 @@ time: a copy with another start is a span already stored. Without `turn` (tests,
 processes racing on a span could both insert it: lists and totals read one row per span
 (`reads.py`), the rollups would count it twice. Spans found stored are the sign of a retry:
 what an earlier insert of them whose views failed part-way left out of the rollups and trace
-totals is put back first (`refold.py`).
+totals is put back first (`view_gaps.py`).
 
 The ingest write path (`ingest/to_clickhouse.py`) passes `prepare`, which sees each batch's new
 spans under the same turn, after the check and before the insert (twins set aside, LLM calls
@@ -36,7 +36,7 @@ from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.org_turns import OrgTurns
-from observatory_core.storage.clickhouse.refold import refold
+from observatory_core.storage.clickhouse.view_gaps import fill_gaps
 from observatory_core.storage.schema import DIMENSION_SLOTS
 
 BATCH = 50_000  # rows per insert: ClickHouse wants few large inserts (each makes a part)
@@ -220,7 +220,7 @@ def _write(
                 fresh = [
                     r for r in fresh if (r["org_id"], r["trace_id"], r["span_id"]) not in known
                 ]
-                _refold_resent(store, {k: v for k, v in known.items() if k in keys})
+                _fill_resent_gaps(store, {k: v for k, v in known.items() if k in keys})
             if fresh and prepare is not None:
                 fresh = prepare(store, fresh)
             if fresh:
@@ -237,14 +237,14 @@ def _write(
     return written
 
 
-def _refold_resent(store: SpanStore, known: Mapping[tuple[int, str, str], datetime]) -> None:
+def _fill_resent_gaps(store: SpanStore, known: Mapping[tuple[int, str, str], datetime]) -> None:
     """Spans sent again: what a failed insert of them left out of the views is put back
-    (`refold.py`)."""
+    (`view_gaps.py`)."""
     by_org: dict[int, list[tuple[str, datetime]]] = {}
     for (org_id, trace_id, _), start in known.items():
         by_org.setdefault(org_id, []).append((trace_id, start))
     for org_id, found in by_org.items():
-        refold(store, org_id, found)
+        fill_gaps(store, org_id, found)
 
 
 def written_extent(store: SpanStore) -> tuple[int, datetime | None]:

@@ -1,5 +1,5 @@
 """An insert whose views failed part-way (the spans stored, some views without them) is put right
-when its spans are sent again (`refold.py`): the rollups at every grain and the trace totals
+when its spans are sent again (`view_gaps.py`): the rollups at every grain and the trace totals
 then agree with polars on the sent spans, and a further resend changes nothing.
 
 The failure is made as the engine leaves it: the spans' part written, the views after the

@@ -50,7 +50,7 @@ def _difference(column: layout.ChColumn) -> str:
         return f"s.{name} - r.{name}"
     if function in ("min", "max"):
         return f"s.{name}"
-    raise TypeError(f"{name}: no difference for {column.type}; add one in refold.py")
+    raise TypeError(f"{name}: no difference for {column.type}; add one in view_gaps.py")
 
 
 def _insert(
@@ -144,7 +144,7 @@ def _short(store: SpanStore, grain: str, org_id: int, days: list[int], lo, hi) -
     return sorted(int(b) for (b,) in result.result_rows)
 
 
-def refold(store: SpanStore, org_id: int, found: Iterable[tuple[str, datetime]]) -> int:
+def fill_gaps(store: SpanStore, org_id: int, found: Iterable[tuple[str, datetime]]) -> int:
     """Top up the views' rows of the buckets and traces of `found`, (trace id, start time)
     of one org's stored spans a batch sent again (see above). Answers how many buckets and
     traces were short."""
