@@ -14,10 +14,12 @@ from sqlalchemy import func, select
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
+from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest import to_clickhouse
 from observatory_core.ingest.persist import write_spans as write_to_database
 from observatory_core.storage.clickhouse.reads import Window, list_spans, span_totals
 from observatory_core.storage.schema import ROLLUPS, spans, trace_totals
+from observatory_core.traces.query import list_spans as explorer_list
 from tests.helpers import END, empty_database, make_org, span
 
 WINDOW = Window(END - timedelta(days=90), END + timedelta(days=1))
@@ -27,19 +29,22 @@ def _sent(org_id: int, project_id: int) -> list[list[dict]]:
     """Three writes: 60 spans; a third of them again, started 7 s later or 40 days earlier
     (another month's partition); 10 new spans, each followed by its corrected copy in the
     same batch."""
-    first = [
-        span(
-            org_id,
-            project_id,
-            END - timedelta(hours=3, seconds=61 * i),
-            input_tokens=10 + i,
-            output_tokens=i,
-            total_cost_usd=0.001 * i,
-            status="error" if i % 5 == 0 else "ok",
-            trace_id=f"{org_id:08x}{i // 3:024x}",  # three spans a trace
+    first: list[dict] = []
+    for i in range(60):
+        root = first[i - i % 3] if i % 3 else None  # three spans a trace, one root
+        first.append(
+            span(
+                org_id,
+                project_id,
+                END - timedelta(hours=3, seconds=61 * i),
+                input_tokens=10 + i,
+                output_tokens=i,
+                total_cost_usd=0.001 * i,
+                status="error" if i % 5 == 0 else "ok",
+                trace_id=root["trace_id"] if root else f"{org_id:08x}{i // 3:024x}",
+                parent_span_id=root["span_id"] if root else None,
+            )
         )
-        for i in range(60)
-    ]
     moved = [
         _shifted(r, timedelta(seconds=7) if i % 2 else -timedelta(days=40))
         for i, r in enumerate(first[::3])
@@ -119,6 +124,7 @@ def test_a_corrected_start_is_the_span_already_stored_on_every_store(database, c
         ).all()
     database_holds = _holding(stored, hours, traces)
     assert database_holds == expected
+    _explorer_lists(engine, org_id, expected)
 
     # the span store, through the ingest writer
     store = chdb_session.store("corrected")
@@ -153,6 +159,7 @@ def test_a_corrected_start_is_the_span_already_stored_on_every_store(database, c
         totals = span_totals(store, scope, WINDOW)
         assert (totals.spans, totals.tokens) == (want.height, want["total_tokens"].sum())
         assert totals.cost_usd == pytest.approx(want["total_cost_usd"].sum())
+        _explorer_lists(store.engine, org_id, expected)
     finally:
         chdb_session.drop(store)
 
@@ -163,3 +170,24 @@ def _holding(stored, hours, traces) -> dict:
         "hours": {_utc(b): (int(n), int(tokens)) for b, n, tokens in hours},
         "traces": {t: (int(n), _utc(first)) for t, n, first in traces},
     }
+
+
+def _explorer_lists(engine, org_id: int, expected: dict) -> None:
+    """The Traces page's lists (spans and traces mode), walked page by page: each span once,
+    at its first start, and each trace's span count."""
+    scope = Scope(org_id=org_id, role=Role.ADMIN, project_ids=None)
+    spec = FilterSpec(relative=None, start=WINDOW.start, end=WINDOW.end)
+    for mode in ("spans", "traces"):
+        rows, cursor = [], None
+        for _ in range(100):
+            page = explorer_list(engine, scope, spec, mode=mode, cursor=cursor, limit=25, now=END)
+            rows += page.rows
+            if not (cursor := page.next_cursor):
+                break
+        if mode == "spans":
+            listed = {(r["trace_id"], r["span_id"]): _utc(r["start_time"]) for r in rows}
+            assert listed == expected["spans"] and len(rows) == len(listed)
+        else:
+            counts = {r["trace_id"]: r["span_count"] for r in rows}
+            assert counts == {t: n for t, (n, _) in expected["traces"].items()}
+            assert len(rows) == len(counts)
