@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ class Spy:
     def __init__(self, client, engine, orgs: tuple[int, ...]) -> None:
         self._client, self._engine, self._orgs = client, engine, orgs
         self.seen: list[tuple[str, float, dict[int, bool]]] = []
+        self.statements: list[str] = []  # each one's SQL, or the table inserted into
 
     def __getattr__(self, name: str):
         attr = getattr(self._client, name)
@@ -77,6 +79,7 @@ class Spy:
 
         def statement(*args, **kwargs):
             self.seen.append((name, time.time(), {o: held(self._engine, o) for o in self._orgs}))
+            self.statements.append(str(args[0]) if args else "")
             return attr(*args, **kwargs)
 
         return statement
@@ -183,3 +186,24 @@ def test_a_turn_held_past_the_wait_is_answered_unavailable(engine, org, db_url, 
             assert held(engine, org + 5)
     finally:
         holder.kill()
+
+
+def test_migrate_spans_takes_the_orgs_turn_around_its_writes(engine, chdb_store):
+    from observatory_core.storage.clickhouse.migrate_spans import migrate_spans
+    from tests.helpers import END, make_org, span, write
+
+    org_id, (project_id,) = make_org(engine, f"turns-{engine.dialect.name}")
+    rows = [span(org_id, project_id, END - timedelta(minutes=i)) for i in range(30)]
+    assert write(engine, rows) == len(rows)
+    spy = Spy(chdb_store.client, engine, (org_id,))
+    store = SpanStore(chdb_store.target, spy)
+    report = migrate_spans(engine, store, org_ids=[org_id], batch=20)
+    assert report.copied == len(rows)
+    spans_table = f"{chdb_store.table('spans')}"
+    on_spans = [
+        turns
+        for (_, _, turns), text in zip(spy.seen, spy.statements, strict=True)
+        if text == spans_table or f"{spans_table} " in text
+    ]
+    assert len(on_spans) >= 4  # two pages: a check and an insert each
+    assert all(turns == {org_id: True} for turns in on_spans)
