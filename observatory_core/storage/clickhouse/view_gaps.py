@@ -37,7 +37,11 @@ def _micro_text(value: datetime) -> str:
 
 
 def _epoch(value: datetime) -> int:
-    return int(value.astimezone(UTC).timestamp())
+    """Seconds since the epoch; a time the driver hands back without a zone is UTC (the
+    column's), not the server's local time."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp())
 
 
 def _difference(column: layout.ChColumn) -> str:

@@ -36,7 +36,12 @@ def _rollups(store, grain: str) -> dict:
         "sum(total_cost_sum), max(duration_max), arraySum(mapValues(sumMap(latency_bins))) "
         f"FROM {store.table('rollup_' + grain)} WHERE org_id = {ORG} GROUP BY bucket_start"
     ).result_rows
-    return {b.replace(tzinfo=UTC): tuple(rest) for b, *rest in rows}
+    return {_utc(b): tuple(rest) for b, *rest in rows}
+
+
+def _utc(value):
+    """The driver hands a DateTime('UTC') back in the local zone, a DateTime64 without one."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _want_rollups(grain: str) -> dict:
@@ -63,7 +68,7 @@ def _traces(store) -> dict:
         f"FROM {store.table('trace_totals')} WHERE org_id = {ORG} GROUP BY trace_id"
     ).result_rows
     return {
-        t: (n, e, tok, cost, first.replace(tzinfo=UTC), last.replace(tzinfo=UTC), root)
+        t: (n, e, tok, cost, _utc(first), _utc(last), root)
         for t, n, e, tok, cost, first, last, root in rows
     }
 
