@@ -2,7 +2,8 @@
 before the insert, because the engine's views fold each inserted span into the rollups and
 trace totals at once and cannot take it back out (docs/scale.md, "Ingest").
 
-Per batch, under the store's write turn, after the spans already stored are dropped
+Per batch, under the store's write turn (this process's, and the batch's orgs' across
+processes, `storage/clickhouse/org_turns.py`), after the spans already stored are dropped
 (`storage/clickhouse/writes.py`) and before the rest is inserted (`prepare`):
 
 1. twin calls set aside (`ingest/dedup.py`'s rules): a new LLM span paired with another new
@@ -36,6 +37,7 @@ from observatory_core.semantic.fields import LLM_OPERATIONS, SLOT_CHARS, SLOT_MA
 from observatory_core.storage.clickhouse import writes
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA
 from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.org_turns import org_turns
 from observatory_core.storage.retention import policies
 from observatory_core.storage.schema import org_dimensions, orgs
 
@@ -124,6 +126,7 @@ def write_spans(
         retain_days=settings.retain_days,
         prepare=prepare,
         on_batch=on_batch,
+        turn=org_turns(engine),
     )
 
 
@@ -137,7 +140,7 @@ def _micro_text(value: datetime) -> str:
 
 
 def _query_size(store: SpanStore, ids: int) -> dict[str, Any]:
-    """The ids are written into the statement (as `writes.stored_keys` does); on a cluster, read
+    """The ids are written into the statement (as `writes.stored_starts` does); on a cluster, read
     from the replicas the inserts go to, as that check is (`cluster.SAME_REPLICA`)."""
     return {"max_query_size": 8192 + 40 * ids, **store.naming.settings(SAME_REPLICA)}
 

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from observatory_core.base.errors import UserError
 from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.org_turns import org_turns
 from observatory_core.storage.clickhouse.restamp import Stamp, retain_days, stamps_of
 from observatory_core.storage.clickhouse.writes import (
     EXPIRY_MARGIN,
@@ -232,6 +233,7 @@ def migrate_spans(
     points = checkpoints(store, source)
     days = retain_days(source_stamps(engine).values())
     retain = retainer(days)
+    turns = org_turns(engine)  # the source is the app's DATABASE_URL: a server may be writing
     copied = skipped = expired = 0
     for org_id in org_ids:
         point = points.get(org_id)
@@ -241,7 +243,7 @@ def migrate_spans(
         for rows in _pages(engine, org_id, point, batch):
             kept = unexpired(rows, retain)
             expired += len(rows) - len(kept)
-            written = write_spans(store, kept, batch_size=len(rows), retain_days=days)
+            written = write_spans(store, kept, batch_size=len(rows), retain_days=days, turn=turns)
             done += written
             passed += len(kept) - written
             last = rows[-1]

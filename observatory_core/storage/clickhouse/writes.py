@@ -5,12 +5,16 @@ A span sent twice must never count twice: not in a list, and not in the rollups 
 totals, which materialized views fold from every inserted row. So each batch first drops its
 own repeats (the first copy stays, as elsewhere) and the spans already stored (looked up by
 org and span id, the id's bloom filter skipping granules; the trace id is compared on the
-rows found), then inserts only new spans; the views see each span once. Writers in one process
-take turns (`SpanStore.write_lock`) so no two check and insert the same span at once. Should
-two processes still race, the table is a ReplacingMergeTree on identity, and every raw read
-takes one row per span (`reads.py`, `LIMIT 1 BY`), so lists and totals stay right; the rollups
-would count that span twice (docs/scale.md, "Not yet"). On a cluster the insert returns once
-every shard has stored its rows, so the next batch's check sees them (`cluster.WRITE_SETTINGS`).
+rows found), then inserts only new spans; the views see each span once. Writers take turns
+around the check and the insert: in one process (`SpanStore.write_lock`) and, given `turn`
+(`org_turns.py`, the batch's orgs' turns in `DATABASE_URL`, which ingest and `migrate-spans`
+pass), across the processes that share the store. A span is stored once whatever its start
+time: a copy with another start is a span already stored. Without `turn` (tests, bench), two
+processes racing on a span could both insert it: lists and totals read one row per span
+(`reads.py`), the rollups would count it twice. Spans found stored are the sign of a retry:
+what an earlier insert of them whose views failed part-way left out of the rollups and trace
+totals is put back first (`view_gaps.py`). On a cluster the insert returns once every shard
+has stored its rows, so the next batch's check sees them (`cluster.WRITE_SETTINGS`).
 
 The ingest write path (`ingest/to_clickhouse.py`) passes `prepare`, which sees each batch's new
 spans under the same turn, after the check and before the insert (twins set aside, LLM calls
@@ -24,6 +28,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
@@ -32,6 +37,8 @@ from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA, WRITE_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.org_turns import OrgTurns
+from observatory_core.storage.clickhouse.view_gaps import fill_gaps
 from observatory_core.storage.schema import DIMENSION_SLOTS
 
 BATCH = 50_000  # rows per insert: ClickHouse wants few large inserts (each makes a part)
@@ -95,16 +102,19 @@ def unexpired(batch: list[dict[str, Any]], retain: Callable) -> list[dict[str, A
     return out
 
 
-def stored_keys(store: SpanStore, batch: list[dict[str, Any]]) -> set[tuple[int, str, str]]:
-    """(org, trace, span) of the batch's spans the store already holds."""
+def stored_starts(
+    store: SpanStore, batch: list[dict[str, Any]]
+) -> dict[tuple[int, str, str], datetime]:
+    """(org, trace, span) -> stored start time of the batch's spans the store already holds
+    (the earliest, should copies with other starts be stored)."""
     by_org: dict[int, set[str]] = {}
     for row in batch:
         by_org.setdefault(row["org_id"], set()).add(row["span_id"])
-    found: set[tuple[int, str, str]] = set()
+    found: dict[tuple[int, str, str], datetime] = {}
     for org_id, span_ids in by_org.items():
         result = store.client.query(
-            f"SELECT DISTINCT trace_id, span_id FROM {store.table('spans')} "
-            "WHERE org_id = %(org)s AND span_id IN %(ids)s",
+            f"SELECT trace_id, span_id, min(start_time) FROM {store.table('spans')} "
+            "WHERE org_id = %(org)s AND span_id IN %(ids)s GROUP BY trace_id, span_id",
             parameters={"org": int(org_id), "ids": sorted(span_ids)},
             settings={
                 # the ids are written into the statement: ~19 bytes each, past the 256 KiB default
@@ -113,7 +123,8 @@ def stored_keys(store: SpanStore, batch: list[dict[str, Any]]) -> set[tuple[int,
                 **store.naming.settings(SAME_REPLICA),
             },
         )
-        found.update((org_id, trace, span) for trace, span in result.result_rows)
+        for trace, span, start in result.result_rows:
+            found[(org_id, trace, span)] = start
     return found
 
 
@@ -159,6 +170,11 @@ def unavailable(store: SpanStore, exc: BaseException) -> DatabaseUnavailable:
     )
 
 
+@contextmanager
+def _no_turn(org_ids: Iterable[int]) -> Iterator[None]:
+    yield
+
+
 Prepare = Callable[[SpanStore, list[dict[str, Any]]], list[dict[str, Any]]]
 
 
@@ -170,6 +186,7 @@ def write_spans(
     retain_days: Mapping[tuple[int, int], int] | None = None,
     prepare: Prepare | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    turn: OrgTurns | None = None,
 ) -> int:
     """Store complete span rows; answers how many were new (a span already stored, or repeated
     in the input, is not written again). `retain_days[(org, project)]` (or `(org, 0)` for the
@@ -181,7 +198,7 @@ def write_spans(
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
     try:
-        return _write(store, rows, batch_size, retain_days or {}, prepare, on_batch)
+        return _write(store, rows, batch_size, retain_days or {}, prepare, on_batch, turn)
     except ClickHouseError as exc:
         if retryable(exc):
             raise unavailable(store, exc) from exc
@@ -195,18 +212,21 @@ def _write(
     days: Mapping[tuple[int, int], int],
     prepare: Prepare | None,
     on_batch: Callable[[int, int], None] | None,
+    turn: OrgTurns | None,
 ) -> int:
     retain = retainer(days)
     names = layout.span_column_names()
     written = 0
     for batch in _batches(rows, batch_size):
-        with store.write_lock:
+        with store.write_lock, (turn or _no_turn)(r["org_id"] for r in batch):
             fresh = unexpired(_first_copies(batch), retain)
-            known = stored_keys(store, fresh)
+            known = stored_starts(store, fresh)
             if known:
+                keys = {(r["org_id"], r["trace_id"], r["span_id"]) for r in fresh}
                 fresh = [
                     r for r in fresh if (r["org_id"], r["trace_id"], r["span_id"]) not in known
                 ]
+                _fill_resent_gaps(store, {k: v for k, v in known.items() if k in keys})
             if fresh and prepare is not None:
                 fresh = prepare(store, fresh)
             if fresh:
@@ -223,6 +243,16 @@ def _write(
         if on_batch:
             on_batch(len(batch), len(fresh))
     return written
+
+
+def _fill_resent_gaps(store: SpanStore, known: Mapping[tuple[int, str, str], datetime]) -> None:
+    """Spans sent again: what a failed insert of them left out of the views is put back
+    (`view_gaps.py`)."""
+    by_org: dict[int, list[tuple[str, datetime]]] = {}
+    for (org_id, trace_id, _), start in known.items():
+        by_org.setdefault(org_id, []).append((trace_id, start))
+    for org_id, found in by_org.items():
+        fill_gaps(store, org_id, found)
 
 
 def written_extent(store: SpanStore) -> tuple[int, datetime | None]:

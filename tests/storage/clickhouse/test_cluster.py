@@ -19,6 +19,7 @@ import pytest
 
 from observatory_core.__main__ import main
 from observatory_core.base.errors import ConfigError, DatabaseUnavailable
+from observatory_core.base.settings import get_settings
 from observatory_core.storage.clickhouse import connect, ddl, rebuild, restamp
 from observatory_core.storage.clickhouse.cluster import Naming
 from observatory_core.storage.clickhouse.connect import SpanStore, open_span_store
@@ -113,8 +114,17 @@ def test_a_bad_cluster_says_what_to_write(url, says):
     assert "pw@" not in str(caught.value)
 
 
-def test_the_ddl_command_takes_the_settings_cluster(monkeypatch, capsys):
+@pytest.fixture
+def cluster_setting(monkeypatch):
+    """The setting names the cluster for this test only: the settings read with it are
+    forgotten after (a later test's ingest would otherwise dial the cluster's host)."""
     monkeypatch.setenv("OBSERVATORY_SPAN_STORE", URL)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_the_ddl_command_takes_the_settings_cluster(cluster_setting, capsys):
     assert main(["clickhouse-ddl"]) == 0
     assert capsys.readouterr().out == ddl.ddl_text("obs", "obs_cluster")
     assert main(["clickhouse-ddl", "--database", "other"]) == 0

@@ -1,0 +1,190 @@
+"""What an insert whose views failed part-way left out of the rollups and trace totals, put
+back when its spans are sent again (docs/scale.md, "Each span once").
+
+The engine writes an insert's spans first and then runs the views one after another: a view
+that fails leaves the spans stored and the views after it without them (seen on chDB: the
+spans' part and the views before the failing one kept, the rest not). The retry finds the
+spans stored and skips them, so without this they would count too few for good.
+
+So when a batch holds spans already stored, the writer (under the org's write turn, before it
+inserts anything) compares, for the days and the traces those stored spans fall in, the
+counted spans with what the views hold: `span_count` per minute, hour and day bucket of those
+days (one count per grain) and per trace. Where the spans hold more, the difference is inserted: for each key,
+the spans' partials (the views' own expressions) less what the row holds for the sums and
+the bins, the spans' own values for the minimums and maximums (folding them again changes
+nothing). Grains go finest first, each over the whole days: a minute's difference reaches the
+hour and the day through their views, so an hour is only topped up once all its minutes are
+whole, when its own view was the one that failed.
+
+Where the views hold more than the spans (copies racing writers left before the write turn,
+spans the TTL deleted: the rollups and trace totals have none), nothing is taken out, and a
+missing span hidden behind such a surplus in the same bucket is not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.ddl import _counted_spans
+
+
+def _micro_text(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _epoch(value: datetime) -> int:
+    """Seconds since the epoch; a time the driver hands back without a zone is UTC (the
+    column's), not the server's local time."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp())
+
+
+def _difference(column: layout.ChColumn) -> str:
+    """The value to insert so that the row, merged with it, holds what the spans give."""
+    name = column.name
+    if column.type == layout.BINS_TYPE:
+        return f"mapSubtract(s.{name}, r.{name})"
+    function = column.type.removeprefix("SimpleAggregateFunction(").split(",")[0]
+    if function == "sum":
+        return f"s.{name} - r.{name}"
+    if function in ("min", "max"):
+        return f"s.{name}"
+    raise TypeError(f"{name}: no difference for {column.type}; add one in view_gaps.py")
+
+
+def _insert(
+    store: SpanStore,
+    table: str,
+    keys: list[tuple[str, str]],
+    partials: tuple[layout.Partial, ...],
+    spans_where: str,
+    rows_where: str,
+) -> str:
+    """INSERT the difference rows of `table` (keys: (name, expression over spans))."""
+    names = [n for n, _ in keys]
+    made = ", ".join(
+        [f"{e} AS {n}" for n, e in keys] + [f"{p.select} AS {p.column.name}" for p in partials]
+    )
+    have = ", ".join(names + [f"{layout.merged(p.column)} AS {p.column.name}" for p in partials])
+    on = " AND ".join(f"s.{n} = r.{n}" for n in names)
+    values = [f"s.{n}" for n in names] + [_difference(p.column) for p in partials]
+    bins = [p.column.name for p in partials if p.column.type == layout.BINS_TYPE]
+    # only a row the spans cover: every bin it holds at most what the spans give
+    covered = "".join(f" AND arrayAll(k -> s.{b}[k] >= r.{b}[k], mapKeys(r.{b}))" for b in bins)
+    columns = ", ".join(names + [p.column.name for p in partials])
+    return (
+        f"INSERT INTO {store.table(table)} ({columns})\n"
+        f"SELECT {', '.join(values)}\n"
+        f"FROM (SELECT {made} FROM {store.table('spans')} AS spans\n"
+        f"      WHERE {spans_where} AND {_counted_spans()} GROUP BY {', '.join(names)}) AS s\n"
+        f"LEFT JOIN (SELECT {have} FROM {store.table(table)} AS rows\n"
+        f"      WHERE {rows_where} GROUP BY {', '.join(names)}) AS r ON {on}\n"
+        f"WHERE s.span_count > r.span_count{covered}"
+    )
+
+
+def _rollup_statement(store: SpanStore, grain: str) -> str:
+    seconds = layout.GRAIN_SECONDS[grain]
+    bucket = (
+        f"toDateTime(toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC'), 'UTC')"
+    )
+    keys = [("org_id", "spans.org_id"), ("bucket_start", bucket)]
+    keys += [(c.name, e) for c, e in layout.rollup_keys()]
+    in_buckets = (
+        "spans.org_id = %(org)s AND spans.start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
+        "AND spans.start_time < toDateTime64(%(hi)s, 6, 'UTC') "
+        f"AND toUnixTimestamp(toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, "
+        "'UTC')) IN %(buckets)s"
+    )
+    rows = (
+        "org_id = %(org)s AND bucket_start >= toDateTime64(%(lo)s, 6, 'UTC') "
+        "AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') "
+        "AND toUnixTimestamp(bucket_start) IN %(buckets)s"
+    )
+    return _insert(store, f"rollup_{grain}", keys, layout.rollup_partials(), in_buckets, rows)
+
+
+def _trace_statement(store: SpanStore) -> str:
+    keys = [("org_id", "spans.org_id"), ("project_id", "spans.project_id")]
+    keys.append(("trace_id", "spans.trace_id"))
+    return _insert(
+        store,
+        "trace_totals",
+        keys,
+        layout.trace_total_partials(),
+        "spans.org_id = %(org)s AND spans.trace_id IN %(traces)s",
+        "org_id = %(org)s AND trace_id IN %(traces)s",
+    )
+
+
+_DAY = layout.GRAIN_SECONDS["1day"]
+
+
+def _short(store: SpanStore, grain: str, org_id: int, days: list[int], lo, hi) -> list[int]:
+    """The `grain` buckets of `days` whose rollup rows count fewer spans than the spans table
+    holds (every bucket of those days, not only those the resent spans fall in: a minute
+    left short elsewhere in an hour must be topped up before the hour is judged)."""
+    seconds = layout.GRAIN_SECONDS[grain]
+    bucket = f"toUnixTimestamp(toStartOfInterval(start_time, INTERVAL {seconds} SECOND, 'UTC'))"
+    day = f"toUnixTimestamp(toStartOfInterval(start_time, INTERVAL {_DAY} SECOND, 'UTC'))"
+    row_day = f"toUnixTimestamp(toStartOfInterval(bucket_start, INTERVAL {_DAY} SECOND, 'UTC'))"
+    params = {"org": org_id, "days": days, "lo": lo, "hi": hi}
+    result = store.client.query(
+        f"SELECT s.b FROM (SELECT {bucket} AS b, count() AS n FROM {store.table('spans')} "
+        "WHERE org_id = %(org)s AND start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
+        f"AND start_time < toDateTime64(%(hi)s, 6, 'UTC') AND {_counted_spans()} "
+        f"AND {day} IN %(days)s GROUP BY b) AS s LEFT JOIN (SELECT toUnixTimestamp(bucket_start) "
+        f"AS b, sum(span_count) AS n FROM {store.table(f'rollup_{grain}')} "
+        "WHERE org_id = %(org)s AND bucket_start >= toDateTime64(%(lo)s, 6, 'UTC') "
+        f"AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') AND {row_day} IN %(days)s "
+        "GROUP BY b) AS r ON s.b = r.b WHERE s.n > r.n",
+        parameters=params,
+    )
+    return sorted(int(b) for (b,) in result.result_rows)
+
+
+def fill_gaps(store: SpanStore, org_id: int, found: Iterable[tuple[str, datetime]]) -> int:
+    """Top up the views' rows of the buckets and traces of `found`, (trace id, start time)
+    of one org's stored spans a batch sent again (see above). Answers how many buckets and
+    traces were short."""
+    found = list(found)
+    if not found:
+        return 0
+    repaired = 0
+    days = sorted({_epoch(start) // _DAY * _DAY for _, start in found})
+    lo = _micro_text(datetime.fromtimestamp(days[0], UTC))
+    hi = _micro_text(datetime.fromtimestamp(days[-1] + _DAY, UTC))
+    for grain in layout.GRAIN_SECONDS:  # finest first (see above)
+        short = _short(store, grain, org_id, days, lo, hi)
+        if short:
+            params: dict[str, Any] = {"org": org_id, "buckets": short, "lo": lo, "hi": hi}
+            store.client.command(
+                _rollup_statement(store, grain),
+                parameters=params,
+                settings={"max_query_size": 65536 + 12 * len(short)},
+            )
+            repaired += len(short)
+    traces = sorted({trace for trace, _ in found})
+    result = store.client.query(
+        f"SELECT s.t FROM (SELECT trace_id AS t, count() AS n FROM {store.table('spans')} "
+        f"WHERE org_id = %(org)s AND trace_id IN %(traces)s AND {_counted_spans()} GROUP BY t) "
+        f"AS s LEFT JOIN (SELECT trace_id AS t, sum(span_count) AS n FROM "
+        f"{store.table('trace_totals')} WHERE org_id = %(org)s AND trace_id IN %(traces)s "
+        "GROUP BY t) AS r ON s.t = r.t WHERE s.n > r.n",
+        parameters={"org": org_id, "traces": traces},
+        settings={"max_query_size": 8192 + 80 * len(traces)},
+    )
+    short_traces = sorted(t for (t,) in result.result_rows)
+    if short_traces:
+        store.client.command(
+            _trace_statement(store),
+            parameters={"org": org_id, "traces": short_traces},
+            settings={"max_query_size": 65536 + 80 * len(short_traces)},
+        )
+        repaired += len(short_traces)
+    return repaired

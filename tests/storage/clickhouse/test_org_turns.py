@@ -1,0 +1,209 @@
+"""The span store's write turn across processes (`org_turns.py`), on SQLite and PostgreSQL
+`DATABASE_URL`s: the ingest writer holds its batch's orgs' turns around the "already stored"
+check and the insert, and a second real process holding an org's turn makes that org's writes
+wait, and no other org's. (One chDB folder cannot be opened by two processes, so the second
+process holds the turn itself rather than writing spans.)"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from observatory_core.base.errors import DatabaseUnavailable
+from observatory_core.ingest import to_clickhouse
+from observatory_core.storage.clickhouse import org_turns
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.engine import get_engine
+from tests.storage.clickhouse.conftest import demo_rows
+
+ROOT = Path(__file__).resolve().parents[3]
+HOLDER = """
+import sys, time
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.clickhouse.org_turns import org_turns
+with org_turns(get_engine(sys.argv[1]))([int(sys.argv[2])]):
+    print("held", flush=True)
+    sys.stdin.readline()
+    print(time.time(), flush=True)
+"""
+
+
+def _rows(org_id: int, seed: int, count: int = 40) -> list[dict]:
+    return [dict(r, org_id=org_id) for r in demo_rows(count, seed=seed)]
+
+
+def held(engine, org_id: int) -> bool:
+    """Whether some connection or process holds `org_id`'s turn, seen from outside it."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            return bool(
+                conn.exec_driver_sql(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    f"AND classid = {org_turns.TURNS} AND objid = {org_id} AND objsubid = 2"
+                ).scalar()
+            )
+    database = Path(engine.url.database)
+    path = database.parent / (database.name + org_turns.SUFFIX) / f"org-{org_id}"
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:  # a lock on another open file is another holder's, even in this process
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+class Spy:
+    """The store's client, noting at each statement whether each watched org's turn is held."""
+
+    def __init__(self, client, engine, orgs: tuple[int, ...]) -> None:
+        self._client, self._engine, self._orgs = client, engine, orgs
+        self.seen: list[tuple[str, float, dict[int, bool]]] = []
+        self.statements: list[str] = []  # each one's SQL, or the table inserted into
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if name not in ("query", "insert", "command"):
+            return attr
+
+        def statement(*args, **kwargs):
+            self.seen.append((name, time.time(), {o: held(self._engine, o) for o in self._orgs}))
+            self.statements.append(str(args[0]) if args else "")
+            return attr(*args, **kwargs)
+
+        return statement
+
+
+@pytest.fixture
+def engine(db_url):
+    to_clickhouse.forget_settings()
+    return get_engine(db_url)
+
+
+@pytest.fixture
+def org(engine):
+    """The first of this database's orgs: the chDB store is the module's, shared by both."""
+    return 70 if engine.dialect.name == "sqlite" else 80
+
+
+class Holder:
+    """Another process holding `org_id`'s turn until `release()`."""
+
+    def __init__(self, db_url: str, org_id: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, db_url, str(org_id)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout.readline().strip() == "held"
+
+    def release(self) -> float:
+        """Tell it to let go; answers the time just before it did."""
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        let_go = float(self.proc.stdout.readline())
+        assert self.proc.wait(timeout=30) == 0
+        return let_go
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_the_writer_holds_its_orgs_turns_around_the_check_and_the_insert(engine, org, chdb_store):
+    rows = _rows(org + 1, 31) + _rows(org + 2, 32)
+    spy = Spy(chdb_store.client, engine, (org + 1, org + 2))
+    store = SpanStore(chdb_store.target, spy)
+    assert to_clickhouse.write_spans(store, engine, rows) == len(rows)
+    kinds = [name for name, _, _ in spy.seen]
+    assert "query" in kinds and kinds[-1] == "insert"  # the stored-span check, ..., the insert
+    assert all(orgs == {org + 1: True, org + 2: True} for _, _, orgs in spy.seen)
+    assert not held(engine, org + 1) and not held(engine, org + 2)
+    # sent again: the check finds them all, under the turn, and nothing is inserted
+    spy.seen.clear()
+    assert to_clickhouse.write_spans(store, engine, rows) == 0
+    assert spy.seen and all(orgs == {org + 1: True, org + 2: True} for _, _, orgs in spy.seen)
+
+
+def test_another_process_holding_an_orgs_turn_holds_back_that_org_only(
+    engine, org, db_url, chdb_store, monkeypatch
+):
+    monkeypatch.setattr(org_turns, "WAIT_S", 60.0)  # a broken turn fails the test, not hangs
+    holder = Holder(db_url, org + 3)
+    try:
+        other = _rows(org + 4, 33)
+        assert to_clickhouse.write_spans(chdb_store, engine, other) == len(other)
+        assert holder.proc.poll() is None  # written while the first org's turn was still held
+
+        spy = Spy(chdb_store.client, engine, ())
+        store = SpanStore(chdb_store.target, spy)
+        mine = _rows(org + 3, 34)
+        done: list[int] = []
+        writer = threading.Thread(
+            target=lambda: done.append(to_clickhouse.write_spans(store, engine, mine))
+        )
+        writer.start()
+        time.sleep(1.0)
+        assert writer.is_alive() and spy.seen == []  # not even the stored-span check yet
+        let_go = holder.release()
+        writer.join(timeout=60)
+        assert done == [len(mine)]
+        assert spy.seen[0][1] >= let_go
+    finally:
+        holder.kill()
+    ((stored,),) = chdb_store.client.query(
+        f"SELECT count() FROM {chdb_store.table('spans')} WHERE org_id IN ({org + 3}, {org + 4})"
+    ).result_rows
+    assert stored == len(mine) + len(other)
+
+
+def test_a_turn_held_past_the_wait_is_answered_unavailable(engine, org, db_url, monkeypatch):
+    monkeypatch.setattr(org_turns, "WAIT_S", 0.3)
+    holder = Holder(db_url, org + 6)
+    try:
+        turns = org_turns.org_turns(engine)
+        with (
+            pytest.raises(DatabaseUnavailable, match=rf"write turn of org {org + 6} .*retry"),
+            turns([org + 6, org + 5]),
+        ):
+            pass
+        assert not held(engine, org + 5)  # taken before the one that timed out, and let go
+        with org_turns.org_turns(engine)([org + 5]):
+            assert held(engine, org + 5)
+    finally:
+        holder.kill()
+
+
+def test_migrate_spans_takes_the_orgs_turn_around_its_writes(engine, chdb_store):
+    from observatory_core.storage.clickhouse.migrate_spans import migrate_spans
+    from tests.helpers import END, make_org, span, write
+
+    org_id, (project_id,) = make_org(engine, f"turns-{engine.dialect.name}")
+    rows = [span(org_id, project_id, END - timedelta(minutes=i)) for i in range(30)]
+    assert write(engine, rows) == len(rows)
+    spy = Spy(chdb_store.client, engine, (org_id,))
+    store = SpanStore(chdb_store.target, spy)
+    report = migrate_spans(engine, store, org_ids=[org_id], batch=20)
+    assert report.copied == len(rows)
+    spans_table = f"{chdb_store.table('spans')}"
+    on_spans = [
+        turns
+        for (_, _, turns), text in zip(spy.seen, spy.statements, strict=True)
+        if text == spans_table or f"{spans_table} " in text
+    ]
+    assert len(on_spans) >= 4  # two pages: a check and an insert each
+    assert all(turns == {org_id: True} for turns in on_spans)
