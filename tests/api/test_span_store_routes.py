@@ -8,7 +8,7 @@ DATABASE_URL's."""
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
@@ -394,13 +394,24 @@ def test_the_alert_workers_round_reads_the_chosen_store(client, routed):
                 conn.execute(delete(table))
 
 
-def test_the_filter_widgets_lists_read_the_chosen_store(client, routed):
+class _DataClock(datetime):
+    """The value lists' clock an hour past the data's NOW: they hold the last 90 days' values,
+    and the data ends at a fixed date that the real clock leaves behind (in February 2027)."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return NOW + timedelta(hours=1)
+
+
+def test_the_filter_widgets_lists_read_the_chosen_store(client, routed, monkeypatch):
     """The sidebar's value lists (`ui/cached.values`): the model only the span store has seen
     is offered there, and only there; the projects come from DATABASE_URL either way."""
     import streamlit as st
 
+    from observatory_core.traces import values
     from observatory_core.ui import cached
 
+    monkeypatch.setattr(values, "datetime", _DataClock)
     _, df, on_store = client
     st.cache_data.clear()
     scope = admin_scope(routed["acme"])
