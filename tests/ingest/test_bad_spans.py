@@ -116,7 +116,11 @@ def partial(kind: str, body: bytes):
 
 
 def assert_nul_spans_stored(engine, org_id: int) -> None:
-    rows = stored(engine, org_id)
+    assert_nul_rows(stored(engine, org_id))
+
+
+def assert_nul_rows(rows: list[dict]) -> None:
+    """`nul_request`'s spans as stored, sorted by span id: every NUL a U+FFFD."""
     assert len(rows) == N
     assert not [r for r in rows if "\x00" in repr(r)]  # not one NUL left anywhere
     for i, row in enumerate(rows):

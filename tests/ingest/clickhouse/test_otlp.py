@@ -438,3 +438,37 @@ def test_a_span_store_that_cannot_be_opened_answers_503(server, sent, tmp_path, 
         get_settings.cache_clear()
     assert status == 503 and headers.get("retry-after", headers.get("Retry-After")) == "5"
     assert b"unavailable" in body and b"Traceback" not in body
+
+
+def test_nul_characters_everywhere_store_all_spans_on_the_span_store(server):
+    """Issue 25's mixed batch on the span store too: 100 spans with a NUL in every place a
+    sender can put one (name, attribute key and value, texts, resource, scope, event) are all
+    stored, each NUL a U+FFFD, none refused."""
+    import json
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
+    from tests.ingest.clickhouse.conftest import ChIngest
+    from tests.ingest.test_bad_spans import as_protobuf, assert_nul_rows, nul_request
+
+    engine = server["engine"]
+    org_id, _ = make_org(engine, "ch-nul", ("default",))
+    key = create_key(engine, admin_scope(org_id), "nul key")
+    body = as_protobuf(nul_request())
+    headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {key}"}
+    request = urllib.request.Request(f"{server['base']}/v1/traces", data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+        reply = ExportTraceServiceResponse.FromString(response.read())
+    assert reply.partial_success.rejected_spans == 0
+    frame = ChIngest(engine, server["store"]).frame(
+        "SELECT span_id, name, input_text, output_text, service_name, user_id, error_type, "
+        f"error_message, attributes FROM {{db}}.spans WHERE org_id = {org_id} ORDER BY span_id"
+    )
+    rows = [
+        {**r, "attributes": json.loads(r["attributes"])} if isinstance(r["attributes"], str) else r
+        for r in frame.iter_rows(named=True)
+    ]
+    assert_nul_rows(rows)
