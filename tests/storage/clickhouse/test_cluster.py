@@ -134,10 +134,10 @@ def test_the_ddl_command_takes_the_settings_cluster(cluster_setting, capsys):
 # -- migrations at open -------------------------------------------------------------------------
 
 
-def _open(
-    monkeypatch, url: str, versions: list[int], spans_engine: str, fail: str | None = None
+def _server(
+    monkeypatch, versions: list[int], spans_engine: str, fail: str | None = None
 ) -> Recorder:
-    """`open_span_store(url)` against a recorded server whose schema is at `versions`."""
+    """A recorded server whose schema is at `versions`, the one `open_span_store` dials."""
     client = Recorder(
         {
             "SELECT DISTINCT version FROM obs.schema_versions": [(v,) for v in versions],
@@ -147,6 +147,14 @@ def _open(
         fail=fail,
     )
     monkeypatch.setattr(connect, "_client", lambda target: client)
+    return client
+
+
+def _open(
+    monkeypatch, url: str, versions: list[int], spans_engine: str, fail: str | None = None
+) -> Recorder:
+    """`open_span_store(url)` against a recorded server whose schema is at `versions`."""
+    client = _server(monkeypatch, versions, spans_engine, fail)
     open_span_store(url)
     return client
 
@@ -245,6 +253,26 @@ def test_a_cluster_that_refuses_the_schema_is_said_in_one_sentence(monkeypatch, 
         "The span store's schema was not applied on the cluster obs_cluster (Code: "
     )
     assert says in message and "pw" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "engine", "says"),
+    [
+        (URL, "ReplacingMergeTree", "was made for one node"),
+        (ONE_NODE, "Distributed", "add ?cluster=NAME"),
+    ],
+)
+def test_a_store_at_version_2_laid_out_for_the_other_setting_is_refused_before_any_change(
+    monkeypatch, url, engine, says
+):
+    """The layout is checked before the missing versions are applied: a one-node store sent
+    no `ALTER ... ON CLUSTER`, a cluster's no `MODIFY QUERY ... FROM obs.spans` on its views
+    (and no version recorded in its replicated `schema_versions`, which the other nodes
+    would then never apply)."""
+    client = _server(monkeypatch, [1, 2], engine)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        open_span_store(url)
+    assert client.of("command") == [] and client.of("insert") == []
 
 
 def test_the_engines_own_refusals_are_said_in_one_sentence(chdb_store):
