@@ -22,15 +22,21 @@ from observatory_core.base.errors import ConfigError, DatabaseUnavailable
 from observatory_core.storage.clickhouse.target import IDENTIFIER
 
 # A schema change sent ON CLUSTER waits for every node to run it and fails when one did not
-# (rather than answering a table of the nodes' statuses to read), so a version is recorded
-# only once every node has it; a node that does not answer in `distributed_ddl_task_timeout`
-# fails the open, and the next open runs the version again.
+# (`throw`: a node's error raised, not only listed in the table of the nodes' statuses the
+# statement answers), so a version is recorded only once every node has it; a node that does
+# not answer in `distributed_ddl_task_timeout` fails the open, and the next open runs the
+# version again.
 # The wait is kept under the client's own (`connect.py`, 60 s), so a slow node is said by the
 # server, not by a dropped connection; the statement still runs on that node later.
 DDL_SETTINGS: dict[str, Any] = {
     "distributed_ddl_output_mode": "throw",
     "distributed_ddl_task_timeout": 50,
 }
+# A statement sent ON CLUSTER that returns once it is in the cluster's queue, waiting for no
+# node (`distributed_ddl_task_timeout = 0`): the re-stamp's mutation (`restamp.py`), sent
+# while an org's settings row is held, which must not wait on a slow node. Each node runs the
+# queue in its order, so two re-stamps of an org reach every node in the order sent.
+QUEUED_SETTINGS: dict[str, Any] = {**DDL_SETTINGS, "distributed_ddl_task_timeout": 0}
 # The writer's check for stored spans and its insert go to the same replica of each shard (the
 # first that answers, in the cluster's order), not one picked at random that replication may
 # not have reached yet (`writes.py`).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from contextlib import contextmanager
 from datetime import date, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -393,12 +394,26 @@ def test_a_restamp_on_a_cluster_mutates_every_shards_local_spans(chdb_store):
     ((mutation, settings),) = client.of("command")
     assert mutation.startswith(f"ALTER TABLE obs.spans_local {ON} UPDATE retain_days = ")
     assert "WHERE org_id = 1 AND retain_days != " in mutation
-    assert settings == {
+    # queued, waiting for no node: it is sent while the org's settings row is held
+    queued = {
         "mutations_sync": 0,
         "distributed_ddl_output_mode": "throw",
-        "distributed_ddl_task_timeout": 50,
+        "distributed_ddl_task_timeout": 0,
     }
+    assert settings == queued
     _parses(chdb_store, mutation)
+    # the worker's run sends the same (under `org_stamp`'s hold of the row)
+    store, client = _store(URL, {**STALE, "SELECT count()": [(0,)]})
+    held = []
+
+    @contextmanager
+    def current(org_id):
+        held.append(org_id)
+        yield stamp
+
+    assert restamp.reconcile(store, [stamp], current) == {1: 12} and held == [1]
+    ((mutation, settings),) = client.of("command")
+    assert mutation.startswith(f"ALTER TABLE obs.spans_local {ON} UPDATE ") and settings == queued
 
 
 def test_unfinished_and_failing_mutations_are_read_on_every_node(chdb_store):
