@@ -31,6 +31,8 @@ from tests.storage.clickhouse.conftest import END, demo_rows
 URL = "clickhouse://writer:pw@ch1.internal:8123/obs?cluster=obs_cluster"
 ONE_NODE = "clickhouse://writer:pw@ch1.internal:8123/obs"
 ON = "ON CLUSTER obs_cluster"
+# some of the server's settings, as the driver reads them at connect (a release since 23.10)
+SERVER_SETTINGS = ("distributed_foreground_insert", "insert_distributed_sync", "load_balancing")
 
 
 class Recorder:
@@ -39,12 +41,20 @@ class Recorder:
     `inner`, it passes each statement on to that client and answers what it answers."""
 
     def __init__(
-        self, answers: dict[str, list] | None = None, inner: Any = None, fail: str | None = None
+        self,
+        answers: dict[str, list] | None = None,
+        inner: Any = None,
+        fail: str | None = None,
+        settings: tuple[str, ...] = SERVER_SETTINGS,
+        version: str = "25.8.1.1",
     ) -> None:
         self.answers = answers or {}
         self.inner = inner
         self.fail = fail  # the server's error for every command
         self.sent: list[tuple[str, str, dict]] = []
+        if inner is None:  # what the driver read of the server as it connected
+            self.server_settings = dict.fromkeys(settings)
+            self.server_version = version
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -136,7 +146,7 @@ def test_the_ddl_command_takes_the_settings_cluster(cluster_setting, capsys):
 
 
 def _server(
-    monkeypatch, versions: list[int], spans_engine: str, fail: str | None = None
+    monkeypatch, versions: list[int], spans_engine: str, fail: str | None = None, **server: Any
 ) -> Recorder:
     """A recorded server whose schema is at `versions`, the one `open_span_store` dials."""
     client = Recorder(
@@ -146,6 +156,7 @@ def _server(
             "name = 'spans'": [(spans_engine,)],
         },
         fail=fail,
+        **server,
     )
     monkeypatch.setattr(connect, "_client", lambda target: client)
     return client
@@ -226,6 +237,25 @@ def test_a_store_laid_out_for_the_other_setting_is_refused(monkeypatch, url, eng
     do not exist. Refused at open with what to change."""
     with pytest.raises(ConfigError, match=re.escape(says)):
         _open(monkeypatch, url, [m.version for m in ddl.MIGRATIONS], engine)
+
+
+def test_a_cluster_on_a_server_before_23_10_is_refused_at_open(monkeypatch):
+    """Before 23.10 the server knows the writes' `distributed_foreground_insert` only as
+    `insert_distributed_sync`, and would refuse every write: refused at open, nothing sent,
+    saying the version needed. One node sends no such setting, and opens."""
+    old = ("insert_distributed_sync", "load_balancing", "prefer_localhost_replica")
+    client = _server(monkeypatch, [], "Distributed", settings=old, version="23.3.8.21")
+    with pytest.raises(ConfigError) as caught:
+        open_span_store(URL)
+    assert str(caught.value) == (
+        "The span store on the cluster obs_cluster needs ClickHouse 23.10 or later (the server "
+        "answering is version 23.3.8.21: it has no distributed_foreground_insert setting, "
+        "which the writes need). Upgrade the cluster (docs/scale.md, 'A cluster')."
+    )
+    assert client.sent == []
+    client = _server(monkeypatch, [], "ReplacingMergeTree", settings=old, version="23.3.8.21")
+    open_span_store(ONE_NODE)
+    assert [text for text, _ in client.of("command")] == ddl.statements(Naming("obs"))
 
 
 @pytest.mark.parametrize(
@@ -310,13 +340,18 @@ def test_writes_store_on_every_shard_before_the_next_batchs_check(url):
     for kind, _, settings in client.sent:
         if kind == "insert":
             assert settings == (
-                {"distributed_foreground_insert": 1, "load_balancing": "in_order"}
+                {
+                    "distributed_foreground_insert": 1,
+                    "load_balancing": "in_order",
+                    "prefer_localhost_replica": 0,
+                }
                 if cluster
                 else {}
             )
         else:
-            assert (settings.get("load_balancing") == "in_order") is cluster
-            assert set(settings) - {"load_balancing"} == {"max_query_size"}
+            same = {"load_balancing": "in_order", "prefer_localhost_replica": 0}
+            assert ({k: settings.get(k) for k in same} == same) is cluster
+            assert set(settings) - set(same) == {"max_query_size"}
 
 
 def test_a_cluster_writes_settings_run_on_the_engine_and_count_each_span_once(chdb_session):
