@@ -121,6 +121,14 @@ def _mutations(store: SpanStore) -> str:
     )
 
 
+def kill_statement(store: SpanStore) -> str:
+    """The statement an operator runs to kill the spans table's unfinished mutations (one that
+    keeps failing holds back every re-stamp after it): on a cluster, every node's."""
+    naming = store.naming
+    table = naming.stored("spans").split(".", 1)[1]
+    return f"KILL MUTATION{naming.on} WHERE database = '{store.database}' AND table = '{table}'"
+
+
 def pending(store: SpanStore) -> int:
     """Mutations of the spans table the engine has not finished (on a cluster, counted once
     per node that has not)."""

@@ -499,7 +499,7 @@ def test_the_back_fill_on_a_cluster_inserts_into_this_nodes_shard(chdb_store):
     )
 
 
-def test_the_worker_says_which_node_fails_and_how_to_kill_it(monkeypatch):
+def test_the_worker_says_which_node_fails_and_how_to_kill_it(monkeypatch, chdb_store):
     from observatory_core.runtime.retention import restamp_span_store
     from observatory_core.storage.clickhouse import current
 
@@ -507,5 +507,11 @@ def test_the_worker_says_which_node_fails_and_how_to_kill_it(monkeypatch):
     monkeypatch.setattr(current, "span_store", lambda: store)
     said = restamp_span_store(engine=None)  # DATABASE_URL is not read before this answer
     assert said.failed and "ch2: Code: 241 ..." in said.said
-    assert "(KILL MUTATION ON CLUSTER obs_cluster)" in said.said
+    kill = "KILL MUTATION ON CLUSTER obs_cluster WHERE database = 'obs' AND table = 'spans_local'"
+    assert f"({kill}): ch2" in said.said
+    _parses(chdb_store, kill)
     assert client.of("command") == []
+    one, _ = _store(ONE_NODE)
+    assert restamp.kill_statement(one) == (
+        "KILL MUTATION WHERE database = 'obs' AND table = 'spans'"
+    )
