@@ -160,7 +160,8 @@ def open_client(target: SpanStoreTarget):
 
 def open_span_store(url: str | None = None, *, apply_schema: bool = True) -> SpanStore:
     """The span store `url` names (default: the `OBSERVATORY_SPAN_STORE` setting), its schema
-    brought up to date (`ddl.apply_schema`, idempotent)."""
+    brought up to date (`ddl.apply_schema`, idempotent); on a cluster, refused first when the
+    server is too old for the writes (`cluster.check_server`)."""
     if url is None:
         from observatory_core.base.settings import get_settings
 
