@@ -72,7 +72,7 @@ def restamp_span_store(engine: Engine) -> Restamped:
             return Restamped(
                 "A mutation of the span store's spans keeps failing, and holds back the "
                 "retention re-stamps until it is killed "
-                f"(KILL MUTATION{store.naming.on}): {reason}",
+                f"({restamp.kill_statement(store)}): {reason}",
                 True,
             )
         with engine.connect() as conn:

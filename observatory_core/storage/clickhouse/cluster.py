@@ -22,27 +22,38 @@ from observatory_core.base.errors import ConfigError, DatabaseUnavailable
 from observatory_core.storage.clickhouse.target import IDENTIFIER
 
 # A schema change sent ON CLUSTER waits for every node to run it and fails when one did not
-# (rather than answering a table of the nodes' statuses to read), so a version is recorded
-# only once every node has it; a node that does not answer in `distributed_ddl_task_timeout`
-# fails the open, and the next open runs the version again.
+# (`throw`: a node's error raised, not only listed in the table of the nodes' statuses the
+# statement answers), so a version is recorded only once every node has it; a node that does
+# not answer in `distributed_ddl_task_timeout` fails the open, and the next open runs the
+# version again.
 # The wait is kept under the client's own (`connect.py`, 60 s), so a slow node is said by the
 # server, not by a dropped connection; the statement still runs on that node later.
 DDL_SETTINGS: dict[str, Any] = {
     "distributed_ddl_output_mode": "throw",
     "distributed_ddl_task_timeout": 50,
 }
+# A statement sent ON CLUSTER that returns once it is in the cluster's queue, waiting for no
+# node (`distributed_ddl_task_timeout = 0`): the re-stamp's mutation (`restamp.py`), sent
+# while an org's settings row is held, which must not wait on a slow node. Each node runs the
+# queue in its order, so two re-stamps of an org reach every node in the order sent.
+QUEUED_SETTINGS: dict[str, Any] = {**DDL_SETTINGS, "distributed_ddl_task_timeout": 0}
 # The writer's check for stored spans and its insert go to the same replica of each shard (the
 # first that answers, in the cluster's order), not one picked at random that replication may
-# not have reached yet (`writes.py`).
-SAME_REPLICA: dict[str, Any] = {"load_balancing": "in_order"}
+# not have reached yet (`writes.py`); and not the node's own replica of its shard first
+# (`prefer_localhost_replica`, on by default), which would make the pick depend on the node a
+# statement reaches (behind a load balancer, another node for each).
+SAME_REPLICA: dict[str, Any] = {"load_balancing": "in_order", "prefer_localhost_replica": 0}
 # An insert into a Distributed table returns once each shard has stored its rows (by default
 # it is queued and forwarded in the background, and the next batch's check for stored spans
-# could miss them). Older ClickHouse releases know the setting as `insert_distributed_sync`.
-WRITE_SETTINGS: dict[str, Any] = {"distributed_foreground_insert": 1, **SAME_REPLICA}
+# could miss them). ClickHouse releases before 23.10 know the setting only as
+# `insert_distributed_sync`: a cluster on one is refused at open (`check_server`).
+FOREGROUND_INSERT = "distributed_foreground_insert"
+WRITE_SETTINGS: dict[str, Any] = {FOREGROUND_INSERT: 1, **SAME_REPLICA}
 # A read of a Distributed table whose IN or JOIN holds a subquery over another one (the query
 # builders' look-ups of a user's or a session's traces, `narrowing.py`) is refused by default;
-# `global` runs the subquery once over every shard and sends its result to each, so a session
-# whose traces lie on several shards is found whole.
+# `global` runs the subquery once over every shard and sends its result to each. (The look-ups
+# answer trace ids and a trace lies on one shard, so `local` would find the same traces;
+# `global` is the mode the tests run: docs/scale.md, "A cluster", "Reads".)
 READ_SETTINGS: dict[str, Any] = {"distributed_product_mode": "global"}
 
 
@@ -92,6 +103,22 @@ class Naming:
     def settings(self, kind: dict[str, Any]) -> dict[str, Any]:
         """`kind` (`DDL_SETTINGS`, `WRITE_SETTINGS`, ...) on a cluster, else none."""
         return dict(kind) if self.cluster else {}
+
+
+def check_server(client: Any, naming: Naming) -> None:
+    """On a cluster, a `ConfigError` when the server does not know the writes' settings (a
+    release before 23.10: the setting, named `insert_distributed_sync` there, would be refused
+    at the first write). Read from the settings the driver fetched as it connected; none known
+    (a driver that fetched none): not checked."""
+    known = getattr(client, "server_settings", None) or {}
+    if not naming.cluster or not known or FOREGROUND_INSERT in known:
+        return
+    version = getattr(client, "server_version", None) or "unknown"
+    raise ConfigError(
+        f"The span store on the cluster {naming.cluster} needs ClickHouse 23.10 or later (the "
+        f"server answering is version {version}: it has no {FOREGROUND_INSERT} setting, which "
+        "the writes need). Upgrade the cluster (docs/scale.md, 'A cluster')."
+    )
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 
 from observatory_core.base.errors import ConfigError, DatabaseUnavailable, QueryTooSlow
 from observatory_core.storage import budget
-from observatory_core.storage.clickhouse.cluster import Naming
+from observatory_core.storage.clickhouse.cluster import Naming, check_server
 from observatory_core.storage.clickhouse.target import SETTING, SpanStoreTarget, parse_target
 
 # How long a read may run on the engine before it stops it (seconds); the span list and totals
@@ -160,7 +160,8 @@ def open_client(target: SpanStoreTarget):
 
 def open_span_store(url: str | None = None, *, apply_schema: bool = True) -> SpanStore:
     """The span store `url` names (default: the `OBSERVATORY_SPAN_STORE` setting), its schema
-    brought up to date (`ddl.apply_schema`, idempotent)."""
+    brought up to date (`ddl.apply_schema`, idempotent); on a cluster, refused first when the
+    server is too old for the writes (`cluster.check_server`)."""
     if url is None:
         from observatory_core.base.settings import get_settings
 
@@ -172,12 +173,13 @@ def open_span_store(url: str | None = None, *, apply_schema: bool = True) -> Spa
             )
     target = parse_target(url)
     store = SpanStore(target, open_client(target))
-    if apply_schema:
-        from observatory_core.storage.clickhouse.ddl import apply_schema as apply
+    try:
+        check_server(store.client, store.naming)  # a cluster's server new enough
+        if apply_schema:
+            from observatory_core.storage.clickhouse.ddl import apply_schema as apply
 
-        try:
             apply(store)
-        except BaseException:
-            store.close()
-            raise
+    except BaseException:
+        store.close()
+        raise
     return store

@@ -307,8 +307,9 @@ def apply_schema(store: SpanStore) -> list[int]:
     """Create what is missing and record each version applied; answers the versions this run
     applied (none when the schema was current). On one node, in the store's own database; on a
     cluster (`store.naming.cluster`), every statement `ON CLUSTER`, each waiting for every node
-    (`cluster.DDL_SETTINGS`), so a version is recorded once every node has it. Then checks
-    that the tables are laid out for the setting (`check_layout`)."""
+    (`cluster.DDL_SETTINGS`), so a version is recorded once every node has it. Checks that the
+    tables are laid out for the setting (`check_layout`) before applying anything, and again
+    after (a new database has no spans table to check before)."""
     naming = store.naming
     client = store.client
     settings = naming.settings(DDL_SETTINGS)  # none on one node
@@ -318,6 +319,10 @@ def apply_schema(store: SpanStore) -> list[int]:
 
     ran: list[int] = []
     with schema_errors(naming):
+        # before any statement: a database laid out for the other setting would get the wrong
+        # ones (ON CLUSTER on one node; on a cluster's, its views re-pointed at the Distributed
+        # spans and versions recorded that its other nodes never ran)
+        found = check_layout(store)
         # on a cluster, each statement waits for every node: a store already made sends none
         # when nothing is left to apply, so a node down does not stop the others' opens
         if not (naming.cluster and _has_versions_table(store)):
@@ -337,7 +342,8 @@ def apply_schema(store: SpanStore) -> list[int]:
                 column_names=["version", "name", "applied_at"],
             )
             ran.append(migration.version)
-    check_layout(store)
+    if not found:  # a new database: its tables checked once made
+        check_layout(store)
     return ran
 
 
@@ -349,15 +355,18 @@ def _has_versions_table(store: SpanStore) -> bool:
     return bool(count)
 
 
-def check_layout(store: SpanStore) -> None:
+def check_layout(store: SpanStore) -> bool:
     """A `ConfigError` when the spans table is not laid out for the setting: a database made
     with the cluster DDL opened without `cluster=` (inserts queued in the background, mutations
-    sent to a Distributed table), or one made for one node opened with it."""
+    sent to a Distributed table), or one made for one node opened with it. Answers whether
+    there was a spans table to check (none yet in a new database)."""
     rows = store.client.query(
         "SELECT engine FROM system.tables WHERE database = %(db)s AND name = 'spans'",
         parameters={"db": store.database},
     ).result_rows
-    distributed = bool(rows) and rows[0][0] == "Distributed"
+    if not rows:
+        return False
+    distributed = rows[0][0] == "Distributed"
     if distributed and not store.naming.cluster:
         raise ConfigError(
             f"The span store's database {store.database} was made for a cluster (its spans "
@@ -369,3 +378,4 @@ def check_layout(store: SpanStore) -> None:
             f"table is not Distributed), but the URL names the cluster {store.naming.cluster}: "
             "remove ?cluster= or use a database made for the cluster (docs/scale.md)."
         )
+    return True

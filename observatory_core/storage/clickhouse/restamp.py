@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
-from observatory_core.storage.clickhouse.cluster import DDL_SETTINGS
+from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
 
 DAYS = layout.RETAIN_DAYS
@@ -121,6 +121,14 @@ def _mutations(store: SpanStore) -> str:
     )
 
 
+def kill_statement(store: SpanStore) -> str:
+    """The statement an operator runs to kill the spans table's unfinished mutations (one that
+    keeps failing holds back every re-stamp after it): on a cluster, every node's."""
+    naming = store.naming
+    table = naming.stored("spans").split(".", 1)[1]
+    return f"KILL MUTATION{naming.on} WHERE database = '{store.database}' AND table = '{table}'"
+
+
 def pending(store: SpanStore) -> int:
     """Mutations of the spans table the engine has not finished (on a cluster, counted once
     per node that has not)."""
@@ -166,8 +174,10 @@ def restamp(store: SpanStore, stamp: Stamp) -> int:
 
 def _mutate(store: SpanStore, stamp: Stamp) -> None:
     # parts written after the mutation is accepted are not touched: they were stamped by
-    # the write (with settings at most a minute old: `reconcile` covers that minute)
-    # (on a cluster the statement returns once every node has queued it: `DDL_SETTINGS`)
+    # the write (with settings at most a minute old: `reconcile` covers that minute).
+    # On a cluster the statement returns once it is in the cluster's queue, waiting for no
+    # node (`QUEUED_SETTINGS`: it is sent while the org's row is held); a node that runs it
+    # late shows it unfinished (`pending`), and `reconcile` sends again what still differs
     expr = stamp.sql()
     naming = store.naming
     with _store_errors(store):
@@ -175,7 +185,7 @@ def _mutate(store: SpanStore, stamp: Stamp) -> None:
             f"ALTER TABLE {naming.stored('spans')}{naming.on} UPDATE {DAYS} = {expr} "
             f"WHERE org_id = {int(stamp.org_id)} AND {DAYS} != {expr}",
             # sent, never waited on under a lock
-            settings={"mutations_sync": 0, **naming.settings(DDL_SETTINGS)},
+            settings={"mutations_sync": 0, **naming.settings(QUEUED_SETTINGS)},
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from contextlib import contextmanager
 from datetime import date, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -30,6 +31,8 @@ from tests.storage.clickhouse.conftest import END, demo_rows
 URL = "clickhouse://writer:pw@ch1.internal:8123/obs?cluster=obs_cluster"
 ONE_NODE = "clickhouse://writer:pw@ch1.internal:8123/obs"
 ON = "ON CLUSTER obs_cluster"
+# some of the server's settings, as the driver reads them at connect (a release since 23.10)
+SERVER_SETTINGS = ("distributed_foreground_insert", "insert_distributed_sync", "load_balancing")
 
 
 class Recorder:
@@ -38,12 +41,20 @@ class Recorder:
     `inner`, it passes each statement on to that client and answers what it answers."""
 
     def __init__(
-        self, answers: dict[str, list] | None = None, inner: Any = None, fail: str | None = None
+        self,
+        answers: dict[str, list] | None = None,
+        inner: Any = None,
+        fail: str | None = None,
+        settings: tuple[str, ...] = SERVER_SETTINGS,
+        version: str = "25.8.1.1",
     ) -> None:
         self.answers = answers or {}
         self.inner = inner
         self.fail = fail  # the server's error for every command
         self.sent: list[tuple[str, str, dict]] = []
+        if inner is None:  # what the driver read of the server as it connected
+            self.server_settings = dict.fromkeys(settings)
+            self.server_version = version
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -134,10 +145,10 @@ def test_the_ddl_command_takes_the_settings_cluster(cluster_setting, capsys):
 # -- migrations at open -------------------------------------------------------------------------
 
 
-def _open(
-    monkeypatch, url: str, versions: list[int], spans_engine: str, fail: str | None = None
+def _server(
+    monkeypatch, versions: list[int], spans_engine: str, fail: str | None = None, **server: Any
 ) -> Recorder:
-    """`open_span_store(url)` against a recorded server whose schema is at `versions`."""
+    """A recorded server whose schema is at `versions`, the one `open_span_store` dials."""
     client = Recorder(
         {
             "SELECT DISTINCT version FROM obs.schema_versions": [(v,) for v in versions],
@@ -145,8 +156,17 @@ def _open(
             "name = 'spans'": [(spans_engine,)],
         },
         fail=fail,
+        **server,
     )
     monkeypatch.setattr(connect, "_client", lambda target: client)
+    return client
+
+
+def _open(
+    monkeypatch, url: str, versions: list[int], spans_engine: str, fail: str | None = None
+) -> Recorder:
+    """`open_span_store(url)` against a recorded server whose schema is at `versions`."""
+    client = _server(monkeypatch, versions, spans_engine, fail)
     open_span_store(url)
     return client
 
@@ -219,6 +239,25 @@ def test_a_store_laid_out_for_the_other_setting_is_refused(monkeypatch, url, eng
         _open(monkeypatch, url, [m.version for m in ddl.MIGRATIONS], engine)
 
 
+def test_a_cluster_on_a_server_before_23_10_is_refused_at_open(monkeypatch):
+    """Before 23.10 the server knows the writes' `distributed_foreground_insert` only as
+    `insert_distributed_sync`, and would refuse every write: refused at open, nothing sent,
+    saying the version needed. One node sends no such setting, and opens."""
+    old = ("insert_distributed_sync", "load_balancing", "prefer_localhost_replica")
+    client = _server(monkeypatch, [], "Distributed", settings=old, version="23.3.8.21")
+    with pytest.raises(ConfigError) as caught:
+        open_span_store(URL)
+    assert str(caught.value) == (
+        "The span store on the cluster obs_cluster needs ClickHouse 23.10 or later (the server "
+        "answering is version 23.3.8.21: it has no distributed_foreground_insert setting, "
+        "which the writes need). Upgrade the cluster (docs/scale.md, 'A cluster')."
+    )
+    assert client.sent == []
+    client = _server(monkeypatch, [], "ReplacingMergeTree", settings=old, version="23.3.8.21")
+    open_span_store(ONE_NODE)
+    assert [text for text, _ in client.of("command")] == ddl.statements(Naming("obs"))
+
+
 @pytest.mark.parametrize(
     ("error", "kind", "says"),
     [
@@ -245,6 +284,26 @@ def test_a_cluster_that_refuses_the_schema_is_said_in_one_sentence(monkeypatch, 
         "The span store's schema was not applied on the cluster obs_cluster (Code: "
     )
     assert says in message and "pw" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "engine", "says"),
+    [
+        (URL, "ReplacingMergeTree", "was made for one node"),
+        (ONE_NODE, "Distributed", "add ?cluster=NAME"),
+    ],
+)
+def test_a_store_at_version_2_laid_out_for_the_other_setting_is_refused_before_any_change(
+    monkeypatch, url, engine, says
+):
+    """The layout is checked before the missing versions are applied: a one-node store sent
+    no `ALTER ... ON CLUSTER`, a cluster's no `MODIFY QUERY ... FROM obs.spans` on its views
+    (and no version recorded in its replicated `schema_versions`, which the other nodes
+    would then never apply)."""
+    client = _server(monkeypatch, [1, 2], engine)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        open_span_store(url)
+    assert client.of("command") == [] and client.of("insert") == []
 
 
 def test_the_engines_own_refusals_are_said_in_one_sentence(chdb_store):
@@ -281,13 +340,18 @@ def test_writes_store_on_every_shard_before_the_next_batchs_check(url):
     for kind, _, settings in client.sent:
         if kind == "insert":
             assert settings == (
-                {"distributed_foreground_insert": 1, "load_balancing": "in_order"}
+                {
+                    "distributed_foreground_insert": 1,
+                    "load_balancing": "in_order",
+                    "prefer_localhost_replica": 0,
+                }
                 if cluster
                 else {}
             )
         else:
-            assert (settings.get("load_balancing") == "in_order") is cluster
-            assert set(settings) - {"load_balancing"} == {"max_query_size"}
+            same = {"load_balancing": "in_order", "prefer_localhost_replica": 0}
+            assert ({k: settings.get(k) for k in same} == same) is cluster
+            assert set(settings) - set(same) == {"max_query_size"}
 
 
 def test_a_cluster_writes_settings_run_on_the_engine_and_count_each_span_once(chdb_session):
@@ -365,12 +429,26 @@ def test_a_restamp_on_a_cluster_mutates_every_shards_local_spans(chdb_store):
     ((mutation, settings),) = client.of("command")
     assert mutation.startswith(f"ALTER TABLE obs.spans_local {ON} UPDATE retain_days = ")
     assert "WHERE org_id = 1 AND retain_days != " in mutation
-    assert settings == {
+    # queued, waiting for no node: it is sent while the org's settings row is held
+    queued = {
         "mutations_sync": 0,
         "distributed_ddl_output_mode": "throw",
-        "distributed_ddl_task_timeout": 50,
+        "distributed_ddl_task_timeout": 0,
     }
+    assert settings == queued
     _parses(chdb_store, mutation)
+    # the worker's run sends the same (under `org_stamp`'s hold of the row)
+    store, client = _store(URL, {**STALE, "SELECT count()": [(0,)]})
+    held = []
+
+    @contextmanager
+    def current(org_id):
+        held.append(org_id)
+        yield stamp
+
+    assert restamp.reconcile(store, [stamp], current) == {1: 12} and held == [1]
+    ((mutation, settings),) = client.of("command")
+    assert mutation.startswith(f"ALTER TABLE obs.spans_local {ON} UPDATE ") and settings == queued
 
 
 def test_unfinished_and_failing_mutations_are_read_on_every_node(chdb_store):
@@ -421,7 +499,7 @@ def test_the_back_fill_on_a_cluster_inserts_into_this_nodes_shard(chdb_store):
     )
 
 
-def test_the_worker_says_which_node_fails_and_how_to_kill_it(monkeypatch):
+def test_the_worker_says_which_node_fails_and_how_to_kill_it(monkeypatch, chdb_store):
     from observatory_core.runtime.retention import restamp_span_store
     from observatory_core.storage.clickhouse import current
 
@@ -429,5 +507,11 @@ def test_the_worker_says_which_node_fails_and_how_to_kill_it(monkeypatch):
     monkeypatch.setattr(current, "span_store", lambda: store)
     said = restamp_span_store(engine=None)  # DATABASE_URL is not read before this answer
     assert said.failed and "ch2: Code: 241 ..." in said.said
-    assert "(KILL MUTATION ON CLUSTER obs_cluster)" in said.said
+    kill = "KILL MUTATION ON CLUSTER obs_cluster WHERE database = 'obs' AND table = 'spans_local'"
+    assert f"({kill}): ch2" in said.said
+    _parses(chdb_store, kill)
     assert client.of("command") == []
+    one, _ = _store(ONE_NODE)
+    assert restamp.kill_statement(one) == (
+        "KILL MUTATION WHERE database = 'obs' AND table = 'spans'"
+    )
