@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import resource
 import statistics
 import time
@@ -33,6 +34,11 @@ from observatory_core.traces.query import list_spans
 END = datetime(2026, 11, 4, 15, tzinfo=UTC)  # a Wednesday afternoon: typical traffic
 LATE = END + timedelta(minutes=17, seconds=23)
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def load_1min() -> float:
+    """The machine's 1-minute load average, recorded beside the figures (docs/benchmarks.md)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def peak_rss_mb() -> float:
