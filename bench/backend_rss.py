@@ -34,6 +34,7 @@ class BackendRss:
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             self.pids.add(cursor.fetchone()[0])
+        dbapi_connection.rollback()  # no transaction left open for the pool to hand out
 
     def _watch(self) -> None:
         while not self._done.is_set():
