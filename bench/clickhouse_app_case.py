@@ -49,7 +49,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -59,9 +58,16 @@ from bench.alerts_case import cycles, make_rules
 from bench.app_checks import check_of, empty
 from bench.backend_rss import BackendRss
 from bench.case import END, load_1min, median_p95, peak_rss_mb, read_ops, timed_moving, write_trace
+from bench.clickhouse_app_stores import (
+    PG_SPAN_TABLES,
+    SPAN_TABLES,
+    acme_is_org_1,
+    pg_disk_bytes_per_span,
+    pg_url,
+    settle,
+)
 from bench.clickhouse_case import disk_bytes
 from bench.export_case import export_once
-from bench.grid_case import database_url, spans_in
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.settings import get_settings
@@ -88,8 +94,6 @@ READS = (
     "metrics_30d_hourly_by_model",
     "overview_7d_with_comparison",
 )
-SPAN_TABLES = ("spans", "trace_totals", "rollup_1min", "rollup_1hour", "rollup_1day")
-PG_SPAN_TABLES = (*SPAN_TABLES, "rollup_actors_1hour", "rollup_actors_1day")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -154,55 +158,6 @@ def load_chdb(folder: str, size: int) -> list[dict]:
             "tables": list(SPAN_TABLES),
         },
     ]
-
-
-def acme_is_org_1(engine) -> None:
-    """`bench.case.write_trace` writes into org 1, project 1: the checks assume that is acme."""
-    with engine.connect() as conn:
-        org_id = conn.execute(select(orgs.c.id).where(orgs.c.slug == "acme")).scalar()
-    if org_id != 1:
-        sys.exit(f"The demo org acme is org {org_id}, not 1: the 50-span trace would miss it.")
-
-
-def settle(store, limit_s: float = 600) -> tuple[float, dict[str, int]]:
-    """Seconds waited until chDB runs no merge (the reads then meet the parts a quiet store
-    keeps), and the active parts per span table."""
-    started = time.perf_counter()
-    while store.client.query("SELECT count() FROM system.merges").result_rows[0][0]:
-        if time.perf_counter() - started > limit_s:
-            break
-        time.sleep(0.5)
-    waited = time.perf_counter() - started
-    rows = store.client.query(
-        "SELECT table, count() FROM system.parts WHERE active AND database = %(db)s GROUP BY table",
-        parameters={"db": store.database},
-    ).result_rows
-    return round(waited, 1), {t: int(n) for t, n in rows if t in SPAN_TABLES}
-
-
-def pg_disk_bytes_per_span(engine) -> float:
-    """Bytes of the span tables (indexes and TOAST included) per span held."""
-    with engine.connect() as conn:
-        total = conn.execute(
-            text(
-                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.relname = ANY(:t)"
-            ),
-            {"t": list(PG_SPAN_TABLES)},
-        ).scalar()
-        spans = conn.exec_driver_sql("SELECT count(*) FROM spans").scalar()
-    return int(total) / spans
-
-
-def pg_url(url: str | None, size: int, folder: str) -> str:
-    """The PostgreSQL database to read: `--url`, else the main case's of this size, which must
-    exist (this case never builds one)."""
-    url = url or database_url("postgresql", size, folder)
-    if (
-        url == database_url("postgresql", size, folder)
-        and spans_in(url, "postgresql", size, folder) is None
-    ):
-        sys.exit(f"No PostgreSQL bench database with {size:,} spans: run the main case first.")
-    return url
 
 
 def _refuse_empty(name: str, check) -> None:
