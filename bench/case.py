@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import resource
 import statistics
 import time
@@ -33,6 +34,11 @@ from observatory_core.traces.query import list_spans
 END = datetime(2026, 11, 4, 15, tzinfo=UTC)  # a Wednesday afternoon: typical traffic
 LATE = END + timedelta(minutes=17, seconds=23)
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def load_1min() -> float:
+    """The machine's 1-minute load average, recorded beside the figures (docs/benchmarks.md)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def peak_rss_mb() -> float:
@@ -79,6 +85,20 @@ def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
         fn()
         samples.append((time.perf_counter() - t) * 1000)
     return median_p95(samples)
+
+
+def timed_moving(op_at: Callable[[int], Callable[[], object]], runs: int) -> tuple:
+    """Median and p95 ms of `runs` calls after a warm-up, call k made by `op_at(k)` (its window
+    ending k seconds after the warm-up's, as the app's "now" moves between requests: no cache
+    keyed on the query's text or condition answers a repeat), and the warm-up's answer."""
+    first = op_at(0)()
+    samples = []
+    for k in range(1, runs + 1):
+        fn = op_at(k)
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return (*median_p95(samples), first)
 
 
 def timed_entries(
@@ -141,9 +161,13 @@ def write_trace(engine, spans_in_trace: int) -> str:
     return trace_id
 
 
-def read_ops(engine, scope: Scope, big_trace: str) -> dict[str, Callable[[], object]]:
+def read_ops(
+    engine, scope: Scope, big_trace: str, end: datetime = END
+) -> dict[str, Callable[[], object]]:
     """The reads the pages and the API make, by operation name, through the app's own code
-    (`engine` is the one spans are read from: DATABASE_URL's, or the span store's)."""
+    (`engine` is the one spans are read from: DATABASE_URL's, or the span store's); their
+    "now" is `end` (`end` + 17 min 23 s for the metrics and the Overview)."""
+    now, late = end, end + (LATE - END)
     day = timedelta(hours=24)
     last_day = FilterSpec(relative="24h")
     week_errors = FilterSpec(relative="7d", statuses=("error",))
@@ -157,42 +181,42 @@ def read_ops(engine, scope: Scope, big_trace: str) -> dict[str, Callable[[], obj
         group_by=("model",),
     )
     return {
-        "home_summary": lambda: home_summary(engine, scope, now=END),
-        "home_period_stats_24h": lambda: period_stats(engine, scope, END - day, END),
-        "home_requests_per_hour_24h": lambda: requests_per_hour(engine, scope, END - day, END),
-        "explorer_first_page_24h_by_time": lambda: list_spans(engine, scope, last_day, now=END),
+        "home_summary": lambda: home_summary(engine, scope, now=now),
+        "home_period_stats_24h": lambda: period_stats(engine, scope, now - day, now),
+        "home_requests_per_hour_24h": lambda: requests_per_hour(engine, scope, now - day, now),
+        "explorer_first_page_24h_by_time": lambda: list_spans(engine, scope, last_day, now=now),
         "explorer_first_page_7d_errors_by_cost": lambda: list_spans(
-            engine, scope, week_errors, sort="total_cost_usd", now=END
+            engine, scope, week_errors, sort="total_cost_usd", now=now
         ),
         "explorer_first_page_30d_model_env_by_duration": lambda: list_spans(
-            engine, scope, model_month, sort="duration_ms", now=END
+            engine, scope, model_month, sort="duration_ms", now=now
         ),
         "explorer_first_page_7d_model_by_time": lambda: list_spans(
-            engine, scope, FilterSpec(relative="7d", models=("gpt-4o",)), now=END
+            engine, scope, FilterSpec(relative="7d", models=("gpt-4o",)), now=now
         ),
         "explorer_first_page_traces_24h_by_time": lambda: list_spans(
-            engine, scope, last_day, mode="traces", now=END
+            engine, scope, last_day, mode="traces", now=now
         ),
         "explorer_first_page_traces_24h_by_tree_cost": lambda: list_spans(
-            engine, scope, last_day, mode="traces", sort="total_cost_usd", now=END
+            engine, scope, last_day, mode="traces", sort="total_cost_usd", now=now
         ),
         "explorer_search_all_time": lambda: list_spans(
-            engine, scope, FilterSpec(relative=None, search="refund"), now=END
+            engine, scope, FilterSpec(relative=None, search="refund"), now=now
         ),
         "explorer_search_30d_phrase": lambda: list_spans(
-            engine, scope, FilterSpec(relative="30d", search="rate limits"), now=END
+            engine, scope, FilterSpec(relative="30d", search="rate limits"), now=now
         ),
         "explorer_open_50_span_trace": lambda: get_trace(engine, scope, big_trace),
         # "now" a few minutes past the hour, as for a real user: the range has ragged edges
-        "metrics_30d_hourly_by_model": lambda: run_metrics(engine, scope, hourly, now=LATE),
+        "metrics_30d_hourly_by_model": lambda: run_metrics(engine, scope, hourly, now=late),
         "metrics_30d_hourly_by_model_raw": lambda: run_metrics(
-            engine, scope, hourly, now=LATE, force="raw"
+            engine, scope, hourly, now=late, force="raw"
         ),
         "overview_7d_with_comparison": lambda: period_overview(
-            engine, scope, FilterSpec(relative="7d"), now=LATE
+            engine, scope, FilterSpec(relative="7d"), now=late
         ),
         "overview_7d_with_comparison_raw": lambda: period_overview(
-            engine, scope, FilterSpec(relative="7d"), now=LATE, force="raw"
+            engine, scope, FilterSpec(relative="7d"), now=late, force="raw"
         ),
     }
 

@@ -17,7 +17,15 @@ process). The same reads on both, for the demo org (acme), at the demo data's en
 
 Each figure carries a `check` (rows on a page, the series' and the Overview's request counts
 and cost, the export's rows, the alert groups) that must be equal on both stores for the same
-data: the demo generator is seeded, and both hold the main case's 50-span trace.
+data: the demo generator is seeded, and both hold the main case's 50-span trace. An empty
+answer (no trace, a page, series or export of no rows) stops the case: it would be "equal" on
+both stores and measure nothing.
+
+Each timed read ends its window a second after the one before (`bench.case.timed_moving`), as
+the app's "now" moves between requests, so no cache keyed on the query (chDB's query
+condition cache, on by default) answers a repeat; the all-time search and the trace have no
+window, and repeat the same query. The alert cycles move the same way. On PostgreSQL the
+server's backends' peak RSS is sampled beside the reading process's (`bench/backend_rss.py`).
 
 `--store chdb`: a folder of its own, bench/data/clickhouse_app_<size>, holding the SQLite
 DATABASE_URL (orgs, export jobs, alert rules) and the chDB span store, loaded by `load_demo`
@@ -36,21 +44,30 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select, text
 
 from bench.alerts_case import cycles, make_rules
-from bench.case import END, median_p95, peak_rss_mb, read_ops, timed, write_trace
+from bench.app_checks import check_of, empty
+from bench.backend_rss import BackendRss
+from bench.case import END, load_1min, median_p95, peak_rss_mb, read_ops, timed_moving, write_trace
+from bench.clickhouse_app_stores import (
+    PG_SPAN_TABLES,
+    SPAN_TABLES,
+    acme_is_org_1,
+    pg_disk_bytes_per_span,
+    pg_url,
+    settle,
+)
 from bench.clickhouse_case import disk_bytes
 from bench.export_case import export_once
-from bench.grid_case import _spans_in, database_url
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.settings import get_settings
@@ -58,7 +75,7 @@ from observatory_core.demo.load import load_demo
 from observatory_core.runtime.allocator import keep_freed_memory
 from observatory_core.storage.clickhouse.current import close_span_stores, span_store
 from observatory_core.storage.engine import get_engine
-from observatory_core.storage.migrate import upgrade
+from observatory_core.storage.migrate import current_revision, head_revision, upgrade
 from observatory_core.storage.schema import orgs
 from observatory_core.storage.span_reads import span_reads
 
@@ -77,38 +94,7 @@ READS = (
     "metrics_30d_hourly_by_model",
     "overview_7d_with_comparison",
 )
-# Pages whose sort key ties across the page (every error of the demo costs 0): their order among
-# ties follows each store's span id (a sequence; a hash on the span store), so the check is of
-# the sort values.
-TIED = {"explorer_first_page_7d_errors_by_cost": "total_cost_usd"}
-SPAN_TABLES = ("spans", "trace_totals", "rollup_1min", "rollup_1hour", "rollup_1day")
-PG_SPAN_TABLES = (*SPAN_TABLES, "rollup_actors_1hour", "rollup_actors_1day")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_1min() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def check_of(name: str, answer) -> object:
-    """What must be equal on both stores for the same data: a page's rows (a digest of their
-    ids in order), a trace's spans, the series' request count and cost, the Overview's
-    requests, traces and tokens."""
-    if name.startswith("explorer_open"):
-        return len(answer.spans) if answer else None
-    if name.startswith("explorer_"):  # the page's spans (traces), in order
-        ids = "\n".join(
-            str(r.get(TIED[name])) if name in TIED else f"{r.get('trace_id')}:{r.get('span_id')}"
-            for r in answer.rows
-        )
-        return [len(answer.rows), hashlib.sha1(ids.encode()).hexdigest()[:12]]
-    if name.startswith("metrics_"):
-        frame = answer.frame
-        return [int(frame["request_count.count"].sum()), round(frame["total_cost.sum"].sum(), 4)]
-    if name.startswith("overview_"):
-        shown = ("requests", "traces", "tokens")
-        return {k.key: [k.current, k.previous] for k in answer.kpis if k.key in shown}
-    return None
 
 
 def chdb_folder(folder: str, size: int) -> Path:
@@ -131,17 +117,26 @@ def load_chdb(folder: str, size: int) -> list[dict]:
     path.mkdir(parents=True)
     engine = get_engine(_use_store(path))
     upgrade(engine)
-    load_start = _load_1min()
+    load_start = load_1min()
     report = load_demo(engine, spans=size, days=30, seed=7, end=END)
-    load_end = _load_1min()
+    load_end = load_1min()
+    acme_is_org_1(engine)
     write_trace(engine, spans_in_trace=50)
     store = span_store()
+    merges_waited, parts = settle(store)
     written = report.spans + 50
     tables = ", ".join(f"'{t}'" for t in SPAN_TABLES)
     per_span = disk_bytes(store, tables) / written
     close_span_stores()
-    (path / "loaded.json").write_text(json.dumps({"spans": written}))
-    base = {"database": "chdb", "size": size, "spans": written, "peak_rss_mb": peak_rss_mb()}
+    (path / "loaded.json").write_text(json.dumps({"spans": written, "active_parts": parts}))
+    base = {
+        "database": "chdb",
+        "size": size,
+        "spans": written,
+        "peak_rss_mb": peak_rss_mb(),
+        "merges_waited_s": merges_waited,
+        "active_parts": parts,
+    }
     return [
         {
             **base,
@@ -165,29 +160,13 @@ def load_chdb(folder: str, size: int) -> list[dict]:
     ]
 
 
-def pg_disk_bytes_per_span(engine) -> float:
-    """Bytes of the span tables (indexes and TOAST included) per span held."""
-    with engine.connect() as conn:
-        total = conn.execute(
-            text(
-                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.relname = ANY(:t)"
-            ),
-            {"t": list(PG_SPAN_TABLES)},
-        ).scalar()
-        spans = conn.exec_driver_sql("SELECT count(*) FROM spans").scalar()
-    return int(total) / spans
-
-
-def pg_url(url: str | None, size: int, folder: str) -> str:
-    """The PostgreSQL database to read: `--url`, else the main case's of this size, which must
-    exist (this case never builds one)."""
-    url = url or database_url("postgresql", size, folder)
-    if (
-        url == database_url("postgresql", size, folder)
-        and _spans_in(url, "postgresql", size, folder) is None
-    ):
-        sys.exit(f"No PostgreSQL bench database with {size:,} spans: run the main case first.")
-    return url
+def _refuse_empty(name: str, check) -> None:
+    if empty(check):
+        sys.exit(
+            f"{name} answered nothing ({check!r}) for the demo org at the demo data's end: "
+            "both stores would agree on an empty answer, which measures nothing. Is the store "
+            "loaded with the demo data (and the main case's 50-span trace)?"
+        )
 
 
 def measure(
@@ -195,20 +174,33 @@ def measure(
 ) -> list[dict]:
     """The reads, the export and the alert cycle (without `writes`, the reads alone: nothing
     written to `engine`), timed in this process; `size` is the size asked for (the doc's
-    column), `spans` how many the store holds."""
+    column), `spans` how many the store holds. On PostgreSQL the server's backends' peak RSS
+    is sampled beside this process's."""
     with engine.connect() as conn:
         org_id = conn.execute(select(orgs.c.id).where(orgs.c.slug == "acme")).scalar_one()
     scope = Scope(org_id=org_id, role=Role.ADMIN)
-    ops = read_ops(reads, scope, TRACE)
     base = {"database": db, "size": size, "spans": spans}
     out = []
+    server = BackendRss(engine) if db == "postgresql" else None
+
+    def memory() -> dict:
+        rss = {"peak_rss_mb": peak_rss_mb()}
+        if server is not None:
+            rss["server_peak_rss_mb"] = server.peak_mb
+        return rss
+
+    def op_at(name: str):
+        return lambda k: read_ops(reads, scope, TRACE, end=END + timedelta(seconds=k))[name]
+
     # As server.py runs its process (bench/case.py): freed memory kept, start-up objects frozen.
     keep_freed_memory()
     gc.collect()
     gc.freeze()
-    load_start = _load_1min()
+    load_start = load_1min()
     for name in READS:
-        median, p95 = timed(ops[name], runs)
+        median, p95, first = timed_moving(op_at(name), runs)
+        check = check_of(name, first)  # the warm-up's: the window ending at END on both stores
+        _refuse_empty(name, check)
         out.append(
             {
                 **base,
@@ -217,14 +209,22 @@ def measure(
                 "p95_ms": p95,
                 "rows_per_s": None,
                 "runs": runs,
-                "check": check_of(name, ops[name]()),
-                "peak_rss_mb": peak_rss_mb(),
+                "window_end_moves_s": 1,
+                "check": check,
+                **memory(),
             }
         )
-    if not writes:
-        return _with_load(out, load_start)
+    if writes:
+        out += _export_and_alerts(engine, reads, org_id, base, runs, memory)
+    if server is not None:
+        server.stop()
+    return _with_load(out, load_start)
+
+
+def _export_and_alerts(engine, reads, org_id: int, base: dict, runs: int, memory) -> list[dict]:
     export = export_once(engine, org_id)
-    out.append(
+    _refuse_empty("the export", export["rows"])
+    out = [
         {
             **base,
             "operation": f"{PREFIX}export_csv_gzip",
@@ -235,12 +235,12 @@ def measure(
             "runs": 1,
             "check": export["rows"],
             "file_mb": export["file_size"] / 2**20,
-            "peak_rss_mb": peak_rss_mb(),
+            **memory(),
         }
-    )
+    ]
     make_rules(engine, org_id, 100)
     alert_runs = max(3, runs // 3)
-    seconds, report = cycles(engine, alert_runs, spans=reads)
+    seconds, report = cycles(engine, alert_runs, spans=reads, step_s=1)
     median, p95 = median_p95(seconds)
     out.append(
         {
@@ -250,17 +250,18 @@ def measure(
             "p95_ms": p95,
             "rows_per_s": None,
             "runs": alert_runs,
+            "cycle_now_moves_s": 1,
             "queries_per_cycle": report.queries,
             "check": [report.rules, report.groups],
-            "peak_rss_mb": peak_rss_mb(),
+            **memory(),
         }
     )
-    return _with_load(out, load_start)
+    return out
 
 
 def _with_load(out: list[dict], load_start: float) -> list[dict]:
     """The figures with the 1-minute load average at their start and end."""
-    load_end = _load_1min()
+    load_end = load_1min()
     for e in out:
         e["load_1min"] = [load_start, load_end]
     return out
@@ -320,6 +321,15 @@ def main() -> None:
         os.environ.pop("OBSERVATORY_SPAN_STORE", None)
         get_settings.cache_clear()
         engine = get_engine(pg_url(args.url, args.size, args.folder))
+        # before any write or read: with a span store set (secrets.toml), write_trace would
+        # send the trace to it and the reads would read it
+        if span_reads(engine) is not engine:
+            sys.exit("A span store is set (span_store in .streamlit/secrets.toml): unset it.")
+        if current_revision(engine) != head_revision():
+            sys.exit(
+                f"The PostgreSQL database is at schema revision {current_revision(engine)}, "
+                f"not this checkout's {head_revision()}: run the main case (or migrate it) first."
+            )
         with engine.connect() as conn:
             spans = conn.exec_driver_sql("SELECT count(*) FROM spans").scalar()
             trace = conn.execute(
@@ -327,6 +337,7 @@ def main() -> None:
             ).scalar()
         # the chDB folder holds it: without it the checks of the last 24 hours would differ
         if not trace and not args.reads_only:  # a database built by build_database alone
+            acme_is_org_1(engine)
             write_trace(engine, spans_in_trace=50)
             spans += 50
         elif not trace:
@@ -350,8 +361,6 @@ def main() -> None:
                 "peak_rss_mb": None,
             }
         )
-        if span_reads(engine) is not engine:
-            sys.exit("A span store is set (span_store in .streamlit/secrets.toml): unset it.")
         out += measure(
             engine, engine, "postgresql", args.size, spans, args.runs, not args.reads_only
         )

@@ -10,7 +10,7 @@ percentiles. The baseline then maps the same requests in this process (the recei
 and writes their rows with `storage/clickhouse/writes.write_spans` (the stored-span check, the
 insert, the views) into a fresh folder in batches of 50,000: what the store alone takes. The
 1-minute load average is recorded at the start and the end of each, and the server's peak RSS
-(sampled every 20 ms while the clients post).
+(sampled every 200 ms while the clients post).
 
     PYTHONPATH=. .venv/bin/python -m bench.clickhouse_ingest_case [--seconds 30] > out.json
 """
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.case import load_1min
 from bench.ingest_case import BATCH, build_bodies, run_clients
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
@@ -35,10 +35,6 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 
 DATABASE = "chdb"
-
-
-def _load() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def _baseline(engine, org_id: int, bodies: list[bytes], folder: Path) -> tuple[float, int]:
@@ -73,7 +69,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
 
-    from bench.grid_case import RssWatch, _server_process
+    from bench.grid_case import RssWatch, server_process
     from tests.live_server import running_server
 
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent / "data") as tmp:
@@ -86,7 +82,7 @@ def main() -> None:
         key = create_key(engine, Scope(org_id, Role.ADMIN, username="bench"), "bench")
         per_client = int(args.seconds * 30_000 / BATCH / args.clients) + 1  # more than is sent
         bodies = [build_bodies(per_client, seed=1 + c) for c in range(args.clients)]
-        load_start = _load()
+        load_start = load_1min()
         with running_server(
             f"sqlite:///{folder / 'observatory.db'}",
             folder,
@@ -94,18 +90,19 @@ def main() -> None:
             OBSERVATORY_SPAN_STORE=f"chdb://{folder}/spans",
         ) as base:
             port = int(base.rsplit(":", 1)[1])
-            rss = RssWatch(_server_process(port))  # the server's, sampled every 20 ms
+            # the server's, every 200 ms: a finer poll takes CPU from the clients on 2 cores
+            rss = RssWatch(server_process(port), interval=0.2)
             results, elapsed = run_clients(port, key, bodies, args.seconds, warm_seconds=60)
             rss.stop()
-        load_end = _load()
+        load_end = load_1min()
         done = [r for rs in results for r in rs]
         ok = sorted(latency for status, latency in done if status == 200)
         sent = [bodies[c][: len(results[c])] for c in range(args.clients)]
-        base_load_start = _load()
+        base_load_start = load_1min()
         base_rate, base_rows = _baseline(
             engine, org_id, [b for bs in sent for b in bs], folder / "baseline"
         )
-        base_load_end = _load()
+        base_load_end = load_1min()
         engine.dispose()
 
     def p(q: float) -> float:

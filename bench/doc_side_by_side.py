@@ -4,6 +4,7 @@ one row per figure the issue asks for, its target, and each store's value
 
 from __future__ import annotations
 
+from bench.app_checks import empty
 from bench.clickhouse_app_case import PREFIX, READS
 from bench.doc import fmt
 
@@ -74,7 +75,8 @@ def side_by_side_section(entries: list[dict], measured_at: str | None) -> list[s
         same = "—"
         pg = find(ops.get("postgresql", ""), "postgresql", pg_sizes[-1]) if pg_sizes else None
         chdb = find(ops.get("chdb", ""), "chdb", pg_sizes[-1]) if pg_sizes else None
-        if pg and chdb and "check" in pg and "check" in chdb:
+        # an empty answer on both (a wrong org or window) would be "equal" and prove nothing
+        if pg and chdb and not empty(pg.get("check")) and not empty(chdb.get("check")):
             same = "yes" if pg["check"] == chdb["check"] else f"no: {chdb['check']} / {pg['check']}"
         return f"| {label} | {target} | {' | '.join(cells)} | {same} |"
 
@@ -87,13 +89,19 @@ def side_by_side_section(entries: list[dict], measured_at: str | None) -> list[s
         "Overview's, the export job's and the alert cycle's, given the engine "
         "`storage/span_reads.py` gives them), the demo org over the same windows ending at the "
         "demo data's end; median / p95 of 30 runs after a warm-up (alerts: 10 cycles after a "
-        "first). chDB: a folder of its own loaded by `load_demo` through the app's ingest path, "
+        "first), each run's window ending a second after the one before (as the app's 'now' "
+        "moves; no cache keyed on the query, such as chDB's query condition cache, answers a "
+        "repeat; the all-time search and the trace have no window and repeat the same query). "
+        "chDB: a folder of its own loaded by `load_demo` through the app's ingest path, "
         "DATABASE_URL on SQLite beside it; PostgreSQL: the main case's database. OTLP ingest: "
         "`bench/clickhouse_ingest_case.py` (the real server, chDB into an empty store) and "
         "`bench/ingest_case.py` (PostgreSQL holding this size), each beside its store's plain "
         "insert of the same rows, with the server's peak RSS. The other peak RSS: the reading "
-        "process's (reads, export, alerts; the load ran in a process of its own). 'Same "
-        "answer': the rows of each page (their ids in order; the errors by cost, all costing 0, "
+        "process's (reads, export, alerts; the load ran in a process of its own), which holds "
+        "chDB itself but not PostgreSQL's server: its backends' peak RSS (summed over this "
+        "process's connections, sampled every 50 ms; shared buffers they touched included, "
+        "parallel workers not) is a row of its own. 'Same "
+        "answer' (— unless both stores answered something): the rows of each page (their ids in order; the errors by cost, all costing 0, "
         "by their sort values), the series' requests and cost, the Overview's requests, traces "
         "and tokens, the export's rows and the alert cycle's rules and groups are equal on both "
         "stores (both hold the main case's 50-span trace).",
@@ -101,7 +109,7 @@ def side_by_side_section(entries: list[dict], measured_at: str | None) -> list[s
         f"| operation | target | {head} | same answer |",
         "| --- | --- |" + " ---: |" * len(columns) + " --- |",
         row(
-            "OTLP ingest, 4 exporters",
+            "OTLP ingest, 4 exporters (chDB into an empty store)",
             ">= 20k spans/s",
             {"chdb": "clickhouse_ingest_otlp_4_clients", "postgresql": "ingest_otlp_4_clients"},
             _ingest,
@@ -147,4 +155,16 @@ def side_by_side_section(entries: list[dict], measured_at: str | None) -> list[s
         ]
         rss.append(f"{fmt(max(peaks), 0)} MB" if peaks else "—")
     lines.append(f"| peak RSS of the reading process | — | {' | '.join(rss)} | — |")
+    server = []
+    for db, size in columns:
+        peaks = [
+            e["server_peak_rss_mb"]
+            for e in app
+            if e["database"] == db and e["size"] == size and e.get("server_peak_rss_mb")
+        ]
+        server.append(f"{fmt(max(peaks), 0)} MB" if peaks else "—")
+    lines.append(
+        "| peak RSS of the database server's backends (chDB: inside the reading process) | — | "
+        f"{' | '.join(server)} | — |"
+    )
     return [*lines, ""]

@@ -98,7 +98,7 @@ def database_url(db: str, size: int, folder: str) -> str:
     return PG_ADMIN.rsplit("/", 1)[0] + f"/obs_bench_{size}"
 
 
-def _spans_in(url: str, db: str, size: int, folder: str) -> int | None:
+def spans_in(url: str, db: str, size: int, folder: str) -> int | None:
     """How many spans the bench database of this size holds; None when there is none."""
     if db == "sqlite":
         if not (ROOT / folder / f"bench_{size}.db").exists():
@@ -126,7 +126,7 @@ def ensure_database(db: str, size: int, folder: str) -> str:
     """The bench database case.py builds for `size` spans; built the same way if it is missing or
     holds another number of spans (the ingest case adds some)."""
     url = database_url(db, size, folder)
-    held = _spans_in(url, db, size, folder)
+    held = spans_in(url, db, size, folder)
     if held is None or abs(held - size) > size // 100:
         log(f"{db}: building {size:,} demo spans (found {held})")
         build_database(db, size, folder)[0].dispose()
@@ -189,7 +189,7 @@ def log(message: str) -> None:
     print(f"{datetime.now(UTC):%H:%M:%S} grid: {message}", file=sys.stderr, flush=True)
 
 
-def _server_process(port: int) -> psutil.Process:
+def server_process(port: int) -> psutil.Process:
     for child in psutil.Process().children(recursive=True):
         try:
             cmd = child.cmdline()
@@ -201,10 +201,12 @@ def _server_process(port: int) -> psutil.Process:
 
 
 class RssWatch:
-    """The server's RSS every 20 ms: its overall peak and the peak since the last `reset`."""
+    """The server's RSS every `interval` seconds (20 ms by default): its overall peak and the
+    peak since the last `reset`."""
 
-    def __init__(self, process: psutil.Process) -> None:
+    def __init__(self, process: psutil.Process, interval: float = 0.02) -> None:
         self.process = process
+        self.interval = interval
         self.baseline = process.memory_info().rss
         self.peak = self.shape_peak = self.baseline
         self._done = threading.Event()
@@ -219,7 +221,7 @@ class RssWatch:
                 return
             self.peak = max(self.peak, rss)
             self.shape_peak = max(self.shape_peak, rss)
-            time.sleep(0.02)
+            time.sleep(self.interval)
 
     def reset(self) -> None:
         self.shape_peak = self.process.memory_info().rss
@@ -327,7 +329,7 @@ def main() -> None:
         ) as base,
     ):
         port = int(base.rsplit(":", 1)[1])
-        server = _server_process(port)
+        server = server_process(port)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         # A light first request of each route (connections, imports), then the baseline.
         light = {s.name: s for s in shapes()}

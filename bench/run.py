@@ -73,10 +73,14 @@ def run_clickhouse_app(dbs: list[str], sizes: list[int]) -> list[dict]:
     """Issue 17's figures through the app's code (`bench/clickhouse_app_case.py`): on chDB at
     each of BENCH_CHDB_SIZES (default the largest size; "1000000,10000000" for the issue's
     10M), and on the main case's PostgreSQL database of the largest size."""
-    chdb_sizes = os.environ.get("BENCH_CHDB_SIZES", str(max(sizes))).split(",")
+    raw = os.environ.get("BENCH_CHDB_SIZES", str(max(sizes)))
+    try:
+        chdb_sizes = [int(s) for s in raw.split(",")]
+    except ValueError:
+        sys.exit(f"BENCH_CHDB_SIZES must be span counts separated by commas; got {raw!r}.")
     out = [
         e
-        for size in map(int, chdb_sizes)
+        for size in chdb_sizes
         for e in _run(
             f"the app on chdb with {size:,} spans",
             "bench.clickhouse_app_case",

@@ -3,6 +3,8 @@ figure in its column, and 'same answer' only where both stores counted the same.
 
 from __future__ import annotations
 
+import hashlib
+
 from bench.clickhouse_app_case import PREFIX
 from bench.doc_side_by_side import side_by_side_section
 
@@ -54,3 +56,69 @@ def test_each_store_in_its_column_and_the_checks_compared():
 
 def test_nothing_without_the_cases_figures():
     assert side_by_side_section([_entry("demo_load", "postgresql", 1000, None)], "now") == []
+
+
+def test_each_chdb_size_in_its_column_and_the_largest_pg_size_compared():
+    page = PREFIX + "explorer_first_page_24h_by_time"
+    entries = [
+        _entry(page, "chdb", 1000, [50, "small"]),
+        _entry(page, "chdb", 5000, [50, "large"]),
+        _entry(page, "postgresql", 5000, [50, "large"], median=2.0),
+    ]
+    lines = side_by_side_section(entries, "now")
+    assert "| operation | target | chdb 1,000 | chdb 5,000 | postgresql 5,000 | same answer |" in (
+        lines
+    )
+    # compared at PostgreSQL's size: chDB 1,000's other check does not count
+    assert _row(lines, "`explorer_first_page_24h_by_time`")[2:] == [
+        "10.0 / 20.0 ms",
+        "10.0 / 20.0 ms",
+        "2.0 / 4.0 ms",
+        "yes",
+    ]
+    entries[1]["check"] = [50, "other"]
+    lines = side_by_side_section(entries, "now")
+    assert (
+        _row(lines, "`explorer_first_page_24h_by_time`")[-1] == "no: [50, 'other'] / [50, 'large']"
+    )
+
+
+def test_empty_answers_on_both_stores_are_not_the_same_answer():
+    trace, page, overview, export = (
+        PREFIX + "explorer_open_50_span_trace",
+        PREFIX + "explorer_first_page_24h_by_time",
+        PREFIX + "overview_7d_with_comparison",
+        PREFIX + "export_csv_gzip",
+    )
+    empty_page = [0, hashlib.sha1(b"").hexdigest()[:12]]
+    no_requests = {"requests": [0, 0], "traces": [0, 0], "tokens": [0, 0]}
+    entries = [
+        *(_entry(trace, db, 1000, None) for db in ("chdb", "postgresql")),
+        *(_entry(page, db, 1000, empty_page) for db in ("chdb", "postgresql")),
+        *(_entry(overview, db, 1000, no_requests) for db in ("chdb", "postgresql")),
+        *(
+            {**_entry(export, db, 1000, 0), "rows": 0, "rows_per_s": 0}
+            for db in ("chdb", "postgresql")
+        ),
+    ]
+    lines = side_by_side_section(entries, "now")
+    for label in (
+        "`explorer_open_50_span_trace`",
+        "`explorer_first_page_24h_by_time`",
+        "`overview_7d_with_comparison`",
+        "export CSV.gz, every span of the org",
+    ):
+        assert _row(lines, label)[-1] == "—", label
+
+
+def test_the_database_servers_memory_in_a_row_of_its_own():
+    page = PREFIX + "explorer_first_page_24h_by_time"
+    entries = [
+        _entry(page, "chdb", 1000, [50, "abc"]),
+        {**_entry(page, "postgresql", 1000, [50, "abc"]), "server_peak_rss_mb": 300.0},
+    ]
+    lines = side_by_side_section(entries, "now")
+    row = _row(
+        lines, "peak RSS of the database server's backends (chDB: inside the reading process)"
+    )
+    assert row[2:4] == ["—", "300 MB"]
