@@ -16,6 +16,10 @@ nothing). Grains go finest first, each over the whole days: a minute's differenc
 hour and the day through their views, so an hour is only topped up once all its minutes are
 whole, when its own view was the one that failed.
 
+A bucket or trace holding a span written within `SETTLE` is not judged: that span's insert may
+still be running its views on the server after its client gave up (and the writer's turn was
+released), and a top-up would count it twice when they finish.
+
 Where the views hold more than the spans (copies racing writers left before the write turn,
 spans the TTL deleted: the rollups and trace totals have none), nothing is taken out, and a
 missing span hidden behind such a surplus in the same bucket is not found.
@@ -24,12 +28,24 @@ missing span hidden behind such a surplus in the same bucket is not found.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
+
+# An insert whose client gave up (`connect.py`: 60 s per statement; a lost connection, "unknown
+# status of insert") may still be running on the server: its spans' part is visible, its views'
+# rows not yet. Topping those spans up would count them twice once the views finish, so a
+# bucket or trace holding a span written less than this ago is not judged; a later resend
+# does it. Far longer than any insert of a batch runs (seconds; `writes.BATCH` rows).
+SETTLE = timedelta(minutes=10)
+
+
+def _settled_before() -> int:
+    """The `version` (microseconds since the epoch) under which every write has finished."""
+    return int((datetime.now(UTC) - SETTLE).timestamp() * 1_000_000)
 
 
 def _micro_text(value: datetime) -> str:
@@ -133,16 +149,17 @@ def _short(store: SpanStore, grain: str, org_id: int, days: list[int], lo, hi) -
     bucket = f"toUnixTimestamp(toStartOfInterval(start_time, INTERVAL {seconds} SECOND, 'UTC'))"
     day = f"toUnixTimestamp(toStartOfInterval(start_time, INTERVAL {_DAY} SECOND, 'UTC'))"
     row_day = f"toUnixTimestamp(toStartOfInterval(bucket_start, INTERVAL {_DAY} SECOND, 'UTC'))"
-    params = {"org": org_id, "days": days, "lo": lo, "hi": hi}
+    params = {"org": org_id, "days": days, "lo": lo, "hi": hi, "settled": _settled_before()}
     result = store.client.query(
-        f"SELECT s.b FROM (SELECT {bucket} AS b, count() AS n FROM {store.table('spans')} "
+        f"SELECT s.b FROM (SELECT {bucket} AS b, count() AS n, max({layout.VERSION}) AS v "
+        f"FROM {store.table('spans')} "
         "WHERE org_id = %(org)s AND start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
         f"AND start_time < toDateTime64(%(hi)s, 6, 'UTC') AND {_counted_spans()} "
         f"AND {day} IN %(days)s GROUP BY b) AS s LEFT JOIN (SELECT toUnixTimestamp(bucket_start) "
         f"AS b, sum(span_count) AS n FROM {store.table(f'rollup_{grain}')} "
         "WHERE org_id = %(org)s AND bucket_start >= toDateTime64(%(lo)s, 6, 'UTC') "
         f"AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') AND {row_day} IN %(days)s "
-        "GROUP BY b) AS r ON s.b = r.b WHERE s.n > r.n",
+        "GROUP BY b) AS r ON s.b = r.b WHERE s.n > r.n AND s.v < %(settled)s",
         parameters=params,
     )
     return sorted(int(b) for (b,) in result.result_rows)
@@ -171,12 +188,13 @@ def fill_gaps(store: SpanStore, org_id: int, found: Iterable[tuple[str, datetime
             repaired += len(short)
     traces = sorted({trace for trace, _ in found})
     result = store.client.query(
-        f"SELECT s.t FROM (SELECT trace_id AS t, count() AS n FROM {store.table('spans')} "
+        f"SELECT s.t FROM (SELECT trace_id AS t, count() AS n, max({layout.VERSION}) AS v "
+        f"FROM {store.table('spans')} "
         f"WHERE org_id = %(org)s AND trace_id IN %(traces)s AND {_counted_spans()} GROUP BY t) "
         f"AS s LEFT JOIN (SELECT trace_id AS t, sum(span_count) AS n FROM "
         f"{store.table('trace_totals')} WHERE org_id = %(org)s AND trace_id IN %(traces)s "
-        "GROUP BY t) AS r ON s.t = r.t WHERE s.n > r.n",
-        parameters={"org": org_id, "traces": traces},
+        "GROUP BY t) AS r ON s.t = r.t WHERE s.n > r.n AND s.v < %(settled)s",
+        parameters={"org": org_id, "traces": traces, "settled": _settled_before()},
         settings={"max_query_size": 8192 + 80 * len(traces)},
     )
     short_traces = sorted(t for (t,) in result.result_rows)

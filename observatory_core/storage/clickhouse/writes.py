@@ -31,14 +31,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA, WRITE_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.org_turns import OrgTurns
-from observatory_core.storage.clickhouse.view_gaps import fill_gaps
+from observatory_core.storage.clickhouse.view_gaps import SETTLE, fill_gaps
 from observatory_core.storage.schema import DIMENSION_SLOTS
 
 BATCH = 50_000  # rows per insert: ClickHouse wants few large inserts (each makes a part)
@@ -102,18 +102,26 @@ def unexpired(batch: list[dict[str, Any]], retain: Callable) -> list[dict[str, A
     return out
 
 
+class Stored(NamedTuple):
+    """A span the store already holds: its start time (the earliest, should copies with
+    other starts be stored) and when it was last written (`layout.VERSION`, microseconds)."""
+
+    start: datetime
+    version: int
+
+
 def stored_starts(
     store: SpanStore, batch: list[dict[str, Any]]
-) -> dict[tuple[int, str, str], datetime]:
-    """(org, trace, span) -> stored start time of the batch's spans the store already holds
-    (the earliest, should copies with other starts be stored)."""
+) -> dict[tuple[int, str, str], Stored]:
+    """(org, trace, span) -> `Stored` of the batch's spans the store already holds."""
     by_org: dict[int, set[str]] = {}
     for row in batch:
         by_org.setdefault(row["org_id"], set()).add(row["span_id"])
-    found: dict[tuple[int, str, str], datetime] = {}
+    found: dict[tuple[int, str, str], Stored] = {}
     for org_id, span_ids in by_org.items():
         result = store.client.query(
-            f"SELECT trace_id, span_id, min(start_time) FROM {store.table('spans')} "
+            f"SELECT trace_id, span_id, min(start_time), max({layout.VERSION}) "
+            f"FROM {store.table('spans')} "
             "WHERE org_id = %(org)s AND span_id IN %(ids)s GROUP BY trace_id, span_id",
             parameters={"org": int(org_id), "ids": sorted(span_ids)},
             settings={
@@ -123,8 +131,8 @@ def stored_starts(
                 **store.naming.settings(SAME_REPLICA),
             },
         )
-        for trace, span, start in result.result_rows:
-            found[(org_id, trace, span)] = start
+        for trace, span, start, version in result.result_rows:
+            found[(org_id, trace, span)] = Stored(start, int(version))
     return found
 
 
@@ -245,12 +253,15 @@ def _write(
     return written
 
 
-def _fill_resent_gaps(store: SpanStore, known: Mapping[tuple[int, str, str], datetime]) -> None:
+def _fill_resent_gaps(store: SpanStore, known: Mapping[tuple[int, str, str], Stored]) -> None:
     """Spans sent again: what a failed insert of them left out of the views is put back
-    (`view_gaps.py`)."""
+    (`view_gaps.py`). Spans written within `SETTLE` are left alone: their insert may still be
+    running its views (the client gave up, the server did not), and would count them twice."""
+    settled = (time.time_ns() // 1000) - int(SETTLE.total_seconds() * 1_000_000)
     by_org: dict[int, list[tuple[str, datetime]]] = {}
-    for (org_id, trace_id, _), start in known.items():
-        by_org.setdefault(org_id, []).append((trace_id, start))
+    for (org_id, trace_id, _), stored in known.items():
+        if stored.version < settled:
+            by_org.setdefault(org_id, []).append((trace_id, stored.start))
     for org_id, found in by_org.items():
         fill_gaps(store, org_id, found)
 

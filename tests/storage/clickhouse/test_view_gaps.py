@@ -7,13 +7,16 @@ failing one not run (a view detached during the insert, attached again after).""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import UTC
 
 import polars as pl
 import pytest
 
+from observatory_core.storage.clickhouse import ddl
+from observatory_core.storage.clickhouse.cluster import Naming
 from observatory_core.storage.clickhouse.writes import write_spans
-from tests.storage.clickhouse.conftest import demo_rows
+from tests.storage.clickhouse.conftest import demo_rows, written_ago
 
 ORG = 51
 # (views that fail, rows written while they do): the minute's view fails (and with it the hour
@@ -30,11 +33,11 @@ WHOLE = [dict(r, org_id=ORG) for r in demo_rows(300, seed=64)]
 SENT = [r for _, rows in FAILING for r in rows] + WHOLE
 
 
-def _rollups(store, grain: str) -> dict:
+def _rollups(store, grain: str, org: int = ORG) -> dict:
     rows = store.client.query(
         "SELECT bucket_start, sum(span_count), sum(error_count), sum(total_tokens_sum), "
         "sum(total_cost_sum), max(duration_max), arraySum(mapValues(sumMap(latency_bins))) "
-        f"FROM {store.table('rollup_' + grain)} WHERE org_id = {ORG} GROUP BY bucket_start"
+        f"FROM {store.table('rollup_' + grain)} WHERE org_id = {org} GROUP BY bucket_start"
     ).result_rows
     return {_utc(b): tuple(rest) for b, *rest in rows}
 
@@ -44,10 +47,10 @@ def _utc(value):
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _want_rollups(grain: str) -> dict:
+def _want_rollups(grain: str, sent: list[dict] = SENT) -> dict:
     every = {"1min": "1m", "1hour": "1h", "1day": "1d"}[grain]
     frame = (
-        pl.DataFrame(SENT, infer_schema_length=None)
+        pl.DataFrame(sent, infer_schema_length=None)
         .group_by(pl.col("start_time").dt.truncate(every).alias("bucket"))
         .agg(
             pl.len(),
@@ -61,11 +64,11 @@ def _want_rollups(grain: str) -> dict:
     return {r[0]: r[1:] for r in frame.iter_rows()}
 
 
-def _traces(store) -> dict:
+def _traces(store, org: int = ORG) -> dict:
     rows = store.client.query(
         "SELECT trace_id, sum(span_count), sum(error_count), sum(total_tokens), "
         "sum(total_cost_usd), min(first_start), max(last_end), max(root_span_id) "
-        f"FROM {store.table('trace_totals')} WHERE org_id = {ORG} GROUP BY trace_id"
+        f"FROM {store.table('trace_totals')} WHERE org_id = {org} GROUP BY trace_id"
     ).result_rows
     return {
         t: (n, e, tok, cost, _utc(first), _utc(last), root)
@@ -73,9 +76,9 @@ def _traces(store) -> dict:
     }
 
 
-def _want_traces() -> dict:
+def _want_traces(sent: list[dict] = SENT) -> dict:
     frame = (
-        pl.DataFrame(SENT, infer_schema_length=None)
+        pl.DataFrame(sent, infer_schema_length=None)
         .group_by("trace_id")
         .agg(
             pl.len(),
@@ -106,16 +109,24 @@ def _same(got: dict, want: dict) -> bool:
 @pytest.fixture(scope="module")
 def failed(chdb_store):
     store = chdb_store
-    for views, rows in FAILING:
-        for view in views:
-            store.client.command(f"DETACH TABLE {store.table(view)}")
-        try:
-            assert write_spans(store, rows) == len(rows)
-        finally:
-            for view in views:
-                store.client.command(f"ATTACH TABLE {store.table(view)}")
-    assert write_spans(store, WHOLE) == len(WHOLE)
+    with written_ago():  # inserts long finished: a resend may top their rows up
+        for views, rows in FAILING:
+            with _views_failing(store, views):
+                assert write_spans(store, rows) == len(rows)
+        assert write_spans(store, WHOLE) == len(WHOLE)
     return store
+
+
+@contextmanager
+def _views_failing(store, views):
+    """Inserts meanwhile store their spans and skip `views` (and the views those feed)."""
+    for view in views:
+        store.client.command(f"DETACH TABLE {store.table(view)}")
+    try:
+        yield
+    finally:
+        for view in views:
+            store.client.command(f"ATTACH TABLE {store.table(view)}")
 
 
 def test_a_resend_puts_back_what_failed_views_left_out(failed):
@@ -149,3 +160,32 @@ def test_a_resend_puts_back_what_failed_views_left_out(failed):
     for grain in grains:
         assert _same(_rollups(store, grain), _want_rollups(grain)), grain
     assert _same(_traces(store), _want_traces())
+
+
+def _views_finish(store, org: int) -> None:
+    """What an insert's views write once they run, for `org`'s stored spans: the minute's view
+    (whose rows the hour's and day's fold) and the trace totals', as `ddl.py` declares them."""
+    naming = Naming(store.database)
+    minute = ddl._rollups(naming, bins=True, views_only=True)[0]
+    (traces,) = ddl._trace_totals(naming, versions=True, view_only=True)
+    spans = store.table("spans")
+    for view, table in ((minute, "rollup_1min"), (traces, "trace_totals")):
+        select = view.split("\nAS ", 1)[1].replace(
+            f"FROM {spans} AS spans", f"FROM (SELECT * FROM {spans} WHERE org_id = {org}) AS spans"
+        )
+        store.client.command(f"INSERT INTO {store.table(table)} {select}")
+
+
+def test_a_resend_while_the_first_inserts_views_still_run_counts_once(chdb_store):
+    """The client gave up on an insert (a timeout, a lost connection) while the server still
+    runs its views: the spans' part is stored, the views' rows not yet. The resend must not
+    top those spans up, or they count twice once the views finish."""
+    store, org = chdb_store, ORG + 1
+    rows = [dict(r, org_id=org) for r in demo_rows(300, seed=65)]
+    with _views_failing(store, ("rollup_1min_mv", "trace_totals_mv")):
+        assert write_spans(store, rows) == len(rows)  # the spans' part: the views still to run
+    assert write_spans(store, rows[::-1], batch_size=100) == 0  # the exporter's retry
+    _views_finish(store, org)
+    for grain in ("1min", "1hour", "1day"):
+        assert _same(_rollups(store, grain, org), _want_rollups(grain, rows)), grain
+    assert _same(_traces(store, org), _want_traces(rows))
