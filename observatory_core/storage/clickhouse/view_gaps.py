@@ -170,7 +170,10 @@ def fill_gaps(store: SpanStore, org_id: int, found: Iterable[tuple[str, datetime
     of one org's stored spans a batch sent again (see above). Answers how many buckets and
     traces were short."""
     found = list(found)
-    if not found:
+    if not found or store.naming.cluster:
+        # not on a cluster (yet): an insert into the Distributed rollups has no sharding key to
+        # place it by, and a replica that lags would show rows short that are already right;
+        # it needs per-shard `_local` inserts computed on each shard (docs/scale.md)
         return 0
     repaired = 0
     days = sorted({_epoch(start) // _DAY * _DAY for _, start in found})
