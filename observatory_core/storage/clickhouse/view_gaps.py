@@ -6,8 +6,8 @@ that fails leaves the spans stored and the views after it without them (seen on 
 spans' part and the views before the failing one kept, the rest not). The retry finds the
 spans stored and skips them, so without this they would count too few for good.
 
-So when a batch holds spans already stored, the writer (under the org's write turn, before it
-inserts anything) compares, for the days and the traces those stored spans fall in, the
+So when a batch holds spans already stored, the writer (under the org's write turn, after it
+inserted the batch's new spans, whose views have then run) compares, for the days and the traces those stored spans fall in, the
 counted spans with what the views hold: `span_count` per minute, hour and day bucket of those
 days (one count per grain) and per trace. Where the spans hold more, the difference is inserted: for each key,
 the spans' partials (the views' own expressions) less what the row holds for the sums and
@@ -43,9 +43,18 @@ from observatory_core.storage.clickhouse.ddl import _counted_spans
 SETTLE = timedelta(minutes=10)
 
 
-def _settled_before() -> int:
-    """The `version` (microseconds since the epoch) under which every write has finished."""
-    return int((datetime.now(UTC) - SETTLE).timestamp() * 1_000_000)
+# The server stops each of the filler's statements well before the client's 60 s, so none goes
+# on running after the writer gave up and let go of the turn.
+_LIMIT = {"max_execution_time": 30}
+# The spans of a bucket or trace written within `SETTLE`, other than by the caller's own insert.
+_YOUNG = f"countIf({layout.VERSION} >= %(settled)s AND {layout.VERSION} != %(own)s)"
+
+
+def _young(own: int) -> dict[str, int]:
+    """`_YOUNG`'s parameters: under `settled` (microseconds since the epoch) every write
+    but `own` has finished."""
+    settled = int((datetime.now(UTC) - SETTLE).timestamp() * 1_000_000)
+    return {"settled": settled, "own": own}
 
 
 def _micro_text(value: datetime) -> str:
@@ -141,7 +150,9 @@ def _trace_statement(store: SpanStore) -> str:
 _DAY = layout.GRAIN_SECONDS["1day"]
 
 
-def _short(store: SpanStore, grain: str, org_id: int, days: list[int], lo, hi) -> list[int]:
+def _short(
+    store: SpanStore, grain: str, org_id: int, days: list[int], lo, hi, own: int
+) -> list[int]:
     """The `grain` buckets of `days` whose rollup rows count fewer spans than the spans table
     holds (every bucket of those days, not only those the resent spans fall in: a minute
     left short elsewhere in an hour must be topped up before the hour is judged)."""
@@ -149,9 +160,9 @@ def _short(store: SpanStore, grain: str, org_id: int, days: list[int], lo, hi) -
     bucket = f"toUnixTimestamp(toStartOfInterval(start_time, INTERVAL {seconds} SECOND, 'UTC'))"
     day = f"toUnixTimestamp(toStartOfInterval(start_time, INTERVAL {_DAY} SECOND, 'UTC'))"
     row_day = f"toUnixTimestamp(toStartOfInterval(bucket_start, INTERVAL {_DAY} SECOND, 'UTC'))"
-    params = {"org": org_id, "days": days, "lo": lo, "hi": hi, "settled": _settled_before()}
+    params = {"org": org_id, "days": days, "lo": lo, "hi": hi, **_young(own)}
     result = store.client.query(
-        f"SELECT s.b FROM (SELECT {bucket} AS b, count() AS n, max({layout.VERSION}) AS v "
+        f"SELECT s.b FROM (SELECT {bucket} AS b, count() AS n, {_YOUNG} AS young "
         f"FROM {store.table('spans')} "
         "WHERE org_id = %(org)s AND start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
         f"AND start_time < toDateTime64(%(hi)s, 6, 'UTC') AND {_counted_spans()} "
@@ -159,16 +170,20 @@ def _short(store: SpanStore, grain: str, org_id: int, days: list[int], lo, hi) -
         f"AS b, sum(span_count) AS n FROM {store.table(f'rollup_{grain}')} "
         "WHERE org_id = %(org)s AND bucket_start >= toDateTime64(%(lo)s, 6, 'UTC') "
         f"AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') AND {row_day} IN %(days)s "
-        "GROUP BY b) AS r ON s.b = r.b WHERE s.n > r.n AND s.v < %(settled)s",
+        "GROUP BY b) AS r ON s.b = r.b WHERE s.n > r.n AND s.young = 0",
         parameters=params,
+        settings=_LIMIT,
     )
     return sorted(int(b) for (b,) in result.result_rows)
 
 
-def fill_gaps(store: SpanStore, org_id: int, found: Iterable[tuple[str, datetime]]) -> int:
+def fill_gaps(
+    store: SpanStore, org_id: int, found: Iterable[tuple[str, datetime]], *, own: int = 0
+) -> int:
     """Top up the views' rows of the buckets and traces of `found`, (trace id, start time)
-    of one org's stored spans a batch sent again (see above). Answers how many buckets and
-    traces were short."""
+    of one org's stored spans a batch sent again (see above); `own`: the version of the
+    caller's own insert, finished, whose spans are not waited for. Answers how many buckets
+    and traces were short."""
     found = list(found)
     if not found or store.naming.cluster:
         # not on a cluster (yet): an insert into the Distributed rollups has no sharding key to
@@ -180,32 +195,32 @@ def fill_gaps(store: SpanStore, org_id: int, found: Iterable[tuple[str, datetime
     lo = _micro_text(datetime.fromtimestamp(days[0], UTC))
     hi = _micro_text(datetime.fromtimestamp(days[-1] + _DAY, UTC))
     for grain in layout.GRAIN_SECONDS:  # finest first (see above)
-        short = _short(store, grain, org_id, days, lo, hi)
+        short = _short(store, grain, org_id, days, lo, hi, own)
         if short:
             params: dict[str, Any] = {"org": org_id, "buckets": short, "lo": lo, "hi": hi}
             store.client.command(
                 _rollup_statement(store, grain),
                 parameters=params,
-                settings={"max_query_size": 65536 + 12 * len(short)},
+                settings={**_LIMIT, "max_query_size": 65536 + 12 * len(short)},
             )
             repaired += len(short)
     traces = sorted({trace for trace, _ in found})
     result = store.client.query(
-        f"SELECT s.t FROM (SELECT trace_id AS t, count() AS n, max({layout.VERSION}) AS v "
+        f"SELECT s.t FROM (SELECT trace_id AS t, count() AS n, {_YOUNG} AS young "
         f"FROM {store.table('spans')} "
         f"WHERE org_id = %(org)s AND trace_id IN %(traces)s AND {_counted_spans()} GROUP BY t) "
         f"AS s LEFT JOIN (SELECT trace_id AS t, sum(span_count) AS n FROM "
         f"{store.table('trace_totals')} WHERE org_id = %(org)s AND trace_id IN %(traces)s "
-        "GROUP BY t) AS r ON s.t = r.t WHERE s.n > r.n AND s.v < %(settled)s",
-        parameters={"org": org_id, "traces": traces, "settled": _settled_before()},
-        settings={"max_query_size": 8192 + 80 * len(traces)},
+        "GROUP BY t) AS r ON s.t = r.t WHERE s.n > r.n AND s.young = 0",
+        parameters={"org": org_id, "traces": traces, **_young(own)},
+        settings={**_LIMIT, "max_query_size": 8192 + 80 * len(traces)},
     )
     short_traces = sorted(t for (t,) in result.result_rows)
     if short_traces:
         store.client.command(
             _trace_statement(store),
             parameters={"org": org_id, "traces": short_traces},
-            settings={"max_query_size": 65536 + 80 * len(short_traces)},
+            settings={**_LIMIT, "max_query_size": 65536 + 80 * len(short_traces)},
         )
         repaired += len(short_traces)
     return repaired

@@ -13,7 +13,8 @@ time: a copy with another start is a span already stored. Without `turn` (tests,
 processes racing on a span could both insert it: lists and totals read one row per span
 (`reads.py`), the rollups would count it twice. Spans found stored are the sign of a retry:
 what an earlier insert of them whose views failed part-way left out of the rollups and trace
-totals is put back first (`view_gaps.py`). On a cluster the insert returns once every shard
+totals is put back after the batch's own insert, under the same turn (`view_gaps.py`; a
+failure there is logged, and the batch stands). On a cluster the insert returns once every shard
 has stored its rows, so the next batch's check sees them (`cluster.WRITE_SETTINGS`).
 
 The ingest write path (`ingest/to_clickhouse.py`) passes `prepare`, which sees each batch's new
@@ -25,6 +26,7 @@ parts, out of memory, a timeout) is raised as `DatabaseUnavailable`, which inges
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -52,6 +54,7 @@ _OWN = (layout.VERSION, layout.RETAIN_DAYS)
 # 999 KEEPER_EXCEPTION
 RETRYABLE = frozenset({159, 202, 209, 210, 241, 242, 252, 279, 319, 425, 999})
 _CODE = re.compile(r"\bCode:\s*(\d+)")
+log = logging.getLogger("observatory.span_store")
 
 
 class JsonText(str):
@@ -230,15 +233,13 @@ def _write(
             fresh = unexpired(_first_copies(batch), retain)
             known = stored_starts(store, fresh)
             if known:
-                keys = {(r["org_id"], r["trace_id"], r["span_id"]) for r in fresh}
                 fresh = [
                     r for r in fresh if (r["org_id"], r["trace_id"], r["span_id"]) not in known
                 ]
-                _fill_resent_gaps(store, {k: v for k, v in known.items() if k in keys})
             if fresh and prepare is not None:
                 fresh = prepare(store, fresh)
+            version = time.time_ns() // 1000
             if fresh:
-                version = time.time_ns() // 1000
                 store.client.insert(
                     store.table("spans"),
                     as_columns(fresh, names, version, retain),
@@ -247,23 +248,40 @@ def _write(
                     # on a cluster: stored on every shard before the next batch's check
                     settings=store.naming.settings(WRITE_SETTINGS),
                 )
+            if known:  # after the batch's own spans are safe, still under the turn
+                _fill_resent_gaps(store, known, version)
         written += len(fresh)
         if on_batch:
             on_batch(len(batch), len(fresh))
     return written
 
 
-def _fill_resent_gaps(store: SpanStore, known: Mapping[tuple[int, str, str], Stored]) -> None:
+def _fill_resent_gaps(
+    store: SpanStore, known: Mapping[tuple[int, str, str], Stored], own: int
+) -> None:
     """Spans sent again: what a failed insert of them left out of the views is put back
     (`view_gaps.py`). Spans written within `SETTLE` are left alone: their insert may still be
-    running its views (the client gave up, the server did not), and would count them twice."""
+    running its views (the client gave up, the server did not), and would count them twice.
+    `own`: the version of the batch's own insert, finished, so its spans need no settling.
+    A repair that fails is logged, not raised: the batch's new spans are already stored, and
+    a 503 would only have the exporter repeat the same failing work."""
     settled = (time.time_ns() // 1000) - int(SETTLE.total_seconds() * 1_000_000)
     by_org: dict[int, list[tuple[str, datetime]]] = {}
     for (org_id, trace_id, _), stored in known.items():
         if stored.version < settled:
             by_org.setdefault(org_id, []).append((trace_id, stored.start))
     for org_id, found in by_org.items():
-        fill_gaps(store, org_id, found)
+        try:
+            fill_gaps(store, org_id, found, own=own)
+        except Exception as exc:  # noqa: BLE001 - a repair's failure must not lose the batch
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            log.warning(
+                "Span store: topping up the views' rows of org %s's %d resent spans failed "
+                "(%s); a later resend tries again.",
+                org_id,
+                len(found),
+                first,
+            )
 
 
 def written_extent(store: SpanStore) -> tuple[int, datetime | None]:

@@ -189,3 +189,35 @@ def test_a_resend_while_the_first_inserts_views_still_run_counts_once(chdb_store
     for grain in ("1min", "1hour", "1day"):
         assert _same(_rollups(store, grain, org), _want_rollups(grain, rows)), grain
     assert _same(_traces(store, org), _want_traces(rows))
+
+
+def test_a_failing_top_up_still_stores_the_batchs_new_spans(chdb_store, monkeypatch, caplog):
+    """The top-up is a repair, not the batch's work: when it fails (a timeout, the server
+    busy), the batch's new spans are stored all the same and the failure is logged, rather than
+    a 503 whose retry would repeat the same failing work for ever."""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    from observatory_core.storage.clickhouse import writes
+
+    store, org = chdb_store, ORG + 2
+    rows = [dict(r, org_id=org) for r in demo_rows(200, seed=66)]
+    old, new = rows[:100], rows[100:]
+    with written_ago():
+        assert write_spans(store, old) == len(old)
+    called = []
+
+    def failing(*args, **kwargs):
+        called.append(args)
+        raise DatabaseError("Code: 159. DB::Exception: Timeout exceeded: elapsed 60 seconds")
+
+    monkeypatch.setattr(writes, "fill_gaps", failing)
+    with caplog.at_level("WARNING"):
+        assert write_spans(store, rows) == len(
+            {r["span_id"] for r in new} - {r["span_id"] for r in old}
+        )
+    assert called  # the stored spans were old enough to be judged
+    ((stored,),) = store.client.query(
+        f"SELECT count() FROM {store.table('spans')} WHERE org_id = {org}"
+    ).result_rows
+    assert stored == len({(r["trace_id"], r["span_id"]) for r in rows})
+    assert any("Timeout exceeded" in r.getMessage() for r in caplog.records)
