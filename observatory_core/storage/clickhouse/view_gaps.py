@@ -21,8 +21,10 @@ still be running its views on the server after its client gave up (and the write
 released), and a top-up would count it twice when they finish.
 
 Where the views hold more than the spans (copies racing writers left before the write turn,
-spans the TTL deleted: the rollups and trace totals have none), nothing is taken out, and a
-missing span hidden behind such a surplus in the same bucket is not found.
+spans the TTL deleted: the rollups and trace totals have none), nothing is taken out: a key is
+topped up only when every count its row holds (spans, errors, each value's count, tokens) and
+every latency bin is at most what its spans give. A missing span hidden behind such a surplus
+in the same bucket or key is not found.
 """
 
 from __future__ import annotations
@@ -82,6 +84,16 @@ def _difference(column: layout.ChColumn) -> str:
     raise TypeError(f"{name}: no difference for {column.type}; add one in view_gaps.py")
 
 
+def _counts(partials: tuple[layout.Partial, ...]) -> list[str]:
+    """The integer sums (span, error and value counts, tokens): a float sum may differ by its
+    rounding, and a difference below zero there wraps nothing."""
+    return [
+        p.column.name
+        for p in partials
+        if p.column.type.startswith("SimpleAggregateFunction(sum,") and "Float" not in p.column.type
+    ]
+
+
 def _insert(
     store: SpanStore,
     table: str,
@@ -99,8 +111,10 @@ def _insert(
     on = " AND ".join(f"s.{n} = r.{n}" for n in names)
     values = [f"s.{n}" for n in names] + [_difference(p.column) for p in partials]
     bins = [p.column.name for p in partials if p.column.type == layout.BINS_TYPE]
-    # only a row the spans cover: every bin it holds at most what the spans give
+    # only a row the spans cover: every count and bin it holds at most what the spans give, so
+    # nothing is taken out (and no UInt64 difference wraps round below zero)
     covered = "".join(f" AND arrayAll(k -> s.{b}[k] >= r.{b}[k], mapKeys(r.{b}))" for b in bins)
+    covered += "".join(f" AND s.{n} >= r.{n}" for n in _counts(partials))
     columns = ", ".join(names + [p.column.name for p in partials])
     return (
         f"INSERT INTO {store.table(table)} ({columns})\n"

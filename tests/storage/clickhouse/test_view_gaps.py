@@ -221,3 +221,52 @@ def test_a_failing_top_up_still_stores_the_batchs_new_spans(chdb_store, monkeypa
     ).result_rows
     assert stored == len({(r["trace_id"], r["span_id"]) for r in rows})
     assert any("Timeout exceeded" in r.getMessage() for r in caplog.records)
+
+
+def test_a_key_with_missing_and_deleted_spans_is_never_taken_from(chdb_store):
+    """One rollup key and trace holds spans the TTL deleted (in the views, gone from spans)
+    and, fewer, spans a failed view left out (in spans, not in the views). The spans count
+    more, but some of the row's counts (quality scores, errors) and tokens are larger than
+    the spans': nothing may be taken out, and no count may wrap below zero (a UInt64)."""
+    store, org = chdb_store, ORG + 3
+    (base,) = [
+        dict(r, org_id=org, parent_span_id=None, status="ok")
+        for r in demo_rows(60, seed=67)
+        if r["total_tokens"]
+    ][:1]
+    start = base["start_time"].replace(second=0, microsecond=0)
+
+    def copies(prefix: str, n: int, **values) -> list[dict]:
+        return [
+            dict(base, span_id=f"{prefix}{i:015d}", start_time=start, **values) for i in range(n)
+        ]
+
+    deleted = copies("d", 3, quality_score=0.9, total_tokens=1000)
+    missed = copies("m", 5, quality_score=None, total_tokens=10)
+    with written_ago():
+        assert write_spans(store, deleted) == 3
+        with _views_failing(store, ("rollup_1min_mv", "trace_totals_mv")):
+            assert write_spans(store, missed) == 5
+    ids = ", ".join(f"'{r['span_id']}'" for r in deleted)
+    store.client.command(
+        f"ALTER TABLE {store.table('spans')} DELETE WHERE org_id = {org} AND span_id IN ({ids})",
+        settings={"mutations_sync": 2},
+    )
+
+    def figures() -> tuple:
+        ((quality, wrapped),) = store.client.query(
+            "SELECT sum(toFloat64(quality_count)), countIf(quality_count > 4294967296) "
+            f"FROM {store.table('rollup_1min')} WHERE org_id = {org}"
+        ).result_rows
+        ((tokens, spans),) = store.client.query(
+            "SELECT sum(total_tokens), sum(span_count) "
+            f"FROM {store.table('trace_totals')} WHERE org_id = {org}"
+        ).result_rows
+        return quality, wrapped, tokens, spans
+
+    before = figures()
+    assert before == (3.0, 0, 3000, 3)
+    assert write_spans(store, missed) == 0
+    quality, wrapped, tokens, spans = figures()
+    assert wrapped == 0 and quality >= before[0]
+    assert tokens >= before[2] and spans >= before[3]
