@@ -40,6 +40,7 @@ from observatory_core.base.errors import DatabaseUnavailable
 TURNS = 7_411_025  # the advisory lock's first key: any fixed number, the same in every process
 WAIT_S = 120.0  # longer than an insert may take (`connect.py`: 60 s per statement)
 SUFFIX = ".span-turns"
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when `lock_timeout` ends the wait
 
 OrgTurns = Callable[[Iterable[int]], AbstractContextManager[None]]
 
@@ -83,13 +84,23 @@ def _advisory(engine: Engine, org_ids: Iterable[int]) -> Iterator[None]:
     orgs = _orgs(org_ids)
     with engine.connect() as conn, conn.begin():
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(WAIT_S * 1000)}ms'")
+        # the transaction sits idle while the span store inserts: a server's idle timeout
+        # would end it there, and let go of the turn mid-insert
+        conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
         for org in orgs:
             try:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({TURNS}, {org})")
             except DBAPIError as exc:
+                if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                    raise  # not the wait: said as what it is
                 detail = (str(exc.orig).strip().splitlines() or [""])[0]
                 raise _busy(org, detail[:200]) from exc
         yield
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
 
 
 @contextmanager

@@ -207,3 +207,45 @@ def test_migrate_spans_takes_the_orgs_turn_around_its_writes(engine, chdb_store)
     ]
     assert len(on_spans) >= 4  # two pages: a check and an insert each
     assert all(turns == {org_id: True} for turns in on_spans)
+
+
+def _pg_with(db_url: str, **options: int):
+    """`db_url`'s PostgreSQL database with session settings an operator may have set."""
+    from sqlalchemy import create_engine
+
+    flags = " ".join(f"-c {name}={value}" for name, value in options.items())
+    return create_engine(db_url, connect_args={"options": flags})
+
+
+def test_a_turn_outlasts_the_servers_idle_in_transaction_timeout(engine, org, db_url):
+    """The turn's transaction is idle while the span store inserts: a server's
+    `idle_in_transaction_session_timeout` must not end it (and let go of the lock) mid-insert."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's setting")
+    strict = _pg_with(db_url, idle_in_transaction_session_timeout=300)
+    try:
+        with org_turns.org_turns(strict)([org + 7]):
+            time.sleep(1.0)  # an insert into the span store
+            assert held(engine, org + 7)
+    finally:
+        strict.dispose()
+
+
+def test_only_a_lock_wait_is_said_to_be_another_writers_turn(engine, org, db_url):
+    """Another failure while taking the turn (here the server's statement timeout) is raised as
+    what it is, not as a turn held for over 120 s."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's SQLSTATE")
+    from sqlalchemy.exc import DBAPIError
+
+    holder = Holder(db_url, org + 8)
+    strict = _pg_with(db_url, statement_timeout=300)
+    try:
+        with (
+            pytest.raises(DBAPIError, match="statement timeout"),
+            org_turns.org_turns(strict)([org + 8]),
+        ):
+            pass
+    finally:
+        strict.dispose()
+        holder.kill()
