@@ -148,17 +148,40 @@ def _rollup_statement(store: SpanStore, grain: str) -> str:
     return _insert(store, f"rollup_{grain}", keys, layout.rollup_partials(), in_buckets, rows)
 
 
+# A trace's spans and rows: by the key's prefix (org, project), and the spans within the
+# traces' known extent (`_extent`), so the cost follows the batch, not the org's history.
+_TRACE_SPANS = (
+    "spans.org_id = %(org)s AND spans.project_id IN %(projects)s "
+    "AND spans.start_time >= toDateTime64(%(first)s, 6, 'UTC') "
+    "AND spans.start_time <= toDateTime64(%(last)s, 6, 'UTC') AND spans.trace_id IN %(traces)s"
+)
+_TRACE_ROWS = "org_id = %(org)s AND project_id IN %(projects)s AND trace_id IN %(traces)s"
+
+
 def _trace_statement(store: SpanStore) -> str:
     keys = [("org_id", "spans.org_id"), ("project_id", "spans.project_id")]
     keys.append(("trace_id", "spans.trace_id"))
     return _insert(
-        store,
-        "trace_totals",
-        keys,
-        layout.trace_total_partials(),
-        "spans.org_id = %(org)s AND spans.trace_id IN %(traces)s",
-        "org_id = %(org)s AND trace_id IN %(traces)s",
+        store, "trace_totals", keys, layout.trace_total_partials(), _TRACE_SPANS, _TRACE_ROWS
     )
+
+
+def _extent(store: SpanStore, params: dict[str, Any], starts: list[datetime]) -> tuple[str, str]:
+    """The first and last start of the traces: what their rows hold (every span the view
+    counted) and the resent spans' own starts. A span of theirs the views missed outside it,
+    and not in this batch, is judged when it is itself sent again."""
+    ((first, last),) = store.client.query(
+        f"SELECT min(first_start), max(last_start) FROM {store.table('trace_totals')} "
+        f"WHERE {_TRACE_ROWS}",
+        parameters=params,
+        settings={**_LIMIT, "max_query_size": 8192 + 80 * len(params["traces"])},
+    ).result_rows
+    known = [_utc(t) for t in (first, last) if t is not None and _epoch(t) > 0] + starts
+    return _micro_text(min(known)), _micro_text(max(known))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 _DAY = layout.GRAIN_SECONDS["1day"]
@@ -192,10 +215,10 @@ def _short(
 
 
 def fill_gaps(
-    store: SpanStore, org_id: int, found: Iterable[tuple[str, datetime]], *, own: int = 0
+    store: SpanStore, org_id: int, found: Iterable[tuple[int, str, datetime]], *, own: int = 0
 ) -> int:
-    """Top up the views' rows of the buckets and traces of `found`, (trace id, start time)
-    of one org's stored spans a batch sent again (see above); `own`: the version of the
+    """Top up the views' rows of the buckets and traces of `found`, (project id, trace id,
+    start time) of one org's stored spans a batch sent again (see above); `own`: the version of the
     caller's own insert, finished, whose spans are not waited for. Answers how many buckets
     and traces were short."""
     found = list(found)
@@ -205,7 +228,7 @@ def fill_gaps(
         # it needs per-shard `_local` inserts computed on each shard (docs/scale.md)
         return 0
     repaired = 0
-    days = sorted({_epoch(start) // _DAY * _DAY for _, start in found})
+    days = sorted({_epoch(start) // _DAY * _DAY for _, _, start in found})
     lo = _micro_text(datetime.fromtimestamp(days[0], UTC))
     hi = _micro_text(datetime.fromtimestamp(days[-1] + _DAY, UTC))
     for grain in layout.GRAIN_SECONDS:  # finest first (see above)
@@ -218,22 +241,24 @@ def fill_gaps(
                 settings={**_LIMIT, "max_query_size": 65536 + 12 * len(short)},
             )
             repaired += len(short)
-    traces = sorted({trace for trace, _ in found})
+    traces = sorted({trace for _, trace, _ in found})
+    params = {"org": org_id, "projects": sorted({p for p, _, _ in found}), "traces": traces}
+    first, last = _extent(store, params, [_utc(start) for _, _, start in found])
+    params.update(first=first, last=last)
     result = store.client.query(
-        f"SELECT s.t FROM (SELECT trace_id AS t, count() AS n, {_YOUNG} AS young "
-        f"FROM {store.table('spans')} "
-        f"WHERE org_id = %(org)s AND trace_id IN %(traces)s AND {_counted_spans()} GROUP BY t) "
-        f"AS s LEFT JOIN (SELECT trace_id AS t, sum(span_count) AS n FROM "
-        f"{store.table('trace_totals')} WHERE org_id = %(org)s AND trace_id IN %(traces)s "
+        f"SELECT s.t FROM (SELECT spans.trace_id AS t, count() AS n, {_YOUNG} AS young "
+        f"FROM {store.table('spans')} AS spans WHERE {_TRACE_SPANS} AND {_counted_spans()} "
+        f"GROUP BY t) AS s LEFT JOIN (SELECT trace_id AS t, sum(span_count) AS n FROM "
+        f"{store.table('trace_totals')} WHERE {_TRACE_ROWS} "
         "GROUP BY t) AS r ON s.t = r.t WHERE s.n > r.n AND s.young = 0",
-        parameters={"org": org_id, "traces": traces, **_young(own)},
+        parameters={**params, **_young(own)},
         settings={**_LIMIT, "max_query_size": 8192 + 80 * len(traces)},
     )
     short_traces = sorted(t for (t,) in result.result_rows)
     if short_traces:
         store.client.command(
             _trace_statement(store),
-            parameters={"org": org_id, "traces": short_traces},
+            parameters={**params, "traces": short_traces},
             settings={**_LIMIT, "max_query_size": 65536 + 80 * len(short_traces)},
         )
         repaired += len(short_traces)

@@ -111,6 +111,7 @@ class Stored(NamedTuple):
 
     start: datetime
     version: int
+    projects: tuple[int, ...]  # its project (or each of its copies')
 
 
 def stored_starts(
@@ -123,7 +124,8 @@ def stored_starts(
     found: dict[tuple[int, str, str], Stored] = {}
     for org_id, span_ids in by_org.items():
         result = store.client.query(
-            f"SELECT trace_id, span_id, min(start_time), max({layout.VERSION}) "
+            f"SELECT trace_id, span_id, min(start_time), max({layout.VERSION}), "
+            "groupUniqArray(project_id) "
             f"FROM {store.table('spans')} "
             "WHERE org_id = %(org)s AND span_id IN %(ids)s GROUP BY trace_id, span_id",
             parameters={"org": int(org_id), "ids": sorted(span_ids)},
@@ -134,8 +136,8 @@ def stored_starts(
                 **store.naming.settings(SAME_REPLICA),
             },
         )
-        for trace, span, start, version in result.result_rows:
-            found[(org_id, trace, span)] = Stored(start, int(version))
+        for trace, span, start, version, projects in result.result_rows:
+            found[(org_id, trace, span)] = Stored(start, int(version), tuple(projects))
     return found
 
 
@@ -266,10 +268,11 @@ def _fill_resent_gaps(
     A repair that fails is logged, not raised: the batch's new spans are already stored, and
     a 503 would only have the exporter repeat the same failing work."""
     settled = (time.time_ns() // 1000) - int(SETTLE.total_seconds() * 1_000_000)
-    by_org: dict[int, list[tuple[str, datetime]]] = {}
+    by_org: dict[int, list[tuple[int, str, datetime]]] = {}
     for (org_id, trace_id, _), stored in known.items():
         if stored.version < settled:
-            by_org.setdefault(org_id, []).append((trace_id, stored.start))
+            found = by_org.setdefault(org_id, [])
+            found += [(project, trace_id, stored.start) for project in stored.projects]
     for org_id, found in by_org.items():
         try:
             fill_gaps(store, org_id, found, own=own)
