@@ -51,7 +51,7 @@ def org_turns(engine: Engine) -> OrgTurns:
         return partial(_advisory, engine)
     database = engine.url.database or ""
     if engine.dialect.name != "sqlite" or _in_memory(database):
-        return _own_process
+        return own_process
     return partial(_files, Path(database).resolve().parent / (Path(database).name + SUFFIX))
 
 
@@ -75,7 +75,8 @@ def _busy(org: int, detail: str) -> DatabaseUnavailable:
 
 
 @contextmanager
-def _own_process(org_ids: Iterable[int]) -> Iterator[None]:
+def own_process(org_ids: Iterable[int]) -> Iterator[None]:
+    """No turn beyond this process's own lock (`SpanStore.write_lock`, which callers hold)."""
     yield
 
 

@@ -249,3 +249,33 @@ def test_only_a_lock_wait_is_said_to_be_another_writers_turn(engine, org, db_url
     finally:
         strict.dispose()
         holder.kill()
+
+
+def test_the_bins_rebuild_takes_each_orgs_turn_around_its_insert(engine, org, chdb_store):
+    """`clickhouse-rebuild-rollups` computes a day's bins from its spans and inserts the
+    difference: under the org's turn, so no writer's insert or top-up of the same rows
+    interleaves (it races the gap filler on the latency bins otherwise)."""
+    from observatory_core.storage.clickhouse.rebuild import rebuild_bins
+
+    mine = org + 9
+    # a minute row whose latencies have no bins (as before schema version 3)
+    chdb_store.client.command(
+        f"INSERT INTO {chdb_store.table('rollup_1min')} (org_id, bucket_start, span_count, "
+        f"duration_count) VALUES ({mine}, '2026-11-19 10:00:00', 1, 1)"
+    )
+    spy = Spy(chdb_store.client, engine, (mine,))
+    store = SpanStore(chdb_store.target, spy)
+    try:
+        rebuild_bins(store, turn=org_turns.org_turns(engine))
+    finally:  # the row has no spans to give it bins: the other database's run must not see it
+        chdb_store.client.command(
+            f"ALTER TABLE {chdb_store.table('rollup_1min')} DELETE WHERE org_id = {mine}",
+            settings={"mutations_sync": 2},
+        )
+    inserts = [
+        turns
+        for (kind, _, turns), text in zip(spy.seen, spy.statements, strict=True)
+        if kind == "command" and text.startswith("INSERT INTO")
+    ]
+    assert inserts and all(turns == {mine: True} for turns in inserts)
+    assert not held(engine, mine)
