@@ -279,3 +279,29 @@ def test_the_bins_rebuild_takes_each_orgs_turn_around_its_insert(engine, org, ch
     ]
     assert inserts and all(turns == {mine: True} for turns in inserts)
     assert not held(engine, mine)
+
+
+def test_turns_that_cannot_be_kept_beside_the_sqlite_file_are_a_setup_error(tmp_path):
+    """A folder the server cannot make or write is fixed by the operator, not by a retry: a
+    `ConfigError` naming it, not a 503 an exporter would retry for ever."""
+    from sqlalchemy import create_engine
+
+    from observatory_core.base.errors import ConfigError
+
+    database = tmp_path / "observatory.db"
+    (tmp_path / ("observatory.db" + org_turns.SUFFIX)).write_text("in the way")
+    turns = org_turns.org_turns(create_engine(f"sqlite:///{database}"))
+    with pytest.raises(ConfigError, match=r"span-turns .*must be writable"), turns([1]):
+        pass
+
+
+def test_a_sqlite_database_in_memory_takes_this_process_turn_only(tmp_path, monkeypatch):
+    from sqlalchemy import create_engine
+
+    monkeypatch.chdir(tmp_path)
+    from sqlalchemy.pool import StaticPool
+
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:turns?mode=memory&uri=true"):
+        engine = create_engine(url, poolclass=StaticPool)
+        assert org_turns.org_turns(engine) is org_turns.own_process, url
+    assert list(tmp_path.iterdir()) == []
