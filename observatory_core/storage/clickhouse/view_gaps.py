@@ -36,6 +36,7 @@ from typing import Any
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
+from observatory_core.storage.clickhouse.layout import micro_text
 
 # An insert whose client gave up (`connect.py`: 60 s per statement; a lost connection, "unknown
 # status of insert") may still be running on the server: its spans' part is visible, its views'
@@ -57,10 +58,6 @@ def _young(own: int) -> dict[str, int]:
     but `own` has finished."""
     settled = int((datetime.now(UTC) - SETTLE).timestamp() * 1_000_000)
     return {"settled": settled, "own": own}
-
-
-def _micro_text(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _epoch(value: datetime) -> int:
@@ -177,7 +174,7 @@ def _extent(store: SpanStore, params: dict[str, Any], starts: list[datetime]) ->
         settings={**_LIMIT, "max_query_size": 8192 + 80 * len(params["traces"])},
     ).result_rows
     known = [_utc(t) for t in (first, last) if t is not None and _epoch(t) > 0] + starts
-    return _micro_text(min(known)), _micro_text(max(known))
+    return micro_text(min(known)), micro_text(max(known))
 
 
 def _utc(value: datetime) -> datetime:
@@ -229,8 +226,8 @@ def fill_gaps(
         return 0
     repaired = 0
     days = sorted({_epoch(start) // _DAY * _DAY for _, _, start in found})
-    lo = _micro_text(datetime.fromtimestamp(days[0], UTC))
-    hi = _micro_text(datetime.fromtimestamp(days[-1] + _DAY, UTC))
+    lo = micro_text(datetime.fromtimestamp(days[0], UTC))
+    hi = micro_text(datetime.fromtimestamp(days[-1] + _DAY, UTC))
     for grain in layout.GRAIN_SECONDS:  # finest first (see above)
         short = _short(store, grain, org_id, days, lo, hi, own)
         if short:

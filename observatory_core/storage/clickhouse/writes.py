@@ -30,7 +30,6 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, NamedTuple
@@ -39,7 +38,7 @@ from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA, WRITE_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.org_turns import OrgTurns
+from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
 from observatory_core.storage.clickhouse.view_gaps import SETTLE, fill_gaps
 from observatory_core.storage.schema import DIMENSION_SLOTS
 
@@ -183,11 +182,6 @@ def unavailable(store: SpanStore, exc: BaseException) -> DatabaseUnavailable:
     )
 
 
-@contextmanager
-def _no_turn(org_ids: Iterable[int]) -> Iterator[None]:
-    yield
-
-
 Prepare = Callable[[SpanStore, list[dict[str, Any]]], list[dict[str, Any]]]
 
 
@@ -231,7 +225,7 @@ def _write(
     names = layout.span_column_names()
     written = 0
     for batch in _batches(rows, batch_size):
-        with store.write_lock, (turn or _no_turn)(r["org_id"] for r in batch):
+        with store.write_lock, (turn or own_process)(r["org_id"] for r in batch):
             fresh = unexpired(_first_copies(batch), retain)
             known = stored_starts(store, fresh)
             if known:
