@@ -19,27 +19,41 @@ from observatory_core.storage.clickhouse.writes import write_spans
 from tests.storage.clickhouse.conftest import demo_rows, written_ago
 
 ORG = 51
+
+
+def _rows(seed: int) -> list[dict]:
+    """300 demo spans of `ORG`, every seventh a twin set aside (`duplicate_of`: stored, not
+    counted by the views nor by a top-up)."""
+    rows = [dict(r, org_id=ORG) for r in demo_rows(300, seed=seed)]
+    for i in range(3, len(rows), 7):
+        twin = rows[i - 1]
+        rows[i] = dict(rows[i], duplicate_of=twin["span_id"], duplicate_trace_id=twin["trace_id"])
+    return rows
+
+
 # (views that fail, rows written while they do): the minute's view fails (and with it the hour
 # and day it feeds); the hour's fails after the minute's ran; the trace totals' fails
 FAILING = (
-    (("rollup_1min_mv",), [dict(r, org_id=ORG) for r in demo_rows(300, seed=61)]),
-    (
-        ("rollup_1hour_mv", "trace_totals_mv"),
-        [dict(r, org_id=ORG) for r in demo_rows(300, seed=62)],
-    ),
-    (("rollup_1day_mv",), [dict(r, org_id=ORG) for r in demo_rows(300, seed=63)]),
+    (("rollup_1min_mv",), _rows(61)),
+    (("rollup_1hour_mv", "trace_totals_mv"), _rows(62)),
+    (("rollup_1day_mv",), _rows(63)),
 )
-WHOLE = [dict(r, org_id=ORG) for r in demo_rows(300, seed=64)]
+WHOLE = _rows(64)
 SENT = [r for _, rows in FAILING for r in rows] + WHOLE
+COUNTED = [r for r in SENT if r["duplicate_of"] is None]
+# a rollup row's key compared besides its bucket
+KEY = ("project_id", "model", "llm_call")
 
 
 def _rollups(store, grain: str, org: int = ORG) -> dict:
     rows = store.client.query(
-        "SELECT bucket_start, sum(span_count), sum(error_count), sum(total_tokens_sum), "
-        "sum(total_cost_sum), max(duration_max), arraySum(mapValues(sumMap(latency_bins))) "
-        f"FROM {store.table('rollup_' + grain)} WHERE org_id = {org} GROUP BY bucket_start"
+        f"SELECT bucket_start, {', '.join(KEY)}, sum(span_count), sum(error_count), "
+        "sum(total_tokens_sum), sum(total_cost_sum), max(duration_max), "
+        "arraySum(mapValues(sumMap(latency_bins))) "
+        f"FROM {store.table('rollup_' + grain)} WHERE org_id = {org} "
+        f"GROUP BY bucket_start, {', '.join(KEY)}"
     ).result_rows
-    return {_utc(b): tuple(rest) for b, *rest in rows}
+    return {(_utc(b), p, m, bool(c)): tuple(rest) for b, p, m, c, *rest in rows}
 
 
 def _utc(value):
@@ -47,11 +61,12 @@ def _utc(value):
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _want_rollups(grain: str, sent: list[dict] = SENT) -> dict:
+def _want_rollups(grain: str, sent: list[dict] = COUNTED) -> dict:
     every = {"1min": "1m", "1hour": "1h", "1day": "1d"}[grain]
     frame = (
         pl.DataFrame(sent, infer_schema_length=None)
-        .group_by(pl.col("start_time").dt.truncate(every).alias("bucket"))
+        .with_columns(pl.col("model").fill_null(""), pl.col("llm_call").cast(pl.Boolean))
+        .group_by(pl.col("start_time").dt.truncate(every).alias("bucket"), *KEY)
         .agg(
             pl.len(),
             (pl.col("status") == "error").sum(),
@@ -61,7 +76,7 @@ def _want_rollups(grain: str, sent: list[dict] = SENT) -> dict:
             pl.col("duration_ms").count().alias("latencies"),
         )
     )
-    return {r[0]: r[1:] for r in frame.iter_rows()}
+    return {r[:4]: r[4:] for r in frame.iter_rows()}
 
 
 def _traces(store, org: int = ORG) -> dict:
@@ -76,7 +91,7 @@ def _traces(store, org: int = ORG) -> dict:
     }
 
 
-def _want_traces(sent: list[dict] = SENT) -> dict:
+def _want_traces(sent: list[dict] = COUNTED) -> dict:
     frame = (
         pl.DataFrame(sent, infer_schema_length=None)
         .group_by("trace_id")
