@@ -285,3 +285,27 @@ def test_a_key_with_missing_and_deleted_spans_is_never_taken_from(chdb_store):
     quality, wrapped, tokens, spans = figures()
     assert wrapped == 0 and quality >= before[0]
     assert tokens >= before[2] and spans >= before[3]
+
+
+def test_no_top_up_while_the_server_still_runs_an_insert_into_the_spans(chdb_store):
+    """Besides the spans' age, the server's own list of running queries: an insert into the
+    spans still running (its views perhaps not yet run) puts the top-up off."""
+    from types import SimpleNamespace
+
+    from observatory_core.storage.clickhouse.connect import SpanStore
+    from observatory_core.storage.clickhouse.view_gaps import fill_gaps
+
+    sent: list[str] = []
+
+    class Busy:
+        def query(self, sql, parameters=None, settings=None, **kw):
+            sent.append(sql)
+            return SimpleNamespace(result_rows=[(1,)] if "system.processes" in sql else [])
+
+        def command(self, sql, parameters=None, settings=None, **kw):
+            sent.append(sql)
+
+    store = SpanStore(chdb_store.target, Busy())
+    start = demo_rows(1, seed=68)[0]["start_time"]
+    assert fill_gaps(store, ORG, [(101, "a" * 32, start)]) == 0
+    assert len(sent) == 1 and "system.processes" in sent[0]
