@@ -7,18 +7,21 @@ spans' part and the views before the failing one kept, the rest not). The retry 
 spans stored and skips them, so without this they would count too few for good.
 
 So when a batch holds spans already stored, the writer (under the org's write turn, after it
-inserted the batch's new spans, whose views have then run) compares, for the days and the traces those stored spans fall in, the
-counted spans with what the views hold: `span_count` per minute, hour and day bucket of those
-days (one count per grain) and per trace. Where the spans hold more, the difference is inserted: for each key,
-the spans' partials (the views' own expressions) less what the row holds for the sums and
-the bins, the spans' own values for the minimums and maximums (folding them again changes
-nothing). Grains go finest first, each over the whole days: a minute's difference reaches the
-hour and the day through their views, so an hour is only topped up once all its minutes are
-whole, when its own view was the one that failed.
+inserted the batch's new spans, whose views have then run) compares, for the days and the
+traces those stored spans fall in, the counted spans with what the views hold: `span_count`
+per minute, hour and day bucket of those days (one count per grain) and per trace (read by the
+key's prefix, org and project, and the spans within the traces' known extent). Where the
+spans hold more, the difference is inserted: for each key, the spans' partials (the views' own
+expressions) less what the row holds for the sums and the bins, the spans' own values for the
+minimums and maximums (folding them again changes nothing). Grains go finest first, each over
+the whole days: a minute's difference reaches the hour and the day through their views, so an
+hour is only topped up once all its minutes are whole, when its own view was the one that
+failed.
 
-A bucket or trace holding a span written within `SETTLE` is not judged: that span's insert may
-still be running its views on the server after its client gave up (and the writer's turn was
-released), and a top-up would count it twice when they finish.
+A bucket or trace holding a span written within `SETTLE` is not judged, and nothing is while
+the server lists an insert into the spans as running: that insert may still be running its
+views after its client gave up (and the writer's turn was released), and a top-up would count
+its spans twice when they finish. Not on a cluster (`fill_gaps` returns there): see below.
 
 Where the views hold more than the spans (copies racing writers left before the write turn,
 spans the TTL deleted: the rollups and trace totals have none), nothing is taken out: a key is
