@@ -21,7 +21,7 @@ failed.
 A bucket or trace holding a span written within `SETTLE` is not judged, and nothing is while
 the server lists an insert into the spans as running: that insert may still be running its
 views after its client gave up (and the writer's turn was released), and a top-up would count
-its spans twice when they finish. Not on a cluster (`fill_gaps` returns there): see below.
+its spans twice when they finish. Not on a cluster (`fill_gaps` returns there; docs/scale.md, "Not yet").
 
 Where the views hold more than the spans (copies racing writers left before the write turn,
 spans the TTL deleted: the rollups and trace totals have none), nothing is taken out: a key is
