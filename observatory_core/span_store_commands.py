@@ -132,11 +132,14 @@ def cmd_migrate_spans(args, engine_factory: Callable[[], Engine]) -> int:
         store.close()
 
 
-def cmd_rebuild_rollups(args) -> int:
+def cmd_rebuild_rollups(args, engine_factory: Callable[[], Engine]) -> int:
     """Give the span store's rollup rows written before schema version 3 their latency bins
-    (resumable: a stopped run goes on where rows still lack them; docs/scale.md)."""
+    (resumable: a stopped run goes on where rows still lack them; docs/scale.md), each org's
+    day under that org's write turn in DATABASE_URL, as ingest takes it."""
+    from observatory_core.storage.clickhouse.org_turns import org_turns
     from observatory_core.storage.clickhouse.rebuild import days_missing_bins, rebuild_bins
 
+    turn = org_turns(engine_factory())
     store = _span_store_for(args.to)
     target = store.target.describe()
     try:
@@ -146,7 +149,9 @@ def cmd_rebuild_rollups(args) -> int:
             return 0
         print(f"{days:,} org-days of {target} have rollup rows without latency bins.")
         try:
-            report = rebuild_bins(store, on_day=lambda org, day: print(f"  org {org}, {day}"))
+            report = rebuild_bins(
+                store, on_day=lambda org, day: print(f"  org {org}, {day}"), turn=turn
+            )
         except KeyboardInterrupt:
             print("Stopped; what was rebuilt is kept. Run the same command again to go on.")
             return 130
@@ -208,4 +213,4 @@ def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], E
         help="chdb:///ABSOLUTE/PATH or clickhouse://USER:PASS@HOST:8123/DB; "
         "default: OBSERVATORY_SPAN_STORE",
     )
-    rebuild.set_defaults(func=cmd_rebuild_rollups)
+    rebuild.set_defaults(func=lambda args: cmd_rebuild_rollups(args, engine_factory))

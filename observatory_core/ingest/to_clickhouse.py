@@ -37,6 +37,7 @@ from observatory_core.semantic.fields import LLM_OPERATIONS, SLOT_CHARS, SLOT_MA
 from observatory_core.storage.clickhouse import writes
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA
 from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.clickhouse.org_turns import org_turns
 from observatory_core.storage.retention import policies
 from observatory_core.storage.schema import org_dimensions, orgs
@@ -131,12 +132,8 @@ def write_spans(
 
 
 def _time(name: str) -> str:
-    """A bound time (`_micro_text`) as the span table's type: microseconds kept."""
+    """A bound time (`layout.micro_text`) as the span table's type: microseconds kept."""
     return f"toDateTime64(%({name})s, 6, 'UTC')"
-
-
-def _micro_text(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _query_size(store: SpanStore, ids: int) -> dict[str, Any]:
@@ -181,7 +178,7 @@ def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
         tokens = sorted({(r["input_tokens"], r["output_tokens"]) for r in rows})
         params: dict[str, Any] = {"org": org_id, "project": project_id, "tokens": tokens}
         for i, (_, lo, hi) in enumerate(windows):
-            params[f"lo{i}"], params[f"hi{i}"] = _micro_text(lo), _micro_text(hi)
+            params[f"lo{i}"], params[f"hi{i}"] = micro_text(lo), micro_text(hi)
         traces = sorted({r["trace_id"] for r in rows})
         first = min(r["start_time"] for r in rows) - TREE_REACH
         last = max(r["start_time"] for r in rows) + TREE_REACH
@@ -189,7 +186,7 @@ def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
             f"trace_id IN %(traces)s AND start_time >= {_time('first')} "
             f"AND start_time <= {_time('last')}"
         )
-        params.update(traces=traces, first=_micro_text(first), last=_micro_text(last))
+        params.update(traces=traces, first=micro_text(first), last=micro_text(last))
         for row in _pool_rows(store, (near, in_traces), params, len(traces) + len(tokens)):
             found.setdefault((row["trace_id"], row["span_id"]), row)
     return list(found.values())
@@ -349,8 +346,8 @@ def _stored_tree(store: SpanStore, org_id: int, wrappers: list[dict]) -> list[di
         parameters={
             "org": org_id,
             "traces": traces,
-            "lo": _micro_text(lo),
-            "hi": _micro_text(hi),
+            "lo": micro_text(lo),
+            "hi": micro_text(hi),
             "limit": TREE_ROWS,
         },
         settings=_query_size(store, len(traces)),

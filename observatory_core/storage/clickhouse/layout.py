@@ -12,6 +12,7 @@ tables without a list to copy here (a new rollup column still needs a migration:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, String
@@ -31,6 +32,14 @@ from observatory_core.storage.types import UtcDateTime
 
 DIALECT_NAME = "clickhousedb"  # clickhouse-connect's SQLAlchemy dialect
 TIME = "DateTime64(6, 'UTC')"  # microseconds, as `UtcDateTime` keeps them elsewhere
+
+
+def micro_text(value: datetime) -> str:
+    """A time as the engine reads a `TIME` parameter (the driver's own binding drops the
+    microseconds)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 BUCKET = "DateTime('UTC')"  # a rollup bucket starts on a whole minute
 # Columns with few distinct values: dictionary-encoded, smaller and faster to filter and group.
 LOW_CARDINALITY = frozenset(

@@ -12,7 +12,9 @@ each other.
   retention run), taken in org order so two writers of several orgs cannot deadlock, and
   released at commit, or by the server when the holder's connection is lost.
 - SQLite: an exclusive `flock` on a file per org beside the database file
-  (`<file>.span-turns/org-<id>`), released when the file is closed or its process ends.
+  (`<file>.span-turns/org-<id>`, opened read-only, so any user who can read it takes the
+  turn), released when the file is closed or its process ends; a folder that cannot be
+  written is a `ConfigError`, not a 503 to retry for ever.
   SQLite has no row locks, and its one write lock (`BEGIN IMMEDIATE`) would stop every other
   writer of `DATABASE_URL` (keys, ingest bookkeeping, jobs) for the length of an insert into
   the span store; processes sharing one SQLite file share its folder. A database in memory
@@ -24,6 +26,7 @@ which retries), not an endless wait behind a writer that hangs.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -35,11 +38,12 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from observatory_core.base.errors import DatabaseUnavailable
+from observatory_core.base.errors import ConfigError, DatabaseUnavailable
 
 TURNS = 7_411_025  # the advisory lock's first key: any fixed number, the same in every process
 WAIT_S = 120.0  # longer than an insert may take (`connect.py`: 60 s per statement)
 SUFFIX = ".span-turns"
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when `lock_timeout` ends the wait
 
 OrgTurns = Callable[[Iterable[int]], AbstractContextManager[None]]
 
@@ -49,16 +53,17 @@ def org_turns(engine: Engine) -> OrgTurns:
     if engine.dialect.name == "postgresql":
         return partial(_advisory, engine)
     database = engine.url.database or ""
-    if engine.dialect.name != "sqlite" or _in_memory(database):
-        return _own_process
+    if engine.dialect.name != "sqlite" or _in_memory(engine):
+        return own_process
     return partial(_files, Path(database).resolve().parent / (Path(database).name + SUFFIX))
 
 
-def _in_memory(database: str) -> bool:
+def _in_memory(engine: Engine) -> bool:
+    database = engine.url.database or ""
     return (
         database in ("", ":memory:")
-        or "mode=memory" in database
         or database.startswith("file::memory:")
+        or engine.url.query.get("mode") == "memory"  # file:NAME?mode=memory&uri=true
     )
 
 
@@ -74,7 +79,8 @@ def _busy(org: int, detail: str) -> DatabaseUnavailable:
 
 
 @contextmanager
-def _own_process(org_ids: Iterable[int]) -> Iterator[None]:
+def own_process(org_ids: Iterable[int]) -> Iterator[None]:
+    """No turn beyond this process's own lock (`SpanStore.write_lock`, which callers hold)."""
     yield
 
 
@@ -83,13 +89,23 @@ def _advisory(engine: Engine, org_ids: Iterable[int]) -> Iterator[None]:
     orgs = _orgs(org_ids)
     with engine.connect() as conn, conn.begin():
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(WAIT_S * 1000)}ms'")
+        # the transaction sits idle while the span store inserts: a server's idle timeout
+        # would end it there, and let go of the turn mid-insert
+        conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
         for org in orgs:
             try:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({TURNS}, {org})")
             except DBAPIError as exc:
+                if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                    raise  # not the wait: said as what it is
                 detail = (str(exc.orig).strip().splitlines() or [""])[0]
                 raise _busy(org, detail[:200]) from exc
         yield
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
 
 
 @contextmanager
@@ -98,14 +114,20 @@ def _files(folder: Path, org_ids: Iterable[int]) -> Iterator[None]:
     held: list[int] = []
     try:
         try:
-            folder.mkdir(exist_ok=True)
+            folder.mkdir(mode=0o775, exist_ok=True)
             for org in orgs:
-                held.append(os.open(folder / f"org-{org}", os.O_RDWR | os.O_CREAT, 0o600))
+                # read-only: `flock` needs no write access, so a command run as another user
+                # (who can read the file) takes the same turn
+                held.append(os.open(folder / f"org-{org}", os.O_RDONLY | os.O_CREAT, 0o664))
         except OSError as exc:
-            raise DatabaseUnavailable(
+            what = (
                 f"Cannot open the span store's write turns in {folder} ({exc.strerror}); the "
-                "folder beside DATABASE_URL's file must be writable by the server."
-            ) from None
+                "folder beside DATABASE_URL's file must be writable by every process that "
+                "writes spans (the server, migrate-spans, clickhouse-rebuild-rollups)."
+            )
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
+                raise ConfigError(what) from None  # a retry cannot cure it
+            raise DatabaseUnavailable(what) from None
         deadline = time.monotonic() + WAIT_S
         for fd, org in zip(held, orgs, strict=True):
             _wait(fd, deadline, org)

@@ -29,6 +29,7 @@ from observatory_core.storage import budget
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import READ_SETTINGS
 from observatory_core.storage.clickhouse.connect import READ_SECONDS, SpanStore
+from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.schema import spans
 
 if TYPE_CHECKING:
@@ -107,11 +108,6 @@ class SpanTotals:
     cost_usd: float | None  # None: the role may not see costs
 
 
-def _micro_text(value: datetime) -> str:
-    """A time as the engine's `DateTime64(6, 'UTC')` parameter reads it."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
 def _where(scope: Scope, window: Window) -> tuple[list[str], dict[str, Any]]:
     """The scope's org and projects and the window, as conditions and bound parameters."""
     org_id = scope.org_id
@@ -124,8 +120,8 @@ def _where(scope: Scope, window: Window) -> tuple[list[str], dict[str, Any]]:
     ]
     params: dict[str, Any] = {
         "org": org_id,
-        "start": _micro_text(window.start),
-        "end": _micro_text(window.end),
+        "start": micro_text(window.start),
+        "end": micro_text(window.end),
     }
     if scope.project_ids is not None:
         conditions.append("project_id IN {projects:Array(Int32)}")
@@ -238,7 +234,7 @@ def list_spans(
             "({at:DateTime64(6, 'UTC')}, {at_trace:String}, {at_span:String})"
         )
         params.update(
-            at=_micro_text(after.start_time), at_trace=after.trace_id, at_span=after.span_id
+            at=micro_text(after.start_time), at_trace=after.trace_id, at_span=after.span_id
         )
     select = (
         f"SELECT {', '.join(f'`{n}`' for n in (*names, layout.VERSION))} "

@@ -30,6 +30,7 @@ from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import READ_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
+from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
 
 _MINUTE = layout.GRAIN_SECONDS["1min"]
 
@@ -105,18 +106,24 @@ def _statement(store: SpanStore) -> str:
 
 
 def rebuild_bins(
-    store: SpanStore, *, on_day: Callable[[int, date], None] | None = None
+    store: SpanStore,
+    *,
+    on_day: Callable[[int, date], None] | None = None,
+    turn: OrgTurns | None = None,
 ) -> RebuildReport:
     """Give every minute rollup row the bins it lacks, one org's day at a time (see above);
-    `on_day(org, day)` after each."""
+    `on_day(org, day)` after each. Each day is done under its org's write turn (`turn`,
+    `org_turns.py`; this process's lock without it): the bins it computes from the spans must
+    not interleave with a writer's insert or its top-up (`view_gaps.py`) of the same rows."""
     report = RebuildReport()
     statement = _statement(store)
     for org, day in days_missing_bins(store):
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         params = {"org": org, "start": start, "end": start + timedelta(days=1)}
-        store.client.command(
-            statement, parameters=params, settings=store.naming.settings(READ_SETTINGS)
-        )
+        with store.write_lock, (turn or own_process)([org]):
+            store.client.command(
+                statement, parameters=params, settings=store.naming.settings(READ_SETTINGS)
+            )
         report.days += 1
         if on_day is not None:
             on_day(org, day)

@@ -13,7 +13,8 @@ time: a copy with another start is a span already stored. Without `turn` (tests,
 processes racing on a span could both insert it: lists and totals read one row per span
 (`reads.py`), the rollups would count it twice. Spans found stored are the sign of a retry:
 what an earlier insert of them whose views failed part-way left out of the rollups and trace
-totals is put back first (`view_gaps.py`). On a cluster the insert returns once every shard
+totals is put back after the batch's own insert, under the same turn (`view_gaps.py`; a
+failure there is logged, and the batch stands). On a cluster the insert returns once every shard
 has stored its rows, so the next batch's check sees them (`cluster.WRITE_SETTINGS`).
 
 The ingest write path (`ingest/to_clickhouse.py`) passes `prepare`, which sees each batch's new
@@ -25,20 +26,20 @@ parts, out of memory, a timeout) is raised as `DatabaseUnavailable`, which inges
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA, WRITE_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.org_turns import OrgTurns
-from observatory_core.storage.clickhouse.view_gaps import fill_gaps
+from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
+from observatory_core.storage.clickhouse.view_gaps import SETTLE, fill_gaps
 from observatory_core.storage.schema import DIMENSION_SLOTS
 
 BATCH = 50_000  # rows per insert: ClickHouse wants few large inserts (each makes a part)
@@ -52,6 +53,7 @@ _OWN = (layout.VERSION, layout.RETAIN_DAYS)
 # 999 KEEPER_EXCEPTION
 RETRYABLE = frozenset({159, 202, 209, 210, 241, 242, 252, 279, 319, 425, 999})
 _CODE = re.compile(r"\bCode:\s*(\d+)")
+log = logging.getLogger("observatory.span_store")
 
 
 class JsonText(str):
@@ -102,18 +104,28 @@ def unexpired(batch: list[dict[str, Any]], retain: Callable) -> list[dict[str, A
     return out
 
 
+class Stored(NamedTuple):
+    """A span the store already holds: its start time (the earliest, should copies with
+    other starts be stored) and when it was last written (`layout.VERSION`, microseconds)."""
+
+    start: datetime
+    version: int
+    projects: tuple[int, ...]  # its project (or each of its copies')
+
+
 def stored_starts(
     store: SpanStore, batch: list[dict[str, Any]]
-) -> dict[tuple[int, str, str], datetime]:
-    """(org, trace, span) -> stored start time of the batch's spans the store already holds
-    (the earliest, should copies with other starts be stored)."""
+) -> dict[tuple[int, str, str], Stored]:
+    """(org, trace, span) -> `Stored` of the batch's spans the store already holds."""
     by_org: dict[int, set[str]] = {}
     for row in batch:
         by_org.setdefault(row["org_id"], set()).add(row["span_id"])
-    found: dict[tuple[int, str, str], datetime] = {}
+    found: dict[tuple[int, str, str], Stored] = {}
     for org_id, span_ids in by_org.items():
         result = store.client.query(
-            f"SELECT trace_id, span_id, min(start_time) FROM {store.table('spans')} "
+            f"SELECT trace_id, span_id, min(start_time), max({layout.VERSION}), "
+            "groupUniqArray(project_id) "
+            f"FROM {store.table('spans')} "
             "WHERE org_id = %(org)s AND span_id IN %(ids)s GROUP BY trace_id, span_id",
             parameters={"org": int(org_id), "ids": sorted(span_ids)},
             settings={
@@ -123,8 +135,8 @@ def stored_starts(
                 **store.naming.settings(SAME_REPLICA),
             },
         )
-        for trace, span, start in result.result_rows:
-            found[(org_id, trace, span)] = start
+        for trace, span, start, version, projects in result.result_rows:
+            found[(org_id, trace, span)] = Stored(start, int(version), tuple(projects))
     return found
 
 
@@ -170,11 +182,6 @@ def unavailable(store: SpanStore, exc: BaseException) -> DatabaseUnavailable:
     )
 
 
-@contextmanager
-def _no_turn(org_ids: Iterable[int]) -> Iterator[None]:
-    yield
-
-
 Prepare = Callable[[SpanStore, list[dict[str, Any]]], list[dict[str, Any]]]
 
 
@@ -218,19 +225,17 @@ def _write(
     names = layout.span_column_names()
     written = 0
     for batch in _batches(rows, batch_size):
-        with store.write_lock, (turn or _no_turn)(r["org_id"] for r in batch):
+        with store.write_lock, (turn or own_process)(r["org_id"] for r in batch):
             fresh = unexpired(_first_copies(batch), retain)
             known = stored_starts(store, fresh)
             if known:
-                keys = {(r["org_id"], r["trace_id"], r["span_id"]) for r in fresh}
                 fresh = [
                     r for r in fresh if (r["org_id"], r["trace_id"], r["span_id"]) not in known
                 ]
-                _fill_resent_gaps(store, {k: v for k, v in known.items() if k in keys})
             if fresh and prepare is not None:
                 fresh = prepare(store, fresh)
+            version = time.time_ns() // 1000
             if fresh:
-                version = time.time_ns() // 1000
                 store.client.insert(
                     store.table("spans"),
                     as_columns(fresh, names, version, retain),
@@ -239,20 +244,41 @@ def _write(
                     # on a cluster: stored on every shard before the next batch's check
                     settings=store.naming.settings(WRITE_SETTINGS),
                 )
+            if known:  # after the batch's own spans are safe, still under the turn
+                _fill_resent_gaps(store, known, version)
         written += len(fresh)
         if on_batch:
             on_batch(len(batch), len(fresh))
     return written
 
 
-def _fill_resent_gaps(store: SpanStore, known: Mapping[tuple[int, str, str], datetime]) -> None:
+def _fill_resent_gaps(
+    store: SpanStore, known: Mapping[tuple[int, str, str], Stored], own: int
+) -> None:
     """Spans sent again: what a failed insert of them left out of the views is put back
-    (`view_gaps.py`)."""
-    by_org: dict[int, list[tuple[str, datetime]]] = {}
-    for (org_id, trace_id, _), start in known.items():
-        by_org.setdefault(org_id, []).append((trace_id, start))
+    (`view_gaps.py`). Spans written within `SETTLE` are left alone: their insert may still be
+    running its views (the client gave up, the server did not), and would count them twice.
+    `own`: the version of the batch's own insert, finished, so its spans need no settling.
+    A repair that fails is logged, not raised: the batch's new spans are already stored, and
+    a 503 would only have the exporter repeat the same failing work."""
+    settled = (time.time_ns() // 1000) - int(SETTLE.total_seconds() * 1_000_000)
+    by_org: dict[int, list[tuple[int, str, datetime]]] = {}
+    for (org_id, trace_id, _), stored in known.items():
+        if stored.version < settled:
+            found = by_org.setdefault(org_id, [])
+            found += [(project, trace_id, stored.start) for project in stored.projects]
     for org_id, found in by_org.items():
-        fill_gaps(store, org_id, found)
+        try:
+            fill_gaps(store, org_id, found, own=own)
+        except Exception as exc:  # noqa: BLE001 - a repair's failure must not lose the batch
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            log.warning(
+                "Span store: topping up the views' rows of org %s's %d resent spans failed "
+                "(%s); a later resend tries again.",
+                org_id,
+                len(found),
+                first,
+            )
 
 
 def written_extent(store: SpanStore) -> tuple[int, datetime | None]:

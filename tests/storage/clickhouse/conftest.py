@@ -3,7 +3,12 @@ per test session, a database of each module's own in it (`chdb_store`, tests/chd
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+
+import pytest
 
 from observatory_core.demo.catalog import ORGS
 from observatory_core.demo.generator import DemoGenerator
@@ -46,3 +51,16 @@ def store_at_version(chdb_session, hint: str, version: int):
             column_names=["version", "name", "applied_at"],
         )
     return url, store
+
+
+@contextmanager
+def written_ago(hours: float = 1.0) -> Iterator[None]:
+    """`write_spans` stamps the rows it writes `hours` ago (their `version`): an insert long
+    finished, whose spans a resend may top up (`view_gaps.SETTLE`)."""
+    from observatory_core.storage.clickhouse import writes
+
+    real = time.time_ns
+    shift = int(hours * 3600 * 1e9)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writes.time, "time_ns", lambda: real() - shift)
+        yield

@@ -207,3 +207,101 @@ def test_migrate_spans_takes_the_orgs_turn_around_its_writes(engine, chdb_store)
     ]
     assert len(on_spans) >= 4  # two pages: a check and an insert each
     assert all(turns == {org_id: True} for turns in on_spans)
+
+
+def _pg_with(db_url: str, **options: int):
+    """`db_url`'s PostgreSQL database with session settings an operator may have set."""
+    from sqlalchemy import create_engine
+
+    flags = " ".join(f"-c {name}={value}" for name, value in options.items())
+    return create_engine(db_url, connect_args={"options": flags})
+
+
+def test_a_turn_outlasts_the_servers_idle_in_transaction_timeout(engine, org, db_url):
+    """The turn's transaction is idle while the span store inserts: a server's
+    `idle_in_transaction_session_timeout` must not end it (and let go of the lock) mid-insert."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's setting")
+    strict = _pg_with(db_url, idle_in_transaction_session_timeout=300)
+    try:
+        with org_turns.org_turns(strict)([org + 7]):
+            time.sleep(1.0)  # an insert into the span store
+            assert held(engine, org + 7)
+    finally:
+        strict.dispose()
+
+
+def test_only_a_lock_wait_is_said_to_be_another_writers_turn(engine, org, db_url):
+    """Another failure while taking the turn (here the server's statement timeout) is raised as
+    what it is, not as a turn held for over 120 s."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's SQLSTATE")
+    from sqlalchemy.exc import DBAPIError
+
+    holder = Holder(db_url, org + 8)
+    strict = _pg_with(db_url, statement_timeout=300)
+    try:
+        with (
+            pytest.raises(DBAPIError, match="statement timeout"),
+            org_turns.org_turns(strict)([org + 8]),
+        ):
+            pass
+    finally:
+        strict.dispose()
+        holder.kill()
+
+
+def test_the_bins_rebuild_takes_each_orgs_turn_around_its_insert(engine, org, chdb_store):
+    """`clickhouse-rebuild-rollups` computes a day's bins from its spans and inserts the
+    difference: under the org's turn, so no writer's insert or top-up of the same rows
+    interleaves (it races the gap filler on the latency bins otherwise)."""
+    from observatory_core.storage.clickhouse.rebuild import rebuild_bins
+
+    mine = org + 9
+    # a minute row whose latencies have no bins (as before schema version 3)
+    chdb_store.client.command(
+        f"INSERT INTO {chdb_store.table('rollup_1min')} (org_id, bucket_start, span_count, "
+        f"duration_count) VALUES ({mine}, '2026-11-19 10:00:00', 1, 1)"
+    )
+    spy = Spy(chdb_store.client, engine, (mine,))
+    store = SpanStore(chdb_store.target, spy)
+    try:
+        rebuild_bins(store, turn=org_turns.org_turns(engine))
+    finally:  # the row has no spans to give it bins: the other database's run must not see it
+        chdb_store.client.command(
+            f"ALTER TABLE {chdb_store.table('rollup_1min')} DELETE WHERE org_id = {mine}",
+            settings={"mutations_sync": 2},
+        )
+    inserts = [
+        turns
+        for (kind, _, turns), text in zip(spy.seen, spy.statements, strict=True)
+        if kind == "command" and text.startswith("INSERT INTO")
+    ]
+    assert inserts and all(turns == {mine: True} for turns in inserts)
+    assert not held(engine, mine)
+
+
+def test_turns_that_cannot_be_kept_beside_the_sqlite_file_are_a_setup_error(tmp_path):
+    """A folder the server cannot make or write is fixed by the operator, not by a retry: a
+    `ConfigError` naming it, not a 503 an exporter would retry for ever."""
+    from sqlalchemy import create_engine
+
+    from observatory_core.base.errors import ConfigError
+
+    database = tmp_path / "observatory.db"
+    (tmp_path / ("observatory.db" + org_turns.SUFFIX)).write_text("in the way")
+    turns = org_turns.org_turns(create_engine(f"sqlite:///{database}"))
+    with pytest.raises(ConfigError, match=r"span-turns .*must be writable"), turns([1]):
+        pass
+
+
+def test_a_sqlite_database_in_memory_takes_this_process_turn_only(tmp_path, monkeypatch):
+    from sqlalchemy import create_engine
+
+    monkeypatch.chdir(tmp_path)
+    from sqlalchemy.pool import StaticPool
+
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:turns?mode=memory&uri=true"):
+        engine = create_engine(url, poolclass=StaticPool)
+        assert org_turns.org_turns(engine) is org_turns.own_process, url
+    assert list(tmp_path.iterdir()) == []
