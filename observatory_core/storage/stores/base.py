@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -123,6 +124,14 @@ class Store(ABC):
     def xact_lock(self, conn: Connection, key: int) -> None:
         """Wait for the lock `key`, held until the transaction ends, so writers that would
         otherwise deadlock take turns (a no-op on a store with a single writer)."""
+
+    def org_turns(
+        self, engine: Engine, orgs: list[int], wait_s: float
+    ) -> AbstractContextManager[None]:
+        """Hold the span store's write turns of `orgs` (sorted), shared by every process using
+        this database, waiting at most `wait_s` (`turns.TurnBusy` past it): docs/scale.md,
+        "Each span once". A store kept by one process needs none beyond its own lock."""
+        return nullcontext()
 
     @abstractmethod
     def try_lock(self, conn: Connection, key: int) -> bool:

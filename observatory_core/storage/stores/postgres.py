@@ -7,6 +7,7 @@ import json
 import re
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,7 +45,7 @@ from observatory_core.storage.packed_sketch import (
     sketch_of,
 )
 from observatory_core.storage.schema import spans
-from observatory_core.storage.stores import register
+from observatory_core.storage.stores import register, turns
 from observatory_core.storage.stores.base import (
     PartitionBusy,
     SpanPartition,
@@ -413,6 +414,11 @@ class PostgresStore(Store):
 
     def xact_lock(self, conn: Connection, key: int) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({int(key)})")
+
+    def org_turns(
+        self, engine: Engine, orgs: list[int], wait_s: float
+    ) -> AbstractContextManager[None]:
+        return turns.advisory_turns(engine, orgs, wait_s)
 
     def try_lock(self, conn: Connection, key: int) -> bool:
         return bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({int(key)})").scalar())

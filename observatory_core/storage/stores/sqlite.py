@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from observatory_core.storage.packed_sketch import (
     sketch_of,
 )
 from observatory_core.storage.schema import spans
-from observatory_core.storage.stores import register
+from observatory_core.storage.stores import register, turns
 from observatory_core.storage.stores.base import SpanPartition, Store
 
 NAME = "sqlite"
@@ -394,6 +395,19 @@ class SqliteStore(Store):
 
     def xact_lock(self, conn: Connection, key: int) -> None:
         return None  # SQLite already has a single writer at a time
+
+    def org_turns(
+        self, engine: Engine, orgs: list[int], wait_s: float
+    ) -> AbstractContextManager[None]:
+        database = engine.url.database or ""
+        in_memory = (
+            database in ("", ":memory:")
+            or database.startswith("file::memory:")
+            or engine.url.query.get("mode") == "memory"  # file:NAME?mode=memory&uri=true
+        )
+        if in_memory:  # one process's: its own lock is the turn
+            return nullcontext()
+        return turns.file_turns(turns.turns_folder(database), orgs, wait_s)
 
     def try_lock(self, conn: Connection, key: int) -> bool:
         return True  # SQLite runs a single worker
