@@ -35,11 +35,7 @@ from sqlalchemy.sql.selectable import CTE, ScalarSelect
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
 from observatory_core.storage.clickhouse import trace_totals as totals
-from observatory_core.storage.clickhouse.narrowing import (
-    actor_lookup,
-    reads_looked_up_ctes,
-    traces_looked_up,
-)
+from observatory_core.storage.clickhouse.narrowing import narrowed, narrows, reads_looked_up_ctes
 from observatory_core.storage.dialect import (
     arrival_order,
     bin_map,
@@ -414,10 +410,9 @@ def _table(element, compiler, asfrom=False, **kw):
     name = "spans" if source is spans else _alias_name(compiler, alias)
     conjuncts = _conjuncts(query.whereclause if query is not None else None)
     inner = [compiler.process(c, **_inner_kw(kw)) for c in conjuncts if _pushed_inside(c, source)]
-    if source is spans:  # a user's or session's spans: their traces first (narrowing.py)
-        lookups = [compiler.process(c, **_inner_kw(kw)) for c in conjuncts if actor_lookup(c)]
-        if inner and lookups:
-            inner.append(traces_looked_up(database, inner, lookups))
+    if source is spans and inner:  # a user's or session's spans, a search's: narrowing.py
+        compiled = {c: compiler.process(c, **_inner_kw(kw)) for c in conjuncts if narrows(c)}
+        inner += narrowed(database, inner, compiled)
     span_id = SPAN_ID_SQL.format(t=f"{name}.")
     where = f" WHERE {' AND '.join(inner)}" if inner else ""
     # no condition (the newest version of the whole table, say): nothing to de-duplicate for
