@@ -429,15 +429,16 @@ def _table(element, compiler, asfrom=False, **kw):
 def _trace_totals(compiler, database: str, query, kw) -> str:
     """`trace_totals` summed from its partial rows (storage/clickhouse/trace_totals.py), with
     the query's conditions on the org and the trace applied first (under an alias, the
-    conditions on the alias's columns)."""
+    conditions on the alias's columns), and its traces narrowed by the bounds on their times."""
     alias = kw.get("enclosing_alias")
     source = alias if alias is not None and alias.element is trace_totals else trace_totals
     name = "trace_totals" if source is trace_totals else _alias_name(compiler, alias)
-    inner = [
-        compiler.process(c, **_inner_kw(kw))
-        for c in _conjuncts(query.whereclause if query is not None else None)
-        if totals.on_key(c, source)
+    conjuncts, ikw = _conjuncts(query.whereclause if query is not None else None), _inner_kw(kw)
+    inner = [compiler.process(c, **ikw) for c in conjuncts if totals.on_key(c, source)]
+    bounds = [
+        (*b[:2], compiler.process(b[2], **ikw)) for b in totals.time_bounds(conjuncts, source)
     ]
+    inner += [totals.traces_within(database, name, inner, bounds)] if bounds else []
     derived = totals.derived(database, inner, SPAN_ID_SQL, name)
     return derived + (" AS trace_totals" if source is trace_totals else "")
 

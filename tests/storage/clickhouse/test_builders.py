@@ -233,3 +233,39 @@ def test_a_later_copy_alone_decides_the_text_search(store, merges_stopped):
         assert found("refund", relative) == ([now["span_id"]], 1)
         assert found("hello", relative) == ([was["span_id"]], 1)
         assert found("please", relative) == ([], 0)
+
+
+def test_a_trace_written_in_two_parts_is_counted_by_its_first_start(store, merges_stopped):
+    """The trace totals' derived table narrows its traces by the bounds on their summed times
+    (storage/clickhouse/trace_totals.py, `traces_within`): a trace whose spans arrived in two
+    writes, one in the window and one after it, is still counted in the window its first span
+    starts in, and in no other."""
+    from observatory_core.base.settings import get_settings
+    from observatory_core.metrics.engine import run_metrics
+    from observatory_core.metrics.query import MetricQuery
+
+    other = 9_996
+    merges_stopped(store, "trace_totals")  # the partial rows kept, not summed by a merge
+    start, end = END - timedelta(hours=10), END - timedelta(hours=5)
+    root = span(other, 1, start + timedelta(hours=1))
+    late = span(other, 1, end + timedelta(hours=1), trace_id=root["trace_id"])
+    early = span(other, 1, start - timedelta(hours=1))
+    early_late = span(other, 1, start + timedelta(hours=2), trace_id=early["trace_id"])
+    for row in (root, late, early, early_late):  # one write each: partial rows
+        assert write_spans(store, [row]) == 1
+    parts = f"SELECT count() FROM {store.table('trace_totals')} WHERE org_id = {other}"
+    assert store.client.query(parts).result_rows[0][0] == 4
+    scope = Scope(org_id=other, role=Role.ADMIN)
+
+    def traces(since: datetime, until: datetime) -> int:
+        spec = FilterSpec(relative=None, start=since, end=until)
+        query = MetricQuery(series=("trace_count.count",), filters=spec, bucket=None)
+        try:
+            answer = run_metrics(store.engine, scope, query, now=END)
+        finally:  # the settings it read stay out of later tests' (test_cluster.py's command)
+            get_settings.cache_clear()
+        return int(answer.frame["trace_count.count"].item())
+
+    assert traces(start, end) == 1  # the root's trace; the early one starts before
+    assert traces(start - timedelta(hours=2), end) == 2
+    assert traces(end, END) == 0  # the late span's window: its trace started earlier
