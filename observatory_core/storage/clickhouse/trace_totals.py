@@ -23,8 +23,8 @@ after it has every row at or after it, and so on; either way the trace (its rows
 project) has a row on that side, which `max(...)` (for `>=`, `>`) or `min(...)` (for `<`,
 `<=`) over its rows tells. Each bound is a necessary condition on its own, so the traces kept
 are a superset of those that pass and the sums are untouched. The Overview's trace counts at
-1M spans read every trace of the org otherwise (docs/scale.md, "The issue's figures side by
-side").
+1M spans grouped every trace of the org otherwise (docs/scale.md, "Where the reads' time goes
+(profiled)").
 """
 
 from __future__ import annotations
