@@ -23,6 +23,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Subject
 from observatory_core.metrics.estimate import known_groups, spans_in_range
 from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
+from observatory_core.metrics.frames import frame_of
 from observatory_core.metrics.partial import partial_buckets
 from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
@@ -128,12 +129,7 @@ def _fetch(
                 rows += chunk
                 if len(rows) > max_rows:
                     raise _TooManyRows
-    if not rows:
-        return pl.DataFrame(schema=columns)
-    data = {
-        name: list(values) for name, values in zip(columns, zip(*rows, strict=True), strict=True)
-    }
-    return pl.DataFrame(data, strict=False)
+    return frame_of(columns, rows)
 
 
 def _by_subject(series: tuple[str, ...]) -> dict[Subject, tuple[str, ...]]:

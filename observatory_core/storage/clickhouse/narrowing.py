@@ -13,13 +13,18 @@ and Sessions and the live feed on the span store"):
 - a look-up of end users or sessions (`user_id`, `session_id` equal to or in bound values), which
   a later copy may change: still judged outside, on the newest copy, and narrowed inside to the
   traces holding any copy that passes (a superset: no span whose newest copy passes is lost),
-  found through the ids' bloom filters (`layout.skip_indexes`).
+  found through the ids' bloom filters (`layout.skip_indexes`);
+- a text search, which a later copy may change too: judged outside, and narrowed inside to the
+  spans holding any copy whose text matches (`(trace_id, span_id) IN (...)`), so the newest
+  copy is picked among those spans' copies alone, not among the whole window's with their text
+  (the org's history for a search over all time).
 """
 
 from __future__ import annotations
 
 from sqlalchemy.sql import Select, operators
 from sqlalchemy.sql.elements import (
+    AsBoolean,
     BinaryExpression,
     BindParameter,
     BooleanClauseList,
@@ -27,6 +32,7 @@ from sqlalchemy.sql.elements import (
 )
 from sqlalchemy.sql.selectable import CTE, ScalarSelect
 
+from observatory_core.storage.dialect import text_search
 from observatory_core.storage.schema import spans
 
 # Actor ids the layout gives a bloom filter and a later copy of a span may change.
@@ -75,3 +81,33 @@ def traces_looked_up(database: str, inner: list[str], lookups: list[str]) -> str
     over `spans`), among the rows `inner` (the scope and window) already keeps."""
     where = " AND ".join([*inner, *lookups])
     return f"spans.trace_id IN (SELECT spans.trace_id FROM {database}.spans AS spans WHERE {where})"
+
+
+def searched(clause) -> bool:
+    """The text search of `spans`' own text columns (`filters/compile.py`), as a WHERE holds
+    it (`AsBoolean`, true: never its negation)."""
+    if isinstance(clause, AsBoolean) and clause.operator is operators.is_true:
+        clause = clause.element
+    if not isinstance(clause, text_search):
+        return False
+    _id, inp, out, _needle = clause.clauses
+    return all(getattr(c, "table", None) is spans for c in (inp, out))
+
+
+def narrows(clause) -> bool:
+    return actor_lookup(clause) or searched(clause)
+
+
+def narrowed(database: str, inner: list[str], compiled: dict) -> list[str]:
+    """The conditions to add inside, for `compiled` (clause -> its SQL over `spans`, each one
+    `narrows`), among the rows `inner` (the scope and window) already keeps."""
+    lookups = [sql for c, sql in compiled.items() if actor_lookup(c)]
+    searches = [sql for c, sql in compiled.items() if searched(c)]
+    out = [traces_looked_up(database, inner, lookups)] if lookups else []
+    if searches:
+        where = " AND ".join([*inner, *searches])
+        out.append(
+            "(spans.trace_id, spans.span_id) IN (SELECT spans.trace_id, spans.span_id "
+            f"FROM {database}.spans AS spans WHERE {where})"
+        )
+    return out

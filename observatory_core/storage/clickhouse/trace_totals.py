@@ -15,11 +15,22 @@ them (never `FINAL`), and derives the columns the other stores keep:
 Only conditions on the org and the trace (and subqueries that read no outer row) go inside,
 before the rows are summed: every partial row of a trace shares them. A project condition is
 applied outside, so `shared` still sees the trace's other projects, as elsewhere.
+
+A bound on a summed time (`first_start`, a minimum; `last_start`, `last_end`, maxima) is
+applied outside too, and also narrows the traces inside (`traces_within`): a (project, trace)
+whose `min(first_start)` is before a time has a partial row before it, whose minimum is at or
+after it has every row at or after it, and so on; either way the trace (its rows in every
+project) has a row on that side, which `max(...)` (for `>=`, `>`) or `min(...)` (for `<`,
+`<=`) over its rows tells. Each bound is a necessary condition on its own, so the traces kept
+are a superset of those that pass and the sums are untouched. The Overview's trace counts at
+1M spans grouped every trace of the org otherwise (docs/scale.md, "Where the reads' time goes
+(profiled)").
 """
 
 from __future__ import annotations
 
-from sqlalchemy.sql import Select, visitors
+from sqlalchemy.sql import Select, operators, visitors
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlalchemy.sql.expression import ColumnClause
 from sqlalchemy.sql.selectable import FromClause, ScalarSelect
 
@@ -77,6 +88,43 @@ def on_key(clause, source=trace_totals) -> bool:
     return all(on_key(c, source) for c in clause.get_children())
 
 
+# The derived table's times summed as a minimum or a maximum of the partial rows' (`derived`).
+EXTREMES = frozenset({"first_start", "last_start", "last_end"})
+_COMPARED = {operators.ge: ">=", operators.gt: ">", operators.lt: "<", operators.le: "<="}
+
+
+def time_bounds(conjuncts: list, source=trace_totals) -> list[tuple[str, str, BindParameter]]:
+    """The conjuncts `<summed time> <comparison> <bound value>` on `source`'s columns, as
+    (column, operator, value)."""
+    out = []
+    for c in conjuncts:
+        if not isinstance(c, BinaryExpression) or c.operator not in _COMPARED:
+            continue
+        left, right = c.left, c.right
+        if (
+            isinstance(left, ColumnClause)
+            and getattr(left, "table", None) is source
+            and left.name in EXTREMES
+            and isinstance(right, BindParameter)
+        ):
+            out.append((left.name, _COMPARED[c.operator], right))
+    return out
+
+
+def traces_within(database: str, name: str, inner: list[str], bounds: list) -> str:
+    """The traces (among the rows `inner` keeps) with a partial row on the right side of each
+    of `bounds` ((column, operator, compiled value)): a superset of the traces that pass them."""
+    having = " AND ".join(
+        f"{'max' if op in ('>=', '>') else 'min'}({name}.{column}) {op} {value}"
+        for column, op, value in bounds
+    )
+    where = f" WHERE {' AND '.join(inner)}" if inner else ""
+    return (
+        f"{name}.trace_id IN (SELECT {name}.trace_id FROM {database}.trace_totals AS {name}"
+        f"{where} GROUP BY {name}.trace_id HAVING {having})"
+    )
+
+
 def derived(database: str, inner: list[str], span_id_sql: str, name: str = "trace_totals") -> str:
     """The derived table's SQL (without its alias); `inner`: the compiled conditions applied
     before grouping, naming the table `name`; `span_id_sql`: the span id's expression, `{t}`
@@ -98,4 +146,13 @@ def derived(database: str, inner: list[str], span_id_sql: str, name: str = "trac
     )
 
 
-__all__ = ["ARRIVAL", "KEY", "derived", "on_key", "self_contained"]
+__all__ = [
+    "ARRIVAL",
+    "EXTREMES",
+    "KEY",
+    "derived",
+    "on_key",
+    "self_contained",
+    "time_bounds",
+    "traces_within",
+]

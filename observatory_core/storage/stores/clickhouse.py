@@ -35,11 +35,7 @@ from sqlalchemy.sql.selectable import CTE, ScalarSelect
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
 from observatory_core.storage.clickhouse import trace_totals as totals
-from observatory_core.storage.clickhouse.narrowing import (
-    actor_lookup,
-    reads_looked_up_ctes,
-    traces_looked_up,
-)
+from observatory_core.storage.clickhouse.narrowing import narrowed, narrows, reads_looked_up_ctes
 from observatory_core.storage.dialect import (
     arrival_order,
     bin_map,
@@ -414,10 +410,9 @@ def _table(element, compiler, asfrom=False, **kw):
     name = "spans" if source is spans else _alias_name(compiler, alias)
     conjuncts = _conjuncts(query.whereclause if query is not None else None)
     inner = [compiler.process(c, **_inner_kw(kw)) for c in conjuncts if _pushed_inside(c, source)]
-    if source is spans:  # a user's or session's spans: their traces first (narrowing.py)
-        lookups = [compiler.process(c, **_inner_kw(kw)) for c in conjuncts if actor_lookup(c)]
-        if inner and lookups:
-            inner.append(traces_looked_up(database, inner, lookups))
+    if source is spans and inner:  # a user's or session's spans, a search's: narrowing.py
+        compiled = {c: compiler.process(c, **_inner_kw(kw)) for c in conjuncts if narrows(c)}
+        inner += narrowed(database, inner, compiled)
     span_id = SPAN_ID_SQL.format(t=f"{name}.")
     where = f" WHERE {' AND '.join(inner)}" if inner else ""
     # no condition (the newest version of the whole table, say): nothing to de-duplicate for
@@ -434,15 +429,16 @@ def _table(element, compiler, asfrom=False, **kw):
 def _trace_totals(compiler, database: str, query, kw) -> str:
     """`trace_totals` summed from its partial rows (storage/clickhouse/trace_totals.py), with
     the query's conditions on the org and the trace applied first (under an alias, the
-    conditions on the alias's columns)."""
+    conditions on the alias's columns), and its traces narrowed by the bounds on their times."""
     alias = kw.get("enclosing_alias")
     source = alias if alias is not None and alias.element is trace_totals else trace_totals
     name = "trace_totals" if source is trace_totals else _alias_name(compiler, alias)
-    inner = [
-        compiler.process(c, **_inner_kw(kw))
-        for c in _conjuncts(query.whereclause if query is not None else None)
-        if totals.on_key(c, source)
+    conjuncts, ikw = _conjuncts(query.whereclause if query is not None else None), _inner_kw(kw)
+    inner = [compiler.process(c, **ikw) for c in conjuncts if totals.on_key(c, source)]
+    bounds = [
+        (*b[:2], compiler.process(b[2], **ikw)) for b in totals.time_bounds(conjuncts, source)
     ]
+    inner += [totals.traces_within(database, name, inner, bounds)] if bounds else []
     derived = totals.derived(database, inner, SPAN_ID_SQL, name)
     return derived + (" AS trace_totals" if source is trace_totals else "")
 

@@ -189,3 +189,83 @@ def test_a_first_page_reads_no_other_orgs_spans(store):
     assert reads, seen
     for statement in reads:
         assert re.search(r"org_id`? = ", statement), statement
+
+
+@pytest.fixture
+def merges_stopped():
+    stopped = []
+
+    def stop(store, table: str) -> None:
+        store.client.command(f"SYSTEM STOP MERGES {store.table(table)}")
+        stopped.append((store, table))
+
+    yield stop
+    for store, table in stopped:
+        store.client.command(f"SYSTEM START MERGES {store.table(table)}")
+
+
+def test_a_later_copy_alone_decides_the_text_search(store, merges_stopped):
+    """The search is narrowed inside the newest-copy table to the spans with a matching copy
+    (storage/clickhouse/narrowing.py): a span is still found by its newest copy's text alone,
+    never by an older copy's, and counted once."""
+    when = END - timedelta(hours=3)
+    other = 9_997  # an org of this test's own
+    merges_stopped(store, "spans")  # the older copies kept (a merge keeps the newest alone)
+    was = span(other, 1, when, input_text="Please refund my order", output_text="Sure")
+    now = span(other, 1, when + timedelta(minutes=1), input_text="Hello", output_text="Hi")
+    assert write_spans(store, [was, now]) == 2
+    table = store.table("spans")
+    for row, text in ((was, "Hello again"), (now, "A REFUND, at last")):
+        store.client.command(
+            f"INSERT INTO {table} SELECT * REPLACE (version + 1 AS version, '{text}' AS "
+            f"input_text) FROM {table} WHERE org_id = {other} AND span_id = '{row['span_id']}'"
+        )
+    scope = Scope(org_id=other, role=Role.ADMIN)
+
+    def found(needle: str, relative: str | None) -> tuple[list[str], int]:
+        spec = FilterSpec(relative=relative, search=needle)
+        page = list_spans(store.engine, scope, spec, count=True, now=END)
+        return [r["span_id"] for r in page.rows], page.total
+
+    copies = f"SELECT count() FROM {table} WHERE org_id = {other}"
+    assert store.client.query(copies).result_rows[0][0] == 4
+    for relative in (None, "24h"):
+        assert found("refund", relative) == ([now["span_id"]], 1)
+        assert found("hello", relative) == ([was["span_id"]], 1)
+        assert found("please", relative) == ([], 0)
+
+
+def test_a_trace_written_in_two_parts_is_counted_by_its_first_start(store, merges_stopped):
+    """The trace totals' derived table narrows its traces by the bounds on their summed times
+    (storage/clickhouse/trace_totals.py, `traces_within`): a trace whose spans arrived in two
+    writes, one in the window and one after it, is still counted in the window its first span
+    starts in, and in no other."""
+    from observatory_core.base.settings import get_settings
+    from observatory_core.metrics.engine import run_metrics
+    from observatory_core.metrics.query import MetricQuery
+
+    other = 9_996
+    merges_stopped(store, "trace_totals")  # the partial rows kept, not summed by a merge
+    start, end = END - timedelta(hours=10), END - timedelta(hours=5)
+    root = span(other, 1, start + timedelta(hours=1))
+    late = span(other, 1, end + timedelta(hours=1), trace_id=root["trace_id"])
+    early = span(other, 1, start - timedelta(hours=1))
+    early_late = span(other, 1, start + timedelta(hours=2), trace_id=early["trace_id"])
+    for row in (root, late, early, early_late):  # one write each: partial rows
+        assert write_spans(store, [row]) == 1
+    parts = f"SELECT count() FROM {store.table('trace_totals')} WHERE org_id = {other}"
+    assert store.client.query(parts).result_rows[0][0] == 4
+    scope = Scope(org_id=other, role=Role.ADMIN)
+
+    def traces(since: datetime, until: datetime) -> int:
+        spec = FilterSpec(relative=None, start=since, end=until)
+        query = MetricQuery(series=("trace_count.count",), filters=spec, bucket=None)
+        try:
+            answer = run_metrics(store.engine, scope, query, now=END)
+        finally:  # the settings it read stay out of later tests' (test_cluster.py's command)
+            get_settings.cache_clear()
+        return int(answer.frame["trace_count.count"].item())
+
+    assert traces(start, end) == 1  # the root's trace; the early one starts before
+    assert traces(start - timedelta(hours=2), end) == 2
+    assert traces(end, END) == 0  # the late span's window: its trace started earlier
