@@ -5,11 +5,12 @@ re-reads the spans before or far after it, and CSV lines made by the engine (doc
 The explorer's keyset page (`traces/query._read`) picks each span's newest copy in a derived
 table before its ORDER BY ... LIMIT applies, so a page read every span from its cursor to the
 end of the window: an export of n spans read n²/(2 x page) rows. Here one statement first
-finds every page's last start time (the job's filter, each span once, numbered in start
-order), and each page then reads only the spans between two of them: the engine applies the
-two bounds before it picks the newest copies (start time is the same in every copy,
-`stores/clickhouse.SAME_IN_EVERY_COPY`). The pages hold the same rows in the same order as the
-keyset pages: a window's page runs on by keyset when ties at its end make it longer.
+finds the start time of every `read_rows`-th span (the job's filter, each span once, numbered
+in start order), and each read then takes only the spans between two of them: the engine
+applies the two bounds before it picks the newest copies (start time is the same in every
+copy, `stores/clickhouse.SAME_IN_EVERY_COPY`). A read runs on by keyset when ties at its end
+make its window longer, and the reads are cut into the job's pages, so the pages hold the
+same rows in the same order as the keyset pages (and Parquet the same row groups).
 
 For CSV the engine writes each column's text (`csv_columns`): times, whole numbers, booleans
 and text with the quoting of Python's `csv` module, as `exports/writers.csv_text` writes them;
@@ -39,6 +40,7 @@ from observatory_core.traces.query import pinned_conditions
 
 _start, _id = spans.c.start_time, spans.c.id
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+KEYS = 2  # the columns of a row before the asked-for ones: start time and id
 
 
 def _bounds(engine: Engine, scope: Scope, where: list, every: int) -> list[datetime]:
@@ -73,11 +75,12 @@ def store_pages(
     max_id: int,
     page_size: int,
     read_rows: int = 0,
-) -> Iterator[list[tuple]]:
+) -> Iterator[list]:
     """Every matching span's `columns`, oldest first (by start time, then id, as the keyset
-    pages), in pages of exactly `page_size` rows but the last: rows as tuples. Each read
-    holds `read_rows` spans (at least a page): a read of a few thousand spans costs the
-    engine nearly what one of 20,000 does (docs/scale.md)."""
+    pages), in pages of exactly `page_size` rows but the last: each row its start time (in
+    microseconds) and id, then the `columns` (`KEYS` to skip). Each read
+    holds up to `read_rows` spans (at least a page): at 100k spans, reads of 20,000 took about
+    half the time of reads of 5,000 (docs/scale.md)."""
     where = pinned_conditions(engine, spec, as_of, max_id)
     read_rows = max(page_size, read_rows)
     ends = _bounds(engine, scope, where, read_rows)
@@ -101,8 +104,7 @@ def store_pages(
             )
             with engine.connect() as conn:  # one per read: a long export holds none between
                 got = conn.execute(query).all()
-            rows = [tuple(r)[2:] for r in got]
-            held.extend(rows[:read_rows])
+            held.extend(got[:read_rows])
             while len(held) >= page_size:
                 yield held[:page_size]
                 held = held[page_size:]
@@ -142,7 +144,7 @@ def row_pages(
         page_size=page_size,
         read_rows=read_rows,
     ):
-        yield [dict(zip(fields, row, strict=True)) for row in page]
+        yield [dict(zip(fields, row[KEYS:], strict=True)) for row in page]
 
 
 # -- CSV text by the engine ------------------------------------------------------------------
@@ -230,12 +232,14 @@ def _float_texts(values) -> list[str]:
     return [t[:-2] if t.endswith(".0") else t for t in texts]
 
 
-def csv_lines(page: list[tuple], plan: CsvColumns) -> list[str]:
-    """A page's CSV lines (without their newline) from the values `plan` read."""
+def csv_lines(page: list, plan: CsvColumns) -> list[str]:
+    """A page's CSV lines (without their newline) from `store_pages`' rows of `plan`."""
     if len(plan.is_float) == 1:
-        return [row[0] for row in page]
+        return [row[KEYS] for row in page]
     columns = [
         _float_texts(values) if is_float else values
-        for values, is_float in zip(zip(*page, strict=True), plan.is_float, strict=True)
+        for values, is_float in zip(
+            list(zip(*page, strict=True))[KEYS:], plan.is_float, strict=True
+        )
     ]
     return list(map(",".join, zip(*columns, strict=True)))
