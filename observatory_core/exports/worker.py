@@ -9,8 +9,9 @@ another attempt; only permanent errors fail it at once. The file is written unde
 name and renamed into place only when complete, so a partial file can never be downloaded.
 
 The rows are read where the explorer reads them (`storage/span_reads.py`): the ClickHouse span
-store when `OBSERVATORY_SPAN_STORE` is set, page by page through the same builders (each span
-once, its newest copy), pinned to the spans written before the job was made
+store when `OBSERVATORY_SPAN_STORE` is set, through the same builders (each span once, its
+newest copy) in windows of start time, CSV text written by the engine where it can
+(`exports/span_store_pages.py`), pinned to the spans written before the job was made
 (`Store.pin_of_snapshot`); the job itself (state, heartbeat, progress, file) stays in
 `DATABASE_URL`. A span store that is down or busy is a transient error like a lost database.
 """
@@ -33,11 +34,18 @@ from observatory_core.accounts import audit as audit_trail
 from observatory_core.accounts import sessions, throttle
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.visibility import require_fields, require_filters
 from observatory_core.base import prometheus
 from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.local_times import output_fields, with_local
 from observatory_core.exports.schedules import announce_ready, run_due
+from observatory_core.exports.span_store_pages import (
+    csv_columns,
+    csv_lines,
+    row_pages,
+    store_pages,
+)
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import FIELDS
@@ -62,6 +70,7 @@ class WorkerConfig:
     page_size: int = 5000
     copy_page_size: int = 20_000  # ids per COPY page (PostgreSQL CSV)
     copy_ahead: int = 2  # COPY pages the database prepares while the previous one is written
+    span_store_read_rows: int = 20_000  # spans per read on the span store (span_store_pages)
     retention: timedelta = RETENTION
     audit_retention: timedelta = AUDIT_KEEP
     worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -226,6 +235,9 @@ def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, co
             _close_quietly(copies)
             _close_quietly(pages)
         return
+    if store_for(engine).pages_exports_by_window:
+        yield from _window_pages(engine, scope, spec, fields, config, pinned, zone, job)
+        return
     pages = iter_span_pages(
         engine, scope, spec, fields=fields, page_size=config.page_size, **pinned
     )
@@ -234,6 +246,52 @@ def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, co
             yield (
                 len(page),
                 lambda writer, n, page=page: writer.write_rows(with_local(page[:n], zone, fields)),
+            )
+    finally:
+        _close_quietly(pages)
+
+
+def _window_pages(engine, scope, spec, fields, config, pinned, zone, job):
+    """The span store's pages (`span_store_pages`): CSV lines written by the engine where it
+    can write the fields' text, else rows for the writers."""
+    columns = csv_columns(fields) if job["format"] == "csv" and zone is None else None
+    if columns is None:
+        rows = row_pages(
+            engine,
+            scope,
+            spec,
+            fields=fields,
+            page_size=config.page_size,
+            read_rows=config.span_store_read_rows,
+            **pinned,
+        )
+        try:
+            for page in rows:
+                yield (
+                    len(page),
+                    lambda writer, n, page=page: writer.write_rows(
+                        with_local(page[:n], zone, fields)
+                    ),
+                )
+        finally:
+            _close_quietly(rows)
+        return
+    require_filters(scope, spec)
+    require_fields(scope, fields, "export")
+    pages = store_pages(
+        engine,
+        scope,
+        spec,
+        columns.columns,
+        page_size=config.page_size,
+        read_rows=config.span_store_read_rows,
+        **pinned,
+    )
+    try:
+        for page in pages:
+            yield (
+                len(page),
+                lambda writer, n, page=page: writer.write_lines(csv_lines(page[:n], columns)),
             )
     finally:
         _close_quietly(pages)

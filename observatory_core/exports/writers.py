@@ -171,6 +171,14 @@ class CsvWriter(_TextWriter):
         self.csv = csv.writer(self.text, lineterminator="\n")
         self.csv.writerow(self.fields)
 
+    def write_lines(self, lines: list[str]) -> None:
+        """Lines already in CSV (the span store's, `exports/span_store_pages.py`), each
+        written as `csv.writer` writes a row (one write per line: the same chunks reach gzip,
+        so the same .gz bytes)."""
+        write = self.text.write
+        for line in lines:
+            write(line + "\n")
+
     def write_rows(self, rows: list[dict]) -> None:
         jsonish = json_fields()
         self.csv.writerows([[csv_text(r[f], f, jsonish) for f in self.fields] for r in rows])

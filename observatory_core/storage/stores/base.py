@@ -228,6 +228,10 @@ class Store(ABC):
     def copies_csv(self) -> bool:
         """True when the database prints export CSV itself (`copy_csv_rows`)."""
 
+    # An export reads its pages by windows of start time (`exports/span_store_pages.py`):
+    # where each page's newest copies are picked from every span after its cursor.
+    pages_exports_by_window: bool = False
+
     @abstractmethod
     def copy_csv_rows(
         self, engine: Engine, org_id: int, ids: list[int], fields: tuple[str, ...]

@@ -470,6 +470,7 @@ class ClickHouseStore(Store):
     walks_sort_index = False  # no secondary indexes to walk: the engine sorts the window
     timestamps_as_micros = False  # DateTime64(6, 'UTC')
     copies_csv = False
+    pages_exports_by_window = True  # a page's copies are picked before its LIMIT
     correlated_reads = False  # no row index: traces mode takes its uncorrelated plans here
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
