@@ -134,9 +134,8 @@ def main() -> None:
                     "rows": base_rows,
                     "load_1min": [base_load_start, base_load_end],
                 },
-            ],
-            indent=1,
-        )
+            ]
+        )  # one line: bench/run.py reads the last line
     )
 
 
