@@ -25,16 +25,19 @@ def _int_lists(values: list) -> pl.Series | None:
     first = next((v[0] for v in values if v), None)
     if type(first) is not int:  # every list empty (typed Null then), or not integers
         return None
+    flat = list(chain.from_iterable(values))
+    # a column's values must all be ints (not bools) for the fast way: a float or a text among
+    # them would be cut to an int silently; a None or an integer past Int64 goes polars' way too
+    if set(map(type, flat)) != {int}:
+        return None
     lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    # a column's values share one type (the first's); a None or an integer past Int64 among
-    # them: the general way
     try:
-        flat = np.fromiter(chain.from_iterable(values), dtype=np.int64, count=int(offsets[-1]))
-    except (TypeError, ValueError, OverflowError):
+        flat_array = np.array(flat, dtype=np.int64)
+    except OverflowError:
         return None
-    array = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat))
+    array = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat_array))
     return pl.Series(array).cast(pl.List(pl.Int64))
 
 
