@@ -15,6 +15,13 @@ from bench.case import END
 # checked to hold errors of the window alone, with its sort values.
 TIED = {"explorer_first_page_7d_errors_by_cost": ("total_cost_usd", "error", timedelta(days=7))}
 PAGE = 50
+# The sort key of each page (start time unless named): rows that tie on it at a full page's
+# end are cut by each store's own tiebreak (the row id on SQLite and PostgreSQL, the span's ids
+# on the span store), so which of them fill the page, and their order, may differ.
+SORTS = {
+    "explorer_first_page_30d_model_env_by_duration": "duration_ms",
+    "explorer_first_page_traces_24h_by_tree_cost": "total_cost_usd",
+}
 
 
 def _digest(values) -> str:
@@ -29,6 +36,25 @@ def _tied_check(name: str, rows: list[dict], now) -> list:
         r.get("status") == status and now - window <= _utc(r["start_time"]) <= now for r in rows
     )
     return [len(rows), _digest(r.get(sort) for r in rows), f"all {status}s of the window: {inside}"]
+
+
+def _sort_value(value):
+    if isinstance(value, datetime | str):
+        return _utc(value).isoformat()
+    return round(value, 9) if isinstance(value, float) else value  # sums in another order
+
+
+def _page_check(rows: list[dict], sort: str) -> list:
+    """A page: its sort values in order, and the ids of the rows before the last value (or of
+    every row, on a short page: every match), whatever the order of ties."""
+    values = [_sort_value(r.get(sort)) for r in rows]
+    boundary = values[-1] if len(rows) >= PAGE else object()
+    fixed = sorted(
+        f"{r.get('trace_id')}:{r.get('span_id')}"
+        for r, v in zip(rows, values, strict=True)
+        if v != boundary
+    )
+    return [len(rows), _digest(values), _digest(fixed)]
 
 
 def _utc(value):
@@ -46,10 +72,7 @@ def check_of(name: str, answer, now=END) -> object:
     if name.startswith("explorer_"):  # the page's spans (traces), in order
         if name in TIED:
             return _tied_check(name, answer.rows, now)
-        return [
-            len(answer.rows),
-            _digest(f"{r.get('trace_id')}:{r.get('span_id')}" for r in answer.rows),
-        ]
+        return _page_check(answer.rows, SORTS.get(name, "start_time"))
     if name.startswith("metrics_"):
         frame = answer.frame
         return [int(frame["request_count.count"].sum()), round(frame["total_cost.sum"].sum(), 4)]

@@ -110,3 +110,26 @@ def test_a_full_page_of_tied_errors_is_checked_row_by_row():
     # a short page is every match: its ids, whatever order the store gave them in
     assert check_of(name, page(inside[:30])) == check_of(name, page(inside[:30][::-1]))
     assert check_of(name, page(inside[:30])) != check_of(name, page(inside[1:31]))
+
+
+def test_a_full_page_is_the_same_whichever_rows_tie_at_its_end():
+    """Rows tied on the sort key at a full page's end are cut by each store's own tiebreak: the
+    checks agree on any of them, but not on a different row before the tie, nor on values."""
+    name = "explorer_first_page_24h_by_time"
+
+    def row(n: int, seconds: int) -> dict:
+        return {
+            "trace_id": f"{n:032x}",
+            "span_id": f"{n:016x}",
+            "start_time": END - timedelta(seconds=seconds),
+        }
+
+    def page(rows):
+        return type("Page", (), {"rows": rows})()
+
+    before = [row(n, n) for n in range(1, 46)]  # 45 rows, each its own time
+    tied = [row(100 + n, 60) for n in range(8)]  # 8 rows at one time, the page holds 5
+    one = check_of(name, page(before + tied[:5]))
+    assert one == check_of(name, page(before + tied[3:8][::-1]))  # other tied rows, other order
+    assert one != check_of(name, page([row(99, 1), *before[1:], *tied[:5]]))  # another row
+    assert one != check_of(name, page(before + [row(200, 61), *tied[:4]]))  # another time
