@@ -545,8 +545,8 @@ STORE_SLOW = "SELECT sum(sleepEachRow(0.2)) FROM numbers(30) SETTINGS max_block_
 
 def test_a_read_past_its_budget_answers_503_on_the_chosen_store(client, monkeypatch):
     """The request's budget reaches the span store's engine (max_execution_time, at least a
-    second): stopped, answered 503 with Retry-After within the budget and a second (the
-    engine's own rounding), and the next request is answered."""
+    second): stopped, answered 503 with Retry-After within the budget and a second (measured
+    1.0-1.2 s), and the next request is answered."""
     client, _, on_store = client
     monkeypatch.setenv("OBSERVATORY_READ_BUDGET_S", "1")
     get_settings.cache_clear()
@@ -562,7 +562,7 @@ def test_a_read_past_its_budget_answers_503_on_the_chosen_store(client, monkeypa
     elapsed = time.monotonic() - started
     assert got.status_code == 503, got.text
     assert got.json()["error"]["code"] == "timeout" and got.headers["Retry-After"]
-    assert elapsed < 1 + 1 + 1, f"answered after {elapsed:.1f} s"
+    assert elapsed < 1 + 1, f"answered after {elapsed:.1f} s"
     monkeypatch.setattr(metrics_routes, "run_metrics", real)
     monkeypatch.delenv("OBSERVATORY_READ_BUDGET_S")
     get_settings.cache_clear()
