@@ -45,16 +45,16 @@ def _sort_value(value):
 
 
 def _page_check(rows: list[dict], sort: str) -> list:
-    """A page: its sort values in order, and the ids of the rows before the last value (or of
-    every row, on a short page: every match), whatever the order of ties."""
+    """A page: its sort values in order, each row before the last value with its value (or
+    every row, on a short page: every match), whatever the order of ties, and how many
+    distinct spans it holds (a span listed twice is not the same answer)."""
+    if rows and sort not in rows[0]:
+        raise KeyError(f"the page's rows carry no {sort!r} to check their order by")
+    ids = [f"{r.get('trace_id')}:{r.get('span_id')}" for r in rows]
     values = [_sort_value(r.get(sort)) for r in rows]
     boundary = values[-1] if len(rows) >= PAGE else object()
-    fixed = sorted(
-        f"{r.get('trace_id')}:{r.get('span_id')}"
-        for r, v in zip(rows, values, strict=True)
-        if v != boundary
-    )
-    return [len(rows), _digest(values), _digest(fixed)]
+    fixed = sorted(f"{v}|{i}" for i, v in zip(ids, values, strict=True) if v != boundary)
+    return [len(rows), len(set(ids)), _digest(values), _digest(fixed)]
 
 
 def _utc(value):

@@ -133,3 +133,13 @@ def test_a_full_page_is_the_same_whichever_rows_tie_at_its_end():
     assert one == check_of(name, page(before + tied[3:8][::-1]))  # other tied rows, other order
     assert one != check_of(name, page([row(99, 1), *before[1:], *tied[:5]]))  # another row
     assert one != check_of(name, page(before + [row(200, 61), *tied[:4]]))  # another time
+    assert one != check_of(name, page(before + [tied[0]] * 5))  # one span listed five times
+    swapped = [dict(r) for r in before + tied[:5]]  # two rows' times swapped, same order
+    swapped[0]["start_time"], swapped[1]["start_time"] = (
+        swapped[1]["start_time"],
+        swapped[0]["start_time"],
+    )
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    assert one != check_of(name, page(swapped))
+    with pytest.raises(KeyError, match="start_time"):
+        check_of(name, page([{"trace_id": "a", "span_id": "b"}] * 50))

@@ -528,15 +528,29 @@ def test_a_grouping_past_the_cap_is_folded_into_other_on_the_chosen_store(
     assert sum(r["request_count.count"] for r in rows) == want["request_count.count"].sum() + extra
 
 
-def test_an_answer_past_the_cell_cap_is_refused_on_the_chosen_store(client, monkeypatch):
-    client, _, _ = client
-    monkeypatch.setenv("OBSERVATORY_METRICS_MAX_CELLS", "100")
-    get_settings.cache_clear()
-    got = client.get(
-        f"/metrics?bucket=1hour&{SPAN_WINDOW}&series=request_count.count&group_by=model"
+def test_an_answer_past_the_cell_cap_is_refused_on_the_chosen_store(client, routed, monkeypatch):
+    """Daily buckets by model: a cap one cell short of the store's own groups is refused before
+    the read, saying the buckets and groups it counted (the span store's model one more), and a
+    cap of exactly that many cells is answered."""
+    client, _, on_store = client
+    series = ("request_count.count",)
+    want = reference_metrics(
+        routed["sql_df"], FORTNIGHT, NOW, routed["acme"], series, ("model",), None
     )
+    groups = want.height + (1 if on_store else 0)  # the model only the span store has seen
+    last = FORTNIGHT.end - timedelta(microseconds=1)
+    days = (last.date() - FORTNIGHT.start.date()).days + 1  # UTC days the fortnight touches
+    url = f"/metrics?bucket=1day&tz=UTC&{SPAN_WINDOW}&series=request_count.count&group_by=model"
+    monkeypatch.setenv("OBSERVATORY_METRICS_MAX_CELLS", str(days * groups - 1))
+    get_settings.cache_clear()
+    got = client.get(url)
     assert got.status_code == 400, got.text
-    assert "Narrow it" in got.json()["error"]["message"]
+    message = got.json()["error"]["message"]
+    assert f"({days} buckets x {groups}" in message and "Narrow it" in message, message
+    monkeypatch.setenv("OBSERVATORY_METRICS_MAX_CELLS", str(days * groups))
+    get_settings.cache_clear()
+    cache._items.clear()
+    assert client.get(url).status_code == 200
 
 
 # a statement the engine runs for 6 s unless stopped (ClickHouse's sleep is per row, at most 3 s)
