@@ -22,7 +22,7 @@ which retries), not an endless wait behind a writer that hangs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from functools import partial
 
 from sqlalchemy.engine import Engine
@@ -44,14 +44,15 @@ def org_turns(engine: Engine) -> OrgTurns:
 @contextmanager
 def _held(engine: Engine, org_ids: Iterable[int]) -> Iterator[None]:
     orgs = sorted({int(org) for org in org_ids})
-    try:  # only taking a turn raises TurnBusy
-        with store_for(engine).org_turns(engine, orgs, WAIT_S):
-            yield
-    except TurnBusy as exc:
-        raise DatabaseUnavailable(
-            f"Another writer held the span store's write turn of org {exc.org} for over "
-            f"{WAIT_S:g} s ({exc.detail}); retry."
-        ) from exc
+    with ExitStack() as stack:
+        try:  # taking the turns: the caller's own body is outside
+            stack.enter_context(store_for(engine).org_turns(engine, orgs, WAIT_S))
+        except TurnBusy as exc:
+            raise DatabaseUnavailable(
+                f"Another writer held the span store's write turn of org {exc.org} for over "
+                f"{WAIT_S:g} s ({exc.detail}); retry."
+            ) from exc
+        yield
 
 
 @contextmanager

@@ -299,11 +299,13 @@ def test_turns_that_cannot_be_kept_beside_the_sqlite_file_are_a_setup_error(tmp_
 def test_a_sqlite_database_in_memory_takes_this_process_turn_only(tmp_path, monkeypatch):
     from sqlalchemy import create_engine
 
-    monkeypatch.chdir(tmp_path)
+    cwd = tmp_path / "cwd"  # a database named "" would put its folder beside the cwd
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     from sqlalchemy.pool import StaticPool
 
     for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:turns?mode=memory&uri=true"):
         engine = create_engine(url, poolclass=StaticPool)
         with org_turns.org_turns(engine)([1, 2]):  # no lock file: nothing written beside it
             pass
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.rglob("*")) == [cwd]
