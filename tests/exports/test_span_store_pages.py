@@ -21,10 +21,12 @@ from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.settings import get_settings
 from observatory_core.exports import worker as worker_module
-from observatory_core.exports.jobs import create_export, get_export
+from observatory_core.exports.jobs import MAX_ROWS, create_export, get_export
+from observatory_core.exports.span_store_pages import csv_columns
 from observatory_core.exports.worker import WorkerConfig, work_once
 from observatory_core.exports.writers import open_writer
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.clickhouse import current
 from observatory_core.storage.clickhouse.writes import write_spans
 from observatory_core.storage.engine import get_engine
@@ -71,6 +73,17 @@ def routed(tmp_path_factory, chdb_session):
         span(acme, project, TIE - timedelta(microseconds=1), name="just before"),
         *(span(acme, project, TIE + timedelta(seconds=s), name=f"after {s}") for s in (1, 1, 2)),
         *(span(acme, project, TIE - timedelta(minutes=m), name=f"before {m}") for m in (1, 2, 3)),
+        # a boolean set, negative and large integers, text with leading spaces
+        span(
+            acme,
+            project,
+            TIE - timedelta(minutes=4),
+            name="  leading spaces",
+            service_name=" svc",
+            text_truncated=True,
+            input_tokens=-5,
+            output_tokens=2**31 - 1,  # Int32, as the column
+        ),
     ]
     assert write_spans(store, rows) == len(rows)
     # racing writers' later copies of two spans of the run: their newest copies count
@@ -91,12 +104,20 @@ def on_store(routed, monkeypatch):
     get_settings.cache_clear()
 
 
-def export(routed, tmp_path, fmt, compression, **config):
+def export(routed, tmp_path, fmt, compression, fields=None, row_limit=MAX_ROWS, **config):
     """Run one export of every acme span; its job and the file's bytes (uncompressed)."""
     scope = Scope(org_id=routed["acme"], role=Role.ADMIN, username="ada")
     config = WorkerConfig(export_dir=tmp_path / "out", **config)
     spec = FilterSpec(relative=None)
-    job = create_export(routed["engine"], scope, spec, fmt=fmt, compression=compression)
+    job = create_export(
+        routed["engine"],
+        scope,
+        spec,
+        fmt=fmt,
+        compression=compression,
+        fields=fields,
+        row_limit=row_limit,
+    )
     assert work_once(routed["engine"], config) == "completed"
     job = get_export(routed["engine"], scope, job["id"])
     raw = (config.export_dir / job["file_name"]).read_bytes()
@@ -132,8 +153,13 @@ def polars_csv(routed, fields) -> bytes:
     return out.getvalue().encode()
 
 
-@pytest.mark.parametrize("read_rows", [4, 20_000])
-def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch, read_rows):
+# every plain field but JSON ones: booleans, negative and large integers, text with leading
+# spaces and the id, each written by the engine
+PLAIN = tuple(n for n, f in FIELDS.items() if f.plain and f.type != "json")
+
+
+@pytest.mark.parametrize(("read_rows", "fields"), [(4, None), (20_000, None), (4, PLAIN)])
+def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch, read_rows, fields):
     pages: list[int] = []
     real = worker_module._still_mine
 
@@ -143,9 +169,20 @@ def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch,
 
     monkeypatch.setattr(worker_module, "_still_mine", count_pages)
     job, got = export(
-        on_store, tmp_path, "csv", "gzip", page_size=3, span_store_read_rows=read_rows
+        on_store,
+        tmp_path,
+        "csv",
+        "gzip",
+        fields=fields,
+        page_size=3,
+        span_store_read_rows=read_rows,
     )
+    assert fields is None or tuple(job["fields"]) == fields
+    assert csv_columns(tuple(job["fields"])) is not None  # the engine writes this CSV
     want = polars_csv(on_store, job["fields"])
+    if fields:
+        assert b",true," in got and b",-5," in got and b",2147483647," in got
+        assert b",  leading spaces," in got and b", svc," in got
     assert b',"copy, ""newer""",' in got  # the copy's text, quoted
     assert got == want
     assert got == keyset_file(on_store, tmp_path, job, "csv")
