@@ -233,9 +233,10 @@ def _pages(
     plan: Windows | None,
 ):
     """(row count, write function) per page, read from `engine` (where spans are read:
-    `span_reads`); on the span store by the job's windows `plan`. CSV takes the COPY fast path where the store has one (`Store.copies_csv`:
-    PostgreSQL): the explorer's filter picks each page's ids, and the database writes their CSV
-    lines (stored columns only: an expression field is written by the row path)."""
+    `span_reads`); on the span store by the job's windows `plan`. CSV takes the COPY fast path
+    where the store has one (`Store.copies_csv`: PostgreSQL): the explorer's filter picks each
+    page's ids, and the database writes their CSV lines (stored columns only: an expression
+    field is written by the row path)."""
     pinned = _pin(engine, job)
     zone = _zone(job)
     # not "metadata:<key>"; local time columns are written by the row path
