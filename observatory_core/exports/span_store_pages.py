@@ -23,15 +23,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Boolean, Float, Integer, String, case, func, literal, select
+from sqlalchemy import (
+    Boolean,
+    Float,
+    Integer,
+    String,
+    case,
+    func,
+    literal,
+    select,
+    table,
+)
+from sqlalchemy import column as named_column
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.expression import ColumnClause
 
-from observatory_core.accounts.scope import Scope, scoped_spans
+from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.accounts.visibility import require_fields, require_filters
+from observatory_core.base.zones import Zone
+from observatory_core.exports.local_times import with_local
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.dialect import epoch_us
 from observatory_core.storage.schema import spans
+from observatory_core.storage.stores.clickhouse import same_in_every_copy
 from observatory_core.storage.types import UtcDateTime
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
@@ -43,26 +59,114 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 KEYS = 2  # the columns of a row before the asked-for ones: start time and id
 
 
-def _bounds(engine: Engine, scope: Scope, where: list, every: int) -> list[datetime]:
-    """The start time of every `every`-th matching span (each span once) and of the last,
-    ascending and distinct: the ends of the windows the reads take (none without spans). One
-    row always: an empty answer would make the driver ask again for its columns."""
-    numbered = scoped_spans(
-        scope,
-        epoch_us(_start).label("s"),
-        func.row_number().over(order_by=_start).label("n"),
-    ).where(*where)
-    inner = numbered.subquery()
-    query = select(func.groupArrayIf(inner.c.s, inner.c.n % every == 0), func.max(inner.c.s))
+@dataclass(frozen=True)
+class Windows:
+    """The windows an export reads: `ends` ascending and distinct, each window `(previous end,
+    end]`; `open_end`: spans after the last end may still be wanted (the copies numbered
+    stopped at the job's row limit); `copies`:
+    the stored copies numbered (at least the job's spans, at most its row limit), an estimate
+    of the job's rows for its progress."""
+
+    ends: list[datetime]
+    open_end: bool
+    copies: int
+
+
+def _raw_copies(engine: Engine):
+    """`spans` as its stored copies, every copy of a span a row (not the derived table of one
+    row per span that `spans` compiles to on the span store)."""
+    database = engine.dialect.observatory_database  # set by SpanStore.engine
+    return table("spans", *(named_column(c.name, c.type) for c in spans.c), schema=database)
+
+
+def _on_copies(raw, conditions: list) -> list:
+    """The conditions that hold alike for every copy of a span (the scope, the time window,
+    the pin), on the raw copies; the others (a span's status, text, numbers) are left out, so
+    the copies counted are a superset of the job's spans."""
+    kept = [c for c in conditions if same_in_every_copy(c)]
+
+    def to_raw(element):
+        if isinstance(element, ColumnClause) and getattr(element, "table", None) is spans:
+            return raw.c[element.name]
+        return None
+
+    return [visitors.replacement_traverse(c, {}, to_raw) for c in kept]
+
+
+def windows(
+    engine: Engine, scope: Scope, where: list, every: int, row_limit: int | None = None
+) -> Windows:
+    """The start time of every `every`-th stored copy the job's scope, window and pin hold
+    (`_on_copies`), and of the last: one sort of one column of the raw copies, where numbering
+    each span's newest copy made the engine pick the copies of the whole job at once (its
+    memory grew with the job; docs/scale.md, "Exports on the span store"). A span's start is
+    the same in every copy, and copies are at least spans, so a window holds at most `every`
+    spans but for ties at its end (the reads run on by keyset). With `row_limit`, the first
+    `row_limit` copies only (the engine's sort with a limit).
+    One row always: an empty answer would make the driver ask again for its columns."""
+    raw = _raw_copies(engine)
+    first = (
+        select(epoch_us(raw.c.start_time).label("s"))
+        .select_from(raw)
+        .where(*_on_copies(raw, [*span_conditions(scope), *where]))
+        .order_by(raw.c.start_time)
+    )
+    if row_limit is not None:
+        first = first.limit(row_limit)
+    starts = first.subquery()
+    numbered = select(starts.c.s, func.row_number().over(order_by=starts.c.s).label("n")).subquery()
+    query = select(
+        func.groupArrayIf(numbered.c.s, numbered.c.n % every == 0),
+        func.max(numbered.c.s),
+        func.count(),
+    )
     with engine.connect() as conn:
-        ends, last = conn.execute(query).one()
-    if last is None:
-        return []
-    return [EPOCH + timedelta(microseconds=us) for us in sorted({*ends, last})]
+        ends, last, copies = conn.execute(query).one()
+    if not copies:
+        return Windows([], False, 0)
+    open_end = row_limit is not None and copies >= row_limit
+    times = sorted({*ends, last})
+    return Windows([EPOCH + timedelta(microseconds=us) for us in times], open_end, copies)
 
 
 def _literal_time(value: datetime):
     return literal(value, type_=_start.type)
+
+
+class KeysetStalled(RuntimeError):
+    """A window's reads did not end within their bound: a keyset step that does not advance."""
+
+
+def _reads(engine, scope, where, columns, lower, upper, read_rows: int, bound: int, max_id: int):
+    """The rows of one window `(lower, upper]`, a read at a time: a read of `read_rows` + 1
+    that comes back full runs on by keyset. Past `bound` reads, `KeysetStalled`."""
+    position: Cursor | None = None
+    for _ in range(bound):
+        window = list(where)
+        if lower is not None:
+            window.append(_start > _literal_time(lower))
+        window.append(_start <= _literal_time(upper))
+        if position is not None:
+            window.append(after(_start, _id, position))
+            window.append(_start >= _literal_time(position.value))
+        query = (
+            scoped_spans(scope, epoch_us(_start).label("start_"), _id.label("id_"), *columns)
+            .where(*window)
+            .order_by(_start, _id)
+            .limit(read_rows + 1)
+        )
+        with engine.connect() as conn:  # one per read: a long export holds none between
+            got = conn.execute(query).all()
+        yield got[:read_rows]
+        if len(got) <= read_rows:
+            return
+        last = got[read_rows - 1]
+        start = EPOCH + timedelta(microseconds=last[0])
+        position = Cursor("start_time", "asc", start, last[1], "", max_id)
+    raise KeysetStalled(
+        f"An export's window ending {upper} took more than {bound} reads of {read_rows} "
+        "rows; its keyset step does not advance."
+    )
 
 
 def store_pages(
@@ -75,45 +179,43 @@ def store_pages(
     max_id: int,
     page_size: int,
     read_rows: int = 0,
+    row_limit: int | None = None,
+    plan: Windows | None = None,
 ) -> Iterator[list]:
     """Every matching span's `columns`, oldest first (by start time, then id, as the keyset
     pages), in pages of exactly `page_size` rows but the last: each row its start time (in
     microseconds) and id, then the `columns` (`KEYS` to skip). Each read
     holds up to `read_rows` spans (at least a page): at 100k spans, reads of 20,000 took about
-    half the time of reads of 5,000 (docs/scale.md)."""
+    half the time of reads of 5,000 (docs/scale.md). `plan`: the job's `windows` when the
+    caller took them already (for its progress), else found here. With `row_limit`, the
+    windows of the first `row_limit` copies; should they hold fewer spans (copies of racing
+    writers), the windows after them are found the same way, for the rows still wanted.
+
+    A window's spans are at most the copies numbered, so its reads are at most that over
+    `read_rows`, plus one: past it, a keyset step that does not advance raises `KeysetStalled`
+    rather than read on forever."""
     where = pinned_conditions(engine, spec, as_of, max_id)
     read_rows = max(page_size, read_rows)
-    ends = _bounds(engine, scope, where, read_rows)
+    plan = plan or windows(engine, scope, where, read_rows, row_limit)
     held: list[tuple] = []
-    lower: datetime | None = None  # the window is (lower, upper]
-    for upper in ends:
-        position: Cursor | None = None
-        while True:
-            window = list(where)
-            if lower is not None:
-                window.append(_start > _literal_time(lower))
-            window.append(_start <= _literal_time(upper))
-            if position is not None:
-                window.append(after(_start, _id, position))
-                window.append(_start >= _literal_time(position.value))
-            query = (
-                scoped_spans(scope, epoch_us(_start).label("start_"), _id.label("id_"), *columns)
-                .where(*window)
-                .order_by(_start, _id)
-                .limit(read_rows + 1)
-            )
-            with engine.connect() as conn:  # one per read: a long export holds none between
-                got = conn.execute(query).all()
-            held.extend(got[:read_rows])
-            while len(held) >= page_size:
-                yield held[:page_size]
-                held = held[page_size:]
-            if len(got) <= read_rows:
-                break
-            last = got[read_rows - 1]
-            start = EPOCH + timedelta(microseconds=last[0])
-            position = Cursor("start_time", "asc", start, last[1], "", max_id)
-        lower = upper
+    taken = 0
+    lower: datetime | None = None  # each window is (lower, upper]
+    while True:
+        bound = plan.copies // read_rows + 2
+        for upper in plan.ends:
+            for got in _reads(
+                engine, scope, where, columns, lower, upper, read_rows, bound, max_id
+            ):
+                held.extend(got)
+                taken += len(got)
+                while len(held) >= page_size:
+                    yield held[:page_size]
+                    held = held[page_size:]
+            lower = upper
+        if not plan.open_end or row_limit is None or taken >= row_limit:
+            break
+        after_lower = [*where, _start > _literal_time(lower)]
+        plan = windows(engine, scope, after_lower, read_rows, row_limit - taken)
     if held:
         yield held
 
@@ -128,6 +230,8 @@ def row_pages(
     max_id: int,
     page_size: int,
     read_rows: int = 0,
+    row_limit: int | None = None,
+    plan: Windows | None = None,
 ) -> Iterator[list[dict]]:
     """`store_pages` as the rows `traces/query.iter_span_pages` gives: dicts of the fields'
     values (for the writers' row path)."""
@@ -143,8 +247,71 @@ def row_pages(
         max_id=max_id,
         page_size=page_size,
         read_rows=read_rows,
+        row_limit=row_limit,
+        plan=plan,
     ):
         yield [dict(zip(fields, row[KEYS:], strict=True)) for row in page]
+
+
+def job_windows(
+    engine: Engine,
+    scope: Scope,
+    spec: FilterSpec,
+    *,
+    as_of: datetime,
+    max_id: int,
+    page_size: int,
+    read_rows: int,
+    row_limit: int,
+) -> Windows:
+    """The export job's windows (`windows`), taken before its pages so its progress has a
+    total: their `copies`, at least the job's rows (the file's own count is the rows written)."""
+    require_filters(scope, spec)
+    where = pinned_conditions(engine, spec, as_of, max_id)
+    return windows(engine, scope, where, max(page_size, read_rows), row_limit)
+
+
+def window_pages(
+    engine: Engine,
+    scope: Scope,
+    spec: FilterSpec,
+    fields: tuple[str, ...],
+    *,
+    csv_plan: CsvColumns | None,
+    zone: Zone | None,
+    pinned: dict,
+    page_size: int,
+    read_rows: int,
+    row_limit: int,
+    plan: Windows,
+) -> Iterator[tuple]:
+    """The worker's (row count, write function) per page on the span store: CSV lines written
+    by the engine with `csv_plan` (`csv_columns`), else rows for the writers."""
+    reading = {
+        "page_size": page_size,
+        "read_rows": read_rows,
+        "row_limit": row_limit,
+        "plan": plan,
+        **pinned,
+    }
+    if csv_plan is None:
+        rows = row_pages(engine, scope, spec, fields=fields, **reading)
+        yield from _writes(rows, lambda w, page: w.write_rows(with_local(page, zone, fields)))
+        return
+    require_filters(scope, spec)
+    require_fields(scope, fields, "export")
+    pages = store_pages(engine, scope, spec, csv_plan.columns, **reading)
+    yield from _writes(pages, lambda w, page: w.write_lines(csv_lines(page, csv_plan)))
+
+
+def _writes(pages: Iterator[list], write) -> Iterator[tuple]:
+    """(row count, write function) per page: the function writes the page's first n rows; the
+    pages are closed when the worker stops early (no connection is held between reads)."""
+    try:
+        for page in pages:
+            yield len(page), lambda writer, n, page=page: write(writer, page[:n])
+    finally:
+        pages.close()
 
 
 # -- CSV text by the engine ------------------------------------------------------------------

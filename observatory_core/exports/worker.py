@@ -34,17 +34,16 @@ from observatory_core.accounts import audit as audit_trail
 from observatory_core.accounts import sessions, throttle
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
-from observatory_core.accounts.visibility import require_fields, require_filters
 from observatory_core.base import prometheus
 from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.local_times import output_fields, with_local
 from observatory_core.exports.schedules import announce_ready, run_due
 from observatory_core.exports.span_store_pages import (
+    Windows,
     csv_columns,
-    csv_lines,
-    row_pages,
-    store_pages,
+    job_windows,
+    window_pages,
 )
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
@@ -209,11 +208,35 @@ def _pin(reads: Engine, job: dict) -> dict:
     return {"as_of": job["snapshot_at"], "max_id": max_id}
 
 
-def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, config: WorkerConfig):
+def _windows(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, config: WorkerConfig):
+    """The job's windows on the span store (`span_store_pages.job_windows`), else None."""
+    if not store_for(engine).pages_exports_by_window:
+        return None
+    return job_windows(
+        engine,
+        scope,
+        spec,
+        page_size=config.page_size,
+        read_rows=config.span_store_read_rows,
+        row_limit=job["row_limit"],
+        **_pin(engine, job),
+    )
+
+
+def _pages(
+    engine: Engine,
+    job: dict,
+    scope: Scope,
+    spec: FilterSpec,
+    fields,
+    config: WorkerConfig,
+    plan: Windows | None,
+):
     """(row count, write function) per page, read from `engine` (where spans are read:
-    `span_reads`). CSV takes the COPY fast path where the store has one (`Store.copies_csv`:
-    PostgreSQL): the explorer's filter picks each page's ids, and the database writes their CSV
-    lines (stored columns only: an expression field is written by the row path)."""
+    `span_reads`); on the span store by the job's windows `plan`. CSV takes the COPY fast path
+    where the store has one (`Store.copies_csv`: PostgreSQL): the explorer's filter picks each
+    page's ids, and the database writes their CSV lines (stored columns only: an expression
+    field is written by the row path)."""
     pinned = _pin(engine, job)
     zone = _zone(job)
     # not "metadata:<key>"; local time columns are written by the row path
@@ -235,8 +258,21 @@ def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, co
             _close_quietly(copies)
             _close_quietly(pages)
         return
-    if store_for(engine).pages_exports_by_window:
-        yield from _window_pages(engine, scope, spec, fields, config, pinned, zone, job)
+    if plan is not None:  # the span store (`Store.pages_exports_by_window`)
+        engine_csv = job["format"] == "csv" and zone is None
+        yield from window_pages(
+            engine,
+            scope,
+            spec,
+            fields,
+            csv_plan=csv_columns(fields) if engine_csv else None,
+            zone=zone,
+            pinned=pinned,
+            page_size=config.page_size,
+            read_rows=config.span_store_read_rows,
+            row_limit=job["row_limit"],
+            plan=plan,
+        )
         return
     pages = iter_span_pages(
         engine, scope, spec, fields=fields, page_size=config.page_size, **pinned
@@ -246,52 +282,6 @@ def _pages(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, fields, co
             yield (
                 len(page),
                 lambda writer, n, page=page: writer.write_rows(with_local(page[:n], zone, fields)),
-            )
-    finally:
-        _close_quietly(pages)
-
-
-def _window_pages(engine, scope, spec, fields, config, pinned, zone, job):
-    """The span store's pages (`span_store_pages`): CSV lines written by the engine where it
-    can write the fields' text, else rows for the writers."""
-    columns = csv_columns(fields) if job["format"] == "csv" and zone is None else None
-    if columns is None:
-        rows = row_pages(
-            engine,
-            scope,
-            spec,
-            fields=fields,
-            page_size=config.page_size,
-            read_rows=config.span_store_read_rows,
-            **pinned,
-        )
-        try:
-            for page in rows:
-                yield (
-                    len(page),
-                    lambda writer, n, page=page: writer.write_rows(
-                        with_local(page[:n], zone, fields)
-                    ),
-                )
-        finally:
-            _close_quietly(rows)
-        return
-    require_filters(scope, spec)
-    require_fields(scope, fields, "export")
-    pages = store_pages(
-        engine,
-        scope,
-        spec,
-        columns.columns,
-        page_size=config.page_size,
-        read_rows=config.span_store_read_rows,
-        **pinned,
-    )
-    try:
-        for page in pages:
-            yield (
-                len(page),
-                lambda writer, n, page=page: writer.write_lines(csv_lines(page[:n], columns)),
             )
     finally:
         _close_quietly(pages)
@@ -408,11 +398,15 @@ def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseEx
     try:
         config.export_dir.mkdir(parents=True, exist_ok=True)
         reads = span_reads(engine)  # the span store, when set: a store that is down is transient
-        total = min(job["row_limit"], count_spans(reads, scope, spec, **_pin(reads, job)))
+        plan = _windows(reads, job, scope, spec, config)
+        # the span store's total is the copies its windows numbered (at least the job's
+        # rows: progress an estimate, 1.0 at the end); the rows written are counted exactly
+        counted = plan.copies if plan else count_spans(reads, scope, spec, **_pin(reads, job))
+        total = min(job["row_limit"], counted)
         columns = output_fields(fields, _zone(job))
         writer, sink = open_writer(job["format"], job["compression"], temp, columns)
         written = 0
-        pages = _pages(reads, job, scope, spec, fields, config)
+        pages = _pages(reads, job, scope, spec, fields, config, plan)
         try:
             for count, write in pages:
                 count = min(count, job["row_limit"] - written)

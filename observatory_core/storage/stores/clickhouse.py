@@ -351,6 +351,14 @@ def _pushed_inside(clause, source=spans) -> bool:
     return all(_pushed_inside(c, source) for c in clause.get_children())
 
 
+def same_in_every_copy(clause) -> bool:
+    """Whether a condition holds alike for every copy of a span (`_pushed_inside`) and reads
+    no other table: one a read of the raw copies may apply (exports/span_store_pages.py)."""
+    if any(isinstance(e, Select | ScalarSelect | CTE) for e in visitors.iterate(clause)):
+        return False
+    return _pushed_inside(clause)
+
+
 def _conjuncts(where) -> list:
     if where is None:
         return []
