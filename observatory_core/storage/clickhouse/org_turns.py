@@ -8,7 +8,7 @@ span belongs to one org, so the turn is per org: writers of different orgs never
 each other.
 
 Each `DATABASE_URL` store keeps them its own way (`Store.org_turns`,
-`storage/stores/turns.py`): PostgreSQL an advisory lock per org, taken in org order and let
+`storage/stores/_turns.py`): PostgreSQL an advisory lock per org, taken in org order and let
 go at commit or when the holder's connection is lost; SQLite a lock file per org beside the
 database file (its one write lock would stop every other writer of `DATABASE_URL` for the
 length of an insert into the span store); a database in memory belongs to one process, whose
@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.stores import store_for
-from observatory_core.storage.stores.turns import TurnBusy
+from observatory_core.storage.stores._turns import TurnBusy
 
 WAIT_S = 120.0  # longer than an insert may take (`connect.py`: 60 s per statement)
 

@@ -14,9 +14,14 @@ from sqlalchemy.engine.url import URL
 
 from observatory_core.storage.stores.base import Store
 
-# Every module of this package but `base` holds one store and registers it on import, so a
-# new store is one new module here.
-MODULES = tuple(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base" and not m.ispkg)
+# Every module of this package but `base` (the interface) and a helper whose name starts with
+# `_` (`_turns`, mechanics two stores use) holds one store and registers it on import, so a new
+# store is one new module here.
+MODULES = tuple(
+    m.name
+    for m in pkgutil.iter_modules(__path__)
+    if m.name != "base" and not m.name.startswith("_") and not m.ispkg
+)
 _STORES: dict[str, Store] = {}
 
 

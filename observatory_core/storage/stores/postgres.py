@@ -45,7 +45,8 @@ from observatory_core.storage.packed_sketch import (
     sketch_of,
 )
 from observatory_core.storage.schema import spans
-from observatory_core.storage.stores import register, turns
+from observatory_core.storage.stores import _turns as turns
+from observatory_core.storage.stores import register
 from observatory_core.storage.stores.base import (
     PartitionBusy,
     SpanPartition,

@@ -22,7 +22,7 @@ from observatory_core.ingest import to_clickhouse
 from observatory_core.storage.clickhouse import org_turns
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.engine import get_engine
-from observatory_core.storage.stores import turns as store_turns
+from observatory_core.storage.stores import _turns as store_turns
 from tests.storage.clickhouse.conftest import demo_rows
 
 ROOT = Path(__file__).resolve().parents[3]
