@@ -34,6 +34,7 @@ from sqlalchemy.sql.selectable import CTE, ScalarSelect
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
+from observatory_core.storage.clickhouse import sketch_sql
 from observatory_core.storage.clickhouse import trace_totals as totals
 from observatory_core.storage.clickhouse.narrowing import narrowed, narrows, reads_looked_up_ctes
 from observatory_core.storage.dialect import (
@@ -263,40 +264,11 @@ def _arrival(element, compiler, **kw):
     return f"{name}.version" if name else "version"
 
 
-# Sketches (storage/packed_sketch.py), the same bytes as elsewhere: a record is the four
-# big-endian bytes of `bin << 16 | count`. The rollups here keep the bins as a map instead
-# (`bin_map`, layout.py); these serve a read that builds a sketch from raw spans.
-def _records(bins_counts: str) -> str:
-    """A compacted sketch from an array of (bin, count) tuples, ascending by bin."""
-    return (
-        "arrayStringConcat(arrayMap(bc -> arrayStringConcat(arrayMap(k -> reverse(reinterpret("
-        "toUInt32(bitShiftLeft(toUInt32(bc.1), 16) + least(65535, bc.2 - k * 65535)), "
-        "'FixedString(4)')), range(toUInt32(intDiv(bc.2 + 65534, 65535))))), "
-        f"arraySort({bins_counts})))"
-    )
-
-
-def _decoded(sketch: str) -> str:
-    """A sketch's (bin, count) records as an array of tuples."""
-    return (
-        f"arrayMap(i -> (bitShiftRight(reinterpretAsUInt32(reverse(substring({sketch}, i * 4 + 1, "
-        f"4))), 16), bitAnd(reinterpretAsUInt32(reverse(substring({sketch}, i * 4 + 1, 4))), "
-        f"65535)), range(toUInt32(intDiv(length({sketch}), 4))))"
-    )
-
-
-def _summed(pairs: str) -> str:
-    """(bin, count) tuples with each bin's counts added."""
-    return (
-        f"arrayMap(b -> (b, arraySum(arrayMap(p -> if(p.1 = b, p.2, 0), {pairs}))), "
-        f"arrayDistinct(arrayMap(p -> p.1, {pairs})))"
-    )
-
-
+# Sketches: built and merged as on the other stores (storage/clickhouse/sketch_sql.py).
 @compiles(sketch_of, NAME)
 def _sketch_of(element, compiler, **kw):
     bin_ = compiler.process(element.clauses, **kw)
-    return _records(
+    return sketch_sql.records(
         f"arrayMap(kv -> (kv.1, kv.2), CAST(sumMap(map(toUInt32({bin_}), "
         "toUInt64(1))), 'Array(Tuple(UInt32, UInt64))'))"
     )
@@ -309,13 +281,15 @@ def _sketch_merge(element, compiler, **kw):
 
 @compiles(sketch_compact, NAME)
 def _sketch_compact(element, compiler, **kw):
-    return _records(_summed(_decoded(compiler.process(element.clauses, **kw))))
+    return sketch_sql.records(
+        sketch_sql.summed(sketch_sql.decoded(compiler.process(element.clauses, **kw)))
+    )
 
 
 @compiles(sketch_add, NAME)
 def _sketch_add(element, compiler, **kw):
     a, b = (compiler.process(c, **kw) for c in element.clauses)
-    return _records(_summed(_decoded(f"concat({a}, {b})")))
+    return sketch_sql.records(sketch_sql.summed(sketch_sql.decoded(f"concat({a}, {b})")))
 
 
 # -- spans, one row per span -----------------------------------------------------------------
