@@ -13,6 +13,7 @@ from functools import partial
 
 from sqlalchemy import DateTime, func, literal, tuple_, type_coerce
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import visitors
 
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope, scoped_spans
@@ -20,7 +21,7 @@ from observatory_core.accounts.visibility import require_fields, require_filters
 from observatory_core.base.errors import UserError
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.storage.dialect import arrival_order
+from observatory_core.storage.dialect import arrival_order, text_search
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor, decode_cursor
@@ -240,6 +241,49 @@ def _walk_sort_index(conn, scope, query, key, order, direction, limit, position)
     return rows if len(rows) > limit else None
 
 
+# On the span store a page by start time is read within a stretch of the window's first copies
+# (`Store.pages_by_prefix`): so many stored copies per row wanted, a longer stretch when the
+# first held too few matches (copies, or spans an older copy matched), then the whole window.
+_STRETCH_PER_ROW = (4, 32)
+
+
+def _by_prefix(conn: Connection, where: list) -> bool:
+    """Whether the page may be read within a stretch: on the span store, without the text
+    search (it reads the id, which the stored copies lack; the store narrows it by itself)."""
+    searched = any(isinstance(e, text_search) for c in where for e in visitors.iterate(c))
+    return store_for(conn).pages_by_prefix and not searched
+
+
+def _prefix_page(conn, scope, query, where, key, order, direction, limit, position):
+    """The page by start time from the spans within a stretch of the window's first stored
+    copies (after the cursor), or None when no stretch held a full page.
+
+    Exact: the stretch's edge is a bound on the start time, which every copy of a span holds
+    alike, so each span within it is still judged by its newest copy alone; every span past it
+    sorts after the edge, so a full page within it is the page. No edge (the rest of the window
+    holds fewer copies than the stretch) reads the rest of the window, which is the answer."""
+    store, desc = store_for(conn), direction == "desc"
+    copies = scoped_spans(scope, key).where(*where)
+    if position:  # the keyset's start time as a plain bound: the store applies it first
+        value = position.value
+        start = datetime.fromisoformat(value) if isinstance(value, str) else value
+        plain = literal(start, type_=key.type)
+        query = query.where(key <= plain if desc else key >= plain)
+        copies = copies.where(key <= plain if desc else key >= plain)
+    for per_row in _STRETCH_PER_ROW:
+        stretch = copies.order_by(key.desc() if desc else key.asc()).limit(1)
+        edge = conn.execute(store.span_copies(stretch.offset(per_row * (limit + 1) - 1))).scalar()
+        bounded = query
+        if edge is not None:
+            edge = literal(edge if edge.tzinfo else edge.replace(tzinfo=UTC), type_=key.type)
+            bounded = query.where(key >= edge if desc else key <= edge)
+        page = conn.execute(bounded.order_by(*order).limit(limit + 1)).mappings()
+        rows = [dict(r) for r in page]
+        if edge is None or len(rows) > limit:
+            return rows
+    return None
+
+
 def _read(
     conn: Connection,
     scope: Scope,
@@ -296,6 +340,8 @@ def _read(
     rows = None
     if sort in _WALK_INDEX and store_for(conn).walks_sort_index:
         rows = _walk_sort_index(conn, scope, query, key, order, direction, limit, position)
+    elif sort == "start_time" and not floor and _by_prefix(conn, where):
+        rows = _prefix_page(conn, scope, query, where, key, order, direction, limit, position)
     if rows is None:
         rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
     total = conn.execute(counter).scalar_one() if count else None

@@ -173,6 +173,15 @@ class Store(ABC):
     # each) rather than reading `trace_totals`: the span store's, whose views would count a
     # span written by two racing processes twice (docs/scale.md).
     sums_trees_from_spans: bool = False
+    # Whether a page by start time is read within a stretch of the window's first copies
+    # (`span_copies`, traces/query.py `_prefix_page`): the span store's, whose newest-copy
+    # choice otherwise sorts every span of the window before the page is cut (docs/scale.md).
+    pages_by_prefix: bool = False
+
+    def span_copies(self, query: Select) -> Select:
+        """`query` told to read every stored copy of a span, not one row per span: for a bound
+        on a page's start times, never for an answer. Here, where a span is one row, unchanged."""
+        return query
 
     def newest_arrival(self, conn: Connection) -> int:
         """A first page's pin: the newest span's id where ids grow with each insert (the

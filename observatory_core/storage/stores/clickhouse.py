@@ -385,6 +385,8 @@ def _table(element, compiler, asfrom=False, **kw):
         return _trace_totals(compiler, database, query, kw)
     if element is not spans:
         return f"{database}.{compiler.visit_table(element, asfrom=True, **kw)}"
+    if query is not None and query.get_execution_options().get(_COPIES):
+        return f"{database}.spans AS spans"  # every copy: a page's bound (`span_copies`)
     # under an alias (`spans.alias("tree")`), the derived table reads as that name, and the
     # conditions on the alias's columns are the ones it may apply first
     alias = kw.get("enclosing_alias")
@@ -425,6 +427,8 @@ def _trace_totals(compiler, database: str, query, kw) -> str:
     return derived + (" AS trace_totals" if source is trace_totals else "")
 
 
+# The execution option `span_copies` marks a query with: its `spans` is the stored copies.
+_COPIES = "observatory_span_copies"
 _ALWAYS = ("org_id", "project_id", "trace_id", "span_id", "start_time", "version")
 
 
@@ -458,6 +462,10 @@ class ClickHouseStore(Store):
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
     actor_rollups = False  # no rollup_actors_* tables here yet (docs/scale.md)
     sums_trees_from_spans = True  # each span once, racing copies too (docs/scale.md)
+    pages_by_prefix = True  # a page by start time within a stretch of the first copies
+
+    def span_copies(self, query: Select) -> Select:
+        return query.execution_options(**{_COPIES: True})
 
     def newest_arrival(self, conn: Connection) -> int:
         """Now, in the write clock's microseconds (`writes.py` stamps `version` with it): the
