@@ -5,10 +5,13 @@ re-reads the spans before or far after it, and CSV lines made by the engine (doc
 The explorer's keyset page (`traces/query._read`) picks each span's newest copy in a derived
 table before its ORDER BY ... LIMIT applies, so a page read every span from its cursor to the
 end of the window: an export of n spans read n²/(2 x page) rows. Here one statement first
-finds the start time of every `read_rows`-th span (the job's filter, each span once, numbered
-in start order), and each read then takes only the spans between two of them: the engine
-applies the two bounds before it picks the newest copies (start time is the same in every
-copy, `stores/clickhouse.SAME_IN_EVERY_COPY`). A read runs on by keyset when ties at its end
+numbers the stored copies in start order (every copy of a span, under the job's scope, time
+window and pin) and finds the start time of every `read_rows`-th copy that matches the job's
+filter on its own columns, or of every few reads' copies (`windows`); each read then takes
+only the spans between two of them: the engine applies the two bounds before it picks the
+newest copies (start time is the same in every copy, `stores/clickhouse.SAME_IN_EVERY_COPY`),
+and each span's newest copy before the pin is one of the copies numbered, so no wanted span
+falls outside the windows. A read runs on by keyset when ties at its end
 make its window longer, and the reads are cut into the job's pages, so the pages hold the
 same rows in the same order as the keyset pages (and Parquet the same row groups).
 
@@ -28,16 +31,18 @@ from sqlalchemy import (
     Float,
     Integer,
     String,
+    and_,
     case,
     func,
     literal,
     select,
     table,
+    true,
 )
 from sqlalchemy import column as named_column
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import visitors
-from sqlalchemy.sql.expression import ColumnClause
+from sqlalchemy.sql.expression import CTE, ColumnClause, ScalarSelect, Select
 
 from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.accounts.visibility import require_fields, require_filters
@@ -45,7 +50,7 @@ from observatory_core.base.zones import Zone
 from observatory_core.exports.local_times import with_local
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import FIELDS
-from observatory_core.storage.dialect import epoch_us
+from observatory_core.storage.dialect import arrival_order, epoch_us, text_search
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores.clickhouse import same_in_every_copy
 from observatory_core.storage.types import UtcDateTime
@@ -63,13 +68,13 @@ KEYS = 2  # the columns of a row before the asked-for ones: start time and id
 class Windows:
     """The windows an export reads: `ends` ascending and distinct, each window `(previous end,
     end]`; `open_end`: spans after the last end may still be wanted (the copies numbered
-    stopped at the job's row limit); `copies`:
-    the stored copies numbered (at least the job's spans, at most its row limit), an estimate
-    of the job's rows for its progress."""
+    stopped at the job's row limit); `matching`: the copies numbered that match the job's
+    filter on their own columns, or the row limit when the copies stopped there (at least the
+    job's rows): its progress's total."""
 
     ends: list[datetime]
     open_end: bool
-    copies: int
+    matching: int
 
 
 def _raw_copies(engine: Engine):
@@ -79,54 +84,89 @@ def _raw_copies(engine: Engine):
     return table("spans", *(named_column(c.name, c.type) for c in spans.c), schema=database)
 
 
-def _on_copies(raw, conditions: list) -> list:
-    """The conditions that hold alike for every copy of a span (the scope, the time window,
-    the pin), on the raw copies; the others (a span's status, text, numbers) are left out, so
-    the copies counted are a superset of the job's spans."""
-    kept = [c for c in conditions if same_in_every_copy(c)]
+def _on_own_columns(clause) -> bool:
+    """Whether a condition reads only the copy's own stored columns: not the derived table's
+    id, a subquery, a CTE, a text search (it reads the id) or another table's column."""
+    for element in visitors.iterate(clause):
+        if isinstance(element, Select | ScalarSelect | CTE | text_search | arrival_order):
+            return False
+        owner = getattr(element, "table", None) if isinstance(element, ColumnClause) else None
+        if owner is not None and (owner is not spans or element.name == "id"):
+            return False
+    return True
+
+
+def _to_raw(raw, conditions: list) -> list:
+    """`conditions` on the raw copies' columns instead of the derived table's."""
 
     def to_raw(element):
         if isinstance(element, ColumnClause) and getattr(element, "table", None) is spans:
             return raw.c[element.name]
         return None
 
-    return [visitors.replacement_traverse(c, {}, to_raw) for c in kept]
+    return [visitors.replacement_traverse(c, {}, to_raw) for c in conditions]
+
+
+READS_PER_WINDOW = 10  # a window ends after at most this many reads' worth of copies (K)
 
 
 def windows(
     engine: Engine, scope: Scope, where: list, every: int, row_limit: int | None = None
 ) -> Windows:
-    """The start time of every `every`-th stored copy the job's scope, window and pin hold
-    (`_on_copies`), and of the last: one sort of one column of the raw copies, where numbering
-    each span's newest copy made the engine pick the copies of the whole job at once (its
-    memory grew with the job; docs/scale.md, "Exports on the span store"). A span's start is
-    the same in every copy, and copies are at least spans, so a window holds at most `every`
-    spans but for ties at its end (the reads run on by keyset). With `row_limit`, the first
-    `row_limit` copies only (the engine's sort with a limit).
+    """The start time of every `every`-th stored copy that matches the job's filter, or of
+    every K-th copy (`READS_PER_WINDOW` x `every`) whichever comes first, and of the last: one
+    sort of the raw copies, where numbering each span's newest copy made the engine pick the
+    copies of the whole job at once (its memory grew with the job; docs/scale.md, "Exports on
+    the span store"). The conditions alike in every copy (scope, time window, pin:
+    `same_in_every_copy`) select the copies; those on a copy's own columns (status, model,
+    numbers: `_on_own_columns`) mark the matching ones. Each span's newest copy before the pin
+    is one of those copies, so a span the job wants is a matching copy: a window holds at most
+    `every` wanted spans but for ties at its end (the reads run on by keyset), and at most K
+    copies however narrow the filter. With `row_limit`, the first `max(row_limit, K)` copies
+    only (the engine's sort with a limit: a narrow filter still gets whole windows).
     One row always: an empty answer would make the driver ask again for its columns."""
     raw = _raw_copies(engine)
+    conditions = [*span_conditions(scope), *where]
+    alike = [c for c in conditions if same_in_every_copy(c)]
+    own = [c for c in conditions if not same_in_every_copy(c) and _on_own_columns(c)]
+    matches = and_(*_to_raw(raw, own)) if own else true()
     first = (
-        select(epoch_us(raw.c.start_time).label("s"))
+        select(
+            epoch_us(raw.c.start_time).label("s"),
+            func.ifNull(func.toUInt8(matches), 0).label("p"),
+        )
         .select_from(raw)
-        .where(*_on_copies(raw, [*span_conditions(scope), *where]))
+        .where(*_to_raw(raw, alike))
         .order_by(raw.c.start_time)
     )
-    if row_limit is not None:
-        first = first.limit(row_limit)
+    most = every * READS_PER_WINDOW
+    limit = None if row_limit is None else max(row_limit, most)
+    if limit is not None:
+        first = first.limit(limit)
     starts = first.subquery()
-    numbered = select(starts.c.s, func.row_number().over(order_by=starts.c.s).label("n")).subquery()
+    in_order = {"order_by": starts.c.s, "rows": (None, 0)}
+    numbered = select(
+        starts.c.s,
+        starts.c.p,
+        func.row_number().over(**in_order).label("n"),
+        func.sum(starts.c.p).over(**in_order).label("m"),
+    ).subquery()
+    n, m, p, s = numbered.c.n, numbered.c.m, numbered.c.p, numbered.c.s
     query = select(
-        func.groupArrayIf(numbered.c.s, numbered.c.n % every == 0),
-        func.max(numbered.c.s),
+        func.groupArrayIf(s, ((p == 1) & (m % every == 0)) | (n % most == 0)),
+        func.max(s),
         func.count(),
+        func.sum(p),
     )
     with engine.connect() as conn:
-        ends, last, copies = conn.execute(query).one()
+        ends, last, copies, matching = conn.execute(query).one()
     if not copies:
         return Windows([], False, 0)
-    open_end = row_limit is not None and copies >= row_limit
+    open_end = limit is not None and copies >= limit
     times = sorted({*ends, last})
-    return Windows([EPOCH + timedelta(microseconds=us) for us in times], open_end, copies)
+    # the rows written are at most the matching copies, or the limit when copies stopped
+    total = max(matching, row_limit) if open_end and row_limit is not None else matching
+    return Windows([EPOCH + timedelta(microseconds=us) for us in times], open_end, total)
 
 
 def _literal_time(value: datetime):
@@ -134,14 +174,16 @@ def _literal_time(value: datetime):
 
 
 class KeysetStalled(RuntimeError):
-    """A window's reads did not end within their bound: a keyset step that does not advance."""
+    """A window's read ended where the one before it did: a keyset step that does not advance."""
 
 
-def _reads(engine, scope, where, columns, lower, upper, read_rows: int, bound: int, max_id: int):
+def _reads(engine, scope, where, columns, lower, upper, read_rows: int, max_id: int):
     """The rows of one window `(lower, upper]`, a read at a time: a read of `read_rows` + 1
-    that comes back full runs on by keyset. Past `bound` reads, `KeysetStalled`."""
+    that comes back full runs on by keyset. A read whose last (start, id) is not after the
+    previous read's raises `KeysetStalled` rather than read on forever."""
     position: Cursor | None = None
-    for _ in range(bound):
+    previous: tuple[int, int] | None = None
+    while True:
         window = list(where)
         if lower is not None:
             window.append(_start > _literal_time(lower))
@@ -160,13 +202,15 @@ def _reads(engine, scope, where, columns, lower, upper, read_rows: int, bound: i
         yield got[:read_rows]
         if len(got) <= read_rows:
             return
-        last = got[read_rows - 1]
+        last = (got[read_rows - 1][0], got[read_rows - 1][1])  # (start in microseconds, id)
+        if previous is not None and last <= previous:
+            raise KeysetStalled(
+                f"An export's read in the window ending {upper} ended at or before the read "
+                "before it; its keyset step does not advance."
+            )
+        previous = last
         start = EPOCH + timedelta(microseconds=last[0])
         position = Cursor("start_time", "asc", start, last[1], "", max_id)
-    raise KeysetStalled(
-        f"An export's window ending {upper} took more than {bound} reads of {read_rows} "
-        "rows; its keyset step does not advance."
-    )
 
 
 def store_pages(
@@ -188,12 +232,10 @@ def store_pages(
     holds up to `read_rows` spans (at least a page): at 100k spans, reads of 20,000 took about
     half the time of reads of 5,000 (docs/scale.md). `plan`: the job's `windows` when the
     caller took them already (for its progress), else found here. With `row_limit`, the
-    windows of the first `row_limit` copies; should they hold fewer spans (copies of racing
-    writers), the windows after them are found the same way, for the rows still wanted.
-
-    A window's spans are at most the copies numbered, so its reads are at most that over
-    `read_rows`, plus one: past it, a keyset step that does not advance raises `KeysetStalled`
-    rather than read on forever."""
+    windows of the first `max(row_limit, K)` copies (`windows`); should they hold fewer spans
+    (copies of racing writers, a filter the copies do not decide), the windows after them are
+    found the same way, for the rows still wanted; reading stops once `row_limit` rows are
+    read (the last page may hold more: the worker cuts at the limit)."""
     where = pinned_conditions(engine, spec, as_of, max_id)
     read_rows = max(page_size, read_rows)
     plan = plan or windows(engine, scope, where, read_rows, row_limit)
@@ -201,17 +243,16 @@ def store_pages(
     taken = 0
     lower: datetime | None = None  # each window is (lower, upper]
     while True:
-        bound = plan.copies // read_rows + 2
         for upper in plan.ends:
-            for got in _reads(
-                engine, scope, where, columns, lower, upper, read_rows, bound, max_id
-            ):
+            for got in _reads(engine, scope, where, columns, lower, upper, read_rows, max_id):
                 held.extend(got)
                 taken += len(got)
                 while len(held) >= page_size:
                     yield held[:page_size]
                     held = held[page_size:]
             lower = upper
+            if row_limit is not None and taken >= row_limit:
+                break
         if not plan.open_end or row_limit is None or taken >= row_limit:
             break
         after_lower = [*where, _start > _literal_time(lower)]
@@ -265,7 +306,7 @@ def job_windows(
     row_limit: int,
 ) -> Windows:
     """The export job's windows (`windows`), taken before its pages so its progress has a
-    total: their `copies`, at least the job's rows (the file's own count is the rows written)."""
+    total: their `matching`, at least the job's rows (the file's own count is the rows written)."""
     require_filters(scope, spec)
     where = pinned_conditions(engine, spec, as_of, max_id)
     return windows(engine, scope, where, max(page_size, read_rows), row_limit)

@@ -399,9 +399,9 @@ def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseEx
         config.export_dir.mkdir(parents=True, exist_ok=True)
         reads = span_reads(engine)  # the span store, when set: a store that is down is transient
         plan = _windows(reads, job, scope, spec, config)
-        # the span store's total is the copies its windows numbered (at least the job's
-        # rows: progress an estimate, 1.0 at the end); the rows written are counted exactly
-        counted = plan.copies if plan else count_spans(reads, scope, spec, **_pin(reads, job))
+        # the span store's total is the matching copies its windows numbered (at least the
+        # job's rows: progress an estimate, 1.0 at the end); the rows written are counted exactly
+        counted = plan.matching if plan else count_spans(reads, scope, spec, **_pin(reads, job))
         total = min(job["row_limit"], counted)
         columns = output_fields(fields, _zone(job))
         writer, sink = open_writer(job["format"], job["compression"], temp, columns)

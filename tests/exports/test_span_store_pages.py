@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,7 +24,7 @@ from observatory_core.base.settings import get_settings
 from observatory_core.exports import span_store_pages
 from observatory_core.exports import worker as worker_module
 from observatory_core.exports.jobs import MAX_ROWS, create_export, get_export
-from observatory_core.exports.span_store_pages import KeysetStalled, csv_columns, store_pages
+from observatory_core.exports.span_store_pages import KEYS, KeysetStalled, csv_columns, store_pages
 from observatory_core.exports.worker import WorkerConfig, work_once
 from observatory_core.exports.writers import open_writer
 from observatory_core.filters.spec import FilterSpec
@@ -34,8 +35,9 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import orgs as orgs_table
 from observatory_core.storage.schema import projects
+from observatory_core.storage.stores import store_for
 from observatory_core.traces.fields import field_column
-from observatory_core.traces.query import iter_span_pages
+from observatory_core.traces.query import iter_span_pages, pinned_conditions
 from tests.chdb_store import write_later_copy
 from tests.exports.test_span_store import expected_rows
 from tests.exports.test_worker import expected_value
@@ -209,7 +211,7 @@ def test_the_row_path_reads_the_same_rows(on_store, tmp_path, fmt):
     assert job["rows_written"] == len(names) and 'copy, "newer"' in names
 
 
-def read_ids(routed, spec=None, **kwargs) -> list[int]:
+def read_ids(routed, spec=None, page_size=2, read_rows=4, **kwargs) -> list[int]:
     """The ids `store_pages` gives for acme's spans, in order."""
     scope = Scope(org_id=routed["acme"], role=Role.ADMIN, username="ada")
     pages = store_pages(
@@ -217,11 +219,9 @@ def read_ids(routed, spec=None, **kwargs) -> list[int]:
         scope,
         spec or FilterSpec(relative=None),
         [field_column("name")],
-        as_of=datetime.now(UTC),
-        max_id=2**62,
-        page_size=2,
-        read_rows=4,
-        **kwargs,
+        **{"as_of": datetime.now(UTC), "max_id": 2**62, **kwargs},
+        page_size=page_size,
+        read_rows=read_rows,
     )
     return [row[1] for page in pages for row in page]
 
@@ -255,3 +255,107 @@ def test_a_keyset_step_that_does_not_advance_fails(on_store, monkeypatch):
     monkeypatch.setattr(span_store_pages, "after", lambda *args: true())
     with pytest.raises(KeysetStalled, match="keyset step does not advance"):
         read_ids(on_store)
+
+
+def test_a_narrow_filter_with_a_row_limit_takes_one_statement_of_windows(on_store, monkeypatch):
+    """A row limit with a filter the copies mostly fail: the windows number at least K copies
+    (`READS_PER_WINDOW` reads' worth), not `row_limit - taken` a round, which advanced a few
+    copies a statement (at 1M spans and a limit of 1,000, about 1,250 statements)."""
+    calls = []
+    real = span_store_pages.windows
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(span_store_pages, "windows", counted)
+    rows = expected_rows(on_store["store"], on_store["acme"])
+    errors = [r["id"] for r in rows if r["status"] == "error"]
+    got = read_ids(on_store, FilterSpec(relative=None, statuses=("error",)), row_limit=2)
+    assert got[:2] == errors[:2] and got == errors[: len(got)]
+    assert len(calls) == 1
+
+
+def raw_copies(store, org_id: int, where: str = "1") -> int:
+    """The stored copies of the org's spans (every copy a row), counted by the engine."""
+    return int(
+        store.client.command(
+            f"SELECT count() FROM {store.table('spans')} WHERE org_id = {org_id} AND {where}"
+        )
+    )
+
+
+@pytest.mark.parametrize("status", ["error", "ok"])
+def test_the_windows_end_at_matching_copies(on_store, status):
+    """The windows count the copies that match the filter on their own columns (status here),
+    so a window holds `every` wanted spans rather than `every` copies of any status, and the
+    job's progress total is those copies (at least the rows written: progress stays <= 1)."""
+    scope = Scope(org_id=on_store["acme"], role=Role.ADMIN, username="ada")
+    engine = on_store["store"].engine
+    spec = FilterSpec(relative=None, statuses=(status,))
+    where = pinned_conditions(engine, spec, datetime.now(UTC), 2**62)
+    plan = span_store_pages.windows(engine, scope, where, 2)
+    matching = raw_copies(on_store["store"], on_store["acme"], f"status = '{status}'")
+    wanted = [
+        r for r in expected_rows(on_store["store"], on_store["acme"]) if r["status"] == status
+    ]
+    assert plan.matching == matching >= len(wanted)
+    assert len(plan.ends) <= -(-matching // 2) + 1
+    assert read_ids(on_store, spec, page_size=2, read_rows=2) == [r["id"] for r in wanted]
+
+
+def test_a_row_limit_in_a_tie_run_reads_on(on_store):
+    """Ten spans from the tie run on, reads of two, a limit of one: the reads run on through
+    the ties by keyset without a bound on their count (it stopped a legitimate read)."""
+    spec = FilterSpec(relative=None, start=TIE, end=TIE + timedelta(hours=1))
+    rows = expected_rows(on_store["store"], on_store["acme"])
+    want = [r["id"] for r in rows if TIE <= r["start_time"] <= TIE + timedelta(hours=1)]
+    assert len(want) == 10
+    assert read_ids(on_store, spec, page_size=2, read_rows=2) == want
+    got = read_ids(on_store, spec, page_size=2, read_rows=2, row_limit=1)
+    assert got and got == want[: len(got)]
+    # a plan that counted one matching copy (as a later round's may) still reads the window
+    last = span_store_pages.EPOCH + timedelta(microseconds=max(epoch(r) for r in rows))
+    plan = span_store_pages.Windows([last], False, 1)
+    assert read_ids(on_store, spec, page_size=2, read_rows=2, plan=plan) == want
+
+
+def epoch(row) -> int:
+    return (row["start_time"] - span_store_pages.EPOCH) // timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(("before", "after"), [("error", "ok"), ("ok", "error")])
+def test_a_copy_written_after_the_pin_is_not_read(routed, chdb_session, before, after):
+    """A racing writer's copy after the pin changes the newest span's status: the windows
+    and the reads take the copy from before the pin (its status and its name)."""
+    store = chdb_session.store("export_pin")
+    try:
+        acme = routed["acme"]
+        rows = [
+            span(acme, 1, TIE + timedelta(minutes=i), name=f"s{i}", status="ok") for i in range(5)
+        ]
+        rows.append(span(acme, 1, TIE + timedelta(hours=1), name="last", status=before))
+        assert write_spans(store, rows) == len(rows)
+        time.sleep(0.002)
+        pin = datetime.now(UTC)
+        time.sleep(0.002)
+        write_later_copy(store, [{**rows[-1], "status": after, "name": "after the pin"}])
+        pinned = {"as_of": pin, "max_id": store_for(store.engine).pin_of_snapshot(0, pin)}
+        scope = Scope(org_id=acme, role=Role.ADMIN, username="ada")
+        for status in ("ok", "error"):
+            spec = FilterSpec(relative=None, statuses=(status,))
+            want = [r["name"] for r in rows if r["status"] == status]
+            pages = store_pages(
+                store.engine,
+                scope,
+                spec,
+                [field_column("name")],
+                page_size=2,
+                read_rows=2,
+                **pinned,
+            )
+            assert [row[KEYS] for page in pages for row in page] == want
+            where = pinned_conditions(store.engine, spec, pin, pinned["max_id"])
+            assert span_store_pages.windows(store.engine, scope, where, 2).matching == len(want)
+    finally:
+        chdb_session.drop(store)
