@@ -61,17 +61,21 @@ def _expected(store, org: int, pin: int, status: str | None) -> list[str]:
     return newest.sort("start_time", descending=True)["span_id"].to_list()
 
 
-def _walk(store, scope, spec, limit: int, after_first=None) -> tuple[list[str], int]:
+def _walk(
+    store, scope, spec, limit: int, after_first=None, direction: str = "desc"
+) -> tuple[list[str], int]:
     """Every page's span ids in order, and the pin of the first page."""
     ids, cursor, pin = [], None, None
     while True:
-        page = list_spans(store.engine, scope, spec, limit=limit, cursor=cursor, now=END)
+        page = list_spans(
+            store.engine, scope, spec, direction=direction, limit=limit, cursor=cursor, now=END
+        )
         assert len(page.rows) <= limit
         ids += [r["span_id"] for r in page.rows]
         if not page.next_cursor:
             return ids, pin if pin is not None else 2**63 - 1
         if pin is None:
-            pin = decode_cursor(page.next_cursor, "start_time", "desc").max_id
+            pin = decode_cursor(page.next_cursor, "start_time", direction).max_id
             if after_first is not None:
                 after_first()
         cursor = page.next_cursor
@@ -146,3 +150,33 @@ def test_a_filter_the_stretches_hold_too_few_matches_of_is_read_from_the_whole_w
     assert [r["span_id"] for r in first.rows] == want[:2]
     walked, _ = _walk(store, scope, spec, 2)
     assert walked == want
+
+
+@pytest.mark.parametrize("direction", ["desc", "asc"])
+def test_spans_sharing_a_start_time_across_edges_and_pages_are_listed_once(
+    merges_stopped, direction
+):
+    """Runs of 7 spans with one start time (racing copies flipping some of them) straddle the
+    stretches' edges and the pages' ends, either way round: each span listed once, in start
+    time order, the set the newest copies give."""
+    store, org = merges_stopped, 9_993 if direction == "desc" else 9_992  # an org each
+    when = END - timedelta(hours=3)
+    rows = [
+        span(org, 1, when - timedelta(minutes=i // 7), status="error" if i % 2 else "ok")
+        for i in range(42)
+    ]
+    assert write_spans(store, rows) == len(rows)
+    ids = [r["span_id"] for r in rows]
+    _copy(store, org, ids[1:42:5], "ok")
+    _copy(store, org, ids[0:42:4], "error")
+    starts = {r["span_id"]: r["start_time"] for r in rows}
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    window = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    for limit in (3, 5):
+        for status in ("error", None):
+            spec = window.replace(statuses=(status,)) if status else window
+            walked, pin = _walk(store, scope, spec, limit, direction=direction)
+            assert len(set(walked)) == len(walked), (limit, status)
+            assert set(walked) == set(_expected(store, org, pin, status)), (limit, status)
+            times = [starts[i] for i in walked]
+            assert times == sorted(times, reverse=direction == "desc"), (limit, status)
