@@ -207,7 +207,11 @@ def test_every_page_reads_right(server, browser, role):
             _settle(page, TITLES.get(spec.title, spec.title), READY[spec.title])
             if spec.title == "Alerts":
                 page.get_by_role("tab", name="History").click()
-                page.locator('[data-testid="stDataFrame"]').last.wait_for(timeout=30_000)
+                # the History tab's own table: a hidden tab's tables (the Rules tab's) are in the
+                # page too, so `.last` alone could wait on one that is never shown
+                page.locator('[data-testid="stDataFrame"] >> visible=true').last.wait_for(
+                    timeout=30_000
+                )
                 page.wait_for_timeout(400)
             text = page.locator("body").inner_text()
             assert "Traceback" not in text, where
@@ -284,7 +288,11 @@ def _page_checks(title, role, page, grids, charts, text, where) -> None:
         # for the latency rule depends on the hour the data ends: the history may lack it)
         page.get_by_role("tab", name="Rules").click()
         for rule in STARTER_RULES if role != "billing" else STARTER_RULES[:1]:
-            page.get_by_text(rule.name).first.wait_for(timeout=30_000)
+            # the rule's own expander on the Rules tab: its name is also in the (now hidden)
+            # History tab when it fired, and `.first` could be that, never shown (three roles
+            # timed out so in a clean-clone run, at an hour the latency rule had fired)
+            rules = page.locator('[data-testid="stExpander"]').filter(has_text=rule.name)
+            rules.first.wait_for(timeout=30_000)
         page.get_by_role("tab", name="History").click()
         assert "firing" in cells and "resolved" in cells, where
         assert any(g for g in ("anthropic", "openai") if f"provider={g}" in cells), where
