@@ -254,6 +254,12 @@ def _by_prefix(conn: Connection, where: list) -> bool:
     return store_for(conn).pages_by_prefix and not searched
 
 
+def _position_time(position) -> datetime:
+    """A keyset position's start time (a cursor carries it as text)."""
+    value = position.value
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def _prefix_page(conn, scope, query, where, key, order, direction, limit, position):
     """The page by start time from the spans within a stretch of the window's first stored
     copies (after the cursor), or None when no stretch held a full page.
@@ -265,11 +271,9 @@ def _prefix_page(conn, scope, query, where, key, order, direction, limit, positi
     store, desc = store_for(conn), direction == "desc"
     copies = scoped_spans(scope, key).where(*where)
     if position:  # the keyset's start time as a plain bound: the store applies it first
-        value = position.value
-        start = datetime.fromisoformat(value) if isinstance(value, str) else value
-        plain = literal(start, type_=key.type)
-        query = query.where(key <= plain if desc else key >= plain)
-        copies = copies.where(key <= plain if desc else key >= plain)
+        plain = literal(_position_time(position), type_=key.type)
+        bound = key <= plain if desc else key >= plain
+        query, copies = query.where(bound), copies.where(bound)
     for per_row in _STRETCH_PER_ROW:
         stretch = copies.order_by(key.desc() if desc else key.asc()).limit(1)
         edge = conn.execute(store.span_copies(stretch.offset(per_row * (limit + 1) - 1))).scalar()
@@ -331,9 +335,7 @@ def _read(
     if position:
         query = query.where(after(key, spans.c.id, position))
         if floor and sort == "start_time" and direction == "asc":
-            value = position.value
-            start = datetime.fromisoformat(value) if isinstance(value, str) else value
-            query = query.where(key >= literal(start, type_=key.type))
+            query = query.where(key >= literal(_position_time(position), type_=key.type))
     order = (
         (key.desc(), spans.c.id.desc()) if direction == "desc" else (key.asc(), spans.c.id.asc())
     )

@@ -58,3 +58,17 @@ def orgs_of():
         return Scope(org_id=acme, role=Role.DEVELOPER, username="dana")
 
     return build
+
+
+@pytest.fixture
+def on_store(routed, monkeypatch):
+    """The setting names the module's span store (`routed`, each span store module's own,
+    already open: the process's one)."""
+    from observatory_core.base.settings import get_settings
+    from observatory_core.storage.clickhouse import current
+
+    monkeypatch.setenv("OBSERVATORY_SPAN_STORE", routed["url"])
+    get_settings.cache_clear()
+    monkeypatch.setitem(current._OPEN, routed["url"], routed["store"])
+    yield routed
+    get_settings.cache_clear()

@@ -95,16 +95,6 @@ def routed(tmp_path_factory, chdb_session):
 
 
 @pytest.fixture
-def on_store(routed, monkeypatch):
-    """The setting names the module's span store (already open: the process's one)."""
-    monkeypatch.setenv("OBSERVATORY_SPAN_STORE", routed["url"])
-    get_settings.cache_clear()
-    monkeypatch.setitem(current._OPEN, routed["url"], routed["store"])
-    yield routed
-    get_settings.cache_clear()
-
-
-@pytest.fixture
 def config(tmp_path):
     return WorkerConfig(export_dir=tmp_path / "exports", page_size=200)
 

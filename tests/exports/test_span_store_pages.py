@@ -20,7 +20,6 @@ from sqlalchemy import select, true
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
-from observatory_core.base.settings import get_settings
 from observatory_core.exports import span_store_pages
 from observatory_core.exports import worker as worker_module
 from observatory_core.exports.jobs import MAX_ROWS, create_export, get_export
@@ -97,15 +96,6 @@ def routed(tmp_path_factory, chdb_session):
     current.close_span_stores()
     engine.dispose()
     chdb_session.drop(store)
-
-
-@pytest.fixture
-def on_store(routed, monkeypatch):
-    monkeypatch.setenv("OBSERVATORY_SPAN_STORE", routed["url"])
-    get_settings.cache_clear()
-    monkeypatch.setitem(current._OPEN, routed["url"], routed["store"])
-    yield routed
-    get_settings.cache_clear()
 
 
 def export(routed, tmp_path, fmt, compression, fields=None, row_limit=MAX_ROWS, **config):
