@@ -99,13 +99,24 @@ class BatchWriter:
     def _run(self) -> None:
         while (group := self._next_group()) is not None:
             try:
-                self._write(group)
-            finally:
-                with self._cond:
-                    self._pending -= sum(len(rows) for rows, _ in group)
+                outcomes = self._write(group)
+            except Exception as exc:  # a fault of ours: no request is left waiting on it
+                log.exception("ingest writer failed")
+                outcomes = [exc] * len(group)
+            with self._cond:
+                self._pending -= sum(len(rows) for rows, _ in group)
+            # The depth drops before any request hears back: a scrape after a 200 reads it.
+            for (_, future), outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
 
-    def _write(self, group: list[tuple[list[dict[str, Any]], Future]]) -> None:
-        """One transaction for the group; rows the database refuses cost only themselves."""
+    def _write(
+        self, group: list[tuple[list[dict[str, Any]], Future]]
+    ) -> list[list[tuple[dict[str, Any], str]] | BaseException]:
+        """One transaction for the group; rows the database refuses cost only themselves.
+        Returns, per request, the (row, reason) pairs refused or the exception it fails with."""
         rows = [r for item_rows, _ in group for r in item_rows]
         try:
             outcome = write_isolating(self.engine, rows, write=write_spans)
@@ -113,18 +124,19 @@ class BatchWriter:
             log.warning("ingest write failed: %s", exc)
             reason = "database_unavailable" if is_unavailable(exc) else "database_refused"
             prometheus.ingest_refused(reason, len(rows))
-            for _, future in group:
-                future.set_exception(exc)
-            return
+            return [exc] * len(group)
         prometheus.SPANS_STORED.inc(len(rows) - len(outcome.refused))
         if outcome.refused:
             prometheus.ingest_refused("database_refused", len(outcome.refused))
+        results: list[list[tuple[dict[str, Any], str]] | BaseException] = []
         start = 0
-        for item_rows, future in group:
+        for item_rows, _ in group:
             end = start + len(item_rows)
-            refused = [(rows[i], why) for i, why in outcome.refused.items() if start <= i < end]
-            future.set_result(refused)
+            results.append(
+                [(rows[i], why) for i, why in outcome.refused.items() if start <= i < end]
+            )
             start = end
+        return results
 
     def stop(self, timeout: float = 30.0) -> None:
         """Refuse new work, write what is queued, then end the thread."""

@@ -255,3 +255,23 @@ def test_spans_long_ago_and_now_land_in_the_right_buckets(org_key):
     assert df.height == 5
     assert df["start_time"].min() < datetime.now(UTC) - timedelta(days=30)
     assert_rollups_match_rebuild(engine)
+
+
+def test_the_queue_depth_is_down_before_a_request_hears_back(org_key, monkeypatch):
+    """The /ops/metrics depth is read after a 200: it must already count the written spans
+    out (a done-callback runs where the writer sets the result, so this cannot race)."""
+    engine, _, _, key = org_key
+    gate = threading.Event()
+    real_write = writer_module.write_spans
+    monkeypatch.setattr(
+        writer_module, "write_spans", lambda *a, **k: gate.wait(10) and real_write(*a, **k)
+    )
+    rows = Receiver(engine).decode(sample("genai.pb"), headers(key), now=NOW).rows
+    writer = BatchWriter(engine)
+    seen: list[int] = []
+    future = writer.submit(rows)
+    future.add_done_callback(lambda _: seen.append(writer.pending))
+    gate.set()
+    assert future.result(30) == []
+    writer.stop()
+    assert seen == [0] and all_spans(engine).height == len(rows)
