@@ -72,7 +72,9 @@ def run_grid(db: str, size: int) -> list[dict]:
 def run_clickhouse_app(dbs: list[str], sizes: list[int]) -> list[dict]:
     """Issue 17's figures through the app's code (`bench/clickhouse_app_case.py`): on chDB at
     each of BENCH_CHDB_SIZES (default the largest size; "1000000,10000000" for the issue's
-    10M), and on the main case's PostgreSQL database of the largest size."""
+    10M), and on the main case's PostgreSQL database of the largest size. BENCH_CHDB_REUSE=1
+    reads a chDB folder loaded before (its load's figures as measured then) instead of
+    loading it again."""
     raw = os.environ.get("BENCH_CHDB_SIZES", str(max(sizes)))
     try:
         chdb_sizes = [int(s) for s in raw.split(",")]
@@ -88,6 +90,7 @@ def run_clickhouse_app(dbs: list[str], sizes: list[int]) -> list[dict]:
             "chdb",
             "--size",
             str(size),
+            *(["--reuse"] if os.environ.get("BENCH_CHDB_REUSE") else []),
         )
     ]
     if "postgresql" in dbs:
