@@ -16,6 +16,7 @@ from observatory_core.storage.latency_bins import BINS
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.packed_sketch import (
     decode,
+    decode_hex,
     dense,
     encode,
     sketch_add,
@@ -143,8 +144,8 @@ def test_sketch_of_counts_each_bin_and_skips_nulls(engine):
 
 
 def test_decode_of_nothing_is_empty():
-    rows, bins, counts = decode([])
-    assert len(rows) == len(bins) == len(counts) == 0
+    for rows, bins, counts in (decode([]), decode_hex([]), decode_hex([None, ""])):
+        assert len(rows) == len(bins) == len(counts) == 0
     assert dense([]).shape == (0, BINS)
     np.testing.assert_array_equal(dense([None, b""]), np.zeros((2, BINS)))
 
@@ -154,7 +155,10 @@ def test_decode_of_nothing_is_empty():
     [(3, 40), (60, 1), (60, 3)],  # few rows of many merged sketches (summed densely); many
     ids=["dense", "sorted", "runs"],  # stored rows alone (already sorted); many short runs
 )
-def test_decode_sums_each_rows_records_per_bin(rows, parts):
+@pytest.mark.parametrize("hexed", [False, True], ids=["bytes", "hex"])
+def test_decode_sums_each_rows_records_per_bin(rows, parts, hexed):
+    """`decode_hex` (the span store's reads: the records as the engine's `hex` writes them,
+    upper case) gives what `decode` gives of the same bytes."""
     want = np.zeros((rows + 1, BINS), dtype=np.int64)  # one more row: the empty sketch
     values = []
     for r in range(rows):
@@ -165,7 +169,10 @@ def test_decode_sums_each_rows_records_per_bin(rows, parts):
             pieces.append(_shuffled(counts) if parts > 1 else _records(counts))
         values.append(b"".join(pieces))
     values.append(None)
-    got_rows, got_bins, got_counts = decode(values)
+    if hexed:
+        got_rows, got_bins, got_counts = decode_hex([v and v.hex().upper() for v in values])
+    else:
+        got_rows, got_bins, got_counts = decode(values)
     at = np.nonzero(want)  # row then bin, ascending: the order decode promises
     np.testing.assert_array_equal(got_rows, at[0])
     np.testing.assert_array_equal(got_bins, at[1])
