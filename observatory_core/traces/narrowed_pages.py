@@ -66,7 +66,7 @@ def narrowed_page(
         if not stretch:
             return []
         starts = sorted({_utc(start) for start, _, _ in stretch})
-        bounded = query.where(spans.c.start_time.in_(starts))
+        bounded = query.where(store.starts_among(starts))
         full = len(stretch) == wanted
         if full:
             _, value, last_id = stretch[-1]

@@ -184,6 +184,13 @@ class Store(ABC):
         on a page's start times, never for an answer. Here, where a span is one row, unchanged."""
         return query
 
+    def starts_among(self, starts: list[datetime]) -> ColumnElement[bool]:
+        """`spans.start_time IN starts`: every copy of a span holds its start time, so the span
+        store applies it before picking each span's newest copy (traces/narrowed_pages.py)."""
+        from observatory_core.storage.schema import spans
+
+        return spans.c.start_time.in_(starts)
+
     def span_copies_id(self) -> ColumnElement[int]:
         """`spans.id` as a read of the stored copies (`span_copies`) may name it: the same for
         every copy of a span, so a stretch of copies sorts as the page does. Here, the column."""

@@ -227,3 +227,22 @@ def test_an_edge_inside_the_ties_bounds_the_id_too(merges_stopped, direction):
     spec = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END, statuses=("error",))
     walked, pin = _walk(store, scope, spec, "total_cost_usd", direction, 2)
     assert walked == _expected(store, org, pin, "total_cost_usd", direction, "error")
+
+
+def test_a_first_page_is_read_from_its_stretch(merges_stopped):
+    """Two statements, the stretch and the page (not the plain read after them): the stretch's
+    start times, as the store sends them, find its spans' copies."""
+    store, org = merges_stopped, 9_884
+    when = END - timedelta(hours=4)
+    rows = [span(org, 1, when - timedelta(seconds=i, microseconds=7 * i)) for i in range(30)]
+    assert write_spans(store, rows) == len(rows)
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    spec = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    sent, stop = _statements(store)
+    try:
+        page = list_spans(store.engine, scope, spec, sort="duration_ms", limit=4, now=END)
+    finally:
+        stop()
+    assert len(sent) == 2, sent
+    want = _expected(store, org, 2**63 - 1, "duration_ms", "desc", None)
+    assert [r["span_id"] for r in page.rows] == want[:4]
