@@ -469,9 +469,9 @@ class ClickHouseStore(Store):
 
     def starts_among(self, starts: list[datetime]) -> ColumnElement[bool]:
         """The times as quoted text, which the engine reads as the column's own type once: bound
-        as values they are sent as `toDateTime64(...)` calls, which cost the engine about 25 ms
-        of CPU per 200 on the 1M folder (docs/scale.md, "Explorer pages by cost, duration or
-        tokens"). The text is made here from datetimes, never from a caller's string."""
+        as values they are sent as `toDateTime64(...)` calls, 20-25 ms of the engine's CPU per
+        200 on the 1M folder, twice per page (docs/scale.md, "Explorer pages by cost, duration
+        or tokens"). The text is made here from datetimes, never from a caller's string."""
         texts = [f"'{t.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'" for t in starts]
         return spans.c.start_time.in_([literal_column(t) for t in texts])
 
