@@ -1,10 +1,10 @@
 """A statement's rows as a polars frame, fast for the span store's array columns.
 
-Polars types a column of Python lists element by element (a Series per row): when the span
-store answered the latency bins as two integer arrays per row (they now come as packed
-records: docs/scale.md, "Metrics on the span store"), ~125 ms of a 30-day hourly series by
-model over 7,438 rows at 100k spans, more than the statement itself. An integer array column
-is built here from its flat values and offsets instead (~6 ms), the same values and type
+The span store answers the latency bins as two integer arrays per row (`bins`,
+`bin_counts`: docs/scale.md, "Metrics on the span store"). Polars types a column of Python
+lists element by element (a Series per row): ~125 ms of a 30-day hourly series by model over
+7,438 rows at 100k spans, more than the statement itself. An integer array column is built
+here from its flat values and offsets instead (~6 ms), the same values and type
 (`List(Int64)`); anything else goes the general way.
 """
 

@@ -44,14 +44,15 @@ from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import SUBJECT_ROWS, sketched, subject_condition
 from observatory_core.storage.clickhouse.layout import BINS_COLUMN
 from observatory_core.storage.dialect import (
-    bin_map_records,
+    bin_map_bins,
+    bin_map_counts,
     bucket_of,
     epoch_us,
     rollup_count,
     time_bucket,
 )
 from observatory_core.storage.latency_bins import BINS, representative
-from observatory_core.storage.packed_sketch import decode, decode_hex, sketch_merge
+from observatory_core.storage.packed_sketch import decode, sketch_merge
 from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_GRAINS, ROLLUPS, spans
 from observatory_core.storage.types import EPOCH
 
@@ -168,8 +169,8 @@ def rollup_select(
     condition reads them as it reads spans).
 
     `bin_maps`: the store's rollups keep the latency bins as a map (`latency_bins`), not the
-    packed sketch (the span store's, `Store.rollup_bin_maps`): each group's maps come back as
-    the packed sketch's records (`bin_records`, added by `merged_bins`), with the sketched
+    packed sketch (the span store's, `Store.rollup_bin_maps`): the engine adds the maps and
+    the merged bins come back as two arrays, `bins` and `bin_counts`, with the sketched
     measure's count beside them (`rows_with_bins` checks every span of it is in the bins).
 
     Returns the statement, the grains it read and its parameters. Statements are built once
@@ -312,8 +313,9 @@ def _statement(
             aggs.append(cast(func.sum(u.c[p]), BigInteger).label(p))
         else:
             aggs.append(func.sum(u.c[p]).label(p))
-    if bin_map is not None:  # the maps' records, added as the packed sketch's are
-        aggs.append(bin_map_records(u.c[bin_map]).label("bin_records"))
+    if bin_map is not None:  # the maps added by the engine, read as the packed sketch is
+        aggs.append(bin_map_bins(u.c[bin_map]).label("bins"))
+        aggs.append(bin_map_counts(u.c[bin_map]).label("bin_counts"))
     query = select(*columns, *aggs)
     if (
         fold and keys
@@ -372,13 +374,23 @@ def finalize(
 def merged_bins(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The merged latency bins of each row, as `packed_sketch.decode` gives them (row, bin,
     count; sorted by row then bin), from the packed sketches (`bins`) or, on the span store,
-    their records as hexadecimal text (`bin_records`, a bin repeated once per rollup row that
-    holds it: added here); None when the statement merged no bins."""
-    if "bin_records" in frame.columns:
-        return decode_hex(frame["bin_records"].to_list())
+    the bins and their counts as two arrays per row (`bins`, `bin_counts`); None when the
+    statement merged no bins."""
     if "bins" not in frame.columns:
         return None
-    return decode(frame["bins"].to_list())
+    if "bin_counts" not in frame.columns:
+        return decode(frame["bins"].to_list())
+    if frame.height == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), empty.copy()
+    keys = frame["bins"].cast(pl.List(pl.Int64))
+    lengths = keys.list.len().fill_null(0).to_numpy()
+    rows = np.repeat(np.arange(frame.height, dtype=np.int64), lengths)
+    # an empty list explodes to one null: the nulls are the empty rows, never a bin
+    bins = keys.explode().drop_nulls().to_numpy().astype(np.int64)
+    counts = frame["bin_counts"].cast(pl.List(pl.Int64)).explode().drop_nulls().to_numpy()
+    order = np.lexsort((bins, rows))
+    return rows[order], bins[order], counts.astype(np.int64)[order]
 
 
 def rows_with_bins(

@@ -79,15 +79,19 @@ class bin_map(FunctionElement):
     name = "bin_map"
 
 
-class bin_map_records(FunctionElement):
-    """Aggregate: a group's bin maps (`bin_map`, or a rollup's column) as the packed latency
-    sketch's records (storage/packed_sketch.py), in hexadecimal text: each map's records side
-    by side, not added, so a bin may repeat (`packed_sketch.decode_hex` adds them, as `decode`
-    merges the other stores' sketches). The engine adding the maps (`sumMap`) was most of a
-    30-day hourly series' time (docs/scale.md, "Metrics on the span store")."""
+class bin_map_bins(FunctionElement):
+    """Aggregate: the bins (ascending) of a group's bin maps merged (`bin_map`, or a rollup's
+    column); `bin_map_counts` of the same maps gives their counts, in the same order."""
 
     inherit_cache = True
-    name = "bin_map_records"
+    name = "bin_map_bins"
+
+
+class bin_map_counts(FunctionElement):
+    """Aggregate: the counts of a group's bin maps merged, in `bin_map_bins`' order."""
+
+    inherit_cache = True
+    name = "bin_map_counts"
 
 
 class time_bucket(FunctionElement):

@@ -98,25 +98,12 @@ def decode(values: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.n
     (a merged row is many sorted runs, which the stable sort merges). Twice as fast as summing
     into each row's stretch of bins for 30 days of hourly merges (11k-35k rows, 600k records)."""
     values = [v if type(v) is bytes else bytes(v or b"") for v in values]
-    sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values)) // RECORD_BYTES
-    return _decoded(b"".join(values), sizes)
-
-
-def decode_hex(values: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`decode` of sketches written as hexadecimal text (the span store's reads:
-    `dialect.bin_map_records`), converted in one piece rather than row by row."""
-    values = [v or "" for v in values]
-    sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values)) // (2 * RECORD_BYTES)
-    return _decoded(bytes.fromhex("".join(values)), sizes)
-
-
-def _decoded(data: bytes, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`decode` of the sketches' bytes concatenated, `sizes` records each."""
-    n = len(sizes)
-    words = np.frombuffer(data, dtype=_RECORD).astype(np.int64)
+    n = len(values)
+    words = np.frombuffer(b"".join(values), dtype=_RECORD).astype(np.int64)
     if not len(words):
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), empty.copy()
+    sizes = np.fromiter(map(len, values), dtype=np.int64, count=n) // RECORD_BYTES
     rows = np.repeat(np.arange(n, dtype=np.int64), sizes)
     if n * BINS <= _DENSE_PER_RECORD * len(words):
         # Few rows, each the merge of many: summing into a rows x BINS array is cheaper than

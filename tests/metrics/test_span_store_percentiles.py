@@ -8,7 +8,6 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -113,65 +112,3 @@ def test_percentiles_of_all_spans_from_rollups_hold_the_stated_bound(loaded):
         assert _within_bound(got[s], want[s]), (s, got[s], want[s])
     # the merged bins (the latency histogram) count every span of the window
     assert result.sketch is not None and int(result.sketch.sum()) == want["request_count.count"]
-
-
-def _bins_of(df: pl.DataFrame) -> np.ndarray:
-    """Spans per latency bin, by Python's `bin_of` of each span's duration."""
-    bins = [latency_bins.bin_of(d) for d in df["duration_ms"].to_list()]
-    return np.bincount(bins, minlength=latency_bins.BINS)
-
-
-@pytest.mark.parametrize("model", [None, *GROUPS], ids=["all", *GROUPS])
-def test_the_merged_bins_are_the_spans_bins_exactly(loaded, model):
-    """The window's rollup rows (minutes, hours) and raw edges hold a bin once each: the
-    engine hands them over side by side and the read adds them (`bin_map_records`,
-    `decode_hex`). Every bin's count must be the spans' own, not only the percentiles."""
-    store, org_id, df = loaded
-    models = () if model is None else (model,)
-    spec = FilterSpec(relative=None, start=WINDOW[0], end=WINDOW[1], models=models)
-    query = MetricQuery(series=("duration_ms.p95",), filters=spec, bucket=None, group_by=())
-    result = run_metrics(store.engine, admin_scope(org_id), query, now=WINDOW[1], force="rollup")
-    assert result.source == "rollup" and {"1min", "1hour", "raw edges"} <= set(result.grains)
-    want = _bins_of(df if model is None else df.filter(pl.col("model") == model))
-    np.testing.assert_array_equal(result.sketch, want)
-
-
-def test_a_bin_of_more_spans_than_one_record_holds_reads_whole(loaded):
-    """A packed record holds at most 65535 spans (storage/packed_sketch.py): a rollup row's
-    bin of more is written as several records, so its spans all count (a count cut to one
-    record would leave the row's percentiles empty, its bins holding fewer spans than it
-    counts, or move the median)."""
-    store, _, _ = loaded
-    org_id, hour = 9_017, datetime(2026, 11, 21, 10, tzinfo=UTC)
-    counts = {300: 66_000, 400: 70_000, 401: 3}
-    n = sum(counts.values())
-    store.client.insert(
-        store.table("rollup_1hour"),
-        [[org_id, hour, 1, "huge", True, n, n, float(n), counts]],
-        column_names=[
-            "org_id",
-            "bucket_start",
-            "project_id",
-            "model",
-            "llm_call",
-            "span_count",
-            "duration_count",
-            "duration_sum",
-            "latency_bins",
-        ],
-    )
-    spec = FilterSpec(relative=None, start=hour, end=hour + timedelta(hours=1))
-    query = MetricQuery(series=SERIES, filters=spec, bucket=None, group_by=())
-    result = run_metrics(
-        store.engine, admin_scope(org_id), query, now=hour + timedelta(hours=2), force="rollup"
-    )
-    assert result.grains == ("1hour",)
-    assert {int(b): int(result.sketch[b]) for b in np.flatnonzero(result.sketch)} == counts
-    # the spans the row stands for, each its bin's value: polars' percentiles of them
-    values = pl.Series(
-        [latency_bins.representative(b) for b, c in counts.items() for _ in range(c)]
-    )
-    got = result.frame.to_dicts()[0]
-    assert got["request_count.count"] == n
-    for p, q in PERCENTILES.items():
-        assert got[f"duration_ms.{p}"] == pytest.approx(values.quantile(q, "linear"), rel=1e-12), p

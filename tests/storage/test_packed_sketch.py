@@ -16,7 +16,6 @@ from observatory_core.storage.latency_bins import BINS
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.packed_sketch import (
     decode,
-    decode_hex,
     dense,
     encode,
     sketch_add,
@@ -144,8 +143,8 @@ def test_sketch_of_counts_each_bin_and_skips_nulls(engine):
 
 
 def test_decode_of_nothing_is_empty():
-    for rows, bins, counts in (decode([]), decode_hex([]), decode_hex([None, ""])):
-        assert len(rows) == len(bins) == len(counts) == 0
+    rows, bins, counts = decode([])
+    assert len(rows) == len(bins) == len(counts) == 0
     assert dense([]).shape == (0, BINS)
     np.testing.assert_array_equal(dense([None, b""]), np.zeros((2, BINS)))
 
@@ -155,10 +154,7 @@ def test_decode_of_nothing_is_empty():
     [(3, 40), (60, 1), (60, 3)],  # few rows of many merged sketches (summed densely); many
     ids=["dense", "sorted", "runs"],  # stored rows alone (already sorted); many short runs
 )
-@pytest.mark.parametrize("hexed", [False, True], ids=["bytes", "hex"])
-def test_decode_sums_each_rows_records_per_bin(rows, parts, hexed):
-    """`decode_hex` (the span store's reads: the records as the engine's `hex` writes them,
-    upper case) gives what `decode` gives of the same bytes."""
+def test_decode_sums_each_rows_records_per_bin(rows, parts):
     want = np.zeros((rows + 1, BINS), dtype=np.int64)  # one more row: the empty sketch
     values = []
     for r in range(rows):
@@ -169,10 +165,7 @@ def test_decode_sums_each_rows_records_per_bin(rows, parts, hexed):
             pieces.append(_shuffled(counts) if parts > 1 else _records(counts))
         values.append(b"".join(pieces))
     values.append(None)
-    if hexed:
-        got_rows, got_bins, got_counts = decode_hex([v and v.hex().upper() for v in values])
-    else:
-        got_rows, got_bins, got_counts = decode(values)
+    got_rows, got_bins, got_counts = decode(values)
     at = np.nonzero(want)  # row then bin, ascending: the order decode promises
     np.testing.assert_array_equal(got_rows, at[0])
     np.testing.assert_array_equal(got_bins, at[1])

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 
 def records(bins_counts: str) -> str:
-    """The records of an array of (bin, count) tuples, ascending by bin: a compacted sketch
-    when each bin is there once, else one whose repeated bins a read adds (`decode`)."""
+    """A compacted sketch from an array of (bin, count) tuples, ascending by bin."""
     return (
         "arrayStringConcat(arrayMap(bc -> arrayStringConcat(arrayMap(k -> reverse(reinterpret("
         "toUInt32(bitShiftLeft(toUInt32(bc.1), 16) + least(65535, bc.2 - k * 65535)), "

@@ -159,7 +159,7 @@ class Store(ABC):
     # newest-copy derived table, so traces mode takes its uncorrelated plans there.
     correlated_reads: bool = True
     # Whether the rollups keep the latency bins as a map bin -> count (`latency_bins`, filled
-    # with `bin_map`, read with `bin_map_records`) rather than the packed
+    # with `bin_map`, read with `bin_map_bins`/`bin_map_counts`) rather than the packed
     # latency sketch: the span store's. The same bins either way (storage/latency_bins.py).
     rollup_bin_maps: bool = False
     # Whether the metrics engine may read a declared dimension from its slot (`rollups/

@@ -110,11 +110,7 @@ def test_rollups_count_each_span_once_by_hour_as_polars_does(loaded):
 
 
 def test_the_day_rollup_holds_the_same_spans_and_its_bins_their_latency(loaded):
-    from sqlalchemy import literal_column
-
     from observatory_core.metrics.rollup_path import merged_bins, percentiles_from_sketches
-    from observatory_core.storage.clickhouse.layout import sql
-    from observatory_core.storage.dialect import bin_map_records
     from observatory_core.storage.latency_bins import RELATIVE_BOUND
 
     store, _ = loaded
@@ -124,14 +120,14 @@ def test_the_day_rollup_holds_the_same_spans_and_its_bins_their_latency(loaded):
             store, f"SELECT sum(span_count) FROM {{db}}.rollup_{grain} WHERE org_id < 90"
         )
         assert n == frame.height
-    # the day rows' maps as the metrics read them (`bin_map_records`, added by `merged_bins`)
-    records = sql(bin_map_records(literal_column("latency_bins")))
     rows = _query(
         store,
-        f"SELECT org_id, {records} FROM {{db}}.rollup_1day WHERE org_id < 90 AND llm_call "
-        "GROUP BY org_id ORDER BY org_id",
+        "SELECT org_id, mapKeys(sumMap(latency_bins)), mapValues(sumMap(latency_bins)) "
+        "FROM {db}.rollup_1day WHERE org_id < 90 AND llm_call GROUP BY org_id ORDER BY org_id",
     )
-    bins = pl.DataFrame({"bin_records": [r[1] for r in rows]})
+    bins = pl.DataFrame(
+        {"bins": [list(r[1]) for r in rows], "bin_counts": [list(r[2]) for r in rows]}
+    )
     p95 = percentiles_from_sketches(merged_bins(bins), len(rows), 0.95)
     got = {r[0]: float(v) for r, v in zip(rows, p95, strict=True)}
     want = dict(
