@@ -66,6 +66,10 @@ def bounded(attributes: dict[str, Any]) -> dict[str, Any]:
         if i >= ATTRIBUTES_MAX_KEYS:
             out["observatory.dropped_attributes"] = len(attributes) - ATTRIBUTES_MAX_KEYS
             break
+        kind = type(value)  # most values are short strings and numbers, kept as they are
+        if (kind is str and len(value) <= ATTRIBUTE_MAX_CHARS) or kind is int or kind is bool:
+            out[key[:256]] = value
+            continue
         flag = [False]
         out[key[:256]] = _bounded(value, flag)
         if flag[0]:
