@@ -359,7 +359,9 @@ def take(attrs: dict[str, Any], names: tuple[str, ...]) -> Any:
     carries the same value (so an attribute sent under two names is not kept twice)."""
     found = None
     for name in names:
-        value = attrs.get(name)
+        if name not in attrs:  # the usual case: nothing to read or remove
+            continue
+        value = attrs[name]
         if value is None or value == "" or value == []:
             attrs.pop(name, None)
             continue

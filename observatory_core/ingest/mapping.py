@@ -76,11 +76,11 @@ class Resource:
         )
 
 
-def _time(nanos: int, what: str, now: datetime) -> datetime:
+def _time(nanos: int, what: str, latest: datetime) -> datetime:
     if nanos <= 0:
         raise Rejected(f"{what} is missing; set start_time_unix_nano and end_time_unix_nano.")
     at = _EPOCH + timedelta(0, 0, nanos // 1000)  # microseconds, given by position: cheaper
-    if at < EARLIEST or at > now + MAX_FUTURE:
+    if at < EARLIEST or at > latest:
         raise Rejected(
             f"{what} {at.isoformat()} is not plausible; send Unix epoch nanoseconds "
             "(check the exporter's clock)."
@@ -194,8 +194,9 @@ def map_span(
 ) -> dict[str, Any]:
     """The span row (before `complete_row`), or `Rejected` saying what is wrong."""
     trace_id, span_id, parent = _ids(span)
-    start = _time(span.start_time_unix_nano, "start time", now)
-    end = _time(span.end_time_unix_nano, "end time", now)
+    latest = now + MAX_FUTURE
+    start = _time(span.start_time_unix_nano, "start time", latest)
+    end = _time(span.end_time_unix_nano, "end time", latest)
     if end < start:
         raise Rejected("The span ends before it starts; check end_time_unix_nano.")
     if end - start > MAX_DURATION:
