@@ -46,7 +46,7 @@ _TEXT_COLUMNS = tuple(c.name for c in spans.columns if c.type.python_type is str
 # gets U+FFFD in its place so a span reads the same wherever it is kept (docs/ingestion.md).
 NUL, REPLACEMENT = "\x00", "\ufffd"
 # text column -> its length (0: unbounded), looked up for a row's own keys only: the defaults
-# fit their columns and hold no NUL (tests/ingest/test_spanrows.py)
+# fit their columns and hold no NUL (tests/ingest/test_mapping_snapshot.py)
 _TEXT_LIMITS = {name: _LENGTHS.get(name, 0) for name in _TEXT_COLUMNS}
 _CONTAINERS = (dict, list, tuple)
 

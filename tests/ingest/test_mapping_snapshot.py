@@ -11,9 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+from observatory_core.ingest import conventions as cv
+from observatory_core.ingest import spanrows
 from observatory_core.ingest.apikeys import KeyInfo
+from observatory_core.ingest.mapping import FREE_TEXT, Rejected, Resource, map_span
 from observatory_core.ingest.otlp import parse_request
-from observatory_core.ingest.pricing import set_org_price
+from observatory_core.ingest.pricing import PriceBook, set_org_price
 from observatory_core.ingest.receiver import Receiver
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
@@ -53,6 +56,46 @@ def test_the_corpus_maps_to_the_recorded_rows(tmp_path):
     assert now.keys() == recorded.keys()
     changed = [name for name in now if now[name] != recorded[name]]
     assert not changed, f"rows differ from the recorded ones in {changed[:10]}"
+
+
+def test_only_the_free_text_columns_of_a_mapped_row_need_checking():
+    """The receiver checks length and NUL on `FREE_TEXT` only: on every span of the corpus that
+    gives the row checking every column gives, so no other column holds what a sender wrote."""
+    checked = 0
+    for _, body, kind in corpus():
+        for resource_spans in parse_request(body, kind).request.resource_spans:
+            resource = Resource.of(resource_spans.resource)
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    try:
+                        row = map_span(
+                            span,
+                            resource,
+                            scope_spans.scope.name,
+                            org_id=1,
+                            project_id=1,
+                            prices=PriceBook({}),
+                            now=NOW,
+                        )
+                    except (Rejected, RecursionError):
+                        continue
+                    every = spanrows.complete_row(row, 300)  # short: the text cut is exercised
+                    assert repr(spanrows.complete_row(row, 300, FREE_TEXT)) == repr(every)
+                    checked += 1
+    assert checked > 3000
+
+
+def test_the_defaults_fit_their_columns_and_hold_no_nul():
+    """complete_row checks a row's own values only: the defaults it adds must need nothing."""
+    for name, value in spanrows._DEFAULTS.items():
+        if isinstance(value, str):
+            assert len(value) <= spanrows._TEXT_LIMITS[name] and spanrows.NUL not in value
+
+
+def test_each_attribute_name_gives_one_field():
+    """`cv.fields_in` keeps one field per name; a name in two tables would lose one."""
+    names = [name for _, table in cv.CONVENTIONS for name in table]
+    assert len(names) == len(set(names)) == len(cv.FIELD_OF)
 
 
 if __name__ == "__main__":
