@@ -41,6 +41,9 @@ def as_dict(key_values) -> dict[str, Any]:
 
 
 def _bounded(value: Any, cut: list[bool], depth: int = 0) -> Any:
+    kind = type(value)
+    if (kind is str and len(value) <= ATTRIBUTE_MAX_CHARS) or kind is int or kind is bool:
+        return value  # the usual value, told apart without the chain below
     if isinstance(value, str) and len(value) > ATTRIBUTE_MAX_CHARS:
         cut[0] = True
         return value[:ATTRIBUTE_MAX_CHARS]
@@ -66,6 +69,10 @@ def bounded(attributes: dict[str, Any]) -> dict[str, Any]:
         if i >= ATTRIBUTES_MAX_KEYS:
             out["observatory.dropped_attributes"] = len(attributes) - ATTRIBUTES_MAX_KEYS
             break
+        kind = type(value)  # most values are short strings and numbers, kept as they are
+        if (kind is str and len(value) <= ATTRIBUTE_MAX_CHARS) or kind is int or kind is bool:
+            out[key[:256]] = value
+            continue
         flag = [False]
         out[key[:256]] = _bounded(value, flag)
         if flag[0]:

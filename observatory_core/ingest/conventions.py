@@ -124,6 +124,36 @@ METADATA = names_for("metadata")
 ERROR_TYPE = names_for("error_type")
 ENVIRONMENT = names_for("environment")
 PROJECT = names_for("project")
+# attribute name -> its field: one pass over a span's few keys says which fields it can give,
+# instead of looking up every name of every convention on every span
+FIELD_OF = {name: field for _, table in CONVENTIONS for name, field in table.items()}
+
+
+# Keys read by their prefix (indexed messages, Langfuse metadata, association properties): a
+# span without any skips those reads.
+PREFIXED = (
+    "gen_ai.prompt.",
+    "llm.input_messages.",
+    "gen_ai.completion.",
+    "llm.output_messages.",
+    "langfuse.metadata.",
+    "traceloop.association.properties.",
+)
+
+
+def fields_in(attrs: dict[str, Any]) -> set[str]:
+    """The fields some attribute of `attrs` may give (`take` finds nothing for the others),
+    plus "prefixed" when a key starts with one of `PREFIXED`."""
+    fields = set()
+    for key in attrs:
+        field = FIELD_OF.get(key)
+        if field is not None:
+            fields.add(field)
+        if key.startswith(PREFIXED):  # traceloop's user_id is both
+            fields.add("prefixed")
+    return fields
+
+
 # Traceloop/OpenLLMetry: the app's "association properties" (user and session above; the rest
 # become metadata).
 ASSOCIATION = "traceloop.association.properties."
@@ -215,6 +245,12 @@ INDEXED_TOOL_CALLS = {
         # older GenAI names (LiteLLM's otel callback): gen_ai.completion.N.function_call.name
         re.compile(r"^gen_ai\.completion\.(\d+)\.function_call()\.(name|arguments)$"),
     ),
+}
+
+# What every key an indexed pattern (or its tool calls) can match starts with.
+_INDEXED_PREFIXES = {
+    INDEXED_INPUT: ("gen_ai.prompt.", "llm.input_messages."),
+    INDEXED_OUTPUT: ("gen_ai.completion.", "llm.output_messages."),
 }
 
 
@@ -323,7 +359,9 @@ def take(attrs: dict[str, Any], names: tuple[str, ...]) -> Any:
     carries the same value (so an attribute sent under two names is not kept twice)."""
     found = None
     for name in names:
-        value = attrs.get(name)
+        if name not in attrs:  # the usual case: nothing to read or remove
+            continue
+        value = attrs[name]
         if value is None or value == "" or value == []:
             attrs.pop(name, None)
             continue
@@ -335,10 +373,10 @@ def take(attrs: dict[str, Any], names: tuple[str, ...]) -> Any:
     return found
 
 
-def operation(attrs: dict[str, Any]) -> str:
+def operation(attrs: dict[str, Any], fields: set[str] | None = None) -> str:
     """The GenAI operation name first, then OpenInference's span kind, then Traceloop's request
-    type and span kind (a workflow or task span is `other`)."""
-    raw = take(attrs, OPERATION)
+    type and span kind (a workflow or task span is `other`). `fields`: `fields_in(attrs)`."""
+    raw = take(attrs, OPERATION) if fields is None or "operation" in fields else None
     kind = attrs.pop(OPENINFERENCE_KIND, None)
     request_type = attrs.pop(TRACELOOP_REQUEST_TYPE, None)
     traceloop_kind = attrs.pop(TRACELOOP_KIND, None)
@@ -447,6 +485,9 @@ def messages_text(value: Any) -> str | None:
 def indexed_messages(attrs: dict[str, Any], pattern: re.Pattern) -> list[dict[str, Any]]:
     """`gen_ai.prompt.0.content` / `llm.input_messages.0.message.content` style attributes, as
     messages in order (empty when there are none)."""
+    prefixes = _INDEXED_PREFIXES[pattern]
+    if not any(key.startswith(prefixes) for key in attrs):  # the usual span: none at all
+        return []
     found: dict[int, dict[str, Any]] = {}
     for key in [k for k in attrs if pattern.match(k)]:
         index, field = pattern.match(key).groups()
@@ -470,14 +511,21 @@ def _json_or_text(value: Any) -> Any:
         return value
 
 
-def message_text(attrs: dict[str, Any], names: tuple[str, ...], pattern: re.Pattern):
+def message_text(
+    attrs: dict[str, Any],
+    names: tuple[str, ...],
+    pattern: re.Pattern,
+    fields: set[str] | None = None,
+    field: str = "",
+):
     """Readable text: the per-message attributes when the span has them (OpenInference's
     `input.value` is then the raw request JSON, kept in `attributes`), else the first of
-    `names`. Also returns the indexed messages, which may carry a finish reason."""
-    indexed = indexed_messages(attrs, pattern)
+    `names`. Also returns the indexed messages, which may carry a finish reason. `fields`
+    (`fields_in(attrs)`) skips what the span cannot have: `names` when `field` is not in it."""
+    indexed = indexed_messages(attrs, pattern) if fields is None or "prefixed" in fields else []
     if indexed:
         return messages_text(indexed), indexed
-    return messages_text(take(attrs, names)), []
+    return messages_text(take(attrs, names) if fields is None or field in fields else None), []
 
 
 _SPECIAL = (

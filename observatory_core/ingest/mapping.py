@@ -29,6 +29,25 @@ _CONTENT_EVENTS = {
 }
 
 
+# The text columns of a mapped row that hold what the sender wrote; the others (ids as hex,
+# operation, status, cost source) are made here and fit their columns (`complete_row`).
+FREE_TEXT = (
+    "name",
+    "provider",
+    "model",
+    "environment",
+    "service_name",
+    "user_id",
+    "session_id",
+    "error_type",
+    "error_message",
+    "finish_reason",
+    "input_text",
+    "output_text",
+    "scope_name",
+)
+
+
 class Rejected(Exception):
     """Why one span was not stored; the message names the span and the fix."""
 
@@ -57,11 +76,11 @@ class Resource:
         )
 
 
-def _time(nanos: int, what: str, now: datetime) -> datetime:
+def _time(nanos: int, what: str, latest: datetime) -> datetime:
     if nanos <= 0:
         raise Rejected(f"{what} is missing; set start_time_unix_nano and end_time_unix_nano.")
-    at = _EPOCH + timedelta(microseconds=nanos // 1000)
-    if at < EARLIEST or at > now + MAX_FUTURE:
+    at = _EPOCH + timedelta(0, 0, nanos // 1000)  # microseconds, given by position: cheaper
+    if at < EARLIEST or at > latest:
         raise Rejected(
             f"{what} {at.isoformat()} is not plausible; send Unix epoch nanoseconds "
             "(check the exporter's clock)."
@@ -69,19 +88,40 @@ def _time(nanos: int, what: str, now: datetime) -> datetime:
     return at
 
 
+_ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
+
+
 def _ids(span) -> tuple[str, str, str | None]:
-    if len(span.trace_id) != 16 or not any(span.trace_id):
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
         raise Rejected("trace_id must be 16 bytes (32 hex characters) and not all zero.")
-    if len(span.span_id) != 8 or not any(span.span_id):
+    if len(span_id) != 8 or span_id == _ZERO_SPAN:
         raise Rejected("span_id must be 8 bytes (16 hex characters) and not all zero.")
-    parent = span.parent_span_id
     if parent and len(parent) != 8:
         raise Rejected("parent_span_id must be empty or 8 bytes (16 hex characters).")
-    return span.trace_id.hex(), span.span_id.hex(), parent.hex() if any(parent) else None
+    return trace_id.hex(), span_id.hex(), parent.hex() if parent and parent != _ZERO_SPAN else None
 
 
-def _tokens(attrs: dict[str, Any], names: tuple[str, ...], what: str) -> int:
-    value = cv.take(attrs, names)
+# The fields read by name alone (the operation and the text have readers of their own), each
+# taken only when `cv.fields_in` found one of its names: most spans carry a few of them.
+_TAKEN = (
+    ("provider", cv.PROVIDER),
+    ("model", cv.MODEL),
+    ("input_tokens", cv.INPUT_TOKENS),
+    ("output_tokens", cv.OUTPUT_TOKENS),
+    ("total_tokens", cv.TOTAL_TOKENS),
+    ("cost", cv.COST),
+    ("finish_reason", cv.FINISH),
+    ("ttft_seconds", cv.TTFT_SECONDS),
+    ("error_type", cv.ERROR_TYPE),
+    ("metadata", cv.METADATA),
+    ("tags", cv.TAGS),
+    ("user_id", cv.USER),
+    ("session_id", cv.SESSION),
+)
+
+
+def _tokens(value: Any, what: str) -> int:
     if value is None:
         return 0
     try:
@@ -93,8 +133,7 @@ def _tokens(attrs: dict[str, Any], names: tuple[str, ...], what: str) -> int:
     return number
 
 
-def _reported_cost(attrs: dict[str, Any]) -> float | None:
-    value = cv.take(attrs, cv.COST)
+def _reported_cost(value: Any) -> float | None:
     if value is None:
         return None
     try:
@@ -155,8 +194,9 @@ def map_span(
 ) -> dict[str, Any]:
     """The span row (before `complete_row`), or `Rejected` saying what is wrong."""
     trace_id, span_id, parent = _ids(span)
-    start = _time(span.start_time_unix_nano, "start time", now)
-    end = _time(span.end_time_unix_nano, "end time", now)
+    latest = now + MAX_FUTURE
+    start = _time(span.start_time_unix_nano, "start time", latest)
+    end = _time(span.end_time_unix_nano, "end time", latest)
     if end < start:
         raise Rejected("The span ends before it starts; check end_time_unix_nano.")
     if end - start > MAX_DURATION:
@@ -172,12 +212,17 @@ def map_span(
             attrs[key] = event["attributes"][key]
             events.remove(event)
     cv.ai_sdk(attrs)  # the Vercel AI SDK's provider-call spans, as GenAI names
-    operation = cv.operation(attrs)
-    provider, model = _str(cv.take(attrs, cv.PROVIDER)), _str(cv.take(attrs, cv.MODEL))
+    # no attribute is added below until the mapped ones are taken, so this stays true
+    fields = cv.fields_in(attrs)
+    operation = cv.operation(attrs, fields)
+    # each field's names are its own, so the order of these takes changes nothing
+    taken = {field: cv.take(attrs, names) for field, names in _TAKEN if field in fields}
+    value = taken.get
+    provider, model = _str(value("provider")), _str(value("model"))
     model = model or cv.invocation_model(attrs)  # a failed OpenInference call names it only there
-    input_tokens = _tokens(attrs, cv.INPUT_TOKENS, "input tokens")
-    output_tokens = _tokens(attrs, cv.OUTPUT_TOKENS, "output tokens")
-    total = _tokens(attrs, cv.TOTAL_TOKENS, "total tokens")
+    input_tokens = _tokens(value("input_tokens"), "input tokens")
+    output_tokens = _tokens(value("output_tokens"), "output tokens")
+    total = _tokens(value("total_tokens"), "total tokens")
     if total and not input_tokens and not output_tokens:
         input_tokens = total
     if input_tokens + output_tokens > MAX_TOKENS:
@@ -186,21 +231,27 @@ def map_span(
             f"{input_tokens + output_tokens}."
         )
     cost = prices.cost(
-        org_id, provider, model, input_tokens, output_tokens, start, _reported_cost(attrs)
+        org_id, provider, model, input_tokens, output_tokens, start, _reported_cost(value("cost"))
     )
-    input_text, _ = cv.message_text(attrs, cv.INPUT_MESSAGES, cv.INDEXED_INPUT)
-    output_text, outputs = cv.message_text(attrs, cv.OUTPUT_MESSAGES, cv.INDEXED_OUTPUT)
-    finish = as_list(cv.take(attrs, cv.FINISH)) or [
+    input_text, _ = cv.message_text(
+        attrs, cv.INPUT_MESSAGES, cv.INDEXED_INPUT, fields, "input_text"
+    )
+    output_text, outputs = cv.message_text(
+        attrs, cv.OUTPUT_MESSAGES, cv.INDEXED_OUTPUT, fields, "output_text"
+    )
+    finish = as_list(value("finish_reason")) or [
         m["finish_reason"] for m in outputs if m.get("finish_reason")
     ]
-    ttft = cv.take(attrs, cv.TTFT_SECONDS) or cv.first_token_seconds(span)
-    error_type = _str(cv.take(attrs, cv.ERROR_TYPE)) or error_type
-    metadata = as_object(cv.take(attrs, cv.METADATA)) or {}
-    for key in [k for k in attrs if k.startswith("langfuse.metadata.")]:
+    ttft = value("ttft_seconds") or (cv.first_token_seconds(span) if span.events else None)
+    error_type = _str(value("error_type")) or error_type
+    metadata = as_object(value("metadata")) or {}
+    prefixed = "prefixed" in fields
+    for key in [k for k in attrs if k.startswith("langfuse.metadata.")] if prefixed else ():
         metadata[key.removeprefix("langfuse.metadata.")] = attrs.pop(key)
-    tags = [str(t) for t in as_list(cv.take(attrs, cv.TAGS)) if t is not None]
-    user_id, session_id = _str(cv.take(attrs, cv.USER)), _str(cv.take(attrs, cv.SESSION))
-    metadata.update(cv.association_metadata(attrs))
+    tags = [str(t) for t in as_list(value("tags")) if t is not None]
+    user_id, session_id = _str(value("user_id")), _str(value("session_id"))
+    if prefixed:
+        metadata.update(cv.association_metadata(attrs))
     for noise in ("input.mime_type", "output.mime_type"):
         attrs.pop(noise, None)
     attrs["otel.scope.name"] = scope_name

@@ -148,8 +148,13 @@ class PriceBook:
             return Cost(total * share, total * (1 - share), "reported")
         if not model:
             return UNPRICED if (input_tokens or output_tokens) else Cost(0.0, 0.0, "computed")
-        at = as_utc(at)
-        custom = self.overrides.get((org_id, (provider or "").lower(), model))
+        if at.tzinfo is not UTC:  # the mapping's times already are
+            at = as_utc(at)
+        custom = (
+            self.overrides.get((org_id, (provider or "").lower(), model))
+            if self.overrides
+            else None
+        )
         if custom:
             idx = bisect.bisect_right([c[0] for c in custom], at) - 1
             if idx >= 0:

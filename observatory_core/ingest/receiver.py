@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from observatory_core.accounts.tenancy import ensure_project
 from observatory_core.base import prometheus
 from observatory_core.ingest.apikeys import BadKey, KeyInfo, key_from_headers, verify_key
-from observatory_core.ingest.mapping import Rejected, Resource, map_span
+from observatory_core.ingest.mapping import FREE_TEXT, Rejected, Resource, map_span
 from observatory_core.ingest.otlp import (
     JSON,
     BadPayload,
@@ -180,7 +180,7 @@ class Receiver:
                         why = exc if isinstance(exc, Rejected) else "values nested too deeply."
                         decoded.reject(1, f"{span_label(span.name, span.span_id)}: {why}")
                         continue
-                    decoded.rows.append(complete_row(row, self.text_max_chars))
+                    decoded.rows.append(complete_row(row, self.text_max_chars, FREE_TEXT))
         prometheus.ingest_decoded(len(decoded.rows), decoded.rejected)
         return decoded
 

@@ -45,6 +45,9 @@ _TEXT_COLUMNS = tuple(c.name for c in spans.columns if c.type.python_type is str
 # PostgreSQL cannot hold U+0000 in text or jsonb, and tool output often carries it; every store
 # gets U+FFFD in its place so a span reads the same wherever it is kept (docs/ingestion.md).
 NUL, REPLACEMENT = "\x00", "\ufffd"
+# text column -> its length (0: unbounded), looked up for a row's own keys only: the defaults
+# fit their columns and hold no NUL (tests/ingest/test_mapping_snapshot.py)
+_TEXT_LIMITS = {name: _LENGTHS.get(name, 0) for name in _TEXT_COLUMNS}
 _CONTAINERS = (dict, list, tuple)
 
 
@@ -98,8 +101,12 @@ def cut_text(value: str | None, max_chars: int) -> tuple[str | None, bool]:
     return value[:max_chars], True
 
 
-def complete_row(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
-    """A full row: defaults, totals, duration, the text cut at `max_chars`, no NUL anywhere."""
+def complete_row(
+    row: dict[str, Any], max_chars: int, free_text: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """A full row: defaults, totals, duration, the text cut at `max_chars`, no NUL anywhere.
+    `free_text`: the only text columns of `row` that may be too long or hold NUL (the OTLP
+    mapping's `FREE_TEXT`: it makes the others itself), checked instead of all of the row's."""
     out = {**_DEFAULTS, **row}
     out["total_tokens"] = int(out["input_tokens"] or 0) + int(out["output_tokens"] or 0)
     out["total_cost_usd"] = float(out["input_cost_usd"] or 0) + float(out["output_cost_usd"] or 0)
@@ -110,20 +117,25 @@ def complete_row(row: dict[str, Any], max_chars: int) -> dict[str, Any]:
     out["input_text"], cut_in = cut_text(out["input_text"], max_chars)
     out["output_text"], cut_out = cut_text(out["output_text"], max_chars)
     out["text_truncated"] = bool(row.get("text_truncated")) or cut_in or cut_out
-    for name, length in _LENGTHS.items():
-        value = out.get(name)
-        if isinstance(value, str) and len(value) > length:
-            out[name] = value[:length]
+    limits = _TEXT_LIMITS
+    for name in row if free_text is None else free_text:  # cut to the column, then no NUL
+        if name in limits:
+            value = out[name]
+            if isinstance(value, str):
+                length = limits[name]
+                if length and len(value) > length:
+                    value = out[name] = value[:length]
+                if NUL in value:
+                    out[name] = value.replace(NUL, REPLACEMENT)
     out.setdefault("tags", [])
     out.setdefault("metadata", {})
     out.setdefault("attributes", {})
     if out.get("scope_name") is None:  # who sent it, kept as an attribute by the mapping
         scope_name = out["attributes"].get("otel.scope.name")
-        out["scope_name"] = scope_name if isinstance(scope_name, str) and scope_name else None
-    for name in _TEXT_COLUMNS:
-        value = out.get(name)
-        if isinstance(value, str) and NUL in value:
-            out[name] = value.replace(NUL, REPLACEMENT)
+        if isinstance(scope_name, str) and scope_name:  # not cut, as before
+            out["scope_name"] = scope_name.replace(NUL, REPLACEMENT)
+        else:
+            out["scope_name"] = None
     for name in _JSON_COLUMNS:
         out[name] = without_nul(out[name])
     return out
