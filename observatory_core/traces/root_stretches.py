@@ -41,6 +41,18 @@ from observatory_core.traces.paging import position_time
 STRETCH_PER_ROW = (4, 32)
 
 
+def traces_matching(conn: Connection, scope: Scope, where: list) -> Select:
+    """The ids of the traces with a span passing `where` (for a `trace_id IN`). A filter on what
+    every copy of a span holds alike (the window, the projects, the pin: `same_in_every_copy`)
+    is passed by a span's newest copy exactly when it is passed by one of its copies, so the
+    span store then reads them from the copies, without picking each span's newest copy."""
+    matching = scoped_spans(scope, spans.c.trace_id).where(*where)
+    store = store_for(conn)
+    if store.pages_by_prefix and all(same_in_every_copy(c) for c in where):
+        return store.span_copies(matching)
+    return matching
+
+
 def roots_by_stretch(
     conn: Connection,
     scope: Scope,
@@ -55,9 +67,6 @@ def roots_by_stretch(
     (the caller reads it plainly). `roots`: the page's roots under the pin and after the cursor,
     without the matching condition; `where`: the filter on spans, as the plain read's."""
     store, key = store_for(conn), spans.c.start_time
-    # a filter on what every copy holds alike: a trace has a matching span when it has a
-    # matching copy, so its traces are read from the copies (no newest-copy choice)
-    alike = all(same_in_every_copy(c) for c in where)
     copies = scoped_spans(scope, key).where(spans.c.parent_span_id.is_(None), *where)
     if position:  # the keyset's start time as a plain bound: the store applies it first
         copies = copies.where(key <= literal(position_time(position), type_=key.type))
@@ -70,11 +79,7 @@ def roots_by_stretch(
         reaching = store.span_copies(
             scoped_spans(scope, spans.c.trace_id).where(key >= edge, pinned)
         )
-        matching = scoped_spans(scope, spans.c.trace_id).where(
-            *where, spans.c.trace_id.in_(reaching)
-        )
-        if alike:
-            matching = store.span_copies(matching)
+        matching = traces_matching(conn, scope, [*where, spans.c.trace_id.in_(reaching)])
         bounded = roots.where(key >= edge, spans.c.trace_id.in_(matching))
         page = conn.execute(bounded.order_by(key.desc(), spans.c.id.desc()).limit(limit + 1))
         rows = [dict(r) for r in page.mappings()]

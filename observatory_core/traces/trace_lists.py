@@ -35,7 +35,7 @@ from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
-from observatory_core.traces.root_stretches import roots_by_stretch
+from observatory_core.traces.root_stretches import roots_by_stretch, traces_matching
 
 
 def tree_totals(scope: Scope, which, max_id: int):
@@ -351,7 +351,7 @@ def read_by_tree(
         if by_window:
             per_trace = _totals_by_window(scope, spec, where, as_of, max_id)
         else:
-            matching = scoped_spans(scope, spans.c.trace_id).where(*where)
+            matching = traces_matching(conn, scope, where)
             per_trace = summed_totals(scope, trace_totals.c.trace_id.in_(matching)).subquery(
                 "per_trace"
             )
@@ -416,7 +416,7 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
             for name, value in recomputed.items()
         }
     else:
-        late = scoped_spans(scope, spans.c.trace_id).where(arrival_order(spans.c.id) > max_id)
+        late = traces_matching(conn, scope, [arrival_order(spans.c.id) > max_id])
         grouped = (
             scoped_spans(
                 scope,
