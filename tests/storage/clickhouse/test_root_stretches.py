@@ -248,3 +248,43 @@ def test_a_filter_the_stretches_hold_too_few_matching_roots_of_is_read_plainly(
     walked, _ = _walk(store, scope, spec, 2)
     assert stretches[0] is False  # neither stretch held a full page
     assert [r["span_id"] for r in walked] == [r["span_id"] for r in old]
+
+
+@pytest.mark.parametrize("status", ["error", None])
+def test_traces_by_tree_cost_are_judged_by_each_spans_newest_copy(merges_stopped, status):
+    """By a tree total the matching traces' ids come from the stored copies only for a filter
+    every copy holds alike (`traces_matching`): a child whose older copy is an error and newest
+    is not leaves its trace out of "error", and the reverse brings it in."""
+    store, org = merges_stopped, 9_975 if status else 9_974
+    when = END - timedelta(hours=1)
+    traces = _traces(org, when, 12, 1)
+    for i, trace in enumerate(traces):
+        trace[0]["total_cost_usd"] = 0.01 * (i + 1)
+        trace[0]["status"] = "ok"
+    rows = [s for t in traces for s in t]
+    assert write_spans(store, rows) == len(rows)
+    firsts = [t[1]["span_id"] for t in traces]
+    _copy(store, org, firsts[1:12:4], "'ok' AS status")  # older copy an error only
+    _copy(store, org, firsts[0:12:4], "'error' AS status")  # newest copy an error only
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    window = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    spec = window.replace(statuses=(status,)) if status else window
+    walked, cursor = [], None
+    while True:
+        page = list_spans(
+            store.engine,
+            scope,
+            spec,
+            mode="traces",
+            sort="total_cost_usd",
+            limit=3,
+            cursor=cursor,
+            now=END,
+        )
+        walked += page.rows
+        if not page.next_cursor:
+            break
+        cursor = page.next_cursor
+    want = _expected(store, org, 2**63 - 1, spec, status)
+    ids = [r["span_id"] for r in walked]
+    assert len(set(ids)) == len(ids) and set(ids) == set(want["span_id"])
