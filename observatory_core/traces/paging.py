@@ -23,6 +23,12 @@ def after(key, last_id, cursor: Cursor):
     return tuple_(key, last_id) > here
 
 
+def position_time(cursor: Cursor) -> datetime:
+    """A keyset position's start time (a cursor carries it as text)."""
+    value = cursor.value
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def _cursor_value(value):
     return value.isoformat() if isinstance(value, datetime) else value
 

@@ -27,7 +27,7 @@ from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor, decode_cursor
 from observatory_core.traces.fields import KEY_FIELDS, field_column, resolve_fields
 from observatory_core.traces.narrowed_pages import narrowed_page
-from observatory_core.traces.paging import after, page_end
+from observatory_core.traces.paging import after, page_end, position_time
 from observatory_core.traces.trace_lists import read_by_tree, read_roots
 
 SORTS = ("start_time", "duration_ms", "total_cost_usd", "total_tokens")
@@ -256,12 +256,6 @@ def _by_prefix(conn: Connection, where: list) -> bool:
     return store_for(conn).pages_by_prefix and not searched
 
 
-def _position_time(position) -> datetime:
-    """A keyset position's start time (a cursor carries it as text)."""
-    value = position.value
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
 def _prefix_page(conn, scope, query, where, key, order, direction, limit, position):
     """The page by start time from the spans within a stretch of the window's first stored
     copies (after the cursor), or None when no stretch held a full page.
@@ -273,7 +267,7 @@ def _prefix_page(conn, scope, query, where, key, order, direction, limit, positi
     store, desc = store_for(conn), direction == "desc"
     copies = scoped_spans(scope, key).where(*where)
     if position:  # the keyset's start time as a plain bound: the store applies it first
-        plain = literal(_position_time(position), type_=key.type)
+        plain = literal(position_time(position), type_=key.type)
         bound = key <= plain if desc else key >= plain
         query, copies = query.where(bound), copies.where(bound)
     for per_row in _STRETCH_PER_ROW:
@@ -317,7 +311,10 @@ def _read(
     wanted = tuple(dict.fromkeys((*KEY_FIELDS, sort, *shown)))
     columns = [field_column(f) for f in wanted]
     if mode == "traces":
-        read = partial(read_roots if sort in ROOT_SORTS else read_by_tree, spec=spec)
+        if sort in ROOT_SORTS:
+            read = partial(read_roots, spec=spec, by_prefix=_by_prefix(conn, where))
+        else:
+            read = partial(read_by_tree, spec=spec)
         return read(
             conn,
             scope,
@@ -337,7 +334,7 @@ def _read(
     if position:
         query = query.where(after(key, spans.c.id, position))
         if floor and sort == "start_time" and direction == "asc":
-            query = query.where(key >= literal(_position_time(position), type_=key.type))
+            query = query.where(key >= literal(position_time(position), type_=key.type))
     order = (
         (key.desc(), spans.c.id.desc()) if direction == "desc" else (key.asc(), spans.c.id.asc())
     )

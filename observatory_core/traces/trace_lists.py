@@ -35,6 +35,7 @@ from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
+from observatory_core.traces.root_stretches import roots_by_stretch, traces_matching
 
 
 def tree_totals(scope: Scope, which, max_id: int):
@@ -88,6 +89,7 @@ def read_roots(
     as_of: datetime,
     max_id: int,
     count: bool,
+    by_prefix: bool = False,
 ) -> tuple[list[dict], str | None, int | None]:
     """Traces sorted by their root's start: page through roots first, then total only that page.
 
@@ -95,7 +97,8 @@ def read_roots(
     roots index and totalling 50 trees is what a first page needs. For the default view
     (`_walks_from_newest`) each root is checked against its trace's trace_totals rows (an index
     probe), not by collecting the trace ids of every span in the window first (~600 ms at 1M
-    spans on SQLite).
+    spans on SQLite). `by_prefix` (the span store, no text search): newest first, the page is
+    read within a stretch of the first stored root copies (`root_stretches.py`).
     """
     matching = spans.c.trace_id.in_(scoped_spans(scope, spans.c.trace_id).where(*where))
     has_match = matching
@@ -111,15 +114,24 @@ def read_roots(
             .exists()
         )
     roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(
-        spans.c.parent_span_id.is_(None), has_match, pinned
+        spans.c.parent_span_id.is_(None), pinned
     )
     key = spans.c[sort]
     if position:
         roots = roots.where(after(key, spans.c.id, position))
-    order = (
-        (key.desc(), spans.c.id.desc()) if direction == "desc" else (key.asc(), spans.c.id.asc())
-    )
-    rows = [dict(r) for r in conn.execute(roots.order_by(*order).limit(limit + 1)).mappings()]
+    rows = None
+    if by_prefix and direction == "desc":  # the span store: within a stretch of root copies
+        rows = roots_by_stretch(
+            conn, scope, where, roots, limit=limit, position=position, pinned=pinned
+        )
+    if rows is None:
+        order = (
+            (key.desc(), spans.c.id.desc())
+            if direction == "desc"
+            else (key.asc(), spans.c.id.asc())
+        )
+        page = conn.execute(roots.where(has_match).order_by(*order).limit(limit + 1))
+        rows = [dict(r) for r in page.mappings()]
     rows, next_cursor = page_end(rows, limit, sort, direction, as_of, max_id)
     ids = [r["trace_id"] for r in rows]
     tree = tree_totals(scope, spans.c.trace_id.in_(ids), max_id)
@@ -339,7 +351,7 @@ def read_by_tree(
         if by_window:
             per_trace = _totals_by_window(scope, spec, where, as_of, max_id)
         else:
-            matching = scoped_spans(scope, spans.c.trace_id).where(*where)
+            matching = traces_matching(conn, scope, where)
             per_trace = summed_totals(scope, trace_totals.c.trace_id.in_(matching)).subquery(
                 "per_trace"
             )
@@ -404,7 +416,7 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
             for name, value in recomputed.items()
         }
     else:
-        late = scoped_spans(scope, spans.c.trace_id).where(arrival_order(spans.c.id) > max_id)
+        late = traces_matching(conn, scope, [arrival_order(spans.c.id) > max_id])
         grouped = (
             scoped_spans(
                 scope,

@@ -181,7 +181,9 @@ class Store(ABC):
 
     def span_copies(self, query: Select) -> Select:
         """`query` told to read every stored copy of a span, not one row per span: for a bound
-        on a page's start times, never for an answer. Here, where a span is one row, unchanged."""
+        on a page's start times, or a set of traces that any copy gives alike (a filter on what
+        every copy holds, traces/root_stretches.py), never for an answer. Here, where a span is
+        one row, unchanged."""
         return query
 
     def starts_among(self, starts: list[datetime]) -> ColumnElement[bool]:

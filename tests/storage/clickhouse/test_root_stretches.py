@@ -1,0 +1,290 @@
+"""Traces mode by the root's start on the span store, newest first, read within a stretch of the
+first stored root copies (traces/root_stretches.py): roots sharing a start time across the
+stretches' edges and the pages' ends, racing copies of roots and of their children (a later copy
+flipping a status, or making a root a child and back), roots starting before and after the
+window, a trace whose root arrives after the pin and one that grows while paged. The references:
+polars over the stored copies (each span judged by its newest copy under the pin) and the plain
+read (`trace_lists.read_roots` without the stretch), page by page."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+from observatory_core.accounts.permissions import Role
+from observatory_core.accounts.scope import Scope
+from observatory_core.filters.spec import FilterSpec
+from observatory_core.storage.clickhouse.writes import write_spans
+from observatory_core.traces import trace_lists
+from observatory_core.traces.cursor import decode_cursor
+from observatory_core.traces.query import list_spans
+from tests.helpers import child_of, span
+from tests.storage.clickhouse.conftest import END
+
+
+@pytest.fixture
+def merges_stopped(chdb_store):
+    """The older copies kept (a merge keeps the newest alone)."""
+    table = chdb_store.table("spans")
+    chdb_store.client.command(f"SYSTEM STOP MERGES {table}")
+    yield chdb_store
+    chdb_store.client.command(f"SYSTEM START MERGES {table}")
+
+
+@pytest.fixture
+def stretches(monkeypatch):
+    """How many pages the stretch answered (None: the plain read took over)."""
+    answered: list[bool] = []
+    real = trace_lists.roots_by_stretch
+
+    def spy(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        answered.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(trace_lists, "roots_by_stretch", spy)
+    return answered
+
+
+def _copy(store, org: int, span_ids: list[str], replace: str, later_us: int = 1) -> None:
+    """A racing writer's later copy of these spans, `replace` naming what differs."""
+    table = store.table("spans")
+    listed = ", ".join(f"'{s}'" for s in span_ids)
+    store.client.command(
+        f"INSERT INTO {table} SELECT * REPLACE (version + {later_us} AS version, {replace}) "
+        f"FROM {table} WHERE org_id = {org} AND span_id IN ({listed})"
+    )
+
+
+def _expected(store, org: int, pin: int, spec: FilterSpec, status: str | None) -> pl.DataFrame:
+    """The roots a walk lists, newest first (span id, start, the trace's spans under the pin):
+    each span's newest copy under the pin, a trace listed when one of its spans is in the
+    window (and of the status), by its root."""
+    result = store.client.query(
+        "SELECT trace_id, span_id, parent_span_id, start_time, status, version "
+        f"FROM {store.table('spans')} WHERE org_id = {org}"
+    )
+    columns = ["trace_id", "span_id", "parent", "start_time", "status", "version"]
+    copies = pl.DataFrame(result.result_rows, schema=columns, orient="row")
+    newest = (
+        copies.filter(pl.col("version") <= pin)
+        .sort("version")
+        .group_by("trace_id", "span_id")
+        .agg(pl.col("parent", "start_time", "status").last())
+    )
+    start, end = (t.replace(tzinfo=None) for t in (spec.start, spec.end))
+    hits = newest.filter((pl.col("start_time") >= start) & (pl.col("start_time") < end))
+    if status is not None:
+        hits = hits.filter(pl.col("status") == status)
+    sizes = newest.group_by("trace_id").agg(pl.len().alias("span_count"))
+    roots = newest.filter(
+        pl.col("parent").is_null() & pl.col("trace_id").is_in(hits["trace_id"].to_list())
+    )
+    return roots.join(sizes, on="trace_id").sort("start_time", descending=True)
+
+
+def _walk(store, scope, spec, limit: int, after_first=None) -> tuple[list[dict], int]:
+    """Every page's rows in order, and the pin of the first page."""
+    rows, cursor, pin = [], None, None
+    while True:
+        page = list_spans(
+            store.engine, scope, spec, mode="traces", limit=limit, cursor=cursor, now=END
+        )
+        assert len(page.rows) <= limit
+        rows += page.rows
+        if not page.next_cursor:
+            return rows, pin if pin is not None else 2**63 - 1
+        if pin is None:
+            pin = decode_cursor(page.next_cursor, "start_time", "desc").max_id
+            if after_first is not None:
+                after_first()
+        cursor = page.next_cursor
+
+
+def _plain_walk(store, scope, spec, limit: int, monkeypatch) -> list[dict]:
+    with monkeypatch.context() as m:
+        m.setattr(trace_lists, "roots_by_stretch", lambda *a, **k: None)
+        return _walk(store, scope, spec, limit)[0]
+
+
+def _traces(org: int, when, count: int, per_start: int) -> list[list[dict]]:
+    """`count` traces of a root and two children, `per_start` roots sharing each start time,
+    every third root and every other trace's first child an error."""
+    out = []
+    for i in range(count):
+        start = when - timedelta(minutes=i // per_start)
+        root = span(org, 1 + i % 2, start, status="error" if i % 3 == 0 else "ok")
+        kids = [
+            child_of(root, root["start_time"] + timedelta(seconds=1 + k), status=status)
+            for k, status in enumerate(("error" if i % 2 else "ok", "ok"))
+        ]
+        out.append([root, *kids])
+    return out
+
+
+@pytest.mark.parametrize("per_start", [1, 7])
+def test_pages_of_roots_newest_first_match_the_copies_and_the_plain_read(
+    merges_stopped, stretches, monkeypatch, per_start
+):
+    store, org = merges_stopped, 9_981 + per_start
+    when = END - timedelta(hours=1)
+    traces = _traces(org, when, 42, per_start)
+    # a root starting before the window with a child in it; one starting after the window
+    # with a child in it; a trace of children alone (no root)
+    early = span(org, 1, when - timedelta(hours=3))
+    late = span(org, 2, END + timedelta(minutes=5))
+    orphan = child_of(span(org, 1, when), when - timedelta(minutes=2))
+    extra = [early, child_of(early, when - timedelta(minutes=30), status="error"), late]
+    extra += [child_of(late, when - timedelta(minutes=3)), orphan]
+    rows = [s for t in traces for s in t] + extra
+    assert write_spans(store, rows) == len(rows)
+    roots = [t[0]["span_id"] for t in traces]
+    firsts = [t[1]["span_id"] for t in traces]
+    # racing copies at the stretches' edges and pages' ends: roots flipped to errors, first
+    # children flipped back to ok (the trace then matches "error" only by its older copy),
+    # a root made a child (its trace leaves the list) and a child's copy of a root made a root
+    # again by a still later copy
+    _copy(store, org, roots[2:42:5], "'error' AS status")
+    _copy(store, org, firsts[1:42:4], "'ok' AS status")
+    _copy(store, org, roots[9:42:11], "span_id AS parent_span_id")
+    _copy(store, org, roots[20:21], "CAST(NULL AS Nullable(String)) AS parent_span_id", 5)
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    window = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    for limit in (3, 4):
+        for status in ("error", None):
+            spec = window.replace(statuses=(status,)) if status else window
+            stretches.clear()
+            walked, pin = _walk(store, scope, spec, limit)
+            assert any(stretches), (limit, status)  # the stretch answered some pages
+            want = _expected(store, org, pin, spec, status)
+            ids = [r["span_id"] for r in walked]
+            assert len(set(ids)) == len(ids), (limit, status)
+            assert set(ids) == set(want["span_id"]), (limit, status)
+            starts = [r["start_time"].replace(tzinfo=None) for r in walked]
+            assert starts == sorted(want["start_time"], reverse=True), (limit, status)
+            counts = dict(zip(want["span_id"], want["span_count"], strict=True))
+            assert {r["span_id"]: r["span_count"] for r in walked} == counts
+            plain = _plain_walk(store, scope, spec, limit, monkeypatch)
+            assert walked == plain, (limit, status)
+            assert early["span_id"] in ids  # its child is an error, in the window
+            assert (late["span_id"] in ids) == (status is None)
+
+
+def test_a_root_arriving_after_the_pin_stays_off_and_a_growing_trace_keeps_its_totals(
+    merges_stopped, stretches
+):
+    store, org = merges_stopped, 9_979
+    when = END - timedelta(hours=1)
+    traces = _traces(org, when, 30, 3)
+    # a trace whose children are stored and whose root, starting mid-walk, is not yet
+    pending = span(org, 1, when - timedelta(minutes=5, seconds=30))
+    waiting = [child_of(pending, pending["start_time"] + timedelta(seconds=2))]
+    rows = [s for t in traces for s in t] + waiting
+    assert write_spans(store, rows) == len(rows)
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    spec = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    grown = traces[20][0]
+
+    def arrive() -> None:
+        # after the first page: the pending root, a new child of a later page's trace, a new
+        # trace at the top, and a later copy making a later page's root a child
+        later = [pending, child_of(grown, grown["start_time"] + timedelta(seconds=9))]
+        later.append(span(org, 1, when + timedelta(minutes=1)))
+        write_spans(store, later)
+        _copy(store, org, [traces[25][0]["span_id"]], "span_id AS parent_span_id", 10**12)
+
+    walked, pin = _walk(store, scope, spec, 4, arrive)
+    assert any(stretches[1:])  # later pages read within a stretch too
+    want = _expected(store, org, pin, spec, None)
+    ids = [r["span_id"] for r in walked]
+    assert len(set(ids)) == len(ids) and set(ids) == set(want["span_id"])
+    starts = [r["start_time"].replace(tzinfo=None) for r in walked]
+    assert starts == list(want["start_time"])
+    assert pending["span_id"] not in {r["span_id"] for r in walked}
+    listed = {r["span_id"]: r for r in walked}
+    assert listed[grown["span_id"]]["span_count"] == 3  # its totals as of the pin
+    assert traces[25][0]["span_id"] in listed
+
+
+def test_roots_sharing_the_edge_start_without_later_spans_are_kept(
+    merges_stopped, stretches, monkeypatch
+):
+    """A run of 24 roots sharing one start time at the first stretch's edge, half of them
+    traces of a root alone (no span after the edge but the root): the page reaches into the run
+    and lists them in the id order of the plain read."""
+    store, org = merges_stopped, 9_978
+    when = END - timedelta(hours=1)
+    newer = [span(org, 1, when + timedelta(minutes=m)) for m in (2, 1)]
+    run = [span(org, 1 + i % 2, when) for i in range(24)]
+    kids = [child_of(r, when + timedelta(seconds=3)) for r in run[::2]]
+    older = [span(org, 1, when - timedelta(minutes=m)) for m in range(1, 10)]
+    rows = newer + run + kids + older
+    assert write_spans(store, rows) == len(rows)
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    spec = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    walked, pin = _walk(store, scope, spec, 3)
+    assert stretches[0]  # the first page was read within the stretch
+    assert walked == _plain_walk(store, scope, spec, 3, monkeypatch)
+    want = _expected(store, org, pin, spec, None)
+    assert sorted(r["span_id"] for r in walked) == sorted(want["span_id"])
+
+
+def test_a_filter_the_stretches_hold_too_few_matching_roots_of_is_read_plainly(
+    merges_stopped, stretches
+):
+    """Many recent roots whose older copy is an error and newest is not fill every stretch
+    (judged on the copies) without matching: the page is then read plainly, and holds the
+    older true errors alone."""
+    store, org = merges_stopped, 9_977
+    when = END - timedelta(hours=2)
+    recent = [span(org, 1, when - timedelta(seconds=i), status="error") for i in range(150)]
+    old = [span(org, 1, when - timedelta(hours=1, minutes=i), status="error") for i in range(3)]
+    assert write_spans(store, recent + old) == len(recent) + len(old)
+    _copy(store, org, [r["span_id"] for r in recent], "'ok' AS status")
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    spec = FilterSpec(relative=None, start=when - timedelta(hours=3), end=END, statuses=("error",))
+    walked, _ = _walk(store, scope, spec, 2)
+    assert stretches[0] is False  # neither stretch held a full page
+    assert [r["span_id"] for r in walked] == [r["span_id"] for r in old]
+
+
+@pytest.mark.parametrize("status", ["error", None])
+def test_traces_by_tree_cost_are_judged_by_each_spans_newest_copy(merges_stopped, status):
+    """By a tree total the matching traces' ids come from the stored copies only for a filter
+    every copy holds alike (`traces_matching`): a child whose older copy is an error and newest
+    is not leaves its trace out of "error", and the reverse brings it in."""
+    store, org = merges_stopped, 9_975 if status else 9_974
+    when = END - timedelta(hours=1)
+    traces = _traces(org, when, 12, 1)
+    for i, trace in enumerate(traces):
+        trace[0]["total_cost_usd"] = 0.01 * (i + 1)
+        trace[0]["status"] = "ok"
+    rows = [s for t in traces for s in t]
+    assert write_spans(store, rows) == len(rows)
+    firsts = [t[1]["span_id"] for t in traces]
+    _copy(store, org, firsts[1:12:4], "'ok' AS status")  # older copy an error only
+    _copy(store, org, firsts[0:12:4], "'error' AS status")  # newest copy an error only
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    window = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    spec = window.replace(statuses=(status,)) if status else window
+    walked, cursor = [], None
+    while True:
+        page = list_spans(
+            store.engine,
+            scope,
+            spec,
+            mode="traces",
+            sort="total_cost_usd",
+            limit=3,
+            cursor=cursor,
+            now=END,
+        )
+        walked += page.rows
+        if not page.next_cursor:
+            break
+        cursor = page.next_cursor
+    want = _expected(store, org, 2**63 - 1, spec, status)
+    ids = [r["span_id"] for r in walked]
+    assert len(set(ids)) == len(ids) and set(ids) == set(want["span_id"])
