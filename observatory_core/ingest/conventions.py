@@ -260,6 +260,8 @@ def ai_sdk(attrs: dict[str, Any]) -> None:
     tokens, messages, output text or tool calls, time to first chunk. A wrapper span gets only
     its prompt and answer as text, a tool span its arguments and result."""
     op = attrs.get(AI_SDK_OPERATION)
+    if not isinstance(op, str):  # absent, or a list or map no SDK sends: not its span
+        return
     if op == AI_SDK_TOOL:
         attrs.setdefault("gen_ai.operation.name", "execute_tool")
         _as_text(attrs, "ai.toolCall.args", "gen_ai.input.messages")

@@ -6,6 +6,7 @@ code lives here, so it is tested directly and through the real server alike.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,8 @@ from observatory_core.storage.schema import projects
 CACHE_SECONDS = 60.0
 DEFAULT_PROJECT = "default"
 MAX_REASONS = 3
+UNMAPPED = "could not be read (an error of ours, logged); the other spans were stored."
+log = logging.getLogger("observatory.ingest")
 
 
 @dataclass
@@ -176,11 +179,16 @@ class Receiver:
                             prices=prices,
                             now=now,
                         )
+                        row = complete_row(row, self.text_max_chars, FREE_TEXT)
                     except (Rejected, RecursionError) as exc:
                         why = exc if isinstance(exc, Rejected) else "values nested too deeply."
                         decoded.reject(1, f"{span_label(span.name, span.span_id)}: {why}")
                         continue
-                    decoded.rows.append(complete_row(row, self.text_max_chars, FREE_TEXT))
+                    except Exception:  # a fault of ours on an odd span costs that span alone
+                        log.exception("mapping a span failed")
+                        decoded.reject(1, f"{span_label(span.name, span.span_id)}: {UNMAPPED}")
+                        continue
+                    decoded.rows.append(row)
         prometheus.ingest_decoded(len(decoded.rows), decoded.rejected)
         return decoded
 

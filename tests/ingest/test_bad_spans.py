@@ -234,3 +234,56 @@ def test_import_of_an_export_names_the_row_the_database_refuses(engine, tmp_path
         total = conn.execute(select(func.sum(spans.c.input_tokens))).scalar()
     assert names == {f"row{FFFD}0", f"row{FFFD}2"} and total == 20
     assert_rollups_match_rebuild(engine)
+
+
+def test_odd_values_where_a_convention_expects_text_cost_nothing(route):
+    """`ai.operationId` as a list or a map (no SDK sends one) was a TypeError in the AI SDK
+    convention and an HTTP 500 for the whole request: such a span is stored as a plain span."""
+    send, engine, org_id = route
+    t0 = time.time_ns() - 10**9
+    odd = [
+        dict(nul_span(600, t0), name="op list"),
+        dict(nul_span(601, t0), name="op map"),
+    ]
+    odd[0]["attributes"] = [
+        {"key": "ai.operationId", "value": {"arrayValue": {"values": [s("ai.generateText")]}}}
+    ]
+    odd[1]["attributes"] = [
+        {
+            "key": "ai.operationId",
+            "value": {"kvlistValue": {"values": [{"key": "a", "value": s("b")}]}},
+        }
+    ]
+    status, _, reply = send(json.dumps(nul_request(odd)).encode())
+    assert status == 200 and partial(JSON, reply).rejected_spans == 0
+    rows = stored(engine, org_id)
+    assert len(rows) == N + 2
+    assert {r["name"]: r["operation"] for r in rows if r["name"].startswith("op ")} == {
+        "op list": "other",
+        "op map": "other",
+    }
+
+
+def test_a_fault_of_ours_in_the_mapping_costs_only_that_span(route, monkeypatch):
+    """Whatever a convention raises on one span (here a TypeError for one name), that span is
+    refused alone and named; its 100 batch-mates are stored and the request answers 200."""
+    from observatory_core.ingest import mapping
+
+    send, engine, org_id = route
+    real = mapping.map_span
+
+    def failing(span, *args, **kwargs):
+        if span.name == "breaks us":
+            raise TypeError("unhashable type: 'list'")
+        return real(span, *args, **kwargs)
+
+    monkeypatch.setattr("observatory_core.ingest.receiver.map_span", failing)
+    t0 = time.time_ns() - 10**9
+    doc = nul_request([dict(nul_span(700, t0), name="breaks us")])
+    status, _, reply = send(json.dumps(doc).encode())
+    assert status == 200
+    answer = partial(JSON, reply)
+    assert answer.rejected_spans == 1
+    assert "span 'breaks us' (00000000000002bd)" in answer.error_message
+    assert "an error of ours" in answer.error_message
+    assert_nul_spans_stored(engine, org_id)
