@@ -47,14 +47,16 @@ def distinct_actors(
     """{"user": distinct user ids, "session": distinct session ids} seen in [start, end) among
     the spans `spec` selects. The actor rollups know only time and project: any other filter
     is answered from the spans, so the counts honour the whole filter like every other figure.
-    A store without actor rollups (the span store, `Store.actor_rollups`) counts on its spans."""
+    A store without actor rollups (`Store.actor_rollups`) counts on its spans; the span store
+    keeps the hour's alone (`Store.actor_grains`)."""
     if spec is not None and not spec.only_uses(_ROLLUP_FILTERS):
         return _filtered(engine, scope, spec, now)
-    if not store_for(engine).actor_rollups:
+    store = store_for(engine)
+    if not store.actor_rollups:
         window = (spec or FilterSpec(relative=None)).replace(relative=None, start=start, end=end)
         return _filtered(engine, scope, window, now)
     projects = spec.project_ids if spec is not None else ()
-    grains = [] if force == "raw" else ["1day", "1hour"]
+    grains = [] if force == "raw" else list(store.actor_grains)
     pieces = []
     for grain, a, b in plan_segments(start, end, grains):
         if grain is None:

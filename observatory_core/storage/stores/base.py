@@ -167,8 +167,9 @@ class Store(ABC):
     # of stored spans yet, so a group-by on such a key reads the spans there.
     reads_declared_slots: bool = True
     # Whether `rollup_actors_*` exist here (distinct users and sessions of whole hours and
-    # days); the span store has none yet, so its distinct actors are counted on the spans.
+    # days), and which grains, coarsest first: the span store keeps the hour's alone.
     actor_rollups: bool = True
+    actor_grains: tuple[str, ...] = ("1day", "1hour")
     # Whether the Sessions view sums its traces' totals from the spans (the newest copy of
     # each) rather than reading `trace_totals`: the span store's, whose views would count a
     # span written by two racing processes twice (docs/scale.md).
