@@ -170,6 +170,10 @@ class Store(ABC):
     # days), and which grains, coarsest first: the span store keeps the hour's alone.
     actor_rollups: bool = True
     actor_grains: tuple[str, ...] = ("1day", "1hour")
+    # Whether `trace_totals` is read as a grouping of partial rows (the span store's,
+    # storage/clickhouse/trace_totals.py): trace metrics then add up every trace's rows in one
+    # grouping rather than reading whole rows and shared traces apart (metrics/trace_path.py).
+    groups_trace_totals: bool = False
     # Whether the Sessions view sums its traces' totals from the spans (the newest copy of
     # each) rather than reading `trace_totals`: the span store's, whose views would count a
     # span written by two racing processes twice (docs/scale.md).
