@@ -176,3 +176,36 @@ def test_a_store_at_version_4_gets_its_spans_actors_at_its_next_open(chdb_sessio
         assert distinct_actors(store.engine, scope, start, NOW, now=NOW) == first
     finally:
         chdb_session.drop(store)
+
+
+def test_trace_counts_add_up_a_traces_rows_across_projects_at_the_windows_edge(chdb_store):
+    """Trace metrics on the span store group every trace's rows at once
+    (`Store.groups_trace_totals`): a trace begun before the window in one project and going on
+    inside it in another is not counted, whatever the project filter; one in two projects
+    inside it counts once."""
+    from observatory_core.metrics.engine import run_metrics
+    from observatory_core.metrics.query import MetricQuery
+
+    org, start = 11, NOW - timedelta(days=1)
+    rows = [
+        span(org, 1, start - timedelta(minutes=5), trace_id="a" * 32, span_id="a" * 16),
+        span(org, 2, start + timedelta(minutes=5), trace_id="a" * 32, parent_span_id="a" * 16),
+        span(org, 1, start + timedelta(hours=2), trace_id="b" * 32, span_id="b" * 16),
+        span(org, 2, start + timedelta(hours=3), trace_id="b" * 32, parent_span_id="b" * 16),
+        span(org, 2, start + timedelta(hours=4), trace_id="c" * 32),
+    ]
+    write_spans(chdb_store, rows)
+    firsts = (
+        pl.DataFrame({"trace": [r["trace_id"] for r in rows], "t": [r["start_time"] for r in rows]})
+        .group_by("trace")
+        .agg(pl.col("t").min())
+    )
+    inside = firsts.filter((pl.col("t") >= start) & (pl.col("t") < NOW))
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    for projects, want in (((), inside.height), ((1,), 1), ((2,), 2)):
+        spec = FilterSpec(relative=None, start=start, end=NOW, project_ids=projects)
+        query = MetricQuery(series=("trace_count.count",), filters=spec, bucket=None)
+        for force in ("rollup", "raw"):
+            got = run_metrics(chdb_store.engine, scope, query, now=NOW, force=force)
+            assert got.frame["trace_count.count"].item() == want, (projects, force)
+    assert inside.height == 2
