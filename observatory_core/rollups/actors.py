@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import String, func, literal, select, union_all
+from sqlalchemy import String, and_, func, literal, or_, select, union_all
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.scope import Scope, span_conditions
@@ -21,9 +21,12 @@ from observatory_core.storage.stores import store_for
 _ROLLUP_FILTERS = frozenset({"project_ids"})
 
 
-def _raw(scope: Scope, start: datetime, end: datetime, projects: tuple[int, ...] = ()):
+def _raw(scope: Scope, ranges: list[tuple[datetime, datetime]], projects: tuple[int, ...] = ()):
+    """The actors of the spans in any of `ranges` (the window's ragged edges, read together:
+    on the span store each read picks the newest copy of its spans once)."""
     c = spans.c
-    where = [*span_conditions(scope), c.start_time >= start, c.start_time < end, counted(c)]
+    within = [and_(c.start_time >= a, c.start_time < b) for a, b in ranges]
+    where = [*span_conditions(scope), or_(*within), counted(c)]
     if projects:
         where.append(c.project_id.in_(projects))
     return [
@@ -58,9 +61,11 @@ def distinct_actors(
     projects = spec.project_ids if spec is not None else ()
     grains = [] if force == "raw" else list(store.actor_grains)
     pieces = []
+    edges = [(a, b) for grain, a, b in plan_segments(start, end, grains) if grain is None]
+    if edges:
+        pieces += _raw(scope, edges, projects)
     for grain, a, b in plan_segments(start, end, grains):
         if grain is None:
-            pieces += _raw(scope, a, b, projects)
             continue
         t = ACTOR_ROLLUPS[grain]
         where = [*span_conditions(scope, t), t.c.bucket_start >= a, t.c.bucket_start < b]
