@@ -133,16 +133,23 @@ def cmd_migrate_spans(args, engine_factory: Callable[[], Engine]) -> int:
 
 
 def cmd_rebuild_rollups(args, engine_factory: Callable[[], Engine]) -> int:
-    """Give the span store's rollup rows written before schema version 3 their latency bins
-    (resumable: a stopped run goes on where rows still lack them; docs/scale.md), each org's
-    day under that org's write turn in DATABASE_URL, as ingest takes it."""
+    """Fill the span store's hourly users and sessions again from its spans (schema version 5),
+    and give the rollup rows written before schema version 3 their latency bins (resumable: a
+    stopped run goes on where rows still lack them; docs/scale.md), each org's day under that
+    org's write turn in DATABASE_URL, as ingest takes it."""
     from observatory_core.storage.clickhouse.org_turns import org_turns
-    from observatory_core.storage.clickhouse.rebuild import days_missing_bins, rebuild_bins
+    from observatory_core.storage.clickhouse.rebuild import (
+        days_missing_bins,
+        rebuild_actors,
+        rebuild_bins,
+    )
 
     turn = org_turns(engine_factory())
     store = _span_store_for(args.to)
     target = store.target.describe()
     try:
+        read = rebuild_actors(store, turn=turn)  # a set: refilling it changes no count
+        print(f"Filled the hourly users and sessions of {target} again ({read:,} org-days).")
         days = len(days_missing_bins(store))
         if not days:
             print(f"Every rollup row of {target} has its latency bins: nothing to rebuild.")
@@ -205,8 +212,8 @@ def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], E
     move.set_defaults(func=lambda args: cmd_migrate_spans(args, engine_factory))
     rebuild = sub.add_parser(
         "clickhouse-rebuild-rollups",
-        help="give the span store's rollup rows from before schema version 3 their latency "
-        "bins (resumable; docs/scale.md)",
+        help="fill the span store's hourly users and sessions again and give its rollup rows "
+        "from before schema version 3 their latency bins (resumable; docs/scale.md)",
     )
     rebuild.add_argument(
         "--to",

@@ -253,6 +253,7 @@ def _compute_subject(
             subject,
             bucketing=buckets,
             bin_maps=store_for(engine).rollup_bin_maps,
+            or_ranges=store_for(engine).ors_time_ranges,
         )
         frame = _fetch(engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows)
         bins = merged_bins(frame)  # decoded once, for the values and the check below

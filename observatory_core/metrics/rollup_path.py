@@ -16,11 +16,13 @@ from sqlalchemy import (
     BigInteger,
     Integer,
     Select,
+    and_,
     bindparam,
     cast,
     func,
     literal,
     literal_column,
+    or_,
     select,
     union_all,
 )
@@ -163,6 +165,7 @@ def rollup_select(
     *,
     bucketing: Bucketing | None = None,
     bin_maps: bool = False,
+    or_ranges: bool = False,
 ) -> tuple[Select, list[str], dict]:
     """One statement: the segments' partials unioned, merged per bucket and group, over the
     rows of `subject` (rollup rows carry `llm_call` and `operation`, so the subject's
@@ -172,6 +175,9 @@ def rollup_select(
     packed sketch (the span store's, `Store.rollup_bin_maps`): the engine adds the maps and
     the merged bins come back as two arrays, `bins` and `bin_counts`, with the sketched
     measure's count beside them (`rows_with_bins` checks every span of it is in the bins).
+
+    `or_ranges`: the segments of one grain (the ragged edges at both ends) read as one piece,
+    their ranges or'ed (`Store.ors_time_ranges`, the span store's).
 
     Returns the statement, the grains it read and its parameters. Statements are built once
     per shape (series, grouping, segments, which filters) with named parameters: built per
@@ -192,6 +198,7 @@ def rollup_select(
         # edges only where the store needs them: a uniform grid keeps one statement per shape
         None if bucketing is None or bucketing.uniform else bucketing,
         bin_maps,
+        or_ranges,
     )
     params: dict = {"org_id": scope.org_id}
     if scope.project_ids is not None:
@@ -215,6 +222,7 @@ def _statement(
     subject: Subject = Subject.SPANS,
     zoned: Bucketing | None = None,
     bin_maps: bool = False,
+    or_ranges: bool = False,
 ) -> Select:
     measures, parts = _needs(series)
     bins = "latency_sketch" in parts
@@ -233,16 +241,23 @@ def _statement(
         out = [t.c.org_id == bindparam("org_id")]
         if project_limited:
             out.append(t.c.project_id.in_(bindparam("scope_projects", expanding=True)))
-        out += [
-            time_column >= bindparam(f"from_{i}", type_=time_column.type),
-            time_column < bindparam(f"to_{i}", type_=time_column.type),
+        same = [k for k, g in enumerate(grains) if g == grains[i]] if or_ranges else [i]
+        ranges = [
+            [
+                time_column >= bindparam(f"from_{j}", type_=time_column.type),
+                time_column < bindparam(f"to_{j}", type_=time_column.type),
+            ]
+            for j in same
         ]
+        out += ranges[0] if len(ranges) == 1 else [or_(*(and_(*r) for r in ranges))]
         out += [_filter_expression(f, t).in_(bindparam(f"in_{f}", expanding=True)) for f in filters]
         rows = subject_condition(subject, t.c)
         return out if rows is None else [*out, rows]
 
     pieces = []
     for i, grain in enumerate(grains):
+        if or_ranges and grain in grains[:i]:
+            continue  # read with the first segment of its grain
         if grain is None:
             src = partial_select(
                 spans,

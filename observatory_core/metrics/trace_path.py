@@ -41,6 +41,7 @@ from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.fields import by_group
 from observatory_core.storage.dialect import bucket_of, epoch_us, time_bucket
 from observatory_core.storage.schema import is_shared, spans, trace_totals
+from observatory_core.storage.stores import store_for
 
 # What `trace_totals` can answer: the time window plus these filters and group-bys.
 TOTALS_FILTERS = frozenset({"project_ids"})
@@ -131,11 +132,19 @@ def _from_spans(
 
 
 def _from_totals(
-    scope: Scope, spec: FilterSpec, start: datetime, end: datetime, group_by: tuple[str, ...]
-) -> CompoundSelect:
+    scope: Scope,
+    spec: FilterSpec,
+    start: datetime,
+    end: datetime,
+    group_by: tuple[str, ...],
+    dialect: str | None = None,
+) -> CompoundSelect | Select:
     """The same rows from `trace_totals`. A row not `shared` is a whole trace (all its spans in
     one project) and is read as it is, with no grouping; only the few traces spread over
-    several projects add their rows up (`_shared_traces`)."""
+    several projects add their rows up (`_shared_traces`). On a store that groups the table
+    when read (`Store.groups_trace_totals`), every trace's rows are added up at once."""
+    if dialect is not None and store_for(dialect).groups_trace_totals:
+        return _shared_traces(scope, spec, start, end, group_by, every_trace=True)
     o = trace_totals.c
     columns = _per_trace(
         o.first_start, o.last_end, o.span_count, o.error_count, o.total_cost_usd, o.total_tokens
@@ -155,9 +164,18 @@ def _from_totals(
 
 
 def _shared_traces(
-    scope: Scope, spec: FilterSpec, start: datetime, end: datetime, group_by: tuple[str, ...]
+    scope: Scope,
+    spec: FilterSpec,
+    start: datetime,
+    end: datetime,
+    group_by: tuple[str, ...],
+    *,
+    every_trace: bool = False,
 ) -> Select:
-    """Traces with rows in several projects: their rows added up, one row per trace."""
+    """Traces with rows in several projects: their rows added up, one row per trace.
+    `every_trace`: every trace so (a trace of one project is its one row added up), with no
+    narrowing by the window: a store whose `trace_totals` is itself a grouping of partial rows
+    (`Store.groups_trace_totals`) reads it once, where the two parts read it six times."""
     tree = trace_totals.alias("tree")
     t = tree.c
     first = func.min(t.first_start)
@@ -174,11 +192,11 @@ def _shared_traces(
         o.last_start >= start,
         o.first_start < end,
     )
-    where = [is_shared(tree), t.trace_id.in_(window.correlate(None))]
+    where = [] if every_trace else [is_shared(tree), t.trace_id.in_(window.correlate(None))]
     if spec.project_ids:
         matching = select(o.trace_id).where(
             *span_conditions(scope, trace_totals),
-            is_shared(trace_totals),
+            *([] if every_trace else [is_shared(trace_totals)]),
             o.last_start >= start,
             o.project_id.in_(sorted(spec.project_ids)),
         )
@@ -217,7 +235,7 @@ def trace_select(
     """The series per bucket (of first starts) and group, from per-trace rows. `totals`: read
     `trace_totals` (only where `totals_can_answer`); `fold`: as in `metrics/raw.py`."""
     if totals:
-        rows = _from_totals(scope, spec, start, end, group_by)
+        rows = _from_totals(scope, spec, start, end, group_by, dialect)
     else:
         rows = _from_spans(scope, spec, now, dialect, start, end, group_by)
     per = rows.subquery("per_trace")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import String, func, literal, select, union_all
+from sqlalchemy import String, and_, func, literal, or_, select, union_all
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.scope import Scope, span_conditions
@@ -21,9 +21,12 @@ from observatory_core.storage.stores import store_for
 _ROLLUP_FILTERS = frozenset({"project_ids"})
 
 
-def _raw(scope: Scope, start: datetime, end: datetime, projects: tuple[int, ...] = ()):
+def _raw(scope: Scope, ranges: list[tuple[datetime, datetime]], projects: tuple[int, ...] = ()):
+    """The actors of the spans in any of `ranges` (one of the window's ragged edges, or all of
+    them on a store that reads them together, `Store.ors_time_ranges`)."""
     c = spans.c
-    where = [*span_conditions(scope), c.start_time >= start, c.start_time < end, counted(c)]
+    within = [and_(c.start_time >= a, c.start_time < b) for a, b in ranges]
+    where = [*span_conditions(scope), within[0] if len(within) == 1 else or_(*within), counted(c)]
     if projects:
         where.append(c.project_id.in_(projects))
     return [
@@ -47,18 +50,23 @@ def distinct_actors(
     """{"user": distinct user ids, "session": distinct session ids} seen in [start, end) among
     the spans `spec` selects. The actor rollups know only time and project: any other filter
     is answered from the spans, so the counts honour the whole filter like every other figure.
-    A store without actor rollups (the span store, `Store.actor_rollups`) counts on its spans."""
+    A store without actor rollups (`Store.actor_rollups`) counts on its spans; the span store
+    keeps the hour's alone (`Store.actor_grains`)."""
     if spec is not None and not spec.only_uses(_ROLLUP_FILTERS):
         return _filtered(engine, scope, spec, now)
-    if not store_for(engine).actor_rollups:
+    store = store_for(engine)
+    if not store.actor_rollups:
         window = (spec or FilterSpec(relative=None)).replace(relative=None, start=start, end=end)
         return _filtered(engine, scope, window, now)
     projects = spec.project_ids if spec is not None else ()
-    grains = [] if force == "raw" else ["1day", "1hour"]
+    grains = [] if force == "raw" else list(store.actor_grains)
     pieces = []
+    edges = [(a, b) for grain, a, b in plan_segments(start, end, grains) if grain is None]
+    # the ragged edges in one read where the store would pick their newest copies per read
+    for part in [edges] if store.ors_time_ranges and edges else [[e] for e in edges]:
+        pieces += _raw(scope, part, projects)
     for grain, a, b in plan_segments(start, end, grains):
         if grain is None:
-            pieces += _raw(scope, a, b, projects)
             continue
         t = ACTOR_ROLLUPS[grain]
         where = [*span_conditions(scope, t), t.c.bucket_start >= a, t.c.bucket_start < b]

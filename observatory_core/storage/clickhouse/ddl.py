@@ -34,6 +34,7 @@ from observatory_core.storage.schema import spans
 
 # A trace's spans on one shard; an org's traces spread over every shard.
 SHARDING_KEY = "cityHash64(org_id, trace_id)"
+ROLLUP_HOUR = layout.GRAIN_SECONDS["1hour"]
 
 
 def _table(
@@ -249,6 +250,60 @@ def _latency_bins(naming: Naming) -> list[str]:
     return out
 
 
+ACTORS = "rollup_actors_1hour"
+# One row per (org, hour, project, kind, actor): who was seen, no count (see `_actors`).
+_ACTOR_COLUMNS = [
+    "`org_id` Int32",
+    f"`bucket_start` {layout.BUCKET} CODEC(Delta, ZSTD(1))",
+    "`project_id` Int32",
+    "`kind` LowCardinality(String)",
+    "`actor` String CODEC(ZSTD(1))",
+]
+
+
+def actors_select(source: str, where: str = "") -> str:
+    """The users and sessions each hour of `source`'s counted spans saw (the view's query, and
+    the back-fill's and `rebuild.py`'s with `where`, more conditions on the spans)."""
+    hour = f"toStartOfInterval(spans.start_time, INTERVAL {ROLLUP_HOUR} SECOND, 'UTC')"
+    return (
+        "SELECT\n    spans.org_id AS org_id,\n"
+        f"    toDateTime({hour}, 'UTC') AS bucket_start,\n"
+        "    spans.project_id AS project_id,\n    pair.1 AS kind,\n"
+        "    assumeNotNull(pair.2) AS actor\n"
+        f"FROM {source} AS spans\n"
+        "ARRAY JOIN [('user', spans.user_id), ('session', spans.session_id)] AS pair\n"
+        f"WHERE {_counted_spans()} AND pair.2 IS NOT NULL{where}\n"
+        "GROUP BY org_id, bucket_start, project_id, kind, actor"
+    )
+
+
+def _actors(naming: Naming) -> list[str]:
+    """Version 5: the distinct users and sessions of each hour (`rollup_actors_1hour`), as
+    PostgreSQL's actor rollups keep them, filled by a view over the counted spans, then filled
+    from the spans already stored. A set, not a count: a row seen twice (the back-fill and the
+    view both seeing a span inserted meanwhile, a run repeated) changes no distinct count, and
+    the ReplacingMergeTree folds it. On a cluster each shard's view fills its own rows and the
+    back-fill writes this node's from every shard's spans (reads union the shards)."""
+    table = _table(
+        naming,
+        ACTORS,
+        _ACTOR_COLUMNS,
+        naming.engine("ReplacingMergeTree", ACTORS),
+        [
+            "PARTITION BY toYYYYMM(bucket_start)",
+            "ORDER BY (org_id, bucket_start, project_id, kind, actor)",
+        ],
+        sharding=None,  # filled on each shard by its view, read through the Distributed one
+    )
+    view = (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {naming.read(ACTORS + '_mv')}{naming.on}\n"
+        f"TO {naming.stored(ACTORS)}\nAS {actors_select(naming.stored('spans'))}"
+    )
+    source = naming.read("spans") if naming.cluster else naming.stored("spans")
+    fill = f"INSERT INTO {naming.stored(ACTORS)}\n{actors_select(source)}"
+    return [*table, view, fill]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -258,6 +313,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "migrate-spans checkpoints", _migrate_checkpoints),
     Migration(3, "latency bins in the rollups, in place of t-digest states", _latency_bins),
     Migration(4, "when each trace's spans were written, in its totals", _trace_versions),
+    Migration(5, "distinct users and sessions per hour", _actors),
 )
 
 

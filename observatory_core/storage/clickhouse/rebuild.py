@@ -129,3 +129,29 @@ def rebuild_bins(
             on_day(org, day)
     report.left = len(days_missing_bins(store))
     return report
+
+
+def rebuild_actors(
+    store: SpanStore,
+    *,
+    turn: OrgTurns | None = None,
+) -> int:
+    """`rollup_actors_1hour` (schema version 5) filled again from the stored spans, one org's
+    day at a time under its write turn: for an insert its view missed (a view failed part-way,
+    an insert running while version 5 was applied). The table is a set, so rows it holds
+    already change no count. Answers the org-days read."""
+    from observatory_core.storage.clickhouse.ddl import ACTORS, actors_select
+
+    source = store.naming.read("spans") if store.naming.cluster else store.table("spans")
+    days = store.client.query(
+        f"SELECT DISTINCT org_id, toDate(start_time) AS day FROM {source} ORDER BY org_id, day"
+    ).result_rows
+    where = " AND spans.org_id = %(org)s AND spans.start_time >= %(start)s "
+    where += "AND spans.start_time < %(end)s"
+    statement = f"INSERT INTO {store.naming.stored(ACTORS)}\n{actors_select(source, where)}"
+    for org, day in days:
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        params = {"org": int(org), "start": start, "end": start + timedelta(days=1)}
+        with store.write_lock, (turn or own_process)([int(org)]):
+            store.client.command(statement, parameters=params)
+    return len(days)

@@ -167,8 +167,18 @@ class Store(ABC):
     # of stored spans yet, so a group-by on such a key reads the spans there.
     reads_declared_slots: bool = True
     # Whether `rollup_actors_*` exist here (distinct users and sessions of whole hours and
-    # days); the span store has none yet, so its distinct actors are counted on the spans.
+    # days), and which grains, coarsest first: the span store keeps the hour's alone.
     actor_rollups: bool = True
+    actor_grains: tuple[str, ...] = ("1day", "1hour")
+    # Whether `trace_totals` is read as a grouping of partial rows (the span store's,
+    # storage/clickhouse/trace_totals.py): trace metrics then add up every trace's rows in one
+    # grouping rather than reading whole rows and shared traces apart (metrics/trace_path.py).
+    groups_trace_totals: bool = False
+    # Whether a read of several time ranges of one table is one piece with the ranges or'ed
+    # (the rollup path's ragged edges, the distinct actors' edges) rather than a piece per
+    # range: the span store's, where each piece is a pipeline of its own and each read of spans
+    # picks its newest copies; elsewhere an index serves each range best on its own.
+    ors_time_ranges: bool = False
     # Whether the Sessions view sums its traces' totals from the spans (the newest copy of
     # each) rather than reading `trace_totals`: the span store's, whose views would count a
     # span written by two racing processes twice (docs/scale.md).

@@ -460,7 +460,9 @@ class ClickHouseStore(Store):
     correlated_reads = False  # no row index: traces mode takes its uncorrelated plans here
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
-    actor_rollups = False  # no rollup_actors_* tables here yet (docs/scale.md)
+    actor_grains = ("1hour",)  # `rollup_actors_1hour` (schema version 5, docs/scale.md)
+    groups_trace_totals = True  # one grouping of trace_totals per trace metric
+    ors_time_ranges = True  # one piece per grain, its ranges or'ed
     sums_trees_from_spans = True  # each span once, racing copies too (docs/scale.md)
     pages_by_prefix = True  # a page within a stretch of the first copies
 

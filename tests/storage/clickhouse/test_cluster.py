@@ -181,7 +181,8 @@ def test_opening_a_new_cluster_store_applies_every_version_on_the_cluster(monkey
     printed = ddl.ddl_text("obs", "obs_cluster")
     assert all(statement in printed for statement in sent)
     for text, settings in client.of("command"):
-        assert ON in text.splitlines()[0], text
+        # version 5's fill is an INSERT (no ON CLUSTER): this node's rows from every shard's
+        assert ON in text.splitlines()[0] or text.startswith("INSERT INTO obs."), text
         assert settings == {
             "distributed_ddl_output_mode": "throw",
             "distributed_ddl_task_timeout": 50,
@@ -199,14 +200,18 @@ def test_a_cluster_store_at_version_2_gets_versions_3_and_4_on_the_cluster(monke
     client = _open(monkeypatch, URL, [1, 2], "Distributed")
     naming = Naming("obs", "obs_cluster")
     sent = [text for text, _ in client.of("command")]
-    wanted = ddl._latency_bins(naming) + ddl._trace_versions(naming)
+    wanted = ddl._latency_bins(naming) + ddl._trace_versions(naming) + ddl._actors(naming)
     assert sent == wanted
-    altered = {text.split()[2] for text in sent}
+    *changes, fill = sent
+    altered = {text.split()[2] for text in changes if text.startswith("ALTER")}
     # each stored table, the Distributed ones over them, and the views
     assert {"obs.rollup_1min_local", "obs.rollup_1min", "obs.trace_totals_local"} <= altered
     assert "obs.trace_totals_mv" in altered and "obs.spans" not in altered
-    assert all(ON in text for text in sent)
-    assert len(client.of("insert")) == 2
+    assert all(ON in text for text in changes)
+    # version 5 fills this node's hours from every shard's spans (the Distributed table)
+    assert fill.startswith("INSERT INTO obs.rollup_actors_1hour_local\n")
+    assert "FROM obs.spans AS spans" in fill
+    assert len(client.of("insert")) == 3
 
 
 def test_a_current_cluster_store_sends_no_schema_change(monkeypatch):

@@ -113,8 +113,9 @@ STATEMENTS = [s.strip() for s in CLUSTER.split(";\n") if s.strip()]
 def test_cluster_ddl_puts_every_statement_on_the_cluster():
     created = [s for s in STATEMENTS if "CREATE " in s]
     # database, versions, 5 tables twice, 4 views, the migrate-spans checkpoints (version 2);
-    # version 3 changes the rollup views in place (ALTER ... MODIFY QUERY), creating nothing
-    assert len(created) == 1 + 1 + 5 * 2 + 4 + 1
+    # version 3 changes the rollup views in place (ALTER ... MODIFY QUERY), creating nothing;
+    # version 5 the hourly actors' table twice and its view
+    assert len(created) == 1 + 1 + 5 * 2 + 4 + 1 + 2 + 1
     for statement in created:
         first = next(line for line in statement.splitlines() if line.startswith("CREATE"))
         assert "ON CLUSTER obs_cluster" in first, first
@@ -122,7 +123,14 @@ def test_cluster_ddl_puts_every_statement_on_the_cluster():
 
 def test_cluster_ddl_replicates_every_stored_table_and_distributes_the_read_ones():
     stored = re.findall(r"CREATE TABLE IF NOT EXISTS observatory\.(\w+)_local ON CLUSTER", CLUSTER)
-    assert sorted(stored) == ["rollup_1day", "rollup_1hour", "rollup_1min", "spans", "trace_totals"]
+    assert sorted(stored) == [
+        "rollup_1day",
+        "rollup_1hour",
+        "rollup_1min",
+        "rollup_actors_1hour",
+        "spans",
+        "trace_totals",
+    ]
     engines = re.findall(r"ENGINE = (\w+)\(", CLUSTER)
     assert not [e for e in engines if e.endswith("MergeTree") and not e.startswith("Replicated")]
     assert (
@@ -152,6 +160,7 @@ def test_cluster_views_fold_each_shards_spans_into_its_local_tables():
         # the coarser grains from the finer one's rows, on the same shard
         "rollup_1hour_mv": "rollup_1min_local AS rows",
         "rollup_1day_mv": "rollup_1hour_local AS rows",
+        "rollup_actors_1hour_mv": "spans_local AS spans",
     }
     assert views.keys() == sources.keys()
     for name, source in sources.items():
