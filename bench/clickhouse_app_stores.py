@@ -12,8 +12,15 @@ from sqlalchemy import select, text
 from bench.grid_case import database_url, spans_in
 from observatory_core.storage.schema import orgs
 
-SPAN_TABLES = ("spans", "trace_totals", "rollup_1min", "rollup_1hour", "rollup_1day")
-PG_SPAN_TABLES = (*SPAN_TABLES, "rollup_actors_1hour", "rollup_actors_1day")
+SPAN_TABLES = (
+    "spans",
+    "trace_totals",
+    "rollup_1min",
+    "rollup_1hour",
+    "rollup_1day",
+    "rollup_actors_1hour",
+)
+PG_SPAN_TABLES = (*SPAN_TABLES, "rollup_actors_1day")
 
 
 def acme_is_org_1(engine) -> None:
