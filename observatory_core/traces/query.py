@@ -26,7 +26,6 @@ from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor, decode_cursor
 from observatory_core.traces.fields import KEY_FIELDS, field_column, resolve_fields
-from observatory_core.traces.narrowed_pages import narrowed_page
 from observatory_core.traces.paging import after, page_end, position_time
 from observatory_core.traces.trace_lists import read_by_tree, read_roots
 
@@ -249,9 +248,8 @@ _STRETCH_PER_ROW = (4, 32)
 
 
 def _by_prefix(conn: Connection, where: list) -> bool:
-    """Whether the page may be read within a stretch (by start time, `_prefix_page`; by another
-    key, `narrowed_page`): on the span store, without the text search (it reads the id, which
-    the stored copies lack; the store narrows it by itself)."""
+    """Whether the page may be read within a stretch: on the span store, without the text
+    search (it reads the id, which the stored copies lack; the store narrows it by itself)."""
     searched = any(isinstance(e, text_search) for c in where for e in visitors.iterate(c))
     return store_for(conn).pages_by_prefix and not searched
 
@@ -343,8 +341,6 @@ def _read(
         rows = _walk_sort_index(conn, scope, query, key, order, direction, limit, position)
     elif sort == "start_time" and not floor and _by_prefix(conn, where):
         rows = _prefix_page(conn, scope, query, where, key, order, direction, limit, position)
-    elif sort != "start_time" and _by_prefix(conn, where):
-        rows = narrowed_page(conn, scope, query, where, key, order, direction, limit, position)
     if rows is None:
         rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
     total = conn.execute(counter).scalar_one() if count else None

@@ -183,10 +183,9 @@ class Store(ABC):
     # each) rather than reading `trace_totals`: the span store's, whose views would count a
     # span written by two racing processes twice (docs/scale.md).
     sums_trees_from_spans: bool = False
-    # Whether a page is read within a stretch of the window's first copies (`span_copies`):
-    # by start time (traces/query.py `_prefix_page`), or by cost, duration or tokens among the
-    # stretch's spans (traces/narrowed_pages.py): the span store's, whose newest-copy choice
-    # otherwise sorts every span of the window before the page is cut (docs/scale.md).
+    # Whether a page by start time is read within a stretch of the window's first copies
+    # (`span_copies`, traces/query.py `_prefix_page`): the span store's, whose newest-copy
+    # choice otherwise sorts every span of the window before the page is cut (docs/scale.md).
     pages_by_prefix: bool = False
 
     def span_copies(self, query: Select) -> Select:
@@ -195,20 +194,6 @@ class Store(ABC):
         every copy holds, traces/root_stretches.py), never for an answer. Here, where a span is
         one row, unchanged."""
         return query
-
-    def starts_among(self, starts: list[datetime]) -> ColumnElement[bool]:
-        """`spans.start_time IN starts`: every copy of a span holds its start time, so the span
-        store applies it before picking each span's newest copy (traces/narrowed_pages.py)."""
-        from observatory_core.storage.schema import spans
-
-        return spans.c.start_time.in_(starts)
-
-    def span_copies_id(self) -> ColumnElement[int]:
-        """`spans.id` as a read of the stored copies (`span_copies`) may name it: the same for
-        every copy of a span, so a stretch of copies sorts as the page does. Here, the column."""
-        from observatory_core.storage.schema import spans
-
-        return spans.c.id
 
     def newest_arrival(self, conn: Connection) -> int:
         """A first page's pin: the newest span's id where ids grow with each insert (the

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, literal_column
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
@@ -464,22 +464,10 @@ class ClickHouseStore(Store):
     groups_trace_totals = True  # one grouping of trace_totals per trace metric
     ors_time_ranges = True  # one piece per grain, its ranges or'ed
     sums_trees_from_spans = True  # each span once, racing copies too (docs/scale.md)
-    pages_by_prefix = True  # a page within a stretch of the first copies
+    pages_by_prefix = True  # a page by start time within a stretch of the first copies
 
     def span_copies(self, query: Select) -> Select:
         return query.execution_options(**{_COPIES: True})
-
-    def starts_among(self, starts: list[datetime]) -> ColumnElement[bool]:
-        """The times as quoted text, which the engine reads as the column's own type once: bound
-        as values they are sent as `toDateTime64(...)` calls, 20-25 ms of the engine's CPU per
-        200 on the 1M folder, twice per page (docs/scale.md, "Explorer pages by cost, duration
-        or tokens"). The text is made here from datetimes, never from a caller's string."""
-        texts = [f"'{t.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'" for t in starts]
-        return spans.c.start_time.in_([literal_column(t) for t in texts])
-
-    def span_copies_id(self) -> ColumnElement[int]:
-        """The id's hash over the stored copies' own identity (`SPAN_ID_SQL`)."""
-        return literal_column(SPAN_ID_SQL.format(t="spans."), type_=spans.c.id.type)
 
     def newest_arrival(self, conn: Connection) -> int:
         """Now, in the write clock's microseconds (`writes.py` stamps `version` with it): the
