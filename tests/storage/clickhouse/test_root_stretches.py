@@ -288,3 +288,23 @@ def test_traces_by_tree_cost_are_judged_by_each_spans_newest_copy(merges_stopped
     want = _expected(store, org, 2**63 - 1, spec, status)
     ids = [r["span_id"] for r in walked]
     assert len(set(ids)) == len(ids) and set(ids) == set(want["span_id"])
+
+
+def test_a_stretch_holding_exactly_a_page_is_not_the_page(merges_stopped, stretches):
+    """A page is read within a stretch only when it holds `limit + 1` rows: a stretch with
+    exactly `limit` matching roots may miss older ones that belong on the page (from review:
+    a `>= limit` check passed every other test here)."""
+    store, org = merges_stopped, 9_962
+    when = END - timedelta(hours=2)
+    # 40 recent roots, two of them errors, then three older errors: limit 2, the first stretch
+    # (12 root copies) holds exactly two matching roots, a page but not a full one
+    recent = [span(org, 1, when - timedelta(seconds=i), status="error") for i in range(40)]
+    old = [span(org, 1, when - timedelta(hours=1, minutes=i), status="error") for i in range(3)]
+    assert write_spans(store, recent + old) == len(recent) + len(old)
+    flipped = [r["span_id"] for i, r in enumerate(recent) if i not in (3, 7)]
+    _copy(store, org, flipped, "'ok' AS status")  # their older copies still errors
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    spec = FilterSpec(relative=None, start=when - timedelta(hours=3), end=END, statuses=("error",))
+    walked, _ = _walk(store, scope, spec, 2)
+    want = [recent[3], recent[7], *old]
+    assert [r["span_id"] for r in walked] == [r["span_id"] for r in want]
