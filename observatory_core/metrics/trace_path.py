@@ -137,13 +137,13 @@ def _from_totals(
     start: datetime,
     end: datetime,
     group_by: tuple[str, ...],
-    dialect: str | None = None,
+    every_trace: bool = False,
 ) -> CompoundSelect | Select:
     """The same rows from `trace_totals`. A row not `shared` is a whole trace (all its spans in
     one project) and is read as it is, with no grouping; only the few traces spread over
-    several projects add their rows up (`_shared_traces`). On a store that groups the table
-    when read (`Store.groups_trace_totals`), every trace's rows are added up at once."""
-    if dialect is not None and store_for(dialect).groups_trace_totals:
+    several projects add their rows up (`_shared_traces`). `every_trace`: on a store that groups
+    the table when read (`Store.groups_trace_totals`), every trace's rows are added up at once."""
+    if every_trace:
         return _shared_traces(scope, spec, start, end, group_by, every_trace=True)
     o = trace_totals.c
     columns = _per_trace(
@@ -235,7 +235,8 @@ def trace_select(
     """The series per bucket (of first starts) and group, from per-trace rows. `totals`: read
     `trace_totals` (only where `totals_can_answer`); `fold`: as in `metrics/raw.py`."""
     if totals:
-        rows = _from_totals(scope, spec, start, end, group_by, dialect)
+        every = store_for(dialect).groups_trace_totals
+        rows = _from_totals(scope, spec, start, end, group_by, every_trace=every)
     else:
         rows = _from_spans(scope, spec, now, dialect, start, end, group_by)
     per = rows.subquery("per_trace")
