@@ -10,15 +10,18 @@ roots starting at or after the edge, of the traces with a matching span among th
 stored copy starting at or after it (read from the copies, as is the matching when the filter
 names only what every copy of a span holds alike: the window, the projects, the pin).
 
-Exact for any edge: a bound on the start time is one every copy of a span holds alike, so each
-root is still judged by its newest copy under the pin; every root left out starts before the
-edge, so it sorts after every root kept, and a full page (`limit + 1` roots) of those kept is
-the page. The traces' own bound (a copy starting at or after the edge) leaves out no trace
-a kept root belongs to: that root's newest copy under the pin is such a copy. A filter on what
-every copy holds alike is passed by a span's newest copy exactly when it is passed by one of
-its copies, so reading the matching traces from the copies changes no answer. A trace whose root arrived after the pin has
-no copy under it (the edge, the page and the traces' bound all read under the pin), so it stays
-off the walk; a trace that grows while paged keeps its root's start and its pinned totals.
+Exact for any edge: the edge is judged on each root's newest copy under the pin
+(`Store.on_newest_copy`), not on its copies, which writers that raced before the write turns may
+have left with two start times (docs/scale.md, "Each span once"); the copies are narrowed first
+by the traces' bound alone, which every copy of a span shares. Every root left out starts before
+the edge, so it sorts after every root kept, and a full page (`limit + 1` roots) of those kept
+is the page. The traces' own bound (a copy starting at or after the edge) leaves out no trace a
+kept root belongs to: that root's newest copy under the pin is such a copy. A filter on what
+every copy holds alike is passed by a span's newest copy exactly when it is passed by one of its
+copies, so reading the matching traces from the copies changes no answer. A trace whose root
+arrived after the pin has no copy under it (the edge, the page and the traces' bound all read
+under the pin), so it stays off the walk; a trace that grows while paged keeps its root's start
+and its pinned totals.
 """
 
 from __future__ import annotations
@@ -80,7 +83,9 @@ def roots_by_stretch(
             scoped_spans(scope, spans.c.trace_id).where(key >= edge, pinned)
         )
         matching = traces_matching(conn, scope, [*where, spans.c.trace_id.in_(reaching)])
-        bounded = roots.where(key >= edge, spans.c.trace_id.in_(matching))
+        # the edge judged on each root's newest copy (an older one may start elsewhere), the
+        # traces' bound, shared by every copy, narrowing the copies first
+        bounded = roots.where(store.on_newest_copy(key >= edge), spans.c.trace_id.in_(matching))
         page = conn.execute(bounded.order_by(key.desc(), spans.c.id.desc()).limit(limit + 1))
         rows = [dict(r) for r in page.mappings()]
         if len(rows) > limit:

@@ -195,6 +195,13 @@ class Store(ABC):
         one row, unchanged."""
         return query
 
+    def on_newest_copy(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+        """`condition` judged on each span's newest copy alone, never on its older copies: for a
+        bound on what copies left by writers that raced before the write turns may hold apart
+        (a root's start time, a page's edge, traces/root_stretches.py). Here, where a span is
+        one row, unchanged."""
+        return condition
+
     def newest_arrival(self, conn: Connection) -> int:
         """A first page's pin: the newest span's id where ids grow with each insert (the
         stores of `DATABASE_URL`). The span store overrides it without reading (its `version`

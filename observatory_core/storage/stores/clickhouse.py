@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Boolean, Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
@@ -303,11 +303,30 @@ def _sketch_add(element, compiler, **kw):
 SAME_IN_EVERY_COPY = frozenset({"org_id", "project_id", "trace_id", "span_id", "start_time"})
 
 
+class on_newest_copy(functions.FunctionElement):
+    """A condition the derived table never applies first (`_pushed_inside`), so it is judged on
+    each span's newest copy alone, outside, even when it reads only `SAME_IN_EVERY_COPY`
+    columns: copies left by writers that raced before the write turns may hold two start
+    times (docs/scale.md, "Each span once"). Written as the condition itself."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "on_newest_copy"
+
+
+@compiles(on_newest_copy)
+def _on_newest_copy(element, compiler, **kw):
+    (condition,) = element.clauses
+    return f"({compiler.process(condition, **kw)})"
+
+
 def _pushed_inside(clause, source=spans) -> bool:
     """Whether a condition may be applied before the newest copy is picked: it reads only
     columns every copy holds alike, or the pin (`arrival_order`, the version); never the id
     (the derived table's own), a correlated subquery or another table's column. `source`:
     `spans`, or the alias of it the derived table stands for."""
+    if isinstance(clause, on_newest_copy):
+        return False
     if isinstance(clause, arrival_order):
         (column,) = clause.clauses
         return getattr(column, "table", None) is source
@@ -468,6 +487,9 @@ class ClickHouseStore(Store):
 
     def span_copies(self, query: Select) -> Select:
         return query.execution_options(**{_COPIES: True})
+
+    def on_newest_copy(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+        return on_newest_copy(condition)
 
     def newest_arrival(self, conn: Connection) -> int:
         """Now, in the write clock's microseconds (`writes.py` stamps `version` with it): the

@@ -12,11 +12,14 @@ from datetime import timedelta
 
 import polars as pl
 import pytest
+from sqlalchemy import select
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.clickhouse.writes import write_spans
+from observatory_core.storage.schema import spans
+from observatory_core.storage.stores import store_for
 from observatory_core.traces import trace_lists
 from observatory_core.traces.cursor import decode_cursor
 from observatory_core.traces.query import list_spans
@@ -308,3 +311,47 @@ def test_a_stretch_holding_exactly_a_page_is_not_the_page(merges_stopped, stretc
     walked, _ = _walk(store, scope, spec, 2)
     want = [recent[3], recent[7], *old]
     assert [r["span_id"] for r in walked] == [r["span_id"] for r in want]
+
+
+def test_a_root_with_copies_of_two_starts_is_listed_once_by_its_newest(
+    merges_stopped, stretches, monkeypatch
+):
+    """A root whose stored copies hold two start times (left by writers that raced before the
+    write turns) is listed once, where its newest copy starts: the page's edge is judged on
+    the newest copy (from review: judged on the copies, its older copy stood in for it on one
+    page and its newest was listed on a later one)."""
+    store, org = merges_stopped, 9_963
+    when = END - timedelta(hours=1)
+    traces = _traces(org, when, 40, 1)
+    rows = [s for t in traces for s in t]
+    assert write_spans(store, rows) == len(rows)
+    moved = traces[1][0]["span_id"]
+    _copy(store, org, [moved], "start_time - INTERVAL 30 MINUTE AS start_time")
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    spec = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    walked, pin = _walk(store, scope, spec, 3)
+    want = _expected(store, org, pin, spec, None)
+    ids = [r["span_id"] for r in walked]
+    assert stretches[0]  # the first pages read within a stretch
+    assert ids.count(moved) == 1
+    assert ids == want["span_id"].to_list()
+    assert ids == [r["span_id"] for r in _plain_walk(store, scope, spec, 3, monkeypatch)]
+
+
+def test_a_condition_on_the_newest_copy_is_applied_outside_alone(chdb_store):
+    """`on_newest_copy`: a bound on a column every copy holds alike, which the derived table
+    would apply first, is applied outside alone, on each span's newest copy."""
+    engine = chdb_store.engine
+    store = store_for(engine)
+    bound = spans.c.start_time >= END
+
+    def parts(*where) -> tuple[str, str]:
+        sql = str(select(spans.c.span_id).where(spans.c.org_id == 1, *where).compile(engine))
+        inner, outer = sql.split("LIMIT 1 BY")
+        return inner, outer
+
+    inner, outer = parts(bound)
+    assert "start_time` >=" in inner and "start_time` >=" in outer
+    inner, outer = parts(store.on_newest_copy(bound))
+    assert "start_time` >=" not in inner and "(`spans`.`start_time` >=" in outer
+    assert "org_id` =" in inner
