@@ -30,6 +30,7 @@ from observatory_core.semantic.metrics import sketched
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import DDL_SETTINGS, Naming, schema_errors
 from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.schema import spans
 
 # A trace's spans on one shard; an org's traces spread over every shard.
@@ -206,6 +207,10 @@ class Migration:
     version: int
     name: str
     statements: Callable[[Naming], list[str]]
+    # the version's tables filled from the spans already stored, after its statements: the
+    # INSERT for a naming and more conditions on the spans (`fill_by_month` runs it at open
+    # one month at a time; `ddl_text` prints it whole)
+    fill: Callable[[Naming, str], str] | None = None
 
 
 def _migrate_checkpoints(naming: Naming) -> list[str]:
@@ -299,9 +304,55 @@ def _actors(naming: Naming) -> list[str]:
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {naming.read(ACTORS + '_mv')}{naming.on}\n"
         f"TO {naming.stored(ACTORS)}\nAS {actors_select(naming.stored('spans'))}"
     )
+    return [*table, view]  # then `_actors_fill`
+
+
+def _actors_fill(naming: Naming, where: str = "") -> str:
+    """Version 5's fill: the hours' actors of the spans already stored (`where`: more
+    conditions on them). Run again it changes nothing (a set)."""
     source = naming.read("spans") if naming.cluster else naming.stored("spans")
-    fill = f"INSERT INTO {naming.stored(ACTORS)}\n{actors_select(source)}"
-    return [*table, view, fill]
+    return f"INSERT INTO {naming.stored(ACTORS)}\n{actors_select(source, where)}"
+
+
+# One month of spans (a partition of the spans table, `_spans`): a fill's piece at open.
+_MONTH = (
+    " AND spans.start_time >= toDateTime64(%(start)s, 6, 'UTC')"
+    " AND spans.start_time < toDateTime64(%(end)s, 6, 'UTC')"
+)
+
+
+def months(store: SpanStore) -> list[datetime]:
+    """The first day of each month from the oldest stored span's to the newest's: the counts
+    and bounds from the parts' own min/max index, not a scan of the spans."""
+    source = store.naming.read("spans") if store.naming.cluster else store.table("spans")
+    rows = store.client.query(
+        f"SELECT count(), min(start_time), max(start_time) FROM {source}"
+    ).result_rows
+    if not rows or not rows[0][0]:
+        return []
+    first, last = (t.astimezone(UTC) if t.tzinfo else t for t in rows[0][1:])
+    month, out = datetime(first.year, first.month, 1, tzinfo=UTC), []
+    while month <= datetime(last.year, last.month, 1, tzinfo=UTC):
+        out.append(month)
+        month = _next_month(month)
+    return out
+
+
+def _next_month(month: datetime) -> datetime:
+    return datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def fill_by_month(store: SpanStore, fill: Callable[[Naming, str], str], settings: dict) -> int:
+    """Run a migration's fill one month of spans at a time, each INSERT reading one partition:
+    one INSERT over every span passed the client's 60 s wait (`connect.py`) at about 100M
+    spans, and the open started the whole fill again each time; a month's piece is bounded by
+    that month's spans (docs/scale.md). Answers the months filled."""
+    statement = fill(store.naming, _MONTH)
+    done = months(store)
+    for month in done:
+        params = {"start": micro_text(month), "end": micro_text(_next_month(month))}
+        store.client.command(statement, parameters=params, settings=settings)
+    return len(done)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -313,7 +364,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "migrate-spans checkpoints", _migrate_checkpoints),
     Migration(3, "latency bins in the rollups, in place of t-digest states", _latency_bins),
     Migration(4, "when each trace's spans were written, in its totals", _trace_versions),
-    Migration(5, "distinct users and sessions per hour", _actors),
+    Migration(5, "distinct users and sessions per hour", _actors, _actors_fill),
 )
 
 
@@ -347,8 +398,11 @@ def ddl_text(database: str, cluster: str | None = None) -> str:
         "clickhouse-ddl`; docs/scale.md says how to run it."
     )
     records = ", ".join(f"({m.version}, '{m.name}')" for m in MIGRATIONS)
+    # a new database's fills find no spans; printed whole for one already holding some
+    fills = [m.fill(naming, "") for m in MIGRATIONS if m.fill is not None]
     body = [
         *statements(naming),
+        *fills,
         f"INSERT INTO {database}.schema_versions (version, name) VALUES {records}",
     ]
     return head + "\n\n" + ";\n\n".join(body) + ";\n"
@@ -390,6 +444,8 @@ def apply_schema(store: SpanStore) -> list[int]:
                 continue
             for statement in migration.statements(naming):
                 run(statement)
+            if migration.fill is not None:
+                fill_by_month(store, migration.fill, settings)
             # on a cluster every node keeps the whole list (`_versions_table`): one insert
             # reaches them all by replication
             client.insert(

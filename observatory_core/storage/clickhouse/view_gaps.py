@@ -1,5 +1,6 @@
 """What an insert whose views failed part-way left out of the rollups and trace totals, put
-back when its spans are sent again (docs/scale.md, "Each span once").
+back when its spans are sent again (docs/scale.md, "Each span once"); and the hours' users
+and sessions (`rollup_actors_1hour`, a set: `_top_up_actors`).
 
 The engine writes an insert's spans first and then runs the views one after another: a view
 that fails leaves the spans stored and the views after it without them (seen on chDB: the
@@ -38,7 +39,7 @@ from typing import Any
 
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.ddl import _counted_spans
+from observatory_core.storage.clickhouse.ddl import ACTORS, _counted_spans, actors_select
 from observatory_core.storage.clickhouse.layout import micro_text
 
 # An insert whose client gave up (`connect.py`: 60 s per statement; a lost connection, "unknown
@@ -226,6 +227,35 @@ def _insert_running(store: SpanStore) -> bool:
     return running > 0
 
 
+_HOUR = layout.GRAIN_SECONDS["1hour"]
+# The org's counted spans of the resent spans' hours (within [lo, hi), the resent days).
+_ACTOR_SPANS = (
+    " AND spans.org_id = %(org)s AND spans.start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
+    "AND spans.start_time < toDateTime64(%(hi)s, 6, 'UTC') AND toUnixTimestamp("
+    f"toStartOfInterval(spans.start_time, INTERVAL {_HOUR} SECOND, 'UTC')) IN %(hours)s"
+)
+
+
+def _top_up_actors(store: SpanStore, org_id: int, hours: list[int], lo: str, hi: str) -> None:
+    """The users and sessions of the resent spans' hours that `rollup_actors_1hour` lacks (its
+    view failed part-way). A set read with DISTINCT (`rollups/actors.py`): a row it holds
+    already, or one a view still running inserts again, changes no count, so young spans need
+    no `SETTLE` here, and no hour waits for another (no cascade, unlike the rollups); only the
+    rows it lacks are inserted, so a whole hour writes no part."""
+    table = store.table(ACTORS)
+    key = "org_id, bucket_start, project_id, kind, actor"
+    store.client.command(
+        f"INSERT INTO {table} ({key})\nSELECT {key} FROM (\n"
+        f"{actors_select(store.table('spans'), _ACTOR_SPANS)}\n) AS s\n"
+        f"WHERE ({key}) NOT IN (SELECT {key} FROM {table} WHERE org_id = %(org)s "
+        "AND bucket_start >= toDateTime64(%(lo)s, 6, 'UTC') "
+        "AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') "
+        "AND toUnixTimestamp(bucket_start) IN %(hours)s)",
+        parameters={"org": org_id, "hours": hours, "lo": lo, "hi": hi},
+        settings={**_LIMIT, "max_query_size": 65536 + 24 * len(hours)},
+    )
+
+
 def fill_gaps(
     store: SpanStore, org_id: int, found: Iterable[tuple[int, str, datetime]], *, own: int = 0
 ) -> int:
@@ -255,6 +285,7 @@ def fill_gaps(
                 settings={**_LIMIT, "max_query_size": 65536 + 12 * len(short)},
             )
             repaired += len(short)
+    _top_up_actors(store, org_id, sorted({_epoch(s) // _HOUR * _HOUR for _, _, s in found}), lo, hi)
     traces = sorted({trace for _, trace, _ in found})
     params = {"org": org_id, "projects": sorted({p for p, _, _ in found}), "traces": traces}
     first, last = _extent(store, params, [_utc(start) for _, _, start in found])

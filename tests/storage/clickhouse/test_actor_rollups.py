@@ -89,6 +89,20 @@ def loaded(chdb_store):
     return chdb_store, _frame(rows)
 
 
+def _hours(sent: pl.DataFrame) -> set[tuple]:
+    """(hour, project, kind, actor) of the counted spans sent, as polars finds them."""
+    counted = sent.filter(pl.col("duplicate_of").is_null()).with_columns(
+        pl.col("start_time").dt.truncate("1h").dt.replace_time_zone(None).alias("hour")
+    )
+    want = set()
+    for kind, column in (("user", "user_id"), ("session", "session_id")):
+        for hour, project, actor in (
+            counted.select("hour", "project_id", column).drop_nulls().rows()
+        ):
+            want.add((hour, project, kind, actor))
+    return want
+
+
 def _statements(engine) -> list[str]:
     seen: list[str] = []
     event.listen(engine, "before_cursor_execute", lambda c, cur, s, *a: seen.append(s))
@@ -101,15 +115,7 @@ def test_the_hour_table_holds_each_hours_actors_of_the_counted_spans(loaded):
         f"SELECT DISTINCT bucket_start, project_id, kind, actor FROM "
         f"{store.table('rollup_actors_1hour')} WHERE org_id = {ORG}"
     ).result_rows
-    counted = sent.filter(pl.col("duplicate_of").is_null()).with_columns(
-        pl.col("start_time").dt.truncate("1h").dt.replace_time_zone(None).alias("hour")
-    )
-    want = set()
-    for kind, column in (("user", "user_id"), ("session", "session_id")):
-        for hour, project, actor in (
-            counted.select("hour", "project_id", column).drop_nulls().rows()
-        ):
-            want.add((hour, project, kind, actor))
+    want = _hours(sent)
     assert {(h.replace(tzinfo=None), p, k, a) for h, p, k, a in got} == want
     assert not [a for *_, a in got if a in ("changed-user", "twin-user")]
 
@@ -156,9 +162,24 @@ def test_the_overview_counts_users_of_each_period_with_and_without_filters(loade
     )
 
 
-def test_a_store_at_version_4_gets_its_spans_actors_at_its_next_open(chdb_session):
+def test_a_store_at_version_4_gets_its_spans_actors_at_its_next_open(chdb_session, monkeypatch):
+    """Spans over five months (across a new year) stored before version 5: its next open
+    fills the hours of every month, one INSERT per month (`ddl.fill_by_month`), as polars
+    finds them on the counted spans."""
     url, store = store_at_version(chdb_session, "version_4", 4)
-    rows = _rows()
+    older = [
+        span(ORG, 1 + i % 2, NOW - timedelta(days=days), user_id=f"old{i}", session_id=f"o{i}")
+        for i, days in enumerate((40, 75, 310, 330, 331))
+    ]
+    rows = _rows() + older
+    filled: list[int] = []
+    real = ddl.fill_by_month
+
+    def counted_fill(*args, **kwargs):
+        filled.append(real(*args, **kwargs))
+        return filled[-1]
+
+    monkeypatch.setattr(ddl, "fill_by_month", counted_fill)
     try:
         write_spans(store, rows)
         store.close()
@@ -166,13 +187,22 @@ def test_a_store_at_version_4_gets_its_spans_actors_at_its_next_open(chdb_sessio
         versions = store.client.query(f"SELECT version FROM {store.table('schema_versions')}")
         assert sorted(v for (v,) in versions.result_rows) == [1, 2, 3, 4, 5]
         sent = _frame(rows)
+        # December 2025 to November 2026, the empty months between included
+        months = sent["start_time"].dt.truncate("1mo").unique().sort()
+        assert months.len() == 5 and filled == [12]
+        got = store.client.query(
+            f"SELECT DISTINCT bucket_start, project_id, kind, actor FROM "
+            f"{store.table('rollup_actors_1hour')} WHERE org_id = {ORG}"
+        ).result_rows
+        assert {(h.replace(tzinfo=None), p, k, a) for h, p, k, a in got} == _hours(sent)
         scope = Scope(org_id=ORG, role=Role.ADMIN)
-        start = NOW - timedelta(days=14)
+        start = NOW - timedelta(days=400)
         first = distinct_actors(store.engine, scope, start, NOW, now=NOW)
         assert first == _expected(sent, start, NOW)
         # version 5 again (a second process opening the store together): nothing changes
         for statement in ddl.MIGRATIONS[4].statements(ddl.Naming(store.database)):
             store.client.command(statement)
+        assert ddl.fill_by_month(store, ddl.MIGRATIONS[4].fill, {}) == 12
         assert distinct_actors(store.engine, scope, start, NOW, now=NOW) == first
     finally:
         chdb_session.drop(store)

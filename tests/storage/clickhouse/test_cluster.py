@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -197,20 +197,29 @@ def test_opening_a_new_cluster_store_applies_every_version_on_the_cluster(monkey
 
 
 def test_a_cluster_store_at_version_2_gets_versions_3_and_4_on_the_cluster(monkeypatch):
-    client = _open(monkeypatch, URL, [1, 2], "Distributed")
+    client = _server(monkeypatch, [1, 2], "Distributed")
+    # spans from December to February, counted over every shard (the Distributed table)
+    client.answers["max(start_time) FROM obs.spans"] = [
+        (9, datetime(2025, 12, 31, 23), datetime(2026, 2, 1, 0, 30))
+    ]
+    open_span_store(URL)
     naming = Naming("obs", "obs_cluster")
     sent = [text for text, _ in client.of("command")]
-    wanted = ddl._latency_bins(naming) + ddl._trace_versions(naming) + ddl._actors(naming)
-    assert sent == wanted
-    *changes, fill = sent
+    changes = ddl._latency_bins(naming) + ddl._trace_versions(naming) + ddl._actors(naming)
+    assert sent[: len(changes)] == changes
+    fills = sent[len(changes) :]
     altered = {text.split()[2] for text in changes if text.startswith("ALTER")}
     # each stored table, the Distributed ones over them, and the views
     assert {"obs.rollup_1min_local", "obs.rollup_1min", "obs.trace_totals_local"} <= altered
     assert "obs.trace_totals_mv" in altered and "obs.spans" not in altered
     assert all(ON in text for text in changes)
-    # version 5 fills this node's hours from every shard's spans (the Distributed table)
-    assert fill.startswith("INSERT INTO obs.rollup_actors_1hour_local\n")
-    assert "FROM obs.spans AS spans" in fill
+    # version 5 fills this node's hours from every shard's spans (the Distributed table), one
+    # INSERT per month of spans (no ON CLUSTER)
+    assert len(fills) == 3 and len(set(fills)) == 1
+    assert fills[0] == ddl._actors_fill(naming, ddl._MONTH)
+    assert fills[0].startswith("INSERT INTO obs.rollup_actors_1hour_local\n")
+    assert "FROM obs.spans AS spans" in fills[0] and ON not in fills[0]
+    assert "spans.start_time < toDateTime64(%(end)s, 6, 'UTC')" in fills[0]
     assert len(client.of("insert")) == 3
 
 
