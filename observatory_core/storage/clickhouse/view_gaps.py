@@ -239,9 +239,12 @@ _ACTOR_SPANS = (
 def _top_up_actors(store: SpanStore, org_id: int, hours: list[int], lo: str, hi: str) -> None:
     """The users and sessions of the resent spans' hours that `rollup_actors_1hour` lacks (its
     view failed part-way). A set read with DISTINCT (`rollups/actors.py`): a row it holds
-    already, or one a view still running inserts again, changes no count, so young spans need
-    no `SETTLE` here, and no hour waits for another (no cascade, unlike the rollups); only the
-    rows it lacks are inserted, so a whole hour writes no part."""
+    already, or one a view still running inserts again, changes no count, and no hour waits
+    for another (no cascade, unlike the rollups); only the rows it lacks are inserted, so a
+    whole hour writes no part. It runs where `fill_gaps` runs: the writer hands it only stored
+    spans older than `SETTLE`, and nothing runs while an insert into the spans does, so a
+    resend within 10 minutes of the failure leaves the hours short, as it leaves the rollups.
+    Bounded by the resent hours (`lo`, `hi`), which the table's key reads by."""
     table = store.table(ACTORS)
     key = "org_id, bucket_start, project_id, kind, actor"
     store.client.command(
@@ -285,7 +288,6 @@ def fill_gaps(
                 settings={**_LIMIT, "max_query_size": 65536 + 12 * len(short)},
             )
             repaired += len(short)
-    _top_up_actors(store, org_id, sorted({_epoch(s) // _HOUR * _HOUR for _, _, s in found}), lo, hi)
     traces = sorted({trace for _, trace, _ in found})
     params = {"org": org_id, "projects": sorted({p for p, _, _ in found}), "traces": traces}
     first, last = _extent(store, params, [_utc(start) for _, _, start in found])
@@ -307,4 +309,9 @@ def fill_gaps(
             settings={**_LIMIT, "max_query_size": 65536 + 80 * len(short_traces)},
         )
         repaired += len(short_traces)
+    # last: a failure here (a set, topped up at the next resend) leaves the rest repaired
+    hours = sorted({_epoch(start) // _HOUR * _HOUR for _, _, start in found})
+    first_hour = micro_text(datetime.fromtimestamp(hours[0], UTC))
+    end_hour = micro_text(datetime.fromtimestamp(hours[-1] + _HOUR, UTC))
+    _top_up_actors(store, org_id, hours, first_hour, end_hour)
     return repaired

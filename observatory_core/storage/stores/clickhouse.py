@@ -299,7 +299,10 @@ def _sketch_add(element, compiler, **kw):
 # (which copies a page pins): only conditions on these go inside the derived table, before
 # `LIMIT 1 BY` picks the newest copy. A condition on anything a later copy may change (status,
 # duration, text, twins) is judged on that newest copy alone, outside: judged inside, an older
-# copy could pass a filter the newest fails, and one span count under two filters.
+# copy could pass a filter the newest fails, and one span count under two filters. The start
+# time is the same in every copy since the write turns; copies writers raced in before them
+# may hold two (docs/scale.md, "Each span once": spans mode lists such a span twice), and a
+# bound that must not rely on it is marked `on_newest_copy`.
 SAME_IN_EVERY_COPY = frozenset({"org_id", "project_id", "trace_id", "span_id", "start_time"})
 
 
@@ -307,7 +310,9 @@ class on_newest_copy(functions.FunctionElement):
     """A condition the derived table never applies first (`_pushed_inside`), so it is judged on
     each span's newest copy alone, outside, even when it reads only `SAME_IN_EVERY_COPY`
     columns: copies left by writers that raced before the write turns may hold two start
-    times (docs/scale.md, "Each span once"). Written as the condition itself."""
+    times (docs/scale.md, "Each span once"). Written as the condition itself. It takes effect
+    where the derived table is built, which a read's pushed conditions (the org's, at least:
+    every read is scoped) bring about."""
 
     type = Boolean()
     inherit_cache = True
