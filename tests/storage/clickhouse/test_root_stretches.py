@@ -326,7 +326,8 @@ def test_a_root_with_copies_of_two_starts_is_listed_once_by_its_newest(
     rows = [s for t in traces for s in t]
     assert write_spans(store, rows) == len(rows)
     moved = traces[1][0]["span_id"]
-    _copy(store, org, [moved], "start_time - INTERVAL 30 MINUTE AS start_time")
+    # 30.5 minutes earlier: between two roots' starts (a tie would leave the order to the id)
+    _copy(store, org, [moved], "start_time - INTERVAL 1830 SECOND AS start_time")
     scope = Scope(org_id=org, role=Role.ADMIN)
     spec = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
     walked, pin = _walk(store, scope, spec, 3)
