@@ -9,7 +9,7 @@ numbers the stored copies in start order (every copy of a span, under the job's 
 window and pin) and finds the start time of every `read_rows`-th copy that matches the job's
 filter on its own columns, or of every few reads' copies (`windows`); each read then takes
 only the spans between two of them: the engine applies the two bounds before it picks the
-newest copies (start time is the same in every copy, `stores/clickhouse.SAME_IN_EVERY_COPY`),
+newest copies (start time is the same in every copy, `stores/_copies.SAME_IN_EVERY_COPY`),
 and each span's newest copy before the pin is one of the copies numbered, so no wanted span
 falls outside the windows. A read runs on by keyset when ties at its end
 make its window longer, and the reads are cut into the job's pages, so the pages hold the
@@ -52,7 +52,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.dialect import arrival_order, epoch_us, text_search
 from observatory_core.storage.schema import spans
-from observatory_core.storage.stores.clickhouse import same_in_every_copy
+from observatory_core.storage.stores._copies import same_in_every_copy
 from observatory_core.storage.types import UtcDateTime
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column

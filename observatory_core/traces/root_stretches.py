@@ -35,7 +35,7 @@ from sqlalchemy.sql import Select
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
-from observatory_core.storage.stores.clickhouse import same_in_every_copy
+from observatory_core.storage.stores._copies import same_in_every_copy
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.paging import position_time
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from observatory_core.ingest import conventions as cv
@@ -59,10 +60,8 @@ def test_the_corpus_maps_to_the_recorded_rows(tmp_path):
     assert not changed, f"rows differ from the recorded ones in {changed[:10]}"
 
 
-def test_only_the_free_text_columns_of_a_mapped_row_need_checking():
-    """The receiver checks length and NUL on `FREE_TEXT` only: on every span of the corpus that
-    gives the row checking every column gives, so no other column holds what a sender wrote."""
-    checked = 0
+def _mapped_spans() -> Iterator[dict]:
+    """The mapping's row of every span of the corpus it does not refuse, before `complete_row`."""
     for _, body, kind in corpus():
         for resource_spans in parse_request(body, kind).request.resource_spans:
             resource = Resource.of(resource_spans.resource)
@@ -80,9 +79,17 @@ def test_only_the_free_text_columns_of_a_mapped_row_need_checking():
                         )
                     except (Rejected, RecursionError):
                         continue
-                    every = spanrows.complete_row(row, 300)  # short: the text cut is exercised
-                    assert repr(spanrows.complete_row(row, 300, FREE_TEXT)) == repr(every)
-                    checked += 1
+                    yield row
+
+
+def test_only_the_free_text_columns_of_a_mapped_row_need_checking():
+    """The receiver checks length and NUL on `FREE_TEXT` only: on every span of the corpus that
+    gives the row checking every column gives, so no other column holds what a sender wrote."""
+    checked = 0
+    for row in _mapped_spans():
+        every = spanrows.complete_row(row, 300)  # short: the text cut is exercised
+        assert repr(spanrows.complete_row(row, 300, FREE_TEXT)) == repr(every)
+        checked += 1
     assert checked > 3000
 
 
@@ -117,23 +124,7 @@ def test_every_text_column_of_a_mapped_row_is_checked_or_made_here():
     in a column of one list or the other."""
     text_columns = {c.name for c in spans.columns if c.type.python_type is str}
     seen: set[str] = set()
-    for _, body, kind in corpus():
-        for resource_spans in parse_request(body, kind).request.resource_spans:
-            resource = Resource.of(resource_spans.resource)
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    try:
-                        row = map_span(
-                            span,
-                            resource,
-                            scope_spans.scope.name,
-                            org_id=1,
-                            project_id=1,
-                            prices=PriceBook({}),
-                            now=NOW,
-                        )
-                    except (Rejected, RecursionError):
-                        continue
-                    seen |= {k for k, v in row.items() if isinstance(v, str) and k in text_columns}
+    for row in _mapped_spans():
+        seen |= {k for k, v in row.items() if isinstance(v, str) and k in text_columns}
     assert seen - set(FREE_TEXT) - MADE_HERE == set()
     assert {"name", "model", "input_text", "trace_id"} <= seen  # the corpus reached them

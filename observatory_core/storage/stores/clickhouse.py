@@ -24,19 +24,18 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Table
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Insert, Select, functions, visitors
 from sqlalchemy.sql.expression import ColumnClause, ColumnElement
-from sqlalchemy.sql.selectable import CTE, ScalarSelect
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
 from observatory_core.storage.clickhouse import sketch_sql
 from observatory_core.storage.clickhouse import trace_totals as totals
-from observatory_core.storage.clickhouse.narrowing import narrowed, narrows, reads_looked_up_ctes
+from observatory_core.storage.clickhouse.narrowing import narrowed, narrows
 from observatory_core.storage.dialect import (
     arrival_order,
     bin_map,
@@ -65,6 +64,7 @@ from observatory_core.storage.packed_sketch import (
 )
 from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.storage.stores import register
+from observatory_core.storage.stores._copies import on_newest_copy, pushed_inside
 from observatory_core.storage.stores.base import SpanPartition, Store
 
 NAME = "clickhousedb"  # clickhouse-connect's dialect (storage/clickhouse/layout.py)
@@ -295,68 +295,6 @@ def _sketch_add(element, compiler, **kw):
 # -- spans, one row per span -----------------------------------------------------------------
 
 
-# The columns every copy of a span holds alike (its identity, time and scope) and `version`
-# (which copies a page pins): only conditions on these go inside the derived table, before
-# `LIMIT 1 BY` picks the newest copy. A condition on anything a later copy may change (status,
-# duration, text, twins) is judged on that newest copy alone, outside: judged inside, an older
-# copy could pass a filter the newest fails, and one span count under two filters. The start
-# time is the same in every copy since the write turns; copies writers raced in before them
-# may hold two (docs/scale.md, "Each span once": spans mode lists such a span twice), and a
-# bound that must not rely on it is marked `on_newest_copy`.
-SAME_IN_EVERY_COPY = frozenset({"org_id", "project_id", "trace_id", "span_id", "start_time"})
-
-
-class on_newest_copy(functions.FunctionElement):
-    """A condition the derived table never applies first (`_pushed_inside`), so it is judged on
-    each span's newest copy alone, outside, even when it reads only `SAME_IN_EVERY_COPY`
-    columns: copies left by writers that raced before the write turns may hold two start
-    times (docs/scale.md, "Each span once"). Written as the condition itself. It takes effect
-    where the derived table is built, which a read's pushed conditions (the org's, at least:
-    every read is scoped) bring about."""
-
-    type = Boolean()
-    inherit_cache = True
-    name = "on_newest_copy"
-
-
-@compiles(on_newest_copy)
-def _on_newest_copy(element, compiler, **kw):
-    (condition,) = element.clauses
-    return f"({compiler.process(condition, **kw)})"
-
-
-def _pushed_inside(clause, source=spans) -> bool:
-    """Whether a condition may be applied before the newest copy is picked: it reads only
-    columns every copy holds alike, or the pin (`arrival_order`, the version); never the id
-    (the derived table's own), a correlated subquery or another table's column. `source`:
-    `spans`, or the alias of it the derived table stands for."""
-    if isinstance(clause, on_newest_copy):
-        return False
-    if isinstance(clause, arrival_order):
-        (column,) = clause.clauses
-        return getattr(column, "table", None) is source
-    if reads_looked_up_ctes(clause):
-        return True
-    if isinstance(clause, ScalarSelect):  # `trace_id IN (...)`: when it reads no outer row,
-        # and not from a CTE of a whole window (the Sessions list's: the engine computes it
-        # again inside, measured slower than reading the org's spans; narrowing.py)
-        froms = clause.element.columns_clause_froms
-        return not any(isinstance(f, CTE) for f in froms) and totals.self_contained(clause)
-    if clause is source.c.id or isinstance(clause, Select | text_search):
-        return False
-    if isinstance(clause, ColumnClause) and getattr(clause, "table", None) is not None:
-        return clause.table is source and clause.name in SAME_IN_EVERY_COPY
-    return all(_pushed_inside(c, source) for c in clause.get_children())
-
-
-def same_in_every_copy(clause) -> bool:
-    """Whether a condition holds alike for every copy of a span (`_pushed_inside`) and reads
-    no other table: one a read of the raw copies may apply (exports/span_store_pages.py)."""
-    if any(isinstance(e, Select | ScalarSelect | CTE) for e in visitors.iterate(clause)):
-        return False
-    return _pushed_inside(clause)
-
-
 def _conjuncts(where) -> list:
     if where is None:
         return []
@@ -397,7 +335,7 @@ def _alias_name(compiler, alias) -> str:
 
 @compiles(Table, NAME)
 def _table(element, compiler, asfrom=False, **kw):
-    """`spans` as a derived table of one row per span, its newest copy (`SAME_IN_EVERY_COPY`
+    """`spans` as a derived table of one row per span, its newest copy (`_copies.SAME_IN_EVERY_COPY`
     says which of the query's conditions it applies first), `trace_totals` as one of summed
     rows (`_trace_totals`); other tables in the store's database. The query's own WHERE
     applies every condition again outside."""
@@ -417,7 +355,7 @@ def _table(element, compiler, asfrom=False, **kw):
     source = alias if alias is not None and alias.element is spans else spans
     name = "spans" if source is spans else _alias_name(compiler, alias)
     conjuncts = _conjuncts(query.whereclause if query is not None else None)
-    inner = [compiler.process(c, **_inner_kw(kw)) for c in conjuncts if _pushed_inside(c, source)]
+    inner = [compiler.process(c, **_inner_kw(kw)) for c in conjuncts if pushed_inside(c, source)]
     if source is spans and inner:  # a user's or session's spans, a search's: narrowing.py
         compiled = {c: compiler.process(c, **_inner_kw(kw)) for c in conjuncts if narrows(c)}
         inner += narrowed(database, inner, compiled)

@@ -1,0 +1,78 @@
+"""Which conditions the span store may apply to every stored copy of a span, before the
+newest copy is picked (docs/scale.md, "Each span once"): the derived table of
+`stores/clickhouse.py` applies them inside, a read of the raw copies may apply them alone
+(`exports/span_store_pages.py`, `traces/root_stretches.py`)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import Select, functions, visitors
+from sqlalchemy.sql.expression import ColumnClause
+from sqlalchemy.sql.selectable import CTE, ScalarSelect
+
+from observatory_core.storage.clickhouse import trace_totals as totals
+from observatory_core.storage.clickhouse.narrowing import reads_looked_up_ctes
+from observatory_core.storage.dialect import arrival_order, text_search
+from observatory_core.storage.schema import spans
+
+# The columns every copy of a span holds alike (its identity, time and scope) and `version`
+# (which copies a page pins): only conditions on these go inside the derived table, before
+# `LIMIT 1 BY` picks the newest copy. A condition on anything a later copy may change (status,
+# duration, text, twins) is judged on that newest copy alone, outside: judged inside, an older
+# copy could pass a filter the newest fails, and one span count under two filters. The start
+# time is the same in every copy since the write turns; copies writers raced in before them
+# may hold two (docs/scale.md, "Each span once": spans mode lists such a span twice), and a
+# bound that must not rely on it is marked `on_newest_copy`.
+SAME_IN_EVERY_COPY = frozenset({"org_id", "project_id", "trace_id", "span_id", "start_time"})
+
+
+class on_newest_copy(functions.FunctionElement):
+    """A condition the derived table never applies first (`pushed_inside`), so it is judged on
+    each span's newest copy alone, outside, even when it reads only `SAME_IN_EVERY_COPY`
+    columns: copies left by writers that raced before the write turns may hold two start
+    times (docs/scale.md, "Each span once"). Written as the condition itself. It takes effect
+    where the derived table is built, which a read's pushed conditions (the org's, at least:
+    every read is scoped) bring about."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "on_newest_copy"
+
+
+@compiles(on_newest_copy)
+def _on_newest_copy(element, compiler, **kw):
+    (condition,) = element.clauses
+    return f"({compiler.process(condition, **kw)})"
+
+
+def pushed_inside(clause, source=spans) -> bool:
+    """Whether a condition may be applied before the newest copy is picked: it reads only
+    columns every copy holds alike, or the pin (`arrival_order`, the version); never the id
+    (the derived table's own), a correlated subquery or another table's column. `source`:
+    `spans`, or the alias of it the derived table stands for."""
+    if isinstance(clause, on_newest_copy):
+        return False
+    if isinstance(clause, arrival_order):
+        (column,) = clause.clauses
+        return getattr(column, "table", None) is source
+    if reads_looked_up_ctes(clause):
+        return True
+    if isinstance(clause, ScalarSelect):  # `trace_id IN (...)`: when it reads no outer row,
+        # and not from a CTE of a whole window (the Sessions list's: the engine computes it
+        # again inside, measured slower than reading the org's spans; narrowing.py)
+        froms = clause.element.columns_clause_froms
+        return not any(isinstance(f, CTE) for f in froms) and totals.self_contained(clause)
+    if clause is source.c.id or isinstance(clause, Select | text_search):
+        return False
+    if isinstance(clause, ColumnClause) and getattr(clause, "table", None) is not None:
+        return clause.table is source and clause.name in SAME_IN_EVERY_COPY
+    return all(pushed_inside(c, source) for c in clause.get_children())
+
+
+def same_in_every_copy(clause) -> bool:
+    """Whether a condition holds alike for every copy of a span (`pushed_inside`) and reads
+    no other table: one a read of the raw copies may apply (exports/span_store_pages.py)."""
+    if any(isinstance(e, Select | ScalarSelect | CTE) for e in visitors.iterate(clause)):
+        return False
+    return pushed_inside(clause)
