@@ -3,7 +3,7 @@ move when spans arrive through POST /v1/traces and when an export runs."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -161,10 +161,14 @@ def test_alert_rounds_and_webhook_failures_are_counted(app, engine, monkeypatch)
     from observatory_core.alerts.loops import start_loops
     from observatory_core.alerts.rules import build_rule, create_rule
     from observatory_core.base import prometheus
-    from tests.alerts.conftest import NOW, add_spans
+    from tests.alerts.conftest import add_spans
 
     org_id, (project,) = make_org(engine, "acme")
-    add_spans(engine, org_id, project, minutes_ago=1, count=5, duration_ms=4000.0)
+    # The loops evaluate at the real time: the spans are a minute old then too, so their round
+    # finds the rule still firing and queues nothing new (spans at a fixed past time made it
+    # resolve, and the webhook loop counted the resolution's failed delivery as a second retry).
+    now = datetime.now(UTC)
+    add_spans(engine, org_id, project, minutes_ago=1, count=5, now=now, duration_ms=4000.0)
     monkeypatch.setattr(webhooks, "allow_list", lambda: webhooks.AllowList.parse(["127.0.0.1"]))
     # the retry is not due again while the loops run (5 s passed under load: counted twice)
     monkeypatch.setattr(webhooks, "BACKOFF_S", 3600.0)
@@ -176,8 +180,8 @@ def test_alert_rounds_and_webhook_failures_are_counted(app, engine, monkeypatch)
         window_s=300,
         webhook_url="http://127.0.0.1:9/nothing-listens-here",
     )
-    create_rule(engine, admin_scope(org_id), spec, now=NOW)
-    evaluate(engine, NOW)
+    create_rule(engine, admin_scope(org_id), spec, now=now)
+    evaluate(engine, now)
     before = scrape(app)
     assert webhooks.deliver_due(engine) == 1  # refused connection: retried in 5 s
     stop = threading.Event()
