@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -52,6 +52,7 @@ class Recorder:
         self.inner = inner
         self.fail = fail  # the server's error for every command
         self.sent: list[tuple[str, str, dict]] = []
+        self.parameters: list[tuple[str, Any]] = []  # each command's text and parameters
         if inner is None:  # what the driver read of the server as it connected
             self.server_settings = dict.fromkeys(settings)
             self.server_version = version
@@ -68,6 +69,7 @@ class Recorder:
 
     def command(self, sql: str, parameters: Any = None, settings: dict | None = None, **kw):
         self.sent.append(("command", sql, dict(settings or {})))
+        self.parameters.append((sql, parameters))
         if self.fail is not None:
             from clickhouse_connect.driver.exceptions import DatabaseError
 
@@ -196,31 +198,48 @@ def test_opening_a_new_cluster_store_applies_every_version_on_the_cluster(monkey
     assert {text for text, _ in client.of("insert")} == {"obs.schema_versions"}
 
 
-def test_a_cluster_store_at_version_2_gets_versions_3_and_4_on_the_cluster(monkeypatch):
+def test_a_cluster_store_at_version_2_gets_versions_3_to_6_on_the_cluster(monkeypatch):
     client = _server(monkeypatch, [1, 2], "Distributed")
-    # spans from December to February, counted over every shard (the Distributed table)
-    client.answers["max(start_time) FROM obs.spans"] = [
-        (9, datetime(2025, 12, 31, 23), datetime(2026, 2, 1, 0, 30))
+    # spans in December, January and March (February empty): the partitions of the active parts
+    # of every node's spans_local
+    client.answers["clusterAllReplicas(obs_cluster, system.parts)"] = [
+        ("202512",),
+        ("202601",),
+        ("202603",),
     ]
     open_span_store(URL)
     naming = Naming("obs", "obs_cluster")
     sent = [text for text, _ in client.of("command")]
     changes = ddl._latency_bins(naming) + ddl._trace_versions(naming) + ddl._actors(naming)
     assert sent[: len(changes)] == changes
-    fills = sent[len(changes) :]
-    altered = {text.split()[2] for text in changes if text.startswith("ALTER")}
+    retention = ddl._trace_retention(naming)
+    fills = sent[len(changes) : len(sent) - len(retention)]
+    assert sent[len(sent) - len(retention) :] == retention
+    altered = {text.split()[2] for text in changes + retention if text.startswith("ALTER")}
     # each stored table, the Distributed ones over them, and the views
     assert {"obs.rollup_1min_local", "obs.rollup_1min", "obs.trace_totals_local"} <= altered
     assert "obs.trace_totals_mv" in altered and "obs.spans" not in altered
-    assert all(ON in text for text in changes)
+    assert all(ON in text for text in changes + retention)
+    # version 6: the column on the stored and the Distributed trace totals, the TTL on the
+    # stored one only, and the view's query replaced
+    assert [t.split()[2] for t in retention] == [
+        "obs.trace_totals_local",
+        "obs.trace_totals",
+        "obs.trace_totals_local",
+        "obs.trace_totals_mv",
+    ]
+    assert "MODIFY TTL toDateTime(last_start) + toIntervalDay(retain_days)" in retention[2]
+    assert "max(spans.retain_days) AS retain_days" in retention[3]
     # version 5 fills this node's hours from every shard's spans (the Distributed table), one
-    # INSERT per month of spans (no ON CLUSTER)
+    # INSERT per month that holds spans (no ON CLUSTER)
     assert len(fills) == 3 and len(set(fills)) == 1
     assert fills[0] == ddl._actors_fill(naming, ddl._MONTH)
     assert fills[0].startswith("INSERT INTO obs.rollup_actors_1hour_local\n")
     assert "FROM obs.spans AS spans" in fills[0] and ON not in fills[0]
     assert "spans.start_time < toDateTime64(%(end)s, 6, 'UTC')" in fills[0]
-    assert len(client.of("insert")) == 3
+    months = [params["start"][:7] for text, params in client.parameters if "INSERT" in text]
+    assert months == ["2025-12", "2026-01", "2026-03"]
+    assert len(client.of("insert")) == 4
 
 
 def test_a_current_cluster_store_sends_no_schema_change(monkeypatch):
@@ -455,18 +474,26 @@ def test_reads_on_a_cluster_run_their_subqueries_over_every_shard(chdb_store):
 
 # -- retention ----------------------------------------------------------------------------------
 
-STALE = {"FROM obs.spans WHERE org_id IN": [(1, 101, 0, 12), (1, 102, 30, 5)]}
+STALE = {
+    "FROM obs.spans WHERE org_id IN": [(1, 101, 0, 12), (1, 102, 30, 5)],
+    # a trace total written before schema version 6 (0) in the project of 7 days
+    "FROM obs.trace_totals WHERE org_id IN": [(1, 101, 0, 3), (1, 102, 30, 2)],
+}
 
 
 def test_a_restamp_on_a_cluster_mutates_every_shards_local_spans(chdb_store):
     store, client = _store(URL, STALE)
     stamp = restamp.Stamp(1, 30, {101: 7})
     assert restamp.restamp(store, stamp) == 12
-    ((stale_read, _),) = client.of("query")
+    (stale_read, _), (stale_totals, _) = client.of("query")
     assert "FROM obs.spans WHERE" in stale_read  # the Distributed table: every shard's rows
-    ((mutation, settings),) = client.of("command")
+    assert "FROM obs.trace_totals WHERE" in stale_totals
+    (mutation, settings), (totals, totals_settings) = client.of("command")
     assert mutation.startswith(f"ALTER TABLE obs.spans_local {ON} UPDATE retain_days = ")
     assert "WHERE org_id = 1 AND retain_days != " in mutation
+    # the trace totals (schema version 6) re-stamped with the same days, on every shard
+    assert totals == mutation.replace("obs.spans_local", "obs.trace_totals_local")
+    assert totals_settings == settings
     # queued, waiting for no node: it is sent while the org's settings row is held
     queued = {
         "mutations_sync": 0,
@@ -485,8 +512,9 @@ def test_a_restamp_on_a_cluster_mutates_every_shards_local_spans(chdb_store):
         yield stamp
 
     assert restamp.reconcile(store, [stamp], current) == {1: 12} and held == [1]
-    ((mutation, settings),) = client.of("command")
+    (mutation, settings), (totals, _) = client.of("command")
     assert mutation.startswith(f"ALTER TABLE obs.spans_local {ON} UPDATE ") and settings == queued
+    assert totals.startswith(f"ALTER TABLE obs.trace_totals_local {ON} UPDATE ")
 
 
 def test_unfinished_and_failing_mutations_are_read_on_every_node(chdb_store):
@@ -508,14 +536,44 @@ def test_unfinished_and_failing_mutations_are_read_on_every_node(chdb_store):
 def test_a_restamp_on_one_node_is_as_before():
     store, client = _store(ONE_NODE, {**STALE, "SELECT count()": [(0,)]})
     assert restamp.restamp(store, restamp.Stamp(1, 30, {101: 7})) == 12
-    ((mutation, settings),) = client.of("command")
+    (mutation, settings), (totals, _) = client.of("command")
     assert mutation.startswith("ALTER TABLE obs.spans UPDATE retain_days = ")
+    assert totals.startswith("ALTER TABLE obs.trace_totals UPDATE retain_days = ")
     assert settings == {"mutations_sync": 0}
     assert restamp.pending(store) == 0
     assert client.of("query")[-1][0] == (
         "SELECT count() FROM system.mutations WHERE database = %(db)s "
         "AND table = 'spans' AND NOT is_done"
     )
+
+
+def test_rollup_retention_on_a_cluster_deletes_on_every_shard(chdb_store):
+    """The rows before the org's cutoff counted over every shard (the Distributed tables),
+    deleted from each shard's `<table>_local` (ON CLUSTER, queued); a table with none gets no
+    statement, an org that keeps its rollups none at all."""
+    from observatory_core.storage.clickhouse.rollup_retention import expire_rollups
+    from observatory_core.storage.retention import Policy
+
+    store, client = _store(URL, {"FROM obs.rollup_1min WHERE": [(40,)], "count()": [(0,)]})
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    policies = [Policy(1, 30, 60), Policy(2, None, None)]
+    assert expire_rollups(store, policies, now) == {1: 40}
+    reads = [text for text, _ in client.of("query")]
+    assert [r.split(" FROM ")[1].split()[0] for r in reads] == [
+        "obs.rollup_1min",
+        "obs.rollup_1hour",
+        "obs.rollup_1day",
+        "obs.rollup_actors_1hour",
+    ]
+    ((delete, settings),) = client.of("command")
+    assert delete == (
+        f"DELETE FROM obs.rollup_1min_local {ON} WHERE org_id = %(org)s "
+        "AND bucket_start < toDateTime64(%(cutoff)s, 6, 'UTC')"
+    )
+    assert settings["distributed_ddl_task_timeout"] == 0
+    (params,) = [p for text, p in client.parameters if text == delete]
+    assert params == {"org": 1, "cutoff": "2026-09-21 12:00:00.000000"}  # 60 days before
+    _parses(chdb_store, delete.replace("%(org)s", "1").replace("%(cutoff)s", "'2026-09-21'"))
 
 
 # -- the latency bins' back-fill ----------------------------------------------------------------
