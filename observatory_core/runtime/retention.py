@@ -74,7 +74,7 @@ def restamp_span_store(engine: Engine, now: datetime | None = None) -> Restamped
         reason = restamp.failing(store)
         if reason is not None:  # the engine retries it, and it holds back every re-stamp
             return Restamped(
-                "A mutation of the span store's spans keeps failing, and holds back the "
+                "A mutation of the span store's spans or trace totals keeps failing, and holds back the "
                 "retention re-stamps until it is killed "
                 f"({restamp.kill_statement(store)}): {reason}",
                 True,

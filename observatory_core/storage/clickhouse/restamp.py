@@ -117,27 +117,32 @@ def stale(store: SpanStore, stamps: Iterable[Stamp], table: str = "spans") -> di
     return out
 
 
+def _tables(store: SpanStore) -> str:
+    """The stamped tables as a condition on `system.mutations.table`: their stored names
+    (`spans_local`, `trace_totals_local` on a cluster)."""
+    names = [store.naming.stored(t).split(".", 1)[1] for t in TABLES]
+    return f"table IN ({', '.join(repr(n) for n in names)})"
+
+
 def _mutations(store: SpanStore) -> str:
-    """FROM and WHERE of the spans table's unfinished mutations: this node's, or on a cluster
-    every node's mutations of its `spans_local`."""
-    naming = store.naming
-    table = naming.stored("spans").split(".", 1)[1]
+    """FROM and WHERE of the stamped tables' unfinished mutations: this node's, or on a
+    cluster every node's mutations of its `spans_local` and `trace_totals_local`."""
     return (
-        f"FROM {naming.every_node('mutations')} WHERE database = %(db)s "
-        f"AND table = '{table}' AND NOT is_done"
+        f"FROM {store.naming.every_node('mutations')} WHERE database = %(db)s "
+        f"AND {_tables(store)} AND NOT is_done"
     )
 
 
 def kill_statement(store: SpanStore) -> str:
-    """The statement an operator runs to kill the spans table's unfinished mutations (one that
-    keeps failing holds back every re-stamp after it): on a cluster, every node's."""
-    naming = store.naming
-    table = naming.stored("spans").split(".", 1)[1]
-    return f"KILL MUTATION{naming.on} WHERE database = '{store.database}' AND table = '{table}'"
+    """The statement an operator runs to kill the stamped tables' unfinished mutations (one
+    that keeps failing holds back every re-stamp after it): on a cluster, every node's."""
+    return (
+        f"KILL MUTATION{store.naming.on} WHERE database = '{store.database}' AND {_tables(store)}"
+    )
 
 
 def pending(store: SpanStore) -> int:
-    """Mutations of the spans table the engine has not finished (on a cluster, counted once
+    """Mutations of the spans and trace totals the engine has not finished (on a cluster, counted once
     per node that has not)."""
     with _store_errors(store):
         ((count,),) = store.client.query(
@@ -160,7 +165,7 @@ def failing(store: SpanStore) -> str | None:
 
 
 def settle(store: SpanStore, timeout_s: float = WAIT_S) -> bool:
-    """Wait until the spans table has no unfinished mutation; False when `timeout_s` passed."""
+    """Wait until the spans and trace totals have no unfinished mutation; False when `timeout_s` passed."""
     deadline = time.monotonic() + timeout_s
     while pending(store):
         if time.monotonic() >= deadline:

@@ -525,7 +525,7 @@ def test_unfinished_and_failing_mutations_are_read_on_every_node(chdb_store):
     assert restamp.failing(store) == "ch2: Code: 241 ..."
     for text, _ in client.of("query"):
         assert "FROM clusterAllReplicas(obs_cluster, system.mutations) " in text
-        assert "AND table = 'spans_local' AND NOT is_done" in text
+        assert "AND table IN ('spans_local', 'trace_totals_local') AND NOT is_done" in text
         _parses(chdb_store, text.replace("%(db)s", "'obs'"))
     assert "hostName()" in client.of("query")[1][0]
     # while one node has not finished, the worker's run sends nothing
@@ -543,7 +543,7 @@ def test_a_restamp_on_one_node_is_as_before():
     assert restamp.pending(store) == 0
     assert client.of("query")[-1][0] == (
         "SELECT count() FROM system.mutations WHERE database = %(db)s "
-        "AND table = 'spans' AND NOT is_done"
+        "AND table IN ('spans', 'trace_totals') AND NOT is_done"
     )
 
 
@@ -603,11 +603,14 @@ def test_the_worker_says_which_node_fails_and_how_to_kill_it(monkeypatch, chdb_s
     monkeypatch.setattr(current, "span_store", lambda: store)
     said = restamp_span_store(engine=None)  # DATABASE_URL is not read before this answer
     assert said.failed and "ch2: Code: 241 ..." in said.said
-    kill = "KILL MUTATION ON CLUSTER obs_cluster WHERE database = 'obs' AND table = 'spans_local'"
+    kill = (
+        "KILL MUTATION ON CLUSTER obs_cluster WHERE database = 'obs' "
+        "AND table IN ('spans_local', 'trace_totals_local')"
+    )
     assert f"({kill}): ch2" in said.said
     _parses(chdb_store, kill)
     assert client.of("command") == []
     one, _ = _store(ONE_NODE)
     assert restamp.kill_statement(one) == (
-        "KILL MUTATION WHERE database = 'obs' AND table = 'spans'"
+        "KILL MUTATION WHERE database = 'obs' AND table IN ('spans', 'trace_totals')"
     )
