@@ -74,8 +74,8 @@ def restamp_span_store(engine: Engine, now: datetime | None = None) -> Restamped
         reason = restamp.failing(store)
         if reason is not None:  # the engine retries it, and it holds back every re-stamp
             return Restamped(
-                "A mutation of the span store's spans or trace totals keeps failing, and holds back the "
-                "retention re-stamps until it is killed "
+                "A mutation of the span store's spans or trace totals keeps failing, and "
+                "holds back the retention re-stamps until it is killed "
                 f"({restamp.kill_statement(store)}): {reason}",
                 True,
             )
@@ -89,7 +89,7 @@ def restamp_span_store(engine: Engine, now: datetime | None = None) -> Restamped
     said = []
     if expired:
         said.append(
-            f"Deleted {sum(expired.values()):,} rollup rows of {len(expired)} org(s) in the span "
+            f"Deleting {sum(expired.values()):,} rollup rows of {len(expired)} org(s) in the span "
             "store, past their org's rollup retention."
         )
     if found is None:

@@ -83,7 +83,7 @@ def retain_days(stamps: Iterable[Stamp]) -> dict[tuple[int, int], int]:
 
 
 @contextmanager
-def _store_errors(store: SpanStore) -> Iterator[None]:
+def store_errors(store: SpanStore) -> Iterator[None]:
     """Any failure of the engine said as one sentence (`DatabaseUnavailable`): the caller has
     saved the setting already and reports, it does not crash."""
     from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -104,7 +104,7 @@ def stale(store: SpanStore, stamps: Iterable[Stamp], table: str = "spans") -> di
     wanted = {s.org_id: s for s in stamps}
     if not wanted:
         return {}
-    with _store_errors(store):
+    with store_errors(store):
         rows = store.client.query(
             f"SELECT org_id, project_id, {DAYS}, count() FROM {store.table(table)} "
             f"WHERE org_id IN %(orgs)s GROUP BY org_id, project_id, {DAYS}",
@@ -144,7 +144,7 @@ def kill_statement(store: SpanStore) -> str:
 def pending(store: SpanStore) -> int:
     """Mutations of the spans and trace totals the engine has not finished (on a cluster, counted once
     per node that has not)."""
-    with _store_errors(store):
+    with store_errors(store):
         ((count,),) = store.client.query(
             f"SELECT count() {_mutations(store)}", parameters={"db": store.database}
         ).result_rows
@@ -155,7 +155,7 @@ def failing(store: SpanStore) -> str | None:
     """Why an unfinished mutation of the spans table keeps failing (the engine retries it, and
     it holds back every re-stamp after it), or None; on a cluster, with the node it fails on."""
     reason = "concat(hostName(), ': ', latest_fail_reason)" if store.naming.cluster else None
-    with _store_errors(store):
+    with store_errors(store):
         rows = store.client.query(
             f"SELECT {reason or 'latest_fail_reason'} {_mutations(store)} "
             "AND latest_fail_reason != '' LIMIT 1",
@@ -196,7 +196,7 @@ def _mutate(store: SpanStore, stamp: Stamp, table: str = "spans") -> None:
     # late shows it unfinished (`pending`), and `reconcile` sends again what still differs
     expr = stamp.sql()
     naming = store.naming
-    with _store_errors(store):
+    with store_errors(store):
         store.client.command(
             f"ALTER TABLE {naming.stored(table)}{naming.on} UPDATE {DAYS} = {expr} "
             f"WHERE org_id = {int(stamp.org_id)} AND {DAYS} != {expr}",

@@ -8,10 +8,14 @@ setting when it deletes, so a change needs no re-stamp and rows written before a
 version follow it. The views cannot carry a stamp here as they carry `retain_days` to the
 trace totals: the spans hold their span retention, not the org's rollup retention.
 
-One lightweight DELETE per org and table (the engine masks the rows at once and drops them
-as parts merge), sent only when a count on the table's key prefix (org, bucket) finds rows
-before the cutoff. On a cluster it goes to every shard's `<table>_local` (`ON CLUSTER`,
-queued, waiting for no node), and the count reads every shard through the Distributed table.
+One lightweight DELETE per table for every org at once (each org's cutoff by `transform`), sent
+only when a count finds rows before the cutoffs (read on the key's prefix, org and bucket, up
+to the latest cutoff), and not while an earlier mutation of the table is unfinished. It is not
+waited on: the engine masks the rows in the background and drops them as parts merge (each
+DELETE waited on took about half a second on chDB, which runs one statement at a time). On a
+cluster it goes to every shard's `<table>_local` (`ON CLUSTER`, queued, waiting for no node),
+the count reads every shard through the Distributed table and the unfinished mutations every
+node's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import ACTORS
 from observatory_core.storage.clickhouse.layout import micro_text
+from observatory_core.storage.clickhouse.restamp import store_errors
 
 TABLES = (*(f"rollup_{grain}" for grain in layout.GRAIN_SECONDS), ACTORS)
 
@@ -36,24 +41,59 @@ def cutoffs(policies: Iterable, now: datetime) -> dict[int, datetime]:
     }
 
 
+def _where(cuts: dict[int, datetime]) -> str:
+    """Rows before their org's cutoff: the orgs and the latest cutoff narrow by the key's
+    prefix, `transform` gives each org its own (whole numbers and times written out: no
+    parameters in a mutation's text)."""
+    orgs = sorted(cuts)
+    times = ", ".join(f"toDateTime64('{micro_text(cuts[o])}', 6, 'UTC')" for o in orgs)
+    latest = micro_text(max(cuts.values()))
+    return (
+        f"org_id IN ({', '.join(str(int(o)) for o in orgs)}) "
+        f"AND bucket_start < toDateTime64('{latest}', 6, 'UTC') "
+        f"AND bucket_start < transform(org_id, [{', '.join(str(int(o)) for o in orgs)}], "
+        f"[{times}], toDateTime64(0, 6, 'UTC'))"
+    )
+
+
+def _unfinished(store: SpanStore) -> set[str]:
+    """The tables (stored names) with a mutation the engine has not finished."""
+    names = [store.naming.stored(t).split(".", 1)[1] for t in TABLES]
+    rows = store.client.query(
+        f"SELECT DISTINCT table FROM {store.naming.every_node('mutations')} "
+        "WHERE database = %(db)s AND table IN %(tables)s AND NOT is_done",
+        parameters={"db": store.database, "tables": names},
+    ).result_rows
+    return {str(t) for (t,) in rows}
+
+
 def expire_rollups(store: SpanStore, policies: Iterable, now: datetime) -> dict[int, int]:
     """Delete each org's rollup and actor rows older than its rollup retention; answers org
-    -> rows deleted (partial rows of a bucket not yet merged count one each)."""
+    -> rows being deleted (partial rows of a bucket not yet merged count one each). Raises
+    `DatabaseUnavailable` on any store failure (said by the worker's run, never a crash)."""
+    cuts = cutoffs(policies, now)
+    if not cuts:
+        return {}
+    with store_errors(store):
+        return _expire(store, cuts)
+
+
+def _expire(store: SpanStore, cuts: dict[int, datetime]) -> dict[int, int]:
+    naming, where = store.naming, _where(cuts)
+    busy = _unfinished(store)
     out: dict[int, int] = {}
-    naming = store.naming
-    for org_id, cutoff in sorted(cutoffs(policies, now).items()):
-        params = {"org": org_id, "cutoff": micro_text(cutoff)}
-        where = "org_id = %(org)s AND bucket_start < toDateTime64(%(cutoff)s, 6, 'UTC')"
-        for table in TABLES:
-            ((count,),) = store.client.query(
-                f"SELECT count() FROM {store.table(table)} WHERE {where}", parameters=params
-            ).result_rows
-            if not count:
-                continue
-            store.client.command(
-                f"DELETE FROM {naming.stored(table)}{naming.on} WHERE {where}",
-                parameters=params,
-                settings=naming.settings(QUEUED_SETTINGS),
-            )
-            out[org_id] = out.get(org_id, 0) + int(count)
+    for table in TABLES:
+        if naming.stored(table).split(".", 1)[1] in busy:
+            continue  # the last run's delete is still being applied: the next run goes on
+        rows = store.client.query(
+            f"SELECT org_id, count() FROM {store.table(table)} WHERE {where} GROUP BY org_id"
+        ).result_rows
+        if not rows:
+            continue
+        store.client.command(
+            f"DELETE FROM {naming.stored(table)}{naming.on} WHERE {where}",
+            settings={"lightweight_deletes_sync": 0, **naming.settings(QUEUED_SETTINGS)},
+        )
+        for org_id, count in rows:
+            out[int(org_id)] = out.get(int(org_id), 0) + int(count)
     return out

@@ -548,32 +548,58 @@ def test_a_restamp_on_one_node_is_as_before():
 
 
 def test_rollup_retention_on_a_cluster_deletes_on_every_shard(chdb_store):
-    """The rows before the org's cutoff counted over every shard (the Distributed tables),
-    deleted from each shard's `<table>_local` (ON CLUSTER, queued); a table with none gets no
-    statement, an org that keeps its rollups none at all."""
+    """The rows before each org's cutoff counted over every shard (the Distributed tables),
+    deleted from each shard's `<table>_local` (ON CLUSTER, queued, not waited on), one
+    statement per table for every org; a table with none gets no statement, an org that keeps
+    its rollups is in none; a table with a mutation unfinished on any node waits."""
     from observatory_core.storage.clickhouse.rollup_retention import expire_rollups
     from observatory_core.storage.retention import Policy
 
-    store, client = _store(URL, {"FROM obs.rollup_1min WHERE": [(40,)], "count()": [(0,)]})
+    answers = {
+        "FROM clusterAllReplicas(obs_cluster, system.mutations)": [("rollup_1day_local",)],
+        "FROM obs.rollup_1min WHERE": [(1, 40), (3, 2)],
+        "FROM obs.rollup_1hour WHERE": [(1, 4)],
+    }
+    store, client = _store(URL, answers)
     now = datetime(2026, 11, 20, 12, tzinfo=UTC)
-    policies = [Policy(1, 30, 60), Policy(2, None, None)]
-    assert expire_rollups(store, policies, now) == {1: 40}
-    reads = [text for text, _ in client.of("query")]
-    assert [r.split(" FROM ")[1].split()[0] for r in reads] == [
+    policies = [Policy(1, 30, 60), Policy(2, None, None), Policy(3, 7, 10)]
+    assert expire_rollups(store, policies, now) == {1: 44, 3: 2}
+    reads = [text.split(" FROM ")[1].split()[0] for text, _ in client.of("query")]
+    # the day's table is left for the next run: its last delete is still being applied
+    assert reads == [
+        "clusterAllReplicas(obs_cluster,",
         "obs.rollup_1min",
         "obs.rollup_1hour",
-        "obs.rollup_1day",
         "obs.rollup_actors_1hour",
     ]
-    ((delete, settings),) = client.of("command")
-    assert delete == (
-        f"DELETE FROM obs.rollup_1min_local {ON} WHERE org_id = %(org)s "
-        "AND bucket_start < toDateTime64(%(cutoff)s, 6, 'UTC')"
+    (minute, settings), (hour, _) = client.of("command")
+    where = (
+        "org_id IN (1, 3) AND bucket_start < toDateTime64('2026-11-10 12:00:00.000000', 6, 'UTC') "
+        "AND bucket_start < transform(org_id, [1, 3], "
+        "[toDateTime64('2026-09-21 12:00:00.000000', 6, 'UTC'), "
+        "toDateTime64('2026-11-10 12:00:00.000000', 6, 'UTC')], toDateTime64(0, 6, 'UTC'))"
     )
+    assert minute == f"DELETE FROM obs.rollup_1min_local {ON} WHERE {where}"
+    assert hour == f"DELETE FROM obs.rollup_1hour_local {ON} WHERE {where}"
     assert settings["distributed_ddl_task_timeout"] == 0
-    (params,) = [p for text, p in client.parameters if text == delete]
-    assert params == {"org": 1, "cutoff": "2026-09-21 12:00:00.000000"}  # 60 days before
-    _parses(chdb_store, delete.replace("%(org)s", "1").replace("%(cutoff)s", "'2026-09-21'"))
+    assert settings["lightweight_deletes_sync"] == 0
+    _parses(chdb_store, minute)
+
+
+def test_a_rollup_delete_the_store_refuses_is_one_sentence():
+    """The worker's run says it (`DatabaseUnavailable`), it does not crash on the engine's
+    error."""
+    from observatory_core.storage.clickhouse.rollup_retention import expire_rollups
+    from observatory_core.storage.retention import Policy
+
+    store, client = _store(ONE_NODE, {"FROM obs.rollup_1min WHERE": [(1, 3)]})
+    client.fail = "Code: 241. Memory limit exceeded"
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    with pytest.raises(DatabaseUnavailable, match="did not take the change .Code: 241"):
+        expire_rollups(store, [Policy(1, 30, 60)], now)
+    ((delete, settings),) = client.of("command")
+    assert delete.startswith("DELETE FROM obs.rollup_1min WHERE org_id IN (1) ")
+    assert settings == {"lightweight_deletes_sync": 0}
 
 
 # -- the latency bins' back-fill ----------------------------------------------------------------
