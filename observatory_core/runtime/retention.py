@@ -1,7 +1,8 @@
 """The worker's retention run: delete what has expired (storage/retention.py) and write what
 each org lost into its audit trail, which the Admin page shows (docs/operations.md,
 "Retention"); with the ClickHouse span store, bring its stored spans' retention stamps to the
-current settings (docs/scale.md, "Retention")."""
+current settings and delete its rollup rows past their org's rollup retention (docs/scale.md,
+"Retention on the span store")."""
 
 from __future__ import annotations
 
@@ -56,12 +57,15 @@ class Restamped:
     failed: bool = False
 
 
-def restamp_span_store(engine: Engine) -> Restamped:
-    """Re-stamp the span store's spans whose retention days differ from their org's and
-    project's settings: a change the store was unreachable for, or spans ingest stamped with
-    settings read before a change. Nothing without `OBSERVATORY_SPAN_STORE`."""
+def restamp_span_store(engine: Engine, now: datetime | None = None) -> Restamped:
+    """Re-stamp the span store's spans (and trace totals) whose retention days differ from
+    their org's and project's settings: a change the store was unreachable for, or spans
+    ingest stamped with settings read before a change; and delete its rollup and actor rows
+    past their org's rollup retention (`rollup_retention.py`). Nothing without
+    `OBSERVATORY_SPAN_STORE`."""
     from observatory_core.storage.clickhouse import restamp
     from observatory_core.storage.clickhouse.current import span_store
+    from observatory_core.storage.clickhouse.rollup_retention import expire_rollups
 
     try:
         store = span_store()
@@ -70,21 +74,30 @@ def restamp_span_store(engine: Engine) -> Restamped:
         reason = restamp.failing(store)
         if reason is not None:  # the engine retries it, and it holds back every re-stamp
             return Restamped(
-                "A mutation of the span store's spans keeps failing, and holds back the "
-                "retention re-stamps until it is killed "
+                "A mutation of the span store's spans or trace totals keeps failing, and "
+                "holds back the retention re-stamps until it is killed "
                 f"({restamp.kill_statement(store)}): {reason}",
                 True,
             )
         with engine.connect() as conn:
-            stamps = restamp.stamps_of(policies(conn).values())
+            rules = policies(conn)
+        stamps = restamp.stamps_of(rules.values())
         found = restamp.reconcile(store, stamps.values(), partial(org_stamp, engine))
+        expired = expire_rollups(store, rules.values(), now or datetime.now(UTC))
     except UserError as exc:  # unreachable, held by another process, a bad setting
         return Restamped(f"The span store's retention stamps were not checked: {exc}", True)
+    said = []
+    if expired:
+        said.append(
+            f"Deleting {sum(expired.values()):,} rollup rows of {len(expired)} org(s) in the span "
+            "store, past their org's rollup retention."
+        )
     if found is None:
-        return Restamped("An earlier re-stamp is still running in the span store; next run.")
-    if not found:
-        return Restamped()
-    return Restamped(
-        f"Re-stamping {sum(found.values()):,} stored spans of {len(found)} org(s) in the span "
-        "store with their current retention."
-    )
+        said.insert(0, "An earlier re-stamp is still running in the span store; next run.")
+    elif found:
+        said.insert(
+            0,
+            f"Re-stamping {sum(found.values()):,} stored spans of {len(found)} org(s) in the "
+            "span store with their current retention.",
+        )
+    return Restamped(" ".join(said) or None)

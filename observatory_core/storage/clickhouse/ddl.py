@@ -110,11 +110,14 @@ def _view(
     )
 
 
-def _trace_totals(naming: Naming, *, versions: bool = False, view_only: bool = False) -> list[str]:
+def _trace_totals(
+    naming: Naming, *, versions: bool = False, retention: bool = False, view_only: bool = False
+) -> list[str]:
     """The table and its view; `versions`: with version 4's columns (`layout.version_partials`);
-    `view_only`: the view's statement alone."""
+    `retention`: with version 6's (`layout.trace_retention_partial`); `view_only`: the view's
+    statement alone."""
     keys = ["org_id", "project_id", "trace_id"]
-    partials = layout.trace_total_partials(versions=versions)
+    partials = layout.trace_total_partials(versions=versions, retention=retention)
     columns = ["`org_id` Int32", "`project_id` Int32", "`trace_id` String CODEC(ZSTD(1))"]
     columns += [p.column.ddl() for p in partials]
     table = _table(
@@ -314,6 +317,30 @@ def _actors_fill(naming: Naming, where: str = "") -> str:
     return f"INSERT INTO {naming.stored(ACTORS)}\n{actors_select(source, where)}"
 
 
+def _trace_retention(naming: Naming) -> list[str]:
+    """Version 6: a trace total goes when the spans it counts have gone. Each partial row
+    keeps the largest `retain_days` of its spans (`layout.trace_retention_partial`), and the
+    table's TTL deletes it that many days after its last span started: by then the spans'
+    own TTL (start + days) has deleted every span it counts. The column is added to the table
+    (and the Distributed one on a cluster), the TTL set without rewriting the stored parts
+    (their rows hold 0, kept, until `restamp.py` stamps them), then the view's query replaced
+    in place (atomic, as versions 3 and 4 do)."""
+    names = [naming.stored("trace_totals")]
+    if naming.cluster:
+        names.append(naming.read("trace_totals"))
+    days = layout.trace_retention_partial().column
+    out = [f"ALTER TABLE {n}{naming.on} ADD COLUMN IF NOT EXISTS {days.ddl()}" for n in names]
+    out.append(
+        f"ALTER TABLE {naming.stored('trace_totals')}{naming.on} MODIFY TTL "
+        f"toDateTime(last_start) + toIntervalDay({layout.RETAIN_DAYS}) "
+        f"WHERE {layout.RETAIN_DAYS} > 0 SETTINGS materialize_ttl_after_modify = 0"
+    )
+    (view,) = _trace_totals(naming, versions=True, retention=True, view_only=True)
+    query = view.split("\nAS ", 1)[1]
+    out.append(f"ALTER TABLE {naming.read('trace_totals_mv')}{naming.on} MODIFY QUERY {query}")
+    return out
+
+
 # One month of spans (a partition of the spans table, `_spans`): a fill's piece at open.
 _MONTH = (
     " AND spans.start_time >= toDateTime64(%(start)s, 6, 'UTC')"
@@ -322,20 +349,18 @@ _MONTH = (
 
 
 def months(store: SpanStore) -> list[datetime]:
-    """The first day of each month from the oldest stored span's to the newest's: the counts
-    and bounds from the parts' own min/max index, not a scan of the spans."""
-    source = store.naming.read("spans") if store.naming.cluster else store.table("spans")
+    """The first day of each month that holds spans, oldest first: the partitions of the
+    spans table's active parts with rows (`system.parts`, on a cluster every node's), not a
+    scan of the spans. Calendar months between two that hold spans are left out: a store with
+    one span from 2019 and the rest in 2026 fills two months at open, not eighty."""
+    table = store.naming.stored("spans").split(".", 1)[1]
     rows = store.client.query(
-        f"SELECT count(), min(start_time), max(start_time) FROM {source}"
+        f"SELECT DISTINCT partition FROM {store.naming.every_node('parts')} "
+        "WHERE database = %(db)s AND table = %(table)s AND active AND rows > 0",
+        parameters={"db": store.database, "table": table},
     ).result_rows
-    if not rows or not rows[0][0]:
-        return []
-    first, last = (t.astimezone(UTC) if t.tzinfo else t for t in rows[0][1:])
-    month, out = datetime(first.year, first.month, 1, tzinfo=UTC), []
-    while month <= datetime(last.year, last.month, 1, tzinfo=UTC):
-        out.append(month)
-        month = _next_month(month)
-    return out
+    # the partition key is toYYYYMM(start_time): '202611'
+    return sorted(datetime(int(p) // 100, int(p) % 100, 1, tzinfo=UTC) for (p,) in rows)
 
 
 def _next_month(month: datetime) -> datetime:
@@ -365,6 +390,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "latency bins in the rollups, in place of t-digest states", _latency_bins),
     Migration(4, "when each trace's spans were written, in its totals", _trace_versions),
     Migration(5, "distinct users and sessions per hour", _actors, _actors_fill),
+    Migration(6, "trace totals expire with the spans they count", _trace_retention),
 )
 
 

@@ -321,35 +321,52 @@ GRAIN_SECONDS = ROLLUP_GRAINS  # rollup_1min, rollup_1hour, rollup_1day
 # -- trace totals ----------------------------------------------------------------------------
 
 
-def trace_total_partials(*, versions: bool = True) -> tuple[Partial, ...]:
+def trace_total_partials(*, versions: bool = True, retention: bool = True) -> tuple[Partial, ...]:
     """Per (org, project, trace): what `trace_totals` keeps elsewhere, summed as spans arrive.
     The error count is the `error_count` rollup count's condition; the root is the span
     without a parent ('' until it arrives). `versions` (schema version 4 on): the newest write
-    and the root's write (`version_partials`)."""
+    and the root's write (`version_partials`); `retention` (version 6 on): the spans' largest
+    retention days (`trace_retention_partial`)."""
     error = rollup_counts()["error_count"].expression(spans.c)
     return (
-        Partial(ChColumn("span_count", SUM_COUNT), "count()"),
-        Partial(ChColumn("error_count", SUM_COUNT), f"countIf({sql(error)})"),
-        Partial(ChColumn("total_cost_usd", SUM_FLOAT), "sum(spans.total_cost_usd)"),
-        Partial(
-            ChColumn("total_tokens", "SimpleAggregateFunction(sum, Int64)"),
-            "sum(toInt64(spans.total_tokens))",
-        ),
-        Partial(
-            ChColumn("first_start", f"SimpleAggregateFunction(min, {TIME})"),
-            "min(spans.start_time)",
-        ),
-        Partial(
-            ChColumn("last_start", f"SimpleAggregateFunction(max, {TIME})"), "max(spans.start_time)"
-        ),
-        Partial(
-            ChColumn("last_end", f"SimpleAggregateFunction(max, {TIME})"), "max(spans.end_time)"
-        ),
-        Partial(
-            ChColumn("root_span_id", "SimpleAggregateFunction(max, String)"),
-            "max(if(spans.parent_span_id IS NULL, spans.span_id, ''))",
-        ),
-    ) + (version_partials() if versions else ())
+        (
+            Partial(ChColumn("span_count", SUM_COUNT), "count()"),
+            Partial(ChColumn("error_count", SUM_COUNT), f"countIf({sql(error)})"),
+            Partial(ChColumn("total_cost_usd", SUM_FLOAT), "sum(spans.total_cost_usd)"),
+            Partial(
+                ChColumn("total_tokens", "SimpleAggregateFunction(sum, Int64)"),
+                "sum(toInt64(spans.total_tokens))",
+            ),
+            Partial(
+                ChColumn("first_start", f"SimpleAggregateFunction(min, {TIME})"),
+                "min(spans.start_time)",
+            ),
+            Partial(
+                ChColumn("last_start", f"SimpleAggregateFunction(max, {TIME})"),
+                "max(spans.start_time)",
+            ),
+            Partial(
+                ChColumn("last_end", f"SimpleAggregateFunction(max, {TIME})"), "max(spans.end_time)"
+            ),
+            Partial(
+                ChColumn("root_span_id", "SimpleAggregateFunction(max, String)"),
+                "max(if(spans.parent_span_id IS NULL, spans.span_id, ''))",
+            ),
+        )
+        + (version_partials() if versions else ())
+        + ((trace_retention_partial(),) if retention else ())
+    )
+
+
+def trace_retention_partial() -> Partial:
+    """The largest `retain_days` of a partial row's spans (schema version 6): the trace totals'
+    TTL deletes the row that many days after its last span started, once the spans' TTL has
+    deleted every span it counts; 0 (rows written before version 6, until re-stamped, or an
+    org that keeps its spans): kept."""
+    return Partial(
+        ChColumn(RETAIN_DAYS, "SimpleAggregateFunction(max, UInt16)", default="0"),
+        f"max(spans.{RETAIN_DAYS})",
+    )
 
 
 NO_ROOT_YET = 2**64 - 1  # `root_version` of rows without the root: after every pin

@@ -17,6 +17,11 @@ On a cluster the mutation goes to every shard's `spans_local` (`ALTER TABLE span
 CLUSTER ...`: a Distributed table takes no mutation), and the unfinished or failing mutations
 are read on every node (`clusterAllReplicas`); the stale rows are counted through the
 Distributed `spans`, over every shard.
+
+The trace totals (schema version 6) carry the largest days of the spans they count, and their
+TTL deletes a row once its last span's retention has passed: the same mutation re-stamps them
+(`TABLES`), so a change reaches the totals with the spans, and rows written before version 6
+(0, kept) are stamped by the first `reconcile` after the upgrade.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from observatory_core.storage.clickhouse.connect import SpanStore
 
 DAYS = layout.RETAIN_DAYS
 WAIT_S = 600.0  # how long `settle` waits for the mutations by default (the command line)
+# The tables whose rows carry the stamp; a store before schema version 6 has it on spans only.
+TABLES = ("spans", "trace_totals")
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ def retain_days(stamps: Iterable[Stamp]) -> dict[tuple[int, int], int]:
 
 
 @contextmanager
-def _store_errors(store: SpanStore) -> Iterator[None]:
+def store_errors(store: SpanStore) -> Iterator[None]:
     """Any failure of the engine said as one sentence (`DatabaseUnavailable`): the caller has
     saved the setting already and reports, it does not crash."""
     from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -90,16 +97,16 @@ def _store_errors(store: SpanStore) -> Iterator[None]:
         ) from exc
 
 
-def stale(store: SpanStore, stamps: Iterable[Stamp]) -> dict[int, int]:
-    """Org -> how many stored rows (copies of a span not yet folded included) carry other
-    days than its stamp; orgs with none left out. One grouped read of two key columns and the
-    stamp."""
+def stale(store: SpanStore, stamps: Iterable[Stamp], table: str = "spans") -> dict[int, int]:
+    """Org -> how many stored rows of `table` (copies of a span not yet folded, a trace's
+    partial totals, included) carry other days than its stamp; orgs with none left out. One
+    grouped read of two key columns and the stamp."""
     wanted = {s.org_id: s for s in stamps}
     if not wanted:
         return {}
-    with _store_errors(store):
+    with store_errors(store):
         rows = store.client.query(
-            f"SELECT org_id, project_id, {DAYS}, count() FROM {store.table('spans')} "
+            f"SELECT org_id, project_id, {DAYS}, count() FROM {store.table(table)} "
             f"WHERE org_id IN %(orgs)s GROUP BY org_id, project_id, {DAYS}",
             parameters={"orgs": sorted(wanted)},
         ).result_rows
@@ -110,29 +117,34 @@ def stale(store: SpanStore, stamps: Iterable[Stamp]) -> dict[int, int]:
     return out
 
 
+def _tables(store: SpanStore) -> str:
+    """The stamped tables as a condition on `system.mutations.table`: their stored names
+    (`spans_local`, `trace_totals_local` on a cluster)."""
+    names = [store.naming.stored(t).split(".", 1)[1] for t in TABLES]
+    return f"table IN ({', '.join(repr(n) for n in names)})"
+
+
 def _mutations(store: SpanStore) -> str:
-    """FROM and WHERE of the spans table's unfinished mutations: this node's, or on a cluster
-    every node's mutations of its `spans_local`."""
-    naming = store.naming
-    table = naming.stored("spans").split(".", 1)[1]
+    """FROM and WHERE of the stamped tables' unfinished mutations: this node's, or on a
+    cluster every node's mutations of its `spans_local` and `trace_totals_local`."""
     return (
-        f"FROM {naming.every_node('mutations')} WHERE database = %(db)s "
-        f"AND table = '{table}' AND NOT is_done"
+        f"FROM {store.naming.every_node('mutations')} WHERE database = %(db)s "
+        f"AND {_tables(store)} AND NOT is_done"
     )
 
 
 def kill_statement(store: SpanStore) -> str:
-    """The statement an operator runs to kill the spans table's unfinished mutations (one that
-    keeps failing holds back every re-stamp after it): on a cluster, every node's."""
-    naming = store.naming
-    table = naming.stored("spans").split(".", 1)[1]
-    return f"KILL MUTATION{naming.on} WHERE database = '{store.database}' AND table = '{table}'"
+    """The statement an operator runs to kill the stamped tables' unfinished mutations (one
+    that keeps failing holds back every re-stamp after it): on a cluster, every node's."""
+    return (
+        f"KILL MUTATION{store.naming.on} WHERE database = '{store.database}' AND {_tables(store)}"
+    )
 
 
 def pending(store: SpanStore) -> int:
-    """Mutations of the spans table the engine has not finished (on a cluster, counted once
+    """Mutations of the spans and trace totals the engine has not finished (on a cluster, counted once
     per node that has not)."""
-    with _store_errors(store):
+    with store_errors(store):
         ((count,),) = store.client.query(
             f"SELECT count() {_mutations(store)}", parameters={"db": store.database}
         ).result_rows
@@ -143,7 +155,7 @@ def failing(store: SpanStore) -> str | None:
     """Why an unfinished mutation of the spans table keeps failing (the engine retries it, and
     it holds back every re-stamp after it), or None; on a cluster, with the node it fails on."""
     reason = "concat(hostName(), ': ', latest_fail_reason)" if store.naming.cluster else None
-    with _store_errors(store):
+    with store_errors(store):
         rows = store.client.query(
             f"SELECT {reason or 'latest_fail_reason'} {_mutations(store)} "
             "AND latest_fail_reason != '' LIMIT 1",
@@ -153,7 +165,7 @@ def failing(store: SpanStore) -> str | None:
 
 
 def settle(store: SpanStore, timeout_s: float = WAIT_S) -> bool:
-    """Wait until the spans table has no unfinished mutation; False when `timeout_s` passed."""
+    """Wait until the spans and trace totals have no unfinished mutation; False when `timeout_s` passed."""
     deadline = time.monotonic() + timeout_s
     while pending(store):
         if time.monotonic() >= deadline:
@@ -163,16 +175,20 @@ def settle(store: SpanStore, timeout_s: float = WAIT_S) -> bool:
 
 
 def restamp(store: SpanStore, stamp: Stamp) -> int:
-    """Re-stamp the org's stored spans that differ from `stamp`; answers how many rows the
-    mutation rewrites (0: none, and no mutation). The engine finishes it in the background
-    (`settle` waits for it). Raises `DatabaseUnavailable` on any store failure."""
-    count = stale(store, [stamp]).get(stamp.org_id, 0)
-    if count:
-        _mutate(store, stamp)
+    """Re-stamp the org's stored spans (and trace totals) that differ from `stamp`; answers how
+    many span rows the mutation rewrites (0: none). A table with nothing stale gets no
+    mutation. The engine finishes them in the background (`settle` waits for the spans').
+    Raises `DatabaseUnavailable` on any store failure."""
+    count = 0
+    for table in TABLES:
+        found = stale(store, [stamp], table).get(stamp.org_id, 0)
+        if found:
+            _mutate(store, stamp, table)
+        count = found if table == "spans" else count
     return count
 
 
-def _mutate(store: SpanStore, stamp: Stamp) -> None:
+def _mutate(store: SpanStore, stamp: Stamp, table: str = "spans") -> None:
     # parts written after the mutation is accepted are not touched: they were stamped by
     # the write (with settings at most a minute old: `reconcile` covers that minute).
     # On a cluster the statement returns once it is in the cluster's queue, waiting for no
@@ -180,9 +196,9 @@ def _mutate(store: SpanStore, stamp: Stamp) -> None:
     # late shows it unfinished (`pending`), and `reconcile` sends again what still differs
     expr = stamp.sql()
     naming = store.naming
-    with _store_errors(store):
+    with store_errors(store):
         store.client.command(
-            f"ALTER TABLE {naming.stored('spans')}{naming.on} UPDATE {DAYS} = {expr} "
+            f"ALTER TABLE {naming.stored(table)}{naming.on} UPDATE {DAYS} = {expr} "
             f"WHERE org_id = {int(stamp.org_id)} AND {DAYS} != {expr}",
             # sent, never waited on under a lock
             settings={"mutations_sync": 0, **naming.settings(QUEUED_SETTINGS)},
@@ -201,8 +217,12 @@ def reconcile(
     would stamp the old, shorter days, and its TTL delete at once what the change keeps."""
     if pending(store):
         return None
+    stamps = list(stamps)
     found = stale(store, stamps)
-    for org_id in sorted(found):
+    totals = stale(store, stamps, "trace_totals")
+    for org_id in sorted(found.keys() | totals.keys()):
         with current(org_id) as stamp:
-            _mutate(store, stamp)
+            for table, stale_rows in (("spans", found), ("trace_totals", totals)):
+                if org_id in stale_rows:
+                    _mutate(store, stamp, table)
     return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -52,6 +52,7 @@ class Recorder:
         self.inner = inner
         self.fail = fail  # the server's error for every command
         self.sent: list[tuple[str, str, dict]] = []
+        self.parameters: list[tuple[str, Any]] = []  # each command's text and parameters
         if inner is None:  # what the driver read of the server as it connected
             self.server_settings = dict.fromkeys(settings)
             self.server_version = version
@@ -68,6 +69,7 @@ class Recorder:
 
     def command(self, sql: str, parameters: Any = None, settings: dict | None = None, **kw):
         self.sent.append(("command", sql, dict(settings or {})))
+        self.parameters.append((sql, parameters))
         if self.fail is not None:
             from clickhouse_connect.driver.exceptions import DatabaseError
 
@@ -196,31 +198,48 @@ def test_opening_a_new_cluster_store_applies_every_version_on_the_cluster(monkey
     assert {text for text, _ in client.of("insert")} == {"obs.schema_versions"}
 
 
-def test_a_cluster_store_at_version_2_gets_versions_3_and_4_on_the_cluster(monkeypatch):
+def test_a_cluster_store_at_version_2_gets_versions_3_to_6_on_the_cluster(monkeypatch):
     client = _server(monkeypatch, [1, 2], "Distributed")
-    # spans from December to February, counted over every shard (the Distributed table)
-    client.answers["max(start_time) FROM obs.spans"] = [
-        (9, datetime(2025, 12, 31, 23), datetime(2026, 2, 1, 0, 30))
+    # spans in December, January and March (February empty): the partitions of the active parts
+    # of every node's spans_local
+    client.answers["clusterAllReplicas(obs_cluster, system.parts)"] = [
+        ("202512",),
+        ("202601",),
+        ("202603",),
     ]
     open_span_store(URL)
     naming = Naming("obs", "obs_cluster")
     sent = [text for text, _ in client.of("command")]
     changes = ddl._latency_bins(naming) + ddl._trace_versions(naming) + ddl._actors(naming)
     assert sent[: len(changes)] == changes
-    fills = sent[len(changes) :]
-    altered = {text.split()[2] for text in changes if text.startswith("ALTER")}
+    retention = ddl._trace_retention(naming)
+    fills = sent[len(changes) : len(sent) - len(retention)]
+    assert sent[len(sent) - len(retention) :] == retention
+    altered = {text.split()[2] for text in changes + retention if text.startswith("ALTER")}
     # each stored table, the Distributed ones over them, and the views
     assert {"obs.rollup_1min_local", "obs.rollup_1min", "obs.trace_totals_local"} <= altered
     assert "obs.trace_totals_mv" in altered and "obs.spans" not in altered
-    assert all(ON in text for text in changes)
+    assert all(ON in text for text in changes + retention)
+    # version 6: the column on the stored and the Distributed trace totals, the TTL on the
+    # stored one only, and the view's query replaced
+    assert [t.split()[2] for t in retention] == [
+        "obs.trace_totals_local",
+        "obs.trace_totals",
+        "obs.trace_totals_local",
+        "obs.trace_totals_mv",
+    ]
+    assert "MODIFY TTL toDateTime(last_start) + toIntervalDay(retain_days)" in retention[2]
+    assert "max(spans.retain_days) AS retain_days" in retention[3]
     # version 5 fills this node's hours from every shard's spans (the Distributed table), one
-    # INSERT per month of spans (no ON CLUSTER)
+    # INSERT per month that holds spans (no ON CLUSTER)
     assert len(fills) == 3 and len(set(fills)) == 1
     assert fills[0] == ddl._actors_fill(naming, ddl._MONTH)
     assert fills[0].startswith("INSERT INTO obs.rollup_actors_1hour_local\n")
     assert "FROM obs.spans AS spans" in fills[0] and ON not in fills[0]
     assert "spans.start_time < toDateTime64(%(end)s, 6, 'UTC')" in fills[0]
-    assert len(client.of("insert")) == 3
+    months = [params["start"][:7] for text, params in client.parameters if "INSERT" in text]
+    assert months == ["2025-12", "2026-01", "2026-03"]
+    assert len(client.of("insert")) == 4
 
 
 def test_a_current_cluster_store_sends_no_schema_change(monkeypatch):
@@ -455,18 +474,26 @@ def test_reads_on_a_cluster_run_their_subqueries_over_every_shard(chdb_store):
 
 # -- retention ----------------------------------------------------------------------------------
 
-STALE = {"FROM obs.spans WHERE org_id IN": [(1, 101, 0, 12), (1, 102, 30, 5)]}
+STALE = {
+    "FROM obs.spans WHERE org_id IN": [(1, 101, 0, 12), (1, 102, 30, 5)],
+    # a trace total written before schema version 6 (0) in the project of 7 days
+    "FROM obs.trace_totals WHERE org_id IN": [(1, 101, 0, 3), (1, 102, 30, 2)],
+}
 
 
 def test_a_restamp_on_a_cluster_mutates_every_shards_local_spans(chdb_store):
     store, client = _store(URL, STALE)
     stamp = restamp.Stamp(1, 30, {101: 7})
     assert restamp.restamp(store, stamp) == 12
-    ((stale_read, _),) = client.of("query")
+    (stale_read, _), (stale_totals, _) = client.of("query")
     assert "FROM obs.spans WHERE" in stale_read  # the Distributed table: every shard's rows
-    ((mutation, settings),) = client.of("command")
+    assert "FROM obs.trace_totals WHERE" in stale_totals
+    (mutation, settings), (totals, totals_settings) = client.of("command")
     assert mutation.startswith(f"ALTER TABLE obs.spans_local {ON} UPDATE retain_days = ")
     assert "WHERE org_id = 1 AND retain_days != " in mutation
+    # the trace totals (schema version 6) re-stamped with the same days, on every shard
+    assert totals == mutation.replace("obs.spans_local", "obs.trace_totals_local")
+    assert totals_settings == settings
     # queued, waiting for no node: it is sent while the org's settings row is held
     queued = {
         "mutations_sync": 0,
@@ -485,8 +512,9 @@ def test_a_restamp_on_a_cluster_mutates_every_shards_local_spans(chdb_store):
         yield stamp
 
     assert restamp.reconcile(store, [stamp], current) == {1: 12} and held == [1]
-    ((mutation, settings),) = client.of("command")
+    (mutation, settings), (totals, _) = client.of("command")
     assert mutation.startswith(f"ALTER TABLE obs.spans_local {ON} UPDATE ") and settings == queued
+    assert totals.startswith(f"ALTER TABLE obs.trace_totals_local {ON} UPDATE ")
 
 
 def test_unfinished_and_failing_mutations_are_read_on_every_node(chdb_store):
@@ -497,7 +525,7 @@ def test_unfinished_and_failing_mutations_are_read_on_every_node(chdb_store):
     assert restamp.failing(store) == "ch2: Code: 241 ..."
     for text, _ in client.of("query"):
         assert "FROM clusterAllReplicas(obs_cluster, system.mutations) " in text
-        assert "AND table = 'spans_local' AND NOT is_done" in text
+        assert "AND table IN ('spans_local', 'trace_totals_local') AND NOT is_done" in text
         _parses(chdb_store, text.replace("%(db)s", "'obs'"))
     assert "hostName()" in client.of("query")[1][0]
     # while one node has not finished, the worker's run sends nothing
@@ -508,14 +536,70 @@ def test_unfinished_and_failing_mutations_are_read_on_every_node(chdb_store):
 def test_a_restamp_on_one_node_is_as_before():
     store, client = _store(ONE_NODE, {**STALE, "SELECT count()": [(0,)]})
     assert restamp.restamp(store, restamp.Stamp(1, 30, {101: 7})) == 12
-    ((mutation, settings),) = client.of("command")
+    (mutation, settings), (totals, _) = client.of("command")
     assert mutation.startswith("ALTER TABLE obs.spans UPDATE retain_days = ")
+    assert totals.startswith("ALTER TABLE obs.trace_totals UPDATE retain_days = ")
     assert settings == {"mutations_sync": 0}
     assert restamp.pending(store) == 0
     assert client.of("query")[-1][0] == (
         "SELECT count() FROM system.mutations WHERE database = %(db)s "
-        "AND table = 'spans' AND NOT is_done"
+        "AND table IN ('spans', 'trace_totals') AND NOT is_done"
     )
+
+
+def test_rollup_retention_on_a_cluster_deletes_on_every_shard(chdb_store):
+    """The rows before each org's cutoff counted over every shard (the Distributed tables),
+    deleted from each shard's `<table>_local` (ON CLUSTER, queued, not waited on), one
+    statement per table for every org; a table with none gets no statement, an org that keeps
+    its rollups is in none; a table with a mutation unfinished on any node waits."""
+    from observatory_core.storage.clickhouse.rollup_retention import expire_rollups
+    from observatory_core.storage.retention import Policy
+
+    answers = {
+        "FROM clusterAllReplicas(obs_cluster, system.mutations)": [("rollup_1day_local",)],
+        "FROM obs.rollup_1min WHERE": [(1, 40), (3, 2)],
+        "FROM obs.rollup_1hour WHERE": [(1, 4)],
+    }
+    store, client = _store(URL, answers)
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    policies = [Policy(1, 30, 60), Policy(2, None, None), Policy(3, 7, 10)]
+    assert expire_rollups(store, policies, now) == {1: 44, 3: 2}
+    reads = [text.split(" FROM ")[1].split()[0] for text, _ in client.of("query")]
+    # the day's table is left for the next run: its last delete is still being applied
+    assert reads == [
+        "clusterAllReplicas(obs_cluster,",
+        "obs.rollup_1min",
+        "obs.rollup_1hour",
+        "obs.rollup_actors_1hour",
+    ]
+    (minute, settings), (hour, _) = client.of("command")
+    where = (
+        "org_id IN (1, 3) AND bucket_start < toDateTime64('2026-11-10 12:00:00.000000', 6, 'UTC') "
+        "AND bucket_start < transform(org_id, [1, 3], "
+        "[toDateTime64('2026-09-21 12:00:00.000000', 6, 'UTC'), "
+        "toDateTime64('2026-11-10 12:00:00.000000', 6, 'UTC')], toDateTime64(0, 6, 'UTC'))"
+    )
+    assert minute == f"DELETE FROM obs.rollup_1min_local {ON} WHERE {where}"
+    assert hour == f"DELETE FROM obs.rollup_1hour_local {ON} WHERE {where}"
+    assert settings["distributed_ddl_task_timeout"] == 0
+    assert settings["lightweight_deletes_sync"] == 0
+    _parses(chdb_store, minute)
+
+
+def test_a_rollup_delete_the_store_refuses_is_one_sentence():
+    """The worker's run says it (`DatabaseUnavailable`), it does not crash on the engine's
+    error."""
+    from observatory_core.storage.clickhouse.rollup_retention import expire_rollups
+    from observatory_core.storage.retention import Policy
+
+    store, client = _store(ONE_NODE, {"FROM obs.rollup_1min WHERE": [(1, 3)]})
+    client.fail = "Code: 241. Memory limit exceeded"
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    with pytest.raises(DatabaseUnavailable, match="did not take the change .Code: 241"):
+        expire_rollups(store, [Policy(1, 30, 60)], now)
+    ((delete, settings),) = client.of("command")
+    assert delete.startswith("DELETE FROM obs.rollup_1min WHERE org_id IN (1) ")
+    assert settings == {"lightweight_deletes_sync": 0}
 
 
 # -- the latency bins' back-fill ----------------------------------------------------------------
@@ -545,11 +629,14 @@ def test_the_worker_says_which_node_fails_and_how_to_kill_it(monkeypatch, chdb_s
     monkeypatch.setattr(current, "span_store", lambda: store)
     said = restamp_span_store(engine=None)  # DATABASE_URL is not read before this answer
     assert said.failed and "ch2: Code: 241 ..." in said.said
-    kill = "KILL MUTATION ON CLUSTER obs_cluster WHERE database = 'obs' AND table = 'spans_local'"
+    kill = (
+        "KILL MUTATION ON CLUSTER obs_cluster WHERE database = 'obs' "
+        "AND table IN ('spans_local', 'trace_totals_local')"
+    )
     assert f"({kill}): ch2" in said.said
     _parses(chdb_store, kill)
     assert client.of("command") == []
     one, _ = _store(ONE_NODE)
     assert restamp.kill_statement(one) == (
-        "KILL MUTATION WHERE database = 'obs' AND table = 'spans'"
+        "KILL MUTATION WHERE database = 'obs' AND table IN ('spans', 'trace_totals')"
     )

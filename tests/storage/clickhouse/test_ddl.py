@@ -256,6 +256,52 @@ def test_cluster_ddl_adds_the_latency_bins_before_changing_the_views_coarsest_fi
     assert all("ON CLUSTER obs_cluster" in s for s in STATEMENTS if s.startswith(("ALTER", "DROP")))
 
 
+def test_cluster_ddl_gives_the_trace_totals_the_spans_retention():
+    """Version 6: the days column on the stored and the Distributed trace totals, the TTL on
+    each shard's stored table (without rewriting its parts), the view's query replaced in place
+    carrying the spans' days; every statement on the cluster, recorded as version 6."""
+    six = [s for s in STATEMENTS if "retain_days" in s and "trace_totals" in s.split("\n")[0]]
+    assert [s.split()[2] for s in six] == [
+        "observatory.trace_totals_local",
+        "observatory.trace_totals",
+        "observatory.trace_totals_local",
+        "observatory.trace_totals_mv",
+    ]
+    assert all("ON CLUSTER obs_cluster" in s for s in six)
+    assert "`retain_days` SimpleAggregateFunction(max, UInt16) DEFAULT 0" in six[0]
+    assert six[2].endswith(
+        "MODIFY TTL toDateTime(last_start) + toIntervalDay(retain_days) WHERE retain_days > 0 "
+        "SETTINGS materialize_ttl_after_modify = 0"
+    )
+    assert "max(spans.retain_days) AS retain_days" in six[3]
+    assert "FROM observatory.spans_local AS spans" in six[3]
+    assert "(6, 'trace totals expire with the spans they count')" in STATEMENTS[-1]
+
+
+def test_the_fills_read_only_the_months_that_hold_spans(chdb_session):
+    """A span from March 2019 and the rest in November 2026: a fill at open runs two INSERTs,
+    not one for each of the ninety calendar months between (`ddl.months`)."""
+    from tests.helpers import span
+
+    store = chdb_session.store("months")
+    try:
+        assert ddl.months(store) == []
+        old = datetime(2019, 3, 14, 9, 30, tzinfo=UTC)
+        rows = [span(1, 1, old)] + [
+            span(1, 1 + i % 2, datetime(2026, 11, 20, 12, tzinfo=UTC) - timedelta(hours=i))
+            for i in range(30)
+        ]
+        write_spans(store, rows[:1])
+        write_spans(store, rows[1:])
+        assert ddl.months(store) == [
+            datetime(2019, 3, 1, tzinfo=UTC),
+            datetime(2026, 11, 1, tzinfo=UTC),
+        ]
+        assert ddl.fill_by_month(store, ddl.MIGRATIONS[4].fill, {}) == 2
+    finally:
+        chdb_session.drop(store)
+
+
 GRAINS = ("1min", "1hour", "1day")
 
 

@@ -182,7 +182,7 @@ def _views_finish(store, org: int) -> None:
     (whose rows the hour's and day's fold) and the trace totals', as `ddl.py` declares them."""
     naming = Naming(store.database)
     minute = ddl._rollups(naming, bins=True, views_only=True)[0]
-    (traces,) = ddl._trace_totals(naming, versions=True, view_only=True)
+    (traces,) = ddl._trace_totals(naming, versions=True, retention=True, view_only=True)
     spans = store.table("spans")
     for view, table in ((minute, "rollup_1min"), (traces, "trace_totals")):
         select = view.split("\nAS ", 1)[1].replace(
