@@ -196,6 +196,8 @@ def cmd_repair_copies(args, engine_factory: Callable[[], Engine]) -> int:
     """Find the span store's spans stored more than once and keep only the copy reads pick,
     putting right the rollups, trace totals and hours' actors they were counted in
     (docs/scale.md, "Each span once"); --check only finds them (exit 1 if any)."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
     from observatory_core.accounts.tenancy import org_id_by_slug
     from observatory_core.storage.clickhouse import repair_copies as rc
     from observatory_core.storage.clickhouse.org_turns import org_turns
@@ -222,6 +224,12 @@ def cmd_repair_copies(args, engine_factory: Callable[[], Engine]) -> int:
         except KeyboardInterrupt:
             print("Stopped; run the same command again: it finds what is left and ends right.")
             return 130
+        except ClickHouseError as exc:
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise UserError(
+                f"The span store at {target} failed during the repair ({detail}); no span is "
+                "lost: check the server, then run the same command again."
+            ) from None
         spans = len({(r.org_id, *k) for r in results for k in r.keys})
         hours = len({(r.org_id, h) for r in results for h in r.hours})
         copies = sum(r.copies for r in results)

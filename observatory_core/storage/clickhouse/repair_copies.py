@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 from clickhouse_connect.driver.binding import format_query_value
 
+from observatory_core.base.errors import ConfigError
 from observatory_core.storage.clickhouse import layout, view_gaps
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import ACTORS, _next_month, months
@@ -131,10 +132,14 @@ def _young(store: SpanStore, org_id: int, group: list[Copied]) -> bool:
     return young > 0
 
 
+class NotFilled(Exception):
+    """A grain's buckets still short after the fill: the copies are kept for a later run."""
+
+
 def _repair(store: SpanStore, org_id: int, group: list[Copied]) -> None:
     """Delete the group's views' rows, fill them again without the older copies, then delete
-    those copies (see above). Raises when a grain's buckets are still short after the fill, so
-    the copies stay for a later run."""
+    those copies (see above). `NotFilled` when a grain's buckets are still short after the
+    fill (an insert began meanwhile, say), so the copies stay for a later run."""
     client = store.client
     older = [key for c in group for key in c.older()]
     listed = _in_list(older)
@@ -185,7 +190,7 @@ def _repair(store: SpanStore, org_id: int, group: list[Copied]) -> None:
     days = _buckets(starts, day)
     for grain in layout.GRAIN_SECONDS:
         if view_gaps._short(store, grain, org_id, days, lo, hi, 0, source):
-            raise RuntimeError(f"the {grain} rollup was not filled again; the copies are kept")
+            raise NotFilled(grain)
     client.command(
         f"DELETE FROM {store.table('spans')} WHERE org_id = %(org)s "
         f"AND (trace_id, span_id, version) IN {listed}",
@@ -227,7 +232,10 @@ def repair_month(
             if _young(store, org_id, group):
                 result.waited = True
                 continue
-            _repair(store, org_id, group)
+            try:
+                _repair(store, org_id, group)
+            except NotFilled:
+                result.waited = True
     return result
 
 
@@ -249,7 +257,13 @@ def repair_copies(
     turn: OrgTurns | None = None,
     on_month: Callable[[MonthResult], None] | None = None,
 ) -> list[MonthResult]:
-    """Every org's months in turn (`repair_month`); `on_month` after each."""
+    """Every org's months in turn (`repair_month`); `on_month` after each. Not on a cluster
+    (`view_gaps.fill_gaps` does not run there): a `ConfigError`."""
+    if store.naming.cluster:
+        raise ConfigError(
+            "clickhouse-repair-copies does not run on a cluster yet: the rollups cannot be "
+            "filled again there (docs/scale.md, 'Not yet')."
+        )
     out = []
     for month in store_months(store):
         for org_id in org_ids:
