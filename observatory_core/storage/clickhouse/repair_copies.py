@@ -166,10 +166,13 @@ def _repair(store: SpanStore, org_id: int, group: list[Copied]) -> None:
             parameters={**org, "lo": lo, "hi": hi, "buckets": _buckets(starts, seconds)},
             settings=room,
         )
+    # the (project, trace) rows the fill covers: the copies' projects (a trace's rows in its
+    # other projects hold no copy and are left as they are)
+    projects = sorted({p for c in group for _, _, p in c.copies})
     client.command(
         f"DELETE FROM {store.table('trace_totals')} WHERE org_id = %(org)s "
-        "AND trace_id IN %(traces)s",
-        parameters={**org, "traces": traces},
+        "AND project_id IN %(projects)s AND trace_id IN %(traces)s",
+        parameters={**org, "projects": projects, "traces": traces},
         settings=room,
     )
     client.command(

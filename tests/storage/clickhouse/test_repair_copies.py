@@ -37,6 +37,13 @@ ROWS = demo_rows(1500, seed=71)
 A, B = 1, 2  # the first two demo orgs' ids (conftest.IDS)
 MINE = [r for r in ROWS if r["org_id"] == A]
 THEIRS = [r for r in ROWS if r["org_id"] == B]
+# a trace with spans in two projects, a copy of one of its spans (below) in the first: its
+# rows in the other project (where no span has a copy) must stay
+SHARED = next(r for r in MINE[200:] if sum(s["trace_id"] == r["trace_id"] for s in MINE) > 2)
+OTHER_PROJECT = 150
+for _row in MINE:
+    if _row["trace_id"] == SHARED["trace_id"] and _row is not SHARED:
+        _row["project_id"] = OTHER_PROJECT
 # what racing writers stored a second time: another cost, another start (an hour and 7
 # minutes later; 40 days earlier, in another month's partition), another user and session
 RACED = (
@@ -45,6 +52,7 @@ RACED = (
     + [dict(r, start_time=r["start_time"] - timedelta(days=40)) for r in MINE[50:55]]
     + [dict(r, user_id="raced-user", session_id="raced-session") for r in MINE[55:70]]
     + [dict(r, total_cost_usd=r["total_cost_usd"] + 1.0) for r in THEIRS[0:12]]
+    + [dict(SHARED, total_tokens=SHARED["total_tokens"] + 11)]
 )
 SEEDED = {(r["org_id"], r["trace_id"], r["span_id"]) for r in RACED}
 WINDOW = Window(END - timedelta(days=60), END + timedelta(days=1))
@@ -167,7 +175,7 @@ def test_the_copies_are_found_then_put_right_org_by_org(cli, capsys):
     b_traces = _traces(store, B)
     assert main(["clickhouse-repair-copies", *to, "--org", ORGS[0].slug]) == 0
     out = capsys.readouterr().out
-    assert "Kept only the newest copy of 70 spans" in out
+    assert "Kept only the newest copy of 71 spans" in out
     assert all(_right(store, A).values()), _right(store, A)
     assert _found(store, A) == set()
     assert _found(store, B) == {k for k in SEEDED if k[0] == B}
