@@ -193,9 +193,11 @@ def test_the_copies_are_found_then_put_right_org_by_org(cli, capsys):
     assert "No span is stored more than once." in capsys.readouterr().out
 
 
-def test_a_run_stopped_part_way_ends_right_when_run_again(cli, monkeypatch, capsys):
-    """Stopped after the views' rows of the copies' hours and traces were deleted, before they
-    were filled again: the copies are still there, so the next run does it all again."""
+@pytest.mark.parametrize("stop", ["before the fill", "before the copies go"])
+def test_a_run_stopped_part_way_ends_right_when_run_again(cli, monkeypatch, capsys, stop):
+    """Stopped after the views' rows of the copies' hours and traces were deleted (before they
+    were filled again, or after, before the older copies were deleted): the copies are still
+    there, so the next run does it all again and ends right."""
     store, to = cli
     org = A
     mine = MINE[100:125]
@@ -209,15 +211,28 @@ def test_a_run_stopped_part_way_ends_right_when_run_again(cli, monkeypatch, caps
         (r["trace_id"], r["span_id"]): r for r in [*ROWS, *RACED, *copies] if r["org_id"] == org
     }
     want = [r for r in latest.values() if r["duplicate_of"] is None]
+    client = type(getattr(store.client, "_client", store.client))  # chDB's, under its turn
+    real = client.command
+    spans = f"DELETE FROM {store.table('spans')} "
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
+    def stopped_at_copies(self, statement, *args, **kwargs):
+        if str(statement).startswith(spans):
+            raise KeyboardInterrupt
+        return real(self, statement, *args, **kwargs)
+
     with monkeypatch.context() as patch:
-        patch.setattr(view_gaps, "fill_gaps", stopped)
+        if stop == "before the fill":
+            patch.setattr(view_gaps, "fill_gaps", stopped)
+        else:
+            patch.setattr(client, "command", stopped_at_copies)
         assert main(["clickhouse-repair-copies", *to, "--org", ORGS[0].slug]) == 130
     assert "run the same command again" in capsys.readouterr().out
-    assert not _same(_rollups(store, "1hour", org), _want_rollups("1hour", want))
+    assert _found(store, org)  # the copies are still there
+    if stop == "before the fill":
+        assert not _same(_rollups(store, "1hour", org), _want_rollups("1hour", want))
 
     assert main(["clickhouse-repair-copies", *to, "--org", ORGS[0].slug]) == 0
     for grain in GRAINS:
