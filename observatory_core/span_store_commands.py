@@ -174,9 +174,9 @@ def cmd_rebuild_rollups(args, engine_factory: Callable[[], Engine]) -> int:
         store.close()
 
 
-def _month_line(r) -> str:
+def _month_line(r, slugs: dict[int, str]) -> str:
     """One line for an org's month (`repair_copies.MonthResult`)."""
-    head = f"  {r.month:%Y-%m} org {r.org_id}: "
+    head = f"  {r.month:%Y-%m} {slugs.get(r.org_id, f'org {r.org_id}')}: "
     if not r.spans:
         return head + "no span stored twice."
     hours = ", ".join(f"{h:%Y-%m-%d %H}h" for h in r.hours[:5])
@@ -197,16 +197,19 @@ def cmd_repair_copies(args, engine_factory: Callable[[], Engine]) -> int:
     putting right the rollups, trace totals and hours' actors they were counted in
     (docs/scale.md, "Each span once"); --check only finds them (exit 1 if any)."""
     from clickhouse_connect.driver.exceptions import ClickHouseError
+    from sqlalchemy import select
 
     from observatory_core.accounts.tenancy import org_id_by_slug
     from observatory_core.storage.clickhouse import repair_copies as rc
     from observatory_core.storage.clickhouse.org_turns import org_turns
+    from observatory_core.storage.schema import orgs
 
     engine = engine_factory()
     org_ids = None
-    if args.org:  # an unknown slug is said before the store is opened
-        with engine.connect() as conn:
+    with engine.connect() as conn:
+        if args.org:  # an unknown slug is said before the store is opened
             org_ids = [org_id_by_slug(conn, args.org)]
+        slugs = {int(i): s for i, s in conn.execute(select(orgs.c.id, orgs.c.slug))}
     store = _span_store_for(args.to)
     try:
         if org_ids is None:
@@ -219,7 +222,7 @@ def cmd_repair_copies(args, engine_factory: Callable[[], Engine]) -> int:
                 org_ids,
                 check=args.check,
                 turn=org_turns(engine),
-                on_month=lambda r: print(_month_line(r), flush=True),
+                on_month=lambda r: print(_month_line(r, slugs), flush=True),
             )
         except KeyboardInterrupt:
             print("Stopped; run the same command again: it finds what is left and ends right.")

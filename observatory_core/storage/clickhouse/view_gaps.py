@@ -28,7 +28,9 @@ Where the views hold more than the spans (copies racing writers left before the 
 spans the TTL deleted: the rollups and trace totals have none), nothing is taken out: a key is
 topped up only when every count its row holds (spans, errors, each value's count, tokens) and
 every latency bin is at most what its spans give. A missing span hidden behind such a surplus
-in the same bucket or key is not found.
+in the same bucket or key is not found. Such copies are taken out by `repair_copies.py`, which
+deletes their buckets' and traces' rows and fills them again here, counting the spans without
+the copies (`fill_gaps(spans=...)`).
 """
 
 from __future__ import annotations

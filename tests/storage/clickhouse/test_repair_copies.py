@@ -166,7 +166,8 @@ def test_the_copies_are_found_then_put_right_org_by_org(cli, capsys):
     assert main(["clickhouse-repair-copies", *to, "--check"]) == 1
     out = capsys.readouterr().out
     assert f"{len(SEEDED):,} spans stored more than once" in out
-    assert "2026-10 org 1: 5 spans stored more than once" in out  # the month 40 days earlier
+    # the month 40 days earlier, the org by its slug
+    assert f"2026-10 {ORGS[0].slug}: 5 spans stored more than once" in out
     assert _found(store, A) | _found(store, B) == SEEDED
     assert not any(_right(store, A).values())  # --check changed nothing
 
