@@ -247,3 +247,35 @@ def test_an_unknown_org_is_one_line(cli, capsys):
     assert main(["clickhouse-repair-copies", *to, "--org", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: No org 'nope'") and len(err.strip().splitlines()) == 1
+
+
+def test_copies_that_tie_on_the_newest_version_are_reported_and_kept(chdb_session):
+    """Two copies written in the same microsecond: reads may pick either, so neither is the
+    one to keep; both stay (no span is lost) and the month says so. A store of its own, so
+    the other tests' runs over every org do not meet it."""
+    from observatory_core.storage.clickhouse import layout
+    from observatory_core.storage.clickhouse.writes import as_columns
+
+    store = chdb_session.store("ties")
+    try:
+        row = MINE[300]
+        with written_ago(1):
+            assert write_spans(store, [row]) == 1
+        ((version,),) = store.client.query(
+            f"SELECT max(version) FROM {store.table('spans')}"
+        ).result_rows
+        names = layout.span_column_names()
+        twin = dict(row, start_time=row["start_time"] + timedelta(seconds=9))
+        store.client.insert(
+            store.table("spans"),
+            as_columns([twin], names, version, lambda org, project: 0),
+            column_names=list(names),
+            column_oriented=True,
+        )
+        (month,) = repair_copies.store_months(store)
+        result = repair_copies.repair_month(store, A, month)
+        assert (result.spans, result.tied, result.copies) == (1, 1, 0)
+        ((copies,),) = store.client.query(f"SELECT count() FROM {store.table('spans')}").result_rows
+        assert copies == 2
+    finally:
+        chdb_session.drop(store)
