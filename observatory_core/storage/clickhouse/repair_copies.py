@@ -218,20 +218,26 @@ def repair_month(
     check: bool = False,
     turn: OrgTurns | None = None,
 ) -> MonthResult:
-    """Find (and unless `check`, repair) the org's spans with a copy starting in `month`."""
+    """Find (and unless `check`, repair) the org's spans with a copy starting in `month`.
+    The search and each group's repair run under the org's write turn, taken again for each
+    group, so the org's ingest waits for one group (seconds), not for the month's."""
     with store.write_lock, (turn or own_process)([org_id]):
         found = find_copies(store, org_id, month)
-        result = MonthResult(org_id, month, spans=len(found))
-        result.keys = {(c.trace_id, c.span_id) for c in found}
-        result.copies = sum(len(c.older()) for c in found)
-        hours = {_e(st) // _HOUR * _HOUR for c in found for _, st, _ in c.copies}
-        result.hours = [datetime.fromtimestamp(h, UTC) for h in sorted(hours)]
-        result.tied = sum(c.tied() for c in found)
-        fixable = [c for c in found if not c.tied()]
-        if check or not fixable:
-            return result
-        for i in range(0, len(fixable), CHUNK):
-            group = fixable[i : i + CHUNK]
+    result = MonthResult(org_id, month, spans=len(found))
+    result.keys = {(c.trace_id, c.span_id) for c in found}
+    result.copies = sum(len(c.older()) for c in found)
+    hours = {_e(st) // _HOUR * _HOUR for c in found for _, st, _ in c.copies}
+    result.hours = [datetime.fromtimestamp(h, UTC) for h in sorted(hours)]
+    result.tied = sum(c.tied() for c in found)
+    fixable = [c for c in found if not c.tied()]
+    if check:
+        return result
+    for i in range(0, len(fixable), CHUNK):
+        group = fixable[i : i + CHUNK]
+        # a group found before another group's turn: its copies may have changed since (a
+        # writer without the turn, another run); the repair reads the spans as they are, and
+        # deleting copies already gone, or leaving a new one for the next run, is still right
+        with store.write_lock, (turn or own_process)([org_id]):
             if _young(store, org_id, group):
                 result.waited = True
                 continue
