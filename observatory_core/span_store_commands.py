@@ -1,5 +1,6 @@
 """The span store's commands (`clickhouse-ddl`, `migrate-spans`, `clickhouse-rebuild-rollups`,
-`clickhouse-repair-copies`; docs/scale.md), kept out of `__main__` so the command line stays a list of short commands."""
+`clickhouse-repair-copies`; docs/scale.md), kept out of `__main__` so the command line stays a
+list of short commands."""
 
 from __future__ import annotations
 
@@ -188,7 +189,10 @@ def _month_line(r, slugs: dict[int, str]) -> str:
     if r.tied:
         line += f"; {r.tied:,} left: their newest copies share one version"
     if r.waited:
-        line += "; left for now: spans written within 10 minutes, run again later"
+        line += (
+            "; some left for now (spans written within 10 minutes, an insert running, or a "
+            "rollup not filled again): run again later"
+        )
     return line + "."
 
 
@@ -233,9 +237,9 @@ def cmd_repair_copies(args, engine_factory: Callable[[], Engine]) -> int:
                 f"The span store at {target} failed during the repair ({detail}); no span is "
                 "lost: check the server, then run the same command again."
             ) from None
-        spans = len({(r.org_id, *k) for r in results for k in r.keys})
+        found = {(r.org_id, *k): n for r in results for k, n in r.keys.items()}
+        spans, copies = len(found), sum(found.values())
         hours = len({(r.org_id, h) for r in results for h in r.hours})
-        copies = sum(r.copies for r in results)
         if not spans:
             print("No span is stored more than once.")
             return 0
@@ -245,11 +249,12 @@ def cmd_repair_copies(args, engine_factory: Callable[[], Engine]) -> int:
                 "hours: run without --check to keep only each span's newest copy."
             )
             return 1
-        left = sum(r.tied for r in results) + sum(r.waited for r in results)
+        repaired = sum(r.repaired for r in results)
+        left = spans - repaired
         print(
-            f"Kept only the newest copy of {spans:,} spans (deleted {copies:,} older copies) and "
-            f"counted their {hours:,} hours and traces again."
-            + (" Some were left (above): run the command again later." if left else "")
+            f"Kept only the newest copy of {repaired:,} spans (of {spans:,} stored more than "
+            f"once, in {hours:,} hours) and counted their hours and traces again."
+            + (f" {left:,} left (above): run the command again later." if left else "")
         )
         return 1 if left else 0
     finally:

@@ -72,7 +72,10 @@ class MonthResult:
     hours: list[datetime] = field(default_factory=list)  # hours their copies start in
     tied: int = 0  # spans left: their newest copies tie
     waited: bool = False  # left for a later run: spans written within `view_gaps.SETTLE`
-    keys: set[tuple[str, str]] = field(default_factory=set)  # the spans (trace, span)
+    # the spans, (trace, span) -> their older copies (a span with copies in two months is
+    # found in both when only checked)
+    keys: dict[tuple[str, str], int] = field(default_factory=dict)
+    repaired: int = 0  # spans left with their newest copy alone
 
 
 def _utc(value: datetime) -> datetime:
@@ -224,7 +227,7 @@ def repair_month(
     with store.write_lock, (turn or own_process)([org_id]):
         found = find_copies(store, org_id, month)
     result = MonthResult(org_id, month, spans=len(found))
-    result.keys = {(c.trace_id, c.span_id) for c in found}
+    result.keys = {(c.trace_id, c.span_id): len(c.older()) for c in found}
     result.copies = sum(len(c.older()) for c in found)
     hours = {_e(st) // _HOUR * _HOUR for c in found for _, st, _ in c.copies}
     result.hours = [datetime.fromtimestamp(h, UTC) for h in sorted(hours)]
@@ -245,6 +248,8 @@ def repair_month(
                 _repair(store, org_id, group)
             except NotFilled:
                 result.waited = True
+            else:
+                result.repaired += len(group)
     return result
 
 
