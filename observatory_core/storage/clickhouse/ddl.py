@@ -319,12 +319,12 @@ def _actors_fill(naming: Naming, where: str = "") -> str:
 
 def _trace_retention(naming: Naming) -> list[str]:
     """Version 6: a trace total goes when the spans it counts have gone. Each partial row
-    keeps the largest `retain_days` of its spans (`layout.trace_retention_partial`), and the
-    table's TTL deletes it that many days after its last span started: by then the spans'
-    own TTL (start + days) has deleted every span it counts. The column is added to the table
-    (and the Distributed one on a cluster), the TTL set without rewriting the stored parts
-    (their rows hold 0, kept, until `restamp.py` stamps them), then the view's query replaced
-    in place (atomic, as versions 3 and 4 do)."""
+    keeps the largest `retain_days` of its spans, a span kept forever winning
+    (`layout.trace_retention_partial`), and the table's TTL deletes it that many days after
+    its last span started: by then the spans' own TTL (start + days) has deleted every span it
+    counts. The column is added to the table (and the Distributed one on a cluster), the TTL
+    set without rewriting the stored parts (their rows hold 0, kept, until `restamp.py` stamps
+    them), then the view's query replaced in place (atomic, as versions 3 and 4 do)."""
     names = [naming.stored("trace_totals")]
     if naming.cluster:
         names.append(naming.read("trace_totals"))
@@ -332,8 +332,7 @@ def _trace_retention(naming: Naming) -> list[str]:
     out = [f"ALTER TABLE {n}{naming.on} ADD COLUMN IF NOT EXISTS {days.ddl()}" for n in names]
     out.append(
         f"ALTER TABLE {naming.stored('trace_totals')}{naming.on} MODIFY TTL "
-        f"toDateTime(last_start) + toIntervalDay({layout.RETAIN_DAYS}) "
-        f"WHERE {layout.RETAIN_DAYS} > 0 SETTINGS materialize_ttl_after_modify = 0"
+        f"{layout.trace_totals_ttl()} SETTINGS materialize_ttl_after_modify = 0"
     )
     (view,) = _trace_totals(naming, versions=True, retention=True, view_only=True)
     query = view.split("\nAS ", 1)[1]

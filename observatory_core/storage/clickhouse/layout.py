@@ -73,6 +73,26 @@ def ttl_days(days: int | None) -> int:
     return 0 if d > MAX_TTL_DAYS else d
 
 
+# The trace totals' stamp (schema version 6) for a span kept forever: the largest UInt16, so
+# `max` over a trace's spans lets forever win (a trace with a span at 0 and one at 30 days is
+# kept while the forever span is), and their TTL, on 1 to `MAX_TTL_DAYS` only, never deletes
+# it (65535 days added to a DateTime would wrap round and delete at once). 0 there: a row
+# written before version 6, not stamped yet, kept too.
+FOREVER_DAYS = 65_535
+
+
+def total_days(days: int | None) -> int:
+    """The trace totals' stamp for spans stamped `ttl_days(days)`: 0 (forever) as
+    `FOREVER_DAYS`."""
+    d = ttl_days(days)
+    return d or FOREVER_DAYS
+
+
+def total_days_sql(span_days: str) -> str:
+    """`total_days` in SQL, of a span's stamp `span_days` (an expression)."""
+    return f"if({span_days} = 0, toUInt16({FOREVER_DAYS}), toUInt16({span_days}))"
+
+
 # JSON objects kept as their text (String): written as text, read back as objects.
 JSON_TEXT = ("metadata", "attributes")
 
@@ -359,13 +379,22 @@ def trace_total_partials(*, versions: bool = True, retention: bool = True) -> tu
 
 
 def trace_retention_partial() -> Partial:
-    """The largest `retain_days` of a partial row's spans (schema version 6): the trace totals'
-    TTL deletes the row that many days after its last span started, once the spans' TTL has
-    deleted every span it counts; 0 (rows written before version 6, until re-stamped, or an
-    org that keeps its spans): kept."""
+    """The largest `retain_days` of a partial row's spans (schema version 6), a span kept
+    forever (0) counted as `FOREVER_DAYS` so it wins: the trace totals' TTL deletes the row
+    that many days after its last span started, once the spans' TTL has deleted every span it
+    counts; `FOREVER_DAYS`, or 0 (rows written before version 6, until re-stamped): kept."""
     return Partial(
         ChColumn(RETAIN_DAYS, "SimpleAggregateFunction(max, UInt16)", default="0"),
-        f"max(spans.{RETAIN_DAYS})",
+        f"max({total_days_sql(f'spans.{RETAIN_DAYS}')})",
+    )
+
+
+def trace_totals_ttl() -> str:
+    """The trace totals' TTL (schema version 6): as the spans' own (`ddl._spans`), on the
+    stamps of 1 to `MAX_TTL_DAYS` days only (0 and `FOREVER_DAYS`: kept)."""
+    return (
+        f"toDateTime(last_start) + toIntervalDay({RETAIN_DAYS}) "
+        f"WHERE {RETAIN_DAYS} BETWEEN 1 AND {MAX_TTL_DAYS}"
     )
 
 

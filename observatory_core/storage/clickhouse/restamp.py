@@ -18,10 +18,11 @@ CLUSTER ...`: a Distributed table takes no mutation), and the unfinished or fail
 are read on every node (`clusterAllReplicas`); the stale rows are counted through the
 Distributed `spans`, over every shard.
 
-The trace totals (schema version 6) carry the largest days of the spans they count, and their
-TTL deletes a row once its last span's retention has passed: the same mutation re-stamps them
-(`TABLES`), so a change reaches the totals with the spans, and rows written before version 6
-(0, kept) are stamped by the first `reconcile` after the upgrade.
+The trace totals (schema version 6) carry the largest days of the spans they count (a span kept
+forever, 0, as `layout.FOREVER_DAYS`, so it wins), and their TTL deletes a row once its last
+span's retention has passed: the same mutation re-stamps them (`TABLES`, with forever as
+`FOREVER_DAYS`), so a change reaches the totals with the spans, and rows written before
+version 6 (0, kept) are stamped by the first `reconcile` after the upgrade.
 """
 
 from __future__ import annotations
@@ -51,18 +52,28 @@ class Stamp:
     span_days: int = 0
     project_days: Mapping[int, int] = field(default_factory=dict)
 
-    def days(self, project_id: int) -> int:
-        return layout.ttl_days(self.project_days.get(project_id, self.span_days))
+    def days(self, project_id: int, table: str = "spans") -> int:
+        """The stamp of `table`'s rows of the project: the spans' TTL days (0: kept), or the
+        trace totals' (`layout.total_days`: forever as `FOREVER_DAYS`)."""
+        return _days_in(table)(self.project_days.get(project_id, self.span_days))
 
-    def sql(self) -> str:
-        """The stamp as a ClickHouse expression of `project_id` (whole numbers only: inlined)."""
-        own = {int(p): layout.ttl_days(d) for p, d in sorted(self.project_days.items())}
-        org = layout.ttl_days(self.span_days)
+    def sql(self, table: str = "spans") -> str:
+        """The stamp of `table`'s rows as a ClickHouse expression of `project_id` (whole
+        numbers only: inlined)."""
+        days = _days_in(table)
+        own = {int(p): days(d) for p, d in sorted(self.project_days.items())}
+        org = days(self.span_days)
         if not own:
             return f"toUInt16({org})"
         keys = ", ".join(str(p) for p in own)
         values = ", ".join(str(d) for d in own.values())
         return f"toUInt16(transform(project_id, [{keys}], [{values}], {org}))"
+
+
+def _days_in(table: str) -> Callable[[int | None], int]:
+    """How `table` stamps a retention of n days: the trace totals keep forever as the largest
+    stamp, so it wins their `max` over a trace's spans (`layout.trace_retention_partial`)."""
+    return layout.total_days if table == "trace_totals" else layout.ttl_days
 
 
 def stamps_of(policies: Iterable) -> dict[int, Stamp]:
@@ -112,7 +123,7 @@ def stale(store: SpanStore, stamps: Iterable[Stamp], table: str = "spans") -> di
         ).result_rows
     out: dict[int, int] = {}
     for org_id, project_id, days, count in rows:
-        if int(days) != wanted[org_id].days(project_id):
+        if int(days) != wanted[org_id].days(project_id, table):
             out[org_id] = out.get(org_id, 0) + int(count)
     return out
 
@@ -194,7 +205,7 @@ def _mutate(store: SpanStore, stamp: Stamp, table: str = "spans") -> None:
     # On a cluster the statement returns once it is in the cluster's queue, waiting for no
     # node (`QUEUED_SETTINGS`: it is sent while the org's row is held); a node that runs it
     # late shows it unfinished (`pending`), and `reconcile` sends again what still differs
-    expr = stamp.sql()
+    expr = stamp.sql(table)
     naming = store.naming
     with store_errors(store):
         store.client.command(

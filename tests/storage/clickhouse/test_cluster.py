@@ -229,7 +229,8 @@ def test_a_cluster_store_at_version_2_gets_versions_3_to_6_on_the_cluster(monkey
         "obs.trace_totals_mv",
     ]
     assert "MODIFY TTL toDateTime(last_start) + toIntervalDay(retain_days)" in retention[2]
-    assert "max(spans.retain_days) AS retain_days" in retention[3]
+    assert "WHERE retain_days BETWEEN 1 AND 20000" in retention[2]
+    assert "max(if(spans.retain_days = 0, toUInt16(65535)" in retention[3]
     # version 5 fills this node's hours from every shard's spans (the Distributed table), one
     # INSERT per month that holds spans (no ON CLUSTER)
     assert len(fills) == 3 and len(set(fills)) == 1

@@ -270,10 +270,14 @@ def test_cluster_ddl_gives_the_trace_totals_the_spans_retention():
     assert all("ON CLUSTER obs_cluster" in s for s in six)
     assert "`retain_days` SimpleAggregateFunction(max, UInt16) DEFAULT 0" in six[0]
     assert six[2].endswith(
-        "MODIFY TTL toDateTime(last_start) + toIntervalDay(retain_days) WHERE retain_days > 0 "
-        "SETTINGS materialize_ttl_after_modify = 0"
+        "MODIFY TTL toDateTime(last_start) + toIntervalDay(retain_days) "
+        "WHERE retain_days BETWEEN 1 AND 20000 SETTINGS materialize_ttl_after_modify = 0"
     )
-    assert "max(spans.retain_days) AS retain_days" in six[3]
+    # a span kept forever (0) counts as 65535, the largest: forever wins the trace's max
+    assert (
+        "max(if(spans.retain_days = 0, toUInt16(65535), toUInt16(spans.retain_days))) "
+        "AS retain_days" in six[3]
+    )
     assert "FROM observatory.spans_local AS spans" in six[3]
     assert "(6, 'trace totals expire with the spans they count')" in STATEMENTS[-1]
 

@@ -24,7 +24,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.runtime.retention import restamp_span_store
-from observatory_core.storage.clickhouse import current, ddl
+from observatory_core.storage.clickhouse import current, ddl, restamp
 from observatory_core.storage.clickhouse.connect import open_span_store
 from observatory_core.storage.clickhouse.writes import write_spans
 from observatory_core.storage.engine import get_engine
@@ -284,3 +284,51 @@ def test_a_store_at_version_5_opened_at_6_expires_its_trace_totals(
         finally:
             get_settings.cache_clear()
             chdb_session.drop(store)
+
+
+def test_a_trace_with_a_span_kept_forever_keeps_its_totals(chdb_session, monkeypatch):
+    """Ingest stamps spans with settings up to a minute old, so a trace written across a
+    change can hold a span at 30 days and one kept forever (0): its totals must stay while the
+    forever span does, though the 30-day span's time has passed (the largest stamp of the two
+    was 30, and the totals' TTL deleted them with the forever span still stored)."""
+    now = datetime.now(UTC)
+    store = chdb_session.store("forever_wins")
+    try:
+        org, project = 901, 1
+        at = now - timedelta(days=40)
+        root = span(org, project, at)
+        child = span(
+            org,
+            project,
+            at + timedelta(minutes=1),
+            trace_id=root["trace_id"],
+            parent_span_id=root["span_id"],
+        )
+        other = span(org, project, at)  # a trace of 30-day spans only: its totals go
+        totals = store.table("trace_totals")
+        store.client.command(f"SYSTEM STOP TTL MERGES {totals}")
+        # written while they were inside their 30 days (the write drops a span already past)
+        with monkeypatch.context() as m:
+            m.setattr("observatory_core.storage.clickhouse.writes.unexpired", lambda rows, _: rows)
+            assert write_spans(store, [root, other], retain_days={(org, 0): 30}) == 2
+        assert write_spans(store, [child], retain_days={(org, 0): 0}) == 1
+        # the trace's partial totals merged into one row before the 30 days passed, as parts
+        # merge long before that in a store (here the TTL held back from the writes on)
+        store.client.command(f"OPTIMIZE TABLE {totals} FINAL")
+        store.client.command(f"SYSTEM START TTL MERGES {totals}")
+        _settle(store)
+        kept = _frame([child])
+        spans_left = store.client.query(
+            f"SELECT span_id FROM {store.table('spans')} FINAL WHERE org_id = {org}"
+        ).result_rows
+        assert [s for (s,) in spans_left] == [child["span_id"]]  # the spans' own TTL
+        assert _stored_traces(store) == {(org, project, root["trace_id"])}
+        want = kept["trace"].n_unique()
+        assert _trace_count(store, org, now, "rollup") == want == 1
+        assert _trace_count(store, org, now, "raw") == want
+        # the re-stamp compares forever as the totals store it: nothing stale, nothing sent
+        forever = restamp.Stamp(org)
+        assert restamp.stale(store, [forever], "trace_totals") == {}
+        assert restamp.stale(store, [forever]) == {}
+    finally:
+        chdb_session.drop(store)
