@@ -105,6 +105,19 @@ class Naming:
         return dict(kind) if self.cluster else {}
 
 
+# How long a lightweight DELETE keeps its caller (0: not at all, 1: until this replica has
+# applied it, 2: every replica). The setting is ClickHouse 24.4's; a release before it refuses
+# a statement that sends it, and takes `mutations_sync` with the same values instead.
+LIGHTWEIGHT_SYNC = "lightweight_deletes_sync"
+
+
+def delete_sync(store: Any, level: int) -> dict[str, int]:
+    """The setting that makes a lightweight DELETE wait `level` (0, 1, 2) on `store`'s
+    server: `LIGHTWEIGHT_SYNC` where it knows it (`SpanStore.knows`), else `mutations_sync`."""
+    name = LIGHTWEIGHT_SYNC if store.knows(LIGHTWEIGHT_SYNC) else "mutations_sync"
+    return {name: level}
+
+
 def check_server(client: Any, naming: Naming) -> None:
     """On a cluster, a `ConfigError` when the server does not know the writes' settings (a
     release before 23.10: the setting, named `insert_distributed_sync` there, would be refused

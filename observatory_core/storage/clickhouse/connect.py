@@ -82,6 +82,7 @@ class SpanStore:
     write_lock: threading.Lock = field(init=False)
 
     _engine: Any = field(init=False, default=None, repr=False)
+    _known: dict[str, bool] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.write_lock = _write_lock(self.target)
@@ -104,6 +105,22 @@ class SpanStore:
     def naming(self) -> Naming:
         """Where this store's tables are: one node, or the URL's cluster (`cluster.py`)."""
         return Naming(self.database, self.target.cluster)
+
+    def knows(self, setting: str) -> bool:
+        """Whether the server has the query setting `setting` (a release before it refuses
+        every statement that sends it): from the settings the driver fetched as it connected,
+        else read once from `system.settings`."""
+        if setting not in self._known:
+            fetched = getattr(self.client, "server_settings", None) or {}
+            if fetched:
+                self._known[setting] = setting in fetched
+            else:
+                rows = self.client.query(
+                    "SELECT count() FROM system.settings WHERE name = %(name)s",
+                    parameters={"name": setting},
+                ).result_rows
+                self._known[setting] = bool(rows[0][0])
+        return self._known[setting]
 
     def table(self, name: str) -> str:
         """`database.name`, as every statement writes it."""

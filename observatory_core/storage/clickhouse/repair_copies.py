@@ -33,6 +33,7 @@ from clickhouse_connect.driver.binding import format_query_value
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage.clickhouse import layout, view_gaps
+from observatory_core.storage.clickhouse.cluster import delete_sync
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import ACTORS, _next_month, months
 from observatory_core.storage.clickhouse.layout import micro_text
@@ -41,8 +42,9 @@ from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
 # spans repaired per round: bounds the older copies' list written into each statement
 CHUNK = 1_000
 # a delete answers once its rows are gone on every replica (the server's default; said here
-# so a server set otherwise cannot let the fill read rows about to be deleted)
-_DELETED_BEFORE_ANSWER = {"lightweight_deletes_sync": 2}
+# so a server set otherwise cannot let the fill read rows about to be deleted), by the setting
+# the server knows (`cluster.delete_sync`)
+_DELETED_BEFORE_ANSWER = 2
 _HOUR = layout.GRAIN_SECONDS["1hour"]
 
 
@@ -170,7 +172,7 @@ def _repair(store: SpanStore, org_id: int, group: list[Copied]) -> None:
             "AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') "
             "AND toUnixTimestamp(bucket_start) IN %(buckets)s",
             parameters={**org, "lo": lo, "hi": hi, "buckets": _buckets(starts, seconds)},
-            settings={**room, **_DELETED_BEFORE_ANSWER},
+            settings={**room, **delete_sync(store, _DELETED_BEFORE_ANSWER)},
         )
     # the (project, trace) rows the fill covers: the copies' projects (a trace's rows in its
     # other projects hold no copy and are left as they are)
@@ -179,7 +181,7 @@ def _repair(store: SpanStore, org_id: int, group: list[Copied]) -> None:
         f"DELETE FROM {store.table('trace_totals')} WHERE org_id = %(org)s "
         "AND project_id IN %(projects)s AND trace_id IN %(traces)s",
         parameters={**org, "projects": projects, "traces": traces},
-        settings={**room, **_DELETED_BEFORE_ANSWER},
+        settings={**room, **delete_sync(store, _DELETED_BEFORE_ANSWER)},
     )
     client.command(
         f"DELETE FROM {store.table(ACTORS)} WHERE org_id = %(org)s "
@@ -187,7 +189,7 @@ def _repair(store: SpanStore, org_id: int, group: list[Copied]) -> None:
         "AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') "
         "AND toUnixTimestamp(bucket_start) IN %(hours)s",
         parameters={**org, "lo": lo, "hi": hi, "hours": _buckets(starts, _HOUR)},
-        settings={**room, **_DELETED_BEFORE_ANSWER},
+        settings={**room, **delete_sync(store, _DELETED_BEFORE_ANSWER)},
     )
     # the org's spans as they will be once the older copies are gone
     source = (
@@ -204,7 +206,7 @@ def _repair(store: SpanStore, org_id: int, group: list[Copied]) -> None:
         f"DELETE FROM {store.table('spans')} WHERE org_id = %(org)s "
         f"AND (trace_id, span_id, version) IN {listed}",
         parameters=org,
-        settings={**room, **_DELETED_BEFORE_ANSWER},
+        settings={**room, **delete_sync(store, _DELETED_BEFORE_ANSWER)},
     )
 
 

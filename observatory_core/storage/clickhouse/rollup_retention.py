@@ -8,11 +8,15 @@ setting when it deletes, so a change needs no re-stamp and rows written before a
 version follow it. The views cannot carry a stamp here as they carry `retain_days` to the
 trace totals: the spans hold their span retention, not the org's rollup retention.
 
-One lightweight DELETE per table for every org at once (each org's cutoff by `transform`), sent
-only when a count finds rows before the cutoffs (read on the key's prefix, org and bucket, up
-to the latest cutoff), and not while an earlier mutation of the table is unfinished. It is not
-waited on: the engine masks the rows in the background and drops them as parts merge (each
-DELETE waited on took about half a second on chDB, which runs one statement at a time). On a
+One lightweight DELETE per table and group of up to `CHUNK` orgs (each org's cutoff written
+once per distinct rollup days: the cutoff depends only on them), sent only when a count finds
+rows before the cutoffs (read on the key's prefix, org and bucket), and not while an earlier
+mutation of the table is unfinished. The groups bound the statement's text: one statement for
+every org at once passed the server's `max_query_size` (262,144 bytes) at about 4,000 orgs,
+and no org's rollups were deleted any more. It is not waited on: the engine masks the rows in
+the background and drops them as parts merge (each DELETE waited on took about half a second
+on chDB, which runs one statement at a time), told so by the setting the server knows
+(`cluster.delete_sync`: ClickHouse before 24.4 has no `lightweight_deletes_sync`). On a
 cluster it goes to every shard's `<table>_local` (`ON CLUSTER`, queued, waiting for no node),
 the count reads every shard through the Distributed table and the unfinished mutations every
 node's.
@@ -20,17 +24,21 @@ node's.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from observatory_core.storage.clickhouse import layout
-from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS
+from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS, delete_sync
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import ACTORS
 from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.clickhouse.restamp import store_errors
 
 TABLES = (*(f"rollup_{grain}" for grain in layout.GRAIN_SECONDS), ACTORS)
+# orgs per statement: at most this many ids and as many cutoffs, about 45 KB of text at the
+# most, well under the server's default `max_query_size` (262,144 bytes)
+CHUNK = 500
 
 
 def cutoffs(policies: Iterable, now: datetime) -> dict[int, datetime]:
@@ -41,18 +49,23 @@ def cutoffs(policies: Iterable, now: datetime) -> dict[int, datetime]:
     }
 
 
+def batches(cuts: dict[int, datetime], size: int = CHUNK) -> list[dict[int, datetime]]:
+    """The orgs in groups of at most `size`, those of one cutoff together (sorted by it)."""
+    orgs = sorted(cuts, key=lambda o: (cuts[o], o))
+    return [{o: cuts[o] for o in orgs[i : i + size]} for i in range(0, len(orgs), size)]
+
+
 def _where(cuts: dict[int, datetime]) -> str:
-    """Rows before their org's cutoff: the orgs and the latest cutoff narrow by the key's
-    prefix, `transform` gives each org its own (whole numbers and times written out: no
+    """Rows before their org's cutoff: for each cutoff, its orgs and the bucket before it, so
+    the key's prefix (org, bucket) narrows the read (whole numbers and times written out: no
     parameters in a mutation's text)."""
-    orgs = sorted(cuts)
-    times = ", ".join(f"toDateTime64('{micro_text(cuts[o])}', 6, 'UTC')" for o in orgs)
-    latest = micro_text(max(cuts.values()))
-    return (
-        f"org_id IN ({', '.join(str(int(o)) for o in orgs)}) "
-        f"AND bucket_start < toDateTime64('{latest}', 6, 'UTC') "
-        f"AND bucket_start < transform(org_id, [{', '.join(str(int(o)) for o in orgs)}], "
-        f"[{times}], toDateTime64(0, 6, 'UTC'))"
+    by_cut: dict[datetime, list[int]] = defaultdict(list)
+    for org_id, cut in cuts.items():
+        by_cut[cut].append(int(org_id))
+    return " OR ".join(
+        f"(org_id IN ({', '.join(str(o) for o in sorted(orgs))}) "
+        f"AND bucket_start < toDateTime64('{micro_text(cut)}', 6, 'UTC'))"
+        for cut, orgs in sorted(by_cut.items())
     )
 
 
@@ -79,21 +92,23 @@ def expire_rollups(store: SpanStore, policies: Iterable, now: datetime) -> dict[
 
 
 def _expire(store: SpanStore, cuts: dict[int, datetime]) -> dict[int, int]:
-    naming, where = store.naming, _where(cuts)
+    naming = store.naming
     busy = _unfinished(store)
     out: dict[int, int] = {}
     for table in TABLES:
         if naming.stored(table).split(".", 1)[1] in busy:
             continue  # the last run's delete is still being applied: the next run goes on
-        rows = store.client.query(
-            f"SELECT org_id, count() FROM {store.table(table)} WHERE {where} GROUP BY org_id"
-        ).result_rows
-        if not rows:
-            continue
-        store.client.command(
-            f"DELETE FROM {naming.stored(table)}{naming.on} WHERE {where}",
-            settings={"lightweight_deletes_sync": 0, **naming.settings(QUEUED_SETTINGS)},
-        )
-        for org_id, count in rows:
-            out[int(org_id)] = out.get(int(org_id), 0) + int(count)
+        for batch in batches(cuts):
+            where = _where(batch)
+            rows = store.client.query(
+                f"SELECT org_id, count() FROM {store.table(table)} WHERE {where} GROUP BY org_id"
+            ).result_rows
+            if not rows:
+                continue
+            store.client.command(
+                f"DELETE FROM {naming.stored(table)}{naming.on} WHERE {where}",
+                settings={**delete_sync(store, 0), **naming.settings(QUEUED_SETTINGS)},
+            )
+            for org_id, count in rows:
+                out[int(org_id)] = out.get(int(org_id), 0) + int(count)
     return out

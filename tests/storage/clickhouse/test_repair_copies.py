@@ -279,3 +279,36 @@ def test_copies_that_tie_on_the_newest_version_are_reported_and_kept(chdb_sessio
         assert copies == 2
     finally:
         chdb_session.drop(store)
+
+
+def test_a_server_before_24_4_is_sent_mutations_sync_with_each_delete(chdb_session):
+    """ClickHouse before 24.4 has no `lightweight_deletes_sync` and refuses a statement that
+    sends it: each delete of the repair is sent `mutations_sync = 2` there (the same wait),
+    and the copy is repaired all the same."""
+    from tests.storage.clickhouse.test_rollup_retention import Recording, before_24_4
+
+    store = chdb_session.store("copies_24_3")
+    own = store.client
+    try:
+        row = MINE[300]
+        with written_ago(2):
+            assert write_spans(store, [row]) == 1
+        with written_ago(1), pytest.MonkeyPatch.context() as patch:
+            patch.setattr(writes, "stored_starts", lambda store, batch: {})
+            raced = dict(row, total_cost_usd=row["total_cost_usd"] + 1.0)
+            assert write_spans(store, [raced]) == 1
+        store.client = recording = Recording(own, before_24_4(own))
+        (month,) = repair_copies.store_months(store)
+        result = repair_copies.repair_month(store, A, month)
+        store.client = own
+        assert (result.spans, result.copies) == (1, 1)
+        deletes = recording.deletes()
+        assert deletes and all(s.get("mutations_sync") == 2 for _, s in deletes), deletes
+        assert not any("lightweight_deletes_sync" in s for _, s in deletes)
+        ((copies, cost),) = own.query(
+            f"SELECT count(), any(total_cost_usd) FROM {store.table('spans')}"
+        ).result_rows
+        assert (copies, cost) == (1, raced["total_cost_usd"])
+    finally:
+        store.client = own
+        chdb_session.drop(store)
