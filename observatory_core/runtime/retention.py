@@ -61,43 +61,88 @@ def restamp_span_store(engine: Engine, now: datetime | None = None) -> Restamped
     """Re-stamp the span store's spans (and trace totals) whose retention days differ from
     their org's and project's settings: a change the store was unreachable for, or spans
     ingest stamped with settings read before a change; and delete its rollup and actor rows
-    past their org's rollup retention (`rollup_retention.py`). Nothing without
+    past their org's rollup retention (`rollup_retention.py`). The two run and are said each
+    on its own: one failing or held back does not skip the other. Nothing without
     `OBSERVATORY_SPAN_STORE`."""
-    from observatory_core.storage.clickhouse import restamp
     from observatory_core.storage.clickhouse.current import span_store
-    from observatory_core.storage.clickhouse.rollup_retention import expire_rollups
 
     try:
         store = span_store()
-        if store is None:
-            return Restamped()
-        reason = restamp.failing(store)
-        if reason is not None:  # the engine retries it, and it holds back every re-stamp
-            return Restamped(
-                "A mutation of the span store's spans or trace totals keeps failing, and "
-                "holds back the retention re-stamps until it is killed "
-                f"({restamp.kill_statement(store)}): {reason}",
-                True,
-            )
-        with engine.connect() as conn:
-            rules = policies(conn)
-        stamps = restamp.stamps_of(rules.values())
-        found = restamp.reconcile(store, stamps.values(), partial(org_stamp, engine))
-        expired = expire_rollups(store, rules.values(), now or datetime.now(UTC))
-    except UserError as exc:  # unreachable, held by another process, a bad setting
+    except UserError as exc:  # unreachable, held by another process
         return Restamped(f"The span store's retention stamps were not checked: {exc}", True)
-    said = []
+    if store is None:
+        return Restamped()
+    said: list[str] = []
+    failed = False
+    rules: dict | None = None
+
+    def settings() -> dict:
+        nonlocal rules
+        if rules is None:
+            with engine.connect() as conn:
+                rules = policies(conn)
+        return rules
+
+    parts = (
+        (_restamp, "retention stamps were not checked"),
+        (_rollups, "rollups past their retention were not deleted"),
+    )
+    for part, not_done in parts:
+        try:
+            line, bad = part(store, engine, settings, now or datetime.now(UTC))
+        except UserError as exc:  # unreachable, held by another process, a bad setting
+            line, bad = f"The span store's {not_done}: {exc}", True
+        if line:
+            said.append(line)
+        failed = failed or bad
+    return Restamped(" ".join(said) or None, failed)
+
+
+def _restamp(store, engine: Engine, settings, now: datetime) -> tuple[str | None, bool]:
+    """The spans' and trace totals' re-stamp, said as one sentence, and whether it failed."""
+    from observatory_core.storage.clickhouse import restamp
+
+    reason = restamp.failing(store)
+    if reason is not None:  # the engine retries it, and it holds back every re-stamp
+        return (
+            "A mutation of the span store's spans or trace totals keeps failing, and "
+            "holds back the retention re-stamps until it is killed "
+            f"({restamp.kill_statement(store)}): {reason}",
+            True,
+        )
+    stamps = restamp.stamps_of(settings().values())
+    sent = restamp.reconcile(store, stamps.values(), partial(org_stamp, engine))
+    if sent is None:
+        return "An earlier re-stamp is still running in the span store; next run.", False
+    if not sent:
+        return None, False
+    said = [
+        f"{sum(rows.values()):,} {what} of {len(rows)} org(s)"
+        for rows, what in ((sent.spans, "stored spans"), (sent.trace_totals, "trace totals rows"))
+        if rows
+    ]
+    return (
+        f"Re-stamping {' and '.join(said)} in the span store with their current retention.",
+        False,
+    )
+
+
+def _rollups(store, engine: Engine, settings, now: datetime) -> tuple[str | None, bool]:
+    """The rollup and actor rows past their org's rollup retention deleted, said as one
+    sentence (with a delete that keeps failing, its reason and how to kill it)."""
+    from observatory_core.storage.clickhouse import rollup_retention
+
+    said: list[str] = []
+    reason = rollup_retention.failing(store)
+    if reason is not None:  # its table's next deletes wait behind it; the others go on
+        said.append(
+            "A delete of the span store's rollups keeps failing, and holds back its table's "
+            f"rollup retention until it is killed ({rollup_retention.kill(store)}): {reason}"
+        )
+    expired = rollup_retention.expire_rollups(store, settings().values(), now)
     if expired:
         said.append(
             f"Deleting {sum(expired.values()):,} rollup rows of {len(expired)} org(s) in the span "
             "store, past their org's rollup retention."
         )
-    if found is None:
-        said.insert(0, "An earlier re-stamp is still running in the span store; next run.")
-    elif found:
-        said.insert(
-            0,
-            f"Re-stamping {sum(found.values()):,} stored spans of {len(found)} org(s) in the "
-            "span store with their current retention.",
-        )
-    return Restamped(" ".join(said) or None)
+    return " ".join(said) or None, reason is not None

@@ -128,28 +128,28 @@ def stale(store: SpanStore, stamps: Iterable[Stamp], table: str = "spans") -> di
     return out
 
 
-def _tables(store: SpanStore) -> str:
-    """The stamped tables as a condition on `system.mutations.table`: their stored names
-    (`spans_local`, `trace_totals_local` on a cluster)."""
-    names = [store.naming.stored(t).split(".", 1)[1] for t in TABLES]
+def _tables(store: SpanStore, tables: tuple[str, ...] = TABLES) -> str:
+    """`tables` (default: the stamped ones) as a condition on `system.mutations.table`: their
+    stored names (`spans_local`, `trace_totals_local` on a cluster)."""
+    names = [store.naming.stored(t).split(".", 1)[1] for t in tables]
     return f"table IN ({', '.join(repr(n) for n in names)})"
 
 
-def _mutations(store: SpanStore) -> str:
-    """FROM and WHERE of the stamped tables' unfinished mutations: this node's, or on a
-    cluster every node's mutations of its `spans_local` and `trace_totals_local`."""
+def _mutations(store: SpanStore, tables: tuple[str, ...] = TABLES) -> str:
+    """FROM and WHERE of `tables`' unfinished mutations: this node's, or on a cluster every
+    node's mutations of its `spans_local` and `trace_totals_local` (or other tables)."""
     return (
         f"FROM {store.naming.every_node('mutations')} WHERE database = %(db)s "
-        f"AND {_tables(store)} AND NOT is_done"
+        f"AND {_tables(store, tables)} AND NOT is_done"
     )
 
 
-def kill_statement(store: SpanStore) -> str:
-    """The statement an operator runs to kill the stamped tables' unfinished mutations (one
-    that keeps failing holds back every re-stamp after it): on a cluster, every node's."""
-    return (
-        f"KILL MUTATION{store.naming.on} WHERE database = '{store.database}' AND {_tables(store)}"
-    )
+def kill_statement(store: SpanStore, tables: tuple[str, ...] = TABLES) -> str:
+    """The statement an operator runs to kill `tables`' unfinished mutations (one that keeps
+    failing holds back every re-stamp, or rollup delete, after it): on a cluster, every
+    node's."""
+    where = _tables(store, tables)
+    return f"KILL MUTATION{store.naming.on} WHERE database = '{store.database}' AND {where}"
 
 
 def pending(store: SpanStore) -> int:
@@ -162,13 +162,14 @@ def pending(store: SpanStore) -> int:
     return int(count)
 
 
-def failing(store: SpanStore) -> str | None:
-    """Why an unfinished mutation of the spans table keeps failing (the engine retries it, and
-    it holds back every re-stamp after it), or None; on a cluster, with the node it fails on."""
+def failing(store: SpanStore, tables: tuple[str, ...] = TABLES) -> str | None:
+    """Why an unfinished mutation of `tables` (default: the spans and trace totals) keeps
+    failing (the engine retries it, and it holds back every one after it), or None; on a
+    cluster, with the node it fails on."""
     reason = "concat(hostName(), ': ', latest_fail_reason)" if store.naming.cluster else None
     with store_errors(store):
         rows = store.client.query(
-            f"SELECT {reason or 'latest_fail_reason'} {_mutations(store)} "
+            f"SELECT {reason or 'latest_fail_reason'} {_mutations(store, tables)} "
             "AND latest_fail_reason != '' LIMIT 1",
             parameters={"db": store.database},
         ).result_rows
@@ -216,11 +217,23 @@ def _mutate(store: SpanStore, stamp: Stamp, table: str = "spans") -> None:
         )
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """What `reconcile` sent: org -> rows re-stamped, of the spans and of the trace totals."""
+
+    spans: dict[int, int]
+    trace_totals: dict[int, int]
+
+    def __bool__(self) -> bool:
+        return bool(self.spans or self.trace_totals)
+
+
 def reconcile(
     store: SpanStore, stamps: Iterable[Stamp], current: Callable[[int], AbstractContextManager]
-) -> dict[int, int] | None:
-    """Re-stamp every org whose stored spans differ from its stamp; org -> rows rewritten.
-    None while an earlier mutation of the table is unfinished (its rows would look stale).
+) -> Reconciled | None:
+    """Re-stamp every org whose stored spans or trace totals differ from its stamp; the rows
+    rewritten of each. None while an earlier mutation of the tables is unfinished (its rows
+    would look stale).
 
     `current(org_id)`: a context that holds the org's settings still (the lock
     `set_retention` holds until its own mutation is sent) and yields its stamp read afresh:
@@ -236,4 +249,4 @@ def reconcile(
             for table, stale_rows in (("spans", found), ("trace_totals", totals)):
                 if org_id in stale_rows:
                     _mutate(store, stamp, table)
-    return found
+    return Reconciled(found, totals)

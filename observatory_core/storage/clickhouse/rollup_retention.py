@@ -33,7 +33,8 @@ from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS, delete_
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import ACTORS
 from observatory_core.storage.clickhouse.layout import micro_text
-from observatory_core.storage.clickhouse.restamp import store_errors
+from observatory_core.storage.clickhouse.restamp import failing as failing_in
+from observatory_core.storage.clickhouse.restamp import kill_statement, store_errors
 
 TABLES = (*(f"rollup_{grain}" for grain in layout.GRAIN_SECONDS), ACTORS)
 # orgs per statement: at most this many ids and as many cutoffs, about 45 KB of text at the
@@ -67,6 +68,19 @@ def _where(cuts: dict[int, datetime]) -> str:
         f"AND bucket_start < toDateTime64('{micro_text(cut)}', 6, 'UTC'))"
         for cut, orgs in sorted(by_cut.items())
     )
+
+
+def failing(store: SpanStore) -> str | None:
+    """Why a delete of a rollup or actor table keeps failing (the engine retries it, and its
+    table's next deletes wait: `_expire` skips a table with one unfinished), or None; on a
+    cluster, with the node it fails on."""
+    with store_errors(store):
+        return failing_in(store, TABLES)
+
+
+def kill(store: SpanStore) -> str:
+    """The statement that kills the rollup and actor tables' unfinished deletes."""
+    return kill_statement(store, TABLES)
 
 
 def _unfinished(store: SpanStore) -> set[str]:

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 
 from observatory_core.__main__ import main
 from observatory_core.base.errors import ConfigError, DatabaseUnavailable
@@ -32,7 +33,12 @@ URL = "clickhouse://writer:pw@ch1.internal:8123/obs?cluster=obs_cluster"
 ONE_NODE = "clickhouse://writer:pw@ch1.internal:8123/obs"
 ON = "ON CLUSTER obs_cluster"
 # some of the server's settings, as the driver reads them at connect (a release since 23.10)
-SERVER_SETTINGS = ("distributed_foreground_insert", "insert_distributed_sync", "load_balancing")
+SERVER_SETTINGS = (
+    "distributed_foreground_insert",
+    "insert_distributed_sync",
+    "load_balancing",
+    "lightweight_deletes_sync",
+)
 
 
 class Recorder:
@@ -512,7 +518,7 @@ def test_a_restamp_on_a_cluster_mutates_every_shards_local_spans(chdb_store):
         held.append(org_id)
         yield stamp
 
-    assert restamp.reconcile(store, [stamp], current) == {1: 12} and held == [1]
+    assert restamp.reconcile(store, [stamp], current).spans == {1: 12} and held == [1]
     (mutation, settings), (totals, _) = client.of("command")
     assert mutation.startswith(f"ALTER TABLE obs.spans_local {ON} UPDATE ") and settings == queued
     assert totals.startswith(f"ALTER TABLE obs.trace_totals_local {ON} UPDATE ")
@@ -551,7 +557,7 @@ def test_a_restamp_on_one_node_is_as_before():
 def test_rollup_retention_on_a_cluster_deletes_on_every_shard(chdb_store):
     """The rows before each org's cutoff counted over every shard (the Distributed tables),
     deleted from each shard's `<table>_local` (ON CLUSTER, queued, not waited on), one
-    statement per table for every org; a table with none gets no statement, an org that keeps
+    statement per table for every group of up to 500 orgs, one cutoff per distinct rollup days; a table with none gets no statement, an org that keeps
     its rollups is in none; a table with a mutation unfinished on any node waits."""
     from observatory_core.storage.clickhouse.rollup_retention import expire_rollups
     from observatory_core.storage.retention import Policy
@@ -575,10 +581,8 @@ def test_rollup_retention_on_a_cluster_deletes_on_every_shard(chdb_store):
     ]
     (minute, settings), (hour, _) = client.of("command")
     where = (
-        "org_id IN (1, 3) AND bucket_start < toDateTime64('2026-11-10 12:00:00.000000', 6, 'UTC') "
-        "AND bucket_start < transform(org_id, [1, 3], "
-        "[toDateTime64('2026-09-21 12:00:00.000000', 6, 'UTC'), "
-        "toDateTime64('2026-11-10 12:00:00.000000', 6, 'UTC')], toDateTime64(0, 6, 'UTC'))"
+        "(org_id IN (1) AND bucket_start < toDateTime64('2026-09-21 12:00:00.000000', 6, 'UTC')) "
+        "OR (org_id IN (3) AND bucket_start < toDateTime64('2026-11-10 12:00:00.000000', 6, 'UTC'))"
     )
     assert minute == f"DELETE FROM obs.rollup_1min_local {ON} WHERE {where}"
     assert hour == f"DELETE FROM obs.rollup_1hour_local {ON} WHERE {where}"
@@ -599,7 +603,7 @@ def test_a_rollup_delete_the_store_refuses_is_one_sentence():
     with pytest.raises(DatabaseUnavailable, match="did not take the change .Code: 241"):
         expire_rollups(store, [Policy(1, 30, 60)], now)
     ((delete, settings),) = client.of("command")
-    assert delete.startswith("DELETE FROM obs.rollup_1min WHERE org_id IN (1) ")
+    assert delete.startswith("DELETE FROM obs.rollup_1min WHERE (org_id IN (1) AND ")
     assert settings == {"lightweight_deletes_sync": 0}
 
 
@@ -628,13 +632,23 @@ def test_the_worker_says_which_node_fails_and_how_to_kill_it(monkeypatch, chdb_s
 
     store, client = _store(URL, {"latest_fail_reason != ''": [("ch2: Code: 241 ...",)]})
     monkeypatch.setattr(current, "span_store", lambda: store)
-    said = restamp_span_store(engine=None)  # DATABASE_URL is not read before this answer
+    # the rollups' part reads the settings (none here) and deletes nothing
+    monkeypatch.setattr("observatory_core.runtime.retention.policies", lambda conn: {})
+    said = restamp_span_store(engine=create_engine("sqlite://"))
     assert said.failed and "ch2: Code: 241 ..." in said.said
     kill = (
         "KILL MUTATION ON CLUSTER obs_cluster WHERE database = 'obs' "
         "AND table IN ('spans_local', 'trace_totals_local')"
     )
     assert f"({kill}): ch2" in said.said
+    # a rollup delete that keeps failing is said too, with its own kill statement
+    rollups = "'rollup_1min_local', 'rollup_1hour_local', 'rollup_1day_local'"
+    kill_rollups = (
+        "KILL MUTATION ON CLUSTER obs_cluster WHERE database = 'obs' "
+        f"AND table IN ({rollups}, 'rollup_actors_1hour_local')"
+    )
+    assert "rollups keeps failing" in said.said and f"({kill_rollups}): ch2" in said.said
+    _parses(chdb_store, kill_rollups)
     _parses(chdb_store, kill)
     assert client.of("command") == []
     one, _ = _store(ONE_NODE)

@@ -6,6 +6,7 @@ knows, and its rows go all the same."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -129,3 +130,64 @@ def test_a_server_whose_settings_the_driver_did_not_fetch_is_asked_once(store):
     asked = [t for t, _ in recording.sent if "system.settings" in t]
     assert len(asked) == 1
     assert not store.knows("no_such_setting_anywhere")
+
+
+@pytest.mark.parametrize("stuck", ["spans", "rollup_1min"])
+def test_the_re_stamp_and_the_rollup_delete_run_and_are_said_each_on_its_own(
+    store, monkeypatch, stuck
+):
+    """A mutation that keeps failing on the spans holds back the re-stamp, not the rollup
+    delete; one on a rollup table holds back that table's deletes, not the re-stamp nor the
+    other tables'. Each is said with its reason and the statement that kills it; the re-stamp
+    says the trace totals' rows it sends as well as the spans'."""
+    from contextlib import contextmanager
+
+    from sqlalchemy import create_engine
+
+    from observatory_core.runtime.retention import restamp_span_store
+    from observatory_core.storage.clickhouse import current, restamp
+
+    now = datetime.now(UTC)
+    rows = _written(store, now)
+    # org 11: spans 300 days from now on (its stored spans and totals, kept forever, stale)
+    rules = {o: Policy(o, 300 if o == 11 else None, d) for o, d in REAL.items()}
+
+    @contextmanager
+    def org_stamp(engine, org_id):
+        yield restamp.stamps_of([rules[org_id]])[org_id]
+
+    monkeypatch.setattr(current, "span_store", lambda: store)
+    monkeypatch.setattr("observatory_core.runtime.retention.policies", lambda conn: rules)
+    monkeypatch.setattr("observatory_core.runtime.retention.org_stamp", org_stamp)
+    column = "retain_days" if stuck == "spans" else "span_count"
+    store.client.command(
+        f"ALTER TABLE {store.table(stuck)} UPDATE {column} = "
+        f"{column} + throwIf({column} >= 0, 'boom') WHERE 1",
+        settings={"mutations_sync": 0},
+    )
+    try:
+        for _ in range(200):  # the engine tries it in the background
+            if restamp.failing(store, (stuck,)):
+                break
+            time.sleep(0.05)
+        said = restamp_span_store(create_engine("sqlite://"), now=now)
+        assert said.failed and "boom" in said.said and "keeps failing" in said.said
+        assert "Deleting" in said.said and "rollup rows of 2 org(s)" in said.said
+        if stuck == "spans":
+            assert restamp.kill_statement(store) in said.said
+            assert "Re-stamping" not in said.said
+        else:
+            assert rollup_retention.kill(store) in said.said
+            assert "Re-stamping 10 stored spans of 1 org(s)" in said.said
+            assert "trace totals rows of 1 org(s)" in said.said
+    finally:
+        store.client.command(
+            f"KILL MUTATION WHERE database = '{store.database}' AND table = '{stuck}' SYNC"
+        )
+    _settle(store)
+    # the tables not held back lost their rows past the cutoffs
+    sent = _frame(rows)
+    cutoffs = {o: d for o, d in REAL.items() if d is not None}
+    for table, grain in GRAINS.items():
+        if table != stuck:
+            assert _rollups(store, table) == _expected_rollups(sent, grain, cutoffs, now), table
