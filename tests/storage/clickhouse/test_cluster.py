@@ -557,7 +557,8 @@ def test_a_restamp_on_one_node_is_as_before():
 def test_rollup_retention_on_a_cluster_deletes_on_every_shard(chdb_store):
     """The rows before each org's cutoff counted over every shard (the Distributed tables),
     deleted from each shard's `<table>_local` (ON CLUSTER, queued, not waited on), one
-    statement per table for every group of up to 500 orgs, one cutoff per distinct rollup days; a table with none gets no statement, an org that keeps
+    statement per table and group of up to 500 orgs, a cutoff per distinct rollup days; a
+    table with none gets no statement, an org that keeps
     its rollups is in none; a table with a mutation unfinished on any node waits."""
     from observatory_core.storage.clickhouse.rollup_retention import expire_rollups
     from observatory_core.storage.retention import Policy
