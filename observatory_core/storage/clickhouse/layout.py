@@ -76,7 +76,8 @@ def ttl_days(days: int | None) -> int:
 # The trace totals' stamp (schema version 6) for a span kept forever: the largest UInt16, so
 # `max` over a trace's spans lets forever win (a trace with a span at 0 and one at 30 days is
 # kept while the forever span is), and their TTL, on 1 to `MAX_TTL_DAYS` only, never deletes
-# it (65535 days added to a DateTime would wrap round and delete at once). 0 there: a row
+# it (65535 days added to a DateTime wraps round past 2106: to 2070 for a trace of 2026, seen
+# on chDB, so the row would go then, not never). 0 there: a row
 # written before version 6, not stamped yet, kept too.
 FOREVER_DAYS = 65_535
 

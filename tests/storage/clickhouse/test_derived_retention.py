@@ -112,8 +112,8 @@ def _stored_traces(store) -> set[tuple[int, int, str]]:
     return {(int(o), int(p), t) for o, p, t in rows}
 
 
-def _trace_count(store, org: int, now: datetime, force: str) -> int:
-    spec = FilterSpec(relative=None, start=now - timedelta(days=400), end=now)
+def _trace_count(store, org: int, now: datetime, force: str, days: int = 400) -> int:
+    spec = FilterSpec(relative=None, start=now - timedelta(days=days), end=now)
     query = MetricQuery(series=("trace_count.count",), filters=spec, bucket=None)
     scope = Scope(org_id=org, role=Role.ADMIN)
     got = run_metrics(store.engine, scope, query, now=now, force=force)
@@ -305,27 +305,32 @@ def test_a_trace_with_a_span_kept_forever_keeps_its_totals(chdb_session, monkeyp
             parent_span_id=root["span_id"],
         )
         other = span(org, project, at)  # a trace of 30-day spans only: its totals go
+        # kept forever since 1982: 65535 days on from then is past 2106 and a DateTime wraps
+        # round to a past date, so the totals' TTL must leave the forever stamp out
+        old = span(org, project, datetime(1982, 1, 4, tzinfo=UTC))
         totals = store.table("trace_totals")
         store.client.command(f"SYSTEM STOP TTL MERGES {totals}")
         # written while they were inside their 30 days (the write drops a span already past)
         with monkeypatch.context() as m:
             m.setattr("observatory_core.storage.clickhouse.writes.unexpired", lambda rows, _: rows)
             assert write_spans(store, [root, other], retain_days={(org, 0): 30}) == 2
-        assert write_spans(store, [child], retain_days={(org, 0): 0}) == 1
+        assert write_spans(store, [child, old], retain_days={(org, 0): 0}) == 2
         # the trace's partial totals merged into one row before the 30 days passed, as parts
         # merge long before that in a store (here the TTL held back from the writes on)
         store.client.command(f"OPTIMIZE TABLE {totals} FINAL")
         store.client.command(f"SYSTEM START TTL MERGES {totals}")
         _settle(store)
-        kept = _frame([child])
+        kept = _frame([child, old])
         spans_left = store.client.query(
             f"SELECT span_id FROM {store.table('spans')} FINAL WHERE org_id = {org}"
         ).result_rows
-        assert [s for (s,) in spans_left] == [child["span_id"]]  # the spans' own TTL
-        assert _stored_traces(store) == {(org, project, root["trace_id"])}
+        # the spans' own TTL
+        assert sorted(s for (s,) in spans_left) == sorted([child["span_id"], old["span_id"]])
+        assert _stored_traces(store) == {(org, project, t) for t in kept["trace"]}
         want = kept["trace"].n_unique()
-        assert _trace_count(store, org, now, "rollup") == want == 1
-        assert _trace_count(store, org, now, "raw") == want
+        since = (now - datetime(1982, 1, 1, tzinfo=UTC)).days
+        assert _trace_count(store, org, now, "rollup", since) == want == 2
+        assert _trace_count(store, org, now, "raw", since) == want
         # the re-stamp compares forever as the totals store it: nothing stale, nothing sent
         forever = restamp.Stamp(org)
         assert restamp.stale(store, [forever], "trace_totals") == {}
