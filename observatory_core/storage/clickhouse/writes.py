@@ -11,8 +11,7 @@ around the check and the insert: in one process (`SpanStore.write_lock`) and, gi
 pass), across the processes that share the store. A span is stored once whatever its start
 time: a copy with another start is a span already stored. Without `turn` (tests, bench), two
 processes racing on a span could both insert it: lists and totals read one row per span
-(`reads.py`), the rollups would count it twice (until `clickhouse-repair-copies`,
-`repair_copies.py`, keeps only its newest copy). Spans found stored are the sign of a retry:
+(`reads.py`), the rollups would count it twice. Spans found stored are the sign of a retry:
 what an earlier insert of them whose views failed part-way left out of the rollups and trace
 totals is put back after the batch's own insert, under the same turn (`view_gaps.py`; a
 failure there is logged, and the batch stands). On a cluster the insert returns once every shard
