@@ -39,9 +39,10 @@ from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.local_times import output_fields, with_local
 from observatory_core.exports.schedules import announce_ready, run_due
+from observatory_core.exports.span_store_json import json_text_plan
 from observatory_core.exports.span_store_pages import (
     Windows,
-    csv_columns,
+    csv_text_plan,
     job_windows,
     window_pages,
 )
@@ -259,13 +260,17 @@ def _pages(
             _close_quietly(pages)
         return
     if plan is not None:  # the span store (`Store.pages_exports_by_window`)
-        engine_csv = job["format"] == "csv" and zone is None
+        text_plan = None  # local time columns are written by the row path
+        if zone is None and job["format"] == "csv":
+            text_plan = csv_text_plan(fields)
+        elif zone is None and job["format"] in ("json", "jsonl"):
+            text_plan = json_text_plan(fields)
         yield from window_pages(
             engine,
             scope,
             spec,
             fields,
-            csv_plan=csv_columns(fields) if engine_csv else None,
+            text_plan=text_plan,
             zone=zone,
             pinned=pinned,
             page_size=config.page_size,
