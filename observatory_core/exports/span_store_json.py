@@ -20,7 +20,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
-from typing import Any
 
 from sqlalchemy import Boolean, Float, Integer, String, case, func
 
@@ -66,28 +65,24 @@ def _engine_text(column):
     return None
 
 
-def _json_float(value: float | None) -> str:
-    """`json.dumps` of a float (or None)."""
-    if value is None:
-        return "null"
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    return float.__repr__(value)
+def _json_floats(values: tuple) -> list[str]:
+    """`json.dumps` of each float (or None), in one call: its text of a list, split (no
+    float's text holds ", ")."""
+    return json.dumps(list(values))[1:-1].split(", ")
 
 
-def _json_value(value: Any) -> str:
-    return json.dumps(_plain(value))
+def _json_values(values: tuple) -> list[str]:
+    return [json.dumps(_plain(value)) for value in values]
 
 
 @dataclass(frozen=True)
 class JsonColumns:
     """What a JSON page reads: runs of `"key": value` text joined by the engine (a str each,
-    `to_text` None) and values written here (`to_text` their JSON text), in the fields' order."""
+    `to_text` None) and values written here (`to_text` a column's JSON texts), in the fields'
+    order."""
 
     columns: list
-    to_text: list[Callable[[Any], str] | None]
+    to_text: list[Callable[[tuple], list[str]] | None]
     keys: list[str]  # '"field": ' before a value written here; "" before a run
 
 
@@ -121,7 +116,7 @@ def json_columns(fields: tuple[str, ...]) -> JsonColumns | None:
         close_run()
         columns.append(column)
         is_float = field is not None and field.plain and isinstance(column.type, Float)
-        to_text.append(_json_float if is_float else _json_value)
+        to_text.append(_json_floats if is_float else _json_values)
         keys.append(key)
     close_run()
     if all(t is not None for t in to_text):
@@ -142,7 +137,7 @@ def json_lines(page: list, plan: JsonColumns) -> list[str]:
     for values, to_text, key in zip(
         list(zip(*page, strict=True))[KEYS:], plan.to_text, plan.keys, strict=True
     ):
-        columns.append(values if to_text is None else [key + to_text(v) for v in values])
+        columns.append(values if to_text is None else [key + text for text in to_text(values)])
     lines = ["{" + ", ".join(parts) + "}" for parts in zip(*columns, strict=True)]
     return [line if line.isascii() else _NON_ASCII.sub(_ascii, line) for line in lines]
 
