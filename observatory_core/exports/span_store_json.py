@@ -6,11 +6,12 @@ The writers write each row as `json.dumps({field: value})`: keys in the fields' 
 and ": " between, strings with `ensure_ascii` (non-ASCII and DEL as `\\uXXXX`, control
 characters as `\\n`, `\\t`... or lowercase `\\u00xx`), times as ISO text with microseconds,
 None as null. The engine writes each run of text, time, integer and boolean fields as one
-string of `"key": value` pairs; its `toJSONString` escapes as Python does but for `/` (undone
-here), the control characters whose hex code has a letter (uppercase there; such a value is
-escaped by a chain of replacements instead) and non-ASCII (left as UTF-8, escaped here on the
-few lines that hold any). Floats (Python's `repr`), JSON fields, keys of them and expression
-fields are read as values and written by `json.dumps` here, as the row path does.
+string of `"key": value` pairs, strings by `toJSONString`, which escapes as Python does but
+for "/" (escaped there), the control characters whose hex code has a letter (uppercase there)
+and non-ASCII and DEL (left as they are): those few lines are mended here (a chain of
+replacements or a byte-by-byte escape in the engine made every read slower, rare values or
+not). Floats, JSON fields, keys of them and expression fields are read as values and written
+by `json.dumps` here, as the row path does.
 """
 
 from __future__ import annotations
@@ -29,25 +30,9 @@ from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.types import UtcDateTime
 from observatory_core.traces.fields import field_column
 
-# control characters `toJSONString` writes as `\u000B`... (Python: lowercase) and DEL (Python
-# with ensure_ascii: `\u007f`; the engine leaves it)
-_UPPER_HEX = "[\\x0b\\x0e\\x0f\\x1a-\\x1f\\x7f]"
-_PY_ESCAPES = {8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r"}
-
-
-def _escaped_by_chain(value):
-    """A string's JSON text by replacements, as `json.dumps` escapes it but for non-ASCII."""
-    text = func.replaceAll(func.replaceAll(value, "\\", "\\\\"), '"', '\\"')
-    for code in (*range(32), 127):
-        text = func.replaceAll(text, func.char(code), _PY_ESCAPES.get(code, f"\\u{code:04x}"))
-    return func.concat('"', text, '"')
-
 
 def _string(value):
-    fast = func.replaceAll(func.toJSONString(value), "\\/", "/")
-    return func.ifNull(
-        case((func.match(value, _UPPER_HEX), _escaped_by_chain(value)), else_=fast), "null"
-    )
+    return func.ifNull(func.toJSONString(value), "null")
 
 
 def _engine_text(column):
@@ -125,10 +110,31 @@ def json_columns(fields: tuple[str, ...]) -> JsonColumns | None:
 
 
 _NON_ASCII = re.compile("[^\\x00-\\x7f]+")
+# what `toJSONString` escapes unlike `json.dumps`: "/" (Python: left as it is) and control
+# characters with uppercase hex (Python: lowercase), each an escape only after an even run of
+# backslashes (after an odd one it is text: `\\/` is a backslash and "/")
+_UNLIKE = re.compile(r"(?<!\\)((?:\\\\)*)\\(/|u00(?:0[BEF]|1[A-F]))")
 
 
 def _ascii(match: re.Match) -> str:
     return encode_basestring_ascii(match.group())[1:-1]
+
+
+def _as_python(match: re.Match) -> str:
+    escape = match.group(2)
+    return match.group(1) + ("/" if escape == "/" else "\\" + escape.lower())
+
+
+def _as_python_escapes(line: str) -> str:
+    """The engine's line as `json.dumps` escapes: non-ASCII and DEL as `\\uXXXX`, control
+    characters' hex in lowercase, "/" not escaped."""
+    if not line.isascii():
+        line = _NON_ASCII.sub(_ascii, line)
+    if "\x7f" in line:
+        line = line.replace("\x7f", "\\u007f")
+    if "\\/" in line or "\\u00" in line:
+        line = _UNLIKE.sub(_as_python, line)
+    return line
 
 
 def json_lines(page: list, plan: JsonColumns) -> list[str]:
@@ -139,7 +145,12 @@ def json_lines(page: list, plan: JsonColumns) -> list[str]:
     ):
         columns.append(values if to_text is None else [key + text for text in to_text(values)])
     lines = ["{" + ", ".join(parts) + "}" for parts in zip(*columns, strict=True)]
-    return [line if line.isascii() else _NON_ASCII.sub(_ascii, line) for line in lines]
+    return [
+        line
+        if line.isascii() and "\\" not in line and "\x7f" not in line
+        else _as_python_escapes(line)
+        for line in lines
+    ]
 
 
 def json_text_plan(fields: tuple[str, ...]) -> TextPlan | None:

@@ -48,7 +48,7 @@ NAMES = ["a,b", 'say "hi"', "two\nlines", "carriage\rreturn", "naïve — 漢字
 FLOATS = [1e-07, 7.8e-07, 2.0, 1e16, 123456789.125, 0.1, None]
 AWKWARD_AT = TIE - timedelta(hours=6)
 AWKWARD = [
-    "back\\slash \\u00e9 \\/",
+    "back\\slash \\u00e9 \\/ \\u000B \\\\/ /",
     "nul\x00 ctl\x01\x0b\x0e\x1a\x1f del\x7f",
     "tab\t bs\b ff\f nl\n cr\r",
     "line\u2028sep\u2029",
