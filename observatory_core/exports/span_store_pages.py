@@ -343,15 +343,20 @@ def window_pages(
     require_filters(scope, spec)
     require_fields(scope, fields, "export")
     pages = store_pages(engine, scope, spec, text_plan.columns, **reading)
-    yield from _writes(pages, lambda w, page: w.write_lines(text_plan.lines(page)))
+    yield from _writes(pages, text_plan.write)
 
 
 @dataclass(frozen=True)
 class TextPlan:
-    """The columns a page of engine-made text reads, and its lines from `store_pages`' rows."""
+    """The columns a page reads and what its writer is given from `store_pages`' rows: lines
+    of text made by the engine (`write_lines`), or Parquet's table of the page's columns."""
 
     columns: list
-    lines: Callable[[list], list[str]]
+    lines: Callable[[list], object]
+    method: str = "write_lines"
+
+    def write(self, writer, page: list) -> None:
+        getattr(writer, self.method)(self.lines(page))
 
 
 def csv_text_plan(fields: tuple[str, ...]) -> TextPlan | None:

@@ -46,6 +46,7 @@ from observatory_core.exports.span_store_pages import (
     job_windows,
     window_pages,
 )
+from observatory_core.exports.span_store_parquet import parquet_plan
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import FIELDS
@@ -265,6 +266,8 @@ def _pages(
             text_plan = csv_text_plan(fields)
         elif zone is None and job["format"] in ("json", "jsonl"):
             text_plan = json_text_plan(fields)
+        elif zone is None and job["format"] == "parquet":
+            text_plan = parquet_plan(fields)
         yield from window_pages(
             engine,
             scope,

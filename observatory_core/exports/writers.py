@@ -258,7 +258,11 @@ class ParquetWriter:
         columns = {
             f: [json.dumps(r[f]) if f in jsonish else r[f] for r in rows] for f in self.fields
         }
-        self.writer.write_table(pa.table(columns, schema=self.schema))
+        self.write_table(pa.table(columns, schema=self.schema))
+
+    def write_table(self, table: pa.Table) -> None:
+        """A page already in columns (the span store's, `exports/span_store_parquet.py`)."""
+        self.writer.write_table(table)
 
     def close(self) -> None:
         self.writer.close()
