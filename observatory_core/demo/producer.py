@@ -50,10 +50,13 @@ def _produce(args: dict[str, Any], folder: Path) -> None:
         prices=args["prices"],
     )
     made = 0
+    parent = os.getppid()
 
     def put(chunk: list[dict[str, Any]]) -> None:
         nonlocal made
         while _path(folder, made - AHEAD).exists():  # the writer is behind: wait for it
+            if os.getppid() != parent:  # the writer is gone: no one will read the rows
+                sys.exit(1)
             time.sleep(_POLL)
         part = folder / "part"
         part.write_bytes(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
