@@ -110,6 +110,9 @@ def produced_rows(
             stdout=errors,
             stderr=errors,
             env={**os.environ, "PYTHONPATH": path},
+            # a session of its own: where the scheduler shares CPU by session (Linux's
+            # autogroup), the child gets a share beside the writer's, not half of it
+            start_new_session=True,
         )
         try:
             n = 0
