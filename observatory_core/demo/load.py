@@ -13,6 +13,7 @@ from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.demo.catalog import ORGS
 from observatory_core.demo.generator import DemoGenerator
 from observatory_core.demo.producer import produced_rows
+from observatory_core.ingest import to_clickhouse
 from observatory_core.ingest.persist import write_spans
 from observatory_core.ingest.pricing import PriceBook
 from observatory_core.ingest.spanrows import complete_row
@@ -53,8 +54,8 @@ def load_demo(
     on_batch: Callable[[int, int], None] | None = None,
 ) -> LoadReport:
     """Generate about `spans` spans (whole traces) over `days` days ending at `end` and store them.
-    Into the ClickHouse span store the rows are made in a child process while this one stores
-    them (`demo/producer.py`); into SQLite and PostgreSQL, here, batch by batch."""
+    Into the ClickHouse span store, past one batch, the rows are made in a child process while
+    this one stores them (`demo/producer.py`); else, and into SQLite and PostgreSQL, here."""
     import time
 
     ids = ensure_demo_tenants(engine)
@@ -62,7 +63,9 @@ def load_demo(
         prices = PriceBook.load(conn)
     end = end or datetime.now(UTC)
     started = time.perf_counter()
-    if span_store() is not None and spans > 0:
+    # one batch or less gains nothing from the child (the writer would wait for all of it)
+    # and pays its start (about a second: the bootstrap's top-ups of a few hundred spans)
+    if span_store() is not None and spans > to_clickhouse.BATCH:
         rows = produced_rows(
             ids=ids,
             end=end,

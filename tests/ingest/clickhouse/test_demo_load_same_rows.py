@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from observatory_core.base.settings import get_settings
+from observatory_core.demo import load as demo_load
 from observatory_core.demo import producer
 from observatory_core.demo.load import demo_rows, ensure_demo_tenants, load_demo
 from observatory_core.ingest import persist, to_clickhouse
@@ -88,6 +89,13 @@ def loads(tmp_path_factory, chdb_session):
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setattr(to_clickhouse, "BATCH", 2_000)
     monkeypatch.setattr(producer, "CHUNK", 700)
+    children = []  # each load_demo's rows made in a child process (past one batch)
+
+    def counted(**kwargs):
+        children.append(kwargs["spans"])
+        return producer.produced_rows(**kwargs)
+
+    monkeypatch.setattr(demo_load, "produced_rows", counted)
     folder = tmp_path_factory.mktemp("demo-same-rows")
     engine = get_engine(f"sqlite:///{folder / 'observatory.db'}")
     upgrade(engine)
@@ -118,6 +126,7 @@ def loads(tmp_path_factory, chdb_session):
 
         cut, cut_written = _load(monkeypatch, chdb_session, engine, "demo_cut", resumed)
         stores.append(cut)
+        assert children == [SPANS, SPANS, SPANS // 3, SPANS]
         yield old, {"new": new, "resumed": cut}, old_written, (new_written, cut_written), again
     finally:
         monkeypatch.undo()
