@@ -149,6 +149,8 @@ def only_written_here(
     of copies, a delete) or arrive (another writer): either changes the count. With a retention
     set on a batch row the TTL may drop rows as another writer adds as many: not skipped."""
     orgs = sorted({row["org_id"] for row in batch})
+    if not orgs:  # nothing to look up
+        return True
     if any(retain(row["org_id"], row["project_id"]) for row in batch):
         return False
     result = store.client.query(
