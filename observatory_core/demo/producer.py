@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from observatory_core.base.errors import UserError
 from observatory_core.ingest.pricing import PriceBook
 
 CHUNK = 5_000  # rows per file
@@ -50,12 +52,15 @@ def _produce(args: dict[str, Any], folder: Path) -> None:
         prices=args["prices"],
     )
     made = 0
-    parent = os.getppid()
+    # the writer's pid as it gave it: read here with os.getppid(), a writer that died while
+    # this child started would be pid 1 and never seen gone
+    parent = args["parent"]
 
     def put(chunk: list[dict[str, Any]]) -> None:
         nonlocal made
         while _path(folder, made - AHEAD).exists():  # the writer is behind: wait for it
-            if os.getppid() != parent:  # the writer is gone: no one will read the rows
+            if os.getppid() != parent:  # the writer is gone (killed): no one reads the rows,
+                shutil.rmtree(folder, ignore_errors=True)  # nor removes them
                 sys.exit(1)
             time.sleep(_POLL)
         part = folder / "part"
@@ -95,6 +100,7 @@ def produced_rows(
         "spans": spans,
         "text_max_chars": text_max_chars,
         "chunk": CHUNK,
+        "parent": os.getpid(),
     }
     root = str(Path(__file__).resolve().parents[2])  # where this package is imported from
     path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
@@ -110,6 +116,9 @@ def produced_rows(
             stdout=errors,
             stderr=errors,
             env={**os.environ, "PYTHONPATH": path},
+            # `-m` puts the working folder first on the path: run from this package's root,
+            # so the child imports this code, not a same-named file where the app was started
+            cwd=root,
             # a session of its own: where the scheduler shares CPU by session (Linux's
             # autogroup), the child gets a share beside the writer's, not half of it
             start_new_session=True,
@@ -122,9 +131,10 @@ def produced_rows(
                     if child.poll() is not None and not file.exists():
                         errors.seek(0)
                         text = errors.read().decode(errors="replace")[-3000:]
-                        raise RuntimeError(
-                            f"The demo's row generator stopped (exit code {child.returncode}):"
-                            f"\n{text}"
+                        raise UserError(
+                            f"The demo's row generator stopped (exit code {child.returncode}; "
+                            f"is the temporary folder {tempfile.gettempdir()} full?). Its last "
+                            f"words:\n{text}"
                         )
                     time.sleep(_POLL)
                     continue

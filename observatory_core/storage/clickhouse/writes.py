@@ -29,7 +29,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, NamedTuple
@@ -141,26 +141,31 @@ def stored_starts(
 
 
 def only_written_here(
-    store: SpanStore, batch: list[dict[str, Any]], mine: Mapping[int, int], retain: Callable
+    store: SpanStore,
+    batch: list[dict[str, Any]],
+    mine: Mapping[int, int],
+    retain: Callable,
+    versions: Collection[int],
 ) -> bool:
     """Whether the store holds, of the batch's orgs, exactly the `mine[org]` spans this write
-    inserted and nothing else: then, for input that holds each span once, none of the batch's
-    spans is stored and the look-up (`stored_starts`) can be skipped. Rows only leave (a merge
-    of copies, a delete) or arrive (another writer): either changes the count. With a retention
-    set on a batch row the TTL may drop rows as another writer adds as many: not skipped."""
+    inserted (at `versions`) and nothing else: then, for input that holds each span once, none
+    of the batch's spans is stored and the look-up (`stored_starts`) can be skipped. A row of
+    another version is another writer's (found in review: a count alone passed when one of
+    ours was deleted as another writer added one); a row of ours gone changes the count. With
+    a retention set on a batch row the TTL may drop rows: not skipped."""
     orgs = sorted({row["org_id"] for row in batch})
     if not orgs:  # nothing to look up
         return True
     if any(retain(row["org_id"], row["project_id"]) for row in batch):
         return False
     result = store.client.query(
-        f"SELECT org_id, count() FROM {store.table('spans')} "
-        "WHERE org_id IN %(orgs)s GROUP BY org_id",
-        parameters={"orgs": orgs},
+        f"SELECT org_id, count(), countIf({layout.VERSION} NOT IN %(versions)s) "
+        f"FROM {store.table('spans')} WHERE org_id IN %(orgs)s GROUP BY org_id",
+        parameters={"orgs": orgs, "versions": sorted(versions) or [0]},
         settings=store.naming.settings(SAME_REPLICA),
     )
-    counts = {int(org): int(n) for org, n in result.result_rows}
-    return all(counts.get(org, 0) == mine.get(org, 0) for org in orgs)
+    counts = {int(org): (int(n), int(others)) for org, n, others in result.result_rows}
+    return all(counts.get(org, (0, 0)) == (mine.get(org, 0), 0) for org in orgs)
 
 
 def as_columns(
@@ -254,10 +259,11 @@ def _write(
     names = layout.span_column_names()
     written = 0
     mine: dict[int, int] = {}  # spans this write inserted, by org
+    versions: list[int] = []  # the versions of its inserts
     for batch in _batches(rows, batch_size):
         with store.write_lock, (turn or own_process)(r["org_id"] for r in batch):
             fresh = unexpired(_first_copies(batch), retain)
-            if each_once and only_written_here(store, fresh, mine, retain):
+            if each_once and only_written_here(store, fresh, mine, retain, versions):
                 known = {}
             else:
                 known = stored_starts(store, fresh)
@@ -277,6 +283,7 @@ def _write(
                     # on a cluster: stored on every shard before the next batch's check
                     settings=store.naming.settings(WRITE_SETTINGS),
                 )
+                versions.append(version)
                 for row in fresh:
                     mine[row["org_id"]] = mine.get(row["org_id"], 0) + 1
             if known:  # after the batch's own spans are safe, still under the turn

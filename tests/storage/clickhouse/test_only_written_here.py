@@ -32,18 +32,46 @@ def _per_org(rows: list[dict]) -> dict[int, int]:
     return out
 
 
+def _versions(store) -> list[int]:
+    return [
+        v
+        for (v,) in store.client.query(
+            f"SELECT DISTINCT version FROM {store.table('spans')}"
+        ).result_rows
+    ]
+
+
 def test_only_a_store_holding_just_this_writes_spans_skips_the_look_up(store):
     rows = demo_rows(3000)
     first, rest = rows[:1500], rows[1500:]
-    assert only_written_here(store, first, {}, _kept)  # empty
-    assert only_written_here(store, [], {}, _kept)  # nothing to look up
-    assert not only_written_here(store, first, {}, _retained)  # a TTL could drop rows
+    assert only_written_here(store, first, {}, _kept, [])  # empty
+    assert only_written_here(store, [], {}, _kept, [])  # nothing to look up
+    assert not only_written_here(store, first, {}, _retained, [])  # a TTL could drop rows
     write_spans(store, first)
-    mine = _per_org(first)
-    assert only_written_here(store, rest, mine, _kept)  # all of it this write's
-    assert not only_written_here(store, rest, {}, _kept)  # another write's spans are there
+    mine, versions = _per_org(first), _versions(store)
+    assert only_written_here(store, rest, mine, _kept, versions)  # all of it this write's
+    assert not only_written_here(store, rest, {}, _kept, [])  # another write's spans are there
     fewer = {org: n - 1 for org, n in mine.items()}
-    assert not only_written_here(store, rest, fewer, _kept)
+    assert not only_written_here(store, rest, fewer, _kept, versions)
+
+
+def test_one_of_ours_gone_as_another_writer_adds_one_is_not_skipped(store):
+    """The count alone matches (one row left, one came): the other writer's version tells."""
+    rows = demo_rows(3000)
+    first, rest = rows[:1500], rows[1500:]
+    write_spans(store, first)
+    mine, versions = _per_org(first), _versions(store)
+    gone = first[0]
+    store.client.command(
+        f"DELETE FROM {store.table('spans')} WHERE span_id = %(span)s",
+        parameters={"span": gone["span_id"]},
+    )
+    # another writer stores one of the next batch's spans in the same org
+    other = next(r for r in rest if r["org_id"] == gone["org_id"])
+    write_spans(store, [other])
+    counts = store.client.query(f"SELECT count() FROM {store.table('spans')}").result_rows
+    assert counts[0][0] == len(first)  # as many rows as this write inserted
+    assert not only_written_here(store, rest, mine, _kept, versions)
 
 
 def test_each_once_over_spans_already_stored_writes_only_the_new(store):
