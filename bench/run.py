@@ -74,15 +74,27 @@ def run_clickhouse_app(dbs: list[str], sizes: list[int]) -> list[dict]:
     each of BENCH_CHDB_SIZES (default the largest size; "1000000,10000000" for the issue's
     10M), and on the main case's PostgreSQL database of the largest size. BENCH_CHDB_REUSE=1
     reads a chDB folder loaded before (its load's figures as measured then) instead of
-    loading it again."""
+    loading it again; BENCH_CHDB_RUNS the runs of each read per size ("30,10")."""
     raw = os.environ.get("BENCH_CHDB_SIZES", str(max(sizes)))
     try:
         chdb_sizes = [int(s) for s in raw.split(",")]
     except ValueError:
         sys.exit(f"BENCH_CHDB_SIZES must be span counts separated by commas; got {raw!r}.")
+    # BENCH_CHDB_RUNS: the timed runs of each read, one number per size (default 30 each):
+    # at 10M, 30 runs of every read take most of an hour
+    raw_runs = os.environ.get("BENCH_CHDB_RUNS", ",".join("30" for _ in chdb_sizes))
+    try:
+        runs = [int(r) for r in raw_runs.split(",")]
+    except ValueError:
+        runs = []
+    if len(runs) != len(chdb_sizes) or min(runs) < 3:
+        sys.exit(
+            f"BENCH_CHDB_RUNS must be one number of runs (3 or more) per size of "
+            f"BENCH_CHDB_SIZES ({raw}); got {raw_runs!r}."
+        )
     out = [
         e
-        for size in chdb_sizes
+        for size, size_runs in zip(chdb_sizes, runs, strict=True)
         for e in _run(
             f"the app on chdb with {size:,} spans",
             "bench.clickhouse_app_case",
@@ -90,6 +102,8 @@ def run_clickhouse_app(dbs: list[str], sizes: list[int]) -> list[dict]:
             "chdb",
             "--size",
             str(size),
+            "--runs",
+            str(size_runs),
             *(["--reuse"] if os.environ.get("BENCH_CHDB_REUSE") else []),
         )
     ]

@@ -1,6 +1,5 @@
-"""The span store's commands (`clickhouse-ddl`, `migrate-spans`, `clickhouse-rebuild-rollups`,
-`clickhouse-repair-copies`; docs/scale.md), kept out of `__main__` so the command line stays a
-list of short commands."""
+"""The span store's commands (`clickhouse-ddl`, `migrate-spans`, `clickhouse-rebuild-rollups`;
+docs/scale.md), kept out of `__main__` so the command line stays a list of short commands."""
 
 from __future__ import annotations
 
@@ -175,92 +174,6 @@ def cmd_rebuild_rollups(args, engine_factory: Callable[[], Engine]) -> int:
         store.close()
 
 
-def _month_line(r, slugs: dict[int, str]) -> str:
-    """One line for an org's month (`repair_copies.MonthResult`)."""
-    head = f"  {r.month:%Y-%m} {slugs.get(r.org_id, f'org {r.org_id}')}: "
-    if not r.spans:
-        return head + "no span stored twice."
-    hours = ", ".join(f"{h:%Y-%m-%d %H}h" for h in r.hours[:5])
-    more = f" and {len(r.hours) - 5:,} more" if len(r.hours) > 5 else ""
-    line = (
-        head
-        + f"{r.spans:,} spans stored more than once ({r.copies:,} older copies), hours {hours}{more}"
-    )
-    if r.tied:
-        line += f"; {r.tied:,} left: their newest copies share one version"
-    if r.waited:
-        line += (
-            "; some left for now (spans written within 10 minutes, an insert running, or a "
-            "rollup not filled again): run again later"
-        )
-    return line + "."
-
-
-def cmd_repair_copies(args, engine_factory: Callable[[], Engine]) -> int:
-    """Find the span store's spans stored more than once and keep only the copy reads pick,
-    putting right the rollups, trace totals and hours' actors they were counted in
-    (docs/scale.md, "Each span once"); --check only finds them (exit 1 if any)."""
-    from clickhouse_connect.driver.exceptions import ClickHouseError
-    from sqlalchemy import select
-
-    from observatory_core.accounts.tenancy import org_id_by_slug
-    from observatory_core.storage.clickhouse import repair_copies as rc
-    from observatory_core.storage.clickhouse.org_turns import org_turns
-    from observatory_core.storage.schema import orgs
-
-    engine = engine_factory()
-    org_ids = None
-    with engine.connect() as conn:
-        if args.org:  # an unknown slug is said before the store is opened
-            org_ids = [org_id_by_slug(conn, args.org)]
-        slugs = {int(i): s for i, s in conn.execute(select(orgs.c.id, orgs.c.slug))}
-    store = _span_store_for(args.to)
-    try:
-        if org_ids is None:
-            org_ids = rc.store_orgs(store)
-        target = store.target.describe()
-        print(("Checking " if args.check else "Repairing ") + f"{target}, month by month:")
-        try:
-            results = rc.repair_copies(
-                store,
-                org_ids,
-                check=args.check,
-                turn=org_turns(engine),
-                on_month=lambda r: print(_month_line(r, slugs), flush=True),
-            )
-        except KeyboardInterrupt:
-            print("Stopped; run the same command again: it finds what is left and ends right.")
-            return 130
-        except ClickHouseError as exc:
-            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            raise UserError(
-                f"The span store at {target} failed during the repair ({detail}); no span is "
-                "lost: check the server, then run the same command again."
-            ) from None
-        found = {(r.org_id, *k): n for r in results for k, n in r.keys.items()}
-        spans, copies = len(found), sum(found.values())
-        hours = len({(r.org_id, h) for r in results for h in r.hours})
-        if not spans:
-            print("No span is stored more than once.")
-            return 0
-        if args.check:
-            print(
-                f"{spans:,} spans stored more than once ({copies:,} older copies) in {hours:,} "
-                "hours: run without --check to keep only each span's newest copy."
-            )
-            return 1
-        repaired = sum(r.repaired for r in results)
-        left = spans - repaired
-        print(
-            f"Kept only the newest copy of {repaired:,} spans (of {spans:,} stored more than "
-            f"once, in {hours:,} hours) and counted their hours and traces again."
-            + (f" {left:,} left (above): run the command again later." if left else "")
-        )
-        return 1 if left else 0
-    finally:
-        store.close()
-
-
 def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], Engine]) -> None:
     """Add the span store's commands; `engine_factory` opens DATABASE_URL, checked."""
     ch_ddl = sub.add_parser(
@@ -308,18 +221,3 @@ def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], E
         "default: OBSERVATORY_SPAN_STORE",
     )
     rebuild.set_defaults(func=lambda args: cmd_rebuild_rollups(args, engine_factory))
-    repair = sub.add_parser(
-        "clickhouse-repair-copies",
-        help="find spans the span store holds more than once, keep only each one's newest copy "
-        "and count them once again in the rollups and trace totals (resumable; docs/scale.md)",
-    )
-    repair.add_argument(
-        "--to",
-        help="chdb:///ABSOLUTE/PATH or clickhouse://USER:PASS@HOST:8123/DB; "
-        "default: OBSERVATORY_SPAN_STORE",
-    )
-    repair.add_argument("--org", help="only this org (slug); default: every org")
-    repair.add_argument(
-        "--check", action="store_true", help="only find and report them; exit 1 if any"
-    )
-    repair.set_defaults(func=lambda args: cmd_repair_copies(args, engine_factory))

@@ -22,7 +22,7 @@ floats come back as numbers and take Python's `repr` here (the engine's float te
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -318,7 +318,7 @@ def window_pages(
     spec: FilterSpec,
     fields: tuple[str, ...],
     *,
-    csv_plan: CsvColumns | None,
+    text_plan: TextPlan | None,
     zone: Zone | None,
     pinned: dict,
     page_size: int,
@@ -326,8 +326,9 @@ def window_pages(
     row_limit: int,
     plan: Windows,
 ) -> Iterator[tuple]:
-    """The worker's (row count, write function) per page on the span store: CSV lines written
-    by the engine with `csv_plan` (`csv_columns`), else rows for the writers."""
+    """The worker's (row count, write function) per page on the span store: lines written
+    by the engine with `text_plan` (CSV's `csv_columns`, JSON's `span_store_json`), else rows
+    for the writers."""
     reading = {
         "page_size": page_size,
         "read_rows": read_rows,
@@ -335,14 +336,33 @@ def window_pages(
         "plan": plan,
         **pinned,
     }
-    if csv_plan is None:
+    if text_plan is None:
         rows = row_pages(engine, scope, spec, fields=fields, **reading)
         yield from _writes(rows, lambda w, page: w.write_rows(with_local(page, zone, fields)))
         return
     require_filters(scope, spec)
     require_fields(scope, fields, "export")
-    pages = store_pages(engine, scope, spec, csv_plan.columns, **reading)
-    yield from _writes(pages, lambda w, page: w.write_lines(csv_lines(page, csv_plan)))
+    pages = store_pages(engine, scope, spec, text_plan.columns, **reading)
+    yield from _writes(pages, text_plan.write)
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """The columns a page reads and what its writer is given from `store_pages`' rows: lines
+    of text made by the engine (`write_lines`), or Parquet's table of the page's columns."""
+
+    columns: list
+    lines: Callable[[list], object]
+    method: str = "write_lines"
+
+    def write(self, writer, page: list) -> None:
+        getattr(writer, self.method)(self.lines(page))
+
+
+def csv_text_plan(fields: tuple[str, ...]) -> TextPlan | None:
+    """CSV lines by the engine (`csv_columns`), or None: the row path."""
+    plan = csv_columns(fields)
+    return None if plan is None else TextPlan(plan.columns, lambda page: csv_lines(page, plan))
 
 
 def _writes(pages: Iterator[list], write) -> Iterator[tuple]:

@@ -10,8 +10,9 @@ name and renamed into place only when complete, so a partial file can never be d
 
 The rows are read where the explorer reads them (`storage/span_reads.py`): the ClickHouse span
 store when `OBSERVATORY_SPAN_STORE` is set, through the same builders (each span once, its
-newest copy) in windows of start time, CSV text written by the engine where it can
-(`exports/span_store_pages.py`), pinned to the spans written before the job was made
+newest copy) in windows of start time, CSV, JSON lines and JSON text written by the engine
+where it can (`exports/span_store_pages.py`, `span_store_json.py`) and Parquet pages made by
+column (`span_store_parquet.py`), pinned to the spans written before the job was made
 (`Store.pin_of_snapshot`); the job itself (state, heartbeat, progress, file) stays in
 `DATABASE_URL`. A span store that is down or busy is a transient error like a lost database.
 """
@@ -39,12 +40,14 @@ from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.local_times import output_fields, with_local
 from observatory_core.exports.schedules import announce_ready, run_due
+from observatory_core.exports.span_store_json import json_text_plan
 from observatory_core.exports.span_store_pages import (
     Windows,
-    csv_columns,
+    csv_text_plan,
     job_windows,
     window_pages,
 )
+from observatory_core.exports.span_store_parquet import parquet_plan
 from observatory_core.exports.writers import file_suffix, open_writer
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.fields import FIELDS
@@ -259,13 +262,19 @@ def _pages(
             _close_quietly(pages)
         return
     if plan is not None:  # the span store (`Store.pages_exports_by_window`)
-        engine_csv = job["format"] == "csv" and zone is None
+        text_plan = None  # local time columns are written by the row path
+        if zone is None and job["format"] == "csv":
+            text_plan = csv_text_plan(fields)
+        elif zone is None and job["format"] in ("json", "jsonl"):
+            text_plan = json_text_plan(fields)
+        elif zone is None and job["format"] == "parquet":
+            text_plan = parquet_plan(fields)
         yield from window_pages(
             engine,
             scope,
             spec,
             fields,
-            csv_plan=csv_columns(fields) if engine_csv else None,
+            text_plan=text_plan,
             zone=zone,
             pinned=pinned,
             page_size=config.page_size,

@@ -185,6 +185,11 @@ class CsvWriter(_TextWriter):
 
 
 class JsonLinesWriter(_TextWriter):
+    def write_lines(self, lines: list[str]) -> None:
+        """Objects already in JSON (the span store's, `exports/span_store_json.py`), written
+        in one write as `write_rows` writes a page (the same chunks reach gzip)."""
+        self.text.write("".join(line + "\n" for line in lines))
+
     def write_rows(self, rows: list[dict]) -> None:
         self.text.write(
             "".join(json.dumps({f: _plain(r[f]) for f in self.fields}) + "\n" for r in rows)
@@ -198,10 +203,12 @@ class JsonWriter(_TextWriter):
         self.first = True
 
     def write_rows(self, rows: list[dict]) -> None:
-        for r in rows:
-            self.text.write(
-                ("\n" if self.first else ",\n") + json.dumps({f: _plain(r[f]) for f in self.fields})
-            )
+        self.write_lines([json.dumps({f: _plain(r[f]) for f in self.fields}) for r in rows])
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Objects already in JSON, one write each (as rows are written)."""
+        for line in lines:
+            self.text.write(("\n" if self.first else ",\n") + line)
             self.first = False
 
     def close(self) -> None:
@@ -251,7 +258,11 @@ class ParquetWriter:
         columns = {
             f: [json.dumps(r[f]) if f in jsonish else r[f] for r in rows] for f in self.fields
         }
-        self.writer.write_table(pa.table(columns, schema=self.schema))
+        self.write_table(pa.table(columns, schema=self.schema))
+
+    def write_table(self, table: pa.Table) -> None:
+        """A page already in columns (the span store's, `exports/span_store_parquet.py`)."""
+        self.writer.write_table(table)
 
     def close(self) -> None:
         self.writer.close()

@@ -56,17 +56,25 @@ def write_spans(
     *,
     batch_size: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    each_once: bool = False,
 ) -> int:
     """Write complete span rows (see `spanrows.complete_row`) and fold the new ones into the
     rollups, one transaction per batch (5,000 rows by default; 50,000 into ClickHouse, which
     wants few large inserts); returns how many were new. `engine` is `DATABASE_URL`.
 
     `on_batch(seen, written)` is called after each committed batch, for progress bars.
+    `each_once`: the input holds each span once (the demo's); the span store then skips the
+    stored-span look-up while it holds of the orgs only this write's spans (SQL stores: unused).
     """
     store = span_store()
     if store is not None:
         return to_clickhouse.write_spans(
-            store, engine, rows, batch_size=batch_size or to_clickhouse.BATCH, on_batch=on_batch
+            store,
+            engine,
+            rows,
+            batch_size=batch_size or to_clickhouse.BATCH,
+            on_batch=on_batch,
+            each_once=each_once,
         )
     batch_size = batch_size or 5000
     return bulk.write_spans(engine, rows, batch_size=batch_size, on_batch=on_batch, then=FOLD)

@@ -108,9 +108,10 @@ def write_spans(
     *,
     batch_size: int = BATCH,
     on_batch: Callable[[int, int], None] | None = None,
+    each_once: bool = False,
 ) -> int:
     """Complete span rows into `store`, each span once; `engine` is `DATABASE_URL`, read for
-    the orgs' settings. Returns how many were new."""
+    the orgs' settings. Returns how many were new. `each_once`: see `writes.write_spans`."""
     settings = org_settings(engine)
 
     def prepare(store: SpanStore, fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -128,6 +129,7 @@ def write_spans(
         prepare=prepare,
         on_batch=on_batch,
         turn=org_turns(engine),
+        each_once=each_once,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +21,7 @@ from sqlalchemy import select, true
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
-from observatory_core.exports import span_store_pages
+from observatory_core.exports import jobs, span_store_json, span_store_pages
 from observatory_core.exports import worker as worker_module
 from observatory_core.exports.jobs import MAX_ROWS, create_export, get_export
 from observatory_core.exports.span_store_pages import KEYS, KeysetStalled, csv_columns, store_pages
@@ -35,7 +36,7 @@ from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import orgs as orgs_table
 from observatory_core.storage.schema import projects
 from observatory_core.storage.stores import store_for
-from observatory_core.traces.fields import field_column
+from observatory_core.traces.fields import ALL_FIELDS, field_column
 from observatory_core.traces.query import iter_span_pages, pinned_conditions
 from tests.chdb_store import write_later_copy
 from tests.exports.test_span_store import expected_rows
@@ -45,6 +46,18 @@ from tests.helpers import END, load_small_demo, span
 TIE = END - timedelta(hours=5, microseconds=123_457)  # one start time for seven spans
 NAMES = ["a,b", 'say "hi"', "two\nlines", "carriage\rreturn", "naïve — 漢字", "", "plain"]
 FLOATS = [1e-07, 7.8e-07, 2.0, 1e16, 123456789.125, 0.1, None]
+AWKWARD_AT = TIE - timedelta(hours=6)
+AWKWARD = [
+    "back\\slash \\u00e9 \\/ \\u000B \\\\/ /",
+    "nul\x00 ctl\x01\x0b\x0e\x1a\x1f del\x7f",
+    "tab\t bs\b ff\f nl\n cr\r",
+    "line\u2028sep\u2029",
+    "emoji 😀 naïve 漢字 \ufeff",
+    'sl/ash </script> "quoted" \\"',
+    "",
+    "plain",
+]
+EDGE_FLOATS = [5e-324, 1.7976931348623157e308, -0.0, 1e22, 1e-05, 0.0001, 1e16, 123.0, None]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +100,30 @@ def routed(tmp_path_factory, chdb_session):
             input_tokens=-5,
             output_tokens=2**31 - 1,  # Int32, as the column
         ),
+    ]
+    # text JSON must escape, floats at the ends of their range, JSON fields holding both
+    rows += [
+        span(
+            acme,
+            project,
+            AWKWARD_AT - timedelta(minutes=i),
+            name=text,
+            error_message=text[::-1] or None,
+            user_id=None if i % 3 == 0 else text,
+            service_name="svc/é",
+            ttft_ms=EDGE_FLOATS[i % len(EDGE_FLOATS)],
+            quality_score=EDGE_FLOATS[-1 - i % len(EDGE_FLOATS)],
+            metadata={
+                "kéy": text,
+                "k": text,
+                "n": [1.5, None, True, -0.0],
+                "big": 1e300,
+                'q"': "é",
+            },
+            attributes={"tiny": 5e-324, "nested": {"text": text}},
+            tags=[text, "t2"],
+        )
+        for i, text in enumerate(AWKWARD)
     ]
     assert write_spans(store, rows) == len(rows)
     # racing writers' later copies of two spans of the run: their newest copies count
@@ -181,14 +218,14 @@ def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch,
     assert got == want
     assert got == keyset_file(on_store, tmp_path, job, "csv")
     total = job["rows_written"]
-    assert total == want.count(b"\n") - 1 - 1  # one quoted line break inside a field
+    assert total == len(expected_rows(on_store["store"], on_store["acme"]))
     # the job's pages of exactly 3 rows whatever the reads hold, the last shorter
     assert pages == [min(n, total) for n in range(3, total + 3, 3)]
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet"])
 def test_the_row_path_reads_the_same_rows(on_store, tmp_path, fmt):
-    """Formats the engine does not write: rows from the windows, the keyset pages' file."""
+    """Rows from the windows (the engine's JSON text, Parquet's rows): the keyset pages' file."""
     job, got = export(on_store, tmp_path, fmt, "none", page_size=3, span_store_read_rows=4)
     if fmt == "parquet":  # row groups of the job's pages, the keyset's of 2: compare rows
         import pyarrow.parquet as pq
@@ -349,3 +386,91 @@ def test_a_copy_written_after_the_pin_is_not_read(routed, chdb_session, before, 
             assert span_store_pages.windows(store.engine, scope, where, 2).matching == len(want)
     finally:
         chdb_session.drop(store)
+
+
+# every listable field (JSON ones, keys of them, expression fields among them), the defaults,
+# and a key of a JSON field among engine-written and float fields
+ALL_LISTED = tuple(ALL_FIELDS)
+KEYED = ("metadata:k", "name", "ttft_ms", "start_time", "metadata", "text_truncated", "id")
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+@pytest.mark.parametrize("fields", [None, ALL_LISTED, KEYED])
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_json_by_the_engine_is_the_row_paths_bytes(
+    on_store, tmp_path, monkeypatch, fmt, fields, compression
+):
+    """The engine's JSON text (`span_store_json`) over awkward text and floats: the file (the
+    .gz too) the same bytes as the writers' row path makes from the same windows, and each
+    object's values the span store's newest copies in polars."""
+    made = []
+    real = span_store_json.json_lines
+
+    def counted(page, plan):
+        made.append(len(page))
+        return real(page, plan)
+
+    monkeypatch.setattr(span_store_json, "json_lines", counted)
+    monkeypatch.setattr(jobs, "NEW_PER_USER_PER_HOUR", 10**6)  # two exports per case here
+    reading = {"fields": fields, "page_size": 3, "span_store_read_rows": 4}
+    job, got = export(on_store, tmp_path / "engine", fmt, compression, **reading)
+    raw = (tmp_path / "engine" / "out" / job["file_name"]).read_bytes()
+    assert sum(made) == job["rows_written"]  # the engine wrote every object
+    monkeypatch.setattr(worker_module, "json_text_plan", lambda fields: None)
+    row_job, want = export(on_store, tmp_path / "rows", fmt, compression, **reading)
+    assert got == want
+    assert raw == (tmp_path / "rows" / "out" / row_job["file_name"]).read_bytes()
+    # independently: the objects' keys and values are the newest copies' in polars
+    text = got.decode()
+    objects = json.loads(text) if fmt == "json" else [json.loads(x) for x in text.splitlines()]
+    rows = expected_rows(on_store["store"], on_store["acme"])
+    assert len(objects) == len(rows) == job["rows_written"]
+    names = tuple(job["fields"])
+    for obj, row in zip(objects, rows, strict=True):
+        assert tuple(obj) == names
+        for name in set(names) & {"name", "user_id", "error_message", "ttft_ms", "id"}:
+            assert obj[name] == row[name]
+        if "start_time" in names:
+            assert obj["start_time"] == row["start_time"].isoformat(timespec="microseconds")
+        if "metadata" in names:
+            assert obj["metadata"] == row["metadata"]
+        if "metadata:k" in names:
+            assert obj["metadata:k"] == row["metadata"].get("k")
+    assert text.isascii()
+    stored = {o.get("name") for o in objects}
+    for awkward in AWKWARD:  # NUL is stored as U+FFFD (`ingest/spanrows.py`)
+        assert awkward.replace("\x00", "\ufffd") in stored or "name" not in names
+
+
+@pytest.mark.parametrize("fields", [None, ALL_LISTED, KEYED])
+def test_parquet_by_columns_is_the_row_paths_table(on_store, tmp_path, monkeypatch, fields):
+    """Parquet pages made a column at a time (`span_store_parquet`): read back with polars,
+    the row path's frame, types included, in the same row groups (the job's pages)."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    made = []
+    real = worker_module.parquet_plan
+
+    def counted(names):
+        plan = real(names)
+        made.append(plan)
+        return plan
+
+    monkeypatch.setattr(worker_module, "parquet_plan", counted)
+    monkeypatch.setattr(jobs, "NEW_PER_USER_PER_HOUR", 10**6)  # two exports per case here
+    reading = {"fields": fields, "page_size": 3, "span_store_read_rows": 4}
+    job, got = export(on_store, tmp_path / "engine", "parquet", "zstd", **reading)
+    assert made  # the columnar path wrote it
+    monkeypatch.setattr(worker_module, "parquet_plan", lambda names: None)
+    _, want = export(on_store, tmp_path / "rows", "parquet", "zstd", **reading)
+    frame, expected = pl.read_parquet(io.BytesIO(got)), pl.read_parquet(io.BytesIO(want))
+    assert frame.schema == expected.schema and frame.equals(expected, null_equal=True)
+    assert pq.read_table(io.BytesIO(got)).schema == pq.read_table(io.BytesIO(want)).schema
+    row_groups = pq.ParquetFile(io.BytesIO(got)).num_row_groups
+    assert row_groups == pq.ParquetFile(io.BytesIO(want)).num_row_groups == -(-len(frame) // 3)
+    rows = expected_rows(on_store["store"], on_store["acme"])
+    assert frame["id"].to_list() == [r["id"] for r in rows] if "id" in frame.columns else True
+    if "start_time" in frame.columns:
+        assert frame["start_time"].to_list() == [r["start_time"] for r in rows]
+    assert got == want  # the same table written the same way: the same bytes

@@ -28,9 +28,7 @@ Where the views hold more than the spans (copies racing writers left before the 
 spans the TTL deleted: the rollups and trace totals have none), nothing is taken out: a key is
 topped up only when every count its row holds (spans, errors, each value's count, tokens) and
 every latency bin is at most what its spans give. A missing span hidden behind such a surplus
-in the same bucket or key is not found. Such copies are taken out by `repair_copies.py`, which
-deletes their buckets' and traces' rows and fills them again here, counting the spans without
-the copies (`fill_gaps(spans=...)`).
+in the same bucket or key is not found.
 """
 
 from __future__ import annotations
@@ -104,10 +102,8 @@ def _insert(
     partials: tuple[layout.Partial, ...],
     spans_where: str,
     rows_where: str,
-    source: str,
 ) -> str:
-    """INSERT the difference rows of `table` (keys: (name, expression over spans); `source`:
-    the spans, the table or a derived table of it)."""
+    """INSERT the difference rows of `table` (keys: (name, expression over spans))."""
     names = [n for n, _ in keys]
     made = ", ".join(
         [f"{e} AS {n}" for n, e in keys] + [f"{p.select} AS {p.column.name}" for p in partials]
@@ -124,7 +120,7 @@ def _insert(
     return (
         f"INSERT INTO {store.table(table)} ({columns})\n"
         f"SELECT {', '.join(values)}\n"
-        f"FROM (SELECT {made} FROM {source} AS spans\n"
+        f"FROM (SELECT {made} FROM {store.table('spans')} AS spans\n"
         f"      WHERE {spans_where} AND {_counted_spans()} GROUP BY {', '.join(names)}) AS s\n"
         f"LEFT JOIN (SELECT {have} FROM {store.table(table)} AS rows\n"
         f"      WHERE {rows_where} GROUP BY {', '.join(names)}) AS r ON {on}\n"
@@ -132,7 +128,7 @@ def _insert(
     )
 
 
-def _rollup_statement(store: SpanStore, grain: str, source: str) -> str:
+def _rollup_statement(store: SpanStore, grain: str) -> str:
     seconds = layout.GRAIN_SECONDS[grain]
     bucket = (
         f"toDateTime(toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC'), 'UTC')"
@@ -150,8 +146,7 @@ def _rollup_statement(store: SpanStore, grain: str, source: str) -> str:
         "AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') "
         "AND toUnixTimestamp(bucket_start) IN %(buckets)s"
     )
-    partials = layout.rollup_partials()
-    return _insert(store, f"rollup_{grain}", keys, partials, in_buckets, rows, source)
+    return _insert(store, f"rollup_{grain}", keys, layout.rollup_partials(), in_buckets, rows)
 
 
 # A trace's spans and rows: by the key's prefix (org, project), and the spans within the
@@ -164,17 +159,11 @@ _TRACE_SPANS = (
 _TRACE_ROWS = "org_id = %(org)s AND project_id IN %(projects)s AND trace_id IN %(traces)s"
 
 
-def _trace_statement(store: SpanStore, source: str) -> str:
+def _trace_statement(store: SpanStore) -> str:
     keys = [("org_id", "spans.org_id"), ("project_id", "spans.project_id")]
     keys.append(("trace_id", "spans.trace_id"))
     return _insert(
-        store,
-        "trace_totals",
-        keys,
-        layout.trace_total_partials(),
-        _TRACE_SPANS,
-        _TRACE_ROWS,
-        source,
+        store, "trace_totals", keys, layout.trace_total_partials(), _TRACE_SPANS, _TRACE_ROWS
     )
 
 
@@ -200,7 +189,7 @@ _DAY = layout.GRAIN_SECONDS["1day"]
 
 
 def _short(
-    store: SpanStore, grain: str, org_id: int, days: list[int], lo, hi, own: int, source: str
+    store: SpanStore, grain: str, org_id: int, days: list[int], lo, hi, own: int
 ) -> list[int]:
     """The `grain` buckets of `days` whose rollup rows count fewer spans than the spans table
     holds (every bucket of those days, not only those the resent spans fall in: a minute
@@ -212,7 +201,7 @@ def _short(
     params = {"org": org_id, "days": days, "lo": lo, "hi": hi, **_young(own)}
     result = store.client.query(
         f"SELECT s.b FROM (SELECT {bucket} AS b, count() AS n, {_YOUNG} AS young "
-        f"FROM {source} AS spans "
+        f"FROM {store.table('spans')} "
         "WHERE org_id = %(org)s AND start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
         f"AND start_time < toDateTime64(%(hi)s, 6, 'UTC') AND {_counted_spans()} "
         f"AND {day} IN %(days)s GROUP BY b) AS s LEFT JOIN (SELECT toUnixTimestamp(bucket_start) "
@@ -221,7 +210,7 @@ def _short(
         f"AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') AND {row_day} IN %(days)s "
         "GROUP BY b) AS r ON s.b = r.b WHERE s.n > r.n AND s.young = 0",
         parameters=params,
-        settings={**_LIMIT, "max_query_size": 65536 + 12 * len(days) + len(source)},
+        settings=_LIMIT,
     )
     return sorted(int(b) for (b,) in result.result_rows)
 
@@ -247,9 +236,7 @@ _ACTOR_SPANS = (
 )
 
 
-def _top_up_actors(
-    store: SpanStore, org_id: int, hours: list[int], lo: str, hi: str, source: str
-) -> None:
+def _top_up_actors(store: SpanStore, org_id: int, hours: list[int], lo: str, hi: str) -> None:
     """The users and sessions of the resent spans' hours that `rollup_actors_1hour` lacks (its
     view failed part-way). A set read with DISTINCT (`rollups/actors.py`): a row it holds
     already, or one a view still running inserts again, changes no count, and no hour waits
@@ -262,83 +249,69 @@ def _top_up_actors(
     key = "org_id, bucket_start, project_id, kind, actor"
     store.client.command(
         f"INSERT INTO {table} ({key})\nSELECT {key} FROM (\n"
-        f"{actors_select(source, _ACTOR_SPANS)}\n) AS s\n"
+        f"{actors_select(store.table('spans'), _ACTOR_SPANS)}\n) AS s\n"
         f"WHERE ({key}) NOT IN (SELECT {key} FROM {table} WHERE org_id = %(org)s "
         "AND bucket_start >= toDateTime64(%(lo)s, 6, 'UTC') "
         "AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') "
         "AND toUnixTimestamp(bucket_start) IN %(hours)s)",
         parameters={"org": org_id, "hours": hours, "lo": lo, "hi": hi},
-        settings={**_LIMIT, "max_query_size": 65536 + 24 * len(hours) + len(source)},
+        settings={**_LIMIT, "max_query_size": 65536 + 24 * len(hours)},
     )
 
 
 def fill_gaps(
-    store: SpanStore,
-    org_id: int,
-    found: Iterable[tuple[int, str, datetime]],
-    *,
-    own: int = 0,
-    spans: str | None = None,
-    extent: tuple[datetime, datetime] | None = None,
+    store: SpanStore, org_id: int, found: Iterable[tuple[int, str, datetime]], *, own: int = 0
 ) -> int:
     """Top up the views' rows of the buckets and traces of `found`, (project id, trace id,
     start time) of one org's stored spans a batch sent again (see above); `own`: the version of the
     caller's own insert, finished, whose spans are not waited for. Answers how many buckets
-    and traces were short.
-
-    `spans` (`repair_copies.py`): the spans to count, a derived table of the org's spans
-    without the copies it is about to delete, in place of the table; its caller checked that
-    no insert is running. `extent`: the traces' first and last start, read before their rows
-    were deleted (else from their rows)."""
+    and traces were short."""
     found = list(found)
     if not found or store.naming.cluster:
         # not on a cluster (yet): an insert into the Distributed rollups has no sharding key to
         # place it by, and a replica that lags would show rows short that are already right;
         # it needs per-shard `_local` inserts computed on each shard (docs/scale.md)
         return 0
-    if spans is None and _insert_running(store):
+    if _insert_running(store):
         return 0  # its views may not have run yet: a later resend judges (`SETTLE`)
-    source = store.table("spans") if spans is None else spans
-    room = len(source)  # the derived table's text, inlined into the statements
     repaired = 0
     days = sorted({_epoch(start) // _DAY * _DAY for _, _, start in found})
     lo = micro_text(datetime.fromtimestamp(days[0], UTC))
     hi = micro_text(datetime.fromtimestamp(days[-1] + _DAY, UTC))
     for grain in layout.GRAIN_SECONDS:  # finest first (see above)
-        short = _short(store, grain, org_id, days, lo, hi, own, source)
+        short = _short(store, grain, org_id, days, lo, hi, own)
         if short:
             params: dict[str, Any] = {"org": org_id, "buckets": short, "lo": lo, "hi": hi}
             store.client.command(
-                _rollup_statement(store, grain, source),
+                _rollup_statement(store, grain),
                 parameters=params,
-                settings={**_LIMIT, "max_query_size": 65536 + 12 * len(short) + room},
+                settings={**_LIMIT, "max_query_size": 65536 + 12 * len(short)},
             )
             repaired += len(short)
     traces = sorted({trace for _, trace, _ in found})
     params = {"org": org_id, "projects": sorted({p for p, _, _ in found}), "traces": traces}
-    starts = [_utc(start) for _, _, start in found]
-    first, last = _extent(store, params, starts + list(extent or ()))
+    first, last = _extent(store, params, [_utc(start) for _, _, start in found])
     params.update(first=first, last=last)
     result = store.client.query(
         f"SELECT s.t FROM (SELECT spans.trace_id AS t, count() AS n, {_YOUNG} AS young "
-        f"FROM {source} AS spans WHERE {_TRACE_SPANS} AND {_counted_spans()} "
+        f"FROM {store.table('spans')} AS spans WHERE {_TRACE_SPANS} AND {_counted_spans()} "
         f"GROUP BY t) AS s LEFT JOIN (SELECT trace_id AS t, sum(span_count) AS n FROM "
         f"{store.table('trace_totals')} WHERE {_TRACE_ROWS} "
         "GROUP BY t) AS r ON s.t = r.t WHERE s.n > r.n AND s.young = 0",
         parameters={**params, **_young(own)},
-        settings={**_LIMIT, "max_query_size": 8192 + 80 * len(traces) + room},
+        settings={**_LIMIT, "max_query_size": 8192 + 80 * len(traces)},
     )
     short_traces = sorted(t for (t,) in result.result_rows)
     if short_traces:
         store.client.command(
-            _trace_statement(store, source),
+            _trace_statement(store),
             parameters={**params, "traces": short_traces},
-            settings={**_LIMIT, "max_query_size": 65536 + 80 * len(short_traces) + room},
+            settings={**_LIMIT, "max_query_size": 65536 + 80 * len(short_traces)},
         )
         repaired += len(short_traces)
     # last: a failure here (a set, topped up at the next resend) leaves the rest repaired
     hours = sorted({_epoch(start) // _HOUR * _HOUR for _, _, start in found})
     first_hour = micro_text(datetime.fromtimestamp(hours[0], UTC))
     end_hour = micro_text(datetime.fromtimestamp(hours[-1] + _HOUR, UTC))
-    _top_up_actors(store, org_id, hours, first_hour, end_hour, source)
+    _top_up_actors(store, org_id, hours, first_hour, end_hour)
     return repaired

@@ -11,8 +11,7 @@ around the check and the insert: in one process (`SpanStore.write_lock`) and, gi
 pass), across the processes that share the store. A span is stored once whatever its start
 time: a copy with another start is a span already stored. Without `turn` (tests, bench), two
 processes racing on a span could both insert it: lists and totals read one row per span
-(`reads.py`), the rollups would count it twice (until `clickhouse-repair-copies`,
-`repair_copies.py`, keeps only its newest copy). Spans found stored are the sign of a retry:
+(`reads.py`), the rollups would count it twice. Spans found stored are the sign of a retry:
 what an earlier insert of them whose views failed part-way left out of the rollups and trace
 totals is put back after the batch's own insert, under the same turn (`view_gaps.py`; a
 failure there is logged, and the batch stands). On a cluster the insert returns once every shard
@@ -30,7 +29,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, NamedTuple
@@ -141,6 +140,34 @@ def stored_starts(
     return found
 
 
+def only_written_here(
+    store: SpanStore,
+    batch: list[dict[str, Any]],
+    mine: Mapping[int, int],
+    retain: Callable,
+    versions: Collection[int],
+) -> bool:
+    """Whether the store holds, of the batch's orgs, exactly the `mine[org]` spans this write
+    inserted (at `versions`) and nothing else: then, for input that holds each span once, none
+    of the batch's spans is stored and the look-up (`stored_starts`) can be skipped. A row of
+    another version is another writer's (found in review: a count alone passed when one of
+    ours was deleted as another writer added one); a row of ours gone changes the count. With
+    a retention set on a batch row the TTL may drop rows: not skipped."""
+    orgs = sorted({row["org_id"] for row in batch})
+    if not orgs:  # nothing to look up
+        return True
+    if any(retain(row["org_id"], row["project_id"]) for row in batch):
+        return False
+    result = store.client.query(
+        f"SELECT org_id, count(), countIf({layout.VERSION} NOT IN %(versions)s) "
+        f"FROM {store.table('spans')} WHERE org_id IN %(orgs)s GROUP BY org_id",
+        parameters={"orgs": orgs, "versions": sorted(versions) or [0]},
+        settings=store.naming.settings(SAME_REPLICA),
+    )
+    counts = {int(org): (int(n), int(others)) for org, n, others in result.result_rows}
+    return all(counts.get(org, (0, 0)) == (mine.get(org, 0), 0) for org in orgs)
+
+
 def as_columns(
     rows: list[dict[str, Any]], names: tuple[str, ...], version: int, retain: Callable
 ) -> list[list[Any]]:
@@ -195,6 +222,7 @@ def write_spans(
     prepare: Prepare | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     turn: OrgTurns | None = None,
+    each_once: bool = False,
 ) -> int:
     """Store complete span rows; answers how many were new (a span already stored, or repeated
     in the input, is not written again). `retain_days[(org, project)]` (or `(org, 0)` for the
@@ -202,11 +230,15 @@ def write_spans(
     a span already past it is neither stored nor counted (`EXPIRY_MARGIN`).
     `prepare(store, new_rows)` answers the rows to insert (see above); `on_batch(seen,
     written)` after each batch, for progress bars. Raises `DatabaseUnavailable` when the store
-    fails in a way worth a retry."""
+    fails in a way worth a retry. `each_once`: the input holds each span once (the demo
+    generator's, whose ids are random): while the store holds of its orgs only what this write
+    inserted, the batch's spans are not looked up (`only_written_here`)."""
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
     try:
-        return _write(store, rows, batch_size, retain_days or {}, prepare, on_batch, turn)
+        return _write(
+            store, rows, batch_size, retain_days or {}, prepare, on_batch, turn, each_once
+        )
     except ClickHouseError as exc:
         if retryable(exc):
             raise unavailable(store, exc) from exc
@@ -221,14 +253,20 @@ def _write(
     prepare: Prepare | None,
     on_batch: Callable[[int, int], None] | None,
     turn: OrgTurns | None,
+    each_once: bool = False,
 ) -> int:
     retain = retainer(days)
     names = layout.span_column_names()
     written = 0
+    mine: dict[int, int] = {}  # spans this write inserted, by org
+    versions: list[int] = []  # the versions of its inserts
     for batch in _batches(rows, batch_size):
         with store.write_lock, (turn or own_process)(r["org_id"] for r in batch):
             fresh = unexpired(_first_copies(batch), retain)
-            known = stored_starts(store, fresh)
+            if each_once and only_written_here(store, fresh, mine, retain, versions):
+                known = {}
+            else:
+                known = stored_starts(store, fresh)
             if known:
                 fresh = [
                     r for r in fresh if (r["org_id"], r["trace_id"], r["span_id"]) not in known
@@ -245,6 +283,9 @@ def _write(
                     # on a cluster: stored on every shard before the next batch's check
                     settings=store.naming.settings(WRITE_SETTINGS),
                 )
+                versions.append(version)
+                for row in fresh:
+                    mine[row["org_id"]] = mine.get(row["org_id"], 0) + 1
             if known:  # after the batch's own spans are safe, still under the turn
                 _fill_resent_gaps(store, known, version)
         written += len(fresh)

@@ -282,34 +282,6 @@ def test_the_bins_rebuild_takes_each_orgs_turn_around_its_insert(engine, org, ch
     assert not held(engine, mine)
 
 
-def test_the_copies_repair_takes_the_orgs_turn_around_every_statement(
-    engine, org, chdb_store, monkeypatch
-):
-    """`clickhouse-repair-copies` deletes and fills again the rows the views counted copies
-    in, then deletes the copies: under the org's turn, so no writer's insert or top-up of the
-    same rows interleaves."""
-    from observatory_core.storage.clickhouse import repair_copies, writes
-    from tests.storage.clickhouse.conftest import written_ago
-
-    mine = org + 10
-    rows = _rows(mine, 33)
-    with written_ago(2):
-        assert writes.write_spans(chdb_store, rows) == len(rows)
-    with written_ago(1), monkeypatch.context() as patch:  # racing writers' copies
-        patch.setattr(writes, "stored_starts", lambda store, batch: {})
-        assert writes.write_spans(chdb_store, rows[:10]) == 10
-    spy = Spy(chdb_store.client, engine, (mine,))
-    store = SpanStore(chdb_store.target, spy)
-    results = repair_copies.repair_copies(store, [mine], turn=org_turns.org_turns(engine))
-    assert sum(r.spans for r in results) == 10
-    deletes = [t for t in spy.statements if t.startswith("DELETE FROM")]
-    assert deletes[-1].startswith(f"DELETE FROM {store.table('spans')}")
-    # all but the first, the store's months (every org's extent, from the parts' index)
-    assert spy.statements[0].startswith("SELECT count(), min(start_time)")
-    assert len(spy.seen) > 10 and all(turns == {mine: True} for _, _, turns in spy.seen[1:])
-    assert not held(engine, mine)
-
-
 def test_turns_that_cannot_be_kept_beside_the_sqlite_file_are_a_setup_error(tmp_path):
     """A folder the server cannot make or write is fixed by the operator, not by a retry: a
     `ConfigError` naming it, not a 503 an exporter would retry for ever."""

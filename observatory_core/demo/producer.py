@@ -1,0 +1,155 @@
+"""The demo's rows made in a child process while this one stores them (issue 17's load into
+the ClickHouse span store, docs/scale.md "Demo load").
+
+Generating and completing a row costs about as much as storing it into the span store, and
+both are Python, holding one core; the machine has more. So a child process
+(`python -m observatory_core.demo.producer`, not a fork of a process running the engine's
+threads, nor a re-run of the caller's main module) runs the seeded generator and
+`complete_row` and pickles the rows, `CHUNK` at a time, into numbered files of a temporary
+folder; this process reads each (and deletes it) when it needs the rows. The child stays at most
+`AHEAD` chunks ahead (memory and disk stay bounded whatever the size) and never waits on this
+process while it inserts (a pipe would: the engine's insert holds the interpreter). The rows
+are the generator's, in its order: same seed, same rows.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from observatory_core.base.errors import UserError
+from observatory_core.ingest.pricing import PriceBook
+
+CHUNK = 5_000  # rows per file
+AHEAD = 24  # files made ahead of the writer, at most
+_POLL = 0.005  # seconds between looks for the next file (or for room to write one)
+
+
+def _path(folder: Path, n: int) -> Path:
+    return folder / f"{n:08d}.pickle"
+
+
+def _produce(args: dict[str, Any], folder: Path) -> None:
+    """The child: the generator's rows, completed, `CHUNK` a file, then an empty file's
+    list (the end)."""
+    from observatory_core.demo.generator import DemoGenerator
+    from observatory_core.ingest.spanrows import complete_row
+
+    generator = DemoGenerator(
+        ids=args["ids"],
+        end=args["end"],
+        days=args["days"],
+        seed=args["seed"],
+        prices=args["prices"],
+    )
+    made = 0
+    # the writer's pid as it gave it: read here with os.getppid(), a writer that died while
+    # this child started would be pid 1 and never seen gone
+    parent = args["parent"]
+
+    def put(chunk: list[dict[str, Any]]) -> None:
+        nonlocal made
+        while _path(folder, made - AHEAD).exists():  # the writer is behind: wait for it
+            if os.getppid() != parent:  # the writer is gone (killed): no one reads the rows,
+                shutil.rmtree(folder, ignore_errors=True)  # nor removes them
+                sys.exit(1)
+            time.sleep(_POLL)
+        part = folder / "part"
+        part.write_bytes(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+        part.rename(_path(folder, made))  # whole, or not there
+        made += 1
+
+    chunk: list[dict[str, Any]] = []
+    for row in generator.spans(args["spans"]):
+        chunk.append(complete_row(row, args["text_max_chars"]))
+        if len(chunk) == args["chunk"]:
+            put(chunk)
+            chunk = []
+    if chunk:
+        put(chunk)
+    put([])
+
+
+def produced_rows(
+    *,
+    ids: dict[tuple[str, str], tuple[int, int]],
+    end: datetime,
+    days: float,
+    seed: int,
+    prices: PriceBook,
+    spans: int,
+    text_max_chars: int,
+) -> Iterator[dict[str, Any]]:
+    """The complete rows `DemoGenerator(...).spans(spans)` makes, made in a child process.
+    Closing the iterator early (a failed write) ends the child."""
+    args = {
+        "ids": ids,
+        "end": end,
+        "days": days,
+        "seed": seed,
+        "prices": prices,
+        "spans": spans,
+        "text_max_chars": text_max_chars,
+        "chunk": CHUNK,
+        "parent": os.getpid(),
+    }
+    root = str(Path(__file__).resolve().parents[2])  # where this package is imported from
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    with (
+        tempfile.TemporaryDirectory(prefix="demo-rows-") as temp,
+        tempfile.TemporaryFile() as errors,
+    ):
+        folder = Path(temp)
+        (folder / "args").write_bytes(pickle.dumps(args))
+        child = subprocess.Popen(
+            [sys.executable, "-m", "observatory_core.demo.producer", temp],
+            stdin=subprocess.DEVNULL,
+            stdout=errors,
+            stderr=errors,
+            env={**os.environ, "PYTHONPATH": path},
+            # `-m` puts the working folder first on the path: run from this package's root,
+            # so the child imports this code, not a same-named file where the app was started
+            cwd=root,
+            # a session of its own: where the scheduler shares CPU by session (Linux's
+            # autogroup), the child gets a share beside the writer's, not half of it
+            start_new_session=True,
+        )
+        try:
+            n = 0
+            while True:
+                file = _path(folder, n)
+                if not file.exists():
+                    if child.poll() is not None and not file.exists():
+                        errors.seek(0)
+                        text = errors.read().decode(errors="replace")[-3000:]
+                        raise UserError(
+                            f"The demo's row generator stopped (exit code {child.returncode}; "
+                            f"is the temporary folder {tempfile.gettempdir()} full?). Its last "
+                            f"words:\n{text}"
+                        )
+                    time.sleep(_POLL)
+                    continue
+                chunk = pickle.loads(file.read_bytes())
+                file.unlink()
+                n += 1
+                if not chunk:
+                    break
+                yield from chunk
+        finally:
+            if child.poll() is None:
+                child.kill()  # a write that failed: no rows wanted any more
+            child.wait()
+
+
+if __name__ == "__main__":
+    _folder = Path(sys.argv[1])
+    _produce(pickle.loads((_folder / "args").read_bytes()), _folder)
