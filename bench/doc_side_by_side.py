@@ -22,6 +22,9 @@ def _target(name: str) -> str:
 
 
 def _ms(e: dict) -> str:
+    if e.get("refused"):  # the store refused the read (bench/clickhouse_app_case._refused)
+        reason = "memory" if "memory limit" in e["refused"].lower() else e["refused"][:60]
+        return f"refused ({reason})"
     return f"{fmt(e['median_ms'])} / {fmt(e['p95_ms'])} ms"
 
 

@@ -115,7 +115,7 @@ def _bounds(seconds: float | None, cluster: str | None = None) -> str:
     return (
         f"{_MARK}{limit}, timeout_overflow_mode = 'throw', "
         f"max_memory_usage = {READ_MEMORY}, max_bytes_before_external_group_by = "
-        f"{READ_MEMORY // 2}{more}"
+        f"{READ_MEMORY // 2}, max_bytes_before_external_sort = {READ_MEMORY // 2}{more}"
     )
 
 
