@@ -471,6 +471,10 @@ class ClickHouseStore(Store):
         text = str(exc)
         return "Code: 159." in text or "TIMEOUT_EXCEEDED" in text
 
+    def is_too_large(self, exc: BaseException) -> bool:
+        text = str(exc)
+        return "Code: 241." in text or "MEMORY_LIMIT_EXCEEDED" in text
+
     def insert(self, table: Table) -> Insert:
         raise NotImplementedError(_ONLY_SPANS)
 
