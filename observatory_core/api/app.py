@@ -18,6 +18,7 @@ from observatory_core.api.limits import ReadGuard
 from observatory_core.base.errors import (
     DatabaseUnavailable,
     PermissionDenied,
+    QueryTooLarge,
     QueryTooSlow,
     UserError,
 )
@@ -64,6 +65,7 @@ KNOWN_ERRORS = (
     (PermissionDenied, 403, "forbidden", None, None),
     (DatabaseUnavailable, 503, "unavailable", RETRY, None),
     (QueryTooSlow, 503, "timeout", RETRY, None),
+    (QueryTooLarge, 400, "too_large", None, None),
     (OperationalError, 503, "unavailable", RETRY, CONNECTION_LOST),
     (UserError, 400, "bad_request", None, None),
 )

@@ -23,3 +23,8 @@ class PermissionDenied(UserError):
 
 class QueryTooSlow(UserError):
     """A read ran past its time budget and was stopped; the message says how to narrow it."""
+
+
+class QueryTooLarge(UserError):
+    """A read needed more memory than one read may hold and was stopped; the message says how
+    to narrow it (a retry as it is would be refused again)."""

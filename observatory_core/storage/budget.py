@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from observatory_core.base.errors import QueryTooSlow
+from observatory_core.base.errors import QueryTooLarge, QueryTooSlow
 from observatory_core.storage.stores import store_for
 
 _deadline: ContextVar[tuple[float, float] | None] = ContextVar("read_deadline", default=None)
@@ -71,14 +71,24 @@ def too_slow_message(seconds: float) -> str:
     )
 
 
+def too_large_message() -> str:
+    return (
+        "This query needed more memory than one read may use and was stopped. Narrow it: a "
+        "shorter time range or more filters."
+    )
+
+
 def raise_spent(seconds: float) -> None:
     raise QueryTooSlow(too_slow_message(seconds))
 
 
 def _on_error(context) -> None:
     budget = limit_for(context.execution_context)
-    if budget is not None and store_for(context.dialect).is_timeout(context.original_exception):
+    store = store_for(context.dialect)
+    if budget is not None and store.is_timeout(context.original_exception):
         raise QueryTooSlow(too_slow_message(budget[1])) from context.original_exception
+    if store.is_too_large(context.original_exception):
+        raise QueryTooLarge(too_large_message()) from context.original_exception
 
 
 def install(engine: Engine) -> None:

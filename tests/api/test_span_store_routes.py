@@ -581,3 +581,25 @@ def test_a_read_past_its_budget_answers_503_on_the_chosen_store(client, monkeypa
     monkeypatch.delenv("OBSERVATORY_READ_BUDGET_S")
     get_settings.cache_clear()
     assert client.get(f"/metrics?series=request_count.count&{SPAN_WINDOW}").status_code == 200
+
+
+def test_a_read_past_its_memory_bound_is_a_sentence_not_a_500(client, monkeypatch):
+    """A read the span store stops at its memory bound (at 10M spans a 30-day page's
+    newest-copy pick passed the 2 GiB of one read) answers 400 with what to narrow, through
+    the routes' builders and the hand-written reads alike; the next request is answered."""
+    from observatory_core.storage.clickhouse import reads
+
+    client, _, on_store = client
+    bound = reads.READ_MEMORY
+    monkeypatch.setattr(reads, "READ_MEMORY", 64 * 1024)  # far below any read's needs
+    for route in (f"/traces?{SPAN_WINDOW}&sort=duration_ms", f"/traces?{SPAN_WINDOW}"):
+        got = client.get(route)
+        if not on_store:  # SQLite has no per-read memory bound: answered as ever
+            assert got.status_code == 200, got.text[:300]
+            continue
+        assert got.status_code == 400, (route, got.status_code, got.text[:300])
+        error = got.json()["error"]
+        assert error["code"] == "too_large" and "shorter time range" in error["message"]
+        assert "Code: 241" not in got.text and "SELECT" not in got.text
+    monkeypatch.setattr(reads, "READ_MEMORY", bound)
+    assert client.get(f"/traces?{SPAN_WINDOW}").status_code == 200

@@ -10,6 +10,7 @@ pages (`traces/query.iter_span_pages`) make through the same writers: both byte 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -449,19 +450,24 @@ def test_parquet_by_columns_is_the_row_paths_table(on_store, tmp_path, monkeypat
     import polars as pl
     import pyarrow.parquet as pq
 
-    made = []
+    made = []  # the rows of each page the columnar path made a table of
     real = worker_module.parquet_plan
 
     def counted(names):
         plan = real(names)
-        made.append(plan)
-        return plan
+        table = plan.lines
+
+        def counted_table(page):
+            made.append(len(page))
+            return table(page)
+
+        return dataclasses.replace(plan, lines=counted_table)
 
     monkeypatch.setattr(worker_module, "parquet_plan", counted)
     monkeypatch.setattr(jobs, "NEW_PER_USER_PER_HOUR", 10**6)  # two exports per case here
     reading = {"fields": fields, "page_size": 3, "span_store_read_rows": 4}
     job, got = export(on_store, tmp_path / "engine", "parquet", "zstd", **reading)
-    assert made  # the columnar path wrote it
+    assert made and sum(made) == job["rows_written"]  # the columnar path made every page
     monkeypatch.setattr(worker_module, "parquet_plan", lambda names: None)
     _, want = export(on_store, tmp_path / "rows", "parquet", "zstd", **reading)
     frame, expected = pl.read_parquet(io.BytesIO(got)), pl.read_parquet(io.BytesIO(want))

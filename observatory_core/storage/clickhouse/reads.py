@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from observatory_core.base.errors import PermissionDenied, QueryTooSlow, UserError
+from observatory_core.base.errors import (
+    PermissionDenied,
+    QueryTooLarge,
+    QueryTooSlow,
+    UserError,
+)
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.fields import fields_hidden_from
 from observatory_core.storage import budget
@@ -157,6 +162,8 @@ def _query(store: SpanStore, sql: str, params: dict[str, Any]):
     except DatabaseError as exc:
         if f"Code: {_TIMEOUT}." in str(exc) or "TIMEOUT_EXCEEDED" in str(exc):
             raise QueryTooSlow(budget.too_slow_message(settings["max_execution_time"])) from None
+        if "Code: 241." in str(exc) or "MEMORY_LIMIT_EXCEEDED" in str(exc):
+            raise QueryTooLarge(budget.too_large_message()) from None
         raise
 
 

@@ -82,6 +82,11 @@ class Store(ABC):
     def is_timeout(self, exc: BaseException) -> bool:
         """True when the driver's error is a statement stopped by `install_budget`'s limit."""
 
+    def is_too_large(self, exc: BaseException) -> bool:
+        """True when the driver's error is a read stopped by its memory bound (only the span
+        store bounds a read's memory; SQLite and PostgreSQL spill to disk)."""
+        return False
+
     # -- writes ------------------------------------------------------------------------------
 
     @property

@@ -356,8 +356,13 @@ def _table(element, compiler, asfrom=False, **kw):
     name = "spans" if source is spans else _alias_name(compiler, alias)
     conjuncts = _conjuncts(query.whereclause if query is not None else None)
     inner = [compiler.process(c, **_inner_kw(kw)) for c in conjuncts if pushed_inside(c, source)]
-    if source is spans and inner:  # a user's or session's spans, a search's: narrowing.py
-        compiled = {c: compiler.process(c, **_inner_kw(kw)) for c in conjuncts if narrows(c)}
+    if source is spans and inner:  # a user's or session's spans, a search's, a filter's:
+        # narrowing.py (what is applied inside already needs no narrowing)
+        compiled = {
+            c: compiler.process(c, **_inner_kw(kw))
+            for c in conjuncts
+            if narrows(c) and not pushed_inside(c, source)
+        }
         inner += narrowed(database, inner, compiled)
     span_id = SPAN_ID_SQL.format(t=f"{name}.")
     where = f" WHERE {' AND '.join(inner)}" if inner else ""
@@ -470,6 +475,10 @@ class ClickHouseStore(Store):
     def is_timeout(self, exc: BaseException) -> bool:
         text = str(exc)
         return "Code: 159." in text or "TIMEOUT_EXCEEDED" in text
+
+    def is_too_large(self, exc: BaseException) -> bool:
+        text = str(exc)
+        return "Code: 241." in text or "MEMORY_LIMIT_EXCEEDED" in text
 
     def insert(self, table: Table) -> Insert:
         raise NotImplementedError(_ONLY_SPANS)
