@@ -36,6 +36,7 @@ from observatory_core.accounts import sessions, throttle
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.base import prometheus
+from observatory_core.base.errors import QueryTooLarge
 from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.local_times import output_fields, with_local
@@ -457,6 +458,9 @@ def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseEx
             status=Status.FAILED,
             error=_user_message(exc, config.export_dir),
         )
+        return Status.FAILED
+    except QueryTooLarge as exc:  # the read's own memory bound: narrowing it is the answer
+        _finish(engine, job_id, config, status=Status.FAILED, error=str(exc))
         return Status.FAILED
     except Exception as exc:
         if is_transient(exc):

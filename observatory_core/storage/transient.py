@@ -5,7 +5,7 @@ statement, a constraint, a missing table) is permanent and must surface as it is
 
 from __future__ import annotations
 
-from observatory_core.base.errors import DatabaseUnavailable
+from observatory_core.base.errors import DatabaseUnavailable, QueryTooLarge
 
 # SQLSTATEs: 40001 serialization failure, 40P01 deadlock, 57P01-57P03 admin/crash shutdown and
 # "cannot connect now", 53300 too many connections; class 08 is every connection exception.
@@ -42,6 +42,8 @@ def is_transient(exc: BaseException) -> bool:
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 8:
+        if isinstance(current, QueryTooLarge):  # its own bound: the same read fails again
+            return False
         if _one(current):
             return True
         current = current.__cause__  # only explicit chaining: `raise ... from exc`

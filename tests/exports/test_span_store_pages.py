@@ -480,3 +480,34 @@ def test_parquet_by_columns_is_the_row_paths_table(on_store, tmp_path, monkeypat
     if "start_time" in frame.columns:
         assert frame["start_time"].to_list() == [r["start_time"] for r in rows]
     assert got == want  # the same table written the same way: the same bytes
+
+
+def test_an_export_past_the_reads_memory_bound_fails_once_with_the_sentence(
+    on_store, tmp_path, monkeypatch
+):
+    """The read's own memory bound is no passing fault: the job is not retried five times
+    with backoff and then blamed on 'the database', it fails at once saying what to narrow.
+    (The engine tracks a small read's memory in 4 MiB steps, so the refusal is the driver's
+    own error raised where the pages are read, as `reads.over_read_memory` maps it.)"""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    from observatory_core.base.errors import QueryTooLarge
+    from observatory_core.storage.budget import too_large_message
+
+    def refused(*args, **kwargs):
+        try:
+            raise DatabaseError("Code: 241. DB::Exception: Query memory limit exceeded: would use")
+        except DatabaseError as exc:
+            raise QueryTooLarge(too_large_message()) from exc
+
+    monkeypatch.setattr(worker_module, "window_pages", refused)
+    monkeypatch.setattr(jobs, "NEW_PER_USER_PER_HOUR", 10**6)
+    scope = Scope(org_id=on_store["acme"], role=Role.ADMIN, username="ada")
+    config = WorkerConfig(export_dir=tmp_path / "out")
+    job = create_export(
+        on_store["engine"], scope, FilterSpec(relative=None), fmt="csv", compression="none"
+    )
+    assert work_once(on_store["engine"], config) == "failed"
+    job = get_export(on_store["engine"], scope, job["id"])
+    assert job["status"] == "failed" and job["attempts"] == 1, job
+    assert "more memory than one read may use" in job["error_message"], job["error_message"]

@@ -151,7 +151,7 @@ def _remove_spans(engine, store, span_ids: list[str], trace_ids: list[str]) -> N
         f"DELETE FROM {store.table('trace_totals')} WHERE trace_id IN {{ids:Array(String)}}",
         parameters=ids,
     )
-    (view,) = _trace_totals(Naming(store.database), versions=True, view_only=True)
+    (view,) = _trace_totals(Naming(store.database), versions=True, retention=True, view_only=True)
     target, query = view.split("\nTO ", 1)[1].split("\nAS ", 1)
     query = query.replace(
         f"FROM {store.table('spans')} AS spans",

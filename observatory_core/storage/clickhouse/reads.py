@@ -135,9 +135,20 @@ def _where(scope: Scope, window: Window) -> tuple[list[str], dict[str, Any]]:
 
 
 # What one read may hold in memory; on chDB that memory is the app server's own. A grouping
-# or a sort past half of it spills to disk instead of failing (at 10M spans the newest-copy
-# pick of a 30-day page, ORDER BY version over 8M copies, needed 2.35 GiB and was refused).
+# or a sort past half of it spills to disk instead of failing; `LIMIT 1 BY`'s set of span ids
+# cannot (at 10M spans a 30-day page's newest-copy pick needed 2.35 GiB and was refused:
+# narrowing.py now narrows it by the filter's values).
 READ_MEMORY = 2 * 1024**3
+
+
+def over_read_memory(exc: BaseException) -> bool:
+    """The read passed its own memory bound (`READ_MEMORY`): narrowing it is the answer. Not
+    the server's or a user's total (code 241 too: other reads hold the memory; a retry may
+    pass, so that stays a transient failure)."""
+    text = str(exc)
+    return ("Code: 241." in text or "MEMORY_LIMIT_EXCEEDED" in text) and (
+        "Query memory limit exceeded" in text or "(for query)" in text
+    )
 
 
 def _settings(store: SpanStore) -> dict[str, Any]:
@@ -162,7 +173,7 @@ def _query(store: SpanStore, sql: str, params: dict[str, Any]):
     except DatabaseError as exc:
         if f"Code: {_TIMEOUT}." in str(exc) or "TIMEOUT_EXCEEDED" in str(exc):
             raise QueryTooSlow(budget.too_slow_message(settings["max_execution_time"])) from None
-        if "Code: 241." in str(exc) or "MEMORY_LIMIT_EXCEEDED" in str(exc):
+        if over_read_memory(exc):
             raise QueryTooLarge(budget.too_large_message()) from None
         raise
 

@@ -477,8 +477,9 @@ class ClickHouseStore(Store):
         return "Code: 159." in text or "TIMEOUT_EXCEEDED" in text
 
     def is_too_large(self, exc: BaseException) -> bool:
-        text = str(exc)
-        return "Code: 241." in text or "MEMORY_LIMIT_EXCEEDED" in text
+        from observatory_core.storage.clickhouse.reads import over_read_memory
+
+        return over_read_memory(exc)
 
     def insert(self, table: Table) -> Insert:
         raise NotImplementedError(_ONLY_SPANS)

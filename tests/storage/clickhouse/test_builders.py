@@ -312,3 +312,20 @@ def test_a_filters_chosen_values_narrow_the_copies_picked_from(store):
     narrowing = "(spans.trace_id, spans.span_id) IN (SELECT"
     assert any(narrowing in s for s in narrowed_sql), narrowed_sql
     assert not any(narrowing in s for s in seen), seen  # no filter: nothing to narrow by
+
+
+def test_only_the_reads_own_memory_bound_asks_to_narrow_it(store, monkeypatch):
+    """A read past its own bound is QueryTooLarge, through the hand-written reads too; the
+    server's or a user's total (other reads hold the memory) stays a failure a retry may pass."""
+    from observatory_core.base.errors import QueryTooLarge
+    from observatory_core.storage.clickhouse import reads
+
+    per_query = "Code: 241. DB::Exception: Query memory limit exceeded: would use 2.35 GiB"
+    old_text = "Code: 241. DB::Exception: Memory limit (for query) exceeded: would use 2 GiB"
+    total = "Code: 241. DB::Exception: Memory limit (total) exceeded: would use 30 GiB"
+    assert reads.over_read_memory(Exception(per_query))
+    assert reads.over_read_memory(Exception(old_text))
+    assert not reads.over_read_memory(Exception(total))
+    monkeypatch.setattr(reads, "READ_MEMORY", 64 * 1024)
+    with pytest.raises(QueryTooLarge, match="shorter time range"):
+        reads._query(store, "SELECT number FROM numbers(1000000) ORDER BY number DESC", {})
