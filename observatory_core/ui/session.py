@@ -136,7 +136,9 @@ def _login_form(db: Engine, settings: Settings, cookie_key: str, address: str | 
     nav.hold_link()
     st.title("LLM Observatory")
     st.caption("Cost, latency and errors of your LLM applications.")
-    notice = st.session_state.pop("_login_notice", None)
+    # kept until the user logs in: a rerun of the form (the cookie component's, on its first
+    # load) must not take it away before it is read (the browser test missed it under load)
+    notice = st.session_state.get("_login_notice")
     if notice:
         st.info(notice, icon=":material/info:")
     with st.form("login"):
@@ -150,6 +152,7 @@ def _login_form(db: Engine, settings: Settings, cookie_key: str, address: str | 
     result = log_in(db, username, password, address)
     if not result.ok:
         stop_with(result.message)
+    st.session_state.pop("_login_notice", None)
     expires = datetime.now(UTC) + timedelta(days=settings.cookie_expiry_days)
     st.session_state["_sid"] = result.session_id
     st.session_state["username"] = result.username
