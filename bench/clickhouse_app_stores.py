@@ -10,16 +10,11 @@ import time
 from sqlalchemy import select, text
 
 from bench.grid_case import database_url, spans_in
+from observatory_core.storage.clickhouse import rollup_retention
 from observatory_core.storage.schema import orgs
 
-SPAN_TABLES = (
-    "spans",
-    "trace_totals",
-    "rollup_1min",
-    "rollup_1hour",
-    "rollup_1day",
-    "rollup_actors_1hour",
-)
+# the span store's tables: spans, trace totals, the rollups and the hours' actors
+SPAN_TABLES = ("spans", "trace_totals", *rollup_retention.TABLES)
 PG_SPAN_TABLES = (*SPAN_TABLES, "rollup_actors_1day")
 
 

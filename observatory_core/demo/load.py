@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.demo.catalog import ORGS
-from observatory_core.demo.generator import DemoGenerator
-from observatory_core.demo.producer import produced_rows
+from observatory_core.demo.producer import demo_rows, produced_rows
 from observatory_core.ingest import to_clickhouse
 from observatory_core.ingest.persist import write_spans
 from observatory_core.ingest.pricing import PriceBook
-from observatory_core.ingest.spanrows import complete_row
 from observatory_core.storage.clickhouse.current import span_store
 
 
@@ -65,26 +62,16 @@ def load_demo(
     started = time.perf_counter()
     # one batch or less gains nothing from the child (the writer would wait for all of it)
     # and pays its start (about a second: the bootstrap's top-ups of a few hundred spans)
-    if span_store() is not None and spans > to_clickhouse.BATCH:
-        rows = produced_rows(
-            ids=ids,
-            end=end,
-            days=days,
-            seed=seed,
-            prices=prices,
-            spans=spans,
-            text_max_chars=text_max_chars,
-        )
-    else:
-        rows = demo_rows(
-            ids,
-            end=end,
-            days=days,
-            seed=seed,
-            prices=prices,
-            spans=spans,
-            text_max_chars=text_max_chars,
-        )
+    child = span_store() is not None and spans > to_clickhouse.BATCH
+    rows = (produced_rows if child else demo_rows)(
+        ids=ids,
+        end=end,
+        days=days,
+        seed=seed,
+        prices=prices,
+        spans=spans,
+        text_max_chars=text_max_chars,
+    )
     try:
         # the generator's ids are random (128-bit trace ids): each span once
         written = write_spans(engine, rows, on_batch=on_batch, each_once=True)
@@ -93,18 +80,3 @@ def load_demo(
         if close is not None:
             close()  # a failed write: the child ends
     return LoadReport(spans=written, seconds=time.perf_counter() - started)
-
-
-def demo_rows(
-    ids: dict[tuple[str, str], tuple[int, int]],
-    *,
-    end: datetime,
-    days: float,
-    seed: int,
-    prices: PriceBook,
-    spans: int,
-    text_max_chars: int,
-) -> Iterator[dict[str, Any]]:
-    """The complete rows of the demo, made in this process."""
-    generator = DemoGenerator(ids=ids, end=end, days=days, seed=seed, prices=prices)
-    return (complete_row(r, text_max_chars) for r in generator.spans(spans))

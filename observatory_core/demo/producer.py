@@ -38,18 +38,29 @@ def _path(folder: Path, n: int) -> Path:
     return folder / f"{n:08d}.pickle"
 
 
-def _produce(args: dict[str, Any], folder: Path) -> None:
-    """The child: the generator's rows, completed, `CHUNK` a file, then an empty file's
-    list (the end)."""
+def demo_rows(
+    ids: dict[tuple[str, str], tuple[int, int]],
+    *,
+    end: datetime,
+    days: float,
+    seed: int,
+    prices: PriceBook,
+    spans: int,
+    text_max_chars: int,
+) -> Iterator[dict[str, Any]]:
+    """The complete rows of the demo, made in this process."""
     from observatory_core.demo.generator import DemoGenerator
     from observatory_core.ingest.spanrows import complete_row
 
-    generator = DemoGenerator(
-        ids=args["ids"],
-        end=args["end"],
-        days=args["days"],
-        seed=args["seed"],
-        prices=args["prices"],
+    generator = DemoGenerator(ids=ids, end=end, days=days, seed=seed, prices=prices)
+    return (complete_row(r, text_max_chars) for r in generator.spans(spans))
+
+
+def _produce(args: dict[str, Any], folder: Path) -> None:
+    """The child: `demo_rows`, `CHUNK` a file, then an empty file's list (the end)."""
+    rows = demo_rows(
+        **{k: args[k] for k in ("ids", "end", "days", "seed", "prices", "spans")},
+        text_max_chars=args["text_max_chars"],
     )
     made = 0
     # the writer's pid as it gave it: read here with os.getppid(), a writer that died while
@@ -69,8 +80,8 @@ def _produce(args: dict[str, Any], folder: Path) -> None:
         made += 1
 
     chunk: list[dict[str, Any]] = []
-    for row in generator.spans(args["spans"]):
-        chunk.append(complete_row(row, args["text_max_chars"]))
+    for row in rows:
+        chunk.append(row)
         if len(chunk) == args["chunk"]:
             put(chunk)
             chunk = []
@@ -89,7 +100,7 @@ def produced_rows(
     spans: int,
     text_max_chars: int,
 ) -> Iterator[dict[str, Any]]:
-    """The complete rows `DemoGenerator(...).spans(spans)` makes, made in a child process.
+    """The complete rows `demo_rows` makes, made in a child process.
     Closing the iterator early (a failed write) ends the child."""
     args = {
         "ids": ids,

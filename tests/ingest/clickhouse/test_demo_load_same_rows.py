@@ -17,21 +17,14 @@ from observatory_core.demo import producer
 from observatory_core.demo.load import demo_rows, ensure_demo_tenants, load_demo
 from observatory_core.ingest import persist, to_clickhouse
 from observatory_core.ingest.pricing import PriceBook
-from observatory_core.storage.clickhouse import current
+from observatory_core.storage.clickhouse import current, rollup_retention
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SPANS, DAYS, SEED = 9_000, 30, 7
-TABLES = (
-    "spans",
-    "trace_totals",
-    "rollup_1min",
-    "rollup_1hour",
-    "rollup_1day",
-    "rollup_actors_1hour",
-)
+TABLES = ("spans", "trace_totals", *rollup_retention.TABLES)  # the rollups and actors
 WRITTEN_AT = {"version", "max_version", "root_version"}  # when written, not what
 
 

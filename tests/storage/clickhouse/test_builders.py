@@ -21,6 +21,7 @@ from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.writes import as_columns, write_spans
 from observatory_core.traces.detail import get_trace
 from observatory_core.traces.query import list_spans
+from tests.chdb_store import write_later_copy
 from tests.helpers import span
 from tests.storage.clickhouse.conftest import END, demo_rows
 
@@ -285,12 +286,7 @@ def test_a_filters_chosen_values_narrow_the_copies_picked_from(store):
     comes = span(other, 1, when, model="m-b", duration_ms=200.0)
     stays = span(other, 1, when, model="m-a", duration_ms=300.0)
     assert write_spans(store, [leaves, comes, stays]) == 3
-    table = store.table("spans")
-    for row, model in ((leaves, "m-b"), (comes, "m-a")):
-        store.client.command(
-            f"INSERT INTO {table} SELECT * REPLACE (version + 1 AS version, '{model}' AS model) "
-            f"FROM {table} WHERE org_id = {other} AND span_id = '{row['span_id']}'"
-        )
+    write_later_copy(store, [dict(leaves, model="m-b"), dict(comes, model="m-a")])
     scope = Scope(org_id=other, role=Role.ADMIN)
     window = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
     seen: list[str] = []

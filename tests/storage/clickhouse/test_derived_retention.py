@@ -29,7 +29,7 @@ from observatory_core.storage.clickhouse.connect import open_span_store
 from observatory_core.storage.clickhouse.writes import write_spans
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
-from tests.helpers import make_org, span
+from tests.helpers import child_of, make_org, span
 from tests.storage.clickhouse.conftest import store_at_version
 from tests.storage.clickhouse.test_retention_stamps import _database
 
@@ -48,14 +48,7 @@ def _rows(ids: dict, now: datetime) -> list[dict]:
             for i in range(2):
                 at = now - timedelta(days=age, minutes=7 * i)
                 root = span(org, project, at, user_id=f"u{age}", session_id=f"s{age}-{i}")
-                child = span(
-                    org,
-                    project,
-                    at + timedelta(minutes=1),
-                    trace_id=root["trace_id"],
-                    parent_span_id=root["span_id"],
-                    user_id=f"v{age}",
-                )
+                child = child_of(root, at + timedelta(minutes=1), user_id=f"v{age}")
                 out += [root, child]
     edge = now - timedelta(days=60) + timedelta(minutes=5)
     out.append(span(ids["alpha"], ids["a_main"], edge, user_id="edge"))
@@ -297,13 +290,7 @@ def test_a_trace_with_a_span_kept_forever_keeps_its_totals(chdb_session, monkeyp
         org, project = 901, 1
         at = now - timedelta(days=40)
         root = span(org, project, at)
-        child = span(
-            org,
-            project,
-            at + timedelta(minutes=1),
-            trace_id=root["trace_id"],
-            parent_span_id=root["span_id"],
-        )
+        child = child_of(root, at + timedelta(minutes=1))
         other = span(org, project, at)  # a trace of 30-day spans only: its totals go
         # kept forever since 1982: 65535 days on from then is past 2106 and a DateTime wraps
         # round to a past date, so the totals' TTL must leave the forever stamp out
