@@ -1,5 +1,5 @@
-"""The span store's commands (`clickhouse-ddl`, `migrate-spans`, `clickhouse-rebuild-rollups`;
-docs/scale.md), kept out of `__main__` so the command line stays a list of short commands."""
+"""The span store's commands (`clickhouse-ddl`, `migrate-spans`, `clickhouse-rebuild-rollups`,
+`clickhouse-fold-copies`; docs/scale.md), kept out of `__main__` so the command line stays a list of short commands."""
 
 from __future__ import annotations
 
@@ -174,6 +174,33 @@ def cmd_rebuild_rollups(args, engine_factory: Callable[[], Engine]) -> int:
         store.close()
 
 
+def cmd_fold_copies(args) -> int:
+    """Delete every span's older copies in the span store (fold_copies.py): what schema version
+    7 does at open, for a cluster whose replica failed between a batch's check and its insert."""
+    from observatory_core.storage.clickhouse.fold_copies import fold_copies
+
+    store = _span_store_for(args.to)  # its open applies version 7, which folds once
+    target = store.target.describe()
+    try:
+        folded = fold_copies(
+            store, progress=lambda done, of: print(f"  read {done:,} of {of:,} pieces")
+        )
+        deleted = sum(folded.deleted.values())
+        print(
+            f"Deleted {deleted:,} older copies of spans in {target}"
+            + (f" ({len(folded.deleted):,} orgs)." if deleted else ": each span is stored once.")
+        )
+        if folded.tied:
+            print(
+                f"{folded.tied:,} spans keep two copies of the same version (written in the "
+                "same microsecond by two writers): they cannot be told apart, and are listed twice."
+            )
+            return 1
+        return 0
+    finally:
+        store.close()
+
+
 def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], Engine]) -> None:
     """Add the span store's commands; `engine_factory` opens DATABASE_URL, checked."""
     ch_ddl = sub.add_parser(
@@ -221,3 +248,13 @@ def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], E
         "default: OBSERVATORY_SPAN_STORE",
     )
     rebuild.set_defaults(func=lambda args: cmd_rebuild_rollups(args, engine_factory))
+    fold = sub.add_parser(
+        "clickhouse-fold-copies",
+        help="delete every span's older copies in the span store (docs/scale.md, 'Each span once')",
+    )
+    fold.add_argument(
+        "--to",
+        help="chdb:///ABSOLUTE/PATH or clickhouse://USER:PASS@HOST:8123/DB; "
+        "default: OBSERVATORY_SPAN_STORE",
+    )
+    fold.set_defaults(func=cmd_fold_copies)

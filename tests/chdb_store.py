@@ -98,11 +98,13 @@ def with_store_ids(df: pl.DataFrame, store: SpanStore) -> pl.DataFrame:
 
 def write_later_copy(store: SpanStore, rows: list[dict]) -> None:
     """Insert `rows` (spans already stored, some fields changed) as a racing writer in another
-    process would: a second copy of each span, with a later version. `write_spans` skips
-    stored spans, so only this makes the copies every read must fold into one."""
+    process would: a second copy of each span, with a later version (`write_spans` skips
+    stored spans, so only this makes copies), then fold the copies as schema version 7 and
+    `clickhouse-fold-copies` do: the newest copy is the span the reads find."""
     import time
 
     from observatory_core.storage.clickhouse import layout
+    from observatory_core.storage.clickhouse.fold_copies import fold_copies
     from observatory_core.storage.clickhouse.writes import as_columns
 
     names = layout.span_column_names()
@@ -112,3 +114,4 @@ def write_later_copy(store: SpanStore, rows: list[dict]) -> None:
         column_names=list(names),
         column_oriented=True,
     )
+    fold_copies(store)

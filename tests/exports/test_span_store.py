@@ -7,7 +7,6 @@ writer's later copy of a span) and none DATABASE_URL has alone."""
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -27,14 +26,14 @@ from observatory_core.exports.jobs import (
 )
 from observatory_core.exports.worker import WorkerConfig, work_once
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.storage.clickhouse import current, layout
-from observatory_core.storage.clickhouse.writes import as_columns, write_spans
+from observatory_core.storage.clickhouse import current
+from observatory_core.storage.clickhouse.writes import write_spans
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import orgs as orgs_table
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores.clickhouse import SPAN_ID_SQL
-from tests.chdb_store import copy_into_span_store
+from tests.chdb_store import copy_into_span_store, write_later_copy
 from tests.exports.test_worker import FIELDS, SPEC, expected_value, read_back
 from tests.helpers import END, load_small_demo, span
 
@@ -73,13 +72,7 @@ def routed(tmp_path_factory, chdb_session):
     assert write_spans(store, [tool, twin]) == 2
     # a racing writer's later copy of a stored span, another status and duration: one row, it
     raced = {**dict(first), "status": "error", "duration_ms": 4321.5}
-    names = layout.span_column_names()
-    store.client.insert(
-        store.table("spans"),
-        as_columns([raced], names, time.time_ns() // 1000, lambda org, project: 0),
-        column_names=list(names),
-        column_oriented=True,
-    )
+    write_later_copy(store, [raced])  # and folded, as schema version 7 leaves it
     yield {
         "engine": engine,
         "store": store,

@@ -352,27 +352,30 @@ def epoch(row) -> int:
     return (row["start_time"] - span_store_pages.EPOCH) // timedelta(microseconds=1)
 
 
-@pytest.mark.parametrize(("before", "after"), [("error", "ok"), ("ok", "error")])
-def test_a_copy_written_after_the_pin_is_not_read(routed, chdb_session, before, after):
-    """A racing writer's copy after the pin changes the newest span's status: the windows
-    and the reads take the copy from before the pin (its status and its name)."""
+@pytest.mark.parametrize("status", ["error", "ok"])
+def test_a_span_written_after_the_pin_is_not_read(routed, chdb_session, status):
+    """A span written after the pin, of the filtered status or not: the windows and the reads
+    leave it out. (A racing writer's later copy of a stored span no longer arrives after a
+    pin: the write turns store each span once, and copies from before them are folded at
+    open, docs/scale.md "Each span once".)"""
     store = chdb_session.store("export_pin")
     try:
         acme = routed["acme"]
         rows = [
             span(acme, 1, TIE + timedelta(minutes=i), name=f"s{i}", status="ok") for i in range(5)
         ]
-        rows.append(span(acme, 1, TIE + timedelta(hours=1), name="last", status=before))
+        rows.append(span(acme, 1, TIE + timedelta(hours=1), name="last", status="error"))
         assert write_spans(store, rows) == len(rows)
         time.sleep(0.002)
         pin = datetime.now(UTC)
         time.sleep(0.002)
-        write_later_copy(store, [{**rows[-1], "status": after, "name": "after the pin"}])
+        late = span(acme, 1, TIE + timedelta(minutes=30), name="after the pin", status=status)
+        assert write_spans(store, [late]) == 1
         pinned = {"as_of": pin, "max_id": store_for(store.engine).pin_of_snapshot(0, pin)}
         scope = Scope(org_id=acme, role=Role.ADMIN, username="ada")
-        for status in ("ok", "error"):
-            spec = FilterSpec(relative=None, statuses=(status,))
-            want = [r["name"] for r in rows if r["status"] == status]
+        for wanted in ("ok", "error"):
+            spec = FilterSpec(relative=None, statuses=(wanted,))
+            want = [r["name"] for r in rows if r["status"] == wanted]
             pages = store_pages(
                 store.engine,
                 scope,

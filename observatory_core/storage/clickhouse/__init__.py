@@ -14,7 +14,7 @@ docs/scale.md. Modules, by what they do:
 - `ddl`: the versioned DDL, single node or `ON CLUSTER`, applied idempotently at open
 - `writes`: canonical span rows in, each span counted once
 - `reads`: the scoped span list (keyset pages) and its totals
-- `narrowing`: what the builders' newest-copy derived table may also apply first (a user's or
-  a session's traces)
+- `fold_copies`: each span stored once: a span's older copies deleted (schema version 7, and
+  `clickhouse-fold-copies`)
 - `migrate_spans`: `DATABASE_URL`'s spans copied in (resumable, checked), for `migrate-spans`
 """

@@ -30,6 +30,7 @@ from observatory_core.semantic.metrics import sketched
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import DDL_SETTINGS, Naming, schema_errors
 from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.fold_copies import fold_copies
 from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.schema import spans
 
@@ -214,6 +215,9 @@ class Migration:
     # INSERT for a naming and more conditions on the spans (`fill_by_month` runs it at open
     # one month at a time; `ddl_text` prints it whole)
     fill: Callable[[Naming, str], str] | None = None
+    # a data step at open, after the statements and the fill (not printed by `ddl_text`: a
+    # new database has no rows for it)
+    run: Callable[[SpanStore], object] | None = None
 
 
 def _migrate_checkpoints(naming: Naming) -> list[str]:
@@ -390,6 +394,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "when each trace's spans were written, in its totals", _trace_versions),
     Migration(5, "distinct users and sessions per hour", _actors, _actors_fill),
     Migration(6, "trace totals expire with the spans they count", _trace_retention),
+    Migration(7, "each span stored once: older copies folded", lambda n: [], run=fold_copies),
 )
 
 
@@ -471,6 +476,8 @@ def apply_schema(store: SpanStore) -> list[int]:
                 run(statement)
             if migration.fill is not None:
                 fill_by_month(store, migration.fill, settings)
+            if migration.run is not None:
+                migration.run(store)
             # on a cluster every node keeps the whole list (`_versions_table`): one insert
             # reaches them all by replication
             client.insert(

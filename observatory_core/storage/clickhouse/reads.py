@@ -136,8 +136,8 @@ def _where(scope: Scope, window: Window) -> tuple[list[str], dict[str, Any]]:
 
 # What one read may hold in memory; on chDB that memory is the app server's own. A grouping
 # or a sort past half of it spills to disk instead of failing; `LIMIT 1 BY`'s set of span ids
-# cannot (at 10M spans a 30-day page's newest-copy pick needed 2.35 GiB and was refused:
-# narrowing.py now narrows it by the filter's values).
+# cannot (at 10M spans a 30-day page's newest-copy pick needed 2.35 GiB and was refused: the
+# builders' reads pick no copy since schema version 7, fold_copies.py).
 READ_MEMORY = 2 * 1024**3
 
 

@@ -9,9 +9,9 @@ rows found), then inserts only new spans; the views see each span once. Writers 
 around the check and the insert: in one process (`SpanStore.write_lock`) and, given `turn`
 (`org_turns.py`, the batch's orgs' turns in `DATABASE_URL`, which ingest and `migrate-spans`
 pass), across the processes that share the store. A span is stored once whatever its start
-time: a copy with another start is a span already stored. Without `turn` (tests, bench), two
-processes racing on a span could both insert it: lists and totals read one row per span
-(`reads.py`), the rollups would count it twice. Spans found stored are the sign of a retry:
+time: a copy with another start is a span already stored. Reads take each stored row as one
+span (`fold_copies.py`): without `turn` only this process's writers take turns, which serves
+where one process alone can open the store (chDB); a server's store is refused without it. Spans found stored are the sign of a retry:
 what an earlier insert of them whose views failed part-way left out of the rollups and trace
 totals is put back after the batch's own insert, under the same turn (`view_gaps.py`; a
 failure there is logged, and the batch stands). On a cluster the insert returns once every shard
@@ -235,6 +235,12 @@ def write_spans(
     inserted, the batch's spans are not looked up (`only_written_here`)."""
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
+    if turn is None and not store.target.in_process:
+        raise ValueError(
+            "A span store on a server is written under the orgs' write turns (pass `turn`, "
+            "org_turns.py): several processes may write it, and a span two of them stored "
+            "would be read twice (docs/scale.md, 'Each span once')."
+        )
     try:
         return _write(
             store, rows, batch_size, retain_days or {}, prepare, on_batch, turn, each_once

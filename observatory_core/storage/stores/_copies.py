@@ -1,24 +1,28 @@
-"""Which conditions the span store may apply to every stored copy of a span, before the
-newest copy is picked (docs/scale.md, "Each span once"): the derived table of
-`stores/clickhouse.py` applies them inside, a read of the raw copies may apply them alone
-(`exports/span_store_pages.py`, `traces/root_stretches.py`)."""
+"""Which conditions a read of the span store's stored rows may apply alone, as if a span could
+have several copies (`exports/span_store_pages.py`, `traces/root_stretches.py`), and which
+subqueries the derived table of `stores/clickhouse.py` may apply first (`pushed_inside`).
+
+Since schema version 7 each span is one stored row (`storage/clickhouse/fold_copies.py`,
+docs/scale.md "Each span once"), so the derived table applies every condition on its own
+columns and picks no copy; the rule below for copies is kept by those raw readers, whose
+answers it leaves unchanged when each span has one row."""
 
 from __future__ import annotations
 
 from sqlalchemy import Boolean
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import Select, functions, visitors
+from sqlalchemy.sql import Select, functions, operators, visitors
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 from sqlalchemy.sql.expression import ColumnClause
 from sqlalchemy.sql.selectable import CTE, ScalarSelect
 
 from observatory_core.storage.clickhouse import trace_totals as totals
-from observatory_core.storage.clickhouse.narrowing import reads_looked_up_ctes
 from observatory_core.storage.dialect import arrival_order, text_search
 from observatory_core.storage.schema import spans
 
 # The columns every copy of a span holds alike (its identity, time and scope) and `version`
-# (which copies a page pins): only conditions on these go inside the derived table, before
-# `LIMIT 1 BY` picks the newest copy. A condition on anything a later copy may change (status,
+# (which copies a page pins): only conditions on these were applied before a newest-copy pick
+# (`LIMIT 1 BY`, before schema version 7). A condition on anything a later copy may change (status,
 # duration, text, twins) is judged on that newest copy alone, outside: judged inside, an older
 # copy could pass a filter the newest fails, and one span count under two filters. The start
 # time is the same in every copy since the write turns; copies writers raced in before them
@@ -46,6 +50,47 @@ def _on_newest_copy(element, compiler, **kw):
     return f"({compiler.process(condition, **kw)})"
 
 
+# Actor ids the layout gives a bloom filter: a CTE looking them up reads a few traces.
+LOOKED_UP = frozenset({"user_id", "session_id"})
+
+
+def reads_looked_up_ctes(clause) -> bool:
+    """A subquery whose FROM is CTEs only, with no WHERE of its own (it cannot refer to the
+    row), each CTE looking up users or sessions (a few traces)."""
+    if isinstance(clause, ScalarSelect):
+        clause = clause.element
+    if not isinstance(clause, Select):
+        return False
+    froms = clause.columns_clause_froms
+    plain = clause.whereclause is None and not clause._from_obj  # nothing else in its FROM
+    return plain and bool(froms) and all(_looks_up(f) for f in froms)
+
+
+def _looks_up(cte) -> bool:
+    if not isinstance(cte, CTE) or not isinstance(cte.element, Select):
+        return False
+    where = cte.element.whereclause
+    if where is None:
+        return False
+    conjuncts = where.clauses if isinstance(where, BooleanClauseList) else [where]
+    return any(actor_lookup(c) for c in conjuncts)
+
+
+def actor_lookup(clause) -> bool:
+    """`spans.user_id = :x`, `spans.session_id IN (:xs)` and the like."""
+    if not isinstance(clause, BinaryExpression):
+        return False
+    if clause.operator not in (operators.eq, operators.in_op):
+        return False
+    left = clause.left
+    return (
+        isinstance(left, ColumnClause)
+        and getattr(left, "table", None) is spans
+        and left.name in LOOKED_UP
+        and isinstance(clause.right, BindParameter)
+    )
+
+
 def pushed_inside(clause, source=spans) -> bool:
     """Whether a condition may be applied before the newest copy is picked: it reads only
     columns every copy holds alike, or the pin (`arrival_order`, the version); never the id
@@ -60,7 +105,7 @@ def pushed_inside(clause, source=spans) -> bool:
         return True
     if isinstance(clause, ScalarSelect):  # `trace_id IN (...)`: when it reads no outer row,
         # and not from a CTE of a whole window (the Sessions list's: the engine computes it
-        # again inside, measured slower than reading the org's spans; narrowing.py)
+        # again inside, measured slower than reading the org's spans; docs/scale.md)
         froms = clause.element.columns_clause_froms
         return not any(isinstance(f, CTE) for f in froms) and totals.self_contained(clause)
     if clause is source.c.id or isinstance(clause, Select | text_search):

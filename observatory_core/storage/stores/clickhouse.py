@@ -5,14 +5,13 @@ It serves reads of spans only: orgs, users, jobs and the rest stay in `DATABASE_
 members for writes, locks, jobs and retention say so rather than pretend. What this module adds
 to the builders' SQL:
 
-- `spans` is read one row per span without `FINAL`: each SELECT over it reads a derived table
-  of the same name that applies the query's own conditions (the org, the time window, the
-  filter) and keeps one row per (org, trace, span) with `LIMIT 1 BY`, so a copy written by a
-  racing writer counts once (`storage/clickhouse/reads.py` explains the copies);
+- `spans` is read as stored, one row per span (`storage/clickhouse/fold_copies.py`): each
+  SELECT over it reads a derived table of the same name that adds the id and applies the
+  query's own conditions (the org, the time window, the filter) first;
 - `trace_totals` is read likewise, a derived table summing the store's partial rows
   (`storage/clickhouse/trace_totals.py`), with the columns the other stores keep;
-- `spans.id`, which this store does not keep, is a 63-bit hash of the span's identity: the same
-  for every copy of a span, unique otherwise, so keyset pages break ties by it;
+- `spans.id`, which this store does not keep, is a 63-bit hash of the span's identity: unique
+  per span, so keyset pages break ties by it;
 - a page's pin (`arrival_order`) is the write's `version`, not the id: spans written after the
   first page stay out of the later ones, as on the other stores.
 """
@@ -30,12 +29,12 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Insert, Select, functions, visitors
 from sqlalchemy.sql.expression import ColumnClause, ColumnElement
+from sqlalchemy.sql.selectable import CTE, ScalarSelect
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
 from observatory_core.storage.clickhouse import sketch_sql
 from observatory_core.storage.clickhouse import trace_totals as totals
-from observatory_core.storage.clickhouse.narrowing import narrowed, narrows
 from observatory_core.storage.dialect import (
     arrival_order,
     bin_map,
@@ -335,10 +334,11 @@ def _alias_name(compiler, alias) -> str:
 
 @compiles(Table, NAME)
 def _table(element, compiler, asfrom=False, **kw):
-    """`spans` as a derived table of one row per span, its newest copy (`_copies.SAME_IN_EVERY_COPY`
-    says which of the query's conditions it applies first), `trace_totals` as one of summed
-    rows (`_trace_totals`); other tables in the store's database. The query's own WHERE
-    applies every condition again outside."""
+    """`spans` as a derived table that adds the id (`SPAN_ID_SQL`) and applies first the
+    query's conditions on its own columns (`_on_own_columns`), reading only the columns the
+    query names; `trace_totals` as one of summed rows (`_trace_totals`); other tables in the
+    store's database. Each span is one row (`storage/clickhouse/fold_copies.py`), so no copy
+    is picked here. The query's own WHERE applies every condition again outside."""
     if not asfrom:
         return compiler.visit_table(element, asfrom=asfrom, **kw)
     database = _database(compiler)
@@ -348,33 +348,34 @@ def _table(element, compiler, asfrom=False, **kw):
     if element is not spans:
         return f"{database}.{compiler.visit_table(element, asfrom=True, **kw)}"
     if query is not None and query.get_execution_options().get(_COPIES):
-        return f"{database}.spans AS spans"  # every copy: a page's bound (`span_copies`)
+        return f"{database}.spans AS spans"  # the stored rows, without the id (`span_copies`)
     # under an alias (`spans.alias("tree")`), the derived table reads as that name, and the
-    # conditions on the alias's columns are the ones it may apply first
+    # conditions on the alias's columns are the ones it applies first
     alias = kw.get("enclosing_alias")
     source = alias if alias is not None and alias.element is spans else spans
     name = "spans" if source is spans else _alias_name(compiler, alias)
     conjuncts = _conjuncts(query.whereclause if query is not None else None)
-    inner = [compiler.process(c, **_inner_kw(kw)) for c in conjuncts if pushed_inside(c, source)]
-    if source is spans and inner:  # a user's or session's spans, a search's, a filter's:
-        # narrowing.py (what is applied inside already needs no narrowing)
-        compiled = {
-            c: compiler.process(c, **_inner_kw(kw))
-            for c in conjuncts
-            if narrows(c) and not pushed_inside(c, source)
-        }
-        inner += narrowed(database, inner, compiled)
+    ikw = _inner_kw(kw)
+    inner = [compiler.process(c, **ikw) for c in conjuncts if _on_own_columns(c, source)]
     span_id = SPAN_ID_SQL.format(t=f"{name}.")
     where = f" WHERE {' AND '.join(inner)}" if inner else ""
-    # no condition (the newest version of the whole table, say): nothing to de-duplicate for
-    dedupe = (
-        f" ORDER BY {name}.version DESC LIMIT 1 BY {name}.org_id, {name}.trace_id, {name}.span_id"
-        if inner
-        else ""
-    )
     columns = ", ".join(f"{name}.`{c}`" for c in _read_columns(query, source))
-    derived = f"(SELECT {columns}, {span_id} AS id FROM {database}.spans AS {name}{where}{dedupe})"
+    derived = f"(SELECT {columns}, {span_id} AS id FROM {database}.spans AS {name}{where})"
     return derived + (" AS spans" if source is spans else "")  # the alias names itself
+
+
+def _on_own_columns(clause, source) -> bool:
+    """Whether the derived table may apply a condition itself: it reads no other table's
+    column and not the id (the derived table's own), and any subquery in it stands alone
+    (`_copies.pushed_inside` judges those: no correlated row, no CTE of a whole window)."""
+    for e in visitors.iterate(clause):
+        if e is source.c.id:
+            return False
+        if isinstance(e, Select | ScalarSelect | CTE):
+            return pushed_inside(clause, source)
+        if isinstance(e, ColumnClause) and getattr(e, "table", None) not in (None, source):
+            return False
+    return True
 
 
 def _trace_totals(compiler, database: str, query, kw) -> str:

@@ -25,6 +25,7 @@ from observatory_core.base.settings import get_settings
 from observatory_core.storage.clickhouse import connect, ddl, rebuild, restamp
 from observatory_core.storage.clickhouse.cluster import Naming
 from observatory_core.storage.clickhouse.connect import SpanStore, open_span_store
+from observatory_core.storage.clickhouse.org_turns import own_process
 from observatory_core.storage.clickhouse.target import parse_target
 from observatory_core.storage.clickhouse.writes import write_spans
 from tests.storage.clickhouse.conftest import END, demo_rows, written_ago
@@ -204,7 +205,7 @@ def test_opening_a_new_cluster_store_applies_every_version_on_the_cluster(monkey
     assert {text for text, _ in client.of("insert")} == {"obs.schema_versions"}
 
 
-def test_a_cluster_store_at_version_2_gets_versions_3_to_6_on_the_cluster(monkeypatch):
+def test_a_cluster_store_at_version_2_gets_versions_3_to_7_on_the_cluster(monkeypatch):
     client = _server(monkeypatch, [1, 2], "Distributed")
     # spans in December, January and March (February empty): the partitions of the active parts
     # of every node's spans_local
@@ -246,7 +247,7 @@ def test_a_cluster_store_at_version_2_gets_versions_3_to_6_on_the_cluster(monkey
     assert "spans.start_time < toDateTime64(%(end)s, 6, 'UTC')" in fills[0]
     months = [params["start"][:7] for text, params in client.parameters if "INSERT" in text]
     assert months == ["2025-12", "2026-01", "2026-03"]
-    assert len(client.of("insert")) == 4
+    assert len(client.of("insert")) == 5  # versions 3 to 7 recorded
 
 
 def test_a_current_cluster_store_sends_no_schema_change(monkeypatch):
@@ -370,7 +371,11 @@ def test_writes_store_on_every_shard_before_the_next_batchs_check(url):
     store, client = _store(url)
     some = demo_rows(200, seed=3)
     rows = [r for r in some if r["org_id"] == some[0]["org_id"]][:30]  # one check per batch
-    assert len(rows) == 30 and write_spans(store, rows, batch_size=10) == 30
+    # a server's store is written under the orgs' turns: without one, refused, nothing sent
+    with pytest.raises(ValueError, match="write turns"):
+        write_spans(store, rows, batch_size=10)
+    assert client.sent == []
+    assert len(rows) == 30 and write_spans(store, rows, batch_size=10, turn=own_process) == 30
     steps = [
         (kind, text.split(" FROM ")[-1].split()[0] if kind == "query" else text)
         for kind, text, _ in client.sent

@@ -1,0 +1,125 @@
+"""Each span stored once: older copies of a span deleted (docs/scale.md, "Each span once").
+
+The writers store only new spans under each org's write turn (`writes.py`), so a span has one
+row, and the reads take the rows as they are, with no newest-copy pick (`LIMIT 1 BY`) over the
+window before a page. What can still hold a second row of a span: stores written by writers
+that raced before the write turns existed (schema version 7 folds them at open), and a
+cluster whose replica failed between a batch's check and its insert. `fold_copies` finds every
+span with more than one row and deletes all but the newest (the largest `version`), one
+lightweight DELETE per org, narrowed by the copies' start times, then waits (at most
+`WAIT_S`) until the engine has applied them, so the reads that follow see one row; a delete
+not applied by then is said as `DatabaseUnavailable` (the engine goes on with it, and a
+later fold finds what is left). Copies that share the newest version cannot be told apart by the
+statement and are left (counted in the answer); the writer stamps each insert with its own
+microsecond, so only two writers' inserts in the same microsecond make them.
+
+The rollups and trace totals, which counted each copy as it was inserted, are not changed
+here: such a span still counts twice there (docs/scale.md, "Not yet").
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from observatory_core.base.errors import DatabaseUnavailable
+from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS, delete_sync
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.layout import micro_text
+from observatory_core.storage.clickhouse.restamp import settle
+
+# Spans grouped per piece of the table (a share of the trace ids), so the grouping of a large
+# store stays within a read's memory: one piece per this many rows.
+ROWS_PER_PIECE = 10_000_000
+# Copies deleted per statement: about 80 bytes of text each, well under the server's default
+# `max_query_size` (262,144 bytes).
+CHUNK = 2_000
+WAIT_S = 120.0  # how long a fold waits for the engine to apply its deletes
+
+
+@dataclass
+class Folded:
+    """What a fold found and did: older copies deleted per org, spans whose newest copies share
+    a version (left as they are), and the pieces read."""
+
+    deleted: dict[int, int] = field(default_factory=dict)
+    tied: int = 0
+    pieces: int = 0
+
+
+def _older_copies(store: SpanStore, piece: int, pieces: int) -> list[tuple]:
+    """(org, trace, span, version, start) of each copy older than its span's newest, and
+    (org, trace, span, None, None) for a span whose newest version is held by two copies."""
+    where = f"WHERE cityHash64(trace_id) % {pieces} = {piece}" if pieces > 1 else ""
+    rows = store.client.query(
+        "SELECT org_id, trace_id, span_id, arrayFilter(c -> c.1 < newest, copies), "
+        "countEqual(copies.1, newest) FROM ("
+        f"SELECT org_id, trace_id, span_id, groupArray(({layout.VERSION}, start_time)) AS "
+        f"copies, max({layout.VERSION}) AS newest FROM {store.table('spans')} {where} "
+        "GROUP BY org_id, trace_id, span_id HAVING count() > 1)",
+        settings={"max_bytes_before_external_group_by": 1 << 30},
+    ).result_rows
+    out: list[tuple] = []
+    for org_id, trace_id, span_id, older, newest_copies in rows:
+        out += [(int(org_id), trace_id, span_id, int(v), start) for v, start in older]
+        if newest_copies > 1:
+            out.append((int(org_id), trace_id, span_id, None, None))
+    return out
+
+
+def _delete(store: SpanStore, org_id: int, copies: list[tuple[str, str, int, datetime]]) -> None:
+    """One org's older copies deleted, the statement narrowed to their start times (the
+    table's key) so the engine reads only the parts that may hold them; queued, not waited
+    on here (`fold_copies` waits for them all once)."""
+    naming = store.naming
+    for i in range(0, len(copies), CHUNK):
+        chunk = copies[i : i + CHUNK]
+        starts = [c[3] if c[3].tzinfo else c[3].replace(tzinfo=UTC) for c in chunk]
+        low, high = min(starts), max(starts)
+        tuples = ", ".join(f"('{_id(t)}', '{_id(s)}', {int(v)})" for t, s, v, _ in chunk)
+        store.client.command(
+            f"DELETE FROM {naming.stored('spans')}{naming.on} WHERE org_id = {int(org_id)} "
+            f"AND start_time >= toDateTime64('{micro_text(low)}', 6, 'UTC') "
+            f"AND start_time <= toDateTime64('{micro_text(high)}', 6, 'UTC') "
+            f"AND (trace_id, span_id, {layout.VERSION}) IN ({tuples})",
+            settings={**delete_sync(store, 0), **naming.settings(QUEUED_SETTINGS)},
+        )
+
+
+def _id(value: str) -> str:
+    """An id as a string literal (ids are hex text; anything else escaped)."""
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def fold_copies(store: SpanStore, progress: Callable[[int, int], None] | None = None) -> Folded:
+    """Delete every span's older copies (see above); `progress(piece, pieces)` after each
+    piece of the table. Answers what was found and deleted."""
+    found = store.client.query(f"SELECT count() FROM {store.table('spans')}").result_rows
+    rows = int(found[0][0]) if found else 0
+    if not rows:  # a new store
+        return Folded()
+    pieces = 1 + rows // ROWS_PER_PIECE
+    folded = Folded(pieces=pieces)
+    for piece in range(pieces):
+        by_org: dict[int, list] = defaultdict(list)
+        for org_id, trace_id, span_id, version, start in _older_copies(store, piece, pieces):
+            if version is None:
+                folded.tied += 1
+            else:
+                by_org[org_id].append((trace_id, span_id, version, start))
+        for org_id, copies in sorted(by_org.items()):
+            _delete(store, org_id, copies)
+            folded.deleted[org_id] = folded.deleted.get(org_id, 0) + len(copies)
+        if progress is not None:
+            progress(piece + 1, pieces)
+    if folded.deleted and not settle(store, WAIT_S):
+        raise DatabaseUnavailable(
+            f"The span store at {store.target.describe()} has not yet applied the deletes of "
+            f"{sum(folded.deleted.values())} older copies of spans after {WAIT_S:.0f} s; the "
+            "engine goes on with them (until then those spans may be listed twice). Check "
+            "system.mutations, then open the store again."
+        )
+    return folded
