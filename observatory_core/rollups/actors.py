@@ -15,20 +15,36 @@ from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.rollup_path import plan_segments
 from observatory_core.semantic.duplicates import counted
+from observatory_core.storage.dialect import actor_pairs
 from observatory_core.storage.schema import ACTOR_ROLLUPS, spans
 from observatory_core.storage.stores import store_for
 
 _ROLLUP_FILTERS = frozenset({"project_ids"})
 
 
-def _raw(scope: Scope, ranges: list[tuple[datetime, datetime]], projects: tuple[int, ...] = ()):
+def _raw(
+    scope: Scope,
+    ranges: list[tuple[datetime, datetime]],
+    projects: tuple[int, ...] = (),
+    once: bool = False,
+):
     """The actors of the spans in any of `ranges` (one of the window's ragged edges, or all of
-    them on a store that reads them together, `Store.ors_time_ranges`)."""
+    them on a store that reads them together, `Store.ors_time_ranges`); `once`: users and
+    sessions from one read of the spans (`Store.reads_actors_once`)."""
     c = spans.c
     within = [and_(c.start_time >= a, c.start_time < b) for a, b in ranges]
     where = [*span_conditions(scope), within[0] if len(within) == 1 else or_(*within), counted(c)]
     if projects:
         where.append(c.project_id.in_(projects))
+    if once:
+        edges = select(actor_pairs(c.user_id, c.session_id).label("pair")).where(*where)
+        pair = edges.subquery("edges").c.pair
+        actor = func.tupleElement(pair, 2)
+        return [
+            select(func.tupleElement(pair, 1).label("kind"), actor.label("actor")).where(
+                actor.is_not(None)
+            )
+        ]
     return [
         select(literal(kind, String()).label("kind"), column.label("actor")).where(
             *where, column.is_not(None)
@@ -64,7 +80,7 @@ def distinct_actors(
     edges = [(a, b) for grain, a, b in plan_segments(start, end, grains) if grain is None]
     # the ragged edges in one read where the store would pick their newest copies per read
     for part in [edges] if store.ors_time_ranges and edges else [[e] for e in edges]:
-        pieces += _raw(scope, part, projects)
+        pieces += _raw(scope, part, projects, store.reads_actors_once)
     for grain, a, b in plan_segments(start, end, grains):
         if grain is None:
             continue
