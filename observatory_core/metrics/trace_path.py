@@ -21,12 +21,14 @@ from datetime import datetime
 from sqlalchemy import (
     CompoundSelect,
     Select,
+    and_,
     case,
     func,
     literal_column,
     select,
     union_all,
 )
+from sqlalchemy.engine import Engine
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope, span_conditions
@@ -301,3 +303,23 @@ def trace_plan(
         bucketing=bucketing,
     )
     return statement, ("rollup" if totals else "raw"), (TOTALS_GRAINS if totals else ())
+
+
+def trace_counts(
+    engine: Engine, scope: Scope, spec: FilterSpec, windows: list[tuple[datetime, datetime]]
+) -> list[int]:
+    """The traces of the scope whose first start falls in each of `windows` (the filter's
+    projects, as `trace_count.count` from `trace_totals` counts them), in one statement: on a
+    store that groups its `trace_totals` when read (`Store.groups_trace_totals`), each
+    statement groups every trace of the org, so the Overview's two periods share one."""
+    if not store_for(engine).groups_trace_totals or not totals_can_answer((), spec):
+        raise ValueError("trace_counts: a store grouping trace_totals, time and project only.")
+    start, end = min(a for a, _ in windows), max(b for _, b in windows)
+    per = _shared_traces(scope, spec, start, end, (), every_trace=True).subquery("per_trace")
+    first = per.c.first_start
+    counts = [
+        func.coalesce(func.sum(case((and_(first >= a, first < b), 1), else_=0)), 0)
+        for a, b in windows
+    ]
+    with engine.connect() as conn:
+        return [int(n) for n in conn.execute(select(*counts).select_from(per)).one()]

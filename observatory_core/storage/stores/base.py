@@ -188,6 +188,10 @@ class Store(ABC):
     # session made two rows there (`dialect.actor_pairs`), rather than once per kind: the span
     # store's, where each read of spans picks its newest copies (rollups/actors.py).
     reads_actors_once: bool = False
+    # Whether the Overview reads its two periods' trace counts and distinct actors in one
+    # statement each (reports/overview.py): the span store's, where each statement's reads of
+    # spans, trace totals and actors cost more than an index probe (docs/scale.md).
+    pairs_periods: bool = False
     # Whether the Sessions view sums its traces' totals from the spans (the newest copy of
     # each) rather than reading `trace_totals`: the span store's, whose views would count a
     # span written by two racing processes twice (docs/scale.md).

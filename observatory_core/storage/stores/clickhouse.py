@@ -437,6 +437,7 @@ class ClickHouseStore(Store):
     groups_trace_totals = True  # one grouping of trace_totals per trace metric
     ors_time_ranges = True  # one piece per grain, its ranges or'ed
     reads_actors_once = True  # the actors' edges: one read of spans for users and sessions
+    pairs_periods = True  # the Overview's two periods' traces and actors: a statement each
     sums_trees_from_spans = True  # each span once, racing copies too (docs/scale.md)
     pages_by_prefix = True  # a page by start time within a stretch of the first copies
 
