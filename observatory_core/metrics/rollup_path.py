@@ -46,8 +46,7 @@ from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import SUBJECT_ROWS, sketched, subject_condition
 from observatory_core.storage.clickhouse.layout import BINS_COLUMN
 from observatory_core.storage.dialect import (
-    bin_map_bins,
-    bin_map_counts,
+    bin_map_pairs,
     bucket_of,
     epoch_us,
     rollup_count,
@@ -173,7 +172,7 @@ def rollup_select(
 
     `bin_maps`: the store's rollups keep the latency bins as a map (`latency_bins`), not the
     packed sketch (the span store's, `Store.rollup_bin_maps`): the engine adds the maps and
-    the merged bins come back as two arrays, `bins` and `bin_counts`, with the sketched
+    the merged bins come back as one text of (bin, count) pairs, `bin_pairs`, with the sketched
     measure's count beside them (`rows_with_bins` checks every span of it is in the bins).
 
     `or_ranges`: the segments of one grain (the ragged edges at both ends) read as one piece,
@@ -329,8 +328,7 @@ def _statement(
         else:
             aggs.append(func.sum(u.c[p]).label(p))
     if bin_map is not None:  # the maps added by the engine, read as the packed sketch is
-        aggs.append(bin_map_bins(u.c[bin_map]).label("bins"))
-        aggs.append(bin_map_counts(u.c[bin_map]).label("bin_counts"))
+        aggs.append(bin_map_pairs(u.c[bin_map]).label(BIN_PAIRS))
     query = select(*columns, *aggs)
     if (
         fold and keys
@@ -389,8 +387,10 @@ def finalize(
 def merged_bins(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The merged latency bins of each row, as `packed_sketch.decode` gives them (row, bin,
     count; sorted by row then bin), from the packed sketches (`bins`) or, on the span store,
-    the bins and their counts as two arrays per row (`bins`, `bin_counts`); None when the
-    statement merged no bins."""
+    the pairs' text (`bin_pairs`) or the bins and their counts as two arrays per row (`bins`,
+    `bin_counts`); None when the statement merged no bins."""
+    if BIN_PAIRS in frame.columns:
+        return _pairs(frame[BIN_PAIRS])
     if "bins" not in frame.columns:
         return None
     if "bin_counts" not in frame.columns:
@@ -406,6 +406,26 @@ def merged_bins(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     counts = frame["bin_counts"].cast(pl.List(pl.Int64)).explode().drop_nulls().to_numpy()
     order = np.lexsort((bins, rows))
     return rows[order], bins[order], counts.astype(np.int64)[order]
+
+
+# The span store's merged bins, one hexadecimal text per row (`dialect.bin_map_pairs`).
+BIN_PAIRS = "bin_pairs"
+_PAIR = np.dtype([("bin", "<u2"), ("count", "<u8")])  # 10 bytes, as the engine writes them
+
+
+def _pairs(texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, bin, count) of the rows' `bin_map_pairs` texts, read as one buffer."""
+    texts = texts.cast(pl.Utf8).fill_null("")
+    lengths = texts.str.len_bytes().to_numpy().astype(np.int64) // (2 * _PAIR.itemsize)
+    pairs = np.frombuffer(bytes.fromhex("".join(texts.to_list())), dtype=_PAIR)
+    rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+    bins, counts = pairs["bin"].astype(np.int64), pairs["count"].astype(np.int64)
+    # ascending within each row already (sumMap's keys); sorted only if not
+    next_row, next_bin = np.diff(rows), np.diff(bins)
+    if not ((next_row > 0) | ((next_row == 0) & (next_bin > 0))).all():
+        order = np.lexsort((bins, rows))
+        rows, bins, counts = rows[order], bins[order], counts[order]
+    return rows, bins, counts
 
 
 def rows_with_bins(

@@ -21,12 +21,14 @@ from datetime import datetime
 from sqlalchemy import (
     CompoundSelect,
     Select,
+    and_,
     case,
     func,
     literal_column,
     select,
     union_all,
 )
+from sqlalchemy.engine import Engine
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope, span_conditions
@@ -39,6 +41,7 @@ from observatory_core.metrics.query import MetricError
 from observatory_core.metrics.raw import declared_aggregate
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.fields import by_group
+from observatory_core.storage.clickhouse.trace_totals import partial_rows
 from observatory_core.storage.dialect import bucket_of, epoch_us, time_bucket
 from observatory_core.storage.schema import is_shared, spans, trace_totals
 from observatory_core.storage.stores import store_for
@@ -176,12 +179,15 @@ def _shared_traces(
     `every_trace`: every trace so (a trace of one project is its one row added up), with no
     narrowing by the window: a store whose `trace_totals` is itself a grouping of partial rows
     (`Store.groups_trace_totals`) reads it once, where the two parts read it six times."""
-    tree = trace_totals.alias("tree")
+    # every trace's rows added up: on the store's partial rows themselves (one grouping)
+    table = partial_rows if every_trace else trace_totals
+    tree = table.alias("tree")
     t = tree.c
     first = func.min(t.first_start)
     dims = []
     if "project" in group_by:
-        root = func.max(case((t.root_id.is_not(None), t.project_id)))
+        has_root = t.root_span_id != "" if every_trace else t.root_id.is_not(None)
+        root = func.max(case((has_root, t.project_id)))
         dims.append(func.coalesce(root, func.min(t.project_id)).label("project"))
     o = trace_totals.c
     # every row of a trace that starts in the window started before its end and has a span
@@ -194,11 +200,13 @@ def _shared_traces(
     )
     where = [] if every_trace else [is_shared(tree), t.trace_id.in_(window.correlate(None))]
     if spec.project_ids:
-        matching = select(o.trace_id).where(
-            *span_conditions(scope, trace_totals),
+        # a (project, trace)'s last start is the latest of its partial rows'
+        m = table.c
+        matching = select(m.trace_id).where(
+            *span_conditions(scope, table),
             *([] if every_trace else [is_shared(trace_totals)]),
-            o.last_start >= start,
-            o.project_id.in_(sorted(spec.project_ids)),
+            m.last_start >= start,
+            m.project_id.in_(sorted(spec.project_ids)),
         )
         where.append(t.trace_id.in_(matching.correlate(None)))
     columns = _per_trace(
@@ -295,3 +303,23 @@ def trace_plan(
         bucketing=bucketing,
     )
     return statement, ("rollup" if totals else "raw"), (TOTALS_GRAINS if totals else ())
+
+
+def trace_counts(
+    engine: Engine, scope: Scope, spec: FilterSpec, windows: list[tuple[datetime, datetime]]
+) -> list[int]:
+    """The traces of the scope whose first start falls in each of `windows` (the filter's
+    projects, as `trace_count.count` from `trace_totals` counts them), in one statement: on a
+    store that groups its `trace_totals` when read (`Store.groups_trace_totals`), each
+    statement groups every trace of the org, so the Overview's two periods share one."""
+    if not store_for(engine).groups_trace_totals or not totals_can_answer((), spec):
+        raise ValueError("trace_counts: a store grouping trace_totals, time and project only.")
+    start, end = min(a for a, _ in windows), max(b for _, b in windows)
+    per = _shared_traces(scope, spec, start, end, (), every_trace=True).subquery("per_trace")
+    first = per.c.first_start
+    counts = [
+        func.coalesce(func.sum(case((and_(first >= a, first < b), 1), else_=0)), 0)
+        for a, b in windows
+    ]
+    with engine.connect() as conn:
+        return [int(n) for n in conn.execute(select(*counts).select_from(per)).one()]

@@ -25,9 +25,10 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS
 from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery
+from observatory_core.metrics.trace_path import totals_can_answer, trace_counts
 from observatory_core.reports import significance as sig
 from observatory_core.reports.summary import percent_change
-from observatory_core.rollups.actors import distinct_actors
+from observatory_core.rollups.actors import ACTOR_FILTERS, distinct_actors, period_actors
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import subject_condition
 from observatory_core.storage import latency_bins as sketch
@@ -131,20 +132,38 @@ def period_overview(
     ra, rb = a.frame.to_dicts()[0], b.frame.to_dicts()[0]
     traces = MetricQuery(series=_TRACE_SERIES, filters=current.filters, bucket=None)
     trace_force = force if force == "raw" else None  # trace_totals know time and project only
-    ta, tb = (
-        run_metrics(engine, scope, q, now=now, force=trace_force).frame["trace_count.count"].item()
-        for q in (traces, traces.previous(now))
-    )
+    pairs = store_for(engine).pairs_periods  # both periods in one statement (docs/scale.md)
+    trace_specs = [q.filters.pinned(now) for q in (traces, traces.previous(now))]
+    if pairs and trace_force is None and totals_can_answer((), trace_specs[0]):
+        windows = [s.window(now) for s in trace_specs]
+        ta, tb = trace_counts(engine, scope, trace_specs[0], windows)  # type: ignore[arg-type]
+    else:
+        ta, tb = (
+            run_metrics(engine, scope, q, now=now, force=trace_force)
+            .frame["trace_count.count"]
+            .item()
+            for q in (traces, traces.previous(now))
+        )
     na, nb = ra["request_count.count"], rb["request_count.count"]
     ea, eb = ra["error_count.count"], rb["error_count.count"]
     start, end = current.filters.window(now)
     before_start, before_end = previous.filters.window(now)
-    actors_a = distinct_actors(
-        engine, scope, start, end, spec=current.filters, now=now, force=force
-    )
-    actors_b = distinct_actors(
-        engine, scope, before_start, before_end, spec=previous.filters, now=now, force=force
-    )
+    if pairs and current.filters.only_uses(ACTOR_FILTERS):
+        windows = [(start, end), (before_start, before_end)]
+        actors_a, actors_b = period_actors(
+            engine,
+            scope,
+            windows,
+            spec=current.filters,
+            force=force,  # type: ignore[arg-type]
+        )
+    else:
+        actors_a = distinct_actors(
+            engine, scope, start, end, spec=current.filters, now=now, force=force
+        )
+        actors_b = distinct_actors(
+            engine, scope, before_start, before_end, spec=previous.filters, now=now, force=force
+        )
     # Both periods' share above one threshold: sound even when the p95 is approximate. With
     # a sketch the threshold is the upper edge of the previous p95's bin.
     p95_before = rb["duration_ms.p95"]

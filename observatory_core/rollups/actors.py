@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import String, and_, func, literal, or_, select, union_all
+from sqlalchemy import Integer, String, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.scope import Scope, span_conditions
@@ -15,20 +15,37 @@ from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.rollup_path import plan_segments
 from observatory_core.semantic.duplicates import counted
+from observatory_core.storage.dialect import actor_pairs
 from observatory_core.storage.schema import ACTOR_ROLLUPS, spans
 from observatory_core.storage.stores import store_for
 
 _ROLLUP_FILTERS = frozenset({"project_ids"})
+ACTOR_FILTERS = _ROLLUP_FILTERS  # the filters the actor rollups answer (`period_actors`)
 
 
-def _raw(scope: Scope, ranges: list[tuple[datetime, datetime]], projects: tuple[int, ...] = ()):
+def _raw(
+    scope: Scope,
+    ranges: list[tuple[datetime, datetime]],
+    projects: tuple[int, ...] = (),
+    once: bool = False,
+):
     """The actors of the spans in any of `ranges` (one of the window's ragged edges, or all of
-    them on a store that reads them together, `Store.ors_time_ranges`)."""
+    them on a store that reads them together, `Store.ors_time_ranges`); `once`: users and
+    sessions from one read of the spans (`Store.reads_actors_once`)."""
     c = spans.c
     within = [and_(c.start_time >= a, c.start_time < b) for a, b in ranges]
     where = [*span_conditions(scope), within[0] if len(within) == 1 else or_(*within), counted(c)]
     if projects:
         where.append(c.project_id.in_(projects))
+    if once:
+        edges = select(actor_pairs(c.user_id, c.session_id).label("pair")).where(*where)
+        pair = edges.subquery("edges").c.pair
+        actor = func.tupleElement(pair, 2)
+        return [
+            select(func.tupleElement(pair, 1).label("kind"), actor.label("actor")).where(
+                actor.is_not(None)
+            )
+        ]
     return [
         select(literal(kind, String()).label("kind"), column.label("actor")).where(
             *where, column.is_not(None)
@@ -64,7 +81,7 @@ def distinct_actors(
     edges = [(a, b) for grain, a, b in plan_segments(start, end, grains) if grain is None]
     # the ragged edges in one read where the store would pick their newest copies per read
     for part in [edges] if store.ors_time_ranges and edges else [[e] for e in edges]:
-        pieces += _raw(scope, part, projects)
+        pieces += _raw(scope, part, projects, store.reads_actors_once)
     for grain, a, b in plan_segments(start, end, grains):
         if grain is None:
             continue
@@ -82,6 +99,69 @@ def distinct_actors(
     with engine.connect() as conn:
         found = dict(conn.execute(query).all())
     return {"user": int(found.get("user", 0)), "session": int(found.get("session", 0))}
+
+
+def period_actors(
+    engine: Engine,
+    scope: Scope,
+    windows: list[tuple[datetime, datetime]],
+    *,
+    spec: FilterSpec | None = None,
+    force: str | None = None,
+) -> list[dict[str, int]]:
+    """`distinct_actors` of each of `windows` (apart, as the Overview's periods are), in one
+    statement (`Store.pairs_periods`): each ragged edge's spans read once for every window,
+    each row tagged with its window. `spec`'s filter must be one the actor rollups know."""
+    store = store_for(engine)
+    if not store.pairs_periods or (spec is not None and not spec.only_uses(_ROLLUP_FILTERS)):
+        raise ValueError("period_actors: a store that pairs periods, a time and project filter.")
+    ordered = sorted(windows)
+    if any(b > a for (_, b), (a, _) in zip(ordered, ordered[1:], strict=False)):
+        raise ValueError("period_actors: the windows must not overlap (each span has one).")
+    projects = spec.project_ids if spec is not None else ()
+    grains = [] if force == "raw" else list(store.actor_grains)
+    edges, pieces = [], []
+    for i, (start, end) in enumerate(windows):
+        for grain, a, b in plan_segments(start, end, grains):
+            if grain is None:
+                edges.append((i, a, b))
+                continue
+            t = ACTOR_ROLLUPS[grain]
+            where = [*span_conditions(scope, t), t.c.bucket_start >= a, t.c.bucket_start < b]
+            if projects:
+                where.append(t.c.project_id.in_(projects))
+            window = literal(i, Integer()).label("window")
+            pieces.append(select(window, t.c.kind, t.c.actor).where(*where))
+    if edges:
+        pieces.append(_tagged_edges(scope, edges, projects))
+    u = union_all(*pieces).subquery("u")
+    trios = select(u.c.window, u.c.kind, u.c.actor).distinct().subquery("trios")
+    query = select(trios.c.window, trios.c.kind, func.count()).group_by(
+        trios.c.window, trios.c.kind
+    )
+    with engine.connect() as conn:
+        found = {(int(w), kind): int(n) for w, kind, n in conn.execute(query).all()}
+    return [
+        {"user": found.get((i, "user"), 0), "session": found.get((i, "session"), 0)}
+        for i in range(len(windows))
+    ]
+
+
+def _tagged_edges(scope: Scope, edges: list[tuple[int, datetime, datetime]], projects):
+    """(window, kind, actor) of the spans in the ragged `edges` ((window, start, end)), read
+    once: each span's window is the one whose edge holds its start."""
+    c = spans.c
+    within = [(i, and_(c.start_time >= a, c.start_time < b)) for i, a, b in edges]
+    where = [*span_conditions(scope), or_(*(w for _, w in within)), counted(c)]
+    if projects:
+        where.append(c.project_id.in_(projects))
+    window = case(*((w, i) for i, w in within), else_=-1)
+    pair = actor_pairs(c.user_id, c.session_id)
+    tagged = select(window.label("window"), pair.label("pair")).where(*where).subquery("edges")
+    actor = func.tupleElement(tagged.c.pair, 2)
+    return select(
+        tagged.c.window, func.tupleElement(tagged.c.pair, 1).label("kind"), actor.label("actor")
+    ).where(actor.is_not(None))
 
 
 def _filtered(

@@ -79,19 +79,24 @@ class bin_map(FunctionElement):
     name = "bin_map"
 
 
-class bin_map_bins(FunctionElement):
-    """Aggregate: the bins (ascending) of a group's bin maps merged (`bin_map`, or a rollup's
-    column); `bin_map_counts` of the same maps gives their counts, in the same order."""
+class actor_pairs(FunctionElement):
+    """A span's user and session as two rows, each a tuple (kind, actor) with kind 'user' or
+    'session' (the actor NULL where the span has none): the distinct actors' edges read their
+    spans once (`Store.reads_actors_once`, rollups/actors.py). Only the span store compiles
+    it (an `arrayJoin`)."""
 
     inherit_cache = True
-    name = "bin_map_bins"
+    name = "actor_pairs"
 
 
-class bin_map_counts(FunctionElement):
-    """Aggregate: the counts of a group's bin maps merged, in `bin_map_bins`' order."""
+class bin_map_pairs(FunctionElement):
+    """Aggregate: a group's bin maps merged (`bin_map`, or a rollup's column), its (bin, count)
+    pairs in ascending bin order as one hexadecimal text, each pair a little-endian 16-bit bin
+    then 64-bit count (`metrics/rollup_path.merged_bins` reads it). One text per row, not two
+    integer arrays: the driver and polars built the arrays element by element."""
 
     inherit_cache = True
-    name = "bin_map_counts"
+    name = "bin_map_pairs"
 
 
 class time_bucket(FunctionElement):

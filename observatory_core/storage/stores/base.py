@@ -164,7 +164,7 @@ class Store(ABC):
     # newest-copy derived table, so traces mode takes its uncorrelated plans there.
     correlated_reads: bool = True
     # Whether the rollups keep the latency bins as a map bin -> count (`latency_bins`, filled
-    # with `bin_map`, read with `bin_map_bins`/`bin_map_counts`) rather than the packed
+    # with `bin_map`, read with `bin_map_pairs`) rather than the packed
     # latency sketch: the span store's. The same bins either way (storage/latency_bins.py).
     rollup_bin_maps: bool = False
     # Whether the metrics engine may read a declared dimension from its slot (`rollups/
@@ -184,6 +184,14 @@ class Store(ABC):
     # range: the span store's, where each piece is a pipeline of its own and each read of spans
     # picks its newest copies; elsewhere an index serves each range best on its own.
     ors_time_ranges: bool = False
+    # Whether the distinct actors' ragged edges read their spans once, each span's user and
+    # session made two rows there (`dialect.actor_pairs`), rather than once per kind: the span
+    # store's, where each read of spans picks its newest copies (rollups/actors.py).
+    reads_actors_once: bool = False
+    # Whether the Overview reads its two periods' trace counts and distinct actors in one
+    # statement each (reports/overview.py): the span store's, where each statement's reads of
+    # spans, trace totals and actors cost more than an index probe (docs/scale.md).
+    pairs_periods: bool = False
     # Whether the Sessions view sums its traces' totals from the spans (the newest copy of
     # each) rather than reading `trace_totals`: the span store's, whose views would count a
     # span written by two racing processes twice (docs/scale.md).

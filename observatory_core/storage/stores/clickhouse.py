@@ -36,10 +36,10 @@ from observatory_core.storage import latency_bins
 from observatory_core.storage.clickhouse import sketch_sql
 from observatory_core.storage.clickhouse import trace_totals as totals
 from observatory_core.storage.dialect import (
+    actor_pairs,
     arrival_order,
     bin_map,
-    bin_map_bins,
-    bin_map_counts,
+    bin_map_pairs,
     epoch_us,
     greatest_of,
     json_array_contains,
@@ -117,15 +117,21 @@ def _bin_map(element, compiler, **kw):
     return f"sumMapIf(map(toUInt16(ifNull({b}, 0)), toUInt64(1)), ({b}) IS NOT NULL)"
 
 
-@compiles(bin_map_bins, NAME)
-def _bin_map_bins(element, compiler, **kw):
-    # sumMap's keys come out ascending; the same aggregate as `_bin_map_counts`, computed once
-    return f"mapKeys(sumMap({compiler.process(element.clauses, **kw)}))"
+@compiles(bin_map_pairs, NAME)
+def _bin_map_pairs(element, compiler, **kw):
+    # sumMap's keys come out ascending; each (UInt16, UInt64) pair as its 10 bytes
+    merged = f"sumMap({compiler.process(element.clauses, **kw)})"
+    pair = "concat(reinterpretAsFixedString(k), reinterpretAsFixedString(v))"
+    return (
+        f"hex(arrayStringConcat(arrayMap((k, v) -> {pair}, "
+        f"mapKeys({merged}), mapValues({merged}))))"
+    )
 
 
-@compiles(bin_map_counts, NAME)
-def _bin_map_counts(element, compiler, **kw):
-    return f"mapValues(sumMap({compiler.process(element.clauses, **kw)}))"
+@compiles(actor_pairs, NAME)
+def _actor_pairs(element, compiler, **kw):
+    user, session = (compiler.process(c, **kw) for c in element.clauses)
+    return f"arrayJoin([('user', {user}), ('session', {session})])"
 
 
 @compiles(rollup_count, NAME)
@@ -431,6 +437,8 @@ class ClickHouseStore(Store):
     actor_grains = ("1hour",)  # `rollup_actors_1hour` (schema version 5, docs/scale.md)
     groups_trace_totals = True  # one grouping of trace_totals per trace metric
     ors_time_ranges = True  # one piece per grain, its ranges or'ed
+    reads_actors_once = True  # the actors' edges: one read of spans for users and sessions
+    pairs_periods = True  # the Overview's two periods' traces and actors: a statement each
     sums_trees_from_spans = True  # each span once, racing copies too (docs/scale.md)
     pages_by_prefix = True  # a page by start time within a stretch of the first copies
 

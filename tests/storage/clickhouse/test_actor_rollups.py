@@ -216,6 +216,7 @@ def test_trace_counts_add_up_a_traces_rows_across_projects_at_the_windows_edge(c
     inside it counts once."""
     from observatory_core.metrics.engine import run_metrics
     from observatory_core.metrics.query import MetricQuery
+    from observatory_core.metrics.trace_path import trace_counts
 
     org, start = 11, NOW - timedelta(days=1)
     rows = [
@@ -240,6 +241,16 @@ def test_trace_counts_add_up_a_traces_rows_across_projects_at_the_windows_edge(c
             got = run_metrics(chdb_store.engine, scope, query, now=NOW, force=force)
             assert got.frame["trace_count.count"].item() == want, (projects, force)
     assert inside.height == 2
+    # the Overview's two periods in one statement (`trace_counts`, `Store.pairs_periods`): the
+    # day before holds trace a's first span, the window c and b, a window of an hour none
+    windows = [(start, NOW), (start - timedelta(days=1), start), (NOW, NOW + timedelta(hours=1))]
+    for projects, want in (((), [2, 1, 0]), ((1,), [1, 1, 0]), ((2,), [2, 1, 0])):
+        spec = FilterSpec(relative=None, start=start, end=NOW, project_ids=projects)
+        per_window = [
+            firsts.filter((pl.col("t") >= a) & (pl.col("t") < b)).height for a, b in windows
+        ]
+        assert trace_counts(chdb_store.engine, scope, spec, windows) == want, projects
+        assert per_window == [2, 1, 0]
 
 
 def test_the_rebuild_fills_the_hours_a_view_missed(chdb_session):

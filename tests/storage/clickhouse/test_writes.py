@@ -141,6 +141,36 @@ def test_the_day_rollup_holds_the_same_spans_and_its_bins_their_latency(loaded):
         assert abs(got[org] - value) <= RELATIVE_BOUND * value, (org, got[org], value)
 
 
+def test_the_merged_bins_text_holds_each_groups_bins_and_counts(loaded):
+    """`bin_map_pairs` as this store compiles it (one text per group, read in one buffer by
+    `merged_bins`): every group's bins added up, a bin past 255 and a count past 2**32 whole,
+    a group without bins empty, in the order the rows come."""
+    from sqlalchemy import column, select, text
+
+    from observatory_core.metrics.rollup_path import BIN_PAIRS, merged_bins
+    from observatory_core.storage.dialect import bin_map_pairs
+
+    store, _ = loaded
+    maps = {  # group -> its rows' maps, as `map(bin, count, ...)` arguments
+        1: ["3, 2, 871, 1", "3, 5, 40, 4294967296"],
+        2: [""],
+        3: ["870, 7", "0, 1"],
+    }
+    source = " UNION ALL ".join(
+        f"SELECT {g} AS g, CAST(map({m}), 'Map(UInt16, UInt64)') AS m"
+        for g, ms in maps.items()
+        for m in ms
+    )
+    u = text(source).columns(column("g"), column("m")).subquery("u")
+    query = select(u.c.g, bin_map_pairs(u.c.m).label(BIN_PAIRS)).group_by(u.c.g).order_by(u.c.g)
+    sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    rows = store.client.query(sql).result_rows
+    frame = pl.DataFrame({BIN_PAIRS: [r[1] for r in rows]})
+    got = [tuple(map(int, x)) for x in zip(*merged_bins(frame), strict=True)]
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert got == [(0, 3, 7), (0, 40, 2**32), (0, 871, 1), (2, 0, 1), (2, 870, 7)]
+
+
 def test_trace_totals_are_each_traces_spans(loaded):
     store, _ = loaded
     got = _query(
