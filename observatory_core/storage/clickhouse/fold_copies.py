@@ -19,6 +19,7 @@ here: such a span still counts twice there (docs/scale.md, "Not yet").
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS, delete_sync
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.layout import micro_text
-from observatory_core.storage.clickhouse.restamp import settle
+from observatory_core.storage.clickhouse.restamp import _tables, store_errors
 
 # Spans grouped per piece of the table (a share of the trace ids), so the grouping of a large
 # store stays within a read's memory: one piece per this many rows.
@@ -38,6 +39,12 @@ ROWS_PER_PIECE = 10_000_000
 # `max_query_size` (262,144 bytes).
 CHUNK = 2_000
 WAIT_S = 120.0  # how long a fold waits for the engine to apply its deletes
+# A fold's own deletes as `system.mutations` shows them (a lightweight DELETE is an update of
+# `_row_exists`), told apart from a re-stamp or another delete by the identity tuple.
+_OWN = (
+    "position(command, '_row_exists') > 0 "
+    "AND position(command, '(trace_id, span_id, version) IN') > 0"
+)
 
 
 @dataclass
@@ -94,9 +101,39 @@ def _id(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace("'", "\\'")
 
 
+def _unfinished(store: SpanStore) -> int:
+    """The fold's deletes the engine has not applied yet (on a cluster, per node): only these,
+    so a re-stamp or a rollup delete queued on the same tables does not hold a fold back."""
+    with store_errors(store):
+        ((count,),) = store.client.query(
+            f"SELECT count() FROM {store.naming.every_node('mutations')} WHERE database = "
+            f"%(db)s AND {_tables(store, ('spans',))} AND NOT is_done AND {_OWN}",
+            parameters={"db": store.database},
+        ).result_rows
+    return int(count)
+
+
+def _applied(store: SpanStore, timeout_s: float) -> bool:
+    """Wait until the fold's deletes are applied; False when `timeout_s` passed."""
+    deadline = time.monotonic() + timeout_s
+    while _unfinished(store):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def fold_copies(store: SpanStore, progress: Callable[[int, int], None] | None = None) -> Folded:
     """Delete every span's older copies (see above); `progress(piece, pieces)` after each
-    piece of the table. Answers what was found and deleted."""
+    piece of the table. Answers what was found and deleted. An earlier fold's deletes still
+    queued (an open whose wait ran out, tried again) are waited on, never queued again: each
+    try would otherwise add the same deletes to the engine's queue."""
+    if not _applied(store, WAIT_S):
+        raise DatabaseUnavailable(
+            f"The span store at {store.target.describe()} is still applying an earlier fold's "
+            f"deletes of older copies of spans after {WAIT_S:.0f} s; the engine goes on with "
+            "them. Check system.mutations, then open the store again."
+        )
     found = store.client.query(f"SELECT count() FROM {store.table('spans')}").result_rows
     rows = int(found[0][0]) if found else 0
     if not rows:  # a new store
@@ -115,7 +152,7 @@ def fold_copies(store: SpanStore, progress: Callable[[int, int], None] | None = 
             folded.deleted[org_id] = folded.deleted.get(org_id, 0) + len(copies)
         if progress is not None:
             progress(piece + 1, pieces)
-    if folded.deleted and not settle(store, WAIT_S):
+    if folded.deleted and not _applied(store, WAIT_S):
         raise DatabaseUnavailable(
             f"The span store at {store.target.describe()} has not yet applied the deletes of "
             f"{sum(folded.deleted.values())} older copies of spans after {WAIT_S:.0f} s; the "

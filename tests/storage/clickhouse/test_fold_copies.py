@@ -162,7 +162,7 @@ def _server_store(pending: list[int]) -> tuple[SpanStore, _Recorder]:
 
 
 def test_on_a_cluster_the_fold_deletes_on_every_shard_and_waits_for_every_node():
-    store, client = _server_store(pending=[2, 1, 0])
+    store, client = _server_store(pending=[0, 2, 1, 0])  # none queued before: then 2, 1, 0
     folded = fold_copies(store)
     assert folded.deleted == {5: 2}
     (delete,) = [(sql, s) for kind, sql, s in client.sent if kind == "command"]
@@ -173,11 +173,11 @@ def test_on_a_cluster_the_fold_deletes_on_every_shard_and_waits_for_every_node()
     assert settings.get("distributed_ddl_task_timeout") == 0  # queued, not waited on per node
     assert settings.get("lightweight_deletes_sync") == 0  # waited on once, below
     waits = [sql for kind, sql, _ in client.sent if kind == "query" and "mutations" in sql]
-    assert len(waits) == 3 and all("clusterAllReplicas(obs_cluster" in w for w in waits)
+    assert len(waits) == 4 and all("clusterAllReplicas(obs_cluster" in w for w in waits)
 
 
 def test_a_fold_whose_deletes_are_not_applied_in_time_says_so(monkeypatch):
-    store, _ = _server_store(pending=[1] * 1000)
+    store, _ = _server_store(pending=[0] + [1] * 1000)
     monkeypatch.setattr(fold_module, "WAIT_S", 0.2)
     with pytest.raises(DatabaseUnavailable, match="not yet applied the deletes of 2 older"):
         fold_copies(store)
