@@ -126,16 +126,16 @@ def fold_copies(store: SpanStore, progress: Callable[[int, int], None] | None = 
     piece of the table. Answers what was found and deleted. An earlier fold's deletes still
     queued (an open whose wait ran out, tried again) are waited on, never queued again: each
     try would otherwise add the same deletes to the engine's queue."""
+    found = store.client.query(f"SELECT count() FROM {store.table('spans')}").result_rows
+    rows = int(found[0][0]) if found else 0
+    if not rows:  # a new store
+        return Folded()
     if not _applied(store, WAIT_S):
         raise DatabaseUnavailable(
             f"The span store at {store.target.describe()} is still applying an earlier fold's "
             f"deletes of older copies of spans after {WAIT_S:.0f} s; the engine goes on with "
             "them. Check system.mutations, then open the store again."
         )
-    found = store.client.query(f"SELECT count() FROM {store.table('spans')}").result_rows
-    rows = int(found[0][0]) if found else 0
-    if not rows:  # a new store
-        return Folded()
     pieces = 1 + rows // ROWS_PER_PIECE
     folded = Folded(pieces=pieces)
     for piece in range(pieces):
