@@ -182,9 +182,8 @@ def cmd_fold_copies(args) -> int:
     store = _span_store_for(args.to)  # its open applies version 7, which folds once
     target = store.target.describe()
     try:
-        folded = fold_copies(
-            store, progress=lambda done, of: print(f"  read {done:,} of {of:,} pieces")
-        )
+        print(f"Looking for spans stored more than once in {target} ...", flush=True)
+        folded = fold_copies(store)
         deleted = sum(folded.deleted.values())
         print(
             f"Deleted {deleted:,} older copies of spans in {target}"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -32,12 +31,10 @@ from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.clickhouse.restamp import _tables, store_errors
 
-# Spans grouped per piece of the table (a share of the trace ids), so the grouping of a large
-# store stays within a read's memory: one piece per this many rows.
-ROWS_PER_PIECE = 10_000_000
 # Copies deleted per statement: about 80 bytes of text each, well under the server's default
 # `max_query_size` (262,144 bytes).
 CHUNK = 2_000
+SPILL = 512 * 1024**2  # a grouping past this many bytes spills to disk
 WAIT_S = 120.0  # how long a fold waits for the engine to apply its deletes
 # A fold's own deletes as `system.mutations` shows them, told apart from a re-stamp or another
 # delete by the identity tuple only the fold's statement holds (not by how the engine writes a
@@ -47,25 +44,31 @@ _OWN = "position(command, '(trace_id, span_id, version) IN') > 0"
 
 @dataclass
 class Folded:
-    """What a fold found and did: older copies deleted per org, spans whose newest copies share
-    a version (left as they are), and the pieces read."""
+    """What a fold found and did: older copies deleted per org, and spans whose newest copies
+    share a version (left as they are)."""
 
     deleted: dict[int, int] = field(default_factory=dict)
     tied: int = 0
-    pieces: int = 0
 
 
-def _older_copies(store: SpanStore, piece: int, pieces: int) -> list[tuple]:
+def _older_copies(store: SpanStore) -> list[tuple]:
     """(org, trace, span, version, start) of each copy older than its span's newest, and
-    (org, trace, span, None, None) for a span whose newest version is held by two copies."""
-    where = f"WHERE cityHash64(trace_id) % {pieces} = {piece}" if pieces > 1 else ""
+    (org, trace, span, None, None) for a span whose newest version is held by two copies.
+    Two reads of the table: the candidates by a 64-bit hash of the identity per org (a small
+    key; grouping past `SPILL` goes to disk), then the exact grouping of their rows alone, so
+    a hash collision is only a candidate. Splitting the table by a hash of the trace id read
+    the whole table once per piece (rows squared, found in review)."""
+    spans = store.table("spans")
+    identity = "cityHash64(trace_id, span_id)"
     rows = store.client.query(
         "SELECT org_id, trace_id, span_id, arrayFilter(c -> c.1 < newest, copies), "
         "countEqual(copies.1, newest) FROM ("
         f"SELECT org_id, trace_id, span_id, groupArray(({layout.VERSION}, start_time)) AS "
-        f"copies, max({layout.VERSION}) AS newest FROM {store.table('spans')} {where} "
+        f"copies, max({layout.VERSION}) AS newest FROM {spans} "
+        f"WHERE (org_id, {identity}) IN (SELECT org_id, {identity} AS h FROM {spans} "
+        "GROUP BY org_id, h HAVING count() > 1) "
         "GROUP BY org_id, trace_id, span_id HAVING count() > 1)",
-        settings={"max_bytes_before_external_group_by": 1 << 30},
+        settings={"max_bytes_before_external_group_by": SPILL},
     ).result_rows
     out: list[tuple] = []
     for org_id, trace_id, span_id, older, newest_copies in rows:
@@ -121,9 +124,8 @@ def _applied(store: SpanStore, timeout_s: float) -> bool:
     return True
 
 
-def fold_copies(store: SpanStore, progress: Callable[[int, int], None] | None = None) -> Folded:
-    """Delete every span's older copies (see above); `progress(piece, pieces)` after each
-    piece of the table. Answers what was found and deleted. An earlier fold's deletes still
+def fold_copies(store: SpanStore) -> Folded:
+    """Delete every span's older copies (see above). Answers what was found and deleted. An earlier fold's deletes still
     queued (an open whose wait ran out, tried again) are waited on, never queued again: each
     try would otherwise add the same deletes to the engine's queue."""
     found = store.client.query(f"SELECT count() FROM {store.table('spans')}").result_rows
@@ -136,20 +138,16 @@ def fold_copies(store: SpanStore, progress: Callable[[int, int], None] | None = 
             f"deletes of older copies of spans after {WAIT_S:.0f} s; the engine goes on with "
             "them. Check system.mutations, then open the store again."
         )
-    pieces = 1 + rows // ROWS_PER_PIECE
-    folded = Folded(pieces=pieces)
-    for piece in range(pieces):
-        by_org: dict[int, list] = defaultdict(list)
-        for org_id, trace_id, span_id, version, start in _older_copies(store, piece, pieces):
-            if version is None:
-                folded.tied += 1
-            else:
-                by_org[org_id].append((trace_id, span_id, version, start))
-        for org_id, copies in sorted(by_org.items()):
-            _delete(store, org_id, copies)
-            folded.deleted[org_id] = folded.deleted.get(org_id, 0) + len(copies)
-        if progress is not None:
-            progress(piece + 1, pieces)
+    folded = Folded()
+    by_org: dict[int, list] = defaultdict(list)
+    for org_id, trace_id, span_id, version, start in _older_copies(store):
+        if version is None:
+            folded.tied += 1
+        else:
+            by_org[org_id].append((trace_id, span_id, version, start))
+    for org_id, copies in sorted(by_org.items()):
+        _delete(store, org_id, copies)
+        folded.deleted[org_id] = len(copies)
     if folded.deleted and not _applied(store, WAIT_S):
         raise DatabaseUnavailable(
             f"The span store at {store.target.describe()} has not yet applied the deletes of "

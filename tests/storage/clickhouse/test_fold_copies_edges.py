@@ -1,5 +1,5 @@
 """Review probes of `fold_copies` (review17): ids with quotes, ties with older copies, copies
-that straddle months and pieces, several orgs with the same ids, a non-UTC process zone."""
+that straddle months, several orgs with the same ids, a non-UTC process zone."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import polars as pl
 
-from observatory_core.storage.clickhouse import fold_copies as fold_module
 from observatory_core.storage.clickhouse.fold_copies import fold_copies
 from observatory_core.storage.clickhouse.writes import write_spans
 from tests.storage.clickhouse.conftest import demo_rows
@@ -27,7 +26,7 @@ def _want(before: pl.DataFrame) -> list[tuple]:
     return sorted(keep.select([*KEY, "version", "status"]).rows())
 
 
-def test_odd_ids_ties_months_orgs_and_pieces(chdb_session, monkeypatch):
+def test_odd_ids_ties_months_and_orgs(chdb_session):
     store = chdb_session.store("fold_edges")
     try:
         table = store.table("spans")
@@ -52,7 +51,6 @@ def test_odd_ids_ties_months_orgs_and_pieces(chdb_session, monkeypatch):
         before = _stored(store)
         want = _want(before)
         store.client.command(f"SYSTEM START MERGES {table}")
-        monkeypatch.setattr(fold_module, "ROWS_PER_PIECE", 37)  # many pieces
         folded = fold_copies(store)
         after = _stored(store)
         got = sorted(after.select([*KEY, "version", "status"]).rows())
