@@ -130,10 +130,15 @@ def period_overview(
     a = run_metrics(engine, scope, current, now=now, force=force)
     b = run_metrics(engine, scope, previous, now=now, force=force)
     ra, rb = a.frame.to_dicts()[0], b.frame.to_dicts()[0]
-    traces = MetricQuery(series=_TRACE_SERIES, filters=current.filters, bucket=None)
+    # the traces of the same two periods as the other tiles (a period not over: so far, against
+    # the same part before, not the stretch just before its start)
+    periods = [
+        MetricQuery(series=_TRACE_SERIES, filters=q.filters, bucket=None)
+        for q in (current, previous)
+    ]
     trace_force = force if force == "raw" else None  # trace_totals know time and project only
     pairs = store_for(engine).pairs_periods  # both periods in one statement (docs/scale.md)
-    trace_specs = [q.filters.pinned(now) for q in (traces, traces.previous(now))]
+    trace_specs = [q.filters.pinned(now) for q in periods]
     if pairs and trace_force is None and totals_can_answer((), trace_specs[0]):
         windows = [s.window(now) for s in trace_specs]
         ta, tb = trace_counts(engine, scope, trace_specs[0], windows)  # type: ignore[arg-type]
@@ -142,7 +147,7 @@ def period_overview(
             run_metrics(engine, scope, q, now=now, force=trace_force)
             .frame["trace_count.count"]
             .item()
-            for q in (traces, traces.previous(now))
+            for q in periods
         )
     na, nb = ra["request_count.count"], rb["request_count.count"]
     ea, eb = ra["error_count.count"], rb["error_count.count"]

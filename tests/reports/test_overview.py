@@ -220,6 +220,29 @@ def test_a_period_not_over_is_compared_so_far_against_the_same_part_before(engin
     assert view.start == NOW - timedelta(hours=36)
 
 
+@pytest.mark.parametrize("force", ["raw", "rollup"])
+def test_a_period_not_over_compares_traces_with_the_same_part_before_as_requests(engine, force):
+    """The Traces tile of a period not over is weighed against the same stretch as requests
+    (start - length to now - length), not the stretch just before the start: a burst 80 hours
+    back lies in the first and not the second (found in review: traces read 360 against 360
+    where requests read 360 against 410). Each span is a trace of its own; polars counts."""
+    org = _steady(engine, since=NOW - timedelta(days=4), every=timedelta(minutes=6))
+    project = all_spans(engine)["project_id"][0]
+    burst = [span(org, project, NOW - timedelta(hours=80, minutes=i)) for i in range(50)]
+    write(engine, burst)
+    spec = FilterSpec(relative=None, start=NOW - timedelta(hours=36), end=NOW + timedelta(hours=12))
+    view = period_overview(engine, admin_scope(org), spec, now=NOW, force=force)
+    k = {x.key: x for x in view.kpis}
+    df = all_spans(engine)
+    before = df.filter(
+        (pl.col("start_time") >= NOW - timedelta(hours=84))
+        & (pl.col("start_time") < NOW - timedelta(hours=48))
+    )
+    assert k["requests"].previous == before.height == 410
+    assert k["traces"].previous == before["trace_id"].n_unique() == 410
+    assert k["traces"].current == k["requests"].current == 360
+
+
 def test_the_budget_forecast_counts_today_for_the_hours_passed(engine):
     """Steady spending of $2.40 a day: the forecast for a 30-day month is $72, not less (today's
     6 hours taken as a whole day would give 19 days' rate from 18.25 days' spending)."""
