@@ -51,6 +51,27 @@ def _bytes(e: dict) -> str:
     return fmt(e.get("rows"), 0)
 
 
+def _runs(app: list[dict], columns: list[tuple[str, int]]) -> str:
+    """How many timed runs each column's reads had, as measured (BENCH_CHDB_RUNS may differ
+    per size): "30 runs", or "15 runs (chdb 1,000,000), 7 (chdb 10,000,000), ..."."""
+    counts = []
+    for db, size in columns:
+        runs = {
+            e.get("runs")
+            for e in app
+            if e["database"] == db and e["size"] == size and "first_page" in e["operation"]
+        }
+        runs.discard(None)
+        counts.append((db, size, max(runs) if runs else None))
+    known = {n for _, _, n in counts if n is not None}
+    if len(known) == 1:
+        return f"{known.pop()} runs"
+    return (
+        ", ".join(f"{n if n is not None else '?'} ({db} {size:,})" for db, size, n in counts)
+        + " runs"
+    )
+
+
 def side_by_side_section(entries: list[dict], measured_at: str | None) -> list[str]:
     """The table, or nothing when the app case has not run."""
     app = [e for e in entries if e["operation"].startswith(PREFIX)]
@@ -91,8 +112,8 @@ def side_by_side_section(entries: list[dict], measured_at: str | None) -> list[s
         "docs/scale.md). The same code paths on both (the explorer's, the metrics engine's, the "
         "Overview's, the export job's and the alert cycle's, given the engine "
         "`storage/span_reads.py` gives them), the demo org over the same windows ending at the "
-        "demo data's end; median / p95 of 30 runs after a warm-up (alerts: 10 cycles after a "
-        "first), each run's window ending a second after the one before (as the app's 'now' "
+        f"demo data's end; median / p95 of {_runs(app, columns)} after a warm-up "
+        "(alerts: a third as many cycles, at least 3, after a first), each run's window ending a second after the one before (as the app's 'now' "
         "moves; no cache keyed on the query, such as chDB's query condition cache, answers a "
         "repeat; the all-time search and the trace have no window and repeat the same query). "
         "chDB: a folder of its own loaded by `load_demo` through the app's ingest path, "

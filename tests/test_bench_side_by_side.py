@@ -122,3 +122,17 @@ def test_the_database_servers_memory_in_a_row_of_its_own():
         lines, "peak RSS of the database server's backends (chDB: inside the reading process)"
     )
     assert row[2:4] == ["—", "300 MB"]
+
+
+def test_the_runs_said_are_the_runs_measured_per_column():
+    """BENCH_CHDB_RUNS may give each size its own number of runs: the text says each."""
+    op = "clickhouse_app_explorer_first_page_24h_by_time"
+    entries = [
+        {**_entry(op, "chdb", 1_000_000, 50), "runs": 15},
+        {**_entry(op, "chdb", 10_000_000, 50), "runs": 7},
+        {**_entry(op, "postgresql", 1_000_000, 50), "runs": 15},
+    ]
+    text = "\n".join(side_by_side_section(entries, "now"))
+    assert "of 15 (chdb 1,000,000), 7 (chdb 10,000,000), 15 (postgresql 1,000,000) runs" in text
+    same = [{**e, "runs": 30} for e in entries]
+    assert "of 30 runs after a warm-up" in "\n".join(side_by_side_section(same, "now"))
