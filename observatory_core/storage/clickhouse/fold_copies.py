@@ -125,9 +125,10 @@ def _applied(store: SpanStore, timeout_s: float) -> bool:
 
 
 def fold_copies(store: SpanStore) -> Folded:
-    """Delete every span's older copies (see above). Answers what was found and deleted. An earlier fold's deletes still
-    queued (an open whose wait ran out, tried again) are waited on, never queued again: each
-    try would otherwise add the same deletes to the engine's queue."""
+    """Delete every span's older copies (see above); answers what was found and deleted. An
+    earlier fold's deletes still queued (an open whose wait ran out, tried again) are waited
+    on, never queued again: each try would otherwise add the same deletes to the engine's
+    queue."""
     found = store.client.query(f"SELECT count() FROM {store.table('spans')}").result_rows
     rows = int(found[0][0]) if found else 0
     if not rows:  # a new store
