@@ -301,6 +301,16 @@ def _take(conn: Connection, keeper: dict, duplicate: dict) -> bool:
     return bool(set(values) - {"error_type", "error_message"})
 
 
+def leave_out_sent_twins(conn: Connection, new: Table) -> None:
+    """Spans that arrive already set aside (`duplicate_of` written by the sender: an imported
+    export holding twins) leave `new`, as `_refresh` keeps it: the fold adds counted spans
+    only, and the raw reads leave these out too."""
+    twins = select(spans.c.id).where(
+        spans.c.id.in_(select(new.c.id)), spans.c.duplicate_of.is_not(None)
+    )
+    conn.execute(delete(new).where(new.c.id.in_(twins)))
+
+
 def _refresh(conn: Connection, new: Table, ids: set[int]) -> None:
     """`new` holds the batch's counted spans as they now stand: the fold adds only those."""
     if not ids:

@@ -38,6 +38,7 @@ class _FoldIntoRollups:
 
     def __call__(self, conn: Connection, new: Table) -> None:
         serialize_rollup_writes(conn)  # concurrent writers take turns for the fold
+        dedup.leave_out_sent_twins(conn, new)  # set aside by their sender: never counted
         touched = dedup.settle(conn, new, datetime.now(UTC))
         llm_calls.settle_new(conn, new)
         extract_new(conn, new)  # the org's declared dimensions (issue 19)

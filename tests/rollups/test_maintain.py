@@ -49,3 +49,32 @@ def test_distinct_users_and_sessions_from_actor_rollups_are_exact(metrics_data):
         distinct_actors(d["engine"], bot, start, end)["session"]
         == mine["session_id"].drop_nulls().n_unique()
     )
+
+
+def test_spans_that_arrive_set_aside_are_not_folded(engine):
+    """A span written with `duplicate_of` already set (an imported export holding twins) is
+    left out of the rollups and trace totals as the raw reads leave it out: the fold adds
+    counted spans only (it added them: requests 2 from the rollups against 1 raw)."""
+    from datetime import UTC, datetime, timedelta
+
+    from observatory_core.storage.schema import trace_totals
+    from tests.helpers import all_spans, make_org, span, write
+
+    org, (project,) = make_org(engine, "acme")
+    at = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    kept = span(org, project, at)
+    rows = [kept, span(org, project, at + timedelta(minutes=1))]
+    rows.append(
+        span(org, project, at, duplicate_of=kept["span_id"], duplicate_trace_id=kept["trace_id"])
+    )
+    rows.append(span(org, project, at + timedelta(hours=1), duplicate_of="f" * 16))
+    write(engine, rows)
+    counted = all_spans(engine).filter(pl.col("duplicate_of").is_null())
+    assert counted.height == 2
+    for grain in ROLLUPS:
+        assert rollup_rows(engine, grain)["span_count"].sum() == counted.height, grain
+    with engine.connect() as conn:
+        traces = {r.trace_id: r.span_count for r in conn.execute(trace_totals.select())}
+    assert sum(traces.values()) == counted.height
+    assert set(traces) <= set(counted["trace_id"])
+    assert_rollups_match_rebuild(engine)
