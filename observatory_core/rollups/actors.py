@@ -23,6 +23,32 @@ _ROLLUP_FILTERS = frozenset({"project_ids"})
 ACTOR_FILTERS = _ROLLUP_FILTERS  # the filters the actor rollups answer (`period_actors`)
 
 
+def _edge_where(scope: Scope, within: list, projects: tuple[int, ...]) -> list:
+    """The counted spans of the scope (and `projects`) in any of the `within` time ranges."""
+    c = spans.c
+    where = [*span_conditions(scope), within[0] if len(within) == 1 else or_(*within), counted(c)]
+    if projects:
+        where.append(c.project_id.in_(projects))
+    return where
+
+
+def _from_pairs(edges, *tags):
+    """(tags..., kind, actor) of a subquery's `pair` column (`dialect.actor_pairs`: users and
+    sessions from one read of the spans), the spans without one left out."""
+    actor = func.tupleElement(edges.c.pair, 2)
+    kind = func.tupleElement(edges.c.pair, 1).label("kind")
+    return select(*tags, kind, actor.label("actor")).where(actor.is_not(None))
+
+
+def _rollup_piece(scope: Scope, grain: str, a: datetime, b: datetime, projects, *tags):
+    """(tags..., kind, actor) of the actor rollup of `grain` over [a, b)."""
+    t = ACTOR_ROLLUPS[grain]
+    where = [*span_conditions(scope, t), t.c.bucket_start >= a, t.c.bucket_start < b]
+    if projects:
+        where.append(t.c.project_id.in_(projects))
+    return select(*tags, t.c.kind, t.c.actor).where(*where)
+
+
 def _raw(
     scope: Scope,
     ranges: list[tuple[datetime, datetime]],
@@ -33,19 +59,12 @@ def _raw(
     them on a store that reads them together, `Store.ors_time_ranges`); `once`: users and
     sessions from one read of the spans (`Store.reads_actors_once`)."""
     c = spans.c
-    within = [and_(c.start_time >= a, c.start_time < b) for a, b in ranges]
-    where = [*span_conditions(scope), within[0] if len(within) == 1 else or_(*within), counted(c)]
-    if projects:
-        where.append(c.project_id.in_(projects))
+    where = _edge_where(
+        scope, [and_(c.start_time >= a, c.start_time < b) for a, b in ranges], projects
+    )
     if once:
-        edges = select(actor_pairs(c.user_id, c.session_id).label("pair")).where(*where)
-        pair = edges.subquery("edges").c.pair
-        actor = func.tupleElement(pair, 2)
-        return [
-            select(func.tupleElement(pair, 1).label("kind"), actor.label("actor")).where(
-                actor.is_not(None)
-            )
-        ]
+        pair = actor_pairs(c.user_id, c.session_id).label("pair")
+        return [_from_pairs(select(pair).where(*where).subquery("edges"))]
     return [
         select(literal(kind, String()).label("kind"), column.label("actor")).where(
             *where, column.is_not(None)
@@ -83,13 +102,8 @@ def distinct_actors(
     for part in [edges] if store.ors_time_ranges and edges else [[e] for e in edges]:
         pieces += _raw(scope, part, projects, store.reads_actors_once)
     for grain, a, b in plan_segments(start, end, grains):
-        if grain is None:
-            continue
-        t = ACTOR_ROLLUPS[grain]
-        where = [*span_conditions(scope, t), t.c.bucket_start >= a, t.c.bucket_start < b]
-        if projects:
-            where.append(t.c.project_id.in_(projects))
-        pieces.append(select(t.c.kind, t.c.actor).where(*where))
+        if grain is not None:
+            pieces.append(_rollup_piece(scope, grain, a, b, projects))
     if not pieces:
         return {"user": 0, "session": 0}
     # DISTINCT first, then count: PostgreSQL hashes the pairs instead of sorting per kind
@@ -125,13 +139,9 @@ def period_actors(
         for grain, a, b in plan_segments(start, end, grains):
             if grain is None:
                 edges.append((i, a, b))
-                continue
-            t = ACTOR_ROLLUPS[grain]
-            where = [*span_conditions(scope, t), t.c.bucket_start >= a, t.c.bucket_start < b]
-            if projects:
-                where.append(t.c.project_id.in_(projects))
-            window = literal(i, Integer()).label("window")
-            pieces.append(select(window, t.c.kind, t.c.actor).where(*where))
+            else:
+                window = literal(i, Integer()).label("window")
+                pieces.append(_rollup_piece(scope, grain, a, b, projects, window))
     if edges:
         pieces.append(_tagged_edges(scope, edges, projects))
     u = union_all(*pieces).subquery("u")
@@ -152,16 +162,11 @@ def _tagged_edges(scope: Scope, edges: list[tuple[int, datetime, datetime]], pro
     once: each span's window is the one whose edge holds its start."""
     c = spans.c
     within = [(i, and_(c.start_time >= a, c.start_time < b)) for i, a, b in edges]
-    where = [*span_conditions(scope), or_(*(w for _, w in within)), counted(c)]
-    if projects:
-        where.append(c.project_id.in_(projects))
-    window = case(*((w, i) for i, w in within), else_=-1)
-    pair = actor_pairs(c.user_id, c.session_id)
-    tagged = select(window.label("window"), pair.label("pair")).where(*where).subquery("edges")
-    actor = func.tupleElement(tagged.c.pair, 2)
-    return select(
-        tagged.c.window, func.tupleElement(tagged.c.pair, 1).label("kind"), actor.label("actor")
-    ).where(actor.is_not(None))
+    where = _edge_where(scope, [w for _, w in within], projects)
+    window = case(*((w, i) for i, w in within), else_=-1).label("window")
+    pair = actor_pairs(c.user_id, c.session_id).label("pair")
+    tagged = select(window, pair).where(*where).subquery("edges")
+    return _from_pairs(tagged, tagged.c.window)
 
 
 def _filtered(

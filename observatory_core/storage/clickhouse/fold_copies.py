@@ -19,7 +19,6 @@ here: such a span still counts twice there (docs/scale.md, "Not yet").
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS, delete_sync
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.layout import micro_text
-from observatory_core.storage.clickhouse.restamp import _tables, store_errors
+from observatory_core.storage.clickhouse.restamp import settle
 
 # Copies deleted per statement: about 80 bytes of text each, well under the server's default
 # `max_query_size` (262,144 bytes).
@@ -102,26 +101,10 @@ def _id(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _unfinished(store: SpanStore) -> int:
-    """The fold's deletes the engine has not applied yet (on a cluster, per node): only these,
-    so a re-stamp or a rollup delete queued on the same tables does not hold a fold back."""
-    with store_errors(store):
-        ((count,),) = store.client.query(
-            f"SELECT count() FROM {store.naming.every_node('mutations')} WHERE database = "
-            f"%(db)s AND {_tables(store, ('spans',))} AND NOT is_done AND {_OWN}",
-            parameters={"db": store.database},
-        ).result_rows
-    return int(count)
-
-
 def _applied(store: SpanStore, timeout_s: float) -> bool:
-    """Wait until the fold's deletes are applied; False when `timeout_s` passed."""
-    deadline = time.monotonic() + timeout_s
-    while _unfinished(store):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    """Wait until the fold's own deletes are applied (not a re-stamp or a rollup delete
+    queued on the same tables); False when `timeout_s` passed."""
+    return settle(store, timeout_s, ("spans",), _OWN)
 
 
 def fold_copies(store: SpanStore) -> Folded:

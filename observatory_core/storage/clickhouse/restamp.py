@@ -152,12 +152,14 @@ def kill_statement(store: SpanStore, tables: tuple[str, ...] = TABLES) -> str:
     return f"KILL MUTATION{store.naming.on} WHERE database = '{store.database}' AND {where}"
 
 
-def pending(store: SpanStore) -> int:
-    """Mutations of the spans and trace totals the engine has not finished (on a cluster, counted once
-    per node that has not)."""
+def pending(store: SpanStore, tables: tuple[str, ...] = TABLES, where: str = "") -> int:
+    """Mutations of `tables` (default: the spans and trace totals) the engine has not finished,
+    those `where` (a condition on `system.mutations`) picks when given (on a cluster, counted
+    once per node that has not)."""
     with store_errors(store):
         ((count,),) = store.client.query(
-            f"SELECT count() {_mutations(store)}", parameters={"db": store.database}
+            f"SELECT count() {_mutations(store, tables)}{f' AND {where}' if where else ''}",
+            parameters={"db": store.database},
         ).result_rows
     return int(count)
 
@@ -176,10 +178,13 @@ def failing(store: SpanStore, tables: tuple[str, ...] = TABLES) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
-def settle(store: SpanStore, timeout_s: float = WAIT_S) -> bool:
-    """Wait until the spans and trace totals have no unfinished mutation; False when `timeout_s` passed."""
+def settle(
+    store: SpanStore, timeout_s: float = WAIT_S, tables: tuple[str, ...] = TABLES, where: str = ""
+) -> bool:
+    """Wait until `pending(store, tables, where)` is none (default: every unfinished mutation
+    of the spans and trace totals); False when `timeout_s` passed."""
     deadline = time.monotonic() + timeout_s
-    while pending(store):
+    while pending(store, tables, where):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
