@@ -117,14 +117,17 @@ SHARES_WINDOWS = True
 
 
 def _observe_together(engine: Engine, batches: dict, now: datetime, observed: Observed) -> int:
-    """The exact windows' batches of one org, window and subject, each shaped as a set
-    (`alerts/shared_windows.py`), read in one statement each; they leave `batches`. Anomaly
-    rules' batches stay apart (their baseline weeks are read per batch). Statements run."""
+    """The batches of one org, window and subject read from spans (exact windows, and longer
+    ones the rollups cannot answer), each shaped as a set (`alerts/shared_windows.py`), read in
+    one statement each; they leave `batches`. Anomaly rules' batches stay apart (their baseline
+    weeks are read per batch). Statements run."""
     groups: dict[tuple, list] = defaultdict(list)
     for key, members in batches.items():
         org_id, filter_json, window_s, group_by, traces = key
-        if traces or window_s > EXACT_UP_TO_S or any(r["kind"] == "anomaly" for r in members):
+        if traces or any(r["kind"] == "anomaly" for r in members):
             continue
+        if window_s > EXACT_UP_TO_S and shared.rollups_answer(members, filter_json, group_by):
+            continue  # read from rollups, apart
         shape = shared.shape_of(filter_json, group_by)
         subject = shared.subject_of(members)
         if shape is not None and subject is not None:

@@ -1,4 +1,4 @@
-"""The alert cycle's exact windows on the span store: the batches of one window read together.
+"""The alert cycle's reads of spans on the span store: the batches of one window read together.
 
 A statement on chDB costs some 5-10 ms however few spans it reads (its parts, marks and
 pipeline), so a cycle of 100 rules spent most of its time on some 30 statements of a few hundred
@@ -8,7 +8,8 @@ and an environment (the common rule shapes) are answered by one grouped statemen
 rows of its set whose keys its filter names. The same aggregates as the metrics engine's raw
 path (`metrics/raw.series_expression`), over the same spans (the scope, the window, the counted
 spans of the subject), so the same values (docs/scale.md, "Reports and alerts on the span
-store"). Anything else is read per batch as before.
+store"). The windows read from spans: up to an hour (exact), and longer ones whose series or
+group-by the rollups cannot answer. Anything else is read per batch as before.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import ZERO_WHEN_EMPTY, Agg
 from observatory_core.metrics.engine import frame_of_statement
 from observatory_core.metrics.raw import series_expression
+from observatory_core.metrics.rollup_path import rollup_can_answer
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import METRICS, Subject, sample_series, subject_condition
 from observatory_core.storage.schema import spans
@@ -67,6 +69,14 @@ def subject_of(members: list[dict]) -> Subject | None:
     names = {r["series"] for r in members} | {sample_series(r["series"]) for r in members}
     subjects = {METRICS[n.split(".")[0]].subject for n in names}
     return subjects.pop() if len(subjects) == 1 else None
+
+
+def rollups_answer(members: list[dict], filter_json: str, group_by: str | None) -> bool:
+    """Whether the metrics engine, not forced to spans, answers the batch from rollups (its
+    percentiles from the latency bins): such a batch is read apart, as before."""
+    names = tuple(dict.fromkeys(s for r in members for s in _series(r)))
+    spec = FilterSpec.from_json(filter_json)
+    return rollup_can_answer(names, (group_by,) if group_by else (), spec)
 
 
 def _mask(keys: frozenset[str], used: tuple[str, ...]) -> int:

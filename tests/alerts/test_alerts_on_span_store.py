@@ -140,7 +140,7 @@ def test_an_exact_windows_batches_read_together_give_polars_figures(metrics_data
     """The batches of one window read in one grouping-sets statement (alerts/shared_windows.py):
     each shape's figures (no filter, a model, an environment, both; by model or not) are polars'
     on the same spans, and a model without spans gives a zero count (its sum 0, no p95). A cycle
-    of two such batches runs one statement."""
+    reads such batches of a window in one statement."""
     data, now = metrics_data, metrics_data["now"]
     start = now - timedelta(days=3)
     inside = data["df"].filter(
@@ -205,22 +205,30 @@ def test_an_exact_windows_batches_read_together_give_polars_figures(metrics_data
                 assert value_got is None or (rule["series"].endswith(".sum") and value_got == 0)
             else:
                 assert value_got == pytest.approx(value, rel=1e-9), (rule, key)
-    # a cycle: two exact-window batches of one shape's set read in one statement
+    # a cycle: two exact-window batches read in one statement, and two of a day whose series
+    # the rollups cannot answer (a TTFT percentile) in another; two of a day the rollups
+    # answer (latency's bins) read apart
     scope = admin_scope(data["acme"])
-    for filters, group_by in shapes[:2]:
-        create_rule(
-            database,
-            scope,
-            build_rule(
-                name=f"p95 {group_by}",
-                series="duration_ms.p95",
-                comparator=">",
-                threshold=1e9,
-                window_s=3600,
-                filters=FilterSpec(relative=None, **filters),
-                group_by=group_by,
-            ),
-            now=now,
-        )
+    rules = [
+        ("duration_ms.p95", 3600, shapes[:2]),
+        ("ttft_ms.p90", DAY, shapes[:2]),
+        ("duration_ms.p95", DAY, shapes[2:4]),  # batches of their own (another filter)
+    ]
+    for series, window, kinds in rules:
+        for filters, group_by in kinds:
+            create_rule(
+                database,
+                scope,
+                build_rule(
+                    name=f"{series} {window} {group_by}",
+                    series=series,
+                    comparator=">",
+                    threshold=1e9,
+                    window_s=window,
+                    filters=FilterSpec(relative=None, **filters),
+                    group_by=group_by,
+                ),
+                now=now,
+            )
     report = evaluate(database, now, spans=data["engine"])
-    assert report.queries == 1
+    assert report.queries == 4
