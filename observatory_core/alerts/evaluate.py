@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
+from observatory_core.alerts import shared_windows as shared
 from observatory_core.alerts.anomaly import Baseline, baseline_of, is_ratio, past_windows
 from observatory_core.alerts.rules import ensure_system_rules, spec_of
 from observatory_core.alerts.state import FIRING, RESOLVED, GroupState, step
@@ -40,6 +41,7 @@ from observatory_core.storage.schema import (
     ingest_counts,
     worker_heartbeats,
 )
+from observatory_core.storage.stores import store_for
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ def _observe_metric_rules(
     observed: Observed = {}
     baselines: Baselines = {}
     queries = 0
+    if SHARES_WINDOWS and store_for(engine).shares_alert_windows:
+        queries += _observe_together(engine, batches, now, observed)
     for (org_id, filter_json, window_s, group_by, _traces), members in batches.items():
         scope = Scope(org_id=org_id, role=Role.ADMIN, username="alerts")
         start = now - timedelta(seconds=window_s)
@@ -106,6 +110,52 @@ def _observe_metric_rules(
                 key: baseline_of(values, ratio=ratio) for key, values in past[rule["id"]].items()
             }
     return observed, baselines, queries
+
+
+# Off: every batch read apart, as before (for measuring both ways).
+SHARES_WINDOWS = True
+
+
+def _observe_together(engine: Engine, batches: dict, now: datetime, observed: Observed) -> int:
+    """The batches of one org, window and subject read from spans (exact windows, and longer
+    ones the rollups cannot answer), each shaped as a set (`alerts/shared_windows.py`), read in
+    one statement each; they leave `batches`. Anomaly rules' batches stay apart (their baseline
+    weeks are read per batch). Statements run."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for key, members in batches.items():
+        org_id, filter_json, window_s, group_by, traces = key
+        if traces or any(r["kind"] == "anomaly" for r in members):
+            continue
+        if window_s > EXACT_UP_TO_S and shared.rollups_answer(members, filter_json, group_by):
+            continue  # read from rollups, apart
+        shape = shared.shape_of(filter_json, group_by)
+        subject = shared.subject_of(members)
+        if shape is not None and subject is not None:
+            groups[(org_id, window_s, subject)].append((key, shape, members))
+    queries = 0
+    dialect = store_for(engine).name
+    for (org_id, window_s, subject), parts in groups.items():
+        if len(parts) < 2:  # one batch: its own statement, as before
+            continue
+        start = now - timedelta(seconds=window_s)
+        answer = shared.read_together(
+            engine,
+            org_id,
+            subject,
+            [(shape, members) for _, shape, members in parts],
+            start,
+            now,
+            dialect,
+            MAX_ALERT_GROUPS,
+        )
+        queries += 1
+        if answer is None:  # a set past the groups' cap: read apart, folded as there
+            continue
+        for key, _, members in parts:
+            for rule in members:
+                observed[rule["id"]] = answer.get(rule["id"], {})
+            del batches[key]
+    return queries
 
 
 def _batch_reader(engine: Engine, scope: Scope, filter_json: str, group_by, now: datetime):

@@ -132,6 +132,12 @@ def _fetch(
     return frame_of(columns, rows)
 
 
+def frame_of_statement(engine: Engine, statement) -> pl.DataFrame:
+    """A statement's rows as a frame, read as the engine reads its own (`alerts/shared_windows`
+    builds one of its aggregates)."""
+    return _fetch(engine, statement)
+
+
 def _by_subject(series: tuple[str, ...]) -> dict[Subject, tuple[str, ...]]:
     """The series grouped by their metrics' subject, in the order asked."""
     out: dict[Subject, tuple[str, ...]] = {}

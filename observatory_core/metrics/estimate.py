@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Select, bindparam, func, select, union_all
+from sqlalchemy import Select, and_, bindparam, func, or_, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.expression import ColumnElement
 
@@ -24,16 +24,21 @@ from observatory_core.metrics.rollup_path import ROLLUP_FILTERS, plan_segments
 from observatory_core.semantic import fields as semantic_fields
 from observatory_core.semantic.metrics import SUBJECT_ROWS, subject_condition
 from observatory_core.storage.schema import ROLLUP_GRAINS, ROLLUPS
+from observatory_core.storage.stores import store_for
 
 _GRAINS = sorted(ROLLUP_GRAINS, key=ROLLUP_GRAINS.get, reverse=True)  # coarsest first
 
 
-def _where(t, i: int, filters: tuple[str, ...], projects: bool, subject: Subject | None):
+def _where(t, ranges: list[int], filters: tuple[str, ...], projects: bool, subject: Subject | None):
     c = t.c
     out: list[ColumnElement[bool]] = [c.org_id == bindparam("org_id")]
     if projects:
         out.append(c.project_id.in_(bindparam("scope_projects", expanding=True)))
-    out += [c.bucket_start >= bindparam(f"from_{i}"), c.bucket_start < bindparam(f"to_{i}")]
+    within = [
+        and_(c.bucket_start >= bindparam(f"from_{i}"), c.bucket_start < bindparam(f"to_{i}"))
+        for i in ranges
+    ]
+    out.append(within[0] if len(within) == 1 else or_(*within))
     keys = semantic_fields.filter_keys()
     out += [keys[f].expression(c).in_(bindparam(f"in_{f}", expanding=True)) for f in filters]
     rows = subject_condition(subject, c) if subject is not None else None
@@ -47,20 +52,25 @@ def _statement(
     filters: tuple[str, ...],
     projects: bool,
     subject: Subject | None,
+    or_ranges: bool = False,
 ) -> Select:
     """The distinct groups of `group_by` counted, or (no group-by) the spans summed, over one
-    whole-rollup segment per grain."""
+    whole-rollup segment per grain; `or_ranges`: the segments of one grain read as one piece,
+    their ranges or'ed (`Store.ors_time_ranges`: each piece costs the span store a pipeline)."""
 
     def columns(t) -> list:
         if not group_by:
             return [t.c.span_count]
         return [semantic_fields.by_group(g).expression(t.c).label(g) for g in group_by]
 
+    parts = {}  # grain -> its segments' indexes, in order of first use
+    for i, grain in enumerate(grains):
+        parts.setdefault(grain if or_ranges else i, (grain, []))[1].append(i)
     pieces = [
         select(*columns(ROLLUPS[grain])).where(
-            *_where(ROLLUPS[grain], i, filters, projects, subject)
+            *_where(ROLLUPS[grain], ranges, filters, projects, subject)
         )
-        for i, grain in enumerate(grains)
+        for grain, ranges in parts.values()
     ]
     u = union_all(*pieces).subquery("u")
     if not group_by:
@@ -83,7 +93,10 @@ def _count(
         return 0
     filters = tuple(f for f in sorted(ROLLUP_FILTERS) if getattr(spec, f))
     projects = scope.project_ids is not None
-    statement = _statement(tuple(g for g, _, _ in segments), group_by, filters, projects, subject)
+    grains = tuple(g for g, _, _ in segments)
+    statement = _statement(
+        grains, group_by, filters, projects, subject, store_for(engine).ors_time_ranges
+    )
     params: dict = {"org_id": scope.org_id}
     if projects:
         params["scope_projects"] = sorted(scope.project_ids)

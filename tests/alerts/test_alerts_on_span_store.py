@@ -16,11 +16,13 @@ import polars as pl
 import pytest
 from sqlalchemy import delete, select
 
+from observatory_core.alerts import shared_windows as shared
 from observatory_core.alerts.backtest import backtest, replay
 from observatory_core.alerts.evaluate import evaluate
 from observatory_core.alerts.replayed import write_replayed_history
 from observatory_core.alerts.rules import build_rule, create_rule
 from observatory_core.filters.spec import FilterSpec
+from observatory_core.semantic.metrics import sample_series
 from observatory_core.storage.schema import alert_events, alert_rules, alert_states
 from tests.helpers import admin_scope
 from tests.metrics.conftest import metrics_data, metrics_store, pytest_generate_tests  # noqa: F401
@@ -122,3 +124,111 @@ def test_a_backtest_and_its_replayed_history_read_the_span_store(metrics_data, d
         database, scope, rule_id, rule, days=5, now=now, spans=data["engine"]
     )
     assert written == len(on_database)
+
+
+SHAPES_SERIES = (
+    "duration_ms.p95",
+    "ttft_ms.p90",
+    "total_cost.sum",
+    "total_tokens.sum",
+    "error_rate.avg",
+    "output_tokens.avg",
+)
+
+
+def test_an_exact_windows_batches_read_together_give_polars_figures(metrics_data, database):
+    """The batches of one window read in one grouping-sets statement (alerts/shared_windows.py):
+    each shape's figures (no filter, a model, an environment, both; by model or not) are polars'
+    on the same spans, and a model without spans gives a zero count (its sum 0, no p95). A cycle
+    reads such batches of a window in one statement."""
+    data, now = metrics_data, metrics_data["now"]
+    start = now - timedelta(days=3)
+    inside = data["df"].filter(
+        (pl.col("org_id") == data["acme"])
+        & (pl.col("start_time") >= start)
+        & (pl.col("start_time") < now)
+        & pl.col("model").is_not_null()
+    )
+    model = inside["model"].mode().sort()[0]
+    environment = inside["environment"].mode().sort()[0]
+    shapes = [
+        ({}, None),
+        ({}, "model"),
+        ({"models": (model,)}, None),
+        ({"models": (model,)}, "model"),
+        ({"environments": (environment,)}, "model"),
+        ({"models": (model,), "environments": (environment,)}, None),
+        ({"models": ("no such model",)}, None),
+    ]
+    batches, expected, rule_id = [], {}, 0
+    for filters, group_by in shapes:
+        spec = FilterSpec(relative=None, **filters)
+        shape = shared.shape_of(spec.to_json(), group_by)
+        assert shape is not None
+        members = []
+        for series in SHAPES_SERIES:
+            rule_id += 1
+            members.append({"id": rule_id, "series": series})
+            window = spec.replace(start=start, end=now)
+            sample = sample_series(series)
+            want = reference_metrics(
+                data["df"],
+                window,
+                now,
+                data["acme"],
+                (series, sample),
+                (group_by,) if group_by else (),
+                None,
+            )
+            expected[rule_id] = {
+                (row[group_by] or "(none)") if group_by else "": (row[series], row[sample])
+                for row in want.iter_rows(named=True)
+            }
+        batches.append((shape, members))
+    subject = shared.subject_of([m for _, members in batches for m in members])
+    got = shared.read_together(
+        data["engine"], data["acme"], subject, batches, start, now, "clickhousedb", 1000
+    )
+    assert got is not None and got.keys() == expected.keys()
+    empty = {r["id"] for r in batches[-1][1]}
+    for rule in (r for _, members in batches for r in members):
+        want = expected[rule["id"]]
+        if rule["id"] in empty:  # polars has no row for no spans: the engine's one row of none
+            zero = rule["series"].endswith(".sum")
+            assert got[rule["id"]] == {"": (0.0 if zero else None, 0)}
+            continue
+        assert got[rule["id"]].keys() == want.keys(), rule
+        for key, (value, count) in want.items():
+            value_got, count_got = got[rule["id"]][key]
+            assert count_got == count
+            if value is None:
+                assert value_got is None or (rule["series"].endswith(".sum") and value_got == 0)
+            else:
+                assert value_got == pytest.approx(value, rel=1e-9), (rule, key)
+    # a cycle: two exact-window batches read in one statement, and two of a day whose series
+    # the rollups cannot answer (a TTFT percentile) in another; two of a day the rollups
+    # answer (latency's bins) read apart
+    scope = admin_scope(data["acme"])
+    rules = [
+        ("duration_ms.p95", 3600, shapes[:2]),
+        ("ttft_ms.p90", DAY, shapes[:2]),
+        ("duration_ms.p95", DAY, shapes[2:4]),  # batches of their own (another filter)
+    ]
+    for series, window, kinds in rules:
+        for filters, group_by in kinds:
+            create_rule(
+                database,
+                scope,
+                build_rule(
+                    name=f"{series} {window} {group_by}",
+                    series=series,
+                    comparator=">",
+                    threshold=1e9,
+                    window_s=window,
+                    filters=FilterSpec(relative=None, **filters),
+                    group_by=group_by,
+                ),
+                now=now,
+            )
+    report = evaluate(database, now, spans=data["engine"])
+    assert report.queries == 4

@@ -21,6 +21,7 @@ from observatory_core.metrics.catalog import (
     Subject,
 )
 from observatory_core.metrics.engine import run_metrics
+from observatory_core.metrics.estimate import known_groups, spans_in_range
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage import latency_bins as sketch
 from tests.helpers import admin_scope
@@ -362,3 +363,27 @@ def test_a_span_sent_twice_counts_once(metrics_data):
     for force in ("raw", "rollup"):
         got = run_metrics(d["engine"], admin_scope(d["acme"]), query, now=d["now"], force=force)
         assert got.frame["span_count.count"].item() == want["span_count.count"].item(), force
+
+
+def test_the_estimates_count_the_whole_minutes_groups_and_spans(metrics_data):
+    """`known_groups` and `spans_in_range` read the whole rollup rows inside a ragged range
+    (minutes, hours and days; on the span store each grain's ranges or'ed in one piece): the
+    distinct models of the LLM calls, and the spans, that polars finds between the first and
+    the last whole minute of the range."""
+    d = metrics_data
+    now = d["now"]
+    start, end = now - timedelta(days=3, minutes=17, seconds=25), now - timedelta(seconds=13)
+    first = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    last = end.replace(second=0, microsecond=0)
+    rows = d["df"].filter(
+        (pl.col("org_id") == d["acme"])
+        & (pl.col("start_time") >= first)
+        & (pl.col("start_time") < last)
+        & pl.col("duplicate_of").is_null()
+    )
+    calls = rows.filter(pl.col("id").is_in(list(reference_llm_calls(d["df"]))))
+    scope = admin_scope(d["acme"])
+    spec = FilterSpec(relative=None, start=start, end=end)
+    models = known_groups(d["engine"], scope, Subject.LLM_CALLS, ("model",), spec, start, end)
+    assert models == calls["model"].n_unique() > 1
+    assert spans_in_range(d["engine"], scope, spec, start, end) == rows.height > 0

@@ -192,6 +192,10 @@ class Store(ABC):
     # statement each (reports/overview.py): the span store's, where each statement's reads of
     # spans, trace totals and actors cost more than an index probe (docs/scale.md).
     pairs_periods: bool = False
+    # Whether the alert cycle reads the batches of one exact window together, one grouping
+    # set per rule shape (alerts/shared_windows.py): the span store's, where each statement
+    # costs some 5-10 ms however few spans it reads (docs/scale.md).
+    shares_alert_windows: bool = False
     # Whether the Sessions view sums its traces' totals from the spans (the newest copy of
     # each) rather than reading `trace_totals`: the span store's, whose views would count a
     # span written by two racing processes twice (docs/scale.md).
