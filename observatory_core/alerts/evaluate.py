@@ -81,7 +81,7 @@ def _observe_metric_rules(
     observed: Observed = {}
     baselines: Baselines = {}
     queries = 0
-    if SHARES_WINDOWS and store_for(engine).shares_alert_windows:
+    if store_for(engine).shares_alert_windows:
         queries += _observe_together(engine, batches, now, observed)
     for (org_id, filter_json, window_s, group_by, _traces), members in batches.items():
         scope = Scope(org_id=org_id, role=Role.ADMIN, username="alerts")
@@ -110,10 +110,6 @@ def _observe_metric_rules(
                 key: baseline_of(values, ratio=ratio) for key, values in past[rule["id"]].items()
             }
     return observed, baselines, queries
-
-
-# Off: every batch read apart, as before (for measuring both ways).
-SHARES_WINDOWS = True
 
 
 def _observe_together(engine: Engine, batches: dict, now: datetime, observed: Observed) -> int:
