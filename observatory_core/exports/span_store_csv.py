@@ -64,13 +64,9 @@ def _float_text(column):
         func.replaceRegexpOne(text, r"e(\d)", r"e+\1"), r"e([+-])(\d)$", r"e\10\2"
     )
     zeros = func.length(func.replaceRegexpOne(text, r"^-?0\.(0*).*$", r"\1"))
-    small = func.concat(
-        _mantissa(r"^(-?)0\.0*([1-9])(\d*)$", text), "e-", _two_digits(zeros + 1)
-    )
+    small = func.concat(_mantissa(r"^(-?)0\.0*([1-9])(\d*)$", text), "e-", _two_digits(zeros + 1))
     digits = func.length(text) - case((column < 0, 1), else_=0)
-    large = func.concat(
-        _mantissa(r"^(-?)([1-9])(\d*?)0*$", text), "e+", func.toString(digits - 1)
-    )
+    large = func.concat(_mantissa(r"^(-?)([1-9])(\d*?)0*$", text), "e+", func.toString(digits - 1))
     return case(
         (column.is_(None), ""),
         (func.position(text, "e") > 0, exponent),
