@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select, true
 
 from observatory_core.accounts.permissions import Role
-from observatory_core.accounts.scope import Scope
+from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.exports import jobs, span_store_csv, span_store_json, span_store_pages
 from observatory_core.exports import worker as worker_module
 from observatory_core.exports.jobs import MAX_ROWS, create_export, get_export
@@ -607,3 +607,35 @@ def test_an_export_past_the_reads_memory_bound_fails_once_with_the_sentence(
     job = get_export(on_store["engine"], scope, job["id"])
     assert job["status"] == "failed" and job["attempts"] == 1, job
     assert "more memory than one read may use" in job["error_message"], job["error_message"]
+
+
+def test_read_columns_is_the_engines_rows_as_columns(on_store, monkeypatch):
+    """`clickhouse/sql.read_columns` (the CSV lines' reads): the same answer as the statement
+    through SQLAlchemy, with a bound time, an IN list and text holding a percent sign; a read
+    past its memory bound is `QueryTooLarge`, as through SQLAlchemy."""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+    from sqlalchemy import literal
+
+    from observatory_core.base.errors import QueryTooLarge
+    from observatory_core.storage.clickhouse.sql import read_columns
+    from observatory_core.storage.dialect import epoch_us
+    from observatory_core.storage.schema import spans
+
+    engine = on_store["store"].engine
+    scope = Scope(org_id=on_store["acme"], role=Role.ADMIN, username="ada")
+    query = (
+        scoped_spans(scope, spans.c.name, epoch_us(spans.c.start_time), literal("100%").label("p"))
+        .where(spans.c.status.in_(["ok", "error"]), spans.c.start_time >= TIE)
+        .order_by(spans.c.start_time, spans.c.id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    assert len(rows) >= 10
+    assert read_columns(engine, query) == [list(c) for c in zip(*rows, strict=True)]
+
+    def refused(*args, **kwargs):
+        raise DatabaseError("Code: 241. DB::Exception: Query memory limit exceeded: would use")
+
+    monkeypatch.setattr(on_store["store"].client, "query", refused)
+    with pytest.raises(QueryTooLarge):
+        read_columns(engine, query)

@@ -149,7 +149,8 @@ def read_columns(engine: Engine, query, formats: dict[str, str] | None = None) -
     and a row object per row (an export's reads of 100,000 CSV lines). The same statement as
     `engine` sends (the same SQL, bounds and bound times, `_before`) and the same errors: a
     read past its memory bound raises `QueryTooLarge`, past its time budget `QueryTooSlow`.
-    `formats`: the driver's read format per column name (`"bytes"` for text not decoded)."""
+    `formats`: the driver's read format per column name (`"bytes"` for text not decoded).
+    The values are the driver's, without SQLAlchemy's result types (a time comes naive)."""
     compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
     params = dict(compiled.params)
     with engine.connect() as conn:
