@@ -11,7 +11,7 @@ name and renamed into place only when complete, so a partial file can never be d
 The rows are read where the explorer reads them (`storage/span_reads.py`): the ClickHouse span
 store when `OBSERVATORY_SPAN_STORE` is set, through the same builders (each span once, its
 newest copy) in windows of start time, CSV, JSON lines and JSON text written by the engine
-where it can (`exports/span_store_pages.py`, `span_store_json.py`) and Parquet pages made by
+where it can (`exports/span_store_csv.py`, `span_store_json.py`) and Parquet pages made by
 column (`span_store_parquet.py`), pinned to the spans written before the job was made
 (`Store.pin_of_snapshot`); the job itself (state, heartbeat, progress, file) stays in
 `DATABASE_URL`. A span store that is down or busy is a transient error like a lost database.
