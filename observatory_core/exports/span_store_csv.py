@@ -126,4 +126,4 @@ def csv_line_plan(fields: tuple[str, ...]) -> TextPlan | None:
     line = csv_line(fields)
     if line is None:
         return None
-    return TextPlan([line], b"".join, "write_bytes", read=_read_lines)
+    return TextPlan([line], b"".join, "write_bytes", read=_read_lines, reads_lines=True)

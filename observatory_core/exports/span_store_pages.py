@@ -350,12 +350,15 @@ def window_pages(
 class TextPlan:
     """The columns a page reads and what its writer is given from `store_pages`' rows: lines
     of text made by the engine (`write_lines`), CSV's bytes (`write_bytes`), or Parquet's
-    table of the page's columns. `read`: how a read's rows are fetched (`_reads`)."""
+    table of the page's columns. `read`: how a read's rows are fetched (`_reads`);
+    `reads_lines`: they come as one column of bytes, no value per row (the worker's larger
+    reads, `WorkerConfig.span_store_line_rows`)."""
 
     columns: list
     lines: Callable[[list], object]
     method: str = "write_lines"
     read: Callable = _rows
+    reads_lines: bool = False
 
     def write(self, writer, page: list) -> None:
         getattr(writer, self.method)(self.lines(page))

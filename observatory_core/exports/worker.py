@@ -232,7 +232,7 @@ def _read_rows(text_plan: TextPlan | None, config: WorkerConfig) -> int:
     """Rows per read on the span store: CSV's lines come as one column of bytes (no Python
     object per value), so its reads are larger (fewer windows each re-reading the parts'
     edges; docs/scale.md)."""
-    lines = text_plan is not None and text_plan.method == "write_bytes"
+    lines = text_plan is not None and text_plan.reads_lines
     return config.span_store_line_rows if lines else config.span_store_read_rows
 
 
