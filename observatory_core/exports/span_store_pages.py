@@ -13,11 +13,8 @@ newest copies (start time is the same in every copy, `stores/_copies.SAME_IN_EVE
 and each span's newest copy before the pin is one of the copies numbered, so no wanted span
 falls outside the windows. A read runs on by keyset when ties at its end
 make its window longer, and the reads are cut into the job's pages, so the pages hold the
-same rows in the same order as the keyset pages (and Parquet the same row groups).
-
-For CSV the engine writes each column's text (`csv_columns`): times, whole numbers, booleans
-and text with the quoting of Python's `csv` module, as `exports/writers.csv_text` writes them;
-floats come back as numbers and take Python's `repr` here (the engine's float text differs).
+same rows in the same order as the keyset pages (and Parquet the same row groups). CSV's
+lines are made whole by the engine (`span_store_csv.py`) and read as a column of bytes.
 """
 
 from __future__ import annotations
@@ -27,12 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
-    Boolean,
-    Float,
-    Integer,
-    String,
     and_,
-    case,
     func,
     literal,
     select,
@@ -49,11 +41,9 @@ from observatory_core.accounts.visibility import require_fields, require_filters
 from observatory_core.base.zones import Zone
 from observatory_core.exports.local_times import with_local
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.dialect import arrival_order, epoch_us, text_search
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores._copies import same_in_every_copy
-from observatory_core.storage.types import UtcDateTime
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after
@@ -177,8 +167,16 @@ class KeysetStalled(RuntimeError):
     """A window's read ended where the one before it did: a keyset step that does not advance."""
 
 
-def _reads(engine, scope, where, columns, lower, upper, read_rows: int, max_id: int):
-    """The rows of one window `(lower, upper]`, a read at a time: a read of `read_rows` + 1
+def _rows(engine: Engine, query: Select) -> tuple[list, Callable[[int], tuple[int, int]]]:
+    """A read's rows through SQLAlchemy, and the (start, id) of its row i."""
+    with engine.connect() as conn:  # one per read: a long export holds none between
+        got = conn.execute(query).all()
+    return got, lambda i: (got[i][0], got[i][1])
+
+
+def _reads(engine, scope, where, columns, lower, upper, read_rows: int, max_id: int, read=_rows):
+    """The rows of one window `(lower, upper]`, a read at a time (`read`: the rows and their
+    keys, `_rows` or the CSV lines' `span_store_csv._read_lines`): a read of `read_rows` + 1
     that comes back full runs on by keyset. A read whose last (start, id) is not after the
     previous read's raises `KeysetStalled` rather than read on forever."""
     position: Cursor | None = None
@@ -197,12 +195,11 @@ def _reads(engine, scope, where, columns, lower, upper, read_rows: int, max_id: 
             .order_by(_start, _id)
             .limit(read_rows + 1)
         )
-        with engine.connect() as conn:  # one per read: a long export holds none between
-            got = conn.execute(query).all()
+        got, key = read(engine, query)
         yield got[:read_rows]
         if len(got) <= read_rows:
             return
-        last = (got[read_rows - 1][0], got[read_rows - 1][1])  # (start in microseconds, id)
+        last = key(read_rows - 1)  # (start in microseconds, id)
         if previous is not None and last <= previous:
             raise KeysetStalled(
                 f"An export's read in the window ending {upper} ended at or before the read "
@@ -225,6 +222,7 @@ def store_pages(
     read_rows: int = 0,
     row_limit: int | None = None,
     plan: Windows | None = None,
+    read=_rows,
 ) -> Iterator[list]:
     """Every matching span's `columns`, oldest first (by start time, then id, as the keyset
     pages), in pages of exactly `page_size` rows but the last: each row its start time (in
@@ -235,7 +233,8 @@ def store_pages(
     windows of the first `max(row_limit, K)` copies (`windows`); should they hold fewer spans
     (copies of racing writers, a filter the copies do not decide), the windows after them are
     found the same way, for the rows still wanted; reading stops once `row_limit` rows are
-    read (the last page may hold more: the worker cuts at the limit)."""
+    read (the last page may hold more: the worker cuts at the limit). `read`: how a read's
+    rows are fetched (`_reads`); the pages hold what it gives."""
     where = pinned_conditions(engine, spec, as_of, max_id)
     read_rows = max(page_size, read_rows)
     plan = plan or windows(engine, scope, where, read_rows, row_limit)
@@ -244,7 +243,8 @@ def store_pages(
     lower: datetime | None = None  # each window is (lower, upper]
     while True:
         for upper in plan.ends:
-            for got in _reads(engine, scope, where, columns, lower, upper, read_rows, max_id):
+            reads = _reads(engine, scope, where, columns, lower, upper, read_rows, max_id, read)
+            for got in reads:
                 held.extend(got)
                 taken += len(got)
                 while len(held) >= page_size:
@@ -326,9 +326,9 @@ def window_pages(
     row_limit: int,
     plan: Windows,
 ) -> Iterator[tuple]:
-    """The worker's (row count, write function) per page on the span store: lines written
-    by the engine with `text_plan` (CSV's `csv_columns`, JSON's `span_store_json`), else rows
-    for the writers."""
+    """The worker's (row count, write function) per page on the span store: text written
+    by the engine with `text_plan` (CSV's `span_store_csv`, JSON's `span_store_json`), else
+    rows for the writers."""
     reading = {
         "page_size": page_size,
         "read_rows": read_rows,
@@ -342,27 +342,26 @@ def window_pages(
         return
     require_filters(scope, spec)
     require_fields(scope, fields, "export")
-    pages = store_pages(engine, scope, spec, text_plan.columns, **reading)
+    pages = store_pages(engine, scope, spec, text_plan.columns, read=text_plan.read, **reading)
     yield from _writes(pages, text_plan.write)
 
 
 @dataclass(frozen=True)
 class TextPlan:
     """The columns a page reads and what its writer is given from `store_pages`' rows: lines
-    of text made by the engine (`write_lines`), or Parquet's table of the page's columns."""
+    of text made by the engine (`write_lines`), CSV's bytes (`write_bytes`), or Parquet's
+    table of the page's columns. `read`: how a read's rows are fetched (`_reads`);
+    `reads_lines`: they come as one column of bytes, no value per row (the worker's larger
+    reads, `WorkerConfig.span_store_line_rows`)."""
 
     columns: list
     lines: Callable[[list], object]
     method: str = "write_lines"
+    read: Callable = _rows
+    reads_lines: bool = False
 
     def write(self, writer, page: list) -> None:
         getattr(writer, self.method)(self.lines(page))
-
-
-def csv_text_plan(fields: tuple[str, ...]) -> TextPlan | None:
-    """CSV lines by the engine (`csv_columns`), or None: the row path."""
-    plan = csv_columns(fields)
-    return None if plan is None else TextPlan(plan.columns, lambda page: csv_lines(page, plan))
 
 
 def _writes(pages: Iterator[list], write) -> Iterator[tuple]:
@@ -373,101 +372,3 @@ def _writes(pages: Iterator[list], write) -> Iterator[tuple]:
             yield len(page), lambda writer, n, page=page: write(writer, page[:n])
     finally:
         pages.close()
-
-
-# -- CSV text by the engine ------------------------------------------------------------------
-
-_NEEDS_QUOTES = '[,"\n]'  # what Python's csv module quotes (lineterminator "\n"; not "\r")
-
-
-def _text(value):
-    """`csv_text` of a text value, quoted as `csv.writer` quotes it."""
-    plain = func.ifNull(value, "")
-    quoted = func.concat('"', func.replaceAll(plain, '"', '""'), '"')
-    return case((func.match(plain, _NEEDS_QUOTES), quoted), else_=plain)
-
-
-def _csv_column(name: str):
-    """The engine's expression for a field's CSV text, or None: a float (Python's `repr` is
-    written here) or a type this path does not write (JSON, a field not stored as a column)."""
-    column = field_column(name)
-    kind = column.type
-    if isinstance(kind, Float):
-        return None
-    if isinstance(kind, UtcDateTime):  # DateTime64(6, 'UTC'): "2026-10-05 15:00:07.796400"
-        iso = func.concat(func.replaceOne(func.toString(column), " ", "T"), "+00:00")
-        return func.ifNull(iso, "")
-    if isinstance(kind, Boolean):
-        return case((column.is_(None), ""), (column, "true"), else_="false")
-    if isinstance(kind, Integer):
-        return func.ifNull(func.toString(column), "")
-    if isinstance(kind, String):
-        return _text(column)
-    raise TypeError(name)
-
-
-@dataclass(frozen=True)
-class CsvColumns:
-    """What a CSV page reads: runs of fields' text joined by the engine (a str each) and
-    floats (a float each, `is_float`), in the fields' order."""
-
-    columns: list
-    is_float: list[bool]
-
-
-def csv_columns(fields: tuple[str, ...]) -> CsvColumns | None:
-    """The columns a CSV page reads, or None when the engine cannot write these fields' text
-    (the row path writes them): a JSON field, a key of one, an expression field, or a single
-    column (`csv` quotes an empty lone field)."""
-    if len(fields) < 2:
-        return None
-    columns: list = []
-    is_float: list[bool] = []
-    run: list = []  # the current run of text columns
-    for name in fields:
-        field = FIELDS.get(name)
-        if field is None or not field.plain or field.type == "json":
-            return None
-        column = field_column(name)
-        if not isinstance(column.type, Float | UtcDateTime | Boolean | Integer | String):
-            return None
-        if isinstance(column.type, Float):
-            if run:
-                columns.append(_joined(run, len(columns)))
-                is_float.append(False)
-                run = []
-            columns.append(column)
-            is_float.append(True)
-        else:
-            run.append(_csv_column(name))
-    if run:
-        columns.append(_joined(run, len(columns)))
-        is_float.append(False)
-    return CsvColumns(columns, is_float)
-
-
-def _joined(run: list, position: int):
-    """A run of text columns as one: their texts with commas between."""
-    parts = [run[0]]
-    for column in run[1:]:
-        parts += [",", column]
-    return (func.concat(*parts) if len(parts) > 1 else parts[0]).label(f"csv_{position}")
-
-
-def _float_texts(values) -> list[str]:
-    """`csv_text` of floats: Python's shortest repr, without a trailing ".0"."""
-    texts = ["" if v is None else repr(v) for v in values]
-    return [t[:-2] if t.endswith(".0") else t for t in texts]
-
-
-def csv_lines(page: list, plan: CsvColumns) -> list[str]:
-    """A page's CSV lines (without their newline) from `store_pages`' rows of `plan`."""
-    if len(plan.is_float) == 1:
-        return [row[KEYS] for row in page]
-    columns = [
-        _float_texts(values) if is_float else values
-        for values, is_float in zip(
-            list(zip(*page, strict=True))[KEYS:], plan.is_float, strict=True
-        )
-    ]
-    return list(map(",".join, zip(*columns, strict=True)))

@@ -11,7 +11,7 @@ name and renamed into place only when complete, so a partial file can never be d
 The rows are read where the explorer reads them (`storage/span_reads.py`): the ClickHouse span
 store when `OBSERVATORY_SPAN_STORE` is set, through the same builders (each span once, its
 newest copy) in windows of start time, CSV, JSON lines and JSON text written by the engine
-where it can (`exports/span_store_pages.py`, `span_store_json.py`) and Parquet pages made by
+where it can (`exports/span_store_csv.py`, `span_store_json.py`) and Parquet pages made by
 column (`span_store_parquet.py`), pinned to the spans written before the job was made
 (`Store.pin_of_snapshot`); the job itself (state, heartbeat, progress, file) stays in
 `DATABASE_URL`. A span store that is down or busy is a transient error like a lost database.
@@ -41,10 +41,11 @@ from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import RETENTION, RUNNING_PER_ORG, Status
 from observatory_core.exports.local_times import output_fields, with_local
 from observatory_core.exports.schedules import announce_ready, run_due
+from observatory_core.exports.span_store_csv import csv_line_plan
 from observatory_core.exports.span_store_json import json_text_plan
 from observatory_core.exports.span_store_pages import (
+    TextPlan,
     Windows,
-    csv_text_plan,
     job_windows,
     window_pages,
 )
@@ -74,6 +75,7 @@ class WorkerConfig:
     copy_page_size: int = 20_000  # ids per COPY page (PostgreSQL CSV)
     copy_ahead: int = 2  # COPY pages the database prepares while the previous one is written
     span_store_read_rows: int = 20_000  # spans per read on the span store (span_store_pages)
+    span_store_line_rows: int = 100_000  # CSV lines per read there (span_store_csv)
     retention: timedelta = RETENTION
     audit_retention: timedelta = AUDIT_KEEP
     worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -212,7 +214,31 @@ def _pin(reads: Engine, job: dict) -> dict:
     return {"as_of": job["snapshot_at"], "max_id": max_id}
 
 
-def _windows(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, config: WorkerConfig):
+def _text_plan(job: dict, fields: tuple[str, ...]) -> TextPlan | None:
+    """What the span store's engine writes of the job's file (None: rows for the writers;
+    local time columns are written by the row path)."""
+    if _zone(job) is not None:
+        return None
+    if job["format"] == "csv":
+        return csv_line_plan(fields)
+    if job["format"] in ("json", "jsonl"):
+        return json_text_plan(fields)
+    if job["format"] == "parquet":
+        return parquet_plan(fields)
+    return None
+
+
+def _read_rows(text_plan: TextPlan | None, config: WorkerConfig) -> int:
+    """Rows per read on the span store: CSV's lines come as one column of bytes (no Python
+    object per value), so its reads are larger (fewer windows each re-reading the parts'
+    edges; docs/scale.md)."""
+    lines = text_plan is not None and text_plan.reads_lines
+    return config.span_store_line_rows if lines else config.span_store_read_rows
+
+
+def _windows(
+    engine: Engine, job: dict, scope: Scope, spec: FilterSpec, config: WorkerConfig, fields
+):
     """The job's windows on the span store (`span_store_pages.job_windows`), else None."""
     if not store_for(engine).pages_exports_by_window:
         return None
@@ -221,7 +247,7 @@ def _windows(engine: Engine, job: dict, scope: Scope, spec: FilterSpec, config: 
         scope,
         spec,
         page_size=config.page_size,
-        read_rows=config.span_store_read_rows,
+        read_rows=_read_rows(_text_plan(job, fields), config),
         row_limit=job["row_limit"],
         **_pin(engine, job),
     )
@@ -263,13 +289,7 @@ def _pages(
             _close_quietly(pages)
         return
     if plan is not None:  # the span store (`Store.pages_exports_by_window`)
-        text_plan = None  # local time columns are written by the row path
-        if zone is None and job["format"] == "csv":
-            text_plan = csv_text_plan(fields)
-        elif zone is None and job["format"] in ("json", "jsonl"):
-            text_plan = json_text_plan(fields)
-        elif zone is None and job["format"] == "parquet":
-            text_plan = parquet_plan(fields)
+        text_plan = _text_plan(job, fields)
         yield from window_pages(
             engine,
             scope,
@@ -279,7 +299,7 @@ def _pages(
             zone=zone,
             pinned=pinned,
             page_size=config.page_size,
-            read_rows=config.span_store_read_rows,
+            read_rows=_read_rows(text_plan, config),
             row_limit=job["row_limit"],
             plan=plan,
         )
@@ -408,7 +428,7 @@ def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseEx
     try:
         config.export_dir.mkdir(parents=True, exist_ok=True)
         reads = span_reads(engine)  # the span store, when set: a store that is down is transient
-        plan = _windows(reads, job, scope, spec, config)
+        plan = _windows(reads, job, scope, spec, config, fields)
         # the span store's total is the matching copies its windows numbered (at least the
         # job's rows: progress an estimate, 1.0 at the end); the rows written are counted exactly
         counted = plan.matching if plan else count_spans(reads, scope, spec, **_pin(reads, job))

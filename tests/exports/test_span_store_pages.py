@@ -21,11 +21,12 @@ import pytest
 from sqlalchemy import select, true
 
 from observatory_core.accounts.permissions import Role
-from observatory_core.accounts.scope import Scope
-from observatory_core.exports import jobs, span_store_json, span_store_pages
+from observatory_core.accounts.scope import Scope, scoped_spans
+from observatory_core.exports import jobs, span_store_csv, span_store_json, span_store_pages
 from observatory_core.exports import worker as worker_module
 from observatory_core.exports.jobs import MAX_ROWS, create_export, get_export
-from observatory_core.exports.span_store_pages import KEYS, KeysetStalled, csv_columns, store_pages
+from observatory_core.exports.span_store_csv import csv_line
+from observatory_core.exports.span_store_pages import KEYS, KeysetStalled, store_pages
 from observatory_core.exports.worker import WorkerConfig, work_once
 from observatory_core.exports.writers import open_writer
 from observatory_core.filters.spec import FilterSpec
@@ -190,7 +191,7 @@ def polars_csv(routed, fields) -> bytes:
 PLAIN = tuple(n for n, f in FIELDS.items() if f.plain and f.type != "json")
 
 
-@pytest.mark.parametrize(("read_rows", "fields"), [(4, None), (20_000, None), (4, PLAIN)])
+@pytest.mark.parametrize(("read_rows", "fields"), [(4, None), (100_000, None), (4, PLAIN)])
 def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch, read_rows, fields):
     pages: list[int] = []
     real = worker_module._still_mine
@@ -199,7 +200,16 @@ def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch,
         pages.append(rows)
         return real(engine, job_id, cfg, progress, rows)
 
+    lines_read: list[int] = []
+    real_read = span_store_csv._read_lines
+
+    def count_lines(engine, query):
+        got, key = real_read(engine, query)
+        lines_read.append(len(got))
+        return got, key
+
     monkeypatch.setattr(worker_module, "_still_mine", count_pages)
+    monkeypatch.setattr(span_store_csv, "_read_lines", count_lines)
     job, got = export(
         on_store,
         tmp_path,
@@ -207,10 +217,10 @@ def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch,
         "gzip",
         fields=fields,
         page_size=3,
-        span_store_read_rows=read_rows,
+        span_store_line_rows=read_rows,
     )
     assert fields is None or tuple(job["fields"]) == fields
-    assert csv_columns(tuple(job["fields"])) is not None  # the engine writes this CSV
+    assert csv_line(tuple(job["fields"])) is not None  # the engine writes this CSV
     want = polars_csv(on_store, job["fields"])
     if fields:
         assert b",true," in got and b",-5," in got and b",2147483647," in got
@@ -220,8 +230,91 @@ def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch,
     assert got == keyset_file(on_store, tmp_path, job, "csv")
     total = job["rows_written"]
     assert total == len(expected_rows(on_store["store"], on_store["acme"]))
+    # every line came from the engine's reads of lines (each at most read_rows + 1 long)
+    assert sum(min(n, read_rows) for n in lines_read) == total
+    assert max(lines_read) <= read_rows + 1 and (read_rows > total or len(lines_read) > 1)
     # the job's pages of exactly 3 rows whatever the reads hold, the last shorter
     assert pages == [min(n, total) for n in range(3, total + 3, 3)]
+
+
+# floats where Python's repr and the engine's text differ (exponent form, its sign and
+# padding, plain digits below 1e-4 and from 1e16) or agree (the rest), at the ends of the range
+FLOAT_CORPUS = [
+    *(
+        sign * v
+        for sign in (1, -1)
+        for v in (
+            5e-324,
+            2.2250738585072014e-308,
+            1e-100,
+            1.5e-10,
+            7.8e-07,
+            1e-06,
+            9.99999e-07,
+            1.08e-06,
+            2.5e-05,
+            1e-05,
+            9.999999999999999e-05,
+            0.0001,
+            0.00010000000000000002,
+            0.1,
+            0.30000000000000004,
+            1 / 3,
+            123.0,
+            123456789.125,
+            1e15,
+            9999999999999998.0,
+            1e16,
+            1.5e16,
+            1.2345678901234568e17,
+            1e20,
+            1e21,
+            1e22,
+            1.5e300,
+            1.7976931348623157e308,
+        )
+    ),
+    0.0,
+    -0.0,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    None,
+]
+
+
+def test_the_engines_float_text_is_pythons(on_store):
+    """`span_store_csv._float_text` over floats where the notations differ and where they
+    agree, and over 3,000 of every size (random bits, seeded): the text `csv_text` writes
+    (Python's repr without a trailing ".0")."""
+    import random
+    import struct
+
+    from sqlalchemy import Float, Integer, column, text
+
+    from observatory_core.exports.writers import csv_text
+    from observatory_core.storage.clickhouse.sql import read_columns
+
+    draw = random.Random(17)
+    values = [*FLOAT_CORPUS]
+    for _ in range(1_000):
+        values.append(struct.unpack("<d", struct.pack("<Q", draw.getrandbits(64)))[0])
+        values.append(round(draw.random() * 10 ** draw.randint(-8, 18), draw.randint(0, 12)))
+        values.append(draw.random() * 10 ** draw.randint(-25, 25))
+    listed = ", ".join("NULL" if v is None else f"toFloat64('{v!r}')" for v in values)
+    floats = (
+        text(
+            "SELECT p.1 AS i, p.2 AS x FROM (SELECT arrayJoin(arrayZip(arrayEnumerate(a), a)) "
+            f"AS p FROM (SELECT [{listed}] AS a))"
+        )
+        .columns(column("i", Integer), column("x", Float))
+        .subquery("floats")
+    )
+    query = select(floats.c.i, span_store_csv._float_text(floats.c.x)).order_by(floats.c.i)
+    order, texts = read_columns(on_store["store"].engine, query)
+    assert order == list(range(1, len(values) + 1))
+    assert texts == [csv_text(v, "ttft_ms") for v in values]
+    assert "1e-05" in texts and "-1.5e+16" in texts and "1e+22" in texts and "nan" in texts
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet"])
@@ -514,3 +607,35 @@ def test_an_export_past_the_reads_memory_bound_fails_once_with_the_sentence(
     job = get_export(on_store["engine"], scope, job["id"])
     assert job["status"] == "failed" and job["attempts"] == 1, job
     assert "more memory than one read may use" in job["error_message"], job["error_message"]
+
+
+def test_read_columns_is_the_engines_rows_as_columns(on_store, monkeypatch):
+    """`clickhouse/sql.read_columns` (the CSV lines' reads): the same answer as the statement
+    through SQLAlchemy, with a bound time, an IN list and text holding a percent sign; a read
+    past its memory bound is `QueryTooLarge`, as through SQLAlchemy."""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+    from sqlalchemy import literal
+
+    from observatory_core.base.errors import QueryTooLarge
+    from observatory_core.storage.clickhouse.sql import read_columns
+    from observatory_core.storage.dialect import epoch_us
+    from observatory_core.storage.schema import spans
+
+    engine = on_store["store"].engine
+    scope = Scope(org_id=on_store["acme"], role=Role.ADMIN, username="ada")
+    query = (
+        scoped_spans(scope, spans.c.name, epoch_us(spans.c.start_time), literal("100%").label("p"))
+        .where(spans.c.status.in_(["ok", "error"]), spans.c.start_time >= TIE)
+        .order_by(spans.c.start_time, spans.c.id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    assert len(rows) >= 10
+    assert read_columns(engine, query) == [list(c) for c in zip(*rows, strict=True)]
+
+    def refused(*args, **kwargs):
+        raise DatabaseError("Code: 241. DB::Exception: Query memory limit exceeded: would use")
+
+    monkeypatch.setattr(on_store["store"].client, "query", refused)
+    with pytest.raises(QueryTooLarge):
+        read_columns(engine, query)
