@@ -10,7 +10,9 @@ percentiles. The baseline then maps the same requests in this process (the recei
 and writes their rows with `storage/clickhouse/writes.write_spans` (the stored-span check, the
 insert, the views) into a fresh folder in batches of 50,000: what the store alone takes. The
 1-minute load average is recorded at the start and the end of each, and the server's peak RSS
-(sampled every 200 ms while the clients post).
+(sampled every 200 ms while the clients post) and its CPU seconds (user and system, all its
+threads, chDB's included) per 10,000 spans stored: on shared cores the rate follows the load,
+the CPU less so.
 
     PYTHONPATH=. .venv/bin/python -m bench.clickhouse_ingest_case [--seconds 30] > out.json
 """
@@ -91,8 +93,11 @@ def main() -> None:
         ) as base:
             port = int(base.rsplit(":", 1)[1])
             # the server's, every 200 ms: a finer poll takes CPU from the clients on 2 cores
-            rss = RssWatch(server_process(port), interval=0.2)
+            server = server_process(port)
+            rss = RssWatch(server, interval=0.2)
+            cpu_start = sum(server.cpu_times()[:2])
             results, elapsed = run_clients(port, key, bodies, args.seconds, warm_seconds=60)
+            cpu = sum(server.cpu_times()[:2]) - cpu_start  # the warm-up's 1,024 spans too
             rss.stop()
         load_end = load_1min()
         done = [r for rs in results for r in rs]
@@ -124,6 +129,7 @@ def main() -> None:
                     "seconds": round(elapsed, 1),
                     "load_1min": [load_start, load_end],
                     "peak_rss_mb": rss.peak / 2**20,
+                    "server_cpu_s_per_10k": cpu / (len(ok) * BATCH + 2 * BATCH) * 10_000,
                 },
                 {
                     **common,

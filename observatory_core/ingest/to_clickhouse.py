@@ -162,6 +162,34 @@ _POOL_COLUMNS = (
 )
 
 
+_MICRO = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SLICE = 2 * (dedup.TOLERANCE // _MICRO)  # microseconds: a start's tolerance spans two slices
+_U64 = 2**64 - 1
+# A span's tokens and slice of its start in one number (wrapping, as the engine's UInt64 does):
+# a set of single numbers is cheap for the engine to parse and test, a set of 3,000 tuples
+# took it 3 times the read. Two keys may share a number: the pool is a superset, checked by
+# `dedup.twins` as before.
+_NEAR_KEY = (
+    f"toUInt64(intDiv(toUnixTimestamp64Micro(start_time), {_SLICE})) "
+    "+ (toUInt64(input_tokens) * 1000003 + toUInt64(output_tokens)) * 68719476736"
+)
+
+
+def _near_keys(rows: list[dict]) -> list[int]:
+    """`_NEAR_KEY` of every span that could be a separate twin of one of `rows`: its tokens,
+    a start within the tolerance (two slices). Rows of the look-back only, so the starts are
+    past 1970 and the slices agree with the engine's `intDiv`."""
+    tolerance = dedup.TOLERANCE // _MICRO
+    keys = set()
+    for row in rows:
+        start = (row["start_time"] - _EPOCH) // _MICRO
+        tokens = (int(row["input_tokens"]) & _U64) * 1000003 + (int(row["output_tokens"]) & _U64)
+        for piece in {(start - tolerance) // _SLICE, (start + tolerance) // _SLICE}:
+            keys.add((piece + tokens * 68719476736) & _U64)
+    return sorted(keys)
+
+
 def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
     """Counted LLM spans stored in the recent rows' traces (within a day of them: the trace id's
     bloom filter) or starting within the tolerance of one (the key's time prefix), per org and
@@ -176,6 +204,13 @@ def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
             f"(start_time >= {_time(f'lo{i}')} AND start_time <= {_time(f'hi{i}')})"
             for i in range(len(windows))
         )
+        # a separate twin has a row's tokens and starts within the tolerance of it: the
+        # windows alone let every span of a busy minute with common token counts through
+        # (up to POOL_ROWS, read and paired in Python)
+        keys = _near_keys(rows)
+        # one text the engine casts: 3,000 numbers parsed as a statement's literals cost it more
+        listed = ",".join(map(str, keys))
+        near = f"({near}) AND has(CAST('[{listed}]' AS Array(UInt64)), {_NEAR_KEY})"
         # twins have the same token counts: only stored spans with a batch row's are read
         tokens = sorted({(r["input_tokens"], r["output_tokens"]) for r in rows})
         params: dict[str, Any] = {"org": org_id, "project": project_id, "tokens": tokens}
@@ -184,12 +219,16 @@ def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
         traces = sorted({r["trace_id"] for r in rows})
         first = min(r["start_time"] for r in rows) - TREE_REACH
         last = max(r["start_time"] for r in rows) + TREE_REACH
+        listed = writes.plain_list(traces)
         in_traces = (
-            f"trace_id IN %(traces)s AND start_time >= {_time('first')} "
+            f"trace_id IN {listed or '%(traces)s'} AND start_time >= {_time('first')} "
             f"AND start_time <= {_time('last')}"
         )
-        params.update(traces=traces, first=micro_text(first), last=micro_text(last))
-        for row in _pool_rows(store, (near, in_traces), params, len(traces) + len(tokens)):
+        params.update(first=micro_text(first), last=micro_text(last))
+        if listed is None:
+            params["traces"] = traces
+        ids = len(traces) + len(tokens) + len(keys)
+        for row in _pool_rows(store, (near, in_traces), params, ids):
             found.setdefault((row["trace_id"], row["span_id"]), row)
     return list(found.values())
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -104,6 +105,15 @@ def unexpired(batch: list[dict[str, Any]], retain: Callable) -> list[dict[str, A
     return out
 
 
+def plain_list(values: list[str]) -> str | None:
+    """`values` as a statement's literal for `IN` when each is letters and digits alone (OTLP's
+    hex ids), else None: bind them then, escaped by the driver, whose binding of a batch's
+    2,048 ids took 7 ms of Python against 0.3 ms for this."""
+    if values and all(v.isascii() and v.isalnum() for v in values):
+        return "(" + ",".join(f"'{v}'" for v in values) + ")"
+    return None
+
+
 class Stored(NamedTuple):
     """A span the store already holds: its start time (the earliest, should copies with
     other starts be stored) and when it was last written (`layout.VERSION`, microseconds)."""
@@ -122,12 +132,18 @@ def stored_starts(
         by_org.setdefault(row["org_id"], set()).add(row["span_id"])
     found: dict[tuple[int, str, str], Stored] = {}
     for org_id, span_ids in by_org.items():
+        ids = sorted(span_ids)
+        listed = plain_list(ids)
+        params: dict[str, Any] = (
+            {"org": int(org_id)} if listed else {"org": int(org_id), "ids": ids}
+        )
         result = store.client.query(
             f"SELECT trace_id, span_id, min(start_time), max({layout.VERSION}), "
             "groupUniqArray(project_id) "
             f"FROM {store.table('spans')} "
-            "WHERE org_id = %(org)s AND span_id IN %(ids)s GROUP BY trace_id, span_id",
-            parameters={"org": int(org_id), "ids": sorted(span_ids)},
+            f"WHERE org_id = %(org)s AND span_id IN {listed or '%(ids)s'} "
+            "GROUP BY trace_id, span_id",
+            parameters=params,
             settings={
                 # the ids are written into the statement: ~19 bytes each, past the 256 KiB default
                 "max_query_size": 64 + 24 * len(span_ids) + 4096,
@@ -168,6 +184,22 @@ def only_written_here(
     return all(counts.get(org, (0, 0)) == (mine.get(org, 0), 0) for org in orgs)
 
 
+_TIMES = frozenset(c.name for c in layout.span_columns() if layout.TIME in c.type)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def _micros(value: datetime | None) -> int | None:
+    """A time as the column's microseconds since 1970, which the driver writes as they are
+    (its own conversion of each datetime took a tenth of the insert's Python); a time without
+    a zone as the driver takes it (the process's local time)."""
+    if value is None or isinstance(value, int):
+        return value
+    if value.tzinfo is None:
+        return math.floor(value.timestamp()) * 1_000_000 + value.microsecond
+    return (value - _EPOCH) // _MICRO
+
+
 def as_columns(
     rows: list[dict[str, Any]], names: tuple[str, ...], version: int, retain: Callable
 ) -> list[list[Any]]:
@@ -176,7 +208,9 @@ def as_columns(
     out: list[list[Any]] = []
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     for name in names:
-        if name == layout.VERSION:
+        if name in _TIMES:
+            out.append([_micros(r[name]) for r in rows])
+        elif name == layout.VERSION:
             out.append([version] * len(rows))
         elif name == layout.RETAIN_DAYS:
             out.append([retain(r["org_id"], r["project_id"]) for r in rows])
