@@ -393,7 +393,7 @@ class ClickHouseStore(Store):
     reads_actors_once = True  # the actors' edges: one read of spans for users and sessions
     pairs_periods = True  # the Overview's two periods' traces and actors: a statement each
     sums_trees_from_spans = True  # each span once, racing copies too (docs/scale.md)
-    pages_by_prefix = True  # a page by start time within a stretch of the first copies
+    pages_by_prefix = True  # traces mode: roots by start time within a stretch of stored roots
 
     def on_newest_copy(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
         return on_newest_copy(condition)
