@@ -241,45 +241,14 @@ def _walk_sort_index(conn, scope, query, key, order, direction, limit, position)
     return rows if len(rows) > limit else None
 
 
-# On the span store a page by start time is read within a stretch of the window's first copies
-# (`Store.pages_by_prefix`): so many stored copies per row wanted, a longer stretch when the
-# first held too few matches (copies, or spans an older copy matched), then the whole window.
-_STRETCH_PER_ROW = (4, 32)
-
-
 def _by_prefix(conn: Connection, where: list) -> bool:
-    """Whether the page may be read within a stretch: on the span store, without the text
-    search (it reads the id, which the stored copies lack; the store narrows it by itself)."""
+    """Whether traces mode's page of roots by start time may be read within a stretch of the
+    first stored roots (`traces/root_stretches.py`): on the span store, without the text
+    search. Spans mode reads its page in one statement there since schema version 8 (the id
+    stored: the engine's top-n over the window took half the time of a stretch's edge and
+    page, docs/scale.md)."""
     searched = any(isinstance(e, text_search) for c in where for e in visitors.iterate(c))
     return store_for(conn).pages_by_prefix and not searched
-
-
-def _prefix_page(conn, scope, query, where, key, order, direction, limit, position):
-    """The page by start time from the spans within a stretch of the window's first stored
-    copies (after the cursor), or None when no stretch held a full page.
-
-    Exact: the stretch's edge is a bound on the start time, which every copy of a span holds
-    alike, so each span within it is still judged by its newest copy alone; every span past it
-    sorts after the edge, so a full page within it is the page. No edge (the rest of the window
-    holds fewer copies than the stretch) reads the rest of the window, which is the answer."""
-    store, desc = store_for(conn), direction == "desc"
-    copies = scoped_spans(scope, key).where(*where)
-    if position:  # the keyset's start time as a plain bound: the store applies it first
-        plain = literal(position_time(position), type_=key.type)
-        bound = key <= plain if desc else key >= plain
-        query, copies = query.where(bound), copies.where(bound)
-    for per_row in _STRETCH_PER_ROW:
-        stretch = copies.order_by(key.desc() if desc else key.asc()).limit(1)
-        edge = conn.execute(store.span_copies(stretch.offset(per_row * (limit + 1) - 1))).scalar()
-        bounded = query
-        if edge is not None:
-            edge = literal(edge if edge.tzinfo else edge.replace(tzinfo=UTC), type_=key.type)
-            bounded = query.where(key >= edge if desc else key <= edge)
-        page = conn.execute(bounded.order_by(*order).limit(limit + 1)).mappings()
-        rows = [dict(r) for r in page]
-        if edge is None or len(rows) > limit:
-            return rows
-    return None
 
 
 def _read(
@@ -339,8 +308,6 @@ def _read(
     rows = None
     if sort in _WALK_INDEX and store_for(conn).walks_sort_index:
         rows = _walk_sort_index(conn, scope, query, key, order, direction, limit, position)
-    elif sort == "start_time" and not floor and _by_prefix(conn, where):
-        rows = _prefix_page(conn, scope, query, where, key, order, direction, limit, position)
     if rows is None:
         rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
     total = conn.execute(counter).scalar_one() if count else None

@@ -60,6 +60,10 @@ LOW_CARDINALITY = frozenset(
 # ReplacingMergeTree keeps the highest, reads take one row per span) and the retention hook
 # (days this span is kept, 0: forever; the table's TTL deletes it after).
 VERSION, RETAIN_DAYS = "version", "retain_days"
+# The span's id on this store (the other stores' generated `spans.id`): its identity hashed,
+# halved to fit a signed 64-bit integer; stored since schema version 8 (`ddl._span_ids`).
+SPAN_ID_SQL = "intDiv(cityHash64({t}org_id, {t}trace_id, {t}span_id), 2)"
+SPAN_ID_COLUMN = f"`id` UInt64 MATERIALIZED {SPAN_ID_SQL.format(t='')}"
 # The TTL (`toDateTime(start_time) + toIntervalDay(retain_days)`) is a DateTime, which ends in
 # 2106: past it the sum wraps round to a past date, and the span would be deleted at once (a
 # retention of 36,500 days, which the settings accept, deleted every span of an org in review).

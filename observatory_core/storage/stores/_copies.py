@@ -1,11 +1,11 @@
 """Which conditions a read of the span store's stored rows may apply alone, as if a span could
-have several copies (`exports/span_store_pages.py`, `traces/root_stretches.py`), and which
-subqueries the derived table of `stores/clickhouse.py` may apply first (`pushed_inside`).
+have several copies (`exports/span_store_pages.py`, `traces/root_stretches.py`).
 
 Since schema version 7 each span is one stored row (`storage/clickhouse/fold_copies.py`,
-docs/scale.md "Each span once"), so the derived table applies every condition on its own
-columns and picks no copy; the rule below for copies is kept by those raw readers, whose
-answers it leaves unchanged when each span has one row."""
+docs/scale.md "Each span once"), and since version 8 `spans` compiles to the stored table
+itself (`stores/clickhouse.py`, no derived table: `on_newest_copy` is then the condition as
+written); the rule below for copies is kept by those raw readers, whose answers it leaves
+unchanged when each span has one row."""
 
 from __future__ import annotations
 

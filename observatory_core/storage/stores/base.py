@@ -200,9 +200,10 @@ class Store(ABC):
     # each) rather than reading `trace_totals`: the span store's, whose views would count a
     # span written by two racing processes twice (docs/scale.md).
     sums_trees_from_spans: bool = False
-    # Whether a page by start time is read within a stretch of the window's first copies
-    # (`span_copies`, traces/query.py `_prefix_page`): the span store's, whose newest-copy
-    # choice otherwise sorts every span of the window before the page is cut (docs/scale.md).
+    # Whether traces mode's page of roots by start time is read within a stretch of the
+    # window's first stored roots (`span_copies`, traces/root_stretches.py): the span store's,
+    # where the plain read takes the roots of every trace with a span in the window
+    # (docs/scale.md, "Traces mode"). Spans mode reads its pages in one statement everywhere.
     pages_by_prefix: bool = False
 
     def span_copies(self, query: Select) -> Select:

@@ -5,13 +5,13 @@ It serves reads of spans only: orgs, users, jobs and the rest stay in `DATABASE_
 members for writes, locks, jobs and retention say so rather than pretend. What this module adds
 to the builders' SQL:
 
-- `spans` is read as stored, one row per span (`storage/clickhouse/fold_copies.py`): each
-  SELECT over it reads a derived table of the same name that adds the id and applies the
-  query's own conditions (the org, the time window, the filter) first;
+- `spans` is read as stored, one row per span (`storage/clickhouse/fold_copies.py`), its id a
+  stored column (schema version 8): no derived table, so the engine's top-n sort with lazy
+  columns reads a page's other columns for its rows alone;
 - `trace_totals` is read likewise, a derived table summing the store's partial rows
   (`storage/clickhouse/trace_totals.py`), with the columns the other stores keep;
-- `spans.id`, which this store does not keep, is a 63-bit hash of the span's identity: unique
-  per span, so keyset pages break ties by it;
+- `spans.id` is a 63-bit hash of the span's identity (`layout.SPAN_ID_SQL`): unique per span,
+  so keyset pages break ties by it;
 - a page's pin (`arrival_order`) is the write's `version`, not the id: spans written after the
   first page stay out of the later ones, as on the other stores.
 """
@@ -27,14 +27,14 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import Insert, Select, functions, visitors
-from sqlalchemy.sql.expression import ColumnClause, ColumnElement
-from sqlalchemy.sql.selectable import CTE, ScalarSelect
+from sqlalchemy.sql import Insert, Select, functions
+from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.base.errors import ConfigError
 from observatory_core.storage import latency_bins
 from observatory_core.storage.clickhouse import sketch_sql
 from observatory_core.storage.clickhouse import trace_totals as totals
+from observatory_core.storage.clickhouse.layout import SPAN_ID_SQL
 from observatory_core.storage.dialect import (
     actor_pairs,
     arrival_order,
@@ -63,12 +63,10 @@ from observatory_core.storage.packed_sketch import (
 )
 from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.storage.stores import register
-from observatory_core.storage.stores._copies import on_newest_copy, pushed_inside
+from observatory_core.storage.stores._copies import on_newest_copy
 from observatory_core.storage.stores.base import SpanPartition, Store
 
 NAME = "clickhousedb"  # clickhouse-connect's dialect (storage/clickhouse/layout.py)
-# The span's id on this store: its identity hashed, halved to fit a signed 64-bit integer.
-SPAN_ID_SQL = "intDiv(cityHash64({t}org_id, {t}trace_id, {t}span_id), 2)"
 # The text columns' search expression, as the n-gram skip indexes hold it (layout.py).
 _SEARCH = "lower(ifNull({}, ''))"
 _ONLY_SPANS = (
@@ -340,12 +338,10 @@ def _alias_name(compiler, alias) -> str:
 
 @compiles(Table, NAME)
 def _table(element, compiler, asfrom=False, **kw):
-    """`spans` as the table itself where the query does not name the id, else as a derived
-    table that adds the id (`SPAN_ID_SQL`) and applies first the query's conditions on its
-    own columns (`_on_own_columns`), reading only the columns the query names;
-    `trace_totals` as one of summed rows (`_trace_totals`); other tables in the store's
-    database. Each span is one row (`storage/clickhouse/fold_copies.py`), so no copy is
-    picked here. The query's own WHERE applies every condition again outside."""
+    """`spans` as the stored table, each span one row (`storage/clickhouse/fold_copies.py`)
+    with its id stored (schema version 8, `layout.SPAN_ID_COLUMN`), so the query's conditions,
+    order and limit apply to it directly; `trace_totals` as a derived table of summed rows
+    (`_trace_totals`); other tables in the store's database."""
     if not asfrom:
         return compiler.visit_table(element, asfrom=asfrom, **kw)
     database = _database(compiler)
@@ -354,53 +350,11 @@ def _table(element, compiler, asfrom=False, **kw):
         return _trace_totals(compiler, database, query, kw)
     if element is not spans:
         return f"{database}.{compiler.visit_table(element, asfrom=True, **kw)}"
-    if query is not None and query.get_execution_options().get(_COPIES):
-        return f"{database}.spans AS spans"  # the stored rows, without the id (`span_copies`)
-    # under an alias (`spans.alias("tree")`), the derived table reads as that name, and the
-    # conditions on the alias's columns are the ones it applies first
+    # under an alias (`spans.alias("tree")`), the alias names itself
     alias = kw.get("enclosing_alias")
-    source = alias if alias is not None and alias.element is spans else spans
-    if query is not None and READS_TABLE_ALONE and not _names_id(query, source):
-        # no id to add: the table itself, its conditions the query's own (a derived table
-        # cost a small read ~4 ms more on chDB: 10.5 against 6.5 ms for 8 spans)
-        return f"{database}.spans" + (" AS spans" if source is spans else "")
-    name = "spans" if source is spans else _alias_name(compiler, alias)
-    conjuncts = _conjuncts(query.whereclause if query is not None else None)
-    ikw = _inner_kw(kw)
-    inner = [compiler.process(c, **ikw) for c in conjuncts if _on_own_columns(c, source)]
-    span_id = SPAN_ID_SQL.format(t=f"{name}.")
-    where = f" WHERE {' AND '.join(inner)}" if inner else ""
-    columns = ", ".join(f"{name}.`{c}`" for c in _read_columns(query, source))
-    derived = f"(SELECT {columns}, {span_id} AS id FROM {database}.spans AS {name}{where})"
-    return derived + (" AS spans" if source is spans else "")  # the alias names itself
-
-
-# Off: every read of spans through the derived table, as before (for measuring both ways).
-READS_TABLE_ALONE = True
-
-
-def _names_id(query, source) -> bool:
-    """Whether `query` (with its subqueries) names the id the derived table adds."""
-    return any(e is source.c.id for e in visitors.iterate(query))
-
-
-def _on_own_columns(clause, source) -> bool:
-    """Whether the derived table may apply a condition itself: it reads no other table's
-    column and not the id (the derived table's own), and any subquery in it stands alone
-    (`_copies.pushed_inside` judges those: no correlated row, no CTE of a whole window). The
-    page's pin (`arrival_order`, the version, written with the id) goes inside too, as it did
-    before schema version 7 (left outside, an export's reads took 8.3-8.4 s against 7.1 s
-    for the old code at 1M; inside, about the same: not yet understood, docs/scale.md)."""
-    if pushed_inside(clause, source):
-        return True
-    for e in visitors.iterate(clause):
-        if e is source.c.id:
-            return False
-        if isinstance(e, Select | ScalarSelect | CTE):
-            return pushed_inside(clause, source)
-        if isinstance(e, ColumnClause) and getattr(e, "table", None) not in (None, source):
-            return False
-    return True
+    return f"{database}.spans" + (
+        "" if alias is not None and alias.element is spans else " AS spans"
+    )
 
 
 def _trace_totals(compiler, database: str, query, kw) -> str:
@@ -418,26 +372,6 @@ def _trace_totals(compiler, database: str, query, kw) -> str:
     inner += [totals.traces_within(database, name, inner, bounds)] if bounds else []
     derived = totals.derived(database, inner, SPAN_ID_SQL, name)
     return derived + (" AS trace_totals" if source is trace_totals else "")
-
-
-# The execution option `span_copies` marks a query with: its `spans` is the stored copies.
-_COPIES = "observatory_span_copies"
-_ALWAYS = ("org_id", "project_id", "trace_id", "span_id", "start_time", "version")
-
-
-def _read_columns(query, source=spans) -> list[str]:
-    """The span columns the query reads (and the identity, time and version): a derived table
-    of every column made the engine read them all (a count over 200 spans took 25 ms instead
-    of 5 on chDB)."""
-    named = set(_ALWAYS)
-    if query is not None:
-        named |= {
-            e.name
-            for e in visitors.iterate(query)
-            if isinstance(e, ColumnClause) and getattr(e, "table", None) is source
-        }
-    named.discard("id")  # the derived table's own
-    return sorted(named)
 
 
 # -- the store -------------------------------------------------------------------------------
@@ -460,10 +394,7 @@ class ClickHouseStore(Store):
     pairs_periods = True  # the Overview's two periods' traces and actors: a statement each
     shares_alert_windows = True  # an exact window's alert batches: one grouping-sets statement
     sums_trees_from_spans = True  # each span once, racing copies too (docs/scale.md)
-    pages_by_prefix = True  # a page by start time within a stretch of the first copies
-
-    def span_copies(self, query: Select) -> Select:
-        return query.execution_options(**{_COPIES: True})
+    pages_by_prefix = True  # traces mode: roots by start time within a stretch of stored roots
 
     def on_newest_copy(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
         return on_newest_copy(condition)

@@ -1,5 +1,5 @@
-"""Pages by start time on the span store read within a stretch of the window's first stored
-copies (traces/query.py `_prefix_page`): racing copies at a page's edge, an older copy that
+"""Pages by start time on the span store (read within a stretch of the window's first stored
+copies until schema version 8, in one statement since: the cases stay): racing copies at a page's edge, an older copy that
 matches a filter its newest copy does not (and the reverse), the pin, and a filter whose stretches
 hold too few matches, so the page is read from the whole window. The reference: polars over
 the stored copies themselves, each span judged by its newest copy under the pin."""

@@ -79,7 +79,7 @@ def test_a_store_at_version_3_gets_the_trace_versions_at_its_next_open(chdb_sess
         store.close()
         store = open_span_store(url)
         versions = store.client.query(f"SELECT version FROM {store.table('schema_versions')}")
-        assert sorted(v for (v,) in versions.result_rows) == [1, 2, 3, 4, 5, 6, 7]
+        assert sorted(v for (v,) in versions.result_rows) == [m.version for m in ddl.MIGRATIONS]
         columns = store.client.query(
             f"SELECT name FROM system.columns WHERE database = '{store.database}' "
             "AND table = 'trace_totals'"
