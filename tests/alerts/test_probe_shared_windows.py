@@ -277,3 +277,27 @@ def test_the_id_named_only_by_the_table(store, monkeypatch, table_alone):
     query = select(spans).where(spans.c.org_id == ORG_A).limit(1)
     with store.engine.connect() as conn:
         assert len(conn.execute(query).all()) == 1
+
+
+def test_metadata_key_past_the_cap_with_missing_values(store):
+    """The same fold over a metadata key some spans lack (NULL there): raw, past the cap, on
+    chDB; the groups and "(other)" as polars counts them."""
+    from observatory_core.metrics.engine import run_metrics
+    from observatory_core.metrics.query import MetricQuery
+    from tests.helpers import admin_scope
+
+    org, regions = 903, ["eu", "eu", "eu", "us", "us", "ap", None, None, None, None]
+    rows = [
+        span(org, 1, NOW - timedelta(minutes=5 + i), metadata={"region": r} if r else {})
+        for i, r in enumerate(regions)
+    ]
+    write_spans(store, rows)
+    query = MetricQuery(
+        series=("span_count.count",),
+        filters=FilterSpec(relative=None, start=NOW - timedelta(hours=1), end=NOW),
+        bucket=None,
+        group_by=("metadata:region",),
+    )
+    got = run_metrics(store.engine, admin_scope(org), query, now=NOW, max_groups=2, force="raw")
+    counts = dict(got.frame.iter_rows())
+    assert counts == {None: 4, "eu": 3, "(other)": 3}
