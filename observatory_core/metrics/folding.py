@@ -19,8 +19,12 @@ FOLD_KEYS = "fold_keys"
 
 
 def _key(columns: list[ColumnElement]) -> ColumnElement:
-    """One text per group: the group-by values, NULL as '', joined by a unit separator."""
-    parts = [func.coalesce(cast(c, String), literal("")) for c in columns]
+    """One text per group: the group-by values, NULL as '', joined by a unit separator. Text is
+    not cast: ClickHouse casts to a non-Nullable String and refuses a NULL (a tool span's model)."""
+    parts = [
+        func.coalesce(c if isinstance(c.type, String) else cast(c, String), literal(""))
+        for c in columns
+    ]
     key = parts[0]
     for part in parts[1:]:
         key = key.concat(literal(_SEPARATOR)).concat(part)
