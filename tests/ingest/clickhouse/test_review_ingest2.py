@@ -327,3 +327,21 @@ def test_a_long_trace_of_calls_a_second_apart_is_read(chdb_store):
         batch.append(row)
     assert len(dedup.windows(batch)) == len(batch)
     assert to_clickhouse.set_aside_twins(chdb_store, batch, frozenset(), now) == 0
+
+
+def test_naive_pandas_times_with_nanoseconds_are_stored_as_the_driver_did(chdb_store, monkeypatch):
+    """A naive `pandas.Timestamp` (a parquet column's, before a caller gives it a zone): its
+    `timestamp()` rounds the nanoseconds to microseconds, which can carry into the next
+    second; the driver took that apart, `_micros` must too (else a second late)."""
+    pd = pytest.importorskip("pandas")
+    times = [
+        pd.Timestamp("2026-12-07 00:00:00.999999999"),
+        pd.Timestamp("2026-12-07 00:00:00.123456789"),
+        pd.Timestamp("1969-12-31 23:59:59.999999999"),
+    ]
+    write_spans(chdb_store, _rows(631, times))
+    with monkeypatch.context() as m:
+        m.setattr(writes, "_TIMES", frozenset())
+        write_spans(chdb_store, _rows(632, times))
+    new, old = _micros_of(chdb_store, 631), _micros_of(chdb_store, 632)
+    assert old == new
