@@ -227,7 +227,9 @@ def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
         params.update(first=micro_text(first), last=micro_text(last))
         if listed is None:
             params["traces"] = traces
-        ids = len(traces) + len(tokens) + len(keys)
+        # each window's text (~143 bytes) counts as two ids: a long trace's calls over a second
+        # apart are a window each, past the size the ids alone allow
+        ids = len(traces) + len(tokens) + len(keys) + 2 * len(windows)
         for row in _pool_rows(store, (near, in_traces), params, ids):
             found.setdefault((row["trace_id"], row["span_id"]), row)
     return list(found.values())

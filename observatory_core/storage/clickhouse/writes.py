@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -195,8 +194,8 @@ def _micros(value: datetime | None) -> int | None:
     a zone as the driver takes it (the process's local time)."""
     if value is None or isinstance(value, int):
         return value
-    if value.tzinfo is None:
-        return math.floor(value.timestamp()) * 1_000_000 + value.microsecond
+    if value.tzinfo is None:  # round: a pandas.Timestamp's timestamp() rounds its nanoseconds
+        return round(value.timestamp() - value.microsecond / 1e6) * 1_000_000 + value.microsecond
     return (value - _EPOCH) // _MICRO
 
 
