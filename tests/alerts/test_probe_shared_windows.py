@@ -203,14 +203,10 @@ def test_groups_past_the_cap_fold_as_per_batch(store, monkeypatch):
     assert any("(other)" in groups for groups in got.values())
 
 
-@pytest.mark.parametrize("table_alone", [True, False])
-def test_a_null_model_folds_past_the_cap(store, monkeypatch, table_alone):
-    """Pre-existing (not this change): the fold's key casts the Nullable model to a
-    non-Nullable String on ClickHouse, which refuses a NULL; an alert grouped by model past
-    the cap (and any metrics answer by model past `metrics_max_groups`) fails on chDB."""
-    from observatory_core.storage.stores import clickhouse
-
-    monkeypatch.setattr(clickhouse, "READS_TABLE_ALONE", table_alone)
+def test_a_null_model_folds_past_the_cap(store, monkeypatch):
+    """The fold's key cast the Nullable model to a non-Nullable String on ClickHouse, which
+    refuses a NULL: an alert grouped by model past the cap (and any metrics answer by model
+    past `metrics_max_groups`) failed on chDB."""
     monkeypatch.setattr(ev, "MAX_ALERT_GROUPS", 2)
     rules = _rules(ORG_A, [({}, "model"), ({}, None)], ("request_count.count",), 3600)
     got, *_ = _both_ways(store.engine, rules, monkeypatch)
@@ -262,18 +258,13 @@ def test_metrics_by_model_past_the_cap_with_a_null_model(store):
         assert "(other)" in got.frame["model"].to_list(), force
 
 
-@pytest.mark.xfail(strict=True, reason="pre-existing: select(spans) is refused either way")
-@pytest.mark.parametrize("table_alone", [True, False])
-def test_the_id_named_only_by_the_table(store, monkeypatch, table_alone):
-    """`_names_id` does not see the id in `select(spans)` (the table as one column): its SQL
-    names `spans.id`, which the table itself lacks; the derived table read only the identity
-    columns, so it failed before too (no product read selects the whole table here)."""
+def test_the_whole_table_selected(store):
+    """`select(spans)` names every column, the stored id among them (schema version 8): the
+    table itself answers it (with the derived table it was refused)."""
     from sqlalchemy import select
 
     from observatory_core.storage.schema import spans
-    from observatory_core.storage.stores import clickhouse
 
-    monkeypatch.setattr(clickhouse, "READS_TABLE_ALONE", table_alone)
     query = select(spans).where(spans.c.org_id == ORG_A).limit(1)
     with store.engine.connect() as conn:
         assert len(conn.execute(query).all()) == 1
