@@ -208,3 +208,77 @@ def test_read_columns_of_no_rows_is_a_list_per_column(both):
         spans.c.status == "no such status"
     )
     assert read_columns(both["store"].engine, query) == [[], [], []]
+
+
+def test_negative_nan_is_pythons_nan(both):
+    """A NaN with its sign bit set (what `-(0/0)` makes, or a client's bits): Python's repr
+    of any NaN is `nan`; the engine's `toString` of this one is `-nan`."""
+    from sqlalchemy import Float, column, select, text
+
+    from observatory_core.exports.writers import csv_text
+    from observatory_core.storage.clickhouse.sql import read_columns
+
+    floats = (
+        text("SELECT -(0/0) AS x UNION ALL SELECT -inf AS x")
+        .columns(column("x", Float))
+        .subquery("f")
+    )
+    query = select(span_store_csv._float_text(floats.c.x).label("t")).order_by("t")
+    (texts,) = read_columns(both["store"].engine, query)
+    assert sorted(texts) == sorted([csv_text(float("nan"), "ttft_ms"), "-inf"])
+
+
+LONG = 16_000  # the text columns' cut at ingestion (OBSERVATORY_TEXT_MAX_CHARS' default)
+
+
+def test_a_read_of_long_prompts_stays_within_the_engines_memory_bound(
+    sqlite_engine, chdb_session, monkeypatch, tmp_path
+):
+    """Reads bounded by a count of lines, not bytes: with the prompts exported (16,000
+    characters each way, the ingestion's cut) one read of `span_store_line_rows` lines holds
+    that many times 32 KB. Scaled down 50x (2,000 lines against 400 rows, the ratio of
+    100,000 to 20,000; the read bound 64 MB for 2 GB): JSON lines reads of 400 rows pass,
+    CSV's reads of 2,000 lines must too."""
+    from observatory_core.storage.clickhouse import reads
+
+    org, (project,) = make_org(sqlite_engine, "revlong")
+    store = chdb_session.store("revlong")
+    base = END - timedelta(hours=2)
+    rows = [
+        span(
+            org,
+            project,
+            base + timedelta(milliseconds=i),
+            input_text=f"{i:08d}" + "p" * (LONG - 8),
+            output_text=f"{i:08d}" + "o" * (LONG - 8),
+        )
+        for i in range(2_000)
+    ]
+    assert store_write(store, rows) == len(rows)
+    url = chdb_session.url(store.database)
+    monkeypatch.setenv("OBSERVATORY_SPAN_STORE", url)
+    get_settings.cache_clear()
+    monkeypatch.setitem(current._OPEN, url, store)
+    monkeypatch.setattr(reads, "READ_MEMORY", 64 * 1024**2)
+    scope = Scope(org_id=org, role=Role.ADMIN, username="ada")
+    fields = ("start_time", "span_id", "input_text", "output_text")
+    config = {"page_size": 100, "span_store_read_rows": 400, "span_store_line_rows": 2_000}
+    try:
+        for fmt in ("jsonl", "csv"):
+            job = create_export(
+                sqlite_engine,
+                scope,
+                FilterSpec(relative=None),
+                fmt=fmt,
+                compression="none",
+                fields=fields,
+                row_limit=MAX_ROWS,
+            )
+            cfg = WorkerConfig(export_dir=tmp_path / fmt, **config)
+            status = work_once(sqlite_engine, cfg)
+            job = get_export(sqlite_engine, scope, job["id"])
+            assert (fmt, status) == (fmt, "completed"), job["error_message"]
+            assert job["rows_written"] == len(rows)
+    finally:
+        get_settings.cache_clear()
+        chdb_session.drop(store)
