@@ -96,6 +96,8 @@ def rows_for(org: int, project: int) -> list[dict]:
                 input_cost_usd=FLOATS[(i + 5) % len(FLOATS)] or 1.0,
                 text_truncated=bool(i % 2),
                 input_tokens=-i,
+                tags=["t1", "t,2"] if i % 2 else [],
+                metadata={"k": "v"} if i % 3 == 0 else {},
             )
         )
     return rows
@@ -282,3 +284,60 @@ def test_a_read_of_long_prompts_stays_within_the_engines_memory_bound(
     finally:
         get_settings.cache_clear()
         chdb_session.drop(store)
+
+
+@pytest.mark.parametrize("role", [Role.BILLING, Role.DEVELOPER])
+@pytest.mark.parametrize("row_limit", [5, MAX_ROWS])
+def test_a_roles_default_columns_and_a_limit_are_the_databases(both, tmp_path, role, row_limit):
+    """The job's default columns for a role that may not see the prompts (billing), and a
+    row limit inside the spans: the same file from the span store as from SQLite."""
+    if both["engine"].dialect.name == "postgresql":
+        pytest.skip("COPY's own text (see test_span_store_csv_is_the_databases_bytes)")
+    scope = Scope(org_id=both["org"], role=role, username="bo")
+    spec = FilterSpec(relative=None)
+
+    def run(folder):
+        job = create_export(
+            both["engine"], scope, spec, fmt="csv", compression="none", row_limit=row_limit
+        )
+        config = WorkerConfig(export_dir=tmp_path / folder, page_size=2, span_store_line_rows=3)
+        assert work_once(both["engine"], config) == "completed"
+        job = get_export(both["engine"], scope, job["id"])
+        return job, (config.export_dir / job["file_name"]).read_bytes()
+
+    want_job, want = run("db")
+    both["on_store"]()
+    job, got = run("st")
+    assert "input_text" not in job["fields"] or role is not Role.BILLING
+    assert span_store_csv.csv_line(tuple(job["fields"])) is not None
+    assert job["fields"] == want_job["fields"]
+    assert job["rows_written"] == min(row_limit, len(both["rows"]))
+    assert got == want
+
+
+SPECS = {
+    "window": dict(start=END - timedelta(hours=3, seconds=-5), end=END - timedelta(hours=2)),
+    "in_lists": dict(user_ids=("a,b", 'say "hi"', "=1+2"), statuses=("ok",)),
+    "ranges": dict(min_cost_usd=1e-06, max_duration_ms=1000.0),
+    "tags": dict(tags_any=("t,2",)),
+    "metadata": dict(metadata=(("k", "v"),)),
+    "search": dict(search="lines"),
+}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_a_filtered_csv_is_the_databases(both, tmp_path, name):
+    """A job's filters bound into the lines' reads (`read_columns` binds them itself): the
+    same spans, the same file as from SQLite."""
+    if both["engine"].dialect.name == "postgresql":
+        pytest.skip("COPY's own text (see test_span_store_csv_is_the_databases_bytes)")
+    scope = Scope(org_id=both["org"], role=Role.ADMIN, username="ada")
+    spec = FilterSpec(relative=None, **SPECS[name])
+    fields = ("start_time", "name", "user_id", "ttft_ms")
+    _, want = _export(both["engine"], scope, tmp_path / "db", "none", spec, fields)
+    both["on_store"]()
+    job, got = _export(
+        both["engine"], scope, tmp_path / "st", "none", spec, fields, span_store_line_rows=3
+    )
+    assert 0 < job["rows_written"] < len(both["rows"]), job["rows_written"]
+    assert got == want
