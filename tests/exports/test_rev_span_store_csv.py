@@ -341,3 +341,33 @@ def test_a_filtered_csv_is_the_databases(both, tmp_path, name):
     )
     assert 0 < job["rows_written"] < len(both["rows"]), job["rows_written"]
     assert got == want
+
+
+def test_a_small_row_limit_reads_few_lines(both, tmp_path, monkeypatch):
+    """A job of 5 rows: its reads ask the engine for the lines it may write (the limit, plus
+    the keyset's one more), not a whole read of `span_store_line_rows` lines."""
+    if both["engine"].dialect.name == "postgresql":
+        pytest.skip("the span store's reads alone")
+    read: list[int] = []
+    real = span_store_csv._read_lines
+
+    def counted(engine, query):
+        got, key = real(engine, query)
+        read.append(len(got))
+        return got, key
+
+    monkeypatch.setattr(span_store_csv, "_read_lines", counted)
+    scope = Scope(org_id=both["org"], role=Role.ADMIN, username="ada")
+    both["on_store"]()
+    job = create_export(
+        both["engine"],
+        scope,
+        FilterSpec(relative=None),
+        fmt="csv",
+        compression="none",
+        fields=("start_time", "name"),
+        row_limit=5,
+    )
+    assert work_once(both["engine"], WorkerConfig(export_dir=tmp_path)) == "completed"
+    assert get_export(both["engine"], scope, job["id"])["rows_written"] == 5
+    assert sum(read) <= 6, read
