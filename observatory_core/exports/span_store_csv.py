@@ -13,7 +13,7 @@ value, tuple or row object per line in Python.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, Integer, String, case, func
+from sqlalchemy import Boolean, Float, Integer, String, Text, case, func
 from sqlalchemy.sql.elements import Label
 
 from observatory_core.exports.span_store_pages import TextPlan
@@ -126,4 +126,7 @@ def csv_line_plan(fields: tuple[str, ...]) -> TextPlan | None:
     line = csv_line(fields)
     if line is None:
         return None
-    return TextPlan([line], b"".join, "write_bytes", read=_read_lines, reads_lines=True)
+    # long text (prompts, error messages: up to the ingestion's cut each) keeps the rows'
+    # reads: 100,000 lines of 32 KB would pass the engine's memory bound for one read
+    short = not any(isinstance(field_column(f).type, Text) for f in fields)
+    return TextPlan([line], b"".join, "write_bytes", read=_read_lines, reads_lines=short)

@@ -218,6 +218,7 @@ def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch,
         fields=fields,
         page_size=3,
         span_store_line_rows=read_rows,
+        span_store_read_rows=read_rows,  # the reads' size with long text (PLAIN's prompts)
     )
     assert fields is None or tuple(job["fields"]) == fields
     assert csv_line(tuple(job["fields"])) is not None  # the engine writes this CSV

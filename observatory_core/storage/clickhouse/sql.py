@@ -150,7 +150,8 @@ def read_columns(engine: Engine, query, formats: dict[str, str] | None = None) -
     `engine` sends (the same SQL, bounds and bound times, `_before`) and the same errors: a
     read past its memory bound raises `QueryTooLarge`, past its time budget `QueryTooSlow`.
     `formats`: the driver's read format per column name (`"bytes"` for text not decoded).
-    The values are the driver's, without SQLAlchemy's result types (a time comes naive)."""
+    The values are the driver's, without SQLAlchemy's result types (a time comes naive);
+    an answer of no rows is still one (empty) list per column."""
     compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
     params = dict(compiled.params)
     with engine.connect() as conn:
@@ -159,7 +160,7 @@ def read_columns(engine: Engine, query, formats: dict[str, str] | None = None) -
             statement = statement.replace("%%", "%")
         client = conn.connection.dbapi_connection.client
         try:
-            return client.query(statement, parameters=params, column_formats=formats).result_columns
+            got = client.query(statement, parameters=params, column_formats=formats).result_columns
         except Exception as exc:
             from observatory_core.storage.stores import store_for
 
@@ -169,3 +170,5 @@ def read_columns(engine: Engine, query, formats: dict[str, str] | None = None) -
             if store.is_too_large(exc):
                 raise QueryTooLarge(budget.too_large_message()) from exc
             raise
+    # an empty answer can come without its columns: one empty list per selected column
+    return got or [[] for _ in query.selected_columns]
