@@ -227,7 +227,7 @@ def store_pages(
     """Every matching span's `columns`, oldest first (by start time, then id, as the keyset
     pages), in pages of exactly `page_size` rows but the last: each row its start time (in
     microseconds) and id, then the `columns` (`KEYS` to skip). Each read
-    holds up to `read_rows` spans (at least a page): at 100k spans, reads of 20,000 took about
+    holds up to `read_rows` spans (at least a page, at most the row limit): at 100k spans, reads of 20,000 took about
     half the time of reads of 5,000 (docs/scale.md). `plan`: the job's `windows` when the
     caller took them already (for its progress), else found here. With `row_limit`, the
     windows of the first `max(row_limit, K)` copies (`windows`); should they hold fewer spans
@@ -238,18 +238,23 @@ def store_pages(
     where = pinned_conditions(engine, spec, as_of, max_id)
     read_rows = max(page_size, read_rows)
     plan = plan or windows(engine, scope, where, read_rows, row_limit)
+    # a job of few rows reads no more lines than it may write (its windows stay as wide:
+    # narrower ones cost a statement each under a narrow filter)
+    each = read_rows if row_limit is None else max(1, min(read_rows, row_limit))
     held: list[tuple] = []
     taken = 0
     lower: datetime | None = None  # each window is (lower, upper]
     while True:
         for upper in plan.ends:
-            reads = _reads(engine, scope, where, columns, lower, upper, read_rows, max_id, read)
+            reads = _reads(engine, scope, where, columns, lower, upper, each, max_id, read)
             for got in reads:
                 held.extend(got)
                 taken += len(got)
                 while len(held) >= page_size:
                     yield held[:page_size]
                     held = held[page_size:]
+                if row_limit is not None and taken >= row_limit:
+                    break  # the window's later reads would only be cut
             lower = upper
             if row_limit is not None and taken >= row_limit:
                 break
