@@ -229,8 +229,8 @@ def measure(
 
 
 def _refused(exc: Exception) -> dict:
-    """A read the store refused (at 10M spans, a 30-day page's newest-copy pick passed the
-    read's memory bound): no time, the engine's reason in one line."""
+    """A read the store refused (at 10M spans before schema version 7, a 30-day page's
+    newest-copy pick passed the read's memory bound): no time, the engine's reason in one line."""
     text = str(getattr(exc, "orig", None) or exc)
     reason = next((line for line in text.splitlines() if "Exception:" in line), text)
     return {

@@ -2,16 +2,16 @@
 re-reads the spans before or far after it, and CSV lines made by the engine (docs/scale.md,
 "Exports on the span store").
 
-The explorer's keyset page (`traces/query._read`) picks each span's newest copy in a derived
-table before its ORDER BY ... LIMIT applies, so a page read every span from its cursor to the
-end of the window: an export of n spans read n²/(2 x page) rows. Here one statement first
-numbers the stored copies in start order (every copy of a span, under the job's scope, time
-window and pin) and finds the start time of every `read_rows`-th copy that matches the job's
-filter on its own columns, or of every few reads' copies (`windows`); each read then takes
-only the spans between two of them: the engine applies the two bounds before it picks the
-newest copies (start time is the same in every copy, `stores/_copies.SAME_IN_EVERY_COPY`),
-and each span's newest copy before the pin is one of the copies numbered, so no wanted span
-falls outside the windows. A read runs on by keyset when ties at its end
+The explorer's keyset page (`traces/query._read`) is the engine's top-n sort of every span
+from its cursor to the end of the window (no index serves the order), so keyset pages would
+read n²/(2 x page) rows for an export of n spans. Here one statement first numbers the stored
+rows in start order (under the job's scope, time window and pin) and finds the start time of
+every `read_rows`-th row that matches the job's filter on its own columns, or of every few
+reads' rows (`windows`); each read then takes only the spans between two of them. Each span is
+one stored row since schema version 7, but the numbering still counts raw rows, so a copy
+racing writers left before the fold only makes a window hold fewer spans: start time is the
+same in every copy (`stores/_copies.SAME_IN_EVERY_COPY`), so no wanted span falls outside the
+windows. A read runs on by keyset when ties at its end
 make its window longer, and the reads are cut into the job's pages, so the pages hold the
 same rows in the same order as the keyset pages (and Parquet the same row groups). CSV's
 lines are made whole by the engine (`span_store_csv.py`) and read as a column of bytes.
@@ -58,9 +58,9 @@ KEYS = 2  # the columns of a row before the asked-for ones: start time and id
 class Windows:
     """The windows an export reads: `ends` ascending and distinct, each window `(previous end,
     end]`; `open_end`: spans after the last end may still be wanted (the copies numbered
-    stopped at the job's row limit); `matching`: the copies numbered that match the job's
-    filter on their own columns, or the row limit when the copies stopped there (at least the
-    job's rows): its progress's total."""
+    stopped at the job's row limit); `matching`: the stored rows numbered that match the
+    job's filter on their own columns, or the row limit when the numbering stopped there (at
+    least the job's rows): its progress's total."""
 
     ends: list[datetime]
     open_end: bool
@@ -68,15 +68,17 @@ class Windows:
 
 
 def _raw_copies(engine: Engine):
-    """`spans` as its stored copies, every copy of a span a row (not the derived table of one
-    row per span that `spans` compiles to on the span store)."""
+    """`spans` as its stored rows, every copy of a span a row: since schema version 8 the same
+    table `spans` compiles to on the span store, named here apart so the numbering's
+    conditions are written on it alone."""
     database = engine.dialect.observatory_database  # set by SpanStore.engine
     return table("spans", *(named_column(c.name, c.type) for c in spans.c), schema=database)
 
 
 def _on_own_columns(clause) -> bool:
-    """Whether a condition reads only the copy's own stored columns: not the derived table's
-    id, a subquery, a CTE, a text search (it reads the id) or another table's column."""
+    """Whether a condition reads only a stored row's own columns: not the id (before schema
+    version 8 the derived table's; still left to the reads), a subquery, a CTE, a text search,
+    the pin or another table's column."""
     for element in visitors.iterate(clause):
         if isinstance(element, Select | ScalarSelect | CTE | text_search | arrival_order):
             return False
@@ -87,7 +89,7 @@ def _on_own_columns(clause) -> bool:
 
 
 def _to_raw(raw, conditions: list) -> list:
-    """`conditions` on the raw copies' columns instead of the derived table's."""
+    """`conditions` on `_raw_copies`' columns instead of `spans`'."""
 
     def to_raw(element):
         if isinstance(element, ColumnClause) and getattr(element, "table", None) is spans:
@@ -103,17 +105,16 @@ READS_PER_WINDOW = 10  # a window ends after at most this many reads' worth of c
 def windows(
     engine: Engine, scope: Scope, where: list, every: int, row_limit: int | None = None
 ) -> Windows:
-    """The start time of every `every`-th stored copy that matches the job's filter, or of
-    every K-th copy (`READS_PER_WINDOW` x `every`) whichever comes first, and of the last: one
-    sort of the raw copies, where numbering each span's newest copy made the engine pick the
-    copies of the whole job at once (its memory grew with the job; docs/scale.md, "Exports on
-    the span store"). The conditions alike in every copy (scope, time window, pin:
-    `same_in_every_copy`) select the copies; those on a copy's own columns (status, model,
-    numbers: `_on_own_columns`) mark the matching ones. Each span's newest copy before the pin
-    is one of those copies, so a span the job wants is a matching copy: a window holds at most
-    `every` wanted spans but for ties at its end (the reads run on by keyset), and at most K
-    copies however narrow the filter. With `row_limit`, the first `max(row_limit, K)` copies
-    only (the engine's sort with a limit: a narrow filter still gets whole windows).
+    """The start time of every `every`-th stored row that matches the job's filter, or of
+    every K-th row (`READS_PER_WINDOW` x `every`) whichever comes first, and of the last: one
+    sort of the raw rows (numbering each span's newest copy, as first written, made the engine
+    pick the copies of the whole job at once; docs/scale.md, "Exports on the span store"). The conditions alike in every copy (scope, time window, pin: `same_in_every_copy`)
+    select the rows; those on a row's own columns (status, model, numbers: `_on_own_columns`)
+    mark the matching ones. A span the job wants is a matching row (a racing copy not yet
+    folded is one more): a window holds at most `every` wanted spans but for ties at its end
+    (the reads run on by keyset), and at most K rows however narrow the filter. With
+    `row_limit`, the first `max(row_limit, K)` rows only (the engine's sort with a limit: a
+    narrow filter still gets whole windows).
     One row always: an empty answer would make the driver ask again for its columns."""
     raw = _raw_copies(engine)
     conditions = [*span_conditions(scope), *where]

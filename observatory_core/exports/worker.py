@@ -9,8 +9,8 @@ another attempt; only permanent errors fail it at once. The file is written unde
 name and renamed into place only when complete, so a partial file can never be downloaded.
 
 The rows are read where the explorer reads them (`storage/span_reads.py`): the ClickHouse span
-store when `OBSERVATORY_SPAN_STORE` is set, through the same builders (each span once, its
-newest copy) in windows of start time, CSV, JSON lines and JSON text written by the engine
+store when `OBSERVATORY_SPAN_STORE` is set, through the same builders (each span one stored
+row there, docs/scale.md "Each span once") in windows of start time, CSV, JSON lines and JSON text written by the engine
 where it can (`exports/span_store_csv.py`, `span_store_json.py`) and Parquet pages made by
 column (`span_store_parquet.py`), pinned to the spans written before the job was made
 (`Store.pin_of_snapshot`); the job itself (state, heartbeat, progress, file) stays in
@@ -429,7 +429,7 @@ def _attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseEx
         config.export_dir.mkdir(parents=True, exist_ok=True)
         reads = span_reads(engine)  # the span store, when set: a store that is down is transient
         plan = _windows(reads, job, scope, spec, config, fields)
-        # the span store's total is the matching copies its windows numbered (at least the
+        # the span store's total is the matching raw rows its windows numbered (at least the
         # job's rows: progress an estimate, 1.0 at the end); the rows written are counted exactly
         counted = plan.matching if plan else count_spans(reads, scope, spec, **_pin(reads, job))
         total = min(job["row_limit"], counted)

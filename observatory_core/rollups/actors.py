@@ -98,7 +98,7 @@ def distinct_actors(
     grains = [] if force == "raw" else list(store.actor_grains)
     pieces = []
     edges = [(a, b) for grain, a, b in plan_segments(start, end, grains) if grain is None]
-    # the ragged edges in one read where the store would pick their newest copies per read
+    # the ragged edges in one read where each read is a scan with a statement's fixed cost
     for part in [edges] if store.ors_time_ranges and edges else [[e] for e in edges]:
         pieces += _raw(scope, part, projects, store.reads_actors_once)
     for grain, a, b in plan_segments(start, end, grains):

@@ -85,8 +85,9 @@ def _rows_of(scope: Scope, mode: str, where: list, max_id: int, *, named: bool =
         .select_from(spans.join(tree, tree.c.t_id == spans.c.trace_id))
         .where(
             *span_conditions(scope),
-            # two conditions, not one and_(): the span store applies the pin before it picks
-            # each span's newest copy only when it stands alone
+            # two conditions, not one and_() (kept from when the span store applied the pin
+            # before picking each span's newest copy only when it stood alone; since schema
+            # version 8 `spans` is the stored table there and both are plain conditions)
             spans.c.parent_span_id.is_(None),
             arrival_order(spans.c.id) <= max_id,
             *([matching] if named else []),

@@ -268,9 +268,10 @@ def _read(
     floor: bool = False,
 ) -> tuple[list[dict], str | None, int | None]:
     """One page. `floor` (exports, oldest first): the cursor's start time also as a plain
-    bound, which the span store applies before picking each span's newest copy (the keyset
-    condition also reads the id, so alone it is applied after): a page then reads the spans
-    from the cursor on, not the whole window (`storage/stores/clickhouse.py`)."""
+    bound (it changes no answer), one the span store's sorting key and monthly partitions
+    narrow the read by directly, where the keyset condition also reads the id: a page then
+    reads the spans from the cursor on, not the whole window (`storage/stores/clickhouse.py`;
+    `spans` is the stored table there since schema version 8, no copy picked)."""
     where = pinned_conditions(conn, spec, as_of, max_id)
 
     # The sort key too: the next page's cursor is made from it (it was a KeyError, an HTTP 500,

@@ -4,8 +4,9 @@ traces in order as a conversation.
 A session's traces under a filter are the traces the explorer lists, in traces mode, for
 `session_ids=<session>` and the same filter: those holding a matching span of the session.
 Their figures are whole-tree totals read from the maintained `trace_totals` (as the explorer's
-tree totals are, `traces/trace_lists.py`), or, on the span store, summed from the newest copy
-of each of the trees' spans (`Store.sums_trees_from_spans`), so no span is summed twice:
+tree totals are, `traces/trace_lists.py`), or, on the span store, summed from the trees'
+spans, each one stored row there (`Store.sums_trees_from_spans`), so a span racing writers
+stored twice and the fold deleted is not summed twice, as the trace totals' rows still sum it:
 - `trace_count`: those traces;
 - `first_seen`, `last_seen`: the first span start and the last span end among them, and
   `duration_ms` the time between;

@@ -98,7 +98,7 @@ def read_roots(
     (`_walks_from_newest`) each root is checked against its trace's trace_totals rows (an index
     probe), not by collecting the trace ids of every span in the window first (~600 ms at 1M
     spans on SQLite). `by_prefix` (the span store, no text search): newest first, the page is
-    read within a stretch of the first stored root copies (`root_stretches.py`).
+    read within a stretch of the first stored roots (`root_stretches.py`).
     """
     matching = spans.c.trace_id.in_(scoped_spans(scope, spans.c.trace_id).where(*where))
     has_match = matching
@@ -120,7 +120,7 @@ def read_roots(
     if position:
         roots = roots.where(after(key, spans.c.id, position))
     rows = None
-    if by_prefix and direction == "desc":  # the span store: within a stretch of root copies
+    if by_prefix and direction == "desc":  # the span store: within a stretch of stored roots
         rows = roots_by_stretch(
             conn, scope, where, roots, limit=limit, position=position, pinned=pinned
         )

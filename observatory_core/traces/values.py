@@ -1,12 +1,11 @@
 """Values that exist in the caller's data, for the filter widgets' choices.
 
 `distinct_values` reads spans, so its engine comes from `storage/span_reads.py` (on the span
-store, the compiler reads the newest copy of each of the org's spans: a value only an older
-copy held is not offered); `project_choices` reads `projects`, in DATABASE_URL always.
+store, each span's one stored row: a value only a folded older copy held is not offered); `project_choices` reads `projects`, in DATABASE_URL always.
 
 The lists offer the values of spans that started in the last `VALUE_DAYS` days, on every
-store alike: a read of the org's whole history grows with it (on the span store it picks the
-newest copy of every span ever kept), and a model or environment unused for a quarter is
+store alike: a read of the org's whole history grows with it (on the span store a read of
+every span the org ever kept), and a model or environment unused for a quarter is
 clutter in a list. A value older than that is still filtered on when a link names it (the
 sidebar adds a link's values to the choices, `ui/filters.py`)."""
 

@@ -44,7 +44,7 @@ def home(scope: Scope, zone: Zone | None = None) -> HomeSummary:
 @st.cache_data(ttl=300, show_spinner=False)
 def values(scope: Scope, column: str) -> list[str]:
     """Choices for a filter widget, the last 90 days' values (`traces/values.VALUE_DAYS`), from
-    where spans are read (the span store's newest copy of each span when it is set); values
+    where spans are read (the span store when it is set, each span one stored row there); values
     appear slowly, so five minutes is fresh enough."""
     return distinct_values(span_engine(), scope, column)
 

@@ -585,7 +585,7 @@ def test_a_read_past_its_budget_answers_503_on_the_chosen_store(client, monkeypa
 
 def test_a_read_past_its_memory_bound_is_a_sentence_not_a_500(client, monkeypatch):
     """A read the span store stops at its memory bound (at 10M spans a 30-day page's
-    newest-copy pick passed the 2 GiB of one read) answers 400 with what to narrow, in spans
+    newest-copy pick, before schema version 7, passed the 2 GiB of one read) answers 400 with what to narrow, in spans
     and traces mode; the next request is answered. (A spans-mode page by start time is one
     top-n statement since schema version 8: on this small store it allocates too little for
     the engine's memory tracking to stop it, and is answered even at this bound.)"""

@@ -50,7 +50,7 @@ SAME_REPLICA: dict[str, Any] = {"load_balancing": "in_order", "prefer_localhost_
 FOREGROUND_INSERT = "distributed_foreground_insert"
 WRITE_SETTINGS: dict[str, Any] = {FOREGROUND_INSERT: 1, **SAME_REPLICA}
 # A read of a Distributed table whose IN or JOIN holds a subquery over another one (the query
-# builders' look-ups of a user's or a session's traces, `stores/_copies.py`) is refused by default;
+# builders' `trace_id IN` the traces with a matching span, a user's or a session's) is refused by default;
 # `global` runs the subquery once over every shard and sends its result to each. (The look-ups
 # answer trace ids and a trace lies on one shard, so `local` would find the same traces;
 # `global` is the mode the tests run: docs/scale.md, "A cluster", "Reads".)

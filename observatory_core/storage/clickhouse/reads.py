@@ -1,18 +1,19 @@
 """The first reads on the span store: a scoped span list, newest first in keyset pages, and the
 totals of the same filter, written by hand (docs/scale.md). The explorer reads the store through
-the query builders instead (storage/stores/clickhouse.py); this page read is the measured
-faster shape (an ordered prefix, no `LIMIT 1 BY` over the window) to compare it with.
+the query builders instead (storage/stores/clickhouse.py: `spans` the stored table, no copy
+picked); this module is kept as the hand-written reads to compare them with.
 
 Every read takes a `Scope` first, and the org (and the scope's projects) go into the WHERE
 clause here, so no caller can leave them out; a time window bounds it; a page holds at most
 `MAX_PAGE` rows; the engine stops a read past its time budget.
 
-One row per span, without `FINAL` (docs/scale.md, "Each span once"): a span sent twice is
-stored once by the writer (`writes.py`), but two processes racing may leave two copies until
-the ReplacingMergeTree merges them. The list reads a prefix in key order, identity last, so a
-span's copies sort next to each other and the first of each is kept: the engine keeps only the
-top rows while it reads the window (`ORDER BY ... LIMIT n`), where `LIMIT 1 BY` sorts the whole
-window first; the totals sum one row per span with `LIMIT 1 BY trace_id, span_id`.
+Each span is one stored row since schema version 7 (docs/scale.md, "Each span once"): a span
+sent twice is stored once by the writer (`writes.py`), and the copies two processes racing
+before the write turns left are deleted by the fold (`fold_copies.py`). These reads still allow
+for a second row, without `FINAL` (slower than needed, not wrong: docs/scale.md, "Not yet"):
+the list reads a prefix in key order, identity last, so a span's copies sort next to each other
+and the first of each is kept (the engine's top-n, `ORDER BY ... LIMIT n`); the totals sum one
+row per span with `LIMIT 1 BY trace_id, span_id`.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ if TYPE_CHECKING:
     from observatory_core.accounts.scope import Scope
 
 MAX_PAGE = 1000  # as the explorer's lists (traces/query.py)
-# The most rows one page reads to find its spans among their copies (a page of copies of
-# copies ends short rather than read on).
+# The most rows one page reads to find its spans among their copies, should racing writers have
+# left any (a page of copies of copies ends short rather than read on).
 MAX_FETCH = MAX_PAGE * 16
 MAX_WINDOW = timedelta(days=400)
 # What a list row carries unless the caller names columns: the explorer's columns, no bodies.
@@ -136,8 +137,8 @@ def _where(scope: Scope, window: Window) -> tuple[list[str], dict[str, Any]]:
 
 # What one read may hold in memory; on chDB that memory is the app server's own. A grouping
 # or a sort past half of it spills to disk instead of failing; `LIMIT 1 BY`'s set of span ids
-# cannot (at 10M spans a 30-day page's newest-copy pick needed 2.35 GiB and was refused: the
-# builders' reads pick no copy since schema version 7, fold_copies.py).
+# cannot (at 10M spans a 30-day page's newest-copy pick needed 2.35 GiB and was refused, before
+# schema version 7; the builders' reads pick no copy since, fold_copies.py).
 READ_MEMORY = 2 * 1024**3
 
 
@@ -193,10 +194,10 @@ def _first_rows(
 ) -> list[dict[str, Any]]:
     """The first `wanted` spans of `select` (ordered by identity, then version), one row each.
 
-    The copies of a span sort next to each other, so one row per span of the first rows is
-    the first spans: the engine keeps just the top rows as it reads (`LIMIT n`), where
-    `LIMIT 1 BY` sorts the whole window first (measured: docs/scale.md). A prefix that copies
-    shortened is read again, four times longer."""
+    The copies of a span (racing writers', until the fold) sort next to each other, so one
+    row per span of the first rows is the first spans: the engine keeps just the top rows as
+    it reads (`LIMIT n`), where `LIMIT 1 BY` sorts the whole window first (measured:
+    docs/scale.md). A prefix that copies shortened is read again, four times longer."""
     fetch = wanted * 2
     while True:
         result = _query(store, select + str(fetch), params)

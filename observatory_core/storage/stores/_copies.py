@@ -21,23 +21,22 @@ from observatory_core.storage.dialect import arrival_order, text_search
 from observatory_core.storage.schema import spans
 
 # The columns every copy of a span holds alike (its identity, time and scope) and `version`
-# (which copies a page pins): only conditions on these were applied before a newest-copy pick
-# (`LIMIT 1 BY`, before schema version 7). A condition on anything a later copy may change (status,
-# duration, text, twins) is judged on that newest copy alone, outside: judged inside, an older
-# copy could pass a filter the newest fails, and one span count under two filters. The start
-# time is the same in every copy since the write turns; copies writers raced in before them
-# may hold two (docs/scale.md, "Each span once": spans mode lists such a span twice), and a
-# bound that must not rely on it is marked `on_newest_copy`.
+# (which copies a page pins). A reader that may meet two rows of a span (the exports' windows
+# over raw rows, the roots' stretches) applies only conditions on these to the rows as stored:
+# one on anything a later copy may change (status, duration, text, twins) could pass an older
+# copy the newest fails. The start time is the same in every copy since the write turns; copies
+# writers raced in before them may hold two (docs/scale.md, "Each span once": spans mode lists
+# such a span twice until the fold), and a bound that must not rely on it is marked
+# `on_newest_copy`.
 SAME_IN_EVERY_COPY = frozenset({"org_id", "project_id", "trace_id", "span_id", "start_time"})
 
 
 class on_newest_copy(functions.FunctionElement):
-    """A condition the derived table never applies first (`pushed_inside`), so it is judged on
-    each span's newest copy alone, outside, even when it reads only `SAME_IN_EVERY_COPY`
-    columns: copies left by writers that raced before the write turns may hold two start
-    times (docs/scale.md, "Each span once"). Written as the condition itself. It takes effect
-    where the derived table is built, which a read's pushed conditions (the org's, at least:
-    every read is scoped) bring about."""
+    """A condition never counted as the same in every copy (`pushed_inside` is False for it),
+    even when it reads only `SAME_IN_EVERY_COPY` columns: copies left by writers that raced
+    before the write turns may hold two start times (docs/scale.md, "Each span once"). Written
+    as the condition itself: since schema version 8 `spans` is the stored table, one row per
+    span once folded, so no read picks a newest copy and the mark changes no SQL."""
 
     type = Boolean()
     inherit_cache = True
@@ -92,10 +91,11 @@ def actor_lookup(clause) -> bool:
 
 
 def pushed_inside(clause, source=spans) -> bool:
-    """Whether a condition may be applied before the newest copy is picked: it reads only
-    columns every copy holds alike, or the pin (`arrival_order`, the version); never the id
-    (the derived table's own), a correlated subquery or another table's column. `source`:
-    `spans`, or the alias of it the derived table stands for."""
+    """Whether a condition holds alike for every copy of a span: it reads only columns every
+    copy holds alike, or the pin (`arrival_order`, the version); never the id, a correlated
+    subquery or another table's column. (Before schema version 8 these were the conditions
+    applied before a newest-copy pick; `same_in_every_copy` is its one caller now.) `source`:
+    `spans`, or an alias of it."""
     if isinstance(clause, on_newest_copy):
         return False
     if isinstance(clause, arrival_order):
@@ -104,8 +104,8 @@ def pushed_inside(clause, source=spans) -> bool:
     if reads_looked_up_ctes(clause):
         return True
     if isinstance(clause, ScalarSelect):  # `trace_id IN (...)`: when it reads no outer row,
-        # and not from a CTE of a whole window (the Sessions list's: the engine computes it
-        # again inside, measured slower than reading the org's spans; docs/scale.md)
+        # and not from a CTE of a whole window (the Sessions list's; the rule as it was when
+        # these conditions went inside the derived table, before schema version 8)
         froms = clause.element.columns_clause_froms
         return not any(isinstance(f, CTE) for f in froms) and totals.self_contained(clause)
     if clause is source.c.id or isinstance(clause, Select | text_search):

@@ -160,8 +160,8 @@ class Store(ABC):
     # -- reads and the planner ---------------------------------------------------------------
 
     # Whether a subquery per outer row (a correlated EXISTS or scalar subquery) is an index
-    # probe here. The span store has no row index: each would read spans again through the
-    # newest-copy derived table, so traces mode takes its uncorrelated plans there.
+    # probe here. The span store has no row index: each would read a window of spans again,
+    # so traces mode takes its uncorrelated plans there.
     correlated_reads: bool = True
     # Whether the rollups keep the latency bins as a map bin -> count (`latency_bins`, filled
     # with `bin_map`, read with `bin_map_pairs`) rather than the packed
@@ -181,12 +181,12 @@ class Store(ABC):
     groups_trace_totals: bool = False
     # Whether a read of several time ranges of one table is one piece with the ranges or'ed
     # (the rollup path's ragged edges, the distinct actors' edges) rather than a piece per
-    # range: the span store's, where each piece is a pipeline of its own and each read of spans
-    # picks its newest copies; elsewhere an index serves each range best on its own.
+    # range: the span store's, where each piece is a pipeline of its own with a statement's
+    # fixed cost; elsewhere an index serves each range best on its own.
     ors_time_ranges: bool = False
     # Whether the distinct actors' ragged edges read their spans once, each span's user and
     # session made two rows there (`dialect.actor_pairs`), rather than once per kind: the span
-    # store's, where each read of spans picks its newest copies (rollups/actors.py).
+    # store's, where each read of spans scans its window with no index (rollups/actors.py).
     reads_actors_once: bool = False
     # Whether the Overview reads its two periods' trace counts and distinct actors in one
     # statement each (reports/overview.py): the span store's, where each statement's reads of
@@ -196,9 +196,9 @@ class Store(ABC):
     # set per rule shape (alerts/shared_windows.py): the span store's, where each statement
     # costs some 5-10 ms however few spans it reads (docs/scale.md).
     shares_alert_windows: bool = False
-    # Whether the Sessions view sums its traces' totals from the spans (the newest copy of
-    # each) rather than reading `trace_totals`: the span store's, whose views would count a
-    # span written by two racing processes twice (docs/scale.md).
+    # Whether the Sessions view sums its traces' totals from the spans (one row each once
+    # folded) rather than reading `trace_totals`: the span store's, whose views counted a span
+    # written by two racing processes twice, and the fold does not correct them (docs/scale.md).
     sums_trees_from_spans: bool = False
     # Whether traces mode's page of roots by start time is read within a stretch of the
     # window's first stored roots (`span_copies`, traces/root_stretches.py): the span store's,
@@ -207,17 +207,18 @@ class Store(ABC):
     pages_by_prefix: bool = False
 
     def span_copies(self, query: Select) -> Select:
-        """`query` told to read every stored copy of a span, not one row per span: for a bound
-        on a page's start times, or a set of traces that any copy gives alike (a filter on what
-        every copy holds, traces/root_stretches.py), never for an answer. Here, where a span is
-        one row, unchanged."""
+        """`query` marked as reading every stored row of a span (a copy racing writers left, not
+        yet folded, included): for a bound on a page's start times, or a set of traces that any
+        copy gives alike (a filter on what every copy holds, traces/root_stretches.py), never
+        for an answer. Unchanged on every store: `spans` is read as stored everywhere, the span
+        store's too since schema version 8."""
         return query
 
     def on_newest_copy(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
-        """`condition` judged on each span's newest copy alone, never on its older copies: for a
-        bound on what copies left by writers that raced before the write turns may hold apart
-        (a root's start time, a page's edge, traces/root_stretches.py). Here, where a span is
-        one row, unchanged."""
+        """`condition` marked as one a span's copies may answer apart (a root's start time, a
+        page's edge, traces/root_stretches.py): never taken as the same in every copy
+        (`stores/_copies.py`). The condition as written: no store picks a newest copy (the span
+        store stores each span once since schema version 7)."""
         return condition
 
     def newest_arrival(self, conn: Connection) -> int:
@@ -274,8 +275,9 @@ class Store(ABC):
     def copies_csv(self) -> bool:
         """True when the database prints export CSV itself (`copy_csv_rows`)."""
 
-    # An export reads its pages by windows of start time (`exports/span_store_pages.py`):
-    # where each page's newest copies are picked from every span after its cursor.
+    # An export reads its pages by windows of start time (`exports/span_store_pages.py`): the
+    # span store's, where a page after a cursor is a sort of the job's whole remaining window
+    # without an index, and a window bounds each read (docs/scale.md, "Exports on the span store").
     pages_exports_by_window: bool = False
 
     @abstractmethod

@@ -8,7 +8,7 @@ to the builders' SQL:
 - `spans` is read as stored, one row per span (`storage/clickhouse/fold_copies.py`), its id a
   stored column (schema version 8): no derived table, so the engine's top-n sort with lazy
   columns reads a page's other columns for its rows alone;
-- `trace_totals` is read likewise, a derived table summing the store's partial rows
+- `trace_totals` is read as a derived table summing the store's partial rows
   (`storage/clickhouse/trace_totals.py`), with the columns the other stores keep;
 - `spans.id` is a 63-bit hash of the span's identity (`layout.SPAN_ID_SQL`): unique per span,
   so keyset pages break ties by it;
@@ -383,7 +383,7 @@ class ClickHouseStore(Store):
     walks_sort_index = False  # no secondary indexes to walk: the engine sorts the window
     timestamps_as_micros = False  # DateTime64(6, 'UTC')
     copies_csv = False
-    pages_exports_by_window = True  # a page's copies are picked before its LIMIT
+    pages_exports_by_window = True  # a keyset page sorts all the window after its cursor
     correlated_reads = False  # no row index: traces mode takes its uncorrelated plans here
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
@@ -393,7 +393,7 @@ class ClickHouseStore(Store):
     reads_actors_once = True  # the actors' edges: one read of spans for users and sessions
     pairs_periods = True  # the Overview's two periods' traces and actors: a statement each
     shares_alert_windows = True  # an exact window's alert batches: one grouping-sets statement
-    sums_trees_from_spans = True  # each span once, racing copies too (docs/scale.md)
+    sums_trees_from_spans = True  # trace totals still count racing copies (docs/scale.md)
     pages_by_prefix = True  # traces mode: roots by start time within a stretch of stored roots
 
     def on_newest_copy(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:

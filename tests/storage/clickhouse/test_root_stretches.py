@@ -347,8 +347,9 @@ def test_a_root_with_copies_of_two_starts_is_listed_once_by_its_newest(
 
 
 def test_a_condition_on_the_spans_own_columns_is_applied_first_with_no_copy_picked(chdb_store):
-    """Each span is one stored row (fold_copies.py): the derived table applies the conditions
-    on its own columns first, `on_newest_copy` ones too, and picks no copy (`LIMIT 1 BY`)."""
+    """Each span is one stored row (fold_copies.py) and `spans` is the stored table (schema
+    version 8): conditions on its own columns, `on_newest_copy` ones too, apply to it as
+    written, and no copy is picked (`LIMIT 1 BY`)."""
     engine = chdb_store.engine
     store = store_for(engine)
     bound = spans.c.start_time >= END
