@@ -22,7 +22,9 @@ METRIC_STORES = ["sqlite", "postgresql"]
 # The modules whose reference tests also run on the span store (docs/scale.md, "Metrics on
 # the span store"); the others check what only DATABASE_URL's stores do (declared dimensions'
 # back-fill, trace metrics, the packed sketch).
-ON_SPAN_STORE = frozenset({"tests.metrics.test_engine", "tests.metrics.test_traces"})
+ON_SPAN_STORE = frozenset(
+    {"tests.metrics.test_engine", "tests.metrics.test_traces", "tests.metrics.test_estimate_ranges"}
+)
 # The reports' and alerts' checks on the span store: the same copy, chDB only (their reference
 # tests on SQLite and PostgreSQL are the modules beside them, on data sets of their own).
 SPAN_STORE_ONLY = frozenset(

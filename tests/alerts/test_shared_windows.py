@@ -1,4 +1,4 @@
-"""Review probes (branch wt-rev-series): the alert cycle's shared grouping-sets statement
+"""The alert cycle's shared grouping-sets statement
 (`alerts/shared_windows.py`) against the per-batch path on the same chDB span store, on the
 edges: NULL and empty models and environments, a filter naming a value without spans (or
 only another org's), group-by and filter on the same key, twins, LLM calls against spans,

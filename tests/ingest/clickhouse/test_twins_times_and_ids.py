@@ -1,4 +1,4 @@
-"""Review probes for wt-ingest2 (the near-twin read's packed keys, times given to the driver as
+"""The span store ingest (the near-twin read's packed keys, times given to the driver as
 microseconds, ids written into the statement): a real twin at every start phase and offset
 within the tolerance is read, the stored times are the ones the driver's own conversion gave,
 and an id that is not plain ASCII letters and digits is bound, never written as text."""

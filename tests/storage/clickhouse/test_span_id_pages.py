@@ -1,4 +1,4 @@
-"""Review probes of schema version 8 (the stored id, `spans` as the stored table): keyset pages
+"""Schema version 8 (the stored id, `spans` as the stored table): keyset pages
 by start time with ties at every edge, in two orgs holding spans of the same identity; the same
 walk over parts written before the id (computed on read) and after (stored); each statement of
 a page carries the read bounds. The reference: polars over the rows written."""

@@ -1,4 +1,4 @@
-"""Review probes (branch wt-rev-series): the estimates' count read one piece per grain, its
+"""The estimates' count read one piece per grain, its
 ranges or'ed (`metrics/estimate.py`, `Store.ors_time_ranges`), against one piece per segment
 and against polars on raw rows, over ragged, aligned and short ranges, with filters and a
 project scope, on SQLite, PostgreSQL and chDB."""
@@ -15,15 +15,7 @@ from observatory_core.metrics.catalog import Subject
 from observatory_core.metrics.estimate import known_groups, spans_in_range
 from observatory_core.storage.stores import store_for
 from tests.helpers import admin_scope
-from tests.metrics.conftest import metrics_data, metrics_store  # noqa: F401
 from tests.reference import reference_llm_calls
-
-
-def pytest_generate_tests(metafunc):
-    if "metrics_data" in metafunc.fixturenames:
-        metafunc.parametrize(
-            "metrics_store", ["sqlite", "postgresql", "chdb"], indirect=True, scope="module"
-        )
 
 
 def _ceil_minute(t):

@@ -1,4 +1,4 @@
-"""Review probes of the span store's CSV made by the engine (`exports/span_store_csv.py`):
+"""The span store's CSV made by the engine (`exports/span_store_csv.py`):
 the same spans written to SQLite or PostgreSQL (the row path, COPY on PostgreSQL) and to the
 span store (chDB), exported by the same job, byte for byte."""
 
