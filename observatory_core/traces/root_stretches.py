@@ -34,7 +34,6 @@ from sqlalchemy.sql import Select
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.storage.schema import spans
 from observatory_core.storage.stores import store_for
-from observatory_core.storage.stores._copies import same_in_every_copy
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.paging import position_time
 
@@ -46,14 +45,8 @@ STRETCH_PER_ROW = (4, 32)
 def traces_matching(conn: Connection, scope: Scope, where: list) -> Select:
     """The ids of the traces with a span passing `where` (for a `trace_id IN`). A filter on what
     every copy of a span holds alike (the window, the projects, the pin: `same_in_every_copy`)
-    gives the same traces from any of a span's rows, so it is marked `span_copies` (which
-    changes no SQL: no store overrides it since schema version 8 made `spans` the stored
-    table on the span store too)."""
-    matching = scoped_spans(scope, spans.c.trace_id).where(*where)
-    store = store_for(conn)
-    if store.pages_by_prefix and all(same_in_every_copy(c) for c in where):
-        return store.span_copies(matching)
-    return matching
+    gives the same traces from any of a span's rows (a racing copy not yet folded included)."""
+    return scoped_spans(scope, spans.c.trace_id).where(*where)
 
 
 def roots_by_stretch(
@@ -75,13 +68,11 @@ def roots_by_stretch(
         copies = copies.where(key <= literal(position_time(position), type_=key.type))
     for per_row in STRETCH_PER_ROW:
         stretch = copies.order_by(key.desc()).limit(1).offset(per_row * (limit + 1) - 1)
-        edge = conn.execute(store.span_copies(stretch)).scalar()
+        edge = conn.execute(stretch).scalar()
         if edge is None:  # the rest of the window holds fewer: roots may start before it
             return None
         edge = literal(edge if edge.tzinfo else edge.replace(tzinfo=UTC), type_=key.type)
-        reaching = store.span_copies(
-            scoped_spans(scope, spans.c.trace_id).where(key >= edge, pinned)
-        )
+        reaching = scoped_spans(scope, spans.c.trace_id).where(key >= edge, pinned)
         matching = traces_matching(conn, scope, [*where, spans.c.trace_id.in_(reaching)])
         # the edge judged on each stored root row (a racing copy may start elsewhere), the
         # traces' bound narrowing the traces read

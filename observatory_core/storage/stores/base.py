@@ -201,18 +201,10 @@ class Store(ABC):
     # written by two racing processes twice, and the fold does not correct them (docs/scale.md).
     sums_trees_from_spans: bool = False
     # Whether traces mode's page of roots by start time is read within a stretch of the
-    # window's first stored roots (`span_copies`, traces/root_stretches.py): the span store's,
+    # window's first stored roots (traces/root_stretches.py): the span store's,
     # where the plain read takes the roots of every trace with a span in the window
     # (docs/scale.md, "Traces mode"). Spans mode reads its pages in one statement everywhere.
     pages_by_prefix: bool = False
-
-    def span_copies(self, query: Select) -> Select:
-        """`query` marked as reading every stored row of a span (a copy racing writers left, not
-        yet folded, included): for a bound on a page's start times, or a set of traces that any
-        copy gives alike (a filter on what every copy holds, traces/root_stretches.py), never
-        for an answer. Unchanged on every store: `spans` is read as stored everywhere, the span
-        store's too since schema version 8."""
-        return query
 
     def on_newest_copy(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
         """`condition` marked as one a span's copies may answer apart (a root's start time, a

@@ -166,7 +166,7 @@ def test_each_statement_of_a_spans_mode_page_carries_the_memory_bound(chdb_store
 
 @pytest.mark.parametrize("direction", ["desc", "asc"])
 def test_traces_mode_roots_with_ties_and_a_twin_org(chdb_store, direction):
-    """Traces mode keeps its root stretches (`span_copies` now the plain table): every span
+    """Traces mode keeps its root stretches (read from the stored table): every span
     here is a root of its own trace."""
     rows = _rows()
     assert write_spans(chdb_store, rows) == len(rows)
