@@ -24,8 +24,12 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+from sqlalchemy.engine import Engine
 
 from bench.case import load_1min
 from bench.ingest_case import BATCH, build_bodies, run_clients
@@ -65,6 +69,20 @@ def _baseline(engine, org_id: int, bodies: list[bytes], folder: Path) -> tuple[f
     return written / seconds, written
 
 
+@contextmanager
+def scratch_app(slug: str, name: str) -> Iterator[tuple[Path, Engine, int]]:
+    """A throwaway folder under bench/data with a migrated SQLite DATABASE_URL and one org
+    with its default project (the folder is removed after)."""
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent / "data") as tmp:
+        folder = Path(tmp)
+        engine = get_engine(f"sqlite:///{folder / 'observatory.db'}")
+        upgrade(engine)
+        with engine.begin() as conn:
+            org_id = ensure_org(conn, slug, name)
+            ensure_project(conn, org_id, "default", "Default")
+        yield folder, engine, org_id
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30)
@@ -74,13 +92,7 @@ def main() -> None:
     from bench.grid_case import RssWatch, server_process
     from tests.live_server import running_server
 
-    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent / "data") as tmp:
-        folder = Path(tmp)
-        engine = get_engine(f"sqlite:///{folder / 'observatory.db'}")
-        upgrade(engine)
-        with engine.begin() as conn:
-            org_id = ensure_org(conn, "bench-ingest", "Bench ingest")
-            ensure_project(conn, org_id, "default", "Default")
+    with scratch_app("bench-ingest", "Bench ingest") as (folder, engine, org_id):
         key = create_key(engine, Scope(org_id, Role.ADMIN, username="bench"), "bench")
         per_client = int(args.seconds * 30_000 / BATCH / args.clients) + 1  # more than is sent
         bodies = [build_bodies(per_client, seed=1 + c) for c in range(args.clients)]

@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 
 from bench.case import load_1min
+from bench.clickhouse_ingest_case import scratch_app
 from bench.ingest_case import BATCH, build_bodies
-from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.ingest import to_clickhouse
 from observatory_core.ingest.apikeys import KeyInfo
 from observatory_core.ingest.otlp import PROTOBUF, parse_request
 from observatory_core.ingest.receiver import Receiver
 from observatory_core.storage.clickhouse import writes
 from observatory_core.storage.clickhouse.connect import open_span_store
-from observatory_core.storage.engine import get_engine
-from observatory_core.storage.migrate import upgrade
 
 PER_GROUP = 4  # requests of 512 spans a group
 
@@ -52,13 +48,7 @@ def main() -> None:
     # the statements by what asks them: the check, the twin candidates, the insert
     writes.stored_starts = _timed(cpu, "stored_check", writes.stored_starts)
     to_clickhouse._pool_rows = _timed(cpu, "twin_candidates", to_clickhouse._pool_rows)
-    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent / "data") as tmp:
-        folder = Path(tmp)
-        engine = get_engine(f"sqlite:///{folder / 'observatory.db'}")
-        upgrade(engine)
-        with engine.begin() as conn:
-            org_id = ensure_org(conn, "bench-path", "Bench path")
-            ensure_project(conn, org_id, "default", "Default")
+    with scratch_app("bench-path", "Bench path") as (folder, engine, org_id):
         bodies = build_bodies(args.groups * PER_GROUP + 1, seed=7)
         store = open_span_store(f"chdb://{folder}/spans")
         store.client.insert = _timed(cpu, "insert", store.client.insert)

@@ -25,7 +25,14 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.alerts import shared_windows as shared
 from observatory_core.alerts.anomaly import Baseline, baseline_of, is_ratio, past_windows
 from observatory_core.alerts.rules import ensure_system_rules, spec_of
-from observatory_core.alerts.state import FIRING, RESOLVED, GroupState, step
+from observatory_core.alerts.state import (
+    FIRING,
+    NO_GROUP,
+    RESOLVED,
+    GroupState,
+    group_key,
+    step,
+)
 from observatory_core.alerts.webhooks import body, queue_delivery
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import Agg
@@ -47,7 +54,6 @@ log = logging.getLogger(__name__)
 
 EXACT_UP_TO_S = 3600
 _LOCK = 7_411_002
-NO_GROUP = ""
 # Observations: rule id -> group key -> (value, request count)
 Observed = dict[int, dict[str, tuple[float | None, int]]]
 # Anomaly rules' baselines: rule id -> group key -> baseline (None: too few weeks count)
@@ -62,10 +68,6 @@ class CycleReport:
     queries: int
     seconds: float
     skipped: bool = False
-
-
-def _group_key(value) -> str:
-    return "(none)" if value is None else str(value)[:200]
 
 
 def _observe_metric_rules(
@@ -177,7 +179,7 @@ def _batch_reader(engine: Engine, scope: Scope, filter_json: str, group_by, now:
         for rule in members:
             by_group = observed[rule["id"]]
             for row in result.frame.iter_rows(named=True):
-                key = _group_key(row[group_by]) if group_by else NO_GROUP
+                key = group_key(row[group_by]) if group_by else NO_GROUP
                 value = row[rule["series"]]
                 count = int(row[samples[rule["id"]]] or 0)
                 by_group[key] = (None if value is None else float(value), count)

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope, scoped_spans
+from observatory_core.alerts.state import NO_GROUP, group_key
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import ZERO_WHEN_EMPTY, Agg
@@ -140,7 +141,7 @@ def read_together(
         for rule in members:
             by_group = observed.setdefault(rule["id"], {})
             for row in mine:
-                key = _group_key(row[shape.group_by]) if shape.group_by else ""
+                key = group_key(row[shape.group_by]) if shape.group_by else NO_GROUP
                 value = _typed(rule["series"], row[rule["series"]])
                 count = int(row[sample_series(rule["series"])] or 0)
                 by_group[key] = (value, count)
@@ -156,7 +157,3 @@ def _typed(series: str, value) -> float | None:
     if value is None:
         return 0.0 if Agg(series.split(".")[1]) in ZERO_WHEN_EMPTY else None
     return float(value)
-
-
-def _group_key(value) -> str:
-    return "(none)" if value is None else str(value)[:200]

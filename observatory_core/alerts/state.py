@@ -12,6 +12,12 @@ from observatory_core.alerts.anomaly import Baseline
 from observatory_core.alerts.rules import RuleSpec
 
 OK, PENDING, FIRING, RESOLVED = "ok", "pending", "firing", "resolved"
+NO_GROUP = ""  # the key of a rule's one group when it groups by nothing
+
+
+def group_key(value) -> str:
+    """A group's key as its states and events store it: "(none)" for a missing value."""
+    return "(none)" if value is None else str(value)[:200]
 
 
 @dataclass(frozen=True)

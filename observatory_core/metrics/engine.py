@@ -106,7 +106,7 @@ class _TooManyRows(Exception):
     """A fetch passed its row cap (more groups than one answer may hold)."""
 
 
-def _fetch(
+def frame_of_statement(
     engine: Engine,
     statement,
     params: dict | None = None,
@@ -114,6 +114,9 @@ def _fetch(
     by_index: bool = False,
     max_rows: int | None = None,
 ) -> pl.DataFrame:
+    """A statement's rows as a frame, read as the engine reads its own answers (the store's
+    read settings, the driver's tuples; `max_rows`: `_TooManyRows` past it); the alert
+    cycle's shared windows read theirs through it too (`alerts/shared_windows.py`)."""
     with engine.connect().execution_options(binary_results=True) as conn:
         store_for(conn).tune_read(conn, by_index=by_index)
         result = conn.execute(statement, params or {})
@@ -130,12 +133,6 @@ def _fetch(
                 if len(rows) > max_rows:
                     raise _TooManyRows
     return frame_of(columns, rows)
-
-
-def frame_of_statement(engine: Engine, statement) -> pl.DataFrame:
-    """A statement's rows as a frame, read as the engine reads its own (`alerts/shared_windows`
-    builds one of its aggregates)."""
-    return _fetch(engine, statement)
 
 
 def _by_subject(series: tuple[str, ...]) -> dict[Subject, tuple[str, ...]]:
@@ -181,7 +178,7 @@ def _compute(
             bucketing=buckets,
         )
         extra = {FOLD_KEYS: keep} if fold else {}
-        return _fetch(engine, statement, extra, max_rows=max_rows), source, grains
+        return frame_of_statement(engine, statement, extra, max_rows=max_rows), source, grains
     parts = _by_subject(series)
     can = rollup_can_answer(series, query.group_by, query.filters.pinned(now))
     if force == "rollup" and not can:  # never a figure that silently drops part of the filter
@@ -261,7 +258,9 @@ def _compute_subject(
             bin_maps=store_for(engine).rollup_bin_maps,
             or_ranges=store_for(engine).ors_time_ranges,
         )
-        frame = _fetch(engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows)
+        frame = frame_of_statement(
+            engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows
+        )
         bins = merged_bins(frame)  # decoded once, for the values and the check below
         finished = finalize(frame, series, query.group_by, bins)
         if store_for(engine).rollup_bin_maps:
@@ -282,7 +281,7 @@ def _compute_subject(
         subject,
         bucketing=buckets,
     )
-    return _fetch(engine, statement, extra, max_rows=max_rows), "raw", ()
+    return frame_of_statement(engine, statement, extra, max_rows=max_rows), "raw", ()
 
 
 # Groups a totals query may scan before it refuses (past this the grouping itself is the problem).

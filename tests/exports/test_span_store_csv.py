@@ -20,6 +20,7 @@ from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.clickhouse import current
 from observatory_core.storage.clickhouse.writes import write_spans as store_write
 from tests.chdb_store import write_later_copy
+from tests.exports.test_span_store_pages import count_lines_read
 from tests.helpers import END, make_org, span, write
 
 FLOATS = [
@@ -349,15 +350,7 @@ def test_a_small_row_limit_reads_few_lines(both, tmp_path, monkeypatch):
     the keyset's one more), not a whole read of `span_store_line_rows` lines."""
     if both["engine"].dialect.name == "postgresql":
         pytest.skip("the span store's reads alone")
-    read: list[int] = []
-    real = span_store_csv._read_lines
-
-    def counted(engine, query):
-        got, key = real(engine, query)
-        read.append(len(got))
-        return got, key
-
-    monkeypatch.setattr(span_store_csv, "_read_lines", counted)
+    read = count_lines_read(monkeypatch)
     scope = Scope(org_id=both["org"], role=Role.ADMIN, username="ada")
     both["on_store"]()
     job = create_export(

@@ -191,6 +191,20 @@ def polars_csv(routed, fields) -> bytes:
 PLAIN = tuple(n for n, f in FIELDS.items() if f.plain and f.type != "json")
 
 
+def count_lines_read(monkeypatch) -> list[int]:
+    """The lines each of the engine's CSV reads returns, in order, as the job runs."""
+    counts: list[int] = []
+    real = span_store_csv._read_lines
+
+    def counted(engine, query):
+        got, key = real(engine, query)
+        counts.append(len(got))
+        return got, key
+
+    monkeypatch.setattr(span_store_csv, "_read_lines", counted)
+    return counts
+
+
 @pytest.mark.parametrize(("read_rows", "fields"), [(4, None), (100_000, None), (4, PLAIN)])
 def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch, read_rows, fields):
     pages: list[int] = []
@@ -200,16 +214,8 @@ def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch,
         pages.append(rows)
         return real(engine, job_id, cfg, progress, rows)
 
-    lines_read: list[int] = []
-    real_read = span_store_csv._read_lines
-
-    def count_lines(engine, query):
-        got, key = real_read(engine, query)
-        lines_read.append(len(got))
-        return got, key
-
+    lines_read = count_lines_read(monkeypatch)
     monkeypatch.setattr(worker_module, "_still_mine", count_pages)
-    monkeypatch.setattr(span_store_csv, "_read_lines", count_lines)
     job, got = export(
         on_store,
         tmp_path,

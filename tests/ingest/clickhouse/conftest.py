@@ -6,6 +6,7 @@ each module writes to orgs of its own)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
@@ -17,6 +18,35 @@ from observatory_core.storage.clickhouse import current
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
+from tests.storage.clickhouse.conftest import demo_rows
+
+_TEMPLATE = demo_rows(1)[0]
+
+
+def llm_call(org: int, n: int, start: datetime, tokens: tuple[int, int], scope: str, **kw) -> dict:
+    """A stored-row LLM call of project 3 (trace and span ids from `n`) with the tokens and
+    instrumentation scope the twin rule compares (`ingest/dedup.py`)."""
+    return dict(
+        _TEMPLATE,
+        org_id=org,
+        project_id=3,
+        trace_id=f"{n:032x}",
+        span_id=f"{n:016x}",
+        parent_span_id=None,
+        start_time=start,
+        end_time=start + timedelta(milliseconds=800),
+        operation="chat",
+        llm_call=True,
+        scope_name=scope,
+        service_name="svc",
+        model="gpt-4o",
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        attributes={},
+        duplicate_of=None,
+        duplicate_trace_id=None,
+        **kw,
+    )
 
 
 @dataclass

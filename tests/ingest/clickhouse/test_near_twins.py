@@ -14,35 +14,11 @@ import pytest
 from observatory_core.ingest import to_clickhouse
 from observatory_core.ingest.dedup import TOLERANCE
 from observatory_core.storage.clickhouse.writes import write_spans
-from tests.storage.clickhouse.conftest import demo_rows
+from tests.ingest.clickhouse.conftest import llm_call
 
-ORG, PROJECT = 41, 3
+ORG = 41
 CROWD = 10_500  # stored spans with the crowded span's tokens, none within its tolerance
 US = timedelta(microseconds=1)
-TEMPLATE = demo_rows(1)[0]
-
-
-def _span(n: int, start: datetime, tokens: tuple[int, int], scope: str) -> dict:
-    return dict(
-        TEMPLATE,
-        org_id=ORG,
-        project_id=PROJECT,
-        trace_id=f"{n:032x}",
-        span_id=f"{n:016x}",
-        parent_span_id=None,
-        start_time=start,
-        end_time=start + timedelta(milliseconds=800),
-        operation="chat",
-        llm_call=True,
-        scope_name=scope,
-        service_name="svc",
-        model="gpt-4o",
-        input_tokens=tokens[0],
-        output_tokens=tokens[1],
-        attributes={},
-        duplicate_of=None,
-        duplicate_trace_id=None,
-    )
 
 
 # a whole second 5 minutes back: the slices (100 ms) start on it
@@ -63,8 +39,8 @@ def marked(chdb_store):
     stored, batch, expected = [], [], {}
     for i, (start, offset, found) in enumerate(CASES):
         tokens = (1000 + i, 7)
-        twin = _span(10_000_000 + i, start + offset, tokens, "lib.a")
-        new = _span(20_000_000 + i, start, tokens, "lib.b")
+        twin = llm_call(ORG, 10_000_000 + i, start + offset, tokens, "lib.a")
+        new = llm_call(ORG, 20_000_000 + i, start, tokens, "lib.b")
         stored.append(twin)
         batch.append(new)
         expected[new["span_id"]] = twin["span_id"] if found else None
@@ -72,7 +48,7 @@ def marked(chdb_store):
     # apart at most, less the tolerance) and before that case's twin in the table's order,
     # never within the tolerance of the case's start
     crowd = [
-        _span(30_000_000 + k, EDGE - TOLERANCE + k * 9 * US, (1001, 7), "lib.a")
+        llm_call(ORG, 30_000_000 + k, EDGE - TOLERANCE + k * 9 * US, (1001, 7), "lib.a")
         for k in range(CROWD)
     ]
     write_spans(chdb_store, stored)

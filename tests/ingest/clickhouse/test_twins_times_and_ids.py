@@ -14,37 +14,12 @@ import pytest
 from observatory_core.ingest import dedup, to_clickhouse
 from observatory_core.storage.clickhouse import writes
 from observatory_core.storage.clickhouse.writes import plain_list, write_spans
-from tests.storage.clickhouse.conftest import demo_rows
+from tests.ingest.clickhouse.conftest import llm_call
 
 US = timedelta(microseconds=1)
 TOL = dedup.TOLERANCE // US
 SLICE = 2 * TOL
-TEMPLATE = demo_rows(1)[0]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _span(org: int, n: int, start: datetime, tokens: tuple[int, int], scope: str, **kw) -> dict:
-    return dict(
-        TEMPLATE,
-        org_id=org,
-        project_id=3,
-        trace_id=f"{n:032x}",
-        span_id=f"{n:016x}",
-        parent_span_id=None,
-        start_time=start,
-        end_time=start + timedelta(milliseconds=800),
-        operation="chat",
-        llm_call=True,
-        scope_name=scope,
-        service_name="svc",
-        model="gpt-4o",
-        input_tokens=tokens[0],
-        output_tokens=tokens[1],
-        attributes={},
-        duplicate_of=None,
-        duplicate_trace_id=None,
-        **kw,
-    )
 
 
 def _micros_of(store, org: int) -> dict[str, tuple[int, int]]:
@@ -83,7 +58,9 @@ def test_engine_key_of_every_twin_is_among_the_new_spans_keys(chdb_store):
     """The engine's `_NEAR_KEY` of each stored twin is one of `_near_keys` of its new span."""
     org = 501
     cases = list(_grid())
-    stored = [_span(org, 1_000 + i, twin, tok, "lib.a") for i, (_, twin, tok) in enumerate(cases)]
+    stored = [
+        llm_call(org, 1_000 + i, twin, tok, "lib.a") for i, (_, twin, tok) in enumerate(cases)
+    ]
     write_spans(chdb_store, stored)
     got = dict(
         chdb_store.client.query(
@@ -94,7 +71,7 @@ def test_engine_key_of_every_twin_is_among_the_new_spans_keys(chdb_store):
     assert len(got) == len(cases)
     missed = []
     for i, (start, twin, tok) in enumerate(cases):
-        new = _span(org, 9_000 + i, start, tok, "lib.b")
+        new = llm_call(org, 9_000 + i, start, tok, "lib.b")
         if got[f"{1_000 + i:016x}"] not in to_clickhouse._near_keys([new]):
             missed.append((start.isoformat(), (twin - start) // US, tok))
     assert missed == []
@@ -104,9 +81,13 @@ def test_set_aside_finds_every_twin_of_the_grid_end_to_end(chdb_store):
     """Through `set_aside_twins`: the whole read (windows, tokens, keys) finds each twin."""
     org = 502
     cases = list(_grid())
-    stored = [_span(org, 1_000 + i, twin, tok, "lib.a") for i, (_, twin, tok) in enumerate(cases)]
+    stored = [
+        llm_call(org, 1_000 + i, twin, tok, "lib.a") for i, (_, twin, tok) in enumerate(cases)
+    ]
     write_spans(chdb_store, stored)
-    batch = [_span(org, 9_000 + i, start, tok, "lib.b") for i, (start, _, tok) in enumerate(cases)]
+    batch = [
+        llm_call(org, 9_000 + i, start, tok, "lib.b") for i, (start, _, tok) in enumerate(cases)
+    ]
     # the end times moved with the starts: the twin rule compares both
     for row, (start, twin, _) in zip(batch, cases, strict=True):
         row["end_time"] = start + (twin - start) + timedelta(milliseconds=800)
@@ -131,9 +112,9 @@ def test_a_far_future_twin_is_still_found(chdb_store, start):
     """A clock far ahead is 'recent' (start >= now - look-back): its keys wrap into the token
     bits, in the engine and in Python alike."""
     org = 503 + start.year
-    twin = _span(org, 77, start - 30_000 * US, (12, 34), "lib.a")
+    twin = llm_call(org, 77, start - 30_000 * US, (12, 34), "lib.a")
     write_spans(chdb_store, [twin])
-    new = _span(org, 78, start, (12, 34), "lib.b")
+    new = llm_call(org, 78, start, (12, 34), "lib.b")
     new["end_time"] = twin["end_time"]
     assert to_clickhouse.set_aside_twins(chdb_store, [new], frozenset(), datetime.now(UTC)) == 1
     assert new["duplicate_of"] == twin["span_id"]
@@ -141,7 +122,7 @@ def test_a_far_future_twin_is_still_found(chdb_store, start):
 
 def test_keys_fit_the_engines_uint64_literal(chdb_store):
     """The largest keys (tokens near Int32's ends) parse in the cast text as written."""
-    new = _span(1, 1, BASE, (-(2**31), 2**31 - 1), "x")
+    new = llm_call(1, 1, BASE, (-(2**31), 2**31 - 1), "x")
     keys = to_clickhouse._near_keys([new])
     assert all(0 <= k < 2**64 for k in keys)
     listed = ",".join(map(str, keys))
@@ -153,14 +134,14 @@ def test_a_look_alike_of_another_org_or_project_is_no_twin(chdb_store):
     """The near read stays in the new span's org and project: a stored span alike in all
     else (tokens, start, end, model, service) elsewhere is not paired."""
     start = BASE + timedelta(milliseconds=40)
-    elsewhere = [_span(511, 1, start, (3, 4), "lib.a"), _span(512, 2, start, (3, 4), "lib.a")]
+    elsewhere = [llm_call(511, 1, start, (3, 4), "lib.a"), llm_call(512, 2, start, (3, 4), "lib.a")]
     elsewhere[1]["project_id"] = 4
-    here = _span(512, 3, start, (3, 4), "lib.b")
+    here = llm_call(512, 3, start, (3, 4), "lib.b")
     write_spans(chdb_store, elsewhere)
     assert to_clickhouse.set_aside_twins(chdb_store, [here], frozenset(), datetime.now(UTC)) == 0
     assert here["duplicate_of"] is None
     # the same span in its own project is paired: the probe can fail
-    write_spans(chdb_store, [_span(512, 4, start, (3, 4), "lib.a")])
+    write_spans(chdb_store, [llm_call(512, 4, start, (3, 4), "lib.a")])
     assert to_clickhouse.set_aside_twins(chdb_store, [here], frozenset(), datetime.now(UTC)) == 1
     assert here["duplicate_of"] == f"{4:016x}"
 
@@ -182,7 +163,7 @@ TIMES = [
 def _rows(org: int, times: list[datetime]) -> list[dict]:
     out = []
     for i, t in enumerate(times):
-        row = _span(org, 50_000 + i, t, (1, 1), "lib.a")
+        row = llm_call(org, 50_000 + i, t, (1, 1), "lib.a")
         row["end_time"] = t + timedelta(microseconds=i)
         out.append(row)
     return out
@@ -192,16 +173,21 @@ def _exact(t: datetime) -> int:
     return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - EPOCH) // US
 
 
+def _both_ways(store, monkeypatch, times, new_org: int, old_org: int):
+    """The stored microseconds of the same rows written with `_micros` (into `new_org`) and
+    with the driver's own conversion (`_TIMES` empty: the old code, into `old_org`)."""
+    write_spans(store, _rows(new_org, times))
+    with monkeypatch.context() as m:
+        m.setattr(writes, "_TIMES", frozenset())
+        write_spans(store, _rows(old_org, times))
+    return _micros_of(store, new_org), _micros_of(store, old_org)
+
+
 def test_stored_times_are_exact_and_as_the_driver_stored_them(chdb_store, monkeypatch):
     """The same rows written with the driver's own conversion (`_TIMES` empty: the old code)
     and with `_micros`: both store every time to the microsecond (the independent value is
     the time's distance from 1970 in microseconds)."""
-    new_org, old_org = 601, 602
-    write_spans(chdb_store, _rows(new_org, TIMES))
-    with monkeypatch.context() as m:
-        m.setattr(writes, "_TIMES", frozenset())
-        write_spans(chdb_store, _rows(old_org, TIMES))
-    new, old = _micros_of(chdb_store, new_org), _micros_of(chdb_store, old_org)
+    new, old = _both_ways(chdb_store, monkeypatch, TIMES, 601, 602)
     want = {r["span_id"]: (_exact(r["start_time"]), _exact(r["end_time"])) for r in _rows(0, TIMES)}
     assert new == want
     assert old == new
@@ -215,11 +201,7 @@ def test_naive_times_are_local_as_the_driver_takes_them(chdb_store, monkeypatch)
     time.tzset()
     try:
         assert time.timezone == 8 * 3600  # the zone took: naive times are not UTC here
-        write_spans(chdb_store, _rows(611, naive))
-        with monkeypatch.context() as m:
-            m.setattr(writes, "_TIMES", frozenset())
-            write_spans(chdb_store, _rows(612, naive))
-        new, old = _micros_of(chdb_store, 611), _micros_of(chdb_store, 612)
+        new, old = _both_ways(chdb_store, monkeypatch, naive, 611, 612)
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -239,11 +221,7 @@ def test_otlp_nanoseconds_are_stored_as_before(chdb_store, monkeypatch):
     nanos = [1, 999, 1_000, 1_999, 999_999_999]
     base = int(time.time()) * 10**9
     times = [_time(base + n, "start time", now + timedelta(days=1)) for n in nanos]
-    write_spans(chdb_store, _rows(621, times))
-    with monkeypatch.context() as m:
-        m.setattr(writes, "_TIMES", frozenset())
-        write_spans(chdb_store, _rows(622, times))
-    new, old = _micros_of(chdb_store, 621), _micros_of(chdb_store, 622)
+    new, old = _both_ways(chdb_store, monkeypatch, times, 621, 622)
     assert new == old
     assert sorted(v[0] for v in new.values()) == sorted((base + n) // 1000 for n in nanos)
 
@@ -282,12 +260,12 @@ def test_hostile_ids_are_stored_and_found_again_and_match_nothing_else(chdb_stor
     """Spans with hostile ids are stored once; a resend is found stored (not inserted again);
     the look-up matches no other span of the org nor of another org."""
     org, other = 701, 702
-    bystanders = [_span(org, 10 + i, BASE, (5, 5), "lib.z") for i in range(3)]
-    bystanders += [_span(other, 20 + i, BASE, (5, 5), "lib.z") for i in range(3)]
+    bystanders = [llm_call(org, 10 + i, BASE, (5, 5), "lib.z") for i in range(3)]
+    bystanders += [llm_call(other, 20 + i, BASE, (5, 5), "lib.z") for i in range(3)]
     write_spans(chdb_store, bystanders)
     hostile = []
     for i, bad in enumerate(BAD_IDS):
-        row = _span(org, 100 + i, BASE + i * US, (6, 6), "lib.a")
+        row = llm_call(org, 100 + i, BASE + i * US, (6, 6), "lib.a")
         row["span_id"] = bad
         row["trace_id"] = "t" + bad
         hostile.append(row)
@@ -322,7 +300,7 @@ def test_a_long_trace_of_calls_a_second_apart_is_read(chdb_store):
     first = now - dedup.LOOKBACK + timedelta(seconds=5)
     batch = []
     for i in range(1790):
-        row = _span(org, 1, first + i * timedelta(seconds=1.001), (9, 9), "a")
+        row = llm_call(org, 1, first + i * timedelta(seconds=1.001), (9, 9), "a")
         row["span_id"] = f"{i + 1:016x}"
         batch.append(row)
     assert len(dedup.windows(batch)) == len(batch)
@@ -339,9 +317,5 @@ def test_naive_pandas_times_with_nanoseconds_are_stored_as_the_driver_did(chdb_s
         pd.Timestamp("2026-12-07 00:00:00.123456789"),
         pd.Timestamp("1969-12-31 23:59:59.999999999"),
     ]
-    write_spans(chdb_store, _rows(631, times))
-    with monkeypatch.context() as m:
-        m.setattr(writes, "_TIMES", frozenset())
-        write_spans(chdb_store, _rows(632, times))
-    new, old = _micros_of(chdb_store, 631), _micros_of(chdb_store, 632)
+    new, old = _both_ways(chdb_store, monkeypatch, times, 631, 632)
     assert old == new
