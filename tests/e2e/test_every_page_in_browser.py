@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
@@ -207,12 +208,7 @@ def test_every_page_reads_right(server, browser, role):
             _settle(page, TITLES.get(spec.title, spec.title), READY[spec.title])
             if spec.title == "Alerts":
                 page.get_by_role("tab", name="History").click()
-                # the History tab's own table: a hidden tab's tables (the Rules tab's) are in the
-                # page too, so `.last` alone could wait on one that is never shown
-                page.locator('[data-testid="stDataFrame"] >> visible=true').last.wait_for(
-                    timeout=30_000
-                )
-                page.wait_for_timeout(400)
+                _history_table(page, where)
             text = page.locator("body").inner_text()
             assert "Traceback" not in text, where
             assert not re.search(r"\bunset\b", text), f"{where}: 'unset' on the page"
@@ -228,6 +224,22 @@ def test_every_page_reads_right(server, browser, role):
                 _screenshot(page, folder / f"{spec.title.lower()}.png", width)
     finally:
         context.close()
+
+
+def _history_table(page, where: str) -> None:
+    """Wait for the History tab's own table (a hidden tab's tables, the Rules tab's, are in the
+    page too, so `.last` alone could wait on one that is never shown). Its fragment refreshes
+    itself, and under a full suite's load (all four roles once timed out at 30 s) the first
+    draw can be slow: 60 s, as the login cookie gets, and the page's text if it never comes."""
+    table = page.locator('[data-testid="stDataFrame"] >> visible=true').last
+    try:
+        table.wait_for(timeout=60_000)
+    except PlaywrightTimeout as timeout:
+        text = page.locator("body").inner_text()
+        raise AssertionError(
+            f"{where}: no History table within 60 s; the page read:\n{text}"
+        ) from timeout
+    page.wait_for_timeout(400)
 
 
 def _screenshot(page, path: Path, width: int) -> None:
