@@ -1,21 +1,25 @@
 """The worker's retention run: delete what has expired (storage/retention.py) and write what
 each org lost into its audit trail, which the Admin page shows (docs/operations.md,
 "Retention"); with the ClickHouse span store, bring its stored spans' retention stamps to the
-current settings and delete its rollup rows past their org's rollup retention (docs/scale.md,
-"Retention on the span store")."""
+current settings, delete its spans, trace totals and rollup rows past their retention, and
+write what each org lost there into its audit trail too (docs/scale.md, "Retention on the span
+store")."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.audit import record
 from observatory_core.accounts.retention import org_stamp
 from observatory_core.base.errors import UserError
 from observatory_core.storage.retention import RunResult, expire, policies
+from observatory_core.storage.schema import orgs
 
 ACTOR = "retention"  # the audit trail's "who" of a run
 
@@ -62,8 +66,10 @@ def restamp_span_store(engine: Engine, now: datetime | None = None) -> Restamped
     their org's and project's settings: a change the store was unreachable for, or spans
     ingest stamped with settings read before a change; and delete its rollup and actor rows
     past their org's rollup retention (`rollup_retention.py`). The two run and are said each
-    on its own: one failing or held back does not skip the other. Nothing without
-    `OBSERVATORY_SPAN_STORE`."""
+    on its own: one failing or held back does not skip the other. The spans and trace totals
+    past their stamps are deleted after the re-stamp (`span_expiry.py`), and each org that lost
+    rows gets one audit entry with the counts, as `run_and_record` writes for the other stores.
+    Nothing without `OBSERVATORY_SPAN_STORE`."""
     from observatory_core.storage.clickhouse.current import span_store
 
     try:
@@ -75,6 +81,8 @@ def restamp_span_store(engine: Engine, now: datetime | None = None) -> Restamped
     said: list[str] = []
     failed = False
     rules: dict | None = None
+    now = now or datetime.now(UTC)
+    lost: dict[int, Counter] = {}
 
     def settings() -> dict:
         nonlocal rules
@@ -85,20 +93,46 @@ def restamp_span_store(engine: Engine, now: datetime | None = None) -> Restamped
 
     parts = (
         (_restamp, "retention stamps were not checked"),
+        (_spans, "spans past their retention were not deleted"),
         (_rollups, "rollups past their retention were not deleted"),
     )
     for part, not_done in parts:
         try:
-            line, bad = part(store, engine, settings, now or datetime.now(UTC))
+            line, bad = part(store, engine, settings, now, lost)
         except UserError as exc:  # unreachable, held by another process, a bad setting
             line, bad = f"The span store's {not_done}: {exc}", True
         if line:
             said.append(line)
         failed = failed or bad
+    _record_lost(engine, lost, now)
     return Restamped(" ".join(said) or None, failed)
 
 
-def _restamp(store, engine: Engine, settings, now: datetime) -> tuple[str | None, bool]:
+def _record_lost(engine: Engine, lost: dict[int, Counter], now: datetime) -> None:
+    """One entry per org that lost rows in the span store, its counts as the other stores';
+    an org no longer in `DATABASE_URL` (its rows outlived it in the store) has no trail."""
+    if not lost:
+        return
+    with engine.begin() as conn:
+        known = set(conn.execute(select(orgs.c.id).where(orgs.c.id.in_(list(lost)))).scalars())
+        for org_id, counts in sorted(lost.items()):
+            if org_id not in known:
+                continue
+            record(
+                conn,
+                org_id=org_id,
+                actor=ACTOR,
+                action="retention.run",
+                target="span store",
+                at=now,
+                spans=counts["spans"],
+                traces=counts["traces"],
+                rollup_rows=counts["rollup_rows"],
+                trace_totals_rows=counts["trace_rows"],
+            )
+
+
+def _restamp(store, engine: Engine, settings, now: datetime, lost) -> tuple[str | None, bool]:
     """The spans' and trace totals' re-stamp, said as one sentence, and whether it failed."""
     from observatory_core.storage.clickhouse import restamp
 
@@ -127,7 +161,29 @@ def _restamp(store, engine: Engine, settings, now: datetime) -> tuple[str | None
     )
 
 
-def _rollups(store, engine: Engine, settings, now: datetime) -> tuple[str | None, bool]:
+def _spans(store, engine: Engine, settings, now: datetime, lost) -> tuple[str | None, bool]:
+    """The spans and trace totals rows past their stamped retention deleted and counted into
+    `lost`, said as one sentence."""
+    from observatory_core.storage.clickhouse import restamp, span_expiry
+
+    if restamp.failing(store) is not None:  # said by the re-stamp; the deletes would queue
+        return None, False
+    expired = span_expiry.expire_spans(store, now)
+    for org_id, e in expired.items():
+        got = lost.setdefault(org_id, Counter())
+        got.update(spans=e.spans, traces=e.traces, trace_rows=e.trace_rows)
+    if not expired:
+        return None, False
+    spans = sum(e.spans for e in expired.values())
+    traces = sum(e.traces for e in expired.values())
+    return (
+        f"Deleting {spans:,} spans and {traces:,} traces of {len(expired)} org(s) in the span "
+        "store, past their retention.",
+        False,
+    )
+
+
+def _rollups(store, engine: Engine, settings, now: datetime, lost) -> tuple[str | None, bool]:
     """The rollup and actor rows past their org's rollup retention deleted, said as one
     sentence (with a delete that keeps failing, its reason and how to kill it)."""
     from observatory_core.storage.clickhouse import rollup_retention
@@ -140,6 +196,8 @@ def _rollups(store, engine: Engine, settings, now: datetime) -> tuple[str | None
             f"rollup retention until it is killed ({rollup_retention.kill(store)}): {reason}"
         )
     expired = rollup_retention.expire_rollups(store, settings().values(), now)
+    for org_id, rows in expired.items():
+        lost.setdefault(org_id, Counter()).update(rollup_rows=rows)
     if expired:
         said.append(
             f"Deleting {sum(expired.values()):,} rollup rows of {len(expired)} org(s) in the span "

@@ -134,7 +134,7 @@ def test_a_server_whose_settings_the_driver_did_not_fetch_is_asked_once(store):
 
 @pytest.mark.parametrize("stuck", ["spans", "rollup_1min"])
 def test_the_re_stamp_and_the_rollup_delete_run_and_are_said_each_on_its_own(
-    store, monkeypatch, stuck
+    store, monkeypatch, stuck, tmp_path
 ):
     """A mutation that keeps failing on the spans holds back the re-stamp, not the rollup
     delete; one on a rollup table holds back that table's deletes, not the re-stamp nor the
@@ -142,10 +142,10 @@ def test_the_re_stamp_and_the_rollup_delete_run_and_are_said_each_on_its_own(
     says the trace totals' rows it sends as well as the spans'."""
     from contextlib import contextmanager
 
-    from sqlalchemy import create_engine
-
     from observatory_core.runtime.retention import restamp_span_store
     from observatory_core.storage.clickhouse import current, restamp
+    from observatory_core.storage.engine import get_engine
+    from observatory_core.storage.migrate import upgrade
 
     now = datetime.now(UTC)
     rows = _written(store, now)
@@ -170,7 +170,9 @@ def test_the_re_stamp_and_the_rollup_delete_run_and_are_said_each_on_its_own(
             if restamp.failing(store, (stuck,)):
                 break
             time.sleep(0.05)
-        said = restamp_span_store(create_engine("sqlite://"), now=now)
+        engine = get_engine(f"sqlite:///{tmp_path / 'settings.db'}")  # the trail's too
+        upgrade(engine)
+        said = restamp_span_store(engine, now=now)
         assert said.failed and "boom" in said.said and "keeps failing" in said.said
         assert "Deleting" in said.said and "rollup rows of 2 org(s)" in said.said
         if stuck == "spans":
