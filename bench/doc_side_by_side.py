@@ -104,7 +104,13 @@ def side_by_side_section(entries: list[dict], measured_at: str | None) -> list[s
             same = "yes" if pg["check"] == chdb["check"] else f"no: {chdb['check']} / {pg['check']}"
         return f"| {label} | {target} | {' | '.join(cells)} | {same} |"
 
-    head = " | ".join(f"{db} {size:,}" for db, size in columns)
+    def when(db: str, size: int) -> str:
+        """A column kept from an earlier run (`bench/run.kept_chdb_sizes`) says when."""
+        at = {e.get("measured_at") for e in app if e["database"] == db and e["size"] == size}
+        at.discard(None)
+        return f" (measured {max(at)})" if at else ""
+
+    head = " | ".join(f"{db} {size:,}{when(db, size)}" for db, size in columns)
     lines = [
         "## Issue 17 side by side: the chDB span store and PostgreSQL",
         "",

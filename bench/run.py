@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.clickhouse_app_case import PREFIX as APP_PREFIX
 from bench.doc import fmt, write_doc
 from bench.families import FAMILIES, QUERIES, family, main_case
 
@@ -69,17 +70,38 @@ def run_grid(db: str, size: int) -> list[dict]:
     )
 
 
+def chdb_sizes_of_run(sizes: list[int]) -> list[int]:
+    """BENCH_CHDB_SIZES: the chDB sizes the app case measures (default the largest size)."""
+    raw = os.environ.get("BENCH_CHDB_SIZES", str(max(sizes)))
+    try:
+        return [int(s) for s in raw.split(",")]
+    except ValueError:
+        sys.exit(f"BENCH_CHDB_SIZES must be span counts separated by commas; got {raw!r}.")
+
+
+def kept_chdb_sizes(earlier: dict, sizes: list[int]) -> list[dict]:
+    """The app case's chDB figures at sizes this run does not measure (BENCH_CHDB_SIZES
+    without 10M: a 10M folder takes most of an hour to load), kept with the time they were
+    measured at, which docs/benchmarks.md prints over their column."""
+    measured = chdb_sizes_of_run(sizes)
+    when = earlier["meta"].get("clickhouse_measured_at")
+    return [
+        {"measured_at": when, **e}
+        for e in earlier["results"]
+        if e["operation"].startswith(APP_PREFIX)
+        and e["database"] == "chdb"
+        and e["size"] not in measured
+    ]
+
+
 def run_clickhouse_app(dbs: list[str], sizes: list[int]) -> list[dict]:
     """Issue 17's figures through the app's code (`bench/clickhouse_app_case.py`): on chDB at
     each of BENCH_CHDB_SIZES (default the largest size; "1000000,10000000" for the issue's
     10M), and on the main case's PostgreSQL database of the largest size. BENCH_CHDB_REUSE=1
     reads a chDB folder loaded before (its load's figures as measured then) instead of
     loading it again; BENCH_CHDB_RUNS the runs of each read per size ("30,10")."""
-    raw = os.environ.get("BENCH_CHDB_SIZES", str(max(sizes)))
-    try:
-        chdb_sizes = [int(s) for s in raw.split(",")]
-    except ValueError:
-        sys.exit(f"BENCH_CHDB_SIZES must be span counts separated by commas; got {raw!r}.")
+    chdb_sizes = chdb_sizes_of_run(sizes)
+    raw = ",".join(str(s) for s in chdb_sizes)
     # BENCH_CHDB_RUNS: the timed runs of each read, one number per size (default 30 each):
     # at 10M, 30 runs of every read take most of an hour
     raw_runs = os.environ.get("BENCH_CHDB_RUNS", ",".join("30" for _ in chdb_sizes))
@@ -135,12 +157,15 @@ def main() -> None:
         ]
         entries += [e for size in sizes for db in dbs for e in run_case(db, size)]
     elif only:
+        earlier = json.loads(RESULTS.read_text())
         entries = [
             e
-            for e in json.loads(RESULTS.read_text())["results"]
+            for e in earlier["results"]
             # the family's figures on the databases of this run are measured again
             if not (family(e["operation"]) == only and e["database"] in (*dbs, "chdb"))
         ]
+        if only == "clickhouse":
+            entries += kept_chdb_sizes(earlier, sizes)
     else:
         entries = [e for size in sizes for db in dbs for e in run_case(db, size)]
     if "postgresql" in dbs and only in (None, "exports"):

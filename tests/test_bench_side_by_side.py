@@ -136,3 +136,36 @@ def test_the_runs_said_are_the_runs_measured_per_column():
     assert "of 15 (chdb 1,000,000), 7 (chdb 10,000,000), 15 (postgresql 1,000,000) runs" in text
     same = [{**e, "runs": 30} for e in entries]
     assert "of 30 runs after a warm-up" in "\n".join(side_by_side_section(same, "now"))
+
+
+def test_a_chdb_size_this_run_did_not_measure_is_kept_and_says_when(monkeypatch):
+    """BENCH_ONLY=clickhouse at 1M only keeps the 10M column of the run before, with the time
+    it was measured over it; the 1M figures and everything else of the family go."""
+    from bench.run import kept_chdb_sizes
+
+    page = PREFIX + "explorer_first_page_24h_by_time"
+    earlier = {
+        "meta": {"clickhouse_measured_at": "2026-12-07 01:29 UTC"},
+        "results": [
+            _entry(page, "chdb", 1_000_000, [50, "a"]),
+            _entry(page, "chdb", 10_000_000, [50, "b"], median=57.0),
+            _entry(page, "postgresql", 1_000_000, [50, "a"]),
+            _entry("clickhouse_insert", "chdb", 10_000_000, None),
+        ],
+    }
+    monkeypatch.setenv("BENCH_CHDB_SIZES", "1000000")
+    kept = kept_chdb_sizes(earlier, [1_000_000])
+    assert [(e["size"], e["median_ms"], e["measured_at"]) for e in kept] == [
+        (10_000_000, 57.0, "2026-12-07 01:29 UTC")
+    ]
+    monkeypatch.setenv("BENCH_CHDB_SIZES", "1000000,10000000")
+    assert kept_chdb_sizes(earlier, [1_000_000]) == []
+    new = [
+        _entry(page, "chdb", 1_000_000, [50, "a"]),
+        _entry(page, "postgresql", 1_000_000, [50, "a"]),
+    ]
+    lines = side_by_side_section(new + kept, "2026-12-07 05:00 UTC")
+    head = next(line for line in lines if line.startswith("| operation |"))
+    assert "chdb 1,000,000 |" in head
+    assert "chdb 10,000,000 (measured 2026-12-07 01:29 UTC) |" in head
+    assert _row(lines, f"`{page[len(PREFIX) :]}`")[3] == "57.0 / 114.0 ms"
