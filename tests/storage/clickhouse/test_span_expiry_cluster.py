@@ -1,0 +1,69 @@
+"""Review of `span_expiry.py` (commit 7a7f7c8) on a cluster and when a statement fails midway,
+checked by what it sends to a recording client (no cluster can run here: `test_cluster.py`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from observatory_core.base.errors import DatabaseUnavailable
+from observatory_core.storage.clickhouse.span_expiry import expire_spans
+from tests.storage.clickhouse.test_cluster import ONE_NODE, URL, Recorder, _parses, _store
+
+NOW = datetime(2026, 12, 7, tzinfo=UTC)
+ANSWERS = {
+    "SELECT count() FROM": [(0,)],  # no unfinished mutation, on any node
+    "countIf(every)": [(1, 3)],  # the whole traces
+    "FROM obs.spans WHERE": [(1, 12)],
+    "FROM obs.trace_totals WHERE": [(1, 4)],
+}
+
+
+def test_the_whole_traces_read_on_a_cluster_runs_its_subquery_over_every_shard(chdb_store):
+    """On a cluster `store.table('trace_totals')` is the Distributed table, and a read of it whose
+    IN holds a subquery over it again is refused by the server unless
+    `distributed_product_mode` says how (`cluster.READ_SETTINGS`; the reads carry it:
+    `test_reads_on_a_cluster_run_their_subqueries_over_every_shard`)."""
+    store, client = _store(URL, ANSWERS)
+    got = expire_spans(store, NOW)
+    assert got[1].traces == 3
+    (whole,) = [(t, s) for t, s in client.of("query") if "countIf(every)" in t]
+    text, settings = whole
+    _parses(chdb_store, text)
+    assert "IN (SELECT org_id, trace_id FROM obs.trace_totals " in text  # Distributed in IN
+    assert settings.get("distributed_product_mode") == "global" or "GLOBAL IN" in text
+
+
+class _FailsOn(Recorder):
+    """A recording client whose reads containing `failing` raise as the server would."""
+
+    def __init__(self, answers, failing: str) -> None:
+        super().__init__(answers)
+        self.failing = failing
+
+    def query(self, sql, parameters=None, settings=None, **kw):
+        if self.failing in sql:
+            from clickhouse_connect.driver.exceptions import DatabaseError
+
+            self.sent.append(("query", sql, dict(settings or {})))
+            raise DatabaseError("Code: 288. Double-distributed IN/JOIN subqueries is denied")
+        return super().query(sql, parameters, settings=settings, **kw)
+
+
+@pytest.mark.parametrize("url", [URL, ONE_NODE])
+def test_a_failure_after_the_spans_delete_does_not_lose_its_count(url):
+    """The spans' DELETE is sent before the trace totals are read; when that read fails the
+    run raises, the spans go all the same (the engine applies the DELETE), and their count
+    never reaches the org's audit trail (`runtime/retention._spans` gets no answer), nor can a
+    later run count them again. Either nothing is deleted before every count is read, or the
+    counts of what was sent are kept."""
+    from observatory_core.storage.clickhouse.connect import SpanStore
+    from observatory_core.storage.clickhouse.target import parse_target
+
+    client = _FailsOn(ANSWERS, "countIf(every)")
+    store = SpanStore(parse_target(url), client)
+    with pytest.raises(DatabaseUnavailable):
+        expire_spans(store, NOW)
+    deletes = [t for t, _ in client.of("command") if t.startswith("DELETE FROM obs.spans")]
+    assert deletes == [], "the spans' DELETE was sent and its count dropped"
