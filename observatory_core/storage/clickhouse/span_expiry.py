@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS, delete_sync
+from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS, READ_SETTINGS, delete_sync
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.layout import MAX_TTL_DAYS, RETAIN_DAYS, micro_text
 from observatory_core.storage.clickhouse.restamp import pending, store_errors
@@ -47,13 +47,15 @@ def _gone(start: str, now: datetime) -> str:
 def expire_spans(store: SpanStore, now: datetime) -> dict[int, Expired]:
     """Delete the spans and trace totals rows past their stamped retention; answers org ->
     what it lost. Raises `DatabaseUnavailable` on a store failure (said by the worker's run)."""
+    span_going, going = _gone("start_time", now), _gone("last_start", now)
     with store_errors(store):
-        spans = _counted(store, "spans", _gone("start_time", now))
-        if spans:
-            _delete(store, "spans", _gone("start_time", now))
-        going = _gone("last_start", now)
+        # every count read before any DELETE is sent: a read failing after a DELETE went would
+        # leave rows deleted whose count reaches no audit trail
+        spans = _counted(store, "spans", span_going)
         rows = _counted(store, "trace_totals", going)
         traces = _whole_traces(store, going) if rows else {}
+        if spans:
+            _delete(store, "spans", span_going)
         if rows:
             _delete(store, "trace_totals", going)
     orgs = sorted(set(spans) | set(rows))
@@ -86,6 +88,8 @@ def _whole_traces(store: SpanStore, going: str) -> dict[int, int]:
     rows = store.client.query(
         f"SELECT org_id, countIf(every) FROM (SELECT org_id, trace_id, min({going}) AS every "
         f"FROM {table} WHERE (org_id, trace_id) IN (SELECT org_id, trace_id FROM {table} "
-        f"WHERE {going}) GROUP BY org_id, trace_id) GROUP BY org_id"
+        f"WHERE {going}) GROUP BY org_id, trace_id) GROUP BY org_id",
+        # on a cluster the IN's subquery reads the Distributed table too, refused without it
+        settings=store.naming.settings(READ_SETTINGS),
     ).result_rows
     return {int(o): int(n) for o, n in rows}
