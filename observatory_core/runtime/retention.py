@@ -8,7 +8,7 @@ store")."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 
@@ -82,7 +82,7 @@ def restamp_span_store(engine: Engine, now: datetime | None = None) -> Restamped
     failed = False
     rules: dict | None = None
     now = now or datetime.now(UTC)
-    lost: dict[int, Counter] = {}
+    run = _Run()
 
     def settings() -> dict:
         nonlocal rules
@@ -98,14 +98,23 @@ def restamp_span_store(engine: Engine, now: datetime | None = None) -> Restamped
     )
     for part, not_done in parts:
         try:
-            line, bad = part(store, engine, settings, now, lost)
+            line, bad = part(store, engine, settings, now, run)
         except UserError as exc:  # unreachable, held by another process, a bad setting
             line, bad = f"The span store's {not_done}: {exc}", True
         if line:
             said.append(line)
         failed = failed or bad
-    _record_lost(engine, lost, now)
+    _record_lost(engine, run.lost, now)
     return Restamped(" ".join(said) or None, failed)
+
+
+@dataclass
+class _Run:
+    """What the parts of one span store run share: what each org lost, and whether the
+    re-stamp found every stored stamp current (the spans' delete judges rows by them)."""
+
+    lost: dict[int, Counter] = field(default_factory=dict)
+    stamps_current: bool = False
 
 
 def _record_lost(engine: Engine, lost: dict[int, Counter], now: datetime) -> None:
@@ -132,7 +141,7 @@ def _record_lost(engine: Engine, lost: dict[int, Counter], now: datetime) -> Non
             )
 
 
-def _restamp(store, engine: Engine, settings, now: datetime, lost) -> tuple[str | None, bool]:
+def _restamp(store, engine: Engine, settings, now: datetime, run) -> tuple[str | None, bool]:
     """The spans' and trace totals' re-stamp, said as one sentence, and whether it failed."""
     from observatory_core.storage.clickhouse import restamp
 
@@ -149,6 +158,7 @@ def _restamp(store, engine: Engine, settings, now: datetime, lost) -> tuple[str 
     if sent is None:
         return "An earlier re-stamp is still running in the span store; next run.", False
     if not sent:
+        run.stamps_current = True
         return None, False
     said = [
         f"{sum(rows.values()):,} {what} of {len(rows)} org(s)"
@@ -161,16 +171,18 @@ def _restamp(store, engine: Engine, settings, now: datetime, lost) -> tuple[str 
     )
 
 
-def _spans(store, engine: Engine, settings, now: datetime, lost) -> tuple[str | None, bool]:
+def _spans(store, engine: Engine, settings, now: datetime, run) -> tuple[str | None, bool]:
     """The spans and trace totals rows past their stamped retention deleted and counted into
     `lost`, said as one sentence."""
-    from observatory_core.storage.clickhouse import restamp, span_expiry
+    from observatory_core.storage.clickhouse import span_expiry
 
-    if restamp.failing(store) is not None:  # said by the re-stamp; the deletes would queue
+    # only by stamps this run found current: a re-stamp held back (an unfinished or failing
+    # mutation), sent this run, or not checked leaves stamps an admin's change has not reached
+    if not run.stamps_current:  # said by the re-stamp
         return None, False
     expired = span_expiry.expire_spans(store, now)
     for org_id, e in expired.items():
-        got = lost.setdefault(org_id, Counter())
+        got = run.lost.setdefault(org_id, Counter())
         got.update(spans=e.spans, traces=e.traces, trace_rows=e.trace_rows)
     if not expired:
         return None, False
@@ -183,7 +195,7 @@ def _spans(store, engine: Engine, settings, now: datetime, lost) -> tuple[str | 
     )
 
 
-def _rollups(store, engine: Engine, settings, now: datetime, lost) -> tuple[str | None, bool]:
+def _rollups(store, engine: Engine, settings, now: datetime, run) -> tuple[str | None, bool]:
     """The rollup and actor rows past their org's rollup retention deleted, said as one
     sentence (with a delete that keeps failing, its reason and how to kill it)."""
     from observatory_core.storage.clickhouse import rollup_retention
@@ -197,7 +209,7 @@ def _rollups(store, engine: Engine, settings, now: datetime, lost) -> tuple[str 
         )
     expired = rollup_retention.expire_rollups(store, settings().values(), now)
     for org_id, rows in expired.items():
-        lost.setdefault(org_id, Counter()).update(rollup_rows=rows)
+        run.lost.setdefault(org_id, Counter()).update(rollup_rows=rows)
     if expired:
         said.append(
             f"Deleting {sum(expired.values()):,} rollup rows of {len(expired)} org(s) in the span "

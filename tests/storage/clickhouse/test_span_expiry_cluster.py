@@ -67,3 +67,43 @@ def test_a_failure_after_the_spans_delete_does_not_lose_its_count(url):
         expire_spans(store, NOW)
     deletes = [t for t, _ in client.of("command") if t.startswith("DELETE FROM obs.spans")]
     assert deletes == [], "the spans' DELETE was sent and its count dropped"
+
+
+def test_no_span_is_deleted_by_stamps_the_run_did_not_reconcile(tmp_path, monkeypatch):
+    """The run holds back the re-stamp while any mutation of the spans or trace totals is
+    unfinished (here the last run's delete of trace totals), and the stamps it would have
+    corrected are the ones the spans' delete then judges by: an org whose admin lengthened
+    its retention while the store was unreachable (`set_retention` could send no re-stamp)
+    still has spans stamped with the old, shorter days. The spans' delete must wait for a run
+    whose re-stamp found nothing stale, as it waits on an unfinished re-stamp."""
+    from observatory_core.base.settings import get_settings
+    from observatory_core.runtime.retention import restamp_span_store
+    from observatory_core.storage.clickhouse import current
+    from observatory_core.storage.engine import get_engine
+    from observatory_core.storage.migrate import upgrade
+    from tests.helpers import make_org
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'settings.db'}")
+    upgrade(engine)
+    org, _ = make_org(engine, "alpha")  # keeps its spans forever now
+    store, client = _store(
+        ONE_NODE,
+        {
+            "latest_fail_reason != ''": [],
+            "table IN ('spans', 'trace_totals') AND NOT is_done": [(1,)],
+            "table IN ('trace_totals') AND NOT is_done": [(1,)],
+            "AND NOT is_done": [(0,)],
+            # spans still stamped 7 days, from before the admin's change
+            "FROM obs.spans WHERE retain_days BETWEEN": [(org, 12)],
+        },
+    )
+    monkeypatch.setenv("OBSERVATORY_SPAN_STORE", ONE_NODE)
+    get_settings.cache_clear()
+    monkeypatch.setitem(current._OPEN, ONE_NODE, store)
+    try:
+        said = restamp_span_store(engine, now=NOW)
+    finally:
+        get_settings.cache_clear()
+    assert "An earlier re-stamp is still running" in (said.said or "")
+    deletes = [t for t, _ in client.of("command") if t.startswith("DELETE FROM obs.spans")]
+    assert deletes == [], said.said
