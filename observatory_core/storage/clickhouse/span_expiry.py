@@ -8,7 +8,8 @@ merges (every `merge_with_ttl_timeout`, four hours by default) and tells no one 
 run counts the rows whose stamp has run out, then sends one lightweight DELETE per table of the
 same rows (not waited on, as the rollups' deletes: `rollup_retention.py`), and skips a table
 while an earlier mutation of it (a re-stamp, the last run's delete) is unfinished, so a delete
-never judges rows by stamps a re-stamp is changing. Rows a TTL merge removed before a run are
+never judges rows by stamps a re-stamp is changing (the worker's run calls it only when its
+re-stamp found every stamp current: `runtime/retention._spans`). Rows a TTL merge removed before a run are
 in no count: with the run more often than the TTL's merges, few.
 """
 
