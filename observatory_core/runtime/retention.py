@@ -7,6 +7,7 @@ store")."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from observatory_core.storage.retention import RunResult, expire, policies
 from observatory_core.storage.schema import orgs
 
 ACTOR = "retention"  # the audit trail's "who" of a run
+log = logging.getLogger(__name__)
 
 
 def run_and_record(engine: Engine, now: datetime | None = None, **limits) -> RunResult:
@@ -122,6 +124,17 @@ def _record_lost(engine: Engine, lost: dict[int, Counter], now: datetime) -> Non
     an org no longer in `DATABASE_URL` (its rows outlived it in the store) has no trail."""
     if not lost:
         return
+    try:
+        _write_lost(engine, lost, now)
+    except Exception:  # the rows are gone already: their counts at least reach the log
+        counts = {o: dict(c) for o, c in sorted(lost.items())}
+        log.exception(
+            "retention: the span store's deletes were not written to the trail: %s", counts
+        )
+        raise
+
+
+def _write_lost(engine: Engine, lost: dict[int, Counter], now: datetime) -> None:
     with engine.begin() as conn:
         known = set(conn.execute(select(orgs.c.id).where(orgs.c.id.in_(list(lost)))).scalars())
         for org_id, counts in sorted(lost.items()):
@@ -180,16 +193,23 @@ def _spans(store, engine: Engine, settings, now: datetime, run) -> tuple[str | N
     # mutation), sent this run, or not checked leaves stamps an admin's change has not reached
     if not run.stamps_current:  # said by the re-stamp
         return None, False
-    expired = span_expiry.expire_spans(store, now)
-    for org_id, e in expired.items():
-        got = run.lost.setdefault(org_id, Counter())
-        got.update(spans=e.spans, traces=e.traces, trace_rows=e.trace_rows)
-    if not expired:
+    told: dict[int, Counter] = {}  # this part's, for its sentence
+
+    def deleted(expired: dict) -> None:  # kept in `run.lost` even if a later DELETE fails
+        for org_id, e in expired.items():
+            for counts in (
+                run.lost.setdefault(org_id, Counter()),
+                told.setdefault(org_id, Counter()),
+            ):
+                counts.update(spans=e.spans, traces=e.traces, trace_rows=e.trace_rows)
+
+    span_expiry.expire_spans(store, now, deleted)
+    if not told:
         return None, False
-    spans = sum(e.spans for e in expired.values())
-    traces = sum(e.traces for e in expired.values())
+    spans = sum(c["spans"] for c in told.values())
+    traces = sum(c["traces"] for c in told.values())
     return (
-        f"Deleting {spans:,} spans and {traces:,} traces of {len(expired)} org(s) in the span "
+        f"Deleting {spans:,} spans and {traces:,} traces of {len(told)} org(s) in the span "
         "store, past their retention.",
         False,
     )

@@ -15,6 +15,7 @@ in no count: with the run more often than the TTL's merges, few.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,9 +46,12 @@ def _gone(start: str, now: datetime) -> str:
     )
 
 
-def expire_spans(store: SpanStore, now: datetime) -> dict[int, Expired]:
-    """Delete the spans and trace totals rows past their stamped retention; answers org ->
-    what it lost. Raises `DatabaseUnavailable` on a store failure (said by the worker's run)."""
+def expire_spans(
+    store: SpanStore, now: datetime, deleted: Callable[[dict[int, Expired]], None]
+) -> None:
+    """Delete the spans and trace totals rows past their stamped retention, telling `deleted`
+    what each org lost as soon as each table's DELETE is sent (a failure after it keeps the
+    count). Raises `DatabaseUnavailable` on a store failure (said by the worker's run)."""
     span_going, going = _gone("start_time", now), _gone("last_start", now)
     with store_errors(store):
         # every count read before any DELETE is sent: a read failing after a DELETE went would
@@ -57,10 +61,10 @@ def expire_spans(store: SpanStore, now: datetime) -> dict[int, Expired]:
         traces = _whole_traces(store, going) if rows else {}
         if spans:
             _delete(store, "spans", span_going)
+            deleted({o: Expired(spans=n) for o, n in spans.items()})
         if rows:
             _delete(store, "trace_totals", going)
-    orgs = sorted(set(spans) | set(rows))
-    return {o: Expired(spans.get(o, 0), traces.get(o, 0), rows.get(o, 0)) for o in orgs}
+            deleted({o: Expired(traces=traces.get(o, 0), trace_rows=n) for o, n in rows.items()})
 
 
 def _counted(store: SpanStore, table: str, where: str) -> dict[int, int]:

@@ -26,8 +26,12 @@ def test_the_whole_traces_read_on_a_cluster_runs_its_subquery_over_every_shard(c
     `distributed_product_mode` says how (`cluster.READ_SETTINGS`; the reads carry it:
     `test_reads_on_a_cluster_run_their_subqueries_over_every_shard`)."""
     store, client = _store(URL, ANSWERS)
-    got = expire_spans(store, NOW)
-    assert got[1].traces == 3
+    told: list[dict] = []
+    expire_spans(store, NOW, told.append)
+    assert [{o: (e.spans, e.traces, e.trace_rows) for o, e in t.items()} for t in told] == [
+        {1: (12, 0, 0)},
+        {1: (0, 3, 4)},
+    ]
     (whole,) = [(t, s) for t, s in client.of("query") if "countIf(every)" in t]
     text, settings = whole
     _parses(chdb_store, text)
@@ -63,10 +67,40 @@ def test_a_failure_after_the_spans_delete_does_not_lose_its_count(url):
 
     client = _FailsOn(ANSWERS, "countIf(every)")
     store = SpanStore(parse_target(url), client)
+    told: list[dict] = []
     with pytest.raises(DatabaseUnavailable):
-        expire_spans(store, NOW)
+        expire_spans(store, NOW, told.append)
     deletes = [t for t, _ in client.of("command") if t.startswith("DELETE FROM obs.spans")]
-    assert deletes == [], "the spans' DELETE was sent and its count dropped"
+    assert deletes == [] and told == [], "the spans' DELETE was sent and its count dropped"
+
+
+class _DeleteFailsOn(Recorder):
+    """A recording client whose DELETE of `table` raises as a server that refuses it would."""
+
+    def __init__(self, answers, table: str) -> None:
+        super().__init__(answers)
+        self.table = table
+
+    def command(self, sql, *args, **kw):
+        if sql.startswith(f"DELETE FROM obs.{self.table}"):
+            from clickhouse_connect.driver.exceptions import DatabaseError
+
+            raise DatabaseError("Code: 999. refused")
+        return super().command(sql, *args, **kw)
+
+
+@pytest.mark.parametrize("url", [URL, ONE_NODE])
+def test_a_trace_totals_delete_refused_after_the_spans_one_keeps_the_spans_count(url):
+    """The spans' DELETE went: their count is told before the trace totals' DELETE is sent,
+    so a refusal of that one (the run raises) still leaves the spans in the org's trail."""
+    from observatory_core.storage.clickhouse.connect import SpanStore
+    from observatory_core.storage.clickhouse.target import parse_target
+
+    store = SpanStore(parse_target(url), _DeleteFailsOn(ANSWERS, "trace_totals"))
+    told: list[dict] = []
+    with pytest.raises(DatabaseUnavailable):
+        expire_spans(store, NOW, told.append)
+    assert [{o: e.spans for o, e in t.items()} for t in told] == [{1: 12}]
 
 
 def test_no_span_is_deleted_by_stamps_the_run_did_not_reconcile(tmp_path, monkeypatch):
