@@ -185,7 +185,7 @@ def _summed_matching(conn: Connection, scope: Scope, matching) -> Select:
     project with `shared`'s window first and by trace again."""
     if store_for(conn).groups_trace_totals:
         rows = partial_rows
-        return summed_per_trace([*span_conditions(scope, rows), rows.c.trace_id.in_(matching)])
+        return summed_per_trace(span_conditions(scope, rows), matching)
     return summed_totals(scope, trace_totals.c.trace_id.in_(matching))
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from observatory_core.storage.clickhouse.layout import SPAN_ID_SQL
 from observatory_core.storage.clickhouse.trace_totals import partial_rows, summed_per_trace
 from observatory_core.storage.clickhouse.writes import write_spans
+from observatory_core.storage.schema import spans as schema_spans
 from tests.helpers import child_of, span
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -116,3 +117,19 @@ def test_a_scope_limited_to_a_project_adds_up_its_part_of_each_tree(chdb_store, 
         .agg(pl.col("total_cost_usd").sum())
     )
     assert got == pytest.approx(dict(part.iter_rows()))
+
+
+def test_only_the_traces_asked_for_are_added_up(chdb_store, written):
+    """`traces`: a set of trace ids read from the spans, as the explorer's matching traces."""
+    spans, _ = written
+    late_ones = select(schema_spans.c.trace_id).where(
+        schema_spans.c.org_id == ORG, schema_spans.c.start_time >= NOW - timedelta(hours=1.25)
+    )
+    query = summed_per_trace([partial_rows.c.org_id == ORG], late_ones)
+    with chdb_store.engine.connect() as conn:
+        got = {r.trace_id: r.total_cost_usd for r in conn.execute(select(query.subquery()))}
+    recent = spans.filter(pl.col("start_time") >= NOW - timedelta(hours=1.25))["trace_id"]
+    whole = spans.filter(pl.col("trace_id").is_in(recent.implode())).group_by("trace_id")
+    expected = dict(whole.agg(pl.col("total_cost_usd").sum()).iter_rows())
+    assert set(got) == {"b" * 32, "c" * 32} == set(expected)
+    assert got == pytest.approx(expected), "each trace whole, not only its recent spans"
