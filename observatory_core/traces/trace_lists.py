@@ -24,11 +24,13 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.duplicates import counted
+from observatory_core.storage.clickhouse.trace_totals import partial_rows, summed_per_trace
 from observatory_core.storage.dialect import arrival_order, epoch_us, nano_dollars
 from observatory_core.storage.schema import is_shared, spans, trace_totals
 from observatory_core.storage.stores import store_for
@@ -174,6 +176,17 @@ def summed_totals(scope: Scope, which):
         .where(*span_conditions(scope, t), which)
         .group_by(t.c.trace_id)
     )
+
+
+def _summed_matching(conn: Connection, scope: Scope, matching) -> Select:
+    """`summed_totals` of the traces `matching` selects. On a store whose `trace_totals` is a
+    grouping of partial rows when read (`Store.groups_trace_totals`), those rows are added up
+    once per trace (`storage/clickhouse/trace_totals.summed_per_trace`), not grouped by
+    project with `shared`'s window first and by trace again."""
+    if store_for(conn).groups_trace_totals:
+        rows = partial_rows
+        return summed_per_trace(span_conditions(scope, rows), matching)
+    return summed_totals(scope, trace_totals.c.trace_id.in_(matching))
 
 
 def _window_matches(scope: Scope, spec: FilterSpec, where: list, as_of: datetime, max_id: int):
@@ -352,9 +365,7 @@ def read_by_tree(
             per_trace = _totals_by_window(scope, spec, where, as_of, max_id)
         else:
             matching = traces_matching(conn, scope, where)
-            per_trace = summed_totals(scope, trace_totals.c.trace_id.in_(matching)).subquery(
-                "per_trace"
-            )
+            per_trace = _summed_matching(conn, scope, matching).subquery("per_trace")
         ranked, query = _rank(conn, scope, per_trace, sort, direction, limit, position, max_id)
     ids = [r["root_id"] for r in ranked]
     roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(

@@ -29,13 +29,26 @@ are a superset of those that pass and the sums are untouched. The Overview's tra
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Float, Integer, MetaData, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    cast,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.sql import Select, operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlalchemy.sql.expression import ColumnClause
 from sqlalchemy.sql.selectable import FromClause, ScalarSelect
 
-from observatory_core.storage.clickhouse.layout import NO_ROOT_YET
+from observatory_core.storage.clickhouse.layout import NO_ROOT_YET, SPAN_ID_SQL
 from observatory_core.storage.schema import trace_totals
 
 # The table's partial rows as stored, not summed (no derived table: `_table` in
@@ -59,7 +72,47 @@ partial_rows = Table(
     Column("last_start", DateTime(timezone=True)),
     Column("last_end", DateTime(timezone=True)),
     Column("root_span_id", String),  # '' in a row without the root
+    Column("max_version", BigInteger),
+    Column("root_version", BigInteger),
 )
+
+
+def summed_per_trace(where: list, traces: Select | None = None) -> Select:
+    """Per trace, its partial rows that pass `where` (conditions on `partial_rows`), of the
+    traces `traces` selects (their ids; None: every trace), added up in one grouping, with
+    the columns `traces/trace_lists.summed_totals` gives from the derived table (which groups
+    by project, adds `shared`'s window, then groups by trace): the explorer's traces by a tree
+    total at 1M spans spent most of their ranking statement there (docs/scale.md, "Traces
+    mode"). `root_id` is the hashed id of the trace's greatest root span id and
+    `root_arrival` the first write of a root among its rows: the derived table's for a trace
+    with its root in one project (the greatest hashed id, the latest project's first root
+    write, where roots were written in several projects)."""
+    t = partial_rows.c
+    root = SPAN_ID_SQL.format(t="").replace("span_id", "max(root_span_id)")
+    if traces is not None:
+        # `identity`: the set is not used on the sorting key, where a window's few thousand
+        # random trace ids skip a few granules of the org's rows for a key analysis that cost
+        # more than it saved (docs/scale.md, "By a tree total, one grouping")
+        where = [*where, func.identity(t.trace_id).in_(traces)]
+    return (
+        select(
+            t.trace_id,
+            literal_column(f"if(max(root_span_id) = '', NULL, {root})").label("root_id"),
+            literal_column(f"if(min(root_version) = {NO_ROOT_YET}, NULL, min(root_version))").label(
+                "root_arrival"
+            ),
+            func.sum(t.total_cost_usd).label("total_cost_usd"),
+            cast(func.sum(t.total_tokens), BigInteger).label("total_tokens"),
+            cast(func.sum(t.span_count), BigInteger).label("span_count"),
+            cast(func.sum(t.error_count), BigInteger).label("error_count"),
+            func.max(t.max_version).label("newest"),
+            func.min(t.first_start).label("first_start"),
+            func.max(t.last_end).label("last_end"),
+        )
+        .where(*where)
+        .group_by(t.org_id, t.trace_id)
+    )
+
 
 # The columns every partial row of a trace holds alike and `shared` does not depend on.
 KEY = frozenset({"org_id", "trace_id"})
@@ -178,6 +231,7 @@ __all__ = [
     "on_key",
     "partial_rows",
     "self_contained",
+    "summed_per_trace",
     "time_bounds",
     "traces_within",
 ]

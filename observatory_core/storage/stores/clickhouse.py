@@ -388,7 +388,7 @@ class ClickHouseStore(Store):
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
     actor_grains = ("1hour",)  # `rollup_actors_1hour` (schema version 5, docs/scale.md)
-    groups_trace_totals = True  # one grouping of trace_totals per trace metric
+    groups_trace_totals = True  # one grouping of trace_totals per trace metric and tree rank
     ors_time_ranges = True  # one piece per grain, its ranges or'ed
     reads_actors_once = True  # the actors' edges: one read of spans for users and sessions
     pairs_periods = True  # the Overview's two periods' traces and actors: a statement each
