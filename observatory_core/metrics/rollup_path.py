@@ -18,6 +18,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     cast,
     func,
     literal,
@@ -209,6 +210,55 @@ def rollup_select(
     return statement, list(dict.fromkeys(used)), params
 
 
+def rollup_select_windows(
+    scope: Scope,
+    series: tuple[str, ...],
+    spec: FilterSpec,
+    windows: list[tuple[datetime, datetime]],
+    subject: Subject = Subject.SPANS,
+    *,
+    bin_maps: bool = False,
+) -> tuple[Select, list[list[str]], dict]:
+    """`rollup_select`'s totals of several windows in one statement, one row per window that
+    holds rows (`WINDOW`: its index), each grain read once with every window's ranges of it
+    or'ed (the span store's, `Store.pairs_periods`: the Overview's period and the one before,
+    docs/scale.md). Each window is cut into segments as alone, so a row of a piece lies in one
+    window's range, which tells its window. Returns the statement, the grains each window
+    read and the parameters."""
+    planned = [plan_segments(a, b, usable_grains(None)) for a, b in windows]
+    segments = [segment for window in planned for segment in window]
+    in_lists = {f: getattr(spec, f) for f in sorted(ROLLUP_FILTERS) if getattr(spec, f)}
+    statement = _statement(
+        tuple(series),
+        (),
+        None,
+        tuple(grain for grain, _, _ in segments),
+        tuple(in_lists),
+        scope.project_ids is not None,
+        False,
+        subject,
+        None,
+        bin_maps,
+        True,
+        tuple(w for w, window in enumerate(planned) for _ in window),
+    )
+    params: dict = {"org_id": scope.org_id}
+    if scope.project_ids is not None:
+        params["scope_projects"] = sorted(scope.project_ids)
+    for i, (_, a, b) in enumerate(segments):
+        params[f"from_{i}"], params[f"to_{i}"] = a, b
+    params.update({f"in_{f}": list(values) for f, values in in_lists.items()})
+    used = [
+        list(dict.fromkeys("raw edges" if grain is None else grain for grain, _, _ in window))
+        for window in planned
+    ]
+    return statement, used, params
+
+
+# The window column of `rollup_select_windows`'s rows.
+WINDOW = "window"
+
+
 @lru_cache(maxsize=256)
 def _statement(
     series: tuple[str, ...],
@@ -222,7 +272,9 @@ def _statement(
     zoned: Bucketing | None = None,
     bin_maps: bool = False,
     or_ranges: bool = False,
+    windows: tuple[int, ...] | None = None,
 ) -> Select:
+    """`windows`: each segment's window (`rollup_select_windows`), or None for one range."""
     measures, parts = _needs(series)
     bins = "latency_sketch" in parts
     bin_map = None
@@ -253,6 +305,23 @@ def _statement(
         rows = subject_condition(subject, t.c)
         return out if rows is None else [*out, rows]
 
+    def window_of(time_column, i: int) -> list[ColumnElement]:
+        """The piece's rows' window: that of the segment whose range holds their time."""
+        if windows is None:
+            return []
+        same = [k for k, g in enumerate(grains) if g == grains[i]] if or_ranges else [i]
+        ranges = [
+            (
+                and_(
+                    time_column >= bindparam(f"from_{k}", type_=time_column.type),
+                    time_column < bindparam(f"to_{k}", type_=time_column.type),
+                ),
+                windows[k],
+            )
+            for k in same
+        ]
+        return [case(*ranges, else_=-1).label(WINDOW)]
+
     pieces = []
     for i, grain in enumerate(grains):
         if or_ranges and grain in grains[:i]:
@@ -267,12 +336,14 @@ def _statement(
                 with_bins=bins,
                 bucketing=zoned,
                 bin_map_column=bin_map,
+                keys=tuple(window_of(spans.c.start_time, i)),
             ).subquery()
             # Of the rollup columns' own types: were the union's columns wider than a rollup
             # table's, PostgreSQL would convert every rollup row on its way into the union.
             pieces.append(
                 select(
                     src.c.bucket_start,
+                    *([src.c[WINDOW]] if windows is not None else []),
                     *(src.c[d] for d in dims),
                     *(_typed_as_rollup(src.c[p], p) for p in parts),
                     *(src.c[c] for c in own),
@@ -288,6 +359,7 @@ def _statement(
         pieces.append(
             select(
                 start,
+                *window_of(t.c.bucket_start, i),
                 *(t.c[d] for d in dims),
                 *(t.c[p] for p in parts),
                 *(literal_column(c) for c in own),  # not in schema.py's rollups
@@ -298,6 +370,7 @@ def _statement(
         pieces.append(
             select(
                 t.c.bucket_start,
+                *([literal(-1).label(WINDOW)] if windows is not None else []),
                 *(t.c[d] for d in dims),
                 *(t.c[p] for p in parts),
                 *(literal_column(c) for c in own),
@@ -317,6 +390,9 @@ def _statement(
         # grain already do); the fetch gets the bucket as a number, converted once per group.
         keys.insert(0, u.c.bucket_start)
         columns.insert(0, epoch_us(u.c.bucket_start).label("bucket"))
+    if windows is not None:
+        keys.insert(0, u.c[WINDOW])
+        columns.insert(0, u.c[WINDOW])
     aggs = []
     for p in parts:
         if p == "latency_sketch":

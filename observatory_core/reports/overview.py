@@ -23,7 +23,7 @@ from observatory_core.base.zones import UTC_ZONE, Zone
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS
-from observatory_core.metrics.engine import MetricResult, run_metrics
+from observatory_core.metrics.engine import MetricResult, run_metric_totals, run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.metrics.trace_path import totals_can_answer, trace_counts
 from observatory_core.reports import significance as sig
@@ -127,8 +127,10 @@ def period_overview(
         previous = replace(
             current, filters=current.filters.replace(start=start - length, end=now - length)
         )
-    a = run_metrics(engine, scope, current, now=now, force=force)
-    b = run_metrics(engine, scope, previous, now=now, force=force)
+    both = None if force else run_metric_totals(engine, scope, [current, previous], now=now)
+    a, b = both or (
+        run_metrics(engine, scope, q, now=now, force=force) for q in (current, previous)
+    )
     ra, rb = a.frame.to_dicts()[0], b.frame.to_dicts()[0]
     # the traces of the same two periods as the other tiles (a period not over: so far, against
     # the same part before, not the stretch just before its start)

@@ -145,9 +145,10 @@ def period_actors(
     if edges:
         pieces.append(_tagged_edges(scope, edges, projects))
     u = union_all(*pieces).subquery("u")
-    trios = select(u.c.window, u.c.kind, u.c.actor).distinct().subquery("trios")
-    query = select(trios.c.window, trios.c.kind, func.count()).group_by(
-        trios.c.window, trios.c.kind
+    # each (window, kind)'s distinct actors counted in its group (the engine's `uniqExact`),
+    # not a DISTINCT of every trio then a count: 13 % less CPU at 1M (docs/scale.md)
+    query = select(u.c.window, u.c.kind, func.count(u.c.actor.distinct())).group_by(
+        u.c.window, u.c.kind
     )
     with engine.connect() as conn:
         found = {(int(w), kind): int(n) for w, kind, n in conn.execute(query).all()}

@@ -146,12 +146,14 @@ def partial_select(
     with_bins: bool = True,
     bucketing: Bucketing | None = None,
     bin_map_column: str | None = None,
+    keys: tuple[ColumnElement, ...] = (),
 ) -> Select:
     """SELECT org_id, bucket_start, dimensions..., counts, sums, min, max, latency sketch
     FROM src GROUP BY org, bucket and dimensions; column names match the rollup tables.
     `bucketing`: a query's buckets on a zone's clock, in place of `bucket_seconds` in UTC.
     `bin_map_column`: also the latency bins as a map (`bin_map`) in that column: the span
-    store's rollups keep them so (`Store.rollup_bin_maps`)."""
+    store's rollups keep them so (`Store.rollup_bin_maps`). `keys`: labelled expressions over
+    `src` grouped by too (the window of `rollup_path.rollup_select_windows`)."""
     values = measure_expressions(src)
     dims = dimension_expressions(src)
     conditions = {c: w for c, w in count_conditions(src).items() if w is not None}
@@ -165,6 +167,7 @@ def partial_select(
         *(case((w, _ONE), else_=_ZERO).label(f"_{c}") for c, w in conditions.items()),
         *(dims[d].label(d) for d in dimensions),
         *(values[m].label(m) for m in measures),
+        *keys,
     ]
     if with_bins or bin_map_column:
         inner_columns.append(latency_bin(sketched().expression(src.c)).label("_bin"))
@@ -190,5 +193,5 @@ def partial_select(
         aggregates.append(sketch_of(i._bin).label("latency_sketch"))
     if bin_map_column:
         aggregates.append(bin_map(i._bin).label(bin_map_column))
-    keys = [i.org_id, i.bucket_start, *(i[d] for d in dimensions)]
-    return select(*keys, *aggregates).group_by(*keys)
+    grouped = [i.org_id, i.bucket_start, *(i[d] for d in dimensions), *(i[k.name] for k in keys)]
+    return select(*grouped, *aggregates).group_by(*grouped)

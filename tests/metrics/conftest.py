@@ -23,7 +23,12 @@ METRIC_STORES = ["sqlite", "postgresql"]
 # the span store"); the others check what only DATABASE_URL's stores do (declared dimensions'
 # back-fill, trace metrics, the packed sketch).
 ON_SPAN_STORE = frozenset(
-    {"tests.metrics.test_engine", "tests.metrics.test_traces", "tests.metrics.test_estimate_ranges"}
+    {
+        "tests.metrics.test_engine",
+        "tests.metrics.test_traces",
+        "tests.metrics.test_estimate_ranges",
+        "tests.metrics.test_metric_totals",
+    }
 )
 # The reports' and alerts' checks on the span store: the same copy, chDB only (their reference
 # tests on SQLite and PostgreSQL are the modules beside them, on data sets of their own).

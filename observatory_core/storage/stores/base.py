@@ -190,9 +190,10 @@ class Store(ABC):
     # session made two rows there (`dialect.actor_pairs`), rather than once per kind: the span
     # store's, where each read of spans scans its window with no index (rollups/actors.py).
     reads_actors_once: bool = False
-    # Whether the Overview reads its two periods' trace counts and distinct actors in one
-    # statement each (reports/overview.py): the span store's, where each statement's reads of
-    # spans, trace totals and actors cost more than an index probe (docs/scale.md).
+    # Whether the Overview reads its two periods' totals, trace counts and distinct actors in
+    # one statement each (reports/overview.py, metrics/engine.run_metric_totals): the span
+    # store's, where each statement's reads of spans, rollups, trace totals and actors cost
+    # more than an index probe (docs/scale.md).
     pairs_periods: bool = False
     # Whether the alert cycle reads the batches of one exact window together, one grouping
     # set per rule shape (alerts/shared_windows.py): the span store's, where each statement

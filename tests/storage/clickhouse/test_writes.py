@@ -143,8 +143,9 @@ def test_the_day_rollup_holds_the_same_spans_and_its_bins_their_latency(loaded):
 
 def test_the_merged_bins_text_holds_each_groups_bins_and_counts(loaded):
     """`bin_map_pairs` as this store compiles it (one text per group, read in one buffer by
-    `merged_bins`): every group's bins added up, a bin past 255 and a count past 2**32 whole,
-    a group without bins empty, in the order the rows come."""
+    `merged_bins`): every group's bins added up, a bin past 255, a count past 2**32 and a sum
+    past 2**54 (each row's count below it: the store packs a bin and its count in 64 bits)
+    whole, a group without bins empty, in the order the rows come."""
     from sqlalchemy import column, select, text
 
     from observatory_core.metrics.rollup_path import BIN_PAIRS, merged_bins
@@ -152,7 +153,7 @@ def test_the_merged_bins_text_holds_each_groups_bins_and_counts(loaded):
 
     store, _ = loaded
     maps = {  # group -> its rows' maps, as `map(bin, count, ...)` arguments
-        1: ["3, 2, 871, 1", "3, 5, 40, 4294967296"],
+        1: ["3, 2, 871, 1", "3, 5, 40, 4294967296", *["871, 9007199254740992"] * 2],
         2: [""],
         3: ["870, 7", "0, 1"],
     }
@@ -168,7 +169,7 @@ def test_the_merged_bins_text_holds_each_groups_bins_and_counts(loaded):
     frame = pl.DataFrame({BIN_PAIRS: [r[1] for r in rows]})
     got = [tuple(map(int, x)) for x in zip(*merged_bins(frame), strict=True)]
     assert [r[0] for r in rows] == [1, 2, 3]
-    assert got == [(0, 3, 7), (0, 40, 2**32), (0, 871, 1), (2, 0, 1), (2, 870, 7)]
+    assert got == [(0, 3, 7), (0, 40, 2**32), (0, 871, 2**54 + 1), (2, 0, 1), (2, 870, 7)]
 
 
 def test_trace_totals_are_each_traces_spans(loaded):
