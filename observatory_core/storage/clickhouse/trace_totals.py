@@ -77,18 +77,32 @@ partial_rows = Table(
 )
 
 
+def _latest_root() -> str:
+    """Over a trace's partial rows (grouped by org and trace): (first root write, hashed root
+    id) of the project whose first root write is the latest (ties: the greater id). Each
+    project's first root write is the least `root_version` of its rows and its root the
+    greatest `root_span_id`, as the derived table has them per project (`derived`); a project
+    without a root holds ''. `minMap` and `maxMap` keep every project, in the same order."""
+    hashed = SPAN_ID_SQL.format(t="").replace("span_id", "r.2")
+    per_project = (
+        "arrayZip(minMap([project_id], [root_version]).2, maxMap([project_id], [root_span_id]).2)"
+    )
+    return f"arrayMax(arrayMap(r -> (r.1, {hashed}), arrayFilter(r -> r.2 != '', {per_project})))"
+
+
 def summed_per_trace(where: list, traces: Select | None = None) -> Select:
     """Per trace, its partial rows that pass `where` (conditions on `partial_rows`), of the
     traces `traces` selects (their ids; None: every trace), added up in one grouping, with
     the columns `traces/trace_lists.summed_totals` gives from the derived table (which groups
     by project, adds `shared`'s window, then groups by trace): the explorer's traces by a tree
     total at 1M spans spent most of their ranking statement there (docs/scale.md, "Traces
-    mode"). `root_id` is the hashed id of the trace's greatest root span id and
-    `root_arrival` the first write of a root among its rows: the derived table's for a trace
-    with its root in one project (the greatest hashed id, the latest project's first root
-    write, where roots were written in several projects)."""
+    mode"). `root_arrival` is the latest of each project's first root write and `root_id`
+    that project's root (its greatest root span id, hashed), as the other stores list a trace
+    with roots in several projects (the project whose root arrived last; a trace listed once
+    every project's root had arrived by the pin): per project by `minMap` and `maxMap` over the
+    trace's rows (`_latest_root`), not by a second grouping."""
     t = partial_rows.c
-    root = SPAN_ID_SQL.format(t="").replace("span_id", "max(root_span_id)")
+    latest = _latest_root()
     if traces is not None:
         # `identity`: the set is not used on the sorting key, where a window's few thousand
         # random trace ids skip a few granules of the org's rows for a key analysis that cost
@@ -97,10 +111,8 @@ def summed_per_trace(where: list, traces: Select | None = None) -> Select:
     return (
         select(
             t.trace_id,
-            literal_column(f"if(max(root_span_id) = '', NULL, {root})").label("root_id"),
-            literal_column(f"if(min(root_version) = {NO_ROOT_YET}, NULL, min(root_version))").label(
-                "root_arrival"
-            ),
+            literal_column(f"if(max(root_span_id) = '', NULL, {latest}.2)").label("root_id"),
+            literal_column(f"if(max(root_span_id) = '', NULL, {latest}.1)").label("root_arrival"),
             func.sum(t.total_cost_usd).label("total_cost_usd"),
             cast(func.sum(t.total_tokens), BigInteger).label("total_tokens"),
             cast(func.sum(t.span_count), BigInteger).label("span_count"),
