@@ -172,10 +172,12 @@ def test_the_merged_bins_text_holds_each_groups_bins_and_counts(loaded):
     assert got == [(0, 3, 7), (0, 40, 2**32), (0, 871, 2**54 + 1), (2, 0, 1), (2, 870, 7)]
 
 
-def test_the_merged_bins_text_adds_any_groups_maps_as_python_does(loaded):
+@pytest.mark.parametrize("totals", [False, True])
+def test_the_merged_bins_text_adds_any_groups_maps_as_python_does(loaded, totals):
     """`bin_map_pairs` over random groups of maps (none, one, many rows; one bin, many, bins 0
     and the last; counts of 0, 1 and just under 2**54 whose sums pass it): each group's bins
-    those of every row, ascending, each with its counts' sum, as Python adds them."""
+    those of every row, ascending, each with its counts' sum, as Python adds them; the same
+    for totals (`sumMap`) as for series (packed pairs sorted)."""
     import random
 
     from sqlalchemy import column, select, text
@@ -202,8 +204,10 @@ def test_the_merged_bins_text_adds_any_groups_maps_as_python_does(loaded):
         f"FROM (SELECT arrayJoin([{', '.join(rows)}]) AS t)"
     )
     u = text(source).columns(column("g"), column("m")).subquery("u")
-    query = select(u.c.g, bin_map_pairs(u.c.m).label(BIN_PAIRS)).group_by(u.c.g).order_by(u.c.g)
+    merged = bin_map_pairs(u.c.m, totals).label(BIN_PAIRS)
+    query = select(u.c.g, merged).group_by(u.c.g).order_by(u.c.g)
     sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    assert ("sumMap(" in sql) == totals
     got_rows = store.client.query(sql).result_rows
     assert [r[0] for r in got_rows] == sorted(want)
     frame = pl.DataFrame({BIN_PAIRS: [r[1] for r in got_rows]})
