@@ -404,7 +404,8 @@ def _statement(
         else:
             aggs.append(func.sum(u.c[p]).label(p))
     if bin_map is not None:  # the maps added by the engine, read as the packed sketch is
-        aggs.append(bin_map_pairs(u.c[bin_map]).label(BIN_PAIRS))
+        totals = bucket_seconds is None and not group_by  # one group per window
+        aggs.append(bin_map_pairs(u.c[bin_map], totals).label(BIN_PAIRS))
     query = select(*columns, *aggs)
     if (
         fold and keys

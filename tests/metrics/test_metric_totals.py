@@ -5,11 +5,14 @@ runs this module on the three stores)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import pytest
 from sqlalchemy import event
 
+from observatory_core.accounts.permissions import Role
+from observatory_core.base.zones import UTC_ZONE, Zone
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metric_totals, run_metrics
 from observatory_core.metrics.query import MetricQuery
@@ -114,3 +117,94 @@ def test_overlapping_windows_or_other_shapes_are_declined(metrics_data, metrics_
     other = MetricQuery(series=SERIES, bucket=None, filters=two.filters.replace(models=("gpt-4o",)))
     for queries in ([one, overlapping], [one, grouped], [one, other]):
         assert run_metric_totals(d["engine"], scope, queries, now=d["now"]) is None
+
+
+def _boundary(data) -> datetime:
+    """A time 100 ms after a model call of a trace whose next model call starts 200 ms later,
+    about two days back: requests on both sides of it in the same minute (hour and day)."""
+    df = data["df"].filter(
+        (pl.col("org_id") == data["acme"]) & pl.col("operation").is_in(["chat", "embeddings"])
+    )
+    calls = df.group_by("trace_id").agg(
+        pl.col("start_time").min().alias("first"), pl.col("start_time").max().alias("last")
+    )
+    target = (data["now"] - timedelta(days=2)).replace(tzinfo=None)
+    first = (
+        calls.filter(pl.col("last") > pl.col("first"))
+        .with_columns((pl.col("first").cast(pl.Datetime("us")) - target).abs().alias("d"))
+        .sort("d")["first"][0]
+    )
+    first = first if first.tzinfo else first.replace(tzinfo=UTC)
+    assert first.second == 0  # a trace's spans lie 200 ms apart from its minute
+    return first + timedelta(milliseconds=100)
+
+
+def _shapes(data) -> dict[str, list[tuple[datetime, datetime]]]:
+    b = _boundary(data)
+    kolkata = Zone("Asia/Kolkata")
+    midnight = kolkata.midnight(kolkata.today(b))  # 18:30 UTC: whole hours, ragged days
+    d, h, s = timedelta(days=1), timedelta(hours=1), timedelta(seconds=1)
+    return {
+        # touching inside a minute that holds spans of both (the same day bucket of raw edges)
+        "touching, long": [(b, b + d + 5 * h + 3.3 * s), (b - 2 * d - 3 * h - 671 * s, b)],
+        "touching, inside one day": [(b, b + 2.5 * h), (b - 4 * h - 7 * s, b)],
+        "touching, under a minute each": [(b, b + 50 * s), (b - 40 * s, b)],
+        "apart, the same minute": [(b + 0.05 * s, b + 20 * s), (b - 30 * s, b - 0.05 * s)],
+        "three, out of order": [(b, b + d), (b - 3 * d - 0.5 * s, b - d), (b - d, b)],
+        "Kolkata's days": [(midnight, midnight + d), (midnight - d, midnight)],
+        "23 hours and 25": [(b, b + 23 * h), (b - 25 * h, b)],
+    }
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "touching, long",
+        "touching, inside one day",
+        "touching, under a minute each",
+        "apart, the same minute",
+        "three, out of order",
+        "Kolkata's days",
+        "23 hours and 25",
+    ],
+)
+@pytest.mark.parametrize("who", ["admin", "viewer, one project"])
+def test_windows_of_every_shape_are_each_their_run_metrics(metrics_data, metrics_store, shape, who):
+    """Windows that touch inside a minute holding spans of both, lie apart in one minute,
+    come out of order, start at a zone's midnight or last 23 and 25 hours: each window's
+    figures are its own `run_metrics`' (counts exact, the same bins) and polars'."""
+    d = metrics_data
+    series = SERIES if who == "admin" else tuple(s for s in SERIES if "cost" not in s)
+    limited = None if who == "admin" else frozenset({d["projects"][0]})
+    role = Role.ADMIN if who == "admin" else Role.VIEWER
+    scope = admin_scope(d["acme"], role=role, project_ids=limited)
+    zone = Zone("Asia/Kolkata") if shape == "Kolkata's days" else UTC_ZONE
+    queries = [
+        MetricQuery(
+            series=series,
+            bucket=None,
+            zone=zone,
+            filters=FilterSpec(relative=None, start=a, end=b),
+        )
+        for a, b in _shapes(d)[shape]
+    ]
+    got = run_metric_totals(d["engine"], scope, queries, now=d["now"])
+    if metrics_store != "chdb":
+        assert got is None
+        return
+    assert got is not None
+    for query, result in zip(queries, got, strict=True):
+        alone = run_metrics(d["engine"], scope, query, now=d["now"])
+        assert (result.start, result.end, result.grains) == (alone.start, alone.end, alone.grains)
+        g, w = result.frame.to_dicts()[0], alone.frame.to_dicts()[0]
+        for s in series:
+            if s.endswith((".count", ".p95")) or None in (g[s], w[s]):
+                assert g[s] == w[s], (s, g[s], w[s])
+            else:
+                assert g[s] == pytest.approx(w[s], rel=1e-9, nan_ok=True), (s, g[s], w[s])
+        assert (result.sketch == alone.sketch).all()
+        ref = reference_metrics(
+            d["df"], query.filters, d["now"], d["acme"], series, (), None, project_ids=limited
+        )
+        assert g["request_count.count"] == ref["request_count.count"][0]
+        check(result, ref, [])

@@ -172,6 +172,52 @@ def test_the_merged_bins_text_holds_each_groups_bins_and_counts(loaded):
     assert got == [(0, 3, 7), (0, 40, 2**32), (0, 871, 2**54 + 1), (2, 0, 1), (2, 870, 7)]
 
 
+@pytest.mark.parametrize("totals", [False, True])
+def test_the_merged_bins_text_adds_any_groups_maps_as_python_does(loaded, totals):
+    """`bin_map_pairs` over random groups of maps (none, one, many rows; one bin, many, bins 0
+    and the last; counts of 0, 1 and just under 2**54 whose sums pass it): each group's bins
+    those of every row, ascending, each with its counts' sum, as Python adds them; the same
+    for totals (`sumMap`) as for series (packed pairs sorted)."""
+    import random
+
+    from sqlalchemy import column, select, text
+
+    from observatory_core.metrics.rollup_path import BIN_PAIRS, merged_bins
+    from observatory_core.storage.dialect import bin_map_pairs
+    from observatory_core.storage.latency_bins import BINS
+
+    store, _ = loaded
+    rng = random.Random(7)
+    rows, want = [], {}
+    for g in range(150):
+        sums: dict[int, int] = {}
+        for _ in range(rng.choice([1, 1, 2, 6, 25])):
+            bins = rng.sample(range(BINS), rng.choice([0, 1, 3, 12]))
+            bins += rng.sample([0, BINS - 1], rng.choice([0, 0, 1, 2]))
+            counts = [rng.choice([0, 1, rng.randrange(2, 10**6), 2**54 - 1]) for _ in bins]
+            rows.append(f"({g}, {list(dict.fromkeys(bins))}, {counts[: len(set(bins))]})")
+            for b, c in zip(dict.fromkeys(bins), counts, strict=False):
+                sums[b] = (sums.get(b, 0) + c) % 2**64
+        want[g] = sorted(sums.items())
+    source = (
+        "SELECT t.1 AS g, CAST(mapFromArrays(t.2, t.3), 'Map(UInt16, UInt64)') AS m "
+        f"FROM (SELECT arrayJoin([{', '.join(rows)}]) AS t)"
+    )
+    u = text(source).columns(column("g"), column("m")).subquery("u")
+    merged = bin_map_pairs(u.c.m, totals).label(BIN_PAIRS)
+    query = select(u.c.g, merged).group_by(u.c.g).order_by(u.c.g)
+    sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    assert ("sumMap(" in sql) == totals
+    got_rows = store.client.query(sql).result_rows
+    assert [r[0] for r in got_rows] == sorted(want)
+    frame = pl.DataFrame({BIN_PAIRS: [r[1] for r in got_rows]})
+    row, bins, counts = merged_bins(frame)
+    got = {g: [] for g in want}
+    for r, b, c in zip(row.tolist(), bins.tolist(), counts.astype("uint64").tolist(), strict=True):
+        got[got_rows[r][0]].append((b, c))
+    assert got == want
+
+
 def test_trace_totals_are_each_traces_spans(loaded):
     store, _ = loaded
     got = _query(
