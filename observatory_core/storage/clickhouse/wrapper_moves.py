@@ -1,0 +1,315 @@
+"""A stored `other` wrapper that stops counting as an LLM call (its LLM call arrived in a later
+batch: `ingest/llm_calls.py`, `settle_stored` on the other stores): its flag cleared in
+`spans`, and its figures moved in the rollups from the rows keyed `llm_call = true` to those
+keyed false, exactly as if it had never counted as one (docs/scale.md, "Ingest").
+
+`llm_call` is a rollup key, and it is the only way the flag enters the figures: no rollup
+column, trace total or hour's actor depends on it. So per wrapper:
+
+1. `ALTER TABLE spans UPDATE llm_call = false` for the wrappers alone (org, project, start,
+   trace and span: the key's prefix narrows it), waited on (`mutations_sync`): a mutation
+   rewrites the column in place and fires no view, so the spans' rows are not counted again.
+2. One insert into `rollup_1min` of two rows per (minute, key): the wrappers' partials as the
+   minute's view makes them (its own expressions over the wrapper spans, now keyed false), and
+   their opposite keyed true: counts and bins as their UInt64 complement (adding it wraps round
+   to the difference, as every read and merge adds), sums negated, minimums and maximums NULL
+   (which `min` and `max` pass over). The hour's and day's views fold both rows as they fold
+   any minute row, so all three grains move by the same amounts, and no row is rebuilt from
+   the spans: rows whose spans the TTL already deleted, other keys and other projects of the
+   same buckets are not touched.
+3. A key keyed true whose count is then zero is deleted at that grain (its rows add up to
+   nothing; left, it would list a group of no calls); where a wrapper held a key's minimum or
+   maximum, the extreme is computed again from what is left, finest grain first, and set on
+   every row of the key (`ALTER TABLE ... UPDATE`, waited on: `min` of equal values is that
+   value, whichever rows the parts hold): the minute's from its spans, the hour's from its
+   minutes, the day's from its hours, each only when that source counts exactly the row's
+   spans (else the extreme is left as it was, and said in the log).
+
+Runs under the org's write turn, inside the batch's write, before its insert. The flag goes
+first: a failure after it leaves the wrapper counted once too many in the LLM-call figures
+(never twice moved), logged with its ids and raised, so the batch is sent again.
+Not on a cluster yet (`settle` returns there).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.ddl import _counted_spans
+from observatory_core.storage.clickhouse.layout import micro_text
+
+log = logging.getLogger("observatory.span_store")
+
+_WRAP = 2**64
+_SYNC = {"mutations_sync": 2, "lightweight_deletes_sync": 2}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Wrapper:
+    """A stored span to stop counting as an LLM call."""
+
+    project_id: int
+    trace_id: str
+    span_id: str
+    start_time: datetime
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _bucket(moment: datetime, seconds: int) -> datetime:
+    whole = int((_utc(moment) - _EPOCH).total_seconds() // seconds) * seconds
+    return _EPOCH + timedelta(seconds=whole)
+
+
+def _second(moment: datetime) -> str:
+    """A bucket's start as `toDateTime` reads it (whole seconds)."""
+    return _utc(moment).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _partials() -> tuple[layout.Partial, ...]:
+    return layout.rollup_partials()
+
+
+def _kind(column: layout.ChColumn) -> str:
+    """sum, min, max or sumMap: how the rollups merge `column`."""
+    return column.type.removeprefix("SimpleAggregateFunction(").split(",")[0]
+
+
+def _key_names() -> list[str]:
+    return [c.name for c, _ in layout.rollup_keys()]
+
+
+def _wrappers_where(wrappers: list[Wrapper], params: dict[str, Any], prefix: str = "") -> str:
+    """The wrappers' rows: the key's prefix (org, project, start) and their identity."""
+    params["ids"] = [(w.project_id, w.trace_id, w.span_id) for w in wrappers]
+    params["lo"] = micro_text(min(w.start_time for w in wrappers))
+    params["hi"] = micro_text(max(w.start_time for w in wrappers))
+    p = prefix
+    return (
+        f"{p}org_id = %(org)s AND {p}project_id IN %(projects)s "
+        f"AND {p}start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
+        f"AND {p}start_time <= toDateTime64(%(hi)s, 6, 'UTC') "
+        f"AND ({p}project_id, {p}trace_id, {p}span_id) IN %(ids)s"
+    )
+
+
+def _clear_flags(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> None:
+    params: dict[str, Any] = {"org": org_id}
+    params["projects"] = sorted({w.project_id for w in wrappers})
+    where = _wrappers_where(wrappers, params)
+    store.client.command(
+        f"ALTER TABLE {store.table('spans')} UPDATE llm_call = false WHERE {where} AND llm_call",
+        parameters=params,
+        settings={**_SYNC, "max_query_size": 262_144 + 100 * len(wrappers)},
+    )
+
+
+def _moved_rows(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> list[dict[str, Any]]:
+    """The minute partials of those of `wrappers` still counted as LLM calls, as the minute's
+    view made them (keyed `llm_call = true`)."""
+    params: dict[str, Any] = {"org": org_id}
+    params["projects"] = sorted({w.project_id for w in wrappers})
+    where = _wrappers_where(wrappers, params, "spans.")
+    seconds = layout.GRAIN_SECONDS["1min"]
+    bucket = f"toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC')"
+    keys = layout.rollup_keys()
+    select = [
+        "spans.org_id AS org_id",
+        f"toDateTime({bucket}, 'UTC') AS bucket_start",
+        *(f"{expr} AS {c.name}" for c, expr in keys),
+        *(f"{p.select} AS {p.column.name}" for p in _partials()),
+    ]
+    result = store.client.query(
+        f"SELECT {', '.join(select)} FROM {store.table('spans')} AS spans "
+        f"WHERE {where} AND spans.llm_call AND {_counted_spans()} "
+        f"GROUP BY org_id, bucket_start, {', '.join(c.name for c, _ in keys)}",
+        parameters=params,
+        settings={"max_query_size": 262_144 + 100 * len(wrappers)},
+    )
+    return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+
+
+def _opposite(row: dict[str, Any]) -> dict[str, Any]:
+    """The row that, added to `row`'s key (keyed `llm_call = true`), takes its spans out."""
+    out = dict(row)
+    for p in _partials():
+        name, kind = p.column.name, _kind(p.column)
+        value = row[name]
+        if kind == "sumMap":
+            out[name] = {k: (_WRAP - int(v)) % _WRAP for k, v in (value or {}).items()}
+        elif kind in ("min", "max"):
+            out[name] = None
+        elif p.column.type == layout.SUM_COUNT:
+            out[name] = (_WRAP - int(value)) % _WRAP
+        else:
+            out[name] = -value
+    return out
+
+
+def _insert(store: SpanStore, rows: list[dict[str, Any]]) -> None:
+    names = list(rows[0])
+    store.client.insert(
+        store.table("rollup_1min"),
+        [[r[n] for n in names] for r in rows],
+        column_names=names,
+    )
+
+
+def _key_where(key: dict[str, Any], params: dict[str, Any], column=lambda n: n) -> str:
+    """The key's columns equal to its values (parameters `k0`, `k1`, ...)."""
+    parts = []
+    for i, name in enumerate(_key_names()):
+        params[f"k{i}"] = key[name]
+        parts.append(f"{column(name)} = %(k{i})s")
+    return " AND ".join(parts)
+
+
+def _extremes() -> list[tuple[str, str]]:
+    """(column, min or max) of the rollups' extremes."""
+    return [
+        (p.column.name, _kind(p.column)) for p in _partials() if _kind(p.column) in ("min", "max")
+    ]
+
+
+def _row_state(store: SpanStore, table: str, org_id: int, bucket: datetime, key: dict):
+    """A key's row at a bucket, merged: its span count and each extreme."""
+    params: dict[str, Any] = {"org": org_id, "bucket": _second(bucket)}
+    where = _key_where(key, params)
+    aggs = ", ".join(f"{kind}({name})" for name, kind in _extremes())
+    ((count, *values),) = store.client.query(
+        f"SELECT sum(span_count), {aggs} FROM {store.table(table)} WHERE org_id = %(org)s "
+        f"AND bucket_start = toDateTime(%(bucket)s, 'UTC') AND {where}",
+        parameters=params,
+    ).result_rows
+    return int(count), dict(zip([n for n, _ in _extremes()], values, strict=True))
+
+
+def _source_state(store: SpanStore, grain: str, org_id: int, bucket: datetime, key: dict):
+    """What a key's row at `bucket` is made of, merged: the minute's counted spans, the hour's
+    minute rows, the day's hour rows (their span count and extremes)."""
+    seconds = layout.GRAIN_SECONDS[grain]
+    params: dict[str, Any] = {
+        "org": org_id,
+        "lo": _second(bucket),
+        "hi": _second(bucket + timedelta(seconds=seconds)),
+    }
+    if grain == "1min":
+        exprs = {c.name: e for c, e in layout.rollup_keys()}
+        where = _key_where(key, params, lambda n: exprs[n])
+        partials = {p.column.name: p.select for p in _partials()}
+        aggs = ", ".join(partials[name] for name, _ in _extremes())
+        sql = (
+            f"SELECT count(), {aggs} FROM {store.table('spans')} AS spans "
+            "WHERE spans.org_id = %(org)s AND spans.start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
+            "AND spans.start_time < toDateTime64(%(hi)s, 6, 'UTC') "
+            f"AND {_counted_spans()} AND {where}"
+        )
+    else:
+        finer = "rollup_1min" if grain == "1hour" else "rollup_1hour"
+        where = _key_where(key, params)
+        aggs = ", ".join(f"{kind}({name})" for name, kind in _extremes())
+        sql = (
+            f"SELECT sum(span_count), {aggs} FROM {store.table(finer)} WHERE org_id = %(org)s "
+            "AND bucket_start >= toDateTime(%(lo)s, 'UTC') "
+            f"AND bucket_start < toDateTime(%(hi)s, 'UTC') AND {where}"
+        )
+    ((count, *values),) = store.client.query(sql, parameters=params).result_rows
+    return int(count), dict(zip([n for n, _ in _extremes()], values, strict=True))
+
+
+def _settle_key(
+    store: SpanStore, grain: str, org_id: int, bucket: datetime, key: dict, moved: dict
+) -> None:
+    """The key keyed true at `bucket` after the move: deleted when it counts nothing, else
+    each extreme a wrapper held computed again (see the module's docstring)."""
+    table = f"rollup_{grain}"
+    count, have = _row_state(store, table, org_id, bucket, key)
+    params: dict[str, Any] = {"org": org_id, "bucket": _second(bucket)}
+    where = "org_id = %(org)s AND bucket_start = toDateTime(%(bucket)s, 'UTC') AND " + _key_where(
+        key, params
+    )
+    if count == 0:
+        store.client.command(
+            f"DELETE FROM {store.table(table)} WHERE {where}", parameters=params, settings=_SYNC
+        )
+        return
+    held = [
+        (name, kind)
+        for name, kind in _extremes()
+        if moved[name] is not None and have[name] is not None and have[name] == moved[name]
+    ]
+    if not held:
+        return
+    source_count, source = _source_state(store, grain, org_id, bucket, key)
+    if source_count != count:
+        log.warning(
+            "Span store: org %s's %s row at %s of a wrapper that stopped counting as an LLM "
+            "call holds %d spans where its source holds %d: its %s left as they were.",
+            org_id,
+            grain,
+            bucket,
+            count,
+            source_count,
+            ", ".join(n for n, _ in held),
+        )
+        return
+    sets = []
+    for i, (name, _) in enumerate(held):
+        params[f"v{i}"] = source[name]
+        sets.append(f"{name} = CAST(%(v{i})s, 'Nullable(Float64)')")
+    store.client.command(
+        f"ALTER TABLE {store.table(table)} UPDATE {', '.join(sets)} WHERE {where}",
+        parameters=params,
+        settings=_SYNC,
+    )
+
+
+def _merge(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The extremes of several partial rows of one key."""
+    out: dict[str, Any] = {}
+    for name, kind in _extremes():
+        values = [r[name] for r in rows if r[name] is not None]
+        out[name] = (min if kind == "min" else max)(values) if values else None
+    return out
+
+
+def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
+    """Stop `wrappers` (stored spans of `org_id` counted as LLM calls) counting as LLM calls,
+    in the spans and every rollup grain (see above). Answers how many rows moved."""
+    if not wrappers or store.naming.cluster:
+        return 0
+    rows = _moved_rows(store, org_id, wrappers)  # before the flags: what still counts
+    if not rows:
+        return 0
+    _clear_flags(store, org_id, wrappers)
+    try:
+        _insert(store, [dict(r, llm_call=False) for r in rows] + [_opposite(r) for r in rows])
+        names = _key_names()
+        for grain, seconds in layout.GRAIN_SECONDS.items():
+            groups: dict[tuple, list[dict[str, Any]]] = {}
+            for row in rows:
+                bucket = _bucket(row["bucket_start"], seconds)
+                key = tuple(row[n] for n in names)
+                groups.setdefault((bucket, key), []).append(row)
+            for (bucket, key), members in groups.items():
+                key_of = dict(zip(names, key, strict=True))
+                _settle_key(store, grain, org_id, bucket, key_of, _merge(members))
+    except Exception:
+        log.error(
+            "Span store: org %s's wrappers %s stopped counting as LLM calls in the spans, but "
+            "moving their rollup rows failed: the LLM-call figures of their minutes count them "
+            "once too many.",
+            org_id,
+            [(w.trace_id, w.span_id) for w in wrappers],
+        )
+        raise
+    return len(rows)
