@@ -1,33 +1,35 @@
 """A stored `other` wrapper that stops counting as an LLM call (its LLM call arrived in a later
-batch: `ingest/llm_calls.py`, `settle_stored` on the other stores): its flag cleared in
-`spans`, and its figures moved in the rollups from the rows keyed `llm_call = true` to those
-keyed false, exactly as if it had never counted as one (docs/scale.md, "Ingest").
+batch: `ingest/llm_calls.py`, `settle_stored` on the other stores): its figures moved in the
+rollups from the rows keyed `llm_call = true` to those keyed false, exactly as if it had never
+counted as one, then its flag cleared in `spans` (docs/scale.md, "Ingest").
 
 `llm_call` is a rollup key, and it is the only way the flag enters the figures: no rollup
-column, trace total or hour's actor depends on it. So per wrapper:
+column, trace total or hour's actor depends on it. So, for the wrappers still flagged:
 
-1. `ALTER TABLE spans UPDATE llm_call = false` for the wrappers alone (org, project, start,
-   trace and span: the key's prefix narrows it), waited on (`mutations_sync`): a mutation
-   rewrites the column in place and fires no view, so the spans' rows are not counted again.
-2. One insert into `rollup_1min` of two rows per (minute, key): the wrappers' partials as the
-   minute's view makes them (its own expressions over the wrapper spans, now keyed false), and
+1. One insert into `rollup_1min` of two rows per (minute, key): the wrappers' partials as the
+   minute's view made them (its own expressions over the wrapper spans), keyed false, and
    their opposite keyed true: counts and bins as their UInt64 complement (adding it wraps round
-   to the difference, as every read and merge adds), sums negated, minimums and maximums NULL
+   to the difference, as every merge and read adds), sums negated, minimums and maximums NULL
    (which `min` and `max` pass over). The hour's and day's views fold both rows as they fold
-   any minute row, so all three grains move by the same amounts, and no row is rebuilt from
+   any minute row, so the three grains move by the same amounts, and no row is rebuilt from
    the spans: rows whose spans the TTL already deleted, other keys and other projects of the
-   same buckets are not touched.
-3. A key keyed true whose count is then zero is deleted at that grain (its rows add up to
-   nothing; left, it would list a group of no calls); where a wrapper held a key's minimum or
-   maximum, the extreme is computed again from what is left, finest grain first, and set on
+   same buckets are left as they are.
+2. A key keyed true whose count is then zero is deleted at that grain (its rows add up to
+   nothing; left, it would list a group of no calls); where the wrappers held a key's minimum
+   or maximum, the extreme is computed again from what is left, finest grain first, and set on
    every row of the key (`ALTER TABLE ... UPDATE`, waited on: `min` of equal values is that
-   value, whichever rows the parts hold): the minute's from its spans, the hour's from its
-   minutes, the day's from its hours, each only when that source counts exactly the row's
-   spans (else the extreme is left as it was, and said in the log).
+   value, whichever rows the parts hold): the minute's from its spans (the wrappers left out),
+   the hour's from its minute rows, the day's from its hour rows, each only when that source
+   counts exactly the row's spans (else the extreme is left as it was, and logged).
+3. `ALTER TABLE spans UPDATE llm_call = false` for the wrappers alone (org, project, start,
+   trace and span: the key's prefix narrows it), waited on (`mutations_sync`): a mutation
+   rewrites the column in place and fires no view, so the spans are not counted again.
 
-Runs under the org's write turn, inside the batch's write, before its insert. The flag goes
-first: a failure after it leaves the wrapper counted once too many in the LLM-call figures
-(never twice moved), logged with its ids and raised, so the batch is sent again.
+Runs under the org's write turn, inside the batch's write, before its insert. A failure
+part-way is logged and raised (the batch is answered 503, its calls not stored), and the
+wrappers, still flagged, are found again by the resend, which finishes the move: step 1 is
+not repeated when the minute's row keyed false already counts the wrappers' spans more than
+the spans stored under that key (`_landed`), and steps 2 and 3 read what is there now.
 Not on a cluster yet (`settle` returns there).
 """
 
@@ -193,9 +195,12 @@ def _row_state(store: SpanStore, table: str, org_id: int, bucket: datetime, key:
     return int(count), dict(zip([n for n, _ in _extremes()], values, strict=True))
 
 
-def _source_state(store: SpanStore, grain: str, org_id: int, bucket: datetime, key: dict):
-    """What a key's row at `bucket` is made of, merged: the minute's counted spans, the hour's
-    minute rows, the day's hour rows (their span count and extremes)."""
+def _source_state(
+    store: SpanStore, grain: str, org_id: int, bucket: datetime, key: dict, moved: list[Wrapper]
+):
+    """What a key's row at `bucket` is made of, merged: the minute's counted spans but the
+    `moved` wrappers (still flagged), the hour's minute rows, the day's hour rows (their span
+    count and extremes)."""
     seconds = layout.GRAIN_SECONDS[grain]
     params: dict[str, Any] = {
         "org": org_id,
@@ -211,8 +216,10 @@ def _source_state(store: SpanStore, grain: str, org_id: int, bucket: datetime, k
             f"SELECT count(), {aggs} FROM {store.table('spans')} AS spans "
             "WHERE spans.org_id = %(org)s AND spans.start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
             "AND spans.start_time < toDateTime64(%(hi)s, 6, 'UTC') "
-            f"AND {_counted_spans()} AND {where}"
+            f"AND {_counted_spans()} AND {where} "
+            "AND (spans.project_id, spans.trace_id, spans.span_id) NOT IN %(ids)s"
         )
+        params["ids"] = [(w.project_id, w.trace_id, w.span_id) for w in moved] or [(0, "", "")]
     else:
         finer = "rollup_1min" if grain == "1hour" else "rollup_1hour"
         where = _key_where(key, params)
@@ -222,12 +229,20 @@ def _source_state(store: SpanStore, grain: str, org_id: int, bucket: datetime, k
             "AND bucket_start >= toDateTime(%(lo)s, 'UTC') "
             f"AND bucket_start < toDateTime(%(hi)s, 'UTC') AND {where}"
         )
-    ((count, *values),) = store.client.query(sql, parameters=params).result_rows
+    ((count, *values),) = store.client.query(
+        sql, parameters=params, settings={"max_query_size": 262_144 + 100 * len(moved)}
+    ).result_rows
     return int(count), dict(zip([n for n, _ in _extremes()], values, strict=True))
 
 
 def _settle_key(
-    store: SpanStore, grain: str, org_id: int, bucket: datetime, key: dict, moved: dict
+    store: SpanStore,
+    grain: str,
+    org_id: int,
+    bucket: datetime,
+    key: dict,
+    moved: dict,
+    wrappers: list[Wrapper],
 ) -> None:
     """The key keyed true at `bucket` after the move: deleted when it counts nothing, else
     each extreme a wrapper held computed again (see the module's docstring)."""
@@ -249,7 +264,7 @@ def _settle_key(
     ]
     if not held:
         return
-    source_count, source = _source_state(store, grain, org_id, bucket, key)
+    source_count, source = _source_state(store, grain, org_id, bucket, key, wrappers)
     if source_count != count:
         log.warning(
             "Span store: org %s's %s row at %s of a wrapper that stopped counting as an LLM "
@@ -273,6 +288,18 @@ def _settle_key(
     )
 
 
+def _landed(store: SpanStore, org_id: int, row: dict[str, Any]) -> bool:
+    """Whether an earlier attempt's insert already added `row` (a wrapper's minute partials,
+    keyed `llm_call = true`) to its key keyed false: that row then counts exactly its spans
+    more than the spans stored under that key (the wrappers, still flagged, are not yet)."""
+    key = dict((n, row[n]) for n in _key_names())
+    key["llm_call"] = False
+    bucket = _utc(row["bucket_start"])
+    count, _ = _row_state(store, "rollup_1min", org_id, bucket, key)
+    spans, _ = _source_state(store, "1min", org_id, bucket, key, [])
+    return count - spans == int(row["span_count"])
+
+
 def _merge(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The extremes of several partial rows of one key."""
     out: dict[str, Any] = {}
@@ -284,17 +311,20 @@ def _merge(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
     """Stop `wrappers` (stored spans of `org_id` counted as LLM calls) counting as LLM calls,
-    in the spans and every rollup grain (see above). Answers how many rows moved."""
+    in the rollups at every grain and then in the spans (see above). Answers how many minute
+    rows moved."""
     if not wrappers or store.naming.cluster:
         return 0
-    rows = _moved_rows(store, org_id, wrappers)  # before the flags: what still counts
+    rows = _moved_rows(store, org_id, wrappers)  # those still flagged
     if not rows:
         return 0
-    _clear_flags(store, org_id, wrappers)
     try:
-        _insert(store, [dict(r, llm_call=False) for r in rows] + [_opposite(r) for r in rows])
+        # an earlier attempt that failed after its insert left the flags: not inserted again
+        todo = [r for r in rows if not _landed(store, org_id, r)]
+        if todo:
+            _insert(store, [dict(r, llm_call=False) for r in todo] + [_opposite(r) for r in todo])
         names = _key_names()
-        for grain, seconds in layout.GRAIN_SECONDS.items():
+        for grain, seconds in layout.GRAIN_SECONDS.items():  # finest first
             groups: dict[tuple, list[dict[str, Any]]] = {}
             for row in rows:
                 bucket = _bucket(row["bucket_start"], seconds)
@@ -302,12 +332,12 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
                 groups.setdefault((bucket, key), []).append(row)
             for (bucket, key), members in groups.items():
                 key_of = dict(zip(names, key, strict=True))
-                _settle_key(store, grain, org_id, bucket, key_of, _merge(members))
+                _settle_key(store, grain, org_id, bucket, key_of, _merge(members), wrappers)
+        _clear_flags(store, org_id, wrappers)  # last: until then a resend finds them again
     except Exception:
         log.error(
-            "Span store: org %s's wrappers %s stopped counting as LLM calls in the spans, but "
-            "moving their rollup rows failed: the LLM-call figures of their minutes count them "
-            "once too many.",
+            "Span store: moving org %s's wrappers %s out of the LLM calls failed part-way; "
+            "they stay flagged, and the batch's resend finishes the move.",
             org_id,
             [(w.trace_id, w.span_id) for w in wrappers],
         )

@@ -20,6 +20,7 @@ from observatory_core.ingest import persist, to_clickhouse
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage import latency_bins
+from observatory_core.storage.clickhouse import wrapper_moves
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
@@ -163,12 +164,13 @@ class Late:
     before: dict[str, pl.DataFrame]  # each rollup table before the late calls
     doomed: list[str]  # span ids the TTL deleted
     short: int  # the project whose only span the TTL deleted
+    sent: list[dict]  # both batches' rows
 
 
-@pytest.fixture(scope="module")
-def late(ch_ingest, sqlite) -> Late:
-    engine, store = ch_ingest.engine, ch_ingest.store
-    org, (main, short) = make_org(engine, "late-calls", ("main", "short"))
+def _first_batch(store, engine, slug: str):
+    """An org's first batch written, then the TTL's two spans deleted from the store:
+    (org, project ids, later batch, the deleted span ids, the rollups as they stand)."""
+    org, (main, short) = make_org(engine, slug, ("main", "short"))
     first, later, doomed = _rows(org, main, short)
     assert to_clickhouse.write_spans(store, engine, first) == len(first)
     counted = store.client.query(
@@ -190,6 +192,13 @@ def late(ch_ingest, sqlite) -> Late:
     ).result_rows[0][0]
     assert left == 0
     before = {t: _store_rollup(store, t, org) for t in GRAINS}
+    return org, (main, short), first, later, doomed, before
+
+
+@pytest.fixture(scope="module")
+def late(ch_ingest, sqlite) -> Late:
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main, short), first, later, doomed, before = _first_batch(store, engine, "late-calls")
     assert to_clickhouse.write_spans(store, engine, later) == len(later)
     # the same rows on SQLite (a database of its own: its org's and projects' ids)
     sqlite_org, (s_main, s_short) = make_org(sqlite, "late-calls", ("main", "short"))
@@ -205,7 +214,17 @@ def late(ch_ingest, sqlite) -> Late:
         persist.write_spans(sqlite, there(later))
     finally:
         patch.undo()
-    return Late(store, org, sqlite, sqlite_org, _reference(first + later), before, doomed, short)
+    return Late(
+        store,
+        org,
+        sqlite,
+        sqlite_org,
+        _reference(first + later),
+        before,
+        doomed,
+        short,
+        first + later,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +328,54 @@ def test_the_metrics_equal_polars_and_sqlite(late, window):
     assert got["duration_ms.p95"].to_list() == pytest.approx(on_sqlite["duration_ms.p95"].to_list())
     for g, w in zip(got["duration_ms.p95"], want["duration_ms.p95"], strict=True):
         assert abs(g - w) <= latency_bins.RELATIVE_BOUND * w + latency_bins.ABSOLUTE_FLOOR_MS
+
+
+def test_sending_every_span_again_changes_nothing(ch_ingest, late):
+    """Both batches again (an exporter's resend; but the spans the test had the TTL delete,
+    which would be stored anew): no span new, no figure moved twice."""
+    store = late.store
+    before = {t: _store_rollup(store, t, late.org) for t in GRAINS}
+    rows = [r for r in late.sent if r["span_id"] not in late.doomed]
+    assert to_clickhouse.write_spans(store, ch_ingest.engine, rows) == 0
+    for table in GRAINS:
+        assert _store_rollup(store, table, late.org).to_dicts() == before[table].to_dicts()
+
+
+class _Failed(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("step", ["_insert", "_settle_key", "_clear_flags"])
+def test_a_move_that_fails_part_way_is_finished_by_the_resend(ch_ingest, step):
+    """The store fails at the rollups' insert, after it (at the extremes), or at the flags:
+    the batch is refused (its calls not stored), the wrappers stay flagged, and the batch's
+    resend finishes the move without adding it twice: every grain as polars finds it."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, _, first, later, _, _ = _first_batch(store, engine, "late-fail" + step.replace("_", "-"))
+    real = getattr(wrapper_moves, step)
+
+    def fail_after(*args, **kwargs):
+        if step == "_settle_key":
+            real(*args, **kwargs)  # the insert and the first key done, then the store fails
+        raise _Failed(step)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(wrapper_moves, step, fail_after)
+    try:
+        with pytest.raises(_Failed):
+            to_clickhouse.write_spans(store, engine, later)
+    finally:
+        patch.undo()
+    flagged = store.client.query(
+        f"SELECT count() FROM {store.table('spans')} WHERE org_id = %(org)s AND llm_call",
+        parameters={"org": org},
+    ).result_rows[0][0]
+    assert flagged == 7  # the calls not stored, the wrappers (but the TTL's) still flagged
+    assert to_clickhouse.write_spans(store, engine, later) == len(later)
+    ref = _reference(first + later)
+    for table, every in GRAINS.items():
+        got, want = _store_rollup(store, table, org), _polars_rollup(ref, every)
+        assert got.select(KEYS).to_dicts() == want.select(KEYS).to_dicts(), table
+        for column in ("spans", "tokens", "least", "most"):
+            assert got[column].to_list() == want[column].to_list(), (table, column)
+        assert got["binned"].to_list() == want["spans"].to_list(), table
