@@ -11,7 +11,10 @@ processes, `storage/clickhouse/org_turns.py`), after the spans already stored ar
    span, the stored one keeps counting (it is already in the figures) and the new one is set
    aside, taking nothing;
 2. a new `other` span with an LLM call below it stops counting as one (`ingest/llm_calls.py`),
-   the trace's stored spans read within a day of the wrapper's time, at most `TREE_ROWS`;
+   the trace's stored spans read within a day of the wrapper's time, at most `TREE_ROWS`; and a
+   stored `other` span still counted above a new LLM call (its call arrived later) stops too,
+   its rollup rows moved (`storage/clickhouse/wrapper_moves.py`), the calls' traces read for
+   such spans within a day of the calls (one read per org; the trees only where one is found);
 3. the org's declared dimensions copied into their slots (`rollups/dimensions.py`'s values).
 
 `retain_days` is stamped from the orgs' and projects' span retention (the table's TTL hook).
