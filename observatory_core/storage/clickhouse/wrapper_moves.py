@@ -54,6 +54,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
+class State:
+    """A key's rows at a bucket, merged: how many spans they count, and each extreme."""
+
+    count: int
+    extremes: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Wrapper:
     """A stored span to stop counting as an LLM call."""
 
@@ -105,14 +113,21 @@ def _wrappers_where(wrappers: list[Wrapper], params: dict[str, Any], prefix: str
 
 
 def _clear_flags(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> None:
-    params: dict[str, Any] = {"org": org_id}
-    params["projects"] = sorted({w.project_id for w in wrappers})
-    where = _wrappers_where(wrappers, params)
-    store.client.command(
-        f"ALTER TABLE {store.table('spans')} UPDATE llm_call = false WHERE {where} AND llm_call",
-        parameters=params,
-        settings={**_SYNC, "max_query_size": 262_144 + 100 * len(wrappers)},
-    )
+    """The wrappers' flag cleared, one waited mutation per month (`IN PARTITION`: the engine
+    then goes through that month's parts only)."""
+    by_month: dict[str, list[Wrapper]] = {}
+    for w in wrappers:
+        by_month.setdefault(f"{_utc(w.start_time):%Y%m}", []).append(w)
+    for month, mine in sorted(by_month.items()):
+        params: dict[str, Any] = {"org": org_id}
+        params["projects"] = sorted({w.project_id for w in mine})
+        where = _wrappers_where(mine, params)
+        store.client.command(
+            f"ALTER TABLE {store.table('spans')} UPDATE llm_call = false IN PARTITION {month} "
+            f"WHERE {where} AND llm_call",
+            parameters=params,
+            settings={**_SYNC, "max_query_size": 262_144 + 100 * len(mine)},
+        )
 
 
 def _moved_rows(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> list[dict[str, Any]]:
@@ -196,17 +211,25 @@ def _row_state(store: SpanStore, table: str, org_id: int, bucket: datetime, key:
 
 
 def _source_state(
-    store: SpanStore, grain: str, org_id: int, bucket: datetime, key: dict, moved: list[Wrapper]
-):
+    store: SpanStore,
+    grain: str,
+    org_id: int,
+    bucket: datetime,
+    key: dict,
+    moved: list[Wrapper],
+    finer: dict[datetime, State] | None = None,
+) -> State:
     """What a key's row at `bucket` is made of, merged: the minute's counted spans but the
-    `moved` wrappers (still flagged), the hour's minute rows, the day's hour rows (their span
-    count and extremes)."""
+    `moved` wrappers (still flagged); the hour's minute rows, the day's hour rows, those of
+    `finer` (the finer buckets this move changed, by their start) taken as `finer` says (their
+    own mutations may not be applied yet)."""
     seconds = layout.GRAIN_SECONDS[grain]
     params: dict[str, Any] = {
         "org": org_id,
         "lo": _second(bucket),
         "hi": _second(bucket + timedelta(seconds=seconds)),
     }
+    finer = finer or {}
     if grain == "1min":
         exprs = {c.name: e for c, e in layout.rollup_keys()}
         where = _key_where(key, params, lambda n: exprs[n])
@@ -221,18 +244,29 @@ def _source_state(
         )
         params["ids"] = [(w.project_id, w.trace_id, w.span_id) for w in moved] or [(0, "", "")]
     else:
-        finer = "rollup_1min" if grain == "1hour" else "rollup_1hour"
+        table = "rollup_1min" if grain == "1hour" else "rollup_1hour"
         where = _key_where(key, params)
         aggs = ", ".join(f"{kind}({name})" for name, kind in _extremes())
+        params["changed"] = sorted(int(b.timestamp()) for b in finer) or [0]
         sql = (
-            f"SELECT sum(span_count), {aggs} FROM {store.table(finer)} WHERE org_id = %(org)s "
+            f"SELECT sum(span_count), {aggs} FROM {store.table(table)} WHERE org_id = %(org)s "
             "AND bucket_start >= toDateTime(%(lo)s, 'UTC') "
-            f"AND bucket_start < toDateTime(%(hi)s, 'UTC') AND {where}"
+            f"AND bucket_start < toDateTime(%(hi)s, 'UTC') AND {where} "
+            "AND toUnixTimestamp(bucket_start) NOT IN %(changed)s"
         )
     ((count, *values),) = store.client.query(
         sql, parameters=params, settings={"max_query_size": 262_144 + 100 * len(moved)}
     ).result_rows
-    return int(count), dict(zip([n for n, _ in _extremes()], values, strict=True))
+    state = State(int(count), dict(zip([n for n, _ in _extremes()], values, strict=True)))
+    return _merged([state, *finer.values()])
+
+
+def _merged(states: list[State]) -> State:
+    out: dict[str, Any] = {}
+    for name, kind in _extremes():
+        values = [s.extremes[name] for s in states if s.extremes[name] is not None]
+        out[name] = (min if kind == "min" else max)(values) if values else None
+    return State(sum(s.count for s in states), out)
 
 
 def _settle_key(
@@ -243,29 +277,30 @@ def _settle_key(
     key: dict,
     moved: dict,
     wrappers: list[Wrapper],
-) -> None:
-    """The key keyed true at `bucket` after the move: deleted when it counts nothing, else
-    each extreme a wrapper held computed again (see the module's docstring)."""
+    finer: dict[datetime, State],
+) -> tuple[State, tuple[str, dict[str, Any]] | None]:
+    """The key keyed true at `bucket` after the move, and the mutation that makes its rows so
+    (None: none needed): a DELETE when it counts nothing, else an UPDATE of each extreme the
+    wrappers held, computed again from the finer grain (see the module's docstring)."""
     table = f"rollup_{grain}"
     count, have = _row_state(store, table, org_id, bucket, key)
     params: dict[str, Any] = {"org": org_id, "bucket": _second(bucket)}
     where = "org_id = %(org)s AND bucket_start = toDateTime(%(bucket)s, 'UTC') AND " + _key_where(
         key, params
     )
+    partition = f"IN PARTITION {bucket:%Y%m}"
     if count == 0:
-        store.client.command(
-            f"DELETE FROM {store.table(table)} WHERE {where}", parameters=params, settings=_SYNC
-        )
-        return
+        empty = State(0, {name: None for name, _ in _extremes()})
+        return empty, (f"DELETE FROM {store.table(table)} {partition} WHERE {where}", params)
     held = [
         (name, kind)
         for name, kind in _extremes()
         if moved[name] is not None and have[name] is not None and have[name] == moved[name]
     ]
     if not held:
-        return
-    source_count, source = _source_state(store, grain, org_id, bucket, key, wrappers)
-    if source_count != count:
+        return State(count, have), None
+    source = _source_state(store, grain, org_id, bucket, key, wrappers, finer)
+    if source.count != count:
         log.warning(
             "Span store: org %s's %s row at %s of a wrapper that stopped counting as an LLM "
             "call holds %d spans where its source holds %d: its %s left as they were.",
@@ -273,19 +308,19 @@ def _settle_key(
             grain,
             bucket,
             count,
-            source_count,
+            source.count,
             ", ".join(n for n, _ in held),
         )
-        return
+        return State(count, have), None
     sets = []
     for i, (name, _) in enumerate(held):
-        params[f"v{i}"] = source[name]
+        params[f"v{i}"] = source.extremes[name]
         sets.append(f"{name} = CAST(%(v{i})s, 'Nullable(Float64)')")
-    store.client.command(
-        f"ALTER TABLE {store.table(table)} UPDATE {', '.join(sets)} WHERE {where}",
-        parameters=params,
-        settings=_SYNC,
+    now = dict(have, **{name: source.extremes[name] for name, _ in held})
+    statement = (
+        f"ALTER TABLE {store.table(table)} UPDATE {', '.join(sets)} {partition} WHERE {where}"
     )
+    return State(count, now), (statement, params)
 
 
 def _landed(store: SpanStore, org_id: int, row: dict[str, Any]) -> bool:
@@ -296,8 +331,9 @@ def _landed(store: SpanStore, org_id: int, row: dict[str, Any]) -> bool:
     key["llm_call"] = False
     bucket = _utc(row["bucket_start"])
     count, _ = _row_state(store, "rollup_1min", org_id, bucket, key)
-    spans, _ = _source_state(store, "1min", org_id, bucket, key, [])
-    return count - spans == int(row["span_count"])
+    return count - _source_state(store, "1min", org_id, bucket, key, []).count == int(
+        row["span_count"]
+    )
 
 
 def _merge(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -324,6 +360,9 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
         if todo:
             _insert(store, [dict(r, llm_call=False) for r in todo] + [_opposite(r) for r in todo])
         names = _key_names()
+        states: dict[tuple[str, datetime, tuple], State] = {}
+        mutations = []
+        finer_grain = None
         for grain, seconds in layout.GRAIN_SECONDS.items():  # finest first
             groups: dict[tuple, list[dict[str, Any]]] = {}
             for row in rows:
@@ -331,8 +370,26 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
                 key = tuple(row[n] for n in names)
                 groups.setdefault((bucket, key), []).append(row)
             for (bucket, key), members in groups.items():
-                key_of = dict(zip(names, key, strict=True))
-                _settle_key(store, grain, org_id, bucket, key_of, _merge(members), wrappers)
+                finer = {
+                    b: state
+                    for (g, b, k), state in states.items()
+                    if g == finer_grain
+                    and k == key
+                    and bucket <= b < bucket + timedelta(seconds=seconds)
+                }
+                state, mutation = _settle_key(
+                    store, grain, org_id, bucket, dict(zip(names, key, strict=True)),
+                    _merge(members), wrappers, finer,
+                )  # fmt: skip
+                states[(grain, bucket, key)] = state
+                if mutation is not None:
+                    mutations.append(mutation)
+            finer_grain = grain
+        # each waited on (about a second on chDB, most of it the engine's queue), so no read
+        # after the move sees a key half-deleted; `IN PARTITION` (the bucket's month) keeps
+        # each to that month's parts
+        for statement, params in mutations:
+            store.client.command(statement, parameters=params, settings=_SYNC)
         _clear_flags(store, org_id, wrappers)  # last: until then a resend finds them again
     except Exception:
         log.error(
