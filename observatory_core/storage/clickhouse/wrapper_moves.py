@@ -14,13 +14,16 @@ column, trace total or hour's actor depends on it. So, for the wrappers still fl
    any minute row, so the three grains move by the same amounts, and no row is rebuilt from
    the spans: rows whose spans the TTL already deleted, other keys and other projects of the
    same buckets are left as they are.
-2. A key keyed true whose count is then zero is deleted at that grain (its rows add up to
-   nothing; left, it would list a group of no calls); where the wrappers held a key's minimum
-   or maximum, the extreme is computed again from what is left, finest grain first, and set on
-   every row of the key (`ALTER TABLE ... UPDATE`, waited on: `min` of equal values is that
-   value, whichever rows the parts hold): the minute's from its spans (the wrappers left out),
-   the hour's from its minute rows, the day's from its hour rows, each only when that source
-   counts exactly the row's spans (else the extreme is left as it was, and logged).
+2. Where the wrappers held a key's minimum or maximum, the extreme is computed again from
+   what is left, finest grain first, and set on every row of the key (`ALTER TABLE ...
+   UPDATE ... IN PARTITION`: `min` of equal values is that value, whichever rows the parts
+   hold): the minute's from its spans (the wrappers left out), the hour's from its minute
+   rows, the day's from its hour rows (the finer buckets this move changed taken as computed),
+   each only when that source counts exactly the row's spans (else left, and logged). A key
+   left with no span keeps its rows, adding up to nothing, their extremes set to NULL: deleted
+   in place, a read while the delete ran saw their negative row alone (2^64 - 1 spans). The
+   mutations are queued, not waited on (about a second each on chDB); the next move waits for
+   them first. A read meanwhile sees the old extreme, as before the move.
 3. `ALTER TABLE spans UPDATE llm_call = false` for the wrappers alone (org, project, start,
    trace and span: the key's prefix narrows it), waited on (`mutations_sync`): a mutation
    rewrites the column in place and fires no view, so the spans are not counted again.
@@ -41,15 +44,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
 from observatory_core.storage.clickhouse.layout import micro_text
+from observatory_core.storage.clickhouse.restamp import settle as settle_mutations
 
 log = logging.getLogger("observatory.span_store")
 
 _WRAP = 2**64
 _SYNC = {"mutations_sync": 2, "lightweight_deletes_sync": 2}
+_QUEUED = {"mutations_sync": 0}
+_ROLLUPS = tuple(f"rollup_{grain}" for grain in layout.GRAIN_SECONDS)
+WAIT_S = 60.0  # an earlier move's rollup mutations, waited on before the next move
+# Those mutations as `system.mutations` shows them ("(UPDATE ...)"): the rollups' only
+# UPDATEs (the retention's lightweight deletes, not waited on here, set `_row_exists`)
+OWN = "position(command, 'UPDATE ') BETWEEN 1 AND 2 AND position(command, '_row_exists') = 0"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -289,9 +300,16 @@ def _settle_key(
         key, params
     )
     partition = f"IN PARTITION {bucket:%Y%m}"
-    if count == 0:
+    if count == 0:  # its rows add up to nothing: no extreme either
         empty = State(0, {name: None for name, _ in _extremes()})
-        return empty, (f"DELETE FROM {store.table(table)} {partition} WHERE {where}", params)
+        stale = [name for name, _ in _extremes() if have[name] is not None]
+        if not stale:
+            return empty, None
+        sets = ", ".join(f"{name} = NULL" for name in stale)
+        return empty, (
+            f"ALTER TABLE {store.table(table)} UPDATE {sets} {partition} WHERE {where}",
+            params,
+        )
     held = [
         (name, kind)
         for name, kind in _extremes()
@@ -354,6 +372,12 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
     rows = _moved_rows(store, org_id, wrappers)  # those still flagged
     if not rows:
         return 0
+    # the extremes as an earlier move set them: its mutations, queued, applied by now
+    if not settle_mutations(store, WAIT_S, _ROLLUPS, OWN):
+        raise DatabaseUnavailable(
+            f"The span store's rollups are still being rewritten after {WAIT_S:.0f} s "
+            "(system.mutations); retry."
+        )
     try:
         # an earlier attempt that failed after its insert left the flags: not inserted again
         todo = [r for r in rows if not _landed(store, org_id, r)]
@@ -385,11 +409,12 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
                 if mutation is not None:
                     mutations.append(mutation)
             finer_grain = grain
-        # each waited on (about a second on chDB, most of it the engine's queue), so no read
-        # after the move sees a key half-deleted; `IN PARTITION` (the bucket's month) keeps
-        # each to that month's parts
+        # queued, not waited on (the next move waits for them first): each waited on took
+        # about a second on chDB, most of it the engine's queue; `IN PARTITION` (the bucket's
+        # month) keeps each to that month's parts. A read while one runs sees some rows of the
+        # key with the new extremes and some with the old: the old extreme, as before the move
         for statement, params in mutations:
-            store.client.command(statement, parameters=params, settings=_SYNC)
+            store.client.command(statement, parameters=params, settings=_QUEUED)
         _clear_flags(store, org_id, wrappers)  # last: until then a resend finds them again
     except Exception:
         log.error(

@@ -22,6 +22,7 @@ from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage import latency_bins
 from observatory_core.storage.clickhouse import wrapper_moves
 from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.restamp import settle as settle_mutations
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from tests.helpers import admin_scope, child_of, make_org, span
@@ -107,14 +108,17 @@ def _polars_rollup(df: pl.DataFrame, every: str) -> pl.DataFrame:
     )
 
 
-def _store_rollup(store, table: str, org: int) -> pl.DataFrame:
+def _store_rollup(store, table: str, org: int, keep_empty: bool = False) -> pl.DataFrame:
+    """The org's rows of `table` merged by the test's keys; a key adding up to no span (a
+    wrapper's, emptied by its move) left out unless `keep_empty`."""
     result = store.client.query(
         "SELECT bucket_start, project_id, toString(model) AS model, "
         "toString(operation) AS operation, llm_call, sum(span_count) AS spans, "
         "sum(total_tokens_sum) AS tokens, sum(total_cost_sum) AS cost, "
         "min(duration_min) AS least, max(duration_max) AS most, "
         "arraySum(mapValues(sumMap(latency_bins))) AS binned "
-        f"FROM {store.table(table)} WHERE org_id = %(org)s GROUP BY {', '.join(KEYS)}",
+        f"FROM {store.table(table)} WHERE org_id = %(org)s GROUP BY {', '.join(KEYS)}"
+        + ("" if keep_empty else " HAVING spans > 0"),
         parameters={"org": org},
     )
     rows = [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
@@ -170,6 +174,12 @@ class Late:
     sent: list[dict]  # both batches' rows
 
 
+def _extremes_applied(store) -> None:
+    """The move's extremes are queued mutations (the next move waits for them): waited on."""
+    tables = tuple(GRAINS)
+    assert settle_mutations(store, 60, tables, wrapper_moves.OWN)
+
+
 def _first_batch(store, engine, slug: str):
     """An org's first batch written, then the TTL's two spans deleted from the store:
     (org, project ids, later batch, the deleted span ids, the rollups as they stand)."""
@@ -203,6 +213,7 @@ def late(ch_ingest, sqlite) -> Late:
     engine, store = ch_ingest.engine, ch_ingest.store
     org, (main, short), first, later, doomed, before = _first_batch(store, engine, "late-calls")
     assert to_clickhouse.write_spans(store, engine, later) == len(later)
+    _extremes_applied(store)
     # the same rows on SQLite (a database of its own: its org's and projects' ids)
     sqlite_org, (s_main, s_short) = make_org(sqlite, "late-calls", ("main", "short"))
     ids = {main: s_main, short: s_short}
@@ -266,14 +277,19 @@ def test_every_grain_equals_polars_over_the_rows_sent(late, table):
     assert got["most"].to_list() == want["most"].to_list()
 
 
-def test_the_emptied_key_is_gone_and_the_other_projects_rows_kept(late):
-    """The wrapper alone in its key leaves no row keyed true at any grain; the other
-    project's rows, whose one span the TTL deleted, are as they were before the move."""
+def test_the_emptied_key_counts_nothing_and_the_other_projects_rows_are_kept(late):
+    """The wrapper alone in its key leaves that key keyed true counting nothing at every grain,
+    with no extreme (its rows stay: deleted in place, a read while the delete ran saw their
+    negative row alone); the other project's rows, whose one span the TTL deleted, are as they
+    were before the move."""
     store, org, before = late.store, late.org, late.before
     for table in GRAINS:
-        after = _store_rollup(store, table, org)
+        after = _store_rollup(store, table, org, keep_empty=True)
         mini = after.filter((pl.col("model") == "gpt-4o-mini") & (pl.col("operation") == "other"))
-        assert mini["llm_call"].to_list() == [False], table
+        assert mini.sort("llm_call").select("llm_call", "spans", "least", "most").rows() == [
+            (False, 1, 400.0, 400.0),
+            (True, 0, None, None),
+        ], table
         kept = after.filter(pl.col("project_id") == late.short)
         assert kept["spans"].to_list() == [1], table
         assert (
@@ -375,6 +391,7 @@ def test_a_move_that_fails_part_way_is_finished_by_the_resend(ch_ingest, step):
     ).result_rows[0][0]
     assert flagged == 7  # the calls not stored, the wrappers (but the TTL's) still flagged
     assert to_clickhouse.write_spans(store, engine, later) == len(later)
+    _extremes_applied(store)
     ref = _reference(first + later)
     for table, every in GRAINS.items():
         got, want = _store_rollup(store, table, org), _polars_rollup(ref, every)
