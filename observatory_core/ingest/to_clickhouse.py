@@ -462,12 +462,29 @@ def _stored_wrappers(store: SpanStore, org_id: int, calls: list[dict]) -> list[d
     return out
 
 
+def _rooted_here(call: dict, parent_of: dict[tuple[int, str, str], str | None]) -> bool:
+    """Whether `call`'s chain of parents ends at a root among the batch's spans."""
+    org, trace, node, seen = call["org_id"], call["trace_id"], call["parent_span_id"], set()
+    while node is not None and node not in seen:  # a cycle of bad parent ids ends
+        seen.add(node)
+        if (org, trace, node) not in parent_of:
+            return False  # its parent is not in the batch: it may be stored
+        node = parent_of[(org, trace, node)]
+    return node is None
+
+
 def settle_stored_wrappers(store: SpanStore, batch: list[dict]) -> int:
     """A late LLM call under a stored wrapper (`llm_calls.settle_stored` elsewhere): the stored
     `other` spans counted as LLM calls above the batch's LLM calls stop counting, in the spans
-    and the rollups (`wrapper_moves.py`). One read per org when none is stored in the calls'
-    traces. Answers how many wrappers were found."""
+    and the rollups (`wrapper_moves.py`). No read when every call's ancestors came in the
+    batch, else one read per org when none is stored in those calls' traces. Answers how many
+    wrappers were found."""
     calls = [r for r in batch if row_rule(r) and r.get("parent_span_id")]
+    if not calls:
+        return 0
+    # a call whose ancestors up to its root all came in this batch has none stored
+    parent_of = {(r["org_id"], r["trace_id"], r["span_id"]): r["parent_span_id"] for r in batch}
+    calls = [r for r in calls if not _rooted_here(r, parent_of)]
     if not calls:
         return 0
     by_org: dict[int, list[dict]] = {}

@@ -399,3 +399,24 @@ def test_a_move_that_fails_part_way_is_finished_by_the_resend(ch_ingest, step):
         for column in ("spans", "tokens", "least", "most"):
             assert got[column].to_list() == want[column].to_list(), (table, column)
         assert got["binned"].to_list() == want["spans"].to_list(), table
+
+
+def test_whole_traces_read_nothing_and_a_call_under_a_stored_span_reads_once(ch_ingest):
+    """The common case's cost: a batch of whole traces (every call's ancestors in it) reads
+    nothing more; a call whose parent is not in the batch, one read for its org."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "late-reads", ("main",))
+    agent = span(org, main, T0, operation="invoke_agent", name="agent")
+    calls = [child_of(agent, T0 + timedelta(seconds=i), model="gpt-4o") for i in range(3)]
+    reads = []
+    real = to_clickhouse._stored_wrappers
+    patch = pytest.MonkeyPatch()
+    patch.setattr(to_clickhouse, "_stored_wrappers", lambda *a: reads.append(a[1]) or real(*a))
+    try:
+        assert to_clickhouse.write_spans(store, engine, [agent, *calls]) == 4
+        assert reads == []
+        late_call = child_of(agent, T0 + timedelta(seconds=9), model="gpt-4o")
+        assert to_clickhouse.write_spans(store, engine, [late_call]) == 1
+        assert reads == [org]
+    finally:
+        patch.undo()
