@@ -4,42 +4,45 @@ rollups from the rows keyed `llm_call = true` to those keyed false, exactly as i
 counted as one, then its flag cleared in `spans` (docs/scale.md, "Ingest").
 
 `llm_call` is a rollup key, and it is the only way the flag enters the figures: no rollup
-column, trace total or hour's actor depends on it. So, for the wrappers still flagged:
+column, trace total or hour's actor depends on it. So, for the wrappers still flagged, from
+their minute partials as the minute's view made them (its own expressions over their spans):
 
-1. One insert into `rollup_1min` of two rows per (minute, key): the wrappers' partials as the
-   minute's view made them (its own expressions over the wrapper spans), keyed false, and
-   their opposite keyed true: counts and bins as their UInt64 complement (adding it wraps round
-   to the difference, as every merge and read adds), sums negated, minimums and maximums NULL
-   (which `min` and `max` pass over). The hour's and day's views fold both rows as they fold
-   any minute row, so the three grains move by the same amounts, and no row is rebuilt from
-   the spans: rows whose spans the TTL already deleted, other keys and other projects of the
-   same buckets are left as they are.
-2. Where the wrappers held a key's minimum or maximum, the extreme is computed again from
-   what is left, finest grain first, and set on every row of the key (`ALTER TABLE ...
-   UPDATE ... IN PARTITION`: `min` of equal values is that value, whichever rows the parts
-   hold): the minute's from its spans (the wrappers left out), the hour's from its minute
-   rows, the day's from its hour rows (the finer buckets this move changed taken as computed),
-   each only when that source counts exactly the row's spans (else left, and logged). A key
-   left with no span keeps its rows, adding up to nothing, their extremes set to NULL: deleted
-   in place, a read while the delete ran saw their negative row alone (2^64 - 1 spans). The
-   mutations are queued, not waited on (about a second each on chDB); the next move waits for
-   them first. A read meanwhile sees the old extreme, as before the move.
-3. `ALTER TABLE spans UPDATE llm_call = false` for the wrappers alone (org, project, start,
-   trace and span: the key's prefix narrows it), waited on (`mutations_sync`): a mutation
-   rewrites the column in place and fires no view, so the spans are not counted again.
+1. Into the rows keyed false: the partials, inserted into `rollup_1min` (the hour's and day's
+   views fold them as any minute row).
+2. Out of the rows keyed true, at each grain: a bucket where the key then holds no span (its
+   rows count exactly the wrappers' spans, and no other span or finer row is under it) is
+   deleted; elsewhere the partials' opposite is added, at the finest grain the key keeps
+   spans at (into that grain's table: the coarser fold it by the cascade): counts and bins as
+   their UInt64 complement (adding it wraps round to the difference, as every merge and read
+   adds), sums negated, minimums and maximums NULL (which `min` and `max` pass over). No
+   negative row ever lies among rows that are deleted: a read while a delete runs, which
+   sees some of the key's rows gone and some not, saw a negative row alone otherwise (2^64 - 1
+   spans). Nothing is rebuilt from the spans: rows whose spans the TTL deleted, other keys
+   and other projects of the same buckets are left as they are.
+3. Where the wrappers held a kept key's minimum or maximum, the extreme is computed again from
+   what is left, finest grain first, and set on every row of the key (`ALTER TABLE ... UPDATE
+   ... IN PARTITION`: `min` of equal values is that value, whichever rows the parts hold): the
+   minute's from its spans (the wrappers left out), the hour's from its minute rows, the day's
+   from its hour rows (the finer buckets this move changed taken as computed), each only when
+   that source counts exactly the row's spans (else left, and logged).
+4. The deletes and updates are queued, not waited on (about a second each on chDB); the next
+   move waits for them first. Then `ALTER TABLE spans UPDATE llm_call = false` for the
+   wrappers alone (org, project, start, trace and span, in their month's partition), waited
+   on: a mutation fires no view, so the spans are not counted again.
 
 Runs under the org's write turn, inside the batch's write, before its insert. A failure
 part-way is logged and raised (the batch is answered 503, its calls not stored), and the
-wrappers, still flagged, are found again by the resend, which finishes the move: step 1 is
-not repeated when the minute's row keyed false already counts the wrappers' spans more than
-the spans stored under that key (`_landed`), and steps 2 and 3 read what is there now.
+wrappers, still flagged, are found again by the resend, which finishes the move without
+adding anything twice: the minute insert is skipped when the minute's row keyed false already
+counts the wrappers' spans more than the spans stored under that key (`_landed`), an hour's
+or day's negative rows when that row already counts as many spans as its finer rows
+(`_negatives_at`), and the deletes and extremes are judged on what is there now.
 Not on a cluster yet (`settle` returns there).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,9 +61,9 @@ _SYNC = {"mutations_sync": 2, "lightweight_deletes_sync": 2}
 _QUEUED = {"mutations_sync": 0}
 _ROLLUPS = tuple(f"rollup_{grain}" for grain in layout.GRAIN_SECONDS)
 WAIT_S = 60.0  # an earlier move's rollup mutations, waited on before the next move
-# Those mutations as `system.mutations` shows them ("(UPDATE ...)"): the rollups' only
-# UPDATEs (the retention's lightweight deletes, not waited on here, set `_row_exists`)
-OWN = "position(command, 'UPDATE ') BETWEEN 1 AND 2 AND position(command, '_row_exists') = 0"
+# Those mutations as `system.mutations` shows them: each names one bucket (the retention's
+# lightweight deletes, not waited on here, name a cutoff: `bucket_start <`)
+OWN = "position(command, 'bucket_start = ') > 0"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -183,10 +186,10 @@ def _opposite(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _insert(store: SpanStore, rows: list[dict[str, Any]]) -> None:
+def _insert(store: SpanStore, rows: list[dict[str, Any]], table: str = "rollup_1min") -> None:
     names = list(rows[0])
     store.client.insert(
-        store.table("rollup_1min"),
+        store.table(table),
         [[r[n] for n in names] for r in rows],
         column_names=names,
     )
@@ -289,17 +292,21 @@ def _settle_key(
     moved: dict,
     wrappers: list[Wrapper],
     finer: dict[datetime, State],
+    emptied: bool = False,
 ) -> tuple[State, tuple[str, dict[str, Any]] | None]:
     """The key keyed true at `bucket` after the move, and the mutation that makes its rows so
     (None: none needed): a DELETE when it counts nothing, else an UPDATE of each extreme the
     wrappers held, computed again from the finer grain (see the module's docstring)."""
     table = f"rollup_{grain}"
-    count, have = _row_state(store, table, org_id, bucket, key)
     params: dict[str, Any] = {"org": org_id, "bucket": _second(bucket)}
     where = "org_id = %(org)s AND bucket_start = toDateTime(%(bucket)s, 'UTC') AND " + _key_where(
         key, params
     )
     partition = f"IN PARTITION {bucket:%Y%m}"
+    if emptied:  # its rows are the wrappers' alone, no negative row among them
+        empty = State(0, {name: None for name, _ in _extremes()})
+        return empty, (f"DELETE FROM {store.table(table)} {partition} WHERE {where}", params)
+    count, have = _row_state(store, table, org_id, bucket, key)
     if count == 0:  # its rows add up to nothing: no extreme either
         empty = State(0, {name: None for name, _ in _extremes()})
         stale = [name for name, _ in _extremes() if have[name] is not None]
@@ -354,13 +361,107 @@ def _landed(store: SpanStore, org_id: int, row: dict[str, Any]) -> bool:
     )
 
 
-def _merge(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def _merge(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The extremes of several partial rows of one key."""
     out: dict[str, Any] = {}
     for name, kind in _extremes():
         values = [r[name] for r in rows if r[name] is not None]
         out[name] = (min if kind == "min" else max)(values) if values else None
     return out
+
+
+_SECONDS = layout.GRAIN_SECONDS
+
+
+def _emptied(
+    store: SpanStore,
+    org_id: int,
+    rows: list[dict[str, Any]],
+    keys: list[tuple],
+    groups: dict[str, dict[tuple, list[int]]],
+    wrappers: list[Wrapper],
+) -> dict[tuple[str, datetime, tuple], bool]:
+    """(grain, bucket, key) -> whether the move leaves the key keyed true there without a
+    span: its rows count exactly the wrappers' spans, or none (an earlier attempt deleted
+    them), and nothing else is under it: no other counted span in the minute; no other finer
+    row in the hour or day, and every finer bucket of the wrappers emptied too."""
+    names = _key_names()
+    out: dict[tuple[str, datetime, tuple], bool] = {}
+    finer_grain = None
+    for grain, seconds in _SECONDS.items():
+        for (bucket, key), members in groups[grain].items():
+            of = dict(zip(names, key, strict=True))
+            n = sum(int(rows[i]["span_count"]) for i in members)
+            count = _row_state(store, f"rollup_{grain}", org_id, bucket, of)[0]
+            if grain == "1min":
+                others = _source_state(store, grain, org_id, bucket, of, wrappers).count
+                finer_empty = True
+            else:
+                width = timedelta(seconds=seconds)
+                mine = {
+                    b: empty
+                    for (g, b, k), empty in out.items()
+                    if g == finer_grain and k == key and bucket <= b < bucket + width
+                }
+                finer_empty = all(mine.values())
+                zero = {b: State(0, _no_extremes()) for b in mine}
+                others = _source_state(store, grain, org_id, bucket, of, [], zero).count
+            out[(grain, bucket, key)] = finer_empty and others == 0 and count in (n, 0)
+        finer_grain = grain
+    return out
+
+
+def _no_extremes() -> dict[str, Any]:
+    return {name: None for name, _ in _extremes()}
+
+
+def _negatives_at(
+    store: SpanStore,
+    org_id: int,
+    grain: str,
+    rows: list[dict[str, Any]],
+    keys: list[tuple],
+    finest: list[str | None],
+    emptied: dict[tuple[str, datetime, tuple], bool],
+) -> None:
+    """The negative rows whose finest kept grain is `grain` (hour or day), inserted into its
+    table (the day's view folds an hour's): each bucket's only when its row counts exactly
+    their spans more than its finer rows do (the finer buckets the move empties left out),
+    so an earlier attempt's are not added again; a bucket whose rows differ otherwise is left
+    (logged: its LLM calls counted once too many)."""
+    seconds = _SECONDS[grain]
+    finer_grain = list(_SECONDS)[list(_SECONDS).index(grain) - 1]
+    names = _key_names()
+    by_bucket: dict[tuple[datetime, tuple], list[int]] = {}
+    for i, row in enumerate(rows):
+        if finest[i] == grain:
+            by_bucket.setdefault((_bucket(row["bucket_start"], seconds), keys[i]), []).append(i)
+    out: list[dict[str, Any]] = []
+    for (bucket, key), members in by_bucket.items():
+        of = dict(zip(names, key, strict=True))
+        width = timedelta(seconds=seconds)
+        zero = {
+            b: State(0, _no_extremes())
+            for (g, b, k), empty in emptied.items()
+            if empty and g == finer_grain and k == key and bucket <= b < bucket + width
+        }
+        count = _row_state(store, f"rollup_{grain}", org_id, bucket, of)[0]
+        below = _source_state(store, grain, org_id, bucket, of, [], zero).count
+        n = sum(int(rows[i]["span_count"]) for i in members)
+        if count - below == n:
+            out += [dict(_opposite(rows[i]), bucket_start=bucket) for i in members]
+        elif count != below:
+            log.warning(
+                "Span store: org %s's %s row at %s holds %d spans where its finer rows hold "
+                "%d: the LLM calls of wrappers that stopped counting not taken out of it.",
+                org_id,
+                grain,
+                bucket,
+                count,
+                below,
+            )
+    if out:
+        _insert(store, out, f"rollup_{grain}")
 
 
 def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
@@ -379,21 +480,40 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
             "(system.mutations); retry."
         )
     try:
-        # an earlier attempt that failed after its insert left the flags: not inserted again
-        todo = [r for r in rows if not _landed(store, org_id, r)]
-        if todo:
-            _insert(store, [dict(r, llm_call=False) for r in todo] + [_opposite(r) for r in todo])
         names = _key_names()
+        keys = [tuple(r[n] for n in names) for r in rows]
+        groups: dict[str, dict[tuple, list[int]]] = {}  # grain -> (bucket, key) -> rows
+        for grain, seconds in layout.GRAIN_SECONDS.items():
+            for i, row in enumerate(rows):
+                bucket = _bucket(row["bucket_start"], seconds)
+                groups.setdefault(grain, {}).setdefault((bucket, keys[i]), []).append(i)
+        emptied = _emptied(store, org_id, rows, keys, groups, wrappers)
+        grains = list(layout.GRAIN_SECONDS)
+        # each row's negative goes to the finest grain its key keeps spans at (a cascade
+        # carries it to the coarser): never into a bucket the move empties, which is deleted
+        finest: list[str | None] = []
+        for i, row in enumerate(rows):
+            kept = [
+                g
+                for g in grains
+                if not emptied[(g, _bucket(row["bucket_start"], _SECONDS[g]), keys[i])]
+            ]
+            finest.append(kept[0] if kept else None)
+        # an earlier attempt that failed after its insert left the flags: not inserted again
+        todo = [i for i, r in enumerate(rows) if not _landed(store, org_id, r)]
+        if todo:
+            _insert(
+                store,
+                [dict(rows[i], llm_call=False) for i in todo]
+                + [_opposite(rows[i]) for i in todo if finest[i] == "1min"],
+            )
+        for grain in grains[1:]:
+            _negatives_at(store, org_id, grain, rows, keys, finest, emptied)
         states: dict[tuple[str, datetime, tuple], State] = {}
         mutations = []
         finer_grain = None
         for grain, seconds in layout.GRAIN_SECONDS.items():  # finest first
-            groups: dict[tuple, list[dict[str, Any]]] = {}
-            for row in rows:
-                bucket = _bucket(row["bucket_start"], seconds)
-                key = tuple(row[n] for n in names)
-                groups.setdefault((bucket, key), []).append(row)
-            for (bucket, key), members in groups.items():
+            for (bucket, key), members in groups[grain].items():
                 finer = {
                     b: state
                     for (g, b, k), state in states.items()
@@ -403,7 +523,8 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
                 }
                 state, mutation = _settle_key(
                     store, grain, org_id, bucket, dict(zip(names, key, strict=True)),
-                    _merge(members), wrappers, finer,
+                    _merge([rows[i] for i in members]), wrappers, finer,
+                    emptied[(grain, bucket, key)],
                 )  # fmt: skip
                 states[(grain, bucket, key)] = state
                 if mutation is not None:
@@ -412,7 +533,8 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
         # queued, not waited on (the next move waits for them first): each waited on took
         # about a second on chDB, most of it the engine's queue; `IN PARTITION` (the bucket's
         # month) keeps each to that month's parts. A read while one runs sees some rows of the
-        # key with the new extremes and some with the old: the old extreme, as before the move
+        # key with the new extremes and some with the old (the old extreme, as before the
+        # move), or some of an emptied key's rows (the wrappers' own: no negative row there)
         for statement, params in mutations:
             store.client.command(statement, parameters=params, settings=_QUEUED)
         _clear_flags(store, org_id, wrappers)  # last: until then a resend finds them again
