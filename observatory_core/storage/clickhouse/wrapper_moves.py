@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from observatory_core.base.errors import DatabaseUnavailable
@@ -100,8 +101,9 @@ def _second(moment: datetime) -> str:
     return _utc(moment).strftime("%Y-%m-%d %H:%M:%S")
 
 
+@lru_cache(maxsize=1)
 def _partials() -> tuple[layout.Partial, ...]:
-    return layout.rollup_partials()
+    return layout.rollup_partials()  # compiled from the declarations: once
 
 
 def _kind(column: layout.ChColumn) -> str:
@@ -109,8 +111,9 @@ def _kind(column: layout.ChColumn) -> str:
     return column.type.removeprefix("SimpleAggregateFunction(").split(",")[0]
 
 
-def _key_names() -> list[str]:
-    return [c.name for c, _ in layout.rollup_keys()]
+@lru_cache(maxsize=1)
+def _key_names() -> tuple[str, ...]:
+    return tuple(c.name for c, _ in layout.rollup_keys())
 
 
 def _wrappers_where(wrappers: list[Wrapper], params: dict[str, Any], prefix: str = "") -> str:
@@ -205,11 +208,12 @@ def _key_where(key: dict[str, Any], params: dict[str, Any], column=lambda n: n) 
     return " AND ".join(parts)
 
 
-def _extremes() -> list[tuple[str, str]]:
+@lru_cache(maxsize=1)
+def _extremes() -> tuple[tuple[str, str], ...]:
     """(column, min or max) of the rollups' extremes."""
-    return [
+    return tuple(
         (p.column.name, _kind(p.column)) for p in _partials() if _kind(p.column) in ("min", "max")
-    ]
+    )
 
 
 def _row_state(store: SpanStore, table: str, org_id: int, bucket: datetime, key: dict):
