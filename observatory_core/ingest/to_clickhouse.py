@@ -11,7 +11,10 @@ processes, `storage/clickhouse/org_turns.py`), after the spans already stored ar
    span, the stored one keeps counting (it is already in the figures) and the new one is set
    aside, taking nothing;
 2. a new `other` span with an LLM call below it stops counting as one (`ingest/llm_calls.py`),
-   the trace's stored spans read within a day of the wrapper's time, at most `TREE_ROWS`;
+   the trace's stored spans read within a day of the wrapper's time, at most `TREE_ROWS`; and a
+   stored `other` span still counted above a new LLM call (its call arrived later) stops too,
+   its rollup rows moved (`storage/clickhouse/wrapper_moves.py`), the calls' traces read for
+   such spans within a day of the calls (one read per org; the trees only where one is found);
 3. the org's declared dimensions copied into their slots (`rollups/dimensions.py`'s values).
 
 `retain_days` is stamped from the orgs' and projects' span retention (the table's TTL hook).
@@ -34,7 +37,7 @@ from sqlalchemy.engine import Engine
 from observatory_core.ingest import dedup
 from observatory_core.ingest.llm_calls import row_rule
 from observatory_core.semantic.fields import LLM_OPERATIONS, SLOT_CHARS, SLOT_MARK, by_group
-from observatory_core.storage.clickhouse import writes
+from observatory_core.storage.clickhouse import wrapper_moves, writes
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.layout import micro_text
@@ -118,6 +121,7 @@ def write_spans(
         batch = [dict(r) for r in fresh]  # a batch that fails is tried again from the input
         set_aside_twins(store, batch, settings.dedup_off, datetime.now(UTC))
         settle_wrappers(store, batch)
+        settle_stored_wrappers(store, batch)
         fill_dimensions(batch, settings.dimensions)
         return batch
 
@@ -426,6 +430,102 @@ def settle_wrappers(store: SpanStore, batch: list[dict]) -> int:
                 wrapper["llm_call"] = False
                 cleared += 1
     return cleared
+
+
+_WRAPPER_COLUMNS = ("project_id", "trace_id", "span_id", "parent_span_id", "start_time")
+
+
+def _stored_wrappers(store: SpanStore, org_id: int, calls: list[dict]) -> list[dict]:
+    """The stored `other` spans still counted as LLM calls in the calls' traces, around their
+    time (`TREE_REACH`): the only spans a late LLM call can stop counting."""
+    lo = min(r["start_time"] for r in calls) - TREE_REACH
+    hi = max(r["end_time"] for r in calls) + TREE_REACH
+    traces = sorted({r["trace_id"] for r in calls})
+    listed = writes.plain_list(traces)
+    params: dict[str, Any] = {"org": org_id, "lo": micro_text(lo), "hi": micro_text(hi)}
+    if listed is None:
+        params["traces"] = traces
+    result = store.client.query(
+        f"SELECT {', '.join(_WRAPPER_COLUMNS)} FROM {store.table('spans')} "
+        f"WHERE org_id = %(org)s AND trace_id IN {listed or '%(traces)s'} "
+        f"AND start_time >= {_time('lo')} AND start_time <= {_time('hi')} "
+        "AND operation = 'other' AND llm_call LIMIT %(limit)s",
+        parameters={**params, "limit": TREE_ROWS},
+        settings=_query_size(store, len(traces)),
+    )
+    out = []
+    for values in result.result_rows:
+        row = dict(zip(_WRAPPER_COLUMNS, values, strict=True))
+        if row["start_time"].tzinfo is None:
+            row["start_time"] = row["start_time"].replace(tzinfo=UTC)
+        out.append(row)
+    return out
+
+
+def _rooted_here(call: dict, parent_of: dict[tuple[int, str, str], str | None]) -> bool:
+    """Whether `call`'s chain of parents ends at a root among the batch's spans."""
+    org, trace, node, seen = call["org_id"], call["trace_id"], call["parent_span_id"], set()
+    while node is not None and node not in seen:  # a cycle of bad parent ids ends
+        seen.add(node)
+        if (org, trace, node) not in parent_of:
+            return False  # its parent is not in the batch: it may be stored
+        node = parent_of[(org, trace, node)]
+    return node is None
+
+
+def settle_stored_wrappers(store: SpanStore, batch: list[dict]) -> int:
+    """A late LLM call under a stored wrapper (`llm_calls.settle_stored` elsewhere): the stored
+    `other` spans counted as LLM calls above the batch's LLM calls stop counting, in the spans
+    and the rollups (`wrapper_moves.py`). No read when every call's ancestors came in the
+    batch, else one read per org when none is stored in those calls' traces. Answers how many
+    wrappers were found."""
+    calls = [r for r in batch if row_rule(r) and r.get("parent_span_id")]
+    if not calls:
+        return 0
+    # a call whose ancestors up to its root all came in this batch has none stored
+    parent_of = {(r["org_id"], r["trace_id"], r["span_id"]): r["parent_span_id"] for r in batch}
+    calls = [r for r in calls if not _rooted_here(r, parent_of)]
+    if not calls:
+        return 0
+    by_org: dict[int, list[dict]] = {}
+    for row in calls:
+        by_org.setdefault(row["org_id"], []).append(row)
+    found = 0
+    for org_id, mine in by_org.items():
+        wrappers = {(r["trace_id"], r["span_id"]): r for r in _stored_wrappers(store, org_id, mine)}
+        if not wrappers:
+            continue  # the common case
+        traces = {t for t, _ in wrappers}
+        mine = [r for r in mine if r["trace_id"] in traces]
+        # the spans between a call and its wrapper: the batch's and the stored ones
+        parents: dict[tuple[str, str], str | None] = {
+            (r["trace_id"], r["span_id"]): r["parent_span_id"]
+            for r in _stored_tree(store, org_id, mine)
+        }
+        for r in batch:
+            if r["org_id"] == org_id and r["trace_id"] in traces:
+                parents[(r["trace_id"], r["span_id"])] = r["parent_span_id"]
+        above: dict[tuple[str, str], dict] = {}
+        for call in mine:
+            trace, node, seen = call["trace_id"], call["parent_span_id"], set()
+            while node and node not in seen:  # a cycle of bad parent ids ends
+                seen.add(node)
+                if (trace, node) in wrappers:
+                    above[(trace, node)] = wrappers[(trace, node)]
+                node = parents.get((trace, node))
+        if above:
+            wrapper_moves.settle(
+                store,
+                org_id,
+                [
+                    wrapper_moves.Wrapper(
+                        r["project_id"], r["trace_id"], r["span_id"], r["start_time"]
+                    )
+                    for r in above.values()
+                ],
+            )
+            found += len(above)
+    return found
 
 
 def _call_below(root: dict, children: dict[tuple[str, str], list[dict]]) -> bool:
