@@ -115,8 +115,11 @@ def _bin_map(element, compiler, **kw):
     return f"sumMapIf(map(toUInt16(ifNull({b}, 0)), toUInt64(1)), ({b}) IS NOT NULL)"
 
 
-# A bin in the top 10 bits of a 64-bit number, its count in the 54 below (a count of one bin of
-# one rollup row stays far below 2**54; the merged counts are added as 64-bit numbers).
+# A bin in the top 10 bits of a 64-bit number, its count in the 54 below as a signed number:
+# a row's count of one bin below 2**53, or the UInt64 complement of one (2**64 - c, a wrapper's
+# bins taken out of a rollup key: storage/clickhouse/wrapper_moves.py), whose low 54 bits read
+# as -c. The merged counts are added as 64-bit numbers, so a bin's total is exact, as `sumMap`
+# adds (a complement packed as it is set the bin bits: bin 1023, past the last).
 _COUNT_BITS = 54
 assert latency_bins.BINS <= 2 ** (64 - _COUNT_BITS)
 
@@ -137,10 +140,11 @@ def _bin_map_pairs(element, compiler, **kw):
             f"hex(arrayStringConcat(arrayMap((k, v) -> {pair}, "
             f"mapKeys({merged}), mapValues({merged}))))"
         )
-    bits, mask = _COUNT_BITS, 2**_COUNT_BITS - 1
+    bits, mask, sign = _COUNT_BITS, 2**_COUNT_BITS - 1, 2 ** (_COUNT_BITS - 1)
     packed = (
         f"arraySort(arrayFlatten(groupArray(arrayMap((k, v) -> "
-        f"bitOr(bitShiftLeft(toUInt64(k), {bits}), v), mapKeys({m}), mapValues({m})))))"
+        f"bitOr(bitShiftLeft(toUInt64(k), {bits}), bitAnd(v, {mask})), "
+        f"mapKeys({m}), mapValues({m})))))"
     )
     runs = (  # one array per bin (the engine computes the repeated `packed` once)
         f"arraySplit((x, d) -> d != 0, {packed}, "
@@ -148,7 +152,8 @@ def _bin_map_pairs(element, compiler, **kw):
     )
     pair = (
         f"concat(reinterpretAsFixedString(toUInt16(bitShiftRight(r[1], {bits}))), "
-        f"reinterpretAsFixedString(arraySum(arrayMap(x -> bitAnd(x, {mask}), r))))"
+        f"reinterpretAsFixedString(arraySum(arrayMap(x -> toInt64(bitAnd(x, {mask})) "
+        f"- if(bitAnd(x, {mask}) >= {sign}, {2**_COUNT_BITS}, 0), r))))"
     )
     return f"hex(arrayStringConcat(arrayMap(r -> {pair}, {runs})))"
 

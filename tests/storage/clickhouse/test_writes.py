@@ -144,8 +144,9 @@ def test_the_day_rollup_holds_the_same_spans_and_its_bins_their_latency(loaded):
 def test_the_merged_bins_text_holds_each_groups_bins_and_counts(loaded):
     """`bin_map_pairs` as this store compiles it (one text per group, read in one buffer by
     `merged_bins`): every group's bins added up, a bin past 255, a count past 2**32 and a sum
-    past 2**54 (each row's count below it: the store packs a bin and its count in 64 bits)
-    whole, a group without bins empty, in the order the rows come."""
+    past 2**54 (each row's count below 2**53: the store packs a bin and its count, signed, in
+    64 bits) whole, a count taken out by a row of its UInt64 complement (a wrapper's move,
+    `wrapper_moves.py`), a group without bins empty, in the order the rows come."""
     from sqlalchemy import column, select, text
 
     from observatory_core.metrics.rollup_path import BIN_PAIRS, merged_bins
@@ -153,9 +154,9 @@ def test_the_merged_bins_text_holds_each_groups_bins_and_counts(loaded):
 
     store, _ = loaded
     maps = {  # group -> its rows' maps, as `map(bin, count, ...)` arguments
-        1: ["3, 2, 871, 1", "3, 5, 40, 4294967296", *["871, 9007199254740992"] * 2],
+        1: ["3, 2, 871, 1", "3, 5, 40, 4294967296", *["871, 9007199254740991"] * 3],
         2: [""],
-        3: ["870, 7", "0, 1"],
+        3: ["870, 7", "0, 1", "870, 18446744073709551614"],
     }
     source = " UNION ALL ".join(
         f"SELECT {g} AS g, CAST(map({m}), 'Map(UInt16, UInt64)') AS m"
@@ -169,13 +170,14 @@ def test_the_merged_bins_text_holds_each_groups_bins_and_counts(loaded):
     frame = pl.DataFrame({BIN_PAIRS: [r[1] for r in rows]})
     got = [tuple(map(int, x)) for x in zip(*merged_bins(frame), strict=True)]
     assert [r[0] for r in rows] == [1, 2, 3]
-    assert got == [(0, 3, 7), (0, 40, 2**32), (0, 871, 2**54 + 1), (2, 0, 1), (2, 870, 7)]
+    assert got == [(0, 3, 7), (0, 40, 2**32), (0, 871, 3 * 2**53 - 2), (2, 0, 1), (2, 870, 5)]
 
 
 @pytest.mark.parametrize("totals", [False, True])
 def test_the_merged_bins_text_adds_any_groups_maps_as_python_does(loaded, totals):
     """`bin_map_pairs` over random groups of maps (none, one, many rows; one bin, many, bins 0
-    and the last; counts of 0, 1 and just under 2**54 whose sums pass it): each group's bins
+    and the last; counts of 0, 1 and just under 2**53 whose sums pass 2**54, and UInt64
+    complements, a wrapper's move's negative counts, `wrapper_moves.py`): each group's bins
     those of every row, ascending, each with its counts' sum, as Python adds them; the same
     for totals (`sumMap`) as for series (packed pairs sorted)."""
     import random
@@ -194,7 +196,10 @@ def test_the_merged_bins_text_adds_any_groups_maps_as_python_does(loaded, totals
         for _ in range(rng.choice([1, 1, 2, 6, 25])):
             bins = rng.sample(range(BINS), rng.choice([0, 1, 3, 12]))
             bins += rng.sample([0, BINS - 1], rng.choice([0, 0, 1, 2]))
-            counts = [rng.choice([0, 1, rng.randrange(2, 10**6), 2**54 - 1]) for _ in bins]
+            counts = [
+                rng.choice([0, 1, rng.randrange(2, 10**6), 2**53 - 1, 2**64 - rng.randrange(1, 99)])
+                for _ in bins
+            ]
             rows.append(f"({g}, {list(dict.fromkeys(bins))}, {counts[: len(set(bins))]})")
             for b, c in zip(dict.fromkeys(bins), counts, strict=False):
                 sums[b] = (sums.get(b, 0) + c) % 2**64
