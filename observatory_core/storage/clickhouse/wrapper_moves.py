@@ -54,18 +54,21 @@ from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
 from observatory_core.storage.clickhouse.layout import micro_text
-from observatory_core.storage.clickhouse.restamp import settle as settle_mutations
+from observatory_core.storage.clickhouse.wrapper_move_waits import wait
 
 log = logging.getLogger("observatory.span_store")
 
 _WRAP = 2**64
-_SYNC = {"mutations_sync": 2, "lightweight_deletes_sync": 2}
+_NEGATIVE = 2**63  # a count at or above it is a complement: a negative row
 _QUEUED = {"mutations_sync": 0, "lightweight_deletes_sync": 0}
 _ROLLUPS = tuple(f"rollup_{grain}" for grain in layout.GRAIN_SECONDS)
-WAIT_S = 60.0  # an earlier move's rollup mutations, waited on before the next move
-# Those mutations as `system.mutations` shows them: each names one bucket (the retention's
-# lightweight deletes, not waited on here, name a cutoff: `bucket_start <`)
-OWN = "position(command, 'bucket_start = ') > 0"
+WAIT_S = 15.0  # the org's earlier move's rollup mutations, before the next move (bounded)
+FLAGS_WAIT_S = 15.0  # the flags' mutation, and this move's rollup mutations, after it
+# The move's mutations as `system.mutations` shows them (`wrapper_move_waits.own`): each
+# rollup one names one bucket (the retention's lightweight deletes name a cutoff:
+# `bucket_start <`), the flags' one its new value
+BUCKET = "bucket_start = "
+FLAGS = "llm_call = false"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -131,8 +134,8 @@ def _wrappers_where(wrappers: list[Wrapper], params: dict[str, Any], prefix: str
 
 
 def _clear_flags(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> None:
-    """The wrappers' flag cleared, one waited mutation per month (`IN PARTITION`: the engine
-    then goes through that month's parts only)."""
+    """The wrappers' flag cleared, one mutation per month (`IN PARTITION`: the engine then
+    goes through that month's parts only), queued: `settle` waits for the org's rows."""
     by_month: dict[str, list[Wrapper]] = {}
     for w in wrappers:
         by_month.setdefault(f"{_utc(w.start_time):%Y%m}", []).append(w)
@@ -144,7 +147,7 @@ def _clear_flags(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> None
             f"ALTER TABLE {store.table('spans')} UPDATE llm_call = false IN PARTITION {month} "
             f"WHERE {where} AND llm_call",
             parameters=params,
-            settings={**_SYNC, "max_query_size": 262_144 + 100 * len(mine)},
+            settings={**_QUEUED, "max_query_size": 262_144 + 100 * len(mine)},
         )
 
 
@@ -398,6 +401,7 @@ def _emptied(
             of = dict(zip(names, key, strict=True))
             n = sum(int(rows[i]["span_count"]) for i in members)
             count = _row_state(store, f"rollup_{grain}", org_id, bucket, of)[0]
+            negative = _negative_rows(store, f"rollup_{grain}", org_id, bucket, of)
             if grain == "1min":
                 others = _source_state(store, grain, org_id, bucket, of, wrappers).count
                 finer_empty = True
@@ -411,9 +415,25 @@ def _emptied(
                 finer_empty = all(mine.values())
                 zero = {b: State(0, _no_extremes()) for b in mine}
                 others = _source_state(store, grain, org_id, bucket, of, [], zero).count
-            out[(grain, bucket, key)] = finer_empty and others == 0 and count in (n, 0)
+            emptied = finer_empty and others == 0 and count in (n, 0)
+            out[(grain, bucket, key)] = emptied and not negative
         finer_grain = grain
     return out
+
+
+def _negative_rows(store: SpanStore, table: str, org_id: int, bucket: datetime, key: dict) -> bool:
+    """Whether a key's rows at a bucket hold a negative row (an earlier move's, not merged
+    yet): such a bucket is never deleted (a read while the delete ran could see the negative
+    row alone, 2^64 - 1 spans); the move adds its negative there instead."""
+    params: dict[str, Any] = {"org": org_id, "bucket": _second(bucket), "neg": _NEGATIVE}
+    where = _key_where(key, params)
+    ((found,),) = store.client.query(
+        f"SELECT count() > 0 FROM {store.table(table)} WHERE org_id = %(org)s "
+        f"AND bucket_start = toDateTime(%(bucket)s, 'UTC') AND {where} "
+        "AND span_count >= %(neg)s",
+        parameters=params,
+    ).result_rows
+    return bool(found)
 
 
 def _no_extremes() -> dict[str, Any]:
@@ -478,11 +498,12 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
     rows = _moved_rows(store, org_id, wrappers)  # those still flagged
     if not rows:
         return 0
-    # the extremes as an earlier move set them: its mutations, queued, applied by now
-    if not settle_mutations(store, WAIT_S, _ROLLUPS, OWN):
+    # the extremes as the org's earlier move set them: its mutations, queued, applied by now
+    # to the org's rows (another org's mutations are not waited on)
+    if wait(store, org_id, [(t, BUCKET) for t in _ROLLUPS], WAIT_S):
         raise DatabaseUnavailable(
-            f"The span store's rollups are still being rewritten after {WAIT_S:.0f} s "
-            "(system.mutations); retry."
+            f"The span store's rollups of org {org_id} are still being rewritten after "
+            f"{WAIT_S:.0f} s (system.mutations); retry."
         )
     try:
         names = _key_names()
@@ -543,15 +564,21 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
         for statement, params in mutations:
             store.client.command(statement, parameters=params, settings=_QUEUED)
         _clear_flags(store, org_id, wrappers)  # last: until then a resend finds them again
-        # the rollups' mutations ran meanwhile: waited on, so the batch is answered with the
-        # figures whole (a read while an emptied key's delete runs counts the wrapper twice
-        # among all spans: in the rows keyed true still, and false already)
-        if mutations and not settle_mutations(store, WAIT_S, _ROLLUPS, OWN):
+        # waited on, bounded, so the next batch's reads see the flags, and the batch is
+        # answered with the figures whole (a read while an emptied key's delete runs counts
+        # the wrapper twice among all spans: in the rows keyed true still, and false already).
+        # Not done in time (another org's failing mutation of the same parts, or a long one
+        # ahead in the queue): logged, not raised; the engine finishes them, and a batch that
+        # finds the wrappers still flagged meanwhile finishes nothing twice (the guards)
+        waits = [("spans", FLAGS)] + ([(t, BUCKET) for t in _ROLLUPS] if mutations else [])
+        late = wait(store, org_id, waits, FLAGS_WAIT_S)
+        if late:
             log.warning(
-                "Span store: org %s's rollup rows of wrappers that stopped counting as LLM "
-                "calls still being rewritten after %.0f s (system.mutations).",
+                "Span store: org %s's rows of wrappers that stopped counting as LLM calls "
+                "still being rewritten in %s after %.0f s (system.mutations).",
                 org_id,
-                WAIT_S,
+                ", ".join(late),
+                FLAGS_WAIT_S,
             )
     except Exception:
         log.error(

@@ -20,6 +20,7 @@ from observatory_core.ingest import persist, to_clickhouse
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage import latency_bins
+from observatory_core.storage.clickhouse import wrapper_move_waits as waits
 from observatory_core.storage.clickhouse import wrapper_moves
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.restamp import settle as settle_mutations
@@ -186,7 +187,7 @@ class Late:
 def _extremes_applied(store) -> None:
     """The move's extremes are queued mutations (the next move waits for them): waited on."""
     tables = tuple(GRAINS)
-    assert settle_mutations(store, 60, tables, wrapper_moves.OWN)
+    assert settle_mutations(store, 60, tables, "position(command, 'bucket_start = ') > 0")
 
 
 def _first_batch(store, engine, slug: str):
@@ -498,10 +499,6 @@ def test_a_span_of_the_wrappers_minute_between_the_failure_and_the_resend(ch_ing
         assert got["spans"].to_list() == want["spans"].to_list(), table
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review4: a second move deletes a key whose rows hold the first move's negative row",
-)
 def test_no_row_a_move_deletes_is_a_negative_row(ch_ingest):
     """Two moves of one key and hour: the first empties its wrapper's minute (its negative
     row into the hour's table), the second the other wrapper's minute and so the hour, whose
@@ -520,10 +517,22 @@ def test_no_row_a_move_deletes_is_a_negative_row(ch_ingest):
         for table in coarse:
             real(f"SYSTEM {verb} MERGES {table}")
 
+    def small_merges_only(on: bool) -> None:  # the first move's mutations run, no merge
+        for table in coarse:
+            real(
+                f"ALTER TABLE {table} MODIFY SETTING max_bytes_to_merge_at_max_space_in_pool = 1"
+                if on
+                else f"ALTER TABLE {table} RESET SETTING max_bytes_to_merge_at_max_space_in_pool"
+            )
+
     assert to_clickhouse.write_spans(store, engine, [a, b]) == 2
-    assert to_clickhouse.write_spans(store, engine, [_call_under(a, 1, 400.0)]) == 1
-    _extremes_applied(store)
-    merges("STOP")
+    small_merges_only(True)
+    try:
+        assert to_clickhouse.write_spans(store, engine, [_call_under(a, 1, 400.0)]) == 1
+        _extremes_applied(store)
+        merges("STOP")
+    finally:
+        small_merges_only(False)
     ((negatives,),) = store.client.query(
         f"SELECT countIf(span_count >= 9223372036854775808) FROM {coarse[0]} "
         "WHERE org_id = %(org)s",
@@ -555,3 +564,71 @@ def test_no_row_a_move_deletes_is_a_negative_row(ch_ingest):
         merges("START")
     _extremes_applied(store)
     assert deleted == []
+    ref = _reference([a, b, _call_under(a, 1, 400.0), _call_under(b, 1, 600.0)])
+    for table, every in GRAINS.items():  # the hour and day add the negative instead
+        got, want = _store_rollup(store, table, org), _polars_rollup(ref, every)
+        assert got.select(KEYS).to_dicts() == want.select(KEYS).to_dicts(), table
+        for column in ("spans", "tokens", "least", "most"):
+            assert got[column].to_list() == want[column].to_list(), (table, column)
+
+
+def test_another_orgs_failing_mutation_holds_back_no_move(ch_ingest):
+    """Another org's mutations that keep failing, of its spans and of its rollup rows (as its
+    own move's would look: `bucket_start = `), stuck ahead of every later mutation of the
+    parts they fail on: this org's two moves of one key and hour (the second waiting for the
+    first's mutations) are not held back and their batches not refused; every grain as polars
+    finds it, and the wrappers' flags cleared."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    other, (elsewhere,) = make_org(engine, "late-stuck-other", ("main",))
+    assert to_clickhouse.write_spans(store, engine, [_wrapper(other, elsewhere, T0, 1.0, 0.1)])
+    fail = f"toUInt16(throwIf(org_id = {other}, 'stuck'))"
+    store.client.command(
+        f"ALTER TABLE {store.table('spans')} UPDATE retain_days = {fail} WHERE org_id = {other}",
+        settings={"mutations_sync": 0},
+    )
+    for table, at in zip(GRAINS, (T0, T0.replace(minute=0), DAY), strict=True):
+        store.client.command(
+            f"ALTER TABLE {store.table(table)} UPDATE duration_min = toFloat64({fail}) "
+            f"WHERE org_id = {other} AND bucket_start = toDateTime('{at:%Y-%m-%d %H:%M:%S}')",
+            settings={"mutations_sync": 0},
+        )
+    try:
+        org, (main,) = make_org(engine, "late-stuck", ("main",))
+        a = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
+        b = _wrapper(org, main, T0 + timedelta(minutes=20), 700.0, 0.02)
+        calls = [_call_under(a, 1, 400.0), _call_under(b, 1, 600.0)]
+        assert to_clickhouse.write_spans(store, engine, [a, b]) == 2
+        for call in calls:  # the second move waits for the first's mutations of the org
+            assert to_clickhouse.write_spans(store, engine, [call]) == 1
+        for table in ("spans", *GRAINS):  # still failing: the other org's rows not rewritten
+            ((reason,),) = store.client.query(
+                "SELECT countIf(latest_fail_reason LIKE '%%stuck%%') FROM system.mutations "
+                "WHERE database = %(db)s AND table = %(t)s AND NOT is_done",
+                parameters={"db": store.database, "t": table},
+            ).result_rows
+            assert reason, table
+            # this org's own, held back on the other org's parts, are the ones waited on
+            marker = wrapper_moves.FLAGS if table == "spans" else wrapper_moves.BUCKET
+            ((mine,),) = store.client.query(
+                "SELECT count() FROM system.mutations WHERE database = %(db)s "
+                f"AND table = %(t)s AND NOT is_done AND {waits.own(org, marker)}",
+                parameters={"db": store.database, "t": table},
+            ).result_rows
+            assert mine, table
+            assert waits.left(store, org, table, marker) == 0, table
+        flagged = store.client.query(
+            f"SELECT span_id FROM {store.table('spans')} WHERE org_id = %(org)s AND llm_call",
+            parameters={"org": org},
+        ).result_rows
+        assert sorted(s for (s,) in flagged) == sorted(c["span_id"] for c in calls)
+        ref = _reference([a, b, *calls])
+        for table, every in GRAINS.items():
+            got, want = _store_rollup(store, table, org), _polars_rollup(ref, every)
+            assert got.select(KEYS).to_dicts() == want.select(KEYS).to_dicts(), table
+            for column in ("spans", "tokens", "least", "most"):
+                assert got[column].to_list() == want[column].to_list(), (table, column)
+    finally:
+        store.client.command(
+            "KILL MUTATION WHERE database = %(db)s AND command LIKE '%%throwIf%%'",
+            parameters={"db": store.database},
+        )
