@@ -11,7 +11,8 @@ their minute partials as the minute's view made them (its own expressions over t
    views fold them as any minute row).
 2. Out of the rows keyed true, at each grain: a bucket where the key then holds no span (its
    rows count exactly the wrappers' spans, and no other span or finer row is under it) is
-   deleted; elsewhere the partials' opposite is added, at the finest grain the key keeps
+   deleted, unless they hold an earlier move's negative row not merged yet (`_negative_rows`);
+   elsewhere, and there, the partials' opposite is added, at the finest grain the key keeps
    spans at (into that grain's table: the coarser fold it by the cascade): counts and bins as
    their UInt64 complement (adding it wraps round to the difference, as every merge and read
    adds), sums negated, minimums and maximums NULL (which `min` and `max` pass over). No
@@ -27,9 +28,11 @@ their minute partials as the minute's view made them (its own expressions over t
    that source counts exactly the row's spans (else left, and logged).
 4. The deletes and updates are queued (waited on one by one, each took about a second on
    chDB, most of it the engine's queue), then `ALTER TABLE spans UPDATE llm_call = false` for
-   the wrappers alone (org, project, start, trace and span, in their month's partition),
-   waited on (a mutation fires no view, so the spans are not counted again), then the queued
-   ones waited on together (the next move waits for any left first).
+   the wrappers alone (org, project, start, trace and span, in their month's partition;
+   a mutation fires no view, so the spans are not counted again), queued too, then all
+   waited on together, bounded, a timeout logged (the next move of the org waits for any
+   left first, and refuses the batch after its bound). Each wait is for the org's own rows
+   (`wrapper_move_waits.py`): another org's failing mutation holds back no move.
 
 Runs under the org's write turn, inside the batch's write, before its insert. A failure
 part-way is logged and raised (the batch is answered 503, its calls not stored), and the
