@@ -47,9 +47,7 @@ Not on a cluster yet (`settle` returns there).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import datetime, timedelta
 from typing import Any
 
 from observatory_core.base.errors import DatabaseUnavailable
@@ -57,12 +55,27 @@ from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
 from observatory_core.storage.clickhouse.layout import micro_text
+from observatory_core.storage.clickhouse.wrapper_move_reads import (
+    State,
+    Wrapper,
+    _bucket,
+    _extremes,
+    _key_names,
+    _key_where,
+    _kind,
+    _negative_rows,
+    _no_extremes,
+    _partials,
+    _row_state,
+    _second,
+    _source_state,
+    _utc,
+)
 from observatory_core.storage.clickhouse.wrapper_move_waits import wait
 
 log = logging.getLogger("observatory.span_store")
 
 _WRAP = 2**64
-_NEGATIVE = 2**63  # a count at or above it is a complement: a negative row
 _QUEUED = {"mutations_sync": 0, "lightweight_deletes_sync": 0}
 _ROLLUPS = tuple(f"rollup_{grain}" for grain in layout.GRAIN_SECONDS)
 WAIT_S = 15.0  # the org's earlier move's rollup mutations, before the next move (bounded)
@@ -72,54 +85,6 @@ FLAGS_WAIT_S = 15.0  # the flags' mutation, and this move's rollup mutations, af
 # `bucket_start <`), the flags' one its new value
 BUCKET = "bucket_start = "
 FLAGS = "llm_call = false"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class State:
-    """A key's rows at a bucket, merged: how many spans they count, and each extreme."""
-
-    count: int
-    extremes: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Wrapper:
-    """A stored span to stop counting as an LLM call."""
-
-    project_id: int
-    trace_id: str
-    span_id: str
-    start_time: datetime
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def _bucket(moment: datetime, seconds: int) -> datetime:
-    whole = int((_utc(moment) - _EPOCH).total_seconds() // seconds) * seconds
-    return _EPOCH + timedelta(seconds=whole)
-
-
-def _second(moment: datetime) -> str:
-    """A bucket's start as `toDateTime` reads it (whole seconds)."""
-    return _utc(moment).strftime("%Y-%m-%d %H:%M:%S")
-
-
-@lru_cache(maxsize=1)
-def _partials() -> tuple[layout.Partial, ...]:
-    return layout.rollup_partials()  # compiled from the declarations: once
-
-
-def _kind(column: layout.ChColumn) -> str:
-    """sum, min, max or sumMap: how the rollups merge `column`."""
-    return column.type.removeprefix("SimpleAggregateFunction(").split(",")[0]
-
-
-@lru_cache(maxsize=1)
-def _key_names() -> tuple[str, ...]:
-    return tuple(c.name for c, _ in layout.rollup_keys())
 
 
 def _wrappers_where(wrappers: list[Wrapper], params: dict[str, Any], prefix: str = "") -> str:
@@ -203,95 +168,6 @@ def _insert(store: SpanStore, rows: list[dict[str, Any]], table: str = "rollup_1
         [[r[n] for n in names] for r in rows],
         column_names=names,
     )
-
-
-def _key_where(key: dict[str, Any], params: dict[str, Any], column=lambda n: n) -> str:
-    """The key's columns equal to its values (parameters `k0`, `k1`, ...)."""
-    parts = []
-    for i, name in enumerate(_key_names()):
-        params[f"k{i}"] = key[name]
-        parts.append(f"{column(name)} = %(k{i})s")
-    return " AND ".join(parts)
-
-
-@lru_cache(maxsize=1)
-def _extremes() -> tuple[tuple[str, str], ...]:
-    """(column, min or max) of the rollups' extremes."""
-    return tuple(
-        (p.column.name, _kind(p.column)) for p in _partials() if _kind(p.column) in ("min", "max")
-    )
-
-
-def _row_state(store: SpanStore, table: str, org_id: int, bucket: datetime, key: dict):
-    """A key's row at a bucket, merged: its span count and each extreme."""
-    params: dict[str, Any] = {"org": org_id, "bucket": _second(bucket)}
-    where = _key_where(key, params)
-    aggs = ", ".join(f"{kind}({name})" for name, kind in _extremes())
-    ((count, *values),) = store.client.query(
-        f"SELECT sum(span_count), {aggs} FROM {store.table(table)} WHERE org_id = %(org)s "
-        f"AND bucket_start = toDateTime(%(bucket)s, 'UTC') AND {where}",
-        parameters=params,
-    ).result_rows
-    return int(count), dict(zip([n for n, _ in _extremes()], values, strict=True))
-
-
-def _source_state(
-    store: SpanStore,
-    grain: str,
-    org_id: int,
-    bucket: datetime,
-    key: dict,
-    moved: list[Wrapper],
-    finer: dict[datetime, State] | None = None,
-) -> State:
-    """What a key's row at `bucket` is made of, merged: the minute's counted spans but the
-    `moved` wrappers (still flagged); the hour's minute rows, the day's hour rows, those of
-    `finer` (the finer buckets this move changed, by their start) taken as `finer` says (their
-    own mutations may not be applied yet)."""
-    seconds = layout.GRAIN_SECONDS[grain]
-    params: dict[str, Any] = {
-        "org": org_id,
-        "lo": _second(bucket),
-        "hi": _second(bucket + timedelta(seconds=seconds)),
-    }
-    finer = finer or {}
-    if grain == "1min":
-        exprs = {c.name: e for c, e in layout.rollup_keys()}
-        where = _key_where(key, params, lambda n: exprs[n])
-        partials = {p.column.name: p.select for p in _partials()}
-        aggs = ", ".join(partials[name] for name, _ in _extremes())
-        sql = (
-            f"SELECT count(), {aggs} FROM {store.table('spans')} AS spans "
-            "WHERE spans.org_id = %(org)s AND spans.start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
-            "AND spans.start_time < toDateTime64(%(hi)s, 6, 'UTC') "
-            f"AND {_counted_spans()} AND {where} "
-            "AND (spans.project_id, spans.trace_id, spans.span_id) NOT IN %(ids)s"
-        )
-        params["ids"] = [(w.project_id, w.trace_id, w.span_id) for w in moved] or [(0, "", "")]
-    else:
-        table = "rollup_1min" if grain == "1hour" else "rollup_1hour"
-        where = _key_where(key, params)
-        aggs = ", ".join(f"{kind}({name})" for name, kind in _extremes())
-        params["changed"] = sorted(int(b.timestamp()) for b in finer) or [0]
-        sql = (
-            f"SELECT sum(span_count), {aggs} FROM {store.table(table)} WHERE org_id = %(org)s "
-            "AND bucket_start >= toDateTime(%(lo)s, 'UTC') "
-            f"AND bucket_start < toDateTime(%(hi)s, 'UTC') AND {where} "
-            "AND toUnixTimestamp(bucket_start) NOT IN %(changed)s"
-        )
-    ((count, *values),) = store.client.query(
-        sql, parameters=params, settings={"max_query_size": 262_144 + 100 * len(moved)}
-    ).result_rows
-    state = State(int(count), dict(zip([n for n, _ in _extremes()], values, strict=True)))
-    return _merged([state, *finer.values()])
-
-
-def _merged(states: list[State]) -> State:
-    out: dict[str, Any] = {}
-    for name, kind in _extremes():
-        values = [s.extremes[name] for s in states if s.extremes[name] is not None]
-        out[name] = (min if kind == "min" else max)(values) if values else None
-    return State(sum(s.count for s in states), out)
 
 
 def _settle_key(
@@ -424,25 +300,6 @@ def _emptied(
     return out
 
 
-def _negative_rows(store: SpanStore, table: str, org_id: int, bucket: datetime, key: dict) -> bool:
-    """Whether a key's rows at a bucket hold a negative row (an earlier move's, not merged
-    yet): such a bucket is never deleted (a read while the delete ran could see the negative
-    row alone, 2^64 - 1 spans); the move adds its negative there instead."""
-    params: dict[str, Any] = {"org": org_id, "bucket": _second(bucket), "neg": _NEGATIVE}
-    where = _key_where(key, params)
-    ((found,),) = store.client.query(
-        f"SELECT count() > 0 FROM {store.table(table)} WHERE org_id = %(org)s "
-        f"AND bucket_start = toDateTime(%(bucket)s, 'UTC') AND {where} "
-        "AND span_count >= %(neg)s",
-        parameters=params,
-    ).result_rows
-    return bool(found)
-
-
-def _no_extremes() -> dict[str, Any]:
-    return {name: None for name, _ in _extremes()}
-
-
 def _negatives_at(
     store: SpanStore,
     org_id: int,
@@ -451,18 +308,30 @@ def _negatives_at(
     keys: list[tuple],
     finest: list[str | None],
     emptied: dict[tuple[str, datetime, tuple], bool],
+    wrappers: list[Wrapper],
+    done: set[int],
 ) -> None:
-    """The negative rows whose finest kept grain is `grain` (hour or day), inserted into its
-    table (the day's view folds an hour's): each bucket's only when its row counts exactly
-    their spans more than its finer rows do (the finer buckets the move empties left out),
-    so an earlier attempt's are not added again; a bucket whose rows differ otherwise is left
-    (logged: its LLM calls counted once too many)."""
+    """The negative rows whose finest kept grain is `grain` (but those of `done`, whose
+    minute negatives went with the insert), inserted into its table (the coarser views fold
+    them), each bucket's judged alone, so a resend adds nothing twice:
+    its row counts more than what is under it (the minute's: its counted spans but the
+    wrappers; the hour's and day's: their finer rows, the buckets the move empties left out)
+    by exactly their spans when not yet added, by none when added. An earlier attempt that
+    put the negative of a wrapper at this grain, which is now kept at a finer one (a span of
+    its minute came between), left it short by that wrapper's spans: that wrapper's row
+    (its counts and sums, no extreme) is added back. A bucket that differs otherwise is left
+    (logged)."""
+    order = list(_SECONDS)
     seconds = _SECONDS[grain]
-    finer_grain = list(_SECONDS)[list(_SECONDS).index(grain) - 1]
+    finer_grain = order[order.index(grain) - 1] if grain != "1min" else None
     names = _key_names()
     by_bucket: dict[tuple[datetime, tuple], list[int]] = {}
-    for i, row in enumerate(rows):
-        if finest[i] == grain:
+    for i, row in enumerate(rows):  # this grain's own, and those kept finer (hour and day)
+        if i in done:
+            continue
+        if finest[i] == grain or (
+            finer_grain and finest[i] and order.index(finest[i]) < order.index(grain)
+        ):
             by_bucket.setdefault((_bucket(row["bucket_start"], seconds), keys[i]), []).append(i)
     out: list[dict[str, Any]] = []
     for (bucket, key), members in by_bucket.items():
@@ -474,14 +343,30 @@ def _negatives_at(
             if empty and g == finer_grain and k == key and bucket <= b < bucket + width
         }
         count = _row_state(store, f"rollup_{grain}", org_id, bucket, of)[0]
-        below = _source_state(store, grain, org_id, bucket, of, [], zero).count
-        n = sum(int(rows[i]["span_count"]) for i in members)
-        if count - below == n:
-            out += [dict(_opposite(rows[i]), bucket_start=bucket) for i in members]
-        elif count != below:
+        if grain == "1min":  # the wrappers, still flagged, left out of the spans
+            below = _source_state(store, grain, org_id, bucket, of, wrappers).count
+        else:
+            below = _source_state(store, grain, org_id, bucket, of, [], zero).count
+        own = [i for i in members if finest[i] == grain]
+        kept = [i for i in members if finest[i] != grain]
+        n = sum(int(rows[i]["span_count"]) for i in own)
+        back = sum(int(rows[i]["span_count"]) for i in kept)
+        excess = count - below
+        negatives = [dict(_opposite(rows[i]), bucket_start=bucket) for i in own]
+        back_in = [dict(rows[i], bucket_start=bucket, **_no_extremes()) for i in kept]
+        if excess == 0:
+            pass  # added already
+        elif excess == n:
+            out += negatives
+        elif excess == -back:
+            out += back_in
+        elif excess == n - back:
+            out += negatives + back_in
+        else:
             log.warning(
-                "Span store: org %s's %s row at %s holds %d spans where its finer rows hold "
-                "%d: the LLM calls of wrappers that stopped counting not taken out of it.",
+                "Span store: org %s's %s row at %s holds %d spans where what is under it "
+                "holds %d: the LLM calls of wrappers that stopped counting not taken out of "
+                "it.",
                 org_id,
                 grain,
                 bucket,
@@ -530,14 +415,15 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
             finest.append(kept[0] if kept else None)
         # an earlier attempt that failed after its insert left the flags: not inserted again
         todo = [i for i, r in enumerate(rows) if not _landed(store, org_id, r)]
-        if todo:
+        if todo:  # with the minute's negatives: one insert, landed or not together
             _insert(
                 store,
                 [dict(rows[i], llm_call=False) for i in todo]
                 + [_opposite(rows[i]) for i in todo if finest[i] == "1min"],
             )
-        for grain in grains[1:]:
-            _negatives_at(store, org_id, grain, rows, keys, finest, emptied)
+        for grain in grains:  # each grain's negatives their own check, finest first
+            done = set(todo) if grain == "1min" else set()
+            _negatives_at(store, org_id, grain, rows, keys, finest, emptied, wrappers, done)
         states: dict[tuple[str, datetime, tuple], State] = {}
         mutations = []
         finer_grain = None

@@ -460,11 +460,6 @@ def _call_under(wrapper: dict, seconds: int, duration: float) -> dict:
                     input_cost_usd=0.001)  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review4: the minute's negative row is skipped with the insert (`_landed`), though "
-    "the first attempt judged the minute emptied and put the negative into the hour",
-)
 def test_a_span_of_the_wrappers_minute_between_the_failure_and_the_resend(ch_ingest):
     """The wrapper alone in its minute (emptied: its negative row into the hour) and the move
     failing after its insert; before the resend, a span of the same key and minute arrives in
