@@ -37,10 +37,12 @@ their minute partials as the minute's view made them (its own expressions over t
 Runs under the org's write turn, inside the batch's write, before its insert. A failure
 part-way is logged and raised (the batch is answered 503, its calls not stored), and the
 wrappers, still flagged, are found again by the resend, which finishes the move without
-adding anything twice: the minute insert is skipped when the minute's row keyed false already
-counts the wrappers' spans more than the spans stored under that key (`_landed`), an hour's
-or day's negative rows when that row already counts as many spans as its finer rows
-(`_negatives_at`), and the deletes and extremes are judged on what is there now.
+adding anything twice: the minute insert (with the minute's negatives) is skipped when the
+minute's row keyed false already counts the wrappers' spans more than the spans stored under
+that key (`_landed`); each grain's negatives are then judged alone (`_negatives_at`: the
+minute's true row against its counted spans but the wrappers, an hour's or day's against its
+finer rows), a wrapper whose negative an earlier attempt put at a grain now kept finer added
+back there; the deletes and extremes are judged on what is there now.
 Not on a cluster yet (`settle` returns there).
 """
 
