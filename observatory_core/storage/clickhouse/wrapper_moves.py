@@ -31,7 +31,8 @@ their minute partials as the minute's view made them (its own expressions over t
    the wrappers alone (org, project, start, trace and span, in their month's partition;
    a mutation fires no view, so the spans are not counted again), queued too, then all
    waited on together, bounded, a timeout logged (the next move of the org waits for any
-   left first, and refuses the batch after its bound). Each wait is for the org's own rows
+   left, the flags' too, before it reads the wrappers still flagged, and refuses the batch
+   after its bound: the resend guards judge by the flags). Each wait is for the org's own rows
    (`wrapper_move_waits.py`): another org's failing mutation holds back no move.
 
 Runs under the org's write turn, inside the batch's write, before its insert. A failure
@@ -385,16 +386,18 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
     rows moved."""
     if not wrappers or store.naming.cluster:
         return 0
+    # the org's earlier move's mutations, queued, applied by now to the org's rows (another
+    # org's are not waited on): its extremes as it set them, and its flags cleared, before the
+    # wrappers still flagged are read (`_landed` judges by the flags: a flag cleared after the
+    # read would have the wrapper moved twice)
+    if late := wait(store, org_id, [("spans", FLAGS)] + [(t, BUCKET) for t in _ROLLUPS], WAIT_S):
+        raise DatabaseUnavailable(
+            f"The span store's {', '.join(late)} rows of org {org_id} are still being "
+            f"rewritten after {WAIT_S:.0f} s (system.mutations); retry."
+        )
     rows = _moved_rows(store, org_id, wrappers)  # those still flagged
     if not rows:
         return 0
-    # the extremes as the org's earlier move set them: its mutations, queued, applied by now
-    # to the org's rows (another org's mutations are not waited on)
-    if wait(store, org_id, [(t, BUCKET) for t in _ROLLUPS], WAIT_S):
-        raise DatabaseUnavailable(
-            f"The span store's rollups of org {org_id} are still being rewritten after "
-            f"{WAIT_S:.0f} s (system.mutations); retry."
-        )
     try:
         names = _key_names()
         keys = [tuple(r[n] for n in names) for r in rows]
@@ -459,8 +462,8 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
         # answered with the figures whole (a read while an emptied key's delete runs counts
         # the wrapper twice among all spans: in the rows keyed true still, and false already).
         # Not done in time (another org's failing mutation of the same parts, or a long one
-        # ahead in the queue): logged, not raised; the engine finishes them, and a batch that
-        # finds the wrappers still flagged meanwhile finishes nothing twice (the guards)
+        # ahead in the queue): logged, not raised; the engine finishes them, and the org's
+        # next move waits for them before it reads the wrappers still flagged
         waits = [("spans", FLAGS)] + ([(t, BUCKET) for t in _ROLLUPS] if mutations else [])
         late = wait(store, org_id, waits, FLAGS_WAIT_S)
         if late:
