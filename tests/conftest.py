@@ -34,6 +34,21 @@ def _test_gensalt(rounds: int = TEST_BCRYPT_ROUNDS, prefix: bytes = b"2b") -> by
 
 bcrypt.gensalt = _test_gensalt
 
+
+@pytest.fixture(autouse=True)
+def _settings_read_again():
+    """The settings are cached (`get_settings`) and read from the environment: a test that
+    set `OBSERVATORY_SPAN_STORE` by monkeypatch and did not clear the cache left the next
+    tests of its worker reading (and writing) spans in its store, so which test failed
+    depended on how the suite was spread over the workers (the browser walk's alert history
+    replayed over an empty store; a migration test's spans written there). Cleared after
+    every test, whatever it did."""
+    from observatory_core.base.settings import get_settings
+
+    yield
+    get_settings.cache_clear()
+
+
 PG_ADMIN_URL = os.environ.get(
     "OBSERVATORY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

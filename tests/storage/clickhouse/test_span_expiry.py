@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import sqlalchemy as sa
 
+from observatory_core.base.settings import get_settings
 from observatory_core.ingest.to_clickhouse import forget_settings, write_spans
 from observatory_core.runtime.retention import restamp_span_store
 from observatory_core.storage.engine import get_engine
@@ -121,4 +122,5 @@ def test_the_run_deletes_expired_spans_and_writes_each_orgs_loss(
             assert len(_trail(engine)) == 2
         finally:
             forget_settings()
+            get_settings.cache_clear()
             chdb_session.drop(store)
