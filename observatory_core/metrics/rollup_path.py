@@ -200,14 +200,21 @@ def rollup_select(
         bin_maps,
         or_ranges,
     )
+    params = _params(scope, segments, in_lists)
+    used = ["raw edges" if grain is None else grain for grain, _, _ in segments]
+    return statement, list(dict.fromkeys(used)), params
+
+
+def _params(scope: Scope, segments: list, in_lists: dict) -> dict:
+    """The bound values of a rollup statement: the org, the role's projects, each segment's
+    range and the filters' value lists."""
     params: dict = {"org_id": scope.org_id}
     if scope.project_ids is not None:
         params["scope_projects"] = sorted(scope.project_ids)
     for i, (_, a, b) in enumerate(segments):
         params[f"from_{i}"], params[f"to_{i}"] = a, b
     params.update({f"in_{f}": list(values) for f, values in in_lists.items()})
-    used = ["raw edges" if grain is None else grain for grain, _, _ in segments]
-    return statement, list(dict.fromkeys(used)), params
+    return params
 
 
 def rollup_select_windows(
@@ -242,12 +249,7 @@ def rollup_select_windows(
         True,
         tuple(w for w, window in enumerate(planned) for _ in window),
     )
-    params: dict = {"org_id": scope.org_id}
-    if scope.project_ids is not None:
-        params["scope_projects"] = sorted(scope.project_ids)
-    for i, (_, a, b) in enumerate(segments):
-        params[f"from_{i}"], params[f"to_{i}"] = a, b
-    params.update({f"in_{f}": list(values) for f, values in in_lists.items()})
+    params = _params(scope, segments, in_lists)
     used = [
         list(dict.fromkeys("raw edges" if grain is None else grain for grain, _, _ in window))
         for window in planned

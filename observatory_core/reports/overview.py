@@ -23,8 +23,9 @@ from observatory_core.base.zones import UTC_ZONE, Zone
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS
-from observatory_core.metrics.engine import MetricResult, run_metric_totals, run_metrics
+from observatory_core.metrics.engine import MetricResult, run_metrics
 from observatory_core.metrics.query import MetricQuery
+from observatory_core.metrics.totals import run_metric_totals
 from observatory_core.metrics.trace_path import totals_can_answer, trace_counts
 from observatory_core.reports import significance as sig
 from observatory_core.reports.summary import percent_change

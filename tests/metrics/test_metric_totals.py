@@ -14,8 +14,9 @@ from sqlalchemy import event
 from observatory_core.accounts.permissions import Role
 from observatory_core.base.zones import UTC_ZONE, Zone
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.engine import run_metric_totals, run_metrics
+from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
+from observatory_core.metrics.totals import run_metric_totals
 from tests.helpers import admin_scope
 from tests.metrics.reference import reference_metrics
 from tests.metrics.test_engine import check

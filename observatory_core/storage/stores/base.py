@@ -191,7 +191,7 @@ class Store(ABC):
     # store's, where each read of spans scans its window with no index (rollups/actors.py).
     reads_actors_once: bool = False
     # Whether the Overview reads its two periods' totals, trace counts and distinct actors in
-    # one statement each (reports/overview.py, metrics/engine.run_metric_totals): the span
+    # one statement each (reports/overview.py, metrics/totals.run_metric_totals): the span
     # store's, where each statement's reads of spans, rollups, trace totals and actors cost
     # more than an index probe (docs/scale.md).
     pairs_periods: bool = False

@@ -75,17 +75,23 @@ def _settings(engine, **orgs) -> None:
         set_retention(engine, scope, span_days, rollup_days, own, wait=True)
 
 
-def _settle(store) -> None:
-    """Every mutation of the test's database finished, then the TTLs applied (a merge forced,
-    as only a test does)."""
+def _mutations_done(store) -> None:
+    """Every mutation of the test's database finished (at most 60 s)."""
     for _ in range(1200):
         ((left,),) = store.client.query(
             "SELECT count() FROM system.mutations WHERE database = %(db)s AND NOT is_done",
             parameters={"db": store.database},
         ).result_rows
         if not left:
-            break
+            return
         time.sleep(0.05)
+    raise AssertionError("the store's mutations did not finish in 60 s")
+
+
+def _settle(store) -> None:
+    """Every mutation of the test's database finished, then the TTLs applied (a merge forced,
+    as only a test does)."""
+    _mutations_done(store)
     for table in ("spans", "trace_totals", *GRAINS, ddl.ACTORS):
         store.client.command(f"OPTIMIZE TABLE {store.table(table)} FINAL")
 

@@ -9,7 +9,6 @@ the real clock, has nothing to delete yet, so every row that goes is the run's."
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -26,6 +25,7 @@ from tests.storage.clickhouse.test_derived_retention import (
     _database,
     _frame,
     _kept_spans,
+    _mutations_done,
     _rows,
     _settings,
     _use,
@@ -33,18 +33,6 @@ from tests.storage.clickhouse.test_derived_retention import (
 )
 
 KEY = ["org", "project", "trace"]
-
-
-def _mutations_done(store) -> None:
-    for _ in range(1200):
-        ((left,),) = store.client.query(
-            "SELECT count() FROM system.mutations WHERE database = %(db)s AND NOT is_done",
-            parameters={"db": store.database},
-        ).result_rows
-        if not left:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the store's mutations did not finish in 60 s")
 
 
 def _trail(engine) -> list[tuple[int, dict]]:
