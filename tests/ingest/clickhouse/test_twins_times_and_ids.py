@@ -54,14 +54,19 @@ def _grid():
             i += 1
 
 
+def _stored_grid(store, org: int) -> list[tuple]:
+    """The grid's cases, each case's twin stored for `org` (span ids from 1,000)."""
+    cases = list(_grid())
+    write_spans(
+        store, [llm_call(org, 1_000 + i, t, tok, "lib.a") for i, (_, t, tok) in enumerate(cases)]
+    )
+    return cases
+
+
 def test_engine_key_of_every_twin_is_among_the_new_spans_keys(chdb_store):
     """The engine's `_NEAR_KEY` of each stored twin is one of `_near_keys` of its new span."""
     org = 501
-    cases = list(_grid())
-    stored = [
-        llm_call(org, 1_000 + i, twin, tok, "lib.a") for i, (_, twin, tok) in enumerate(cases)
-    ]
-    write_spans(chdb_store, stored)
+    cases = _stored_grid(chdb_store, org)
     got = dict(
         chdb_store.client.query(
             f"SELECT span_id, {to_clickhouse._NEAR_KEY} FROM {chdb_store.table('spans')} "
@@ -80,11 +85,7 @@ def test_engine_key_of_every_twin_is_among_the_new_spans_keys(chdb_store):
 def test_set_aside_finds_every_twin_of_the_grid_end_to_end(chdb_store):
     """Through `set_aside_twins`: the whole read (windows, tokens, keys) finds each twin."""
     org = 502
-    cases = list(_grid())
-    stored = [
-        llm_call(org, 1_000 + i, twin, tok, "lib.a") for i, (_, twin, tok) in enumerate(cases)
-    ]
-    write_spans(chdb_store, stored)
+    cases = _stored_grid(chdb_store, org)
     batch = [
         llm_call(org, 9_000 + i, start, tok, "lib.b") for i, (start, _, tok) in enumerate(cases)
     ]
