@@ -41,12 +41,16 @@ def running_server(url: str, tmp: Path, **env_extra: str):
 
 
 @contextmanager
-def running_servers(urls: list[str], tmp: Path, **env_extra: str):
+def running_servers(
+    urls: list[str], tmp: Path, envs: list[dict[str, str]] | None = None, **env_extra: str
+):
     """A server per database URL (one URL may repeat), all started at once (each start is
-    mostly waiting on imports and the port): yield their base URLs once each /healthz answers."""
+    mostly waiting on imports and the port): yield their base URLs once each /healthz answers.
+    `envs`: settings of each server's own, beside `env_extra`, every server's."""
     started: list[tuple[subprocess.Popen, str, Path, object]] = []
     try:
-        for url, port in zip(urls, free_ports(len(urls)), strict=True):
+        own = envs or [{} for _ in urls]
+        for url, port, extra in zip(urls, free_ports(len(urls)), own, strict=True):
             env = {
                 **os.environ,
                 "DATABASE_URL": url,
@@ -54,6 +58,7 @@ def running_servers(urls: list[str], tmp: Path, **env_extra: str):
                 "OBSERVATORY_EXPORT_DIR": str(tmp / "exports"),
                 "OBSERVATORY_DEMO_TRAFFIC": "0",
                 **env_extra,
+                **extra,
             }
             log_path = tmp / f"server-{port}.log"
             log = open(log_path, "w")  # noqa: SIM115 - closed below
