@@ -26,7 +26,7 @@ from observatory_core.metrics.catalog import Subject
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.estimate import known_groups
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.reports.overview import cost_per_day_by_model, top
+from observatory_core.reports.overview import cost_per_day_by_model, period_overview, top
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
@@ -240,6 +240,24 @@ def test_the_overviews_top_models_and_cost_per_day(emptied, by):
     for got, want in zip(answers[0], answers[1], strict=True):
         _same(got, want)
     assert [r["model"] for r in answers[0][0]] == ["gpt-4o"]
+
+
+@pytest.mark.parametrize("window", ["day", "hour"])
+def test_the_overviews_figures(emptied, window):
+    """The period's and the one before's totals (read in one statement on the span store, a
+    window of no span given no row there): the wrappers' hour holds no request."""
+    start, end = WINDOWS[window]
+    spec = FilterSpec(relative=None, start=start, end=end)
+    kpis = []
+    for store in ("ch", "sqlite"):
+        engine, org, _ = _on(emptied, store)
+        overview = period_overview(engine, admin_scope(org), spec, now=end)
+        kpis.append({k.key: (k.current, k.previous) for k in overview.kpis})
+    assert kpis[0].keys() == kpis[1].keys()
+    for key, (current, previous) in kpis[0].items():
+        assert (current, previous) == pytest.approx(kpis[1][key]), key
+    requests = len(_want(emptied.ref, window, ("model",)))  # one model of 2 calls, or none
+    assert kpis[0]["requests"][0] == 2 * requests
 
 
 @pytest.mark.parametrize("window", ["day", "hour"])
