@@ -210,6 +210,30 @@ def test_a_grouping_lists_no_group_of_no_calls(emptied, window, by):
     assert counted == _want(emptied.ref, window, (by,))
 
 
+@pytest.mark.parametrize("window", list(WINDOWS))
+def test_all_spans_by_llm_call_list_no_group_of_none(emptied, window):
+    """Over every span (the wrappers counted, not as LLM calls): no "yes" group of none."""
+    start, end = WINDOWS[window]
+    query = MetricQuery(
+        series=("span_count.count",),
+        filters=FilterSpec(relative=None, start=start, end=end),
+        bucket=None,
+        group_by=("llm_call",),
+    )
+    got = [
+        run_metrics(engine, admin_scope(org), query, now=end).frame.sort("llm_call").rows()
+        for engine, org, _ in (_on(emptied, "ch"), _on(emptied, "sqlite"))
+    ]
+    spans = emptied.ref.filter(pl.col("start_time").is_between(start, end, "left"))
+    want = (
+        spans.group_by(pl.when("llm_call").then(pl.lit("yes")).otherwise(pl.lit("no")))
+        .len()
+        .sort("literal")
+        .rows()
+    )
+    assert got[0] == got[1] == want
+
+
 @pytest.mark.parametrize("fill", [False, True])
 @pytest.mark.parametrize("by", [(), ("model",), ("project", "operation")])
 def test_the_hours_list_no_bucket_of_no_calls(emptied, by, fill):
