@@ -257,6 +257,7 @@ def _compute_subject(
             bucketing=buckets,
             bin_maps=store_for(engine).rollup_bin_maps,
             or_ranges=store_for(engine).ors_time_ranges,
+            drop_empty=store_for(engine).rollups_cancel_out,
         )
         frame = frame_of_statement(
             engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows

@@ -53,15 +53,19 @@ def _statement(
     projects: bool,
     subject: Subject | None,
     or_ranges: bool = False,
+    drop_empty: bool = False,
 ) -> Select:
     """The distinct groups of `group_by` counted, or (no group-by) the spans summed, over one
     whole-rollup segment per grain; `or_ranges`: the segments of one grain read as one piece,
-    their ranges or'ed (`Store.ors_time_ranges`: each piece costs the span store a pipeline)."""
+    their ranges or'ed (`Store.ors_time_ranges`: each piece costs the span store a pipeline);
+    `drop_empty`: a group whose rows add up to no span not counted (`Store.rollups_cancel_out`,
+    the span store's: a key a wrapper move emptied with opposite rows)."""
 
     def columns(t) -> list:
         if not group_by:
             return [t.c.span_count]
-        return [semantic_fields.by_group(g).expression(t.c).label(g) for g in group_by]
+        keys = [semantic_fields.by_group(g).expression(t.c).label(g) for g in group_by]
+        return [*keys, t.c.span_count] if drop_empty else keys
 
     parts = {}  # grain -> its segments' indexes, in order of first use
     for i, grain in enumerate(grains):
@@ -75,7 +79,12 @@ def _statement(
     u = union_all(*pieces).subquery("u")
     if not group_by:
         return select(func.sum(u.c.span_count))
-    distinct = select(*(u.c[g] for g in group_by)).distinct().subquery("d")
+    keys = [u.c[g] for g in group_by]
+    if drop_empty:
+        distinct = select(*keys).group_by(*keys).having(func.sum(u.c.span_count) > 0)
+    else:
+        distinct = select(*keys).distinct()
+    distinct = distinct.subquery("d")
     return select(func.count()).select_from(distinct)
 
 
@@ -94,8 +103,15 @@ def _count(
     filters = tuple(f for f in sorted(ROLLUP_FILTERS) if getattr(spec, f))
     projects = scope.project_ids is not None
     grains = tuple(g for g, _, _ in segments)
+    store = store_for(engine)
     statement = _statement(
-        grains, group_by, filters, projects, subject, store_for(engine).ors_time_ranges
+        grains,
+        group_by,
+        filters,
+        projects,
+        subject,
+        store.ors_time_ranges,
+        store.rollups_cancel_out,
     )
     params: dict = {"org_id": scope.org_id}
     if projects:

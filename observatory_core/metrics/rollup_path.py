@@ -166,6 +166,7 @@ def rollup_select(
     bucketing: Bucketing | None = None,
     bin_maps: bool = False,
     or_ranges: bool = False,
+    drop_empty: bool = False,
 ) -> tuple[Select, list[str], dict]:
     """One statement: the segments' partials unioned, merged per bucket and group, over the
     rows of `subject` (rollup rows carry `llm_call` and `operation`, so the subject's
@@ -178,6 +179,10 @@ def rollup_select(
 
     `or_ranges`: the segments of one grain (the ragged edges at both ends) read as one piece,
     their ranges or'ed (`Store.ors_time_ranges`, the span store's).
+
+    `drop_empty`: a group or bucket whose rows add up to no span is left out
+    (`Store.rollups_cancel_out`, the span store's: a key a wrapper move emptied with opposite
+    rows, docs/scale.md "Ingest"), as the other stores have no row for it.
 
     Returns the statement, the grains it read and its parameters. Statements are built once
     per shape (series, grouping, segments, which filters) with named parameters: built per
@@ -199,6 +204,7 @@ def rollup_select(
         None if bucketing is None or bucketing.uniform else bucketing,
         bin_maps,
         or_ranges,
+        drop_empty=drop_empty,
     )
     params = _params(scope, segments, in_lists)
     used = ["raw edges" if grain is None else grain for grain, _, _ in segments]
@@ -225,13 +231,15 @@ def rollup_select_windows(
     subject: Subject = Subject.SPANS,
     *,
     bin_maps: bool = False,
+    drop_empty: bool = False,
 ) -> tuple[Select, list[list[str]], dict]:
     """`rollup_select`'s totals of several windows in one statement, one row per window that
     holds rows (`WINDOW`: its index), each grain read once with every window's ranges of it
     or'ed (the span store's, `Store.pairs_periods`: the Overview's period and the one before,
     docs/scale.md). Each window is cut into segments as alone, so a row of a piece lies in one
-    window's range, which tells its window. Returns the statement, the grains each window
-    read and the parameters."""
+    window's range, which tells its window. `drop_empty` as `rollup_select`'s (a window of no
+    span gets no row). Returns the statement, the grains each window read and the
+    parameters."""
     planned = [plan_segments(a, b, usable_grains(None)) for a, b in windows]
     segments = [segment for window in planned for segment in window]
     in_lists = {f: getattr(spec, f) for f in sorted(ROLLUP_FILTERS) if getattr(spec, f)}
@@ -248,6 +256,7 @@ def rollup_select_windows(
         bin_maps,
         True,
         tuple(w for w, window in enumerate(planned) for _ in window),
+        drop_empty,
     )
     params = _params(scope, segments, in_lists)
     used = [
@@ -275,8 +284,10 @@ def _statement(
     bin_maps: bool = False,
     or_ranges: bool = False,
     windows: tuple[int, ...] | None = None,
+    drop_empty: bool = False,
 ) -> Select:
-    """`windows`: each segment's window (`rollup_select_windows`), or None for one range."""
+    """`windows`: each segment's window (`rollup_select_windows`), or None for one range.
+    `drop_empty`: the groups (buckets, windows) whose rows add up to no span left out."""
     measures, parts = _needs(series)
     bins = "latency_sketch" in parts
     bin_map = None
@@ -409,6 +420,8 @@ def _statement(
         totals = bucket_seconds is None and not group_by  # one group per window
         aggs.append(bin_map_pairs(u.c[bin_map], totals).label(BIN_PAIRS))
     query = select(*columns, *aggs)
+    if drop_empty and keys:  # totals alone keep their one row, as elsewhere
+        query = query.having(func.sum(u.c.span_count) > 0)
     if (
         fold and keys
     ):  # by position: the CASE's parameters are numbered apart in SELECT and GROUP BY

@@ -167,6 +167,12 @@ class Store(ABC):
     # with `bin_map`, read with `bin_map_pairs`) rather than the packed
     # latency sketch: the span store's. The same bins either way (storage/latency_bins.py).
     rollup_bin_maps: bool = False
+    # Whether a rollup key's rows can add up to no span: the span store's, where a wrapper move
+    # takes a stored wrapper out of the LLM calls with opposite rows where it cannot delete
+    # the key's rows (docs/scale.md, "Ingest"). Its groupings of rollup rows then keep only
+    # the groups (and buckets) that count a span (`HAVING sum(span_count) > 0`), as the other
+    # stores, whose rollup rows always count one, list them.
+    rollups_cancel_out: bool = False
     # Whether the metrics engine may read a declared dimension from its slot (`rollups/
     # dimensions.py`: its back-fill's coverage is this store's); the span store has no back-fill
     # of stored spans yet, so a group-by on such a key reads the spans there.

@@ -418,6 +418,7 @@ class ClickHouseStore(Store):
     pages_exports_by_window = True  # a keyset page sorts all the window after its cursor
     correlated_reads = False  # no row index: traces mode takes its uncorrelated plans here
     rollup_bin_maps = True  # the latency bins as a map, not the packed sketch (layout.py)
+    rollups_cancel_out = True  # a wrapper move's opposite rows (wrapper_moves.py)
     reads_declared_slots = False  # no back-fill of stored spans here yet (docs/scale.md)
     actor_grains = ("1hour",)  # `rollup_actors_1hour` (schema version 5, docs/scale.md)
     groups_trace_totals = True  # one grouping of trace_totals per trace metric and tree rank
