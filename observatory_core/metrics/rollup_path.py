@@ -231,15 +231,13 @@ def rollup_select_windows(
     subject: Subject = Subject.SPANS,
     *,
     bin_maps: bool = False,
-    drop_empty: bool = False,
 ) -> tuple[Select, list[list[str]], dict]:
     """`rollup_select`'s totals of several windows in one statement, one row per window that
     holds rows (`WINDOW`: its index), each grain read once with every window's ranges of it
     or'ed (the span store's, `Store.pairs_periods`: the Overview's period and the one before,
     docs/scale.md). Each window is cut into segments as alone, so a row of a piece lies in one
-    window's range, which tells its window. `drop_empty` as `rollup_select`'s (a window of no
-    span gets no row). Returns the statement, the grains each window read and the
-    parameters."""
+    window's range, which tells its window. Returns the statement, the grains each window
+    read and the parameters."""
     planned = [plan_segments(a, b, usable_grains(None)) for a, b in windows]
     segments = [segment for window in planned for segment in window]
     in_lists = {f: getattr(spec, f) for f in sorted(ROLLUP_FILTERS) if getattr(spec, f)}
@@ -256,7 +254,6 @@ def rollup_select_windows(
         bin_maps,
         True,
         tuple(w for w, window in enumerate(planned) for _ in window),
-        drop_empty,
     )
     params = _params(scope, segments, in_lists)
     used = [
@@ -287,7 +284,7 @@ def _statement(
     drop_empty: bool = False,
 ) -> Select:
     """`windows`: each segment's window (`rollup_select_windows`), or None for one range.
-    `drop_empty`: the groups (buckets, windows) whose rows add up to no span left out."""
+    `drop_empty`: the groups and buckets whose rows add up to no span left out."""
     measures, parts = _needs(series)
     bins = "latency_sketch" in parts
     bin_map = None

@@ -75,5 +75,9 @@ def keep_rows(frame: pl.DataFrame, query: MetricQuery) -> pl.DataFrame:
     for h in query.having:
         frame = frame.filter(_OPS[h.op](pl.col(h.series), h.value))
     key = query.sort or query.series[0]
-    frame = frame.sort(key, descending=query.descending, nulls_last=True)
+    # ties by the groups' own values, so every store keeps (and folds) the same groups
+    ties = [g for g in query.group_by if g in frame.columns and g != key]
+    frame = frame.sort(
+        [key, *ties], descending=[query.descending] + [False] * len(ties), nulls_last=True
+    )
     return frame.head(query.limit) if query.limit else frame

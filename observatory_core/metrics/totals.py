@@ -73,13 +73,7 @@ def run_metric_totals(
         return None  # overlapping windows: a row could not tell its window
     subject = METRICS[series[0].split(".")[0]].subject
     statement, grains, params = rollup_select_windows(
-        scope,
-        series,
-        specs[0],
-        windows,
-        subject,
-        bin_maps=store.rollup_bin_maps,
-        drop_empty=store.rollups_cancel_out,
+        scope, series, specs[0], windows, subject, bin_maps=store.rollup_bin_maps
     )
     frame = frame_of_statement(engine, statement, params, by_index=True)
     results = []

@@ -22,6 +22,7 @@ from observatory_core.metrics.catalog import (
 )
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.estimate import known_groups, spans_in_range
+from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage import latency_bins as sketch
 from tests.helpers import admin_scope
@@ -220,6 +221,30 @@ def test_having_sort_and_limit_pick_groups(metrics_data):
         now=d["now"],
     ).frame
     assert busy.height > 0 and busy["request_count.count"].min() >= 40
+
+
+@pytest.mark.parametrize(
+    "group,force", [("user_id", "raw"), ("operation", "raw"), ("operation", "rollup")]
+)
+def test_groups_tied_at_the_cap_are_kept_by_their_own_values(metrics_data, group, force):
+    """Past the cap the top groups are kept and the rest folded: groups tied on the figure
+    at the cut are taken in order of their values, so every store keeps and folds the same
+    ones (before, each store's own row order decided: chDB kept one project, SQLite the
+    other)."""
+    d = metrics_data
+    spec = FilterSpec(relative="7d")
+    counts = (
+        reference_metrics(d["df"], spec, d["now"], d["acme"], ("span_count.count",), (group,), None)
+        .filter(pl.col(group).is_not_null())
+        .sort(["span_count.count", group], descending=[True, False])
+    )
+    figures = counts["span_count.count"].to_list()
+    cut = next(k for k in range(1, len(figures)) if figures[k - 1] == figures[k])  # a tie
+    query = MetricQuery(series=("span_count.count",), filters=spec, bucket=None, group_by=(group,))
+    got = run_metrics(
+        d["engine"], admin_scope(d["acme"]), query, now=d["now"], force=force, max_groups=cut
+    ).frame
+    assert got[group].to_list() == [*counts[group].head(cut).to_list(), OTHER]
 
 
 def test_previous_period_is_the_same_length_just_before(metrics_data):

@@ -70,7 +70,13 @@ WINDOWS = {
     "ragged": (T0 - timedelta(seconds=30), T0 + timedelta(minutes=1, seconds=30)),
 }
 GROUPS = ("model", "provider", "environment", "operation", "project", "status")
-SERIES = ("request_count.count", "total_tokens.sum", "total_cost.sum", "duration_ms.max")
+SERIES = (
+    "request_count.count",
+    "total_tokens.sum",
+    "total_cost.sum",
+    "duration_ms.max",
+    "duration_ms.p95",
+)
 COARSE = ("rollup_1hour", "rollup_1day")
 
 
