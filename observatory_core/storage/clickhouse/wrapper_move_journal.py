@@ -15,11 +15,14 @@ flags) can be sent again.
 
 Each record is a row holding the whole state, the newest `step` the one read (a
 ReplacingMergeTree); a move's rows are deleted together `JOURNAL_DAYS` after it began.
+A folder of the in-process engine (chDB) is written by this process alone: the orgs it found
+nothing pending for, and has journaled nothing for since, are not read again (`clean`).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +33,10 @@ from observatory_core.storage.clickhouse.layout import JOURNAL_DAYS, micro_text
 from observatory_core.storage.clickhouse.wrapper_move_reads import Wrapper, _utc
 
 TABLE = "wrapper_move_journal"
+# in-process stores only: the orgs with no move pending, as this process (their only writer)
+# knows; an org leaves it as a move of it is journaled unfinished
+_CLEAN: dict[Any, set[int]] = {}
+_CLEAN_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -157,8 +164,23 @@ def _entry(
     )
 
 
+def clean(store: SpanStore, org_ids: list[int]) -> bool:
+    """Whether the orgs are known to have no move pending (an in-process store's)."""
+    with _CLEAN_LOCK:
+        return store.target.in_process and set(org_ids) <= _CLEAN.get(store.target, set())
+
+
+def cleaned(store: SpanStore, org_ids: list[int]) -> None:
+    """The orgs' pending moves all taken in (an in-process store's)."""
+    if store.target.in_process:
+        with _CLEAN_LOCK:
+            _CLEAN.setdefault(store.target, set()).update(org_ids)
+
+
 def record(store: SpanStore, entry: Entry) -> None:
     """The entry's state now, as its newest row."""
+    with _CLEAN_LOCK:  # before the row: it may be written though this raises
+        _CLEAN.get(store.target, set()).discard(entry.org_id)
     entry.step += 1
     row = [entry.org_id, entry.move_id, entry.begun_at, entry.step, int(entry.done), _state(entry)]
     store.client.insert(

@@ -385,7 +385,7 @@ def take_in(store: SpanStore, org_ids: list[int]) -> int:
     each finished when a call of it is stored, else dropped (nothing of it landed: it runs
     after the insert). Run under the orgs' write turns before anything else of theirs is
     written. Answers how many were pending."""
-    if store.naming.cluster or not org_ids:
+    if store.naming.cluster or not org_ids or move_journal.clean(store, org_ids):
         return 0
     entries = move_journal.pending(store, org_ids)
     for entry in entries:
@@ -397,6 +397,7 @@ def take_in(store: SpanStore, org_ids: list[int]) -> int:
             entry.step,
         )
         finish(store, entry, stored=None)
+    move_journal.cleaned(store, org_ids)
     return len(entries)
 
 

@@ -511,3 +511,34 @@ def test_another_wrappers_move_between_the_failure_and_the_resend(ch_ingest, ste
         assert got.select(KEYS).to_dicts() == want.select(KEYS).to_dicts(), table
         for column in ("spans", "tokens", "least", "most"):
             assert got[column].to_list() == want[column].to_list(), (table, column)
+
+
+def test_on_chdb_the_journal_is_read_until_the_org_has_nothing_pending(ch_ingest):
+    """chDB's folder is written by this process alone: an org's turn reads the journal until
+    it finds nothing pending for it, then not again until a move of the org is journaled
+    (`wrapper_move_journal.clean`); a failed move is read and finished at the next batch."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "late-journal-reads", ("main",))
+    reads: list[list[int]] = []
+    real = move_journal.pending
+    patch = pytest.MonkeyPatch()
+    patch.setattr(move_journal, "pending", lambda s, orgs: reads.append(orgs) or real(s, orgs))
+    try:
+        w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
+        keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
+        assert to_clickhouse.write_spans(store, engine, [w]) == 1
+        assert to_clickhouse.write_spans(store, engine, [keep]) == 1
+        assert reads == [[org]]  # the first batch's turn alone
+        call = _call_under(w, 1, 400.0)
+        _refused(store, engine, [call], "_settle_key", step_runs=True)
+        other = _plain_call(org, main)
+        assert to_clickhouse.write_spans(store, engine, [other]) == 1
+        assert reads == [[org], [org]]  # read again: the move found and finished
+        assert to_clickhouse.write_spans(store, engine, [dict(other, span_id="f" * 16)]) == 1
+        assert reads == [[org], [org]]
+    finally:
+        patch.undo()
+    _extremes_applied(store)
+    ref = _reference([w, keep, call, other, dict(other, span_id="f" * 16)])
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)
