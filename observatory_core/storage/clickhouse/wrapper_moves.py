@@ -384,7 +384,9 @@ def take_in(store: SpanStore, org_ids: list[int]) -> int:
     """The orgs' moves left pending by a batch that failed (its insert, or the move part-way),
     each finished when a call of it is stored, else dropped (nothing of it landed: it runs
     after the insert). Run under the orgs' write turns before anything else of theirs is
-    written. Answers how many were pending."""
+    written. A move that fails again refuses the batch as `DatabaseUnavailable` (503: the
+    store's state, not the rows', which `ingest/isolate.py` would split and refuse one by
+    one). Answers how many were pending."""
     if store.naming.cluster or not org_ids or move_journal.clean(store, org_ids):
         return 0
     entries = move_journal.pending(store, org_ids)
@@ -396,7 +398,17 @@ def take_in(store: SpanStore, org_ids: list[int]) -> int:
             len(entry.wrappers),
             entry.step,
         )
-        finish(store, entry, stored=None)
+        try:
+            finish(store, entry, stored=None)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:  # the store's state, not the batch's rows: retried, not split
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise DatabaseUnavailable(
+                f"The span store could not finish org {entry.org_id}'s pending move of "
+                f"wrappers out of the LLM calls ({first}); its batches are refused until it "
+                "can, retry."
+            ) from exc
     move_journal.cleaned(store, org_ids)
     return len(entries)
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
+from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.ingest import to_clickhouse
 from observatory_core.storage import latency_bins
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
@@ -540,5 +541,33 @@ def test_on_chdb_the_journal_is_read_until_the_org_has_nothing_pending(ch_ingest
         patch.undo()
     _extremes_applied(store)
     ref = _reference([w, keep, call, other, dict(other, span_id="f" * 16)])
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)
+
+
+def test_a_pending_move_that_fails_again_refuses_the_orgs_batch_as_unavailable(ch_ingest):
+    """The move fails at the extremes, and again as the org's next batch takes it in: that
+    batch is refused as the store's failure (503, retried: not split and refused row by row),
+    its span not stored; once the store works, the next batch finishes the move and stores
+    its span. Every grain as polars finds it."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "late-fails-again", ("main",))
+    w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
+    keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
+    assert to_clickhouse.write_spans(store, engine, [w, keep]) == 2
+    call, other = _call_under(w, 1, 400.0), _plain_call(org, main)
+    _refused(store, engine, [call], "_settle_key", step_runs=True)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(wrapper_moves, "_settle_key", lambda *a, **k: (_ for _ in ()).throw(_Failed()))
+    try:
+        with pytest.raises(DatabaseUnavailable, match="pending move"):
+            to_clickhouse.write_spans(store, engine, [other])
+    finally:
+        patch.undo()
+    assert other["span_id"] not in _stored_ids(store, org)
+    assert to_clickhouse.write_spans(store, engine, [other]) == 1
+    assert move_journal.pending(store, [org]) == []
+    _extremes_applied(store)
+    ref = _reference([w, keep, call, other])
     _every_grain_as_polars(store, org, ref)
     _flags_follow_the_rule(store, org, ref)
