@@ -512,6 +512,8 @@ def test_another_wrappers_move_between_the_failure_and_the_resend(ch_ingest, ste
         assert got.select(KEYS).to_dicts() == want.select(KEYS).to_dicts(), table
         for column in ("spans", "tokens", "least", "most"):
             assert got[column].to_list() == want[column].to_list(), (table, column)
+    _every_grain_as_polars(store, org, ref)  # and each latency bin, the cost
+    _flags_follow_the_rule(store, org, ref)
 
 
 def test_on_chdb_the_journal_is_read_until_the_org_has_nothing_pending(ch_ingest):
