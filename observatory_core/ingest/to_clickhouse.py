@@ -13,9 +13,13 @@ processes, `storage/clickhouse/org_turns.py`), after the spans already stored ar
 2. a new `other` span with an LLM call below it stops counting as one (`ingest/llm_calls.py`),
    the trace's stored spans read within a day of the wrapper's time, at most `TREE_ROWS`; and a
    stored `other` span still counted above a new LLM call (its call arrived later) stops too,
-   its rollup rows moved (`storage/clickhouse/wrapper_moves.py`), the calls' traces read for
+   its move journaled here and run once the batch is inserted (`after`: its rollup rows
+   moved, its flag cleared, `storage/clickhouse/wrapper_moves.py`), the calls' traces read for
    such spans within a day of the calls (one read per org; the trees only where one is found);
 3. the org's declared dimensions copied into their slots (`rollups/dimensions.py`'s values).
+
+Each batch's turn begins with the orgs' moves an earlier batch left pending (`take_in`: one
+read of the journal).
 
 `retain_days` is stamped from the orgs' and projects' span retention (the table's TTL hook).
 The orgs' settings come from `DATABASE_URL`, read at most once a minute.
@@ -116,14 +120,21 @@ def write_spans(
     """Complete span rows into `store`, each span once; `engine` is `DATABASE_URL`, read for
     the orgs' settings. Returns how many were new. `each_once`: see `writes.write_spans`."""
     settings = org_settings(engine)
+    moves: list[wrapper_moves.Entry] = []  # the batch's, journaled before its insert
 
     def prepare(store: SpanStore, fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
         batch = [dict(r) for r in fresh]  # a batch that fails is tried again from the input
+        moves.clear()
         set_aside_twins(store, batch, settings.dedup_off, datetime.now(UTC))
         settle_wrappers(store, batch)
-        settle_stored_wrappers(store, batch)
+        moves.extend(settle_stored_wrappers(store, batch))
         fill_dimensions(batch, settings.dimensions)
         return batch
+
+    def after(store: SpanStore) -> None:
+        """The batch's calls stored: their wrappers' moves run."""
+        while moves:
+            wrapper_moves.finish(store, moves.pop(0))
 
     return writes.write_spans(
         store,
@@ -134,6 +145,8 @@ def write_spans(
         on_batch=on_batch,
         turn=org_turns(engine),
         each_once=each_once,
+        take_in=wrapper_moves.take_in,
+        after=after,
     )
 
 
@@ -473,24 +486,24 @@ def _rooted_here(call: dict, parent_of: dict[tuple[int, str, str], str | None]) 
     return node is None
 
 
-def settle_stored_wrappers(store: SpanStore, batch: list[dict]) -> int:
+def settle_stored_wrappers(store: SpanStore, batch: list[dict]) -> list[wrapper_moves.Entry]:
     """A late LLM call under a stored wrapper (`llm_calls.settle_stored` elsewhere): the stored
-    `other` spans counted as LLM calls above the batch's LLM calls stop counting, in the spans
-    and the rollups (`wrapper_moves.py`). No read when every call's ancestors came in the
-    batch, else one read per org when none is stored in those calls' traces. Answers how many
-    wrappers were found."""
+    `other` spans counted as LLM calls above the batch's LLM calls are to stop counting, in the
+    spans and the rollups: each org's move journaled, answered, and run once the batch is
+    inserted (`wrapper_moves.py`). No read when every call's ancestors came in the batch, else
+    one read per org when none is stored in those calls' traces."""
     calls = [r for r in batch if row_rule(r) and r.get("parent_span_id")]
-    if not calls:
-        return 0
+    if not calls or store.naming.cluster:  # no move on a cluster yet
+        return []
     # a call whose ancestors up to its root all came in this batch has none stored
     parent_of = {(r["org_id"], r["trace_id"], r["span_id"]): r["parent_span_id"] for r in batch}
     calls = [r for r in calls if not _rooted_here(r, parent_of)]
     if not calls:
-        return 0
+        return []
     by_org: dict[int, list[dict]] = {}
     for row in calls:
         by_org.setdefault(row["org_id"], []).append(row)
-    found = 0
+    entries = []
     for org_id, mine in by_org.items():
         wrappers = {(r["trace_id"], r["span_id"]): r for r in _stored_wrappers(store, org_id, mine)}
         if not wrappers:
@@ -505,27 +518,29 @@ def settle_stored_wrappers(store: SpanStore, batch: list[dict]) -> int:
         for r in batch:
             if r["org_id"] == org_id and r["trace_id"] in traces:
                 parents[(r["trace_id"], r["span_id"])] = r["parent_span_id"]
-        above: dict[tuple[str, str], dict] = {}
+        above: dict[tuple[str, str], list[dict]] = {}  # wrapper -> the calls below it
         for call in mine:
             trace, node, seen = call["trace_id"], call["parent_span_id"], set()
             while node and node not in seen:  # a cycle of bad parent ids ends
                 seen.add(node)
                 if (trace, node) in wrappers:
-                    above[(trace, node)] = wrappers[(trace, node)]
+                    above.setdefault((trace, node), []).append(call)
                 node = parents.get((trace, node))
         if above:
-            wrapper_moves.settle(
-                store,
-                org_id,
-                [
-                    wrapper_moves.Wrapper(
-                        r["project_id"], r["trace_id"], r["span_id"], r["start_time"]
+            moved = {}
+            for key, below in above.items():
+                r = wrappers[key]
+                wrapper = wrapper_moves.Wrapper(
+                    r["project_id"], r["trace_id"], r["span_id"], r["start_time"]
+                )
+                moved[wrapper] = tuple(
+                    wrapper_moves.Call(
+                        c["project_id"], c["trace_id"], c["span_id"], c["start_time"]
                     )
-                    for r in above.values()
-                ],
-            )
-            found += len(above)
-    return found
+                    for c in below
+                )
+            entries.append(wrapper_moves.journal(store, org_id, moved))
+    return entries
 
 
 def _call_below(root: dict, children: dict[tuple[str, str], list[dict]]) -> bool:

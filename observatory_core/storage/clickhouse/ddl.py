@@ -365,6 +365,24 @@ def _span_ids(naming: Naming) -> list[str]:
     ]
 
 
+def _wrapper_move_journal(naming: Naming) -> list[str]:
+    """Version 9: each org's wrapper moves (`wrapper_move_journal.py`): a few rows per move,
+    each its whole state as a step lands, the newest `step` the one read. Every row of a move
+    has the move's `begun_at`, and the TTL deletes them by it, so no row outlives a newer one
+    of its move (the reads leave out what the TTL has still to delete: `JOURNAL_DAYS`). Every
+    node of a cluster keeps the whole table, as it keeps `schema_versions` (no move runs on a
+    cluster yet)."""
+    engine = naming.engine("ReplacingMergeTree", "wrapper_move_journal", "step", sharded=False)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {naming.database}.wrapper_move_journal{naming.on}\n(\n"
+        "    `org_id` Int32,\n    `move_id` String,\n"
+        f"    `begun_at` {layout.TIME},\n"
+        "    `step` UInt32,\n    `done` UInt8,\n    `state` String CODEC(ZSTD(1))\n)\n"
+        f"ENGINE = {engine}\nORDER BY (org_id, move_id)\n"
+        f"TTL toDateTime(begun_at) + INTERVAL {layout.JOURNAL_DAYS} DAY"
+    ]
+
+
 # One month of spans (a partition of the spans table, `_spans`): a fill's piece at open.
 _MONTH = (
     " AND spans.start_time >= toDateTime64(%(start)s, 6, 'UTC')"
@@ -417,6 +435,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "trace totals expire with the spans they count", _trace_retention),
     Migration(7, "each span stored once: older copies folded", lambda n: [], run=fold_copies),
     Migration(8, "each span's id stored", _span_ids),
+    Migration(9, "a journal of the wrapper moves not finished yet", _wrapper_move_journal),
 )
 
 

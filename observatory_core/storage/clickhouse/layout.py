@@ -40,6 +40,9 @@ def micro_text(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+# How long a wrapper move's journal rows are kept (`wrapper_move_journal.py`): a move left
+# pending that long by an org that wrote nothing since is dropped
+JOURNAL_DAYS = 30
 BUCKET = "DateTime('UTC')"  # a rollup bucket starts on a whole minute
 # Columns with few distinct values: dictionary-encoded, smaller and faster to filter and group.
 LOW_CARDINALITY = frozenset(

@@ -34,6 +34,7 @@ from observatory_core.base.errors import UserError
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.org_turns import org_turns
 from observatory_core.storage.clickhouse.restamp import Stamp, retain_days, stamps_of
+from observatory_core.storage.clickhouse.wrapper_moves import take_in
 from observatory_core.storage.clickhouse.writes import (
     EXPIRY_MARGIN,
     JsonText,
@@ -243,7 +244,14 @@ def migrate_spans(
         for rows in _pages(engine, org_id, point, batch):
             kept = unexpired(rows, retain)
             expired += len(rows) - len(kept)
-            written = write_spans(store, kept, batch_size=len(rows), retain_days=days, turn=turns)
+            written = write_spans(
+                store,
+                kept,
+                batch_size=len(rows),
+                retain_days=days,
+                turn=turns,
+                take_in=take_in,  # an ingest batch's move left pending, before these spans
+            )
             done += written
             passed += len(kept) - written
             last = rows[-1]

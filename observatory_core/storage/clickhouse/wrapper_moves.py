@@ -32,19 +32,18 @@ their minute partials as the minute's view made them (its own expressions over t
    a mutation fires no view, so the spans are not counted again), queued too, then all
    waited on together, bounded, a timeout logged (the next move of the org waits for any
    left, the flags' too, before it reads the wrappers still flagged, and refuses the batch
-   after its bound: the resend guards judge by the flags). Each wait is for the org's own rows
-   (`wrapper_move_waits.py`): another org's failing mutation holds back no move.
+   after its bound: a flag cleared after that read would have the wrapper moved twice). Each
+   wait is for the org's own rows (`wrapper_move_waits.py`): another org's failing mutation
+   holds back no move.
 
-Runs under the org's write turn, inside the batch's write, before its insert. A failure
-part-way is logged and raised (the batch is answered 503, its calls not stored), and the
-wrappers, still flagged, are found again by the resend, which finishes the move without
-adding anything twice: the minute insert (with the minute's negatives) is skipped when the
-minute's row keyed false already counts the wrappers' spans more than the spans stored under
-that key (`_landed`); each grain's negatives are then judged alone (`_negatives_at`: the
-minute's true row against its counted spans but the wrappers, an hour's or day's against its
-finer rows), a wrapper whose negative an earlier attempt put at a grain now kept finer added
-back there; the deletes and extremes are judged on what is there now.
-Not on a cluster yet (`settle` returns there).
+Journaled (`wrapper_move_journal.py`) under the org's write turn before the batch's insert,
+run after it (`finish`): the insert is the move's commit point. A failure part-way is logged
+and raised (the batch is answered 503, its spans stored), and the org's next write, the
+resend or any other batch, takes the move in before anything else of the org is written
+(`take_in`): its inserts not journaled as sent are sent, the one sent last is sent again
+when the counts journaled just before it are still there, the deletes, extremes and flags
+are judged and sent again. A move journaled by a batch whose insert failed is dropped there
+(no call of it stored, nothing of it sent). Not on a cluster yet.
 """
 
 from __future__ import annotations
@@ -55,9 +54,11 @@ from typing import Any
 
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
 from observatory_core.storage.clickhouse.layout import micro_text
+from observatory_core.storage.clickhouse.wrapper_move_journal import Call, Entry, Group, Plan
 from observatory_core.storage.clickhouse.wrapper_move_reads import (
     State,
     Wrapper,
@@ -106,7 +107,7 @@ def _wrappers_where(wrappers: list[Wrapper], params: dict[str, Any], prefix: str
 
 def _clear_flags(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> None:
     """The wrappers' flag cleared, one mutation per month (`IN PARTITION`: the engine then
-    goes through that month's parts only), queued: `settle` waits for the org's rows."""
+    goes through that month's parts only), queued: `finish` waits for the org's rows."""
     by_month: dict[str, list[Wrapper]] = {}
     for w in wrappers:
         by_month.setdefault(f"{_utc(w.start_time):%Y%m}", []).append(w)
@@ -238,19 +239,6 @@ def _settle_key(
     return State(count, now), (statement, params)
 
 
-def _landed(store: SpanStore, org_id: int, row: dict[str, Any]) -> bool:
-    """Whether an earlier attempt's insert already added `row` (a wrapper's minute partials,
-    keyed `llm_call = true`) to its key keyed false: that row then counts exactly its spans
-    more than the spans stored under that key (the wrappers, still flagged, are not yet)."""
-    key = dict((n, row[n]) for n in _key_names())
-    key["llm_call"] = False
-    bucket = _utc(row["bucket_start"])
-    count, _ = _row_state(store, "rollup_1min", org_id, bucket, key)
-    return count - _source_state(store, "1min", org_id, bucket, key, []).count == int(
-        row["span_count"]
-    )
-
-
 def _merge(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The extremes of several partial rows of one key."""
     out: dict[str, Any] = {}
@@ -303,153 +291,163 @@ def _emptied(
     return out
 
 
-def _negatives_at(
-    store: SpanStore,
-    org_id: int,
-    grain: str,
-    rows: list[dict[str, Any]],
-    keys: list[tuple],
-    finest: list[str | None],
-    emptied: dict[tuple[str, datetime, tuple], bool],
-    wrappers: list[Wrapper],
-    done: set[int],
-) -> None:
-    """The negative rows whose finest kept grain is `grain` (but those of `done`, whose
-    minute negatives went with the insert), inserted into its table (the coarser views fold
-    them), each bucket's judged alone, so a resend adds nothing twice:
-    its row counts more than what is under it (the minute's: its counted spans but the
-    wrappers; the hour's and day's: their finer rows, the buckets the move empties left out)
-    by exactly their spans when not yet added, by none when added. An earlier attempt that
-    put the negative of a wrapper at this grain, which is now kept at a finer one (a span of
-    its minute came between), left it short by that wrapper's spans: that wrapper's row
-    (its counts and sums, no extreme) is added back. A bucket that differs otherwise is left
-    (logged)."""
-    order = list(_SECONDS)
-    seconds = _SECONDS[grain]
-    finer_grain = order[order.index(grain) - 1] if grain != "1min" else None
+def _inserts(plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    """Each grain's insert: into the minute's table the partials keyed false and the negative
+    rows kept at the minute; into the hour's and day's, the negative rows whose finest kept
+    grain they are (the coarser grains fold each by the cascade)."""
+    out: dict[str, list[dict[str, Any]]] = {g: [] for g in _SECONDS}
+    out["1min"] = [dict(r, llm_call=False) for r in plan.rows]
+    for row, grain in zip(plan.rows, plan.finest, strict=True):
+        if grain is not None:
+            bucket = _bucket(row["bucket_start"], _SECONDS[grain])
+            out[grain].append(dict(_opposite(row), bucket_start=bucket))
+    return out
+
+
+def _plan(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> Plan | None:
+    """The move of those of `wrappers` still flagged, judged on the rollups as they stand
+    before its first statement (None: none is flagged)."""
+    rows = _moved_rows(store, org_id, wrappers)
+    if not rows:
+        return None
+    keys, groups = _groups(rows)
+    emptied = _emptied(store, org_id, rows, keys, groups, wrappers)
+    # each row's negative goes to the finest grain its key keeps spans at (a cascade carries
+    # it to the coarser): never into a bucket the move empties, which is deleted
+    finest: list[str | None] = []
+    for i, row in enumerate(rows):
+        kept = [
+            g
+            for g in _SECONDS
+            if not emptied[(g, _bucket(row["bucket_start"], _SECONDS[g]), keys[i])]
+        ]
+        finest.append(kept[0] if kept else None)
+    return Plan(rows, finest, emptied)
+
+
+def _groups(rows: list[dict[str, Any]]) -> tuple[list[tuple], dict[str, dict[tuple, list[int]]]]:
+    """Each row's key, and grain -> (bucket, key) -> the rows under it."""
     names = _key_names()
-    by_bucket: dict[tuple[datetime, tuple], list[int]] = {}
-    for i, row in enumerate(rows):  # this grain's own, and those kept finer (hour and day)
-        if i in done:
-            continue
-        if finest[i] == grain or (
-            finer_grain and finest[i] and order.index(finest[i]) < order.index(grain)
-        ):
-            by_bucket.setdefault((_bucket(row["bucket_start"], seconds), keys[i]), []).append(i)
-    out: list[dict[str, Any]] = []
-    for (bucket, key), members in by_bucket.items():
-        of = dict(zip(names, key, strict=True))
-        width = timedelta(seconds=seconds)
-        zero = {
-            b: State(0, _no_extremes())
-            for (g, b, k), empty in emptied.items()
-            if empty and g == finer_grain and k == key and bucket <= b < bucket + width
-        }
-        count = _row_state(store, f"rollup_{grain}", org_id, bucket, of)[0]
-        if grain == "1min":  # the wrappers, still flagged, left out of the spans
-            below = _source_state(store, grain, org_id, bucket, of, wrappers).count
-        else:
-            below = _source_state(store, grain, org_id, bucket, of, [], zero).count
-        own = [i for i in members if finest[i] == grain]
-        kept = [i for i in members if finest[i] != grain]
-        n = sum(int(rows[i]["span_count"]) for i in own)
-        back = sum(int(rows[i]["span_count"]) for i in kept)
-        excess = count - below
-        negatives = [dict(_opposite(rows[i]), bucket_start=bucket) for i in own]
-        back_in = [dict(rows[i], bucket_start=bucket, **_no_extremes()) for i in kept]
-        if excess == 0:
-            pass  # added already
-        elif excess == n:
-            out += negatives
-        elif excess == -back:
-            out += back_in
-        elif excess == n - back:
-            out += negatives + back_in
-        else:
-            log.warning(
-                "Span store: org %s's %s row at %s holds %d spans where what is under it "
-                "holds %d: the LLM calls of wrappers that stopped counting not taken out of "
-                "it.",
-                org_id,
-                grain,
-                bucket,
-                count,
-                below,
-            )
-    if out:
-        _insert(store, out, f"rollup_{grain}")
+    keys = [tuple(r[n] for n in names) for r in rows]
+    groups: dict[str, dict[tuple, list[int]]] = {}
+    for grain, seconds in _SECONDS.items():
+        for i, row in enumerate(rows):
+            bucket = _bucket(row["bucket_start"], seconds)
+            groups.setdefault(grain, {}).setdefault((bucket, keys[i]), []).append(i)
+    return keys, groups
 
 
-def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
-    """Stop `wrappers` (stored spans of `org_id` counted as LLM calls) counting as LLM calls,
-    in the rollups at every grain and then in the spans (see above). Answers how many minute
-    rows moved."""
-    if not wrappers or store.naming.cluster:
-        return 0
-    # the org's earlier move's mutations, queued, applied by now to the org's rows (another
-    # org's are not waited on): its extremes as it set them, and its flags cleared, before the
-    # wrappers still flagged are read (`_landed` judges by the flags: a flag cleared after the
-    # read would have the wrapper moved twice)
+def _wait_for_earlier(store: SpanStore, org_id: int) -> None:
+    """The org's earlier move's mutations, queued, applied by now to the org's rows (another
+    org's are not waited on): its extremes as it set them, and its flags cleared, before the
+    wrappers still flagged are read (a flag cleared after the read would have the wrapper
+    moved twice) and before the extremes are judged again."""
     if late := wait(store, org_id, [("spans", FLAGS)] + [(t, BUCKET) for t in _ROLLUPS], WAIT_S):
         raise DatabaseUnavailable(
             f"The span store's {', '.join(late)} rows of org {org_id} are still being "
             f"rewritten after {WAIT_S:.0f} s (system.mutations); retry."
         )
-    rows = _moved_rows(store, org_id, wrappers)  # those still flagged
-    if not rows:
+
+
+def _stored_calls(store: SpanStore, entry: Entry) -> set[tuple[str, str]]:
+    """(trace, span) of the entry's calls that the spans table holds."""
+    calls = {c for cs in entry.wrappers.values() for c in cs}
+    if not calls:
+        return set()
+    result = store.client.query(
+        f"SELECT DISTINCT trace_id, span_id FROM {store.table('spans')} "
+        "WHERE org_id = %(org)s AND project_id IN %(projects)s "
+        "AND start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
+        "AND start_time <= toDateTime64(%(hi)s, 6, 'UTC') "
+        "AND (project_id, trace_id, span_id) IN %(ids)s",
+        parameters={
+            "org": entry.org_id,
+            "projects": sorted({c.project_id for c in calls}),
+            "lo": micro_text(min(c.start_time for c in calls)),
+            "hi": micro_text(max(c.start_time for c in calls)),
+            "ids": sorted((c.project_id, c.trace_id, c.span_id) for c in calls),
+        },
+        settings={"max_query_size": 262_144 + 100 * len(calls)},
+    )
+    return {(t, s) for t, s in result.result_rows}
+
+
+def journal(store: SpanStore, org_id: int, wrappers: dict[Wrapper, tuple[Call, ...]]) -> Entry:
+    """The move of `wrappers` (each with the calls below it) journaled, before the insert of
+    the batch that brings the calls; `finish` runs it after that insert."""
+    entry = Entry(org_id, dict(wrappers))
+    move_journal.record(store, entry)
+    return entry
+
+
+def take_in(store: SpanStore, org_ids: list[int]) -> int:
+    """The orgs' moves left pending by a batch that failed (its insert, or the move part-way),
+    each finished when a call of it is stored, else dropped (nothing of it landed: it runs
+    after the insert). Run under the orgs' write turns before anything else of theirs is
+    written. A move that fails again refuses the batch as `DatabaseUnavailable` (503: the
+    store's state, not the rows', which `ingest/isolate.py` would split and refuse one by
+    one). Answers how many were pending."""
+    if store.naming.cluster or not org_ids or move_journal.clean(store, org_ids):
         return 0
+    entries = move_journal.pending(store, org_ids)
+    for entry in entries:
+        log.warning(
+            "Span store: org %s's move of %d wrappers out of the LLM calls was left pending "
+            "(step %d); taken in now.",
+            entry.org_id,
+            len(entry.wrappers),
+            entry.step,
+        )
+        try:
+            finish(store, entry, stored=None)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:  # the store's state, not the batch's rows: retried, not split
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise DatabaseUnavailable(
+                f"The span store could not finish org {entry.org_id}'s pending move of "
+                f"wrappers out of the LLM calls ({first}); its batches are refused until it "
+                "can, retry."
+            ) from exc
+    move_journal.cleaned(store, org_ids)
+    return len(entries)
+
+
+def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
+    """Stop the entry's wrappers (stored spans of its org counted as LLM calls) counting as
+    LLM calls, in the rollups at every grain and then in the spans (see above), from where
+    its journal says it got to. `stored`: whether its calls are stored (True after the
+    batch's insert; None: read). Answers how many minute rows moved."""
+    org_id = entry.org_id
     try:
-        names = _key_names()
-        keys = [tuple(r[n] for n in names) for r in rows]
-        groups: dict[str, dict[tuple, list[int]]] = {}  # grain -> (bucket, key) -> rows
-        for grain, seconds in layout.GRAIN_SECONDS.items():
-            for i, row in enumerate(rows):
-                bucket = _bucket(row["bucket_start"], seconds)
-                groups.setdefault(grain, {}).setdefault((bucket, keys[i]), []).append(i)
-        emptied = _emptied(store, org_id, rows, keys, groups, wrappers)
-        grains = list(layout.GRAIN_SECONDS)
-        # each row's negative goes to the finest grain its key keeps spans at (a cascade
-        # carries it to the coarser): never into a bucket the move empties, which is deleted
-        finest: list[str | None] = []
-        for i, row in enumerate(rows):
-            kept = [
-                g
-                for g in grains
-                if not emptied[(g, _bucket(row["bucket_start"], _SECONDS[g]), keys[i])]
-            ]
-            finest.append(kept[0] if kept else None)
-        # an earlier attempt that failed after its insert left the flags: not inserted again
-        todo = [i for i, r in enumerate(rows) if not _landed(store, org_id, r)]
-        if todo:  # with the minute's negatives: one insert, landed or not together
-            _insert(
-                store,
-                [dict(rows[i], llm_call=False) for i in todo]
-                + [_opposite(rows[i]) for i in todo if finest[i] == "1min"],
-            )
-        for grain in grains:  # each grain's negatives their own check, finest first
-            done = set(todo) if grain == "1min" else set()
-            _negatives_at(store, org_id, grain, rows, keys, finest, emptied, wrappers, done)
-        states: dict[tuple[str, datetime, tuple], State] = {}
-        mutations = []
-        finer_grain = None
-        for grain, seconds in layout.GRAIN_SECONDS.items():  # finest first
-            for (bucket, key), members in groups[grain].items():
-                finer = {
-                    b: state
-                    for (g, b, k), state in states.items()
-                    if g == finer_grain
-                    and k == key
-                    and bucket <= b < bucket + timedelta(seconds=seconds)
+        _wait_for_earlier(store, org_id)
+        if entry.plan is None:
+            if stored is None:
+                found = _stored_calls(store, entry)
+                entry.wrappers = {
+                    w: calls
+                    for w, calls in entry.wrappers.items()
+                    if any((c.trace_id, c.span_id) in found for c in calls)
                 }
-                state, mutation = _settle_key(
-                    store, grain, org_id, bucket, dict(zip(names, key, strict=True)),
-                    _merge([rows[i] for i in members]), wrappers, finer,
-                    emptied[(grain, bucket, key)],
-                )  # fmt: skip
-                states[(grain, bucket, key)] = state
-                if mutation is not None:
-                    mutations.append(mutation)
-            finer_grain = grain
+            plan = _plan(store, org_id, list(entry.wrappers)) if entry.wrappers else None
+            if plan is None:  # no call stored, or no wrapper still flagged: nothing to move
+                entry.done = True
+                move_journal.record(store, entry)
+                return 0
+            entry.plan = plan  # journaled with the first insert, before it is sent
+        plan = entry.plan
+        wrappers = list(entry.wrappers)
+        inserts = _inserts(plan)
+        if entry.sending is not None:  # sent last time, not known to have landed
+            _resend(store, entry, inserts[entry.sending])
+        for grain, rows in inserts.items():  # each insert once: journaled before it is sent
+            if rows and grain not in entry.landed:
+                entry.sending, entry.before = grain, _counts(store, org_id, grain, rows)
+                move_journal.record(store, entry)
+                _insert(store, rows, f"rollup_{grain}")
+                entry.landed.append(grain)
+                entry.sending, entry.before = None, {}
+        mutations = _mutations(store, org_id, plan, wrappers)
         # queued, not waited on (the next move waits for them first): each waited on took
         # about a second on chDB, most of it the engine's queue; `IN PARTITION` (the bucket's
         # month) keeps each to that month's parts. A read while one runs sees some rows of the
@@ -457,7 +455,7 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
         # move), or some of an emptied key's rows (the wrappers' own: no negative row there)
         for statement, params in mutations:
             store.client.command(statement, parameters=params, settings=_QUEUED)
-        _clear_flags(store, org_id, wrappers)  # last: until then a resend finds them again
+        _clear_flags(store, org_id, wrappers)  # last of the statements
         # waited on, bounded, so the next batch's reads see the flags, and the batch is
         # answered with the figures whole (a read while an emptied key's delete runs counts
         # the wrapper twice among all spans: in the rows keyed true still, and false already).
@@ -474,12 +472,112 @@ def settle(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> int:
                 ", ".join(late),
                 FLAGS_WAIT_S,
             )
+        entry.done = True
+        move_journal.record(store, entry)
     except Exception:
         log.error(
-            "Span store: moving org %s's wrappers %s out of the LLM calls failed part-way; "
-            "they stay flagged, and the batch's resend finishes the move.",
+            "Span store: moving org %s's wrappers %s out of the LLM calls failed part-way "
+            "(inserts landed: %s; sent, not known to have landed: %s); the org's next write "
+            "finishes it.",
             org_id,
-            [(w.trace_id, w.span_id) for w in wrappers],
+            [(w.trace_id, w.span_id) for w in entry.wrappers],
+            entry.landed or "none",
+            entry.sending or "none",
         )
         raise
-    return len(rows)
+    return len(plan.rows)
+
+
+def _groups_of(rows: list[dict[str, Any]]) -> dict[Group, list[dict[str, Any]]]:
+    """An insert's rows by (bucket, key): a group's rows lie in one partition, so they land
+    in one part, together or not at all."""
+    names = _key_names()
+    out: dict[Group, list[dict[str, Any]]] = {}
+    for row in rows:
+        group = (_utc(row["bucket_start"]), tuple(row[n] for n in names))
+        out.setdefault(group, []).append(row)
+    return out
+
+
+def _counts(store: SpanStore, org_id: int, grain: str, rows: list[dict[str, Any]]) -> dict:
+    """The span count (wrapping, as the engine's UInt64 sums) of the org's rows of `grain` in
+    each (bucket, key) that `rows` go to."""
+    groups = _groups_of(rows)
+    names = _key_names()
+    params: dict[str, Any] = {
+        "org": org_id,
+        "buckets": sorted({int(b.timestamp()) for b, _ in groups}),
+    }
+    result = store.client.query(
+        f"SELECT bucket_start, {', '.join(names)}, sum(span_count) "
+        f"FROM {store.table(f'rollup_{grain}')} WHERE org_id = %(org)s "
+        "AND toUnixTimestamp(bucket_start) IN %(buckets)s "
+        f"GROUP BY bucket_start, {', '.join(names)}",
+        parameters=params,
+    )
+    found = {(_utc(b), tuple(key)): int(n) for b, *key, n in result.result_rows}
+    return {group: found.get(group, 0) for group in groups}
+
+
+def _resend(store: SpanStore, entry: Entry, rows: list[dict[str, Any]]) -> None:
+    """The insert of `entry.sending` failed or was not journaled as landed: each (bucket, key)
+    of it holds its count from just before (`entry.before`: nothing of the org is written
+    between, the write turn's `take_in` first), and is sent again, or that count and its
+    rows' spans, and has landed. A group holding neither (the retention deleted its bucket
+    meanwhile) is left, logged."""
+    grain = entry.sending
+    assert grain is not None
+    now = _counts(store, entry.org_id, grain, rows)
+    again = []
+    for group, members in _groups_of(rows).items():
+        before = entry.before.get(group, 0)
+        added = sum(int(r["span_count"]) for r in members)
+        if now[group] == before:
+            again += members
+        elif now[group] != (before + added) % _WRAP:
+            log.warning(
+                "Span store: org %s's %s rows at %s hold %d spans, neither the %d before the "
+                "move's insert nor %d after it: not sent again.",
+                entry.org_id,
+                grain,
+                group[0],
+                now[group],
+                before,
+                (before + added) % _WRAP,
+            )
+    if again:
+        _insert(store, again, f"rollup_{grain}")
+    entry.landed.append(grain)
+    entry.sending, entry.before = None, {}
+
+
+def _mutations(
+    store: SpanStore, org_id: int, plan: Plan, wrappers: list[Wrapper]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The deletes and extremes' updates, judged on the rollups as they are now (after the
+    plan's inserts), finest grain first: statements that can be sent again."""
+    names = _key_names()
+    rows = plan.rows
+    _, groups = _groups(rows)
+    states: dict[tuple[str, datetime, tuple], State] = {}
+    mutations = []
+    finer_grain = None
+    for grain, seconds in _SECONDS.items():  # finest first
+        for (bucket, key), members in groups[grain].items():
+            finer = {
+                b: state
+                for (g, b, k), state in states.items()
+                if g == finer_grain
+                and k == key
+                and bucket <= b < bucket + timedelta(seconds=seconds)
+            }
+            state, mutation = _settle_key(
+                store, grain, org_id, bucket, dict(zip(names, key, strict=True)),
+                _merge([rows[i] for i in members]), wrappers, finer,
+                plan.emptied[(grain, bucket, key)],
+            )  # fmt: skip
+            states[(grain, bucket, key)] = state
+            if mutation is not None:
+                mutations.append(mutation)
+        finer_grain = grain
+    return mutations

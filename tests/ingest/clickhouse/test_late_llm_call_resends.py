@@ -1,15 +1,22 @@
-"""Wrapper moves that fail part-way and their resends, and moves beside other mutations:
-the batch refused, the resend finishing the move without adding anything twice, another
-org's failing mutations holding back no move (`storage/clickhouse/wrapper_moves.py`;
-`test_late_llm_calls.py` has the scenario and its figures). Every grain against polars."""
+"""Wrapper moves that fail part-way, and moves beside other mutations: the batch refused, its
+move journaled and taken in by the org's next write (its resend, or any other batch), which
+finishes it when its calls are stored and drops it when they are not, adding nothing twice;
+another org's failing mutations holding back no move (`storage/clickhouse/wrapper_moves.py`,
+`wrapper_move_journal.py`; `test_late_llm_calls.py` has the scenario and its figures). Every
+grain against polars over the spans stored."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
+import polars as pl
 import pytest
 
+from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.ingest import to_clickhouse
+from observatory_core.storage import latency_bins
+from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse import wrapper_move_waits as waits
 from observatory_core.storage.clickhouse import wrapper_moves
 from observatory_core.storage.clickhouse.restamp import settle as settle_mutations
@@ -51,29 +58,187 @@ def _refused(store, engine, batch: list[dict], step: str, *, step_runs: bool) ->
         patch.undo()
 
 
-@pytest.mark.parametrize("step", ["_insert", "_settle_key", "_clear_flags"])
-def test_a_move_that_fails_part_way_is_finished_by_the_resend(ch_ingest, step):
-    """The store fails at the rollups' insert, after it (at the extremes), or at the flags:
-    the batch is refused (its calls not stored), the wrappers stay flagged, and the batch's
-    resend finishes the move without adding it twice: every grain as polars finds it."""
-    engine, store = ch_ingest.engine, ch_ingest.store
-    org, _, first, later, _, _ = _first_batch(store, engine, "late-fail" + step.replace("_", "-"))
-    # at `_settle_key` the insert and the first key are done, then the store fails
-    _refused(store, engine, later, step, step_runs=step == "_settle_key")
-    flagged = store.client.query(
-        f"SELECT count() FROM {store.table('spans')} WHERE org_id = %(org)s AND llm_call",
+def _stored_ids(store, org: int) -> set[str]:
+    return {
+        s
+        for (s,) in store.client.query(
+            f"SELECT span_id FROM {store.table('spans')} WHERE org_id = %(org)s",
+            parameters={"org": org},
+        ).result_rows
+    }
+
+
+def _bins(store, table: str, org: int) -> dict[tuple, dict[int, int]]:
+    """Each key's latency bins, merged (bins adding up to none left out)."""
+    rows = store.client.query(
+        "SELECT bucket_start, project_id, toString(model), toString(operation), llm_call, "
+        f"sumMap(latency_bins) FROM {store.table(table)} WHERE org_id = %(org)s "
+        f"GROUP BY {', '.join(KEYS)}",
         parameters={"org": org},
-    ).result_rows[0][0]
-    assert flagged == 9  # the calls not stored, the wrappers (but the TTL's) still flagged
-    assert to_clickhouse.write_spans(store, engine, later) == len(later)
-    _extremes_applied(store)
-    ref = _reference(first + later)
+    ).result_rows
+    out = {}
+    for *key, bins in rows:
+        kept = {int(b): int(n) for b, n in bins.items() if n}
+        if kept:
+            out[(key[0].replace(tzinfo=None), *key[1:])] = kept
+    return out
+
+
+def _polars_bins(ref: pl.DataFrame, every: str) -> dict[tuple, dict[int, int]]:
+    out: dict[tuple, Counter] = {}
+    frame = ref.with_columns(
+        pl.col("start_time").dt.truncate(every).alias("bucket_start"), pl.col("model").fill_null("")
+    )
+    for row in frame.iter_rows(named=True):
+        key = (row["bucket_start"].replace(tzinfo=None), *(row[k] for k in KEYS[1:]))
+        out.setdefault(key, Counter())[latency_bins.bin_of(row["duration_ms"])] += 1
+    return {k: dict(v) for k, v in out.items()}
+
+
+def _every_grain_as_polars(store, org: int, ref: pl.DataFrame) -> None:
+    """Every grain's keys, span counts, tokens, cost, extremes and latency bins (each bin's
+    count) as polars finds them over `ref`."""
     for table, every in GRAINS.items():
         got, want = _store_rollup(store, table, org), _polars_rollup(ref, every)
         assert got.select(KEYS).to_dicts() == want.select(KEYS).to_dicts(), table
         for column in ("spans", "tokens", "least", "most"):
             assert got[column].to_list() == want[column].to_list(), (table, column)
-        assert got["binned"].to_list() == want["spans"].to_list(), table
+        assert got["cost"].to_list() == pytest.approx(want["cost"].to_list(), abs=1e-12), table
+        assert _bins(store, table, org) == _polars_bins(ref, every), table
+
+
+def _flags_follow_the_rule(store, org: int, ref: pl.DataFrame) -> None:
+    """Each stored span's `llm_call` as the rule sets it over `ref`."""
+    stored = dict(
+        store.client.query(
+            f"SELECT span_id, llm_call FROM {store.table('spans')} WHERE org_id = %(org)s",
+            parameters={"org": org},
+        ).result_rows
+    )
+    want = dict(zip(ref["span_id"], ref["llm_call"], strict=True))
+    assert stored == {s: want[s] for s in stored}
+
+
+def _fail_done(real):
+    """`move_journal.record` failing at the record of a move done (after every statement)."""
+
+    def record(store, entry):
+        if entry.done:
+            raise _Failed("record")
+        real(store, entry)
+
+    return record
+
+
+# (step, whether it ran before the failure): the minute insert refused; landed with its answer
+# lost (journaled as sent, not as landed); the extremes, after the inserts; the flags
+FAILURES = [("_insert", False), ("_insert", True), ("_settle_key", True), ("_clear_flags", False)]
+
+
+@pytest.mark.parametrize(("step", "step_runs"), FAILURES)
+def test_a_move_that_fails_part_way_is_finished_by_the_resend(ch_ingest, step, step_runs):
+    """The store fails at the rollups' insert, after it (its answer lost), after the inserts
+    (at the extremes) or at the flags: the batch is refused, its spans stored (the move runs
+    after its insert), the move pending in the journal; the resend stores nothing new and
+    finishes the move without adding anything twice: every grain as polars finds it."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    slug = "late-fail" + step.replace("_", "-") + ("-ran" if step_runs else "")
+    org, _, first, later, _, _ = _first_batch(store, engine, slug)
+    _refused(store, engine, later, step, step_runs=step_runs)
+    flagged = store.client.query(
+        f"SELECT count() FROM {store.table('spans')} WHERE org_id = %(org)s AND llm_call",
+        parameters={"org": org},
+    ).result_rows[0][0]
+    assert flagged == 9 + len(later)  # the calls stored, the wrappers (but the TTL's) flagged
+    assert len(move_journal.pending(store, [org])) == 1
+    assert to_clickhouse.write_spans(store, engine, later) == 0  # the resend
+    assert move_journal.pending(store, [org]) == []
+    _extremes_applied(store)
+    ref = _reference(first + later)  # the TTL's two spans kept in the rollups, as counted
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)
+
+
+def test_a_move_whose_done_record_fails_is_finished_once(ch_ingest):
+    """Every statement of the move sent, then the journal's record of it done fails: the
+    resend finds it pending, each insert landed, and changes no figure."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, _, first, later, _, _ = _first_batch(store, engine, "late-fail-done")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(move_journal, "record", _fail_done(move_journal.record))
+    try:
+        with pytest.raises(_Failed):
+            to_clickhouse.write_spans(store, engine, later)
+    finally:
+        patch.undo()
+    assert len(move_journal.pending(store, [org])) == 1
+    assert to_clickhouse.write_spans(store, engine, later) == 0
+    assert move_journal.pending(store, [org]) == []
+    _extremes_applied(store)
+    ref = _reference(first + later)  # the TTL's two spans kept in the rollups, as counted
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)
+
+
+def _plain_call(org: int, project: int) -> dict:
+    """An LLM call of another trace and day: a batch of the org with no move of its own."""
+    return span(org, project, DAY + timedelta(hours=20), model="gpt-4o", provider="openai",
+                duration_ms=90.0, input_tokens=3, output_tokens=1)  # fmt: skip
+
+
+@pytest.mark.parametrize(("step", "step_runs"), [("_insert", True), ("_settle_key", True)])
+def test_a_batch_refused_and_never_resent_is_finished_by_the_orgs_next_batch(
+    ch_ingest, step, step_runs
+):
+    """The move fails after its insert (the answer lost, or at the extremes); the batch is
+    never sent again. The org's next batch (a call of another trace and day) takes the move
+    in first: every grain's counts, sums, extremes and latency bins as polars finds them over
+    the spans stored, and the wrappers' flags as the rule sets them."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    slug = "late-never" + step.replace("_", "-")
+    org, (main, _), first, later, _, _ = _first_batch(store, engine, slug)
+    _refused(store, engine, later, step, step_runs=step_runs)
+    other = _plain_call(org, main)
+    assert to_clickhouse.write_spans(store, engine, [other]) == 1
+    assert move_journal.pending(store, [org]) == []
+    _extremes_applied(store)
+    assert {r["span_id"] for r in later} <= _stored_ids(store, org)
+    ref = _reference(first + later + [other])  # the TTL's two spans kept in the rollups
+    # 12 counted: 5 of the 11 stopped counting, 5 calls and one more counting
+    assert ref["llm_call"].sum() == 11 - 5 + 5 + 1
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)
+
+
+def test_a_batch_whose_insert_fails_drops_its_journaled_move(ch_ingest):
+    """The batch's own insert fails (its move journaled, nothing of it run), and it is never
+    sent again. The org's next batch drops the move (no call of it stored): the wrappers keep
+    counting, every grain as polars finds it over the spans stored."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main, _), first, later, _, _ = _first_batch(store, engine, "late-never-stored")
+    real = store.client.insert
+    spans = store.table("spans")
+
+    def refused(table, *args, **kwargs):
+        if table == spans:
+            raise _Failed("insert")
+        return real(table, *args, **kwargs)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(store.client, "insert", refused)
+    try:
+        with pytest.raises(_Failed):
+            to_clickhouse.write_spans(store, engine, later)
+    finally:
+        patch.undo()
+    assert len(move_journal.pending(store, [org])) == 1
+    other = _plain_call(org, main)
+    assert to_clickhouse.write_spans(store, engine, [other]) == 1
+    assert move_journal.pending(store, [org]) == []
+    assert not {r["span_id"] for r in later} & _stored_ids(store, org)
+    ref = _reference(first + [other])  # the TTL's two spans kept in the rollups
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)
 
 
 def test_whole_traces_read_nothing_and_a_call_under_a_stored_span_reads_once(ch_ingest):
@@ -115,8 +280,8 @@ def test_a_span_of_the_wrappers_minute_between_the_failure_and_the_resend(ch_ing
     call = _call_under(w, 1, 400.0)
     _refused(store, engine, [call], "_settle_key", step_runs=True)
     between = _wrapper(org, main, T0 + timedelta(seconds=30), 600.0, 0.03)  # another trace
-    assert to_clickhouse.write_spans(store, engine, [between]) == 1
-    assert to_clickhouse.write_spans(store, engine, [call]) == 1
+    assert to_clickhouse.write_spans(store, engine, [between]) == 1  # takes the move in first
+    assert to_clickhouse.write_spans(store, engine, [call]) == 0  # stored with its batch
     _extremes_applied(store)
     ref = _reference([w, z, call, between])
     for table, every in GRAINS.items():
@@ -315,28 +480,25 @@ def test_a_late_flag_mutation_applied_during_the_next_move_adds_nothing_twice(ch
         assert got["spans"].to_list() == want["spans"].to_list(), (table, raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review5: `_landed` judges a minute key's row keyed false by its count alone: "
-    "another wrapper's move of the same minute and key, between a failed move and its resend, "
-    "takes the first attempt's row as its own",
-)
-def test_another_wrappers_move_between_the_failure_and_the_resend(ch_ingest):
+@pytest.mark.parametrize(("step", "step_runs"), [("_insert", True), ("_settle_key", True)])
+def test_another_wrappers_move_between_the_failure_and_the_resend(ch_ingest, step, step_runs):
     """Two wrappers of one minute and key, their latencies and tokens apart, a third span of
-    the key keeping the minute. The move of the first fails after its insert (the batch
-    refused, the wrapper still flagged); before its resend, a batch with a late call under the
-    second wrapper moves it; then the resend. Every grain as polars finds it: spans, tokens,
+    the key keeping the minute. The move of the first fails after its insert (its answer
+    lost, or at the extremes: the batch refused, the wrapper still flagged); before its
+    resend, a batch with a late call under the second wrapper moves it (review5: the count
+    guards took the first's row as the second's, and the resend added the first twice, a bin
+    left at 2**64 - 1); then the resend. Every grain as polars finds it: spans, tokens,
     extremes and every latency bin's count."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    org, (main,) = make_org(engine, "late-two-between", ("main",))
+    org, (main,) = make_org(engine, "late-two-between" + step.replace("_", "-"), ("main",))
     x = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
     y = _wrapper(org, main, T0 + timedelta(seconds=10), 3000.0, 0.05, tokens=(300, 60))
     keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
     assert to_clickhouse.write_spans(store, engine, [x, y, keep]) == 3
     first, second = _call_under(x, 1, 400.0), _call_under(y, 1, 2900.0)
-    _refused(store, engine, [first], "_settle_key", step_runs=True)
-    assert to_clickhouse.write_spans(store, engine, [second]) == 1
-    assert to_clickhouse.write_spans(store, engine, [first]) == 1  # the resend
+    _refused(store, engine, [first], step, step_runs=step_runs)
+    assert to_clickhouse.write_spans(store, engine, [second]) == 1  # the first's move taken in
+    assert to_clickhouse.write_spans(store, engine, [first]) == 0  # the resend: stored
     _extremes_applied(store)
     ref = _reference([x, y, keep, first, second])
     for table, every in GRAINS.items():
@@ -350,3 +512,64 @@ def test_another_wrappers_move_between_the_failure_and_the_resend(ch_ingest):
         assert got.select(KEYS).to_dicts() == want.select(KEYS).to_dicts(), table
         for column in ("spans", "tokens", "least", "most"):
             assert got[column].to_list() == want[column].to_list(), (table, column)
+    _every_grain_as_polars(store, org, ref)  # and each latency bin, the cost
+    _flags_follow_the_rule(store, org, ref)
+
+
+def test_on_chdb_the_journal_is_read_until_the_org_has_nothing_pending(ch_ingest):
+    """chDB's folder is written by this process alone: an org's turn reads the journal until
+    it finds nothing pending for it, then not again until a move of the org is journaled
+    (`wrapper_move_journal.clean`); a failed move is read and finished at the next batch."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "late-journal-reads", ("main",))
+    reads: list[list[int]] = []
+    real = move_journal.pending
+    patch = pytest.MonkeyPatch()
+    patch.setattr(move_journal, "pending", lambda s, orgs: reads.append(orgs) or real(s, orgs))
+    try:
+        w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
+        keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
+        assert to_clickhouse.write_spans(store, engine, [w]) == 1
+        assert to_clickhouse.write_spans(store, engine, [keep]) == 1
+        assert reads == [[org]]  # the first batch's turn alone
+        call = _call_under(w, 1, 400.0)
+        _refused(store, engine, [call], "_settle_key", step_runs=True)
+        other = _plain_call(org, main)
+        assert to_clickhouse.write_spans(store, engine, [other]) == 1
+        assert reads == [[org], [org]]  # read again: the move found and finished
+        assert to_clickhouse.write_spans(store, engine, [dict(other, span_id="f" * 16)]) == 1
+        assert reads == [[org], [org]]
+    finally:
+        patch.undo()
+    _extremes_applied(store)
+    ref = _reference([w, keep, call, other, dict(other, span_id="f" * 16)])
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)
+
+
+def test_a_pending_move_that_fails_again_refuses_the_orgs_batch_as_unavailable(ch_ingest):
+    """The move fails at the extremes, and again as the org's next batch takes it in: that
+    batch is refused as the store's failure (503, retried: not split and refused row by row),
+    its span not stored; once the store works, the next batch finishes the move and stores
+    its span. Every grain as polars finds it."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "late-fails-again", ("main",))
+    w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
+    keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
+    assert to_clickhouse.write_spans(store, engine, [w, keep]) == 2
+    call, other = _call_under(w, 1, 400.0), _plain_call(org, main)
+    _refused(store, engine, [call], "_settle_key", step_runs=True)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(wrapper_moves, "_settle_key", lambda *a, **k: (_ for _ in ()).throw(_Failed()))
+    try:
+        with pytest.raises(DatabaseUnavailable, match="pending move"):
+            to_clickhouse.write_spans(store, engine, [other])
+    finally:
+        patch.undo()
+    assert other["span_id"] not in _stored_ids(store, org)
+    assert to_clickhouse.write_spans(store, engine, [other]) == 1
+    assert move_journal.pending(store, [org]) == []
+    _extremes_applied(store)
+    ref = _reference([w, keep, call, other])
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)

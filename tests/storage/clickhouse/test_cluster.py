@@ -203,7 +203,7 @@ def test_opening_a_new_cluster_store_applies_every_version_on_the_cluster(monkey
     assert {text for text, _ in client.of("insert")} == {"obs.schema_versions"}
 
 
-def test_a_cluster_store_at_version_2_gets_versions_3_to_8_on_the_cluster(monkeypatch):
+def test_a_cluster_store_at_version_2_gets_versions_3_to_9_on_the_cluster(monkeypatch):
     client = _server(monkeypatch, [1, 2], "Distributed")
     # spans in December, January and March (February empty): the partitions of the active parts
     # of every node's spans_local
@@ -219,6 +219,7 @@ def test_a_cluster_store_at_version_2_gets_versions_3_to_8_on_the_cluster(monkey
     assert sent[: len(changes)] == changes
     retention = ddl._trace_retention(naming)
     ids = ddl._span_ids(naming)  # version 8 (7 sends nothing: no copies to fold)
+    ids += ddl._wrapper_move_journal(naming)  # version 9
     fills = sent[len(changes) : len(sent) - len(retention) - len(ids)]
     assert sent[len(sent) - len(retention) - len(ids) :] == retention + ids
     altered = {text.split()[2] for text in changes + retention if text.startswith("ALTER")}
@@ -246,7 +247,7 @@ def test_a_cluster_store_at_version_2_gets_versions_3_to_8_on_the_cluster(monkey
     assert "spans.start_time < toDateTime64(%(end)s, 6, 'UTC')" in fills[0]
     months = [params["start"][:7] for text, params in client.parameters if "INSERT" in text]
     assert months == ["2025-12", "2026-01", "2026-03"]
-    assert len(client.of("insert")) == 6  # versions 3 to 8 recorded
+    assert len(client.of("insert")) == 7  # versions 3 to 9 recorded
 
 
 def test_a_current_cluster_store_sends_no_schema_change(monkeypatch):

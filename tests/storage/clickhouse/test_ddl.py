@@ -115,8 +115,8 @@ def test_cluster_ddl_puts_every_statement_on_the_cluster():
     created = [s for s in STATEMENTS if "CREATE " in s]
     # database, versions, 5 tables twice, 4 views, the migrate-spans checkpoints (version 2);
     # version 3 changes the rollup views in place (ALTER ... MODIFY QUERY), creating nothing;
-    # version 5 the hourly actors' table twice and its view
-    assert len(created) == 1 + 1 + 5 * 2 + 4 + 1 + 2 + 1
+    # version 5 the hourly actors' table twice and its view; version 9 the moves' journal
+    assert len(created) == 1 + 1 + 5 * 2 + 4 + 1 + 2 + 1 + 1
     for statement in created:
         first = next(line for line in statement.splitlines() if line.startswith("CREATE"))
         assert "ON CLUSTER obs_cluster" in first, first
@@ -227,6 +227,59 @@ def test_cluster_nodes_each_keep_every_checkpoint():
     assert (
         "ReplicatedReplacingMergeTree('/clickhouse/tables/all/observatory/migrate_checkpoints', "
         "'{replica}', updated_at)" in create
+    )
+    assert "Distributed" not in create
+
+
+def test_a_store_at_version_8_gets_the_wrapper_move_journal_at_its_next_open(chdb_session):
+    """Version 9 (the wrapper moves' journal) applied on its own to a store at 8, once: a
+    second open changes nothing; a move's rows read back, a row of a move begun past the
+    journal's days not read (all of a move's rows deleted together by its `begun_at`)."""
+    from observatory_core.storage.clickhouse import wrapper_move_journal as journal
+    from observatory_core.storage.clickhouse.connect import open_span_store
+    from observatory_core.storage.clickhouse.wrapper_move_reads import Wrapper
+
+    url, store = store_at_version(chdb_session, "version_8", 8)
+    try:
+        assert ddl.apply_schema(store) == [9]
+        assert ddl.apply_schema(store) == []
+        columns = _columns(store, "wrapper_move_journal")
+        assert columns["begun_at"] == "DateTime64(6, 'UTC')"
+        assert {"org_id", "move_id", "step", "done", "state"} <= columns.keys()
+        (create,) = store.client.query(
+            "SELECT create_table_query FROM system.tables WHERE database = %(db)s "
+            "AND name = 'wrapper_move_journal'",
+            parameters={"db": store.database},
+        ).result_rows[0]
+        assert "ReplacingMergeTree(step)" in create
+        assert "TTL toDateTime(begun_at) + toIntervalDay(30)" in create
+        at = datetime(2026, 11, 20, 8, 0, 1, 250, tzinfo=UTC)
+        w = Wrapper(3, "a" * 32, "b" * 16, at)
+        call = journal.Call(3, "a" * 32, "c" * 16, at + timedelta(seconds=1))
+        entry = journal.Entry(7, {w: (call,)})
+        journal.record(store, entry)
+        entry.landed.append("1min")
+        journal.record(store, entry)
+        old = journal.Entry(7, {w: ()}, begun_at=datetime.now(UTC) - timedelta(days=31))
+        journal.record(store, old)
+        (found,) = journal.pending(store, [7, 8])
+        assert (found.move_id, found.step, found.landed) == (entry.move_id, 2, ["1min"])
+        assert found.wrappers == {w: (call,)}
+        entry.done = True
+        journal.record(store, entry)
+        assert journal.pending(store, [7]) == []
+        store.close()
+        store = open_span_store(url)  # opened again: nothing to apply
+        assert ddl.applied_versions(store) == {m.version for m in ddl.MIGRATIONS}
+    finally:
+        chdb_session.drop(store)
+
+
+def test_cluster_nodes_each_keep_the_whole_wrapper_move_journal():
+    (create,) = [s for s in STATEMENTS if "observatory.wrapper_move_journal ON CLUSTER" in s]
+    assert (
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/all/observatory/wrapper_move_journal', "
+        "'{replica}', step)" in create
     )
     assert "Distributed" not in create
 
