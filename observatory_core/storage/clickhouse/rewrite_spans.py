@@ -2,16 +2,18 @@
 store"), each span kept once, and the rollups and trace totals of what changed rebuilt.
 
 `spans` is a `ReplacingMergeTree(version)`: a span is rewritten as a new copy of its row (the
-same identity, a higher version), and the old copy deleted by a lightweight DELETE of its exact
-(trace, span, version) (`fold_copies._delete`). Not an `ALTER UPDATE`: a mutation rewrites the
+same identity, a higher version), and the old copy deleted by one lightweight DELETE per flush
+of every copy in the flushed (project, day)s but the newest (`delete_older`). Not an `ALTER
+UPDATE`: a mutation rewrites the
 updated columns of every part holding a changed row (the attributes and texts among them), so
 remap's changes spread over a month would rewrite that month's columns once per batch; a new
 copy writes each changed span once, and the delete rewrites only the parts' row mask.
 
 The insert fires the views, which add the new copy to the rollups and trace totals beside the
 old one, and no view can take a row back out. So, per org, project and UTC day the changed
-spans fall in, the day's rows are rebuilt from the spans: deleted at every grain (synchronous
-lightweight DELETEs), then the minute rows inserted from the day's spans, the newest copy of
+spans fall in, the day's rows are rebuilt from the spans: deleted at every grain (one
+synchronous lightweight DELETE per grain for the flush's days), then the minute rows inserted
+from the days' spans, the newest copy of
 each (`LIMIT 1 BY`, as `rebuild.py` reads them) by the minute view's own expressions; the
 hour's and day's views fold them as any minute row. The trace totals of the changed spans'
 traces (per project) likewise. Only then are the old copies deleted: a run stopped between the
@@ -36,17 +38,19 @@ from typing import Any
 
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse.cluster import delete_sync
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
-from observatory_core.storage.clickhouse.fold_copies import WAIT_S, _applied, _delete, _older_copies
+from observatory_core.storage.clickhouse.fold_copies import WAIT_S, _older_copies
 from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
+from observatory_core.storage.clickhouse.restamp import settle
 from observatory_core.storage.clickhouse.view_gaps import _extent
 from observatory_core.storage.clickhouse.writes import JsonText, as_columns
 
 PAGE = 2_000  # spans read per page (every column)
 FLUSH_ROWS = 20_000  # rewritten spans held before their days and traces are rebuilt
-TRACES = 1_000  # traces per trace-totals statement
+TRACES = 10_000  # traces per trace-totals statement
 _NAMES = layout.span_column_names()
 _TIMES = tuple(c.name for c in layout.span_columns() if layout.TIME in c.type)
 _MINUTE = layout.GRAIN_SECONDS["1min"]
@@ -183,20 +187,36 @@ def _newest(store: SpanStore, columns: list[str], where: str) -> str:
     )
 
 
-def _day_statement(store: SpanStore) -> str:
-    """The minute rows of one org's project-day from its spans (parameters org, project, start,
-    end), by the minute view's own expressions; the hour's and day's views fold them."""
+def _in_days(column: str) -> str:
+    """Rows of the org's (project, UTC day)s (parameters org, lo, hi: the days' extent for the
+    key and partitions; days: (project, days since 1970) pairs)."""
+    return (
+        f"org_id = %(org)s AND {column} >= toDateTime64(%(lo)s, 6, 'UTC') "
+        f"AND {column} < toDateTime64(%(hi)s, 6, 'UTC') "
+        f"AND (project_id, intDiv(toUnixTimestamp({column}), 86400)) IN %(days)s"
+    )
+
+
+def _days_params(org_id: int, days: list[tuple[int, date]]) -> dict[str, Any]:
+    epoch = date(1970, 1, 1)
+    first = min(d for _, d in days)
+    last = max(d for _, d in days)
+    return {
+        "org": org_id,
+        "lo": micro_text(datetime(first.year, first.month, first.day, tzinfo=UTC)),
+        "hi": micro_text(datetime(last.year, last.month, last.day, tzinfo=UTC) + _DAY),
+        "days": [(p, (d - epoch).days) for p, d in days],
+    }
+
+
+def _days_statement(store: SpanStore) -> str:
+    """The minute rows of the org's (project, day)s from their spans (`_in_days`), by the
+    minute view's own expressions; the hour's and day's views fold them."""
     keys = layout.rollup_keys()
     partials = layout.rollup_partials()
     bucket = f"toStartOfInterval(spans.start_time, INTERVAL {_MINUTE} SECOND, 'UTC')"
     columns = _columns_of([e for _, e in keys] + [p.select for p in partials] + [_counted_spans()])
-    source = _newest(
-        store,
-        columns,
-        "org_id = %(org)s AND project_id = %(project)s "
-        "AND start_time >= toDateTime64(%(start)s, 6, 'UTC') "
-        "AND start_time < toDateTime64(%(end)s, 6, 'UTC')",
-    )
+    source = _newest(store, columns, _in_days("start_time"))
     names = [c.name for c, _ in keys]
     select = [
         "spans.org_id AS org_id",
@@ -244,25 +264,44 @@ def _sync_delete(store: SpanStore, table: str, where: str, params: dict[str, Any
     )
 
 
-def rebuild_day(store: SpanStore, org_id: int, project_id: int, day: date) -> None:
-    """The org's project's rollup rows of `day` (UTC), every grain, made again from its spans."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    params = {
-        "org": org_id,
-        "project": project_id,
-        "start": micro_text(start),
-        "end": micro_text(start + _DAY),
-    }
+def rebuild_days(store: SpanStore, org_id: int, days: list[tuple[int, date]]) -> None:
+    """The org's rollup rows of its (project, UTC day)s, every grain, made again from their
+    spans: one DELETE per grain, waited on, then one INSERT of the minute rows."""
+    if not days:
+        return
+    params = _days_params(org_id, days)
+    settings = {"max_query_size": 65_536 + 40 * len(days)}
     for grain in layout.GRAIN_SECONDS:
-        _sync_delete(
-            store,
-            f"rollup_{grain}",
-            "org_id = %(org)s AND project_id = %(project)s "
-            "AND bucket_start >= toDateTime64(%(start)s, 6, 'UTC') "
-            "AND bucket_start < toDateTime64(%(end)s, 6, 'UTC')",
-            params,
+        _sync_delete(store, f"rollup_{grain}", _in_days("bucket_start"), params)
+    store.client.command(_days_statement(store), parameters=params, settings=settings)
+
+
+# The old copies' delete as `system.mutations` shows it (`delete_older`)
+_OLDER = "position(command, 'NOT IN (SELECT trace_id, span_id, max(version)') > 0"
+
+
+def delete_older(store: SpanStore, org_id: int, days: list[tuple[int, date]]) -> None:
+    """Every copy of a span in the org's (project, day)s but its newest deleted: one
+    lightweight DELETE, queued, then waited on (at most `WAIT_S`). Copies sharing the newest
+    version stay (`fold_copies.py`)."""
+    if not days:
+        return
+    params = _days_params(org_id, days)
+    where = _in_days("start_time")
+    table = store.table("spans")
+    store.client.command(
+        f"DELETE FROM {table} WHERE {where} AND (trace_id, span_id, version) NOT IN "
+        f"(SELECT trace_id, span_id, max(version) FROM {table} WHERE {where} "
+        "GROUP BY trace_id, span_id)",
+        parameters=params,
+        settings={**delete_sync(store, 0), "max_query_size": 65_536 + 80 * len(days)},
+    )
+    if not settle(store, WAIT_S, ("spans",), _OLDER):
+        raise DatabaseUnavailable(
+            f"The span store at {store.target.describe()} has not yet deleted the older copies "
+            f"of org {org_id}'s rewritten spans after {WAIT_S:.0f} s; the engine goes on with "
+            "them. Run remap again once system.mutations is empty."
         )
-    store.client.command(_day_statement(store), parameters=params)
 
 
 def rebuild_traces(
@@ -293,30 +332,28 @@ def rebuild_traces(
 @dataclass
 class Rewriter:
     """Rewrites one org's spans: `rewrite` inserts a page's new copies; `flush` rebuilds the
-    project-days they fall in and their traces, then deletes the old copies (see above). The
-    walk calls `flush(before=(project, day))` as it leaves days behind, so each day is rebuilt once;
-    more than `flush_rows` spans held flushes every day held (the walk's own day again later)."""
+    (project, day)s they fall in and their traces, then deletes the old copies (see above).
+    The walk calls `flush(before=(project, day))` as it leaves days behind, so each day is
+    rebuilt once; more than `flush_rows` spans held flushes every day held (the walk's own day
+    again at its end)."""
 
     store: SpanStore
     org_id: int
     turn: OrgTurns | None = None
     flush_rows: int = FLUSH_ROWS
-    # old copies to delete: (project, day) -> [(trace, span, version, start)]
-    old: dict[tuple[int, date], list[tuple[str, str, int, datetime]]] = field(default_factory=dict)
+    days: dict[tuple[int, date], int] = field(default_factory=dict)  # -> spans held
     traces: dict[int, dict[str, list[datetime]]] = field(default_factory=dict)
-    held: int = 0
     rewritten: int = 0
 
     def _turn(self):
         return (self.turn or own_process)([self.org_id])
 
-    def hold(self, project_id: int, copy: tuple[str, str, int, datetime]) -> None:
-        """An old copy (trace, span, version, start) to delete once its day and trace are
-        rebuilt."""
-        day = copy[3].astimezone(UTC).date()
-        self.old.setdefault((project_id, day), []).append(copy)
-        self.traces.setdefault(project_id, {}).setdefault(copy[0], []).append(copy[3])
-        self.held += 1
+    def hold(self, project_id: int, trace_id: str, start: datetime) -> None:
+        """A span whose (project, day) and trace are to be rebuilt, and its day's older
+        copies deleted, at the next flush that reaches its day."""
+        day = (project_id, start.astimezone(UTC).date())
+        self.days[day] = self.days.get(day, 0) + 1
+        self.traces.setdefault(project_id, {}).setdefault(trace_id, []).append(start)
 
     def rewrite(self, rows: list[dict[str, Any]], changes: list[dict[str, Any]]) -> None:
         """Store `rows` (stored rows, every column) with `changes` as new copies (a version
@@ -324,7 +361,7 @@ class Rewriter:
         flush."""
         if not rows:
             return
-        if self.held + len(rows) > self.flush_rows:
+        if sum(self.days.values()) + len(rows) > self.flush_rows:
             self.flush()
         new = []
         for row, change in zip(rows, changes, strict=True):
@@ -342,39 +379,26 @@ class Rewriter:
                 store.table("spans"), columns, column_names=list(_NAMES), column_oriented=True
             )
         for row in rows:
-            copy = (row["trace_id"], row["span_id"], int(row["version"]), row["start_time"])
-            self.hold(row["project_id"], copy)
+            self.hold(row["project_id"], row["trace_id"], row["start_time"])
         self.rewritten += len(rows)
 
     def flush(self, before: tuple[int, date] | None = None) -> None:
         """Under the org's write turn: the held (project, day)s (those before `before` only,
-        when given: the walk goes project by project, day by day) rebuilt, every held trace rebuilt (from the newest copies, so a trace with a
-        day still held is right now and rebuilt again with that day), then those days' old
-        copies deleted, waited on (bounded)."""
-        days = sorted(d for d in self.old if before is None or d < before)
+        when given: the walk goes project by project, day by day) rebuilt, every held trace
+        rebuilt (from the newest copies, so a trace with a day still held is right now, and
+        rebuilt again with that day), then those days' older copies deleted."""
+        days = sorted(d for d in self.days if before is None or d < before)
         if not days:
             return
         store = self.store
-        copies = [c for d in days for c in self.old[d]]
         with store.write_lock, self._turn():
-            for project_id, day in days:
-                rebuild_day(store, self.org_id, project_id, day)
+            rebuild_days(store, self.org_id, days)
             for project_id, traces in sorted(self.traces.items()):
                 rebuild_traces(store, self.org_id, project_id, traces)
-            _delete(store, self.org_id, copies)
-            if not _applied(store, WAIT_S):
-                raise DatabaseUnavailable(
-                    f"The span store at {store.target.describe()} has not yet deleted the "
-                    f"older copies of {len(copies):,} rewritten spans after {WAIT_S:.0f} s; the "
-                    "engine goes on with them. Run remap again once system.mutations is empty."
-                )
+            delete_older(store, self.org_id, days)
         for d in days:
-            del self.old[d]
-        self.held -= len(copies)
+            del self.days[d]
         self.traces = {}
-        for (project_id, _), held in self.old.items():  # the days still held keep theirs
-            for trace_id, _span, _version, start in held:
-                self.traces.setdefault(project_id, {}).setdefault(trace_id, []).append(start)
 
 
 def leftover_copies(store: SpanStore, org_ids: set[int] | None) -> dict[int, list[tuple]]:
@@ -389,19 +413,16 @@ def leftover_copies(store: SpanStore, org_ids: set[int] | None) -> dict[int, lis
 
 
 def settle_copies(rewriter: Rewriter, copies: list[tuple]) -> None:
-    """Older copies left by a stopped run: their days and traces rebuilt, then deleted."""
+    """Older copies a stopped run left: their days and traces rebuilt, then deleted."""
     store = rewriter.store
     for i in range(0, len(copies), TRACES):
         chunk = copies[i : i + TRACES]
         rows = store.client.query(
-            f"SELECT project_id, trace_id, span_id, version FROM {store.table('spans')} "
+            f"SELECT DISTINCT project_id, trace_id, start_time FROM {store.table('spans')} "
             "WHERE org_id = %(org)s AND (trace_id, span_id) IN %(ids)s",
             parameters={"org": rewriter.org_id, "ids": [(t, s) for t, s, _, _ in chunk]},
             settings={"max_query_size": 65_536 + 60 * len(chunk)},
         ).result_rows
-        project_of = {(t, s, int(v)): int(p) for p, t, s, v in rows}
-        for copy in chunk:
-            project_id = project_of.get(copy[:3])
-            if project_id is not None:
-                rewriter.hold(project_id, copy)
+        for project_id, trace_id, start in rows:
+            rewriter.hold(int(project_id), trace_id, _utc(start))
     rewriter.flush()

@@ -292,7 +292,7 @@ def test_a_stopped_run_is_settled_by_the_next(ch_ingest, monkeypatch):
     def stop(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rewrite_spans, "rebuild_day", stop)
+    monkeypatch.setattr(rewrite_spans, "rebuild_days", stop)
     with pytest.raises(KeyboardInterrupt):
         remap(engine, org_id=org, batch=20)
     monkeypatch.undo()
@@ -311,3 +311,28 @@ def test_a_stopped_run_is_settled_by_the_next(ch_ingest, monkeypatch):
         assert got.select(KEYS, "spans", "tokens").to_dicts() == (
             want.select(KEYS, "spans", "tokens").to_dicts()
         ), table
+
+
+def test_the_command_reads_the_span_store(ch_ingest, remapped, monkeypatch, capsys):
+    """`python -m observatory_core remap` on the store: the spans it read, not 0; a bad
+    --since is one sentence."""
+    from observatory_core.__main__ import main
+
+    monkeypatch.setenv("DATABASE_URL", str(ch_ingest.engine.url))
+    get_settings.cache_clear()
+    assert main(["remap", "--org", "remap-ch"]) == 0
+    out = capsys.readouterr().out
+    assert "Read 14 spans, filled fields of 0," in out
+    assert main(["remap", "--org", "remap-ch", "--since", "last tuesday"]) == 2
+    assert "is not a date" in capsys.readouterr().err
+
+
+def test_a_cluster_store_is_refused_with_a_sentence(ch_ingest):
+    from types import SimpleNamespace
+
+    from observatory_core.base.errors import UserError
+    from observatory_core.ingest.remap_span_store import remap_span_store
+
+    store = SimpleNamespace(naming=SimpleNamespace(cluster="main"))
+    with pytest.raises(UserError, match="cluster"):
+        remap_span_store(ch_ingest.engine, store)
