@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -54,7 +54,7 @@ def _fields(
 ) -> int:
     """One page of the fields walk: the spans that learn something rewritten."""
     changed, changes = [], []
-    for row in rows:
+    for row in rw.unexpired(rows, datetime.now(UTC)):
         change = derive(row, max_chars)
         if not change:
             continue
@@ -105,15 +105,17 @@ def _flags(store: SpanStore, rewriter: rw.Rewriter, size: int) -> int:
     rewritten with it; answers how many."""
     wrapped = _wrapped(store, rewriter.org_id)
     flipped = 0
-    for rows in rw.pages(store, rewriter.org_id, columns=_RULE, size=size):
+    columns = (*_RULE, layout.RETAIN_DAYS)
+    for rows in rw.pages(store, rewriter.org_id, columns=columns, size=size):
+        live = rw.unexpired(rows, datetime.now(UTC))
         wrong = {
             (r["trace_id"], r["span_id"]): decided
-            for r in rows
+            for r in live
             if (decided := row_rule(r) and (r["trace_id"], r["span_id"]) not in wrapped)
             != bool(r["llm_call"])
         }
         if wrong:
-            keys = [(r["trace_id"], r["span_id"], r["start_time"]) for r in rows]
+            keys = [(r["trace_id"], r["span_id"], r["start_time"]) for r in live]
             keys = [k for k in keys if k[:2] in wrong]
             full = rw.full_rows(store, rewriter.org_id, rows[0]["project_id"], keys)
             changes = [{"llm_call": wrong[(r["trace_id"], r["span_id"])]} for r in full]

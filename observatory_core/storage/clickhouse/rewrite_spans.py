@@ -46,7 +46,7 @@ from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
 from observatory_core.storage.clickhouse.restamp import settle
 from observatory_core.storage.clickhouse.view_gaps import _extent
-from observatory_core.storage.clickhouse.writes import JsonText, as_columns
+from observatory_core.storage.clickhouse.writes import EXPIRY_MARGIN, JsonText, as_columns
 
 PAGE = 2_000  # spans read per page (every column)
 FLUSH_ROWS = 20_000  # rewritten spans held before their days and traces are rebuilt
@@ -135,7 +135,7 @@ def pages(
             rows = [_row(names, r) for r in result.result_rows]
             if not rows:
                 break
-            yield rows
+            yield _newest_copies(rows)
             if len(rows) < size:
                 break
             last = rows[-1]
@@ -144,6 +144,30 @@ def pages(
                 " AND start_time >= toDateTime64(%(s)s, 6, 'UTC') AND (start_time, trace_id, "
                 "span_id) > (toDateTime64(%(s)s, 6, 'UTC'), %(t)s, %(sp)s)"
             )
+
+
+def _newest_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A page's rows, the newest copy of each span alone (copies lie next to each other, the
+    newest last): a span is never rewritten twice in one insert."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if out and (out[-1]["trace_id"], out[-1]["span_id"]) == (row["trace_id"], row["span_id"]):
+            out[-1] = row
+        else:
+            out.append(row)
+    return out
+
+
+def unexpired(rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The rows not past their retention stamp (`writes.EXPIRY_MARGIN` as ingest): a copy of
+    one would be counted by the views and dropped by the TTL as it is written."""
+    cutoff = now + EXPIRY_MARGIN
+    return [
+        r
+        for r in rows
+        if not r[layout.RETAIN_DAYS]
+        or r["start_time"] + timedelta(days=int(r[layout.RETAIN_DAYS])) > cutoff
+    ]
 
 
 def full_rows(

@@ -336,3 +336,24 @@ def test_a_cluster_store_is_refused_with_a_sentence(ch_ingest):
     store = SimpleNamespace(naming=SimpleNamespace(cluster="main"))
     with pytest.raises(UserError, match="cluster"):
         remap_span_store(ch_ingest.engine, store)
+
+
+def test_a_span_past_its_retention_is_not_rewritten(ch_ingest, monkeypatch):
+    """A copy of a span past its retention stamp would be counted by the views and dropped by
+    the TTL as it is written: such a span is left as it is (here every stamped span is past it:
+    the margin made ten years)."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "remap-ch-expired")
+    sent = [_as_stored_before(org, main, NOW - timedelta(hours=i), i) for i in range(3)]
+    persist.write_spans(engine, sent)
+    store.client.command(
+        f"ALTER TABLE {store.table('spans')} UPDATE retain_days = 3650 "
+        "WHERE org_id = %(org)s AND span_id = %(span)s",
+        parameters={"org": org, "span": sent[0]["span_id"]},
+        settings={"mutations_sync": 2},
+    )
+    monkeypatch.setattr(rewrite_spans, "EXPIRY_MARGIN", timedelta(days=3650 * 2))
+    assert remap(engine, org_id=org).changed == 2
+    df = _stored(store, org).sort("start_time", descending=True)
+    assert df["operation"].to_list() == ["other", "chat", "chat"]
+    assert df.height == 3
