@@ -51,6 +51,9 @@ from observatory_core.storage.clickhouse.writes import EXPIRY_MARGIN, JsonText, 
 PAGE = 2_000  # spans read per page (every column)
 FLUSH_ROWS = 20_000  # rewritten spans held before their days and traces are rebuilt
 TRACES = 10_000  # traces per trace-totals statement
+# (project, day)s rebuilt per statement and write turn: a writer of the org waits on the turn
+# (`org_turns.WAIT_S`, 120 s) for at most this many days' rebuild
+DAYS = 7
 _NAMES = layout.span_column_names()
 _TIMES = tuple(c.name for c in layout.span_columns() if layout.TIME in c.type)
 _MINUTE = layout.GRAIN_SECONDS["1min"]
@@ -284,7 +287,7 @@ def _sync_delete(store: SpanStore, table: str, where: str, params: dict[str, Any
     store.client.command(
         f"DELETE FROM {store.table(table)} WHERE {where}",
         parameters=params,
-        settings={"lightweight_deletes_sync": 2, "mutations_sync": 2, "max_query_size": 1 << 20},
+        settings={**delete_sync(store, 2), "max_query_size": 1 << 20},
     )
 
 
@@ -306,8 +309,8 @@ _OLDER = "position(command, 'NOT IN (SELECT trace_id, span_id, max(version)') > 
 
 def delete_older(store: SpanStore, org_id: int, days: list[tuple[int, date]]) -> None:
     """Every copy of a span in the org's (project, day)s but its newest deleted: one
-    lightweight DELETE, queued, then waited on (at most `WAIT_S`). Copies sharing the newest
-    version stay (`fold_copies.py`)."""
+    lightweight DELETE, queued (`wait_deleted` waits). Copies sharing the newest version stay
+    (`fold_copies.py`)."""
     if not days:
         return
     params = _days_params(org_id, days)
@@ -320,6 +323,10 @@ def delete_older(store: SpanStore, org_id: int, days: list[tuple[int, date]]) ->
         parameters=params,
         settings={**delete_sync(store, 0), "max_query_size": 65_536 + 80 * len(days)},
     )
+
+
+def wait_deleted(store: SpanStore, org_id: int) -> None:
+    """Wait (at most `WAIT_S`) until the engine has applied `delete_older`'s deletes."""
     if not settle(store, WAIT_S, ("spans",), _OLDER):
         raise DatabaseUnavailable(
             f"The span store at {store.target.describe()} has not yet deleted the older copies "
@@ -407,19 +414,27 @@ class Rewriter:
         self.rewritten += len(rows)
 
     def flush(self, before: tuple[int, date] | None = None) -> None:
-        """Under the org's write turn: the held (project, day)s (those before `before` only,
-        when given: the walk goes project by project, day by day) rebuilt, every held trace
-        rebuilt (from the newest copies, so a trace with a day still held is right now, and
-        rebuilt again with that day), then those days' older copies deleted."""
+        """The held (project, day)s (those before `before` only, when given: the walk goes
+        project by project, day by day) rebuilt, every held trace rebuilt (from the newest
+        copies, so a trace with a day still held is right now, and rebuilt again with that
+        day), then those days' older copies deleted; each step under the org's write turn,
+        taken again for every `DAYS` days and `TRACES` traces."""
         days = sorted(d for d in self.days if before is None or d < before)
         if not days:
             return
         store = self.store
+        for i in range(0, len(days), DAYS):  # each turn held for a few days' rebuild alone
+            with store.write_lock, self._turn():
+                rebuild_days(store, self.org_id, days[i : i + DAYS])
+        for project_id, traces in sorted(self.traces.items()):
+            ids = sorted(traces)
+            for i in range(0, len(ids), TRACES):
+                with store.write_lock, self._turn():
+                    chunk = {t: traces[t] for t in ids[i : i + TRACES]}
+                    rebuild_traces(store, self.org_id, project_id, chunk)
         with store.write_lock, self._turn():
-            rebuild_days(store, self.org_id, days)
-            for project_id, traces in sorted(self.traces.items()):
-                rebuild_traces(store, self.org_id, project_id, traces)
             delete_older(store, self.org_id, days)
+        wait_deleted(store, self.org_id)  # the turn let go: a writer need not wait on it
         for d in days:
             del self.days[d]
         self.traces = {}
