@@ -18,7 +18,7 @@ each (`LIMIT 1 BY`, as `rebuild.py` reads them) by the minute view's own express
 hour's and day's views fold them as any minute row. The trace totals of the changed spans'
 traces (per project) likewise. Only then are the old copies deleted: a run stopped between the
 insert and the delete leaves copies, which the next run finds first (`leftover_copies`) and
-settles the same way (their days and traces rebuilt, the older copies deleted). All of it under
+settles the same way (their days and traces rebuilt, the older copies deleted). Each step under
 the org's write turn, so no ingest insert of the org lands between a delete and its rebuild.
 
 A read while a day is rebuilt sees that org's project-day without rollup rows for the moment
