@@ -257,17 +257,23 @@ def test_the_same_answers_as_sqlite_and_postgresql(remapped, reference_store):
     ref = _reference(here).filter(pl.col("llm_call_ref"))
     want = (
         ref.group_by("model", "operation")
-        .agg(pl.len().alias("n"), pl.col("total_tokens").sum().alias("k"))
+        .agg(
+            pl.len().alias("n"),
+            pl.col("total_tokens").sum().alias("k"),
+            pl.col("total_cost_usd").sum().alias("c"),
+        )
         .sort("model", "operation")
         .to_dicts()
     )
-    got = _figures(remapped.store.engine, remapped.org, "rollup")
-    assert [
-        {"model": r["model"], "operation": r["operation"], "n": r["request_count.count"],
-         "k": r["total_tokens.sum"]}
-        for r in got
-        if r["request_count.count"]
-    ] == want  # fmt: skip
+    for force in ("rollup", "raw"):
+        got = [
+            {"model": r["model"], "operation": r["operation"], "n": r["request_count.count"],
+             "k": r["total_tokens.sum"], "c": r["total_cost.sum"]}
+            for r in _figures(remapped.store.engine, remapped.org, force)
+            if r["request_count.count"]
+        ]  # fmt: skip
+        assert [dict(r, c=0) for r in got] == [dict(r, c=0) for r in want], force
+        assert [r["c"] for r in got] == pytest.approx([r["c"] for r in want]), force
 
 
 def test_a_second_run_changes_nothing(ch_ingest, remapped):
