@@ -49,7 +49,7 @@ from observatory_core.storage.clickhouse.view_gaps import _extent
 from observatory_core.storage.clickhouse.writes import EXPIRY_MARGIN, JsonText, as_columns
 
 PAGE = 2_000  # spans read per page (every column)
-FLUSH_ROWS = 20_000  # rewritten spans held before their days and traces are rebuilt
+FLUSH_ROWS = 100_000  # rewritten spans held (their keys) before their days and traces are rebuilt
 TRACES = 10_000  # traces per trace-totals statement
 # (project, day)s rebuilt per statement and write turn: a writer of the org waits on the turn
 # (`org_turns.WAIT_S`, 120 s) for at most this many days' rebuild
