@@ -4,22 +4,23 @@ store"), each span kept once, and the rollups and trace totals of what changed r
 `spans` is a `ReplacingMergeTree(version)`: a span is rewritten as a new copy of its row (the
 same identity, a higher version), and the old copy deleted by one lightweight DELETE per flush
 of every copy in the flushed (project, day)s but the newest (`delete_older`). Not an `ALTER
-UPDATE`: a mutation rewrites the
-updated columns of every part holding a changed row (the attributes and texts among them), so
-remap's changes spread over a month would rewrite that month's columns once per batch; a new
-copy writes each changed span once, and the delete rewrites only the parts' row mask.
+UPDATE`: a mutation rewrites the updated columns of every part holding a changed row (the
+attributes and texts among them), so remap's changes spread over a month would rewrite that
+month's columns once per batch; a new copy writes each changed span once, and the delete
+rewrites only the parts' row mask.
 
 The insert fires the views, which add the new copy to the rollups and trace totals beside the
-old one, and no view can take a row back out. So, per org, project and UTC day the changed
-spans fall in, the day's rows are rebuilt from the spans: deleted at every grain (one
-synchronous lightweight DELETE per grain for the flush's days), then the minute rows inserted
-from the days' spans, the newest copy of
-each (`LIMIT 1 BY`, as `rebuild.py` reads them) by the minute view's own expressions; the
-hour's and day's views fold them as any minute row. The trace totals of the changed spans'
+old one, and no view can take a row back out. So each (org, project, UTC day) the changed spans
+fall in is rebuilt from its spans: its rows deleted at every grain (one synchronous lightweight
+DELETE per grain for a flush's days), then its minute rows inserted from its spans, the newest
+copy of each (`LIMIT 1 BY`, as `rebuild.py` reads them), by the minute view's own expressions;
+the hour's and day's views fold them as any minute row. The trace totals of the changed spans'
 traces (per project) likewise. Only then are the old copies deleted: a run stopped between the
 insert and the delete leaves copies, which the next run finds first (`leftover_copies`) and
 settles the same way (their days and traces rebuilt, the older copies deleted). Each step under
 the org's write turn, so no ingest insert of the org lands between a delete and its rebuild.
+A span past its retention stamp is not rewritten (`unexpired`). Not on a cluster (refused by
+the caller).
 
 A read while a day is rebuilt sees that org's project-day without rollup rows for the moment
 between the delete and the insert; a span rewritten is listed twice until its day is flushed
