@@ -76,7 +76,7 @@ def _wrapped(store: SpanStore, org_id: int) -> set[tuple[str, str]]:
     traces = [
         t
         for (t,) in store.client.query(
-            f"SELECT DISTINCT trace_id FROM {table} WHERE org_id = %(org)s AND {rule}",
+            f"SELECT DISTINCT trace_id FROM {table} AS spans WHERE org_id = %(org)s AND {rule}",
             parameters={"org": org_id},
         ).result_rows
     ]
