@@ -363,3 +363,38 @@ def test_a_span_past_its_retention_is_not_rewritten(ch_ingest, monkeypatch):
     df = _stored(store, org).sort("start_time", descending=True)
     assert df["operation"].to_list() == ["other", "chat", "chat"]
     assert df.height == 3
+
+
+def test_only_the_changed_days_are_rebuilt(ch_ingest):
+    """A day without a changed span keeps its rollup rows as they are, those of a span the TTL
+    deleted among them (the rollups outlive the spans); the changed day's follow its spans."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "remap-ch-days")
+    changed = [_as_stored_before(org, main, NOW - timedelta(minutes=i), i) for i in range(3)]
+    kept = [
+        span(org, main, NOW - timedelta(days=2, minutes=i), model="gpt-4o", provider="openai",
+             input_tokens=5, output_tokens=5)
+        for i in range(3)
+    ]  # fmt: skip
+    persist.write_spans(engine, changed + kept)
+    store.client.command(  # the TTL deletes one of the kept day's spans (stamped, merged)
+        f"ALTER TABLE {store.table('spans')} UPDATE retain_days = 1 "
+        "WHERE org_id = %(org)s AND span_id = %(span)s",
+        parameters={"org": org, "span": kept[0]["span_id"]},
+        settings={"mutations_sync": 2},
+    )
+    store.client.command(f"OPTIMIZE TABLE {store.table('spans')} FINAL")
+    assert _stored(store, org).height == 5
+    before = {t: _store_rollup(store, t, org) for t in GRAINS}
+    remap(engine, org_id=org)
+    kept_day = pl.col("bucket_start") < NOW - timedelta(days=1)
+    for table, every in GRAINS.items():
+        after = _store_rollup(store, table, org)
+        assert after.filter(kept_day).to_dicts() == before[table].filter(kept_day).to_dicts()
+        assert after.filter(kept_day)["spans"].sum() == 3  # the deleted span still counted
+        ref = _reference(_stored(store, org)).with_columns(pl.col("llm_call_ref").alias("llm_call"))
+        want = _polars_rollup(ref, every).filter(~kept_day)
+        got = after.filter(~kept_day)
+        assert got.select(KEYS, "spans", "tokens").to_dicts() == (
+            want.select(KEYS, "spans", "tokens").to_dicts()
+        ), table
