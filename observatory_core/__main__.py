@@ -214,11 +214,28 @@ def cmd_remap(args) -> None:
     since = _parse_since(args.since)
     total = count_spans(engine, org_id=org_id, since=since)
     with tqdm(total=total, unit="span", unit_scale=True, desc="Remapping spans") as bar:
-        report = remap(engine, org_id=org_id, since=since, on_batch=lambda n, _c: bar.update(n))
+        try:
+            report = remap(engine, org_id=org_id, since=since, on_batch=lambda n, _c: bar.update(n))
+        except _store_failure() as exc:  # the span store failed part-way (a server's error)
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise UserError(
+                f"The span store failed during the remap ({detail}); what was remapped is "
+                "kept: check the store, then run the same command again (it goes on from "
+                "where the spans still lack their fields)."
+            ) from None
     print(
         f"Read {report.scanned:,} spans, filled fields of {report.changed:,}, rebuilt the rollups "
         f"of {report.orgs_rebuilt} org(s) in {report.seconds:.1f} s ({report.rate:,.0f} spans/s)."
     )
+
+
+def _store_failure() -> tuple[type[BaseException], ...]:
+    """The span store's driver errors (none when its driver is not installed)."""
+    try:
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+    except ImportError:
+        return ()
+    return (ClickHouseError,)
 
 
 def _parse_since(raw: str | None) -> datetime | None:

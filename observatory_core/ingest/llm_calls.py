@@ -43,7 +43,7 @@ def row_rule(row: dict[str, Any]) -> bool:
     )
 
 
-def _rule(c: Any) -> ColumnElement[bool]:
+def sql_rule(c: Any) -> ColumnElement[bool]:
     """`row_rule` in SQL: an LLM call by its own fields."""
     return or_(
         c.operation.in_(LLM_OPERATIONS),
@@ -63,7 +63,7 @@ def _wrapper(c: Any) -> ColumnElement[bool]:
 
 def _with_llm_call_below(roots) -> Any:
     """The ids of `roots` (a select of org_id, trace_id, id, span_id over spans-shaped rows)
-    that have an LLM call (by `_rule`) among their stored descendants."""
+    that have an LLM call (by `sql_rule`) among their stored descendants."""
     tree = roots.cte("below", recursive=True)
     child = spans.alias("child")
     tree = tree.union(  # UNION: a cycle of bad parent ids ends
@@ -77,7 +77,7 @@ def _with_llm_call_below(roots) -> Any:
     return (
         select(tree.c.root)
         .join(below, below.c.id == tree.c.node_id)
-        .where(tree.c.node_id != tree.c.root, _rule(below.c))
+        .where(tree.c.node_id != tree.c.root, sql_rule(below.c))
         .distinct()
     )
 
@@ -107,7 +107,7 @@ def settle_new(conn: Connection, new: Table) -> None:
 def settle_stored(conn: Connection, new: Table) -> int:
     """A child that arrived after its `other` parent was counted: clear the stored wrappers
     above the batch's LLM calls, and refold their rollup rows. Returns how many."""
-    if not conn.execute(select(exists().where(_rule(new.c)))).scalar():
+    if not conn.execute(select(exists().where(sql_rule(new.c)))).scalar():
         return 0
     traces = select(new.c.org_id, new.c.trace_id).distinct().subquery("batch_traces")
     stored = spans.alias("stored")
@@ -120,7 +120,7 @@ def settle_stored(conn: Connection, new: Table) -> int:
     if not conn.execute(select(wrapped)).scalar():
         return 0  # the common case: no counted wrapper in the batch's traces
     up = select(new.c.org_id, new.c.trace_id, new.c.parent_span_id.label("node")).where(
-        _rule(new.c), new.c.parent_span_id.is_not(None)
+        sql_rule(new.c), new.c.parent_span_id.is_not(None)
     )
     tree = up.cte("above", recursive=True)
     parent = spans.alias("parent")
@@ -159,10 +159,10 @@ def relabel_all(conn: Connection, org_id: int | None = None) -> int:
     operation rule, then the `other` rule. Returns how many spans changed."""
     mine = [] if org_id is None else [spans.c.org_id == org_id]
     c = spans.c
-    wrappers = _roots(spans, *mine, c.operation == "other", _rule(c))
+    wrappers = _roots(spans, *mine, c.operation == "other", sql_rule(c))
     wrapped = [r for (r,) in conn.execute(_with_llm_call_below(wrappers))]
     changed = conn.execute(
-        update(spans).where(*mine, ~_rule(c), c.llm_call == true()).values(llm_call=False)
+        update(spans).where(*mine, ~sql_rule(c), c.llm_call == true()).values(llm_call=False)
     ).rowcount
     for i in range(0, len(wrapped), 5000):
         changed += conn.execute(
@@ -173,7 +173,7 @@ def relabel_all(conn: Connection, org_id: int | None = None) -> int:
     # the rest of the rule's spans are LLM calls (a wrapper's id is few: kept in Python)
     changed += conn.execute(
         update(spans)
-        .where(*mine, _rule(c), c.llm_call == false(), c.id.not_in(wrapped))
+        .where(*mine, sql_rule(c), c.llm_call == false(), c.id.not_in(wrapped))
         .values(llm_call=True)
     ).rowcount
     return changed

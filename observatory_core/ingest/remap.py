@@ -5,8 +5,9 @@ Ingest moves every attribute it understands into a field and keeps the rest in `
 so a span stored before a mapping improved still holds what the new mapping reads (e.g.
 Traceloop's `llm.request.type`, OpenInference's `llm.invocation_parameters`). Remap fills only
 fields that are empty (or `other`, for the operation) from those attributes, reprices a span
-whose model or tokens it filled, decides again which spans are LLM calls, and rebuilds the rollups and trace totals of every org it
-changed. Run twice, the second run changes nothing.
+whose model or tokens it filled, decides again which spans are LLM calls, and rebuilds the
+rollups and trace totals of every org it changed. Run twice, the second run changes nothing.
+On the span store the same, by `remap_span_store.py`.
 """
 
 from __future__ import annotations
@@ -184,7 +185,17 @@ def remap(
 
     Each batch is one transaction; the rollups and trace totals of the changed orgs are rebuilt
     at the end in one transaction (readers never see them half done). `on_batch(scanned,
-    changed)` reports progress."""
+    changed)` reports progress. With the span store set, its spans are remapped
+    (`remap_span_store.py`), not `DATABASE_URL`'s."""
+    from observatory_core.storage.clickhouse.current import span_store
+
+    store = span_store()
+    if store is not None:
+        from observatory_core.ingest.remap_span_store import remap_span_store
+
+        return remap_span_store(
+            engine, store, org_id=org_id, since=since, batch=batch, on_batch=on_batch
+        )
     started = time.perf_counter()
     max_chars = get_settings().text_max_chars
     where = []
@@ -231,6 +242,13 @@ def remap(
 
 def count_spans(engine: Engine, *, org_id: int | None, since: datetime | None) -> int:
     """How many spans a remap will read (for its progress bar)."""
+    from observatory_core.storage.clickhouse.current import span_store
+
+    store = span_store()
+    if store is not None:
+        from observatory_core.storage.clickhouse.rewrite_spans import count_spans as count_stored
+
+        return count_stored(store, org_id, since)
     where = []
     if org_id is not None:
         where.append(spans.c.org_id == org_id)

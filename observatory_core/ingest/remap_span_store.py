@@ -1,0 +1,175 @@
+"""`remap` on the ClickHouse span store (`OBSERVATORY_SPAN_STORE`): the same fields derived
+(`remap.derive`, `remap._reprice`), the same LLM-call rule (`llm_calls.row_rule`, the wrappers'
+walk of `to_clickhouse._call_below`), the changed spans written back as the store keeps a span
+once (`storage/clickhouse/rewrite_spans.py`: a new copy, the project-days and traces it falls in
+rebuilt, the old copy deleted). docs/scale.md, "Remap on the span store".
+
+Per org, two walks of its spans by the table's key, in pages:
+1. fields: each page's spans derived; those that learn something rewritten, with their flag
+   decided by their own fields (an `other` span with a model and tokens provisionally);
+2. flags: the `other` spans the rule counts whose trace holds an LLM call below them (read one
+   group of traces at a time) are kept in Python, as `llm_calls.relabel_all` keeps them; every
+   span whose stored flag differs from the rule's decision is rewritten with it.
+Copies a stopped run left are settled first (their days and traces rebuilt).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.engine import Engine
+
+from observatory_core.base.errors import UserError
+from observatory_core.base.settings import get_settings
+from observatory_core.ingest.llm_calls import row_rule, sql_rule
+from observatory_core.ingest.pricing import PriceBook
+from observatory_core.ingest.remap import RemapReport, _reprice, derive
+from observatory_core.ingest.to_clickhouse import _call_below
+from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import rewrite_spans as rw
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.org_turns import org_turns
+from observatory_core.storage.schema import orgs as orgs_table
+from observatory_core.storage.schema import spans
+
+TRACES = 500  # wrapper traces read per statement
+_RULE = ("operation", "model", "input_tokens", "output_tokens", "llm_call")
+_TREE = ("trace_id", "span_id", "parent_span_id", "operation", "model")
+_TREE += ("input_tokens", "output_tokens")
+
+
+def _day(row: dict[str, Any]) -> tuple[int, Any]:
+    return row["project_id"], row["start_time"].date()
+
+
+def _fields(
+    rewriter: rw.Rewriter,
+    rows: list[dict[str, Any]],
+    max_chars: int,
+    prices: PriceBook,
+) -> int:
+    """One page of the fields walk: the spans that learn something rewritten."""
+    changed, changes = [], []
+    for row in rw.unexpired(rows, datetime.now(UTC)):
+        change = derive(row, max_chars)
+        if not change:
+            continue
+        change.update(_reprice(row, change, prices))
+        decided = row_rule({**row, **change})
+        if decided != bool(row["llm_call"]):
+            change["llm_call"] = decided  # a wrapper's is settled by the flags walk
+        changed.append(row)
+        changes.append(change)
+    rewriter.rewrite(changed, changes)
+    return len(changed)
+
+
+def _wrapped(store: SpanStore, org_id: int) -> set[tuple[str, str]]:
+    """(trace, span) of the org's `other` spans the rule counts that have an LLM call below
+    them in their trace (`relabel_all`'s `wrapped`)."""
+    rule = layout.sql(and_(spans.c.operation == "other", sql_rule(spans.c)))
+    table = store.table("spans")
+    traces = [
+        t
+        for (t,) in store.client.query(
+            f"SELECT DISTINCT trace_id FROM {table} AS spans WHERE org_id = %(org)s AND {rule}",
+            parameters={"org": org_id},
+        ).result_rows
+    ]
+    out: set[tuple[str, str]] = set()
+    for i in range(0, len(traces), TRACES):
+        chunk = traces[i : i + TRACES]
+        result = store.client.query(
+            f"SELECT {', '.join(_TREE)} FROM {table} WHERE org_id = %(org)s "
+            "AND trace_id IN %(traces)s LIMIT 1 BY trace_id, span_id",
+            parameters={"org": org_id, "traces": chunk},
+            settings={"max_query_size": 65_536 + 40 * len(chunk)},
+        )
+        tree = [dict(zip(_TREE, r, strict=True)) for r in result.result_rows]
+        children: dict[tuple[str, str], list[dict]] = {}
+        for r in tree:
+            if r["parent_span_id"]:
+                children.setdefault((r["trace_id"], r["parent_span_id"]), []).append(r)
+        for r in tree:
+            if r["operation"] == "other" and row_rule(r) and _call_below(r, children):
+                out.add((r["trace_id"], r["span_id"]))
+    return out
+
+
+def _flags(store: SpanStore, rewriter: rw.Rewriter, size: int) -> int:
+    """The flags walk: every span of the org whose flag differs from the rule's decision
+    rewritten with it; answers how many."""
+    wrapped = _wrapped(store, rewriter.org_id)
+    flipped = 0
+    columns = (*_RULE, layout.RETAIN_DAYS)
+    for rows in rw.pages(store, rewriter.org_id, columns=columns, size=size):
+        live = rw.unexpired(rows, datetime.now(UTC))
+        wrong = {
+            (r["trace_id"], r["span_id"]): decided
+            for r in live
+            if (decided := row_rule(r) and (r["trace_id"], r["span_id"]) not in wrapped)
+            != bool(r["llm_call"])
+        }
+        if wrong:
+            keys = [(r["trace_id"], r["span_id"], r["start_time"]) for r in live]
+            keys = [k for k in keys if k[:2] in wrong]
+            full = rw.full_rows(store, rewriter.org_id, rows[0]["project_id"], keys)
+            changes = [{"llm_call": wrong[(r["trace_id"], r["span_id"])]} for r in full]
+            rewriter.rewrite(full, changes)
+            flipped += len(full)
+        rewriter.flush(before=_day(rows[-1]))
+    rewriter.flush()
+    return flipped
+
+
+def remap_span_store(
+    engine: Engine,
+    store: SpanStore,
+    *,
+    org_id: int | None = None,
+    since: datetime | None = None,
+    batch: int = 2000,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> RemapReport:
+    """`remap.remap` on the span store: the spans of one org (or every org of `engine`'s
+    `DATABASE_URL`) started at or after `since` derived again, every org's flags decided again,
+    the rollups and trace totals of what changed rebuilt. `on_batch(scanned, changed)` per
+    page."""
+    if store.naming.cluster:
+        raise UserError(
+            "remap does not run on a span store laid out for a cluster yet (its rebuild of the "
+            "rollups would have to run per shard: docs/scale.md, 'Not yet'); nothing was changed."
+        )
+    started = time.perf_counter()
+    max_chars = get_settings().text_max_chars
+    with engine.connect() as conn:
+        prices = PriceBook.load(conn)
+        orgs = (
+            [org_id]
+            if org_id is not None
+            else [int(o) for o in conn.execute(select(orgs_table.c.id).order_by(orgs_table.c.id))]
+        )
+    turn = org_turns(engine)
+    leftover = rw.leftover_copies(store, set(orgs))
+    scanned = changed = 0
+    changed_orgs: set[int] = set()
+    for org in orgs:
+        rewriter = rw.Rewriter(store, org, turn)
+        if leftover.get(org):
+            rw.settle_copies(rewriter, leftover[org])
+            changed_orgs.add(org)
+        for rows in rw.pages(store, org, since=since, size=batch):
+            n = _fields(rewriter, rows, max_chars, prices)
+            rewriter.flush(before=_day(rows[-1]))
+            scanned += len(rows)
+            changed += n
+            if on_batch:
+                on_batch(len(rows), n)
+        rewriter.flush()
+        if _flags(store, rewriter, batch) or rewriter.rewritten:
+            changed_orgs.add(org)
+    return RemapReport(scanned, changed, len(changed_orgs), time.perf_counter() - started)
