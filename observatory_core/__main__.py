@@ -196,7 +196,15 @@ def cmd_rollups(args) -> None:
     import time
 
     from observatory_core.rollups.maintain import rebuild
+    from observatory_core.storage.clickhouse.current import span_store_url
 
+    if span_store_url():  # this rebuild reads DATABASE_URL's spans: none there
+        raise UserError(
+            "The spans are in the span store (OBSERVATORY_SPAN_STORE), whose rollups its own "
+            "views keep; this command rebuilds DATABASE_URL's, which hold none. After a mapping "
+            "changed, run `remap` (it rebuilds the days it changes); to give old rollup rows "
+            "their latency bins, run `clickhouse-rebuild-rollups` (docs/scale.md)."
+        )
     engine, org_id = _migrated_and_org(args.org)
     print("Rebuilding rollups from spans (1 minute, 1 hour, 1 day)…", flush=True)
     started = time.perf_counter()

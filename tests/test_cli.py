@@ -84,6 +84,19 @@ def test_unreachable_database_is_reported_without_traceback(monkeypatch, capsys)
     assert err.startswith("error: Cannot reach PostgreSQL") and "Traceback" not in err
 
 
+def test_rollups_rebuild_says_where_the_span_stores_rollups_are(cli_db, monkeypatch, capsys):
+    """With the spans in a span store, a rebuild from DATABASE_URL's (empty) spans would say
+    "rebuilt" and change nothing there: it is refused with the commands that apply."""
+    engine, tmp = cli_db
+    upgrade(engine)
+    monkeypatch.setenv("OBSERVATORY_SPAN_STORE", f"chdb://{tmp / 'spans'}")
+    get_settings.cache_clear()
+    assert main(["rollups", "rebuild"]) == 2
+    err = capsys.readouterr().err
+    assert "span store" in err and "remap" in err and "clickhouse-rebuild-rollups" in err
+    assert "Traceback" not in err
+
+
 def test_rollups_rebuild_and_budget_commands(cli_db, capsys):
     from observatory_core.accounts.permissions import Role
     from observatory_core.accounts.scope import Scope
