@@ -215,13 +215,14 @@ def _short(
     return sorted(int(b) for (b,) in result.result_rows)
 
 
-def _insert_running(store: SpanStore) -> bool:
-    """Whether the server is still running an insert into the spans (another writer's, or one
-    whose client gave up): besides `SETTLE`, a check that costs one look at its processes."""
+def insert_running(store: SpanStore, table: str = "spans") -> bool:
+    """Whether the server is still running an insert into `table` (another writer's, or one
+    whose client gave up): besides `SETTLE`, a check that costs one look at its processes
+    (`wrapper_moves.py` makes it too, before it judges a rollup insert it sent)."""
     ((running,),) = store.client.query(
         "SELECT count() FROM system.processes WHERE query_kind = 'Insert' "
         "AND positionCaseInsensitive(query, %(table)s) > 0",
-        parameters={"table": f"INSERT INTO {store.table('spans')}"},
+        parameters={"table": f"INSERT INTO {store.table(table)}"},
         settings=_LIMIT,
     ).result_rows
     return running > 0
@@ -272,7 +273,7 @@ def fill_gaps(
         # place it by, and a replica that lags would show rows short that are already right;
         # it needs per-shard `_local` inserts computed on each shard (docs/scale.md)
         return 0
-    if _insert_running(store):
+    if insert_running(store):
         return 0  # its views may not have run yet: a later resend judges (`SETTLE`)
     repaired = 0
     days = sorted({_epoch(start) // _DAY * _DAY for _, _, start in found})

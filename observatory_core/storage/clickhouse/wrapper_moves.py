@@ -41,8 +41,9 @@ run after it (`finish`): the insert is the move's commit point. A failure part-w
 and raised (the batch is answered 503, its spans stored), and the org's next write, the
 resend or any other batch, takes the move in before anything else of the org is written
 (`take_in`): its inserts not journaled as sent are sent, the one sent last is sent again
-when the counts journaled just before it are still there, the deletes, extremes and flags
-are judged and sent again. A move journaled by a batch whose insert failed is dropped there
+when the counts journaled just before it are still there (not while the server lists an
+insert into its table: `_none_running`), the deletes, extremes and flags are judged and sent
+again. A move journaled by a batch whose insert failed is dropped there
 (no call of it stored, nothing of it sent). Not on a cluster yet.
 """
 
@@ -53,7 +54,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from observatory_core.base.errors import DatabaseUnavailable
-from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import layout, view_gaps
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
@@ -439,6 +440,7 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         wrappers = list(entry.wrappers)
         inserts = _inserts(plan)
         if entry.sending is not None:  # sent last time, not known to have landed
+            _none_running(store, entry)
             _resend(store, entry, inserts[entry.sending])
         for grain, rows in inserts.items():  # each insert once: journaled before it is sent
             if rows and grain not in entry.landed:
@@ -517,6 +519,21 @@ def _counts(store: SpanStore, org_id: int, grain: str, rows: list[dict[str, Any]
     )
     found = {(_utc(b), tuple(key)): int(n) for b, *key, n in result.result_rows}
     return {group: found.get(group, 0) for group in groups}
+
+
+def _none_running(store: SpanStore, entry: Entry) -> None:
+    """The insert of `entry.sending` may still be running on a server whose client gave up (a
+    lock wait past `send_receive_timeout`; the writer's turn let go as it raised): judged by
+    its counts before it lands, it would be sent again and land twice. Refused while the
+    server lists an insert into that table (anyone's: a retry costs less than a guess), as
+    `view_gaps.fill_gaps` waits for the spans' inserts."""
+    table = f"rollup_{entry.sending}"
+    if view_gaps.insert_running(store, table):
+        raise DatabaseUnavailable(
+            f"The span store is still running an insert into {table} (system.processes): "
+            f"org {entry.org_id}'s pending move of wrappers out of the LLM calls, whose last "
+            "insert there is not known to have landed, waits for it; retry."
+        )
 
 
 def _resend(store: SpanStore, entry: Entry, rows: list[dict[str, Any]]) -> None:

@@ -16,9 +16,9 @@ import pytest
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.ingest import to_clickhouse
 from observatory_core.storage import latency_bins
+from observatory_core.storage.clickhouse import view_gaps, wrapper_moves
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse import wrapper_move_waits as waits
-from observatory_core.storage.clickhouse import wrapper_moves
 from observatory_core.storage.clickhouse.restamp import settle as settle_mutations
 from tests.helpers import child_of, make_org, span
 from tests.ingest.clickhouse.test_late_llm_calls import (
@@ -567,6 +567,47 @@ def test_a_pending_move_that_fails_again_refuses_the_orgs_batch_as_unavailable(c
     finally:
         patch.undo()
     assert other["span_id"] not in _stored_ids(store, org)
+    assert to_clickhouse.write_spans(store, engine, [other]) == 1
+    assert move_journal.pending(store, [org]) == []
+    _extremes_applied(store)
+    ref = _reference([w, keep, call, other])
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)
+
+
+def test_a_rollup_insert_still_running_when_the_move_is_taken_in_is_not_sent_twice(ch_ingest):
+    """On a server, the move's minute insert whose client gave up (a lock wait past the
+    driver's 60 s) may still be running as the org's next batch takes the move in: judged by
+    its counts then, it was sent again, and landed twice when the server finished it. That
+    batch is refused (503) while the server lists an insert into the table; once the insert
+    has landed, the next batch finishes the move. Every grain as polars finds it."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "late-insert-running", ("main",))
+    w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
+    keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
+    assert to_clickhouse.write_spans(store, engine, [w, keep]) == 2
+    call, other = _call_under(w, 1, 400.0), _plain_call(org, main)
+    real = wrapper_moves._insert
+    held: list[tuple] = []  # the insert the server still runs, landed when the test says
+
+    def gave_up(*args):
+        held.append(args)
+        raise _Failed("the client's wait ran out, not the server's insert")
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(wrapper_moves, "_insert", gave_up)
+    # as system.processes would list it while the server runs it (none runs on chDB)
+    patch.setattr(view_gaps, "insert_running", lambda s, table="spans": bool(held), raising=False)
+    try:
+        with pytest.raises(_Failed):
+            to_clickhouse.write_spans(store, engine, [call])
+        patch.setattr(wrapper_moves, "_insert", real)
+        with pytest.raises(DatabaseUnavailable, match="still running an insert into rollup_1min"):
+            to_clickhouse.write_spans(store, engine, [other])
+    finally:
+        patch.undo()
+        for args in held:  # the server finishes the insert
+            real(*args)
     assert to_clickhouse.write_spans(store, engine, [other]) == 1
     assert move_journal.pending(store, [org]) == []
     _extremes_applied(store)
