@@ -49,8 +49,13 @@ def _refused(store, engine, batch: list[dict], step: str, *, step_runs: bool) ->
             real(*args, **kwargs)
         raise _Failed(step)
 
+    _refused_with(store, engine, batch, wrapper_moves, step, fail_after)
+
+
+def _refused_with(store, engine, batch: list[dict], owner, name: str, replacement) -> None:
+    """Write `batch` with `owner.name` replaced (by one that fails): the batch is refused."""
     patch = pytest.MonkeyPatch()
-    patch.setattr(wrapper_moves, step, fail_after)
+    patch.setattr(owner, name, replacement)
     try:
         with pytest.raises(_Failed):
             to_clickhouse.write_spans(store, engine, batch)
@@ -164,13 +169,7 @@ def test_a_move_whose_done_record_fails_is_finished_once(ch_ingest):
     resend finds it pending, each insert landed, and changes no figure."""
     engine, store = ch_ingest.engine, ch_ingest.store
     org, _, first, later, _, _ = _first_batch(store, engine, "late-fail-done")
-    patch = pytest.MonkeyPatch()
-    patch.setattr(move_journal, "record", _fail_done(move_journal.record))
-    try:
-        with pytest.raises(_Failed):
-            to_clickhouse.write_spans(store, engine, later)
-    finally:
-        patch.undo()
+    _refused_with(store, engine, later, move_journal, "record", _fail_done(move_journal.record))
     assert len(move_journal.pending(store, [org])) == 1
     assert to_clickhouse.write_spans(store, engine, later) == 0
     assert move_journal.pending(store, [org]) == []
@@ -224,13 +223,7 @@ def test_a_batch_whose_insert_fails_drops_its_journaled_move(ch_ingest):
             raise _Failed("insert")
         return real(table, *args, **kwargs)
 
-    patch = pytest.MonkeyPatch()
-    patch.setattr(store.client, "insert", refused)
-    try:
-        with pytest.raises(_Failed):
-            to_clickhouse.write_spans(store, engine, later)
-    finally:
-        patch.undo()
+    _refused_with(store, engine, later, store.client, "insert", refused)
     assert len(move_journal.pending(store, [org])) == 1
     other = _plain_call(org, main)
     assert to_clickhouse.write_spans(store, engine, [other]) == 1

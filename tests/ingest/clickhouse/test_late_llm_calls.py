@@ -325,7 +325,11 @@ def test_grouped_by_operation_no_group_of_no_calls(late):
 
 
 def test_the_trace_totals_are_unchanged_by_the_move(late):
-    store, org, ref = late.store, late.org, late.ref
+    _trace_totals_as_polars(late.store, late.org, late.ref)
+
+
+def _trace_totals_as_polars(store, org: int, ref: pl.DataFrame) -> None:
+    """Each trace's spans, tokens and cost in the store's trace totals, as polars sums `ref`."""
     result = store.client.query(
         "SELECT trace_id, sum(span_count), sum(total_tokens), sum(total_cost_usd) "
         f"FROM {store.table('trace_totals')} WHERE org_id = %(org)s GROUP BY trace_id",

@@ -23,7 +23,13 @@ from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage.clickhouse import rewrite_spans
 from tests.helpers import admin_scope, all_spans, child_of, make_org, span
-from tests.ingest.clickhouse.test_late_llm_calls import GRAINS, KEYS, _polars_rollup, _store_rollup
+from tests.ingest.clickhouse.test_late_llm_calls import (
+    GRAINS,
+    KEYS,
+    _polars_rollup,
+    _store_rollup,
+    _trace_totals_as_polars,
+)
 from tests.ingest.test_remap import NOW, _as_stored_before, _price
 from tests.reference import reference_llm_calls
 
@@ -177,25 +183,7 @@ def test_every_grain_equals_polars_over_the_stored_rows(remapped, table):
 
 
 def test_the_trace_totals_equal_polars(remapped):
-    store, org = remapped.store, remapped.org
-    ref = _stored(store, org)
-    result = store.client.query(
-        "SELECT trace_id, sum(span_count), sum(total_tokens), sum(total_cost_usd) "
-        f"FROM {store.table('trace_totals')} WHERE org_id = %(org)s GROUP BY trace_id",
-        parameters={"org": org},
-    )
-    got = {t: (int(n), int(k), round(c, 9)) for t, n, k, c in result.result_rows}
-    want = {
-        r["trace_id"]: (r["n"], r["k"], round(r["c"], 9))
-        for r in ref.group_by("trace_id")
-        .agg(
-            pl.len().alias("n"),
-            pl.col("total_tokens").sum().alias("k"),
-            pl.col("total_cost_usd").sum().alias("c"),
-        )
-        .to_dicts()
-    }
-    assert got == want
+    _trace_totals_as_polars(remapped.store, remapped.org, _stored(remapped.store, remapped.org))
 
 
 def test_the_other_org_is_untouched(remapped):
