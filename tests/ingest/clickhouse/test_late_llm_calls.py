@@ -273,7 +273,12 @@ def test_the_wrappers_flags_follow_the_rule(late):
 def test_every_grain_equals_polars_over_the_rows_sent(late, table):
     """Every key of the org's rows, counted true and false, the TTL's deleted spans kept:
     span counts, tokens, cost, least and most latency, and the bins count each span once."""
-    store, org, ref = late.store, late.org, late.ref
+    _grain_as_polars(late.store, table, late.org, late.ref)
+
+
+def _grain_as_polars(store, table: str, org: int, ref: pl.DataFrame) -> None:
+    """The grain's keys, span counts (and spans binned), tokens, cost and extremes as polars
+    finds them over `ref`."""
     got = _store_rollup(store, table, org)
     want = _polars_rollup(ref, GRAINS[table])
     assert got.select(KEYS).to_dicts() == want.select(KEYS).to_dicts()

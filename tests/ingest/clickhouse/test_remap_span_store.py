@@ -26,6 +26,7 @@ from tests.helpers import admin_scope, all_spans, child_of, make_org, span
 from tests.ingest.clickhouse.test_late_llm_calls import (
     GRAINS,
     KEYS,
+    _grain_as_polars,
     _polars_rollup,
     _store_rollup,
     _trace_totals_as_polars,
@@ -167,15 +168,7 @@ def test_the_flags_follow_the_rule(remapped):
 def test_every_grain_equals_polars_over_the_stored_rows(remapped, table):
     store, org = remapped.store, remapped.org
     ref = _reference(_stored(store, org)).with_columns(pl.col("llm_call_ref").alias("llm_call"))
-    got = _store_rollup(store, table, org)
-    want = _polars_rollup(ref, GRAINS[table])
-    assert got.select(KEYS).to_dicts() == want.select(KEYS).to_dicts()
-    assert got["spans"].to_list() == want["spans"].to_list()
-    assert got["binned"].to_list() == want["spans"].to_list()
-    assert got["tokens"].to_list() == want["tokens"].to_list()
-    assert got["cost"].to_list() == pytest.approx(want["cost"].to_list(), abs=1e-12)
-    assert got["least"].to_list() == want["least"].to_list()
-    assert got["most"].to_list() == want["most"].to_list()
+    _grain_as_polars(store, table, org, ref)
     # the other org's rows untouched
     assert _store_rollup(store, table, remapped.other).to_dicts() == (
         remapped.before_other[table].to_dicts()
