@@ -444,26 +444,28 @@ class Rewriter:
 
     def flush(self, before: tuple[int, date] | None = None) -> None:
         """The held (project, day)s (those before `before` only, when given: the walk goes
-        project by project, day by day) rebuilt, every held trace rebuilt (from the newest
-        copies, so a trace with a day still held is right now, and rebuilt again with that
-        day), then those days' older copies deleted; each step under the org's write turn,
-        taken again for every `DAYS` days and `TRACES` traces."""
+        project by project, day by day) and every held trace rebuilt, and those days' older
+        copies deleted. The traces first (from the newest copies, so a trace with a day still
+        held is right now, and rebuilt again with that day; a run stopped after them leaves
+        the copies the next run settles), under the org's write turn for every `TRACES`
+        traces; then for every `DAYS` days one turn holds their rebuild and their older
+        copies' delete until it is applied: a writer reading the older copies (a wrapper still
+        flagged there) against the rebuilt rows would move it out of them a second time."""
         days = sorted(d for d in self.days if before is None or d < before)
         if not days:
             return
         store = self.store
-        for i in range(0, len(days), DAYS):  # each turn held for a few days' rebuild alone
-            with self._turn():
-                rebuild_days(store, self.org_id, days[i : i + DAYS])
         for project_id, traces in sorted(self.traces.items()):
             ids = sorted(traces)
             for i in range(0, len(ids), TRACES):
                 with self._turn():
                     chunk = {t: traces[t] for t in ids[i : i + TRACES]}
                     rebuild_traces(store, self.org_id, project_id, chunk)
-        with self._turn():
-            delete_older(store, self.org_id, days)
-        wait_deleted(store, self.org_id)  # the turn let go: a writer need not wait on it
+        for i in range(0, len(days), DAYS):  # each turn held for a few days alone
+            with self._turn():
+                rebuild_days(store, self.org_id, days[i : i + DAYS])
+                delete_older(store, self.org_id, days[i : i + DAYS])
+                wait_deleted(store, self.org_id)
         for d in days:
             del self.days[d]
         self.traces = {}

@@ -7,12 +7,14 @@ read. Every grain against polars over the spans stored, and the flags against th
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 
 from observatory_core.ingest import remap_span_store, to_clickhouse
 from observatory_core.ingest.remap import remap
+from observatory_core.storage.clickhouse import rewrite_spans
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
-from tests.helpers import child_of
+from tests.helpers import child_of, make_org
 from tests.ingest.clickhouse.test_late_llm_call_resends import (
     _every_grain_as_polars,
     _flags_follow_the_rule,
@@ -82,5 +84,66 @@ def test_a_wrapper_settled_during_the_flags_walk_keeps_its_flag(ch_ingest, monke
     ref = _reference(first + later + [waiting, call, fresh, fresh_call])  # nothing rebuilt
     flags = dict(zip(ref["span_id"], ref["llm_call"], strict=True))
     assert not flags[waiting["span_id"]] and not flags[fresh["span_id"]]
+    _flags_follow_the_rule(store, org, ref)
+    _every_grain_as_polars(store, org, ref)
+
+
+def test_no_wrapper_is_moved_from_an_older_copy_while_it_is_deleted(ch_ingest, monkeypatch):
+    """Remap flags a counted wrapper as what it is (a call below it) and rebuilds its day; the
+    older copy, still flagged, is deleted by a queued delete the engine takes a while to apply
+    (its merges stopped here, as a busy server's). A late call under the wrapper written as
+    soon as remap lets the turn go after the rebuild must not find the older copy still
+    flagged: it would move the wrapper out of the rebuilt rows a second time (the other span
+    of its key lost, the wrapper counted twice among the rows keyed false)."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "remap-older-copy", ("main",))
+    wrapper = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
+    same_key = _wrapper(org, main, T0 + timedelta(seconds=20), 700.0, 0.02)
+    call = child_of(wrapper, T0 + timedelta(seconds=2), model="gpt-4o", provider="openai",
+                    duration_ms=400.0, input_tokens=100, output_tokens=20,
+                    input_cost_usd=0.01)  # fmt: skip
+    late = child_of(wrapper, T0 + timedelta(seconds=3), model="gpt-4o", provider="openai",
+                    duration_ms=300.0, input_tokens=50, output_tokens=10,
+                    input_cost_usd=0.005)  # fmt: skip
+    assert to_clickhouse.write_spans(store, engine, [wrapper, same_key, call]) == 3
+    store.client.command(  # as stored before the rule: flagged (the rollups as counted)
+        f"ALTER TABLE {store.table('spans')} UPDATE llm_call = true "
+        "WHERE org_id = %(org)s AND span_id = %(span)s",
+        parameters={"org": org, "span": wrapper["span_id"]},
+        settings={"mutations_sync": 2},
+    )
+    spans = store.table("spans")
+    written: list[int] = []
+    rebuilt: list[bool] = []
+    real_turn = rewrite_spans.Rewriter._turn
+    real_days, real_wait = rewrite_spans.rebuild_days, rewrite_spans.wait_deleted
+
+    def rebuild_days(*args):
+        store.client.command(f"SYSTEM STOP MERGES {spans}")  # the older copies' delete waits
+        real_days(*args)
+        rebuilt.append(True)
+
+    def wait_deleted(*args):
+        store.client.command(f"SYSTEM START MERGES {spans}")
+        real_wait(*args)
+
+    @contextmanager
+    def turn(self):
+        with real_turn(self):
+            yield
+        if rebuilt and not written:  # the first moment the turn is let go after the rebuild
+            written.append(to_clickhouse.write_spans(store, engine, [late]))
+
+    monkeypatch.setattr(rewrite_spans, "rebuild_days", rebuild_days)
+    monkeypatch.setattr(rewrite_spans, "wait_deleted", wait_deleted)
+    monkeypatch.setattr(rewrite_spans.Rewriter, "_turn", turn)
+    try:
+        assert remap(engine, org_id=org).changed == 0
+    finally:
+        monkeypatch.undo()
+        store.client.command(f"SYSTEM START MERGES {spans}")
+    assert written == [1]
+    _extremes_applied(store)
+    ref = _reference([wrapper, same_key, call, late])
     _flags_follow_the_rule(store, org, ref)
     _every_grain_as_polars(store, org, ref)
