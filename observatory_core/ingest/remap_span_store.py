@@ -80,6 +80,12 @@ def _wrapped(store: SpanStore, org_id: int) -> set[tuple[str, str]]:
             parameters={"org": org_id},
         ).result_rows
     ]
+    return _wrapped_in(store, org_id, traces)
+
+
+def _wrapped_in(store: SpanStore, org_id: int, traces: list[str]) -> set[tuple[str, str]]:
+    """`_wrapped` of the org's `traces` alone, read now."""
+    table = store.table("spans")
     out: set[tuple[str, str]] = set()
     for i in range(0, len(traces), TRACES):
         chunk = traces[i : i + TRACES]
@@ -100,10 +106,34 @@ def _wrapped(store: SpanStore, org_id: int) -> set[tuple[str, str]]:
     return out
 
 
+def _unwrapped(store: SpanStore, org_id: int) -> rw.Check:
+    """The check, under the write turn, of the `other` spans the walk is to flag as LLM calls:
+    one whose trace now holds a call below it is left out (ingest stored the call, or the
+    wrapper with its call, after `_wrapped` read the org: its move or its batch settled it)."""
+
+    def check(rows: list[dict], changes: list[dict]) -> tuple[list[dict], list[dict]]:
+        rising = {
+            r["trace_id"] for r, c in zip(rows, changes, strict=True)
+            if c["llm_call"] and r["operation"] == "other"
+        }  # fmt: skip
+        if not rising:
+            return rows, changes
+        now = _wrapped_in(store, org_id, sorted(rising))
+        kept = [
+            (r, c)
+            for r, c in zip(rows, changes, strict=True)
+            if not (c["llm_call"] and (r["trace_id"], r["span_id"]) in now)
+        ]
+        return [r for r, _ in kept], [c for _, c in kept]
+
+    return check
+
+
 def _flags(store: SpanStore, rewriter: rw.Rewriter, size: int) -> int:
     """The flags walk: every span of the org whose flag differs from the rule's decision
     rewritten with it; answers how many."""
     wrapped = _wrapped(store, rewriter.org_id)
+    check = _unwrapped(store, rewriter.org_id)  # ingest goes on while the walk reads
     flipped = 0
     columns = (*_RULE, layout.RETAIN_DAYS)
     for rows in rw.pages(store, rewriter.org_id, columns=columns, size=size):
@@ -119,8 +149,9 @@ def _flags(store: SpanStore, rewriter: rw.Rewriter, size: int) -> int:
             keys = [k for k in keys if k[:2] in wrong]
             full = rw.full_rows(store, rewriter.org_id, rows[0]["project_id"], keys)
             changes = [{"llm_call": wrong[(r["trace_id"], r["span_id"])]} for r in full]
-            rewriter.rewrite(full, changes)
-            flipped += len(full)
+            before = rewriter.rewritten
+            rewriter.rewrite(full, changes, check)
+            flipped += rewriter.rewritten - before
         rewriter.flush(before=_day(rows[-1]))
     rewriter.flush()
     return flipped

@@ -32,7 +32,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -47,6 +48,7 @@ from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
 from observatory_core.storage.clickhouse.restamp import settle
 from observatory_core.storage.clickhouse.view_gaps import _extent
+from observatory_core.storage.clickhouse.wrapper_moves import take_in
 from observatory_core.storage.clickhouse.writes import EXPIRY_MARGIN, JsonText, as_columns
 
 PAGE = 2_000  # spans read per page (every column)
@@ -361,6 +363,12 @@ def rebuild_traces(
         )
 
 
+# rows and changes read before the write turn -> those still to write, decided under it
+Check = Callable[
+    [list[dict[str, Any]], list[dict[str, Any]]], tuple[list[dict[str, Any]], list[dict[str, Any]]]
+]
+
+
 @dataclass
 class Rewriter:
     """Rewrites one org's spans: `rewrite` inserts a page's new copies; `flush` rebuilds the
@@ -377,8 +385,15 @@ class Rewriter:
     traces: dict[int, dict[str, list[datetime]]] = field(default_factory=dict)
     rewritten: int = 0
 
-    def _turn(self):
-        return (self.turn or own_process)([self.org_id])
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """The org's write turn, its wrapper moves left pending by a failed batch taken in
+        first (`wrapper_moves.take_in`): a move journaled its counts on the rule that nothing
+        of the org is written before the org's next turn finishes it, and a rebuilt day under
+        its negative rows would lose the wrappers' key's other spans."""
+        with self.store.write_lock, (self.turn or own_process)([self.org_id]):
+            take_in(self.store, [self.org_id])
+            yield
 
     def hold(self, project_id: int, trace_id: str, start: datetime) -> None:
         """A span whose (project, day) and trace are to be rebuilt, and its day's older
@@ -387,14 +402,31 @@ class Rewriter:
         self.days[day] = self.days.get(day, 0) + 1
         self.traces.setdefault(project_id, {}).setdefault(trace_id, []).append(start)
 
-    def rewrite(self, rows: list[dict[str, Any]], changes: list[dict[str, Any]]) -> None:
+    def rewrite(
+        self,
+        rows: list[dict[str, Any]],
+        changes: list[dict[str, Any]],
+        check: Check | None = None,
+    ) -> None:
         """Store `rows` (stored rows, every column) with `changes` as new copies (a version
         above theirs), each span keeping its retention stamp; their old copies held for the
-        flush."""
+        flush. `check(rows, changes)`, under the turn before the insert, answers those still
+        to write (what was read before the turn may have changed since)."""
         if not rows:
             return
         if sum(self.days.values()) + len(rows) > self.flush_rows:
             self.flush()
+        with self._turn():
+            if check is not None:
+                rows, changes = check(rows, changes)
+            if rows:
+                self._insert(rows, changes)
+        for row in rows:
+            self.hold(row["project_id"], row["trace_id"], row["start_time"])
+        self.rewritten += len(rows)
+
+    def _insert(self, rows: list[dict[str, Any]], changes: list[dict[str, Any]]) -> None:
+        """The new copies' insert (under the turn)."""
         new = []
         for row, change in zip(rows, changes, strict=True):
             merged = {**row, **change}
@@ -403,39 +435,37 @@ class Rewriter:
                     merged[name] = JsonText(text)
             new.append(merged)
         store = self.store
-        with store.write_lock, self._turn():
-            version = max(max(int(r["version"]) for r in rows) + 1, time.time_ns() // 1000)
-            columns = as_columns(new, _NAMES, version, lambda _org, _project: 0)
-            columns[_NAMES.index(layout.RETAIN_DAYS)] = [int(r[layout.RETAIN_DAYS]) for r in rows]
-            store.client.insert(
-                store.table("spans"), columns, column_names=list(_NAMES), column_oriented=True
-            )
-        for row in rows:
-            self.hold(row["project_id"], row["trace_id"], row["start_time"])
-        self.rewritten += len(rows)
+        version = max(max(int(r["version"]) for r in rows) + 1, time.time_ns() // 1000)
+        columns = as_columns(new, _NAMES, version, lambda _org, _project: 0)
+        columns[_NAMES.index(layout.RETAIN_DAYS)] = [int(r[layout.RETAIN_DAYS]) for r in rows]
+        store.client.insert(
+            store.table("spans"), columns, column_names=list(_NAMES), column_oriented=True
+        )
 
     def flush(self, before: tuple[int, date] | None = None) -> None:
         """The held (project, day)s (those before `before` only, when given: the walk goes
-        project by project, day by day) rebuilt, every held trace rebuilt (from the newest
-        copies, so a trace with a day still held is right now, and rebuilt again with that
-        day), then those days' older copies deleted; each step under the org's write turn,
-        taken again for every `DAYS` days and `TRACES` traces."""
+        project by project, day by day) and every held trace rebuilt, and those days' older
+        copies deleted. The traces first (from the newest copies, so a trace with a day still
+        held is right now, and rebuilt again with that day; a run stopped after them leaves
+        the copies the next run settles), under the org's write turn for every `TRACES`
+        traces; then for every `DAYS` days one turn holds their rebuild and their older
+        copies' delete until it is applied: a writer reading the older copies (a wrapper still
+        flagged there) against the rebuilt rows would move it out of them a second time."""
         days = sorted(d for d in self.days if before is None or d < before)
         if not days:
             return
         store = self.store
-        for i in range(0, len(days), DAYS):  # each turn held for a few days' rebuild alone
-            with store.write_lock, self._turn():
-                rebuild_days(store, self.org_id, days[i : i + DAYS])
         for project_id, traces in sorted(self.traces.items()):
             ids = sorted(traces)
             for i in range(0, len(ids), TRACES):
-                with store.write_lock, self._turn():
+                with self._turn():
                     chunk = {t: traces[t] for t in ids[i : i + TRACES]}
                     rebuild_traces(store, self.org_id, project_id, chunk)
-        with store.write_lock, self._turn():
-            delete_older(store, self.org_id, days)
-        wait_deleted(store, self.org_id)  # the turn let go: a writer need not wait on it
+        for i in range(0, len(days), DAYS):  # each turn held for a few days alone
+            with self._turn():
+                rebuild_days(store, self.org_id, days[i : i + DAYS])
+                delete_older(store, self.org_id, days[i : i + DAYS])
+                wait_deleted(store, self.org_id)
         for d in days:
             del self.days[d]
         self.traces = {}
