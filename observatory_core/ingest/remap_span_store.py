@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -54,7 +54,7 @@ def _fields(
 ) -> int:
     """One page of the fields walk: the spans that learn something rewritten."""
     changed, changes = [], []
-    for row in rw.unexpired(rows, datetime.now(UTC)):
+    for row in rewriter.unexpired(rows):
         change = derive(row, max_chars)
         if not change:
             continue
@@ -137,7 +137,7 @@ def _flags(store: SpanStore, rewriter: rw.Rewriter, size: int) -> int:
     flipped = 0
     columns = (*_RULE, layout.RETAIN_DAYS)
     for rows in rw.pages(store, rewriter.org_id, columns=columns, size=size):
-        live = rw.unexpired(rows, datetime.now(UTC))
+        live = rewriter.unexpired(rows)
         wrong = {
             (r["trace_id"], r["span_id"]): decided
             for r in live
@@ -185,13 +185,13 @@ def remap_span_store(
             else [int(o) for o in conn.execute(select(orgs_table.c.id).order_by(orgs_table.c.id))]
         )
     turn = org_turns(engine)
-    leftover = rw.leftover_copies(store, set(orgs))
     scanned = changed = 0
     changed_orgs: set[int] = set()
     for org in orgs:
         rewriter = rw.Rewriter(store, org, turn)
-        if leftover.get(org):
-            rw.settle_copies(rewriter, leftover[org])
+        leftover = rw.leftover_copies(store, org)  # one org's copies read and held at a time
+        if leftover:
+            rw.settle_copies(rewriter, leftover)
             changed_orgs.add(org)
         for rows in rw.pages(store, org, since=since, size=batch):
             n = _fields(rewriter, rows, max_chars, prices)
