@@ -31,7 +31,6 @@ between the delete and the insert; a span rewritten is listed twice until its da
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,7 +47,7 @@ from observatory_core.storage.clickhouse.fold_copies import WAIT_S, _older_copie
 from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
 from observatory_core.storage.clickhouse.restamp import settle
-from observatory_core.storage.clickhouse.view_gaps import _extent
+from observatory_core.storage.clickhouse.view_gaps import _extent, newest_spans
 from observatory_core.storage.clickhouse.wrapper_moves import take_in
 from observatory_core.storage.clickhouse.writes import EXPIRY_MARGIN, JsonText, as_columns
 
@@ -219,22 +218,6 @@ def full_rows(
     return [_row(_NAMES, r) for r in result.result_rows]
 
 
-def _columns_of(texts: list[str]) -> list[str]:
-    """The span columns expressions over `spans.` name, with the identity and version."""
-    named = {m for t in texts for m in re.findall(r"spans`?\.`?(\w+)", t)}
-    named |= {"org_id", "project_id", "trace_id", "span_id", "start_time", "version"}
-    return sorted(named & set(_NAMES))
-
-
-def _newest(store: SpanStore, columns: list[str], where: str) -> str:
-    """The spans `where` picks, the newest copy of each (copies a rewrite left until its
-    flush), as a subquery named `spans`."""
-    return (
-        f"(SELECT {', '.join(f'`{c}`' for c in columns)} FROM {store.table('spans')} "
-        f"WHERE {where} ORDER BY version DESC LIMIT 1 BY trace_id, span_id) AS spans"
-    )
-
-
 def _in_days(column: str) -> str:
     """Rows of the org's (project, UTC day)s (parameters org, lo, hi: the days' extent for the
     key and partitions; days: (project, days since 1970) pairs)."""
@@ -263,8 +246,8 @@ def _days_statement(store: SpanStore) -> str:
     keys = layout.rollup_keys()
     partials = layout.rollup_partials()
     bucket = f"toStartOfInterval(spans.start_time, INTERVAL {_MINUTE} SECOND, 'UTC')"
-    columns = _columns_of([e for _, e in keys] + [p.select for p in partials] + [_counted_spans()])
-    source = _newest(store, columns, _in_days("start_time"))
+    texts = [e for _, e in keys] + [p.select for p in partials] + [_counted_spans()]
+    source = newest_spans(store, texts, _in_days("start_time"))
     names = [c.name for c, _ in keys]
     select = [
         "spans.org_id AS org_id",
@@ -284,10 +267,9 @@ def _trace_statement(store: SpanStore) -> str:
     """The trace totals of one org's project's traces from their spans (parameters org,
     project, traces, first, last), by the trace totals view's own expressions."""
     partials = layout.trace_total_partials()
-    columns = _columns_of([p.select for p in partials] + [_counted_spans()])
-    source = _newest(
+    source = newest_spans(
         store,
-        columns,
+        [p.select for p in partials] + [_counted_spans()],
         "org_id = %(org)s AND project_id = %(project)s AND trace_id IN %(traces)s "
         "AND start_time >= toDateTime64(%(first)s, 6, 'UTC') "
         "AND start_time <= toDateTime64(%(last)s, 6, 'UTC')",
