@@ -52,9 +52,10 @@ def _fields(
     max_chars: int,
     prices: PriceBook,
 ) -> int:
-    """One page of the fields walk: the spans that learn something rewritten."""
-    changed, changes = [], []
-    for row in rewriter.unexpired(rows):
+    """One page of the fields walk: the spans that learn something rewritten (their days'
+    retention judged for those alone: a day without a change costs no read of its stamps)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
         change = derive(row, max_chars)
         if not change:
             continue
@@ -62,9 +63,9 @@ def _fields(
         decided = row_rule({**row, **change})
         if decided != bool(row["llm_call"]):
             change["llm_call"] = decided  # a wrapper's is settled by the flags walk
-        changed.append(row)
-        changes.append(change)
-    rewriter.rewrite(changed, changes)
+        found[(row["trace_id"], row["span_id"])] = change
+    changed = rewriter.unexpired([r for r in rows if (r["trace_id"], r["span_id"]) in found])
+    rewriter.rewrite(changed, [found[(r["trace_id"], r["span_id"])] for r in changed])
     return len(changed)
 
 
@@ -137,16 +138,16 @@ def _flags(store: SpanStore, rewriter: rw.Rewriter, size: int) -> int:
     flipped = 0
     columns = (*_RULE, layout.RETAIN_DAYS)
     for rows in rw.pages(store, rewriter.org_id, columns=columns, size=size):
-        live = rewriter.unexpired(rows)
         wrong = {
             (r["trace_id"], r["span_id"]): decided
-            for r in live
+            for r in rows
             if (decided := row_rule(r) and (r["trace_id"], r["span_id"]) not in wrapped)
             != bool(r["llm_call"])
         }
-        if wrong:
+        # their days' retention judged for those alone (`Rewriter.unexpired`)
+        live = rewriter.unexpired([r for r in rows if (r["trace_id"], r["span_id"]) in wrong])
+        if live:
             keys = [(r["trace_id"], r["span_id"], r["start_time"]) for r in live]
-            keys = [k for k in keys if k[:2] in wrong]
             full = rw.full_rows(store, rewriter.org_id, rows[0]["project_id"], keys)
             changes = [{"llm_call": wrong[(r["trace_id"], r["span_id"])]} for r in full]
             before = rewriter.rewritten

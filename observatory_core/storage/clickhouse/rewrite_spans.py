@@ -388,7 +388,7 @@ class Rewriter:
 
     def unexpired(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows whose (project, UTC day) holds no span that may be past its retention
-        (`day_stamps`, read once per day the walk reaches; the walk forgets the days it left).
+        (`day_stamps`, read once per day the walk finds a change in; forgotten once it left).
         Judged by the day, not the span: the rewrite rebuilds the whole day from its spans,
         so a live span of a day whose earlier spans the TTL already deleted would take those
         spans' rollup rows with it (the rollups outlive the spans); and a copy of a span past
