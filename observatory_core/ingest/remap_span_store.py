@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -52,9 +52,10 @@ def _fields(
     max_chars: int,
     prices: PriceBook,
 ) -> int:
-    """One page of the fields walk: the spans that learn something rewritten."""
-    changed, changes = [], []
-    for row in rw.unexpired(rows, datetime.now(UTC)):
+    """One page of the fields walk: the spans that learn something rewritten (their days'
+    retention judged for those alone: a day without a change costs no read of its stamps)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
         change = derive(row, max_chars)
         if not change:
             continue
@@ -62,9 +63,9 @@ def _fields(
         decided = row_rule({**row, **change})
         if decided != bool(row["llm_call"]):
             change["llm_call"] = decided  # a wrapper's is settled by the flags walk
-        changed.append(row)
-        changes.append(change)
-    rewriter.rewrite(changed, changes)
+        found[(row["trace_id"], row["span_id"])] = change
+    changed = rewriter.unexpired([r for r in rows if (r["trace_id"], r["span_id"]) in found])
+    rewriter.rewrite(changed, [found[(r["trace_id"], r["span_id"])] for r in changed])
     return len(changed)
 
 
@@ -137,16 +138,16 @@ def _flags(store: SpanStore, rewriter: rw.Rewriter, size: int) -> int:
     flipped = 0
     columns = (*_RULE, layout.RETAIN_DAYS)
     for rows in rw.pages(store, rewriter.org_id, columns=columns, size=size):
-        live = rw.unexpired(rows, datetime.now(UTC))
         wrong = {
             (r["trace_id"], r["span_id"]): decided
-            for r in live
+            for r in rows
             if (decided := row_rule(r) and (r["trace_id"], r["span_id"]) not in wrapped)
             != bool(r["llm_call"])
         }
-        if wrong:
+        # their days' retention judged for those alone (`Rewriter.unexpired`)
+        live = rewriter.unexpired([r for r in rows if (r["trace_id"], r["span_id"]) in wrong])
+        if live:
             keys = [(r["trace_id"], r["span_id"], r["start_time"]) for r in live]
-            keys = [k for k in keys if k[:2] in wrong]
             full = rw.full_rows(store, rewriter.org_id, rows[0]["project_id"], keys)
             changes = [{"llm_call": wrong[(r["trace_id"], r["span_id"])]} for r in full]
             before = rewriter.rewritten
@@ -185,13 +186,13 @@ def remap_span_store(
             else [int(o) for o in conn.execute(select(orgs_table.c.id).order_by(orgs_table.c.id))]
         )
     turn = org_turns(engine)
-    leftover = rw.leftover_copies(store, set(orgs))
     scanned = changed = 0
     changed_orgs: set[int] = set()
     for org in orgs:
         rewriter = rw.Rewriter(store, org, turn)
-        if leftover.get(org):
-            rw.settle_copies(rewriter, leftover[org])
+        leftover = rw.leftover_copies(store, org)  # one org's copies read and held at a time
+        if leftover:
+            rw.settle_copies(rewriter, leftover)
             changed_orgs.add(org)
         for rows in rw.pages(store, org, since=since, size=batch):
             n = _fields(rewriter, rows, max_chars, prices)

@@ -50,23 +50,27 @@ class Folded:
     tied: int = 0
 
 
-def _older_copies(store: SpanStore) -> list[tuple]:
+def _older_copies(store: SpanStore, org_ids: list[int] | None = None) -> list[tuple]:
     """(org, trace, span, version, start) of each copy older than its span's newest, and
-    (org, trace, span, None, None) for a span whose newest version is held by two copies.
-    Two reads of the table: the candidates by a 64-bit hash of the identity per org (a small
-    key; grouping past `SPILL` goes to disk), then the exact grouping of their rows alone, so
-    a hash collision is only a candidate. Splitting the table by a hash of the trace id read
-    the whole table once per piece (rows squared, found in review)."""
+    (org, trace, span, None, None) for a span whose newest version is held by two copies; of
+    the orgs `org_ids` alone when given (their range of the table's key read, not the whole
+    table: remap settles one org's copies at a time). Two reads of the table: the candidates
+    by a 64-bit hash of the identity per org (a small key; grouping past `SPILL` goes to
+    disk), then the exact grouping of their rows alone, so a hash collision is only a
+    candidate. Splitting the table by a hash of the trace id read the whole table once per
+    piece (rows squared, found in review)."""
     spans = store.table("spans")
     identity = "cityHash64(trace_id, span_id)"
+    orgs = "org_id IN %(orgs)s AND " if org_ids is not None else ""
     rows = store.client.query(
         "SELECT org_id, trace_id, span_id, arrayFilter(c -> c.1 < newest, copies), "
         "countEqual(copies.1, newest) FROM ("
         f"SELECT org_id, trace_id, span_id, groupArray(({layout.VERSION}, start_time)) AS "
         f"copies, max({layout.VERSION}) AS newest FROM {spans} "
-        f"WHERE (org_id, {identity}) IN (SELECT org_id, {identity} AS h FROM {spans} "
-        "GROUP BY org_id, h HAVING count() > 1) "
+        f"WHERE {orgs}(org_id, {identity}) IN (SELECT org_id, {identity} AS h FROM {spans} "
+        f"{'WHERE ' + orgs[:-5] if orgs else ''} GROUP BY org_id, h HAVING count() > 1) "
         "GROUP BY org_id, trace_id, span_id HAVING count() > 1)",
+        parameters={"orgs": sorted(org_ids)} if org_ids is not None else None,
         settings={"max_bytes_before_external_group_by": SPILL},
     ).result_rows
     out: list[tuple] = []

@@ -19,7 +19,8 @@ traces (per project) likewise. Only then are the old copies deleted: a run stopp
 insert and the delete leaves copies, which the next run finds first (`leftover_copies`) and
 settles the same way (their days and traces rebuilt, the older copies deleted). Each step under
 the org's write turn, so no ingest insert of the org lands between a delete and its rebuild.
-A span past its retention stamp is not rewritten (`unexpired`). Not on a cluster (refused by
+No span of a (project, day) that may hold a span past its retention stamp is rewritten
+(`Rewriter.unexpired`). Not on a cluster (refused by
 the caller).
 
 A read while a day is rebuilt sees that org's project-day without rollup rows for the moment
@@ -30,7 +31,6 @@ between the delete and the insert; a span rewritten is listed twice until its da
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,7 +47,7 @@ from observatory_core.storage.clickhouse.fold_copies import WAIT_S, _older_copie
 from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
 from observatory_core.storage.clickhouse.restamp import settle
-from observatory_core.storage.clickhouse.view_gaps import _extent
+from observatory_core.storage.clickhouse.view_gaps import _extent, newest_spans
 from observatory_core.storage.clickhouse.wrapper_moves import take_in
 from observatory_core.storage.clickhouse.writes import EXPIRY_MARGIN, JsonText, as_columns
 
@@ -164,16 +164,33 @@ def _newest_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def unexpired(rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    """The rows not past their retention stamp (`writes.EXPIRY_MARGIN` as ingest): a copy of
-    one would be counted by the views and dropped by the TTL as it is written."""
-    cutoff = now + EXPIRY_MARGIN
-    return [
-        r
-        for r in rows
-        if not r[layout.RETAIN_DAYS]
-        or r["start_time"] + timedelta(days=int(r[layout.RETAIN_DAYS])) > cutoff
-    ]
+def day_stamps(
+    store: SpanStore, org_id: int, days: list[tuple[int, date]]
+) -> dict[tuple[int, date], int]:
+    """The least retention stamp (above 0) of the stored spans of each of the org's (project,
+    UTC day)s; a day none of whose spans is stamped is absent. One read of the days' range."""
+    if not days:
+        return {}
+    epoch = date(1970, 1, 1)
+    rows = store.client.query(
+        "SELECT project_id, intDiv(toUnixTimestamp(start_time), 86400) AS day_n, "
+        f"min({layout.RETAIN_DAYS}) FROM {store.table('spans')} "
+        f"WHERE {_in_days('start_time')} AND {layout.RETAIN_DAYS} > 0 GROUP BY project_id, day_n",
+        parameters=_days_params(org_id, days),
+        settings={"max_query_size": 65_536 + 40 * len(days)},
+    ).result_rows
+    return {(int(p), epoch + timedelta(days=int(d))): int(n) for p, d, n in rows}
+
+
+def expiring(day: date, stamp: int, now: datetime) -> bool:
+    """Whether a span of `day` stamped `stamp` days may be past its retention by now (with
+    `writes.EXPIRY_MARGIN`, as ingest): the day's first instant is its earliest span's."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start + timedelta(days=stamp) <= now + EXPIRY_MARGIN
+
+
+def _day_of(row: dict[str, Any]) -> tuple[int, date]:
+    return int(row["project_id"]), row["start_time"].astimezone(UTC).date()
 
 
 def full_rows(
@@ -199,22 +216,6 @@ def full_rows(
         settings={"max_query_size": 65_536 + 60 * len(keys)},
     )
     return [_row(_NAMES, r) for r in result.result_rows]
-
-
-def _columns_of(texts: list[str]) -> list[str]:
-    """The span columns expressions over `spans.` name, with the identity and version."""
-    named = {m for t in texts for m in re.findall(r"spans`?\.`?(\w+)", t)}
-    named |= {"org_id", "project_id", "trace_id", "span_id", "start_time", "version"}
-    return sorted(named & set(_NAMES))
-
-
-def _newest(store: SpanStore, columns: list[str], where: str) -> str:
-    """The spans `where` picks, the newest copy of each (copies a rewrite left until its
-    flush), as a subquery named `spans`."""
-    return (
-        f"(SELECT {', '.join(f'`{c}`' for c in columns)} FROM {store.table('spans')} "
-        f"WHERE {where} ORDER BY version DESC LIMIT 1 BY trace_id, span_id) AS spans"
-    )
 
 
 def _in_days(column: str) -> str:
@@ -245,8 +246,8 @@ def _days_statement(store: SpanStore) -> str:
     keys = layout.rollup_keys()
     partials = layout.rollup_partials()
     bucket = f"toStartOfInterval(spans.start_time, INTERVAL {_MINUTE} SECOND, 'UTC')"
-    columns = _columns_of([e for _, e in keys] + [p.select for p in partials] + [_counted_spans()])
-    source = _newest(store, columns, _in_days("start_time"))
+    texts = [e for _, e in keys] + [p.select for p in partials] + [_counted_spans()]
+    source = newest_spans(store, texts, _in_days("start_time"))
     names = [c.name for c, _ in keys]
     select = [
         "spans.org_id AS org_id",
@@ -266,10 +267,9 @@ def _trace_statement(store: SpanStore) -> str:
     """The trace totals of one org's project's traces from their spans (parameters org,
     project, traces, first, last), by the trace totals view's own expressions."""
     partials = layout.trace_total_partials()
-    columns = _columns_of([p.select for p in partials] + [_counted_spans()])
-    source = _newest(
+    source = newest_spans(
         store,
-        columns,
+        [p.select for p in partials] + [_counted_spans()],
         "org_id = %(org)s AND project_id = %(project)s AND trace_id IN %(traces)s "
         "AND start_time >= toDateTime64(%(first)s, 6, 'UTC') "
         "AND start_time <= toDateTime64(%(last)s, 6, 'UTC')",
@@ -384,6 +384,23 @@ class Rewriter:
     days: dict[tuple[int, date], int] = field(default_factory=dict)  # -> spans held
     traces: dict[int, dict[str, list[datetime]]] = field(default_factory=dict)
     rewritten: int = 0
+    stamps: dict[tuple[int, date], int] = field(default_factory=dict)  # `day_stamps`, 0: none
+
+    def unexpired(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows whose (project, UTC day) holds no span that may be past its retention
+        (`day_stamps`, read once per day the walk finds a change in; forgotten once it left).
+        Judged by the day, not the span: the rewrite rebuilds the whole day from its spans,
+        so a live span of a day whose earlier spans the TTL already deleted would take those
+        spans' rollup rows with it (the rollups outlive the spans); and a copy of a span past
+        its stamp would be counted by the views and dropped by the TTL as it is written."""
+        days = {_day_of(r) for r in rows}
+        missing = sorted(days - self.stamps.keys())
+        if missing:
+            found = day_stamps(self.store, self.org_id, missing)
+            self.stamps.update({d: found.get(d, 0) for d in missing})
+        now = datetime.now(UTC)
+        gone = {d for d in days if self.stamps[d] and expiring(d[1], self.stamps[d], now)}
+        return [r for r in rows if _day_of(r) not in gone]
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -451,6 +468,8 @@ class Rewriter:
         traces; then for every `DAYS` days one turn holds their rebuild and their older
         copies' delete until it is applied: a writer reading the older copies (a wrapper still
         flagged there) against the rebuilt rows would move it out of them a second time."""
+        if before is not None:  # the walk has left these days (`unexpired`)
+            self.stamps = {d: n for d, n in self.stamps.items() if d >= before}
         days = sorted(d for d in self.days if before is None or d < before)
         if not days:
             return
@@ -471,26 +490,35 @@ class Rewriter:
         self.traces = {}
 
 
-def leftover_copies(store: SpanStore, org_ids: set[int] | None) -> dict[int, list[tuple]]:
-    """Per org (of `org_ids`, or all), the older copies a rewrite stopped before its flush left
-    (or racing writers: `fold_copies.py`): (trace, span, version, start)."""
-    out: dict[int, list[tuple]] = {}
-    for org_id, trace_id, span_id, version, start in _older_copies(store):
-        if version is None or (org_ids is not None and org_id not in org_ids):
-            continue
-        out.setdefault(org_id, []).append((trace_id, span_id, version, _utc(start)))
-    return out
+def leftover_copies(store: SpanStore, org_id: int) -> list[tuple]:
+    """The org's older copies a rewrite stopped before its flush left (or racing writers:
+    `fold_copies.py`): (trace, span, version, start). The org's range of the table alone is
+    grouped, and only its copies held."""
+    return [
+        (trace_id, span_id, version, _utc(start))
+        for _org, trace_id, span_id, version, start in _older_copies(store, [org_id])
+        if version is not None
+    ]
 
 
 def settle_copies(rewriter: Rewriter, copies: list[tuple]) -> None:
-    """Older copies a stopped run left: their days and traces rebuilt, then deleted."""
+    """Older copies a stopped run left: their days and traces rebuilt, then deleted. Their
+    projects are read `TRACES` copies at a time, in start order, each read bounded by its
+    copies' first and last start (the table's key), not the org's whole history."""
     store = rewriter.store
+    copies = sorted(copies, key=lambda c: c[3])
     for i in range(0, len(copies), TRACES):
         chunk = copies[i : i + TRACES]
         rows = store.client.query(
             f"SELECT DISTINCT project_id, trace_id, start_time FROM {store.table('spans')} "
-            "WHERE org_id = %(org)s AND (trace_id, span_id) IN %(ids)s",
-            parameters={"org": rewriter.org_id, "ids": [(t, s) for t, s, _, _ in chunk]},
+            "WHERE org_id = %(org)s AND start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
+            "AND start_time <= toDateTime64(%(hi)s, 6, 'UTC') AND (trace_id, span_id) IN %(ids)s",
+            parameters={
+                "org": rewriter.org_id,
+                "lo": micro_text(chunk[0][3]),
+                "hi": micro_text(chunk[-1][3]),
+                "ids": [(t, s) for t, s, _, _ in chunk],
+            },
             settings={"max_query_size": 65_536 + 60 * len(chunk)},
         ).result_rows
         for project_id, trace_id, start in rows:

@@ -11,7 +11,9 @@ So when a batch holds spans already stored, the writer (under the org's write tu
 inserted the batch's new spans, whose views have then run) compares, for the days and the
 traces those stored spans fall in, the counted spans with what the views hold: `span_count`
 per minute, hour and day bucket of those days (one count per grain) and per trace (read by the
-key's prefix, org and project, and the spans within the traces' known extent). Where the
+key's prefix, org and project, and the spans within the traces' known extent; the newest copy
+of each span, as remap rebuilds a trace before it deletes its spans' older copies:
+`_trace_source`). Where the
 spans hold more, the difference is inserted: for each key, the spans' partials (the views' own
 expressions) less what the row holds for the sums and the bins, the spans' own values for the
 minimums and maximums (folding them again changes nothing). Grains go finest first, each over
@@ -33,6 +35,7 @@ in the same bucket or key is not found.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -95,6 +98,20 @@ def _counts(partials: tuple[layout.Partial, ...]) -> list[str]:
     ]
 
 
+def newest_spans(store: SpanStore, texts: list[str], where: str) -> str:
+    """The spans `where` picks (the table named `spans` there), the newest copy of each
+    (`LIMIT 1 BY`), as a subquery named `spans` of the columns `texts` name as `spans.x`,
+    with the identity and version: a span remap has rewritten holds its older copy until its
+    day's flush (`rewrite_spans.py`), which no figure counts once its trace is rebuilt."""
+    named = {m for t in [*texts, where] for m in re.findall(r"spans`?\.`?(\w+)", t)}
+    named |= {"org_id", "project_id", "trace_id", "span_id", "start_time", layout.VERSION}
+    columns = sorted(named & set(layout.span_column_names()))
+    return (
+        f"(SELECT {', '.join(f'`{c}`' for c in columns)} FROM {store.table('spans')} AS spans "
+        f"WHERE {where} ORDER BY {layout.VERSION} DESC LIMIT 1 BY trace_id, span_id) AS spans"
+    )
+
+
 def _insert(
     store: SpanStore,
     table: str,
@@ -102,8 +119,10 @@ def _insert(
     partials: tuple[layout.Partial, ...],
     spans_where: str,
     rows_where: str,
+    source: str | None = None,
 ) -> str:
-    """INSERT the difference rows of `table` (keys: (name, expression over spans))."""
+    """INSERT the difference rows of `table` (keys: (name, expression over spans)), from the
+    spans `spans_where` picks in `source` (the table itself when None)."""
     names = [n for n, _ in keys]
     made = ", ".join(
         [f"{e} AS {n}" for n, e in keys] + [f"{p.select} AS {p.column.name}" for p in partials]
@@ -120,7 +139,7 @@ def _insert(
     return (
         f"INSERT INTO {store.table(table)} ({columns})\n"
         f"SELECT {', '.join(values)}\n"
-        f"FROM (SELECT {made} FROM {store.table('spans')} AS spans\n"
+        f"FROM (SELECT {made} FROM {source or store.table('spans') + ' AS spans'}\n"
         f"      WHERE {spans_where} AND {_counted_spans()} GROUP BY {', '.join(names)}) AS s\n"
         f"LEFT JOIN (SELECT {have} FROM {store.table(table)} AS rows\n"
         f"      WHERE {rows_where} GROUP BY {', '.join(names)}) AS r ON {on}\n"
@@ -159,11 +178,20 @@ _TRACE_SPANS = (
 _TRACE_ROWS = "org_id = %(org)s AND project_id IN %(projects)s AND trace_id IN %(traces)s"
 
 
+def _trace_source(store: SpanStore) -> str:
+    """The traces' spans (`_TRACE_SPANS`), the newest copy of each: remap rebuilds a trace's
+    totals from its newest copies before it deletes the older ones (`rewrite_spans.py`), so a
+    count of rows there would find the trace short and count its rewritten spans twice."""
+    partials = layout.trace_total_partials()
+    return newest_spans(store, [p.select for p in partials] + [_counted_spans()], _TRACE_SPANS)
+
+
 def _trace_statement(store: SpanStore) -> str:
     keys = [("org_id", "spans.org_id"), ("project_id", "spans.project_id")]
     keys.append(("trace_id", "spans.trace_id"))
+    partials = layout.trace_total_partials()
     return _insert(
-        store, "trace_totals", keys, layout.trace_total_partials(), _TRACE_SPANS, _TRACE_ROWS
+        store, "trace_totals", keys, partials, "1", _TRACE_ROWS, source=_trace_source(store)
     )
 
 
@@ -295,7 +323,7 @@ def fill_gaps(
     params.update(first=first, last=last)
     result = store.client.query(
         f"SELECT s.t FROM (SELECT spans.trace_id AS t, count() AS n, {_YOUNG} AS young "
-        f"FROM {store.table('spans')} AS spans WHERE {_TRACE_SPANS} AND {_counted_spans()} "
+        f"FROM {_trace_source(store)} WHERE {_counted_spans()} "
         f"GROUP BY t) AS s LEFT JOIN (SELECT trace_id AS t, sum(span_count) AS n FROM "
         f"{store.table('trace_totals')} WHERE {_TRACE_ROWS} "
         "GROUP BY t) AS r ON s.t = r.t WHERE s.n > r.n AND s.young = 0",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -22,6 +22,7 @@ from observatory_core.ingest.remap import RemapReport, count_spans, remap
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage.clickhouse import rewrite_spans
+from observatory_core.storage.clickhouse.layout import micro_text
 from tests.helpers import admin_scope, all_spans, child_of, make_org, span
 from tests.ingest.clickhouse.test_late_llm_calls import (
     GRAINS,
@@ -288,7 +289,15 @@ def test_a_stopped_run_is_settled_by_the_next(ch_ingest, monkeypatch):
     doubled = _store_rollup(store, "rollup_1day", org)
     assert doubled["spans"].sum() > len(sent)  # the views counted the new copies too
     assert _stored(store, org).height > len(sent)
+    seen = _recorded(monkeypatch, store)
     remap(engine, org_id=org)
+    monkeypatch.undo()
+    ((_, _, found),) = [s for s in seen if "arrayFilter(c -> c.1 < newest" in s[0]]
+    starts = sorted(rewrite_spans._utc(c[1]) for r in found for c in r[3])  # older copies
+    (settle,) = [s for s in seen if s[0].startswith("SELECT DISTINCT project_id, trace_id")]
+    assert "start_time >= toDateTime64(%(lo)s, 6, 'UTC')" in settle[0]  # bounded by the copies
+    assert "start_time <= toDateTime64(%(hi)s, 6, 'UTC')" in settle[0]
+    assert (settle[1]["lo"], settle[1]["hi"]) == (micro_text(starts[0]), micro_text(starts[-1]))
     df = _stored(store, org)
     assert df.height == len(sent)
     ref = _reference(df).with_columns(pl.col("llm_call_ref").alias("llm_call"))
@@ -300,17 +309,27 @@ def test_a_stopped_run_is_settled_by_the_next(ch_ingest, monkeypatch):
         ), table
 
 
-def test_the_command_reads_the_span_store(ch_ingest, remapped, monkeypatch, capsys):
-    """`python -m observatory_core remap` on the store: the spans it read, not 0; a bad
-    --since is one sentence."""
+def test_the_command_reads_the_span_store(ch_ingest, monkeypatch, capsys):
+    """`python -m observatory_core remap` on the store, an org of its own: the spans it read
+    and filled, not 0 (the fields stored after it), then nothing left to fill; a bad --since
+    is one sentence."""
     from observatory_core.__main__ import main
 
-    monkeypatch.setenv("DATABASE_URL", str(ch_ingest.engine.url))
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main_p, side) = make_org(engine, "remap-ch-command", ("main", "side"))
+    sent = _rows(org, main_p, side)
+    assert persist.write_spans(engine, sent) == len(sent)
+    monkeypatch.setenv("DATABASE_URL", str(engine.url))
     get_settings.cache_clear()
-    assert main(["remap", "--org", "remap-ch"]) == 0
+    assert main(["remap", "--org", "remap-ch-command"]) == 0
     out = capsys.readouterr().out
-    assert "Read 14 spans, filled fields of 0," in out
-    assert main(["remap", "--org", "remap-ch", "--since", "last tuesday"]) == 2
+    assert "Read 14 spans, filled fields of 11, rebuilt the rollups of 1 org(s)" in out
+    df = _stored(store, org)
+    assert df.height == len(sent)
+    assert df.filter(pl.col("model") == "gpt-4o-mini").height == 11
+    assert main(["remap", "--org", "remap-ch-command"]) == 0
+    assert "Read 14 spans, filled fields of 0, rebuilt the rollups of 0" in capsys.readouterr().out
+    assert main(["remap", "--org", "remap-ch-command", "--since", "last tuesday"]) == 2
     assert "is not a date" in capsys.readouterr().err
 
 
@@ -328,10 +347,10 @@ def test_a_cluster_store_is_refused_with_a_sentence(ch_ingest):
 def test_a_span_past_its_retention_is_not_rewritten(ch_ingest, monkeypatch):
     """A copy of a span past its retention stamp would be counted by the views and dropped by
     the TTL as it is written: such a span is left as it is (here every stamped span is past it:
-    the margin made ten years)."""
+    the margin made ten years; each span on a day of its own)."""
     engine, store = ch_ingest.engine, ch_ingest.store
     org, (main,) = make_org(engine, "remap-ch-expired")
-    sent = [_as_stored_before(org, main, NOW - timedelta(hours=i), i) for i in range(3)]
+    sent = [_as_stored_before(org, main, NOW - timedelta(days=i), i) for i in range(3)]
     persist.write_spans(engine, sent)
     store.client.command(
         f"ALTER TABLE {store.table('spans')} UPDATE retain_days = 3650 "
@@ -379,3 +398,91 @@ def test_only_the_changed_days_are_rebuilt(ch_ingest):
         assert got.select(KEYS, "spans", "tokens").to_dicts() == (
             want.select(KEYS, "spans", "tokens").to_dicts()
         ), table
+
+
+def test_a_live_span_of_a_day_past_its_expiry_is_not_rewritten(ch_ingest, monkeypatch):
+    """On its day's expiry date the day's first spans are past their stamp (the TTL deleted
+    them; their rollup rows stay) while its last are not: a rewrite of a live one would
+    rebuild the whole day from its spans and lose the deleted ones' rows. So no span of that
+    day is rewritten; another day's is. Here "now" is the day's start plus the stamp plus 12
+    hours (the margin moved to it), and the TTL's delete is done by hand."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "remap-ch-expiry-day")
+    day = datetime(NOW.year, NOW.month, NOW.day, tzinfo=UTC) - timedelta(days=1)
+    early = _as_stored_before(org, main, day + timedelta(hours=1), 0)  # past its stamp
+    late = _as_stored_before(org, main, day + timedelta(hours=20), 1)  # not yet
+    other = _as_stored_before(org, main, NOW, 2)  # the next day's
+    persist.write_spans(engine, [early, late, other])
+    stamp = 3650
+    store.client.command(
+        f"ALTER TABLE {store.table('spans')} UPDATE retain_days = {stamp} WHERE org_id = %(org)s",
+        parameters={"org": org},
+        settings={"mutations_sync": 2},
+    )
+    store.client.command(  # as the TTL deletes `early` (the rollups keep it)
+        f"ALTER TABLE {store.table('spans')} DELETE WHERE org_id = %(org)s AND span_id = %(s)s",
+        parameters={"org": org, "s": early["span_id"]},
+        settings={"mutations_sync": 2},
+    )
+    cutoff = day + timedelta(days=stamp, hours=12)
+    monkeypatch.setattr(rewrite_spans, "EXPIRY_MARGIN", cutoff - datetime.now(UTC))
+    assert late["start_time"] + timedelta(days=stamp) > cutoff  # live, span by span
+    before = {t: _store_rollup(store, t, org) for t in GRAINS}
+    assert before["rollup_1day"]["spans"].sum() == 3
+    assert remap(engine, org_id=org).changed == 1  # the next day's span alone
+    df = _stored(store, org).sort("start_time")
+    assert df["operation"].to_list() == ["other", "chat"]
+    expiring_day = pl.col("bucket_start") < day + timedelta(days=1)
+    for table in GRAINS:
+        after = _store_rollup(store, table, org)
+        assert after.filter(expiring_day).to_dicts() == (
+            before[table].filter(expiring_day).to_dicts()
+        ), table
+        assert after.filter(expiring_day)["spans"].sum() == 2, table  # the deleted span kept
+
+
+def _recorded(monkeypatch, store) -> list[tuple[str, dict, list]]:
+    """Every read the store's client answers from now on: (statement, parameters, rows)."""
+    seen: list[tuple[str, dict, list]] = []
+    query = store.client.query
+
+    def recording(statement, *args, **kwargs):
+        result = query(statement, *args, **kwargs)
+        seen.append((statement, kwargs.get("parameters") or {}, list(result.result_rows)))
+        return result
+
+    monkeypatch.setattr(store.client, "query", recording)
+    return seen
+
+
+def _copies_of_a_page(store, org: int) -> int:
+    """New copies of one page of the org's spans inserted, as a run stopped before its flush
+    leaves them: how many."""
+    rewriter = rewrite_spans.Rewriter(store, org)
+    rows = next(rewrite_spans.pages(store, org))
+    rewriter.rewrite(rows, [{} for _ in rows])
+    return len(rows)
+
+
+def test_the_leftover_scan_reads_the_org_remapped_alone(ch_ingest, monkeypatch):
+    """Two orgs with copies a stopped run left; `remap --org` of one settles its copies and
+    leaves the other's, and the scan for copies answers (and groups) that org's rows alone,
+    not every org's."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    mine, (p,) = make_org(engine, "remap-ch-copies-mine")
+    theirs, (q,) = make_org(engine, "remap-ch-copies-theirs")
+    persist.write_spans(engine, [span(mine, p, NOW - timedelta(minutes=i)) for i in range(3)])
+    persist.write_spans(engine, [span(theirs, q, NOW - timedelta(minutes=i)) for i in range(2)])
+    assert _copies_of_a_page(store, mine) == 3
+    assert _copies_of_a_page(store, theirs) == 2
+    seen = _recorded(monkeypatch, store)
+    remap(engine, org_id=mine)
+    monkeypatch.undo()
+    scans = [s for s in seen if "arrayFilter(c -> c.1 < newest" in s[0]]
+    assert len(scans) == 1
+    statement, params, rows = scans[0]
+    assert params["orgs"] == [mine]
+    assert statement.count("org_id IN %(orgs)s") == 2  # the candidates' grouping, and the rows'
+    assert sorted(int(r[0]) for r in rows) == [mine] * 3
+    assert _stored(store, mine).height == 3  # settled
+    assert _stored(store, theirs).height == 4  # left for its own run

@@ -353,3 +353,39 @@ def test_a_resend_puts_back_the_hours_actors_a_failed_view_left_out(chdb_store):
         f"SELECT count() FROM {store.table('rollup_actors_1hour')} WHERE org_id = {org}"
     ).result_rows == [(rows,)]
     assert _actors(store, org) == want
+
+
+def test_a_resend_between_remaps_trace_rebuild_and_its_delete_counts_once(chdb_store):
+    """Remap writes a span again as a new copy, rebuilds its trace's totals from the newest
+    copies, and only then deletes the older copies (`rewrite_spans.py`). A resend landing in
+    between finds the spans stored: its top-up must read the newest copy of each span, or it
+    takes the trace for short (two rows a span) and counts the rewritten spans twice. (The
+    table's merges, which fold copies, are stopped meanwhile: the moment before one.)"""
+    from observatory_core.storage.clickhouse import rewrite_spans
+
+    store, org = chdb_store, ORG + 5
+    rows = [dict(r, org_id=org) for r in demo_rows(120, seed=66)]
+    counted = [r for r in rows if r["duplicate_of"] is None]
+    spans = store.table("spans")
+    store.client.command(f"SYSTEM STOP MERGES {spans}")
+    try:
+        with written_ago():  # long finished, the copies too: a resend may top their traces up
+            assert write_spans(store, rows) == len(rows)
+            rewriter = rewrite_spans.Rewriter(store, org)
+            for page in rewrite_spans.pages(store, org):
+                rewriter.rewrite(page, [{} for _ in page])  # a copy of each span, not flushed
+        traces: dict[int, dict] = {}
+        for r in rows:
+            of_project = traces.setdefault(r["project_id"], {})
+            of_project.setdefault(r["trace_id"], []).append(r["start_time"])
+        for project, of_project in traces.items():
+            rewrite_spans.rebuild_traces(store, org, project, of_project)
+        ((stored,),) = store.client.query(
+            f"SELECT count() FROM {spans} WHERE org_id = {org}"
+        ).result_rows
+        assert stored == 2 * len(rows)  # the older copies still there
+        assert _same(_traces(store, org), _want_traces(counted))
+        assert write_spans(store, rows[::-1], batch_size=50) == 0  # the resend: all stored
+        assert _same(_traces(store, org), _want_traces(counted))
+    finally:
+        store.client.command(f"SYSTEM START MERGES {spans}")
