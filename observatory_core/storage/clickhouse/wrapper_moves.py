@@ -50,6 +50,8 @@ again. A move journaled by a batch whose insert failed is dropped there
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -76,7 +78,7 @@ from observatory_core.storage.clickhouse.wrapper_move_reads import (
     _source_state,
     _utc,
 )
-from observatory_core.storage.clickhouse.wrapper_move_waits import wait
+from observatory_core.storage.clickhouse.wrapper_move_waits import running, wait
 
 log = logging.getLogger("observatory.span_store")
 
@@ -85,6 +87,10 @@ _QUEUED = {"mutations_sync": 0, "lightweight_deletes_sync": 0}
 _ROLLUPS = tuple(f"rollup_{grain}" for grain in layout.GRAIN_SECONDS)
 WAIT_S = 15.0  # the org's earlier move's rollup mutations, before the next move (bounded)
 FLAGS_WAIT_S = 15.0  # the flags' mutation, and this move's rollup mutations, after it
+HOLD_S = 30.0  # an org whose earlier move's mutations outlast WAIT_S: its batches refused
+# at once for this long (`ready`), by this process: (store, org) -> when the hold ends
+_HELD: dict[tuple[Any, int], float] = {}
+_HELD_LOCK = threading.Lock()
 # The move's mutations as `system.mutations` shows them (`wrapper_move_waits.own`): each
 # rollup one names one bucket (the retention's lightweight deletes name a cutoff:
 # `bucket_start <`), the flags' one its new value
@@ -338,16 +344,49 @@ def _groups(rows: list[dict[str, Any]]) -> tuple[list[tuple], dict[str, dict[tup
     return keys, groups
 
 
+_EARLIER = [("spans", FLAGS)] + [(t, BUCKET) for t in _ROLLUPS]
+
+
 def _wait_for_earlier(store: SpanStore, org_id: int) -> None:
     """The org's earlier move's mutations, queued, applied by now to the org's rows (another
     org's are not waited on): its extremes as it set them, and its flags cleared, before the
     wrappers still flagged are read (a flag cleared after the read would have the wrapper
-    moved twice) and before the extremes are judged again."""
-    if late := wait(store, org_id, [("spans", FLAGS)] + [(t, BUCKET) for t in _ROLLUPS], WAIT_S):
+    moved twice) and before the extremes are judged again. Not in time: the org is held
+    (`ready`)."""
+    if late := wait(store, org_id, _EARLIER, WAIT_S):
+        _hold(store, org_id)
         raise DatabaseUnavailable(
             f"The span store's {', '.join(late)} rows of org {org_id} are still being "
-            f"rewritten after {WAIT_S:.0f} s (system.mutations); retry."
+            f"rewritten after {WAIT_S:.0f} s (system.mutations): the org's earlier correction "
+            f"of its LLM-call counts is not finished yet; retry in {HOLD_S:.0f} s."
         )
+
+
+def _hold(store: SpanStore, org_id: int) -> None:
+    with _HELD_LOCK:
+        _HELD[(store.target, org_id)] = time.monotonic() + HOLD_S
+
+
+def ready(store: SpanStore, org_ids: list[int]) -> None:
+    """Run before a batch takes the process's write lock (`writes._write`), so that one org's
+    stuck move costs the other orgs nothing: an org held (its earlier move's mutations
+    outlasted `WAIT_S` lately) is refused at once; an org with a move mutation of its own
+    still running (one read of `system.mutations`) is waited for here, outside the lock, and
+    held and refused when it is not done in time. Under the lock `_wait_for_earlier` then
+    finds them done (or, from another process meanwhile, waits once more and holds)."""
+    if store.naming.cluster or not org_ids:
+        return
+    now = time.monotonic()
+    with _HELD_LOCK:
+        held = [o for o in org_ids if _HELD.get((store.target, o), 0.0) > now]
+    if held:
+        raise DatabaseUnavailable(
+            f"Org {held[0]}'s earlier correction of its LLM-call counts in the span store (a "
+            "wrapper moved out of the LLM calls) is not finished yet: its spans are refused for "
+            f"up to {HOLD_S:.0f} s more; retry then."
+        )
+    for org_id in running(store, org_ids, _EARLIER):
+        _wait_for_earlier(store, org_id)
 
 
 def _stored_calls(store: SpanStore, entry: Entry) -> set[tuple[str, str]]:

@@ -37,7 +37,7 @@ from itertools import islice
 from typing import Any, NamedTuple
 
 from observatory_core.base.errors import DatabaseUnavailable
-from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import layout, wrapper_moves
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA, WRITE_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
@@ -318,9 +318,12 @@ def _write(
     mine: dict[int, int] = {}  # spans this write inserted, by org
     versions: list[int] = []  # the versions of its inserts
     for batch in _batches(rows, batch_size):
-        with store.write_lock, (turn or own_process)(r["org_id"] for r in batch):
+        org_ids = sorted({r["org_id"] for r in batch})
+        if take_in is not None:  # an org's stuck move waited on here, not under the lock
+            wrapper_moves.ready(store, org_ids)
+        with store.write_lock, (turn or own_process)(org_ids):
             if take_in is not None:
-                take_in(store, sorted({r["org_id"] for r in batch}))
+                take_in(store, org_ids)
             fresh = unexpired(_first_copies(batch), retain)
             if each_once and only_written_here(store, fresh, mine, retain, versions):
                 known = {}

@@ -1,0 +1,92 @@
+"""An org whose wrapper move is stuck (its own mutation keeps failing) costs the other orgs
+of the process nothing: its move's mutations are waited on before the process's write lock,
+and once that wait has run out the org's batches are refused at once for a while (503, a
+sentence saying its earlier correction is not finished), without waiting again
+(`storage/clickhouse/wrapper_moves.py`: `ready`, `_wait_for_earlier`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from observatory_core.base.errors import DatabaseUnavailable
+from observatory_core.ingest import to_clickhouse
+from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
+from observatory_core.storage.clickhouse import wrapper_move_waits as waits
+from observatory_core.storage.clickhouse import wrapper_moves
+from tests.helpers import make_org
+from tests.ingest.clickhouse.test_late_llm_call_resends import (
+    _call_under,
+    _every_grain_as_polars,
+    _flags_follow_the_rule,
+    _plain_call,
+    _refused,
+    _stored_ids,
+)
+from tests.ingest.clickhouse.test_late_llm_calls import (
+    T0,
+    _extremes_applied,
+    _reference,
+    _wrapper,
+)
+
+
+def test_an_orgs_stuck_move_holds_back_no_other_org(ch_ingest):
+    """Org A's move left pending, and a mutation of A's own spans (as its move's flags would
+    look) failing ahead of it: A's next batch waits for it outside the write lock, is refused
+    (503), and A is held: its following batch is refused at once, with no wait. Org B's batch
+    meanwhile is written and waits on none of A's rows. Once A's mutation is gone and the
+    hold over, A's batch finishes the move: every grain of A as polars finds it."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    a, (a_main,) = make_org(engine, "hold-stuck", ("main",))
+    b, (b_main,) = make_org(engine, "hold-free", ("main",))
+    w = _wrapper(a, a_main, T0 + timedelta(seconds=1), 500.0, 0.01)
+    keep = _wrapper(a, a_main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
+    assert to_clickhouse.write_spans(store, engine, [w, keep]) == 2
+    call, later = _call_under(w, 1, 400.0), _plain_call(a, a_main)
+    _refused(store, engine, [call], "_settle_key", step_runs=True)
+    assert len(move_journal.pending(store, [a])) == 1
+    store.client.command(
+        f"ALTER TABLE {store.table('spans')} UPDATE llm_call = false "
+        f"WHERE org_id = {a} AND toUInt8(throwIf(org_id = {a}, 'stuck')) = 0",
+        settings={"mutations_sync": 0},
+    )
+    polls: list[tuple[int, bool]] = []  # (org, whether the write lock was held) per poll
+    real = waits.left
+    patch = pytest.MonkeyPatch()
+    patch.setattr(wrapper_moves, "WAIT_S", 0.3)
+    patch.setattr(
+        waits,
+        "left",
+        lambda s, org, *rest: polls.append((org, s.write_lock.locked())) or real(s, org, *rest),
+    )
+    try:
+        with pytest.raises(DatabaseUnavailable, match="still being rewritten"):
+            to_clickhouse.write_spans(store, engine, [later])
+        assert polls and all(org == a for org, _ in polls)
+        assert not any(locked for _, locked in polls)  # waited outside the write lock
+        polls.clear()
+        with pytest.raises(DatabaseUnavailable, match="not finished yet"):
+            to_clickhouse.write_spans(store, engine, [later])
+        assert polls == []  # held: refused at once
+        other = _plain_call(b, b_main)
+        assert to_clickhouse.write_spans(store, engine, [other]) == 1
+        assert [org for org, _ in polls if org == a] == []
+        assert _stored_ids(store, b) == {other["span_id"]}
+        assert later["span_id"] not in _stored_ids(store, a)
+    finally:
+        patch.undo()
+        store.client.command(
+            "KILL MUTATION WHERE database = %(db)s AND command LIKE '%%throwIf%%'",
+            parameters={"db": store.database},
+        )
+    with pytest.raises(DatabaseUnavailable, match="not finished yet"):  # still held
+        to_clickhouse.write_spans(store, engine, [later])
+    wrapper_moves._HELD.clear()  # the hold over
+    assert to_clickhouse.write_spans(store, engine, [later]) == 1
+    assert move_journal.pending(store, [a]) == []
+    _extremes_applied(store)
+    ref = _reference([w, keep, call, later])
+    _every_grain_as_polars(store, a, ref)
+    _flags_follow_the_rule(store, a, ref)
