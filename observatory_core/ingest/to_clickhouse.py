@@ -133,8 +133,7 @@ def write_spans(
 
     def after(store: SpanStore) -> None:
         """The batch's calls stored: their wrappers' moves run."""
-        while moves:
-            wrapper_moves.finish(store, moves.pop(0))
+        wrapper_moves.finish_batch(store, moves)
 
     return writes.write_spans(
         store,

@@ -443,14 +443,36 @@ def take_in(store: SpanStore, org_ids: list[int]) -> int:
         except DatabaseUnavailable:
             raise
         except Exception as exc:  # the store's state, not the batch's rows: retried, not split
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise DatabaseUnavailable(
                 f"The span store could not finish org {entry.org_id}'s pending move of "
-                f"wrappers out of the LLM calls ({first}); its batches are refused until it "
-                "can, retry."
+                f"wrappers out of the LLM calls ({_first_line(exc)}); its batches are refused "
+                "until it can, retry."
             ) from exc
     move_journal.cleaned(store, org_ids)
     return len(entries)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def finish_batch(store: SpanStore, entries: list[Entry]) -> None:
+    """The moves a batch journaled, run after its insert (`ingest/to_clickhouse.py`'s
+    `after`). A failure is the store's state, not the rows' (they are stored): raised as
+    `DatabaseUnavailable` (503, the batch retried; `ingest/isolate.py` would split it and
+    report stored spans refused), the move left to the org's next write (`take_in`)."""
+    while entries:
+        entry = entries.pop(0)
+        try:
+            finish(store, entry)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            raise DatabaseUnavailable(
+                f"The span store stored org {entry.org_id}'s spans but could not yet move "
+                f"their wrappers out of the LLM calls ({_first_line(exc)}); the org's next "
+                "write finishes it, retry."
+            ) from exc
 
 
 def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:

@@ -1,8 +1,12 @@
-"""An org whose wrapper move is stuck (its own mutation keeps failing) costs the other orgs
+"""Wrapper moves refused as the store's failure, never the rows'.
+
+An org whose wrapper move is stuck (its own mutation keeps failing) costs the other orgs
 of the process nothing: its move's mutations are waited on before the process's write lock,
 and once that wait has run out the org's batches are refused at once for a while (503, a
 sentence saying its earlier correction is not finished), without waiting again
-(`storage/clickhouse/wrapper_moves.py`: `ready`, `_wait_for_earlier`)."""
+(`storage/clickhouse/wrapper_moves.py`: `ready`, `_wait_for_earlier`). A move that fails
+after its batch's insert answers 503, so the batch is retried whole, not split and its stored
+spans reported refused (`finish_batch`, `ingest/isolate.py`)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import pytest
 
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.ingest import to_clickhouse
+from observatory_core.ingest.isolate import write_isolating
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse import wrapper_move_waits as waits
 from observatory_core.storage.clickhouse import wrapper_moves
@@ -90,3 +95,38 @@ def test_an_orgs_stuck_move_holds_back_no_other_org(ch_ingest):
     ref = _reference([w, keep, call, later])
     _every_grain_as_polars(store, a, ref)
     _flags_follow_the_rule(store, a, ref)
+
+
+def test_a_move_failing_after_the_insert_is_a_503_not_a_refused_span(ch_ingest):
+    """The ingest path writes through `write_isolating`, which splits a batch the database
+    refuses down to the rows refused. A one-span batch whose move fails after its insert
+    (not a failure worth a retry in itself) is answered as the store's failure: raised, so
+    503, not the span reported refused; the span is stored, and its resend stores nothing
+    twice, refuses nothing, and finishes the move. Every grain as polars finds it."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "refused-after", ("main",))
+    w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
+    keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
+    assert write_isolating(engine, [w, keep]).written == 2
+    call = _call_under(w, 1, 400.0)
+    real = wrapper_moves._settle_key
+    patch = pytest.MonkeyPatch()
+    patch.setattr(
+        wrapper_moves,
+        "_settle_key",
+        lambda *a, **k: real(*a, **k) and (_ for _ in ()).throw(ValueError("not a retry")),
+    )
+    try:
+        with pytest.raises(DatabaseUnavailable, match="could not yet move"):
+            write_isolating(engine, [call])
+    finally:
+        patch.undo()
+    assert call["span_id"] in _stored_ids(store, org)
+    assert len(move_journal.pending(store, [org])) == 1
+    again = write_isolating(engine, [call])
+    assert (again.written, again.refused) == (0, {})
+    assert move_journal.pending(store, [org]) == []
+    _extremes_applied(store)
+    ref = _reference([w, keep, call])
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)
