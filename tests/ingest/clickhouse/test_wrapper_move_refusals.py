@@ -15,11 +15,12 @@ from datetime import timedelta
 import pytest
 
 from observatory_core.base.errors import DatabaseUnavailable
-from observatory_core.ingest import to_clickhouse
+from observatory_core.ingest import persist, to_clickhouse
 from observatory_core.ingest.isolate import write_isolating
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse import wrapper_move_waits as waits
 from observatory_core.storage.clickhouse import wrapper_moves
+from observatory_core.storage.clickhouse.migrate_spans import migrate_spans
 from tests.helpers import make_org
 from tests.ingest.clickhouse.test_late_llm_call_resends import (
     _call_under,
@@ -128,5 +129,30 @@ def test_a_move_failing_after_the_insert_is_a_503_not_a_refused_span(ch_ingest):
     assert move_journal.pending(store, [org]) == []
     _extremes_applied(store)
     ref = _reference([w, keep, call])
+    _every_grain_as_polars(store, org, ref)
+    _flags_follow_the_rule(store, org, ref)
+
+
+def test_migrate_spans_takes_in_a_pending_move_before_its_spans(ch_ingest):
+    """Taking in is the store's rule, not a caller's option: `migrate-spans` writes an org
+    whose ingest batch left a move pending (the extremes failed), copying a span of the org
+    from `DATABASE_URL`; its batch takes the move in first. Every grain as polars finds it
+    over the spans stored, the wrappers' flags as the rule sets them."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    org, (main,) = make_org(engine, "refused-then-migrated", ("main",))
+    w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
+    keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
+    assert to_clickhouse.write_spans(store, engine, [w, keep]) == 2
+    call, copied = _call_under(w, 1, 400.0), _plain_call(org, main)
+    _refused(store, engine, [call], "_settle_key", step_runs=True)
+    with pytest.MonkeyPatch.context() as patch:  # the span into DATABASE_URL alone
+        patch.setattr(persist, "span_store", lambda: None)
+        assert persist.write_spans(engine, [copied]) == 1
+    assert len(move_journal.pending(store, [org])) == 1
+    report = migrate_spans(engine, store, org_ids=[org])
+    assert report.copied == 1
+    assert move_journal.pending(store, [org]) == []
+    _extremes_applied(store)
+    ref = _reference([w, keep, call, copied])
     _every_grain_as_polars(store, org, ref)
     _flags_follow_the_rule(store, org, ref)
