@@ -29,7 +29,7 @@ from typing import Any
 from uuid import uuid4
 
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.layout import JOURNAL_DAYS, micro_text
+from observatory_core.storage.clickhouse.layout import JOURNAL_EXPIRES, micro_text
 from observatory_core.storage.clickhouse.wrapper_move_reads import Wrapper, _utc
 
 TABLE = "wrapper_move_journal"
@@ -192,9 +192,10 @@ def record(store: SpanStore, entry: Entry) -> None:
 
 def pending(store: SpanStore, org_ids: list[int]) -> list[Entry]:
     """The orgs' moves not done, oldest first: one read of the few rows each move left, those
-    the TTL has still to delete left out (all of a move's at once: their `begun_at`), so an
-    older row of a move never stands in for a newer one deleted first."""
-    kept = f"org_id IN %(orgs)s AND begun_at > now64(6) - INTERVAL {JOURNAL_DAYS} DAY"
+    the TTL has still to delete left out (all of a move's at once: their `begun_at`, judged by
+    the TTL's own expression, `layout.JOURNAL_EXPIRES`), so an older row of a move never
+    stands in for a newer one deleted first."""
+    kept = f"org_id IN %(orgs)s AND {JOURNAL_EXPIRES} > now()"
     result = store.client.query(
         "SELECT org_id, move_id, begun_at, max(step), argMax(done, step), argMax(state, step) "
         f"FROM {store.table(TABLE)} WHERE {kept} AND (org_id, move_id) IN ("
