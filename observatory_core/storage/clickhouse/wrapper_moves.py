@@ -90,6 +90,9 @@ FLAGS_WAIT_S = 15.0  # the flags' mutation, and this move's rollup mutations, af
 HOLD_S = 30.0  # an org whose earlier move's mutations outlast WAIT_S: its batches refused
 # at once for this long (`ready`), by this process: (store, org) -> when the hold ends
 _HELD: dict[tuple[Any, int], float] = {}
+# in-process stores (written by this process alone): the orgs whose move mutations this
+# process sent and has not seen applied (`ready` reads `system.mutations` for those alone)
+_MUTATING: set[tuple[Any, int]] = set()
 _HELD_LOCK = threading.Lock()
 # The move's mutations as `system.mutations` shows them (`wrapper_move_waits.own`): each
 # rollup one names one bucket (the retention's lightweight deletes name a cutoff:
@@ -354,12 +357,23 @@ def _wait_for_earlier(store: SpanStore, org_id: int) -> None:
     moved twice) and before the extremes are judged again. Not in time: the org is held
     (`ready`)."""
     if late := wait(store, org_id, _EARLIER, WAIT_S):
+        _mutating(store, org_id, True)
         _hold(store, org_id)
         raise DatabaseUnavailable(
             f"The span store's {', '.join(late)} rows of org {org_id} are still being "
             f"rewritten after {WAIT_S:.0f} s (system.mutations): the org's earlier correction "
             f"of its LLM-call counts is not finished yet; retry in {HOLD_S:.0f} s."
         )
+    _mutating(store, org_id, False)
+
+
+def _mutating(store: SpanStore, org_id: int, sent: bool) -> None:
+    """Whether the org's move mutations are sent and not seen applied (`_MUTATING`)."""
+    with _HELD_LOCK:
+        if sent:
+            _MUTATING.add((store.target, org_id))
+        else:
+            _MUTATING.discard((store.target, org_id))
 
 
 def _hold(store: SpanStore, org_id: int) -> None:
@@ -371,21 +385,25 @@ def ready(store: SpanStore, org_ids: list[int]) -> None:
     """Run before a batch takes the process's write lock (`writes._write`), so that one org's
     stuck move costs the other orgs nothing: an org held (its earlier move's mutations
     outlasted `WAIT_S` lately) is refused at once; an org with a move mutation of its own
-    still running (one read of `system.mutations`) is waited for here, outside the lock, and
-    held and refused when it is not done in time. Under the lock `_wait_for_earlier` then
-    finds them done (or, from another process meanwhile, waits once more and holds)."""
+    still running (one read of `system.mutations`; on an in-process store, written by this
+    process alone, only for the orgs it sent some to and has not seen applied) is waited for
+    here, outside the lock, and held and refused when it is not done in time. Under the lock
+    `_wait_for_earlier` then finds them done (or, sent by another process meanwhile, or left
+    by an earlier run of this one, waits once more, and holds the org when it runs out)."""
     if store.naming.cluster or not org_ids:
         return
     now = time.monotonic()
     with _HELD_LOCK:
         held = [o for o in org_ids if _HELD.get((store.target, o), 0.0) > now]
+        if store.target.in_process:
+            org_ids = [o for o in org_ids if (store.target, o) in _MUTATING]
     if held:
         raise DatabaseUnavailable(
             f"Org {held[0]}'s earlier correction of its LLM-call counts in the span store (a "
             "wrapper moved out of the LLM calls) is not finished yet: its spans are refused for "
             f"up to {HOLD_S:.0f} s more; retry then."
         )
-    for org_id in running(store, org_ids, _EARLIER):
+    for org_id in running(store, org_ids, _EARLIER) if org_ids else []:
         _wait_for_earlier(store, org_id)
 
 
@@ -516,6 +534,7 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         # month) keeps each to that month's parts. A read while one runs sees some rows of the
         # key with the new extremes and some with the old (the old extreme, as before the
         # move), or some of an emptied key's rows (the wrappers' own: no negative row there)
+        _mutating(store, org_id, True)  # before the first: one may be queued though it raises
         for statement, params in mutations:
             store.client.command(statement, parameters=params, settings=_QUEUED)
         _clear_flags(store, org_id, wrappers)  # last of the statements
@@ -527,6 +546,7 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         # next move waits for them before it reads the wrappers still flagged
         waits = [("spans", FLAGS)] + ([(t, BUCKET) for t in _ROLLUPS] if mutations else [])
         late = wait(store, org_id, waits, FLAGS_WAIT_S)
+        _mutating(store, org_id, bool(late))
         if late:
             log.warning(
                 "Span store: org %s's rows of wrappers that stopped counting as LLM calls "

@@ -39,35 +39,46 @@ from tests.ingest.clickhouse.test_late_llm_calls import (
 
 
 def test_an_orgs_stuck_move_holds_back_no_other_org(ch_ingest):
-    """Org A's move left pending, and a mutation of A's own spans (as its move's flags would
-    look) failing ahead of it: A's next batch waits for it outside the write lock, is refused
-    (503), and A is held: its following batch is refused at once, with no wait. Org B's batch
+    """Org A's move sends its flags' mutation, and a mutation of A's own spans named as the
+    flags' would be keeps failing behind it: the move's wait runs out (logged, the batch
+    stored). A's next batch, with a move of its own (which waits for the earlier move's
+    mutations), waits for it outside the process's write lock, is refused (503),
+    and A is held: its following batch is refused at once, with no wait. Org B's batch
     meanwhile is written and waits on none of A's rows. Once A's mutation is gone and the
-    hold over, A's batch finishes the move: every grain of A as polars finds it."""
+    hold over, A's batch is written: every grain of A as polars finds it."""
     engine, store = ch_ingest.engine, ch_ingest.store
     a, (a_main,) = make_org(engine, "hold-stuck", ("main",))
     b, (b_main,) = make_org(engine, "hold-free", ("main",))
     w = _wrapper(a, a_main, T0 + timedelta(seconds=1), 500.0, 0.01)
     keep = _wrapper(a, a_main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
-    assert to_clickhouse.write_spans(store, engine, [w, keep]) == 2
-    call, later = _call_under(w, 1, 400.0), _plain_call(a, a_main)
-    _refused(store, engine, [call], "_settle_key", step_runs=True)
-    assert len(move_journal.pending(store, [a])) == 1
-    store.client.command(
-        f"ALTER TABLE {store.table('spans')} UPDATE llm_call = false "
-        f"WHERE org_id = {a} AND toUInt8(throwIf(org_id = {a}, 'stuck')) = 0",
-        settings={"mutations_sync": 0},
-    )
+    w2 = _wrapper(a, a_main, T0 + timedelta(minutes=20), 700.0, 0.02)
+    assert to_clickhouse.write_spans(store, engine, [w, keep, w2]) == 3
+    call, later = _call_under(w, 1, 400.0), _call_under(w2, 1, 600.0)  # a move each
+    real_flags, real_left = wrapper_moves._clear_flags, waits.left
+
+    def flags_then_stuck(store, org_id, wrappers):
+        real_flags(store, org_id, wrappers)
+        store.client.command(
+            f"ALTER TABLE {store.table('spans')} UPDATE llm_call = false "
+            f"WHERE org_id = {org_id} AND toUInt8(throwIf(org_id = {org_id}, 'stuck')) = 0",
+            settings={"mutations_sync": 0},
+        )
+
     polls: list[tuple[int, bool]] = []  # (org, whether the write lock was held) per poll
-    real = waits.left
     patch = pytest.MonkeyPatch()
     patch.setattr(wrapper_moves, "WAIT_S", 0.3)
-    patch.setattr(
-        waits,
-        "left",
-        lambda s, org, *rest: polls.append((org, s.write_lock.locked())) or real(s, org, *rest),
-    )
+    patch.setattr(wrapper_moves, "FLAGS_WAIT_S", 0.3)
     try:
+        patch.setattr(wrapper_moves, "_clear_flags", flags_then_stuck)
+        assert to_clickhouse.write_spans(store, engine, [call]) == 1  # its wait ran out
+        patch.setattr(wrapper_moves, "_clear_flags", real_flags)
+        patch.setattr(
+            waits,
+            "left",
+            lambda s, org, *rest: (
+                polls.append((org, s.write_lock.locked())) or real_left(s, org, *rest)
+            ),
+        )
         with pytest.raises(DatabaseUnavailable, match="still being rewritten"):
             to_clickhouse.write_spans(store, engine, [later])
         assert polls and all(org == a for org, _ in polls)
@@ -93,7 +104,7 @@ def test_an_orgs_stuck_move_holds_back_no_other_org(ch_ingest):
     assert to_clickhouse.write_spans(store, engine, [later]) == 1
     assert move_journal.pending(store, [a]) == []
     _extremes_applied(store)
-    ref = _reference([w, keep, call, later])
+    ref = _reference([w, keep, w2, call, later])
     _every_grain_as_polars(store, a, ref)
     _flags_follow_the_rule(store, a, ref)
 
