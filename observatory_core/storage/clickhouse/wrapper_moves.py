@@ -44,7 +44,10 @@ resend or any other batch, takes the move in before anything else of the org is 
 when the counts journaled just before it are still there (not while the server lists an
 insert into its table: `_none_running`), the deletes, extremes and flags are judged and sent
 again. A move journaled by a batch whose insert failed is dropped there
-(no call of it stored, nothing of it sent). Not on a cluster yet.
+(no call of it stored, nothing of it sent). Every write takes in (`writes._write`), and
+before the process's write lock waits for the org's move mutations still running (`ready`),
+holding an org whose wait runs out: its batches refused at once for `HOLD_S`, so one org's
+stuck mutation does not keep the other orgs' writes waiting. Not on a cluster yet.
 """
 
 from __future__ import annotations
