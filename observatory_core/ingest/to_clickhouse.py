@@ -18,8 +18,8 @@ processes, `storage/clickhouse/org_turns.py`), after the spans already stored ar
    such spans within a day of the calls (one read per org; the trees only where one is found);
 3. the org's declared dimensions copied into their slots (`rollups/dimensions.py`'s values).
 
-Each batch's turn begins with the orgs' moves an earlier batch left pending (`take_in`: one
-read of the journal).
+Each batch's turn begins with the orgs' moves an earlier batch left pending (as every write's
+does: `writes._write`, `wrapper_moves.take_in`, one read of the journal).
 
 `retain_days` is stamped from the orgs' and projects' span retention (the table's TTL hook).
 The orgs' settings come from `DATABASE_URL`, read at most once a minute.
@@ -133,8 +133,7 @@ def write_spans(
 
     def after(store: SpanStore) -> None:
         """The batch's calls stored: their wrappers' moves run."""
-        while moves:
-            wrapper_moves.finish(store, moves.pop(0))
+        wrapper_moves.finish_batch(store, moves)
 
     return writes.write_spans(
         store,
@@ -145,7 +144,6 @@ def write_spans(
         on_batch=on_batch,
         turn=org_turns(engine),
         each_once=each_once,
-        take_in=wrapper_moves.take_in,
         after=after,
     )
 

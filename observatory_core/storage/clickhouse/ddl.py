@@ -379,7 +379,7 @@ def _wrapper_move_journal(naming: Naming) -> list[str]:
         f"    `begun_at` {layout.TIME},\n"
         "    `step` UInt32,\n    `done` UInt8,\n    `state` String CODEC(ZSTD(1))\n)\n"
         f"ENGINE = {engine}\nORDER BY (org_id, move_id)\n"
-        f"TTL toDateTime(begun_at) + INTERVAL {layout.JOURNAL_DAYS} DAY"
+        f"TTL {layout.JOURNAL_EXPIRES}"
     ]
 
 

@@ -43,6 +43,8 @@ def micro_text(value: datetime) -> str:
 # How long a wrapper move's journal rows are kept (`wrapper_move_journal.py`): a move left
 # pending that long by an org that wrote nothing since is dropped
 JOURNAL_DAYS = 30
+# When they are deleted: the table's TTL, and what its reads leave out (`> now()`)
+JOURNAL_EXPIRES = f"toDateTime(begun_at) + INTERVAL {JOURNAL_DAYS} DAY"
 BUCKET = "DateTime('UTC')"  # a rollup bucket starts on a whole minute
 # Columns with few distinct values: dictionary-encoded, smaller and faster to filter and group.
 LOW_CARDINALITY = frozenset(

@@ -34,7 +34,6 @@ from observatory_core.base.errors import UserError
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.org_turns import org_turns
 from observatory_core.storage.clickhouse.restamp import Stamp, retain_days, stamps_of
-from observatory_core.storage.clickhouse.wrapper_moves import take_in
 from observatory_core.storage.clickhouse.writes import (
     EXPIRY_MARGIN,
     JsonText,
@@ -249,8 +248,7 @@ def migrate_spans(
                 kept,
                 batch_size=len(rows),
                 retain_days=days,
-                turn=turns,
-                take_in=take_in,  # an ingest batch's move left pending, before these spans
+                turn=turns,  # its turn takes in an ingest batch's move left pending first
             )
             done += written
             passed += len(kept) - written

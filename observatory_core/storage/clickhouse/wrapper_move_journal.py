@@ -29,7 +29,7 @@ from typing import Any
 from uuid import uuid4
 
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.layout import JOURNAL_DAYS, micro_text
+from observatory_core.storage.clickhouse.layout import JOURNAL_EXPIRES, micro_text
 from observatory_core.storage.clickhouse.wrapper_move_reads import Wrapper, _utc
 
 TABLE = "wrapper_move_journal"
@@ -37,6 +37,7 @@ TABLE = "wrapper_move_journal"
 # knows; an org leaves it as a move of it is journaled unfinished
 _CLEAN: dict[Any, set[int]] = {}
 _CLEAN_LOCK = threading.Lock()
+_JOURNALED: set[Any] = set()  # the stores found to have the table (it is never dropped)
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,20 @@ def _entry(
 
 
 def clean(store: SpanStore, org_ids: list[int]) -> bool:
-    """Whether the orgs are known to have no move pending (an in-process store's)."""
+    """Whether the orgs are known to have no move pending (an in-process store's), or the
+    store has no journal (its schema before version 9: opened without applying it, as tests
+    make older stores; no move can have been journaled there)."""
     with _CLEAN_LOCK:
-        return store.target.in_process and set(org_ids) <= _CLEAN.get(store.target, set())
+        if store.target.in_process and set(org_ids) <= _CLEAN.get(store.target, set()):
+            return True
+        if store.target in _JOURNALED:
+            return False
+    found = store.client.query(f"EXISTS TABLE {store.table(TABLE)}").result_rows
+    exists = bool(found and found[0][0])
+    if exists:
+        with _CLEAN_LOCK:
+            _JOURNALED.add(store.target)
+    return not exists
 
 
 def cleaned(store: SpanStore, org_ids: list[int]) -> None:
@@ -192,9 +204,10 @@ def record(store: SpanStore, entry: Entry) -> None:
 
 def pending(store: SpanStore, org_ids: list[int]) -> list[Entry]:
     """The orgs' moves not done, oldest first: one read of the few rows each move left, those
-    the TTL has still to delete left out (all of a move's at once: their `begun_at`), so an
-    older row of a move never stands in for a newer one deleted first."""
-    kept = f"org_id IN %(orgs)s AND begun_at > now64(6) - INTERVAL {JOURNAL_DAYS} DAY"
+    the TTL has still to delete left out (all of a move's at once: their `begun_at`, judged by
+    the TTL's own expression, `layout.JOURNAL_EXPIRES`), so an older row of a move never
+    stands in for a newer one deleted first."""
+    kept = f"org_id IN %(orgs)s AND {JOURNAL_EXPIRES} > now()"
     result = store.client.query(
         "SELECT org_id, move_id, begun_at, max(step), argMax(done, step), argMax(state, step) "
         f"FROM {store.table(TABLE)} WHERE {kept} AND (org_id, move_id) IN ("

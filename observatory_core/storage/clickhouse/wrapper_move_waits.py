@@ -7,6 +7,7 @@ an org whose rows are in other parts; each wait is bounded.
 
 from __future__ import annotations
 
+import re
 import time
 
 from observatory_core.storage.clickhouse.connect import SpanStore
@@ -34,6 +35,26 @@ def left(store: SpanStore, org_id: int, table: str, marker: str) -> int:
             parameters={"org": org_id, "db": store.database, "table": table},
         ).result_rows
     return int(n)
+
+
+def running(store: SpanStore, org_ids: list[int], waits: list[tuple[str, str]]) -> list[int]:
+    """Those of the orgs with a move mutation (`own`, of a (table, marker) of `waits`) not
+    done: one read of `system.mutations`, whichever parts it has still to do."""
+    mine = " OR ".join(
+        f"(table = '{t}' AND {own(o, m)})" for o in sorted(set(org_ids)) for t, m in waits
+    )
+    with store_errors(store):
+        result = store.client.query(
+            "SELECT command FROM system.mutations WHERE database = %(db)s AND NOT is_done "
+            f"AND ({mine})",
+            parameters={"db": store.database},
+        )
+    found = [command for (command,) in result.result_rows]
+    return [
+        o
+        for o in sorted(set(org_ids))
+        if any(re.search(rf"\borg_id = {int(o)}\b", command) for command in found)
+    ]
 
 
 def wait(

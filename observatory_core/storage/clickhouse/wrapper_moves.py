@@ -44,12 +44,17 @@ resend or any other batch, takes the move in before anything else of the org is 
 when the counts journaled just before it are still there (not while the server lists an
 insert into its table: `_none_running`), the deletes, extremes and flags are judged and sent
 again. A move journaled by a batch whose insert failed is dropped there
-(no call of it stored, nothing of it sent). Not on a cluster yet.
+(no call of it stored, nothing of it sent). Every write takes in (`writes._write`), and
+before the process's write lock waits for the org's move mutations still running (`ready`),
+holding an org whose wait runs out: its batches refused at once for `HOLD_S`, so one org's
+stuck mutation does not keep the other orgs' writes waiting. Not on a cluster yet.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -76,7 +81,7 @@ from observatory_core.storage.clickhouse.wrapper_move_reads import (
     _source_state,
     _utc,
 )
-from observatory_core.storage.clickhouse.wrapper_move_waits import wait
+from observatory_core.storage.clickhouse.wrapper_move_waits import running, wait
 
 log = logging.getLogger("observatory.span_store")
 
@@ -85,6 +90,13 @@ _QUEUED = {"mutations_sync": 0, "lightweight_deletes_sync": 0}
 _ROLLUPS = tuple(f"rollup_{grain}" for grain in layout.GRAIN_SECONDS)
 WAIT_S = 15.0  # the org's earlier move's rollup mutations, before the next move (bounded)
 FLAGS_WAIT_S = 15.0  # the flags' mutation, and this move's rollup mutations, after it
+HOLD_S = 30.0  # an org whose earlier move's mutations outlast WAIT_S: its batches refused
+# at once for this long (`ready`), by this process: (store, org) -> when the hold ends
+_HELD: dict[tuple[Any, int], float] = {}
+# in-process stores (written by this process alone): the orgs whose move mutations this
+# process sent and has not seen applied (`ready` reads `system.mutations` for those alone)
+_MUTATING: set[tuple[Any, int]] = set()
+_HELD_LOCK = threading.Lock()
 # The move's mutations as `system.mutations` shows them (`wrapper_move_waits.own`): each
 # rollup one names one bucket (the retention's lightweight deletes name a cutoff:
 # `bucket_start <`), the flags' one its new value
@@ -338,16 +350,64 @@ def _groups(rows: list[dict[str, Any]]) -> tuple[list[tuple], dict[str, dict[tup
     return keys, groups
 
 
+_EARLIER = [("spans", FLAGS)] + [(t, BUCKET) for t in _ROLLUPS]
+
+
 def _wait_for_earlier(store: SpanStore, org_id: int) -> None:
     """The org's earlier move's mutations, queued, applied by now to the org's rows (another
     org's are not waited on): its extremes as it set them, and its flags cleared, before the
     wrappers still flagged are read (a flag cleared after the read would have the wrapper
-    moved twice) and before the extremes are judged again."""
-    if late := wait(store, org_id, [("spans", FLAGS)] + [(t, BUCKET) for t in _ROLLUPS], WAIT_S):
+    moved twice) and before the extremes are judged again. Not in time: the org is held
+    (`ready`)."""
+    if late := wait(store, org_id, _EARLIER, WAIT_S):
+        _mutating(store, org_id, True)
+        _hold(store, org_id)
         raise DatabaseUnavailable(
             f"The span store's {', '.join(late)} rows of org {org_id} are still being "
-            f"rewritten after {WAIT_S:.0f} s (system.mutations); retry."
+            f"rewritten after {WAIT_S:.0f} s (system.mutations): the org's earlier correction "
+            f"of its LLM-call counts is not finished yet; retry in {HOLD_S:.0f} s."
         )
+    _mutating(store, org_id, False)
+
+
+def _mutating(store: SpanStore, org_id: int, sent: bool) -> None:
+    """Whether the org's move mutations are sent and not seen applied (`_MUTATING`)."""
+    with _HELD_LOCK:
+        if sent:
+            _MUTATING.add((store.target, org_id))
+        else:
+            _MUTATING.discard((store.target, org_id))
+
+
+def _hold(store: SpanStore, org_id: int) -> None:
+    with _HELD_LOCK:
+        _HELD[(store.target, org_id)] = time.monotonic() + HOLD_S
+
+
+def ready(store: SpanStore, org_ids: list[int]) -> None:
+    """Run before a batch takes the process's write lock (`writes._write`), so that one org's
+    stuck move costs the other orgs nothing: an org held (its earlier move's mutations
+    outlasted `WAIT_S` lately) is refused at once; an org with a move mutation of its own
+    still running (one read of `system.mutations`; on an in-process store, written by this
+    process alone, only for the orgs it sent some to and has not seen applied) is waited for
+    here, outside the lock, and held and refused when it is not done in time. Under the lock
+    `_wait_for_earlier` then finds them done (or, sent by another process meanwhile, or left
+    by an earlier run of this one, waits once more, and holds the org when it runs out)."""
+    if store.naming.cluster or not org_ids:
+        return
+    now = time.monotonic()
+    with _HELD_LOCK:
+        held = [o for o in org_ids if _HELD.get((store.target, o), 0.0) > now]
+        if store.target.in_process:
+            org_ids = [o for o in org_ids if (store.target, o) in _MUTATING]
+    if held:
+        raise DatabaseUnavailable(
+            f"Org {held[0]}'s earlier correction of its LLM-call counts in the span store (a "
+            "wrapper moved out of the LLM calls) is not finished yet: its spans are refused for "
+            f"up to {HOLD_S:.0f} s more; retry then."
+        )
+    for org_id in running(store, org_ids, _EARLIER) if org_ids else []:
+        _wait_for_earlier(store, org_id)
 
 
 def _stored_calls(store: SpanStore, entry: Entry) -> set[tuple[str, str]]:
@@ -404,14 +464,36 @@ def take_in(store: SpanStore, org_ids: list[int]) -> int:
         except DatabaseUnavailable:
             raise
         except Exception as exc:  # the store's state, not the batch's rows: retried, not split
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise DatabaseUnavailable(
                 f"The span store could not finish org {entry.org_id}'s pending move of "
-                f"wrappers out of the LLM calls ({first}); its batches are refused until it "
-                "can, retry."
+                f"wrappers out of the LLM calls ({_first_line(exc)}); its batches are refused "
+                "until it can, retry."
             ) from exc
     move_journal.cleaned(store, org_ids)
     return len(entries)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def finish_batch(store: SpanStore, entries: list[Entry]) -> None:
+    """The moves a batch journaled, run after its insert (`ingest/to_clickhouse.py`'s
+    `after`). A failure is the store's state, not the rows' (they are stored): raised as
+    `DatabaseUnavailable` (503, the batch retried; `ingest/isolate.py` would split it and
+    report stored spans refused), the move left to the org's next write (`take_in`)."""
+    while entries:
+        entry = entries.pop(0)
+        try:
+            finish(store, entry)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            raise DatabaseUnavailable(
+                f"The span store stored org {entry.org_id}'s spans but could not yet move "
+                f"their wrappers out of the LLM calls ({_first_line(exc)}); the org's next "
+                "write finishes it, retry."
+            ) from exc
 
 
 def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
@@ -455,6 +537,7 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         # month) keeps each to that month's parts. A read while one runs sees some rows of the
         # key with the new extremes and some with the old (the old extreme, as before the
         # move), or some of an emptied key's rows (the wrappers' own: no negative row there)
+        _mutating(store, org_id, True)  # before the first: one may be queued though it raises
         for statement, params in mutations:
             store.client.command(statement, parameters=params, settings=_QUEUED)
         _clear_flags(store, org_id, wrappers)  # last of the statements
@@ -466,6 +549,7 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         # next move waits for them before it reads the wrappers still flagged
         waits = [("spans", FLAGS)] + ([(t, BUCKET) for t in _ROLLUPS] if mutations else [])
         late = wait(store, org_id, waits, FLAGS_WAIT_S)
+        _mutating(store, org_id, bool(late))
         if late:
             log.warning(
                 "Span store: org %s's rows of wrappers that stopped counting as LLM calls "

@@ -19,10 +19,13 @@ has stored its rows, so the next batch's check sees them (`cluster.WRITE_SETTING
 
 The ingest write path (`ingest/to_clickhouse.py`) passes `prepare`, which sees each batch's new
 spans under the same turn, after the check and before the insert (twins set aside, LLM calls
-settled, dimension slots filled), `after`, run under the turn once the insert is done (the
-moves of stored wrappers it journaled), and `take_in`, run first under each batch's turn with
-its orgs (what an earlier batch of theirs left pending). A failure worth a retry (the server unreachable, too many
-parts, out of memory, a timeout) is raised as `DatabaseUnavailable`, which ingest answers 503.
+settled, dimension slots filled), and `after`, run under the turn once the insert is done (the
+moves of stored wrappers it journaled). Every batch's turn, whoever writes, begins with its
+orgs' wrapper moves an earlier batch left pending (`wrapper_moves.take_in`: nothing of an org
+is written before them, which lets a move's insert sent again be judged by its counts); an org
+with a stuck one is refused before the process's lock is taken (`wrapper_moves.ready`). A
+failure worth a retry (the server unreachable, too many parts, out of memory, a timeout) is
+raised as `DatabaseUnavailable`, which ingest answers 503.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from itertools import islice
 from typing import Any, NamedTuple
 
 from observatory_core.base.errors import DatabaseUnavailable
-from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import layout, wrapper_moves
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA, WRITE_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
@@ -246,7 +249,6 @@ def unavailable(store: SpanStore, exc: BaseException) -> DatabaseUnavailable:
 
 
 Prepare = Callable[[SpanStore, list[dict[str, Any]]], list[dict[str, Any]]]
-TakeIn = Callable[[SpanStore, list[int]], object]
 After = Callable[[SpanStore], object]
 
 
@@ -260,15 +262,14 @@ def write_spans(
     on_batch: Callable[[int, int], None] | None = None,
     turn: OrgTurns | None = None,
     each_once: bool = False,
-    take_in: TakeIn | None = None,
     after: After | None = None,
 ) -> int:
     """Store complete span rows; answers how many were new (a span already stored, or repeated
     in the input, is not written again). `retain_days[(org, project)]` (or `(org, 0)` for the
     whole org) sets the retention hook of the rows it names (0 or missing: kept until deleted);
     a span already past it is neither stored nor counted (`EXPIRY_MARGIN`).
-    `prepare(store, new_rows)` answers the rows to insert, `after(store)` follows the insert,
-    `take_in(store, org_ids)` begins each batch's turn (see above); `on_batch(seen,
+    `prepare(store, new_rows)` answers the rows to insert, `after(store)` follows the insert
+    (see above); `on_batch(seen,
     written)` after each batch, for progress bars. Raises `DatabaseUnavailable` when the store
     fails in a way worth a retry. `each_once`: the input holds each span once (the demo
     generator's, whose ids are random): while the store holds of its orgs only what this write
@@ -291,7 +292,6 @@ def write_spans(
             on_batch,
             turn,
             each_once,
-            take_in,
             after,
         )
     except ClickHouseError as exc:
@@ -309,7 +309,6 @@ def _write(
     on_batch: Callable[[int, int], None] | None,
     turn: OrgTurns | None,
     each_once: bool = False,
-    take_in: TakeIn | None = None,
     after: After | None = None,
 ) -> int:
     retain = retainer(days)
@@ -318,9 +317,10 @@ def _write(
     mine: dict[int, int] = {}  # spans this write inserted, by org
     versions: list[int] = []  # the versions of its inserts
     for batch in _batches(rows, batch_size):
-        with store.write_lock, (turn or own_process)(r["org_id"] for r in batch):
-            if take_in is not None:
-                take_in(store, sorted({r["org_id"] for r in batch}))
+        org_ids = sorted({r["org_id"] for r in batch})
+        wrapper_moves.ready(store, org_ids)  # an org's stuck move waited on, not under the lock
+        with store.write_lock, (turn or own_process)(org_ids):
+            wrapper_moves.take_in(store, org_ids)  # before anything else of the orgs
             fresh = unexpired(_first_copies(batch), retain)
             if each_once and only_written_here(store, fresh, mine, retain, versions):
                 known = {}

@@ -8,6 +8,7 @@ grain against polars over the spans stored."""
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from datetime import timedelta
 
 import polars as pl
@@ -39,6 +40,15 @@ class _Failed(RuntimeError):
     pass
 
 
+@contextmanager
+def _move_failed():
+    """The batch's move failing after its insert: answered as the store's failure (503,
+    retried), not the rows' (`wrapper_moves.finish_batch`)."""
+    with pytest.raises(DatabaseUnavailable, match="could not yet move") as raised:
+        yield
+    assert isinstance(raised.value.__cause__, _Failed)
+
+
 def _refused(store, engine, batch: list[dict], step: str, *, step_runs: bool) -> None:
     """Write `batch` with the move's `step` failing (after it ran, with `step_runs`): the
     batch is refused."""
@@ -52,12 +62,15 @@ def _refused(store, engine, batch: list[dict], step: str, *, step_runs: bool) ->
     _refused_with(store, engine, batch, wrapper_moves, step, fail_after)
 
 
-def _refused_with(store, engine, batch: list[dict], owner, name: str, replacement) -> None:
-    """Write `batch` with `owner.name` replaced (by one that fails): the batch is refused."""
+def _refused_with(
+    store, engine, batch: list[dict], owner, name: str, replacement, refusal=_move_failed
+) -> None:
+    """Write `batch` with `owner.name` replaced (by one that fails): the batch is refused, as
+    `refusal()` expects (by default, its move failed after its insert)."""
     patch = pytest.MonkeyPatch()
     patch.setattr(owner, name, replacement)
     try:
-        with pytest.raises(_Failed):
+        with refusal():
             to_clickhouse.write_spans(store, engine, batch)
     finally:
         patch.undo()
@@ -223,7 +236,9 @@ def test_a_batch_whose_insert_fails_drops_its_journaled_move(ch_ingest):
             raise _Failed("insert")
         return real(table, *args, **kwargs)
 
-    _refused_with(store, engine, later, store.client, "insert", refused)
+    _refused_with(
+        store, engine, later, store.client, "insert", refused, lambda: pytest.raises(_Failed)
+    )
     assert len(move_journal.pending(store, [org])) == 1
     other = _plain_call(org, main)
     assert to_clickhouse.write_spans(store, engine, [other]) == 1
@@ -592,7 +607,7 @@ def test_a_rollup_insert_still_running_when_the_move_is_taken_in_is_not_sent_twi
     # as system.processes would list it while the server runs it (none runs on chDB)
     patch.setattr(view_gaps, "insert_running", lambda s, table="spans": bool(held), raising=False)
     try:
-        with pytest.raises(_Failed):
+        with _move_failed():
             to_clickhouse.write_spans(store, engine, [call])
         patch.setattr(wrapper_moves, "_insert", real)
         with pytest.raises(DatabaseUnavailable, match="still running an insert into rollup_1min"):
