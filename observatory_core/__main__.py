@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import OperationalError
 
 from observatory_core import span_store_commands
-from observatory_core.base.errors import UserError
+from observatory_core.base.errors import UserError, first_line
 
 
 def _engine():
@@ -225,7 +225,7 @@ def cmd_remap(args) -> None:
         try:
             report = remap(engine, org_id=org_id, since=since, on_batch=lambda n, _c: bar.update(n))
         except _store_failure() as exc:  # the span store failed part-way (a server's error)
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            detail = first_line(exc)
             raise UserError(
                 f"The span store failed during the remap ({detail}); what was remapped is "
                 "kept: check the store, then run the same command again (it goes on from "

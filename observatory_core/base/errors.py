@@ -28,3 +28,9 @@ class QueryTooSlow(UserError):
 class QueryTooLarge(UserError):
     """A read needed more memory than one read may hold and was stopped; the message says how
     to narrow it (a retry as it is would be refused again)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """A driver's or engine's error as one line for a sentence (their text runs to pages of
+    SQL and stack), the error's kind when it says nothing."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -43,6 +43,21 @@ def row_rule(row: dict[str, Any]) -> bool:
     )
 
 
+def call_below(root: dict[str, Any], children: dict[tuple[str, str], list[dict]]) -> bool:
+    """`root` has an LLM call (by `row_rule`) among its descendants in `children` ((trace,
+    parent span id) -> rows): the walk in Python, for the span store's rows read per trace."""
+    trace = root["trace_id"]
+    todo, seen = [root["span_id"]], {root["span_id"]}  # a cycle of bad parent ids ends
+    while todo:
+        for child in children.get((trace, todo.pop()), ()):
+            if row_rule(child):
+                return True
+            if child["span_id"] not in seen:
+                seen.add(child["span_id"])
+                todo.append(child["span_id"])
+    return False
+
+
 def sql_rule(c: Any) -> ColumnElement[bool]:
     """`row_rule` in SQL: an LLM call by its own fields."""
     return or_(

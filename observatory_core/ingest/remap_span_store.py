@@ -1,6 +1,6 @@
 """`remap` on the ClickHouse span store (`OBSERVATORY_SPAN_STORE`): the same fields derived
 (`remap.derive`, `remap._reprice`), the same LLM-call rule (`llm_calls.row_rule`, the wrappers'
-walk of `to_clickhouse._call_below`), the changed spans written back as the store keeps a span
+walk of `llm_calls.call_below`), the changed spans written back as the store keeps a span
 once (`storage/clickhouse/rewrite_spans.py`: a new copy, the project-days and traces it falls in
 rebuilt, the old copy deleted). docs/scale.md, "Remap on the span store".
 
@@ -25,10 +25,9 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.base.errors import UserError
 from observatory_core.base.settings import get_settings
-from observatory_core.ingest.llm_calls import row_rule, sql_rule
+from observatory_core.ingest.llm_calls import call_below, row_rule, sql_rule
 from observatory_core.ingest.pricing import PriceBook
 from observatory_core.ingest.remap import RemapReport, _reprice, derive
-from observatory_core.ingest.to_clickhouse import _call_below
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse import rewrite_spans as rw
 from observatory_core.storage.clickhouse.connect import SpanStore
@@ -102,7 +101,7 @@ def _wrapped_in(store: SpanStore, org_id: int, traces: list[str]) -> set[tuple[s
             if r["parent_span_id"]:
                 children.setdefault((r["trace_id"], r["parent_span_id"]), []).append(r)
         for r in tree:
-            if r["operation"] == "other" and row_rule(r) and _call_below(r, children):
+            if r["operation"] == "other" and row_rule(r) and call_below(r, children):
                 out.add((r["trace_id"], r["span_id"]))
     return out
 

@@ -39,7 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from observatory_core.ingest import dedup
-from observatory_core.ingest.llm_calls import row_rule
+from observatory_core.ingest.llm_calls import call_below, row_rule
 from observatory_core.semantic.fields import LLM_OPERATIONS, SLOT_CHARS, SLOT_MARK, by_group
 from observatory_core.storage.clickhouse import wrapper_moves, writes
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA
@@ -437,7 +437,7 @@ def settle_wrappers(store: SpanStore, batch: list[dict]) -> int:
             if r["parent_span_id"]:
                 children.setdefault((r["trace_id"], r["parent_span_id"]), []).append(r)
         for wrapper in mine:
-            if _call_below(wrapper, children):
+            if call_below(wrapper, children):
                 wrapper["llm_call"] = False
                 cleared += 1
     return cleared
@@ -539,19 +539,6 @@ def settle_stored_wrappers(store: SpanStore, batch: list[dict]) -> list[wrapper_
                 )
             entries.append(wrapper_moves.journal(store, org_id, moved))
     return entries
-
-
-def _call_below(root: dict, children: dict[tuple[str, str], list[dict]]) -> bool:
-    trace = root["trace_id"]
-    todo, seen = [root["span_id"]], {root["span_id"]}  # a cycle of bad parent ids ends
-    while todo:
-        for child in children.get((trace, todo.pop()), ()):
-            if row_rule(child):
-                return True
-            if child["span_id"] not in seen:
-                seen.add(child["span_id"])
-                todo.append(child["span_id"])
-    return False
 
 
 # -- dimensions -------------------------------------------------------------------------------

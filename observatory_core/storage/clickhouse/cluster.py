@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from observatory_core.base.errors import ConfigError, DatabaseUnavailable
+from observatory_core.base.errors import ConfigError, DatabaseUnavailable, first_line
 from observatory_core.storage.clickhouse.target import IDENTIFIER
 
 # A schema change sent ON CLUSTER waits for every node to run it and fails when one did not
@@ -149,7 +149,7 @@ def schema_errors(naming: Naming) -> Iterator[None]:
     except ClickHouseError as exc:
         if not naming.cluster:
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)
         what = f"The span store's schema was not applied on the cluster {naming.cluster} ({first})"
         if retryable(exc):
             raise DatabaseUnavailable(

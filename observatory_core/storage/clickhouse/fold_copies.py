@@ -61,14 +61,15 @@ def _older_copies(store: SpanStore, org_ids: list[int] | None = None) -> list[tu
     piece (rows squared, found in review)."""
     spans = store.table("spans")
     identity = "cityHash64(trace_id, span_id)"
-    orgs = "org_id IN %(orgs)s AND " if org_ids is not None else ""
+    scope = "org_id IN %(orgs)s" if org_ids is not None else ""
     rows = store.client.query(
         "SELECT org_id, trace_id, span_id, arrayFilter(c -> c.1 < newest, copies), "
         "countEqual(copies.1, newest) FROM ("
         f"SELECT org_id, trace_id, span_id, groupArray(({layout.VERSION}, start_time)) AS "
         f"copies, max({layout.VERSION}) AS newest FROM {spans} "
-        f"WHERE {orgs}(org_id, {identity}) IN (SELECT org_id, {identity} AS h FROM {spans} "
-        f"{'WHERE ' + orgs[:-5] if orgs else ''} GROUP BY org_id, h HAVING count() > 1) "
+        f"WHERE {scope + ' AND ' if scope else ''}(org_id, {identity}) IN "
+        f"(SELECT org_id, {identity} AS h FROM {spans} {'WHERE ' + scope if scope else ''} "
+        "GROUP BY org_id, h HAVING count() > 1) "
         "GROUP BY org_id, trace_id, span_id HAVING count() > 1)",
         parameters={"orgs": sorted(org_ids)} if org_ids is not None else None,
         settings={"max_bytes_before_external_group_by": SPILL},

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
-from observatory_core.base.errors import DatabaseUnavailable
+from observatory_core.base.errors import DatabaseUnavailable, first_line
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import QUEUED_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
@@ -102,7 +102,7 @@ def store_errors(store: SpanStore) -> Iterator[None]:
     try:
         yield
     except ClickHouseError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)
         raise DatabaseUnavailable(
             f"The span store at {store.target.describe()} did not take the change ({first})."
         ) from exc

@@ -45,11 +45,15 @@ from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
 from observatory_core.storage.clickhouse.fold_copies import WAIT_S, _older_copies
 from observatory_core.storage.clickhouse.layout import micro_text
-from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
+from observatory_core.storage.clickhouse.org_turns import OrgTurns
 from observatory_core.storage.clickhouse.restamp import settle
 from observatory_core.storage.clickhouse.view_gaps import _extent, newest_spans
-from observatory_core.storage.clickhouse.wrapper_moves import take_in
-from observatory_core.storage.clickhouse.writes import EXPIRY_MARGIN, JsonText, as_columns
+from observatory_core.storage.clickhouse.writes import (
+    EXPIRY_MARGIN,
+    JsonText,
+    as_columns,
+    org_turn,
+)
 
 PAGE = 2_000  # spans read per page (every column)
 FLUSH_ROWS = 100_000  # rewritten spans held (their keys) before their days and traces are rebuilt
@@ -404,12 +408,9 @@ class Rewriter:
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
-        """The org's write turn, its wrapper moves left pending by a failed batch taken in
-        first (`wrapper_moves.take_in`): a move journaled its counts on the rule that nothing
-        of the org is written before the org's next turn finishes it, and a rebuilt day under
-        its negative rows would lose the wrappers' key's other spans."""
-        with self.store.write_lock, (self.turn or own_process)([self.org_id]):
-            take_in(self.store, [self.org_id])
+        """The org's write turn as ingest takes it (`writes.org_turn`): a rebuilt day under a
+        pending move's negative rows would lose the wrappers' key's other spans."""
+        with org_turn(self.store, self.turn, [self.org_id]):
             yield
 
     def hold(self, project_id: int, trace_id: str, start: datetime) -> None:

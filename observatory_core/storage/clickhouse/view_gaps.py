@@ -108,7 +108,7 @@ def newest_spans(store: SpanStore, texts: list[str], where: str) -> str:
     columns = sorted(named & set(layout.span_column_names()))
     return (
         f"(SELECT {', '.join(f'`{c}`' for c in columns)} FROM {store.table('spans')} AS spans "
-        f"WHERE {where} ORDER BY {layout.VERSION} DESC LIMIT 1 BY trace_id, span_id) AS spans"
+        f"WHERE {where} ORDER BY {layout.VERSION} DESC LIMIT 1 BY org_id, trace_id, span_id) AS spans"
     )
 
 

@@ -58,7 +58,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from observatory_core.base.errors import DatabaseUnavailable
+from observatory_core.base.errors import DatabaseUnavailable, first_line
 from observatory_core.storage.clickhouse import layout, view_gaps
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse.connect import SpanStore
@@ -466,15 +466,11 @@ def take_in(store: SpanStore, org_ids: list[int]) -> int:
         except Exception as exc:  # the store's state, not the batch's rows: retried, not split
             raise DatabaseUnavailable(
                 f"The span store could not finish org {entry.org_id}'s pending move of "
-                f"wrappers out of the LLM calls ({_first_line(exc)}); its batches are refused "
+                f"wrappers out of the LLM calls ({first_line(exc)}); its batches are refused "
                 "until it can, retry."
             ) from exc
     move_journal.cleaned(store, org_ids)
     return len(entries)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def finish_batch(store: SpanStore, entries: list[Entry]) -> None:
@@ -491,7 +487,7 @@ def finish_batch(store: SpanStore, entries: list[Entry]) -> None:
         except Exception as exc:
             raise DatabaseUnavailable(
                 f"The span store stored org {entry.org_id}'s spans but could not yet move "
-                f"their wrappers out of the LLM calls ({_first_line(exc)}); the org's next "
+                f"their wrappers out of the LLM calls ({first_line(exc)}); the org's next "
                 "write finishes it, retry."
             ) from exc
 

@@ -35,11 +35,12 @@ import logging
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, NamedTuple
 
-from observatory_core.base.errors import DatabaseUnavailable
+from observatory_core.base.errors import DatabaseUnavailable, first_line
 from observatory_core.storage.clickhouse import layout, wrapper_moves
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA, WRITE_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
@@ -242,7 +243,7 @@ def retryable(exc: BaseException) -> bool:
 
 
 def unavailable(store: SpanStore, exc: BaseException) -> DatabaseUnavailable:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    first = first_line(exc)
     return DatabaseUnavailable(
         f"The span store at {store.target.describe()} is unavailable or busy ({first}); retry."
     )
@@ -300,6 +301,19 @@ def write_spans(
         raise
 
 
+@contextmanager
+def org_turn(store: SpanStore, turn: OrgTurns | None, org_ids: list[int]) -> Iterator[None]:
+    """Where anything of the orgs is written: their turn (the process's lock, then each org's
+    across processes), their pending wrapper moves taken in first, as a move journaled its
+    counts on the rule that nothing of the org is written before its next turn finishes it
+    (`wrapper_moves.take_in`); an org's stuck move is waited on before the lock, so it holds
+    back no other org (`wrapper_moves.ready`)."""
+    wrapper_moves.ready(store, org_ids)
+    with store.write_lock, (turn or own_process)(org_ids):
+        wrapper_moves.take_in(store, org_ids)
+        yield
+
+
 def _write(
     store: SpanStore,
     rows: Iterable[dict[str, Any]],
@@ -318,9 +332,7 @@ def _write(
     versions: list[int] = []  # the versions of its inserts
     for batch in _batches(rows, batch_size):
         org_ids = sorted({r["org_id"] for r in batch})
-        wrapper_moves.ready(store, org_ids)  # an org's stuck move waited on, not under the lock
-        with store.write_lock, (turn or own_process)(org_ids):
-            wrapper_moves.take_in(store, org_ids)  # before anything else of the orgs
+        with org_turn(store, turn, org_ids):
             fresh = unexpired(_first_copies(batch), retain)
             if each_once and only_written_here(store, fresh, mine, retain, versions):
                 known = {}
@@ -374,7 +386,7 @@ def _fill_resent_gaps(
         try:
             fill_gaps(store, org_id, found, own=own)
         except Exception as exc:  # noqa: BLE001 - a repair's failure must not lose the batch
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = first_line(exc)
             log.warning(
                 "Span store: topping up the views' rows of org %s's %d resent spans failed "
                 "(%s); a later resend tries again.",
