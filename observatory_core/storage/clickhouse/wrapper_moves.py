@@ -53,8 +53,6 @@ stuck mutation does not keep the other orgs' writes waiting. Not on a cluster ye
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,6 +62,13 @@ from observatory_core.storage.clickhouse import wrapper_move_journal as move_jou
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
 from observatory_core.storage.clickhouse.layout import micro_text
+from observatory_core.storage.clickhouse.wrapper_move_holds import (
+    BUCKET,
+    FLAGS,
+    ROLLUPS,
+    mutating,
+    wait_for_earlier,
+)
 from observatory_core.storage.clickhouse.wrapper_move_journal import Call, Entry, Group, Plan
 from observatory_core.storage.clickhouse.wrapper_move_reads import (
     State,
@@ -81,27 +86,13 @@ from observatory_core.storage.clickhouse.wrapper_move_reads import (
     _source_state,
     _utc,
 )
-from observatory_core.storage.clickhouse.wrapper_move_waits import running, wait
+from observatory_core.storage.clickhouse.wrapper_move_waits import wait
 
 log = logging.getLogger("observatory.span_store")
 
 _WRAP = 2**64
 _QUEUED = {"mutations_sync": 0, "lightweight_deletes_sync": 0}
-_ROLLUPS = tuple(f"rollup_{grain}" for grain in layout.GRAIN_SECONDS)
-WAIT_S = 15.0  # the org's earlier move's rollup mutations, before the next move (bounded)
 FLAGS_WAIT_S = 15.0  # the flags' mutation, and this move's rollup mutations, after it
-HOLD_S = 30.0  # an org whose earlier move's mutations outlast WAIT_S: its batches refused
-# at once for this long (`ready`), by this process: (store, org) -> when the hold ends
-_HELD: dict[tuple[Any, int], float] = {}
-# in-process stores (written by this process alone): the orgs whose move mutations this
-# process sent and has not seen applied (`ready` reads `system.mutations` for those alone)
-_MUTATING: set[tuple[Any, int]] = set()
-_HELD_LOCK = threading.Lock()
-# The move's mutations as `system.mutations` shows them (`wrapper_move_waits.own`): each
-# rollup one names one bucket (the retention's lightweight deletes name a cutoff:
-# `bucket_start <`), the flags' one its new value
-BUCKET = "bucket_start = "
-FLAGS = "llm_call = false"
 
 
 def _wrappers_where(wrappers: list[Wrapper], params: dict[str, Any], prefix: str = "") -> str:
@@ -350,66 +341,6 @@ def _groups(rows: list[dict[str, Any]]) -> tuple[list[tuple], dict[str, dict[tup
     return keys, groups
 
 
-_EARLIER = [("spans", FLAGS)] + [(t, BUCKET) for t in _ROLLUPS]
-
-
-def _wait_for_earlier(store: SpanStore, org_id: int) -> None:
-    """The org's earlier move's mutations, queued, applied by now to the org's rows (another
-    org's are not waited on): its extremes as it set them, and its flags cleared, before the
-    wrappers still flagged are read (a flag cleared after the read would have the wrapper
-    moved twice) and before the extremes are judged again. Not in time: the org is held
-    (`ready`)."""
-    if late := wait(store, org_id, _EARLIER, WAIT_S):
-        _mutating(store, org_id, True)
-        _hold(store, org_id)
-        raise DatabaseUnavailable(
-            f"The span store's {', '.join(late)} rows of org {org_id} are still being "
-            f"rewritten after {WAIT_S:.0f} s (system.mutations): the org's earlier correction "
-            f"of its LLM-call counts is not finished yet; retry in {HOLD_S:.0f} s."
-        )
-    _mutating(store, org_id, False)
-
-
-def _mutating(store: SpanStore, org_id: int, sent: bool) -> None:
-    """Whether the org's move mutations are sent and not seen applied (`_MUTATING`)."""
-    with _HELD_LOCK:
-        if sent:
-            _MUTATING.add((store.target, org_id))
-        else:
-            _MUTATING.discard((store.target, org_id))
-
-
-def _hold(store: SpanStore, org_id: int) -> None:
-    with _HELD_LOCK:
-        _HELD[(store.target, org_id)] = time.monotonic() + HOLD_S
-
-
-def ready(store: SpanStore, org_ids: list[int]) -> None:
-    """Run before a batch takes the process's write lock (`writes._write`), so that one org's
-    stuck move costs the other orgs nothing: an org held (its earlier move's mutations
-    outlasted `WAIT_S` lately) is refused at once; an org with a move mutation of its own
-    still running (one read of `system.mutations`; on an in-process store, written by this
-    process alone, only for the orgs it sent some to and has not seen applied) is waited for
-    here, outside the lock, and held and refused when it is not done in time. Under the lock
-    `_wait_for_earlier` then finds them done (or, sent by another process meanwhile, or left
-    by an earlier run of this one, waits once more, and holds the org when it runs out)."""
-    if store.naming.cluster or not org_ids:
-        return
-    now = time.monotonic()
-    with _HELD_LOCK:
-        held = [o for o in org_ids if _HELD.get((store.target, o), 0.0) > now]
-        if store.target.in_process:
-            org_ids = [o for o in org_ids if (store.target, o) in _MUTATING]
-    if held:
-        raise DatabaseUnavailable(
-            f"Org {held[0]}'s earlier correction of its LLM-call counts in the span store (a "
-            "wrapper moved out of the LLM calls) is not finished yet: its spans are refused for "
-            f"up to {HOLD_S:.0f} s more; retry then."
-        )
-    for org_id in running(store, org_ids, _EARLIER) if org_ids else []:
-        _wait_for_earlier(store, org_id)
-
-
 def _stored_calls(store: SpanStore, entry: Entry) -> set[tuple[str, str]]:
     """(trace, span) of the entry's calls that the spans table holds."""
     calls = {c for cs in entry.wrappers.values() for c in cs}
@@ -499,7 +430,7 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
     batch's insert; None: read). Answers how many minute rows moved."""
     org_id = entry.org_id
     try:
-        _wait_for_earlier(store, org_id)
+        wait_for_earlier(store, org_id)
         if entry.plan is None:
             if stored is None:
                 found = _stored_calls(store, entry)
@@ -533,7 +464,7 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         # month) keeps each to that month's parts. A read while one runs sees some rows of the
         # key with the new extremes and some with the old (the old extreme, as before the
         # move), or some of an emptied key's rows (the wrappers' own: no negative row there)
-        _mutating(store, org_id, True)  # before the first: one may be queued though it raises
+        mutating(store, org_id, True)  # before the first: one may be queued though it raises
         for statement, params in mutations:
             store.client.command(statement, parameters=params, settings=_QUEUED)
         _clear_flags(store, org_id, wrappers)  # last of the statements
@@ -543,9 +474,9 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         # Not done in time (another org's failing mutation of the same parts, or a long one
         # ahead in the queue): logged, not raised; the engine finishes them, and the org's
         # next move waits for them before it reads the wrappers still flagged
-        waits = [("spans", FLAGS)] + ([(t, BUCKET) for t in _ROLLUPS] if mutations else [])
+        waits = [("spans", FLAGS)] + ([(t, BUCKET) for t in ROLLUPS] if mutations else [])
         late = wait(store, org_id, waits, FLAGS_WAIT_S)
-        _mutating(store, org_id, bool(late))
+        mutating(store, org_id, bool(late))
         if late:
             log.warning(
                 "Span store: org %s's rows of wrappers that stopped counting as LLM calls "

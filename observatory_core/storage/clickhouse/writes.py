@@ -23,7 +23,7 @@ settled, dimension slots filled), and `after`, run under the turn once the inser
 moves of stored wrappers it journaled). Every batch's turn, whoever writes, begins with its
 orgs' wrapper moves an earlier batch left pending (`wrapper_moves.take_in`: nothing of an org
 is written before them, which lets a move's insert sent again be judged by its counts); an org
-with a stuck one is refused before the process's lock is taken (`wrapper_moves.ready`). A
+with a stuck one is refused before the process's lock is taken (`wrapper_move_holds.ready`). A
 failure worth a retry (the server unreachable, too many parts, out of memory, a timeout) is
 raised as `DatabaseUnavailable`, which ingest answers 503.
 """
@@ -41,7 +41,7 @@ from itertools import islice
 from typing import Any, NamedTuple
 
 from observatory_core.base.errors import DatabaseUnavailable, first_line
-from observatory_core.storage.clickhouse import layout, wrapper_moves
+from observatory_core.storage.clickhouse import layout, wrapper_move_holds, wrapper_moves
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA, WRITE_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
@@ -307,8 +307,8 @@ def org_turn(store: SpanStore, turn: OrgTurns | None, org_ids: list[int]) -> Ite
     across processes), their pending wrapper moves taken in first, as a move journaled its
     counts on the rule that nothing of the org is written before its next turn finishes it
     (`wrapper_moves.take_in`); an org's stuck move is waited on before the lock, so it holds
-    back no other org (`wrapper_moves.ready`)."""
-    wrapper_moves.ready(store, org_ids)
+    back no other org (`wrapper_move_holds.ready`)."""
+    wrapper_move_holds.ready(store, org_ids)
     with store.write_lock, (turn or own_process)(org_ids):
         wrapper_moves.take_in(store, org_ids)
         yield

@@ -17,7 +17,7 @@ import pytest
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.ingest import to_clickhouse
 from observatory_core.storage import latency_bins
-from observatory_core.storage.clickhouse import view_gaps, wrapper_moves
+from observatory_core.storage.clickhouse import view_gaps, wrapper_move_holds, wrapper_moves
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse import wrapper_move_waits as waits
 from observatory_core.storage.clickhouse.restamp import settle as settle_mutations
@@ -49,9 +49,16 @@ def _move_failed():
     assert isinstance(raised.value.__cause__, _Failed)
 
 
-def _refused(store, engine, batch: list[dict], step: str, *, step_runs: bool) -> None:
+def _pending_refused():
+    """A batch refused as its org's pending move fails again: the store's failure (503)."""
+    return pytest.raises(DatabaseUnavailable, match="pending move")
+
+
+def _refused(
+    store, engine, batch: list[dict], step: str, *, step_runs: bool, refusal=_move_failed
+) -> None:
     """Write `batch` with the move's `step` failing (after it ran, with `step_runs`): the
-    batch is refused."""
+    batch is refused, as `refusal()` expects."""
     real = getattr(wrapper_moves, step)
 
     def fail_after(*args, **kwargs):
@@ -59,7 +66,7 @@ def _refused(store, engine, batch: list[dict], step: str, *, step_runs: bool) ->
             real(*args, **kwargs)
         raise _Failed(step)
 
-    _refused_with(store, engine, batch, wrapper_moves, step, fail_after)
+    _refused_with(store, engine, batch, wrapper_moves, step, fail_after, refusal)
 
 
 def _refused_with(
@@ -74,6 +81,16 @@ def _refused_with(
             to_clickhouse.write_spans(store, engine, batch)
     finally:
         patch.undo()
+
+
+def _wrapper_stored(store, engine, slug: str) -> tuple[int, int, dict, dict]:
+    """A new org's wrapper `w` and, in its minute and key, a second one that keeps the key
+    (both stored): (org, project, w, keep)."""
+    org, (main,) = make_org(engine, slug, ("main",))
+    w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
+    keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
+    assert to_clickhouse.write_spans(store, engine, [w, keep]) == 2
+    return org, main, w, keep
 
 
 def _stored_ids(store, org: int) -> set[str]:
@@ -468,6 +485,7 @@ def test_a_late_flag_mutation_applied_during_the_next_move_adds_nothing_twice(ch
             return real(*args, **kwargs)
 
         patch.setattr(wrapper_moves, "wait", applied_now)
+        patch.setattr(wrapper_move_holds, "wait", applied_now)  # the earlier moves' wait
         assert to_clickhouse.write_spans(store, engine, [second]) == 1
     finally:
         patch.undo()
@@ -561,19 +579,10 @@ def test_a_pending_move_that_fails_again_refuses_the_orgs_batch_as_unavailable(c
     its span not stored; once the store works, the next batch finishes the move and stores
     its span. Every grain as polars finds it."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    org, (main,) = make_org(engine, "late-fails-again", ("main",))
-    w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
-    keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
-    assert to_clickhouse.write_spans(store, engine, [w, keep]) == 2
+    org, main, w, keep = _wrapper_stored(store, engine, "late-fails-again")
     call, other = _call_under(w, 1, 400.0), _plain_call(org, main)
     _refused(store, engine, [call], "_settle_key", step_runs=True)
-    patch = pytest.MonkeyPatch()
-    patch.setattr(wrapper_moves, "_settle_key", lambda *a, **k: (_ for _ in ()).throw(_Failed()))
-    try:
-        with pytest.raises(DatabaseUnavailable, match="pending move"):
-            to_clickhouse.write_spans(store, engine, [other])
-    finally:
-        patch.undo()
+    _refused(store, engine, [other], "_settle_key", step_runs=False, refusal=_pending_refused)
     assert other["span_id"] not in _stored_ids(store, org)
     assert to_clickhouse.write_spans(store, engine, [other]) == 1
     assert move_journal.pending(store, [org]) == []
@@ -590,10 +599,7 @@ def test_a_rollup_insert_still_running_when_the_move_is_taken_in_is_not_sent_twi
     batch is refused (503) while the server lists an insert into the table; once the insert
     has landed, the next batch finishes the move. Every grain as polars finds it."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    org, (main,) = make_org(engine, "late-insert-running", ("main",))
-    w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
-    keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
-    assert to_clickhouse.write_spans(store, engine, [w, keep]) == 2
+    org, main, w, keep = _wrapper_stored(store, engine, "late-insert-running")
     call, other = _call_under(w, 1, 400.0), _plain_call(org, main)
     real = wrapper_moves._insert
     held: list[tuple] = []  # the insert the server still runs, landed when the test says

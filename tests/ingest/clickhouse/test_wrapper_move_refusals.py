@@ -4,7 +4,7 @@ An org whose wrapper move is stuck (its own mutation keeps failing) costs the ot
 of the process nothing: its move's mutations are waited on before the process's write lock,
 and once that wait has run out the org's batches are refused at once for a while (503, a
 sentence saying its earlier correction is not finished), without waiting again
-(`storage/clickhouse/wrapper_moves.py`: `ready`, `_wait_for_earlier`). A move that fails
+(`storage/clickhouse/wrapper_move_holds.py`: `ready`, `wait_for_earlier`). A move that fails
 after its batch's insert answers 503, so the batch is retried whole, not split and its stored
 spans reported refused (`finish_batch`, `ingest/isolate.py`)."""
 
@@ -17,9 +17,9 @@ import pytest
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.ingest import persist, to_clickhouse
 from observatory_core.ingest.isolate import write_isolating
+from observatory_core.storage.clickhouse import wrapper_move_holds, wrapper_moves
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse import wrapper_move_waits as waits
-from observatory_core.storage.clickhouse import wrapper_moves
 from observatory_core.storage.clickhouse.migrate_spans import migrate_spans
 from tests.helpers import make_org
 from tests.ingest.clickhouse.test_late_llm_call_resends import (
@@ -29,6 +29,7 @@ from tests.ingest.clickhouse.test_late_llm_call_resends import (
     _plain_call,
     _refused,
     _stored_ids,
+    _wrapper_stored,
 )
 from tests.ingest.clickhouse.test_late_llm_calls import (
     T0,
@@ -66,7 +67,7 @@ def test_an_orgs_stuck_move_holds_back_no_other_org(ch_ingest):
 
     polls: list[tuple[int, bool]] = []  # (org, whether the write lock was held) per poll
     patch = pytest.MonkeyPatch()
-    patch.setattr(wrapper_moves, "WAIT_S", 0.3)
+    patch.setattr(wrapper_move_holds, "WAIT_S", 0.3)
     patch.setattr(wrapper_moves, "FLAGS_WAIT_S", 0.3)
     try:
         patch.setattr(wrapper_moves, "_clear_flags", flags_then_stuck)
@@ -100,7 +101,7 @@ def test_an_orgs_stuck_move_holds_back_no_other_org(ch_ingest):
         )
     with pytest.raises(DatabaseUnavailable, match="not finished yet"):  # still held
         to_clickhouse.write_spans(store, engine, [later])
-    wrapper_moves._HELD.clear()  # the hold over
+    wrapper_move_holds._HELD.clear()  # the hold over
     assert to_clickhouse.write_spans(store, engine, [later]) == 1
     assert move_journal.pending(store, [a]) == []
     _extremes_applied(store)
@@ -150,10 +151,7 @@ def test_migrate_spans_takes_in_a_pending_move_before_its_spans(ch_ingest):
     from `DATABASE_URL`; its batch takes the move in first. Every grain as polars finds it
     over the spans stored, the wrappers' flags as the rule sets them."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    org, (main,) = make_org(engine, "refused-then-migrated", ("main",))
-    w = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)
-    keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
-    assert to_clickhouse.write_spans(store, engine, [w, keep]) == 2
+    org, main, w, keep = _wrapper_stored(store, engine, "refused-then-migrated")
     call, copied = _call_under(w, 1, 400.0), _plain_call(org, main)
     _refused(store, engine, [call], "_settle_key", step_runs=True)
     with pytest.MonkeyPatch.context() as patch:  # the span into DATABASE_URL alone
