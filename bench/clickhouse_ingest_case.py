@@ -1,5 +1,5 @@
-"""OTLP ingest into the ClickHouse span store on chDB (issue 17, docs/scale.md "Ingest"), next
-to a plain insert of the same rows.
+"""OTLP ingest into the ClickHouse span store on chDB (issue 17, docs/span-store-internals.md
+"Writes and the write turn"), next to a plain insert of the same rows.
 
 The real server (`streamlit run server.py`, no embedded worker) with `DATABASE_URL` on a SQLite
 file of its own and `OBSERVATORY_SPAN_STORE=chdb://<folder>`; four clients (threads with

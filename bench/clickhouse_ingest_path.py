@@ -1,9 +1,9 @@
-"""The span store's ingest path in one process, where its CPU goes (docs/scale.md, "Where the
-ingest's time goes"): the ingest case's protobuf requests (`bench/ingest_case.py`) mapped by the
-receiver and written by `to_clickhouse.write_spans` in groups of four (2,048 spans, what four
-waiting clients make) into a fresh chDB store, with the CPU (`time.process_time`: every thread,
-chDB's included) of the mapping, of the whole write, and of each kind of statement. No
-profiler: its overhead distorts Python against the engine. Prints one JSON line.
+"""The span store's ingest path in one process, where its CPU goes (docs/span-store-internals.md,
+"Twin calls"): the ingest case's protobuf requests (`bench/ingest_case.py`) mapped by the receiver
+and written by `to_clickhouse.write_spans` in groups of four (2,048 spans, what four waiting clients
+make) into a fresh chDB store, with the CPU (`time.process_time`: every thread, chDB's included) of
+the mapping, of the whole write, and of each kind of statement. No profiler: its overhead distorts
+Python against the engine. Prints one JSON line.
 
     PYTHONPATH=. .venv/bin/python -m bench.clickhouse_ingest_path [--groups 50]
 """

@@ -249,7 +249,8 @@ def add_commands(sub: argparse._SubParsersAction, engine_factory: Callable[[], E
     rebuild.set_defaults(func=lambda args: cmd_rebuild_rollups(args, engine_factory))
     fold = sub.add_parser(
         "clickhouse-fold-copies",
-        help="delete every span's older copies in the span store (docs/scale.md, 'Each span once')",
+        help="delete every span's older copies in the span store "
+        "(docs/span-store-internals.md, 'Each span once')",
     )
     fold.add_argument(
         "--to",

@@ -7,9 +7,9 @@ and an environment (the common rule shapes) are answered by one grouped statemen
 `GROUPING SETS` set per shape (no key, the model, the environment, both), each batch taking the
 rows of its set whose keys its filter names. The same aggregates as the metrics engine's raw
 path (`metrics/raw.series_expression`), over the same spans (the scope, the window, the counted
-spans of the subject), so the same values (docs/scale.md, "Reports and alerts on the span
-store"). The windows read from spans: up to an hour (exact), and longer ones whose series or
-group-by the rollups cannot answer. Anything else is read per batch as before.
+spans of the subject), so the same values (docs/span-store-internals.md, "Reports and alerts"). The
+windows read from spans: up to an hour (exact), and longer ones whose series or group-by the rollups
+cannot answer. Anything else is read per batch as before.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The demo's rows made in a child process while this one stores them (issue 17's load into
-the ClickHouse span store, docs/scale.md "Demo load").
+the ClickHouse span store, docs/span-store-internals.md "The demo load").
 
 Generating and completing a row costs about as much as storing it into the span store, and
 both are Python, holding one core; the machine has more. So a child process

@@ -1,6 +1,5 @@
 """CSV lines made whole by the engine on the ClickHouse span store, the same bytes as
-`exports/writers.CsvWriter.write_rows` writes from rows (docs/scale.md, "Exports on the span
-store").
+`exports/writers.CsvWriter.write_rows` writes from rows (docs/span-store-internals.md, "Exports").
 
 Each line is one string the engine makes, its newline included: times as ISO text with six
 digits and `+00:00`, whole numbers by `toString`, booleans `true`/`false`, null as empty,
@@ -57,7 +56,8 @@ def _float_text(column):
     `0.000025` for `2.5e-05`, and from 1e16, `15000000000000000` for `1.5e+16`). Those three
     are rewritten here; zero, `nan`, `inf` and everything from 1e-4 to 1e16 are its text.
     Each step is one regular expression: nested string functions (6,000 characters of SQL
-    a column) made the engine's analysis of every read longer (docs/scale.md)."""
+    a column) made the engine's analysis of every read longer (docs/span-store-internals.md,
+    "Exports")."""
     text = func.toString(column)
     size = func.abs(column)
     exponent = func.replaceRegexpOne(

@@ -1,6 +1,6 @@
 """JSON lines and JSON text made by the engine on the ClickHouse span store, the same bytes as
-`exports/writers.JsonLinesWriter` / `JsonWriter` write from rows (docs/scale.md, "Exports on
-the span store").
+`exports/writers.JsonLinesWriter` / `JsonWriter` write from rows (docs/span-store-internals.md,
+"Exports").
 
 The writers write each row as `json.dumps({field: value})`: keys in the fields' order, ", "
 and ": " between, strings with `ensure_ascii` (non-ASCII and DEL as `\\uXXXX`, control

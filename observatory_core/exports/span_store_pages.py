@@ -1,6 +1,6 @@
 """An export's pages on the ClickHouse span store, read in windows of start time so no page
-re-reads the spans before or far after it, and CSV lines made by the engine (docs/scale.md,
-"Exports on the span store").
+re-reads the spans before or far after it, and CSV lines made by the engine
+(docs/span-store-internals.md, "Exports").
 
 The explorer's keyset page (`traces/query._read`) is the engine's top-n sort of every span
 from its cursor to the end of the window (no index serves the order), so keyset pages would
@@ -108,14 +108,14 @@ def windows(
     """The start time of every `every`-th stored row that matches the job's filter, or of
     every K-th row (`READS_PER_WINDOW` x `every`) whichever comes first, and of the last: one
     sort of the raw rows (numbering each span's newest copy, as first written, made the engine
-    pick the copies of the whole job at once; docs/scale.md, "Exports on the span store"). The conditions alike in every copy (scope, time window, pin: `same_in_every_copy`)
-    select the rows; those on a row's own columns (status, model, numbers: `_on_own_columns`)
-    mark the matching ones. A span the job wants is a matching row (a racing copy not yet
-    folded is one more): a window holds at most `every` wanted spans but for ties at its end
-    (the reads run on by keyset), and at most K rows however narrow the filter. With
-    `row_limit`, the first `max(row_limit, K)` rows only (the engine's sort with a limit: a
-    narrow filter still gets whole windows).
-    One row always: an empty answer would make the driver ask again for its columns."""
+    pick the copies of the whole job at once; docs/span-store-internals.md, "Exports"). The
+    conditions alike in every copy (scope, time window, pin: `same_in_every_copy`) select the rows;
+    those on a row's own columns (status, model, numbers: `_on_own_columns`) mark the matching ones.
+    A span the job wants is a matching row (a racing copy not yet folded is one more): a window
+    holds at most `every` wanted spans but for ties at its end (the reads run on by keyset), and at
+    most K rows however narrow the filter. With `row_limit`, the first `max(row_limit, K)` rows only
+    (the engine's sort with a limit: a narrow filter still gets whole windows). One row always: an
+    empty answer would make the driver ask again for its columns."""
     raw = _raw_copies(engine)
     conditions = [*span_conditions(scope), *where]
     alike = [c for c in conditions if same_in_every_copy(c)]

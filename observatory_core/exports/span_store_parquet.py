@@ -1,8 +1,8 @@
-"""Parquet pages on the ClickHouse span store as columns, not rows (docs/scale.md, "Exports
-on the span store"): each page's values go to Arrow a column at a time, times read as integer
-microseconds and cast, where the row path made a dict per row and a datetime per time value.
-The same table as `exports/writers.ParquetWriter.write_rows` makes: the same schema
-(`writers.arrow_schema`), JSON fields as `json.dumps` text, one row group a page."""
+"""Parquet pages on the ClickHouse span store as columns, not rows (docs/span-store-internals.md,
+"Exports"): each page's values go to Arrow a column at a time, times read as integer microseconds
+and cast, where the row path made a dict per row and a datetime per time value. The same table as
+`exports/writers.ParquetWriter.write_rows` makes: the same schema (`writers.arrow_schema`), JSON
+fields as `json.dumps` text, one row group a page."""
 
 from __future__ import annotations
 

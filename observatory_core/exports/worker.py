@@ -10,10 +10,10 @@ name and renamed into place only when complete, so a partial file can never be d
 
 The rows are read where the explorer reads them (`storage/span_reads.py`): the ClickHouse span
 store when `OBSERVATORY_SPAN_STORE` is set, through the same builders (each span one stored
-row there, docs/scale.md "Each span once") in windows of start time, CSV, JSON lines and JSON text written by the engine
-where it can (`exports/span_store_csv.py`, `span_store_json.py`) and Parquet pages made by
-column (`span_store_parquet.py`), pinned to the spans written before the job was made
-(`Store.pin_of_snapshot`); the job itself (state, heartbeat, progress, file) stays in
+row there, docs/span-store-internals.md "Each span once") in windows of start time, CSV, JSON lines
+and JSON text written by the engine where it can (`exports/span_store_csv.py`, `span_store_json.py`)
+and Parquet pages made by column (`span_store_parquet.py`), pinned to the spans written before the
+job was made (`Store.pin_of_snapshot`); the job itself (state, heartbeat, progress, file) stays in
 `DATABASE_URL`. A span store that is down or busy is a transient error like a lost database.
 """
 
@@ -231,7 +231,7 @@ def _text_plan(job: dict, fields: tuple[str, ...]) -> TextPlan | None:
 def _read_rows(text_plan: TextPlan | None, config: WorkerConfig) -> int:
     """Rows per read on the span store: CSV's lines come as one column of bytes (no Python
     object per value), so its reads are larger (fewer windows each re-reading the parts'
-    edges; docs/scale.md)."""
+    edges; docs/span-store-internals.md, "Exports")."""
     lines = text_plan is not None and text_plan.reads_lines
     return config.span_store_line_rows if lines else config.span_store_read_rows
 

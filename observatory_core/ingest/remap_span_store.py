@@ -2,7 +2,7 @@
 (`remap.derive`, `remap._reprice`), the same LLM-call rule (`llm_calls.row_rule`, the wrappers'
 walk of `llm_calls.call_below`), the changed spans written back as the store keeps a span
 once (`storage/clickhouse/rewrite_spans.py`: a new copy, the project-days and traces it falls in
-rebuilt, the old copy deleted). docs/scale.md, "Remap on the span store".
+rebuilt, the old copy deleted). docs/span-store-internals.md, "Remap".
 
 Per org, two walks of its spans by the table's key, in pages:
 1. fields: each page's spans derived; those that learn something rewritten, with their flag
@@ -173,7 +173,8 @@ def remap_span_store(
     if store.naming.cluster:
         raise UserError(
             "remap does not run on a span store laid out for a cluster yet (its rebuild of the "
-            "rollups would have to run per shard: docs/scale.md, 'Not yet'); nothing was changed."
+            "rollups would have to run per shard: docs/scale.md, 'Known gaps'); nothing was "
+            "changed."
         )
     started = time.perf_counter()
     max_chars = get_settings().text_max_chars

@@ -1,6 +1,7 @@
 """Ingest into the ClickHouse span store: what the write path does on the other stores, done
 before the insert, because the engine's views fold each inserted span into the rollups and
-trace totals at once and cannot take it back out (docs/scale.md, "Ingest").
+trace totals at once and cannot take it back out (docs/span-store-internals.md, "Writes and the
+write turn").
 
 Per batch, under the store's write turn (this process's, and the batch's orgs' across
 processes, `storage/clickhouse/org_turns.py`), after the spans already stored are dropped

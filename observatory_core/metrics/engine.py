@@ -265,9 +265,9 @@ def _compute_subject(
         bins = merged_bins(frame)  # decoded once, for the values and the check below
         finished = finalize(frame, series, query.group_by, bins)
         if store_for(engine).rollup_bin_maps:
-            # rollup rows from before the span store kept latency bins (docs/scale.md,
-            # "Metrics on the span store"): their percentiles left empty, never computed from
-            # part of their spans; their counts and sums stand
+            # rollup rows from before the span store kept latency bins
+            # (docs/span-store-internals.md, "Metrics on rollups"): their percentiles left empty,
+            # never computed from part of their spans; their counts and sums stand
             finished, _ = without_partial_bins(frame, finished, series, bins)
         return finished, "rollup", tuple(grains)
     statement = raw_select(

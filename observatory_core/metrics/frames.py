@@ -1,12 +1,12 @@
 """A statement's rows as a polars frame, fast for the span store's array columns.
 
 Integer array columns (the span store's latency bins came back as two per row before they
-became one text of (bin, count) pairs, `dialect.bin_map_pairs`: docs/scale.md, "Metrics on
-the span store"; other array columns still may). Polars types a column of Python
-lists element by element (a Series per row): ~125 ms of a 30-day hourly series by model over
-7,438 rows at 100k spans, more than the statement itself. An integer array column is built
-here from its flat values and offsets instead (~6 ms), the same values and type
-(`List(Int64)`); anything else goes the general way.
+became one text of (bin, count) pairs, `dialect.bin_map_pairs`: docs/span-store-internals.md,
+"Metrics on rollups"; other array columns still may). Polars types a column of Python lists element
+by element (a Series per row): ~125 ms of a 30-day hourly series by model over 7,438 rows at 100k
+spans, more than the statement itself. An integer array column is built here from its flat values
+and offsets instead (~6 ms), the same values and type (`List(Int64)`); anything else goes the
+general way.
 """
 
 from __future__ import annotations

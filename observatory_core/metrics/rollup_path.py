@@ -182,7 +182,8 @@ def rollup_select(
 
     `drop_empty`: a group or bucket whose rows add up to no span is left out
     (`Store.rollups_cancel_out`, the span store's: a key a wrapper move emptied with opposite
-    rows, docs/scale.md "Ingest"), as the other stores have no row for it.
+    rows, docs/span-store-internals.md "Wrapper moves and their journal"), as the other stores have
+    no row for it.
 
     Returns the statement, the grains it read and its parameters. Statements are built once
     per shape (series, grouping, segments, which filters) with named parameters: built per
@@ -235,9 +236,9 @@ def rollup_select_windows(
     """`rollup_select`'s totals of several windows in one statement, one row per window that
     holds rows (`WINDOW`: its index), each grain read once with every window's ranges of it
     or'ed (the span store's, `Store.pairs_periods`: the Overview's period and the one before,
-    docs/scale.md). Each window is cut into segments as alone, so a row of a piece lies in one
-    window's range, which tells its window. Returns the statement, the grains each window
-    read and the parameters."""
+    docs/span-store-internals.md, "Reports and alerts"). Each window is cut into segments as alone,
+    so a row of a piece lies in one window's range, which tells its window. Returns the statement,
+    the grains each window read and the parameters."""
     planned = [plan_segments(a, b, usable_grains(None)) for a, b in windows]
     segments = [segment for window in planned for segment in window]
     in_lists = {f: getattr(spec, f) for f in sorted(ROLLUP_FILTERS) if getattr(spec, f)}

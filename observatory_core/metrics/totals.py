@@ -1,6 +1,6 @@
 """The totals of several windows in one statement (the Overview's period and the one before):
 on the span store each rollup grain is read once for every window, not once per window, which
-saves a statement's fixed cost (docs/scale.md, "Reports and alerts on the span store")."""
+saves a statement's fixed cost (docs/span-store-internals.md, "Reports and alerts")."""
 
 from __future__ import annotations
 

@@ -3,9 +3,10 @@ changes and system alerts, each only for roles with the matching permission; spa
 filters the role may not see are left out or refused as everywhere (`visibility`).
 
 "New" is by start time: the spans that started since `since`, newest first, listed by the
-explorer's builder, so on the span store each span is its one stored row (docs/scale.md,
-"Each span once") and no span id is needed. Spans are read from `spans` (the span store's engine when it is set), the
-alerts and export jobs from `engine` (DATABASE_URL's)."""
+explorer's builder, so on the span store each span is its one stored row
+(docs/span-store-internals.md, "Each span once") and no span id is needed. Spans are read from
+`spans` (the span store's engine when it is set), the alerts and export jobs from `engine`
+(DATABASE_URL's)."""
 
 from __future__ import annotations
 

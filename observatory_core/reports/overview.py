@@ -140,7 +140,8 @@ def period_overview(
         for q in (current, previous)
     ]
     trace_force = force if force == "raw" else None  # trace_totals know time and project only
-    pairs = store_for(engine).pairs_periods  # both periods in one statement (docs/scale.md)
+    # both periods in one statement (docs/span-store-internals.md, "Reports and alerts")
+    pairs = store_for(engine).pairs_periods
     trace_specs = [q.filters.pinned(now) for q in periods]
     if pairs and trace_force is None and totals_can_answer((), trace_specs[0]):
         windows = [s.window(now) for s in trace_specs]

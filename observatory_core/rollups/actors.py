@@ -146,7 +146,7 @@ def period_actors(
         pieces.append(_tagged_edges(scope, edges, projects))
     u = union_all(*pieces).subquery("u")
     # each (window, kind)'s distinct actors counted in its group (the engine's `uniqExact`),
-    # not a DISTINCT of every trio then a count: 13 % less CPU at 1M (docs/scale.md)
+    # not a DISTINCT of every trio then a count: 13 % less CPU at 1M (docs/span-store-internals.md)
     query = select(u.c.window, u.c.kind, func.count(u.c.actor.distinct())).group_by(
         u.c.window, u.c.kind
     )

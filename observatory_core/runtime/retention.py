@@ -2,8 +2,8 @@
 each org lost into its audit trail, which the Admin page shows (docs/operations.md,
 "Retention"); with the ClickHouse span store, bring its stored spans' retention stamps to the
 current settings, delete its spans, trace totals and rollup rows past their retention, and
-write what each org lost there into its audit trail too (docs/scale.md, "Retention on the span
-store")."""
+write what each org lost there into its audit trail too (docs/span-store-internals.md,
+"Retention")."""
 
 from __future__ import annotations
 

@@ -246,7 +246,7 @@ def _by_prefix(conn: Connection, where: list) -> bool:
     first stored roots (`traces/root_stretches.py`): on the span store, without the text
     search. Spans mode reads its page in one statement there since schema version 8 (the id
     stored: the engine's top-n over the window took half the time of a stretch's edge and
-    page, docs/scale.md)."""
+    page, docs/span-store-internals.md)."""
     searched = any(isinstance(e, text_search) for c in where for e in visitors.iterate(c))
     return store_for(conn).pages_by_prefix and not searched
 

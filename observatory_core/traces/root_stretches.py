@@ -1,6 +1,6 @@
 """Traces mode by the root's start, newest first, on the span store: the page read among the
-roots that start within a stretch of the first stored roots (docs/scale.md, "Traces mode"),
-not among the roots of every trace with a span in the window.
+roots that start within a stretch of the first stored roots (docs/span-store-internals.md, "Traces
+mode"), not among the roots of every trace with a span in the window.
 
 The plain read (`trace_lists.read_roots`) reads every span of every matching trace (on this
 store a `trace_id IN` of all of them, which no index narrows) before it sorts the roots. Here
@@ -8,19 +8,18 @@ the edge comes first: the start time of the n-th stored root (after the cursor) 
 filter itself, a top-n read. Then the page: the roots starting at or after the edge, of the
 traces with a matching span among the traces with a stored span starting at or after it.
 
-Each span is one stored row since schema version 7 (docs/scale.md, "Each span once"), and reads
-pick no copy; the argument below still allows for a second row that writers racing before the
-write turns left until the fold, which may hold another start time. Exact for any edge: the
-edge is judged on each stored root row under the pin (`Store.on_newest_copy` marks it as a
-bound copies may answer apart, so it is never taken as the same in every copy). Every root left
-out starts before the edge, so it sorts after every root kept, and a full page (`limit + 1`
-roots) of those kept is the page. The traces' own bound (a span starting at or after the edge)
-leaves out no trace a kept root belongs to: that root is such a span. A filter on what every
-copy holds alike (the window, the projects, the pin) is passed by one copy of a span exactly
-when by any other, so the matching traces are the same whichever rows are read. A trace whose
-root arrived after the pin has no row under it (the edge, the page and the traces' bound all
-read under the pin), so it stays off the walk; a trace that grows while paged keeps its root's
-start and its pinned totals.
+Each span is one stored row since schema version 7 (docs/span-store-internals.md, "Each span once"),
+and reads pick no copy; the argument below still allows for a second row that writers racing before
+the write turns left until the fold, which may hold another start time. Exact for any edge: the edge
+is judged on each stored root row under the pin (`Store.on_newest_copy` marks it as a bound copies
+may answer apart, so it is never taken as the same in every copy). Every root left out starts before
+the edge, so it sorts after every root kept, and a full page (`limit + 1` roots) of those kept is
+the page. The traces' own bound (a span starting at or after the edge) leaves out no trace a kept
+root belongs to: that root is such a span. A filter on what every copy holds alike (the window, the
+projects, the pin) is passed by one copy of a span exactly when by any other, so the matching traces
+are the same whichever rows are read. A trace whose root arrived after the pin has no row under it
+(the edge, the page and the traces' bound all read under the pin), so it stays off the walk; a trace
+that grows while paged keeps its root's start and its pinned totals.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ def _texts(conn, scope: Scope, ids: list[str], column) -> dict[str, str]:
 def _root_names(conn, scope: Scope, ids: list[str]) -> dict[str, str]:
     """Per trace, its counted root span's name (a twin set aside names no turn, as in the
     trace totals). Should a trace have two roots, the one of the highest id: what a rebuild of
-    the trace totals picks (docs/scale.md)."""
+    the trace totals picks (docs/span-store-internals.md)."""
     c = spans.c
     query = (
         scoped_spans(scope, c.trace_id, c.name)

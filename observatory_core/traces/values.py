@@ -22,8 +22,8 @@ from observatory_core.semantic.fields import FIELDS, Widget
 from observatory_core.storage.schema import projects, spans
 
 CHOICE_COLUMNS = ("provider", "model", "operation", "environment", "status", "service_name")
-# How far back the lists look (docs/scale.md, "The Sessions list's trees and the value lists
-# over history"): the sidebar's windows up to "Last 90 days" find their values listed.
+# How far back the lists look (docs/span-store-internals.md, "The value lists"): the sidebar's
+# windows up to "Last 90 days" find their values listed.
 VALUE_DAYS = 90
 
 

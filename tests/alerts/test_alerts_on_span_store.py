@@ -1,4 +1,4 @@
-"""Alerts on the ClickHouse span store (docs/scale.md, "Reports and alerts on the span store"):
+"""Alerts on the ClickHouse span store (docs/span-store-internals.md, "Reports and alerts"):
 a cycle reads the rules' spans and rollups from the span store's engine and keeps rules,
 states and events in DATABASE_URL; a backtest and a replayed history read the span store. The
 data set is the metrics tests' chDB copy (tests/metrics/conftest.py), its DATABASE_URL the

@@ -379,7 +379,7 @@ def test_a_span_written_after_the_pin_is_not_read(routed, chdb_session, status):
     """A span written after the pin, of the filtered status or not: the windows and the reads
     leave it out. (A racing writer's later copy of a stored span no longer arrives after a
     pin: the write turns store each span once, and copies from before them are folded at
-    open, docs/scale.md "Each span once".)"""
+    open, docs/span-store-internals.md "Each span once".)"""
     store = chdb_session.store("export_pin")
     try:
         acme = routed["acme"]

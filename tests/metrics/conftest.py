@@ -19,8 +19,8 @@ from tests.helpers import all_spans, empty_database, make_org, write
 from tests.traces.conftest import NOW, build_rows
 
 METRIC_STORES = ["sqlite", "postgresql"]
-# The modules whose reference tests also run on the span store (docs/scale.md, "Metrics on
-# the span store"); the others check what only DATABASE_URL's stores do (declared dimensions'
+# The modules whose reference tests also run on the span store (docs/span-store-internals.md,
+# "Metrics on rollups"); the others check what only DATABASE_URL's stores do (declared dimensions'
 # back-fill, trace metrics, the packed sketch).
 ON_SPAN_STORE = frozenset(
     {

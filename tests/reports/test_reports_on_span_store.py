@@ -1,7 +1,7 @@
-"""The reports on the ClickHouse span store (docs/scale.md, "Reports and alerts on the span
-store"): Overview, Home, what changed, cost attribution and the budget read spans and rollups
-from the span store's engine, the budget from DATABASE_URL's, against polars on the raw rows.
-The data set is the metrics tests' chDB copy, made once per session (tests/metrics/conftest.py).
+"""The reports on the ClickHouse span store (docs/span-store-internals.md, "Reports and alerts"):
+Overview, Home, what changed, cost attribution and the budget read spans and rollups from the span
+store's engine, the budget from DATABASE_URL's, against polars on the raw rows. The data set is the
+metrics tests' chDB copy, made once per session (tests/metrics/conftest.py).
 """
 
 # ruff: noqa: F811

@@ -346,12 +346,12 @@ def _trace_retention(naming: Naming) -> list[str]:
 
 def _span_ids(naming: Naming) -> list[str]:
     """Version 8: each span's id stored (`layout.SPAN_ID_COLUMN`, the hash the reads computed
-    for every row of a window before its page: docs/scale.md, "The explorer on the span
-    store"). A `MATERIALIZED` column: inserts name their columns and never write it, the engine
-    computes it for each new row, and reads of parts written before compute it as they go
-    until the stored parts are rewritten with it. That rewrite is queued, not waited on
-    (`mutations_sync = 0`; on a cluster each node has queued it): the open takes no longer
-    with the store's size (1M spans took ~1.5 s in the background on chDB)."""
+    for every row of a window before its page: docs/span-store-internals.md, "spans"). A
+    `MATERIALIZED` column: inserts name their columns and never write it, the engine computes it for
+    each new row, and reads of parts written before compute it as they go until the stored parts are
+    rewritten with it. That rewrite is queued, not waited on (`mutations_sync = 0`; on a cluster
+    each node has queued it): the open takes no longer with the store's size (1M spans took ~1.5 s
+    in the background on chDB)."""
     names = [naming.stored("spans")]
     if naming.cluster:
         names.append(naming.read("spans"))  # as `CREATE ... AS spans_local` would make it
@@ -413,7 +413,7 @@ def fill_by_month(store: SpanStore, fill: Callable[[Naming, str], str], settings
     """Run a migration's fill one month of spans at a time, each INSERT reading one partition:
     one INSERT over every span passed the client's 60 s wait (`connect.py`) at about 100M
     spans, and the open started the whole fill again each time; a month's piece is bounded by
-    that month's spans (docs/scale.md). Answers the months filled."""
+    that month's spans (docs/span-store-internals.md). Answers the months filled."""
     statement = fill(store.naming, _MONTH)
     done = months(store)
     for month in done:

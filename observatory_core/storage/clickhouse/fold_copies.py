@@ -1,4 +1,5 @@
-"""Each span stored once: older copies of a span deleted (docs/scale.md, "Each span once").
+"""Each span stored once: older copies of a span deleted (docs/span-store-internals.md, "Each span
+once").
 
 The writers store only new spans under each org's write turn (`writes.py`), so a span has one
 row, and the reads take the rows as they are, with no newest-copy pick (`LIMIT 1 BY`) over the
@@ -14,7 +15,7 @@ statement and are left (counted in the answer); the writer stamps each insert wi
 microsecond, so only two writers' inserts in the same microsecond make them.
 
 The rollups and trace totals, which counted each copy as it was inserted, are not changed
-here: such a span still counts twice there (docs/scale.md, "Not yet").
+here: such a span still counts twice there (docs/scale.md, "Known gaps").
 """
 
 from __future__ import annotations

@@ -251,8 +251,8 @@ def sql(expression: ColumnElement) -> str:
 SUM_COUNT = "SimpleAggregateFunction(sum, UInt64)"
 SUM_FLOAT = "SimpleAggregateFunction(sum, Float64)"
 # Schema versions 1-2 only (ddl.py never edits a released version): a t-digest state of the
-# sketched measure, whose percentiles over few spans were far off (docs/scale.md). Version 3
-# replaces it with the latency bins every store keeps.
+# sketched measure, whose percentiles over few spans were far off (docs/span-store-internals.md).
+# Version 3 replaces it with the latency bins every store keeps.
 DIGEST = "AggregateFunction(quantileTDigest, Float64)"
 # From version 3: the latency sketch's bins (storage/latency_bins.py) as a map bin -> count,
 # added bin by bin when parts merge; the other stores keep the same bins packed in bytes.

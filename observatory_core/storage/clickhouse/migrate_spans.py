@@ -45,7 +45,7 @@ from observatory_core.storage.retention import policies
 from observatory_core.storage.schema import orgs, spans
 
 # spans per page read and written: one insert each (ClickHouse wants few large ones), and
-# what the process holds at once (peak RSS at 1M spans: docs/scale.md)
+# what the process holds at once (peak RSS at 1M spans: docs/benchmarks.md)
 BATCH = 20_000
 _TABLE = "migrate_checkpoints"
 # the JSON objects read as their text, handed to the write as it is (`writes.JsonText`), not

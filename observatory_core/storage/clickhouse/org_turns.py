@@ -1,5 +1,5 @@
 """Each org's write turn on the span store, shared by every process that writes to it, kept in
-`DATABASE_URL` (docs/scale.md, "Each span once").
+`DATABASE_URL` (docs/span-store-internals.md, "The write turn").
 
 The span store's views count every inserted row and cannot take one back out, so the writer's
 "already stored?" check and its insert must not interleave with another writer's for the same

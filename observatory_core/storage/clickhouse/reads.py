@@ -1,19 +1,19 @@
 """The first reads on the span store: a scoped span list, newest first in keyset pages, and the
-totals of the same filter, written by hand (docs/scale.md). The explorer reads the store through
-the query builders instead (storage/stores/clickhouse.py: `spans` the stored table, no copy
-picked); this module is kept as the hand-written reads to compare them with.
+totals of the same filter, written by hand (docs/span-store-internals.md). The explorer reads the
+store through the query builders instead (storage/stores/clickhouse.py: `spans` the stored table, no
+copy picked); this module is kept as the hand-written reads to compare them with.
 
 Every read takes a `Scope` first, and the org (and the scope's projects) go into the WHERE
 clause here, so no caller can leave them out; a time window bounds it; a page holds at most
 `MAX_PAGE` rows; the engine stops a read past its time budget.
 
-Each span is one stored row since schema version 7 (docs/scale.md, "Each span once"): a span
-sent twice is stored once by the writer (`writes.py`), and the copies two processes racing
-before the write turns left are deleted by the fold (`fold_copies.py`). These reads still allow
-for a second row, without `FINAL` (slower than needed, not wrong: docs/scale.md, "Not yet"):
-the list reads a prefix in key order, identity last, so a span's copies sort next to each other
-and the first of each is kept (the engine's top-n, `ORDER BY ... LIMIT n`); the totals sum one
-row per span with `LIMIT 1 BY trace_id, span_id`.
+Each span is one stored row since schema version 7 (docs/span-store-internals.md, "Each span once"):
+a span sent twice is stored once by the writer (`writes.py`), and the copies two processes racing
+before the write turns left are deleted by the fold (`fold_copies.py`). These reads still allow for
+a second row, without `FINAL` (slower than needed, not wrong: docs/scale.md, "Known gaps"): the list
+reads a prefix in key order, identity last, so a span's copies sort next to each other and the first
+of each is kept (the engine's top-n, `ORDER BY ... LIMIT n`); the totals sum one row per span with
+`LIMIT 1 BY trace_id, span_id`.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def _first_rows(
     The copies of a span (racing writers', until the fold) sort next to each other, so one
     row per span of the first rows is the first spans: the engine keeps just the top rows as
     it reads (`LIMIT n`), where `LIMIT 1 BY` sorts the whole window first (measured:
-    docs/scale.md). A prefix that copies shortened is read again, four times longer."""
+    docs/benchmarks.md). A prefix that copies shortened is read again, four times longer."""
     fetch = wanted * 2
     while True:
         result = _query(store, select + str(fetch), params)

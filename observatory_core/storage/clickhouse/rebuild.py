@@ -1,5 +1,5 @@
 """The rollups' latency bins for rows written before schema version 3 (`clickhouse-rebuild-
-rollups`; docs/scale.md, "Metrics on the span store").
+rollups`; docs/span-store-internals.md, "Metrics on rollups").
 
 A minute rollup row whose bins hold fewer spans than its latency count lacks the bins of the
 spans the views folded before version 3. For each such row, the bins of its spans (the newest

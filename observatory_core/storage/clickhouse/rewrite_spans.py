@@ -1,5 +1,5 @@
-"""Stored spans rewritten with new field values (`remap`, docs/scale.md "Remap on the span
-store"), each span kept once, and the rollups and trace totals of what changed rebuilt.
+"""Stored spans rewritten with new field values (`remap`, docs/span-store-internals.md "Remap"),
+each span kept once, and the rollups and trace totals of what changed rebuilt.
 
 `spans` is a `ReplacingMergeTree(version)`: a span is rewritten as a new copy of its row (the
 same identity, a higher version), and the old copy deleted by one lightweight DELETE per flush

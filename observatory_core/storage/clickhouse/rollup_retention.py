@@ -1,5 +1,5 @@
 """The span store's rollups and hours' users and sessions kept for the org's rollup retention
-(docs/scale.md, "Retention on the span store").
+(docs/span-store-internals.md, "Retention").
 
 The same rule as the other stores (`storage/retention._expire_rollups`): a row whose bucket
 started before now less the org's `rollup_retention_days` goes, in every grain and in

@@ -1,6 +1,6 @@
 """The span store's spans and trace totals past their retention, counted per org and deleted by
 the worker's retention run, so the org's audit trail says what it lost as on the other stores
-(docs/scale.md, "Retention on the span store").
+(docs/span-store-internals.md, "Retention").
 
 The tables' TTLs (`ddl._spans`, `layout.trace_totals_ttl`) stay as the backstop; the run
 deletes the same rows first, by the same expressions, because a TTL deletes in the engine's

@@ -23,8 +23,7 @@ after it has every row at or after it, and so on; either way the trace (its rows
 project) has a row on that side, which `max(...)` (for `>=`, `>`) or `min(...)` (for `<`,
 `<=`) over its rows tells. Each bound is a necessary condition on its own, so the traces kept
 are a superset of those that pass and the sums are untouched. The Overview's trace counts at
-1M spans grouped every trace of the org otherwise (docs/scale.md, "Where the reads' time goes
-(profiled)").
+1M spans grouped every trace of the org otherwise (docs/span-store-internals.md, "Traces mode").
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ from observatory_core.storage.schema import trace_totals
 # `every_trace`) reads them: the sums, minima and maxima of the partial rows are those of the
 # summed rows, and grouping once by trace rather than twice (by project, then by trace, with
 # `shared`'s window) took the Overview's trace count at 1M spans from about 85 to about 40 ms
-# a period (docs/scale.md, "Reports and alerts on the span store").
+# a period (docs/span-store-internals.md, "Reports and alerts").
 partial_rows = Table(
     "trace_totals",
     MetaData(),
@@ -95,18 +94,18 @@ def summed_per_trace(where: list, traces: Select | None = None) -> Select:
     traces `traces` selects (their ids; None: every trace), added up in one grouping, with
     the columns `traces/trace_lists.summed_totals` gives from the derived table (which groups
     by project, adds `shared`'s window, then groups by trace): the explorer's traces by a tree
-    total at 1M spans spent most of their ranking statement there (docs/scale.md, "Traces
-    mode"). `root_arrival` is the latest of each project's first root write and `root_id`
-    that project's root (its greatest root span id, hashed), as the other stores list a trace
-    with roots in several projects (the project whose root arrived last; a trace listed once
-    every project's root had arrived by the pin): per project by `minMap` and `maxMap` over the
-    trace's rows (`_latest_root`), not by a second grouping."""
+    total at 1M spans spent most of their ranking statement there (docs/span-store-internals.md,
+    "Traces mode"). `root_arrival` is the latest of each project's first root write and `root_id`
+    that project's root (its greatest root span id, hashed), as the other stores list a trace with
+    roots in several projects (the project whose root arrived last; a trace listed once every
+    project's root had arrived by the pin): per project by `minMap` and `maxMap` over the trace's
+    rows (`_latest_root`), not by a second grouping."""
     t = partial_rows.c
     latest = _latest_root()
     if traces is not None:
         # `identity`: the set is not used on the sorting key, where a window's few thousand
         # random trace ids skip a few granules of the org's rows for a key analysis that cost
-        # more than it saved (docs/scale.md, "By a tree total, one grouping")
+        # more than it saved (docs/span-store-internals.md, "Traces mode")
         where = [*where, func.identity(t.trace_id).in_(traces)]
     return (
         select(

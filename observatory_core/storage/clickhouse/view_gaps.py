@@ -1,5 +1,5 @@
 """What an insert whose views failed part-way left out of the rollups and trace totals, put
-back when its spans are sent again (docs/scale.md, "Each span once"); and the hours' users
+back when its spans are sent again (docs/span-store-internals.md, "View gaps"); and the hours' users
 and sessions (`rollup_actors_1hour`, a set: `_top_up_actors`).
 
 The engine writes an insert's spans first and then runs the views one after another: a view
@@ -24,7 +24,8 @@ failed.
 A bucket or trace holding a span written within `SETTLE` is not judged, and nothing is while
 the server lists an insert into the spans as running: that insert may still be running its
 views after its client gave up (and the writer's turn was released), and a top-up would count
-its spans twice when they finish. Not on a cluster (`fill_gaps` returns there; docs/scale.md, "Not yet").
+its spans twice when they finish. Not on a cluster (`fill_gaps` returns there; docs/scale.md, "Known
+gaps").
 
 Where the views hold more than the spans (copies racing writers left before the write turn,
 spans the TTL deleted: the rollups and trace totals have none), nothing is taken out: a key is
@@ -299,7 +300,7 @@ def fill_gaps(
     if not found or store.naming.cluster:
         # not on a cluster (yet): an insert into the Distributed rollups has no sharding key to
         # place it by, and a replica that lags would show rows short that are already right;
-        # it needs per-shard `_local` inserts computed on each shard (docs/scale.md)
+        # it needs per-shard `_local` inserts computed on each shard (docs/span-store-internals.md)
         return 0
     if insert_running(store):
         return 0  # its views may not have run yet: a later resend judges (`SETTLE`)

@@ -1,8 +1,8 @@
-"""The waits and holds around a wrapper move (`wrapper_moves.py`; docs/scale.md "Ingest"): an
-org's earlier move's mutations waited on before its next move reads the wrappers still
-flagged, and an org whose wait runs out held, its batches refused at once for `HOLD_S` by
-this process, so that one org's stuck move costs the other orgs nothing (`ready`, run before
-the process's write lock)."""
+"""The waits and holds around a wrapper move (`wrapper_moves.py`; docs/span-store-internals.md
+"Wrapper moves and their journal"): an org's earlier move's mutations waited on before its next move
+reads the wrappers still flagged, and an org whose wait runs out held, its batches refused at once
+for `HOLD_S` by this process, so that one org's stuck move costs the other orgs nothing (`ready`,
+run before the process's write lock)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Each org's wrapper moves not finished yet (`wrapper_moves.py`, docs/scale.md "Ingest"), in
-the span store's `wrapper_move_journal` (schema version 9), so a move that fails part-way is
-finished, or dropped, by what it recorded, not judged again from what the rollups count.
+"""Each org's wrapper moves not finished yet (`wrapper_moves.py`, docs/span-store-internals.md
+"Wrapper moves and their journal"), in the span store's `wrapper_move_journal` (schema version 9),
+so a move that fails part-way is finished, or dropped, by what it recorded, not judged again from
+what the rollups count.
 
 A move is journaled before the insert of the batch that brings its LLM calls (the wrappers,
 and for each the calls below it), and runs after that insert: the insert is its commit point

@@ -1,7 +1,7 @@
-"""What a wrapper move (`wrapper_moves.py`, docs/scale.md "Ingest") reads of the rollups and
-the spans to judge a bucket: a key's rows at a bucket merged (span count, extremes, whether
-an earlier move's negative row is among them), and what the row is made of (the minute's
-counted spans, the hour's minute rows, the day's hour rows).
+"""What a wrapper move (`wrapper_moves.py`, docs/span-store-internals.md "Wrapper moves and their
+journal") reads of the rollups and the spans to judge a bucket: a key's rows at a bucket merged
+(span count, extremes, whether an earlier move's negative row is among them), and what the row is
+made of (the minute's counted spans, the hour's minute rows, the day's hour rows).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The waits of a wrapper move (`wrapper_moves.py`, docs/scale.md "Ingest"), limited to the
-org's own rows: the move's mutations name the org (`org_id = N`), and one is taken as applied
-once no part it has still to do holds a row of the org. So another org's mutation that keeps
-failing (it holds back every later mutation of the parts it fails on) holds back no move of
-an org whose rows are in other parts; each wait is bounded.
+"""The waits of a wrapper move (`wrapper_moves.py`, docs/span-store-internals.md "Wrapper moves and
+their journal"), limited to the org's own rows: the move's mutations name the org (`org_id = N`),
+and one is taken as applied once no part it has still to do holds a row of the org. So another org's
+mutation that keeps failing (it holds back every later mutation of the parts it fails on) holds back
+no move of an org whose rows are in other parts; each wait is bounded.
 """
 
 from __future__ import annotations

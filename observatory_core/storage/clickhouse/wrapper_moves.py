@@ -1,7 +1,8 @@
 """A stored `other` wrapper that stops counting as an LLM call (its LLM call arrived in a later
 batch: `ingest/llm_calls.py`, `settle_stored` on the other stores): its figures moved in the
 rollups from the rows keyed `llm_call = true` to those keyed false, exactly as if it had never
-counted as one, then its flag cleared in `spans` (docs/scale.md, "Ingest").
+counted as one, then its flag cleared in `spans` (docs/span-store-internals.md, "Wrapper moves and
+their journal").
 
 `llm_call` is a rollup key, and it is the only way the flag enters the figures: no rollup
 column, trace total or hour's actor depends on it. So, for the wrappers still flagged, from

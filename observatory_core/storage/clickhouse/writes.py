@@ -281,7 +281,7 @@ def write_spans(
         raise ValueError(
             "A span store on a server is written under the orgs' write turns (pass `turn`, "
             "org_turns.py): several processes may write it, and a span two of them stored "
-            "would be read twice (docs/scale.md, 'Each span once')."
+            "would be read twice (docs/span-store-internals.md, 'The write turn')."
         )
     try:
         return _write(

@@ -2,10 +2,10 @@
 have several copies (`exports/span_store_pages.py`, `traces/root_stretches.py`).
 
 Since schema version 7 each span is one stored row (`storage/clickhouse/fold_copies.py`,
-docs/scale.md "Each span once"), and since version 8 `spans` compiles to the stored table
-itself (`stores/clickhouse.py`, no derived table: `on_newest_copy` is then the condition as
-written); the rule below for copies is kept by those raw readers, whose answers it leaves
-unchanged when each span has one row."""
+docs/span-store-internals.md "Each span once"), and since version 8 `spans` compiles to the stored
+table itself (`stores/clickhouse.py`, no derived table: `on_newest_copy` is then the condition as
+written); the rule below for copies is kept by those raw readers, whose answers it leaves unchanged
+when each span has one row."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from observatory_core.storage.schema import spans
 # over raw rows, the roots' stretches) applies only conditions on these to the rows as stored:
 # one on anything a later copy may change (status, duration, text, twins) could pass an older
 # copy the newest fails. The start time is the same in every copy since the write turns; copies
-# writers raced in before them may hold two (docs/scale.md, "Each span once": spans mode lists
-# such a span twice until the fold), and a bound that must not rely on it is marked
+# writers raced in before them may hold two (docs/span-store-internals.md, "Each span once": spans
+# mode lists such a span twice until the fold), and a bound that must not rely on it is marked
 # `on_newest_copy`.
 SAME_IN_EVERY_COPY = frozenset({"org_id", "project_id", "trace_id", "span_id", "start_time"})
 
@@ -34,9 +34,9 @@ SAME_IN_EVERY_COPY = frozenset({"org_id", "project_id", "trace_id", "span_id", "
 class on_newest_copy(functions.FunctionElement):
     """A condition never counted as the same in every copy (`pushed_inside` is False for it),
     even when it reads only `SAME_IN_EVERY_COPY` columns: copies left by writers that raced
-    before the write turns may hold two start times (docs/scale.md, "Each span once"). Written
-    as the condition itself: since schema version 8 `spans` is the stored table, one row per
-    span once folded, so no read picks a newest copy and the mark changes no SQL."""
+    before the write turns may hold two start times (docs/span-store-internals.md, "Each span
+    once"). Written as the condition itself: since schema version 8 `spans` is the stored table, one
+    row per span once folded, so no read picks a newest copy and the mark changes no SQL."""
 
     type = Boolean()
     inherit_cache = True

@@ -1,6 +1,6 @@
 """The span store's per-org write turns as each `DATABASE_URL` store keeps them, shared by every
 process using that database (`Store.org_turns`; why, in `storage/clickhouse/org_turns.py` and
-docs/scale.md, "Each span once").
+docs/span-store-internals.md, "The write turn").
 
 - PostgreSQL: a transaction's advisory lock per org (`pg_advisory_xact_lock(TURNS, org)`, the
   two-key form, whose keys never meet the one-key locks of the rollup fold or the retention

@@ -134,8 +134,9 @@ class Store(ABC):
         self, engine: Engine, orgs: list[int], wait_s: float
     ) -> AbstractContextManager[None]:
         """Hold the span store's write turns of `orgs` (sorted), shared by every process using
-        this database, waiting at most `wait_s` (`turns.TurnBusy` past it): docs/scale.md,
-        "Each span once". A store kept by one process needs none beyond its own lock."""
+        this database, waiting at most `wait_s` (`turns.TurnBusy` past it):
+        docs/span-store-internals.md, "The write turn". A store kept by one process needs none
+        beyond its own lock."""
         return nullcontext()
 
     @abstractmethod
@@ -169,9 +170,9 @@ class Store(ABC):
     rollup_bin_maps: bool = False
     # Whether a rollup key's rows can add up to no span: the span store's, where a wrapper move
     # takes a stored wrapper out of the LLM calls with opposite rows where it cannot delete
-    # the key's rows (docs/scale.md, "Ingest"). Its groupings of rollup rows then keep only
-    # the groups (and buckets) that count a span (`HAVING sum(span_count) > 0`), as the other
-    # stores, whose rollup rows always count one, list them.
+    # the key's rows (docs/span-store-internals.md, "Wrapper moves and their journal"). Its
+    # groupings of rollup rows then keep only the groups (and buckets) that count a span (`HAVING
+    # sum(span_count) > 0`), as the other stores, whose rollup rows always count one, list them.
     rollups_cancel_out: bool = False
     # Whether the metrics engine may read a declared dimension from its slot (`rollups/
     # dimensions.py`: its back-fill's coverage is this store's); the span store has no back-fill
@@ -199,20 +200,22 @@ class Store(ABC):
     # Whether the Overview reads its two periods' totals, trace counts and distinct actors in
     # one statement each (reports/overview.py, metrics/totals.run_metric_totals): the span
     # store's, where each statement's reads of spans, rollups, trace totals and actors cost
-    # more than an index probe (docs/scale.md).
+    # more than an index probe (docs/span-store-internals.md).
     pairs_periods: bool = False
     # Whether the alert cycle reads the batches of one exact window together, one grouping
     # set per rule shape (alerts/shared_windows.py): the span store's, where each statement
-    # costs some 5-10 ms however few spans it reads (docs/scale.md).
+    # costs some 5-10 ms however few spans it reads (docs/span-store-internals.md).
     shares_alert_windows: bool = False
     # Whether the Sessions view sums its traces' totals from the spans (one row each once
     # folded) rather than reading `trace_totals`: the span store's, whose views counted a span
-    # written by two racing processes twice, and the fold does not correct them (docs/scale.md).
+    # written by two racing processes twice, and the fold does not correct them (docs/scale.md,
+    # "Known gaps").
     sums_trees_from_spans: bool = False
     # Whether traces mode's page of roots by start time is read within a stretch of the
     # window's first stored roots (traces/root_stretches.py): the span store's,
     # where the plain read takes the roots of every trace with a span in the window
-    # (docs/scale.md, "Traces mode"). Spans mode reads its pages in one statement everywhere.
+    # (docs/span-store-internals.md, "Traces mode"). Spans mode reads its pages in one statement
+    # everywhere.
     pages_by_prefix: bool = False
 
     def on_newest_copy(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -278,7 +281,7 @@ class Store(ABC):
 
     # An export reads its pages by windows of start time (`exports/span_store_pages.py`): the
     # span store's, where a page after a cursor is a sort of the job's whole remaining window
-    # without an index, and a window bounds each read (docs/scale.md, "Exports on the span store").
+    # without an index, and a window bounds each read (docs/span-store-internals.md, "Exports").
     pages_exports_by_window: bool = False
 
     @abstractmethod

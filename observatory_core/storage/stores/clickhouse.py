@@ -130,7 +130,7 @@ def _bin_map_pairs(element, compiler, **kw):
     and sorted: the bins ascend and each bin's counts lie together, added run by run. `sumMap`
     did the same work 1.6 times slower over many small groups (its map per group), but a
     total's one group of many rows it adds faster and in bounded memory, where the sort holds
-    every pair (docs/scale.md, "Metrics on the span store"): totals keep `sumMap`. Each
+    every pair (docs/span-store-internals.md, "Metrics on rollups"): totals keep `sumMap`. Each
     (UInt16, UInt64) pair as its 10 bytes, the text in hexadecimal."""
     m = compiler.process(element.clauses, **kw)
     if element.totals:  # sumMap's keys come out ascending

@@ -4,11 +4,11 @@ operation), each counted as an LLM call, whose calls (another project, provider,
 environment, operation) arrive in two later batches. The first move leaves its negative row
 unmerged, so the second move adds its opposite instead of deleting the key's rows
 (`storage/clickhouse/wrapper_moves.py`), and the key's rows add up to no span at every grain
-(docs/scale.md, "Ingest"). No read may list that key: a group or a time bucket with no LLM
-call is not one (SQLite lists none). The metrics engine's groupings and buckets (from the
-rollups and across their raw edges), the Overview's top lists and cost per day by model, the
-groups counted before a read, the alerts' groups and the value lists, each against SQLite
-given the same batches and against polars over the rows sent."""
+(docs/span-store-internals.md, "Wrapper moves and their journal"). No read may list that key: a
+group or a time bucket with no LLM call is not one (SQLite lists none). The metrics engine's
+groupings and buckets (from the rollups and across their raw edges), the Overview's top lists and
+cost per day by model, the groups counted before a read, the alerts' groups and the value lists,
+each against SQLite given the same batches and against polars over the rows sent."""
 
 from __future__ import annotations
 

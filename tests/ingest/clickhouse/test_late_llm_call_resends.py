@@ -320,7 +320,8 @@ def test_no_row_a_move_deletes_is_a_negative_row(ch_ingest):
     row into the hour's table), the second the other wrapper's minute and so the hour, whose
     rows it deletes. A read while that lightweight delete runs (some parts done, some not)
     sees what is left of them; none of them may be a negative row, which alone reads as
-    2**64 - 1 spans (docs/scale.md, "Ingest"): each DELETE's rows read as it is sent."""
+    2**64 - 1 spans (docs/span-store-internals.md, "Wrapper moves and their journal"): each DELETE's
+    rows read as it is sent."""
     engine, store = ch_ingest.engine, ch_ingest.store
     org, (main,) = make_org(engine, "late-twice", ("main",))
     a = _wrapper(org, main, T0 + timedelta(seconds=1), 500.0, 0.01)

@@ -36,7 +36,7 @@ def test_a_pending_move_is_taken_in_before_remap_rebuilds_its_day(ch_ingest):
     Remap then rebuilds the wrappers' day from the spans; the org's next batch must not send
     the move's negative rows onto the rebuilt day (the hour and day would lose the wrappers'
     key's other spans). The TTL's span of the rebuilt (project, day) is not counted after the
-    rebuild (docs/scale.md, "Not yet"); the other project's is."""
+    rebuild (docs/scale.md, "Known gaps"); the other project's is."""
     engine, store = ch_ingest.engine, ch_ingest.store
     org, (main, _), first, later, gone, _ = _first_batch(store, engine, "remap-pending-move")
     _refused(store, engine, later, "_insert", step_runs=False)

@@ -3,9 +3,9 @@ SQLite and PostgreSQL `ingest/dedup.pick_keeper`'s rule (the richer content, the
 one, ...) and the counted span takes from its twin the model, provider and, when unpriced,
 the cost it lacks (`dedup._take`); on the ClickHouse span store the new copy is always the
 one set aside and the stored one takes nothing (`ingest/to_clickhouse.set_aside_twins`,
-docs/scale.md "Ingest"). The figures by model, each store given the same two batches, against
-the rule's answer written out: the request counts once on both, but its model and its cost
-follow the copy each store keeps (not fixed: docs/scale.md, "Not yet")."""
+docs/span-store-internals.md "Twin calls"). The figures by model, each store given the same two
+batches, against the rule's answer written out: the request counts once on both, but its model and
+its cost follow the copy each store keeps (not fixed: docs/scale.md, "Known gaps")."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_the_span_store_counts_the_call_once(answers):
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="the span store keeps the stored copy of a twin as it is (docs/scale.md, Not yet)",
+    reason="the span store keeps the stored copy of a twin as it is (docs/scale.md, Known gaps)",
 )
 def test_the_span_store_counts_the_copy_the_rule_keeps(answers):
     want, _, on_span_store = answers

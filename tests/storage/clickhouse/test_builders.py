@@ -87,7 +87,7 @@ def test_traces_mode_lists_each_trace_once_its_copied_spans_counted_once(store, 
     """Traces mode by the root's start (totals from the spans) and by a tree total (from the
     trace totals): each trace once; each span once in its counts, but for a tree total of a
     trace with a racing writer's copies, which the trace totals counted as they came (a
-    known gap, docs/scale.md "Not yet": the fold deletes the copies, not their counts)."""
+    known gap, docs/scale.md "Known gaps": the fold deletes the copies, not their counts)."""
     scope = Scope(org_id=ORG, role=Role.ADMIN)
     rows, cursor = [], None
     while True:

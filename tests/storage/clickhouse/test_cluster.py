@@ -424,8 +424,8 @@ def test_a_cluster_writes_settings_run_on_the_engine_and_count_each_span_once(ch
 
 
 def test_a_resend_on_a_cluster_leaves_the_views_rows_alone(chdb_session):
-    """The gap filler is not done on a cluster (docs/scale.md, "Each span once"): an insert
-    into the Distributed rollups has no sharding key, and a read of a lagging replica would
+    """The gap filler is not done on a cluster (docs/span-store-internals.md, "View gaps"): an
+    insert into the Distributed rollups has no sharding key, and a read of a lagging replica would
     top up rows already right. A resend there checks and skips its stored spans, nothing more."""
     real = chdb_session.store("cluster_gaps")
     client = Recorder(inner=real.client)

@@ -2,7 +2,7 @@
 copy stays, in the list, the totals, the rollups and the trace totals, on chDB (the ingest
 writer) as on SQLite and PostgreSQL (their unique key), checked against polars on the sent
 spans. Start time is in the span table's key, so a second copy would sort apart from the
-first and never fold (docs/scale.md, "Each span once")."""
+first and never fold (docs/span-store-internals.md, "A corrected start")."""
 
 from __future__ import annotations
 

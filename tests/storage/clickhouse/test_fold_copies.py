@@ -1,5 +1,6 @@
 """Each span stored once: `fold_copies` deletes every span's older copies and nothing else,
-at open (schema version 7) and on a cluster (fold_copies.py, docs/scale.md "Each span once")."""
+at open (schema version 7) and on a cluster (fold_copies.py, docs/span-store-internals.md "Each span
+once")."""
 
 from __future__ import annotations
 
