@@ -228,8 +228,8 @@ def store_pages(
     """Every matching span's `columns`, oldest first (by start time, then id, as the keyset
     pages), in pages of exactly `page_size` rows but the last: each row its start time (in
     microseconds) and id, then the `columns` (`KEYS` to skip). Each read
-    holds up to `read_rows` spans (at least a page, at most the row limit): at 100k spans, reads of 20,000 took about
-    half the time of reads of 5,000 (docs/scale.md). `plan`: the job's `windows` when the
+    holds up to `read_rows` spans (at least a page, at most the row limit): fewer, larger
+    reads cost less per row. `plan`: the job's `windows` when the
     caller took them already (for its progress), else found here. With `row_limit`, the
     windows of the first `max(row_limit, K)` copies (`windows`); should they hold fewer spans
     (copies of racing writers, a filter the copies do not decide), the windows after them are

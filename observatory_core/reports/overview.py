@@ -108,8 +108,7 @@ def period_overview(
     """KPIs for the period of `spec` against the previous period of equal length (a calendar
     period such as today is the caller's, found on `zone`'s clock: `base.zones.calendar_period`).
     `engine` is the one spans and rollups are read from (the span store's when it is set:
-    `storage/span_reads.py`); where it cannot count traces yet the Traces tile is empty and
-    `source` says so."""
+    `storage/span_reads.py`)."""
     now = now or datetime.now(UTC)
     scope.require(Permission.METRICS_READ)
     if spec.window(now)[0] is None:
