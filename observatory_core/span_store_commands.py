@@ -166,7 +166,7 @@ def cmd_rebuild_rollups(args, engine_factory: Callable[[], Engine]) -> int:
         if report.left:
             print(
                 f"{report.left:,} org-days keep rows whose spans do not match their counts "
-                "(counted twice, or deleted since): their percentiles are read from spans."
+                "(counted twice, or deleted since): their percentiles stay empty in the metrics."
             )
             return 1
         return 0
