@@ -20,7 +20,8 @@ from sqlalchemy.sql.expression import ColumnElement
 from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import Subject
-from observatory_core.metrics.rollup_path import ROLLUP_FILTERS, plan_segments
+from observatory_core.metrics.rollup_path import ROLLUP_FILTERS
+from observatory_core.metrics.rollup_segments import plan_segments
 from observatory_core.semantic import fields as semantic_fields
 from observatory_core.semantic.metrics import SUBJECT_ROWS, subject_condition
 from observatory_core.storage.schema import ROLLUP_GRAINS, ROLLUPS

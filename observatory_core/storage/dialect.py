@@ -92,7 +92,7 @@ class actor_pairs(FunctionElement):
 class bin_map_pairs(FunctionElement):
     """Aggregate: a group's bin maps merged (`bin_map`, or a rollup's column), its (bin, count)
     pairs in ascending bin order as one hexadecimal text, each pair a little-endian 16-bit bin
-    then 64-bit count (`metrics/rollup_path.merged_bins` reads it). One text per row, not two
+    then 64-bit count (`metrics/rollup_bins.merged_bins` reads it). One text per row, not two
     integer arrays: the driver and polars built the arrays element by element. `totals`: each
     group is a whole range's total (no buckets, no group-by), so few groups of many rows."""
 
