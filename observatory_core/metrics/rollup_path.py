@@ -44,7 +44,7 @@ from observatory_core.metrics.folding import folded_columns
 from observatory_core.metrics.rollup_bins import BIN_PAIRS
 from observatory_core.metrics.rollup_segments import plan_segments, usable_grains
 from observatory_core.rollups.partials import partial_select
-from observatory_core.semantic import fields as semantic_fields
+from observatory_core.semantic import field_lookups
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import SUBJECT_ROWS, sketched, subject_condition
 from observatory_core.storage.clickhouse.layout import BINS_COLUMN
@@ -60,8 +60,8 @@ from observatory_core.storage.schema import ROLLUP_GRAINS, ROLLUPS, spans
 
 # The filter keys a rollup row can answer (everything else needs raw spans), and the rollup
 # column each reads: declared with the fields (`semantic.fields`).
-ROLLUP_FILTERS = semantic_fields.ROLLUP_FILTERS
-_FILTER_COLUMN = semantic_fields.ROLLUP_FILTER_COLUMNS
+ROLLUP_FILTERS = field_lookups.ROLLUP_FILTERS
+_FILTER_COLUMN = field_lookups.ROLLUP_FILTER_COLUMNS
 
 
 def rollup_can_answer(series: tuple[str, ...], group_by: tuple[str, ...], spec: FilterSpec) -> bool:
@@ -78,7 +78,7 @@ def rollup_can_answer(series: tuple[str, ...], group_by: tuple[str, ...], spec: 
 def _filter_expression(key: str, t) -> ColumnElement:
     """A rollup filter's column, or its field's expression over the table's columns (the
     `llm_call` flag reads as "yes"/"no")."""
-    field = semantic_fields.filter_keys()[key]
+    field = field_lookups.filter_keys()[key]
     return field.expression(t.c)
 
 
@@ -255,7 +255,7 @@ def _statement(
         parts.append(f"{sketched().rollup.column}_count")
         parts = list(dict.fromkeys(parts))
     own = [bin_map] if bin_map else []  # columns every piece selects as they are
-    dims = [semantic_fields.by_group(d).name for d in group_by]
+    dims = [field_lookups.by_group(d).name for d in group_by]
     width = bucket_seconds or 86400
 
     def conditions(t, time_column, i: int) -> list[ColumnElement[bool]]:
@@ -348,7 +348,7 @@ def _statement(
         )
     u = union_all(*pieces).subquery("u")
     # each group's field over the merged rows (its column, or an expression of it)
-    grouped = [semantic_fields.by_group(g).expression(u.c) for g in group_by]
+    grouped = [field_lookups.by_group(g).expression(u.c) for g in group_by]
     keys: list[ColumnElement] = list(grouped)
     if fold:
         columns = folded_columns(grouped, group_by)
