@@ -9,7 +9,8 @@ from datetime import datetime
 import polars as pl
 
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.semantic.fields import FilterKind, filter_keys
+from observatory_core.semantic.field_declaration import FilterKind
+from observatory_core.semantic.field_lookups import filter_keys
 
 
 def _text_hit(row: dict, columns: tuple[str, ...], needle: str) -> bool:

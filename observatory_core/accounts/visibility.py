@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from observatory_core.accounts.permissions import SEES
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import PermissionDenied
-from observatory_core.semantic.fields import (
+from observatory_core.semantic.field_lookups import (
     DIMENSION_FIELDS,
     FIELD_NEEDS,
     FILTER_READS,

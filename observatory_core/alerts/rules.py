@@ -37,7 +37,7 @@ from observatory_core.alerts.anomaly import (
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.query import parse_series
-from observatory_core.semantic.fields import dimension_problem
+from observatory_core.semantic.field_lookups import dimension_problem
 from observatory_core.storage.dialect import insert_ignoring_duplicates
 from observatory_core.storage.schema import alert_rules, alert_states, orgs
 

@@ -8,7 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from observatory_core.exports.writers import FORMATS
-from observatory_core.semantic.fields import FilterKind, filter_keys
+from observatory_core.semantic.field_declaration import FilterKind
+from observatory_core.semantic.field_lookups import filter_keys
 
 
 class Meta(BaseModel):

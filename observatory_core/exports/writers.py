@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from isal import igzip
 
-from observatory_core.semantic.fields import FIELDS, derived
+from observatory_core.semantic.field_lookups import derived
+from observatory_core.semantic.fields import FIELDS
 
 FORMATS = ("csv", "json", "jsonl", "parquet")
 COMPRESSIONS = ("gzip", "zstd", "snappy", "none")

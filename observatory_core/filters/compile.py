@@ -11,7 +11,8 @@ from sqlalchemy import and_, or_
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.semantic.fields import FilterKind, filter_keys
+from observatory_core.semantic.field_declaration import FilterKind
+from observatory_core.semantic.field_lookups import filter_keys
 from observatory_core.storage.dialect import json_array_contains, json_object_text, text_search
 from observatory_core.storage.schema import spans
 

@@ -13,11 +13,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from observatory_core.base.errors import UserError
-from observatory_core.semantic.fields import (  # noqa: F401 (FILTER_READS, TIME_KEYS: re-exported)
+from observatory_core.semantic.field_declaration import Field, FilterKind
+from observatory_core.semantic.field_lookups import (  # noqa: F401 (FILTER_READS, TIME_KEYS: re-exported)
     FILTER_READS,
     TIME_KEYS,
-    Field,
-    FilterKind,
     derived,
     filter_keys,
 )

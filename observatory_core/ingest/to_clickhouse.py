@@ -41,7 +41,8 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.ingest import dedup
 from observatory_core.ingest.llm_calls import call_below, row_rule
-from observatory_core.semantic.fields import LLM_OPERATIONS, SLOT_CHARS, SLOT_MARK, by_group
+from observatory_core.semantic.field_lookups import by_group
+from observatory_core.semantic.fields import LLM_OPERATIONS, SLOT_CHARS, SLOT_MARK
 from observatory_core.storage.clickhouse import wrapper_moves, writes
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA
 from observatory_core.storage.clickhouse.connect import SpanStore

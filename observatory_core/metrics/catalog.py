@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from observatory_core.semantic.fields import (  # noqa: F401 (re-exported: declared with the fields)
+from observatory_core.semantic.field_lookups import (  # noqa: F401 (re-exported: declared with the fields)
     DIMENSION_FIELDS,
     DIMENSIONS,
     ROLLUP_GROUPS,

@@ -27,13 +27,9 @@ from observatory_core.metrics.frames import frame_of
 from observatory_core.metrics.partial import partial_buckets
 from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
-from observatory_core.metrics.rollup_path import (
-    finalize,
-    merged_bins,
-    rollup_can_answer,
-    rollup_select,
-    without_partial_bins,
-)
+from observatory_core.metrics.rollup_bins import merged_bins, without_partial_bins
+from observatory_core.metrics.rollup_path import rollup_can_answer, rollup_select
+from observatory_core.metrics.rollup_values import finalize
 from observatory_core.metrics.shaping import complete, keep_rows, present, typed
 from observatory_core.metrics.trace_path import TOTALS_GRAINS, trace_plan, trace_series
 from observatory_core.rollups.dimensions import declarable, slot_groups

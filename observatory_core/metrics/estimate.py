@@ -20,8 +20,9 @@ from sqlalchemy.sql.expression import ColumnElement
 from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import Subject
-from observatory_core.metrics.rollup_path import ROLLUP_FILTERS, plan_segments
-from observatory_core.semantic import fields as semantic_fields
+from observatory_core.metrics.rollup_path import ROLLUP_FILTERS
+from observatory_core.metrics.rollup_segments import plan_segments
+from observatory_core.semantic import field_lookups
 from observatory_core.semantic.metrics import SUBJECT_ROWS, subject_condition
 from observatory_core.storage.schema import ROLLUP_GRAINS, ROLLUPS
 from observatory_core.storage.stores import store_for
@@ -39,7 +40,7 @@ def _where(t, ranges: list[int], filters: tuple[str, ...], projects: bool, subje
         for i in ranges
     ]
     out.append(within[0] if len(within) == 1 else or_(*within))
-    keys = semantic_fields.filter_keys()
+    keys = field_lookups.filter_keys()
     out += [keys[f].expression(c).in_(bindparam(f"in_{f}", expanding=True)) for f in filters]
     rows = subject_condition(subject, c) if subject is not None else None
     return out if rows is None else [*out, rows]
@@ -64,7 +65,7 @@ def _statement(
     def columns(t) -> list:
         if not group_by:
             return [t.c.span_count]
-        keys = [semantic_fields.by_group(g).expression(t.c).label(g) for g in group_by]
+        keys = [field_lookups.by_group(g).expression(t.c).label(g) for g in group_by]
         return [*keys, t.c.span_count] if drop_empty else keys
 
     parts = {}  # grain -> its segments' indexes, in order of first use
@@ -135,7 +136,7 @@ def known_groups(
     """At least this many groups of `group_by` hold rows of `subject` in [start, end): the
     distinct values of the group-bys the rollups carry (a projection of the groups, so never
     more of them). 0 when the rollups carry none of them or cannot apply the filter."""
-    carried = tuple(g for g in group_by if g in semantic_fields.ROLLUP_GROUPS)
+    carried = tuple(g for g in group_by if g in field_lookups.ROLLUP_GROUPS)
     if not carried or subject not in SUBJECT_ROWS or not spec.only_uses(ROLLUP_FILTERS):
         return 0
     return _count(engine, scope, spec, start, end, carried, subject)

@@ -20,7 +20,7 @@ from observatory_core.metrics.catalog import (
     METRICS,
     Agg,
 )
-from observatory_core.semantic.fields import dimension_problem
+from observatory_core.semantic.field_lookups import dimension_problem
 
 COMPARATORS = (">", ">=", "<", "<=", "=", "!=")
 MAX_LIMIT = 1000

@@ -14,7 +14,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Kind, Metric, Subject
 from observatory_core.metrics.folding import folded_columns
 from observatory_core.semantic.duplicates import counted
-from observatory_core.semantic.fields import by_group
+from observatory_core.semantic.field_lookups import by_group
 from observatory_core.semantic.metrics import subject_condition
 from observatory_core.storage.dialect import bucket_of, percentile_cont, stddev_samp, time_bucket
 from observatory_core.storage.schema import spans

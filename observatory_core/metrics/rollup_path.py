@@ -3,15 +3,15 @@
 A range [start, end) is cut into the longest aligned stretches each grain covers (1 day, then
 1 hour, then 1 minute); what is left at the edges (under a minute) is read from spans with
 the same partial aggregates, so counts and sums are exact and only percentiles approximate.
+Here the one statement is built; the cut is `rollup_segments.py`'s, and the merged rows are
+finished by `rollup_values.py` (percentiles and their check from `rollup_bins.py`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 
-import numpy as np
-import polars as pl
 from sqlalchemy import (
     BigInteger,
     Integer,
@@ -41,8 +41,10 @@ from observatory_core.metrics.catalog import (
     Subject,
 )
 from observatory_core.metrics.folding import folded_columns
+from observatory_core.metrics.rollup_bins import BIN_PAIRS
+from observatory_core.metrics.rollup_segments import plan_segments, usable_grains
 from observatory_core.rollups.partials import partial_select
-from observatory_core.semantic import fields as semantic_fields
+from observatory_core.semantic import field_lookups
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import SUBJECT_ROWS, sketched, subject_condition
 from observatory_core.storage.clickhouse.layout import BINS_COLUMN
@@ -53,15 +55,13 @@ from observatory_core.storage.dialect import (
     rollup_count,
     time_bucket,
 )
-from observatory_core.storage.latency_bins import BINS, representative
-from observatory_core.storage.packed_sketch import decode, sketch_merge
-from observatory_core.storage.schema import ROLLUP_COUNTS, ROLLUP_GRAINS, ROLLUPS, spans
-from observatory_core.storage.types import EPOCH
+from observatory_core.storage.packed_sketch import sketch_merge
+from observatory_core.storage.schema import ROLLUP_GRAINS, ROLLUPS, spans
 
 # The filter keys a rollup row can answer (everything else needs raw spans), and the rollup
 # column each reads: declared with the fields (`semantic.fields`).
-ROLLUP_FILTERS = semantic_fields.ROLLUP_FILTERS
-_FILTER_COLUMN = semantic_fields.ROLLUP_FILTER_COLUMNS
+ROLLUP_FILTERS = field_lookups.ROLLUP_FILTERS
+_FILTER_COLUMN = field_lookups.ROLLUP_FILTER_COLUMNS
 
 
 def rollup_can_answer(series: tuple[str, ...], group_by: tuple[str, ...], spec: FilterSpec) -> bool:
@@ -78,48 +78,8 @@ def rollup_can_answer(series: tuple[str, ...], group_by: tuple[str, ...], spec: 
 def _filter_expression(key: str, t) -> ColumnElement:
     """A rollup filter's column, or its field's expression over the table's columns (the
     `llm_call` flag reads as "yes"/"no")."""
-    field = semantic_fields.filter_keys()[key]
+    field = field_lookups.filter_keys()[key]
     return field.expression(t.c)
-
-
-def _floor(t: datetime, seconds: int) -> datetime:
-    return t - timedelta(microseconds=(t - EPOCH) // timedelta(microseconds=1) % (seconds * 10**6))
-
-
-def _ceil(t: datetime, seconds: int) -> datetime:
-    floor = _floor(t, seconds)
-    return floor if floor == t else floor + timedelta(seconds=seconds)
-
-
-def plan_segments(
-    start: datetime, end: datetime, grains: list[str]
-) -> list[tuple[str | None, datetime, datetime]]:
-    """[(grain or None for raw spans, from, to)] covering [start, end) exactly once."""
-    if start >= end:
-        return []
-    if not grains:
-        return [(None, start, end)]
-    seconds = ROLLUP_GRAINS[grains[0]]
-    inner_start, inner_end = _ceil(start, seconds), _floor(end, seconds)
-    if inner_start >= inner_end:
-        return plan_segments(start, end, grains[1:])
-    return [
-        *plan_segments(start, inner_start, grains[1:]),
-        (grains[0], inner_start, inner_end),
-        *plan_segments(inner_end, end, grains[1:]),
-    ]
-
-
-def usable_grains(bucket_seconds: int | None, bucketing: Bucketing | None = None) -> list[str]:
-    """Grains whose rows fall wholly inside one query bucket, coarsest first. On a zone's clock
-    that is the grains its bucket edges align to: hours for New York's days, minutes for
-    Kolkata's (docs/metrics.md, "Time zones")."""
-    grains = sorted(ROLLUP_GRAINS, key=ROLLUP_GRAINS.get, reverse=True)
-    if bucketing is not None:
-        return [g for g in grains if bucketing.aligned_to(ROLLUP_GRAINS[g])]
-    if bucket_seconds is None:
-        return grains
-    return [g for g in grains if bucket_seconds % ROLLUP_GRAINS[g] == 0]
 
 
 # The partial columns each aggregation reads: merging only those keeps the database's work
@@ -296,7 +256,7 @@ def _statement(
         parts.append(f"{sketched().rollup.column}_count")
         parts = list(dict.fromkeys(parts))
     own = [bin_map] if bin_map else []  # columns every piece selects as they are
-    dims = [semantic_fields.by_group(d).name for d in group_by]
+    dims = [field_lookups.by_group(d).name for d in group_by]
     width = bucket_seconds or 86400
 
     def conditions(t, time_column, i: int) -> list[ColumnElement[bool]]:
@@ -389,7 +349,7 @@ def _statement(
         )
     u = union_all(*pieces).subquery("u")
     # each group's field over the merged rows (its column, or an expression of it)
-    grouped = [semantic_fields.by_group(g).expression(u.c) for g in group_by]
+    grouped = [field_lookups.by_group(g).expression(u.c) for g in group_by]
     keys: list[ColumnElement] = list(grouped)
     if fold:
         columns = folded_columns(grouped, group_by)
@@ -434,203 +394,3 @@ def _typed_as_rollup(value: ColumnElement, part: str) -> ColumnElement:
     if isinstance(kind, Integer):
         return rollup_count(value, kind).label(part)
     return cast(value, kind).label(part)
-
-
-def finalize(
-    frame: pl.DataFrame,
-    series: tuple[str, ...],
-    group_by: tuple[str, ...],
-    bins: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> pl.DataFrame:
-    """Merged partials -> the series values (avg = sum / count, percentiles from the sketch).
-
-    For totals (no buckets, no groups) the merged sketch comes back as `_bins`, its row of
-    bin counts. `bins`: `merged_bins(frame)` when the caller has it already (decoded once).
-    """
-    out: dict[str, pl.Series] = {c: frame[c] for c in group_by}
-    if "bucket" in frame.columns:  # microseconds since the epoch (see rollup_select)
-        bucket = pl.from_epoch(frame["bucket"].cast(pl.Int64), time_unit="us")
-        out = {"bucket": bucket.dt.replace_time_zone("UTC"), **out}
-    for g in group_by:
-        if g in ("provider", "model"):  # rollups keep NULL as ''
-            out[g] = out[g].cast(pl.Utf8).replace("", None)
-    counts = [c for c in ROLLUP_COUNTS if c in frame.columns]
-    frame = frame.with_columns(pl.col(*counts).fill_null(0))
-    bins = merged_bins(frame) if bins is None else bins
-    for name in series:
-        metric, agg = name.split(".")
-        m = METRICS[metric]
-        if m.kind == Kind.ROWS:
-            col = frame[m.rollup.column].cast(pl.Int64)
-        elif m.kind == Kind.SHARE:
-            col = _share(frame[m.rollup.column], frame[m.rollup.of], m.rollup.complement)
-        else:
-            col = _finish_value(frame, m.rollup.column, Agg(agg), bins)
-        out[name] = col.alias(name)
-    if bins is not None and not group_by and "bucket" not in frame.columns:
-        matrix = np.zeros((frame.height, BINS), dtype=np.int64)
-        matrix[bins[0], bins[1]] = bins[2]
-        out["_bins"] = pl.Series(matrix)
-    return pl.DataFrame(out)
-
-
-def merged_bins(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The merged latency bins of each row, as `packed_sketch.decode` gives them (row, bin,
-    count; sorted by row then bin), from the packed sketches (`bins`) or, on the span store,
-    the pairs' text (`bin_pairs`) or the bins and their counts as two arrays per row (`bins`,
-    `bin_counts`); None when the statement merged no bins."""
-    if BIN_PAIRS in frame.columns:
-        return _pairs(frame[BIN_PAIRS])
-    if "bins" not in frame.columns:
-        return None
-    if "bin_counts" not in frame.columns:
-        return decode(frame["bins"].to_list())
-    if frame.height == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty.copy(), empty.copy()
-    keys = frame["bins"].cast(pl.List(pl.Int64))
-    lengths = keys.list.len().fill_null(0).to_numpy()
-    rows = np.repeat(np.arange(frame.height, dtype=np.int64), lengths)
-    # an empty list explodes to one null: the nulls are the empty rows, never a bin
-    bins = keys.explode().drop_nulls().to_numpy().astype(np.int64)
-    counts = frame["bin_counts"].cast(pl.List(pl.Int64)).explode().drop_nulls().to_numpy()
-    order = np.lexsort((bins, rows))
-    return rows[order], bins[order], counts.astype(np.int64)[order]
-
-
-# The span store's merged bins, one hexadecimal text per row (`dialect.bin_map_pairs`).
-BIN_PAIRS = "bin_pairs"
-_PAIR = np.dtype([("bin", "<u2"), ("count", "<u8")])  # 10 bytes, as the engine writes them
-
-
-def _pairs(texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, bin, count) of the rows' `bin_map_pairs` texts, read as one buffer."""
-    texts = texts.cast(pl.Utf8).fill_null("")
-    lengths = texts.str.len_bytes().to_numpy().astype(np.int64) // (2 * _PAIR.itemsize)
-    pairs = np.frombuffer(bytes.fromhex("".join(texts.to_list())), dtype=_PAIR)
-    rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
-    bins, counts = pairs["bin"].astype(np.int64), pairs["count"].astype(np.int64)
-    # ascending within each row already (sumMap's keys); sorted only if not
-    next_row, next_bin = np.diff(rows), np.diff(bins)
-    if not ((next_row > 0) | ((next_row == 0) & (next_bin > 0))).all():
-        order = np.lexsort((bins, rows))
-        rows, bins, counts = rows[order], bins[order], counts[order]
-    return rows, bins, counts
-
-
-def rows_with_bins(
-    frame: pl.DataFrame, bins: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-) -> np.ndarray | None:
-    """Per row: whether its merged bins hold each span its sketched measure counts. Rollup rows
-    the span store wrote before it kept bins (schema version 3) have none until
-    `clickhouse-rebuild-rollups` fills them, and their spans may be gone (retention), so a
-    percentile from the bins present would be a wrong number. None: no bins were merged."""
-    count = f"{sketched().rollup.column}_count"
-    bins = merged_bins(frame) if bins is None else bins
-    if bins is None or count not in frame.columns:
-        return None
-    rows, _, counts = bins
-    held = np.bincount(rows, weights=counts, minlength=frame.height).astype(np.int64)
-    wanted = frame[count].cast(pl.Int64).fill_null(0).to_numpy()
-    return held == wanted
-
-
-def without_partial_bins(
-    merged: pl.DataFrame,
-    finished: pl.DataFrame,
-    series: tuple[str, ...],
-    bins: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> tuple[pl.DataFrame, int]:
-    """`finished` (finalize's answer for `merged`, row for row) with the percentiles of rows
-    whose bins are incomplete left empty; counts, sums and averages stay (the rollups hold
-    them whole). Returns the frame and how many rows lost their percentiles."""
-    whole = rows_with_bins(merged, bins)
-    if whole is None or whole.all():
-        return finished, 0
-    mask = pl.Series(whole)
-    gaps = [
-        pl.when(mask).then(pl.col(s)).otherwise(None).alias(s)
-        for s in series
-        if Agg(s.split(".")[1]) in PERCENTILES and s in finished.columns
-    ]
-    return finished.with_columns(gaps), int((~whole).sum())
-
-
-def _share(part: pl.Series, whole: pl.Series, complement: bool) -> pl.Series:
-    """part / whole (or 1 - that, when `part` counts the other rows); a gap where whole is 0."""
-    n = whole.cast(pl.Float64).to_numpy()
-    k = part.cast(pl.Float64).to_numpy()
-    rate = pl.Series(np.where(n > 0, k / np.maximum(n, 1), np.nan))
-    return (1 - rate if complement else rate).fill_nan(None)
-
-
-def _finish_value(
-    frame: pl.DataFrame, m: str, agg: Agg, bins: tuple[np.ndarray, ...] | None
-) -> pl.Series:
-    """One aggregation of the value measure `m` from its merged partial columns."""
-    if agg == Agg.COUNT:
-        return frame[f"{m}_count"].cast(pl.Int64)
-    if agg == Agg.SUM:
-        return frame[f"{m}_sum"].cast(pl.Float64).fill_null(0.0)
-    if agg == Agg.AVG:
-        count = frame[f"{m}_count"].cast(pl.Float64)
-        total = frame[f"{m}_sum"].cast(pl.Float64)
-        return pl.Series(
-            np.where(
-                count.to_numpy() > 0,
-                total.fill_null(0).to_numpy() / np.maximum(count.to_numpy(), 1),
-                np.nan,
-            )
-        ).fill_nan(None)
-    if agg == Agg.MIN:
-        return frame[f"{m}_min"].cast(pl.Float64)
-    if agg == Agg.MAX:
-        return frame[f"{m}_max"].cast(pl.Float64)
-    if agg == Agg.STDDEV:
-        return pl.Series(
-            stddev_from_sums(
-                frame[f"{m}_count"].cast(pl.Float64),
-                frame[f"{m}_sum"].cast(pl.Float64),
-                frame[f"{m}_sumsq"],
-            )
-        ).fill_nan(None)
-    return pl.Series(percentiles_from_sketches(bins, frame.height, PERCENTILES[agg])).fill_nan(None)
-
-
-def stddev_from_sums(count: pl.Series, total: pl.Series, sumsq: pl.Series) -> np.ndarray:
-    """Sample standard deviation from n, sum and sum of squares (NaN below two values)."""
-    n = count.fill_null(0).to_numpy().astype(float)
-    s1 = total.cast(pl.Float64).fill_null(0).to_numpy()
-    s2 = sumsq.cast(pl.Float64).fill_null(0).to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        variance = (s2 - s1 * s1 / n) / (n - 1)
-    return np.where(n > 1, np.sqrt(np.maximum(variance, 0.0)), np.nan)
-
-
-_REPRESENTATIVES = np.array([representative(i) for i in range(BINS)])
-
-
-def percentiles_from_sketches(
-    sketch: tuple[np.ndarray, np.ndarray, np.ndarray], n: int, fraction: float
-) -> np.ndarray:
-    """percentile_cont read from `n` decoded sketches (`packed_sketch.decode`: row, bin and
-    count, sorted by row then bin): interpolating between the two ranks, like SQL, each bin
-    standing for its representative value; NaN for empty rows. Sparse: the work is the bins
-    that hold spans, never n x BINS."""
-    rows, bins, counts = sketch
-    if n == 0:
-        return np.array([], dtype=float)
-    cum = np.cumsum(counts)  # across all rows: each row's part starts where the last ended
-    total = np.bincount(rows, weights=counts, minlength=n).astype(np.int64)
-    before = np.cumsum(total) - total  # spans of the rows before each row
-    rank = (np.maximum(total, 1) - 1) * fraction
-    low, high = np.floor(rank), np.ceil(rank)
-    # the first of the row's entries whose running count passes the rank
-    low_at = np.searchsorted(cum, before + low, side="right")
-    high_at = np.searchsorted(cum, before + high, side="right")
-    last = max(len(bins) - 1, 0)
-    reps = _REPRESENTATIVES[bins] if len(bins) else np.zeros(1)
-    low_value = reps[np.minimum(low_at, last)]
-    high_value = reps[np.minimum(high_at, last)]
-    value = low_value + (high_value - low_value) * (rank - low)
-    return np.where(total > 0, value, np.nan)

@@ -22,14 +22,9 @@ from observatory_core.metrics.engine import (
     run_metrics,
 )
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.metrics.rollup_path import (
-    WINDOW,
-    finalize,
-    merged_bins,
-    rollup_can_answer,
-    rollup_select_windows,
-    without_partial_bins,
-)
+from observatory_core.metrics.rollup_bins import merged_bins, without_partial_bins
+from observatory_core.metrics.rollup_path import WINDOW, rollup_can_answer, rollup_select_windows
+from observatory_core.metrics.rollup_values import finalize
 from observatory_core.metrics.shaping import keep_rows, typed
 from observatory_core.metrics.trace_path import trace_series
 from observatory_core.storage.stores import store_for

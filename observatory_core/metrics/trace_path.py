@@ -40,7 +40,7 @@ from observatory_core.metrics.folding import folded_columns
 from observatory_core.metrics.query import MetricError
 from observatory_core.metrics.raw import declared_aggregate
 from observatory_core.semantic.duplicates import counted
-from observatory_core.semantic.fields import by_group
+from observatory_core.semantic.field_lookups import by_group
 from observatory_core.storage.clickhouse.trace_totals import partial_rows
 from observatory_core.storage.dialect import bucket_of, epoch_us, time_bucket
 from observatory_core.storage.schema import is_shared, spans, trace_totals

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from observatory_core.accounts.scope import Scope, span_conditions
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics.rollup_path import plan_segments
+from observatory_core.metrics.rollup_segments import plan_segments
 from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import actor_pairs
 from observatory_core.storage.schema import ACTOR_ROLLUPS, spans

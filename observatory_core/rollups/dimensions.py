@@ -29,14 +29,8 @@ from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import UserError
 from observatory_core.rollups.refold import refold_period
-from observatory_core.semantic.fields import (
-    DIMENSION_SLOTS,
-    SLOT_CHARS,
-    SLOT_MARK,
-    by_group,
-    groupable,
-    keyed_problem,
-)
+from observatory_core.semantic.field_lookups import by_group, groupable, keyed_problem
+from observatory_core.semantic.fields import DIMENSION_SLOTS, SLOT_CHARS, SLOT_MARK
 from observatory_core.storage.dialect import serialize_rollup_writes
 from observatory_core.storage.schema import org_dimensions, spans
 

@@ -18,7 +18,7 @@ from sqlalchemy import and_, case, true
 from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.permissions import Permission
-from observatory_core.semantic.fields import FIELD_NEEDS
+from observatory_core.semantic.field_lookups import FIELD_NEEDS
 
 
 class Agg(StrEnum):

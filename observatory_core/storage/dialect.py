@@ -23,7 +23,8 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from observatory_core.base.zones import Bucketing
-from observatory_core.semantic.fields import KEY_HINT, KEY_PATTERN, KEY_SQL, KeyKind
+from observatory_core.semantic.field_declaration import KEY_SQL, KeyKind
+from observatory_core.semantic.field_lookups import KEY_HINT, KEY_PATTERN
 from observatory_core.storage.stores import store_for
 from observatory_core.storage.types import UtcDateTime
 
@@ -92,7 +93,7 @@ class actor_pairs(FunctionElement):
 class bin_map_pairs(FunctionElement):
     """Aggregate: a group's bin maps merged (`bin_map`, or a rollup's column), its (bin, count)
     pairs in ascending bin order as one hexadecimal text, each pair a little-endian 16-bit bin
-    then 64-bit count (`metrics/rollup_path.merged_bins` reads it). One text per row, not two
+    then 64-bit count (`metrics/rollup_bins.merged_bins` reads it). One text per row, not two
     integer arrays: the driver and polars built the arrays element by element. `totals`: each
     group is a whole range's total (no buckets, no group-by), so few groups of many rows."""
 
@@ -185,7 +186,7 @@ class json_tag_value(FunctionElement):
     """The text after "<key>:" in the first string of a JSON array column that starts so
     (tags "customer:acme" read as customer = acme), NULL when none does. The key is written
     into the SQL (a group-by names it in SELECT and GROUP BY alike): only keys matching
-    `semantic.fields.KEY_PATTERN` are accepted."""
+    `semantic.field_lookups.KEY_PATTERN` are accepted."""
 
     type = String()
     inherit_cache = True
@@ -207,7 +208,7 @@ class json_tag_value(FunctionElement):
         return f"'{self.key}:'"
 
 
-# How a group-by reads one key of a keyed JSON field (`semantic.fields.keyed_field`).
+# How a group-by reads one key of a keyed JSON field (`semantic.field_lookups.keyed_field`).
 KEY_SQL[KeyKind.TAG] = json_tag_value
 
 

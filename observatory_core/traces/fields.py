@@ -6,7 +6,7 @@ from __future__ import annotations
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import hidden_fields, require_fields, visible
 from observatory_core.base.errors import UserError
-from observatory_core.semantic.fields import (
+from observatory_core.semantic.field_lookups import (
     Names,
     derived,
     field_named,

@@ -18,7 +18,8 @@ from sqlalchemy.engine import Engine
 from observatory_core.accounts.permissions import Permission
 from observatory_core.accounts.scope import Scope, scoped_spans
 from observatory_core.base.errors import UserError
-from observatory_core.semantic.fields import FIELDS, Widget
+from observatory_core.semantic.field_declaration import Widget
+from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.schema import projects, spans
 
 CHOICE_COLUMNS = ("provider", "model", "operation", "environment", "status", "service_name")

@@ -14,7 +14,8 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import filter_allowed
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.semantic.fields import Field, FilterKind, Widget, filtered
+from observatory_core.semantic.field_declaration import Field, FilterKind, Widget
+from observatory_core.semantic.field_lookups import filtered
 from observatory_core.ui import cached, format
 from observatory_core.ui.zone import current_zone, time_label
 

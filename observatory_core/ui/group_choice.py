@@ -1,5 +1,5 @@
 """Group-by choices on every page that groups: the declared dimensions plus any tag or
-metadata key ("tag:customer", "metadata:customer"), typed by the user (`semantic.fields`,
+metadata key ("tag:customer", "metadata:customer"), typed by the user (`semantic.field_lookups`,
 `keyed_fields`). One widget, so the Metrics page, the Overview's top items, alert rules and
 Cost attribution offer the same choices."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from observatory_core.semantic.fields import DIMENSIONS, dimension_problem, keyed_fields
+from observatory_core.semantic.field_lookups import DIMENSIONS, dimension_problem, keyed_fields
 
 KEY_HELP = (
     "Pick a field, or type a tag or metadata key as "

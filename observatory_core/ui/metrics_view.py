@@ -21,7 +21,8 @@ from observatory_core.metrics.engine import MetricResult
 from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.partial import covered_text
 from observatory_core.metrics.query import MetricQuery
-from observatory_core.semantic.fields import FilterKind, by_group, keyed_fields
+from observatory_core.semantic.field_declaration import FilterKind
+from observatory_core.semantic.field_lookups import by_group, keyed_fields
 from observatory_core.semantic.metrics import SUBJECT_LABELS, Subject
 from observatory_core.ui import colors, format
 from observatory_core.ui.group_choice import group_by_multiselect, valid

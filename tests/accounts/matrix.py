@@ -1,7 +1,7 @@
 """The role matrix's shared parts: every role x every restricted field x every path, refused or
 absent, never present, never a 500.
 
-The restricted fields are `semantic.fields.FIELD_NEEDS` (each field's `needs`: costs need costs:read, prompt and answer
+The restricted fields are `semantic.field_lookups.FIELD_NEEDS` (each field's `needs`: costs need costs:read, prompt and answer
 text need traces:read). Each path is walked through the HTTP API (real keys, real routes) and
 through the core functions the pages call. A role that may see a field (and use the path at
 all) must get it: the same walk is the positive control that shows each path can expose it.
@@ -23,7 +23,7 @@ from observatory_core.base.errors import PermissionDenied
 from observatory_core.filters.spec import FILTER_READS, FilterSpec
 from observatory_core.metrics.catalog import METRICS
 from observatory_core.reports.live import SPAN_FIELDS as LIVE_FIELDS
-from observatory_core.semantic.fields import FIELD_NEEDS
+from observatory_core.semantic.field_lookups import FIELD_NEEDS
 from observatory_core.traces.query import SORTS
 from tests.helpers import END, span
 

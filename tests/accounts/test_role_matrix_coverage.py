@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from observatory_core.metrics.catalog import DIMENSION_FIELDS
 from observatory_core.reports.live import SPAN_FIELDS as LIVE_FIELDS
-from observatory_core.semantic.fields import FIELD_NEEDS
+from observatory_core.semantic.field_lookups import FIELD_NEEDS
 from observatory_core.traces.query import SORTS
 from tests.accounts import (
     test_role_matrix_exports,

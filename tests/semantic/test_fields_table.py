@@ -16,17 +16,15 @@ from observatory_core.api.traces import OWN
 from observatory_core.filters.spec import TIME_KEYS, FilterSpec, filter_names
 from observatory_core.ingest.spanrows import SPAN_COLUMNS
 from observatory_core.metrics import catalog, rollup_path
-from observatory_core.semantic import fields as semantic_fields
-from observatory_core.semantic.fields import (
+from observatory_core.semantic import field_lookups
+from observatory_core.semantic.field_declaration import Field, FilterKind, Widget
+from observatory_core.semantic.field_lookups import (
     DIMENSIONS,
     FIELD_NEEDS,
-    FIELDS,
     ROLLUP_GROUPS,
-    Field,
-    FilterKind,
-    Widget,
     filter_keys,
 )
+from observatory_core.semantic.fields import FIELDS
 from observatory_core.storage.schema import ROLLUP_DIMENSIONS
 from observatory_core.traces.fields import ALL_FIELDS
 from observatory_core.ui import filters as sidebar
@@ -146,8 +144,8 @@ def test_permissions_are_read_from_the_declarations(monkeypatch):
     monkeypatch.setitem(
         FIELDS, "secret", Field("secret", "Secret", "text", needs=Permission.COSTS_READ)
     )
-    assert "secret" in semantic_fields.fields_hidden_from(Role.VIEWER)
-    assert "secret" not in semantic_fields.fields_hidden_from(Role.BILLING)
+    assert "secret" in field_lookups.fields_hidden_from(Role.VIEWER)
+    assert "secret" not in field_lookups.fields_hidden_from(Role.BILLING)
 
 
 def test_filters_stored_before_the_table_still_load():

@@ -30,7 +30,7 @@ from observatory_core.ingest.apikeys import create_key
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.semantic import fields as semantic_fields
-from observatory_core.semantic.fields import Field, FilterKind, Widget
+from observatory_core.semantic.field_declaration import Field, FilterKind, Widget
 from observatory_core.storage.dialect import json_object_text
 from observatory_core.storage.schema import spans
 from tests.api.conftest import ApiClient

@@ -19,7 +19,8 @@ from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, String
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
-from observatory_core.semantic.fields import FIELDS, FilterKind
+from observatory_core.semantic.field_declaration import FilterKind
+from observatory_core.semantic.fields import FIELDS
 from observatory_core.semantic.metrics import (
     MEASURE_PARTS,
     rollup_counts,

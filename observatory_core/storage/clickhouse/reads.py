@@ -30,7 +30,7 @@ from observatory_core.base.errors import (
     UserError,
 )
 from observatory_core.semantic.duplicates import counted
-from observatory_core.semantic.fields import fields_hidden_from
+from observatory_core.semantic.field_lookups import fields_hidden_from
 from observatory_core.storage import budget
 from observatory_core.storage.clickhouse import layout
 from observatory_core.storage.clickhouse.cluster import READ_SETTINGS

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from observatory_core.semantic import fields, metrics
-from observatory_core.semantic.fields import FilterKind
+from observatory_core.semantic.field_declaration import FilterKind
 from observatory_core.semantic.metrics import MEASURE_PARTS, Partials
 from observatory_core.storage.clickhouse import ddl, layout
 from observatory_core.storage.schema import spans

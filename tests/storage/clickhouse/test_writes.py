@@ -110,7 +110,7 @@ def test_rollups_count_each_span_once_by_hour_as_polars_does(loaded):
 
 
 def test_the_day_rollup_holds_the_same_spans_and_its_bins_their_latency(loaded):
-    from observatory_core.metrics.rollup_path import merged_bins, percentiles_from_sketches
+    from observatory_core.metrics.rollup_bins import merged_bins, percentiles_from_sketches
     from observatory_core.storage.latency_bins import RELATIVE_BOUND
 
     store, _ = loaded
@@ -149,7 +149,7 @@ def test_the_merged_bins_text_holds_each_groups_bins_and_counts(loaded):
     `wrapper_moves.py`), a group without bins empty, in the order the rows come."""
     from sqlalchemy import column, select, text
 
-    from observatory_core.metrics.rollup_path import BIN_PAIRS, merged_bins
+    from observatory_core.metrics.rollup_bins import BIN_PAIRS, merged_bins
     from observatory_core.storage.dialect import bin_map_pairs
 
     store, _ = loaded
@@ -184,7 +184,7 @@ def test_the_merged_bins_text_adds_any_groups_maps_as_python_does(loaded, totals
 
     from sqlalchemy import column, select, text
 
-    from observatory_core.metrics.rollup_path import BIN_PAIRS, merged_bins
+    from observatory_core.metrics.rollup_bins import BIN_PAIRS, merged_bins
     from observatory_core.storage.dialect import bin_map_pairs
     from observatory_core.storage.latency_bins import BINS
 
