@@ -37,7 +37,11 @@ from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
-from observatory_core.traces.root_stretches import roots_by_stretch, traces_matching
+from observatory_core.traces.root_stretches import (
+    roots_by_stretch,
+    roots_passing,
+    traces_matching,
+)
 
 
 def tree_totals(scope: Scope, which, max_id: int):
@@ -100,7 +104,8 @@ def read_roots(
     (`_walks_from_newest`) each root is checked against its trace's trace_totals rows (an index
     probe), not by collecting the trace ids of every span in the window first (~600 ms at 1M
     spans on SQLite). `by_prefix` (the span store, no text search): newest first, the page is
-    read within a stretch of the first stored roots (`root_stretches.py`).
+    the newest roots when they pass the filter themselves (a window alone), else read within a
+    stretch of the first stored roots (`root_stretches.py`).
     """
     matching = spans.c.trace_id.in_(scoped_spans(scope, spans.c.trace_id).where(*where))
     has_match = matching
@@ -122,10 +127,14 @@ def read_roots(
     if position:
         roots = roots.where(after(key, spans.c.id, position))
     rows = None
-    if by_prefix and direction == "desc":  # the span store: within a stretch of stored roots
-        rows = roots_by_stretch(
-            conn, scope, where, roots, limit=limit, position=position, pinned=pinned
-        )
+    if by_prefix and direction == "desc":  # the span store: the newest roots first
+        if spec.only_uses(()):  # the window alone: its newest roots are likely the page
+            start = spec.window(as_of)[0]
+            rows = roots_passing(conn, where, roots, limit=limit, position=position, start=start)
+        if rows is None:  # within a stretch of stored roots
+            rows = roots_by_stretch(
+                conn, scope, where, roots, limit=limit, position=position, pinned=pinned
+            )
     if rows is None:
         order = (
             (key.desc(), spans.c.id.desc())
