@@ -466,5 +466,8 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
     if position:
         query = query.where(after(key, p.root_id, position))
     order = (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
-    ranked = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
+    # one thread where the store runs in this process (chDB): the grouping's many small groups
+    # cost more CPU split over threads than they save (`storage/clickhouse/sql.py`)
+    page = query.order_by(*order).limit(limit + 1).execution_options(one_thread=True)
+    ranked = [dict(r) for r in conn.execute(page).mappings()]
     return ranked, query

@@ -333,3 +333,36 @@ def test_only_the_reads_own_memory_bound_asks_to_narrow_it(store, monkeypatch):
     monkeypatch.setattr(reads, "READ_MEMORY", 64 * 1024)
     with pytest.raises(QueryTooLarge, match="shorter time range"):
         reads._query(store, "SELECT number FROM numbers(1000000) ORDER BY number DESC", {})
+
+
+def test_only_the_tree_totals_ranking_runs_on_one_thread_and_only_on_chdb(store, monkeypatch):
+    """Traces by a tree total on chDB: the ranking statement alone asks for one thread (its
+    grouping cost about a quarter more CPU over two, docs/scale.md), the root rows' read keeps
+    the engine's threads, and a server is left its own; the page is the same either way."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    def page():
+        seen.clear()
+        scope = Scope(org_id=ORG, role=Role.ADMIN)
+        spec = FilterSpec(relative="7d")
+        return list_spans(
+            store.engine, scope, spec, mode="traces", sort="total_cost_usd", limit=5, now=END
+        )
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        one = page()
+        threaded = [s for s in seen if "max_threads = 1" in s]
+        assert len(threaded) == 1 and "trace_totals" in threaded[0], seen
+        assert len(seen) > 1  # the root rows' read, on the engine's threads
+        monkeypatch.setattr(store.engine.dialect, "observatory_in_process", False)
+        other = page()
+        assert seen and not any("max_threads" in s for s in seen)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    assert one.rows and one.rows == other.rows
