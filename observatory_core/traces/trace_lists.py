@@ -450,24 +450,43 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
         exact = {name: grouped.c[name] for name in recomputed}
         source = per_trace.outerjoin(grouped, grouped.c.late_id == p.trace_id)
 
-    def pinned(name):
-        value = case((p.newest <= max_id, stored[name]), else_=exact[name])
+    def pinned(name, joined: bool):
+        value = stored[name]
+        if joined:
+            value = case((p.newest <= max_id, value), else_=exact[name])
         if name == "total_cost_usd":  # the stored and the recomputed sum: one key (dialect.py)
             return nano_dollars(value)
         return value if name == "duration_ms" else cast(value, BigInteger)
 
-    totals = {name: pinned(name) for name in stored}
-    key = totals[sort]
-    query = (
-        select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items()))
-        .select_from(source)
-        .where(p.root_id.is_not(None), p.root_arrival <= max_id)
-    )
-    if position:
-        query = query.where(after(key, p.root_id, position))
-    order = (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
-    # one thread where the store runs in this process (chDB): the grouping's many small groups
-    # cost more CPU split over threads than they save (`storage/clickhouse/sql.py`)
-    page = query.order_by(*order).limit(limit + 1).execution_options(one_thread=True)
-    ranked = [dict(r) for r in conn.execute(page).mappings()]
-    return ranked, query
+    def ranking(joined: bool):
+        totals = {name: pinned(name, joined) for name in stored}
+        key = totals[sort]
+        query = (
+            select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items()))
+            .select_from(source if joined else per_trace)
+            .where(p.root_id.is_not(None), p.root_arrival <= max_id)
+        )
+        if position:
+            query = query.where(after(key, p.root_id, position))
+        by_key = (
+            (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
+        )
+        return query, by_key
+
+    def read(query, order) -> list[dict]:
+        # one thread where the store runs in this process (chDB): the grouping's many small
+        # groups cost more CPU split over threads than they save (`storage/clickhouse/sql.py`)
+        page = query.order_by(*order).limit(limit + 1).execution_options(one_thread=True)
+        return [dict(r) for r in conn.execute(page).mappings()]
+
+    query, order = ranking(joined=True)
+    if position is None and not store_for(conn).correlated_reads:  # the late traces joined
+        # A first page, pinned at the write clock's now: a trace written to since is rare (a
+        # write racing this read). The stored totals ranked with such traces first: when the
+        # first is not one, none is, and the stored totals are the pinned ones (docs/scale.md)
+        plain, by_key = ranking(joined=False)
+        stale = or_(p.newest > max_id, p.newest.is_(None)).label("written_since_pin")
+        ranked = read(plain.add_columns(stale), (stale.desc(), *by_key))
+        if not any(r.pop(stale.name) for r in ranked):
+            return ranked, query
+    return read(query, order), query
