@@ -1,6 +1,7 @@
 """Traces mode by the root's start, newest first, on the span store: the page read among the
 roots that start within a stretch of the first stored roots (docs/scale.md, "Traces mode"),
-not among the roots of every trace with a span in the window.
+not among the roots of every trace with a span in the window; for a filter of the window
+alone, first as the newest roots when each passes it itself (`roots_passing`).
 
 The plain read (`trace_lists.read_roots`) reads every span of every matching trace (on this
 store a `trace_id IN` of all of them, which no index narrows) before it sorts the roots. Here
