@@ -1,6 +1,7 @@
 """Traces mode by the root's start, newest first, on the span store: the page read among the
-roots that start within a stretch of the first stored roots (docs/span-store-internals.md, "Traces
-mode"), not among the roots of every trace with a span in the window.
+roots that start within a stretch of the first stored roots (docs/span-store-internals.md,
+"Traces mode"), not among the roots of every trace with a span in the window; for a filter of
+the window alone, first as the newest roots when each passes it itself (`roots_passing`).
 
 The plain read (`trace_lists.read_roots`) reads every span of every matching trace (on this
 store a `trace_id IN` of all of them, which no index narrows) before it sorts the roots. Here
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from sqlalchemy import literal
+from sqlalchemy import and_, literal
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
@@ -46,6 +47,41 @@ def traces_matching(conn: Connection, scope: Scope, where: list) -> Select:
     every copy of a span holds alike (the window, the projects, the pin: `same_in_every_copy`)
     gives the same traces from any of a span's rows (a racing copy not yet folded included)."""
     return scoped_spans(scope, spans.c.trace_id).where(*where)
+
+
+# The column of `roots_passing`'s read that says whether a root passes the filter itself
+_PASSES = "passes_filter_itself"
+
+
+def roots_passing(
+    conn: Connection,
+    where: list,
+    roots: Select,
+    *,
+    limit: int,
+    position: Cursor | None,
+    start,
+) -> list[dict] | None:
+    """The page of roots newest first (and one more) when the newest `limit + 1` roots starting
+    at or after `start` (the window's start, None: all time) each pass the filter `where`
+    themselves: one top-n read of roots, no set of matching traces. None when one of them does
+    not (its trace may or may not hold a matching span) or fewer start there (a root before
+    the window may belong on the page): the caller reads the page another way.
+
+    Exact: a root that passes the filter is a matching span of its own trace, so each of these
+    roots is listed; every other root listed starts before `start` or sorts after all of them
+    (docs/span-store-internals.md, "Traces mode"). Worth trying for a filter of the time window alone, which
+    only roots starting after the window's end fail."""
+    key = spans.c.start_time
+    page = roots.add_columns(and_(*where).label(_PASSES))
+    if start is not None:
+        page = page.where(key >= literal(start, type_=key.type))
+    if position:  # the keyset's start time as a plain bound too: the store narrows by it
+        page = page.where(key <= literal(position_time(position), type_=key.type))
+    found = conn.execute(page.order_by(key.desc(), spans.c.id.desc()).limit(limit + 1))
+    rows = [dict(r) for r in found.mappings()]
+    passed = [bool(r.pop(_PASSES)) for r in rows]
+    return rows if len(rows) > limit and all(passed) else None
 
 
 def roots_by_stretch(

@@ -37,7 +37,11 @@ from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
-from observatory_core.traces.root_stretches import roots_by_stretch, traces_matching
+from observatory_core.traces.root_stretches import (
+    roots_by_stretch,
+    roots_passing,
+    traces_matching,
+)
 
 
 def tree_totals(scope: Scope, which, max_id: int):
@@ -100,7 +104,8 @@ def read_roots(
     (`_walks_from_newest`) each root is checked against its trace's trace_totals rows (an index
     probe), not by collecting the trace ids of every span in the window first (~600 ms at 1M
     spans on SQLite). `by_prefix` (the span store, no text search): newest first, the page is
-    read within a stretch of the first stored roots (`root_stretches.py`).
+    the newest roots when they pass the filter themselves (a window alone), else read within a
+    stretch of the first stored roots (`root_stretches.py`).
     """
     matching = spans.c.trace_id.in_(scoped_spans(scope, spans.c.trace_id).where(*where))
     has_match = matching
@@ -122,10 +127,14 @@ def read_roots(
     if position:
         roots = roots.where(after(key, spans.c.id, position))
     rows = None
-    if by_prefix and direction == "desc":  # the span store: within a stretch of stored roots
-        rows = roots_by_stretch(
-            conn, scope, where, roots, limit=limit, position=position, pinned=pinned
-        )
+    if by_prefix and direction == "desc":  # the span store: the newest roots first
+        if spec.only_uses(()):  # the window alone: its newest roots are likely the page
+            start = spec.window(as_of)[0]
+            rows = roots_passing(conn, where, roots, limit=limit, position=position, start=start)
+        if rows is None:  # within a stretch of stored roots
+            rows = roots_by_stretch(
+                conn, scope, where, roots, limit=limit, position=position, pinned=pinned
+            )
     if rows is None:
         order = (
             (key.desc(), spans.c.id.desc())
@@ -441,21 +450,43 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
         exact = {name: grouped.c[name] for name in recomputed}
         source = per_trace.outerjoin(grouped, grouped.c.late_id == p.trace_id)
 
-    def pinned(name):
-        value = case((p.newest <= max_id, stored[name]), else_=exact[name])
+    def pinned(name, joined: bool):
+        value = stored[name]
+        if joined:
+            value = case((p.newest <= max_id, value), else_=exact[name])
         if name == "total_cost_usd":  # the stored and the recomputed sum: one key (dialect.py)
             return nano_dollars(value)
         return value if name == "duration_ms" else cast(value, BigInteger)
 
-    totals = {name: pinned(name) for name in stored}
-    key = totals[sort]
-    query = (
-        select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items()))
-        .select_from(source)
-        .where(p.root_id.is_not(None), p.root_arrival <= max_id)
-    )
-    if position:
-        query = query.where(after(key, p.root_id, position))
-    order = (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
-    ranked = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
-    return ranked, query
+    def ranking(joined: bool):
+        totals = {name: pinned(name, joined) for name in stored}
+        key = totals[sort]
+        query = (
+            select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items()))
+            .select_from(source if joined else per_trace)
+            .where(p.root_id.is_not(None), p.root_arrival <= max_id)
+        )
+        if position:
+            query = query.where(after(key, p.root_id, position))
+        by_key = (
+            (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
+        )
+        return query, by_key
+
+    def read(query, order) -> list[dict]:
+        # one thread where the store runs in this process (chDB): the grouping's many small
+        # groups cost more CPU split over threads than they save (`storage/clickhouse/sql.py`)
+        page = query.order_by(*order).limit(limit + 1).execution_options(one_thread=True)
+        return [dict(r) for r in conn.execute(page).mappings()]
+
+    query, order = ranking(joined=True)
+    if position is None and not store_for(conn).correlated_reads:  # the late traces joined
+        # A first page, pinned at the write clock's now: a trace written to since is rare (a
+        # write racing this read). The stored totals ranked with such traces first: when the
+        # first is not one, none is, and the stored totals are the pinned ones (docs/scale.md)
+        plain, by_key = ranking(joined=False)
+        stale = or_(p.newest > max_id, p.newest.is_(None)).label("written_since_pin")
+        ranked = read(plain.add_columns(stale), (stale.desc(), *by_key))
+        if not any(r.pop(stale.name) for r in ranked):
+            return ranked, query
+    return read(query, order), query

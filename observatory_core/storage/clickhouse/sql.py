@@ -48,6 +48,7 @@ def open_engine(store: SpanStore) -> Engine:
     engine = create_engine("clickhousedb://", creator=lambda: shared(store.client))
     engine.dialect.observatory_database = store.database  # read by stores/clickhouse.py
     engine.dialect.observatory_cluster = store.naming.cluster  # read by `_before`
+    engine.dialect.observatory_in_process = store.target.in_process  # read by `_before`
     engine.dialect.statement_compiler = _compiler_class(engine.dialect.statement_compiler)
     # JSON columns: tags are a native array here, metadata and attributes JSON text
     engine.dialect._json_deserializer = _json_value
@@ -133,9 +134,19 @@ def _before(conn, cursor, statement, parameters, context, executemany):
     if reads and _MARK not in statement:  # not a statement run again as it was sent
         cluster = getattr(conn.dialect, "observatory_cluster", None)
         statement = statement.rstrip().rstrip(";") + _bounds(left, cluster)
+        if _one_thread(conn, context):
+            statement += ", max_threads = 1"
     if isinstance(parameters, dict):
         parameters = {k: _bound(v) for k, v in parameters.items()}
     return statement, parameters
+
+
+def _one_thread(conn, context) -> bool:
+    """Whether the statement asked to run on one thread (execution option `one_thread`) and the
+    engine is chDB, in this process: the tree totals' ranking spent about a quarter more CPU
+    split over two threads, for no shorter wait (docs/span-store-internals.md, "Traces mode")."""
+    asked = context is not None and context.execution_options.get("one_thread", False)
+    return bool(asked) and getattr(conn.dialect, "observatory_in_process", False)
 
 
 def install_budget(engine: Engine) -> None:

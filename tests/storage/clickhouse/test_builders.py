@@ -333,3 +333,82 @@ def test_only_the_reads_own_memory_bound_asks_to_narrow_it(store, monkeypatch):
     monkeypatch.setattr(reads, "READ_MEMORY", 64 * 1024)
     with pytest.raises(QueryTooLarge, match="shorter time range"):
         reads._query(store, "SELECT number FROM numbers(1000000) ORDER BY number DESC", {})
+
+
+def test_only_the_tree_totals_ranking_runs_on_one_thread_and_only_on_chdb(store, monkeypatch):
+    """Traces by a tree total on chDB: the ranking statement alone asks for one thread (its
+    grouping cost about a quarter more CPU over two, docs/scale.md), the root rows' read keeps
+    the engine's threads, and a server is left its own; the page is the same either way."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    def page():
+        seen.clear()
+        scope = Scope(org_id=ORG, role=Role.ADMIN)
+        spec = FilterSpec(relative="7d")
+        return list_spans(
+            store.engine, scope, spec, mode="traces", sort="total_cost_usd", limit=5, now=END
+        )
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        one = page()
+        threaded = [s for s in seen if "max_threads = 1" in s]
+        assert len(threaded) == 1 and "trace_totals" in threaded[0], seen
+        assert "JOIN" not in threaded[0]  # no trace written to since the pin: none joined
+        assert len(seen) > 1  # the root rows' read, on the engine's threads
+        monkeypatch.setattr(store.engine.dialect, "observatory_in_process", False)
+        other = page()
+        assert seen and not any("max_threads" in s for s in seen)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    assert one.rows and one.rows == other.rows
+
+
+def test_a_first_page_by_a_tree_total_recomputes_a_trace_written_to_since_its_pin(store):
+    """A first page by tree cost ranks the stored totals without the late traces' join when no
+    trace was written to since its pin; a span stored with a later write (a write racing the
+    page) sends it to the join, which sums that trace under the pin: its costly late span is
+    left out, as polars on the spans under the pin leaves it (the stored totals alone would
+    list that trace first)."""
+    from sqlalchemy import event
+
+    from tests.helpers import child_of
+
+    org = 9_950
+    when = END - timedelta(hours=2)
+    roots = [span(org, 1, when - timedelta(minutes=i), input_cost_usd=0.1 * i) for i in range(6)]
+    kids = [child_of(r, r["start_time"] + timedelta(seconds=1)) for r in roots]
+    assert write_spans(store, roots + kids) == 12
+    later = child_of(roots[1], when, input_cost_usd=500.0)
+    names = layout.span_column_names()
+    ahead = time.time_ns() // 1000 + 3_600_000_000  # written "an hour after" the page's pin
+    store.client.insert(
+        store.table("spans"),
+        as_columns([later], names, ahead, lambda org, project: 0),
+        column_names=list(names),
+        column_oriented=True,
+    )
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    window = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        page = list_spans(
+            store.engine, scope, window, mode="traces", sort="total_cost_usd", limit=3, now=END
+        )
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    rows = pl.DataFrame(roots + kids).group_by("trace_id").agg(pl.col("total_cost_usd").sum())
+    want = rows.sort(["total_cost_usd"], descending=True).head(3)
+    assert [r["trace_id"] for r in page.rows] == want["trace_id"].to_list()
+    assert [r["total_cost_usd"] for r in page.rows] == pytest.approx(want["total_cost_usd"])
+    assert sum("trace_totals" in s for s in seen) == 2, seen  # stored totals, then the join

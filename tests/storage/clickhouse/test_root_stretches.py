@@ -39,9 +39,11 @@ def merges_stopped(chdb_store):
 
 @pytest.fixture
 def stretches(monkeypatch):
-    """How many pages the stretch answered (None: the plain read took over)."""
+    """How many pages the stretch answered (None: the plain read took over), the newest roots'
+    read (`roots_passing`, tested below) turned off so that every page tries the stretch."""
     answered: list[bool] = []
     real = trace_lists.roots_by_stretch
+    monkeypatch.setattr(trace_lists, "roots_passing", lambda *a, **k: None)
 
     def spy(*args, **kwargs):
         rows = real(*args, **kwargs)
@@ -114,6 +116,7 @@ def _walk(store, scope, spec, limit: int, after_first=None) -> tuple[list[dict],
 def _plain_walk(store, scope, spec, limit: int, monkeypatch) -> list[dict]:
     with monkeypatch.context() as m:
         m.setattr(trace_lists, "roots_by_stretch", lambda *a, **k: None)
+        m.setattr(trace_lists, "roots_passing", lambda *a, **k: None)
         return _walk(store, scope, spec, limit)[0]
 
 
@@ -358,3 +361,46 @@ def test_a_condition_on_the_spans_own_columns_is_applied_first_with_no_copy_pick
         inner = sql.split(") AS spans")[0]
         assert "LIMIT 1 BY" not in sql
         assert "start_time` >=" in inner and "org_id` =" in inner
+
+
+@pytest.mark.parametrize("after_end", [False, True])
+def test_the_newest_roots_are_the_page_when_each_passes_the_window_itself(
+    merges_stopped, monkeypatch, after_end
+):
+    """A filter of the window alone: the newest `limit + 1` roots from the window's start on are
+    the page when each passes it itself (`roots_passing`, one read). A root before the window
+    with a child in it (listed last), and roots starting after the window's end, one with a
+    child in it (listed first) and one without (not listed), leave those pages to the stretch
+    or the plain read. Every page against polars and the plain read."""
+    store, org = merges_stopped, 9_958 + after_end
+    when = END - timedelta(hours=1)
+    traces = _traces(org, when, 20, 1)
+    early = span(org, 1, when - timedelta(hours=3))
+    extra = [early, child_of(early, when - timedelta(minutes=50))]
+    late, stray = span(org, 2, END + timedelta(minutes=5)), span(org, 1, END + timedelta(minutes=7))
+    if after_end:
+        extra += [late, child_of(late, when - timedelta(minutes=3)), stray]
+    rows = [s for t in traces for s in t] + extra
+    assert write_spans(store, rows) == len(rows)
+    answered: list[bool] = []
+    real = trace_lists.roots_passing
+
+    def spy(*args, **kwargs):
+        got = real(*args, **kwargs)
+        answered.append(got is not None)
+        return got
+
+    monkeypatch.setattr(trace_lists, "roots_passing", spy)
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    spec = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    walked, pin = _walk(store, scope, spec, 4)
+    want = _expected(store, org, pin, spec, None)
+    ids = [r["span_id"] for r in walked]
+    assert ids == want["span_id"].to_list()
+    assert {r["span_id"]: r["span_count"] for r in walked} == dict(
+        zip(want["span_id"], want["span_count"], strict=True)
+    )
+    assert ids[-1] == early["span_id"] and stray["span_id"] not in ids
+    assert (ids[0] == late["span_id"]) == after_end
+    assert answered[0] is not after_end and True in answered and False in answered
+    assert walked == _plain_walk(store, scope, spec, 4, monkeypatch)
