@@ -186,7 +186,8 @@ def _instance_of(store: SpanStore, row: dict) -> Any:
             },
             settings=store.naming.settings(SAME_REPLICA),
         )
-        raw, *details = result.result_rows[0] if result.result_rows else ("", *_DETAILS)
+        gone = ("", *(False for _ in dedup._RICHNESS), *(None for _ in dedup.COPIED + dedup.COST))
+        raw, *details = result.result_rows[0] if result.result_rows else gone
         row["instance"] = json.loads(raw) if raw else None
         row.update(zip(_DETAILS, details, strict=True))
     return row["instance"]

@@ -6,10 +6,10 @@ Per batch, under the store's write turn (this process's, and the batch's orgs' a
 processes, `storage/clickhouse/org_turns.py`), after the spans already stored are dropped
 (`storage/clickhouse/writes.py`) and before the rest is inserted (`prepare`):
 
-1. twin calls set aside (`ingest/dedup.py`'s rules): a new LLM span paired with another new
-   one as elsewhere (the richer counts and takes what only its twin has); paired with a stored
-   span, the stored one keeps counting (it is already in the figures) and the new one is set
-   aside, taking nothing;
+1. twin calls set aside (`ingest/dedup.py`'s rules, `ingest/span_store_twins.py`): the copy
+   `dedup.pick_keeper` keeps counts and takes what only its twin has, new or stored; a stored
+   copy set aside, or taking fields, is restated once the batch is inserted (journaled here
+   as a move of that span, `storage/clickhouse/wrapper_moves.py`);
 2. a new `other` span with an LLM call below it stops counting as one (`ingest/llm_calls.py`),
    the trace's stored spans read within a day of the wrapper's time, at most `TREE_ROWS`; and a
    stored `other` span still counted above a new LLM call (its call arrived later) stops too,

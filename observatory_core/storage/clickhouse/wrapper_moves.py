@@ -1,7 +1,13 @@
 """A stored `other` wrapper that stops counting as an LLM call (its LLM call arrived in a later
 batch: `ingest/llm_calls.py`, `settle_stored` on the other stores): its figures moved in the
 rollups from the rows keyed `llm_call = true` to those keyed false, exactly as if it had never
-counted as one, then its flag cleared in `spans` (docs/scale.md, "Ingest").
+counted as one, then its flag cleared in `spans` (docs/scale.md, "Ingest"). The same move
+restates a stored twin (`ingest/span_store_twins.py`): a copy set aside (`duplicate_of` set) or
+one taking its new twin's fields (`Entry.sets`: each span's columns as they are to be). Its
+partials out are those of the span as it stands, its partials in the view's expressions over
+the span as it is to be (`wrapper_move_spans.py`: none for a copy set aside), a bucket the in
+rows reach is never emptied, and the minute's extremes are judged with them; its trace totals
+and hours' actors are restated too (`move_traces.py`), which a wrapper's never are.
 
 `llm_call` is a rollup key, and it is the only way the flag enters the figures: no rollup
 column, trace total or hour's actor depends on it. So, for the wrappers still flagged, from
@@ -416,8 +422,8 @@ def take_in(store: SpanStore, org_ids: list[int]) -> int:
         except Exception as exc:  # the store's state, not the batch's rows: retried, not split
             raise DatabaseUnavailable(
                 f"The span store could not finish org {entry.org_id}'s pending move of "
-                f"wrappers out of the LLM calls ({first_line(exc)}); its batches are refused "
-                "until it can, retry."
+                "stored spans' figures (wrappers out of the LLM calls, twins restated) "
+                f"({first_line(exc)}); its batches are refused until it can, retry."
             ) from exc
     move_journal.cleaned(store, org_ids)
     return len(entries)
@@ -437,8 +443,8 @@ def finish_batch(store: SpanStore, entries: list[Entry]) -> None:
         except Exception as exc:
             raise DatabaseUnavailable(
                 f"The span store stored org {entry.org_id}'s spans but could not yet move "
-                f"their wrappers out of the LLM calls ({first_line(exc)}); the org's next "
-                "write finishes it, retry."
+                "the figures of the stored spans they change (wrappers out of the LLM calls, "
+                f"twins restated) ({first_line(exc)}); the org's next write finishes it, retry."
             ) from exc
 
 
@@ -504,7 +510,8 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         # next move waits for them before it reads the wrappers still flagged
         waits = [("spans", FLAGS if entry.sets is None else SETS)]
         if mutations:
-            waits += [(t, BUCKET) for t in (*ROLLUPS, ACTORS)]
+            waits += [(t, BUCKET) for t in ROLLUPS]
+            waits += [(ACTORS, BUCKET)] if plan.actors.get("drop") else []
             waits += [("trace_totals", TRACE)] if plan.traces else []
         late = wait(store, org_id, waits, FLAGS_WAIT_S)
         mutating(store, org_id, bool(late))
