@@ -78,6 +78,18 @@ def _nested(org: int, project: int) -> Case:
     return Case([[stored], [later]], [dict(stored, **taken)])
 
 
+def _richer_child(org: int, project: int) -> Case:
+    """One trace, the library's span stored first (the trace's root), the SDK's span below it
+    later with the prompt and answer: the rule keeps the richer child, and the trace's root,
+    set aside, leaves its totals (no counted root, the child's start first)."""
+    stored = span(org, project, AT, **SAME, scope_name="agent.lib", model="gpt-4o",
+                  provider="openai", input_cost_usd=0.001, output_cost_usd=0.001)  # fmt: skip
+    later = child_of(stored, AT + timedelta(milliseconds=5), **SAME, scope_name="openai.sdk",
+                     model="gpt-4o-2024-08-06", provider="openai", input_cost_usd=0.004,
+                     output_cost_usd=0.002, input_text="q", output_text="a")  # fmt: skip
+    return Case([[stored], [later]], [later])
+
+
 def _beside(org: int, project: int) -> list[dict]:
     """Spans of the org's around the twins: another call in the stored copy's minute (its key
     kept), and a span of the later copy's trace in the separate case's way (none here)."""
@@ -86,7 +98,7 @@ def _beside(org: int, project: int) -> list[dict]:
                  input_cost_usd=0.0005, output_cost_usd=0.0001, user_id="u-other")]  # fmt: skip
 
 
-CASES = {"separate": _separate, "nested": _nested}
+CASES = {"separate": _separate, "nested": _nested, "richer-child": _richer_child}
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +329,7 @@ FAILURES = [
     ("nested", "_clear_flags", False),
     ("separate", "_settle_key", True),
     ("separate", "_clear_flags", False),
+    ("richer-child", "_settle_key", True),
 ]
 
 
