@@ -296,7 +296,11 @@ def _duplicates_of(store: SpanStore, span: dict) -> list[dict]:
         settings=store.naming.settings(SAME_REPLICA),
     )
     names = ("org_id", "project_id", "trace_id", "span_id", "start_time")
-    return [dict(zip(names, r, strict=True)) for r in result.result_rows]
+    rows = [dict(zip(names, r, strict=True)) for r in result.result_rows]
+    for row in rows:
+        if row["start_time"].tzinfo is None:
+            row["start_time"] = row["start_time"].replace(tzinfo=UTC)
+    return rows
 
 
 def _same_instance(store: SpanStore, a: dict, b: dict) -> bool:

@@ -202,10 +202,13 @@ def trace_mutations(
         if o is None:
             continue
         have, _ = _key_state(store, org_id, item["project_id"], item["trace_id"])
-        held = [
+        inn = item["in"]
+        held = [  # an extreme the copy held and, as it is to be, no longer holds
             (name, inner)
             for name, kind, inner in _extremes()
-            if o[name] != _neutral(kind, inner) and have[name] == o[name]
+            if o[name] != _neutral(kind, inner)
+            and have[name] == o[name]
+            and (inn is None or inn[name] != o[name])
         ]
         if not held:
             continue
