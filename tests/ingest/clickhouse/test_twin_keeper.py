@@ -157,18 +157,16 @@ def _on_sqlite(sqlite, slug: str, batches: list[list[dict]]) -> int:
     return org
 
 
-def _query(group_by: tuple[str, ...] = ("model",), series=SERIES) -> MetricQuery:
+def _query(group_by: tuple[str, ...] = ("model", "provider"), series=SERIES) -> MetricQuery:
     spec = FilterSpec(relative=None, start=AT - timedelta(hours=1), end=NOW)
     return MetricQuery(series=series, filters=spec, bucket=None, group_by=group_by)
 
 
-def _by_model(engine, org: int, force: str) -> list[tuple]:
+def _by_model_provider(engine, org: int, force: str) -> list[tuple]:
     result = run_metrics(engine, admin_scope(org), _query(), now=NOW, force=force)
     assert result.source == ("raw" if force == "raw" else "rollup")
-    return [
-        (m, n, round(c, 9), t, round(p, 6))
-        for m, n, c, t, p in result.frame.sort("model").select("model", *SERIES).rows()
-    ]
+    frame = result.frame.sort("model", "provider").select("model", "provider", *SERIES)
+    return [(m, v, n, round(c, 9), t, round(p, 6)) for m, v, n, c, t, p in frame.rows()]
 
 
 def _users(engine, org: int, force: str | None) -> int:
@@ -237,18 +235,18 @@ def _sqlite_spans(engine, org: int) -> dict[str, tuple]:
 
 
 def _polars(counted: list[dict]) -> tuple[list[tuple], list[tuple], int]:
-    """By model (requests, cost, tokens, exact p95 duration), by trace and the users of the
-    rows the rule counts."""
+    """By model and provider (requests, cost, tokens, exact p95 duration), by trace and the
+    users of the rows the rule counts."""
     df = pl.DataFrame(counted, infer_schema_length=None)
     by_model = (
-        df.group_by("model")
+        df.group_by("model", "provider")
         .agg(
             pl.len(),
             pl.col("total_cost_usd").sum(),
             pl.col("total_tokens").sum(),
             pl.col("duration_ms").quantile(0.95, interpolation="linear"),
         )
-        .sort("model")
+        .sort("model", "provider")
     )
     traces = df.group_by("trace_id").agg(
         pl.len(),
@@ -259,7 +257,7 @@ def _polars(counted: list[dict]) -> tuple[list[tuple], list[tuple], int]:
         pl.col("span_id").filter(pl.col("parent_span_id").is_null()).max().fill_null(""),
     )
     return (
-        [(m, n, round(c, 9), t, p) for m, n, c, t, p in by_model.rows()],
+        [(m, v, n, round(c, 9), t, p) for m, v, n, c, t, p in by_model.rows()],
         sorted((t, n, round(c, 9), k, f, e, r) for t, n, c, k, f, e, r in traces.rows()),
         df["user_id"].drop_nulls().n_unique(),
     )
@@ -278,12 +276,15 @@ def _same_figures(store, org: int, sqlite, sqlite_org: int, counted: list[dict])
     _extremes_applied(store)
     want_models, want_traces, want_users = _polars(counted)
     for force in ("raw", "rollup"):
-        got, on_sqlite = _by_model(store.engine, org, force), _by_model(sqlite, sqlite_org, force)
+        got, on_sqlite = (
+            _by_model_provider(store.engine, org, force),
+            _by_model_provider(sqlite, sqlite_org, force),
+        )
         assert got == on_sqlite, force
-        assert [g[:4] for g in got] == [w[:4] for w in want_models], force
+        assert [g[:5] for g in got] == [w[:5] for w in want_models], force
         for g, w in zip(got, want_models, strict=True):  # the p95: exact raw, binned rolled up
-            bound = 1e-6 if force == "raw" else latency_bins.RELATIVE_BOUND * w[4] + 1
-            assert abs(g[4] - w[4]) <= bound, force
+            bound = 1e-6 if force == "raw" else latency_bins.RELATIVE_BOUND * w[5] + 1
+            assert abs(g[5] - w[5]) <= bound, force
     assert _ch_trace_totals(store, org) == want_traces
     assert _traces(store.engine, org) == _traces(sqlite, sqlite_org) == [t[:4] for t in want_traces]
     for force in ("raw", None):  # no rollup answers distinct users over this window
