@@ -13,6 +13,12 @@ those counts between: an insert not known to have landed has (its rows' spans mo
 not (the same count). The rest of a move (deletes, extremes judged on what is there, the
 flags) can be sent again.
 
+A twin restated (`ingest/span_store_twins.py`) is journaled the same way: the stored copy as
+the "wrapper", its new twin as the "call", and the columns the copy is to take (`sets`); its
+plan holds the minute rows it adds too (`added`), its trace totals' rows and its hours'
+actors, and its trace totals' insert is judged by each trace's span count and cost. A state
+journaled before twins were restated (no `sets`, no `added`) reads as a wrapper's move.
+
 Each record is a row holding the whole state, the newest `step` the one read (a
 ReplacingMergeTree); a move's rows are deleted together `JOURNAL_DAYS` after it began.
 A folder of the in-process engine (chDB) is written by this process alone: the orgs it found
