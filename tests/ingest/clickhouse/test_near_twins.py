@@ -1,4 +1,4 @@
-"""Separate twins found among many stored spans alike (`to_clickhouse._stored_candidates`):
+"""Separate twins found among many stored spans alike (`span_store_twins._stored_candidates`):
 the stored candidates near a new span are read by its tokens and the 100 ms slices its start's
 tolerance covers together. A crowd of stored spans with a new span's tokens within the batch's
 second (more than the read's 10,000 rows, which the windows and token pairs read apart let
