@@ -30,12 +30,19 @@ from observatory_core.storage.migrate import upgrade
 from observatory_core.traces.query import list_spans
 from tests.helpers import admin_scope, child_of, make_org, span
 from tests.ingest.clickhouse.test_late_llm_call_resends import (
+    _call_under,
     _every_grain_as_polars,
     _Failed,
     _refused,
     _refused_with,
 )
-from tests.ingest.clickhouse.test_late_llm_calls import GRAINS, _extremes_applied, _store_rollup
+from tests.ingest.clickhouse.test_late_llm_calls import (
+    GRAINS,
+    _extremes_applied,
+    _reference,
+    _store_rollup,
+    _wrapper,
+)
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 AT = NOW - timedelta(minutes=5)  # within the look-back (30 minutes)
@@ -239,7 +246,8 @@ def _polars(counted: list[dict]) -> tuple[list[tuple], list[tuple], int]:
     users of the rows the rule counts."""
     df = pl.DataFrame(counted, infer_schema_length=None)
     by_model = (
-        df.group_by("model", "provider")
+        df.filter(pl.col("llm_call"))  # the requests are the LLM calls (`ingest/llm_calls.py`)
+        .group_by("model", "provider")
         .agg(
             pl.len(),
             pl.col("total_cost_usd").sum(),
@@ -274,6 +282,7 @@ def _polars_actors(counted: list[dict]) -> list[tuple]:
 def _same_figures(store, org: int, sqlite, sqlite_org: int, counted: list[dict]) -> None:
     """Every figure of the span store's org as SQLite's, and both as polars over `counted`."""
     _extremes_applied(store)
+    counted = _reference(counted).drop("id").to_dicts()  # each row's `llm_call` by the rule
     want_models, want_traces, want_users = _polars(counted)
     for force in ("raw", "rollup"):
         got, on_sqlite = (
@@ -291,9 +300,9 @@ def _same_figures(store, org: int, sqlite, sqlite_org: int, counted: list[dict])
         assert _users(store.engine, org, force) == _users(sqlite, sqlite_org, force) == want_users
     assert _ch_actors(store, org) == _polars_actors(counted)
     assert _ch_spans(store, org) == _sqlite_spans(sqlite, sqlite_org)
-    ref = pl.DataFrame(
-        [dict(r, llm_call=True) for r in counted], infer_schema_length=None
-    ).with_columns(pl.col("start_time").dt.replace_time_zone("UTC"))
+    ref = pl.DataFrame(counted, infer_schema_length=None).with_columns(
+        pl.col("start_time").dt.replace_time_zone("UTC")
+    )
     _every_grain_as_polars(store, org, ref)
     assert move_journal.pending(store, [org]) == []
 
@@ -417,3 +426,17 @@ def test_another_orgs_figures_are_untouched(ch_ingest, name):
     _extremes_applied(store)
     assert _org_figures(store, other) == before
     assert any(d is not None for d, *_ in _ch_spans(store, org).values())  # the org's twin set
+
+
+def test_a_twin_restated_beside_a_late_call_under_a_stored_wrapper(ch_ingest, sqlite):
+    """One batch brings a stored twin's richer copy and a late LLM call under a stored wrapper
+    of the same org: both moves run, one after the other (the twin's, then the wrapper's),
+    each figure as SQLite's and polars'."""
+    org, case = _new_org(ch_ingest, "keeper-and-wrapper", "separate")
+    main = case.batches[0][0]["project_id"]
+    w = _wrapper(org, main, AT + timedelta(seconds=20), 500.0, 0.01)
+    call = _call_under(w, 1, 400.0)
+    batches = [case.batches[0] + [w], case.batches[1] + [call]]
+    _write(ch_ingest, batches)
+    sqlite_org = _on_sqlite(sqlite, "keeper-and-wrapper", batches)
+    _same_figures(ch_ingest.store, org, sqlite, sqlite_org, [*case.counted, w, call])
