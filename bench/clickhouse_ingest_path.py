@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from bench.case import load_1min
 from bench.clickhouse_ingest_case import scratch_app
 from bench.ingest_case import BATCH, build_bodies
-from observatory_core.ingest import to_clickhouse
+from observatory_core.ingest import span_store_twins, to_clickhouse
 from observatory_core.ingest.apikeys import KeyInfo
 from observatory_core.ingest.otlp import PROTOBUF, parse_request
 from observatory_core.ingest.receiver import Receiver
@@ -47,7 +47,7 @@ def main() -> None:
     cpu: dict[str, float] = defaultdict(float)
     # the statements by what asks them: the check, the twin candidates, the insert
     writes.stored_starts = _timed(cpu, "stored_check", writes.stored_starts)
-    to_clickhouse._pool_rows = _timed(cpu, "twin_candidates", to_clickhouse._pool_rows)
+    span_store_twins._pool_rows = _timed(cpu, "twin_candidates", span_store_twins._pool_rows)
     with scratch_app("bench-path", "Bench path") as (folder, engine, org_id):
         bodies = build_bodies(args.groups * PER_GROUP + 1, seed=7)
         store = open_span_store(f"chdb://{folder}/spans")

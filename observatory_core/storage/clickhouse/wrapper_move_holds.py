@@ -29,9 +29,13 @@ _HELD_LOCK = threading.Lock()
 # `bucket_start <`), the flags' one its new value
 BUCKET = "bucket_start = "
 FLAGS = "llm_call = false"
+SETS = " = multiIf("  # a twin's columns set (`wrapper_moves._clear_flags`)
+TRACE = "trace_id = "  # a twin's trace totals (`move_traces.py`)
+ACTORS = "rollup_actors_1hour"
 
 
-_EARLIER = [("spans", FLAGS)] + [(t, BUCKET) for t in ROLLUPS]
+_EARLIER = [("spans", FLAGS), ("spans", SETS), ("trace_totals", TRACE)]
+_EARLIER += [(t, BUCKET) for t in (*ROLLUPS, ACTORS)]
 
 
 def wait_for_earlier(store: SpanStore, org_id: int) -> None:

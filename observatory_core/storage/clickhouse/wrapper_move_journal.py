@@ -14,6 +14,12 @@ those counts between: an insert not known to have landed has (its rows' spans mo
 not (the same count). The rest of a move (deletes, extremes judged on what is there, the
 flags) can be sent again.
 
+A twin restated (`ingest/span_store_twins.py`) is journaled the same way: the stored copy as
+the "wrapper", its new twin as the "call", and the columns the copy is to take (`sets`); its
+plan holds the minute rows it adds too (`added`), its trace totals' rows and its hours'
+actors, and its trace totals' insert is judged by each trace's span count and cost. A state
+journaled before twins were restated (no `sets`, no `added`) reads as a wrapper's move.
+
 Each record is a row holding the whole state, the newest `step` the one read (a
 ReplacingMergeTree); a move's rows are deleted together `JOURNAL_DAYS` after it began.
 A folder of the in-process engine (chDB) is written by this process alone: the orgs it found
@@ -51,7 +57,7 @@ class Call:
     start_time: datetime
 
 
-@dataclass(frozen=True)
+@dataclass
 class Plan:
     """What a move changes, fixed before its first rollup statement: the wrappers' minute
     partials keyed true (`rows`), the finest grain each one's negative row goes to (None: its
@@ -60,9 +66,15 @@ class Plan:
     rows: list[dict[str, Any]]
     finest: list[str | None]
     emptied: dict[tuple[str, datetime, tuple], bool]
+    # the spans' minute partials as they are to stand (None: a journal of before twins were
+    # restated, a wrapper move's, whose partials move keyed false); the trace totals' and the
+    # hours' actors' changes (`move_traces.py`)
+    added: list[dict[str, Any]] | None = None
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    actors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-Group = tuple[datetime, tuple]  # a rollup row's bucket and key
+Group = tuple[Any, tuple]  # a rollup row's (bucket, key); a trace total's (project, (trace,))
 
 
 @dataclass
@@ -80,12 +92,14 @@ class Entry:
     plan: Plan | None = None
     landed: list[str] = field(default_factory=list)
     sending: str | None = None
-    before: dict[Group, int] = field(default_factory=dict)
+    before: dict[Group, Any] = field(default_factory=dict)
     done: bool = False
+    # each span's columns as they are to be (None: a wrapper move, `llm_call` false)
+    sets: dict[Wrapper, dict[str, Any]] | None = None
 
 
 def _value(value: Any) -> Any:
-    """A rollup row's value as JSON: times and maps tagged, read back by `_read_value`."""
+    """A row's value as JSON: times and maps tagged, read back by `_read_value`."""
     if isinstance(value, datetime):
         return {"t": micro_text(_utc(value))}
     if isinstance(value, dict):
@@ -105,6 +119,14 @@ def _time(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
 
 
+def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: _value(v) for k, v in row.items()} for row in rows]
+
+
+def _read_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: _read_value(v) for k, v in row.items()} for row in rows]
+
+
 def _state(entry: Entry) -> str:
     wrappers = [
         [
@@ -117,11 +139,20 @@ def _state(entry: Entry) -> str:
     if entry.plan is not None:
         p = entry.plan
         plan = {
-            "rows": [{k: _value(v) for k, v in row.items()} for row in p.rows],
+            "rows": _rows(p.rows),
             "finest": p.finest,
             "emptied": [[g, micro_text(_utc(b)), list(k), e] for (g, b, k), e in p.emptied.items()],
+            "added": None if p.added is None else _rows(p.added),
+            "traces": [
+                {k: _rows([v])[0] if isinstance(v, dict) else v for k, v in t.items()}
+                for t in p.traces
+            ],
+            "actors": {k: _rows(v) for k, v in p.actors.items()},
         }
-    before = [[micro_text(_utc(b)), list(k), n] for (b, k), n in entry.before.items()]
+    before = [[_value(b), list(k), n] for (b, k), n in entry.before.items()]
+    sets = None
+    if entry.sets is not None:
+        sets = [[[w.project_id, w.trace_id, w.span_id], v] for w, v in entry.sets.items()]
     return json.dumps(
         {
             "wrappers": wrappers,
@@ -129,6 +160,7 @@ def _state(entry: Entry) -> str:
             "landed": entry.landed,
             "sending": entry.sending,
             "before": before,
+            "sets": sets,
         }
     )
 
@@ -147,11 +179,25 @@ def _entry(
     if raw["plan"] is not None:
         p = raw["plan"]
         plan = Plan(
-            [{k: _read_value(v) for k, v in row.items()} for row in p["rows"]],
+            _read_rows(p["rows"]),
             p["finest"],
             {(g, _time(b), tuple(k)): e for g, b, k, e in p["emptied"]},
+            None if p.get("added") is None else _read_rows(p["added"]),
+            [
+                {k: _read_rows([v])[0] if isinstance(v, dict) else v for k, v in t.items()}
+                for t in p.get("traces", [])
+            ],
+            {k: _read_rows(v) for k, v in p.get("actors", {}).items()},
         )
-    before = {(_time(b), tuple(k)): n for b, k, n in raw["before"]}
+    # a bucket as its text (journaled before twins were restated), tagged, or a project
+    before = {
+        (_time(b) if isinstance(b, str) else _read_value(b), tuple(k)): n
+        for b, k, n in raw["before"]
+    }
+    sets = None
+    if raw.get("sets") is not None:
+        by_id = {(w.project_id, w.trace_id, w.span_id): w for w in wrappers}
+        sets = {by_id[tuple(w)]: v for w, v in raw["sets"]}
     return Entry(
         org_id,
         wrappers,
@@ -163,6 +209,7 @@ def _entry(
         raw["sending"],
         before,
         bool(done),
+        sets,
     )
 
 

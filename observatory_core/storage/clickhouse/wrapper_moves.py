@@ -1,8 +1,14 @@
 """A stored `other` wrapper that stops counting as an LLM call (its LLM call arrived in a later
 batch: `ingest/llm_calls.py`, `settle_stored` on the other stores): its figures moved in the
 rollups from the rows keyed `llm_call = true` to those keyed false, exactly as if it had never
-counted as one, then its flag cleared in `spans` (docs/span-store-internals.md, "Wrapper moves and
-their journal").
+counted as one, then its flag cleared in `spans` (docs/span-store-internals.md,
+"Wrapper moves and their journal"). The same move
+restates a stored twin (`ingest/span_store_twins.py`): a copy set aside (`duplicate_of` set) or
+one taking its new twin's fields (`Entry.sets`: each span's columns as they are to be). Its
+partials out are those of the span as it stands, its partials in the view's expressions over
+the span as it is to be (`wrapper_move_spans.py`: none for a copy set aside), a bucket the in
+rows reach is never emptied, and the minute's extremes are judged with them; its trace totals
+and hours' actors are restated too (`move_traces.py`), which a wrapper's never are.
 
 `llm_call` is a rollup key, and it is the only way the flag enters the figures: no rollup
 column, trace total or hour's actor depends on it. So, for the wrappers still flagged, from
@@ -58,19 +64,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from observatory_core.base.errors import DatabaseUnavailable, first_line
-from observatory_core.storage.clickhouse import layout, view_gaps
+from observatory_core.storage.clickhouse import layout, move_traces
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
+from observatory_core.storage.clickhouse import wrapper_move_resends as resends
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.ddl import _counted_spans
+from observatory_core.storage.clickhouse.ddl import ACTORS
 from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.clickhouse.wrapper_move_holds import (
     BUCKET,
     FLAGS,
     ROLLUPS,
+    SETS,
+    TRACE,
     mutating,
     wait_for_earlier,
 )
-from observatory_core.storage.clickhouse.wrapper_move_journal import Call, Entry, Group, Plan
+from observatory_core.storage.clickhouse.wrapper_move_journal import Call, Entry, Plan
 from observatory_core.storage.clickhouse.wrapper_move_reads import (
     State,
     Wrapper,
@@ -87,6 +96,15 @@ from observatory_core.storage.clickhouse.wrapper_move_reads import (
     _source_state,
     _utc,
 )
+from observatory_core.storage.clickhouse.wrapper_move_spans import (
+    Sets,
+    _moved_rows,
+    _new_values,
+    _set_groups,
+    _sources,
+    _still,
+    _wrappers_where,
+)
 from observatory_core.storage.clickhouse.wrapper_move_waits import wait
 
 log = logging.getLogger("observatory.span_store")
@@ -96,23 +114,12 @@ _QUEUED = {"mutations_sync": 0, "lightweight_deletes_sync": 0}
 FLAGS_WAIT_S = 15.0  # the flags' mutation, and this move's rollup mutations, after it
 
 
-def _wrappers_where(wrappers: list[Wrapper], params: dict[str, Any], prefix: str = "") -> str:
-    """The wrappers' rows: the key's prefix (org, project, start) and their identity."""
-    params["ids"] = [(w.project_id, w.trace_id, w.span_id) for w in wrappers]
-    params["lo"] = micro_text(min(w.start_time for w in wrappers))
-    params["hi"] = micro_text(max(w.start_time for w in wrappers))
-    p = prefix
-    return (
-        f"{p}org_id = %(org)s AND {p}project_id IN %(projects)s "
-        f"AND {p}start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
-        f"AND {p}start_time <= toDateTime64(%(hi)s, 6, 'UTC') "
-        f"AND ({p}project_id, {p}trace_id, {p}span_id) IN %(ids)s"
-    )
-
-
-def _clear_flags(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> None:
-    """The wrappers' flag cleared, one mutation per month (`IN PARTITION`: the engine then
-    goes through that month's parts only), queued: `finish` waits for the org's rows."""
+def _clear_flags(
+    store: SpanStore, org_id: int, wrappers: list[Wrapper], sets: dict | None = None
+) -> None:
+    """The wrappers' flag cleared (`sets`: a twin's columns set), one mutation per month
+    (`IN PARTITION`: the engine then goes through that month's parts only), queued: `finish`
+    waits for the org's rows."""
     by_month: dict[str, list[Wrapper]] = {}
     for w in wrappers:
         by_month.setdefault(f"{_utc(w.start_time):%Y%m}", []).append(w)
@@ -120,37 +127,18 @@ def _clear_flags(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> None
         params: dict[str, Any] = {"org": org_id}
         params["projects"] = sorted({w.project_id for w in mine})
         where = _wrappers_where(mine, params)
+        if sets is None:
+            change, still = "llm_call = false", "llm_call"
+        else:
+            groups = _set_groups(Entry(org_id, dict.fromkeys(mine, ()), sets=sets))
+            still = _still(groups, params)
+            change = ", ".join(f"{name} = {expr}" for name, expr in _new_values(groups))
         store.client.command(
-            f"ALTER TABLE {store.table('spans')} UPDATE llm_call = false IN PARTITION {month} "
-            f"WHERE {where} AND llm_call",
+            f"ALTER TABLE {store.table('spans')} UPDATE {change} IN PARTITION {month} "
+            f"WHERE {where} AND {still}",
             parameters=params,
-            settings={**_QUEUED, "max_query_size": 262_144 + 100 * len(mine)},
+            settings={**_QUEUED, "max_query_size": 262_144 + 200 * len(mine)},
         )
-
-
-def _moved_rows(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> list[dict[str, Any]]:
-    """The minute partials of those of `wrappers` still counted as LLM calls, as the minute's
-    view made them (keyed `llm_call = true`)."""
-    params: dict[str, Any] = {"org": org_id}
-    params["projects"] = sorted({w.project_id for w in wrappers})
-    where = _wrappers_where(wrappers, params, "spans.")
-    seconds = layout.GRAIN_SECONDS["1min"]
-    bucket = f"toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC')"
-    keys = layout.rollup_keys()
-    select = [
-        "spans.org_id AS org_id",
-        f"toDateTime({bucket}, 'UTC') AS bucket_start",
-        *(f"{expr} AS {c.name}" for c, expr in keys),
-        *(f"{p.select} AS {p.column.name}" for p in _partials()),
-    ]
-    result = store.client.query(
-        f"SELECT {', '.join(select)} FROM {store.table('spans')} AS spans "
-        f"WHERE {where} AND spans.llm_call AND {_counted_spans()} "
-        f"GROUP BY org_id, bucket_start, {', '.join(c.name for c, _ in keys)}",
-        parameters=params,
-        settings={"max_query_size": 262_144 + 100 * len(wrappers)},
-    )
-    return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
 
 
 def _opposite(row: dict[str, Any]) -> dict[str, Any]:
@@ -263,11 +251,13 @@ def _emptied(
     keys: list[tuple],
     groups: dict[str, dict[tuple, list[int]]],
     wrappers: list[Wrapper],
+    added: set[tuple[str, datetime, tuple]],
 ) -> dict[tuple[str, datetime, tuple], bool]:
     """(grain, bucket, key) -> whether the move leaves the key keyed true there without a
     span: its rows count exactly the wrappers' spans, or none (an earlier attempt deleted
     them), and nothing else is under it: no other counted span in the minute; no other finer
-    row in the hour or day, and every finer bucket of the wrappers emptied too."""
+    row in the hour or day, and every finer bucket of the wrappers emptied too; and the move
+    adds nothing there (`added`: a twin restated under the key it had)."""
     names = _key_names()
     out: dict[tuple[str, datetime, tuple], bool] = {}
     finer_grain = None
@@ -291,32 +281,59 @@ def _emptied(
                 zero = {b: State(0, _no_extremes()) for b in mine}
                 others = _source_state(store, grain, org_id, bucket, of, [], zero).count
             emptied = finer_empty and others == 0 and count in (n, 0)
-            out[(grain, bucket, key)] = emptied and not negative
+            out[(grain, bucket, key)] = (
+                emptied and not negative and (grain, bucket, key) not in added
+            )
         finer_grain = grain
     return out
 
 
 def _inserts(plan: Plan) -> dict[str, list[dict[str, Any]]]:
-    """Each grain's insert: into the minute's table the partials keyed false and the negative
-    rows kept at the minute; into the hour's and day's, the negative rows whose finest kept
-    grain they are (the coarser grains fold each by the cascade)."""
+    """Each target's insert: into the minute's table the partials as the spans are to stand
+    (a wrapper's keyed false) and the negative rows kept at the minute; into the hour's and
+    day's, the negative rows whose finest kept grain they are (the coarser grains fold each by
+    the cascade); into the trace totals, each changed trace's row (`move_traces.py`)."""
     out: dict[str, list[dict[str, Any]]] = {g: [] for g in _SECONDS}
-    out["1min"] = [dict(r, llm_call=False) for r in plan.rows]
+    added = plan.added if plan.added is not None else [dict(r, llm_call=False) for r in plan.rows]
+    out["1min"] = list(added)
     for row, grain in zip(plan.rows, plan.finest, strict=True):
         if grain is not None:
             bucket = _bucket(row["bucket_start"], _SECONDS[grain])
             out[grain].append(dict(_opposite(row), bucket_start=bucket))
+    out[resends.TRACES] = [t["delta"] for t in plan.traces if t["delta"] is not None]
     return out
 
 
-def _plan(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> Plan | None:
-    """The move of those of `wrappers` still flagged, judged on the rollups as they stand
-    before its first statement (None: none is flagged)."""
-    rows = _moved_rows(store, org_id, wrappers)
-    if not rows:
-        return None
-    keys, groups = _groups(rows)
-    emptied = _emptied(store, org_id, rows, keys, groups, wrappers)
+def _figures_only_by_key(groups: list[tuple[Sets, list[Wrapper]]]) -> bool:
+    """Whether the spans change only `llm_call`, which no trace total or hour's actor reads."""
+    return all(set(sets) <= {"llm_call"} for sets, _ in groups)
+
+
+def _plan(store: SpanStore, org_id: int, entry: Entry) -> Plan | None:
+    """The move of those of the entry's spans still to change, judged on the rollups as they
+    stand before its first statement (None: none is)."""
+    wrappers = list(entry.wrappers)
+    groups = _set_groups(entry)
+    sources, params, settings = _sources(store, org_id, wrappers, groups)
+    rows, added = _moved_rows(store, sources, params, settings)
+    traces: list[dict[str, Any]] = []
+    actors: dict[str, list[dict[str, Any]]] = {}
+    if not _figures_only_by_key(groups):
+        traces = move_traces.plan_traces(store, org_id, wrappers, sources, params, settings)
+        actors = move_traces.plan_actors(store, sources, params, settings)
+    if not rows and not added:
+        ((left,),) = store.client.query(
+            f"SELECT count() FROM {sources[0]}", parameters=params, settings=settings
+        ).result_rows
+        if not left and not traces:
+            return None
+    keys, groups_by_grain = _groups(rows)
+    in_keys = {
+        (g, _bucket(r["bucket_start"], sec), k)
+        for r, k in zip(added, _groups(added)[0], strict=True)
+        for g, sec in _SECONDS.items()
+    }
+    emptied = _emptied(store, org_id, rows, keys, groups_by_grain, wrappers, in_keys)
     # each row's negative goes to the finest grain its key keeps spans at (a cascade carries
     # it to the coarser): never into a bucket the move empties, which is deleted
     finest: list[str | None] = []
@@ -327,7 +344,7 @@ def _plan(store: SpanStore, org_id: int, wrappers: list[Wrapper]) -> Plan | None
             if not emptied[(g, _bucket(row["bucket_start"], _SECONDS[g]), keys[i])]
         ]
         finest.append(kept[0] if kept else None)
-    return Plan(rows, finest, emptied)
+    return Plan(rows, finest, emptied, added, traces, actors)
 
 
 def _groups(rows: list[dict[str, Any]]) -> tuple[list[tuple], dict[str, dict[tuple, list[int]]]]:
@@ -336,9 +353,10 @@ def _groups(rows: list[dict[str, Any]]) -> tuple[list[tuple], dict[str, dict[tup
     keys = [tuple(r[n] for n in names) for r in rows]
     groups: dict[str, dict[tuple, list[int]]] = {}
     for grain, seconds in _SECONDS.items():
+        groups[grain] = {}
         for i, row in enumerate(rows):
             bucket = _bucket(row["bucket_start"], seconds)
-            groups.setdefault(grain, {}).setdefault((bucket, keys[i]), []).append(i)
+            groups[grain].setdefault((bucket, keys[i]), []).append(i)
     return keys, groups
 
 
@@ -365,10 +383,17 @@ def _stored_calls(store: SpanStore, entry: Entry) -> set[tuple[str, str]]:
     return {(t, s) for t, s in result.result_rows}
 
 
-def journal(store: SpanStore, org_id: int, wrappers: dict[Wrapper, tuple[Call, ...]]) -> Entry:
+def journal(
+    store: SpanStore,
+    org_id: int,
+    wrappers: dict[Wrapper, tuple[Call, ...]],
+    sets: dict[Wrapper, Sets] | None = None,
+) -> Entry:
     """The move of `wrappers` (each with the calls below it) journaled, before the insert of
-    the batch that brings the calls; `finish` runs it after that insert."""
-    entry = Entry(org_id, dict(wrappers))
+    the batch that brings the calls; `finish` runs it after that insert. `sets`: each span's
+    columns as they are to be (a twin restated by the batch's copy, its `call`); None: the
+    wrappers stop counting as LLM calls."""
+    entry = Entry(org_id, dict(wrappers), sets=None if sets is None else dict(sets))
     move_journal.record(store, entry)
     return entry
 
@@ -398,8 +423,8 @@ def take_in(store: SpanStore, org_ids: list[int]) -> int:
         except Exception as exc:  # the store's state, not the batch's rows: retried, not split
             raise DatabaseUnavailable(
                 f"The span store could not finish org {entry.org_id}'s pending move of "
-                f"wrappers out of the LLM calls ({first_line(exc)}); its batches are refused "
-                "until it can, retry."
+                "stored spans' figures (wrappers out of the LLM calls, twins restated) "
+                f"({first_line(exc)}); its batches are refused until it can, retry."
             ) from exc
     move_journal.cleaned(store, org_ids)
     return len(entries)
@@ -419,8 +444,8 @@ def finish_batch(store: SpanStore, entries: list[Entry]) -> None:
         except Exception as exc:
             raise DatabaseUnavailable(
                 f"The span store stored org {entry.org_id}'s spans but could not yet move "
-                f"their wrappers out of the LLM calls ({first_line(exc)}); the org's next "
-                "write finishes it, retry."
+                "the figures of the stored spans they change (wrappers out of the LLM calls, "
+                f"twins restated) ({first_line(exc)}); the org's next write finishes it, retry."
             ) from exc
 
 
@@ -440,26 +465,32 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
                     for w, calls in entry.wrappers.items()
                     if any((c.trace_id, c.span_id) in found for c in calls)
                 }
-            plan = _plan(store, org_id, list(entry.wrappers)) if entry.wrappers else None
-            if plan is None:  # no call stored, or no wrapper still flagged: nothing to move
+            plan = _plan(store, org_id, entry) if entry.wrappers else None
+            if plan is None:  # no call stored, or no span still to change: nothing to move
                 entry.done = True
                 move_journal.record(store, entry)
                 return 0
             entry.plan = plan  # journaled with the first insert, before it is sent
+            if not any(_inserts(plan).values()):  # none: journaled before any statement
+                move_journal.record(store, entry)
         plan = entry.plan
         wrappers = list(entry.wrappers)
         inserts = _inserts(plan)
         if entry.sending is not None:  # sent last time, not known to have landed
-            _none_running(store, entry)
-            _resend(store, entry, inserts[entry.sending])
-        for grain, rows in inserts.items():  # each insert once: journaled before it is sent
-            if rows and grain not in entry.landed:
-                entry.sending, entry.before = grain, _counts(store, org_id, grain, rows)
+            resends.none_running(store, entry)
+            resends.resend(store, entry, inserts[entry.sending], _insert)
+        for target, rows in inserts.items():  # each insert once: journaled before it is sent
+            if rows and target not in entry.landed:
+                entry.sending = target
+                entry.before = resends.counts(store, org_id, target, rows)
                 move_journal.record(store, entry)
-                _insert(store, rows, f"rollup_{grain}")
-                entry.landed.append(grain)
+                _insert(store, rows, resends.table_of(target))
+                entry.landed.append(target)
                 entry.sending, entry.before = None, {}
+        move_traces.add_actors(store, plan.actors.get("add", []))
         mutations = _mutations(store, org_id, plan, wrappers)
+        mutations += move_traces.trace_mutations(store, org_id, plan.traces, wrappers)
+        mutations += move_traces.actor_deletes(store, org_id, plan.actors.get("drop", []), wrappers)
         # queued, not waited on (the next move waits for them first): each waited on took
         # about a second on chDB, most of it the engine's queue; `IN PARTITION` (the bucket's
         # month) keeps each to that month's parts. A read while one runs sees some rows of the
@@ -468,14 +499,21 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         mutating(store, org_id, True)  # before the first: one may be queued though it raises
         for statement, params in mutations:
             store.client.command(statement, parameters=params, settings=_QUEUED)
-        _clear_flags(store, org_id, wrappers)  # last of the statements
+        if entry.sets is None:  # last of the statements
+            _clear_flags(store, org_id, wrappers)
+        else:
+            _clear_flags(store, org_id, wrappers, entry.sets)
         # waited on, bounded, so the next batch's reads see the flags, and the batch is
         # answered with the figures whole (a read while an emptied key's delete runs counts
         # the wrapper twice among all spans: in the rows keyed true still, and false already).
         # Not done in time (another org's failing mutation of the same parts, or a long one
         # ahead in the queue): logged, not raised; the engine finishes them, and the org's
         # next move waits for them before it reads the wrappers still flagged
-        waits = [("spans", FLAGS)] + ([(t, BUCKET) for t in ROLLUPS] if mutations else [])
+        waits = [("spans", FLAGS if entry.sets is None else SETS)]
+        if mutations:
+            waits += [(t, BUCKET) for t in ROLLUPS]
+            waits += [(ACTORS, BUCKET)] if plan.actors.get("drop") else []
+            waits += [("trace_totals", TRACE)] if plan.traces else []
         late = wait(store, org_id, waits, FLAGS_WAIT_S)
         mutating(store, org_id, bool(late))
         if late:
@@ -502,84 +540,6 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
     return len(plan.rows)
 
 
-def _groups_of(rows: list[dict[str, Any]]) -> dict[Group, list[dict[str, Any]]]:
-    """An insert's rows by (bucket, key): a group's rows lie in one partition, so they land
-    in one part, together or not at all."""
-    names = _key_names()
-    out: dict[Group, list[dict[str, Any]]] = {}
-    for row in rows:
-        group = (_utc(row["bucket_start"]), tuple(row[n] for n in names))
-        out.setdefault(group, []).append(row)
-    return out
-
-
-def _counts(store: SpanStore, org_id: int, grain: str, rows: list[dict[str, Any]]) -> dict:
-    """The span count (wrapping, as the engine's UInt64 sums) of the org's rows of `grain` in
-    each (bucket, key) that `rows` go to."""
-    groups = _groups_of(rows)
-    names = _key_names()
-    params: dict[str, Any] = {
-        "org": org_id,
-        "buckets": sorted({int(b.timestamp()) for b, _ in groups}),
-    }
-    result = store.client.query(
-        f"SELECT bucket_start, {', '.join(names)}, sum(span_count) "
-        f"FROM {store.table(f'rollup_{grain}')} WHERE org_id = %(org)s "
-        "AND toUnixTimestamp(bucket_start) IN %(buckets)s "
-        f"GROUP BY bucket_start, {', '.join(names)}",
-        parameters=params,
-    )
-    found = {(_utc(b), tuple(key)): int(n) for b, *key, n in result.result_rows}
-    return {group: found.get(group, 0) for group in groups}
-
-
-def _none_running(store: SpanStore, entry: Entry) -> None:
-    """The insert of `entry.sending` may still be running on a server whose client gave up (a
-    lock wait past `send_receive_timeout`; the writer's turn let go as it raised): judged by
-    its counts before it lands, it would be sent again and land twice. Refused while the
-    server lists an insert into that table (anyone's: a retry costs less than a guess), as
-    `view_gaps.fill_gaps` waits for the spans' inserts."""
-    table = f"rollup_{entry.sending}"
-    if view_gaps.insert_running(store, table):
-        raise DatabaseUnavailable(
-            f"The span store is still running an insert into {table} (system.processes): "
-            f"org {entry.org_id}'s pending move of wrappers out of the LLM calls, whose last "
-            "insert there is not known to have landed, waits for it; retry."
-        )
-
-
-def _resend(store: SpanStore, entry: Entry, rows: list[dict[str, Any]]) -> None:
-    """The insert of `entry.sending` failed or was not journaled as landed: each (bucket, key)
-    of it holds its count from just before (`entry.before`: nothing of the org is written
-    between, the write turn's `take_in` first), and is sent again, or that count and its
-    rows' spans, and has landed. A group holding neither (the retention deleted its bucket
-    meanwhile) is left, logged."""
-    grain = entry.sending
-    assert grain is not None
-    now = _counts(store, entry.org_id, grain, rows)
-    again = []
-    for group, members in _groups_of(rows).items():
-        before = entry.before.get(group, 0)
-        added = sum(int(r["span_count"]) for r in members)
-        if now[group] == before:
-            again += members
-        elif now[group] != (before + added) % _WRAP:
-            log.warning(
-                "Span store: org %s's %s rows at %s hold %d spans, neither the %d before the "
-                "move's insert nor %d after it: not sent again.",
-                entry.org_id,
-                grain,
-                group[0],
-                now[group],
-                before,
-                (before + added) % _WRAP,
-            )
-    if again:
-        _insert(store, again, f"rollup_{grain}")
-    entry.landed.append(grain)
-    entry.sending, entry.before = None, {}
-
-
 def _mutations(
     store: SpanStore, org_id: int, plan: Plan, wrappers: list[Wrapper]
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -588,9 +548,18 @@ def _mutations(
     names = _key_names()
     rows = plan.rows
     _, groups = _groups(rows)
-    states: dict[tuple[str, datetime, tuple], State] = {}
+    # the minute's spans as they are to stand, under the key they had: part of its source
+    added = plan.added or []
+    _, added_groups = _groups(added)
+    states: dict[tuple[str, datetime, tuple], State] = {
+        ("", bucket, key): State(
+            sum(int(added[i]["span_count"]) for i in members),
+            _merge([added[i] for i in members]),
+        )
+        for (bucket, key), members in added_groups["1min"].items()
+    }
     mutations = []
-    finer_grain = None
+    finer_grain = ""
     for grain, seconds in _SECONDS.items():  # finest first
         for (bucket, key), members in groups[grain].items():
             finer = {

@@ -11,7 +11,8 @@ from datetime import timedelta
 
 import pytest
 
-from observatory_core.ingest.to_clickhouse import set_aside_twins, settle_wrappers
+from observatory_core.ingest.span_store_twins import set_aside_twins
+from observatory_core.ingest.to_clickhouse import settle_wrappers
 from tests.storage.clickhouse.conftest import demo_rows
 from tests.storage.clickhouse.test_cluster import ONE_NODE, URL, _store
 
@@ -60,7 +61,9 @@ def test_ingest_reads_stored_spans_from_the_replicas_the_inserts_go_to(url):
         "scope_name": None,
     }
     child = (wrapper["trace_id"], "c" * 16, wrapper["span_id"], "chat", call["model"], 10, 5)
-    store, client = _store(url, {POOL: [twin], INSTANCE: [('"pod-1"',)], TREE: [child]})
+    # its instance, then what the keeper rule compares (richness, copied fields, cost)
+    details = (False,) * 5 + ("openai", call["model"], None, None, 0.001, 0.002, 0.003, "priced")
+    store, client = _store(url, {POOL: [twin], INSTANCE: [('"pod-1"', *details)], TREE: [child]})
 
     batch = [call]
     assert set_aside_twins(store, batch, frozenset(), now) == 1

@@ -1,4 +1,4 @@
-"""Separate twins found among many stored spans alike (`to_clickhouse._stored_candidates`):
+"""Separate twins found among many stored spans alike (`span_store_twins._stored_candidates`):
 the stored candidates near a new span are read by its tokens and the 100 ms slices its start's
 tolerance covers together. A crowd of stored spans with a new span's tokens within the batch's
 second (more than the read's 10,000 rows, which the windows and token pairs read apart let
@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from observatory_core.ingest import to_clickhouse
+from observatory_core.ingest import span_store_twins
 from observatory_core.ingest.dedup import TOLERANCE
 from observatory_core.storage.clickhouse.writes import write_spans
 from tests.ingest.clickhouse.conftest import llm_call
@@ -54,7 +54,7 @@ def marked(chdb_store):
     write_spans(chdb_store, stored)
     write_spans(chdb_store, crowd)
     rows = [dict(r) for r in batch]
-    count = to_clickhouse.set_aside_twins(chdb_store, rows, frozenset(), datetime.now(UTC))
+    count = span_store_twins.set_aside_twins(chdb_store, rows, frozenset(), datetime.now(UTC))
     return count, rows, expected
 
 
@@ -72,6 +72,6 @@ def test_a_crowd_of_spans_alike_past_the_reads_bound_does_not_hide_a_twin(chdb_s
         f"SELECT count() FROM {chdb_store.table('spans')} WHERE org_id = {ORG} "
         "AND input_tokens = 1001 AND output_tokens = 7"
     ).result_rows
-    assert alike > to_clickhouse.POOL_ROWS
+    assert alike > span_store_twins.POOL_ROWS
     assert crowded["duplicate_of"] == f"{10_000_001:016x}"
     assert crowded["duplicate_trace_id"] == f"{10_000_001:032x}"

@@ -1,52 +1,142 @@
-"""Which copy of a call sent twice counts, when the second copy arrives in a later batch: on
-SQLite and PostgreSQL `ingest/dedup.pick_keeper`'s rule (the richer content, then the stored
-one, ...) and the counted span takes from its twin the model, provider and, when unpriced,
-the cost it lacks (`dedup._take`); on the ClickHouse span store the new copy is always the
-one set aside and the stored one takes nothing (`ingest/to_clickhouse.set_aside_twins`,
-docs/span-store-internals.md "Twin calls"). The figures by model, each store given the same two
-batches, against the rule's answer written out: the request counts once on both, but its model and
-its cost follow the copy each store keeps (not fixed: docs/scale.md, "Known gaps")."""
+"""Which copy of a call sent twice counts, when the second copy arrives in a later batch: the
+rule of `ingest/dedup.pick_keeper` (the richer content, then the stored one, ...), the counted
+span taking from its twin the model, provider and, when unpriced, the cost it lacks
+(`dedup._take`), on SQLite and on the ClickHouse span store alike (there a stored copy that
+stops counting or takes fields is restated after the batch's insert:
+`ingest/span_store_twins.py`, `storage/clickhouse/wrapper_moves.py`).
+
+Each case compares the span store with SQLite given the same batches, and both with polars
+over the rows the rule counts (written out by hand): the figures by model through the raw
+path and the rollups, every rollup grain, the trace totals (the list's traces mode), the
+hour's distinct users, and which `spans` row carries `duplicate_of`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import pytest
 
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.ingest import persist, to_clickhouse
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
+from observatory_core.storage import latency_bins
+from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
+from observatory_core.storage.clickhouse import wrapper_moves
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
+from observatory_core.traces.query import list_spans
 from tests.helpers import admin_scope, child_of, make_org, span
+from tests.ingest.clickhouse.test_late_llm_call_resends import (
+    _call_under,
+    _every_grain_as_polars,
+    _Failed,
+    _refused,
+    _refused_with,
+)
+from tests.ingest.clickhouse.test_late_llm_calls import (
+    GRAINS,
+    _extremes_applied,
+    _reference,
+    _store_rollup,
+    _wrapper,
+)
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 AT = NOW - timedelta(minutes=5)  # within the look-back (30 minutes)
 SAME = dict(service_name="svc", input_tokens=120, output_tokens=30, duration_ms=800.0)
+SERIES = ("request_count.count", "total_cost.sum", "total_tokens.sum", "duration_ms.p95")
 
 
-def _separate(org: int, project: int) -> tuple[dict, dict, str, float]:
-    """Two traces, one call: the stored copy names the dated model, the later one is richer
-    (its prompt and answer) and names the model plainly. The rule keeps the richer."""
+@dataclass
+class Case:
+    """A case's batches (stored first, then the later ones) and the rows the rule counts."""
+
+    batches: list[list[dict]]
+    counted: list[dict]
+
+
+def _separate(org: int, project: int) -> Case:
+    """Two traces, one call: the stored copy names the dated model and the user, the later one
+    is richer (its prompt and answer) and names the model plainly. The rule keeps the richer;
+    the stored copy, set aside, takes its trace's totals and its user with it."""
     stored = span(org, project, AT, **SAME, scope_name="openai.sdk", model="gpt-4o-2024-08-06",
-                  provider="openai", input_cost_usd=0.002, output_cost_usd=0.001)  # fmt: skip
+                  provider="openai", input_cost_usd=0.002, output_cost_usd=0.001,
+                  user_id="u-stored")  # fmt: skip
     later = span(org, project, AT + timedelta(milliseconds=10), **SAME, scope_name="openllmetry",
                  model="gpt-4o", provider="openai", input_cost_usd=0.003, output_cost_usd=0.002,
                  input_text="hello", output_text="hi there")  # fmt: skip
-    return stored, later, "gpt-4o", 0.005
+    return Case([[stored], [later]], [later])
 
 
-def _nested(org: int, project: int) -> tuple[dict, dict, str, float]:
+def _nested(org: int, project: int) -> Case:
     """One trace, the library's span stored first without the model (unpriced), the SDK's
     span below it later with the model and its cost. The rule keeps the stored parent, which
-    takes the model and the cost from its twin."""
+    takes the model, provider and cost from its twin."""
     stored = span(org, project, AT, **SAME, scope_name="agent.lib", model=None, provider=None,
-                  cost_source="unpriced")  # fmt: skip
+                  cost_source="unpriced", user_id="u-1")  # fmt: skip
     later = child_of(stored, AT + timedelta(milliseconds=5), **SAME, scope_name="openai.sdk",
                      model="gpt-4o", provider="openai", input_cost_usd=0.004,
                      output_cost_usd=0.002)  # fmt: skip
-    return stored, later, "gpt-4o", 0.006
+    taken = {n: later[n] for n in ("model", "provider", "input_cost_usd", "output_cost_usd",
+                                   "total_cost_usd", "cost_source")}  # fmt: skip
+    return Case([[stored], [later]], [dict(stored, **taken)])
+
+
+def _richer_child(org: int, project: int) -> Case:
+    """One trace, the library's span stored first (the trace's root), the SDK's span below it
+    later with the prompt and answer: the rule keeps the richer child, and the trace's root,
+    set aside, leaves its totals (no counted root, the child's start first)."""
+    stored = span(org, project, AT, **SAME, scope_name="agent.lib", model="gpt-4o",
+                  provider="openai", input_cost_usd=0.001, output_cost_usd=0.001)  # fmt: skip
+    later = child_of(stored, AT + timedelta(milliseconds=5), **SAME, scope_name="openai.sdk",
+                     model="gpt-4o-2024-08-06", provider="openai", input_cost_usd=0.004,
+                     output_cost_usd=0.002, input_text="q", output_text="a")  # fmt: skip
+    return Case([[stored], [later]], [later])
+
+
+def _chain(org: int, project: int) -> Case:
+    """Three instrumentations of one call, one batch each: the second copy is set aside for
+    the stored first (no richer); the third, richer, sets the first aside, and the second is
+    pointed at it too (`dedup._mark`)."""
+    first, second, third = (
+        span(
+            org,
+            project,
+            AT + timedelta(milliseconds=ms),
+            **SAME,
+            scope_name=scope,
+            model="gpt-4o",
+            provider="openai",
+            input_cost_usd=0.001 * k,
+            output_cost_usd=0.001,
+            **extra,
+        )  # fmt: skip
+        for ms, scope, k, extra in (
+            (0, "lib.a", 1, {}),
+            (10, "lib.b", 2, {}),
+            (20, "lib.c", 3, {"input_text": "q", "output_text": "a"}),
+        )
+    )
+    return Case([[first], [second], [third]], [third])
+
+
+def _beside(org: int, project: int) -> list[dict]:
+    """Spans of the org's around the twins: another call in the stored copy's minute (its key
+    kept), and a span of the later copy's trace in the separate case's way (none here)."""
+    return [span(org, project, AT + timedelta(seconds=3), service_name="svc", model="gpt-4o",
+                 provider="openai", duration_ms=300.0, input_tokens=9, output_tokens=2,
+                 input_cost_usd=0.0005, output_cost_usd=0.0001, user_id="u-other")]  # fmt: skip
+
+
+CASES = {
+    "separate": _separate,
+    "nested": _nested,
+    "richer-child": _richer_child,
+    "chain": _chain,
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,53 +147,296 @@ def sqlite(tmp_path_factory):
     engine.dispose()
 
 
-def _by_model(engine, org: int) -> list[tuple]:
-    query = MetricQuery(
-        series=("request_count.count", "total_cost.sum"),
-        filters=FilterSpec(relative=None, start=AT - timedelta(hours=1), end=NOW),
-        bucket=None,
-        group_by=("model",),
-    )
-    frame = run_metrics(engine, admin_scope(org), query, now=NOW, force="raw").frame
-    return [(m, n, round(c, 9)) for m, n, c in frame.sort("model").rows()]
+def _as(rows: list[dict], org: int, project: int) -> list[dict]:
+    return [dict(r, org_id=org, project_id=project) for r in rows]
 
 
-@pytest.fixture(scope="module", params=[_separate, _nested], ids=["separate", "nested"])
-def answers(request, ch_ingest, sqlite) -> tuple[list[tuple], list[tuple], list[tuple]]:
-    """(the rule's answer, SQLite's, the span store's) by model, for one case's two batches."""
-    engine, store = ch_ingest.engine, ch_ingest.store
-    slug = f"keeper-{request.param.__name__.strip('_')}"
-    org, (main,) = make_org(engine, slug, ("main",))
-    stored, later, model, cost = request.param(org, main)
-    assert to_clickhouse.write_spans(store, engine, [stored]) == 1
-    assert to_clickhouse.write_spans(store, engine, [later]) == 1
-    sqlite_org, (s_main,) = make_org(sqlite, slug, ("main",))
+def _on_sqlite(sqlite, slug: str, batches: list[list[dict]]) -> int:
+    """The same batches written to SQLite under an org of its own: its id."""
+    org, (main,) = make_org(sqlite, slug, ("main",))
     patch = pytest.MonkeyPatch()
     patch.setattr(persist, "span_store", lambda: None)
     try:
-        for row in (stored, later):
-            persist.write_spans(sqlite, [dict(row, org_id=sqlite_org, project_id=s_main)])
+        for batch in batches:
+            persist.write_spans(sqlite, _as(batch, org, main))
     finally:
         patch.undo()
-    return [(model, 1, cost)], _by_model(sqlite, sqlite_org), _by_model(store.engine, org)
+    return org
 
 
-def test_sqlite_counts_the_copy_the_rule_keeps(answers):
-    want, on_sqlite, _ = answers
-    assert on_sqlite == want
+def _query(group_by: tuple[str, ...] = ("model", "provider"), series=SERIES) -> MetricQuery:
+    spec = FilterSpec(relative=None, start=AT - timedelta(hours=1), end=NOW)
+    return MetricQuery(series=series, filters=spec, bucket=None, group_by=group_by)
 
 
-def test_the_span_store_counts_the_call_once(answers):
-    """What holds already: one call, whichever copy's model and cost it shows."""
-    _, _, on_span_store = answers
-    assert sum(calls for _, calls, _ in on_span_store) == 1
+def _by_model_provider(engine, org: int, force: str) -> list[tuple]:
+    result = run_metrics(engine, admin_scope(org), _query(), now=NOW, force=force)
+    assert result.source == ("raw" if force == "raw" else "rollup")
+    frame = result.frame.sort("model", "provider").select("model", "provider", *SERIES)
+    return [(m, v, n, round(c, 9), t, round(p, 6)) for m, v, n, c, t, p in frame.rows()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the span store keeps the stored copy of a twin as it is (docs/scale.md, Known gaps)",
-)
-def test_the_span_store_counts_the_copy_the_rule_keeps(answers):
-    want, _, on_span_store = answers
-    assert on_span_store == want
+def _users(engine, org: int, force: str | None) -> int:
+    query = _query((), ("unique_users.count",))
+    frame = run_metrics(engine, admin_scope(org), query, now=NOW, force=force).frame
+    return int(frame["unique_users.count"][0])
+
+
+def _ch_actors(store, org: int) -> list[tuple]:
+    """The hours' users and sessions the span store keeps for the org."""
+    rows = store.client.query(
+        f"SELECT DISTINCT bucket_start, kind, actor FROM {store.table('rollup_actors_1hour')} "
+        "WHERE org_id = %(org)s ORDER BY bucket_start, kind, actor",
+        parameters={"org": org},
+    ).result_rows
+    return [(b.replace(tzinfo=UTC), k, a) for b, k, a in rows]
+
+
+def _traces(engine, org: int) -> list[tuple]:
+    """The list's traces mode: (trace, spans, cost, tokens) of each trace listed with a span
+    that counts (the span store lists a trace whose spans are all set aside, with nothing
+    counted, where SQLite lists none: a read of the list, not of the totals, whichever copy
+    the batch sets aside; the totals table is compared whole by `_ch_trace_totals`)."""
+    spec = FilterSpec(relative=None, start=AT - timedelta(hours=1), end=NOW)
+    page = list_spans(engine, admin_scope(org), spec, mode="traces", limit=100, now=NOW)
+    return sorted(
+        (r["trace_id"], r["span_count"], round(r["total_cost_usd"], 9), r["total_tokens"])
+        for r in page.rows
+        if r["span_count"]
+    )
+
+
+def _ch_trace_totals(store, org: int) -> list[tuple]:
+    """The span store's trace totals summed per trace: (trace, spans, cost, tokens, first
+    start, last end, root span)."""
+    rows = store.client.query(
+        "SELECT trace_id, sum(span_count), round(sum(total_cost_usd), 9), sum(total_tokens), "
+        "min(first_start), max(last_end), max(root_span_id) "
+        f"FROM {store.table('trace_totals')} WHERE org_id = %(org)s GROUP BY trace_id",
+        parameters={"org": org},
+    ).result_rows
+    return sorted(
+        (t, n, c, k, f.replace(tzinfo=UTC), e.replace(tzinfo=UTC), r)
+        for t, n, c, k, f, e, r in rows
+    )
+
+
+def _ch_spans(store, org: int) -> dict[str, tuple]:
+    rows = store.client.query(
+        "SELECT span_id, duplicate_of, duplicate_trace_id, model, provider, "
+        f"round(total_cost_usd, 9), cost_source FROM {store.table('spans')} FINAL "
+        "WHERE org_id = %(org)s",
+        parameters={"org": org},
+    ).result_rows
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def _sqlite_spans(engine, org: int) -> dict[str, tuple]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT span_id, duplicate_of, duplicate_trace_id, model, provider, "
+            "round(total_cost_usd, 9), cost_source FROM spans WHERE org_id = ?",
+            (org,),
+        ).all()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def _polars(counted: list[dict]) -> tuple[list[tuple], list[tuple], int]:
+    """By model and provider (requests, cost, tokens, exact p95 duration), by trace and the
+    users of the rows the rule counts."""
+    df = pl.DataFrame(counted, infer_schema_length=None)
+    by_model = (
+        df.filter(pl.col("llm_call"))  # the requests are the LLM calls (`ingest/llm_calls.py`)
+        .group_by("model", "provider")
+        .agg(
+            pl.len(),
+            pl.col("total_cost_usd").sum(),
+            pl.col("total_tokens").sum(),
+            pl.col("duration_ms").quantile(0.95, interpolation="linear"),
+        )
+        .sort("model", "provider")
+    )
+    traces = df.group_by("trace_id").agg(
+        pl.len(),
+        pl.col("total_cost_usd").sum(),
+        pl.col("total_tokens").sum(),
+        pl.col("start_time").min(),
+        pl.col("end_time").max(),
+        pl.col("span_id").filter(pl.col("parent_span_id").is_null()).max().fill_null(""),
+    )
+    return (
+        [(m, v, n, round(c, 9), t, p) for m, v, n, c, t, p in by_model.rows()],
+        sorted((t, n, round(c, 9), k, f, e, r) for t, n, c, k, f, e, r in traces.rows()),
+        df["user_id"].drop_nulls().n_unique(),
+    )
+
+
+def _polars_actors(counted: list[dict]) -> list[tuple]:
+    out = set()
+    for r in counted:
+        hour = r["start_time"].replace(minute=0, second=0, microsecond=0)
+        out |= {(hour, k, a) for k, a in (("user", r["user_id"]), ("session", r["session_id"]))}
+    return sorted(x for x in out if x[2] is not None)
+
+
+def _same_figures(store, org: int, sqlite, sqlite_org: int, counted: list[dict]) -> None:
+    """Every figure of the span store's org as SQLite's, and both as polars over `counted`."""
+    _extremes_applied(store)
+    counted = _reference(counted).drop("id").to_dicts()  # each row's `llm_call` by the rule
+    want_models, want_traces, want_users = _polars(counted)
+    for force in ("raw", "rollup"):
+        got, on_sqlite = (
+            _by_model_provider(store.engine, org, force),
+            _by_model_provider(sqlite, sqlite_org, force),
+        )
+        assert got == on_sqlite, force
+        assert [g[:5] for g in got] == [w[:5] for w in want_models], force
+        for g, w in zip(got, want_models, strict=True):  # the p95: exact raw, binned rolled up
+            bound = 1e-6 if force == "raw" else latency_bins.RELATIVE_BOUND * w[5] + 1
+            assert abs(g[5] - w[5]) <= bound, force
+    assert _ch_trace_totals(store, org) == want_traces
+    assert _traces(store.engine, org) == _traces(sqlite, sqlite_org) == [t[:4] for t in want_traces]
+    for force in ("raw", None):  # no rollup answers distinct users over this window
+        assert _users(store.engine, org, force) == _users(sqlite, sqlite_org, force) == want_users
+    assert _ch_actors(store, org) == _polars_actors(counted)
+    assert _ch_spans(store, org) == _sqlite_spans(sqlite, sqlite_org)
+    ref = pl.DataFrame(counted, infer_schema_length=None).with_columns(
+        pl.col("start_time").dt.replace_time_zone("UTC")
+    )
+    _every_grain_as_polars(store, org, ref)
+    assert move_journal.pending(store, [org]) == []
+
+
+def _new_org(ch_ingest, slug: str, name: str) -> tuple[int, Case]:
+    """A new org of the span store and the case's rows for it, the `_beside` spans in its
+    first batch."""
+    org, (main,) = make_org(ch_ingest.engine, slug, ("main",))
+    case = CASES[name](org, main)
+    beside = _beside(org, main)
+    return org, Case([case.batches[0] + beside, *case.batches[1:]], case.counted + beside)
+
+
+def _write(ch_ingest, batches: list[list[dict]]) -> None:
+    for batch in batches:
+        assert to_clickhouse.write_spans(ch_ingest.store, ch_ingest.engine, batch) == len(batch)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_span_store_counts_the_copy_the_rule_keeps(ch_ingest, sqlite, name):
+    """The later copy in a batch of its own: each figure as SQLite's and polars'."""
+    org, case = _new_org(ch_ingest, f"keeper-{name}", name)
+    _write(ch_ingest, case.batches)
+    sqlite_org = _on_sqlite(sqlite, f"keeper-{name}", case.batches)
+    _same_figures(ch_ingest.store, org, sqlite, sqlite_org, case.counted)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "chain"])
+def test_twins_of_one_batch_count_the_copy_the_rule_keeps(ch_ingest, sqlite, name):
+    """Both copies in one batch (the rule among new spans, as before): as SQLite, as polars.
+    (Three copies in one batch pair two of them, on every store: not the chain's answer.)"""
+    org, case = _new_org(ch_ingest, f"keeper-one-{name}", name)
+    batch = [r for b in case.batches for r in b]
+    assert to_clickhouse.write_spans(ch_ingest.store, ch_ingest.engine, batch) == len(batch)
+    sqlite_org = _on_sqlite(sqlite, f"keeper-one-{name}", [batch])
+    _same_figures(ch_ingest.store, org, sqlite, sqlite_org, case.counted)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_resend_of_the_later_batch_counts_nothing_twice(ch_ingest, sqlite, name):
+    """The later batch sent again after its restatement: nothing new stored, no figure
+    changed (its copy is found stored, so it pairs with nothing)."""
+    org, case = _new_org(ch_ingest, f"keeper-resend-{name}", name)
+    _write(ch_ingest, case.batches)
+    engine, store = ch_ingest.engine, ch_ingest.store
+    assert to_clickhouse.write_spans(store, engine, case.batches[-1]) == 0
+    sqlite_org = _on_sqlite(sqlite, f"keeper-resend-{name}", case.batches)
+    _same_figures(store, org, sqlite, sqlite_org, case.counted)
+
+
+def _fails_at_trace_totals(store, rows, table="rollup_1min"):
+    """The move's insert into the trace totals failing (the rollups' landed)."""
+    if table == "trace_totals":
+        raise _Failed(table)
+    _REAL_INSERT(store, rows, table)
+
+
+_REAL_INSERT = wrapper_moves._insert
+# (case, step, whether it ran before the failure): the separate case's restatement inserts
+# nothing (its stored copy's keys and trace are emptied: deletes alone)
+FAILURES = [
+    ("nested", "_insert", False),
+    ("nested", "_insert", True),
+    ("nested", "trace_totals", False),
+    ("nested", "_settle_key", True),
+    ("nested", "_clear_flags", False),
+    ("separate", "_settle_key", True),
+    ("separate", "_clear_flags", False),
+    ("richer-child", "_settle_key", True),
+]
+
+
+@pytest.mark.parametrize(("name", "step", "runs"), FAILURES)
+def test_a_restatement_failing_part_way_is_finished_by_the_orgs_next_batch(
+    ch_ingest, sqlite, name, step, runs
+):
+    """The store fails part-way through the stored twin's restatement: the batch is refused
+    (503), its spans stored, the restatement pending; the org's next batch (another call)
+    finishes it without adding anything twice: every figure as SQLite's given the same
+    batches, and as polars."""
+    slug = f"keeper-fail-{name}-{step.strip('_').replace('_', '-').lower()}-{int(runs)}"
+    org, case = _new_org(ch_ingest, slug, name)
+    engine, store = ch_ingest.engine, ch_ingest.store
+    _write(ch_ingest, case.batches[:-1])
+    if step == "trace_totals":
+        _refused_with(store, engine, case.batches[-1], wrapper_moves, "_insert",
+                      _fails_at_trace_totals)  # fmt: skip
+    else:
+        _refused(store, engine, case.batches[-1], step, step_runs=runs)
+    assert len(move_journal.pending(store, [org])) == 1
+    main = case.batches[0][0]["project_id"]
+    plain = span(org, main, AT + timedelta(minutes=2), service_name="svc", model="gpt-4o",
+                 provider="openai", duration_ms=90.0, input_tokens=3, output_tokens=1)  # fmt: skip
+    assert to_clickhouse.write_spans(store, engine, [plain]) == 1
+    sqlite_org = _on_sqlite(sqlite, slug, [*case.batches, [plain]])
+    _same_figures(store, org, sqlite, sqlite_org, [*case.counted, plain])
+
+
+def _org_figures(store, org: int) -> dict:
+    """Everything the span store keeps of an org: rollups, trace totals, actors, spans."""
+    return {
+        "rollups": {t: _store_rollup(store, t, org).to_dicts() for t in GRAINS},
+        "traces": _ch_trace_totals(store, org),
+        "actors": _ch_actors(store, org),
+        "spans": _ch_spans(store, org),
+    }
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_another_orgs_figures_are_untouched(ch_ingest, name):
+    """Another org holding the same stored copy (no later twin of its own): its rollups,
+    trace totals, actors and spans as they were once the first org's twin is restated."""
+    engine, store = ch_ingest.engine, ch_ingest.store
+    other, (other_main,) = make_org(engine, f"keeper-other-{name}", ("main",))
+    org, case = _new_org(ch_ingest, f"keeper-first-{name}", name)
+    mine = _as(case.batches[0], other, other_main)
+    assert to_clickhouse.write_spans(store, engine, mine) == len(mine)
+    _write(ch_ingest, case.batches[:-1])
+    before = _org_figures(store, other)
+    _write(ch_ingest, case.batches[-1:])
+    _extremes_applied(store)
+    assert _org_figures(store, other) == before
+    assert any(d is not None for d, *_ in _ch_spans(store, org).values())  # the org's twin set
+
+
+def test_a_twin_restated_beside_a_late_call_under_a_stored_wrapper(ch_ingest, sqlite):
+    """One batch brings a stored twin's richer copy and a late LLM call under a stored wrapper
+    of the same org: both moves run, one after the other (the twin's, then the wrapper's),
+    each figure as SQLite's and polars'."""
+    org, case = _new_org(ch_ingest, "keeper-and-wrapper", "separate")
+    main = case.batches[0][0]["project_id"]
+    w = _wrapper(org, main, AT + timedelta(seconds=20), 500.0, 0.01)
+    call = _call_under(w, 1, 400.0)
+    batches = [case.batches[0] + [w], case.batches[1] + [call]]
+    _write(ch_ingest, batches)
+    sqlite_org = _on_sqlite(sqlite, "keeper-and-wrapper", batches)
+    _same_figures(ch_ingest.store, org, sqlite, sqlite_org, [*case.counted, w, call])

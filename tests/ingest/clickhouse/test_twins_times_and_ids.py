@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from observatory_core.ingest import dedup, to_clickhouse
+from observatory_core.ingest import dedup, span_store_twins
 from observatory_core.storage.clickhouse import writes
 from observatory_core.storage.clickhouse.writes import plain_list, write_spans
 from tests.ingest.clickhouse.conftest import llm_call
@@ -69,7 +69,7 @@ def test_engine_key_of_every_twin_is_among_the_new_spans_keys(chdb_store):
     cases = _stored_grid(chdb_store, org)
     got = dict(
         chdb_store.client.query(
-            f"SELECT span_id, {to_clickhouse._NEAR_KEY} FROM {chdb_store.table('spans')} "
+            f"SELECT span_id, {span_store_twins._NEAR_KEY} FROM {chdb_store.table('spans')} "
             f"WHERE org_id = {org}"
         ).result_rows
     )
@@ -77,7 +77,7 @@ def test_engine_key_of_every_twin_is_among_the_new_spans_keys(chdb_store):
     missed = []
     for i, (start, twin, tok) in enumerate(cases):
         new = llm_call(org, 9_000 + i, start, tok, "lib.b")
-        if got[f"{1_000 + i:016x}"] not in to_clickhouse._near_keys([new]):
+        if got[f"{1_000 + i:016x}"] not in span_store_twins._near_keys([new]):
             missed.append((start.isoformat(), (twin - start) // US, tok))
     assert missed == []
 
@@ -92,7 +92,7 @@ def test_set_aside_finds_every_twin_of_the_grid_end_to_end(chdb_store):
     # the end times moved with the starts: the twin rule compares both
     for row, (start, twin, _) in zip(batch, cases, strict=True):
         row["end_time"] = start + (twin - start) + timedelta(milliseconds=800)
-    count = to_clickhouse.set_aside_twins(chdb_store, batch, frozenset(), datetime.now(UTC))
+    count = span_store_twins.set_aside_twins(chdb_store, batch, frozenset(), datetime.now(UTC))
     missed = [
         (start.isoformat(), (twin - start) // US)
         for i, (start, twin, _) in enumerate(cases)
@@ -117,14 +117,14 @@ def test_a_far_future_twin_is_still_found(chdb_store, start):
     write_spans(chdb_store, [twin])
     new = llm_call(org, 78, start, (12, 34), "lib.b")
     new["end_time"] = twin["end_time"]
-    assert to_clickhouse.set_aside_twins(chdb_store, [new], frozenset(), datetime.now(UTC)) == 1
+    assert span_store_twins.set_aside_twins(chdb_store, [new], frozenset(), datetime.now(UTC)) == 1
     assert new["duplicate_of"] == twin["span_id"]
 
 
 def test_keys_fit_the_engines_uint64_literal(chdb_store):
     """The largest keys (tokens near Int32's ends) parse in the cast text as written."""
     new = llm_call(1, 1, BASE, (-(2**31), 2**31 - 1), "x")
-    keys = to_clickhouse._near_keys([new])
+    keys = span_store_twins._near_keys([new])
     assert all(0 <= k < 2**64 for k in keys)
     listed = ",".join(map(str, keys))
     ((back,),) = chdb_store.client.query(f"SELECT CAST('[{listed}]' AS Array(UInt64))").result_rows
@@ -139,11 +139,11 @@ def test_a_look_alike_of_another_org_or_project_is_no_twin(chdb_store):
     elsewhere[1]["project_id"] = 4
     here = llm_call(512, 3, start, (3, 4), "lib.b")
     write_spans(chdb_store, elsewhere)
-    assert to_clickhouse.set_aside_twins(chdb_store, [here], frozenset(), datetime.now(UTC)) == 0
+    assert span_store_twins.set_aside_twins(chdb_store, [here], frozenset(), datetime.now(UTC)) == 0
     assert here["duplicate_of"] is None
     # the same span in its own project is paired: the probe can fail
     write_spans(chdb_store, [llm_call(512, 4, start, (3, 4), "lib.a")])
-    assert to_clickhouse.set_aside_twins(chdb_store, [here], frozenset(), datetime.now(UTC)) == 1
+    assert span_store_twins.set_aside_twins(chdb_store, [here], frozenset(), datetime.now(UTC)) == 1
     assert here["duplicate_of"] == f"{4:016x}"
 
 
@@ -283,7 +283,7 @@ def test_hostile_ids_are_stored_and_found_again_and_match_nothing_else(chdb_stor
     for r in hostile:
         twin = dict(r, span_id=r["span_id"] + "2", scope_name="lib.b", parent_span_id=None)
         batch.append(twin)
-    count = to_clickhouse.set_aside_twins(chdb_store, batch, frozenset(), datetime.now(UTC))
+    count = span_store_twins.set_aside_twins(chdb_store, batch, frozenset(), datetime.now(UTC))
     assert count == len(hostile)
     assert {r["duplicate_of"] for r in batch} == {r["span_id"] for r in hostile}
 
@@ -305,7 +305,7 @@ def test_a_long_trace_of_calls_a_second_apart_is_read(chdb_store):
         row["span_id"] = f"{i + 1:016x}"
         batch.append(row)
     assert len(dedup.windows(batch)) == len(batch)
-    assert to_clickhouse.set_aside_twins(chdb_store, batch, frozenset(), now) == 0
+    assert span_store_twins.set_aside_twins(chdb_store, batch, frozenset(), now) == 0
 
 
 def test_naive_pandas_times_with_nanoseconds_are_stored_as_the_driver_did(chdb_store, monkeypatch):

@@ -1,0 +1,323 @@
+"""Twin calls on the span store (`ingest/dedup.py`'s rules; docs/span-store-internals.md, "Twin
+calls"): each new LLM span of a batch paired with its twin, new or stored, before the batch is
+inserted (the engine's views count each inserted span at once).
+
+Which copy counts is `dedup.pick_keeper`'s answer, as on the other stores: the richer content,
+then the stored copy, then the parent of a nested pair, then the first stored; the counted
+copy takes from its twin what it lacks (`dedup.COPIED`, and the cost when it is unpriced). A
+new copy set aside, or a new keeper taking its stored twin's fields, is the batch's row
+changed before its insert. A stored copy that stops counting, or takes fields from its new
+twin, is already in the figures: its restatement (the columns it is to take: `duplicate_of`,
+or the fields taken; the spans that were its own duplicates pointed at the new keeper) is
+answered to the caller, which journals it as a move of that span, run once the batch is
+inserted (`storage/clickhouse/wrapper_moves.py`: its rollup rows, trace totals and hours'
+actors restated). Without that (a caller passing no `restate`, or a cluster, where no move
+runs yet) the stored copy keeps counting and the new one is set aside, taking nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from observatory_core.ingest import dedup
+from observatory_core.semantic.fields import LLM_OPERATIONS
+from observatory_core.storage.clickhouse import writes
+from observatory_core.storage.clickhouse.cluster import SAME_REPLICA
+from observatory_core.storage.clickhouse.connect import SpanStore
+from observatory_core.storage.clickhouse.layout import micro_text
+
+# How far around a batch's spans their trace's stored spans are read: a call below a wrapper
+# (or a nested twin) starts within seconds of it nearly always; a trace spread wider is settled
+# on what this reads.
+TREE_REACH = timedelta(days=1)
+POOL_ROWS = 10_000  # stored twin candidates read per batch, at most
+
+
+def _time(name: str) -> str:
+    """A bound time (`layout.micro_text`) as the span table's type: microseconds kept."""
+    return f"toDateTime64(%({name})s, 6, 'UTC')"
+
+
+def _query_size(store: SpanStore, ids: int) -> dict[str, Any]:
+    """The ids are written into the statement (as `writes.stored_starts` does); on a cluster, read
+    from the replicas the inserts go to, as that check is (`cluster.SAME_REPLICA`)."""
+    return {"max_query_size": 8192 + 40 * ids, **store.naming.settings(SAME_REPLICA)}
+
+
+_POOL_COLUMNS = (
+    "org_id",
+    "project_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "start_time",
+    "end_time",
+    "service_name",
+    "scope_name",
+    "input_tokens",
+    "output_tokens",
+    "model",
+)
+
+
+_MICRO = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SLICE = 2 * (dedup.TOLERANCE // _MICRO)  # microseconds: a start's tolerance spans two slices
+_U64 = 2**64 - 1
+# A span's tokens and slice of its start in one number (wrapping, as the engine's UInt64 does):
+# a set of single numbers is cheap for the engine to parse and test, a set of 3,000 tuples
+# took it 3 times the read. Two keys may share a number: the pool is a superset, checked by
+# `dedup.twins` as before.
+_NEAR_KEY = (
+    f"toUInt64(intDiv(toUnixTimestamp64Micro(start_time), {_SLICE})) "
+    "+ (toUInt64(input_tokens) * 1000003 + toUInt64(output_tokens)) * 68719476736"
+)
+
+
+def _near_keys(rows: list[dict]) -> list[int]:
+    """`_NEAR_KEY` of every span that could be a separate twin of one of `rows`: its tokens,
+    a start within the tolerance (two slices). Rows of the look-back only, so the starts are
+    past 1970 and the slices agree with the engine's `intDiv`."""
+    tolerance = dedup.TOLERANCE // _MICRO
+    keys = set()
+    for row in rows:
+        start = (row["start_time"] - _EPOCH) // _MICRO
+        tokens = (int(row["input_tokens"]) & _U64) * 1000003 + (int(row["output_tokens"]) & _U64)
+        for piece in {(start - tolerance) // _SLICE, (start + tolerance) // _SLICE}:
+            keys.add((piece + tokens * 68719476736) & _U64)
+    return sorted(keys)
+
+
+def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
+    """Counted LLM spans stored in the recent rows' traces (within a day of them: the trace id's
+    bloom filter) or starting within the tolerance of one (the key's time prefix), per org and
+    project (twins share both), one row per span, at most `POOL_ROWS` for each of the two."""
+    found: dict[tuple[str, str], dict] = {}
+    by_scope: dict[tuple[int, int], list[dict]] = {}
+    for row in recent:
+        by_scope.setdefault((row["org_id"], row["project_id"]), []).append(row)
+    for (org_id, project_id), rows in by_scope.items():
+        windows = dedup.windows(rows)
+        near = " OR ".join(
+            f"(start_time >= {_time(f'lo{i}')} AND start_time <= {_time(f'hi{i}')})"
+            for i in range(len(windows))
+        )
+        # a separate twin has a row's tokens and starts within the tolerance of it: the
+        # windows alone let every span of a busy minute with common token counts through
+        # (up to POOL_ROWS, read and paired in Python)
+        keys = _near_keys(rows)
+        # one text the engine casts: 3,000 numbers parsed as a statement's literals cost it more
+        listed = ",".join(map(str, keys))
+        near = f"({near}) AND has(CAST('[{listed}]' AS Array(UInt64)), {_NEAR_KEY})"
+        # twins have the same token counts: only stored spans with a batch row's are read
+        tokens = sorted({(r["input_tokens"], r["output_tokens"]) for r in rows})
+        params: dict[str, Any] = {"org": org_id, "project": project_id, "tokens": tokens}
+        for i, (_, lo, hi) in enumerate(windows):
+            params[f"lo{i}"], params[f"hi{i}"] = micro_text(lo), micro_text(hi)
+        traces = sorted({r["trace_id"] for r in rows})
+        first = min(r["start_time"] for r in rows) - TREE_REACH
+        last = max(r["start_time"] for r in rows) + TREE_REACH
+        listed = writes.plain_list(traces)
+        in_traces = (
+            f"trace_id IN {listed or '%(traces)s'} AND start_time >= {_time('first')} "
+            f"AND start_time <= {_time('last')}"
+        )
+        params.update(first=micro_text(first), last=micro_text(last))
+        if listed is None:
+            params["traces"] = traces
+        # each window's text (~143 bytes) counts as two ids: a long trace's calls over a second
+        # apart are a window each, past the size the ids alone allow
+        ids = len(traces) + len(tokens) + len(keys) + 2 * len(windows)
+        for row in _pool_rows(store, (near, in_traces), params, ids):
+            found.setdefault((row["trace_id"], row["span_id"]), row)
+    return list(found.values())
+
+
+def _pool_rows(
+    store: SpanStore, wheres: tuple[str, ...], params: dict[str, Any], ids: int
+) -> list[dict]:
+    """One statement: each of `wheres` its own key-bounded read, at most `POOL_ROWS` rows."""
+    reads = " UNION ALL ".join(
+        f"SELECT {', '.join(_POOL_COLUMNS)} FROM {store.table('spans')} "
+        "WHERE org_id = %(org)s AND project_id = %(project)s AND operation IN %(ops)s "
+        "AND (input_tokens, output_tokens) IN %(tokens)s "
+        f"AND scope_name IS NOT NULL AND duplicate_of IS NULL AND ({where}) "
+        "LIMIT %(limit)s"
+        for where in wheres
+    )
+    result = store.client.query(
+        f"SELECT * FROM ({reads}) LIMIT 1 BY trace_id, span_id",
+        parameters={**params, "ops": sorted(LLM_OPERATIONS), "limit": POOL_ROWS},
+        settings=_query_size(store, 2 * ids),
+    )
+    out = []
+    for values in result.result_rows:
+        row = dict(zip(_POOL_COLUMNS, values, strict=True))
+        for name in ("start_time", "end_time"):
+            if row[name].tzinfo is None:
+                row[name] = row[name].replace(tzinfo=UTC)
+        row["instance"] = _UNREAD  # read only for a stored span that pairs (`_same_instance`)
+        out.append(row)
+    return out
+
+
+_UNREAD = object()
+_RICH = ", ".join(f"ifNull({n}, '') != '' AS {n}" for n in dedup._RICHNESS)
+_DETAILS = (*dedup._RICHNESS, *dedup.COPIED, *dedup.COST)
+
+
+def _instance_of(store: SpanStore, row: dict) -> Any:
+    """The stored span's `service.instance.id`, read from its attributes once, with what
+    `dedup.pick_keeper` and `_take` compare (whether it has each of `dedup._RICHNESS`, its
+    `dedup.COPIED` and `dedup.COST`): read only for a stored span that pairs."""
+    if row["instance"] is _UNREAD:
+        result = store.client.query(
+            "SELECT JSONExtractRaw(attributes, 'resource', 'service.instance.id'), "
+            f"{_RICH}, {', '.join(dedup.COPIED + dedup.COST)} "
+            f"FROM {store.table('spans')} WHERE org_id = %(org)s AND project_id = %(project)s "
+            "AND trace_id = %(trace)s AND span_id = %(span)s LIMIT 1",
+            parameters={
+                "org": row["org_id"],
+                "project": row["project_id"],
+                "trace": row["trace_id"],
+                "span": row["span_id"],
+            },
+            settings=store.naming.settings(SAME_REPLICA),
+        )
+        gone = ("", *(False for _ in dedup._RICHNESS), *(None for _ in dedup.COPIED + dedup.COST))
+        raw, *details = result.result_rows[0] if result.result_rows else gone
+        row["instance"] = json.loads(raw) if raw else None
+        row.update(zip(_DETAILS, details, strict=True))
+    return row["instance"]
+
+
+Restatement = tuple[dict, dict, dict[str, Any]]  # (stored span, its new twin, its columns)
+
+
+def set_aside_twins(
+    store: SpanStore,
+    batch: list[dict],
+    dedup_off: frozenset[int],
+    now: datetime,
+    restate: list[Restatement] | None = None,
+) -> int:
+    """Mark each new span that is one call's second copy `duplicate_of` its twin (rows of
+    `batch`, changed in place); answers how many pairs. `restate`, given: where the rule keeps
+    a stored copy that takes fields, or sets one aside, (stored span, the new twin, the
+    columns it is to take) appended for the caller to journal; else a stored copy counts on."""
+    fresh = [
+        r
+        for r in batch
+        if r["org_id"] not in dedup_off
+        and r["operation"] in LLM_OPERATIONS
+        and r.get("scope_name")
+        and r.get("duplicate_of") is None
+    ]
+    if not fresh:
+        return 0
+    for i, row in enumerate(batch):  # the batch's order stands for "stored first"
+        row["id"] = i + 1
+        row["instance"] = dedup.instance(row.get("attributes"))
+    since = now - dedup.LOOKBACK
+    recent = [r for r in fresh if r["start_time"] >= since]
+    pool = {(r["org_id"], r["trace_id"], r["span_id"]): r for r in fresh}
+    for i, row in enumerate(_stored_candidates(store, recent) if recent else ()):
+        row["id"] = -(i + 1)  # stored: never the batch's
+        pool.setdefault((row["org_id"], row["trace_id"], row["span_id"]), row)
+    ids = {r["id"] for r in batch}
+    nearby = dedup.Nearby(pool.values())
+    settled: set[int] = set()
+    marked = 0
+    for row in sorted(fresh, key=lambda r: (r["start_time"], r["id"])):
+        if row["id"] in settled:
+            continue
+        is_recent = row["start_time"] >= since
+        best: tuple[timedelta, dict] | None = None
+        for other in nearby.of(row):
+            if other["id"] in settled or (other["id"] not in ids and not is_recent):
+                continue
+            kind = dedup.twins(row, other)
+            if kind is None or not _same_instance(store, row, other):
+                continue
+            gap = abs(row["start_time"] - other["start_time"]) if kind == "separate" else dedup.ZERO
+            if best is None or gap < best[0]:
+                best = (gap, other)
+        if best is None:
+            continue
+        other = best[1]
+        if other["id"] in ids:
+            keeper, duplicate = dedup.pick_keeper(row, other, ids)
+            _take(keeper, duplicate)
+        elif restate is None or store.naming.cluster:  # no restatement: it counts on
+            keeper, duplicate = other, row
+        else:
+            _instance_of(store, other)  # what the rule compares of it
+            keeper, duplicate = dedup.pick_keeper(row, other, ids)
+            if keeper is other:  # the stored copy counts on, taking what it lacks
+                if taken := _taken(other, row):
+                    restate.append((other, row, taken))
+            else:  # the new copy counts, taking what it lacks; the stored one set aside
+                _take(row, other)
+                aside = {"duplicate_of": row["span_id"], "duplicate_trace_id": row["trace_id"]}
+                restate.append((other, row, aside))
+                restate += [(d, row, aside) for d in _duplicates_of(store, other)]
+        settled |= {keeper["id"], duplicate["id"]}
+        if duplicate["id"] in ids:
+            duplicate["duplicate_of"] = keeper["span_id"]
+            duplicate["duplicate_trace_id"] = keeper["trace_id"]
+        marked += 1
+    for row in batch:
+        del row["id"], row["instance"]
+    for stored, _, _ in restate or ():
+        stored.pop("id", None)
+        stored.pop("instance", None)
+    return marked
+
+
+def _duplicates_of(store: SpanStore, span: dict) -> list[dict]:
+    """The stored spans set aside as `span`'s twins (pointed at the new keeper as `span` is,
+    as `dedup._mark` does), within `TREE_REACH` of it: one read, only where a stored copy
+    stops counting."""
+    result = store.client.query(
+        f"SELECT org_id, project_id, trace_id, span_id, start_time FROM {store.table('spans')} "
+        "WHERE org_id = %(org)s AND project_id = %(project)s "
+        f"AND start_time >= {_time('lo')} AND start_time <= {_time('hi')} "
+        "AND duplicate_trace_id = %(trace)s AND duplicate_of = %(span)s",
+        parameters={
+            "org": span["org_id"],
+            "project": span["project_id"],
+            "trace": span["trace_id"],
+            "span": span["span_id"],
+            "lo": micro_text(span["start_time"] - TREE_REACH),
+            "hi": micro_text(span["start_time"] + TREE_REACH),
+        },
+        settings=store.naming.settings(SAME_REPLICA),
+    )
+    names = ("org_id", "project_id", "trace_id", "span_id", "start_time")
+    rows = [dict(zip(names, r, strict=True)) for r in result.result_rows]
+    for row in rows:
+        if row["start_time"].tzinfo is None:
+            row["start_time"] = row["start_time"].replace(tzinfo=UTC)
+    return rows
+
+
+def _same_instance(store: SpanStore, a: dict, b: dict) -> bool:
+    """Where both resources name their instance (`service.instance.id`), it must be one."""
+    if a["instance"] is None:
+        return True
+    other = _instance_of(store, b)
+    return other is None or a["instance"] == other
+
+
+def _taken(keeper: dict, duplicate: dict) -> dict[str, Any]:
+    """What the counted span takes from its twin, as `dedup._take` does in SQL."""
+    values = {n: duplicate[n] for n in dedup.COPIED if not keeper[n] and duplicate[n]}
+    if keeper["cost_source"] == "unpriced" and duplicate["cost_source"] != "unpriced":
+        values.update({n: duplicate[n] for n in dedup.COST})
+    return values
+
+
+def _take(keeper: dict, duplicate: dict) -> None:
+    keeper.update(_taken(keeper, duplicate))
