@@ -68,23 +68,28 @@ def _copy(store, org: int, span_ids: list[str], replace: str, later_us: int = 1)
     fold_copies(store)
 
 
-def _expected(store, org: int, pin: int, spec: FilterSpec, status: str | None) -> pl.DataFrame:
+def _expected(
+    store, org: int, pin: int, spec: FilterSpec, status: str | None, projects=None
+) -> pl.DataFrame:
     """The roots a walk lists, newest first (span id, start, the trace's spans under the pin):
     each span's newest copy under the pin, a trace listed when one of its spans is in the
-    window (and of the status), by its root."""
+    window (and of the status), by its root; `projects`: a role's projects (its part of each
+    trace alone)."""
     result = store.client.query(
-        "SELECT trace_id, span_id, parent_span_id, start_time, status, version "
+        "SELECT trace_id, span_id, parent_span_id, start_time, status, version, project_id "
         f"FROM {store.table('spans')} WHERE org_id = {org}"
     )
-    columns = ["trace_id", "span_id", "parent", "start_time", "status", "version"]
+    columns = ["trace_id", "span_id", "parent", "start_time", "status", "version", "project"]
     copies = pl.DataFrame(result.result_rows, schema=columns, orient="row")
+    if projects is not None:
+        copies = copies.filter(pl.col("project").is_in(list(projects)))
     newest = (
         copies.filter(pl.col("version") <= pin)
         .sort("version")
         .group_by("trace_id", "span_id")
         .agg(pl.col("parent", "start_time", "status").last())
     )
-    start, end = (t.replace(tzinfo=None) for t in (spec.start, spec.end))
+    start, end = (t.replace(tzinfo=None) for t in spec.window(END))
     hits = newest.filter((pl.col("start_time") >= start) & (pl.col("start_time") < end))
     if status is not None:
         hits = hits.filter(pl.col("status") == status)
@@ -95,29 +100,38 @@ def _expected(store, org: int, pin: int, spec: FilterSpec, status: str | None) -
     return roots.join(sizes, on="trace_id").sort("start_time", descending=True)
 
 
-def _walk(store, scope, spec, limit: int, after_first=None) -> tuple[list[dict], int]:
+def _walk(
+    store, scope, spec, limit: int, after_first=None, direction: str = "desc"
+) -> tuple[list[dict], int]:
     """Every page's rows in order, and the pin of the first page."""
     rows, cursor, pin = [], None, None
     while True:
         page = list_spans(
-            store.engine, scope, spec, mode="traces", limit=limit, cursor=cursor, now=END
+            store.engine,
+            scope,
+            spec,
+            mode="traces",
+            direction=direction,
+            limit=limit,
+            cursor=cursor,
+            now=END,
         )
         assert len(page.rows) <= limit
         rows += page.rows
         if not page.next_cursor:
             return rows, pin if pin is not None else 2**63 - 1
         if pin is None:
-            pin = decode_cursor(page.next_cursor, "start_time", "desc").max_id
+            pin = decode_cursor(page.next_cursor, "start_time", direction).max_id
             if after_first is not None:
                 after_first()
         cursor = page.next_cursor
 
 
-def _plain_walk(store, scope, spec, limit: int, monkeypatch) -> list[dict]:
+def _plain_walk(store, scope, spec, limit: int, monkeypatch, direction="desc") -> list[dict]:
     with monkeypatch.context() as m:
         m.setattr(trace_lists, "roots_by_stretch", lambda *a, **k: None)
         m.setattr(trace_lists, "roots_passing", lambda *a, **k: None)
-        return _walk(store, scope, spec, limit)[0]
+        return _walk(store, scope, spec, limit, direction=direction)[0]
 
 
 def _traces(org: int, when, count: int, per_start: int) -> list[list[dict]]:
@@ -404,3 +418,70 @@ def test_the_newest_roots_are_the_page_when_each_passes_the_window_itself(
     assert (ids[0] == late["span_id"]) == after_end
     assert answered[0] is not after_end and True in answered and False in answered
     assert walked == _plain_walk(store, scope, spec, 4, monkeypatch)
+
+
+@pytest.mark.parametrize("limited", [False, True])
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_newest_roots_page_runs_of_equal_starts_roots_of_two_projects_and_a_role(
+    merges_stopped, monkeypatch, limited, relative
+):
+    """The newest roots' read (`roots_passing`) against polars and the plain read, from review:
+    runs of 7 roots sharing a start across page ends (limits 3, 6, 7, 8: the id decides the
+    order inside a run), a trace with roots in two projects, a root hidden from a role limited
+    to project 1 whose child is in the window, a root at the window's very start (listed) and
+    one at its very end (not listed: the first page falls back), a window given as relative or
+    as two times, newest and oldest first (oldest first never tries it)."""
+    store, org = merges_stopped, 9_940 + 2 * limited + relative
+    when = END - timedelta(hours=1)
+    traces = _traces(org, when, 30, 7)
+    start = when - timedelta(hours=1)
+    second = span(org, 2, when - timedelta(seconds=10), trace_id=traces[0][0]["trace_id"])
+    hidden = span(org, 2, when - timedelta(minutes=2))  # its child in project 1
+    hidden_kid = span(
+        org, 1, when - timedelta(minutes=1), trace_id=hidden["trace_id"],
+        parent_span_id=hidden["span_id"],
+    )  # fmt: skip
+    at_start, at_end = span(org, 1, start), span(org, 1, END)
+    early = span(org, 2, start - timedelta(minutes=5))
+    extra = [second, hidden, hidden_kid, at_start, at_end, early, child_of(early, start)]
+    rows = [s for t in traces for s in t] + extra
+    assert write_spans(store, rows) == len(rows)
+    answered: list[bool] = []
+    real = trace_lists.roots_passing
+
+    def spy(*args, **kwargs):
+        got = real(*args, **kwargs)
+        answered.append(got is not None)
+        return got
+
+    monkeypatch.setattr(trace_lists, "roots_passing", spy)
+    projects = frozenset({1}) if limited else None
+    role = Role.DEVELOPER if limited else Role.ADMIN
+    scope = Scope(org_id=org, role=role, project_ids=projects)
+    spec = (
+        FilterSpec(relative="2h") if relative else FilterSpec(relative=None, start=start, end=END)
+    )
+    for limit in (3, 6, 7, 8):
+        answered.clear()
+        walked, pin = _walk(store, scope, spec, limit)
+        want = _expected(store, org, pin, spec, None, projects)
+        ids = [r["span_id"] for r in walked]
+        assert len(ids) == len(set(ids)) and set(ids) == set(want["span_id"]), limit
+        assert {r["span_id"]: r["span_count"] for r in walked} == dict(
+            zip(want["span_id"], want["span_count"], strict=True)
+        )
+        keys = [(r["start_time"], r["id"]) for r in walked]  # a run in the id's order
+        assert keys == sorted(keys, reverse=True), limit
+        assert walked == _plain_walk(store, scope, spec, limit, monkeypatch), limit
+        assert answered[0] is False, answered  # the root at the window's end fails it
+        # a later page answered by it whenever one holds `limit + 1` roots
+        assert (True in answered) is (len(walked) > 2 * limit), (limit, answered)
+        assert at_start["span_id"] in ids and at_end["span_id"] not in ids
+        assert (second["span_id"] in ids) is not limited
+        assert (hidden["span_id"] in ids) is not limited
+        assert (early["span_id"] in ids) is not limited
+        answered.clear()
+        oldest, _ = _walk(store, scope, spec, limit, direction="asc")
+        assert not answered
+        assert oldest == _plain_walk(store, scope, spec, limit, monkeypatch, "asc")
+        assert sorted(r["span_id"] for r in oldest) == sorted(ids)
