@@ -485,3 +485,43 @@ def test_the_newest_roots_page_runs_of_equal_starts_roots_of_two_projects_and_a_
         assert not answered
         assert oldest == _plain_walk(store, scope, spec, limit, monkeypatch, "asc")
         assert sorted(r["span_id"] for r in oldest) == sorted(ids)
+
+
+def test_the_newest_roots_page_lists_twins_set_aside_as_the_plain_read(merges_stopped, monkeypatch):
+    """Roots set aside as twins (`duplicate_of`), one in the trace of the root it doubles and one
+    a trace of its own: the newest roots' read lists them as the plain read does (neither
+    reads `duplicate_of`), with the trees' counts leaving them out (from review)."""
+    store, org = merges_stopped, 9_938
+    when = END - timedelta(hours=1)
+    traces = _traces(org, when, 8, 2)
+    kept = traces[1][0]
+    twin = span(
+        org, 1, kept["start_time"], trace_id=kept["trace_id"], duplicate_of=kept["span_id"],
+        duplicate_trace_id=kept["trace_id"],
+    )  # fmt: skip
+    alone = span(
+        org, 1, when - timedelta(seconds=30), duplicate_of=traces[3][0]["span_id"],
+        duplicate_trace_id=traces[3][0]["trace_id"],
+    )  # fmt: skip
+    rows = [s for t in traces for s in t] + [twin, alone]
+    assert write_spans(store, rows) == len(rows)
+    answered: list[bool] = []
+    real = trace_lists.roots_passing
+
+    def spy(*args, **kwargs):
+        got = real(*args, **kwargs)
+        answered.append(got is not None)
+        return got
+
+    monkeypatch.setattr(trace_lists, "roots_passing", spy)
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    spec = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    for limit in (1, 2, 3):
+        answered.clear()
+        walked, _ = _walk(store, scope, spec, limit)
+        assert answered[0] and True in answered[1:]
+        assert walked == _plain_walk(store, scope, spec, limit, monkeypatch), limit
+        listed = {r["span_id"]: r["span_count"] for r in walked}
+        assert listed[twin["span_id"]] == listed[kept["span_id"]] == 3  # the twin not counted
+        assert listed[alone["span_id"]] == 0
+        assert len(listed) == len(traces) + 2
