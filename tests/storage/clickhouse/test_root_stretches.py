@@ -525,3 +525,36 @@ def test_the_newest_roots_page_lists_twins_set_aside_as_the_plain_read(merges_st
         assert listed[twin["span_id"]] == listed[kept["span_id"]] == 3  # the twin not counted
         assert listed[alone["span_id"]] == 0
         assert len(listed) == len(traces) + 2
+
+
+def test_a_first_page_of_a_window_ended_before_now_does_not_try_the_newest_roots(
+    merges_stopped, monkeypatch
+):
+    """A window given as two times that ended before the page's now: the roots written since
+    its end are the newest from its start on and fail it, so the newest roots' read would be a
+    wasted statement on every first page (from review: 94 against 72 ms CPU at 1M). The first
+    page goes to the stretch at once; later pages, after the cursor, all inside the window,
+    still take the newest roots. Every page against polars and the plain read."""
+    store, org = merges_stopped, 9_936
+    end = END - timedelta(minutes=30)
+    traces = _traces(org, end - timedelta(minutes=5), 20, 1)
+    since = [span(org, 1, end + timedelta(minutes=m)) for m in (0, 1, 2, 10)]  # none listed
+    rows = [s for t in traces for s in t] + since
+    assert write_spans(store, rows) == len(rows)
+    tried: list[bool] = []
+    real = trace_lists.roots_passing
+
+    def spy(*args, **kwargs):
+        got = real(*args, **kwargs)
+        tried.append(got is not None)
+        return got
+
+    monkeypatch.setattr(trace_lists, "roots_passing", spy)
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    spec = FilterSpec(relative=None, start=end - timedelta(hours=1), end=end)
+    walked, pin = _walk(store, scope, spec, 4)
+    want = _expected(store, org, pin, spec, None)
+    assert [r["span_id"] for r in walked] == want["span_id"].to_list()
+    assert walked == _plain_walk(store, scope, spec, 4, monkeypatch)
+    # pages 2 to 5 (20 roots, 4 a page), the last one holding too few for it
+    assert tried == [True, True, True, False], tried
