@@ -70,8 +70,8 @@ def roots_passing(
 
     Exact: a root that passes the filter is a matching span of its own trace, so each of these
     roots is listed; every other root listed starts before `start` or sorts after all of them
-    (docs/span-store-internals.md, "Traces mode"). Worth trying for a filter of the time window alone, which
-    only roots starting after the window's end fail."""
+    (docs/span-store-internals.md, "Traces mode"). Worth trying for a filter of the time
+    window alone, which only roots starting after the window's end fail."""
     key = spans.c.start_time
     page = roots.add_columns(and_(*where).label(_PASSES))
     if start is not None:

@@ -128,8 +128,10 @@ def read_roots(
         roots = roots.where(after(key, spans.c.id, position))
     rows = None
     if by_prefix and direction == "desc":  # the span store: the newest roots first
-        if spec.only_uses(()):  # the window alone: its newest roots are likely the page
-            start = spec.window(as_of)[0]
+        start, end = spec.window(as_of)
+        # the window alone: its newest roots are likely the page, but not a first page's when
+        # the window ended before now (the roots since its end are newest, and fail it)
+        if spec.only_uses(()) and (position or end is None or end >= as_of):
             rows = roots_passing(conn, where, roots, limit=limit, position=position, start=start)
         if rows is None:  # within a stretch of stored roots
             rows = roots_by_stretch(

@@ -412,3 +412,89 @@ def test_a_first_page_by_a_tree_total_recomputes_a_trace_written_to_since_its_pi
     assert [r["trace_id"] for r in page.rows] == want["trace_id"].to_list()
     assert [r["total_cost_usd"] for r in page.rows] == pytest.approx(want["total_cost_usd"])
     assert sum("trace_totals" in s for s in seen) == 2, seen  # stored totals, then the join
+
+
+@pytest.mark.parametrize("racing", [True, False])
+@pytest.mark.parametrize("direction", ["desc", "asc"])
+def test_first_pages_by_tree_cost_with_late_traces_ties_and_a_root_after_the_pin(
+    store, direction, racing
+):
+    """From review of the first page's ranking without the late join: runs of traces of one
+    cost (the root's id orders them), traces written to after the pin whose stored totals
+    would move them to the other end of the list (`racing`: the first page then joins), a
+    trace whose root alone was written after the pin (listed by no page: late, but off the
+    ranking, so the stored totals answer), both directions and limits around the page's end.
+    Every walk and the count against polars on the spans under the pin."""
+    from sqlalchemy import event
+
+    from tests.chdb_store import with_store_ids
+    from tests.helpers import child_of
+
+    org = 9_952 + (direction == "asc") + 2 * racing
+    when = END - timedelta(hours=2)
+    costs = [0.3, 0.3, 0.3, 0.2, 0.2, 0.1, 0.1, 0.1, 0.05]
+    roots = [
+        span(org, 1, when - timedelta(minutes=i), input_cost_usd=c) for i, c in enumerate(costs)
+    ]
+    kids = [child_of(r, r["start_time"] + timedelta(seconds=1), input_cost_usd=0.01) for r in roots]
+    pending = span(org, 1, when - timedelta(minutes=30), input_cost_usd=9.0)
+    waiting = child_of(pending, when - timedelta(minutes=29), input_cost_usd=0.02)
+    written = roots + kids + [waiting]
+    assert write_spans(store, written) == len(written)
+    # written "an hour after" any page's pin: a costly child of the cheapest trace (its
+    # stored total tops the list), a cheap one of a costliest, and the pending trace's root
+    late = [pending]
+    if racing:
+        late += [
+            child_of(roots[-1], when, input_cost_usd=500.0),
+            child_of(roots[0], when, input_cost_usd=0.0),
+        ]
+    names = layout.span_column_names()
+    ahead = time.time_ns() // 1000 + 3_600_000_000
+    store.client.insert(
+        store.table("spans"),
+        as_columns(late, names, ahead, lambda org, project: 0),
+        column_names=list(names),
+        column_oriented=True,
+    )
+    frame = pl.DataFrame(written, infer_schema_length=None).with_columns(id=pl.lit(0))
+    frame = with_store_ids(frame, store)
+    trees = frame.group_by("trace_id").agg(
+        pl.col("total_cost_usd").sum(),
+        pl.col("id").filter(pl.col("parent_span_id").is_null()).first().alias("root"),
+    )
+    trees = trees.filter(pl.col("root").is_not_null())  # the pending trace: no root yet
+    want = trees.sort(["total_cost_usd", "root"], descending=direction == "desc")
+    want = want.with_columns(pl.col("total_cost_usd").round(9))
+    assert want.height == len(roots)
+    scope = Scope(org_id=org, role=Role.ADMIN)
+    window = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
+    walk = dict(mode="traces", sort="total_cost_usd", direction=direction)
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    for limit in (2, 3, 5, 8, 9, 10):
+        rows, cursor = [], None
+        while True:
+            seen.clear()
+            event.listen(store.engine, "before_cursor_execute", record)
+            try:
+                page = list_spans(
+                    store.engine, scope, window, limit=limit, cursor=cursor, now=END, **walk
+                )
+            finally:
+                event.remove(store.engine, "before_cursor_execute", record)
+            if cursor is None:  # a first page: joined only when a listed trace is late
+                ranked = [s for s in seen if "max_threads = 1" in s]
+                assert len(ranked) == 1 + racing and ("JOIN" in ranked[-1]) is racing, limit
+            rows += page.rows
+            if not page.next_cursor:
+                break
+            cursor = page.next_cursor
+        got = [(r["trace_id"], round(r["total_cost_usd"], 9)) for r in rows]
+        assert got == list(want.select("trace_id", "total_cost_usd").iter_rows()), limit
+    counted = list_spans(store.engine, scope, window, count=True, limit=3, now=END, **walk)
+    assert counted.total == want.height
+    assert [r["trace_id"] for r in counted.rows] == want["trace_id"].to_list()[:3]
