@@ -68,7 +68,7 @@ class Resource:
     project: str | None
     attributes: dict[str, Any]
     # `attributes` as `bounded` keeps them in each span's, made once for all of its spans
-    kept: tuple[Any, bool] = dataclasses.field(init=False)
+    kept: tuple[Any, bool] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kept", bounded_value(self.attributes))
