@@ -40,9 +40,12 @@ def as_dict(key_values) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in key_values}
 
 
+_WHOLE = (int, bool)  # kept as they are, as is a string of at most ATTRIBUTE_MAX_CHARS
+
+
 def _bounded(value: Any, cut: list[bool], depth: int = 0) -> Any:
     kind = type(value)
-    if (kind is str and len(value) <= ATTRIBUTE_MAX_CHARS) or kind is int or kind is bool:
+    if (kind is str and len(value) <= ATTRIBUTE_MAX_CHARS) or kind in _WHOLE:
         return value  # the usual value, told apart without the chain below
     if isinstance(value, str) and len(value) > ATTRIBUTE_MAX_CHARS:
         cut[0] = True
@@ -53,16 +56,36 @@ def _bounded(value: Any, cut: list[bool], depth: int = 0) -> Any:
     if isinstance(value, list):
         if len(value) > LIST_MAX_ITEMS:
             cut[0] = True
-        return [_bounded(v, cut, depth + 1) for v in value[:LIST_MAX_ITEMS]]
+        return [
+            v
+            if (type(v) is str and len(v) <= ATTRIBUTE_MAX_CHARS) or type(v) in _WHOLE
+            else _bounded(v, cut, depth + 1)  # the usual items without a call
+            for v in value[:LIST_MAX_ITEMS]
+        ]
     if isinstance(value, dict):
-        return {k: _bounded(v, cut, depth + 1) for k, v in list(value.items())[:LIST_MAX_ITEMS]}
+        return {
+            k: v
+            if (type(v) is str and len(v) <= ATTRIBUTE_MAX_CHARS) or type(v) in _WHOLE
+            else _bounded(v, cut, depth + 1)
+            for k, v in list(value.items())[:LIST_MAX_ITEMS]
+        }
     if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity: not JSON
         return None
     return value
 
 
-def bounded(attributes: dict[str, Any]) -> dict[str, Any]:
-    """At most 128 keys with strings of at most 4096 characters; what was cut is named."""
+def bounded_value(value: Any) -> tuple[Any, bool]:
+    """One attribute's value as `bounded` keeps it, and whether something of it was cut."""
+    flag = [False]
+    return _bounded(value, flag), flag[0]
+
+
+def bounded(
+    attributes: dict[str, Any], shared: tuple[Any, tuple[Any, bool]] | None = None
+) -> dict[str, Any]:
+    """At most 128 keys with strings of at most 4096 characters; what was cut is named.
+    `shared`: a value that many spans' attributes hold (the resource's) and its `bounded_value`,
+    made once per request instead of once per span."""
     out: dict[str, Any] = {}
     cut_keys: list[str] = []
     for i, (key, value) in enumerate(attributes.items()):
@@ -72,6 +95,12 @@ def bounded(attributes: dict[str, Any]) -> dict[str, Any]:
         kind = type(value)  # most values are short strings and numbers, kept as they are
         if (kind is str and len(value) <= ATTRIBUTE_MAX_CHARS) or kind is int or kind is bool:
             out[key[:256]] = value
+            continue
+        if shared is not None and value is shared[0]:
+            kept, was_cut = shared[1]
+            out[key[:256]] = dict(kept) if type(kept) is dict else kept  # a row's own copy
+            if was_cut:
+                cut_keys.append(key)
             continue
         flag = [False]
         out[key[:256]] = _bounded(value, flag)

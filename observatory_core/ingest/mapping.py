@@ -6,13 +6,20 @@ rejected with a reason instead, and the rest of its batch goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from observatory_core.ingest import conventions as cv
-from observatory_core.ingest.attributes import as_dict, as_list, as_object, bounded
+from observatory_core.ingest.attributes import (
+    as_dict,
+    as_list,
+    as_object,
+    bounded,
+    bounded_value,
+)
 from observatory_core.ingest.pricing import PriceBook
 from observatory_core.ingest.spanrows import without_nul
 
@@ -60,6 +67,11 @@ class Resource:
     environment: str
     project: str | None
     attributes: dict[str, Any]
+    # `attributes` as `bounded` keeps them in each span's, made once for all of its spans
+    kept: tuple[Any, bool] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kept", bounded_value(self.attributes))
 
     @classmethod
     def of(cls, resource) -> Resource:
@@ -104,21 +116,21 @@ def _ids(span) -> tuple[str, str, str | None]:
 
 # The fields read by name alone (the operation and the text have readers of their own), each
 # taken only when `cv.fields_in` found one of its names: most spans carry a few of them.
-_TAKEN = (
-    ("provider", cv.PROVIDER),
-    ("model", cv.MODEL),
-    ("input_tokens", cv.INPUT_TOKENS),
-    ("output_tokens", cv.OUTPUT_TOKENS),
-    ("total_tokens", cv.TOTAL_TOKENS),
-    ("cost", cv.COST),
-    ("finish_reason", cv.FINISH),
-    ("ttft_seconds", cv.TTFT_SECONDS),
-    ("error_type", cv.ERROR_TYPE),
-    ("metadata", cv.METADATA),
-    ("tags", cv.TAGS),
-    ("user_id", cv.USER),
-    ("session_id", cv.SESSION),
-)
+_TAKEN = {
+    "provider": cv.PROVIDER,
+    "model": cv.MODEL,
+    "input_tokens": cv.INPUT_TOKENS,
+    "output_tokens": cv.OUTPUT_TOKENS,
+    "total_tokens": cv.TOTAL_TOKENS,
+    "cost": cv.COST,
+    "finish_reason": cv.FINISH,
+    "ttft_seconds": cv.TTFT_SECONDS,
+    "error_type": cv.ERROR_TYPE,
+    "metadata": cv.METADATA,
+    "tags": cv.TAGS,
+    "user_id": cv.USER,
+    "session_id": cv.SESSION,
+}
 
 
 def _tokens(value: Any, what: str) -> int:
@@ -147,9 +159,9 @@ def _reported_cost(value: Any) -> float | None:
     return cost
 
 
-def _errors(span, status: str) -> tuple[str | None, str | None, str | None, list[dict]]:
-    """Error type, message (status first, then the exception event) and the exception's stack
-    trace (kept for the trace detail); the other events."""
+def _errors(span) -> tuple[str | None, str | None, str | None, list[dict]]:
+    """Error type, message (of the exception event: the status's wins, `map_span`) and the
+    exception's stack trace (kept for the trace detail); the other events."""
     error_type = error_message = stacktrace = None
     events: list[dict] = []
     chunks: dict[str, dict] = {}
@@ -173,8 +185,6 @@ def _errors(span, status: str) -> tuple[str | None, str | None, str | None, list
             events.append(chunks[event.name])
             continue
         events.append({"name": event.name, "attributes": attrs, "offset_ms": offset_ms})
-    if status == "error" and span.status.message:
-        error_message = span.status.message
     return error_type, error_message, stacktrace, events
 
 
@@ -202,8 +212,14 @@ def map_span(
     if end - start > MAX_DURATION:
         raise Rejected("The span lasts more than 7 days; check its timestamps.")
     attrs = as_dict(span.attributes)
-    status = _STATUS.get(span.status.code, "unset")
-    error_type, error_message, stacktrace, events = _errors(span, status)
+    span_status = span.status
+    status = _STATUS.get(span_status.code, "unset")
+    # most spans have no events: nothing to read
+    error_type, error_message, stacktrace, events = (
+        _errors(span) if span.events else (None, None, None, [])
+    )
+    if status == "error" and span_status.message:
+        error_message = span_status.message
     if stacktrace and status == "error":
         attrs["exception.stacktrace"] = str(stacktrace)
     for event in events:  # older GenAI instrumentations put the text in events
@@ -216,7 +232,7 @@ def map_span(
     fields = cv.fields_in(attrs)
     operation = cv.operation(attrs, fields)
     # each field's names are its own, so the order of these takes changes nothing
-    taken = {field: cv.take(attrs, names) for field, names in _TAKEN if field in fields}
+    taken = {field: cv.take(attrs, _TAKEN[field]) for field in fields if field in _TAKEN}
     value = taken.get
     provider, model = _str(value("provider")), _str(value("model"))
     model = model or cv.invocation_model(attrs)  # a failed OpenInference call names it only there
@@ -248,7 +264,7 @@ def map_span(
     prefixed = "prefixed" in fields
     for key in [k for k in attrs if k.startswith("langfuse.metadata.")] if prefixed else ():
         metadata[key.removeprefix("langfuse.metadata.")] = attrs.pop(key)
-    tags = [str(t) for t in as_list(value("tags")) if t is not None]
+    tags = [str(t) for t in as_list(taken["tags"]) if t is not None] if "tags" in taken else []
     user_id, session_id = _str(value("user_id")), _str(value("session_id"))
     if prefixed:
         metadata.update(cv.association_metadata(attrs))
@@ -269,7 +285,7 @@ def map_span(
         "start_time": start,
         "end_time": end,
         "duration_ms": (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
-        "ttft_ms": cv.ttft_ms(ttft),
+        "ttft_ms": cv.ttft_ms(ttft) if ttft is not None else None,
         "name": span.name or "(unnamed)",
         "operation": operation,
         "provider": provider,
@@ -291,6 +307,6 @@ def map_span(
         "input_text": input_text,
         "output_text": output_text,
         "tags": tags[:64],
-        "metadata": bounded(metadata),
-        "attributes": bounded(attrs),
+        "metadata": bounded(metadata) if metadata else {},
+        "attributes": bounded(attrs, (resource.attributes, resource.kept)),
     }

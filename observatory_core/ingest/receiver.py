@@ -36,6 +36,10 @@ from observatory_core.storage.schema import projects
 
 # Prices and project ids change rarely; reading them once a minute keeps requests cheap.
 CACHE_SECONDS = 60.0
+# An exporter sends the same resource in every request (and some one span per request): its
+# reading is kept by its bytes, for small resources and a bounded number of them.
+RESOURCE_CACHE_BYTES = 4096
+RESOURCE_CACHE_SIZE = 256
 DEFAULT_PROJECT = "default"
 MAX_REASONS = 3
 UNMAPPED = "could not be read (an error of ours, logged); the other spans were stored."
@@ -98,6 +102,7 @@ class Receiver:
         self.text_max_chars = text_max_chars
         self._prices: tuple[float, PriceBook] | None = None
         self._projects: dict[tuple[int, str], tuple[float, int | None]] = {}
+        self._resources: dict[bytes, Resource] = {}
 
     def prices(self) -> PriceBook:
         if self._prices is None or time.monotonic() - self._prices[0] > CACHE_SECONDS:
@@ -130,6 +135,18 @@ class Receiver:
         self._projects[(key.org_id, slug)] = (time.monotonic(), found)
         return found
 
+    def resource(self, message) -> Resource:
+        """`Resource.of(message)`, read once for the same resource bytes."""
+        raw = message.SerializeToString(deterministic=True)
+        if len(raw) > RESOURCE_CACHE_BYTES:
+            return Resource.of(message)
+        found = self._resources.get(raw)
+        if found is None:
+            if len(self._resources) >= RESOURCE_CACHE_SIZE:
+                self._resources.clear()
+            found = self._resources[raw] = Resource.of(message)
+        return found
+
     def decode(
         self,
         body: bytes,
@@ -159,7 +176,7 @@ class Receiver:
         decoded.rejected, decoded.reasons = parsed.rejected, parsed.reasons[:MAX_REASONS]
         prices = self.prices()
         for r_index, resource_spans in enumerate(parsed.request.resource_spans):
-            resource = Resource.of(resource_spans.resource)
+            resource = self.resource(resource_spans.resource)
             try:
                 project_id = self.project_id(key, resource.project)
             except Rejected as exc:

@@ -95,6 +95,22 @@ def without_nul(value: Any) -> Any:
     return _replace_nul(value) if _has_nul(value) else value
 
 
+# free-text columns given by name (the mapping's `FREE_TEXT`) -> (column, length) of the ones
+# with a text column: made once, not looked up name by name for every span
+_FREE_LIMITS: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
+
+
+def _limits(names, fixed: bool) -> tuple[tuple[str, int], ...]:
+    """(column, length) for each of `names` that is a text column; `fixed`: `names` is a
+    tuple given again for every row, remembered."""
+    found = _FREE_LIMITS.get(names) if fixed else None
+    if found is None:
+        found = tuple((name, _TEXT_LIMITS[name]) for name in names if name in _TEXT_LIMITS)
+        if fixed and len(_FREE_LIMITS) < 16:
+            _FREE_LIMITS[names] = found
+    return found
+
+
 def cut_text(value: str | None, max_chars: int) -> tuple[str | None, bool]:
     if value is None or len(value) <= max_chars:
         return value, False
@@ -117,16 +133,13 @@ def complete_row(
     out["input_text"], cut_in = cut_text(out["input_text"], max_chars)
     out["output_text"], cut_out = cut_text(out["output_text"], max_chars)
     out["text_truncated"] = bool(row.get("text_truncated")) or cut_in or cut_out
-    limits = _TEXT_LIMITS
-    for name in row if free_text is None else free_text:  # cut to the column, then no NUL
-        if name in limits:
-            value = out[name]
-            if isinstance(value, str):
-                length = limits[name]
-                if length and len(value) > length:
-                    value = out[name] = value[:length]
-                if NUL in value:
-                    out[name] = value.replace(NUL, REPLACEMENT)
+    for name, length in _limits(row if free_text is None else free_text, free_text is not None):
+        value = out[name]  # cut to the column, then no NUL
+        if isinstance(value, str):
+            if length and len(value) > length:
+                value = out[name] = value[:length]
+            if NUL in value:
+                out[name] = value.replace(NUL, REPLACEMENT)
     out.setdefault("tags", [])
     out.setdefault("metadata", {})
     out.setdefault("attributes", {})
@@ -137,5 +150,6 @@ def complete_row(
         else:
             out["scope_name"] = None
     for name in _JSON_COLUMNS:
-        out[name] = without_nul(out[name])
+        if out[name]:  # an empty one holds no NUL
+            out[name] = without_nul(out[name])
     return out
