@@ -110,6 +110,30 @@ def _same(a: str, b: str) -> bool:
         return a == b
 
 
+def _first_differences(cells: list, others: list) -> str:
+    """Where two pages' tables part (the headers, then the first differing rows of cells,
+    row by row), so a failure names the rows rather than printing both tables whole."""
+    if len(cells) != len(others):
+        return f"{len(cells)} tables against {len(others)}"
+    out = []
+    for number, ((h, c), (oh, oc)) in enumerate(zip(cells, others, strict=True)):
+        if h != oh:
+            out.append(f"table {number}: headers {h} against {oh}")
+            continue
+        width = max(len(h), 1)
+        rows = [c[i : i + width] for i in range(0, len(c), width)]
+        other_rows = [oc[i : i + width] for i in range(0, len(oc), width)]
+        if len(rows) != len(other_rows):
+            out.append(f"table {number}: {len(rows)} rows against {len(other_rows)}")
+        parted = [
+            f"row {i}: {a} against {b}"
+            for i, (a, b) in enumerate(zip(rows, other_rows, strict=False))
+            if len(a) != len(b) or not all(map(_same, a, b))
+        ]
+        out += [f"table {number}, {line}" for line in parted[:3]]
+    return "; ".join(out)
+
+
 def _differences(where: str, left: dict, right: dict) -> list[str]:
     found = []
     if left["tiles"] != right["tiles"]:
@@ -121,7 +145,7 @@ def _differences(where: str, left: dict, right: dict) -> list[str]:
             h != oh or len(c) != len(oc) or not all(map(_same, c, oc))
             for (h, c), (oh, oc) in zip(cells, others, strict=False)
         ):
-            found.append(f"{where}: tables {cells} against {others}")
+            found.append(f"{where}: tables differ: {_first_differences(cells, others)}")
     series = [[(t["name"], t["y"]) for t in chart["traces"]] for chart in left["charts"]]
     others = [[(t["name"], t["y"]) for t in chart["traces"]] for chart in right["charts"]]
     flat = [(n, v) for chart in series for n, ys in chart for v in [*ys, f"#{len(ys)}"]]
