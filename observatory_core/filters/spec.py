@@ -14,12 +14,7 @@ from typing import Any
 
 from observatory_core.base.errors import UserError
 from observatory_core.semantic.field_declaration import Field, FilterKind
-from observatory_core.semantic.field_lookups import (  # noqa: F401 (FILTER_READS, TIME_KEYS: re-exported)
-    FILTER_READS,
-    TIME_KEYS,
-    derived,
-    filter_keys,
-)
+from observatory_core.semantic.field_lookups import TIME_KEYS, derived, filter_keys
 
 _RELATIVE = re.compile(r"^(\d+)(m|h|d)$")
 _UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}

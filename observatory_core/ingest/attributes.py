@@ -93,7 +93,7 @@ def bounded(
             out["observatory.dropped_attributes"] = len(attributes) - ATTRIBUTES_MAX_KEYS
             break
         kind = type(value)  # most values are short strings and numbers, kept as they are
-        if (kind is str and len(value) <= ATTRIBUTE_MAX_CHARS) or kind is int or kind is bool:
+        if (kind is str and len(value) <= ATTRIBUTE_MAX_CHARS) or kind in _WHOLE:
             out[key[:256]] = value
             continue
         if shared is not None and value is shared[0]:

@@ -20,10 +20,10 @@ from starlette.testclient import TestClient
 from observatory_core.accounts.permissions import ROLE_PERMISSIONS, Permission, Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import PermissionDenied
-from observatory_core.filters.spec import FILTER_READS, FilterSpec
+from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS
 from observatory_core.reports.live import SPAN_FIELDS as LIVE_FIELDS
-from observatory_core.semantic.field_lookups import FIELD_NEEDS
+from observatory_core.semantic.field_lookups import FIELD_NEEDS, FILTER_READS
 from observatory_core.traces.query import SORTS
 from tests.helpers import END, span
 

@@ -13,7 +13,7 @@ from observatory_core.api.app import create_app
 from observatory_core.api.common import FILTER_PARAMETERS
 from observatory_core.api.schemas import filter_params_model
 from observatory_core.api.traces import OWN
-from observatory_core.filters.spec import TIME_KEYS, FilterSpec, filter_names
+from observatory_core.filters.spec import FilterSpec, filter_names
 from observatory_core.ingest.spanrows import SPAN_COLUMNS
 from observatory_core.metrics import catalog, rollup_path
 from observatory_core.semantic import field_lookups
@@ -22,6 +22,7 @@ from observatory_core.semantic.field_lookups import (
     DIMENSIONS,
     FIELD_NEEDS,
     ROLLUP_GROUPS,
+    TIME_KEYS,
     filter_keys,
 )
 from observatory_core.semantic.fields import FIELDS

@@ -250,6 +250,8 @@ def sql(expression: ColumnElement) -> str:
 # -- rollups ---------------------------------------------------------------------------------
 
 SUM_COUNT = "SimpleAggregateFunction(sum, UInt64)"
+# A UInt64 count adds round this: a move's opposite row holds 2**64 - c, which a merge adds as -c.
+UINT64_WRAP = 2**64
 SUM_FLOAT = "SimpleAggregateFunction(sum, Float64)"
 # Schema versions 1-2 only (ddl.py never edits a released version): a t-digest state of the
 # sketched measure, whose percentiles over few spans were far off (docs/span-store-internals.md).

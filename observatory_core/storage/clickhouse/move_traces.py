@@ -31,7 +31,6 @@ from observatory_core.storage.clickhouse.wrapper_move_reads import Wrapper, _kin
 
 log = logging.getLogger("observatory.span_store")
 
-_WRAP = 2**64
 _NEGATIVE = 2**63
 _HOUR = timedelta(seconds=layout.GRAIN_SECONDS["1hour"])
 Statement = tuple[str, dict[str, Any]]
@@ -62,7 +61,7 @@ def _neutral(kind: str, inner: str) -> Any:
         )
     if inner == "String":
         return ""
-    return (_WRAP - 1) if kind == "min" else 0
+    return (layout.UINT64_WRAP - 1) if kind == "min" else 0
 
 
 def _ids(wrappers: list[Wrapper]) -> list[tuple]:
@@ -141,7 +140,7 @@ def _delta(org_id: int, key: tuple, out: dict | None, inn: dict | None, have: di
             row[name] = inn[name] if inn is not None else _neutral(*kinds[name])
         else:
             value = (inn[name] if inn else 0) - (out[name] if out else 0)
-            row[name] = value % _WRAP if p.column.type == layout.SUM_COUNT else value
+            row[name] = value % layout.UINT64_WRAP if p.column.type == layout.SUM_COUNT else value
     # expires with the key's rows (the table's TTL: the newest start, the longest retention)
     for name in ("last_start", layout.RETAIN_DAYS):
         row[name] = max(row[name], have[name])
@@ -213,7 +212,7 @@ def trace_mutations(
         if not held:
             continue
         source = _source(store, org_id, item["project_id"], item["trace_id"], wrappers, item["in"])
-        if source["span_count"] != int(have["span_count"]) % _WRAP or any(
+        if source["span_count"] != int(have["span_count"]) % layout.UINT64_WRAP or any(
             source[name] is None for name, _ in held
         ):
             log.warning(
@@ -221,7 +220,7 @@ def trace_mutations(
                 "its %s left as they were.",
                 org_id,
                 item["trace_id"],
-                int(have["span_count"]) % _WRAP,
+                int(have["span_count"]) % layout.UINT64_WRAP,
                 source["span_count"],
                 ", ".join(n for n, _ in held),
             )

@@ -57,7 +57,7 @@ class Call:
     start_time: datetime
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """What a move changes, fixed before its first rollup statement: the wrappers' minute
     partials keyed true (`rows`), the finest grain each one's negative row goes to (None: its

@@ -16,14 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from observatory_core.base.errors import DatabaseUnavailable
-from observatory_core.storage.clickhouse import view_gaps
+from observatory_core.storage.clickhouse import layout, view_gaps
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.wrapper_move_journal import Entry, Group
 from observatory_core.storage.clickhouse.wrapper_move_reads import _key_names, _utc
 
 log = logging.getLogger("observatory.span_store")
 
-_WRAP = 2**64
 TRACES = "trace_totals"  # the target of a move's trace totals' insert (else a rollup grain)
 
 
@@ -71,8 +70,10 @@ def counts(store: SpanStore, org_id: int, target: str, rows: list[dict[str, Any]
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, list):
-        return a[0] % _WRAP == b[0] % _WRAP and math.isclose(a[1], b[1], abs_tol=1e-9)
-    return a % _WRAP == b % _WRAP
+        return a[0] % layout.UINT64_WRAP == b[0] % layout.UINT64_WRAP and math.isclose(
+            a[1], b[1], abs_tol=1e-9
+        )
+    return a % layout.UINT64_WRAP == b % layout.UINT64_WRAP
 
 
 def _added(before: Any, members: list[dict[str, Any]]) -> Any:
@@ -93,7 +94,7 @@ def none_running(store: SpanStore, entry: Entry) -> None:
     if view_gaps.insert_running(store, table):
         raise DatabaseUnavailable(
             f"The span store is still running an insert into {table} (system.processes): "
-            f"org {entry.org_id}'s pending move of wrappers out of the LLM calls, whose last "
+            f"org {entry.org_id}'s pending move of stored spans' figures, whose last "
             "insert there is not known to have landed, waits for it; retry."
         )
 

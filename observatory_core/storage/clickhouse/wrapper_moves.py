@@ -109,7 +109,6 @@ from observatory_core.storage.clickhouse.wrapper_move_waits import wait
 
 log = logging.getLogger("observatory.span_store")
 
-_WRAP = 2**64
 _QUEUED = {"mutations_sync": 0, "lightweight_deletes_sync": 0}
 FLAGS_WAIT_S = 15.0  # the flags' mutation, and this move's rollup mutations, after it
 
@@ -148,11 +147,14 @@ def _opposite(row: dict[str, Any]) -> dict[str, Any]:
         name, kind = p.column.name, _kind(p.column)
         value = row[name]
         if kind == "sumMap":
-            out[name] = {k: (_WRAP - int(v)) % _WRAP for k, v in (value or {}).items()}
+            out[name] = {
+                k: (layout.UINT64_WRAP - int(v)) % layout.UINT64_WRAP
+                for k, v in (value or {}).items()
+            }
         elif kind in ("min", "max"):
             out[name] = None
         elif p.column.type == layout.SUM_COUNT:
-            out[name] = (_WRAP - int(value)) % _WRAP
+            out[name] = (layout.UINT64_WRAP - int(value)) % layout.UINT64_WRAP
         else:
             out[name] = -value
     return out
@@ -330,7 +332,7 @@ def _plan(store: SpanStore, org_id: int, entry: Entry) -> Plan | None:
     keys, groups_by_grain = _groups(rows)
     in_keys = {
         (g, _bucket(r["bucket_start"], sec), k)
-        for r, k in zip(added, _groups(added)[0], strict=True)
+        for r, k in zip(added, _keys(added), strict=True)
         for g, sec in _SECONDS.items()
     }
     emptied = _emptied(store, org_id, rows, keys, groups_by_grain, wrappers, in_keys)
@@ -347,10 +349,15 @@ def _plan(store: SpanStore, org_id: int, entry: Entry) -> Plan | None:
     return Plan(rows, finest, emptied, added, traces, actors)
 
 
+def _keys(rows: list[dict[str, Any]]) -> list[tuple]:
+    """Each row's rollup key."""
+    names = _key_names()
+    return [tuple(r[n] for n in names) for r in rows]
+
+
 def _groups(rows: list[dict[str, Any]]) -> tuple[list[tuple], dict[str, dict[tuple, list[int]]]]:
     """Each row's key, and grain -> (bucket, key) -> the rows under it."""
-    names = _key_names()
-    keys = [tuple(r[n] for n in names) for r in rows]
+    keys = _keys(rows)
     groups: dict[str, dict[tuple, list[int]]] = {}
     for grain, seconds in _SECONDS.items():
         groups[grain] = {}
@@ -499,10 +506,7 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         mutating(store, org_id, True)  # before the first: one may be queued though it raises
         for statement, params in mutations:
             store.client.command(statement, parameters=params, settings=_QUEUED)
-        if entry.sets is None:  # last of the statements
-            _clear_flags(store, org_id, wrappers)
-        else:
-            _clear_flags(store, org_id, wrappers, entry.sets)
+        _clear_flags(store, org_id, wrappers, entry.sets)  # last of the statements
         # waited on, bounded, so the next batch's reads see the flags, and the batch is
         # answered with the figures whole (a read while an emptied key's delete runs counts
         # the wrapper twice among all spans: in the rows keyed true still, and false already).

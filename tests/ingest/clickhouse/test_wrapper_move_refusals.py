@@ -57,8 +57,8 @@ def test_an_orgs_stuck_move_holds_back_no_other_org(ch_ingest):
     call, later = _call_under(w, 1, 400.0), _call_under(w2, 1, 600.0)  # a move each
     real_flags, real_left = wrapper_moves._clear_flags, waits.left
 
-    def flags_then_stuck(store, org_id, wrappers):
-        real_flags(store, org_id, wrappers)
+    def flags_then_stuck(store, org_id, wrappers, sets=None):
+        real_flags(store, org_id, wrappers, sets)
         store.client.command(
             f"ALTER TABLE {store.table('spans')} UPDATE llm_call = false "
             f"WHERE org_id = {org_id} AND toUInt8(throwIf(org_id = {org_id}, 'stuck')) = 0",
