@@ -109,6 +109,20 @@ def _richer_child_beside(org: int, project: int) -> Case:
     return Case([[stored], [later, tool]], [later, tool])
 
 
+def _two_pairs(org: int, project: int) -> Case:
+    """Two calls of one minute and key, each stored first and its richer copy later: one
+    batch restates both stored copies (one move), the key they shared emptied of both."""
+    one = _separate(org, project)
+    stored = span(org, project, AT + timedelta(seconds=7), **SAME, scope_name="openai.sdk",
+                  model="gpt-4o-2024-08-06", provider="openai", input_cost_usd=0.001,
+                  output_cost_usd=0.001, user_id="u-2")  # fmt: skip
+    later = span(org, project, AT + timedelta(seconds=7, milliseconds=20), **SAME,
+                 scope_name="openllmetry", model="gpt-4o", provider="openai",
+                 input_cost_usd=0.001, output_cost_usd=0.003, input_text="q",
+                 output_text="ok")  # fmt: skip
+    return Case([one.batches[0] + [stored], one.batches[1] + [later]], [*one.counted, later])
+
+
 def _chain(org: int, project: int) -> Case:
     """Three instrumentations of one call, one batch each: the second copy is set aside for
     the stored first (no richer); the third, richer, sets the first aside, and the second is
@@ -148,6 +162,7 @@ CASES = {
     "nested": _nested,
     "richer-child": _richer_child,
     "richer-child-beside": _richer_child_beside,
+    "two-pairs": _two_pairs,
     "chain": _chain,
 }
 
