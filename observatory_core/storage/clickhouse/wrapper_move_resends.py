@@ -93,7 +93,7 @@ def none_running(store: SpanStore, entry: Entry) -> None:
     if view_gaps.insert_running(store, table):
         raise DatabaseUnavailable(
             f"The span store is still running an insert into {table} (system.processes): "
-            f"org {entry.org_id}'s pending move of wrappers out of the LLM calls, whose last "
+            f"org {entry.org_id}'s pending move of stored spans' figures, whose last "
             "insert there is not known to have landed, waits for it; retry."
         )
 
