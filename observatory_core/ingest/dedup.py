@@ -288,12 +288,19 @@ def _mark(conn: Connection, keeper: dict, duplicate: dict) -> None:
     )
 
 
-def _take(conn: Connection, keeper: dict, duplicate: dict) -> bool:
-    """Copy to the counted span what only its twin has (the model, the error message, the
-    cost its model prices); whether a figure of the counted span changed."""
+def taken(keeper: dict, duplicate: dict) -> dict[str, Any]:
+    """What the counted span takes from its twin: what only the twin has (the model, the error
+    message), and the cost its model prices when the counted span is unpriced (every store)."""
     values = {n: duplicate[n] for n in COPIED if not keeper[n] and duplicate[n]}
     if keeper["cost_source"] == "unpriced" and duplicate["cost_source"] != "unpriced":
         values.update({n: duplicate[n] for n in COST})
+    return values
+
+
+def _take(conn: Connection, keeper: dict, duplicate: dict) -> bool:
+    """Copy to the counted span what only its twin has (`taken`); whether a figure of the
+    counted span changed."""
+    values = taken(keeper, duplicate)
     if not values:
         return False
     conn.execute(update(spans).where(spans.c.id == keeper["id"]).values(**values))

@@ -188,6 +188,7 @@ def _instance_of(store: SpanStore, row: dict) -> Any:
         )
         gone = ("", *(False for _ in dedup._RICHNESS), *(None for _ in dedup.COPIED + dedup.COST))
         raw, *details = result.result_rows[0] if result.result_rows else gone
+        row["gone"] = not result.result_rows
         row["instance"] = json.loads(raw) if raw else None
         row.update(zip(_DETAILS, details, strict=True))
     return row["instance"]
@@ -252,11 +253,10 @@ def set_aside_twins(
             _take(keeper, duplicate)
         elif restate is None or store.naming.cluster:  # no restatement: it counts on
             keeper, duplicate = other, row
-        else:
-            _instance_of(store, other)  # what the rule compares of it
+        else:  # what the rule compares of it read with its instance (`_same_instance`)
             keeper, duplicate = dedup.pick_keeper(row, other, ids)
             if keeper is other:  # the stored copy counts on, taking what it lacks
-                if taken := _taken(other, row):
+                if taken := dedup.taken(other, row):
                     restate.append((other, row, taken))
             else:  # the new copy counts, taking what it lacks; the stored one set aside
                 _take(row, other)
@@ -271,8 +271,8 @@ def set_aside_twins(
     for row in batch:
         del row["id"], row["instance"]
     for stored, _, _ in restate or ():
-        stored.pop("id", None)
-        stored.pop("instance", None)
+        for name in ("id", "instance", "gone"):
+            stored.pop(name, None)
     return marked
 
 
@@ -304,20 +304,14 @@ def _duplicates_of(store: SpanStore, span: dict) -> list[dict]:
 
 
 def _same_instance(store: SpanStore, a: dict, b: dict) -> bool:
-    """Where both resources name their instance (`service.instance.id`), it must be one."""
-    if a["instance"] is None:
-        return True
+    """Where both resources name their instance (`service.instance.id`), it must be one. A
+    stored `b` deleted since the candidates' read (the TTL, a fold of copies) is no twin: kept,
+    it would have the new copy set aside for a span no figure counts."""
     other = _instance_of(store, b)
-    return other is None or a["instance"] == other
-
-
-def _taken(keeper: dict, duplicate: dict) -> dict[str, Any]:
-    """What the counted span takes from its twin, as `dedup._take` does in SQL."""
-    values = {n: duplicate[n] for n in dedup.COPIED if not keeper[n] and duplicate[n]}
-    if keeper["cost_source"] == "unpriced" and duplicate["cost_source"] != "unpriced":
-        values.update({n: duplicate[n] for n in dedup.COST})
-    return values
+    if b.get("gone"):
+        return False
+    return a["instance"] is None or other is None or a["instance"] == other
 
 
 def _take(keeper: dict, duplicate: dict) -> None:
-    keeper.update(_taken(keeper, duplicate))
+    keeper.update(dedup.taken(keeper, duplicate))

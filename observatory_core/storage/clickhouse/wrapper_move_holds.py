@@ -27,6 +27,8 @@ _HELD_LOCK = threading.Lock()
 # The move's mutations as `system.mutations` shows them (`wrapper_move_waits.own`): each
 # rollup one names one bucket (the retention's lightweight deletes name a cutoff:
 # `bucket_start <`), the flags' one its new value
+# what a move corrects, for its messages: both kinds (`wrapper_moves.py`)
+MOVES = "wrappers out of the LLM calls, twins restated"
 BUCKET = "bucket_start = "
 FLAGS = "llm_call = false"
 SETS = " = multiIf("  # a twin's columns set (`wrapper_moves._clear_flags`)
@@ -50,7 +52,7 @@ def wait_for_earlier(store: SpanStore, org_id: int) -> None:
         raise DatabaseUnavailable(
             f"The span store's {', '.join(late)} rows of org {org_id} are still being "
             f"rewritten after {WAIT_S:.0f} s (system.mutations): the org's earlier correction "
-            f"of its LLM-call counts is not finished yet; retry in {HOLD_S:.0f} s."
+            f"of stored spans' figures ({MOVES}) is not finished yet; retry in {HOLD_S:.0f} s."
         )
     mutating(store, org_id, False)
 
@@ -87,8 +89,8 @@ def ready(store: SpanStore, org_ids: list[int]) -> None:
             org_ids = [o for o in org_ids if (store.target, o) in _MUTATING]
     if held:
         raise DatabaseUnavailable(
-            f"Org {held[0]}'s earlier correction of its LLM-call counts in the span store (a "
-            "wrapper moved out of the LLM calls) is not finished yet: its spans are refused for "
+            f"Org {held[0]}'s earlier correction of stored spans' figures in the span store "
+            f"({MOVES}) is not finished yet: its spans are refused for "
             f"up to {HOLD_S:.0f} s more; retry then."
         )
     for org_id in running(store, org_ids, _EARLIER) if org_ids else []:

@@ -140,6 +140,11 @@ def _clear_flags(
         )
 
 
+def _kind_of(entry: Entry) -> str:
+    """What the move does, for its messages."""
+    return "wrappers out of the LLM calls" if entry.sets is None else "twins restated"
+
+
 def _opposite(row: dict[str, Any]) -> dict[str, Any]:
     """The row that, added to `row`'s key (keyed `llm_call = true`), takes its spans out."""
     out = dict(row)
@@ -213,8 +218,9 @@ def _settle_key(
     source = _source_state(store, grain, org_id, bucket, key, wrappers, finer)
     if source.count != count:
         log.warning(
-            "Span store: org %s's %s row at %s of a wrapper that stopped counting as an LLM "
-            "call holds %d spans where its source holds %d: its %s left as they were.",
+            "Span store: org %s's %s row at %s of a moved span (a wrapper out of the LLM "
+            "calls, or a twin restated) holds %d spans where its source holds %d: its %s left "
+            "as they were.",
             org_id,
             grain,
             bucket,
@@ -417,10 +423,11 @@ def take_in(store: SpanStore, org_ids: list[int]) -> int:
     entries = move_journal.pending(store, org_ids)
     for entry in entries:
         log.warning(
-            "Span store: org %s's move of %d wrappers out of the LLM calls was left pending "
+            "Span store: org %s's move of %d stored spans (%s) was left pending "
             "(step %d); taken in now.",
             entry.org_id,
             len(entry.wrappers),
+            _kind_of(entry),
             entry.step,
         )
         try:
@@ -522,9 +529,10 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         mutating(store, org_id, bool(late))
         if late:
             log.warning(
-                "Span store: org %s's rows of wrappers that stopped counting as LLM calls "
-                "still being rewritten in %s after %.0f s (system.mutations).",
+                "Span store: org %s's rows of moved spans (%s) still being rewritten in %s "
+                "after %.0f s (system.mutations).",
                 org_id,
+                _kind_of(entry),
                 ", ".join(late),
                 FLAGS_WAIT_S,
             )
@@ -532,11 +540,12 @@ def finish(store: SpanStore, entry: Entry, stored: bool | None = True) -> int:
         move_journal.record(store, entry)
     except Exception:
         log.error(
-            "Span store: moving org %s's wrappers %s out of the LLM calls failed part-way "
+            "Span store: moving org %s's stored spans %s (%s) failed part-way "
             "(inserts landed: %s; sent, not known to have landed: %s); the org's next write "
             "finishes it.",
             org_id,
             [(w.trace_id, w.span_id) for w in entry.wrappers],
+            _kind_of(entry),
             entry.landed or "none",
             entry.sending or "none",
         )
