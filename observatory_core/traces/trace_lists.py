@@ -26,7 +26,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.expression import ColumnElement
-from sqlalchemy.sql.util import ClauseAdapter
 
 from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.filters.spec import FilterSpec
@@ -82,26 +81,6 @@ def _walks_from_newest(
     return newest is None or end >= newest - timedelta(hours=1)
 
 
-def _aside_matches(scope: Scope, where: list):
-    """For the walk: the root's trace has a twin set aside passing `where` (a probe of the
-    trace's spans). `trace_totals` counts only the spans that count, so its probe alone missed
-    a trace whose matching spans are all set aside, which the plain read lists (and its count
-    and days count): both plans list the same traces (docs/scale.md, "Known gaps")."""
-    aside = spans.alias("aside")
-    adapt = ClauseAdapter(aside).traverse
-    return (
-        select(literal(1))
-        .where(
-            *span_conditions(scope, aside),
-            aside.c.trace_id == spans.c.trace_id,
-            aside.c.duplicate_of.is_not(None),
-            *(adapt(w) for w in where),
-        )
-        .correlate(spans)
-        .exists()
-    )
-
-
 def read_roots(
     conn: Connection,
     scope: Scope,
@@ -135,12 +114,11 @@ def read_roots(
     if walks and _walks_from_newest(conn, scope, spec, direction, as_of):
         t = trace_totals
         probe = _window_matches(scope, spec, where, as_of, max_id)
-        has_match = or_(
+        has_match = (
             select(literal(1))
             .where(t.c.trace_id == spans.c.trace_id, *probe)
             .correlate(spans)
-            .exists(),
-            _aside_matches(scope, where),
+            .exists()
         )
     roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(
         spans.c.parent_span_id.is_(None), pinned

@@ -72,12 +72,18 @@ def _want(case, aside: str) -> dict:
     }
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="SQLite and PostgreSQL leave it off the first page by the root's start (docs/scale.md, "
+    "Known gaps): a probe of set-aside spans per root slowed that page on PostgreSQL 2.5 times",
+)
 @pytest.mark.parametrize("batches", ["one", "two"])
 def test_a_trace_of_a_twin_set_aside_alone_on_every_store(ch_ingest, sqlite, postgres, batches):
     """The twins of `_separate` (the stored copy's trace holds it alone), in one batch or two:
-    every store lists, counts and totals it alike (SQLite and PostgreSQL left it off the first
-    page by the root's start, where they walk the roots and probe the trace totals, though its
-    count and days counted it)."""
+    every store should list, count and total it alike. SQLite and PostgreSQL leave it off the
+    first page by the root's start, where they walk the roots and probe the trace totals
+    (which count no set-aside span), though its count and days count it."""
     slug = f"only-aside-{batches}"
     org, (main,) = make_org(ch_ingest.engine, slug, ("main",))
     case = _separate(org, main)
