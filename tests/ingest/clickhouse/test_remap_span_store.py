@@ -8,6 +8,7 @@ settled by the next run."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -122,11 +123,17 @@ class Remapped:
     sent: list[dict]
 
 
+_RUNS = itertools.count(1)
+
+
 @pytest.fixture(scope="module")
 def remapped(ch_ingest) -> Remapped:
+    """Orgs of their own each set-up: the package's store keeps what an earlier set-up wrote,
+    and a run of chosen files set this fixture up twice (its org's spans counted twice)."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    org, (main, side) = make_org(engine, "remap-ch", ("main", "side"))
-    other, (theirs,) = make_org(engine, "remap-ch-other")
+    run = next(_RUNS)
+    org, (main, side) = make_org(engine, f"remap-ch-{run}", ("main", "side"))
+    other, (theirs,) = make_org(engine, f"remap-ch-other-{run}")
     sent = _rows(org, main, side)
     assert persist.write_spans(engine, sent) == len(sent)
     persist.write_spans(engine, [_as_stored_before(other, theirs, NOW - timedelta(hours=2), 7)])
