@@ -27,6 +27,7 @@ from observatory_core.storage.clickhouse import writes
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.layout import micro_text
+from observatory_core.storage.types import as_utc
 
 # How far around a batch's spans their trace's stored spans are read: a call below a wrapper
 # (or a nested twin) starts within seconds of it nearly always; a trace spread wider is settled
@@ -156,8 +157,7 @@ def _pool_rows(
     for values in result.result_rows:
         row = dict(zip(_POOL_COLUMNS, values, strict=True))
         for name in ("start_time", "end_time"):
-            if row[name].tzinfo is None:
-                row[name] = row[name].replace(tzinfo=UTC)
+            row[name] = as_utc(row[name])
         row["instance"] = _UNREAD  # read only for a stored span that pairs (`_same_instance`)
         out.append(row)
     return out
@@ -177,10 +177,12 @@ def _instance_of(store: SpanStore, row: dict) -> Any:
             "SELECT JSONExtractRaw(attributes, 'resource', 'service.instance.id'), "
             f"{_RICH}, {', '.join(dedup.COPIED + dedup.COST)} "
             f"FROM {store.table('spans')} WHERE org_id = %(org)s AND project_id = %(project)s "
+            f"AND start_time = {_time('start')} "  # the sorting key's prefix: one granule
             "AND trace_id = %(trace)s AND span_id = %(span)s LIMIT 1",
             parameters={
                 "org": row["org_id"],
                 "project": row["project_id"],
+                "start": micro_text(row["start_time"]),
                 "trace": row["trace_id"],
                 "span": row["span_id"],
             },
@@ -298,8 +300,7 @@ def _duplicates_of(store: SpanStore, span: dict) -> list[dict]:
     names = ("org_id", "project_id", "trace_id", "span_id", "start_time")
     rows = [dict(zip(names, r, strict=True)) for r in result.result_rows]
     for row in rows:
-        if row["start_time"].tzinfo is None:
-            row["start_time"] = row["start_time"].replace(tzinfo=UTC)
+        row["start_time"] = as_utc(row["start_time"])
     return rows
 
 

@@ -485,7 +485,8 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
     if position is None and not store_for(conn).correlated_reads:  # the late traces joined
         # A first page, pinned at the write clock's now: a trace written to since is rare (a
         # write racing this read). The stored totals ranked with such traces first: when the
-        # first is not one, none is, and the stored totals are the pinned ones (docs/scale.md)
+        # first is not one, none is, and the stored totals are the pinned ones
+        # (docs/span-store-internals.md, "Traces mode")
         plain, by_key = ranking(joined=False)
         stale = or_(p.newest > max_id, p.newest.is_(None)).label("written_since_pin")
         ranked = read(plain.add_columns(stale), (stale.desc(), *by_key))
