@@ -36,7 +36,7 @@ LOOKBACK = timedelta(minutes=30)
 # New spans whose stored twins are looked up together, per query
 _CHUNK = 500
 # What makes a span's content richer: the one with more of these counts.
-_RICHNESS = ("input_text", "output_text", "finish_reason", "user_id", "session_id")
+RICHNESS = ("input_text", "output_text", "finish_reason", "user_id", "session_id")
 # What the counted span takes from its twin when it has none of its own.
 COPIED = ("provider", "model", "error_type", "error_message")
 COST = ("input_cost_usd", "output_cost_usd", "total_cost_usd", "cost_source")
@@ -59,7 +59,7 @@ _COLUMNS = (
     "input_tokens",
     "output_tokens",
     "status",
-    *_RICHNESS,
+    *RICHNESS,
     *COPIED,
     *COST,
 )
@@ -83,7 +83,7 @@ class Touched:
 
 
 def _richness(row: dict) -> int:
-    return sum(1 for name in _RICHNESS if row.get(name))
+    return sum(1 for name in RICHNESS if row.get(name))
 
 
 def _nested(a: dict, b: dict) -> bool:

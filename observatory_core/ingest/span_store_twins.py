@@ -26,7 +26,7 @@ from observatory_core.semantic.fields import LLM_OPERATIONS
 from observatory_core.storage.clickhouse import writes
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.layout import micro_text
+from observatory_core.storage.clickhouse.layout import bound_time, micro_text
 from observatory_core.storage.types import as_utc
 
 # How far around a batch's spans their trace's stored spans are read: a call below a wrapper
@@ -34,17 +34,6 @@ from observatory_core.storage.types import as_utc
 # on what this reads.
 TREE_REACH = timedelta(days=1)
 POOL_ROWS = 10_000  # stored twin candidates read per batch, at most
-
-
-def _time(name: str) -> str:
-    """A bound time (`layout.micro_text`) as the span table's type: microseconds kept."""
-    return f"toDateTime64(%({name})s, 6, 'UTC')"
-
-
-def _query_size(store: SpanStore, ids: int) -> dict[str, Any]:
-    """The ids are written into the statement (as `writes.stored_starts` does); on a cluster, read
-    from the replicas the inserts go to, as that check is (`cluster.SAME_REPLICA`)."""
-    return {"max_query_size": 8192 + 40 * ids, **store.naming.settings(SAME_REPLICA)}
 
 
 _POOL_COLUMNS = (
@@ -102,7 +91,7 @@ def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
     for (org_id, project_id), rows in by_scope.items():
         windows = dedup.windows(rows)
         near = " OR ".join(
-            f"(start_time >= {_time(f'lo{i}')} AND start_time <= {_time(f'hi{i}')})"
+            f"(start_time >= {bound_time(f'lo{i}')} AND start_time <= {bound_time(f'hi{i}')})"
             for i in range(len(windows))
         )
         # a separate twin has a row's tokens and starts within the tolerance of it: the
@@ -122,8 +111,8 @@ def _stored_candidates(store: SpanStore, recent: list[dict]) -> list[dict]:
         last = max(r["start_time"] for r in rows) + TREE_REACH
         listed = writes.plain_list(traces)
         in_traces = (
-            f"trace_id IN {listed or '%(traces)s'} AND start_time >= {_time('first')} "
-            f"AND start_time <= {_time('last')}"
+            f"trace_id IN {listed or '%(traces)s'} AND start_time >= {bound_time('first')} "
+            f"AND start_time <= {bound_time('last')}"
         )
         params.update(first=micro_text(first), last=micro_text(last))
         if listed is None:
@@ -151,7 +140,7 @@ def _pool_rows(
     result = store.client.query(
         f"SELECT * FROM ({reads}) LIMIT 1 BY trace_id, span_id",
         parameters={**params, "ops": sorted(LLM_OPERATIONS), "limit": POOL_ROWS},
-        settings=_query_size(store, 2 * ids),
+        settings=writes.ids_query_size(store, 2 * ids),
     )
     out = []
     for values in result.result_rows:
@@ -164,20 +153,20 @@ def _pool_rows(
 
 
 _UNREAD = object()
-_RICH = ", ".join(f"ifNull({n}, '') != '' AS {n}" for n in dedup._RICHNESS)
-_DETAILS = (*dedup._RICHNESS, *dedup.COPIED, *dedup.COST)
+_RICH = ", ".join(f"ifNull({n}, '') != '' AS {n}" for n in dedup.RICHNESS)
+_DETAILS = (*dedup.RICHNESS, *dedup.COPIED, *dedup.COST)
 
 
 def _instance_of(store: SpanStore, row: dict) -> Any:
     """The stored span's `service.instance.id`, read from its attributes once, with what
-    `dedup.pick_keeper` and `_take` compare (whether it has each of `dedup._RICHNESS`, its
+    `dedup.pick_keeper` and `_take` compare (whether it has each of `dedup.RICHNESS`, its
     `dedup.COPIED` and `dedup.COST`): read only for a stored span that pairs."""
     if row["instance"] is _UNREAD:
         result = store.client.query(
             "SELECT JSONExtractRaw(attributes, 'resource', 'service.instance.id'), "
             f"{_RICH}, {', '.join(dedup.COPIED + dedup.COST)} "
             f"FROM {store.table('spans')} WHERE org_id = %(org)s AND project_id = %(project)s "
-            f"AND start_time = {_time('start')} "  # the sorting key's prefix: one granule
+            f"AND start_time = {bound_time('start')} "  # the sorting key's prefix: one granule
             "AND trace_id = %(trace)s AND span_id = %(span)s LIMIT 1",
             parameters={
                 "org": row["org_id"],
@@ -188,7 +177,7 @@ def _instance_of(store: SpanStore, row: dict) -> Any:
             },
             settings=store.naming.settings(SAME_REPLICA),
         )
-        gone = ("", *(False for _ in dedup._RICHNESS), *(None for _ in dedup.COPIED + dedup.COST))
+        gone = ("", *(False for _ in dedup.RICHNESS), *(None for _ in dedup.COPIED + dedup.COST))
         raw, *details = result.result_rows[0] if result.result_rows else gone
         row["gone"] = not result.result_rows
         row["instance"] = json.loads(raw) if raw else None
@@ -285,7 +274,7 @@ def _duplicates_of(store: SpanStore, span: dict) -> list[dict]:
     result = store.client.query(
         f"SELECT org_id, project_id, trace_id, span_id, start_time FROM {store.table('spans')} "
         "WHERE org_id = %(org)s AND project_id = %(project)s "
-        f"AND start_time >= {_time('lo')} AND start_time <= {_time('hi')} "
+        f"AND start_time >= {bound_time('lo')} AND start_time <= {bound_time('hi')} "
         "AND duplicate_trace_id = %(trace)s AND duplicate_of = %(span)s",
         parameters={
             "org": span["org_id"],

@@ -42,15 +42,13 @@ from observatory_core.ingest.llm_calls import call_below, row_rule
 from observatory_core.ingest.span_store_twins import (
     TREE_REACH,
     Restatement,
-    _query_size,
-    _time,
     set_aside_twins,
 )
 from observatory_core.semantic.field_lookups import by_group
 from observatory_core.semantic.fields import SLOT_CHARS, SLOT_MARK
 from observatory_core.storage.clickhouse import wrapper_moves, writes
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.layout import micro_text
+from observatory_core.storage.clickhouse.layout import bound_time, micro_text
 from observatory_core.storage.clickhouse.org_turns import org_turns
 from observatory_core.storage.retention import policies
 from observatory_core.storage.schema import org_dimensions, orgs
@@ -194,7 +192,7 @@ def _stored_tree(store: SpanStore, org_id: int, wrappers: list[dict]) -> list[di
     result = store.client.query(
         f"SELECT {', '.join(_TREE_COLUMNS)} FROM {store.table('spans')} "
         "WHERE org_id = %(org)s AND trace_id IN %(traces)s "
-        f"AND start_time >= {_time('lo')} AND start_time <= {_time('hi')} "
+        f"AND start_time >= {bound_time('lo')} AND start_time <= {bound_time('hi')} "
         "LIMIT 1 BY trace_id, span_id LIMIT %(limit)s",
         parameters={
             "org": org_id,
@@ -203,7 +201,7 @@ def _stored_tree(store: SpanStore, org_id: int, wrappers: list[dict]) -> list[di
             "hi": micro_text(hi),
             "limit": TREE_ROWS,
         },
-        settings=_query_size(store, len(traces)),
+        settings=writes.ids_query_size(store, len(traces)),
     )
     return [dict(zip(_TREE_COLUMNS, values, strict=True)) for values in result.result_rows]
 
@@ -254,10 +252,10 @@ def _stored_wrappers(store: SpanStore, org_id: int, calls: list[dict]) -> list[d
     result = store.client.query(
         f"SELECT {', '.join(_WRAPPER_COLUMNS)} FROM {store.table('spans')} "
         f"WHERE org_id = %(org)s AND trace_id IN {listed or '%(traces)s'} "
-        f"AND start_time >= {_time('lo')} AND start_time <= {_time('hi')} "
+        f"AND start_time >= {bound_time('lo')} AND start_time <= {bound_time('hi')} "
         "AND operation = 'other' AND llm_call LIMIT %(limit)s",
         parameters={**params, "limit": TREE_ROWS},
-        settings=_query_size(store, len(traces)),
+        settings=writes.ids_query_size(store, len(traces)),
     )
     out = []
     for values in result.result_rows:

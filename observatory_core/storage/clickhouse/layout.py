@@ -41,6 +41,11 @@ def micro_text(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def bound_time(name: str) -> str:
+    """The parameter `name` (a `micro_text`) as the span table's time type: microseconds kept."""
+    return f"toDateTime64(%({name})s, 6, 'UTC')"
+
+
 # How long a wrapper move's journal rows are kept (`wrapper_move_journal.py`): a move left
 # pending that long by an org that wrote nothing since is dropped
 JOURNAL_DAYS = 30

@@ -161,6 +161,13 @@ def stored_starts(
     return found
 
 
+def ids_query_size(store: SpanStore, ids: int) -> dict[str, Any]:
+    """Settings for a read with `ids` ids written into its statement (as `stored_starts`
+    writes them); on a cluster, read from the replicas the inserts go to, as that check is
+    (`cluster.SAME_REPLICA`)."""
+    return {"max_query_size": 8192 + 40 * ids, **store.naming.settings(SAME_REPLICA)}
+
+
 def only_written_here(
     store: SpanStore,
     batch: list[dict[str, Any]],
