@@ -38,6 +38,21 @@ def merges_stopped(chdb_store):
 
 
 @pytest.fixture
+def newest_roots(monkeypatch) -> list[bool]:
+    """Whether each call of the newest roots' read (`roots_passing`) answered the page."""
+    answered: list[bool] = []
+    real = trace_lists.roots_passing
+
+    def spy(*args, **kwargs):
+        got = real(*args, **kwargs)
+        answered.append(got is not None)
+        return got
+
+    monkeypatch.setattr(trace_lists, "roots_passing", spy)
+    return answered
+
+
+@pytest.fixture
 def stretches(monkeypatch):
     """How many pages the stretch answered (None: the plain read took over), the newest roots'
     read (`roots_passing`, tested below) turned off so that every page tries the stretch."""
@@ -379,7 +394,7 @@ def test_a_condition_on_the_spans_own_columns_is_applied_first_with_no_copy_pick
 
 @pytest.mark.parametrize("after_end", [False, True])
 def test_the_newest_roots_are_the_page_when_each_passes_the_window_itself(
-    merges_stopped, monkeypatch, after_end
+    merges_stopped, monkeypatch, newest_roots, after_end
 ):
     """A filter of the window alone: the newest `limit + 1` roots from the window's start on are
     the page when each passes it itself (`roots_passing`, one read). A root before the window
@@ -396,15 +411,7 @@ def test_the_newest_roots_are_the_page_when_each_passes_the_window_itself(
         extra += [late, child_of(late, when - timedelta(minutes=3)), stray]
     rows = [s for t in traces for s in t] + extra
     assert write_spans(store, rows) == len(rows)
-    answered: list[bool] = []
-    real = trace_lists.roots_passing
-
-    def spy(*args, **kwargs):
-        got = real(*args, **kwargs)
-        answered.append(got is not None)
-        return got
-
-    monkeypatch.setattr(trace_lists, "roots_passing", spy)
+    answered = newest_roots
     scope = Scope(org_id=org, role=Role.ADMIN)
     spec = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
     walked, pin = _walk(store, scope, spec, 4)
@@ -423,7 +430,7 @@ def test_the_newest_roots_are_the_page_when_each_passes_the_window_itself(
 @pytest.mark.parametrize("limited", [False, True])
 @pytest.mark.parametrize("relative", [False, True])
 def test_the_newest_roots_page_runs_of_equal_starts_roots_of_two_projects_and_a_role(
-    merges_stopped, monkeypatch, limited, relative
+    merges_stopped, monkeypatch, newest_roots, limited, relative
 ):
     """The newest roots' read (`roots_passing`) against polars and the plain read, from review:
     runs of 7 roots sharing a start across page ends (limits 3, 6, 7, 8: the id decides the
@@ -446,15 +453,7 @@ def test_the_newest_roots_page_runs_of_equal_starts_roots_of_two_projects_and_a_
     extra = [second, hidden, hidden_kid, at_start, at_end, early, child_of(early, start)]
     rows = [s for t in traces for s in t] + extra
     assert write_spans(store, rows) == len(rows)
-    answered: list[bool] = []
-    real = trace_lists.roots_passing
-
-    def spy(*args, **kwargs):
-        got = real(*args, **kwargs)
-        answered.append(got is not None)
-        return got
-
-    monkeypatch.setattr(trace_lists, "roots_passing", spy)
+    answered = newest_roots
     projects = frozenset({1}) if limited else None
     role = Role.DEVELOPER if limited else Role.ADMIN
     scope = Scope(org_id=org, role=role, project_ids=projects)
@@ -487,7 +486,9 @@ def test_the_newest_roots_page_runs_of_equal_starts_roots_of_two_projects_and_a_
         assert sorted(r["span_id"] for r in oldest) == sorted(ids)
 
 
-def test_the_newest_roots_page_lists_twins_set_aside_as_the_plain_read(merges_stopped, monkeypatch):
+def test_the_newest_roots_page_lists_twins_set_aside_as_the_plain_read(
+    merges_stopped, monkeypatch, newest_roots
+):
     """Roots set aside as twins (`duplicate_of`), one in the trace of the root it doubles and one
     a trace of its own: the newest roots' read lists them as the plain read does (neither
     reads `duplicate_of`), with the trees' counts leaving them out (from review)."""
@@ -505,15 +506,7 @@ def test_the_newest_roots_page_lists_twins_set_aside_as_the_plain_read(merges_st
     )  # fmt: skip
     rows = [s for t in traces for s in t] + [twin, alone]
     assert write_spans(store, rows) == len(rows)
-    answered: list[bool] = []
-    real = trace_lists.roots_passing
-
-    def spy(*args, **kwargs):
-        got = real(*args, **kwargs)
-        answered.append(got is not None)
-        return got
-
-    monkeypatch.setattr(trace_lists, "roots_passing", spy)
+    answered = newest_roots
     scope = Scope(org_id=org, role=Role.ADMIN)
     spec = FilterSpec(relative=None, start=when - timedelta(hours=1), end=END)
     for limit in (1, 2, 3):
@@ -528,7 +521,7 @@ def test_the_newest_roots_page_lists_twins_set_aside_as_the_plain_read(merges_st
 
 
 def test_a_first_page_of_a_window_ended_before_now_does_not_try_the_newest_roots(
-    merges_stopped, monkeypatch
+    merges_stopped, monkeypatch, newest_roots
 ):
     """A window given as two times that ended before the page's now: the roots written since
     its end are the newest from its start on and fail it, so the newest roots' read would be a
@@ -541,15 +534,7 @@ def test_a_first_page_of_a_window_ended_before_now_does_not_try_the_newest_roots
     since = [span(org, 1, end + timedelta(minutes=m)) for m in (0, 1, 2, 10)]  # none listed
     rows = [s for t in traces for s in t] + since
     assert write_spans(store, rows) == len(rows)
-    tried: list[bool] = []
-    real = trace_lists.roots_passing
-
-    def spy(*args, **kwargs):
-        got = real(*args, **kwargs)
-        tried.append(got is not None)
-        return got
-
-    monkeypatch.setattr(trace_lists, "roots_passing", spy)
+    tried = newest_roots
     scope = Scope(org_id=org, role=Role.ADMIN)
     spec = FilterSpec(relative=None, start=end - timedelta(hours=1), end=end)
     walked, pin = _walk(store, scope, spec, 4)
