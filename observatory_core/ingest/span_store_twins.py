@@ -23,7 +23,7 @@ from typing import Any
 
 from observatory_core.ingest import dedup
 from observatory_core.semantic.fields import LLM_OPERATIONS
-from observatory_core.storage.clickhouse import writes
+from observatory_core.storage.clickhouse import wrapper_moves, writes
 from observatory_core.storage.clickhouse.cluster import SAME_REPLICA
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.layout import bound_time, micro_text
@@ -305,3 +305,24 @@ def _same_instance(store: SpanStore, a: dict, b: dict) -> bool:
 
 def _take(keeper: dict, duplicate: dict) -> None:
     keeper.update(dedup.taken(keeper, duplicate))
+
+
+def journal_twins(store: SpanStore, restated: list[Restatement]) -> list[wrapper_moves.Entry]:
+    """Each org's stored twins restated journaled as one move whose
+    commit point is the insert of their new twins (`wrapper_moves.py`)."""
+    by_org: dict[int, list[Restatement]] = {}
+    for item in restated:
+        by_org.setdefault(item[0]["org_id"], []).append(item)
+    entries = []
+    for org_id, mine in by_org.items():
+        spans, sets = {}, {}
+        for stored, twin, columns in mine:
+            span = wrapper_moves.Wrapper(
+                stored["project_id"], stored["trace_id"], stored["span_id"], stored["start_time"]
+            )
+            call = wrapper_moves.Call(
+                twin["project_id"], twin["trace_id"], twin["span_id"], twin["start_time"]
+            )
+            spans[span], sets[span] = (call,), columns
+        entries.append(wrapper_moves.journal(store, org_id, spans, sets))
+    return entries

@@ -42,6 +42,7 @@ from observatory_core.ingest.llm_calls import call_below, row_rule
 from observatory_core.ingest.span_store_twins import (
     TREE_REACH,
     Restatement,
+    journal_twins,
     set_aside_twins,
 )
 from observatory_core.semantic.field_lookups import by_group
@@ -148,27 +149,6 @@ def write_spans(
         each_once=each_once,
         after=after,
     )
-
-
-def journal_twins(store: SpanStore, restated: list[Restatement]) -> list[wrapper_moves.Entry]:
-    """Each org's stored twins restated (`span_store_twins.py`), journaled as one move whose
-    commit point is the insert of their new twins (`wrapper_moves.py`)."""
-    by_org: dict[int, list[Restatement]] = {}
-    for item in restated:
-        by_org.setdefault(item[0]["org_id"], []).append(item)
-    entries = []
-    for org_id, mine in by_org.items():
-        spans, sets = {}, {}
-        for stored, twin, columns in mine:
-            span = wrapper_moves.Wrapper(
-                stored["project_id"], stored["trace_id"], stored["span_id"], stored["start_time"]
-            )
-            call = wrapper_moves.Call(
-                twin["project_id"], twin["trace_id"], twin["span_id"], twin["start_time"]
-            )
-            spans[span], sets[span] = (call,), columns
-        entries.append(wrapper_moves.journal(store, org_id, spans, sets))
-    return entries
 
 
 # -- LLM calls --------------------------------------------------------------------------------

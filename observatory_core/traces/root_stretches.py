@@ -25,7 +25,7 @@ that grows while paged keeps its root's start and its pinned totals.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, literal
 from sqlalchemy.engine import Connection
@@ -49,6 +49,12 @@ def traces_matching(conn: Connection, scope: Scope, where: list) -> Select:
     return scoped_spans(scope, spans.c.trace_id).where(*where)
 
 
+def _not_after(position: Cursor):
+    """Roots starting no later than the cursor's (newest first), a bound on the sorting key."""
+    key = spans.c.start_time
+    return key <= literal(position_time(position), type_=key.type)
+
+
 # The column of `roots_passing`'s read that says whether a root passes the filter itself
 _PASSES = "passes_filter_itself"
 
@@ -60,7 +66,7 @@ def roots_passing(
     *,
     limit: int,
     position: Cursor | None,
-    start,
+    start: datetime | None,
 ) -> list[dict] | None:
     """The page of roots newest first (and one more) when the newest `limit + 1` roots starting
     at or after `start` (the window's start, None: all time) each pass the filter `where`
@@ -77,7 +83,7 @@ def roots_passing(
     if start is not None:
         page = page.where(key >= literal(start, type_=key.type))
     if position:  # the keyset's start time as a plain bound too: the store narrows by it
-        page = page.where(key <= literal(position_time(position), type_=key.type))
+        page = page.where(_not_after(position))
     found = conn.execute(page.order_by(key.desc(), spans.c.id.desc()).limit(limit + 1))
     rows = [dict(r) for r in found.mappings()]
     passed = [bool(r.pop(_PASSES)) for r in rows]
@@ -100,7 +106,7 @@ def roots_by_stretch(
     store, key = store_for(conn), spans.c.start_time
     copies = scoped_spans(scope, key).where(spans.c.parent_span_id.is_(None), *where)
     if position:  # the keyset's start time as a plain bound: the store applies it first
-        copies = copies.where(key <= literal(position_time(position), type_=key.type))
+        copies = copies.where(_not_after(position))
     for per_row in STRETCH_PER_ROW:
         stretch = copies.order_by(key.desc()).limit(1).offset(per_row * (limit + 1) - 1)
         edge = conn.execute(stretch).scalar()
