@@ -18,7 +18,7 @@ import pytest
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.ingest import to_clickhouse
 from observatory_core.storage import latency_bins
-from observatory_core.storage.clickhouse import view_gaps, wrapper_moves
+from observatory_core.storage.clickhouse import view_gaps, wrapper_move_plan, wrapper_moves
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from tests.helpers import child_of, make_org, span
 from tests.ingest.clickhouse.test_late_llm_calls import (
@@ -58,14 +58,15 @@ def _refused(
 ) -> None:
     """Write `batch` with the move's `step` failing (after it ran, with `step_runs`): the
     batch is refused, as `refusal()` expects."""
-    real = getattr(wrapper_moves, step)
+    owner = wrapper_move_plan if step == "_settle_key" else wrapper_moves  # judged by the plan
+    real = getattr(owner, step)
 
     def fail_after(*args, **kwargs):
         if step_runs:
             real(*args, **kwargs)
         raise _Failed(step)
 
-    _refused_with(store, engine, batch, wrapper_moves, step, fail_after, refusal)
+    _refused_with(store, engine, batch, owner, step, fail_after, refusal)
 
 
 def _refused_with(

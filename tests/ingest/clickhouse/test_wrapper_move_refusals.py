@@ -17,7 +17,7 @@ import pytest
 from observatory_core.base.errors import DatabaseUnavailable
 from observatory_core.ingest import persist, to_clickhouse
 from observatory_core.ingest.isolate import write_isolating
-from observatory_core.storage.clickhouse import wrapper_move_holds, wrapper_moves
+from observatory_core.storage.clickhouse import wrapper_move_holds, wrapper_move_plan, wrapper_moves
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse import wrapper_move_waits as waits
 from observatory_core.storage.clickhouse.migrate_spans import migrate_spans
@@ -122,10 +122,10 @@ def test_a_move_failing_after_the_insert_is_a_503_not_a_refused_span(ch_ingest):
     keep = _wrapper(org, main, T0 + timedelta(seconds=40), 40.0, 0.02, tokens=(7, 1))
     assert write_isolating(engine, [w, keep]).written == 2
     call = _call_under(w, 1, 400.0)
-    real = wrapper_moves._settle_key
+    real = wrapper_move_plan._settle_key
     patch = pytest.MonkeyPatch()
     patch.setattr(
-        wrapper_moves,
+        wrapper_move_plan,
         "_settle_key",
         lambda *a, **k: real(*a, **k) and (_ for _ in ()).throw(ValueError("not a retry")),
     )
