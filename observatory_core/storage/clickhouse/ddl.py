@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from observatory_core.base.errors import ConfigError
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import sketched
-from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import layout, rollup_select
 from observatory_core.storage.clickhouse.cluster import DDL_SETTINGS, Naming, schema_errors
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.fold_copies import fold_copies
@@ -181,14 +181,8 @@ def _rollups(naming: Naming, *, bins: bool, views_only: bool = False) -> list[st
             )
         )
         group = ["org_id", "bucket_start", *(c.name for c, _ in keys)]
-        if finer is None:
-            bucket = f"toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC')"
-            select = [
-                "spans.org_id AS org_id",
-                f"toDateTime({bucket}, 'UTC') AS bucket_start",
-                *(f"{expr} AS {c.name}" for c, expr in keys),
-                *(f"{p.select} AS {p.column.name}" for p in partials),
-            ]
+        if finer is None:  # the SELECT every repair runs too (`rollup_select.py`)
+            select = rollup_select.items(grain, partials)
             out.append(_view(naming, f"{name}_mv", name, ",\n    ".join(select), group))
         else:
             bucket = f"toStartOfInterval(rows.bucket_start, INTERVAL {seconds} SECOND, 'UTC')"

@@ -21,19 +21,15 @@ spans and rows: a read sums a key's rows over the shards, so the bins add up whe
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from observatory_core.semantic.metrics import sketched
-from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import layout, rollup_select
 from observatory_core.storage.clickhouse.cluster import READ_SETTINGS
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.ddl import _counted_spans
 from observatory_core.storage.clickhouse.org_turns import OrgTurns, own_process
-
-_MINUTE = layout.GRAIN_SECONDS["1min"]
 
 
 @dataclass
@@ -58,33 +54,22 @@ def days_missing_bins(store: SpanStore) -> list[tuple[int, date]]:
 
 def _span_columns() -> list[str]:
     """The span columns the minute view reads (and the identity, time and version)."""
-    texts = [e for _, e in layout.rollup_keys()]
-    texts += [layout.bins_partial().select, _counted_spans()]
-    named = {m for t in texts for m in re.findall(r"spans`?\.`?(\w+)", t)}
+    named = rollup_select.columns_read((layout.bins_partial(),))
     named |= {"org_id", "trace_id", "span_id", "start_time", "version"}
     return sorted(named)
 
 
 def _statement(store: SpanStore) -> str:
     """The insert for one org's day (parameters org, start, end)."""
-    keys = layout.rollup_keys()
-    names = [c.name for c, _ in keys]
+    names = [c.name for c, _ in layout.rollup_keys()]
     bins = layout.BINS_COLUMN
-    bucket = f"toStartOfInterval(spans.start_time, INTERVAL {_MINUTE} SECOND, 'UTC')"
     columns = ", ".join(f"`{c}`" for c in _span_columns())
     spans_of_day = (
         f"SELECT {columns} FROM {store.table('spans')} WHERE org_id = %(org)s "
         "AND start_time >= %(start)s AND start_time < %(end)s "
         "ORDER BY version DESC LIMIT 1 BY org_id, trace_id, span_id"
     )
-    made = ",\n        ".join(
-        [
-            "spans.org_id AS org_id",
-            f"toDateTime({bucket}, 'UTC') AS bucket_start",
-            *(f"{expr} AS {c.name}" for c, expr in keys),
-            f"{layout.bins_partial().select} AS made",
-        ]
-    )
+    made = rollup_select.select(f"({spans_of_day}) AS spans", of=(layout.bins_partial(),))
     group = ", ".join(["org_id", "bucket_start", *names])
     on = " AND ".join(f"s.{n} = r.{n}" for n in ["org_id", "bucket_start", *names])
     # on a cluster, into this node's shard: what a row lacks is computed over every shard
@@ -93,16 +78,15 @@ def _statement(store: SpanStore) -> str:
         f"INSERT INTO {store.naming.stored('rollup_1min')} (org_id, bucket_start, "
         f"{', '.join(names)}, {bins})\n"
         f"SELECT s.org_id, s.bucket_start, {', '.join('s.' + n for n in names)}, "
-        "mapSubtract(s.made, r.have)\n"
-        f"FROM (\n    SELECT\n        {made}\n    FROM ({spans_of_day}) AS spans\n"
-        f"    WHERE {_counted_spans()}\n    GROUP BY {group}\n) AS s\n"
+        f"mapSubtract(s.{bins}, r.have)\n"
+        f"FROM (\n{made}\n) AS s\n"
         f"INNER JOIN (\n    SELECT {group}, sumMap({bins}) AS have, "
         f"sum({_count_column()}) AS wanted\n    FROM {store.table('rollup_1min')}\n"
         "    WHERE org_id = %(org)s AND bucket_start >= %(start)s AND bucket_start < %(end)s\n"
         f"    GROUP BY {group}\n    HAVING arraySum(mapValues(have)) < wanted\n) AS r ON {on}\n"
         # only what the row lacks, and only when its spans cover what it holds
-        "WHERE arrayAll(k -> s.made[k] >= r.have[k], mapKeys(r.have))\n"
-        "  AND arraySum(mapValues(s.made)) = r.wanted"
+        f"WHERE arrayAll(k -> s.{bins}[k] >= r.have[k], mapKeys(r.have))\n"
+        f"  AND arraySum(mapValues(s.{bins})) = r.wanted"
     )
 
 

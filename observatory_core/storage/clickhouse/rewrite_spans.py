@@ -39,7 +39,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from observatory_core.base.errors import DatabaseUnavailable
-from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import layout, rollup_select
 from observatory_core.storage.clickhouse.cluster import delete_sync
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
@@ -63,7 +63,6 @@ TRACES = 10_000  # traces per trace-totals statement
 DAYS = 7
 _NAMES = layout.span_column_names()
 _TIMES = tuple(c.name for c in layout.span_columns() if layout.TIME in c.type)
-_MINUTE = layout.GRAIN_SECONDS["1min"]
 _DAY = timedelta(days=1)
 _RAW = "_json_text"  # a read row's JSON columns as stored
 
@@ -247,24 +246,9 @@ def _days_params(org_id: int, days: list[tuple[int, date]]) -> dict[str, Any]:
 def _days_statement(store: SpanStore) -> str:
     """The minute rows of the org's (project, day)s from their spans (`_in_days`), by the
     minute view's own expressions; the hour's and day's views fold them."""
-    keys = layout.rollup_keys()
-    partials = layout.rollup_partials()
-    bucket = f"toStartOfInterval(spans.start_time, INTERVAL {_MINUTE} SECOND, 'UTC')"
-    texts = [e for _, e in keys] + [p.select for p in partials] + [_counted_spans()]
-    source = newest_spans(store, texts, _in_days("start_time"))
-    names = [c.name for c, _ in keys]
-    select = [
-        "spans.org_id AS org_id",
-        f"toDateTime({bucket}, 'UTC') AS bucket_start",
-        *(f"{e} AS {c.name}" for c, e in keys),
-        *(f"{p.select} AS {p.column.name}" for p in partials),
-    ]
-    target = ", ".join(["org_id", "bucket_start", *names, *(p.column.name for p in partials)])
-    return (
-        f"INSERT INTO {store.table('rollup_1min')} ({target})\n"
-        f"SELECT {', '.join(select)}\nFROM {source}\nWHERE {_counted_spans()}\n"
-        f"GROUP BY {', '.join(['org_id', 'bucket_start', *names])}"
-    )
+    source = newest_spans(store, rollup_select.texts(), _in_days("start_time"))
+    target = ", ".join(rollup_select.names())
+    return f"INSERT INTO {store.table('rollup_1min')} ({target})\n{rollup_select.select(source)}"
 
 
 def _trace_statement(store: SpanStore) -> str:

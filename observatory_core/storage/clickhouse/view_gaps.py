@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import layout, rollup_select
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import ACTORS, _counted_spans, actors_select
 from observatory_core.storage.clickhouse.layout import micro_text
@@ -150,11 +150,7 @@ def _insert(
 
 def _rollup_statement(store: SpanStore, grain: str) -> str:
     seconds = layout.GRAIN_SECONDS[grain]
-    bucket = (
-        f"toDateTime(toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC'), 'UTC')"
-    )
-    keys = [("org_id", "spans.org_id"), ("bucket_start", bucket)]
-    keys += [(c.name, e) for c, e in layout.rollup_keys()]
+    keys = list(rollup_select.keys(grain))  # the minute view's key, at `grain`'s bucket
     in_buckets = (
         "spans.org_id = %(org)s AND spans.start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
         "AND spans.start_time < toDateTime64(%(hi)s, 6, 'UTC') "
@@ -166,7 +162,7 @@ def _rollup_statement(store: SpanStore, grain: str) -> str:
         "AND bucket_start < toDateTime64(%(hi)s, 6, 'UTC') "
         "AND toUnixTimestamp(bucket_start) IN %(buckets)s"
     )
-    return _insert(store, f"rollup_{grain}", keys, layout.rollup_partials(), in_buckets, rows)
+    return _insert(store, f"rollup_{grain}", keys, rollup_select.partials(), in_buckets, rows)
 
 
 # A trace's spans and rows: by the key's prefix (org, project), and the spans within the

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import layout, rollup_select
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.ddl import _counted_spans
 
@@ -51,9 +51,8 @@ def _second(moment: datetime) -> str:
     return _utc(moment).strftime("%Y-%m-%d %H:%M:%S")
 
 
-@lru_cache(maxsize=1)
 def _partials() -> tuple[layout.Partial, ...]:
-    return layout.rollup_partials()  # compiled from the declarations: once
+    return rollup_select.partials()  # the minute view's, compiled once
 
 
 def _kind(column: layout.ChColumn) -> str:
@@ -117,7 +116,7 @@ def _source_state(
     }
     finer = finer or {}
     if grain == "1min":
-        exprs = {c.name: e for c, e in layout.rollup_keys()}
+        exprs = dict(rollup_select.keys())  # the minute view's key
         where = _key_where(key, params, lambda n: exprs[n])
         partials = {p.column.name: p.select for p in _partials()}
         aggs = ", ".join(partials[name] for name, _ in _extremes())

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from observatory_core.storage.clickhouse import layout
+from observatory_core.storage.clickhouse import rollup_select
 from observatory_core.storage.clickhouse.connect import SpanStore
-from observatory_core.storage.clickhouse.ddl import _counted_spans
 from observatory_core.storage.clickhouse.layout import micro_text
 from observatory_core.storage.clickhouse.wrapper_move_journal import Entry
-from observatory_core.storage.clickhouse.wrapper_move_reads import Wrapper, _partials
+from observatory_core.storage.clickhouse.wrapper_move_reads import Wrapper
 
 
 def _wrappers_where(wrappers: list[Wrapper], params: dict[str, Any], prefix: str = "") -> str:
@@ -98,22 +97,10 @@ def _moved_rows(
     """The minute partials of the spans still to change, as the minute's view made them (a
     wrapper's keyed `llm_call = true`), and as it makes them of the spans as they are to be
     (the view's own expressions over `_sources`)."""
-    seconds = layout.GRAIN_SECONDS["1min"]
-    bucket = f"toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC')"
-    keys = layout.rollup_keys()
-    select = [
-        "spans.org_id AS org_id",
-        f"toDateTime({bucket}, 'UTC') AS bucket_start",
-        *(f"{expr} AS {c.name}" for c, expr in keys),
-        *(f"{p.select} AS {p.column.name}" for p in _partials()),
-    ]
     out = []
     for source in sources:
         result = store.client.query(
-            f"SELECT {', '.join(select)} FROM {source} AS spans WHERE {_counted_spans()} "
-            f"GROUP BY org_id, bucket_start, {', '.join(c.name for c, _ in keys)}",
-            parameters=params,
-            settings=settings,
+            rollup_select.select(f"{source} AS spans"), parameters=params, settings=settings
         )
         out.append([dict(zip(result.column_names, r, strict=True)) for r in result.result_rows])
     return out[0], out[1]
