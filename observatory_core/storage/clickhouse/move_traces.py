@@ -100,6 +100,21 @@ def _key_state(store: SpanStore, org_id: int, project: int, trace: str) -> tuple
     return row | {"span_count": int(count)}, bool(negative)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _starts(have: dict, wrappers: list[Wrapper], project: int, trace: str) -> tuple | None:
+    """The first and last start of the key's spans: what its rows hold (every span its view
+    counted: `min(first_start)`, `max(last_start)`; a neutral row's values pass over), widened
+    to the restated spans' own starts. None when the rows hold no start (none left, or only a
+    view's gap): then all the trace's spans are read, as they were before the bound."""
+    first, last = have.get("first_start"), have.get("last_start")
+    if first is None or last is None or last <= _EPOCH or first > last:
+        return None
+    own = [_utc(w.start_time) for w in wrappers if (w.project_id, w.trace_id) == (project, trace)]
+    return min([first, *own]), max([last, *own])
+
+
 def _source(
     store: SpanStore,
     org_id: int,
@@ -107,18 +122,29 @@ def _source(
     trace: str,
     wrappers: list[Wrapper],
     inn: dict | None,
+    have: dict,
 ) -> dict:
     """The key's counted spans but the restated ones, with `inn` (the restated as they are to
-    be) merged: its span count and extremes."""
+    be) merged: its span count and extremes. Read within the key's known starts (`_starts`),
+    so the engine reads the trace's months' parts only, not the org's every partition."""
     exprs = {p.column.name: p.select for p in _partials()}
     names = [name for name, _, _ in _extremes()]
     aggs = ", ".join(exprs[name] for name in names)
+    params = {"org": org_id, "project": project, "trace": trace, "ids": _ids(wrappers)}
+    within = ""
+    starts = _starts(have, wrappers, project, trace)
+    if starts is not None:
+        params["lo"], params["hi"] = micro_text(starts[0]), micro_text(starts[1])
+        within = (
+            "AND spans.start_time >= toDateTime64(%(lo)s, 6, 'UTC') "
+            "AND spans.start_time <= toDateTime64(%(hi)s, 6, 'UTC') "
+        )
     ((count, *values),) = store.client.query(
         f"SELECT count(), {aggs} FROM {store.table('spans')} AS spans "
-        "WHERE spans.org_id = %(org)s AND spans.project_id = %(project)s "
+        f"WHERE spans.org_id = %(org)s AND spans.project_id = %(project)s {within}"
         f"AND spans.trace_id = %(trace)s AND {_counted_spans()} "
         "AND (spans.project_id, spans.trace_id, spans.span_id) NOT IN %(ids)s",
-        parameters={"org": org_id, "project": project, "trace": trace, "ids": _ids(wrappers)},
+        parameters=params,
     ).result_rows
     row = _zoned(dict(zip(names, values, strict=True))) | {"span_count": int(count)}
     if int(row["span_count"]) == 0:  # no span: the aggregates' defaults are no values
@@ -165,7 +191,7 @@ def plan_traces(
         if o == i:
             continue
         have, negative = _key_state(store, org_id, project, trace)
-        others = _source(store, org_id, project, trace, wrappers, None)["span_count"]
+        others = _source(store, org_id, project, trace, wrappers, None, have)["span_count"]
         emptied = (
             i is None
             and others == 0
@@ -211,7 +237,9 @@ def trace_mutations(
         ]
         if not held:
             continue
-        source = _source(store, org_id, item["project_id"], item["trace_id"], wrappers, item["in"])
+        source = _source(
+            store, org_id, item["project_id"], item["trace_id"], wrappers, item["in"], have
+        )
         if source["span_count"] != int(have["span_count"]) % layout.UINT64_WRAP or any(
             source[name] is None for name, _ in held
         ):

@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.ingest import persist, to_clickhouse
+from observatory_core.ingest import dedup, persist, to_clickhouse
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage import latency_bins
@@ -209,20 +209,28 @@ def _on_sqlite(sqlite, slug: str, batches: list[list[dict]]) -> int:
     return org
 
 
-def _query(group_by: tuple[str, ...] = ("model", "provider"), series=SERIES) -> MetricQuery:
-    spec = FilterSpec(relative=None, start=AT - timedelta(hours=1), end=NOW)
-    return MetricQuery(series=series, filters=spec, bucket=None, group_by=group_by)
+def _window(around: datetime) -> FilterSpec:
+    """The hour before `around` to the hour after (at most now)."""
+    hour = timedelta(hours=1)
+    return FilterSpec(relative=None, start=around - hour, end=min(around + hour, NOW))
 
 
-def _by_model_provider(engine, org: int, force: str) -> list[tuple]:
-    result = run_metrics(engine, admin_scope(org), _query(), now=NOW, force=force)
+def _query(
+    group_by: tuple[str, ...] = ("model", "provider"), series=SERIES, around: datetime = AT
+) -> MetricQuery:
+    return MetricQuery(series=series, filters=_window(around), bucket=None, group_by=group_by)
+
+
+def _by_model_provider(engine, org: int, force: str, around: datetime = AT) -> list[tuple]:
+    query = _query(around=around)
+    result = run_metrics(engine, admin_scope(org), query, now=NOW, force=force)
     assert result.source == ("raw" if force == "raw" else "rollup")
     frame = result.frame.sort("model", "provider").select("model", "provider", *SERIES)
     return [(m, v, n, round(c, 9), t, round(p, 6)) for m, v, n, c, t, p in frame.rows()]
 
 
-def _users(engine, org: int, force: str | None) -> int:
-    query = _query((), ("unique_users.count",))
+def _users(engine, org: int, force: str | None, around: datetime = AT) -> int:
+    query = _query((), ("unique_users.count",), around)
     frame = run_metrics(engine, admin_scope(org), query, now=NOW, force=force).frame
     return int(frame["unique_users.count"][0])
 
@@ -237,12 +245,12 @@ def _ch_actors(store, org: int) -> list[tuple]:
     return [(b.replace(tzinfo=UTC), k, a) for b, k, a in rows]
 
 
-def _traces(engine, org: int) -> list[tuple]:
+def _traces(engine, org: int, around: datetime = AT) -> list[tuple]:
     """The list's traces mode: (trace, spans, cost, tokens) of each trace listed with a span
     that counts (every store lists a trace whose spans are all set aside too, with nothing
     counted: `test_twin_only_traces.py`; the totals table is compared whole by
     `_ch_trace_totals`)."""
-    spec = FilterSpec(relative=None, start=AT - timedelta(hours=1), end=NOW)
+    spec = _window(around)
     page = list_spans(engine, admin_scope(org), spec, mode="traces", limit=100, now=NOW)
     return sorted(
         (r["trace_id"], r["span_count"], round(r["total_cost_usd"], 9), r["total_tokens"])
@@ -324,15 +332,18 @@ def _polars_actors(counted: list[dict]) -> list[tuple]:
     return sorted(x for x in out if x[2] is not None)
 
 
-def _same_figures(store, org: int, sqlite, sqlite_org: int, counted: list[dict]) -> None:
-    """Every figure of the span store's org as SQLite's, and both as polars over `counted`."""
+def _same_figures(
+    store, org: int, sqlite, sqlite_org: int, counted: list[dict], around: datetime = AT
+) -> None:
+    """Every figure of the span store's org as SQLite's, and both as polars over `counted`
+    (the metrics and lists over the hours around `around`)."""
     _extremes_applied(store)
     counted = _reference(counted).drop("id").to_dicts()  # each row's `llm_call` by the rule
     want_models, want_traces, want_users = _polars(counted)
     for force in ("raw", "rollup"):
         got, on_sqlite = (
-            _by_model_provider(store.engine, org, force),
-            _by_model_provider(sqlite, sqlite_org, force),
+            _by_model_provider(store.engine, org, force, around),
+            _by_model_provider(sqlite, sqlite_org, force, around),
         )
         assert got == on_sqlite, force
         assert [g[:5] for g in got] == [w[:5] for w in want_models], force
@@ -340,9 +351,11 @@ def _same_figures(store, org: int, sqlite, sqlite_org: int, counted: list[dict])
             bound = 1e-6 if force == "raw" else latency_bins.RELATIVE_BOUND * w[5] + 1
             assert abs(g[5] - w[5]) <= bound, force
     assert _ch_trace_totals(store, org) == want_traces
-    assert _traces(store.engine, org) == _traces(sqlite, sqlite_org) == [t[:4] for t in want_traces]
+    on_sqlite = _traces(sqlite, sqlite_org, around)
+    assert _traces(store.engine, org, around) == on_sqlite == [t[:4] for t in want_traces]
     for force in ("raw", None):  # no rollup answers distinct users over this window
-        assert _users(store.engine, org, force) == _users(sqlite, sqlite_org, force) == want_users
+        users = _users(store.engine, org, force, around)
+        assert users == _users(sqlite, sqlite_org, force, around) == want_users
     assert _ch_actors(store, org) == _polars_actors(counted)
     assert _ch_spans(store, org) == _sqlite_spans(sqlite, sqlite_org)
     ref = pl.DataFrame(counted, infer_schema_length=None).with_columns(
@@ -492,3 +505,33 @@ def test_a_twin_restated_beside_a_late_call_under_a_stored_wrapper(ch_ingest, sq
     _write(ch_ingest, batches)
     sqlite_org = _on_sqlite(sqlite, "keeper-and-wrapper", batches)
     _same_figures(ch_ingest.store, org, sqlite, sqlite_org, [*case.counted, w, call])
+
+
+def test_a_twin_restated_in_a_trace_across_a_month_boundary(ch_ingest, sqlite):
+    """The trace's root and a tool span start in one month, the stored copy (the trace's last
+    end) and its richer nested twin in the next: the copy set aside, the trace's last end is
+    computed again from its other spans in both months' partitions (`move_traces._starts`:
+    the trace totals' first and last start bound the read); one that missed the root's
+    month would leave the copy's end standing. Each figure as SQLite's and polars'."""
+    month = NOW.replace(day=1, hour=0, minute=0)  # the month's first start
+    org, (main,) = make_org(ch_ingest.engine, "keeper-month", ("main",))
+    root = span(org, main, month - timedelta(seconds=10), service_name="svc", operation="agent",
+                duration_ms=2000.0, user_id="u-root")  # fmt: skip
+    tool = child_of(root, month - timedelta(seconds=5), service_name="svc", operation="tool",
+                    duration_ms=100.0, input_cost_usd=0.0002, output_cost_usd=0.0)  # fmt: skip
+    stored = child_of(root, month + timedelta(seconds=1), **dict(SAME, duration_ms=60_000.0),
+                      scope_name="agent.lib", model="gpt-4o", provider="openai",
+                      input_cost_usd=0.001, output_cost_usd=0.001)  # fmt: skip
+    later = child_of(stored, month + timedelta(seconds=1, milliseconds=5), **SAME,
+                     scope_name="openai.sdk", model="gpt-4o-2024-08-06", provider="openai",
+                     input_cost_usd=0.004, output_cost_usd=0.002, input_text="q",
+                     output_text="a")  # fmt: skip
+    batches = [[root, tool, stored], [later]]
+    patch = pytest.MonkeyPatch()
+    patch.setattr(dedup, "LOOKBACK", NOW - month + timedelta(hours=1))  # the boundary's twins
+    try:
+        _write(ch_ingest, batches)
+        sqlite_org = _on_sqlite(sqlite, "keeper-month", batches)
+    finally:
+        patch.undo()
+    _same_figures(ch_ingest.store, org, sqlite, sqlite_org, [root, tool, later], around=month)
