@@ -6,6 +6,9 @@ updates (`mutations`). Apart from the running of the move (journal, sends, waits
 plan is fixed and journaled before the move's first statement (`wrapper_move_journal.Plan`), so
 a move taken in after a failure sends what the first attempt planned; `mutations` alone is
 judged again, after the inserts, as statements that can be sent again. It reads, never writes.
+A move that changes no column a figure reads (`rollup_select.columns_read`,
+`move_traces.columns_read`: a twin taking only the error type and message) plans nothing, and
+is its `spans` row's mutation alone.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from observatory_core.storage.clickhouse import layout, move_traces
+from observatory_core.storage.clickhouse import layout, move_traces, rollup_select
 from observatory_core.storage.clickhouse import wrapper_move_resends as resends
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.wrapper_move_journal import Entry, Plan
@@ -201,9 +204,9 @@ def inserts(plan: Plan) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _figures_only_by_key(groups: list[tuple[Sets, list[Wrapper]]]) -> bool:
-    """Whether the spans change only `llm_call`, which no trace total or hour's actor reads."""
-    return all(set(sets) <= {"llm_call"} for sets, _ in groups)
+def _taken(groups: list[tuple[Sets, list[Wrapper]]]) -> set[str]:
+    """The span columns the move changes."""
+    return {name for sets, _ in groups for name in sets}
 
 
 def plan(store: SpanStore, org_id: int, entry: Entry) -> Plan | None:
@@ -212,10 +215,17 @@ def plan(store: SpanStore, org_id: int, entry: Entry) -> Plan | None:
     wrappers = list(entry.wrappers)
     groups = _set_groups(entry)
     sources, params, settings = _sources(store, org_id, wrappers, groups)
-    rows, added = _moved_rows(store, sources, params, settings)
+    # a figure changes only when a column it reads does: a twin taking only the error type and
+    # message (the error counts are by status) changes no rollup row, trace total or actor,
+    # and its move is its `spans` row's mutation alone; a wrapper's flag is a rollup key only
+    taken = _taken(groups)
+    rows: list[dict[str, Any]] = []
+    added: list[dict[str, Any]] = []
+    if taken & rollup_select.columns_read():
+        rows, added = _moved_rows(store, sources, params, settings)
     traces: list[dict[str, Any]] = []
     actors: dict[str, list[dict[str, Any]]] = {}
-    if not _figures_only_by_key(groups):
+    if taken & move_traces.columns_read():
         traces = move_traces.plan_traces(store, org_id, wrappers, sources, params, settings)
         actors = move_traces.plan_actors(store, sources, params, settings)
     if not rows and not added:

@@ -24,6 +24,7 @@ from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.storage import latency_bins
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
+from observatory_core.storage.clickhouse import wrapper_move_plan as planning
 from observatory_core.storage.clickhouse import wrapper_moves
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
@@ -165,6 +166,21 @@ def _chain(org: int, project: int) -> Case:
     return Case([[first], [second], [third]], [third])
 
 
+def _error_only(org: int, project: int) -> Case:
+    """A failed call: the stored copy, richer (its prompt), keeps counting and takes from its
+    later twin only the error type and message it lacks. No figure reads either (the error
+    counts are by status, which a twin never takes): its restatement is its `spans` row's
+    mutation alone (`SPANS_ONLY`)."""
+    failed = dict(SAME, model="gpt-4o", provider="openai", status="error", user_id="u-failed")
+    stored = span(org, project, AT + timedelta(seconds=11), **failed, scope_name="openllmetry",
+                  input_cost_usd=0.003, output_cost_usd=0.002, input_text="hello")  # fmt: skip
+    later = span(org, project, AT + timedelta(seconds=11, milliseconds=10), **failed,
+                 scope_name="openai.sdk", input_cost_usd=0.003, output_cost_usd=0.002,
+                 error_type="RateLimitError", error_message="429: slow down")  # fmt: skip
+    taken = {n: later[n] for n in ("error_type", "error_message")}
+    return Case([[stored], [later]], [dict(stored, **taken)])
+
+
 def _beside(org: int, project: int) -> list[dict]:
     """Spans of the org's around the twins: another call in the stored copy's minute (its key
     kept), and a span of the later copy's trace in the separate case's way (none here)."""
@@ -181,7 +197,9 @@ CASES = {
     "two-pairs": _two_pairs,
     "nested-twice": _nested_twice,
     "chain": _chain,
+    "error-only": _error_only,
 }
+SPANS_ONLY = {"error-only"}  # restated by the `spans` row's mutation alone
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +295,8 @@ def _ch_trace_totals(store, org: int) -> list[tuple]:
 def _ch_spans(store, org: int) -> dict[str, tuple]:
     rows = store.client.query(
         "SELECT span_id, duplicate_of, duplicate_trace_id, model, provider, "
-        f"round(total_cost_usd, 9), cost_source FROM {store.table('spans')} FINAL "
+        f"round(total_cost_usd, 9), cost_source, error_type, error_message "
+        f"FROM {store.table('spans')} FINAL "
         "WHERE org_id = %(org)s",
         parameters={"org": org},
     ).result_rows
@@ -288,7 +307,8 @@ def _sqlite_spans(engine, org: int) -> dict[str, tuple]:
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT span_id, duplicate_of, duplicate_trace_id, model, provider, "
-            "round(total_cost_usd, 9), cost_source FROM spans WHERE org_id = ?",
+            "round(total_cost_usd, 9), cost_source, error_type, error_message FROM spans "
+            "WHERE org_id = ?",
             (org,),
         ).all()
     return {r[0]: tuple(r[1:]) for r in rows}
@@ -393,7 +413,17 @@ def test_the_span_store_counts_the_copy_the_rule_keeps(ch_ingest, sqlite, name):
     assert to_clickhouse.write_spans(store, engine, mine) == len(mine)
     _write(ch_ingest, case.batches[:-1])
     before = _org_figures(store, other)
-    _write(ch_ingest, case.batches[-1:])
+    plans = []
+    patch = pytest.MonkeyPatch()
+    patch.setattr(planning, "plan", lambda *a: plans.append(_REAL_PLAN(*a)) or plans[-1])
+    try:
+        _write(ch_ingest, case.batches[-1:])
+    finally:
+        patch.undo()
+    # what the restatement sent beyond the `spans` row's mutation: nothing when no figure
+    # reads a column it changes
+    (plan,) = plans
+    assert (not plan.rows and not plan.added and not plan.traces) == (name in SPANS_ONLY)
     sqlite_org = _on_sqlite(sqlite, f"keeper-{name}", case.batches)
     _same_figures(store, org, sqlite, sqlite_org, case.counted)
     _extremes_applied(store)
@@ -421,6 +451,7 @@ def _fails_at_trace_totals(store, rows, table="rollup_1min"):
 
 
 _REAL_INSERT = wrapper_moves._insert
+_REAL_PLAN = planning.plan
 # (case, step, whether it ran before the failure): the separate case's restatement inserts
 # nothing (its stored copy's keys and trace are emptied: deletes alone)
 FAILURES = [
