@@ -22,17 +22,16 @@ from observatory_core.storage.schema import spans
 
 
 def counted_spans() -> str:
-    """Spans that count in figures (not a twin set aside: `semantic/duplicates.py`): the
-    view's WHERE, and every repair's."""
+    """Spans that count in figures (not a twin set aside: `semantic/duplicates.py`): every
+    repair's WHERE, as `ddl._counted_spans` is the view's (one declaration, compiled alike)."""
     return layout.sql(counted(spans.c))
 
 
-def bucket(grain: str = "1min", source: str = "spans") -> str:
-    """The bucket a span of `source` falls in at `grain`, as the rollup's `bucket_start`."""
+def bucket(grain: str = "1min") -> str:
+    """The bucket a span falls in at `grain`, as the rollup's `bucket_start`."""
     seconds = layout.GRAIN_SECONDS[grain]
     return (
-        f"toDateTime(toStartOfInterval({source}.start_time, INTERVAL {seconds} SECOND, 'UTC'), "
-        "'UTC')"
+        f"toDateTime(toStartOfInterval(spans.start_time, INTERVAL {seconds} SECOND, 'UTC'), 'UTC')"
     )
 
 
