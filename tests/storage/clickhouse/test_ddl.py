@@ -82,6 +82,8 @@ def test_spans_table_is_a_monthly_replacing_merge_tree_keyed_for_org_project_tim
     # tests/storage/clickhouse/test_span_ids.py), and this store's own
     assert set(columns) == {c.name for c in spans.columns} | {"version", "retain_days"}
     assert "CODEC(ZSTD(3))" in re.search(r"`input_text` [^\n]*", create).group(0)
+    for name in ddl.LZ4_COLUMNS:  # version 10 (test_page_codecs.py)
+        assert "CODEC(LZ4)" in re.search(rf"`{name}` [^\n]*", create).group(0)
     assert columns["tags"] == "Array(LowCardinality(String))"
 
 

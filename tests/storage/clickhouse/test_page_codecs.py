@@ -1,6 +1,7 @@
-"""Schema version 10: the columns a page of spans reads for its few rows alone (`ddl.LZ4_COLUMNS`)
-compressed with LZ4; a new store has it, a store at version 9 gets it at its next open with its
-stored parts rewritten in the background, and every row reads back the same."""
+"""Schema version 10: the columns a page of spans reads for its few rows alone
+(`ddl.LZ4_COLUMNS`) compressed with LZ4 (a new store: test_ddl.py); a store at version 9 gets
+it at its next open with its stored parts rewritten in the background, and every row reads back
+the same."""
 
 from __future__ import annotations
 
@@ -48,14 +49,6 @@ def _wait_for_mutations(store, seconds: float = 60) -> None:
     while store.client.query(query, parameters={"db": store.database}).result_rows[0][0]:
         assert time.monotonic() < deadline, "the rewrite of the parts did not finish"
         time.sleep(0.1)
-
-
-def test_a_new_store_keeps_the_pages_lazily_read_columns_in_lz4(chdb_store):
-    codecs = _codecs(chdb_store)
-    assert {name: codecs[name] for name in ddl.LZ4_COLUMNS} == dict.fromkeys(ddl.LZ4_COLUMNS, LZ4)
-    # the others as version 1 made them
-    assert codecs["parent_span_id"] == "CODEC(ZSTD(1))"
-    assert codecs["input_text"] == "CODEC(ZSTD(3))"
 
 
 def test_a_store_at_version_9_gets_lz4_at_its_next_open_its_parts_rewritten(chdb_session):
