@@ -16,6 +16,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    literal_column,
     or_,
     select,
     type_coerce,
@@ -28,7 +29,12 @@ from sqlalchemy.sql.expression import ColumnElement
 from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.duplicates import counted
-from observatory_core.storage.clickhouse.trace_totals import partial_rows, summed_per_trace
+from observatory_core.storage.clickhouse.trace_totals import (
+    ROOT_ROWS,
+    latest_root_of,
+    partial_rows,
+    summed_per_trace,
+)
 from observatory_core.storage.dialect import arrival_order, epoch_us, nano_dollars
 from observatory_core.storage.schema import is_shared, spans, trace_totals
 from observatory_core.storage.stores import store_for
@@ -48,6 +54,15 @@ def _summed_matching(conn: Connection, scope: Scope, matching) -> Select:
         rows = partial_rows
         return summed_per_trace(span_conditions(scope, rows), matching)
     return summed_totals(scope, trace_totals.c.trace_id.in_(matching))
+
+
+def _summed_with_root_rows(conn: Connection, scope: Scope, matching) -> Select | None:
+    """`_summed_matching`'s sums with each trace's rows that hold a root in place of its root
+    (`summed_per_trace(..., root_rows=True)`), for a first page's ranking (`_first_of_stored`);
+    None on a store that keeps whole rows."""
+    if not store_for(conn).groups_trace_totals:
+        return None
+    return summed_per_trace(span_conditions(scope, partial_rows), matching, root_rows=True)
 
 
 def _totals_by_window(
@@ -176,7 +191,7 @@ def read_by_tree(
         and (sort != "duration_ms" or store_for(conn).timestamps_as_micros)
     ):
         top = _walk_edge(conn, scope, sort, limit)
-    ranked = None
+    ranked, summed = None, None
     if top is not None:
         per_trace = _totals_by_window(scope, spec, where, as_of, max_id, top)
         ranked, _ = _rank(conn, scope, per_trace, sort, direction, limit, position, max_id)
@@ -190,7 +205,10 @@ def read_by_tree(
         else:
             matching = traces_matching(conn, scope, where)
             per_trace = _summed_matching(conn, scope, matching).subquery("per_trace")
-        ranked, query = _rank(conn, scope, per_trace, sort, direction, limit, position, max_id)
+            summed = _summed_with_root_rows(conn, scope, matching)
+        ranked, query = _rank(
+            conn, scope, per_trace, sort, direction, limit, position, max_id, summed
+        )
     ids = [r["root_id"] for r in ranked]
     roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(
         spans.c.id.in_(ids),
@@ -214,33 +232,87 @@ def read_by_tree(
     return page_end(rows, limit, sort, direction, as_of, max_id) + (total,)
 
 
-def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
+def _extent(first, last):
+    """Milliseconds from the earliest start to the latest end."""
+    return (epoch_us(last) - epoch_us(first)) / 1000.0
+
+
+def _stored(p) -> dict:
+    """The totals as stored, from a per-trace row's columns `p`."""
+    return {
+        "total_cost_usd": p.total_cost_usd,
+        "total_tokens": p.total_tokens,
+        "span_count": p.span_count,
+        "error_count": p.error_count,
+        "duration_ms": _extent(p.first_start, p.last_end),
+    }
+
+
+def _as_key(name: str, value):
+    """A total as the list sorts and shows it."""
+    if name == "total_cost_usd":  # the stored and the recomputed sum: one key (dialect.py)
+        return nano_dollars(value)
+    return value if name == "duration_ms" else cast(value, BigInteger)
+
+
+_STALE = "written_since_pin"
+
+
+def _first_of_stored(summed: Select, sort: str, direction: str, limit: int, max_id: int):
+    """A first page's ranking (and one more) by the stored totals, with the traces written
+    to since the pin first (`_STALE`) and each trace's first root write (`root_arrival`), from
+    `summed` (`_summed_with_root_rows`): the traces are ranked by the key alone and cut after
+    the `limit + 1`-th with its ties (`WITH TIES`); only those read their root from their
+    root rows (`latest_root_of`), which breaks the ties and cuts the page. The same page as
+    ranking every trace by key and root: every trace the cut leaves out sorts after the
+    `limit + 1`-th by its key alone. Reading each root from its rows' per-project maps for every
+    trace in the window cost about a fifth of the statement (docs/span-store-internals.md,
+    "Traces mode")."""
+    s = summed.subquery("summed")
+    totals = {name: _as_key(name, value) for name, value in _stored(s.c).items()}
+    stale = or_(s.c.newest > max_id, s.c.newest.is_(None)).label(_STALE)
+    key = totals[sort]
+    top = (
+        select(s.c.org_id, s.c.trace_id, s.c[ROOT_ROWS], stale)
+        .add_columns(*(value.label(name) for name, value in totals.items()))
+        .where(func.notEmpty(s.c[ROOT_ROWS]))  # a trace listed has a root
+        .order_by(stale.desc(), key.desc() if direction == "desc" else key.asc())
+        .limit(limit + 1)
+        .suffix_with("WITH TIES")
+        .subquery("first_ranked")
+    )
+    latest = literal_column(latest_root_of("first_ranked"))
+    root_id = func.tupleElement(latest, 2).label("root_id")
+    ranked = select(
+        top.c.trace_id,
+        root_id,
+        func.tupleElement(latest, 1).label("root_arrival"),
+        *(top.c[name] for name in totals),
+        top.c[_STALE],
+    )
+    t, k = top.c[_STALE], top.c[sort]
+    order = (k.desc(), root_id.desc()) if direction == "desc" else (k.asc(), root_id.asc())
+    return ranked, (t.desc(), *order)
+
+
+def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id, summed=None):
     """The page's traces (and one more) from `per_trace`, by their pinned totals; the rows
-    and the query (for its count).
+    and the query (for its count). `summed`: the same sums with each trace's root rows
+    (`_summed_with_root_rows`), for a first page ranked by the stored totals.
 
     A trace that received spans after the pin has its totals recomputed from its spans under
     the pin: per row, where that is an index probe (`Store.correlated_reads`), else from one
     grouped read of the traces written to since the pin, joined."""
     p = per_trace.c
-
-    def extent(first, last):  # milliseconds from the earliest start to the latest end
-        return (epoch_us(last) - epoch_us(first)) / 1000.0
-
     is_error = case((spans.c.status == "error", 1), else_=0)
     recomputed = {
         "total_cost_usd": func.sum(spans.c.total_cost_usd),
         "total_tokens": func.sum(spans.c.total_tokens),
         "span_count": func.count(),
         "error_count": func.sum(is_error),
-        "duration_ms": extent(func.min(spans.c.start_time), func.max(spans.c.end_time)),
+        "duration_ms": _extent(func.min(spans.c.start_time), func.max(spans.c.end_time)),
     }
-    stored = {
-        "total_cost_usd": p.total_cost_usd,
-        "total_tokens": p.total_tokens,
-        "span_count": p.span_count,
-        "error_count": p.error_count,
-        "duration_ms": extent(p.first_start, p.last_end),
-    }
+    stored = _stored(p)
     under_pin = (arrival_order(spans.c.id) <= max_id, counted(spans.c))
     source = per_trace
     if store_for(conn).correlated_reads:
@@ -269,9 +341,7 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
         value = stored[name]
         if joined:
             value = case((p.newest <= max_id, value), else_=exact[name])
-        if name == "total_cost_usd":  # the stored and the recomputed sum: one key (dialect.py)
-            return nano_dollars(value)
-        return value if name == "duration_ms" else cast(value, BigInteger)
+        return _as_key(name, value)
 
     def ranking(joined: bool):
         totals = {name: pinned(name, joined) for name in stored}
@@ -300,8 +370,16 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
         # write racing this read). The stored totals ranked with such traces first: when the
         # first is not one, none is, and the stored totals are the pinned ones
         # (docs/span-store-internals.md, "Traces mode")
+        if summed is not None:  # ranked by key, the roots read for the first traces only
+            ranked = read(*_first_of_stored(summed, sort, direction, limit, max_id))
+            # not cut by the roots' arrival: none is after the pin in a trace not written to
+            # since, and a trace that is sends the page to the join (so would such a root)
+            arrived = [r.pop("root_arrival") <= max_id for r in ranked]
+            if not any(r.pop(_STALE) for r in ranked) and all(arrived):
+                return ranked, query
+            return read(query, order), query
         plain, by_key = ranking(joined=False)
-        stale = or_(p.newest > max_id, p.newest.is_(None)).label("written_since_pin")
+        stale = or_(p.newest > max_id, p.newest.is_(None)).label(_STALE)
         ranked = read(plain.add_columns(stale), (stale.desc(), *by_key))
         if not any(r.pop(stale.name) for r in ranked):
             return ranked, query
