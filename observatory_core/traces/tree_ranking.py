@@ -33,6 +33,7 @@ from observatory_core.storage.clickhouse.trace_totals import (
     ROOT_ROWS,
     latest_root_of,
     partial_rows,
+    roots_arrived_by,
     summed_per_trace,
 )
 from observatory_core.storage.dialect import arrival_order, epoch_us, nano_dollars
@@ -259,15 +260,15 @@ _STALE = "written_since_pin"
 
 
 def _first_of_stored(summed: Select, sort: str, direction: str, limit: int, max_id: int):
-    """A first page's ranking (and one more) by the stored totals, with the traces written
-    to since the pin first (`_STALE`) and each trace's first root write (`root_arrival`), from
-    `summed` (`_summed_with_root_rows`): the traces are ranked by the key alone and cut after
-    the `limit + 1`-th with its ties (`WITH TIES`); only those read their root from their
-    root rows (`latest_root_of`), which breaks the ties and cuts the page. The same page as
-    ranking every trace by key and root: every trace the cut leaves out sorts after the
-    `limit + 1`-th by its key alone. Reading each root from its rows' per-project maps for every
-    trace in the window cost about a fifth of the statement (docs/span-store-internals.md,
-    "Traces mode")."""
+    """A first page's ranking (and one more) by the stored totals, the traces written to
+    since the pin first (`_STALE`), among the traces whose roots had arrived by the pin
+    (`roots_arrived_by`), from `summed` (`_summed_with_root_rows`): ranked by the key alone
+    and cut after the `limit + 1`-th with its ties (`WITH TIES`); only those read their root
+    from their root rows (`latest_root_of`), which breaks the ties and cuts the page. The same
+    page as ranking every trace by key and root: every trace the cut leaves out sorts after
+    the `limit + 1`-th by its key alone. Reading each root from its rows' per-project maps for
+    every trace in the window cost about a fifth of the statement
+    (docs/span-store-internals.md, "Traces mode")."""
     s = summed.subquery("summed")
     totals = {name: _as_key(name, value) for name, value in _stored(s.c).items()}
     stale = or_(s.c.newest > max_id, s.c.newest.is_(None)).label(_STALE)
@@ -275,7 +276,8 @@ def _first_of_stored(summed: Select, sort: str, direction: str, limit: int, max_
     top = (
         select(s.c.org_id, s.c.trace_id, s.c[ROOT_ROWS], stale)
         .add_columns(*(value.label(name) for name, value in totals.items()))
-        .where(func.notEmpty(s.c[ROOT_ROWS]))  # a trace listed has a root
+        # a trace listed has a root, arrived by the pin
+        .where(func.notEmpty(s.c[ROOT_ROWS]), literal_column(roots_arrived_by("summed", max_id)))
         .order_by(stale.desc(), key.desc() if direction == "desc" else key.asc())
         .limit(limit + 1)
         .suffix_with("WITH TIES")
@@ -283,13 +285,7 @@ def _first_of_stored(summed: Select, sort: str, direction: str, limit: int, max_
     )
     latest = literal_column(latest_root_of("first_ranked"))
     root_id = func.tupleElement(latest, 2).label("root_id")
-    ranked = select(
-        top.c.trace_id,
-        root_id,
-        func.tupleElement(latest, 1).label("root_arrival"),
-        *(top.c[name] for name in totals),
-        top.c[_STALE],
-    )
+    ranked = select(top.c.trace_id, root_id, *(top.c[name] for name in totals), top.c[_STALE])
     t, k = top.c[_STALE], top.c[sort]
     order = (k.desc(), root_id.desc()) if direction == "desc" else (k.asc(), root_id.asc())
     return ranked, (t.desc(), *order)
@@ -372,10 +368,7 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id, summ
         # (docs/span-store-internals.md, "Traces mode")
         if summed is not None:  # ranked by key, the roots read for the first traces only
             ranked = read(*_first_of_stored(summed, sort, direction, limit, max_id))
-            # not cut by the roots' arrival: none is after the pin in a trace not written to
-            # since, and a trace that is sends the page to the join (so would such a root)
-            arrived = [r.pop("root_arrival") <= max_id for r in ranked]
-            if not any(r.pop(_STALE) for r in ranked) and all(arrived):
+            if not any(r.pop(_STALE) for r in ranked):
                 return ranked, query
             return read(query, order), query
         plain, by_key = ranking(joined=False)

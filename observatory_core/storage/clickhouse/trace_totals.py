@@ -102,10 +102,20 @@ def latest_root_of(source: str) -> str:
     hashed = SPAN_ID_SQL.format(t=f"{source}.").replace(f"{source}.span_id", "r.2")
 
     def per_project(reduce: str, part: int) -> str:
-        return f"arrayReduce('{reduce}', arrayMap(x -> [x.1], {rows}), arrayMap(x -> [x.{part}], {rows})).2"
+        keys, values = f"arrayMap(x -> [x.1], {rows})", f"arrayMap(x -> [x.{part}], {rows})"
+        return f"arrayReduce('{reduce}', {keys}, {values}).2"
 
     pairs = f"arrayZip({per_project('minMap', 2)}, {per_project('maxMap', 3)})"
     return f"arrayMax(arrayMap(r -> (r.1, {hashed}), {pairs}))"
+
+
+def roots_arrived_by(source: str, pin: int) -> str:
+    """Whether the root of each project in `source`'s `ROOT_ROWS` had arrived by `pin` (a
+    version): its least root write is at or before it, as `root_arrival <= pin` reads the
+    latest of those (`_latest_root`), without the per-project maps."""
+    rows = f"{source}.{ROOT_ROWS}"
+    arrived = f"arrayMap(y -> y.1, arrayFilter(y -> y.2 <= {int(pin)}, {rows}))"
+    return f"arrayAll(x -> has({arrived}, x.1), {rows})"
 
 
 def summed_per_trace(
@@ -273,6 +283,7 @@ __all__ = [
     "latest_root_of",
     "on_key",
     "partial_rows",
+    "roots_arrived_by",
     "self_contained",
     "summed_per_trace",
     "time_bounds",
