@@ -145,21 +145,24 @@ def tied(chdb_store):
     child in another project. The polars reference: each trace's cost over its spans, and its
     root's id as this store keeps it (the ranking's tie-break)."""
     costs = [3.0, 2.5, *[1.0] * 8, 0.5, 0.25]
-    rows = []
-    for i, cost in enumerate(costs):
-        root = span(
+    roots = [
+        span(
             TIED_ORG,
             1,
             NOW - timedelta(hours=2, minutes=i),
             trace_id=f"{i + 1:032x}",
             total_cost_usd=cost / 2,
         )
-        child = child_of(root, root["start_time"] + timedelta(seconds=1), total_cost_usd=cost / 2)
-        if i == 4:
-            child["project_id"] = 2
-        write_spans(chdb_store, [root])
-        write_spans(chdb_store, [child])
-        rows += [root, child]
+        for i, cost in enumerate(costs)
+    ]
+    children = [
+        child_of(r, r["start_time"] + timedelta(seconds=1), total_cost_usd=r["total_cost_usd"])
+        for r in roots
+    ]
+    children[4]["project_id"] = 2
+    write_spans(chdb_store, roots)
+    write_spans(chdb_store, children)
+    rows = roots + children
     ids = chdb_store.client.query(
         f"SELECT trace_id, {SPAN_ID_SQL.format(t='')} FROM {chdb_store.table('spans')} "
         f"WHERE org_id = {TIED_ORG} AND parent_span_id IS NULL"
