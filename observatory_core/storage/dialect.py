@@ -273,7 +273,7 @@ class epoch_us(FunctionElement):
 class nano_dollars(FunctionElement):
     """A cost rounded to whole nano-dollars: a sort key one trace keeps whichever order its
     costs were added in (a float sum moves in its last bits with the order; traces mode pages
-    by it, `traces/trace_lists._rank`)."""
+    by it, `traces/tree_ranking._rank`)."""
 
     type = Float()
     inherit_cache = True

@@ -392,7 +392,7 @@ trace_totals = Table(
         sqlite_where=text("shared"),
         postgresql_where=text("shared"),
     ),
-    # migration 0024: the tree-total sorts walk these from the top (`traces/trace_lists.py`)
+    # migration 0024: the tree-total sorts walk these from the top (`traces/tree_ranking.py`)
     Index("ix_trace_totals_org_cost", "org_id", "total_cost_usd"),
     Index("ix_trace_totals_org_tokens", "org_id", "total_tokens"),
 )

@@ -27,7 +27,8 @@ from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor, decode_cursor
 from observatory_core.traces.fields import KEY_FIELDS, field_column, resolve_fields
 from observatory_core.traces.paging import after, page_end, position_time
-from observatory_core.traces.trace_lists import read_by_tree, read_roots
+from observatory_core.traces.trace_lists import read_roots
+from observatory_core.traces.tree_ranking import read_by_tree
 
 SORTS = ("start_time", "duration_ms", "total_cost_usd", "total_tokens")
 

@@ -1,4 +1,5 @@
-"""Traces mode: whole traces listed by their root, sorted by a root column or by a tree total.
+"""Traces mode: whole traces listed by their root, sorted by a root column (`read_roots`); by a
+tree total in `traces/tree_ranking.py`, which shares the trace totals' pieces here.
 
 A trace is listed when any of its spans matches the filter; cost, tokens, span and error
 counts and the duration (earliest start to latest end) cover the whole tree (the scope's part
@@ -7,8 +8,6 @@ of it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
@@ -20,28 +19,19 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    type_coerce,
-    union_all,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import Select
-from sqlalchemy.sql.expression import ColumnElement
 
 from observatory_core.accounts.scope import Scope, scoped_spans, span_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.semantic.duplicates import counted
-from observatory_core.storage.clickhouse.trace_totals import partial_rows, summed_per_trace
-from observatory_core.storage.dialect import arrival_order, epoch_us, nano_dollars
-from observatory_core.storage.schema import is_shared, spans, trace_totals
+from observatory_core.storage.dialect import arrival_order
+from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.storage.stores import store_for
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
-from observatory_core.traces.root_stretches import (
-    roots_by_stretch,
-    roots_passing,
-    traces_matching,
-)
+from observatory_core.traces.root_stretches import roots_by_stretch, roots_passing
 
 
 def tree_totals(scope: Scope, which, max_id: int):
@@ -113,7 +103,7 @@ def read_roots(
     walks = store_for(conn).correlated_reads  # the walk probes trace_totals per root
     if walks and _walks_from_newest(conn, scope, spec, direction, as_of):
         t = trace_totals
-        probe = _window_matches(scope, spec, where, as_of, max_id)
+        probe = window_matches(scope, spec, where, as_of, max_id)
         has_match = (
             select(literal(1))
             .where(t.c.trace_id == spans.c.trace_id, *probe)
@@ -189,18 +179,7 @@ def summed_totals(scope: Scope, which):
     )
 
 
-def _summed_matching(conn: Connection, scope: Scope, matching) -> Select:
-    """`summed_totals` of the traces `matching` selects. On a store whose `trace_totals` is a
-    grouping of partial rows when read (`Store.groups_trace_totals`), those rows are added up
-    once per trace (`storage/clickhouse/trace_totals.summed_per_trace`), not grouped by
-    project with `shared`'s window first and by trace again."""
-    if store_for(conn).groups_trace_totals:
-        rows = partial_rows
-        return summed_per_trace(span_conditions(scope, rows), matching)
-    return summed_totals(scope, trace_totals.c.trace_id.in_(matching))
-
-
-def _window_matches(scope: Scope, spec: FilterSpec, where: list, as_of: datetime, max_id: int):
+def window_matches(scope: Scope, spec: FilterSpec, where: list, as_of: datetime, max_id: int):
     """Conditions on trace_totals rows for "the trace has a span in the window" (and in the
     filter's projects), from each row's first/last start (one index range) instead of grouping
     every span in the window.
@@ -235,261 +214,3 @@ def _window_matches(scope: Scope, spec: FilterSpec, where: list, as_of: datetime
         .exists()
     )
     return [*span_conditions(scope, t), *overlaps, or_(and_(*inside), confirmed)]
-
-
-def _totals_by_window(
-    scope: Scope,
-    spec: FilterSpec,
-    where: list,
-    as_of: datetime,
-    max_id: int,
-    top: _Top | None = None,
-):
-    """Per trace with a span in the window, its totals from trace_totals (`_window_matches`). A
-    trace with spans in several projects (`shared`) is summed over all of its rows, as in the
-    general path. `top`: only the single-project traces whose stored key reaches the walk's
-    edge, read through the key's index, and those that received spans after the pin (their
-    key is recomputed under it, `read_by_tree`)."""
-    t = trace_totals
-    matches = _window_matches(scope, spec, where, as_of, max_id)
-    columns = (
-        t.c.trace_id,
-        t.c.root_id,
-        arrival_order(t.c.root_id).label("root_arrival"),
-        t.c.total_cost_usd,
-        cast(t.c.total_tokens, BigInteger).label("total_tokens"),
-        cast(t.c.span_count, BigInteger).label("span_count"),
-        cast(t.c.error_count, BigInteger).label("error_count"),
-        t.c.max_span_id.label("newest"),
-        t.c.first_start,
-        t.c.last_end,
-    )
-    single = [*matches, t.c.shared.is_(False)]
-    if top is None:
-        parts = [select(*columns).where(*single)]
-    else:
-        late = scoped_spans(scope, spans.c.trace_id).where(arrival_order(spans.c.id) > max_id)
-        upper = select(*columns).where(*single, top.key >= top.edge, t.c.trace_id.not_in(late))
-        parts = [top.hint(upper), select(*columns).where(*single, t.c.trace_id.in_(late))]
-    shared = select(t.c.trace_id).where(*matches, is_shared(t))
-    return union_all(*parts, summed_totals(scope, t.c.trace_id.in_(shared))).subquery("per_trace")
-
-
-# The tree-total sorts' indexes on trace_totals (migration 0024), walked from the top, and the
-# entries walked per row wanted: a 7-day window holds about one trace in five of 30 days of data.
-_TREE_INDEX = {
-    "total_cost_usd": "ix_trace_totals_org_cost",
-    "total_tokens": "ix_trace_totals_org_tokens",
-    "duration_ms": "ix_trace_totals_org_extent",
-}
-_TREE_WALK_PER_ROW = 20
-
-
-@dataclass(frozen=True)
-class _Top:
-    key: ColumnElement  # the sort's stored key on trace_totals, as its index holds it
-    edge: float | int  # the key of the walk's last entry
-    hint: Callable  # a select -> the same select reading trace_totals through the key's index
-
-
-def _stored_key(sort: str) -> ColumnElement:
-    """The key of a tree-total sort as trace_totals stores it (duration: the extent in
-    microseconds, on a store that keeps times as integer microseconds)."""
-    t = trace_totals
-    if sort == "duration_ms":
-        return type_coerce(t.c.last_end, BigInteger) - type_coerce(t.c.first_start, BigInteger)
-    return t.c[sort]
-
-
-def _walk_edge(conn: Connection, scope: Scope, sort: str, limit: int) -> _Top | None:
-    """The walk over the first `_TREE_WALK_PER_ROW * (limit + 1)` entries of the sort's index
-    (descending), or None when the scope holds fewer (or the last one has no key)."""
-    store = store_for(conn)
-    key = _stored_key(sort)
-    stretch = store.index_hint(
-        select(key).where(*span_conditions(scope, trace_totals)), trace_totals, _TREE_INDEX[sort]
-    )
-    stretch = stretch.order_by(key.desc()).limit(1).offset(_TREE_WALK_PER_ROW * (limit + 1))
-    edge = conn.execute(stretch).scalar()
-    if edge is None:
-        return None
-
-    def hint(query):
-        return store.index_hint(query, trace_totals, _TREE_INDEX[sort])
-
-    return _Top(key, edge, hint)
-
-
-def _reaches(value, sort: str, top: _Top) -> bool:
-    """Whether a listed row's key is at or above the walk's edge (in the list's units)."""
-    edge = top.edge / 1000.0 if sort == "duration_ms" else top.edge  # extent: us -> ms
-    if sort == "total_cost_usd":  # listed in whole nano-dollars: past the edge by one at least
-        edge += 1e-9
-    return value is not None and value >= edge
-
-
-def read_by_tree(
-    conn: Connection,
-    scope: Scope,
-    where: list,
-    wanted: tuple[str, ...],
-    *,
-    spec: FilterSpec,
-    sort: str,
-    direction: str,
-    limit: int,
-    position: Cursor | None,
-    as_of: datetime,
-    max_id: int,
-    count: bool,
-) -> tuple[list[dict], str | None, int | None]:
-    """Traces sorted by a tree total (cost, tokens, duration from the earliest start to the
-    latest end), from the maintained `trace_totals`.
-
-    A trace that received spans after the page's pin has its totals recomputed from the
-    spans under the pin, so pages stay stable while spans arrive.
-    """
-    # trace_totals has time and project only; its rows are matched to the window by a probe
-    # per row (`_window_matches`), which a store without row indexes does not take
-    by_window = spec.only_uses({"project_ids"}) and store_for(conn).correlated_reads
-    top = None
-    # Every store: no planner sees through the pinned key (a CASE over a union) to the index.
-    # The extent is walked where times are integer microseconds (its index's expression).
-    if (
-        by_window
-        and position is None
-        and direction == "desc"
-        and not count
-        and (sort != "duration_ms" or store_for(conn).timestamps_as_micros)
-    ):
-        top = _walk_edge(conn, scope, sort, limit)
-    ranked = None
-    if top is not None:
-        per_trace = _totals_by_window(scope, spec, where, as_of, max_id, top)
-        ranked, _ = _rank(conn, scope, per_trace, sort, direction, limit, position, max_id)
-        # Exact when the page's last row reaches the edge: every trace left out has a smaller
-        # key (its stored key is below the edge, and it received no span after the pin).
-        if len(ranked) <= limit or not _reaches(ranked[-1][sort], sort, top):
-            ranked = None
-    if ranked is None:
-        if by_window:
-            per_trace = _totals_by_window(scope, spec, where, as_of, max_id)
-        else:
-            matching = traces_matching(conn, scope, where)
-            per_trace = _summed_matching(conn, scope, matching).subquery("per_trace")
-        ranked, query = _rank(conn, scope, per_trace, sort, direction, limit, position, max_id)
-    ids = [r["root_id"] for r in ranked]
-    roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(
-        spans.c.id.in_(ids),
-        # the same rows; the span store keeps no id to look up, its trace ids are indexed
-        spans.c.trace_id.in_([r["trace_id"] for r in ranked]),
-    )
-    by_id = {r["id"]: dict(r) for r in conn.execute(roots).mappings()} if ids else {}
-    total = None
-    if count:
-        total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = []
-    for r in ranked:
-        root = by_id.get(r["root_id"])
-        if root is None:  # the root row went away (deleted): nothing to show for this trace
-            continue
-        root.update(span_count=r["span_count"], error_count=r["error_count"])
-        for name in ("total_cost_usd", "total_tokens", "duration_ms"):
-            if name in root or name == sort:
-                root[name] = r[name]
-        rows.append(root)
-    return page_end(rows, limit, sort, direction, as_of, max_id) + (total,)
-
-
-def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id):
-    """The page's traces (and one more) from `per_trace`, by their pinned totals; the rows
-    and the query (for its count).
-
-    A trace that received spans after the pin has its totals recomputed from its spans under
-    the pin: per row, where that is an index probe (`Store.correlated_reads`), else from one
-    grouped read of the traces written to since the pin, joined."""
-    p = per_trace.c
-
-    def extent(first, last):  # milliseconds from the earliest start to the latest end
-        return (epoch_us(last) - epoch_us(first)) / 1000.0
-
-    is_error = case((spans.c.status == "error", 1), else_=0)
-    recomputed = {
-        "total_cost_usd": func.sum(spans.c.total_cost_usd),
-        "total_tokens": func.sum(spans.c.total_tokens),
-        "span_count": func.count(),
-        "error_count": func.sum(is_error),
-        "duration_ms": extent(func.min(spans.c.start_time), func.max(spans.c.end_time)),
-    }
-    stored = {
-        "total_cost_usd": p.total_cost_usd,
-        "total_tokens": p.total_tokens,
-        "span_count": p.span_count,
-        "error_count": p.error_count,
-        "duration_ms": extent(p.first_start, p.last_end),
-    }
-    under_pin = (arrival_order(spans.c.id) <= max_id, counted(spans.c))
-    source = per_trace
-    if store_for(conn).correlated_reads:
-        exact = {
-            name: scoped_spans(scope, value)
-            .where(spans.c.trace_id == p.trace_id, *under_pin)
-            .scalar_subquery()
-            for name, value in recomputed.items()
-        }
-    else:
-        late = traces_matching(conn, scope, [arrival_order(spans.c.id) > max_id])
-        grouped = (
-            scoped_spans(
-                scope,
-                spans.c.trace_id.label("late_id"),
-                *(value.label(name) for name, value in recomputed.items()),
-            )
-            .where(spans.c.trace_id.in_(late), *under_pin)
-            .group_by(spans.c.trace_id)
-            .subquery("late")
-        )
-        exact = {name: grouped.c[name] for name in recomputed}
-        source = per_trace.outerjoin(grouped, grouped.c.late_id == p.trace_id)
-
-    def pinned(name, joined: bool):
-        value = stored[name]
-        if joined:
-            value = case((p.newest <= max_id, value), else_=exact[name])
-        if name == "total_cost_usd":  # the stored and the recomputed sum: one key (dialect.py)
-            return nano_dollars(value)
-        return value if name == "duration_ms" else cast(value, BigInteger)
-
-    def ranking(joined: bool):
-        totals = {name: pinned(name, joined) for name in stored}
-        key = totals[sort]
-        query = (
-            select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items()))
-            .select_from(source if joined else per_trace)
-            .where(p.root_id.is_not(None), p.root_arrival <= max_id)
-        )
-        if position:
-            query = query.where(after(key, p.root_id, position))
-        by_key = (
-            (key.desc(), p.root_id.desc()) if direction == "desc" else (key.asc(), p.root_id.asc())
-        )
-        return query, by_key
-
-    def read(query, order) -> list[dict]:
-        # one thread where the store runs in this process (chDB): the grouping's many small
-        # groups cost more CPU split over threads than they save (`storage/clickhouse/sql.py`)
-        page = query.order_by(*order).limit(limit + 1).execution_options(one_thread=True)
-        return [dict(r) for r in conn.execute(page).mappings()]
-
-    query, order = ranking(joined=True)
-    if position is None and not store_for(conn).correlated_reads:  # the late traces joined
-        # A first page, pinned at the write clock's now: a trace written to since is rare (a
-        # write racing this read). The stored totals ranked with such traces first: when the
-        # first is not one, none is, and the stored totals are the pinned ones
-        # (docs/span-store-internals.md, "Traces mode")
-        plain, by_key = ranking(joined=False)
-        stale = or_(p.newest > max_id, p.newest.is_(None)).label("written_since_pin")
-        ranked = read(plain.add_columns(stale), (stale.desc(), *by_key))
-        if not any(r.pop(stale.name) for r in ranked):
-            return ranked, query
-    return read(query, order), query

@@ -1,4 +1,4 @@
-"""Traces by tree total from the top of the sort's index (`trace_lists._walk_edge`): the same
+"""Traces by tree total from the top of the sort's index (`tree_ranking._walk_edge`): the same
 page as summing every trace of the window, including when the walk is too short and when
 traces received spans after the page's pin (their totals recomputed under it)."""
 
@@ -15,9 +15,9 @@ from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.storage.schema import spans
-from observatory_core.traces import trace_lists
+from observatory_core.traces import tree_ranking
 from observatory_core.traces.query import pinned_conditions
-from observatory_core.traces.trace_lists import read_by_tree
+from observatory_core.traces.tree_ranking import read_by_tree
 from tests.helpers import all_spans, make_org, span, write
 
 NOW = datetime(2026, 11, 4, 15, tzinfo=UTC)
@@ -113,7 +113,7 @@ def test_walked_pages_list_what_polars_lists(forest, monkeypatch, sort, per_row,
     """Whatever the walk's length (too short for the page, enough, longer than the index),
     the page is the first `limit` traces by pinned total, the late spans left out."""
     engine, org, max_id = forest["engine"], forest["org"], forest["max_id"]
-    monkeypatch.setattr(trace_lists, "_TREE_WALK_PER_ROW", per_row)
+    monkeypatch.setattr(tree_ranking, "_TREE_WALK_PER_ROW", per_row)
     scope = Scope(org_id=org, role=Role.ADMIN)
     with engine.connect() as conn:
         rows, _, _ = read_by_tree(

@@ -89,7 +89,38 @@ def _latest_root() -> str:
     return f"arrayMax(arrayMap(r -> (r.1, {hashed}), arrayFilter(r -> r.2 != '', {per_project})))"
 
 
-def summed_per_trace(where: list, traces: Select | None = None) -> Select:
+# `summed_per_trace(..., root_rows=True)`'s column: a trace's rows that hold a root
+ROOT_ROWS = "root_rows"
+
+
+def latest_root_of(source: str) -> str:
+    """`_latest_root` from `source`'s `ROOT_ROWS` (a row of `summed_per_trace(...,
+    root_rows=True)` named `source`): the same (first root write, hashed root id) tuple. Only
+    the rows holding a root are there; the others' '' and `NO_ROOT_YET` change no project's
+    greatest root id or least root write, and a project without a root is in neither."""
+    rows = f"{source}.{ROOT_ROWS}"
+    hashed = SPAN_ID_SQL.format(t=f"{source}.").replace(f"{source}.span_id", "r.2")
+
+    def per_project(reduce: str, part: int) -> str:
+        keys, values = f"arrayMap(x -> [x.1], {rows})", f"arrayMap(x -> [x.{part}], {rows})"
+        return f"arrayReduce('{reduce}', {keys}, {values}).2"
+
+    pairs = f"arrayZip({per_project('minMap', 2)}, {per_project('maxMap', 3)})"
+    return f"arrayMax(arrayMap(r -> (r.1, {hashed}), {pairs}))"
+
+
+def roots_arrived_by(source: str, pin: int) -> str:
+    """Whether the root of each project in `source`'s `ROOT_ROWS` had arrived by `pin` (a
+    version): its least root write is at or before it, as `root_arrival <= pin` reads the
+    latest of those (`_latest_root`), without the per-project maps."""
+    rows = f"{source}.{ROOT_ROWS}"
+    arrived = f"arrayMap(y -> y.1, arrayFilter(y -> y.2 <= {int(pin)}, {rows}))"
+    return f"arrayAll(x -> has({arrived}, x.1), {rows})"
+
+
+def summed_per_trace(
+    where: list, traces: Select | None = None, *, root_rows: bool = False
+) -> Select:
     """Per trace, its partial rows that pass `where` (conditions on `partial_rows`), of the
     traces `traces` selects (their ids; None: every trace), added up in one grouping, with
     the columns `traces/trace_lists.summed_totals` gives from the derived table (which groups
@@ -99,7 +130,10 @@ def summed_per_trace(where: list, traces: Select | None = None) -> Select:
     that project's root (its greatest root span id, hashed), as the other stores list a trace with
     roots in several projects (the project whose root arrived last; a trace listed once every
     project's root had arrived by the pin): per project by `minMap` and `maxMap` over the trace's
-    rows (`_latest_root`), not by a second grouping."""
+    rows (`_latest_root`), not by a second grouping. `root_rows`: instead of those two, the
+    org and the rows that hold a root, (project, first root write, root span id) each, as
+    `ROOT_ROWS`: the root read from them (`latest_root_of`) for the few traces ranked first
+    only (`traces/tree_ranking.py`, a first page)."""
     t = partial_rows.c
     latest = _latest_root()
     if traces is not None:
@@ -107,11 +141,17 @@ def summed_per_trace(where: list, traces: Select | None = None) -> Select:
         # random trace ids skip a few granules of the org's rows for a key analysis that cost
         # more than it saved (docs/span-store-internals.md, "Traces mode")
         where = [*where, func.identity(t.trace_id).in_(traces)]
+    roots = [
+        literal_column(f"if(max(root_span_id) = '', NULL, {latest}.2)").label("root_id"),
+        literal_column(f"if(max(root_span_id) = '', NULL, {latest}.1)").label("root_arrival"),
+    ]
+    if root_rows:
+        held = func.tuple(t.project_id, t.root_version, t.root_span_id)
+        roots = [t.org_id, func.groupArrayIf(held, t.root_span_id != "").label(ROOT_ROWS)]
     return (
         select(
             t.trace_id,
-            literal_column(f"if(max(root_span_id) = '', NULL, {latest}.2)").label("root_id"),
-            literal_column(f"if(max(root_span_id) = '', NULL, {latest}.1)").label("root_arrival"),
+            *roots,
             func.sum(t.total_cost_usd).label("total_cost_usd"),
             cast(func.sum(t.total_tokens), BigInteger).label("total_tokens"),
             cast(func.sum(t.span_count), BigInteger).label("span_count"),
@@ -238,9 +278,12 @@ __all__ = [
     "ARRIVAL",
     "EXTREMES",
     "KEY",
+    "ROOT_ROWS",
     "derived",
+    "latest_root_of",
     "on_key",
     "partial_rows",
+    "roots_arrived_by",
     "self_contained",
     "summed_per_trace",
     "time_bounds",

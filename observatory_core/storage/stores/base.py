@@ -186,7 +186,7 @@ class Store(ABC):
     # storage/clickhouse/trace_totals.py): trace metrics then add up every trace's rows in one
     # grouping rather than reading whole rows and shared traces apart (metrics/trace_path.py),
     # and traces mode by a tree total adds up the matching traces' rows once per trace
-    # (traces/trace_lists.py, `_summed_matching`).
+    # (traces/tree_ranking.py, `_summed_matching`).
     groups_trace_totals: bool = False
     # Whether a read of several time ranges of one table is one piece with the ranges or'ed
     # (the rollup path's ragged edges, the distinct actors' edges) rather than a piece per

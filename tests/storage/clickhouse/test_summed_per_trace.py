@@ -133,3 +133,66 @@ def test_only_the_traces_asked_for_are_added_up(chdb_store, written):
     expected = dict(whole.agg(pl.col("total_cost_usd").sum()).iter_rows())
     assert set(got) == {"b" * 32, "c" * 32} == set(expected)
     assert got == pytest.approx(expected), "each trace whole, not only its recent spans"
+
+
+TIED_ORG = 12  # the ties' traces: an org of their own
+
+
+@pytest.fixture(scope="module")
+def tied(chdb_store):
+    """Two costly traces, then eight of one cost (a tie the first page's cut falls in), then
+    two cheap ones; each root and its child written apart (two partial rows), one tied trace's
+    child in another project. The polars reference: each trace's cost over its spans, and its
+    root's id as this store keeps it (the ranking's tie-break)."""
+    costs = [3.0, 2.5, *[1.0] * 8, 0.5, 0.25]
+    roots = [
+        span(
+            TIED_ORG,
+            1,
+            NOW - timedelta(hours=2, minutes=i),
+            trace_id=f"{i + 1:032x}",
+            total_cost_usd=cost / 2,
+        )
+        for i, cost in enumerate(costs)
+    ]
+    children = [
+        child_of(r, r["start_time"] + timedelta(seconds=1), total_cost_usd=r["total_cost_usd"])
+        for r in roots
+    ]
+    children[4]["project_id"] = 2
+    write_spans(chdb_store, roots)
+    write_spans(chdb_store, children)
+    rows = roots + children
+    ids = chdb_store.client.query(
+        f"SELECT trace_id, {SPAN_ID_SQL.format(t='')} FROM {chdb_store.table('spans')} "
+        f"WHERE org_id = {TIED_ORG} AND parent_span_id IS NULL"
+    ).result_rows
+    roots = pl.DataFrame(ids, schema=["trace_id", "root_id"], orient="row")
+    totals = pl.DataFrame(rows).group_by("trace_id").agg(pl.col("total_cost_usd").sum())
+    return totals.join(roots, on="trace_id").with_columns(pl.col("total_cost_usd").round(9))
+
+
+@pytest.mark.parametrize("direction", ["desc", "asc"])
+def test_a_first_page_cut_among_ties_is_the_ranking_by_cost_then_root(chdb_store, tied, direction):
+    """The first page ranks the traces by cost alone, keeps those tied with the last one it
+    needs, and breaks the ties by root id only then (`tree_ranking._first_of_stored`): page
+    after page the order polars gives by (cost, root id), the cut inside the tie."""
+    from observatory_core.accounts.permissions import Role
+    from observatory_core.accounts.scope import Scope
+    from observatory_core.filters.spec import FilterSpec
+    from observatory_core.traces.query import list_spans
+
+    scope = Scope(org_id=TIED_ORG, role=Role.ADMIN)
+    window = FilterSpec(relative=None, start=NOW - timedelta(hours=3), end=NOW)
+    walk = dict(mode="traces", sort="total_cost_usd", direction=direction, limit=3, now=NOW)
+    page = list_spans(chdb_store.engine, scope, window, **walk)
+    first = [r["trace_id"] for r in page.rows]
+    listed = list(first)
+    while page.next_cursor:
+        page = list_spans(chdb_store.engine, scope, window, cursor=page.next_cursor, **walk)
+        listed += [r["trace_id"] for r in page.rows]
+    expected = tied.sort(["total_cost_usd", "root_id"], descending=direction == "desc")[
+        "trace_id"
+    ].to_list()
+    assert first == expected[:3]
+    assert listed == expected
