@@ -425,7 +425,7 @@ def version_partials() -> tuple[Partial, ...]:
     older than any pin, when they hold the root, else `NO_ROOT_YET`: the column's default,
     so a trace whose root had not arrived by then is not listed as if it had). A page pinned before a trace grew recomputes its totals from its
     spans under the pin, and lists a trace only once its root had arrived by the pin
-    (`traces/trace_lists.py`), as `max_span_id` and `root_id` serve elsewhere."""
+    (`traces/tree_ranking.py`), as `max_span_id` and `root_id` serve elsewhere."""
     return (
         Partial(
             ChColumn("max_version", "SimpleAggregateFunction(max, UInt64)"),
