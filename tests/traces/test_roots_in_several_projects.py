@@ -54,6 +54,10 @@ def test_a_trace_with_roots_in_two_projects_is_listed_by_the_root_that_arrived_l
         fresh = _walk(engine, scope, spec, list_spans(engine, scope, spec, now=NOW, **walk), **walk)
         (row,) = [r for r in fresh if r["trace_id"] == trace]
         assert row["span_id"] == last_root["span_id"], "listed by the root written last"
+        # on a first page too, which the span store ranks without the join (tree_ranking)
+        first = list_spans(engine, scope, spec, now=NOW, **{**walk, "limit": 10}).rows
+        (row,) = [r for r in first if r["trace_id"] == trace]
+        assert row["span_id"] == last_root["span_id"], "a first page's root, written last"
         assert row["total_cost_usd"] == pytest.approx(2.25) and row["span_count"] == 3
         assert len(fresh) == len(others) + 1
     finally:
