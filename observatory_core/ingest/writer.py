@@ -8,9 +8,10 @@ The queue is bounded: past `max_pending` spans a request is turned away with a r
 instead of piling spans up in memory. On stop the queue is drained first, so nothing
 acknowledged or accepted is dropped.
 
-A writer that finds requests still being decoded (`arriving`) waits for them, at most
-`LINGER_S`, before it takes its group: clients that were all answered by one group post
-again together, and the first one decoded would otherwise be written alone. On the
+A writer that finds requests still being decoded (`arriving`), or fewer requests queued than
+its last group held, waits for them, at most `LINGER_S`, before it takes its group: clients
+that were all answered by one group post again together, and the first one decoded would
+otherwise be written alone. On the
 ClickHouse span store each group is one insert with a fixed cost (five views, its parts
 merged later), so groups of one 512-span request instead of four cost about twice the CPU
 per span (docs/span-store-internals.md, "The write path").
@@ -36,8 +37,9 @@ from observatory_core.storage.engine import is_unavailable
 from observatory_core.storage.stores import store_for
 
 log = logging.getLogger("observatory.ingest")
-# How long a writer waits for requests still being decoded before it takes its group: a
-# request of 512 spans decodes in some 15-60 ms; a group's write takes hundreds.
+# How long a writer waits for requests still being decoded (or for the last group's clients to
+# post again) before it takes its group: a request of 512 spans decodes in some 15-60 ms; a
+# group's write takes hundreds.
 LINGER_S = 0.05
 
 
@@ -78,6 +80,7 @@ class BatchWriter:
         self._cond = threading.Condition()
         self._pending = 0
         self._arriving = 0  # requests being decoded, about to `submit`
+        self._last_group = 0  # requests in the last group taken: their clients post again
         self._stopping = False
         # As many writers as the store serves side by side (`Store.writer_threads`).
         count = threads or store_for(engine).writer_threads
@@ -138,7 +141,7 @@ class BatchWriter:
                 return None
             until = time.monotonic() + LINGER_S
             while (
-                self._arriving
+                (self._arriving or len(self._queue) < self._last_group)
                 and not self._stopping
                 and sum(len(rows) for rows, _ in self._queue) < self.group_spans
                 and (left := until - time.monotonic()) > 0
@@ -149,6 +152,7 @@ class BatchWriter:
                 item = self._queue.popleft()
                 group.append(item)
                 size += len(item[0])
+            self._last_group = len(group)
             return group
 
     def _run(self) -> None:

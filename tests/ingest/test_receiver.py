@@ -281,7 +281,8 @@ def test_the_queue_depth_is_down_before_a_request_hears_back(org_key, monkeypatc
 def test_requests_still_decoding_are_written_with_the_first(org_key, monkeypatch):
     """The writer takes a request queued while another is still being decoded in one group
     with it (the span store pays a fixed cost per group); a request whose decoding ends
-    without rows lets it go at once. Groups seen through the writer's own write."""
+    without rows lets it go at once; a lone request after a group of two is still written
+    (after `LINGER_S`). Groups seen through the writer's own write."""
     engine, _, _, key = org_key
     monkeypatch.setattr(writer_module, "LINGER_S", 60.0)  # only the arrivals end the wait
     groups: list[int] = []
@@ -301,7 +302,8 @@ def test_requests_still_decoding_are_written_with_the_first(org_key, monkeypatch
             pass  # a request refused before its rows: not waited for
         done.append(second.submit(rows[2:]))
     assert [d.result(30) for d in done] == [[], []]
-    with writer.arriving() as alone:  # the only one: written without waiting on anything
+    monkeypatch.setattr(writer_module, "LINGER_S", 0.05)  # the others of the last group
+    with writer.arriving() as alone:  # did not come back: written after the wait alone
         assert alone.submit(rows[:1]).result(30) == []
     writer.stop()
     assert groups == [len(rows), 1]
