@@ -281,8 +281,9 @@ def test_the_queue_depth_is_down_before_a_request_hears_back(org_key, monkeypatc
 def test_requests_still_decoding_are_written_with_the_first(org_key, monkeypatch):
     """The writer takes a request queued while another is still being decoded in one group
     with it (the span store pays a fixed cost per group); a request whose decoding ends
-    without rows lets it go at once; a lone request after a group of two is still written
-    (after `LINGER_S`). Groups seen through the writer's own write."""
+    without rows lets it go at once; the clients of the last group are waited for as they
+    post again, and one that does not come back is not (past `LINGER_S`). Groups seen
+    through the writer's own write."""
     engine, _, _, key = org_key
     monkeypatch.setattr(writer_module, "LINGER_S", 60.0)  # only the arrivals end the wait
     groups: list[int] = []
@@ -302,9 +303,14 @@ def test_requests_still_decoding_are_written_with_the_first(org_key, monkeypatch
             pass  # a request refused before its rows: not waited for
         done.append(second.submit(rows[2:]))
     assert [d.result(30) for d in done] == [[], []]
-    monkeypatch.setattr(writer_module, "LINGER_S", 0.05)  # the others of the last group
-    with writer.arriving() as alone:  # did not come back: written after the wait alone
+    # the last group's two clients post again one after the other: written together
+    again = [writer.submit(rows[:1])]
+    time.sleep(0.5)
+    again.append(writer.submit(rows[1:2]))
+    assert [d.result(30) for d in again] == [[], []]
+    monkeypatch.setattr(writer_module, "LINGER_S", 0.05)
+    with writer.arriving() as alone:  # the other did not come back: written after the wait
         assert alone.submit(rows[:1]).result(30) == []
     writer.stop()
-    assert groups == [len(rows), 1]
-    assert all_spans(engine).height == len(rows)
+    assert groups == [len(rows), 2, 1]
+    assert all_spans(engine).height == len(rows)  # sent again: stored once
