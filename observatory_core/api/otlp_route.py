@@ -78,33 +78,35 @@ async def otlp_traces(request: Request) -> Response:
         return _reply(error_answer(kind, 400, "The client closed the connection mid-body."))
     if body is None:
         return _reply(error_answer(kind, 413, receiver.too_large_message()))
-    try:
-        decoded = await run_in_threadpool(receiver.decode, body, request.headers)
-    except (BadKey, BadPayload) as exc:
-        if isinstance(exc, BadKey) and key_from_headers(request.headers):
-            await run_in_threadpool(keyguard.guard.failed, receiver.engine, address)
-        return _reply(refuse(exc, kind))
-    except Exception as exc:
-        if is_unavailable(exc):
-            return _reply(error_answer(kind, 503, UNAVAILABLE, RETRY_UNAVAILABLE_S))
-        log.exception("OTLP request failed unexpectedly")
-        return _reply(error_answer(kind, 500, FAILED))
-    if not decoded.rows:
-        await _count_rejections(receiver, decoded, 0)
-        return _reply(decoded.answer())
-    try:
-        done = writer.submit(decoded.rows)
-    except Overloaded:
-        return _reply(
-            error_answer(
-                kind,
-                429,
-                "Too many spans are waiting to be written; retry shortly.",
-                RETRY_OVERLOADED_S,
+    # the writer waits a moment for a request being decoded, to write it with the others
+    with writer.arriving() as arrival:
+        try:
+            decoded = await run_in_threadpool(receiver.decode, body, request.headers)
+        except (BadKey, BadPayload) as exc:
+            if isinstance(exc, BadKey) and key_from_headers(request.headers):
+                await run_in_threadpool(keyguard.guard.failed, receiver.engine, address)
+            return _reply(refuse(exc, kind))
+        except Exception as exc:
+            if is_unavailable(exc):
+                return _reply(error_answer(kind, 503, UNAVAILABLE, RETRY_UNAVAILABLE_S))
+            log.exception("OTLP request failed unexpectedly")
+            return _reply(error_answer(kind, 500, FAILED))
+        if not decoded.rows:
+            await _count_rejections(receiver, decoded, 0)
+            return _reply(decoded.answer())
+        try:
+            done = arrival.submit(decoded.rows)
+        except Overloaded:
+            return _reply(
+                error_answer(
+                    kind,
+                    429,
+                    "Too many spans are waiting to be written; retry shortly.",
+                    RETRY_OVERLOADED_S,
+                )
             )
-        )
-    except ShuttingDown:
-        return _reply(error_answer(kind, 503, STOPPING, RETRY_UNAVAILABLE_S))
+        except ShuttingDown:
+            return _reply(error_answer(kind, 503, STOPPING, RETRY_UNAVAILABLE_S))
     try:
         refused = await asyncio.wrap_future(done)
     except Exception as exc:

@@ -7,14 +7,25 @@ back to their request, so a bad span costs neither its batch-mates nor the other
 The queue is bounded: past `max_pending` spans a request is turned away with a retry hint
 instead of piling spans up in memory. On stop the queue is drained first, so nothing
 acknowledged or accepted is dropped.
+
+A writer that finds requests still being decoded (`arriving`), or fewer requests queued than
+its last group held, waits for them, at most `LINGER_S`, before it takes its group: clients
+that were all answered by one group post again together, and the first one decoded would
+otherwise be written alone. On the
+ClickHouse span store each group is one insert with a fixed cost (five views, its parts
+merged later), so groups of one 512-span request instead of four cost about twice the CPU
+per span (docs/span-store-internals.md, "The write path").
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -26,6 +37,10 @@ from observatory_core.storage.engine import is_unavailable
 from observatory_core.storage.stores import store_for
 
 log = logging.getLogger("observatory.ingest")
+# How long a writer waits for requests still being decoded (or for the last group's clients to
+# post again) before it takes its group: a request of 512 spans decodes in some 15-60 ms; a
+# group's write takes hundreds.
+LINGER_S = 0.05
 
 
 class Overloaded(Exception):
@@ -34,6 +49,17 @@ class Overloaded(Exception):
 
 class ShuttingDown(Exception):
     """The server is stopping; another instance (or this one, restarted) will take the retry."""
+
+
+class Arrival:
+    """A request being decoded (`BatchWriter.arriving`): its rows go in with `submit`."""
+
+    def __init__(self, writer: BatchWriter) -> None:
+        self.writer = writer
+        self.settled = False
+
+    def submit(self, rows: list[dict[str, Any]]) -> Future:
+        return self.writer.submit(rows, self)
 
 
 class BatchWriter:
@@ -53,6 +79,8 @@ class BatchWriter:
         self._queue: deque[tuple[list[dict[str, Any]], Future]] = deque()
         self._cond = threading.Condition()
         self._pending = 0
+        self._arriving = 0  # requests being decoded, about to `submit`
+        self._last_group = 0  # requests in the last group taken: their clients post again
         self._stopping = False
         # As many writers as the store serves side by side (`Store.writer_threads`).
         count = threads or store_for(engine).writer_threads
@@ -67,11 +95,33 @@ class BatchWriter:
     def pending(self) -> int:
         return self._pending
 
-    def submit(self, rows: list[dict[str, Any]]) -> Future:
+    @contextmanager
+    def arriving(self) -> Iterator[Arrival]:
+        """Around a request's decoding: a writer about to take a group waits for it (at most
+        `LINGER_S`) until its rows are submitted through the answered `Arrival` or the block
+        ends, so requests posted together are written together."""
+        arrival = Arrival(self)
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield arrival
+        finally:
+            with self._cond:
+                if not arrival.settled:
+                    arrival.settled = True
+                    self._arriving -= 1
+                    self._cond.notify_all()
+
+    def submit(self, rows: list[dict[str, Any]], arrival: Arrival | None = None) -> Future:
         """A future that completes when `rows` are committed, with the (row, reason) pairs the
-        database refused; it fails only when the database is unavailable."""
+        database refused; it fails only when the database is unavailable. `arrival`: the
+        request's, no longer waited for once its rows are queued (or refused)."""
         future: Future = Future()
         with self._cond:
+            if arrival is not None and not arrival.settled:
+                arrival.settled = True
+                self._arriving -= 1
+                self._cond.notify_all()
             if self._stopping:
                 prometheus.ingest_refused("stopping", len(rows))
                 raise ShuttingDown
@@ -80,7 +130,7 @@ class BatchWriter:
                 raise Overloaded
             self._queue.append((rows, future))
             self._pending += len(rows)
-            self._cond.notify()
+            self._cond.notify_all()
         return future
 
     def _next_group(self) -> list[tuple[list[dict[str, Any]], Future]] | None:
@@ -89,11 +139,20 @@ class BatchWriter:
                 self._cond.wait()
             if not self._queue:
                 return None
+            until = time.monotonic() + LINGER_S
+            while (
+                (self._arriving or len(self._queue) < self._last_group)
+                and not self._stopping
+                and sum(len(rows) for rows, _ in self._queue) < self.group_spans
+                and (left := until - time.monotonic()) > 0
+            ):
+                self._cond.wait(left)
             group, size = [], 0
             while self._queue and (not group or size + len(self._queue[0][0]) <= self.group_spans):
                 item = self._queue.popleft()
                 group.append(item)
                 size += len(item[0])
+            self._last_group = len(group)
             return group
 
     def _run(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -275,3 +276,41 @@ def test_the_queue_depth_is_down_before_a_request_hears_back(org_key, monkeypatc
     assert future.result(30) == []
     writer.stop()
     assert seen == [0] and all_spans(engine).height == len(rows)
+
+
+def test_requests_still_decoding_are_written_with_the_first(org_key, monkeypatch):
+    """The writer takes a request queued while another is still being decoded in one group
+    with it (the span store pays a fixed cost per group); a request whose decoding ends
+    without rows lets it go at once; the clients of the last group are waited for as they
+    post again, and one that does not come back is not (past `LINGER_S`). Groups seen
+    through the writer's own write."""
+    engine, _, _, key = org_key
+    monkeypatch.setattr(writer_module, "LINGER_S", 60.0)  # only the arrivals end the wait
+    groups: list[int] = []
+    real_write = writer_module.write_spans
+
+    def counted(eng, rows, **kwargs):
+        groups.append(len(rows))
+        return real_write(eng, rows, **kwargs)
+
+    monkeypatch.setattr(writer_module, "write_spans", counted)
+    rows = Receiver(engine).decode(sample("genai.pb"), headers(key), now=NOW).rows
+    writer = BatchWriter(engine)
+    with writer.arriving() as first, writer.arriving() as second:
+        done = [first.submit(rows[:2])]
+        time.sleep(0.5)  # the writer has woken to the first rows (without the wait: taken)
+        with writer.arriving():
+            pass  # a request refused before its rows: not waited for
+        done.append(second.submit(rows[2:]))
+    assert [d.result(30) for d in done] == [[], []]
+    # the last group's two clients post again one after the other: written together
+    again = [writer.submit(rows[:1])]
+    time.sleep(0.5)
+    again.append(writer.submit(rows[1:2]))
+    assert [d.result(30) for d in again] == [[], []]
+    monkeypatch.setattr(writer_module, "LINGER_S", 0.05)
+    with writer.arriving() as alone:  # the other did not come back: written after the wait
+        assert alone.submit(rows[:1]).result(30) == []
+    writer.stop()
+    assert groups == [len(rows), 2, 1]
+    assert all_spans(engine).height == len(rows)  # sent again: stored once

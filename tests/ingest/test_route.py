@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 import pytest
 from google.rpc import status_pb2
@@ -20,6 +21,10 @@ from tests.ingest.conftest import PROTOBUF, sample
 class StubWriter:
     def __init__(self, outcome):
         self.outcome = outcome
+
+    @contextmanager
+    def arriving(self):
+        yield self
 
     def submit(self, rows):
         if isinstance(self.outcome, type) and issubclass(self.outcome, Exception):
