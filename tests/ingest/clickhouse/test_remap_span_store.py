@@ -288,14 +288,21 @@ def test_a_stopped_run_is_settled_by_the_next(ch_ingest, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(rewrite_spans, "rebuild_days", stop)
-    with pytest.raises(KeyboardInterrupt):
-        remap(engine, org_id=org, batch=20)
-    monkeypatch.undo()
-    get_settings.cache_clear()
-    monkeypatch.setenv("OBSERVATORY_SPAN_STORE", get_settings().span_store or "")
-    doubled = _store_rollup(store, "rollup_1day", org)
-    assert doubled["spans"].sum() > len(sent)  # the views counted the new copies too
-    assert _stored(store, org).height > len(sent)
+    # the engine's own merges would fold a span's two rows (same sorting key) before they are
+    # counted: held while the stopped run leaves them (a flake under load, `14 > 14`)
+    table = store.table("spans")
+    store.client.command(f"SYSTEM STOP MERGES {table}")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            remap(engine, org_id=org, batch=20)
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        monkeypatch.setenv("OBSERVATORY_SPAN_STORE", get_settings().span_store or "")
+        doubled = _store_rollup(store, "rollup_1day", org)
+        assert doubled["spans"].sum() > len(sent)  # the views counted the new copies too
+        assert _stored(store, org).height > len(sent)
+    finally:
+        store.client.command(f"SYSTEM START MERGES {table}")
     seen = _recorded(monkeypatch, store)
     remap(engine, org_id=org)
     monkeypatch.undo()
