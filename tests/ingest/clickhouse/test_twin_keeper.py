@@ -39,6 +39,7 @@ from tests.ingest.clickhouse.test_late_llm_call_resends import (
 )
 from tests.ingest.clickhouse.test_late_llm_calls import (
     GRAINS,
+    KEYS,
     _extremes_applied,
     _reference,
     _store_rollup,
@@ -50,7 +51,13 @@ from tests.storage.clickhouse.test_view_gaps import _views_failing
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 AT = NOW - timedelta(minutes=5)  # within the look-back (30 minutes)
 SAME = dict(service_name="svc", input_tokens=120, output_tokens=30, duration_ms=800.0)
-SERIES = ("request_count.count", "total_cost.sum", "total_tokens.sum", "duration_ms.p95")
+SERIES = (
+    "request_count.count",
+    "total_cost.sum",
+    "total_tokens.sum",
+    "error_count.count",
+    "duration_ms.p95",
+)
 
 
 @dataclass
@@ -89,11 +96,13 @@ def _nested(org: int, project: int) -> Case:
 
 
 def _richer_child(org: int, project: int) -> Case:
-    """One trace, the library's span stored first (the trace's root), the SDK's span below it
-    later with the prompt and answer: the rule keeps the richer child, and the trace's root,
-    set aside, leaves its totals (no counted root, the child's start first)."""
+    """One trace, the library's span stored first (the trace's root, failed), the SDK's span
+    below it later with the prompt and answer: the rule keeps the richer child, and the
+    trace's root, set aside, leaves its totals (no counted root, the child's start first, no
+    error)."""
     stored = span(org, project, AT, **SAME, scope_name="agent.lib", model="gpt-4o",
-                  provider="openai", input_cost_usd=0.001, output_cost_usd=0.001)  # fmt: skip
+                  provider="openai", input_cost_usd=0.001, output_cost_usd=0.001,
+                  status="error")  # fmt: skip
     later = child_of(stored, AT + timedelta(milliseconds=5), **SAME, scope_name="openai.sdk",
                      model="gpt-4o-2024-08-06", provider="openai", input_cost_usd=0.004,
                      output_cost_usd=0.002, input_text="q", output_text="a")  # fmt: skip
@@ -143,9 +152,10 @@ def _nested_twice(org: int, project: int) -> Case:
 
 
 def _chain(org: int, project: int) -> Case:
-    """Three instrumentations of one call, one batch each: the second copy is set aside for
-    the stored first (no richer); the third, richer, sets the first aside, and the second is
-    pointed at it too (`dedup._mark`)."""
+    """Three instrumentations of one failed call, one batch each: the second copy is set
+    aside for the stored first (no richer); the third, richer, sets the first aside (its
+    error leaves the key they share: status is a rollup key), and the second is pointed at it
+    too (`dedup._mark`)."""
     first, second, third = (
         span(
             org,
@@ -157,6 +167,7 @@ def _chain(org: int, project: int) -> Case:
             provider="openai",
             input_cost_usd=0.001 * k,
             output_cost_usd=0.001,
+            status="error",
             **extra,
         )  # fmt: skip
         for ms, scope, k, extra in (
@@ -246,7 +257,7 @@ def _by_model_provider(engine, org: int, force: str, around: datetime = AT) -> l
     result = run_metrics(engine, admin_scope(org), query, now=NOW, force=force)
     assert result.source == ("raw" if force == "raw" else "rollup")
     frame = result.frame.sort("model", "provider").select("model", "provider", *SERIES)
-    return [(m, v, n, round(c, 9), t, round(p, 6)) for m, v, n, c, t, p in frame.rows()]
+    return [(m, v, n, round(c, 9), t, e, round(p, 6)) for m, v, n, c, t, e, p in frame.rows()]
 
 
 def _users(engine, org: int, force: str | None, around: datetime = AT) -> int:
@@ -266,31 +277,37 @@ def _ch_actors(store, org: int) -> list[tuple]:
 
 
 def _traces(engine, org: int, around: datetime = AT) -> list[tuple]:
-    """The list's traces mode: (trace, spans, cost, tokens) of each trace listed with a span
+    """The list's traces mode: (trace, spans, cost, tokens, errors) of each trace listed with a span
     that counts (every store lists a trace whose spans are all set aside too, with nothing
     counted: `test_twin_only_traces.py`; the totals table is compared whole by
     `_ch_trace_totals`)."""
     spec = _window(around)
     page = list_spans(engine, admin_scope(org), spec, mode="traces", limit=100, now=NOW)
     return sorted(
-        (r["trace_id"], r["span_count"], round(r["total_cost_usd"], 9), r["total_tokens"])
+        (
+            r["trace_id"],
+            r["span_count"],
+            round(r["total_cost_usd"], 9),
+            r["total_tokens"],
+            r["error_count"],
+        )
         for r in page.rows
         if r["span_count"]
     )
 
 
 def _ch_trace_totals(store, org: int) -> list[tuple]:
-    """The span store's trace totals summed per trace: (trace, spans, cost, tokens, first
-    start, last end, root span)."""
+    """The span store's trace totals summed per trace: (trace, spans, cost, tokens, errors,
+    first start, last end, root span)."""
     rows = store.client.query(
         "SELECT trace_id, sum(span_count), round(sum(total_cost_usd), 9), sum(total_tokens), "
-        "min(first_start), max(last_end), max(root_span_id) "
+        "sum(error_count), min(first_start), max(last_end), max(root_span_id) "
         f"FROM {store.table('trace_totals')} WHERE org_id = %(org)s GROUP BY trace_id",
         parameters={"org": org},
     ).result_rows
     return sorted(
-        (t, n, c, k, f.replace(tzinfo=UTC), e.replace(tzinfo=UTC), r)
-        for t, n, c, k, f, e, r in rows
+        (t, n, c, k, x, f.replace(tzinfo=UTC), e.replace(tzinfo=UTC), r)
+        for t, n, c, k, x, f, e, r in rows
     )
 
 
@@ -317,9 +334,10 @@ def _sqlite_spans(engine, org: int) -> dict[str, tuple]:
 
 
 def _polars(counted: list[dict]) -> tuple[list[tuple], list[tuple], int]:
-    """By model and provider (requests, cost, tokens, exact p95 duration), by trace and the
-    users of the rows the rule counts."""
+    """By model and provider (requests, cost, tokens, errors, exact p95 duration), by trace
+    and the users of the rows the rule counts."""
     df = pl.DataFrame(counted, infer_schema_length=None)
+    failed = (pl.col("status") == "error").sum()
     by_model = (
         df.filter(pl.col("llm_call"))  # the requests are the LLM calls (`ingest/llm_calls.py`)
         .group_by("model", "provider")
@@ -327,6 +345,7 @@ def _polars(counted: list[dict]) -> tuple[list[tuple], list[tuple], int]:
             pl.len(),
             pl.col("total_cost_usd").sum(),
             pl.col("total_tokens").sum(),
+            failed,
             pl.col("duration_ms").quantile(0.95, interpolation="linear"),
         )
         .sort("model", "provider")
@@ -335,15 +354,46 @@ def _polars(counted: list[dict]) -> tuple[list[tuple], list[tuple], int]:
         pl.len(),
         pl.col("total_cost_usd").sum(),
         pl.col("total_tokens").sum(),
+        failed,
         pl.col("start_time").min(),
         pl.col("end_time").max(),
         pl.col("span_id").filter(pl.col("parent_span_id").is_null()).max().fill_null(""),
     )
     return (
-        [(m, v, n, round(c, 9), t, p) for m, v, n, c, t, p in by_model.rows()],
-        sorted((t, n, round(c, 9), k, f, e, r) for t, n, c, k, f, e, r in traces.rows()),
+        [(m, v, n, round(c, 9), t, x, p) for m, v, n, c, t, x, p in by_model.rows()],
+        sorted((t, n, round(c, 9), k, x, f, e, r) for t, n, c, k, x, f, e, r in traces.rows()),
         df["user_id"].drop_nulls().n_unique(),
     )
+
+
+def _rollup_errors(store, org: int) -> dict[str, list[tuple]]:
+    """Each grain's `error_count` per key (keys counting a span), merged."""
+    out = {}
+    for table in GRAINS:
+        rows = store.client.query(
+            "SELECT bucket_start, project_id, toString(model), toString(operation), llm_call, "
+            f"sum(error_count) FROM {store.table(table)} WHERE org_id = %(org)s "
+            f"GROUP BY {', '.join(KEYS)} HAVING sum(span_count) > 0",
+            parameters={"org": org},
+        ).result_rows
+        out[table] = sorted((b.replace(tzinfo=UTC), *rest) for b, *rest in rows)
+    return out
+
+
+def _polars_rollup_errors(ref: pl.DataFrame) -> dict[str, list[tuple]]:
+    """As `_rollup_errors`, polars over the counted rows: each key's `status == 'error'`."""
+    out = {}
+    for table, every in GRAINS.items():
+        frame = (
+            ref.with_columns(
+                pl.col("start_time").dt.truncate(every).alias("bucket_start"),
+                pl.col("model").fill_null(""),
+            )
+            .group_by(KEYS)
+            .agg((pl.col("status") == "error").sum())
+        )
+        out[table] = sorted(frame.rows())
+    return out
 
 
 def _polars_actors(counted: list[dict]) -> list[tuple]:
@@ -368,13 +418,13 @@ def _same_figures(
             _by_model_provider(sqlite, sqlite_org, force, around),
         )
         assert got == on_sqlite, force
-        assert [g[:5] for g in got] == [w[:5] for w in want_models], force
+        assert [g[:6] for g in got] == [w[:6] for w in want_models], force
         for g, w in zip(got, want_models, strict=True):  # the p95: exact raw, binned rolled up
-            bound = 1e-6 if force == "raw" else latency_bins.RELATIVE_BOUND * w[5] + 1
-            assert abs(g[5] - w[5]) <= bound, force
+            bound = 1e-6 if force == "raw" else latency_bins.RELATIVE_BOUND * w[6] + 1
+            assert abs(g[6] - w[6]) <= bound, force
     assert _ch_trace_totals(store, org) == want_traces
     on_sqlite = _traces(sqlite, sqlite_org, around)
-    assert _traces(store.engine, org, around) == on_sqlite == [t[:4] for t in want_traces]
+    assert _traces(store.engine, org, around) == on_sqlite == [t[:5] for t in want_traces]
     for force in ("raw", None):  # no rollup answers distinct users over this window
         users = _users(store.engine, org, force, around)
         assert users == _users(sqlite, sqlite_org, force, around) == want_users
@@ -384,6 +434,7 @@ def _same_figures(
         pl.col("start_time").dt.replace_time_zone("UTC")
     )
     _every_grain_as_polars(store, org, ref)
+    assert _rollup_errors(store, org) == _polars_rollup_errors(ref)
     assert move_journal.pending(store, [org]) == []
 
 
@@ -633,6 +684,6 @@ def test_a_copy_set_aside_beside_spans_the_trace_totals_have_not_counted(ch_inge
     (want,) = _polars(_reference([late]).drop("id").to_dicts())[1]
     assert [t for t in _ch_trace_totals(store, org) if t[0] == trace] == [want]
     listed = [t for t in _traces(store.engine, org) if t[0] == trace]
-    assert listed == [t for t in _traces(sqlite, sqlite_org) if t[0] == trace] == [want[:4]]
+    assert listed == [t for t in _traces(sqlite, sqlite_org) if t[0] == trace] == [want[:5]]
     assert to_clickhouse.write_spans(store, engine, later) == 0  # the resend tops the gap up
     _same_figures(store, org, sqlite, sqlite_org, [*case.counted, late, gap, plain])
