@@ -115,16 +115,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EXPIRY = ("last_start", layout.RETAIN_DAYS)  # the trace totals' TTL reads them
 
 
-def _starts(have: dict, wrappers: list[Wrapper], project: int, trace: str) -> tuple | None:
+def _starts(have: dict) -> tuple | None:
     """The first and last start of the key's spans: what its rows hold (every span its view
-    counted: `min(first_start)`, `max(last_start)`; a neutral row's values pass over), widened
-    to the restated spans' own starts. None when the rows hold no start (none left, or only a
-    view's gap): then all the trace's spans are read, as they were before the bound."""
+    counted: `min(first_start)`, `max(last_start)`; a neutral row's values pass over). None
+    when the rows hold no start (none left, or only a view's gap): then all the trace's spans
+    are read, as they were before the bound. Not widened to the restated spans' own starts:
+    `_source` leaves them out (`NOT IN`) and takes a kept one as it is to be from `in`; a span
+    the totals have not counted may start anywhere (`_others_left` reads all of them)."""
     first, last = have.get("first_start"), have.get("last_start")
     if first is None or last is None or last <= _EPOCH or first > last:
         return None
-    own = [_utc(w.start_time) for w in wrappers if (w.project_id, w.trace_id) == (project, trace)]
-    return min([first, *own]), max([last, *own])
+    return first, last
 
 
 def _source(
@@ -144,7 +145,7 @@ def _source(
     aggs = ", ".join(exprs[name] for name in names)
     params = {"org": org_id, "project": project, "trace": trace, "ids": _ids(wrappers)}
     within = ""
-    starts = _starts(have, wrappers, project, trace)
+    starts = _starts(have)
     if starts is not None:
         params["lo"], params["hi"] = micro_text(starts[0]), micro_text(starts[1])
         within = (
