@@ -11,7 +11,8 @@ import pytest
 from observatory_core.ingest import span_store_twins, to_clickhouse
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from tests.helpers import make_org, span
-from tests.ingest.clickhouse.test_twin_keeper import AT, SAME, _by_model_provider
+from tests.ingest.clickhouse.test_twin_keeper import SAME
+from tests.ingest.clickhouse.twin_figures import AT, _by_model_provider
 
 
 def test_a_stored_twin_deleted_before_its_details_are_read_is_no_twin(ch_ingest):
@@ -50,5 +51,5 @@ def test_a_stored_twin_deleted_before_its_details_are_read_is_no_twin(ch_ingest)
     assert move_journal.pending(store, [org]) == []
     # the raw path counts what the spans hold: the new copy alone
     assert _by_model_provider(store.engine, org, "raw") == [
-        ("gpt-4o", "openai", 1, 0.005, 150, pytest.approx(800.0))
+        ("gpt-4o", "openai", 1, 0.005, 150, 0, pytest.approx(800.0))
     ]
