@@ -25,14 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from observatory_core.base.errors import ConfigError
-from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import sketched
 from observatory_core.storage.clickhouse import layout, rollup_select
 from observatory_core.storage.clickhouse.cluster import DDL_SETTINGS, Naming, schema_errors
 from observatory_core.storage.clickhouse.connect import SpanStore
 from observatory_core.storage.clickhouse.fold_copies import fold_copies
 from observatory_core.storage.clickhouse.layout import micro_text
-from observatory_core.storage.schema import spans
 
 # A trace's spans on one shard; an org's traces spread over every shard.
 SHARDING_KEY = "cityHash64(org_id, trace_id)"
@@ -88,7 +86,7 @@ def _spans(naming: Naming) -> list[str]:
 
 def _counted_spans() -> str:
     """Spans that count in figures (not a twin set aside: `semantic/duplicates.py`)."""
-    return layout.sql(counted(spans.c))
+    return rollup_select.counted_spans()  # the repairs' WHERE too, built once
 
 
 def _view(

@@ -7,10 +7,11 @@ expressions (`layout.trace_total_partials`) over the spans as they are (`out`) a
 to be (`in`: none for a twin set aside), one row is inserted that adds the difference (counts
 as their UInt64 complement, sums negated; the extremes of `in`, else values no `min` or `max`
 keeps; the key's newest start and retention, so the row expires with the key's); a key left
-with no span is deleted instead (unless an earlier negative row is still unmerged there), as
-SQLite drops it. Where `out` held an extreme of the key, the extreme is computed again from
-the key's other counted spans and `in`, and set on every row of the key (`ALTER TABLE ...
-UPDATE`), when those count exactly the key's spans (else left, and logged).
+with no span is deleted instead (unless an earlier negative row is still unmerged there, or
+its trace has a span the totals have not counted), as SQLite drops it. Where `out` held an
+extreme of the key, the extreme is computed again from the key's other counted spans and
+`in`, and set on every row of the key (`ALTER TABLE ... UPDATE`), when those count exactly the
+key's spans (else left, and logged); a key whose rows add up to no span takes no extreme.
 
 Actors (a set per hour, project, kind): an actor of `in` not of `out` is inserted; one of
 `out` not of `in` is deleted from its hour when no other counted span of the hour and project
@@ -111,18 +112,20 @@ def _key_state(store: SpanStore, org_id: int, project: int, trace: str) -> tuple
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EXPIRY = ("last_start", layout.RETAIN_DAYS)  # the trace totals' TTL reads them
 
 
-def _starts(have: dict, wrappers: list[Wrapper], project: int, trace: str) -> tuple | None:
+def _starts(have: dict) -> tuple | None:
     """The first and last start of the key's spans: what its rows hold (every span its view
-    counted: `min(first_start)`, `max(last_start)`; a neutral row's values pass over), widened
-    to the restated spans' own starts. None when the rows hold no start (none left, or only a
-    view's gap): then all the trace's spans are read, as they were before the bound."""
+    counted: `min(first_start)`, `max(last_start)`; a neutral row's values pass over). None
+    when the rows hold no start (none left, or only a view's gap): then all the trace's spans
+    are read, as they were before the bound. Not widened to the restated spans' own starts:
+    `_source` leaves them out (`NOT IN`) and takes a kept one as it is to be from `in`; a span
+    the totals have not counted may start anywhere (`_others_left` reads all of them)."""
     first, last = have.get("first_start"), have.get("last_start")
     if first is None or last is None or last <= _EPOCH or first > last:
         return None
-    own = [_utc(w.start_time) for w in wrappers if (w.project_id, w.trace_id) == (project, trace)]
-    return min([first, *own]), max([last, *own])
+    return first, last
 
 
 def _source(
@@ -142,7 +145,7 @@ def _source(
     aggs = ", ".join(exprs[name] for name in names)
     params = {"org": org_id, "project": project, "trace": trace, "ids": _ids(wrappers)}
     within = ""
-    starts = _starts(have, wrappers, project, trace)
+    starts = _starts(have)
     if starts is not None:
         params["lo"], params["hi"] = micro_text(starts[0]), micro_text(starts[1])
         within = (
@@ -178,9 +181,23 @@ def _delta(org_id: int, key: tuple, out: dict | None, inn: dict | None, have: di
             value = (inn[name] if inn else 0) - (out[name] if out else 0)
             row[name] = value % layout.UINT64_WRAP if p.column.type == layout.SUM_COUNT else value
     # expires with the key's rows (the table's TTL: the newest start, the longest retention)
-    for name in ("last_start", layout.RETAIN_DAYS):
+    for name in _EXPIRY:
         row[name] = max(row[name], have[name])
     return row
+
+
+def _others_left(
+    store: SpanStore, org_id: int, project: int, trace: str, wrappers: list[Wrapper], have: dict
+) -> bool:
+    """Whether the trace has a counted span but the restated ones: read within the totals'
+    known starts first, and when none is there, over all its spans. A span the totals have not
+    counted (its insert's views failed, or still running: `view_gaps.py`) may start outside
+    those starts, and a key with it is not emptied: deleting it would delete that span's row
+    too, should it land before the delete."""
+    return any(
+        _source(store, org_id, project, trace, wrappers, None, known)["span_count"]
+        for known in (have, {})  # `{}`: no known starts, all its spans
+    )
 
 
 def plan_traces(
@@ -201,12 +218,11 @@ def plan_traces(
         if o == i:
             continue
         have, negative = _key_state(store, org_id, project, trace)
-        others = _source(store, org_id, project, trace, wrappers, None, have)["span_count"]
         emptied = (
             i is None
-            and others == 0
             and not negative
             and int(have["span_count"]) in (int(o["span_count"]) if o else 0, 0)
+            and not _others_left(store, org_id, project, trace, wrappers, have)
         )
         delta = None if emptied else _delta(org_id, (project, trace), o, i, have)
         items.append(
@@ -214,6 +230,40 @@ def plan_traces(
             | {"delta": delta}
         )
     return items
+
+
+def _held_values(
+    store: SpanStore,
+    org_id: int,
+    item: dict[str, Any],
+    wrappers: list[Wrapper],
+    have: dict,
+    held: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """The value each extreme of `held` is to take (none: left as it is, logged): computed
+    again from the key's other counted spans and `in`, when those count exactly the key's
+    spans. When the key's rows add up to no span, its trace's other spans not counted (yet: a
+    view's gap, or one still running), the neutral values: no extreme either, so what lands
+    for those spans (a late view's row, `view_gaps.py`'s top-up) is theirs alone; the rows'
+    expiry (`_EXPIRY`) kept, as `_delta` keeps it."""
+    count = int(have["span_count"]) % layout.UINT64_WRAP
+    if count == 0:
+        kinds = {name: kind for name, kind, _ in _extremes()}
+        return {n: _neutral(kinds[n], inner) for n, inner in held if n not in _EXPIRY}
+    project, trace = item["project_id"], item["trace_id"]
+    source = _source(store, org_id, project, trace, wrappers, item["in"], have)
+    if source["span_count"] != count or any(source[name] is None for name, _ in held):
+        log.warning(
+            "Span store: org %s's trace totals of %s hold %d spans where its spans hold %d: "
+            "its %s left as they were.",
+            org_id,
+            trace,
+            count,
+            source["span_count"],
+            ", ".join(n for n, _ in held),
+        )
+        return {}
+    return {name: source[name] for name, _ in held}
 
 
 def trace_mutations(
@@ -247,25 +297,12 @@ def trace_mutations(
         ]
         if not held:
             continue
-        source = _source(
-            store, org_id, item["project_id"], item["trace_id"], wrappers, item["in"], have
-        )
-        if source["span_count"] != int(have["span_count"]) % layout.UINT64_WRAP or any(
-            source[name] is None for name, _ in held
-        ):
-            log.warning(
-                "Span store: org %s's trace totals of %s hold %d spans where its spans hold %d: "
-                "its %s left as they were.",
-                org_id,
-                item["trace_id"],
-                int(have["span_count"]) % layout.UINT64_WRAP,
-                source["span_count"],
-                ", ".join(n for n, _ in held),
-            )
+        values = _held_values(store, org_id, item, wrappers, have, held)
+        if not values:
             continue
         sets = []
-        for i, (name, inner) in enumerate(held):
-            value = source[name]
+        for i, (name, value) in enumerate(values.items()):
+            inner = dict(held)[name]
             params[f"v{i}"] = micro_text(value) if isinstance(value, datetime) else value
             sets.append(f"{name} = CAST(%(v{i})s AS {inner})")
         out.append((f"ALTER TABLE {table} UPDATE {', '.join(sets)} WHERE {where}", params))

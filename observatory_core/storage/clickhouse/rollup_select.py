@@ -22,8 +22,8 @@ from observatory_core.storage.schema import spans
 
 
 def counted_spans() -> str:
-    """Spans that count in figures (not a twin set aside: `semantic/duplicates.py`): every
-    repair's WHERE, as `ddl._counted_spans` is the view's (one declaration, compiled alike)."""
+    """Spans that count in figures (not a twin set aside: `semantic/duplicates.py`): the
+    views' WHERE (`ddl._counted_spans` is this) and every repair's."""
     return layout.sql(counted(spans.c))
 
 
@@ -88,6 +88,16 @@ def texts(of: Sequence[layout.Partial] | None = None) -> list[str]:
     return [e for _, e in keys()] + [p.select for p in chosen] + [counted_spans()]
 
 
-def columns_read(of: Sequence[layout.Partial] | None = None) -> set[str]:
-    """The span columns the SELECT reads: a change to no other column changes no rollup row."""
-    return {m for t in texts(of) for m in re.findall(r"spans`?\.`?(\w+)", t)}
+def columns_read(of: Sequence[layout.Partial] | None = None) -> frozenset[str]:
+    """The span columns the SELECT reads: a change to no other column changes no rollup row.
+    Every partial's (the default, which each move asks for) computed once."""
+    return _all_columns_read() if of is None else _columns(texts(of))
+
+
+@lru_cache(maxsize=1)
+def _all_columns_read() -> frozenset[str]:
+    return _columns(texts())
+
+
+def _columns(exprs: list[str]) -> frozenset[str]:
+    return frozenset(m for t in exprs for m in re.findall(r"spans`?\.`?(\w+)", t))

@@ -79,7 +79,8 @@ def _settle_key(
 ) -> tuple[State, tuple[str, dict[str, Any]] | None]:
     """The key keyed true at `bucket` after the move, and the mutation that makes its rows so
     (None: none needed): a DELETE when it counts nothing, else an UPDATE of each extreme the
-    wrappers held, computed again from the finer grain (see the module's docstring)."""
+    wrappers held, computed again from the finer grain (`wrapper_moves.py`'s docstring, step
+    3)."""
     table = f"rollup_{grain}"
     params: dict[str, Any] = {"org": org_id, "bucket": _second(bucket)}
     where = "org_id = %(org)s AND bucket_start = toDateTime(%(bucket)s, 'UTC') AND " + _key_where(

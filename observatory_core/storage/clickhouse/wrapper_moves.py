@@ -56,6 +56,11 @@ before the process's write lock waits for the org's move mutations still running
 holding an org whose wait runs out: its batches refused at once for `HOLD_S`, so one org's
 stuck mutation does not keep the other orgs' writes waiting. Not on a cluster yet.
 
+A move that changes no column a figure reads (a twin taking only the error type and message:
+no rollup key or partial, trace total or hour's actor reads either) takes the light path: its
+plan holds nothing, and the move is its `spans` row's mutation alone (step 4's last
+statement), journaled and taken in as any other.
+
 This module journals and runs a move; what it inserts, empties and mutates is judged by
 `wrapper_move_plan.py`.
 """

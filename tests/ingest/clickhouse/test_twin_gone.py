@@ -11,7 +11,8 @@ import pytest
 from observatory_core.ingest import span_store_twins, to_clickhouse
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from tests.helpers import child_of, make_org, span
-from tests.ingest.clickhouse.test_twin_keeper import AT, SAME, _by_model_provider
+from tests.ingest.clickhouse.test_twin_keeper import SAME
+from tests.ingest.clickhouse.twin_figures import AT, _by_model_provider
 
 
 def test_a_stored_twin_deleted_before_its_details_are_read_is_no_twin(ch_ingest):
@@ -50,7 +51,7 @@ def test_a_stored_twin_deleted_before_its_details_are_read_is_no_twin(ch_ingest)
     assert move_journal.pending(store, [org]) == []
     # the raw path counts what the spans hold: the new copy alone
     assert _by_model_provider(store.engine, org, "raw") == [
-        ("gpt-4o", "openai", 1, 0.005, 150, pytest.approx(800.0))
+        ("gpt-4o", "openai", 1, 0.005, 150, 0, pytest.approx(800.0))
     ]
 
 
@@ -78,8 +79,8 @@ def test_a_nested_twin_seconds_after_its_stored_parent_is_found_by_its_trace(ch_
     counted = sorted(s for s, aside in rows if aside is None)
     assert len(rows) == 3 and counted == sorted([parent["span_id"], other["span_id"]])
     assert _by_model_provider(store.engine, org, "raw") == [
-        ("gpt-4o", "openai", 2, 0.006, 300, pytest.approx(800.0))
+        ("gpt-4o", "openai", 2, 0.006, 300, 0, pytest.approx(800.0))
     ]
     assert _by_model_provider(store.engine, org, "rollup") == [  # p95 within a latency bin
-        ("gpt-4o", "openai", 2, 0.006, 300, pytest.approx(800.0, rel=0.021))
+        ("gpt-4o", "openai", 2, 0.006, 300, 0, pytest.approx(800.0, rel=0.021))
     ]

@@ -7,48 +7,36 @@ stops counting or takes fields is restated after the batch's insert:
 
 Each case compares the span store with SQLite given the same batches, and both with polars
 over the rows the rule counts (written out by hand): the figures by model through the raw
-path and the rollups, every rollup grain, the trace totals (the list's traces mode), the
-hour's distinct users, and which `spans` row carries `duplicate_of`."""
+path and the rollups, the error counts, every rollup grain, the trace totals (the list's
+traces mode), the hour's distinct users, and which `spans` row carries `duplicate_of`
+(`twin_figures.py`). A twin restated beside other spans of its trace or org:
+`test_twin_keeper_traces.py`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import polars as pl
 import pytest
 
-from observatory_core.filters.spec import FilterSpec
-from observatory_core.ingest import dedup, persist, to_clickhouse
-from observatory_core.metrics.engine import run_metrics
-from observatory_core.metrics.query import MetricQuery
-from observatory_core.storage import latency_bins
+from observatory_core.ingest import to_clickhouse
 from observatory_core.storage.clickhouse import wrapper_move_journal as move_journal
 from observatory_core.storage.clickhouse import wrapper_move_plan as planning
 from observatory_core.storage.clickhouse import wrapper_moves
-from observatory_core.storage.engine import get_engine
-from observatory_core.storage.migrate import upgrade
-from observatory_core.traces.query import list_spans
-from tests.helpers import admin_scope, child_of, make_org, span
-from tests.ingest.clickhouse.test_late_llm_call_resends import (
-    _call_under,
-    _every_grain_as_polars,
-    _Failed,
-    _refused,
-    _refused_with,
-)
-from tests.ingest.clickhouse.test_late_llm_calls import (
-    GRAINS,
-    _extremes_applied,
-    _reference,
-    _store_rollup,
-    _wrapper,
+from tests.helpers import child_of, make_org, span
+from tests.ingest.clickhouse.test_late_llm_call_resends import _Failed, _refused, _refused_with
+from tests.ingest.clickhouse.test_late_llm_calls import _extremes_applied
+from tests.ingest.clickhouse.twin_figures import (
+    AT,
+    _as,
+    _on_sqlite,
+    _org_figures,
+    _same_figures,
+    _write,
+    new_sqlite,
 )
 
-NOW = datetime.now(UTC).replace(second=0, microsecond=0)
-AT = NOW - timedelta(minutes=5)  # within the look-back (30 minutes)
 SAME = dict(service_name="svc", input_tokens=120, output_tokens=30, duration_ms=800.0)
-SERIES = ("request_count.count", "total_cost.sum", "total_tokens.sum", "duration_ms.p95")
 
 
 @dataclass
@@ -87,11 +75,13 @@ def _nested(org: int, project: int) -> Case:
 
 
 def _richer_child(org: int, project: int) -> Case:
-    """One trace, the library's span stored first (the trace's root), the SDK's span below it
-    later with the prompt and answer: the rule keeps the richer child, and the trace's root,
-    set aside, leaves its totals (no counted root, the child's start first)."""
+    """One trace, the library's span stored first (the trace's root, failed), the SDK's span
+    below it later with the prompt and answer: the rule keeps the richer child, and the
+    trace's root, set aside, leaves its totals (no counted root, the child's start first, no
+    error)."""
     stored = span(org, project, AT, **SAME, scope_name="agent.lib", model="gpt-4o",
-                  provider="openai", input_cost_usd=0.001, output_cost_usd=0.001)  # fmt: skip
+                  provider="openai", input_cost_usd=0.001, output_cost_usd=0.001,
+                  status="error")  # fmt: skip
     later = child_of(stored, AT + timedelta(milliseconds=5), **SAME, scope_name="openai.sdk",
                      model="gpt-4o-2024-08-06", provider="openai", input_cost_usd=0.004,
                      output_cost_usd=0.002, input_text="q", output_text="a")  # fmt: skip
@@ -141,9 +131,10 @@ def _nested_twice(org: int, project: int) -> Case:
 
 
 def _chain(org: int, project: int) -> Case:
-    """Three instrumentations of one call, one batch each: the second copy is set aside for
-    the stored first (no richer); the third, richer, sets the first aside, and the second is
-    pointed at it too (`dedup._mark`)."""
+    """Three instrumentations of one failed call, one batch each: the second copy is set
+    aside for the stored first (no richer); the third, richer, sets the first aside (its
+    error leaves the key they share: status is a rollup key), and the second is pointed at it
+    too (`dedup._mark`)."""
     first, second, third = (
         span(
             org,
@@ -155,6 +146,7 @@ def _chain(org: int, project: int) -> Case:
             provider="openai",
             input_cost_usd=0.001 * k,
             output_cost_usd=0.001,
+            status="error",
             **extra,
         )  # fmt: skip
         for ms, scope, k, extra in (
@@ -204,185 +196,9 @@ SPANS_ONLY = {"error-only"}  # restated by the `spans` row's mutation alone
 
 @pytest.fixture(scope="module")
 def sqlite(tmp_path_factory):
-    engine = get_engine(f"sqlite:///{tmp_path_factory.mktemp('keeper-sqlite') / 'o.db'}")
-    upgrade(engine)
+    engine = new_sqlite(tmp_path_factory, "keeper-sqlite")
     yield engine
     engine.dispose()
-
-
-def _as(rows: list[dict], org: int, project: int) -> list[dict]:
-    return [dict(r, org_id=org, project_id=project) for r in rows]
-
-
-def _on_sqlite(sqlite, slug: str, batches: list[list[dict]]) -> int:
-    """The same batches written to SQLite under an org of its own: its id."""
-    org, (main,) = make_org(sqlite, slug, ("main",))
-    patch = pytest.MonkeyPatch()
-    patch.setattr(persist, "span_store", lambda: None)
-    try:
-        for batch in batches:
-            persist.write_spans(sqlite, _as(batch, org, main))
-    finally:
-        patch.undo()
-    return org
-
-
-def _window(around: datetime) -> FilterSpec:
-    """The hour before `around` to the hour after (at most now)."""
-    hour = timedelta(hours=1)
-    return FilterSpec(relative=None, start=around - hour, end=min(around + hour, NOW))
-
-
-def _query(
-    group_by: tuple[str, ...] = ("model", "provider"), series=SERIES, around: datetime = AT
-) -> MetricQuery:
-    return MetricQuery(series=series, filters=_window(around), bucket=None, group_by=group_by)
-
-
-def _by_model_provider(engine, org: int, force: str, around: datetime = AT) -> list[tuple]:
-    query = _query(around=around)
-    result = run_metrics(engine, admin_scope(org), query, now=NOW, force=force)
-    assert result.source == ("raw" if force == "raw" else "rollup")
-    frame = result.frame.sort("model", "provider").select("model", "provider", *SERIES)
-    return [(m, v, n, round(c, 9), t, round(p, 6)) for m, v, n, c, t, p in frame.rows()]
-
-
-def _users(engine, org: int, force: str | None, around: datetime = AT) -> int:
-    query = _query((), ("unique_users.count",), around)
-    frame = run_metrics(engine, admin_scope(org), query, now=NOW, force=force).frame
-    return int(frame["unique_users.count"][0])
-
-
-def _ch_actors(store, org: int) -> list[tuple]:
-    """The hours' users and sessions the span store keeps for the org."""
-    rows = store.client.query(
-        f"SELECT DISTINCT bucket_start, kind, actor FROM {store.table('rollup_actors_1hour')} "
-        "WHERE org_id = %(org)s ORDER BY bucket_start, kind, actor",
-        parameters={"org": org},
-    ).result_rows
-    return [(b.replace(tzinfo=UTC), k, a) for b, k, a in rows]
-
-
-def _traces(engine, org: int, around: datetime = AT) -> list[tuple]:
-    """The list's traces mode: (trace, spans, cost, tokens) of each trace listed with a span
-    that counts (every store lists a trace whose spans are all set aside too, with nothing
-    counted: `test_twin_only_traces.py`; the totals table is compared whole by
-    `_ch_trace_totals`)."""
-    spec = _window(around)
-    page = list_spans(engine, admin_scope(org), spec, mode="traces", limit=100, now=NOW)
-    return sorted(
-        (r["trace_id"], r["span_count"], round(r["total_cost_usd"], 9), r["total_tokens"])
-        for r in page.rows
-        if r["span_count"]
-    )
-
-
-def _ch_trace_totals(store, org: int) -> list[tuple]:
-    """The span store's trace totals summed per trace: (trace, spans, cost, tokens, first
-    start, last end, root span)."""
-    rows = store.client.query(
-        "SELECT trace_id, sum(span_count), round(sum(total_cost_usd), 9), sum(total_tokens), "
-        "min(first_start), max(last_end), max(root_span_id) "
-        f"FROM {store.table('trace_totals')} WHERE org_id = %(org)s GROUP BY trace_id",
-        parameters={"org": org},
-    ).result_rows
-    return sorted(
-        (t, n, c, k, f.replace(tzinfo=UTC), e.replace(tzinfo=UTC), r)
-        for t, n, c, k, f, e, r in rows
-    )
-
-
-def _ch_spans(store, org: int) -> dict[str, tuple]:
-    rows = store.client.query(
-        "SELECT span_id, duplicate_of, duplicate_trace_id, model, provider, "
-        f"round(total_cost_usd, 9), cost_source, error_type, error_message "
-        f"FROM {store.table('spans')} FINAL "
-        "WHERE org_id = %(org)s",
-        parameters={"org": org},
-    ).result_rows
-    return {r[0]: tuple(r[1:]) for r in rows}
-
-
-def _sqlite_spans(engine, org: int) -> dict[str, tuple]:
-    with engine.connect() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT span_id, duplicate_of, duplicate_trace_id, model, provider, "
-            "round(total_cost_usd, 9), cost_source, error_type, error_message FROM spans "
-            "WHERE org_id = ?",
-            (org,),
-        ).all()
-    return {r[0]: tuple(r[1:]) for r in rows}
-
-
-def _polars(counted: list[dict]) -> tuple[list[tuple], list[tuple], int]:
-    """By model and provider (requests, cost, tokens, exact p95 duration), by trace and the
-    users of the rows the rule counts."""
-    df = pl.DataFrame(counted, infer_schema_length=None)
-    by_model = (
-        df.filter(pl.col("llm_call"))  # the requests are the LLM calls (`ingest/llm_calls.py`)
-        .group_by("model", "provider")
-        .agg(
-            pl.len(),
-            pl.col("total_cost_usd").sum(),
-            pl.col("total_tokens").sum(),
-            pl.col("duration_ms").quantile(0.95, interpolation="linear"),
-        )
-        .sort("model", "provider")
-    )
-    traces = df.group_by("trace_id").agg(
-        pl.len(),
-        pl.col("total_cost_usd").sum(),
-        pl.col("total_tokens").sum(),
-        pl.col("start_time").min(),
-        pl.col("end_time").max(),
-        pl.col("span_id").filter(pl.col("parent_span_id").is_null()).max().fill_null(""),
-    )
-    return (
-        [(m, v, n, round(c, 9), t, p) for m, v, n, c, t, p in by_model.rows()],
-        sorted((t, n, round(c, 9), k, f, e, r) for t, n, c, k, f, e, r in traces.rows()),
-        df["user_id"].drop_nulls().n_unique(),
-    )
-
-
-def _polars_actors(counted: list[dict]) -> list[tuple]:
-    out = set()
-    for r in counted:
-        hour = r["start_time"].replace(minute=0, second=0, microsecond=0)
-        out |= {(hour, k, a) for k, a in (("user", r["user_id"]), ("session", r["session_id"]))}
-    return sorted(x for x in out if x[2] is not None)
-
-
-def _same_figures(
-    store, org: int, sqlite, sqlite_org: int, counted: list[dict], around: datetime = AT
-) -> None:
-    """Every figure of the span store's org as SQLite's, and both as polars over `counted`
-    (the metrics and lists over the hours around `around`)."""
-    _extremes_applied(store)
-    counted = _reference(counted).drop("id").to_dicts()  # each row's `llm_call` by the rule
-    want_models, want_traces, want_users = _polars(counted)
-    for force in ("raw", "rollup"):
-        got, on_sqlite = (
-            _by_model_provider(store.engine, org, force, around),
-            _by_model_provider(sqlite, sqlite_org, force, around),
-        )
-        assert got == on_sqlite, force
-        assert [g[:5] for g in got] == [w[:5] for w in want_models], force
-        for g, w in zip(got, want_models, strict=True):  # the p95: exact raw, binned rolled up
-            bound = 1e-6 if force == "raw" else latency_bins.RELATIVE_BOUND * w[5] + 1
-            assert abs(g[5] - w[5]) <= bound, force
-    assert _ch_trace_totals(store, org) == want_traces
-    on_sqlite = _traces(sqlite, sqlite_org, around)
-    assert _traces(store.engine, org, around) == on_sqlite == [t[:4] for t in want_traces]
-    for force in ("raw", None):  # no rollup answers distinct users over this window
-        users = _users(store.engine, org, force, around)
-        assert users == _users(sqlite, sqlite_org, force, around) == want_users
-    assert _ch_actors(store, org) == _polars_actors(counted)
-    assert _ch_spans(store, org) == _sqlite_spans(sqlite, sqlite_org)
-    ref = pl.DataFrame(counted, infer_schema_length=None).with_columns(
-        pl.col("start_time").dt.replace_time_zone("UTC")
-    )
-    _every_grain_as_polars(store, org, ref)
-    assert move_journal.pending(store, [org]) == []
 
 
 def _new_org(ch_ingest, slug: str, name: str) -> tuple[int, Case]:
@@ -392,11 +208,6 @@ def _new_org(ch_ingest, slug: str, name: str) -> tuple[int, Case]:
     case = CASES[name](org, main)
     beside = _beside(org, main)
     return org, Case([case.batches[0] + beside, *case.batches[1:]], case.counted + beside)
-
-
-def _write(ch_ingest, batches: list[list[dict]]) -> None:
-    for batch in batches:
-        assert to_clickhouse.write_spans(ch_ingest.store, ch_ingest.engine, batch) == len(batch)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -423,7 +234,8 @@ def test_the_span_store_counts_the_copy_the_rule_keeps(ch_ingest, sqlite, name):
     # what the restatement sent beyond the `spans` row's mutation: nothing when no figure
     # reads a column it changes
     (plan,) = plans
-    assert (not plan.rows and not plan.added and not plan.traces) == (name in SPANS_ONLY)
+    light = not plan.rows and not plan.added and not plan.traces and not plan.actors
+    assert light == (name in SPANS_ONLY)
     sqlite_org = _on_sqlite(sqlite, f"keeper-{name}", case.batches)
     _same_figures(store, org, sqlite, sqlite_org, case.counted)
     _extremes_applied(store)
@@ -453,7 +265,8 @@ def _fails_at_trace_totals(store, rows, table="rollup_1min"):
 _REAL_INSERT = wrapper_moves._insert
 _REAL_PLAN = planning.plan
 # (case, step, whether it ran before the failure): the separate case's restatement inserts
-# nothing (its stored copy's keys and trace are emptied: deletes alone)
+# nothing (its stored copy's keys and trace are emptied: deletes alone); the error-only case's
+# is its `spans` row's mutation alone
 FAILURES = [
     ("nested", "_insert", False),
     ("nested", "_insert", True),
@@ -463,6 +276,7 @@ FAILURES = [
     ("separate", "_settle_key", True),
     ("separate", "_clear_flags", False),
     ("richer-child", "_settle_key", True),
+    ("error-only", "_clear_flags", False),  # the light path's one statement
 ]
 
 
@@ -512,57 +326,3 @@ def test_a_restatement_failing_part_way_is_finished_by_the_resend(
     assert to_clickhouse.write_spans(store, engine, case.batches[-1]) == 0
     sqlite_org = _on_sqlite(sqlite, slug, case.batches)
     _same_figures(store, org, sqlite, sqlite_org, case.counted)
-
-
-def _org_figures(store, org: int) -> dict:
-    """Everything the span store keeps of an org: rollups, trace totals, actors, spans."""
-    return {
-        "rollups": {t: _store_rollup(store, t, org).to_dicts() for t in GRAINS},
-        "traces": _ch_trace_totals(store, org),
-        "actors": _ch_actors(store, org),
-        "spans": _ch_spans(store, org),
-    }
-
-
-def test_a_twin_restated_beside_a_late_call_under_a_stored_wrapper(ch_ingest, sqlite):
-    """One batch brings a stored twin's richer copy and a late LLM call under a stored wrapper
-    of the same org: both moves run, one after the other (the twin's, then the wrapper's),
-    each figure as SQLite's and polars'."""
-    org, case = _new_org(ch_ingest, "keeper-and-wrapper", "separate")
-    main = case.batches[0][0]["project_id"]
-    w = _wrapper(org, main, AT + timedelta(seconds=20), 500.0, 0.01)
-    call = _call_under(w, 1, 400.0)
-    batches = [case.batches[0] + [w], case.batches[1] + [call]]
-    _write(ch_ingest, batches)
-    sqlite_org = _on_sqlite(sqlite, "keeper-and-wrapper", batches)
-    _same_figures(ch_ingest.store, org, sqlite, sqlite_org, [*case.counted, w, call])
-
-
-def test_a_twin_restated_in_a_trace_across_a_month_boundary(ch_ingest, sqlite):
-    """The trace's root and a tool span start in one month, the stored copy (the trace's last
-    end) and its richer nested twin in the next: the copy set aside, the trace's last end is
-    computed again from its other spans in both months' partitions (`move_traces._starts`:
-    the trace totals' first and last start bound the read); one that missed the root's
-    month would leave the copy's end standing. Each figure as SQLite's and polars'."""
-    month = NOW.replace(day=1, hour=0, minute=0)  # the month's first start
-    org, (main,) = make_org(ch_ingest.engine, "keeper-month", ("main",))
-    root = span(org, main, month - timedelta(seconds=10), service_name="svc", operation="agent",
-                duration_ms=2000.0, user_id="u-root")  # fmt: skip
-    tool = child_of(root, month - timedelta(seconds=5), service_name="svc", operation="tool",
-                    duration_ms=100.0, input_cost_usd=0.0002, output_cost_usd=0.0)  # fmt: skip
-    stored = child_of(root, month + timedelta(seconds=1), **dict(SAME, duration_ms=60_000.0),
-                      scope_name="agent.lib", model="gpt-4o", provider="openai",
-                      input_cost_usd=0.001, output_cost_usd=0.001)  # fmt: skip
-    later = child_of(stored, month + timedelta(seconds=1, milliseconds=5), **SAME,
-                     scope_name="openai.sdk", model="gpt-4o-2024-08-06", provider="openai",
-                     input_cost_usd=0.004, output_cost_usd=0.002, input_text="q",
-                     output_text="a")  # fmt: skip
-    batches = [[root, tool, stored], [later]]
-    patch = pytest.MonkeyPatch()
-    patch.setattr(dedup, "LOOKBACK", NOW - month + timedelta(hours=1))  # the boundary's twins
-    try:
-        _write(ch_ingest, batches)
-        sqlite_org = _on_sqlite(sqlite, "keeper-month", batches)
-    finally:
-        patch.undo()
-    _same_figures(ch_ingest.store, org, sqlite, sqlite_org, [root, tool, later], around=month)

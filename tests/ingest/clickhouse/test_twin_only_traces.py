@@ -17,7 +17,8 @@ from observatory_core.storage.migrate import upgrade
 from observatory_core.traces.days import list_days
 from observatory_core.traces.query import list_spans
 from tests.helpers import admin_scope, make_org
-from tests.ingest.clickhouse.test_twin_keeper import AT, NOW, _on_sqlite, _separate
+from tests.ingest.clickhouse.test_twin_keeper import _separate
+from tests.ingest.clickhouse.twin_figures import AT, NOW, _on_sqlite
 
 
 @pytest.fixture(scope="module")

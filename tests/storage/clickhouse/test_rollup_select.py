@@ -41,7 +41,7 @@ def store(chdb_store):
     for org in (BARE, BINLESS):
         with _views_failing(chdb_store, ("rollup_1min_mv",)):
             assert write_spans(chdb_store, _rows(org)) == len(viewed)
-    names = _key_names("1min") + [p.column.name for p in layout.rollup_partials()]
+    names = _key_names() + [p.column.name for p in layout.rollup_partials()]
     chdb_store.client.command(
         f"INSERT INTO {chdb_store.table('rollup_1min')} ({', '.join(names)}) "
         f"SELECT * REPLACE ({BINLESS} AS org_id, map() AS {layout.BINS_COLUMN}) "
@@ -51,7 +51,8 @@ def store(chdb_store):
     return chdb_store
 
 
-def _key_names(grain: str) -> list[str]:
+def _key_names() -> list[str]:
+    """A rollup row's key columns, the same at every grain (the bucket's width is its value's)."""
     return ["org_id", "bucket_start", *(c.name for c, _ in layout.rollup_keys())]
 
 
@@ -63,7 +64,7 @@ def _utc(value: Any) -> Any:
 
 def _by_key(rows: list[dict], columns: list[str]) -> dict[tuple, dict]:
     """Rows by their key (the org left out), with `columns`; one row per key."""
-    keys = _key_names("1min")[1:]
+    keys = _key_names()[1:]
     out: dict[tuple, dict] = {}
     for row in rows:
         key = tuple(_utc(row[k]) for k in keys)
@@ -77,7 +78,7 @@ def _viewed(store, grain: str, columns: list[str] | None = None) -> dict[tuple, 
     partials = layout.rollup_partials()
     chosen = [p for p in partials if columns is None or p.column.name in columns]
     merged = ", ".join(f"{layout.merged(p.column)} AS {p.column.name}" for p in chosen)
-    keys = ", ".join(_key_names(grain))
+    keys = ", ".join(_key_names())
     result = store.client.query(
         f"SELECT {keys}, {merged} FROM {store.table('rollup_' + grain)} AS rows "
         f"WHERE org_id = {VIEWED} GROUP BY {keys}"
@@ -144,7 +145,7 @@ def test_the_view_gap_top_up_is_the_views_rows(store, grain):
     }
     statement = view_gaps._rollup_statement(store, grain).split("\n", 1)[1]  # its SELECT
     result = store.client.query(statement, parameters=params, settings={"max_query_size": 1 << 20})
-    names = _key_names(grain) + _partial_names()  # its columns, in the INSERT's order
+    names = _key_names() + _partial_names()  # its columns, in the INSERT's order
     rows = [dict(zip(names, r, strict=True)) for r in result.result_rows]
     _same(_by_key(rows, _partial_names()), _viewed(store, grain))
 
@@ -158,7 +159,7 @@ def test_the_bins_back_fill_is_the_views_bins(store):
     params = {"org": BINLESS, "start": first, "end": last}
     statement = rebuild._statement(store).split("\n", 1)[1]  # its SELECT
     result = store.client.query(statement, parameters=params)
-    names = [*_key_names("1min"), layout.BINS_COLUMN]  # its columns, in the INSERT's order
+    names = [*_key_names(), layout.BINS_COLUMN]  # its columns, in the INSERT's order
     rows = [dict(zip(names, r, strict=True)) for r in result.result_rows]
     want = _viewed(store, "1min", [layout.BINS_COLUMN])
     _same(_by_key(rows, [layout.BINS_COLUMN]), {k: v for k, v in want.items() if any(v.values())})
