@@ -72,11 +72,6 @@ class Recorder:
         rows = next((rows for key, rows in self.answers.items() if key in sql), [])
         return SimpleNamespace(result_rows=rows)
 
-    def query_arrow(self, sql: str, parameters: Any = None, settings: dict | None = None, **kw):
-        """A read as Arrow (the metrics' rollup reads, `sql.read_arrow`): recorded as a query."""
-        self.sent.append(("query", sql, dict(settings or {})))
-        return self.inner.query_arrow(sql, parameters, settings=settings, **kw)
-
     def command(self, sql: str, parameters: Any = None, settings: dict | None = None, **kw):
         self.sent.append(("command", sql, dict(settings or {})))
         self.parameters.append((sql, parameters))
