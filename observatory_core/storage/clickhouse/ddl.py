@@ -382,6 +382,14 @@ def _wrapper_move_journal(naming: Naming) -> list[str]:
 # about three times faster than ZSTD(1), for about 15 bytes more a span
 # (docs/span-store-internals.md, "spans").
 LZ4_COLUMNS = ("trace_id", "span_id", "name", "user_id")
+# their types when version 10 was released: pinned, so a later change of the layout cannot alter
+# what this migration sends
+_LZ4_TYPES = {
+    "trace_id": "String",
+    "span_id": "String",
+    "name": "String",
+    "user_id": "Nullable(String)",
+}
 
 
 def _page_columns_lz4(naming: Naming) -> list[str]:
@@ -392,10 +400,9 @@ def _page_columns_lz4(naming: Naming) -> list[str]:
     had reached the org's parts (74 s after opening a store of 10M spans). An operator rewrites
     them at a quiet time (docs/scale.md, "Known gaps"); the bench before its reads
     (`bench/clickhouse_app_stores.rewrite_old_parts`)."""
-    types = {c.name: c.type for c in layout.span_columns()}
     return [
         f"ALTER TABLE {naming.stored('spans')}{naming.on} MODIFY COLUMN `{name}` "
-        f"{types[name]} CODEC(LZ4)"
+        f"{_LZ4_TYPES[name]} CODEC(LZ4)"
         for name in LZ4_COLUMNS
     ]
 

@@ -137,3 +137,23 @@ def test_cluster_ddl_changes_the_codecs_of_the_stored_spans_on_every_node():
         ) in text
     assert "ALTER TABLE observatory.spans ON CLUSTER obs_cluster MODIFY COLUMN" not in text
     assert "REWRITE PARTS" not in text
+
+
+def test_version_10_sends_the_types_it_was_released_with(monkeypatch):
+    """The migration's statements are pinned: a later change of a column's type in the layout
+    (here trace_id's made FixedString) cannot alter what version 10 sends to a store at 9."""
+    from dataclasses import replace
+
+    from observatory_core.storage.clickhouse import layout
+
+    later = tuple(
+        replace(c, type="FixedString(32)") if c.name == "trace_id" else c
+        for c in layout.span_columns()
+    )
+    monkeypatch.setattr(layout, "span_columns", lambda: later)
+    assert ddl._page_columns_lz4(ddl.Naming("observatory")) == [
+        "ALTER TABLE observatory.spans MODIFY COLUMN `trace_id` String CODEC(LZ4)",
+        "ALTER TABLE observatory.spans MODIFY COLUMN `span_id` String CODEC(LZ4)",
+        "ALTER TABLE observatory.spans MODIFY COLUMN `name` String CODEC(LZ4)",
+        "ALTER TABLE observatory.spans MODIFY COLUMN `user_id` Nullable(String) CODEC(LZ4)",
+    ]
