@@ -64,6 +64,7 @@ from bench.clickhouse_app_stores import (
     acme_is_org_1,
     pg_disk_bytes_per_span,
     pg_url,
+    rewrite_old_parts,
     settle,
 )
 from bench.clickhouse_case import disk_bytes
@@ -74,6 +75,7 @@ from observatory_core.base.settings import get_settings
 from observatory_core.demo.load import load_demo
 from observatory_core.runtime.allocator import keep_freed_memory
 from observatory_core.storage.clickhouse.current import close_span_stores, span_store
+from observatory_core.storage.clickhouse.ddl import applied_versions
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import current_revision, head_revision, upgrade
 from observatory_core.storage.schema import orgs
@@ -124,6 +126,7 @@ def load_chdb(folder: str, size: int) -> list[dict]:
     write_trace(engine, spans_in_trace=50)
     store = span_store()
     merges_waited, parts = settle(store)
+    version = max(applied_versions(store))  # parts written under it (`_rewrite_once`)
     written = report.spans + 50
     tables = ", ".join(f"'{t}'" for t in SPAN_TABLES)
     per_span = disk_bytes(store, tables) / written
@@ -158,9 +161,26 @@ def load_chdb(folder: str, size: int) -> list[dict]:
         },
     ]
     # A reuse of the folder (--reuse) reports the load's own figures, as measured then.
-    loaded = {"spans": written, "active_parts": parts, "figures": figures}
+    loaded = {
+        "spans": written,
+        "active_parts": parts,
+        "figures": figures,
+        "schema_version": version,
+    }
     (path / "loaded.json").write_text(json.dumps(loaded))
     return figures
+
+
+def _rewrite_once(path: Path) -> float | None:
+    """The folder's parts rewritten with schema version 10's codecs when it was loaded before
+    it (`rewrite_old_parts`), recorded in its loaded.json so a later --reuse does not again.
+    Answers the rewrite's seconds, this run's or the earlier run's; None when never needed."""
+    loaded = json.loads((path / "loaded.json").read_text())
+    seconds = rewrite_old_parts(span_store(), loaded)
+    if seconds is None:
+        return loaded.get("parts_rewritten_s")
+    (path / "loaded.json").write_text(json.dumps({**loaded, "parts_rewritten_s": seconds}))
+    return seconds
 
 
 def _refuse_empty(name: str, check) -> None:
@@ -340,7 +360,10 @@ def main() -> None:
         spans = json.loads((path / "loaded.json").read_text())["spans"]
         engine = get_engine(_use_store(path))
         reads = span_reads(engine)
-        out += measure(engine, reads, "chdb", args.size, spans, args.runs, not args.reads_only)
+        # a folder loaded before schema version 10 read on the codecs a store made now has
+        rewritten = _rewrite_once(path)
+        measured = measure(engine, reads, "chdb", args.size, spans, args.runs, not args.reads_only)
+        out += [{**row, "parts_rewritten_s": rewritten} for row in measured]
     else:
         os.environ.pop("OBSERVATORY_SPAN_STORE", None)
         get_settings.cache_clear()

@@ -1,6 +1,7 @@
 """What bench/clickhouse_app_case.py needs of each store besides the reads: the checks made
 before it writes (acme is org 1), chDB settled after its load (no merge running), PostgreSQL's
-bytes per span and which database to read."""
+bytes per span and which database to read; a chDB folder loaded before schema version 10 has
+its parts rewritten before the reads (`rewrite_old_parts`)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,22 @@ def settle(store, limit_s: float = 600) -> tuple[float, dict[str, int]]:
         parameters={"db": store.database},
     ).result_rows
     return round(waited, 1), {t: int(n) for t, n in rows if t in SPAN_TABLES}
+
+
+def rewrite_old_parts(store, loaded: dict) -> float | None:
+    """Seconds taken to rewrite the spans' parts of a folder loaded before schema version 10
+    (`loaded`: its loaded.json, without a `schema_version` of 10 or more) and not rewritten
+    since (no `parts_rewritten_s` in it), so the reads meet the codecs a store made now has: the
+    store's open does not rewrite them (`ddl._page_columns_lz4`), and parts keep ZSTD(1) on the
+    page columns until merged. None when there was nothing to rewrite. Waits for the rewrite
+    (`mutations_sync = 2`)."""
+    if loaded.get("schema_version", 0) >= 10 or "parts_rewritten_s" in loaded:
+        return None
+    started = time.perf_counter()
+    store.client.command(
+        f"ALTER TABLE {store.table('spans')} REWRITE PARTS", settings={"mutations_sync": 2}
+    )
+    return round(time.perf_counter() - started, 1)
 
 
 def pg_disk_bytes_per_span(engine) -> float:

@@ -23,7 +23,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg, Subject
 from observatory_core.metrics.estimate import known_groups, spans_in_range
 from observatory_core.metrics.folding import FOLD_KEYS, OTHER, is_other, python_keys
-from observatory_core.metrics.frames import frame_of, frame_of_arrow
+from observatory_core.metrics.frames import frame_of
 from observatory_core.metrics.partial import partial_buckets
 from observatory_core.metrics.query import MetricError, MetricQuery
 from observatory_core.metrics.raw import raw_select
@@ -129,21 +129,6 @@ def frame_of_statement(
                 if len(rows) > max_rows:
                     raise _TooManyRows
     return frame_of(columns, rows)
-
-
-def _rollup_frame(engine: Engine, statement, params: dict, max_rows: int | None) -> pl.DataFrame:
-    """A rollup statement's rows as a frame; on the span store read as the engine's Arrow
-    answer (`sql.read_arrow`): the driver's tuples made some 10,600 Python objects for a
-    30-day hourly series by model, and the collector's passes over them paused later calls
-    (docs/span-store-internals.md, "Metrics on rollups")."""
-    if not store_for(engine).rollup_bin_maps:
-        return frame_of_statement(engine, statement, params, by_index=True, max_rows=max_rows)
-    from observatory_core.storage.clickhouse.sql import read_arrow
-
-    frame = frame_of_arrow(read_arrow(engine, statement, params))
-    if max_rows is not None and frame.height > max_rows:
-        raise _TooManyRows
-    return frame
 
 
 def _by_subject(series: tuple[str, ...]) -> dict[Subject, tuple[str, ...]]:
@@ -270,7 +255,9 @@ def _compute_subject(
             or_ranges=store_for(engine).ors_time_ranges,
             drop_empty=store_for(engine).rollups_cancel_out,
         )
-        frame = _rollup_frame(engine, statement, {**params, **extra}, max_rows)
+        frame = frame_of_statement(
+            engine, statement, {**params, **extra}, by_index=True, max_rows=max_rows
+        )
         bins = merged_bins(frame)  # decoded once, for the values and the check below
         finished = finalize(frame, series, query.group_by, bins)
         if store_for(engine).rollup_bin_maps:

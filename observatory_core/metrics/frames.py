@@ -52,24 +52,3 @@ def frame_of(columns: list[str], rows: list[tuple]) -> pl.DataFrame:
         lists = _int_lists(values)
         data[name] = values if lists is None else lists.alias(name)
     return pl.DataFrame(data, strict=False)
-
-
-_INTS = (pl.Int8, pl.Int16, pl.Int32, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
-
-
-def frame_of_arrow(table) -> pl.DataFrame:
-    """An Arrow answer (`storage/clickhouse/sql.read_arrow`) as the frame `frame_of` makes of the
-    same rows: integers as Int64 (Python's ints typed by polars; the engine's counts are
-    unsigned, its keys narrower) and integer lists as `List(Int64)`."""
-    frame = pl.from_arrow(table)
-    if isinstance(frame, pl.Series):  # one column
-        frame = frame.to_frame()
-    casts = []
-    for name, kind in frame.schema.items():
-        if kind in _INTS:
-            casts.append(pl.col(name).cast(pl.Int64))
-        elif isinstance(kind, pl.List) and kind.inner in _INTS:
-            casts.append(pl.col(name).cast(pl.List(pl.Int64)))
-        elif kind == pl.Categorical:
-            casts.append(pl.col(name).cast(pl.Utf8))
-    return frame.with_columns(casts) if casts else frame

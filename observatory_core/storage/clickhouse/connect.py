@@ -40,7 +40,7 @@ def _write_lock(target: SpanStoreTarget) -> threading.Lock:
 # this turn first, so a read under a time budget waits for the engine no longer than its
 # budget (review of issue 17's first slice: a read under 1 s waited 5.7 s behind a query).
 _ENGINE_TURNS: dict[str, threading.Lock] = {}
-STATEMENTS = frozenset({"query", "query_arrow", "command", "insert", "raw_query", "raw_insert"})
+STATEMENTS = frozenset({"query", "command", "insert", "raw_query", "raw_insert"})
 
 
 class _Turns:

@@ -12,7 +12,6 @@ times are bound with their microseconds (the driver's own binding drops them).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +22,6 @@ from observatory_core.base.errors import QueryTooLarge, QueryTooSlow
 from observatory_core.storage import budget
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from observatory_core.storage.clickhouse.connect import SpanStore
 
 
@@ -167,44 +164,14 @@ def read_columns(engine: Engine, query, formats: dict[str, str] | None = None) -
     The values are the driver's, without SQLAlchemy's result types (a time comes naive);
     an answer of no rows is still one (empty) list per column."""
     compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
-    got = _client_read(
-        engine,
-        str(compiled),
-        dict(compiled.params),
-        lambda client, sql, params: (
-            client.query(sql, parameters=params, column_formats=formats).result_columns
-        ),
-    )
-    # an empty answer can come without its columns: one empty list per selected column
-    return got or [[] for _ in query.selected_columns]
-
-
-def read_arrow(engine: Engine, query, params: dict) -> pa.Table:
-    """`query`'s answer, its parameters `params`, as an Arrow table made by the engine (its
-    Arrow output, text as strings): no Python object per value, where the driver's tuples
-    made one per row (a 30-day hourly series by model: 10,600 rows, and the collector's
-    passes over them). The same statement, bounds and errors as `read_columns`."""
-    state = query.compile(dialect=engine.dialect).construct_expanded_state(params)
-    return _client_read(
-        engine,
-        state.statement,
-        dict(state.parameters),
-        lambda client, sql, values: client.query_arrow(sql, parameters=values, use_strings=True),
-    )
-
-
-def _client_read(
-    engine: Engine, statement: str, params: dict, read: Callable[[Any, str, dict], Any]
-) -> Any:
-    """`read(client, sql, params)` of a compiled statement as `engine` sends it (`_before`), its
-    errors said as the engine's reads say them."""
+    params = dict(compiled.params)
     with engine.connect() as conn:
-        statement, params = _before(conn, None, statement, params, None, False)
+        statement, params = _before(conn, None, str(compiled), params, None, False)
         if not params:  # the driver unescapes SQLAlchemy's "%%" only when it binds parameters
             statement = statement.replace("%%", "%")
         client = conn.connection.dbapi_connection.client
         try:
-            return read(client, statement, params)
+            got = client.query(statement, parameters=params, column_formats=formats).result_columns
         except Exception as exc:
             from observatory_core.storage.stores import store_for
 
@@ -214,3 +181,5 @@ def _client_read(
             if store.is_too_large(exc):
                 raise QueryTooLarge(budget.too_large_message()) from exc
             raise
+    # an empty answer can come without its columns: one empty list per selected column
+    return got or [[] for _ in query.selected_columns]

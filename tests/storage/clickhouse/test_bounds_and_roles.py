@@ -1,6 +1,6 @@
 """What a read may count, show and wait for: twins set aside count in no total, a role sees only
 its fields (named ones refused, defaults left out), and a read waits for the in-process engine
-no longer than its time budget."""
+no longer than its time budget, nor leaves the next statement anything when stopped."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import time
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import literal_column, select, text
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import PermissionDenied, QueryTooSlow
+from observatory_core.metrics.engine import frame_of_statement
 from observatory_core.storage import budget
 from observatory_core.storage.clickhouse.reads import Window, list_spans, span_totals
+from observatory_core.storage.clickhouse.sql import read_columns
 from observatory_core.storage.clickhouse.writes import write_spans
 from tests.storage.clickhouse.conftest import END, demo_rows
 
@@ -62,3 +65,27 @@ def test_a_read_waiting_on_the_chdb_handle_stays_within_its_budget(store):
         waited = time.monotonic() - started
         busy.join()
     assert waited < 2.5, waited
+
+
+# about 3 s of engine time in blocks of one row: stopped by max_execution_time = 1 (the least a
+# budget becomes) after the engine has begun its output
+SLOW = select(literal_column("sum(s)").label("n")).select_from(
+    text("(SELECT sleepEachRow(0.01) AS s, number FROM numbers(300))")
+)
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        pytest.param(lambda store: read_columns(store.engine, SLOW), id="read_columns"),
+        pytest.param(lambda store: frame_of_statement(store.engine, SLOW), id="plain"),
+    ],
+)
+def test_a_read_stopped_at_its_budget_leaves_the_next_statement_its_own_answer(store, read):
+    """A read stopped at its time bound leaves nothing of its answer in the engine: the next
+    statement on the store (a writer's, another page's) gets its own. A read of chDB's Arrow
+    output stopped so left its partial bytes to the next statement, which is why none is made."""
+    with budget.time_budget(0.5), pytest.raises(QueryTooSlow):
+        read(store)
+    assert store.client.query("SELECT 42 AS n").result_rows == [(42,)]
+    assert read_columns(store.engine, select(literal_column("7").label("n"))) == [[7]]

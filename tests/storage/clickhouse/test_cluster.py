@@ -72,11 +72,6 @@ class Recorder:
         rows = next((rows for key, rows in self.answers.items() if key in sql), [])
         return SimpleNamespace(result_rows=rows)
 
-    def query_arrow(self, sql: str, parameters: Any = None, settings: dict | None = None, **kw):
-        """A read as Arrow (the metrics' rollup reads, `sql.read_arrow`): recorded as a query."""
-        self.sent.append(("query", sql, dict(settings or {})))
-        return self.inner.query_arrow(sql, parameters, settings=settings, **kw)
-
     def command(self, sql: str, parameters: Any = None, settings: dict | None = None, **kw):
         self.sent.append(("command", sql, dict(settings or {})))
         self.parameters.append((sql, parameters))
@@ -225,7 +220,7 @@ def test_a_cluster_store_at_version_2_gets_versions_3_to_9_on_the_cluster(monkey
     retention = ddl._trace_retention(naming)
     ids = ddl._span_ids(naming)  # version 8 (7 sends nothing: no copies to fold)
     ids += ddl._wrapper_move_journal(naming)  # version 9
-    ids += ddl._page_columns_lz4(naming)  # version 10 (its parts not rewritten on a cluster)
+    ids += ddl._page_columns_lz4(naming)  # version 10 (metadata: no part rewritten)
     fills = sent[len(changes) : len(sent) - len(retention) - len(ids)]
     assert sent[len(sent) - len(retention) - len(ids) :] == retention + ids
     altered = {text.split()[2] for text in changes + retention if text.startswith("ALTER")}
