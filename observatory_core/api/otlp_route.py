@@ -83,6 +83,7 @@ async def otlp_traces(request: Request) -> Response:
         try:
             decoded = await run_in_threadpool(receiver.decode, body, request.headers)
         except (BadKey, BadPayload) as exc:
+            arrival.refused()
             if isinstance(exc, BadKey) and key_from_headers(request.headers):
                 await run_in_threadpool(keyguard.guard.failed, receiver.engine, address)
             return _reply(refuse(exc, kind))
@@ -92,6 +93,7 @@ async def otlp_traces(request: Request) -> Response:
             log.exception("OTLP request failed unexpectedly")
             return _reply(error_answer(kind, 500, FAILED))
         if not decoded.rows:
+            arrival.refused()
             await _count_rejections(receiver, decoded, 0)
             return _reply(decoded.answer())
         try:

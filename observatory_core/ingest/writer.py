@@ -61,6 +61,11 @@ class Arrival:
     def submit(self, rows: list[dict[str, Any]]) -> Future:
         return self.writer.submit(rows, self)
 
+    def refused(self) -> None:
+        """No rows will come: no writer waits for this request from now on (before the
+        refusal's own bookkeeping, which reads the database)."""
+        self.writer._settle(self)
+
 
 class BatchWriter:
     """Writer threads take whole groups from one bounded queue."""
@@ -106,11 +111,17 @@ class BatchWriter:
         try:
             yield arrival
         finally:
-            with self._cond:
-                if not arrival.settled:
-                    arrival.settled = True
-                    self._arriving -= 1
-                    self._cond.notify_all()
+            self._settle(arrival)
+
+    def _settle(self, arrival: Arrival) -> None:
+        with self._cond:
+            self._settled(arrival)
+
+    def _settled(self, arrival: Arrival) -> None:  # under self._cond
+        if not arrival.settled:
+            arrival.settled = True
+            self._arriving -= 1
+            self._cond.notify_all()
 
     def submit(self, rows: list[dict[str, Any]], arrival: Arrival | None = None) -> Future:
         """A future that completes when `rows` are committed, with the (row, reason) pairs the
@@ -118,10 +129,8 @@ class BatchWriter:
         request's, no longer waited for once its rows are queued (or refused)."""
         future: Future = Future()
         with self._cond:
-            if arrival is not None and not arrival.settled:
-                arrival.settled = True
-                self._arriving -= 1
-                self._cond.notify_all()
+            if arrival is not None:
+                self._settled(arrival)
             if self._stopping:
                 prometheus.ingest_refused("stopping", len(rows))
                 raise ShuttingDown
@@ -135,18 +144,21 @@ class BatchWriter:
 
     def _next_group(self) -> list[tuple[list[dict[str, Any]], Future]] | None:
         with self._cond:
-            while not self._queue and not self._stopping:
-                self._cond.wait()
-            if not self._queue:
-                return None
-            until = time.monotonic() + LINGER_S
-            while (
-                (self._arriving or len(self._queue) < self._last_group)
-                and not self._stopping
-                and sum(len(rows) for rows, _ in self._queue) < self.group_spans
-                and (left := until - time.monotonic()) > 0
-            ):
-                self._cond.wait(left)
+            while True:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return None
+                until = time.monotonic() + LINGER_S
+                while (
+                    (self._arriving or len(self._queue) < self._last_group)
+                    and not self._stopping
+                    and sum(len(rows) for rows, _ in self._queue) < self.group_spans
+                    and (left := until - time.monotonic()) > 0
+                ):
+                    self._cond.wait(left)
+                if self._queue:  # another writer thread may have taken it all meanwhile
+                    break
             group, size = [], 0
             while self._queue and (not group or size + len(self._queue[0][0]) <= self.group_spans):
                 item = self._queue.popleft()

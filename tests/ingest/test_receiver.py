@@ -314,3 +314,32 @@ def test_requests_still_decoding_are_written_with_the_first(org_key, monkeypatch
     writer.stop()
     assert groups == [len(rows), 2, 1]
     assert all_spans(engine).height == len(rows)  # sent again: stored once
+
+
+def test_two_writer_threads_take_no_empty_group(org_key, monkeypatch):
+    """With two writer threads (PostgreSQL's), the one that waited while the other took the
+    whole queue waits for the next request again: it took an empty group (a write of nothing,
+    and the last group's size 0, which turned the wait for its clients off)."""
+    engine, _, _, key = org_key
+    monkeypatch.setattr(writer_module, "LINGER_S", 0.3)
+    rows = Receiver(engine).decode(sample("genai.pb"), headers(key), now=NOW).rows
+    writer = BatchWriter(engine, threads=2)
+    taken: list[int] = []
+    real_write = writer._write
+
+    def spy(group):
+        taken.append(len(group))
+        return real_write(group)
+
+    writer._write = spy
+    try:
+        for _ in range(3):
+            with writer.arriving() as first, writer.arriving() as second:
+                done = [first.submit(rows[:1])]
+                time.sleep(0.1)  # both threads awake, waiting for the second request
+                done.append(second.submit(rows[1:2]))
+            assert [d.result(30) for d in done] == [[], []]
+        time.sleep(0.5)  # past the wait: an empty group would have been taken by now
+    finally:
+        writer.stop()
+    assert 0 not in taken and sum(taken) == 6

@@ -11,9 +11,10 @@ from google.rpc import status_pb2
 from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 
+from observatory_core.accounts import keyguard
 from observatory_core.api import otlp_route
 from observatory_core.ingest.receiver import Receiver
-from observatory_core.ingest.writer import Overloaded, ShuttingDown
+from observatory_core.ingest.writer import BatchWriter, Overloaded, ShuttingDown
 from tests.helpers import run_coroutine
 from tests.ingest.conftest import PROTOBUF, sample
 
@@ -25,6 +26,9 @@ class StubWriter:
     @contextmanager
     def arriving(self):
         yield self
+
+    def refused(self):
+        pass
 
     def submit(self, rows):
         if isinstance(self.outcome, type) and issubclass(self.outcome, Exception):
@@ -71,3 +75,38 @@ def test_overload_and_outages_ask_the_exporter_to_retry(
     got, headers, body = call(key, sample("genai.pb"))
     assert (got, headers.get("retry-after")) == (status, retry)
     assert status_pb2.Status.FromString(body).message  # always a message, never a traceback
+
+
+@pytest.mark.parametrize("bad_key", [True, False], ids=["a bad key", "no rows"])
+def test_a_refused_request_is_not_waited_for_while_its_refusal_is_recorded(
+    org_key, monkeypatch, bad_key
+):
+    """A request refused (a bad key; one with no span) stops holding the writer's
+    group before its bookkeeping reads the database (bad keys, rejection counts): else each
+    such request held every group up to `LINGER_S`."""
+    engine, _, _, key = org_key
+    writer = BatchWriter(engine)
+    monkeypatch.setattr(otlp_route, "get_ingest", lambda _s: (Receiver(engine), writer))
+    arriving: list[int] = []
+    real_count = otlp_route._count_rejections
+
+    async def count(*args):
+        arriving.append(writer._arriving)
+        return await real_count(*args)
+
+    monkeypatch.setattr(otlp_route, "_count_rejections", count)
+    real_failed = keyguard.guard.failed
+
+    def failed(*args):
+        arriving.append(writer._arriving)
+        return real_failed(*args)
+
+    monkeypatch.setattr(keyguard.guard, "failed", failed)
+    try:
+        if bad_key:
+            got, _, _ = call("obs_not_a_key", sample("genai.pb"))
+        else:
+            got, _, _ = call(key, b"")
+    finally:
+        writer.stop()
+    assert (got, arriving) == ((401, [0]) if bad_key else (200, [0]))
