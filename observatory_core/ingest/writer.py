@@ -150,8 +150,9 @@ class BatchWriter:
                 if not self._queue:
                     return None
                 until = time.monotonic() + LINGER_S
-                while (
-                    (self._arriving or len(self._queue) < self._last_group)
+                while (  # until the queue is taken (by another thread too): then wait anew
+                    self._queue
+                    and (self._arriving or len(self._queue) < self._last_group)
                     and not self._stopping
                     and sum(len(rows) for rows, _ in self._queue) < self.group_spans
                     and (left := until - time.monotonic()) > 0
