@@ -194,9 +194,11 @@ def _others_left(
     counted (its insert's views failed, or still running: `view_gaps.py`) may start outside
     those starts, and a key with it is not emptied: deleting it would delete that span's row
     too, should it land before the delete."""
+    # `{}`: no known starts, all its spans (the first read already is, when `have` holds none)
+    reads = (have, {}) if _starts(have) else ({},)
     return any(
         _source(store, org_id, project, trace, wrappers, None, known)["span_count"]
-        for known in (have, {})  # `{}`: no known starts, all its spans
+        for known in reads
     )
 
 

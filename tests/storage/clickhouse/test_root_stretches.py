@@ -37,36 +37,32 @@ def merges_stopped(chdb_store):
     chdb_store.client.command(f"SYSTEM START MERGES {table}")
 
 
-@pytest.fixture
-def newest_roots(monkeypatch) -> list[bool]:
-    """Whether each call of the newest roots' read (`roots_passing`) answered the page."""
+def _answered(monkeypatch, name: str) -> list[bool]:
+    """Spy on `trace_lists.<name>`: whether each call answered (not None)."""
     answered: list[bool] = []
-    real = trace_lists.roots_passing
+    real = getattr(trace_lists, name)
 
     def spy(*args, **kwargs):
         got = real(*args, **kwargs)
         answered.append(got is not None)
         return got
 
-    monkeypatch.setattr(trace_lists, "roots_passing", spy)
+    monkeypatch.setattr(trace_lists, name, spy)
     return answered
+
+
+@pytest.fixture
+def newest_roots(monkeypatch) -> list[bool]:
+    """Whether each call of the newest roots' read (`roots_passing`) answered the page."""
+    return _answered(monkeypatch, "roots_passing")
 
 
 @pytest.fixture
 def stretches(monkeypatch):
     """How many pages the stretch answered (None: the plain read took over), the newest roots'
     read (`roots_passing`, tested below) turned off so that every page tries the stretch."""
-    answered: list[bool] = []
-    real = trace_lists.roots_by_stretch
     monkeypatch.setattr(trace_lists, "roots_passing", lambda *a, **k: None)
-
-    def spy(*args, **kwargs):
-        rows = real(*args, **kwargs)
-        answered.append(rows is not None)
-        return rows
-
-    monkeypatch.setattr(trace_lists, "roots_by_stretch", spy)
-    return answered
+    return _answered(monkeypatch, "roots_by_stretch")
 
 
 def _copy(store, org: int, span_ids: list[str], replace: str, later_us: int = 1) -> None:
