@@ -333,18 +333,16 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id, summ
         exact = {name: grouped.c[name] for name in recomputed}
         source = per_trace.outerjoin(grouped, grouped.c.late_id == p.trace_id)
 
-    def pinned(name, joined: bool):
-        value = stored[name]
-        if joined:
-            value = case((p.newest <= max_id, value), else_=exact[name])
+    def pinned(name):
+        value = case((p.newest <= max_id, stored[name]), else_=exact[name])
         return _as_key(name, value)
 
-    def ranking(joined: bool):
-        totals = {name: pinned(name, joined) for name in stored}
+    def ranking():
+        totals = {name: pinned(name) for name in stored}
         key = totals[sort]
         query = (
             select(p.trace_id, p.root_id, *(v.label(k) for k, v in totals.items()))
-            .select_from(source if joined else per_trace)
+            .select_from(source)
             .where(p.root_id.is_not(None), p.root_arrival <= max_id)
         )
         if position:
@@ -360,20 +358,15 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id, summ
         page = query.order_by(*order).limit(limit + 1).execution_options(one_thread=True)
         return [dict(r) for r in conn.execute(page).mappings()]
 
-    query, order = ranking(joined=True)
+    query, order = ranking()
     if position is None and not store_for(conn).correlated_reads:  # the late traces joined
         # A first page, pinned at the write clock's now: a trace written to since is rare (a
         # write racing this read). The stored totals ranked with such traces first: when the
         # first is not one, none is, and the stored totals are the pinned ones
         # (docs/span-store-internals.md, "Traces mode")
-        if summed is not None:  # ranked by key, the roots read for the first traces only
-            ranked = read(*_first_of_stored(summed, sort, direction, limit, max_id))
-            if not any(r.pop(_STALE) for r in ranked):
-                return ranked, query
-            return read(query, order), query
-        plain, by_key = ranking(joined=False)
-        stale = or_(p.newest > max_id, p.newest.is_(None)).label(_STALE)
-        ranked = read(plain.add_columns(stale), (stale.desc(), *by_key))
-        if not any(r.pop(stale.name) for r in ranked):
+        # ranked by key, the roots read for the first traces only: such a store groups its
+        # trace totals when read (`Store.groups_trace_totals`), so `summed` is given
+        ranked = read(*_first_of_stored(summed, sort, direction, limit, max_id))
+        if not any(r.pop(_STALE) for r in ranked):
             return ranked, query
     return read(query, order), query
