@@ -6,7 +6,8 @@ from them matches the spans left. A setting change, and a store written at versi
 at 6. `DATABASE_URL` (the settings) is SQLite and PostgreSQL.
 
 Expected rows are worked out with polars from the rows written and the settings the test
-makes, not with the code under test."""
+makes, not with the code under test. The orgs are made once per kind, each test writing on a
+copy of them."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from tests.helpers import child_of, make_org, span
 from tests.storage.clickhouse.conftest import store_at_version
-from tests.storage.clickhouse.test_retention_stamps import _database
+from tests.storage.clickhouse.test_retention_stamps import _copy_of, _database
 
 AGES = (1, 3, 8, 15, 45, 120, 200)  # days before now each project's traces started
 GRAINS = {"rollup_1min": "1m", "rollup_1hour": "1h", "rollup_1day": "1d"}
@@ -158,15 +159,12 @@ def _expected_actors(sent: pl.DataFrame, cutoffs: dict, now: datetime) -> set[tu
     return out
 
 
-def _deployment(url: str, store, monkeypatch, tmp_path, now: datetime) -> dict:
-    """DATABASE_URL with alpha (projects main and own), beta and gamma, every setting empty
-    (kept), the spans written to the span store, and the process's span store the test's."""
-    engine = get_engine(url)
-    upgrade(engine)
+def _orgs(engine) -> dict:
+    """alpha (projects main and own), beta and gamma, every setting empty (kept)."""
     alpha, (a_main, a_own) = make_org(engine, "alpha", projects=("main", "own"))
     beta, (b_main,) = make_org(engine, "beta")
     gamma, (g_main,) = make_org(engine, "gamma")
-    ids = {
+    return {
         "alpha": alpha,
         "beta": beta,
         "gamma": gamma,
@@ -175,18 +173,31 @@ def _deployment(url: str, store, monkeypatch, tmp_path, now: datetime) -> dict:
         "b_main": b_main,
         "projects": [(alpha, a_main), (alpha, a_own), (beta, b_main), (gamma, g_main)],
     }
-    rows = _rows(ids, now)
-    assert write_spans(store, rows) == len(rows)
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setattr("observatory_core.base.settings.SECRETS_FILE", tmp_path / "secrets.toml")
-    return {"engine": engine, "ids": ids, "rows": rows, "sent": _frame(rows)}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def kind(request):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def made(request, tmp_path_factory):
+    """DATABASE_URL migrated and its orgs made (`_orgs`) once per kind; each test writes on a
+    copy of it (`_copy_of`)."""
     if request.param == "postgresql":
         request.getfixturevalue("pg_url")  # fails loudly, with the fix, if PostgreSQL is down
-    return request.param
+    with _database(request.param, tmp_path_factory.mktemp("derived") / "made.db") as url:
+        engine = get_engine(url)
+        upgrade(engine)
+        ids = _orgs(engine)
+        engine.dispose()
+        yield request.param, url, {"ids": ids}
+
+
+def _deployment(source: dict, store, monkeypatch, tmp_path, now: datetime) -> dict:
+    """DATABASE_URL (a copy of `made`), the spans written to the span store, and the
+    process's span store the test's."""
+    engine, ids = source["engine"], source["ids"]
+    rows = _rows(ids, now)
+    assert write_spans(store, rows) == len(rows)
+    monkeypatch.setenv("DATABASE_URL", source["url"])
+    monkeypatch.setattr("observatory_core.base.settings.SECRETS_FILE", tmp_path / "secrets.toml")
+    return {"engine": engine, "ids": ids, "rows": rows, "sent": _frame(rows)}
 
 
 def _use(store, url, monkeypatch) -> None:
@@ -196,14 +207,14 @@ def _use(store, url, monkeypatch) -> None:
 
 
 def test_rollups_actors_and_trace_totals_follow_the_retention(
-    kind, tmp_path, chdb_session, monkeypatch
+    made, tmp_path, chdb_session, monkeypatch
 ):
     now = datetime.now(UTC)
     store = chdb_session.store("derived_retention")
-    with _database(kind, tmp_path / "derived.db") as url:
+    with _copy_of(made, tmp_path / "derived.db") as source:
         try:
             _use(store, chdb_session.url(store.database), monkeypatch)
-            d = _deployment(url, store, monkeypatch, tmp_path, now)
+            d = _deployment(source, store, monkeypatch, tmp_path, now)
             ids, sent, engine = d["ids"], d["sent"], d["engine"]
             alpha, beta = ids["alpha"], ids["beta"]
             # alpha: spans 30 days, its project `own` 7, rollups 60; beta: 90 and 150; gamma kept
@@ -253,15 +264,15 @@ def test_rollups_actors_and_trace_totals_follow_the_retention(
 
 
 def test_a_store_at_version_5_opened_at_6_expires_its_trace_totals(
-    kind, tmp_path, chdb_session, monkeypatch
+    made, tmp_path, chdb_session, monkeypatch
 ):
     """Trace totals written before version 6 hold no days (0, kept): the first retention run
     after the upgrade stamps them, and their TTL then deletes those of spans gone."""
     now = datetime.now(UTC)
     url, store = store_at_version(chdb_session, "derived_v5", 5)
-    with _database(kind, tmp_path / "v5.db") as db_url:
+    with _copy_of(made, tmp_path / "v5.db") as source:
         try:
-            d = _deployment(db_url, store, monkeypatch, tmp_path, now)
+            d = _deployment(source, store, monkeypatch, tmp_path, now)
             store.close()
             store = open_span_store(url)
             versions = store.client.query(f"SELECT version FROM {store.table('schema_versions')}")

@@ -49,12 +49,20 @@ def source(request, tmp_path_factory, chdb_session):
             .values(duplicate_of=spans.c.span_id, duplicate_trace_id=spans.c.trace_id)
         )
     prefix = chdb_session.fresh_name(request.param)
-    yield {
-        "url": url,
-        "engine": engine,
-        "df": all_spans(engine),
-        "target": lambda database: chdb_session.url(f"{prefix}_{database}"),
-    }
+    made: dict[str, str] = {}
+
+    def target(database: str) -> str:
+        """A target's URL, its schema made (`chdb_session.store`, quicker than every
+        migration): but the command's own targets, whose database it makes itself."""
+        if database in ("by_cli", "empty"):
+            return chdb_session.url(f"{prefix}_{database}")
+        if database not in made:
+            store = chdb_session.store(f"{prefix}_{database}")
+            made[database] = chdb_session.url(store.database)
+            store.close()
+        return made[database]
+
+    yield {"url": url, "engine": engine, "df": all_spans(engine), "target": target}
     engine.dispose()
     if name is not None:
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

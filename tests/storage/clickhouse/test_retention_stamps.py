@@ -7,10 +7,11 @@ so, and the worker's retention run re-stamps afterwards.
 
 Expected days and kept spans are worked out here from the settings the test makes, not with
 the code under test. `DATABASE_URL` (the settings, and migrate-spans' source) is SQLite and
-PostgreSQL."""
+PostgreSQL; its settings and spans are made once per kind, and each test copies them."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
@@ -85,6 +86,40 @@ def _source(url: str) -> dict:
     }
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def made(request, tmp_path_factory):
+    """The source (`_source`) made once per kind, its engine closed so that it can be copied:
+    (kind, url, source)."""
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_url")  # fails loudly, with the fix, if PostgreSQL is down
+    with _database(request.param, tmp_path_factory.mktemp("stamps") / "made.db") as url:
+        source = _source(url)
+        source["engine"].dispose()
+        yield request.param, url, source
+
+
+@contextmanager
+def _copy_of(made, path):
+    """A copy of the made source in a database of its own (a file beside `path`, or a
+    PostgreSQL database made from it as a template), with an engine of its own."""
+    kind, url, source = made
+    if kind == "sqlite":
+        copy = f"sqlite:///{path}"
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as old, sqlite3.connect(path) as new:
+            old.backup(new)
+        yield {**source, "url": copy, "engine": get_engine(copy)}
+        return
+    name = f"obs_stamps_{uuid.uuid4().hex[:10]}"
+    pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{url.rsplit("/", 1)[1]}"')
+    copy = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = get_engine(copy)
+    try:
+        yield {**source, "url": copy, "engine": engine}
+    finally:
+        engine.dispose()
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _kept(spans: dict, days: dict) -> set[str]:
     """The spans `days` keep: started less than their project's days ago, or days 0."""
     return {
@@ -114,12 +149,9 @@ def _expected(source: dict, days: dict, kept: set[str]) -> dict[str, int]:
 # -- migrate-spans ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def copied(request, tmp_path_factory, chdb_session):
-    if request.param == "postgresql":
-        request.getfixturevalue("pg_url")  # fails loudly, with the fix, if PostgreSQL is down
-    with _database(request.param, tmp_path_factory.mktemp("stamps") / "copy.db") as url:
-        source = _source(url)
+@pytest.fixture(scope="module")
+def copied(made, tmp_path_factory, chdb_session):
+    with _copy_of(made, tmp_path_factory.mktemp("stamps") / "copy.db") as source:
         store = chdb_session.store("stamps_copy")
         report = mig.migrate_spans(
             source["engine"], store, org_ids=list(mig.source_orgs(source["engine"]))
@@ -169,18 +201,16 @@ def test_a_second_run_copies_nothing_and_counts_nothing_expired_twice(copied):
 # -- a retention change ---------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def live(request, tmp_path, chdb_session, monkeypatch):
+@pytest.fixture
+def live(made, tmp_path, chdb_session, monkeypatch):
     """A deployment on the span store: DATABASE_URL the source, its spans copied, and the
     process's span store (`current.span_store()`) the test's."""
-    if request.param == "postgresql":
-        request.getfixturevalue("pg_url")
-    with _database(request.param, tmp_path / "live.db") as url:
-        yield from _live(url, chdb_session, monkeypatch, tmp_path)
+    with _copy_of(made, tmp_path / "live.db") as source:
+        yield from _live(source, chdb_session, monkeypatch, tmp_path)
 
 
-def _live(url, chdb_session, monkeypatch, tmp_path):
-    source = _source(url)
+def _live(source, chdb_session, monkeypatch, tmp_path):
+    url = source["url"]
     store = chdb_session.store("stamps_live")
     mig.migrate_spans(source["engine"], store, org_ids=list(mig.source_orgs(source["engine"])))
     store_url = chdb_session.url(store.database)

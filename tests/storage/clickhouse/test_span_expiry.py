@@ -17,20 +17,17 @@ import sqlalchemy as sa
 from observatory_core.base.settings import get_settings
 from observatory_core.ingest.to_clickhouse import forget_settings, write_spans
 from observatory_core.runtime.retention import restamp_span_store
-from observatory_core.storage.engine import get_engine
-from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import audit_log
-from tests.helpers import make_org
 from tests.storage.clickhouse.test_derived_retention import (
-    _database,
     _frame,
     _kept_spans,
     _mutations_done,
     _rows,
     _settings,
     _use,
-    kind,  # noqa: F401  (the fixture: SQLite and PostgreSQL)
+    made,  # noqa: F401  (the fixture: the orgs on SQLite and PostgreSQL, made once)
 )
+from tests.storage.clickhouse.test_retention_stamps import _copy_of
 
 KEY = ["org", "project", "trace"]
 
@@ -52,7 +49,7 @@ def _by_org(frame: pl.DataFrame) -> dict[int, int]:
 
 
 def test_the_run_deletes_expired_spans_and_writes_each_orgs_loss(
-    kind,  # noqa: F811
+    made,  # noqa: F811
     tmp_path,
     chdb_session,
     monkeypatch,
@@ -60,19 +57,12 @@ def test_the_run_deletes_expired_spans_and_writes_each_orgs_loss(
     now = datetime.now(UTC)
     later = now + timedelta(days=10)  # the run's "now"
     store = chdb_session.store("span_expiry")
-    with _database(kind, tmp_path / "expiry.db") as url:
+    with _copy_of(made, tmp_path / "expiry.db") as source:
         try:
             _use(store, chdb_session.url(store.database), monkeypatch)
-            engine = get_engine(url)
-            upgrade(engine)
-            alpha, (a_main, a_own) = make_org(engine, "alpha", projects=("main", "own"))
-            beta, (b_main,) = make_org(engine, "beta")
-            gamma, (g_main,) = make_org(engine, "gamma")
-            ids = {
-                "alpha": alpha,
-                "a_main": a_main,
-                "projects": [(alpha, a_main), (alpha, a_own), (beta, b_main), (gamma, g_main)],
-            }
+            engine, ids = source["engine"], source["ids"]  # alpha (main, own), beta, gamma
+            alpha, a_main, a_own = ids["alpha"], ids["a_main"], ids["own"]
+            beta, b_main = ids["beta"], ids["b_main"]
             # alpha: spans 30 days, its project `own` 7, rollups 60; beta: spans 50, rollups 55; gamma kept
             _settings(engine, **{str(alpha): (30, 60, {a_own: 7}), str(beta): (50, 55, {})})
             forget_settings()
