@@ -9,13 +9,21 @@ import pytest
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.exports.worker import WorkerConfig
-from tests.helpers import load_small_demo
+from tests.helpers import LoadedRows, load_small_demo
+
+_LOADED: dict[str, LoadedRows] = {}  # database url -> its demo rows, loaded once a session
 
 
 @pytest.fixture
-def data(engine):
-    load_small_demo(engine, spans_count=1500, days=2, seed=5)
-    return engine
+def data(engine, tmp_path_factory):
+    """The demo's 1,500 spans over 2 days in `engine`: loaded by the first test of the session
+    on each database, and copied back (the same rows) into the emptied database after."""
+    url = engine.url.render_as_string(hide_password=False)
+    if url not in _LOADED:
+        load_small_demo(engine, spans_count=1500, days=2, seed=5)
+        _LOADED[url] = LoadedRows(engine, tmp_path_factory.mktemp("exports_rows"))
+        return engine
+    return _LOADED[url].restore(engine)
 
 
 @pytest.fixture
