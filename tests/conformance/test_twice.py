@@ -27,6 +27,7 @@ from observatory_core.storage.schema import spans, trace_totals
 from tests.conformance.conftest import (
     CLIENT_TIMEOUT_S,
     HERE,
+    METRICS_TOKEN,
     PG_ADMIN_URL,
     VENV_PYTHON,
     _settle,
@@ -88,10 +89,10 @@ def twice(request, tmp_path_factory, fake_api):
     org_id, _ = make_org(engine, CLIENT, ("default",))
     key = create_key(engine, admin_scope(org_id), "twice key")
     tag = f"{request.param}-{CLIENT}"
-    with running_server(url, tmp) as base:
+    with running_server(url, tmp, OBSERVATORY_METRICS_TOKEN=METRICS_TOKEN) as base:
         code, output = _run(base, key, fake_api.base_url(tag))
         assert code == 0, f"client {CLIENT} failed:\n{output[-4000:]}"
-        _settle(engine, [org_id])
+        _settle(base)
         yield engine, org_id, fake_api.log.of(tag)
     engine.dispose()
     if request.param == "postgresql":

@@ -2,20 +2,81 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.exports.worker import WorkerConfig
-from tests.helpers import load_small_demo
+from observatory_core.storage.engine import get_engine
+from observatory_core.storage.migrate import upgrade
+from observatory_core.storage.schema import metadata
+from tests.conftest import PG_ADMIN_URL, pg_admin
+from tests.helpers import LoadedRows, empty_database, load_small_demo
+
+
+class DemoDatabase:
+    """A database of its own per store holding the demo's 1,500 spans over 2 days, loaded once
+    a session: the export tests read the spans and write only jobs and their audit, so each
+    test gets it back with every table the load left empty emptied again (and, should a test
+    have added or removed rows of a loaded table, the load's rows copied back)."""
+
+    def __init__(self, url: str, folder) -> None:
+        self.url = url
+        self.engine = get_engine(url)
+        upgrade(self.engine)
+        load_small_demo(self.engine, spans_count=1500, days=2, seed=5)
+        self.rows = LoadedRows(self.engine, folder)
+        self.counts = self._counts()
+
+    def _counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in self.rows.tables
+            }
+
+    def reset(self):
+        loaded = {t.name for t in self.rows.tables}
+        if self._counts() != self.counts:
+            empty_database(self.url)
+            return self.rows.restore(self.engine)
+        with self.engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                if table.name not in loaded:
+                    conn.execute(table.delete())
+        return self.engine
+
+
+@pytest.fixture(scope="session")
+def demo_databases(request, tmp_path_factory):
+    """kind -> its `DemoDatabase`, made on first use; PostgreSQL's dropped at the end."""
+    made: dict[str, DemoDatabase] = {}
+    yield made
+    for database in made.values():
+        database.engine.dispose()
+        if database.engine.dialect.name == "postgresql":
+            pg_admin(f'DROP DATABASE IF EXISTS "{database.engine.url.database}" WITH (FORCE)')
 
 
 @pytest.fixture
-def data(engine):
-    load_small_demo(engine, spans_count=1500, days=2, seed=5)
-    return engine
+def data(db_url, demo_databases, tmp_path_factory):
+    """The demo's 1,500 spans over 2 days, in a database of the store of `db_url`."""
+    kind = make_url(db_url).get_backend_name()
+    if kind not in demo_databases:
+        folder = tmp_path_factory.mktemp("exports_demo")
+        if kind == "sqlite":
+            url = f"sqlite:///{folder / 'demo.db'}"
+        else:
+            name = f"obs_exports_{uuid.uuid4().hex[:10]}"
+            pg_admin(f'CREATE DATABASE "{name}"')
+            url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        demo_databases[kind] = DemoDatabase(url, folder)
+    return demo_databases[kind].reset()
 
 
 @pytest.fixture

@@ -68,13 +68,14 @@ def cut_at(fraction: float, monkeypatch, cut) -> list[int]:
 
 @pytest.mark.parametrize(("fmt", "compression"), [("csv", "gzip"), ("jsonl", "none")])
 def test_a_dropped_connection_mid_export_is_retried_to_a_complete_file(
-    data, db_url, scope, config, monkeypatch, caplog, fmt, compression
+    data, scope, config, monkeypatch, caplog, fmt, compression
 ):
     """PostgreSQL: every connection of the worker's pool is terminated by the server at 30%
     (csv takes the COPY path there). SQLite has no server to drop a connection, so the same
     place raises its transient error, 'database is locked'."""
     if data.dialect.name == "postgresql":
-        worker_engine = get_engine(f"{db_url}?application_name={WORKER_APP}")
+        url = data.url.render_as_string(hide_password=False)
+        worker_engine = get_engine(f"{url}?application_name={WORKER_APP}")
 
         def cut():
             with data.connect() as conn:

@@ -120,13 +120,37 @@ def _export(engine, scope, tmp_path, compression, spec, fields, **config):
     return job, (config.export_dir / job["file_name"]).read_bytes()
 
 
+@pytest.fixture(scope="module")
+def csv_store(chdb_session):
+    """The module's span store, and the tables it opened empty: opening one (its schema's
+    statements) costs seconds, emptying those tables again a fraction of that."""
+    store = chdb_session.store("revcsv")
+    tables = store.client.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} "
+        "AND engine NOT LIKE '%View' AND total_rows = 0",
+        parameters={"db": store.database},
+    ).result_rows
+    yield store, [name for (name,) in tables]
+    chdb_session.drop(store)
+
+
+def emptied(csv_store):
+    """The module's span store with the tables it opened empty emptied again."""
+    store, empty_tables = csv_store
+    for name in empty_tables:
+        store.client.command(f"TRUNCATE TABLE {store.database}.`{name}`")
+    assert store.client.query(f"SELECT count() FROM {store.table('spans')}").result_rows == [(0,)]
+    return store
+
+
 @pytest.fixture
-def both(engine, chdb_session, monkeypatch, request):
-    """The same spans in `engine` (SQLite or PostgreSQL) and in a span store of their own."""
+def both(engine, csv_store, chdb_session, monkeypatch, request):
+    """The same spans in `engine` (SQLite or PostgreSQL) and in a span store of their own
+    (the module's, emptied: as a fresh one)."""
     org, (project,) = make_org(engine, "revcsv")
     rows = rows_for(org, project)
     write(engine, rows)
-    store = chdb_session.store("revcsv")
+    store = emptied(csv_store)
     assert store_write(store, [dict(r) for r in rows]) == len(rows)
     url = chdb_session.url(store.database)
 
@@ -137,7 +161,6 @@ def both(engine, chdb_session, monkeypatch, request):
 
     yield {"engine": engine, "org": org, "store": store, "on_store": on_store, "rows": rows}
     get_settings.cache_clear()
-    chdb_session.drop(store)
 
 
 def want_text(raw: bytes, compression: str) -> bytes:
@@ -236,7 +259,7 @@ LONG = 16_000  # the text columns' cut at ingestion (OBSERVATORY_TEXT_MAX_CHARS'
 
 
 def test_a_read_of_long_prompts_stays_within_the_engines_memory_bound(
-    sqlite_engine, chdb_session, monkeypatch, tmp_path
+    sqlite_engine, csv_store, chdb_session, monkeypatch, tmp_path
 ):
     """Reads bounded by a count of lines, not bytes: with the prompts exported (16,000
     characters each way, the ingestion's cut) one read of `span_store_line_rows` lines holds
@@ -246,7 +269,7 @@ def test_a_read_of_long_prompts_stays_within_the_engines_memory_bound(
     from observatory_core.storage.clickhouse import reads
 
     org, (project,) = make_org(sqlite_engine, "revlong")
-    store = chdb_session.store("revlong")
+    store = emptied(csv_store)
     base = END - timedelta(hours=2)
     rows = [
         span(
@@ -285,7 +308,6 @@ def test_a_read_of_long_prompts_stays_within_the_engines_memory_bound(
             assert job["rows_written"] == len(rows)
     finally:
         get_settings.cache_clear()
-        chdb_session.drop(store)
 
 
 @pytest.mark.parametrize("role", [Role.BILLING, Role.DEVELOPER])
@@ -411,7 +433,7 @@ FLOAT_CORPUS = [
 ]
 
 
-def test_the_engines_float_text_is_pythons(chdb_store):
+def test_the_engines_float_text_is_pythons(csv_store):
     """`span_store_csv._float_text` over floats where the notations differ and where they
     agree, and over 3,000 of every size (random bits, seeded): the text `csv_text` writes
     (Python's repr without a trailing ".0")."""
@@ -439,7 +461,7 @@ def test_the_engines_float_text_is_pythons(chdb_store):
         .subquery("floats")
     )
     query = select(floats.c.i, span_store_csv._float_text(floats.c.x)).order_by(floats.c.i)
-    order, texts = read_columns(chdb_store.engine, query)
+    order, texts = read_columns(csv_store[0].engine, query)
     assert order == list(range(1, len(values) + 1))
     assert texts == [csv_text(v, "ttft_ms") for v in values]
     assert "1e-05" in texts and "-1.5e+16" in texts and "1e+22" in texts and "nan" in texts

@@ -15,7 +15,7 @@ import pytest
 
 from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
-from tests.helpers import all_spans, empty_database, make_org, write
+from tests.helpers import LoadedRows, all_spans, empty_database, make_org, write
 from tests.traces.conftest import NOW, build_rows
 
 METRIC_STORES = ["sqlite", "postgresql"]
@@ -133,9 +133,27 @@ def _database_url(request, tmp_path_factory, kind: str) -> str:
     return _MIGRATED[kind]
 
 
+# database url -> its rows as the first module's load left them, and what that load returned
+_LOADED: dict[str, tuple[LoadedRows, dict]] = {}
+
+
+def _loaded(url: str, tmp_path_factory) -> dict:
+    """The data set in the emptied database at `url`: written batch by batch by the session's
+    first module on it, its rows (spans and the rollups those batches built) copied back for
+    the next modules (a module may change them; the next one starts from the same rows)."""
+    engine = empty_database(url)
+    if url not in _LOADED:
+        data = _load(engine)
+        _LOADED[url] = (LoadedRows(engine, tmp_path_factory.mktemp("metrics_rows")), data)
+        return data
+    rows, data = _LOADED[url]
+    rows.restore(engine)
+    return {**data, "resend": [dict(r) for r in data["resend"]]}
+
+
 @pytest.fixture(scope="module")
 def metrics_data(request, metrics_store, tmp_path_factory):
     if metrics_store == "chdb":
         return {**_span_store_copy(request, tmp_path_factory), "kind": metrics_store}
     url = _database_url(request, tmp_path_factory, metrics_store)
-    return {**_load(empty_database(url)), "kind": metrics_store}
+    return {**_loaded(url, tmp_path_factory), "kind": metrics_store}
