@@ -84,3 +84,13 @@ class SharedData:
                             [dict(zip(keys, r, strict=True)) for r in self._small[table.name]],
                         )
         return changed
+
+
+def shared(loads: dict[str, SharedData], db_url: str, load: Callable[[Engine], object]):
+    """`db_url`'s SharedData in `loads` (a module- or session-scoped dict), loaded the first
+    time and put back as loaded every time after."""
+    if db_url in loads:
+        loads[db_url].reset()
+    else:
+        loads[db_url] = SharedData(db_url, load)
+    return loads[db_url]

@@ -23,7 +23,7 @@ from observatory_core.traces.detail import TraceDetail, get_trace
 from observatory_core.traces.query import Page, list_spans
 from observatory_core.traces.values import distinct_values
 from tests.helpers import END, make_org, span, write
-from tests.restore import SharedData
+from tests.restore import SharedData, shared
 
 ALL_TIME = FilterSpec(relative=None)
 _DAY = FilterSpec(relative="24h")
@@ -113,11 +113,8 @@ def _loaded() -> dict[str, SharedData]:
 def two_orgs(db_url, _loaded):
     """The two orgs written once per database for the module (the reads only read), put back
     before each test if anything changed them."""
-    if db_url in _loaded:
-        _loaded[db_url].reset()
-    else:
-        _loaded[db_url] = SharedData(db_url, _two_orgs)
-    return _loaded[db_url].engine, _loaded[db_url].loaded
+    data = shared(_loaded, db_url, _two_orgs)
+    return data.engine, data.loaded
 
 
 @pytest.fixture(scope="module")

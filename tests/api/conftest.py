@@ -17,7 +17,7 @@ from observatory_core.base.settings import get_settings
 from observatory_core.ingest.apikeys import create_key
 from observatory_core.storage.engine import get_engine
 from tests.helpers import admin_scope, load_small_demo, make_org
-from tests.restore import SharedData
+from tests.restore import SharedData, shared
 
 ROLES = ("admin", "developer", "viewer", "billing")
 
@@ -56,11 +56,7 @@ def api(db_url, _api_data, monkeypatch, tmp_path):
     get_settings.cache_clear()
     monkeypatch.setattr(context, "limiter", RateLimiter())
     cache._items.clear()
-    if db_url in _api_data:
-        _api_data[db_url].reset()  # what the last test (or another folder's) left
-    else:
-        _api_data[db_url] = SharedData(db_url, _load)
-    data = _api_data[db_url]
+    data = shared(_api_data, db_url, _load)  # put back what the last test changed
     engine = get_engine(db_url)
     assert data.engine is engine
     client = ApiClient(Starlette(routes=[api_mount()]))
