@@ -1,9 +1,9 @@
 """Data loaded once and shared by a folder's tests: after each test the tables it changed are
 put back as they were loaded, so the next test sees the same rows as if loaded again for it.
 
-The span tables (`spans`, the rollups, `trace_totals`) are large and only read by the routes
-that share them: they are checked by row count (a test that wrote or deleted spans gets them
-loaded again). Every other table is compared row by row and put back.
+The span tables (`spans`, the rollups, `trace_totals`) are large and only read by the tests
+that share them: they are checked by row count and span ids (a test that wrote or deleted
+spans, or another module's load in between, gets them loaded again). Every other table is compared row by row and put back.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from observatory_core.storage.schema import metadata
+from observatory_core.storage.schema import metadata, spans
 from tests.helpers import empty_database
 
 SPAN_TABLES = frozenset(
@@ -28,6 +28,11 @@ def _counts(conn) -> dict[str, int]:
         for t in metadata.sorted_tables
     ]
     return dict(conn.execute(union_all(*parts)).all())
+
+
+def _span_ids(conn) -> int:
+    """Which spans are stored: another load with as many spans has other ids."""
+    return hash(tuple(conn.execute(select(spans.c.id, spans.c.trace_id, spans.c.span_id)).all()))
 
 
 def _rows(conn, table) -> list[tuple]:
@@ -47,6 +52,7 @@ class SharedData:
         self.loaded = self._load(self.engine)
         with self.engine.connect() as conn:
             self._counts = _counts(conn)
+            self._span_ids = _span_ids(conn)
             self._small = {
                 t.name: _rows(conn, t) for t in metadata.sorted_tables if t.name not in SPAN_TABLES
             }
@@ -64,7 +70,9 @@ class SharedData:
     def _put_back(self) -> list | None:
         with self.engine.begin() as conn:
             counts = _counts(conn)
-            if any(counts[name] != self._counts[name] for name in SPAN_TABLES):
+            if any(counts[name] != self._counts[name] for name in SPAN_TABLES) or (
+                _span_ids(conn) != self._span_ids
+            ):
                 changed = None
             else:
                 changed = [
@@ -86,11 +94,14 @@ class SharedData:
         return changed
 
 
-def shared(loads: dict[str, SharedData], db_url: str, load: Callable[[Engine], object]):
-    """`db_url`'s SharedData in `loads` (a module- or session-scoped dict), loaded the first
-    time and put back as loaded every time after."""
-    if db_url in loads:
-        loads[db_url].reset()
+def shared(
+    loads: dict, db_url: str, load: Callable[[Engine], object], name: str = ""
+) -> SharedData:
+    """`db_url`'s SharedData of `load` in `loads` (a module- or session-scoped dict), loaded
+    the first time and put back as loaded every time after (`name` tells a module's loads
+    apart: one in between another's is loaded again)."""
+    if (db_url, name) in loads:
+        loads[db_url, name].reset()
     else:
-        loads[db_url] = SharedData(db_url, load)
-    return loads[db_url]
+        loads[db_url, name] = SharedData(db_url, load)
+    return loads[db_url, name]

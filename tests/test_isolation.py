@@ -23,7 +23,7 @@ from observatory_core.traces.detail import TraceDetail, get_trace
 from observatory_core.traces.query import Page, list_spans
 from observatory_core.traces.values import distinct_values
 from tests.helpers import END, make_org, span, write
-from tests.restore import SharedData, shared
+from tests.restore import shared
 
 ALL_TIME = FilterSpec(relative=None)
 _DAY = FilterSpec(relative="24h")
@@ -105,7 +105,7 @@ def _two_orgs(engine) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def _loaded() -> dict[str, SharedData]:
+def _loaded() -> dict:
     return {}
 
 

@@ -17,7 +17,7 @@ from observatory_core.base.settings import get_settings
 from observatory_core.ingest.apikeys import create_key
 from observatory_core.storage.engine import get_engine
 from tests.helpers import admin_scope, load_small_demo, make_org
-from tests.restore import SharedData, shared
+from tests.restore import shared
 
 ROLES = ("admin", "developer", "viewer", "billing")
 
@@ -45,7 +45,7 @@ def _load(engine) -> dict:
 
 
 @pytest.fixture(scope="session")
-def _api_data() -> dict[str, SharedData]:
+def _api_data() -> dict:
     return {}
 
 

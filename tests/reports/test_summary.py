@@ -10,11 +10,11 @@ from observatory_core.accounts.permissions import Role
 from observatory_core.reports.summary import home_summary, percent_change
 from tests.helpers import END, admin_scope, all_spans, load_small_demo
 from tests.reference import reference_llm_calls
-from tests.restore import SharedData, shared
+from tests.restore import shared
 
 
 @pytest.fixture(scope="module")
-def _loads() -> dict[str, SharedData]:
+def _loads() -> dict:
     return {}
 
 

@@ -20,7 +20,7 @@ from observatory_core.rollups.maintain import rebuild
 from observatory_core.storage.schema import trace_totals
 from observatory_core.traces.query import list_spans
 from tests.helpers import all_spans, make_org, span, write
-from tests.restore import SharedData, shared
+from tests.restore import shared
 
 NOW = datetime(2026, 11, 4, 15, tzinfo=UTC)
 WINDOW = FilterSpec(relative=None, start=NOW - timedelta(hours=24), end=NOW - timedelta(hours=12))
@@ -50,7 +50,7 @@ def _trace(org, project, trace_id, *hours_and_costs, other_project=None):
 
 
 @pytest.fixture(scope="module")
-def _loaded() -> dict[str, SharedData]:
+def _loaded() -> dict:
     return {}
 
 
