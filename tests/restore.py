@@ -2,8 +2,10 @@
 put back as they were loaded, so the next test sees the same rows as if loaded again for it.
 
 The span tables (`spans`, the rollups, `trace_totals`) are large and only read by the tests
-that share them: they are checked by row count and span ids (a test that wrote or deleted
-spans, or another module's load in between, gets them loaded again). Every other table is compared row by row and put back.
+that share them: they are checked by row count and span ids, not row by row (a test that wrote
+or deleted spans, or another module's load in between, gets them loaded again). Every other
+table is compared row by row and put back; a load is a function of the engine, and what it
+returns (ids, keys) is `SharedData.loaded`.
 """
 
 from __future__ import annotations
