@@ -23,6 +23,7 @@ from observatory_core.traces.detail import TraceDetail, get_trace
 from observatory_core.traces.query import Page, list_spans
 from observatory_core.traces.values import distinct_values
 from tests.helpers import END, make_org, span, write
+from tests.restore import shared
 
 ALL_TIME = FilterSpec(relative=None)
 _DAY = FilterSpec(relative="24h")
@@ -103,9 +104,17 @@ def _two_orgs(engine) -> dict[str, int]:
     return {"acme": a, "globex": b, "initech": empty, "acme_two": a2}
 
 
+@pytest.fixture(scope="module")
+def _loaded() -> dict:
+    return {}
+
+
 @pytest.fixture
-def two_orgs(engine):
-    return engine, _two_orgs(engine)
+def two_orgs(db_url, _loaded):
+    """The two orgs written once per database for the module (the reads only read), put back
+    before each test if anything changed them."""
+    data = shared(_loaded, db_url, _two_orgs)
+    return data.engine, data.loaded
 
 
 @pytest.fixture(scope="module")

@@ -53,10 +53,12 @@ class DemoTraffic:
                 }
             )
         )
-        exporter = OTLPSpanExporter(
+        self._exporter = OTLPSpanExporter(
             endpoint=endpoint, headers={"authorization": f"Bearer {api_key}"}, timeout=10
         )
-        self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+        self.provider.add_span_processor(
+            BatchSpanProcessor(self._exporter, schedule_delay_millis=1000)
+        )
         self.tracer = self.provider.get_tracer("observatory.demo.traffic")
         self._stop = threading.Event()
         self._started = time.monotonic()
@@ -134,6 +136,10 @@ class DemoTraffic:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        # The server stops listening before it stops its background: the last batch has
+        # nowhere to go, and flushing it retried against the closed port until the export's
+        # timeout (~7 s of every shutdown). Demo spans only: dropped.
+        self._exporter.shutdown()
         self.provider.shutdown()
 
 

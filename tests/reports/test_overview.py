@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import polars as pl
 import pytest
@@ -21,6 +22,7 @@ from observatory_core.reports.overview import (
 )
 from tests.helpers import admin_scope, all_spans, make_org, span, write
 from tests.metrics.reference import reference_trace_metrics
+from tests.restore import shared
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
@@ -93,6 +95,26 @@ def _seed(engine, *, same: bool):
     return org
 
 
+@pytest.fixture(scope="module")
+def _loads() -> dict:
+    return {}
+
+
+@pytest.fixture
+def changed(db_url, _loads):
+    """(engine, org): the two days built to differ, written once per database for the module."""
+    data = shared(_loads, db_url, partial(_seed, same=False), "changed")
+    return data.engine, data.loaded
+
+
+@pytest.fixture
+def steady_4_days(db_url, _loads):
+    """(engine, org): a span every 6 minutes over 4 days, written once per database."""
+    since = NOW - timedelta(days=4)
+    data = shared(_loads, db_url, partial(_steady, since=since, every=timedelta(minutes=6)), "4d")
+    return data.engine, data.loaded
+
+
 def _traces(df: pl.DataFrame, org: int, spec: FilterSpec) -> int:
     """Traces begun in the period with a matching span: polars over the rows grouped by trace."""
     ref = reference_trace_metrics(df, spec, NOW, org, ("trace_count.count",), (), None)
@@ -100,8 +122,8 @@ def _traces(df: pl.DataFrame, org: int, spec: FilterSpec) -> int:
 
 
 @pytest.mark.parametrize("force", ["raw", "rollup"])
-def test_a_real_change_is_marked_and_matches_polars(engine, force):
-    org = _seed(engine, same=False)
+def test_a_real_change_is_marked_and_matches_polars(changed, force):
+    engine, org = changed
     view = period_overview(
         engine, admin_scope(org), FilterSpec(relative="24h"), now=NOW, force=force
     )
@@ -140,8 +162,8 @@ def test_small_samples_are_never_marked():
     assert not sig.proportions(1, 10, 9, 10).significant
 
 
-def test_top_errors_and_budget(engine):
-    org = _seed(engine, same=False)
+def test_top_errors_and_budget(changed):
+    engine, org = changed
     scope = admin_scope(org)
     spec = FilterSpec(relative="24h")
     ranked = top(engine, scope, spec, "model", "cost", now=NOW).frame
@@ -171,10 +193,10 @@ def test_top_errors_and_budget(engine):
 
 
 @pytest.mark.parametrize("force", ["raw", "rollup"])
-def test_unique_users_and_sessions_honour_the_whole_filter(engine, force):
+def test_unique_users_and_sessions_honour_the_whole_filter(changed, force):
     """Every KPI counts the filtered spans: unique users and sessions too (they came from the
     actor rollups, which know only time, and ignored every other filter)."""
-    org = _seed(engine, same=False)
+    engine, org = changed
     df = all_spans(engine)
     cur = df.filter(pl.col("start_time") >= NOW - timedelta(days=1))
     prev = df.filter(pl.col("start_time") < NOW - timedelta(days=1))
@@ -206,10 +228,10 @@ def _steady(engine, *, since: datetime, every: timedelta, cost: float = 0.01):
 
 
 @pytest.mark.parametrize("force", ["raw", "rollup"])
-def test_a_period_not_over_is_compared_so_far_against_the_same_part_before(engine, force):
+def test_a_period_not_over_is_compared_so_far_against_the_same_part_before(steady_4_days, force):
     """Steady traffic through a period that ends tomorrow: weighed against a whole previous
     period, the half that has passed read as a fall (-25%, "beyond noise")."""
-    org = _steady(engine, since=NOW - timedelta(days=4), every=timedelta(minutes=6))
+    engine, org = steady_4_days
     spec = FilterSpec(relative=None, start=NOW - timedelta(hours=36), end=NOW + timedelta(hours=12))
     view = period_overview(engine, admin_scope(org), spec, now=NOW, force=force)
     k = {x.key: x for x in view.kpis}
@@ -221,12 +243,14 @@ def test_a_period_not_over_is_compared_so_far_against_the_same_part_before(engin
 
 
 @pytest.mark.parametrize("force", ["raw", "rollup"])
-def test_a_period_not_over_compares_traces_with_the_same_part_before_as_requests(engine, force):
+def test_a_period_not_over_compares_traces_with_the_same_part_before_as_requests(
+    steady_4_days, force
+):
     """The Traces tile of a period not over is weighed against the same stretch as requests
     (start - length to now - length), not the stretch just before the start: a burst 80 hours
     back lies in the first and not the second (found in review: traces read 360 against 360
     where requests read 360 against 410). Each span is a trace of its own; polars counts."""
-    org = _steady(engine, since=NOW - timedelta(days=4), every=timedelta(minutes=6))
+    engine, org = steady_4_days
     project = all_spans(engine)["project_id"][0]
     burst = [span(org, project, NOW - timedelta(hours=80, minutes=i)) for i in range(50)]
     write(engine, burst)

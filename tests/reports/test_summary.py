@@ -1,6 +1,7 @@
 """Home page numbers equal polars over the raw rows, on both databases."""
 
 from datetime import UTC, timedelta
+from functools import partial
 
 import polars as pl
 import pytest
@@ -9,12 +10,18 @@ from observatory_core.accounts.permissions import Role
 from observatory_core.reports.summary import home_summary, percent_change
 from tests.helpers import END, admin_scope, all_spans, load_small_demo
 from tests.reference import reference_llm_calls
+from tests.restore import shared
+
+
+@pytest.fixture(scope="module")
+def _loads() -> dict:
+    return {}
 
 
 @pytest.fixture
-def loaded(engine):
-    load_small_demo(engine, spans_count=4000, days=3)
-    return engine
+def loaded(db_url, _loads):
+    """4,000 demo spans, loaded once per database for the module: the tests only read."""
+    return shared(_loads, db_url, partial(load_small_demo, spans_count=4000, days=3)).engine
 
 
 def _reference(df: pl.DataFrame, org_id: int, start, end) -> dict:

@@ -20,6 +20,7 @@ from observatory_core.reports.whatchanged import (
 )
 from tests.helpers import admin_scope, all_spans, make_org, span, write
 from tests.metrics.reference import reference_metrics
+from tests.restore import shared
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -70,6 +71,19 @@ def _seed(engine) -> int:
     return org
 
 
+@pytest.fixture(scope="module")
+def _loads() -> dict:
+    return {}
+
+
+@pytest.fixture
+def seeded(db_url, _loads):
+    """(engine, org): the two periods of `_seed`, written once per database for the module
+    (the tests only read them)."""
+    data = shared(_loads, db_url, _seed)
+    return data.engine, data.loaded
+
+
 def _reference(df, org, series, weight, start, end) -> pl.DataFrame:
     spec = FilterSpec(relative=None, start=start, end=end)
     wanted = (series, weight) if weight else (series,)
@@ -109,8 +123,8 @@ CASES = [
 
 @pytest.mark.parametrize("force", [None, "raw"])
 @pytest.mark.parametrize(("series", "weight"), CASES)
-def test_parts_add_up_and_match_polars(engine, series, weight, force):
-    org = _seed(engine)
+def test_parts_add_up_and_match_polars(seeded, series, weight, force):
+    engine, org = seeded
     change = what_changed(
         engine, admin_scope(org), series, "model", SPEC, PERIODS, top=100, now=NOW, force=force
     )
@@ -138,8 +152,8 @@ def test_parts_add_up_and_match_polars(engine, series, weight, force):
             assert c.change == pytest.approx(c.mix + c.rate, rel=1e-12, abs=1e-15)
 
 
-def test_a_value_new_in_the_second_period_counts_fully(engine):
-    org = _seed(engine)
+def test_a_value_new_in_the_second_period_counts_fully(seeded):
+    engine, org = seeded
     scope = admin_scope(org)
     cost = what_changed(engine, scope, "total_cost.sum", "model", SPEC, PERIODS, now=NOW)
     new = next(c for c in cost.contributions if c.value == "gemini-new")
@@ -158,8 +172,8 @@ def test_a_value_new_in_the_second_period_counts_fully(engine):
     assert new.weight_before == 0 and gone.weight_after == 0
 
 
-def test_the_rest_folds_into_other_and_the_sum_is_kept(engine):
-    org = _seed(engine)
+def test_the_rest_folds_into_other_and_the_sum_is_kept(seeded):
+    engine, org = seeded
     full = what_changed(
         engine, admin_scope(org), "error_rate.avg", "model", SPEC, PERIODS, now=NOW, top=100
     )
@@ -175,8 +189,8 @@ def test_the_rest_folds_into_other_and_the_sum_is_kept(engine):
     assert [c.value for c in short.contributions[:2]] == [c.value for c in biggest]
 
 
-def test_a_big_change_is_marked_and_the_default_periods_are_the_previous(engine):
-    org = _seed(engine)
+def test_a_big_change_is_marked_and_the_default_periods_are_the_previous(seeded):
+    engine, org = seeded
     change = what_changed(engine, admin_scope(org), "error_rate.avg", "model", SPEC, now=NOW)
     assert change.periods == PERIODS
     marked = {c.value for c in change.contributions if c.verdict.significant}
@@ -209,8 +223,8 @@ def test_bad_dimension_and_periods_are_refused(sqlite_engine):
         what_changed(sqlite_engine, scope, "request_count", "model", SPEC, backwards, now=NOW)
 
 
-def test_viewers_get_no_costs(engine):
-    org = _seed(engine)
+def test_viewers_get_no_costs(seeded):
+    engine, org = seeded
     viewer = admin_scope(org, Role.VIEWER)
     for series in ("total_cost.sum", "total_cost.avg", "trace_cost.avg"):
         with pytest.raises(PermissionDenied, match="cost"):
@@ -220,11 +234,11 @@ def test_viewers_get_no_costs(engine):
 
 
 @pytest.mark.parametrize("role", [Role.ADMIN, Role.VIEWER])
-def test_headline_changes_agree_with_the_overview_tiles(engine, role):
+def test_headline_changes_agree_with_the_overview_tiles(seeded, role):
     from observatory_core.reports.overview import period_overview
     from observatory_core.reports.whatchanged import HEADLINES, headline_changes
 
-    org = _seed(engine)
+    engine, org = seeded
     scope = admin_scope(org, role)
     view = period_overview(engine, scope, SPEC, now=NOW)
     changes = headline_changes(engine, scope, SPEC, view.start, view.end, now=NOW)

@@ -20,6 +20,7 @@ from observatory_core.rollups.maintain import rebuild
 from observatory_core.storage.schema import trace_totals
 from observatory_core.traces.query import list_spans
 from tests.helpers import all_spans, make_org, span, write
+from tests.restore import shared
 
 NOW = datetime(2026, 11, 4, 15, tzinfo=UTC)
 WINDOW = FilterSpec(relative=None, start=NOW - timedelta(hours=24), end=NOW - timedelta(hours=12))
@@ -48,8 +49,20 @@ def _trace(org, project, trace_id, *hours_and_costs, other_project=None):
     return rows
 
 
+@pytest.fixture(scope="module")
+def _loaded() -> dict:
+    return {}
+
+
 @pytest.fixture
-def traces(engine):
+def traces(db_url, _loaded):
+    """The five traces, written once per database for the module (the tests read them, and
+    a rebuild writes the same totals back)."""
+    data = shared(_loaded, db_url, _write_traces)
+    return {"engine": data.engine, **data.loaded}
+
+
+def _write_traces(engine) -> dict:
     org, (web, jobs) = make_org(engine, "acme", projects=("web", "jobs"))
     rows = [
         *_trace(org, web, "a" * 32, (20, 1.0), (19, 2.0)),  # inside
@@ -61,7 +74,7 @@ def traces(engine):
     # spans written one batch per trace part, so the shared flag is set as spans arrive
     write(engine, rows[:4])
     write(engine, rows[4:])
-    return {"engine": engine, "org": org, "web": web, "jobs": jobs}
+    return {"org": org, "web": web, "jobs": jobs}
 
 
 def _expected(engine, org, spec: FilterSpec, projects=None) -> dict[str, float]:
