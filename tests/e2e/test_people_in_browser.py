@@ -5,6 +5,7 @@ import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from playwright.sync_api import expect
 
 from observatory_core.accounts.users import scope_for
 from observatory_core.filters.spec import FilterSpec
@@ -58,8 +59,9 @@ def test_open_a_session_as_a_conversation(live_server, page):
     _click_first_row(page)
     page.get_by_text(f"Session {first}").wait_for(timeout=30_000)
     messages = page.locator('[data-testid="stChatMessage"]')
-    messages.first.wait_for(timeout=30_000)
-    assert messages.count() == 2 * len(detail.turns)
+    # waited for, not counted once: a loaded machine drew the first turn's two messages and
+    # not yet the second's (3 of 4) when the first appeared
+    expect(messages).to_have_count(2 * len(detail.turns), timeout=30_000)
     said = detail.turns[0]["input_text"] or "(no input text)"
     assert said[:40] in messages.first.inner_text()
     assert f"session={first}" in page.url
