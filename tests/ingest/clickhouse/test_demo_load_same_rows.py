@@ -23,7 +23,9 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-SPANS, DAYS, SEED = 9_000, 30, 7
+# half the spans of before, in batches and chunks half the size: as many boundaries crossed
+# (a cut load still past one batch), half the rows made and written four times over
+SPANS, DAYS, SEED = 4_500, 30, 7
 TABLES = ("spans", "trace_totals", *rollup_retention.TABLES)  # the rollups and actors
 WRITTEN_AT = {"version", "max_version", "root_version"}  # when written, not what
 
@@ -80,8 +82,8 @@ def loads(tmp_path_factory, chdb_session):
     """The same demo loaded by the in-process loader (as before) and by `load_demo`, in small
     batches and chunks so both cross many boundaries; `load_demo` run a second time."""
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(to_clickhouse, "BATCH", 2_000)
-    monkeypatch.setattr(producer, "CHUNK", 700)
+    monkeypatch.setattr(to_clickhouse, "BATCH", 1_000)
+    monkeypatch.setattr(producer, "CHUNK", 350)
     children = []  # each load_demo's rows made in a child process (past one batch)
 
     def counted(**kwargs):

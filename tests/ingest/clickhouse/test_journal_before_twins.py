@@ -19,7 +19,7 @@ from tests.ingest.clickhouse.test_late_llm_call_resends import (
 )
 from tests.ingest.clickhouse.test_late_llm_calls import (
     _extremes_applied,
-    _first_batch,
+    _first_batches,
     _reference,
 )
 
@@ -54,14 +54,26 @@ def _rewrite_newest(store, org: int) -> None:
     assert again.sets is None and (again.plan is None or again.plan.added is None)
 
 
+def _slug(step: str, step_runs: bool) -> str:
+    return "old-journal" + step.replace("_", "-") + ("-ran" if step_runs else "")
+
+
+@pytest.fixture(scope="module")
+def first_batches(ch_ingest) -> dict[str, tuple]:
+    """Each test's org's first batch, written as one (`_first_batches`)."""
+    slugs = [_slug(step, runs) for step, runs in FAILURES]
+    return _first_batches(ch_ingest.store, ch_ingest.engine, slugs)
+
+
 @pytest.mark.parametrize(("step", "step_runs"), FAILURES)
-def test_a_move_journaled_before_twins_is_finished_by_the_new_code(ch_ingest, step, step_runs):
+def test_a_move_journaled_before_twins_is_finished_by_the_new_code(
+    ch_ingest, first_batches, step, step_runs
+):
     """A wrapper move failing at each step (the minute insert refused; landed, its answer
     lost; at the extremes; at the flags), its journal then read as the old code left it: the
     resend finishes it, adding nothing twice."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    slug = "old-journal" + step.replace("_", "-") + ("-ran" if step_runs else "")
-    org, _, first, later, _, _ = _first_batch(store, engine, slug)
+    org, _, first, later, _, _ = first_batches[_slug(step, step_runs)]
     _refused(store, engine, later, step, step_runs=step_runs)
     _rewrite_newest(store, org)
     assert to_clickhouse.write_spans(store, engine, later) == 0  # the resend

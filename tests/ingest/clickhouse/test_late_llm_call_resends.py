@@ -27,7 +27,7 @@ from tests.ingest.clickhouse.test_late_llm_calls import (
     KEYS,
     T0,
     _extremes_applied,
-    _first_batch,
+    _first_batches,
     _polars_rollup,
     _reference,
     _store_rollup,
@@ -168,17 +168,33 @@ def _fail_done(real):
 # (step, whether it ran before the failure): the minute insert refused; landed with its answer
 # lost (journaled as sent, not as landed); the extremes, after the inserts; the flags
 FAILURES = [("_insert", False), ("_insert", True), ("_settle_key", True), ("_clear_flags", False)]
+NEVER_RESENT = [("_insert", True), ("_settle_key", True)]
+
+
+def _fail_slug(step: str, step_runs: bool) -> str:
+    return "late-fail" + step.replace("_", "-") + ("-ran" if step_runs else "")
+
+
+@pytest.fixture(scope="module")
+def first_batches(ch_ingest) -> dict[str, tuple]:
+    """The first batch of each test's org (by its slug) that starts from one, written as one
+    batch with the TTL's spans deleted by one mutation (`_first_batches`)."""
+    slugs = [_fail_slug(step, runs) for step, runs in FAILURES]
+    slugs += ["late-fail-done", "late-never-stored"]
+    slugs += ["late-never" + step.replace("_", "-") for step, _ in NEVER_RESENT]
+    return _first_batches(ch_ingest.store, ch_ingest.engine, slugs)
 
 
 @pytest.mark.parametrize(("step", "step_runs"), FAILURES)
-def test_a_move_that_fails_part_way_is_finished_by_the_resend(ch_ingest, step, step_runs):
+def test_a_move_that_fails_part_way_is_finished_by_the_resend(
+    ch_ingest, first_batches, step, step_runs
+):
     """The store fails at the rollups' insert, after it (its answer lost), after the inserts
     (at the extremes) or at the flags: the batch is refused, its spans stored (the move runs
     after its insert), the move pending in the journal; the resend stores nothing new and
     finishes the move without adding anything twice: every grain as polars finds it."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    slug = "late-fail" + step.replace("_", "-") + ("-ran" if step_runs else "")
-    org, _, first, later, _, _ = _first_batch(store, engine, slug)
+    org, _, first, later, _, _ = first_batches[_fail_slug(step, step_runs)]
     _refused(store, engine, later, step, step_runs=step_runs)
     flagged = store.client.query(
         f"SELECT count() FROM {store.table('spans')} WHERE org_id = %(org)s AND llm_call",
@@ -194,11 +210,11 @@ def test_a_move_that_fails_part_way_is_finished_by_the_resend(ch_ingest, step, s
     _flags_follow_the_rule(store, org, ref)
 
 
-def test_a_move_whose_done_record_fails_is_finished_once(ch_ingest):
+def test_a_move_whose_done_record_fails_is_finished_once(ch_ingest, first_batches):
     """Every statement of the move sent, then the journal's record of it done fails: the
     resend finds it pending, each insert landed, and changes no figure."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    org, _, first, later, _, _ = _first_batch(store, engine, "late-fail-done")
+    org, _, first, later, _, _ = first_batches["late-fail-done"]
     _refused_with(store, engine, later, move_journal, "record", _fail_done(move_journal.record))
     assert len(move_journal.pending(store, [org])) == 1
     assert to_clickhouse.write_spans(store, engine, later) == 0
@@ -215,17 +231,16 @@ def _plain_call(org: int, project: int) -> dict:
                 duration_ms=90.0, input_tokens=3, output_tokens=1)  # fmt: skip
 
 
-@pytest.mark.parametrize(("step", "step_runs"), [("_insert", True), ("_settle_key", True)])
+@pytest.mark.parametrize(("step", "step_runs"), NEVER_RESENT)
 def test_a_batch_refused_and_never_resent_is_finished_by_the_orgs_next_batch(
-    ch_ingest, step, step_runs
+    ch_ingest, first_batches, step, step_runs
 ):
     """The move fails after its insert (the answer lost, or at the extremes); the batch is
     never sent again. The org's next batch (a call of another trace and day) takes the move
     in first: every grain's counts, sums, extremes and latency bins as polars finds them over
     the spans stored, and the wrappers' flags as the rule sets them."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    slug = "late-never" + step.replace("_", "-")
-    org, (main, _), first, later, _, _ = _first_batch(store, engine, slug)
+    org, (main, _), first, later, _, _ = first_batches["late-never" + step.replace("_", "-")]
     _refused(store, engine, later, step, step_runs=step_runs)
     other = _plain_call(org, main)
     assert to_clickhouse.write_spans(store, engine, [other]) == 1
@@ -239,12 +254,12 @@ def test_a_batch_refused_and_never_resent_is_finished_by_the_orgs_next_batch(
     _flags_follow_the_rule(store, org, ref)
 
 
-def test_a_batch_whose_insert_fails_drops_its_journaled_move(ch_ingest):
+def test_a_batch_whose_insert_fails_drops_its_journaled_move(ch_ingest, first_batches):
     """The batch's own insert fails (its move journaled, nothing of it run), and it is never
     sent again. The org's next batch drops the move (no call of it stored): the wrappers keep
     counting, every grain as polars finds it over the spans stored."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    org, (main, _), first, later, _, _ = _first_batch(store, engine, "late-never-stored")
+    org, (main, _), first, later, _, _ = first_batches["late-never-stored"]
     real = store.client.insert
     spans = store.table("spans")
 

@@ -190,30 +190,48 @@ def _extremes_applied(store) -> None:
 
 def _first_batch(store, engine, slug: str):
     """An org's first batch written, then the TTL's two spans deleted from the store:
-    (org, project ids, later batch, the deleted span ids, the rollups as they stand)."""
-    org, (main, short) = make_org(engine, slug, ("main", "short"))
-    first, later, doomed = _rows(org, main, short)
-    assert to_clickhouse.write_spans(store, engine, first) == len(first)
-    counted = store.client.query(
-        f"SELECT count() FROM {store.table('spans')} WHERE org_id = %(org)s AND llm_call",
-        parameters={"org": org},
-    ).result_rows[0][0]
-    assert counted == 11  # the nine wrappers counted, as they are alone so far
+    (org, project ids, first batch, later batch, the deleted span ids, the rollups as they
+    stand)."""
+    return _first_batches(store, engine, [slug])[slug]
+
+
+def _first_batches(store, engine, slugs: list[str]) -> dict[str, tuple]:
+    """`_first_batch` for an org of each slug, their first batches written as one and the
+    TTL's spans of all deleted by one mutation and merge (a module's tests, one insert)."""
+    made = {}
+    for slug in slugs:
+        org, (main, short) = make_org(engine, slug, ("main", "short"))
+        made[slug] = (org, (main, short), *_rows(org, main, short))
+    batch = [r for _, _, first, _, _ in made.values() for r in first]
+    assert to_clickhouse.write_spans(store, engine, batch) == len(batch)
+    orgs = [org for org, *_ in made.values()]
+    counted = dict(
+        store.client.query(
+            f"SELECT org_id, count() FROM {store.table('spans')} WHERE org_id IN %(orgs)s "
+            "AND llm_call GROUP BY org_id",
+            parameters={"orgs": orgs},
+        ).result_rows
+    )
+    assert counted == dict.fromkeys(orgs, 11)  # the nine wrappers counted, alone so far
     # the TTL deletes two counted spans (the rollups keep them): stamped one day, merged
+    doomed = [d for *_, ids in made.values() for d in ids]
     store.client.command(
         f"ALTER TABLE {store.table('spans')} UPDATE retain_days = 1 "
-        "WHERE org_id = %(org)s AND span_id IN %(ids)s",
-        parameters={"org": org, "ids": doomed},
+        "WHERE org_id IN %(orgs)s AND span_id IN %(ids)s",
+        parameters={"orgs": orgs, "ids": doomed},
         settings={"mutations_sync": 2},
     )
     store.client.command(f"OPTIMIZE TABLE {store.table('spans')} FINAL")
     left = store.client.query(
-        f"SELECT count() FROM {store.table('spans')} WHERE org_id = %(org)s AND span_id IN %(ids)s",
-        parameters={"org": org, "ids": doomed},
+        f"SELECT count() FROM {store.table('spans')} WHERE org_id IN %(orgs)s "
+        "AND span_id IN %(ids)s",
+        parameters={"orgs": orgs, "ids": doomed},
     ).result_rows[0][0]
     assert left == 0
-    before = {t: _store_rollup(store, t, org) for t in GRAINS}
-    return org, (main, short), first, later, doomed, before
+    return {
+        slug: (org, ids, first, later, doomed, {t: _store_rollup(store, t, org) for t in GRAINS})
+        for slug, (org, ids, first, later, doomed) in made.items()
+    }
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from datetime import timedelta
 
+import pytest
+
 from observatory_core.ingest import remap_span_store, to_clickhouse
 from observatory_core.ingest.remap import remap
 from observatory_core.storage.clickhouse import rewrite_spans
@@ -24,13 +26,20 @@ from tests.ingest.clickhouse.test_late_llm_call_resends import (
 from tests.ingest.clickhouse.test_late_llm_calls import (
     T0,
     _extremes_applied,
-    _first_batch,
+    _first_batches,
     _reference,
     _wrapper,
 )
 
 
-def test_a_pending_move_is_taken_in_before_remap_rebuilds_its_day(ch_ingest):
+@pytest.fixture(scope="module")
+def first_batches(ch_ingest) -> dict[str, tuple]:
+    """Both tests' orgs' first batches, written as one (`_first_batches`)."""
+    slugs = ["remap-pending-move", "remap-walk-race"]
+    return _first_batches(ch_ingest.store, ch_ingest.engine, slugs)
+
+
+def test_a_pending_move_is_taken_in_before_remap_rebuilds_its_day(ch_ingest, first_batches):
     """The batch of late calls is refused at its move's minute insert (the move journaled,
     pending: its minute rows and the negative rows of the hour's and day's tables to send).
     Remap then rebuilds the wrappers' day from the spans; the org's next batch must not send
@@ -38,7 +47,7 @@ def test_a_pending_move_is_taken_in_before_remap_rebuilds_its_day(ch_ingest):
     key's other spans). The TTL's span of the rebuilt (project, day) is not counted after the
     rebuild (docs/scale.md, "Known gaps"); the other project's is."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    org, (main, _), first, later, gone, _ = _first_batch(store, engine, "remap-pending-move")
+    org, (main, _), first, later, gone, _ = first_batches["remap-pending-move"]
     _refused(store, engine, later, "_insert", step_runs=False)
     assert len(move_journal.pending(store, [org])) == 1
     remap(engine, org_id=org)
@@ -53,13 +62,15 @@ def test_a_pending_move_is_taken_in_before_remap_rebuilds_its_day(ch_ingest):
     _flags_follow_the_rule(store, org, ref)
 
 
-def test_a_wrapper_settled_during_the_flags_walk_keeps_its_flag(ch_ingest, monkeypatch):
+def test_a_wrapper_settled_during_the_flags_walk_keeps_its_flag(
+    ch_ingest, first_batches, monkeypatch
+):
     """Once the flags walk has read which traces hold a call below a wrapper, ingest stores a
     late call under a counted wrapper (its move clears the flag) and a new wrapper with its
     call (stored not counted). The walk's pages read both later: neither is flagged back as an
     LLM call, every grain as polars finds it."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    org, (main, _), first, later, gone, _ = _first_batch(store, engine, "remap-walk-race")
+    org, (main, _), first, later, gone, _ = first_batches["remap-walk-race"]
     assert to_clickhouse.write_spans(store, engine, later) == len(later)
     waiting = _wrapper(org, main, T0 + timedelta(hours=7), 300.0, 0.01, model="gpt-4o-mini")
     assert to_clickhouse.write_spans(store, engine, [waiting]) == 1

@@ -211,18 +211,16 @@ def _new_org(ch_ingest, slug: str, name: str) -> tuple[int, Case]:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_the_span_store_counts_the_copy_the_rule_keeps(ch_ingest, sqlite, name):
+def test_the_span_store_counts_the_copy_the_rule_keeps(ch_ingest, sqlite, first_batches, name):
     """The later copy in a batch of its own: each figure as SQLite's and polars'; another org
     holding the same stored copy (no later twin of its own) keeps its rollups, trace totals,
     actors and spans as they were; the later batch sent again stores nothing new and changes
     no figure (its copy is found stored, so it pairs with nothing). One restatement per case
     for the three checks: each costs seconds of the engine's mutations."""
     engine, store = ch_ingest.engine, ch_ingest.store
-    other, (other_main,) = make_org(engine, f"keeper-other-{name}", ("main",))
-    org, case = _new_org(ch_ingest, f"keeper-{name}", name)
-    mine = _as(case.batches[0], other, other_main)
-    assert to_clickhouse.write_spans(store, engine, mine) == len(mine)
-    _write(ch_ingest, case.batches[:-1])
+    other, _ = first_batches[f"keeper-other-{name}"]  # its copy of the stored batch
+    org, case = first_batches[f"keeper-{name}"]
+    _write(ch_ingest, case.batches[1:-1])
     before = _org_figures(store, other)
     plans = []
     patch = pytest.MonkeyPatch()
@@ -244,13 +242,15 @@ def test_the_span_store_counts_the_copy_the_rule_keeps(ch_ingest, sqlite, name):
     _same_figures(store, org, sqlite, sqlite_org, case.counted)
 
 
-@pytest.mark.parametrize("name", [n for n in CASES if n not in ("chain", "nested-twice")])
-def test_twins_of_one_batch_count_the_copy_the_rule_keeps(ch_ingest, sqlite, name):
+ONE_BATCH = [n for n in CASES if n not in ("chain", "nested-twice")]
+
+
+@pytest.mark.parametrize("name", ONE_BATCH)
+def test_twins_of_one_batch_count_the_copy_the_rule_keeps(ch_ingest, sqlite, first_batches, name):
     """Both copies in one batch (the rule among new spans, as before): as SQLite, as polars.
     (Three copies in one batch pair two of them, on every store: not the chain's answer.)"""
-    org, case = _new_org(ch_ingest, f"keeper-one-{name}", name)
+    org, case = first_batches[f"keeper-one-{name}"]  # its batches written as one
     batch = [r for b in case.batches for r in b]
-    assert to_clickhouse.write_spans(ch_ingest.store, ch_ingest.engine, batch) == len(batch)
     sqlite_org = _on_sqlite(sqlite, f"keeper-one-{name}", [batch])
     _same_figures(ch_ingest.store, org, sqlite, sqlite_org, case.counted)
 
@@ -278,20 +278,54 @@ FAILURES = [
     ("richer-child", "_settle_key", True),
     ("error-only", "_clear_flags", False),  # the light path's one statement
 ]
+RESENT = [("nested", "_insert", False), ("nested", "_insert", True),
+          ("richer-child-beside", "_settle_key", True), ("separate", "_clear_flags", False)]  # fmt: skip
+
+
+def _slug(kind: str, name: str, step: str, runs: bool) -> str:
+    return f"keeper-{kind}-{name}-{step.strip('_').replace('_', '-').lower()}-{int(runs)}"
+
+
+@pytest.fixture(scope="module")
+def first_batches(ch_ingest) -> dict[str, tuple[int, Case]]:
+    """Each test's org (by its slug) and case, every case's first batch (the counts test's
+    other org's copy of it, and the one-batch test's batches whole) written in one batch of
+    the orgs' together: one insert, and its views, for the module's 35 orgs, not one each
+    (each org's rows are judged by its own: `writes.org_turn`, the twin rule per org)."""
+    engine = ch_ingest.engine
+    orgs: dict[str, tuple[int, Case]] = {}
+    for name in CASES:
+        orgs[f"keeper-{name}"] = _new_org(ch_ingest, f"keeper-{name}", name)
+        other, (other_main,) = make_org(engine, f"keeper-other-{name}", ("main",))
+        mine = _as(orgs[f"keeper-{name}"][1].batches[0], other, other_main)
+        orgs[f"keeper-other-{name}"] = (other, Case([mine], []))
+    for name in ONE_BATCH:
+        org, case = _new_org(ch_ingest, f"keeper-one-{name}", name)
+        orgs[f"keeper-one-{name}"] = (org, case)
+    for kind, cases in (("fail", FAILURES), ("resent", RESENT)):
+        for name, step, runs in cases:
+            slug = _slug(kind, name, step, runs)
+            orgs[slug] = _new_org(ch_ingest, slug, name)
+    batch = []
+    for slug, (_, case) in orgs.items():
+        whole = slug.startswith("keeper-one-")
+        batch += [r for b in case.batches for r in b] if whole else case.batches[0]
+    _write(ch_ingest, [batch])
+    return orgs
 
 
 @pytest.mark.parametrize(("name", "step", "runs"), FAILURES)
 def test_a_restatement_failing_part_way_is_finished_by_the_orgs_next_batch(
-    ch_ingest, sqlite, name, step, runs
+    ch_ingest, sqlite, first_batches, name, step, runs
 ):
     """The store fails part-way through the stored twin's restatement: the batch is refused
     (503), its spans stored, the restatement pending; the org's next batch (another call)
     finishes it without adding anything twice: every figure as SQLite's given the same
     batches, and as polars."""
-    slug = f"keeper-fail-{name}-{step.strip('_').replace('_', '-').lower()}-{int(runs)}"
-    org, case = _new_org(ch_ingest, slug, name)
+    slug = _slug("fail", name, step, runs)
+    org, case = first_batches[slug]
     engine, store = ch_ingest.engine, ch_ingest.store
-    _write(ch_ingest, case.batches[:-1])
+    _write(ch_ingest, case.batches[1:-1])
     if step == "trace_totals":
         _refused_with(store, engine, case.batches[-1], wrapper_moves, "_insert",
                       _fails_at_trace_totals)  # fmt: skip
@@ -306,21 +340,17 @@ def test_a_restatement_failing_part_way_is_finished_by_the_orgs_next_batch(
     _same_figures(store, org, sqlite, sqlite_org, [*case.counted, plain])
 
 
-@pytest.mark.parametrize(
-    ("name", "step", "runs"),
-    [("nested", "_insert", False), ("nested", "_insert", True),
-     ("richer-child-beside", "_settle_key", True), ("separate", "_clear_flags", False)],
-)  # fmt: skip
+@pytest.mark.parametrize(("name", "step", "runs"), RESENT)
 def test_a_restatement_failing_part_way_is_finished_by_the_resend(
-    ch_ingest, sqlite, name, step, runs
+    ch_ingest, sqlite, first_batches, name, step, runs
 ):
     """The batch refused part-way through the restatement and sent again as it was: the
     resend stores nothing new (its spans are stored), takes the restatement in first and
     finishes it; every figure as SQLite's given the batches once, and as polars."""
-    slug = f"keeper-resent-{name}-{step.strip('_').replace('_', '-').lower()}-{int(runs)}"
-    org, case = _new_org(ch_ingest, slug, name)
+    slug = _slug("resent", name, step, runs)
+    org, case = first_batches[slug]
     engine, store = ch_ingest.engine, ch_ingest.store
-    _write(ch_ingest, case.batches[:-1])
+    _write(ch_ingest, case.batches[1:-1])
     _refused(store, engine, case.batches[-1], step, step_runs=runs)
     assert len(move_journal.pending(store, [org])) == 1
     assert to_clickhouse.write_spans(store, engine, case.batches[-1]) == 0
