@@ -106,6 +106,11 @@ def _unset_spans(engine, end: datetime) -> None:
     write_spans(engine, rows)
 
 
+def _login(page, server, role: str) -> None:
+    _start_login(page, server, role)
+    _finish_login(page, role)
+
+
 def _start_login(page, server, role: str) -> None:
     page.goto(server["base"] + "/")
     page.get_by_role("textbox", name="Username").fill(f"ui-{role}")

@@ -29,9 +29,8 @@ from tests.e2e.test_every_page_in_browser import (
     PATHS,
     READY,
     TITLES,
-    _finish_login,
+    _login,
     _settle,
-    _start_login,
 )
 from tests.live_server import running_servers
 
@@ -158,16 +157,8 @@ def _differences(where: str, left: dict, right: dict) -> list[str]:
     return found
 
 
-def _read_both(pages: dict, servers: dict, title: str, path: str, ready: str) -> list[dict]:
-    """The page on both deployments at once: both navigations are sent before either is
-    waited for, so the two servers work side by side (and a moving window is read by both
-    at nearly the same moment)."""
-    for name in STORES:
-        pages[name].goto(servers[name]["base"] + path, wait_until="commit")
-    return [_read(pages[name], title, path, ready) for name in STORES]
-
-
-def _read(page, title: str, path: str, ready: str) -> dict:
+def _read(page, base: str, title: str, path: str, ready: str) -> dict:
+    page.goto(base + path)
     _settle(page, TITLES.get(title, title), ready)
     text = page.locator("body").inner_text()
     assert "Traceback" not in text, f"{path}: {text[:2000]}"
@@ -184,14 +175,14 @@ def test_every_page_reads_the_same_on_the_span_store(servers, browser):
     for name, server in servers.items():
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         pages[name] = context.new_page()
-        _start_login(pages[name], server, "admin")
-    for page in pages.values():
-        _finish_login(page, "admin")
+        _login(pages[name], server, "admin")
     found = []
     try:
         for title, path, ready in READS:  # each page on both, one just after the other
             for _ in range(3 if title in MOVING else 1):
-                left, right = _read_both(pages, servers, title, path, ready)
+                left, right = (
+                    _read(pages[n], servers[n]["base"], title, path, ready) for n in STORES
+                )
                 differences = _differences(path, left, right)
                 if not differences:
                     break
