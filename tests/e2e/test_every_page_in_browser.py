@@ -107,18 +107,10 @@ def _unset_spans(engine, end: datetime) -> None:
 
 
 def _login(page, server, role: str) -> None:
-    _start_login(page, server, role)
-    _finish_login(page, role)
-
-
-def _start_login(page, server, role: str) -> None:
     page.goto(server["base"] + "/")
     page.get_by_role("textbox", name="Username").fill(f"ui-{role}")
     page.get_by_role("textbox", name="Password").fill(server["passwords"][role])
     page.get_by_role("button", name="Login").click()
-
-
-def _finish_login(page, role: str) -> None:
     page.get_by_text("Last 24 hours").first.wait_for(timeout=30_000)
     # the login cookie is written on the run after the login; the next page needs it (a cold
     # server's first session took over 10 s to write it once, a machine loaded to 12 over 30 s)
@@ -199,50 +191,39 @@ def _check_grids(grids: list[dict], where: str, width: int) -> None:
             assert cell.strip().lower() != "unset", f"{where}: status 'unset' shown"
 
 
-def test_every_page_reads_right(server, browser):
-    """The four roles walk the pages side by side, a browser window each: every page is
-    asked for in all four windows before any is read, so the server works on one role's page
-    while the browser draws another's (one role after another left either idle in turn)."""
+@pytest.mark.parametrize("role", ROLES)
+def test_every_page_reads_right(server, browser, role):
     width = 1400
-    contexts = {r: browser.new_context(viewport={"width": width, "height": 900}) for r in ROLES}
-    pages = {role: context.new_page() for role, context in contexts.items()}
-    scopes = {role: Scope(1, Role(role), username=role) for role in ROLES}
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
     shots = os.environ.get("SCREENSHOTS")
     try:
-        for role in ROLES:
-            _start_login(pages[role], server, role)
-        for role in ROLES:
-            _finish_login(pages[role], role)
+        _login(page, server, role)
+        scope = Scope(1, Role(role), username=role)
         for spec in PAGES:
-            roles = [role for role in ROLES if scopes[role].can(spec.needs)]
-            for role in roles:
-                pages[role].goto(server["base"] + PATHS[spec.title], wait_until="commit")
-            for role in roles:
-                _read_page(pages[role], spec.title, role, width, shots)
+            if not scope.can(spec.needs):
+                continue
+            where = f"{role} · {spec.title}"
+            page.goto(server["base"] + PATHS[spec.title])
+            _settle(page, TITLES.get(spec.title, spec.title), READY[spec.title])
+            if spec.title == "Alerts":
+                page.get_by_role("tab", name="History").click()
+                _history_table(page, where)
+            text = page.locator("body").inner_text()
+            assert "Traceback" not in text, where
+            assert not re.search(r"\bunset\b", text), f"{where}: 'unset' on the page"
+            assert not re.search(r"[+-]0\.0% · beyond noise", text), where
+            grids = page.evaluate(GRIDS)
+            charts = page.evaluate(CHARTS)
+            _check_grids(grids, where, width)
+            _check_charts(charts, where)
+            _page_checks(spec.title, role, page, grids, charts, text, where)
+            if shots:
+                folder = Path(shots) / role
+                folder.mkdir(parents=True, exist_ok=True)
+                _screenshot(page, folder / f"{spec.title.lower()}.png", width)
     finally:
-        for context in contexts.values():
-            context.close()
-
-
-def _read_page(page, title: str, role: str, width: int, shots: str | None) -> None:
-    where = f"{role} · {title}"
-    _settle(page, TITLES.get(title, title), READY[title])
-    if title == "Alerts":
-        page.get_by_role("tab", name="History").click()
-        _history_table(page, where)
-    text = page.locator("body").inner_text()
-    assert "Traceback" not in text, where
-    assert not re.search(r"\bunset\b", text), f"{where}: 'unset' on the page"
-    assert not re.search(r"[+-]0\.0% · beyond noise", text), where
-    grids = page.evaluate(GRIDS)
-    charts = page.evaluate(CHARTS)
-    _check_grids(grids, where, width)
-    _check_charts(charts, where)
-    _page_checks(title, role, page, grids, charts, text, where)
-    if shots:
-        folder = Path(shots) / role
-        folder.mkdir(parents=True, exist_ok=True)
-        _screenshot(page, folder / f"{title.lower()}.png", width)
+        context.close()
 
 
 def _history_table(page, where: str) -> None:
