@@ -6,12 +6,8 @@ Passwords are hashed at bcrypt's cheapest cost here (see `TEST_BCRYPT_ROUNDS`).
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import uuid
-from contextlib import contextmanager
-from pathlib import Path
 
 import bcrypt
 import pytest
@@ -113,74 +109,27 @@ def sqlite_engine(tmp_path):
     return db
 
 
-def _new_demo_database(kind: str, folder: Path) -> tuple[str, str | None]:
-    """A migrated database holding the demo's 20,000 spans: its url, and its name on
-    PostgreSQL (None for a SQLite file)."""
-    from tests.helpers import load_small_demo
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def demo_store(request, tmp_path_factory):
+    """Demo data (20,000 spans over 3 days, every operation) in a database of its own per
+    store, loaded once per session and only read: figures against polars over the raw rows."""
+    from tests.helpers import all_spans, load_small_demo
 
-    if kind == "sqlite":
-        url, name = f"sqlite:///{folder / f'demo-{uuid.uuid4().hex[:10]}.db'}", None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'demo.db'}"
+        name = None
     else:
+        request.getfixturevalue("pg_url")  # fails loudly, with the fix, if PostgreSQL is down
         name = f"obs_demo_{uuid.uuid4().hex[:10]}"
         pg_admin(f'CREATE DATABASE "{name}"')
         url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     engine = get_engine(url)
     upgrade(engine)
     load_small_demo(engine, spans_count=20_000, days=3, seed=24)
-    return url, name
-
-
-@contextmanager
-def _demo_state(folder: Path, kind: str):
-    """The shared demo database's state (url, name, users, dropped) under a lock that the
-    run's workers take in turn."""
-    lock = (folder / f"demo-{kind}.lock").open("a")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-        path = folder / f"demo-{kind}.json"
-        state = json.loads(path.read_text()) if path.exists() else {"dropped": True}
-        yield state
-        path.write_text(json.dumps(state))
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
-
-
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def demo_store(request, tmp_path_factory):
-    """Demo data (20,000 spans over 3 days, every operation) in a database of its own per
-    store, loaded once per session and only read: figures against polars over the raw rows.
-
-    Under xdist the run's workers share it (loading it costs 12-17 s a store): the first to
-    need it loads it while holding a lock, a later one reads the same database, and the last
-    one done with it drops it."""
-    from tests.helpers import all_spans
-
-    if request.param == "postgresql":
-        request.getfixturevalue("pg_url")  # fails loudly, with the fix, if PostgreSQL is down
-    if not os.environ.get("PYTEST_XDIST_TESTRUNUID"):  # one process: a database of its own
-        url, name = _new_demo_database(request.param, tmp_path_factory.mktemp("demo"))
-        engine = get_engine(url)
-        yield {"engine": engine, "df": all_spans(engine)}
-        engine.dispose()
-        if name is not None:
-            pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        return
-    shared = tmp_path_factory.getbasetemp().parent  # the run's folder, above each worker's
-    with _demo_state(shared, request.param) as state:
-        if state["dropped"]:
-            url, name = _new_demo_database(request.param, shared)
-            state.update(url=url, name=name, users=0, dropped=False)
-        state["users"] += 1
-    engine = get_engine(state["url"])
     yield {"engine": engine, "df": all_spans(engine)}
     engine.dispose()
-    with _demo_state(shared, request.param) as state:
-        state["users"] -= 1
-        if state["users"] == 0:
-            state["dropped"] = True
-            if state["name"] is not None:
-                pg_admin(f'DROP DATABASE IF EXISTS "{state["name"]}" WITH (FORCE)')
+    if name is not None:
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # `make test` runs two workers with `--dist loadscope` (a module's tests stay together, so its
