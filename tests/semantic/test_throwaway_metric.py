@@ -13,7 +13,7 @@ from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.semantic.metrics import METRICS, Agg, Kind, Metric, Subject
-from tests.api.conftest import api, auth  # noqa: F401 - the API fixture, over both stores
+from tests.api.conftest import _api_data, api, auth  # noqa: F401 - the API fixture, over both stores
 from tests.helpers import END, admin_scope, all_spans
 from tests.ui.conftest import app_db, app_db_pristine, app_env  # noqa: F401 - the app fixtures
 
