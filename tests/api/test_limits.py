@@ -73,7 +73,9 @@ def test_a_query_past_its_budget_answers_503_within_the_budget(api, monkeypatch)
     assert got.json()["error"]["code"] == "timeout"
     assert "time budget of 1 s" in got.json()["error"]["message"]
     assert got.headers["Retry-After"]
-    assert elapsed < 1 + 1, f"answered after {elapsed:.1f} s"
+    # cut at the budget, not waited out: the query alone takes 20 s and more (`SLOW_SQL`); the
+    # bound is loose, as a loaded machine answers late (2.3 s once at load 24)
+    assert elapsed < 10, f"answered after {elapsed:.1f} s"
     # the connection went back to the pool clean: the next request is answered
     monkeypatch.setattr(metrics_routes, "run_metrics", real_run)
     monkeypatch.delenv("OBSERVATORY_READ_BUDGET_S")
