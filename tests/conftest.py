@@ -132,10 +132,10 @@ def demo_store(request, tmp_path_factory):
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-# `make test` runs two workers with `--dist loadscope` (a module's tests stay together, so its
+# `make test` runs three workers with `--dist loadscope` (a module's tests stay together, so its
 # fixtures load once). These folders are one unit each: they share a session fixture that is
 # costly to start (the browser tests' server and Chromium, the instrumented clients), which
-# would otherwise start on both workers and run two browsers against two servers at once.
+# would otherwise start on several workers and run browsers against servers side by side.
 WHOLE_FOLDERS = ("tests/e2e/", "tests/conformance/")
 
 
