@@ -152,4 +152,13 @@ def pytest_xdist_make_scheduler(config, log):
                     return folder
             return super()._split_scope(nodeid)
 
+        def _assign_work_unit(self, node) -> None:
+            # The folders first: each is one unit of minutes (the browser folder some 8 at three
+            # workers), which xdist would order among the modules by their count of tests:
+            # started late, it could run on alone after the other workers had finished
+            for folder in reversed(WHOLE_FOLDERS):
+                if folder in self.workqueue:
+                    self.workqueue.move_to_end(folder, last=False)
+            super()._assign_work_unit(node)
+
     return FolderScopes(config, log)
