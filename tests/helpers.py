@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
-from sqlalchemy import select, text
+from sqlalchemy import func, literal, select, text, union_all
 from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.permissions import Role
@@ -17,7 +17,7 @@ from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.demo.load import ensure_demo_tenants, load_demo
 from observatory_core.ingest.persist import write_spans
 from observatory_core.ingest.spanrows import complete_row
-from observatory_core.storage.schema import spans, users
+from observatory_core.storage.schema import metadata, spans, users
 
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 _ids = itertools.count(1)
@@ -180,6 +180,15 @@ def run_coroutine(coro):
         return pool.submit(asyncio.run, coro).result()
 
 
+def table_counts(conn, tables=None) -> dict[str, int]:
+    """Rows per table (every table of the schema by default), in one statement."""
+    parts = [
+        select(literal(t.name).label("t"), func.count().label("n")).select_from(t)
+        for t in (tables if tables is not None else metadata.sorted_tables)
+    ]
+    return dict(conn.execute(union_all(*parts)).all())
+
+
 class LoadedRows:
     """Every row of a loaded database, taken once and put back into an emptied database of the
     same schema: a test that needs the same demo data each time pays its load (seconds of
@@ -192,16 +201,9 @@ class LoadedRows:
     def __init__(self, engine: Engine, folder) -> None:
         from pathlib import Path
 
-        from sqlalchemy import func
-
-        from observatory_core.storage.schema import metadata
-
         self.kind = engine.dialect.name
         with engine.connect() as conn:
-            counts = {
-                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                for t in metadata.sorted_tables
-            }
+            counts = table_counts(conn)
         self.tables = [t for t in metadata.sorted_tables if counts[t.name]]
         if self.kind == "sqlite":
             self.path = Path(folder) / f"rows-{next(_ids)}.db"

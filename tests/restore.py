@@ -12,24 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import func, literal, select, union_all
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from observatory_core.storage.schema import metadata, spans
-from tests.helpers import empty_database
+from tests.helpers import empty_database, table_counts
 
 SPAN_TABLES = frozenset(
     {"spans", "trace_totals"} | {t.name for t in metadata.sorted_tables if "rollup" in t.name}
 )
-
-
-def _counts(conn) -> dict[str, int]:
-    parts = [
-        select(literal(t.name).label("t"), func.count().label("n")).select_from(t)
-        for t in metadata.sorted_tables
-    ]
-    return dict(conn.execute(union_all(*parts)).all())
 
 
 def _span_ids(conn) -> int:
@@ -57,7 +49,7 @@ class SharedData:
         self.engine = empty_database(self.db_url)
         self.loaded = self._load(self.engine)
         with self.engine.connect() as conn:
-            self._counts = _counts(conn)
+            self._counts = table_counts(conn)
             self._span_ids = _span_ids(conn)
             self._small = {t.name: _rows(conn, t) for t in _small_tables()}
 
@@ -74,7 +66,7 @@ class SharedData:
 
     def _put_back(self) -> list | None:
         with self.engine.begin() as conn:
-            counts = _counts(conn)
+            counts = table_counts(conn)
             if any(counts[name] != self._counts[name] for name in SPAN_TABLES) or (
                 _span_ids(conn) != self._span_ids
             ):
@@ -105,7 +97,7 @@ class SharedData:
     def _as_loaded(self, conn) -> bool:
         """Whether every table holds what the load left (span tables by count and ids)."""
         return (
-            _counts(conn) == self._counts
+            table_counts(conn) == self._counts
             and _span_ids(conn) == self._span_ids
             and all(_rows(conn, t) == self._small[t.name] for t in _small_tables())
         )

@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from observatory_core.accounts.permissions import Role
@@ -16,7 +16,7 @@ from observatory_core.storage.engine import get_engine
 from observatory_core.storage.migrate import upgrade
 from observatory_core.storage.schema import metadata
 from tests.conftest import PG_ADMIN_URL, pg_admin
-from tests.helpers import LoadedRows, empty_database, load_small_demo
+from tests.helpers import LoadedRows, empty_database, load_small_demo, table_counts
 
 
 class DemoDatabase:
@@ -35,10 +35,7 @@ class DemoDatabase:
 
     def _counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            return {
-                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                for t in self.rows.tables
-            }
+            return table_counts(conn, self.rows.tables)
 
     def reset(self):
         loaded = {t.name for t in self.rows.tables}
@@ -81,7 +78,6 @@ def data(db_url, demo_databases, tmp_path_factory):
 
 @pytest.fixture
 def orgs(data) -> dict[str, int]:
-    from sqlalchemy import select
 
     from observatory_core.storage.schema import orgs as orgs_table
 
@@ -107,7 +103,6 @@ def config(tmp_path):
 @pytest.fixture
 def orgs_of():
     """A developer scope in the demo org 'acme' of whatever database is given."""
-    from sqlalchemy import select
 
     from observatory_core.storage.schema import orgs as orgs_table
 
