@@ -133,8 +133,12 @@ def _settle(base: str) -> None:
     this is at once unless an export timed out client-side while the server went on; the
     writer's queue drops only after its commit."""
     deadline = time.time() + SETTLE_TIMEOUT_S
-    while _queued_spans(base) and time.time() < deadline:
+    while (queued := _queued_spans(base)) and time.time() < deadline:
         time.sleep(0.05)
+    assert not queued, (
+        f"{base}'s writer still held {queued:.0f} accepted spans after {SETTLE_TIMEOUT_S} s: "
+        "the figures below would be read before every span was stored"
+    )
 
 
 def _store(tmp, store: str, request) -> tuple[str, dict[str, int], dict, dict]:

@@ -34,10 +34,13 @@ class DemoDatabase:
         self.counts = self._counts()
 
     def _counts(self) -> dict[str, int]:
+        """Rows per loaded table: a changed count means a test wrote to the loaded rows."""
         with self.engine.connect() as conn:
             return table_counts(conn, self.rows.tables)
 
     def reset(self):
+        """The engine, its tables as the load left them: the jobs' tables emptied (cheap), or
+        the whole load copied back when a test touched the loaded rows."""
         loaded = {t.name for t in self.rows.tables}
         if self._counts() != self.counts:
             empty_database(self.url)
@@ -50,7 +53,7 @@ class DemoDatabase:
 
 
 @pytest.fixture(scope="session")
-def demo_databases(request, tmp_path_factory):
+def demo_databases(tmp_path_factory):
     """kind -> its `DemoDatabase`, made on first use; PostgreSQL's dropped at the end."""
     made: dict[str, DemoDatabase] = {}
     yield made

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -105,7 +105,11 @@ def _copy_of(made, path):
     kind, url, source = made
     if kind == "sqlite":
         copy = f"sqlite:///{path}"
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as old, sqlite3.connect(path) as new:
+        # sqlite3's `with` commits but never closes: closing() does
+        with (
+            closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as old,
+            closing(sqlite3.connect(path)) as new,
+        ):
             old.backup(new)
         yield {**source, "url": copy, "engine": get_engine(copy)}
         return
