@@ -18,8 +18,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from observatory_core.alerts.loops import _forever
+from observatory_core.api.export_schemas import ExportJob
 from observatory_core.api.exports import _job as job_json
-from observatory_core.api.schemas import ExportJob
 from observatory_core.exports import job_attempt
 from observatory_core.exports import worker as worker_module
 from observatory_core.exports.jobs import create_export, get_export
