@@ -26,9 +26,9 @@ from observatory_core.alerts.state import NO_GROUP, group_key
 from observatory_core.filters.compile import filter_conditions
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import ZERO_WHEN_EMPTY, Agg
-from observatory_core.metrics.engine import frame_of_statement
 from observatory_core.metrics.raw import series_expression
 from observatory_core.metrics.rollup_path import rollup_can_answer
+from observatory_core.metrics.series_reads import frame_of_statement
 from observatory_core.semantic.duplicates import counted
 from observatory_core.semantic.metrics import METRICS, Subject, sample_series, subject_condition
 from observatory_core.storage.schema import spans

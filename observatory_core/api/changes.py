@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from observatory_core.accounts.scope import Scope
+from observatory_core.api.change_schemas import ChangeBody
 from observatory_core.api.common import (
     FILTER_PARAMETERS,
     TZ_DESCRIPTION,
@@ -18,7 +19,6 @@ from observatory_core.api.common import (
     zone_of,
 )
 from observatory_core.api.context import caller, meta, span_engine
-from observatory_core.api.schemas import ChangeBody
 from observatory_core.reports.whatchanged import (
     DEFAULT_TOP,
     MAX_TOP,

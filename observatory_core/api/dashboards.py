@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from observatory_core.accounts.scope import Scope
 from observatory_core.api.common import errors
 from observatory_core.api.context import caller, engine, meta
-from observatory_core.api.schemas import DashboardBody, DashboardIn, DashboardList
+from observatory_core.api.dashboard_schemas import DashboardBody, DashboardIn, DashboardList
 from observatory_core.dashboards.model import from_dict, to_dict
 from observatory_core.dashboards.store import (
     MAX_ID,

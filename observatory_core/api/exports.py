@@ -13,7 +13,7 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import export_refusal
 from observatory_core.api.common import errors, zone_of
 from observatory_core.api.context import caller, engine, meta
-from observatory_core.api.schemas import (
+from observatory_core.api.export_schemas import (
     ExportBody,
     ExportIn,
     ExportList,

@@ -21,7 +21,7 @@ from observatory_core.api.common import (
     zone_of,
 )
 from observatory_core.api.context import caller, meta, span_engine
-from observatory_core.api.schemas import MetricsBody, MetricsQueryIn, SummaryBody
+from observatory_core.api.metric_schemas import MetricsBody, MetricsQueryIn, SummaryBody
 from observatory_core.base.zones import Zone, calendar_period
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import METRICS

@@ -19,7 +19,7 @@ from observatory_core.api.common import (
     zone_of,
 )
 from observatory_core.api.context import ApiError, caller, meta, span_engine
-from observatory_core.api.schemas import SessionBody, SessionPage, UserPage
+from observatory_core.api.people_schemas import SessionBody, SessionPage, UserPage
 from observatory_core.traces.grouped import MAX_OFFSET, MAX_PAGE, MAX_SEARCH, GroupPage
 from observatory_core.traces.sessions import get_session, list_sessions
 from observatory_core.traces.users import list_users

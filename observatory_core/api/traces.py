@@ -17,7 +17,7 @@ from observatory_core.api.common import (
     zone_of,
 )
 from observatory_core.api.context import ApiError, caller, meta, span_engine
-from observatory_core.api.schemas import SpanPage, TraceBody, TraceDays
+from observatory_core.api.trace_schemas import SpanPage, TraceBody, TraceDays
 from observatory_core.traces.days import list_days
 from observatory_core.traces.detail import get_trace
 from observatory_core.traces.query import MAX_PAGE, list_spans

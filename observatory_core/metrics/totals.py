@@ -15,16 +15,15 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.metrics.catalog import METRICS, PERCENTILES, Agg
 from observatory_core.metrics.engine import (
     MetricResult,
-    _by_subject,
     _check_permissions,
     _window,
-    frame_of_statement,
     run_metrics,
 )
 from observatory_core.metrics.query import MetricQuery
 from observatory_core.metrics.rollup_bins import merged_bins, without_partial_bins
 from observatory_core.metrics.rollup_path import WINDOW, rollup_can_answer, rollup_select_windows
 from observatory_core.metrics.rollup_values import finalize
+from observatory_core.metrics.series_reads import by_subject, frame_of_statement
 from observatory_core.metrics.shaping import keep_rows, typed
 from observatory_core.metrics.trace_path import trace_series
 from observatory_core.storage.stores import store_for
@@ -54,7 +53,7 @@ def run_metric_totals(
         or first.bucket is not None
         or first.having
         or trace_series(series)
-        or len(_by_subject(series)) != 1
+        or len(by_subject(series)) != 1
         or any(replace(q, filters=first.filters) != first for q in queries)
         or any(q.filters.filters() != first.filters.filters() for q in queries)
         or not all(rollup_can_answer(series, (), spec) for spec in specs)

@@ -27,8 +27,9 @@ from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import metric_visible, require_group_by, require_series
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec, parse_time
+from observatory_core.metrics.caps import MAX_SCANNED_GROUPS
 from observatory_core.metrics.catalog import DIMENSIONS, METRICS, PERCENTILES, Agg, Kind
-from observatory_core.metrics.engine import MAX_SCANNED_GROUPS, run_metrics
+from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.folding import OTHER
 from observatory_core.metrics.query import MetricError, MetricQuery, parse_series
 from observatory_core.reports import significance as sig

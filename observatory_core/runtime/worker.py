@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from observatory_core.base.settings import Settings
-from observatory_core.exports.worker import WorkerConfig, maintenance, work_once
+from observatory_core.exports.housekeeping import maintenance
+from observatory_core.exports.worker import WorkerConfig, work_once
 from observatory_core.rollups.dimensions import backfill_step
 from observatory_core.runtime.retention import restamp_span_store, run_and_record
 from observatory_core.storage.transient import describe, is_transient

@@ -215,7 +215,8 @@ def test_filters_by_action_actor_and_dates_and_csv(engine):
 
 
 def test_retention_purge_drops_only_old_entries(engine):
-    from observatory_core.exports.worker import WorkerConfig, maintenance
+    from observatory_core.exports.housekeeping import maintenance
+    from observatory_core.exports.worker import WorkerConfig
 
     org_id, _ = make_org(engine, "acme")
     now = datetime(2026, 11, 20, tzinfo=UTC)

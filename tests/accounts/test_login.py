@@ -192,7 +192,8 @@ def test_attempts_racing_past_the_check_still_get_five_password_checks(engine, m
 
 
 def test_maintenance_forgets_old_streaks_and_sessions(engine, tmp_path):
-    from observatory_core.exports.worker import WorkerConfig, maintenance
+    from observatory_core.exports.housekeeping import maintenance
+    from observatory_core.exports.worker import WorkerConfig
     from observatory_core.storage.schema import auth_throttle, user_sessions
 
     _user(engine)

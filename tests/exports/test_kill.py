@@ -11,8 +11,9 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
+from observatory_core.exports.housekeeping import maintenance
 from observatory_core.exports.jobs import Conflict, create_export, download_target, get_export
-from observatory_core.exports.worker import WorkerConfig, maintenance, work_once
+from observatory_core.exports.worker import WorkerConfig, work_once
 from observatory_core.filters.spec import FilterSpec
 from tests.helpers import all_spans, load_small_demo
 

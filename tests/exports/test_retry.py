@@ -18,8 +18,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from observatory_core.alerts.loops import _forever
+from observatory_core.api.export_schemas import ExportJob
 from observatory_core.api.exports import _job as job_json
-from observatory_core.api.schemas import ExportJob
+from observatory_core.exports import job_attempt
 from observatory_core.exports import worker as worker_module
 from observatory_core.exports.jobs import create_export, get_export
 from observatory_core.exports.worker import work_once
@@ -54,7 +55,7 @@ def rows_in_file(path, fmt, compression) -> int:
 def cut_at(fraction: float, monkeypatch, cut) -> list[int]:
     """Call `cut()` once, when the first attempt has written `fraction` of its rows."""
     seen: list[int] = []
-    real = worker_module._still_mine
+    real = job_attempt.still_mine
 
     def watch(engine, job_id, config, progress, rows):
         if progress >= fraction and not seen:
@@ -62,7 +63,7 @@ def cut_at(fraction: float, monkeypatch, cut) -> list[int]:
             cut()
         return real(engine, job_id, config, progress, rows)
 
-    monkeypatch.setattr(worker_module, "_still_mine", watch)
+    monkeypatch.setattr(job_attempt, "still_mine", watch)
     return seen
 
 
@@ -127,7 +128,7 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(data, scope, con
     def always(engine, job_id, cfg, progress, rows):
         raise OperationalError("UPDATE", {}, sqlite3.OperationalError("database is locked"))
 
-    monkeypatch.setattr(worker_module, "_still_mine", always)
+    monkeypatch.setattr(job_attempt, "still_mine", always)
     job = create_export(data, scope, FilterSpec(relative=None))
     assert work_once(data, config) == "failed"
     failed = get_export(data, scope, job["id"])

@@ -17,6 +17,7 @@ from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import fields_hidden_from, visible
 from observatory_core.base.settings import get_settings
+from observatory_core.exports import job_attempt
 from observatory_core.exports import worker as worker_module
 from observatory_core.exports.jobs import (
     EXPORT_DEFAULT_FIELDS,
@@ -185,7 +186,7 @@ def test_cancel_stops_within_one_page(on_store, config, monkeypatch):
     scope = Scope(org_id=acme, role=Role.DEVELOPER, username="dana")
     engine = on_store["engine"]
     job = create_export(engine, scope, FilterSpec(relative=None), fmt="parquet")
-    pages, real = [], worker_module._still_mine
+    pages, real = [], job_attempt.still_mine
 
     def cancel_after_first_page(engine_, job_id, cfg, progress, rows):
         pages.append((rows, progress))
@@ -193,7 +194,7 @@ def test_cancel_stops_within_one_page(on_store, config, monkeypatch):
             cancel_export(engine_, scope, job_id)
         return real(engine_, job_id, cfg, progress, rows)
 
-    monkeypatch.setattr(worker_module, "_still_mine", cancel_after_first_page)
+    monkeypatch.setattr(job_attempt, "still_mine", cancel_after_first_page)
     assert work_once(engine, config) == "cancelled"
     # progress counts against the org's stored copies (at least its spans: an estimate, the
     # span store's windows number the copies, docs/scale.md), the rows written exactly

@@ -22,8 +22,14 @@ from sqlalchemy import select, true
 
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope, scoped_spans
-from observatory_core.exports import jobs, span_store_csv, span_store_json, span_store_pages
-from observatory_core.exports import worker as worker_module
+from observatory_core.exports import (
+    job_attempt,
+    jobs,
+    page_sources,
+    span_store_csv,
+    span_store_json,
+    span_store_pages,
+)
 from observatory_core.exports.jobs import MAX_ROWS, create_export, get_export
 from observatory_core.exports.span_store_csv import csv_line
 from observatory_core.exports.span_store_pages import KEYS, KeysetStalled, store_pages
@@ -208,14 +214,14 @@ def count_lines_read(monkeypatch) -> list[int]:
 @pytest.mark.parametrize(("read_rows", "fields"), [(4, None), (100_000, None), (4, PLAIN)])
 def test_csv_by_the_engine_is_the_writers_bytes(on_store, tmp_path, monkeypatch, read_rows, fields):
     pages: list[int] = []
-    real = worker_module._still_mine
+    real = job_attempt.still_mine
 
     def count_pages(engine, job_id, cfg, progress, rows):
         pages.append(rows)
         return real(engine, job_id, cfg, progress, rows)
 
     lines_read = count_lines_read(monkeypatch)
-    monkeypatch.setattr(worker_module, "_still_mine", count_pages)
+    monkeypatch.setattr(job_attempt, "still_mine", count_pages)
     job, got = export(
         on_store,
         tmp_path,
@@ -442,7 +448,7 @@ def test_json_by_the_engine_is_the_row_paths_bytes(
     job, got = export(on_store, tmp_path / "engine", fmt, compression, **reading)
     raw = (tmp_path / "engine" / "out" / job["file_name"]).read_bytes()
     assert sum(made) == job["rows_written"]  # the engine wrote every object
-    monkeypatch.setattr(worker_module, "json_text_plan", lambda fields: None)
+    monkeypatch.setattr(page_sources, "json_text_plan", lambda fields: None)
     row_job, want = export(on_store, tmp_path / "rows", fmt, compression, **reading)
     assert got == want
     assert raw == (tmp_path / "rows" / "out" / row_job["file_name"]).read_bytes()
@@ -476,7 +482,7 @@ def test_parquet_by_columns_is_the_row_paths_table(on_store, tmp_path, monkeypat
     import pyarrow.parquet as pq
 
     made = []  # the rows of each page the columnar path made a table of
-    real = worker_module.parquet_plan
+    real = page_sources.parquet_plan
 
     def counted(names):
         plan = real(names)
@@ -488,12 +494,12 @@ def test_parquet_by_columns_is_the_row_paths_table(on_store, tmp_path, monkeypat
 
         return dataclasses.replace(plan, lines=counted_table)
 
-    monkeypatch.setattr(worker_module, "parquet_plan", counted)
+    monkeypatch.setattr(page_sources, "parquet_plan", counted)
     monkeypatch.setattr(jobs, "NEW_PER_USER_PER_HOUR", 10**6)  # two exports per case here
     reading = {"fields": fields, "page_size": 3, "span_store_read_rows": 4}
     job, got = export(on_store, tmp_path / "engine", "parquet", "zstd", **reading)
     assert made and sum(made) == job["rows_written"]  # the columnar path made every page
-    monkeypatch.setattr(worker_module, "parquet_plan", lambda names: None)
+    monkeypatch.setattr(page_sources, "parquet_plan", lambda names: None)
     _, want = export(on_store, tmp_path / "rows", "parquet", "zstd", **reading)
     frame, expected = pl.read_parquet(io.BytesIO(got)), pl.read_parquet(io.BytesIO(want))
     assert frame.schema == expected.schema and frame.equals(expected, null_equal=True)
@@ -525,7 +531,7 @@ def test_an_export_past_the_reads_memory_bound_fails_once_with_the_sentence(
         except DatabaseError as exc:
             raise QueryTooLarge(too_large_message()) from exc
 
-    monkeypatch.setattr(worker_module, "window_pages", refused)
+    monkeypatch.setattr(page_sources, "window_pages", refused)
     monkeypatch.setattr(jobs, "NEW_PER_USER_PER_HOUR", 10**6)
     scope = Scope(org_id=on_store["acme"], role=Role.ADMIN, username="ada")
     config = WorkerConfig(export_dir=tmp_path / "out")

@@ -12,12 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import update
 
+from observatory_core.exports import job_attempt
 from observatory_core.exports import worker as worker_module
+from observatory_core.exports.housekeeping import maintenance
 from observatory_core.exports.jobs import cancel_export, create_export, get_export
 from observatory_core.exports.worker import (
     WorkerConfig,
     claim_next,
-    maintenance,
     run_job,
     work_once,
 )
@@ -138,7 +139,7 @@ def test_row_limit_and_snapshot(data, scope, config, fmt):
 def test_cancel_during_processing_stops_within_one_page(data, scope, config, monkeypatch):
     job = create_export(data, scope, FilterSpec(relative=None), fmt="csv")
     pages = []
-    real = worker_module._still_mine
+    real = job_attempt.still_mine
 
     def cancel_after_first_page(engine, job_id, cfg, progress, rows):
         pages.append(rows)
@@ -146,7 +147,7 @@ def test_cancel_during_processing_stops_within_one_page(data, scope, config, mon
             cancel_export(engine, scope, job_id)
         return real(engine, job_id, cfg, progress, rows)
 
-    monkeypatch.setattr(worker_module, "_still_mine", cancel_after_first_page)
+    monkeypatch.setattr(job_attempt, "still_mine", cancel_after_first_page)
     assert work_once(data, config) == "cancelled"
     assert pages == [config.page_size]  # stopped at the first check after the cancel
     assert get_export(data, scope, job["id"])["status"] == "cancelled"
@@ -188,7 +189,7 @@ def test_silent_worker_is_taken_over_then_failed_after_three_attempts(data, scop
     b_config = WorkerConfig(export_dir=config.export_dir, worker_id="worker-b", page_size=200)
     b = claim_next(data, b_config, now=now + config.heartbeat_timeout + timedelta(seconds=1))
     assert (b["id"], b["attempts"], b["worker_id"]) == (job["id"], 2, "worker-b")
-    assert not worker_module._still_mine(data, job["id"], config, 0.5, 10)  # A lost it
+    assert not job_attempt.still_mine(data, job["id"], config, 0.5, 10)  # A lost it
     assert run_job(data, b, b_config) == "completed"
     stuck = create_export(data, scope, FilterSpec(relative=None))
     with data.begin() as conn:

@@ -12,7 +12,7 @@ from sqlalchemy import event
 
 from observatory_core.base.errors import UserError
 from observatory_core.filters.spec import FilterSpec
-from observatory_core.metrics import engine as metrics_engine
+from observatory_core.metrics import caps as metric_caps
 from observatory_core.metrics.catalog import Subject
 from observatory_core.metrics.engine import run_metrics
 from observatory_core.metrics.estimate import known_groups, spans_in_range
@@ -146,7 +146,7 @@ def test_too_many_values_are_refused_with_how_to_narrow(metrics_data):
 
 def test_a_grouping_with_too_many_groups_is_refused(metrics_data, monkeypatch):
     d = metrics_data
-    monkeypatch.setattr(metrics_engine, "MAX_SCANNED_GROUPS", 3)
+    monkeypatch.setattr(metric_caps, "MAX_SCANNED_GROUPS", 3)
     query = MetricQuery(
         series=("request_count.count",),
         filters=FilterSpec(relative="7d"),

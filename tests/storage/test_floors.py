@@ -22,7 +22,7 @@ FLOORS = (
     ("alerts", "exports", "reports", "demo", "dashboards"),
     ("api", "ui"),
     ("runtime",),
-    ("__main__", "span_store_commands"),
+    ("__main__", "cli"),
 )
 LEVEL = {package: level for level, names in enumerate(FLOORS) for package in names}
 LEAVES = ("accounts.permissions",)  # declarations any floor may import

@@ -14,7 +14,7 @@ from sqlalchemy import literal_column, select, text
 from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.base.errors import PermissionDenied, QueryTooSlow
-from observatory_core.metrics.engine import frame_of_statement
+from observatory_core.metrics.series_reads import frame_of_statement
 from observatory_core.storage import budget
 from observatory_core.storage.clickhouse.reads import Window, list_spans, span_totals
 from observatory_core.storage.clickhouse.sql import read_columns
