@@ -12,7 +12,7 @@ It works one org's day at a time (a day of spans read once, its minute rows grou
 
 A row is left as it is when its spans' bins do not cover the bins it holds (a span counted
 twice by racing writers, or deleted since): the metrics leave its percentiles empty
-(`metrics/engine.py`, `without_partial_bins`); its counts and sums stand.
+(`metrics/series_reads.py`, `without_partial_bins`); its counts and sums stand.
 
 On a cluster the rows are inserted into the connected node's `rollup_1min_local` (the
 Distributed `rollup_1min` has no sharding key to place them by), computed from every shard's
