@@ -12,7 +12,7 @@ import sys
 from sqlalchemy.exc import OperationalError
 
 from observatory_core.base.errors import UserError
-from observatory_core.cli import org_settings, retention, setup, span_store, stored_spans, users
+from observatory_core.cli import org_settings, retention, setup, span_data, span_store, users
 from observatory_core.cli.common import open_engine
 
 
@@ -26,10 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
         setup.add_worker,
         users.add_user,
         users.add_audit,
-        stored_spans.add_rollups,
-        stored_spans.add_remap,
+        span_data.add_rollups,
+        span_data.add_remap,
         org_settings.add_budget,
-        stored_spans.add_import,
+        span_data.add_import,
         org_settings.add_keys,
         org_settings.add_prices,
         retention.add_retention,

@@ -19,10 +19,10 @@ from observatory_core.exports.jobs import Status
 from observatory_core.exports.local_times import output_fields
 from observatory_core.exports.page_sources import (
     close_quietly,
+    job_zone,
     pages_of,
     pin_of,
     span_store_windows,
-    zone_of,
 )
 from observatory_core.exports.schedules import announce_ready
 from observatory_core.exports.worker_config import WorkerConfig
@@ -81,7 +81,7 @@ def attempt(engine: Engine, job: dict, config: WorkerConfig) -> Status | BaseExc
         # job's rows: progress an estimate, 1.0 at the end); the rows written are counted exactly
         counted = plan.matching if plan else count_spans(reads, scope, spec, **pin_of(reads, job))
         total = min(job["row_limit"], counted)
-        columns = output_fields(fields, zone_of(job))
+        columns = output_fields(fields, job_zone(job))
         writer, sink = open_writer(job["format"], job["compression"], temp, columns)
         written = 0
         pages = pages_of(reads, job, scope, spec, fields, config, plan)

@@ -54,7 +54,7 @@ def pin_of(reads: Engine, job: dict) -> dict:
 def _text_plan(job: dict, fields: tuple[str, ...]) -> TextPlan | None:
     """What the span store's engine writes of the job's file (None: rows for the writers;
     local time columns are written by the row path)."""
-    if zone_of(job) is not None:
+    if job_zone(job) is not None:
         return None
     if job["format"] == "csv":
         return csv_line_plan(fields)
@@ -110,7 +110,7 @@ def pages_of(
     page's ids, and the database writes their CSV lines (stored columns only: an expression
     field is written by the row path)."""
     pinned = pin_of(engine, job)
-    zone = zone_of(job)
+    zone = job_zone(job)
     # not "metadata:<key>"; local time columns are written by the row path
     copyable = zone is None and all(f in FIELDS and FIELDS[f].plain for f in fields)
     if job["format"] == "csv" and store_for(engine).copies_csv and copyable:
@@ -159,7 +159,7 @@ def pages_of(
         close_quietly(pages)
 
 
-def zone_of(job: dict) -> Zone | None:
+def job_zone(job: dict) -> Zone | None:
     """The zone of the job's local time columns (None: UTC columns only, as before zones)."""
     name = job.get("time_zone")
     return Zone(name) if name else None

@@ -1,4 +1,5 @@
-"""`run_metrics`: plan (rollup or raw), run, complete the buckets, apply having/sort/limit.
+"""`run_metrics`: run the series (planned rollup or raw in `series_reads.py`), complete the
+buckets, apply having/sort/limit.
 
 Every result says where it came from and whether its percentiles are exact. The reads are
 `series_reads.py`, the bounds `caps.py`, the groups an answer keeps `answers.py`.

@@ -78,7 +78,7 @@ def run_metric_totals(
             continue
         bins = merged_bins(mine)
         finished = finalize(mine, series, (), bins)
-        if store.rollup_bin_maps:  # as `_compute_subject`
+        if store.rollup_bin_maps:  # as `series_reads._compute_subject`
             finished, _ = without_partial_bins(mine, finished, series, bins)
         finished = keep_rows(typed(finished, series, ()), q)
         sketch = finished["_bins"].to_numpy()[0] if "_bins" in finished.columns else None

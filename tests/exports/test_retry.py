@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from observatory_core.alerts.loops import _forever
 from observatory_core.api.export_schemas import ExportJob
 from observatory_core.api.exports import _job as job_json
-from observatory_core.exports import job_attempt
+from observatory_core.exports import job_attempt, job_claims
 from observatory_core.exports import worker as worker_module
 from observatory_core.exports.jobs import create_export, get_export
 from observatory_core.exports.worker import work_once
@@ -132,8 +132,8 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(data, scope, con
     job = create_export(data, scope, FilterSpec(relative=None))
     assert work_once(data, config) == "failed"
     failed = get_export(data, scope, job["id"])
-    assert failed["attempts"] == worker_module.MAX_ATTEMPTS
-    assert f"last of {worker_module.MAX_ATTEMPTS} attempts" in failed["error_message"]
+    assert failed["attempts"] == job_claims.MAX_ATTEMPTS
+    assert f"last of {job_claims.MAX_ATTEMPTS} attempts" in failed["error_message"]
     assert list(config.export_dir.iterdir()) == []
 
 

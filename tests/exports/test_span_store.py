@@ -17,7 +17,7 @@ from observatory_core.accounts.permissions import Role
 from observatory_core.accounts.scope import Scope
 from observatory_core.accounts.visibility import fields_hidden_from, visible
 from observatory_core.base.settings import get_settings
-from observatory_core.exports import job_attempt
+from observatory_core.exports import job_attempt, job_claims
 from observatory_core.exports import worker as worker_module
 from observatory_core.exports.jobs import (
     EXPORT_DEFAULT_FIELDS,
@@ -224,7 +224,7 @@ def test_a_span_store_that_is_down_fails_the_job_with_a_sentence(routed, config,
     finally:
         get_settings.cache_clear()
     failed = get_export(routed["engine"], scope, job["id"])
-    assert failed["attempts"] == worker_module.MAX_ATTEMPTS
+    assert failed["attempts"] == job_claims.MAX_ATTEMPTS
     message = failed["error_message"]
     assert message.startswith("The span store failed the export's last of 5 attempts (")
     assert "Cannot reach the ClickHouse span store at clickhouse://user@127.0.0.1:1" in message

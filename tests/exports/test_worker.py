@@ -12,8 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import update
 
-from observatory_core.exports import job_attempt
-from observatory_core.exports import worker as worker_module
+from observatory_core.exports import job_attempt, job_claims
 from observatory_core.exports.housekeeping import maintenance
 from observatory_core.exports.jobs import cancel_export, create_export, get_export
 from observatory_core.exports.worker import (
@@ -198,14 +197,14 @@ def test_silent_worker_is_taken_over_then_failed_after_three_attempts(data, scop
             .where(export_jobs.c.id == stuck["id"])
             .values(
                 status="processing",
-                attempts=worker_module.MAX_ATTEMPTS,
+                attempts=job_claims.MAX_ATTEMPTS,
                 heartbeat_at=now - timedelta(hours=1),
             )
         )
     assert claim_next(data, config) is None
     failed = get_export(data, scope, stuck["id"])
     assert failed["status"] == "failed"
-    assert f"interrupted {worker_module.MAX_ATTEMPTS} times" in failed["error_message"]
+    assert f"interrupted {job_claims.MAX_ATTEMPTS} times" in failed["error_message"]
 
 
 def test_at_most_three_running_jobs_per_org(data, scope, config):
