@@ -28,6 +28,7 @@ from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import arrival_order
 from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.storage.stores import store_for
+from observatory_core.traces.counted_traces import holds_counted_span
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
@@ -110,8 +111,9 @@ def read_roots(
             .correlate(spans)
             .exists()
         )
+    counts = holds_counted_span(conn, scope, max_id)  # not a trace of twins set aside alone
     roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(
-        spans.c.parent_span_id.is_(None), pinned
+        spans.c.parent_span_id.is_(None), pinned, counts
     )
     key = spans.c[sort]
     if position:
@@ -142,7 +144,7 @@ def read_roots(
     total = None
     if count:
         counter = scoped_spans(scope, func.count()).where(  # every root: one pass is best
-            spans.c.parent_span_id.is_(None), matching, pinned
+            spans.c.parent_span_id.is_(None), matching, pinned, counts
         )
         total = conn.execute(counter).scalar_one()
     for r in rows:
