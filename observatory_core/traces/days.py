@@ -90,6 +90,9 @@ def _rows_of(scope: Scope, mode: str, where: list, max_id: int, *, named: bool =
             # version 8 `spans` is the stored table there and both are plain conditions)
             spans.c.parent_span_id.is_(None),
             arrival_order(spans.c.id) <= max_id,
+            # a trace that counts a span, as the list's (`traces/counted_traces.py`): the
+            # tree's count of the spans that count, in the scope under the pin, is that test
+            tree.c.t_spans > 0,
             *([matching] if named else []),
         )
         .subquery("listed")

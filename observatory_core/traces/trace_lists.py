@@ -28,6 +28,7 @@ from observatory_core.semantic.duplicates import counted
 from observatory_core.storage.dialect import arrival_order
 from observatory_core.storage.schema import spans, trace_totals
 from observatory_core.storage.stores import store_for
+from observatory_core.traces.counted_traces import count_roots, counting_page, set_aside_flag
 from observatory_core.traces.cursor import Cursor
 from observatory_core.traces.fields import field_column
 from observatory_core.traces.paging import after, page_end
@@ -110,41 +111,48 @@ def read_roots(
             .correlate(spans)
             .exists()
         )
-    roots = scoped_spans(scope, *(field_column(f) for f in wanted)).where(
+    roots = scoped_spans(scope, *(field_column(f) for f in wanted), set_aside_flag()).where(
         spans.c.parent_span_id.is_(None), pinned
     )
     key = spans.c[sort]
     if position:
         roots = roots.where(after(key, spans.c.id, position))
-    rows = None
-    if by_prefix and direction == "desc":  # the span store: the newest roots first
-        start, end = spec.window(as_of)
-        # the window alone: its newest roots are likely the page, but not a first page's when
-        # the window ended before now (the roots since its end are newest, and fail it)
-        if spec.only_uses(()) and (position or end is None or end >= as_of):
-            rows = roots_passing(conn, where, roots, limit=limit, position=position, start=start)
-        if rows is None:  # within a stretch of stored roots
-            rows = roots_by_stretch(
-                conn, scope, where, roots, limit=limit, position=position, pinned=pinned
+
+    def read(roots) -> list[dict]:
+        rows = None
+        if by_prefix and direction == "desc":  # the span store: the newest roots first
+            start, end = spec.window(as_of)
+            # the window alone: its newest roots are likely the page, but not a first page's
+            # when the window ended before now (the roots since its end are newest, and fail it)
+            if spec.only_uses(()) and (position or end is None or end >= as_of):
+                rows = roots_passing(
+                    conn, where, roots, limit=limit, position=position, start=start
+                )
+            if rows is None:  # within a stretch of stored roots
+                rows = roots_by_stretch(
+                    conn, scope, where, roots, limit=limit, position=position, pinned=pinned
+                )
+        if rows is None:
+            order = (
+                (key.desc(), spans.c.id.desc())
+                if direction == "desc"
+                else (key.asc(), spans.c.id.asc())
             )
-    if rows is None:
-        order = (
-            (key.desc(), spans.c.id.desc())
-            if direction == "desc"
-            else (key.asc(), spans.c.id.asc())
-        )
-        page = conn.execute(roots.where(has_match).order_by(*order).limit(limit + 1))
-        rows = [dict(r) for r in page.mappings()]
+            page = conn.execute(roots.where(has_match).order_by(*order).limit(limit + 1))
+            rows = [dict(r) for r in page.mappings()]
+        return rows
+
+    rows = counting_page(conn, scope, max_id, roots, read)  # no trace of twins set aside alone
     rows, next_cursor = page_end(rows, limit, sort, direction, as_of, max_id)
     ids = [r["trace_id"] for r in rows]
     tree = tree_totals(scope, spans.c.trace_id.in_(ids), max_id)
     totals = {t[0]: t[1:] for t in conn.execute(select(tree))} if ids else {}
     total = None
     if count:
-        counter = scoped_spans(scope, func.count()).where(  # every root: one pass is best
-            spans.c.parent_span_id.is_(None), matching, pinned
+        # every root: one pass is best
+        total = count_roots(
+            conn, scope, [spans.c.parent_span_id.is_(None), matching, pinned], max_id
         )
-        total = conn.execute(counter).scalar_one()
     for r in rows:
         cost, tokens, n_spans, n_errors, first, last = totals[r["trace_id"]]
         r.update(span_count=n_spans, error_count=n_errors)

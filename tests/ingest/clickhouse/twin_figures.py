@@ -102,10 +102,10 @@ def _ch_actors(store, org: int) -> list[tuple]:
 
 
 def _traces(engine, org: int, around: datetime = AT) -> list[tuple]:
-    """The list's traces mode: (trace, spans, cost, tokens, errors) of each trace listed with a span
-    that counts (every store lists a trace whose spans are all set aside too, with nothing
-    counted: `test_twin_only_traces.py`; the totals table is compared whole by
-    `_ch_trace_totals`)."""
+    """The list's traces mode: (trace, spans, cost, tokens, errors) of each trace listed: the
+    traces with a span that counts, a trace of twins set aside alone left out on every store
+    (`traces/counted_traces.py`, `test_twin_only_traces.py`; the totals table is compared
+    whole by `_ch_trace_totals`)."""
     spec = _window(around)
     page = list_spans(engine, admin_scope(org), spec, mode="traces", limit=100, now=NOW)
     return sorted(
@@ -117,7 +117,6 @@ def _traces(engine, org: int, around: datetime = AT) -> list[tuple]:
             r["error_count"],
         )
         for r in page.rows
-        if r["span_count"]
     )
 
 
