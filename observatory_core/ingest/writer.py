@@ -11,8 +11,8 @@ acknowledged or accepted is dropped.
 A writer that finds requests still being decoded (`arriving`), or fewer requests queued than
 were in flight since it took its last group, waits for them, at most `LINGER_S` (up to
 `LINGER_MAX_S` when writes are slow), before it takes its group: clients that were answered
-post again, and the first one decoded would otherwise be written alone, or a group cut in
-two stay two halves for good. On the
+post again, and the first one decoded would otherwise be written alone (or a group cut in
+two would stay in halves for good). On the
 ClickHouse span store each group is one insert with a fixed cost (five views, its parts
 merged later), so groups of one 512-span request instead of four cost about twice the CPU
 per span (docs/span-store-internals.md, "The write path").
