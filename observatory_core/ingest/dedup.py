@@ -251,8 +251,11 @@ class Nearby:
             key = (r["org_id"], r["trace_id"], r["parent_span_id"])
             self.children.setdefault(key, []).append(r)
             self.starts.setdefault(r["org_id"], []).append((r["start_time"], r["id"], r))
-        for starts in self.starts.values():
+        # each org's start times alone, beside `starts`: bisected without a key function
+        self.times: dict[int, list[datetime]] = {}
+        for org, starts in self.starts.items():
             starts.sort(key=lambda item: (item[0], item[1]))
+            self.times[org] = [item[0] for item in starts]
 
     def of(self, row: dict) -> list[dict]:
         org, trace = row["org_id"], row["trace_id"]
@@ -260,9 +263,11 @@ class Nearby:
         parent = self.spans.get((org, trace, row["parent_span_id"]))
         if parent is not None:
             out.append(parent)
-        starts = self.starts.get(org, [])
-        i = bisect_left(starts, row["start_time"] - TOLERANCE, key=lambda item: item[0])
-        while i < len(starts) and starts[i][0] <= row["start_time"] + TOLERANCE:
+        starts, times = self.starts.get(org, []), self.times.get(org, [])
+        start = row["start_time"]
+        i = bisect_left(times, start - TOLERANCE)
+        last = start + TOLERANCE
+        while i < len(times) and times[i] <= last:
             out.append(starts[i][2])
             i += 1
         return out

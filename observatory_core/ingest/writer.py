@@ -9,9 +9,10 @@ instead of piling spans up in memory. On stop the queue is drained first, so not
 acknowledged or accepted is dropped.
 
 A writer that finds requests still being decoded (`arriving`), or fewer requests queued than
-its last group held, waits for them, at most `LINGER_S`, before it takes its group: clients
-that were all answered by one group post again together, and the first one decoded would
-otherwise be written alone. On the
+were in flight since it took its last group, waits for them, at most `LINGER_S` (up to
+`LINGER_MAX_S` when writes are slow), before it takes its group: clients that were answered
+post again, and the first one decoded would otherwise be written alone (or a group cut in
+two would stay in halves for good). On the
 ClickHouse span store each group is one insert with a fixed cost (five views, its parts
 merged later), so groups of one 512-span request instead of four cost about twice the CPU
 per span (docs/span-store-internals.md, "The write path").
@@ -41,6 +42,7 @@ log = logging.getLogger("observatory.ingest")
 # post again) before it takes its group: a request of 512 spans decodes in some 15-60 ms; a
 # group's write takes hundreds.
 LINGER_S = 0.05
+LINGER_MAX_S = 0.2
 
 
 class Overloaded(Exception):
@@ -85,7 +87,15 @@ class BatchWriter:
         self._cond = threading.Condition()
         self._pending = 0
         self._arriving = 0  # requests being decoded, about to `submit`
-        self._last_group = 0  # requests in the last group taken: their clients post again
+        # Requests in flight (being written, queued, being decoded) at their most since the
+        # last group was taken (`_peak`), kept when a group is taken as what the next group
+        # waits for (`_expect`): its clients post again. The size of the last group alone
+        # kept a group cut in two halves in two: each half's clients post again while the
+        # other half is written, and the next group found as many as the last had.
+        self._writing = 0
+        self._peak = 0
+        self._expect = 0
+        self._last_write_s = 0.0  # how long the last group's write took
         self._stopping = False
         # As many writers as the store serves side by side (`Store.writer_threads`).
         count = threads or store_for(engine).writer_threads
@@ -139,6 +149,7 @@ class BatchWriter:
                 raise Overloaded
             self._queue.append((rows, future))
             self._pending += len(rows)
+            self._peak = max(self._peak, self._writing + len(self._queue) + self._arriving)
             self._cond.notify_all()
         return future
 
@@ -149,10 +160,10 @@ class BatchWriter:
                     self._cond.wait()
                 if not self._queue:
                     return None
-                until = time.monotonic() + LINGER_S
+                until = time.monotonic() + self._linger()
                 while (  # until the queue is taken (by another thread too): then wait anew
                     self._queue
-                    and (self._arriving or len(self._queue) < self._last_group)
+                    and (self._arriving or len(self._queue) < self._expect)
                     and not self._stopping
                     and sum(len(rows) for rows, _ in self._queue) < self.group_spans
                     and (left := until - time.monotonic()) > 0
@@ -165,18 +176,29 @@ class BatchWriter:
                 item = self._queue.popleft()
                 group.append(item)
                 size += len(item[0])
-            self._last_group = len(group)
+            self._writing += len(group)
+            self._expect = self._peak
+            self._peak = self._writing + len(self._queue) + self._arriving
             return group
+
+    def _linger(self) -> float:
+        """How long a group waits for its clients: `LINGER_S`, or up to half the last write
+        (at most `LINGER_MAX_S`) when writes are slow (a loaded machine), where a request
+        decodes slowly too and half the clients missed the wait, each group then half full."""
+        return max(LINGER_S, min(self._last_write_s / 2, LINGER_MAX_S))
 
     def _run(self) -> None:
         while (group := self._next_group()) is not None:
+            started = time.monotonic()
             try:
                 outcomes = self._write(group)
             except Exception as exc:  # a fault of ours: no request is left waiting on it
                 log.exception("ingest writer failed")
                 outcomes = [exc] * len(group)
+            self._last_write_s = time.monotonic() - started
             with self._cond:
                 self._pending -= sum(len(rows) for rows, _ in group)
+                self._writing -= len(group)
             # The depth drops before any request hears back: a scrape after a 200 reads it.
             for (_, future), outcome in zip(group, outcomes, strict=True):
                 if isinstance(outcome, BaseException):

@@ -316,6 +316,46 @@ def test_requests_still_decoding_are_written_with_the_first(org_key, monkeypatch
     assert all_spans(engine).height == len(rows)  # sent again: stored once
 
 
+def test_a_group_cut_in_two_is_written_whole_when_its_clients_post_again(org_key, monkeypatch):
+    """Four clients of which one was written alone (the writer took it before the others
+    came) are waited for together when they post again: the writer waits for as many
+    requests as were in flight since its last group, not for that group's size alone, which
+    kept the clients in two groups for good (each half posting again while the other half
+    is written). Groups seen through the writer's own write."""
+    engine, _, _, key = org_key
+    monkeypatch.setattr(writer_module, "LINGER_S", 60.0)  # only the requests end the wait
+    rows = Receiver(engine).decode(sample("genai.pb"), headers(key), now=NOW).rows
+    assert len(rows) >= 4
+    groups: list[int] = []
+    gate = threading.Event()
+    real_write = writer_module.write_spans
+
+    def counted(eng, batch, **kwargs):
+        groups.append(len(batch))
+        if len(groups) == 1:
+            gate.wait(30)  # the others post while the first is written
+        return real_write(eng, batch, **kwargs)
+
+    monkeypatch.setattr(writer_module, "write_spans", counted)
+    writer = BatchWriter(engine)
+    try:
+        first = [writer.submit(rows[:1])]
+        time.sleep(0.3)  # taken alone: nothing else was in flight
+        first += [writer.submit(rows[i : i + 1]) for i in (1, 2, 3)]
+        gate.set()
+        assert [d.result(30) for d in first] == [[]] * 4
+        again = []
+        for i in range(4):  # all four post again, one after the other
+            again.append(writer.submit(rows[i : i + 1]))
+            time.sleep(0.2)
+        assert [d.result(30) for d in again] == [[]] * 4
+    finally:
+        gate.set()
+        writer.stop()
+    assert groups == [1, 3, 4]
+    assert all_spans(engine).height == len(rows[:4])  # sent again: stored once
+
+
 def test_two_writer_threads_take_no_empty_group(org_key, monkeypatch):
     """With two writer threads (PostgreSQL's), the one that waited while the other took the
     whole queue waits for the next request again: it took an empty group (a write of nothing,

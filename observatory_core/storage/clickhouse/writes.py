@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -212,13 +213,43 @@ def _micros(value: datetime | None) -> int | None:
     return (value - _EPOCH) // _MICRO
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_encoders = threading.local()
+
+
+def _dumps(value: Any) -> str:
+    """`_JSON.encode(value)`, with the C encoder it makes for each call made once per thread
+    (half the time of a span's attributes). An encoder that failed is not used again: it may
+    hold the failed value's containers as seen (its check for cycles)."""
+    encoder = getattr(_encoders, "encoder", None)
+    if encoder is None:
+        if json.encoder.c_make_encoder is None:  # no C extension: as before
+            return _JSON.encode(value)
+        encoder = _encoders.encoder = json.encoder.c_make_encoder(
+            {},
+            _JSON.default,
+            json.encoder.encode_basestring,
+            None,
+            _JSON.key_separator,
+            _JSON.item_separator,
+            False,
+            False,
+            True,
+        )
+    try:
+        return "".join(encoder(value, 0))
+    except BaseException:
+        _encoders.encoder = None
+        raise
+
+
 def as_columns(
     rows: list[dict[str, Any]], names: tuple[str, ...], version: int, retain: Callable
 ) -> list[list[Any]]:
     """The rows as columns (the driver's fastest insert), in `names` order: `version` on
     every row, `retain(org, project)` its retention days."""
     out: list[list[Any]] = []
-    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    dumps = _dumps
     for name in names:
         if name in _TIMES:
             out.append([_micros(r[name]) for r in rows])
