@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.demo.catalog import ORGS
+from observatory_core.demo.collector import fewer_collections
 from observatory_core.demo.producer import demo_rows, produced_rows
 from observatory_core.ingest import to_clickhouse
 from observatory_core.ingest.persist import write_spans
@@ -88,8 +89,9 @@ def load_demo(
     else:
         rows = demo_rows(**args)
     try:
-        # the generator's ids are random (128-bit trace ids): each span once
-        written = write_spans(engine, rows, on_batch=on_batch, each_once=True)
+        with fewer_collections():
+            # the generator's ids are random (128-bit trace ids): each span once
+            written = write_spans(engine, rows, on_batch=on_batch, each_once=True)
     finally:
         close = getattr(rows, "close", None)
         if close is not None:

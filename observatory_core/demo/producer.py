@@ -14,6 +14,7 @@ are the generator's, in its order: same seed, same rows.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from observatory_core.base.errors import UserError
+from observatory_core.demo.collector import LOAD_GC_THRESHOLD
 from observatory_core.ingest.pricing import PriceBook
 from observatory_core.storage.clickhouse.writes import JsonText
 
@@ -211,5 +213,10 @@ def produced_rows(
 
 
 if __name__ == "__main__":
+    # this process makes rows and nothing else (`demo/collector.py`): the objects made so far
+    # are never looked at again, and the collector passes less often
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(LOAD_GC_THRESHOLD, *gc.get_threshold()[1:])
     _folder = Path(sys.argv[1])
     _produce(pickle.loads((_folder / "args").read_bytes()), _folder)
