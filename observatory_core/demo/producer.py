@@ -9,7 +9,9 @@ threads, nor a re-run of the caller's main module) runs the seeded generator and
 folder; this process reads each (and deletes it) when it needs the rows. The child stays at most
 `AHEAD` chunks ahead (memory and disk stay bounded whatever the size) and never waits on this
 process while it inserts (a pipe would: the engine's insert holds the interpreter). The rows
-are the generator's, in its order: same seed, same rows.
+are the generator's, in its order: same seed, same rows. Given `json_text`, their `metadata`
+and `attributes` come as the JSON text the insert would write (`with_json_text`), work taken
+off the writer, the busier of the two.
 """
 
 from __future__ import annotations
