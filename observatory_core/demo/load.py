@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from observatory_core.accounts.tenancy import ensure_org, ensure_project
 from observatory_core.demo.catalog import ORGS
+from observatory_core.demo.collector import fewer_collections
 from observatory_core.demo.producer import demo_rows, produced_rows
 from observatory_core.ingest import to_clickhouse
 from observatory_core.ingest.persist import write_spans
@@ -40,6 +41,17 @@ def ensure_demo_tenants(engine: Engine) -> dict[tuple[str, str], tuple[int, int]
     return ids
 
 
+def _json_unread(engine: Engine, ids: dict[tuple[str, str], tuple[int, int]]) -> bool:
+    """Whether the span store's write path reads no `metadata` or `attributes` of the demo's
+    rows, so they may come as the insert's JSON text (`producer.with_json_text`): it reads
+    them only to fill an org's declared dimensions (`to_clickhouse.fill_dimensions`), and a
+    twin's `service.instance.id`, which the demo's attributes never hold. The write reads the
+    same cached settings (`to_clickhouse.org_settings`, read once per write); a declaration
+    made in between fails the load loudly (text has no keys), it cannot store other values."""
+    declared = to_clickhouse.org_settings(engine).dimensions
+    return not any(declared.get(org_id) for org_id, _ in ids.values())
+
+
 def load_demo(
     engine: Engine,
     *,
@@ -63,7 +75,7 @@ def load_demo(
     # one batch or less gains nothing from the child (the writer would wait for all of it)
     # and pays its start (about a second: the bootstrap's top-ups of a few hundred spans)
     child = span_store() is not None and spans > to_clickhouse.BATCH
-    rows = (produced_rows if child else demo_rows)(
+    args = dict(
         ids=ids,
         end=end,
         days=days,
@@ -72,9 +84,14 @@ def load_demo(
         spans=spans,
         text_max_chars=text_max_chars,
     )
+    if child:
+        rows = produced_rows(**args, json_text=_json_unread(engine, ids))
+    else:
+        rows = demo_rows(**args)
     try:
-        # the generator's ids are random (128-bit trace ids): each span once
-        written = write_spans(engine, rows, on_batch=on_batch, each_once=True)
+        with fewer_collections():
+            # the generator's ids are random (128-bit trace ids): each span once
+            written = write_spans(engine, rows, on_batch=on_batch, each_once=True)
     finally:
         close = getattr(rows, "close", None)
         if close is not None:

@@ -1,6 +1,7 @@
 """The demo's rows made in a child process (`demo/producer.py`) are the generator's, in its
 order, across many hand-over files; a child that fails is reported, not waited on."""
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ import pytest
 from observatory_core.base.errors import UserError
 from observatory_core.demo import producer
 from observatory_core.ingest.pricing import PriceBook
+from observatory_core.storage.clickhouse import layout, writes
+from observatory_core.storage.clickhouse.writes import JsonText
 from tests.demo.test_generator import IDS, generate
 from tests.helpers import END
 
@@ -100,3 +103,40 @@ def test_a_killed_writer_leaves_no_child_and_no_files(tmp_path):
         os.kill(children[0], signal.SIGKILL)
     assert not _alive(children[0]), "the child outlived its writer"
     assert left == [], f"the child's files were left: {len(left)}"
+
+
+def test_rows_with_json_text_insert_the_same_columns(monkeypatch):
+    """The child's `metadata` and `attributes` as JSON text (`json_text`) are what the span
+    store's insert would have made of the generator's objects: every inserted column equal."""
+    monkeypatch.setattr(producer, "CHUNK", 700)
+    rows = list(
+        producer.produced_rows(
+            ids=IDS,
+            end=END,
+            days=14,
+            seed=9,
+            prices=PriceBook({}),
+            spans=3000,
+            text_max_chars=16_000,
+            json_text=True,
+        )
+    )
+    generated = generate(3000, seed=9)
+    assert all(isinstance(r[n], JsonText) for r in rows for n in producer.JSON_COLUMNS)
+    assert [json.loads(r["metadata"]) for r in rows] == [r["metadata"] for r in generated]
+    names, retain = layout.span_column_names(), writes.retainer({})
+    assert writes.as_columns(rows, names, 1, retain) == writes.as_columns(
+        generated, names, 1, retain
+    )
+
+
+def test_equal_objects_of_other_types_get_their_own_text():
+    """1, 1.0 and True are equal dict keys but three JSON texts; nested values are encoded
+    alone; a repeated object's text is the same one."""
+    values = [{"a": 1}, {"a": 1.0}, {"a": True}, {"a": [1]}, {"a": {"b": None}}, {"a": 1}, {}]
+    rows = [{"metadata": v, "attributes": {"k": "x"}} for v in values]
+    out = list(producer.with_json_text([dict(r) for r in rows]))
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    assert [r["metadata"] for r in out] == [encode(v) for v in values]
+    assert out[0]["metadata"] is out[5]["metadata"]
+    assert out[0]["attributes"] is out[1]["attributes"]
