@@ -4,8 +4,9 @@ A trace made only of twins set aside (each span the copy of a call whose other c
 another trace, counts: docs/ingestion.md, "A call instrumented twice") counts nothing: no cost,
 no tokens, no span, no error, and the Overview's and Home's trace counts and the tree-total
 sorts (which rank `trace_totals`, of counted spans only) leave it out. The list by the root's
-start, its total and its days leave it out too, so the figures of traces agree with one another
-whatever the sort; spans mode still lists its spans. Every trace listed counts a span.
+start, its total and its days leave it out too; spans mode still lists its spans. Every trace
+listed counts a span. (A trace whose root is set aside but another span counts is listed by
+the root's start and not by a tree total: docs/scale.md, "Known gaps".)
 
 Such a trace's root is set aside too (every span of it is), so only a set-aside root's trace is
 ever looked into. The page and its count read a flag of the root row (`set_aside_flag`, a
@@ -39,7 +40,7 @@ def set_aside_flag() -> Label:
     return (~counted(spans.c)).label(ASIDE)
 
 
-def _counting(scope: Scope, max_id: int, traces: list[str]):
+def _counting(scope: Scope, max_id: int, traces: list[str]) -> Select:
     """The ids of those of `traces` with a span that counts (in the scope, under the pin)."""
     c = spans.c
     return scoped_spans(scope, c.trace_id).where(
@@ -53,27 +54,34 @@ def counting_page(
     max_id: int,
     roots: Select,
     read: Callable[[Select], list[dict]],
+    within: list,
 ) -> list[dict]:
     """The page `read` finds among `roots` (which carry `set_aside_flag`), read again under
     `holds_counted_span` when one of its roots is of a trace that counts no span; the flag
-    taken out. Only the set-aside roots' traces are looked into, in one read by their ids."""
+    taken out of the rows (in place). Only the set-aside roots' traces are looked into, in one
+    read by their ids. `within`: conditions on the roots (the filter's), which bound the span
+    store's set of set-aside roots."""
     rows = read(roots)
     aside = [r["trace_id"] for r in rows if r[ASIDE]]
     if aside:
         found = set(conn.execute(_counting(scope, max_id, aside).distinct()).scalars())
         if any(t not in found for t in aside):
-            rows = read(roots.where(holds_counted_span(conn, scope, max_id)))
+            rows = read(roots.where(holds_counted_span(conn, scope, max_id, within)))
     for r in rows:
         del r[ASIDE]
     return rows
 
 
-def holds_counted_span(conn: Connection, scope: Scope, max_id: int) -> ColumnElement[bool]:
+def holds_counted_span(
+    conn: Connection, scope: Scope, max_id: int, within: list
+) -> ColumnElement[bool]:
     """The condition, on a root row of `spans` in the outer query, that its trace holds a span
     that counts (in the scope, arrived by the pin `max_id`): a root that counts passes
     outright. Where the store probes per row (`Store.correlated_reads`) a set-aside root's
-    trace is probed by its key; the span store reads the traces of the set-aside roots once,
-    then theirs that count (the trace id's skip index narrows that read)."""
+    trace is probed by its key; the span store reads the traces of the set-aside roots once
+    (those passing `within`, the outer query's conditions on its roots, so the set is the
+    filter's, not every set-aside root of all time), then theirs that count (the trace id's
+    skip index narrows that read)."""
     if store_for(conn).correlated_reads:
         other = spans.alias("counting")
         probe = (
@@ -90,7 +98,7 @@ def holds_counted_span(conn: Connection, scope: Scope, max_id: int) -> ColumnEle
         return or_(counted(spans.c), probe)
     pinned = arrival_order(spans.c.id) <= max_id
     aside = scoped_spans(scope, spans.c.trace_id).where(
-        spans.c.parent_span_id.is_(None), ~counted(spans.c), pinned
+        spans.c.parent_span_id.is_(None), ~counted(spans.c), pinned, *within
     )
     theirs = scoped_spans(scope, spans.c.trace_id).where(
         spans.c.trace_id.in_(aside.correlate(None)), counted(spans.c), pinned
@@ -107,6 +115,6 @@ def count_roots(conn: Connection, scope: Scope, where: list, max_id: int) -> int
     if not flagged:
         return int(total)
     alone = scoped_spans(scope, func.count()).where(
-        *where, not_(holds_counted_span(conn, scope, max_id))
+        *where, not_(holds_counted_span(conn, scope, max_id, where))
     )
     return int(total) - int(conn.execute(alone).scalar_one())

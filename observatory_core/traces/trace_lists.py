@@ -142,14 +142,15 @@ def read_roots(
             rows = [dict(r) for r in page.mappings()]
         return rows
 
-    rows = counting_page(conn, scope, max_id, roots, read)  # no trace of twins set aside alone
+    # no trace of twins set aside alone
+    rows = counting_page(conn, scope, max_id, roots, read, within=[matching])
     rows, next_cursor = page_end(rows, limit, sort, direction, as_of, max_id)
     ids = [r["trace_id"] for r in rows]
     tree = tree_totals(scope, spans.c.trace_id.in_(ids), max_id)
     totals = {t[0]: t[1:] for t in conn.execute(select(tree))} if ids else {}
     total = None
     if count:
-        # every root: one pass is best
+        # every root in one pass (a second only when it counted set-aside roots)
         total = count_roots(
             conn, scope, [spans.c.parent_span_id.is_(None), matching, pinned], max_id
         )
