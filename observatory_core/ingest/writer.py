@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +43,20 @@ log = logging.getLogger("observatory.ingest")
 # group's write takes hundreds.
 LINGER_S = 0.05
 LINGER_MAX_S = 0.2
+
+
+def _answer(future: Future, outcome: Any) -> None:
+    """Answer one request of a group. A request whose waiter gave up (its future cancelled:
+    `asyncio.wrap_future` cancels it with the route's task, as on a forced shutdown) is not
+    answered: setting it raises, which would end this writer thread and leave every later
+    request waiting for good. Its rows were written (a resend is stored once)."""
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except InvalidStateError:
+        log.info("ingest writer: a request's waiter left before its answer")
 
 
 class Overloaded(Exception):
@@ -113,7 +127,7 @@ class BatchWriter:
     @contextmanager
     def arriving(self) -> Iterator[Arrival]:
         """Around a request's decoding: a writer about to take a group waits for it (at most
-        `LINGER_S`) until its rows are submitted through the answered `Arrival` or the block
+        its linger, `LINGER_S` to `LINGER_MAX_S`) until its rows are submitted through the answered `Arrival` or the block
         ends, so requests posted together are written together."""
         arrival = Arrival(self)
         with self._cond:
@@ -163,7 +177,8 @@ class BatchWriter:
                 until = time.monotonic() + self._linger()
                 while (  # until the queue is taken (by another thread too): then wait anew
                     self._queue
-                    and (self._arriving or len(self._queue) < self._expect)
+                    # those in flight it could take: not another thread's group being written
+                    and (self._arriving or len(self._queue) < self._expect - self._writing)
                     and not self._stopping
                     and sum(len(rows) for rows, _ in self._queue) < self.group_spans
                     and (left := until - time.monotonic()) > 0
@@ -201,10 +216,7 @@ class BatchWriter:
                 self._writing -= len(group)
             # The depth drops before any request hears back: a scrape after a 200 reads it.
             for (_, future), outcome in zip(group, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+                _answer(future, outcome)
 
     def _write(
         self, group: list[tuple[list[dict[str, Any]], Future]]

@@ -69,8 +69,8 @@ def test_dumps_writes_as_the_encoder():
 
 
 def test_dumps_after_a_failure_writes_the_next_value_right():
-    """A failed encoding may leave the encoder holding its containers as seen (the check for
-    cycles): the next value, which may reuse their ids, is still written, not refused."""
+    """After a failed encoding the next values are written as the encoder writes them, and
+    the error is the encoder's."""
     encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
     cycle: dict = {}
     cycle["self"] = cycle
@@ -82,3 +82,14 @@ def test_dumps_after_a_failure_writes_the_next_value_right():
         assert str(ours.value) == str(theirs.value)
         for value in VALUES:
             assert writes._dumps(value) == encoder.encode(value)
+
+
+def test_a_container_of_a_failed_value_is_written_next():
+    """A failed encoding leaves the encoder holding the failed value's containers as seen
+    (its check for cycles): one of them written next would be refused as a circular
+    reference, unless the encoder is made anew (as `_dumps` does after a failure)."""
+    inner: list = [object()]
+    with pytest.raises(TypeError):
+        writes._dumps({"a": inner})
+    inner[0] = 1
+    assert writes._dumps(inner) == "[1]"

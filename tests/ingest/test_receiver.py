@@ -337,10 +337,13 @@ def test_a_group_cut_in_two_is_written_whole_when_its_clients_post_again(org_key
         return real_write(eng, batch, **kwargs)
 
     monkeypatch.setattr(writer_module, "write_spans", counted)
-    writer = BatchWriter(engine)
+    # one writer thread: with PostgreSQL's two, the other could take a request alone
+    writer = BatchWriter(engine, threads=1)
     try:
         first = [writer.submit(rows[:1])]
-        time.sleep(0.3)  # taken alone: nothing else was in flight
+        deadline = time.monotonic() + 30
+        while not groups and time.monotonic() < deadline:  # taken alone: nothing else in flight
+            time.sleep(0.01)
         first += [writer.submit(rows[i : i + 1]) for i in (1, 2, 3)]
         gate.set()
         assert [d.result(30) for d in first] == [[]] * 4
@@ -383,3 +386,72 @@ def test_two_writer_threads_take_no_empty_group(org_key, monkeypatch):
     finally:
         writer.stop()
     assert 0 not in taken and sum(taken) == 6
+
+
+class _TimedWriter(BatchWriter):
+    """A writer whose write takes `WRITE_S` and stores nothing: the groups alone."""
+
+    WRITE_S = 0.1
+
+    def __init__(self, threads: int) -> None:
+        self.groups: list[int] = []
+        super().__init__(None, threads=threads)
+
+    def _write(self, group):
+        self.groups.append(len(group))
+        time.sleep(self.WRITE_S)
+        return [[] for _ in group]
+
+
+def test_two_writer_threads_do_not_wait_for_the_others_clients(monkeypatch):
+    """With two writer threads (PostgreSQL's), the requests of the group the other thread is
+    writing cannot post again before that write ends: a group waits only for those it could
+    take. Counting them, a client posting again waited its whole linger (here 60 s) for the
+    other thread's client, still being written."""
+    monkeypatch.setattr(writer_module, "LINGER_S", 60.0)
+    monkeypatch.setattr(writer_module, "LINGER_MAX_S", 60.0)
+    gates = [threading.Event(), threading.Event()]
+
+    class Gated(_TimedWriter):
+        def _write(self, group):
+            self.groups.append(len(group))
+            if len(self.groups) <= len(gates):
+                gates[len(self.groups) - 1].wait(30)
+            return [[] for _ in group]
+
+    writer = Gated(threads=2)
+
+    def taken(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(writer.groups) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    try:
+        first = writer.submit([{}])
+        taken(1)  # one thread writes the first client's request
+        second = writer.submit([{}])
+        taken(2)  # the other thread writes the second's
+        gates[0].set()
+        assert first.result(10) == []
+        # the first client posts again while the second's request is still being written
+        assert writer.submit([{}]).result(10) == []
+    finally:
+        for gate in gates:
+            gate.set()
+        writer.stop()
+    assert second.result(10) == []
+    assert writer.groups == [1, 1, 1]
+
+
+def test_a_request_whose_waiter_left_does_not_stop_the_writer():
+    """A request's future cancelled before its answer (its route's task cancelled, as on a
+    forced shutdown) is not answered; the writer thread goes on and the next request is
+    answered (setting the cancelled future raised and ended the only writer thread)."""
+    writer = _TimedWriter(threads=1)
+    try:
+        gone = writer.submit([{}])
+        assert gone.cancel()
+        assert writer.submit([{}]).result(10) == []
+    finally:
+        writer.stop()
+    assert writer.groups in ([1, 1], [2])

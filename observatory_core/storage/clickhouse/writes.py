@@ -219,8 +219,9 @@ _encoders = threading.local()
 
 def _dumps(value: Any) -> str:
     """`_JSON.encode(value)`, with the C encoder it makes for each call made once per thread
-    (half the time of a span's attributes). An encoder that failed is not used again: it may
-    hold the failed value's containers as seen (its check for cycles)."""
+    (half the time of a span's attributes). An encoder that failed is not used again: it keeps
+    the failed value's containers as seen (its check for cycles), so one of them encoded next
+    would be refused as a circular reference."""
     encoder = getattr(_encoders, "encoder", None)
     if encoder is None:
         if json.encoder.c_make_encoder is None:  # no C extension: as before
