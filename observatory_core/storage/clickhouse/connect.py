@@ -132,11 +132,25 @@ class SpanStore:
         self.client.close()
 
 
+# The in-process engine's options (its startup arguments; chDB reads a query-level setting as
+# the connection's): decompressed blocks kept between reads, up to `uncompressed_cache_size`
+# bytes, as PostgreSQL keeps decoded pages in its buffers. The pages read the same recent
+# granules and the org's trace totals again and again (a window moving by the second), and
+# decompressing them was much of their CPU: at 1M spans the explorer's reads took 30-55 % less
+# CPU, the traces by tree cost about a quarter, for about 240 MB more resident memory
+# (docs/span-store-internals.md, "Where the first pages' time goes"). A read of more than
+# `merge_tree_max_rows_to_use_cache` rows (1,048,576) neither uses nor fills it, so a long scan
+# does not push the pages' blocks out.
+CHDB_OPTIONS = {"uncompressed_cache_size": 512 * 2**20, "use_uncompressed_cache": 1}
+
+
 def _client(target: SpanStoreTarget):
     import clickhouse_connect
 
     if target.in_process:
-        client = clickhouse_connect.get_client(interface="chdb", path=target.path)
+        client = clickhouse_connect.get_client(
+            interface="chdb", path=target.path, chdb_options=CHDB_OPTIONS
+        )
         return _Turns(client, _turn_of(str(target.path)))
     return clickhouse_connect.get_client(
         host=target.host,
