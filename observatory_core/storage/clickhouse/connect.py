@@ -136,9 +136,10 @@ class SpanStore:
 # the connection's): decompressed blocks kept between reads, up to `uncompressed_cache_size`
 # bytes, as PostgreSQL keeps decoded pages in its buffers. The pages read the same recent
 # granules and the org's trace totals again and again (a window moving by the second), and
-# decompressing them was much of their CPU: at 1M spans the explorer's reads took 30-55 % less
-# CPU, the traces by tree cost about a quarter, for about 240 MB more resident memory
-# (docs/span-store-internals.md, "Where the first pages' time goes"). A read of more than
+# decompressing them was much of their CPU: at 1M spans the explorer's first pages and searches
+# took 25-55 % less CPU (traces by tree cost about a fifth to a quarter), the metrics and the
+# Overview 5-20 %, for about 250 MB more resident memory (docs/span-store-internals.md, "Where
+# the first pages' time goes"). A read of more than
 # `merge_tree_max_rows_to_use_cache` rows (1,048,576) neither uses nor fills it, so a long scan
 # does not push the pages' blocks out.
 CHDB_OPTIONS = {"uncompressed_cache_size": 512 * 2**20, "use_uncompressed_cache": 1}
