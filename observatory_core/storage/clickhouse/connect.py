@@ -132,17 +132,16 @@ class SpanStore:
         self.client.close()
 
 
-# The in-process engine's options (its startup arguments; chDB reads a query-level setting as
-# the connection's): decompressed blocks kept between reads, up to `uncompressed_cache_size`
-# bytes, as PostgreSQL keeps decoded pages in its buffers. The pages read the same recent
-# granules and the org's trace totals again and again (a window moving by the second), and
-# decompressing them was much of their CPU: at 1M spans the explorer's first pages and searches
-# took 25-55 % less CPU (traces by tree cost about a fifth to a quarter), the metrics and the
-# Overview 5-20 %, for about 250 MB more resident memory (docs/span-store-internals.md, "Where
-# the first pages' time goes"). A read of more than
-# `merge_tree_max_rows_to_use_cache` rows (1,048,576) neither uses nor fills it, so a long scan
-# does not push the pages' blocks out.
-CHDB_OPTIONS = {"uncompressed_cache_size": 512 * 2**20, "use_uncompressed_cache": 1}
+# The in-process engine's options (its startup arguments): a cache of decompressed blocks of up
+# to 512 MiB, which chDB's defaults leave out. A statement reads through it when it asks
+# (`sql._asked`, execution option `block_cache`): the traces by a tree total read the org's
+# trace totals and the window's granules at every request. Read through it by every statement,
+# the explorer's first pages and searches took 25-55 % less CPU at 1M (traces by tree cost about
+# a fifth to a quarter), for about 250 MB more resident memory, but a read's cached blocks count
+# against its memory bound (docs/span-store-internals.md, "Where the first pages' time goes").
+# A read of more than `merge_tree_max_rows_to_use_cache` rows (1,048,576) neither uses nor
+# fills it.
+CHDB_OPTIONS = {"uncompressed_cache_size": 512 * 2**20}
 
 
 def _client(target: SpanStoreTarget):

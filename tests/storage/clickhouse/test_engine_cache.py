@@ -1,6 +1,7 @@
-"""The in-process engine keeps decompressed blocks between reads (`connect.CHDB_OPTIONS`): a
-read repeated is served from the cache, with the same rows as a read that bypasses it, and a
-part rewritten (a mutation, as a wrapper move's) or added (an insert) is read anew."""
+"""The in-process engine keeps decompressed blocks between reads that ask (`connect.CHDB_OPTIONS`,
+`sql._asked`): a read repeated is served from the cache, with the same rows as a read that
+bypasses it, and a part rewritten (a mutation, as a wrapper move's) or added (an insert) is read
+anew. test_builders.py: the traces by a tree total ask, and only on chDB."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def _same(got: list[tuple], want: list[tuple]) -> bool:
     return [g[:3] for g in got] == want
 
 
-def test_the_engine_keeps_decompressed_blocks_for_every_read(chdb_store):
+def test_the_engine_has_a_block_cache_that_reads_use_when_they_ask(chdb_store):
     store = chdb_store
     settings = dict(
         store.client.query(
@@ -55,7 +56,7 @@ def test_the_engine_keeps_decompressed_blocks_for_every_read(chdb_store):
     used = store.client.query(
         "SELECT value FROM system.settings WHERE name = 'use_uncompressed_cache'"
     ).result_rows
-    assert used == [("1",)]
+    assert used == [("0",)]  # a statement asks for it (`sql._asked`)
 
 
 def test_a_repeated_read_is_served_from_the_cache_and_sees_parts_rewritten_or_added(chdb_store):
