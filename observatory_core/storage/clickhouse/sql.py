@@ -148,7 +148,8 @@ def _before(conn, cursor, statement, parameters, context, executemany):
 def _asked(context, option: str) -> bool:
     """Whether the statement carries the execution option `option`. `block_cache`: read through
     the engine's cache of decompressed blocks (`connect.CHDB_OPTIONS`), for the traces by a tree
-    total, which read the org's trace totals and the window's granules at every request; not
+    total, which read the org's trace totals and the window's granules at every request (at 1M,
+    the page's CPU 85-89 -> 63-73 ms median, docs/span-store-internals.md); not
     every read (a read's cached blocks count against its memory bound, `reads.READ_MEMORY`,
     which an export of long prompts then passed)."""
     return context is not None and bool(context.execution_options.get(option, False))
