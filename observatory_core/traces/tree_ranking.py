@@ -216,6 +216,7 @@ def read_by_tree(
         # the same rows; the span store keeps no id to look up, its trace ids are indexed
         spans.c.trace_id.in_([r["trace_id"] for r in ranked]),
     )
+    roots = roots.execution_options(block_cache=True)
     by_id = {r["id"]: dict(r) for r in conn.execute(roots).mappings()} if ids else {}
     total = None
     if count:
@@ -355,7 +356,9 @@ def _rank(conn, scope, per_trace, sort, direction, limit, position, max_id, summ
     def read(query, order) -> list[dict]:
         # one thread where the store runs in this process (chDB): the grouping's many small
         # groups cost more CPU split over threads than they save (`storage/clickhouse/sql.py`)
-        page = query.order_by(*order).limit(limit + 1).execution_options(one_thread=True)
+        page = query.order_by(*order).limit(limit + 1)
+        # read through the engine's block cache (`storage/clickhouse/sql.py`, `_asked`)
+        page = page.execution_options(one_thread=True, block_cache=True)
         return [dict(r) for r in conn.execute(page).mappings()]
 
     query, order = ranking()

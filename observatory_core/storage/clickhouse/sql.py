@@ -136,9 +136,23 @@ def _before(conn, cursor, statement, parameters, context, executemany):
         statement = statement.rstrip().rstrip(";") + _bounds(left, cluster)
         if _one_thread(conn, context):
             statement += ", max_threads = 1"
+        if _asked(context, "block_cache") and getattr(
+            conn.dialect, "observatory_in_process", False
+        ):
+            statement += ", use_uncompressed_cache = 1"
     if isinstance(parameters, dict):
         parameters = {k: _bound(v) for k, v in parameters.items()}
     return statement, parameters
+
+
+def _asked(context, option: str) -> bool:
+    """Whether the statement carries the execution option `option`. `block_cache`: read through
+    the engine's cache of decompressed blocks (`connect.CHDB_OPTIONS`), for the traces by a tree
+    total, which read the org's trace totals and the window's granules at every request (at 1M,
+    the page's CPU 85-89 -> 63-73 ms median, docs/span-store-internals.md); not
+    every read (a read's cached blocks count against its memory bound, `reads.READ_MEMORY`,
+    which an export of long prompts then passed)."""
+    return context is not None and bool(context.execution_options.get(option, False))
 
 
 def _one_thread(conn, context) -> bool:

@@ -361,9 +361,12 @@ def test_only_the_tree_totals_ranking_runs_on_one_thread_and_only_on_chdb(store,
         assert len(threaded) == 1 and "trace_totals" in threaded[0], seen
         assert "JOIN" not in threaded[0]  # no trace written to since the pin: none joined
         assert len(seen) > 1  # the root rows' read, on the engine's threads
+        # the ranking and the root rows read through the engine's block cache (`sql._asked`)
+        assert len([s for s in seen if "use_uncompressed_cache = 1" in s]) == 2, seen
         monkeypatch.setattr(store.engine.dialect, "observatory_in_process", False)
         other = page()
         assert seen and not any("max_threads" in s for s in seen)
+        assert not any("use_uncompressed_cache" in s for s in seen)
     finally:
         event.remove(store.engine, "before_cursor_execute", record)
     assert one.rows and one.rows == other.rows
