@@ -44,10 +44,12 @@ def ensure_demo_tenants(engine: Engine) -> dict[tuple[str, str], tuple[int, int]
 def _json_unread(engine: Engine, ids: dict[tuple[str, str], tuple[int, int]]) -> bool:
     """Whether the span store's write path reads no `metadata` or `attributes` of the demo's
     rows, so they may come as the insert's JSON text (`producer.with_json_text`): it reads
-    them only to fill an org's declared dimensions (`to_clickhouse.fill_dimensions`), and a
-    twin's `service.instance.id`, which the demo's attributes never hold. The write reads the
-    same cached settings (`to_clickhouse.org_settings`, read once per write); a declaration
-    made in between fails the load loudly (text has no keys), it cannot store other values."""
+    them only to fill an org's declared dimensions (`to_clickhouse.fill_dimensions`), and for
+    twins, which the demo's rows never make (they have no `scope_name`, so
+    `set_aside_twins` returns before reading attributes). The write reads the settings once,
+    at its start, from the same 60-second cache; should that cache renew in between and
+    find a dimension declared meanwhile, the load fails loudly (the text has no keys: `'JsonText'
+    object has no attribute 'get'`): it cannot store other values."""
     declared = to_clickhouse.org_settings(engine).dimensions
     return not any(declared.get(org_id) for org_id, _ in ids.values())
 

@@ -77,7 +77,8 @@ def _flat_key(value: Any) -> tuple | None:
         kind = type(item)
         if kind not in _SCALARS:
             return None
-        key.append((name, kind, item))
+        # repr tells 0.0 from -0.0, equal as keys but not as texts
+        key.append((name, kind, repr(item) if kind is float else item))
     return tuple(key)
 
 

@@ -140,7 +140,10 @@ class SpanStore:
 # a fifth to a quarter), for about 250 MB more resident memory, but a read's cached blocks count
 # against its memory bound (docs/span-store-internals.md, "Where the first pages' time goes").
 # A read of more than `merge_tree_max_rows_to_use_cache` rows (1,048,576) neither uses nor
-# fills it.
+# fills it. Blocks are keyed by file path and offset, and parts never change in place (a
+# mutation, merge or delete writes a new part), so a cached block is what its file holds; but a
+# table reloaded in a running engine (DETACH/ATTACH after all its parts went) can reuse a part's
+# name: nothing here does that, and whatever does must `SYSTEM DROP UNCOMPRESSED CACHE` after.
 CHDB_OPTIONS = {"uncompressed_cache_size": 512 * 2**20}
 
 
