@@ -114,14 +114,10 @@ def retained(batch: list[dict[str, Any]], retain: Callable) -> dict[tuple[int, i
     return {pair: retain(*pair) for pair in set(map(_PAIR, batch))}
 
 
-def unexpired(
-    batch: list[dict[str, Any]],
-    retain: Callable,
-    days: Mapping[tuple[int, int], int] | None = None,
-) -> list[dict[str, Any]]:
-    """The rows not past their retention (`retain(org, project)` days, 0: kept); `days`: the
-    batch's `retained`, if already worked out."""
-    days = retained(batch, retain) if days is None else days
+def unexpired(batch: list[dict[str, Any]], retain: Callable) -> list[dict[str, Any]]:
+    """The rows not past their retention (`retain(org, project)` days, 0: kept), worked out
+    per (org, project) of the batch."""
+    days = retained(batch, retain)
     if not any(days.values()):
         return list(batch)
     cutoff = datetime.now(UTC) + EXPIRY_MARGIN
@@ -199,19 +195,17 @@ def only_written_here(
     mine: Mapping[int, int],
     retain: Callable,
     versions: Collection[int],
-    days: Mapping[tuple[int, int], int] | None = None,
 ) -> bool:
     """Whether the store holds, of the batch's orgs, exactly the `mine[org]` spans this write
     inserted (at `versions`) and nothing else: then, for input that holds each span once, none
     of the batch's spans is stored and the look-up (`stored_starts`) can be skipped. A row of
     another version is another writer's (found in review: a count alone passed when one of
     ours was deleted as another writer added one); a row of ours gone changes the count. With
-    a retention set on a batch row the TTL may drop rows: not skipped. `days`: the batch's
-    `retained`, if already worked out."""
+    a retention set on a batch row the TTL may drop rows: not skipped."""
     orgs = sorted({row["org_id"] for row in batch})
     if not orgs:  # nothing to look up
         return True
-    if any((retained(batch, retain) if days is None else days).values()):
+    if any(retained(batch, retain).values()):  # per (org, project), not per row
         return False
     result = store.client.query(
         f"SELECT org_id, count(), countIf({layout.VERSION} NOT IN %(versions)s) "
@@ -415,12 +409,8 @@ def _write(
     for batch in _batches(rows, batch_size):
         org_ids = sorted({r["org_id"] for r in batch})
         with org_turn(store, turn, org_ids):
-            fresh = _first_copies(batch)
-            pair_days = retained(fresh, retain)  # a few (org, project)s: not once a row
-            if len(kept := unexpired(fresh, retain, pair_days)) < len(fresh):
-                pair_days = retained(kept, retain)  # the pairs left
-            fresh = kept
-            if each_once and only_written_here(store, fresh, mine, retain, versions, pair_days):
+            fresh = unexpired(_first_copies(batch), retain)
+            if each_once and only_written_here(store, fresh, mine, retain, versions):
                 known = {}
             else:
                 known = stored_starts(store, fresh)
