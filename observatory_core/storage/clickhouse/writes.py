@@ -35,10 +35,12 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from observatory_core.base.errors import DatabaseUnavailable, first_line
@@ -74,7 +76,13 @@ def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
         yield batch
 
 
+_SPAN_KEY = itemgetter("org_id", "trace_id", "span_id")
+_PAIR = itemgetter("org_id", "project_id")
+
+
 def _first_copies(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if len(set(map(_SPAN_KEY, batch))) == len(batch):  # the common case: no repeat, one C pass
+        return list(batch)
     seen: set[tuple[int, str, str]] = set()
     out = []
     for row in batch:
@@ -100,15 +108,27 @@ def retainer(days: Mapping[tuple[int, int], int]) -> Callable[[int, int], int]:
     return retain
 
 
+def retained(batch: list[dict[str, Any]], retain: Callable) -> dict[tuple[int, int], int]:
+    """`retain(org, project)` of each (org, project) in the batch: worked out once a pair, not
+    once a row (a batch holds a few pairs)."""
+    return {pair: retain(*pair) for pair in set(map(_PAIR, batch))}
+
+
 def unexpired(batch: list[dict[str, Any]], retain: Callable) -> list[dict[str, Any]]:
-    """The rows not past their retention (`retain(org, project)` days, 0: kept)."""
+    """The rows not past their retention (`retain(org, project)` days, 0: kept), worked out
+    per (org, project) of the batch."""
+    days = retained(batch, retain)
+    if not any(days.values()):
+        return list(batch)
     cutoff = datetime.now(UTC) + EXPIRY_MARGIN
-    out = []
-    for row in batch:
-        days = retain(row["org_id"], row["project_id"])
-        if not days or row["start_time"] + timedelta(days=days) > cutoff:
-            out.append(row)
-    return out
+    # start + d > cutoff <=> start > cutoff - d (exact: whole microseconds)
+    since = {pair: cutoff - timedelta(days=d) for pair, d in days.items() if d}
+    return [
+        row
+        for row in batch
+        if (after := since.get((row["org_id"], row["project_id"]))) is None
+        or row["start_time"] > after
+    ]
 
 
 def plain_list(values: list[str]) -> str | None:
@@ -185,7 +205,7 @@ def only_written_here(
     orgs = sorted({row["org_id"] for row in batch})
     if not orgs:  # nothing to look up
         return True
-    if any(retain(row["org_id"], row["project_id"]) for row in batch):
+    if any(retained(batch, retain).values()):  # per (org, project), not per row
         return False
     result = store.client.query(
         f"SELECT org_id, count(), countIf({layout.VERSION} NOT IN %(versions)s) "
@@ -248,7 +268,12 @@ def as_columns(
     rows: list[dict[str, Any]], names: tuple[str, ...], version: int, retain: Callable
 ) -> list[list[Any]]:
     """The rows as columns (the driver's fastest insert), in `names` order: `version` on
-    every row, `retain(org, project)` its retention days."""
+    every row, `retain(org, project)` its retention days (worked out once per (org, project)).
+    Plain comprehensions, column by column: taking each row's values in one pass
+    (`itemgetter(*names)`, transposed), `map(itemgetter(name), rows)`, or the times'
+    arithmetic in C (`map(sub, ...)`) measured no faster on 50k demo rows (2026-12), and the
+    transposed tuples slower for the collector; fetching each row's dict again for each column
+    is most of the cost."""
     out: list[list[Any]] = []
     dumps = _dumps
     for name in names:
@@ -257,7 +282,7 @@ def as_columns(
         elif name == layout.VERSION:
             out.append([version] * len(rows))
         elif name == layout.RETAIN_DAYS:
-            out.append([retain(r["org_id"], r["project_id"]) for r in rows])
+            out.append(_retain_column(rows, retain))
         elif name in layout.JSON_TEXT:
             out.append([v if isinstance(v := r[name], JsonText) else dumps(v) for r in rows])
         elif name == "tags":
@@ -267,6 +292,18 @@ def as_columns(
         else:  # a complete row has every other column
             out.append([r[name] for r in rows])
     return out
+
+
+def _retain_column(rows: list[dict[str, Any]], retain: Callable) -> list[int]:
+    """Each row's `retain(org, project)`, worked out per (org, project) and looked up per row;
+    one value for the whole batch (as when no retention is set) without a look-up."""
+    days = retained(rows, retain)
+    if len(set(days.values())) <= 1:
+        return [next(iter(days.values()), 0)] * len(rows)
+    nested: dict[int, dict[int, int]] = {}
+    for (org_id, project_id), d in days.items():
+        nested.setdefault(org_id, {})[project_id] = d
+    return [nested[r["org_id"]][r["project_id"]] for r in rows]
 
 
 def retryable(exc: BaseException) -> bool:
@@ -365,6 +402,7 @@ def _write(
     after: After | None = None,
 ) -> int:
     retain = retainer(days)
+    count_org = itemgetter("org_id")
     names = layout.span_column_names()
     written = 0
     mine: dict[int, int] = {}  # spans this write inserted, by org
@@ -394,8 +432,8 @@ def _write(
                     settings=store.naming.settings(WRITE_SETTINGS),
                 )
                 versions.append(version)
-                for row in fresh:
-                    mine[row["org_id"]] = mine.get(row["org_id"], 0) + 1
+                for org_id, count in Counter(map(count_org, fresh)).items():
+                    mine[org_id] = mine.get(org_id, 0) + count
                 if after is not None:
                     after(store)
             if known:  # after the batch's own spans are safe, still under the turn
