@@ -35,6 +35,7 @@ from observatory_core.alerts.anomaly import (
     outside,
 )
 from observatory_core.base.errors import UserError
+from observatory_core.base.plain_text import plain_name
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.query import parse_series
 from observatory_core.semantic.field_lookups import dimension_problem
@@ -184,7 +185,7 @@ def build_rule(
 ) -> RuleSpec:
     """A valid rule, or a `UserError` that names the field and the fix. An anomaly rule needs
     no comparator or threshold (they are set from its direction, and 0)."""
-    name = (name or "").strip()
+    name = plain_name(name or "", "A rule's name")
     if not 1 <= len(name) <= 100 or name.startswith("System:"):
         raise UserError("Name the rule (1 to 100 characters, not starting with 'System:').")
     metric, agg = parse_series(series)  # refuses a metric with an aggregation that does not fit

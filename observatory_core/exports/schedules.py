@@ -32,6 +32,7 @@ from observatory_core.accounts.users import scope_for
 from observatory_core.alerts.rules import check_webhook_url
 from observatory_core.alerts.webhooks import queue_delivery
 from observatory_core.base.errors import PermissionDenied, UserError
+from observatory_core.base.plain_text import plain_name
 from observatory_core.base.settings import get_settings
 from observatory_core.base.zones import Zone
 from observatory_core.exports.jobs import MAX_ROWS, NotFound, checked_fields, insert_job
@@ -121,7 +122,8 @@ def create_schedule(
     now = now or datetime.now(UTC)
     if cadence not in CADENCES:
         raise UserError(f"Unknown cadence {cadence!r}; choose {', '.join(CADENCES)}.")
-    name = (name or "").strip() or f"{CADENCES[cadence].split()[0]} {fmt.upper()} export"
+    name = plain_name(name or "", "A schedule's name")
+    name = name or f"{CADENCES[cadence].split()[0]} {fmt.upper()} export"
     if len(name) > MAX_NAME:
         raise UserError(f"A schedule's name is at most {MAX_NAME} characters; shorten it.")
     spec = spec.replace(relative=None, start=None, end=None)

@@ -44,6 +44,8 @@ GOOD = dict(name="p95", series="duration_ms.p95", comparator=">", threshold="250
         ({"pending_s": -1}, "Pending period (seconds) must be between 0"),
         ({"name": ""}, "Name the rule"),
         ({"name": "System: mine"}, "Name the rule"),
+        ({"name": "p95\x00"}, "A rule's name holds control characters"),  # PostgreSQL: no NUL
+        ({"name": "p95 \ud800"}, "A rule's name is not valid text"),
     ],
 )
 def test_bad_rules_say_what_to_fix(change, message):

@@ -40,6 +40,8 @@ def test_schedule_lifecycle_roles_and_a_run(api):
         ("billing", {"fields": ["start_time", "input_text"]}, 403, "input_text"),
         ("developer", {"tz": "Mars/Olympus"}, 400, "tz: Unknown time zone"),
         ("developer", {"cadence": "hourly"}, 422, "cadence"),
+        # a NUL, which PostgreSQL refuses in text (a 500 found by the schema fuzzing)
+        ("developer", {"name": "\x00"}, 400, "control characters; use plain text"),
     ]
     for who, change, status, message in refused:
         answer = client.post("/export/schedules", json={**body, **change}, headers=auth(api, who))
