@@ -1,4 +1,4 @@
-"""Names people give things (schedules, alert rules) checked once for what no store keeps.
+"""Names people give things (dashboards, schedules, alert rules) checked once for what no store keeps.
 
 PostgreSQL refuses a NUL in text (a 500 found by the API's schema fuzzing on an export
 schedule's name), and a lone surrogate cannot be encoded for any store; other control
@@ -10,14 +10,21 @@ from __future__ import annotations
 from observatory_core.base.errors import UserError
 
 
-def plain_name(value: str, what: str) -> str:
-    """`value` stripped, or a `UserError` saying what to fix when it holds a control character
-    (tab and newline aside) or is not valid text."""
-    value = value.strip()
+def text_problem(value: str) -> str | None:
+    """What keeps `value` from being stored and shown as plain text (a control character, tab
+    and newline aside, or a lone surrogate), said as the fix; None when it is plain."""
     if any(ord(c) < 32 and c not in "\n\t" for c in value):
-        raise UserError(f"{what} holds control characters; use plain text.")
+        return "holds control characters; use plain text"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise UserError(f"{what} is not valid text (a lone surrogate); use plain text.") from None
+        return "is not valid text (a lone surrogate); use plain text"
+    return None
+
+
+def plain_name(value: str, what: str) -> str:
+    """`value` stripped, or a `UserError` naming `what` and the fix (`text_problem`)."""
+    value = value.strip()
+    if problem := text_problem(value):
+        raise UserError(f"{what} {problem}.")
     return value

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from observatory_core.base.errors import UserError
+from observatory_core.base.plain_text import text_problem
 from observatory_core.base.zones import UTC_ZONE, Zone
 from observatory_core.filters.spec import FilterSpec
 from observatory_core.metrics.catalog import BUCKETS, METRICS, Agg
@@ -98,14 +99,8 @@ def _text(data: dict, key: str, path: str, *, required: bool, limit: int) -> str
     if not isinstance(value, str):
         raise _fail(f"{path}{key}", "must be text")
     value = value.strip()
-    if any(ord(c) < 32 and c not in "\n\t" for c in value):
-        raise _fail(f"{path}{key}", "holds control characters; use plain text")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _fail(
-            f"{path}{key}", "is not valid text (a lone surrogate); use plain text"
-        ) from None
+    if problem := text_problem(value):
+        raise _fail(f"{path}{key}", problem)
     if required and not value:
         raise _fail(f"{path}{key}", "is empty; give it a name")
     if len(value) > limit:

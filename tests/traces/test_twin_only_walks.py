@@ -25,6 +25,20 @@ NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 T0 = NOW - timedelta(minutes=50)
 
 
+def _twins(org: int, project: int, t, same: dict, question: str) -> tuple[dict, dict]:
+    """One call sent by two instrumentations, each into a trace of its own: the poorer copy
+    (set aside by the keeper rule) and the richer one (counted)."""
+    aside = span(
+        org, project, t, **same, scope_name="openai.sdk", status="error",
+        model="gpt-4o-2024-08-06", provider="openai", input_text=question,
+    )  # fmt: skip
+    kept = span(
+        org, project, t + timedelta(milliseconds=10), **same, scope_name="openllmetry",
+        model="gpt-4o", provider="openai", input_text="hello", output_text="hi", user_id="u",
+    )  # fmt: skip
+    return aside, kept
+
+
 def _rows(org: int, a: int, b: int) -> list[dict]:
     """64 traces: plain, twins apart (the set-aside copy alone in its trace), a set-aside root
     whose child counts, orphans, a set-aside root with a counted child in project b."""
@@ -35,110 +49,35 @@ def _rows(org: int, a: int, b: int) -> list[dict]:
         same = dict(service_name="svc", input_tokens=100 + i, output_tokens=30, duration_ms=800.0)
         if kind in (0, 5):  # plain trace, one counted root
             rows.append(
-                span(
-                    org,
-                    a,
-                    t,
-                    status="error" if kind == 5 else "ok",
-                    model="gpt-4o",
-                    input_text="plain needle" if i % 3 else None,
-                )
-            )
+                span(org, a, t, status="error" if kind == 5 else "ok", model="gpt-4o",
+                     input_text="plain needle" if i % 3 else None)
+            )  # fmt: skip
         elif kind in (1, 4, 7):  # separate twins: the poorer stored copy's trace holds it alone
-            rows.append(
-                span(
-                    org,
-                    a,
-                    t,
-                    **same,
-                    scope_name="openai.sdk",
-                    status="error",
-                    model="gpt-4o-2024-08-06",
-                    provider="openai",
-                    input_text="needle only",
-                )
-            )
-            rows.append(
-                span(
-                    org,
-                    a,
-                    t + timedelta(milliseconds=10),
-                    **same,
-                    scope_name="openllmetry",
-                    model="gpt-4o",
-                    provider="openai",
-                    input_text="hello",
-                    output_text="hi",
-                    user_id="u",
-                )
-            )
+            rows.extend(_twins(org, a, t, same, "needle only"))
         elif kind == 2:  # nested: the root set aside, its richer child counts -> listed
             root = span(
-                org,
-                a,
-                t,
-                **same,
-                scope_name="agent.lib",
-                model="gpt-4o",
-                provider="openai",
-                status="error",
-                input_text="needle root",
-            )
+                org, a, t, **same, scope_name="agent.lib", model="gpt-4o", provider="openai",
+                status="error", input_text="needle root",
+            )  # fmt: skip
             rows.append(root)
             rows.append(
                 child_of(
-                    root,
-                    t + timedelta(milliseconds=5),
-                    **same,
-                    scope_name="openai.sdk",
-                    model="gpt-4o-2024-08-06",
-                    provider="openai",
-                    input_text="q",
-                    output_text="a",
+                    root, t + timedelta(milliseconds=5), **same, scope_name="openai.sdk",
+                    model="gpt-4o-2024-08-06", provider="openai", input_text="q", output_text="a",
                 )
-            )
+            )  # fmt: skip
         elif kind == 3:  # orphan: no root
             rows.append(span(org, a, t, parent_span_id="ffffffffffffffff", model="gpt-4o"))
         elif kind == 6:  # root a twin set aside, a counted child in project b
-            root = span(
-                org,
-                a,
-                t,
-                **same,
-                scope_name="openai.sdk",
-                status="error",
-                model="gpt-4o-2024-08-06",
-                provider="openai",
-                input_text="needle x",
-            )
-            rows.append(root)
+            root, kept = _twins(org, a, t, same, "needle x")
+            rows += [root, kept]
             rows.append(
                 span(
-                    org,
-                    a,
-                    t + timedelta(milliseconds=10),
-                    **same,
-                    scope_name="openllmetry",
-                    model="gpt-4o",
-                    provider="openai",
-                    input_text="hello",
-                    output_text="hi",
-                    user_id="u",
+                    org, b, t + timedelta(milliseconds=100), trace_id=root["trace_id"],
+                    parent_span_id=root["span_id"], operation="tool", name="tool",
+                    input_tokens=0, output_tokens=0,
                 )
-            )
-            rows.append(
-                span(
-                    org,
-                    b,
-                    t + timedelta(milliseconds=100),
-                    trace_id=root["trace_id"],
-                    parent_span_id=root["span_id"],
-                    operation="tool",
-                    name="tool",
-                    input_tokens=0,
-                    output_tokens=0,
-                )
-            )
+            )  # fmt: skip
     return rows
 
 
