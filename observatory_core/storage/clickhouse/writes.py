@@ -76,13 +76,10 @@ def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
         yield batch
 
 
-_SPAN_KEY = itemgetter("org_id", "trace_id", "span_id")
 _PAIR = itemgetter("org_id", "project_id")
 
 
 def _first_copies(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if len(set(map(_SPAN_KEY, batch))) == len(batch):  # the common case: no repeat, one C pass
-        return list(batch)
     seen: set[tuple[int, str, str]] = set()
     out = []
     for row in batch:
